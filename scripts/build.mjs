@@ -1,0 +1,27 @@
+// Bundles the extension, the node and the CLIs with esbuild. `vscode` is provided by the host;
+// onnxruntime-node and the sqlite wasm module stay external because they load native/wasm files
+// relative to their own package folders.
+import * as esbuild from 'esbuild';
+
+const watch = process.argv.includes('--watch');
+const common = {
+  bundle: true,
+  platform: 'node',
+  target: 'node20',
+  format: 'cjs',
+  sourcemap: true,
+  external: ['vscode', 'onnxruntime-node', 'node-sqlite3-wasm'],
+  logLevel: 'warning',
+};
+
+const entries = [
+  { entryPoints: ['src/extension/main.ts'], outfile: 'dist/extension.js' },
+];
+
+const contexts = await Promise.all(entries.map((e) => esbuild.context({ ...common, ...e })));
+if (watch) {
+  await Promise.all(contexts.map((c) => c.watch()));
+} else {
+  await Promise.all(contexts.map((c) => c.rebuild()));
+  await Promise.all(contexts.map((c) => c.dispose()));
+}

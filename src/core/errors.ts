@@ -1,0 +1,101 @@
+// One catalogue of coded errors, shared by the node, the client, the CLIs and the extension.
+// A key's code is always `GRID_ERR_<KEY>` (a unit test holds us to it), so a code seen in a log
+// can be found here by eye.
+
+export const ErrorCodes = {
+  /** A request got no reply within its timeout. */
+  TIMEOUT: 'GRID_ERR_TIMEOUT',
+  /** The caller aborted the request (AbortSignal) or cancelled the stream. */
+  ABORTED: 'GRID_ERR_ABORTED',
+  /** The connection dropped while a non-idempotent request was in flight. */
+  CONNECTION_DROPPED: 'GRID_ERR_CONNECTION_DROPPED',
+  /** No connection is open and none is being established. */
+  NOT_CONNECTED: 'GRID_ERR_NOT_CONNECTED',
+  /** The reconnect policy gave up. */
+  RECONNECT_LIMIT: 'GRID_ERR_RECONNECT_LIMIT',
+  /** The socket was disposed; it cannot be used again. */
+  DISPOSED: 'GRID_ERR_DISPOSED',
+  /** A frame could not be parsed (not JSON, not an envelope, bad binary header). */
+  MALFORMED_FRAME: 'GRID_ERR_MALFORMED_FRAME',
+  /** The message type is not in the catalogue. */
+  UNKNOWN_TYPE: 'GRID_ERR_UNKNOWN_TYPE',
+  /** The message's data does not match its schema. */
+  INVALID_MESSAGE: 'GRID_ERR_INVALID_MESSAGE',
+  /** A frame or payload is larger than the receiver accepts. */
+  PAYLOAD_TOO_LARGE: 'GRID_ERR_PAYLOAD_TOO_LARGE',
+  /** A transferred payload's sha256 differs from the announced one. */
+  CHECKSUM_MISMATCH: 'GRID_ERR_CHECKSUM_MISMATCH',
+  /** A transfer id is unknown (never started, finished, or expired). */
+  TRANSFER_NOT_FOUND: 'GRID_ERR_TRANSFER_NOT_FOUND',
+  /** The URL is not a ws:// or wss:// URL. */
+  INVALID_URL: 'GRID_ERR_INVALID_URL',
+  /** The operation needs an authenticated session. */
+  UNAUTHENTICATED: 'GRID_ERR_UNAUTHENTICATED',
+  /** Wrong user name or password, or an expired token. */
+  BAD_CREDENTIALS: 'GRID_ERR_BAD_CREDENTIALS',
+  /** The session is authenticated but the model/dataset does not allow this. */
+  FORBIDDEN: 'GRID_ERR_FORBIDDEN',
+  NOT_FOUND: 'GRID_ERR_NOT_FOUND',
+  ALREADY_EXISTS: 'GRID_ERR_ALREADY_EXISTS',
+  /** An id contains characters outside [A-Za-z0-9._-] or is too long. */
+  INVALID_ID: 'GRID_ERR_INVALID_ID',
+  /** Bytes that are not a loadable ONNX model. */
+  INVALID_MODEL: 'GRID_ERR_INVALID_MODEL',
+  /** Inference or training inputs with a wrong name, dtype or shape. */
+  INVALID_INPUT: 'GRID_ERR_INVALID_INPUT',
+  /** A tensor's bytes do not decode (bad dtype code, length mismatch). */
+  INVALID_TENSOR: 'GRID_ERR_INVALID_TENSOR',
+  /** A dataset file that cannot be read as CSV / .npy / TensorProto. */
+  INVALID_DATASET: 'GRID_ERR_INVALID_DATASET',
+  /** An ONNX operator the training-plan builder has no gradient rule for. */
+  UNSUPPORTED_OPERATOR: 'GRID_ERR_UNSUPPORTED_OPERATOR',
+  /** A training job failed on the node. */
+  JOB_FAILED: 'GRID_ERR_JOB_FAILED',
+  /** A bug or an unexpected failure; the message says where to look. */
+  INTERNAL: 'GRID_ERR_INTERNAL',
+} as const;
+
+export type ErrorKey = keyof typeof ErrorCodes;
+export type ErrorCode = (typeof ErrorCodes)[ErrorKey];
+
+const knownCodes = new Set<string>(Object.values(ErrorCodes));
+
+export function isErrorCode(value: unknown): value is ErrorCode {
+  return typeof value === 'string' && knownCodes.has(value);
+}
+
+/** The error every layer throws and every wire error reply carries. */
+export class GridError extends Error {
+  override readonly name = 'GridError';
+  readonly code: ErrorCode;
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>, options?: { cause?: unknown }) {
+    super(message, options);
+    this.code = code;
+    this.details = details;
+  }
+
+  /** The wire form of an error reply's `data`. */
+  toWire(): { code: ErrorCode; message: string; details?: Record<string, unknown> } {
+    return this.details === undefined
+      ? { code: this.code, message: this.message }
+      : { code: this.code, message: this.message, details: this.details };
+  }
+
+  static fromWire(data: { code: string; message: string; details?: Record<string, unknown> }): GridError {
+    const code = isErrorCode(data.code) ? data.code : ErrorCodes.INTERNAL;
+    return new GridError(code, data.message, data.details);
+  }
+}
+
+export function gridError(key: ErrorKey, message: string, details?: Record<string, unknown>): GridError {
+  return new GridError(ErrorCodes[key], message, details);
+}
+
+/** Wraps anything thrown into a GridError, keeping GridErrors as they are. */
+export function toGridError(err: unknown, fallback: ErrorKey = 'INTERNAL'): GridError {
+  if (err instanceof GridError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  return new GridError(ErrorCodes[fallback], message, undefined, { cause: err });
+}

@@ -1,0 +1,237 @@
+// Tensors on the wire: dtype + dims + raw little-endian bytes, the layout onnxruntime tensors use,
+// so a received tensor goes into a session without a copy when its bytes are aligned.
+//
+// One tensor:   u8 dtype code | u8 0 | u16 rank | u32 0 | rank × f64 dims | data
+//               (header padded to 8 bytes, so numeric data is 8-aligned within the encoding)
+// string data:  per element u32 byte length + UTF-8 bytes
+// Named map:    u32 count | per entry: u16 name length | name UTF-8 | pad to 8 | u64 byte length (f64) | tensor
+
+import { gridError } from '../errors';
+
+export const DTYPES = [
+  'float32', 'float64', 'float16',
+  'int8', 'int16', 'int32', 'int64',
+  'uint8', 'uint16', 'uint32', 'uint64',
+  'bool', 'string',
+] as const;
+export type DType = (typeof DTYPES)[number];
+
+/** Element storage per dtype, as onnxruntime-node's Tensor holds it (float16 as raw bits, bool as bytes). */
+export interface DataTypeMap {
+  float32: Float32Array;
+  float64: Float64Array;
+  float16: Uint16Array;
+  int8: Int8Array;
+  int16: Int16Array;
+  int32: Int32Array;
+  int64: BigInt64Array;
+  uint8: Uint8Array;
+  uint16: Uint16Array;
+  uint32: Uint32Array;
+  uint64: BigUint64Array;
+  bool: Uint8Array;
+  string: string[];
+}
+export type TensorData = DataTypeMap[DType];
+
+export interface Tensor<D extends DType = DType> {
+  readonly dtype: D;
+  readonly dims: readonly number[];
+  readonly data: DataTypeMap[D];
+}
+
+export type NamedTensors = Record<string, Tensor>;
+
+type NumericDType = Exclude<DType, 'string'>;
+type TypedCtor = { new (buffer: ArrayBufferLike, byteOffset: number, length: number): Exclude<TensorData, string[]>; new (length: number): Exclude<TensorData, string[]>; BYTES_PER_ELEMENT: number };
+
+const CTORS: Record<NumericDType, TypedCtor> = {
+  float32: Float32Array, float64: Float64Array, float16: Uint16Array,
+  int8: Int8Array, int16: Int16Array, int32: Int32Array, int64: BigInt64Array,
+  uint8: Uint8Array, uint16: Uint16Array, uint32: Uint32Array, uint64: BigUint64Array,
+  bool: Uint8Array,
+} as unknown as Record<NumericDType, TypedCtor>;
+
+export function isDType(value: unknown): value is DType {
+  return typeof value === 'string' && (DTYPES as readonly string[]).includes(value);
+}
+
+export function bytesPerElement(dtype: NumericDType): number {
+  return CTORS[dtype].BYTES_PER_ELEMENT;
+}
+
+export function elementCount(dims: readonly number[]): number {
+  let n = 1;
+  for (const d of dims) n *= d;
+  return n;
+}
+
+/** Checks dims and data length agree; throws GRID_ERR_INVALID_TENSOR naming what is wrong. */
+export function validateTensor(t: Tensor, what = 'tensor'): void {
+  if (!isDType(t.dtype)) throw gridError('INVALID_TENSOR', `${what}: unknown dtype ${JSON.stringify(t.dtype)}`);
+  for (const d of t.dims) {
+    if (!Number.isSafeInteger(d) || d < 0) throw gridError('INVALID_TENSOR', `${what}: dimension ${d} is not a non-negative integer`);
+  }
+  const n = elementCount(t.dims);
+  if (t.dtype === 'string') {
+    if (!Array.isArray(t.data) || t.data.some((s) => typeof s !== 'string')) throw gridError('INVALID_TENSOR', `${what}: string tensor data must be an array of strings`);
+  } else if (!(t.data instanceof CTORS[t.dtype])) {
+    throw gridError('INVALID_TENSOR', `${what}: ${t.dtype} data must be a ${CTORS[t.dtype].name}`);
+  }
+  if (t.data.length !== n) throw gridError('INVALID_TENSOR', `${what}: dims [${t.dims.join(', ')}] hold ${n} elements but data has ${t.data.length}`);
+}
+
+const pad8 = (n: number) => (n + 7) & ~7;
+const headerSize = (rank: number) => 8 + 8 * rank;
+
+/** Bytes the encoding of `t` takes. */
+export function encodedTensorSize(t: Tensor): number {
+  const head = headerSize(t.dims.length);
+  if (t.dtype === 'string') {
+    let n = 0;
+    for (const s of t.data as string[]) n += 4 + Buffer.byteLength(s, 'utf8');
+    return head + n;
+  }
+  return head + (t.data as Exclude<TensorData, string[]>).byteLength;
+}
+
+/** Encodes into `out` at `offset` (which must be 8-aligned for zero-copy decode); returns bytes written. */
+export function encodeTensorInto(t: Tensor, out: Buffer, offset: number): number {
+  validateTensor(t);
+  const code = DTYPES.indexOf(t.dtype);
+  out.writeUInt8(code, offset);
+  out.writeUInt8(0, offset + 1);
+  out.writeUInt16LE(t.dims.length, offset + 2);
+  out.writeUInt32LE(0, offset + 4);
+  let p = offset + 8;
+  for (const d of t.dims) { out.writeDoubleLE(d, p); p += 8; }
+  if (t.dtype === 'string') {
+    for (const s of t.data as string[]) {
+      const len = out.write(s, p + 4, 'utf8');
+      out.writeUInt32LE(len, p);
+      p += 4 + len;
+    }
+  } else {
+    const data = t.data as Exclude<TensorData, string[]>;
+    const src = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    out.set(src, p);
+    p += data.byteLength;
+  }
+  return p - offset;
+}
+
+export function encodeTensor(t: Tensor): Buffer {
+  const out = Buffer.allocUnsafe(encodedTensorSize(t));
+  encodeTensorInto(t, out, 0);
+  return out;
+}
+
+/** Decodes one tensor occupying exactly `buf`. Numeric data is a view into `buf` when aligned, else a copy. */
+export function decodeTensor(buf: Uint8Array, what = 'tensor'): Tensor {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (b.length < 8) throw gridError('INVALID_TENSOR', `${what}: ${b.length} bytes is shorter than a tensor header`);
+  const code = b.readUInt8(0);
+  const dtype = DTYPES[code];
+  if (dtype === undefined) throw gridError('INVALID_TENSOR', `${what}: unknown dtype code ${code}`);
+  const rank = b.readUInt16LE(2);
+  const head = headerSize(rank);
+  if (b.length < head) throw gridError('INVALID_TENSOR', `${what}: header of rank ${rank} needs ${head} bytes, got ${b.length}`);
+  const dims: number[] = [];
+  for (let i = 0; i < rank; i++) {
+    const d = b.readDoubleLE(8 + 8 * i);
+    if (!Number.isSafeInteger(d) || d < 0) throw gridError('INVALID_TENSOR', `${what}: dimension ${i} is ${d}`);
+    dims.push(d);
+  }
+  const n = elementCount(dims);
+  if (!Number.isSafeInteger(n)) throw gridError('INVALID_TENSOR', `${what}: dims [${dims.join(', ')}] are too large`);
+  if (dtype === 'string') {
+    const data: string[] = new Array(n);
+    let p = head;
+    for (let i = 0; i < n; i++) {
+      if (p + 4 > b.length) throw gridError('INVALID_TENSOR', `${what}: string ${i} of ${n} is truncated`);
+      const len = b.readUInt32LE(p);
+      if (p + 4 + len > b.length) throw gridError('INVALID_TENSOR', `${what}: string ${i} of ${n} is truncated`);
+      data[i] = b.toString('utf8', p + 4, p + 4 + len);
+      p += 4 + len;
+    }
+    if (p !== b.length) throw gridError('INVALID_TENSOR', `${what}: ${b.length - p} trailing bytes after string data`);
+    return { dtype, dims, data };
+  }
+  const Ctor = CTORS[dtype];
+  const byteLength = n * Ctor.BYTES_PER_ELEMENT;
+  if (b.length - head !== byteLength) {
+    throw gridError('INVALID_TENSOR', `${what}: ${dtype} [${dims.join(', ')}] needs ${byteLength} data bytes, got ${b.length - head}`);
+  }
+  const start = b.byteOffset + head;
+  let data: Exclude<TensorData, string[]>;
+  if (start % Ctor.BYTES_PER_ELEMENT === 0) {
+    data = new Ctor(b.buffer, start, n);
+  } else {
+    data = new Ctor(n);
+    new Uint8Array(data.buffer).set(b.subarray(head));
+  }
+  return { dtype, dims, data } as Tensor;
+}
+
+/** Encodes named tensors (inference inputs/outputs, model parameters) into one buffer. */
+export function encodeNamedTensors(tensors: NamedTensors): Buffer {
+  const entries = Object.entries(tensors);
+  let size = 8;
+  const names = entries.map(([name]) => Buffer.from(name, 'utf8'));
+  entries.forEach(([, t], i) => { size += pad8(2 + names[i]!.length) + 8 + pad8(encodedTensorSize(t)); });
+  const out = Buffer.alloc(size);
+  out.writeUInt32LE(entries.length, 0);
+  let p = 8;
+  entries.forEach(([name, t], i) => {
+    const nb = names[i]!;
+    if (nb.length > 0xffff) throw gridError('INVALID_TENSOR', `tensor name ${name.slice(0, 40)}… is too long`);
+    out.writeUInt16LE(nb.length, p);
+    out.set(nb, p + 2);
+    p += pad8(2 + nb.length);
+    const lenAt = p;
+    p += 8;
+    const written = encodeTensorInto(t, out, p);
+    out.writeDoubleLE(written, lenAt);
+    p += pad8(written);
+  });
+  return out;
+}
+
+export function decodeNamedTensors(buf: Uint8Array): NamedTensors {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (b.length < 8) throw gridError('INVALID_TENSOR', 'named tensors: buffer shorter than its header');
+  const count = b.readUInt32LE(0);
+  const out: NamedTensors = Object.create(null);
+  let p = 8;
+  for (let i = 0; i < count; i++) {
+    if (p + 2 > b.length) throw gridError('INVALID_TENSOR', `named tensors: entry ${i} of ${count} is truncated`);
+    const nameLen = b.readUInt16LE(p);
+    if (p + 2 + nameLen > b.length) throw gridError('INVALID_TENSOR', `named tensors: name of entry ${i} is truncated`);
+    const name = b.toString('utf8', p + 2, p + 2 + nameLen);
+    p += pad8(2 + nameLen);
+    if (p + 8 > b.length) throw gridError('INVALID_TENSOR', `named tensors: length of "${name}" is truncated`);
+    const len = b.readDoubleLE(p);
+    p += 8;
+    if (!Number.isSafeInteger(len) || len < 0 || p + len > b.length) throw gridError('INVALID_TENSOR', `named tensors: "${name}" claims ${len} bytes, ${b.length - p} remain`);
+    if (name in out) throw gridError('INVALID_TENSOR', `named tensors: "${name}" appears twice`);
+    out[name] = decodeTensor(b.subarray(p, p + len), `tensor "${name}"`);
+    p += pad8(len);
+  }
+  return out;
+}
+
+/** Builds a tensor from plain numbers/booleans/strings (JSON inputs, notebook cells). */
+export function tensorFromValues(dtype: DType, dims: readonly number[], values: ArrayLike<number | bigint | boolean | string>): Tensor {
+  const n = elementCount(dims);
+  if (values.length !== n) throw gridError('INVALID_TENSOR', `dims [${dims.join(', ')}] hold ${n} elements but ${values.length} values were given`);
+  if (dtype === 'string') return { dtype, dims: [...dims], data: Array.from(values, String) };
+  const Ctor = CTORS[dtype];
+  const data = new Ctor(n);
+  const big = dtype === 'int64' || dtype === 'uint64';
+  for (let i = 0; i < n; i++) {
+    const v = values[i]!;
+    if (big) (data as BigInt64Array)[i] = typeof v === 'bigint' ? v : BigInt(typeof v === 'boolean' ? Number(v) : v as number | string);
+    else (data as Float32Array)[i] = Number(v);
+  }
+  return { dtype, dims: [...dims], data } as Tensor;
+}
