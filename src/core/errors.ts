@@ -51,6 +51,8 @@ export const ErrorCodes = {
   UNSUPPORTED_OPERATOR: 'GRID_ERR_UNSUPPORTED_OPERATOR',
   /** A training job failed on the node. */
   JOB_FAILED: 'GRID_ERR_JOB_FAILED',
+  /** Another grid node process owns the data dir. */
+  DATA_DIR_IN_USE: 'GRID_ERR_DATA_DIR_IN_USE',
   /** A bug or an unexpected failure; the message says where to look. */
   INTERNAL: 'GRID_ERR_INTERNAL',
 } as const;
