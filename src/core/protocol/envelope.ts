@@ -1,0 +1,151 @@
+// The two frame shapes on the wire.
+//
+// Text: a JSON envelope, PyGrid-compatible `{"type", "request_id"?, "data"?}`. Replies echo `type` and
+// `request_id`; an error reply carries `error: {code, message, details?}`; stream events carry
+// `stream: "event"` and the stream's last message `stream: "end"`.
+//
+// Binary: a 16-byte header, then the id (UTF-8, padded to 8), then the body.
+//   0  'G' 'W'         magic
+//   2  u8 version      1
+//   3  u8 kind         1 = MESSAGE (an envelope and its attachment in one frame), 2 = CHUNK (a transfer chunk)
+//   4  u8 flags        bit 0 = last chunk
+//   5  u8 id length    request id (MESSAGE) or transfer id (CHUNK), ≤ 255 bytes
+//   6  u16 reserved
+//   8  u32 index       chunk index (CHUNK), 0 for MESSAGE
+//   12 u32 extra       JSON length (MESSAGE), body length (CHUNK)
+//   16 id bytes, padded to a multiple of 8
+//   MESSAGE body: JSON envelope, padded to 8, then the attachment bytes (8-aligned for tensors)
+
+import { gridError, type ErrorCode } from '../errors';
+
+export interface WireError {
+  code: ErrorCode | string;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+export interface Envelope {
+  type: string;
+  request_id?: string;
+  data?: unknown;
+  error?: WireError;
+  stream?: 'event' | 'end';
+}
+
+/** An envelope with its binary attachment, as delivered to handlers and listeners. */
+export interface IncomingMessage extends Envelope {
+  attachment?: Buffer;
+}
+
+export const FrameKind = { MESSAGE: 1, CHUNK: 2 } as const;
+export const FLAG_LAST = 1;
+const MAGIC0 = 0x47;
+const MAGIC1 = 0x57;
+const VERSION = 1;
+const HEADER = 16;
+const pad8 = (n: number) => (n + 7) & ~7;
+
+export function parseEnvelope(text: string): Envelope {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw gridError('MALFORMED_FRAME', `frame is not JSON: ${(err as Error).message}`);
+  }
+  return checkEnvelope(value);
+}
+
+export function checkEnvelope(value: unknown): Envelope {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw gridError('MALFORMED_FRAME', 'frame is not a JSON object envelope {type, request_id, data}');
+  }
+  const env = value as Record<string, unknown>;
+  if (typeof env.type !== 'string' || env.type.length === 0 || env.type.length > 128) {
+    throw gridError('MALFORMED_FRAME', 'envelope has no "type" string (1-128 characters)');
+  }
+  if (env.request_id !== undefined && (typeof env.request_id !== 'string' || env.request_id.length > 255)) {
+    throw gridError('MALFORMED_FRAME', `envelope "request_id" must be a string of at most 255 characters (type ${env.type})`);
+  }
+  if (env.stream !== undefined && env.stream !== 'event' && env.stream !== 'end') {
+    throw gridError('MALFORMED_FRAME', `envelope "stream" must be "event" or "end" (type ${env.type})`);
+  }
+  if (env.error !== undefined) {
+    const e = env.error as Record<string, unknown> | null;
+    if (typeof e !== 'object' || e === null || typeof e.code !== 'string' || typeof e.message !== 'string') {
+      throw gridError('MALFORMED_FRAME', `envelope "error" must be {code, message} (type ${env.type})`);
+    }
+  }
+  return env as unknown as Envelope;
+}
+
+export interface ChunkFrame {
+  kind: typeof FrameKind.CHUNK;
+  id: string;
+  index: number;
+  last: boolean;
+  body: Buffer;
+}
+
+export interface MessageFrame {
+  kind: typeof FrameKind.MESSAGE;
+  message: IncomingMessage;
+}
+
+function writeHeader(kind: number, flags: number, id: string, index: number, extra: number, bodyLength: number): { buf: Buffer; bodyAt: number } {
+  const idBytes = Buffer.from(id, 'utf8');
+  if (idBytes.length > 255) throw gridError('INVALID_MESSAGE', `binary frame id is ${idBytes.length} bytes; at most 255`);
+  const bodyAt = HEADER + pad8(idBytes.length);
+  const buf = Buffer.allocUnsafe(bodyAt + bodyLength);
+  buf[0] = MAGIC0; buf[1] = MAGIC1; buf[2] = VERSION; buf[3] = kind; buf[4] = flags; buf[5] = idBytes.length;
+  buf.writeUInt16LE(0, 6);
+  buf.writeUInt32LE(index, 8);
+  buf.writeUInt32LE(extra, 12);
+  idBytes.copy(buf, HEADER);
+  buf.fill(0, HEADER + idBytes.length, bodyAt);
+  return { buf, bodyAt };
+}
+
+/** A transfer chunk: header and body in one frame (chunks are at most a few MiB, one copy is cheap). */
+export function encodeChunk(id: string, index: number, body: Uint8Array, last: boolean): Buffer {
+  const { buf, bodyAt } = writeHeader(FrameKind.CHUNK, last ? FLAG_LAST : 0, id, index, body.length, body.length);
+  buf.set(body, bodyAt);
+  return buf;
+}
+
+/** One frame carrying an envelope and its attachment (inference tensors). */
+export function encodeMessageFrame(env: Envelope, attachment: Uint8Array): Buffer {
+  const json = Buffer.from(JSON.stringify(env), 'utf8');
+  const jsonPadded = pad8(json.length);
+  const { buf, bodyAt } = writeHeader(FrameKind.MESSAGE, 0, env.request_id ?? '', 0, json.length, jsonPadded + attachment.length);
+  json.copy(buf, bodyAt);
+  buf.fill(0x20, bodyAt + json.length, bodyAt + jsonPadded);
+  buf.set(attachment, bodyAt + jsonPadded);
+  return buf;
+}
+
+export function decodeBinaryFrame(buf: Buffer): ChunkFrame | MessageFrame {
+  if (buf.length < HEADER) throw gridError('MALFORMED_FRAME', `binary frame of ${buf.length} bytes is shorter than the ${HEADER}-byte header`);
+  if (buf[0] !== MAGIC0 || buf[1] !== MAGIC1) throw gridError('MALFORMED_FRAME', 'binary frame does not start with the "GW" magic');
+  if (buf[2] !== VERSION) throw gridError('MALFORMED_FRAME', `binary frame version ${buf[2]} is not supported (expected ${VERSION})`);
+  const kind = buf[3]!;
+  const flags = buf[4]!;
+  const idLen = buf[5]!;
+  const index = buf.readUInt32LE(8);
+  const extra = buf.readUInt32LE(12);
+  const bodyAt = HEADER + pad8(idLen);
+  if (buf.length < bodyAt) throw gridError('MALFORMED_FRAME', 'binary frame is truncated inside its id');
+  const id = buf.toString('utf8', HEADER, HEADER + idLen);
+  if (kind === FrameKind.CHUNK) {
+    if (buf.length - bodyAt !== extra) throw gridError('MALFORMED_FRAME', `chunk ${index} of transfer ${id} announces ${extra} bytes but carries ${buf.length - bodyAt}`);
+    return { kind, id, index, last: (flags & FLAG_LAST) !== 0, body: buf.subarray(bodyAt) };
+  }
+  if (kind === FrameKind.MESSAGE) {
+    const jsonEnd = bodyAt + extra;
+    if (jsonEnd > buf.length) throw gridError('MALFORMED_FRAME', 'message frame is truncated inside its JSON envelope');
+    const env = parseEnvelope(buf.toString('utf8', bodyAt, jsonEnd));
+    const attachAt = bodyAt + pad8(extra);
+    if (attachAt > buf.length) throw gridError('MALFORMED_FRAME', 'message frame is truncated before its attachment');
+    return { kind, message: { ...env, attachment: buf.subarray(attachAt) } };
+  }
+  throw gridError('MALFORMED_FRAME', `binary frame kind ${kind} is unknown`);
+}

@@ -1,0 +1,434 @@
+// The node half of the protocol: a router of validated handlers and the WebSocket server that
+// feeds it. A bad frame or a failing handler gets a coded error reply; it never closes the
+// connection or reaches the event loop.
+
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage as HttpRequest } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, WebSocket, type RawData } from 'ws';
+import { ErrorCodes, GridError, gridError, toGridError } from '../errors';
+import { silentLogger, type Logger } from '../logger';
+import {
+  Authenticate, Cancel, describeIssues, Ping, TransferAck, TransferBegin, TransferCommit, TransferRead,
+  type DownloadOffer, type RequestDef, type StreamDef,
+} from '../protocol/catalogue';
+import { decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseEnvelope, type Envelope, type IncomingMessage } from '../protocol/envelope';
+import { UploadStore, type CommittedUpload } from './uploads';
+
+const ATTACHMENT = Symbol('attachment');
+export interface WithAttachment<T> { readonly [ATTACHMENT]: Uint8Array; readonly data: T }
+/** A reply that carries binary bytes (tensors) next to its JSON data, in one frame. */
+export function withAttachment<T>(data: T, attachment: Uint8Array): WithAttachment<T> {
+  return { [ATTACHMENT]: attachment, data };
+}
+function isWithAttachment(v: unknown): v is WithAttachment<unknown> {
+  return typeof v === 'object' && v !== null && ATTACHMENT in v;
+}
+
+/** What a node can send bytes from, for a download. */
+export interface DownloadSource {
+  size: number;
+  sha256: string;
+  read(offset: number, length: number): Promise<Uint8Array>;
+}
+
+export interface HandlerContext {
+  readonly requestId: string | undefined;
+  readonly connection: GridConnection;
+  /** Aborted when the client cancels (streams) or the connection closes. */
+  readonly signal: AbortSignal;
+  readonly attachment: Buffer | undefined;
+  readonly log: Logger;
+  /** Claims a committed upload; the caller owns the returned file from now on. */
+  takeUpload(transferId: string): CommittedUpload;
+  /** Offers bytes for download; returns what to put in the reply for the client's `download()`. */
+  offerDownload(source: DownloadSource): DownloadOffer;
+}
+
+export interface StreamContext<Ev> extends HandlerContext {
+  emit(event: Ev): void;
+}
+
+type RequestHandler = (data: any, ctx: HandlerContext) => Promise<unknown> | unknown;
+type StreamHandler = (data: any, ctx: StreamContext<any>) => Promise<unknown>;
+
+interface Route {
+  def: RequestDef<any, any> | StreamDef<any, any, any>;
+  handler: RequestHandler | StreamHandler;
+}
+
+/** Message type → validated handler. Shared by every connection of a server. */
+export class GridRouter {
+  private readonly routes = new Map<string, Route>();
+
+  handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>): this {
+    this.add(def, handler as RequestHandler);
+    return this;
+  }
+
+  stream<Req, Ev, End>(def: StreamDef<Req, Ev, End>, handler: (data: Req, ctx: StreamContext<Ev>) => Promise<End>): this {
+    this.add(def, handler as StreamHandler);
+    return this;
+  }
+
+  get(type: string): Route | undefined {
+    return this.routes.get(type);
+  }
+
+  types(): string[] {
+    return [...this.routes.keys()];
+  }
+
+  private add(def: Route['def'], handler: Route['handler']): void {
+    if (this.routes.has(def.type)) throw new Error(`handler for "${def.type}" registered twice`);
+    this.routes.set(def.type, { def, handler });
+  }
+}
+
+export interface GridServerOptions {
+  router: GridRouter;
+  logger?: Logger;
+  /** Largest frame accepted; a bigger one closes the connection with 1009 (ws). Uploads are chunked below it. */
+  maxPayload?: number;
+  /** Largest JSON text frame answered; a bigger one gets PAYLOAD_TOO_LARGE. */
+  maxTextBytes?: number;
+  /** Where uploads are written while in flight. */
+  uploadsDir: string;
+  uploadTtlMs?: number;
+  maxUploadBytes?: number;
+  /** ws ping interval; a client that misses a pong is terminated. 0 disables. */
+  heartbeatMs?: number;
+  /** Bytes in flight per download before waiting for the client's ack. */
+  downloadWindowBytes?: number;
+  downloadChunkBytes?: number;
+  /** Called after every request or stream settles (metrics). */
+  onRequest?(type: string, ms: number, code: string | undefined): void;
+  /** Authenticates a session; the node supplies it. Without it, `authenticate` is an unknown type. */
+  authenticate?(data: { username: string; password: string } | { token: string }, connection: GridConnection): Promise<{ token: string; user: string; expires_at?: number }>;
+}
+
+interface Offered extends DownloadSource { id: string; touched: number }
+
+/** The WebSocket server of a node, attached to an http.Server's `upgrade` event. */
+export class GridServer {
+  readonly router: GridRouter;
+  readonly uploads: UploadStore;
+  readonly connections = new Set<GridConnection>();
+  readonly options: Required<Pick<GridServerOptions, 'maxPayload' | 'maxTextBytes' | 'heartbeatMs' | 'downloadWindowBytes' | 'downloadChunkBytes'>> & GridServerOptions;
+  readonly log: Logger;
+  private readonly wss: WebSocketServer;
+  private readonly downloads = new Map<string, Offered>();
+  private readonly heartbeat: NodeJS.Timeout | undefined;
+  private closing: Promise<void> | undefined;
+
+  constructor(options: GridServerOptions) {
+    this.options = {
+      maxPayload: 64 * 1024 * 1024,
+      maxTextBytes: 4 * 1024 * 1024,
+      heartbeatMs: 30_000,
+      downloadWindowBytes: 16 * 1024 * 1024,
+      downloadChunkBytes: 1024 * 1024,
+      ...options,
+    };
+    this.router = options.router;
+    this.log = options.logger ?? silentLogger;
+    this.uploads = new UploadStore({
+      dir: options.uploadsDir,
+      ...(options.uploadTtlMs !== undefined && { ttlMs: options.uploadTtlMs }),
+      ...(options.maxUploadBytes !== undefined && { maxBytes: options.maxUploadBytes }),
+    });
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxPayload, perMessageDeflate: false });
+    this.wss.on('connection', (ws: WebSocket, req: HttpRequest) => this.onConnection(ws, req));
+    if (this.options.heartbeatMs > 0) {
+      this.heartbeat = setInterval(() => {
+        for (const c of this.connections) c.heartbeat();
+      }, this.options.heartbeatMs);
+      this.heartbeat.unref();
+    }
+  }
+
+  handleUpgrade(req: HttpRequest, socket: Duplex, head: Buffer): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.wss.emit('connection', ws, req));
+  }
+
+  /** Sends a push message (no request) to every connection for which `filter` holds. */
+  broadcast(type: string, data: unknown, filter: (c: GridConnection) => boolean = () => true): void {
+    for (const c of this.connections) if (filter(c)) c.push(type, data);
+  }
+
+  offerDownload(source: DownloadSource): DownloadOffer {
+    const id = randomBytes(12).toString('base64url');
+    this.downloads.set(id, { ...source, id, touched: Date.now() });
+    // Offers are cheap (a closure over a file path); forget the oldest beyond a bound.
+    if (this.downloads.size > 1024) this.downloads.delete(this.downloads.keys().next().value!);
+    return { transfer_id: id, size: source.size, sha256: source.sha256 };
+  }
+
+  getDownload(id: string): Offered | undefined {
+    const d = this.downloads.get(id);
+    if (d) d.touched = Date.now();
+    return d;
+  }
+
+  private onConnection(ws: WebSocket, req: HttpRequest): void {
+    const conn = new GridConnection(this, ws, req.socket.remoteAddress ?? '');
+    this.connections.add(conn);
+    ws.once('close', () => this.connections.delete(conn));
+  }
+
+  /** Closes every connection (1001 going away) and stops accepting; idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      if (this.heartbeat) clearInterval(this.heartbeat);
+      await Promise.all([...this.connections].map((c) => c.close(1001, 'node shutting down')));
+      await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+      await this.uploads.close();
+      this.downloads.clear();
+    })();
+    return this.closing;
+  }
+}
+
+/** One client's connection to the node. `session` holds what handlers learn (the authenticated user). */
+export class GridConnection {
+  readonly id = randomBytes(6).toString('hex');
+  readonly session: Record<string, unknown> = Object.create(null);
+  readonly remoteAddress: string;
+  private readonly server: GridServer;
+  private readonly ws: WebSocket;
+  private readonly active = new Map<string, AbortController>();
+  private readonly downloadAcks = new Map<string, { received: number; wake: (() => void) | undefined }>();
+  private readonly closed: AbortController = new AbortController();
+  private alive = true;
+
+  constructor(server: GridServer, ws: WebSocket, remoteAddress: string) {
+    this.server = server;
+    this.ws = ws;
+    this.remoteAddress = remoteAddress;
+    this.onMessage = this.onMessage.bind(this);
+    this.onClose = this.onClose.bind(this);
+    ws.on('message', this.onMessage);
+    ws.on('pong', () => { this.alive = true; });
+    ws.on('close', this.onClose);
+    ws.on('error', (err) => server.log.warn({ err, connection: this.id }, 'connection error'));
+  }
+
+  get isOpen(): boolean {
+    return this.ws.readyState === WebSocket.OPEN;
+  }
+
+  /** A message the node sends on its own (no request): `{type, data}`. */
+  push(type: string, data: unknown): void {
+    this.sendJson({ type, data });
+  }
+
+  heartbeat(): void {
+    if (!this.alive) {
+      this.server.log.info({ connection: this.id }, 'client missed a heartbeat; terminating');
+      this.ws.terminate();
+      return;
+    }
+    this.alive = false;
+    if (this.isOpen) this.ws.ping();
+  }
+
+  close(code = 1000, reason = ''): Promise<void> {
+    if (this.ws.readyState === WebSocket.CLOSED) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.ws.once('close', () => resolve());
+      if (this.ws.readyState === WebSocket.CONNECTING || this.ws.readyState === WebSocket.OPEN) this.ws.close(code, reason);
+      // A peer that never answers the close handshake is cut after ws's own close timeout (30 s); do it sooner.
+      const t = setTimeout(() => this.ws.terminate(), 2000);
+      t.unref();
+    });
+  }
+
+  private onClose(): void {
+    this.closed.abort(gridError('CONNECTION_DROPPED', 'the client disconnected'));
+    for (const ac of this.active.values()) ac.abort(gridError('CONNECTION_DROPPED', 'the client disconnected'));
+    this.active.clear();
+    for (const w of this.downloadAcks.values()) w.wake?.();
+    this.downloadAcks.clear();
+  }
+
+  private sendJson(env: Envelope): void {
+    if (!this.isOpen) return;
+    this.ws.send(JSON.stringify(env));
+  }
+
+  private sendError(type: string, requestId: string | undefined, err: GridError): void {
+    const env: Envelope = { type, error: err.toWire() };
+    if (requestId !== undefined) env.request_id = requestId;
+    this.sendJson(env);
+  }
+
+  private onMessage(raw: RawData, isBinary: boolean): void {
+    let msg: IncomingMessage;
+    try {
+      if (isBinary) {
+        const frame = decodeBinaryFrame(toBuffer(raw));
+        if (frame.kind === FrameKind.CHUNK) {
+          this.server.uploads.chunk(frame.id, frame.index, frame.body, (received) => {
+            this.sendJson({ type: 'transfer-ack', data: { transfer_id: frame.id, received } });
+          }, 4 * 1024 * 1024);
+          return;
+        }
+        msg = frame.message;
+      } else {
+        const buf = toBuffer(raw);
+        if (buf.length > this.server.options.maxTextBytes) {
+          throw gridError('PAYLOAD_TOO_LARGE', `a ${buf.length}-byte JSON frame exceeds this node's ${this.server.options.maxTextBytes}-byte limit; send large payloads as uploads`);
+        }
+        msg = parseEnvelope(buf.toString('utf8'));
+      }
+    } catch (err) {
+      const e = toGridError(err, 'MALFORMED_FRAME');
+      this.server.log.warn({ connection: this.id, code: e.code }, e.message);
+      this.sendError('error', undefined, e);
+      return;
+    }
+    void this.dispatch(msg);
+  }
+
+  private async dispatch(msg: IncomingMessage): Promise<void> {
+    const { type, request_id: requestId } = msg;
+    switch (type) {
+      case 'cancel': {
+        const parsed = Cancel.safeParse(msg.data);
+        if (!parsed.success) return this.sendError(type, requestId, gridError('INVALID_MESSAGE', describeIssues(parsed.error)));
+        this.active.get(parsed.data.request_id)?.abort(gridError('ABORTED', 'cancelled by the client'));
+        return;
+      }
+      case 'transfer-ack': {
+        const parsed = TransferAck.safeParse(msg.data);
+        if (!parsed.success) return this.sendError(type, requestId, gridError('INVALID_MESSAGE', describeIssues(parsed.error)));
+        const w = this.downloadAcks.get(parsed.data.transfer_id);
+        if (w && parsed.data.received > w.received) {
+          w.received = parsed.data.received;
+          w.wake?.();
+        }
+        return;
+      }
+      case 'socket-ping':
+        // PyGrid's keepalive (syft.js, SwiftSyft): answered as PyGrid did, plus our envelope fields.
+        return this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), data: { alive: 'True' } });
+    }
+    const route = this.builtin(type) ?? this.server.router.get(type);
+    if (route === undefined) {
+      return this.sendError(type, requestId, gridError('UNKNOWN_TYPE', `this node does not handle messages of type "${type}"`));
+    }
+    const parsed = route.def.request.safeParse(msg.data);
+    if (!parsed.success) {
+      return this.sendError(type, requestId, gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`));
+    }
+    const started = performance.now();
+    const ac = new AbortController();
+    const key = requestId ?? `anon-${started}`;
+    this.active.set(key, ac);
+    const onClosed = () => ac.abort(this.closed.signal.reason);
+    this.closed.signal.addEventListener('abort', onClosed, { once: true });
+    const log = this.server.log;
+    const ctx: StreamContext<unknown> = {
+      requestId,
+      connection: this,
+      signal: ac.signal,
+      attachment: msg.attachment,
+      log,
+      takeUpload: (id) => this.server.uploads.take(id),
+      offerDownload: (src) => this.server.offerDownload(src),
+      emit: (event) => {
+        if (ac.signal.aborted) return;
+        this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), stream: 'event', data: event });
+      },
+    };
+    let code: string | undefined;
+    try {
+      const result = await (route.handler as (d: unknown, c: StreamContext<unknown>) => unknown)(parsed.data, ctx);
+      if (ac.signal.aborted) return; // cancelled or disconnected: the client is not listening
+      const isStream = route.def.kind === 'stream';
+      const out = isWithAttachment(result) ? result.data : result;
+      const checked = (isStream ? (route.def as StreamDef).end : (route.def as RequestDef).reply).safeParse(out);
+      if (!checked.success) throw new GridError(ErrorCodes.INTERNAL, `${type}: the node built an invalid reply (${describeIssues(checked.error, 'reply')})`);
+      const env: Envelope = { type, data: checked.data };
+      if (requestId !== undefined) env.request_id = requestId;
+      if (isStream) env.stream = 'end';
+      if (isWithAttachment(result)) {
+        if (this.isOpen) this.ws.send(encodeMessageFrame(env, result[ATTACHMENT]));
+      } else {
+        this.sendJson(env);
+      }
+    } catch (err) {
+      const e = toGridError(err);
+      code = e.code;
+      if (e.code === ErrorCodes.INTERNAL) log.error({ err, type, connection: this.id }, `handler for ${type} failed`);
+      if (!ac.signal.aborted) this.sendError(type, requestId, e);
+    } finally {
+      this.closed.signal.removeEventListener('abort', onClosed);
+      if (this.active.get(key) === ac) this.active.delete(key);
+      this.server.options.onRequest?.(type, performance.now() - started, code);
+    }
+  }
+
+  private builtinRoutes: Map<string, Route> | undefined;
+  private builtin(type: string): Route | undefined {
+    this.builtinRoutes ??= new Map<string, Route>([
+      [Ping.type, { def: Ping, handler: () => ({ time: Date.now() }) }],
+      [TransferBegin.type, { def: TransferBegin, handler: (d: { transfer_id?: string; size: number; chunk_size: number }) => this.server.uploads.begin(d.transfer_id, d.size, d.chunk_size) }],
+      [TransferCommit.type, { def: TransferCommit, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256).then((u) => ({ transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 })) }],
+      [TransferRead.type, { def: TransferRead, handler: (d: { transfer_id: string; offset: number }, ctx: StreamContext<never>) => this.sendDownload(d.transfer_id, d.offset, ctx.signal) }],
+      ...(this.server.options.authenticate
+        ? [[Authenticate.type, { def: Authenticate, handler: (d: { username: string; password: string } | { token: string }) => this.server.options.authenticate!(d, this) }] as [string, Route]]
+        : []),
+    ]);
+    return this.builtinRoutes.get(type);
+  }
+
+  /** Streams an offered download from `offset` as CHUNK frames, at most a window ahead of the client's acks. */
+  private async sendDownload(id: string, offset: number, signal: AbortSignal): Promise<{ size: number; sha256: string }> {
+    const src = this.server.getDownload(id);
+    if (src === undefined) throw gridError('TRANSFER_NOT_FOUND', `download ${id} is unknown or expired; ask for the model again`);
+    if (offset > src.size) throw gridError('INVALID_MESSAGE', `download ${id}: offset ${offset} is past its size ${src.size}`);
+    const { downloadChunkBytes: chunk, downloadWindowBytes: window } = this.server.options;
+    const acks = { received: offset, wake: undefined as (() => void) | undefined };
+    this.downloadAcks.set(id, acks);
+    try {
+      let pos = offset;
+      let index = Math.floor(offset / chunk);
+      if (offset % chunk !== 0) throw gridError('INVALID_MESSAGE', `download ${id}: offset ${offset} is not a multiple of the chunk size ${chunk}`);
+      while (pos < src.size || (pos === 0 && src.size === 0)) {
+        while (pos - acks.received >= window && !signal.aborted) await new Promise<void>((r) => { acks.wake = r; });
+        if (signal.aborted) throw signal.reason;
+        const len = Math.min(chunk, src.size - pos);
+        const body = await src.read(pos, len);
+        if (body.length !== len) throw gridError('INTERNAL', `download ${id}: source returned ${body.length} bytes at ${pos}, expected ${len}`);
+        pos += len;
+        const frame = encodeChunk(id, index++, body, pos === src.size);
+        await sendAndDrain(this.ws, frame);
+        if (src.size === 0) break;
+      }
+      return { size: src.size, sha256: src.sha256 };
+    } finally {
+      if (this.downloadAcks.get(id) === acks) this.downloadAcks.delete(id);
+    }
+  }
+}
+
+/** Sends, and waits for the socket's buffer to drain only when it is already holding a lot. */
+async function sendAndDrain(ws: WebSocket, frame: Buffer): Promise<void> {
+  if (ws.readyState !== WebSocket.OPEN) throw gridError('CONNECTION_DROPPED', 'the client disconnected');
+  if (ws.bufferedAmount < 4 * 1024 * 1024) {
+    ws.send(frame);
+    return;
+  }
+  await new Promise<void>((resolve, reject) => ws.send(frame, (err) => (err ? reject(gridError('CONNECTION_DROPPED', err.message)) : resolve())));
+}
+
+function toBuffer(raw: RawData): Buffer {
+  if (Buffer.isBuffer(raw)) return raw;
+  if (Array.isArray(raw)) return Buffer.concat(raw);
+  return Buffer.from(raw);
+}
