@@ -1,0 +1,380 @@
+// The onnxruntime seam: the only file that imports onnxruntime-node, and only on first use, so code that
+// merely imports compute/ (the VS Code extension host, the CLIs) never pays for the native module.
+// Tensors cross the seam without a copy: our Tensor storage types are the ones ORT uses.
+
+import { availableParallelism } from 'node:os';
+import { ErrorCodes, GridError, gridError } from '../core/errors';
+import { isDType, validateTensor, type DType, type NamedTensors, type Tensor } from '../core/protocol/tensor';
+
+type Ort = typeof import('onnxruntime-node');
+type OrtSession = import('onnxruntime-node').InferenceSession;
+type OrtTensor = import('onnxruntime-node').Tensor;
+
+let ortPromise: Promise<Ort> | undefined;
+
+/** Loads onnxruntime-node once; later calls share the same module. */
+export function loadOrt(): Promise<Ort> {
+  ortPromise ??= import('onnxruntime-node').then((m) => ((m as unknown as { default?: Ort }).default ?? m) as Ort);
+  return ortPromise;
+}
+
+/** One dimension of a signature: a size, a symbolic name (`"batch"`), or null when the model says nothing. */
+export type SignatureDim = number | string | null;
+
+export interface ValueSignature {
+  readonly name: string;
+  readonly dtype: DType;
+  readonly dims: readonly SignatureDim[];
+}
+
+/** Inputs and outputs of a model, as onnxruntime reads them from the graph. */
+export interface ModelSignature {
+  readonly inputs: readonly ValueSignature[];
+  readonly outputs: readonly ValueSignature[];
+}
+
+export interface LoadModelOptions {
+  /** Threads one operator may use; defaults to the machine's cores, at most 4. */
+  intraOpNumThreads?: number;
+  /** Threads running independent operators in parallel; 1 (sequential execution) by default. */
+  interOpNumThreads?: number;
+  graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
+  /** ORT's own log level (0 verbose … 4 fatal); 3 by default so old-opset warnings stay off stderr. */
+  logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
+}
+
+export interface RunOptions {
+  /** Output names to fetch; all outputs by default. */
+  outputs?: readonly string[];
+  /** Checked before the run starts; a run in progress is not interrupted. */
+  signal?: AbortSignal;
+}
+
+/** A loaded model. `dispose()` is idempotent and waits for runs in flight before releasing the session. */
+export interface ModelHandle {
+  readonly signature: ModelSignature;
+  /** Bytes of the model this handle was loaded from. */
+  readonly byteLength: number;
+  readonly disposed: boolean;
+  run(feeds: NamedTensors, opts?: RunOptions): Promise<NamedTensors>;
+  dispose(): Promise<void>;
+}
+
+function defaultThreads(): number {
+  return Math.max(1, Math.min(4, availableParallelism()));
+}
+
+function checkThreads(value: unknown, name: string): void {
+  if (value === undefined) return;
+  if (typeof value !== 'number' || !Number.isInteger(value)) throw new TypeError(`${name} must be an integer`);
+  if (value < 0 || value > 256) throw new RangeError(`${name} must be between 0 and 256, got ${value}`);
+}
+
+function sessionOptions(opts: LoadModelOptions): import('onnxruntime-node').InferenceSession.SessionOptions {
+  checkThreads(opts.intraOpNumThreads, 'opts.intraOpNumThreads');
+  checkThreads(opts.interOpNumThreads, 'opts.interOpNumThreads');
+  return {
+    intraOpNumThreads: opts.intraOpNumThreads ?? defaultThreads(),
+    interOpNumThreads: opts.interOpNumThreads ?? 1,
+    graphOptimizationLevel: opts.graphOptimizationLevel ?? 'all',
+    executionMode: 'sequential',
+    logSeverityLevel: opts.logSeverityLevel ?? 3,
+    // A grid node is shared by many models and a busy editor: idle worker threads must not spin.
+    extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+  };
+}
+
+function signatureOf(meta: readonly import('onnxruntime-node').InferenceSession.ValueMetadata[], kind: string): ValueSignature[] {
+  return meta.map((m) => {
+    if (!m.isTensor) throw gridError('INVALID_MODEL', `${kind} "${m.name}" is not a tensor; the grid only carries tensors`);
+    if (!isDType(m.type)) throw gridError('INVALID_MODEL', `${kind} "${m.name}" has dtype ${m.type}, which the grid's tensor codec does not carry`);
+    const dims = m.shape.map((d): SignatureDim => (typeof d === 'number' ? d : d === '' ? null : d));
+    return { name: m.name, dtype: m.type, dims };
+  });
+}
+
+function describeDims(dims: readonly SignatureDim[]): string {
+  return `[${dims.map((d) => (d === null ? '?' : String(d))).join(', ')}]`;
+}
+
+/**
+ * Checks feeds against the signature before ORT sees them, so a bad call gets an error naming the input
+ * instead of ORT's generic message. Symbolic dims must agree across inputs (e.g. one `batch`).
+ */
+export function checkFeeds(signature: ModelSignature, feeds: NamedTensors): void {
+  if (feeds === null || typeof feeds !== 'object') throw new TypeError('feeds must be an object of named tensors');
+  const expected = new Map(signature.inputs.map((i) => [i.name, i]));
+  for (const name of Object.keys(feeds)) {
+    if (!expected.has(name)) {
+      throw gridError('INVALID_INPUT', `the model has no input "${name}"; its inputs are ${signature.inputs.map((i) => `"${i.name}"`).join(', ') || 'none'}`, { input: name });
+    }
+  }
+  const symbols = new Map<string, { size: number; input: string }>();
+  for (const sig of signature.inputs) {
+    const t = feeds[sig.name];
+    if (t === undefined) throw gridError('INVALID_INPUT', `input "${sig.name}" is missing (expected ${sig.dtype} ${describeDims(sig.dims)})`, { input: sig.name });
+    try {
+      validateTensor(t, `input "${sig.name}"`);
+    } catch (err) {
+      throw new GridError(ErrorCodes.INVALID_INPUT, (err as Error).message, { input: sig.name });
+    }
+    if (t.dtype !== sig.dtype) {
+      throw gridError('INVALID_INPUT', `input "${sig.name}" must be ${sig.dtype}, got ${t.dtype}`, { input: sig.name, expected: sig.dtype, given: t.dtype });
+    }
+    const mismatch = () => gridError('INVALID_INPUT', `input "${sig.name}" must have shape ${describeDims(sig.dims)}, got [${t.dims.join(', ')}]`, { input: sig.name, expected: sig.dims, given: t.dims });
+    // ORT reports a scalar and an input of unknown rank alike (empty shape): let ORT decide those.
+    if (sig.dims.length === 0) continue;
+    if (sig.dims.length !== t.dims.length) throw mismatch();
+    sig.dims.forEach((d, i) => {
+      const given = t.dims[i]!;
+      if (typeof d === 'number' && d !== given) throw mismatch();
+      if (typeof d === 'string' && d !== '') {
+        const seen = symbols.get(d);
+        if (seen && seen.size !== given) {
+          throw gridError('INVALID_INPUT', `input "${sig.name}" dimension ${i} ("${d}") is ${given}, but input "${seen.input}" has "${d}" = ${seen.size}`, { input: sig.name });
+        }
+        if (!seen) symbols.set(d, { size: given, input: sig.name });
+      }
+    });
+  }
+}
+
+function toOrtTensor(ort: Ort, t: Tensor): OrtTensor {
+  // The constructor wraps the typed array as is; no copy.
+  return new ort.Tensor(t.dtype as never, t.data as never, t.dims as number[]);
+}
+
+function fromOrtTensor(name: string, t: OrtTensor): Tensor {
+  if (!isDType(t.type)) throw gridError('INVALID_TENSOR', `output "${name}" has dtype ${t.type}, which the grid's tensor codec does not carry`);
+  return { dtype: t.type, dims: [...t.dims], data: t.data as Tensor['data'] } as Tensor;
+}
+
+class OrtModelHandle implements ModelHandle {
+  readonly signature: ModelSignature;
+  readonly byteLength: number;
+  private readonly ort: Ort;
+  private readonly session: OrtSession;
+  private inFlight = 0;
+  private released: Promise<void> | undefined;
+  private releaseNow: (() => void) | undefined;
+  private disposeRequested = false;
+
+  constructor(ort: Ort, session: OrtSession, signature: ModelSignature, byteLength: number) {
+    this.ort = ort;
+    this.session = session;
+    this.signature = signature;
+    this.byteLength = byteLength;
+  }
+
+  get disposed(): boolean {
+    return this.disposeRequested;
+  }
+
+  async run(feeds: NamedTensors, opts: RunOptions = {}): Promise<NamedTensors> {
+    if (this.disposeRequested) throw gridError('DISPOSED', 'the model session was disposed');
+    if (opts.signal?.aborted) throw gridError('ABORTED', 'inference was aborted before it started');
+    checkFeeds(this.signature, feeds);
+    let fetches: string[] | undefined;
+    if (opts.outputs !== undefined) {
+      if (!Array.isArray(opts.outputs)) throw new TypeError('opts.outputs must be an array of output names');
+      const known = new Set(this.signature.outputs.map((o) => o.name));
+      for (const o of opts.outputs) {
+        if (!known.has(o)) throw gridError('INVALID_INPUT', `the model has no output "${o}"; its outputs are ${[...known].map((n) => `"${n}"`).join(', ')}`, { output: o });
+      }
+      fetches = [...opts.outputs];
+    }
+    const ortFeeds: Record<string, OrtTensor> = {};
+    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(this.ort, t);
+    this.inFlight++;
+    try {
+      const out = fetches ? await this.session.run(ortFeeds, fetches) : await this.session.run(ortFeeds);
+      const result: NamedTensors = {};
+      for (const [name, value] of Object.entries(out)) result[name] = fromOrtTensor(name, value as OrtTensor);
+      return result;
+    } catch (err) {
+      if (err instanceof GridError) throw err;
+      throw new GridError(ErrorCodes.INVALID_INPUT, `onnxruntime could not run the model on these inputs: ${(err as Error).message}`, undefined, { cause: err });
+    } finally {
+      this.inFlight--;
+      if (this.inFlight === 0 && this.releaseNow) this.releaseNow();
+    }
+  }
+
+  dispose(): Promise<void> {
+    if (this.released) return this.released;
+    this.disposeRequested = true;
+    this.released = new Promise<void>((resolve) => {
+      this.releaseNow = () => {
+        this.releaseNow = undefined;
+        void this.session.release().then(resolve, () => resolve());
+      };
+      if (this.inFlight === 0) this.releaseNow();
+    });
+    return this.released;
+  }
+}
+
+/**
+ * Loads ONNX model bytes into an onnxruntime session.
+ * Bytes that are not a loadable model reject with GRID_ERR_INVALID_MODEL carrying ORT's reason.
+ */
+export async function loadModel(bytes: Uint8Array, opts: LoadModelOptions = {}): Promise<ModelHandle> {
+  if (!(bytes instanceof Uint8Array)) throw new TypeError('bytes must be a Uint8Array holding an ONNX model');
+  if (opts === null || typeof opts !== 'object') throw new TypeError('opts must be an object');
+  const options = sessionOptions(opts);
+  if (bytes.byteLength === 0) throw gridError('INVALID_MODEL', 'the model is empty (0 bytes)');
+  const ort = await loadOrt();
+  let session: OrtSession;
+  try {
+    session = await ort.InferenceSession.create(bytes, options);
+  } catch (err) {
+    throw new GridError(ErrorCodes.INVALID_MODEL, `not a loadable ONNX model: ${(err as Error).message}`, undefined, { cause: err });
+  }
+  try {
+    const signature: ModelSignature = {
+      inputs: signatureOf(session.inputMetadata, 'input'),
+      outputs: signatureOf(session.outputMetadata, 'output'),
+    };
+    return new OrtModelHandle(ort, session, signature, bytes.byteLength);
+  } catch (err) {
+    await session.release();
+    throw err;
+  }
+}
+
+export interface SessionCacheOptions {
+  /** Memory budget for all cached sessions, estimated as model bytes × `factor`. */
+  maxBytes: number;
+  /** How much memory a session takes per byte of model (weights, plus ORT's arenas and prepacked copies). Default 3. */
+  factor?: number;
+  loadOptions?: LoadModelOptions;
+}
+
+interface CacheEntry {
+  readonly key: string;
+  readonly promise: Promise<ModelHandle>;
+  estimate: number;
+}
+
+/**
+ * Sessions by key (a model id or sha256), least recently used evicted first when the memory estimate
+ * exceeds the budget. A model larger than the whole budget is still loaded, alone.
+ * Evicted sessions are disposed once their runs in flight finish.
+ */
+export class SessionCache {
+  private readonly maxBytes: number;
+  private readonly factor: number;
+  private readonly loadOptions: LoadModelOptions;
+  private readonly entries = new Map<string, CacheEntry>();
+  private used = 0;
+  private closed = false;
+
+  constructor(opts: SessionCacheOptions) {
+    if (opts === null || typeof opts !== 'object') throw new TypeError('opts must be an object');
+    if (typeof opts.maxBytes !== 'number' || !Number.isFinite(opts.maxBytes)) throw new TypeError('opts.maxBytes must be a finite number');
+    if (opts.maxBytes <= 0) throw new RangeError(`opts.maxBytes must be positive, got ${opts.maxBytes}`);
+    if (opts.factor !== undefined && (typeof opts.factor !== 'number' || !(opts.factor > 0))) throw new RangeError('opts.factor must be a positive number');
+    this.maxBytes = opts.maxBytes;
+    this.factor = opts.factor ?? 3;
+    this.loadOptions = opts.loadOptions ?? {};
+  }
+
+  /** Estimated bytes held by cached sessions. */
+  get bytesInUse(): number {
+    return this.used;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  keys(): string[] {
+    return [...this.entries.keys()];
+  }
+
+  /**
+   * The session for `key`, loading it from `bytes()` on a miss. Concurrent calls for one key share one load.
+   * A load that fails is not cached.
+   */
+  get(key: string, bytes: () => Uint8Array | Promise<Uint8Array>): Promise<ModelHandle> {
+    if (typeof key !== 'string' || key === '') throw new TypeError('key must be a non-empty string');
+    if (typeof bytes !== 'function') throw new TypeError('bytes must be a function returning the model bytes');
+    if (this.closed) return Promise.reject(gridError('DISPOSED', 'the session cache was disposed'));
+    const hit = this.entries.get(key);
+    if (hit) {
+      // Map order is the LRU order: re-insert to mark as most recent.
+      this.entries.delete(key);
+      this.entries.set(key, hit);
+      return hit.promise;
+    }
+    const entry: CacheEntry = { key, estimate: 0, promise: undefined as unknown as Promise<ModelHandle> };
+    (entry as { promise: Promise<ModelHandle> }).promise = (async () => {
+      const b = await bytes();
+      const estimate = b.byteLength * this.factor;
+      this.makeRoom(estimate, key);
+      entry.estimate = estimate;
+      this.used += estimate;
+      try {
+        const handle = await loadModel(b, this.loadOptions);
+        if (this.closed || this.entries.get(key) !== entry) {
+          await handle.dispose();
+          throw gridError('DISPOSED', `the session for "${key}" was evicted or the cache disposed while it loaded`);
+        }
+        return handle;
+      } catch (err) {
+        this.forget(entry);
+        throw err;
+      }
+    })();
+    this.entries.set(key, entry);
+    entry.promise.catch(() => this.forget(entry));
+    return entry.promise;
+  }
+
+  /** Drops and disposes the session for `key`, if cached. */
+  async delete(key: string): Promise<boolean> {
+    const entry = this.entries.get(key);
+    if (!entry) return false;
+    this.forget(entry);
+    await this.disposeEntry(entry);
+    return true;
+  }
+
+  /** Disposes every cached session; idempotent. */
+  async dispose(): Promise<void> {
+    this.closed = true;
+    const all = [...this.entries.values()];
+    for (const e of all) this.forget(e);
+    await Promise.all(all.map((e) => this.disposeEntry(e)));
+  }
+
+  private forget(entry: CacheEntry): void {
+    if (this.entries.get(entry.key) === entry) {
+      this.entries.delete(entry.key);
+      this.used -= entry.estimate;
+      entry.estimate = 0;
+    }
+  }
+
+  private async disposeEntry(entry: CacheEntry): Promise<void> {
+    try {
+      const handle = await entry.promise;
+      await handle.dispose();
+    } catch {
+      // A load that failed has nothing to release.
+    }
+  }
+
+  private makeRoom(needed: number, except: string): void {
+    for (const entry of [...this.entries.values()]) {
+      if (this.used + needed <= this.maxBytes) break;
+      if (entry.key === except) continue;
+      this.forget(entry);
+      void this.disposeEntry(entry);
+    }
+  }
+}

@@ -1,0 +1,158 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { loadModel, SessionCache, type ModelHandle } from '../../src/compute/backend';
+import { encodeModel, makeNode, makeValueInfo, readConformanceCase, tensorToProto } from '../../src/compute/onnx';
+import { GridError } from '../../src/core/errors';
+import type { Tensor } from '../../src/core/protocol/tensor';
+
+const CONFORMANCE = join(__dirname, '../../../shared/onnx-conformance');
+
+/** y = x + b with x float32 [batch, 3], b an initializer; also z = Cast(x > 0) as bool. */
+function tinyModel(bias = [1, 2, 3]): Uint8Array {
+  return encodeModel({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 17 }],
+    graph: {
+      name: 'tiny',
+      node: [
+        makeNode('Add', ['x', 'b'], ['y']),
+        makeNode('Greater', ['x', 'zero'], ['z']),
+      ],
+      initializer: [
+        tensorToProto('b', { dtype: 'float32', dims: [3], data: new Float32Array(bias) }),
+        tensorToProto('zero', { dtype: 'float32', dims: [], data: new Float32Array([0]) }),
+      ],
+      input: [makeValueInfo('x', 1, ['batch', 3])],
+      output: [makeValueInfo('y', 1, ['batch', 3]), makeValueInfo('z', 9, ['batch', 3])],
+    },
+  });
+}
+
+const isCode = (code: string, re?: RegExp) => (e: unknown) => e instanceof GridError && e.code === code && (!re || re.test(e.message));
+
+test('a loaded model reports its signature and runs without copying inputs', async () => {
+  const h = await loadModel(tinyModel());
+  try {
+    assert.deepEqual(h.signature, {
+      inputs: [{ name: 'x', dtype: 'float32', dims: ['batch', 3] }],
+      outputs: [{ name: 'y', dtype: 'float32', dims: ['batch', 3] }, { name: 'z', dtype: 'bool', dims: ['batch', 3] }],
+    });
+    const x: Tensor = { dtype: 'float32', dims: [2, 3], data: new Float32Array([0, -1, 2, 3, 4, -5]) };
+    const out = await h.run({ x });
+    assert.deepEqual(out.y!.dims, [2, 3]);
+    assert.deepEqual([...(out.y!.data as Float32Array)], [1, 1, 5, 4, 6, -2]);
+    assert.equal(out.z!.dtype, 'bool');
+    assert.deepEqual([...(out.z!.data as Uint8Array)], [0, 0, 1, 1, 1, 0]);
+    const only = await h.run({ x }, { outputs: ['z'] });
+    assert.deepEqual(Object.keys(only), ['z']);
+  } finally {
+    await h.dispose();
+  }
+});
+
+test('random, truncated and empty bytes are GRID_ERR_INVALID_MODEL with the reason', async () => {
+  const good = tinyModel();
+  const random = new Uint8Array(512);
+  for (let i = 0; i < random.length; i++) random[i] = (i * 2654435761) >>> 24;
+  await assert.rejects(loadModel(random), isCode('GRID_ERR_INVALID_MODEL', /not a loadable ONNX model: .+/));
+  await assert.rejects(loadModel(good.subarray(0, good.length - 20)), isCode('GRID_ERR_INVALID_MODEL', /not a loadable ONNX model: .+/));
+  await assert.rejects(loadModel(new Uint8Array(0)), isCode('GRID_ERR_INVALID_MODEL', /empty/));
+});
+
+test('misuse of loadModel throws TypeError/RangeError naming the parameter', async () => {
+  await assert.rejects(loadModel('model.onnx' as unknown as Uint8Array), { name: 'TypeError', message: /bytes/ });
+  await assert.rejects(loadModel(tinyModel(), { intraOpNumThreads: -1 }), { name: 'RangeError', message: /opts.intraOpNumThreads/ });
+  await assert.rejects(loadModel(tinyModel(), { intraOpNumThreads: 1.5 }), { name: 'TypeError', message: /opts.intraOpNumThreads/ });
+});
+
+test('inputs with a wrong name, dtype, shape or length are GRID_ERR_INVALID_INPUT naming the input', async () => {
+  const h = await loadModel(tinyModel());
+  try {
+    const x: Tensor = { dtype: 'float32', dims: [1, 3], data: new Float32Array(3) };
+    await assert.rejects(h.run({ x, extra: x }), isCode('GRID_ERR_INVALID_INPUT', /no input "extra"; its inputs are "x"/));
+    await assert.rejects(h.run({}), isCode('GRID_ERR_INVALID_INPUT', /input "x" is missing \(expected float32 \[batch, 3\]\)/));
+    await assert.rejects(h.run({ x: { dtype: 'float64', dims: [1, 3], data: new Float64Array(3) } }), isCode('GRID_ERR_INVALID_INPUT', /"x" must be float32, got float64/));
+    await assert.rejects(h.run({ x: { dtype: 'float32', dims: [1, 4], data: new Float32Array(4) } }), isCode('GRID_ERR_INVALID_INPUT', /"x" must have shape \[batch, 3\], got \[1, 4\]/));
+    await assert.rejects(h.run({ x: { dtype: 'float32', dims: [3], data: new Float32Array(3) } }), isCode('GRID_ERR_INVALID_INPUT', /got \[3\]/));
+    await assert.rejects(h.run({ x: { dtype: 'float32', dims: [2, 3], data: new Float32Array(3) } }), isCode('GRID_ERR_INVALID_INPUT', /input "x"/));
+    await assert.rejects(h.run({ x }, { outputs: ['nope'] }), isCode('GRID_ERR_INVALID_INPUT', /no output "nope"/));
+    const ac = new AbortController();
+    ac.abort();
+    await assert.rejects(h.run({ x }, { signal: ac.signal }), isCode('GRID_ERR_ABORTED'));
+  } finally {
+    await h.dispose();
+  }
+  await assert.rejects(h.run({}), isCode('GRID_ERR_DISPOSED'));
+  await h.dispose();
+});
+
+test('dispose waits for a run in flight', async () => {
+  const h = await loadModel(tinyModel());
+  const x: Tensor = { dtype: 'float32', dims: [1, 3], data: new Float32Array(3) };
+  const run = h.run({ x });
+  const disposed = h.dispose();
+  const out = await run;
+  assert.deepEqual([...(out.y!.data as Float32Array)], [1, 2, 3]);
+  await disposed;
+  assert.equal(h.disposed, true);
+});
+
+test('the session cache keeps sessions within its memory budget, least recently used out first', async () => {
+  const a = tinyModel([1, 1, 1]), b = tinyModel([2, 2, 2]), c = tinyModel([3, 3, 3]);
+  // Room for two of these models at factor 2.
+  const cache = new SessionCache({ maxBytes: a.length * 2 * 2 + 10, factor: 2 });
+  try {
+    const x: Tensor = { dtype: 'float32', dims: [1, 3], data: new Float32Array(3) };
+    const [ha, ha2] = await Promise.all([cache.get('a', () => a), cache.get('a', () => a)]);
+    assert.equal(ha, ha2, 'concurrent gets share one load');
+    const hb = await cache.get('b', () => b);
+    await cache.get('a', () => a); // a is now the most recent
+    const hc = await cache.get('c', () => c);
+    assert.deepEqual(cache.keys().sort(), ['a', 'c']);
+    assert.ok(cache.bytesInUse <= a.length * 4 + 10);
+    assert.equal(hb.disposed, true, 'the evicted session is disposed');
+    assert.deepEqual([...((await hc.run({ x })).y!.data as Float32Array)], [3, 3, 3]);
+    await assert.rejects(cache.get('bad', () => new Uint8Array([1, 2, 3])), isCode('GRID_ERR_INVALID_MODEL'));
+    assert.equal(cache.has('bad'), false, 'a failed load is not cached');
+    assert.equal(await cache.delete('c'), true);
+    assert.equal(hc.disposed, true);
+    assert.throws(() => new SessionCache({ maxBytes: 0 }), { name: 'RangeError', message: /opts.maxBytes/ });
+  } finally {
+    await cache.dispose();
+  }
+  await assert.rejects(cache.get('a', () => a), isCode('GRID_ERR_DISPOSED'));
+});
+
+test('ONNX conformance cases run through the backend match their expected outputs', { skip: !existsSync(CONFORMANCE) && 'no shared/onnx-conformance' }, async () => {
+  let ran = 0;
+  const skipped: string[] = [];
+  for (const name of readdirSync(join(CONFORMANCE, 'pytorch-operator')).slice(0, 40)) {
+    const c = await readConformanceCase(join(CONFORMANCE, 'pytorch-operator', name));
+    let h: ModelHandle;
+    try {
+      h = await loadModel(c.model);
+    } catch (e) {
+      skipped.push(`${name}: ${(e as Error).message.slice(0, 80)}`);
+      continue;
+    }
+    try {
+      for (const set of c.dataSets) {
+        const feeds = Object.fromEntries(set.inputs.map((i) => [i.name, (i.value as { tensor: Tensor }).tensor]));
+        const out = await h.run(feeds);
+        for (const o of set.outputs) {
+          const want = (o.value as { tensor: Tensor }).tensor;
+          const got = out[o.name]!;
+          assert.deepEqual(got.dims, want.dims, `${name} ${o.name} dims`);
+          const g = got.data as Float32Array, w = want.data as Float32Array;
+          for (let i = 0; i < w.length; i++) assert.ok((Number.isNaN(w[i]!) && Number.isNaN(g[i]!)) || Math.abs(g[i]! - w[i]!) <= 1e-7 + 1e-3 * Math.abs(w[i]!), `${name} ${o.name}[${i}]`);
+        }
+      }
+      ran++;
+    } finally {
+      await h.dispose();
+    }
+  }
+  assert.ok(ran >= 10, `ran ${ran} cases; skipped ${skipped.join('; ')}`);
+});
