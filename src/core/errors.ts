@@ -53,6 +53,8 @@ export const ErrorCodes = {
   JOB_FAILED: 'GRID_ERR_JOB_FAILED',
   /** Another grid node process owns the data dir. */
   DATA_DIR_IN_USE: 'GRID_ERR_DATA_DIR_IN_USE',
+  /** The port a node was asked to listen on is taken. */
+  PORT_IN_USE: 'GRID_ERR_PORT_IN_USE',
   /** A bug or an unexpected failure; the message says where to look. */
   INTERNAL: 'GRID_ERR_INTERNAL',
 } as const;
