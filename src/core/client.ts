@@ -1,0 +1,186 @@
+// GridClient: the data-centric grid API (PyGrid's WebsocketGridClient, typed) over one GridSocket.
+// The CLI, the extension and the notebook kernel all use it; it owns no connection logic of its own.
+
+import { gridError } from './errors';
+import type { Logger } from './logger';
+import {
+  ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
+  ListPeers, RunInference, Search, Subscribe,
+  type DatasetInfo, type EventTopic, type ModelInfo, type NodeEvent, type PeerInfo,
+} from './protocol/messages';
+import type { ReplyOf } from './protocol/catalogue';
+import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from './protocol/tensor';
+import { GridSocket, type ConnectOptions, type GridStream } from './socket/grid-socket';
+import type { ReconnectOptions } from './socket/backoff';
+import { bufferSource, fileSink, fileSource } from './socket/transfer';
+
+export type Credentials = { username: string; password: string } | { token: string };
+
+export interface Progress {
+  onProgress?(done: number, total: number): void;
+  signal?: AbortSignal;
+}
+
+export interface HostModelOptions extends Progress {
+  id: string;
+  name?: string;
+  version?: string;
+  allowDownload?: boolean;
+  allowRemoteInference?: boolean;
+  /** How long the node may take to validate (load) the model after the upload. Default 10 min. */
+  timeoutMs?: number;
+}
+
+export interface RunInferenceOptions {
+  /** Output names to compute; all by default. */
+  outputs?: string[];
+  signal?: AbortSignal;
+  timeoutMs?: number;
+}
+
+export interface GridClientConnectOptions {
+  credentials?: Credentials;
+  connect?: ConnectOptions;
+  reconnect?: ReconnectOptions;
+  logger?: Logger;
+}
+
+export class GridClient {
+  readonly socket: GridSocket;
+  private readonly ownsSocket: boolean;
+
+  /**
+   * Uses a shared socket (the extension's one connection per node): dispose() leaves it open unless
+   * `ownsSocket` says this client is its only user.
+   */
+  constructor(socket: GridSocket, opts: { ownsSocket?: boolean } = {}) {
+    this.socket = socket;
+    this.ownsSocket = opts.ownsSocket ?? false;
+  }
+
+  /** Opens its own socket to `url` (CLI, scripts); dispose() closes it. */
+  static async connect(url: string, opts: GridClientConnectOptions = {}): Promise<GridClient> {
+    const socket = new GridSocket({ ...(opts.logger !== undefined && { logger: opts.logger }) });
+    try {
+      await socket.connect(url, opts.connect ?? {}, opts.reconnect ?? {});
+      if (opts.credentials !== undefined) await socket.authenticate(opts.credentials);
+    } catch (err) {
+      socket.dispose();
+      throw err;
+    }
+    return new GridClient(socket, { ownsSocket: true });
+  }
+
+  getId(): Promise<ReplyOf<typeof GetId>> {
+    return this.socket.request(GetId, undefined);
+  }
+
+  /** Logs in (or resumes a session by token); the token is re-sent after every reconnect. */
+  authenticate(credentials: Credentials) {
+    return this.socket.authenticate(credentials);
+  }
+
+  /** Asks the node to open a link to another node. */
+  async connectNode(address: string, opts: { id?: string; auth?: Credentials; signal?: AbortSignal } = {}): Promise<PeerInfo> {
+    const { peer } = await this.socket.request(ConnectNode, {
+      address, ...(opts.id !== undefined && { id: opts.id }), ...(opts.auth !== undefined && { auth: opts.auth }),
+    }, { timeout: 30_000, ...(opts.signal !== undefined && { signal: opts.signal }) });
+    return peer;
+  }
+
+  async listPeers(): Promise<PeerInfo[]> {
+    return (await this.socket.request(ListPeers, undefined)).peers;
+  }
+
+  /**
+   * Uploads an ONNX model (a file path, streamed in chunks, or bytes) and hosts it under `opts.id`.
+   * The node loads it before storing it, so a bad model fails here with GRID_ERR_INVALID_MODEL.
+   */
+  async hostModel(model: string | Uint8Array, opts: HostModelOptions): Promise<ModelInfo> {
+    const source = typeof model === 'string' ? await fileSource(model) : bufferSource(model);
+    const upload = await this.socket.upload(source, {
+      ...(opts.onProgress !== undefined && { onProgress: opts.onProgress }),
+      ...(opts.signal !== undefined && { signal: opts.signal }),
+    });
+    const { model: info } = await this.socket.request(HostModel, {
+      model_id: opts.id,
+      transfer_id: upload.transfer_id,
+      ...(opts.name !== undefined && { name: opts.name }),
+      ...(opts.version !== undefined && { version: opts.version }),
+      allow_download: opts.allowDownload ?? false,
+      allow_remote_inference: opts.allowRemoteInference ?? false,
+    }, { timeout: opts.timeoutMs ?? 600_000, ...(opts.signal !== undefined && { signal: opts.signal }) });
+    return info;
+  }
+
+  async listModels(): Promise<ModelInfo[]> {
+    return (await this.socket.request(ListModels, undefined)).models;
+  }
+
+  async modelInfo(id: string): Promise<ModelInfo> {
+    return (await this.socket.request(GetModelInfo, { model_id: id })).model;
+  }
+
+  /**
+   * Downloads a model to `destPath`: bytes go to `destPath.partial`, are sha256-checked against the
+   * node's metadata, and only then renamed into place. A failure leaves no file at `destPath`.
+   */
+  async downloadModel(id: string, destPath: string, opts: Progress = {}): Promise<ModelInfo> {
+    const { model, download } = await this.socket.request(DownloadModel, { model_id: id }, opts.signal !== undefined ? { signal: opts.signal } : {});
+    if (download.sha256 !== model.sha256) {
+      throw gridError('CHECKSUM_MISMATCH', `the node offered bytes with sha256 ${download.sha256} for model "${id}", whose metadata says ${model.sha256}`);
+    }
+    const sink = await fileSink(destPath);
+    try {
+      await this.socket.download(download, sink, {
+        ...(opts.onProgress !== undefined && { onProgress: opts.onProgress }),
+        ...(opts.signal !== undefined && { signal: opts.signal }),
+      });
+      await sink.commit();
+    } catch (err) {
+      await sink.abort();
+      throw err;
+    }
+    return model;
+  }
+
+  async deleteModel(id: string): Promise<void> {
+    await this.socket.request(DeleteModel, { model_id: id });
+  }
+
+  /** Runs a hosted model on the node; tensors travel as binary, never JSON. */
+  async runInference(id: string, inputs: NamedTensors, opts: RunInferenceOptions = {}): Promise<NamedTensors> {
+    const { attachment } = await this.socket.call(RunInference, {
+      model_id: id, ...(opts.outputs !== undefined && { outputs: opts.outputs }),
+    }, {
+      attachment: encodeNamedTensors(inputs),
+      ...(opts.signal !== undefined && { signal: opts.signal }),
+      ...(opts.timeoutMs !== undefined && { timeout: opts.timeoutMs }),
+    });
+    if (attachment === undefined) throw gridError('INVALID_MESSAGE', `the node answered run-inference for "${id}" without output tensors`);
+    return decodeNamedTensors(attachment);
+  }
+
+  async listDatasets(): Promise<DatasetInfo[]> {
+    return (await this.socket.request(ListDatasets, undefined)).datasets;
+  }
+
+  /** Datasets carrying every one of `tags`. */
+  async searchDatasets(tags: string[]): Promise<DatasetInfo[]> {
+    return (await this.socket.request(Search, { query: tags })).datasets;
+  }
+
+  async datasetTags(): Promise<string[]> {
+    return (await this.socket.request(DatasetTags, undefined)).tags;
+  }
+
+  /** Node events on `topics` (all by default) until cancelled; survives reconnects. */
+  subscribe(topics?: EventTopic[], opts: { signal?: AbortSignal } = {}): GridStream<NodeEvent, Record<string, unknown>> {
+    return this.socket.stream(Subscribe, topics === undefined ? {} : { topics }, opts.signal !== undefined ? { signal: opts.signal } : {});
+  }
+
+  /** Closes the socket if this client opened it; idempotent. */
+  dispose(): void {
+    if (this.ownsSocket) this.socket.dispose();
+  }
+}

@@ -1,0 +1,206 @@
+// Grid operations (data-centric): one schema per message, shared by GridClient and the node's handlers.
+// Names follow PyGrid's WebsocketGridClient where it had them (get-id, connect-node, host-model,
+// run-inference, list-models, delete-model, download-model, search). Core messages (ping, cancel,
+// authenticate, transfer-*) live in catalogue.ts.
+//
+// Ids are checked by the node (GRID_ERR_INVALID_ID), not here, so a bad id gets its own code instead of
+// a generic schema error.
+
+import { z } from 'zod';
+import { defineRequest, defineStream, DownloadOffer, TRANSFER_ID } from './catalogue';
+import { DTYPES } from './tensor';
+
+/** Model and dataset ids: safe as file names and URL segments on every platform. */
+export const ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
+const Id = z.string().min(1).max(1024);
+
+export const ValueSignature = z.object({
+  name: z.string(),
+  dtype: z.enum(DTYPES),
+  /** A size, a symbolic name ("batch"), or null when the model leaves it open. */
+  dims: z.array(z.union([z.number(), z.string(), z.null()])),
+});
+export const ModelSignature = z.object({ inputs: z.array(ValueSignature), outputs: z.array(ValueSignature) });
+export type ModelSignature = z.infer<typeof ModelSignature>;
+
+export const ModelInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  version: z.string(),
+  signature: ModelSignature,
+  size: z.number(),
+  sha256: z.string(),
+  allow_download: z.boolean(),
+  allow_remote_inference: z.boolean(),
+  owner: z.string(),
+  /** ISO 8601. */
+  created: z.string(),
+});
+export type ModelInfo = z.infer<typeof ModelInfo>;
+
+export const DatasetInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  description: z.string(),
+  tags: z.array(z.string()),
+  format: z.enum(['csv', 'npy', 'tensor-proto']),
+  size: z.number(),
+  schema: z.object({
+    rows: z.number(),
+    columns: z.array(z.object({ name: z.string(), dtype: z.enum(['int64', 'float64', 'string']) })).optional(),
+    dtype: z.enum(DTYPES).optional(),
+    dims: z.array(z.number()).optional(),
+    label: z.string().optional(),
+    classes: z.array(z.string()).optional(),
+  }),
+  created: z.string(),
+});
+export type DatasetInfo = z.infer<typeof DatasetInfo>;
+
+export const PeerInfo = z.object({
+  id: z.string(),
+  name: z.string(),
+  address: z.string(),
+  status: z.enum(['connecting', 'open', 'reconnecting', 'closed']),
+  /** ISO 8601. */
+  connected_at: z.string(),
+});
+export type PeerInfo = z.infer<typeof PeerInfo>;
+
+const NoArgs = z.object({}).strict().optional();
+
+// client → node: who are you? (PyGrid: {"id"}; we add what a client needs to show the node.)
+export const GetId = defineRequest('get-id', {
+  request: NoArgs,
+  reply: z.object({
+    id: z.string(),
+    name: z.string(),
+    version: z.string(),
+    capabilities: z.array(z.string()),
+    /** Who this connection is authenticated as, if anyone. */
+    user: z.string().nullable(),
+  }),
+  idempotent: true,
+});
+
+// client → node: open a node-to-node link from this node to `address` (PyGrid's connect-node).
+export const ConnectNode = defineRequest('connect-node', {
+  request: z.object({
+    address: z.string().min(1).max(2048),
+    /** The peer's id, if known; checked against what the peer says. */
+    id: z.string().max(1024).optional(),
+    auth: z.union([
+      z.object({ username: z.string().min(1).max(128), password: z.string().max(1024) }).strict(),
+      z.object({ token: z.string().min(1).max(512) }).strict(),
+    ]).optional(),
+  }).strict(),
+  reply: z.object({ peer: PeerInfo }),
+});
+
+// client → node: this node's peers.
+export const ListPeers = defineRequest('list-peers', {
+  request: NoArgs,
+  reply: z.object({ peers: z.array(PeerInfo) }),
+  idempotent: true,
+});
+
+// client → node: store the uploaded ONNX model (bytes sent first with socket.upload → transfer_id).
+export const HostModel = defineRequest('host-model', {
+  request: z.object({
+    model_id: Id,
+    transfer_id: TRANSFER_ID,
+    name: z.string().max(256).optional(),
+    version: z.string().max(64).optional(),
+    allow_download: z.boolean().optional(),
+    allow_remote_inference: z.boolean().optional(),
+  }).strict(),
+  reply: z.object({ model: ModelInfo }),
+});
+
+// client → node: every model's metadata.
+export const ListModels = defineRequest('list-models', {
+  request: NoArgs,
+  reply: z.object({ models: z.array(ModelInfo) }),
+  idempotent: true,
+});
+
+// client → node: one model's metadata.
+export const GetModelInfo = defineRequest('model-info', {
+  request: z.object({ model_id: Id }).strict(),
+  reply: z.object({ model: ModelInfo }),
+  idempotent: true,
+});
+
+// client → node: offer the model's bytes for download (socket.download(download.transfer_id, …)).
+export const DownloadModel = defineRequest('download-model', {
+  request: z.object({ model_id: Id }).strict(),
+  reply: z.object({ model: ModelInfo, download: DownloadOffer }),
+  idempotent: true,
+});
+
+// client → node.
+export const DeleteModel = defineRequest('delete-model', {
+  request: z.object({ model_id: Id }).strict(),
+  reply: z.object({ model_id: z.string(), deleted: z.literal(true) }),
+});
+
+// client → node, inputs as the MESSAGE frame's attachment (encodeNamedTensors); the reply carries the
+// outputs the same way and lists them here too.
+export const RunInference = defineRequest('run-inference', {
+  request: z.object({
+    model_id: Id,
+    /** Output names to compute; all outputs by default. */
+    outputs: z.array(z.string()).max(4096).optional(),
+  }).strict(),
+  reply: z.object({
+    model_id: z.string(),
+    outputs: z.array(z.object({ name: z.string(), dtype: z.enum(DTYPES), dims: z.array(z.number()) })),
+    duration_ms: z.number(),
+  }),
+  idempotent: true,
+});
+
+// client → node: every dataset's metadata and schema (never rows).
+export const ListDatasets = defineRequest('list-datasets', {
+  request: NoArgs,
+  reply: z.object({ datasets: z.array(DatasetInfo) }),
+  idempotent: true,
+});
+
+// client → node: datasets carrying all the tags (PyGrid's POST /search {"query": [tags]} → {"content"}).
+export const Search = defineRequest('search', {
+  request: z.object({ query: z.array(z.string().max(64)).max(64) }).strict(),
+  reply: z.object({ content: z.boolean(), datasets: z.array(DatasetInfo) }),
+  idempotent: true,
+});
+
+// client → node: every tag in use (PyGrid's /dataset-tags).
+export const DatasetTags = defineRequest('dataset-tags', {
+  request: NoArgs,
+  reply: z.object({ tags: z.array(z.string()) }),
+  idempotent: true,
+});
+
+export const EventTopic = z.enum(['models', 'datasets', 'peers']);
+export type EventTopic = z.infer<typeof EventTopic>;
+
+export const NodeEvent = z.discriminatedUnion('event', [
+  z.object({ event: z.literal('model-added'), model: ModelInfo }),
+  z.object({ event: z.literal('model-removed'), model_id: z.string() }),
+  z.object({ event: z.literal('dataset-added'), dataset: DatasetInfo }),
+  z.object({ event: z.literal('peer-connected'), peer: PeerInfo }),
+  z.object({ event: z.literal('peer-disconnected'), peer: PeerInfo }),
+]);
+export type NodeEvent = z.infer<typeof NodeEvent>;
+
+/** Which topic an event belongs to. */
+export function topicOf(ev: NodeEvent): EventTopic {
+  return ev.event.startsWith('model') ? 'models' : ev.event.startsWith('dataset') ? 'datasets' : 'peers';
+}
+
+// client → node: node events on the topics, until cancelled; re-subscribed after a reconnect.
+export const Subscribe = defineStream('subscribe', {
+  request: z.object({ topics: z.array(EventTopic).min(1).max(3).optional() }).strict(),
+  event: NodeEvent,
+  end: z.object({}).passthrough(),
+});

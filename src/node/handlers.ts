@@ -1,0 +1,168 @@
+// The node's handlers for the grid operations in core/protocol/messages.ts. Access rule (docs/node.md):
+// metadata reads are open to any connection; anything that changes the node, moves model bytes or
+// spends its compute needs an authenticated session.
+
+import { gridError, GridError, ErrorCodes } from '../core/errors';
+import {
+  ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
+  ListPeers, RunInference, Search, Subscribe, EventTopic,
+} from '../core/protocol/messages';
+import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../core/protocol/tensor';
+import { withAttachment, type GridRouter, type HandlerContext } from '../core/rpc/server';
+import type { DatasetStore } from './datasets';
+import type { NodeEvents } from './events';
+import type { NodeMetrics } from './metrics';
+import { checkModelId, type ModelStore } from './models';
+import type { PeerLinks } from './peers';
+
+export interface NodeIdentity { id: string; name: string; version: string }
+
+export interface HandlerDeps {
+  identity: NodeIdentity;
+  models: ModelStore;
+  datasets: DatasetStore;
+  events: NodeEvents;
+  peers: PeerLinks;
+  metrics: NodeMetrics;
+  /** host:port, for error messages a user can place ("node 127.0.0.1:5000 refused …"). */
+  where(): string;
+}
+
+export interface SessionUser { user: string; role: string }
+
+export function sessionOf(ctx: HandlerContext): SessionUser | undefined {
+  const { user, role } = ctx.connection.session;
+  return typeof user === 'string' ? { user, role: typeof role === 'string' ? role : 'user' } : undefined;
+}
+
+function requireUser(ctx: HandlerContext, what: string): SessionUser {
+  const s = sessionOf(ctx);
+  if (s === undefined) {
+    throw gridError('UNAUTHENTICATED', `${what} needs an authenticated session: authenticate first (grid: --user/--password or GRID_USER/GRID_PASSWORD)`);
+  }
+  return s;
+}
+
+export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRouter {
+  const { models, datasets, events, peers, metrics, identity } = deps;
+
+  router.handle(GetId, (_data, ctx) => ({
+    id: identity.id,
+    name: identity.name,
+    version: identity.version,
+    capabilities: ['ping', 'socket-ping', 'authenticate', 'transfer', ...router.types()].sort(),
+    user: sessionOf(ctx)?.user ?? null,
+  }));
+
+  router.handle(ListModels, () => ({ models: models.list() }));
+
+  router.handle(GetModelInfo, (data) => ({ model: models.get(data.model_id) }));
+
+  router.handle(HostModel, async (data, ctx) => {
+    // Claim the upload first: whatever happens next, the file is ours to clean up.
+    const upload = ctx.takeUpload(data.transfer_id);
+    let owner: string;
+    try {
+      owner = requireUser(ctx, 'host-model').user;
+      checkModelId(data.model_id);
+    } catch (err) {
+      await import('node:fs/promises').then((f) => f.rm(upload.path, { force: true }));
+      throw err;
+    }
+    const model = await models.host({
+      id: data.model_id,
+      ...(data.name !== undefined && { name: data.name }),
+      ...(data.version !== undefined && { version: data.version }),
+      allowDownload: data.allow_download ?? false,
+      allowRemoteInference: data.allow_remote_inference ?? false,
+      owner, file: upload.path, sha256: upload.sha256, size: upload.size,
+    });
+    ctx.log.info({ model_id: model.id, size: model.size, owner }, 'model hosted');
+    metrics.models.set(models.list().length);
+    events.emit({ event: 'model-added', model });
+    return { model };
+  });
+
+  router.handle(DeleteModel, async (data, ctx) => {
+    const s = requireUser(ctx, 'delete-model');
+    const info = models.get(data.model_id);
+    if (info.owner !== s.user && s.role !== 'admin') {
+      throw gridError('FORBIDDEN', `node ${deps.where()} refused to delete model "${info.id}": it belongs to ${info.owner}`);
+    }
+    await models.delete(info.id);
+    ctx.log.info({ model_id: info.id, by: s.user }, 'model deleted');
+    metrics.models.set(models.list().length);
+    events.emit({ event: 'model-removed', model_id: info.id });
+    return { model_id: info.id, deleted: true as const };
+  });
+
+  router.handle(DownloadModel, (data, ctx) => {
+    requireUser(ctx, 'download-model');
+    const model = models.get(data.model_id);
+    if (!model.allow_download) {
+      throw gridError('FORBIDDEN', `node ${deps.where()} refused the download of model "${model.id}": allow_download is false`, { model_id: model.id });
+    }
+    const download = ctx.offerDownload({ size: model.size, sha256: model.sha256, read: (offset, length) => models.read(model.sha256, offset, length) });
+    return { model, download };
+  });
+
+  router.handle(RunInference, async (data, ctx) => {
+    requireUser(ctx, 'run-inference');
+    const model = models.get(data.model_id);
+    if (!model.allow_remote_inference) {
+      throw gridError('FORBIDDEN', `node ${deps.where()} refused inference on model "${model.id}": allow_remote_inference is false`, { model_id: model.id });
+    }
+    if (ctx.attachment === undefined) {
+      throw gridError('INVALID_INPUT', 'run-inference carries its input tensors as the binary attachment of its frame; none was sent');
+    }
+    let feeds: NamedTensors;
+    try {
+      feeds = decodeNamedTensors(ctx.attachment);
+    } catch (err) {
+      throw err instanceof GridError ? err : new GridError(ErrorCodes.INVALID_TENSOR, (err as Error).message);
+    }
+    const started = performance.now();
+    const outputs = await models.run(model.id, feeds, { signal: ctx.signal, ...(data.outputs !== undefined && { outputs: data.outputs }) });
+    const ms = performance.now() - started;
+    metrics.inferenceSeconds.observe({ model_id: model.id }, ms / 1000);
+    const reply = {
+      model_id: model.id,
+      outputs: Object.entries(outputs).map(([name, t]) => ({ name, dtype: t.dtype, dims: [...t.dims] })),
+      duration_ms: ms,
+    };
+    return withAttachment(reply, encodeNamedTensors(outputs));
+  });
+
+  router.handle(ListDatasets, () => ({ datasets: datasets.list() }));
+
+  router.handle(Search, (data) => {
+    const found = datasets.search(data.query);
+    return { content: found.length > 0, datasets: found };
+  });
+
+  router.handle(DatasetTags, () => ({ tags: [...new Set(datasets.list().flatMap((d) => d.tags))].sort() }));
+
+  router.handle(ConnectNode, async (data, ctx) => {
+    requireUser(ctx, 'connect-node');
+    const peer = await peers.connect(data.address, { ...(data.id !== undefined && { id: data.id }), ...(data.auth !== undefined && { auth: data.auth }), signal: ctx.signal });
+    return { peer };
+  });
+
+  router.handle(ListPeers, () => ({ peers: peers.list() }));
+
+  router.stream(Subscribe, async (data, ctx) => {
+    const topics = data.topics ?? EventTopic.options;
+    const unsubscribe = events.subscribe(topics, (ev) => ctx.emit(ev));
+    try {
+      await new Promise<void>((resolve) => {
+        if (ctx.signal.aborted) resolve();
+        else ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+    } finally {
+      unsubscribe();
+    }
+    return {};
+  });
+
+  return router;
+}

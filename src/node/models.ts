@@ -1,0 +1,147 @@
+// Hosted models: metadata in SQLite, bytes in the blob store, sessions in a memory-bounded cache.
+// Ordering for crash safety: validate → blob renamed into place → metadata row committed. Delete runs the
+// other way round. A crash in between leaves only an unreferenced blob, swept at the next start.
+
+import * as fsp from 'node:fs/promises';
+import { gridError } from '../core/errors';
+import type { Logger } from '../core/logger';
+import { ID_PATTERN, type ModelInfo, type ModelSignature } from '../core/protocol/messages';
+import type { NamedTensors } from '../core/protocol/tensor';
+import { loadModel, SessionCache, type ModelHandle, type RunOptions } from '../compute/backend';
+import type { BlobStore } from './store/blobs';
+import type { MetaDb, Row } from './store/db';
+
+export function checkModelId(id: string): void {
+  if (!ID_PATTERN.test(id)) {
+    throw gridError('INVALID_ID', `model id ${JSON.stringify(id.length > 80 ? `${id.slice(0, 80)}…` : id)} must be 1-128 characters of A-Z a-z 0-9 . _ - (no slashes, spaces or path parts)`, { model_id: id.slice(0, 200) });
+  }
+  if (id === '.' || id === '..') throw gridError('INVALID_ID', `model id ${JSON.stringify(id)} is a path part, not a name`);
+}
+
+function rowToInfo(r: Row): ModelInfo {
+  return {
+    id: String(r.id), name: String(r.name), version: String(r.version), signature: JSON.parse(String(r.signature)) as ModelSignature,
+    size: Number(r.size), sha256: String(r.sha256), allow_download: Number(r.allow_download) === 1,
+    allow_remote_inference: Number(r.allow_remote_inference) === 1, owner: String(r.owner), created: String(r.created),
+  };
+}
+
+export interface HostModelInput {
+  id: string;
+  name?: string;
+  version?: string;
+  allowDownload: boolean;
+  allowRemoteInference: boolean;
+  owner: string;
+  /** A complete, sha256-verified file this store now owns (an upload). */
+  file: string;
+  sha256: string;
+  size: number;
+}
+
+export class ModelStore {
+  private readonly db: MetaDb;
+  private readonly blobs: BlobStore;
+  private readonly sessions: SessionCache;
+  /** Ids being hosted right now, so two uploads under one id do not both load a model. */
+  private readonly pending = new Set<string>();
+
+  constructor(db: MetaDb, blobs: BlobStore, log: Logger, opts: { sessionCacheBytes?: number } = {}) {
+    this.db = db;
+    this.blobs = blobs;
+    this.sessions = new SessionCache({ maxBytes: opts.sessionCacheBytes ?? 1024 ** 3 });
+    const swept = blobs.sweep(new Set(this.db.all('SELECT DISTINCT sha256 FROM models').map((r) => String(r.sha256))));
+    if (swept > 0) log.info({ swept }, 'removed model blobs left by an interrupted upload or delete');
+  }
+
+  list(): ModelInfo[] {
+    return this.db.all('SELECT * FROM models ORDER BY id').map(rowToInfo);
+  }
+
+  get(id: string): ModelInfo {
+    checkModelId(id);
+    const r = this.db.get('SELECT * FROM models WHERE id = ?', [id]);
+    if (r === undefined) throw gridError('NOT_FOUND', `no model "${id}" on this node`, { model_id: id });
+    return rowToInfo(r);
+  }
+
+  has(id: string): boolean {
+    return this.db.get('SELECT 1 AS x FROM models WHERE id = ?', [id]) !== undefined;
+  }
+
+  /** Validates the model by loading it, then stores it. The input file is consumed either way. */
+  async host(input: HostModelInput): Promise<ModelInfo> {
+    try {
+      checkModelId(input.id);
+      if (this.has(input.id) || this.pending.has(input.id)) {
+        throw gridError('ALREADY_EXISTS', `a model "${input.id}" is already on this node; delete it first or choose another id`, { model_id: input.id });
+      }
+      this.pending.add(input.id);
+      try {
+        const signature = await this.validate(input.file);
+        await this.blobs.adopt(input.file, input.sha256);
+        const info: ModelInfo = {
+          id: input.id, name: input.name ?? input.id, version: input.version ?? '1', signature, size: input.size, sha256: input.sha256,
+          allow_download: input.allowDownload, allow_remote_inference: input.allowRemoteInference, owner: input.owner, created: new Date().toISOString(),
+        };
+        this.db.run(`INSERT INTO models (id, name, version, signature, size, sha256, allow_download, allow_remote_inference, owner, created)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [info.id, info.name, info.version, JSON.stringify(signature), info.size, info.sha256, info.allow_download ? 1 : 0, info.allow_remote_inference ? 1 : 0, info.owner, info.created]);
+        return info;
+      } finally {
+        this.pending.delete(input.id);
+      }
+    } finally {
+      await fsp.rm(input.file, { force: true });
+    }
+  }
+
+  private async validate(file: string): Promise<ModelSignature> {
+    // Loading is the only honest check that bytes are a model onnxruntime can run. The bytes are
+    // released with the session right after.
+    const bytes = await fsp.readFile(file);
+    const handle = await loadModel(bytes);
+    try {
+      return { inputs: handle.signature.inputs.map((s) => ({ ...s, dims: [...s.dims] })), outputs: handle.signature.outputs.map((s) => ({ ...s, dims: [...s.dims] })) };
+    } finally {
+      await handle.dispose();
+    }
+  }
+
+  async delete(id: string): Promise<void> {
+    const info = this.get(id);
+    this.db.run('DELETE FROM models WHERE id = ?', [id]);
+    await this.sessions.delete(`${id}@${info.sha256}`);
+    if (this.db.get('SELECT 1 AS x FROM models WHERE sha256 = ?', [info.sha256]) === undefined) await this.blobs.remove(info.sha256);
+  }
+
+  blobPath(id: string): string {
+    return this.blobs.pathOf(this.get(id).sha256);
+  }
+
+  /** Reads `length` bytes at `offset` of a model's blob (download chunks). */
+  async read(sha256: string, offset: number, length: number): Promise<Buffer> {
+    const fh = await fsp.open(this.blobs.pathOf(sha256), 'r');
+    try {
+      const buf = Buffer.allocUnsafe(length);
+      const { bytesRead } = await fh.read(buf, 0, length, offset);
+      return bytesRead === length ? buf : buf.subarray(0, bytesRead);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  session(id: string): Promise<ModelHandle> {
+    const info = this.get(id);
+    return this.sessions.get(`${id}@${info.sha256}`, () => fsp.readFile(this.blobs.pathOf(info.sha256)));
+  }
+
+  async run(id: string, feeds: NamedTensors, opts: RunOptions = {}): Promise<NamedTensors> {
+    const handle = await this.session(id);
+    return handle.run(feeds, opts);
+  }
+
+  async close(): Promise<void> {
+    await this.sessions.dispose();
+  }
+}

@@ -1,0 +1,110 @@
+// The node's metadata database (SQLite through node-sqlite3-wasm: no native addon, so it also loads in
+// VS Code's extension host). Rollback journal + synchronous=FULL: the wasm VFS has no shared memory
+// for WAL, and a committed transaction must survive a power cut.
+
+import { Database } from 'node-sqlite3-wasm';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export type Row = Record<string, number | bigint | string | Uint8Array | null>;
+
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+   CREATE TABLE users (
+     username TEXT PRIMARY KEY,
+     password_hash TEXT NOT NULL,
+     role TEXT NOT NULL,
+     created TEXT NOT NULL);
+   CREATE TABLE sessions (
+     token_hash TEXT PRIMARY KEY,
+     username TEXT NOT NULL REFERENCES users(username) ON DELETE CASCADE,
+     created TEXT NOT NULL,
+     expires_at TEXT NOT NULL);
+   CREATE TABLE models (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     version TEXT NOT NULL,
+     signature TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     sha256 TEXT NOT NULL,
+     allow_download INTEGER NOT NULL,
+     allow_remote_inference INTEGER NOT NULL,
+     owner TEXT NOT NULL,
+     created TEXT NOT NULL);
+   CREATE INDEX models_sha256 ON models(sha256);
+   CREATE TABLE datasets (
+     id TEXT PRIMARY KEY,
+     name TEXT NOT NULL,
+     description TEXT NOT NULL,
+     tags TEXT NOT NULL,
+     format TEXT NOT NULL,
+     path TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     schema TEXT NOT NULL,
+     created TEXT NOT NULL);`,
+];
+
+export class MetaDb {
+  readonly file: string;
+  private readonly db: Database;
+
+  constructor(file: string) {
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    this.file = file;
+    this.db = new Database(file);
+    this.db.exec('PRAGMA synchronous = FULL; PRAGMA journal_mode = DELETE; PRAGMA foreign_keys = ON;');
+    this.migrate();
+  }
+
+  /** The directory node-sqlite3-wasm creates while it holds a lock on `file`. */
+  static lockDirOf(file: string): string { return `${file}.lock`; }
+
+  private migrate(): void {
+    const version = Number((this.db.get('PRAGMA user_version') as Row).user_version);
+    for (let v = version; v < MIGRATIONS.length; v++) {
+      this.transaction(() => {
+        this.db.exec(MIGRATIONS[v]!);
+        this.db.exec(`PRAGMA user_version = ${v + 1}`);
+      });
+    }
+  }
+
+  all(sql: string, values?: Record<string, unknown> | unknown[]): Row[] {
+    return this.db.all(sql, values as never) as Row[];
+  }
+
+  get(sql: string, values?: Record<string, unknown> | unknown[]): Row | undefined {
+    return (this.db.get(sql, values as never) as Row | null) ?? undefined;
+  }
+
+  run(sql: string, values?: Record<string, unknown> | unknown[]): number {
+    return this.db.run(sql, values as never).changes;
+  }
+
+  /** Runs `fn` in one IMMEDIATE transaction: all of it is committed or none of it. */
+  transaction<T>(fn: () => T): T {
+    if (this.db.inTransaction) return fn();
+    this.db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = fn();
+      this.db.exec('COMMIT');
+      return result;
+    } catch (err) {
+      if (this.db.inTransaction) this.db.exec('ROLLBACK');
+      throw err;
+    }
+  }
+
+  getMeta(key: string): string | undefined {
+    const row = this.get('SELECT value FROM meta WHERE key = ?', [key]);
+    return row === undefined ? undefined : String(row.value);
+  }
+
+  setMeta(key: string, value: string): void {
+    this.run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value', [key, value]);
+  }
+
+  close(): void {
+    if (this.db.isOpen) this.db.close();
+  }
+}
