@@ -1,0 +1,950 @@
+// GridSocket: the one connection to a node, shared by the tree views, commands and notebook kernel.
+// It is the union of PyGrid's WebsocketGridClient, the syft SocketClients and Genesis' Socket:
+// correlated requests with timeouts and aborts, streams that survive reconnects, an auth token
+// re-sent after every reconnect, a heartbeat, and chunked resumable transfers in bounded memory.
+
+import { createHash, randomBytes } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import WebSocket, { type RawData } from 'ws';
+import { ErrorCodes, GridError, gridError, toGridError } from '../errors';
+import { silentLogger, type Logger } from '../logger';
+import {
+  Authenticate, describeIssues, TransferAck, TransferBegin, TransferCommit, TransferRead,
+  type DownloadOffer, type EndOf, type EventOf, type ReplyOf, type RequestDef, type RequestOf, type StreamDef,
+} from '../protocol/catalogue';
+import { checkEnvelope, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, type Envelope, type IncomingMessage } from '../protocol/envelope';
+import { backoffDelay, resolveReconnect, type ReconnectOptions, type ResolvedReconnect } from './backoff';
+import type { ByteSink, ByteSource } from './transfer';
+
+export type SocketState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
+
+export interface SocketStatus {
+  readonly state: SocketState;
+  readonly url: string | undefined;
+  /** Reconnect attempts since the connection was last open. */
+  readonly attempt: number;
+  readonly closedCode: number | undefined;
+  readonly closedReason: string | undefined;
+  readonly closedClean: boolean | undefined;
+  readonly reconnectionLimitReached: boolean;
+  readonly authenticated: boolean;
+  readonly user: string | undefined;
+}
+
+export interface ConnectOptions {
+  /** Ping interval; a node that misses a pong is treated as dead and reconnected. 0 disables. Default 15 s. */
+  heartbeatMs?: number;
+  /** Largest frame accepted from the node. Default 64 MiB. */
+  maxPayload?: number;
+  /** Time allowed for one connection attempt's handshake. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  headers?: Record<string, string>;
+}
+
+export interface RequestOptions {
+  /** Milliseconds to wait for the reply. Default 20 s. */
+  timeout?: number;
+  signal?: AbortSignal;
+  /** Bytes sent with the request in the same frame (tensors). */
+  attachment?: Uint8Array;
+  /** Overrides the message definition's idempotency (retried after reconnect when true). */
+  idempotent?: boolean;
+}
+
+export interface StreamOptions {
+  signal?: AbortSignal;
+  /** Re-send the request after a reconnect so the stream continues. Default: the definition's `resubscribe`. */
+  resubscribe?: boolean;
+  /** Tell the node when the stream is cancelled (the default); false = the "without teardown" variant. */
+  teardown?: boolean;
+  /** Most events held for a slow consumer before the stream fails. Default 10 000. */
+  maxBuffered?: number;
+}
+
+export interface TransferOptions {
+  signal?: AbortSignal;
+  onProgress?(done: number, total: number): void;
+  /** Upload chunk size. Default 1 MiB. */
+  chunkSize?: number;
+  /** Bytes sent ahead of the peer's acknowledgements. Default 16 MiB. */
+  windowBytes?: number;
+}
+
+export interface UploadResult {
+  transfer_id: string;
+  size: number;
+  sha256: string;
+}
+
+export interface Reply<T> {
+  data: T;
+  attachment: Buffer | undefined;
+}
+
+interface Pending {
+  readonly id: string;
+  readonly env: Envelope;
+  readonly attachment: Uint8Array | undefined;
+  readonly idempotent: boolean;
+  readonly def: RequestDef | undefined;
+  readonly resolve: (r: Reply<unknown>) => void;
+  readonly reject: (e: GridError) => void;
+  sent: boolean;
+}
+
+interface StreamSub {
+  readonly id: string;
+  readonly env: Envelope;
+  readonly resubscribe: boolean;
+  readonly def: StreamDef | undefined;
+  event(data: unknown): void;
+  end(data: unknown): void;
+  fail(err: GridError): void;
+}
+
+const DEFAULT_TIMEOUT = 20_000;
+const UPLOAD_ACK = 'transfer-ack';
+const DOWNLOAD_ACK_BYTES = 4 * 1024 * 1024;
+
+export interface GridSocketOptions {
+  logger?: Logger;
+  /** For tests of the backoff sequence. */
+  random?: () => number;
+}
+
+/**
+ * Events: 'status' (SocketStatus) on every change, 'message' (IncomingMessage) for every incoming
+ * message, 'protocol-error' (GridError) for frames from the node that could not be understood.
+ */
+export class GridSocket extends EventEmitter {
+  private readonly log: Logger;
+  private readonly random: () => number;
+  private readonly idPrefix = randomBytes(4).toString('hex');
+  private nextId = 0;
+  private ws: WebSocket | undefined;
+  private url: string | undefined;
+  private connectOptions: Required<Omit<ConnectOptions, 'headers'>> & { headers: Record<string, string> | undefined } = { heartbeatMs: 15_000, maxPayload: 64 * 1024 * 1024, handshakeTimeoutMs: 10_000, headers: undefined };
+  private reconnect: ResolvedReconnect = resolveReconnect();
+  private state: SocketState = 'idle';
+  private attempt = 0;
+  private closedCode: number | undefined;
+  private closedReason: string | undefined;
+  private closedClean: boolean | undefined;
+  private reconnectionLimitReached = false;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private awaitingPong = false;
+  /** Requests and streams go out only when open and (re)authenticated. */
+  private ready = false;
+  private readonly pending = new Map<string, Pending>();
+  private readonly streams = new Map<string, StreamSub>();
+  private readonly transferListeners = new Map<string, (msg: { received?: number; chunk?: { index: number; body: Buffer; last: boolean } }) => void>();
+  private readonly openWaiters = new Set<{ resolve: () => void; reject: (e: GridError) => void }>();
+  private credentials: { username: string; password: string } | { token: string } | undefined;
+  private token: string | undefined;
+  private user: string | undefined;
+  private disposed = false;
+
+  constructor(options: GridSocketOptions = {}) {
+    super();
+    this.log = options.logger ?? silentLogger;
+    this.random = options.random ?? Math.random;
+    this.onWsMessage = this.onWsMessage.bind(this);
+  }
+
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  get status(): SocketStatus {
+    return {
+      state: this.state,
+      url: this.url,
+      attempt: this.attempt,
+      closedCode: this.closedCode,
+      closedReason: this.closedReason,
+      closedClean: this.closedClean,
+      reconnectionLimitReached: this.reconnectionLimitReached,
+      authenticated: this.token !== undefined && this.ready,
+      user: this.user,
+    };
+  }
+
+  /**
+   * Connects and keeps connected. Resolves when the connection is open (and re-authenticated); rejects
+   * if the reconnect policy gives up first, or on reset/dispose.
+   */
+  connect(url: string, options: ConnectOptions = {}, reconnect: ReconnectOptions = {}): Promise<void> {
+    if (this.disposed) return Promise.reject(gridError('DISPOSED', 'this GridSocket was disposed; create a new one'));
+    let parsed: URL;
+    try {
+      parsed = new URL(url);
+    } catch {
+      return Promise.reject(gridError('INVALID_URL', `"${url}" is not a URL; a node address looks like ws://127.0.0.1:5000`));
+    }
+    if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') {
+      return Promise.reject(gridError('INVALID_URL', `"${url}" is not a ws:// or wss:// URL; a node address looks like ws://127.0.0.1:5000`));
+    }
+    let resolved: ResolvedReconnect;
+    try {
+      resolved = resolveReconnect(reconnect);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.state !== 'idle' && this.state !== 'closed') this.teardown('CONNECTION_DROPPED', 'reconnecting to another URL', 1000);
+    this.url = url;
+    this.connectOptions = {
+      heartbeatMs: options.heartbeatMs ?? 15_000,
+      maxPayload: options.maxPayload ?? 64 * 1024 * 1024,
+      handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
+      headers: options.headers,
+    };
+    this.reconnect = resolved;
+    this.attempt = 0;
+    this.reconnectionLimitReached = false;
+    this.open('connecting');
+    return this.whenReady();
+  }
+
+  /** Closes the connection without reconnecting; pending requests fail with CONNECTION_DROPPED. */
+  disconnect(): void {
+    this.teardown('CONNECTION_DROPPED', 'disconnected by the client', 1000);
+    this.setState('closed');
+  }
+
+  /** Disconnects and clears every subscription (streams, message listeners); idempotent. */
+  reset(): void {
+    this.clear('ABORTED', 'the socket was reset');
+  }
+
+  private clear(key: 'ABORTED' | 'DISPOSED', message: string): void {
+    this.teardown(key, message, 1000);
+    this.removeAllListeners('message');
+    this.credentials = undefined;
+    this.token = undefined;
+    this.user = undefined;
+    if (this.state !== 'idle') this.setState('idle');
+  }
+
+  /** Resets and makes the socket unusable; idempotent. Leaves no timers or sockets behind. */
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    this.clear('DISPOSED', 'the socket was disposed');
+    this.removeAllListeners();
+  }
+
+  /** Sends a password (or token) and keeps the session token, re-sent after every reconnect. */
+  async authenticate(credentials: { username: string; password: string } | { token: string }, options: RequestOptions = {}): Promise<ReplyOf<typeof Authenticate>> {
+    const reply = await this.request(Authenticate, credentials, options);
+    this.credentials = credentials;
+    this.token = reply.token;
+    this.user = reply.user;
+    this.emitStatus();
+    return reply;
+  }
+
+  /** Sends a request and resolves with the node's validated reply data. */
+  async request<D extends RequestDef<any, any>>(def: D, data: RequestOf<D>, options?: RequestOptions): Promise<ReplyOf<D>>;
+  async request(type: string, data?: unknown, options?: RequestOptions): Promise<unknown>;
+  async request(def: RequestDef | string, data?: unknown, options: RequestOptions = {}): Promise<unknown> {
+    return (await this.call(def as RequestDef, data, options)).data;
+  }
+
+  /** Like request(), but also gives the reply's binary attachment. */
+  call<D extends RequestDef<any, any>>(def: D, data: RequestOf<D>, options?: RequestOptions): Promise<Reply<ReplyOf<D>>>;
+  call(type: string, data?: unknown, options?: RequestOptions): Promise<Reply<unknown>>;
+  call(defOrType: RequestDef | string, data?: unknown, options: RequestOptions = {}): Promise<Reply<unknown>> {
+    const def = typeof defOrType === 'string' ? undefined : defOrType;
+    const type = typeof defOrType === 'string' ? defOrType : defOrType.type;
+    if (def !== undefined) {
+      const parsed = def.request.safeParse(data);
+      if (!parsed.success) return Promise.reject(gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`));
+      data = parsed.data;
+    }
+    const unusable = this.unusable();
+    if (unusable) return Promise.reject(unusable);
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(gridError('ABORTED', `${type} was aborted before it was sent`));
+    const id = this.newId();
+    const env: Envelope = { type, request_id: id };
+    if (data !== undefined) env.data = data;
+    const timeout = options.timeout ?? DEFAULT_TIMEOUT;
+    return new Promise<Reply<unknown>>((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
+      const onAbort = () => {
+        if (!this.pending.delete(id)) return;
+        if (p.sent) this.sendEnvelope({ type: 'cancel', data: { request_id: id } });
+        finish();
+        reject(gridError('ABORTED', `${type} was aborted`));
+      };
+      const finish = () => {
+        if (timer) clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      const p: Pending = {
+        id, env, def, sent: false,
+        attachment: options.attachment,
+        idempotent: options.idempotent ?? def?.idempotent ?? false,
+        resolve: (r) => { finish(); resolve(r); },
+        reject: (e) => { finish(); reject(e); },
+      };
+      if (timeout > 0 && Number.isFinite(timeout)) {
+        timer = setTimeout(() => {
+          // The id is forgotten, so a late reply is dropped (reported as an unmatched message), never mis-delivered.
+          if (!this.pending.delete(id)) return;
+          finish();
+          reject(gridError('TIMEOUT', `${type} got no reply from ${this.url} within ${timeout} ms`, { timeout }));
+        }, timeout);
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.pending.set(id, p);
+      if (this.ready) this.transmit(p);
+    });
+  }
+
+  /** Fire-and-forget. Returns false when not connected (nothing was sent). */
+  send(type: string, data?: unknown): boolean {
+    if (!this.ready || this.ws?.readyState !== WebSocket.OPEN) return false;
+    return this.sendEnvelope(data === undefined ? { type } : { type, data });
+  }
+
+  /** Every incoming message, as it arrives. Returns the unsubscribe function. */
+  onMessage(listener: (msg: IncomingMessage) => void): () => void {
+    this.on('message', listener);
+    return () => this.off('message', listener);
+  }
+
+  /** Every incoming message as an async iterable, until `signal` aborts or the socket is reset. */
+  messages(signal?: AbortSignal): AsyncIterableIterator<IncomingMessage> {
+    const queue: IncomingMessage[] = [];
+    let wake: (() => void) | undefined;
+    let done = false;
+    const stop = () => { done = true; off(); wake?.(); };
+    const off = this.onMessage((m) => { queue.push(m); wake?.(); });
+    signal?.addEventListener('abort', stop, { once: true });
+    const onReset = (st: SocketStatus) => { if (st.state === 'idle') stop(); };
+    this.on('status', onReset);
+    const self = this;
+    return {
+      [Symbol.asyncIterator]() { return this; },
+      async next() {
+        while (queue.length === 0 && !done) await new Promise<void>((r) => { wake = r; });
+        wake = undefined;
+        if (queue.length > 0) return { value: queue.shift()!, done: false };
+        self.off('status', onReset);
+        return { value: undefined, done: true };
+      },
+      async return() {
+        stop();
+        self.off('status', onReset);
+        return { value: undefined, done: true };
+      },
+    };
+  }
+
+  /** One request, many events, one end. Iterate it, or observe it with `subscribe`. */
+  stream<D extends StreamDef<any, any, any>>(def: D, data: RequestOf<D>, options?: StreamOptions): GridStream<EventOf<D>, EndOf<D>>;
+  stream(type: string, data?: unknown, options?: StreamOptions): GridStream<unknown, unknown>;
+  stream(defOrType: StreamDef | string, data?: unknown, options: StreamOptions = {}): GridStream<unknown, unknown> {
+    const def = typeof defOrType === 'string' ? undefined : defOrType;
+    const type = typeof defOrType === 'string' ? defOrType : defOrType.type;
+    const id = this.newId();
+    const stream = new GridStream<unknown, unknown>(type, options.maxBuffered ?? 10_000, () => {
+      if (!this.streams.delete(id)) return;
+      if (options.teardown !== false) this.sendEnvelope({ type: 'cancel', data: { request_id: id } });
+    });
+    if (def !== undefined) {
+      const parsed = def.request.safeParse(data);
+      if (!parsed.success) {
+        stream.fail(gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`));
+        return stream;
+      }
+      data = parsed.data;
+    }
+    const unusable = this.unusable();
+    if (unusable) {
+      stream.fail(unusable);
+      return stream;
+    }
+    const env: Envelope = { type, request_id: id };
+    if (data !== undefined) env.data = data;
+    const sub: StreamSub = {
+      id, env, def,
+      resubscribe: options.resubscribe ?? def?.resubscribe ?? true,
+      event: (ev) => {
+        if (def) {
+          const p = def.event.safeParse(ev);
+          if (!p.success) return this.streamFailed(sub, gridError('INVALID_MESSAGE', `${type}: the node sent an invalid event (${describeIssues(p.error, 'event')})`));
+          ev = p.data;
+        }
+        stream.push(ev);
+      },
+      end: (endData) => {
+        this.streams.delete(id);
+        if (def) {
+          const p = def.end.safeParse(endData);
+          if (!p.success) return stream.fail(gridError('INVALID_MESSAGE', `${type}: the node sent an invalid end (${describeIssues(p.error, 'end')})`));
+          endData = p.data;
+        }
+        stream.finish(endData);
+      },
+      fail: (err) => { this.streams.delete(id); stream.fail(err); },
+    };
+    this.streams.set(id, sub);
+    if (options.signal) {
+      if (options.signal.aborted) stream.cancel();
+      else options.signal.addEventListener('abort', () => stream.cancel(), { once: true });
+    }
+    if (this.ready) this.sendEnvelope(env);
+    return stream;
+  }
+
+  /**
+   * Uploads bytes in chunks, `windowBytes` ahead of the node's acknowledgements, resuming from the
+   * last acknowledged byte after a reconnect. The node checks the sha256 computed here as bytes are read.
+   * The result's transfer_id is then named in a request (host-model) that claims the upload.
+   */
+  async upload(source: ByteSource, options: TransferOptions = {}): Promise<UploadResult> {
+    const chunkSize = options.chunkSize ?? 1024 * 1024;
+    const windowBytes = Math.max(options.windowBytes ?? 16 * 1024 * 1024, chunkSize);
+    const { signal, onProgress } = options;
+    const size = source.size;
+    const hash = createHash('sha256');
+    let hashed = 0;
+    let acked = 0;
+    let wake: (() => void) | undefined;
+    let transferId: string | undefined;
+    const begin = async () => {
+      const r = await this.request(TransferBegin, transferId === undefined ? { size, chunk_size: chunkSize } : { transfer_id: transferId, size, chunk_size: chunkSize }, { signal });
+      if (transferId === undefined) {
+        transferId = r.transfer_id;
+        this.transferListeners.set(transferId, (m) => {
+          if (m.received !== undefined && m.received > acked) { acked = m.received; onProgress?.(acked, size); }
+          // Woken on every ack and on a drop; the waiter re-checks its condition and the connection epoch.
+          wake?.();
+        });
+      }
+      acked = r.received;
+    };
+    try {
+      await begin();
+      for (;;) {
+        const epoch = this.epoch;
+        try {
+          let pos = acked;
+          let index = Math.floor(pos / chunkSize);
+          while (pos < size) {
+            while (pos - acked >= windowBytes) await this.waitWhileOpen(epoch, signal, (w) => { wake = w; });
+            const len = Math.min(chunkSize, size - pos);
+            const bytes = await source.read(pos, len);
+            if (bytes.length !== len) throw gridError('INTERNAL', `upload source returned ${bytes.length} bytes at ${pos}, expected ${len}`);
+            if (pos === hashed) { hash.update(bytes); hashed += len; }
+            await this.sendBinary(encodeChunk(transferId!, index, bytes, pos + len === size), epoch);
+            pos += len;
+            index += 1;
+          }
+          while (acked < size) await this.waitWhileOpen(epoch, signal, (w) => { wake = w; });
+          return await this.request(TransferCommit, { transfer_id: transferId!, sha256: hash.digest('hex') }, { signal, timeout: 120_000 });
+        } catch (err) {
+          const e = toGridError(err);
+          if (e.code !== ErrorCodes.CONNECTION_DROPPED && e.code !== ErrorCodes.NOT_CONNECTED) throw e;
+          this.log.info({ transfer: transferId, acked, size }, 'upload interrupted; resuming after reconnect');
+          await this.whenReady(signal);
+          await begin();
+        }
+      }
+    } finally {
+      if (transferId !== undefined) this.transferListeners.delete(transferId);
+      await source.close?.();
+    }
+  }
+
+  /**
+   * Downloads an offered payload into `sink`, acknowledging what is written so the node never runs more
+   * than a window ahead, and resuming after a reconnect. Rejects with CHECKSUM_MISMATCH if the bytes
+   * do not hash to the offer's sha256.
+   */
+  async download(offer: DownloadOffer, sink: ByteSink, options: TransferOptions = {}): Promise<{ size: number; sha256: string }> {
+    const { signal, onProgress } = options;
+    const id = offer.transfer_id;
+    const hash = createHash('sha256');
+    let received = 0;
+    let writeChain: Promise<void> = Promise.resolve();
+    let writeError: GridError | undefined;
+    let lastAck = 0;
+    this.transferListeners.set(id, (m) => {
+      if (m.chunk === undefined) return;
+      const body = m.chunk.body;
+      writeChain = writeChain.then(async () => {
+        if (writeError) return;
+        try {
+          await sink.write(body, received);
+        } catch (err) {
+          writeError = gridError('INTERNAL', `writing the download failed: ${(err as Error).message}`);
+          return;
+        }
+        hash.update(body);
+        received += body.length;
+        onProgress?.(received, offer.size);
+        if (received - lastAck >= DOWNLOAD_ACK_BYTES || received === offer.size) {
+          lastAck = received;
+          this.send(UPLOAD_ACK, { transfer_id: id, received });
+        }
+      });
+    });
+    try {
+      for (;;) {
+        try {
+          // Chunks before a drop may still be queued for writing; resume from what is on disk.
+          await writeChain;
+          if (writeError) throw writeError;
+          const end = await this.stream(TransferRead, { transfer_id: id, offset: received }, { signal, resubscribe: false }).done;
+          await writeChain;
+          if (writeError) throw writeError;
+          if (received !== end.size) throw gridError('CHECKSUM_MISMATCH', `download ${id} ended after ${received} of ${end.size} bytes`);
+          const actual = hash.digest('hex');
+          if (actual !== offer.sha256) throw gridError('CHECKSUM_MISMATCH', `downloaded bytes hash to ${actual}, the node announced ${offer.sha256}`);
+          return { size: received, sha256: actual };
+        } catch (err) {
+          const e = toGridError(err);
+          if (e.code !== ErrorCodes.CONNECTION_DROPPED && e.code !== ErrorCodes.NOT_CONNECTED) throw e;
+          this.log.info({ transfer: id, received, size: offer.size }, 'download interrupted; resuming after reconnect');
+          await this.whenReady(signal);
+        }
+      }
+    } finally {
+      this.transferListeners.delete(id);
+    }
+  }
+
+  // ---- connection lifecycle -------------------------------------------------------------------
+
+  /** Incremented on every close, so waiters can tell the connection they started on is gone. */
+  private epoch = 0;
+
+  private open(state: 'connecting' | 'reconnecting'): void {
+    this.setState(state);
+    const ws = new WebSocket(this.url!, {
+      maxPayload: this.connectOptions.maxPayload,
+      handshakeTimeout: this.connectOptions.handshakeTimeoutMs,
+      perMessageDeflate: false,
+      ...(this.connectOptions.headers && { headers: this.connectOptions.headers }),
+    });
+    this.ws = ws;
+    ws.on('open', () => void this.onOpen(ws));
+    ws.on('message', this.onWsMessage);
+    ws.on('pong', () => { this.awaitingPong = false; });
+    ws.on('error', (err) => this.log.debug({ err: err.message, url: this.url }, 'socket error'));
+    ws.on('close', (code, reason) => this.onClose(ws, code, reason.toString()));
+  }
+
+  private async onOpen(ws: WebSocket): Promise<void> {
+    if (ws !== this.ws) return;
+    this.attempt = 0;
+    this.closedCode = this.closedReason = this.closedClean = undefined;
+    this.reconnectionLimitReached = false;
+    this.startHeartbeat();
+    // Re-authenticate before anything else goes out: the node handles messages concurrently.
+    if (this.credentials) {
+      const creds = this.token !== undefined ? { token: this.token } : this.credentials;
+      try {
+        const reply = await this.rawRequest(ws, Authenticate.type, creds);
+        const parsed = Authenticate.reply.safeParse(reply);
+        if (parsed.success) { this.token = parsed.data.token; this.user = parsed.data.user; }
+      } catch (err) {
+        if (ws !== this.ws) return;
+        const e = toGridError(err);
+        // A token the node no longer knows (it was restarted with a fresh store): fall back to the password.
+        if ('password' in this.credentials && e.code === ErrorCodes.BAD_CREDENTIALS) {
+          try {
+            const reply = Authenticate.reply.parse(await this.rawRequest(ws, Authenticate.type, this.credentials));
+            this.token = reply.token; this.user = reply.user;
+          } catch (err2) {
+            this.log.warn({ err: (err2 as Error).message }, 're-authentication failed');
+            this.token = undefined;
+          }
+        } else {
+          this.log.warn({ err: e.message }, 're-authentication failed');
+          this.token = undefined;
+        }
+      }
+    }
+    if (ws !== this.ws || ws.readyState !== WebSocket.OPEN) return;
+    this.ready = true;
+    this.setState('open');
+    for (const s of this.streams.values()) this.sendEnvelope(s.env);
+    for (const p of this.pending.values()) if (!p.sent) this.transmit(p);
+    for (const w of this.openWaiters) w.resolve();
+    this.openWaiters.clear();
+  }
+
+  /** A request outside the pending table, used only for re-authentication while not yet ready. */
+  private rawRequest(ws: WebSocket, type: string, data: unknown): Promise<unknown> {
+    const id = this.newId();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => { cleanup(); reject(gridError('TIMEOUT', `${type} got no reply within ${DEFAULT_TIMEOUT} ms`)); }, DEFAULT_TIMEOUT);
+      const onMsg = (raw: RawData, isBinary: boolean) => {
+        if (isBinary) return;
+        let env: Envelope;
+        try { env = checkEnvelope(JSON.parse(raw.toString())); } catch { return; }
+        if (env.request_id !== id) return;
+        cleanup();
+        if (env.error) reject(GridError.fromWire(env.error)); else resolve(env.data);
+      };
+      const onClose = () => { cleanup(); reject(gridError('CONNECTION_DROPPED', 'the connection closed during re-authentication')); };
+      const cleanup = () => { clearTimeout(timer); ws.off('message', onMsg); ws.off('close', onClose); };
+      ws.on('message', onMsg);
+      ws.once('close', onClose);
+      ws.send(JSON.stringify({ type, request_id: id, data }));
+    });
+  }
+
+  private onClose(ws: WebSocket, code: number, reason: string): void {
+    if (ws !== this.ws) return;
+    this.ws = undefined;
+    this.ready = false;
+    this.epoch += 1;
+    this.stopHeartbeat();
+    this.closedCode = code;
+    this.closedReason = reason;
+    this.closedClean = code === 1000 || code === 1001;
+    ws.removeAllListeners('message');
+    const willRetry = this.reconnect.enabled && this.attempt < this.reconnect.maxAttempts;
+    this.dropInFlight(willRetry);
+    if (!willRetry) {
+      this.reconnectionLimitReached = this.reconnect.enabled;
+      const err = this.reconnect.enabled
+        ? gridError('RECONNECT_LIMIT', `gave up reconnecting to ${this.url} after ${this.attempt} attempts (last close ${code}${reason ? `: ${reason}` : ''})`)
+        : gridError('CONNECTION_DROPPED', `the connection to ${this.url} closed (${code}${reason ? `: ${reason}` : ''})`);
+      this.failAll(err);
+      this.setState('closed');
+      return;
+    }
+    this.attempt += 1;
+    const delay = backoffDelay(this.attempt, this.reconnect, this.random);
+    this.log.info({ url: this.url, code, attempt: this.attempt, delay }, 'connection lost; reconnecting');
+    this.setState('reconnecting');
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = undefined;
+      this.open('reconnecting');
+    }, delay);
+  }
+
+  /** On a drop: requests that are not safe to repeat fail now; streams that don't resubscribe fail. */
+  private dropInFlight(willRetry: boolean): void {
+    for (const p of [...this.pending.values()]) {
+      if (!p.sent) continue;
+      if (willRetry && p.idempotent) { p.sent = false; continue; }
+      this.pending.delete(p.id);
+      p.reject(gridError('CONNECTION_DROPPED', `the connection to ${this.url} dropped while ${p.env.type} was in flight; it was not retried because it is not idempotent`));
+    }
+    for (const s of [...this.streams.values()]) {
+      if (willRetry && s.resubscribe) continue;
+      s.fail(gridError('CONNECTION_DROPPED', `the connection to ${this.url} dropped during the ${s.env.type} stream`));
+    }
+    for (const l of this.transferListeners.values()) l({});
+  }
+
+  /** Fails everything still waiting (used when giving up, resetting or disposing). */
+  private failAll(err: GridError): void {
+    for (const p of [...this.pending.values()]) { this.pending.delete(p.id); p.reject(err); }
+    for (const s of [...this.streams.values()]) s.fail(err);
+    for (const w of this.openWaiters) w.reject(err);
+    this.openWaiters.clear();
+    for (const l of this.transferListeners.values()) l({});
+  }
+
+  private teardown(key: 'CONNECTION_DROPPED' | 'ABORTED' | 'DISPOSED', message: string, code: number): void {
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = undefined;
+    this.stopHeartbeat();
+    const ws = this.ws;
+    this.ws = undefined;
+    this.ready = false;
+    this.epoch += 1;
+    if (ws) {
+      ws.removeAllListeners('message');
+      ws.removeAllListeners('open');
+      ws.on('error', () => {});
+      if (ws.readyState === WebSocket.OPEN) ws.close(code, message.slice(0, 120));
+      else ws.terminate();
+    }
+    this.failAll(gridError(key, message));
+  }
+
+  private startHeartbeat(): void {
+    this.stopHeartbeat();
+    const ms = this.connectOptions.heartbeatMs;
+    if (ms <= 0) return;
+    this.awaitingPong = false;
+    this.heartbeatTimer = setInterval(() => {
+      const ws = this.ws;
+      if (!ws || ws.readyState !== WebSocket.OPEN) return;
+      if (this.awaitingPong) {
+        this.log.warn({ url: this.url }, 'node missed a heartbeat; reconnecting');
+        ws.terminate();
+        return;
+      }
+      this.awaitingPong = true;
+      ws.ping();
+    }, ms);
+    this.heartbeatTimer.unref();
+  }
+
+  private stopHeartbeat(): void {
+    if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.heartbeatTimer = undefined;
+  }
+
+  // ---- incoming -------------------------------------------------------------------------------
+
+  private onWsMessage(raw: RawData, isBinary: boolean): void {
+    let msg: IncomingMessage;
+    try {
+      const buf = Buffer.isBuffer(raw) ? raw : Array.isArray(raw) ? Buffer.concat(raw) : Buffer.from(raw);
+      if (isBinary) {
+        const frame = decodeBinaryFrame(buf);
+        if (frame.kind === FrameKind.CHUNK) {
+          this.transferListeners.get(frame.id)?.({ chunk: { index: frame.index, body: frame.body, last: frame.last } });
+          return;
+        }
+        msg = frame.message;
+      } else {
+        let value: unknown;
+        try {
+          value = JSON.parse(buf.toString('utf8'));
+        } catch (err) {
+          throw gridError('MALFORMED_FRAME', `the node sent a text frame that is not JSON: ${(err as Error).message}`);
+        }
+        msg = checkEnvelope(value);
+      }
+    } catch (err) {
+      this.protocolError(toGridError(err, 'MALFORMED_FRAME'));
+      return;
+    }
+    this.dispatch(msg);
+    if (this.listenerCount('message') > 0) this.emit('message', msg);
+  }
+
+  private dispatch(msg: IncomingMessage): void {
+    const id = msg.request_id;
+    if (id !== undefined) {
+      const p = this.pending.get(id);
+      if (p !== undefined) {
+        this.pending.delete(id);
+        if (msg.error) return p.reject(GridError.fromWire(msg.error));
+        let data = msg.data;
+        if (p.def) {
+          const parsed = p.def.reply.safeParse(data);
+          if (!parsed.success) return p.reject(gridError('INVALID_MESSAGE', `${p.env.type}: the node sent an invalid reply (${describeIssues(parsed.error, 'reply')})`));
+          data = parsed.data;
+        }
+        return p.resolve({ data, attachment: msg.attachment });
+      }
+      const s = this.streams.get(id);
+      if (s !== undefined) {
+        if (msg.error) return s.fail(GridError.fromWire(msg.error));
+        if (msg.stream === 'event') return s.event(msg.data);
+        return s.end(msg.data);
+      }
+    }
+    if (msg.type === UPLOAD_ACK) {
+      const parsed = TransferAck.safeParse(msg.data);
+      if (parsed.success) this.transferListeners.get(parsed.data.transfer_id)?.({ received: parsed.data.received });
+    }
+  }
+
+  private streamFailed(sub: StreamSub, err: GridError): void {
+    this.sendEnvelope({ type: 'cancel', data: { request_id: sub.id } });
+    sub.fail(err);
+  }
+
+  private protocolError(err: GridError): void {
+    this.log.warn({ url: this.url, code: err.code }, err.message);
+    if (this.listenerCount('protocol-error') > 0) this.emit('protocol-error', err);
+  }
+
+  // ---- outgoing -------------------------------------------------------------------------------
+
+  private transmit(p: Pending): void {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
+    p.sent = true;
+    if (p.attachment) ws.send(encodeMessageFrame(p.env, p.attachment));
+    else ws.send(JSON.stringify(p.env));
+  }
+
+  private sendEnvelope(env: Envelope): boolean {
+    const ws = this.ws;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return false;
+    ws.send(JSON.stringify(env));
+    return true;
+  }
+
+  /** Sends a binary frame on the connection of `epoch`; waits for drain when the socket buffer is full. */
+  private sendBinary(frame: Buffer, epoch: number): Promise<void> {
+    const ws = this.ws;
+    if (!ws || epoch !== this.epoch || !this.ready) return Promise.reject(gridError('CONNECTION_DROPPED', 'the connection dropped during a transfer'));
+    if (ws.bufferedAmount < 4 * 1024 * 1024) {
+      ws.send(frame);
+      return Promise.resolve();
+    }
+    return new Promise((resolve, reject) => ws.send(frame, (err) => (err ? reject(gridError('CONNECTION_DROPPED', err.message)) : resolve())));
+  }
+
+  /** Waits for `wake` (set through `setWake`) while the connection of `epoch` stays open. */
+  private waitWhileOpen(epoch: number, signal: AbortSignal | undefined, setWake: (w: () => void) => void): Promise<void> {
+    if (signal?.aborted) return Promise.reject(gridError('ABORTED', 'the transfer was aborted'));
+    if (epoch !== this.epoch) return Promise.reject(gridError('CONNECTION_DROPPED', 'the connection dropped during a transfer'));
+    return new Promise((resolve, reject) => {
+      const onAbort = () => { setWake(() => {}); reject(gridError('ABORTED', 'the transfer was aborted')); };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      setWake(() => {
+        signal?.removeEventListener('abort', onAbort);
+        if (epoch !== this.epoch) reject(gridError('CONNECTION_DROPPED', 'the connection dropped during a transfer'));
+        else resolve();
+      });
+    });
+  }
+
+  /** Resolves when open and ready; rejects if the socket gives up, is reset or disposed, or `signal` aborts. */
+  private whenReady(signal?: AbortSignal): Promise<void> {
+    if (this.ready) return Promise.resolve();
+    const unusable = this.unusable();
+    if (unusable && this.state !== 'idle') return Promise.reject(unusable);
+    return new Promise((resolve, reject) => {
+      const w = {
+        resolve: () => { signal?.removeEventListener('abort', onAbort); resolve(); },
+        reject: (e: GridError) => { signal?.removeEventListener('abort', onAbort); reject(e); },
+      };
+      const onAbort = () => { this.openWaiters.delete(w); reject(gridError('ABORTED', 'aborted while waiting for the connection')); };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.openWaiters.add(w);
+    });
+  }
+
+  private unusable(): GridError | undefined {
+    if (this.disposed) return gridError('DISPOSED', 'this GridSocket was disposed; create a new one');
+    if (this.state === 'idle' || this.state === 'closed') {
+      return this.reconnectionLimitReached
+        ? gridError('RECONNECT_LIMIT', `not connected: gave up reconnecting to ${this.url}`)
+        : gridError('NOT_CONNECTED', this.url ? `not connected to ${this.url}` : 'not connected to a node; connect first');
+    }
+    return undefined;
+  }
+
+  private newId(): string {
+    return `${this.idPrefix}-${(this.nextId++).toString(36)}`;
+  }
+
+  private setState(state: SocketState): void {
+    if (this.state === state && state !== 'reconnecting') return;
+    this.state = state;
+    this.emitStatus();
+  }
+
+  private emitStatus(): void {
+    if (this.listenerCount('status') > 0) this.emit('status', this.status);
+  }
+}
+
+/**
+ * A stream's events, as an async iterable (break or cancel() stops it and, by default, tells the
+ * node) or through `subscribe`. `done` settles with the end message's data.
+ */
+export class GridStream<Ev, End> implements AsyncIterable<Ev> {
+  readonly type: string;
+  readonly done: Promise<End>;
+  private readonly queue: Ev[] = [];
+  private readonly maxBuffered: number;
+  private readonly onCancel: () => void;
+  private wake: (() => void) | undefined;
+  private settled = false;
+  private error: GridError | undefined;
+  private resolveDone!: (v: End) => void;
+  private rejectDone!: (e: GridError) => void;
+  private observers: { next?(ev: Ev): void; error?(e: GridError): void; complete?(end: End): void }[] = [];
+
+  constructor(type: string, maxBuffered: number, onCancel: () => void) {
+    this.type = type;
+    this.maxBuffered = maxBuffered;
+    this.onCancel = onCancel;
+    this.done = new Promise<End>((res, rej) => { this.resolveDone = res; this.rejectDone = rej; });
+    // Nobody is obliged to await `done`; a failure is still delivered to whoever does.
+    this.done.catch(() => {});
+  }
+
+  get isSettled(): boolean {
+    return this.settled;
+  }
+
+  subscribe(observer: { next?(ev: Ev): void; error?(e: GridError): void; complete?(end: End): void }): () => void {
+    this.observers.push(observer);
+    return () => { this.observers = this.observers.filter((o) => o !== observer); };
+  }
+
+  /** Stops the stream; the node is told unless the stream was opened without teardown. */
+  cancel(): void {
+    if (this.settled) return;
+    this.onCancel();
+    this.fail(gridError('ABORTED', `the ${this.type} stream was cancelled`));
+  }
+
+  /** @internal */
+  push(ev: Ev): void {
+    if (this.settled) return;
+    for (const o of this.observers) o.next?.(ev);
+    if (this.observers.length > 0 && !this.iterating) return;
+    if (this.queue.length >= this.maxBuffered) {
+      this.onCancel();
+      this.fail(gridError('PAYLOAD_TOO_LARGE', `the ${this.type} stream buffered ${this.maxBuffered} unread events; read it faster or raise maxBuffered`));
+      return;
+    }
+    this.queue.push(ev);
+    this.wake?.();
+  }
+
+  /** @internal */
+  finish(end: End): void {
+    if (this.settled) return;
+    this.settled = true;
+    for (const o of this.observers) o.complete?.(end);
+    this.resolveDone(end);
+    this.wake?.();
+  }
+
+  /** @internal */
+  fail(err: GridError): void {
+    if (this.settled) return;
+    this.settled = true;
+    this.error = err;
+    for (const o of this.observers) o.error?.(err);
+    this.rejectDone(err);
+    this.wake?.();
+  }
+
+  private iterating = false;
+
+  async *[Symbol.asyncIterator](): AsyncIterator<Ev> {
+    this.iterating = true;
+    try {
+      for (;;) {
+        if (this.queue.length > 0) {
+          yield this.queue.shift()!;
+          continue;
+        }
+        if (this.settled) {
+          // A cancel by the consumer ends iteration quietly; a failure from the node is thrown.
+          if (this.error && this.error.code !== ErrorCodes.ABORTED) throw this.error;
+          return;
+        }
+        await new Promise<void>((r) => { this.wake = r; });
+        this.wake = undefined;
+      }
+    } finally {
+      this.iterating = false;
+      if (!this.settled) this.cancel();
+    }
+  }
+}

@@ -1,0 +1,42 @@
+// Starting our own servers as real child processes and waiting for the line they print when ready.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+
+export interface Started {
+  readonly child: ChildProcess;
+  readonly url: string;
+  readonly port: number;
+  /** Everything the process wrote to stderr so far (for failure messages). */
+  stderr(): string;
+  kill(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/** Spawns `node --import tsx <script> ...args` and resolves on its `listening on ws://HOST:PORT` line. */
+export async function startNodeScript(script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Started> {
+  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
+  const lines = createInterface({ input: child.stdout! });
+  const url = await new Promise<string>((resolve, reject) => {
+    const onExit = (code: number | null) => reject(new Error(`${script} exited with ${code} before listening:\n${err}`));
+    child.once('exit', onExit);
+    lines.on('line', (line) => {
+      const m = /^listening on (ws:\/\/\S+)$/.exec(line);
+      if (m) { child.off('exit', onExit); resolve(m[1]!); }
+    });
+  });
+  return {
+    child,
+    url,
+    port: Number(new URL(url).port),
+    stderr: () => err,
+    async kill(signal = 'SIGKILL') {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = once(child, 'exit');
+      child.kill(signal);
+      await exited;
+    },
+  };
+}
