@@ -325,22 +325,22 @@ export class GridSocket extends EventEmitter {
     signal?.addEventListener('abort', stop, { once: true });
     const onReset = (st: SocketStatus) => { if (st.state === 'idle') stop(); };
     this.on('status', onReset);
-    const self = this;
-    return {
-      [Symbol.asyncIterator]() { return this; },
-      async next() {
+    const iterator: AsyncIterableIterator<IncomingMessage> = {
+      [Symbol.asyncIterator]: () => iterator,
+      next: async () => {
         while (queue.length === 0 && !done) await new Promise<void>((r) => { wake = r; });
         wake = undefined;
         if (queue.length > 0) return { value: queue.shift()!, done: false };
-        self.off('status', onReset);
+        this.off('status', onReset);
         return { value: undefined, done: true };
       },
-      async return() {
+      return: async () => {
         stop();
-        self.off('status', onReset);
+        this.off('status', onReset);
         return { value: undefined, done: true };
       },
     };
+    return iterator;
   }
 
   /** One request, many events, one end. Iterate it, or observe it with `subscribe`. */
