@@ -16,6 +16,9 @@ const common = {
 
 const entries = [
   { entryPoints: ['src/extension/main.ts'], outfile: 'dist/extension.js' },
+  // The CLIs (package.json `bin`): runnable scripts, hence the shebang.
+  { entryPoints: ['src/node/main.ts'], outfile: 'dist/grid-node.js', banner: { js: '#!/usr/bin/env node' } },
+  { entryPoints: ['src/node/cli/grid.ts'], outfile: 'dist/grid.js', banner: { js: '#!/usr/bin/env node' } },
 ];
 
 const contexts = await Promise.all(entries.map((e) => esbuild.context({ ...common, ...e })));

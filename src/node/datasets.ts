@@ -66,7 +66,7 @@ const INTEGER = /^[-+]?\d+$/;
 /** Reads a CSV's schema, streaming (constant memory whatever the row count). */
 async function csvSchema(file: string, label: string | undefined): Promise<DatasetSchema> {
   const input = fs.createReadStream(file);
-  const parser = parse({ relax_column_count: false, skip_empty_lines: true, trim: true });
+  const parser = parse({ relax_column_count: true, skip_empty_lines: true, trim: true });
   (file.toLowerCase().endsWith('.gz') ? input.pipe(createGunzip()) : input).pipe(parser);
   let first: string[] | undefined;
   let rows = 0;

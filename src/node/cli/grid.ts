@@ -1,0 +1,212 @@
+// grid: the grid client from a terminal (PyGrid's WebsocketGridClient operations as commands).
+// Output: a short table for people, `--json` for scripts. Failure: the coded error and exit code 1.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command, Option } from 'commander';
+import { GridClient, type Credentials } from '../../core/client';
+import { gridError, toGridError } from '../../core/errors';
+import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
+import { bindInputs, outputsToJson, writeOutputs } from './tensor-files';
+
+interface GlobalOptions { node: string; user?: string; password?: string; json?: boolean; timeout: number }
+
+const DEFAULT_NODE = 'ws://127.0.0.1:5000';
+
+class Cli {
+  private readonly out: NodeJS.WritableStream;
+  private readonly err: NodeJS.WriteStream | NodeJS.WritableStream;
+  private client: GridClient | undefined;
+  program: Command;
+
+  constructor(out: NodeJS.WritableStream, err: NodeJS.WritableStream) {
+    this.out = out;
+    this.err = err;
+    this.program = this.build();
+  }
+
+  private opts(): GlobalOptions {
+    return this.program.opts<GlobalOptions>();
+  }
+
+  private print(human: string, json: unknown): void {
+    this.out.write(this.opts().json ? `${JSON.stringify(json, null, 2)}\n` : `${human}\n`);
+  }
+
+  private async connect(needsLogin: boolean): Promise<GridClient> {
+    const o = this.opts();
+    const user = o.user ?? process.env.GRID_USER;
+    const password = o.password ?? process.env.GRID_PASSWORD;
+    let credentials: Credentials | undefined;
+    if (user !== undefined && password !== undefined) credentials = { username: user, password };
+    else if (needsLogin) throw gridError('UNAUTHENTICATED', 'this command changes the node or uses its compute: pass --user and --password (or set GRID_USER and GRID_PASSWORD)');
+    this.client = await GridClient.connect(o.node, { reconnect: { maxAttempts: 3, initialDelayMs: 200 }, connect: { handshakeTimeoutMs: o.timeout }, ...(credentials && { credentials }) });
+    return this.client;
+  }
+
+  /** Progress on a TTY only: scripts and pipes get clean output. */
+  private progress(label: string): ((done: number, total: number) => void) | undefined {
+    const tty = (this.err as NodeJS.WriteStream).isTTY === true && !this.opts().json;
+    if (!tty) return undefined;
+    let last = -1;
+    return (done, total) => {
+      const pct = total === 0 ? 100 : Math.floor((done / total) * 100);
+      if (pct === last) return;
+      last = pct;
+      this.err.write(`\r${label} ${pct}% (${mib(done)} / ${mib(total)})${done >= total ? '\n' : ''}`);
+    };
+  }
+
+  private build(): Command {
+    const program = new Command('grid')
+      .description('Talk to a grid node: serve ONNX models, run remote inference, list datasets.')
+      .addOption(new Option('--node <url>', 'node address').env('GRID_NODE').default(DEFAULT_NODE))
+      .addOption(new Option('--user <name>', 'user name').env('GRID_USER'))
+      .addOption(new Option('--password <password>', 'password').env('GRID_PASSWORD'))
+      .option('--json', 'print JSON instead of text')
+      .option('--timeout <ms>', 'connection timeout in ms', (v) => Number(v), 10_000)
+      .exitOverride()
+      .configureOutput({ writeOut: (s) => this.out.write(s), writeErr: (s) => this.err.write(s) });
+
+    program.command('id').description("the node's id, name, version and capabilities").action(async () => {
+      const c = await this.connect(false);
+      const id = await c.getId();
+      this.print(`${id.name} (${id.id}) version ${id.version}\ncapabilities: ${id.capabilities.join(', ')}`, id);
+    });
+
+    program.command('models').description('list the models hosted on the node').action(async () => {
+      const c = await this.connect(false);
+      const models = await c.listModels();
+      this.print(modelTable(models), { models });
+    });
+
+    program.command('info <id>').description("one model's metadata and signature").action(async (id: string) => {
+      const c = await this.connect(false);
+      const m = await c.modelInfo(id);
+      const sig = (l: ModelInfo['signature']['inputs']) => l.map((s) => `  ${s.name}: ${s.dtype} [${s.dims.map((d) => d ?? '?').join(', ')}]`).join('\n');
+      this.print(`${m.id}  ${m.name} v${m.version}  ${mib(m.size)}  sha256 ${m.sha256}\nowner ${m.owner}, created ${m.created}, download ${yes(m.allow_download)}, remote inference ${yes(m.allow_remote_inference)}\ninputs:\n${sig(m.signature.inputs)}\noutputs:\n${sig(m.signature.outputs)}`, { model: m });
+    });
+
+    program.command('serve <file>').description('upload an ONNX model and host it')
+      .option('--id <id>', 'model id (default: the file name without .onnx)')
+      .option('--name <name>', 'display name')
+      .option('--model-version <version>', 'model version')
+      .option('--allow-download', 'let other users download the model')
+      .option('--allow-remote-inference', 'let other users run the model on this node')
+      .action(async (file: string, o: { id?: string; name?: string; modelVersion?: string; allowDownload?: boolean; allowRemoteInference?: boolean }) => {
+        if (!fs.existsSync(file)) throw gridError('INVALID_MODEL', `no file ${file}`);
+        const c = await this.connect(true);
+        const id = o.id ?? path.basename(file).replace(/\.onnx$/i, '');
+        const onProgress = this.progress(`uploading ${path.basename(file)}`);
+        const m = await c.hostModel(path.resolve(file), {
+          id, allowDownload: o.allowDownload ?? false, allowRemoteInference: o.allowRemoteInference ?? false,
+          ...(o.name !== undefined && { name: o.name }), ...(o.modelVersion !== undefined && { version: o.modelVersion }),
+          ...(onProgress && { onProgress }),
+        });
+        this.print(`hosted ${m.id} (${mib(m.size)}, sha256 ${m.sha256.slice(0, 12)}…)`, { model: m });
+      });
+
+    program.command('download <id>').description('download a model (needs allow_download)')
+      .requiredOption('-o, --output <file>', 'where to write the .onnx file')
+      .action(async (id: string, o: { output: string }) => {
+        const c = await this.connect(true);
+        const onProgress = this.progress(`downloading ${id}`);
+        const m = await c.downloadModel(id, path.resolve(o.output), onProgress ? { onProgress } : {});
+        this.print(`downloaded ${m.id} to ${o.output} (${mib(m.size)}, sha256 verified)`, { model: m, path: path.resolve(o.output) });
+      });
+
+    program.command('delete <id>').description('delete a model').action(async (id: string) => {
+      const c = await this.connect(true);
+      await c.deleteModel(id);
+      this.print(`deleted ${id}`, { model_id: id, deleted: true });
+    });
+
+    program.command('infer <id>').description('run a model on the node with input tensors from files')
+      .requiredOption('-i, --input <[NAME=]FILE>', 'an input tensor: .npy, .pb (TensorProto) or .json; unnamed inputs bind in order (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+      .option('-o, --output <OUT.json|DIR/>', 'write outputs as one JSON file, or one .npy per output into DIR/')
+      .option('--outputs <names>', 'comma-separated output names to compute (default: all)')
+      .action(async (id: string, o: { input: string[]; output?: string; outputs?: string }) => {
+        const c = await this.connect(true);
+        const model = await c.modelInfo(id);
+        const feeds = bindInputs(o.input, model.signature);
+        const outputs = await c.runInference(id, feeds, o.outputs ? { outputs: o.outputs.split(',') } : {});
+        if (o.output !== undefined) {
+          const written = writeOutputs(outputs, o.output);
+          this.print(`wrote ${written.join(', ')}`, { written });
+        } else {
+          this.out.write(`${JSON.stringify(outputsToJson(outputs))}\n`);
+        }
+      });
+
+    program.command('datasets').description('list datasets (metadata and schema only; rows stay on the node)')
+      .option('-t, --tag <tag>', 'only datasets with this tag (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+      .action(async (o: { tag: string[] }) => {
+        const c = await this.connect(false);
+        const datasets = o.tag.length > 0 ? await c.searchDatasets(o.tag) : await c.listDatasets();
+        this.print(datasetTable(datasets), { datasets });
+      });
+
+    program.command('peers').description("the node's links to other nodes").action(async () => {
+      const c = await this.connect(false);
+      const peers = await c.listPeers();
+      this.print(peers.length === 0 ? 'no peers' : peers.map((p) => `${p.id}  ${p.name}  ${p.address}  ${p.status}`).join('\n'), { peers });
+    });
+
+    program.command('connect <address>').description('link the node to another node').action(async (address: string) => {
+      const c = await this.connect(true);
+      const peer = await c.connectNode(address);
+      this.print(`connected to ${peer.name} (${peer.id}) at ${peer.address}`, { peer });
+    });
+
+    return program;
+  }
+
+  async run(argv: string[]): Promise<number> {
+    try {
+      await this.program.parseAsync(argv);
+      return 0;
+    } catch (err) {
+      const ce = err as { code?: string; exitCode?: number };
+      if (typeof ce.code === 'string' && ce.code.startsWith('commander.')) {
+        // Help and version exit 0; usage errors were already printed by commander.
+        return ce.exitCode ?? 2;
+      }
+      const e = toGridError(err);
+      if (this.opts().json) this.out.write(`${JSON.stringify({ error: e.toWire() })}\n`);
+      this.err.write(`grid: ${e.code}: ${e.message}\n`);
+      return 1;
+    } finally {
+      this.client?.dispose();
+    }
+  }
+}
+
+const mib = (n: number) => (n >= 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);
+const yes = (b: boolean) => (b ? 'yes' : 'no');
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+function modelTable(models: ModelInfo[]): string {
+  if (models.length === 0) return 'no models';
+  return table([['ID', 'SIZE', 'DOWNLOAD', 'INFERENCE', 'OWNER', 'CREATED'],
+    ...models.map((m) => [m.id, mib(m.size), yes(m.allow_download), yes(m.allow_remote_inference), m.owner, m.created])]);
+}
+
+function datasetTable(datasets: DatasetInfo[]): string {
+  if (datasets.length === 0) return 'no datasets';
+  return table([['ID', 'FORMAT', 'ROWS', 'SHAPE/COLUMNS', 'TAGS'],
+    ...datasets.map((d) => [d.id, d.format, String(d.schema.rows),
+      d.schema.columns ? `${d.schema.columns.length} columns${d.schema.label ? ` (label ${d.schema.label})` : ''}` : `${d.schema.dtype} [${d.schema.dims?.join(', ')}]`,
+      d.tags.join(',')])]);
+}
+
+export function runGrid(argv: string[], out: NodeJS.WritableStream = process.stdout, err: NodeJS.WritableStream = process.stderr): Promise<number> {
+  return new Cli(out, err).run(argv);
+}
+
+if (require.main === module) {
+  void runGrid(process.argv).then((code) => { process.exitCode = code; });
+}

@@ -1,0 +1,127 @@
+// grid-node: starts a grid node. Prints exactly one line on stdout, `listening on ws://HOST:PORT`
+// (the extension and scripts read it); every log line goes through pino to stderr or --log-file.
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { Command, InvalidArgumentError } from 'commander';
+import pino from 'pino';
+import { gridError, toGridError } from '../core/errors';
+import { parseDatasetFlag, type DatasetSpec } from './datasets';
+import { defaultDataDir, DEFAULT_HOST, DEFAULT_PORT, GridNode, NODE_VERSION } from './server';
+
+interface NodeConfigFile {
+  host?: string;
+  port?: number;
+  data_dir?: string;
+  name?: string;
+  demo_datasets?: boolean;
+  datasets?: { name: string; path: string; tags?: string[]; description?: string; label?: string }[];
+}
+
+function parsePort(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('a port is an integer from 0 to 65535 (0 picks a free one)');
+  return n;
+}
+
+/** The repo's data/datasets folder, found from this file (src/node in development, dist/ when bundled). */
+function demoDatasetsDir(): string {
+  for (let dir = __dirname, i = 0; i < 5; i++, dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'data', 'datasets');
+    if (fs.existsSync(path.join(candidate, 'iris.csv'))) return candidate;
+  }
+  throw gridError('INVALID_DATASET', `--demo-datasets: no data/datasets folder found above ${__dirname}`);
+}
+
+export function demoDatasets(): DatasetSpec[] {
+  const dir = demoDatasetsDir();
+  return [
+    { name: 'iris', path: path.join(dir, 'iris.csv'), tags: ['uci', 'tabular', 'classification', 'iris'], description: 'UCI Iris: 150 flowers, 4 measurements, 3 species (R. A. Fisher, 1936). CC BY 4.0.' },
+    { name: 'wine', path: path.join(dir, 'wine_data.csv'), tags: ['uci', 'tabular', 'classification', 'wine'], description: 'UCI Wine: 178 wines, 13 chemical measurements, 3 cultivars (M. Forina et al.). CC BY 4.0.' },
+    { name: 'breast_cancer', path: path.join(dir, 'breast_cancer.csv'), tags: ['uci', 'tabular', 'classification', 'medical'], description: 'UCI Breast Cancer Wisconsin (Diagnostic): 569 samples, 30 features, malignant/benign (W. H. Wolberg et al., 1995). CC BY 4.0.' },
+    { name: 'digits', path: path.join(dir, 'digits.csv.gz'), label: '64', tags: ['uci', 'image', 'classification', 'digits'], description: 'UCI Optical Recognition of Handwritten Digits (test set): 1797 8x8 images, digits 0-9 (E. Alpaydin, C. Kaynak, 1998). CC BY 4.0.' },
+  ];
+}
+
+function readConfig(file: string): NodeConfigFile & { baseDir: string } {
+  let json: unknown;
+  try {
+    json = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch (err) {
+    throw gridError('INVALID_MESSAGE', `--config ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+  }
+  if (json === null || typeof json !== 'object' || Array.isArray(json)) throw gridError('INVALID_MESSAGE', `--config ${file}: expected a JSON object`);
+  const c = json as NodeConfigFile;
+  if (c.datasets !== undefined && !Array.isArray(c.datasets)) throw gridError('INVALID_MESSAGE', `--config ${file}: "datasets" must be an array`);
+  for (const [i, d] of (c.datasets ?? []).entries()) {
+    if (typeof d?.name !== 'string' || typeof d.path !== 'string') throw gridError('INVALID_MESSAGE', `--config ${file}: datasets[${i}] needs "name" and "path" strings`);
+  }
+  return { ...c, baseDir: path.dirname(path.resolve(file)) };
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = new Command('grid-node')
+    .description('Run a grid node: hosts ONNX models, runs remote inference, keeps datasets on this machine.')
+    .version(NODE_VERSION)
+    .option('--host <host>', `interface to listen on (default ${DEFAULT_HOST})`)
+    .option('--port <port>', `port to listen on, 0 for a free one (default ${DEFAULT_PORT})`, parsePort)
+    .option('--data-dir <dir>', `where models and metadata live (default ${defaultDataDir()})`)
+    .option('--name <name>', 'name shown to clients (default: the host name)')
+    .option('--dataset <spec>', 'register a dataset: NAME=PATH[:label=COL][:tags=a,b][:description=TEXT] (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--config <file>', 'JSON config: {host, port, data_dir, name, demo_datasets, datasets: [{name, path, tags, description, label}]}')
+    .option('--demo-datasets', 'register the bundled UCI datasets (iris, wine, breast_cancer, digits)')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
+    .option('--log-file <file>', 'write logs to this file instead of stderr')
+    .showHelpAfterError();
+  program.parse(argv);
+  const o = program.opts<{ host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; logLevel: string; logFile?: string }>();
+
+  const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
+  try {
+    const config = o.config ? readConfig(o.config) : undefined;
+    const datasets: DatasetSpec[] = [];
+    if (o.demoDatasets || config?.demo_datasets) datasets.push(...demoDatasets());
+    for (const d of config?.datasets ?? []) {
+      datasets.push({ ...d, path: path.resolve(config!.baseDir, d.path) });
+    }
+    datasets.push(...o.dataset.map(parseDatasetFlag));
+    const dataDir = o.dataDir ?? (config?.data_dir !== undefined ? path.resolve(config.baseDir, config.data_dir) : defaultDataDir());
+    const node = await GridNode.start({
+      host: o.host ?? config?.host ?? DEFAULT_HOST,
+      port: o.port ?? config?.port ?? DEFAULT_PORT,
+      dataDir,
+      ...((o.name ?? config?.name) !== undefined && { name: (o.name ?? config?.name)! }),
+      logger,
+      datasets,
+    });
+    if (node.initialAdminPassword !== undefined) {
+      process.stderr.write(
+        `\n  The grid node created its admin user.\n    user:     admin\n    password: ${node.initialAdminPassword}\n` +
+        '  This password is shown only once. Set GRID_ADMIN_PASSWORD before the first start to choose it.\n\n');
+    }
+    process.stdout.write(`listening on ${node.url}\n`);
+    let stopping = false;
+    const stop = (signal: string) => {
+      if (stopping) {
+        logger.warn({ signal }, 'second signal: exiting without waiting');
+        process.exit(130);
+      }
+      stopping = true;
+      logger.info({ signal }, 'stopping');
+      node.close().then(() => { logger.flush(); process.exit(0); }, (err: unknown) => {
+        logger.error({ err }, 'shutdown failed');
+        process.exit(1);
+      });
+    };
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGTERM', () => stop('SIGTERM'));
+  } catch (err) {
+    const e = toGridError(err);
+    logger.error({ err, code: e.code }, 'grid node failed to start');
+    logger.flush();
+    process.stderr.write(`grid-node: ${e.code}: ${e.message}\n`);
+    process.exit(1);
+  }
+}
+
+if (require.main === module) void main(process.argv);
