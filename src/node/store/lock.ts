@@ -13,10 +13,15 @@ function alive(pid: number): boolean {
 
 export interface DataDirLock { readonly pidFile: string; release(): void }
 
+/** Dirs held by this process: a pid file naming our own pid is not stale if we still hold it. */
+const held = new Set<string>();
+
 /** Takes the data dir for this process; throws GRID_ERR_DATA_DIR_IN_USE when a live process holds it. */
 export function lockDataDir(dir: string, staleSqliteLocks: readonly string[]): DataDirLock {
   fs.mkdirSync(dir, { recursive: true });
   const pidFile = path.join(dir, 'node.pid');
+  const key = fs.realpathSync(dir);
+  if (held.has(key)) throw gridError('DATA_DIR_IN_USE', `data dir ${dir} is used by another grid node in this process; close it first or pass another data dir`, { pid: process.pid, dir });
   for (let attempt = 0; ; attempt++) {
     try {
       fs.writeFileSync(pidFile, String(process.pid), { flag: 'wx' });
@@ -32,12 +37,14 @@ export function lockDataDir(dir: string, staleSqliteLocks: readonly string[]): D
   }
   // We hold the dir now: any sqlite lock directory left is from a dead process.
   for (const l of staleSqliteLocks) fs.rmSync(l, { recursive: true, force: true });
+  held.add(key);
   let released = false;
   return {
     pidFile,
     release() {
       if (released) return;
       released = true;
+      held.delete(key);
       try {
         if (fs.readFileSync(pidFile, 'utf8').trim() === String(process.pid)) fs.rmSync(pidFile, { force: true });
       } catch { /* already gone */ }
