@@ -71,7 +71,7 @@ test('a model built in code survives encode/decode with nodes, attributes, shape
     producerName: 'grid-workbench',
     graph: {
       name: 'g',
-      node: [makeNode('Gemm', ['x', 'w'], ['y'], [{ name: 'transB', type: 2, i: 1 }, { name: 'alpha', type: 1, f: 0.5 }], 'fc')],
+      node: [makeNode('Gemm', ['x', 'w'], ['y'], [{ name: 'transB', type: 2, i: 1 }, { name: 'alpha', type: 1, f: 0.5 }, { name: 'transA', type: 2, i: 0 }], 'fc')],
       initializer: [w],
       input: [makeValueInfo('x', ONNX_DTYPE_CODES.float32, ['batch', 2])],
       output: [makeValueInfo('y', ONNX_DTYPE_CODES.float32, ['batch', null])],
@@ -79,11 +79,11 @@ test('a model built in code survives encode/decode with nodes, attributes, shape
   };
   const back = decodeModel(encodeModel(model));
   assert.equal(back.irVersion, 8);
-  assert.deepEqual(back.opsetImport, [{ version: 17 }]);
+  assert.deepEqual(back.opsetImport, [{ domain: '', version: 17 }]);
   const node = back.graph!.node![0]!;
   assert.equal(node.opType, 'Gemm');
   assert.equal(node.name, 'fc');
-  assert.deepEqual(node.attribute!.map((a) => [a.name, a.i ?? a.f]), [['transB', 1], ['alpha', 0.5]]);
+  assert.deepEqual(node.attribute!.map((a) => [a.name, a.i ?? a.f]), [['transB', 1], ['alpha', 0.5], ['transA', 0]], 'zero-valued attributes reach the wire (proto2 presence)');
   assert.deepEqual(back.graph!.input![0]!.type!.tensorType!.shape!.dim, [{ dimParam: 'batch' }, { dimValue: 2 }]);
   assert.deepEqual(back.graph!.output![0]!.type!.tensorType!.shape!.dim, [{ dimParam: 'batch' }, {}]);
   const init = back.graph!.initializer![0]!;

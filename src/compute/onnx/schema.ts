@@ -121,6 +121,16 @@ const descriptor = {
   },
 };
 
+// protobufjs reads JSON message types as proto3 (implicit presence: zeros not written) unless told;
+// onnx.proto is proto2, where an attribute `i: 0` or `axis: 0` must reach the wire.
+function markProto2(ns: Record<string, unknown>): void {
+  for (const value of Object.values((ns.nested ?? {}) as Record<string, Record<string, unknown>>)) {
+    if (value.fields) value.edition = 'proto2';
+    markProto2(value);
+  }
+}
+markProto2(descriptor as unknown as Record<string, unknown>);
+
 const root = protobuf.Root.fromJSON(descriptor as protobuf.INamespace);
 
 export const ModelProtoType = root.lookupType('onnx.ModelProto');

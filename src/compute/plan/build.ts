@@ -239,6 +239,21 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
   }
   const forwardCount = b.nodes.length;
 
+  // Which values depend on a trainable parameter.
+  const requires = new Set(candidates);
+  for (let i = 0; i < forwardCount; i++) {
+    const n = b.nodes[i]!;
+    if (NON_DIFFERENTIABLE_OPS.has(n.opType ?? '')) continue;
+    if (!(n.input ?? []).some((v, slot) => requires.has(v) && isDifferentiableSlot(n, slot))) continue;
+    (n.output ?? []).forEach((o, k) => {
+      if (n.opType === 'MaxPool' && k === 1) return;
+      if (n.opType === 'Cast' && attrInt(n, 'to', floatCode) !== floatCode) return;
+      requires.add(o);
+    });
+    // Fail early, before the loss needs shapes an unknown operator could not give.
+    if (!gradRule(n)) throw unsupported(n);
+  }
+
   // Loss and metrics.
   const logitShape = b.shape(logits);
   if (!logitShape) throw gridError('UNSUPPORTED_OPERATOR', `the shape of the model output "${logits}" cannot be inferred; plans need it`);
@@ -272,19 +287,6 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
     b.emit('ReduceMean', [b.op('Cast', [correct], { to: floatCode })], { keepdims: 0 }, [accName]);
   }
 
-  // Which values depend on a trainable parameter.
-  const requires = new Set(candidates);
-  for (let i = 0; i < forwardCount; i++) {
-    const n = b.nodes[i]!;
-    if (NON_DIFFERENTIABLE_OPS.has(n.opType ?? '')) continue;
-    if (!(n.input ?? []).some((v, slot) => requires.has(v) && isDifferentiableSlot(n, slot))) continue;
-    (n.output ?? []).forEach((o, k) => {
-      if (n.opType === 'MaxPool' && k === 1) return;
-      if (n.opType === 'Cast' && attrInt(n, 'to', floatCode) !== floatCode) return;
-      requires.add(o);
-    });
-  }
-
   // Backward.
   const grads = new Map<string, string[]>();
   const addGrad = (v: string, g: string) => { const l = grads.get(v); if (l) l.push(g); else grads.set(v, [g]); };
@@ -302,7 +304,7 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
     const need = (n.input ?? []).map((v, slot) => v !== '' && requires.has(v) && isDifferentiableSlot(n, slot));
     if (!need.some(Boolean)) continue;
     const rule = gradRule(n);
-    if (!rule) throw gridError('UNSUPPORTED_OPERATOR', `no gradient rule for operator ${n.opType} (${nodeLabel(n)}); plans differentiate Gemm, MatMul, Add, Sub, Mul, Div, Relu, LeakyRelu, Sigmoid, Tanh, Softmax, LogSoftmax, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Dropout, ReduceMean, ReduceSum, Sqrt, Exp, Log, Neg, Reciprocal, Where, Identity, Cast`, { opType: n.opType, node: n.name ?? '' });
+    if (!rule) throw unsupported(n);
     const dx = rule(b, n, dy, need);
     (n.input ?? []).forEach((v, slot) => { if (need[slot] && dx[slot]) addGrad(v, dx[slot]!); });
   }
@@ -423,6 +425,10 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
   const initialParams: Record<string, Tensor> = {};
   for (const s of [...paramSpecs, ...bufferSpecs]) initialParams[s.name] = values.get(s.name)!;
   return { bytes: encodeModel(planModel), info, initialParams };
+}
+
+function unsupported(n: OnnxNode): Error {
+  return gridError('UNSUPPORTED_OPERATOR', `no gradient rule for operator ${n.opType} (${nodeLabel(n)}); plans differentiate Gemm, MatMul, Add, Sub, Mul, Div, Relu, LeakyRelu, Sigmoid, Tanh, Softmax, LogSoftmax, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Dropout, ReduceMean, ReduceSum, Sqrt, Exp, Log, Neg, Reciprocal, Where, Identity, Cast`, { opType: n.opType, node: n.name ?? '' });
 }
 
 function uniqueName(b: GraphBuilder, want: string): string {

@@ -223,8 +223,22 @@ export function inferShapes(b: GraphBuilder, node: OnnxNode): void {
       break;
     }
     case 'ConvTranspose': {
-      // Gradient rules choose output_padding so the result has the forward input's shape.
-      set(null);
+      const w = ins[1];
+      if (!x || !w) { set(null); break; }
+      const kernel = (attrInts(node, 'kernel_shape') ?? w.slice(2)) as number[];
+      const k = kernel.length;
+      const strides = attrInts(node, 'strides') ?? new Array(k).fill(1);
+      const dil = attrInts(node, 'dilations') ?? new Array(k).fill(1);
+      const pads = attrInts(node, 'pads') ?? new Array(2 * k).fill(0);
+      const outPad = attrInts(node, 'output_padding') ?? new Array(k).fill(0);
+      const group = attrInt(node, 'group', 1);
+      const out: Dim[] = [x[0]!, typeof w[1] === 'number' ? w[1] * group : mulDims([w[1]!, group])];
+      for (let i = 0; i < k; i++) {
+        const inp = x[2 + i];
+        if (typeof inp !== 'number') { set(null); return; }
+        out.push(strides[i]! * (inp - 1) + outPad[i]! + (kernel[i]! - 1) * dil[i]! + 1 - pads[i]! - pads[i + k]!);
+      }
+      set(out);
       break;
     }
     case 'Constant':
