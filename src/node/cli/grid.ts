@@ -122,7 +122,7 @@ class Cli {
     });
 
     program.command('infer <id>').description('run a model on the node with input tensors from files')
-      .requiredOption('-i, --input <[NAME=]FILE>', 'an input tensor: .npy, .pb (TensorProto) or .json; unnamed inputs bind in order (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
+      .requiredOption('-i, --input <[NAME=]FILE>', 'an input tensor: .npy, .pb (TensorProto) or .json; unnamed inputs bind in order (repeatable)', (v: string, acc: string[] | undefined) => [...(acc ?? []), v])
       .option('-o, --output <OUT.json|DIR/>', 'write outputs as one JSON file, or one .npy per output into DIR/')
       .option('--outputs <names>', 'comma-separated output names to compute (default: all)')
       .action(async (id: string, o: { input: string[]; output?: string; outputs?: string }) => {
