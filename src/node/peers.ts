@@ -51,7 +51,8 @@ export class PeerLinks {
     opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
     try {
       await Promise.race([
-        socket.connect(address, { heartbeatMs: 15_000 }, { maxAttempts: 20, initialDelayMs: 250, maxDelayMs: 15_000 }),
+        // Fail fast on a wrong address; once linked, onStatus keeps retrying without a limit.
+        socket.connect(address, { heartbeatMs: 15_000 }, { maxAttempts: 2, initialDelayMs: 250 }),
         new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(
           gridError('NOT_CONNECTED', `could not reach peer ${address} within ${timeoutMs} ms`)), { once: true })),
       ]);
@@ -80,6 +81,7 @@ export class PeerLinks {
       socket.dispose();
       const e = toGridError(err);
       if (e.code === ErrorCodes.ABORTED && opts.signal?.aborted) throw gridError('ABORTED', `connect-node to ${address} was cancelled`);
+      if (e.code === ErrorCodes.RECONNECT_LIMIT) throw gridError('NOT_CONNECTED', `could not reach peer ${address}: ${e.message}`);
       throw e;
     } finally {
       clearTimeout(timer);
@@ -88,6 +90,10 @@ export class PeerLinks {
   }
 
   private onStatus(peer: Peer, st: SocketStatus): void {
+    if (st.state === 'closed' && st.reconnectionLimitReached && !this.closed) {
+      // The link was up once, so the peer exists: keep trying (a restarting node comes back).
+      peer.socket.connect(peer.info.address, { heartbeatMs: 15_000 }, { maxAttempts: Infinity, initialDelayMs: 1000, maxDelayMs: 30_000 }).catch(() => {});
+    }
     const status: PeerInfo['status'] = st.state === 'idle' ? 'closed' : st.state;
     if (status === peer.info.status) return;
     const wasOpen = peer.info.status === 'open';
