@@ -34,6 +34,11 @@ export interface PlanOptions {
   mode?: 'train' | 'eval';
   /** Seed of the Dropout masks' random generator. */
   seed?: number;
+  /**
+   * Build an evaluation graph instead: the model as it infers (mode 'eval'), loss and accuracy only, with
+   * every float initializer (weights and normalisation statistics) as an input, so current values can be fed.
+   */
+  evaluateOnly?: boolean;
 }
 
 export interface PlanTensorSpec { name: string; dtype: Tensor['dtype']; dims: Dim[] }
@@ -135,7 +140,8 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
   const graph: OnnxGraph = m.graph ?? {};
   const opset = defaultOpset(m);
   if (opset < 7) throw gridError('INVALID_MODEL', `the model uses opset ${opset}; plans need opset 7 or newer`);
-  const mode = opts.mode ?? 'train';
+  const evaluateOnly = opts.evaluateOnly === true;
+  const mode = evaluateOnly ? 'eval' : opts.mode ?? 'train';
 
   const inits = new Map<string, OnnxTensorProto>();
   for (const t of graph.initializer ?? []) inits.set(t.name ?? '', t);
@@ -240,7 +246,7 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
   const forwardCount = b.nodes.length;
 
   // Which values depend on a trainable parameter.
-  const requires = new Set(candidates);
+  const requires = new Set(evaluateOnly ? [] : candidates);
   for (let i = 0; i < forwardCount; i++) {
     const n = b.nodes[i]!;
     if (NON_DIFFERENTIABLE_OPS.has(n.opType ?? '')) continue;
@@ -286,6 +292,8 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
       : b.op('Less', [b.op('Abs', [diff]), b.scalar(0.5)]);
     b.emit('ReduceMean', [b.op('Cast', [correct], { to: floatCode })], { keepdims: 0 }, [accName]);
   }
+
+  if (evaluateOnly) return assembleEvaluation(b, graph, opts, { inputInfo, inputDims, floatType, labelsSpec, lossName, accName, inits, values, logits });
 
   // Backward.
   const grads = new Map<string, string[]>();
@@ -424,6 +432,45 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
   };
   const initialParams: Record<string, Tensor> = {};
   for (const s of [...paramSpecs, ...bufferSpecs]) initialParams[s.name] = values.get(s.name)!;
+  return { bytes: encodeModel(planModel), info, initialParams };
+}
+
+interface EvalParts {
+  inputInfo: OnnxValueInfo; inputDims: Dim[]; floatType: FloatType; labelsSpec: PlanTensorSpec; lossName: string; accName: string;
+  inits: Map<string, OnnxTensorProto>; values: Map<string, Tensor>; logits: string;
+}
+
+function assembleEvaluation(b: GraphBuilder, graph: OnnxGraph, opts: PlanOptions, p: EvalParts): TrainingPlan {
+  const floatCode = ONNX_DTYPE_CODES[p.floatType];
+  const fed: PlanTensorSpec[] = [];
+  const initializers: OnnxTensorProto[] = [...b.initializers];
+  for (const [name, tp] of p.inits) {
+    if (!p.values.has(name)) continue;
+    if (tp.dataType === floatCode) fed.push({ name, dtype: p.floatType, dims: [...p.values.get(name)!.dims] });
+    else initializers.push(tp);
+  }
+  const inputSpec: PlanTensorSpec = { name: p.inputInfo.name!, dtype: p.floatType, dims: p.inputDims };
+  const specInfo = (s: PlanTensorSpec) => makeValueInfo(s.name, ONNX_DTYPE_CODES[s.dtype], s.dims);
+  const predictions = uniqueName(b, 'predictions');
+  b.emit('Identity', [p.logits], {}, [predictions]);
+  const info: PlanInfo = {
+    format: 'grid-plan/1', loss: opts.loss, optimizer: opts.optimizer, floatType: p.floatType, input: inputSpec, labels: p.labelsSpec,
+    hyper: [], params: fed, buffers: [], state: [], globals: [],
+    outputs: { loss: p.lossName, accuracy: p.accName, updated: {}, gradients: {} },
+  };
+  const planModel: OnnxModel = {
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: PLAN_OPSET }],
+    producerName: 'grid-workbench evaluation',
+    graph: {
+      name: `${graph.name ?? 'model'}_evaluation`, node: b.nodes, initializer: initializers,
+      input: [specInfo(inputSpec), specInfo(p.labelsSpec), ...fed.map(specInfo)],
+      output: [makeValueInfo(p.lossName, floatCode, []), makeValueInfo(p.accName, floatCode, []), makeValueInfo(predictions, floatCode, b.shape(p.logits) ?? undefined)],
+    },
+    metadataProps: [{ key: PLAN_METADATA_KEY, value: JSON.stringify(info) }],
+  };
+  const initialParams: Record<string, Tensor> = {};
+  for (const s of fed) initialParams[s.name] = p.values.get(s.name)!;
   return { bytes: encodeModel(planModel), info, initialParams };
 }
 

@@ -1,0 +1,321 @@
+// Local training through a plan: batches in, one onnxruntime run per optimisation step, progress out.
+// The same code trains in the client process, in an FL worker and on a grid node.
+
+import { gridError } from '../core/errors';
+import type { NamedTensors, Tensor } from '../core/protocol/tensor';
+import { loadModel, type LoadModelOptions, type ModelHandle } from './backend';
+import { datasetSize, shuffledIndices, splitDataset, type Dataset } from './data';
+import { buildPlan, type PlanInfo, type PlanOptions, type TrainingPlan } from './plan/build';
+import { withParams } from './plan/params';
+import { privatizeUpdate, type PrivacyOptions, type PrivacyReport } from './privacy';
+
+/** Optimiser hyper-parameters; unset ones take the usual defaults. */
+export interface Hyper {
+  /** Learning rate; 0.1 for sgd/momentum, 0.001 for adam by default. */
+  lr?: number;
+  momentum?: number;
+  beta1?: number;
+  beta2?: number;
+  epsilon?: number;
+  weightDecay?: number;
+  /** FedProx μ (plans built with fedProx). */
+  proxMu?: number;
+}
+
+function scalar(dtype: 'float32' | 'float64', v: number): Tensor {
+  return { dtype, dims: [], data: dtype === 'float32' ? new Float32Array([v]) : new Float64Array([v]) } as Tensor;
+}
+
+function zeros(dtype: 'float32' | 'float64', dims: readonly (number | string)[]): Tensor {
+  const n = dims.reduce<number>((a, d) => a * (d as number), 1);
+  return { dtype, dims: dims as number[], data: dtype === 'float32' ? new Float32Array(n) : new Float64Array(n) } as Tensor;
+}
+
+/** A plan loaded in onnxruntime with its current parameters and optimiser state. */
+export class PlanRunner {
+  readonly info: PlanInfo;
+  /** Current parameters and buffers (replaced, never mutated, by each step). */
+  params: NamedTensors;
+  /** Optimiser state (momentum, Adam moments). */
+  state: NamedTensors;
+  /** Steps taken (Adam's t). */
+  steps = 0;
+  private readonly handle: ModelHandle;
+
+  private constructor(handle: ModelHandle, info: PlanInfo, params: NamedTensors) {
+    this.handle = handle;
+    this.info = info;
+    this.params = params;
+    this.state = {};
+    for (const s of info.state) this.state[s.name] = zeros(info.floatType, s.dims);
+  }
+
+  /** Loads a plan; `params` default to the plan's initial parameters. */
+  static async create(plan: TrainingPlan, params?: NamedTensors, loadOptions?: LoadModelOptions): Promise<PlanRunner> {
+    const start: NamedTensors = { ...plan.initialParams };
+    if (params) {
+      for (const [name, t] of Object.entries(params)) {
+        const spec = [...plan.info.params, ...plan.info.buffers].find((p) => p.name === name);
+        if (!spec) continue;
+        if (t.dtype !== spec.dtype || t.dims.length !== spec.dims.length || t.dims.some((d, i) => d !== spec.dims[i])) {
+          throw gridError('INVALID_INPUT', `parameter "${name}" is ${t.dtype} [${t.dims.join(', ')}], the plan expects ${spec.dtype} [${spec.dims.join(', ')}]`, { param: name });
+        }
+        start[name] = t;
+      }
+    }
+    const handle = await loadModel(plan.bytes, loadOptions);
+    return new PlanRunner(handle, plan.info, start);
+  }
+
+  /** One optimisation step on a batch; returns the batch's loss and accuracy (before the update). */
+  async step(batch: Tensor, labels: Tensor, hyper: Hyper = {}, globals?: NamedTensors): Promise<{ loss: number; accuracy: number }> {
+    const info = this.info;
+    const t = info.floatType;
+    this.steps++;
+    const values: Record<string, number> = {
+      lr: hyper.lr ?? (info.optimizer === 'adam' ? 0.001 : 0.1),
+      momentum: hyper.momentum ?? 0.9,
+      beta1: hyper.beta1 ?? 0.9,
+      beta2: hyper.beta2 ?? 0.999,
+      epsilon: hyper.epsilon ?? 1e-8,
+      step: this.steps,
+      weight_decay: hyper.weightDecay ?? 0,
+      prox_mu: hyper.proxMu ?? 0,
+    };
+    const feeds: NamedTensors = { [info.input.name]: batch, [info.labels.name]: labels, ...this.params, ...this.state };
+    for (const h of info.hyper) feeds[h] = scalar(t, values[h] ?? 0);
+    for (const g of info.globals) {
+      const p = g.slice('global.'.length);
+      const v = globals?.[p];
+      if (!v) throw gridError('INVALID_INPUT', `the FedProx plan needs the global value of "${p}"`, { param: p });
+      feeds[g] = v;
+    }
+    const out = await this.handle.run(feeds);
+    const params: NamedTensors = {};
+    for (const name of Object.keys(this.params)) params[name] = out[info.outputs.updated[name]!] ?? this.params[name]!;
+    const state: NamedTensors = {};
+    for (const name of Object.keys(this.state)) state[name] = out[info.outputs.updated[name]!]!;
+    this.params = params;
+    this.state = state;
+    return { loss: Number(out[info.outputs.loss]!.data[0]), accuracy: Number(out[info.outputs.accuracy]!.data[0]) };
+  }
+
+  dispose(): Promise<void> {
+    return this.handle.dispose();
+  }
+}
+
+export interface Metrics { loss: number; accuracy: number }
+
+/** An evaluation graph of a model (inference mode), fed with any parameters. */
+export class Evaluator {
+  private readonly handle: ModelHandle;
+  readonly info: PlanInfo;
+  private readonly defaults: NamedTensors;
+
+  private constructor(handle: ModelHandle, plan: TrainingPlan) {
+    this.handle = handle;
+    this.info = plan.info;
+    this.defaults = plan.initialParams;
+  }
+
+  static async create(model: Uint8Array, opts: Pick<PlanOptions, 'loss' | 'output' | 'input'>, loadOptions?: LoadModelOptions): Promise<Evaluator> {
+    const plan = buildPlan(model, { loss: opts.loss, optimizer: 'sgd', output: opts.output, input: opts.input, evaluateOnly: true });
+    return new Evaluator(await loadModel(plan.bytes, loadOptions), plan);
+  }
+
+  /** Mean loss and accuracy over a dataset, in batches. */
+  async evaluate(data: Dataset, params: NamedTensors = {}, batchSize = 512): Promise<Metrics> {
+    const n = datasetSize(data);
+    if (n === 0) return { loss: Number.NaN, accuracy: Number.NaN };
+    const f = data.features.dims[1]!;
+    const lw = data.labels.data.length / n;
+    let loss = 0, correct = 0;
+    for (let at = 0; at < n; at += batchSize) {
+      const m = Math.min(batchSize, n - at);
+      const x: Tensor = { dtype: 'float32', dims: [m, f], data: data.features.data.subarray(at * f, (at + m) * f) };
+      const y = { dtype: data.labels.dtype, dims: [m, ...data.labels.dims.slice(1)], data: (data.labels.data as Float32Array).subarray(at * lw, (at + m) * lw) } as Tensor;
+      const feeds: NamedTensors = { [this.info.input.name]: x, [this.info.labels.name]: y };
+      for (const p of this.info.params) feeds[p.name] = params[p.name] ?? this.defaults[p.name]!;
+      const out = await this.handle.run(feeds, { outputs: [this.info.outputs.loss, this.info.outputs.accuracy] });
+      loss += Number(out[this.info.outputs.loss]!.data[0]) * m;
+      correct += Number(out[this.info.outputs.accuracy]!.data[0]) * m;
+    }
+    return { loss: loss / n, accuracy: correct / n };
+  }
+
+  dispose(): Promise<void> {
+    return this.handle.dispose();
+  }
+}
+
+export interface TrainOptions {
+  /** The forward model (ONNX bytes). */
+  model: Uint8Array;
+  loss: PlanOptions['loss'];
+  optimizer: PlanOptions['optimizer'];
+  hyper?: Hyper;
+  epochs: number;
+  batchSize: number;
+  /** Shuffling (and validation split, dropout) seed. */
+  seed?: number;
+  /** Fraction of the data held out for per-epoch validation metrics. */
+  validationSplit?: number;
+  /** Starting parameters (e.g. the global model of an FL round); the model's initializers by default. */
+  params?: NamedTensors;
+  /** FedProx: proximal term towards these parameters with μ = hyper.proxMu. */
+  fedProxGlobal?: NamedTensors;
+  /** Differential privacy on the returned update. */
+  privacy?: PrivacyOptions;
+  /** A batch progress event every this many batches (the epoch event always comes). 10 by default. */
+  progressEvery?: number;
+  signal?: AbortSignal;
+  loadOptions?: LoadModelOptions;
+  /** Extra plan options (trainable, weightDecay, output/input names). */
+  plan?: Partial<Omit<PlanOptions, 'loss' | 'optimizer'>>;
+}
+
+export interface TrainProgress {
+  kind: 'batch' | 'epoch';
+  /** 1-based. */
+  epoch: number;
+  epochs: number;
+  /** Batches done in this epoch, and its total. */
+  batch: number;
+  batches: number;
+  /** Mean training loss/accuracy over this epoch so far. */
+  loss: number;
+  accuracy: number;
+  samplesPerSecond: number;
+  /** Seconds left at the current speed. */
+  etaSeconds: number;
+  /** Validation metrics at the end of an epoch, when a validation split is set. */
+  validation?: Metrics;
+}
+
+export interface TrainResult {
+  /** Trained parameters and buffers (after privacy, when set). */
+  params: NamedTensors;
+  /** The forward model with the trained parameters, servable as is. */
+  model: Uint8Array;
+  /** Last epoch's training metrics. */
+  metrics: Metrics;
+  validation?: Metrics;
+  history: TrainProgress[];
+  samples: number;
+  seconds: number;
+  privacy?: PrivacyReport;
+}
+
+function checkTrainOptions(opts: TrainOptions): void {
+  if (!(opts.model instanceof Uint8Array)) throw new TypeError('opts.model must be ONNX model bytes');
+  if (!Number.isInteger(opts.epochs) || opts.epochs < 1) throw new RangeError(`opts.epochs must be a positive integer, got ${opts.epochs}`);
+  if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new RangeError(`opts.batchSize must be a positive integer, got ${opts.batchSize}`);
+  if (opts.validationSplit !== undefined && !(opts.validationSplit >= 0 && opts.validationSplit < 1)) throw new RangeError(`opts.validationSplit must be in [0, 1), got ${opts.validationSplit}`);
+}
+
+/** Trains a model on a dataset, yielding progress; the generator's return value is the result. */
+export async function* trainSteps(data: Dataset, opts: TrainOptions): AsyncGenerator<TrainProgress, TrainResult> {
+  checkTrainOptions(opts);
+  const seed = opts.seed ?? 0;
+  const { train: trainSet, test: valSet } = opts.validationSplit ? splitDataset(data, opts.validationSplit, seed) : { train: data, test: undefined };
+  const n = datasetSize(trainSet);
+  if (n === 0) throw gridError('INVALID_DATASET', 'the dataset has no training rows');
+  const f = trainSet.features.dims[1]!;
+  const plan = buildPlan(opts.model, { ...opts.plan, loss: opts.loss, optimizer: opts.optimizer, fedProx: opts.fedProxGlobal !== undefined, seed: opts.plan?.seed ?? seed });
+  const expectF = plan.info.input.dims[1];
+  if (typeof expectF === 'number' && expectF !== f) throw gridError('INVALID_INPUT', `the model takes ${expectF} features per row, the dataset has ${f}`);
+  if (opts.loss === 'cross_entropy' && trainSet.labels.dtype !== 'int64') throw gridError('INVALID_INPUT', 'cross-entropy needs integer class labels');
+  const runner = await PlanRunner.create(plan, opts.params, opts.loadOptions);
+  const evaluator = valSet ? await Evaluator.create(opts.model, { loss: opts.loss, output: opts.plan?.output, input: opts.plan?.input }, opts.loadOptions) : undefined;
+  const start = { ...runner.params };
+  const history: TrainProgress[] = [];
+  const batches = Math.ceil(n / opts.batchSize);
+  const every = opts.progressEvery ?? 10;
+  const lw = trainSet.labels.data.length / n;
+  const xBuf = new Float32Array(opts.batchSize * f);
+  const yBuf = trainSet.labels.dtype === 'int64' ? new BigInt64Array(opts.batchSize * lw) : new Float32Array(opts.batchSize * lw);
+  const t0 = performance.now();
+  let seen = 0;
+  let last: TrainProgress | undefined;
+  try {
+    for (let epoch = 1; epoch <= opts.epochs; epoch++) {
+      const order = shuffledIndices(n, seed * 1000003 + epoch);
+      let lossSum = 0, accSum = 0, epochSeen = 0;
+      for (let bi = 0; bi < batches; bi++) {
+        if (opts.signal?.aborted) throw gridError('ABORTED', `training was cancelled in epoch ${epoch}, batch ${bi + 1} of ${batches}`);
+        const from = bi * opts.batchSize;
+        const m = Math.min(opts.batchSize, n - from);
+        for (let i = 0; i < m; i++) {
+          const r = order[from + i]!;
+          xBuf.set(trainSet.features.data.subarray(r * f, r * f + f), i * f);
+          (yBuf as Float32Array).set((trainSet.labels.data as Float32Array).subarray(r * lw, r * lw + lw), i * lw);
+        }
+        const x: Tensor = { dtype: 'float32', dims: [m, f], data: xBuf.subarray(0, m * f) };
+        const y = { dtype: trainSet.labels.dtype, dims: [m, ...trainSet.labels.dims.slice(1)], data: yBuf.subarray(0, m * lw) } as Tensor;
+        const r = await runner.step(x, y, opts.hyper, opts.fedProxGlobal);
+        lossSum += r.loss * m;
+        accSum += r.accuracy * m;
+        epochSeen += m;
+        seen += m;
+        const elapsed = (performance.now() - t0) / 1000;
+        const rate = seen / Math.max(elapsed, 1e-9);
+        const progress: TrainProgress = {
+          kind: 'batch', epoch, epochs: opts.epochs, batch: bi + 1, batches,
+          loss: lossSum / epochSeen, accuracy: accSum / epochSeen,
+          samplesPerSecond: rate, etaSeconds: (opts.epochs * n - seen) / rate,
+        };
+        if (bi + 1 === batches) {
+          progress.kind = 'epoch';
+          if (evaluator && valSet) progress.validation = await evaluator.evaluate(valSet, runner.params);
+          history.push(progress);
+          last = progress;
+          yield progress;
+        } else if ((bi + 1) % every === 0) {
+          yield progress;
+        }
+      }
+    }
+    let params = runner.params;
+    let privacy: PrivacyReport | undefined;
+    if (opts.privacy) {
+      const p = privatizeUpdate(start, params, opts.privacy);
+      params = p.params;
+      privacy = p.report;
+    }
+    const result: TrainResult = {
+      params,
+      model: withParams(opts.model, params),
+      metrics: { loss: last!.loss, accuracy: last!.accuracy },
+      history,
+      samples: seen,
+      seconds: (performance.now() - t0) / 1000,
+    };
+    if (last?.validation) result.validation = last.validation;
+    if (privacy) result.privacy = privacy;
+    return result;
+  } finally {
+    await runner.dispose();
+    await evaluator?.dispose();
+  }
+}
+
+/** Trains to the end, calling `onProgress` for each progress event. */
+export async function train(data: Dataset, opts: TrainOptions & { onProgress?: (p: TrainProgress) => void }): Promise<TrainResult> {
+  const it = trainSteps(data, opts);
+  for (;;) {
+    const r = await it.next();
+    if (r.done) return r.value;
+    opts.onProgress?.(r.value);
+  }
+}
+
+/** Loss and accuracy of a model (with optional replacement parameters) on a dataset. */
+export async function evaluateModel(model: Uint8Array, data: Dataset, opts: { loss: PlanOptions['loss']; params?: NamedTensors; loadOptions?: LoadModelOptions }): Promise<Metrics> {
+  const e = await Evaluator.create(model, { loss: opts.loss }, opts.loadOptions);
+  try {
+    return await e.evaluate(data, opts.params);
+  } finally {
+    await e.dispose();
+  }
+}
