@@ -78,7 +78,7 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
       owner, file: upload.path, sha256: upload.sha256, size: upload.size,
     });
     ctx.log.info({ model_id: model.id, size: model.size, owner }, 'model hosted');
-    metrics.models.set(models.list().length);
+    metrics.models.set(models.count);
     events.emit({ event: 'model-added', model });
     return { model };
   });
@@ -91,7 +91,7 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     }
     await models.delete(info.id);
     ctx.log.info({ model_id: info.id, by: s.user }, 'model deleted');
-    metrics.models.set(models.list().length);
+    metrics.models.set(models.count);
     events.emit({ event: 'model-removed', model_id: info.id });
     return { model_id: info.id, deleted: true as const };
   });

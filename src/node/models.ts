@@ -45,28 +45,35 @@ export class ModelStore {
   private readonly sessions: SessionCache;
   /** Ids being hosted right now, so two uploads under one id do not both load a model. */
   private readonly pending = new Set<string>();
+  /** The metadata rows, kept in memory: this process owns the database, and inference reads them per call. */
+  private readonly byId = new Map<string, ModelInfo>();
 
   constructor(db: MetaDb, blobs: BlobStore, log: Logger, opts: { sessionCacheBytes?: number } = {}) {
     this.db = db;
     this.blobs = blobs;
     this.sessions = new SessionCache({ maxBytes: opts.sessionCacheBytes ?? 1024 ** 3 });
+    for (const r of this.db.all('SELECT * FROM models')) this.byId.set(String(r.id), rowToInfo(r));
     const swept = blobs.sweep(new Set(this.db.all('SELECT DISTINCT sha256 FROM models').map((r) => String(r.sha256))));
     if (swept > 0) log.info({ swept }, 'removed model blobs left by an interrupted upload or delete');
   }
 
   list(): ModelInfo[] {
-    return this.db.all('SELECT * FROM models ORDER BY id').map(rowToInfo);
+    return [...this.byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  get count(): number {
+    return this.byId.size;
   }
 
   get(id: string): ModelInfo {
     checkModelId(id);
-    const r = this.db.get('SELECT * FROM models WHERE id = ?', [id]);
-    if (r === undefined) throw gridError('NOT_FOUND', `no model "${id}" on this node`, { model_id: id });
-    return rowToInfo(r);
+    const info = this.byId.get(id);
+    if (info === undefined) throw gridError('NOT_FOUND', `no model "${id}" on this node`, { model_id: id });
+    return info;
   }
 
   has(id: string): boolean {
-    return this.db.get('SELECT 1 AS x FROM models WHERE id = ?', [id]) !== undefined;
+    return this.byId.has(id);
   }
 
   /** Validates the model by loading it, then stores it. The input file is consumed either way. */
@@ -87,6 +94,7 @@ export class ModelStore {
         this.db.run(`INSERT INTO models (id, name, version, signature, size, sha256, allow_download, allow_remote_inference, owner, created)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
         [info.id, info.name, info.version, JSON.stringify(signature), info.size, info.sha256, info.allow_download ? 1 : 0, info.allow_remote_inference ? 1 : 0, info.owner, info.created]);
+        this.byId.set(info.id, info);
         return info;
       } finally {
         this.pending.delete(input.id);
@@ -111,8 +119,9 @@ export class ModelStore {
   async delete(id: string): Promise<void> {
     const info = this.get(id);
     this.db.run('DELETE FROM models WHERE id = ?', [id]);
+    this.byId.delete(id);
     await this.sessions.delete(`${id}@${info.sha256}`);
-    if (this.db.get('SELECT 1 AS x FROM models WHERE sha256 = ?', [info.sha256]) === undefined) await this.blobs.remove(info.sha256);
+    if (![...this.byId.values()].some((m) => m.sha256 === info.sha256)) await this.blobs.remove(info.sha256);
   }
 
   blobPath(id: string): string {
@@ -140,6 +149,7 @@ export class ModelStore {
     const handle = await this.session(id);
     return handle.run(feeds, opts);
   }
+
 
   async close(): Promise<void> {
     await this.sessions.dispose();

@@ -1,0 +1,235 @@
+// Issue "Grid node" benchmark. The grid node, the raw-ws baseline server and this client each run in
+// their own process; every baseline is measured in this same run.
+//   1. remote inference, MLP 784-128-10, batch 1: p50 vs (local ORT p50 + raw ws round-trip p50), target ≤ 1.3×
+//   2. remote inference, batch 256, requests pipelined: throughput vs local ORT, target ≥ 0.8×
+//   3. upload of a 1 GiB ONNX model (chunked, sha256 on both ends, fsync'd on the node) vs raw ws binary
+//      frames into a sink, target ≥ 0.6×, RSS growth < 64 MiB per side during the transfer; then the node
+//      validates (loads) it, which may take memory in proportion to the model.
+// Run: npm run bench:node   (BENCH_QUICK=1: fewer rounds and a 128 MiB model)
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import WebSocket from 'ws';
+import { GridClient } from '../src/core/client';
+import { encodeNamedTensors, type NamedTensors } from '../src/core/protocol/tensor';
+import { fileSource } from '../src/core/socket/transfer';
+import { HostModel, RunInference } from '../src/core/protocol/messages';
+import { Ping } from '../src/core/protocol/catalogue';
+import { loadModel } from '../src/compute/backend';
+import { makeNode, makeValueInfo, ONNX_DTYPE_CODES } from '../src/compute/onnx';
+import { GraphProtoType, ModelProtoType, TensorProtoType } from '../src/compute/onnx/schema';
+import { mlpModel, seededFloats } from '../test/helpers/node-fixtures';
+import { startNodeScript, type Started } from '../test/helpers/processes';
+
+const quick = process.env.BENCH_QUICK === '1';
+const ROUNDS = quick ? 300 : 2000;
+const BATCH_RUNS = quick ? 10 : 40;
+const PIPELINE = 4;
+const BIG = quick ? 128 * 1024 * 1024 : 1024 ** 3;
+const MiB = 1024 * 1024;
+const PASSWORD = 'bench-password-1';
+const out = (line: string) => process.stdout.write(`${line}\n`);
+
+const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** RSS of another process, sampled from /proc (Linux); peak growth over the level when started. */
+function childRss(pid: number) {
+  const read = () => {
+    try {
+      const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+      return m ? Number(m[1]) * 1024 : NaN;
+    } catch { return NaN; }
+  };
+  const base = read();
+  let peak = base;
+  const t = setInterval(() => { peak = Math.max(peak, read()); }, 20);
+  return { stop: () => { clearInterval(t); return Math.max(peak, read()) - base; } };
+}
+
+function selfRss() {
+  const base = process.memoryUsage().rss;
+  let peak = base;
+  const t = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 20);
+  return { stop: () => { clearInterval(t); return Math.max(peak, process.memoryUsage().rss) - base; } };
+}
+
+function varint(n: number): Buffer {
+  const bytes: number[] = [];
+  while (n > 0x7f) { bytes.push((n % 128) | 0x80); n = Math.floor(n / 128); }
+  bytes.push(n);
+  return Buffer.from(bytes);
+}
+
+/**
+ * Writes a valid ONNX model (y = Gather(w, i)) whose float32 initializer `w` is `bytes` large, streaming
+ * the initializer so the model is never held in memory. Protobuf lets us append the big fields after
+ * the encoded small ones: TensorProto.raw_data (9), GraphProto.initializer (5), ModelProto.graph (7).
+ */
+function writeBigModel(file: string, bytes: number, cols = 1024): { rows: number; cols: number } {
+  const rows = bytes / 4 / cols;
+  const header = Buffer.from(TensorProtoType.encode({ name: 'w', dims: [rows, cols], dataType: ONNX_DTYPE_CODES.float32 }).finish());
+  const tensorLen = header.length + 1 + varint(bytes).length + bytes;
+  const graph = Buffer.from(GraphProtoType.encode({
+    name: 'big', node: [makeNode('Gather', ['w', 'i'], ['y'])],
+    input: [makeValueInfo('i', ONNX_DTYPE_CODES.int64, [1])],
+    output: [makeValueInfo('y', ONNX_DTYPE_CODES.float32, [1, cols])],
+  }).finish());
+  const graphLen = graph.length + 1 + varint(tensorLen).length + tensorLen;
+  const model = Buffer.from(ModelProtoType.encode({ irVersion: 8, opsetImport: [{ domain: '', version: 13 }], producerName: 'grid-bench' }).finish());
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, Buffer.concat([model, Buffer.from([0x3a]), varint(graphLen), graph, Buffer.from([0x2a]), varint(tensorLen), header, Buffer.from([0x4a]), varint(bytes)]));
+    const row = new Float32Array(cols);
+    const block = Buffer.alloc(4 * MiB);
+    for (let r = 0, off = 0; r < rows; r++) {
+      row.fill(r % 1000); // row r holds the value r mod 1000: checkable after the round trip
+      Buffer.from(row.buffer).copy(block, off);
+      off += cols * 4;
+      if (off === block.length || r === rows - 1) { fs.writeSync(fd, block, 0, off); off = 0; }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { rows, cols };
+}
+
+async function rawRoundTrips(url: string, requestBytes: number, replyBytes: number, rounds: number): Promise<number[]> {
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  await new Promise((r) => ws.once('open', r));
+  ws.send(JSON.stringify({ reply: replyBytes }));
+  await new Promise((r) => ws.once('message', r));
+  const req = Buffer.alloc(requestBytes, 1);
+  const times: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const t0 = performance.now();
+    const reply = new Promise((r) => ws.once('message', r));
+    ws.send(req);
+    await reply;
+    times.push(performance.now() - t0);
+  }
+  ws.close();
+  return times;
+}
+
+async function rawBulk(url: string, size: number): Promise<{ mibps: number; clientRss: number; serverRss: number }> {
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  await new Promise((r) => ws.once('open', r));
+  ws.send(JSON.stringify({ sink: size }));
+  await new Promise((r) => ws.once('message', r));
+  const source = await fileSource(BIG_FILE);
+  const rss = selfRss();
+  const t0 = performance.now();
+  const done = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
+  for (let pos = 0; pos < size; pos += MiB) {
+    // Read from the same file as the grid upload, with the same flow control GridSocket uses.
+    const bytes = await source.read(pos, Math.min(MiB, size - pos));
+    if (ws.bufferedAmount < 4 * MiB) ws.send(bytes);
+    else await new Promise<void>((r) => ws.send(bytes, () => r()));
+  }
+  const res = JSON.parse(String(await done)) as { received: number; rssBase: number; rssPeak: number };
+  const secs = (performance.now() - t0) / 1000;
+  await source.close?.();
+  ws.close();
+  return { mibps: size / MiB / secs, clientRss: rss.stop(), serverRss: res.rssPeak - res.rssBase };
+}
+
+let BIG_FILE = '';
+
+async function main(): Promise<void> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-grid-node-'));
+  const procs: Started[] = [];
+  let client: GridClient | undefined;
+  try {
+    const [node, peer] = await Promise.all([
+      startNodeScript(path.join(__dirname, '../src/node/main.ts'), ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD }),
+      startNodeScript(path.join(__dirname, 'node-peer.ts'), []),
+    ]);
+    procs.push(node, peer);
+    client = await GridClient.connect(node.url, { connect: { heartbeatMs: 0 }, credentials: { username: 'admin', password: PASSWORD } });
+    const mlp = mlpModel(784, 128, 10);
+    await client.hostModel(mlp, { id: 'mlp', allowRemoteInference: true });
+    const local = await loadModel(mlp);
+
+    // 1. Batch 1 latency.
+    const one: NamedTensors = { x: { dtype: 'float32', dims: [1, 784], data: seededFloats(784, 1) } };
+    const reqBytes = encodeNamedTensors(one).length + 64; // + envelope and frame header
+    const replyBytes = encodeNamedTensors((await local.run(one))).length + 128;
+    const localTimes: number[] = [];
+    const rawTimes: number[] = [];
+    const remoteTimes: number[] = [];
+    const nodeRunTimes: number[] = [];
+    const pingTimes: number[] = [];
+    const attachment = encodeNamedTensors(one);
+    for (let i = 0; i < 200; i++) { await local.run(one); await client.runInference('mlp', one); }
+    await rawRoundTrips(peer.url, reqBytes, replyBytes, 200);
+    for (let rep = 0; rep < 3; rep++) {
+      // Interleaved, so machine noise hits all three alike.
+      for (let i = 0; i < ROUNDS / 3; i++) { const t0 = performance.now(); await local.run(one); localTimes.push(performance.now() - t0); }
+      rawTimes.push(...await rawRoundTrips(peer.url, reqBytes, replyBytes, ROUNDS / 3));
+      for (let i = 0; i < ROUNDS / 3; i++) { const t0 = performance.now(); await client.runInference('mlp', one); remoteTimes.push(performance.now() - t0); }
+      for (let i = 0; i < ROUNDS / 3; i++) {
+        let t0 = performance.now();
+        await client.socket.request(Ping, undefined);
+        pingTimes.push(performance.now() - t0);
+        t0 = performance.now();
+        const r = await client.socket.call(RunInference, { model_id: 'mlp' }, { attachment });
+        nodeRunTimes.push(r.data.duration_ms);
+      }
+    }
+    const [l, r, g] = [p50(localTimes), p50(rawTimes), p50(remoteTimes)];
+    out(`remote inference, MLP 784-128-10, batch 1 (${ROUNDS} runs each, p50)`);
+    out(`  local onnxruntime       ${(l * 1000).toFixed(0)} µs`);
+    out(`  raw ws round trip       ${(r * 1000).toFixed(0)} µs  (${reqBytes} B out, ${replyBytes} B back)`);
+    out(`  remote via grid node    ${(g * 1000).toFixed(0)} µs`);
+    out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs, onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs)`);
+    out(`  ratio remote / (local + raw ws)   ${(g / (l + r)).toFixed(2)}×  (target ≤ 1.3×)`);
+
+    // 2. Batch 256 throughput, pipelined.
+    const big: NamedTensors = { x: { dtype: 'float32', dims: [256, 784], data: seededFloats(256 * 784, 2) } };
+    for (let i = 0; i < 3; i++) { await local.run(big); await client.runInference('mlp', big); }
+    let t0 = performance.now();
+    for (let i = 0; i < BATCH_RUNS; i++) await local.run(big);
+    const localRate = (BATCH_RUNS * 256) / ((performance.now() - t0) / 1000);
+    t0 = performance.now();
+    let next = 0;
+    await Promise.all(Array.from({ length: PIPELINE }, async () => {
+      while (next < BATCH_RUNS) { next++; await client!.runInference('mlp', big); }
+    }));
+    const remoteRate = (BATCH_RUNS * 256) / ((performance.now() - t0) / 1000);
+    await local.dispose();
+    out(`remote inference, batch 256 (${BATCH_RUNS} batches, ${PIPELINE} requests in flight)`);
+    out(`  local onnxruntime       ${localRate.toFixed(0)} samples/s`);
+    out(`  remote via grid node    ${remoteRate.toFixed(0)} samples/s`);
+    out(`  ratio remote / local    ${(remoteRate / localRate).toFixed(2)}×  (target ≥ 0.8×)`);
+
+    // 3. Upload of a big model.
+    BIG_FILE = path.join(dir, 'big.onnx');
+    const shape = writeBigModel(BIG_FILE, BIG);
+    const size = fs.statSync(BIG_FILE).size;
+    const raw = await rawBulk(peer.url, size);
+    const clientRss = selfRss();
+    const nodeRss = childRss(node.child.pid!);
+    t0 = performance.now();
+    const up = await client.socket.upload(await fileSource(BIG_FILE));
+    const secs = (performance.now() - t0) / 1000;
+    const [cGrowth, nGrowth] = [clientRss.stop(), nodeRss.stop()];
+    const gridMibps = size / MiB / secs;
+    t0 = performance.now();
+    const hosted = await client.socket.request(HostModel, { model_id: 'big', transfer_id: up.transfer_id, allow_remote_inference: true }, { timeout: 600_000 });
+    const validateSecs = (performance.now() - t0) / 1000;
+    const row = await client.runInference('big', { i: { dtype: 'int64', dims: [1], data: BigInt64Array.from([777n]) } });
+    const okRow = (row.y!.data as Float32Array).every((v) => v === 777) && row.y!.dims[1] === shape.cols;
+    out(`upload of a ${(size / MiB).toFixed(0)} MiB ONNX model (1 MiB chunks, sha256 both ends, fsync'd on the node)`);
+    out(`  raw ws binary frames    ${raw.mibps.toFixed(0)} MiB/s  (RSS growth client ${(raw.clientRss / MiB).toFixed(1)} MiB, server ${(raw.serverRss / MiB).toFixed(1)} MiB)`);
+    out(`  grid upload             ${gridMibps.toFixed(0)} MiB/s  (RSS growth client ${(cGrowth / MiB).toFixed(1)} MiB, node ${(nGrowth / MiB).toFixed(1)} MiB)`);
+    out(`  ratio grid / raw ws     ${(gridMibps / raw.mibps).toFixed(2)}×  (target ≥ 0.6×; RSS growth target < 64 MiB per side)`);
+    out(`  then validated (loaded by onnxruntime) and stored in ${validateSecs.toFixed(1)} s; sha256 ${hosted.model.sha256.slice(0, 12)}…; remote Gather row check ${okRow ? 'ok' : 'WRONG'}`);
+  } finally {
+    client?.dispose();
+    await Promise.all(procs.map((p) => p.kill('SIGTERM')));
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+void main();
