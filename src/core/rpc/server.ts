@@ -200,9 +200,8 @@ export class GridConnection {
   readonly remoteAddress: string;
   private readonly server: GridServer;
   private readonly ws: WebSocket;
-  private readonly active = new Map<string, AbortController>();
+  private readonly active = new Map<string, RequestScope>();
   private readonly downloadAcks = new Map<string, { received: number; wake: (() => void) | undefined }>();
-  private readonly closed: AbortController = new AbortController();
   private alive = true;
 
   constructor(server: GridServer, ws: WebSocket, remoteAddress: string) {
@@ -248,8 +247,7 @@ export class GridConnection {
   }
 
   private onClose(): void {
-    this.closed.abort(gridError('CONNECTION_DROPPED', 'the client disconnected'));
-    for (const ac of this.active.values()) ac.abort(gridError('CONNECTION_DROPPED', 'the client disconnected'));
+    for (const scope of this.active.values()) scope.abort(gridError('CONNECTION_DROPPED', 'the client disconnected'));
     this.active.clear();
     for (const w of this.downloadAcks.values()) w.wake?.();
     this.downloadAcks.clear();
@@ -326,29 +324,13 @@ export class GridConnection {
       return this.sendError(type, requestId, gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`));
     }
     const started = performance.now();
-    const ac = new AbortController();
+    const scope = new RequestScope(this, type, requestId, msg.attachment);
     const key = requestId ?? `anon-${started}`;
-    this.active.set(key, ac);
-    const onClosed = () => ac.abort(this.closed.signal.reason);
-    this.closed.signal.addEventListener('abort', onClosed, { once: true });
-    const log = this.server.log;
-    const ctx: StreamContext<unknown> = {
-      requestId,
-      connection: this,
-      signal: ac.signal,
-      attachment: msg.attachment,
-      log,
-      takeUpload: (id) => this.server.uploads.take(id),
-      offerDownload: (src) => this.server.offerDownload(src),
-      emit: (event) => {
-        if (ac.signal.aborted) return;
-        this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), stream: 'event', data: event });
-      },
-    };
+    this.active.set(key, scope);
     let code: string | undefined;
     try {
-      const result = await (route.handler as (d: unknown, c: StreamContext<unknown>) => unknown)(parsed.data, ctx);
-      if (ac.signal.aborted) return; // cancelled or disconnected: the client is not listening
+      const result = await (route.handler as (d: unknown, c: StreamContext<unknown>) => unknown)(parsed.data, scope);
+      if (scope.aborted) return; // cancelled or disconnected: the client is not listening
       const isStream = route.def.kind === 'stream';
       const out = isWithAttachment(result) ? result.data : result;
       const checked = (isStream ? (route.def as StreamDef).end : (route.def as RequestDef).reply).safeParse(out);
@@ -364,13 +346,22 @@ export class GridConnection {
     } catch (err) {
       const e = toGridError(err);
       code = e.code;
-      if (e.code === ErrorCodes.INTERNAL) log.error({ err, type, connection: this.id }, `handler for ${type} failed`);
-      if (!ac.signal.aborted) this.sendError(type, requestId, e);
+      if (e.code === ErrorCodes.INTERNAL) this.server.log.error({ err, type, connection: this.id }, `handler for ${type} failed`);
+      if (!scope.aborted) this.sendError(type, requestId, e);
     } finally {
-      this.closed.signal.removeEventListener('abort', onClosed);
-      if (this.active.get(key) === ac) this.active.delete(key);
+      if (this.active.get(key) === scope) this.active.delete(key);
       this.server.options.onRequest?.(type, performance.now() - started, code);
     }
+  }
+
+  /** @internal for RequestScope */
+  sendEvent(type: string, requestId: string | undefined, data: unknown): void {
+    this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), stream: 'event', data });
+  }
+
+  /** @internal for RequestScope */
+  get gridServer(): GridServer {
+    return this.server;
   }
 
   private builtinRoutes: Map<string, Route> | undefined;
@@ -431,4 +422,56 @@ function toBuffer(raw: RawData): Buffer {
   if (Buffer.isBuffer(raw)) return raw;
   if (Array.isArray(raw)) return Buffer.concat(raw);
   return Buffer.from(raw);
+}
+
+/**
+ * The context of one request on the node. Its AbortController is made only when a handler asks for
+ * the signal: most requests finish without ever needing one, and this is the hot path.
+ */
+class RequestScope implements StreamContext<unknown> {
+  readonly connection: GridConnection;
+  readonly requestId: string | undefined;
+  readonly attachment: Buffer | undefined;
+  private readonly type: string;
+  private controller: AbortController | undefined;
+  private reason: unknown;
+  aborted = false;
+
+  constructor(connection: GridConnection, type: string, requestId: string | undefined, attachment: Buffer | undefined) {
+    this.connection = connection;
+    this.type = type;
+    this.requestId = requestId;
+    this.attachment = attachment;
+  }
+
+  get signal(): AbortSignal {
+    if (this.controller === undefined) {
+      this.controller = new AbortController();
+      if (this.aborted) this.controller.abort(this.reason);
+    }
+    return this.controller.signal;
+  }
+
+  get log(): Logger {
+    return this.connection.gridServer.log;
+  }
+
+  abort(reason: unknown): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    this.controller?.abort(reason);
+  }
+
+  emit(event: unknown): void {
+    if (!this.aborted) this.connection.sendEvent(this.type, this.requestId, event);
+  }
+
+  takeUpload(transferId: string): CommittedUpload {
+    return this.connection.gridServer.uploads.take(transferId);
+  }
+
+  offerDownload(source: DownloadSource): DownloadOffer {
+    return this.connection.gridServer.offerDownload(source);
+  }
 }

@@ -103,6 +103,7 @@ interface StreamSub {
 }
 
 const DEFAULT_TIMEOUT = 20_000;
+const dataOf = <T>(r: Reply<T>): T => r.data;
 const UPLOAD_ACK = 'transfer-ack';
 const DOWNLOAD_ACK_BYTES = 4 * 1024 * 1024;
 
@@ -245,10 +246,10 @@ export class GridSocket extends EventEmitter {
   }
 
   /** Sends a request and resolves with the node's validated reply data. */
-  async request<D extends RequestDef<any, any>>(def: D, data: RequestOf<D>, options?: RequestOptions): Promise<ReplyOf<D>>;
-  async request(type: string, data?: unknown, options?: RequestOptions): Promise<unknown>;
-  async request(def: RequestDef | string, data?: unknown, options: RequestOptions = {}): Promise<unknown> {
-    return (await this.call(def as RequestDef, data, options)).data;
+  request<D extends RequestDef<any, any>>(def: D, data: RequestOf<D>, options?: RequestOptions): Promise<ReplyOf<D>>;
+  request(type: string, data?: unknown, options?: RequestOptions): Promise<unknown>;
+  request(def: RequestDef | string, data?: unknown, options: RequestOptions = {}): Promise<unknown> {
+    return this.call(def as RequestDef, data, options).then(dataOf);
   }
 
   /** Like request(), but also gives the reply's binary attachment. */

@@ -1,0 +1,10 @@
+// Messages of the socket benchmark, shared by its client and its server process.
+import { z } from 'zod';
+import { defineRequest } from '../../src/core/protocol/catalogue';
+
+export const BenchEcho = defineRequest('bench-echo', { request: z.object({ n: z.number(), text: z.string() }), reply: z.object({ n: z.number(), text: z.string() }) });
+export const BenchClaim = defineRequest('bench-claim', {
+  request: z.object({ transfer_id: z.string() }),
+  reply: z.object({ size: z.number(), sha256: z.string(), rssBase: z.number(), rssPeak: z.number() }),
+});
+
