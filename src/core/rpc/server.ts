@@ -103,6 +103,8 @@ export interface GridServerOptions {
   downloadChunkBytes?: number;
   /** Called after every request or stream settles (metrics). */
   onRequest?(type: string, ms: number, code: string | undefined): void;
+  /** Called before an upload begins (new or resumed); throw (e.g. UNAUTHENTICATED) to refuse it up front. */
+  authorizeUpload?(connection: GridConnection, size: number): void;
   /** Authenticates a session; the node supplies it. Without it, `authenticate` is an unknown type. */
   authenticate?(data: { username: string; password: string } | { token: string }, connection: GridConnection): Promise<{ token: string; user: string; expires_at?: number }>;
 }
@@ -368,7 +370,10 @@ export class GridConnection {
   private builtin(type: string): Route | undefined {
     this.builtinRoutes ??= new Map<string, Route>([
       [Ping.type, { def: Ping, handler: () => ({ time: Date.now() }) }],
-      [TransferBegin.type, { def: TransferBegin, handler: (d: { transfer_id?: string; size: number; chunk_size: number }) => this.server.uploads.begin(d.transfer_id, d.size, d.chunk_size) }],
+      [TransferBegin.type, { def: TransferBegin, handler: (d: { transfer_id?: string; size: number; chunk_size: number }) => {
+        this.server.options.authorizeUpload?.(this, d.size);
+        return this.server.uploads.begin(d.transfer_id, d.size, d.chunk_size);
+      } }],
       [TransferCommit.type, { def: TransferCommit, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256).then((u) => ({ transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 })) }],
       [TransferRead.type, { def: TransferRead, handler: (d: { transfer_id: string; offset: number }, ctx: StreamContext<never>) => this.sendDownload(d.transfer_id, d.offset, ctx.signal) }],
       ...(this.server.options.authenticate
