@@ -64,6 +64,32 @@ test('grid-node prints exactly one stdout line, serves, and exits 0 on SIGTERM',
   assert.ok(!fs.existsSync(path.join(dir, 'node.pid')), 'the data dir is released');
 });
 
+test('datasets come from --config (paths relative to it) and --dataset flags, and a bad one stops the start with its code', async (t) => {
+  const dir = tempDir();
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.mkdirSync(path.join(dir, 'conf', 'files'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'conf', 'files', 'p.csv'), 'age,income,label\n30,1000,1\n40,2000,0\n');
+  fs.writeFileSync(path.join(dir, 'conf', 'node.json'), JSON.stringify({
+    name: 'configured', datasets: [{ name: 'people', path: 'files/p.csv', tags: ['census'], description: 'two people' }],
+  }));
+  const p = await startNodeProcess(path.join(dir, 'data'), { GRID_ADMIN_PASSWORD: ADMIN_PASSWORD },
+    ['--config', path.join(dir, 'conf', 'node.json'), '--dataset', `more=${path.join(dir, 'conf', 'files', 'p.csv')}:label=age:tags=x,y`]);
+  const c = await GridClient.connect(p.url, { reconnect: { maxAttempts: 0 } });
+  assert.equal((await c.getId()).name, 'configured');
+  const ds = await c.listDatasets();
+  assert.deepEqual(ds.map((d) => [d.id, d.tags, d.schema.label, d.schema.rows]), [['more', ['x', 'y'], 'age', 2], ['people', ['census'], 'label', 2]]);
+  assert.deepEqual((await c.searchDatasets(['census'])).map((d) => d.id), ['people']);
+  c.dispose();
+  p.child.kill('SIGTERM');
+  await p.exited;
+
+  const bad = spawn(process.execPath, ['--import', 'tsx', MAIN, '--port', '0', '--data-dir', path.join(dir, 'data'), '--dataset', `oops=${path.join(dir, 'nope.csv')}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  bad.stderr.on('data', (d: Buffer) => { err += d; });
+  assert.equal(await new Promise<number | null>((resolve) => bad.once('exit', resolve)), 1);
+  assert.match(err, /grid-node: GRID_ERR_INVALID_DATASET: dataset oops: no file at /);
+});
+
 test('without GRID_ADMIN_PASSWORD the admin password is generated, shown once on stderr, and works', async (t) => {
   const dir = tempDir();
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
