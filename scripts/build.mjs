@@ -19,6 +19,8 @@ const entries = [
   // The CLIs (package.json `bin`): runnable scripts, hence the shebang.
   { entryPoints: ['src/node/main.ts'], outfile: 'dist/grid-node.js', banner: { js: '#!/usr/bin/env node' } },
   { entryPoints: ['src/node/cli/grid.ts'], outfile: 'dist/grid.js', banner: { js: '#!/usr/bin/env node' } },
+  // The notebook kernel process; esbuild stays external: it transpiles cells at run time from its own package.
+  { entryPoints: ['src/kernel/worker.ts'], outfile: 'dist/kernel-worker.js', external: [...common.external, 'esbuild'] },
 ];
 
 const contexts = await Promise.all(entries.map((e) => esbuild.context({ ...common, ...e })));

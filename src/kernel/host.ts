@@ -1,0 +1,616 @@
+// The host side of a notebook kernel: owns the kernel process, queues cells, routes their output,
+// answers their grid calls through a GridBridge, and interrupts or restarts. Runs in the extension
+// host (or a test); no `vscode` here, so the NotebookController on top stays a thin adapter.
+
+import { fork, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { GridError, gridError } from '../core/errors';
+import { isGridBridgeMethod, type GridBridge } from './bridge';
+import {
+  isWorkerMessage, type CellError, type CellLanguage, type CellOutput, type HostCallRequest,
+  type HostToWorker, type WireError, type WorkerConfig, type WorkerToHost,
+} from './protocol';
+
+export interface KernelLogger {
+  debug(message: string, data?: Record<string, unknown>): void;
+  warn(message: string, data?: Record<string, unknown>): void;
+  error(message: string, data?: Record<string, unknown>): void;
+}
+
+export interface KernelOptions {
+  /** The worker script; default `kernel-worker.js` beside this bundle (dist/). */
+  workerPath?: string;
+  /** The Node binary; default process.execPath (in VS Code the Electron binary, run as Node). */
+  execPath?: string;
+  /** Node flags for the kernel process, e.g. `['--import', 'tsx']` to run the TypeScript worker. */
+  execArgv?: string[];
+  /** Extra environment for the kernel process. */
+  env?: Record<string, string | undefined>;
+  /** The notebook's folder: relative paths and imports in cells resolve from here. */
+  cwd?: string;
+  /** How long an interrupted cell may take to stop before the process is restarted. Default 3000. */
+  interruptTimeoutMs?: number;
+  /** How long the process may take to say it is ready. Default 30000. */
+  startTimeoutMs?: number;
+  /** Cancel the queued cells when a cell fails or is interrupted (Jupyter's default). Default true. */
+  stopOnError?: boolean;
+  /** Stream output one cell may print before the rest is dropped. Default 8 MiB. */
+  maxStreamBytesPerCell?: number;
+  /** Answers `grid.connect/models/...` from cells; without one they fail with GRID_ERR_NOT_CONNECTED. */
+  bridge?: GridBridge;
+  logger?: KernelLogger;
+}
+
+export interface Disposable {
+  dispose(): void;
+}
+export type Event<T> = (listener: (event: T) => void) => Disposable;
+
+export type KernelStatus = 'stopped' | 'starting' | 'idle' | 'busy' | 'disposed';
+
+export interface ExecuteOptions {
+  language?: CellLanguage;
+  /** Names the cell in stack traces; default `Cell [n]` with n its execution count. */
+  cellName?: string;
+  /** Called when the cell leaves the queue and starts (set executionOrder and start time here). */
+  onStart?(info: { executionCount: number; startTime: number }): void;
+  /** Called for each output while the cell runs; stream text arriving together is coalesced. */
+  onOutput?(output: CellOutput): void;
+  /** Aborting cancels the cell if it is still queued and interrupts it if it runs. */
+  signal?: AbortSignal;
+}
+
+export type ExecutionStatus = 'ok' | 'error' | 'interrupted' | 'cancelled';
+
+export interface ExecutionResult {
+  status: ExecutionStatus;
+  /** Unset for a cell cancelled before it started. */
+  executionCount?: number;
+  startTime?: number;
+  endTime: number;
+  /** The failure, also delivered as the last `error` output. */
+  error?: CellError;
+  /** True when the kernel process was killed or died: every earlier cell's state is gone. */
+  stateLost: boolean;
+}
+
+export interface LateOutput {
+  executionCount: number;
+  output: CellOutput;
+}
+
+class Emitter<T> {
+  private readonly listeners = new Set<(event: T) => void>();
+  readonly event: Event<T> = (listener) => {
+    this.listeners.add(listener);
+    return { dispose: () => this.listeners.delete(listener) };
+  };
+
+  fire(event: T): void {
+    for (const listener of [...this.listeners]) {
+      try {
+        listener(event);
+      } catch {
+        // a listener's failure must not break the kernel's bookkeeping
+      }
+    }
+  }
+
+  dispose(): void {
+    this.listeners.clear();
+  }
+}
+
+interface Execution {
+  execId: number;
+  code: string;
+  options: ExecuteOptions;
+  settled: Promise<ExecutionResult>;
+  resolve(result: ExecutionResult): void;
+  executionCount?: number;
+  startTime?: number;
+  /** The process the cell was sent to, once sent. */
+  proc?: KernelProcess;
+  interrupting: boolean;
+  done: boolean;
+  killTimer?: NodeJS.Timeout;
+  calls: Map<number, AbortController>;
+  pendingStream?: { stream: 'stdout' | 'stderr'; text: string };
+  flushScheduled: boolean;
+  abortListener?: () => void;
+}
+
+interface KernelProcess {
+  child: ChildProcess;
+  ready: Promise<void>;
+  isReady: boolean;
+  exited: boolean;
+  exitedPromise: Promise<void>;
+  /** Killed by us (interrupt, restart, dispose): the exit is expected. */
+  killed: boolean;
+  calls: Map<number, AbortController>;
+  pings: Map<number, { start: number; resolve(ms: number): void; reject(err: Error): void }>;
+  stderrTail: string;
+  markReady(): void;
+  fail(err: Error): void;
+}
+
+const noopLogger: KernelLogger = { debug() {}, warn() {}, error() {} };
+const RECENT_LIMIT = 256;
+
+export class KernelHost {
+  private readonly options: Required<Pick<KernelOptions, 'workerPath' | 'execPath' | 'execArgv' | 'interruptTimeoutMs' | 'startTimeoutMs' | 'stopOnError' | 'maxStreamBytesPerCell'>> & KernelOptions;
+  private readonly logger: KernelLogger;
+  private readonly statusEmitter = new Emitter<KernelStatus>();
+  private readonly lateOutputEmitter = new Emitter<LateOutput>();
+  private readonly stateLostEmitter = new Emitter<{ reason: string }>();
+  private readonly queue: Execution[] = [];
+  /** execId → executionCount of finished cells, for output that arrives after a cell ended. */
+  private readonly recent = new Map<number, number>();
+  private running: Execution | undefined;
+  private proc: KernelProcess | undefined;
+  private nextExecId = 1;
+  private nextPingId = 1;
+  private count = 0;
+  private currentStatus: KernelStatus = 'stopped';
+  private disposed = false;
+
+  /** Fires on every status change. */
+  readonly onDidChangeStatus = this.statusEmitter.event;
+  /** Output of a cell that already ended (timers, unawaited promises in it). */
+  readonly onDidEmitLateOutput = this.lateOutputEmitter.event;
+  /** The kernel process was killed or died; all variables are gone. `reason` says why. */
+  readonly onDidLoseState = this.stateLostEmitter.event;
+
+  constructor(options: KernelOptions = {}) {
+    this.options = {
+      workerPath: join(__dirname, 'kernel-worker.js'),
+      execPath: process.execPath,
+      execArgv: [],
+      interruptTimeoutMs: 3000,
+      startTimeoutMs: 30_000,
+      stopOnError: true,
+      maxStreamBytesPerCell: 8 * 1024 * 1024,
+      ...options,
+    };
+    this.logger = options.logger ?? noopLogger;
+  }
+
+  get status(): KernelStatus {
+    return this.currentStatus;
+  }
+
+  /** Cells run since the last (re)start. */
+  get executionCount(): number {
+    return this.count;
+  }
+
+  /** The kernel process id, when one runs. */
+  get pid(): number | undefined {
+    return this.proc?.child.pid;
+  }
+
+  /** Starts the kernel process if none runs; `execute` does this on its own. */
+  async start(): Promise<void> {
+    this.assertUsable('start');
+    await this.ensureProcess();
+  }
+
+  /** Queues a cell. The promise never rejects for a cell's failure: see `status` and `error`. */
+  execute(code: string, options: ExecuteOptions = {}): Promise<ExecutionResult> {
+    this.assertUsable('execute');
+    let resolve!: (result: ExecutionResult) => void;
+    const settled = new Promise<ExecutionResult>((r) => { resolve = r; });
+    const ex: Execution = {
+      execId: this.nextExecId++, code, options, settled, resolve,
+      interrupting: false, done: false, calls: new Map(), flushScheduled: false,
+    };
+    const { signal } = options;
+    if (signal?.aborted) {
+      this.finish(ex, { status: 'cancelled' });
+      return settled;
+    }
+    if (signal) {
+      ex.abortListener = () => {
+        const queued = this.queue.indexOf(ex);
+        if (queued >= 0) {
+          this.queue.splice(queued, 1);
+          this.finish(ex, { status: 'cancelled' });
+        } else if (this.running === ex) {
+          void this.interrupt();
+        }
+      };
+      signal.addEventListener('abort', ex.abortListener, { once: true });
+    }
+    this.queue.push(ex);
+    this.pump();
+    return settled;
+  }
+
+  /**
+   * Interrupts the running cell and cancels the queued ones. The cell's grid calls are aborted at
+   * once; if it has not stopped after `interruptTimeoutMs`, the process is killed and restarted and
+   * the cell ends saying that state was lost. Resolves when the running cell has ended.
+   */
+  async interrupt(): Promise<void> {
+    if (this.disposed) return;
+    this.cancelQueued();
+    const ex = this.running;
+    if (!ex) return;
+    if (!ex.interrupting) {
+      ex.interrupting = true;
+      for (const call of ex.calls.values()) call.abort(gridError('ABORTED', 'the cell was interrupted'));
+      if (!ex.proc) {
+        this.finish(ex, { status: 'interrupted' }); // still waiting for the process; nothing ran
+      } else {
+        this.post(ex.proc, { type: 'interrupt', execId: ex.execId });
+        ex.killTimer = setTimeout(() => this.killAfterInterrupt(ex), this.options.interruptTimeoutMs);
+      }
+    }
+    await ex.settled;
+  }
+
+  /** Kills the process (ending a running cell, cancelling the queue) and starts a fresh one. */
+  async restart(): Promise<void> {
+    this.assertUsable('restart');
+    this.cancelQueued();
+    if (this.running) {
+      this.finish(this.running, {
+        status: 'interrupted',
+        error: stateLostError('KernelRestarted', 'The kernel was restarted while this cell ran. State was lost: variables, functions and imports from earlier cells are gone.'),
+        stateLost: true,
+      });
+    }
+    if (this.proc) this.kill(this.proc);
+    this.count = 0;
+    this.stateLostEmitter.fire({ reason: 'restart' });
+    await this.ensureProcess();
+  }
+
+  /** One IPC round trip to the kernel process, in milliseconds (health check and benchmark baseline). */
+  async ping(): Promise<number> {
+    this.assertUsable('ping');
+    const proc = await this.ensureProcess();
+    const id = this.nextPingId++;
+    return new Promise<number>((resolve, reject) => {
+      proc.pings.set(id, { start: performance.now(), resolve, reject });
+      this.post(proc, { type: 'ping', id });
+    });
+  }
+
+  /** Ends everything: queued and running cells end, the process is killed. Idempotent. */
+  async dispose(): Promise<void> {
+    if (this.disposed) {
+      await this.proc?.exitedPromise;
+      return;
+    }
+    this.disposed = true;
+    this.cancelQueued();
+    if (this.running) this.finish(this.running, { status: 'interrupted', error: stateLostError('KernelDisposed', 'The kernel was shut down while this cell ran.'), stateLost: true });
+    const proc = this.proc;
+    if (proc) this.kill(proc);
+    this.updateStatus();
+    this.statusEmitter.dispose();
+    this.lateOutputEmitter.dispose();
+    this.stateLostEmitter.dispose();
+    await proc?.exitedPromise;
+  }
+
+  // ---- queue ----
+
+  private pump(): void {
+    if (this.running || this.disposed) return this.updateStatus();
+    const ex = this.queue.shift();
+    if (!ex) return this.updateStatus();
+    this.running = ex;
+    ex.executionCount = ++this.count;
+    ex.startTime = Date.now();
+    this.updateStatus();
+    this.safely(() => ex.options.onStart?.({ executionCount: ex.executionCount!, startTime: ex.startTime! }));
+    this.ensureProcess().then(
+      (proc) => {
+        if (this.running !== ex || ex.done) return;
+        ex.proc = proc;
+        this.post(proc, {
+          type: 'execute', execId: ex.execId, code: ex.code,
+          language: ex.options.language ?? 'typescript',
+          cellName: ex.options.cellName ?? `Cell [${ex.executionCount}]`,
+        });
+      },
+      (err: unknown) => {
+        if (this.running !== ex) return;
+        const e = err instanceof GridError ? err : gridError('INTERNAL', String(err));
+        this.finish(ex, { status: 'error', error: { name: 'KernelStartFailed', message: e.message, stack: `KernelStartFailed: ${e.message}`, code: e.code } });
+      },
+    );
+  }
+
+  private finish(ex: Execution, outcome: { status: ExecutionStatus; error?: CellError; stateLost?: boolean }): void {
+    if (ex.done) return;
+    ex.done = true;
+    if (ex.killTimer) clearTimeout(ex.killTimer);
+    if (ex.abortListener) ex.options.signal?.removeEventListener('abort', ex.abortListener);
+    this.flush(ex);
+    if (outcome.error) this.safely(() => ex.options.onOutput?.({ kind: 'error', error: outcome.error! }));
+    const result: ExecutionResult = { status: outcome.status, endTime: Date.now(), stateLost: outcome.stateLost ?? false };
+    if (ex.executionCount !== undefined) {
+      result.executionCount = ex.executionCount;
+      result.startTime = ex.startTime!;
+      this.recent.set(ex.execId, ex.executionCount);
+      if (this.recent.size > RECENT_LIMIT) this.recent.delete(this.recent.keys().next().value!);
+    }
+    if (outcome.error) result.error = outcome.error;
+    if (this.running === ex) this.running = undefined;
+    ex.resolve(result);
+    if ((outcome.status === 'error' || outcome.status === 'interrupted') && this.options.stopOnError) this.cancelQueued();
+    this.pump();
+  }
+
+  private cancelQueued(): void {
+    for (const ex of this.queue.splice(0)) this.finish(ex, { status: 'cancelled' });
+  }
+
+  // ---- output ----
+
+  private route(execId: number, output: CellOutput): void {
+    const ex = this.running;
+    if (ex && ex.execId === execId && !ex.done) return this.deliver(ex, output);
+    const executionCount = this.recent.get(execId);
+    if (executionCount !== undefined) this.lateOutputEmitter.fire({ executionCount, output });
+  }
+
+  private deliver(ex: Execution, output: CellOutput): void {
+    if (output.kind !== 'stream') {
+      this.flush(ex);
+      this.safely(() => ex.options.onOutput?.(output));
+      return;
+    }
+    if (ex.pendingStream && ex.pendingStream.stream !== output.stream) this.flush(ex);
+    if (ex.pendingStream) ex.pendingStream.text += output.text;
+    else ex.pendingStream = { stream: output.stream, text: output.text };
+    if (!ex.flushScheduled) {
+      // Lines printed in one burst become one output; the next turn of the loop shows them.
+      ex.flushScheduled = true;
+      setImmediate(() => { ex.flushScheduled = false; this.flush(ex); });
+    }
+  }
+
+  private flush(ex: Execution): void {
+    const pending = ex.pendingStream;
+    if (!pending) return;
+    ex.pendingStream = undefined;
+    this.safely(() => ex.options.onOutput?.({ kind: 'stream', stream: pending.stream, text: pending.text }));
+  }
+
+  // ---- grid calls ----
+
+  private handleHostCall(proc: KernelProcess, request: HostCallRequest): void {
+    const { callId, execId, method, args } = request;
+    const reply = (message: HostToWorker) => {
+      try {
+        this.post(proc, message);
+      } catch (err) {
+        this.post(proc, { type: 'hostCallReply', callId, ok: false, error: { name: 'GridError', code: 'GRID_ERR_INTERNAL', message: `the result of grid.${method} cannot be sent to the kernel: ${(err as Error).message}` } });
+      }
+    };
+    const bridge = this.options.bridge;
+    if (!isGridBridgeMethod(method)) {
+      reply({ type: 'hostCallReply', callId, ok: false, error: toWire(gridError('UNKNOWN_TYPE', `grid.${method} is not a grid method`)) });
+      return;
+    }
+    if (!bridge) {
+      reply({ type: 'hostCallReply', callId, ok: false, error: toWire(gridError('NOT_CONNECTED', `grid.${method} needs the grid, and this kernel has no connection to it`)) });
+      return;
+    }
+    const ex = this.running?.execId === execId ? this.running : undefined;
+    const controller = new AbortController();
+    if (ex?.interrupting) controller.abort(gridError('ABORTED', 'the cell was interrupted'));
+    ex?.calls.set(callId, controller);
+    proc.calls.set(callId, controller);
+    const context = {
+      signal: controller.signal,
+      executionCount: ex?.executionCount ?? this.recent.get(execId) ?? 0,
+      output: (output: CellOutput) => this.route(execId, output),
+    };
+    Promise.resolve()
+      .then(() => bridge.call(method, args, context))
+      .then(
+        (value) => reply({ type: 'hostCallReply', callId, ok: true, value }),
+        (err: unknown) => reply({ type: 'hostCallReply', callId, ok: false, error: toWire(err) }),
+      )
+      .finally(() => {
+        ex?.calls.delete(callId);
+        proc.calls.delete(callId);
+      });
+  }
+
+  // ---- process ----
+
+  private ensureProcess(): Promise<KernelProcess> {
+    const current = this.proc;
+    if (current && !current.exited) return current.ready.then(() => current);
+    const proc = this.spawn();
+    this.proc = proc;
+    this.updateStatus();
+    return proc.ready.then(() => proc);
+  }
+
+  private spawn(): KernelProcess {
+    const config: WorkerConfig = { maxStreamBytesPerCell: this.options.maxStreamBytesPerCell };
+    const child = fork(this.options.workerPath, [JSON.stringify(config)], {
+      execPath: this.options.execPath,
+      execArgv: this.options.execArgv,
+      cwd: this.options.cwd,
+      // In VS Code process.execPath is Electron; this makes it behave as plain Node.
+      env: { ...process.env, ...this.options.env, ELECTRON_RUN_AS_NODE: '1' },
+      serialization: 'advanced',
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    });
+    let markReady!: () => void;
+    let fail!: (err: Error) => void;
+    const ready = new Promise<void>((resolve, reject) => { markReady = resolve; fail = reject; });
+    ready.catch(() => {}); // observed by whoever awaits it; never an unhandled rejection
+    let exited!: () => void;
+    const exitedPromise = new Promise<void>((r) => { exited = r; });
+    const proc: KernelProcess = {
+      child, ready, isReady: false, exited: false, exitedPromise, killed: false,
+      calls: new Map(), pings: new Map(), stderrTail: '',
+      markReady: () => { proc.isReady = true; clearTimeout(startTimer); markReady(); },
+      fail: (err) => { clearTimeout(startTimer); fail(err); },
+    };
+    const startTimer = setTimeout(() => {
+      proc.fail(gridError('TIMEOUT', `the kernel process did not start within ${this.options.startTimeoutMs} ms`));
+      this.kill(proc);
+    }, this.options.startTimeoutMs);
+    child.on('message', (message: unknown) => {
+      if (isWorkerMessage(message)) this.onMessage(proc, message);
+    });
+    child.on('error', (err) => {
+      this.logger.error('kernel process error', { error: err.message });
+      proc.fail(gridError('INTERNAL', `the kernel process could not be started: ${err.message}`));
+    });
+    child.on('exit', (code, signal) => {
+      proc.exited = true;
+      exited();
+      this.onExit(proc, code, signal);
+    });
+    child.stdout?.on('data', (chunk: Buffer) => this.onRawOutput(proc, 'stdout', chunk));
+    child.stderr?.on('data', (chunk: Buffer) => {
+      proc.stderrTail = (proc.stderrTail + chunk.toString('utf8')).slice(-2000);
+      this.onRawOutput(proc, 'stderr', chunk);
+    });
+    this.logger.debug('kernel process started', { pid: child.pid, workerPath: this.options.workerPath });
+    return proc;
+  }
+
+  private onMessage(proc: KernelProcess, message: WorkerToHost): void {
+    if (proc !== this.proc) return; // a killed process's last words
+    switch (message.type) {
+      case 'ready':
+        proc.markReady();
+        this.updateStatus();
+        break;
+      case 'output':
+        this.route(message.execId, message.output);
+        break;
+      case 'executeReply': {
+        const ex = this.running;
+        if (!ex || ex.execId !== message.execId) break;
+        if (message.ok) this.finish(ex, { status: 'ok' });
+        else this.finish(ex, { status: ex.interrupting ? 'interrupted' : 'error', error: message.error });
+        break;
+      }
+      case 'hostCall':
+        this.handleHostCall(proc, message);
+        break;
+      case 'pong': {
+        const ping = proc.pings.get(message.id);
+        proc.pings.delete(message.id);
+        ping?.resolve(performance.now() - ping.start);
+        break;
+      }
+    }
+  }
+
+  /** Bytes a cell wrote around our console (native code, child processes it spawned). */
+  private onRawOutput(proc: KernelProcess, stream: 'stdout' | 'stderr', chunk: Buffer): void {
+    const ex = this.running;
+    if (proc === this.proc && ex && ex.proc === proc) this.deliver(ex, { kind: 'stream', stream, text: chunk.toString('utf8') });
+    else this.logger.debug(`kernel ${stream}`, { text: chunk.toString('utf8') });
+  }
+
+  private onExit(proc: KernelProcess, code: number | null, signal: NodeJS.Signals | null): void {
+    const how = signal ? `signal ${signal}` : `code ${code}`;
+    this.abortCalls(proc, 'the kernel process exited');
+    proc.fail(gridError('INTERNAL', `the kernel process exited (${how}) before it was ready${proc.stderrTail ? `: ${proc.stderrTail.trim()}` : ''}`));
+    if (proc.killed || proc !== this.proc) return;
+    this.proc = undefined;
+    this.logger.warn('kernel process exited', { code, signal });
+    const ex = this.running;
+    if (ex && ex.proc === proc) {
+      this.finish(ex, {
+        status: 'error',
+        error: stateLostError('KernelDied', `The kernel process exited (${how}) while this cell ran. State was lost: variables, functions and imports from earlier cells are gone; the next cell starts a fresh kernel.`),
+        stateLost: true,
+      });
+    }
+    if (proc.isReady) {
+      this.count = 0;
+      this.stateLostEmitter.fire({ reason: `the kernel process exited (${how})` });
+    }
+    this.updateStatus();
+  }
+
+  private killAfterInterrupt(ex: Execution): void {
+    if (this.running !== ex || ex.done) return;
+    const seconds = this.options.interruptTimeoutMs / 1000;
+    if (ex.proc) this.kill(ex.proc);
+    this.count = 0;
+    this.finish(ex, {
+      status: 'interrupted',
+      error: stateLostError('KernelRestarted', `The cell did not stop within ${seconds} s of the interrupt, so the kernel process was restarted. State was lost: variables, functions and imports from earlier cells are gone; re-run the cells you need.`),
+      stateLost: true,
+    });
+    this.stateLostEmitter.fire({ reason: 'interrupt' });
+    if (!this.disposed) this.ensureProcess().catch((err: unknown) => this.logger.error('kernel restart failed', { error: String(err) }));
+  }
+
+  private kill(proc: KernelProcess): void {
+    proc.killed = true;
+    if (this.proc === proc) this.proc = undefined;
+    this.abortCalls(proc, 'the kernel process was stopped');
+    proc.fail(gridError('ABORTED', 'the kernel process was stopped before it was ready'));
+    if (!proc.exited) proc.child.kill('SIGKILL');
+    this.updateStatus();
+  }
+
+  private abortCalls(proc: KernelProcess, why: string): void {
+    for (const call of proc.calls.values()) call.abort(gridError('ABORTED', why));
+    proc.calls.clear();
+    for (const ping of proc.pings.values()) ping.reject(gridError('ABORTED', why));
+    proc.pings.clear();
+  }
+
+  private post(proc: KernelProcess, message: HostToWorker): void {
+    if (proc.exited || !proc.child.connected) return;
+    proc.child.send(message);
+  }
+
+  private updateStatus(): void {
+    let status: KernelStatus;
+    if (this.disposed) status = 'disposed';
+    else if (this.running || this.queue.length > 0) status = 'busy';
+    else if (this.proc && !this.proc.isReady) status = 'starting';
+    else if (this.proc) status = 'idle';
+    else status = 'stopped';
+    if (status === this.currentStatus) return;
+    this.currentStatus = status;
+    this.statusEmitter.fire(status);
+  }
+
+  private assertUsable(what: string): void {
+    if (this.disposed) throw gridError('DISPOSED', `kernel.${what}: the kernel was disposed`);
+  }
+
+  private safely(fn: () => void): void {
+    try {
+      fn();
+    } catch (err) {
+      this.logger.error('kernel listener failed', { error: String(err) });
+    }
+  }
+}
+
+function stateLostError(name: string, message: string): CellError {
+  return { name, message, stack: `${name}: ${message}` };
+}
+
+function toWire(err: unknown): WireError {
+  if (err instanceof GridError) return err.details ? { name: err.name, message: err.message, code: err.code, details: err.details } : { name: err.name, message: err.message, code: err.code };
+  if (err instanceof Error) {
+    const code = (err as { code?: unknown }).code;
+    return typeof code === 'string' ? { name: err.name, message: err.message, code } : { name: err.name, message: err.message };
+  }
+  return { name: 'Error', message: String(err) };
+}

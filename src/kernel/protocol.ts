@@ -1,0 +1,125 @@
+// The messages between the kernel host (the extension host, or a test) and the kernel worker (the
+// child process that runs cells). Both sides import this one module; each message names its sender.
+// The channel is Node's IPC with `serialization: 'advanced'`, so typed arrays (tensor data, PNG bytes)
+// cross without base64.
+
+export type CellLanguage = 'typescript' | 'javascript';
+
+/** mime type → data. Text mimes (text/*, application/json, …) carry strings; binary ones carry bytes. */
+export type MimeBundle = Record<string, string | Uint8Array>;
+
+/** A failure as a notebook shows it: the stack is already mapped to the cells' own lines. */
+export interface CellError {
+  name: string;
+  message: string;
+  /** `name: message` followed by frames like `at f (Cell [3]:2:9)`; internal frames removed. */
+  stack: string;
+  /** The line (1-based) in the failing cell, when the error points into it. */
+  line?: number;
+  column?: number;
+  /** A GRID_ERR_* code when the error came from the grid. */
+  code?: string;
+}
+
+export type CellOutput =
+  | { kind: 'stream'; stream: 'stdout' | 'stderr'; text: string }
+  /** `displayId` lets later displays with `update: true` replace this one (live metrics, progress). */
+  | { kind: 'display'; data: MimeBundle; displayId?: string; update?: boolean }
+  | { kind: 'error'; error: CellError };
+
+/** Settings the host hands the worker on its command line (JSON, argv[2]). */
+export interface WorkerConfig {
+  /** Stream output bytes one cell may send before the rest is dropped with a note. */
+  maxStreamBytesPerCell: number;
+}
+
+/** A grid call that failed on the host side, as it crosses the channel. */
+export interface WireError {
+  name: string;
+  message: string;
+  code?: string;
+  details?: Record<string, unknown>;
+}
+
+// ---- sent by the host ----
+
+/** Sent by the host: run one cell. The host sends the next only after the `executeReply`. */
+export interface ExecuteRequest {
+  type: 'execute';
+  execId: number;
+  code: string;
+  language: CellLanguage;
+  /** Shown in stack traces and syntax errors, e.g. `Cell [3]`. */
+  cellName: string;
+}
+
+/** Sent by the host: stop the running cell — reject its pending grid calls and abort `grid.signal`. */
+export interface InterruptRequest {
+  type: 'interrupt';
+  execId: number;
+}
+
+/** Sent by the host: the outcome of a `hostCall`. */
+export type HostCallReply =
+  | { type: 'hostCallReply'; callId: number; ok: true; value: unknown }
+  | { type: 'hostCallReply'; callId: number; ok: false; error: WireError };
+
+/** Sent by the host: liveness probe and the benchmark's baseline round trip. */
+export interface PingRequest {
+  type: 'ping';
+  id: number;
+}
+
+export type HostToWorker = ExecuteRequest | InterruptRequest | HostCallReply | PingRequest;
+
+// ---- sent by the worker ----
+
+/** Sent by the worker once its globals (`grid`, `display`, `require`) are in place. */
+export interface ReadyEvent {
+  type: 'ready';
+  pid: number;
+  nodeVersion: string;
+}
+
+/**
+ * Sent by the worker: output of cell `execId`. Output may arrive after the cell's reply (timers,
+ * unawaited promises); the host then reports it as late output of that cell.
+ */
+export interface OutputEvent {
+  type: 'output';
+  execId: number;
+  output: CellOutput;
+}
+
+/** Sent by the worker when cell `execId` has settled. A failed cell carries its mapped error. */
+export type ExecuteReply =
+  | { type: 'executeReply'; execId: number; ok: true }
+  | { type: 'executeReply'; execId: number; ok: false; error: CellError };
+
+/** Sent by the worker: a `grid.<method>(...)` call from cell `execId`, for the host's GridBridge. */
+export interface HostCallRequest {
+  type: 'hostCall';
+  callId: number;
+  execId: number;
+  method: string;
+  args: unknown[];
+}
+
+/** Sent by the worker: answer to `ping`. */
+export interface PongReply {
+  type: 'pong';
+  id: number;
+}
+
+export type WorkerToHost = ReadyEvent | OutputEvent | ExecuteReply | HostCallRequest | PongReply;
+
+const workerMessageTypes = new Set<string>(['ready', 'output', 'executeReply', 'hostCall', 'pong']);
+const hostMessageTypes = new Set<string>(['execute', 'interrupt', 'hostCallReply', 'ping']);
+
+export function isWorkerMessage(value: unknown): value is WorkerToHost {
+  return typeof value === 'object' && value !== null && workerMessageTypes.has((value as { type?: unknown }).type as string);
+}
+
+export function isHostMessage(value: unknown): value is HostToWorker {
+  return typeof value === 'object' && value !== null && hostMessageTypes.has((value as { type?: unknown }).type as string);
+}

@@ -1,0 +1,219 @@
+// The kernel process: runs cells for one notebook. Started by KernelHost with an IPC channel; bundled
+// to dist/kernel-worker.js. Everything a cell prints or displays goes to the host as `output`
+// messages; `grid.*` calls go to the host as `hostCall`s.
+
+import * as vm from 'node:vm';
+import { createRequire, isBuiltin } from 'node:module';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { GridError, gridError, isErrorCode } from '../core/errors';
+import type { GridBridgeMethod } from './bridge';
+import { compileCell, KERNEL_GLOBAL } from './compile';
+import { toMimeBundle } from './display';
+import { createGridApi, type DisplayFn } from './gridApi';
+import { isHostMessage, type CellOutput, type ExecuteRequest, type HostCallReply, type WorkerConfig, type WorkerToHost } from './protocol';
+import { CellRegistry, installStackMapping, toCellError } from './stack';
+
+interface RunningCell {
+  execId: number;
+  fileName: string;
+  abort: AbortController;
+  interrupted: boolean;
+}
+
+interface PendingCall {
+  execId: number;
+  method: string;
+  site: Error;
+  resolve(value: unknown): void;
+  reject(err: unknown): void;
+}
+
+const config: WorkerConfig = { maxStreamBytesPerCell: 8 * 1024 * 1024, ...(JSON.parse(process.argv[2] ?? '{}') as Partial<WorkerConfig>) };
+
+const registry = new CellRegistry();
+const pendingCalls = new Map<number, PendingCall>();
+let nextCallId = 1;
+let current: RunningCell | undefined;
+/** Output after a cell ended (timers, unawaited promises) belongs to the last cell that ran. */
+let lastExecId: number | undefined;
+let streamBudget = { execId: -1, bytes: 0, truncated: false };
+const originalWrite = {
+  stdout: process.stdout.write.bind(process.stdout),
+  stderr: process.stderr.write.bind(process.stderr),
+};
+
+function send(message: WorkerToHost): void {
+  process.send?.(message);
+}
+
+function emit(output: CellOutput): boolean {
+  const execId = current?.execId ?? lastExecId;
+  if (execId === undefined) return false;
+  send({ type: 'output', execId, output });
+  return true;
+}
+
+function emitStream(stream: 'stdout' | 'stderr', text: string): boolean {
+  const execId = current?.execId ?? lastExecId;
+  if (execId === undefined) return false;
+  if (streamBudget.execId !== execId) streamBudget = { execId, bytes: 0, truncated: false };
+  if (streamBudget.truncated) return true;
+  streamBudget.bytes += Buffer.byteLength(text);
+  if (streamBudget.bytes > config.maxStreamBytesPerCell) {
+    // Bounded: a cell printing in a tight loop must not queue unbounded IPC messages.
+    streamBudget.truncated = true;
+    text = `\n[output truncated: this cell printed more than ${Math.round(config.maxStreamBytesPerCell / 1048576)} MiB]\n`;
+    stream = 'stderr';
+  }
+  return emit({ kind: 'stream', stream, text });
+}
+
+function patchStream(stream: 'stdout' | 'stderr'): void {
+  const target = process[stream];
+  target.write = ((chunk: string | Uint8Array, encoding?: BufferEncoding | ((err?: Error | null) => void), callback?: (err?: Error | null) => void) => {
+    const done = typeof encoding === 'function' ? encoding : callback;
+    const text = typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString('utf8');
+    if (!emitStream(stream, text)) return originalWrite[stream](chunk, done);
+    if (done) process.nextTick(done);
+    return true;
+  }) as typeof target.write;
+}
+
+const display: DisplayFn = (value, options) => {
+  const opts = typeof options === 'string' ? { mime: options } : (options ?? {});
+  const output: CellOutput = { kind: 'display', data: toMimeBundle(value, opts.mime) };
+  if (opts.id !== undefined) output.displayId = opts.id;
+  if (opts.update) output.update = true;
+  emit(output);
+};
+
+function interruptedError(method: string): GridError {
+  return gridError('ABORTED', `grid.${method} was cancelled: the cell was interrupted`);
+}
+
+function hostCall(method: GridBridgeMethod, args: unknown[], site: Error): Promise<unknown> {
+  const cell = current;
+  if (cell?.interrupted) return Promise.reject(interruptedError(method));
+  const execId = cell?.execId ?? lastExecId ?? 0;
+  const callId = nextCallId++;
+  return new Promise((resolve, reject) => {
+    pendingCalls.set(callId, { execId, method, site, resolve, reject });
+    try {
+      send({ type: 'hostCall', callId, execId, method, args });
+    } catch (err) {
+      pendingCalls.delete(callId);
+      reject(gridError('INVALID_INPUT', `grid.${method}: its arguments cannot be sent to the host (${(err as Error).message})`));
+    }
+  });
+}
+
+function settleCall(reply: HostCallReply): void {
+  const call = pendingCalls.get(reply.callId);
+  if (!call) return; // cancelled by an interrupt; the host's late answer has no one to go to
+  pendingCalls.delete(reply.callId);
+  if (reply.ok) {
+    call.resolve(reply.value);
+    return;
+  }
+  const { name, message, code, details } = reply.error;
+  const err = code && isErrorCode(code) ? new GridError(code, message, details) : Object.assign(new Error(message), { name });
+  // The reply arrives on the IPC callback; give the error the stack of the cell line that called.
+  const frames = (call.site.stack ?? '').split('\n').slice(1).join('\n');
+  err.stack = `${err.name}${code ? ` [${code}]` : ''}: ${message}${frames ? `\n${frames}` : ''}`;
+  call.reject(err);
+}
+
+function interrupt(execId: number): void {
+  if (current?.execId !== execId) return;
+  current.interrupted = true;
+  for (const [callId, call] of pendingCalls) {
+    if (call.execId !== execId) continue;
+    pendingCalls.delete(callId);
+    call.reject(interruptedError(call.method));
+  }
+  current.abort.abort(gridError('ABORTED', 'the cell was interrupted'));
+}
+
+// Dynamic imports resolve from the notebook's folder (the script's file name is in it). Node's own
+// loader does that where vm supports it; older Node (VS Code's Electron) resolves through require.
+const importFromNotebook = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<unknown>;
+const notebookRequire = createRequire(join(process.cwd(), '__notebook__.js'));
+const importModuleDynamically = (vm.constants as unknown as { USE_MAIN_CONTEXT_DEFAULT_LOADER?: symbol } | undefined)?.USE_MAIN_CONTEXT_DEFAULT_LOADER
+  ?? ((specifier: string) => importFromNotebook(isBuiltin(specifier) ? specifier : pathToFileURL(notebookRequire.resolve(specifier)).href));
+
+async function execute(request: ExecuteRequest): Promise<void> {
+  const { execId } = request;
+  const fileName = join(process.cwd(), `__grid_cell_${execId}__.${request.language === 'typescript' ? 'ts' : 'js'}`);
+  current = { execId, fileName, abort: new AbortController(), interrupted: false };
+  lastExecId = execId;
+  try {
+    const compiled = await compileCell(request.code, request.language, request.cellName);
+    registry.register(fileName, request.cellName, compiled);
+    const script = new vm.Script(compiled.code, { filename: fileName, importModuleDynamically: importModuleDynamically as never });
+    const value: unknown = await script.runInThisContext({ displayErrors: false });
+    if (value !== undefined) display(value);
+    send({ type: 'executeReply', execId, ok: true });
+  } catch (err) {
+    send({ type: 'executeReply', execId, ok: false, error: toCellError(err, fileName) });
+  } finally {
+    if (current?.execId === execId) current = undefined;
+  }
+}
+
+function reportStray(err: unknown): void {
+  const error = toCellError(err);
+  if (!emit({ kind: 'error', error })) originalWrite.stderr(`${error.stack}\n`);
+}
+
+function main(): void {
+  if (!process.send) {
+    process.stderr.write('kernel-worker must be started by the kernel host with an IPC channel\n');
+    process.exit(2);
+  }
+  installStackMapping(registry);
+  // Node marks the main-context loader experimental and would print that into the first cell that imports.
+  const emitWarning = process.emitWarning.bind(process);
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    if (String(typeof warning === 'string' ? warning : warning.message).includes('USE_MAIN_CONTEXT_DEFAULT_LOADER')) return;
+    (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
+  }) as typeof process.emitWarning;
+  Object.defineProperty(globalThis, KERNEL_GLOBAL, {
+    value: Object.freeze({
+      declare(names: string[]) {
+        for (const name of names) if (!(name in globalThis)) (globalThis as Record<string, unknown>)[name] = undefined;
+      },
+    }),
+  });
+  const grid = createGridApi({
+    call: (method, args) => {
+      const site = new Error('');
+      Error.captureStackTrace(site, grid[method]);
+      return hostCall(method, args, site);
+    },
+    display,
+    signal: () => current?.abort.signal ?? AbortSignal.abort(gridError('ABORTED', 'no cell is running')),
+  });
+  Object.assign(globalThis, { grid, display, require: notebookRequire });
+  process.on('uncaughtException', reportStray);
+  process.on('unhandledRejection', reportStray);
+  process.on('disconnect', () => process.exit(0));
+  process.on('message', (message: unknown) => {
+    if (!isHostMessage(message)) return;
+    switch (message.type) {
+      case 'execute': void execute(message); break;
+      case 'interrupt': interrupt(message.execId); break;
+      case 'hostCallReply': settleCall(message); break;
+      case 'ping': send({ type: 'pong', id: message.id }); break;
+    }
+  });
+  setImmediate(() => {
+    patchStream('stdout');
+    patchStream('stderr');
+    send({ type: 'ready', pid: process.pid, nodeVersion: process.versions.node });
+    // Start esbuild's service now so the first cell does not pay for it.
+    compileCell('0', 'typescript', 'warm-up').catch(reportStray);
+  });
+}
+
+main();
