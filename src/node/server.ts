@@ -144,6 +144,12 @@ export class GridNode {
         ...(opts.maxUploadBytes !== undefined && { maxUploadBytes: opts.maxUploadBytes }),
         ...(opts.heartbeatMs !== undefined && { heartbeatMs: opts.heartbeatMs }),
         onRequest: (type, ms, code) => metrics.observeRequest(type, ms, code),
+        // Uploads only ever become models, and hosting needs a session: refuse the bytes up front.
+        authorizeUpload: (connection) => {
+          if (typeof connection.session.user !== 'string') {
+            throw gridError('UNAUTHENTICATED', 'uploading a model needs an authenticated session: authenticate first (grid: --user/--password or GRID_USER/GRID_PASSWORD)');
+          }
+        },
         authenticate: async (data, connection) => {
           const s = 'token' in data ? auth.resume(data.token) : await auth.login(data.username, data.password);
           connection.session.user = s.user;

@@ -205,7 +205,7 @@ test('mutations without a session are UNAUTHENTICATED; wrong passwords BAD_CREDE
   await assert.rejects(anon.deleteModel('anything'), { code: 'GRID_ERR_UNAUTHENTICATED' });
   await assert.rejects(anon.runInference('anything', {}), { code: 'GRID_ERR_UNAUTHENTICATED' });
   await assert.rejects(anon.connectNode('ws://127.0.0.1:1'), { code: 'GRID_ERR_UNAUTHENTICATED' });
-  assert.deepEqual(fs.readdirSync(path.join(n.dir, 'uploads')), [], 'an unauthenticated upload is not kept');
+  assert.deepEqual(fs.readdirSync(path.join(n.dir, 'uploads')), [], 'an unauthenticated client cannot upload bytes');
   // Metadata reads are open.
   assert.deepEqual(await anon.listModels(), []);
   assert.deepEqual(await anon.listDatasets(), []);
@@ -230,6 +230,9 @@ test('a client vanishing mid-upload: the partial upload is resumable for a while
   const chunk = 1024 * 1024;
   const size = 8 * chunk;
   const first = await RawClient.open(n.node.url);
+  const refused = await first.request('transfer-begin', { size, chunk_size: chunk });
+  assert.equal(errorOf(refused).code, 'GRID_ERR_UNAUTHENTICATED', 'no bytes are accepted before authenticating');
+  await first.request('authenticate', { username: 'admin', password: ADMIN_PASSWORD });
   const begin = await first.request('transfer-begin', { size, chunk_size: chunk });
   const id = (begin.data as { transfer_id: string }).transfer_id;
   for (let i = 0; i < 5; i++) first.ws.send(encodeChunk(id, i, randomBytes(chunk), false));
@@ -242,6 +245,7 @@ test('a client vanishing mid-upload: the partial upload is resumable for a while
   // Resumable: a new connection learns how much the node holds.
   const second = await RawClient.open(n.node.url);
   t.after(() => second.close());
+  await second.request('authenticate', { username: 'admin', password: ADMIN_PASSWORD });
   const resumed = await second.request('transfer-begin', { transfer_id: id, size, chunk_size: chunk });
   assert.equal(resumed.error, undefined);
   assert.ok((resumed.data as { received: number }).received >= acked);
