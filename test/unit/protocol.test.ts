@@ -1,0 +1,172 @@
+// The wire formats, from raw bytes: envelopes, binary frames, tensors, the error catalogue, backoff.
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { ErrorCodes, GridError, isErrorCode } from '../../src/core/errors';
+import { checkEnvelope, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseEnvelope } from '../../src/core/protocol/envelope';
+import {
+  decodeNamedTensors, decodeTensor, DTYPES, encodeNamedTensors, encodeTensor, tensorFromValues, validateTensor, type Tensor,
+} from '../../src/core/protocol/tensor';
+import { backoffDelay, resolveReconnect } from '../../src/core/socket/backoff';
+
+function throwsCode(fn: () => unknown, code: string, message?: RegExp): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.ok(err instanceof GridError, String(err));
+    assert.equal(err.code, code);
+    if (message) assert.match(err.message, message);
+    return true;
+  });
+}
+
+describe('error catalogue', () => {
+  test('every key maps to GRID_ERR_<key>', () => {
+    for (const [key, code] of Object.entries(ErrorCodes)) assert.equal(code, `GRID_ERR_${key}`);
+  });
+  test('a wire error with an unknown code becomes INTERNAL but keeps its message', () => {
+    const e = GridError.fromWire({ code: 'SOMETHING_ELSE', message: 'the node said no' });
+    assert.equal(e.code, ErrorCodes.INTERNAL);
+    assert.equal(e.message, 'the node said no');
+    assert.equal(isErrorCode('GRID_ERR_TIMEOUT'), true);
+  });
+});
+
+describe('envelope', () => {
+  test('parses a PyGrid envelope without request_id', () => {
+    assert.deepEqual(parseEnvelope('{"type":"get-id","data":{}}'), { type: 'get-id', data: {} });
+  });
+  test('names what is wrong with a bad envelope', () => {
+    throwsCode(() => parseEnvelope('{"type":'), ErrorCodes.MALFORMED_FRAME, /not JSON/);
+    throwsCode(() => parseEnvelope('[1,2]'), ErrorCodes.MALFORMED_FRAME, /not a JSON object/);
+    throwsCode(() => parseEnvelope('{"data":{}}'), ErrorCodes.MALFORMED_FRAME, /no "type"/);
+    throwsCode(() => parseEnvelope('{"type":"x","request_id":7}'), ErrorCodes.MALFORMED_FRAME, /request_id/);
+    throwsCode(() => checkEnvelope({ type: 'x', stream: 'maybe' }), ErrorCodes.MALFORMED_FRAME, /stream/);
+    throwsCode(() => checkEnvelope({ type: 'x', error: 'nope' }), ErrorCodes.MALFORMED_FRAME, /error/);
+  });
+});
+
+describe('binary frames', () => {
+  test('a chunk round-trips with its id, index and last flag', () => {
+    const body = Buffer.from('some model bytes');
+    const f = decodeBinaryFrame(encodeChunk('tx-1', 41, body, true));
+    assert.equal(f.kind, FrameKind.CHUNK);
+    if (f.kind !== FrameKind.CHUNK) return;
+    assert.equal(f.id, 'tx-1');
+    assert.equal(f.index, 41);
+    assert.equal(f.last, true);
+    assert.deepEqual(f.body, body);
+  });
+  test('a message frame carries its envelope and an 8-aligned attachment', () => {
+    const att = Buffer.from([9, 8, 7, 6, 5]);
+    const frame = encodeMessageFrame({ type: 'run-inference', request_id: 'r1', data: { model_id: 'm' } }, att);
+    const f = decodeBinaryFrame(frame);
+    assert.equal(f.kind, FrameKind.MESSAGE);
+    if (f.kind !== FrameKind.MESSAGE) return;
+    assert.deepEqual({ ...f.message, attachment: undefined }, { type: 'run-inference', request_id: 'r1', data: { model_id: 'm' }, attachment: undefined });
+    assert.deepEqual(f.message.attachment, att);
+    assert.equal((f.message.attachment!.byteOffset - frame.byteOffset) % 8, 0);
+  });
+  test('truncated, foreign and unknown frames are refused with MALFORMED_FRAME', () => {
+    throwsCode(() => decodeBinaryFrame(Buffer.alloc(3)), ErrorCodes.MALFORMED_FRAME, /shorter/);
+    throwsCode(() => decodeBinaryFrame(Buffer.alloc(32)), ErrorCodes.MALFORMED_FRAME, /magic/);
+    const chunk = encodeChunk('id', 0, Buffer.alloc(100), false);
+    throwsCode(() => decodeBinaryFrame(chunk.subarray(0, chunk.length - 1)), ErrorCodes.MALFORMED_FRAME, /announces 100 bytes but carries 99/);
+    const odd = Buffer.from(chunk);
+    odd[3] = 9;
+    throwsCode(() => decodeBinaryFrame(odd), ErrorCodes.MALFORMED_FRAME, /kind 9/);
+    const v2 = Buffer.from(chunk);
+    v2[2] = 2;
+    throwsCode(() => decodeBinaryFrame(v2), ErrorCodes.MALFORMED_FRAME, /version 2/);
+  });
+});
+
+function sample(dtype: (typeof DTYPES)[number]): Tensor {
+  const dims = [2, 3];
+  switch (dtype) {
+    case 'float32': return { dtype, dims, data: Float32Array.from([0, -1.5, 3.25, NaN, Infinity, -0]) };
+    case 'float64': return { dtype, dims, data: Float64Array.from([Math.PI, -Number.MAX_VALUE, Number.MIN_VALUE, 1e-300, 0, -1]) };
+    case 'float16': return { dtype, dims, data: Uint16Array.from([0x3c00, 0xc000, 0x7bff, 0x0001, 0x7e00, 0x8000]) };
+    case 'int8': return { dtype, dims, data: Int8Array.from([-128, 127, 0, 1, -1, 5]) };
+    case 'int16': return { dtype, dims, data: Int16Array.from([-32768, 32767, 0, 1, -1, 5]) };
+    case 'int32': return { dtype, dims, data: Int32Array.from([-(2 ** 31), 2 ** 31 - 1, 0, 1, -1, 5]) };
+    case 'int64': return { dtype, dims, data: BigInt64Array.from([-(2n ** 63n), 2n ** 63n - 1n, 0n, 1n, -1n, 2n ** 53n + 1n]) };
+    case 'uint8': return { dtype, dims, data: Uint8Array.from([0, 255, 1, 2, 3, 4]) };
+    case 'uint16': return { dtype, dims, data: Uint16Array.from([0, 65535, 1, 2, 3, 4]) };
+    case 'uint32': return { dtype, dims, data: Uint32Array.from([0, 2 ** 32 - 1, 1, 2, 3, 4]) };
+    case 'uint64': return { dtype, dims, data: BigUint64Array.from([0n, 2n ** 64n - 1n, 1n, 2n, 3n, 4n]) };
+    case 'bool': return { dtype, dims, data: Uint8Array.from([1, 0, 0, 1, 1, 0]) };
+    case 'string': return { dtype, dims, data: ['', 'grid', 'naïve', '数据', 'a\u0000b', '🙂'] };
+  }
+}
+
+describe('tensor codec', () => {
+  for (const dtype of DTYPES) {
+    test(`${dtype} round-trips exactly`, () => {
+      const t = sample(dtype);
+      const back = decodeTensor(encodeTensor(t));
+      assert.equal(back.dtype, dtype);
+      assert.deepEqual(back.dims, [2, 3]);
+      if (dtype === 'string') assert.deepEqual(back.data, t.data);
+      else assert.deepEqual(Buffer.from((back.data as Uint8Array).buffer, (back.data as Uint8Array).byteOffset, (back.data as Uint8Array).byteLength),
+        Buffer.from((t.data as Uint8Array).buffer, (t.data as Uint8Array).byteOffset, (t.data as Uint8Array).byteLength));
+    });
+  }
+  test('scalars, empty tensors and many named tensors round-trip', () => {
+    const named = {
+      scalar: { dtype: 'float32', dims: [], data: Float32Array.from([7]) } as Tensor,
+      empty: { dtype: 'int64', dims: [0, 4], data: new BigInt64Array(0) } as Tensor,
+      'input:0/ü': sample('string'),
+      x: sample('float64'),
+    };
+    const back = decodeNamedTensors(encodeNamedTensors(named));
+    assert.deepEqual(Object.keys(back), Object.keys(named));
+    assert.deepEqual(back.scalar!.dims, []);
+    assert.equal((back.scalar!.data as Float32Array)[0], 7);
+    assert.deepEqual(back.empty!.dims, [0, 4]);
+    assert.deepEqual(back['input:0/ü']!.data, named['input:0/ü'].data);
+    assert.deepEqual(back.x!.data, named.x.data);
+  });
+  test('numeric data decodes as a view (no copy) when aligned, and correctly when not', () => {
+    const enc = encodeNamedTensors({ x: sample('float64') });
+    const aligned = decodeNamedTensors(enc).x!;
+    assert.equal((aligned.data as Float64Array).buffer, enc.buffer);
+    const shifted = Buffer.alloc(enc.length + 1);
+    enc.copy(shifted, 1);
+    const misaligned = decodeNamedTensors(shifted.subarray(1)).x!;
+    assert.deepEqual(misaligned.data, sample('float64').data);
+  });
+  test('bad tensors are refused naming what is wrong', () => {
+    throwsCode(() => validateTensor({ dtype: 'float32', dims: [2, 2], data: new Float32Array(3) }), ErrorCodes.INVALID_TENSOR, /hold 4 elements but data has 3/);
+    throwsCode(() => validateTensor({ dtype: 'float32', dims: [2], data: new Float64Array(2) } as never), ErrorCodes.INVALID_TENSOR, /Float32Array/);
+    throwsCode(() => validateTensor({ dtype: 'complex64', dims: [1], data: new Float32Array(1) } as never), ErrorCodes.INVALID_TENSOR, /unknown dtype/);
+    throwsCode(() => validateTensor({ dtype: 'int32', dims: [-1], data: new Int32Array(0) }), ErrorCodes.INVALID_TENSOR, /dimension -1/);
+    const enc = encodeTensor(sample('int32'));
+    throwsCode(() => decodeTensor(enc.subarray(0, enc.length - 2)), ErrorCodes.INVALID_TENSOR, /needs 24 data bytes, got 22/);
+    const bad = Buffer.from(enc);
+    bad[0] = 77;
+    throwsCode(() => decodeTensor(bad), ErrorCodes.INVALID_TENSOR, /dtype code 77/);
+    const strings = encodeTensor(sample('string'));
+    throwsCode(() => decodeTensor(strings.subarray(0, strings.length - 1)), ErrorCodes.INVALID_TENSOR, /truncated/);
+    const named = encodeNamedTensors({ a: sample('uint8') });
+    throwsCode(() => decodeNamedTensors(named.subarray(0, 20)), ErrorCodes.INVALID_TENSOR, /"a"|truncated/);
+  });
+  test('tensorFromValues builds every dtype from plain values', () => {
+    assert.deepEqual([...tensorFromValues('int64', [3], [1, '9007199254740993', 3n]).data as BigInt64Array], [1n, 9007199254740993n, 3n]);
+    assert.deepEqual([...tensorFromValues('bool', [2], [true, false]).data as Uint8Array], [1, 0]);
+    throwsCode(() => tensorFromValues('float32', [2, 2], [1, 2, 3]), ErrorCodes.INVALID_TENSOR, /hold 4 elements but 3 values/);
+  });
+});
+
+describe('reconnect backoff', () => {
+  test('grows by the factor up to the cap, with jitter inside its bounds', () => {
+    const o = resolveReconnect({ initialDelayMs: 100, maxDelayMs: 1000, factor: 2, jitter: 0.2 });
+    assert.deepEqual([1, 2, 3, 4, 5, 6].map((a) => backoffDelay(a, o, () => 0.5)), [100, 200, 400, 800, 1000, 1000]);
+    assert.equal(backoffDelay(3, o, () => 0), 320);
+    assert.equal(backoffDelay(3, o, () => 0.999999), 480);
+    assert.equal(backoffDelay(10, o, () => 0.999999), 1000, 'never above the cap');
+  });
+  test('unlimited attempts are allowed; nonsense is a RangeError naming the option', () => {
+    assert.equal(resolveReconnect({}).maxAttempts, Infinity);
+    assert.throws(() => resolveReconnect({ factor: 0.5 }), /reconnect\.factor/);
+    assert.throws(() => resolveReconnect({ initialDelayMs: 10, maxDelayMs: 5 }), /maxDelayMs/);
+    assert.throws(() => resolveReconnect({ jitter: 2 }), /jitter/);
+  });
+});
