@@ -153,6 +153,20 @@ test('truncated and random-bytes ONNX files are refused with INVALID_MODEL and l
   assert.deepEqual(fs.readdirSync(path.join(n.dir, 'uploads')), []);
 });
 
+test('hosting a second model under a taken id is ALREADY_EXISTS and keeps the first one intact', async (t) => {
+  const n = await withNode(t);
+  const c = await n.admin();
+  const first = await c.hostModel(mlpModel(4, 4, 2, 1), { id: 'taken', allowRemoteInference: true });
+  await assert.rejects(c.hostModel(mlpModel(4, 4, 2, 2), { id: 'taken' }), (e: GridError) => e.code === 'GRID_ERR_ALREADY_EXISTS' && /delete it first/.test(e.message));
+  // Two uploads racing for one new id: exactly one wins.
+  const race = await Promise.allSettled([c.hostModel(mlpModel(4, 4, 2, 3), { id: 'raced' }), c.hostModel(mlpModel(4, 4, 2, 4), { id: 'raced' })]);
+  assert.deepEqual(race.map((r) => r.status).sort(), ['fulfilled', 'rejected']);
+  assert.equal((race.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason.code, 'GRID_ERR_ALREADY_EXISTS');
+  assert.deepEqual(await c.modelInfo('taken'), first);
+  assert.deepEqual((await c.listModels()).map((m) => m.id), ['raced', 'taken']);
+  assert.deepEqual(fs.readdirSync(path.join(n.dir, 'uploads')), []);
+});
+
 test('model ids with path characters are refused with INVALID_ID before anything is stored', async (t) => {
   const n = await withNode(t);
   const c = await n.admin();
