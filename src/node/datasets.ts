@@ -74,16 +74,15 @@ async function csvSchema(file: string, label: string | undefined): Promise<Datas
   let kinds: ('int64' | 'float64' | 'string')[] = [];
   const widen = (i: number, v: string) => {
     const k = kinds[i];
-    if (k === 'string') return;
+    if (k === 'string' || v === '') return; // an empty field is a missing value, not a string
     if (INTEGER.test(v)) { kinds[i] = k ?? 'int64'; return; }
     kinds[i] = NUMBER.test(v) ? 'float64' : 'string';
   };
-  const seenFirst: string[][] = [];
   try {
     for await (const rec of parser as AsyncIterable<string[]>) {
       if (first === undefined) { first = rec; continue; }
-      if (seenFirst.length === 0) { width = rec.length; kinds = new Array(width); }
-      if (seenFirst.length < 1) seenFirst.push(rec);
+      // The first data row fixes the width every later row must have.
+      if (rows === 0) { width = rec.length; kinds = new Array(width); }
       if (rec.length !== width) throw gridError('INVALID_DATASET', `${file}: row ${rows + 2} has ${rec.length} fields, expected ${width}`);
       rec.forEach((v, i) => widen(i, v));
       rows++;

@@ -2,6 +2,7 @@
 // metadata reads are open to any connection; anything that changes the node, moves model bytes or
 // spends its compute needs an authenticated session.
 
+import { rm } from 'node:fs/promises';
 import { gridError, GridError, ErrorCodes } from '../core/errors';
 import {
   ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
@@ -66,7 +67,7 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
       owner = requireUser(ctx, 'host-model').user;
       checkModelId(data.model_id);
     } catch (err) {
-      await import('node:fs/promises').then((f) => f.rm(upload.path, { force: true }));
+      await rm(upload.path, { force: true });
       throw err;
     }
     const model = await models.host({

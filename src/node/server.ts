@@ -180,7 +180,6 @@ export class GridNode {
       where = `${host}:${port}`;
       const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, http: server, grid, db, lock, log });
       ref.node = node;
-      for (const d of datasets.list()) events.emit({ event: 'dataset-added', dataset: d });
       log.info({ url: node.url, dataDir, id, models: models.list().length, datasets: datasets.list().length }, 'grid node listening');
       return node;
     } catch (err) {
