@@ -191,6 +191,44 @@ test('Conv (stride, padding, dilation), MaxPool, AveragePool and GlobalAveragePo
   }
 });
 
+test('grouped Conv (group 2) weight and input gradients', async () => {
+  const model = tiny({
+    dtype: 'float32',
+    nodes: [
+      makeNode('Reshape', ['x', 'ishape'], ['img']),
+      makeNode('Conv', ['img', 'K0', 'kb0'], ['c0'], [makeAttribute('kernel_shape', [3, 3]), makeAttribute('pads', [1, 1, 1, 1])]),
+      makeNode('Conv', ['c0', 'K', 'kb'], ['c'], [makeAttribute('kernel_shape', [3, 3]), makeAttribute('group', 2), makeAttribute('strides', [2, 2])]),
+      makeNode('Flatten', ['c'], ['f']),
+      makeNode('Gemm', ['f', 'W'], ['y']),
+    ],
+    params: { K0: { dims: [4, 2, 3, 3] }, kb0: { dims: [4] }, K: { dims: [6, 2, 3, 3] }, kb: { dims: [6] }, W: { dims: [6 * 2 * 2, 3] } },
+    consts: { ishape: { dtype: 'int64', dims: [4], data: new BigInt64Array([-1n, 2n, 5n, 5n]) } },
+    input: [3, 50], outputDims: ['N', 3],
+  });
+  await checkGradients(await prepare(model, { loss: 'cross_entropy' }, batchOf('float32', [3, 50], 8, 2)), { ...F32, samples: 8 });
+});
+
+test('Sum, Pow with a constant exponent, Clip and Abs', async () => {
+  const model = tiny({
+    dtype: 'float64',
+    nodes: [
+      makeNode('Gemm', ['x', 'W'], ['h']),
+      makeNode('Abs', ['h'], ['a']),
+      makeNode('Pow', ['a', 'three'], ['p']),
+      makeNode('Clip', ['h', 'lo', 'hi'], ['c']),
+      makeNode('Sum', ['p', 'c', 'B'], ['y']),
+    ],
+    params: { W: { dims: [4, 3] }, B: { dims: [3] } },
+    consts: {
+      three: { dtype: 'float64', dims: [], data: new Float64Array([3]) },
+      lo: { dtype: 'float64', dims: [], data: new Float64Array([-0.3]) },
+      hi: { dtype: 'float64', dims: [], data: new Float64Array([0.4]) },
+    },
+    input: [6, 4], outputDims: ['N', 3],
+  });
+  await checkGradients(await prepare(model, { loss: 'mse' }, batchOf('float64', [6, 4])), { ...F64, samples: 12 });
+});
+
 test('BatchNormalization in training mode (batch statistics) in an MLP and a CNN', async () => {
   const m = mlp([4, 6, 3], { batchNorm: true, dtype: 'float64', activation: 'tanh' });
   const c = await prepare(m, { loss: 'cross_entropy' }, batchOf('float64', [8, 4]));

@@ -8,7 +8,7 @@ import { attrFloat, attrInt, attrInts, decodeModel, defaultOpset, encodeModel, m
 import { ONNX_DTYPE_CODES, tensorFromProto } from '../onnx/tensor-proto';
 import type { OnnxGraph, OnnxModel, OnnxNode, OnnxTensorProto, OnnxValueInfo } from '../onnx/types';
 import { GraphBuilder, type Dim, type FloatType, type Shape } from './ir';
-import { gradRule, isDifferentiableSlot, NON_DIFFERENTIABLE_OPS } from './grad';
+import { gradRule, isDifferentiableSlot, NON_DIFFERENTIABLE_OPS, SUPPORTED_GRADIENT_OPS } from './grad';
 import { inferShapes, nodeLabel } from './shapes';
 
 export type LossKind = 'cross_entropy' | 'mse';
@@ -475,7 +475,8 @@ function assembleEvaluation(b: GraphBuilder, graph: OnnxGraph, opts: PlanOptions
 }
 
 function unsupported(n: OnnxNode): Error {
-  return gridError('UNSUPPORTED_OPERATOR', `no gradient rule for operator ${n.opType} (${nodeLabel(n)}); plans differentiate Gemm, MatMul, Add, Sub, Mul, Div, Relu, LeakyRelu, Sigmoid, Tanh, Softmax, LogSoftmax, Reshape, Flatten, Squeeze, Unsqueeze, Transpose, Concat, Conv, MaxPool, AveragePool, GlobalAveragePool, BatchNormalization, Dropout, ReduceMean, ReduceSum, Sqrt, Exp, Log, Neg, Reciprocal, Where, Identity, Cast`, { opType: n.opType, node: n.name ?? '' });
+  const known = [...SUPPORTED_GRADIENT_OPS, 'BatchNormalization', 'Dropout'].sort().join(', ');
+  return gridError('UNSUPPORTED_OPERATOR', `no gradient rule for operator ${n.opType} (${nodeLabel(n)}); plans differentiate ${known}`, { opType: n.opType, node: n.name ?? '' });
 }
 
 function uniqueName(b: GraphBuilder, want: string): string {

@@ -171,17 +171,26 @@ const rules: Record<string, GradRule> = {
     }
     let dW: string | undefined;
     if (need[1]) {
-      if (group !== 1) throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(n)}: the weight gradient of a grouped Conv (group ${group}) is not supported`);
       const perm = [1, 0, ...kernel.map((_, i) => i + 2)];
-      const xt = b.op('Transpose', [x], { perm });
-      const gt = b.op('Transpose', [g], { perm });
       // Correlating the input with the output gradient, batch as channels, gives the weight gradient.
-      let r = b.op('Conv', [xt, gt], { strides: p.dilations, dilations: p.strides, pads: p.pads });
-      const rs = b.shape(r)!;
-      if (rs.slice(2).some((d, i) => d !== kernel[i])) {
-        r = b.op('Slice', [r, b.int64s(kernel.map(() => 0)), b.int64s(kernel), b.int64s(kernel.map((_, i) => i + 2))]);
+      const weightGrad = (xg: string, gg: string): string => {
+        let r = b.op('Conv', [b.op('Transpose', [xg], { perm }), b.op('Transpose', [gg], { perm })], { strides: p.dilations, dilations: p.strides, pads: p.pads });
+        const rs = b.shape(r)!;
+        if (rs.slice(2).some((d, i) => d !== kernel[i])) {
+          r = b.op('Slice', [r, b.int64s(kernel.map(() => 0)), b.int64s(kernel), b.int64s(kernel.map((_, i) => i + 2))]);
+        }
+        return b.op('Transpose', [r], { perm });
+      };
+      if (group === 1) {
+        dW = weightGrad(x, g);
+      } else {
+        // Per group: its input channels against its output channels, stacked along the output axis.
+        const cin = xs[1], cout = ws[0];
+        if (typeof cin !== 'number' || typeof cout !== 'number') throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(n)}: grouped Conv gradients need static channel counts`);
+        const xsplit = b.emit('Split', [x, b.int64s(new Array(group).fill(cin / group))], { axis: 1 }, group);
+        const gsplit = b.emit('Split', [g, b.int64s(new Array(group).fill(cout / group))], { axis: 1 }, group);
+        dW = b.op('Concat', xsplit.map((xg, i) => weightGrad(xg, gsplit[i]!)), { axis: 0 });
       }
-      dW = b.op('Transpose', [r], { perm });
     }
     const dBias = bias && need[2] ? b.op('ReduceSum', [g, b.int64s([0, ...kernel.map((_, i) => i + 2)])], { keepdims: 0 }) : undefined;
     return [dX, dW, dBias];
@@ -224,6 +233,22 @@ const rules: Record<string, GradRule> = {
   },
   ReduceSum: (b, n, dy) => reduceGrad(b, n, dy[0]!, false),
   ReduceMean: (b, n, dy) => reduceGrad(b, n, dy[0]!, true),
+  Sum: (b, n, dy, need) => inputs(n).map((x, i) => (need[i] ? reduceTo(b, n, dy[0]!, x) : undefined)),
+  Abs: (b, n, dy) => [b.op('Mul', [dy[0]!, b.op('Sign', [inputs(n)[0]!])])],
+  Pow: (b, n, dy, need) => {
+    const [x, p] = inputs(n) as [string, string];
+    if (need[1]) throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(n)}: gradients with respect to a Pow exponent are not supported`);
+    // d(x^p)/dx = p·x^(p−1)
+    const pm1 = b.op('Sub', [p, b.op('CastLike', [b.scalar(1), p])]);
+    return [reduceTo(b, n, b.op('Mul', [dy[0]!, b.op('Mul', [b.op('CastLike', [p, x]), b.op('Pow', [x, pm1])])]), x), undefined];
+  },
+  Clip: (b, n, dy) => {
+    const [x, lo, hi] = inputs(n) as [string, string | undefined, string | undefined];
+    let keep: string | undefined;
+    if (lo) keep = b.op('GreaterOrEqual', [x, lo]);
+    if (hi) { const under = b.op('LessOrEqual', [x, hi]); keep = keep ? b.op('And', [keep, under]) : under; }
+    return [keep ? b.op('Where', [keep, dy[0]!, b.scalar(0)]) : dy[0]];
+  },
   Where: (b, n, dy, need) => {
     const [cond, x, y] = inputs(n) as [string, string, string];
     const zero = b.scalar(0);
@@ -255,7 +280,7 @@ function reduceGrad(b: GraphBuilder, n: OnnxNode, g: string, mean: boolean): (st
 
 /** Input slots through which no gradient flows (shapes, axes, indices, conditions). */
 const NON_DIFF_SLOTS: Record<string, number[]> = {
-  Reshape: [1], Squeeze: [1], Unsqueeze: [1], ReduceSum: [1], Where: [0], Dropout: [1, 2], Slice: [1, 2, 3, 4], Expand: [1],
+  Reshape: [1], Squeeze: [1], Unsqueeze: [1], ReduceSum: [1], Where: [0], Dropout: [1, 2], Slice: [1, 2, 3, 4], Expand: [1], Clip: [1, 2], Pow: [1],
 };
 
 /** Operators whose outputs never carry a gradient (integer or boolean results, random numbers, shapes). */

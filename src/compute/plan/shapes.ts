@@ -67,7 +67,8 @@ export function inferShapes(b: GraphBuilder, node: OnnxNode): void {
   const set = (s: Shape, i = 0, elemType?: number) => { if (outs[i]) b.setShape(outs[i]!, s, elemType); };
   const rank = x?.length ?? 0;
   switch (node.opType) {
-    case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Pow': case 'Where': case 'Equal': case 'Greater': case 'Less': {
+    case 'Add': case 'Sub': case 'Mul': case 'Div': case 'Pow': case 'Where': case 'Equal': case 'Greater': case 'Less':
+    case 'GreaterOrEqual': case 'LessOrEqual': case 'And': {
       let s: Shape = ins[0] ?? null;
       for (let i = 1; i < ins.length; i++) s = broadcastShapes(s, ins[i] ?? null, nodeLabel(node));
       set(s);
@@ -79,6 +80,15 @@ export function inferShapes(b: GraphBuilder, node: OnnxNode): void {
       set(s);
       break;
     }
+    case 'Split': {
+      const sizes = constInts(b, node.input?.[1]);
+      const axis = normAxis(attrInt(node, 'axis', 0), rank);
+      outs.forEach((_, i) => set(x && sizes ? x.map((d, k) => (k === axis ? sizes[i]! : d)) : null, i));
+      break;
+    }
+    case 'Clip': case 'Sign': case 'CastLike':
+      set(x);
+      break;
     case 'Relu': case 'LeakyRelu': case 'Sigmoid': case 'Tanh': case 'Softmax': case 'LogSoftmax': case 'Identity':
     case 'Neg': case 'Exp': case 'Log': case 'Sqrt': case 'Reciprocal': case 'Cast': case 'Abs': case 'Elu': case 'Selu':
     case 'RandomUniformLike': case 'Not':
