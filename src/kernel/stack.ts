@@ -88,6 +88,12 @@ function safeHeader(error: unknown): string {
   }
 }
 
+/** Gives `to` the cell frames of `from`, whose (already formatted) stack it took over. */
+export function adoptCellFrames(from: object, to: object): void {
+  const frames = cellFrames.get(from);
+  if (frames) cellFrames.set(to, frames);
+}
+
 /** What a notebook shows for anything a cell threw. `fileName` is the failing cell's script. */
 export function toCellError(thrown: unknown, fileName?: string): CellError {
   if (typeof thrown === 'object' && thrown !== null && 'message' in thrown) {
@@ -97,7 +103,9 @@ export function toCellError(thrown: unknown, fileName?: string): CellError {
     const stack = typeof e.stack === 'string' ? e.stack : `${name}: ${message}`;
     const result: CellError = { name, message, stack };
     if (typeof e.code === 'string') result.code = e.code;
-    const frame = cellFrames.get(thrown)?.find((f) => f.fileName === fileName);
+    const frames = cellFrames.get(thrown);
+    // The failing cell's own frame; for errors outside a cell run (timers), the innermost cell frame.
+    const frame = fileName === undefined ? frames?.[0] : frames?.find((f) => f.fileName === fileName);
     if (frame) {
       result.line = frame.line;
       result.column = frame.column;

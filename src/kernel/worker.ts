@@ -12,7 +12,7 @@ import { compileCell, KERNEL_GLOBAL } from './compile';
 import { toMimeBundle } from './display';
 import { createGridApi, type DisplayFn } from './gridApi';
 import { isHostMessage, type CellOutput, type ExecuteRequest, type HostCallReply, type WorkerConfig, type WorkerToHost } from './protocol';
-import { CellRegistry, installStackMapping, toCellError } from './stack';
+import { adoptCellFrames, CellRegistry, installStackMapping, toCellError } from './stack';
 
 interface RunningCell {
   execId: number;
@@ -121,6 +121,7 @@ function settleCall(reply: HostCallReply): void {
   // The reply arrives on the IPC callback; give the error the stack of the cell line that called.
   const frames = (call.site.stack ?? '').split('\n').slice(1).join('\n');
   err.stack = `${err.name}${code ? ` [${code}]` : ''}: ${message}${frames ? `\n${frames}` : ''}`;
+  adoptCellFrames(call.site, err);
   call.reject(err);
 }
 

@@ -1,0 +1,308 @@
+// The notebook kernel as a user meets it: real kernel processes running cells — state, top-level
+// await, TypeScript, errors on the cell's own lines, streamed and rich output, the queue, interrupt
+// and restart.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { PNG } from 'pngjs';
+import { writeNpy } from '../../src/core/npy';
+import { tensorFromValues } from '../../src/core/protocol/tensor';
+import type { KernelHost, LateOutput } from '../../src/kernel';
+import { notebookDir, plainOf, run, startKernel, stderrOf, stdoutOf, value } from './kernel-harness';
+
+describe('one notebook session', () => {
+  let kernel: KernelHost;
+  let nb: Awaited<ReturnType<typeof notebookDir>>;
+
+  before(async () => {
+    nb = await notebookDir();
+    await writeFile(join(nb.dir, 'helpers.mjs'), 'export const greet = (name) => `hello ${name}`;\nexport default 42;\n');
+    await mkdir(join(nb.dir, 'node_modules', 'esm-only'), { recursive: true });
+    await writeFile(join(nb.dir, 'node_modules', 'esm-only', 'package.json'), JSON.stringify({ name: 'esm-only', type: 'module', exports: { import: './index.js' } }));
+    await writeFile(join(nb.dir, 'node_modules', 'esm-only', 'index.js'), 'export const answer = 41 + 1;\n');
+    await mkdir(join(nb.dir, 'node_modules', 'cjs-pkg'), { recursive: true });
+    await writeFile(join(nb.dir, 'node_modules', 'cjs-pkg', 'index.js'), 'module.exports = { kind: "cjs" };\n');
+    const digit = [0, 0, 5, 13, 9, 1, 0, 0, 0, 0, 13, 15, 10, 15, 5, 0, 0, 3, 15, 2, 0, 11, 8, 0, 0, 4, 12, 0, 0, 8, 8, 0, 0, 5, 8, 0, 0, 9, 8, 0, 0, 4, 11, 0, 1, 12, 7, 0, 0, 2, 14, 5, 10, 12, 0, 0, 0, 0, 6, 13, 10, 0, 0, 0];
+    await writeFile(join(nb.dir, 'digit.npy'), writeNpy(tensorFromValues('float64', [8, 8], digit)));
+    kernel = await startKernel({ cwd: nb.dir });
+    await kernel.start();
+  });
+
+  after(async () => {
+    await kernel.dispose();
+    await nb.remove();
+  });
+
+  test('variables, classes, functions and imports defined in one cell are there in the next', async () => {
+    await value(kernel, [
+      "import fs from 'node:fs';",
+      "import { join } from 'node:path';",
+      "import meaning, { greet } from './helpers.mjs';",
+      "import * as esm from 'esm-only';",
+      "const cjs = require('cjs-pkg');",
+      'let counter = 1;',
+      'const { a, b: [c] } = { a: 2, b: [3] };',
+      'class Point { constructor(public x: number, public y: number) {} norm() { return Math.hypot(this.x, this.y); } }',
+      'function double(n: number) { return 2 * n; }',
+    ].join('\n'));
+    assert.equal(await value(kernel, 'counter += 1; counter'), '2');
+    assert.equal(await value(kernel, 'counter'), '2', 'an assignment in a cell persists');
+    assert.equal(await value(kernel, 'typeof fs.readFileSync + " " + join("a", "b")'), 'function a/b');
+    assert.equal(await value(kernel, 'greet("grid") + " " + meaning + " " + esm.answer + " " + cjs.kind'), 'hello grid 42 42 cjs');
+    assert.equal(await value(kernel, 'new Point(3, 4).norm() + double(a + c)'), '15');
+  });
+
+  test('redeclaring const in a later cell shadows the old value, as re-running a Jupyter cell does', async () => {
+    await value(kernel, 'const model = "v1"; const useModel = () => model;');
+    await value(kernel, 'const model = "v2";');
+    assert.equal(await value(kernel, 'model + " " + useModel()'), 'v2 v2');
+  });
+
+  test('top-level await, with the awaited result kept for later cells', async () => {
+    assert.equal(await value(kernel, 'const answer = await new Promise<number>((resolve) => setImmediate(() => resolve(42)));\nanswer'), '42');
+    assert.equal(await value(kernel, 'answer + 1'), '43');
+    assert.equal(await value(kernel, 'Promise.resolve("a promise as the last value is awaited")'), 'a promise as the last value is awaited');
+  });
+
+  test('TypeScript: annotations, interfaces, generics and enums run', async () => {
+    const out = await value(kernel, [
+      'interface Sample { features: number[]; label: number }',
+      'enum Split { Train = "train", Test = "test" }',
+      'function first<T>(xs: readonly T[]): T | undefined { return xs[0]; }',
+      'const s: Sample = { features: [0.5, 1.5], label: 1 };',
+      'const split: Split = Split.Test;',
+      '`${first<number>(s.features)} ${split}`',
+    ].join('\n'));
+    assert.equal(out, '0.5 test');
+  });
+
+  test('a syntax error points at the line and column in the cell', async () => {
+    const { result, outputs } = await run(kernel, 'const ok = 1;\nfunction broken(a: number {\n  return a;\n}');
+    assert.equal(result.status, 'error');
+    assert.equal(result.error?.name, 'SyntaxError');
+    assert.equal(result.error?.line, 2);
+    assert.match(result.error!.stack, new RegExp(`at Cell \\[${result.executionCount}\\]:2:\\d+`));
+    assert.match(result.error!.stack, /function broken\(a: number \{/, 'the offending line is shown');
+    assert.deepEqual(outputs.at(-1), { kind: 'error', error: result.error });
+  });
+
+  test('a runtime error names the lines of every cell on its way, in TypeScript coordinates', async () => {
+    const defined = await run(kernel, [
+      'interface Options {',
+      '  scale: number;',
+      '}',
+      'function scaleAll(xs: number[], o: Options): number[] {',
+      '  return xs.map((x) => {',
+      '    if (x < 0) throw new RangeError(`negative value ${x}`);',
+      '    return x * o.scale;',
+      '  });',
+      '}',
+    ].join('\n'));
+    assert.equal(defined.result.status, 'ok');
+    const { result } = await run(kernel, 'const data: number[] = [1, 2, -3];\n\nscaleAll(data, { scale: 2 });');
+    assert.equal(result.status, 'error');
+    assert.equal(result.error?.name, 'RangeError');
+    assert.equal(result.error?.message, 'negative value -3');
+    assert.equal(result.error?.line, 3, 'the line of the failing cell');
+    const stack = result.error!.stack;
+    assert.match(stack, new RegExp(`Cell \\[${defined.result.executionCount}\\]:6:\\d+`), 'the throw, in the earlier cell');
+    assert.match(stack, new RegExp(`Cell \\[${result.executionCount}\\]:3:1`), 'the call');
+    assert.doesNotMatch(stack, /worker|__grid_cell|node:vm/, 'no kernel internals');
+  });
+
+  test('console.log/info go to stdout and console.error/warn to stderr, in order', async () => {
+    const { outputs } = await run(kernel, 'console.log("one", { a: 1 });\nconsole.info("two");\nconsole.error("three");\nconsole.warn("four");\nprocess.stdout.write("five\\n");');
+    assert.equal(stdoutOf(outputs), "one { a: 1 }\ntwo\nfive\n");
+    assert.equal(stderrOf(outputs), 'three\nfour\n');
+  });
+
+  test('display() chooses rich outputs, takes explicit mimes and updates named displays', async () => {
+    const { outputs } = await run(kernel, [
+      'display({ status: "ok", nodes: 2 });',
+      'display("<b>bold</b>", "text/html");',
+      'display({ "text/markdown": "# Title", "text/plain": "Title" });',
+      'display("epoch 1", { id: "progress" });',
+      'display("epoch 2", { id: "progress", update: true });',
+      'grid.tensor("float32", [2, 3], [1, 2, 3, 4, 5, 6.5])',
+    ].join('\n'));
+    const displays = outputs.filter((o) => o.kind === 'display');
+    assert.equal(displays.length, 6);
+    assert.deepEqual(JSON.parse(displays[0]!.data['application/json'] as string), { status: 'ok', nodes: 2 });
+    assert.deepEqual(displays[1]!.data, { 'text/html': '<b>bold</b>' });
+    assert.deepEqual(displays[2]!.data, { 'text/markdown': '# Title', 'text/plain': 'Title' });
+    assert.deepEqual([displays[3]!.displayId, displays[3]!.update], ['progress', undefined]);
+    assert.deepEqual([displays[4]!.displayId, displays[4]!.update, displays[4]!.data['text/plain']], ['progress', true, 'epoch 2']);
+    assert.equal(displays[5]!.data['text/plain'], 'float32 [2, 3]\n[[1.0, 2.0, 3.0],\n [4.0, 5.0, 6.5]]');
+    assert.match(displays[5]!.data['text/html'] as string, /<table/);
+  });
+
+  test('an 8x8 digit read from a .npy file shows as a PNG of that digit', async () => {
+    const { result, outputs } = await run(kernel, "const digit = await grid.fromNpy('digit.npy');\ndigit");
+    assert.equal(result.status, 'ok');
+    const shown = outputs.at(-1);
+    assert.ok(shown?.kind === 'display');
+    assert.match(shown.data['text/plain'] as string, /^float64 \[8, 8\]\n\[\[ 0,  0,  5, 13,  9,  1,  0,  0\],\n \[ 0,  0, 13, 15,/);
+    const png = PNG.sync.read(Buffer.from(shown.data['image/png'] as Uint8Array));
+    assert.deepEqual([png.width, png.height], [128, 128]);
+    const pixel = (x: number, y: number) => png.data[(y * 16 * 128 + x * 16) * 4]!;
+    assert.equal(pixel(0, 0), 0, 'background');
+    assert.equal(pixel(3, 0), Math.round((13 / 15) * 255), 'a stroke, stretched by the max (15)');
+    assert.equal(pixel(3, 1), 255, 'the brightest pixel');
+    assert.equal(await value(kernel, 'JSON.stringify(grid.toArray(digit)[0])'), '[0,0,5,13,9,1,0,0]');
+  });
+
+  test('output after a cell ended is reported as late output of that cell', async () => {
+    const late = new Promise<LateOutput>((resolve) => {
+      const sub = kernel.onDidEmitLateOutput((e) => { sub.dispose(); resolve(e); });
+    });
+    const { result } = await run(kernel, 'setImmediate(() => console.log("after the cell"));');
+    assert.equal(result.status, 'ok');
+    const e = await late;
+    assert.equal(e.executionCount, result.executionCount);
+    assert.deepEqual(e.output, { kind: 'stream', stream: 'stdout', text: 'after the cell\n' });
+  });
+
+  test('an exception thrown from a timer is reported, and the kernel keeps its state', async () => {
+    const pid = kernel.pid;
+    const late = new Promise<LateOutput>((resolve) => {
+      const sub = kernel.onDidEmitLateOutput((e) => { if (e.output.kind === 'error') { sub.dispose(); resolve(e); } });
+    });
+    await value(kernel, 'const survivor = "alive";\nsetImmediate(() => { throw new TypeError("stray"); });');
+    const e = await late;
+    assert.ok(e.output.kind === 'error');
+    assert.equal(e.output.error.name, 'TypeError');
+    assert.equal(e.output.error.line, 2);
+    assert.equal(await value(kernel, 'survivor'), 'alive');
+    assert.equal(kernel.pid, pid);
+  });
+
+  test('grid calls without a bridge fail with GRID_ERR_NOT_CONNECTED at the calling line', async () => {
+    const { result } = await run(kernel, 'const before = 1;\nawait grid.models();');
+    assert.equal(result.status, 'error');
+    assert.equal(result.error?.code, 'GRID_ERR_NOT_CONNECTED');
+    assert.equal(result.error?.line, 2);
+  });
+
+  test('queued cells run in order with consecutive counts; a failure cancels the rest', async () => {
+    const started: number[] = [];
+    const onStart = (info: { executionCount: number }) => started.push(info.executionCount);
+    const results = await Promise.all([
+      kernel.execute('const q = 1; q', { onStart }),
+      kernel.execute('q + 1', { onStart }),
+      kernel.execute('throw new Error("stop here")', { onStart }),
+      kernel.execute('globalThis.ranAfterFailure = true', { onStart }),
+    ]);
+    assert.deepEqual(results.map((r) => r.status), ['ok', 'ok', 'error', 'cancelled']);
+    const [r1, r2, r3, r4] = results;
+    assert.deepEqual([r2!.executionCount, r3!.executionCount], [r1!.executionCount! + 1, r1!.executionCount! + 2]);
+    assert.deepEqual(started, [r1!.executionCount, r2!.executionCount, r3!.executionCount]);
+    assert.equal(r4!.executionCount, undefined);
+    assert.ok(r1!.endTime <= r2!.startTime! && r2!.endTime <= r3!.startTime!);
+    assert.equal(await value(kernel, 'typeof ranAfterFailure'), 'undefined');
+  });
+
+  test('aborting a queued cell cancels it before it runs', async () => {
+    const controller = new AbortController();
+    const first = kernel.execute('await new Promise((r) => setImmediate(r)); "first"');
+    const second = kernel.execute('globalThis.abortedRan = true', { signal: controller.signal });
+    controller.abort();
+    assert.equal((await second).status, 'cancelled');
+    assert.equal((await first).status, 'ok');
+    assert.equal(await value(kernel, 'typeof abortedRan'), 'undefined');
+  });
+
+  test('ping measures a round trip to the kernel process', async () => {
+    const ms = await kernel.ping();
+    assert.ok(ms > 0 && ms < 5000);
+  });
+});
+
+describe('interrupt, restart and crashes', () => {
+  test('while (true) {} is stopped within the interrupt timeout; the cell says state was lost; the kernel works after', async () => {
+    const interruptTimeoutMs = 1000;
+    const kernel = await startKernel({ interruptTimeoutMs });
+    try {
+      await value(kernel, 'const before = "defined";');
+      const pidBefore = kernel.pid;
+      const lost = new Promise<string>((resolve) => { kernel.onDidLoseState((e) => resolve(e.reason)); });
+      let spinning!: () => void;
+      const isSpinning = new Promise<void>((resolve) => { spinning = resolve; });
+      const running = run(kernel, 'console.log("spinning");\nwhile (true) {}', { onOutput: (o) => { if (o.kind === 'stream') spinning(); } });
+      await isSpinning;
+      const t0 = performance.now();
+      await kernel.interrupt();
+      const elapsed = performance.now() - t0;
+      const { result, outputs } = await running;
+      assert.ok(elapsed < interruptTimeoutMs + 1000, `stopped after ${Math.round(elapsed)} ms`);
+      assert.equal(result.status, 'interrupted');
+      assert.equal(result.stateLost, true);
+      const error = outputs.at(-1);
+      assert.ok(error?.kind === 'error');
+      assert.match(error.error.message, /did not stop within 1 s .* restarted\. State was lost/);
+      assert.equal(await lost, 'interrupt');
+      assert.equal(await value(kernel, 'typeof before'), 'undefined');
+      assert.equal(await value(kernel, '1 + 1'), '2');
+      assert.notEqual(kernel.pid, pidBefore);
+      assert.equal(kernel.executionCount, 2, 'counting starts again in the new process');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('restart clears state and the execution count, and gives a new process', async () => {
+    const kernel = await startKernel();
+    try {
+      await value(kernel, 'const kept = 1;');
+      assert.equal(await value(kernel, 'kept'), '1');
+      const pid = kernel.pid;
+      await kernel.restart();
+      assert.notEqual(kernel.pid, pid);
+      assert.equal(kernel.status, 'idle');
+      const { result, outputs } = await run(kernel, 'typeof kept');
+      assert.equal(result.executionCount, 1);
+      assert.deepEqual(plainOf(outputs), ['undefined']);
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('a cell that ends the process reports that state was lost, and the next cell gets a fresh kernel', async () => {
+    const kernel = await startKernel();
+    try {
+      await value(kernel, 'const doomed = 1;');
+      const { result } = await run(kernel, 'process.exit(3)');
+      assert.equal(result.status, 'error');
+      assert.equal(result.stateLost, true);
+      assert.equal(result.error?.name, 'KernelDied');
+      assert.match(result.error!.message, /exited \(code 3\).*State was lost/);
+      assert.equal(await value(kernel, 'typeof doomed'), 'undefined');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('dispose is idempotent, ends the process, and using the kernel afterwards is a coded error', async () => {
+    const kernel = await startKernel();
+    await kernel.start();
+    const pid = kernel.pid!;
+    await kernel.dispose();
+    await kernel.dispose();
+    assert.equal(kernel.status, 'disposed');
+    assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, 'the kernel process is gone');
+    assert.throws(() => kernel.execute('1'), { code: 'GRID_ERR_DISPOSED' });
+  });
+
+  test('a worker path that does not exist fails the cell with a clear message', async () => {
+    const kernel = await startKernel({ workerPath: '/nonexistent/kernel-worker.js' });
+    try {
+      const { result } = await run(kernel, '1');
+      assert.equal(result.status, 'error');
+      assert.equal(result.error?.name, 'KernelStartFailed');
+      assert.match(result.error!.message, /exited .* before it was ready.*Cannot find module/s);
+    } finally {
+      await kernel.dispose();
+    }
+  });
+});
