@@ -118,11 +118,16 @@ function settleCall(reply: HostCallReply): void {
   }
   const { name, message, code, details } = reply.error;
   const err = code && isErrorCode(code) ? new GridError(code, message, details) : Object.assign(new Error(message), { name });
-  // The reply arrives on the IPC callback; give the error the stack of the cell line that called.
+  call.reject(atCallSite(err, call));
+}
+
+/** Errors made on an IPC callback get the stack of the cell line that made the call. */
+function atCallSite(err: Error, call: PendingCall): Error {
   const frames = (call.site.stack ?? '').split('\n').slice(1).join('\n');
-  err.stack = `${err.name}${code ? ` [${code}]` : ''}: ${message}${frames ? `\n${frames}` : ''}`;
+  const code = (err as { code?: unknown }).code;
+  err.stack = `${err.name}${typeof code === 'string' ? ` [${code}]` : ''}: ${err.message}${frames ? `\n${frames}` : ''}`;
   adoptCellFrames(call.site, err);
-  call.reject(err);
+  return err;
 }
 
 function interrupt(execId: number): void {
@@ -131,7 +136,7 @@ function interrupt(execId: number): void {
   for (const [callId, call] of pendingCalls) {
     if (call.execId !== execId) continue;
     pendingCalls.delete(callId);
-    call.reject(interruptedError(call.method));
+    call.reject(atCallSite(interruptedError(call.method), call));
   }
   current.abort.abort(gridError('ABORTED', 'the cell was interrupted'));
 }
