@@ -208,6 +208,31 @@ test('grouped Conv (group 2) weight and input gradients', async () => {
   await checkGradients(await prepare(model, { loss: 'cross_entropy' }, batchOf('float32', [3, 50], 8, 2)), { ...F32, samples: 8 });
 });
 
+test('a PyTorch-style dynamic flatten (Shape, Gather, Unsqueeze, Concat, Reshape) keeps shapes known', async () => {
+  const model = tiny({
+    dtype: 'float32',
+    nodes: [
+      makeNode('Reshape', ['x', 'ishape'], ['img']),
+      makeNode('Conv', ['img', 'K'], ['c'], [makeAttribute('kernel_shape', [3, 3])]),
+      makeNode('Shape', ['c'], ['s']),
+      makeNode('Gather', ['s', 'zero'], ['n'], [makeAttribute('axis', 0)]),
+      makeNode('Unsqueeze', ['n', 'axes0'], ['n1']),
+      makeNode('Concat', ['n1', 'minus1'], ['target'], [makeAttribute('axis', 0)]),
+      makeNode('Reshape', ['c', 'target'], ['f']),
+      makeNode('Gemm', ['f', 'W'], ['y']),
+    ],
+    params: { K: { dims: [2, 1, 3, 3] }, W: { dims: [2 * 3 * 3, 3] } },
+    consts: {
+      ishape: { dtype: 'int64', dims: [4], data: new BigInt64Array([-1n, 1n, 5n, 5n]) },
+      zero: { dtype: 'int64', dims: [], data: new BigInt64Array([0n]) },
+      axes0: { dtype: 'int64', dims: [1], data: new BigInt64Array([0n]) },
+      minus1: { dtype: 'int64', dims: [1], data: new BigInt64Array([-1n]) },
+    },
+    input: [4, 25], outputDims: ['N', 3],
+  });
+  await checkGradients(await prepare(model, { loss: 'cross_entropy' }, batchOf('float32', [4, 25], 2, 2)), F32);
+});
+
 test('Sum, Pow with a constant exponent, Clip and Abs', async () => {
   const model = tiny({
     dtype: 'float64',

@@ -99,6 +99,8 @@ export class GraphBuilder {
   readonly values = new Map<string, IrValue>();
   /** Values known when the plan is built (constant initializers), for shape inference. */
   readonly consts = new Map<string, Tensor>();
+  /** Small int64 values known symbolically (shape arithmetic as PyTorch exports it: Shape→Gather→Concat→Reshape). */
+  readonly symbolic = new Map<string, { dims: Dim[]; scalar: boolean }>();
   /** value → the value whose full shape it holds (outputs of Shape nodes), for Reshape/Expand inference. */
   readonly shapeSource = new Map<string, string>();
   private readonly used: Set<string>;

@@ -59,8 +59,75 @@ function spatialOut(node: OnnxNode, x: Shape, kernel: number[], channels: Dim, c
   return out;
 }
 
+/** The value of a small int64 tensor when known at build time: constant or symbolic shape arithmetic. */
+function symbolicValue(b: GraphBuilder, name: string | undefined): { dims: Dim[]; scalar: boolean } | undefined {
+  if (!name) return undefined;
+  const sym = b.symbolic.get(name);
+  if (sym) return sym;
+  const t = b.consts.get(name);
+  if (t && (t.dtype === 'int64' || t.dtype === 'int32') && t.data.length <= 16) return { dims: Array.from(t.data as ArrayLike<number | bigint>, Number), scalar: t.dims.length === 0 };
+  return undefined;
+}
+
+/** Tracks shape arithmetic on int64 values so a Reshape fed by it still has a known output shape. */
+function propagateSymbolic(b: GraphBuilder, node: OnnxNode): void {
+  const out = node.output?.[0];
+  if (!out) return;
+  const ins = node.input ?? [];
+  const put = (dims: Dim[], scalar = false) => b.symbolic.set(out, { dims, scalar });
+  switch (node.opType) {
+    case 'Shape': {
+      const x = b.shape(ins[0]!);
+      if (!x) return;
+      const r = x.length;
+      const start = normAxis(Math.max(-r, Math.min(r, attrInt(node, 'start', 0))), r);
+      const end = normAxis(Math.max(-r, Math.min(r, attrInt(node, 'end', r))), r);
+      put(x.slice(start, end));
+      return;
+    }
+    case 'Constant': {
+      const t = b.consts.get(out);
+      if (t && (t.dtype === 'int64' || t.dtype === 'int32') && t.data.length <= 16) put(Array.from(t.data as ArrayLike<number | bigint>, Number), t.dims.length === 0);
+      return;
+    }
+    case 'Gather': {
+      const data = symbolicValue(b, ins[0]), idx = symbolicValue(b, ins[1]);
+      if (!data || !idx || attrInt(node, 'axis', 0) !== 0) return;
+      const picked = idx.dims.map((i) => data.dims[normAxis(Number(i), data.dims.length)]!);
+      put(picked, idx.scalar);
+      return;
+    }
+    case 'Unsqueeze': {
+      const v = symbolicValue(b, ins[0]);
+      if (v?.scalar) put(v.dims);
+      return;
+    }
+    case 'Squeeze': {
+      const v = symbolicValue(b, ins[0]);
+      if (v && v.dims.length === 1) put(v.dims, true);
+      return;
+    }
+    case 'Concat': {
+      const vs = ins.map((i) => symbolicValue(b, i));
+      if (vs.every((v) => v && !v.scalar)) put(vs.flatMap((v) => v!.dims));
+      return;
+    }
+    case 'Cast': case 'Identity': {
+      const v = symbolicValue(b, ins[0]);
+      if (v) put(v.dims, v.scalar);
+      return;
+    }
+    case 'Mul': {
+      const [x, y] = [symbolicValue(b, ins[0]), symbolicValue(b, ins[1])];
+      if (x?.scalar && y?.scalar) put([mulDims([x.dims[0]!, y.dims[0]!])], true);
+      return;
+    }
+  }
+}
+
 /** Sets the shapes of `node`'s outputs from its inputs' shapes. */
 export function inferShapes(b: GraphBuilder, node: OnnxNode): void {
+  propagateSymbolic(b, node);
   const ins = (node.input ?? []).map((n) => (n === '' ? null : b.shape(n)));
   const x = ins[0] ?? null;
   const outs = node.output ?? [];
@@ -116,7 +183,7 @@ export function inferShapes(b: GraphBuilder, node: OnnxNode): void {
     case 'Reshape': {
       const src = b.shapeSource.get(node.input?.[1] ?? '');
       if (src !== undefined) { set(b.shape(src)); break; }
-      const target = constInts(b, node.input?.[1]);
+      const target = symbolicValue(b, node.input?.[1])?.dims;
       if (!target) { set(null); break; }
       const allowZero = attrInt(node, 'allowzero', 0);
       const out: Dim[] = target.map((d, i) => (d === 0 && !allowZero ? (x?.[i] ?? 0) : d));
