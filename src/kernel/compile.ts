@@ -6,7 +6,8 @@
 //                                                  redeclare it (Jupyter semantics, not a SyntaxError)
 //   class A {}               →  ;A = class A {};
 //   function f() {}          →  kept (hoisted); the prefix copies it to globalThis
-//   import d, { a } from 'm' →  ;{const __m = await import('m'); d = __m.default; a = __m["a"];}
+//   import d, { a } from 'm' →  ;{const __m = await __gridKernel.import('m'); d = __m.default; a = __m["a"];}
+//   import('m'), import.meta →  __gridKernel.import('m'), __gridKernel.meta   (resolved from the notebook)
 //   last expression          →  return (expr)   shown like Jupyter's Out[n]
 // and the whole body goes into `(async () => { … })()` so top-level await works. Edits never add or
 // remove a line break, so stack positions map back through esbuild's source map alone.
@@ -180,6 +181,14 @@ export function rewriteCell(js: string): RewrittenCell {
     }
   };
 
+  // import() and import.meta anywhere: the cell is a script, which has neither of its own.
+  walk(program, (node) => {
+    if (node.type === 'ImportExpression') edits.push({ start: node.start, end: node.start + 'import'.length, text: `${KERNEL_GLOBAL}.import` });
+    else if (node.type === 'MetaProperty' && (node as unknown as { meta: { name: string } }).meta.name === 'import') {
+      edits.push({ start: node.start, end: node.end, text: `${KERNEL_GLOBAL}.meta` });
+    }
+  });
+
   /** `expr;` → `return (expr);` over the statement's range (which includes any parentheses). */
   const returnStatement = (start: number, end: number) => {
     const close = js[end - 1] === ';' ? end - 1 : end;
@@ -235,7 +244,8 @@ export function rewriteCell(js: string): RewrittenCell {
   if (names.length > 0) prefix += `${KERNEL_GLOBAL}.declare(${JSON.stringify(names)});`;
   for (const f of functions) prefix += `globalThis[${JSON.stringify(f)}] = ${f};`;
 
-  edits.sort((a, b) => a.start - b.start);
+  // At one position, insertions go before the replacement that starts there (`return (` + `import(`).
+  edits.sort((a, b) => a.start - b.start || Number(a.end > a.start) - Number(b.end > b.start));
   const runs: Run[] = [];
   let out = prefix;
   let pos = 0;
@@ -276,7 +286,7 @@ function importText(node: ImportDeclaration, declared: Set<string>): string {
   const attributes = node.attributes.length === 0
     ? ''
     : `, { with: { ${node.attributes.map((a) => `${JSON.stringify(a.key.type === 'Identifier' ? a.key.name : a.key.value)}: ${JSON.stringify(a.value.value)}`).join(', ')} } }`;
-  let text = `;{const __m = await import(${JSON.stringify(node.source.value)}${attributes});`;
+  let text = `;{const __m = await ${KERNEL_GLOBAL}.import(${JSON.stringify(node.source.value)}${attributes});`;
   for (const s of node.specifiers) {
     declared.add(s.local.name);
     if (s.type === 'ImportDefaultSpecifier') text += `${s.local.name} = __m.default;`;
@@ -294,6 +304,18 @@ function keepLines(text: string, js: string, start: number, end: number): string
   let breaks = 0;
   for (let i = start; i < end; i++) if (js.charCodeAt(i) === 10) breaks++;
   return text + '\n'.repeat(breaks);
+}
+
+/** Visits every node below `node` (acorn has no walker of its own; acorn-walk would be one more package). */
+function walk(node: Node, visit: (node: Node) => void): void {
+  visit(node);
+  for (const value of Object.values(node)) {
+    if (Array.isArray(value)) {
+      for (const child of value) if (child && typeof (child as Node).type === 'string') walk(child as Node, visit);
+    } else if (value && typeof (value as Node).type === 'string') {
+      walk(value as Node, visit);
+    }
+  }
 }
 
 function collectNames(pattern: Pattern, into: Set<string>): void {

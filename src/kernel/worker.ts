@@ -3,9 +3,10 @@
 // messages; `grid.*` calls go to the host as `hostCall`s.
 
 import * as vm from 'node:vm';
-import { createRequire, isBuiltin } from 'node:module';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { resolve as resolveModule } from 'import-meta-resolve';
 import { GridError, gridError, isErrorCode } from '../core/errors';
 import type { GridBridgeMethod } from './bridge';
 import { compileCell, KERNEL_GLOBAL } from './compile';
@@ -141,12 +142,23 @@ function interrupt(execId: number): void {
   current.abort.abort(gridError('ABORTED', 'the cell was interrupted'));
 }
 
-// Dynamic imports resolve from the notebook's folder (the script's file name is in it). Node's own
-// loader does that where vm supports it; older Node (VS Code's Electron) resolves through require.
-const importFromNotebook = new Function('specifier', 'return import(specifier)') as (specifier: string) => Promise<unknown>;
-const notebookRequire = createRequire(join(process.cwd(), '__notebook__.js'));
-const importModuleDynamically = (vm.constants as unknown as { USE_MAIN_CONTEXT_DEFAULT_LOADER?: symbol } | undefined)?.USE_MAIN_CONTEXT_DEFAULT_LOADER
-  ?? ((specifier: string) => importFromNotebook(isBuiltin(specifier) ? specifier : pathToFileURL(notebookRequire.resolve(specifier)).href));
+// Cells import through here: specifiers resolve from the notebook's folder with Node's ESM rules
+// (import-meta-resolve), then load with the real import(). A vm script's own import() would need
+// --experimental-vm-modules, or a loader constant that VS Code's Electron Node lacks. The Function
+// keeps esbuild from turning import() into require() in the CommonJS bundle.
+const notebookFile = join(process.cwd(), '__notebook__.js');
+const notebookUrl = pathToFileURL(notebookFile).href;
+const notebookRequire = createRequire(notebookFile);
+const nativeImport = new Function('specifier', 'options', 'return options === undefined ? import(specifier) : import(specifier, options)') as
+  (specifier: string, options?: unknown) => Promise<unknown>;
+
+function importFromNotebook(specifier: unknown, options?: unknown): Promise<unknown> {
+  try {
+    return nativeImport(resolveModule(String(specifier), notebookUrl), options);
+  } catch (err) {
+    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
+  }
+}
 
 async function execute(request: ExecuteRequest): Promise<void> {
   const { execId } = request;
@@ -155,8 +167,9 @@ async function execute(request: ExecuteRequest): Promise<void> {
   lastExecId = execId;
   try {
     const compiled = await compileCell(request.code, request.language, request.cellName);
+    if (current.interrupted) throw gridError('ABORTED', 'the cell was interrupted before it started');
     registry.register(fileName, request.cellName, compiled);
-    const script = new vm.Script(compiled.code, { filename: fileName, importModuleDynamically: importModuleDynamically as never });
+    const script = new vm.Script(compiled.code, { filename: fileName });
     const value: unknown = await script.runInThisContext({ displayErrors: false });
     if (value !== undefined) display(value);
     send({ type: 'executeReply', execId, ok: true });
@@ -178,17 +191,13 @@ function main(): void {
     process.exit(2);
   }
   installStackMapping(registry);
-  // Node marks the main-context loader experimental and would print that into the first cell that imports.
-  const emitWarning = process.emitWarning.bind(process);
-  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
-    if (String(typeof warning === 'string' ? warning : warning.message).includes('USE_MAIN_CONTEXT_DEFAULT_LOADER')) return;
-    (emitWarning as (...args: unknown[]) => void)(warning, ...rest);
-  }) as typeof process.emitWarning;
   Object.defineProperty(globalThis, KERNEL_GLOBAL, {
     value: Object.freeze({
       declare(names: string[]) {
         for (const name of names) if (!(name in globalThis)) (globalThis as Record<string, unknown>)[name] = undefined;
       },
+      import: importFromNotebook,
+      meta: Object.freeze({ url: notebookUrl, filename: notebookFile, dirname: process.cwd(), resolve: (s: string) => resolveModule(s, notebookUrl) }),
     }),
   });
   const grid = createGridApi({

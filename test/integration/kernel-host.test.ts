@@ -52,6 +52,15 @@ describe('one notebook session', () => {
     assert.equal(await value(kernel, 'typeof fs.readFileSync + " " + join("a", "b")'), 'function a/b');
     assert.equal(await value(kernel, 'greet("grid") + " " + meaning + " " + esm.answer + " " + cjs.kind'), 'hello grid 42 42 cjs');
     assert.equal(await value(kernel, 'new Point(3, 4).norm() + double(a + c)'), '15');
+    assert.equal(await value(kernel, 'const dyn = await import("./helpers.mjs");\nconst lazy = () => import("esm-only");\ndyn.greet("again") + " " + (await lazy()).answer'), 'hello again 42');
+    assert.equal(await value(kernel, 'import.meta.dirname === process.cwd() && import.meta.url.startsWith("file://")'), 'true');
+  });
+
+  test('importing a module that is not there names it, at the import line', async () => {
+    const { result } = await run(kernel, 'const x = 1;\nimport missing from "no-such-package";');
+    assert.equal(result.status, 'error');
+    assert.match(result.error!.message, /no-such-package/);
+    assert.equal(result.error?.line, 2);
   });
 
   test('redeclaring const in a later cell shadows the old value, as re-running a Jupyter cell does', async () => {
