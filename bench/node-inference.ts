@@ -147,6 +147,8 @@ async function main(): Promise<void> {
     ]);
     procs.push(node, peer);
     client = await GridClient.connect(node.url, { connect: { heartbeatMs: 0 }, credentials: { username: 'admin', password: PASSWORD } });
+    // Ratios only mean something on a quiet machine: say how busy it was.
+    out(`machine: ${os.availableParallelism()} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at start`);
     const mlp = mlpModel(784, 128, 10);
     await client.hostModel(mlp, { id: 'mlp', allowRemoteInference: true });
     const local = await loadModel(mlp);
@@ -225,6 +227,7 @@ async function main(): Promise<void> {
     out(`  grid upload             ${gridMibps.toFixed(0)} MiB/s  (RSS growth client ${(cGrowth / MiB).toFixed(1)} MiB, node ${(nGrowth / MiB).toFixed(1)} MiB)`);
     out(`  ratio grid / raw ws     ${(gridMibps / raw.mibps).toFixed(2)}×  (target ≥ 0.6×; RSS growth target < 64 MiB per side)`);
     out(`  then validated (loaded by onnxruntime) and stored in ${validateSecs.toFixed(1)} s; sha256 ${hosted.model.sha256.slice(0, 12)}…; remote Gather row check ${okRow ? 'ok' : 'WRONG'}`);
+    out(`machine load average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   } finally {
     client?.dispose();
     await Promise.all(procs.map((p) => p.kill('SIGTERM')));
