@@ -7,6 +7,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PNG } from 'pngjs';
+import { encodeTensorProto } from '../../src/compute/onnx/tensor-proto';
 import { writeNpy } from '../../src/core/npy';
 import { tensorFromValues } from '../../src/core/protocol/tensor';
 import type { KernelHost, LateOutput } from '../../src/kernel';
@@ -160,6 +161,16 @@ describe('one notebook session', () => {
     assert.equal(pixel(3, 0), Math.round((13 / 15) * 255), 'a stroke, stretched by the max (15)');
     assert.equal(pixel(3, 1), 255, 'the brightest pixel');
     assert.equal(await value(kernel, 'JSON.stringify(grid.toArray(digit)[0])'), '[0,0,5,13,9,1,0,0]');
+  });
+
+  test('an ONNX TensorProto .pb file reads into a tensor; a bad file is a coded error at its line', async () => {
+    await writeFile(join(nb.dir, 'input_0.pb'), encodeTensorProto('input_0', tensorFromValues('int64', [2, 2], [1, 2, 3, -4])));
+    await writeFile(join(nb.dir, 'broken.npy'), 'not numpy');
+    assert.equal(await value(kernel, "const input = await grid.fromPb('input_0.pb');\ninput"), 'int64 [2, 2]\n[[ 1,  2],\n [ 3, -4]]');
+    const { result } = await run(kernel, "\nawait grid.fromNpy('broken.npy')");
+    assert.equal(result.error?.code, 'GRID_ERR_INVALID_TENSOR');
+    assert.match(result.error!.message, /broken\.npy/);
+    assert.equal(result.error?.line, 2);
   });
 
   test('output after a cell ended is reported as late output of that cell', async () => {
