@@ -4,7 +4,7 @@
 import { gridError } from './errors';
 import type { Logger } from './logger';
 import {
-  ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
+  AddUser, ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
   ListPeers, RunInference, Search, Subscribe,
   type DatasetInfo, type EventTopic, type ModelInfo, type NodeEvent, type PeerInfo,
 } from './protocol/messages';
@@ -13,6 +13,7 @@ import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from './pro
 import { GridSocket, type ConnectOptions, type GridStream } from './socket/grid-socket';
 import type { ReconnectOptions } from './socket/backoff';
 import { bufferSource, fileSink, fileSource } from './socket/transfer';
+import { TrainingClient } from './training-client';
 
 export type Credentials = { username: string; password: string } | { token: string };
 
@@ -78,6 +79,11 @@ export class GridClient {
   /** Logs in (or resumes a session by token); the token is re-sent after every reconnect. */
   authenticate(credentials: Credentials) {
     return this.socket.authenticate(credentials);
+  }
+
+  /** Creates a user on the node (admins only). */
+  addUser(username: string, password: string, role: 'user' | 'admin' = 'user') {
+    return this.socket.request(AddUser, { username, password, role });
   }
 
   /** Asks the node to open a link to another node. */
@@ -177,6 +183,16 @@ export class GridClient {
   /** Node events on `topics` (all by default) until cancelled; survives reconnects. */
   subscribe(topics?: EventTopic[], opts: { signal?: AbortSignal } = {}): GridStream<NodeEvent, Record<string, unknown>> {
     return this.socket.stream(Subscribe, topics === undefined ? {} : { topics }, opts.signal !== undefined ? { signal: opts.signal } : {});
+  }
+
+  // ---- training (src/core/training-client.ts) --------------------------------------------------
+
+  private trainingClient: TrainingClient | undefined;
+
+  /** Training jobs on this node, FL updates, evaluation on the node's data. */
+  get training(): TrainingClient {
+    this.trainingClient ??= new TrainingClient(this.socket);
+    return this.trainingClient;
   }
 
   /** Closes the socket if this client opened it; idempotent. */

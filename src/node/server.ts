@@ -14,6 +14,7 @@ import { Auth } from './auth';
 import { DatasetStore, type DatasetSpec } from './datasets';
 import { NodeEvents } from './events';
 import { registerHandlers, type NodeIdentity } from './handlers';
+import { attachTraining, type NodeTraining } from './training';
 import { NodeMetrics } from './metrics';
 import { ModelStore } from './models';
 import { PeerLinks } from './peers';
@@ -71,6 +72,8 @@ export class GridNode {
   readonly events: NodeEvents;
   readonly peers: PeerLinks;
   readonly metrics: NodeMetrics;
+  /** Training jobs (src/node/training). */
+  readonly training: NodeTraining;
   private readonly http: http.Server;
   private readonly grid: GridServer;
   private readonly db: MetaDb;
@@ -81,7 +84,7 @@ export class GridNode {
 
   private constructor(parts: {
     host: string; port: number; dataDir: string; identity: NodeIdentity; initialAdminPassword: string | undefined; auth: Auth;
-    models: ModelStore; datasets: DatasetStore; events: NodeEvents; peers: PeerLinks; metrics: NodeMetrics;
+    models: ModelStore; datasets: DatasetStore; events: NodeEvents; peers: PeerLinks; metrics: NodeMetrics; training: NodeTraining;
     http: http.Server; grid: GridServer; db: MetaDb; lock: DataDirLock; log: Logger;
   }) {
     this.host = parts.host;
@@ -96,6 +99,7 @@ export class GridNode {
     this.events = parts.events;
     this.peers = parts.peers;
     this.metrics = parts.metrics;
+    this.training = parts.training;
     this.http = parts.http;
     this.grid = parts.grid;
     this.db = parts.db;
@@ -134,7 +138,9 @@ export class GridNode {
       metrics.datasets.set(datasets.list().length);
 
       let where = `${host}:${opts.port ?? DEFAULT_PORT}`;
-      const router = registerHandlers(new GridRouter(), { identity, models, datasets, events, peers, metrics, where: () => where });
+      const router = registerHandlers(new GridRouter(), { identity, auth, models, datasets, events, peers, metrics, where: () => where });
+      const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
+      cleanups.unshift(() => training.close());
       const grid = new GridServer({
         router,
         logger: log,
@@ -178,7 +184,7 @@ export class GridNode {
       });
       const port = (server.address() as AddressInfo).port;
       where = `${host}:${port}`;
-      const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, http: server, grid, db, lock, log });
+      const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, http: server, grid, db, lock, log });
       ref.node = node;
       log.info({ url: node.url, dataDir, id, models: models.list().length, datasets: datasets.list().length }, 'grid node listening');
       return node;

@@ -1,0 +1,236 @@
+// Federated averaging across grid nodes, orchestrated from the client: each round sends the global
+// parameters to a fraction of the participants, each trains locally on its own data (a train job with
+// output 'update' on a node, or the same plan in this process), and the updates are averaged weighted
+// by their sample counts. A participant that fails or times out is dropped from that round, not fatal.
+// Design notes: docs/training.md.
+
+import { randomBytes } from 'node:crypto';
+import type { GridClient } from '../core/client';
+import { ErrorCodes, gridError, GridError, toGridError } from '../core/errors';
+import type { NamedTensors } from '../core/protocol/tensor';
+import type { Metrics, TrainRequest } from '../core/protocol/training-messages';
+import type { Dataset } from '../compute/data';
+import { fedAvg, type ClientUpdate } from '../compute/fedavg';
+import { modelParams, seededRandom, withParams } from '../compute/plan';
+import { train as trainInProcess, evaluateModel } from '../compute/train';
+
+/** A node holding a dataset, or data in this process (the same plan trains here). */
+export type Participant =
+  | { kind?: 'node'; client: GridClient; datasetId: string; name?: string }
+  | { kind: 'local'; data: Dataset; name: string };
+
+export interface FedAvgOptions {
+  /** The forward model (ONNX bytes); its initializers are the first global parameters. */
+  model: Uint8Array;
+  participants: readonly Participant[];
+  rounds: number;
+  /** Local epochs per round. */
+  localEpochs: number;
+  /** Fraction of the participants chosen (seeded) each round; 1 by default. */
+  fraction?: number;
+  loss: TrainRequest['loss'];
+  optimizer: TrainRequest['optimizer'];
+  lr?: number;
+  momentum?: number;
+  batchSize: number;
+  seed?: number;
+  /** Node datasets: label column, feature scale, and a held-out test split (kept fixed across rounds). */
+  label?: string;
+  featureScale?: number;
+  testSplit?: number;
+  /** FedProx: proximal term μ pulling each local model towards the round's global one. */
+  fedProxMu?: number;
+  /** Differential privacy on each participant's update. */
+  privacy?: { clipNorm: number; noiseMultiplier: number };
+  /** A participant not done with its round after this long is dropped from it. Default 10 min. */
+  roundTimeoutMs?: number;
+  /** Global test metrics after each round: a callback (e.g. a local test set), and/or the nodes' test splits. */
+  evaluate?: (model: Uint8Array, params: NamedTensors) => Promise<Metrics>;
+  evaluateOnNodes?: boolean;
+  signal?: AbortSignal;
+  onRound?(report: RoundReport): void;
+  onWarning?(message: string, error: GridError): void;
+}
+
+export interface ParticipantReport { name: string; samples: number; metrics: Metrics; seconds: number }
+
+export interface RoundReport {
+  round: number;
+  rounds: number;
+  participants: ParticipantReport[];
+  dropped: { name: string; error: { code: string; message: string } }[];
+  /** Sample-weighted training metrics of the round's updates. */
+  train: Metrics;
+  /** Global model's metrics after the round, when an evaluation was asked for. */
+  test?: Metrics;
+  seconds: number;
+}
+
+export interface FedAvgResult {
+  params: NamedTensors;
+  /** The forward model with the global parameters: serve it to any node with client.hostModel. */
+  model: Uint8Array;
+  rounds: RoundReport[];
+  test?: Metrics;
+}
+
+const nameOf = (p: Participant, i: number) => p.name ?? (p.kind === 'local' ? `local-${i}` : `${p.client.socket.status.url ?? 'node'}#${p.datasetId}`);
+
+function check(opts: FedAvgOptions): void {
+  if (!(opts.model instanceof Uint8Array)) throw new TypeError('opts.model must be ONNX model bytes');
+  if (!Array.isArray(opts.participants) || opts.participants.length === 0) throw new RangeError('opts.participants must list at least one node or local dataset');
+  if (!Number.isInteger(opts.rounds) || opts.rounds < 1) throw new RangeError(`opts.rounds must be a positive integer, got ${opts.rounds}`);
+  if (!Number.isInteger(opts.localEpochs) || opts.localEpochs < 1) throw new RangeError(`opts.localEpochs must be a positive integer, got ${opts.localEpochs}`);
+  if (opts.fraction !== undefined && !(opts.fraction > 0 && opts.fraction <= 1)) throw new RangeError(`opts.fraction must be in (0, 1], got ${opts.fraction}`);
+  if (opts.evaluateOnNodes && !opts.testSplit) throw new RangeError('opts.evaluateOnNodes needs opts.testSplit (the nodes evaluate on their held-out rows)');
+}
+
+/** Runs FedAvg round by round, yielding each round's report; the return value is the final global model. */
+export async function* fedAvgRounds(opts: FedAvgOptions): AsyncGenerator<RoundReport, FedAvgResult> {
+  check(opts);
+  const seed = opts.seed ?? 0;
+  const rand = seededRandom(seed + 7919);
+  const timeoutMs = opts.roundTimeoutMs ?? 600_000;
+  const run = randomBytes(4).toString('hex');
+  let global: NamedTensors = modelParams(opts.model);
+  const reports: RoundReport[] = [];
+  const hosted = new Map<GridClient, string>();
+  const warn = (message: string, err: GridError) => opts.onWarning?.(message, err);
+  try {
+    // The model goes to each node once; rounds then carry only parameters.
+    for (const p of opts.participants) {
+      if (p.kind === 'local' || hosted.has(p.client)) continue;
+      const id = `fedavg-${run}`;
+      await p.client.hostModel(opts.model, { id, ...(opts.signal && { signal: opts.signal }) });
+      hosted.set(p.client, id);
+    }
+    for (let round = 1; round <= opts.rounds; round++) {
+      if (opts.signal?.aborted) throw gridError('ABORTED', `FedAvg was cancelled before round ${round}`);
+      const started = performance.now();
+      const k = opts.participants.length;
+      const m = Math.max(1, Math.round((opts.fraction ?? 1) * k));
+      const order = opts.participants.map((_, i) => i);
+      for (let i = k - 1; i > 0; i--) { const j = Math.floor(rand() * (i + 1)); [order[i], order[j]] = [order[j]!, order[i]!]; }
+      const chosen = order.slice(0, m).sort((a, b) => a - b);
+      const startParams = global;
+      const results = await Promise.allSettled(chosen.map((i) => trainOne(opts.participants[i]!, i, round, startParams, hosted, timeoutMs, opts)));
+      const updates: (ClientUpdate & ParticipantReport)[] = [];
+      const dropped: RoundReport['dropped'] = [];
+      results.forEach((r, n) => {
+        const name = nameOf(opts.participants[chosen[n]!]!, chosen[n]!);
+        if (r.status === 'fulfilled') { updates.push({ ...r.value, name }); return; }
+        const e = toGridError(r.reason);
+        if (e.code === ErrorCodes.ABORTED && opts.signal?.aborted) throw e;
+        dropped.push({ name, error: { code: e.code, message: e.message } });
+        warn(`round ${round}: ${name} dropped: ${e.code}: ${e.message}`, e);
+      });
+      if (updates.length === 0) throw gridError('JOB_FAILED', `FedAvg round ${round}: every chosen participant failed (${dropped.map((d) => `${d.name}: ${d.error.code}`).join('; ')})`);
+      global = fedAvg(updates.map((u) => ({ params: u.params, samples: u.samples })));
+      const total = updates.reduce((a, u) => a + u.samples, 0);
+      const report: RoundReport = {
+        round, rounds: opts.rounds,
+        participants: updates.map(({ name, samples, metrics, seconds }) => ({ name, samples, metrics, seconds })),
+        dropped,
+        train: {
+          loss: updates.reduce((a, u) => a + u.metrics.loss * u.samples, 0) / total,
+          accuracy: updates.reduce((a, u) => a + u.metrics.accuracy * u.samples, 0) / total,
+        },
+        seconds: 0,
+      };
+      const test = await evaluateGlobal(opts, global, hosted, round === opts.rounds);
+      if (test) report.test = test;
+      report.seconds = (performance.now() - started) / 1000;
+      reports.push(report);
+      opts.onRound?.(report);
+      yield report;
+    }
+    const result: FedAvgResult = { params: global, model: withParams(opts.model, global), rounds: reports };
+    const lastTest = reports.at(-1)?.test;
+    if (lastTest) result.test = lastTest;
+    return result;
+  } finally {
+    for (const [client, id] of hosted) await client.deleteModel(id).catch(() => {});
+  }
+}
+
+/** Runs every round; per-round reports go to opts.onRound. */
+export async function fedAvgTrain(opts: FedAvgOptions): Promise<FedAvgResult> {
+  const it = fedAvgRounds(opts);
+  for (;;) {
+    const r = await it.next();
+    if (r.done) return r.value;
+  }
+}
+
+async function trainOne(p: Participant, index: number, round: number, global: NamedTensors, hosted: Map<GridClient, string>, timeoutMs: number, opts: FedAvgOptions): Promise<ClientUpdate & Omit<ParticipantReport, 'name'>> {
+  const seed = (opts.seed ?? 0) * 1000 + round * 31 + index;
+  const signals = [AbortSignal.timeout(timeoutMs), ...(opts.signal ? [opts.signal] : [])];
+  const signal = AbortSignal.any(signals);
+  const started = performance.now();
+  if (p.kind === 'local') {
+    const r = await trainInProcess(p.data, {
+      model: opts.model, params: global, loss: opts.loss, optimizer: opts.optimizer, epochs: opts.localEpochs, batchSize: opts.batchSize, seed, signal,
+      hyper: { ...(opts.lr !== undefined && { lr: opts.lr }), ...(opts.momentum !== undefined && { momentum: opts.momentum }), ...(opts.fedProxMu !== undefined && { proxMu: opts.fedProxMu }) },
+      ...(opts.fedProxMu !== undefined && { fedProxGlobal: global }),
+      ...(opts.privacy && { privacy: opts.privacy }),
+      loadOptions: { intraOpNumThreads: 1 },
+    });
+    return { params: r.params, samples: Math.round(r.samples / opts.localEpochs), metrics: r.metrics, seconds: (performance.now() - started) / 1000 };
+  }
+  const t = p.client.training;
+  const job = await t.start({
+    model: hosted.get(p.client)!, params: global, dataset_id: p.datasetId, output: 'update',
+    loss: opts.loss, optimizer: opts.optimizer, batch_size: opts.batchSize, epochs: opts.localEpochs, seed,
+    split_seed: opts.seed ?? 0,
+    ...(opts.lr !== undefined && { lr: opts.lr }),
+    ...(opts.momentum !== undefined && { momentum: opts.momentum }),
+    ...(opts.label !== undefined && { label: opts.label }),
+    ...(opts.featureScale !== undefined && { feature_scale: opts.featureScale }),
+    ...(opts.testSplit !== undefined && { test_split: opts.testSplit }),
+    ...(opts.fedProxMu !== undefined && { fedprox_mu: opts.fedProxMu }),
+    ...(opts.privacy && { privacy: { clip_norm: opts.privacy.clipNorm, noise_multiplier: opts.privacy.noiseMultiplier } }),
+    progress_every: 1_000_000,
+  }, { signal });
+  try {
+    const done = await t.wait(job.id, { signal });
+    const update = await t.jobParams(job.id, { signal });
+    return { params: update.params, samples: update.samples, metrics: done.result!.metrics, seconds: (performance.now() - started) / 1000 };
+  } catch (err) {
+    // A timed-out or abandoned job would run on; stop it so the node's compute is not wasted.
+    if (signal.aborted) await t.cancelJob(job.id).catch(() => {});
+    const e = toGridError(err);
+    if (signal.aborted && !opts.signal?.aborted) throw new GridError(ErrorCodes.TIMEOUT, `no update within ${timeoutMs} ms (job ${job.id})`, { job_id: job.id });
+    throw e;
+  }
+}
+
+async function evaluateGlobal(opts: FedAvgOptions, global: NamedTensors, hosted: Map<GridClient, string>, last: boolean): Promise<Metrics | undefined> {
+  if (opts.evaluate) return opts.evaluate(withParams(opts.model, global), global);
+  if (!opts.evaluateOnNodes && !(last && opts.testSplit)) return undefined;
+  // The nodes' held-out rows: each evaluates the global model on its own test split; the metrics are
+  // combined weighted by test rows. Local participants use their data as is (no split here).
+  let loss = 0, correct = 0, n = 0;
+  for (const [i, p] of opts.participants.entries()) {
+    if (p.kind === 'local') continue;
+    try {
+      const r = await p.client.training.evaluate({
+        model: hosted.get(p.client)!, params: global, dataset_id: p.datasetId, loss: opts.loss, test_split: opts.testSplit!, seed: opts.seed ?? 0,
+        ...(opts.label !== undefined && { label: opts.label }),
+        ...(opts.featureScale !== undefined && { feature_scale: opts.featureScale }),
+      });
+      loss += r.metrics.loss * r.samples;
+      correct += r.metrics.accuracy * r.samples;
+      n += r.samples;
+    } catch (err) {
+      opts.onWarning?.(`evaluation on ${nameOf(p, i)} failed: ${toGridError(err).message}`, toGridError(err));
+    }
+  }
+  if (n === 0) return evaluateLocalFallback(opts, global);
+  return { loss: loss / n, accuracy: correct / n };
+}
+
+async function evaluateLocalFallback(opts: FedAvgOptions, global: NamedTensors): Promise<Metrics | undefined> {
+  const local = opts.participants.find((p) => p.kind === 'local');
+  if (!local || local.kind !== 'local') return undefined;
+  return evaluateModel(opts.model, local.data, { loss: opts.loss, params: global, loadOptions: { intraOpNumThreads: 1 } });
+}

@@ -1,0 +1,209 @@
+// The node's handlers for training (core/protocol/training-messages.ts). Every training message needs an
+// authenticated session; a job is visible to its owner and to admins. Bad requests are refused before a
+// job exists, so the client gets the coded error from `train` itself.
+
+import * as fsp from 'node:fs/promises';
+import { gridError, GridError, ErrorCodes } from '../../core/errors';
+import type { ModelInfo } from '../../core/protocol/messages';
+import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../../core/protocol/tensor';
+import { CancelJob, Evaluate, GetJob, JobParams, ListJobs, ModelTraining, Train, WatchJob, type JobEvent } from '../../core/protocol/training-messages';
+import { withAttachment, type GridRouter, type HandlerContext } from '../../core/rpc/server';
+import { buildPlan, modelParams } from '../../compute/plan';
+import { evaluateModel } from '../../compute/train';
+import type { DatasetStore } from '../datasets';
+import { sessionOf, type SessionUser } from '../handlers';
+import type { ModelStore } from '../models';
+import { loadDataset, type LoadedData } from './data';
+import type { Job, TrainingJobs } from './jobs';
+import type { TrainingRecords } from './records';
+
+export interface TrainingDeps {
+  jobs: TrainingJobs;
+  models: ModelStore;
+  datasets: DatasetStore;
+  records: TrainingRecords;
+  where(): string;
+}
+
+function requireUser(ctx: HandlerContext, what: string): SessionUser {
+  const s = sessionOf(ctx);
+  if (s === undefined) throw gridError('UNAUTHENTICATED', `${what} needs an authenticated session: authenticate first (grid: --user/--password or GRID_USER/GRID_PASSWORD)`);
+  return s;
+}
+
+/** Claims an upload and reads it; the file is removed whatever happens. */
+async function uploadedBytes(ctx: HandlerContext, transferId: string): Promise<Buffer> {
+  const up = ctx.takeUpload(transferId);
+  try {
+    return await fsp.readFile(up.path);
+  } finally {
+    await fsp.rm(up.path, { force: true });
+  }
+}
+
+interface Selection { model_id?: string | undefined; model_transfer_id?: string | undefined; params_transfer_id?: string | undefined }
+
+export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps): GridRouter {
+  const { jobs, models, datasets, records } = deps;
+
+  /** The model bytes and starting parameters a request names; uploads are claimed first so none is left behind. */
+  async function resolveModel(sel: Selection, ctx: HandlerContext, user: SessionUser, use: 'train' | 'evaluate'): Promise<{ bytes: Uint8Array; parent?: ModelInfo; params?: NamedTensors }> {
+    const uploaded = sel.model_transfer_id !== undefined ? await uploadedBytes(ctx, sel.model_transfer_id) : undefined;
+    const paramBytes = sel.params_transfer_id !== undefined ? await uploadedBytes(ctx, sel.params_transfer_id) : undefined;
+    if ((sel.model_id === undefined) === (uploaded === undefined)) {
+      throw gridError('INVALID_MESSAGE', `${use}: name the model either by model_id (hosted) or by model_transfer_id (uploaded bytes), exactly one`);
+    }
+    let bytes: Uint8Array;
+    let parent: ModelInfo | undefined;
+    if (sel.model_id !== undefined) {
+      parent = models.get(sel.model_id);
+      const allowed = parent.owner === user.user || user.role === 'admin' || parent.allow_download || (use === 'evaluate' && parent.allow_remote_inference);
+      if (!allowed) {
+        throw gridError('FORBIDDEN', `node ${deps.where()} refused to ${use} model "${parent.id}": it belongs to ${parent.owner} and allow_download is false`, { model_id: parent.id });
+      }
+      bytes = await fsp.readFile(models.blobPath(parent.id));
+    } else {
+      bytes = uploaded!;
+    }
+    let params: NamedTensors | undefined;
+    if (paramBytes !== undefined) {
+      try {
+        params = decodeNamedTensors(paramBytes);
+      } catch (err) {
+        throw err instanceof GridError ? err : new GridError(ErrorCodes.INVALID_TENSOR, (err as Error).message);
+      }
+      let known: NamedTensors;
+      try {
+        known = modelParams(bytes);
+      } catch (err) {
+        throw new GridError(ErrorCodes.INVALID_MODEL, `the model does not decode as ONNX: ${(err as Error).message}`);
+      }
+      const stray = Object.keys(params).find((n) => !(n in known));
+      if (stray !== undefined) throw gridError('INVALID_INPUT', `the starting parameters name "${stray}", which is not a float initializer of the model`, { param: stray });
+    }
+    return { bytes, ...(parent && { parent }), ...(params && { params }) };
+  }
+
+  function ownJob(id: string, user: SessionUser): Job {
+    const job = jobs.get(id);
+    // Someone else's job is reported as missing: job ids are not a way to learn about other users.
+    if (job === undefined || (job.spec.owner !== user.user && user.role !== 'admin')) throw gridError('NOT_FOUND', `no training job "${id}" on this node`, { job_id: id });
+    return job;
+  }
+
+  router.handle(Train, async (data, ctx) => {
+    let user: SessionUser;
+    try {
+      user = requireUser(ctx, 'train');
+    } catch (err) {
+      for (const t of [data.model_transfer_id, data.params_transfer_id]) if (t !== undefined) await uploadedBytes(ctx, t).catch(() => {});
+      throw err;
+    }
+    const model = await resolveModel(data, ctx, user, 'train');
+    if (data.output_model_id !== undefined && models.has(data.output_model_id)) {
+      throw gridError('ALREADY_EXISTS', `a model "${data.output_model_id}" is already on this node; choose another output_model_id`, { model_id: data.output_model_id });
+    }
+    const loaded: LoadedData = await loadDataset(datasets, {
+      datasetId: data.dataset_id,
+      ...(data.label !== undefined && { label: data.label }),
+      ...(data.feature_scale !== undefined && { featureScale: data.feature_scale }),
+      ...(data.test_split !== undefined && { testSplit: data.test_split }),
+      ...((data.split_seed ?? data.seed) !== undefined && { seed: data.split_seed ?? data.seed }),
+    }, data.loss);
+    // Derive the plan now so an unsupported operator or a shape mismatch is this request's error, not a failed job.
+    const plan = buildPlan(model.bytes, { loss: data.loss, optimizer: data.optimizer, fedProx: data.fedprox_mu !== undefined, weightDecay: data.weight_decay !== undefined });
+    const features = loaded.train.features.dims[1]!;
+    const expect = plan.info.input.dims[1];
+    if (typeof expect === 'number' && expect !== features) {
+      throw gridError('INVALID_INPUT', `the model takes ${expect} features per row, dataset "${data.dataset_id}" has ${features} (label column "${loaded.label}" excluded)`);
+    }
+    const rows = loaded.train.features.dims[0]!;
+    if (data.validation_split !== undefined && (Math.round(rows * data.validation_split) === 0 || Math.round(rows * data.validation_split) >= rows)) {
+      throw gridError('INVALID_INPUT', `validation_split ${data.validation_split} of ${rows} training rows leaves no validation or no training rows`);
+    }
+    const job = jobs.submit({
+      owner: user.user, request: data, model: model.bytes, label: loaded.label, train: loaded.train,
+      ...(model.parent && { parent: model.parent }),
+      ...(model.params && { params: model.params }),
+      ...(loaded.test && { test: loaded.test }),
+    });
+    ctx.log.info({ job: job.id, owner: user.user, dataset: data.dataset_id, rows }, 'training job queued');
+    return { job: job.info() };
+  });
+
+  router.stream(WatchJob, async (data, ctx) => {
+    const job = ownJob(data.job_id, requireUser(ctx, 'watch-job'));
+    const { missed, events } = job.since(data.after_seq ?? 0);
+    if (missed > 0) ctx.emit({ kind: 'gap', seq: events[0] ? events[0].seq - 1 : job.lastSeq, job_id: job.id, missed });
+    for (const ev of events) ctx.emit(ev);
+    if (!job.isFinished) {
+      // Watching ends with the job, or when this client goes away; the job itself runs on.
+      let off: () => void = () => {};
+      await new Promise<void>((resolve) => {
+        if (ctx.signal.aborted) return resolve();
+        off = job.subscribe((ev: JobEvent) => ctx.emit(ev));
+        void job.settled.then(resolve);
+        ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+      });
+      off();
+    }
+    return { job: job.info() };
+  });
+
+  router.handle(ListJobs, (_data, ctx) => {
+    const user = requireUser(ctx, 'list-jobs');
+    return { jobs: jobs.list().filter((j) => j.spec.owner === user.user || user.role === 'admin').map((j) => j.info()) };
+  });
+
+  router.handle(GetJob, (data, ctx) => ({ job: ownJob(data.job_id, requireUser(ctx, 'job-info')).info() }));
+
+  router.handle(CancelJob, async (data, ctx) => {
+    const job = ownJob(data.job_id, requireUser(ctx, 'cancel-job'));
+    await jobs.cancel(job);
+    return { job: job.info() };
+  });
+
+  router.handle(JobParams, (data, ctx) => {
+    const job = ownJob(data.job_id, requireUser(ctx, 'job-params'));
+    if (job.spec.request.output !== 'update') throw gridError('INVALID_INPUT', `job ${job.id} stored a model (output "model"); its parameters are in model "${job.result?.model?.id ?? '?'}"`);
+    if (job.state !== 'succeeded' || job.params === undefined) {
+      throw gridError('INVALID_INPUT', `job ${job.id} is ${job.state}; its parameters exist once it has succeeded`, { state: job.state });
+    }
+    const reply = {
+      job_id: job.id, samples: job.result!.samples, params: job.result!.params!,
+      ...(job.result!.privacy && { privacy: job.result!.privacy }),
+    };
+    return withAttachment(reply, encodeNamedTensors(job.params));
+  });
+
+  router.handle(Evaluate, async (data, ctx) => {
+    let user: SessionUser;
+    try {
+      user = requireUser(ctx, 'evaluate');
+    } catch (err) {
+      for (const t of [data.model_transfer_id, data.params_transfer_id]) if (t !== undefined) await uploadedBytes(ctx, t).catch(() => {});
+      throw err;
+    }
+    const model = await resolveModel(data, ctx, user, 'evaluate');
+    const loaded = await loadDataset(datasets, {
+      datasetId: data.dataset_id,
+      ...(data.label !== undefined && { label: data.label }),
+      ...(data.feature_scale !== undefined && { featureScale: data.feature_scale }),
+      ...(data.test_split !== undefined && { testSplit: data.test_split }),
+      ...((data.split_seed ?? data.seed) !== undefined && { seed: data.split_seed ?? data.seed }),
+    }, data.loss);
+    const on = loaded.test ?? loaded.train;
+    const metrics = await evaluateModel(model.bytes, on, { loss: data.loss, loadOptions: { intraOpNumThreads: 1 }, ...(model.params && { params: model.params }) });
+    return { metrics, samples: on.features.dims[0]! };
+  });
+
+  router.handle(ModelTraining, (data, ctx) => {
+    requireUser(ctx, 'model-training');
+    const model = models.get(data.model_id);
+    const record = records.get(model.id, model.sha256);
+    if (record === undefined) throw gridError('NOT_FOUND', `model "${model.id}" was not trained on this node`, { model_id: model.id });
+    return { record };
+  });
+
+  return router;
+}
