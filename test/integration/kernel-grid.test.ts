@@ -64,6 +64,14 @@ describe('grid calls through the bridge', () => {
     assert.match(result.error!.stack, new RegExp(`at Cell \\[${result.executionCount}\\]:2:`));
   });
 
+  test('arguments that cannot cross to the host are a coded error naming the call', async () => {
+    const { result } = await run(kernel, 'const callback = () => 1;\nawait grid.serve("model.onnx", { onProgress: callback });');
+    assert.equal(result.status, 'error');
+    assert.equal(result.error?.code, 'GRID_ERR_INVALID_INPUT');
+    assert.match(result.error!.message, /grid\.serve: its arguments cannot be sent to the host/);
+    assert.equal(result.error?.line, 2);
+  });
+
   test('output the bridge emits during a call (training progress) lands in the calling cell', async () => {
     const running = run(kernel, 'const summary = await grid.train("mnist", "digits");\nsummary');
     const held = await server.next();

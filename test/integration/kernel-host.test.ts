@@ -277,10 +277,13 @@ describe('interrupt, restart and crashes', () => {
       await value(kernel, 'const kept = 1;');
       assert.equal(await value(kernel, 'kept'), '1');
       const pid = kernel.pid;
+      const statuses: string[] = [];
+      kernel.onDidChangeStatus((s) => statuses.push(s));
       await kernel.restart();
       assert.notEqual(kernel.pid, pid);
-      assert.equal(kernel.status, 'idle');
+      assert.deepEqual(statuses, ['stopped', 'starting', 'idle']);
       const { result, outputs } = await run(kernel, 'typeof kept');
+      assert.deepEqual(statuses.slice(3), ['busy', 'idle']);
       assert.equal(result.executionCount, 1);
       assert.deepEqual(plainOf(outputs), ['undefined']);
     } finally {
