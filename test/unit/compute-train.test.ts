@@ -25,6 +25,28 @@ test('FedAvg weights each update by its sample count', () => {
   (five.w!.data as Float32Array).forEach((v, i) => assert.ok(Math.abs(v - want[i]!) < 1e-6));
 });
 
+test('FedAvg of large tensors (the SIMD path) matches the weighted sum for 1 to 9 updates and ragged lengths', () => {
+  for (const k of [1, 2, 3, 4, 5, 8, 9]) {
+    for (const n of [4096, 40003, 16384 * 2 + 5]) {
+      const updates = Array.from({ length: k }, (_, u) => ({
+        params: { w: { dtype: 'float32', dims: [n], data: Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.37 + u) * (u + 1)) } as Tensor },
+        samples: u + 1,
+      }));
+      const total = (k * (k + 1)) / 2;
+      const got = fedAvg(updates).w!.data as Float32Array;
+      for (let i = 0; i < n; i += 1 + (i % 7)) {
+        let want = 0;
+        for (let u = 0; u < k; u++) want += ((u + 1) / total) * (updates[u]!.params.w!.data as Float32Array)[i]!;
+        assert.ok(Math.abs(got[i]! - want) < 1e-5 * (1 + Math.abs(want)), `k=${k} n=${n} [${i}]: ${got[i]} vs ${want}`);
+      }
+      assert.ok(Number.isFinite(got[n - 1]!));
+    }
+  }
+  // An infinite value stays infinite rather than turning into NaN through unused SIMD lanes.
+  const inf = fedAvg([{ params: { w: f32([5000], new Array(5000).fill(Infinity)) }, samples: 1 }]).w!.data as Float32Array;
+  assert.equal(inf[4999], Infinity);
+});
+
 test('FedAvg refuses updates that do not line up', () => {
   const a = { w: f32([2], [1, 2]) };
   assert.throws(() => fedAvg([{ params: a, samples: 1 }, { params: { w: f32([1, 2], [1, 2]) }, samples: 1 }]), isCode('GRID_ERR_INVALID_INPUT', /tensor "w" of update 1 is float32 \[1, 2\]/));
