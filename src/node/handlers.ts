@@ -5,11 +5,12 @@
 import { rm } from 'node:fs/promises';
 import { gridError, GridError, ErrorCodes } from '../core/errors';
 import {
-  ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
+  AddUser, ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
   ListPeers, RunInference, Search, Subscribe, EventTopic,
 } from '../core/protocol/messages';
 import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../core/protocol/tensor';
 import { withAttachment, type GridRouter, type HandlerContext } from '../core/rpc/server';
+import type { Auth } from './auth';
 import type { DatasetStore } from './datasets';
 import type { NodeEvents } from './events';
 import type { NodeMetrics } from './metrics';
@@ -20,6 +21,7 @@ export interface NodeIdentity { id: string; name: string; version: string }
 
 export interface HandlerDeps {
   identity: NodeIdentity;
+  auth: Auth;
   models: ModelStore;
   datasets: DatasetStore;
   events: NodeEvents;
@@ -150,6 +152,15 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
   });
 
   router.handle(ListPeers, () => ({ peers: peers.list() }));
+
+  router.handle(AddUser, async (data, ctx) => {
+    const s = requireUser(ctx, 'add-user');
+    if (s.role !== 'admin') throw gridError('FORBIDDEN', `node ${deps.where()} refused add-user: only an admin may add users, and ${s.user} is not one`);
+    const role = data.role ?? 'user';
+    await deps.auth.addUser(data.username, data.password, role);
+    ctx.log.info({ user: data.username, role, by: s.user }, 'user added');
+    return { username: data.username, role };
+  });
 
   router.stream(Subscribe, async (data, ctx) => {
     const topics = data.topics ?? EventTopic.options;

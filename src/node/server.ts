@@ -241,6 +241,7 @@ export class GridNode {
       this.log.info({ url: this.url }, 'grid node shutting down');
       const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
       await this.grid.close();
+      await this.training.close();
       this.http.closeAllConnections();
       await httpClosed;
       await this.peers.close();

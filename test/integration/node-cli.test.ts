@@ -125,6 +125,14 @@ test('failures exit non-zero with the coded error on stderr (and as JSON with --
   const unreachable = await grid('ws://127.0.0.1:1', ['models'], false);
   assert.equal(unreachable.code, 1);
   assert.match(unreachable.err, /^grid: GRID_ERR_/);
+  const noPassword = await grid(n.node.url, ['add-user', 'bob']);
+  assert.equal(noPassword.code, 1);
+  assert.match(noPassword.err, /GRID_NEW_PASSWORD/);
+  const added = await grid(n.node.url, ['add-user', 'bob', '--new-password', 'bob-password-1']);
+  assert.equal(added.code, 0, added.err);
+  assert.equal(added.out, 'added user bob\n');
+  const asBob = await grid(n.node.url, ['--user', 'bob', '--password', 'bob-password-1', '--json', 'id'], false);
+  assert.equal(JSON.parse(asBob.out).user, 'bob');
   const usage = await grid(n.node.url, ['infer', 'locked'], false);
   assert.notEqual(usage.code, 0);
   assert.match(usage.err, /--input/);

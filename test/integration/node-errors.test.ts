@@ -229,9 +229,12 @@ test('mutations without a session are UNAUTHENTICATED; wrong passwords BAD_CREDE
 
   const admin = await n.admin();
   await admin.hostModel(mlpModel(4, 4, 2), { id: 'admins' });
-  await n.node.auth.addUser('alice', 'alice-password-1');
+  await assert.rejects(anon.addUser('mallory', 'mallory-password'), { code: 'GRID_ERR_UNAUTHENTICATED' });
+  assert.deepEqual(await admin.addUser('alice', 'alice-password-1'), { username: 'alice', role: 'user' });
+  await assert.rejects(admin.addUser('alice', 'another-password'), { code: 'GRID_ERR_ALREADY_EXISTS' });
   const alice = await n.anonymous();
   await alice.authenticate({ username: 'alice', password: 'alice-password-1' });
+  await assert.rejects(alice.addUser('eve', 'eve-password-1'), (e: GridError) => e.code === 'GRID_ERR_FORBIDDEN' && /only an admin/.test(e.message));
   await assert.rejects(alice.deleteModel('admins'), (e: GridError) => e.code === 'GRID_ERR_FORBIDDEN' && /belongs to admin/.test(e.message));
   const mine = await alice.hostModel(mlpModel(4, 4, 2), { id: 'alices' });
   assert.equal(mine.owner, 'alice');

@@ -181,6 +181,16 @@ export const DatasetTags = defineRequest('dataset-tags', {
   idempotent: true,
 });
 
+// client (an admin) → node: create a user who can then authenticate.
+export const AddUser = defineRequest('add-user', {
+  request: z.object({
+    username: z.string().min(1).max(128),
+    password: z.string().min(1).max(1024),
+    role: z.enum(['user', 'admin']).optional(),
+  }).strict(),
+  reply: z.object({ username: z.string(), role: z.enum(['user', 'admin']) }),
+});
+
 export const EventTopic = z.enum(['models', 'datasets', 'peers']);
 export type EventTopic = z.infer<typeof EventTopic>;
 

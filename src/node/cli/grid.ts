@@ -152,6 +152,16 @@ class Cli {
       this.print(peers.length === 0 ? 'no peers' : peers.map((p) => `${p.id}  ${p.name}  ${p.address}  ${p.status}`).join('\n'), { peers });
     });
 
+    program.command('add-user <name>').description('create a user on the node (admin only); the password comes from GRID_NEW_PASSWORD or --new-password')
+      .addOption(new Option('--new-password <password>', "the new user's password").env('GRID_NEW_PASSWORD'))
+      .option('--admin', 'make the user an admin')
+      .action(async (name: string, o: { newPassword?: string; admin?: boolean }) => {
+        if (o.newPassword === undefined) throw gridError('INVALID_MESSAGE', 'add-user needs the password: set GRID_NEW_PASSWORD or pass --new-password');
+        const c = await this.connect(true);
+        const u = await c.addUser(name, o.newPassword, o.admin ? 'admin' : 'user');
+        this.print(`added ${u.role} ${u.username}`, u);
+      });
+
     program.command('connect <address>').description('link the node to another node').action(async (address: string) => {
       const c = await this.connect(true);
       const peer = await c.connectNode(address);
