@@ -180,6 +180,22 @@ async function execute(request: ExecuteRequest): Promise<void> {
   }
 }
 
+/**
+ * Makes each name a plain writable global, so `x = …` from a rewritten declaration sticks. Getter-only
+ * globals (Node's `crypto`) would otherwise ignore `import crypto from 'node:crypto'` silently.
+ */
+function declareGlobals(names: string[]): void {
+  const g = globalThis as Record<string, unknown>;
+  for (const name of names) {
+    const own = Object.getOwnPropertyDescriptor(g, name);
+    if (!own) {
+      if (!(name in g)) g[name] = undefined;
+    } else if (own.configurable && (own.get || own.set || !own.writable)) {
+      Object.defineProperty(g, name, { value: g[name], writable: true, enumerable: true, configurable: true });
+    }
+  }
+}
+
 function reportStray(err: unknown): void {
   const error = toCellError(err);
   if (!emit({ kind: 'error', error })) originalWrite.stderr(`${error.stack}\n`);
@@ -193,9 +209,7 @@ function main(): void {
   installStackMapping(registry);
   Object.defineProperty(globalThis, KERNEL_GLOBAL, {
     value: Object.freeze({
-      declare(names: string[]) {
-        for (const name of names) if (!(name in globalThis)) (globalThis as Record<string, unknown>)[name] = undefined;
-      },
+      declare: declareGlobals,
       import: importFromNotebook,
       meta: Object.freeze({ url: notebookUrl, filename: notebookFile, dirname: process.cwd(), resolve: (s: string) => resolveModule(s, notebookUrl) }),
     }),

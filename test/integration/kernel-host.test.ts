@@ -55,6 +55,8 @@ describe('one notebook session', () => {
     assert.equal(await value(kernel, 'new Point(3, 4).norm() + double(a + c)'), '15');
     assert.equal(await value(kernel, 'const dyn = await import("./helpers.mjs");\nconst lazy = () => import("esm-only");\ndyn.greet("again") + " " + (await lazy()).answer'), 'hello again 42');
     assert.equal(await value(kernel, 'import.meta.dirname === process.cwd() && import.meta.url.startsWith("file://")'), 'true');
+    await value(kernel, "import crypto from 'node:crypto';"); // Node's global `crypto` is a getter-only Web Crypto
+    assert.equal(await value(kernel, 'crypto.createHash("sha256").update("grid").digest("hex").length'), '64');
   });
 
   test('importing a module that is not there names it, at the import line', async () => {
