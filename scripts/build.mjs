@@ -1,5 +1,6 @@
 // Bundles the extension, the node and the CLIs with esbuild. `vscode` is provided by the host;
-// onnxruntime-node and the sqlite wasm module stay external because they load native/wasm files
+// onnxruntime-node, the sqlite wasm module and bufferutil (ws's N-API masking addon) stay external
+// because they load native/wasm files
 // relative to their own package folders.
 import * as esbuild from 'esbuild';
 
@@ -10,7 +11,7 @@ const common = {
   target: 'node20',
   format: 'cjs',
   sourcemap: true,
-  external: ['vscode', 'onnxruntime-node', 'node-sqlite3-wasm'],
+  external: ['vscode', 'onnxruntime-node', 'node-sqlite3-wasm', 'bufferutil'],
   logLevel: 'warning',
 };
 

@@ -8,3 +8,8 @@ export const BenchClaim = defineRequest('bench-claim', {
   reply: z.object({ size: z.number(), sha256: z.string(), rssBase: z.number(), rssPeak: z.number() }),
 });
 
+export const BenchOffer = defineRequest('bench-offer', {
+  request: z.object({ seed: z.number(), size: z.number() }),
+  reply: z.object({ transfer_id: z.string(), size: z.number(), sha256: z.string() }),
+});
+export const BenchRss = defineRequest('bench-rss', { request: z.object({ reset: z.boolean() }), reply: z.object({ rssBase: z.number(), rssPeak: z.number() }) });

@@ -13,9 +13,11 @@ export interface Started {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Spawns `node --import tsx <script> ...args` and resolves on its `listening on ws://HOST:PORT` line. */
+/** Spawns `node [--import tsx] <script> ...args` and resolves on its `listening on ws://HOST:PORT` line. */
 export async function startNodeScript(script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Started> {
-  const child = spawn(process.execPath, ['--import', 'tsx', script, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Bundled scripts (benchmarks) run as they ship; sources run through tsx.
+  const node = script.endsWith('.js') ? [script] : ['--import', 'tsx', script];
+  const child = spawn(process.execPath, [...node, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
   const lines = createInterface({ input: child.stdout! });

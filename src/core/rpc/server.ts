@@ -274,7 +274,7 @@ export class GridConnection {
         if (frame.kind === FrameKind.CHUNK) {
           this.server.uploads.chunk(frame.id, frame.index, frame.body, (received) => {
             this.sendJson({ type: 'transfer-ack', data: { transfer_id: frame.id, received } });
-          }, 4 * 1024 * 1024);
+          }, 1024 * 1024);
           return;
         }
         msg = frame.message;

@@ -20,15 +20,19 @@ interface Upload {
   readonly path: string;
   readonly size: number;
   readonly chunkSize: number;
-  /** Bytes written to the file, in order. */
+  /** Bytes on disk from offset 0 with no gap: what a resume starts from. */
   written: number;
-  /** Bytes accepted for writing (written + queued). */
+  /** Bytes accepted for writing (written + in flight). */
   accepted: number;
+  /** Bytes fed to the hash, in order; re-sent bytes below this are not hashed twice. */
+  hashed: number;
   hash: Hash;
-  file: FileHandle | undefined;
-  chain: Promise<void>;
+  file: Promise<FileHandle>;
+  /** Writes in flight, in offset order; the head's completion advances `written`. */
+  inflight: { end: number; done: boolean; promise: Promise<void> }[];
   failure: Error | undefined;
   committed: CommittedUpload | undefined;
+  closed: boolean;
   touched: number;
 }
 
@@ -78,57 +82,68 @@ export class UploadStore {
       }
       if (up.failure) throw up.failure;
       up.touched = Date.now();
-      // Chunks queued but not yet written are kept: the client resumes after them only once they are on disk.
+      // Resume from what is on disk without a gap; writes still in flight may advance `written` further,
+      // and the client's re-sent chunks for those bytes are simply written again.
       up.accepted = up.written;
       return { transfer_id: up.id, received: up.written };
     }
     if (size > this.maxBytes) throw gridError('PAYLOAD_TOO_LARGE', `upload of ${size} bytes exceeds this node's limit of ${this.maxBytes} bytes`);
     if (this.uploads.size >= this.maxUploads) throw gridError('PAYLOAD_TOO_LARGE', `the node already holds ${this.uploads.size} unfinished uploads; finish or wait for them`);
     const id = randomBytes(12).toString('base64url');
+    const path = join(this.dir, `${id}.part`);
     const up: Upload = {
-      id, path: join(this.dir, `${id}.part`), size, chunkSize,
-      written: 0, accepted: 0, hash: createHash('sha256'), file: undefined,
-      chain: Promise.resolve(), failure: undefined, committed: undefined, touched: Date.now(),
+      id, path, size, chunkSize,
+      written: 0, accepted: 0, hashed: 0, hash: createHash('sha256'),
+      file: open(path, 'w'), inflight: [],
+      failure: undefined, committed: undefined, closed: false, touched: Date.now(),
     };
-    up.chain = open(up.path, 'w').then((fh) => { up.file = fh; }, (err: Error) => { up.failure = err; });
+    // A failed open is reported by the first write or the commit, not as an unhandled rejection.
+    up.file.catch((err: Error) => { up.failure = gridError('INTERNAL', `upload ${id}: cannot create ${path}: ${err.message}`); });
     this.uploads.set(id, up);
     return { transfer_id: id, received: 0 };
   }
 
   /**
-   * Queues one chunk. `onWritten(received)` is called after it is on disk when `received` crossed an ack
-   * boundary or the upload is complete. Duplicates (re-sent after a resume) are ignored.
+   * Takes one chunk: hashes it (chunks arrive in order), starts its positional write without waiting
+   * for earlier ones, and calls `onWritten(written)` when the contiguous bytes on disk cross an ack
+   * boundary or complete the upload. Chunks re-sent after a resume are written again but not re-hashed.
    */
   chunk(transferId: string, index: number, body: Buffer, onWritten: (received: number) => void, ackBytes: number): void {
     const up = this.uploads.get(transferId);
     if (up === undefined) throw gridError('TRANSFER_NOT_FOUND', `chunk ${index} for unknown upload ${transferId}`);
     if (up.committed) return;
+    if (up.failure) throw up.failure;
     const offset = index * up.chunkSize;
     if (offset + body.length <= up.accepted) return; // already have it
     if (offset !== up.accepted) throw gridError('MALFORMED_FRAME', `upload ${transferId}: chunk ${index} starts at byte ${offset}, expected ${up.accepted}`);
     if (offset + body.length > up.size) throw gridError('PAYLOAD_TOO_LARGE', `upload ${transferId}: chunk ${index} goes past the announced size ${up.size}`);
     if (body.length !== up.chunkSize && offset + body.length !== up.size) throw gridError('MALFORMED_FRAME', `upload ${transferId}: chunk ${index} has ${body.length} bytes, expected ${up.chunkSize}`);
-    up.accepted = offset + body.length;
+    const end = offset + body.length;
+    up.accepted = end;
     up.touched = Date.now();
-    up.chain = up.chain.then(async () => {
-      if (up.failure || up.file === undefined) return;
-      if (offset !== up.written) {
-        // A resume raced this chunk: the bytes were already written from the old connection's queue.
-        // Acknowledge what is on disk so the client's window moves on.
-        if (offset < up.written) onWritten(up.written);
-        return;
-      }
-      try {
-        await up.file.write(body, 0, body.length, offset);
-      } catch (err) {
-        up.failure = gridError('INTERNAL', `upload ${transferId}: writing to ${this.dir} failed: ${(err as Error).message}`);
-        return;
-      }
+    if (offset === up.hashed) {
       up.hash.update(body);
+      up.hashed = end;
+    }
+    const entry = { end, done: false, promise: Promise.resolve() };
+    entry.promise = up.file.then(async (fh) => {
+      let done = 0;
+      while (done < body.length) done += (await fh.write(body, done, body.length - done, offset + done)).bytesWritten;
+    }).then(() => {
+      entry.done = true;
       const before = up.written;
-      up.written += body.length;
-      if (up.written === up.size || Math.floor(up.written / ackBytes) !== Math.floor(before / ackBytes)) onWritten(up.written);
+      while (up.inflight.length > 0 && up.inflight[0]!.done) up.written = Math.max(up.written, up.inflight.shift()!.end);
+      if (end <= before) {
+        // Re-sent after a resume, and already on disk from the old connection's writes: acknowledge what
+        // is there, or the client's window would wait for acks that went to the dead connection.
+        onWritten(up.written);
+      } else if (up.written !== before && (up.written === up.size || Math.floor(up.written / ackBytes) !== Math.floor(before / ackBytes))) {
+        onWritten(up.written);
+      }
+    }, (err: Error) => {
+      up.failure ??= gridError('INTERNAL', `upload ${transferId}: writing to ${this.dir} failed: ${err.message}`);
     });
+    up.inflight.push(entry);
   }
 
   /** Finishes an upload: waits for its writes, checks size and checksum, fsyncs. */
@@ -136,17 +151,18 @@ export class UploadStore {
     const up = this.uploads.get(transferId);
     if (up === undefined) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown or expired`);
     if (up.committed) return up.committed;
-    await up.chain;
+    await Promise.all(up.inflight.map((e) => e.promise));
     if (up.failure) throw up.failure;
-    if (up.written !== up.size) throw gridError('INVALID_MESSAGE', `upload ${transferId} holds ${up.written} of ${up.size} bytes; send the rest before committing`);
+    if (up.written !== up.size || up.hashed !== up.size) throw gridError('INVALID_MESSAGE', `upload ${transferId} holds ${up.written} of ${up.size} bytes; send the rest before committing`);
     const actual = up.hash.digest('hex');
     if (actual !== sha256) {
       await this.discard(up);
       throw gridError('CHECKSUM_MISMATCH', `upload ${transferId}: sha256 of the received bytes is ${actual}, the client announced ${sha256}; upload it again`);
     }
-    await up.file!.sync();
-    await up.file!.close();
-    up.file = undefined;
+    const fh = await up.file;
+    await fh.sync();
+    await fh.close();
+    up.closed = true;
     up.committed = { path: up.path, size: up.size, sha256: actual };
     up.touched = Date.now();
     return up.committed;
@@ -162,9 +178,11 @@ export class UploadStore {
 
   private async discard(up: Upload): Promise<void> {
     this.uploads.delete(up.id);
-    await up.chain;
-    await up.file?.close().catch(() => {});
-    up.file = undefined;
+    await Promise.all(up.inflight.map((e) => e.promise));
+    if (!up.closed) {
+      up.closed = true;
+      await up.file.then((fh) => fh.close(), () => {}).catch(() => {});
+    }
     await rm(up.path, { force: true });
   }
 
