@@ -211,6 +211,15 @@ export class GridNode {
   private async onHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://node');
     try {
+      if (req.method === 'POST' && url.pathname === '/search') {
+        // PyGrid's dataset search: {"query": [tags]} → {"content": bool}.
+        const body = await readJsonBody(req, 64 * 1024);
+        const query = (body as { query?: unknown } | undefined)?.query;
+        if (!Array.isArray(query) || query.some((q) => typeof q !== 'string')) {
+          return send(res, 400, { error: { code: 'GRID_ERR_INVALID_MESSAGE', message: 'POST /search takes {"query": ["tag", …]}' } });
+        }
+        return send(res, 200, { content: this.datasets.search(query as string[]).length > 0 });
+      }
       if (req.method !== 'GET' && req.method !== 'HEAD') {
         return send(res, 405, { error: { code: 'GRID_ERR_INVALID_MESSAGE', message: `${req.method} is not supported; the node speaks WebSocket at ${this.url}` } });
       }
@@ -228,6 +237,9 @@ export class GridNode {
         res.end(text);
         return;
       }
+      // PyGrid's read-only HTTP routes, for old scripts that poll them.
+      if (url.pathname === '/models/' || url.pathname === '/models') return send(res, 200, { success: true, models: this.models.list().map((m) => m.id) });
+      if (url.pathname === '/dataset-tags') return send(res, 200, [...new Set(this.datasets.list().flatMap((d) => d.tags))].sort());
       send(res, 404, { error: { code: 'GRID_ERR_NOT_FOUND', message: `no route ${url.pathname}; try /health, /metrics, or a WebSocket at ${this.url}` } });
     } catch (err) {
       this.log.error({ err }, 'http handler failed');
@@ -251,6 +263,17 @@ export class GridNode {
     })();
     return this.closing;
   }
+}
+
+async function readJsonBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
+  let size = 0;
+  const parts: Buffer[] = [];
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > limit) return undefined;
+    parts.push(c);
+  }
+  try { return JSON.parse(Buffer.concat(parts).toString('utf8')); } catch { return undefined; }
 }
 
 function send(res: http.ServerResponse, status: number, body: unknown): void {

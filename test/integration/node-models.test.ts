@@ -153,3 +153,20 @@ test('a restart keeps models, users, sessions and the node id', async (t) => {
   const local = await runLocally(model, { x: { dtype: 'float32', dims: [1, 8], data: seededFloats(8, 1) } });
   assert.ok(bytesOf(y.y!).equals(bytesOf(local.y!)));
 });
+
+test("PyGrid's HTTP routes: /models/, /dataset-tags and POST /search", async (t) => {
+  const n = await startTestNode({ datasets: [{ name: 'iris', path: path.join(__dirname, '../../data/datasets/iris.csv'), tags: ['uci', 'flowers'] }] });
+  t.after(() => n.close());
+  const c = await n.admin();
+  await c.hostModel(mlpModel(4, 4, 2), { id: 'm1' });
+  const http = n.node.url.replace('ws://', 'http://');
+  assert.deepEqual(await fetch(`${http}/models/`).then((r) => r.json()), { success: true, models: ['m1'] });
+  assert.deepEqual(await fetch(`${http}/dataset-tags`).then((r) => r.json()), ['flowers', 'uci']);
+  const search = (query: unknown) => fetch(`${http}/search`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ query }) });
+  assert.deepEqual(await search(['uci', 'flowers']).then((r) => r.json()), { content: true });
+  assert.deepEqual(await search(['genomes']).then((r) => r.json()), { content: false });
+  const bad = await search('uci');
+  assert.equal(bad.status, 400);
+  assert.equal(((await bad.json()) as { error: { code: string } }).error.code, 'GRID_ERR_INVALID_MESSAGE');
+  assert.equal((await fetch(`${http}/nothing-here`)).status, 404);
+});
