@@ -124,7 +124,7 @@ export async function* fedAvgRounds(opts: FedAvgOptions): AsyncGenerator<RoundRe
         dropped.push({ name, error: { code: e.code, message: e.message } });
         warn(`round ${round}: ${name} dropped: ${e.code}: ${e.message}`, e);
       });
-      if (updates.length === 0) throw gridError('JOB_FAILED', `FedAvg round ${round}: every chosen participant failed (${dropped.map((d) => `${d.name}: ${d.error.code}`).join('; ')})`);
+      if (updates.length === 0) throw gridError('JOB_FAILED', `FedAvg round ${round}: every chosen participant failed (${dropped.map((d) => `${d.name}: ${d.error.code}: ${d.error.message}`).join('; ')})`);
       global = fedAvg(updates.map((u) => ({ params: u.params, samples: u.samples })));
       const total = updates.reduce((a, u) => a + u.samples, 0);
       const report: RoundReport = {
