@@ -1,11 +1,63 @@
-// Activation only: build the context, register everything through it, nothing heavy here.
+// Activation only: build the context, register views and commands through it, then connect the
+// configured nodes after activate() has returned. Nothing heavy here: sockets, the protocol schemas
+// and tensor readers load on first use, onnxruntime-node never in the extension host.
 import * as vscode from 'vscode';
+import { COMMANDS } from './commands';
+import { Config } from './config';
+import { Ctx, type ShownError } from './ctx';
+import { Log } from './log';
+import { GridStatusBar } from './statusBar';
+import { ModelsProvider } from './views/models';
+import { NodesProvider } from './views/nodes';
 
-export function activate(context: vscode.ExtensionContext): void {
-  const log = vscode.window.createOutputChannel('Grid', { log: true });
-  context.subscriptions.push(log);
-  context.subscriptions.push(vscode.commands.registerCommand('grid.showLogs', () => log.show()));
-  log.info('Grid Workbench activated');
+/** What activate() returns: the views' own providers and test hooks, for the e2e suites. */
+export interface GridExtensionApi {
+  readonly activationMs: number;
+  readonly ctx: Ctx;
+  readonly nodesView: NodesProvider;
+  readonly modelsView: ModelsProvider;
+  readonly statusBar: GridStatusBar;
+  readonly onDidShowError: vscode.Event<ShownError>;
 }
 
-export function deactivate(): void {}
+let current: Ctx | undefined;
+
+export function activate(context: vscode.ExtensionContext): GridExtensionApi {
+  const t0 = performance.now();
+  const log = new Log();
+  context.subscriptions.push(log);
+  try {
+    const ctx = new Ctx(context, log);
+    current = ctx;
+    for (const [id, factory] of Object.entries(COMMANDS)) ctx.push(vscode.commands.registerCommand(id, factory(ctx)));
+    const nodesView = new NodesProvider(ctx);
+    const modelsView = new ModelsProvider(ctx);
+    const statusBar = new GridStatusBar(ctx);
+    ctx.push(
+      nodesView, modelsView, statusBar,
+      vscode.window.createTreeView('grid.nodes', { treeDataProvider: nodesView, showCollapseAll: true }),
+      vscode.window.createTreeView('grid.models', { treeDataProvider: modelsView }),
+      ctx.onDidChangeNodes(() => void vscode.commands.executeCommand('setContext', 'grid.hasNodes', ctx.connections.length > 0)),
+      vscode.workspace.onDidChangeConfiguration((e) => {
+        if (Config.affectsNodes(e)) void ctx.syncConfiguredNodes();
+        if (Config.needsReconnect(e)) log.info('connection settings changed; they apply from the next connect (Grid: Connect)');
+      }),
+    );
+    // After activation: the first connects must not count against it.
+    setImmediate(() => void ctx.connectAll());
+    const activationMs = performance.now() - t0;
+    log.info(`Grid Workbench activated in ${activationMs.toFixed(1)} ms`);
+    return { activationMs, ctx, nodesView, modelsView, statusBar, onDidShowError: ctx.onDidShowError };
+  } catch (err) {
+    log.error(`activation failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    void vscode.window.showErrorMessage(`Grid Workbench failed to activate: ${err instanceof Error ? err.message : String(err)}`);
+    throw err;
+  }
+}
+
+/** Stops the local node and closes every connection; VS Code waits for the promise. */
+export function deactivate(): Promise<void> | undefined {
+  const ctx = current;
+  current = undefined;
+  return ctx?.dispose();
+}

@@ -1,0 +1,399 @@
+// Every command: a small factory `name(ctx): Cmd`, registered from the one table at the bottom.
+// Each command takes an optional argument — a tree item (menus), a NodeConnection (tree item actions)
+// or an options object (scripts, tests, other extensions) — and asks interactively for whatever is
+// missing. Failures are shown with their code and fitting actions; the command then resolves undefined.
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { gridError } from '../core/errors';
+import type { ModelInfo } from '../core/protocol/messages';
+import type { NodeConnection } from './connection';
+import type { Ctx } from './ctx';
+import { formatBytes, GroupItem, ModelItem, NodeItem, signatureLine } from './views/items';
+
+export type Cmd = (...args: any[]) => unknown;
+
+/** What a command's argument may name a node with. */
+type NodeArg = NodeItem | GroupItem | ModelItem | NodeConnection | { node?: string } | undefined;
+
+interface ModelArgs {
+  node?: string;
+  model?: string;
+}
+
+function isConnection(a: unknown): a is NodeConnection {
+  return typeof a === 'object' && a !== null && 'entry' in a && 'connect' in a;
+}
+
+/** The node a command's argument names, if it names one. */
+function nodeFromArg(ctx: Ctx, arg: unknown): NodeConnection | undefined {
+  if (arg instanceof NodeItem || arg instanceof GroupItem || arg instanceof ModelItem) return arg.connection;
+  if (isConnection(arg)) return arg;
+  if (typeof arg === 'object' && arg !== null && typeof (arg as { node?: unknown }).node === 'string') {
+    const name = (arg as { node: string }).node;
+    const found = ctx.find(name);
+    if (!found) throw gridError('NOT_FOUND', `no node named or at "${name}"; the nodes are ${ctx.connections.map((c) => `"${c.name}"`).join(', ') || 'none'}`);
+    return found;
+  }
+  return undefined;
+}
+
+/** The node to act on: the argument's, the only candidate, or the user's pick. */
+async function pickNode(ctx: Ctx, arg: unknown, opts: { open: boolean; title: string; candidates?: NodeConnection[] }): Promise<NodeConnection | undefined> {
+  const given = nodeFromArg(ctx, arg);
+  if (given) return given;
+  const candidates = opts.candidates ?? (opts.open ? ctx.openConnections : ctx.connections);
+  if (candidates.length === 0) {
+    throw opts.open
+      ? gridError('NOT_CONNECTED', 'no grid node is connected: start the local node or connect to a node first')
+      : gridError('NOT_FOUND', 'there are no nodes in the list: add one with "Grid: Add Node"');
+  }
+  if (candidates.length === 1) return candidates[0];
+  const picked = await vscode.window.showQuickPick(
+    candidates.map((c) => ({ label: c.name, description: `${c.state} · ${c.url}`, conn: c })),
+    { title: opts.title, placeHolder: 'Pick a node' },
+  );
+  return picked?.conn;
+}
+
+/** The model to act on: a ModelItem, `{node, model}`, or the user's pick across open nodes. */
+async function pickModel(ctx: Ctx, arg: unknown, title: string, filter: (m: ModelInfo) => boolean = () => true): Promise<{ conn: NodeConnection; model: ModelInfo } | undefined> {
+  if (arg instanceof ModelItem) return { conn: arg.connection, model: arg.model };
+  const a = (typeof arg === 'object' && arg !== null ? arg : {}) as ModelArgs;
+  if (typeof a.model === 'string') {
+    const conn = nodeFromArg(ctx, arg) ?? ctx.openConnections.find((c) => c.models.some((m) => m.id === a.model));
+    if (!conn) throw gridError('NOT_FOUND', `no connected node has a model "${a.model}"`);
+    await conn.whenSynced();
+    const model = conn.models.find((m) => m.id === a.model) ?? await conn.client.modelInfo(a.model);
+    return { conn, model };
+  }
+  const open = ctx.openConnections;
+  if (open.length === 0) throw gridError('NOT_CONNECTED', 'no grid node is connected: start the local node or connect to a node first');
+  const items = open.flatMap((c) => c.models.filter(filter).map((m) => ({ label: m.id, description: `${c.name} · v${m.version} · ${formatBytes(m.size)}`, detail: signatureLine(m), conn: c, model: m })));
+  if (items.length === 0) throw gridError('NOT_FOUND', 'no model on the connected nodes fits: serve one with "Grid: Serve Model"');
+  const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Pick a model', matchOnDescription: true, matchOnDetail: true });
+  return picked && { conn: picked.conn, model: picked.model };
+}
+
+/** A long operation in a cancellable notification; `report(done, total)` shows real percentages. */
+function withProgress<T>(title: string, task: (signal: AbortSignal, report: (done: number, total: number) => void) => Promise<T>): Thenable<T> {
+  return vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title, cancellable: true }, (progress, token) => {
+    const controller = new AbortController();
+    const sub = token.onCancellationRequested(() => controller.abort());
+    let shown = 0;
+    const report = (done: number, total: number) => {
+      const pct = total > 0 ? Math.floor((done / total) * 100) : 0;
+      if (pct <= shown && done < total) return;
+      progress.report({ increment: pct - shown, message: `${formatBytes(done)} of ${formatBytes(total)}` });
+      shown = pct;
+    };
+    return task(controller.signal, report).finally(() => sub.dispose());
+  });
+}
+
+/** Runs `body`; a failure is shown (with Retry re-running the whole command) and resolves undefined. */
+function guarded(ctx: Ctx, what: string, body: Cmd, node?: (args: unknown[]) => NodeConnection | undefined): Cmd {
+  const run = async (...args: unknown[]): Promise<unknown> => {
+    try {
+      return await body(...args);
+    } catch (err) {
+      let conn: NodeConnection | undefined;
+      try { conn = node?.(args) ?? nodeFromArg(ctx, args[0]); } catch { conn = undefined; }
+      ctx.showError(what, err, { retry: () => run(...args), ...(conn && { node: conn }) });
+      return undefined;
+    }
+  };
+  return run;
+}
+
+// ---- nodes ------------------------------------------------------------------------------------
+
+function addNode(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not add the node', async (arg?: { name?: string; url?: string }) => {
+    let url = arg?.url;
+    if (url === undefined) {
+      url = await vscode.window.showInputBox({
+        title: 'Connect to a grid node', prompt: 'The node\'s address', placeHolder: 'ws://127.0.0.1:5000', value: 'ws://127.0.0.1:5000',
+        validateInput: (v) => (/^wss?:\/\/[^/\s]+/.test(v.trim()) ? undefined : 'a node address looks like ws://host:port'),
+      });
+      if (url === undefined) return undefined;
+      url = url.trim();
+    }
+    let name = arg?.name;
+    if (name === undefined) {
+      const suggested = url.replace(/^wss?:\/\//, '').replace(/\/.*$/, '');
+      name = await vscode.window.showInputBox({ title: 'Connect to a grid node', prompt: 'A name for the node in the sidebar', value: suggested });
+      if (name === undefined) return undefined;
+    }
+    const conn = await ctx.addNode({ name: name.trim() || url, url });
+    return conn.url;
+  });
+}
+
+function removeNode(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not remove the node', async (arg?: NodeArg) => {
+    const conn = await pickNode(ctx, arg, { open: false, title: 'Remove a node from the list', candidates: ctx.connections.filter((c) => !c.local) });
+    if (!conn) return undefined;
+    await ctx.removeNode(conn);
+    return conn.url;
+  });
+}
+
+function connect(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not connect', async (arg?: NodeArg) => {
+    const conn = await pickNode(ctx, arg, { open: false, title: 'Connect to a node', candidates: ctx.connections.filter((c) => !c.isOpen) });
+    if (!conn) return undefined;
+    await ctx.connect(conn);
+    return conn.state;
+  });
+}
+
+function disconnect(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not disconnect', async (arg?: NodeArg) => {
+    const conn = await pickNode(ctx, arg, { open: false, title: 'Disconnect from a node', candidates: ctx.connections.filter((c) => c.state !== 'disconnected') });
+    if (!conn) return undefined;
+    conn.disconnect();
+    return conn.state;
+  });
+}
+
+function authenticate(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not sign in', async (arg?: NodeArg & { username?: string; password?: string }) => {
+    const conn = await pickNode(ctx, arg, { open: true, title: 'Sign in to a node' });
+    if (!conn) return undefined;
+    const a = (typeof arg === 'object' && arg !== null && !isConnection(arg) ? arg : {}) as { username?: string; password?: string };
+    const username = a.username ?? await vscode.window.showInputBox({ title: `Sign in to ${conn.name}`, prompt: 'User name', value: 'admin' });
+    if (username === undefined) return undefined;
+    const password = a.password ?? await vscode.window.showInputBox({ title: `Sign in to ${conn.name}`, prompt: `Password of ${username} (kept in VS Code's secret storage)`, password: true });
+    if (password === undefined) return undefined;
+    await ctx.authenticate(conn, { username, password });
+    void vscode.window.showInformationMessage(`Signed in to ${conn.name} as ${conn.user ?? username}.`);
+    return conn.user;
+  }, (args) => nodeFromArg(ctx, args[0]));
+}
+
+function startLocalNode(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not start the local node', async () => {
+    const conn = await vscode.window.withProgress({ location: vscode.ProgressLocation.Window, title: 'Starting the local grid node' }, () => ctx.startLocalNode());
+    await conn.whenSynced();
+    return conn.url;
+  });
+}
+
+function stopLocalNode(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not stop the local node', async () => {
+    await ctx.stopLocalNode();
+  });
+}
+
+function showNodeInfo(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not show the node', async (arg?: NodeArg) => {
+    const conn = await pickNode(ctx, arg, { open: false, title: 'Show a node' });
+    if (!conn) return undefined;
+    const info: Record<string, unknown> = {
+      name: conn.name, url: conn.url, state: conn.state, ...(conn.stateReason !== undefined && { reason: conn.stateReason }),
+      signed_in_as: conn.user ?? null, local: conn.local,
+    };
+    if (conn.isOpen) {
+      const id = await conn.client.getId();
+      Object.assign(info, { node_id: id.id, node_name: id.name, version: id.version, capabilities: id.capabilities });
+      Object.assign(info, { models: conn.models.map((m) => m.id), datasets: conn.datasets.map((d) => d.name), peers: conn.peers.map((p) => `${p.name} (${p.status})`) });
+    }
+    const doc = await vscode.workspace.openTextDocument({ language: 'json', content: `${JSON.stringify(info, null, 2)}\n` });
+    await vscode.window.showTextDocument(doc, { preview: true });
+    return info;
+  });
+}
+
+function refresh(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not refresh', async () => {
+    await ctx.syncConfiguredNodes();
+    await Promise.all(ctx.openConnections.map((c) => c.refresh()));
+  });
+}
+
+// ---- models -----------------------------------------------------------------------------------
+
+interface ServeArgs {
+  node?: string;
+  file?: string;
+  id?: string;
+  name?: string;
+  version?: string;
+  allowDownload?: boolean;
+  allowRemoteInference?: boolean;
+}
+
+function serveModel(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not serve the model', async (arg?: NodeArg | vscode.Uri | ServeArgs) => {
+    const a: ServeArgs = typeof arg === 'object' && arg !== null && !(arg instanceof vscode.Uri) && !isConnection(arg) && !(arg instanceof vscode.TreeItem) ? arg as ServeArgs : {};
+    let file = a.file ?? (arg instanceof vscode.Uri ? arg.fsPath : undefined);
+    if (file === undefined) {
+      const picked = await vscode.window.showOpenDialog({ title: 'Serve an ONNX model', canSelectMany: false, filters: { 'ONNX models': ['onnx'] }, openLabel: 'Serve' });
+      if (!picked?.[0]) return undefined;
+      file = picked[0].fsPath;
+    }
+    const conn = await pickNode(ctx, arg instanceof vscode.Uri ? undefined : arg, { open: true, title: `Serve ${path.basename(file)} to…` });
+    if (!conn) return undefined;
+    let id = a.id;
+    if (id === undefined) {
+      const suggested = path.basename(file, path.extname(file)).replace(/[^A-Za-z0-9._-]/g, '-');
+      id = await vscode.window.showInputBox({
+        title: `Serve ${path.basename(file)} to ${conn.name}`, prompt: 'Model id on the node', value: suggested,
+        validateInput: (v) => (/^[A-Za-z0-9._-]{1,128}$/.test(v) ? (conn.models.some((m) => m.id === v) ? `${conn.name} already has a model "${v}"` : undefined) : 'letters, digits, ".", "_" and "-" only (at most 128)'),
+      });
+      if (id === undefined) return undefined;
+    }
+    let allowDownload = a.allowDownload;
+    let allowRemoteInference = a.allowRemoteInference;
+    if (allowDownload === undefined || allowRemoteInference === undefined) {
+      const picks = await vscode.window.showQuickPick([
+        { label: 'Allow remote inference', key: 'infer', picked: allowRemoteInference ?? true },
+        { label: 'Allow download', key: 'download', picked: allowDownload ?? false },
+      ], { title: `Permissions of "${id}"`, canPickMany: true });
+      if (!picks) return undefined;
+      allowRemoteInference = picks.some((p) => p.key === 'infer');
+      allowDownload = picks.some((p) => p.key === 'download');
+    }
+    const modelFile = file;
+    const modelId = id;
+    const info = await withProgress(`Serving ${modelId} to ${conn.name}`, (signal, report) => conn.client.hostModel(modelFile, {
+      id: modelId, allowDownload: allowDownload!, allowRemoteInference: allowRemoteInference!, signal, onProgress: report,
+      ...(a.name !== undefined && { name: a.name }), ...(a.version !== undefined && { version: a.version }),
+    }));
+    ctx.log.info({ node: conn.url, model: info.id, size: info.size }, `served ${info.id} to ${conn.name}`);
+    void vscode.window.showInformationMessage(`${info.id} is served by ${conn.name}: ${signatureLine(info)}`);
+    return info;
+  });
+}
+
+function downloadModel(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not download the model', async (arg?: ModelItem | (ModelArgs & { dest?: string })) => {
+    const target = await pickModel(ctx, arg, 'Download a model', (m) => m.allow_download);
+    if (!target) return undefined;
+    const { conn, model } = target;
+    let dest = arg instanceof ModelItem ? undefined : arg?.dest;
+    if (dest === undefined) {
+      const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
+      const uri = await vscode.window.showSaveDialog({
+        title: `Download ${model.id} from ${conn.name}`, filters: { 'ONNX models': ['onnx'] }, saveLabel: 'Download',
+        ...(folder && { defaultUri: vscode.Uri.joinPath(folder, `${model.id}.onnx`) }),
+      });
+      if (!uri) return undefined;
+      dest = uri.fsPath;
+    }
+    const file = dest;
+    const info = await withProgress(`Downloading ${model.id} from ${conn.name}`, (signal, report) => conn.client.downloadModel(model.id, file, { signal, onProgress: report }));
+    ctx.log.info({ node: conn.url, model: info.id, file, sha256: info.sha256 }, `downloaded ${info.id}; sha256 verified`);
+    void vscode.window.showInformationMessage(`Downloaded ${info.id} (${formatBytes(info.size)}, sha256 verified) to ${file}`, 'Reveal').then((p) => {
+      if (p === 'Reveal') void vscode.commands.executeCommand('revealFileInOS', vscode.Uri.file(file));
+    });
+    return file;
+  });
+}
+
+function deleteModel(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not delete the model', async (arg?: ModelItem | (ModelArgs & { skipConfirmation?: boolean })) => {
+    const target = await pickModel(ctx, arg, 'Delete a model');
+    if (!target) return undefined;
+    const { conn, model } = target;
+    const skip = !(arg instanceof ModelItem) && arg?.skipConfirmation === true;
+    if (!skip) {
+      const ok = await vscode.window.showWarningMessage(`Delete model "${model.id}" from ${conn.name}?`, { modal: true, detail: 'The node deletes its copy; this cannot be undone.' }, 'Delete');
+      if (ok !== 'Delete') return undefined;
+    }
+    await conn.client.deleteModel(model.id);
+    ctx.log.info({ node: conn.url, model: model.id }, `deleted ${model.id} from ${conn.name}`);
+    return model.id;
+  });
+}
+
+function copyModelId(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not copy the model id', async (arg?: ModelItem | ModelArgs) => {
+    const target = await pickModel(ctx, arg, 'Copy a model id');
+    if (!target) return undefined;
+    await vscode.env.clipboard.writeText(target.model.id);
+    return target.model.id;
+  });
+}
+
+function showModelDetails(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not show the model', async (arg?: ModelItem | ModelArgs) => {
+    const target = await pickModel(ctx, arg, 'Show a model');
+    if (!target) return undefined;
+    const { conn, model } = target;
+    const doc = await vscode.workspace.openTextDocument({ language: 'json', content: `${JSON.stringify({ node: conn.name, node_url: conn.url, ...model }, null, 2)}\n` });
+    await vscode.window.showTextDocument(doc, { preview: true });
+    return model;
+  });
+}
+
+interface InferArgs extends ModelArgs {
+  /** Input files, `[NAME=]PATH` (.npy, .pb, .json). */
+  inputs?: string[];
+  /** Inputs as JSON text (instead of files). */
+  json?: string;
+}
+
+function runInference(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Inference failed', async (arg?: ModelItem | InferArgs) => {
+    const target = await pickModel(ctx, arg, 'Run inference', (m) => m.allow_remote_inference);
+    if (!target) return undefined;
+    const { conn, model } = target;
+    const a: InferArgs = arg instanceof ModelItem || arg === undefined ? {} : arg;
+    const io = await import('./inference');
+    let inputs;
+    if (a.inputs !== undefined) inputs = io.inputsFromFiles(model, a.inputs);
+    else if (a.json !== undefined) inputs = io.inputsFromJsonText(model, a.json, 'the JSON argument');
+    else {
+      const editor = vscode.window.activeTextEditor;
+      const fromEditor = editor && (editor.document.languageId === 'json' || editor.document.languageId === 'jsonc') ? editor.document : undefined;
+      const source = await vscode.window.showQuickPick([
+        { label: 'Input files…', detail: '.npy, .pb (ONNX TensorProto) or .json, one per input in order, or named NAME=…', key: 'files' },
+        ...(fromEditor ? [{ label: `The active editor (${path.basename(fromEditor.fileName)})`, detail: '{"input": tensor} or, for one input, the tensor itself', key: 'editor' }] : []),
+      ], { title: `Inputs for ${model.id}: ${signatureLine(model)}` });
+      if (!source) return undefined;
+      if (source.key === 'editor') inputs = io.inputsFromJsonText(model, fromEditor!.getText(), path.basename(fromEditor!.fileName));
+      else {
+        const files = await vscode.window.showOpenDialog({ title: `Inputs for ${model.id}`, canSelectMany: true, filters: { Tensors: ['npy', 'pb', 'json'] }, openLabel: 'Run' });
+        if (!files?.length) return undefined;
+        inputs = io.inputsFromFiles(model, files.map((f) => f.fsPath));
+      }
+    }
+    const feeds = inputs;
+    const t0 = performance.now();
+    const outputs = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} on ${conn.name}`, cancellable: true }, (_p, token) => {
+      const controller = new AbortController();
+      const sub = token.onCancellationRequested(() => controller.abort());
+      return conn.client.runInference(model.id, feeds, { signal: controller.signal, timeoutMs: ctx.config.requestTimeoutMs }).finally(() => sub.dispose());
+    });
+    const result = io.renderOutputs(outputs, { model: model.id, node: conn.name, durationMs: performance.now() - t0 }, path.join(ctx.extCtx.globalStorageUri.fsPath, 'results'));
+    const doc = await vscode.workspace.openTextDocument({ language: 'json', content: result.json });
+    await vscode.window.showTextDocument(doc, { preview: false });
+    for (const image of result.images) await vscode.commands.executeCommand('vscode.open', vscode.Uri.file(image), { viewColumn: vscode.ViewColumn.Beside, preview: false });
+    return { document: doc.uri.toString(), images: result.images };
+  });
+}
+
+function showLogs(ctx: Ctx): Cmd {
+  return () => ctx.log.show();
+}
+
+/** Every command, by id; main.ts registers them all. */
+export const COMMANDS: Record<string, (ctx: Ctx) => Cmd> = {
+  'grid.addNode': addNode,
+  'grid.removeNode': removeNode,
+  'grid.connect': connect,
+  'grid.disconnect': disconnect,
+  'grid.authenticate': authenticate,
+  'grid.startLocalNode': startLocalNode,
+  'grid.stopLocalNode': stopLocalNode,
+  'grid.showNodeInfo': showNodeInfo,
+  'grid.refresh': refresh,
+  'grid.serveModel': serveModel,
+  'grid.downloadModel': downloadModel,
+  'grid.deleteModel': deleteModel,
+  'grid.copyModelId': copyModelId,
+  'grid.showModelDetails': showModelDetails,
+  'grid.runInference': runInference,
+  'grid.showLogs': showLogs,
+};

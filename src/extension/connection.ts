@@ -1,0 +1,275 @@
+// One node's connection as the sidebar sees it: the shared GridSocket + GridClient, the node's state
+// in the user's words, and the node's models/datasets/peers kept current by its event stream (a
+// fetch on every (re)open, then pushed events; nothing polls). Loaded lazily by Ctx: this module
+// pulls in ws and the protocol schemas, which activation does not need.
+import * as vscode from 'vscode';
+import { GridClient, type Credentials } from '../core/client';
+import { ErrorCodes, gridError, toGridError, type GridError } from '../core/errors';
+import type { Logger } from '../core/logger';
+import type { DatasetInfo, ModelInfo, NodeEvent, PeerInfo } from '../core/protocol/messages';
+import type { ReconnectOptions } from '../core/socket/backoff';
+import { GridSocket, type SocketStatus } from '../core/socket/grid-socket';
+import type { NodeEntry } from './config';
+
+export type NodeState = 'disconnected' | 'connecting' | 'connected' | 'reconnecting' | 'unauthenticated' | 'error';
+
+export interface NodeIdentity {
+  id: string;
+  name: string;
+  version: string;
+  capabilities: string[];
+}
+
+export interface ConnectionSettings {
+  handshakeTimeoutMs: number;
+  heartbeatMs: number;
+  reconnect: ReconnectOptions;
+}
+
+export class NodeConnection implements vscode.Disposable {
+  readonly entry: NodeEntry;
+  /** The embedded local node (started by this window), not an entry of `grid.nodes`. */
+  readonly local: boolean;
+  private readonly log: Logger;
+  private readonly changed = new vscode.EventEmitter<NodeConnection>();
+  /** Fires on any change a view shows: state, identity, models, datasets, peers. */
+  readonly onDidChange = this.changed.event;
+
+  private socketValue: GridSocket | undefined;
+  private clientValue: GridClient | undefined;
+  /** Connection lifetime: disposed on disconnect and before every new connect. */
+  private scope: vscode.Disposable[] = [];
+  private stateValue: NodeState = 'disconnected';
+  private reason: string | undefined;
+  private reasonCode: string | undefined;
+  private credentials: Credentials | undefined;
+  private authFailure: GridError | undefined;
+  identity: NodeIdentity | undefined;
+  models: ModelInfo[] = [];
+  datasets: DatasetInfo[] = [];
+  peers: PeerInfo[] = [];
+  /** Settles once the lists reflect the node after the latest (re)open. */
+  private synced: Promise<void> = Promise.resolve();
+
+  constructor(entry: NodeEntry, opts: { local?: boolean; logger: Logger }) {
+    this.entry = entry;
+    this.local = opts.local ?? false;
+    this.log = opts.logger;
+  }
+
+  get name(): string {
+    return this.entry.name;
+  }
+
+  get url(): string {
+    return this.entry.url;
+  }
+
+  get state(): NodeState {
+    return this.stateValue;
+  }
+
+  /** Why the node is in the error/unauthenticated/reconnecting state, in words a user can act on. */
+  get stateReason(): string | undefined {
+    return this.reason;
+  }
+
+  get stateReasonCode(): string | undefined {
+    return this.reasonCode;
+  }
+
+  get user(): string | undefined {
+    return this.socketValue?.status.user;
+  }
+
+  get isOpen(): boolean {
+    return this.stateValue === 'connected' || this.stateValue === 'unauthenticated';
+  }
+
+  /** The shared client; throws NOT_CONNECTED when there is no usable connection. */
+  get client(): GridClient {
+    if (!this.clientValue || !this.isOpen) {
+      throw gridError('NOT_CONNECTED', `${this.name} (${this.url}) is not connected${this.reason ? `: ${this.reason}` : ''}`);
+    }
+    return this.clientValue;
+  }
+
+  /** Resolves when the lists shown in the views reflect the node (after a connect or reconnect). */
+  whenSynced(): Promise<void> {
+    return this.synced;
+  }
+
+  /**
+   * Connects (replacing any previous connection) and signs in with `credentials` when given.
+   * Resolves once open; a wrong password leaves the connection open but `unauthenticated`.
+   */
+  async connect(settings: ConnectionSettings, credentials: Credentials | undefined): Promise<void> {
+    this.closeScope();
+    this.credentials = credentials;
+    this.authFailure = undefined;
+    const socket = new GridSocket({ logger: this.log });
+    const client = new GridClient(socket);
+    this.socketValue = socket;
+    this.clientValue = client;
+    const onStatus = (s: SocketStatus) => this.onStatus(s);
+    socket.on('status', onStatus);
+    this.scope.push({ dispose: () => socket.off('status', onStatus) }, { dispose: () => socket.dispose() });
+    this.setState('connecting', undefined);
+    const opened = socket.connect(this.url, { handshakeTimeoutMs: settings.handshakeTimeoutMs, heartbeatMs: settings.heartbeatMs }, settings.reconnect);
+    // Subscribed while connecting: the stream goes out first on open, before the first listing, so
+    // nothing between the two is missed.
+    if (socket.status.state === 'connecting') this.subscribe(client);
+    try {
+      await opened;
+    } catch (err) {
+      if (socket !== this.socketValue) return;
+      const e = toGridError(err);
+      this.setState('error', e.message, e.code);
+      throw e;
+    }
+    if (socket !== this.socketValue) return;
+    if (credentials !== undefined) {
+      try {
+        await client.authenticate(credentials);
+      } catch (err) {
+        if (socket !== this.socketValue) return;
+        this.authFailure = toGridError(err);
+        this.log.warn({ node: this.url, code: this.authFailure.code }, `sign-in to ${this.name} failed: ${this.authFailure.message}`);
+      }
+    }
+    this.onStatus(socket.status);
+  }
+
+  /** Signs in on the open connection; the token is re-sent after every reconnect. */
+  async authenticate(credentials: Credentials): Promise<void> {
+    const client = this.clientValue;
+    if (!client || !this.isOpen) throw gridError('NOT_CONNECTED', `${this.name} (${this.url}) is not connected; connect before signing in`);
+    await client.authenticate(credentials);
+    this.credentials = credentials;
+    this.authFailure = undefined;
+    this.onStatus(client.socket.status);
+  }
+
+  get hasCredentials(): boolean {
+    return this.credentials !== undefined;
+  }
+
+  /** Closes the connection without reconnecting; idempotent. */
+  disconnect(): void {
+    this.closeScope();
+    this.setState('disconnected', undefined);
+  }
+
+  /** Fetches the lists again (the manual refresh; also run after every reconnect). */
+  refresh(): Promise<void> {
+    const client = this.clientValue;
+    if (!client || !this.isOpen) return Promise.resolve();
+    this.synced = this.fetchAll(client);
+    return this.synced;
+  }
+
+  dispose(): void {
+    this.closeScope();
+    this.changed.dispose();
+  }
+
+  private closeScope(): void {
+    const scope = this.scope;
+    this.scope = [];
+    this.socketValue = undefined;
+    this.clientValue = undefined;
+    for (const d of scope.reverse()) d.dispose();
+    this.identity = undefined;
+    this.models = [];
+    this.datasets = [];
+    this.peers = [];
+  }
+
+  private subscribe(client: GridClient): void {
+    const controller = new AbortController();
+    this.scope.push({ dispose: () => controller.abort() });
+    const stream = client.subscribe(undefined, { signal: controller.signal });
+    stream.subscribe({
+      next: (ev) => this.onEvent(ev),
+      error: (err) => {
+        if (err.code !== ErrorCodes.ABORTED && client === this.clientValue) this.log.warn({ node: this.url, code: err.code }, `event stream from ${this.name} ended: ${err.message}`);
+      },
+    });
+  }
+
+  private onEvent(ev: NodeEvent): void {
+    switch (ev.event) {
+      case 'model-added':
+        this.models = [...this.models.filter((m) => m.id !== ev.model.id), ev.model].sort((a, b) => a.id.localeCompare(b.id));
+        break;
+      case 'model-removed':
+        this.models = this.models.filter((m) => m.id !== ev.model_id);
+        break;
+      case 'dataset-added':
+        this.datasets = [...this.datasets.filter((d) => d.id !== ev.dataset.id), ev.dataset];
+        break;
+      case 'peer-connected':
+      case 'peer-disconnected':
+        this.peers = [...this.peers.filter((p) => p.id !== ev.peer.id), ev.peer];
+        break;
+    }
+    this.changed.fire(this);
+  }
+
+  private onStatus(s: SocketStatus): void {
+    if (this.socketValue === undefined) return;
+    const wasOpen = this.isOpen;
+    switch (s.state) {
+      case 'connecting':
+        this.setState('connecting', undefined);
+        break;
+      case 'reconnecting': {
+        const last = s.closedCode !== undefined ? `connection lost (close ${s.closedCode}${s.closedReason ? `: ${s.closedReason}` : ''})` : 'connection lost';
+        this.setState('reconnecting', `${last}; reconnect attempt ${s.attempt}`);
+        break;
+      }
+      case 'open':
+        if (s.authenticated) {
+          this.setState('connected', undefined);
+        } else if (this.authFailure) {
+          this.setState('unauthenticated', `sign-in failed: ${this.authFailure.message}`, this.authFailure.code);
+        } else if (this.credentials !== undefined) {
+          this.setState('unauthenticated', 'the node did not accept the stored sign-in after reconnecting; authenticate again', ErrorCodes.UNAUTHENTICATED);
+        } else {
+          this.setState('unauthenticated', 'not signed in: authenticate to serve, download or run models', ErrorCodes.UNAUTHENTICATED);
+        }
+        if (!wasOpen) void this.refresh();
+        break;
+      case 'closed':
+        if (s.reconnectionLimitReached) this.setState('error', `gave up reconnecting (last close ${s.closedCode ?? '?'}${s.closedReason ? `: ${s.closedReason}` : ''})`, ErrorCodes.RECONNECT_LIMIT);
+        else this.setState('error', `connection closed (${s.closedCode ?? '?'}${s.closedReason ? `: ${s.closedReason}` : ''})`, ErrorCodes.CONNECTION_DROPPED);
+        break;
+      case 'idle':
+        break;
+    }
+  }
+
+  private async fetchAll(client: GridClient): Promise<void> {
+    try {
+      const [id, models, datasets, peers] = await Promise.all([client.getId(), client.listModels(), client.listDatasets(), client.listPeers()]);
+      if (client !== this.clientValue) return;
+      this.identity = { id: id.id, name: id.name, version: id.version, capabilities: id.capabilities };
+      this.models = [...models].sort((a, b) => a.id.localeCompare(b.id));
+      this.datasets = datasets;
+      this.peers = peers;
+      this.changed.fire(this);
+    } catch (err) {
+      const e = toGridError(err);
+      if (client === this.clientValue) this.log.warn({ node: this.url, code: e.code }, `could not list ${this.name}'s models, datasets and peers: ${e.message}`);
+    }
+  }
+
+  private setState(state: NodeState, reason: string | undefined, code?: string): void {
+    if (state === this.stateValue && reason === this.reason) return;
+    this.stateValue = state;
+    this.reason = reason;
+    this.reasonCode = code;
+    this.log.info({ node: this.url, state, ...(reason !== undefined && { reason }) }, `${this.name}: ${state}`);
+    this.changed.fire(this);
+  }
+}

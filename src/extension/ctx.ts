@@ -1,0 +1,243 @@
+// The one context object. Extension lifetime: everything pushed to `subscriptions` (views, commands,
+// the log, the status bar, the local node). Connection lifetime: each NodeConnection owns its socket,
+// event stream and listeners, and drops them on disconnect or before reconnecting.
+import * as vscode from 'vscode';
+import type { Credentials } from '../core/client';
+import { ErrorCodes, GridError, gridError, toGridError } from '../core/errors';
+import { Config, type NodeEntry } from './config';
+import type { ConnectionSettings, NodeConnection } from './connection';
+import type { LocalNode } from './localNode';
+import type { Log } from './log';
+
+const CREDENTIALS_KEY = (url: string) => `grid.credentials:${url}`;
+export const LOCAL_NODE_NAME = 'Local node';
+
+export interface ShownError {
+  message: string;
+  code: string;
+  actions: string[];
+}
+
+export class Ctx implements vscode.Disposable {
+  readonly extCtx: vscode.ExtensionContext;
+  readonly log: Log;
+  readonly config = new Config();
+  /** Keyed by URL: one connection per node, shared by the views, the commands and the notebook kernel. */
+  private readonly connectionsByUrl = new Map<string, NodeConnection>();
+  private localNodeValue: LocalNode | undefined;
+  private localConnection: NodeConnection | undefined;
+  private readonly changed = new vscode.EventEmitter<void>();
+  /** Fires when any node's state, identity or lists change, or nodes are added/removed. */
+  readonly onDidChangeNodes = this.changed.event;
+  private readonly errorShown = new vscode.EventEmitter<ShownError>();
+  /** Every error message shown to the user, as shown (the e2e tests read it). */
+  readonly onDidShowError = this.errorShown.event;
+  private disposed = false;
+
+  constructor(extCtx: vscode.ExtensionContext, log: Log) {
+    this.extCtx = extCtx;
+    this.log = log;
+    this.push(this.changed, this.errorShown);
+  }
+
+  /** Registers an extension-lifetime disposable. */
+  push(...disposables: vscode.Disposable[]): void {
+    this.extCtx.subscriptions.push(...disposables);
+  }
+
+  get secrets(): vscode.SecretStorage {
+    return this.extCtx.secrets;
+  }
+
+  /** Every node shown in the tree: the local node first (while it runs), then `grid.nodes` in order. */
+  get connections(): NodeConnection[] {
+    const configured = this.config.nodes.map((n) => this.connectionsByUrl.get(n.url)).filter((c): c is NodeConnection => c !== undefined);
+    return this.localConnection ? [this.localConnection, ...configured.filter((c) => c !== this.localConnection)] : configured;
+  }
+
+  get openConnections(): NodeConnection[] {
+    return this.connections.filter((c) => c.isOpen);
+  }
+
+  get localNode(): LocalNode | undefined {
+    return this.localNodeValue;
+  }
+
+  /** Finds a shown node by name or URL. */
+  find(nameOrUrl: string): NodeConnection | undefined {
+    return this.connections.find((c) => c.url === nameOrUrl || c.name === nameOrUrl);
+  }
+
+  fireChanged(): void {
+    if (!this.disposed) this.changed.fire();
+  }
+
+  private connectionSettings(): ConnectionSettings {
+    const c = this.config;
+    return { handshakeTimeoutMs: c.connectTimeoutMs, heartbeatMs: c.heartbeatMs, reconnect: c.reconnect };
+  }
+
+  /** Creates the connection objects for `grid.nodes` (not connecting them) and drops removed ones. */
+  async syncConfiguredNodes(): Promise<void> {
+    const { NodeConnection } = await import('./connection');
+    const wanted = new Map(this.config.nodes.map((n) => [n.url, n]));
+    for (const [url, conn] of this.connectionsByUrl) {
+      if (conn.local || wanted.has(url)) continue;
+      conn.dispose();
+      this.connectionsByUrl.delete(url);
+    }
+    for (const entry of wanted.values()) {
+      if (this.connectionsByUrl.has(entry.url)) continue;
+      this.track(new NodeConnection(entry, { logger: this.log }));
+    }
+    this.fireChanged();
+  }
+
+  private track(conn: NodeConnection): NodeConnection {
+    this.connectionsByUrl.set(conn.url, conn);
+    conn.onDidChange(() => this.fireChanged());
+    return conn;
+  }
+
+  /** Connects every configured node that is not connected yet; failures are logged, not shown. */
+  async connectAll(): Promise<void> {
+    await this.syncConfiguredNodes();
+    await Promise.all(this.connections.filter((c) => c.state === 'disconnected').map((c) => this.connect(c).catch((err: unknown) => {
+      this.log.warn({ node: c.url }, `could not connect to ${c.name}: ${toGridError(err).message}`);
+    })));
+  }
+
+  async connect(conn: NodeConnection): Promise<void> {
+    await conn.connect(this.connectionSettings(), await this.credentials(conn));
+  }
+
+  /** Adds a node to `grid.nodes` (user settings) and connects to it. */
+  async addNode(entry: NodeEntry): Promise<NodeConnection> {
+    let parsed: URL;
+    try {
+      parsed = new URL(entry.url);
+    } catch {
+      throw gridError('INVALID_URL', `"${entry.url}" is not a URL; a node address looks like ws://127.0.0.1:5000`);
+    }
+    if (parsed.protocol !== 'ws:' && parsed.protocol !== 'wss:') throw gridError('INVALID_URL', `"${entry.url}" is not a ws:// or wss:// URL; a node address looks like ws://127.0.0.1:5000`);
+    const nodes = this.config.nodes;
+    if (nodes.some((n) => n.url === entry.url)) throw gridError('ALREADY_EXISTS', `a node with the address ${entry.url} is already in the list`);
+    if (nodes.some((n) => n.name === entry.name)) throw gridError('ALREADY_EXISTS', `a node named "${entry.name}" is already in the list; pick another name`);
+    await this.config.setNodes([...nodes, entry]);
+    await this.syncConfiguredNodes();
+    const conn = this.connectionsByUrl.get(entry.url)!;
+    void this.connect(conn).catch((err: unknown) => this.log.warn({ node: entry.url }, `could not connect to ${entry.name}: ${toGridError(err).message}`));
+    return conn;
+  }
+
+  async removeNode(conn: NodeConnection): Promise<void> {
+    if (conn.local) throw gridError('FORBIDDEN', 'the local node is not in the node list; stop it with "Grid: Stop Local Node"');
+    await this.config.setNodes(this.config.nodes.filter((n) => n.url !== conn.url));
+    await this.secrets.delete(CREDENTIALS_KEY(conn.url));
+    await this.syncConfiguredNodes();
+  }
+
+  // ---- credentials (SecretStorage only, never settings) ---------------------------------------
+
+  async credentials(conn: NodeConnection): Promise<Credentials | undefined> {
+    if (conn.local && this.localNodeValue) return { username: 'admin', password: await this.localNodeValue.adminPassword() };
+    const raw = await this.secrets.get(CREDENTIALS_KEY(conn.url));
+    if (!raw) return undefined;
+    try {
+      const c = JSON.parse(raw) as { username?: unknown; password?: unknown };
+      if (typeof c.username === 'string' && typeof c.password === 'string') return { username: c.username, password: c.password };
+    } catch { /* a damaged entry is treated as none */ }
+    return undefined;
+  }
+
+  /** Signs in and, on success, keeps the credentials for the next connect. */
+  async authenticate(conn: NodeConnection, creds: { username: string; password: string }): Promise<void> {
+    await conn.authenticate(creds);
+    if (!conn.local) await this.secrets.store(CREDENTIALS_KEY(conn.url), JSON.stringify(creds));
+  }
+
+  // ---- the local node ---------------------------------------------------------------------------
+
+  async startLocalNode(): Promise<NodeConnection> {
+    if (this.localConnection?.isOpen) return this.localConnection;
+    const [{ LocalNode, localNodePaths }, { NodeConnection }] = await Promise.all([import('./localNode'), import('./connection')]);
+    if (!this.localNodeValue) {
+      const paths = localNodePaths(this.extCtx);
+      const node = new LocalNode({ ...paths, port: this.config.localNodePort, demoDatasets: this.config.localNodeDemoDatasets, secrets: this.secrets, log: this.log });
+      this.localNodeValue = node;
+      this.push(node);
+      node.onDidExit(({ restarting }) => {
+        if (!restarting && this.localConnection) {
+          this.localConnection.dispose();
+          this.connectionsByUrl.delete(this.localConnection.url);
+          this.localConnection = undefined;
+          this.fireChanged();
+        }
+      });
+    }
+    const url = await this.localNodeValue.start();
+    if (this.localConnection && this.localConnection.url !== url) {
+      this.localConnection.dispose();
+      this.connectionsByUrl.delete(this.localConnection.url);
+      this.localConnection = undefined;
+    }
+    if (!this.localConnection) {
+      // A configured entry for the same URL would be a second socket to one node: reuse it instead.
+      this.localConnection = this.connectionsByUrl.get(url) ?? this.track(new NodeConnection({ name: LOCAL_NODE_NAME, url }, { local: true, logger: this.log }));
+    }
+    this.fireChanged();
+    await this.connect(this.localConnection);
+    return this.localConnection;
+  }
+
+  async stopLocalNode(): Promise<void> {
+    const conn = this.localConnection;
+    this.localConnection = undefined;
+    if (conn) {
+      conn.dispose();
+      this.connectionsByUrl.delete(conn.url);
+    }
+    await this.localNodeValue?.stop();
+    this.fireChanged();
+  }
+
+  // ---- errors -----------------------------------------------------------------------------------
+
+  /**
+   * Shows a failure with the actions that fit its code; resolves with the action picked (not awaited
+   * by commands: the notification may stay open). A user's own cancel is logged, not shown.
+   */
+  showError(what: string, err: unknown, extra: { retry?: () => unknown; node?: NodeConnection } = {}): void {
+    const e = toGridError(err);
+    if (e.code === ErrorCodes.ABORTED) {
+      this.log.info(`${what}: cancelled`);
+      return;
+    }
+    this.log.error({ code: e.code, ...(e.details && { details: e.details }) }, `${what}: ${e.message}`);
+    const actions: string[] = [];
+    if (extra.retry) actions.push('Retry');
+    if (needsSignIn(e) && extra.node) actions.push('Authenticate');
+    if (e.code === ErrorCodes.NOT_CONNECTED && !this.localNodeValue?.isRunning) actions.push('Start Local Node');
+    actions.push('Show Logs');
+    const message = `${what}: ${e.message} (${e.code})`;
+    this.errorShown.fire({ message, code: e.code, actions });
+    void vscode.window.showErrorMessage(message, ...actions).then((picked) => {
+      if (picked === 'Retry') void extra.retry?.();
+      else if (picked === 'Authenticate') void vscode.commands.executeCommand('grid.authenticate', extra.node);
+      else if (picked === 'Start Local Node') void vscode.commands.executeCommand('grid.startLocalNode');
+      else if (picked === 'Show Logs') this.log.show();
+    });
+  }
+
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    for (const c of this.connectionsByUrl.values()) c.dispose();
+    this.connectionsByUrl.clear();
+    await this.localNodeValue?.stop();
+  }
+}
+
+function needsSignIn(e: GridError): boolean {
+  return e.code === ErrorCodes.UNAUTHENTICATED || e.code === ErrorCodes.BAD_CREDENTIALS || e.code === ErrorCodes.FORBIDDEN;
+}

@@ -1,0 +1,159 @@
+// Tree items shared by the Nodes and Models views. `contextValue` drives the menus in package.json:
+// `node:<state>[:local]`, `model[:download][:infer]`, so a menu entry shows only where it can work.
+import * as vscode from 'vscode';
+import type { DatasetInfo, ModelInfo, PeerInfo } from '../../core/protocol/messages';
+import type { NodeConnection, NodeState } from '../connection';
+
+const STATE_ICON: Record<NodeState, vscode.ThemeIcon> = {
+  connected: new vscode.ThemeIcon('pass-filled', new vscode.ThemeColor('testing.iconPassed')),
+  connecting: new vscode.ThemeIcon('loading~spin'),
+  reconnecting: new vscode.ThemeIcon('sync~spin', new vscode.ThemeColor('list.warningForeground')),
+  unauthenticated: new vscode.ThemeIcon('lock', new vscode.ThemeColor('list.warningForeground')),
+  error: new vscode.ThemeIcon('error', new vscode.ThemeColor('list.errorForeground')),
+  disconnected: new vscode.ThemeIcon('debug-disconnect'),
+};
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) { v /= 1024; i++; }
+  return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function dims(d: (number | string | null)[]): string {
+  return `[${d.map((x) => (x === null ? '?' : String(x))).join(', ')}]`;
+}
+
+export function signatureLine(m: ModelInfo): string {
+  const side = (vs: ModelInfo['signature']['inputs']) => vs.map((v) => `${v.name}: ${v.dtype}${dims(v.dims)}`).join(', ');
+  return `(${side(m.signature.inputs)}) → (${side(m.signature.outputs)})`;
+}
+
+export class NodeItem extends vscode.TreeItem {
+  readonly kind = 'node';
+  readonly connection: NodeConnection;
+
+  constructor(conn: NodeConnection) {
+    super(conn.name, vscode.TreeItemCollapsibleState.Expanded);
+    this.connection = conn;
+    this.id = `node:${conn.url}`;
+    const who = conn.user ? ` · ${conn.user}` : '';
+    this.description = `${conn.state}${who} · ${conn.url.replace(/^wss?:\/\//, '')}`;
+    this.iconPath = STATE_ICON[conn.state];
+    this.contextValue = `node:${conn.state}${conn.local ? ':local' : ''}`;
+    const tip = new vscode.MarkdownString(`**${conn.name}** — ${conn.url}\n\nstate: **${conn.state}**`);
+    if (conn.stateReason) tip.appendMarkdown(`\n\n${conn.stateReason}`);
+    if (conn.identity) tip.appendMarkdown(`\n\nnode id \`${conn.identity.id}\` · grid node ${conn.identity.version}`);
+    this.tooltip = tip;
+    if (conn.state === 'disconnected' || conn.state === 'error') this.collapsibleState = conn.state === 'error' ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None;
+  }
+}
+
+/** The reason a node is not usable, with the action that may fix it. */
+export class ReasonItem extends vscode.TreeItem {
+  readonly kind = 'reason';
+  readonly connection: NodeConnection;
+
+  constructor(conn: NodeConnection) {
+    super(conn.stateReason ?? conn.state, vscode.TreeItemCollapsibleState.None);
+    this.connection = conn;
+    this.id = `reason:${conn.url}`;
+    this.description = conn.stateReasonCode;
+    this.tooltip = `${conn.stateReason ?? ''}${conn.stateReasonCode ? ` (${conn.stateReasonCode})` : ''}`;
+    const signIn = conn.state === 'unauthenticated';
+    this.iconPath = new vscode.ThemeIcon(signIn ? 'key' : 'refresh');
+    this.contextValue = signIn ? 'reason:signin' : 'reason:retry';
+    this.command = signIn
+      ? { command: 'grid.authenticate', title: 'Authenticate', arguments: [conn] }
+      : { command: 'grid.connect', title: 'Retry', arguments: [conn] };
+  }
+}
+
+export type GroupKind = 'models' | 'datasets' | 'peers' | 'jobs';
+
+export class GroupItem extends vscode.TreeItem {
+  readonly kind = 'group';
+  readonly connection: NodeConnection;
+  readonly group: GroupKind;
+
+  constructor(conn: NodeConnection, group: GroupKind, count: number | undefined) {
+    super(group[0]!.toUpperCase() + group.slice(1), count === 0 || count === undefined ? vscode.TreeItemCollapsibleState.Collapsed : vscode.TreeItemCollapsibleState.Expanded);
+    this.connection = conn;
+    this.group = group;
+    this.id = `${group}:${conn.url}`;
+    if (count !== undefined) this.description = String(count);
+    this.iconPath = new vscode.ThemeIcon({ models: 'symbol-class', datasets: 'database', peers: 'plug', jobs: 'pulse' }[group]);
+    this.contextValue = `group:${group}`;
+  }
+}
+
+export class ModelItem extends vscode.TreeItem {
+  readonly kind = 'model';
+  readonly connection: NodeConnection;
+  readonly model: ModelInfo;
+
+  constructor(conn: NodeConnection, model: ModelInfo, opts: { showNode: boolean }) {
+    super(model.id, vscode.TreeItemCollapsibleState.None);
+    this.connection = conn;
+    this.model = model;
+    this.id = `${opts.showNode ? 'all' : 'node'}-model:${conn.url}:${model.id}`;
+    const perms = [model.allow_remote_inference ? 'inference' : undefined, model.allow_download ? 'download' : undefined].filter(Boolean).join(', ') || 'private';
+    this.description = `${opts.showNode ? `${conn.name} · ` : ''}v${model.version} · ${formatBytes(model.size)} · ${perms}`;
+    this.iconPath = new vscode.ThemeIcon('symbol-class');
+    this.contextValue = `model${model.allow_download ? ':download' : ''}${model.allow_remote_inference ? ':infer' : ''}`;
+    const md = new vscode.MarkdownString(`**${model.id}** — ${model.name} v${model.version} on ${conn.name}\n\n`);
+    md.appendMarkdown('| | name | dtype | shape |\n|---|---|---|---|\n');
+    for (const v of model.signature.inputs) md.appendMarkdown(`| in | ${v.name} | ${v.dtype} | ${dims(v.dims)} |\n`);
+    for (const v of model.signature.outputs) md.appendMarkdown(`| out | ${v.name} | ${v.dtype} | ${dims(v.dims)} |\n`);
+    md.appendMarkdown(`\n${formatBytes(model.size)} · sha256 \`${model.sha256.slice(0, 16)}…\` · owner ${model.owner}\n\n`);
+    md.appendMarkdown(`remote inference: ${model.allow_remote_inference ? 'allowed' : 'not allowed'} · download: ${model.allow_download ? 'allowed' : 'not allowed'}`);
+    this.tooltip = md;
+    this.command = { command: 'grid.showModelDetails', title: 'Show Details', arguments: [this] };
+  }
+}
+
+export class DatasetItem extends vscode.TreeItem {
+  readonly kind = 'dataset';
+  readonly connection: NodeConnection;
+  readonly dataset: DatasetInfo;
+
+  constructor(conn: NodeConnection, d: DatasetInfo) {
+    super(d.name, vscode.TreeItemCollapsibleState.None);
+    this.connection = conn;
+    this.dataset = d;
+    this.id = `dataset:${conn.url}:${d.id}`;
+    const cols = d.schema.columns ? `${d.schema.columns.length} columns` : d.schema.dims ? `${d.schema.dtype ?? ''}[${d.schema.dims.join(', ')}]` : '';
+    this.description = `${d.schema.rows} rows${cols ? ` · ${cols}` : ''} · ${d.tags.join(', ')}`;
+    this.tooltip = new vscode.MarkdownString(`**${d.name}** (${d.format}, ${formatBytes(d.size)})\n\n${d.description}\n\ntags: ${d.tags.join(', ')}${d.schema.label ? `\n\nlabel column: ${d.schema.label}` : ''}`);
+    this.iconPath = new vscode.ThemeIcon('database');
+    this.contextValue = 'dataset';
+  }
+}
+
+export class PeerItem extends vscode.TreeItem {
+  readonly kind = 'peer';
+
+  constructor(conn: NodeConnection, p: PeerInfo) {
+    super(p.name, vscode.TreeItemCollapsibleState.None);
+    this.id = `peer:${conn.url}:${p.id}`;
+    this.description = `${p.status} · ${p.address}`;
+    this.tooltip = `${p.name} (${p.id}) at ${p.address}: ${p.status} since ${p.connected_at}`;
+    this.iconPath = new vscode.ThemeIcon(p.status === 'open' ? 'plug' : 'debug-disconnect');
+    this.contextValue = 'peer';
+  }
+}
+
+/** A leaf that only says something (an empty group, a missing capability). */
+export class NoteItem extends vscode.TreeItem {
+  readonly kind = 'note';
+
+  constructor(id: string, text: string) {
+    super(text, vscode.TreeItemCollapsibleState.None);
+    this.id = id;
+    this.contextValue = 'note';
+  }
+}
+
+export type GridTreeItem = NodeItem | ReasonItem | GroupItem | ModelItem | DatasetItem | PeerItem | NoteItem;

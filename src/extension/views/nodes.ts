@@ -1,0 +1,59 @@
+// The Nodes view: each node with its state; under it the reason it is unusable (with a fix) or its
+// Models, Datasets, Peers and Jobs. Redrawn when Ctx says something changed (node events, states).
+import * as vscode from 'vscode';
+import type { Ctx } from '../ctx';
+import { DatasetItem, GroupItem, ModelItem, NodeItem, NoteItem, PeerItem, ReasonItem, type GridTreeItem } from './items';
+
+export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem>, vscode.Disposable {
+  private readonly ctx: Ctx;
+  private readonly emitter = new vscode.EventEmitter<GridTreeItem | undefined>();
+  readonly onDidChangeTreeData = this.emitter.event;
+  private readonly sub: vscode.Disposable;
+
+  constructor(ctx: Ctx) {
+    this.ctx = ctx;
+    this.sub = ctx.onDidChangeNodes(() => this.emitter.fire(undefined));
+  }
+
+  getTreeItem(item: GridTreeItem): vscode.TreeItem {
+    return item;
+  }
+
+  getChildren(item?: GridTreeItem): GridTreeItem[] {
+    if (!item) return this.ctx.connections.map((c) => new NodeItem(c));
+    if (item instanceof NodeItem) {
+      const c = item.connection;
+      const out: GridTreeItem[] = [];
+      if (c.state === 'error' || c.state === 'unauthenticated' || c.state === 'reconnecting') out.push(new ReasonItem(c));
+      if (c.isOpen) {
+        out.push(new GroupItem(c, 'models', c.models.length), new GroupItem(c, 'datasets', c.datasets.length), new GroupItem(c, 'peers', c.peers.length));
+        out.push(new GroupItem(c, 'jobs', undefined));
+      }
+      return out;
+    }
+    if (item instanceof GroupItem) {
+      const c = item.connection;
+      switch (item.group) {
+        case 'models':
+          return c.models.length ? c.models.map((m) => new ModelItem(c, m, { showNode: false })) : [new NoteItem(`none-models:${c.url}`, 'no models — serve one')];
+        case 'datasets':
+          return c.datasets.length ? c.datasets.map((d) => new DatasetItem(c, d)) : [new NoteItem(`none-datasets:${c.url}`, 'no datasets registered')];
+        case 'peers':
+          return c.peers.length ? c.peers.map((p) => new PeerItem(c, p)) : [new NoteItem(`none-peers:${c.url}`, 'no peers linked')];
+        case 'jobs':
+          // Training jobs are not in the grid protocol yet; say so rather than show an empty list.
+          return [new NoteItem(`none-jobs:${c.url}`, 'this node runs no training jobs (not supported by this grid version)')];
+      }
+    }
+    return [];
+  }
+
+  getParent(): undefined {
+    return undefined;
+  }
+
+  dispose(): void {
+    this.sub.dispose();
+    this.emitter.dispose();
+  }
+}

@@ -1,0 +1,288 @@
+// The Grid sidebar and commands in a real VS Code against real grid nodes: the embedded local node
+// (started by the command, as a user does) and a second node this suite runs as a separate process.
+// Trees are read through the views' own TreeDataProviders (what the user sees), commands are run with
+// their optional arguments in place of the dialogs and quick picks a person would answer.
+import * as assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as readline from 'node:readline';
+import { after, before, describe, it } from 'mocha';
+import * as vscode from 'vscode';
+import { decodeTensorProto } from '../../../src/compute/onnx/tensor-proto';
+import type { GridExtensionApi } from '../../../src/extension/main';
+import type { GridTreeItem } from '../../../src/extension/views/items';
+import { report } from './report';
+
+const EXTENSION_ID = 'grid-workbench.grid-workbench';
+const WAIT_MS = 30_000;
+
+let api: GridExtensionApi;
+let extensionPath: string;
+let samples: string;
+const scratch = mkdtempSync(join(tmpdir(), 'grid-sidebar-'));
+
+/** Resolves when `pred()` holds, checked now and after every `event`; rejects after `ms` with `state()`. */
+function until(event: vscode.Event<unknown>, pred: () => boolean, what: string, state: () => string, ms = WAIT_MS): Promise<void> {
+  if (pred()) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { sub.dispose(); reject(new Error(`${what}: not within ${ms} ms; now: ${state()}`)); }, ms);
+    const sub = event(() => {
+      if (!pred()) return;
+      clearTimeout(timer);
+      sub.dispose();
+      resolve();
+    });
+  });
+}
+
+function label(item: vscode.TreeItem): string {
+  return typeof item.label === 'string' ? item.label : item.label?.label ?? '';
+}
+
+/** The Nodes view's top level as the user sees it: "label — description". */
+function nodeRows(): string[] {
+  return (api.nodesView.getChildren() as GridTreeItem[]).map((i) => `${label(i)} — ${String(i.description ?? '')}`);
+}
+
+function nodeRow(name: string): vscode.TreeItem | undefined {
+  return (api.nodesView.getChildren() as GridTreeItem[]).find((i) => label(i) === name);
+}
+
+function nodeState(name: string): string | undefined {
+  return String(nodeRow(name)?.description ?? '').split(' · ')[0];
+}
+
+function modelRows(): string[] {
+  return api.modelsView.getChildren().map((i) => `${label(i)} — ${String(i.description ?? '')}`);
+}
+
+function untilNode(name: string, state: string): Promise<void> {
+  return until(api.ctx.onDidChangeNodes, () => nodeState(name) === state, `node "${name}" ${state}`, () => nodeRows().join(' | ') || '(no nodes)');
+}
+
+function untilModels(pred: (rows: string[]) => boolean, what: string, ms = WAIT_MS): Promise<void> {
+  return until(api.modelsView.onDidChangeTreeData, () => pred(modelRows()), what, () => modelRows().join(' | ') || '(no models)', ms);
+}
+
+/** The children of a node's group ("Models", "Datasets", …) in the Nodes view. */
+function groupChildren(node: string, group: string): string[] {
+  const n = nodeRow(node) as GridTreeItem | undefined;
+  assert.ok(n, `no node "${node}" in the Nodes view: ${nodeRows().join(' | ')}`);
+  const g = (api.nodesView.getChildren(n) as GridTreeItem[]).find((i) => label(i) === group);
+  assert.ok(g, `node "${node}" shows no "${group}" group`);
+  return (api.nodesView.getChildren(g) as GridTreeItem[]).map(label);
+}
+
+/** The next error message the extension shows while `action` runs. */
+async function errorShownBy(action: () => Thenable<unknown>): Promise<string> {
+  let shown: string | undefined;
+  const sub = api.onDidShowError((e) => { shown ??= e.message; });
+  try {
+    const result = await action();
+    assert.equal(result, undefined, 'a failed command resolves without a result');
+  } finally {
+    sub.dispose();
+  }
+  assert.ok(shown, 'no error message was shown');
+  return shown;
+}
+
+/** A grid node in its own process (a "remote" node), restartable on the same port and data dir. */
+class NodeProcess {
+  child: ChildProcess | undefined;
+  url = '';
+  readonly dataDir = mkdtempSync(join(scratch, 'node-'));
+  readonly password = 'sidebar-test-password';
+
+  async start(port = 0): Promise<string> {
+    const child = spawn(process.execPath, [join(extensionPath, 'dist', 'grid-node.js'), '--port', String(port), '--data-dir', this.dataDir, '--name', 'remote-node', '--log-level', 'warn'], {
+      env: { ...process.env, ELECTRON_RUN_AS_NODE: '1', GRID_ADMIN_PASSWORD: this.password },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    this.child = child;
+    this.url = await new Promise<string>((resolve, reject) => {
+      readline.createInterface({ input: child.stdout! }).on('line', (l) => {
+        const m = /^listening on (ws:\/\/\S+)/.exec(l);
+        if (m) resolve(m[1]!);
+      });
+      child.once('exit', (code) => reject(new Error(`grid-node exited (${code}) before listening`)));
+    });
+    return this.url;
+  }
+
+  kill(): Promise<void> {
+    const child = this.child;
+    this.child = undefined;
+    if (!child || child.exitCode !== null) return Promise.resolve();
+    return new Promise((resolve) => { child.once('exit', () => resolve()); child.kill('SIGKILL'); });
+  }
+}
+
+describe('Grid sidebar and commands', function () {
+  this.timeout(120_000);
+  const remote = new NodeProcess();
+
+  before(async () => {
+    const ext = vscode.extensions.getExtension<GridExtensionApi>(EXTENSION_ID);
+    assert.ok(ext, `${EXTENSION_ID} is not installed`);
+    api = await ext.activate();
+    extensionPath = ext.extensionPath;
+    const folder = vscode.workspace.workspaceFolders?.[0];
+    assert.ok(folder, 'the test window has no workspace folder');
+    samples = folder.uri.fsPath;
+  });
+
+  after(async () => {
+    await remote.kill();
+    await vscode.commands.executeCommand('grid.stopLocalNode');
+    rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it('activates within the 50 ms budget without onnxruntime in the bundle', () => {
+    report(`      activate(): ${api.activationMs.toFixed(1)} ms in VS Code ${vscode.version} (${process.versions.electron ? 'Electron' : `Node ${process.versions.node}`})`);
+    assert.ok(api.activationMs <= 50, `activate() took ${api.activationMs.toFixed(1)} ms`);
+    const bundle = readFileSync(join(extensionPath, 'dist', 'extension.js'), 'utf8');
+    assert.doesNotMatch(bundle, /require\("onnxruntime-node"\)/, 'the extension bundle loads onnxruntime-node');
+  });
+
+  it('shows no node and points to the local node before any is started', () => {
+    assert.deepEqual(nodeRows(), [], 'the Nodes view is not empty, so its welcome view is hidden');
+  });
+
+  it('starts the local node from the command, connected and signed in, with the demo datasets', async () => {
+    const url = await vscode.commands.executeCommand<string>('grid.startLocalNode');
+    assert.match(url, /^ws:\/\/127\.0\.0\.1:\d+$/);
+    await untilNode('Local node', 'connected');
+    assert.match(String(nodeRow('Local node')!.description), /^connected · admin · 127\.0\.0\.1:\d+$/);
+    assert.deepEqual(groupChildren('Local node', 'Datasets').sort(), ['breast_cancer', 'digits', 'iris', 'wine']);
+    assert.match(api.statusBar.text, /Grid 1\/1/);
+  });
+
+  it('serves a model picked as a file; it appears in the Models view with its signature', async () => {
+    const info = await vscode.commands.executeCommand<{ id: string; size: number }>('grid.serveModel', {
+      node: 'Local node', file: join(samples, 'relu', 'relu.onnx'), id: 'relu', allowDownload: true, allowRemoteInference: true,
+    });
+    assert.equal(info?.id, 'relu');
+    await untilModels((rows) => rows.some((r) => r.startsWith('relu — Local node')), 'relu in the Models view');
+    const item = api.modelsView.getChildren().find((i) => label(i) === 'relu')!;
+    assert.equal(item.contextValue, 'model:download:infer');
+    const tooltip = (item.tooltip as vscode.MarkdownString).value;
+    assert.match(tooltip, /\| in \| x \| float32 \|/);
+    assert.match(tooltip, /\| out \| y \| float32 \|/);
+    assert.deepEqual(groupChildren('Local node', 'Models'), ['relu']);
+  });
+
+  it('runs inference on a .pb input and opens the result document with the expected outputs', async () => {
+    const caseDir = join(samples, 'relu', 'test_data_set_0');
+    const result = await vscode.commands.executeCommand<{ document: string }>('grid.runInference', { node: 'Local node', model: 'relu', inputs: [join(caseDir, 'input_0.pb')] });
+    assert.ok(result, 'run inference gave no result');
+    const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === result.document);
+    assert.ok(doc, 'the result document is not open');
+    assert.equal(vscode.window.activeTextEditor?.document, doc, 'the result document is not the active editor');
+    const json = JSON.parse(doc.getText()) as { model: string; outputs: Record<string, { dtype: string; dims: number[]; data: number[] }> };
+    const expected = decodeTensorProto(readFileSync(join(caseDir, 'output_0.pb'))).tensor;
+    assert.equal(json.model, 'relu');
+    assert.equal(json.outputs.y?.dtype, 'float32');
+    assert.deepEqual(json.outputs.y?.dims, expected.dims);
+    assert.deepEqual(json.outputs.y?.data, Array.from(expected.data as Float32Array));
+  });
+
+  it('runs inference on JSON text', async () => {
+    const result = await vscode.commands.executeCommand<{ document: string }>('grid.runInference', { node: 'Local node', model: 'relu', json: '{"x": [[-3.5, 4.25]]}' });
+    const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === result?.document);
+    assert.ok(doc, 'the result document is not open');
+    assert.deepEqual((JSON.parse(doc.getText()) as { outputs: unknown }).outputs, { y: { dtype: 'float32', dims: [1, 2], data: [0, 4.25] } });
+  });
+
+  it('downloads the model to the chosen file, byte for byte', async () => {
+    const dest = join(scratch, 'relu-downloaded.onnx');
+    const file = await vscode.commands.executeCommand<string>('grid.downloadModel', { node: 'Local node', model: 'relu', dest });
+    assert.equal(file, dest);
+    assert.deepEqual(readFileSync(dest), readFileSync(join(samples, 'relu', 'relu.onnx')));
+  });
+
+  it('shows a model served from the grid CLI within a second, without a refresh', async () => {
+    const password = await api.ctx.localNode!.adminPassword();
+    const t0 = performance.now();
+    const cli = spawn(process.execPath, [join(extensionPath, 'dist', 'grid.js'), 'serve', join(samples, 'relu', 'relu.onnx'), '--id', 'relu-cli', '--allow-remote-inference'], {
+      env: { ...process.env, ELECTRON_RUN_AS_NODE: '1', GRID_NODE: api.ctx.localNode!.url!, GRID_USER: 'admin', GRID_PASSWORD: password },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    cli.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
+    const status = await new Promise<number | null>((resolve) => cli.once('exit', resolve));
+    assert.equal(status, 0, `grid serve failed: ${stderr}`);
+    const served = performance.now();
+    await untilModels((rows) => rows.some((r) => r.startsWith('relu-cli — Local node')), 'relu-cli in the Models view', 1_000);
+    report(`      CLI serve → Models view: ${(performance.now() - served).toFixed(0)} ms after the CLI exited (CLI took ${(served - t0).toFixed(0)} ms)`);
+  });
+
+  it('deletes a model; it disappears from both views', async () => {
+    const deleted = await vscode.commands.executeCommand<string>('grid.deleteModel', { node: 'Local node', model: 'relu-cli', skipConfirmation: true });
+    assert.equal(deleted, 'relu-cli');
+    await untilModels((rows) => !rows.some((r) => r.startsWith('relu-cli ')), 'relu-cli gone from the Models view');
+    assert.deepEqual(groupChildren('Local node', 'Models'), ['relu']);
+  });
+
+  it('shows the coded error when the file is not an ONNX model', async () => {
+    const message = await errorShownBy(() => vscode.commands.executeCommand('grid.serveModel', {
+      node: 'Local node', file: join(samples, 'relu', 'test_data_set_0', 'input_0.pb'), id: 'not-a-model', allowDownload: false, allowRemoteInference: true,
+    }));
+    assert.match(message, /^Could not serve the model: .+ \(GRID_ERR_INVALID_MODEL\)$/);
+    assert.ok(!modelRows().some((r) => r.startsWith('not-a-model')), 'a refused model shows in the Models view');
+  });
+
+  it('shows the coded error for inputs of the wrong shape', async () => {
+    const message = await errorShownBy(() => vscode.commands.executeCommand('grid.runInference', { node: 'Local node', model: 'relu', json: '[[1, 2], [3, 4]]' }));
+    assert.match(message, /^Inference failed: .+ \(GRID_ERR_INVALID_INPUT\)$/);
+  });
+
+  it('adds a node: it shows unauthenticated, then connected after signing in', async () => {
+    const url = await remote.start();
+    await vscode.commands.executeCommand('grid.addNode', { name: 'remote', url });
+    assert.ok(nodeRow('remote'), `the added node is not in the Nodes view: ${nodeRows().join(' | ')}`);
+    await untilNode('remote', 'unauthenticated');
+    const reason = (api.nodesView.getChildren(nodeRow('remote') as GridTreeItem) as GridTreeItem[])[0]!;
+    assert.match(label(reason), /not signed in/);
+    assert.equal(reason.command?.command, 'grid.authenticate');
+    const user = await vscode.commands.executeCommand<string>('grid.authenticate', { node: 'remote', username: 'admin', password: remote.password });
+    assert.equal(user, 'admin');
+    await untilNode('remote', 'connected');
+    assert.deepEqual(vscode.workspace.getConfiguration('grid').get('nodes'), [{ name: 'remote', url }], 'the node is not kept in settings');
+    assert.ok(!JSON.stringify(vscode.workspace.getConfiguration('grid')).includes(remote.password), 'the password leaked into settings');
+  });
+
+  it('shows a killed node as reconnecting, then connected again when it is back', async () => {
+    const port = Number(new URL(remote.url).port);
+    await remote.kill();
+    await untilNode('remote', 'reconnecting');
+    const reason = (api.nodesView.getChildren(nodeRow('remote') as GridTreeItem) as GridTreeItem[])[0]!;
+    assert.match(label(reason), /reconnect attempt \d+/);
+    await remote.start(port);
+    await untilNode('remote', 'connected');
+  });
+
+  it('restarts the local node when its process dies; the connection comes back by itself', async () => {
+    const pid = api.ctx.localNode!.pid!;
+    process.kill(pid, 'SIGKILL');
+    await untilNode('Local node', 'reconnecting');
+    await untilNode('Local node', 'connected');
+    assert.notEqual(api.ctx.localNode!.pid, pid);
+    await until(api.modelsView.onDidChangeTreeData, () => modelRows().some((r) => r.startsWith('relu — Local node')), 'relu back in the Models view', () => modelRows().join(' | '));
+  });
+
+  it('removes a node from the list and from settings', async () => {
+    await vscode.commands.executeCommand('grid.removeNode', { node: 'remote' });
+    assert.equal(nodeRow('remote'), undefined);
+    assert.deepEqual(vscode.workspace.getConfiguration('grid').get('nodes'), []);
+  });
+
+  it('stops the local node: the Nodes view is empty again', async () => {
+    await vscode.commands.executeCommand('grid.stopLocalNode');
+    assert.deepEqual(nodeRows(), []);
+    const message = await errorShownBy(() => vscode.commands.executeCommand('grid.runInference'));
+    assert.match(message, /GRID_ERR_NOT_CONNECTED/);
+  });
+});
