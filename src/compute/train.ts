@@ -125,7 +125,8 @@ export class Evaluator {
   }
 
   /** Mean loss and accuracy over a dataset, in batches. */
-  async evaluate(data: Dataset, params: NamedTensors = {}, batchSize = 512): Promise<Metrics> {
+  async evaluate(raw: Dataset, params: NamedTensors = {}, batchSize = 512): Promise<Metrics> {
+    const data = prepareLabels(raw, this.info);
     const n = datasetSize(data);
     if (n === 0) return { loss: Number.NaN, accuracy: Number.NaN };
     const f = data.features.dims[1]!;
@@ -218,14 +219,15 @@ function checkTrainOptions(opts: TrainOptions): void {
 export async function* trainSteps(data: Dataset, opts: TrainOptions): AsyncGenerator<TrainProgress, TrainResult> {
   checkTrainOptions(opts);
   const seed = opts.seed ?? 0;
-  const { train: trainSet, test: valSet } = opts.validationSplit ? splitDataset(data, opts.validationSplit, seed) : { train: data, test: undefined };
-  const n = datasetSize(trainSet);
-  if (n === 0) throw gridError('INVALID_DATASET', 'the dataset has no training rows');
-  const f = trainSet.features.dims[1]!;
   const plan = buildPlan(opts.model, { ...opts.plan, loss: opts.loss, optimizer: opts.optimizer, fedProx: opts.fedProxGlobal !== undefined, seed: opts.plan?.seed ?? seed });
+  const f = data.features.dims[1]!;
   const expectF = plan.info.input.dims[1];
   if (typeof expectF === 'number' && expectF !== f) throw gridError('INVALID_INPUT', `the model takes ${expectF} features per row, the dataset has ${f}`);
-  if (opts.loss === 'cross_entropy' && trainSet.labels.dtype !== 'int64') throw gridError('INVALID_INPUT', 'cross-entropy needs integer class labels');
+  const prepared = prepareLabels(data, plan.info);
+  const { train: trainSet, test: valSet } = opts.validationSplit ? splitDataset(prepared, opts.validationSplit, seed) : { train: prepared, test: undefined };
+  const n = datasetSize(trainSet);
+  if (n === 0) throw gridError('INVALID_DATASET', 'the dataset has no training rows');
+
   const runner = await PlanRunner.create(plan, opts.params, opts.loadOptions);
   const evaluator = valSet ? await Evaluator.create(opts.model, { loss: opts.loss, output: opts.plan?.output, input: opts.plan?.input }, opts.loadOptions) : undefined;
   const start = { ...runner.params };
@@ -298,6 +300,42 @@ export async function* trainSteps(data: Dataset, opts: TrainOptions): AsyncGener
     await runner.dispose();
     await evaluator?.dispose();
   }
+}
+
+/**
+ * The dataset's labels in the form the plan takes: class indices checked against the model's classes
+ * for cross-entropy; for MSE, float targets shaped like the output (class labels become one-hot).
+ */
+export function prepareLabels(data: Dataset, info: PlanInfo): Dataset {
+  const n = datasetSize(data);
+  const labels = data.labels;
+  if (info.loss === 'cross_entropy') {
+    if (labels.dtype !== 'int64' || labels.dims.length !== 1) throw gridError('INVALID_INPUT', `cross-entropy needs integer class labels [N]; the dataset's labels are ${labels.dtype} [${labels.dims.join(', ')}]`);
+    const c = info.output.dims[1];
+    if (typeof c === 'number') {
+      const l = labels.data as BigInt64Array;
+      for (let i = 0; i < n; i++) {
+        if (l[i]! < 0n || l[i]! >= BigInt(c)) throw gridError('INVALID_INPUT', `label ${l[i]} of row ${i} is outside the model's ${c} classes`, { row: i });
+      }
+    }
+    return data;
+  }
+  const rest = info.labels.dims.slice(1);
+  if (rest.some((d) => typeof d !== 'number')) return data;
+  const width = (rest as number[]).reduce((a, b) => a * b, 1);
+  if (labels.dtype === 'int64' && labels.dims.length === 1 && width > 1) {
+    const onehot = new Float32Array(n * width);
+    const l = labels.data as BigInt64Array;
+    for (let i = 0; i < n; i++) {
+      const k = Number(l[i]);
+      if (!(k >= 0 && k < width)) throw gridError('INVALID_INPUT', `label ${k} of row ${i} is outside the model's ${width} outputs`, { row: i });
+      onehot[i * width + k] = 1;
+    }
+    return { features: data.features, labels: { dtype: 'float32', dims: [n, ...(rest as number[])], data: onehot } };
+  }
+  if (labels.data.length !== n * width) throw gridError('INVALID_INPUT', `the model outputs ${width} values per row, the dataset has ${labels.data.length / n} labels per row`);
+  const values = labels.dtype === 'float32' ? labels.data : Float32Array.from(labels.data as BigInt64Array, Number);
+  return { features: data.features, labels: { dtype: 'float32', dims: [n, ...(rest as number[])], data: values as Float32Array } };
 }
 
 /** Trains to the end, calling `onProgress` for each progress event. */

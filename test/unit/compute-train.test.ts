@@ -4,7 +4,7 @@ import { fedAvg } from '../../src/compute/fedavg';
 import { privatizeUpdate } from '../../src/compute/privacy';
 import { parseCsvDataset, partitionDataset, splitDataset } from '../../src/compute/data';
 import { buildPlan, mlp, modelParams, withParams } from '../../src/compute/plan';
-import { PlanRunner } from '../../src/compute/train';
+import { PlanRunner, evaluateModel, train } from '../../src/compute/train';
 import { loadModel } from '../../src/compute/backend';
 import { GridError } from '../../src/core/errors';
 import type { NamedTensors, Tensor } from '../../src/core/protocol/tensor';
@@ -179,4 +179,18 @@ test('trained parameters written back give a model whose inference matches the p
   assert.throws(() => withParams(model, { nope: f32([1], [0]) }), isCode('GRID_ERR_INVALID_INPUT', /no initializer "nope"/));
   await h.dispose();
   await runner.dispose();
+});
+
+test('class labels train an MSE model through one-hot targets; out-of-range labels are refused', async () => {
+  // Two separable blobs.
+  const rows: string[] = [];
+  for (let i = 0; i < 60; i++) { const c = i % 2; rows.push(`${c * 2 + Math.sin(i) * 0.3},${c * 2 + Math.cos(i) * 0.3},${c}`); }
+  const ds = parseCsvDataset(rows.join('\n'));
+  const model = mlp([2, 8, 2], { seed: 2 });
+  const r = await train(ds, { model, loss: 'mse', optimizer: 'adam', hyper: { lr: 0.05 }, epochs: 30, batchSize: 10, loadOptions: { intraOpNumThreads: 1 } });
+  assert.ok(r.metrics.accuracy > 0.95, `accuracy ${r.metrics.accuracy}`);
+  const m = await evaluateModel(r.model, ds, { loss: 'mse', loadOptions: { intraOpNumThreads: 1 } });
+  assert.ok(m.accuracy > 0.95 && m.loss < 0.1, JSON.stringify(m));
+  const bad = parseCsvDataset('0,0,0\n1,1,5\n');
+  await assert.rejects(train(bad, { model, loss: 'cross_entropy', optimizer: 'sgd', epochs: 1, batchSize: 2 }), isCode('GRID_ERR_INVALID_INPUT', /label 5 of row 1 is outside the model's 2 classes/));
 });

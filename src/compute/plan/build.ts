@@ -51,6 +51,8 @@ export interface PlanInfo {
   floatType: FloatType;
   /** The data input (named as in the forward model). */
   input: PlanTensorSpec;
+  /** The model output the loss is taken on (the logits when a Softmax tail was folded into cross-entropy). */
+  output: PlanTensorSpec;
   labels: PlanTensorSpec;
   /** Scalar hyper-parameter inputs of the float type: lr, momentum, beta1, beta2, epsilon, step, weight_decay, prox_mu. */
   hyper: string[];
@@ -293,7 +295,7 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
     b.emit('ReduceMean', [b.op('Cast', [correct], { to: floatCode })], { keepdims: 0 }, [accName]);
   }
 
-  if (evaluateOnly) return assembleEvaluation(b, graph, opts, { inputInfo, inputDims, floatType, labelsSpec, lossName, accName, inits, values, logits });
+  if (evaluateOnly) return assembleEvaluation(b, graph, opts, { inputInfo, inputDims, floatType, labelsSpec, lossName, accName, inits, values, logits, logitShape });
 
   // Backward.
   const grads = new Map<string, string[]>();
@@ -413,6 +415,7 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
     optimizer: opts.optimizer,
     floatType,
     input: inputSpec,
+    output: { name: logits, dtype: floatType, dims: [...logitShape] },
     labels: labelsSpec,
     hyper,
     params: paramSpecs,
@@ -437,7 +440,7 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
 
 interface EvalParts {
   inputInfo: OnnxValueInfo; inputDims: Dim[]; floatType: FloatType; labelsSpec: PlanTensorSpec; lossName: string; accName: string;
-  inits: Map<string, OnnxTensorProto>; values: Map<string, Tensor>; logits: string;
+  inits: Map<string, OnnxTensorProto>; values: Map<string, Tensor>; logits: string; logitShape: Dim[];
 }
 
 function assembleEvaluation(b: GraphBuilder, graph: OnnxGraph, opts: PlanOptions, p: EvalParts): TrainingPlan {
@@ -454,7 +457,8 @@ function assembleEvaluation(b: GraphBuilder, graph: OnnxGraph, opts: PlanOptions
   const predictions = uniqueName(b, 'predictions');
   b.emit('Identity', [p.logits], {}, [predictions]);
   const info: PlanInfo = {
-    format: 'grid-plan/1', loss: opts.loss, optimizer: opts.optimizer, floatType: p.floatType, input: inputSpec, labels: p.labelsSpec,
+    format: 'grid-plan/1', loss: opts.loss, optimizer: opts.optimizer, floatType: p.floatType, input: inputSpec,
+    output: { name: p.logits, dtype: p.floatType, dims: [...p.logitShape] }, labels: p.labelsSpec,
     hyper: [], params: fed, buffers: [], state: [], globals: [],
     outputs: { loss: p.lossName, accuracy: p.accName, updated: {}, gradients: {} },
   };
