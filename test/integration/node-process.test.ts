@@ -125,6 +125,18 @@ test('a second node on the same data dir is refused with DATA_DIR_IN_USE', async
   assert.match(err, /grid-node: GRID_ERR_DATA_DIR_IN_USE: /);
 });
 
+test('a port already in use is PORT_IN_USE, and the data dir is released for the next try', async (t) => {
+  const dirA = tempDir();
+  const dirB = tempDir();
+  t.after(() => { fs.rmSync(dirA, { recursive: true, force: true }); fs.rmSync(dirB, { recursive: true, force: true }); });
+  const a = await GridNode.start({ port: 0, dataDir: dirA, adminPassword: ADMIN_PASSWORD, processMetrics: false });
+  t.after(() => a.close());
+  await assert.rejects(GridNode.start({ port: a.port, dataDir: dirB, adminPassword: ADMIN_PASSWORD, processMetrics: false }), (e: GridError) =>
+    e.code === 'GRID_ERR_PORT_IN_USE' && e.message.includes(String(a.port)) && /--port 0/.test(e.message));
+  const b = await GridNode.start({ port: 0, dataDir: dirB, adminPassword: ADMIN_PASSWORD, processMetrics: false });
+  await b.close();
+});
+
 test('kill -9 mid-upload and mid-hosting, then restart: no half model is ever visible and the dir is clean', async (t) => {
   const dir = tempDir();
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
