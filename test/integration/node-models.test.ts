@@ -170,3 +170,22 @@ test("PyGrid's HTTP routes: /models/, /dataset-tags and POST /search", async (t)
   assert.equal(((await bad.json()) as { error: { code: string } }).error.code, 'GRID_ERR_INVALID_MESSAGE');
   assert.equal((await fetch(`${http}/nothing-here`)).status, 404);
 });
+
+test('hosting and downloading can be cancelled; nothing half-done becomes visible', async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const c = await n.admin();
+  const model = mlpModel(784, 2048, 10); // several chunks
+  const ac = new AbortController();
+  await assert.rejects(c.hostModel(model, { id: 'cancelled', signal: ac.signal, onProgress: () => ac.abort() }), { code: 'GRID_ERR_ABORTED' });
+  assert.deepEqual(await c.listModels(), []);
+  await c.hostModel(model, { id: 'cancelled', allowDownload: true });
+  const dir = tempDir();
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const dest = path.join(dir, 'm.onnx');
+  const ac2 = new AbortController();
+  await assert.rejects(c.downloadModel('cancelled', dest, { signal: ac2.signal, onProgress: () => ac2.abort() }), { code: 'GRID_ERR_ABORTED' });
+  assert.deepEqual(fs.readdirSync(dir), [], 'no file and no .partial left behind');
+  await c.downloadModel('cancelled', dest);
+  assert.ok(fs.readFileSync(dest).equals(Buffer.from(model)));
+});
