@@ -323,11 +323,13 @@ export function prepareLabels(data: Dataset, info: PlanInfo): Dataset {
   const rest = info.labels.dims.slice(1);
   if (rest.some((d) => typeof d !== 'number')) return data;
   const width = (rest as number[]).reduce((a, b) => a * b, 1);
-  if (labels.dtype === 'int64' && labels.dims.length === 1 && width > 1) {
+  if (labels.dims.length === 1 && width > 1) {
+    // One label per row against several outputs: class indices, trained as one-hot targets.
     const onehot = new Float32Array(n * width);
-    const l = labels.data as BigInt64Array;
+    const l = labels.data as ArrayLike<number | bigint>;
     for (let i = 0; i < n; i++) {
       const k = Number(l[i]);
+      if (!Number.isInteger(k)) throw gridError('INVALID_INPUT', `the model outputs ${width} values per row; label ${k} of row ${i} is not a class index`, { row: i });
       if (!(k >= 0 && k < width)) throw gridError('INVALID_INPUT', `label ${k} of row ${i} is outside the model's ${width} outputs`, { row: i });
       onehot[i * width + k] = 1;
     }
