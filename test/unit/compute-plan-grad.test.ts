@@ -263,6 +263,15 @@ test('BatchNormalization in training mode (batch statistics) in an MLP and a CNN
   await checkGradients(await prepare(k, { loss: 'cross_entropy' }, batchOf('float32', [4, 64], 6, 4)), { ...F32, eps: 1e-3, samples: 4 });
 });
 
+test('BatchNormalization with frozen statistics (mode eval) trains its scale and bias', async () => {
+  const m = mlp([4, 6, 3], { batchNorm: true, dtype: 'float64', activation: 'tanh' });
+  const c = await prepare(m, { loss: 'cross_entropy', mode: 'eval' }, batchOf('float64', [5, 4]));
+  assert.deepEqual(c.plan.info.buffers, []);
+  assert.ok(c.plan.info.params.some((p) => p.name === 'bn1.weight'));
+  assert.ok(!c.plan.info.params.some((p) => p.name.startsWith('bn1.running')), 'running statistics are not trained');
+  await checkGradients(c, F64);
+});
+
 test('BatchNormalization updates its running statistics with the batch statistics', async () => {
   const m = mlp([3, 2, 2], { batchNorm: true, dtype: 'float64' });
   const x = batchOf('float64', [6, 3]);

@@ -231,6 +231,11 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
       emitTrainingBatchNorm(b, n, bufferUpdates);
       continue;
     }
+    if (op === 'BatchNormalization' && !evaluateOnly) {
+      // Frozen statistics (mode 'eval'): the affine form, so scale and bias still train.
+      emitFrozenBatchNorm(b, n);
+      continue;
+    }
     if (op === 'Dropout') {
       emitDropout(b, n, opset, mode, opts.seed);
       continue;
@@ -513,6 +518,16 @@ function emitTrainingBatchNorm(b: GraphBuilder, n: OnnxNode, bufferUpdates: Reco
   const newVar = b.op('Add', [b.op('Mul', [variance, keep]), b.op('Mul', [b.op('Reshape', [v, flat]), take])]);
   bufferUpdates[mean] = newMean;
   bufferUpdates[variance] = newVar;
+}
+
+function emitFrozenBatchNorm(b: GraphBuilder, n: OnnxNode): void {
+  const [x, scale, bias, mean, variance] = n.input as [string, string, string, string, string];
+  const xs = b.shape(x);
+  if (!xs) throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(n)}: the input's rank must be known`);
+  const bshape = b.int64s([1, -1, ...Array.from({ length: xs.length - 2 }, () => 1)]);
+  const inv = b.op('Reciprocal', [b.op('Sqrt', [b.op('Add', [variance, b.scalar(attrFloat(n, 'epsilon', 1e-5))])])]);
+  const xhat = b.op('Mul', [b.op('Sub', [x, b.op('Reshape', [mean, bshape])]), b.op('Reshape', [inv, bshape])]);
+  b.emit('Add', [b.op('Mul', [xhat, b.op('Reshape', [scale, bshape])]), b.op('Reshape', [bias, bshape])], {}, [n.output![0]!]);
 }
 
 function emitDropout(b: GraphBuilder, n: OnnxNode, opset: number, mode: 'train' | 'eval', seed: number | undefined): void {

@@ -280,7 +280,7 @@ function reduceGrad(b: GraphBuilder, n: OnnxNode, g: string, mean: boolean): (st
 
 /** Input slots through which no gradient flows (shapes, axes, indices, conditions). */
 const NON_DIFF_SLOTS: Record<string, number[]> = {
-  Reshape: [1], Squeeze: [1], Unsqueeze: [1], ReduceSum: [1], Where: [0], Dropout: [1, 2], Slice: [1, 2, 3, 4], Expand: [1], Clip: [1, 2], Pow: [1],
+  Reshape: [1], Squeeze: [1], Unsqueeze: [1], ReduceSum: [1], Where: [0], Dropout: [1, 2], Slice: [1, 2, 3, 4], Expand: [1], Clip: [1, 2], Pow: [1], BatchNormalization: [3, 4],
 };
 
 /** Operators whose outputs never carry a gradient (integer or boolean results, random numbers, shapes). */
