@@ -112,6 +112,29 @@ async function rawRoundTrips(url: string, requestBytes: number, replyBytes: numb
   return times;
 }
 
+/** The same request/reply sizes over raw ws with `inflight` requests pipelined: the transport's ceiling. */
+async function rawPipelined(url: string, requestBytes: number, replyBytes: number, count: number, inflight: number): Promise<number> {
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  await new Promise((r) => ws.once('open', r));
+  ws.send(JSON.stringify({ reply: replyBytes }));
+  await new Promise((r) => ws.once('message', r));
+  const req = Buffer.alloc(requestBytes, 1);
+  const t0 = performance.now();
+  await new Promise<void>((resolve) => {
+    let sent = 0;
+    let received = 0;
+    ws.on('message', () => {
+      received++;
+      if (received === count) resolve();
+      else if (sent < count) { sent++; ws.send(req); }
+    });
+    for (; sent < Math.min(inflight, count); sent++) ws.send(req);
+  });
+  const secs = (performance.now() - t0) / 1000;
+  ws.close();
+  return count / secs;
+}
+
 async function rawBulk(url: string, size: number): Promise<{ mibps: number; clientRss: number; serverRss: number }> {
   const ws = new WebSocket(url, { perMessageDeflate: false });
   await new Promise((r) => ws.once('open', r));
@@ -200,10 +223,13 @@ async function main(): Promise<void> {
     }));
     const remoteRate = (BATCH_RUNS * 256) / ((performance.now() - t0) / 1000);
     await local.dispose();
+    const bigReq = encodeNamedTensors(big).length + 64;
+    const rawRate = 256 * await rawPipelined(peer.url, bigReq, 256 * 10 * 4 + 128, BATCH_RUNS, PIPELINE);
     out(`remote inference, batch 256 (${BATCH_RUNS} batches, ${PIPELINE} requests in flight)`);
     out(`  local onnxruntime       ${localRate.toFixed(0)} samples/s`);
     out(`  remote via grid node    ${remoteRate.toFixed(0)} samples/s`);
     out(`  ratio remote / local    ${(remoteRate / localRate).toFixed(2)}×  (target ≥ 0.8×)`);
+    out(`  (transport ceiling: the same ${(bigReq / 1024).toFixed(0)} KiB requests over raw ws, pipelined alike, carry ${rawRate.toFixed(0)} samples/s; remote / that = ${(remoteRate / rawRate).toFixed(2)}×)`);
 
     // 3. Upload of a big model.
     BIG_FILE = path.join(dir, 'big.onnx');
