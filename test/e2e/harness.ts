@@ -1,11 +1,13 @@
 // The real-VS-Code test bed: code-server (from .tools, see scripts/setup.mjs) driven by Debian
 // chromium through playwright-core. Shared by the in-host suite runner (run.ts), the UI tests and
 // the VSIX test. Every file written goes below .test-work/; every process is a killed group.
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import * as esbuild from 'esbuild';
-import { startCodeServer, type CodeServer } from '../../scripts/code-server.mjs';
+import { installExtension, startCodeServer, type CodeServer } from '../../scripts/code-server.mjs';
+import { packageExtension } from '../../scripts/package.mjs';
 import { toolPaths, type ToolPaths } from '../../scripts/setup.mjs';
 
 export const repoRoot = resolve(import.meta.dirname, '..', '..');
@@ -181,4 +183,35 @@ export async function screenshot(page: Page, name: string): Promise<string> {
   await page.screenshot({ path });
   process.stdout.write(`screenshot: ${path}\n`);
   return path;
+}
+
+/** A sample workspace folder (the ONNX samples) inside `workDir`. */
+export function sampleWorkspace(workDir: string): string {
+  const folder = join(workDir, 'workspace');
+  cpSync(join(repoRoot, 'media', 'samples'), folder, { recursive: true });
+  return folder;
+}
+
+export interface InstalledExtension {
+  vsix: string;
+  bytes: number;
+  extensionsDir: string;
+  /** The folder code-server unpacked the VSIX into. */
+  path: string;
+}
+
+/** Packages the linux-x64 VSIX (after a build) and installs it with code-server's CLI into `workDir`. */
+export async function packageAndInstall(workDir: string): Promise<InstalledExtension> {
+  const { vsix, bytes } = packageExtension({ target: 'linux-x64', out: join(workDir, 'grid-workbench-linux-x64.vsix') });
+  const extensionsDir = join(workDir, 'installed-extensions');
+  await installExtension(tools(), { workDir, extensionsDir, vsix });
+  const folder = readdirSync(extensionsDir).find((f) => f.startsWith(`${EXTENSION_ID}-`));
+  if (!folder) throw new Error(`code-server reported success but ${extensionsDir} holds no ${EXTENSION_ID}`);
+  return { vsix, bytes, extensionsDir, path: join(extensionsDir, folder) };
+}
+
+/** Builds dist/ with the project's build script. */
+export function build(): void {
+  const r = spawnSync(process.execPath, [join(repoRoot, 'scripts', 'build.mjs')], { cwd: repoRoot, stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`build failed (exit ${r.status ?? r.signal})`);
 }

@@ -1,23 +1,9 @@
 // Runs the in-host suites (test/e2e/suite) inside a real VS Code and exits with their exit code.
 //   node --import tsx test/e2e/run.ts [--extension-path DIR] [--no-build] [--grep PATTERN]
 // DIR defaults to this repo (the built dist/); the VSIX test points it at an installed VSIX.
-import { spawnSync } from 'node:child_process';
-import { cpSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { cleanWorkDir, newWorkDir, repoRoot, runHostSuites } from './harness';
-
-/** A sample workspace folder (the ONNX samples) for the window the suites run in. */
-export function sampleWorkspace(workDir: string): string {
-  const folder = join(workDir, 'workspace');
-  cpSync(join(repoRoot, 'media', 'samples'), folder, { recursive: true });
-  return folder;
-}
-
-export function build(): void {
-  const r = spawnSync(process.execPath, [join(repoRoot, 'scripts', 'build.mjs')], { cwd: repoRoot, stdio: 'inherit' });
-  if (r.status !== 0) throw new Error(`build failed (exit ${r.status ?? r.signal})`);
-}
+import { build, cleanWorkDir, newWorkDir, repoRoot, runHostSuites, sampleWorkspace } from './harness';
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
