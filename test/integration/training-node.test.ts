@@ -55,7 +55,8 @@ test('an MLP 64-64-10 trained on a node reaches >= 96% test accuracy; the node a
   const epochs = events.filter((e) => e.kind === 'epoch');
   assert.equal(epochs.length, 40);
   assert.ok(epochs.every((e) => e.kind === 'epoch' && e.validation !== undefined && e.samples_per_second > 0));
-  assert.equal(epochs.at(-1)!.kind === 'epoch' && epochs.at(-1)!.eta_seconds, 0);
+  const lastEpoch = epochs.at(-1)!;
+  assert.equal(lastEpoch.kind === 'epoch' ? lastEpoch.eta_seconds : -1, 0);
   assert.ok(events.some((e) => e.kind === 'batch'));
   assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1), 'events arrive once each, in order');
   // A new model version: same name, next version, permissions inherited, lineage recorded.

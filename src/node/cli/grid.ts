@@ -8,6 +8,7 @@ import { GridClient, type Credentials } from '../../core/client';
 import { gridError, toGridError } from '../../core/errors';
 import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
 import { bindInputs, outputsToJson, writeOutputs } from './tensor-files';
+import { registerTrainCommands } from './train';
 
 interface GlobalOptions { node: string; user?: string; password?: string; json?: boolean; timeout: number }
 
@@ -166,6 +167,19 @@ class Cli {
       const c = await this.connect(true);
       const peer = await c.connectNode(address);
       this.print(`connected to ${peer.name} (${peer.id}) at ${peer.address}`, { peer });
+    });
+
+    // train, watch, jobs, cancel, fedavg (src/node/cli/train.ts)
+    registerTrainCommands(program, {
+      connect: (login) => this.connect(login),
+      print: (human, json) => this.print(human, json),
+      progressStream: () => ((this.err as NodeJS.WriteStream).isTTY === true && !this.opts().json ? this.err : undefined),
+      credentials: () => {
+        const o = this.opts();
+        const user = o.user ?? process.env.GRID_USER, password = o.password ?? process.env.GRID_PASSWORD;
+        return user !== undefined && password !== undefined ? { username: user, password } : undefined;
+      },
+      timeoutMs: () => this.opts().timeout,
     });
 
     return program;

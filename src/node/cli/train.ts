@@ -1,0 +1,216 @@
+// grid train / jobs / cancel / fedavg: training on a node's data and federated averaging across nodes,
+// from a terminal. Progress goes to stderr on a TTY; `--json` prints the final metrics and model id.
+
+import * as fs from 'node:fs';
+import type { Command } from 'commander';
+import { GridClient, type Credentials } from '../../core/client';
+import { gridError } from '../../core/errors';
+import type { JobEvent, JobInfo } from '../../core/protocol/training-messages';
+import { mlp } from '../../compute/plan';
+import { fedAvgTrain, type Participant, type RoundReport } from '../../federation';
+
+/** What the grid CLI lends its training commands. */
+export interface CliHost {
+  connect(needsLogin: boolean): Promise<GridClient>;
+  print(human: string, json: unknown): void;
+  /** Progress lines go here (stderr on a TTY, unless --json); undefined = stay quiet. */
+  progressStream(): NodeJS.WritableStream | undefined;
+  credentials(): Credentials | undefined;
+  timeoutMs(): number;
+}
+
+const num = (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw gridError('INVALID_INPUT', `${JSON.stringify(v)} is not a number`);
+  return n;
+};
+const int = (v: string) => {
+  const n = num(v);
+  if (!Number.isInteger(n)) throw gridError('INVALID_INPUT', `${JSON.stringify(v)} is not an integer`);
+  return n;
+};
+const pct = (x: number | undefined) => (x === undefined ? '-' : `${(x * 100).toFixed(2)}%`);
+
+/** A model given on the command line: an .onnx file, `mlp:64,64,10` (built here), or a hosted model id. */
+function modelArg(arg: string, allowHosted: boolean): string | Uint8Array {
+  if (arg.startsWith('mlp:')) return mlp(arg.slice(4).split(',').map(int), { seed: 1 });
+  if (fs.existsSync(arg)) return fs.readFileSync(arg);
+  if (allowHosted) return arg;
+  throw gridError('INVALID_MODEL', `no file ${arg}; give an .onnx file or mlp:IN,HIDDEN,…,OUT`);
+}
+
+interface TrainFlags {
+  dataset: string; label?: string; featureScale?: number; loss: 'cross_entropy' | 'mse'; optimizer: 'sgd' | 'momentum' | 'adam';
+  lr?: number; momentum?: number; batchSize: number; epochs: number; seed?: number; validationSplit?: number; testSplit?: number;
+  progressEvery?: number; dpClip?: number; dpNoise?: number; outputModelId?: string; allowDownload?: boolean; allowRemoteInference?: boolean; detach?: boolean;
+}
+
+function describeEvent(ev: JobEvent): string | undefined {
+  if (ev.kind === 'state') return `job ${ev.job_id}: ${ev.state}`;
+  if (ev.kind === 'gap') return `(${ev.missed} older events were no longer kept)`;
+  const v = ev.validation ? `  val ${pct(ev.validation.accuracy)}` : '';
+  return `epoch ${ev.epoch}/${ev.epochs}  batch ${ev.batch}/${ev.batches}  loss ${ev.loss.toFixed(4)}  acc ${pct(ev.accuracy)}${v}  ${Math.round(ev.samples_per_second)} rows/s  ETA ${Math.ceil(ev.eta_seconds)}s`;
+}
+
+function jobSummary(job: JobInfo): { human: string; json: unknown } {
+  const r = job.result;
+  const json = {
+    job_id: job.id, state: job.state, model_id: r?.model?.id ?? null,
+    metrics: r?.metrics, validation: r?.validation, test: r?.test, samples: r?.samples, seconds: r?.seconds, privacy: r?.privacy,
+  };
+  const human = r === undefined
+    ? `job ${job.id}: ${job.state}${job.error ? ` (${job.error.code}: ${job.error.message})` : ''}`
+    : `job ${job.id} ${job.state} in ${r.seconds.toFixed(1)} s: train acc ${pct(r.metrics.accuracy)}, validation ${pct(r.validation?.accuracy)}, test ${pct(r.test?.accuracy)}${r.model ? `\nmodel ${r.model.id} (${r.model.name} v${r.model.version})` : ''}`;
+  return { human, json };
+}
+
+export function registerTrainCommands(program: Command, host: CliHost): void {
+  const follow = async (c: GridClient, jobId: string, afterSeq?: number) => {
+    const out = host.progressStream();
+    const job = await c.training.wait(jobId, {
+      ...(afterSeq !== undefined && { afterSeq }),
+      ...(out && {
+        onEvent: (ev: JobEvent) => {
+          const line = describeEvent(ev);
+          // Batch lines overwrite each other; epoch and state lines stay.
+          if (line) out.write(`\r${line}${ev.kind === 'batch' ? '' : '\n'}`);
+        },
+      }),
+    });
+    return job;
+  };
+
+  program.command('train <model>').description("train a model on a dataset of the node (rows never leave it); <model> is a hosted id, an .onnx file or mlp:64,64,10")
+    .requiredOption('-d, --dataset <id>', 'dataset registered on the node')
+    .option('--label <column>', 'label column (name or index; default: the dataset\'s label, else the last column)')
+    .option('--feature-scale <x>', 'multiply every feature by x', num)
+    .option('--loss <loss>', 'cross_entropy or mse', 'cross_entropy')
+    .option('--optimizer <opt>', 'sgd, momentum or adam', 'adam')
+    .option('--lr <x>', 'learning rate', num)
+    .option('--momentum <x>', 'momentum', num)
+    .option('--batch-size <n>', 'batch size', int, 32)
+    .option('--epochs <n>', 'epochs', int, 10)
+    .option('--seed <n>', 'shuffling and split seed', int)
+    .option('--validation-split <x>', 'fraction held out for per-epoch validation', num)
+    .option('--test-split <x>', 'fraction held out and evaluated at the end', num)
+    .option('--progress-every <n>', 'a progress event every n batches', int)
+    .option('--dp-clip <C>', 'differential privacy: clip the update to L2 norm C', num)
+    .option('--dp-noise <sigma>', 'differential privacy: Gaussian noise multiplier (with --dp-clip)', num)
+    .option('--output-model-id <id>', 'id of the trained model version')
+    .option('--allow-download', 'let other users download the trained model')
+    .option('--allow-remote-inference', 'let other users run the trained model')
+    .option('--detach', 'print the job id and return; follow it later with grid watch')
+    .action(async (modelSpec: string, o: TrainFlags) => {
+      const c = await host.connect(true);
+      if ((o.dpNoise !== undefined) !== (o.dpClip !== undefined)) throw gridError('INVALID_INPUT', '--dp-clip and --dp-noise go together');
+      const job = await c.training.start({
+        model: modelArg(modelSpec, true), dataset_id: o.dataset, loss: o.loss, optimizer: o.optimizer, batch_size: o.batchSize, epochs: o.epochs,
+        ...(o.label !== undefined && { label: o.label }),
+        ...(o.featureScale !== undefined && { feature_scale: o.featureScale }),
+        ...(o.lr !== undefined && { lr: o.lr }),
+        ...(o.momentum !== undefined && { momentum: o.momentum }),
+        ...(o.seed !== undefined && { seed: o.seed }),
+        ...(o.validationSplit !== undefined && { validation_split: o.validationSplit }),
+        ...(o.testSplit !== undefined && { test_split: o.testSplit }),
+        ...(o.progressEvery !== undefined && { progress_every: o.progressEvery }),
+        ...(o.dpClip !== undefined && { privacy: { clip_norm: o.dpClip, noise_multiplier: o.dpNoise! } }),
+        ...(o.outputModelId !== undefined && { output_model_id: o.outputModelId }),
+        ...(o.allowDownload && { allow_download: true }),
+        ...(o.allowRemoteInference && { allow_remote_inference: true }),
+      });
+      if (o.detach) {
+        host.print(`started job ${job.id}`, { job_id: job.id, state: job.state });
+        return;
+      }
+      const s = jobSummary(await follow(c, job.id));
+      host.print(s.human, s.json);
+    });
+
+  program.command('watch <job>').description('reattach to a training job and follow it to its end')
+    .option('--after <seq>', 'only events after this sequence number', int)
+    .action(async (jobId: string, o: { after?: number }) => {
+      const c = await host.connect(true);
+      const s = jobSummary(await follow(c, jobId, o.after));
+      host.print(s.human, s.json);
+    });
+
+  program.command('jobs').description('your training jobs on the node').action(async () => {
+    const c = await host.connect(true);
+    const jobs = await c.training.listJobs();
+    host.print(jobs.length === 0 ? 'no jobs' : jobs.map((j) => `${j.id}  ${j.state.padEnd(9)}  ${j.dataset_id}  ${j.progress ? `epoch ${j.progress.epoch}/${j.epochs}` : ''}  ${j.result?.model?.id ?? ''}`.trimEnd()).join('\n'), { jobs });
+  });
+
+  program.command('cancel <job>').description('cancel a training job').action(async (jobId: string) => {
+    const c = await host.connect(true);
+    const job = await c.training.cancelJob(jobId);
+    host.print(`job ${job.id}: ${job.state}`, { job });
+  });
+
+  program.command('fedavg <model>').description('federated averaging across nodes; <model> is an .onnx file or mlp:64,64,10')
+    .requiredOption('--nodes <urls>', 'comma-separated node addresses (same --user/--password on each)')
+    .option('-d, --dataset <id>', 'dataset id on every node')
+    .option('-t, --tag <tag>', 'use each node\'s datasets with this tag instead of --dataset')
+    .option('--label <column>', 'label column')
+    .option('--feature-scale <x>', 'multiply every feature by x', num)
+    .option('--loss <loss>', 'cross_entropy or mse', 'cross_entropy')
+    .option('--optimizer <opt>', 'sgd, momentum or adam', 'adam')
+    .option('--lr <x>', 'learning rate', num)
+    .option('--batch-size <n>', 'batch size', int, 32)
+    .option('--rounds <n>', 'rounds', int, 10)
+    .option('--local-epochs <n>', 'local epochs per round', int, 1)
+    .option('--fraction <x>', 'fraction of nodes per round', num, 1)
+    .option('--fedprox-mu <mu>', 'FedProx proximal term', num)
+    .option('--seed <n>', 'seed', int)
+    .option('--test-split <x>', 'each node holds out this fraction; the global model is evaluated on it', num)
+    .option('--round-timeout <ms>', 'drop a node that has not answered its round in this time', int)
+    .option('--serve-to <url>', 'node that hosts the final model (default: the first of --nodes)')
+    .option('--output-model-id <id>', 'id of the final model', `fedavg-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}`)
+    .option('--allow-download', 'let other users download the final model')
+    .option('--allow-remote-inference', 'let other users run the final model')
+    .action(async (modelSpec: string, o: {
+      nodes: string; dataset?: string; tag?: string; label?: string; featureScale?: number; loss: 'cross_entropy' | 'mse'; optimizer: 'sgd' | 'momentum' | 'adam';
+      lr?: number; batchSize: number; rounds: number; localEpochs: number; fraction: number; fedproxMu?: number; seed?: number; testSplit?: number;
+      roundTimeout?: number; serveTo?: string; outputModelId: string; allowDownload?: boolean; allowRemoteInference?: boolean;
+    }) => {
+      if ((o.dataset === undefined) === (o.tag === undefined)) throw gridError('INVALID_INPUT', 'name the data with exactly one of --dataset or --tag');
+      const credentials = host.credentials();
+      if (credentials === undefined) throw gridError('UNAUTHENTICATED', 'fedavg trains on the nodes: pass --user and --password (or set GRID_USER and GRID_PASSWORD)');
+      const model = modelArg(modelSpec, false) as Uint8Array;
+      const urls = o.nodes.split(',').map((s) => s.trim()).filter(Boolean);
+      const clients: GridClient[] = [];
+      try {
+        for (const url of urls) clients.push(await GridClient.connect(url, { credentials, reconnect: { maxAttempts: 3, initialDelayMs: 200 }, connect: { handshakeTimeoutMs: host.timeoutMs() } }));
+        const participants: Participant[] = [];
+        for (const [i, client] of clients.entries()) {
+          if (o.dataset !== undefined) { participants.push({ client, datasetId: o.dataset, name: urls[i]! }); continue; }
+          const found = await client.searchDatasets([o.tag!]);
+          for (const d of found) participants.push({ client, datasetId: d.id, name: `${urls[i]}#${d.id}` });
+        }
+        if (participants.length === 0) throw gridError('NOT_FOUND', `no node of ${urls.join(', ')} has a dataset tagged ${JSON.stringify(o.tag)}`);
+        const out = host.progressStream();
+        const result = await fedAvgTrain({
+          model, participants, rounds: o.rounds, localEpochs: o.localEpochs, fraction: o.fraction, loss: o.loss, optimizer: o.optimizer, batchSize: o.batchSize,
+          ...(o.lr !== undefined && { lr: o.lr }),
+          ...(o.seed !== undefined && { seed: o.seed }),
+          ...(o.label !== undefined && { label: o.label }),
+          ...(o.featureScale !== undefined && { featureScale: o.featureScale }),
+          ...(o.testSplit !== undefined && { testSplit: o.testSplit, evaluateOnNodes: true }),
+          ...(o.fedproxMu !== undefined && { fedProxMu: o.fedproxMu }),
+          ...(o.roundTimeout !== undefined && { roundTimeoutMs: o.roundTimeout }),
+          ...(out && {
+            onRound: (r: RoundReport) => out.write(`round ${r.round}/${r.rounds}: ${r.participants.length} nodes, train acc ${pct(r.train.accuracy)}, test ${pct(r.test?.accuracy)}, ${r.seconds.toFixed(1)} s\n`),
+            onWarning: (m: string) => out.write(`warning: ${m}\n`),
+          }),
+        });
+        const target = o.serveTo === undefined ? clients[0]! : await GridClient.connect(o.serveTo, { credentials, reconnect: { maxAttempts: 3, initialDelayMs: 200 } }).then((c) => { clients.push(c); return c; });
+        const served = await target.hostModel(result.model, { id: o.outputModelId, allowDownload: o.allowDownload ?? false, allowRemoteInference: o.allowRemoteInference ?? false });
+        const last = result.rounds.at(-1)!;
+        host.print(
+          `FedAvg ${result.rounds.length} rounds over ${participants.length} datasets: train acc ${pct(last.train.accuracy)}, test ${pct(result.test?.accuracy)}\nmodel ${served.id} on ${o.serveTo ?? urls[0]}`,
+          { model_id: served.id, node: o.serveTo ?? urls[0], rounds: result.rounds.length, train: last.train, test: result.test ?? null, dropped: result.rounds.flatMap((r) => r.dropped.map((d) => ({ round: r.round, ...d }))) },
+        );
+      } finally {
+        for (const c of clients) c.dispose();
+      }
+    });
+}

@@ -1,0 +1,81 @@
+// `grid train`, `grid jobs`, `grid fedavg` against real nodes: progress on a TTY, --json with the final
+// metrics (test accuracy included) and the trained model's id, coded failures with exit code 1.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { PassThrough } from 'node:stream';
+import { partitionDataset, readCsvDataset } from '../../src/compute/data';
+import { runGrid } from '../../src/node/cli/grid';
+import { ADMIN_PASSWORD, startTestNode, tempDir, type TestNode } from '../helpers/node-fixtures';
+import { DIGITS, writeCsv } from '../helpers/training-fixtures';
+
+let nodes: TestNode[] = [];
+let dir: string;
+
+before(async () => {
+  dir = tempDir('grid-train-cli-');
+  const parts = partitionDataset(await readCsvDataset(DIGITS), 2, 'iid', 1);
+  nodes = await Promise.all(parts.map((p, k) => startTestNode({
+    datasets: [{ name: `digits-${k}`, path: writeCsv(p, path.join(dir, `digits-${k}.csv`)), tags: ['digits'] }],
+  })));
+});
+after(async () => {
+  await Promise.all(nodes.map((n) => n.close()));
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+async function grid(args: string[], opts: { tty?: boolean; url?: string } = {}): Promise<{ code: number; out: string; err: string }> {
+  const out = new PassThrough();
+  const err = new PassThrough();
+  if (opts.tty) Object.assign(err, { isTTY: true });
+  let o = '', e = '';
+  out.on('data', (d: Buffer) => { o += d; });
+  err.on('data', (d: Buffer) => { e += d; });
+  const code = await runGrid(['node', 'grid', '--node', opts.url ?? nodes[0]!.node.url, '--user', 'admin', '--password', ADMIN_PASSWORD, ...args], out, err);
+  return { code, out: o, err: e };
+}
+
+test('grid train --json prints the final metrics with test accuracy and the new model id; a TTY shows progress', async () => {
+  const r = await grid(['--json', 'train', 'mlp:64,32,10', '-d', 'digits-0', '--feature-scale', '0.0625', '--epochs', '8', '--lr', '0.005', '--test-split', '0.2', '--seed', '3']);
+  assert.equal(r.code, 0, r.err);
+  assert.equal(r.err, '', 'no progress with --json');
+  const j = JSON.parse(r.out);
+  assert.equal(j.state, 'succeeded');
+  assert.match(j.model_id, /^trained-job-/);
+  assert.ok(j.test.accuracy > 0.85, `test accuracy ${j.test.accuracy}`);
+  assert.equal(j.samples, 899 - Math.round(899 * 0.2));
+
+  const tty = await grid(['train', 'mlp:64,16,10', '-d', 'digits-0', '--feature-scale', '0.0625', '--epochs', '2', '--progress-every', '5', '--output-model-id', 'cli-mlp'], { tty: true });
+  assert.equal(tty.code, 0, tty.err);
+  assert.match(tty.err, /job job-\w+: running/);
+  assert.match(tty.err, /epoch 2\/2 {2}batch 29\/29 {2}loss \d\.\d{4} {2}acc \d+\.\d\d% {2}\d+ rows\/s {2}ETA 0s/);
+  assert.match(tty.out, /^job job-\w+ succeeded in [\d.]+ s: train acc [\d.]+%, validation -, test -\nmodel cli-mlp \(trained-job-\w+ v1\)\n$/);
+
+  const jobs = JSON.parse((await grid(['--json', 'jobs'])).out);
+  assert.equal(jobs.jobs.length, 2);
+});
+
+test('grid fedavg over two nodes picked by tag serves the final model and prints its id and test accuracy', async () => {
+  const urls = nodes.map((n) => n.node.url).join(',');
+  const r = await grid(['--json', 'fedavg', 'mlp:64,32,10', '--nodes', urls, '--tag', 'digits', '--rounds', '3', '--local-epochs', '2', '--lr', '0.005',
+    '--feature-scale', '0.0625', '--test-split', '0.2', '--output-model-id', 'digits-fed', '--serve-to', nodes[1]!.node.url]);
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  assert.equal(j.model_id, 'digits-fed');
+  assert.equal(j.rounds, 3);
+  assert.ok(j.test.accuracy > 0.8, `test accuracy ${j.test.accuracy}`);
+  assert.deepEqual(j.dropped, []);
+  const models = JSON.parse((await grid(['--json', 'models'], { url: nodes[1]!.node.url })).out).models.map((m: { id: string }) => m.id);
+  assert.deepEqual(models, ['digits-fed']);
+});
+
+test('grid train against a missing dataset exits 1 with the coded error', async () => {
+  const r = await grid(['--json', 'train', 'mlp:64,8,10', '-d', 'nope']);
+  assert.equal(r.code, 1);
+  assert.equal(JSON.parse(r.out).error.code, 'GRID_ERR_NOT_FOUND');
+  assert.match(r.err, /^grid: GRID_ERR_NOT_FOUND: no dataset "nope" on this node/);
+  const f = await grid(['fedavg', 'mlp:64,8,10', '--nodes', nodes[0]!.node.url]);
+  assert.equal(f.code, 1);
+  assert.match(f.err, /exactly one of --dataset or --tag/);
+});
