@@ -254,6 +254,8 @@ interface CacheEntry {
   readonly key: string;
   readonly promise: Promise<ModelHandle>;
   estimate: number;
+  /** Loads in progress are never evicted: their callers are waiting for them. */
+  loaded: boolean;
 }
 
 /**
@@ -311,7 +313,7 @@ export class SessionCache {
       this.entries.set(key, hit);
       return hit.promise;
     }
-    const entry: CacheEntry = { key, estimate: 0, promise: undefined as unknown as Promise<ModelHandle> };
+    const entry: CacheEntry = { key, estimate: 0, loaded: false, promise: undefined as unknown as Promise<ModelHandle> };
     (entry as { promise: Promise<ModelHandle> }).promise = (async () => {
       const b = await bytes();
       const estimate = b.byteLength * this.factor;
@@ -320,9 +322,10 @@ export class SessionCache {
       this.used += estimate;
       try {
         const handle = await loadModel(b, this.loadOptions);
+        entry.loaded = true;
         if (this.closed || this.entries.get(key) !== entry) {
           await handle.dispose();
-          throw gridError('DISPOSED', `the session for "${key}" was evicted or the cache disposed while it loaded`);
+          throw gridError('DISPOSED', `the session for "${key}" was deleted or the cache disposed while it loaded`);
         }
         return handle;
       } catch (err) {
@@ -372,7 +375,7 @@ export class SessionCache {
   private makeRoom(needed: number, except: string): void {
     for (const entry of [...this.entries.values()]) {
       if (this.used + needed <= this.maxBytes) break;
-      if (entry.key === except) continue;
+      if (entry.key === except || !entry.loaded) continue;
       this.forget(entry);
       void this.disposeEntry(entry);
     }

@@ -119,6 +119,13 @@ test('the session cache keeps sessions within its memory budget, least recently 
     assert.equal(await cache.delete('c'), true);
     assert.equal(hc.disposed, true);
     assert.throws(() => new SessionCache({ maxBytes: 0 }), { name: 'RangeError', message: /opts.maxBytes/ });
+    // Loads running at once are not evicted by each other, even over budget.
+    const small = new SessionCache({ maxBytes: a.length * 2 + 10, factor: 2 });
+    const both = await Promise.all([small.get('a', () => a), small.get('b', () => b)]);
+    assert.ok(both.every((h) => !h.disposed));
+    await small.get('c', () => c);
+    assert.deepEqual(small.keys(), ['c'], 'later loads evict the loaded ones');
+    await small.dispose();
   } finally {
     await cache.dispose();
   }

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadModel, type ModelHandle } from '../../src/compute/backend';
-import { encodeModel, floatAttribute, makeAttribute, makeNode, makeValueInfo, tensorToProto, ONNX_DTYPE_CODES } from '../../src/compute/onnx';
+import { decodeModel, encodeModel, floatAttribute, makeAttribute, makeNode, makeValueInfo, tensorToProto, ONNX_DTYPE_CODES } from '../../src/compute/onnx';
 import { buildPlan, cnn, mlp, seededRandom, type PlanOptions, type TrainingPlan } from '../../src/compute/plan';
 import type { OnnxNode } from '../../src/compute/onnx';
 import type { NamedTensors, Tensor } from '../../src/core/protocol/tensor';
@@ -231,6 +231,27 @@ test('a PyTorch-style dynamic flatten (Shape, Gather, Unsqueeze, Concat, Reshape
     input: [4, 25], outputDims: ['N', 3],
   });
   await checkGradients(await prepare(model, { loss: 'cross_entropy' }, batchOf('float32', [4, 25], 2, 2)), F32);
+});
+
+test('broadcasting between sizes only known at run time sums gradients with run-time axes', async () => {
+  const model = tiny({
+    dtype: 'float64',
+    nodes: [
+      makeNode('Gemm', ['x', 'W1'], ['a']), // [N, 2]
+      makeNode('Gemm', ['x', 'W2'], ['b']), // [N, 2]
+      makeNode('Concat', ['a', 'b'], ['c'], [makeAttribute('axis', 0)]), // [(N+N), 2]
+      makeNode('Gemm', ['x', 'W3'], ['d']), // [N, 4]
+      makeNode('Reshape', ['d', 'to2'], ['r']), // [2*N, 2]
+      makeNode('Mul', ['c', 'r'], ['m']), // sizes equal at run time, different symbols here
+      makeNode('ReduceSum', ['m', 'axis0'], ['y'], [makeAttribute('keepdims', 1)]), // [1, 2]
+    ],
+    params: { W1: { dims: [3, 2] }, W2: { dims: [3, 2] }, W3: { dims: [3, 4] } },
+    consts: { to2: { dtype: 'int64', dims: [2], data: new BigInt64Array([-1n, 2n]) }, axis0: { dtype: 'int64', dims: [1], data: new BigInt64Array([0n]) } },
+    input: [5, 3], outputDims: [1, 2],
+  });
+  const c = await prepare(model, { loss: 'mse' }, batchOf('float64', [5, 3]));
+  assert.ok(decodeModel(c.plan.bytes).graph!.node!.some((n) => n.opType === 'NonZero'), 'the run-time reduction is used');
+  await checkGradients(c, F64);
 });
 
 test('Sum, Pow with a constant exponent, Clip and Abs', async () => {

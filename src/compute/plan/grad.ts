@@ -27,14 +27,26 @@ export function reduceTo(b: GraphBuilder, node: OnnxNode, g: string, target: str
   const ts = requireShape(b, node, target, 'its broadcast gradient needs it');
   if (gs.length === ts.length && gs.every((d, i) => sameDim(d, ts[i]!))) return g;
   const lead = gs.length - ts.length;
+  if (lead < 0) throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(node)}: cannot sum a gradient of shape ${describeShape(gs)} back to ${describeShape(ts)}`);
   let out = g;
   if (lead > 0) out = b.op('ReduceSum', [out, b.int64s(Array.from({ length: lead }, (_, i) => i))], { keepdims: 0 });
   const axes: number[] = [];
+  let atRunTime = false;
   ts.forEach((d, i) => {
     const gd = gs[lead + i]!;
     if (d === 1 && gd !== 1) axes.push(i);
-    else if (!sameDim(d, gd)) throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(node)}: cannot sum a gradient of shape ${describeShape(gs)} back to ${describeShape(ts)}`);
+    else if (!sameDim(d, gd)) {
+      if (typeof d === 'number' && typeof gd === 'number') throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(node)}: cannot sum a gradient of shape ${describeShape(gs)} back to ${describeShape(ts)}`);
+      atRunTime = true;
+    }
   });
+  if (atRunTime) {
+    // Sizes unknown until run time: sum the axes where the gradient's size differs from the target's.
+    const differs = b.op('Not', [b.op('Equal', [b.op('Shape', [out]), b.op('Shape', [target])])]);
+    const runAxes = b.op('Reshape', [b.op('NonZero', [differs]), b.int64s([-1])]);
+    const summed = b.op('ReduceSum', [out, runAxes], { keepdims: 1, noop_with_empty_axes: 1 });
+    return b.op('Reshape', [summed, b.op('Shape', [target])]);
+  }
   if (axes.length) out = b.op('ReduceSum', [out, b.int64s(axes)], { keepdims: 1 });
   return out;
 }

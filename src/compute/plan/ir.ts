@@ -81,7 +81,9 @@ export function broadcastShapes(a: Shape, b: Shape, what: string): Shape {
     const db = b[b.length - r + i] ?? 1;
     if (da === 1) out.push(db);
     else if (db === 1 || sameDim(da, db)) out.push(da);
-    else throw gridError('INVALID_MODEL', `${what}: shapes ${describeShape(a)} and ${describeShape(b)} do not broadcast`);
+    else if (typeof da === 'number' && typeof db === 'number') throw gridError('INVALID_MODEL', `${what}: shapes ${describeShape(a)} and ${describeShape(b)} do not broadcast`);
+    // Two unknown sizes: equal or 1 at run time; name the result so gradients decide at run time too.
+    else out.push(`max(${da},${db})`);
   }
   return out;
 }

@@ -238,6 +238,7 @@ export function inferShapes(b: GraphBuilder, node: OnnxNode): void {
       break;
     case 'ReduceMean': case 'ReduceSum': case 'ReduceMax': {
       if (!x) { set(null); break; }
+      if (node.opType === 'ReduceSum' && node.input?.[1] && !constInts(b, node.input[1])) { set(null); break; }
       const axes = (node.opType === 'ReduceSum' && node.input?.[1] ? constInts(b, node.input[1]) : attrInts(node, 'axes'))?.map((a) => normAxis(a, rank))
         ?? x.map((_, i) => i);
       const keep = attrInt(node, 'keepdims', 1);
