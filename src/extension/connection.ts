@@ -7,6 +7,7 @@ import { GridClient, type Credentials } from '../core/client';
 import { ErrorCodes, gridError, toGridError, type GridError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import type { DatasetInfo, ModelInfo, NodeEvent, PeerInfo } from '../core/protocol/messages';
+import type { JobInfo } from '../core/protocol/training-messages';
 import type { ReconnectOptions } from '../core/socket/backoff';
 import { GridSocket, type SocketStatus } from '../core/socket/grid-socket';
 import type { NodeEntry } from './config';
@@ -48,6 +49,8 @@ export class NodeConnection implements vscode.Disposable {
   models: ModelInfo[] = [];
   datasets: DatasetInfo[] = [];
   peers: PeerInfo[] = [];
+  /** Training jobs this session may see (an admin sees all), newest first. */
+  jobs: JobInfo[] = [];
   /** Settles once the lists reflect the node after the latest (re)open. */
   private synced: Promise<void> = Promise.resolve();
 
@@ -138,6 +141,8 @@ export class NodeConnection implements vscode.Disposable {
       }
     }
     this.onStatus(socket.status);
+    // The listing on open ran before sign-in; what only a signed-in user sees (jobs) needs another.
+    if (socket.status.authenticated) void this.refresh();
   }
 
   /** Signs in on the open connection; the token is re-sent after every reconnect. */
@@ -148,6 +153,19 @@ export class NodeConnection implements vscode.Disposable {
     this.credentials = credentials;
     this.authFailure = undefined;
     this.onStatus(client.socket.status);
+    void this.refresh();
+  }
+
+  /** Whether the node runs training jobs (older nodes do not). */
+  get supportsTraining(): boolean {
+    return this.identity?.capabilities.includes('train') ?? false;
+  }
+
+  /** Records a job's latest state (from a watch stream or a command) for the Jobs group and status bar. */
+  updateJob(job: JobInfo): void {
+    const i = this.jobs.findIndex((j) => j.id === job.id);
+    this.jobs = i >= 0 ? this.jobs.map((j) => (j.id === job.id ? job : j)) : [job, ...this.jobs];
+    this.changed.fire(this);
   }
 
   get hasCredentials(): boolean {
@@ -183,6 +201,7 @@ export class NodeConnection implements vscode.Disposable {
     this.models = [];
     this.datasets = [];
     this.peers = [];
+    this.jobs = [];
   }
 
   private subscribe(client: GridClient): void {
@@ -257,6 +276,9 @@ export class NodeConnection implements vscode.Disposable {
       this.models = [...models].sort((a, b) => a.id.localeCompare(b.id));
       this.datasets = datasets;
       this.peers = peers;
+      // Jobs are per user: an anonymous session has none to list.
+      this.jobs = this.supportsTraining && client.socket.status.authenticated ? await client.training.listJobs() : [];
+      if (client !== this.clientValue) return;
       this.changed.fire(this);
     } catch (err) {
       const e = toGridError(err);

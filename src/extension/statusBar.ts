@@ -1,4 +1,5 @@
-// The status bar item: how many nodes are connected, and whether any is reconnecting or failing.
+// The status bar item: how many nodes are connected, whether any is reconnecting or failing, and how
+// many training jobs run.
 // Clicking it opens the Grid sidebar.
 import * as vscode from 'vscode';
 import type { Ctx } from './ctx';
@@ -27,9 +28,10 @@ export class GridStatusBar implements vscode.Disposable {
     const open = all.filter((c) => c.isOpen).length;
     const reconnecting = all.filter((c) => c.state === 'reconnecting' || c.state === 'connecting').length;
     const failing = all.filter((c) => c.state === 'error').length;
+    const jobs = all.reduce((n, c) => n + c.jobs.filter((j) => j.state === 'running' || j.state === 'queued').length, 0);
     const icon = failing ? '$(error)' : reconnecting ? '$(sync~spin)' : '$(server-environment)';
-    this.item.text = `${icon} Grid ${open}/${all.length}`;
-    this.item.tooltip = `${open} of ${all.length} grid nodes connected${reconnecting ? `, ${reconnecting} (re)connecting` : ''}${failing ? `, ${failing} failing` : ''} (no training jobs: not supported by this grid version)`;
+    this.item.text = `${icon} Grid ${open}/${all.length}${jobs ? ` $(pulse) ${jobs}` : ''}`;
+    this.item.tooltip = `${open} of ${all.length} grid nodes connected${reconnecting ? `, ${reconnecting} (re)connecting` : ''}${failing ? `, ${failing} failing` : ''}; ${jobs} training job${jobs === 1 ? '' : 's'} running`;
     if (all.length === 0) this.item.hide();
     else this.item.show();
   }

@@ -1,7 +1,8 @@
 // Tree items shared by the Nodes and Models views. `contextValue` drives the menus in package.json:
-// `node:<state>[:local]`, `model[:download][:infer]`, so a menu entry shows only where it can work.
+// `node:<state>[:local]`, `model[:download][:infer][:train]`, so a menu entry shows only where it can work.
 import * as vscode from 'vscode';
 import type { DatasetInfo, ModelInfo, PeerInfo } from '../../core/protocol/messages';
+import type { JobInfo } from '../../core/protocol/training-messages';
 import type { NodeConnection, NodeState } from '../connection';
 
 const STATE_ICON: Record<NodeState, vscode.ThemeIcon> = {
@@ -102,7 +103,7 @@ export class ModelItem extends vscode.TreeItem {
     const perms = [model.allow_remote_inference ? 'inference' : undefined, model.allow_download ? 'download' : undefined].filter(Boolean).join(', ') || 'private';
     this.description = `${opts.showNode ? `${conn.name} · ` : ''}v${model.version} · ${formatBytes(model.size)} · ${perms}`;
     this.iconPath = new vscode.ThemeIcon('symbol-class');
-    this.contextValue = `model${model.allow_download ? ':download' : ''}${model.allow_remote_inference ? ':infer' : ''}`;
+    this.contextValue = `model${model.allow_download ? ':download' : ''}${model.allow_remote_inference ? ':infer' : ''}${conn.supportsTraining ? ':train' : ''}`;
     const md = new vscode.MarkdownString(`**${model.id}** — ${model.name} v${model.version} on ${conn.name}\n\n`);
     md.appendMarkdown('| | name | dtype | shape |\n|---|---|---|---|\n');
     for (const v of model.signature.inputs) md.appendMarkdown(`| in | ${v.name} | ${v.dtype} | ${dims(v.dims)} |\n`);
@@ -145,6 +146,42 @@ export class PeerItem extends vscode.TreeItem {
   }
 }
 
+const JOB_ICON: Record<JobInfo['state'], vscode.ThemeIcon> = {
+  queued: new vscode.ThemeIcon('clock'),
+  running: new vscode.ThemeIcon('loading~spin'),
+  succeeded: new vscode.ThemeIcon('pass', new vscode.ThemeColor('testing.iconPassed')),
+  failed: new vscode.ThemeIcon('error', new vscode.ThemeColor('list.errorForeground')),
+  cancelled: new vscode.ThemeIcon('circle-slash'),
+};
+
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+
+/** One line for a job's state and latest numbers (also the Train command's progress message). */
+export function jobSummary(job: JobInfo): string {
+  const p = job.progress;
+  const r = job.result;
+  if (r) return `${job.state} · loss ${r.metrics.loss.toFixed(4)} · accuracy ${pct(r.metrics.accuracy)}${r.test ? ` · test ${pct(r.test.accuracy)}` : ''}${r.model ? ` → ${r.model.id}` : ''}`;
+  if (p) return `${job.state} · epoch ${p.epoch}/${p.epochs} · loss ${p.loss.toFixed(4)} · accuracy ${pct(p.accuracy)}`;
+  return job.error ? `${job.state} · ${job.error.code}` : job.state;
+}
+
+export class JobItem extends vscode.TreeItem {
+  readonly kind = 'job';
+  readonly connection: NodeConnection;
+  readonly job: JobInfo;
+
+  constructor(conn: NodeConnection, job: JobInfo) {
+    super(`${job.model_id ?? 'uploaded model'} on ${job.dataset_id}`, vscode.TreeItemCollapsibleState.None);
+    this.connection = conn;
+    this.job = job;
+    this.id = `job:${conn.url}:${job.id}`;
+    this.description = jobSummary(job);
+    this.iconPath = JOB_ICON[job.state];
+    this.tooltip = `job ${job.id} by ${job.owner}, ${job.epochs} epochs, created ${job.created}${job.error ? `\n${job.error.code}: ${job.error.message}` : ''}`;
+    this.contextValue = `job:${job.state}`;
+  }
+}
+
 /** A leaf that only says something (an empty group, a missing capability). */
 export class NoteItem extends vscode.TreeItem {
   readonly kind = 'note';
@@ -156,4 +193,4 @@ export class NoteItem extends vscode.TreeItem {
   }
 }
 
-export type GridTreeItem = NodeItem | ReasonItem | GroupItem | ModelItem | DatasetItem | PeerItem | NoteItem;
+export type GridTreeItem = NodeItem | ReasonItem | GroupItem | ModelItem | DatasetItem | PeerItem | JobItem | NoteItem;

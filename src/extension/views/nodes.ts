@@ -2,7 +2,7 @@
 // Models, Datasets, Peers and Jobs. Redrawn when Ctx says something changed (node events, states).
 import * as vscode from 'vscode';
 import type { Ctx } from '../ctx';
-import { DatasetItem, GroupItem, ModelItem, NodeItem, NoteItem, PeerItem, ReasonItem, type GridTreeItem } from './items';
+import { DatasetItem, GroupItem, JobItem, ModelItem, NodeItem, NoteItem, PeerItem, ReasonItem, type GridTreeItem } from './items';
 
 export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem>, vscode.Disposable {
   private readonly ctx: Ctx;
@@ -27,7 +27,7 @@ export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem>, vsc
       if (c.state === 'error' || c.state === 'unauthenticated' || c.state === 'reconnecting') out.push(new ReasonItem(c));
       if (c.isOpen) {
         out.push(new GroupItem(c, 'models', c.models.length), new GroupItem(c, 'datasets', c.datasets.length), new GroupItem(c, 'peers', c.peers.length));
-        out.push(new GroupItem(c, 'jobs', undefined));
+        out.push(new GroupItem(c, 'jobs', c.supportsTraining ? c.jobs.length : undefined));
       }
       return out;
     }
@@ -41,8 +41,9 @@ export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem>, vsc
         case 'peers':
           return c.peers.length ? c.peers.map((p) => new PeerItem(c, p)) : [new NoteItem(`none-peers:${c.url}`, 'no peers linked')];
         case 'jobs':
-          // Training jobs are not in the grid protocol yet; say so rather than show an empty list.
-          return [new NoteItem(`none-jobs:${c.url}`, 'this node runs no training jobs (not supported by this grid version)')];
+          if (!c.supportsTraining) return [new NoteItem(`none-jobs:${c.url}`, 'this node does not run training jobs')];
+          if (c.state === 'unauthenticated') return [new NoteItem(`none-jobs:${c.url}`, 'sign in to see training jobs')];
+          return c.jobs.length ? c.jobs.map((j) => new JobItem(c, j)) : [new NoteItem(`none-jobs:${c.url}`, 'no training jobs — train a model')];
       }
     }
     return [];

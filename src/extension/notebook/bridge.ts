@@ -1,0 +1,461 @@
+// The notebook's GridBridge: `grid.*` calls from cells, answered over the extension's shared node
+// connections (the same GridClient the sidebar uses, so a served model shows up there at once and
+// credentials never enter the kernel process). No vscode import: the extension hands it its nodes
+// through `BridgeNodes`, and the benchmark runs it in plain Node over a real GridSocket.
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, extname, isAbsolute, join, resolve } from 'node:path';
+import type { Credentials, GridClient } from '../../core/client';
+import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
+import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
+import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
+import type { JobInfo, TrainRequest } from '../../core/protocol/training-messages';
+import type { GridBridge, GridBridgeMethod, GridCallContext } from '../../kernel';
+import { tensorFromJson } from '../../node/cli/tensor-files';
+import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
+
+/** One node as the bridge needs it; the extension's NodeConnection is one. */
+export interface BridgeNode {
+  readonly name: string;
+  readonly url: string;
+  readonly local: boolean;
+  readonly state: string;
+  readonly isOpen: boolean;
+  readonly user: string | undefined;
+  /** The shared client; throws GRID_ERR_NOT_CONNECTED when the node is not connected. */
+  readonly client: GridClient;
+  /** The node's datasets as last listed (refreshed by its event stream). */
+  readonly datasets: DatasetInfo[];
+  /** Tells the sidebar about a training job's latest state. */
+  updateJob?(job: JobInfo): void;
+}
+
+export interface BridgeNodes {
+  /** The nodes the user sees, the local node first. */
+  list(): BridgeNode[];
+  /**
+   * Connects to `target` (a name or ws:// URL of a node; undefined or "local" starts the local node)
+   * and resolves once it is usable. Credentials, when given, are kept like the Authenticate command's.
+   */
+  connect(target: string | undefined, credentials: Credentials | undefined): Promise<BridgeNode>;
+  disconnect(node: BridgeNode): void;
+}
+
+export interface NotebookBridgeOptions {
+  nodes: BridgeNodes;
+  /** The notebook's folder: relative paths in `grid.serve/download` resolve from here. */
+  cwd: string;
+  /** Least time between two updates of a live metrics output (ms). Default 100. */
+  metricsIntervalMs?: number;
+}
+
+/** `{ node?: "name or url" }` as the last argument picks the node; the notebook's current one otherwise. */
+interface NodeOption {
+  node?: string;
+}
+
+type Options = NodeOption & Record<string, unknown>;
+
+export class NotebookGridBridge implements GridBridge {
+  private readonly nodes: BridgeNodes;
+  private readonly cwd: string;
+  private readonly metricsIntervalMs: number;
+  /** The node `grid.connect` last returned: the default for calls that name none. */
+  private current: BridgeNode | undefined;
+
+  constructor(options: NotebookBridgeOptions) {
+    this.nodes = options.nodes;
+    this.cwd = options.cwd;
+    this.metricsIntervalMs = options.metricsIntervalMs ?? 100;
+  }
+
+  call(method: GridBridgeMethod, args: unknown[], context: GridCallContext): Promise<unknown> {
+    switch (method) {
+      case 'connect': return this.connect(args[0], args[1]);
+      case 'disconnect': return this.disconnect(args[0]);
+      case 'nodes': return Promise.resolve(this.nodes.list().map(summary));
+      case 'models': return this.node(nodeArg(args[0])).client.listModels();
+      case 'datasets': return this.node(nodeArg(args[0])).client.listDatasets();
+      case 'serve': return this.serve(args[0], options(args[1], 'serve'), context);
+      case 'download': return this.download(args[0], args[1], args[2], context);
+      case 'deleteModel': return this.deleteModel(args[0], options(args[1], 'deleteModel'));
+      case 'infer': return this.infer(args[0], args[1], options(args[2], 'infer'), context);
+      case 'train': return this.train(args[0], args[1], options(args[2], 'train'), context);
+      case 'fedavg': return this.fedavg(args[0], args[1], options(args[2], 'fedavg'), context);
+    }
+  }
+
+  // ---- nodes ------------------------------------------------------------------------------------
+
+  private async connect(target: unknown, opts: unknown): Promise<ReturnType<typeof summary>> {
+    if (target !== undefined && typeof target !== 'string') throw usage('connect', 'expects a node name or ws:// URL (or nothing for the local node)');
+    const o = options(opts, 'connect');
+    let credentials: Credentials | undefined;
+    if (o.username !== undefined || o.password !== undefined) {
+      if (typeof o.username !== 'string' || typeof o.password !== 'string') throw usage('connect', 'needs both { username, password } as strings to sign in');
+      credentials = { username: o.username, password: o.password };
+    }
+    const node = await this.nodes.connect(target, credentials);
+    this.current = node;
+    return summary(node);
+  }
+
+  private async disconnect(target: unknown): Promise<void> {
+    const node = this.node(nodeArg(target));
+    this.nodes.disconnect(node);
+    if (this.current === node) this.current = undefined;
+  }
+
+  /** The node named by `name`, else the notebook's current one, else the first connected one. */
+  private node(name: string | undefined): BridgeNode {
+    const all = this.nodes.list();
+    if (name !== undefined) {
+      const found = all.find((n) => n.name === name || n.url === name);
+      if (!found) throw gridError('NOT_FOUND', `no node named or at "${name}"; the nodes are ${all.map((n) => `"${n.name}"`).join(', ') || 'none yet: await grid.connect() starts the local node'}`);
+      return found;
+    }
+    if (this.current && all.includes(this.current) && this.current.isOpen) return this.current;
+    const open = all.find((n) => n.isOpen);
+    if (!open) throw gridError('NOT_CONNECTED', 'no node is connected: await grid.connect() starts the local node, grid.connect("ws://host:port") connects to one');
+    return open;
+  }
+
+  // ---- models -----------------------------------------------------------------------------------
+
+  private async serve(model: unknown, o: Options, context: GridCallContext): Promise<ModelInfo> {
+    const node = this.node(o.node);
+    let source: string | Uint8Array;
+    let id = optionalString(o.id, 'serve', 'id');
+    if (typeof model === 'string') {
+      source = this.path(model);
+      id ??= basename(model, extname(model));
+    } else if (model instanceof Uint8Array) {
+      source = model;
+      if (id === undefined) throw usage('serve', 'needs { id } to serve model bytes');
+    } else {
+      throw usage('serve', 'expects an .onnx file path or ONNX bytes, then { id, allowDownload, allowRemoteInference }');
+    }
+    const progress = this.progress(context, `serve-${id}`, `Uploading ${id} to ${node.name}`);
+    try {
+      return await node.client.hostModel(source, {
+        id,
+        ...(typeof o.name === 'string' && { name: o.name }),
+        ...(typeof o.version === 'string' && { version: o.version }),
+        allowDownload: o.allowDownload === true,
+        allowRemoteInference: o.allowRemoteInference === true,
+        onProgress: progress,
+        signal: context.signal,
+      });
+    } finally {
+      progress.done();
+    }
+  }
+
+  private async download(id: unknown, dest: unknown, opts: unknown, context: GridCallContext): Promise<Uint8Array | { path: string; model: ModelInfo }> {
+    if (typeof id !== 'string') throw usage('download', 'expects a model id, then an optional destination path');
+    // grid.download(id, { node }) as well as grid.download(id, "file.onnx", { node })
+    const o = options(typeof dest === 'object' && dest !== null ? dest : opts, 'download');
+    const node = this.node(o.node);
+    const progress = this.progress(context, `download-${id}`, `Downloading ${id} from ${node.name}`);
+    try {
+      if (typeof dest === 'string') {
+        const path = this.path(dest);
+        const model = await node.client.downloadModel(id, path, { onProgress: progress, signal: context.signal });
+        return { path, model };
+      }
+      const dir = await mkdtemp(join(tmpdir(), 'grid-notebook-'));
+      try {
+        const file = join(dir, 'model.onnx');
+        await node.client.downloadModel(id, file, { onProgress: progress, signal: context.signal });
+        return new Uint8Array(await readFile(file));
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    } finally {
+      progress.done();
+    }
+  }
+
+  private async deleteModel(id: unknown, o: Options): Promise<void> {
+    if (typeof id !== 'string') throw usage('deleteModel', 'expects a model id');
+    await this.node(o.node).client.deleteModel(id);
+  }
+
+  /**
+   * `grid.infer(id, input)`: a tensor (or nested numbers) for a one-input model, or an object keyed
+   * by input names. A one-output model answers with that tensor, others with `{ name: tensor }`.
+   */
+  private async infer(id: unknown, input: unknown, o: Options, context: GridCallContext): Promise<Tensor | NamedTensors> {
+    if (typeof id !== 'string') throw usage('infer', 'expects a model id, then its input');
+    const client = this.node(o.node).client;
+    const model = await client.modelInfo(id);
+    const inputs = bindInputs(model, input);
+    const outputs = await client.runInference(id, inputs, {
+      signal: context.signal,
+      ...(Array.isArray(o.outputs) && { outputs: o.outputs.map(String) }),
+      ...(typeof o.timeoutMs === 'number' && { timeoutMs: o.timeoutMs }),
+    });
+    const names = Object.keys(outputs);
+    return names.length === 1 ? compact(outputs[names[0]!]!) : Object.fromEntries(names.map((n) => [n, compact(outputs[n]!)]));
+  }
+
+  // ---- training ---------------------------------------------------------------------------------
+
+  /**
+   * `grid.train(modelId, dataset, { epochs, lr, ... })`: a training job on the node hosting the
+   * model, its loss/accuracy drawn live in the cell. Interrupting the cell cancels the job.
+   */
+  private async train(modelId: unknown, datasetRef: unknown, o: Options, context: GridCallContext): Promise<TrainSummary> {
+    if (typeof modelId !== 'string' || typeof datasetRef !== 'string') throw usage('train', 'expects a hosted model id and a dataset id or name, then { epochs, lr, ... }');
+    const node = this.node(o.node);
+    const client = node.client;
+    const dataset = await findDataset(node, datasetRef);
+    const epochs = positiveInt(o.epochs ?? 5, 'train', 'epochs');
+    const request = {
+      model: modelId, dataset_id: dataset.id, epochs,
+      loss: (o.loss as TrainRequest['loss'] | undefined) ?? lossFor(dataset),
+      optimizer: (o.optimizer as TrainRequest['optimizer'] | undefined) ?? 'adam',
+      lr: typeof o.lr === 'number' ? o.lr : 0.01,
+      batch_size: typeof o.batchSize === 'number' ? o.batchSize : 32,
+      test_split: typeof o.testSplit === 'number' ? o.testSplit : 0.2,
+      progress_every: typeof o.progressEvery === 'number' ? o.progressEvery : 5,
+      ...(typeof o.validationSplit === 'number' && { validation_split: o.validationSplit }),
+      ...(typeof o.featureScale === 'number' && { feature_scale: o.featureScale }),
+      ...(typeof o.label === 'string' && { label: o.label }),
+      ...(typeof o.seed === 'number' && { seed: o.seed }),
+      ...(typeof o.outputId === 'string' && { output_model_id: o.outputId }),
+    };
+    const live = this.metrics(context, { version: 1, title: `Training ${modelId} on ${node.name}/${dataset.name}`, unit: 'epoch', total: epochs, state: 'running', series: [] });
+    let job = await client.training.start(request, { signal: context.signal });
+    node.updateJob?.(job);
+    const cancel = () => void client.training.cancelJob(job.id).then((j) => node.updateJob?.(j), () => undefined);
+    context.signal.addEventListener('abort', cancel, { once: true });
+    try {
+      job = await client.training.wait(job.id, {
+        signal: context.signal,
+        onEvent: (ev) => {
+          if (ev.kind === 'state') {
+            job = { ...job, state: ev.state };
+          } else if (ev.kind === 'batch' || ev.kind === 'epoch') {
+            const { kind: _k, seq: _s, job_id: _j, ...p } = ev;
+            job = { ...job, state: 'running', progress: p };
+            addPoint(live.payload, 'train', { x: p.epoch - 1 + p.batch / Math.max(1, p.batches), loss: p.loss, accuracy: p.accuracy });
+            if (ev.kind === 'epoch' && p.validation) addPoint(live.payload, 'validation', { x: p.epoch, ...p.validation });
+            live.payload.note = `${Math.round(p.samples_per_second)} samples/s · about ${Math.ceil(p.eta_seconds)} s left`;
+            live.update(ev.kind === 'epoch');
+          } else {
+            return;
+          }
+          node.updateJob?.(job);
+        },
+      });
+    } catch (err) {
+      live.payload.state = toGridError(err).code === ErrorCodes.ABORTED ? 'cancelled' : 'failed';
+      live.payload.note = toGridError(err).message;
+      live.update(true);
+      throw err;
+    } finally {
+      context.signal.removeEventListener('abort', cancel);
+    }
+    node.updateJob?.(job);
+    const r = job.result;
+    if (r?.test) addPoint(live.payload, 'test', { x: epochs, ...r.test });
+    live.payload.state = 'succeeded';
+    live.payload.note = `${r?.samples ?? 0} rows per epoch in ${(r?.seconds ?? 0).toFixed(1)} s${r?.model ? ` · stored as ${r.model.id}` : ''}`;
+    live.update(true);
+    return {
+      job: job.id, state: job.state, model: r?.model?.id, metrics: r?.metrics, validation: r?.validation, test: r?.test, seconds: r?.seconds,
+    };
+  }
+
+  /**
+   * `grid.fedavg(modelId, datasetTag, { rounds, epochs, lr, nodes? })`: FedAvg across the connected
+   * nodes holding a dataset with that tag (or name); the result is served on the model's node.
+   */
+  private async fedavg(modelId: unknown, tag: unknown, o: Options, context: GridCallContext): Promise<FedAvgSummary> {
+    if (typeof modelId !== 'string' || typeof tag !== 'string') throw usage('fedavg', 'expects a hosted model id and a dataset tag, then { rounds, epochs, lr, nodes }');
+    const home = this.node(o.node);
+    const rounds = positiveInt(o.rounds ?? 5, 'fedavg', 'rounds');
+    const epochs = positiveInt(o.epochs ?? 1, 'fedavg', 'epochs');
+    const wanted = Array.isArray(o.nodes) ? o.nodes.map((n) => this.node(String(n))) : this.nodes.list().filter((n) => n.isOpen);
+    const participants = wanted.map((n) => ({ n, d: n.datasets.find((d) => d.tags.includes(tag) || d.name === tag || d.id === tag) }))
+      .filter((p): p is { n: BridgeNode; d: DatasetInfo } => p.d !== undefined);
+    if (participants.length === 0) throw gridError('NOT_FOUND', `no connected node has a dataset tagged "${tag}"`);
+    const bytes = await this.download(modelId, { node: home.url }, undefined, context) as Uint8Array;
+    const { fedAvgRounds } = await import('../../federation/fedavg');
+    const outputId = typeof o.outputId === 'string' ? o.outputId : `${modelId}-fedavg`;
+    const live = this.metrics(context, { version: 1, title: `FedAvg ${modelId} over ${participants.map((p) => p.n.name).join(', ')}`, unit: 'round', total: rounds, state: 'running', series: [] });
+    const summary: FedAvgSummary = { model: outputId, node: home.name, rounds: [] };
+    try {
+      const it = fedAvgRounds({
+        model: bytes, rounds, localEpochs: epochs,
+        lr: typeof o.lr === 'number' ? o.lr : 0.01,
+        loss: (o.loss as TrainRequest['loss'] | undefined) ?? lossFor(participants[0]!.d),
+        optimizer: (o.optimizer as TrainRequest['optimizer'] | undefined) ?? 'sgd',
+        batchSize: typeof o.batchSize === 'number' ? o.batchSize : 32,
+        testSplit: typeof o.testSplit === 'number' ? o.testSplit : 0.2,
+        evaluateOnNodes: true,
+        ...(typeof o.featureScale === 'number' && { featureScale: o.featureScale }),
+        participants: participants.map((p) => ({ client: p.n.client, datasetId: p.d.id, name: p.n.name })),
+        signal: context.signal,
+      });
+      for (;;) {
+        const step = await it.next();
+        if (step.done) {
+          const hosted = await home.client.hostModel(step.value.model, { id: outputId, allowDownload: true, allowRemoteInference: true, signal: context.signal });
+          summary.model = hosted.id;
+          break;
+        }
+        const r = step.value;
+        summary.rounds.push({ round: r.round, train: r.train, ...(r.test && { test: r.test }), dropped: r.dropped.map((d) => d.name) });
+        addPoint(live.payload, 'train', { x: r.round, ...r.train });
+        if (r.test) addPoint(live.payload, 'test', { x: r.round, ...r.test });
+        live.payload.note = `round ${r.round} took ${r.seconds.toFixed(1)} s${r.dropped.length ? ` · dropped: ${r.dropped.map((d) => d.name).join(', ')}` : ''}`;
+        live.update(true);
+      }
+    } catch (err) {
+      live.payload.state = toGridError(err).code === ErrorCodes.ABORTED ? 'cancelled' : 'failed';
+      live.payload.note = toGridError(err).message;
+      live.update(true);
+      throw err;
+    }
+    live.payload.state = 'succeeded';
+    live.payload.note = `served as ${summary.model} on ${home.name}`;
+    live.update(true);
+    return summary;
+  }
+
+  // ---- outputs ----------------------------------------------------------------------------------
+
+  /** A live metrics output in the calling cell, replaced in place at most every metricsIntervalMs. */
+  private metrics(context: GridCallContext, payload: MetricsPayload): { payload: MetricsPayload; update(force: boolean): void } {
+    const displayId = `grid-metrics-${context.executionCount}-${Math.random().toString(36).slice(2, 8)}`;
+    let last = 0;
+    let shown = false;
+    const send = () => {
+      context.output({ kind: 'display', displayId, update: shown, data: { [METRICS_MIME]: JSON.stringify(payload), 'text/plain': metricsText(payload) } });
+      shown = true;
+      last = Date.now();
+    };
+    send();
+    return {
+      payload,
+      update: (force) => {
+        if (force || Date.now() - last >= this.metricsIntervalMs) send();
+      },
+    };
+  }
+
+  /** Upload/download progress as one updating text line, shown only for transfers over 1 MiB. */
+  private progress(context: GridCallContext, id: string, what: string): ((done: number, total: number) => void) & { done(): void } {
+    const displayId = `grid-progress-${context.executionCount}-${id}`;
+    let shown = false;
+    let last = 0;
+    let latest = '';
+    const show = (text: string) => {
+      context.output({ kind: 'display', displayId, update: shown, data: { 'text/plain': text } });
+      shown = true;
+      last = Date.now();
+    };
+    const fn = (done: number, total: number) => {
+      if (total < 1024 * 1024) return;
+      latest = `${what}: ${(done / 1048576).toFixed(1)} of ${(total / 1048576).toFixed(1)} MiB`;
+      if (done === total || Date.now() - last >= 250) show(latest);
+    };
+    return Object.assign(fn, { done: () => { if (shown) show(latest); } });
+  }
+
+  private path(p: string): string {
+    return isAbsolute(p) ? p : resolve(this.cwd, p);
+  }
+}
+
+export interface TrainSummary {
+  job: string;
+  state: JobInfo['state'];
+  /** The stored model version: infer with it at once. */
+  model: string | undefined;
+  metrics: { loss: number; accuracy: number } | undefined;
+  validation: { loss: number; accuracy: number } | undefined;
+  test: { loss: number; accuracy: number } | undefined;
+  seconds: number | undefined;
+}
+
+export interface FedAvgSummary {
+  model: string;
+  node: string;
+  rounds: { round: number; train: { loss: number; accuracy: number }; test?: { loss: number; accuracy: number }; dropped: string[] }[];
+}
+
+function summary(n: BridgeNode) {
+  return { name: n.name, url: n.url, state: n.state, local: n.local, ...(n.user !== undefined && { user: n.user }) };
+}
+
+function usage(method: string, what: string): GridError {
+  return gridError('INVALID_INPUT', `grid.${method} ${what}`);
+}
+
+function options(value: unknown, method: string): Options {
+  if (value === undefined || value === null) return {};
+  if (typeof value !== 'object' || Array.isArray(value)) throw usage(method, 'takes its options as an object, e.g. { node: "Local node" }');
+  const o = value as Options;
+  if (o.node !== undefined && typeof o.node !== 'string') throw usage(method, 'expects { node } to be a node name or URL');
+  return o;
+}
+
+function nodeArg(value: unknown): string | undefined {
+  if (typeof value === 'string') return value;
+  return options(value, 'call').node;
+}
+
+function optionalString(value: unknown, method: string, name: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'string' || value.length === 0) throw usage(method, `expects { ${name} } to be a non-empty string`);
+  return value;
+}
+
+function positiveInt(value: unknown, method: string, name: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw usage(method, `expects { ${name} } to be a whole number from 1, got ${String(value)}`);
+  return value;
+}
+
+function lossFor(d: DatasetInfo): TrainRequest['loss'] {
+  return d.schema.classes !== undefined || d.tags.includes('classification') ? 'cross_entropy' : 'mse';
+}
+
+async function findDataset(node: BridgeNode, ref: string): Promise<DatasetInfo> {
+  const datasets = node.datasets.length ? node.datasets : await node.client.listDatasets();
+  const d = datasets.find((x) => x.id === ref || x.name === ref);
+  if (!d) throw gridError('NOT_FOUND', `${node.name} has no dataset "${ref}"; it has ${datasets.map((x) => `"${x.name}"`).join(', ') || 'none'}`);
+  return d;
+}
+
+function isTensor(v: unknown): v is Tensor {
+  return typeof v === 'object' && v !== null && typeof (v as Tensor).dtype === 'string' && Array.isArray((v as Tensor).dims) && 'data' in v;
+}
+
+function bindInputs(model: ModelInfo, input: unknown): NamedTensors {
+  const specs = model.signature.inputs;
+  const plainObject = typeof input === 'object' && input !== null && !Array.isArray(input) && !isTensor(input) && !ArrayBuffer.isView(input);
+  if (plainObject) {
+    const out: NamedTensors = {};
+    for (const [name, value] of Object.entries(input as Record<string, unknown>)) {
+      const spec = specs.find((s) => s.name === name);
+      if (!spec) throw gridError('INVALID_INPUT', `model "${model.id}" has no input "${name}"; its inputs are ${specs.map((s) => `"${s.name}"`).join(', ')}`);
+      out[name] = isTensor(value) ? value : tensorFromJson(value, spec.dtype, `grid.infer input "${name}"`);
+    }
+    return out;
+  }
+  if (specs.length !== 1) throw gridError('INVALID_INPUT', `model "${model.id}" has ${specs.length} inputs; pass an object keyed by ${specs.map((s) => `"${s.name}"`).join(', ')}`);
+  const spec = specs[0]!;
+  return { [spec.name]: isTensor(input) ? input : tensorFromJson(input, spec.dtype, 'grid.infer input') };
+}
+
+/** A tensor whose data covers exactly its own bytes: structured clone copies a view's whole buffer. */
+function compact(t: Tensor): Tensor {
+  const data = t.data as unknown;
+  if (ArrayBuffer.isView(data) && (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength)) {
+    return { dtype: t.dtype, dims: t.dims, data: (data as unknown as { slice(): Tensor['data'] }).slice() };
+  }
+  return t;
+}

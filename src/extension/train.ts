@@ -1,0 +1,211 @@
+// Grid: Train — a short multi-step pick (model, where, dataset, epochs, learning rate, rounds), then
+// either a training job on the model's node or FedAvg across nodes, with live loss/accuracy in a
+// cancellable notification. The trained model is stored on the node and shows up in the tree by the
+// node's own model-added event. FedAvg (src/federation) loads only when chosen.
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import * as vscode from 'vscode';
+import { gridError } from '../core/errors';
+import type { DatasetInfo, ModelInfo } from '../core/protocol/messages';
+import type { JobInfo, TrainRequest } from '../core/protocol/training-messages';
+import type { NodeConnection } from './connection';
+import type { Ctx } from './ctx';
+import { guarded, pickModel, type Cmd, type ModelArgs } from './pickers';
+import { jobSummary, ModelItem } from './views/items';
+
+export interface TrainArgs extends ModelArgs {
+  /** 'node': a job on the model's node (default); 'fedavg': federated averaging across nodes. */
+  mode?: 'node' | 'fedavg';
+  /** Dataset id on the model's node ('node' mode). */
+  dataset?: string;
+  /** FedAvg: each participant trains on its dataset carrying this tag. */
+  tag?: string;
+  /** FedAvg: participant nodes (names or URLs); default every connected node with a dataset tagged `tag`. */
+  nodes?: string[];
+  epochs?: number;
+  lr?: number;
+  /** FedAvg rounds. */
+  rounds?: number;
+  batchSize?: number;
+  optimizer?: TrainRequest['optimizer'];
+  loss?: TrainRequest['loss'];
+  featureScale?: number;
+  testSplit?: number;
+  /** Id of the trained model; the node's `<model>-v<n>` (or `<model>-fedavg`) by default. */
+  outputId?: string;
+}
+
+export interface FedAvgSummary {
+  model: string;
+  node: string;
+  rounds: { round: number; train: { loss: number; accuracy: number }; test?: { loss: number; accuracy: number } }[];
+}
+
+function lossFor(d: DatasetInfo): TrainRequest['loss'] {
+  return d.schema.classes !== undefined || d.tags.includes('classification') ? 'cross_entropy' : 'mse';
+}
+
+async function askNumber(title: string, prompt: string, value: number, check: (n: number) => boolean, hint: string): Promise<number | undefined> {
+  const s = await vscode.window.showInputBox({ title, prompt, value: String(value), validateInput: (v) => (check(Number(v)) ? undefined : hint) });
+  return s === undefined ? undefined : Number(s);
+}
+
+const positiveInt = (n: number) => Number.isInteger(n) && n >= 1 && n <= 100_000;
+const positive = (n: number) => Number.isFinite(n) && n > 0;
+
+export function train(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Training failed', async (arg?: ModelItem | TrainArgs) => {
+    const a: TrainArgs = arg instanceof ModelItem || arg === undefined ? {} : arg;
+    const target = await pickModel(ctx, arg, 'Train a model');
+    if (!target) return undefined;
+    const { conn, model } = target;
+    const title = `Train ${model.id}`;
+    let mode = a.mode;
+    if (mode === undefined) {
+      const picked = await vscode.window.showQuickPick([
+        { label: `On ${conn.name}`, detail: 'a training job on a dataset of the node that hosts the model', mode: 'node' as const },
+        { label: 'Federated (FedAvg) across nodes', detail: 'each node trains on its own data; only parameters travel', mode: 'fedavg' as const },
+      ], { title });
+      if (!picked) return undefined;
+      mode = picked.mode;
+    }
+    return mode === 'fedavg' ? fedAvg(ctx, conn, model, a, title) : trainOnNode(ctx, conn, model, a, title);
+  });
+}
+
+async function trainOnNode(ctx: Ctx, conn: NodeConnection, model: ModelInfo, a: TrainArgs, title: string): Promise<JobInfo | undefined> {
+  if (!conn.supportsTraining) throw gridError('NOT_FOUND', `${conn.name} does not run training jobs (its grid node is too old)`);
+  let dataset = a.dataset !== undefined ? conn.datasets.find((d) => d.id === a.dataset || d.name === a.dataset) : undefined;
+  if (a.dataset !== undefined && !dataset) throw gridError('NOT_FOUND', `${conn.name} has no dataset "${a.dataset}"; it has ${conn.datasets.map((d) => `"${d.name}"`).join(', ') || 'none'}`);
+  if (!dataset) {
+    if (conn.datasets.length === 0) throw gridError('NOT_FOUND', `${conn.name} has no datasets to train on`);
+    const picked = await vscode.window.showQuickPick(conn.datasets.map((d) => ({ label: d.name, description: `${d.schema.rows} rows · ${d.tags.join(', ')}`, d })), { title, placeHolder: `Dataset on ${conn.name}` });
+    if (!picked) return undefined;
+    dataset = picked.d;
+  }
+  const epochs = a.epochs ?? await askNumber(title, 'Epochs', 10, positiveInt, 'a whole number from 1');
+  if (epochs === undefined) return undefined;
+  const lr = a.lr ?? await askNumber(title, 'Learning rate', 0.01, positive, 'a positive number');
+  if (lr === undefined) return undefined;
+  const client = conn.client;
+  const request = {
+    model: model.id, dataset_id: dataset.id, loss: a.loss ?? lossFor(dataset), optimizer: a.optimizer ?? 'adam', lr, epochs,
+    batch_size: a.batchSize ?? 32, test_split: a.testSplit ?? 0.2,
+    ...(a.featureScale !== undefined && { feature_scale: a.featureScale }),
+    ...(a.outputId !== undefined && { output_model_id: a.outputId }),
+  };
+  const started = await client.training.start(request);
+  conn.updateJob(started);
+  ctx.log.info({ node: conn.url, job: started.id, model: model.id, dataset: dataset.id, epochs, lr }, `training job ${started.id} started on ${conn.name}`);
+  let job = started;
+  const done = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Training ${model.id} on ${conn.name}/${dataset.name}`, cancellable: true }, async (progress, token) => {
+    const cancel = token.onCancellationRequested(() => {
+      void client.training.cancelJob(started.id).catch((err: unknown) => ctx.log.warn({ job: started.id }, `could not cancel: ${(err as Error).message}`));
+    });
+    let shown = 0;
+    try {
+      return await client.training.wait(started.id, {
+        onEvent: (ev) => {
+          if (ev.kind === 'state') job = { ...job, state: ev.state };
+          else if (ev.kind === 'batch' || ev.kind === 'epoch') {
+            const { kind: _k, seq: _s, job_id: _j, ...p } = ev;
+            job = { ...job, state: 'running', progress: p };
+            const pct = Math.floor((((p.epoch - 1) + p.batch / Math.max(1, p.batches)) / p.epochs) * 100);
+            if (pct > shown || ev.kind === 'epoch') {
+              progress.report({ increment: Math.max(0, pct - shown), message: jobSummary(job) });
+              shown = Math.max(shown, pct);
+            }
+          } else return;
+          conn.updateJob(job);
+        },
+      });
+    } finally {
+      cancel.dispose();
+    }
+  }).then((j) => j, async (err: unknown) => {
+    // The job's final state (failed/cancelled) belongs in the Jobs group too.
+    await client.training.jobInfo(started.id).then((j) => conn.updateJob(j), () => undefined);
+    throw err;
+  });
+  conn.updateJob(done);
+  const r = done.result;
+  ctx.log.info({ node: conn.url, job: done.id, result: r }, `training job ${done.id} ${done.state}`);
+  void vscode.window.showInformationMessage(`Trained ${model.id} on ${dataset.name}: ${jobSummary(done)}`);
+  return done;
+}
+
+async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: TrainArgs, title: string): Promise<FedAvgSummary | undefined> {
+  const candidates = ctx.openConnections.filter((c) => c.supportsTraining && c.state === 'connected');
+  const tags = [...new Set(candidates.flatMap((c) => c.datasets.flatMap((d) => d.tags)))].sort();
+  let tag = a.tag;
+  if (tag === undefined) {
+    if (tags.length === 0) throw gridError('NOT_FOUND', 'no signed-in node that runs training has tagged datasets');
+    tag = await vscode.window.showQuickPick(tags, { title, placeHolder: 'Dataset tag: each node trains on its dataset with this tag' });
+    if (tag === undefined) return undefined;
+  }
+  const wanted = a.nodes?.map((n) => {
+    const c = ctx.find(n);
+    if (!c) throw gridError('NOT_FOUND', `no node named or at "${n}"`);
+    return c;
+  });
+  let participants = (wanted ?? candidates).map((c) => ({ c, d: c.datasets.find((d) => d.tags.includes(tag!) || d.name === tag) })).filter((p) => p.d !== undefined) as { c: NodeConnection; d: DatasetInfo }[];
+  if (wanted && participants.length !== wanted.length) {
+    const missing = wanted.filter((w) => !participants.some((p) => p.c === w)).map((w) => w.name);
+    throw gridError('NOT_FOUND', `${missing.join(', ')} ${missing.length === 1 ? 'has' : 'have'} no dataset tagged "${tag}"`);
+  }
+  if (participants.length === 0) throw gridError('NOT_FOUND', `no connected node has a dataset tagged "${tag}"`);
+  if (a.nodes === undefined && participants.length > 1) {
+    const picked = await vscode.window.showQuickPick(participants.map((p) => ({ label: p.c.name, description: `${p.d.name} · ${p.d.schema.rows} rows`, picked: true, p })), { title, canPickMany: true, placeHolder: 'Nodes taking part' });
+    if (!picked?.length) return undefined;
+    participants = picked.map((x) => x.p);
+  }
+  const rounds = a.rounds ?? await askNumber(title, 'FedAvg rounds', 5, positiveInt, 'a whole number from 1');
+  if (rounds === undefined) return undefined;
+  const epochs = a.epochs ?? await askNumber(title, 'Local epochs per round', 1, positiveInt, 'a whole number from 1');
+  if (epochs === undefined) return undefined;
+  const lr = a.lr ?? await askNumber(title, 'Learning rate', 0.01, positive, 'a positive number');
+  if (lr === undefined) return undefined;
+
+  // FedAvg starts from the model's bytes: fetched once from its node (it must allow download).
+  const tmp = path.join(ctx.extCtx.globalStorageUri.fsPath, 'fedavg', `${model.id}-${Date.now()}.onnx`);
+  fs.mkdirSync(path.dirname(tmp), { recursive: true });
+  await home.client.downloadModel(model.id, tmp);
+  const bytes = fs.readFileSync(tmp);
+  fs.rmSync(tmp, { force: true });
+  const { fedAvgRounds } = await import('../federation/fedavg');
+  const first = participants[0]!.d;
+  const outputId = a.outputId ?? `${model.id}-fedavg`;
+  const summary: FedAvgSummary = { model: outputId, node: home.name, rounds: [] };
+  await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `FedAvg ${model.id} over ${participants.map((p) => p.c.name).join(', ')}`, cancellable: true }, async (progress, token) => {
+    const controller = new AbortController();
+    const sub = token.onCancellationRequested(() => controller.abort());
+    try {
+      const it = fedAvgRounds({
+        model: bytes, rounds, localEpochs: epochs, lr, loss: a.loss ?? lossFor(first), optimizer: a.optimizer ?? 'sgd', batchSize: a.batchSize ?? 32,
+        participants: participants.map((p) => ({ client: p.c.client, datasetId: p.d.id, name: p.c.name })),
+        ...(a.featureScale !== undefined && { featureScale: a.featureScale }),
+        testSplit: a.testSplit ?? 0.2, evaluateOnNodes: true, signal: controller.signal,
+        onWarning: (message) => ctx.log.warn(`FedAvg: ${message}`),
+      });
+      for (;;) {
+        const step = await it.next();
+        if (step.done) {
+          const info = await home.client.hostModel(step.value.model, { id: outputId, allowDownload: model.allow_download, allowRemoteInference: model.allow_remote_inference, signal: controller.signal });
+          ctx.log.info({ node: home.url, model: info.id }, `FedAvg result served as ${info.id} on ${home.name}`);
+          return;
+        }
+        const r = step.value;
+        summary.rounds.push({ round: r.round, train: r.train, ...(r.test && { test: r.test }) });
+        const acc = r.test ? `test accuracy ${(r.test.accuracy * 100).toFixed(1)}%` : `accuracy ${(r.train.accuracy * 100).toFixed(1)}%`;
+        progress.report({ increment: 100 / rounds, message: `round ${r.round}/${r.rounds} · loss ${r.train.loss.toFixed(4)} · ${acc}${r.dropped.length ? ` · ${r.dropped.length} dropped` : ''}` });
+        ctx.log.info({ round: r.round, train: r.train, test: r.test, dropped: r.dropped }, `FedAvg round ${r.round}/${r.rounds}`);
+      }
+    } finally {
+      sub.dispose();
+    }
+  });
+  const last = summary.rounds.at(-1);
+  void vscode.window.showInformationMessage(`FedAvg done: ${outputId} on ${home.name}${last?.test ? `, test accuracy ${(last.test.accuracy * 100).toFixed(1)}%` : ''}.`);
+  return summary;
+}
+
