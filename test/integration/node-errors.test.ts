@@ -242,7 +242,7 @@ test('mutations without a session are UNAUTHENTICATED; wrong passwords BAD_CREDE
 });
 
 test('a client vanishing mid-upload: the partial upload is resumable for a while, then cleaned up', async (t) => {
-  const n = await withNode(t, { uploadTtlMs: 400 });
+  const n = await withNode(t, { uploadTtlMs: 1500 });
   const uploads = path.join(n.dir, 'uploads');
   const chunk = 1024 * 1024;
   const size = 8 * chunk;
@@ -256,13 +256,15 @@ test('a client vanishing mid-upload: the partial upload is resumable for a while
   // Wait until the node says it holds at least 4 chunks (however often it acknowledges).
   let acked = 0;
   while (acked < 4 * chunk) acked = ((await first.next((m) => m.type === 'transfer-ack')).data as { received: number }).received;
+  // The next connection is ready (logged in) before the first vanishes, so the resume below is not
+  // racing the TTL on a slow machine.
+  const second = await RawClient.open(n.node.url);
+  t.after(() => second.close());
+  await second.request('authenticate', { username: 'admin', password: ADMIN_PASSWORD });
   first.close(); // vanish without a goodbye
   await first.closed;
 
   // Resumable: a new connection learns how much the node holds.
-  const second = await RawClient.open(n.node.url);
-  t.after(() => second.close());
-  await second.request('authenticate', { username: 'admin', password: ADMIN_PASSWORD });
   const resumed = await second.request('transfer-begin', { transfer_id: id, size, chunk_size: chunk });
   assert.equal(resumed.error, undefined);
   assert.ok((resumed.data as { received: number }).received >= acked);
