@@ -7,6 +7,7 @@ import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import type { JobEvent } from '../../src/core/protocol/training-messages';
 import { ADMIN_PASSWORD, startTestNode, type TestNode } from '../helpers/node-fixtures';
+import { startProxy } from '../helpers/proxy';
 import { assertNoRows, DIGITS, recordMessages } from '../helpers/training-fixtures';
 
 let tn: TestNode;
@@ -72,11 +73,11 @@ test('an MLP 64-64-10 trained on a node reaches >= 96% test accuracy; the node a
   assert.equal(record.label, 'column_64');
   assert.equal(record.test!.accuracy, r.test!.accuracy);
   assert.equal(record.privacy, undefined);
+  assertNoRows(seen, new Set(Object.keys(modelParams(model))), 1797);
   // The stored model serves like any other (inputs scaled the way it was trained).
   const row = new Float32Array(64).fill(0.5);
   const out = await admin.runInference(stored.id, { input: { dtype: 'float32', dims: [1, 64], data: row } });
   assert.deepEqual(out.logits!.dims, [1, 10]);
-  assertNoRows(seen, new Set(Object.keys(modelParams(model))), 1797);
 });
 
 test('a job keeps running after its client disconnects; another client reattaches and gets the missed events and the result', async () => {
@@ -111,6 +112,27 @@ test('a job keeps running after its client disconnects; another client reattache
     assert.deepEqual(replay.result, done.result);
   } finally {
     second.dispose();
+  }
+});
+
+test('watching survives a dropped connection: the watch is re-sent after the reconnect and no event is lost or repeated', async () => {
+  const proxy = await startProxy(tn.node.port);
+  const c = await GridClient.connect(`ws://127.0.0.1:${proxy.port}`, { reconnect: { initialDelayMs: 10, maxDelayMs: 50 }, credentials: { username: 'admin', password: ADMIN_PASSWORD } });
+  try {
+    const events: JobEvent[] = [];
+    let reconnected = false;
+    c.socket.on('status', (st: { state: string }) => { if (st.state === 'open') reconnected = true; });
+    const job = await c.training.start({
+      model: mlp([64, 16, 10], { seed: 5 }), dataset_id: 'digits', feature_scale: scale, loss: 'cross_entropy', optimizer: 'sgd',
+      epochs: 4, batch_size: 16, progress_every: 4,
+    });
+    const done = await c.training.wait(job.id, { onEvent: (ev) => { events.push(ev); if (events.length === 3) proxy.cut(); } });
+    assert.ok(reconnected, 'the socket reconnected');
+    assert.equal(done.state, 'succeeded');
+    assert.deepEqual(events.map((e) => e.seq), Array.from({ length: done.last_seq }, (_, i) => i + 1));
+  } finally {
+    c.dispose();
+    await proxy.close();
   }
 });
 

@@ -121,12 +121,10 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
     if (data.validation_split !== undefined && (Math.round(rows * data.validation_split) === 0 || Math.round(rows * data.validation_split) >= rows)) {
       throw gridError('INVALID_INPUT', `validation_split ${data.validation_split} of ${rows} training rows leaves no validation or no training rows`);
     }
-    const job = jobs.submit({
-      owner: user.user, request: data, model: model.bytes, label: loaded.label, train: loaded.train,
-      ...(model.parent && { parent: model.parent }),
-      ...(model.params && { params: model.params }),
-      ...(loaded.test && { test: loaded.test }),
-    });
+    const job = jobs.submit(
+      { owner: user.user, request: data, label: loaded.label, ...(model.parent && { parent: model.parent }) },
+      { model: model.bytes, train: loaded.train, ...(model.params && { params: model.params }), ...(loaded.test && { test: loaded.test }) },
+    );
     ctx.log.info({ job: job.id, owner: user.user, dataset: data.dataset_id, rows }, 'training job queued');
     return { job: job.info() };
   });

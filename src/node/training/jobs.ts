@@ -12,6 +12,7 @@ import type { ModelInfo } from '../../core/protocol/messages';
 import type { NamedTensors } from '../../core/protocol/tensor';
 import type { JobEvent, JobInfo, JobProgress, JobResult, JobState, TrainRequest } from '../../core/protocol/training-messages';
 import type { Dataset } from '../../compute/data';
+import { modelParams } from '../../compute/plan';
 import { evaluateModel, trainSteps, type TrainProgress, type TrainResult } from '../../compute/train';
 import type { NodeEvents } from '../events';
 import type { ModelStore } from '../models';
@@ -20,13 +21,18 @@ import type { TrainingRecords } from './records';
 export interface JobSpec {
   owner: string;
   request: TrainRequest;
-  /** The forward model (ONNX bytes). */
-  model: Uint8Array;
   /** The hosted model it came from. */
   parent?: ModelInfo;
+  /** The label column's name. */
+  label: string;
+}
+
+/** What a job trains with; dropped when it ends, so a finished job holds only its result. */
+export interface JobInputs {
+  /** The forward model (ONNX bytes). */
+  model: Uint8Array;
   /** Starting parameters replacing the model's initializers. */
   params?: NamedTensors;
-  label: string;
   train: Dataset;
   test?: Dataset;
 }
@@ -59,6 +65,7 @@ const finishedStates: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'c
 export class Job {
   readonly id = `job-${randomBytes(6).toString('hex')}`;
   readonly spec: JobSpec;
+  inputs: JobInputs | undefined;
   readonly created = new Date().toISOString();
   readonly controller = new AbortController();
   state: JobState = 'queued';
@@ -77,8 +84,9 @@ export class Job {
   /** Resolves when the job reaches a final state. */
   readonly settled: Promise<void>;
 
-  constructor(spec: JobSpec, maxEvents: number) {
+  constructor(spec: JobSpec, inputs: JobInputs, maxEvents: number) {
     this.spec = spec;
+    this.inputs = inputs;
     this.maxEvents = maxEvents;
     this.settled = new Promise((r) => { this.settle = r; });
   }
@@ -104,6 +112,7 @@ export class Job {
     this.record({ kind: 'state', state });
     if (this.isFinished) {
       this.finished = new Date().toISOString();
+      this.inputs = undefined;
       this.listeners.clear();
       this.settle();
     }
@@ -165,10 +174,10 @@ export class TrainingJobs {
     return [...this.jobs.values()].reverse();
   }
 
-  submit(spec: JobSpec): Job {
+  submit(spec: JobSpec, inputs: JobInputs): Job {
     if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
     if (this.queue.length >= this.opts.maxQueued) throw gridError('PAYLOAD_TOO_LARGE', `the node already has ${this.queue.length} training jobs queued; wait for some to finish`);
-    const job = new Job(spec, this.opts.maxEvents);
+    const job = new Job(spec, inputs, this.opts.maxEvents);
     this.jobs.set(job.id, job);
     job.setState('queued');
     this.queue.push(job);
@@ -209,14 +218,15 @@ export class TrainingJobs {
 
   private async run(job: Job): Promise<void> {
     const { spec } = job;
+    const input = job.inputs!;
     const r = spec.request;
     const log = this.opts.log;
     job.started = new Date().toISOString();
     job.setState('running');
     log.info({ job: job.id, owner: spec.owner, dataset: r.dataset_id, model: spec.parent?.id, epochs: r.epochs }, 'training job started');
     try {
-      const it = trainSteps(spec.train, {
-        model: spec.model,
+      const it = trainSteps(input.train, {
+        model: input.model,
         loss: r.loss,
         optimizer: r.optimizer,
         hyper: {
@@ -229,15 +239,18 @@ export class TrainingJobs {
         batchSize: r.batch_size,
         seed: r.seed ?? 0,
         ...(r.validation_split !== undefined && { validationSplit: r.validation_split }),
-        ...(spec.params !== undefined && { params: spec.params }),
+        ...(input.params !== undefined && { params: input.params }),
         // FedProx pulls towards where this round started: the given parameters, else the model's own.
-        ...(r.fedprox_mu !== undefined && { fedProxGlobal: spec.params ?? {} }),
+        ...(r.fedprox_mu !== undefined && { fedProxGlobal: { ...modelParams(input.model), ...input.params } }),
         ...(r.privacy !== undefined && { privacy: { clipNorm: r.privacy.clip_norm, noiseMultiplier: r.privacy.noise_multiplier } }),
-        progressEvery: r.progress_every ?? 10,
+        // Every batch comes back here so the node can yield to other requests between batches; only every
+        // progress_every-th is reported.
+        progressEvery: 1,
         signal: job.controller.signal,
         loadOptions: { intraOpNumThreads: this.opts.threads },
         ...(r.weight_decay !== undefined && { plan: { weightDecay: true } }),
       });
+      const every = r.progress_every ?? 10;
       let trained: TrainResult;
       for (;;) {
         const step = await it.next();
@@ -248,8 +261,8 @@ export class TrainingJobs {
           throw gridError('JOB_FAILED', `the training loss became ${p.loss} in epoch ${p.epoch}, batch ${p.batch}; lower the learning rate or scale the features`);
         }
         job.progress = toProgress(p);
-        job.record({ kind: p.kind, ...job.progress });
-        // Let the node answer other requests between progress reports even if onnxruntime resolved synchronously.
+        if (p.kind === 'epoch' || p.batch % every === 0) job.record({ kind: p.kind, ...job.progress });
+        // Let the node answer other requests between batches even if onnxruntime resolved synchronously.
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
       // samples: rows trained on per epoch, the update's FedAvg weight (trainSteps counts all epochs).
@@ -259,7 +272,7 @@ export class TrainingJobs {
         const p = trained.privacy;
         result.privacy = { clip_norm: p.clipNorm, noise_multiplier: p.noiseMultiplier, update_norm: p.updateNorm, clipped: p.clipped };
       }
-      if (spec.test) result.test = await evaluateModel(trained.model, spec.test, { loss: r.loss, loadOptions: { intraOpNumThreads: this.opts.threads } });
+      if (input.test) result.test = await evaluateModel(trained.model, input.test, { loss: r.loss, loadOptions: { intraOpNumThreads: this.opts.threads } });
       if (job.controller.signal.aborted) throw job.controller.signal.reason;
       if ((r.output ?? 'model') === 'model') {
         result.model = await this.store(job, trained.model, result);
