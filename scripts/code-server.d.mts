@@ -8,6 +8,7 @@ export interface GroupProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   stop(graceMs?: number): Promise<void>;
 }
+export declare function shuttingDown(): boolean;
 export declare function spawnGroup(cmd: string, args: string[], opts?: SpawnOptions): GroupProcess;
 export declare function waitForLine(
   proc: GroupProcess,

@@ -6,8 +6,15 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
-const groups = new Set();
+const groups = new Set(); // pids of live group leaders
+const stoppers = new Set(); // their graceful stop() functions
 let handlersInstalled = false;
+let shutdown = false;
+
+/** True once a signal asked this process to stop (children exiting then is expected). */
+export function shuttingDown() {
+  return shutdown;
+}
 
 function killGroup(pid, signal) {
   try {
@@ -25,8 +32,10 @@ function installExitHandlers() {
   });
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
     process.on(sig, () => {
+      // SIGTERM first so a grid node can close its stores; the 'exit' handler SIGKILLs stragglers.
+      shutdown = true;
       process.stderr.write(`\n${sig}: stopping ${groups.size} process group(s)\n`);
-      process.exit(sig === 'SIGINT' ? 130 : 143);
+      void Promise.all([...stoppers].map((stop) => stop(3000))).finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
     });
   }
 }
@@ -51,9 +60,11 @@ export function spawnGroup(cmd, args, opts = {}) {
       clearTimeout(timer);
       killGroup(pid, 'SIGKILL');
       groups.delete(pid);
+      stoppers.delete(stop);
     })();
     return stopping;
   };
+  stoppers.add(stop);
   return { child, exited, stop };
 }
 

@@ -1,7 +1,7 @@
 // Builds a platform-specific VSIX: `npm run package [-- --target linux-arm64] [--out FILE] [--no-build]`.
 // The VSIX carries the esbuild bundle plus the two runtime packages the bundle leaves external
 // (onnxruntime-node with only the target's native binaries, node-sqlite3-wasm); .vscodeignore is the
-// allow-list, rewritten here for targets other than linux-x64.
+// allow-list, rewritten here for targets other than linux-x64. Targets: TARGETS below.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -9,43 +9,57 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 
 const repoRoot = resolve(fileURLToPath(new URL('..', import.meta.url)));
-const DEFAULT_PLATFORM = 'linux/x64';
+const DEFAULT_TARGET = 'linux-x64';
 
-// VS Code target → onnxruntime-node's bin/napi-v6/<os>/<arch> folder (the targets it ships binaries for).
-export const TARGETS = {
-  'linux-x64': 'linux/x64',
-  'linux-arm64': 'linux/arm64',
-  'darwin-arm64': 'darwin/arm64',
-  'win32-x64': 'win32/x64',
-  'win32-arm64': 'win32/arm64',
-};
+// VS Code targets we can ship: those onnxruntime-node has binaries for (bin/napi-v6/<os>/<arch>).
+export const TARGETS = ['linux-x64', 'linux-arm64', 'darwin-arm64', 'win32-x64', 'win32-arm64'];
 
 function manifest() {
   return JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8'));
 }
 
-/** The .vscodeignore allow-list with the onnxruntime binaries of `target` instead of linux-x64's. */
+/**
+ * The .vscodeignore allow-list with `target`'s platform folders in place of linux-x64's:
+ * onnxruntime's bin/napi-v6/<os>/<arch>, bufferutil's prebuilds/<target>, @esbuild/<target>.
+ */
 export function ignoreFileFor(target) {
-  const platform = TARGETS[target];
-  if (!platform) {
-    throw new Error(`unknown --target ${target}; one of: ${Object.keys(TARGETS).join(', ')}`);
+  if (!TARGETS.includes(target)) {
+    throw new Error(`unknown --target ${target}; one of: ${TARGETS.join(', ')}`);
   }
   const text = readFileSync(join(repoRoot, '.vscodeignore'), 'utf8');
-  const line = `!node_modules/onnxruntime-node/bin/napi-v6/${DEFAULT_PLATFORM}/**`;
-  if (!text.includes(line)) throw new Error(`.vscodeignore lost its line ${line}`);
-  return text.replace(line, `!node_modules/onnxruntime-node/bin/napi-v6/${platform}/**`);
+  const ortLine = `!node_modules/onnxruntime-node/bin/napi-v6/${DEFAULT_TARGET.replace('-', '/')}/**`;
+  if (!text.includes(ortLine)) throw new Error(`.vscodeignore lost its line ${ortLine}`);
+  return text.split('\n').map((line) => (line.startsWith('!node_modules/')
+    ? line.replaceAll(DEFAULT_TARGET.replace('-', '/'), target.replace('-', '/')).replaceAll(DEFAULT_TARGET, target)
+    : line)).join('\n');
+}
+
+// Platform packages npm installs only for the machine it runs on; a VSIX for another target
+// needs them present (e.g. `npm i --no-save --force @esbuild/darwin-arm64@<esbuild's version>`).
+function checkPlatformPackages(target) {
+  const esbuildVersion = JSON.parse(readFileSync(join(repoRoot, 'node_modules', 'esbuild', 'package.json'), 'utf8')).version;
+  const required = [
+    [`node_modules/onnxruntime-node/bin/napi-v6/${target.replace('-', '/')}`, 'reinstall onnxruntime-node'],
+    [`node_modules/@esbuild/${target}`, `npm i --no-save --force @esbuild/${target}@${esbuildVersion}`],
+  ];
+  const missing = required.filter(([p]) => !existsSync(join(repoRoot, p)));
+  if (missing.length) {
+    throw new Error(`cannot package for ${target}; missing ${missing.map(([p, fix]) => `${p} (${fix})`).join(', ')}`);
+  }
 }
 
 /**
  * Packages the extension for `target` into `out`; returns { vsix, bytes }. Throws with vsce's
  * output if packaging fails or the VSIX is missing its native binary.
  */
-export function packageExtension({ target = 'linux-x64', out, build = true } = {}) {
+export function packageExtension({ target = DEFAULT_TARGET, out, build = true } = {}) {
   const pkg = manifest();
+  const ignore = ignoreFileFor(target);
+  checkPlatformPackages(target);
   const vsix = resolve(out ?? join(repoRoot, `${pkg.name}-${pkg.version}-${target}.vsix`));
   const ignoreFile = join(repoRoot, 'out', `vscodeignore-${target}`);
   mkdirSync(join(repoRoot, 'out'), { recursive: true });
-  writeFileSync(ignoreFile, ignoreFileFor(target));
+  writeFileSync(ignoreFile, ignore);
   if (build) {
     const b = spawnSync(process.execPath, [join(repoRoot, 'scripts', 'build.mjs')], { cwd: repoRoot, stdio: 'inherit' });
     if (b.status !== 0) throw new Error(`build failed (exit ${b.status ?? b.signal})`);
@@ -67,7 +81,7 @@ export function packageExtension({ target = 'linux-x64', out, build = true } = {
 if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const { values } = parseArgs({
     options: {
-      target: { type: 'string', default: 'linux-x64' },
+      target: { type: 'string', default: DEFAULT_TARGET },
       out: { type: 'string' },
       'no-build': { type: 'boolean', default: false },
     },

@@ -31,7 +31,7 @@ export function cleanWorkDir(dir: string, keep: boolean): void {
     process.stderr.write(`kept ${dir} for inspection\n`);
     return;
   }
-  rmSync(dir, { recursive: true, force: true });
+  rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
 }
 
 /** Compiles test/e2e/suite/*.ts into `outDir`; returns the in-host entry (index.js). */

@@ -3,6 +3,7 @@
 // without the smoke-test driver, so notifications show as they would for a person).
 import * as assert from 'node:assert/strict';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { createRequire, isBuiltin } from 'node:module';
 import { join } from 'node:path';
 import { after, before, test, type TestContext } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
@@ -43,8 +44,6 @@ before(async () => {
   installed = await packageAndInstall(workDir);
 }, { timeout: 5 * 60_000 });
 
-after(() => cleanWorkDir(workDir, failed));
-
 step('the linux-x64 VSIX is at most 25 MB and ships only linux-x64 onnxruntime binaries', 10_000, async () => {
   process.stdout.write(`VSIX: ${installed.vsix} ${(installed.bytes / 1024 / 1024).toFixed(1)} MB\n`);
   assert.ok(installed.bytes <= MAX_VSIX_BYTES, `VSIX is ${installed.bytes} bytes, over ${MAX_VSIX_BYTES}`);
@@ -54,6 +53,42 @@ step('the linux-x64 VSIX is at most 25 MB and ships only linux-x64 onnxruntime b
   assert.ok(existsSync(join(napi, 'linux', 'x64', 'onnxruntime_binding.node')));
   assert.ok(existsSync(join(installed.path, 'node_modules', 'node-sqlite3-wasm', 'dist', 'node-sqlite3-wasm.wasm')));
   assert.ok(!existsSync(join(installed.path, 'src')), 'TypeScript sources were packaged');
+});
+
+/** Packages the bundles in `distDir` load at run time: require("x") / import("x") left by esbuild. */
+function bundleExternals(distDir: string): Map<string, string> {
+  const found = new Map<string, string>();
+  for (const f of readdirSync(distDir).filter((n) => n.endsWith('.js'))) {
+    const text = readFileSync(join(distDir, f), 'utf8');
+    for (const m of text.matchAll(/\b(?:require|import)\(\s*"([^"./][^"]*)"\s*\)/g)) {
+      const spec = m[1]!;
+      if (!isBuiltin(spec) && spec !== 'vscode') found.set(spec, f);
+    }
+  }
+  return found;
+}
+
+function resolves(fromFile: string, spec: string): boolean {
+  try {
+    createRequire(fromFile).resolve(spec);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+step('every package the bundles load at run time is in the VSIX', 60_000, async () => {
+  const externals = bundleExternals(join(installed.path, 'dist'));
+  assert.ok(externals.has('onnxruntime-node'), 'the bundles no longer load onnxruntime-node: update this test and .vscodeignore');
+  // A package this checkout cannot resolve either is an optional one (ws's utf-8-validate).
+  const missing = [...externals].filter(([spec, file]) =>
+    resolves(join(repoRoot, 'dist', file), spec) && !resolves(join(installed.path, 'dist', file), spec));
+  assert.deepEqual(missing, [], 'packages the bundles load but the VSIX lacks (add them to .vscodeignore)');
+  if (externals.has('esbuild')) {
+    // The kernel transpiles cells with esbuild: its platform binary must run from the VSIX.
+    const esbuild = createRequire(join(installed.path, 'dist', 'kernel-worker.js'))('esbuild') as typeof import('esbuild');
+    assert.equal((await esbuild.transform('const x: number = 1', { loader: 'ts' })).code, 'const x = 1;\n');
+  }
 });
 
 step('the in-host suites pass against the installed VSIX', 8 * 60_000, async () => {
@@ -85,6 +120,7 @@ async function window(): Promise<Page> {
 after(async () => {
   await browser?.close().catch(() => undefined);
   await server?.stop();
+  cleanWorkDir(workDir, failed);
 });
 
 const containers = manifest.contributes?.viewsContainers?.activitybar ?? [];
