@@ -41,6 +41,11 @@ export interface LoadModelOptions {
   graphOptimizationLevel?: 'disabled' | 'basic' | 'extended' | 'all';
   /** ORT's own log level (0 verbose … 4 fatal); 3 by default so old-opset warnings stay off stderr. */
   logSeverityLevel?: 0 | 1 | 2 | 3 | 4;
+  /**
+   * Let idle ORT worker threads spin between operators: faster for graphs of many small operators
+   * (training plans) on a dedicated machine, wasteful on a shared one. Off by default.
+   */
+  allowSpinning?: boolean;
 }
 
 export interface RunOptions {
@@ -80,7 +85,7 @@ function sessionOptions(opts: LoadModelOptions): import('onnxruntime-node').Infe
     executionMode: 'sequential',
     logSeverityLevel: opts.logSeverityLevel ?? 3,
     // A grid node is shared by many models and a busy editor: idle worker threads must not spin.
-    extra: { session: { intra_op: { allow_spinning: '0' }, inter_op: { allow_spinning: '0' } } },
+    extra: { session: { intra_op: { allow_spinning: opts.allowSpinning ? '1' : '0' }, inter_op: { allow_spinning: opts.allowSpinning ? '1' : '0' } } },
   };
 }
 
