@@ -60,6 +60,7 @@ const CHROMIUM_FLAGS = [
 
 /** Headless Debian chromium with its profile in `workDir`. */
 export async function launchBrowser(workDir: string, t: ToolPaths = tools()): Promise<BrowserContext> {
+  for (const d of ['tmp', 'xdg/config', 'xdg/cache']) mkdirSync(join(workDir, d), { recursive: true });
   return chromium.launchPersistentContext(join(workDir, 'chromium-profile'), {
     executablePath: t.chromium,
     headless: true,

@@ -118,9 +118,12 @@ async function window(): Promise<Page> {
 }
 
 after(async () => {
-  await browser?.close().catch(() => undefined);
-  await server?.stop();
-  cleanWorkDir(workDir, failed);
+  try {
+    await browser?.close().catch(() => undefined);
+  } finally {
+    await server?.stop();
+    cleanWorkDir(workDir, failed);
+  }
 });
 
 const containers = manifest.contributes?.viewsContainers?.activitybar ?? [];
