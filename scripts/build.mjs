@@ -17,6 +17,8 @@ const common = {
 
 const entries = [
   { entryPoints: ['src/extension/main.ts'], outfile: 'dist/extension.js' },
+  // The extension's heavy half (sockets, schemas, tensor readers, FedAvg), required on first use.
+  { entryPoints: ['src/extension/lazy.ts'], outfile: 'dist/extension-lazy.js' },
   // The CLIs (package.json `bin`): runnable scripts, hence the shebang.
   { entryPoints: ['src/node/main.ts'], outfile: 'dist/grid-node.js', banner: { js: '#!/usr/bin/env node' } },
   { entryPoints: ['src/node/cli/grid.ts'], outfile: 'dist/grid.js', banner: { js: '#!/usr/bin/env node' } },

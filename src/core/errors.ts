@@ -87,6 +87,14 @@ export class GridError extends Error {
       : { code: this.code, message: this.message, details: this.details };
   }
 
+  /**
+   * Also true for a GridError made by another copy of this module: the extension ships two bundles
+   * (activation and its lazily loaded half), each with its own copy of this class.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return value instanceof Error && value.name === 'GridError' && isErrorCode((value as { code?: unknown }).code);
+  }
+
   static fromWire(data: { code: string; message: string; details?: Record<string, unknown> }): GridError {
     const code = isErrorCode(data.code) ? data.code : ErrorCodes.INTERNAL;
     return new GridError(code, data.message, data.details);

@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import type { Ctx } from './ctx';
+import { heavy } from './heavy';
 import { guarded, isConnection, nodeFromArg, pickModel, pickNode, withProgress, type Cmd, type ModelArgs, type NodeArg } from './pickers';
 import { train } from './train';
 import { formatBytes, ModelItem, signatureLine } from './views/items';
@@ -244,7 +245,7 @@ function runInference(ctx: Ctx): Cmd {
     if (!target) return undefined;
     const { conn, model } = target;
     const a: InferArgs = arg instanceof ModelItem || arg === undefined ? {} : arg;
-    const io = await import('./inference');
+    const io = heavy();
     let inputs;
     if (a.inputs !== undefined) inputs = io.inputsFromFiles(model, a.inputs);
     else if (a.json !== undefined) inputs = io.inputsFromJsonText(model, a.json, 'the JSON argument');

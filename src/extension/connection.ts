@@ -1,7 +1,7 @@
 // One node's connection as the sidebar sees it: the shared GridSocket + GridClient, the node's state
 // in the user's words, and the node's models/datasets/peers kept current by its event stream (a
-// fetch on every (re)open, then pushed events; nothing polls). Loaded lazily by Ctx: this module
-// pulls in ws and the protocol schemas, which activation does not need.
+// fetch on every (re)open, then pushed events; nothing polls). Part of the heavy half (lazy.ts):
+// it pulls in ws and the protocol schemas, which activation does not need.
 import * as vscode from 'vscode';
 import { GridClient, type Credentials } from '../core/client';
 import { ErrorCodes, gridError, toGridError, type GridError } from '../core/errors';

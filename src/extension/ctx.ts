@@ -6,6 +6,7 @@ import type { Credentials } from '../core/client';
 import { ErrorCodes, GridError, gridError, toGridError } from '../core/errors';
 import { Config, type NodeEntry } from './config';
 import type { ConnectionSettings, NodeConnection } from './connection';
+import { heavy } from './heavy';
 import type { LocalNode } from './localNode';
 import type { Log } from './log';
 
@@ -79,7 +80,7 @@ export class Ctx implements vscode.Disposable {
 
   /** Creates the connection objects for `grid.nodes` (not connecting them) and drops removed ones. */
   async syncConfiguredNodes(): Promise<void> {
-    const { NodeConnection } = await import('./connection');
+    const { NodeConnection } = heavy();
     const wanted = new Map(this.config.nodes.map((n) => [n.url, n]));
     for (const [url, conn] of this.connectionsByUrl) {
       if (conn.local || wanted.has(url)) continue;
@@ -160,7 +161,7 @@ export class Ctx implements vscode.Disposable {
 
   async startLocalNode(): Promise<NodeConnection> {
     if (this.localConnection?.isOpen) return this.localConnection;
-    const [{ LocalNode, localNodePaths }, { NodeConnection }] = await Promise.all([import('./localNode'), import('./connection')]);
+    const { LocalNode, localNodePaths, NodeConnection } = heavy();
     if (!this.localNodeValue) {
       const paths = localNodePaths(this.extCtx);
       const node = new LocalNode({ ...paths, port: this.config.localNodePort, demoDatasets: this.config.localNodeDemoDatasets, secrets: this.secrets, log: this.log });

@@ -1,6 +1,6 @@
 // Inference inputs and results in VS Code terms: tensors from .npy/.pb/.json files (the CLI's reader)
 // or from JSON text, and outputs as a JSON document plus a PNG for every image-like output.
-// Loaded lazily: the TensorProto reader brings protobufjs, which activation does not need.
+// Part of the heavy half (lazy.ts): the TensorProto reader brings protobufjs.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { gridError } from '../core/errors';

@@ -1,7 +1,7 @@
 // Grid: Train — a short multi-step pick (model, where, dataset, epochs, learning rate, rounds), then
 // either a training job on the model's node or FedAvg across nodes, with live loss/accuracy in a
 // cancellable notification. The trained model is stored on the node and shows up in the tree by the
-// node's own model-added event. FedAvg (src/federation) loads only when chosen.
+// node's own model-added event. FedAvg (src/federation) comes with the heavy half (heavy.ts).
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
@@ -10,6 +10,7 @@ import type { DatasetInfo, ModelInfo } from '../core/protocol/messages';
 import type { JobInfo, TrainRequest } from '../core/protocol/training-messages';
 import type { NodeConnection } from './connection';
 import type { Ctx } from './ctx';
+import { heavy } from './heavy';
 import { guarded, pickModel, type Cmd, type ModelArgs } from './pickers';
 import { jobSummary, ModelItem } from './views/items';
 
@@ -172,7 +173,7 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
   await home.client.downloadModel(model.id, tmp);
   const bytes = fs.readFileSync(tmp);
   fs.rmSync(tmp, { force: true });
-  const { fedAvgRounds } = await import('../federation/fedavg');
+  const { fedAvgRounds } = heavy();
   const first = participants[0]!.d;
   const outputId = a.outputId ?? `${model.id}-fedavg`;
   const summary: FedAvgSummary = { model: outputId, node: home.name, rounds: [] };
