@@ -97,12 +97,21 @@ export async function* fedAvgRounds(opts: FedAvgOptions): AsyncGenerator<RoundRe
   const hosted = new Map<GridClient, string>();
   const warn = (message: string, err: GridError) => opts.onWarning?.(message, err);
   try {
-    // The model goes to each node once; rounds then carry only parameters.
-    for (const p of opts.participants) {
-      if (p.kind === 'local' || hosted.has(p.client)) continue;
+    // The model goes to each node once; rounds then carry only parameters. A node that cannot take it
+    // sits out every round (with a warning), like a node that fails a round.
+    const unusable = new Map<GridClient, GridError>();
+    for (const [i, p] of opts.participants.entries()) {
+      if (p.kind === 'local' || hosted.has(p.client) || unusable.has(p.client)) continue;
       const id = `fedavg-${run}`;
-      await p.client.hostModel(opts.model, { id, ...(opts.signal && { signal: opts.signal }) });
-      hosted.set(p.client, id);
+      try {
+        await p.client.hostModel(opts.model, { id, ...(opts.signal && { signal: opts.signal }) });
+        hosted.set(p.client, id);
+      } catch (err) {
+        const e = toGridError(err);
+        if (opts.signal?.aborted) throw e;
+        unusable.set(p.client, e);
+        warn(`${nameOf(p, i)} cannot take part: ${e.code}: ${e.message}`, e);
+      }
     }
     for (let round = 1; round <= opts.rounds; round++) {
       if (opts.signal?.aborted) throw gridError('ABORTED', `FedAvg was cancelled before round ${round}`);
@@ -153,6 +162,15 @@ export async function* fedAvgRounds(opts: FedAvgOptions): AsyncGenerator<RoundRe
   }
 }
 
+/** Every dataset carrying all of `tags` on each node, as participants (PyGrid's search by tag). */
+export async function participantsByTag(clients: readonly GridClient[], tags: string[]): Promise<Participant[]> {
+  const out: Participant[] = [];
+  for (const client of clients) {
+    for (const d of await client.searchDatasets(tags)) out.push({ client, datasetId: d.id, name: `${client.socket.status.url ?? 'node'}#${d.id}` });
+  }
+  return out;
+}
+
 /** Runs every round; per-round reports go to opts.onRound. */
 export async function fedAvgTrain(opts: FedAvgOptions): Promise<FedAvgResult> {
   const it = fedAvgRounds(opts);
@@ -163,6 +181,7 @@ export async function fedAvgTrain(opts: FedAvgOptions): Promise<FedAvgResult> {
 }
 
 async function trainOne(p: Participant, index: number, round: number, global: NamedTensors, hosted: Map<GridClient, string>, timeoutMs: number, opts: FedAvgOptions): Promise<ClientUpdate & Omit<ParticipantReport, 'name'>> {
+  if (p.kind !== 'local' && !hosted.has(p.client)) throw gridError('NOT_CONNECTED', 'the node could not take the model at the start');
   const seed = (opts.seed ?? 0) * 1000 + round * 31 + index;
   const signals = [AbortSignal.timeout(timeoutMs), ...(opts.signal ? [opts.signal] : [])];
   const signal = AbortSignal.any(signals);
@@ -211,7 +230,7 @@ async function evaluateGlobal(opts: FedAvgOptions, global: NamedTensors, hosted:
   // combined weighted by test rows. Local participants use their data as is (no split here).
   let loss = 0, correct = 0, n = 0;
   for (const [i, p] of opts.participants.entries()) {
-    if (p.kind === 'local') continue;
+    if (p.kind === 'local' || !hosted.has(p.client)) continue;
     try {
       const r = await p.client.training.evaluate({
         model: hosted.get(p.client)!, params: global, dataset_id: p.datasetId, loss: opts.loss, test_split: opts.testSplit!, seed: opts.seed ?? 0,

@@ -113,3 +113,16 @@ test('a participant that fails is dropped from its round with a warning; FedProx
     rounds: 1, localEpochs: 1, fraction: 0.5, loss: 'cross_entropy', optimizer: 'sgd', batchSize: 32,
   }), (e: unknown) => (e as { code?: string }).code === 'GRID_ERR_JOB_FAILED' && /round 1: every chosen participant failed/.test((e as Error).message));
 });
+
+test('a node that does not finish its round in time is dropped from it and its job is cancelled', async () => {
+  const warnings: string[] = [];
+  await assert.rejects(fedAvgTrain({
+    model: mlp([64, 64, 10]), participants: [{ client: clients[0]!, datasetId: 'digits-iid', name: 'slow' }],
+    rounds: 1, localEpochs: 500, loss: 'cross_entropy', optimizer: 'sgd', batchSize: 8, featureScale: scale, roundTimeoutMs: 300,
+    onWarning: (m) => warnings.push(m),
+  }), (e: unknown) => (e as { code?: string }).code === 'GRID_ERR_JOB_FAILED' && /slow: GRID_ERR_TIMEOUT: no update within 300 ms/.test((e as Error).message));
+  assert.match(warnings[0]!, /round 1: slow dropped: GRID_ERR_TIMEOUT/);
+  const newest = (await clients[0]!.training.listJobs())[0]!;
+  assert.equal(newest.state, 'cancelled');
+  assert.equal(newest.epochs, 500);
+});

@@ -7,7 +7,7 @@ import { GridClient, type Credentials } from '../../core/client';
 import { gridError } from '../../core/errors';
 import type { JobEvent, JobInfo } from '../../core/protocol/training-messages';
 import { mlp } from '../../compute/plan';
-import { fedAvgTrain, type Participant, type RoundReport } from '../../federation';
+import { fedAvgTrain, participantsByTag, type Participant, type RoundReport } from '../../federation';
 
 /** What the grid CLI lends its training commands. */
 export interface CliHost {
@@ -180,12 +180,9 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
       const clients: GridClient[] = [];
       try {
         for (const url of urls) clients.push(await GridClient.connect(url, { credentials, reconnect: { maxAttempts: 3, initialDelayMs: 200 }, connect: { handshakeTimeoutMs: host.timeoutMs() } }));
-        const participants: Participant[] = [];
-        for (const [i, client] of clients.entries()) {
-          if (o.dataset !== undefined) { participants.push({ client, datasetId: o.dataset, name: urls[i]! }); continue; }
-          const found = await client.searchDatasets([o.tag!]);
-          for (const d of found) participants.push({ client, datasetId: d.id, name: `${urls[i]}#${d.id}` });
-        }
+        const participants: Participant[] = o.dataset !== undefined
+          ? clients.map((client, i) => ({ client, datasetId: o.dataset!, name: urls[i]! }))
+          : await participantsByTag(clients, [o.tag!]);
         if (participants.length === 0) throw gridError('NOT_FOUND', `no node of ${urls.join(', ')} has a dataset tagged ${JSON.stringify(o.tag)}`);
         const out = host.progressStream();
         const result = await fedAvgTrain({
