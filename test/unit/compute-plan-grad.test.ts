@@ -254,6 +254,40 @@ test('broadcasting between sizes only known at run time sums gradients with run-
   await checkGradients(c, F64);
 });
 
+test('MatMul with 1-D operands (numpy row/column semantics)', async () => {
+  const model = tiny({
+    dtype: 'float64',
+    nodes: [
+      makeNode('MatMul', ['x', 'W'], ['h']), // [N,3]
+      makeNode('MatMul', ['u', 'M'], ['r']), // [4]·[4,3] -> [3]
+      makeNode('Add', ['h', 'r'], ['s']),
+      makeNode('MatMul', ['s', 'v'], ['y']), // [N,3]·[3] -> [N]
+    ],
+    params: { W: { dims: [4, 3] }, u: { dims: [4] }, M: { dims: [4, 3] }, v: { dims: [3] } },
+    input: [5, 4], outputDims: ['N'],
+  });
+  await checkGradients(await prepare(model, { loss: 'mse' }, batchOf('float64', [5, 4])), F64);
+});
+
+test('Gather (embedding lookup) sums the gradients of repeated and negative indices', async () => {
+  const model = tiny({
+    dtype: 'float64',
+    nodes: [
+      makeNode('Cast', ['x'], ['ids'], [makeAttribute('to', 7)]),
+      makeNode('Gather', ['E', 'ids'], ['emb']), // [N,2,3]
+      makeNode('Gather', ['E', 'fixed'], ['extra']), // [2,3]
+      makeNode('Add', ['emb', 'extra'], ['s']),
+      makeNode('Flatten', ['s'], ['f']),
+      makeNode('Gemm', ['f', 'W'], ['y']),
+    ],
+    params: { E: { dims: [5, 3] }, W: { dims: [6, 3] } },
+    consts: { fixed: { dtype: 'int64', dims: [2], data: new BigInt64Array([-1n, 1n]) } },
+    input: [4, 2], outputDims: ['N', 3],
+  });
+  const ids: Tensor = { dtype: 'float64', dims: [4, 2], data: Float64Array.from([0, 4, 2, 2, 4, 1, 3, 0]) };
+  await checkGradients(await prepare(model, { loss: 'cross_entropy' }, ids), { ...F64, samples: 15 });
+});
+
 test('Sum, Pow with a constant exponent, Clip and Abs', async () => {
   const model = tiny({
     dtype: 'float64',

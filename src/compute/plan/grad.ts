@@ -158,11 +158,30 @@ const rules: Record<string, GradRule> = {
     return [dA, dB, dC];
   },
   MatMul: (b, n, dy, need) => {
-    const [a, w] = inputs(n) as [string, string];
-    const ra = rank(b, n, a), rw = rank(b, n, w);
-    const dA = need[0] ? reduceTo(b, n, b.op('MatMul', [dy[0]!, b.op('Transpose', [w], { perm: swapLast2(rw) })]), a) : undefined;
-    const dB = need[1] ? reduceTo(b, n, b.op('MatMul', [b.op('Transpose', [a], { perm: swapLast2(ra) }), dy[0]!]), w) : undefined;
+    const [a0, w0] = inputs(n) as [string, string];
+    const ra0 = rank(b, n, a0), rw0 = rank(b, n, w0);
+    // 1-D operands: work on their 2-D forms (row / column), as numpy defines matmul, then reshape back.
+    const a = ra0 === 1 ? b.op('Unsqueeze', [a0, b.int64s([0])]) : a0;
+    const w = rw0 === 1 ? b.op('Unsqueeze', [w0, b.int64s([1])]) : w0;
+    let g = dy[0]!;
+    if (rw0 === 1) g = b.op('Unsqueeze', [g, b.int64s([-1])]);
+    if (ra0 === 1) g = b.op('Unsqueeze', [g, b.int64s([rank(b, n, g) - 1])]);
+    const ra = Math.max(2, ra0), rw = Math.max(2, rw0);
+    const back = (grad: string, like: string, original: string) => (like === original ? grad : reshapeLike(b, grad, original));
+    const dA = need[0] ? back(reduceTo(b, n, b.op('MatMul', [g, b.op('Transpose', [w], { perm: swapLast2(rw) })]), a), a, a0) : undefined;
+    const dB = need[1] ? back(reduceTo(b, n, b.op('MatMul', [b.op('Transpose', [a], { perm: swapLast2(ra) }), g]), w), w, w0) : undefined;
     return [dA, dB];
+  },
+  Gather: (b, n, dy, need) => {
+    if (!need[0]) return [undefined, undefined];
+    const [data, idx] = inputs(n) as [string, string];
+    if (attrInt(n, 'axis', 0) !== 0) throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(n)}: Gather gradients are supported along axis 0 (embedding lookups) only`);
+    // Rows looked up several times get the sum of their gradients; negative indices count from the end.
+    const i64 = b.op('Cast', [idx], { to: 7 });
+    const rows = b.op('Slice', [b.op('Shape', [data]), b.int64s([0]), b.int64s([1])]);
+    const norm = b.op('Where', [b.op('Less', [i64, b.int64s([0], [])]), b.op('Add', [i64, rows]), i64]);
+    const zeros = b.op('ConstantOfShape', [b.op('Shape', [data])], { value: { tensor: tensorToProto('', b.floatType === 'float32' ? { dtype: 'float32', dims: [1], data: new Float32Array(1) } : { dtype: 'float64', dims: [1], data: new Float64Array(1) }) } });
+    return [b.op('ScatterND', [zeros, b.op('Unsqueeze', [norm, b.int64s([-1])]), dy[0]!], { reduction: 'add' }), undefined];
   },
   Conv: (b, n, dy, need) => {
     const [x, w, bias] = inputs(n) as [string, string, string | undefined];
@@ -292,7 +311,7 @@ function reduceGrad(b: GraphBuilder, n: OnnxNode, g: string, mean: boolean): (st
 
 /** Input slots through which no gradient flows (shapes, axes, indices, conditions). */
 const NON_DIFF_SLOTS: Record<string, number[]> = {
-  Reshape: [1], Squeeze: [1], Unsqueeze: [1], ReduceSum: [1], Where: [0], Dropout: [1, 2], Slice: [1, 2, 3, 4], Expand: [1], Clip: [1, 2], Pow: [1], BatchNormalization: [3, 4],
+  Reshape: [1], Squeeze: [1], Unsqueeze: [1], ReduceSum: [1], Where: [0], Dropout: [1, 2], Slice: [1, 2, 3, 4], Expand: [1], Clip: [1, 2], Pow: [1], BatchNormalization: [3, 4], Gather: [1],
 };
 
 /** Operators whose outputs never carry a gradient (integer or boolean results, random numbers, shapes). */

@@ -153,6 +153,16 @@ export function inferShapes(b: GraphBuilder, node: OnnxNode): void {
       outs.forEach((_, i) => set(x && sizes ? x.map((d, k) => (k === axis ? sizes[i]! : d)) : null, i));
       break;
     }
+    case 'Gather': {
+      const data = ins[0], idx = ins[1];
+      if (!data || !idx) { set(null); break; }
+      const axis = normAxis(attrInt(node, 'axis', 0), data.length);
+      set([...data.slice(0, axis), ...idx, ...data.slice(axis + 1)]);
+      break;
+    }
+    case 'ScatterND':
+      set(x);
+      break;
     case 'Clip': case 'Sign': case 'CastLike':
       set(x);
       break;
@@ -175,9 +185,13 @@ export function inferShapes(b: GraphBuilder, node: OnnxNode): void {
     case 'MatMul': {
       const a = ins[0], w = ins[1];
       if (!a || !w) { set(null); break; }
-      if (a.length < 2 || w.length < 2) throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(node)}: MatMul with a 1-D operand has no gradient rule here`);
-      const batch = broadcastShapes(a.slice(0, -2), w.slice(0, -2), nodeLabel(node))!;
-      set([...batch, a[a.length - 2]!, w[w.length - 1]!]);
+      // numpy matmul: a 1-D left operand is a row, a 1-D right operand a column, both dropped again.
+      const a2 = a.length === 1 ? [1, a[0]!] : a, w2 = w.length === 1 ? [w[0]!, 1] : w;
+      const batch = broadcastShapes(a2.slice(0, -2), w2.slice(0, -2), nodeLabel(node))!;
+      const out: Dim[] = [...batch];
+      if (a.length > 1) out.push(a2[a2.length - 2]!);
+      if (w.length > 1) out.push(w2[w2.length - 1]!);
+      set(out);
       break;
     }
     case 'Reshape': {
