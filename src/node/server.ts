@@ -173,7 +173,6 @@ export class GridNode {
         if (ref.node === undefined) { socket.destroy(); return; }
         grid.handleUpgrade(req, socket, head);
       });
-      server.on('connection', () => metrics.connections.set(grid.connections.size));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(opts.port ?? DEFAULT_PORT, host, () => { server.off('error', reject); resolve(); });
