@@ -3,6 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mlp, modelParams } from '../../src/compute/plan';
+import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES, tensorToProto } from '../../src/compute/onnx';
 import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import type { JobEvent } from '../../src/core/protocol/training-messages';
@@ -155,6 +156,7 @@ test('cancel-job stops a running job: no model is stored and its watcher gets GR
 
 test('bad training requests get coded errors naming what was wrong', async () => {
   const admin = await tn.admin();
+  const jobsBefore = (await admin.training.listJobs()).length;
   const base = { model: mlp([64, 8, 10]), dataset_id: 'digits', loss: 'cross_entropy' as const, optimizer: 'sgd' as const, epochs: 1, batch_size: 32 };
   await assert.rejects(admin.training.start({ ...base, dataset_id: 'no-such-data' }), (e: unknown) => code('GRID_ERR_NOT_FOUND')(e) && /no dataset "no-such-data"/.test((e as Error).message));
   await assert.rejects(admin.training.start({ ...base, label: 'species' }), (e: unknown) => code('GRID_ERR_INVALID_INPUT')(e) && /no column "species"/.test((e as Error).message));
@@ -163,12 +165,21 @@ test('bad training requests get coded errors naming what was wrong', async () =>
   await assert.rejects(admin.training.start({ ...base, model: 'no-such-model' }), code('GRID_ERR_NOT_FOUND'));
   await assert.rejects(admin.training.start({ ...base, model: new Uint8Array([1, 2, 3]) }), code('GRID_ERR_INVALID_MODEL'));
   await assert.rejects(admin.training.start({ ...base, epochs: 0 }), code('GRID_ERR_INVALID_MESSAGE'));
+  const withSin = encodeModel({
+    irVersion: 8, opsetImport: [{ domain: '', version: 17 }],
+    graph: {
+      name: 'sin', node: [makeNode('MatMul', ['input', 'w'], ['h']), makeNode('Sin', ['h'], ['logits'], [], 'the_sin')],
+      initializer: [tensorToProto('w', { dtype: 'float32', dims: [64, 10], data: new Float32Array(640).fill(0.01) })],
+      input: [makeValueInfo('input', ONNX_DTYPE_CODES.float32, ['N', 64])], output: [makeValueInfo('logits', ONNX_DTYPE_CODES.float32, ['N', 10])],
+    },
+  });
+  await assert.rejects(admin.training.start({ ...base, model: withSin }), (e: unknown) => code('GRID_ERR_UNSUPPORTED_OPERATOR')(e) && /Sin/.test((e as Error).message));
   await assert.rejects(admin.training.wait('job-nope'), code('GRID_ERR_NOT_FOUND'));
   const anon = await tn.anonymous();
   await assert.rejects(anon.training.start({ ...base, model: 'digits-mlp' }), code('GRID_ERR_UNAUTHENTICATED'));
   await assert.rejects(anon.training.listJobs(), code('GRID_ERR_UNAUTHENTICATED'));
-  // The node is fine afterwards.
-  assert.ok((await admin.training.listJobs()).length >= 1);
+  // Every one was refused before a job existed, and the node is fine afterwards.
+  assert.equal((await admin.training.listJobs()).length, jobsBefore);
 });
 
 test('an update job returns clipped, noised parameters and its sample count; a stored model records its DP settings', async () => {
