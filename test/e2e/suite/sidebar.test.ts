@@ -11,6 +11,7 @@ import * as readline from 'node:readline';
 import { after, before, describe, it } from 'mocha';
 import * as vscode from 'vscode';
 import { decodeTensorProto } from '../../../src/compute/onnx/tensor-proto';
+import { encodeModel, makeNode, makeValueInfo } from '../../../src/compute/onnx/model';
 import { mlp } from '../../../src/compute/plan';
 import type { JobInfo } from '../../../src/core/protocol/training-messages';
 import type { FedAvgSummary } from '../../../src/extension/train';
@@ -192,6 +193,21 @@ describe('Grid sidebar and commands', function () {
     assert.deepEqual((JSON.parse(doc.getText()) as { outputs: unknown }).outputs, { y: { dtype: 'float32', dims: [1, 2], data: [0, 4.25] } });
   });
 
+  it('shows an image-like output as a picture next to the result document', async () => {
+    const file = join(scratch, 'image-relu.onnx');
+    writeFileSync(file, encodeModel({
+      irVersion: 8, opsetImport: [{ domain: '', version: 13 }],
+      graph: { name: 'image-relu', node: [makeNode('Relu', ['x'], ['y'])], input: [makeValueInfo('x', 1, [1, 1, 8, 8])], output: [makeValueInfo('y', 1, [1, 1, 8, 8])] },
+    }));
+    await vscode.commands.executeCommand('grid.serveModel', { node: 'Local node', file, id: 'image-relu', allowDownload: false, allowRemoteInference: true });
+    const digit = Array.from({ length: 8 }, (_, r) => Array.from({ length: 8 }, (_, c) => (r === c ? 16 : 0)));
+    const result = await vscode.commands.executeCommand<{ document: string; images: string[] }>('grid.runInference', { node: 'Local node', model: 'image-relu', json: JSON.stringify({ x: [[digit]] }) });
+    assert.equal(result?.images.length, 1, 'no picture was made of the 8x8 output');
+    const shown = vscode.window.tabGroups.all.flatMap((g) => g.tabs).filter((t) => t.input instanceof vscode.TabInputCustom && t.input.uri.fsPath === result.images[0]);
+    assert.equal(shown.length, 1, `the picture is not open in an editor; tabs: ${vscode.window.tabGroups.all.flatMap((g) => g.tabs).map((t) => t.label).join(', ')}`);
+    assert.equal(readFileSync(result.images[0]!).subarray(1, 4).toString(), 'PNG');
+  });
+
   it('downloads the model to the chosen file, byte for byte', async () => {
     const dest = join(scratch, 'relu-downloaded.onnx');
     const file = await vscode.commands.executeCommand<string>('grid.downloadModel', { node: 'Local node', model: 'relu', dest });
@@ -219,7 +235,7 @@ describe('Grid sidebar and commands', function () {
     const deleted = await vscode.commands.executeCommand<string>('grid.deleteModel', { node: 'Local node', model: 'relu-cli', skipConfirmation: true });
     assert.equal(deleted, 'relu-cli');
     await untilModels((rows) => !rows.some((r) => r.startsWith('relu-cli ')), 'relu-cli gone from the Models view');
-    assert.deepEqual(groupChildren('Local node', 'Models'), ['relu']);
+    assert.deepEqual(groupChildren('Local node', 'Models'), ['image-relu', 'relu']);
   });
 
   it('trains a model on the local node\'s digits: live job in the Jobs group, the trained model in the Models view', async () => {
