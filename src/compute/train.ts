@@ -130,11 +130,12 @@ export class Evaluator {
     const n = datasetSize(data);
     if (n === 0) return { loss: Number.NaN, accuracy: Number.NaN };
     const f = data.features.dims[1]!;
+    const row = rowShape(this.info, f);
     const lw = data.labels.data.length / n;
     let loss = 0, correct = 0;
     for (let at = 0; at < n; at += batchSize) {
       const m = Math.min(batchSize, n - at);
-      const x: Tensor = { dtype: 'float32', dims: [m, f], data: data.features.data.subarray(at * f, (at + m) * f) };
+      const x: Tensor = { dtype: 'float32', dims: [m, ...row], data: data.features.data.subarray(at * f, (at + m) * f) };
       const y = { dtype: data.labels.dtype, dims: [m, ...data.labels.dims.slice(1)], data: (data.labels.data as Float32Array).subarray(at * lw, (at + m) * lw) } as Tensor;
       const feeds: NamedTensors = { [this.info.input.name]: x, [this.info.labels.name]: y };
       for (const p of this.info.params) feeds[p.name] = params[p.name] ?? this.defaults[p.name]!;
@@ -221,8 +222,7 @@ export async function* trainSteps(data: Dataset, opts: TrainOptions): AsyncGener
   const seed = opts.seed ?? 0;
   const plan = buildPlan(opts.model, { ...opts.plan, loss: opts.loss, optimizer: opts.optimizer, fedProx: opts.fedProxGlobal !== undefined, seed: opts.plan?.seed ?? seed });
   const f = data.features.dims[1]!;
-  const expectF = plan.info.input.dims[1];
-  if (typeof expectF === 'number' && expectF !== f) throw gridError('INVALID_INPUT', `the model takes ${expectF} features per row, the dataset has ${f}`);
+  const row = rowShape(plan.info, f);
   const prepared = prepareLabels(data, plan.info);
   const { train: trainSet, test: valSet } = opts.validationSplit ? splitDataset(prepared, opts.validationSplit, seed) : { train: prepared, test: undefined };
   const n = datasetSize(trainSet);
@@ -253,7 +253,7 @@ export async function* trainSteps(data: Dataset, opts: TrainOptions): AsyncGener
           xBuf.set(trainSet.features.data.subarray(r * f, r * f + f), i * f);
           (yBuf as Float32Array).set((trainSet.labels.data as Float32Array).subarray(r * lw, r * lw + lw), i * lw);
         }
-        const x: Tensor = { dtype: 'float32', dims: [m, f], data: xBuf.subarray(0, m * f) };
+        const x: Tensor = { dtype: 'float32', dims: [m, ...row], data: xBuf.subarray(0, m * f) };
         const y = { dtype: trainSet.labels.dtype, dims: [m, ...trainSet.labels.dims.slice(1)], data: yBuf.subarray(0, m * lw) } as Tensor;
         const r = await runner.step(x, y, opts.hyper, opts.fedProxGlobal);
         lossSum += r.loss * m;
@@ -300,6 +300,24 @@ export async function* trainSteps(data: Dataset, opts: TrainOptions): AsyncGener
     await runner.dispose();
     await evaluator?.dispose();
   }
+}
+
+/**
+ * The shape of one row as the model takes it: the dataset's F features, or an image-like shape such as
+ * [1, 8, 8] when the model's input has one with F elements (rows are reshaped, not copied).
+ */
+export function rowShape(info: PlanInfo, features: number): number[] {
+  const dims = info.input.dims.slice(1);
+  if (dims.length === 0) throw gridError('INVALID_INPUT', `the model's input "${info.input.name}" has no per-row dimensions`);
+  if (dims.some((d) => typeof d !== 'number')) {
+    if (dims.length === 1) return [features];
+    throw gridError('INVALID_INPUT', `the model's input "${info.input.name}" has per-row shape [${dims.join(', ')}]; only the batch dimension may be symbolic`);
+  }
+  const size = (dims as number[]).reduce((a, b) => a * b, 1);
+  if (size !== features) {
+    throw gridError('INVALID_INPUT', dims.length === 1 ? `the model takes ${size} features per row, the dataset has ${features}` : `the model takes rows of shape [${dims.join(', ')}] (${size} values), the dataset has ${features} features per row`);
+  }
+  return dims as number[];
 }
 
 /**

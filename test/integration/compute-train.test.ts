@@ -55,6 +55,15 @@ test('a small CNN on the 8x8 digits trains well above chance', async (t) => {
   assert.ok(m.accuracy > 0.85, `test accuracy ${m.accuracy}`);
 });
 
+test('a CNN taking [N, 1, 8, 8] images trains on the flat digits rows', async () => {
+  const { train: tr, test: te } = await digits();
+  const model = cnn({ seed: 2, imageInput: true, channels: [4, 8] });
+  const r = await train(tr, { model, loss: 'cross_entropy', optimizer: 'adam', hyper: { lr: 0.01 }, epochs: 2, batchSize: 64, loadOptions: single });
+  const m = await evaluateModel(r.model, te, { loss: 'cross_entropy', loadOptions: single });
+  assert.ok(m.accuracy > 0.6, `test accuracy ${m.accuracy}`);
+  await assert.rejects(train(tr, { model: cnn({ side: 4, imageInput: true }), loss: 'cross_entropy', optimizer: 'sgd', epochs: 1, batchSize: 8 }), (e: unknown) => e instanceof GridError && /rows of shape \[1, 4, 4\] \(16 values\), the dataset has 64 features/.test(e.message));
+});
+
 test('training is cancelled by its AbortSignal between batches', async () => {
   const { train: tr } = await digits();
   const ac = new AbortController();

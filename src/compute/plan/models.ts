@@ -140,6 +140,8 @@ export interface CnnOptions extends BuildOptions {
   dropout?: number;
   /** 'max' (default) or 'average' pooling. */
   pool?: 'max' | 'average';
+  /** Take images [N, 1, side, side] as PyTorch exports do, instead of flat rows [N, side²]. */
+  imageInput?: boolean;
 }
 
 /** A small CNN for square one-channel images given as flat rows: Conv-ReLU-Pool ×2, GlobalAveragePool-free flatten, Gemm. */
@@ -152,8 +154,11 @@ export function cnn(opts: CnnOptions = {}): Uint8Array {
   const inputName = opts.inputName ?? 'input';
   const outputName = opts.outputName ?? 'logits';
   const pool = opts.pool === 'average' ? 'AveragePool' : 'MaxPool';
-  p.nodes.push(makeNode('Reshape', [inputName, p.int64('image_shape', [-1, 1, side, side])], ['image']));
-  let x = 'image';
+  let x = inputName;
+  if (!opts.imageInput) {
+    p.nodes.push(makeNode('Reshape', [inputName, p.int64('image_shape', [-1, 1, side, side])], ['image']));
+    x = 'image';
+  }
   let inC = 1;
   [c1, c2].forEach((outC, i) => {
     const k = `conv${i + 1}`;
@@ -182,5 +187,6 @@ export function cnn(opts: CnnOptions = {}): Uint8Array {
   const w = p.uniform('fc.weight', [classes, feat], Math.sqrt(3 / feat));
   const b = p.uniform('fc.bias', [classes], 1 / Math.sqrt(feat));
   p.nodes.push(makeNode('Gemm', [x, w, b], [outputName], [makeAttribute('transB', 1)], 'fc'));
-  return p.model('cnn', { name: inputName, dims: ['N', side * side] }, { name: outputName, dims: ['N', classes] });
+  const inputDims = opts.imageInput ? ['N', 1, side, side] : ['N', side * side];
+  return p.model('cnn', { name: inputName, dims: inputDims }, { name: outputName, dims: ['N', classes] });
 }
