@@ -2,6 +2,7 @@
 // a new version, reattaching after a disconnect, cancelling, coded errors, DP updates, and no rows leaving.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as path from 'node:path';
 import { mlp, modelParams } from '../../src/compute/plan';
 import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES, tensorToProto } from '../../src/compute/onnx';
 import { GridClient } from '../../src/core/client';
@@ -15,7 +16,10 @@ let tn: TestNode;
 const scale = 1 / 16;
 
 before(async () => {
-  tn = await startTestNode({ datasets: [{ name: 'digits', path: DIGITS, tags: ['digits', 'uci'] }] });
+  tn = await startTestNode({ datasets: [
+    { name: 'digits', path: DIGITS, tags: ['digits', 'uci'] },
+    { name: 'iris', path: path.join(path.dirname(DIGITS), 'iris.csv'), tags: ['iris', 'uci'] },
+  ] });
 });
 after(async () => { await tn.close(); });
 
@@ -212,4 +216,15 @@ test('an update job returns clipped, noised parameters and its sample count; a s
   assert.equal(stored.result!.model!.allow_download, true);
   assert.deepEqual([record.privacy!.clip_norm, record.privacy!.noise_multiplier], [1, 0.01]);
   await assert.rejects(admin.training.jobParams(stored.id), code('GRID_ERR_INVALID_INPUT'));
+});
+
+test('a dataset with a scikit-learn header line trains on its own label column (iris)', async () => {
+  const admin = await tn.admin();
+  const job = await admin.training.train({
+    model: mlp([4, 16, 3], { seed: 1 }), dataset_id: 'iris', feature_scale: 0.25, loss: 'cross_entropy', optimizer: 'adam', lr: 0.02,
+    epochs: 60, batch_size: 16, test_split: 0.2, seed: 1,
+  });
+  assert.equal(job.result!.samples, 120);
+  assert.ok(job.result!.test!.accuracy >= 0.8, `iris test accuracy ${job.result!.test!.accuracy}`);
+  assert.equal((await admin.training.modelTraining(job.result!.model!.id)).label, 'target');
 });
