@@ -149,6 +149,7 @@ export async function runHostSuites(opts: {
       }
     } else {
       echo('(the in-host suites wrote no report: the test entry did not load)');
+      result = { code: result.code || 1 };
     }
     return { exitCode: result.code, output, logsDir: join(workDir, 'user-data', 'logs') };
   } finally {
