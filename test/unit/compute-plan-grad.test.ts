@@ -288,6 +288,25 @@ test('Gather (embedding lookup) sums the gradients of repeated and negative indi
   await checkGradients(await prepare(model, { loss: 'cross_entropy' }, ids), { ...F64, samples: 15 });
 });
 
+test('Split (an output unused) and Slice (negative and clamped bounds)', async () => {
+  const i64 = (v: number[]) => ({ dtype: 'int64', dims: [v.length], data: BigInt64Array.from(v.map(BigInt)) }) as Tensor;
+  const model = tiny({
+    dtype: 'float64',
+    nodes: [
+      makeNode('Gemm', ['x', 'W'], ['h']), // [N,6]
+      makeNode('Split', ['h', 'sizes'], ['a', 'unused', 'c'], [makeAttribute('axis', 1)]), // [N,2] [N,1] [N,3]
+      makeNode('Slice', ['c', 'st', 'en', 'ax'], ['s']), // c[:, -3:2] -> [N,2]
+      makeNode('Slice', ['h', 'st2', 'en2', 'ax'], ['t']), // h[:, 4:100] -> [N,2]
+      makeNode('Mul', ['a', 's'], ['m']),
+      makeNode('Add', ['m', 't'], ['y']),
+    ],
+    params: { W: { dims: [3, 6] } },
+    consts: { sizes: i64([2, 1, 3]), st: i64([-3]), en: i64([2]), ax: i64([1]), st2: i64([4]), en2: i64([100]) },
+    input: [4, 3], outputDims: ['N', 2],
+  });
+  await checkGradients(await prepare(model, { loss: 'mse' }, batchOf('float64', [4, 3])), { ...F64, samples: 18 });
+});
+
 test('Sum, Pow with a constant exponent, Clip and Abs', async () => {
   const model = tiny({
     dtype: 'float64',

@@ -117,6 +117,17 @@ function normalizeNode(node: OnnxNode, opset: number, b: GraphBuilder): OnnxNode
     dropAttr('axes');
     if (axes) n.input!.push(b.int64s(axes));
   }
+  if (opset < 13 && op === 'Split') {
+    const split = attrInts(n, 'split');
+    dropAttr('split');
+    if (split) n.input!.push(b.int64s(split));
+  }
+  if (opset < 10 && op === 'Slice') {
+    const starts = attrInts(n, 'starts') ?? [], ends = attrInts(n, 'ends') ?? [], axes = attrInts(n, 'axes');
+    for (const a of ['starts', 'ends', 'axes']) dropAttr(a);
+    n.input!.push(b.int64s(starts), b.int64s(ends));
+    if (axes) n.input!.push(b.int64s(axes));
+  }
   if (opset < 13 && (op === 'Softmax' || op === 'LogSoftmax')) {
     const x = b.shape(n.input![0]!);
     const axis = attrInt(n, 'axis', 1);

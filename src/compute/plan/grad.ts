@@ -172,6 +172,36 @@ const rules: Record<string, GradRule> = {
     const dB = need[1] ? back(reduceTo(b, n, b.op('MatMul', [b.op('Transpose', [a], { perm: swapLast2(ra) }), g]), w), w, w0) : undefined;
     return [dA, dB];
   },
+  Slice: (b, n, dy) => {
+    const [x, startsIn, endsIn, axesIn, stepsIn] = inputs(n) as [string, string, string, string | undefined, string | undefined];
+    const xs = requireShape(b, n, x, 'Slice gradients need it');
+    const consts = (v: string | undefined) => (v ? b.consts.get(v) : undefined);
+    const read = (v: string | undefined) => { const t = consts(v); return t ? Array.from(t.data as ArrayLike<number | bigint>, Number) : undefined; };
+    const starts = read(startsIn), ends = read(endsIn);
+    const axes = axesIn ? read(axesIn) : starts?.map((_, i) => i);
+    const steps = stepsIn ? read(stepsIn) : starts?.map(() => 1);
+    if (!starts || !ends || !axes || !steps) throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(n)}: Slice gradients need constant starts, ends, axes and steps`);
+    if (steps.some((st) => st !== 1)) throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(n)}: Slice gradients support step 1 only`);
+    // The gradient is the output gradient padded back with zeros to the input's extent.
+    const r = xs.length;
+    const pads = new Array<number>(2 * r).fill(0);
+    axes.forEach((a0, i) => {
+      const a = normAxis(a0, r);
+      const d = xs[a];
+      if (typeof d !== 'number') throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(n)}: Slice gradients need a static size on sliced axis ${a}`);
+      const clamp = (v: number) => Math.max(0, Math.min(d, v < 0 ? v + d : v));
+      const s0 = clamp(starts[i]!), e0 = Math.max(s0, clamp(ends[i]!));
+      pads[a] = s0;
+      pads[a + r] = d - e0;
+    });
+    return [b.op('Pad', [dy[0]!, b.int64s(pads)], { mode: 'constant' })];
+  },
+  Split: (b, n, dy) => {
+    const x = inputs(n)[0]!;
+    const axis = normAxis(attrInt(n, 'axis', 0), rank(b, n, x));
+    const parts = outputs(n).map((o, i) => dy[i] ?? zerosLike(b, o));
+    return [b.op('Concat', parts, { axis })];
+  },
   Gather: (b, n, dy, need) => {
     if (!need[0]) return [undefined, undefined];
     const [data, idx] = inputs(n) as [string, string];
@@ -287,6 +317,11 @@ const rules: Record<string, GradRule> = {
   },
 };
 
+function zerosLike(b: GraphBuilder, like: string): string {
+  const zero = tensorToProto('', b.floatType === 'float32' ? { dtype: 'float32', dims: [1], data: new Float32Array(1) } : { dtype: 'float64', dims: [1], data: new Float64Array(1) });
+  return b.op('ConstantOfShape', [b.op('Shape', [like])], { value: { tensor: zero } });
+}
+
 function reduceGrad(b: GraphBuilder, n: OnnxNode, g: string, mean: boolean): (string | undefined)[] {
   const x = inputs(n)[0]!;
   const r = rank(b, n, x);
@@ -311,7 +346,7 @@ function reduceGrad(b: GraphBuilder, n: OnnxNode, g: string, mean: boolean): (st
 
 /** Input slots through which no gradient flows (shapes, axes, indices, conditions). */
 const NON_DIFF_SLOTS: Record<string, number[]> = {
-  Reshape: [1], Squeeze: [1], Unsqueeze: [1], ReduceSum: [1], Where: [0], Dropout: [1, 2], Slice: [1, 2, 3, 4], Expand: [1], Clip: [1, 2], Pow: [1], BatchNormalization: [3, 4], Gather: [1],
+  Reshape: [1], Squeeze: [1], Unsqueeze: [1], ReduceSum: [1], Where: [0], Dropout: [1, 2], Slice: [1, 2, 3, 4], Expand: [1], Clip: [1, 2], Pow: [1], BatchNormalization: [3, 4], Gather: [1], Split: [1],
 };
 
 /** Operators whose outputs never carry a gradient (integer or boolean results, random numbers, shapes). */

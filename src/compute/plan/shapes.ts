@@ -148,8 +148,10 @@ export function inferShapes(b: GraphBuilder, node: OnnxNode): void {
       break;
     }
     case 'Split': {
-      const sizes = constInts(b, node.input?.[1]);
       const axis = normAxis(attrInt(node, 'axis', 0), rank);
+      let sizes = constInts(b, node.input?.[1]) ?? attrInts(node, 'split');
+      const whole = x?.[axis];
+      if (!sizes && typeof whole === 'number' && whole % outs.length === 0) sizes = outs.map(() => whole / outs.length);
       outs.forEach((_, i) => set(x && sizes ? x.map((d, k) => (k === axis ? sizes[i]! : d)) : null, i));
       break;
     }
@@ -163,6 +165,12 @@ export function inferShapes(b: GraphBuilder, node: OnnxNode): void {
     case 'ScatterND':
       set(x);
       break;
+    case 'Pad': {
+      const pads = constInts(b, node.input?.[1]);
+      if (!x || !pads) { set(null); break; }
+      set(x.map((d, i) => (typeof d === 'number' ? d + pads[i]! + pads[i + rank]! : pads[i]! + pads[i + rank]! === 0 ? d : `${d}+${pads[i]! + pads[i + rank]!}`)));
+      break;
+    }
     case 'Clip': case 'Sign': case 'CastLike':
       set(x);
       break;
