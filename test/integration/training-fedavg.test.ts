@@ -75,7 +75,7 @@ test('FedAvg with a by-label (non-IID) split trains above chance', async (t) => 
   const reports: RoundReport[] = [];
   const result = await fedAvgTrain({
     model: mlp([64, 64, 10], { seed: 1 }), participants: clients.map((client) => ({ client, datasetId: 'digits-by-label' })),
-    rounds: 10, localEpochs: 1, loss: 'cross_entropy', optimizer: 'adam', lr: 0.003, batchSize: 32, seed: 1, featureScale: scale,
+    rounds: 10, localEpochs: 1, loss: 'cross_entropy', optimizer: 'sgd', lr: 0.1, batchSize: 32, seed: 1, featureScale: scale,
     evaluate: localTest, onRound: (r) => reports.push(r),
   });
   t.diagnostic(`FedAvg non-IID (by label, 3-4 classes per node): test accuracy per round ${reports.map((r) => (r.test!.accuracy * 100).toFixed(1)).join(', ')}`);
