@@ -24,6 +24,8 @@ const entries = [
   { entryPoints: ['src/node/cli/grid.ts'], outfile: 'dist/grid.js', banner: { js: '#!/usr/bin/env node' } },
   // The notebook kernel process; esbuild stays external: it transpiles cells at run time from its own package.
   { entryPoints: ['src/kernel/worker.ts'], outfile: 'dist/kernel-worker.js', external: [...common.external, 'esbuild'] },
+  // The notebook renderer for live training metrics: runs in the notebook webview, so ESM for the browser.
+  { entryPoints: ['media/renderer/metrics.ts'], outfile: 'dist/metrics-renderer.js', platform: 'browser', format: 'esm', target: 'es2022', external: [] },
 ];
 
 const contexts = await Promise.all(entries.map((e) => esbuild.context({ ...common, ...e })));

@@ -6,6 +6,7 @@ import { COMMANDS } from './commands';
 import { Config } from './config';
 import { Ctx, type ShownError } from './ctx';
 import { Log } from './log';
+import { registerNotebooks } from './notebook';
 import { GridStatusBar } from './statusBar';
 import { ModelsProvider } from './views/models';
 import { NodesProvider } from './views/nodes';
@@ -30,6 +31,7 @@ export function activate(context: vscode.ExtensionContext): GridExtensionApi {
     const ctx = new Ctx(context, log);
     current = ctx;
     for (const [id, factory] of Object.entries(COMMANDS)) ctx.push(vscode.commands.registerCommand(id, factory(ctx)));
+    registerNotebooks(ctx); // notebook controller + its commands (src/extension/notebook)
     const nodesView = new NodesProvider(ctx);
     const modelsView = new ModelsProvider(ctx);
     const statusBar = new GridStatusBar(ctx);

@@ -5,7 +5,7 @@
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, extname, isAbsolute, join, resolve } from 'node:path';
-import type { Credentials, GridClient } from '../../core/client';
+import type { GridClient } from '../../core/client';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
 import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
@@ -13,6 +13,11 @@ import type { JobInfo, TrainRequest } from '../../core/protocol/training-message
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../../kernel';
 import { tensorFromJson } from '../../node/cli/tensor-files';
 import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
+
+export interface UserCredentials {
+  username: string;
+  password: string;
+}
 
 /** One node as the bridge needs it; the extension's NodeConnection is one. */
 export interface BridgeNode {
@@ -26,6 +31,8 @@ export interface BridgeNode {
   readonly client: GridClient;
   /** The node's datasets as last listed (refreshed by its event stream). */
   readonly datasets: DatasetInfo[];
+  /** The node's models as last listed (kept current by its event stream): infer skips a lookup. */
+  readonly models: ModelInfo[];
   /** Tells the sidebar about a training job's latest state. */
   updateJob?(job: JobInfo): void;
 }
@@ -37,7 +44,7 @@ export interface BridgeNodes {
    * Connects to `target` (a name or ws:// URL of a node; undefined or "local" starts the local node)
    * and resolves once it is usable. Credentials, when given, are kept like the Authenticate command's.
    */
-  connect(target: string | undefined, credentials: Credentials | undefined): Promise<BridgeNode>;
+  connect(target: string | undefined, credentials: UserCredentials | undefined): Promise<BridgeNode>;
   disconnect(node: BridgeNode): void;
 }
 
@@ -90,7 +97,7 @@ export class NotebookGridBridge implements GridBridge {
   private async connect(target: unknown, opts: unknown): Promise<ReturnType<typeof summary>> {
     if (target !== undefined && typeof target !== 'string') throw usage('connect', 'expects a node name or ws:// URL (or nothing for the local node)');
     const o = options(opts, 'connect');
-    let credentials: Credentials | undefined;
+    let credentials: UserCredentials | undefined;
     if (o.username !== undefined || o.password !== undefined) {
       if (typeof o.username !== 'string' || typeof o.password !== 'string') throw usage('connect', 'needs both { username, password } as strings to sign in');
       credentials = { username: o.username, password: o.password };
@@ -187,8 +194,9 @@ export class NotebookGridBridge implements GridBridge {
    */
   private async infer(id: unknown, input: unknown, o: Options, context: GridCallContext): Promise<Tensor | NamedTensors> {
     if (typeof id !== 'string') throw usage('infer', 'expects a model id, then its input');
-    const client = this.node(o.node).client;
-    const model = await client.modelInfo(id);
+    const node = this.node(o.node);
+    const client = node.client;
+    const model = node.models.find((m) => m.id === id) ?? await client.modelInfo(id);
     const inputs = bindInputs(model, input);
     const outputs = await client.runInference(id, inputs, {
       signal: context.signal,
