@@ -4,6 +4,7 @@
 // missing. Failures are shown with their code and fitting actions; the command then resolves undefined.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
+import { gridError } from '../core/errors';
 import type { Ctx } from './ctx';
 import { heavy } from './heavy';
 import { guarded, isConnection, nodeFromArg, pickModel, pickNode, withProgress, type Cmd, type ModelArgs, type NodeArg } from './pickers';
@@ -237,6 +238,8 @@ interface InferArgs extends ModelArgs {
   inputs?: string[];
   /** Inputs as JSON text (instead of files). */
   json?: string;
+  /** Inputs from the active editor's JSON, as the interactive "active editor" choice. */
+  fromActiveEditor?: boolean;
 }
 
 function runInference(ctx: Ctx): Cmd {
@@ -252,7 +255,8 @@ function runInference(ctx: Ctx): Cmd {
     else {
       const editor = vscode.window.activeTextEditor;
       const fromEditor = editor && (editor.document.languageId === 'json' || editor.document.languageId === 'jsonc') ? editor.document : undefined;
-      const source = await vscode.window.showQuickPick([
+      if (a.fromActiveEditor && !fromEditor) throw gridError('INVALID_INPUT', 'the active editor holds no JSON document to read the inputs from');
+      const source = a.fromActiveEditor ? { key: 'editor' } : await vscode.window.showQuickPick([
         { label: 'Input files…', detail: '.npy, .pb (ONNX TensorProto) or .json, one per input in order, or named NAME=…', key: 'files' },
         ...(fromEditor ? [{ label: `The active editor (${path.basename(fromEditor.fileName)})`, detail: '{"input": tensor} or, for one input, the tensor itself', key: 'editor' }] : []),
       ], { title: `Inputs for ${model.id}: ${signatureLine(model)}` });

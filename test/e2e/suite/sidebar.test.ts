@@ -193,6 +193,15 @@ describe('Grid sidebar and commands', function () {
     assert.deepEqual((JSON.parse(doc.getText()) as { outputs: unknown }).outputs, { y: { dtype: 'float32', dims: [1, 2], data: [0, 4.25] } });
   });
 
+  it('runs inference on the JSON in the active editor', async () => {
+    const input = await vscode.workspace.openTextDocument({ language: 'json', content: '{"x": {"dtype": "float32", "dims": [1, 2], "data": [7, -7]}}' });
+    await vscode.window.showTextDocument(input);
+    const result = await vscode.commands.executeCommand<{ document: string }>('grid.runInference', { node: 'Local node', model: 'relu', fromActiveEditor: true });
+    const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === result?.document);
+    assert.ok(doc, 'the result document is not open');
+    assert.deepEqual((JSON.parse(doc.getText()) as { outputs: unknown }).outputs, { y: { dtype: 'float32', dims: [1, 2], data: [7, 0] } });
+  });
+
   it('shows an image-like output as a picture next to the result document', async () => {
     const file = join(scratch, 'image-relu.onnx');
     writeFileSync(file, encodeModel({
