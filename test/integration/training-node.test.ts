@@ -3,7 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as path from 'node:path';
-import { mlp, modelParams } from '../../src/compute/plan';
+import { cnn, mlp, modelParams } from '../../src/compute/plan';
 import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES, tensorToProto } from '../../src/compute/onnx';
 import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
@@ -227,4 +227,14 @@ test('a dataset with a scikit-learn header line trains on its own label column (
   assert.equal(job.result!.samples, 120);
   assert.ok(job.result!.test!.accuracy >= 0.8, `iris test accuracy ${job.result!.test!.accuracy}`);
   assert.equal((await admin.training.modelTraining(job.result!.model!.id)).label, 'target');
+});
+
+test('a small CNN trains on the node\'s 8x8 digits too', async (t) => {
+  const admin = await tn.admin();
+  const job = await admin.training.train({
+    model: cnn({ seed: 1 }), dataset_id: 'digits', feature_scale: scale, loss: 'cross_entropy', optimizer: 'adam', lr: 0.005,
+    epochs: 2, batch_size: 32, test_split: 0.2, split_seed: 42, seed: 1,
+  });
+  t.diagnostic(`CNN on a node: test accuracy ${(job.result!.test!.accuracy * 100).toFixed(1)}% after 2 epochs, ${job.result!.seconds.toFixed(1)} s`);
+  assert.ok(job.result!.test!.accuracy > 0.7, `test accuracy ${job.result!.test!.accuracy}`);
 });
