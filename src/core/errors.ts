@@ -51,6 +51,8 @@ export const ErrorCodes = {
   UNSUPPORTED_OPERATOR: 'GRID_ERR_UNSUPPORTED_OPERATOR',
   /** A training job failed on the node. */
   JOB_FAILED: 'GRID_ERR_JOB_FAILED',
+  /** The node's queue of work (e.g. training jobs) is full; try again later. */
+  BUSY: 'GRID_ERR_BUSY',
   /** Another grid node process owns the data dir. */
   DATA_DIR_IN_USE: 'GRID_ERR_DATA_DIR_IN_USE',
   /** The port a node was asked to listen on is taken. */

@@ -176,7 +176,7 @@ export class TrainingJobs {
 
   submit(spec: JobSpec, inputs: JobInputs): Job {
     if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
-    if (this.queue.length >= this.opts.maxQueued) throw gridError('PAYLOAD_TOO_LARGE', `the node already has ${this.queue.length} training jobs queued; wait for some to finish`);
+    if (this.queue.length >= this.opts.maxQueued) throw gridError('BUSY', `the node already has ${this.queue.length} training jobs queued; wait for some to finish`);
     const job = new Job(spec, inputs, this.opts.maxEvents);
     this.jobs.set(job.id, job);
     job.setState('queued');
