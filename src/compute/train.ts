@@ -171,6 +171,8 @@ export interface TrainOptions {
   privacy?: PrivacyOptions;
   /** A batch progress event every this many batches (the epoch event always comes). 10 by default. */
   progressEvery?: number;
+  /** Instead of counting batches: a batch progress event when this many ms passed since the last event. */
+  progressIntervalMs?: number;
   signal?: AbortSignal;
   loadOptions?: LoadModelOptions;
   /** Extra plan options (trainable, weightDecay, output/input names). */
@@ -234,6 +236,7 @@ export async function* trainSteps(data: Dataset, opts: TrainOptions): AsyncGener
   const history: TrainProgress[] = [];
   const batches = Math.ceil(n / opts.batchSize);
   const every = opts.progressEvery ?? 10;
+  let lastEventAt = performance.now();
   const lw = trainSet.labels.data.length / n;
   const xBuf = new Float32Array(opts.batchSize * f);
   const yBuf = trainSet.labels.dtype === 'int64' ? new BigInt64Array(opts.batchSize * lw) : new Float32Array(opts.batchSize * lw);
@@ -272,8 +275,10 @@ export async function* trainSteps(data: Dataset, opts: TrainOptions): AsyncGener
           if (evaluator && valSet) progress.validation = await evaluator.evaluate(valSet, runner.params);
           history.push(progress);
           last = progress;
+          lastEventAt = performance.now();
           yield progress;
-        } else if ((bi + 1) % every === 0) {
+        } else if (opts.progressIntervalMs !== undefined ? performance.now() - lastEventAt >= opts.progressIntervalMs : (bi + 1) % every === 0) {
+          lastEventAt = performance.now();
           yield progress;
         }
       }
