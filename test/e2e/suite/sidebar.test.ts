@@ -291,6 +291,18 @@ describe('Grid sidebar and commands', function () {
     assert.ok(!JSON.stringify(vscode.workspace.getConfiguration('grid')).includes(remote.password), 'the password leaked into settings');
   });
 
+  it('disconnects and reconnects a node, signing in again from the secret storage', async () => {
+    assert.equal(await vscode.commands.executeCommand('grid.disconnect', { node: 'remote' }), 'disconnected');
+    assert.equal(nodeState('remote'), 'disconnected');
+    assert.deepEqual(api.nodesView.getChildren(nodeRow('remote') as GridTreeItem), [], 'a disconnected node still shows its lists');
+    await vscode.commands.executeCommand('grid.connect', { node: 'remote' });
+    await untilNode('remote', 'connected');
+    const info = await vscode.commands.executeCommand<Record<string, unknown>>('grid.showNodeInfo', { node: 'remote' });
+    assert.equal(info?.node_name, 'remote-node');
+    assert.equal(info?.signed_in_as, 'admin');
+    assert.deepEqual([...(info?.datasets as string[])].sort(), ['breast_cancer', 'digits', 'iris', 'wine']);
+  });
+
   it('trains by FedAvg across the local and the added node; the averaged model is served on the local node', async () => {
     const summary = await vscode.commands.executeCommand<FedAvgSummary>('grid.train', {
       node: 'Local node', model: 'digits-mlp', mode: 'fedavg', tag: 'digits', nodes: ['Local node', 'remote'], rounds: 2, epochs: 1, lr: 0.1, featureScale: 1 / 16, outputId: 'digits-fedavg',
