@@ -1,4 +1,4 @@
-// ONNX backend conformance through the grid: every case in ../shared/onnx-conformance is served to a real
+// ONNX backend conformance through the grid: every case in test/fixtures/onnx-conformance (copied from ../shared) is served to a real
 // node and run remotely. Outputs must match the expected ones (floats within rtol 1e-3 / atol 1e-7,
 // everything else exactly) and, bit for bit, what the same model gives locally through onnxruntime.
 // A case onnxruntime-node cannot run, or whose values are not tensors, is skipped with the reason.
@@ -15,7 +15,7 @@ import type { NamedTensors, Tensor } from '../../src/core/protocol/tensor';
 import { halfToFloat } from '../../src/node/cli/tensor-files';
 import { startTestNode, type TestNode } from '../helpers/node-fixtures';
 
-const ROOT = process.env.GRID_CONFORMANCE_DIR ?? path.resolve(__dirname, '../../../shared/onnx-conformance');
+const ROOT = process.env.GRID_CONFORMANCE_DIR ?? path.resolve(__dirname, '../fixtures/onnx-conformance');
 const caseDirs = fs.existsSync(ROOT)
   ? ['simple', 'pytorch-operator'].flatMap((suite) => {
     const dir = path.join(ROOT, suite);

@@ -1,13 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, existsSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { loadModel, SessionCache, type ModelHandle } from '../../src/compute/backend';
 import { encodeModel, makeNode, makeValueInfo, readConformanceCase, tensorToProto } from '../../src/compute/onnx';
 import { GridError } from '../../src/core/errors';
 import type { Tensor } from '../../src/core/protocol/tensor';
 
-const CONFORMANCE = join(__dirname, '../../../shared/onnx-conformance');
+const CONFORMANCE = join(__dirname, '../fixtures/onnx-conformance');
 
 /** y = x + b with x float32 [batch, 3], b an initializer; also z = Cast(x > 0) as bool. */
 function tinyModel(bias = [1, 2, 3]): Uint8Array {
@@ -132,7 +132,7 @@ test('the session cache keeps sessions within its memory budget, least recently 
   await assert.rejects(cache.get('a', () => a), isCode('GRID_ERR_DISPOSED'));
 });
 
-test('ONNX conformance cases run through the backend match their expected outputs', { skip: !existsSync(CONFORMANCE) && 'no shared/onnx-conformance' }, async () => {
+test('ONNX conformance cases run through the backend match their expected outputs', async () => {
   let ran = 0;
   const skipped: string[] = [];
   for (const name of readdirSync(join(CONFORMANCE, 'pytorch-operator')).slice(0, 40)) {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, existsSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { DType, Tensor } from '../../src/core/protocol/tensor';
 import {
@@ -10,7 +10,7 @@ import {
 import { GridError } from '../../src/core/errors';
 import { SequenceProtoType, TensorProtoType } from '../../src/compute/onnx/schema';
 
-const CONFORMANCE = join(__dirname, '../../../shared/onnx-conformance');
+const CONFORMANCE = join(__dirname, '../fixtures/onnx-conformance');
 
 const samples: Tensor[] = [
   { dtype: 'float32', dims: [2, 3], data: new Float32Array([1.5, -2, 3.25, Number.NaN, Infinity, -0]) },
@@ -94,7 +94,7 @@ test('a model built in code survives encode/decode with nodes, attributes, shape
 
 const ELEM: Record<number, DType> = Object.fromEntries(Object.entries(ONNX_DTYPE_CODES).map(([k, v]) => [v, k as DType]));
 
-test('the ONNX conformance .pb files decode to the dtype and shape their model declares', { skip: !existsSync(CONFORMANCE) && 'shared/onnx-conformance is not beside the checkout' }, async () => {
+test('the ONNX conformance .pb files decode to the dtype and shape their model declares', async () => {
   let tensors = 0;
   for (const suite of ['simple', 'pytorch-operator']) {
     for (const name of readdirSync(join(CONFORMANCE, suite))) {
