@@ -156,3 +156,37 @@ export function partitionDataset(d: Dataset, k: number, how: 'iid' | 'label', se
   }
   return Array.from({ length: k }, (_, p) => takeRows(d, idx.filter((_, i) => i % k === p)));
 }
+
+export interface FeatureStats {
+  mean: Float32Array;
+  std: Float32Array;
+}
+
+/** Per-feature mean and standard deviation (a constant feature gets std 1, so it maps to 0). */
+export function featureStats(d: Dataset): FeatureStats {
+  const n = datasetSize(d), f = d.features.dims[1]!;
+  const x = d.features.data;
+  const mean = new Float64Array(f), sq = new Float64Array(f);
+  for (let r = 0; r < n; r++) for (let c = 0; c < f; c++) { const v = x[r * f + c]!; mean[c] += v; sq[c] += v * v; }
+  const m = new Float32Array(f), s = new Float32Array(f);
+  for (let c = 0; c < f; c++) {
+    const mu = mean[c]! / Math.max(1, n);
+    const variance = Math.max(0, sq[c]! / Math.max(1, n) - mu * mu);
+    m[c] = mu;
+    s[c] = variance > 1e-12 ? Math.sqrt(variance) : 1;
+  }
+  return { mean: m, std: s };
+}
+
+/**
+ * (x − mean) / std per feature, with the statistics of `stats` (compute them on the training split and
+ * apply the same to validation and test rows). Returns a new dataset; labels are shared.
+ */
+export function standardize(d: Dataset, stats: FeatureStats = featureStats(d)): Dataset {
+  const n = datasetSize(d), f = d.features.dims[1]!;
+  if (stats.mean.length !== f || stats.std.length !== f) throw new RangeError(`stats are for ${stats.mean.length} features, the dataset has ${f}`);
+  const x = d.features.data;
+  const out = new Float32Array(n * f);
+  for (let r = 0; r < n; r++) for (let c = 0; c < f; c++) out[r * f + c] = (x[r * f + c]! - stats.mean[c]!) / stats.std[c]!;
+  return { features: { dtype: 'float32', dims: [n, f], data: out }, labels: d.labels };
+}

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { readCsvDataset, splitDataset, type Dataset } from '../../src/compute/data';
+import { featureStats, readCsvDataset, splitDataset, standardize, type Dataset } from '../../src/compute/data';
 import { cnn, mlp, modelParams } from '../../src/compute/plan';
 import { evaluateModel, train, trainSteps, type TrainProgress } from '../../src/compute/train';
 import { loadModel } from '../../src/compute/backend';
@@ -93,4 +93,18 @@ test('bad training input is a coded error before any work', async () => {
   const { train: tr } = await digits();
   await assert.rejects(train(tr, { model: mlp([32, 10]), loss: 'cross_entropy', optimizer: 'sgd', epochs: 1, batchSize: 8 }), (e: unknown) => e instanceof GridError && e.code === 'GRID_ERR_INVALID_INPUT' && /takes 32 features per row, the dataset has 64/.test(e.message));
   await assert.rejects(train(tr, { model: mlp([64, 10]), loss: 'cross_entropy', optimizer: 'sgd', epochs: 0, batchSize: 8 }), { name: 'RangeError', message: /opts.epochs/ });
+});
+
+test('the other bundled UCI sets train through plans once standardized (iris, wine, breast cancer)', async (t) => {
+  for (const [file, classes, want] of [['iris.csv', 3, 0.9], ['wine_data.csv', 3, 0.9], ['breast_cancer.csv', 2, 0.9]] as const) {
+    const ds = await readCsvDataset(join(__dirname, '../../data/datasets', file));
+    assert.equal(ds.classes, classes);
+    const { train: tr0, test: te0 } = splitDataset(ds, 0.2, 3);
+    const stats = featureStats(tr0);
+    const tr = standardize(tr0, stats), te = standardize(te0, stats);
+    const r = await train(tr, { model: mlp([ds.features.dims[1]!, 16, classes], { seed: 4 }), loss: 'cross_entropy', optimizer: 'adam', hyper: { lr: 0.01 }, epochs: 30, batchSize: 16, loadOptions: single });
+    const m = await evaluateModel(r.model, te, { loss: 'cross_entropy', loadOptions: single });
+    t.diagnostic(`${file}: test accuracy ${(m.accuracy * 100).toFixed(1)}%`);
+    assert.ok(m.accuracy >= want, `${file}: ${m.accuracy}`);
+  }
 });
