@@ -96,6 +96,24 @@ export class TrainingClient {
     });
   }
 
+  /**
+   * The job's events as an async iterable (history after `afterSeq`, then live, without duplicates);
+   * its return value is the finished job. Breaking out stops watching; the job runs on.
+   */
+  async *events(jobId: string, opts: Omit<WatchOptions, 'onEvent'> = {}): AsyncGenerator<JobEvent, JobInfo> {
+    let last = opts.afterSeq ?? 0;
+    const stream = this.socket.stream(WatchJob, { job_id: jobId, ...(opts.afterSeq !== undefined && { after_seq: opts.afterSeq }) }, {
+      resubscribe: true, ...(opts.signal && { signal: opts.signal }),
+    });
+    for await (const ev of stream) {
+      if (ev.seq <= last) continue;
+      last = ev.seq;
+      yield ev;
+    }
+    const { job } = await stream.done;
+    return job;
+  }
+
   /** Starts a job and waits for it (see start and wait). */
   async train(opts: NodeTrainOptions, o: Omit<WatchOptions, 'afterSeq'> = {}): Promise<JobInfo> {
     const job = await this.start(opts, o.signal ? { signal: o.signal } : {});

@@ -110,11 +110,13 @@ test('a job keeps running after its client disconnects; another client reattache
     assert.ok(missed.some((e) => e.kind === 'epoch' && e.epoch === 6));
     assert.equal(done.state, 'succeeded');
     assert.ok(done.result!.model!.id.startsWith('trained-job-'), 'uploaded bytes become a new model');
-    // Watching a finished job gives its whole kept history and the same result.
+    // Watching a finished job (here as an async iterable) gives its whole kept history and the same result.
     const again: JobEvent[] = [];
-    const replay = await second.training.wait(job.id, { onEvent: (ev) => again.push(ev) });
+    const it = second.training.events(job.id);
+    let step = await it.next();
+    for (; !step.done; step = await it.next()) again.push(step.value);
     assert.equal(again.length, done.last_seq);
-    assert.deepEqual(replay.result, done.result);
+    assert.deepEqual(step.value.result, done.result);
   } finally {
     second.dispose();
   }
