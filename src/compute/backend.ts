@@ -5,6 +5,8 @@
 import { availableParallelism } from 'node:os';
 import { ErrorCodes, GridError, gridError } from '../core/errors';
 import { isDType, validateTensor, type DType, type NamedTensors, type Tensor } from '../core/protocol/tensor';
+import { decodeModel } from './onnx/model';
+import { dtypeFromOnnx } from './onnx/tensor-proto';
 
 type Ort = typeof import('onnxruntime-node');
 type OrtSession = import('onnxruntime-node').InferenceSession;
@@ -96,6 +98,20 @@ function signatureOf(meta: readonly import('onnxruntime-node').InferenceSession.
     const dims = m.shape.map((d): SignatureDim => (typeof d === 'number' ? d : d === '' ? null : d));
     return { name: m.name, dtype: m.type, dims };
   });
+}
+
+/** A signature read from the ONNX graph (for ORT bindings without value metadata). */
+export function signatureFromGraph(bytes: Uint8Array, inputNames: readonly string[], outputNames: readonly string[]): ModelSignature {
+  const graph = decodeModel(bytes).graph!;
+  const infos = new Map([...(graph.input ?? []), ...(graph.output ?? [])].map((v) => [v.name ?? '', v]));
+  const one = (name: string, kind: string): ValueSignature => {
+    const t = infos.get(name)?.type?.tensorType;
+    if (!t) throw gridError('INVALID_MODEL', `${kind} "${name}" is not a tensor; the grid only carries tensors`);
+    const dtype = dtypeFromOnnx(t.elemType ?? 0, `${kind} "${name}"`);
+    const dims = (t.shape?.dim ?? []).map((d): SignatureDim => d.dimValue ?? d.dimParam ?? null);
+    return { name, dtype, dims };
+  };
+  return { inputs: inputNames.map((n) => one(n, 'input')), outputs: outputNames.map((n) => one(n, 'output')) };
 }
 
 function describeDims(dims: readonly SignatureDim[]): string {
@@ -236,10 +252,10 @@ export async function loadModel(bytes: Uint8Array, opts: LoadModelOptions = {}):
     throw new GridError(ErrorCodes.INVALID_MODEL, `not a loadable ONNX model: ${(err as Error).message}`, undefined, { cause: err });
   }
   try {
-    const signature: ModelSignature = {
-      inputs: signatureOf(session.inputMetadata, 'input'),
-      outputs: signatureOf(session.outputMetadata, 'output'),
-    };
+    // ORT ≥ 1.21 reports value metadata; older bindings only names, so read the graph then.
+    const signature: ModelSignature = Array.isArray(session.inputMetadata) && Array.isArray(session.outputMetadata)
+      ? { inputs: signatureOf(session.inputMetadata, 'input'), outputs: signatureOf(session.outputMetadata, 'output') }
+      : signatureFromGraph(bytes, session.inputNames, session.outputNames);
     return new OrtModelHandle(ort, session, signature, bytes.byteLength);
   } catch (err) {
     await session.release();

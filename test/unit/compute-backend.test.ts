@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { loadModel, SessionCache, type ModelHandle } from '../../src/compute/backend';
+import { loadModel, SessionCache, signatureFromGraph, type ModelHandle } from '../../src/compute/backend';
 import { encodeModel, makeNode, makeValueInfo, readConformanceCase, tensorToProto } from '../../src/compute/onnx';
 import { GridError } from '../../src/core/errors';
 import type { Tensor } from '../../src/core/protocol/tensor';
@@ -50,6 +50,13 @@ test('a loaded model reports its signature and runs without copying inputs', asy
   } finally {
     await h.dispose();
   }
+});
+
+test('the signature read from the graph agrees with the one onnxruntime reports', async () => {
+  const bytes = tinyModel();
+  const h = await loadModel(bytes);
+  assert.deepEqual(signatureFromGraph(bytes, ['x'], ['y', 'z']), h.signature);
+  await h.dispose();
 });
 
 test('random, truncated and empty bytes are GRID_ERR_INVALID_MODEL with the reason', async () => {
