@@ -240,3 +240,17 @@ test('a small CNN trains on the node\'s 8x8 digits too', async (t) => {
   t.diagnostic(`CNN on a node: test accuracy ${(job.result!.test!.accuracy * 100).toFixed(1)}% after 2 epochs, ${job.result!.seconds.toFixed(1)} s`);
   assert.ok(job.result!.test!.accuracy > 0.7, `test accuracy ${job.result!.test!.accuracy}`);
 });
+
+test('closing a node cancels its running job and waits for it to stop', async () => {
+  const own = await startTestNode({ datasets: [{ name: 'digits', path: DIGITS }] });
+  const admin = await own.admin();
+  const job = await admin.training.start({
+    model: mlp([64, 32, 10]), dataset_id: 'digits', feature_scale: scale, loss: 'cross_entropy', optimizer: 'sgd', epochs: 1000, batch_size: 8, progress_every: 1,
+  });
+  const firstBatch = new Promise<void>((resolve) => { void admin.training.wait(job.id, { onEvent: (ev) => { if (ev.kind === 'batch') resolve(); } }).catch(() => {}); });
+  await firstBatch;
+  const running = own.node.training.jobs.get(job.id)!;
+  await own.close();
+  assert.equal(running.state, 'cancelled');
+  assert.match(running.error!.message, /shutting down/);
+});
