@@ -194,3 +194,22 @@ test('class labels train an MSE model through one-hot targets; out-of-range labe
   const bad = parseCsvDataset('0,0,0\n1,1,5\n');
   await assert.rejects(train(bad, { model, loss: 'cross_entropy', optimizer: 'sgd', epochs: 1, batchSize: 2 }), isCode('GRID_ERR_INVALID_INPUT', /label 5 of row 1 is outside the model's 2 classes/));
 });
+
+test('parameters travel as named tensors: decoded views feed a plan and write a model back', async () => {
+  const { encodeNamedTensors, decodeNamedTensors } = await import('../../src/core/protocol/tensor');
+  const model = mlp([3, 4, 2], { seed: 8 });
+  const wire = decodeNamedTensors(encodeNamedTensors(modelParams(model)));
+  assert.ok(Object.values(wire).some((t) => (t.data as Float32Array).byteOffset > 0), 'decoded tensors are views into the frame');
+  const plan = buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd' });
+  const runner = await PlanRunner.create(plan, wire, { intraOpNumThreads: 1 });
+  const x = f32([2, 3], [1, 2, 3, 4, 5, 6]);
+  const labels: Tensor = { dtype: 'int64', dims: [2], data: BigInt64Array.from([0n, 1n]) };
+  const first = await runner.step(x, labels, { lr: 0 });
+  const fresh = await PlanRunner.create(plan, undefined, { intraOpNumThreads: 1 });
+  const again = await fresh.step(x, labels, { lr: 0 });
+  await fresh.dispose();
+  assert.equal(first.loss, again.loss, 'same parameters, same loss');
+  const back = decodeNamedTensors(encodeNamedTensors(runner.params));
+  assert.deepEqual(modelParams(withParams(model, back)), modelParams(withParams(model, runner.params)));
+  await runner.dispose();
+});
