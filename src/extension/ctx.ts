@@ -159,7 +159,19 @@ export class Ctx implements vscode.Disposable {
 
   // ---- the local node ---------------------------------------------------------------------------
 
-  async startLocalNode(): Promise<NodeConnection> {
+  private localStarting: Promise<NodeConnection> | undefined;
+
+  /** Starts the local node (or joins a start under way) and connects to it, signed in as admin. */
+  startLocalNode(): Promise<NodeConnection> {
+    this.localStarting ??= this.startLocalNodeOnce().finally(() => { this.localStarting = undefined; });
+    return this.localStarting;
+  }
+
+  get isLocalNodeRunning(): boolean {
+    return this.localNodeValue?.isRunning ?? false;
+  }
+
+  private async startLocalNodeOnce(): Promise<NodeConnection> {
     if (this.localConnection?.isOpen) return this.localConnection;
     const { LocalNode, localNodePaths, NodeConnection } = heavy();
     if (!this.localNodeValue) {

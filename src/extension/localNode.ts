@@ -38,6 +38,7 @@ export class LocalNode implements vscode.Disposable {
   private stopping = false;
   private disposed = false;
   private restarts: number[] = [];
+  private starting: Promise<string> | undefined;
   private readonly exited = new vscode.EventEmitter<{ code: number | null; signal: NodeJS.Signals | null; restarting: boolean }>();
   /** Fires when the process ends; `restarting` tells whether the supervisor brings it back. */
   readonly onDidExit = this.exited.event;
@@ -73,8 +74,16 @@ export class LocalNode implements vscode.Disposable {
   async start(): Promise<string> {
     if (this.disposed) throw gridError('DISPOSED', 'the local node supervisor was disposed');
     if (this.child && this.urlValue) return this.urlValue;
-    this.stopping = false;
-    return this.spawn(this.opts.port);
+    // A second Start while the first is still coming up waits for the same process.
+    this.starting ??= (async () => {
+      this.stopping = false;
+      try {
+        return await this.spawn(this.opts.port);
+      } finally {
+        this.starting = undefined;
+      }
+    })();
+    return this.starting;
   }
 
   private async spawn(port: number): Promise<string> {

@@ -39,7 +39,8 @@ export function activate(context: vscode.ExtensionContext): GridExtensionApi {
       nodesView, modelsView, statusBar,
       vscode.window.createTreeView('grid.nodes', { treeDataProvider: nodesView, showCollapseAll: true }),
       vscode.window.createTreeView('grid.models', { treeDataProvider: modelsView }),
-      ctx.onDidChangeNodes(() => void vscode.commands.executeCommand('setContext', 'grid.hasNodes', ctx.connections.length > 0)),
+      // Menus offer Start or Stop Local Node, whichever applies.
+      ctx.onDidChangeNodes(() => void vscode.commands.executeCommand('setContext', 'grid.localNodeRunning', ctx.isLocalNodeRunning)),
       vscode.workspace.onDidChangeConfiguration((e) => {
         if (Config.affectsNodes(e)) void ctx.syncConfiguredNodes();
         if (Config.needsReconnect(e)) log.info('connection settings changed; they apply from the next connect (Grid: Connect)');

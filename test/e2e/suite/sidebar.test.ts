@@ -149,8 +149,10 @@ describe('Grid sidebar and commands', function () {
   });
 
   it('starts the local node from the command, connected and signed in, with the demo datasets', async () => {
-    const url = await vscode.commands.executeCommand<string>('grid.startLocalNode');
+    // A double click starts one node, not two.
+    const [url, again] = await Promise.all([vscode.commands.executeCommand<string>('grid.startLocalNode'), vscode.commands.executeCommand<string>('grid.startLocalNode')]);
     assert.match(url, /^ws:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(again, url);
     await untilNode('Local node', 'connected');
     assert.match(String(nodeRow('Local node')!.description), /^connected · admin · 127\.0\.0\.1:\d+$/);
     assert.deepEqual(groupChildren('Local node', 'Datasets').sort(), ['breast_cancer', 'digits', 'iris', 'wine']);
