@@ -278,6 +278,12 @@ describe('Grid sidebar and commands', function () {
     assert.match(message, /^Inference failed: .+ \(GRID_ERR_INVALID_INPUT\)$/);
   });
 
+  it('refuses a node address that is not a ws:// URL, with its code', async () => {
+    const message = await errorShownBy(() => vscode.commands.executeCommand('grid.addNode', { name: 'web', url: 'http://127.0.0.1:1' }));
+    assert.match(message, /^Could not add the node: .+ \(GRID_ERR_INVALID_URL\)$/);
+    assert.equal(nodeRow('web'), undefined);
+  });
+
   it('adds a node: it shows unauthenticated, then connected after signing in', async () => {
     const url = await remote.start();
     await vscode.commands.executeCommand('grid.addNode', { name: 'remote', url });
@@ -286,6 +292,9 @@ describe('Grid sidebar and commands', function () {
     const reason = (api.nodesView.getChildren(nodeRow('remote') as GridTreeItem) as GridTreeItem[])[0]!;
     assert.match(label(reason), /not signed in/);
     assert.equal(reason.command?.command, 'grid.authenticate');
+    const refused = await errorShownBy(() => vscode.commands.executeCommand('grid.authenticate', { node: 'remote', username: 'admin', password: 'not-the-password' }));
+    assert.match(refused, /^Could not sign in: .+ \(GRID_ERR_BAD_CREDENTIALS\)$/);
+    assert.equal(nodeState('remote'), 'unauthenticated');
     const user = await vscode.commands.executeCommand<string>('grid.authenticate', { node: 'remote', username: 'admin', password: remote.password });
     assert.equal(user, 'admin');
     await untilNode('remote', 'connected');
