@@ -22,6 +22,11 @@ import { GraphProtoType, ModelProtoType, TensorProtoType } from '../src/compute/
 import { mlpModel, seededFloats } from '../test/helpers/node-fixtures';
 import { startNodeScript, type Started } from '../test/helpers/processes';
 
+// Measured as shipped: the node is the built dist/grid-node.js (npm run bench:node builds first), and
+// scripts/bench.mjs bundles this file and bench/servers/*. Run from source, both fall back to the .ts files.
+const NODE_MAIN = fs.existsSync(path.join(__dirname, '../dist/grid-node.js')) ? path.join(__dirname, '../dist/grid-node.js') : path.join(__dirname, '../src/node/main.ts');
+const PEER = fs.existsSync(path.join(__dirname, 'servers/node-peer.js')) ? path.join(__dirname, 'servers/node-peer.js') : path.join(__dirname, 'servers/node-peer.ts');
+
 const quick = process.env.BENCH_QUICK === '1';
 const ROUNDS = quick ? 300 : 2000;
 const BATCH_RUNS = quick ? 10 : 40;
@@ -165,8 +170,10 @@ async function main(): Promise<void> {
   let client: GridClient | undefined;
   try {
     const [node, peer] = await Promise.all([
-      startNodeScript(path.join(__dirname, '../src/node/main.ts'), ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD }),
-      startNodeScript(path.join(__dirname, 'node-peer.ts'), []),
+      startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD },
+        // GRID_BENCH_PROFILE=DIR writes a CPU profile of the node process there, for finding where time goes.
+        process.env.GRID_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GRID_BENCH_PROFILE}`] : []),
+      startNodeScript(PEER, []),
     ]);
     procs.push(node, peer);
     client = await GridClient.connect(node.url, { connect: { heartbeatMs: 0 }, credentials: { username: 'admin', password: PASSWORD } });

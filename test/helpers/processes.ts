@@ -14,9 +14,9 @@ export interface Started {
 }
 
 /** Spawns `node [--import tsx] <script> ...args` and resolves on its `listening on ws://HOST:PORT` line. */
-export async function startNodeScript(script: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Started> {
+export async function startNodeScript(script: string, args: string[], env: NodeJS.ProcessEnv = process.env, execArgv: string[] = []): Promise<Started> {
   // Bundled scripts (benchmarks) run as they ship; sources run through tsx.
-  const node = script.endsWith('.js') ? [script] : ['--import', 'tsx', script];
+  const node = [...execArgv, ...(script.endsWith('.js') ? [script] : ['--import', 'tsx', script])];
   const child = spawn(process.execPath, [...node, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => { err += d; });
