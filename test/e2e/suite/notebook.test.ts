@@ -100,9 +100,22 @@ describe('Grid notebook kernel', function () {
 
   it('runs the starter notebook top to bottom against the local node, with its outputs in place', async () => {
     const started = Date.now();
-    await vscode.commands.executeCommand('notebook.execute', notebook.uri);
-    await until(() => codeCells().every((c) => c.executionSummary?.success !== undefined && c.executionSummary.timing !== undefined),
-      'every starter cell ends', summary, 240_000);
+    // What the training cell's metrics item showed while the cell was still running.
+    const live: { points: number; cellEnded: boolean }[] = [];
+    const watch = vscode.workspace.onDidChangeNotebookDocument(() => {
+      const cell = cellWith('grid.train(');
+      const [item] = items(cell, METRICS_MIME);
+      if (!item) return;
+      const p = JSON.parse(decoder.decode(item.data)) as MetricsPayload;
+      if (p.state === 'running') live.push({ points: p.series.find((s) => s.name === 'train')?.points.length ?? 0, cellEnded: cell.executionSummary?.success !== undefined });
+    });
+    try {
+      await vscode.commands.executeCommand('notebook.execute', notebook.uri);
+      await until(() => codeCells().every((c) => c.executionSummary?.success !== undefined && c.executionSummary.timing !== undefined),
+        'every starter cell ends', summary, 240_000);
+    } finally {
+      watch.dispose();
+    }
     report(`    starter notebook ran in ${((Date.now() - started) / 1000).toFixed(1)} s`);
     const cells = codeCells();
     for (const c of cells) assert.equal(c.executionSummary?.success, true, `cell ${c.index} failed: ${text(c)}`);
@@ -136,6 +149,11 @@ describe('Grid notebook kernel', function () {
     assert.ok(train && train.points.length >= 8, `training drew ${train?.points.length ?? 0} points`);
     assert.ok(train.points.at(-1)!.x >= 7.9, 'the curve reaches the last epoch');
     assert.ok(train.points.at(-1)!.loss < train.points[0]!.loss, 'the loss went down');
+    // Live: the curve grew in place while the cell ran, before its end.
+    const grown = [...new Set(live.filter((l) => !l.cellEnded).map((l) => l.points))];
+    report(`    live metrics updates while training: ${live.length} (point counts ${grown.slice(0, 8).join(', ')}${grown.length > 8 ? ', ...' : ''})`);
+    assert.ok(grown.length >= 3, `the metrics output was updated ${grown.length} times while the cell ran`);
+    assert.equal(trainCell.outputs.filter((o) => o.items.some((i) => i.mime === METRICS_MIME)).length, 1, 'one metrics output, replaced in place');
     const trained = json<{ model: string; state: string; test: { accuracy: number } }>(trainCell);
     assert.equal(trained.state, 'succeeded');
     assert.ok(trained.test.accuracy > 0.8, `test accuracy ${trained.test.accuracy}`);

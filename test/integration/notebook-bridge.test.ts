@@ -1,0 +1,141 @@
+// The notebook's GridBridge (src/extension/notebook/bridge.ts) under a real kernel process, against a
+// real grid node on 127.0.0.1 port 0 with the digits demo dataset: what a cell's `grid.*` call does on
+// the node, what the cell gets back, the live metrics output of training, and an interrupt reaching
+// the node as a cancelled job. The nodes are real GridClients, as the extension's connections hold.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { GridClient } from '../../src/core/client';
+import { gridError } from '../../src/core/errors';
+import { NotebookGridBridge, type BridgeNode } from '../../src/extension/notebook/bridge';
+import { METRICS_MIME, type MetricsPayload } from '../../src/extension/notebook/metrics';
+import type { CellOutput, KernelHost } from '../../src/kernel';
+import { GridNode } from '../../src/node/server';
+import { notebookDir, plainOf, run, startKernel, value } from './kernel-harness';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const PASSWORD = 'bridge-test-password';
+
+function metricsOf(outputs: CellOutput[]): { displayId?: string; update?: boolean; payload: MetricsPayload }[] {
+  return outputs.flatMap((o) => (o.kind === 'display' && typeof o.data[METRICS_MIME] === 'string'
+    ? [{ ...(o.displayId !== undefined && { displayId: o.displayId }), ...(o.update !== undefined && { update: o.update }), payload: JSON.parse(o.data[METRICS_MIME]) as MetricsPayload }]
+    : []));
+}
+
+describe('notebook grid bridge against a real node', () => {
+  let node: GridNode;
+  let admin: GridClient;
+  let kernel: KernelHost;
+  let nb: Awaited<ReturnType<typeof notebookDir>>;
+  const clients: GridClient[] = [];
+
+  before(async () => {
+    nb = await notebookDir();
+    node = await GridNode.start({
+      port: 0, dataDir: join(nb.dir, 'node'), adminPassword: PASSWORD,
+      datasets: [{ name: 'digits', path: join(ROOT, 'data', 'datasets', 'digits.csv.gz'), label: '64', tags: ['digits', 'classification'], description: 'UCI digits' }],
+    });
+    admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: PASSWORD } });
+    await copyFile(join(ROOT, 'media', 'samples', 'digits', 'digits-mlp.onnx'), join(nb.dir, 'digits-mlp.onnx'));
+    // The extension's connections, reduced to what the bridge reads: one shared client per node.
+    const nodes: BridgeNode[] = [];
+    const bridge = new NotebookGridBridge({
+      cwd: nb.dir,
+      nodes: {
+        list: () => nodes,
+        connect: async (target, credentials) => {
+          if (target !== node.url) throw gridError('NOT_FOUND', `no node at ${String(target)}`);
+          const client = await GridClient.connect(target, credentials ? { credentials } : {});
+          clients.push(client);
+          const n: BridgeNode = {
+            name: 'test node', url: target, local: false, state: 'connected', isOpen: true, user: credentials?.username,
+            client, datasets: await client.listDatasets(), models: [],
+          };
+          nodes.push(n);
+          return n;
+        },
+        disconnect: () => undefined,
+      },
+      metricsIntervalMs: 0,
+    });
+    kernel = await startKernel({ bridge, cwd: nb.dir, interruptTimeoutMs: 60_000 });
+  });
+
+  after(async () => {
+    await kernel.dispose();
+    for (const c of clients) c.dispose();
+    admin.dispose();
+    await node.close();
+    await nb.remove();
+  });
+
+  test('before any connect, a grid call says how to connect', async () => {
+    const { result } = await run(kernel, 'await grid.models()');
+    assert.equal(result.error?.code, 'GRID_ERR_NOT_CONNECTED');
+    assert.match(result.error!.message, /await grid\.connect\(\)/);
+  });
+
+  test('connect, serve a file relative to the notebook, infer with plain arrays: the node holds the model', async () => {
+    const connected = await value(kernel, `const n = await grid.connect(${JSON.stringify(node.url)}, { username: 'admin', password: ${JSON.stringify(PASSWORD)} });\nn.user`);
+    assert.equal(connected, 'admin');
+    await value(kernel, "const m = await grid.serve('digits-mlp.onnx', { allowRemoteInference: true });");
+    const hosted = await admin.listModels();
+    assert.deepEqual(hosted.map((m) => m.id), ['digits-mlp'], 'the id defaults to the file name');
+    assert.equal(hosted[0]!.allow_remote_inference, true);
+    const out = await value(kernel, "const y = await grid.infer('digits-mlp', [Array.from({ length: 64 }, (_, i) => (i % 17) / 16)]);\n[y.dtype, y.dims.join('x'), y.data.constructor.name]");
+    assert.equal(out, "[ 'float32', '1x10', 'Float32Array' ]");
+  });
+
+  test('bad calls are coded errors at the calling line, naming what was wrong', async () => {
+    const unknownModel = await run(kernel, "const a = 1;\nawait grid.infer('no-such-model', [[1]]);");
+    assert.equal(unknownModel.result.error?.code, 'GRID_ERR_NOT_FOUND');
+    assert.equal(unknownModel.result.error?.line, 2);
+    const unknownNode = await run(kernel, "await grid.models({ node: 'elsewhere' })");
+    assert.equal(unknownNode.result.error?.code, 'GRID_ERR_NOT_FOUND');
+    assert.match(unknownNode.result.error!.message, /no node named or at "elsewhere"; the nodes are "test node"/);
+    const badServe = await run(kernel, 'await grid.serve(42)');
+    assert.equal(badServe.result.error?.code, 'GRID_ERR_INVALID_INPUT');
+    assert.match(badServe.result.error!.message, /grid\.serve expects an \.onnx file path or ONNX bytes/);
+    const badShape = await run(kernel, "await grid.infer('digits-mlp', { nope: [1] })");
+    assert.equal(badShape.result.error?.code, 'GRID_ERR_INVALID_INPUT');
+    assert.match(badShape.result.error!.message, /model "digits-mlp" has no input "nope"; its inputs are "input"/);
+  });
+
+  test('training draws one metrics output, updated in place while the job runs, and stores the model', async () => {
+    const { result, outputs } = await run(kernel, "const t = await grid.train('digits-mlp', 'digits', { epochs: 3, lr: 0.01, featureScale: 1 / 16 });\nt");
+    assert.equal(result.status, 'ok', result.error?.stack);
+    const metrics = metricsOf(outputs);
+    assert.ok(metrics.length >= 4, `${metrics.length} metrics outputs`);
+    assert.equal(new Set(metrics.map((m) => m.displayId)).size, 1, 'one display id');
+    assert.equal(metrics[0]!.update, false, 'the first shows the output');
+    assert.ok(metrics.slice(1).every((m) => m.update === true), 'the rest replace it');
+    const running = metrics.filter((m) => m.payload.state === 'running').map((m) => m.payload.series[0]?.points.length ?? 0);
+    assert.ok(running.some((n, i) => i > 0 && n > running[i - 1]!), 'the curve grows while the job runs');
+    const last = metrics.at(-1)!.payload;
+    assert.equal(last.state, 'succeeded');
+    assert.ok(last.series.some((s) => s.name === 'test'), 'the held-out test metrics are drawn at the end');
+    const summary = plainOf(outputs).at(-1)!;
+    const modelId = /model: '([^']+)'/.exec(summary)?.[1];
+    assert.ok(modelId, summary);
+    assert.ok((await admin.listModels()).some((m) => m.id === modelId), `the node stores ${modelId}`);
+  });
+
+  test('interrupting a training cell cancels the job on the node; the cell keeps its state', async () => {
+    let sawProgress!: () => void;
+    const progressed = new Promise<void>((resolve) => { sawProgress = resolve; });
+    const running = run(kernel, "await grid.train('digits-mlp', 'digits', { epochs: 500, lr: 0.01, featureScale: 1 / 16, progressEvery: 1 });", {
+      onOutput: (o) => { if (metricsOf([o]).some((m) => (m.payload.series[0]?.points.length ?? 0) > 0)) sawProgress(); },
+    });
+    await progressed;
+    await kernel.interrupt();
+    const { result, outputs } = await running;
+    assert.equal(result.status, 'interrupted');
+    assert.equal(result.stateLost, false);
+    assert.equal(metricsOf(outputs).at(-1)!.payload.state, 'cancelled');
+    const job = (await admin.training.listJobs()).find((j) => j.epochs === 500);
+    assert.ok(job, 'the job reached the node');
+    await assert.rejects(admin.training.wait(job.id), { code: 'GRID_ERR_ABORTED' });
+    assert.equal(await value(kernel, 'm.id'), 'digits-mlp');
+  });
+});
