@@ -1,6 +1,7 @@
 // Activation only: build the context, register views and commands through it, then connect the
 // configured nodes after activate() has returned. Nothing heavy here: sockets, the protocol schemas
 // and tensor readers load on first use, onnxruntime-node never in the extension host.
+import { loadStartedAt } from './loadClock';
 import * as vscode from 'vscode';
 import { COMMANDS } from './commands';
 import { Config } from './config';
@@ -14,6 +15,10 @@ import { NodesProvider } from './views/nodes';
 /** What activate() returns: the views' own providers and test hooks, for the e2e suites. */
 export interface GridExtensionApi {
   readonly activationMs: number;
+  /** performance.now() when the activation bundle began and finished evaluating, and when activate() was called. */
+  readonly loadStartedAt: number;
+  readonly loadEndedAt: number;
+  readonly activateStartedAt: number;
   readonly ctx: Ctx;
   readonly nodesView: NodesProvider;
   readonly modelsView: ModelsProvider;
@@ -50,7 +55,7 @@ export function activate(context: vscode.ExtensionContext): GridExtensionApi {
     setImmediate(() => void ctx.connectAll());
     const activationMs = performance.now() - t0;
     log.info(`Grid Workbench activated in ${activationMs.toFixed(1)} ms`);
-    return { activationMs, ctx, nodesView, modelsView, statusBar, onDidShowError: ctx.onDidShowError };
+    return { activationMs, loadStartedAt, loadEndedAt, activateStartedAt: t0, ctx, nodesView, modelsView, statusBar, onDidShowError: ctx.onDidShowError };
   } catch (err) {
     log.error(`activation failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
     void vscode.window.showErrorMessage(`Grid Workbench failed to activate: ${err instanceof Error ? err.message : String(err)}`);
@@ -64,3 +69,6 @@ export function deactivate(): Promise<void> | undefined {
   current = undefined;
   return ctx?.dispose();
 }
+
+/** Everything above has been evaluated (read with loadStartedAt by the e2e suite). */
+const loadEndedAt = performance.now();

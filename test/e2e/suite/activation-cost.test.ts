@@ -10,9 +10,16 @@ describe('activation cost', () => {
   it('activates within 50 ms without loading onnxruntime-node', async () => {
     const ext = vscode.extensions.getExtension<GridExtensionApi>('grid-workbench.grid-workbench');
     assert.ok(ext, 'the extension is not installed');
+    const wasActive = ext.isActive;
+    const t0 = performance.now();
     const api = await ext.activate();
-    report(`      activate(): ${api.activationMs.toFixed(1)} ms in VS Code ${vscode.version} (${process.versions.electron ? `Electron ${process.versions.electron}` : `Node ${process.versions.node}`})`);
-    assert.ok(api.activationMs <= 50, `activate() took ${api.activationMs.toFixed(1)} ms`);
+    const total = performance.now() - t0;
+    const evaluation = api.loadEndedAt - api.loadStartedAt;
+    report(`      activate(): ${api.activationMs.toFixed(1)} ms; evaluating the activation bundle: ${evaluation.toFixed(1)} ms; in VS Code ${vscode.version} (${process.versions.electron ? `Electron ${process.versions.electron}` : `Node ${process.versions.node}`})`);
+    if (!wasActive) {
+      report(`      ext.activate() end to end: ${total.toFixed(1)} ms: ${(api.loadStartedAt - t0).toFixed(1)} ms before the bundle's first line (VS Code, compiling it), ${(api.activateStartedAt - api.loadEndedAt).toFixed(1)} ms between its evaluation and activate() (VS Code preparing the ExtensionContext)`);
+    }
+    assert.ok(api.activationMs + evaluation <= 50, `activation took ${api.activationMs.toFixed(1)} ms + ${evaluation.toFixed(1)} ms of module evaluation`);
     const loaded = Object.keys(require.cache).filter((k) => /onnxruntime/.test(k));
     assert.deepEqual(loaded, [], 'activation loaded onnxruntime');
   });
