@@ -48,8 +48,9 @@ function connect(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not connect', async (arg?: NodeArg) => {
     const conn = await pickNode(ctx, arg, { open: false, title: 'Connect to a node', candidates: ctx.connections.filter((c) => !c.isOpen) });
     if (!conn) return undefined;
-    await ctx.connect(conn);
-    return conn.state;
+    // Open (and signed in), or the first attempt failed: the tree then shows the node reconnecting
+    // with the reason, and the command does not wait for a node that may never come.
+    return conn.untilOpenOrFailing(ctx.connect(conn));
   });
 }
 

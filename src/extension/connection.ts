@@ -145,6 +145,25 @@ export class NodeConnection implements vscode.Disposable {
     if (socket.status.authenticated) void this.refresh();
   }
 
+  /**
+   * Resolves as `attempt` settles, or earlier with the state when the connection starts failing
+   * (reconnecting, error, disconnected), so a command need not wait on a node that is not there.
+   */
+  async untilOpenOrFailing(attempt: Promise<void>): Promise<NodeState> {
+    let sub: vscode.Disposable | undefined;
+    const failing = new Promise<void>((resolve) => {
+      sub = this.onDidChange(() => {
+        if (this.stateValue === 'reconnecting' || this.stateValue === 'error' || this.stateValue === 'disconnected') resolve();
+      });
+    });
+    try {
+      await Promise.race([attempt, failing]);
+    } finally {
+      sub?.dispose();
+    }
+    return this.stateValue;
+  }
+
   /** Signs in on the open connection; the token is re-sent after every reconnect. */
   async authenticate(credentials: Credentials): Promise<void> {
     const client = this.clientValue;

@@ -4,6 +4,7 @@
 // their optional arguments in place of the dialogs and quick picks a person would answer.
 import * as assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer, type AddressInfo } from 'node:net';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -276,6 +277,25 @@ describe('Grid sidebar and commands', function () {
   it('shows the coded error for inputs of the wrong shape', async () => {
     const message = await errorShownBy(() => vscode.commands.executeCommand('grid.runInference', { node: 'Local node', model: 'relu', json: '[[1, 2], [3, 4]]' }));
     assert.match(message, /^Inference failed: .+ \(GRID_ERR_INVALID_INPUT\)$/);
+  });
+
+  it('shows a node nobody answers at as reconnecting with the reason; Connect does not hang on it', async () => {
+    // A port that was free a moment ago: nothing listens there.
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    await vscode.commands.executeCommand('grid.addNode', { name: 'nowhere', url: `ws://127.0.0.1:${port}` });
+    await untilNode('nowhere', 'reconnecting');
+    const reason = (api.nodesView.getChildren(nodeRow('nowhere') as GridTreeItem) as GridTreeItem[])[0]!;
+    assert.match(label(reason), /reconnect attempt \d+/);
+    assert.equal(reason.command?.command, 'grid.connect', 'the reason item does not offer a retry');
+    assert.equal(await vscode.commands.executeCommand('grid.connect', { node: 'nowhere' }), 'reconnecting');
+    assert.match(api.statusBar.text, /Grid 1\/2/);
+    await vscode.commands.executeCommand('grid.removeNode', { node: 'nowhere' });
+    assert.equal(nodeRow('nowhere'), undefined);
   });
 
   it('refuses a node address that is not a ws:// URL, with its code', async () => {
