@@ -371,8 +371,10 @@ describe('Grid sidebar and commands', function () {
     assert.deepEqual(vscode.workspace.getConfiguration('grid').get('nodes'), []);
   });
 
-  it('stops the local node: the Nodes view is empty again', async () => {
+  it('stops the local node: its process is gone and the Nodes view is empty again', async () => {
+    const pid = api.ctx.localNode!.pid!;
     await vscode.commands.executeCommand('grid.stopLocalNode');
+    assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, `the local node process ${pid} still runs`);
     assert.deepEqual(nodeRows(), []);
     const message = await errorShownBy(() => vscode.commands.executeCommand('grid.runInference'));
     assert.match(message, /GRID_ERR_NOT_CONNECTED/);
