@@ -133,6 +133,8 @@ describe('Grid sidebar and commands', function () {
     const ext = vscode.extensions.getExtension<GridExtensionApi>(EXTENSION_ID);
     assert.ok(ext, `${EXTENSION_ID} is not installed`);
     api = await ext.activate();
+    // Earlier suites (the notebook) may have left the local node running: start from no node.
+    await vscode.commands.executeCommand('grid.stopLocalNode');
     extensionPath = ext.extensionPath;
     const folder = vscode.workspace.workspaceFolders?.[0];
     assert.ok(folder, 'the test window has no workspace folder');
@@ -162,35 +164,35 @@ describe('Grid sidebar and commands', function () {
 
   it('serves a model picked as a file; it appears in the Models view with its signature', async () => {
     const info = await vscode.commands.executeCommand<{ id: string; size: number }>('grid.serveModel', {
-      node: 'Local node', file: join(samples, 'relu', 'relu.onnx'), id: 'relu', allowDownload: true, allowRemoteInference: true,
+      node: 'Local node', file: join(samples, 'relu', 'relu.onnx'), id: 'sb-relu', allowDownload: true, allowRemoteInference: true,
     });
-    assert.equal(info?.id, 'relu');
-    await untilModels((rows) => rows.some((r) => r.startsWith('relu — Local node')), 'relu in the Models view');
-    const item = api.modelsView.getChildren().find((i) => label(i) === 'relu')!;
+    assert.equal(info?.id, 'sb-relu');
+    await untilModels((rows) => rows.some((r) => r.startsWith('sb-relu — Local node')), 'relu in the Models view');
+    const item = api.modelsView.getChildren().find((i) => label(i) === 'sb-relu')!;
     assert.equal(item.contextValue, 'model:download:infer:train');
     const tooltip = (item.tooltip as vscode.MarkdownString).value;
     assert.match(tooltip, /\| in \| x \| float32 \|/);
     assert.match(tooltip, /\| out \| y \| float32 \|/);
-    assert.deepEqual(groupChildren('Local node', 'Models'), ['relu']);
+    assert.ok(groupChildren('Local node', 'Models').includes('sb-relu'), 'the node\'s Models group does not list the model');
   });
 
   it('runs inference on a .pb input and opens the result document with the expected outputs', async () => {
     const caseDir = join(samples, 'relu', 'test_data_set_0');
-    const result = await vscode.commands.executeCommand<{ document: string }>('grid.runInference', { node: 'Local node', model: 'relu', inputs: [join(caseDir, 'input_0.pb')] });
+    const result = await vscode.commands.executeCommand<{ document: string }>('grid.runInference', { node: 'Local node', model: 'sb-relu', inputs: [join(caseDir, 'input_0.pb')] });
     assert.ok(result, 'run inference gave no result');
     const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === result.document);
     assert.ok(doc, 'the result document is not open');
     assert.equal(vscode.window.activeTextEditor?.document, doc, 'the result document is not the active editor');
     const json = JSON.parse(doc.getText()) as { model: string; outputs: Record<string, { dtype: string; dims: number[]; data: number[] }> };
     const expected = decodeTensorProto(readFileSync(join(caseDir, 'output_0.pb'))).tensor;
-    assert.equal(json.model, 'relu');
+    assert.equal(json.model, 'sb-relu');
     assert.equal(json.outputs.y?.dtype, 'float32');
     assert.deepEqual(json.outputs.y?.dims, expected.dims);
     assert.deepEqual(json.outputs.y?.data, Array.from(expected.data as Float32Array));
   });
 
   it('runs inference on JSON text', async () => {
-    const result = await vscode.commands.executeCommand<{ document: string }>('grid.runInference', { node: 'Local node', model: 'relu', json: '{"x": [[-3.5, 4.25]]}' });
+    const result = await vscode.commands.executeCommand<{ document: string }>('grid.runInference', { node: 'Local node', model: 'sb-relu', json: '{"x": [[-3.5, 4.25]]}' });
     const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === result?.document);
     assert.ok(doc, 'the result document is not open');
     assert.deepEqual((JSON.parse(doc.getText()) as { outputs: unknown }).outputs, { y: { dtype: 'float32', dims: [1, 2], data: [0, 4.25] } });
@@ -199,7 +201,7 @@ describe('Grid sidebar and commands', function () {
   it('runs inference on the JSON in the active editor', async () => {
     const input = await vscode.workspace.openTextDocument({ language: 'json', content: '{"x": {"dtype": "float32", "dims": [1, 2], "data": [7, -7]}}' });
     await vscode.window.showTextDocument(input);
-    const result = await vscode.commands.executeCommand<{ document: string }>('grid.runInference', { node: 'Local node', model: 'relu', fromActiveEditor: true });
+    const result = await vscode.commands.executeCommand<{ document: string }>('grid.runInference', { node: 'Local node', model: 'sb-relu', fromActiveEditor: true });
     const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === result?.document);
     assert.ok(doc, 'the result document is not open');
     assert.deepEqual((JSON.parse(doc.getText()) as { outputs: unknown }).outputs, { y: { dtype: 'float32', dims: [1, 2], data: [7, 0] } });
@@ -209,11 +211,11 @@ describe('Grid sidebar and commands', function () {
     const file = join(scratch, 'image-relu.onnx');
     writeFileSync(file, encodeModel({
       irVersion: 8, opsetImport: [{ domain: '', version: 13 }],
-      graph: { name: 'image-relu', node: [makeNode('Relu', ['x'], ['y'])], input: [makeValueInfo('x', 1, [1, 1, 8, 8])], output: [makeValueInfo('y', 1, [1, 1, 8, 8])] },
+      graph: { name: 'sb-image-relu', node: [makeNode('Relu', ['x'], ['y'])], input: [makeValueInfo('x', 1, [1, 1, 8, 8])], output: [makeValueInfo('y', 1, [1, 1, 8, 8])] },
     }));
-    await vscode.commands.executeCommand('grid.serveModel', { node: 'Local node', file, id: 'image-relu', allowDownload: false, allowRemoteInference: true });
+    await vscode.commands.executeCommand('grid.serveModel', { node: 'Local node', file, id: 'sb-image-relu', allowDownload: false, allowRemoteInference: true });
     const digit = Array.from({ length: 8 }, (_, r) => Array.from({ length: 8 }, (_, c) => (r === c ? 16 : 0)));
-    const result = await vscode.commands.executeCommand<{ document: string; images: string[] }>('grid.runInference', { node: 'Local node', model: 'image-relu', json: JSON.stringify({ x: [[digit]] }) });
+    const result = await vscode.commands.executeCommand<{ document: string; images: string[] }>('grid.runInference', { node: 'Local node', model: 'sb-image-relu', json: JSON.stringify({ x: [[digit]] }) });
     assert.equal(result?.images.length, 1, 'no picture was made of the 8x8 output');
     const shown = vscode.window.tabGroups.all.flatMap((g) => g.tabs).filter((t) => t.input instanceof vscode.TabInputCustom && t.input.uri.fsPath === result.images[0]);
     assert.equal(shown.length, 1, `the picture is not open in an editor; tabs: ${vscode.window.tabGroups.all.flatMap((g) => g.tabs).map((t) => t.label).join(', ')}`);
@@ -222,7 +224,7 @@ describe('Grid sidebar and commands', function () {
 
   it('downloads the model to the chosen file, byte for byte', async () => {
     const dest = join(scratch, 'relu-downloaded.onnx');
-    const file = await vscode.commands.executeCommand<string>('grid.downloadModel', { node: 'Local node', model: 'relu', dest });
+    const file = await vscode.commands.executeCommand<string>('grid.downloadModel', { node: 'Local node', model: 'sb-relu', dest });
     assert.equal(file, dest);
     assert.deepEqual(readFileSync(dest), readFileSync(join(samples, 'relu', 'relu.onnx')));
   });
@@ -230,7 +232,7 @@ describe('Grid sidebar and commands', function () {
   it('shows a model served from the grid CLI within a second, without a refresh', async () => {
     const password = await api.ctx.localNode!.adminPassword();
     const t0 = performance.now();
-    const cli = spawn(process.execPath, [join(extensionPath, 'dist', 'grid.js'), 'serve', join(samples, 'relu', 'relu.onnx'), '--id', 'relu-cli', '--allow-remote-inference'], {
+    const cli = spawn(process.execPath, [join(extensionPath, 'dist', 'grid.js'), 'serve', join(samples, 'relu', 'relu.onnx'), '--id', 'sb-relu-cli', '--allow-remote-inference'], {
       env: { ...process.env, ELECTRON_RUN_AS_NODE: '1', GRID_NODE: api.ctx.localNode!.url!, GRID_USER: 'admin', GRID_PASSWORD: password },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
@@ -239,43 +241,44 @@ describe('Grid sidebar and commands', function () {
     const status = await new Promise<number | null>((resolve) => cli.once('exit', resolve));
     assert.equal(status, 0, `grid serve failed: ${stderr}`);
     const served = performance.now();
-    await untilModels((rows) => rows.some((r) => r.startsWith('relu-cli — Local node')), 'relu-cli in the Models view', 1_000);
+    await untilModels((rows) => rows.some((r) => r.startsWith('sb-relu-cli — Local node')), 'sb-relu-cli in the Models view', 1_000);
     report(`      CLI serve → Models view: ${(performance.now() - served).toFixed(0)} ms after the CLI exited (CLI took ${(served - t0).toFixed(0)} ms)`);
   });
 
   it('deletes a model; it disappears from both views', async () => {
-    const deleted = await vscode.commands.executeCommand<string>('grid.deleteModel', { node: 'Local node', model: 'relu-cli', skipConfirmation: true });
-    assert.equal(deleted, 'relu-cli');
-    await untilModels((rows) => !rows.some((r) => r.startsWith('relu-cli ')), 'relu-cli gone from the Models view');
-    assert.deepEqual(groupChildren('Local node', 'Models'), ['image-relu', 'relu']);
+    const deleted = await vscode.commands.executeCommand<string>('grid.deleteModel', { node: 'Local node', model: 'sb-relu-cli', skipConfirmation: true });
+    assert.equal(deleted, 'sb-relu-cli');
+    await untilModels((rows) => !rows.some((r) => r.startsWith('sb-relu-cli ')), 'sb-relu-cli gone from the Models view');
+    const models = groupChildren('Local node', 'Models');
+    assert.ok(models.includes('sb-relu') && models.includes('sb-image-relu') && !models.includes('sb-relu-cli'), `the node's Models group shows ${models.join(', ')}`);
   });
 
   it('trains a model on the local node\'s digits: live job in the Jobs group, the trained model in the Models view', async () => {
     const file = join(scratch, 'digits-mlp.onnx');
     writeFileSync(file, mlp([64, 16, 10], { seed: 3 }));
-    await vscode.commands.executeCommand('grid.serveModel', { node: 'Local node', file, id: 'digits-mlp', allowDownload: true, allowRemoteInference: true });
+    await vscode.commands.executeCommand('grid.serveModel', { node: 'Local node', file, id: 'sb-digits-mlp', allowDownload: true, allowRemoteInference: true });
     const job = await vscode.commands.executeCommand<JobInfo>('grid.train', {
-      node: 'Local node', model: 'digits-mlp', mode: 'node', dataset: 'digits', epochs: 3, lr: 0.01, featureScale: 1 / 16, outputId: 'digits-mlp-trained',
+      node: 'Local node', model: 'sb-digits-mlp', mode: 'node', dataset: 'digits', epochs: 3, lr: 0.01, featureScale: 1 / 16, outputId: 'sb-digits-mlp-trained',
     });
     assert.ok(job, 'the Train command gave no job');
     assert.equal(job.state, 'succeeded');
     report(`      digits MLP 64-16-10, 3 epochs on the local node: test accuracy ${(job.result!.test!.accuracy * 100).toFixed(1)}% in ${job.result!.seconds.toFixed(1)} s`);
     assert.ok(job.result!.test!.accuracy > 0.6, `test accuracy ${job.result!.test!.accuracy} is no better than guessing`);
-    await untilModels((rows) => rows.some((r) => r.startsWith('digits-mlp-trained — Local node')), 'the trained model in the Models view');
+    await untilModels((rows) => rows.some((r) => r.startsWith('sb-digits-mlp-trained — Local node')), 'the trained model in the Models view');
     const jobs = (api.nodesView.getChildren((api.nodesView.getChildren(nodeRow('Local node') as GridTreeItem) as GridTreeItem[]).find((i) => label(i) === 'Jobs')) as GridTreeItem[]);
-    assert.ok(jobs.some((j) => label(j) === 'digits-mlp on digits' && /^succeeded · .*→ digits-mlp-trained$/.test(String(j.description))), `Jobs shows ${jobs.map((j) => `${label(j)}: ${String(j.description)}`).join(' | ')}`);
+    assert.ok(jobs.some((j) => label(j) === 'sb-digits-mlp on digits' && /^succeeded · .*→ sb-digits-mlp-trained$/.test(String(j.description))), `Jobs shows ${jobs.map((j) => `${label(j)}: ${String(j.description)}`).join(' | ')}`);
   });
 
   it('shows the coded error when the file is not an ONNX model', async () => {
     const message = await errorShownBy(() => vscode.commands.executeCommand('grid.serveModel', {
-      node: 'Local node', file: join(samples, 'relu', 'test_data_set_0', 'input_0.pb'), id: 'not-a-model', allowDownload: false, allowRemoteInference: true,
+      node: 'Local node', file: join(samples, 'relu', 'test_data_set_0', 'input_0.pb'), id: 'sb-not-a-model', allowDownload: false, allowRemoteInference: true,
     }));
     assert.match(message, /^Could not serve the model: .+ \(GRID_ERR_INVALID_MODEL\)$/);
-    assert.ok(!modelRows().some((r) => r.startsWith('not-a-model')), 'a refused model shows in the Models view');
+    assert.ok(!modelRows().some((r) => r.startsWith('sb-not-a-model')), 'a refused model shows in the Models view');
   });
 
   it('shows the coded error for inputs of the wrong shape', async () => {
-    const message = await errorShownBy(() => vscode.commands.executeCommand('grid.runInference', { node: 'Local node', model: 'relu', json: '[[1, 2], [3, 4]]' }));
+    const message = await errorShownBy(() => vscode.commands.executeCommand('grid.runInference', { node: 'Local node', model: 'sb-relu', json: '[[1, 2], [3, 4]]' }));
     assert.match(message, /^Inference failed: .+ \(GRID_ERR_INVALID_INPUT\)$/);
   });
 
@@ -336,14 +339,14 @@ describe('Grid sidebar and commands', function () {
 
   it('trains by FedAvg across the local and the added node; the averaged model is served on the local node', async () => {
     const summary = await vscode.commands.executeCommand<FedAvgSummary>('grid.train', {
-      node: 'Local node', model: 'digits-mlp', mode: 'fedavg', tag: 'digits', nodes: ['Local node', 'remote'], rounds: 2, epochs: 1, lr: 0.1, featureScale: 1 / 16, outputId: 'digits-fedavg',
+      node: 'Local node', model: 'sb-digits-mlp', mode: 'fedavg', tag: 'digits', nodes: ['Local node', 'remote'], rounds: 2, epochs: 1, lr: 0.1, featureScale: 1 / 16, outputId: 'sb-digits-fedavg',
     });
     assert.ok(summary, 'the Train command gave no FedAvg summary');
     assert.deepEqual(summary.rounds.map((r) => r.round), [1, 2]);
     const test = summary.rounds.at(-1)!.test!;
     report(`      FedAvg over 2 nodes, 2 rounds: test accuracy ${(test.accuracy * 100).toFixed(1)}%`);
     assert.ok(test.accuracy > 0.3, `FedAvg test accuracy ${test.accuracy}`);
-    await untilModels((rows) => rows.some((r) => r.startsWith('digits-fedavg — Local node')), 'the FedAvg model in the Models view');
+    await untilModels((rows) => rows.some((r) => r.startsWith('sb-digits-fedavg — Local node')), 'the FedAvg model in the Models view');
   });
 
   it('shows a killed node as reconnecting, then connected again when it is back', async () => {
@@ -362,7 +365,7 @@ describe('Grid sidebar and commands', function () {
     await untilNode('Local node', 'reconnecting');
     await untilNode('Local node', 'connected');
     assert.notEqual(api.ctx.localNode!.pid, pid);
-    await until(api.modelsView.onDidChangeTreeData, () => modelRows().some((r) => r.startsWith('relu — Local node')), 'relu back in the Models view', () => modelRows().join(' | '));
+    await until(api.modelsView.onDidChangeTreeData, () => modelRows().some((r) => r.startsWith('sb-relu — Local node')), 'relu back in the Models view', () => modelRows().join(' | '));
   });
 
   it('removes a node from the list and from settings', async () => {
