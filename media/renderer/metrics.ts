@@ -28,6 +28,7 @@ function colour(name: string, i: number): string {
 }
 
 function fmt(v: number): string {
+  if (Number.isInteger(v)) return String(v);
   return Math.abs(v) >= 100 ? v.toFixed(0) : Math.abs(v) >= 1 ? v.toFixed(2) : v.toFixed(3);
 }
 
