@@ -2,8 +2,8 @@
 // Installs what is missing (scripts/setup.mjs), builds, packages and installs the extension into a
 // code-server of its own, starts a local grid node with the demo datasets, opens a sample workspace
 // wired to that node, and prints the URL. Ctrl-C stops everything it started. State lives in .start/.
-import { randomBytes } from 'node:crypto';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -20,30 +20,36 @@ function say(msg) {
   process.stdout.write(`${msg}\n`);
 }
 
-function newestMtime(paths) {
-  let newest = 0;
-  for (const p of paths) {
-    if (!existsSync(p)) continue;
-    const st = statSync(p);
-    if (st.isDirectory()) newest = Math.max(newest, newestMtime(readdirSync(p).map((f) => join(p, f))));
-    else newest = Math.max(newest, st.mtimeMs);
-  }
-  return newest;
+/** sha256 over the files that go into the VSIX (the build rewrites dist/ each time, so not mtimes). */
+function contentHash(paths) {
+  const hash = createHash('sha256');
+  const walk = (p) => {
+    if (!existsSync(p)) return;
+    if (statSync(p).isDirectory()) {
+      for (const f of readdirSync(p).sort()) walk(join(p, f));
+    } else {
+      hash.update(p).update(readFileSync(p));
+    }
+  };
+  paths.forEach(walk);
+  return hash.digest('hex');
 }
 
-/** Packages and installs the extension when the build changed since the last start. */
+/** Packages and installs the extension when what goes into the VSIX changed since the last start. */
 async function installCurrentExtension(tools) {
   const vsix = join(startDir, 'grid-workbench-linux-x64.vsix');
   const extensionsDir = join(startDir, 'extensions');
-  const inputs = ['dist', 'package.json', '.vscodeignore', 'media', 'data'].map((p) => join(repoRoot, p));
+  const stampFile = join(startDir, 'extension.sha256');
+  const stamp = contentHash(['dist', 'package.json', '.vscodeignore', 'media', 'data'].map((p) => join(repoRoot, p)));
   const installed = existsSync(extensionsDir) && readdirSync(extensionsDir).some((f) => f.startsWith(`${EXTENSION_ID}-`));
-  if (installed && existsSync(vsix) && statSync(vsix).mtimeMs >= newestMtime(inputs)) {
+  if (installed && existsSync(stampFile) && readFileSync(stampFile, 'utf8').trim() === stamp) {
     say('extension: up to date');
     return extensionsDir;
   }
   say('extension: packaging and installing the VSIX');
   const { bytes } = packageExtension({ target: 'linux-x64', out: vsix, build: false });
   await installExtension(tools, { workDir: join(startDir, 'code-server'), extensionsDir, vsix });
+  writeFileSync(stampFile, `${stamp}\n`);
   say(`extension: installed ${vsix} (${(bytes / 1024 / 1024).toFixed(1)} MB)`);
   return extensionsDir;
 }
@@ -77,17 +83,14 @@ async function startGridNode() {
   return url;
 }
 
-/** The sample workspace: the ONNX sample, the starter notebook when there is one, and grid.nodes. */
+/** The sample workspace: media/samples (ONNX sample, starter notebook) and grid.nodes for the node. */
 function sampleWorkspace(nodeUrl) {
   const folder = join(startDir, 'workspace');
   mkdirSync(join(folder, '.vscode'), { recursive: true });
-  cpSync(join(repoRoot, 'media', 'samples'), folder, { recursive: true });
-  const notebooks = existsSync(join(repoRoot, 'media', 'notebooks'))
-    ? readdirSync(join(repoRoot, 'media', 'notebooks')).filter((f) => /\.(ipynb|gridnb)$/.test(f))
-    : [];
-  for (const nb of notebooks) copyFileSync(join(repoRoot, 'media', 'notebooks', nb), join(folder, nb));
-  if (notebooks.length === 0) {
-    writeFileSync(join(folder, 'START-HERE.md'), '# Grid Workbench\n\nThe starter notebook is not written yet. Meanwhile: open the Grid '
+  // force: false keeps the user's edits to the samples across starts.
+  cpSync(join(repoRoot, 'media', 'samples'), folder, { recursive: true, force: false });
+  if (!readdirSync(folder).some((f) => f.endsWith('.ipynb'))) {
+    writeFileSync(join(folder, 'START-HERE.md'), '# Grid Workbench\n\nNo starter notebook in media/samples yet. Meanwhile: open the Grid '
       + 'view in the activity bar, sign in to the local node, and run "Grid: Serve Model" on relu/relu.onnx.\n');
   }
   const settingsFile = join(folder, '.vscode', 'settings.json');

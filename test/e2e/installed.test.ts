@@ -143,9 +143,17 @@ step('the Grid activity-bar container opens and shows its views', 4 * 60_000, as
       // One view fills the title bar ("Grid: Nodes"); several get section headers.
       await sidebar.locator('.title, .pane-header', { hasText: view.name }).first().waitFor({ state: 'visible' });
     }
+    // Each view shows something: tree rows, or its welcome text when empty.
+    const panes = sidebar.locator('.pane');
+    for (let i = 0; i < await panes.count(); i++) {
+      const body = panes.nth(i).locator('.pane-body');
+      if (!await body.isVisible()) continue;
+      await body.locator('.monaco-list-row, .welcome-view-content').first().waitFor({ state: 'visible' });
+    }
     await screenshot(p, `sidebar-${c.id}`);
     const text = await sidebar.innerText();
     assert.doesNotMatch(text, /no data provider registered/i, `a ${c.title} view has no data provider`);
+    process.stdout.write(`${c.title} sidebar as shown:\n${text.replace(/^/gm, '  ')}\n`);
   }
 });
 
