@@ -2,7 +2,8 @@
 // when the host is plain Node, Electron-as-Node in desktop VS Code), data under the extension's global
 // storage, a free loopback port, the demo datasets registered. Its pino lines go to the Grid log.
 // If it dies on its own it is restarted on the same port (a bounded number of times), so open
-// connections simply reconnect.
+// connections simply reconnect. Its URL and pid are written next to the data dir, so a second VS Code
+// window joins the running node instead of failing on the locked data dir.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -23,6 +24,8 @@ export interface LocalNodeOptions {
   script: string;
   /** Where the node keeps its data (below the extension's global storage). */
   dataDir: string;
+  /** {url, pid} of the running node, for other windows. */
+  discoveryFile: string;
   port: number;
   demoDatasets: boolean;
   secrets: vscode.SecretStorage;
@@ -30,6 +33,24 @@ export interface LocalNodeOptions {
 }
 
 const PINO_LEVELS: Record<number, 'debug' | 'info' | 'warn' | 'error'> = { 10: 'debug', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'error' };
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The node another window started on this data dir, if its process still runs. */
+export function runningLocalNode(discoveryFile: string): { url: string; pid: number } | undefined {
+  try {
+    const d = JSON.parse(fs.readFileSync(discoveryFile, 'utf8')) as { url?: unknown; pid?: unknown };
+    if (typeof d.url === 'string' && typeof d.pid === 'number' && alive(d.pid)) return { url: d.url, pid: d.pid };
+  } catch { /* none, or unreadable: start our own */ }
+  return undefined;
+}
 
 export class LocalNode implements vscode.Disposable {
   private readonly opts: LocalNodeOptions;
@@ -39,6 +60,8 @@ export class LocalNode implements vscode.Disposable {
   private disposed = false;
   private restarts: number[] = [];
   private starting: Promise<string> | undefined;
+  /** Set when this window joined a node another window runs (it is not ours to stop). */
+  private joinedPid: number | undefined;
   private readonly exited = new vscode.EventEmitter<{ code: number | null; signal: NodeJS.Signals | null; restarting: boolean }>();
   /** Fires when the process ends; `restarting` tells whether the supervisor brings it back. */
   readonly onDidExit = this.exited.event;
@@ -54,11 +77,16 @@ export class LocalNode implements vscode.Disposable {
   }
 
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.child?.pid ?? this.joinedPid;
   }
 
   get isRunning(): boolean {
-    return this.child !== undefined && this.urlValue !== undefined;
+    return (this.child !== undefined || this.joinedPid !== undefined) && this.urlValue !== undefined;
+  }
+
+  /** Whether the node runs in another window's process (joined, not started, by this window). */
+  get isJoined(): boolean {
+    return this.joinedPid !== undefined;
   }
 
   /** The admin password the extension chose for its node (created on first use, kept in SecretStorage). */
@@ -73,7 +101,14 @@ export class LocalNode implements vscode.Disposable {
   /** Starts the node; resolves with its ws:// URL. */
   async start(): Promise<string> {
     if (this.disposed) throw gridError('DISPOSED', 'the local node supervisor was disposed');
-    if (this.child && this.urlValue) return this.urlValue;
+    if (this.isRunning && this.urlValue) return this.urlValue;
+    const other = runningLocalNode(this.opts.discoveryFile);
+    if (other) {
+      this.joinedPid = other.pid;
+      this.urlValue = other.url;
+      this.opts.log.info({ url: other.url, pid: other.pid }, 'joining the local grid node another window started');
+      return other.url;
+    }
     // A second Start while the first is still coming up waits for the same process.
     this.starting ??= (async () => {
       this.stopping = false;
@@ -121,6 +156,11 @@ export class LocalNode implements vscode.Disposable {
           listening = true;
           this.urlValue = m[1]!;
           log.info({ url: this.urlValue, pid: child.pid }, 'the local grid node is listening');
+          try {
+            fs.writeFileSync(this.opts.discoveryFile, JSON.stringify({ url: this.urlValue, pid: child.pid }));
+          } catch (err) {
+            log.warn({ err }, 'could not record the local node for other windows');
+          }
           resolve(this.urlValue);
         }
       });
@@ -134,12 +174,20 @@ export class LocalNode implements vscode.Disposable {
           reject(lastError ?? gridError('INTERNAL', `the local node exited before listening (exit ${code ?? signal}); see the Grid log`));
           return;
         }
-        this.onExit(code, signal, port);
+        this.onExit(child, code, signal, port);
       });
     });
   }
 
-  private onExit(code: number | null, signal: NodeJS.Signals | null, port: number): void {
+  /** Removes the discovery file if it names `child` (another window may have written its own since). */
+  private forgetDiscovery(child: ChildProcess): void {
+    try {
+      const d = JSON.parse(fs.readFileSync(this.opts.discoveryFile, 'utf8')) as { pid?: unknown };
+      if (d.pid === child.pid) fs.rmSync(this.opts.discoveryFile, { force: true });
+    } catch { /* nothing recorded */ }
+  }
+
+  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, port: number): void {
     const { log } = this.opts;
     const now = Date.now();
     this.restarts = this.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
@@ -147,7 +195,10 @@ export class LocalNode implements vscode.Disposable {
     if (this.stopping || this.disposed) log.info({ code, signal }, 'the local grid node stopped');
     else log.warn({ code, signal }, restarting ? 'the local grid node exited unexpectedly; restarting it on the same port' : 'the local grid node keeps exiting; not restarting it');
     const lastUrl = this.urlValue;
-    if (!restarting) this.urlValue = undefined;
+    if (!restarting) {
+      this.urlValue = undefined;
+      this.forgetDiscovery(child);
+    }
     this.exited.fire({ code, signal, restarting });
     if (!restarting || lastUrl === undefined) return;
     this.restarts.push(now);
@@ -181,6 +232,8 @@ export class LocalNode implements vscode.Disposable {
     const child = this.child;
     this.stopping = true;
     this.urlValue = undefined;
+    // A joined node belongs to the window that started it.
+    this.joinedPid = undefined;
     if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
@@ -201,10 +254,11 @@ export class LocalNode implements vscode.Disposable {
   }
 }
 
-export function localNodePaths(context: vscode.ExtensionContext): { script: string; dataDir: string } {
+export function localNodePaths(context: vscode.ExtensionContext): { script: string; dataDir: string; discoveryFile: string } {
   return {
     // The bundled extension and the node program sit in the same dist/ folder, in the repo and in the VSIX.
     script: path.join(context.extensionPath, 'dist', 'grid-node.js'),
     dataDir: path.join(context.globalStorageUri.fsPath, 'local-node'),
+    discoveryFile: path.join(context.globalStorageUri.fsPath, 'local-node.json'),
   };
 }

@@ -16,6 +16,7 @@ import { encodeModel, makeNode, makeValueInfo } from '../../../src/compute/onnx/
 import { mlp } from '../../../src/compute/plan';
 import type { JobInfo } from '../../../src/core/protocol/training-messages';
 import type { FedAvgSummary } from '../../../src/extension/train';
+import { localNodePaths } from '../../../src/extension/localNode';
 import type { GridExtensionApi } from '../../../src/extension/main';
 import type { GridTreeItem } from '../../../src/extension/views/items';
 import { report } from './report';
@@ -99,7 +100,7 @@ class NodeProcess {
   child: ChildProcess | undefined;
   url = '';
   readonly dataDir = mkdtempSync(join(scratch, 'node-'));
-  readonly password = 'sidebar-test-password';
+  password = 'sidebar-test-password';
 
   async start(port = 0): Promise<string> {
     const child = spawn(process.execPath, [join(extensionPath, 'dist', 'grid-node.js'), '--port', String(port), '--data-dir', this.dataDir, '--name', 'remote-node', '--demo-datasets', '--log-level', 'warn'], {
@@ -381,5 +382,24 @@ describe('Grid sidebar and commands', function () {
     assert.deepEqual(nodeRows(), []);
     const message = await errorShownBy(() => vscode.commands.executeCommand('grid.runInference'));
     assert.match(message, /GRID_ERR_NOT_CONNECTED/);
+  });
+  it('joins a local node another window runs instead of starting a second one, and leaves it running on Stop', async () => {
+    // "Another window": a node process on its own data dir, recorded where the extension records its own.
+    const other = new NodeProcess();
+    other.password = await api.ctx.localNode!.adminPassword();
+    const url = await other.start();
+    const { discoveryFile } = localNodePaths(api.ctx.extCtx);
+    writeFileSync(discoveryFile, JSON.stringify({ url, pid: other.child!.pid }));
+    try {
+      assert.equal(await vscode.commands.executeCommand<string>('grid.startLocalNode'), url);
+      await untilNode('Local node', 'connected');
+      assert.equal(api.ctx.localNode!.pid, other.child!.pid, 'this window started its own node');
+      await vscode.commands.executeCommand('grid.stopLocalNode');
+      assert.equal(nodeRow('Local node'), undefined);
+      assert.doesNotThrow(() => process.kill(other.child!.pid!, 0), 'Stop killed the node another window runs');
+    } finally {
+      await other.kill();
+      rmSync(discoveryFile, { force: true });
+    }
   });
 });
