@@ -102,7 +102,7 @@ export class GridNotebookController implements vscode.Disposable {
       started = true;
       execution.executionOrder = order;
       execution.start(time);
-      void execution.clearOutput();
+      outputs.clear();
     };
     let result: ExecutionResult;
     try {

@@ -58,6 +58,13 @@ export class CellOutputs {
     }
   }
 
+  /** Removes the outputs of the cell's previous run (queued like every other edit). */
+  clear(): void {
+    this.lastStream = undefined;
+    this.displays.clear();
+    this.then(() => this.execution.clearOutput());
+  }
+
   /** Resolves when every output so far is in the cell. */
   settled(): Thenable<void> {
     return this.chain;

@@ -221,6 +221,31 @@ describe('Grid notebook kernel', function () {
     assert.match(text(check), /undefined/);
   });
 
+  it('a new notebook on this kernel gets its kernelspec, and runs JavaScript cells too', async () => {
+    const data = new vscode.NotebookData([
+      new vscode.NotebookCellData(vscode.NotebookCellKind.Code, 'const xs = [1, 2, 3];\nconsole.log("sum", xs.reduce((a, b) => a + b));', 'javascript'),
+      new vscode.NotebookCellData(vscode.NotebookCellKind.Code, 'const n: number = xs.length;\nn * 2', 'typescript'),
+    ]);
+    const doc = await vscode.workspace.openNotebookDocument('jupyter-notebook', data);
+    await vscode.window.showNotebookDocument(doc);
+    await vscode.commands.executeCommand('notebook.selectKernel', { id: CONTROLLER_ID, extension: EXTENSION_ID });
+    const previous = notebook;
+    notebook = doc;
+    try {
+      await run(doc.cellAt(0));
+      await run(doc.cellAt(1));
+      assert.equal(doc.cellAt(0).executionSummary?.success, true, text(doc.cellAt(0)));
+      assert.match(text(doc.cellAt(0)), /sum 6/);
+      assert.match(text(doc.cellAt(1)), /text\/plain: 6/);
+      const meta = doc.metadata as { metadata?: { kernelspec?: { name?: string }; language_info?: { name?: string } } };
+      assert.equal(meta.metadata?.kernelspec?.name, 'grid-typescript');
+      assert.equal(meta.metadata?.language_info?.name, 'typescript');
+    } finally {
+      notebook = previous;
+      await vscode.commands.executeCommand('workbench.action.revertAndCloseActiveEditor');
+    }
+  });
+
   it('Grid: New Notebook opens the starter as an untitled notebook', async () => {
     await vscode.commands.executeCommand('grid.newNotebook');
     const editor = vscode.window.activeNotebookEditor;
