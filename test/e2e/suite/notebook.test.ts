@@ -6,7 +6,7 @@
 import * as assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { before, describe, it } from 'mocha';
+import { after, before, describe, it } from 'mocha';
 import * as vscode from 'vscode';
 import type { GridExtensionApi } from '../../../src/extension/main';
 import type { MetricsPayload } from '../../../src/extension/notebook/metrics';
@@ -96,6 +96,13 @@ describe('Grid notebook kernel', function () {
     notebook = await vscode.workspace.openNotebookDocument(vscode.Uri.file(join(folder.uri.fsPath, 'starter.ipynb')));
     await vscode.window.showNotebookDocument(notebook);
     await vscode.commands.executeCommand('notebook.selectKernel', { id: CONTROLLER_ID, extension: EXTENSION_ID });
+  });
+
+  // The suites share one window: leave it as found (no notebook open, no local node running).
+  after(async () => {
+    for (let i = 0; i < 10 && vscode.window.activeNotebookEditor; i++) await vscode.commands.executeCommand('workbench.action.revertAndCloseActiveEditor');
+    await vscode.commands.executeCommand('grid.stopLocalNode');
+    assert.deepEqual(api.ctx.connections.map((c) => c.name), [], 'nodes left behind');
   });
 
   it('runs the starter notebook top to bottom against the local node, with its outputs in place', async () => {
