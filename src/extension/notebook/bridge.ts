@@ -238,6 +238,7 @@ export class NotebookGridBridge implements GridBridge {
     node.updateJob?.(job);
     const cancel = () => void client.training.cancelJob(job.id).then((j) => node.updateJob?.(j), () => undefined);
     context.signal.addEventListener('abort', cancel, { once: true });
+    if (context.signal.aborted) cancel(); // interrupted while the job was being queued
     try {
       job = await client.training.wait(job.id, {
         signal: context.signal,
