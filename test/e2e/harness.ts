@@ -12,7 +12,8 @@ import { toolPaths, type ToolPaths } from '../../scripts/setup.mjs';
 
 export const repoRoot = resolve(import.meta.dirname, '..', '..');
 export const testWork = join(repoRoot, '.test-work');
-export const screenshotDir = join(testWork, 'screenshots');
+/** Where UI screenshots go; CI can point GRID_E2E_SCREENSHOTS at the folder it keeps. */
+export const screenshotDir = process.env.GRID_E2E_SCREENSHOTS ?? join(testWork, 'screenshots');
 export const EXTENSION_ID = 'grid-workbench.grid-workbench';
 
 export function tools(): ToolPaths {
