@@ -40,7 +40,7 @@ async function installCurrentExtension(tools) {
   const vsix = join(startDir, 'grid-workbench-linux-x64.vsix');
   const extensionsDir = join(startDir, 'extensions');
   const stampFile = join(startDir, 'extension.sha256');
-  const stamp = contentHash(['dist', 'package.json', '.vscodeignore', 'media', 'data'].map((p) => join(repoRoot, p)));
+  const stamp = contentHash(['dist', 'package.json', '.vscodeignore', 'media'].map((p) => join(repoRoot, p)));
   const installed = existsSync(extensionsDir) && readdirSync(extensionsDir).some((f) => f.startsWith(`${EXTENSION_ID}-`));
   if (installed && existsSync(stampFile) && readFileSync(stampFile, 'utf8').trim() === stamp) {
     say('extension: up to date');

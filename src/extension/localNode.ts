@@ -128,9 +128,9 @@ export class LocalNode implements vscode.Disposable {
     const password = await this.adminPassword();
     const args = [script, '--port', String(port), '--data-dir', dataDir, '--name', 'local'];
     if (this.opts.demoDatasets) {
-      // The node finds data/datasets above its own dist/ folder; a package without it still starts.
-      if (fs.existsSync(path.join(path.dirname(script), '..', 'data', 'datasets', 'iris.csv'))) args.push('--demo-datasets');
-      else log.warn('the demo datasets are not in this installation (data/datasets); the local node starts without them');
+      // The node finds media/datasets above its own dist/ folder; a package without it still starts.
+      if (fs.existsSync(path.join(path.dirname(script), '..', 'media', 'datasets', 'iris.csv'))) args.push('--demo-datasets');
+      else log.warn('the demo datasets are not in this installation (media/datasets); the local node starts without them');
     }
     log.info({ script, dataDir, port }, 'starting the local grid node');
     const child = spawn(process.execPath, args, {

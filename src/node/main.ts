@@ -24,13 +24,13 @@ function parsePort(v: string): number {
   return n;
 }
 
-/** The repo's data/datasets folder, found from this file (src/node in development, dist/ when bundled). */
+/** The repo's media/datasets folder, found from this file (src/node in development, dist/ when bundled). */
 function demoDatasetsDir(): string {
   for (let dir = __dirname, i = 0; i < 5; i++, dir = path.dirname(dir)) {
-    const candidate = path.join(dir, 'data', 'datasets');
+    const candidate = path.join(dir, 'media', 'datasets');
     if (fs.existsSync(path.join(candidate, 'iris.csv'))) return candidate;
   }
-  throw gridError('INVALID_DATASET', `--demo-datasets: no data/datasets folder found above ${__dirname}`);
+  throw gridError('INVALID_DATASET', `--demo-datasets: no media/datasets folder found above ${__dirname}`);
 }
 
 export function demoDatasets(): DatasetSpec[] {

@@ -9,7 +9,7 @@ import type { GridClient } from '../../src/core/client';
 import type { IncomingMessage } from '../../src/core/protocol/envelope';
 import { decodeNamedTensors } from '../../src/core/protocol/tensor';
 
-export const DIGITS = path.join(__dirname, '../../data/datasets/digits.csv.gz');
+export const DIGITS = path.join(__dirname, '../../media/datasets/digits.csv.gz');
 
 /** Writes a dataset as CSV: 64 feature columns named px0…, then `label`. Features are written unscaled. */
 export function writeCsv(d: Dataset, file: string, featureScale = 1): string {

@@ -9,7 +9,7 @@ import { mlp, modelParams, withParams } from '../../src/compute/plan';
 import { evaluateModel, train } from '../../src/compute/train';
 import type { NamedTensors } from '../../src/core/protocol/tensor';
 
-const DIGITS = join(__dirname, '../../data/datasets/digits.csv.gz');
+const DIGITS = join(__dirname, '../../media/datasets/digits.csv.gz');
 const single = { intraOpNumThreads: 1 };
 
 async function federate(parts: Dataset[], test: Dataset, rounds: number, proxMu?: number): Promise<number[]> {

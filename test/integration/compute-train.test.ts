@@ -8,7 +8,7 @@ import { evaluateModel, train, trainSteps, type TrainProgress } from '../../src/
 import { loadModel } from '../../src/compute/backend';
 import { GridError } from '../../src/core/errors';
 
-const DIGITS = join(__dirname, '../../data/datasets/digits.csv.gz');
+const DIGITS = join(__dirname, '../../media/datasets/digits.csv.gz');
 const single = { intraOpNumThreads: 1 };
 
 async function digits(): Promise<{ train: Dataset; test: Dataset }> {
@@ -97,7 +97,7 @@ test('bad training input is a coded error before any work', async () => {
 
 test('the other bundled UCI sets train through plans once standardized (iris, wine, breast cancer)', async (t) => {
   for (const [file, classes, want] of [['iris.csv', 3, 0.9], ['wine_data.csv', 3, 0.9], ['breast_cancer.csv', 2, 0.9]] as const) {
-    const ds = await readCsvDataset(join(__dirname, '../../data/datasets', file));
+    const ds = await readCsvDataset(join(__dirname, '../../media/datasets', file));
     assert.equal(ds.classes, classes);
     const { train: tr0, test: te0 } = splitDataset(ds, 0.2, 3);
     const stats = featureStats(tr0);

@@ -155,7 +155,7 @@ test('a restart keeps models, users, sessions and the node id', async (t) => {
 });
 
 test("PyGrid's HTTP routes: /models/, /dataset-tags and POST /search", async (t) => {
-  const n = await startTestNode({ datasets: [{ name: 'iris', path: path.join(__dirname, '../../data/datasets/iris.csv'), tags: ['uci', 'flowers'] }] });
+  const n = await startTestNode({ datasets: [{ name: 'iris', path: path.join(__dirname, '../../media/datasets/iris.csv'), tags: ['uci', 'flowers'] }] });
   t.after(() => n.close());
   const c = await n.admin();
   await c.hostModel(mlpModel(4, 4, 2), { id: 'm1' });

@@ -34,7 +34,7 @@ describe('notebook grid bridge against a real node', () => {
     nb = await notebookDir();
     node = await GridNode.start({
       port: 0, dataDir: join(nb.dir, 'node'), adminPassword: PASSWORD,
-      datasets: [{ name: 'digits', path: join(ROOT, 'data', 'datasets', 'digits.csv.gz'), label: '64', tags: ['digits', 'classification'], description: 'UCI digits' }],
+      datasets: [{ name: 'digits', path: join(ROOT, 'media', 'datasets', 'digits.csv.gz'), label: '64', tags: ['digits', 'classification'], description: 'UCI digits' }],
     });
     admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: PASSWORD } });
     await copyFile(join(ROOT, 'media', 'samples', 'digits', 'digits-mlp.onnx'), join(nb.dir, 'digits-mlp.onnx'));

@@ -13,9 +13,9 @@ import { formatTensorHtml, formatTensorText } from '../../src/kernel/tensorForma
 const text = (s: string | Uint8Array | undefined) => (typeof s === 'string' ? s : assert.fail('expected text'));
 const bytes = (s: string | Uint8Array | undefined) => (s instanceof Uint8Array ? s : assert.fail('expected bytes'));
 
-/** The first digits of the UCI set shipped in data/datasets: 64 pixel values 0..16, then the label. */
+/** The first digits of the UCI set shipped in media/datasets: 64 pixel values 0..16, then the label. */
 function digits(count: number): { pixels: number[]; label: number }[] {
-  const csv = gunzipSync(readFileSync(join(__dirname, '../../data/datasets/digits.csv.gz'))).toString('utf8');
+  const csv = gunzipSync(readFileSync(join(__dirname, '../../media/datasets/digits.csv.gz'))).toString('utf8');
   return csv.trim().split('\n').slice(0, count).map((line) => {
     const values = line.split(',').map(Number);
     return { pixels: values.slice(0, 64), label: values[64]! };

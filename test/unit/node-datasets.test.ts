@@ -11,7 +11,7 @@ import { tensorFromValues } from '../../src/core/protocol/tensor';
 import { encodeTensorProto } from '../../src/compute/onnx';
 import { tempDir } from '../helpers/node-fixtures';
 
-const DATA = path.join(__dirname, '../../data/datasets');
+const DATA = path.join(__dirname, '../../media/datasets');
 
 function freshDir(t: { after(fn: () => void): void }): string {
   const dir = tempDir('grid-datasets-');
