@@ -446,6 +446,7 @@ export class GridSocket extends EventEmitter {
             index += 1;
           }
           while (acked < size) await this.waitWhileOpen(epoch, signal, (w) => { wake = w; });
+          if (signal?.aborted) throw gridError('ABORTED', 'the transfer was aborted');
           return await this.request(TransferCommit, { transfer_id: transferId!, sha256: hash.digest('hex') }, { signal, timeout: 120_000 });
         } catch (err) {
           const e = toGridError(err);
@@ -503,6 +504,8 @@ export class GridSocket extends EventEmitter {
           const end = await this.stream(TransferRead, { transfer_id: id, offset: received }, { signal, resubscribe: false }).done;
           await writeChain;
           if (writeError) throw writeError;
+          // An abort that came while the last chunks were being written still wins over success.
+          if (signal?.aborted) throw gridError('ABORTED', 'the download was aborted');
           if (received !== end.size) throw gridError('CHECKSUM_MISMATCH', `download ${id} ended after ${received} of ${end.size} bytes`);
           const actual = hash.digest('hex');
           if (actual !== offer.sha256) throw gridError('CHECKSUM_MISMATCH', `downloaded bytes hash to ${actual}, the node announced ${offer.sha256}`);
