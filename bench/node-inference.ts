@@ -21,6 +21,7 @@ import { makeNode, makeValueInfo, ONNX_DTYPE_CODES } from '../src/compute/onnx';
 import { GraphProtoType, ModelProtoType, TensorProtoType } from '../src/compute/onnx/schema';
 import { mlpModel, seededFloats } from '../test/helpers/node-fixtures';
 import { startNodeScript, type Started } from '../test/helpers/processes';
+import { rssSampler } from './rss';
 
 // Measured as shipped: the node is the built dist/grid-node.js (npm run bench:node builds first), and
 // scripts/bench.mjs bundles this file and bench/servers/*. Run from source, both fall back to the .ts files.
@@ -50,13 +51,6 @@ function childRss(pid: number) {
   let peak = base;
   const t = setInterval(() => { peak = Math.max(peak, read()); }, 20);
   return { stop: () => { clearInterval(t); return Math.max(peak, read()) - base; } };
-}
-
-function selfRss() {
-  const base = process.memoryUsage().rss;
-  let peak = base;
-  const t = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 20);
-  return { stop: () => { clearInterval(t); return Math.max(peak, process.memoryUsage().rss) - base; } };
 }
 
 function varint(n: number): Buffer {
@@ -146,7 +140,7 @@ async function rawBulk(url: string, size: number): Promise<{ mibps: number; clie
   ws.send(JSON.stringify({ sink: size }));
   await new Promise((r) => ws.once('message', r));
   const source = await fileSource(BIG_FILE);
-  const rss = selfRss();
+  const rss = rssSampler();
   const t0 = performance.now();
   const done = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
   for (let pos = 0; pos < size; pos += MiB) {
@@ -243,7 +237,7 @@ async function main(): Promise<void> {
     const shape = writeBigModel(BIG_FILE, BIG);
     const size = fs.statSync(BIG_FILE).size;
     const raw = await rawBulk(peer.url, size);
-    const clientRss = selfRss();
+    const clientRss = rssSampler();
     const nodeRss = childRss(node.child.pid!);
     t0 = performance.now();
     const up = await client.socket.upload(await fileSource(BIG_FILE));

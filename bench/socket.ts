@@ -14,6 +14,7 @@ import { GridSocket } from '../src/core/socket/grid-socket';
 import { generatedBytes, generatedSource } from '../test/helpers/bytes';
 import { startNodeScript } from '../test/helpers/processes';
 import { BenchClaim, BenchEcho, BenchOffer, BenchRss } from './servers/defs';
+import { rssSampler } from './rss';
 import { createHash } from 'node:crypto';
 import { open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -87,13 +88,6 @@ async function roundTrips(clients: RoundTripper[], rounds: number): Promise<numb
     }
   }
   return lat.map((l) => [...l].sort((a, b) => a - b)[Math.floor(rounds / 2)]!);
-}
-
-function rssSampler() {
-  const base = process.memoryUsage().rss;
-  let peak = base;
-  const t = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 20);
-  return { stop: () => { clearInterval(t); return Math.max(peak, process.memoryUsage().rss) - base; } };
 }
 
 async function rawWsBulk(url: string, size: number): Promise<{ mbps: number; clientRss: number; serverRss: number }> {

@@ -5,14 +5,7 @@
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
-
-function rssSampler() {
-  let base = process.memoryUsage().rss;
-  let peak = base;
-  const t = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 20);
-  t.unref();
-  return { reset() { base = process.memoryUsage().rss; peak = base; }, read: () => ({ rssBase: base, rssPeak: Math.max(peak, process.memoryUsage().rss) }) };
-}
+import { rssSampler } from '../rss';
 
 const http = createServer();
 const rss = rssSampler();

@@ -10,15 +10,7 @@ import { WebSocketServer } from 'ws';
 import { generatedBytes, generatedSha256 } from '../../test/helpers/bytes';
 import { BenchClaim, BenchEcho, BenchOffer, BenchRss } from './defs';
 import { GridRouter, GridServer } from '../../src/core/rpc/server';
-
-/** Samples RSS so a transfer's peak memory can be reported against the level before it. */
-function rssSampler() {
-  let base = process.memoryUsage().rss;
-  let peak = base;
-  const t = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 20);
-  t.unref();
-  return { reset() { base = process.memoryUsage().rss; peak = base; }, read: () => ({ rssBase: base, rssPeak: Math.max(peak, process.memoryUsage().rss) }) };
-}
+import { rssSampler } from '../rss';
 
 async function main(): Promise<void> {
   const mode = process.argv[2];

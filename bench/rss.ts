@@ -1,0 +1,23 @@
+// Peak RSS of this process, sampled every 20 ms, as growth over the level at the last reset.
+// Shared by the benchmarks and their server processes.
+
+export interface RssSampler {
+  /** Starts a new measurement from the current level. */
+  reset(): void;
+  read(): { rssBase: number; rssPeak: number };
+  /** Peak growth since the last reset, and stops sampling. */
+  stop(): number;
+}
+
+export function rssSampler(): RssSampler {
+  let base = process.memoryUsage().rss;
+  let peak = base;
+  const t = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 20);
+  t.unref();
+  const read = () => ({ rssBase: base, rssPeak: Math.max(peak, process.memoryUsage().rss) });
+  return {
+    reset() { base = process.memoryUsage().rss; peak = base; },
+    read,
+    stop() { clearInterval(t); const r = read(); return r.rssPeak - r.rssBase; },
+  };
+}
