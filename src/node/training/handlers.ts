@@ -91,14 +91,18 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
     return job;
   }
 
-  router.handle(Train, async (data, ctx) => {
-    let user: SessionUser;
+  /** The session's user; without one, uploads the request named are claimed and dropped, not left behind. */
+  async function requireUserOrDiscard(ctx: HandlerContext, op: string, transfers: (string | undefined)[]): Promise<SessionUser> {
     try {
-      user = requireUser(ctx, 'train');
+      return requireUser(ctx, op);
     } catch (err) {
-      for (const t of [data.model_transfer_id, data.params_transfer_id]) if (t !== undefined) await uploadedBytes(ctx, t).catch(() => {});
+      for (const t of transfers) if (t !== undefined) await uploadedBytes(ctx, t).catch(() => {});
       throw err;
     }
+  }
+
+  router.handle(Train, async (data, ctx) => {
+    const user = await requireUserOrDiscard(ctx, 'train', [data.model_transfer_id, data.params_transfer_id]);
     const model = await resolveModel(data, ctx, user, 'train');
     if (data.output_model_id !== undefined && models.has(data.output_model_id)) {
       throw gridError('ALREADY_EXISTS', `a model "${data.output_model_id}" is already on this node; choose another output_model_id`, { model_id: data.output_model_id });
@@ -175,13 +179,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
   });
 
   router.handle(Evaluate, async (data, ctx) => {
-    let user: SessionUser;
-    try {
-      user = requireUser(ctx, 'evaluate');
-    } catch (err) {
-      for (const t of [data.model_transfer_id, data.params_transfer_id]) if (t !== undefined) await uploadedBytes(ctx, t).catch(() => {});
-      throw err;
-    }
+    const user = await requireUserOrDiscard(ctx, 'evaluate', [data.model_transfer_id, data.params_transfer_id]);
     const model = await resolveModel(data, ctx, user, 'evaluate');
     const loaded = await loadDataset(datasets, {
       datasetId: data.dataset_id,
