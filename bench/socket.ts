@@ -77,6 +77,12 @@ async function socketIoClient(url: string): Promise<RoundTripper> {
   };
 }
 
+/** Pins every thread of a process to the given CPUs (taskset from util-linux). */
+function pin(pid: number, cpus: string): void {
+  const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`taskset failed: ${r.stderr || r.error?.message}`);
+}
+
 /** Median round-trip time of each client in microseconds, measured in turns. */
 async function roundTrips(clients: RoundTripper[], rounds: number): Promise<number[]> {
   const lat = clients.map(() => new Float64Array(rounds));
@@ -179,11 +185,18 @@ type Transfer = { mbps: number; clientRss: number; serverRss: number };
 
 /** One measurement in this process, against a peer process of its own: RSS growth is this phase's alone. */
 async function phase(name: string): Promise<unknown> {
-  const peerMode = name === 'rr' ? undefined : name.startsWith('raw') ? 'ws' : 'grid';
+  const peerMode = name.startsWith('rr') ? undefined : name.startsWith('raw') ? 'ws' : 'grid';
   if (name === 'disk') return { mbps: await diskWrite(BULK) };
   if (peerMode === undefined) {
     const peers = await Promise.all([startNodeScript(PEER, ['ws']), startNodeScript(PEER, ['grid']), startNodeScript(PEER, ['socketio'])]);
     try {
+      // Placement: 'rr-same' puts this client and the three servers on one core, 'rr-split' the client on
+      // core 0 and the servers on core 1. Either way all three stacks are placed alike; unpinned, the
+      // scheduler's luck (a pair that happens to share a core skips a cross-core wake-up, which costs
+      // ~100 µs of this VM's time) decides more than the software does.
+      const [clientCpu, serverCpu] = name === 'rr-same' ? ['0', '0'] : ['0', '1'];
+      for (const p of peers) pin(p.child.pid!, serverCpu);
+      pin(process.pid, clientCpu);
       const clients = [await rawWsClient(peers[0].url), await gridClient(peers[1].url), await socketIoClient(peers[2].url)];
       await roundTrips(clients, 1000); // warm-up: JIT on both sides
       const lat = await roundTrips(clients, ROUNDS);
@@ -219,13 +232,16 @@ async function main(): Promise<void> {
     process.stdout.write(`${JSON.stringify(await phase(process.argv[i + 1]!))}\n`);
     process.exit(0);
   }
-  const [tRaw, tGrid, tSio] = runPhase('rr') as number[];
-  console.log(`sequential request/response (${ROUNDS} round trips each, taking turns; median latency)`);
-  console.log(`  raw ws echo        ${tRaw!.toFixed(1)} µs  (${(1e6 / tRaw!).toFixed(0)} req/s)`);
-  console.log(`  socket.io + acks   ${tSio!.toFixed(1)} µs  (${(1e6 / tSio!).toFixed(0)} req/s)`);
-  console.log(`  GridSocket         ${tGrid!.toFixed(1)} µs  (${(1e6 / tGrid!).toFixed(0)} req/s)`);
-  console.log(`  ratio vs raw ws    ${(tRaw! / tGrid!).toFixed(2)}×  (target ≥ 0.85×)`);
-  console.log(`  ratio vs socket.io ${(tSio! / tGrid!).toFixed(2)}×  (target ≥ 1.7×)`);
+  for (const placement of ['same', 'split'] as const) {
+    const [tRaw, tGrid, tSio] = runPhase(`rr-${placement}`) as number[];
+    const where = placement === 'same' ? 'client and servers pinned to one core' : 'client on core 0, servers on core 1';
+    console.log(`sequential request/response, ${where} (${ROUNDS} round trips each, taking turns; median latency)`);
+    console.log(`  raw ws echo        ${tRaw!.toFixed(1)} µs  (${(1e6 / tRaw!).toFixed(0)} req/s)`);
+    console.log(`  socket.io + acks   ${tSio!.toFixed(1)} µs  (${(1e6 / tSio!).toFixed(0)} req/s)`);
+    console.log(`  GridSocket         ${tGrid!.toFixed(1)} µs  (${(1e6 / tGrid!).toFixed(0)} req/s)`);
+    console.log(`  ratio vs raw ws    ${(tRaw! / tGrid!).toFixed(2)}×  (target ≥ 0.85×)`);
+    console.log(`  ratio vs socket.io ${(tSio! / tGrid!).toFixed(2)}×  (target ≥ 1.7×)`);
+  }
 
   // Each transfer runs in fresh processes, alternating raw and grid; the median of three is reported.
   const mb = (b: number) => (b / MiB).toFixed(1);

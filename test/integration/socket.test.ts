@@ -67,15 +67,27 @@ describe('requests', () => {
 
   test('a request with no reply times out with GRID_ERR_TIMEOUT, and its late reply is dropped', async () => {
     const s = await connected();
-    const seen: IncomingMessage[] = [];
-    s.onMessage((m) => seen.push(m));
+    const late = new Promise<IncomingMessage>((resolve) => s.onMessage((m) => { if (m.type === 'held') resolve(m); }));
     const err = await rejectsWith(s.request(Held, { tag: 'late' }, { timeout: 30 }), ErrorCodes.TIMEOUT);
     assert.match(err.message, /held got no reply .* within 30 ms/);
     assert.deepEqual(await s.request(Release, { tag: 'late' }), { released: true });
-    // The late reply arrived (the node answered `held` before `release`) but resolved nothing.
-    const late = seen.find((m) => m.type === 'held');
-    assert.ok(late, 'the late reply reached the socket');
+    // The late reply reaches the socket but resolves nothing; the next request gets its own reply.
+    assert.deepEqual((await late).data, { tag: 'late' });
     assert.deepEqual(await s.request(Echo, { value: 'mine' }), { value: 'mine' });
+    s.dispose();
+  });
+
+  test('each request keeps its own deadline: a short one sent after a long one times out alone', async () => {
+    const s = await connected();
+    const settled: string[] = [];
+    const long = s.request(Held, { tag: 'long' }, { timeout: 60_000 }).then((r) => { settled.push('long'); return r; });
+    const short = rejectsWith(s.request(Held, { tag: 'short' }, { timeout: 30 }), ErrorCodes.TIMEOUT).then((e) => { settled.push('short'); return e; });
+    assert.match((await short).message, /within 30 ms/);
+    assert.deepEqual(settled, ['short'], 'the long request is still waiting');
+    // The long one was not failed by the timer that fired for the short one: its reply still arrives.
+    assert.deepEqual(await s.request(Release, { tag: 'long' }), { released: true });
+    assert.equal((await long).tag, 'long');
+    assert.deepEqual(settled, ['short', 'long']);
     s.dispose();
   });
 

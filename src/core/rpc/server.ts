@@ -205,6 +205,7 @@ export class GridConnection {
   private readonly active = new Map<string, RequestScope>();
   private readonly downloadAcks = new Map<string, { received: number; wake: (() => void) | undefined }>();
   private alive = true;
+  private anonymous = 0;
 
   constructor(server: GridServer, ws: WebSocket, remoteAddress: string) {
     this.server = server;
@@ -291,10 +292,10 @@ export class GridConnection {
       this.sendError('error', undefined, e);
       return;
     }
-    void this.dispatch(msg);
+    this.dispatch(msg);
   }
 
-  private async dispatch(msg: IncomingMessage): Promise<void> {
+  private dispatch(msg: IncomingMessage): void {
     const { type, request_id: requestId } = msg;
     switch (type) {
       case 'cancel': {
@@ -325,35 +326,57 @@ export class GridConnection {
     if (!parsed.success) {
       return this.sendError(type, requestId, gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`));
     }
-    const started = performance.now();
+    // Timed only for a metrics listener.
+    const started = this.server.options.onRequest ? performance.now() : 0;
     const scope = new RequestScope(this, type, requestId, msg.attachment);
-    const key = requestId ?? `anon-${started}`;
-    this.active.set(key, scope);
-    let code: string | undefined;
+    let result: unknown;
     try {
-      const result = await (route.handler as (d: unknown, c: StreamContext<unknown>) => unknown)(parsed.data, scope);
-      if (scope.aborted) return; // cancelled or disconnected: the client is not listening
-      const isStream = route.def.kind === 'stream';
-      const out = isWithAttachment(result) ? result.data : result;
-      const checked = (isStream ? (route.def as StreamDef).end : (route.def as RequestDef).reply).safeParse(out);
-      if (!checked.success) throw new GridError(ErrorCodes.INTERNAL, `${type}: the node built an invalid reply (${describeIssues(checked.error, 'reply')})`);
-      const env: Envelope = { type, data: checked.data };
-      if (requestId !== undefined) env.request_id = requestId;
-      if (isStream) env.stream = 'end';
-      if (isWithAttachment(result)) {
-        if (this.isOpen) this.ws.send(encodeMessageFrame(env, result[ATTACHMENT]));
-      } else {
-        this.sendJson(env);
-      }
+      result = (route.handler as (d: unknown, c: StreamContext<unknown>) => unknown)(parsed.data, scope);
     } catch (err) {
-      const e = toGridError(err);
-      code = e.code;
-      if (e.code === ErrorCodes.INTERNAL) this.server.log.error({ err, type, connection: this.id }, `handler for ${type} failed`);
-      if (!scope.aborted) this.sendError(type, requestId, e);
-    } finally {
-      if (this.active.get(key) === scope) this.active.delete(key);
-      this.server.options.onRequest?.(type, performance.now() - started, code);
+      return this.failed(route, scope, started, err);
     }
+    // A handler that answers at once (most metadata reads) replies in this same tick; only one that
+    // returns a promise is registered for cancellation and waited on.
+    if (!isThenable(result)) return this.replied(route, scope, started, result);
+    const key = requestId ?? `anon-${++this.anonymous}`;
+    this.active.set(key, scope);
+    result.then(
+      (value) => { if (this.active.get(key) === scope) this.active.delete(key); this.replied(route, scope, started, value); },
+      (err: unknown) => { if (this.active.get(key) === scope) this.active.delete(key); this.failed(route, scope, started, err); },
+    );
+  }
+
+  private replied(route: Route, scope: RequestScope, started: number, result: unknown): void {
+    if (scope.aborted) return this.done(scope, started, undefined); // cancelled or disconnected: the client is not listening
+    const { type, requestId } = scope;
+    const isStream = route.def.kind === 'stream';
+    const attached = isWithAttachment(result);
+    const out = attached ? result.data : result;
+    const checked = (isStream ? (route.def as StreamDef).end : (route.def as RequestDef).reply).safeParse(out);
+    if (!checked.success) {
+      return this.failed(route, scope, started, new GridError(ErrorCodes.INTERNAL, `${type}: the node built an invalid reply (${describeIssues(checked.error, 'reply')})`));
+    }
+    const env: Envelope = { type, data: checked.data };
+    if (requestId !== undefined) env.request_id = requestId;
+    if (isStream) env.stream = 'end';
+    if (attached) {
+      if (this.isOpen) this.ws.send(encodeMessageFrame(env, result[ATTACHMENT]));
+    } else {
+      this.sendJson(env);
+    }
+    this.done(scope, started, undefined);
+  }
+
+  private failed(route: Route, scope: RequestScope, started: number, err: unknown): void {
+    const e = toGridError(err);
+    if (e.code === ErrorCodes.INTERNAL) this.server.log.error({ err, type: route.def.type, connection: this.id }, `handler for ${route.def.type} failed`);
+    if (!scope.aborted) this.sendError(scope.type, scope.requestId, e);
+    this.done(scope, started, e.code);
+  }
+
+  private done(scope: RequestScope, started: number, code: string | undefined): void {
+    const { onRequest } = this.server.options;
+    if (onRequest) onRequest(scope.type, performance.now() - started, code);
   }
 
   /** @internal for RequestScope */
@@ -423,6 +446,10 @@ async function sendAndDrain(ws: WebSocket, frame: Buffer): Promise<void> {
   await new Promise<void>((resolve, reject) => ws.send(frame, (err) => (err ? reject(gridError('CONNECTION_DROPPED', err.message)) : resolve())));
 }
 
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
+}
+
 function toBuffer(raw: RawData): Buffer {
   if (Buffer.isBuffer(raw)) return raw;
   if (Array.isArray(raw)) return Buffer.concat(raw);
@@ -437,7 +464,7 @@ class RequestScope implements StreamContext<unknown> {
   readonly connection: GridConnection;
   readonly requestId: string | undefined;
   readonly attachment: Buffer | undefined;
-  private readonly type: string;
+  readonly type: string;
   private controller: AbortController | undefined;
   private reason: unknown;
   aborted = false;

@@ -87,8 +87,15 @@ interface Pending {
   readonly attachment: Uint8Array | undefined;
   readonly idempotent: boolean;
   readonly def: RequestDef | undefined;
-  readonly resolve: (r: Reply<unknown>) => void;
+  /** `call()` resolves with the whole Reply; `request()` with its data only. */
+  readonly whole: boolean;
+  /** performance.now() after which the request times out (Infinity: never). */
+  readonly deadline: number;
+  readonly timeout: number;
+  readonly resolve: (r: unknown) => void;
   readonly reject: (e: GridError) => void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
   sent: boolean;
 }
 
@@ -103,7 +110,6 @@ interface StreamSub {
 }
 
 const DEFAULT_TIMEOUT = 20_000;
-const dataOf = <T>(r: Reply<T>): T => r.data;
 const UPLOAD_ACK = 'transfer-ack';
 const DOWNLOAD_ACK_BYTES = 4 * 1024 * 1024;
 
@@ -249,13 +255,19 @@ export class GridSocket extends EventEmitter {
   request<D extends RequestDef<any, any>>(def: D, data: RequestOf<D>, options?: RequestOptions): Promise<ReplyOf<D>>;
   request(type: string, data?: unknown, options?: RequestOptions): Promise<unknown>;
   request(def: RequestDef | string, data?: unknown, options: RequestOptions = {}): Promise<unknown> {
-    return this.call(def as RequestDef, data, options).then(dataOf);
+    return this.enqueue(def, data, options, false);
   }
 
   /** Like request(), but also gives the reply's binary attachment. */
   call<D extends RequestDef<any, any>>(def: D, data: RequestOf<D>, options?: RequestOptions): Promise<Reply<ReplyOf<D>>>;
   call(type: string, data?: unknown, options?: RequestOptions): Promise<Reply<unknown>>;
   call(defOrType: RequestDef | string, data?: unknown, options: RequestOptions = {}): Promise<Reply<unknown>> {
+    return this.enqueue(defOrType, data, options, true) as Promise<Reply<unknown>>;
+  }
+
+  // The request hot path. Every request costs one object and one promise: no timer per request (one
+  // deadline timer serves them all) and no closures unless the caller passed an AbortSignal.
+  private enqueue(defOrType: RequestDef | string, data: unknown, options: RequestOptions, whole: boolean): Promise<unknown> {
     const def = typeof defOrType === 'string' ? undefined : defOrType;
     const type = typeof defOrType === 'string' ? defOrType : defOrType.type;
     if (def !== undefined) {
@@ -271,37 +283,68 @@ export class GridSocket extends EventEmitter {
     const env: Envelope = { type, request_id: id };
     if (data !== undefined) env.data = data;
     const timeout = options.timeout ?? DEFAULT_TIMEOUT;
-    return new Promise<Reply<unknown>>((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
-      const onAbort = () => {
-        if (!this.pending.delete(id)) return;
-        if (p.sent) this.sendEnvelope({ type: 'cancel', data: { request_id: id } });
-        finish();
-        reject(gridError('ABORTED', `${type} was aborted`));
-      };
-      const finish = () => {
-        if (timer) clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
-      };
+    const deadline = timeout > 0 && Number.isFinite(timeout) ? performance.now() + timeout : Infinity;
+    return new Promise<unknown>((resolve, reject) => {
       const p: Pending = {
-        id, env, def, sent: false,
+        id, env, def, whole, deadline, timeout, resolve, reject,
         attachment: options.attachment,
         idempotent: options.idempotent ?? def?.idempotent ?? false,
-        resolve: (r) => { finish(); resolve(r); },
-        reject: (e) => { finish(); reject(e); },
+        signal, onAbort: undefined, sent: false,
       };
-      if (timeout > 0 && Number.isFinite(timeout)) {
-        timer = setTimeout(() => {
-          // The id is forgotten, so a late reply is dropped (reported as an unmatched message), never mis-delivered.
+      if (signal) {
+        p.onAbort = () => {
           if (!this.pending.delete(id)) return;
-          finish();
-          reject(gridError('TIMEOUT', `${type} got no reply from ${this.url} within ${timeout} ms`, { timeout }));
-        }, timeout);
+          if (p.sent) this.sendEnvelope({ type: 'cancel', data: { request_id: id } });
+          reject(gridError('ABORTED', `${type} was aborted`));
+        };
+        signal.addEventListener('abort', p.onAbort, { once: true });
       }
-      signal?.addEventListener('abort', onAbort, { once: true });
       this.pending.set(id, p);
+      if (deadline < this.deadlineAt) this.armDeadlines(deadline);
       if (this.ready) this.transmit(p);
     });
+  }
+
+  /** Settles a request already removed from `pending`. */
+  private settle(p: Pending, err: GridError | undefined, reply?: Reply<unknown>): void {
+    if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort);
+    if (err) p.reject(err);
+    else p.resolve(p.whole ? reply : reply!.data);
+  }
+
+  // One timer for every request's deadline, armed for the earliest. A request that settles leaves the
+  // timer alone; when it fires it fails what has expired (a late reply is then dropped as unmatched,
+  // never mis-delivered) and re-arms for the next deadline. Unref'd: the socket keeps the process alive.
+  private deadlineTimer: NodeJS.Timeout | undefined;
+  private deadlineAt = Infinity;
+
+  private armDeadlines(at: number): void {
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineAt = at;
+    this.deadlineTimer = setTimeout(this.onDeadline, Math.max(1, Math.ceil(at - performance.now())));
+    this.deadlineTimer.unref();
+  }
+
+  private readonly onDeadline = (): void => {
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    for (const p of this.pending.values()) {
+      if (p.deadline <= now) {
+        this.pending.delete(p.id);
+        this.settle(p, gridError('TIMEOUT', `${p.env.type} got no reply from ${this.url} within ${p.timeout} ms`, { timeout: p.timeout }));
+      } else if (p.deadline < next) {
+        next = p.deadline;
+      }
+    }
+    if (next < Infinity) this.armDeadlines(next);
+  };
+
+  private clearDeadlines(): void {
+    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
+    this.deadlineTimer = undefined;
+    this.deadlineAt = Infinity;
   }
 
   /** Fire-and-forget. Returns false when not connected (nothing was sent). */
@@ -641,7 +684,7 @@ export class GridSocket extends EventEmitter {
       if (!p.sent) continue;
       if (willRetry && p.idempotent) { p.sent = false; continue; }
       this.pending.delete(p.id);
-      p.reject(gridError('CONNECTION_DROPPED', `the connection to ${this.url} dropped while ${p.env.type} was in flight; it was not retried because it is not idempotent`));
+      this.settle(p, gridError('CONNECTION_DROPPED', `the connection to ${this.url} dropped while ${p.env.type} was in flight; it was not retried because it is not idempotent`));
     }
     for (const s of [...this.streams.values()]) {
       if (willRetry && s.resubscribe) continue;
@@ -652,7 +695,8 @@ export class GridSocket extends EventEmitter {
 
   /** Fails everything still waiting (used when giving up, resetting or disposing). */
   private failAll(err: GridError): void {
-    for (const p of [...this.pending.values()]) { this.pending.delete(p.id); p.reject(err); }
+    for (const p of [...this.pending.values()]) { this.pending.delete(p.id); this.settle(p, err); }
+    this.clearDeadlines();
     for (const s of [...this.streams.values()]) s.fail(err);
     for (const w of this.openWaiters) w.reject(err);
     this.openWaiters.clear();
@@ -737,14 +781,14 @@ export class GridSocket extends EventEmitter {
       const p = this.pending.get(id);
       if (p !== undefined) {
         this.pending.delete(id);
-        if (msg.error) return p.reject(GridError.fromWire(msg.error));
+        if (msg.error) return this.settle(p, GridError.fromWire(msg.error));
         let data = msg.data;
         if (p.def) {
           const parsed = p.def.reply.safeParse(data);
-          if (!parsed.success) return p.reject(gridError('INVALID_MESSAGE', `${p.env.type}: the node sent an invalid reply (${describeIssues(parsed.error, 'reply')})`));
+          if (!parsed.success) return this.settle(p, gridError('INVALID_MESSAGE', `${p.env.type}: the node sent an invalid reply (${describeIssues(parsed.error, 'reply')})`));
           data = parsed.data;
         }
-        return p.resolve({ data, attachment: msg.attachment });
+        return this.settle(p, undefined, { data, attachment: msg.attachment });
       }
       const s = this.streams.get(id);
       if (s !== undefined) {
