@@ -105,7 +105,16 @@ function writeHeader(kind: number, flags: number, id: string, index: number, ext
   return { buf, bodyAt };
 }
 
-/** A transfer chunk: header and body in one frame (chunks are at most a few MiB, one copy is cheap). */
+/**
+ * A transfer chunk frame whose body is still to be filled: an upload reads file bytes straight into
+ * `body`, so a chunk costs one buffer and no copy on the way out.
+ */
+export function allocChunk(id: string, index: number, length: number, last: boolean): { frame: Buffer; body: Buffer } {
+  const { buf, bodyAt } = writeHeader(FrameKind.CHUNK, last ? FLAG_LAST : 0, id, index, length, length);
+  return { frame: buf, body: buf.subarray(bodyAt) };
+}
+
+/** A transfer chunk: header and body in one frame. */
 export function encodeChunk(id: string, index: number, body: Uint8Array, last: boolean): Buffer {
   const { buf, bodyAt } = writeHeader(FrameKind.CHUNK, last ? FLAG_LAST : 0, id, index, body.length, body.length);
   buf.set(body, bodyAt);

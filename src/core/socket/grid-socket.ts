@@ -12,7 +12,7 @@ import {
   Authenticate, describeIssues, TransferAck, TransferBegin, TransferCommit, TransferRead,
   type DownloadOffer, type EndOf, type EventOf, type ReplyOf, type RequestDef, type RequestOf, type StreamDef,
 } from '../protocol/catalogue';
-import { checkEnvelope, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, type Envelope, type IncomingMessage } from '../protocol/envelope';
+import { checkEnvelope, allocChunk, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, type Envelope, type IncomingMessage } from '../protocol/envelope';
 import { backoffDelay, resolveReconnect, type ReconnectOptions, type ResolvedReconnect } from './backoff';
 import type { ByteSink, ByteSource } from './transfer';
 
@@ -481,10 +481,18 @@ export class GridSocket extends EventEmitter {
           while (pos < size) {
             while (pos - acked >= windowBytes) await this.waitWhileOpen(epoch, signal, (w) => { wake = w; });
             const len = Math.min(chunkSize, size - pos);
-            const bytes = await source.read(pos, len);
-            if (bytes.length !== len) throw gridError('INTERNAL', `upload source returned ${bytes.length} bytes at ${pos}, expected ${len}`);
+            let frame: Buffer;
+            let bytes: Uint8Array;
+            if (source.readInto) {
+              ({ frame, body: bytes } = allocChunk(transferId!, index, len, pos + len === size));
+              await source.readInto(bytes, pos);
+            } else {
+              bytes = await source.read(pos, len);
+              if (bytes.length !== len) throw gridError('INTERNAL', `upload source returned ${bytes.length} bytes at ${pos}, expected ${len}`);
+              frame = encodeChunk(transferId!, index, bytes, pos + len === size);
+            }
             if (pos === hashed) { hash.update(bytes); hashed += len; }
-            await this.sendBinary(encodeChunk(transferId!, index, bytes, pos + len === size), epoch);
+            await this.sendBinary(frame, epoch);
             pos += len;
             index += 1;
           }
