@@ -53,8 +53,8 @@ export interface LoadModelOptions {
 export interface RunOptions {
   /** Output names to fetch; all outputs by default. */
   outputs?: readonly string[];
-  /** Checked before the run starts; a run in progress is not interrupted. */
-  signal?: AbortSignal;
+  /** Checked before the run starts; a run in progress is not interrupted. Anything with `aborted` will do. */
+  signal?: { readonly aborted: boolean };
 }
 
 /** A loaded model. `dispose()` is idempotent and waits for runs in flight before releasing the session. */

@@ -95,6 +95,7 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     await models.delete(info.id);
     ctx.log.info({ model_id: info.id, by: s.user }, 'model deleted');
     metrics.models.set(models.count);
+    metrics.forgetModel(info.id);
     events.emit({ event: 'model-removed', model_id: info.id });
     return { model_id: info.id, deleted: true as const };
   });
@@ -125,9 +126,9 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
       throw err instanceof GridError ? err : new GridError(ErrorCodes.INVALID_TENSOR, (err as Error).message);
     }
     const started = performance.now();
-    const outputs = await models.run(model.id, feeds, { signal: ctx.signal, ...(data.outputs !== undefined && { outputs: data.outputs }) });
+    const outputs = await models.run(model.id, feeds, { signal: ctx, ...(data.outputs !== undefined && { outputs: data.outputs }) });
     const ms = performance.now() - started;
-    metrics.inferenceSeconds.observe({ model_id: model.id }, ms / 1000);
+    metrics.observeInference(model.id, ms);
     const reply = {
       model_id: model.id,
       outputs: Object.entries(outputs).map(([name, t]) => ({ name, dtype: t.dtype, dims: [...t.dims] })),

@@ -53,8 +53,22 @@ test('grid-node prints exactly one stdout line, serves, and exits 0 on SIGTERM',
   const health = await fetch(p.url.replace('ws://', 'http://') + '/health').then((r) => r.json()) as { status: string; datasets: number };
   assert.equal(health.status, 'ok');
   assert.equal(health.datasets, 4);
-  const metrics = await fetch(p.url.replace('ws://', 'http://') + '/metrics').then((r) => r.text());
-  assert.match(metrics, /grid_node_requests_total\{type="list-datasets",code="ok"\} 1/);
+  const metricsText = () => fetch(p.url.replace('ws://', 'http://') + '/metrics').then((r) => r.text());
+  assert.match(await metricsText(), /grid_node_requests_total\{type="list-datasets",code="ok"\} 1/);
+  // Every request is counted under its type and outcome, and a hosted model's inference runs are timed
+  // until the model is deleted.
+  await c.listDatasets();
+  await assert.rejects(c.modelInfo('no-such-model'), { code: 'GRID_ERR_NOT_FOUND' });
+  await c.hostModel(mlpModel(4, 3, 2), { id: 'tiny', allowRemoteInference: true });
+  await c.runInference('tiny', { x: { dtype: 'float32', dims: [1, 4], data: seededFloats(4, 5) } });
+  let metrics = await metricsText();
+  assert.match(metrics, /grid_node_requests_total\{type="list-datasets",code="ok"\} 2/);
+  assert.match(metrics, /grid_node_requests_total\{type="model-info",code="GRID_ERR_NOT_FOUND"\} 1/);
+  assert.match(metrics, /grid_node_inference_seconds_count\{model_id="tiny"\} 1/);
+  await c.deleteModel('tiny');
+  metrics = await metricsText();
+  assert.doesNotMatch(metrics, /model_id="tiny"/);
+  assert.match(metrics, /grid_node_requests_total\{type="delete-model",code="ok"\} 1/);
   c.dispose();
   p.child.kill('SIGTERM');
   const { code } = await p.exited;

@@ -37,6 +37,8 @@ export interface HandlerContext {
   readonly connection: GridConnection;
   /** Aborted when the client cancels (streams) or the connection closes. */
   readonly signal: AbortSignal;
+  /** Whether `signal` has aborted, without making one (cheap: most requests never need the signal). */
+  readonly aborted: boolean;
   readonly attachment: Buffer | undefined;
   readonly log: Logger;
   /** Claims a committed upload; the caller owns the returned file from now on. */
