@@ -7,7 +7,7 @@ import { gridError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import { ID_PATTERN, type ModelInfo, type ModelSignature } from '../core/protocol/messages';
 import type { NamedTensors } from '../core/protocol/tensor';
-import { loadModel, SessionCache, type ModelHandle, type RunOptions } from '../compute/backend';
+import { checkModelFile, SessionCache, type ModelHandle, type RunOptions } from '../compute/backend';
 import type { BlobStore } from './store/blobs';
 import type { MetaDb, Row } from './store/db';
 
@@ -43,6 +43,8 @@ export class ModelStore {
   private readonly db: MetaDb;
   private readonly blobs: BlobStore;
   private readonly sessions: SessionCache;
+  /** Aborted on close: a model check still running on its worker thread is stopped, not waited for. */
+  private readonly closing = new AbortController();
   /** Ids being hosted right now, so two uploads under one id do not both load a model. */
   private readonly pending = new Set<string>();
   /** The metadata rows, kept in memory: this process owns the database, and inference reads them per call. */
@@ -105,15 +107,10 @@ export class ModelStore {
   }
 
   private async validate(file: string): Promise<ModelSignature> {
-    // Loading is the only honest check that bytes are a model onnxruntime can run. The bytes are
-    // released with the session right after.
-    const bytes = await fsp.readFile(file);
-    const handle = await loadModel(bytes);
-    try {
-      return { inputs: handle.signature.inputs.map((s) => ({ ...s, dims: [...s.dims] })), outputs: handle.signature.outputs.map((s) => ({ ...s, dims: [...s.dims] })) };
-    } finally {
-      await handle.dispose();
-    }
+    // Loading is the only honest check that bytes are a model onnxruntime can run. It runs on a worker
+    // thread, so the node keeps answering everyone else meanwhile; the trial session ends with it.
+    const s = await checkModelFile(file, {}, this.closing.signal);
+    return { inputs: s.inputs.map((v) => ({ ...v, dims: [...v.dims] })), outputs: s.outputs.map((v) => ({ ...v, dims: [...v.dims] })) };
   }
 
   async delete(id: string): Promise<void> {
@@ -152,6 +149,7 @@ export class ModelStore {
 
 
   async close(): Promise<void> {
+    this.closing.abort();
     await this.sessions.dispose();
   }
 }

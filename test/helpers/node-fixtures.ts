@@ -4,6 +4,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES, tensorToProto } from '../../src/compute/onnx';
+import { GraphProtoType, ModelProtoType, TensorProtoType } from '../../src/compute/onnx/schema';
 import { DTYPES, type DType, type Tensor } from '../../src/core/protocol/tensor';
 import { GridClient } from '../../src/core/client';
 import { GridNode, type GridNodeOptions } from '../../src/node/server';
@@ -131,4 +132,44 @@ export async function startTestNode(opts: GridNodeOptions = {}): Promise<TestNod
       if (opts.dataDir === undefined) fs.rmSync(dir, { recursive: true, force: true });
     },
   };
+}
+
+function varint(n: number): Buffer {
+  const bytes: number[] = [];
+  while (n > 0x7f) { bytes.push((n % 128) | 0x80); n = Math.floor(n / 128); }
+  bytes.push(n);
+  return Buffer.from(bytes);
+}
+
+/**
+ * Writes a valid ONNX model (y = Gather(w, i)) whose float32 initializer `w` is `bytes` large, streaming
+ * the initializer so the model is never held in memory. Protobuf lets us append the big fields after
+ * the encoded small ones: TensorProto.raw_data (9), GraphProto.initializer (5), ModelProto.graph (7).
+ */
+export function writeBigModel(file: string, bytes: number, cols = 1024): { rows: number; cols: number } {
+  const rows = bytes / 4 / cols;
+  const header = Buffer.from(TensorProtoType.encode({ name: 'w', dims: [rows, cols], dataType: ONNX_DTYPE_CODES.float32 }).finish());
+  const tensorLen = header.length + 1 + varint(bytes).length + bytes;
+  const graph = Buffer.from(GraphProtoType.encode({
+    name: 'big', node: [makeNode('Gather', ['w', 'i'], ['y'])],
+    input: [makeValueInfo('i', ONNX_DTYPE_CODES.int64, [1])],
+    output: [makeValueInfo('y', ONNX_DTYPE_CODES.float32, [1, cols])],
+  }).finish());
+  const graphLen = graph.length + 1 + varint(tensorLen).length + tensorLen;
+  const model = Buffer.from(ModelProtoType.encode({ irVersion: 8, opsetImport: [{ domain: '', version: 13 }], producerName: 'grid-bench' }).finish());
+  const fd = fs.openSync(file, 'w');
+  try {
+    fs.writeSync(fd, Buffer.concat([model, Buffer.from([0x3a]), varint(graphLen), graph, Buffer.from([0x2a]), varint(tensorLen), header, Buffer.from([0x4a]), varint(bytes)]));
+    const row = new Float32Array(cols);
+    const block = Buffer.alloc(4 * 1024 * 1024);
+    for (let r = 0, off = 0; r < rows; r++) {
+      row.fill(r % 1000); // row r holds the value r mod 1000: checkable after the round trip
+      Buffer.from(row.buffer).copy(block, off);
+      off += cols * 4;
+      if (off === block.length || r === rows - 1) { fs.writeSync(fd, block, 0, off); off = 0; }
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
+  return { rows, cols };
 }
