@@ -22,8 +22,8 @@ const entries = [
   // The CLIs (package.json `bin`): runnable scripts, hence the shebang.
   { entryPoints: ['src/node/main.ts'], outfile: 'dist/grid-node.js', banner: { js: '#!/usr/bin/env node' } },
   { entryPoints: ['src/node/cli/grid.ts'], outfile: 'dist/grid.js', banner: { js: '#!/usr/bin/env node' } },
-  // The worker thread a node checks uploaded models in (src/compute/backend.ts checkModelFile).
-  { entryPoints: ['src/compute/model-check-worker.ts'], outfile: 'dist/model-check-worker.js' },
+  // The thread a node checks, loads and runs big models on (src/compute/model-worker.ts).
+  { entryPoints: ['src/compute/model-thread.ts'], outfile: 'dist/model-thread.js' },
   // The notebook kernel process; esbuild stays external: it transpiles cells at run time from its own package.
   { entryPoints: ['src/kernel/worker.ts'], outfile: 'dist/kernel-worker.js', external: [...common.external, 'esbuild'] },
   // The notebook renderer for live training metrics: runs in the notebook webview, so ESM for the browser.

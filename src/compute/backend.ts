@@ -2,12 +2,7 @@
 // merely imports compute/ (the VS Code extension host, the CLIs) never pays for the native module.
 // Tensors cross the seam without a copy: our Tensor storage types are the ones ORT uses.
 
-import { existsSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
-import { createRequire } from 'node:module';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { ErrorCodes, GridError, gridError } from '../core/errors';
 import { isDType, validateTensor, type DType, type NamedTensors, type Tensor } from '../core/protocol/tensor';
 import { decodeModel } from './onnx/model';
@@ -268,66 +263,21 @@ export async function loadModel(bytes: Uint8Array, opts: LoadModelOptions = {}):
   }
 }
 
-/** Models up to this size are checked on the calling thread: loading takes ~10 ms per MiB, a worker ~80 ms to start. */
-const CHECK_IN_THREAD_BYTES = 4 * 1024 * 1024;
-
-/**
- * Checks that a model file loads in onnxruntime and reads its signature. A big model is loaded on a
- * worker thread of its own that ends with the check: the calling thread's event loop keeps running
- * (a 1 GiB model takes ~10 s to load), and the memory of the trial session goes with the worker.
- * Rejects like loadModel(), and with GRID_ERR_ABORTED when `signal` aborts (the worker is stopped).
- */
-export async function checkModelFile(file: string, opts: LoadModelOptions = {}, signal?: AbortSignal): Promise<ModelSignature> {
-  sessionOptions(opts); // argument errors are the caller's, reported here rather than from the worker
-  if (signal?.aborted) throw gridError('ABORTED', 'the model check was aborted');
-  const { size } = await stat(file);
-  if (size <= CHECK_IN_THREAD_BYTES) {
-    const handle = await loadModel(await readFile(file), opts);
-    await handle.dispose();
-    return handle.signature;
-  }
-  // Bundled, the worker sits next to this code in dist/; from source (tests, tsx), next to this file.
-  const script = [join(__dirname, 'model-check-worker.js'), join(__dirname, 'model-check-worker.ts')].find((f) => existsSync(f));
-  if (script === undefined) throw gridError('INTERNAL', `model-check-worker is missing next to ${__dirname}; rebuild the node`);
-  if (signal?.aborted) throw gridError('ABORTED', 'the model check was aborted');
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const workerData = { file, options: opts };
-    // From source the worker is TypeScript: it is run through tsx's require hook, resolved from here.
-    const worker = script.endsWith('.ts')
-      ? new Worker(`require(${JSON.stringify(createRequire(__filename).resolve('tsx/cjs'))}); require(${JSON.stringify(script)});`, { eval: true, workerData })
-      : new Worker(script, { workerData });
-    const onAbort = () => settle(() => {
-      void worker.terminate();
-      reject(gridError('ABORTED', 'the model check was aborted'));
-    });
-    const settle = (f: () => void) => {
-      if (settled) return;
-      settled = true;
-      signal?.removeEventListener('abort', onAbort);
-      f();
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    worker.once('message', (m: { signature?: ModelSignature; error?: { code: string; message: string } }) => settle(() => {
-      if (m.signature) resolve(m.signature);
-      else reject(GridError.fromWire(m.error ?? { code: ErrorCodes.INTERNAL, message: 'the model check ended without a result' }));
-    }));
-    worker.once('error', (err) => settle(() => reject(new GridError(ErrorCodes.INVALID_MODEL, `onnxruntime could not load the model: ${err.message}`, undefined, { cause: err }))));
-    worker.once('exit', (code) => settle(() => reject(gridError('INVALID_MODEL', `the model check stopped (exit ${code}) before onnxruntime had loaded the model`))));
-  });
-}
-
 export interface SessionCacheOptions {
   /** Memory budget for all cached sessions, estimated as model bytes × `factor`. */
   maxBytes: number;
   /** How much memory a session takes per byte of model (weights, plus ORT's arenas and prepacked copies). Default 3. */
   factor?: number;
   loadOptions?: LoadModelOptions;
+  /** Where a session is loaded; loadModel (this thread) by default. The node loads big models on a worker thread. */
+  load?(bytes: Uint8Array, opts: LoadModelOptions): Promise<ModelHandle>;
 }
 
 interface CacheEntry {
   readonly key: string;
   readonly promise: Promise<ModelHandle>;
+  /** Set once loaded: a handle that became unusable on its own (its worker stopped) is loaded again. */
+  handle?: ModelHandle;
   estimate: number;
   /** Loads in progress are never evicted: their callers are waiting for them. */
   loaded: boolean;
@@ -342,6 +292,7 @@ export class SessionCache {
   private readonly maxBytes: number;
   private readonly factor: number;
   private readonly loadOptions: LoadModelOptions;
+  private readonly load: (bytes: Uint8Array, opts: LoadModelOptions) => Promise<ModelHandle>;
   private readonly entries = new Map<string, CacheEntry>();
   private used = 0;
   private closed = false;
@@ -354,6 +305,7 @@ export class SessionCache {
     this.maxBytes = opts.maxBytes;
     this.factor = opts.factor ?? 3;
     this.loadOptions = opts.loadOptions ?? {};
+    this.load = opts.load ?? loadModel;
   }
 
   /** Estimated bytes held by cached sessions. */
@@ -382,7 +334,8 @@ export class SessionCache {
     if (typeof bytes !== 'function') throw new TypeError('bytes must be a function returning the model bytes');
     if (this.closed) return Promise.reject(gridError('DISPOSED', 'the session cache was disposed'));
     const hit = this.entries.get(key);
-    if (hit) {
+    if (hit?.handle?.disposed) this.forget(hit);
+    else if (hit) {
       // Map order is the LRU order: re-insert to mark as most recent.
       this.entries.delete(key);
       this.entries.set(key, hit);
@@ -396,8 +349,9 @@ export class SessionCache {
       entry.estimate = estimate;
       this.used += estimate;
       try {
-        const handle = await loadModel(b, this.loadOptions);
+        const handle = await this.load(b, this.loadOptions);
         entry.loaded = true;
+        entry.handle = handle;
         if (this.closed || this.entries.get(key) !== entry) {
           await handle.dispose();
           throw gridError('DISPOSED', `the session for "${key}" was deleted or the cache disposed while it loaded`);

@@ -7,7 +7,8 @@ import { gridError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import { ID_PATTERN, type ModelInfo, type ModelSignature } from '../core/protocol/messages';
 import type { NamedTensors } from '../core/protocol/tensor';
-import { checkModelFile, SessionCache, type ModelHandle, type RunOptions } from '../compute/backend';
+import { loadModel, SessionCache, type ModelHandle, type RunOptions } from '../compute/backend';
+import { checkModelFile, IN_THREAD_MODEL_BYTES, ModelWorker } from '../compute/model-worker';
 import type { BlobStore } from './store/blobs';
 import type { MetaDb, Row } from './store/db';
 
@@ -45,6 +46,7 @@ export class ModelStore {
   private readonly sessions: SessionCache;
   /** Aborted on close: a model check still running on its worker thread is stopped, not waited for. */
   private readonly closing = new AbortController();
+  private readonly thread = new ModelWorker();
   /** Ids being hosted right now, so two uploads under one id do not both load a model. */
   private readonly pending = new Set<string>();
   /** The metadata rows, kept in memory: this process owns the database, and inference reads them per call. */
@@ -53,7 +55,11 @@ export class ModelStore {
   constructor(db: MetaDb, blobs: BlobStore, log: Logger, opts: { sessionCacheBytes?: number } = {}) {
     this.db = db;
     this.blobs = blobs;
-    this.sessions = new SessionCache({ maxBytes: opts.sessionCacheBytes ?? 1024 ** 3 });
+    // Big models load and run on a thread of their own, so the node's event loop never waits on them.
+    this.sessions = new SessionCache({
+      maxBytes: opts.sessionCacheBytes ?? 1024 ** 3,
+      load: (bytes, options) => (bytes.byteLength > IN_THREAD_MODEL_BYTES ? this.thread.load(bytes, options) : loadModel(bytes, options)),
+    });
     for (const r of this.db.all('SELECT * FROM models')) this.byId.set(String(r.id), rowToInfo(r));
     const swept = blobs.sweep(new Set(this.db.all('SELECT DISTINCT sha256 FROM models').map((r) => String(r.sha256))));
     if (swept > 0) log.info({ swept }, 'removed model blobs left by an interrupted upload or delete');
@@ -151,5 +157,6 @@ export class ModelStore {
   async close(): Promise<void> {
     this.closing.abort();
     await this.sessions.dispose();
+    await this.thread.close();
   }
 }

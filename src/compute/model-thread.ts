@@ -1,0 +1,81 @@
+// The worker thread side of ./model-worker.ts; bundled as dist/model-thread.js. onnxruntime's load and
+// run are synchronous native work: seconds for a big model, which on a node's main thread would stall
+// every other client's requests and heartbeats. Two modes, by workerData.mode:
+//   'check': load one model file, post its signature (or the coded error), end.
+//   'serve': hold sessions and run them on request until terminated; messages carry an `id` answered
+//            with { id, result } or { id, error }.
+
+import { readFile } from 'node:fs/promises';
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { gridError, toGridError } from '../core/errors';
+import type { NamedTensors } from '../core/protocol/tensor';
+import { loadModel, type LoadModelOptions, type ModelHandle } from './backend';
+
+export type ThreadData = { mode: 'check'; file: string; options: LoadModelOptions } | { mode: 'serve' };
+
+export type ServeRequest =
+  | { id: number; op: 'load'; bytes: Uint8Array; options: LoadModelOptions }
+  | { id: number; op: 'run'; session: number; feeds: NamedTensors; outputs?: string[] }
+  | { id: number; op: 'dispose'; session: number };
+
+export interface ThreadError { code: string; message: string; details?: Record<string, unknown> }
+
+function wireError(err: unknown): ThreadError {
+  const e = toGridError(err);
+  return { code: e.code, message: e.message, ...(e.details !== undefined && { details: e.details }) };
+}
+
+async function check(file: string, options: LoadModelOptions): Promise<void> {
+  try {
+    const handle = await loadModel(await readFile(file), options);
+    await handle.dispose();
+    parentPort!.postMessage({ signature: handle.signature });
+  } catch (err) {
+    parentPort!.postMessage({ error: wireError(err) });
+  }
+}
+
+function serve(): void {
+  const sessions = new Map<number, ModelHandle>();
+  let next = 1;
+  const answer = async (id: number, work: () => Promise<unknown>) => {
+    try {
+      parentPort!.postMessage({ id, result: await work() });
+    } catch (err) {
+      parentPort!.postMessage({ id, error: wireError(err) });
+    }
+  };
+  parentPort!.on('message', (m: ServeRequest) => {
+    switch (m.op) {
+      case 'load':
+        void answer(m.id, async () => {
+          const handle = await loadModel(m.bytes, m.options);
+          const session = next++;
+          sessions.set(session, handle);
+          return { session, signature: handle.signature };
+        });
+        return;
+      case 'run':
+        void answer(m.id, async () => {
+          const handle = sessions.get(m.session);
+          if (handle === undefined) throw gridError('DISPOSED', `session ${m.session} is not loaded in the model thread`);
+          return handle.run(m.feeds, m.outputs !== undefined ? { outputs: m.outputs } : {});
+        });
+        return;
+      case 'dispose':
+        void answer(m.id, async () => {
+          const handle = sessions.get(m.session);
+          sessions.delete(m.session);
+          await handle?.dispose();
+          return true;
+        });
+        return;
+    }
+  });
+}
+
+if (!isMainThread && parentPort) {
+  const data = workerData as ThreadData;
+  if (data.mode === 'check') void check(data.file, data.options);
+  else serve();
+}
