@@ -70,6 +70,24 @@ async function rawRoundTrips(url: string, requestBytes: number, replyBytes: numb
   return times;
 }
 
+/** Round trips to a bare ws server that runs the model on each request: remote inference with nothing else. */
+async function floorRoundTrips(url: string, model: Uint8Array, x: Float32Array, rounds: number): Promise<number[]> {
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  await new Promise((r) => ws.once('open', r));
+  ws.send(JSON.stringify({ model: Buffer.from(model).toString('base64'), input: 'x', cols: x.length }));
+  await new Promise((r) => ws.once('message', r));
+  const times: number[] = [];
+  for (let i = 0; i < rounds; i++) {
+    const t0 = performance.now();
+    const reply = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
+    ws.send(Buffer.from(x.buffer, x.byteOffset, x.byteLength));
+    if ((await reply).length !== 40) throw new Error('the floor server did not answer with 10 float32 outputs');
+    times.push(performance.now() - t0);
+  }
+  ws.close();
+  return times;
+}
+
 /** The same request/reply sizes over raw ws with `inflight` requests pipelined: the transport's ceiling. */
 async function rawPipelined(url: string, requestBytes: number, replyBytes: number, count: number, inflight: number): Promise<number> {
   const ws = new WebSocket(url, { perMessageDeflate: false });
@@ -171,6 +189,7 @@ async function main(): Promise<void> {
     const remoteTimes: number[] = [];
     const nodeRunTimes: number[] = [];
     const pingTimes: number[] = [];
+    const floorTimes: number[] = [];
     const attachment = encodeNamedTensors(one);
     for (let i = 0; i < 200; i++) { await local.run(one); await client.runInference('mlp', one); }
     await rawRoundTrips(peer.url, reqBytes, replyBytes, 200);
@@ -178,6 +197,7 @@ async function main(): Promise<void> {
       // Interleaved, so machine noise hits all three alike.
       for (let i = 0; i < ROUNDS / 3; i++) { const t0 = performance.now(); await local.run(one); localTimes.push(performance.now() - t0); }
       rawTimes.push(...await rawRoundTrips(peer.url, reqBytes, replyBytes, ROUNDS / 3));
+      floorTimes.push(...await floorRoundTrips(peer.url, mlp, one.x!.data as Float32Array, ROUNDS / 3));
       for (let i = 0; i < ROUNDS / 3; i++) { const t0 = performance.now(); await client.runInference('mlp', one); remoteTimes.push(performance.now() - t0); }
       for (let i = 0; i < ROUNDS / 3; i++) {
         let t0 = performance.now();
@@ -193,6 +213,8 @@ async function main(): Promise<void> {
     out(`  local onnxruntime       ${(l * 1000).toFixed(0)} µs`);
     out(`  raw ws round trip       ${(r * 1000).toFixed(0)} µs  (${reqBytes} B out, ${replyBytes} B back)`);
     out(`  remote via grid node    ${(g * 1000).toFixed(0)} µs`);
+    const f = p50(floorTimes);
+    out(`  floor: bare ws server running onnxruntime, no protocol  ${(f * 1000).toFixed(0)} µs  = ${(f / (l + r)).toFixed(2)}× (local + raw ws); grid node / floor = ${(g / f).toFixed(2)}×`);
     out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs, onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs)`);
     out(`  ratio remote / (local + raw ws)   ${(g / (l + r)).toFixed(2)}×  (target ≤ 1.3×)${cores >= 2 ? '  [client on core 0, node and raw ws server on core 1]' : ''}`);
     if (cores >= 2) { const all = `0-${cores - 1}`; pin(process.pid, all); pin(node.child.pid!, all); pin(peer.child.pid!, all); }

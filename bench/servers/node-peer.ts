@@ -6,6 +6,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { rssSampler } from '../rss';
+import { loadModel, type ModelHandle } from '../../src/compute/backend';
 
 const http = createServer();
 const rss = rssSampler();
@@ -13,11 +14,22 @@ const wss = new WebSocketServer({ server: http, maxPayload: 64 * 1024 * 1024, pe
 wss.on('connection', (ws) => {
   let replyBytes = Buffer.alloc(0);
   let sink: { total: number; received: number } | undefined;
+  // The floor of remote inference: each binary frame is a float32 batch for a model loaded here, run by
+  // onnxruntime and answered with the output's bytes. No envelope, no checks, no session cache.
+  let model: { handle: ModelHandle; input: string; cols: number } | undefined;
   ws.on('message', (data, isBinary) => {
     if (!isBinary) {
-      const cmd = JSON.parse(String(data)) as { reply?: number; sink?: number };
-      if (cmd.reply !== undefined) { replyBytes = Buffer.alloc(cmd.reply, 7); sink = undefined; }
+      const cmd = JSON.parse(String(data)) as { reply?: number; sink?: number; model?: string; input?: string; cols?: number };
+      if (cmd.reply !== undefined) { replyBytes = Buffer.alloc(cmd.reply, 7); sink = undefined; model = undefined; }
       if (cmd.sink !== undefined) { sink = { total: cmd.sink, received: 0 }; rss.reset(); }
+      if (cmd.model !== undefined) {
+        void loadModel(Buffer.from(cmd.model, 'base64')).then((handle) => {
+          model = { handle, input: cmd.input!, cols: cmd.cols! };
+          sink = undefined;
+          ws.send('{"ready":true}');
+        });
+        return;
+      }
       ws.send('{"ready":true}');
       return;
     }
@@ -25,6 +37,15 @@ wss.on('connection', (ws) => {
     if (sink) {
       sink.received += buf.length;
       if (sink.received >= sink.total) ws.send(JSON.stringify({ received: sink.received, ...rss.read() }));
+      return;
+    }
+    if (model) {
+      const m = model;
+      const x = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length));
+      void m.handle.run({ [m.input]: { dtype: 'float32', dims: [x.length / m.cols, m.cols], data: x } }).then((out) => {
+        const y = Object.values(out)[0]!.data as Float32Array;
+        ws.send(Buffer.from(y.buffer, y.byteOffset, y.byteLength));
+      }, (err: Error) => process.stderr.write(`run failed: ${err.message}\n`));
       return;
     }
     // Touch the request as a server would (it must be read to be used), then answer.
@@ -35,4 +56,9 @@ wss.on('connection', (ws) => {
 http.listen(0, '127.0.0.1', () => {
   process.stdout.write(`listening on ws://127.0.0.1:${(http.address() as AddressInfo).port}\n`);
 });
-process.on('SIGTERM', () => { wss.close(); http.close(() => process.exit(0)); });
+process.on('SIGTERM', () => {
+  // Connections a failed bench left open must not keep the server alive.
+  for (const c of wss.clients) c.terminate();
+  wss.close();
+  http.close(() => process.exit(0));
+});
