@@ -2,6 +2,8 @@
 // merely imports compute/ (the VS Code extension host, the CLIs) never pays for the native module.
 // Tensors cross the seam without a copy: our Tensor storage types are the ones ORT uses.
 
+import { readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { ErrorCodes, GridError, gridError } from '../core/errors';
 import { isDType, validateTensor, type DType, type NamedTensors, type Tensor } from '../core/protocol/tensor';
@@ -244,10 +246,29 @@ export async function loadModel(bytes: Uint8Array, opts: LoadModelOptions = {}):
   if (opts === null || typeof opts !== 'object') throw new TypeError('opts must be an object');
   const options = sessionOptions(opts);
   if (bytes.byteLength === 0) throw gridError('INVALID_MODEL', 'the model is empty (0 bytes)');
+  return openSession(bytes, bytes.byteLength, options, () => bytes);
+}
+
+/**
+ * Like loadModel, but onnxruntime reads the file itself: no copy of the model passes through JS memory
+ * (for a big model that is one less buffer of its size to allocate and fill).
+ */
+export async function loadModelFile(path: string, opts: LoadModelOptions = {}): Promise<ModelHandle> {
+  if (typeof path !== 'string' || path === '') throw new TypeError('path must be the path of an ONNX model file');
+  if (opts === null || typeof opts !== 'object') throw new TypeError('opts must be an object');
+  const options = sessionOptions(opts);
+  const { size } = await stat(path);
+  if (size === 0) throw gridError('INVALID_MODEL', 'the model is empty (0 bytes)');
+  return openSession(path, size, options, () => readFileSync(path));
+}
+
+async function openSession(
+  source: Uint8Array | string, byteLength: number, options: import('onnxruntime-node').InferenceSession.SessionOptions, graphBytes: () => Uint8Array,
+): Promise<ModelHandle> {
   const ort = await loadOrt();
   let session: OrtSession;
   try {
-    session = await ort.InferenceSession.create(bytes, options);
+    session = typeof source === 'string' ? await ort.InferenceSession.create(source, options) : await ort.InferenceSession.create(source, options);
   } catch (err) {
     throw new GridError(ErrorCodes.INVALID_MODEL, `not a loadable ONNX model: ${(err as Error).message}`, undefined, { cause: err });
   }
@@ -255,8 +276,8 @@ export async function loadModel(bytes: Uint8Array, opts: LoadModelOptions = {}):
     // ORT ≥ 1.21 reports value metadata; older bindings only names, so read the graph then.
     const signature: ModelSignature = Array.isArray(session.inputMetadata) && Array.isArray(session.outputMetadata)
       ? { inputs: signatureOf(session.inputMetadata, 'input'), outputs: signatureOf(session.outputMetadata, 'output') }
-      : signatureFromGraph(bytes, session.inputNames, session.outputNames);
-    return new OrtModelHandle(ort, session, signature, bytes.byteLength);
+      : signatureFromGraph(graphBytes(), session.inputNames, session.outputNames);
+    return new OrtModelHandle(ort, session, signature, byteLength);
   } catch (err) {
     await session.release();
     throw err;

@@ -5,11 +5,10 @@
 //   'serve': hold sessions and run them on request until terminated; messages carry an `id` answered
 //            with { id, result } or { id, error }.
 
-import { readFile } from 'node:fs/promises';
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { gridError, toGridError } from '../core/errors';
 import type { NamedTensors } from '../core/protocol/tensor';
-import { loadModel, type LoadModelOptions, type ModelHandle } from './backend';
+import { loadModel, loadModelFile, type LoadModelOptions, type ModelHandle } from './backend';
 
 export type ThreadData = { mode: 'check'; file: string; options: LoadModelOptions } | { mode: 'serve' };
 
@@ -27,7 +26,7 @@ function wireError(err: unknown): ThreadError {
 
 async function check(file: string, options: LoadModelOptions): Promise<void> {
   try {
-    const handle = await loadModel(await readFile(file), options);
+    const handle = await loadModelFile(file, options);
     await handle.dispose();
     parentPort!.postMessage({ signature: handle.signature });
   } catch (err) {

@@ -7,13 +7,13 @@
 //   ModelWorker: one long-lived thread that holds sessions; its handles are ModelHandles like loadModel's.
 
 import { existsSync } from 'node:fs';
-import { readFile, stat } from 'node:fs/promises';
+import { stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, GridError, gridError } from '../core/errors';
 import type { NamedTensors } from '../core/protocol/tensor';
-import { checkFeeds, loadModel, type LoadModelOptions, type ModelHandle, type ModelSignature, type RunOptions } from './backend';
+import { checkFeeds, loadModelFile, type LoadModelOptions, type ModelHandle, type ModelSignature, type RunOptions } from './backend';
 import type { ServeRequest, ThreadData, ThreadError } from './model-thread';
 
 /** Models up to this size load and run on the calling thread (loading takes ~10 ms per MiB, a thread ~80 ms to start). */
@@ -41,7 +41,7 @@ export async function checkModelFile(file: string, opts: LoadModelOptions = {}, 
   if (signal?.aborted) throw aborted();
   const { size } = await stat(file);
   if (size <= IN_THREAD_MODEL_BYTES) {
-    const handle = await loadModel(await readFile(file), opts);
+    const handle = await loadModelFile(file, opts);
     await handle.dispose();
     return handle.signature;
   }

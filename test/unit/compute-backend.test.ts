@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { loadModel, SessionCache, signatureFromGraph, type ModelHandle } from '../../src/compute/backend';
+import { loadModel, loadModelFile, SessionCache, signatureFromGraph, type ModelHandle } from '../../src/compute/backend';
 import { encodeModel, makeNode, makeValueInfo, readConformanceCase, tensorToProto } from '../../src/compute/onnx';
 import { GridError } from '../../src/core/errors';
 import type { Tensor } from '../../src/core/protocol/tensor';
@@ -66,6 +67,29 @@ test('random, truncated and empty bytes are GRID_ERR_INVALID_MODEL with the reas
   await assert.rejects(loadModel(random), isCode('GRID_ERR_INVALID_MODEL', /not a loadable ONNX model: .+/));
   await assert.rejects(loadModel(good.subarray(0, good.length - 20)), isCode('GRID_ERR_INVALID_MODEL', /not a loadable ONNX model: .+/));
   await assert.rejects(loadModel(new Uint8Array(0)), isCode('GRID_ERR_INVALID_MODEL', /empty/));
+});
+
+test('loadModelFile lets onnxruntime read the file: same signature and outputs as from bytes, same coded errors', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'grid-backend-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const good = tinyModel([5, 6, 7]);
+  writeFileSync(join(dir, 'good.onnx'), good);
+  writeFileSync(join(dir, 'cut.onnx'), good.subarray(0, good.length - 20));
+  writeFileSync(join(dir, 'empty.onnx'), new Uint8Array(0));
+  const fromFile = await loadModelFile(join(dir, 'good.onnx'));
+  const fromBytes = await loadModel(good);
+  try {
+    assert.deepEqual(fromFile.signature, fromBytes.signature);
+    assert.equal(fromFile.byteLength, good.length);
+    const x: Tensor = { dtype: 'float32', dims: [1, 3], data: new Float32Array([1, 1, 1]) };
+    assert.deepEqual([...((await fromFile.run({ x })).y!.data as Float32Array)], [6, 7, 8]);
+  } finally {
+    await fromFile.dispose();
+    await fromBytes.dispose();
+  }
+  await assert.rejects(loadModelFile(join(dir, 'cut.onnx')), isCode('GRID_ERR_INVALID_MODEL', /not a loadable ONNX model: .+/));
+  await assert.rejects(loadModelFile(join(dir, 'empty.onnx')), isCode('GRID_ERR_INVALID_MODEL', /empty/));
+  await assert.rejects(loadModelFile(join(dir, 'missing.onnx')), { code: 'ENOENT' });
 });
 
 test('misuse of loadModel throws TypeError/RangeError naming the parameter', async () => {
