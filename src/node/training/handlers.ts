@@ -13,7 +13,7 @@ import { evaluateModel } from '../../compute/train';
 import type { DatasetStore } from '../datasets';
 import { sessionOf, type SessionUser } from '../handlers';
 import type { ModelStore } from '../models';
-import { loadDataset, type LoadedData } from './data';
+import { loadDataset, type DataSelection, type LoadedData } from './data';
 import type { Job, TrainingJobs } from './jobs';
 import type { TrainingRecords } from './records';
 
@@ -23,6 +23,17 @@ export interface TrainingDeps {
   datasets: DatasetStore;
   records: TrainingRecords;
   where(): string;
+}
+
+/** The dataset a train or evaluate request names, as the data loader takes it. */
+function selectionOf(data: { dataset_id: string; label?: string; feature_scale?: number; test_split?: number; split_seed?: number; seed?: number }): DataSelection {
+  return {
+    datasetId: data.dataset_id,
+    ...(data.label !== undefined && { label: data.label }),
+    ...(data.feature_scale !== undefined && { featureScale: data.feature_scale }),
+    ...(data.test_split !== undefined && { testSplit: data.test_split }),
+    ...((data.split_seed ?? data.seed) !== undefined && { seed: data.split_seed ?? data.seed }),
+  };
 }
 
 function requireUser(ctx: HandlerContext, what: string): SessionUser {
@@ -107,13 +118,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
     if (data.output_model_id !== undefined && models.has(data.output_model_id)) {
       throw gridError('ALREADY_EXISTS', `a model "${data.output_model_id}" is already on this node; choose another output_model_id`, { model_id: data.output_model_id });
     }
-    const loaded: LoadedData = await loadDataset(datasets, {
-      datasetId: data.dataset_id,
-      ...(data.label !== undefined && { label: data.label }),
-      ...(data.feature_scale !== undefined && { featureScale: data.feature_scale }),
-      ...(data.test_split !== undefined && { testSplit: data.test_split }),
-      ...((data.split_seed ?? data.seed) !== undefined && { seed: data.split_seed ?? data.seed }),
-    }, data.loss);
+    const loaded: LoadedData = await loadDataset(datasets, selectionOf(data), data.loss);
     // Derive the plan now so an unsupported operator or a shape mismatch is this request's error, not a failed job.
     const plan = buildPlan(model.bytes, { loss: data.loss, optimizer: data.optimizer, fedProx: data.fedprox_mu !== undefined, weightDecay: data.weight_decay !== undefined });
     const features = loaded.train.features.dims[1]!;
@@ -181,13 +186,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
   router.handle(Evaluate, async (data, ctx) => {
     const user = await requireUserOrDiscard(ctx, 'evaluate', [data.model_transfer_id, data.params_transfer_id]);
     const model = await resolveModel(data, ctx, user, 'evaluate');
-    const loaded = await loadDataset(datasets, {
-      datasetId: data.dataset_id,
-      ...(data.label !== undefined && { label: data.label }),
-      ...(data.feature_scale !== undefined && { featureScale: data.feature_scale }),
-      ...(data.test_split !== undefined && { testSplit: data.test_split }),
-      ...((data.split_seed ?? data.seed) !== undefined && { seed: data.split_seed ?? data.seed }),
-    }, data.loss);
+    const loaded = await loadDataset(datasets, selectionOf(data), data.loss);
     const on = loaded.test ?? loaded.train;
     const metrics = await evaluateModel(model.bytes, on, { loss: data.loss, loadOptions: { intraOpNumThreads: 1 }, ...(model.params && { params: model.params }) });
     return { metrics, samples: on.features.dims[0]! };
