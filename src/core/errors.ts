@@ -57,6 +57,20 @@ export const ErrorCodes = {
   DATA_DIR_IN_USE: 'GRID_ERR_DATA_DIR_IN_USE',
   /** The port a node was asked to listen on is taken. */
   PORT_IN_USE: 'GRID_ERR_PORT_IN_USE',
+  /** Too many attempts (e.g. wrong passwords) from this user or address; `details.retry_after_ms` says when to try again. */
+  RATE_LIMITED: 'GRID_ERR_RATE_LIMITED',
+  /** A per-connection bound (open streams, pending requests, buffered bytes) is reached. */
+  CONNECTION_LIMIT: 'GRID_ERR_CONNECTION_LIMIT',
+  /** The user's share of the node (uploads in flight, bytes held) is used up. */
+  QUOTA_EXCEEDED: 'GRID_ERR_QUOTA_EXCEEDED',
+  /** The node's disk cannot hold what was asked (checked up front, with a margin). */
+  INSUFFICIENT_STORAGE: 'GRID_ERR_INSUFFICIENT_STORAGE',
+  /** A browser page from an origin the node does not allow. */
+  ORIGIN_NOT_ALLOWED: 'GRID_ERR_ORIGIN_NOT_ALLOWED',
+  /** A peer node could not prove the identity it claims (its key does not match its id). */
+  PEER_UNVERIFIED: 'GRID_ERR_PEER_UNVERIFIED',
+  /** The TLS handshake failed (untrusted or mismatched certificate). */
+  TLS_ERROR: 'GRID_ERR_TLS_ERROR',
   /** A bug or an unexpected failure; the message says where to look. */
   INTERNAL: 'GRID_ERR_INTERNAL',
 } as const;
