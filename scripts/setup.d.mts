@@ -12,3 +12,4 @@ export interface ToolPaths {
 }
 export declare function toolPaths(root?: string): ToolPaths;
 export declare function ensureTools(): ToolPaths;
+export declare function missingToolPrerequisites(): string | undefined;

@@ -86,6 +86,21 @@ function ensureAptPackages() {
   return true;
 }
 
+/**
+ * Why the tools cannot be installed here, checked in a moment before any long step; undefined when they
+ * can (or already are). Installing system packages needs root or passwordless sudo.
+ */
+export function missingToolPrerequisites() {
+  const missing = APT_PACKAGES.filter((p) => !p.present()).map((p) => p.pkg);
+  if (missing.length === 0) return undefined;
+  if (process.platform !== 'linux' || !existsSync('/usr/bin/apt-get')) {
+    return `missing system packages: ${missing.join(', ')}; install them (apt-get not found on this machine)`;
+  }
+  if (process.getuid?.() === 0) return undefined;
+  if (spawnSync('sudo', ['-n', 'true'], { stdio: 'ignore' }).status === 0) return undefined;
+  return `missing system packages: ${missing.join(', ')}; run \`sudo apt-get install -y ${missing.join(' ')}\` (this user cannot install them: not root, no passwordless sudo)`;
+}
+
 function nodeVersion(bin) {
   if (!existsSync(bin)) return null;
   const r = spawnSync(bin, ['--version'], { encoding: 'utf8' });
