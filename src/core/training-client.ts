@@ -38,7 +38,11 @@ export interface JobUpdate {
 
 /** A job that ended other than by succeeding, as the error its caller sees. */
 export function jobError(job: JobInfo): GridError {
-  if (job.state === 'cancelled') return new GridError(ErrorCodes.ABORTED, `training job ${job.id} was cancelled${job.error ? `: ${job.error.message}` : ''}`, { job_id: job.id });
+  if (job.state === 'cancelled') {
+    // The node's reason already says "cancelled …" (before it started, while running): do not say it twice.
+    const why = job.error?.message.replace(/^(the job was )?cancelled\s*/i, '').trim();
+    return new GridError(ErrorCodes.ABORTED, `training job ${job.id} was cancelled${why ? ` ${why.startsWith('(') || /^(before|while|by|in)\b/.test(why) ? why : `(${why})`}` : ''}`, { job_id: job.id });
+  }
   const code = job.error?.code;
   const known = code !== undefined && (Object.values(ErrorCodes) as string[]).includes(code);
   return new GridError(known ? (code as GridError['code']) : ErrorCodes.JOB_FAILED, `training job ${job.id} failed: ${job.error?.message ?? 'no reason given'}`, { job_id: job.id });

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
 import type { DatasetInfo, ModelInfo } from '../core/protocol/messages';
-import type { JobInfo, TrainRequest } from '../core/protocol/training-messages';
+import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../core/protocol/training-messages';
 import type { NodeConnection } from './connection';
 import type { Ctx } from './ctx';
 import { heavy } from './heavy';
@@ -84,14 +84,14 @@ async function trainOnNode(ctx: Ctx, conn: NodeConnection, model: ModelInfo, a: 
     if (!picked) return undefined;
     dataset = picked.d;
   }
-  const epochs = a.epochs ?? await askNumber(title, 'Epochs', 10, positiveInt, 'a whole number from 1');
+  const epochs = a.epochs ?? await askNumber(title, 'Epochs', TRAINING_DEFAULTS.epochs, positiveInt, 'a whole number from 1');
   if (epochs === undefined) return undefined;
-  const lr = a.lr ?? await askNumber(title, 'Learning rate', 0.01, positive, 'a positive number');
+  const lr = a.lr ?? await askNumber(title, 'Learning rate', TRAINING_DEFAULTS.lr, positive, 'a positive number');
   if (lr === undefined) return undefined;
   const client = conn.client;
   const request = {
-    model: model.id, dataset_id: dataset.id, loss: a.loss ?? lossFor(dataset), optimizer: a.optimizer ?? 'adam', lr, epochs,
-    batch_size: a.batchSize ?? 32, test_split: a.testSplit ?? 0.2,
+    model: model.id, dataset_id: dataset.id, loss: a.loss ?? lossFor(dataset), optimizer: a.optimizer ?? TRAINING_DEFAULTS.optimizer, lr, epochs,
+    batch_size: a.batchSize ?? TRAINING_DEFAULTS.batchSize, test_split: a.testSplit ?? TRAINING_DEFAULTS.testSplit,
     ...(a.featureScale !== undefined && { feature_scale: a.featureScale }),
     ...(a.outputId !== undefined && { output_model_id: a.outputId }),
   };
@@ -164,7 +164,7 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
   if (rounds === undefined) return undefined;
   const epochs = a.epochs ?? await askNumber(title, 'Local epochs per round', 1, positiveInt, 'a whole number from 1');
   if (epochs === undefined) return undefined;
-  const lr = a.lr ?? await askNumber(title, 'Learning rate', 0.01, positive, 'a positive number');
+  const lr = a.lr ?? await askNumber(title, 'Learning rate', TRAINING_DEFAULTS.lr, positive, 'a positive number');
   if (lr === undefined) return undefined;
 
   // FedAvg starts from the model's bytes: fetched once from its node (it must allow download).

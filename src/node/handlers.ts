@@ -46,6 +46,11 @@ function requireUser(ctx: HandlerContext, what: string): SessionUser {
   return s;
 }
 
+/** The model's owner and admins always use a model; its allow_* flags govern everyone else. */
+function ownsOrAdmin(s: SessionUser, model: { owner: string }): boolean {
+  return s.user === model.owner || s.role === 'admin';
+}
+
 export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRouter {
   const { models, datasets, events, peers, metrics, identity } = deps;
 
@@ -101,9 +106,9 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
   });
 
   router.handle(DownloadModel, (data, ctx) => {
-    requireUser(ctx, 'download-model');
+    const s = requireUser(ctx, 'download-model');
     const model = models.get(data.model_id);
-    if (!model.allow_download) {
+    if (!ownsOrAdmin(s, model) && !model.allow_download) {
       throw gridError('FORBIDDEN', `node ${deps.where()} refused the download of model "${model.id}": allow_download is false`, { model_id: model.id });
     }
     const download = ctx.offerDownload({ size: model.size, sha256: model.sha256, read: (offset, length) => models.read(model.sha256, offset, length) });
@@ -111,9 +116,9 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
   });
 
   router.handle(RunInference, async (data, ctx) => {
-    requireUser(ctx, 'run-inference');
+    const s = requireUser(ctx, 'run-inference');
     const model = models.get(data.model_id);
-    if (!model.allow_remote_inference) {
+    if (!ownsOrAdmin(s, model) && !model.allow_remote_inference) {
       throw gridError('FORBIDDEN', `node ${deps.where()} refused inference on model "${model.id}": allow_remote_inference is false`, { model_id: model.id });
     }
     if (ctx.attachment === undefined) {

@@ -48,6 +48,13 @@ test('serve, models, info, download and delete from the CLI', async (t) => {
   const dl = await grid(n.node.url, ['download', 'mnist-mlp', '-o', dest]);
   assert.equal(dl.code, 0, dl.err);
   assert.ok(fs.readFileSync(dest).equals(fs.readFileSync(file)));
+  // Into a folder (existing, or named with a trailing slash): <id>.onnx inside it, not EISDIR.
+  const intoDir = await grid(n.node.url, ['download', 'mnist-mlp', '-o', dir]);
+  assert.equal(intoDir.code, 0, intoDir.err);
+  assert.ok(fs.readFileSync(path.join(dir, 'mnist-mlp.onnx')).equals(fs.readFileSync(file)));
+  const newDir = await grid(n.node.url, ['download', 'mnist-mlp', '-o', `${path.join(dir, 'out')}/`]);
+  assert.equal(newDir.code, 0, newDir.err);
+  assert.ok(fs.readFileSync(path.join(dir, 'out', 'mnist-mlp.onnx')).equals(fs.readFileSync(file)));
 
   const del = await grid(n.node.url, ['delete', 'mnist-mlp']);
   assert.equal(del.code, 0);
@@ -114,10 +121,11 @@ test('failures exit non-zero with the coded error on stderr (and as JSON with --
   t.after(() => n.close());
   const c = await n.admin();
   await c.hostModel(mlpModel(4, 4, 2), { id: 'locked' });
+  await c.addUser('carol', 'carol-password-1');
   const noLogin = await grid(n.node.url, ['delete', 'locked'], false);
   assert.equal(noLogin.code, 1);
   assert.match(noLogin.err, /^grid: GRID_ERR_UNAUTHENTICATED: .*--user/);
-  const forbidden = await grid(n.node.url, ['--json', 'download', 'locked', '-o', path.join(n.dir, 'x.onnx')]);
+  const forbidden = await grid(n.node.url, ['--user', 'carol', '--password', 'carol-password-1', '--json', 'download', 'locked', '-o', path.join(n.dir, 'x.onnx')], false);
   assert.equal(forbidden.code, 1);
   assert.equal(JSON.parse(forbidden.out).error.code, 'GRID_ERR_FORBIDDEN');
   const bad = await grid(n.node.url, ['--user', 'admin', '--password', 'nope', 'delete', 'locked'], false);

@@ -201,14 +201,27 @@ test('inference inputs with a wrong name, dtype or shape get INVALID_INPUT namin
   assert.equal(errorOf(none).code, 'GRID_ERR_INVALID_INPUT');
 });
 
-test('download and inference are FORBIDDEN unless the model allows them, and the message says why', async (t) => {
+test('download and inference: the owner and admins always may; others only when the model allows it, and the message says why', async (t) => {
   const n = await withNode(t);
-  const c = await n.admin();
-  await c.hostModel(mlpModel(4, 4, 2), { id: 'locked' });
-  await assert.rejects(c.downloadModel('locked', path.join(n.dir, 'never.onnx')), (e: GridError) =>
+  const admin = await n.admin();
+  await admin.addUser('alice', 'alice-password-1');
+  await admin.addUser('bob', 'bob-password-1');
+  const alice = await n.anonymous();
+  await alice.authenticate({ username: 'alice', password: 'alice-password-1' });
+  const bob = await n.anonymous();
+  await bob.authenticate({ username: 'bob', password: 'bob-password-1' });
+  await alice.hostModel(mlpModel(4, 4, 2), { id: 'locked' });
+  const input = { x: { dtype: 'float32' as const, dims: [1, 4], data: new Float32Array(4) } };
+  for (const [who, c] of [['owner', alice], ['admin', admin]] as const) {
+    const dest = path.join(n.dir, `${who}.onnx`);
+    await c.downloadModel('locked', dest);
+    assert.ok(fs.statSync(dest).size > 0, `${who} downloads its model`);
+    assert.deepEqual((await c.runInference('locked', input)).y!.dims, [1, 2], `${who} runs its model`);
+  }
+  await assert.rejects(bob.downloadModel('locked', path.join(n.dir, 'never.onnx')), (e: GridError) =>
     e.code === 'GRID_ERR_FORBIDDEN' && /allow_download is false/.test(e.message) && e.message.includes(`${n.node.host}:${n.node.port}`));
   assert.ok(!fs.existsSync(path.join(n.dir, 'never.onnx')) && !fs.existsSync(path.join(n.dir, 'never.onnx.partial')));
-  await assert.rejects(c.runInference('locked', { x: { dtype: 'float32', dims: [1, 4], data: new Float32Array(4) } }), (e: GridError) =>
+  await assert.rejects(bob.runInference('locked', input), (e: GridError) =>
     e.code === 'GRID_ERR_FORBIDDEN' && /allow_remote_inference is false/.test(e.message));
 });
 

@@ -3,6 +3,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { partitionDataset, readCsvDataset } from '../../src/compute/data';
@@ -78,4 +79,50 @@ test('grid train against a missing dataset exits 1 with the coded error', async 
   const f = await grid(['fedavg', 'mlp:64,8,10', '--nodes', nodes[0]!.node.url]);
   assert.equal(f.code, 1);
   assert.match(f.err, /exactly one of --dataset or --tag/);
+});
+
+test('grid train names a user mistake in mlp:… as INVALID_INPUT with the expected form, not an internal error', async () => {
+  const r = await grid(['train', 'mlp:64', '-d', 'digits-0']);
+  assert.equal(r.code, 1);
+  assert.match(r.err, /^grid: GRID_ERR_INVALID_INPUT: mlp:64: .*at least two.*\(mlp:IN,HIDDEN,…,OUT, e\.g\. mlp:64,64,10\)/);
+});
+
+test('grid train and watch print progress lines when stderr is a pipe, and use the same defaults as the notebook', async () => {
+  const r = await grid(['train', 'mlp:64,16,10', '-d', 'digits-0', '--feature-scale', '0.0625', '--output-model-id', 'piped']);
+  assert.equal(r.code, 0, r.err);
+  assert.doesNotMatch(r.err, /\r/, 'no carriage returns in a pipe');
+  const epochs = r.err.split('\n').filter((l) => l.startsWith('epoch '));
+  assert.deepEqual(epochs.map((l) => l.split(' ')[1]), ['1/5', '2/5', '3/5', '4/5', '5/5'], r.err);
+  assert.match(r.err, /^job job-\w+: running$/m);
+  const job = r.out.match(/^job (job-\w+) succeeded/)![1]!;
+  const w = await grid(['watch', job]);
+  assert.equal(w.code, 0, w.err);
+  assert.match(w.err, /^epoch 5\/5 /m);
+  const record = JSON.parse((await grid(['--json', 'jobs'])).out).jobs.find((j: { id: string }) => j.id === job);
+  assert.equal(record.epochs, 5);
+});
+
+/** A loopback port nothing listens on: bound by the OS, then released. */
+async function closedPort(): Promise<number> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  const { port } = srv.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return port;
+}
+
+test('grid fedavg takes a hosted model id, and drops an unreachable node with its reason instead of aborting', async () => {
+  const served = await grid(['--json', 'train', 'mlp:64,16,10', '-d', 'digits-0', '--feature-scale', '0.0625', '--epochs', '1', '--output-model-id', 'fed-start']);
+  assert.equal(served.code, 0, served.err);
+  const dead = `ws://127.0.0.1:${await closedPort()}`;
+  const r = await grid(['--json', 'fedavg', 'fed-start', '--nodes', `${nodes[0]!.node.url},${dead},${nodes[1]!.node.url}`, '--tag', 'digits', '--rounds', '1',
+    '--feature-scale', '0.0625', '--output-model-id', 'fed-from-hosted']);
+  assert.equal(r.code, 0, r.err);
+  const j = JSON.parse(r.out);
+  assert.equal(j.model_id, 'fed-from-hosted');
+  assert.equal(j.dropped.length, 1);
+  assert.equal(j.dropped[0].name, dead);
+  assert.equal(j.dropped[0].round, 0);
+  assert.match(j.dropped[0].error.code, /^GRID_ERR_/);
+  assert.ok(j.dropped[0].error.message.length > 0);
 });

@@ -9,7 +9,7 @@ import type { GridClient } from '../../core/client';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
 import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
-import type { JobInfo, TrainRequest } from '../../core/protocol/training-messages';
+import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../../core/protocol/training-messages';
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../../kernel';
 import { tensorFromJson } from '../../node/cli/tensor-files';
 import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
@@ -218,14 +218,14 @@ export class NotebookGridBridge implements GridBridge {
     const node = this.node(o.node);
     const client = node.client;
     const dataset = await findDataset(node, datasetRef);
-    const epochs = positiveInt(o.epochs ?? 5, 'train', 'epochs');
+    const epochs = positiveInt(o.epochs ?? TRAINING_DEFAULTS.epochs, 'train', 'epochs');
     const request = {
       model: modelId, dataset_id: dataset.id, epochs,
       loss: (o.loss as TrainRequest['loss'] | undefined) ?? lossFor(dataset),
-      optimizer: (o.optimizer as TrainRequest['optimizer'] | undefined) ?? 'adam',
-      lr: typeof o.lr === 'number' ? o.lr : 0.01,
-      batch_size: typeof o.batchSize === 'number' ? o.batchSize : 32,
-      test_split: typeof o.testSplit === 'number' ? o.testSplit : 0.2,
+      optimizer: (o.optimizer as TrainRequest['optimizer'] | undefined) ?? TRAINING_DEFAULTS.optimizer,
+      lr: typeof o.lr === 'number' ? o.lr : TRAINING_DEFAULTS.lr,
+      batch_size: typeof o.batchSize === 'number' ? o.batchSize : TRAINING_DEFAULTS.batchSize,
+      test_split: typeof o.testSplit === 'number' ? o.testSplit : TRAINING_DEFAULTS.testSplit,
       progress_every: typeof o.progressEvery === 'number' ? o.progressEvery : 5,
       ...(typeof o.validationSplit === 'number' && { validation_split: o.validationSplit }),
       ...(typeof o.featureScale === 'number' && { feature_scale: o.featureScale }),
@@ -298,7 +298,7 @@ export class NotebookGridBridge implements GridBridge {
     try {
       const it = fedAvgRounds({
         model: bytes, rounds, localEpochs: epochs,
-        lr: typeof o.lr === 'number' ? o.lr : 0.01,
+        lr: typeof o.lr === 'number' ? o.lr : TRAINING_DEFAULTS.lr,
         loss: (o.loss as TrainRequest['loss'] | undefined) ?? lossFor(participants[0]!.d),
         optimizer: (o.optimizer as TrainRequest['optimizer'] | undefined) ?? 'sgd',
         batchSize: typeof o.batchSize === 'number' ? o.batchSize : 32,

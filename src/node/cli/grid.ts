@@ -60,7 +60,7 @@ class Cli {
 
   private build(): Command {
     const program = new Command('grid')
-      .description('Talk to a grid node: serve ONNX models, run remote inference, list datasets.')
+      .description('Talk to a grid node: serve ONNX models, run remote inference, list datasets, train on a node\'s data (train, watch, jobs, cancel) and federate training across nodes (fedavg).')
       .addOption(new Option('--node <url>', 'node address').env('GRID_NODE').default(DEFAULT_NODE))
       .addOption(new Option('--user <name>', 'user name').env('GRID_USER'))
       .addOption(new Option('--password <password>', 'password').env('GRID_PASSWORD'))
@@ -108,12 +108,13 @@ class Cli {
       });
 
     program.command('download <id>').description('download a model (needs allow_download)')
-      .requiredOption('-o, --output <file>', 'where to write the .onnx file')
+      .requiredOption('-o, --output <file|dir/>', 'where to write the .onnx file (into a folder: <id>.onnx there)')
       .action(async (id: string, o: { output: string }) => {
+        const dest = downloadPath(id, o.output);
         const c = await this.connect(true);
         const onProgress = this.progress(`downloading ${id}`);
-        const m = await c.downloadModel(id, path.resolve(o.output), onProgress ? { onProgress } : {});
-        this.print(`downloaded ${m.id} to ${o.output} (${mib(m.size)}, sha256 verified)`, { model: m, path: path.resolve(o.output) });
+        const m = await c.downloadModel(id, dest, onProgress ? { onProgress } : {});
+        this.print(`downloaded ${m.id} to ${path.relative(process.cwd(), dest) || dest} (${mib(m.size)}, sha256 verified)`, { model: m, path: dest });
       });
 
     program.command('delete <id>').description('delete a model').action(async (id: string) => {
@@ -173,7 +174,7 @@ class Cli {
     registerTrainCommands(program, {
       connect: (login) => this.connect(login),
       print: (human, json) => this.print(human, json),
-      progressStream: () => ((this.err as NodeJS.WriteStream).isTTY === true && !this.opts().json ? this.err : undefined),
+      progressStream: () => (this.opts().json ? undefined : { out: this.err, tty: (this.err as NodeJS.WriteStream).isTTY === true }),
       credentials: () => {
         const o = this.opts();
         const user = o.user ?? process.env.GRID_USER, password = o.password ?? process.env.GRID_PASSWORD;
@@ -203,6 +204,15 @@ class Cli {
       this.client?.dispose();
     }
   }
+}
+
+/** `-o model.onnx` as given; `-o dir/` or an existing folder gets `<id>.onnx` inside it (created when missing). */
+export function downloadPath(id: string, output: string): string {
+  const resolved = path.resolve(output);
+  const isDir = /[\\/]$/.test(output) || (fs.existsSync(resolved) && fs.statSync(resolved).isDirectory());
+  if (!isDir) return resolved;
+  fs.mkdirSync(resolved, { recursive: true });
+  return path.join(resolved, `${id.replace(/[^A-Za-z0-9._@-]/g, '_')}.onnx`);
 }
 
 const mib = (n: number) => (n >= 1024 * 1024 ? `${(n / 1024 / 1024).toFixed(1)} MiB` : n >= 1024 ? `${(n / 1024).toFixed(1)} KiB` : `${n} B`);

@@ -2,10 +2,12 @@
 // from a terminal. Progress goes to stderr on a TTY; `--json` prints the final metrics and model id.
 
 import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
 import type { Command } from 'commander';
 import { GridClient, type Credentials } from '../../core/client';
-import { gridError } from '../../core/errors';
-import type { JobEvent, JobInfo } from '../../core/protocol/training-messages';
+import { gridError, toGridError } from '../../core/errors';
+import { TRAINING_DEFAULTS, type JobEvent, type JobInfo } from '../../core/protocol/training-messages';
 import { mlp } from '../../compute/plan';
 import { fedAvgTrain, participantsByTag, type Participant, type RoundReport } from '../../federation';
 
@@ -13,8 +15,8 @@ import { fedAvgTrain, participantsByTag, type Participant, type RoundReport } fr
 export interface CliHost {
   connect(needsLogin: boolean): Promise<GridClient>;
   print(human: string, json: unknown): void;
-  /** Progress lines go here (stderr on a TTY, unless --json); undefined = stay quiet. */
-  progressStream(): NodeJS.WritableStream | undefined;
+  /** Progress lines go here (stderr, unless --json); undefined = stay quiet. */
+  progressStream(): { out: NodeJS.WritableStream; tty: boolean } | undefined;
   credentials(): Credentials | undefined;
   timeoutMs(): number;
 }
@@ -32,11 +34,31 @@ const int = (v: string) => {
 const pct = (x: number | undefined) => (x === undefined ? '-' : `${(x * 100).toFixed(2)}%`);
 
 /** A model given on the command line: an .onnx file, `mlp:64,64,10` (built here), or a hosted model id. */
-function modelArg(arg: string, allowHosted: boolean): string | Uint8Array {
-  if (arg.startsWith('mlp:')) return mlp(arg.slice(4).split(',').map(int), { seed: 1 });
-  if (fs.existsSync(arg)) return fs.readFileSync(arg);
-  if (allowHosted) return arg;
-  throw gridError('INVALID_MODEL', `no file ${arg}; give an .onnx file or mlp:IN,HIDDEN,…,OUT`);
+function modelArg(arg: string): string | Uint8Array {
+  if (arg.startsWith('mlp:')) {
+    try {
+      return mlp(arg.slice(4).split(',').map(int), { seed: 1 });
+    } catch (err) {
+      throw gridError('INVALID_INPUT', `${arg}: ${toGridError(err).message} (mlp:IN,HIDDEN,…,OUT, e.g. mlp:64,64,10)`);
+    }
+  }
+  if (fs.existsSync(arg)) {
+    if (fs.statSync(arg).isDirectory()) throw gridError('INVALID_MODEL', `${arg} is a folder; give an .onnx file, mlp:IN,HIDDEN,…,OUT or a hosted model id`);
+    return fs.readFileSync(arg);
+  }
+  return arg;
+}
+
+/** A hosted model's bytes, fetched from the node that holds it (FedAvg ships the bytes to every node). */
+async function hostedModelBytes(client: GridClient, id: string): Promise<Uint8Array> {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'grid-fedavg-'));
+  try {
+    const file = path.join(dir, 'model.onnx');
+    await client.downloadModel(id, file);
+    return fs.readFileSync(file);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 interface TrainFlags {
@@ -66,14 +88,17 @@ function jobSummary(job: JobInfo): { human: string; json: unknown } {
 
 export function registerTrainCommands(program: Command, host: CliHost): void {
   const follow = async (c: GridClient, jobId: string, afterSeq?: number) => {
-    const out = host.progressStream();
+    const progress = host.progressStream();
     const job = await c.training.wait(jobId, {
       ...(afterSeq !== undefined && { afterSeq }),
-      ...(out && {
+      ...(progress && {
         onEvent: (ev: JobEvent) => {
           const line = describeEvent(ev);
-          // Batch lines overwrite each other; epoch and state lines stay.
-          if (line) out.write(`\r${line}${ev.kind === 'batch' ? '' : '\n'}`);
+          if (line === undefined) return;
+          // On a terminal batch lines overwrite each other; in a pipe or log file only whole lines go
+          // out (epochs and states), so progress is visible there too without a wall of batch lines.
+          if (progress.tty) progress.out.write(`\r${line}${ev.kind === 'batch' ? '' : '\n'}`);
+          else if (ev.kind !== 'batch' || ev.batch === ev.batches) progress.out.write(`${line}\n`);
         },
       }),
     });
@@ -85,11 +110,11 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     .option('--label <column>', 'label column (name or index; default: the dataset\'s label, else the last column)')
     .option('--feature-scale <x>', 'multiply every feature by x', num)
     .option('--loss <loss>', 'cross_entropy or mse', 'cross_entropy')
-    .option('--optimizer <opt>', 'sgd, momentum or adam', 'adam')
-    .option('--lr <x>', 'learning rate', num)
+    .option('--optimizer <opt>', 'sgd, momentum or adam', TRAINING_DEFAULTS.optimizer)
+    .option('--lr <x>', 'learning rate', num, TRAINING_DEFAULTS.lr)
     .option('--momentum <x>', 'momentum', num)
-    .option('--batch-size <n>', 'batch size', int, 32)
-    .option('--epochs <n>', 'epochs', int, 10)
+    .option('--batch-size <n>', 'batch size', int, TRAINING_DEFAULTS.batchSize)
+    .option('--epochs <n>', 'epochs', int, TRAINING_DEFAULTS.epochs)
     .option('--seed <n>', 'shuffling and split seed', int)
     .option('--validation-split <x>', 'fraction held out for per-epoch validation', num)
     .option('--test-split <x>', 'fraction held out and evaluated at the end', num)
@@ -104,7 +129,7 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
       const c = await host.connect(true);
       if ((o.dpNoise !== undefined) !== (o.dpClip !== undefined)) throw gridError('INVALID_INPUT', '--dp-clip and --dp-noise go together');
       const job = await c.training.start({
-        model: modelArg(modelSpec, true), dataset_id: o.dataset, loss: o.loss, optimizer: o.optimizer, batch_size: o.batchSize, epochs: o.epochs,
+        model: modelArg(modelSpec), dataset_id: o.dataset, loss: o.loss, optimizer: o.optimizer, batch_size: o.batchSize, epochs: o.epochs,
         ...(o.label !== undefined && { label: o.label }),
         ...(o.featureScale !== undefined && { feature_scale: o.featureScale }),
         ...(o.lr !== undefined && { lr: o.lr }),
@@ -146,16 +171,16 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     host.print(`job ${job.id}: ${job.state}`, { job });
   });
 
-  program.command('fedavg <model>').description('federated averaging across nodes; <model> is an .onnx file or mlp:64,64,10')
+  program.command('fedavg <model>').description('federated averaging across nodes; <model> is an .onnx file, mlp:64,64,10 or a model hosted on the first reachable node')
     .requiredOption('--nodes <urls>', 'comma-separated node addresses (same --user/--password on each)')
     .option('-d, --dataset <id>', 'dataset id on every node')
     .option('-t, --tag <tag>', 'use each node\'s datasets with this tag instead of --dataset')
     .option('--label <column>', 'label column')
     .option('--feature-scale <x>', 'multiply every feature by x', num)
     .option('--loss <loss>', 'cross_entropy or mse', 'cross_entropy')
-    .option('--optimizer <opt>', 'sgd, momentum or adam', 'adam')
-    .option('--lr <x>', 'learning rate', num)
-    .option('--batch-size <n>', 'batch size', int, 32)
+    .option('--optimizer <opt>', 'sgd, momentum or adam', TRAINING_DEFAULTS.optimizer)
+    .option('--lr <x>', 'learning rate', num, TRAINING_DEFAULTS.lr)
+    .option('--batch-size <n>', 'batch size', int, TRAINING_DEFAULTS.batchSize)
     .option('--rounds <n>', 'rounds', int, 10)
     .option('--local-epochs <n>', 'local epochs per round', int, 1)
     .option('--fraction <x>', 'fraction of nodes per round', num, 1)
@@ -175,16 +200,27 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
       if ((o.dataset === undefined) === (o.tag === undefined)) throw gridError('INVALID_INPUT', 'name the data with exactly one of --dataset or --tag');
       const credentials = host.credentials();
       if (credentials === undefined) throw gridError('UNAUTHENTICATED', 'fedavg trains on the nodes: pass --user and --password (or set GRID_USER and GRID_PASSWORD)');
-      const model = modelArg(modelSpec, false) as Uint8Array;
+      const spec = modelArg(modelSpec);
       const urls = o.nodes.split(',').map((s) => s.trim()).filter(Boolean);
       const clients: GridClient[] = [];
+      const reached: string[] = [];
+      // A node that cannot be reached at the start is dropped with its reason, like one lost mid-run.
+      const unreachable: { round: number; name: string; error: { code: string; message: string } }[] = [];
+      const out = host.progressStream()?.out;
       try {
-        for (const url of urls) clients.push(await GridClient.connect(url, { credentials, reconnect: { maxAttempts: 3, initialDelayMs: 200 }, connect: { handshakeTimeoutMs: host.timeoutMs() } }));
+        const connected = await Promise.allSettled(urls.map((url) => GridClient.connect(url, { credentials, reconnect: { maxAttempts: 3, initialDelayMs: 200 }, connect: { handshakeTimeoutMs: host.timeoutMs() } })));
+        for (const [i, r] of connected.entries()) {
+          if (r.status === 'fulfilled') { clients.push(r.value); reached.push(urls[i]!); continue; }
+          const e = toGridError(r.reason);
+          unreachable.push({ round: 0, name: urls[i]!, error: { code: e.code, message: e.message } });
+          out?.write(`warning: ${urls[i]} dropped before round 1: ${e.code}: ${e.message}\n`);
+        }
+        if (clients.length === 0) throw gridError('NOT_CONNECTED', `no node of ${urls.join(', ')} could be reached (${unreachable.map((u) => `${u.name}: ${u.error.message}`).join('; ')})`);
+        const model = typeof spec === 'string' ? await hostedModelBytes(clients[0]!, spec) : spec;
         const participants: Participant[] = o.dataset !== undefined
-          ? clients.map((client, i) => ({ client, datasetId: o.dataset!, name: urls[i]! }))
+          ? clients.map((client, i) => ({ client, datasetId: o.dataset!, name: reached[i]! }))
           : await participantsByTag(clients, [o.tag!]);
-        if (participants.length === 0) throw gridError('NOT_FOUND', `no node of ${urls.join(', ')} has a dataset tagged ${JSON.stringify(o.tag)}`);
-        const out = host.progressStream();
+        if (participants.length === 0) throw gridError('NOT_FOUND', `no node of ${reached.join(', ')} has a dataset tagged ${JSON.stringify(o.tag)}`);
         const result = await fedAvgTrain({
           model, participants, rounds: o.rounds, localEpochs: o.localEpochs, fraction: o.fraction, loss: o.loss, optimizer: o.optimizer, batchSize: o.batchSize,
           ...(o.lr !== undefined && { lr: o.lr }),
@@ -203,8 +239,8 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
         const served = await target.hostModel(result.model, { id: o.outputModelId, allowDownload: o.allowDownload ?? false, allowRemoteInference: o.allowRemoteInference ?? false });
         const last = result.rounds.at(-1)!;
         host.print(
-          `FedAvg ${result.rounds.length} rounds over ${participants.length} datasets: train acc ${pct(last.train.accuracy)}, test ${pct(result.test?.accuracy)}\nmodel ${served.id} on ${o.serveTo ?? urls[0]}`,
-          { model_id: served.id, node: o.serveTo ?? urls[0], rounds: result.rounds.length, train: last.train, test: result.test ?? null, dropped: result.rounds.flatMap((r) => r.dropped.map((d) => ({ round: r.round, ...d }))) },
+          `FedAvg ${result.rounds.length} rounds over ${participants.length} datasets: train acc ${pct(last.train.accuracy)}, test ${pct(result.test?.accuracy)}\nmodel ${served.id} on ${o.serveTo ?? reached[0]}${unreachable.length > 0 ? `\nnot reached: ${unreachable.map((u) => `${u.name} (${u.error.code}: ${u.error.message})`).join(', ')}` : ''}`,
+          { model_id: served.id, node: o.serveTo ?? reached[0], rounds: result.rounds.length, train: last.train, test: result.test ?? null, dropped: [...unreachable, ...result.rounds.flatMap((r) => r.dropped.map((d) => ({ round: r.round, ...d })))] },
         );
       } finally {
         for (const c of clients) c.dispose();

@@ -192,11 +192,11 @@ export class TrainingJobs {
     const queued = this.queue.indexOf(job);
     if (queued >= 0) {
       this.queue.splice(queued, 1);
-      job.error = gridError('ABORTED', 'the job was cancelled before it started');
+      job.error = gridError('ABORTED', 'cancelled before it started');
       job.setState('cancelled');
       return;
     }
-    job.controller.abort(gridError('ABORTED', 'the job was cancelled'));
+    job.controller.abort(gridError('ABORTED', 'cancelled while running'));
     await job.settled;
   }
 
