@@ -98,9 +98,11 @@ export function isolatedEnv(workDir, extra = {}) {
     XDG_DATA_HOME: join(workDir, 'xdg', 'data'),
     XDG_CACHE_HOME: join(workDir, 'xdg', 'cache'),
     XDG_STATE_HOME: join(workDir, 'xdg', 'state'),
+    // The local node's runtime record lives here (unless extra.GRID_RUNTIME_DIR says otherwise).
+    XDG_RUNTIME_DIR: join(workDir, 'xdg', 'runtime'),
     TMPDIR: join(workDir, 'tmp'),
   };
-  for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
+  for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true, mode: 0o700 });
   const env = { ...process.env, ...dirs, ...extra };
   // npm's script variables would leak the project's config into the extension host.
   for (const k of Object.keys(env)) if (/^npm_/i.test(k)) delete env[k];

@@ -2,9 +2,9 @@
 // Installs what is missing (scripts/setup.mjs), builds, packages and installs the extension into a
 // code-server of its own, starts a local grid node with the demo datasets, opens a sample workspace
 // wired to that node, and prints the URL. Ctrl-C stops everything it started. State lives in .start/.
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { spawnSync } from 'node:child_process';
@@ -54,45 +54,49 @@ async function installCurrentExtension(tools) {
   return extensionsDir;
 }
 
-/** The admin password of the local node, chosen once and kept in .start/ (gitignored). */
-function adminPassword() {
-  const file = join(startDir, 'node-admin-password');
-  if (!existsSync(file)) writeFileSync(file, `${randomBytes(12).toString('base64url')}\n`, { mode: 0o600 });
-  return readFileSync(file, 'utf8').trim();
+/** This user's local node as `grid local --json` reports it (no token: that stays in its 0600 record). */
+function localNodeInfo() {
+  const r = spawnSync(process.execPath, [join(repoRoot, 'dist', 'grid.js'), 'local', '--json'], { encoding: 'utf8' });
+  if (r.status !== 0) throw new Error(`grid local failed (exit ${r.status ?? r.signal}): ${r.stderr}`);
+  return JSON.parse(r.stdout);
 }
 
-/** Starts dist/grid-node.js on a free port; resolves with its ws:// URL, or undefined if not built. */
+/**
+ * Joins this user's local node if one runs (the extension, the CLI and notebooks find the same one),
+ * else starts it (`grid-node --local`: the per-user data dir, demo datasets) and stops it on exit.
+ * Resolves with its record: url, data_dir, record_file.
+ */
 async function startGridNode() {
-  const script = join(repoRoot, 'dist', 'grid-node.js');
-  if (!existsSync(script)) {
-    say('grid node: dist/grid-node.js does not exist yet (src/node not built); starting VS Code without a local node');
-    return undefined;
+  const running = localNodeInfo();
+  if (running.running) {
+    say(`grid node: joined the local node at ${running.url} (pid ${running.pid}, data in ${running.data_dir}); it keeps running after Ctrl-C`);
+    return running;
   }
-  const password = adminPassword();
-  const args = [script, '--port', '0', '--data-dir', join(startDir, 'node-data'), '--name', 'local', '--demo-datasets'];
-  const proc = spawnGroup(process.execPath, args, { cwd: startDir, env: { ...process.env, GRID_ADMIN_PASSWORD: password } });
-  const url = await waitForLine(proc, /^listening on (ws:\/\/\S+)/, { what: 'the grid node\'s listening line' });
+  const script = join(repoRoot, 'dist', 'grid-node.js');
+  const args = [script, '--local', '--name', 'local', '--demo-datasets'];
+  const proc = spawnGroup(process.execPath, args, { cwd: startDir, env: { ...process.env } });
+  let stderr = '';
+  proc.child.stderr.on('data', (d) => { stderr = (stderr + d).slice(-4000); });
+  const url = await waitForLine(proc, /^listening on (ws:\/\/\S+)/, { what: 'the grid node\'s listening line' }).catch((err) => {
+    throw new Error(`${err.message}\n${stderr}`);
+  });
   proc.child.stdout.resume();
-  proc.child.stderr.resume();
   void proc.exited.then(({ code, signal }) => {
     if (shuttingDown()) return;
     say(`grid node exited (${code ?? signal}); stopping`);
     process.exit(1);
   });
-  say(`grid node: ${url} (data in .start/node-data; sign in as admin / ${password})`);
-  return url;
+  const info = localNodeInfo();
+  say(`grid node: ${url} (data in ${info.data_dir}); VS Code, notebooks and the grid CLI sign in to it as admin by themselves`);
+  return { ...info, url };
 }
 
-/** The sample workspace: media/samples (ONNX sample, starter notebook) and grid.nodes for the node. */
-function sampleWorkspace(nodeUrl) {
+/** The sample workspace: media/samples (ONNX sample, starter notebook); the extension finds the local node by itself. */
+function sampleWorkspace() {
   const folder = join(startDir, 'workspace');
   mkdirSync(join(folder, '.vscode'), { recursive: true });
   // force: false keeps the user's edits to the samples across starts.
   cpSync(join(repoRoot, 'media', 'samples'), folder, { recursive: true, force: false });
-  if (!readdirSync(folder).some((f) => f.endsWith('.ipynb'))) {
-    writeFileSync(join(folder, 'START-HERE.md'), '# Grid Workbench\n\nNo starter notebook in media/samples yet. Meanwhile: open the Grid '
-      + 'view in the activity bar, sign in to the local node, and run "Grid: Serve Model" on relu/relu.onnx.\n');
-  }
   const settingsFile = join(folder, '.vscode', 'settings.json');
   let settings = {};
   try {
@@ -100,8 +104,11 @@ function sampleWorkspace(nodeUrl) {
   } catch {
     // First start, or a file the user broke: rewrite it.
   }
-  if (nodeUrl) settings['grid.nodes'] = [{ name: 'local', url: nodeUrl }];
-  else delete settings['grid.nodes'];
+  // Earlier starts listed their node here as "local": it would show next to the local node itself.
+  if (Array.isArray(settings['grid.nodes'])) {
+    settings['grid.nodes'] = settings['grid.nodes'].filter((n) => n?.name !== 'local');
+    if (settings['grid.nodes'].length === 0) delete settings['grid.nodes'];
+  }
   writeFileSync(settingsFile, `${JSON.stringify(settings, null, 2)}\n`);
   return folder;
 }
@@ -113,11 +120,13 @@ async function main() {
   const b = spawnSync(process.execPath, [join(repoRoot, 'scripts', 'build.mjs')], { cwd: repoRoot, stdio: 'inherit' });
   if (b.status !== 0) throw new Error(`build failed (exit ${b.status ?? b.signal})`);
   const extensionsDir = await installCurrentExtension(tools);
-  const nodeUrl = await startGridNode();
-  const folder = sampleWorkspace(nodeUrl);
+  const node = await startGridNode();
+  const folder = sampleWorkspace();
   const server = await startCodeServer(tools, {
     workDir: join(startDir, 'code-server'), folder, extensionsDir,
     host: values.host, port: Number(values.port),
+    // code-server keeps its own XDG dirs under .start/; the extension must still find this user's local node.
+    env: { GRID_RUNTIME_DIR: dirname(node.record_file), GRID_DATA_DIR: node.data_dir },
     settings: { 'git.openRepositoryInParentFolders': 'never' },
   });
   server.proc.child.stdout.resume();

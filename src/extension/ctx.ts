@@ -4,6 +4,7 @@
 import * as vscode from 'vscode';
 import type { Credentials } from '../core/client';
 import { ErrorCodes, GridError, gridError, toGridError } from '../core/errors';
+import { findLocalNode, sameUrl } from '../core/local-node';
 import { Config, type NodeEntry } from './config';
 import type { ConnectionSettings, NodeConnection } from './connection';
 import { heavy } from './heavy';
@@ -100,9 +101,15 @@ export class Ctx implements vscode.Disposable {
     return conn;
   }
 
-  /** Connects every configured node that is not connected yet; failures are logged, not shown. */
+  /**
+   * Connects every configured node that is not connected yet, and joins this user's local node when
+   * one runs (started by `npm run start`, `grid-node --local` or another window); failures are logged, not shown.
+   */
   async connectAll(): Promise<void> {
     await this.syncConfiguredNodes();
+    if (!this.localConnection && findLocalNode() !== undefined) {
+      await this.startLocalNode().catch((err: unknown) => this.log.warn(`could not join the local node: ${toGridError(err).message}`));
+    }
     await Promise.all(this.connections.filter((c) => c.state === 'disconnected').map((c) => this.connect(c).catch((err: unknown) => {
       this.log.warn({ node: c.url }, `could not connect to ${c.name}: ${toGridError(err).message}`);
     })));
@@ -141,7 +148,11 @@ export class Ctx implements vscode.Disposable {
   // ---- credentials (SecretStorage only, never settings) ---------------------------------------
 
   async credentials(conn: NodeConnection): Promise<Credentials | undefined> {
-    if (conn.local && this.localNodeValue) return { username: 'admin', password: await this.localNodeValue.adminPassword() };
+    // This user's local node signs them in through its runtime record (same OS user), whoever started it.
+    const local = conn.local ? this.localNodeValue?.record() : undefined;
+    if (local !== undefined) return { token: local.token };
+    const record = findLocalNode();
+    if (record !== undefined && sameUrl(record.url, conn.url)) return { token: record.token };
     const raw = await this.secrets.get(CREDENTIALS_KEY(conn.url));
     if (!raw) return undefined;
     try {
@@ -176,9 +187,13 @@ export class Ctx implements vscode.Disposable {
     const { LocalNode, localNodePaths, NodeConnection } = heavy();
     if (!this.localNodeValue) {
       const paths = localNodePaths(this.extCtx);
-      const node = new LocalNode({ ...paths, port: this.config.localNodePort, demoDatasets: this.config.localNodeDemoDatasets, secrets: this.secrets, log: this.log });
+      const node = new LocalNode({ ...paths, port: this.config.localNodePort, demoDatasets: this.config.localNodeDemoDatasets, log: this.log });
       this.localNodeValue = node;
       this.push(node);
+      // A restarted node has a new token in its record: sign in again with it.
+      node.onDidRestart(() => {
+        if (this.localConnection) void this.connect(this.localConnection).catch((err: unknown) => this.log.warn(`could not reconnect to the restarted local node: ${toGridError(err).message}`));
+      });
       node.onDidExit(({ restarting }) => {
         if (!restarting && this.localConnection) {
           this.localConnection.dispose();

@@ -1,19 +1,18 @@
-// The embedded local node: dist/grid-node.js in a child process of the extension host (its own Node
-// when the host is plain Node, Electron-as-Node in desktop VS Code), data under the extension's global
-// storage, a free loopback port, the demo datasets registered. Its pino lines go to the Grid log.
-// If it dies on its own it is restarted on the same port (a bounded number of times), so open
-// connections simply reconnect. Its URL and pid are written next to the data dir, so a second VS Code
-// window joins the running node instead of failing on the locked data dir.
+// This user's local node (src/core/local-node.ts): one per user and machine, found through its runtime
+// record. If one runs (started by `npm run start`, `grid-node --local`, or another window) this window
+// joins it; otherwise it starts dist/grid-node.js --local in a child process of the extension host (its
+// own Node when the host is plain Node, Electron-as-Node in desktop VS Code): the per-user data dir, a free
+// loopback port, the demo datasets. Its pino lines go to the Grid log. If it dies on its own it is
+// restarted on the same port (a bounded number of times), so open connections simply reconnect. The
+// record's token signs this window in as the node's admin: no password to keep or type.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as readline from 'node:readline';
 import * as vscode from 'vscode';
-import { GridError, gridError, isErrorCode } from '../core/errors';
+import { ErrorCodes, GridError, gridError, isErrorCode } from '../core/errors';
+import { findLocalNode, localNodeFile, type LocalNodeRecord } from '../core/local-node';
 import type { Log } from './log';
-
-const PASSWORD_KEY = 'grid.localNode.adminPassword';
 const LISTENING = /^listening on (ws:\/\/\S+)/;
 const STOP_GRACE_MS = 5_000;
 const MAX_RESTARTS = 3;
@@ -22,35 +21,15 @@ const RESTART_WINDOW_MS = 60_000;
 export interface LocalNodeOptions {
   /** dist/grid-node.js */
   script: string;
-  /** Where the node keeps its data (below the extension's global storage). */
-  dataDir: string;
-  /** {url, pid} of the running node, for other windows. */
-  discoveryFile: string;
+  /** The local node's runtime record (written by the node itself). */
+  recordFile: string;
+  /** 0: a free port. */
   port: number;
   demoDatasets: boolean;
-  secrets: vscode.SecretStorage;
   log: Log;
 }
 
 const PINO_LEVELS: Record<number, 'debug' | 'info' | 'warn' | 'error'> = { 10: 'debug', 20: 'debug', 30: 'info', 40: 'warn', 50: 'error', 60: 'error' };
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/** The node another window started on this data dir, if its process still runs. */
-export function runningLocalNode(discoveryFile: string): { url: string; pid: number } | undefined {
-  try {
-    const d = JSON.parse(fs.readFileSync(discoveryFile, 'utf8')) as { url?: unknown; pid?: unknown };
-    if (typeof d.url === 'string' && typeof d.pid === 'number' && alive(d.pid)) return { url: d.url, pid: d.pid };
-  } catch { /* none, or unreadable: start our own */ }
-  return undefined;
-}
 
 export class LocalNode implements vscode.Disposable {
   private readonly opts: LocalNodeOptions;
@@ -89,31 +68,27 @@ export class LocalNode implements vscode.Disposable {
     return this.joinedPid !== undefined;
   }
 
-  /** The admin password the extension chose for its node (created on first use, kept in SecretStorage). */
-  async adminPassword(): Promise<string> {
-    const stored = await this.opts.secrets.get(PASSWORD_KEY);
-    if (stored) return stored;
-    const created = randomBytes(24).toString('base64url');
-    await this.opts.secrets.store(PASSWORD_KEY, created);
-    return created;
+  /** The running local node's record (its token signs in as admin), read afresh: a restarted node has a new token. */
+  record(): LocalNodeRecord | undefined {
+    const r = findLocalNode(this.opts.recordFile);
+    return r !== undefined && (this.urlValue === undefined || r.url === this.urlValue) ? r : undefined;
   }
 
-  /** Starts the node; resolves with its ws:// URL. */
+  /** Starts the node, or joins the one that runs; resolves with its ws:// URL. */
   async start(): Promise<string> {
     if (this.disposed) throw gridError('DISPOSED', 'the local node supervisor was disposed');
-    if (this.isRunning && this.urlValue) return this.urlValue;
-    const other = runningLocalNode(this.opts.discoveryFile);
-    if (other) {
-      this.joinedPid = other.pid;
-      this.urlValue = other.url;
-      this.opts.log.info({ url: other.url, pid: other.pid }, 'joining the local grid node another window started');
-      return other.url;
-    }
+    if (this.isRunning && this.urlValue && (this.child !== undefined || this.record() !== undefined)) return this.urlValue;
+    if (this.joinedPid !== undefined) { this.joinedPid = undefined; this.urlValue = undefined; }
+    if (this.join()) return this.urlValue!;
     // A second Start while the first is still coming up waits for the same process.
     this.starting ??= (async () => {
       this.stopping = false;
       try {
         return await this.spawn(this.opts.port);
+      } catch (err) {
+        // Another program started the local node meanwhile: use it.
+        if (err instanceof GridError && err.code === ErrorCodes.ALREADY_EXISTS && this.join()) return this.urlValue!;
+        throw err;
       } finally {
         this.starting = undefined;
       }
@@ -121,21 +96,29 @@ export class LocalNode implements vscode.Disposable {
     return this.starting;
   }
 
+  /** Joins the local node another program runs, if any. */
+  private join(): boolean {
+    const other = findLocalNode(this.opts.recordFile);
+    if (other === undefined) return false;
+    this.joinedPid = other.pid;
+    this.urlValue = other.url;
+    this.opts.log.info({ url: other.url, pid: other.pid, data: other.data_dir }, 'joining the local grid node that already runs');
+    return true;
+  }
+
   private async spawn(port: number): Promise<string> {
-    const { script, dataDir, log } = this.opts;
+    const { script, log } = this.opts;
     if (!fs.existsSync(script)) throw gridError('INTERNAL', `the grid node program is missing: ${script} (was the extension built?)`);
-    fs.mkdirSync(dataDir, { recursive: true });
-    const password = await this.adminPassword();
-    const args = [script, '--port', String(port), '--data-dir', dataDir, '--name', 'local'];
+    const args = [script, '--local', '--port', String(port), '--name', 'local'];
     if (this.opts.demoDatasets) {
       // The node finds media/datasets above its own dist/ folder; a package without it still starts.
       if (fs.existsSync(path.join(path.dirname(script), '..', 'media', 'datasets', 'iris.csv'))) args.push('--demo-datasets');
       else log.warn('the demo datasets are not in this installation (media/datasets); the local node starts without them');
     }
-    log.info({ script, dataDir, port }, 'starting the local grid node');
+    log.info({ script, port }, 'starting the local grid node');
     const child = spawn(process.execPath, args, {
-      // GRID_ADMIN_PASSWORD only matters on the first start, when the node creates its admin user.
-      env: { ...process.env, ELECTRON_RUN_AS_NODE: '1', GRID_ADMIN_PASSWORD: password },
+      // The node creates its admin with a generated password on its first start; nobody here needs it.
+      env: { ...process.env, ELECTRON_RUN_AS_NODE: '1', GRID_ADMIN_PASSWORD: '' },
       stdio: ['ignore', 'pipe', 'pipe'],
       windowsHide: true,
     });
@@ -156,11 +139,6 @@ export class LocalNode implements vscode.Disposable {
           listening = true;
           this.urlValue = m[1]!;
           log.info({ url: this.urlValue, pid: child.pid }, 'the local grid node is listening');
-          try {
-            fs.writeFileSync(this.opts.discoveryFile, JSON.stringify({ url: this.urlValue, pid: child.pid }));
-          } catch (err) {
-            log.warn({ err }, 'could not record the local node for other windows');
-          }
           resolve(this.urlValue);
         }
       });
@@ -174,20 +152,12 @@ export class LocalNode implements vscode.Disposable {
           reject(lastError ?? gridError('INTERNAL', `the local node exited before listening (exit ${code ?? signal}); see the Grid log`));
           return;
         }
-        this.onExit(child, code, signal, port);
+        this.onExit(code, signal, port);
       });
     });
   }
 
-  /** Removes the discovery file if it names `child` (another window may have written its own since). */
-  private forgetDiscovery(child: ChildProcess): void {
-    try {
-      const d = JSON.parse(fs.readFileSync(this.opts.discoveryFile, 'utf8')) as { pid?: unknown };
-      if (d.pid === child.pid) fs.rmSync(this.opts.discoveryFile, { force: true });
-    } catch { /* nothing recorded */ }
-  }
-
-  private onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null, port: number): void {
+  private onExit(code: number | null, signal: NodeJS.Signals | null, port: number): void {
     const { log } = this.opts;
     const now = Date.now();
     this.restarts = this.restarts.filter((t) => now - t < RESTART_WINDOW_MS);
@@ -195,10 +165,8 @@ export class LocalNode implements vscode.Disposable {
     if (this.stopping || this.disposed) log.info({ code, signal }, 'the local grid node stopped');
     else log.warn({ code, signal }, restarting ? 'the local grid node exited unexpectedly; restarting it on the same port' : 'the local grid node keeps exiting; not restarting it');
     const lastUrl = this.urlValue;
-    if (!restarting) {
-      this.urlValue = undefined;
-      this.forgetDiscovery(child);
-    }
+    // The node removes its record when it stops; one killed leaves a record of a dead pid, which nobody trusts.
+    if (!restarting) this.urlValue = undefined;
     this.exited.fire({ code, signal, restarting });
     if (!restarting || lastUrl === undefined) return;
     this.restarts.push(now);
@@ -254,11 +222,10 @@ export class LocalNode implements vscode.Disposable {
   }
 }
 
-export function localNodePaths(context: vscode.ExtensionContext): { script: string; dataDir: string; discoveryFile: string } {
+export function localNodePaths(context: vscode.ExtensionContext): { script: string; recordFile: string } {
   return {
     // The bundled extension and the node program sit in the same dist/ folder, in the repo and in the VSIX.
     script: path.join(context.extensionPath, 'dist', 'grid-node.js'),
-    dataDir: path.join(context.globalStorageUri.fsPath, 'local-node'),
-    discoveryFile: path.join(context.globalStorageUri.fsPath, 'local-node.json'),
+    recordFile: localNodeFile(),
   };
 }

@@ -113,6 +113,20 @@ export class Auth {
     return { token, user: String(row.username), role: String(row.role), expires_at: expires };
   }
 
+  /**
+   * Opens a session for `username` without a password: for the local node's runtime record, whose
+   * file permissions are the proof (same OS user). The caller revokes it with logout().
+   */
+  issueSession(username: string, ttlMs: number): Session {
+    const row = this.db.get('SELECT role FROM users WHERE username = ?', [username]);
+    if (row === undefined) throw gridError('NOT_FOUND', `no user ${username}`);
+    const token = randomBytes(32).toString('base64url');
+    const expires = Date.now() + ttlMs;
+    this.db.run('INSERT INTO sessions (token_hash, username, created, expires_at) VALUES (?, ?, ?, ?)',
+      [tokenHash(token), username, new Date().toISOString(), new Date(expires).toISOString()]);
+    return { token, user: username, role: String(row.role), expires_at: expires };
+  }
+
   logout(token: string): void {
     this.db.run('DELETE FROM sessions WHERE token_hash = ?', [tokenHash(token)]);
   }

@@ -6,6 +6,7 @@ import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
 import { gridError, toGridError } from '../core/errors';
+import { findLocalNode, localNodeFile } from '../core/local-node';
 import { parseDatasetFlag, type DatasetSpec } from './datasets';
 import { defaultDataDir, DEFAULT_HOST, DEFAULT_PORT, GridNode, NODE_VERSION } from './server';
 
@@ -70,11 +71,12 @@ export async function main(argv: string[]): Promise<void> {
     .option('--dataset <spec>', 'register a dataset: NAME=PATH[:label=COL][:tags=a,b][:description=TEXT] (repeatable)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--config <file>', 'JSON config: {host, port, data_dir, name, demo_datasets, datasets: [{name, path, tags, description, label}]}')
     .option('--demo-datasets', 'register the bundled UCI datasets (iris, wine, breast_cancer, digits)')
+    .option('--local', `be this user's local node: loopback only, a free port unless --port, and a runtime record (${localNodeFile()}, mode 0600) through which the CLI, the extension and notebooks find it and sign in as admin`)
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
     .option('--log-file <file>', 'write logs to this file instead of stderr')
     .showHelpAfterError();
   program.parse(argv);
-  const o = program.opts<{ host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; logLevel: string; logFile?: string }>();
+  const o = program.opts<{ host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string }>();
 
   const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
   try {
@@ -86,10 +88,17 @@ export async function main(argv: string[]): Promise<void> {
     }
     datasets.push(...o.dataset.map(parseDatasetFlag));
     const dataDir = o.dataDir ?? (config?.data_dir !== undefined ? path.resolve(config.baseDir, config.data_dir) : defaultDataDir());
+    const host = o.host ?? config?.host ?? DEFAULT_HOST;
+    if (o.local) {
+      if (host !== DEFAULT_HOST) throw gridError('INVALID_MESSAGE', `--local listens on ${DEFAULT_HOST} only (its record signs in whoever can read it); drop --host ${host}`);
+      const running = findLocalNode();
+      if (running !== undefined) throw gridError('ALREADY_EXISTS', `a local node already runs at ${running.url} (pid ${running.pid}, data in ${running.data_dir}); use it, or stop it first`);
+    }
     const node = await GridNode.start({
-      host: o.host ?? config?.host ?? DEFAULT_HOST,
-      port: o.port ?? config?.port ?? DEFAULT_PORT,
+      host,
+      port: o.port ?? config?.port ?? (o.local ? 0 : DEFAULT_PORT),
       dataDir,
+      ...(o.local && { localRecordFile: localNodeFile() }),
       ...((o.name ?? config?.name) !== undefined && { name: (o.name ?? config?.name)! }),
       logger,
       datasets,

@@ -2,12 +2,14 @@
 // over a data dir holding the metadata database, the model blobs and in-flight uploads.
 // Used by the grid-node CLI and started embedded by the extension.
 
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { gridError } from '../core/errors';
+import { defaultDataDir, removeLocalNodeRecord, writeLocalNodeRecord } from '../core/local-node';
 import { silentLogger, type Logger } from '../core/logger';
 import { GridRouter, GridServer } from '../core/rpc/server';
 import { Auth } from './auth';
@@ -26,12 +28,7 @@ export const NODE_VERSION = '0.1.0';
 export const DEFAULT_PORT = 5000;
 export const DEFAULT_HOST = '127.0.0.1';
 
-/** The per-user data folder: $XDG_DATA_HOME/grid-workbench/node, ~/.local/share/… otherwise (%LOCALAPPDATA% on Windows). */
-export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.XDG_DATA_HOME) return path.join(env.XDG_DATA_HOME, 'grid-workbench', 'node');
-  if (process.platform === 'win32' && env.LOCALAPPDATA) return path.join(env.LOCALAPPDATA, 'grid-workbench', 'node');
-  return path.join(os.homedir(), '.local', 'share', 'grid-workbench', 'node');
-}
+export { defaultDataDir } from '../core/local-node';
 
 export interface GridNodeOptions {
   host?: string;
@@ -56,7 +53,15 @@ export interface GridNodeOptions {
   heartbeatMs?: number;
   /** Process-level metrics (CPU, heap, event loop) on /metrics; on by default. */
   processMetrics?: boolean;
+  /**
+   * Be this user's local node: once listening, write the runtime record (URL, pid, id, an admin
+   * session token) to this file, mode 0600; remove it and revoke the token on close.
+   */
+  localRecordFile?: string;
 }
+
+/** The local record's token lives as long as the node process; a year is just a bound on a forgotten session row. */
+const LOCAL_TOKEN_TTL_MS = 365 * 24 * 3600 * 1000;
 
 export class GridNode {
   readonly host: string;
@@ -81,6 +86,7 @@ export class GridNode {
   private readonly log: Logger;
   private readonly startedAt = Date.now();
   private closing: Promise<void> | undefined;
+  private local: { file: string; token: string } | undefined;
 
   private constructor(parts: {
     host: string; port: number; dataDir: string; identity: NodeIdentity; initialAdminPassword: string | undefined; auth: Auth;
@@ -185,6 +191,7 @@ export class GridNode {
       where = `${host}:${port}`;
       const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, http: server, grid, db, lock, log });
       ref.node = node;
+      if (opts.localRecordFile !== undefined) node.writeLocalRecord(opts.localRecordFile);
       log.info({ url: node.url, dataDir, id, models: models.list().length, datasets: datasets.list().length }, 'grid node listening');
       return node;
     } catch (err) {
@@ -246,10 +253,30 @@ export class GridNode {
     }
   }
 
+  /** Writes the local node's runtime record (see src/core/local-node.ts), with a fresh admin token. */
+  private writeLocalRecord(file: string): void {
+    // A local node killed without its shutdown left its token valid: revoke it now.
+    try {
+      const old = JSON.parse(fs.readFileSync(file, 'utf8')) as { token?: unknown };
+      if (typeof old.token === 'string') this.auth.logout(old.token);
+    } catch { /* no earlier record */ }
+    const session = this.auth.issueSession('admin', LOCAL_TOKEN_TTL_MS);
+    this.local = { file, token: session.token };
+    writeLocalNodeRecord(file, {
+      url: this.url, pid: process.pid, node_id: this.identity.id, name: this.identity.name, data_dir: this.dataDir,
+      token: session.token, user: session.user, started: new Date(this.startedAt).toISOString(),
+    });
+    this.log.info({ file }, 'local node record written');
+  }
+
   /** Stops accepting, closes connections and peers, flushes and closes the database; idempotent. */
   close(): Promise<void> {
     this.closing ??= (async () => {
       this.log.info({ url: this.url }, 'grid node shutting down');
+      if (this.local !== undefined) {
+        removeLocalNodeRecord(this.local.file, process.pid);
+        this.auth.logout(this.local.token);
+      }
       const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
       await this.grid.close();
       await this.training.close();

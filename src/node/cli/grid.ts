@@ -6,11 +6,12 @@ import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { GridClient, type Credentials } from '../../core/client';
 import { gridError, toGridError } from '../../core/errors';
+import { defaultDataDir, findLocalNode, localNodeFile, sameUrl } from '../../core/local-node';
 import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
 import { bindInputs, outputsToJson, writeOutputs } from './tensor-files';
 import { registerTrainCommands } from './train';
 
-interface GlobalOptions { node: string; user?: string; password?: string; json?: boolean; timeout: number }
+interface GlobalOptions { node?: string; user?: string; password?: string; json?: boolean; timeout: number }
 
 const DEFAULT_NODE = 'ws://127.0.0.1:5000';
 
@@ -34,14 +35,28 @@ class Cli {
     this.out.write(this.opts().json ? `${JSON.stringify(json, null, 2)}\n` : `${human}\n`);
   }
 
-  private async connect(needsLogin: boolean): Promise<GridClient> {
+  /** --node, else GRID_NODE, else this user's local node, else the default address. */
+  private nodeUrl(): string {
+    return this.opts().node ?? findLocalNode()?.url ?? DEFAULT_NODE;
+  }
+
+  /** --user/--password (or GRID_USER/GRID_PASSWORD); on this user's local node, its record's token. */
+  private credentials(url: string): Credentials | undefined {
     const o = this.opts();
     const user = o.user ?? process.env.GRID_USER;
     const password = o.password ?? process.env.GRID_PASSWORD;
-    let credentials: Credentials | undefined;
-    if (user !== undefined && password !== undefined) credentials = { username: user, password };
-    else if (needsLogin) throw gridError('UNAUTHENTICATED', 'this command changes the node or uses its compute: pass --user and --password (or set GRID_USER and GRID_PASSWORD)');
-    this.client = await GridClient.connect(o.node, { reconnect: { maxAttempts: 3, initialDelayMs: 200 }, connect: { handshakeTimeoutMs: o.timeout }, ...(credentials && { credentials }) });
+    if (user !== undefined && password !== undefined) return { username: user, password };
+    const local = findLocalNode();
+    if (local !== undefined && sameUrl(local.url, url)) return { token: local.token };
+    return undefined;
+  }
+
+  private async connect(needsLogin: boolean): Promise<GridClient> {
+    const o = this.opts();
+    const url = this.nodeUrl();
+    const credentials = this.credentials(url);
+    if (credentials === undefined && needsLogin) throw gridError('UNAUTHENTICATED', `this command changes the node or uses its compute: pass --user and --password (or set GRID_USER and GRID_PASSWORD); ${url} is not this user's local node, which would sign you in by itself`);
+    this.client = await GridClient.connect(url, { reconnect: { maxAttempts: 3, initialDelayMs: 200 }, connect: { handshakeTimeoutMs: o.timeout }, ...(credentials && { credentials }) });
     return this.client;
   }
 
@@ -61,7 +76,7 @@ class Cli {
   private build(): Command {
     const program = new Command('grid')
       .description('Talk to a grid node: serve ONNX models, run remote inference, list datasets, train on a node\'s data (train, watch, jobs, cancel) and federate training across nodes (fedavg).')
-      .addOption(new Option('--node <url>', 'node address').env('GRID_NODE').default(DEFAULT_NODE))
+      .addOption(new Option('--node <url>', `node address (default: this user's local node if one runs, else ${DEFAULT_NODE})`).env('GRID_NODE'))
       .addOption(new Option('--user <name>', 'user name').env('GRID_USER'))
       .addOption(new Option('--password <password>', 'password').env('GRID_PASSWORD'))
       .option('--json', 'print JSON instead of text')
@@ -73,6 +88,17 @@ class Cli {
       const c = await this.connect(false);
       const id = await c.getId();
       this.print(`${id.name} (${id.id}) version ${id.version}\ncapabilities: ${id.capabilities.join(', ')}`, id);
+    });
+
+    program.command('local').description("this user's local node: its address, process and data folder (no connection made)").action(() => {
+      const r = findLocalNode();
+      const file = localNodeFile();
+      if (r === undefined) {
+        this.print(`no local node runs (start one: grid-node --local --demo-datasets, or "Grid: Start Local Node" in VS Code)\nrecord: ${file}`, { running: false, record_file: file, data_dir: defaultDataDir() });
+        return;
+      }
+      this.print(`${r.name} (${r.node_id}) at ${r.url}, pid ${r.pid}, since ${r.started}\ndata: ${r.data_dir}\nrecord: ${file} (signs this user in as ${r.user})`,
+        { running: true, url: r.url, pid: r.pid, node_id: r.node_id, name: r.name, data_dir: r.data_dir, started: r.started, record_file: file });
     });
 
     program.command('models').description('list the models hosted on the node').action(async () => {
@@ -175,11 +201,7 @@ class Cli {
       connect: (login) => this.connect(login),
       print: (human, json) => this.print(human, json),
       progressStream: () => (this.opts().json ? undefined : { out: this.err, tty: (this.err as NodeJS.WriteStream).isTTY === true }),
-      credentials: () => {
-        const o = this.opts();
-        const user = o.user ?? process.env.GRID_USER, password = o.password ?? process.env.GRID_PASSWORD;
-        return user !== undefined && password !== undefined ? { username: user, password } : undefined;
-      },
+      credentials: (url) => this.credentials(url),
       timeoutMs: () => this.opts().timeout,
     });
 

@@ -17,7 +17,8 @@ export interface CliHost {
   print(human: string, json: unknown): void;
   /** Progress lines go here (stderr, unless --json); undefined = stay quiet. */
   progressStream(): { out: NodeJS.WritableStream; tty: boolean } | undefined;
-  credentials(): Credentials | undefined;
+  /** How to sign in to the node at `url` (flags, environment, or the local node's record). */
+  credentials(url: string): Credentials | undefined;
   timeoutMs(): number;
 }
 
@@ -198,17 +199,17 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
       roundTimeout?: number; serveTo?: string; outputModelId: string; allowDownload?: boolean; allowRemoteInference?: boolean;
     }) => {
       if ((o.dataset === undefined) === (o.tag === undefined)) throw gridError('INVALID_INPUT', 'name the data with exactly one of --dataset or --tag');
-      const credentials = host.credentials();
-      if (credentials === undefined) throw gridError('UNAUTHENTICATED', 'fedavg trains on the nodes: pass --user and --password (or set GRID_USER and GRID_PASSWORD)');
-      const spec = modelArg(modelSpec);
       const urls = o.nodes.split(',').map((s) => s.trim()).filter(Boolean);
+      const missing = urls.filter((url) => host.credentials(url) === undefined);
+      if (missing.length > 0) throw gridError('UNAUTHENTICATED', `fedavg trains on the nodes: pass --user and --password (or set GRID_USER and GRID_PASSWORD) for ${missing.join(', ')}`);
+      const spec = modelArg(modelSpec);
       const clients: GridClient[] = [];
       const reached: string[] = [];
       // A node that cannot be reached at the start is dropped with its reason, like one lost mid-run.
       const unreachable: { round: number; name: string; error: { code: string; message: string } }[] = [];
       const out = host.progressStream()?.out;
       try {
-        const connected = await Promise.allSettled(urls.map((url) => GridClient.connect(url, { credentials, reconnect: { maxAttempts: 3, initialDelayMs: 200 }, connect: { handshakeTimeoutMs: host.timeoutMs() } })));
+        const connected = await Promise.allSettled(urls.map((url) => GridClient.connect(url, { credentials: host.credentials(url)!, reconnect: { maxAttempts: 3, initialDelayMs: 200 }, connect: { handshakeTimeoutMs: host.timeoutMs() } })));
         for (const [i, r] of connected.entries()) {
           if (r.status === 'fulfilled') { clients.push(r.value); reached.push(urls[i]!); continue; }
           const e = toGridError(r.reason);
@@ -235,7 +236,7 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
             onWarning: (m: string) => out.write(`warning: ${m}\n`),
           }),
         });
-        const target = o.serveTo === undefined ? clients[0]! : await GridClient.connect(o.serveTo, { credentials, reconnect: { maxAttempts: 3, initialDelayMs: 200 } }).then((c) => { clients.push(c); return c; });
+        const target = o.serveTo === undefined ? clients[0]! : await GridClient.connect(o.serveTo, { credentials: host.credentials(o.serveTo) ?? host.credentials(reached[0]!)!, reconnect: { maxAttempts: 3, initialDelayMs: 200 } }).then((c) => { clients.push(c); return c; });
         const served = await target.hostModel(result.model, { id: o.outputModelId, allowDownload: o.allowDownload ?? false, allowRemoteInference: o.allowRemoteInference ?? false });
         const last = result.rounds.at(-1)!;
         host.print(

@@ -102,8 +102,8 @@ class NodeProcess {
   readonly dataDir = mkdtempSync(join(scratch, 'node-'));
   password = 'sidebar-test-password';
 
-  async start(port = 0): Promise<string> {
-    const child = spawn(process.execPath, [join(extensionPath, 'dist', 'grid-node.js'), '--port', String(port), '--data-dir', this.dataDir, '--name', 'remote-node', '--demo-datasets', '--log-level', 'warn'], {
+  async start(port = 0, extra: string[] = []): Promise<string> {
+    const child = spawn(process.execPath, [join(extensionPath, 'dist', 'grid-node.js'), '--port', String(port), '--data-dir', this.dataDir, '--name', 'remote-node', '--demo-datasets', '--log-level', 'warn', ...extra], {
       env: { ...process.env, ELECTRON_RUN_AS_NODE: '1', GRID_ADMIN_PASSWORD: this.password },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -230,11 +230,12 @@ describe('Grid sidebar and commands', function () {
     assert.deepEqual(readFileSync(dest), readFileSync(join(samples, 'relu', 'relu.onnx')));
   });
 
-  it('shows a model served from the grid CLI within a second, without a refresh', async () => {
-    const password = await api.ctx.localNode!.adminPassword();
+  it('shows a model served from the grid CLI within a second, without a refresh; the CLI finds the local node and signs in by itself', async () => {
     const t0 = performance.now();
+    const env: NodeJS.ProcessEnv = { ...process.env, ELECTRON_RUN_AS_NODE: '1' };
+    delete env.GRID_NODE; delete env.GRID_USER; delete env.GRID_PASSWORD;
     const cli = spawn(process.execPath, [join(extensionPath, 'dist', 'grid.js'), 'serve', join(samples, 'relu', 'relu.onnx'), '--id', 'sb-relu-cli', '--allow-remote-inference'], {
-      env: { ...process.env, ELECTRON_RUN_AS_NODE: '1', GRID_NODE: api.ctx.localNode!.url!, GRID_USER: 'admin', GRID_PASSWORD: password },
+      env,
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
@@ -383,23 +384,22 @@ describe('Grid sidebar and commands', function () {
     const message = await errorShownBy(() => vscode.commands.executeCommand('grid.runInference'));
     assert.match(message, /GRID_ERR_NOT_CONNECTED/);
   });
-  it('joins a local node another window runs instead of starting a second one, and leaves it running on Stop', async () => {
-    // "Another window": a node process on its own data dir, recorded where the extension records its own.
+  it('joins the local node another program runs (signed in by its record) instead of starting a second one, and leaves it running on Stop', async () => {
+    // "Another program": `grid-node --local` (as `npm run start` runs it) on its own data dir; it records itself.
     const other = new NodeProcess();
-    other.password = await api.ctx.localNode!.adminPassword();
-    const url = await other.start();
-    const { discoveryFile } = localNodePaths(api.ctx.extCtx);
-    writeFileSync(discoveryFile, JSON.stringify({ url, pid: other.child!.pid }));
+    const url = await other.start(0, ['--local']);
+    const { recordFile } = localNodePaths(api.ctx.extCtx);
     try {
       assert.equal(await vscode.commands.executeCommand<string>('grid.startLocalNode'), url);
       await untilNode('Local node', 'connected');
       assert.equal(api.ctx.localNode!.pid, other.child!.pid, 'this window started its own node');
       await vscode.commands.executeCommand('grid.stopLocalNode');
       assert.equal(nodeRow('Local node'), undefined);
-      assert.doesNotThrow(() => process.kill(other.child!.pid!, 0), 'Stop killed the node another window runs');
+      assert.doesNotThrow(() => process.kill(other.child!.pid!, 0), 'Stop killed the node another program runs');
     } finally {
       await other.kill();
-      rmSync(discoveryFile, { force: true });
+      rmSync(recordFile, { force: true });
     }
   });
+
 });
