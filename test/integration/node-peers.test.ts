@@ -47,7 +47,7 @@ test('connect-node reports an unreachable address, a wrong id and refused creden
   const deadUrl = closed.node.url;
   await closed.close();
   await assert.rejects(c.connectNode(deadUrl), (e: GridError) => e.code === 'GRID_ERR_NOT_CONNECTED' && e.message.includes(deadUrl));
-  await assert.rejects(c.connectNode(b.node.url, { id: 'not-its-id' }), (e: GridError) => e.code === 'GRID_ERR_NOT_FOUND' && /not-its-id/.test(e.message));
+  await assert.rejects(c.connectNode(b.node.url, { id: 'not-its-id' }), (e: GridError) => e.code === 'GRID_ERR_PEER_UNVERIFIED' && /not-its-id/.test(e.message));
   await assert.rejects(c.connectNode(b.node.url, { auth: { username: 'admin', password: 'wrong-password' } }), (e: GridError) =>
     e.code === 'GRID_ERR_BAD_CREDENTIALS' && e.message.includes(b.node.url));
   assert.deepEqual(await c.listPeers(), []);
