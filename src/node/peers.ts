@@ -244,8 +244,9 @@ export class PeerLinks {
   }
 
   private lost(link: Link, socket: GridSocket): void {
-    socket.dispose();
+    // Cleared first: dispose() reports the socket idle, which must not count as a second loss.
     link.socket = undefined;
+    socket.dispose();
     if (this.closed) return;
     const wasOpen = link.info.status === 'open';
     link.info.status = 'reconnecting';
@@ -257,7 +258,7 @@ export class PeerLinks {
   }
 
   private scheduleRedial(link: Link): void {
-    if (this.closed || this.links.get(link.info.id) !== link) return;
+    if (this.closed || this.links.get(link.info.id) !== link || link.timer !== undefined || link.socket !== undefined) return;
     link.attempt += 1;
     link.timer = setTimeout(() => void this.redial(link), backoffDelay(link.attempt, REDIAL));
     link.timer.unref();
