@@ -107,8 +107,12 @@ function checkKeyMode(file: string, own: boolean, log: Logger): void {
   const mode = fs.statSync(file).mode & 0o777;
   if ((mode & 0o077) === 0) return;
   if (own) {
-    fs.chmodSync(file, 0o600);
-    log.warn({ file, mode: mode.toString(8) }, 'the node key was readable by other users; its mode is now 0600');
+    try {
+      fs.chmodSync(file, 0o600);
+      log.warn({ file, mode: mode.toString(8) }, 'the node key was readable by other users; its mode is now 0600');
+    } catch (err) {
+      log.warn({ file, mode: mode.toString(8), err: (err as Error).message }, 'the node key is readable by other users and its mode cannot be changed here');
+    }
   } else {
     log.warn({ file, mode: mode.toString(8) }, 'the node key file is readable by other users; make it 0600');
   }

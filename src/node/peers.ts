@@ -78,7 +78,12 @@ export class PeerLinks {
   async connect(address: string, opts: ConnectPeerOptions = {}): Promise<PeerInfo> {
     if (this.closed) throw gridError('DISPOSED', 'the node is shutting down');
     const existing = [...this.links.values()].find((l) => l.info.address === address);
-    if (existing !== undefined && existing.info.status === 'open') return copy(existing.info);
+    if (existing !== undefined && existing.info.status === 'open') {
+      if (opts.id !== undefined && opts.id !== existing.info.id) {
+        throw gridError('PEER_UNVERIFIED', `the node at ${address} is linked and proved that it is ${existing.info.id}, not ${opts.id}`, { expected: opts.id, actual: existing.info.id });
+      }
+      return copy(existing.info);
+    }
     const abort = new AbortController();
     const onOuterAbort = () => abort.abort();
     if (opts.signal?.aborted) abort.abort();

@@ -37,8 +37,9 @@ test('connect-node links two nodes; list-peers shows it; subscribers hear connec
   const peer = await c.connectNode(b.node.url, { id: bId, auth: { username: 'admin', password: ADMIN_PASSWORD } });
   assert.deepEqual({ id: peer.id, name: peer.name, address: peer.address, status: peer.status }, { id: bId, name: 'node-b', address: b.node.url, status: 'open' });
   assert.deepEqual((await watcher.listPeers()).map((p) => p.id), [bId]);
-  // Connecting again to the same address returns the existing link.
+  // Connecting again to the same address returns the existing link (if it is the node named).
   assert.equal((await c.connectNode(b.node.url)).connected_at, peer.connected_at);
+  await assert.rejects(c.connectNode(b.node.url, { id: 'another-node' }), { code: 'GRID_ERR_PEER_UNVERIFIED' });
   await until(1);
   assert.equal(events[0]!.event, 'peer-connected');
 
