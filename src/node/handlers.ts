@@ -6,7 +6,7 @@ import { rm } from 'node:fs/promises';
 import { gridError, GridError, ErrorCodes } from '../core/errors';
 import {
   AddUser, ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
-  ListPeers, RunInference, Search, Subscribe, EventTopic,
+  ListPeers, ProveIdentity, RunInference, Search, Subscribe, EventTopic,
 } from '../core/protocol/messages';
 import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../core/protocol/tensor';
 import { withAttachment, type GridRouter, type HandlerContext } from '../core/rpc/server';
@@ -15,9 +15,10 @@ import type { DatasetStore } from './datasets';
 import type { NodeEvents } from './events';
 import type { NodeMetrics } from './metrics';
 import { checkModelId, type ModelStore } from './models';
+import { proofMessage, type NodeIdentity } from './identity';
 import type { PeerLinks } from './peers';
 
-export interface NodeIdentity { id: string; name: string; version: string }
+export type { NodeIdentity } from './identity';
 
 export interface HandlerDeps {
   identity: NodeIdentity;
@@ -60,6 +61,14 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     version: identity.version,
     capabilities: ['ping', 'socket-ping', 'authenticate', 'transfer', ...router.types()].sort(),
     user: sessionOf(ctx)?.user ?? null,
+    public_key: identity.publicKey,
+  }));
+
+  // Open to anyone: a dialing node has no session here, and the signature is only good for its challenge.
+  router.handle(ProveIdentity, (data) => ({
+    id: identity.id,
+    public_key: identity.publicKey,
+    signature: identity.sign(proofMessage(data.challenge, identity.id, data.verifier_id)).toString('base64url'),
   }));
 
   router.handle(ListModels, () => ({ models: models.list() }));
@@ -152,7 +161,11 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
   router.handle(DatasetTags, () => ({ tags: [...new Set(datasets.list().flatMap((d) => d.tags))].sort() }));
 
   router.handle(ConnectNode, async (data, ctx) => {
-    requireUser(ctx, 'connect-node');
+    const s = requireUser(ctx, 'connect-node');
+    // Checked before anything is dialled: a link speaks for the whole node.
+    if (s.role !== 'admin') {
+      throw gridError('FORBIDDEN', `node ${deps.where()} refused connect-node: linking nodes needs the admin role, and ${s.user} is not an admin`);
+    }
     const peer = await peers.connect(data.address, { ...(data.id !== undefined && { id: data.id }), ...(data.auth !== undefined && { auth: data.auth }), signal: ctx.signal });
     return { peer };
   });

@@ -1,110 +1,135 @@
-// Node-to-node links (PyGrid's connect-node): this node opens its own GridSocket to a peer, learns its
-// id with get-id, and keeps the link up with the socket's reconnect policy. Subscribers hear
-// peer-connected / peer-disconnected as the link's state changes.
+// Node-to-node links (PyGrid's connect-node): this node opens its own GridSocket to a peer and keeps the
+// link up. On every dial, first and after each drop, the peer must prove the id it claims (a signed
+// fresh challenge, identity.ts) before credentials go out or the link is used; a link is never replaced
+// by a connection that did not. Subscribers hear peer-connected / peer-disconnected as links change.
 
+import { randomBytes, verify as verifySignature } from 'node:crypto';
 import { ErrorCodes, GridError, gridError, toGridError } from '../core/errors';
 import type { Logger } from '../core/logger';
-import { GetId, type PeerInfo } from '../core/protocol/messages';
+import { GetId, ProveIdentity, type PeerInfo } from '../core/protocol/messages';
+import { backoffDelay, resolveReconnect } from '../core/socket/backoff';
 import { GridSocket, type SocketStatus } from '../core/socket/grid-socket';
 import type { NodeEvents } from './events';
-import type { NodeIdentity } from './handlers';
+import { importPublicKey, isDerivedId, nodeIdOf, proofMessage, type NodeIdentity, type PeerPins } from './identity';
 
-interface Peer {
+type Credentials = { username: string; password: string } | { token: string };
+
+interface Link {
   info: PeerInfo;
-  socket: GridSocket;
+  /** The key the peer proved; every redial must prove the same one. */
+  publicKey: string;
+  /** Kept to sign in again after a redial (the session token first, the password if that fails). */
+  credentials: Credentials | undefined;
+  token: string | undefined;
+  /** The current, verified connection; undefined while redialling. */
+  socket: GridSocket | undefined;
+  attempt: number;
+  timer: NodeJS.Timeout | undefined;
+  dialing: AbortController | undefined;
 }
 
 export interface ConnectPeerOptions {
+  /** The peer's id, if known: the id the peer proves must be this one. */
   id?: string;
-  auth?: { username: string; password: string } | { token: string };
+  auth?: Credentials;
   signal?: AbortSignal;
-  /** How long the first connection may take. Default 10 s. */
+  /** How long the first connection (with its identity check) may take. Default 10 s. */
   timeoutMs?: number;
 }
 
+interface Verified { id: string; publicKey: string }
+
+type Phase = 'connect' | 'prove' | 'check' | 'authenticate' | 'describe';
+
+interface Dialed extends Verified {
+  socket: GridSocket;
+  name: string;
+  token: string | undefined;
+}
+
+export const DEFAULT_PEER_TIMEOUT_MS = 10_000;
+/** Redial after a drop: 250 ms, doubling, at most 30 s apart, without a limit (a restarting node comes back). */
+const REDIAL = resolveReconnect({ initialDelayMs: 250, maxDelayMs: 30_000 });
+const HEARTBEAT_MS = 15_000;
+
 export class PeerLinks {
-  private readonly peers = new Map<string, Peer>();
+  private readonly links = new Map<string, Link>();
+  private readonly dials = new Set<AbortController>();
   private readonly self: NodeIdentity;
   private readonly events: NodeEvents;
   private readonly log: Logger;
+  private readonly pins: PeerPins;
+  private readonly maxPayload: number;
   private closed = false;
 
-  constructor(opts: { self: NodeIdentity; events: NodeEvents; log: Logger }) {
+  constructor(opts: { self: NodeIdentity; events: NodeEvents; log: Logger; pins?: PeerPins; maxPayload?: number }) {
     this.self = opts.self;
     this.events = opts.events;
     this.log = opts.log;
+    this.pins = opts.pins ?? memoryPins();
+    // A peer's frames obey the limit the node sets for its clients' frames.
+    this.maxPayload = opts.maxPayload ?? 64 * 1024 * 1024;
   }
 
   list(): PeerInfo[] {
-    return [...this.peers.values()].map((p) => ({ ...p.info }));
+    return [...this.links.values()].map((l) => copy(l.info));
   }
 
   async connect(address: string, opts: ConnectPeerOptions = {}): Promise<PeerInfo> {
     if (this.closed) throw gridError('DISPOSED', 'the node is shutting down');
-    const existing = [...this.peers.values()].find((p) => p.info.address === address);
-    if (existing !== undefined && existing.info.status !== 'closed') return { ...existing.info };
-    const socket = new GridSocket({ logger: this.log });
-    const timeoutMs = opts.timeoutMs ?? 10_000;
+    const existing = [...this.links.values()].find((l) => l.info.address === address);
+    if (existing !== undefined && existing.info.status === 'open') {
+      if (opts.id !== undefined && opts.id !== existing.info.id) {
+        throw gridError('PEER_UNVERIFIED', `the node at ${address} is linked and proved that it is ${existing.info.id}, not ${opts.id}`, { expected: opts.id, actual: existing.info.id });
+      }
+      return copy(existing.info);
+    }
     const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), timeoutMs);
     const onOuterAbort = () => abort.abort();
+    if (opts.signal?.aborted) abort.abort();
     opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
+    this.dials.add(abort);
+    let dialed: Dialed;
     try {
-      await Promise.race([
-        // Fail fast on a wrong address; once linked, onStatus keeps retrying without a limit.
-        socket.connect(address, { heartbeatMs: 15_000 }, { maxAttempts: 2, initialDelayMs: 250 }),
-        new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(
-          gridError('NOT_CONNECTED', `could not reach peer ${address} within ${timeoutMs} ms`)), { once: true })),
-      ]);
-      if (opts.auth !== undefined) {
-        try {
-          await socket.authenticate(opts.auth, { signal: abort.signal });
-        } catch (err) {
-          const e = toGridError(err);
-          throw new GridError(e.code, `peer ${address} refused the credentials: ${e.message}`, e.details);
-        }
-      }
-      const who = await socket.request(GetId, undefined, { signal: abort.signal });
-      if (opts.id !== undefined && opts.id !== who.id) {
-        throw gridError('NOT_FOUND', `the node at ${address} has id ${who.id}, not ${opts.id}`, { expected: opts.id, actual: who.id });
-      }
-      const info: PeerInfo = { id: who.id, name: who.name, address, status: 'open', connected_at: new Date().toISOString() };
-      const old = this.peers.get(who.id);
-      if (old !== undefined) old.socket.dispose();
-      const peer: Peer = { info, socket };
-      this.peers.set(who.id, peer);
-      socket.on('status', (st: SocketStatus) => this.onStatus(peer, st));
-      this.log.info({ peer: who.id, address }, 'peer connected');
-      this.events.emit({ event: 'peer-connected', peer: { ...info } });
-      return { ...info };
+      dialed = await this.dial(address, {
+        signal: abort.signal,
+        timeoutMs: opts.timeoutMs ?? DEFAULT_PEER_TIMEOUT_MS,
+        credentials: opts.auth,
+        token: undefined,
+        accept: (v) => {
+          if (opts.id !== undefined && opts.id !== v.id) {
+            throw gridError('PEER_UNVERIFIED', `the node at ${address} proved that it is ${v.id}, not ${opts.id}`, { expected: opts.id, actual: v.id });
+          }
+        },
+      });
     } catch (err) {
-      socket.dispose();
-      const e = toGridError(err);
-      if (e.code === ErrorCodes.ABORTED && opts.signal?.aborted) throw gridError('ABORTED', `connect-node to ${address} was cancelled`);
-      if (e.code === ErrorCodes.RECONNECT_LIMIT) throw gridError('NOT_CONNECTED', `could not reach peer ${address}: ${e.message}`);
-      throw e;
+      if (opts.signal?.aborted) throw gridError('ABORTED', `connect-node to ${address} was cancelled`);
+      throw err;
     } finally {
-      clearTimeout(timer);
+      this.dials.delete(abort);
       opts.signal?.removeEventListener('abort', onOuterAbort);
     }
-  }
-
-  private onStatus(peer: Peer, st: SocketStatus): void {
-    if (st.state === 'closed' && st.reconnectionLimitReached && !this.closed) {
-      // The link was up once, so the peer exists: keep trying (a restarting node comes back).
-      peer.socket.connect(peer.info.address, { heartbeatMs: 15_000 }, { maxAttempts: Infinity, initialDelayMs: 1000, maxDelayMs: 30_000 }).catch(() => {});
+    if (this.closed) {
+      dialed.socket.dispose();
+      throw gridError('DISPOSED', 'the node is shutting down');
     }
-    const status: PeerInfo['status'] = st.state === 'idle' ? 'closed' : st.state;
-    if (status === peer.info.status) return;
-    const wasOpen = peer.info.status === 'open';
-    peer.info.status = status;
-    if (status === 'open') this.events.emit({ event: 'peer-connected', peer: { ...peer.info } });
-    else if (wasOpen) this.events.emit({ event: 'peer-disconnected', peer: { ...peer.info } });
+    const old = this.links.get(dialed.id);
+    if (old !== undefined) this.drop(old);
+    const link: Link = {
+      info: { id: dialed.id, name: dialed.name, address, status: 'open', connected_at: new Date().toISOString() },
+      publicKey: dialed.publicKey, credentials: opts.auth, token: dialed.token,
+      socket: undefined, attempt: 0, timer: undefined, dialing: undefined,
+    };
+    this.links.set(dialed.id, link);
+    this.attach(link, dialed.socket);
+    this.log.info({ peer: dialed.id, address }, 'peer connected');
+    this.events.emit({ event: 'peer-connected', peer: copy(link.info) });
+    return copy(link.info);
   }
 
-  /** The live socket to a peer, for node-to-node operations. */
+  /** The live, verified socket to a peer, for node-to-node operations. */
   socketOf(id: string): GridSocket | undefined {
-    return this.peers.get(id)?.socket;
+    return this.links.get(id)?.socket;
   }
 
   get selfId(): string {
@@ -114,7 +139,205 @@ export class PeerLinks {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const p of this.peers.values()) p.socket.dispose();
-    this.peers.clear();
+    for (const d of this.dials) d.abort();
+    for (const l of this.links.values()) this.drop(l);
+    this.links.clear();
   }
+
+  /**
+   * Opens a connection to `address` and has the peer prove its identity; only then signs in and asks
+   * its name. `accept` may refuse the verified identity. Never leaves a socket behind on failure.
+   */
+  private async dial(address: string, o: {
+    signal: AbortSignal; timeoutMs: number; credentials: Credentials | undefined; token: string | undefined; accept(v: Verified): void;
+  }): Promise<Dialed> {
+    const socket = new GridSocket({ logger: this.log });
+    let phase: Phase = 'connect';
+    let stop: GridError | undefined;
+    const stopped = new AbortController();
+    const halt = (e: GridError) => { stop ??= e; stopped.abort(); };
+    const timer = setTimeout(() => halt(phase === 'connect'
+      ? gridError('NOT_CONNECTED', `could not reach peer ${address} within ${o.timeoutMs} ms`)
+      : phase === 'prove'
+        ? gridError('PEER_UNVERIFIED', `peer ${address} did not answer the identity challenge within ${o.timeoutMs} ms; refused`)
+        : gridError('TIMEOUT', `peer ${address} did not finish linking (${phase}) within ${o.timeoutMs} ms`)), o.timeoutMs);
+    const onAbort = () => halt(gridError('ABORTED', `dialling peer ${address} was cancelled`));
+    if (o.signal.aborted) onAbort();
+    o.signal.addEventListener('abort', onAbort, { once: true });
+    // A peer that sends what is not our protocol is refused at once, not after the timeout.
+    const onProtocolError = (e: GridError) => halt(gridError('PEER_UNVERIFIED', `peer ${address} sent a frame that is not the grid protocol (${e.message}); it was refused`));
+    socket.on('protocol-error', onProtocolError);
+    const halted = new Promise<never>((_, reject) => stopped.signal.addEventListener('abort', () => reject(stop), { once: true }));
+    halted.catch(() => {});
+    const step = <T>(p: Promise<T>): Promise<T> => Promise.race([p, halted]);
+    try {
+      // Redials are ours: GridSocket must not reconnect (and re-send credentials) before a proof.
+      await step(socket.connect(address, { heartbeatMs: HEARTBEAT_MS, maxPayload: this.maxPayload, handshakeTimeoutMs: o.timeoutMs }, { enabled: false }));
+      phase = 'prove';
+      const challenge = randomBytes(32).toString('base64url');
+      const proof = await step(socket.request(ProveIdentity, { challenge, verifier_id: this.self.id }, { signal: stopped.signal, timeout: o.timeoutMs }));
+      const v = this.verify(address, challenge, proof);
+      phase = 'check';
+      if (v.id === this.self.id) throw gridError('INVALID_MESSAGE', `a node cannot link to itself: ${address} is this node (${v.id})`);
+      o.accept(v);
+      phase = 'authenticate';
+      let token: string | undefined;
+      if (o.token !== undefined || o.credentials !== undefined) token = await step(this.signIn(socket, address, o.token, o.credentials, stopped.signal, o.timeoutMs));
+      phase = 'describe';
+      const who = await step(socket.request(GetId, undefined, { signal: stopped.signal, timeout: o.timeoutMs }));
+      if (who.id !== v.id) throw gridError('PEER_UNVERIFIED', `peer ${address} proved id ${v.id} but get-id says ${who.id}; refused`);
+      // Pin a pre-key peer's key once the whole link is up (trust on first use).
+      if (!isDerivedId(v.id) && this.pins.get(v.id) === undefined) this.pins.set(v.id, v.publicKey);
+      socket.off('protocol-error', onProtocolError);
+      return { ...v, socket, name: who.name, token };
+    } catch (err) {
+      socket.dispose();
+      throw explain(address, phase, stop ?? toGridError(err));
+    } finally {
+      clearTimeout(timer);
+      o.signal.removeEventListener('abort', onAbort);
+    }
+  }
+
+  private verify(address: string, challenge: string, proof: { id: string; public_key: string; signature: string }): Verified {
+    const imported = importPublicKey(proof.public_key);
+    if (imported === undefined) throw gridError('PEER_UNVERIFIED', `peer ${address} sent a public key that is not an Ed25519 key; refused`);
+    let signed = false;
+    try {
+      signed = verifySignature(null, proofMessage(challenge, proof.id, this.self.id), imported.key, Buffer.from(proof.signature, 'base64url'));
+    } catch { /* a malformed signature is a wrong one */ }
+    if (!signed) {
+      throw gridError('PEER_UNVERIFIED', `the node at ${address} claims id ${proof.id} but could not prove it: its signature of this link's challenge does not verify`, { id: proof.id });
+    }
+    if (isDerivedId(proof.id)) {
+      if (nodeIdOf(imported.canonical) !== proof.id) {
+        throw gridError('PEER_UNVERIFIED', `the node at ${address} claims id ${proof.id}, but the key it signed with belongs to id ${nodeIdOf(imported.canonical)}; refused`, { id: proof.id });
+      }
+    } else {
+      const pinned = this.pins.get(proof.id);
+      if (pinned !== undefined && pinned !== imported.canonical) {
+        throw gridError('PEER_UNVERIFIED', `the node at ${address} claims id ${proof.id}, but its key is not the one ${proof.id} proved when it was first linked; refused`, { id: proof.id });
+      }
+    }
+    return { id: proof.id, publicKey: imported.canonical };
+  }
+
+  private async signIn(socket: GridSocket, address: string, token: string | undefined, credentials: Credentials | undefined, signal: AbortSignal, timeout: number): Promise<string> {
+    const attempt = async (c: Credentials) => (await socket.authenticate(c, { signal, timeout })).token;
+    try {
+      if (token !== undefined) {
+        try {
+          return await attempt({ token });
+        } catch (err) {
+          // A token the peer no longer knows (sessions expire): the password, if we have one.
+          if (credentials === undefined || !('password' in credentials) || toGridError(err).code !== ErrorCodes.BAD_CREDENTIALS) throw err;
+        }
+      }
+      return await attempt(credentials!);
+    } catch (err) {
+      const e = toGridError(err);
+      if (e.code !== ErrorCodes.BAD_CREDENTIALS) throw e;
+      throw new GridError(e.code, `peer ${address} refused the credentials: ${e.message}`, e.details);
+    }
+  }
+
+  private attach(link: Link, socket: GridSocket): void {
+    link.socket = socket;
+    socket.on('status', (st: SocketStatus) => {
+      if (link.socket === socket && (st.state === 'closed' || st.state === 'idle')) this.lost(link, socket);
+    });
+  }
+
+  private lost(link: Link, socket: GridSocket): void {
+    // Cleared first: dispose() reports the socket idle, which must not count as a second loss.
+    link.socket = undefined;
+    socket.dispose();
+    if (this.closed) return;
+    const wasOpen = link.info.status === 'open';
+    link.info.status = 'reconnecting';
+    if (wasOpen) {
+      this.log.info({ peer: link.info.id, address: link.info.address }, 'peer disconnected; redialling');
+      this.events.emit({ event: 'peer-disconnected', peer: copy(link.info) });
+    }
+    this.scheduleRedial(link);
+  }
+
+  private scheduleRedial(link: Link): void {
+    if (this.closed || this.links.get(link.info.id) !== link || link.timer !== undefined || link.socket !== undefined) return;
+    link.attempt += 1;
+    link.timer = setTimeout(() => void this.redial(link), backoffDelay(link.attempt, REDIAL));
+    link.timer.unref();
+  }
+
+  private async redial(link: Link): Promise<void> {
+    link.timer = undefined;
+    if (this.closed || this.links.get(link.info.id) !== link) return;
+    const abort = new AbortController();
+    link.dialing = abort;
+    const { id, address } = link.info;
+    try {
+      const dialed = await this.dial(address, {
+        signal: abort.signal,
+        timeoutMs: DEFAULT_PEER_TIMEOUT_MS,
+        credentials: link.credentials,
+        token: link.token,
+        accept: (v) => {
+          if (v.id !== id || v.publicKey !== link.publicKey) {
+            throw gridError('PEER_UNVERIFIED', `the node now at ${address} proved that it is ${v.id}${v.id === id ? ' with another key' : ''}, not the linked ${id}; the link stays down`, { expected: id, actual: v.id });
+          }
+        },
+      });
+      if (this.closed || this.links.get(id) !== link) { dialed.socket.dispose(); return; }
+      link.attempt = 0;
+      link.token = dialed.token ?? link.token;
+      link.info.name = dialed.name;
+      delete link.info.last_error;
+      link.info.status = 'open';
+      this.attach(link, dialed.socket);
+      this.log.info({ peer: id, address }, 'peer reconnected');
+      this.events.emit({ event: 'peer-connected', peer: copy(link.info) });
+    } catch (err) {
+      if (this.closed || this.links.get(id) !== link) return;
+      const e = toGridError(err);
+      // Say it once per kind of failure, not once per redial.
+      if (link.info.last_error?.code !== e.code) this.log.warn({ peer: id, address, code: e.code }, e.message);
+      link.info.last_error = { code: e.code, message: e.message };
+      this.scheduleRedial(link);
+    } finally {
+      if (link.dialing === abort) link.dialing = undefined;
+    }
+  }
+
+  private drop(link: Link): void {
+    if (link.timer !== undefined) clearTimeout(link.timer);
+    link.timer = undefined;
+    link.dialing?.abort();
+    const socket = link.socket;
+    link.socket = undefined;
+    socket?.dispose();
+    link.info.status = 'closed';
+  }
+}
+
+function copy(info: PeerInfo): PeerInfo {
+  return { ...info, ...(info.last_error !== undefined && { last_error: { ...info.last_error } }) };
+}
+
+function memoryPins(): PeerPins {
+  const m = new Map<string, string>();
+  return { get: (id) => m.get(id), set: (id, key) => void m.set(id, key) };
+}
+
+/** Says which step of dialling failed, in the terms of a link. */
+function explain(address: string, phase: Phase, e: GridError): GridError {
+  if (e.code === ErrorCodes.CONNECTION_DROPPED || e.code === ErrorCodes.RECONNECT_LIMIT || e.code === ErrorCodes.DISPOSED) {
+    if (phase === 'connect') return gridError('NOT_CONNECTED', `could not reach peer ${address}: ${e.message}`);
+    if (phase === 'prove') return gridError('PEER_UNVERIFIED', `peer ${address} closed the connection during the identity check (${e.message}); refused`);
+    return gridError('NOT_CONNECTED', `peer ${address} closed the connection while linking: ${e.message}`);
+  }
+  if (phase === 'prove' && e.code !== ErrorCodes.PEER_UNVERIFIED && e.code !== ErrorCodes.ABORTED) {
+    // UNKNOWN_TYPE: a node from before identity proofs, or not a grid node; INVALID_MESSAGE: a bad proof.
+    return gridError('PEER_UNVERIFIED', `peer ${address} did not prove its identity (${e.code}: ${e.message}); a node is linked only once it proves the id it claims`, { cause: e.code });
+  }
+  return e;
 }

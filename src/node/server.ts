@@ -6,7 +6,6 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { gridError } from '../core/errors';
 import { defaultDataDir, removeLocalNodeRecord, writeLocalNodeRecord } from '../core/local-node';
@@ -15,7 +14,8 @@ import { GridRouter, GridServer } from '../core/rpc/server';
 import { Auth } from './auth';
 import { DatasetStore, type DatasetSpec } from './datasets';
 import { NodeEvents } from './events';
-import { registerHandlers, type NodeIdentity } from './handlers';
+import { registerHandlers } from './handlers';
+import { loadNodeIdentity, metaDbPins, type NodeIdentity } from './identity';
 import { attachTraining, type NodeTraining } from './training';
 import { NodeMetrics } from './metrics';
 import { ModelStore } from './models';
@@ -58,6 +58,8 @@ export interface GridNodeOptions {
    * session token) to this file, mode 0600; remove it and revoke the token on close.
    */
   localRecordFile?: string;
+  /** The node's Ed25519 private key (PKCS#8 PEM) instead of `<dataDir>/node.key`; never created. For replicas sharing one identity. */
+  keyFile?: string;
 }
 
 /** The local record's token lives as long as the node process; a year is just a bound on a forgotten session row. */
@@ -123,9 +125,8 @@ export class GridNode {
     try {
       const db = new MetaDb(dbFile);
       cleanups.unshift(() => db.close());
-      let id = db.getMeta('node_id');
-      if (id === undefined) { id = randomUUID(); db.setMeta('node_id', id); }
-      const identity: NodeIdentity = { id, name: opts.name ?? os.hostname(), version: NODE_VERSION };
+      const identity = loadNodeIdentity({ db, dataDir, name: opts.name ?? os.hostname(), version: NODE_VERSION, log, ...(opts.keyFile !== undefined && { keyFile: opts.keyFile }) });
+      const { id } = identity;
       const auth = new Auth(db, { ...(opts.sessionTtlMs !== undefined && { sessionTtlMs: opts.sessionTtlMs }) });
       const initialAdminPassword = await auth.ensureAdmin(opts.adminPassword ?? process.env.GRID_ADMIN_PASSWORD);
       const blobs = new BlobStore(dataDir);
@@ -134,7 +135,7 @@ export class GridNode {
       const datasets = new DatasetStore(db);
       const events = new NodeEvents();
       const metrics = new NodeMetrics({ defaultMetrics: opts.processMetrics ?? true });
-      const peers = new PeerLinks({ self: identity, events, log });
+      const peers = new PeerLinks({ self: identity, events, log, pins: metaDbPins(db), ...(opts.maxPayload !== undefined && { maxPayload: opts.maxPayload }) });
       cleanups.unshift(() => peers.close());
       for (const spec of opts.datasets ?? []) {
         const { info, added } = await datasets.register(spec);

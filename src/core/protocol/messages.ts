@@ -64,6 +64,8 @@ export const PeerInfo = z.object({
   status: z.enum(['connecting', 'open', 'reconnecting', 'closed']),
   /** ISO 8601. */
   connected_at: z.string(),
+  /** Why the link is not open, while the node keeps redialling (e.g. GRID_ERR_PEER_UNVERIFIED). */
+  last_error: z.object({ code: z.string(), message: z.string() }).optional(),
 });
 export type PeerInfo = z.infer<typeof PeerInfo>;
 
@@ -79,6 +81,30 @@ export const GetId = defineRequest('get-id', {
     capabilities: z.array(z.string()),
     /** Who this connection is authenticated as, if anyone. */
     user: z.string().nullable(),
+    /** The node's Ed25519 public key (raw 32 bytes, base64url); its id is derived from it (docs/node.md). */
+    public_key: z.string().optional(),
+  }),
+  idempotent: true,
+});
+
+const BASE64URL_32 = /^[A-Za-z0-9_-]{43}$/;
+
+// node → node (answered to anyone): prove that you hold the key of the id you claim. The dialing node
+// sends 32 fresh random bytes and its own id; the peer signs
+// "grid-node-proof/v1\n<challenge>\n<its id>\n<verifier_id>" with its Ed25519 key (src/node/identity.ts).
+export const ProveIdentity = defineRequest('prove-identity', {
+  request: z.object({
+    /** 32 random bytes, base64url. */
+    challenge: z.string().regex(BASE64URL_32),
+    /** The dialing node's id. */
+    verifier_id: z.string().regex(ID_PATTERN),
+  }).strict(),
+  reply: z.object({
+    id: z.string().regex(ID_PATTERN),
+    /** Raw 32-byte Ed25519 public key, base64url. */
+    public_key: z.string().regex(BASE64URL_32),
+    /** 64-byte Ed25519 signature, base64url. */
+    signature: z.string().regex(/^[A-Za-z0-9_-]{86}$/),
   }),
   idempotent: true,
 });
