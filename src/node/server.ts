@@ -10,7 +10,9 @@ import type { AddressInfo } from 'node:net';
 import { gridError } from '../core/errors';
 import { silentLogger, type Logger } from '../core/logger';
 import { GridRouter, GridServer } from '../core/rpc/server';
+import type { UploadQuotas } from '../core/rpc/uploads';
 import { Auth } from './auth';
+import type { SignInLimitOptions } from './signin-limits';
 import { DatasetStore, type DatasetSpec } from './datasets';
 import { NodeEvents } from './events';
 import { registerHandlers, type NodeIdentity } from './handlers';
@@ -54,6 +56,10 @@ export interface GridNodeOptions {
   sessionCacheBytes?: number;
   sessionTtlMs?: number;
   heartbeatMs?: number;
+  /** Backoff of failed sign-ins (docs/node.md, "Quotas and sign-in limits"). */
+  signInLimits?: SignInLimitOptions;
+  /** Per-user upload quotas and the free-space margin (docs/node.md, "Quotas and sign-in limits"). */
+  uploadQuotas?: UploadQuotas;
   /** Process-level metrics (CPU, heap, event loop) on /metrics; on by default. */
   processMetrics?: boolean;
 }
@@ -120,7 +126,7 @@ export class GridNode {
       let id = db.getMeta('node_id');
       if (id === undefined) { id = randomUUID(); db.setMeta('node_id', id); }
       const identity: NodeIdentity = { id, name: opts.name ?? os.hostname(), version: NODE_VERSION };
-      const auth = new Auth(db, { ...(opts.sessionTtlMs !== undefined && { sessionTtlMs: opts.sessionTtlMs }) });
+      const auth = new Auth(db, { ...(opts.sessionTtlMs !== undefined && { sessionTtlMs: opts.sessionTtlMs }), ...(opts.signInLimits && { signInLimits: opts.signInLimits }) });
       const initialAdminPassword = await auth.ensureAdmin(opts.adminPassword ?? process.env.GRID_ADMIN_PASSWORD);
       const blobs = new BlobStore(dataDir);
       const models = new ModelStore(db, blobs, log, { ...(opts.sessionCacheBytes !== undefined && { sessionCacheBytes: opts.sessionCacheBytes }) });
@@ -151,13 +157,17 @@ export class GridNode {
         ...(opts.heartbeatMs !== undefined && { heartbeatMs: opts.heartbeatMs }),
         onRequest: (type, ms, code) => metrics.observeRequest(type, ms, code),
         // Uploads only ever become models, and hosting needs a session: refuse the bytes up front.
+        ...(opts.uploadQuotas && { uploadQuotas: opts.uploadQuotas }),
+        // Uploads only ever become models, and hosting needs a session: refuse the bytes up front. The
+        // upload is charged to the user (per-user quotas).
         authorizeUpload: (connection) => {
           if (typeof connection.session.user !== 'string') {
             throw gridError('UNAUTHENTICATED', 'uploading a model needs an authenticated session: authenticate first (grid: --user/--password or GRID_USER/GRID_PASSWORD)');
           }
+          return connection.session.user;
         },
         authenticate: async (data, connection) => {
-          const s = 'token' in data ? auth.resume(data.token) : await auth.login(data.username, data.password);
+          const s = await auth.signIn(data, connection.remoteAddress);
           connection.session.user = s.user;
           connection.session.role = s.role;
           log.info({ user: s.user, connection: connection.id }, 'authenticated');
