@@ -2,6 +2,7 @@
 // over a data dir holding the metadata database, the model blobs and in-flight uploads.
 // Used by the grid-node CLI and started embedded by the extension.
 
+import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -9,7 +10,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { gridError } from '../core/errors';
 import { silentLogger, type Logger } from '../core/logger';
-import { GridRouter, GridServer } from '../core/rpc/server';
+import { GridServer } from '../core/rpc/server';
 import type { UploadQuotas } from '../core/rpc/uploads';
 import { Auth } from './auth';
 import type { SignInLimitOptions } from './signin-limits';
@@ -20,6 +21,7 @@ import { attachTraining, type NodeTraining } from './training';
 import { NodeMetrics } from './metrics';
 import { ModelStore } from './models';
 import { PeerLinks } from './peers';
+import { RedactingRouter } from './redacting-router';
 import { MetaDb } from './store/db';
 import { BlobStore } from './store/blobs';
 import { lockDataDir, type DataDirLock } from './store/lock';
@@ -144,7 +146,8 @@ export class GridNode {
       metrics.datasets.set(datasets.list().length);
 
       let where = `${host}:${opts.port ?? DEFAULT_PORT}`;
-      const router = registerHandlers(new GridRouter(), { identity, auth, models, datasets, events, peers, metrics, where: () => where });
+      // Handlers' errors reach clients without server paths (the node logs them with).
+      const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log), { identity, auth, models, datasets, events, peers, metrics, where: () => where });
       const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
       cleanups.unshift(() => training.close());
       const grid = new GridServer({
@@ -271,6 +274,15 @@ export class GridNode {
       this.lock.release();
     })();
     return this.closing;
+  }
+}
+
+/** The data dir as given and as the OS resolves it (e.g. /var → /private/var), for path redaction. */
+function dataDirRoots(dataDir: string): string[] {
+  try {
+    return [dataDir, fs.realpathSync(dataDir)];
+  } catch {
+    return [dataDir];
   }
 }
 

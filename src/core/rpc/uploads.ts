@@ -8,7 +8,7 @@
 
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { open, rm, statfs, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCodes, GridError, gridError } from '../errors';
 
@@ -69,6 +69,18 @@ const MiB = 1024 ** 2;
 async function statfsFree(dir: string): Promise<number> {
   const s = await statfs(dir);
   return s.bavail * s.bsize;
+}
+
+/** Free bytes, or a path-free INTERNAL error (the cause, for the log, names the folder). */
+async function checkedFree(freeBytes: (dir: string) => Promise<number>, dir: string): Promise<number> {
+  try {
+    // Recreated if someone removed it while the node runs.
+    await mkdir(dir, { recursive: true });
+    return await freeBytes(dir);
+  } catch (err) {
+    if (err instanceof GridError) throw err;
+    throw new GridError(ErrorCodes.INTERNAL, `the node cannot check the free space of its uploads folder (${(err as NodeJS.ErrnoException).code ?? 'error'}); see the node's log`, undefined, { cause: err });
+  }
 }
 
 /** Bytes for a message: "1.5 GiB", "12 MiB", "300 bytes". */
@@ -148,7 +160,7 @@ export class UploadStore {
     }
     if (size > this.maxBytes) throw gridError('PAYLOAD_TOO_LARGE', `upload of ${size} bytes exceeds this node's limit of ${this.maxBytes} bytes`);
     this.checkQuotas(size, owner);
-    const free = await this.freeBytes(this.dir);
+    const free = await checkedFree(this.freeBytes, this.dir);
     // Checked again after the await: other uploads may have begun meanwhile.
     if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
     this.checkQuotas(size, owner);
