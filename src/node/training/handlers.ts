@@ -143,7 +143,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
       const out = data.output_model_id;
       const queued = jobs.list().some((j) => !j.isFinished && j.spec.request.output_model_id === out);
       if (models.has(out) || queued) {
-        throw gridError('ALREADY_EXISTS', `a model "${out}" is already on this node${queued ? ' (or a queued job will store one)' : ''}; choose another output_model_id`, { field: 'output_model_id', model_id: out });
+        throw gridError('ALREADY_EXISTS', `output_model_id: a model "${out}" is already on this node${queued ? ' (or a queued job will store one)' : ''}; choose another output_model_id`, { field: 'output_model_id', model_id: out });
       }
     } else if (data.model_id !== undefined) {
       // The default id is <parent>-v<version> (as jobs.ts names it): a parent id near the length limit
