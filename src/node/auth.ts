@@ -4,6 +4,7 @@
 
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { gridError } from '../core/errors';
+import { SignInLimiter, type SignInLimitOptions } from './signin-limits';
 import type { MetaDb } from './store/db';
 
 const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
@@ -38,10 +39,13 @@ export interface UserInfo { username: string; role: string; created: string }
 export class Auth {
   private readonly db: MetaDb;
   private readonly sessionTtlMs: number;
+  /** Backoff for failed sign-ins, per (user, address) and per address. */
+  readonly limiter: SignInLimiter;
 
-  constructor(db: MetaDb, opts: { sessionTtlMs?: number } = {}) {
+  constructor(db: MetaDb, opts: { sessionTtlMs?: number; signInLimits?: SignInLimitOptions } = {}) {
     this.db = db;
     this.sessionTtlMs = opts.sessionTtlMs ?? 24 * 3600 * 1000;
+    this.limiter = new SignInLimiter(opts.signInLimits);
   }
 
   hasUsers(): boolean {
@@ -97,6 +101,17 @@ export class Auth {
         [tokenHash(token), username, new Date().toISOString(), new Date(expires).toISOString()]);
     });
     return { token, user: username, role: String(row.role), expires_at: expires };
+  }
+
+  /**
+   * A client's sign-in (`authenticate`) from `address`: a password or a session token, refused with
+   * RATE_LIMITED (details.retry_after_ms) while that user or address is backing off. Wrong tokens count too.
+   */
+  async signIn(credentials: { username: string; password: string } | { token: string }, address: string): Promise<Session> {
+    const attempt = this.limiter.begin('token' in credentials ? undefined : credentials.username, address);
+    const session = 'token' in credentials ? this.resume(credentials.token) : await this.login(credentials.username, credentials.password);
+    attempt.succeeded();
+    return session;
   }
 
   /** Resumes a session from its token (after a reconnect, or a CLI's saved token). */

@@ -10,8 +10,10 @@ import type { AddressInfo } from 'node:net';
 import { gridError } from '../core/errors';
 import { defaultDataDir, removeLocalNodeRecord, writeLocalNodeRecord } from '../core/local-node';
 import { silentLogger, type Logger } from '../core/logger';
-import { GridRouter, GridServer } from '../core/rpc/server';
+import { GridServer } from '../core/rpc/server';
+import type { UploadQuotas } from '../core/rpc/uploads';
 import { Auth } from './auth';
+import type { SignInLimitOptions } from './signin-limits';
 import { DatasetStore, type DatasetSpec } from './datasets';
 import { NodeEvents } from './events';
 import { registerHandlers } from './handlers';
@@ -20,6 +22,7 @@ import { attachTraining, type NodeTraining } from './training';
 import { NodeMetrics } from './metrics';
 import { ModelStore } from './models';
 import { PeerLinks } from './peers';
+import { RedactingRouter } from './redacting-router';
 import { MetaDb } from './store/db';
 import { BlobStore } from './store/blobs';
 import { lockDataDir, type DataDirLock } from './store/lock';
@@ -51,6 +54,10 @@ export interface GridNodeOptions {
   sessionCacheBytes?: number;
   sessionTtlMs?: number;
   heartbeatMs?: number;
+  /** Backoff of failed sign-ins (docs/node.md, "Quotas and sign-in limits"). */
+  signInLimits?: SignInLimitOptions;
+  /** Per-user upload quotas and the free-space margin (docs/node.md, "Quotas and sign-in limits"). */
+  uploadQuotas?: UploadQuotas;
   /** Process-level metrics (CPU, heap, event loop) on /metrics; on by default. */
   processMetrics?: boolean;
   /**
@@ -127,7 +134,7 @@ export class GridNode {
       cleanups.unshift(() => db.close());
       const identity = loadNodeIdentity({ db, dataDir, name: opts.name ?? os.hostname(), version: NODE_VERSION, log, ...(opts.keyFile !== undefined && { keyFile: opts.keyFile }) });
       const { id } = identity;
-      const auth = new Auth(db, { ...(opts.sessionTtlMs !== undefined && { sessionTtlMs: opts.sessionTtlMs }) });
+      const auth = new Auth(db, { ...(opts.sessionTtlMs !== undefined && { sessionTtlMs: opts.sessionTtlMs }), ...(opts.signInLimits && { signInLimits: opts.signInLimits }) });
       const initialAdminPassword = await auth.ensureAdmin(opts.adminPassword ?? process.env.GRID_ADMIN_PASSWORD);
       const blobs = new BlobStore(dataDir);
       const models = new ModelStore(db, blobs, log, { ...(opts.sessionCacheBytes !== undefined && { sessionCacheBytes: opts.sessionCacheBytes }) });
@@ -145,7 +152,8 @@ export class GridNode {
       metrics.datasets.set(datasets.list().length);
 
       let where = `${host}:${opts.port ?? DEFAULT_PORT}`;
-      const router = registerHandlers(new GridRouter(), { identity, auth, models, datasets, events, peers, metrics, where: () => where });
+      // Handlers' errors reach clients without server paths (the node logs them with).
+      const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log), { identity, auth, models, datasets, events, peers, metrics, where: () => where });
       const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
       cleanups.unshift(() => training.close());
       const grid = new GridServer({
@@ -158,13 +166,17 @@ export class GridNode {
         ...(opts.heartbeatMs !== undefined && { heartbeatMs: opts.heartbeatMs }),
         onRequest: (type, ms, code) => metrics.observeRequest(type, ms, code),
         // Uploads only ever become models, and hosting needs a session: refuse the bytes up front.
+        ...(opts.uploadQuotas && { uploadQuotas: opts.uploadQuotas }),
+        // Uploads only ever become models, and hosting needs a session: refuse the bytes up front. The
+        // upload is charged to the user (per-user quotas).
         authorizeUpload: (connection) => {
           if (typeof connection.session.user !== 'string') {
             throw gridError('UNAUTHENTICATED', 'uploading a model needs an authenticated session: authenticate first (grid: --user/--password or GRID_USER/GRID_PASSWORD)');
           }
+          return connection.session.user;
         },
         authenticate: async (data, connection) => {
-          const s = 'token' in data ? auth.resume(data.token) : await auth.login(data.username, data.password);
+          const s = await auth.signIn(data, connection.remoteAddress);
           connection.session.user = s.user;
           connection.session.role = s.role;
           log.info({ user: s.user, connection: connection.id }, 'authenticated');
@@ -289,6 +301,15 @@ export class GridNode {
       this.lock.release();
     })();
     return this.closing;
+  }
+}
+
+/** The data dir as given and as the OS resolves it (e.g. /var → /private/var), for path redaction. */
+function dataDirRoots(dataDir: string): string[] {
+  try {
+    return [dataDir, fs.realpathSync(dataDir)];
+  } catch {
+    return [dataDir];
   }
 }
 

@@ -10,10 +10,11 @@ export interface CuttableProxy {
   close(): Promise<void>;
 }
 
-export async function startProxy(targetPort: number, host = '127.0.0.1'): Promise<CuttableProxy> {
+/** `fromAddress` makes the node see the proxy's connections come from that local address (e.g. 127.0.0.2). */
+export async function startProxy(targetPort: number, host = '127.0.0.1', fromAddress?: string): Promise<CuttableProxy> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
-    const upstream = net.connect(targetPort, host);
+    const upstream = net.connect({ port: targetPort, host, ...(fromAddress !== undefined && { localAddress: fromAddress }) });
     sockets.add(client);
     sockets.add(upstream);
     client.pipe(upstream);

@@ -13,7 +13,7 @@ import {
   type DownloadOffer, type RequestDef, type StreamDef,
 } from '../protocol/catalogue';
 import { decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseEnvelope, type Envelope, type IncomingMessage } from '../protocol/envelope';
-import { UploadStore, type CommittedUpload } from './uploads';
+import { UploadStore, type CommittedUpload, type UploadQuotas } from './uploads';
 
 const ATTACHMENT = Symbol('attachment');
 export interface WithAttachment<T> { readonly [ATTACHMENT]: Uint8Array; readonly data: T }
@@ -105,8 +105,10 @@ export interface GridServerOptions {
   downloadChunkBytes?: number;
   /** Called after every request or stream settles (metrics). */
   onRequest?(type: string, ms: number, code: string | undefined): void;
-  /** Called before an upload begins (new or resumed); throw (e.g. UNAUTHENTICATED) to refuse it up front. */
-  authorizeUpload?(connection: GridConnection, size: number): void;
+  /** Called before an upload begins (new or resumed); throw (e.g. UNAUTHENTICATED) to refuse it up front. Returns whom the upload is charged to (quotas). */
+  authorizeUpload?(connection: GridConnection, size: number): string | void;
+  /** Per-owner upload quotas and the disk margin. */
+  uploadQuotas?: UploadQuotas;
   /** Authenticates a session; the node supplies it. Without it, `authenticate` is an unknown type. */
   authenticate?(data: { username: string; password: string } | { token: string }, connection: GridConnection): Promise<{ token: string; user: string; expires_at?: number }>;
 }
@@ -140,6 +142,7 @@ export class GridServer {
       dir: options.uploadsDir,
       ...(options.uploadTtlMs !== undefined && { ttlMs: options.uploadTtlMs }),
       ...(options.maxUploadBytes !== undefined && { maxBytes: options.maxUploadBytes }),
+      ...options.uploadQuotas,
     });
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxPayload, perMessageDeflate: false });
     this.wss.on('connection', (ws: WebSocket, req: HttpRequest) => this.onConnection(ws, req));
@@ -396,8 +399,7 @@ export class GridConnection {
     this.builtinRoutes ??= new Map<string, Route>([
       [Ping.type, { def: Ping, handler: () => ({ time: Date.now() }) }],
       [TransferBegin.type, { def: TransferBegin, handler: (d: { transfer_id?: string; size: number; chunk_size: number }) => {
-        this.server.options.authorizeUpload?.(this, d.size);
-        return this.server.uploads.begin(d.transfer_id, d.size, d.chunk_size);
+        return this.server.uploads.begin(d.transfer_id, d.size, d.chunk_size, this.server.options.authorizeUpload?.(this, d.size) ?? '');
       } }],
       [TransferCommit.type, { def: TransferCommit, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256).then((u) => ({ transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 })) }],
       [TransferRead.type, { def: TransferRead, handler: (d: { transfer_id: string; offset: number }, ctx: StreamContext<never>) => this.sendDownload(d.transfer_id, d.offset, ctx.signal) }],

@@ -2,12 +2,15 @@
 // hashed as they arrive, acknowledged every `ackBytes`, and kept for a while after a dropped
 // connection so the client can resume from the last acknowledged byte. A committed upload is handed
 // to exactly one handler (takeUpload), which then owns the file.
+// Each upload is charged to an owner (the signed-in user): uploads and declared bytes per owner are bounded,
+// and a new upload must fit the disk up front, next to what uploads in flight will still write, with a margin.
+// No message names a server path: the client cannot use one, and it tells them about the node's disk.
 
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { open, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { gridError } from '../errors';
+import { ErrorCodes, GridError, gridError } from '../errors';
 
 export interface CommittedUpload {
   readonly path: string;
@@ -17,6 +20,8 @@ export interface CommittedUpload {
 
 interface Upload {
   readonly id: string;
+  /** Whom the upload is charged to (quotas); '' when the caller named no one. */
+  readonly owner: string;
   readonly path: string;
   readonly size: number;
   readonly chunkSize: number;
@@ -46,20 +51,70 @@ export interface UploadStoreOptions {
   maxUploads?: number;
 }
 
+/** Per-owner shares of the upload area, and the disk margin (docs/node.md, "Quotas and sign-in limits"). */
+export interface UploadQuotas {
+  /** Uploads one owner may hold at once (unfinished, or finished and not yet claimed). */
+  maxUploadsPerOwner?: number;
+  /** Declared bytes of one owner's uploads together. */
+  maxBytesPerOwner?: number;
+  /** Free space that must remain on the uploads disk after every upload in flight is written. */
+  freeSpaceMarginBytes?: number;
+  /** Free bytes on the disk holding `dir` (fs.statfs by default). */
+  freeBytes?(dir: string): Promise<number>;
+}
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+
+async function statfsFree(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
+}
+
+/** Free bytes, or a path-free INTERNAL error (the cause, for the log, names the folder). */
+async function checkedFree(freeBytes: (dir: string) => Promise<number>, dir: string): Promise<number> {
+  try {
+    // Recreated if someone removed it while the node runs.
+    await mkdir(dir, { recursive: true });
+    return await freeBytes(dir);
+  } catch (err) {
+    if (err instanceof GridError) throw err;
+    throw new GridError(ErrorCodes.INTERNAL, `the node cannot check the free space of its uploads folder (${(err as NodeJS.ErrnoException).code ?? 'error'}); see the node's log`, undefined, { cause: err });
+  }
+}
+
+/** Bytes for a message: "1.5 GiB", "12 MiB", "300 bytes". */
+export function formatBytes(n: number): string {
+  if (n >= 1024 ** 5) return `${+(n / 1024 ** 5).toFixed(1)} PiB`;
+  if (n >= 1024 ** 4) return `${+(n / 1024 ** 4).toFixed(1)} TiB`;
+  if (n >= GiB) return `${+(n / GiB).toFixed(1)} GiB`;
+  if (n >= MiB) return `${+(n / MiB).toFixed(1)} MiB`;
+  if (n >= 1024) return `${+(n / 1024).toFixed(1)} KiB`;
+  return `${n} bytes`;
+}
+
 export class UploadStore {
   readonly dir: string;
   readonly ttlMs: number;
   readonly maxBytes: number;
   readonly maxUploads: number;
+  readonly maxUploadsPerOwner: number;
+  readonly maxBytesPerOwner: number;
+  readonly freeSpaceMarginBytes: number;
+  private readonly freeBytes: (dir: string) => Promise<number>;
   private readonly uploads = new Map<string, Upload>();
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
 
-  constructor(options: UploadStoreOptions) {
+  constructor(options: UploadStoreOptions & UploadQuotas) {
     this.dir = options.dir;
     this.ttlMs = options.ttlMs ?? 10 * 60_000;
-    this.maxBytes = options.maxBytes ?? 64 * 1024 ** 3;
+    this.maxBytes = options.maxBytes ?? 64 * GiB;
     this.maxUploads = options.maxUploads ?? 64;
+    this.maxUploadsPerOwner = options.maxUploadsPerOwner ?? 8;
+    this.maxBytesPerOwner = options.maxBytesPerOwner ?? this.maxBytes;
+    this.freeSpaceMarginBytes = options.freeSpaceMarginBytes ?? 512 * MiB;
+    this.freeBytes = options.freeBytes ?? statfsFree;
     mkdirSync(this.dir, { recursive: true });
     // Uploads do not survive a node restart (their hash state is in memory): start clean.
     for (const name of readdirSync(this.dir)) rmSync(join(this.dir, name), { force: true, recursive: true });
@@ -71,12 +126,28 @@ export class UploadStore {
     return this.uploads.size;
   }
 
-  /** Starts a new upload or resumes one; returns the bytes already held. */
-  begin(transferId: string | undefined, size: number, chunkSize: number): { transfer_id: string; received: number } {
+  /** Uploads and declared bytes held by `owner` now. */
+  usage(owner: string): { uploads: number; bytes: number } {
+    let uploads = 0;
+    let bytes = 0;
+    for (const up of this.uploads.values()) {
+      if (up.owner !== owner) continue;
+      uploads++;
+      bytes += up.size;
+    }
+    return { uploads, bytes };
+  }
+
+  /**
+   * Starts a new upload charged to `owner`, or resumes one of theirs; returns the bytes already held.
+   * A new upload is refused up front (QUOTA_EXCEEDED, INSUFFICIENT_STORAGE) rather than after its bytes came.
+   */
+  async begin(transferId: string | undefined, size: number, chunkSize: number, owner = ''): Promise<{ transfer_id: string; received: number }> {
     if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
     if (transferId !== undefined) {
       const up = this.uploads.get(transferId);
-      if (up === undefined) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown or expired; start it again`);
+      // Someone else's upload is reported as unknown: transfer ids are not a way to reach other users' bytes.
+      if (up === undefined || up.owner !== owner) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown or expired; start it again`);
       if (up.size !== size || up.chunkSize !== chunkSize) {
         throw gridError('INVALID_MESSAGE', `upload ${transferId} was begun with size ${up.size} and chunk size ${up.chunkSize}, not ${size} / ${chunkSize}`);
       }
@@ -88,17 +159,31 @@ export class UploadStore {
       return { transfer_id: up.id, received: up.written };
     }
     if (size > this.maxBytes) throw gridError('PAYLOAD_TOO_LARGE', `upload of ${size} bytes exceeds this node's limit of ${this.maxBytes} bytes`);
-    if (this.uploads.size >= this.maxUploads) throw gridError('PAYLOAD_TOO_LARGE', `the node already holds ${this.uploads.size} unfinished uploads; finish or wait for them`);
+    this.checkQuotas(size, owner);
+    const free = await checkedFree(this.freeBytes, this.dir);
+    // Checked again after the await: other uploads may have begun meanwhile.
+    if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
+    this.checkQuotas(size, owner);
+    // What uploads in flight will still write is spoken for already.
+    let pending = 0;
+    for (const up of this.uploads.values()) pending += up.size - up.written;
+    const needed = size + pending + this.freeSpaceMarginBytes;
+    if (needed > free) {
+      throw gridError('INSUFFICIENT_STORAGE',
+        `the node's disk has ${formatBytes(free)} free; an upload of ${formatBytes(size)} needs ${formatBytes(needed)} `
+        + `(with ${formatBytes(pending)} still to come for uploads in flight and a ${formatBytes(this.freeSpaceMarginBytes)} margin); free space on the node or upload something smaller`,
+        { free_bytes: free, needed_bytes: needed, size });
+    }
     const id = randomBytes(12).toString('base64url');
     const path = join(this.dir, `${id}.part`);
     const up: Upload = {
-      id, path, size, chunkSize,
+      id, owner, path, size, chunkSize,
       written: 0, accepted: 0, hashed: 0, hash: createHash('sha256'),
       file: open(path, 'w'), inflight: [],
       failure: undefined, committed: undefined, closed: false, touched: Date.now(),
     };
     // A failed open is reported by the first write or the commit, not as an unhandled rejection.
-    up.file.catch((err: Error) => { up.failure = gridError('INTERNAL', `upload ${id}: cannot create ${path}: ${err.message}`); });
+    up.file.catch((err: NodeJS.ErrnoException) => { up.failure = new GridError(ErrorCodes.INTERNAL, `upload ${id}: the node cannot create its file (${err.code ?? 'error'})`, undefined, { cause: err }); });
     this.uploads.set(id, up);
     return { transfer_id: id, received: 0 };
   }
@@ -141,7 +226,7 @@ export class UploadStore {
         onWritten(up.written);
       }
     }, (err: Error) => {
-      up.failure ??= gridError('INTERNAL', `upload ${transferId}: writing to ${this.dir} failed: ${err.message}`);
+      up.failure ??= diskError(transferId, err);
     });
     up.inflight.push(entry);
   }
@@ -176,6 +261,22 @@ export class UploadStore {
     return up.committed;
   }
 
+  private checkQuotas(size: number, owner: string): void {
+    if (this.uploads.size >= this.maxUploads) {
+      throw gridError('QUOTA_EXCEEDED', `quota uploads_in_flight: the node already holds ${this.uploads.size} unfinished uploads (its limit); try again when some finish`, { quota: 'uploads_in_flight', limit: this.maxUploads });
+    }
+    const use = this.usage(owner);
+    const who = owner === '' ? 'this session' : `user ${owner}`;
+    if (use.uploads >= this.maxUploadsPerOwner) {
+      throw gridError('QUOTA_EXCEEDED', `quota uploads_per_user: ${who} already has ${use.uploads} uploads in flight, the most this node allows; finish or abandon one first (an abandoned upload is dropped after ${Math.round(this.ttlMs / 1000)} s idle)`,
+        { quota: 'uploads_per_user', limit: this.maxUploadsPerOwner, used: use.uploads });
+    }
+    if (use.bytes + size > this.maxBytesPerOwner) {
+      throw gridError('QUOTA_EXCEEDED', `quota upload_bytes_per_user: ${who} has ${formatBytes(use.bytes)} in uploads in flight; ${formatBytes(size)} more would pass the ${formatBytes(this.maxBytesPerOwner)} this node allows per user`,
+        { quota: 'upload_bytes_per_user', limit: this.maxBytesPerOwner, used: use.bytes, size });
+    }
+  }
+
   private async discard(up: Upload): Promise<void> {
     this.uploads.delete(up.id);
     await Promise.all(up.inflight.map((e) => e.promise));
@@ -197,4 +298,12 @@ export class UploadStore {
     clearInterval(this.sweeper);
     await Promise.all([...this.uploads.values()].map((up) => this.discard(up)));
   }
+}
+
+/** A write failure as the client may see it: the errno code (ENOSPC says it all), never the path. */
+function diskError(transferId: string, err: NodeJS.ErrnoException): GridError {
+  if (err.code === 'ENOSPC' || err.code === 'EDQUOT') {
+    return new GridError(ErrorCodes.INSUFFICIENT_STORAGE, `upload ${transferId}: the node's disk is full (${err.code}); free space on the node and upload again`, undefined, { cause: err });
+  }
+  return new GridError(ErrorCodes.INTERNAL, `upload ${transferId}: the node could not write it to disk (${err.code ?? 'error'}); see the node's log`, undefined, { cause: err });
 }

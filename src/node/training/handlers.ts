@@ -4,15 +4,15 @@
 
 import * as fsp from 'node:fs/promises';
 import { gridError, GridError, ErrorCodes } from '../../core/errors';
-import type { ModelInfo } from '../../core/protocol/messages';
+import { ID_PATTERN, type ModelInfo } from '../../core/protocol/messages';
 import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../../core/protocol/tensor';
-import { CancelJob, Evaluate, GetJob, JobParams, ListJobs, ModelTraining, Train, WatchJob, type JobEvent } from '../../core/protocol/training-messages';
+import { CancelJob, Evaluate, GetJob, JobParams, ListJobs, ModelTraining, Train, WatchJob, type JobEvent, type TrainRequest } from '../../core/protocol/training-messages';
 import { withAttachment, type GridRouter, type HandlerContext } from '../../core/rpc/server';
 import { buildPlan, modelParams } from '../../compute/plan';
 import { evaluateModel } from '../../compute/train';
 import type { DatasetStore } from '../datasets';
 import { sessionOf, type SessionUser } from '../handlers';
-import type { ModelStore } from '../models';
+import { checkModelId, type ModelStore } from '../models';
 import { loadDataset, type DataSelection, type LoadedData } from './data';
 import type { Job, TrainingJobs } from './jobs';
 import type { TrainingRecords } from './records';
@@ -34,6 +34,16 @@ function selectionOf(data: { dataset_id: string; label?: string; feature_scale?:
     ...(data.test_split !== undefined && { testSplit: data.test_split }),
     ...((data.split_seed ?? data.seed) !== undefined && { seed: data.split_seed ?? data.seed }),
   };
+}
+
+/** An id field of a request: INVALID_ID naming the field, so the user knows which flag to fix. */
+function checkIdField(field: string, id: string): void {
+  try {
+    checkModelId(id);
+  } catch (err) {
+    const shown = JSON.stringify(id.length > 80 ? `${id.slice(0, 80)}…` : id);
+    throw gridError('INVALID_ID', `${field} ${shown} must be 1-128 characters of A-Z a-z 0-9 . _ - (no slashes, spaces or path parts)`, { field, cause: (err as Error).message });
+  }
 }
 
 function requireUser(ctx: HandlerContext, what: string): SessionUser {
@@ -112,12 +122,60 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
     }
   }
 
+  /**
+   * Every field a job would only trip over at its end (ids, the dataset, output and permissions) is checked
+   * before anything is read, so a bad request fails at once and never becomes a job.
+   */
+  function checkTrainRequest(data: TrainRequest): void {
+    if (data.model_id !== undefined) {
+      checkIdField('model_id', data.model_id);
+      if (!models.has(data.model_id)) throw gridError('NOT_FOUND', `model_id: no model "${data.model_id}" on this node`, { field: 'model_id', model_id: data.model_id });
+    }
+    checkDataset(data.dataset_id);
+    if ((data.output ?? 'model') === 'update') {
+      for (const field of ['output_model_id', 'allow_download', 'allow_remote_inference'] as const) {
+        if (data[field] !== undefined) throw gridError('INVALID_MESSAGE', `${field} applies to output "model"; an output "update" job stores no model`, { field });
+      }
+      return;
+    }
+    if (data.output_model_id !== undefined) {
+      checkIdField('output_model_id', data.output_model_id);
+      const out = data.output_model_id;
+      const queued = jobs.list().some((j) => !j.isFinished && j.spec.request.output_model_id === out);
+      if (models.has(out) || queued) {
+        throw gridError('ALREADY_EXISTS', `output_model_id: a model "${out}" is already on this node${queued ? ' (or a queued job will store one)' : ''}; choose another output_model_id`, { field: 'output_model_id', model_id: out });
+      }
+    } else if (data.model_id !== undefined) {
+      // The default id is <parent>-v<version> (as jobs.ts names it): a parent id near the length limit
+      // would make it invalid only at the end.
+      const parent = models.get(data.model_id);
+      const versions = models.list().filter((m) => m.name === parent.name).map((m) => Number.parseInt(m.version, 10)).filter(Number.isFinite);
+      const version = versions.length > 0 ? Math.max(...versions) + 1 : 1;
+      if (!ID_PATTERN.test(`${parent.id}-v${version}`)) {
+        throw gridError('INVALID_ID', `the trained model's default id "${parent.id}-v${version}" would be longer than 128 characters; pass output_model_id`, { field: 'output_model_id' });
+      }
+    }
+  }
+
+  function checkDataset(id: string): void {
+    if (!ID_PATTERN.test(id)) throw gridError('INVALID_ID', `dataset_id ${JSON.stringify(id.length > 80 ? `${id.slice(0, 80)}…` : id)} must be 1-128 characters of A-Z a-z 0-9 . _ -`, { field: 'dataset_id' });
+    if (datasets.get(id) === undefined) throw gridError('NOT_FOUND', `dataset_id: no dataset "${id}" on this node; list-datasets shows what it has`, { field: 'dataset_id', dataset_id: id });
+  }
+
+  /** Runs `check`; when it fails, the uploads the request named are claimed and dropped, not left behind. */
+  async function checkOrDiscard(ctx: HandlerContext, transfers: (string | undefined)[], check: () => void): Promise<void> {
+    try {
+      check();
+    } catch (err) {
+      for (const t of transfers) if (t !== undefined) await uploadedBytes(ctx, t).catch(() => {});
+      throw err;
+    }
+  }
+
   router.handle(Train, async (data, ctx) => {
     const user = await requireUserOrDiscard(ctx, 'train', [data.model_transfer_id, data.params_transfer_id]);
+    await checkOrDiscard(ctx, [data.model_transfer_id, data.params_transfer_id], () => checkTrainRequest(data));
     const model = await resolveModel(data, ctx, user, 'train');
-    if (data.output_model_id !== undefined && models.has(data.output_model_id)) {
-      throw gridError('ALREADY_EXISTS', `a model "${data.output_model_id}" is already on this node; choose another output_model_id`, { model_id: data.output_model_id });
-    }
     const loaded: LoadedData = await loadDataset(datasets, selectionOf(data), data.loss);
     // Derive the plan now so an unsupported operator or a shape mismatch is this request's error, not a failed job.
     const plan = buildPlan(model.bytes, { loss: data.loss, optimizer: data.optimizer, fedProx: data.fedprox_mu !== undefined, weightDecay: data.weight_decay !== undefined });
@@ -185,6 +243,10 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
 
   router.handle(Evaluate, async (data, ctx) => {
     const user = await requireUserOrDiscard(ctx, 'evaluate', [data.model_transfer_id, data.params_transfer_id]);
+    await checkOrDiscard(ctx, [data.model_transfer_id, data.params_transfer_id], () => {
+      if (data.model_id !== undefined) checkIdField('model_id', data.model_id);
+      checkDataset(data.dataset_id);
+    });
     const model = await resolveModel(data, ctx, user, 'evaluate');
     const loaded = await loadDataset(datasets, selectionOf(data), data.loss);
     const on = loaded.test ?? loaded.train;

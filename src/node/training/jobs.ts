@@ -8,6 +8,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
+import { redactError } from '../../core/rpc/redact';
 import type { ModelInfo } from '../../core/protocol/messages';
 import type { NamedTensors } from '../../core/protocol/tensor';
 import type { JobEvent, JobInfo, JobProgress, JobResult, JobState, TrainRequest } from '../../core/protocol/training-messages';
@@ -285,7 +286,9 @@ export class TrainingJobs {
       log.info({ job: job.id, seconds: result.seconds, accuracy: result.metrics.accuracy, test: result.test?.accuracy, model: result.model?.id }, 'training job succeeded');
     } catch (err) {
       const e = job.controller.signal.aborted ? toGridError(job.controller.signal.reason) : toGridError(err, 'JOB_FAILED');
-      job.error = e.code === ErrorCodes.INTERNAL ? new GridError(ErrorCodes.JOB_FAILED, e.message, e.details) : e;
+      // job-info and watch-job show this error to the client: no server paths in it (the log keeps them).
+      const shown = redactError(e, [path.dirname(this.opts.dir)]);
+      job.error = shown.code === ErrorCodes.INTERNAL ? new GridError(ErrorCodes.JOB_FAILED, shown.message, shown.details) : shown;
       job.setState(e.code === ErrorCodes.ABORTED ? 'cancelled' : 'failed');
       if (e.code === ErrorCodes.ABORTED) log.info({ job: job.id }, 'training job cancelled');
       else log.warn({ job: job.id, code: e.code, err: e.message }, 'training job failed');

@@ -1,0 +1,48 @@
+// The node's router: every handler's error reaches the client without server paths (core/rpc/redact.ts);
+// the node logs the original, path included, so an operator can still find the file.
+
+import { toGridError } from '../core/errors';
+import type { Logger } from '../core/logger';
+import type { RequestDef, StreamDef } from '../core/protocol/catalogue';
+import { redactError } from '../core/rpc/redact';
+import { GridRouter, type HandlerContext, type StreamContext, type WithAttachment } from '../core/rpc/server';
+
+export class RedactingRouter extends GridRouter {
+  private readonly roots: readonly string[];
+  private readonly log: Logger;
+
+  /** `roots`: directories whose paths are redacted even when they hold spaces (the data dir). */
+  constructor(roots: readonly string[], log: Logger) {
+    super();
+    this.roots = roots;
+    this.log = log;
+  }
+
+  override handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>): this {
+    return super.handle(def, (data, ctx) => this.guard(def.type, () => handler(data, ctx)));
+  }
+
+  override stream<Req, Ev, End>(def: StreamDef<Req, Ev, End>, handler: (data: Req, ctx: StreamContext<Ev>) => Promise<End>): this {
+    return super.stream(def, (data, ctx) => this.guard(def.type, () => handler(data, ctx)));
+  }
+
+  /** Runs a handler; a synchronous answer stays synchronous (the server's fast path for metadata reads). */
+  private guard<T>(type: string, run: () => T): T {
+    let result: T;
+    try {
+      result = run();
+    } catch (err) {
+      throw this.redact(type, err);
+    }
+    if (result instanceof Promise) return result.catch((err: unknown) => { throw this.redact(type, err); }) as T;
+    return result;
+  }
+
+  private redact(type: string, err: unknown): unknown {
+    const original = toGridError(err);
+    const clean = redactError(original, this.roots);
+    if (clean === original) return err;
+    this.log.warn({ type, code: clean.code, err: original.message }, 'a server path was removed from an error sent to a client');
+    return clean;
+  }
+}
