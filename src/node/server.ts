@@ -339,6 +339,7 @@ export class GridNode {
     if (req.method === 'POST' && pathname === '/search') {
       // PyGrid's dataset search: {"query": [tags]} → {"content": bool}.
       const body = await readJsonBody(req, MAX_HTTP_BODY_BYTES);
+      if (body === aborted) { res.destroy(); return; }
       if (body === tooLarge) {
         return send(res, 413, { error: { code: 'GRID_ERR_PAYLOAD_TOO_LARGE', message: `POST /search takes at most ${MAX_HTTP_BODY_BYTES} bytes` } }, { ...cors, connection: 'close' });
       }
@@ -391,14 +392,21 @@ export class GridNode {
 }
 
 const tooLarge = Symbol('too large');
+const aborted = Symbol('aborted');
 
-/** The body as JSON (undefined when it is not JSON), or `tooLarge` past `limit` bytes, without reading the rest. */
+/**
+ * The body as JSON (undefined when it is not JSON), `tooLarge` past `limit` bytes (without reading the
+ * rest), or `aborted` when the client went away first (not an error of the node: nothing to log).
+ */
 function readJsonBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
   if (Number(req.headers['content-length'] ?? 0) > limit) return Promise.resolve(tooLarge);
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve) => {
     let size = 0;
     const parts: Buffer[] = [];
-    const done = (value: unknown) => { req.off('data', onData); req.off('end', onEnd); req.off('error', onError); resolve(value); };
+    const done = (value: unknown) => {
+      req.off('data', onData); req.off('end', onEnd); req.off('error', onGone); req.off('close', onGone);
+      resolve(value);
+    };
     const onData = (c: Buffer) => {
       size += c.length;
       if (size > limit) { req.pause(); done(tooLarge); return; }
@@ -407,10 +415,11 @@ function readJsonBody(req: http.IncomingMessage, limit: number): Promise<unknown
     const onEnd = () => {
       try { done(JSON.parse(Buffer.concat(parts).toString('utf8'))); } catch { done(undefined); }
     };
-    const onError = (err: Error) => { req.off('data', onData); req.off('end', onEnd); reject(err); };
+    const onGone = () => done(aborted);
     req.on('data', onData);
     req.on('end', onEnd);
-    req.on('error', onError);
+    req.on('error', onGone);
+    req.on('close', onGone);
   });
 }
 
