@@ -147,7 +147,11 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
       ...(tls !== undefined && { tls }),
     });
     keepServingOnUnhandledRejection(logger);
-    if (isAllInterfaces(host)) process.stderr.write(`grid-node: listening on all interfaces (${host}); other machines can reach it as ${node.url}\n`);
+    if (isAllInterfaces(host)) {
+      process.stderr.write(isLoopbackHost(new URL(node.url).hostname)
+        ? `grid-node: listening on all interfaces (${host}), but this machine has no network address yet; locally: ${node.url}\n`
+        : `grid-node: listening on all interfaces (${host}); other machines can reach it as ${node.url}\n`);
+    }
     if (!isLoopbackHost(host) && !node.secure) {
       process.stderr.write(
         `\n  WARNING: this grid node listens on ${isAllInterfaces(host) ? 'all interfaces' : host} without TLS.\n` +

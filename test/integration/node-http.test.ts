@@ -375,3 +375,33 @@ test('grid-node: a short GRID_ADMIN_PASSWORD is named with its rule, creates not
   assert.match(help.stdout, /--allow-origin/);
   assert.match(help.stdout, /--tls-cert/);
 });
+
+test('grid-node: --tls-cert/--tls-key serve wss on the printed url, --allow-origin lets exactly that page in', async (t) => {
+  assert.ok(fs.existsSync(CLI), `${CLI} is missing: run node scripts/build.mjs`);
+  const dir = tempDir();
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { cert } = selfSigned(dir, 'cli', 'IP:127.0.0.1');
+  const certFile = path.join(dir, 'cli.crt');
+  const keyFile = path.join(dir, 'cli.key');
+  const half = await runCli(['--port', '0', '--data-dir', path.join(dir, 'half'), '--tls-cert', certFile], { GRID_ADMIN_PASSWORD: ADMIN_PASSWORD });
+  assert.equal(half.code, 1);
+  assert.match(half.stderr, /GRID_ERR_TLS_ERROR: TLS needs both --tls-cert and --tls-key/);
+  assert.equal(fs.existsSync(path.join(dir, 'half')), false);
+
+  const p = await startNodeScript(CLI, ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn',
+    '--tls-cert', certFile, '--tls-key', keyFile, '--allow-origin', 'https://app.example'], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD });
+  t.after(() => p.kill());
+  assert.match(p.url, /^wss:\/\/127\.0\.0\.1:\d+$/);
+  assert.doesNotMatch(p.stderr(), /without TLS/, 'a loopback node is not warned about');
+  const c = await GridClient.connect(p.url, { connect: { ca: cert }, reconnect: { maxAttempts: 0 } });
+  t.after(() => c.dispose());
+  assert.equal(typeof (await c.getId()).id, 'string');
+  const page = (origin: string) => new Promise<number>((resolve, reject) => {
+    const ws = new WebSocket(p.url, { origin, ca: cert });
+    ws.once('open', () => { ws.close(); resolve(101); });
+    ws.once('unexpected-response', (_req, res) => { res.resume(); resolve(res.statusCode ?? 0); });
+    ws.once('error', reject);
+  });
+  assert.equal(await page('https://app.example'), 101);
+  assert.equal(await page('https://evil.example'), 403);
+});
