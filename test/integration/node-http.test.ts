@@ -359,6 +359,24 @@ test('grid-node: the request that killed it is answered, on all interfaces it pr
   assert.match(p.stderr(), /"level":40.*without TLS/, 'the warning is in the log too');
 });
 
+test('grid-node: an unhandled rejection is logged and the node keeps serving', async (t) => {
+  const dir = tempDir();
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const script = path.join(__dirname, '../fixtures/grid-node-with-stray-rejection.ts');
+  const p = await startNodeScript(script, ['--port', '0', '--data-dir', dir, '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD });
+  t.after(() => p.kill());
+  const deadline = Date.now() + 10_000;
+  while (!p.stderr().includes('a stray rejection')) {
+    assert.ok(Date.now() < deadline && p.child.exitCode === null, `the rejection was not logged:\n${p.stderr()}`);
+    await Promise.race([once(p.child.stderr!, 'data'), once(p.child, 'exit')]);
+  }
+  assert.match(p.stderr(), /"level":50.*unhandled rejection.*the node keeps serving/);
+  const res = await fetch(`http://127.0.0.1:${p.port}/health`);
+  assert.equal(res.status, 200);
+  await res.arrayBuffer();
+  assert.equal(p.child.exitCode, null);
+});
+
 test('grid-node: a short GRID_ADMIN_PASSWORD is named with its rule, creates nothing, and --help states the rule', async (t) => {
   const dir = tempDir();
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
