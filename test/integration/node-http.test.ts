@@ -159,8 +159,8 @@ test('HTTP fuzz: thousands of mutated targets, methods and headers each get an a
       assert.ok(a.status !== undefined, `no HTTP answer; ${where}`);
       assert.ok(a.status < 500, `status ${a.status}; ${where}\n${a.head}`);
       assert.doesNotMatch(a.head, /access-control-allow-origin: \*/i, where);
-      // Whether the node's handler answered (a coded JSON body) or Node's HTTP parser refused first.
-      const key = `${a.status}${/"code":"GRID_ERR_/.test(a.body) || a.status < 300 ? '' : ' parser'}`;
+      // Whether the node's handler answered (JSON) or Node's HTTP parser refused first (a bare status line).
+      const key = `${a.status}${a.status < 300 || /content-type: application\/json/i.test(a.head) ? '' : ' parser'}`;
       statuses.set(key, (statuses.get(key) ?? 0) + 1);
     }
   };
@@ -289,7 +289,9 @@ test('TLS: a node with a certificate serves wss and https; clients that do not t
     assert.match(e.message, /self-signed certificate/);
     return true;
   });
-  assert.ok(Date.now() - started < 3_000, `TLS_ERROR came after ${Date.now() - started} ms`);
+  const took = Date.now() - started;
+  assert.ok(took < 3_000, `TLS_ERROR came after ${took} ms`);
+  t.diagnostic(`an untrusted certificate failed the connect with TLS_ERROR in ${took} ms`);
 
   // Trusted, but issued for another name: a mismatch, named as such.
   const other = selfSigned(dir, 'elsewhere', 'DNS:grid.invalid');
