@@ -159,8 +159,8 @@ test('HTTP fuzz: thousands of mutated targets, methods and headers each get an a
       assert.ok(a.status !== undefined, `no HTTP answer; ${where}`);
       assert.ok(a.status < 500, `status ${a.status}; ${where}\n${a.head}`);
       assert.doesNotMatch(a.head, /access-control-allow-origin: \*/i, where);
-      // Whether the node's handler answered (JSON) or Node's HTTP parser refused first (a bare status line).
-      const key = `${a.status}${a.status < 300 || /content-type: application\/json/i.test(a.head) ? '' : ' parser'}`;
+      // Whether the node's handler answered (JSON) or Node's HTTP parser / the ws handshake refused first.
+      const key = `${a.status}${a.status < 300 || /content-type: application\/json/i.test(a.head) ? '' : ' early'}`;
       statuses.set(key, (statuses.get(key) ?? 0) + 1);
     }
   };
