@@ -30,6 +30,19 @@ export async function verifyPassword(password: string, stored: string): Promise<
   return timingSafeEqual(key, expected);
 }
 
+/** Shortest password a user (admin included) may have (addUser's rule). */
+export const MIN_PASSWORD_LENGTH = 8;
+
+/**
+ * Checks a first-run admin password before anything is created; `source` names where it came from
+ * (GRID_ADMIN_PASSWORD) so the person starting the node knows what to change. Unset or empty is fine:
+ * ensureAdmin then generates one.
+ */
+export function checkAdminPassword(password: string | undefined, source: string): void {
+  if (password === undefined || password === '' || password.length >= MIN_PASSWORD_LENGTH) return;
+  throw gridError('INVALID_MESSAGE', `${source} is too short (${password.length} characters): the admin password needs at least ${MIN_PASSWORD_LENGTH} characters; set a longer one, or leave it unset to have one generated and shown once`);
+}
+
 const tokenHash = (token: string) => createHash('sha256').update(token).digest('hex');
 
 export interface Session { token: string; user: string; role: string; expires_at: number }

@@ -1,5 +1,6 @@
 // grid-node: starts a grid node. Prints exactly one line on stdout, `listening on ws://HOST:PORT`
-// (the extension and scripts read it); every log line goes through pino to stderr or --log-file.
+// (wss:// with TLS; the extension and scripts read it); every log line goes through pino to stderr or
+// --log-file.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -8,7 +9,8 @@ import pino from 'pino';
 import { gridError, toGridError } from '../core/errors';
 import { findLocalNode, localNodeFile } from '../core/local-node';
 import { parseDatasetFlag, type DatasetSpec } from './datasets';
-import { defaultDataDir, DEFAULT_HOST, DEFAULT_PORT, GridNode, NODE_VERSION } from './server';
+import { MIN_PASSWORD_LENGTH } from './auth';
+import { defaultDataDir, DEFAULT_HOST, DEFAULT_PORT, GridNode, isAllInterfaces, isLoopbackHost, NODE_VERSION } from './server';
 
 interface NodeConfigFile {
   host?: string;
@@ -17,6 +19,9 @@ interface NodeConfigFile {
   name?: string;
   demo_datasets?: boolean;
   datasets?: { name: string; path: string; tags?: string[]; description?: string; label?: string }[];
+  allow_origins?: string[];
+  tls_cert?: string;
+  tls_key?: string;
 }
 
 function parsePort(v: string): number {
@@ -54,10 +59,40 @@ function readConfig(file: string): NodeConfigFile & { baseDir: string } {
   if (json === null || typeof json !== 'object' || Array.isArray(json)) throw gridError('INVALID_MESSAGE', `--config ${file}: expected a JSON object`);
   const c = json as NodeConfigFile;
   if (c.datasets !== undefined && !Array.isArray(c.datasets)) throw gridError('INVALID_MESSAGE', `--config ${file}: "datasets" must be an array`);
+  if (c.allow_origins !== undefined && (!Array.isArray(c.allow_origins) || c.allow_origins.some((o) => typeof o !== 'string'))) {
+    throw gridError('INVALID_MESSAGE', `--config ${file}: "allow_origins" must be an array of origins such as "https://app.example.org"`);
+  }
+  for (const key of ['tls_cert', 'tls_key'] as const) {
+    if (c[key] !== undefined && typeof c[key] !== 'string') throw gridError('INVALID_MESSAGE', `--config ${file}: "${key}" must be a file path`);
+  }
   for (const [i, d] of (c.datasets ?? []).entries()) {
     if (typeof d?.name !== 'string' || typeof d.path !== 'string') throw gridError('INVALID_MESSAGE', `--config ${file}: datasets[${i}] needs "name" and "path" strings`);
   }
   return { ...c, baseDir: path.dirname(path.resolve(file)) };
+}
+
+/** The PEM certificate and key files, both or neither. */
+function readTls(certFile: string | undefined, keyFile: string | undefined): { cert: Buffer; key: Buffer } | undefined {
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (certFile === undefined || keyFile === undefined) throw gridError('TLS_ERROR', `TLS needs both --tls-cert and --tls-key; only ${certFile !== undefined ? '--tls-cert' : '--tls-key'} was given`);
+  const read = (flag: string, file: string) => {
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      throw gridError('TLS_ERROR', `${flag} ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+    }
+  };
+  return { cert: read('--tls-cert', certFile), key: read('--tls-key', keyFile) };
+}
+
+/**
+ * Keeps serving when a request handler rejects unexpectedly: one bad request must not take down every
+ * user's node. Installed by the CLI only, so tests of GridNode (which start it directly) still fail loudly.
+ */
+function keepServingOnUnhandledRejection(logger: pino.Logger): void {
+  process.on('unhandledRejection', (reason) => {
+    logger.error({ err: reason }, 'unhandled rejection (a bug: please report it); the node keeps serving');
+  });
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -74,9 +109,21 @@ export async function main(argv: string[]): Promise<void> {
     .option('--local', `be this user's local node: loopback only, a free port unless --port, and a runtime record (${localNodeFile()}, mode 0600) through which the CLI, the extension and notebooks find it and sign in as admin`)
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
     .option('--log-file <file>', 'write logs to this file instead of stderr')
+    .option('--allow-origin <origin>', 'let web pages from this origin (scheme://host[:port]) use the node; repeatable; none by default', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--tls-cert <file>', 'serve https/wss with this PEM certificate (chain); needs --tls-key')
+    .option('--tls-key <file>', 'the PEM private key of --tls-cert')
+    .addHelpText('after', `
+Environment:
+  GRID_ADMIN_PASSWORD  password of the admin user, used on the first start (when the node creates
+                       admin); at least ${MIN_PASSWORD_LENGTH} characters. Unset: one is generated and shown once.
+
+Listening on anything but the loopback without --tls-cert/--tls-key sends passwords in the clear.`)
     .showHelpAfterError();
   program.parse(argv);
-  const o = program.opts<{ host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string }>();
+  const o = program.opts<{
+    host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
+    allowOrigin: string[]; tlsCert?: string; tlsKey?: string;
+  }>();
 
   const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
   try {
@@ -88,6 +135,8 @@ export async function main(argv: string[]): Promise<void> {
     }
     datasets.push(...o.dataset.map(parseDatasetFlag));
     const dataDir = o.dataDir ?? (config?.data_dir !== undefined ? path.resolve(config.baseDir, config.data_dir) : defaultDataDir());
+    const fromConfig = (p: string | undefined) => (p === undefined ? undefined : path.resolve(config!.baseDir, p));
+    const tls = o.tlsCert !== undefined || o.tlsKey !== undefined ? readTls(o.tlsCert, o.tlsKey) : readTls(fromConfig(config?.tls_cert), fromConfig(config?.tls_key));
     const host = o.host ?? config?.host ?? DEFAULT_HOST;
     if (o.local) {
       if (host !== DEFAULT_HOST) throw gridError('INVALID_MESSAGE', `--local listens on ${DEFAULT_HOST} only (its record signs in whoever can read it); drop --host ${host}`);
@@ -102,7 +151,21 @@ export async function main(argv: string[]): Promise<void> {
       ...((o.name ?? config?.name) !== undefined && { name: (o.name ?? config?.name)! }),
       logger,
       datasets,
+      allowOrigins: o.allowOrigin.length > 0 ? o.allowOrigin : config?.allow_origins ?? [],
+      ...(tls !== undefined && { tls }),
     });
+    keepServingOnUnhandledRejection(logger);
+    if (isAllInterfaces(host)) {
+      process.stderr.write(isLoopbackHost(new URL(node.url).hostname)
+        ? `grid-node: listening on all interfaces (${host}), but this machine has no network address yet; locally: ${node.url}\n`
+        : `grid-node: listening on all interfaces (${host}); other machines can reach it as ${node.url}\n`);
+    }
+    if (!isLoopbackHost(host) && !node.secure) {
+      process.stderr.write(
+        `\n  WARNING: this grid node listens on ${isAllInterfaces(host) ? 'all interfaces' : host} without TLS.\n` +
+        '  Passwords, session tokens, models and tensors cross the network in the clear.\n' +
+        '  Give it --tls-cert FILE --tls-key FILE (or put it behind a TLS proxy).\n\n');
+    }
     if (node.initialAdminPassword !== undefined) {
       process.stderr.write(
         `\n  The grid node created its admin user.\n    user:     admin\n    password: ${node.initialAdminPassword}\n` +

@@ -1,18 +1,22 @@
-// The grid node: one HTTP server carrying the WebSocket protocol (GridServer), /health and /metrics,
-// over a data dir holding the metadata database, the model blobs and in-flight uploads.
-// Used by the grid-node CLI and started embedded by the extension.
+// The grid node: one HTTP server (or HTTPS, with a certificate) carrying the WebSocket protocol
+// (GridServer), /health and /metrics, over a data dir holding the metadata database, the model blobs and
+// in-flight uploads. Used by the grid-node CLI and started embedded by the extension.
 
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
+import * as tls from 'node:tls';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { gridError } from '../core/errors';
+import type { Duplex } from 'node:stream';
+import { gridError, type GridError } from '../core/errors';
 import { defaultDataDir, removeLocalNodeRecord, writeLocalNodeRecord } from '../core/local-node';
 import { silentLogger, type Logger } from '../core/logger';
 import { GridServer } from '../core/rpc/server';
 import type { UploadQuotas } from '../core/rpc/uploads';
-import { Auth } from './auth';
+import { Auth, checkAdminPassword } from './auth';
+import { corsHeaders, corsPolicy, originAllowed, originRefusal, preflight, requestOrigin, type CorsPolicy } from './cors';
 import type { SignInLimitOptions } from './signin-limits';
 import { DatasetStore, type DatasetSpec } from './datasets';
 import { NodeEvents } from './events';
@@ -67,6 +71,69 @@ export interface GridNodeOptions {
   localRecordFile?: string;
   /** The node's Ed25519 private key (PKCS#8 PEM) instead of `<dataDir>/node.key`; never created. For replicas sharing one identity. */
   keyFile?: string;
+  /**
+   * Browser origins (`https://app.example.org`) allowed to open a WebSocket or call the HTTP routes; none
+   * by default. Clients outside a browser send no Origin and are always allowed.
+   */
+  allowOrigins?: readonly string[];
+  /** Serve https and wss on the same port with this PEM certificate (chain) and private key. */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+}
+
+/** True for an interface only this machine can reach. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/** True for the wildcard addresses that listen on every interface. */
+export function isAllInterfaces(host: string): boolean {
+  return host === '0.0.0.0' || host === '::' || host === '';
+}
+
+/**
+ * The host a client should dial: the listening host, or for a wildcard (which is not an address one can
+ * connect to from elsewhere) the machine's first non-internal IPv4 address, else the loopback.
+ */
+export function reachableHost(host: string): string {
+  if (!isAllInterfaces(host)) return host;
+  for (const addrs of Object.values(os.networkInterfaces())) {
+    for (const a of addrs ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+  }
+  return '127.0.0.1';
+}
+
+/**
+ * The path of an HTTP request target, or undefined when the target is not one a node serves. Origin-form
+ * (`/x`) is parsed under a fixed base, so `//x:y` is the path `//x:y`, not a host; absolute-form
+ * (`http://h/x`) is accepted as HTTP/1.1 requires; `*` and authority-form are not routes.
+ */
+export function requestPath(target: string | undefined): string | undefined {
+  if (target === undefined) return undefined;
+  try {
+    if (target.startsWith('/')) return new URL(`http://node${target}`).pathname;
+    if (/^https?:\/\//i.test(target)) return new URL(target).pathname;
+  } catch {
+    return undefined;
+  }
+  return undefined;
+}
+
+/** Largest POST body the HTTP routes read (PyGrid's /search query). */
+export const MAX_HTTP_BODY_BYTES = 64 * 1024;
+
+/** Checks every option that could fail before anything is created, so a failed start leaves no data dir or meta.db. */
+function checkOptions(opts: GridNodeOptions): { cors: CorsPolicy; secureContext: tls.SecureContextOptions | undefined } {
+  if (opts.adminPassword !== undefined) checkAdminPassword(opts.adminPassword, 'the adminPassword option');
+  else checkAdminPassword(process.env.GRID_ADMIN_PASSWORD, 'GRID_ADMIN_PASSWORD');
+  const cors = corsPolicy(opts.allowOrigins ?? []);
+  if (opts.tls === undefined) return { cors, secureContext: undefined };
+  const secureContext = { cert: opts.tls.cert, key: opts.tls.key };
+  try {
+    tls.createSecureContext(secureContext);
+  } catch (err) {
+    throw gridError('TLS_ERROR', `the TLS certificate and key cannot be used: ${(err as Error).message}; give a PEM certificate (--tls-cert) and its matching PEM private key (--tls-key)`);
+  }
+  return { cors, secureContext };
 }
 
 /** The local record's token lives as long as the node process; a year is just a bound on a forgotten session row. */
@@ -75,7 +142,10 @@ const LOCAL_TOKEN_TTL_MS = 365 * 24 * 3600 * 1000;
 export class GridNode {
   readonly host: string;
   readonly port: number;
+  /** ws://HOST:PORT, or wss:// with TLS; for a wildcard host, an address of this machine clients can dial. */
   readonly url: string;
+  /** Serves https/wss. */
+  readonly secure: boolean;
   readonly dataDir: string;
   readonly identity: NodeIdentity;
   /** Set only on the run that created `admin` with a generated password: show it once. */
@@ -89,6 +159,7 @@ export class GridNode {
   /** Training jobs (src/node/training). */
   readonly training: NodeTraining;
   private readonly http: http.Server;
+  private readonly cors: CorsPolicy;
   private readonly grid: GridServer;
   private readonly db: MetaDb;
   private readonly lock: DataDirLock;
@@ -100,11 +171,14 @@ export class GridNode {
   private constructor(parts: {
     host: string; port: number; dataDir: string; identity: NodeIdentity; initialAdminPassword: string | undefined; auth: Auth;
     models: ModelStore; datasets: DatasetStore; events: NodeEvents; peers: PeerLinks; metrics: NodeMetrics; training: NodeTraining;
-    http: http.Server; grid: GridServer; db: MetaDb; lock: DataDirLock; log: Logger;
+    http: http.Server; secure: boolean; cors: CorsPolicy; grid: GridServer; db: MetaDb; lock: DataDirLock; log: Logger;
   }) {
     this.host = parts.host;
     this.port = parts.port;
-    this.url = `ws://${parts.host.includes(':') ? `[${parts.host}]` : parts.host}:${parts.port}`;
+    const dial = reachableHost(parts.host);
+    this.url = `${parts.secure ? 'wss' : 'ws'}://${dial.includes(':') ? `[${dial}]` : dial}:${parts.port}`;
+    this.secure = parts.secure;
+    this.cors = parts.cors;
     this.dataDir = parts.dataDir;
     this.identity = parts.identity;
     this.initialAdminPassword = parts.initialAdminPassword;
@@ -125,6 +199,7 @@ export class GridNode {
   static async start(opts: GridNodeOptions = {}): Promise<GridNode> {
     const log = opts.logger ?? silentLogger;
     const host = opts.host ?? DEFAULT_HOST;
+    const { cors, secureContext } = checkOptions(opts);
     const dataDir = path.resolve(opts.dataDir ?? defaultDataDir());
     const dbFile = path.join(dataDir, 'meta.db');
     const lock = lockDataDir(dataDir, [MetaDb.lockDirOf(dbFile)]);
@@ -184,14 +259,38 @@ export class GridNode {
         },
       });
       cleanups.unshift(() => grid.close());
-      const server = http.createServer();
+      const server: http.Server = secureContext ? https.createServer(secureContext) : http.createServer();
       // Requests are served only once the node object exists (listen happens before it is built).
       const ref: { node?: GridNode } = {};
-      server.on('request', (req, res) => { void ref.node?.onHttp(req, res); });
-      server.on('upgrade', (req, socket, head) => {
-        if (ref.node === undefined) { socket.destroy(); return; }
-        grid.handleUpgrade(req, socket, head);
+      server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+        if (ref.node === undefined) { send(res, 503, { error: { code: 'GRID_ERR_BUSY', message: 'the node is starting; try again' } }); return; }
+        void ref.node.onHttp(req, res);
       });
+      const refusedOrigins = new Set<string>();
+      server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+        if (ref.node === undefined) { socket.destroy(); return; }
+        const origin = requestOrigin(req.headers);
+        if (!originAllowed(origin, cors)) {
+          // Once per origin (bounded): a page can retry in a loop.
+          if (refusedOrigins.size < 256 && !refusedOrigins.has(origin!)) {
+            refusedOrigins.add(origin!);
+            log.warn({ origin: origin!.slice(0, 200), remote: req.socket.remoteAddress }, 'refused a WebSocket from a web page whose origin is not allowed (--allow-origin)');
+          }
+          refuseRaw(socket, 403, originRefusal(origin!));
+          return;
+        }
+        try {
+          grid.handleUpgrade(req, socket, head);
+        } catch (err) {
+          log.error({ err }, 'websocket upgrade failed');
+          socket.destroy();
+        }
+      });
+      // CONNECT (a proxy request) is not a route: answer rather than drop the connection.
+      server.on('connect', (_req: http.IncomingMessage, socket: Duplex) => {
+        refuseRaw(socket, 405, gridError('INVALID_MESSAGE', 'CONNECT is not supported; the node is not a proxy'));
+      });
+      if (secureContext) server.on('tlsClientError', (err: Error) => log.debug({ err: err.message }, 'TLS handshake with a client failed'));
       await new Promise<void>((resolve, reject) => {
         server.once('error', reject);
         server.listen(opts.port ?? DEFAULT_PORT, host, () => { server.off('error', reject); resolve(); });
@@ -202,10 +301,13 @@ export class GridNode {
       });
       const port = (server.address() as AddressInfo).port;
       where = `${host}:${port}`;
-      const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, http: server, grid, db, lock, log });
+      const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, http: server, secure: secureContext !== undefined, cors, grid, db, lock, log });
       ref.node = node;
       if (opts.localRecordFile !== undefined) node.writeLocalRecord(opts.localRecordFile);
-      log.info({ url: node.url, dataDir, id, models: models.list().length, datasets: datasets.list().length }, 'grid node listening');
+      log.info({ url: node.url, host, tls: node.secure, allowOrigins: [...cors.allowOrigins], dataDir, id, models: models.list().length, datasets: datasets.list().length }, 'grid node listening');
+      if (!isLoopbackHost(host) && !node.secure) {
+        log.warn({ host, url: node.url }, `the node listens on ${isAllInterfaces(host) ? 'all interfaces' : host} without TLS: passwords, tokens, models and tensors cross the network in the clear; give it --tls-cert and --tls-key, or put it behind a TLS proxy`);
+      }
       return node;
     } catch (err) {
       for (const c of cleanups) {
@@ -227,42 +329,15 @@ export class GridNode {
     return info;
   }
 
+  /** Answers every request, whatever its target, method or headers; never rejects. */
   private async onHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const url = new URL(req.url ?? '/', 'http://node');
     try {
-      if (req.method === 'POST' && url.pathname === '/search') {
-        // PyGrid's dataset search: {"query": [tags]} → {"content": bool}.
-        const body = await readJsonBody(req, 64 * 1024);
-        const query = (body as { query?: unknown } | undefined)?.query;
-        if (!Array.isArray(query) || query.some((q) => typeof q !== 'string')) {
-          return send(res, 400, { error: { code: 'GRID_ERR_INVALID_MESSAGE', message: 'POST /search takes {"query": ["tag", …]}' } });
-        }
-        return send(res, 200, { content: this.datasets.search(query as string[]).length > 0 });
-      }
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        return send(res, 405, { error: { code: 'GRID_ERR_INVALID_MESSAGE', message: `${req.method} is not supported; the node speaks WebSocket at ${this.url}` } });
-      }
-      if (url.pathname === '/health') {
-        return send(res, 200, {
-          status: 'ok', id: this.identity.id, name: this.identity.name, version: this.identity.version,
-          uptime_s: Math.round((Date.now() - this.startedAt) / 1000), connections: this.grid.connections.size,
-          models: this.models.list().length, datasets: this.datasets.list().length,
-        });
-      }
-      if (url.pathname === '/metrics') {
-        this.metrics.connections.set(this.grid.connections.size);
-        const text = await this.metrics.registry.metrics();
-        res.writeHead(200, { 'content-type': this.metrics.registry.contentType });
-        res.end(text);
-        return;
-      }
-      // PyGrid's read-only HTTP routes, for old scripts that poll them.
-      if (url.pathname === '/models/' || url.pathname === '/models') return send(res, 200, { success: true, models: this.models.list().map((m) => m.id) });
-      if (url.pathname === '/dataset-tags') return send(res, 200, [...new Set(this.datasets.list().flatMap((d) => d.tags))].sort());
-      send(res, 404, { error: { code: 'GRID_ERR_NOT_FOUND', message: `no route ${url.pathname}; try /health, /metrics, or a WebSocket at ${this.url}` } });
+      await this.serveHttp(req, res);
     } catch (err) {
-      this.log.error({ err }, 'http handler failed');
-      send(res, 500, { error: { code: 'GRID_ERR_INTERNAL', message: (err as Error).message } });
+      this.log.error({ err, method: req.method, url: req.url?.slice(0, 200) }, 'http handler failed');
+      // The error's text can hold server paths: the client gets a fixed message, the log the rest.
+      if (!res.headersSent) send(res, 500, { error: { code: 'GRID_ERR_INTERNAL', message: 'the node failed to answer this request; its log has the details' } });
+      else res.destroy();
     }
   }
 
@@ -280,6 +355,58 @@ export class GridNode {
       token: session.token, user: session.user, started: new Date(this.startedAt).toISOString(),
     });
     this.log.info({ file }, 'local node record written');
+  }
+
+  private async serveHttp(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const pathname = requestPath(req.url);
+    const origin = requestOrigin(req.headers);
+    const cors = corsHeaders(origin, this.cors);
+    if (!originAllowed(origin, this.cors)) return send(res, 403, { error: originRefusal(origin!).toWire() }, cors);
+    if (pathname === undefined) {
+      return send(res, 400, { error: { code: 'GRID_ERR_INVALID_MESSAGE', message: 'the request target is not a path the node serves; try /health, /metrics, or a WebSocket' } }, cors);
+    }
+    if (req.method === 'OPTIONS') {
+      const p = preflight(req.headers, this.cors);
+      if (p.status === 403) return send(res, 403, { error: originRefusal(origin!).toWire() }, p.headers);
+      res.writeHead(204, p.headers);
+      res.end();
+      return;
+    }
+    if (req.method === 'POST' && pathname === '/search') {
+      // PyGrid's dataset search: {"query": [tags]} → {"content": bool}.
+      const body = await readJsonBody(req, MAX_HTTP_BODY_BYTES);
+      if (body === aborted) { res.destroy(); return; }
+      if (body === tooLarge) {
+        return send(res, 413, { error: { code: 'GRID_ERR_PAYLOAD_TOO_LARGE', message: `POST /search takes at most ${MAX_HTTP_BODY_BYTES} bytes` } }, { ...cors, connection: 'close' });
+      }
+      const query = (body as { query?: unknown } | undefined)?.query;
+      if (!Array.isArray(query) || query.some((q) => typeof q !== 'string')) {
+        return send(res, 400, { error: { code: 'GRID_ERR_INVALID_MESSAGE', message: 'POST /search takes {"query": ["tag", …]}' } }, cors);
+      }
+      return send(res, 200, { content: this.datasets.search(query as string[]).length > 0 }, cors);
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      return send(res, 405, { error: { code: 'GRID_ERR_INVALID_MESSAGE', message: `${req.method} is not supported; the node speaks WebSocket at ${this.url}` } }, { ...cors, allow: 'GET, HEAD, POST, OPTIONS' });
+    }
+    if (pathname === '/health') {
+      return send(res, 200, {
+        status: 'ok', id: this.identity.id, name: this.identity.name, version: this.identity.version,
+        uptime_s: Math.round((Date.now() - this.startedAt) / 1000), connections: this.grid.connections.size,
+        models: this.models.list().length, datasets: this.datasets.list().length,
+      }, cors);
+    }
+    if (pathname === '/metrics') {
+      this.metrics.connections.set(this.grid.connections.size);
+      const text = await this.metrics.registry.metrics();
+      res.writeHead(200, { ...cors, 'content-type': this.metrics.registry.contentType });
+      res.end(text);
+      return;
+    }
+    // PyGrid's read-only HTTP routes, for old scripts that poll them.
+    if (pathname === '/models/' || pathname === '/models') return send(res, 200, { success: true, models: this.models.list().map((m) => m.id) }, cors);
+    if (pathname === '/dataset-tags') return send(res, 200, [...new Set(this.datasets.list().flatMap((d) => d.tags))].sort(), cors);
+    const shown = pathname.length > 200 ? `${pathname.slice(0, 200)}…` : pathname;
+    send(res, 404, { error: { code: 'GRID_ERR_NOT_FOUND', message: `no route ${shown}; try /health, /metrics, or a WebSocket at ${this.url}` } }, cors);
   }
 
   /** Stops accepting, closes connections and peers, flushes and closes the database; idempotent. */
@@ -313,20 +440,50 @@ function dataDirRoots(dataDir: string): string[] {
   }
 }
 
-async function readJsonBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
-  let size = 0;
-  const parts: Buffer[] = [];
-  for await (const c of req as AsyncIterable<Buffer>) {
-    size += c.length;
-    if (size > limit) return undefined;
-    parts.push(c);
-  }
-  try { return JSON.parse(Buffer.concat(parts).toString('utf8')); } catch { return undefined; }
+const tooLarge = Symbol('too large');
+const aborted = Symbol('aborted');
+
+/**
+ * The body as JSON (undefined when it is not JSON), `tooLarge` past `limit` bytes (without reading the
+ * rest), or `aborted` when the client went away first (not an error of the node: nothing to log).
+ */
+function readJsonBody(req: http.IncomingMessage, limit: number): Promise<unknown> {
+  if (Number(req.headers['content-length'] ?? 0) > limit) return Promise.resolve(tooLarge);
+  return new Promise((resolve) => {
+    let size = 0;
+    const parts: Buffer[] = [];
+    const done = (value: unknown) => {
+      req.off('data', onData); req.off('end', onEnd); req.off('error', onGone); req.off('close', onGone);
+      resolve(value);
+    };
+    const onData = (c: Buffer) => {
+      size += c.length;
+      if (size > limit) { req.pause(); done(tooLarge); return; }
+      parts.push(c);
+    };
+    const onEnd = () => {
+      try { done(JSON.parse(Buffer.concat(parts).toString('utf8'))); } catch { done(undefined); }
+    };
+    const onGone = () => done(aborted);
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onGone);
+    req.on('close', onGone);
+  });
 }
 
-function send(res: http.ServerResponse, status: number, body: unknown): void {
+function send(res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
-  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
+  res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
 }
 
+/** An HTTP answer written straight to a socket the HTTP server handed over (upgrade, CONNECT), then closed. */
+function refuseRaw(socket: Duplex, status: number, err: GridError): void {
+  // The HTTP server no longer watches this socket: without a listener an error here would end the process.
+  socket.on('error', () => socket.destroy());
+  const text = JSON.stringify({ error: err.toWire() });
+  socket.end(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nconnection: close\r\ncontent-type: application/json\r\n` +
+    `content-length: ${Buffer.byteLength(text)}\r\n\r\n${text}`);
+}

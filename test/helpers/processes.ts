@@ -13,7 +13,7 @@ export interface Started {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Spawns `node [--import tsx] <script> ...args` and resolves on its `listening on ws://HOST:PORT` line. */
+/** Spawns `node [--import tsx] <script> ...args` and resolves on its `listening on ws://HOST:PORT` (or wss://) line. */
 export async function startNodeScript(script: string, args: string[], env: NodeJS.ProcessEnv = process.env, execArgv: string[] = []): Promise<Started> {
   // Bundled scripts (benchmarks) run as they ship; sources run through tsx.
   const node = [...execArgv, ...(script.endsWith('.js') ? [script] : ['--import', 'tsx', script])];
@@ -25,7 +25,7 @@ export async function startNodeScript(script: string, args: string[], env: NodeJ
     const onExit = (code: number | null) => reject(new Error(`${script} exited with ${code} before listening:\n${err}`));
     child.once('exit', onExit);
     lines.on('line', (line) => {
-      const m = /^listening on (ws:\/\/\S+)$/.exec(line);
+      const m = /^listening on (wss?:\/\/\S+)$/.exec(line);
       if (m) { child.off('exit', onExit); resolve(m[1]!); }
     });
   });

@@ -39,6 +39,8 @@ export interface ConnectOptions {
   /** Time allowed for one connection attempt's handshake. Default 10 s. */
   handshakeTimeoutMs?: number;
   headers?: Record<string, string>;
+  /** Certificates to trust for a wss:// node, besides the system's (e.g. a node's self-signed certificate). */
+  ca?: string | Buffer | (string | Buffer)[];
 }
 
 export interface RequestOptions {
@@ -130,7 +132,7 @@ export class GridSocket extends EventEmitter {
   private nextId = 0;
   private ws: WebSocket | undefined;
   private url: string | undefined;
-  private connectOptions: Required<Omit<ConnectOptions, 'headers'>> & { headers: Record<string, string> | undefined } = { heartbeatMs: 15_000, maxPayload: 64 * 1024 * 1024, handshakeTimeoutMs: 10_000, headers: undefined };
+  private connectOptions: Required<Omit<ConnectOptions, 'headers' | 'ca'>> & Pick<ConnectOptions, 'headers' | 'ca'> = { heartbeatMs: 15_000, maxPayload: 64 * 1024 * 1024, handshakeTimeoutMs: 10_000 };
   private reconnect: ResolvedReconnect = resolveReconnect();
   private state: SocketState = 'idle';
   private attempt = 0;
@@ -205,6 +207,7 @@ export class GridSocket extends EventEmitter {
       maxPayload: options.maxPayload ?? 64 * 1024 * 1024,
       handshakeTimeoutMs: options.handshakeTimeoutMs ?? 10_000,
       headers: options.headers,
+      ca: options.ca,
     };
     this.reconnect = resolved;
     this.attempt = 0;
@@ -585,13 +588,18 @@ export class GridSocket extends EventEmitter {
       handshakeTimeout: this.connectOptions.handshakeTimeoutMs,
       perMessageDeflate: false,
       ...(this.connectOptions.headers && { headers: this.connectOptions.headers }),
+      ...(this.connectOptions.ca !== undefined && { ca: this.connectOptions.ca }),
     });
     this.ws = ws;
+    let tlsFailure: NodeJS.ErrnoException | undefined;
     ws.on('open', () => void this.onOpen(ws));
     ws.on('message', this.onWsMessage);
     ws.on('pong', () => { this.awaitingPong = false; });
-    ws.on('error', (err) => this.log.debug({ err: err.message, url: this.url }, 'socket error'));
-    ws.on('close', (code, reason) => this.onClose(ws, code, reason.toString()));
+    ws.on('error', (err: NodeJS.ErrnoException) => {
+      if (isTlsError(err)) tlsFailure = err;
+      this.log.debug({ err: err.message, url: this.url }, 'socket error');
+    });
+    ws.on('close', (code, reason) => this.onClose(ws, code, reason.toString(), tlsFailure));
   }
 
   private async onOpen(ws: WebSocket): Promise<void> {
@@ -655,7 +663,7 @@ export class GridSocket extends EventEmitter {
     });
   }
 
-  private onClose(ws: WebSocket, code: number, reason: string): void {
+  private onClose(ws: WebSocket, code: number, reason: string, tlsFailure?: NodeJS.ErrnoException): void {
     if (ws !== this.ws) return;
     this.ws = undefined;
     this.ready = false;
@@ -665,11 +673,15 @@ export class GridSocket extends EventEmitter {
     this.closedReason = reason;
     this.closedClean = code === 1000 || code === 1001;
     ws.removeAllListeners('message');
-    const willRetry = this.reconnect.enabled && this.attempt < this.reconnect.maxAttempts;
+    // A certificate the client does not trust will not be trusted on the next attempt either.
+    const willRetry = tlsFailure === undefined && this.reconnect.enabled && this.attempt < this.reconnect.maxAttempts;
     this.dropInFlight(willRetry);
     if (!willRetry) {
-      this.reconnectionLimitReached = this.reconnect.enabled;
-      const err = this.reconnect.enabled
+      this.reconnectionLimitReached = tlsFailure === undefined && this.reconnect.enabled;
+      const err = tlsFailure !== undefined
+        ? gridError('TLS_ERROR', `the TLS handshake with ${this.url} failed: ${tlsFailure.message}${tlsFailure.code ? ` (${tlsFailure.code})` : ''}; ` +
+          'trust the node\'s certificate (its CA, or the certificate itself as `ca`) or connect by a name the certificate holds', { reason: tlsFailure.code ?? tlsFailure.message })
+        : this.reconnect.enabled
         ? gridError('RECONNECT_LIMIT', `gave up reconnecting to ${this.url} after ${this.attempt} attempts (last close ${code}${reason ? `: ${reason}` : ''})`)
         : gridError('CONNECTION_DROPPED', `the connection to ${this.url} closed (${code}${reason ? `: ${reason}` : ''})`);
       this.failAll(err);
@@ -1003,4 +1015,10 @@ export class GridStream<Ev, End> implements AsyncIterable<Ev> {
       if (!this.settled) this.cancel();
     }
   }
+}
+
+/** Certificate and handshake failures (OpenSSL verify codes, Node's TLS codes); not a dropped connection. */
+function isTlsError(err: NodeJS.ErrnoException): boolean {
+  return typeof err.code === 'string' &&
+    /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|HOSTNAME_MISMATCH$)/.test(err.code);
 }
