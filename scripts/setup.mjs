@@ -36,6 +36,8 @@ const APT_PACKAGES = [
   { pkg: 'make', present: () => onPath('make') },
   { pkg: 'g++', present: () => onPath('g++') },
   { pkg: 'ca-certificates', present: () => dpkgInstalled('ca-certificates') },
+  // The TLS tests make their certificates with it.
+  { pkg: 'openssl', present: () => onPath('openssl') },
 ];
 
 function dpkgInstalled(pkg) {
