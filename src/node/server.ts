@@ -9,7 +9,7 @@ import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
 import { gridError } from '../core/errors';
 import { silentLogger, type Logger } from '../core/logger';
-import { GridRouter, GridServer } from '../core/rpc/server';
+import { GridRouter, GridServer, type ConnectionLimits } from '../core/rpc/server';
 import { Auth } from './auth';
 import { DatasetStore, type DatasetSpec } from './datasets';
 import { NodeEvents } from './events';
@@ -54,6 +54,8 @@ export interface GridNodeOptions {
   sessionCacheBytes?: number;
   sessionTtlMs?: number;
   heartbeatMs?: number;
+  /** Per-connection bounds (JSON size and depth, streams, pending requests, send buffer); documented defaults otherwise. */
+  limits?: ConnectionLimits;
   /** Process-level metrics (CPU, heap, event loop) on /metrics; on by default. */
   processMetrics?: boolean;
 }
@@ -149,6 +151,7 @@ export class GridNode {
         ...(opts.uploadTtlMs !== undefined && { uploadTtlMs: opts.uploadTtlMs }),
         ...(opts.maxUploadBytes !== undefined && { maxUploadBytes: opts.maxUploadBytes }),
         ...(opts.heartbeatMs !== undefined && { heartbeatMs: opts.heartbeatMs }),
+        ...opts.limits,
         onRequest: (type, ms, code) => metrics.observeRequest(type, ms, code),
         // Uploads only ever become models, and hosting needs a session: refuse the bytes up front.
         authorizeUpload: (connection) => {
