@@ -316,8 +316,8 @@ export class GridConnection {
       this.overflowed = true;
       this.server.log.warn({ connection: this.id, remote: this.remoteAddress, buffered, limit }, 'client is not reading what the node sends; closing its connection');
       this.ws.close(1008, `${ErrorCodes.CONNECTION_LIMIT}: ${buffered} bytes unread, over the ${limit}-byte send buffer`.slice(0, 123));
-      // The close frame waits behind the unread bytes; a client that never reads them is cut.
-      const t = setTimeout(() => this.ws.terminate(), 1000);
+      // The close frame waits behind the unread bytes: a slow reader still gets it, one that never reads is cut.
+      const t = setTimeout(() => this.ws.terminate(), 3000);
       t.unref();
     }
     return false;
