@@ -14,6 +14,7 @@ import { ErrorCodes, isErrorCode } from '../../src/core/errors';
 import { decodeBinaryFrame, encodeChunk, FrameKind, type Envelope } from '../../src/core/protocol/envelope';
 import { encodeNamedTensors } from '../../src/core/protocol/tensor';
 import { GridClient } from '../../src/core/client';
+import type { Logger } from '../../src/core/logger';
 import { ADMIN_PASSWORD, mlpModel, seededFloats, startTestNode, type TestNode } from '../helpers/node-fixtures';
 
 const MiB = 1024 * 1024;
@@ -474,6 +475,22 @@ test('#2 deeply nested JSON is refused before parsing, in text and binary frames
 
 // ---- streams and unread replies per connection (#3) -----------------------------------------------
 
+test('#3 a connection gets CONNECTION_LIMIT past its pending requests, naming the limit; once they are answered it takes requests again', { timeout: 60_000 }, async (t) => {
+  const n = await startTestNode({ limits: { maxPendingRequests: 2 } });
+  t.after(() => n.close());
+  const c = await RawClient.open(n.node.url);
+  t.after(() => c.terminate());
+  // A password check takes tens of milliseconds (scrypt off the event loop): ten sent at once overlap.
+  for (let i = 0; i < 10; i++) c.send({ type: 'authenticate', request_id: `a${i}`, data: { username: 'nobody', password: 'wrong' } });
+  const replies = await Promise.all(Array.from({ length: 10 }, (_, i) => c.next((m) => m.request_id === `a${i}`)));
+  const limited = replies.filter((m) => codeOf(m) === ErrorCodes.CONNECTION_LIMIT);
+  assert.ok(limited.length >= 5, `only ${limited.length} of 10 overlapping requests were refused`);
+  assert.match(limited[0]!.error!.message, /2 requests awaiting replies/);
+  assert.ok(replies.some((m) => codeOf(m) === ErrorCodes.BAD_CREDENTIALS), 'the first ones were answered');
+  // Once answered, the connection takes requests again.
+  assert.equal(codeOf(await c.request('authenticate', { username: 'nobody', password: 'wrong' }, 'again')), ErrorCodes.BAD_CREDENTIALS);
+});
+
 test('#3 a connection gets CONNECTION_LIMIT past its open streams; cancelling one makes room', { timeout: 60_000 }, async (t) => {
   const n = await startTestNode({ limits: { maxStreams: 16 } });
   t.after(() => n.close());
@@ -529,4 +546,28 @@ test('#3 a client that stops reading is disconnected once its unread replies pas
   sink.ws.resume();
   const closed = await Promise.race([sink.closed, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5000))]);
   t.diagnostic(`the client saw close ${closed?.code} ${closed?.reason}`);
+});
+
+// ---- logs a client can cause (#12) ----------------------------------------------------------------
+
+test('#12 a flood of malformed frames writes a few warn lines and then one summary with the count, not a line per frame', { timeout: 60_000 }, async (t) => {
+  const lines: { level: string; obj: Record<string, unknown>; msg: string }[] = [];
+  const at = (level: string) => (obj: object | string, msg?: string) => {
+    lines.push({ level, obj: typeof obj === 'string' ? {} : obj as Record<string, unknown>, msg: typeof obj === 'string' ? obj : msg ?? '' });
+  };
+  const logger: Logger = { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') };
+  const n = await startTestNode({ logger, limits: { logLimit: { burst: 10, intervalMs: 500 } } });
+  t.after(() => n.close());
+  const c = await RawClient.open(n.node.url, false);
+  t.after(() => c.terminate());
+  for (let i = 0; i < 5000; i++) c.send('{not json');
+  c.send({ type: 'ping', request_id: 'sync-flood', data: {} });
+  await c.next((m) => m.request_id === 'sync-flood');
+  const malformed = () => lines.filter((l) => l.level === 'warn' && l.obj.code === ErrorCodes.MALFORMED_FRAME);
+  assert.equal(malformed().length, 10, 'the first 10 bad frames are logged, no more');
+  await until('the summary line of the interval', () => malformed().some((l) => l.obj.suppressed !== undefined), 5000);
+  const summary = malformed().find((l) => l.obj.suppressed !== undefined)!;
+  assert.equal(summary.obj.suppressed, 4990);
+  assert.equal(summary.obj.connection, malformed()[0]!.obj.connection);
+  assert.match(summary.msg, /4990 more "GRID_ERR_MALFORMED_FRAME" lines suppressed/);
 });
