@@ -144,6 +144,8 @@ export class GridServer {
   /** The JSON bound of both frame kinds, from the options. */
   readonly jsonLimits: JsonLimits;
   readonly log: Logger;
+  /** For lines any client can cause once per connection (ws protocol errors): bounded however many connect. */
+  readonly connectionLog: LogLimiter;
   private readonly wss: WebSocketServer;
   private readonly downloads = new Map<string, Offered>();
   private readonly heartbeat: NodeJS.Timeout | undefined;
@@ -166,6 +168,7 @@ export class GridServer {
     this.jsonLimits = { maxBytes: this.options.maxTextBytes, maxDepth: this.options.maxJsonDepth, maxContainers: this.options.maxJsonContainers };
     this.router = options.router;
     this.log = options.logger ?? silentLogger;
+    this.connectionLog = new LogLimiter(this.log, options.logLimit);
     this.uploads = new UploadStore({
       dir: options.uploadsDir,
       ...(options.uploadTtlMs !== undefined && { ttlMs: options.uploadTtlMs }),
@@ -222,6 +225,7 @@ export class GridServer {
       await new Promise<void>((resolve) => this.wss.close(() => resolve()));
       await this.uploads.close();
       this.downloads.clear();
+      this.connectionLog.dispose();
     })();
     return this.closing;
   }
@@ -254,7 +258,7 @@ export class GridConnection {
     ws.on('message', this.onMessage);
     ws.on('pong', () => { this.alive = true; });
     ws.on('close', this.onClose);
-    ws.on('error', (err) => server.log.warn({ err, connection: this.id }, 'connection error'));
+    ws.on('error', (err: Error & { code?: string }) => server.connectionLog.warn(err.code ?? 'connection-error', { err, connection: this.id }, 'connection error'));
   }
 
   get isOpen(): boolean {
