@@ -514,6 +514,17 @@ test('#3 a connection gets CONNECTION_LIMIT past its open streams; cancelling on
   assert.equal(typeof (await other.socket.request('ping', {}) as { time: number }).time, 'number');
 });
 
+test('#3 streams opened under a repeated request id all end when the client disconnects (none stays subscribed)', { timeout: 60_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const c = await RawClient.open(n.node.url);
+  for (let i = 0; i < 50; i++) c.send({ type: 'subscribe', request_id: 'same', data: {} });
+  await c.request('ping', {}, 'p');
+  assert.equal(n.node.events.subscriberCount, 50);
+  c.terminate();
+  await until('every subscription of the closed connection to end', () => n.node.events.subscriberCount === 0, 5000);
+});
+
 test('#3 a client that stops reading is disconnected once its unread replies pass the bound, and the node\'s memory stays bounded', { timeout: 60_000 }, async (t) => {
   const limit = 4 * MiB;
   const n = await startTestNode({ limits: { maxBufferedBytes: limit } });

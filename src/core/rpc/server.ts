@@ -516,7 +516,7 @@ export class GridConnection {
         if (body.length !== len) throw gridError('INTERNAL', `download ${id}: source returned ${body.length} bytes at ${pos}, expected ${len}`);
         pos += len;
         const frame = encodeChunk(id, index++, body, pos === src.size);
-        if (!this.canSend()) throw gridError('CONNECTION_DROPPED', 'the client disconnected');
+        if (!this.canSend()) throw gridError('CONNECTION_DROPPED', 'the client disconnected or stopped reading');
         await sendAndDrain(this.ws, frame);
         if (src.size === 0) break;
       }
