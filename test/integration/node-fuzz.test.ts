@@ -441,7 +441,7 @@ test('#2 a binary MESSAGE frame obeys the same JSON limit as a text frame: an ov
   t.diagnostic(`24 MiB JSON in a MESSAGE frame refused in ${r.ms.toFixed(0)} ms; slowest concurrent ping ${r.slowestPing.toFixed(0)} ms`);
   assert.equal(codeOf(r.reply), ErrorCodes.PAYLOAD_TOO_LARGE);
   assert.match(r.reply.error!.message, /limit is 4194304 bytes/);
-  assert.ok(r.slowestPing < 1000, `another client's ping waited ${r.slowestPing.toFixed(0)} ms`);
+  assert.ok(r.slowestPing < 2000, `another client's ping waited ${r.slowestPing.toFixed(0)} ms`);
 
   // The same limit for text frames, and the connection stays usable.
   hostile.send(big.subarray(0, 5 * MiB).toString('latin1'));

@@ -1,6 +1,7 @@
 // The node half of the protocol: a router of validated handlers and the WebSocket server that
 // feeds it. A bad frame or a failing handler gets a coded error reply; it never closes the
-// connection or reaches the event loop.
+// connection or reaches the event loop. Each connection is bounded (docs/node.md, Limits): JSON size
+// and depth, open streams, pending requests, and bytes it leaves unread (only that closes it).
 
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage as HttpRequest } from 'node:http';
@@ -111,7 +112,7 @@ export interface GridServerOptions {
    * GRID_ERR_CONNECTION_LIMIT) rather than buffering without limit.
    */
   maxBufferedBytes?: number;
-  /** Rate limit of log lines a client can cause (malformed frames): per connection and code. */
+  /** Rate limit of log lines a client can cause (malformed frames, failing handlers): per connection and code. */
   logLimit?: LogLimiterOptions;
   /** Where uploads are written while in flight. */
   uploadsDir: string;
@@ -301,9 +302,9 @@ export class GridConnection {
   }
 
   /** Logs a line the client can cause at will, rate limited per connection and `key` (an error code). */
-  private warnLimited(key: string, obj: object, msg: string): void {
+  private logLimited(level: 'warn' | 'error', key: string, obj: object, msg: string): void {
     this.logLimiter ??= new LogLimiter(this.server.log, this.server.options.logLimit);
-    this.logLimiter.warn(key, { connection: this.id, ...obj }, msg);
+    this.logLimiter.write(level, key, { connection: this.id, ...obj }, msg);
   }
 
   /**
@@ -355,7 +356,7 @@ export class GridConnection {
       }
     } catch (err) {
       const e = toGridError(err, 'MALFORMED_FRAME');
-      this.warnLimited(e.code, { code: e.code }, e.message);
+      this.logLimited('warn', e.code, { code: e.code }, e.message);
       this.sendError('error', undefined, e);
       return;
     }
@@ -459,7 +460,8 @@ export class GridConnection {
 
   private failed(route: Route, scope: RequestScope, started: number, err: unknown): void {
     const e = toGridError(err);
-    if (e.code === ErrorCodes.INTERNAL) this.server.log.error({ err, type: route.def.type, connection: this.id }, `handler for ${route.def.type} failed`);
+    // A client can repeat the request that hits a bug: the first lines say what broke, the rest are counted.
+    if (e.code === ErrorCodes.INTERNAL) this.logLimited('error', `${ErrorCodes.INTERNAL} ${route.def.type}`, { err, type: route.def.type }, `handler for ${route.def.type} failed`);
     if (!scope.aborted) this.sendError(scope.type, scope.requestId, e);
     this.done(scope, started, e.code);
   }
