@@ -309,6 +309,7 @@ function mutateHeader(f: Fuzzer, frame: Buffer): Buffer {
 
 test('fuzz: 20,000+ mutated frames, text and binary, anonymous and signed in: coded replies or a close, never a crash, memory bounded', { timeout: 120_000 }, async (t) => {
   const seed = process.env.GRID_FUZZ_SEED !== undefined ? Number(process.env.GRID_FUZZ_SEED) : randomInt(2 ** 31);
+  assert.ok(Number.isSafeInteger(seed), `GRID_FUZZ_SEED must be an integer, not "${process.env.GRID_FUZZ_SEED}"`);
   const tag = `GRID_FUZZ_SEED=${seed}`;
   t.diagnostic(tag);
   const f = new Fuzzer(seed);
