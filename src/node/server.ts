@@ -13,7 +13,7 @@ import type { Duplex } from 'node:stream';
 import { gridError, type GridError } from '../core/errors';
 import { defaultDataDir, removeLocalNodeRecord, writeLocalNodeRecord } from '../core/local-node';
 import { silentLogger, type Logger } from '../core/logger';
-import { GridServer } from '../core/rpc/server';
+import { GridServer, type ConnectionLimits } from '../core/rpc/server';
 import type { UploadQuotas } from '../core/rpc/uploads';
 import { Auth, checkAdminPassword } from './auth';
 import { corsHeaders, corsPolicy, originAllowed, originRefusal, preflight, requestOrigin, type CorsPolicy } from './cors';
@@ -62,6 +62,8 @@ export interface GridNodeOptions {
   signInLimits?: SignInLimitOptions;
   /** Per-user upload quotas and the free-space margin (docs/node.md, "Quotas and sign-in limits"). */
   uploadQuotas?: UploadQuotas;
+  /** Per-connection bounds (JSON size and depth, streams, pending requests, send buffer); documented defaults otherwise. */
+  limits?: ConnectionLimits;
   /** Process-level metrics (CPU, heap, event loop) on /metrics; on by default. */
   processMetrics?: boolean;
   /**
@@ -233,12 +235,14 @@ export class GridNode {
       cleanups.unshift(() => training.close());
       const grid = new GridServer({
         router,
+        redactRoots: dataDirRoots(dataDir),
         logger: log,
         uploadsDir: path.join(dataDir, 'uploads'),
         ...(opts.maxPayload !== undefined && { maxPayload: opts.maxPayload }),
         ...(opts.uploadTtlMs !== undefined && { uploadTtlMs: opts.uploadTtlMs }),
         ...(opts.maxUploadBytes !== undefined && { maxUploadBytes: opts.maxUploadBytes }),
         ...(opts.heartbeatMs !== undefined && { heartbeatMs: opts.heartbeatMs }),
+        ...opts.limits,
         onRequest: (type, ms, code) => metrics.observeRequest(type, ms, code),
         // Uploads only ever become models, and hosting needs a session: refuse the bytes up front.
         ...(opts.uploadQuotas && { uploadQuotas: opts.uploadQuotas }),

@@ -45,6 +45,69 @@ const VERSION = 1;
 const HEADER = 16;
 const pad8 = (n: number) => (n + 7) & ~7;
 
+/**
+ * The one bound on a JSON envelope a node parses, whichever frame kind carries it. Checked on the bytes
+ * before JSON.parse: parsing deeply nested or container-heavy JSON costs far more than its size
+ * suggests (4 MiB of `[` blocks the event loop for most of a second), and it would block every client.
+ */
+export interface JsonLimits {
+  /** Bytes of JSON text. */
+  maxBytes: number;
+  /** Nesting of objects and arrays; the envelope itself is depth 1. */
+  maxDepth: number;
+  /** Objects and arrays in one envelope. */
+  maxContainers: number;
+}
+
+export const DEFAULT_JSON_LIMITS: Readonly<JsonLimits> = { maxBytes: 4 * 1024 * 1024, maxDepth: 64, maxContainers: 100_000 };
+
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const OPEN_ARRAY = 0x5b;
+const OPEN_OBJECT = 0x7b;
+const CLOSE_ARRAY = 0x5d;
+const CLOSE_OBJECT = 0x7d;
+
+/**
+ * Refuses JSON bytes over `limits` in one linear scan, without parsing: PAYLOAD_TOO_LARGE for size,
+ * MALFORMED_FRAME for nesting or container count. Brackets inside strings do not count (UTF-8 never
+ * puts an ASCII byte inside a multi-byte character, so a byte scan is exact). Malformed JSON that
+ * passes is left to JSON.parse.
+ */
+export function checkJsonLimits(buf: Uint8Array, start: number, end: number, limits: JsonLimits): void {
+  const bytes = end - start;
+  if (bytes > limits.maxBytes) {
+    throw gridError('PAYLOAD_TOO_LARGE', `a ${bytes}-byte JSON envelope exceeds this node's ${limits.maxBytes}-byte limit; send large payloads as uploads or binary attachments`, { limit: limits.maxBytes, bytes });
+  }
+  let depth = 0;
+  let containers = 0;
+  let inString = false;
+  for (let i = start; i < end; i++) {
+    const b = buf[i];
+    if (inString) {
+      if (b === BACKSLASH) i++;
+      else if (b === QUOTE) inString = false;
+    } else if (b === QUOTE) {
+      inString = true;
+    } else if (b === OPEN_ARRAY || b === OPEN_OBJECT) {
+      if (++depth > limits.maxDepth) {
+        throw gridError('MALFORMED_FRAME', `JSON envelope is nested deeper than this node's limit of ${limits.maxDepth} levels`, { limit: limits.maxDepth });
+      }
+      if (++containers > limits.maxContainers) {
+        throw gridError('MALFORMED_FRAME', `JSON envelope holds more than this node's limit of ${limits.maxContainers} objects and arrays`, { limit: limits.maxContainers });
+      }
+    } else if (b === CLOSE_ARRAY || b === CLOSE_OBJECT) {
+      depth--;
+    }
+  }
+}
+
+/** parseEnvelope for bytes, checked against `limits` before they are decoded or parsed. */
+export function parseEnvelopeBytes(buf: Buffer, start: number, end: number, limits: JsonLimits): Envelope {
+  checkJsonLimits(buf, start, end, limits);
+  return parseEnvelope(buf.toString('utf8', start, end));
+}
+
 export function parseEnvelope(text: string): Envelope {
   let value: unknown;
   try {
@@ -132,7 +195,8 @@ export function encodeMessageFrame(env: Envelope, attachment: Uint8Array): Buffe
   return buf;
 }
 
-export function decodeBinaryFrame(buf: Buffer): ChunkFrame | MessageFrame {
+/** Decodes a binary frame; with `limits`, a MESSAGE frame's JSON is held to them (from its header length first). */
+export function decodeBinaryFrame(buf: Buffer, limits?: JsonLimits): ChunkFrame | MessageFrame {
   if (buf.length < HEADER) throw gridError('MALFORMED_FRAME', `binary frame of ${buf.length} bytes is shorter than the ${HEADER}-byte header`);
   if (buf[0] !== MAGIC0 || buf[1] !== MAGIC1) throw gridError('MALFORMED_FRAME', 'binary frame does not start with the "GW" magic');
   if (buf[2] !== VERSION) throw gridError('MALFORMED_FRAME', `binary frame version ${buf[2]} is not supported (expected ${VERSION})`);
@@ -149,9 +213,12 @@ export function decodeBinaryFrame(buf: Buffer): ChunkFrame | MessageFrame {
     return { kind, id, index, last: (flags & FLAG_LAST) !== 0, body: buf.subarray(bodyAt) };
   }
   if (kind === FrameKind.MESSAGE) {
+    if (limits !== undefined && extra > limits.maxBytes) {
+      throw gridError('PAYLOAD_TOO_LARGE', `message frame announces a ${extra}-byte JSON envelope; this node's limit is ${limits.maxBytes} bytes (tensors belong in the attachment)`, { limit: limits.maxBytes, bytes: extra });
+    }
     const jsonEnd = bodyAt + extra;
     if (jsonEnd > buf.length) throw gridError('MALFORMED_FRAME', 'message frame is truncated inside its JSON envelope');
-    const env = parseEnvelope(buf.toString('utf8', bodyAt, jsonEnd));
+    const env = limits === undefined ? parseEnvelope(buf.toString('utf8', bodyAt, jsonEnd)) : parseEnvelopeBytes(buf, bodyAt, jsonEnd, limits);
     const attachAt = bodyAt + pad8(extra);
     if (attachAt > buf.length) throw gridError('MALFORMED_FRAME', 'message frame is truncated before its attachment');
     return { kind, message: { ...env, attachment: buf.subarray(attachAt) } };

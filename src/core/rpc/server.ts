@@ -1,18 +1,24 @@
 // The node half of the protocol: a router of validated handlers and the WebSocket server that
 // feeds it. A bad frame or a failing handler gets a coded error reply; it never closes the
-// connection or reaches the event loop.
+// connection or reaches the event loop. Each connection is bounded (docs/node.md, Limits): JSON size
+// and depth, open streams, pending requests, and bytes it leaves unread (only that closes it).
 
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage as HttpRequest } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
 import { ErrorCodes, GridError, gridError, toGridError } from '../errors';
+import { LogLimiter, type LogLimiterOptions } from '../log-limiter';
 import { silentLogger, type Logger } from '../logger';
 import {
   Authenticate, Cancel, describeIssues, Ping, TransferAck, TransferBegin, TransferCommit, TransferRead,
   type DownloadOffer, type RequestDef, type StreamDef,
 } from '../protocol/catalogue';
-import { decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseEnvelope, type Envelope, type IncomingMessage } from '../protocol/envelope';
+import {
+  DEFAULT_JSON_LIMITS, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseEnvelopeBytes,
+  type Envelope, type IncomingMessage, type JsonLimits,
+} from '../protocol/envelope';
+import { redactError } from './redact';
 import { UploadStore, type CommittedUpload, type UploadQuotas } from './uploads';
 
 const ATTACHMENT = Symbol('attachment');
@@ -89,11 +95,28 @@ export class GridRouter {
 
 export interface GridServerOptions {
   router: GridRouter;
+  /** Folders (the data dir) whose paths never reach a client in an error message. */
+  redactRoots?: readonly string[];
   logger?: Logger;
   /** Largest frame accepted; a bigger one closes the connection with 1009 (ws). Uploads are chunked below it. */
   maxPayload?: number;
-  /** Largest JSON text frame answered; a bigger one gets PAYLOAD_TOO_LARGE. */
+  /** Largest JSON envelope answered, in a text frame or a binary MESSAGE frame; a bigger one gets PAYLOAD_TOO_LARGE. */
   maxTextBytes?: number;
+  /** Deepest nesting of a JSON envelope; a deeper one gets MALFORMED_FRAME before it is parsed. */
+  maxJsonDepth?: number;
+  /** Most objects and arrays in one JSON envelope; more get MALFORMED_FRAME before it is parsed. */
+  maxJsonContainers?: number;
+  /** Streams open at once per connection; one more gets CONNECTION_LIMIT. */
+  maxStreams?: number;
+  /** Requests awaiting their reply at once per connection (streams not counted); one more gets CONNECTION_LIMIT. */
+  maxPendingRequests?: number;
+  /**
+   * Bytes queued for a client that does not read them; past this the connection is closed (1008,
+   * GRID_ERR_CONNECTION_LIMIT) rather than buffering without limit.
+   */
+  maxBufferedBytes?: number;
+  /** Rate limit of log lines a client can cause (malformed frames, failing handlers): per connection and code. */
+  logLimit?: LogLimiterOptions;
   /** Where uploads are written while in flight. */
   uploadsDir: string;
   uploadTtlMs?: number;
@@ -113,6 +136,9 @@ export interface GridServerOptions {
   authenticate?(data: { username: string; password: string } | { token: string }, connection: GridConnection): Promise<{ token: string; user: string; expires_at?: number }>;
 }
 
+/** The bounds a node operator may tune (docs/node.md, Limits). */
+export type ConnectionLimits = Pick<GridServerOptions, 'maxTextBytes' | 'maxJsonDepth' | 'maxJsonContainers' | 'maxStreams' | 'maxPendingRequests' | 'maxBufferedBytes' | 'logLimit'>;
+
 interface Offered extends DownloadSource { id: string; touched: number }
 
 /** The WebSocket server of a node, attached to an http.Server's `upgrade` event. */
@@ -120,8 +146,12 @@ export class GridServer {
   readonly router: GridRouter;
   readonly uploads: UploadStore;
   readonly connections = new Set<GridConnection>();
-  readonly options: Required<Pick<GridServerOptions, 'maxPayload' | 'maxTextBytes' | 'heartbeatMs' | 'downloadWindowBytes' | 'downloadChunkBytes'>> & GridServerOptions;
+  readonly options: Required<Pick<GridServerOptions, 'maxPayload' | 'maxTextBytes' | 'maxJsonDepth' | 'maxJsonContainers' | 'maxStreams' | 'maxPendingRequests' | 'maxBufferedBytes' | 'heartbeatMs' | 'downloadWindowBytes' | 'downloadChunkBytes'>> & GridServerOptions;
+  /** The JSON bound of both frame kinds, from the options. */
+  readonly jsonLimits: JsonLimits;
   readonly log: Logger;
+  /** For lines any client can cause once per connection (ws protocol errors): bounded however many connect. */
+  readonly connectionLog: LogLimiter;
   private readonly wss: WebSocketServer;
   private readonly downloads = new Map<string, Offered>();
   private readonly heartbeat: NodeJS.Timeout | undefined;
@@ -130,14 +160,21 @@ export class GridServer {
   constructor(options: GridServerOptions) {
     this.options = {
       maxPayload: 64 * 1024 * 1024,
-      maxTextBytes: 4 * 1024 * 1024,
+      maxTextBytes: DEFAULT_JSON_LIMITS.maxBytes,
+      maxJsonDepth: DEFAULT_JSON_LIMITS.maxDepth,
+      maxJsonContainers: DEFAULT_JSON_LIMITS.maxContainers,
+      maxStreams: 256,
+      maxPendingRequests: 1024,
+      maxBufferedBytes: 64 * 1024 * 1024,
       heartbeatMs: 30_000,
       downloadWindowBytes: 16 * 1024 * 1024,
       downloadChunkBytes: 1024 * 1024,
       ...options,
     };
+    this.jsonLimits = { maxBytes: this.options.maxTextBytes, maxDepth: this.options.maxJsonDepth, maxContainers: this.options.maxJsonContainers };
     this.router = options.router;
     this.log = options.logger ?? silentLogger;
+    this.connectionLog = new LogLimiter(this.log, options.logLimit);
     this.uploads = new UploadStore({
       dir: options.uploadsDir,
       ...(options.uploadTtlMs !== undefined && { ttlMs: options.uploadTtlMs }),
@@ -195,6 +232,7 @@ export class GridServer {
       await new Promise<void>((resolve) => this.wss.close(() => resolve()));
       await this.uploads.close();
       this.downloads.clear();
+      this.connectionLog.dispose();
     })();
     return this.closing;
   }
@@ -207,10 +245,16 @@ export class GridConnection {
   readonly remoteAddress: string;
   private readonly server: GridServer;
   private readonly ws: WebSocket;
+  /** Requests and streams in flight, by request id, for `cancel` (a repeated id names the latest). */
   private readonly active = new Map<string, RequestScope>();
+  /** Every request and stream in flight, repeated ids included: what the limits count and a close aborts. */
+  private readonly inflight = new Set<RequestScope>();
+  private streams = 0;
   private readonly downloadAcks = new Map<string, { received: number; wake: (() => void) | undefined }>();
   private alive = true;
   private anonymous = 0;
+  private overflowed = false;
+  private logLimiter: LogLimiter | undefined;
 
   constructor(server: GridServer, ws: WebSocket, remoteAddress: string) {
     this.server = server;
@@ -221,7 +265,7 @@ export class GridConnection {
     ws.on('message', this.onMessage);
     ws.on('pong', () => { this.alive = true; });
     ws.on('close', this.onClose);
-    ws.on('error', (err) => server.log.warn({ err, connection: this.id }, 'connection error'));
+    ws.on('error', (err: Error & { code?: string }) => server.connectionLog.warn(err.code ?? 'connection-error', { err, connection: this.id }, 'connection error'));
   }
 
   get isOpen(): boolean {
@@ -255,19 +299,48 @@ export class GridConnection {
   }
 
   private onClose(): void {
-    for (const scope of this.active.values()) scope.abort(gridError('CONNECTION_DROPPED', 'the client disconnected'));
+    const dropped = gridError('CONNECTION_DROPPED', 'the client disconnected');
+    for (const scope of this.inflight) scope.abort(dropped);
     this.active.clear();
     for (const w of this.downloadAcks.values()) w.wake?.();
     this.downloadAcks.clear();
+    this.logLimiter?.dispose();
+  }
+
+  /** Logs a line the client can cause at will, rate limited per connection and `key` (an error code). */
+  private logLimited(level: 'warn' | 'error', key: string, obj: object, msg: string): void {
+    this.logLimiter ??= new LogLimiter(this.server.log, this.server.options.logLimit);
+    this.logLimiter.write(level, key, { connection: this.id, ...obj }, msg);
+  }
+
+  /**
+   * Whether the client still takes what it is sent. One that lets more than `maxBufferedBytes` pile up
+   * unread is closed (once, logged once) instead of holding the node's memory: a non-reading client
+   * with many streams otherwise buffers every event for ever.
+   */
+  private canSend(): boolean {
+    if (!this.isOpen) return false;
+    const buffered = this.ws.bufferedAmount;
+    const limit = this.server.options.maxBufferedBytes;
+    if (buffered <= limit) return true;
+    if (!this.overflowed) {
+      this.overflowed = true;
+      this.server.log.warn({ connection: this.id, remote: this.remoteAddress, buffered, limit }, 'client is not reading what the node sends; closing its connection');
+      this.ws.close(1008, `${ErrorCodes.CONNECTION_LIMIT}: ${buffered} bytes unread, over the ${limit}-byte send buffer`.slice(0, 123));
+      // The close frame waits behind the unread bytes: a slow reader still gets it, one that never reads is cut.
+      const t = setTimeout(() => this.ws.terminate(), 3000);
+      t.unref();
+    }
+    return false;
   }
 
   private sendJson(env: Envelope): void {
-    if (!this.isOpen) return;
-    this.ws.send(JSON.stringify(env));
+    if (this.canSend()) this.ws.send(JSON.stringify(env));
   }
 
   private sendError(type: string, requestId: string | undefined, err: GridError): void {
-    const env: Envelope = { type, error: err.toWire() };
+    // The last line of defence for paths on the node (the node's own handlers redact already).
+    const env: Envelope = { type, error: redactError(err, this.server.options.redactRoots).toWire() };
     if (requestId !== undefined) env.request_id = requestId;
     this.sendJson(env);
   }
@@ -276,7 +349,7 @@ export class GridConnection {
     let msg: IncomingMessage;
     try {
       if (isBinary) {
-        const frame = decodeBinaryFrame(toBuffer(raw));
+        const frame = decodeBinaryFrame(toBuffer(raw), this.server.jsonLimits);
         if (frame.kind === FrameKind.CHUNK) {
           this.server.uploads.chunk(frame.id, frame.index, frame.body, (received) => {
             this.sendJson({ type: 'transfer-ack', data: { transfer_id: frame.id, received } });
@@ -286,14 +359,11 @@ export class GridConnection {
         msg = frame.message;
       } else {
         const buf = toBuffer(raw);
-        if (buf.length > this.server.options.maxTextBytes) {
-          throw gridError('PAYLOAD_TOO_LARGE', `a ${buf.length}-byte JSON frame exceeds this node's ${this.server.options.maxTextBytes}-byte limit; send large payloads as uploads`);
-        }
-        msg = parseEnvelope(buf.toString('utf8'));
+        msg = parseEnvelopeBytes(buf, 0, buf.length, this.server.jsonLimits);
       }
     } catch (err) {
       const e = toGridError(err, 'MALFORMED_FRAME');
-      this.server.log.warn({ connection: this.id, code: e.code }, e.message);
+      this.logLimited('warn', e.code, { code: e.code }, e.message);
       this.sendError('error', undefined, e);
       return;
     }
@@ -327,6 +397,9 @@ export class GridConnection {
     if (route === undefined) {
       return this.sendError(type, requestId, gridError('UNKNOWN_TYPE', `this node does not handle messages of type "${type}"`));
     }
+    const isStream = route.def.kind === 'stream';
+    const limited = this.overLimit(isStream);
+    if (limited !== undefined) return this.sendError(type, requestId, limited);
     const parsed = route.def.request.safeParse(msg.data);
     if (!parsed.success) {
       return this.sendError(type, requestId, gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`));
@@ -345,10 +418,30 @@ export class GridConnection {
     if (!isThenable(result)) return this.replied(route, scope, started, result);
     const key = requestId ?? `anon-${++this.anonymous}`;
     this.active.set(key, scope);
+    this.inflight.add(scope);
+    if (isStream) this.streams++;
+    const settle = () => {
+      if (this.active.get(key) === scope) this.active.delete(key);
+      this.inflight.delete(scope);
+      if (isStream) this.streams--;
+    };
     result.then(
-      (value) => { if (this.active.get(key) === scope) this.active.delete(key); this.replied(route, scope, started, value); },
-      (err: unknown) => { if (this.active.get(key) === scope) this.active.delete(key); this.failed(route, scope, started, err); },
+      (value) => { settle(); this.replied(route, scope, started, value); },
+      (err: unknown) => { settle(); this.failed(route, scope, started, err); },
     );
+  }
+
+  /** CONNECTION_LIMIT when one more stream (or pending request) would pass this connection's bound. */
+  private overLimit(isStream: boolean): GridError | undefined {
+    const { maxStreams, maxPendingRequests } = this.server.options;
+    if (isStream && this.streams >= maxStreams) {
+      return gridError('CONNECTION_LIMIT', `this connection already has ${this.streams} open streams, the node's limit; cancel one (or end it) before opening another`, { limit: maxStreams });
+    }
+    const pending = this.inflight.size - this.streams;
+    if (!isStream && pending >= maxPendingRequests) {
+      return gridError('CONNECTION_LIMIT', `this connection already has ${pending} requests awaiting replies, the node's limit; wait for some before sending more`, { limit: maxPendingRequests });
+    }
+    return undefined;
   }
 
   private replied(route: Route, scope: RequestScope, started: number, result: unknown): void {
@@ -365,7 +458,7 @@ export class GridConnection {
     if (requestId !== undefined) env.request_id = requestId;
     if (isStream) env.stream = 'end';
     if (attached) {
-      if (this.isOpen) this.ws.send(encodeMessageFrame(env, result[ATTACHMENT]));
+      if (this.canSend()) this.ws.send(encodeMessageFrame(env, result[ATTACHMENT]));
     } else {
       this.sendJson(env);
     }
@@ -374,7 +467,8 @@ export class GridConnection {
 
   private failed(route: Route, scope: RequestScope, started: number, err: unknown): void {
     const e = toGridError(err);
-    if (e.code === ErrorCodes.INTERNAL) this.server.log.error({ err, type: route.def.type, connection: this.id }, `handler for ${route.def.type} failed`);
+    // A client can repeat the request that hits a bug: the first lines say what broke, the rest are counted.
+    if (e.code === ErrorCodes.INTERNAL) this.logLimited('error', `${ErrorCodes.INTERNAL} ${route.def.type}`, { err, type: route.def.type }, `handler for ${route.def.type} failed`);
     if (!scope.aborted) this.sendError(scope.type, scope.requestId, e);
     this.done(scope, started, e.code);
   }
@@ -430,6 +524,7 @@ export class GridConnection {
         if (body.length !== len) throw gridError('INTERNAL', `download ${id}: source returned ${body.length} bytes at ${pos}, expected ${len}`);
         pos += len;
         const frame = encodeChunk(id, index++, body, pos === src.size);
+        if (!this.canSend()) throw gridError('CONNECTION_DROPPED', 'the client disconnected or stopped reading');
         await sendAndDrain(this.ws, frame);
         if (src.size === 0) break;
       }

@@ -1,0 +1,73 @@
+// The JSON bound of both frame kinds, checked from raw bytes before parsing, and the log rate limit.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ErrorCodes, GridError } from '../../src/core/errors';
+import { checkJsonLimits, decodeBinaryFrame, encodeMessageFrame, parseEnvelopeBytes, type JsonLimits } from '../../src/core/protocol/envelope';
+import { LogLimiter } from '../../src/core/log-limiter';
+import type { Logger } from '../../src/core/logger';
+
+const limits: JsonLimits = { maxBytes: 1024, maxDepth: 4, maxContainers: 10 };
+
+function throwsCode(fn: () => unknown, code: string, message: RegExp): void {
+  assert.throws(fn, (err: unknown) => err instanceof GridError && err.code === code && message.test(err.message));
+}
+
+const check = (text: string) => { const b = Buffer.from(text); checkJsonLimits(b, 0, b.length, limits); };
+
+test('nesting is counted on the bytes up to the limit, and refused one level past it', () => {
+  check('{"a":[{"b":[1]}]}');
+  throwsCode(() => check('{"a":[{"b":[[1]]}]}'), ErrorCodes.MALFORMED_FRAME, /nested deeper than this node's limit of 4 levels/);
+  // Siblings do not add up: depth returns as containers close.
+  check('[[[1]],[[2]],[[3]]]');
+});
+
+test('brackets inside strings, escaped quotes included, are text and not nesting', () => {
+  check('{"a":"[[[[[[{{{{{"}');
+  check('{"a":"\\"[[[[[[","b":"\\\\"}');
+  check('{"a":"\u00e9[[[[[[\u4e2d"}');
+  // An escaped backslash ends before the closing quote: the brackets after it are structure again.
+  throwsCode(() => check('{"a":"\\\\",[[[[[1]]]]]}'), ErrorCodes.MALFORMED_FRAME, /nested/);
+});
+
+test('more objects and arrays than the limit are refused however flat', () => {
+  check(`[${'[],'.repeat(8)}[]]`);
+  throwsCode(() => check(`[${'[],'.repeat(9)}[]]`), ErrorCodes.MALFORMED_FRAME, /more than this node's limit of 10 objects and arrays/);
+});
+
+test('size is checked first and the error names the limit', () => {
+  const big = Buffer.from(`"${'x'.repeat(2000)}"`);
+  assert.throws(() => checkJsonLimits(big, 0, big.length, limits), (err: unknown) =>
+    err instanceof GridError && err.code === ErrorCodes.PAYLOAD_TOO_LARGE && err.details?.limit === 1024 && /1024-byte limit/.test(err.message));
+});
+
+test('a MESSAGE frame is held to the limit from its header, before its JSON is read', () => {
+  const frame = encodeMessageFrame({ type: 'ping', request_id: 'r', data: { a: [[[1]]] } }, new Uint8Array(8));
+  assert.equal(decodeBinaryFrame(frame).kind, 1);
+  throwsCode(() => decodeBinaryFrame(frame, limits), ErrorCodes.MALFORMED_FRAME, /nested deeper/);
+  // A header announcing 64 MiB of JSON in a frame of a few bytes: refused for size, not for truncation.
+  const lying = Buffer.from(frame);
+  lying.writeUInt32LE(64 * 1024 * 1024, 12);
+  throwsCode(() => decodeBinaryFrame(lying, limits), ErrorCodes.PAYLOAD_TOO_LARGE, /announces a 67108864-byte JSON envelope/);
+  assert.deepEqual(parseEnvelopeBytes(Buffer.from(' {"type":"ping"} '), 1, 16, limits), { type: 'ping' });
+});
+
+function collector(): { logger: Logger; lines: { obj: Record<string, unknown>; msg: string }[] } {
+  const lines: { obj: Record<string, unknown>; msg: string }[] = [];
+  const at = (obj: object | string, msg?: string) => { lines.push({ obj: obj as Record<string, unknown>, msg: msg ?? '' }); };
+  return { logger: { debug: at, info: at, warn: at, error: at }, lines };
+}
+
+test('LogLimiter writes the first lines of a key, counts the rest, and says how many on dispose', () => {
+  const { logger, lines } = collector();
+  const limiter = new LogLimiter(logger, { burst: 3, intervalMs: 60_000 });
+  for (let i = 0; i < 100; i++) limiter.warn('A', { i }, `bad frame ${i}`);
+  limiter.warn('B', {}, 'another code');
+  assert.deepEqual(lines.map((l) => l.msg), ['bad frame 0', 'bad frame 1', 'bad frame 2', 'another code']);
+  limiter.dispose();
+  assert.equal(lines.length, 5);
+  assert.equal(lines[4]!.obj.suppressed, 97);
+  assert.match(lines[4]!.msg, /97 more "A" lines suppressed/);
+  limiter.dispose();
+  assert.equal(lines.length, 5, 'dispose is idempotent');
+});
