@@ -13,6 +13,7 @@ import { withAttachment, type GridRouter, type HandlerContext } from '../core/rp
 import type { Auth } from './auth';
 import type { DatasetStore } from './datasets';
 import type { NodeEvents } from './events';
+import { checkInferenceInputs, type HeldOutputs, type InferenceLimits } from './inference';
 import type { NodeMetrics } from './metrics';
 import { checkModelId, type ModelStore } from './models';
 import type { PeerLinks } from './peers';
@@ -27,6 +28,8 @@ export interface HandlerDeps {
   events: NodeEvents;
   peers: PeerLinks;
   metrics: NodeMetrics;
+  /** Bounds of run-inference, and the outputs held for download (src/node/inference.ts). */
+  inference: { limits: InferenceLimits; held: HeldOutputs };
   /** host:port, for error messages a user can place ("node 127.0.0.1:5000 refused …"). */
   where(): string;
 }
@@ -119,14 +122,16 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     if (ctx.attachment === undefined) {
       throw gridError('INVALID_INPUT', 'run-inference carries its input tensors as the binary attachment of its frame; none was sent');
     }
+    const { limits, held } = deps.inference;
     let feeds: NamedTensors;
     try {
-      feeds = decodeNamedTensors(ctx.attachment);
+      // Shapes, the string budget and known output sizes are checked from the headers, before decoding.
+      feeds = decodeNamedTensors(ctx.attachment, { check: (headers) => checkInferenceInputs(model.signature, headers, limits, data.outputs) });
     } catch (err) {
       throw err instanceof GridError ? err : new GridError(ErrorCodes.INVALID_TENSOR, (err as Error).message);
     }
     const started = performance.now();
-    const outputs = await models.run(model.id, feeds, { signal: ctx, ...(data.outputs !== undefined && { outputs: data.outputs }) });
+    const outputs = await models.run(model.id, feeds, { signal: ctx, maxOutputBytes: limits.maxOutputBytes, ...(data.outputs !== undefined && { outputs: data.outputs }) });
     const ms = performance.now() - started;
     metrics.observeInference(model.id, ms);
     const reply = {
@@ -134,7 +139,11 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
       outputs: Object.entries(outputs).map(([name, t]) => ({ name, dtype: t.dtype, dims: [...t.dims] })),
       duration_ms: ms,
     };
-    return withAttachment(reply, encodeNamedTensors(outputs));
+    const encoded = encodeNamedTensors(outputs);
+    // Above the threshold, one frame would be too big for the client (or stall the connection): the
+    // client downloads the outputs in chunks instead (GridClient.runInference does it transparently).
+    if (encoded.length > limits.transferOutputBytes) return { ...reply, download: held.hold(encoded, (source) => ctx.offerDownload(source)) };
+    return withAttachment(reply, encoded);
   });
 
   router.handle(ListDatasets, () => ({ datasets: datasets.list() }));

@@ -7,7 +7,7 @@ import { gridError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import { ID_PATTERN, type ModelInfo, type ModelSignature } from '../core/protocol/messages';
 import type { NamedTensors } from '../core/protocol/tensor';
-import { loadModel, SessionCache, type ModelHandle, type RunOptions } from '../compute/backend';
+import { loadModel, outputsFollowInputShapes, SessionCache, type ModelHandle, type RunOptions } from '../compute/backend';
 import { checkModelFile, IN_THREAD_MODEL_BYTES, ModelWorker } from '../compute/model-worker';
 import type { BlobStore } from './store/blobs';
 import type { MetaDb, Row } from './store/db';
@@ -55,10 +55,12 @@ export class ModelStore {
   constructor(db: MetaDb, blobs: BlobStore, log: Logger, opts: { sessionCacheBytes?: number } = {}) {
     this.db = db;
     this.blobs = blobs;
-    // Big models load and run on a thread of their own, so the node's event loop never waits on them.
+    // Big models load and run on a thread of their own, so the node's event loop never waits on them. So do
+    // models whose output size depends on input values (ConstantOfShape, Range …): a run asking for a huge
+    // output then allocates it off the event loop, and the size check refuses it before it crosses over.
     this.sessions = new SessionCache({
       maxBytes: opts.sessionCacheBytes ?? 1024 ** 3,
-      load: (bytes, options) => (bytes.byteLength > IN_THREAD_MODEL_BYTES ? this.thread.load(bytes, options) : loadModel(bytes, options)),
+      load: (bytes, options, key) => (bytes.byteLength > IN_THREAD_MODEL_BYTES || !this.boundedByShapes(key) ? this.thread.load(bytes, options) : loadModel(bytes, options)),
     });
     for (const r of this.db.all('SELECT * FROM models')) this.byId.set(String(r.id), rowToInfo(r));
     const swept = blobs.sweep(new Set(this.db.all('SELECT DISTINCT sha256 FROM models').map((r) => String(r.sha256))));
@@ -141,6 +143,12 @@ export class ModelStore {
     } finally {
       await fh.close();
     }
+  }
+
+  /** Whether the model under this session key has output sizes that follow from its input shapes. */
+  private boundedByShapes(key: string): boolean {
+    const info = this.byId.get(key.slice(0, key.lastIndexOf('@')));
+    return info !== undefined && outputsFollowInputShapes(info.signature);
   }
 
   session(id: string): Promise<ModelHandle> {

@@ -17,6 +17,7 @@ import { registerHandlers, type NodeIdentity } from './handlers';
 import { attachTraining, type NodeTraining } from './training';
 import { NodeMetrics } from './metrics';
 import { ModelStore } from './models';
+import { HeldOutputs, resolveInferenceLimits, type InferenceLimits } from './inference';
 import { PeerLinks } from './peers';
 import { MetaDb } from './store/db';
 import { BlobStore } from './store/blobs';
@@ -56,6 +57,8 @@ export interface GridNodeOptions {
   heartbeatMs?: number;
   /** Process-level metrics (CPU, heap, event loop) on /metrics; on by default. */
   processMetrics?: boolean;
+  /** Bounds of remote inference (output bytes, string inputs, big outputs sent as downloads); docs/node.md "Inference limits". */
+  inference?: Partial<InferenceLimits>;
 }
 
 export class GridNode {
@@ -80,6 +83,8 @@ export class GridNode {
   private readonly lock: DataDirLock;
   private readonly log: Logger;
   private readonly startedAt = Date.now();
+  /** Run on close, after the WebSocket server closed (parts the constructor does not hold). */
+  private readonly closeHooks: (() => void)[] = [];
   private closing: Promise<void> | undefined;
 
   private constructor(parts: {
@@ -138,7 +143,10 @@ export class GridNode {
       metrics.datasets.set(datasets.list().length);
 
       let where = `${host}:${opts.port ?? DEFAULT_PORT}`;
-      const router = registerHandlers(new GridRouter(), { identity, auth, models, datasets, events, peers, metrics, where: () => where });
+      const inferenceLimits = resolveInferenceLimits(opts.inference);
+      const held = new HeldOutputs(inferenceLimits);
+      cleanups.unshift(() => held.close());
+      const router = registerHandlers(new GridRouter(), { identity, auth, models, datasets, events, peers, metrics, inference: { limits: inferenceLimits, held }, where: () => where });
       const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
       cleanups.unshift(() => training.close());
       const grid = new GridServer({
@@ -184,6 +192,7 @@ export class GridNode {
       const port = (server.address() as AddressInfo).port;
       where = `${host}:${port}`;
       const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, http: server, grid, db, lock, log });
+      node.closeHooks.push(() => held.close());
       ref.node = node;
       log.info({ url: node.url, dataDir, id, models: models.list().length, datasets: datasets.list().length }, 'grid node listening');
       return node;
@@ -252,6 +261,7 @@ export class GridNode {
       this.log.info({ url: this.url }, 'grid node shutting down');
       const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
       await this.grid.close();
+      for (const hook of this.closeHooks) hook();
       await this.training.close();
       this.http.closeAllConnections();
       await httpClosed;

@@ -126,8 +126,18 @@ export function encodeTensor(t: Tensor): Buffer {
   return out;
 }
 
-/** Decodes one tensor occupying exactly `buf`. Numeric data is a view into `buf` when aligned, else a copy. */
-export function decodeTensor(buf: Uint8Array, what = 'tensor'): Tensor {
+/** What a tensor's header says, read without touching its data (so a receiver can refuse it cheaply). */
+export interface TensorHeader {
+  readonly dtype: DType;
+  readonly dims: readonly number[];
+  /** dims' product. */
+  readonly elements: number;
+  /** Bytes of the encoding, header included. */
+  readonly byteLength: number;
+}
+
+/** Reads and checks a tensor's header from `buf` (the whole encoding); the data is not decoded. */
+export function readTensorHeader(buf: Uint8Array, what = 'tensor'): TensorHeader {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < 8) throw gridError('INVALID_TENSOR', `${what}: ${b.length} bytes is shorter than a tensor header`);
   const code = b.readUInt8(0);
@@ -144,6 +154,21 @@ export function decodeTensor(buf: Uint8Array, what = 'tensor'): Tensor {
   }
   const n = elementCount(dims);
   if (!Number.isSafeInteger(n)) throw gridError('INVALID_TENSOR', `${what}: dims [${dims.join(', ')}] are too large`);
+  const dataBytes = b.length - head;
+  if (dtype === 'string') {
+    // Each string takes at least its 4-byte length: a count the bytes cannot hold is refused before any decoding.
+    if (n * 4 > dataBytes) throw gridError('INVALID_TENSOR', `${what}: string [${dims.join(', ')}] holds ${n} strings, which need at least ${n * 4} bytes; got ${dataBytes}`);
+  } else if (dataBytes !== n * CTORS[dtype].BYTES_PER_ELEMENT) {
+    throw gridError('INVALID_TENSOR', `${what}: ${dtype} [${dims.join(', ')}] needs ${n * CTORS[dtype].BYTES_PER_ELEMENT} data bytes, got ${dataBytes}`);
+  }
+  return { dtype, dims, elements: n, byteLength: b.length };
+}
+
+/** Decodes one tensor occupying exactly `buf`. Numeric data is a view into `buf` when aligned, else a copy. */
+export function decodeTensor(buf: Uint8Array, what = 'tensor'): Tensor {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const { dtype, dims, elements: n } = readTensorHeader(b, what);
+  const head = headerSize(dims.length);
   if (dtype === 'string') {
     const data: string[] = new Array(n);
     let p = head;
@@ -151,17 +176,13 @@ export function decodeTensor(buf: Uint8Array, what = 'tensor'): Tensor {
       if (p + 4 > b.length) throw gridError('INVALID_TENSOR', `${what}: string ${i} of ${n} is truncated`);
       const len = b.readUInt32LE(p);
       if (p + 4 + len > b.length) throw gridError('INVALID_TENSOR', `${what}: string ${i} of ${n} is truncated`);
-      data[i] = b.toString('utf8', p + 4, p + 4 + len);
+      data[i] = len === 0 ? '' : b.toString('utf8', p + 4, p + 4 + len);
       p += 4 + len;
     }
     if (p !== b.length) throw gridError('INVALID_TENSOR', `${what}: ${b.length - p} trailing bytes after string data`);
     return { dtype, dims, data };
   }
   const Ctor = CTORS[dtype];
-  const byteLength = n * Ctor.BYTES_PER_ELEMENT;
-  if (b.length - head !== byteLength) {
-    throw gridError('INVALID_TENSOR', `${what}: ${dtype} [${dims.join(', ')}] needs ${byteLength} data bytes, got ${b.length - head}`);
-  }
   const start = b.byteOffset + head;
   let data: Exclude<TensorData, string[]>;
   if (start % Ctor.BYTES_PER_ELEMENT === 0) {
@@ -197,11 +218,20 @@ export function encodeNamedTensors(tensors: NamedTensors): Buffer {
   return out;
 }
 
-export function decodeNamedTensors(buf: Uint8Array): NamedTensors {
+export interface DecodeNamedOptions {
+  /**
+   * Called with every tensor's header after the whole buffer's framing was checked and before any data is
+   * decoded: throw to refuse the tensors (a wrong shape, too many elements) without paying for decoding.
+   */
+  check?(headers: Readonly<Record<string, TensorHeader>>): void;
+}
+
+export function decodeNamedTensors(buf: Uint8Array, opts: DecodeNamedOptions = {}): NamedTensors {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < 8) throw gridError('INVALID_TENSOR', 'named tensors: buffer shorter than its header');
   const count = b.readUInt32LE(0);
-  const out: NamedTensors = Object.create(null);
+  const entries: { name: string; body: Buffer }[] = [];
+  const headers: Record<string, TensorHeader> = Object.create(null);
   let p = 8;
   for (let i = 0; i < count; i++) {
     if (p + 2 > b.length) throw gridError('INVALID_TENSOR', `named tensors: entry ${i} of ${count} is truncated`);
@@ -213,10 +243,15 @@ export function decodeNamedTensors(buf: Uint8Array): NamedTensors {
     const len = b.readDoubleLE(p);
     p += 8;
     if (!Number.isSafeInteger(len) || len < 0 || p + len > b.length) throw gridError('INVALID_TENSOR', `named tensors: "${name}" claims ${len} bytes, ${b.length - p} remain`);
-    if (name in out) throw gridError('INVALID_TENSOR', `named tensors: "${name}" appears twice`);
-    out[name] = decodeTensor(b.subarray(p, p + len), `tensor "${name}"`);
+    if (name in headers) throw gridError('INVALID_TENSOR', `named tensors: "${name}" appears twice`);
+    const body = b.subarray(p, p + len);
+    headers[name] = readTensorHeader(body, `tensor "${name}"`);
+    entries.push({ name, body });
     p += pad8(len);
   }
+  opts.check?.(headers);
+  const out: NamedTensors = Object.create(null);
+  for (const { name, body } of entries) out[name] = decodeTensor(body, `tensor "${name}"`);
   return out;
 }
 
