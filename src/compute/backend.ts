@@ -222,7 +222,7 @@ export function checkOutputBytes(sizes: ReadonlyMap<string, number>, max: number
   }
   if (total <= max) return;
   throw gridError('PAYLOAD_TOO_LARGE',
-    `output "${biggest[0]}" ${when} ${formatBytes(biggest[1])}${sizes.size > 1 ? ` (${formatBytes(total)} for all outputs)` : ''}, over this node's limit of ${formatBytes(max)} per inference request; ask for less (smaller inputs, fewer outputs) or raise the node's maxInferenceOutputBytes`,
+    `output "${biggest[0]}" ${when} ${formatBytes(biggest[1])}${sizes.size > 1 ? ` (${formatBytes(total)} for all outputs)` : ''}, over this node's limit of ${formatBytes(max)} per inference request; ask for less (smaller inputs, fewer outputs) or have the node's operator raise its inference.maxOutputBytes`,
     { output: biggest[0], bytes: biggest[1], total, limit: max });
 }
 

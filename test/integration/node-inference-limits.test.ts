@@ -217,26 +217,28 @@ test('a huge string tensor is refused from its header: wrong element count, or o
   const c = await n.admin();
   await c.hostModel(stringModel([4]), { id: 'four-strings', allowRemoteInference: true });
   await c.hostModel(stringModel(['n']), { id: 'strings', allowRemoteInference: true });
-  const count = 10_000_000; // 48 MiB of one-letter strings
+  const count = 4_000_000; // 19 MiB of one-letter strings
   const wire = oneLetterStrings(count);
   const send = async (model: string, code: string) => {
     const t0 = performance.now();
     const err = await rejectsWith(c.socket.call(RunInference, { model_id: model }, { attachment: wire, timeout: 60_000 }), code);
     return { err, ms: performance.now() - t0 };
   };
-  // What decoding it costs (the node's first step before), and what moving 48 MiB to the node and
+  // What decoding it costs (the node's first step before), and what moving 19 MiB to the node and
   // back costs (refused before its tensors are looked at: no such model).
   const t0 = performance.now();
   assert.equal(decodeNamedTensors(wire).s!.data.length, count);
   const decodeMs = performance.now() - t0;
-  const floor = await send('no-such-model', ErrorCodes.NOT_FOUND);
+  const floorBefore = await send('no-such-model', ErrorCodes.NOT_FOUND);
 
   const shape = await send('four-strings', ErrorCodes.INVALID_INPUT);
-  assert.match(shape.err.message, /input "s" must have shape \[4\], got \[10000000\]/);
+  assert.match(shape.err.message, /input "s" must have shape \[4\], got \[4000000\]/);
   const budget = await send('strings', ErrorCodes.PAYLOAD_TOO_LARGE);
   assert.match(budget.err.message, /input "s"/);
   assert.match(budget.err.message, /1048576 string elements/);
-  t.diagnostic(`decoding ${count} strings: ${decodeMs.toFixed(0)} ms; 48 MiB there and back: ${floor.ms.toFixed(0)} ms; refused for shape in ${shape.ms.toFixed(0)} ms, for the budget in ${budget.ms.toFixed(0)} ms`);
+  const floorAfter = await send('no-such-model', ErrorCodes.NOT_FOUND);
+  const floor = floorBefore.ms < floorAfter.ms ? floorBefore : floorAfter;
+  t.diagnostic(`decoding ${count} strings: ${decodeMs.toFixed(0)} ms; 19 MiB there and back: ${floor.ms.toFixed(0)} ms; refused for shape in ${shape.ms.toFixed(0)} ms, for the budget in ${budget.ms.toFixed(0)} ms`);
   for (const [what, r] of [['shape', shape], ['budget', budget]] as const) {
     assert.ok(r.ms - floor.ms < decodeMs / 4, `${what} refusal took ${r.ms.toFixed(0)} ms (transport ${floor.ms.toFixed(0)} ms); decoding takes ${decodeMs.toFixed(0)} ms`);
   }
