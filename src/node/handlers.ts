@@ -8,7 +8,7 @@ import {
   AddUser, ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
   ListPeers, RunInference, Search, Subscribe, EventTopic,
 } from '../core/protocol/messages';
-import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../core/protocol/tensor';
+import { decodeNamedTensors, encodeNamedTensorsParts, type NamedTensors } from '../core/protocol/tensor';
 import { withAttachment, type GridRouter, type HandlerContext } from '../core/rpc/server';
 import type { Auth } from './auth';
 import type { DatasetStore } from './datasets';
@@ -139,11 +139,12 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
       outputs: Object.entries(outputs).map(([name, t]) => ({ name, dtype: t.dtype, dims: [...t.dims] })),
       duration_ms: ms,
     };
-    const encoded = encodeNamedTensors(outputs);
+    const parts = encodeNamedTensorsParts(outputs);
+    const size = parts.reduce((n, p) => n + p.length, 0);
     // Above the threshold, one frame would be too big for the client (or stall the connection): the
     // client downloads the outputs in chunks instead (GridClient.runInference does it transparently).
-    if (encoded.length > limits.transferOutputBytes) return { ...reply, download: held.hold(encoded, (source) => ctx.offerDownload(source)) };
-    return withAttachment(reply, encoded);
+    if (size > limits.transferOutputBytes) return { ...reply, download: await held.hold(parts, size, (source) => ctx.offerDownload(source)) };
+    return withAttachment(reply, Buffer.concat(parts, size));
   });
 
   router.handle(ListDatasets, () => ({ datasets: datasets.list() }));

@@ -4,6 +4,7 @@
 // run, and outputs too big for one frame are held for the client to download in chunks.
 
 import { createHash } from 'node:crypto';
+import { setImmediate as nextTurn } from 'node:timers/promises';
 import { checkFeedShapes, checkOutputBytes, formatBytes, knownOutputBytes } from '../compute/backend';
 import { gridError } from '../core/errors';
 import type { DownloadOffer } from '../core/protocol/catalogue';
@@ -65,11 +66,45 @@ export function checkInferenceInputs(
   checkOutputBytes(knownOutputBytes(signature, symbols, outputs), limits.maxOutputBytes, 'would take');
 }
 
-interface Held { bytes: Buffer | undefined; timer: NodeJS.Timeout | undefined }
+/** sha256 of the concatenated parts in 4 MiB steps, letting other clients' messages through between them. */
+async function sha256Yielding(parts: readonly Uint8Array[]): Promise<string> {
+  const hash = createHash('sha256');
+  const step = 4 * 1024 * 1024;
+  let sinceYield = 0;
+  for (const part of parts) {
+    for (let p = 0; p < part.length; p += step) {
+      const piece = part.subarray(p, p + step);
+      hash.update(piece);
+      sinceYield += piece.length;
+      if (sinceYield >= step) { sinceYield = 0; await nextTurn(); }
+    }
+  }
+  return hash.digest('hex');
+}
+
+/** Bytes [offset, offset + length) of the concatenated parts; a view when they lie in one part. */
+function readParts(parts: readonly Uint8Array[], starts: readonly number[], offset: number, length: number): Uint8Array {
+  let i = 0;
+  while (i + 1 < parts.length && starts[i + 1]! <= offset) i++;
+  const first = parts[i]!;
+  const at = offset - starts[i]!;
+  if (at + length <= first.length) return first.subarray(at, at + length);
+  const out = Buffer.allocUnsafe(length);
+  let done = 0;
+  for (let p = at; done < length && i < parts.length; i++, p = 0) {
+    const piece = parts[i]!.subarray(p, p + (length - done));
+    out.set(piece, done);
+    done += piece.length;
+  }
+  return done === length ? out : out.subarray(0, done);
+}
+
+interface Held { parts: readonly Uint8Array[] | undefined; size: number; timer: NodeJS.Timeout | undefined }
 
 /**
  * Outputs held in memory until their client downloads them. Bounded in total bytes; each is dropped after
- * a while without reads (a client that went away), and soon after it was read to its end.
+ * a while without reads (a client that went away), and soon after it was read to its end. They are held
+ * as encodeNamedTensorsParts: the tensors' own memory, never copied into one big buffer.
  */
 export class HeldOutputs {
   private readonly limits: InferenceLimits;
@@ -84,27 +119,29 @@ export class HeldOutputs {
     return this.used;
   }
 
-  /** Holds `bytes` and returns what the node offers for download (ctx.offerDownload). */
-  hold(bytes: Buffer, offer: (source: DownloadSource) => DownloadOffer): DownloadOffer {
-    if (this.used + bytes.length > this.limits.heldOutputBytes) {
+  /** Holds the encoded outputs (`parts`, `size` bytes in all) and returns what the node offers for download (ctx.offerDownload). */
+  async hold(parts: readonly Uint8Array[], size: number, offer: (source: DownloadSource) => DownloadOffer): Promise<DownloadOffer> {
+    if (this.used + size > this.limits.heldOutputBytes) {
       throw gridError('BUSY',
         `this node already holds ${formatBytes(this.used)} of inference outputs waiting to be downloaded (limit ${formatBytes(this.limits.heldOutputBytes)}); try again shortly`,
         { held: this.used, limit: this.limits.heldOutputBytes, retry_after_ms: this.limits.heldOutputTtlMs });
     }
-    const entry: Held = { bytes, timer: undefined };
+    const entry: Held = { parts, size, timer: undefined };
     this.held.add(entry);
-    this.used += bytes.length;
+    this.used += size;
     this.expireIn(entry, this.limits.heldOutputTtlMs);
-    const sha256 = createHash('sha256').update(bytes).digest('hex');
+    const starts: number[] = [];
+    let at = 0;
+    for (const p of parts) { starts.push(at); at += p.length; }
+    const sha256 = await sha256Yielding(parts);
     return offer({
-      size: bytes.length,
+      size,
       sha256,
       read: async (offset, length) => {
-        const b = entry.bytes;
-        if (b === undefined) throw gridError('TRANSFER_NOT_FOUND', 'this inference output expired before it was downloaded; run the inference again');
+        if (entry.parts === undefined) throw gridError('TRANSFER_NOT_FOUND', 'this inference output expired before it was downloaded; run the inference again');
         // Kept a little after the last chunk went out, in case the connection drops and the client resumes.
-        this.expireIn(entry, offset + length >= b.length ? Math.min(5_000, this.limits.heldOutputTtlMs) : this.limits.heldOutputTtlMs);
-        return b.subarray(offset, offset + length);
+        this.expireIn(entry, offset + length >= size ? Math.min(5_000, this.limits.heldOutputTtlMs) : this.limits.heldOutputTtlMs);
+        return readParts(entry.parts, starts, offset, length);
       },
     });
   }
@@ -123,7 +160,7 @@ export class HeldOutputs {
   private drop(entry: Held): void {
     if (!this.held.delete(entry)) return;
     if (entry.timer) clearTimeout(entry.timer);
-    this.used -= entry.bytes?.length ?? 0;
-    entry.bytes = undefined;
+    this.used -= entry.size;
+    entry.parts = undefined;
   }
 }

@@ -95,16 +95,20 @@ export function encodedTensorSize(t: Tensor): number {
   return head + (t.data as Exclude<TensorData, string[]>).byteLength;
 }
 
-/** Encodes into `out` at `offset` (which must be 8-aligned for zero-copy decode); returns bytes written. */
-export function encodeTensorInto(t: Tensor, out: Buffer, offset: number): number {
-  validateTensor(t);
-  const code = DTYPES.indexOf(t.dtype);
-  out.writeUInt8(code, offset);
+function writeTensorHeader(t: Tensor, out: Buffer, offset: number): number {
+  out.writeUInt8(DTYPES.indexOf(t.dtype), offset);
   out.writeUInt8(0, offset + 1);
   out.writeUInt16LE(t.dims.length, offset + 2);
   out.writeUInt32LE(0, offset + 4);
   let p = offset + 8;
   for (const d of t.dims) { out.writeDoubleLE(d, p); p += 8; }
+  return p;
+}
+
+/** Encodes into `out` at `offset` (which must be 8-aligned for zero-copy decode); returns bytes written. */
+export function encodeTensorInto(t: Tensor, out: Buffer, offset: number): number {
+  validateTensor(t);
+  let p = writeTensorHeader(t, out, offset);
   if (t.dtype === 'string') {
     for (const s of t.data as string[]) {
       const len = out.write(s, p + 4, 'utf8');
@@ -216,6 +220,41 @@ export function encodeNamedTensors(tensors: NamedTensors): Buffer {
     p += pad8(written);
   });
   return out;
+}
+
+/**
+ * The encoding of encodeNamedTensors as pieces whose concatenation is that encoding: numeric data stays
+ * a view of the tensors' own memory, so a big result can be sent (hashed, read in chunks) without a copy.
+ */
+export function encodeNamedTensorsParts(tensors: NamedTensors): Uint8Array[] {
+  const entries = Object.entries(tensors);
+  const head = Buffer.alloc(8);
+  head.writeUInt32LE(entries.length, 0);
+  const parts: Uint8Array[] = [head];
+  for (const [name, t] of entries) {
+    validateTensor(t);
+    const nb = Buffer.from(name, 'utf8');
+    if (nb.length > 0xffff) throw gridError('INVALID_TENSOR', `tensor name ${name.slice(0, 40)}… is too long`);
+    const size = encodedTensorSize(t);
+    const nameBytes = pad8(2 + nb.length);
+    if (t.dtype === 'string') {
+      const pre = Buffer.alloc(nameBytes + 8);
+      pre.writeUInt16LE(nb.length, 0);
+      pre.set(nb, 2);
+      pre.writeDoubleLE(size, nameBytes);
+      parts.push(pre, encodeTensor(t));
+    } else {
+      const pre = Buffer.alloc(nameBytes + 8 + headerSize(t.dims.length));
+      pre.writeUInt16LE(nb.length, 0);
+      pre.set(nb, 2);
+      pre.writeDoubleLE(size, nameBytes);
+      writeTensorHeader(t, pre, nameBytes + 8);
+      const data = t.data as Exclude<TensorData, string[]>;
+      parts.push(pre, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+    if (pad8(size) > size) parts.push(new Uint8Array(pad8(size) - size));
+  }
+  return parts;
 }
 
 export interface DecodeNamedOptions {
