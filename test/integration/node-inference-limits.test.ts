@@ -27,6 +27,24 @@ function constantOfShapeModel(): Uint8Array {
   });
 }
 
+/** y = ConstantOfShape(shape × 2): the size is computed inside the graph, so only the run can tell it. */
+function doubledShapeModel(): Uint8Array {
+  return encodeModel({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 13 }],
+    graph: {
+      name: 'doubled-shape',
+      node: [
+        makeNode('Mul', ['shape', 'two'], ['doubled']),
+        makeNode('ConstantOfShape', ['doubled'], ['y'], [makeAttribute('value', { tensor: tensorToProto('', { dtype: 'float32', dims: [1], data: Float32Array.of(1.5) }) })]),
+      ],
+      initializer: [tensorToProto('two', { dtype: 'int64', dims: [], data: BigInt64Array.of(2n) })],
+      input: [makeValueInfo('shape', ONNX_DTYPE_CODES.int64, ['rank'])],
+      output: [makeValueInfo('y', ONNX_DTYPE_CODES.float32, undefined)],
+    },
+  });
+}
+
 /** y = Range(0, limit, 1) as int32: every element differs, so a reassembled output can be checked. */
 function rangeModel(): Uint8Array {
   return encodeModel({
@@ -88,32 +106,56 @@ async function slowestPing(client: GridClient, until: Promise<unknown>): Promise
   return worst;
 }
 
-test('an output over the node\'s limit fails fast with PAYLOAD_TOO_LARGE naming it, runs once, and never stalls other clients', async (t) => {
+test('a 56-byte request for a 512 MiB output is refused before the model runs, and reaches the node once', async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const c = await n.admin();
+  await c.hostModel(constantOfShapeModel(), { id: 'cos', allowRemoteInference: true });
+  const small = await c.runInference('cos', shapeInput([2, 3]));
+  assert.deepEqual([...(small.y!.data as Float32Array)], [1.5, 1.5, 1.5, 1.5, 1.5, 1.5]);
+  const before = await inferenceRequests(n.node);
+  const rss = process.memoryUsage().rss;
+  let peak = rss;
+  const sample = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 5);
+  t.after(() => clearInterval(sample));
+  const started = performance.now();
+  const input = encodeNamedTensors(shapeInput([8192, 16384]));
+  assert.equal(input.length, 56);
+  const err = await rejectsWith(c.socket.call(RunInference, { model_id: 'cos' }, { attachment: input, timeout: 60_000 }), ErrorCodes.PAYLOAD_TOO_LARGE);
+  const ms = performance.now() - started;
+  peak = Math.max(peak, process.memoryUsage().rss);
+  t.diagnostic(`refused after ${ms.toFixed(0)} ms; RSS grew ${((peak - rss) / MiB).toFixed(0)} MiB`);
+  assert.match(err.message, /output "y" would take 512 MiB/);
+  assert.match(err.message, /limit of 256 MiB/);
+  assert.ok(peak - rss < 128 * MiB, `RSS grew by ${((peak - rss) / MiB).toFixed(0)} MiB: the output was allocated`);
+  assert.equal(await inferenceRequests(n.node) - before, 1, 'the request reached the node exactly once');
+});
+
+test('an output over the limit that only the run reveals fails with PAYLOAD_TOO_LARGE naming it, runs once, and never stalls other clients', async (t) => {
   const n = await startTestNode({ inference: { maxOutputBytes: 32 * MiB } });
   t.after(() => n.close());
   const c = await n.admin();
   const other = await n.anonymous();
-  await c.hostModel(constantOfShapeModel(), { id: 'cos', allowRemoteInference: true });
+  await c.hostModel(doubledShapeModel(), { id: 'cos2', allowRemoteInference: true });
   // A small output still works (and loads the model, so the timing below is the run alone).
-  const small = await c.runInference('cos', shapeInput([2, 3]));
-  assert.deepEqual([...(small.y!.data as Float32Array)], [1.5, 1.5, 1.5, 1.5, 1.5, 1.5]);
+  const small = await c.runInference('cos2', shapeInput([1, 3]));
+  assert.deepEqual(small.y!.dims, [2, 6]);
   const before = await inferenceRequests(n.node);
 
   const started = performance.now();
   // A few bytes of input asking for 128 MiB of float32.
-  const run = rejectsWith(c.runInference('cos', shapeInput([2048, 16384]), { timeoutMs: 60_000 }), ErrorCodes.PAYLOAD_TOO_LARGE);
+  const run = rejectsWith(c.runInference('cos2', shapeInput([1024, 8192]), { timeoutMs: 60_000 }), ErrorCodes.PAYLOAD_TOO_LARGE);
   const worstPing = await slowestPing(other, run);
   const err = await run;
   const ms = performance.now() - started;
-  assert.match(err.message, /output "y"/);
-  assert.match(err.message, /128 MiB/);
+  assert.match(err.message, /output "y" came to 128 MiB/);
   assert.equal(err.details?.output, 'y');
   t.diagnostic(`refused after ${ms.toFixed(0)} ms; slowest ping of another client meanwhile ${worstPing.toFixed(0)} ms`);
   assert.ok(ms < 20_000, `refused after ${ms.toFixed(0)} ms`);
   assert.ok(worstPing < 250, `another client's ping took ${worstPing.toFixed(0)} ms while the oversized run was refused`);
   assert.equal(await inferenceRequests(n.node) - before, 1, 'the request reached the node exactly once');
   // The connection and the model are still fine.
-  assert.equal((await c.runInference('cos', shapeInput([4]))).y!.dims.join(), '4');
+  assert.deepEqual((await c.runInference('cos2', shapeInput([4]))).y!.dims, [8]);
 });
 
 test('an output whose size the signature fixes is refused before the model runs', async (t) => {
