@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { ErrorCodes, GridError, gridError } from '../core/errors';
-import { isDType, validateTensor, type DType, type NamedTensors, type Tensor } from '../core/protocol/tensor';
+import { bytesPerElement, encodedTensorSize, isDType, validateTensor, type DType, type NamedTensors, type Tensor } from '../core/protocol/tensor';
 import { decodeModel } from './onnx/model';
 import { dtypeFromOnnx } from './onnx/tensor-proto';
 
@@ -57,6 +57,11 @@ export interface RunOptions {
   outputs?: readonly string[];
   /** Checked before the run starts; a run in progress is not interrupted. Anything with `aborted` will do. */
   signal?: { readonly aborted: boolean };
+  /**
+   * Most bytes the outputs may take (their encoding on the wire). Checked after the run, before the
+   * outputs leave the thread that ran them; a bigger result fails with PAYLOAD_TOO_LARGE. No limit by default.
+   */
+  maxOutputBytes?: number;
 }
 
 /** A loaded model. `dispose()` is idempotent and waits for runs in flight before releasing the session. */
@@ -120,12 +125,18 @@ function describeDims(dims: readonly SignatureDim[]): string {
   return `[${dims.map((d) => (d === null ? '?' : String(d))).join(', ')}]`;
 }
 
+/** A feed's dtype and dims: all a shape check needs (a decoded tensor, or a tensor header before decoding). */
+export interface FeedShape {
+  readonly dtype: DType;
+  readonly dims: readonly number[];
+}
+
 /**
- * Checks feeds against the signature before ORT sees them, so a bad call gets an error naming the input
- * instead of ORT's generic message. Symbolic dims must agree across inputs (e.g. one `batch`).
+ * Checks feed dtypes and shapes against the signature, so a bad call gets an error naming the input instead
+ * of ORT's generic message. Symbolic dims must agree across inputs (e.g. one `batch`). Works on headers too:
+ * the node checks a request's tensors this way before decoding them. Returns the symbols' sizes.
  */
-export function checkFeeds(signature: ModelSignature, feeds: NamedTensors): void {
-  if (feeds === null || typeof feeds !== 'object') throw new TypeError('feeds must be an object of named tensors');
+export function checkFeedShapes(signature: ModelSignature, feeds: Readonly<Record<string, FeedShape>>): Map<string, number> {
   const expected = new Map(signature.inputs.map((i) => [i.name, i]));
   for (const name of Object.keys(feeds)) {
     if (!expected.has(name)) {
@@ -136,11 +147,6 @@ export function checkFeeds(signature: ModelSignature, feeds: NamedTensors): void
   for (const sig of signature.inputs) {
     const t = feeds[sig.name];
     if (t === undefined) throw gridError('INVALID_INPUT', `input "${sig.name}" is missing (expected ${sig.dtype} ${describeDims(sig.dims)})`, { input: sig.name });
-    try {
-      validateTensor(t, `input "${sig.name}"`);
-    } catch (err) {
-      throw new GridError(ErrorCodes.INVALID_INPUT, (err as Error).message, { input: sig.name });
-    }
     if (t.dtype !== sig.dtype) {
       throw gridError('INVALID_INPUT', `input "${sig.name}" must be ${sig.dtype}, got ${t.dtype}`, { input: sig.name, expected: sig.dtype, given: t.dtype });
     }
@@ -160,6 +166,73 @@ export function checkFeeds(signature: ModelSignature, feeds: NamedTensors): void
       }
     });
   }
+  return new Map([...symbols].map(([k, v]) => [k, v.size]));
+}
+
+/** Checks feeds (dtypes, shapes and data) against the signature before ORT sees them. */
+export function checkFeeds(signature: ModelSignature, feeds: NamedTensors): void {
+  if (feeds === null || typeof feeds !== 'object') throw new TypeError('feeds must be an object of named tensors');
+  for (const sig of signature.inputs) {
+    const t = feeds[sig.name];
+    if (t === undefined) continue;
+    try {
+      validateTensor(t, `input "${sig.name}"`);
+    } catch (err) {
+      throw new GridError(ErrorCodes.INVALID_INPUT, (err as Error).message, { input: sig.name });
+    }
+  }
+  checkFeedShapes(signature, feeds);
+}
+
+/**
+ * True when every output's shape follows from the inputs' shapes (fixed sizes, or symbols that an input
+ * also has), so its size is known before the run. Not so for outputs whose size depends on input values
+ * (ConstantOfShape, Range, NonZero …) or is unknown: such a run may allocate any amount.
+ */
+export function outputsFollowInputShapes(signature: ModelSignature): boolean {
+  const inputSymbols = new Set(signature.inputs.flatMap((i) => i.dims.filter((d): d is string => typeof d === 'string' && d !== '')));
+  // An empty shape is a scalar or an unknown rank: ORT does not say which, so it counts as unknown.
+  return signature.outputs.every((o) => o.dtype !== 'string' && o.dims.length > 0 && o.dims.every((d) => typeof d === 'number' ? d >= 0 : typeof d === 'string' && inputSymbols.has(d)));
+}
+
+/**
+ * Bytes each output will take, where its shape is known from the signature and the inputs' symbol sizes
+ * (from checkFeedShapes); outputs of unknown size are left out. Lets a node refuse a run before it starts.
+ */
+export function knownOutputBytes(signature: ModelSignature, symbols: ReadonlyMap<string, number>, outputs?: readonly string[]): Map<string, number> {
+  const wanted = outputs === undefined ? undefined : new Set(outputs);
+  const sizes = new Map<string, number>();
+  for (const o of signature.outputs) {
+    if (wanted !== undefined && !wanted.has(o.name)) continue;
+    if (o.dtype === 'string' || o.dims.length === 0) continue;
+    let n = 1;
+    for (const d of o.dims) n *= typeof d === 'number' ? d : typeof d === 'string' ? symbols.get(d) ?? Number.NaN : Number.NaN;
+    if (Number.isFinite(n) && n >= 0) sizes.set(o.name, n * bytesPerElement(o.dtype));
+  }
+  return sizes;
+}
+
+/** Fails with PAYLOAD_TOO_LARGE, naming the biggest output, when outputs together exceed `max` bytes. */
+export function checkOutputBytes(sizes: ReadonlyMap<string, number>, max: number, when: string): void {
+  let total = 0;
+  let biggest: [string, number] = ['', -1];
+  for (const [name, bytes] of sizes) {
+    total += bytes;
+    if (bytes > biggest[1]) biggest = [name, bytes];
+  }
+  if (total <= max) return;
+  throw gridError('PAYLOAD_TOO_LARGE',
+    `output "${biggest[0]}" ${when} ${formatBytes(biggest[1])}${sizes.size > 1 ? ` (${formatBytes(total)} for all outputs)` : ''}, over this node's limit of ${formatBytes(max)} per inference request; ask for less (smaller inputs, fewer outputs) or have the node's operator raise its inference.maxOutputBytes`,
+    { output: biggest[0], bytes: biggest[1], total, limit: max });
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} bytes`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+  return `${v >= 100 ? Math.round(v) : Number(v.toFixed(1))} ${units[u]} (${n} bytes)`;
 }
 
 function toOrtTensor(ort: Ort, t: Tensor): OrtTensor {
@@ -170,6 +243,11 @@ function toOrtTensor(ort: Ort, t: Tensor): OrtTensor {
 function fromOrtTensor(name: string, t: OrtTensor): Tensor {
   if (!isDType(t.type)) throw gridError('INVALID_TENSOR', `output "${name}" has dtype ${t.type}, which the grid's tensor codec does not carry`);
   return { dtype: t.type, dims: [...t.dims], data: t.data as Tensor['data'] } as Tensor;
+}
+
+/** Bytes of each tensor's data (a string costs its UTF-8 bytes and a 4-byte length), as knownOutputBytes counts them. */
+export function outputSizes(tensors: NamedTensors): Map<string, number> {
+  return new Map(Object.entries(tensors).map(([name, t]) => [name, encodedTensorSize(t) - 8 - 8 * t.dims.length]));
 }
 
 class OrtModelHandle implements ModelHandle {
@@ -213,6 +291,7 @@ class OrtModelHandle implements ModelHandle {
       const out = fetches ? await this.session.run(ortFeeds, fetches) : await this.session.run(ortFeeds);
       const result: NamedTensors = {};
       for (const [name, value] of Object.entries(out)) result[name] = fromOrtTensor(name, value as OrtTensor);
+      if (opts.maxOutputBytes !== undefined) checkOutputBytes(outputSizes(result), opts.maxOutputBytes, 'came to');
       return result;
     } catch (err) {
       if (err instanceof GridError) throw err;
@@ -291,7 +370,7 @@ export interface SessionCacheOptions {
   factor?: number;
   loadOptions?: LoadModelOptions;
   /** Where a session is loaded; loadModel (this thread) by default. The node loads big models on a worker thread. */
-  load?(bytes: Uint8Array, opts: LoadModelOptions): Promise<ModelHandle>;
+  load?(bytes: Uint8Array, opts: LoadModelOptions, key: string): Promise<ModelHandle>;
 }
 
 interface CacheEntry {
@@ -313,7 +392,7 @@ export class SessionCache {
   private readonly maxBytes: number;
   private readonly factor: number;
   private readonly loadOptions: LoadModelOptions;
-  private readonly load: (bytes: Uint8Array, opts: LoadModelOptions) => Promise<ModelHandle>;
+  private readonly load: (bytes: Uint8Array, opts: LoadModelOptions, key: string) => Promise<ModelHandle>;
   private readonly entries = new Map<string, CacheEntry>();
   private used = 0;
   private closed = false;
@@ -370,7 +449,7 @@ export class SessionCache {
       entry.estimate = estimate;
       this.used += estimate;
       try {
-        const handle = await this.load(b, this.loadOptions);
+        const handle = await this.load(b, this.loadOptions, key);
         entry.loaded = true;
         entry.handle = handle;
         if (this.closed || this.entries.get(key) !== entry) {

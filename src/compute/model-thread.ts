@@ -14,7 +14,7 @@ export type ThreadData = { mode: 'check'; file: string; options: LoadModelOption
 
 export type ServeRequest =
   | { id: number; op: 'load'; bytes: Uint8Array; options: LoadModelOptions }
-  | { id: number; op: 'run'; session: number; feeds: NamedTensors; outputs?: string[] }
+  | { id: number; op: 'run'; session: number; feeds: NamedTensors; outputs?: string[]; maxOutputBytes?: number }
   | { id: number; op: 'dispose'; session: number };
 
 export interface ThreadError { code: string; message: string; details?: Record<string, unknown> }
@@ -22,6 +22,17 @@ export interface ThreadError { code: string; message: string; details?: Record<s
 function wireError(err: unknown): ThreadError {
   const e = toGridError(err);
   return { code: e.code, message: e.message, ...(e.details !== undefined && { details: e.details }) };
+}
+
+/** Output buffers this thread owns whole: moved to the caller instead of copied. */
+function ownedBuffers(tensors: NamedTensors): ArrayBuffer[] {
+  const seen = new Set<ArrayBuffer>();
+  for (const t of Object.values(tensors)) {
+    if (Array.isArray(t.data)) continue;
+    const d = t.data as Uint8Array;
+    if (d.buffer instanceof ArrayBuffer && d.byteOffset === 0 && d.byteLength === d.buffer.byteLength) seen.add(d.buffer);
+  }
+  return [...seen];
 }
 
 async function check(file: string, options: LoadModelOptions): Promise<void> {
@@ -37,9 +48,10 @@ async function check(file: string, options: LoadModelOptions): Promise<void> {
 function serve(): void {
   const sessions = new Map<number, ModelHandle>();
   let next = 1;
-  const answer = async (id: number, work: () => Promise<unknown>) => {
+  const answer = async (id: number, work: () => Promise<unknown>, transfer: (result: unknown) => ArrayBuffer[] = () => []) => {
     try {
-      parentPort!.postMessage({ id, result: await work() });
+      const result = await work();
+      parentPort!.postMessage({ id, result }, transfer(result));
     } catch (err) {
       parentPort!.postMessage({ id, error: wireError(err) });
     }
@@ -58,8 +70,9 @@ function serve(): void {
         void answer(m.id, async () => {
           const handle = sessions.get(m.session);
           if (handle === undefined) throw gridError('DISPOSED', `session ${m.session} is not loaded in the model thread`);
-          return handle.run(m.feeds, m.outputs !== undefined ? { outputs: m.outputs } : {});
-        });
+          // The size check runs here, so an oversized output never crosses to the node's thread.
+          return handle.run(m.feeds, { ...(m.outputs !== undefined && { outputs: m.outputs }), ...(m.maxOutputBytes !== undefined && { maxOutputBytes: m.maxOutputBytes }) });
+        }, (result) => ownedBuffers(result as NamedTensors));
         return;
       case 'dispose':
         void answer(m.id, async () => {

@@ -173,7 +173,11 @@ class WorkerModelHandle implements ModelHandle {
     // Bad feeds get their named error here, without a trip to the thread.
     checkFeeds(this.signature, feeds);
     if (!this.owner.alive(this.generation)) throw gridError('INTERNAL', 'the model thread holding this session stopped; try again');
-    return await this.owner.call({ op: 'run', session: this.session, feeds, ...(opts.outputs !== undefined && { outputs: [...opts.outputs] }) }) as NamedTensors;
+    return await this.owner.call({
+      op: 'run', session: this.session, feeds,
+      ...(opts.outputs !== undefined && { outputs: [...opts.outputs] }),
+      ...(opts.maxOutputBytes !== undefined && { maxOutputBytes: opts.maxOutputBytes }),
+    }) as NamedTensors;
   }
 
   dispose(): Promise<void> {

@@ -12,7 +12,7 @@ import type { ReplyOf } from './protocol/catalogue';
 import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from './protocol/tensor';
 import { GridSocket, type ConnectOptions, type GridStream } from './socket/grid-socket';
 import type { ReconnectOptions } from './socket/backoff';
-import { bufferSource, fileSink, fileSource } from './socket/transfer';
+import { bufferSource, fileSink, fileSource, type ByteSink } from './socket/transfer';
 import { TrainingClient } from './training-client';
 
 export type Credentials = { username: string; password: string } | { token: string };
@@ -37,6 +37,8 @@ export interface RunInferenceOptions {
   outputs?: string[];
   signal?: AbortSignal;
   timeoutMs?: number;
+  /** Most output bytes accepted when the node sends them as a download (big outputs). Default 1 GiB. */
+  maxOutputBytes?: number;
 }
 
 export interface GridClientConnectOptions {
@@ -154,15 +156,35 @@ export class GridClient {
     await this.socket.request(DeleteModel, { model_id: id });
   }
 
-  /** Runs a hosted model on the node; tensors travel as binary, never JSON. */
+  /**
+   * Runs a hosted model on the node; tensors travel as binary, never JSON. Outputs too big for one frame
+   * come as a download (chunked, sha256-checked, resumed after a reconnect), reassembled here.
+   */
   async runInference(id: string, inputs: NamedTensors, opts: RunInferenceOptions = {}): Promise<NamedTensors> {
-    const { attachment } = await this.socket.call(RunInference, {
+    const { data, attachment } = await this.socket.call(RunInference, {
       model_id: id, ...(opts.outputs !== undefined && { outputs: opts.outputs }),
     }, {
       attachment: encodeNamedTensors(inputs),
       ...(opts.signal !== undefined && { signal: opts.signal }),
       ...(opts.timeoutMs !== undefined && { timeout: opts.timeoutMs }),
     });
+    if (data.download !== undefined) {
+      const max = opts.maxOutputBytes ?? 1024 ** 3;
+      if (data.download.size > max) {
+        throw gridError('PAYLOAD_TOO_LARGE', `the outputs of "${id}" take ${data.download.size} bytes, over this client's maxOutputBytes of ${max}; ask for fewer outputs or raise maxOutputBytes`, { bytes: data.download.size, limit: max });
+      }
+      // The size is announced: one buffer, filled in place, which the decoded tensors then view.
+      const size = data.download.size;
+      const bytes = Buffer.allocUnsafeSlow(size);
+      const sink: ByteSink = {
+        write: async (chunk, offset) => {
+          if (offset + chunk.length > size) throw gridError('PAYLOAD_TOO_LARGE', `the node sent more than the ${size} bytes it announced for the outputs of "${id}"`);
+          bytes.set(chunk, offset);
+        },
+      };
+      await this.socket.download(data.download, sink, opts.signal !== undefined ? { signal: opts.signal } : {});
+      return decodeNamedTensors(bytes);
+    }
     if (attachment === undefined) throw gridError('INVALID_MESSAGE', `the node answered run-inference for "${id}" without output tensors`);
     return decodeNamedTensors(attachment);
   }

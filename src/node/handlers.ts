@@ -8,11 +8,12 @@ import {
   AddUser, ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
   ListPeers, ProveIdentity, RunInference, Search, Subscribe, EventTopic,
 } from '../core/protocol/messages';
-import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../core/protocol/tensor';
+import { decodeNamedTensors, encodeNamedTensorsParts, type NamedTensors } from '../core/protocol/tensor';
 import { withAttachment, type GridRouter, type HandlerContext } from '../core/rpc/server';
 import type { Auth } from './auth';
 import type { DatasetStore } from './datasets';
 import type { NodeEvents } from './events';
+import { checkInferenceInputs, type HeldOutputs, type InferenceLimits } from './inference';
 import type { NodeMetrics } from './metrics';
 import { checkModelId, type ModelStore } from './models';
 import { proofMessage, type NodeIdentity } from './identity';
@@ -28,6 +29,8 @@ export interface HandlerDeps {
   events: NodeEvents;
   peers: PeerLinks;
   metrics: NodeMetrics;
+  /** Bounds of run-inference, and the outputs held for download (src/node/inference.ts). */
+  inference: { limits: InferenceLimits; held: HeldOutputs };
   /** host:port, for error messages a user can place ("node 127.0.0.1:5000 refused …"). */
   where(): string;
 }
@@ -133,14 +136,16 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     if (ctx.attachment === undefined) {
       throw gridError('INVALID_INPUT', 'run-inference carries its input tensors as the binary attachment of its frame; none was sent');
     }
+    const { limits, held } = deps.inference;
     let feeds: NamedTensors;
     try {
-      feeds = decodeNamedTensors(ctx.attachment);
+      // Shapes, the string budget and known output sizes are checked from the headers, before decoding.
+      feeds = decodeNamedTensors(ctx.attachment, { check: (headers) => checkInferenceInputs(model.signature, headers, limits, data.outputs) });
     } catch (err) {
       throw err instanceof GridError ? err : new GridError(ErrorCodes.INVALID_TENSOR, (err as Error).message);
     }
     const started = performance.now();
-    const outputs = await models.run(model.id, feeds, { signal: ctx, ...(data.outputs !== undefined && { outputs: data.outputs }) });
+    const outputs = await models.run(model.id, feeds, { signal: ctx, maxOutputBytes: limits.maxOutputBytes, ...(data.outputs !== undefined && { outputs: data.outputs }) });
     const ms = performance.now() - started;
     metrics.observeInference(model.id, ms);
     const reply = {
@@ -148,7 +153,12 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
       outputs: Object.entries(outputs).map(([name, t]) => ({ name, dtype: t.dtype, dims: [...t.dims] })),
       duration_ms: ms,
     };
-    return withAttachment(reply, encodeNamedTensors(outputs));
+    const parts = encodeNamedTensorsParts(outputs);
+    const size = parts.reduce((n, p) => n + p.length, 0);
+    // Above the threshold, one frame would be too big for the client (or stall the connection): the
+    // client downloads the outputs in chunks instead (GridClient.runInference does it transparently).
+    if (size > limits.transferOutputBytes) return { ...reply, download: await held.hold(parts, size, (source) => ctx.offerDownload(source)) };
+    return withAttachment(reply, Buffer.concat(parts, size));
   });
 
   router.handle(ListDatasets, () => ({ datasets: datasets.list() }));

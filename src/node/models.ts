@@ -7,10 +7,14 @@ import { gridError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import { ID_PATTERN, type ModelInfo, type ModelSignature } from '../core/protocol/messages';
 import type { NamedTensors } from '../core/protocol/tensor';
-import { loadModel, SessionCache, type ModelHandle, type RunOptions } from '../compute/backend';
+import { loadModel, outputsFollowInputShapes, SessionCache, type ModelHandle, type RunOptions } from '../compute/backend';
 import { checkModelFile, IN_THREAD_MODEL_BYTES, ModelWorker } from '../compute/model-worker';
+import { sizeGuardOf, type SizeGuard } from '../compute/size-guard';
 import type { BlobStore } from './store/blobs';
 import type { MetaDb, Row } from './store/db';
+
+/** Models up to this size are read for sizes their inputs decide (compute/size-guard.ts); bigger ones rely on the check after the run. */
+const GUARDED_MODEL_BYTES = 16 * 1024 * 1024;
 
 export function checkModelId(id: string): void {
   if (!ID_PATTERN.test(id)) {
@@ -51,14 +55,18 @@ export class ModelStore {
   private readonly pending = new Set<string>();
   /** The metadata rows, kept in memory: this process owns the database, and inference reads them per call. */
   private readonly byId = new Map<string, ModelInfo>();
+  /** Per session key: the sizes a request's values decide (compute/size-guard.ts), read when the model loads. */
+  private readonly guards = new Map<string, SizeGuard | undefined>();
 
   constructor(db: MetaDb, blobs: BlobStore, log: Logger, opts: { sessionCacheBytes?: number } = {}) {
     this.db = db;
     this.blobs = blobs;
-    // Big models load and run on a thread of their own, so the node's event loop never waits on them.
+    // Big models load and run on a thread of their own, so the node's event loop never waits on them. So do
+    // models whose output size depends on input values (ConstantOfShape, Range …): a run asking for a huge
+    // output then allocates it off the event loop, and the size check refuses it before it crosses over.
     this.sessions = new SessionCache({
       maxBytes: opts.sessionCacheBytes ?? 1024 ** 3,
-      load: (bytes, options) => (bytes.byteLength > IN_THREAD_MODEL_BYTES ? this.thread.load(bytes, options) : loadModel(bytes, options)),
+      load: (bytes, options, key) => (bytes.byteLength > IN_THREAD_MODEL_BYTES || !this.boundedByShapes(key) ? this.thread.load(bytes, options) : loadModel(bytes, options)),
     });
     for (const r of this.db.all('SELECT * FROM models')) this.byId.set(String(r.id), rowToInfo(r));
     const swept = blobs.sweep(new Set(this.db.all('SELECT DISTINCT sha256 FROM models').map((r) => String(r.sha256))));
@@ -124,6 +132,7 @@ export class ModelStore {
     this.db.run('DELETE FROM models WHERE id = ?', [id]);
     this.byId.delete(id);
     await this.sessions.delete(`${id}@${info.sha256}`);
+    this.guards.delete(`${id}@${info.sha256}`);
     if (![...this.byId.values()].some((m) => m.sha256 === info.sha256)) await this.blobs.remove(info.sha256);
   }
 
@@ -143,13 +152,27 @@ export class ModelStore {
     }
   }
 
-  session(id: string): Promise<ModelHandle> {
-    const info = this.get(id);
-    return this.sessions.get(`${id}@${info.sha256}`, () => fsp.readFile(this.blobs.pathOf(info.sha256)));
+  /** Whether the model under this session key has output sizes that follow from its input shapes. */
+  private boundedByShapes(key: string): boolean {
+    const info = this.byId.get(key.slice(0, key.lastIndexOf('@')));
+    return info !== undefined && outputsFollowInputShapes(info.signature);
   }
 
+  session(id: string): Promise<ModelHandle> {
+    const info = this.get(id);
+    const key = `${id}@${info.sha256}`;
+    return this.sessions.get(key, async () => {
+      const bytes = await fsp.readFile(this.blobs.pathOf(info.sha256));
+      // Read before the bytes may move to the model thread; a big graph is not decoded again here.
+      if (bytes.byteLength <= GUARDED_MODEL_BYTES) this.guards.set(key, sizeGuardOf(bytes));
+      return bytes;
+    });
+  }
+
+  /** Runs a model; with `maxOutputBytes`, sizes its inputs' values decide are checked before the run. */
   async run(id: string, feeds: NamedTensors, opts: RunOptions = {}): Promise<NamedTensors> {
     const handle = await this.session(id);
+    if (opts.maxOutputBytes !== undefined) this.guards.get(`${id}@${this.get(id).sha256}`)?.check(feeds, opts.maxOutputBytes);
     return handle.run(feeds, opts);
   }
 

@@ -25,6 +25,7 @@ import { loadNodeIdentity, metaDbPins, type NodeIdentity } from './identity';
 import { attachTraining, type NodeTraining } from './training';
 import { NodeMetrics } from './metrics';
 import { ModelStore } from './models';
+import { HeldOutputs, resolveInferenceLimits, type InferenceLimits } from './inference';
 import { PeerLinks } from './peers';
 import { RedactingRouter } from './redacting-router';
 import { MetaDb } from './store/db';
@@ -80,6 +81,8 @@ export interface GridNodeOptions {
   allowOrigins?: readonly string[];
   /** Serve https and wss on the same port with this PEM certificate (chain) and private key. */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Bounds of remote inference (output bytes, string inputs, big outputs sent as downloads); docs/node.md "Inference limits". */
+  inference?: Partial<InferenceLimits>;
 }
 
 /** True for an interface only this machine can reach. */
@@ -167,6 +170,8 @@ export class GridNode {
   private readonly lock: DataDirLock;
   private readonly log: Logger;
   private readonly startedAt = Date.now();
+  /** Run on close, after the WebSocket server closed (parts the constructor does not hold). */
+  private readonly closeHooks: (() => void)[] = [];
   private closing: Promise<void> | undefined;
   private local: { file: string; token: string } | undefined;
 
@@ -230,7 +235,10 @@ export class GridNode {
 
       let where = `${host}:${opts.port ?? DEFAULT_PORT}`;
       // Handlers' errors reach clients without server paths (the node logs them with).
-      const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log), { identity, auth, models, datasets, events, peers, metrics, where: () => where });
+      const inferenceLimits = resolveInferenceLimits(opts.inference);
+      const held = new HeldOutputs(inferenceLimits);
+      cleanups.unshift(() => held.close());
+      const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log), { identity, auth, models, datasets, events, peers, metrics, inference: { limits: inferenceLimits, held }, where: () => where });
       const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
       cleanups.unshift(() => training.close());
       const grid = new GridServer({
@@ -306,6 +314,7 @@ export class GridNode {
       const port = (server.address() as AddressInfo).port;
       where = `${host}:${port}`;
       const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, http: server, secure: secureContext !== undefined, cors, grid, db, lock, log });
+      node.closeHooks.push(() => held.close());
       ref.node = node;
       if (opts.localRecordFile !== undefined) node.writeLocalRecord(opts.localRecordFile);
       log.info({ url: node.url, host, tls: node.secure, allowOrigins: [...cors.allowOrigins], dataDir, id, models: models.list().length, datasets: datasets.list().length }, 'grid node listening');
@@ -423,6 +432,7 @@ export class GridNode {
       }
       const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
       await this.grid.close();
+      for (const hook of this.closeHooks) hook();
       await this.training.close();
       this.http.closeAllConnections();
       await httpClosed;

@@ -171,7 +171,7 @@ export const DeleteModel = defineRequest('delete-model', {
 });
 
 // client → node, inputs as the MESSAGE frame's attachment (encodeNamedTensors); the reply carries the
-// outputs the same way and lists them here too.
+// outputs the same way (or, when they are big, offers them as a download) and lists them here too.
 export const RunInference = defineRequest('run-inference', {
   request: z.object({
     model_id: Id,
@@ -182,6 +182,8 @@ export const RunInference = defineRequest('run-inference', {
     model_id: z.string(),
     outputs: z.array(z.object({ name: z.string(), dtype: z.enum(DTYPES), dims: z.array(z.number()) })),
     duration_ms: z.number(),
+    /** Outputs too big for one frame: the encoded tensors, to fetch with socket.download (no attachment then). */
+    download: DownloadOffer.optional(),
   }),
   idempotent: true,
 });

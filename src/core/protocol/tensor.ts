@@ -95,16 +95,20 @@ export function encodedTensorSize(t: Tensor): number {
   return head + (t.data as Exclude<TensorData, string[]>).byteLength;
 }
 
-/** Encodes into `out` at `offset` (which must be 8-aligned for zero-copy decode); returns bytes written. */
-export function encodeTensorInto(t: Tensor, out: Buffer, offset: number): number {
-  validateTensor(t);
-  const code = DTYPES.indexOf(t.dtype);
-  out.writeUInt8(code, offset);
+function writeTensorHeader(t: Tensor, out: Buffer, offset: number): number {
+  out.writeUInt8(DTYPES.indexOf(t.dtype), offset);
   out.writeUInt8(0, offset + 1);
   out.writeUInt16LE(t.dims.length, offset + 2);
   out.writeUInt32LE(0, offset + 4);
   let p = offset + 8;
   for (const d of t.dims) { out.writeDoubleLE(d, p); p += 8; }
+  return p;
+}
+
+/** Encodes into `out` at `offset` (which must be 8-aligned for zero-copy decode); returns bytes written. */
+export function encodeTensorInto(t: Tensor, out: Buffer, offset: number): number {
+  validateTensor(t);
+  let p = writeTensorHeader(t, out, offset);
   if (t.dtype === 'string') {
     for (const s of t.data as string[]) {
       const len = out.write(s, p + 4, 'utf8');
@@ -126,8 +130,18 @@ export function encodeTensor(t: Tensor): Buffer {
   return out;
 }
 
-/** Decodes one tensor occupying exactly `buf`. Numeric data is a view into `buf` when aligned, else a copy. */
-export function decodeTensor(buf: Uint8Array, what = 'tensor'): Tensor {
+/** What a tensor's header says, read without touching its data (so a receiver can refuse it cheaply). */
+export interface TensorHeader {
+  readonly dtype: DType;
+  readonly dims: readonly number[];
+  /** dims' product. */
+  readonly elements: number;
+  /** Bytes of the encoding, header included. */
+  readonly byteLength: number;
+}
+
+/** Reads and checks a tensor's header from `buf` (the whole encoding); the data is not decoded. */
+export function readTensorHeader(buf: Uint8Array, what = 'tensor'): TensorHeader {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < 8) throw gridError('INVALID_TENSOR', `${what}: ${b.length} bytes is shorter than a tensor header`);
   const code = b.readUInt8(0);
@@ -144,6 +158,21 @@ export function decodeTensor(buf: Uint8Array, what = 'tensor'): Tensor {
   }
   const n = elementCount(dims);
   if (!Number.isSafeInteger(n)) throw gridError('INVALID_TENSOR', `${what}: dims [${dims.join(', ')}] are too large`);
+  const dataBytes = b.length - head;
+  if (dtype === 'string') {
+    // Each string takes at least its 4-byte length: a count the bytes cannot hold is refused before any decoding.
+    if (n * 4 > dataBytes) throw gridError('INVALID_TENSOR', `${what}: string [${dims.join(', ')}] holds ${n} strings, which need at least ${n * 4} bytes; got ${dataBytes}`);
+  } else if (dataBytes !== n * CTORS[dtype].BYTES_PER_ELEMENT) {
+    throw gridError('INVALID_TENSOR', `${what}: ${dtype} [${dims.join(', ')}] needs ${n * CTORS[dtype].BYTES_PER_ELEMENT} data bytes, got ${dataBytes}`);
+  }
+  return { dtype, dims, elements: n, byteLength: b.length };
+}
+
+/** Decodes one tensor occupying exactly `buf`. Numeric data is a view into `buf` when aligned, else a copy. */
+export function decodeTensor(buf: Uint8Array, what = 'tensor'): Tensor {
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const { dtype, dims, elements: n } = readTensorHeader(b, what);
+  const head = headerSize(dims.length);
   if (dtype === 'string') {
     const data: string[] = new Array(n);
     let p = head;
@@ -151,17 +180,13 @@ export function decodeTensor(buf: Uint8Array, what = 'tensor'): Tensor {
       if (p + 4 > b.length) throw gridError('INVALID_TENSOR', `${what}: string ${i} of ${n} is truncated`);
       const len = b.readUInt32LE(p);
       if (p + 4 + len > b.length) throw gridError('INVALID_TENSOR', `${what}: string ${i} of ${n} is truncated`);
-      data[i] = b.toString('utf8', p + 4, p + 4 + len);
+      data[i] = len === 0 ? '' : b.toString('utf8', p + 4, p + 4 + len);
       p += 4 + len;
     }
     if (p !== b.length) throw gridError('INVALID_TENSOR', `${what}: ${b.length - p} trailing bytes after string data`);
     return { dtype, dims, data };
   }
   const Ctor = CTORS[dtype];
-  const byteLength = n * Ctor.BYTES_PER_ELEMENT;
-  if (b.length - head !== byteLength) {
-    throw gridError('INVALID_TENSOR', `${what}: ${dtype} [${dims.join(', ')}] needs ${byteLength} data bytes, got ${b.length - head}`);
-  }
   const start = b.byteOffset + head;
   let data: Exclude<TensorData, string[]>;
   if (start % Ctor.BYTES_PER_ELEMENT === 0) {
@@ -197,11 +222,55 @@ export function encodeNamedTensors(tensors: NamedTensors): Buffer {
   return out;
 }
 
-export function decodeNamedTensors(buf: Uint8Array): NamedTensors {
+/**
+ * The encoding of encodeNamedTensors as pieces whose concatenation is that encoding: numeric data stays
+ * a view of the tensors' own memory, so a big result can be sent (hashed, read in chunks) without a copy.
+ */
+export function encodeNamedTensorsParts(tensors: NamedTensors): Uint8Array[] {
+  const entries = Object.entries(tensors);
+  const head = Buffer.alloc(8);
+  head.writeUInt32LE(entries.length, 0);
+  const parts: Uint8Array[] = [head];
+  for (const [name, t] of entries) {
+    validateTensor(t);
+    const nb = Buffer.from(name, 'utf8');
+    if (nb.length > 0xffff) throw gridError('INVALID_TENSOR', `tensor name ${name.slice(0, 40)}… is too long`);
+    const size = encodedTensorSize(t);
+    const nameBytes = pad8(2 + nb.length);
+    if (t.dtype === 'string') {
+      const pre = Buffer.alloc(nameBytes + 8);
+      pre.writeUInt16LE(nb.length, 0);
+      pre.set(nb, 2);
+      pre.writeDoubleLE(size, nameBytes);
+      parts.push(pre, encodeTensor(t));
+    } else {
+      const pre = Buffer.alloc(nameBytes + 8 + headerSize(t.dims.length));
+      pre.writeUInt16LE(nb.length, 0);
+      pre.set(nb, 2);
+      pre.writeDoubleLE(size, nameBytes);
+      writeTensorHeader(t, pre, nameBytes + 8);
+      const data = t.data as Exclude<TensorData, string[]>;
+      parts.push(pre, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    }
+    if (pad8(size) > size) parts.push(new Uint8Array(pad8(size) - size));
+  }
+  return parts;
+}
+
+export interface DecodeNamedOptions {
+  /**
+   * Called with every tensor's header after the whole buffer's framing was checked and before any data is
+   * decoded: throw to refuse the tensors (a wrong shape, too many elements) without paying for decoding.
+   */
+  check?(headers: Readonly<Record<string, TensorHeader>>): void;
+}
+
+export function decodeNamedTensors(buf: Uint8Array, opts: DecodeNamedOptions = {}): NamedTensors {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < 8) throw gridError('INVALID_TENSOR', 'named tensors: buffer shorter than its header');
   const count = b.readUInt32LE(0);
-  const out: NamedTensors = Object.create(null);
+  const entries: { name: string; body: Buffer }[] = [];
+  const headers: Record<string, TensorHeader> = Object.create(null);
   let p = 8;
   for (let i = 0; i < count; i++) {
     if (p + 2 > b.length) throw gridError('INVALID_TENSOR', `named tensors: entry ${i} of ${count} is truncated`);
@@ -213,10 +282,15 @@ export function decodeNamedTensors(buf: Uint8Array): NamedTensors {
     const len = b.readDoubleLE(p);
     p += 8;
     if (!Number.isSafeInteger(len) || len < 0 || p + len > b.length) throw gridError('INVALID_TENSOR', `named tensors: "${name}" claims ${len} bytes, ${b.length - p} remain`);
-    if (name in out) throw gridError('INVALID_TENSOR', `named tensors: "${name}" appears twice`);
-    out[name] = decodeTensor(b.subarray(p, p + len), `tensor "${name}"`);
+    if (name in headers) throw gridError('INVALID_TENSOR', `named tensors: "${name}" appears twice`);
+    const body = b.subarray(p, p + len);
+    headers[name] = readTensorHeader(body, `tensor "${name}"`);
+    entries.push({ name, body });
     p += pad8(len);
   }
+  opts.check?.(headers);
+  const out: NamedTensors = Object.create(null);
+  for (const { name, body } of entries) out[name] = decodeTensor(body, `tensor "${name}"`);
   return out;
 }
 

@@ -143,6 +143,8 @@ export class GridSocket extends EventEmitter {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private awaitingPong = false;
+  /** The connection whose incoming frame exceeded maxPayload, until its close is handled. */
+  private oversizeFrom: WebSocket | undefined;
   /** Requests and streams go out only when open and (re)authenticated. */
   private ready = false;
   private readonly pending = new Map<string, Pending>();
@@ -597,6 +599,8 @@ export class GridSocket extends EventEmitter {
     ws.on('pong', () => { this.awaitingPong = false; });
     ws.on('error', (err: NodeJS.ErrnoException) => {
       if (isTlsError(err)) tlsFailure = err;
+      // A reply bigger than maxPayload: ws closes the connection with 1009 (handled in onClose).
+      if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') this.oversizeFrom = ws;
       this.log.debug({ err: err.message, url: this.url }, 'socket error');
     });
     ws.on('close', (code, reason) => this.onClose(ws, code, reason.toString(), tlsFailure));
@@ -675,6 +679,11 @@ export class GridSocket extends EventEmitter {
     ws.removeAllListeners('message');
     // A certificate the client does not trust will not be trusted on the next attempt either.
     const willRetry = tlsFailure === undefined && this.reconnect.enabled && this.attempt < this.reconnect.maxAttempts;
+    // 1009: a frame was too big for one side (a reply for this client's maxPayload, or a request for the
+    // node's). Sending the requests in flight again would end the same way, in a loop: they fail instead.
+    const replyTooBig = this.oversizeFrom === ws;
+    this.oversizeFrom = undefined;
+    if (replyTooBig || code === 1009) this.failInFlightOversize(replyTooBig);
     this.dropInFlight(willRetry);
     if (!willRetry) {
       this.reconnectionLimitReached = tlsFailure === undefined && this.reconnect.enabled;
@@ -696,6 +705,18 @@ export class GridSocket extends EventEmitter {
       this.reconnectTimer = undefined;
       this.open('reconnecting');
     }, delay);
+  }
+
+  /** After a 1009 close: every request in flight fails with PAYLOAD_TOO_LARGE and is not re-sent. */
+  private failInFlightOversize(replyTooBig: boolean): void {
+    const why = replyTooBig
+      ? `a reply from the node was larger than this client's maxPayload (${this.connectOptions.maxPayload} bytes)`
+      : 'the node closed the connection because a frame was larger than it accepts (close 1009)';
+    for (const p of [...this.pending.values()]) {
+      if (!p.sent) continue;
+      this.pending.delete(p.id);
+      this.settle(p, gridError('PAYLOAD_TOO_LARGE', `${p.env.type} to ${this.url} failed: ${why}. It was not sent again, since it would fail the same way; ask for less, or raise the limit`, { close_code: 1009 }));
+    }
   }
 
   /** On a drop: requests that are not safe to repeat fail now; streams that don't resubscribe fail. */
