@@ -75,7 +75,7 @@ test('grid train against a missing dataset exits 1 with the coded error', async 
   const r = await grid(['--json', 'train', 'mlp:64,8,10', '-d', 'nope']);
   assert.equal(r.code, 1);
   assert.equal(JSON.parse(r.out).error.code, 'GRID_ERR_NOT_FOUND');
-  assert.match(r.err, /^grid: GRID_ERR_NOT_FOUND: no dataset "nope" on this node/);
+  assert.match(r.err, /^grid: GRID_ERR_NOT_FOUND: dataset_id: no dataset "nope" on this node/);
   const f = await grid(['fedavg', 'mlp:64,8,10', '--nodes', nodes[0]!.node.url]);
   assert.equal(f.code, 1);
   assert.match(f.err, /exactly one of --dataset or --tag/);
