@@ -9,9 +9,11 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { createInterface } from 'node:readline';
 import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import { DeleteModel, HostModel, type ModelInfo } from '../../src/core/protocol/messages';
@@ -21,6 +23,8 @@ import { bufferSource } from '../../src/core/socket/transfer';
 import { mlp } from '../../src/compute/plan';
 import { ADMIN_PASSWORD, mlpModel, tempDir } from '../helpers/node-fixtures';
 import { startNodeScript, type Started } from '../helpers/processes';
+import { MetaDb } from '../../src/node/store/db';
+import { lockDataDir } from '../../src/node/store/lock';
 import { DIGITS } from '../helpers/training-fixtures';
 
 const NODE_MAIN = path.join(__dirname, '../../dist/grid-node.js');
@@ -81,6 +85,7 @@ function feedsFor(info: ModelInfo): Record<string, Tensor> {
 }
 
 type Kind = 'upload' | 'host' | 'train' | 'delete';
+const TRAIN_VARIANTS = ['result-file', 'db-write', 'last-epoch', 'succeeded'] as const;
 
 interface Expectations {
   /** Models the node acknowledged (host-model reply, training job succeeded): they must survive. */
@@ -217,10 +222,12 @@ test('kill -9 at random points of upload, hosting, training-result storage and d
       return `${point}, ${bytes.length} B model (${(await replied) ? 'acknowledged' : 'not acknowledged'})`;
     },
 
-    // A training job on iris finishing and storing its model: killed when its result file appears, after its
-    // last epoch event, or on its 'succeeded' event. The job's variant rotates so each run has all three.
+    // A training job on iris finishing and storing its model: killed when its result file appears (written,
+    // not yet hosted), on the Nth write to the metadata db or its log after that file moved into blobs/
+    // (in the middle of committing the model's row, or just after it), a seeded delay after
+    // its last epoch event, or on its 'succeeded' event. The variant rotates so each run has all four.
     async train(n) {
-      const variant = (['result-file', 'last-epoch', 'succeeded'] as const)[(trainRotation + n) % 3]!;
+      const variant = TRAIN_VARIANTS[(trainRotation + n) % TRAIN_VARIANTS.length]!;
       const id = `trained-${n}`;
       const client = await GridClient.connect(node.url, { reconnect: { maxAttempts: 0 }, connect: { heartbeatMs: 0 }, credentials: ADMIN });
       const epochs = rnd.int(2, 4);
@@ -229,6 +236,7 @@ test('kill -9 at random points of upload, hosting, training-result storage and d
       resultFile.done.catch(() => {});
       let succeeded = false;
       let point = '';
+      const watchers: fs.FSWatcher[] = [];
       const job = await client.training.start({
         model: 'parent', dataset_id: 'iris', feature_scale: 0.25, loss: 'cross_entropy', optimizer: 'adam', lr: 0.02,
         epochs, batch_size: 16, seed: n, output_model_id: id, allow_remote_inference: true,
@@ -236,6 +244,21 @@ test('kill -9 at random points of upload, hosting, training-result storage and d
       const killed = new Promise<void>((resolve) => {
         const kill = (why: string) => { if (point === '') { point = why; void node.kill('SIGKILL').then(resolve); } };
         if (variant === 'result-file') void resultFile.done.then(() => kill('when training/<job>.onnx appeared'), () => {});
+        if (variant === 'db-write') {
+          let moved = false;
+          let dbWrites = 0;
+          void resultFile.done.then(() => {
+            const onTraining = () => { if (filesIn(trainingDir).length === 0) moved = true; };
+            watchers.push(fs.watch(trainingDir, onTraining));
+            onTraining();
+          }, () => {});
+          const nth = rnd.int(1, 2);
+          watchers.push(fs.watch(dir, (_event, file) => {
+            if (moved && file !== null && file.startsWith('meta.db') && !file.endsWith('.lock') && ++dbWrites === nth) {
+              kill(`on write ${nth} to ${file} after the result moved into blobs/`);
+            }
+          }));
+        }
         void client.training.wait(job.id, { onEvent: (ev) => {
           if (variant === 'last-epoch' && ev.kind === 'epoch' && ev.epoch === epochs) {
             const ms = rnd.int(0, 15);
@@ -249,6 +272,7 @@ test('kill -9 at random points of upload, hosting, training-result storage and d
       });
       await killed;
       resultFile.close();
+      for (const w of watchers) w.close();
       client.dispose();
       expect.trained.add(id);
       if (succeeded) expect.present.add(id);
@@ -279,10 +303,10 @@ test('kill -9 at random points of upload, hosting, training-result storage and d
     },
   };
 
-  // Three cycles of each kind in a seeded order; kill points drawn from the seed.
-  const order: Kind[] = (['upload', 'host', 'train', 'delete'] as const).flatMap((k) => [k, k, k]);
+  // Three cycles of each kind (four of training, one per kill point) in a seeded order; kill points drawn from the seed.
+  const order: Kind[] = (['upload', 'host', 'train', 'delete'] as const).flatMap((k) => (k === 'train' ? [k, k, k, k] : [k, k, k]));
   for (let i = order.length - 1; i > 0; i--) { const j = rnd.int(0, i); [order[i], order[j]] = [order[j]!, order[i]!]; }
-  const trainRotation = rnd.int(0, 2);
+  const trainRotation = rnd.int(0, TRAIN_VARIANTS.length - 1);
   const seen: Record<Kind, number> = { upload: 0, host: 0, train: 0, delete: 0 };
   const started = performance.now();
   for (const [i, kind] of order.entries()) {
@@ -294,4 +318,68 @@ test('kill -9 at random points of upload, hosting, training-result storage and d
   for (const line of log) t.diagnostic(line);
   t.diagnostic(`crash suite: seed ${seed}, ${order.length} kill -9/restart cycles in ${((performance.now() - started) / 1000).toFixed(1)} s, ${violations.length} invariant violations`);
   assert.deepEqual(violations, [], `invariant violations (GRID_CRASH_SEED=${seed} replays this run)`);
+});
+
+// The node's metadata db on its own, killed while a commit is being written: each kill lands on a write
+// to the database or its log, seen through the file system, so it falls between the page writes of a
+// commit, which a random time rarely does. Reopened, the db must be intact and hold whole transactions.
+test('the metadata db killed -9 in the middle of writing a commit reopens intact, holding only whole transactions', { timeout: 120_000 }, async (t) => {
+  const seed = process.env.GRID_CRASH_SEED !== undefined ? Number(process.env.GRID_CRASH_SEED) >>> 0 : Math.floor(Math.random() * 0x100000000);
+  const rnd = prng(seed);
+  const dir = tempDir('grid-crash-db-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'meta.db');
+  const ROWS = 200; // rows per transaction: a commit writes dozens of pages
+  // The real MetaDb in a child process, committing batches and saying so after each.
+  const writer = `
+    const { MetaDb } = require(${JSON.stringify(path.join(__dirname, '../../src/node/store/db.ts'))});
+    const db = new MetaDb(${JSON.stringify(file)});
+    db.run('CREATE TABLE IF NOT EXISTS crash_rows (k TEXT PRIMARY KEY, v TEXT NOT NULL)');
+    db.run('CREATE INDEX IF NOT EXISTS crash_rows_v ON crash_rows (v)');
+    for (let n = 1; ; n++) {
+      db.transaction(() => { for (let i = 0; i < ${ROWS}; i++) db.run('INSERT INTO crash_rows VALUES (?, ?)', [n + '-' + i + '-' + Math.random(), 'v'.repeat(900) + Math.random()]); });
+      process.stdout.write('committed ' + n + '\\n');
+    }`;
+  const rounds = 6;
+  const offset = rnd.int(0, 1);
+  const problems: string[] = [];
+  for (let round = 0; round < rounds; round++) {
+    const child = spawn(process.execPath, ['--import', 'tsx', '-e', writer], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    const after = rnd.int(1, 4);
+    // Alternately on a write to the database file itself (a commit, or a checkpoint) and to its log.
+    const targets = (round + offset) % 2 === 0 ? ['meta.db'] : ['meta.db-wal', 'meta.db-journal'];
+    let armed = false;
+    const watcher = fs.watch(dir, (_event, name) => {
+      if (armed && name !== null && targets.includes(name)) { watcher.close(); child.kill('SIGKILL'); }
+    });
+    createInterface({ input: child.stdout }).on('line', (line) => { if (Number(line.split(' ')[1]) >= after) armed = true; });
+    const deadline = setTimeout(() => child.kill('SIGKILL'), DEADLINE_MS);
+    await exited;
+    clearTimeout(deadline);
+    watcher.close();
+    assert.ok(armed, `the writer ended before committing ${after} batches: ${stderr}`);
+    // Reopened as the node does: take the dir, clear the dead writer's sqlite lock, open.
+    const lock = lockDataDir(dir, [MetaDb.lockDirOf(file)]);
+    let db: MetaDb | undefined;
+    try {
+      db = new MetaDb(file);
+      try {
+        const check = db.all('PRAGMA integrity_check').map((r) => String(r.integrity_check)).join('; ');
+        const rows = Number(db.get('SELECT count(*) AS n FROM crash_rows')!.n);
+        const indexed = Number(db.get("SELECT count(*) AS n FROM crash_rows INDEXED BY crash_rows_v WHERE v > ''")!.n);
+        if (check !== 'ok' || rows % ROWS !== 0 || indexed !== rows) problems.push(`round ${round + 1} (killed on a write to ${targets[0]}): integrity ${check.slice(0, 120)}, ${rows} rows, ${indexed} in the index`);
+      } finally {
+        db.close();
+      }
+    } catch (err) {
+      problems.push(`round ${round + 1} (killed on a write to ${targets[0]}): ${(err as Error).message}`);
+    } finally {
+      lock.release();
+    }
+  }
+  t.diagnostic(`metadata db: seed ${seed}, ${rounds} kill -9 mid-commit rounds, ${problems.length} damaged`);
+  assert.deepEqual(problems, [], `the db was damaged by a kill (GRID_CRASH_SEED=${seed} replays the kill points)`);
 });
