@@ -208,6 +208,7 @@ test('kill -9 at random points of upload, hosting, training-result storage and d
       const variant = rnd.pick(['turns', 'delay', 'blob-moved', 'reply'] as const);
       const partFile = filesIn(path.join(dir, 'uploads'))[0];
       const moved = partFile !== undefined ? whenInDir(path.join(dir, 'uploads'), () => !fs.existsSync(path.join(dir, 'uploads', partFile)), 'the upload moving into the blob store') : undefined;
+      moved?.done.catch(() => {});
       const reply = s.request(HostModel, { model_id: id, transfer_id: up.transfer_id, allow_remote_inference: true }, { timeout: DEADLINE_MS });
       const replied = reply.then(() => true, () => false);
       let point: string;
@@ -268,7 +269,10 @@ test('kill -9 at random points of upload, hosting, training-result storage and d
             succeeded = true;
             kill('on the job\'s succeeded event');
           }
-        } }).catch(() => {}).finally(() => kill('when the job ended before its kill point'));
+        } }).catch((e: GridError) => {
+          // After the kill the watch drops; before it, a failed job is a failure of its own.
+          if (point === '') violations.push(`train cycle ${n + 1}: the job failed before its kill point: ${e.code} ${e.message}`);
+        }).finally(() => kill('when the job ended before its kill point'));
       });
       await killed;
       resultFile.close();
