@@ -1,5 +1,7 @@
 // Peak RSS of this process, sampled every 20 ms, as growth over the level at the last reset.
-// Shared by the benchmarks and their server processes.
+// Shared by the benchmarks and their server processes; processRss reads another process's.
+
+import { readFileSync } from 'node:fs';
 
 export interface RssSampler {
   /** Starts a new measurement from the current level. */
@@ -20,4 +22,12 @@ export function rssSampler(): RssSampler {
     read,
     stop() { clearInterval(t); const r = read(); return r.rssPeak - r.rssBase; },
   };
+}
+
+/** Current RSS of another process in bytes, from /proc (Linux); NaN where that is not available. */
+export function processRss(pid: number): number {
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch { return NaN; }
 }

@@ -42,6 +42,11 @@ export interface HostModelInput {
   file: string;
   sha256: string;
   size: number;
+  /**
+   * Writes rows that belong with the model (a trained model's record) in the same transaction as its
+   * metadata row, so a crash leaves both or neither.
+   */
+  alongside?(info: ModelInfo): void;
 }
 
 export class ModelStore {
@@ -107,9 +112,12 @@ export class ModelStore {
           id: input.id, name: input.name ?? input.id, version: input.version ?? '1', signature, size: input.size, sha256: input.sha256,
           allow_download: input.allowDownload, allow_remote_inference: input.allowRemoteInference, owner: input.owner, created: new Date().toISOString(),
         };
-        this.db.run(`INSERT INTO models (id, name, version, signature, size, sha256, allow_download, allow_remote_inference, owner, created)
-          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        [info.id, info.name, info.version, JSON.stringify(signature), info.size, info.sha256, info.allow_download ? 1 : 0, info.allow_remote_inference ? 1 : 0, info.owner, info.created]);
+        this.db.transaction(() => {
+          this.db.run(`INSERT INTO models (id, name, version, signature, size, sha256, allow_download, allow_remote_inference, owner, created)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+          [info.id, info.name, info.version, JSON.stringify(signature), info.size, info.sha256, info.allow_download ? 1 : 0, info.allow_remote_inference ? 1 : 0, info.owner, info.created]);
+          input.alongside?.(info);
+        });
         this.byId.set(info.id, info);
         return info;
       } finally {

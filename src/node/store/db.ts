@@ -1,10 +1,17 @@
 // The node's metadata database (SQLite through node-sqlite3-wasm: no native addon, so it also loads in
-// VS Code's extension host). Rollback journal + synchronous=FULL: the wasm VFS has no shared memory
-// for WAL, and a committed transaction must survive a power cut.
+// VS Code's extension host). WAL + exclusive locking + synchronous=FULL: a committed transaction survives
+// a power cut, and a kill -9 in the middle of a commit leaves the last committed state.
+//
+// Not the rollback journal: node-sqlite3-wasm's VFS answers "is the db reserved?" by looking for its own
+// lock directory, which this connection has itself just created, so SQLite never rolls a hot journal back
+// and a kill between two page writes of a commit left a torn database ("database disk image is
+// malformed", or a row without its index entry). WAL recovery does not ask that question, and in
+// exclusive mode WAL needs no shared memory (which the wasm VFS lacks).
 
 import { Database } from 'node-sqlite3-wasm';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { gridError } from '../../core/errors';
 
 export type Row = Record<string, number | bigint | string | Uint8Array | null>;
 
@@ -55,7 +62,13 @@ export class MetaDb {
     // EXCLUSIVE: the node owns its data dir (store/lock.ts), so it keeps the file lock for its lifetime.
     // SQLite then keeps its page cache between statements instead of re-checking the file (and the wasm
     // VFS creating and removing its lock directory) on every read, which made each query cost ~0.2 ms.
-    this.db.exec('PRAGMA locking_mode = EXCLUSIVE; PRAGMA synchronous = FULL; PRAGMA journal_mode = DELETE; PRAGMA foreign_keys = ON;');
+    // locking_mode first: WAL without shared memory is allowed only in exclusive mode.
+    this.db.exec('PRAGMA locking_mode = EXCLUSIVE; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;');
+    const mode = String((this.db.get('PRAGMA journal_mode = WAL') as Row).journal_mode);
+    if (mode !== 'wal') {
+      this.db.close();
+      throw gridError('INTERNAL', `the node's database ${file} could not switch to write-ahead logging (journal_mode is ${mode}); it needs a file system that allows it`);
+    }
     this.migrate();
   }
 

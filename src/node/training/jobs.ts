@@ -4,6 +4,7 @@
 // parameters for job-params (an FL update).
 
 import { createHash, randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
@@ -156,6 +157,21 @@ function toProgress(p: TrainProgress): JobProgress {
   return out;
 }
 
+/**
+ * Empties the results dir at start. A file there is only ever a result on its way into the model store
+ * (which moves it into its blobs, or removes it, before the job ends), and jobs do not survive a restart:
+ * no committed model refers to one, so anything found is from a process killed while storing.
+ */
+export function sweepResults(dir: string): number {
+  fs.mkdirSync(dir, { recursive: true });
+  let removed = 0;
+  for (const name of fs.readdirSync(dir)) {
+    fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+    removed++;
+  }
+  return removed;
+}
+
 export class TrainingJobs {
   private readonly opts: Required<Omit<TrainingJobsOptions, 'onModelAdded'>> & Pick<TrainingJobsOptions, 'onModelAdded'>;
   private readonly jobs = new Map<string, Job>();
@@ -165,6 +181,8 @@ export class TrainingJobs {
 
   constructor(opts: TrainingJobsOptions) {
     this.opts = { threads: 1, maxRunning: 2, maxQueued: 64, maxEvents: 1000, maxFinished: 100, ...opts };
+    const swept = sweepResults(this.opts.dir);
+    if (swept > 0) this.opts.log.info({ swept }, 'removed training results left by a job interrupted while storing its model');
   }
 
   get(id: string): Job | undefined {
@@ -306,6 +324,13 @@ export class TrainingJobs {
     const version = String(versions.length > 0 ? Math.max(...versions) + 1 : 1);
     let id = r.output_model_id ?? (parent ? `${parent.id}-v${version}` : `trained-${job.id}`);
     if (r.output_model_id === undefined && models.has(id)) id = `${id}-${job.id}`;
+    const hyper: Record<string, number> = {};
+    if (r.lr !== undefined) hyper.lr = r.lr;
+    if (r.momentum !== undefined) hyper.momentum = r.momentum;
+    if (r.weight_decay !== undefined) hyper.weight_decay = r.weight_decay;
+    if (r.fedprox_mu !== undefined) hyper.fedprox_mu = r.fedprox_mu;
+    // The result file is handed to the model store, which moves it into its blobs or removes it; one left
+    // here by a kill is swept at the next start (sweepResults).
     await fsp.mkdir(this.opts.dir, { recursive: true });
     const file = path.join(this.opts.dir, `${job.id}.onnx`);
     await fsp.writeFile(file, bytes);
@@ -314,21 +339,17 @@ export class TrainingJobs {
       allowDownload: r.allow_download ?? parent?.allow_download ?? false,
       allowRemoteInference: r.allow_remote_inference ?? parent?.allow_remote_inference ?? false,
       owner: spec.owner, file, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'),
+      // Committed with the model's row: a trained model is never listed without how it was made.
+      alongside: (info) => this.opts.records.put({
+        model_id: info.id, job_id: job.id, parent_model_id: parent?.id ?? null, dataset_id: r.dataset_id, label: spec.label,
+        loss: r.loss, optimizer: r.optimizer, hyper, epochs: r.epochs, batch_size: r.batch_size, seed: r.seed ?? 0,
+        samples: result.samples, metrics: result.metrics,
+        ...(result.validation && { validation: result.validation }),
+        ...(result.test && { test: result.test }),
+        ...(result.privacy && { privacy: result.privacy }),
+        created: info.created,
+      }, info.sha256),
     });
-    const hyper: Record<string, number> = {};
-    if (r.lr !== undefined) hyper.lr = r.lr;
-    if (r.momentum !== undefined) hyper.momentum = r.momentum;
-    if (r.weight_decay !== undefined) hyper.weight_decay = r.weight_decay;
-    if (r.fedprox_mu !== undefined) hyper.fedprox_mu = r.fedprox_mu;
-    this.opts.records.put({
-      model_id: model.id, job_id: job.id, parent_model_id: parent?.id ?? null, dataset_id: r.dataset_id, label: spec.label,
-      loss: r.loss, optimizer: r.optimizer, hyper, epochs: r.epochs, batch_size: r.batch_size, seed: r.seed ?? 0,
-      samples: result.samples, metrics: result.metrics,
-      ...(result.validation && { validation: result.validation }),
-      ...(result.test && { test: result.test }),
-      ...(result.privacy && { privacy: result.privacy }),
-      created: model.created,
-    }, model.sha256);
     this.opts.events.emit({ event: 'model-added', model });
     this.opts.onModelAdded?.(model);
     return model;
