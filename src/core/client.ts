@@ -5,7 +5,7 @@ import { gridError } from './errors';
 import type { Logger } from './logger';
 import {
   AddUser, ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
-  ListPeers, RunInference, Search, Subscribe,
+  ListPeers, RunInference, Search, SetModelPermissions, Subscribe,
   type DatasetInfo, type EventTopic, type ModelInfo, type NodeEvent, type PeerInfo,
 } from './protocol/messages';
 import type { ReplyOf } from './protocol/catalogue';
@@ -149,6 +149,19 @@ export class GridClient {
       await sink.abort();
       throw err;
     }
+    return model;
+  }
+
+  /**
+   * Changes who else may download or run a model (its owner or an admin only); a flag left undefined
+   * keeps its value. Resolves to the model as it now is.
+   */
+  async setModelPermissions(id: string, flags: { allowDownload?: boolean; allowRemoteInference?: boolean }): Promise<ModelInfo> {
+    const { model } = await this.socket.request(SetModelPermissions, {
+      model_id: id,
+      ...(flags.allowDownload !== undefined && { allow_download: flags.allowDownload }),
+      ...(flags.allowRemoteInference !== undefined && { allow_remote_inference: flags.allowRemoteInference }),
+    });
     return model;
   }
 

@@ -175,7 +175,7 @@ function serveModel(ctx: Ctx): Cmd {
 
 function downloadModel(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not download the model', async (arg?: ModelItem | (ModelArgs & { dest?: string })) => {
-    const target = await pickModel(ctx, arg, 'Download a model', (m) => m.allow_download);
+    const target = await pickModel(ctx, arg, 'Download a model', (m, c) => m.allow_download || m.owner === c.user);
     if (!target) return undefined;
     const { conn, model } = target;
     let dest = arg instanceof ModelItem ? undefined : arg?.dest;
@@ -214,6 +214,41 @@ function deleteModel(ctx: Ctx): Cmd {
   });
 }
 
+interface PermissionsArgs extends ModelArgs {
+  allowDownload?: boolean;
+  allowRemoteInference?: boolean;
+}
+
+/** Who else may download or run a model: its owner or an admin changes it; the node refuses anyone else. */
+function changeModelPermissions(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Could not change the model\'s permissions', async (arg?: ModelItem | PermissionsArgs) => {
+    const target = await pickModel(ctx, arg, 'Change who may use a model');
+    if (!target) return undefined;
+    const { conn } = target;
+    // The tree item may predate a change made elsewhere: start from the node's latest word.
+    const model = conn.models.find((m) => m.id === target.model.id) ?? target.model;
+    const a: PermissionsArgs = arg instanceof ModelItem || arg === undefined ? {} : arg;
+    let allowDownload = a.allowDownload;
+    let allowRemoteInference = a.allowRemoteInference;
+    if (allowDownload === undefined && allowRemoteInference === undefined) {
+      const picks = await vscode.window.showQuickPick([
+        { label: 'Allow remote inference', detail: 'other signed-in users may run it on the node', key: 'infer', picked: model.allow_remote_inference },
+        { label: 'Allow download', detail: 'other signed-in users may download its file', key: 'download', picked: model.allow_download },
+      ], { title: `Who else may use "${model.id}" on ${conn.name}`, placeHolder: `The owner (${model.owner}) and admins always may; checked lets everyone else too`, canPickMany: true });
+      if (!picks) return undefined;
+      allowRemoteInference = picks.some((p) => p.key === 'infer');
+      allowDownload = picks.some((p) => p.key === 'download');
+    }
+    const info = await conn.client.setModelPermissions(model.id, {
+      ...(allowDownload !== undefined && { allowDownload }), ...(allowRemoteInference !== undefined && { allowRemoteInference }),
+    });
+    ctx.log.info({ node: conn.url, model: info.id, allow_download: info.allow_download, allow_remote_inference: info.allow_remote_inference }, `changed the permissions of ${info.id} on ${conn.name}`);
+    const yes = (b: boolean) => (b ? 'yes' : 'no');
+    void vscode.window.showInformationMessage(`${info.id} on ${conn.name}: others may run it: ${yes(info.allow_remote_inference)}, download it: ${yes(info.allow_download)}.`);
+    return info;
+  });
+}
+
 function copyModelId(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not copy the model id', async (arg?: ModelItem | ModelArgs) => {
     const target = await pickModel(ctx, arg, 'Copy a model id');
@@ -245,7 +280,7 @@ interface InferArgs extends ModelArgs {
 
 function runInference(ctx: Ctx): Cmd {
   return guarded(ctx, 'Inference failed', async (arg?: ModelItem | InferArgs) => {
-    const target = await pickModel(ctx, arg, 'Run inference', (m) => m.allow_remote_inference);
+    const target = await pickModel(ctx, arg, 'Run inference', (m, c) => m.allow_remote_inference || m.owner === c.user);
     if (!target) return undefined;
     const { conn, model } = target;
     const a: InferArgs = arg instanceof ModelItem || arg === undefined ? {} : arg;
@@ -302,6 +337,7 @@ export const COMMANDS: Record<string, (ctx: Ctx) => Cmd> = {
   'grid.serveModel': serveModel,
   'grid.downloadModel': downloadModel,
   'grid.deleteModel': deleteModel,
+  'grid.changeModelPermissions': changeModelPermissions,
   'grid.copyModelId': copyModelId,
   'grid.showModelDetails': showModelDetails,
   'grid.runInference': runInference,

@@ -238,6 +238,7 @@ export class NodeConnection implements vscode.Disposable {
   private onEvent(ev: NodeEvent): void {
     switch (ev.event) {
       case 'model-added':
+      case 'model-updated':
         this.models = [...this.models.filter((m) => m.id !== ev.model.id), ev.model].sort((a, b) => a.id.localeCompare(b.id));
         break;
       case 'model-removed':

@@ -53,7 +53,7 @@ export async function pickNode(ctx: Ctx, arg: unknown, opts: { open: boolean; ti
 }
 
 /** The model to act on: a ModelItem, `{node, model}`, or the user's pick across open nodes. */
-export async function pickModel(ctx: Ctx, arg: unknown, title: string, filter: (m: ModelInfo) => boolean = () => true): Promise<{ conn: NodeConnection; model: ModelInfo } | undefined> {
+export async function pickModel(ctx: Ctx, arg: unknown, title: string, filter: (m: ModelInfo, conn: NodeConnection) => boolean = () => true): Promise<{ conn: NodeConnection; model: ModelInfo } | undefined> {
   if (arg instanceof ModelItem) return { conn: arg.connection, model: arg.model };
   const a = (typeof arg === 'object' && arg !== null ? arg : {}) as ModelArgs;
   if (typeof a.model === 'string') {
@@ -65,7 +65,7 @@ export async function pickModel(ctx: Ctx, arg: unknown, title: string, filter: (
   }
   const open = ctx.openConnections;
   if (open.length === 0) throw gridError('NOT_CONNECTED', 'no grid node is connected: start the local node or connect to a node first');
-  const items = open.flatMap((c) => c.models.filter(filter).map((m) => ({ label: m.id, description: `${c.name} · v${m.version} · ${formatBytes(m.size)}`, detail: signatureLine(m), conn: c, model: m })));
+  const items = open.flatMap((c) => c.models.filter((m) => filter(m, c)).map((m) => ({ label: m.id, description: `${c.name} · v${m.version} · ${formatBytes(m.size)}`, detail: signatureLine(m), conn: c, model: m })));
   if (items.length === 0) throw gridError('NOT_FOUND', 'no model on the connected nodes fits: serve one with "Grid: Serve Model"');
   const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Pick a model', matchOnDescription: true, matchOnDetail: true });
   return picked && { conn: picked.conn, model: picked.model };

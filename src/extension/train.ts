@@ -6,6 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
+import { inheritedPermissions } from '../core/permissions';
 import type { DatasetInfo, ModelInfo } from '../core/protocol/messages';
 import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../core/protocol/training-messages';
 import type { NodeConnection } from './connection';
@@ -34,6 +35,9 @@ export interface TrainArgs extends ModelArgs {
   testSplit?: number;
   /** Id of the trained model; the node's `<model>-v<n>` (or `<model>-fedavg`) by default. */
   outputId?: string;
+  /** Whether other users may download / run the result; by default as the model trained from. */
+  allowDownload?: boolean;
+  allowRemoteInference?: boolean;
 }
 
 export interface FedAvgSummary {
@@ -94,6 +98,9 @@ async function trainOnNode(ctx: Ctx, conn: NodeConnection, model: ModelInfo, a: 
     batch_size: a.batchSize ?? TRAINING_DEFAULTS.batchSize, test_split: a.testSplit ?? TRAINING_DEFAULTS.testSplit,
     ...(a.featureScale !== undefined && { feature_scale: a.featureScale }),
     ...(a.outputId !== undefined && { output_model_id: a.outputId }),
+    // Left out unless given: the node then copies the model's own flags.
+    ...(a.allowDownload !== undefined && { allow_download: a.allowDownload }),
+    ...(a.allowRemoteInference !== undefined && { allow_remote_inference: a.allowRemoteInference }),
   };
   const started = await client.training.start(request);
   conn.updateJob(started);
@@ -167,10 +174,11 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
   const lr = a.lr ?? await askNumber(title, 'Learning rate', TRAINING_DEFAULTS.lr, positive, 'a positive number');
   if (lr === undefined) return undefined;
 
-  // FedAvg starts from the model's bytes: fetched once from its node (it must allow download).
+  // FedAvg starts from the model's bytes: fetched once from its node (yours, or one that allows download).
   const tmp = path.join(ctx.extCtx.globalStorageUri.fsPath, 'fedavg', `${model.id}-${Date.now()}.onnx`);
   fs.mkdirSync(path.dirname(tmp), { recursive: true });
-  await home.client.downloadModel(model.id, tmp);
+  // Its metadata as of now: the result inherits these permissions.
+  const source = await home.client.downloadModel(model.id, tmp);
   const bytes = fs.readFileSync(tmp);
   fs.rmSync(tmp, { force: true });
   const { fedAvgRounds } = heavy();
@@ -191,7 +199,7 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
       for (;;) {
         const step = await it.next();
         if (step.done) {
-          const info = await home.client.hostModel(step.value.model, { id: outputId, allowDownload: model.allow_download, allowRemoteInference: model.allow_remote_inference, signal: controller.signal });
+          const info = await home.client.hostModel(step.value.model, { id: outputId, ...inheritedPermissions(a, source), signal: controller.signal });
           ctx.log.info({ node: home.url, model: info.id }, `FedAvg result served as ${info.id} on ${home.name}`);
           return;
         }

@@ -6,7 +6,7 @@ import { rm } from 'node:fs/promises';
 import { gridError, GridError, ErrorCodes } from '../core/errors';
 import {
   AddUser, ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
-  ListPeers, ProveIdentity, RunInference, Search, Subscribe, EventTopic,
+  ListPeers, ProveIdentity, RunInference, Search, SetModelPermissions, Subscribe, EventTopic,
 } from '../core/protocol/messages';
 import { decodeNamedTensors, encodeNamedTensorsParts, type NamedTensors } from '../core/protocol/tensor';
 import { withAttachment, type GridRouter, type HandlerContext } from '../core/rpc/server';
@@ -115,6 +115,23 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     metrics.forgetModel(info.id);
     events.emit({ event: 'model-removed', model_id: info.id });
     return { model_id: info.id, deleted: true as const };
+  });
+
+  router.handle(SetModelPermissions, (data, ctx) => {
+    const s = requireUser(ctx, 'set-model-permissions');
+    const info = models.get(data.model_id);
+    if (!ownsOrAdmin(s, info)) {
+      throw gridError('FORBIDDEN', `node ${deps.where()} refused to change the permissions of model "${info.id}": it belongs to ${info.owner}, and only its owner or an admin may`, { model_id: info.id, owner: info.owner });
+    }
+    const model = models.setPermissions(info.id, {
+      ...(data.allow_download !== undefined && { allowDownload: data.allow_download }),
+      ...(data.allow_remote_inference !== undefined && { allowRemoteInference: data.allow_remote_inference }),
+    });
+    if (model.allow_download !== info.allow_download || model.allow_remote_inference !== info.allow_remote_inference) {
+      ctx.log.info({ model_id: model.id, by: s.user, allow_download: model.allow_download, allow_remote_inference: model.allow_remote_inference }, 'model permissions changed');
+      events.emit({ event: 'model-updated', model });
+    }
+    return { model };
   });
 
   router.handle(DownloadModel, (data, ctx) => {

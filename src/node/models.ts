@@ -135,6 +135,19 @@ export class ModelStore {
     return { inputs: s.inputs.map((v) => ({ ...v, dims: [...v.dims] })), outputs: s.outputs.map((v) => ({ ...v, dims: [...v.dims] })) };
   }
 
+  /** Changes who else may download or run a model; a flag left undefined keeps its value. */
+  setPermissions(id: string, flags: { allowDownload?: boolean; allowRemoteInference?: boolean }): ModelInfo {
+    const info = this.get(id);
+    const next: ModelInfo = {
+      ...info,
+      allow_download: flags.allowDownload ?? info.allow_download,
+      allow_remote_inference: flags.allowRemoteInference ?? info.allow_remote_inference,
+    };
+    this.db.run('UPDATE models SET allow_download = ?, allow_remote_inference = ? WHERE id = ?', [next.allow_download ? 1 : 0, next.allow_remote_inference ? 1 : 0, id]);
+    this.byId.set(id, next);
+    return next;
+  }
+
   async delete(id: string): Promise<void> {
     const info = this.get(id);
     this.db.run('DELETE FROM models WHERE id = ?', [id]);

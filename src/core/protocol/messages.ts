@@ -170,6 +170,19 @@ export const DeleteModel = defineRequest('delete-model', {
   reply: z.object({ model_id: z.string(), deleted: z.literal(true) }),
 });
 
+// client (the model's owner or an admin) → node: change who else may download or run a model. A flag
+// left out keeps its value; the reply is the model as it now is.
+export const SetModelPermissions = defineRequest('set-model-permissions', {
+  request: z.object({
+    model_id: Id,
+    allow_download: z.boolean().optional(),
+    allow_remote_inference: z.boolean().optional(),
+  }).strict(),
+  reply: z.object({ model: ModelInfo }),
+  // Setting a flag twice leaves it as once: safe to re-send after a dropped connection.
+  idempotent: true,
+});
+
 // client → node, inputs as the MESSAGE frame's attachment (encodeNamedTensors); the reply carries the
 // outputs the same way (or, when they are big, offers them as a download) and lists them here too.
 export const RunInference = defineRequest('run-inference', {
@@ -225,6 +238,8 @@ export type EventTopic = z.infer<typeof EventTopic>;
 export const NodeEvent = z.discriminatedUnion('event', [
   z.object({ event: z.literal('model-added'), model: ModelInfo }),
   z.object({ event: z.literal('model-removed'), model_id: z.string() }),
+  /** A model's metadata changed (its permissions); `model` is the whole new record. */
+  z.object({ event: z.literal('model-updated'), model: ModelInfo }),
   z.object({ event: z.literal('dataset-added'), dataset: DatasetInfo }),
   z.object({ event: z.literal('peer-connected'), peer: PeerInfo }),
   z.object({ event: z.literal('peer-disconnected'), peer: PeerInfo }),

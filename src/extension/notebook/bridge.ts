@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { basename, extname, isAbsolute, join, resolve } from 'node:path';
 import type { GridClient } from '../../core/client';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
+import { inheritedPermissions, type PermissionFlags } from '../../core/permissions';
 import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
 import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../../core/protocol/training-messages';
@@ -219,6 +220,7 @@ export class NotebookGridBridge implements GridBridge {
     const client = node.client;
     const dataset = await findDataset(node, datasetRef);
     const epochs = positiveInt(o.epochs ?? TRAINING_DEFAULTS.epochs, 'train', 'epochs');
+    const flags = permissionFlags(o, 'train');
     const request = {
       model: modelId, dataset_id: dataset.id, epochs,
       loss: (o.loss as TrainRequest['loss'] | undefined) ?? lossFor(dataset),
@@ -232,6 +234,9 @@ export class NotebookGridBridge implements GridBridge {
       ...(typeof o.label === 'string' && { label: o.label }),
       ...(typeof o.seed === 'number' && { seed: o.seed }),
       ...(typeof o.outputId === 'string' && { output_model_id: o.outputId }),
+      // Left out unless the cell gives them: the node then copies the flags of the model trained from.
+      ...(flags.allowDownload !== undefined && { allow_download: flags.allowDownload }),
+      ...(flags.allowRemoteInference !== undefined && { allow_remote_inference: flags.allowRemoteInference }),
     };
     const live = this.metrics(context, { version: 1, title: `Training ${modelId} on ${node.name}/${dataset.name}`, unit: 'epoch', total: epochs, state: 'running', series: [] });
     let job = await client.training.start(request, { signal: context.signal });
@@ -290,6 +295,8 @@ export class NotebookGridBridge implements GridBridge {
     const participants = wanted.map((n) => ({ n, d: n.datasets.find((d) => d.tags.includes(tag) || d.name === tag || d.id === tag) }))
       .filter((p): p is { n: BridgeNode; d: DatasetInfo } => p.d !== undefined);
     if (participants.length === 0) throw gridError('NOT_FOUND', `no connected node has a dataset tagged "${tag}"`);
+    const flags = permissionFlags(o, 'fedavg');
+    const source = await home.client.modelInfo(modelId);
     const bytes = await this.download(modelId, { node: home.url }, undefined, context) as Uint8Array;
     const { fedAvgRounds } = await import('../../federation/fedavg');
     const outputId = typeof o.outputId === 'string' ? o.outputId : `${modelId}-fedavg`;
@@ -311,7 +318,7 @@ export class NotebookGridBridge implements GridBridge {
       for (;;) {
         const step = await it.next();
         if (step.done) {
-          const hosted = await home.client.hostModel(step.value.model, { id: outputId, allowDownload: true, allowRemoteInference: true, signal: context.signal });
+          const hosted = await home.client.hostModel(step.value.model, { id: outputId, ...inheritedPermissions(flags, source), signal: context.signal });
           summary.model = hosted.id;
           break;
         }
@@ -421,6 +428,18 @@ function optionalString(value: unknown, method: string, name: string): string | 
   if (value === undefined) return undefined;
   if (typeof value !== 'string' || value.length === 0) throw usage(method, `expects { ${name} } to be a non-empty string`);
   return value;
+}
+
+/** `{ allowDownload?, allowRemoteInference? }` of a call that stores a model; the ones not given are inherited. */
+function permissionFlags(o: Options, method: string): PermissionFlags {
+  const out: PermissionFlags = {};
+  for (const name of ['allowDownload', 'allowRemoteInference'] as const) {
+    const v = o[name];
+    if (v === undefined) continue;
+    if (typeof v !== 'boolean') throw usage(method, `expects { ${name} } to be true or false, got ${JSON.stringify(v)}`);
+    out[name] = v;
+  }
+  return out;
 }
 
 function positiveInt(value: unknown, method: string, name: string): number {

@@ -103,7 +103,9 @@ export class ModelItem extends vscode.TreeItem {
     const perms = [model.allow_remote_inference ? 'inference' : undefined, model.allow_download ? 'download' : undefined].filter(Boolean).join(', ') || 'private';
     this.description = `${opts.showNode ? `${conn.name} · ` : ''}v${model.version} · ${formatBytes(model.size)} · ${perms}`;
     this.iconPath = new vscode.ThemeIcon('symbol-class');
-    this.contextValue = `model${model.allow_download ? ':download' : ''}${model.allow_remote_inference ? ':infer' : ''}${conn.supportsTraining ? ':train' : ''}`;
+    // The owner always may download and run their model; the flags say whether everyone else may.
+    const mine = conn.user !== undefined && conn.user === model.owner;
+    this.contextValue = `model${model.allow_download || mine ? ':download' : ''}${model.allow_remote_inference || mine ? ':infer' : ''}${conn.supportsTraining ? ':train' : ''}`;
     const md = new vscode.MarkdownString(`**${model.id}** — ${model.name} v${model.version} on ${conn.name}\n\n`);
     md.appendMarkdown('| | name | dtype | shape |\n|---|---|---|---|\n');
     for (const v of model.signature.inputs) md.appendMarkdown(`| in | ${v.name} | ${v.dtype} | ${dims(v.dims)} |\n`);

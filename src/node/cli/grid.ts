@@ -133,7 +133,20 @@ class Cli {
         this.print(`hosted ${m.id} (${mib(m.size)}, sha256 ${m.sha256.slice(0, 12)}…)`, { model: m });
       });
 
-    program.command('download <id>').description('download a model (needs allow_download)')
+    program.command('permissions <id>').description('show or change who else may download or run a model (its owner or an admin); flags not given stay as they are')
+      .option('--allow-download', 'let other users download the model')
+      .option('--no-allow-download', 'do not let other users download the model')
+      .option('--allow-remote-inference', 'let other users run the model on this node')
+      .option('--no-allow-remote-inference', 'do not let other users run the model')
+      .action(async (id: string, o: { allowDownload?: boolean; allowRemoteInference?: boolean }) => {
+        const change = o.allowDownload !== undefined || o.allowRemoteInference !== undefined;
+        const c = await this.connect(change);
+        const m = change ? await c.setModelPermissions(id, o) : await c.modelInfo(id);
+        this.print(`${m.id} (owner ${m.owner}): download ${yes(m.allow_download)}, remote inference ${yes(m.allow_remote_inference)}`,
+          { model_id: m.id, owner: m.owner, allow_download: m.allow_download, allow_remote_inference: m.allow_remote_inference });
+      });
+
+    program.command('download <id>').description('download a model (yours, or one whose owner allowed downloads)')
       .requiredOption('-o, --output <file|dir/>', 'where to write the .onnx file (into a folder: <id>.onnx there)')
       .action(async (id: string, o: { output: string }) => {
         const dest = downloadPath(id, o.output);

@@ -7,6 +7,8 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { GridClient, type Credentials } from '../../core/client';
 import { gridError, toGridError } from '../../core/errors';
+import { inheritedPermissions } from '../../core/permissions';
+import type { ModelInfo } from '../../core/protocol/messages';
 import { TRAINING_DEFAULTS, type JobEvent, type JobInfo } from '../../core/protocol/training-messages';
 import { mlp } from '../../compute/plan';
 import { fedAvgTrain, participantsByTag, type Participant, type RoundReport } from '../../federation';
@@ -50,13 +52,16 @@ function modelArg(arg: string): string | Uint8Array {
   return arg;
 }
 
-/** A hosted model's bytes, fetched from the node that holds it (FedAvg ships the bytes to every node). */
-async function hostedModelBytes(client: GridClient, id: string): Promise<Uint8Array> {
+/**
+ * A hosted model's bytes, fetched from the node that holds it (FedAvg ships the bytes to every node), and
+ * its metadata (the result inherits its permissions).
+ */
+async function hostedModel(client: GridClient, id: string): Promise<{ bytes: Uint8Array; info: ModelInfo }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'grid-fedavg-'));
   try {
     const file = path.join(dir, 'model.onnx');
-    await client.downloadModel(id, file);
-    return fs.readFileSync(file);
+    const info = await client.downloadModel(id, file);
+    return { bytes: fs.readFileSync(file), info };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -123,8 +128,10 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     .option('--dp-clip <C>', 'differential privacy: clip the update to L2 norm C', num)
     .option('--dp-noise <sigma>', 'differential privacy: Gaussian noise multiplier (with --dp-clip)', num)
     .option('--output-model-id <id>', 'id of the trained model version')
-    .option('--allow-download', 'let other users download the trained model')
-    .option('--allow-remote-inference', 'let other users run the trained model')
+    .option('--allow-download', 'let other users download the trained model (default: as the hosted model it starts from, else no)')
+    .option('--no-allow-download', 'do not let other users download the trained model')
+    .option('--allow-remote-inference', 'let other users run the trained model (default: as the hosted model it starts from, else no)')
+    .option('--no-allow-remote-inference', 'do not let other users run the trained model')
     .option('--detach', 'print the job id and return; follow it later with grid watch')
     .action(async (modelSpec: string, o: TrainFlags) => {
       const c = await host.connect(true);
@@ -141,8 +148,9 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
         ...(o.progressEvery !== undefined && { progress_every: o.progressEvery }),
         ...(o.dpClip !== undefined && { privacy: { clip_norm: o.dpClip, noise_multiplier: o.dpNoise! } }),
         ...(o.outputModelId !== undefined && { output_model_id: o.outputModelId }),
-        ...(o.allowDownload && { allow_download: true }),
-        ...(o.allowRemoteInference && { allow_remote_inference: true }),
+        // Left out unless given: the node then copies the flags of the hosted model trained from.
+        ...(o.allowDownload !== undefined && { allow_download: o.allowDownload }),
+        ...(o.allowRemoteInference !== undefined && { allow_remote_inference: o.allowRemoteInference }),
       });
       if (o.detach) {
         host.print(`started job ${job.id}`, { job_id: job.id, state: job.state });
@@ -191,8 +199,10 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     .option('--round-timeout <ms>', 'drop a node that has not answered its round in this time', int)
     .option('--serve-to <url>', 'node that hosts the final model (default: the first of --nodes)')
     .option('--output-model-id <id>', 'id of the final model', `fedavg-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}`)
-    .option('--allow-download', 'let other users download the final model')
-    .option('--allow-remote-inference', 'let other users run the final model')
+    .option('--allow-download', 'let other users download the final model (default: as the hosted model it starts from, else no)')
+    .option('--no-allow-download', 'do not let other users download the final model')
+    .option('--allow-remote-inference', 'let other users run the final model (default: as the hosted model it starts from, else no)')
+    .option('--no-allow-remote-inference', 'do not let other users run the final model')
     .action(async (modelSpec: string, o: {
       nodes: string; dataset?: string; tag?: string; label?: string; featureScale?: number; loss: 'cross_entropy' | 'mse'; optimizer: 'sgd' | 'momentum' | 'adam';
       lr?: number; batchSize: number; rounds: number; localEpochs: number; fraction: number; fedproxMu?: number; seed?: number; testSplit?: number;
@@ -217,7 +227,8 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
           out?.write(`warning: ${urls[i]} dropped before round 1: ${e.code}: ${e.message}\n`);
         }
         if (clients.length === 0) throw gridError('NOT_CONNECTED', `no node of ${urls.join(', ')} could be reached (${unreachable.map((u) => `${u.name}: ${u.error.message}`).join('; ')})`);
-        const model = typeof spec === 'string' ? await hostedModelBytes(clients[0]!, spec) : spec;
+        const source = typeof spec === 'string' ? await hostedModel(clients[0]!, spec) : undefined;
+        const model = source?.bytes ?? (spec as Uint8Array);
         const participants: Participant[] = o.dataset !== undefined
           ? clients.map((client, i) => ({ client, datasetId: o.dataset!, name: reached[i]! }))
           : await participantsByTag(clients, [o.tag!]);
@@ -237,11 +248,11 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
           }),
         });
         const target = o.serveTo === undefined ? clients[0]! : await GridClient.connect(o.serveTo, { credentials: host.credentials(o.serveTo) ?? host.credentials(reached[0]!)!, reconnect: { maxAttempts: 3, initialDelayMs: 200 } }).then((c) => { clients.push(c); return c; });
-        const served = await target.hostModel(result.model, { id: o.outputModelId, allowDownload: o.allowDownload ?? false, allowRemoteInference: o.allowRemoteInference ?? false });
+        const served = await target.hostModel(result.model, { id: o.outputModelId, ...inheritedPermissions(o, source?.info) });
         const last = result.rounds.at(-1)!;
         host.print(
-          `FedAvg ${result.rounds.length} rounds over ${participants.length} datasets: train acc ${pct(last.train.accuracy)}, test ${pct(result.test?.accuracy)}\nmodel ${served.id} on ${o.serveTo ?? reached[0]}${unreachable.length > 0 ? `\nnot reached: ${unreachable.map((u) => `${u.name} (${u.error.code}: ${u.error.message})`).join(', ')}` : ''}`,
-          { model_id: served.id, node: o.serveTo ?? reached[0], rounds: result.rounds.length, train: last.train, test: result.test ?? null, dropped: [...unreachable, ...result.rounds.flatMap((r) => r.dropped.map((d) => ({ round: r.round, ...d })))] },
+          `FedAvg ${result.rounds.length} rounds over ${participants.length} datasets: train acc ${pct(last.train.accuracy)}, test ${pct(result.test?.accuracy)}\nmodel ${served.id} on ${o.serveTo ?? reached[0]} (others may download: ${served.allow_download ? 'yes' : 'no'}, run: ${served.allow_remote_inference ? 'yes' : 'no'})${unreachable.length > 0 ? `\nnot reached: ${unreachable.map((u) => `${u.name} (${u.error.code}: ${u.error.message})`).join(', ')}` : ''}`,
+          { model_id: served.id, node: o.serveTo ?? reached[0], allow_download: served.allow_download, allow_remote_inference: served.allow_remote_inference, rounds: result.rounds.length, train: last.train, test: result.test ?? null, dropped: [...unreachable, ...result.rounds.flatMap((r) => r.dropped.map((d) => ({ round: r.round, ...d })))] },
         );
       } finally {
         for (const c of clients) c.dispose();

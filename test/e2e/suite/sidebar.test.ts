@@ -255,6 +255,20 @@ describe('Grid sidebar and commands', function () {
     assert.ok(models.includes('sb-relu') && models.includes('sb-image-relu') && !models.includes('sb-relu-cli'), `the node's Models group shows ${models.join(', ')}`);
   });
 
+  it('changes a model\'s permissions from its context menu; both views show the new flags without a refresh', async () => {
+    const menu = (vscode.extensions.getExtension(EXTENSION_ID)!.packageJSON as { contributes: { menus: Record<string, { command: string; when?: string }[]> } }).contributes.menus['view/item/context'];
+    assert.ok(menu.some((m) => m.command === 'grid.changeModelPermissions' && m.when === 'viewItem =~ /^model/'), 'model items have no Change Model Permissions… menu entry');
+    const row = () => modelRows().find((r) => r.startsWith('sb-image-relu '));
+    assert.match(row() ?? '', / · inference$/);
+    // Its owner (admin here) may download it although others may not: the item offers Download.
+    assert.equal(api.modelsView.getChildren().find((i) => label(i) === 'sb-image-relu')?.contextValue, 'model:download:infer:train');
+    const info = await vscode.commands.executeCommand<{ allow_download: boolean; allow_remote_inference: boolean }>('grid.changeModelPermissions', {
+      node: 'Local node', model: 'sb-image-relu', allowDownload: true, allowRemoteInference: false,
+    });
+    assert.deepEqual(info && { download: info.allow_download, infer: info.allow_remote_inference }, { download: true, infer: false });
+    await untilModels(() => / · download$/.test(row() ?? ''), 'sb-image-relu shown as downloadable only', 1_000);
+  });
+
   it('trains a model on the local node\'s digits: live job in the Jobs group, the trained model in the Models view', async () => {
     const file = join(scratch, 'digits-mlp.onnx');
     writeFileSync(file, mlp([64, 16, 10], { seed: 3 }));
