@@ -263,7 +263,8 @@ export class NodeConnection implements vscode.Disposable {
         this.setState('connecting', undefined);
         break;
       case 'reconnecting': {
-        const last = s.closedCode !== undefined ? `connection lost (close ${s.closedCode}${s.closedReason ? `: ${s.closedReason}` : ''})` : 'connection lost';
+        // A connection that never opened says why (refused, unknown host, …); a lost one its close.
+        const last = s.failure ?? (s.closedCode !== undefined ? `connection lost (close ${s.closedCode}${s.closedReason ? `: ${s.closedReason}` : ''})` : 'connection lost');
         this.setState('reconnecting', `${last}; reconnect attempt ${s.attempt}`);
         break;
       }
@@ -280,7 +281,7 @@ export class NodeConnection implements vscode.Disposable {
         if (!wasOpen) void this.refresh();
         break;
       case 'closed':
-        if (s.reconnectionLimitReached) this.setState('error', `gave up reconnecting (last close ${s.closedCode ?? '?'}${s.closedReason ? `: ${s.closedReason}` : ''})`, ErrorCodes.RECONNECT_LIMIT);
+        if (s.reconnectionLimitReached) this.setState('error', `gave up reconnecting: ${s.failure ?? `last close ${s.closedCode ?? '?'}${s.closedReason ? `: ${s.closedReason}` : ''}`}`, ErrorCodes.RECONNECT_LIMIT);
         else this.setState('error', `connection closed (${s.closedCode ?? '?'}${s.closedReason ? `: ${s.closedReason}` : ''})`, ErrorCodes.CONNECTION_DROPPED);
         break;
       case 'idle':

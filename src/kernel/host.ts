@@ -258,7 +258,7 @@ export class KernelHost {
     if (this.running) {
       this.finish(this.running, {
         status: 'interrupted',
-        error: stateLostError('KernelRestarted', 'The kernel was restarted while this cell ran. State was lost: variables, functions and imports from earlier cells are gone.'),
+        error: stateLostError('KernelRestarted', 'The kernel was restarted while this cell ran.\nState was lost: variables, functions and imports from earlier cells are gone.'),
         stateLost: true,
       });
     }
@@ -531,7 +531,7 @@ export class KernelHost {
     if (ex && ex.proc === proc) {
       this.finish(ex, {
         status: 'error',
-        error: stateLostError('KernelDied', `The kernel process exited (${how}) while this cell ran. State was lost: variables, functions and imports from earlier cells are gone; the next cell starts a fresh kernel.`),
+        error: stateLostError('KernelDied', `The kernel process exited (${how}) while this cell ran.\nState was lost: variables, functions and imports from earlier cells are gone.\nThe next cell starts a fresh kernel.`),
         stateLost: true,
       });
     }
@@ -549,7 +549,7 @@ export class KernelHost {
     this.count = 0;
     this.finish(ex, {
       status: 'interrupted',
-      error: stateLostError('KernelRestarted', `The cell did not stop within ${seconds} s of the interrupt, so the kernel process was restarted. State was lost: variables, functions and imports from earlier cells are gone; re-run the cells you need.`),
+      error: stateLostError('KernelRestarted', `The cell did not stop within ${seconds} s of the interrupt, so the kernel process was restarted.\nState was lost: variables, functions and imports from earlier cells are gone.\nRe-run the cells you need.`),
       stateLost: true,
     });
     this.stateLostEmitter.fire({ reason: 'interrupt' });
@@ -602,8 +602,25 @@ export class KernelHost {
   }
 }
 
+/** Kernel messages shown as a cell's error: VS Code does not wrap them, so they come in short lines. */
+export const KERNEL_MESSAGE_WIDTH = 64;
+
 function stateLostError(name: string, message: string): CellError {
-  return { name, message, stack: `${name}: ${message}` };
+  const wrapped = wrapText(message, KERNEL_MESSAGE_WIDTH);
+  return { name, message: wrapped, stack: wrapText(`${name}: ${message}`, KERNEL_MESSAGE_WIDTH) };
+}
+
+/** Breaks text into lines of at most `width` characters at spaces (a longer word keeps its own line). */
+export function wrapText(text: string, width: number): string {
+  const lines: string[] = [];
+  for (const paragraph of text.split('\n')) {
+    let line = '';
+    for (const word of paragraph.split(/ +/)) {
+      if (line !== '' && line.length + 1 + word.length > width) { lines.push(line); line = word; } else line = line === '' ? word : `${line} ${word}`;
+    }
+    lines.push(line);
+  }
+  return lines.join('\n');
 }
 
 function toWire(err: unknown): WireError {

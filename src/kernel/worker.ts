@@ -2,6 +2,7 @@
 // to dist/kernel-worker.js. Everything a cell prints or displays goes to the host as `output`
 // messages; `grid.*` calls go to the host as `hostCall`s.
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import * as vm from 'node:vm';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -36,9 +37,16 @@ const registry = new CellRegistry();
 const pendingCalls = new Map<number, PendingCall>();
 let nextCallId = 1;
 let current: RunningCell | undefined;
-/** Output after a cell ended (timers, unawaited promises) belongs to the last cell that ran. */
+/**
+ * The cell whose code is running now: its timers, promises and callbacks carry it, so what they print
+ * after the cell ended (or while a later cell runs) goes to the cell that printed it, as in Jupyter.
+ */
+const printingCell = new AsyncLocalStorage<number>();
+/** Output from outside any cell's code (a module loaded earlier, native callbacks) goes to the last cell. */
 let lastExecId: number | undefined;
-let streamBudget = { execId: -1, bytes: 0, truncated: false };
+/** Stream bytes per cell, for the most recent cells (a timer of an old cell may keep printing). */
+const streamBudgets = new Map<number, { bytes: number; truncated: boolean }>();
+const BUDGETS_KEPT = 64;
 const originalWrite = {
   stdout: process.stdout.write.bind(process.stdout),
   stderr: process.stderr.write.bind(process.stderr),
@@ -48,17 +56,26 @@ function send(message: WorkerToHost): void {
   process.send?.(message);
 }
 
+function owner(): number | undefined {
+  return printingCell.getStore() ?? current?.execId ?? lastExecId;
+}
+
 function emit(output: CellOutput): boolean {
-  const execId = current?.execId ?? lastExecId;
+  const execId = owner();
   if (execId === undefined) return false;
   send({ type: 'output', execId, output });
   return true;
 }
 
 function emitStream(stream: 'stdout' | 'stderr', text: string): boolean {
-  const execId = current?.execId ?? lastExecId;
+  const execId = owner();
   if (execId === undefined) return false;
-  if (streamBudget.execId !== execId) streamBudget = { execId, bytes: 0, truncated: false };
+  let streamBudget = streamBudgets.get(execId);
+  if (streamBudget === undefined) {
+    streamBudget = { bytes: 0, truncated: false };
+    streamBudgets.set(execId, streamBudget);
+    if (streamBudgets.size > BUDGETS_KEPT) streamBudgets.delete(streamBudgets.keys().next().value!);
+  }
   if (streamBudget.truncated) return true;
   streamBudget.bytes += Buffer.byteLength(text);
   if (streamBudget.bytes > config.maxStreamBytesPerCell) {
@@ -170,7 +187,7 @@ async function execute(request: ExecuteRequest): Promise<void> {
     if (current.interrupted) throw gridError('ABORTED', 'the cell was interrupted before it started');
     registry.register(fileName, request.cellName, compiled);
     const script = new vm.Script(compiled.code, { filename: fileName });
-    const value: unknown = await script.runInThisContext({ displayErrors: false });
+    const value: unknown = await printingCell.run(execId, () => script.runInThisContext({ displayErrors: false }));
     if (value !== undefined) display(value);
     send({ type: 'executeReply', execId, ok: true });
   } catch (err) {

@@ -2,6 +2,8 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
+import { createServer as createHttpServer } from 'node:http';
+import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -10,7 +12,9 @@ import { GridSocket, type SocketStatus } from '../../src/core/socket/grid-socket
 import type { IncomingMessage } from '../../src/core/protocol/envelope';
 import { generatedSha256, generatedSource, randomSeed } from '../helpers/bytes';
 import { startNodeScript } from '../helpers/processes';
+import { startTestNode as startGridNode } from '../helpers/node-fixtures';
 import { startProxy } from '../helpers/proxy';
+import { WebSocketServer } from 'ws';
 import {
   Claim, Count, Double, Echo, EchoIdempotent, Garbage, Hang, Held, Offer, Release, Stats, Tick, Ticks, WhoAmI,
   startTestNode, type TestNode,
@@ -268,6 +272,135 @@ describe('reconnect', () => {
     frozen();
     s.dispose();
     await proxy.close();
+  });
+});
+
+/** A port on 127.0.0.1 that nothing listens on: taken, then closed. */
+async function closedPort(): Promise<number> {
+  const server = createTcpServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise((r) => server.close(r));
+  return port;
+}
+
+async function listening<S extends Server | import('node:http').Server>(server: S): Promise<number> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return (server.address() as AddressInfo).port;
+}
+
+function closeServer(server: Server | import('node:http').Server): Promise<void> {
+  return new Promise((r) => server.close(() => r()));
+}
+
+describe('why a connection could not be made', () => {
+  test('a refused connection says so, names the address and carries ECONNREFUSED; status fires once per attempt', async () => {
+    const port = await closedPort();
+    const s = new GridSocket();
+    const seen: string[] = [];
+    const failures = new Set<string | undefined>();
+    s.on('status', (st: SocketStatus) => {
+      seen.push(`${st.state}:${st.attempt}`);
+      if (st.state === 'reconnecting') failures.add(st.failure);
+    });
+    const err = await rejectsWith(s.connect(`ws://127.0.0.1:${port}`, { heartbeatMs: 0 }, { maxAttempts: 3, initialDelayMs: 1, maxDelayMs: 4 }), ErrorCodes.RECONNECT_LIMIT);
+    assert.equal(err.message, `gave up reconnecting to ws://127.0.0.1:${port} after 3 attempts: connection refused by 127.0.0.1:${port}: nothing listens there — is the node running?`);
+    assert.equal(err.details?.cause, 'ECONNREFUSED');
+    // One event per real change: connecting, each attempt once, then closed.
+    assert.deepEqual(seen, ['connecting:0', 'reconnecting:1', 'reconnecting:2', 'reconnecting:3', 'closed:3']);
+    assert.deepEqual([...failures], [`connection refused by 127.0.0.1:${port}: nothing listens there — is the node running?`], 'the sidebar can show why while it retries');
+    const later = await rejectsWith(s.request(Echo, { value: 1 }), ErrorCodes.RECONNECT_LIMIT);
+    assert.match(later.message, /^not connected: gave up reconnecting .*connection refused/);
+    s.dispose();
+  });
+
+  test('an address that accepts TCP but never answers the handshake says it did not answer in time', async () => {
+    const held = new Set<Socket>();
+    const server = createTcpServer((sock) => { held.add(sock); sock.on('error', () => {}); });
+    const port = await listening(server);
+    const s = new GridSocket();
+    const err = await rejectsWith(s.connect(`ws://127.0.0.1:${port}`, { heartbeatMs: 0, handshakeTimeoutMs: 150 }, { maxAttempts: 1, initialDelayMs: 1 }), ErrorCodes.RECONNECT_LIMIT);
+    assert.match(err.message, new RegExp(`after 1 attempts: 127\\.0\\.0\\.1:${port} did not complete the WebSocket handshake within 150 ms`));
+    assert.equal(err.details?.cause, 'HANDSHAKE_TIMEOUT');
+    s.dispose();
+    for (const sock of held) sock.destroy();
+    await closeServer(server);
+  });
+
+  test('a host name that does not resolve is named as not found', async () => {
+    const s = new GridSocket();
+    // .invalid never resolves (RFC 6761); a machine without DNS answers EAI_AGAIN instead.
+    const err = await rejectsWith(s.connect('ws://no-such-node.invalid:5000', { heartbeatMs: 0 }, { enabled: false }), ErrorCodes.CONNECTION_DROPPED);
+    assert.ok(['ENOTFOUND', 'EAI_AGAIN'].includes(err.details?.cause as string), String(err.details?.cause));
+    assert.match(err.message, /^could not connect to ws:\/\/no-such-node\.invalid:5000: the host name no-such-node\.invalid (was not found|could not be looked up)/);
+    s.dispose();
+  });
+
+  test('a node refusing the page\'s origin (HTTP 403) fails at once with its own code and message, without retrying', async () => {
+    const n = await startGridNode();
+    try {
+      const s = new GridSocket();
+      const states: string[] = [];
+      s.on('status', (st: SocketStatus) => states.push(st.state));
+      const err = await rejectsWith(s.connect(n.node.url, { heartbeatMs: 0, headers: { origin: 'https://evil.example' } }, fast), ErrorCodes.ORIGIN_NOT_ALLOWED);
+      assert.match(err.message, /refused the connection \(HTTP 403 Forbidden\): this node does not accept web pages from https:\/\/evil\.example; its operator can allow them with --allow-origin/);
+      assert.deepEqual(err.details, { cause: 'HTTP_403', status: 403, node_code: ErrorCodes.ORIGIN_NOT_ALLOWED });
+      assert.deepEqual(states, ['connecting', 'closed'], 'a deliberate refusal is not retried');
+      assert.equal(s.status.reconnectionLimitReached, false);
+      await rejectsWith(s.request(Echo, { value: 1 }), ErrorCodes.NOT_CONNECTED);
+      s.dispose();
+    } finally {
+      await n.close();
+    }
+  });
+
+  test('a web server that is not a grid node (HTTP 404) is named as such and not retried; a 503 is retried', async () => {
+    let requests = 0;
+    let status = 404;
+    const server = createHttpServer((_req, res) => { requests++; res.writeHead(status, { 'content-type': 'text/html' }).end('<h1>nothing here</h1>'); });
+    server.on('upgrade', (_req, sock: Socket) => {
+      requests++;
+      sock.end(`HTTP/1.1 ${status} ${status === 404 ? 'Not Found' : 'Service Unavailable'}\r\ncontent-type: text/html\r\ncontent-length: 9\r\nconnection: close\r\n\r\nnot here!`);
+    });
+    const port = await listening(server);
+    const url = `ws://127.0.0.1:${port}`;
+    const s = new GridSocket();
+    const err = await rejectsWith(s.connect(url, { heartbeatMs: 0 }, fast), ErrorCodes.NOT_CONNECTED);
+    assert.equal(err.message, `${url} answered HTTP 404 Not Found instead of opening a WebSocket: it is not a grid node, or the URL's path is wrong`);
+    assert.equal(err.details?.cause, 'HTTP_404');
+    assert.equal(requests, 1);
+    status = 503;
+    const again = await rejectsWith(s.connect(url, { heartbeatMs: 0 }, { maxAttempts: 2, initialDelayMs: 1, maxDelayMs: 2 }), ErrorCodes.RECONNECT_LIMIT);
+    assert.match(again.message, /after 2 attempts: .* answered HTTP 503 Service Unavailable instead of opening a WebSocket/);
+    assert.equal(requests, 4);
+    s.dispose();
+    await closeServer(server);
+  });
+});
+
+describe('closedClean', () => {
+  test('a node closing with 4001 completes the closing handshake: closedClean is true; a dropped TCP connection is not clean', async () => {
+    const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await new Promise((r) => wss.once('listening', r));
+    let mode: 'close' | 'drop' = 'close';
+    wss.on('connection', (ws) => {
+      if (mode === 'close') ws.close(4001, 'session expired');
+      else (ws as unknown as { _socket: Socket })._socket.destroy();
+    });
+    const url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`;
+    for (const [m, code, clean] of [['close', 4001, true], ['drop', 1006, false]] as const) {
+      mode = m;
+      const s = new GridSocket();
+      const dropped = statusUntil(s, (x) => x.state === 'reconnecting');
+      // The first open may resolve before the server's close arrives, or not: either is fine here.
+      s.connect(url, { heartbeatMs: 0 }, { maxAttempts: 1, initialDelayMs: 1 }).catch(() => {});
+      const st = await dropped;
+      assert.equal(st.closedCode, code, m);
+      assert.equal(st.closedClean, clean, m);
+      if (m === 'close') assert.equal(st.closedReason, 'session expired');
+      s.dispose();
+    }
+    await new Promise((r) => wss.close(r));
   });
 });
 

@@ -14,6 +14,7 @@ import {
 } from '../protocol/catalogue';
 import { checkEnvelope, allocChunk, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, type Envelope, type IncomingMessage } from '../protocol/envelope';
 import { backoffDelay, resolveReconnect, type ReconnectOptions, type ResolvedReconnect } from './backoff';
+import { failureFromError, failureFromResponse, MAX_REFUSAL_BODY, type ConnectFailure } from './connect-failure';
 import type { ByteSink, ByteSource } from './transfer';
 
 export type SocketState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
@@ -25,8 +26,15 @@ export interface SocketStatus {
   readonly attempt: number;
   readonly closedCode: number | undefined;
   readonly closedReason: string | undefined;
+  /** The closing handshake completed (both close frames went through), whatever the code. */
   readonly closedClean: boolean | undefined;
   readonly reconnectionLimitReached: boolean;
+  /**
+   * Why the last attempt could not connect, when it never opened (refused, unknown host, no answer, an
+   * HTTP refusal, TLS), e.g. "connection refused by 127.0.0.1:5000: nothing listens there — is the node
+   * running?". Cleared when a connection opens.
+   */
+  readonly failure: string | undefined;
   readonly authenticated: boolean;
   readonly user: string | undefined;
 }
@@ -140,6 +148,11 @@ export class GridSocket extends EventEmitter {
   private closedReason: string | undefined;
   private closedClean: boolean | undefined;
   private reconnectionLimitReached = false;
+  private failure: ConnectFailure | undefined;
+  /** The error the socket gave up with; later requests say it too. */
+  private gaveUp: GridError | undefined;
+  /** The status last emitted, so a step that changes nothing emits nothing. */
+  private lastEmitted: SocketStatus | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   private awaitingPong = false;
@@ -176,6 +189,7 @@ export class GridSocket extends EventEmitter {
       closedReason: this.closedReason,
       closedClean: this.closedClean,
       reconnectionLimitReached: this.reconnectionLimitReached,
+      failure: this.failure?.message,
       authenticated: this.token !== undefined && this.ready,
       user: this.user,
     };
@@ -214,6 +228,7 @@ export class GridSocket extends EventEmitter {
     this.reconnect = resolved;
     this.attempt = 0;
     this.reconnectionLimitReached = false;
+    this.failure = this.gaveUp = undefined;
     this.open('connecting');
     return this.whenReady();
   }
@@ -221,6 +236,7 @@ export class GridSocket extends EventEmitter {
   /** Closes the connection without reconnecting; pending requests fail with CONNECTION_DROPPED. */
   disconnect(): void {
     this.teardown('CONNECTION_DROPPED', 'disconnected by the client', 1000);
+    this.gaveUp = undefined;
     this.setState('closed');
   }
 
@@ -593,17 +609,43 @@ export class GridSocket extends EventEmitter {
       ...(this.connectOptions.ca !== undefined && { ca: this.connectOptions.ca }),
     });
     this.ws = ws;
-    let tlsFailure: NodeJS.ErrnoException | undefined;
-    ws.on('open', () => void this.onOpen(ws));
+    // What went wrong before the connection opened: it decides the message and whether to retry.
+    let failure: ConnectFailure | undefined;
+    let opened = false;
+    ws.on('open', () => { opened = true; void this.onOpen(ws); });
     ws.on('message', this.onWsMessage);
     ws.on('pong', () => { this.awaitingPong = false; });
     ws.on('error', (err: NodeJS.ErrnoException) => {
-      if (isTlsError(err)) tlsFailure = err;
+      if (!opened) failure ??= failureFromError(this.url!, err, this.connectOptions.handshakeTimeoutMs);
       // A reply bigger than maxPayload: ws closes the connection with 1009 (handled in onClose).
       if (err.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') this.oversizeFrom = ws;
       this.log.debug({ err: err.message, url: this.url }, 'socket error');
     });
-    ws.on('close', (code, reason) => this.onClose(ws, code, reason.toString(), tlsFailure));
+    // Not a WebSocket answer (a 403 origin refusal, a 404 from a web server): read what it says, bounded.
+    ws.on('unexpected-response', (req, res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let read = false;
+      const done = () => {
+        if (read) return;
+        read = true;
+        clearTimeout(timer);
+        if (failure === undefined) failure = failureFromResponse(this.url!, res.statusCode ?? 0, res.statusMessage, Buffer.concat(chunks).toString('utf8'));
+        req.destroy();
+        ws.terminate();
+      };
+      const timer = setTimeout(done, 1000);
+      timer.unref();
+      res.on('data', (chunk: Buffer) => {
+        if (size >= MAX_REFUSAL_BODY) return;
+        chunks.push(chunk.subarray(0, MAX_REFUSAL_BODY - size));
+        size += chunk.length;
+        if (size >= MAX_REFUSAL_BODY) done();
+      });
+      res.once('end', done);
+      res.once('error', done);
+    });
+    ws.on('close', (code, reason) => this.onClose(ws, code, reason.toString(), failure));
   }
 
   private async onOpen(ws: WebSocket): Promise<void> {
@@ -611,6 +653,7 @@ export class GridSocket extends EventEmitter {
     this.attempt = 0;
     this.closedCode = this.closedReason = this.closedClean = undefined;
     this.reconnectionLimitReached = false;
+    this.failure = undefined;
     this.startHeartbeat();
     // Re-authenticate before anything else goes out: the node handles messages concurrently.
     if (this.credentials) {
@@ -667,7 +710,7 @@ export class GridSocket extends EventEmitter {
     });
   }
 
-  private onClose(ws: WebSocket, code: number, reason: string, tlsFailure?: NodeJS.ErrnoException): void {
+  private onClose(ws: WebSocket, code: number, reason: string, failure: ConnectFailure | undefined): void {
     if (ws !== this.ws) return;
     this.ws = undefined;
     this.ready = false;
@@ -675,10 +718,14 @@ export class GridSocket extends EventEmitter {
     this.stopHeartbeat();
     this.closedCode = code;
     this.closedReason = reason;
-    this.closedClean = code === 1000 || code === 1001;
+    // ws reports 1006 when no close frame came (a dropped connection); a close frame of any code means
+    // the closing handshake took place (ws answers it before reporting the close).
+    this.closedClean = code !== 1006;
+    this.failure = failure;
     ws.removeAllListeners('message');
-    // A certificate the client does not trust will not be trusted on the next attempt either.
-    const willRetry = tlsFailure === undefined && this.reconnect.enabled && this.attempt < this.reconnect.maxAttempts;
+    // An untrusted certificate or a 4xx refusal will be the same on the next attempt.
+    const final = failure?.final === true;
+    const willRetry = !final && this.reconnect.enabled && this.attempt < this.reconnect.maxAttempts;
     // 1009: a frame was too big for one side (a reply for this client's maxPayload, or a request for the
     // node's). Sending the requests in flight again would end the same way, in a loop: they fail instead.
     const replyTooBig = this.oversizeFrom === ws;
@@ -686,20 +733,23 @@ export class GridSocket extends EventEmitter {
     if (replyTooBig || code === 1009) this.failInFlightOversize(replyTooBig);
     this.dropInFlight(willRetry);
     if (!willRetry) {
-      this.reconnectionLimitReached = tlsFailure === undefined && this.reconnect.enabled;
-      const err = tlsFailure !== undefined
-        ? gridError('TLS_ERROR', `the TLS handshake with ${this.url} failed: ${tlsFailure.message}${tlsFailure.code ? ` (${tlsFailure.code})` : ''}; ` +
-          'trust the node\'s certificate (its CA, or the certificate itself as `ca`) or connect by a name the certificate holds', { reason: tlsFailure.code ?? tlsFailure.message })
+      this.reconnectionLimitReached = !final && this.reconnect.enabled;
+      const closed = `${code}${reason ? `: ${reason}` : ''}`;
+      const err = final
+        ? gridError(failure.key, failure.message, failure.details)
         : this.reconnect.enabled
-        ? gridError('RECONNECT_LIMIT', `gave up reconnecting to ${this.url} after ${this.attempt} attempts (last close ${code}${reason ? `: ${reason}` : ''})`)
-        : gridError('CONNECTION_DROPPED', `the connection to ${this.url} closed (${code}${reason ? `: ${reason}` : ''})`);
+        ? gridError('RECONNECT_LIMIT', `gave up reconnecting to ${this.url} after ${this.attempt} attempts: ${failure?.message ?? `last close ${closed}`}`, { ...failure?.details, attempts: this.attempt, close_code: code })
+        : failure !== undefined
+        ? gridError('CONNECTION_DROPPED', `could not connect to ${this.url}: ${failure.message}`, { ...failure.details, close_code: code })
+        : gridError('CONNECTION_DROPPED', `the connection to ${this.url} closed (${closed})`, { close_code: code });
+      this.gaveUp = err;
       this.failAll(err);
       this.setState('closed');
       return;
     }
     this.attempt += 1;
     const delay = backoffDelay(this.attempt, this.reconnect, this.random);
-    this.log.info({ url: this.url, code, attempt: this.attempt, delay }, 'connection lost; reconnecting');
+    this.log.info({ url: this.url, code, attempt: this.attempt, delay, ...(failure && { cause: failure.cause }) }, failure ? `could not connect: ${failure.message}; retrying` : 'connection lost; reconnecting');
     this.setState('reconnecting');
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined;
@@ -916,6 +966,9 @@ export class GridSocket extends EventEmitter {
   private unusable(): GridError | undefined {
     if (this.disposed) return gridError('DISPOSED', 'this GridSocket was disposed; create a new one');
     if (this.state === 'idle' || this.state === 'closed') {
+      if (this.gaveUp !== undefined) {
+        return gridError(this.reconnectionLimitReached ? 'RECONNECT_LIMIT' : 'NOT_CONNECTED', `not connected: ${this.gaveUp.message}`, this.gaveUp.details);
+      }
       return this.reconnectionLimitReached
         ? gridError('RECONNECT_LIMIT', `not connected: gave up reconnecting to ${this.url}`)
         : gridError('NOT_CONNECTED', this.url ? `not connected to ${this.url}` : 'not connected to a node; connect first');
@@ -928,13 +981,17 @@ export class GridSocket extends EventEmitter {
   }
 
   private setState(state: SocketState): void {
-    if (this.state === state && state !== 'reconnecting') return;
     this.state = state;
     this.emitStatus();
   }
 
+  /** Emits only a status that differs from the last one emitted: one event per real change. */
   private emitStatus(): void {
-    if (this.listenerCount('status') > 0) this.emit('status', this.status);
+    const status = this.status;
+    const last = this.lastEmitted;
+    if (last !== undefined && (Object.keys(status) as (keyof SocketStatus)[]).every((k) => status[k] === last[k])) return;
+    this.lastEmitted = status;
+    if (this.listenerCount('status') > 0) this.emit('status', status);
   }
 }
 
@@ -1036,10 +1093,4 @@ export class GridStream<Ev, End> implements AsyncIterable<Ev> {
       if (!this.settled) this.cancel();
     }
   }
-}
-
-/** Certificate and handshake failures (OpenSSL verify codes, Node's TLS codes); not a dropped connection. */
-function isTlsError(err: NodeJS.ErrnoException): boolean {
-  return typeof err.code === 'string' &&
-    /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|DEPTH_ZERO_SELF_SIGNED_CERT$|SELF_SIGNED_CERT_IN_CHAIN$|HOSTNAME_MISMATCH$)/.test(err.code);
 }

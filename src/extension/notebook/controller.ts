@@ -5,18 +5,18 @@
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as vscode from 'vscode';
-import type { ExecutionResult, KernelHost } from '../../kernel';
+import type { CellOutput, ExecutionResult, KernelHost } from '../../kernel';
 import { heavy } from '../heavy';
 import type { BridgeNodes } from './bridge';
+import { longCellNotice, type LongCellNotice } from './long-cell';
 import { CellOutputs } from './outputs';
+
+export { LONG_CELL_MS } from './long-cell';
 
 export const CONTROLLER_ID = 'grid-typescript';
 export const NOTEBOOK_TYPE = 'jupyter-notebook';
 export const KERNELSPEC = { name: 'grid-typescript', display_name: 'Grid (TypeScript)', language: 'typescript' };
 export const LANGUAGE_INFO = { name: 'typescript', file_extension: '.ts', mimetype: 'text/typescript' };
-
-/** Cells running at least this long announce their end when the user may not be watching. */
-export const LONG_CELL_MS = 10_000;
 
 export interface ControllerDeps {
   extensionPath: string;
@@ -27,6 +27,21 @@ export interface ControllerDeps {
 interface NotebookKernel {
   host: KernelHost;
   disposables: { dispose(): void }[];
+  /** executionCount → the cell that ran with it, for output that arrives after the cell ended. */
+  ran: Map<number, vscode.NotebookCell>;
+}
+
+/** Cells remembered per kernel for their late output; older ones send theirs to the log. */
+const RAN_KEPT = 256;
+
+/** A short execution that appends a finished cell's late output, keeping its order, times and success. */
+interface LateExecution {
+  execution: vscode.NotebookCellExecution;
+  outputs: CellOutputs;
+  added: number;
+  /** The run's own mark and end, restored when the late execution ends (starting one clears them). */
+  success: boolean | undefined;
+  endTime: number | undefined;
 }
 
 export class GridNotebookController implements vscode.Disposable {
@@ -37,6 +52,12 @@ export class GridNotebookController implements vscode.Disposable {
   private readonly finished = new vscode.EventEmitter<{ cell: vscode.NotebookCell; result: ExecutionResult }>();
   /** Fires when a cell's execution has ended and its outputs are in place (tests wait on it). */
   readonly onDidFinishCell = this.finished.event;
+  private readonly noticed = new vscode.EventEmitter<{ cell: vscode.NotebookCell } & LongCellNotice>();
+  /** Fires when a long cell's end is announced with a notification (tests wait on it). */
+  readonly onDidNotifyLongCell = this.noticed.event;
+  /** Cells with an execution of ours (queued or running): late output must not open another. */
+  private readonly executing = new Set<vscode.NotebookCell>();
+  private readonly late = new Map<vscode.NotebookCell, LateExecution>();
   private disposed = false;
 
   constructor(deps: ControllerDeps) {
@@ -50,7 +71,7 @@ export class GridNotebookController implements vscode.Disposable {
     c.interruptHandler = (notebook) => this.interrupt(notebook);
     this.controller = c;
     this.disposables.push(
-      c, this.finished,
+      c, this.finished, this.noticed,
       c.onDidChangeSelectedNotebooks(({ notebook, selected }) => { if (selected) void this.stampMetadata(notebook); }),
       vscode.workspace.onDidOpenNotebookDocument((nb) => this.setAffinity(nb)),
       vscode.workspace.onDidCloseNotebookDocument((nb) => void this.disposeKernel(nb)),
@@ -86,8 +107,11 @@ export class GridNotebookController implements vscode.Disposable {
   private async execute(cells: vscode.NotebookCell[], notebook: vscode.NotebookDocument): Promise<void> {
     void this.stampMetadata(notebook);
     const runs = cells.map((cell) => {
+      // A cell's late output from its previous run may hold an execution: it ends before the new one.
+      this.endLate(cell);
       const execution = this.controller.createNotebookCellExecution(cell);
-      return this.runCell(cell, execution, notebook);
+      this.executing.add(cell);
+      return this.runCell(cell, execution, notebook).finally(() => this.executing.delete(cell));
     });
     await Promise.all(runs);
   }
@@ -110,7 +134,11 @@ export class GridNotebookController implements vscode.Disposable {
       result = await kernel.host.execute(cell.document.getText(), {
         language: cell.document.languageId === 'javascript' ? 'javascript' : 'typescript',
         signal: abort.signal,
-        onStart: ({ executionCount, startTime }) => start(executionCount, startTime),
+        onStart: ({ executionCount, startTime }) => {
+          start(executionCount, startTime);
+          kernel.ran.set(executionCount, cell);
+          if (kernel.ran.size > RAN_KEPT) kernel.ran.delete(kernel.ran.keys().next().value!);
+        },
         onOutput: (o) => outputs.add(o),
       });
     } catch (err) {
@@ -134,23 +162,21 @@ export class GridNotebookController implements vscode.Disposable {
       execution.end(result.status === 'ok', result.endTime);
     }
     this.finished.fire({ cell, result });
-    if (result.startTime !== undefined && result.endTime - result.startTime >= LONG_CELL_MS) this.notifyLongCell(cell, result);
+    this.notifyLongCell(cell, result);
   }
 
-  /**
-   * A long cell announces its end only when the user is not looking at it: the window is not
-   * focused, or no visible editor shows the cell. Someone watching the cell sees it end anyway.
-   */
+  /** Announces a long cell's end when the user is not looking at it (see longCellNotice). */
   private notifyLongCell(cell: vscode.NotebookCell, result: ExecutionResult): void {
-    const visible = vscode.window.visibleNotebookEditors.some((e) => e.notebook === cell.notebook
+    const cellVisible = vscode.window.visibleNotebookEditors.some((e) => e.notebook === cell.notebook
       && e.visibleRanges.some((r) => r.start <= cell.index && cell.index < r.end));
-    if (vscode.window.state.focused && visible) return;
-    const seconds = Math.round((result.endTime - result.startTime!) / 1000);
-    const name = cell.notebook.uri.path.split('/').pop() ?? 'notebook';
-    const what = result.status === 'ok' ? 'finished' : result.status === 'interrupted' ? 'was interrupted' : 'failed';
-    const message = `Cell ${cell.index + 1} of ${name} ${what} after ${seconds} s.`;
-    const show = result.status === 'ok' ? vscode.window.showInformationMessage : vscode.window.showWarningMessage;
-    void show(message, 'Show Cell').then((picked) => {
+    const notice = longCellNotice(
+      { status: result.status, startTime: result.startTime, endTime: result.endTime, index: cell.index, notebookName: cell.notebook.uri.path.split('/').pop() ?? 'notebook' },
+      { windowFocused: vscode.window.state.focused, cellVisible },
+    );
+    if (!notice) return;
+    const show = notice.level === 'info' ? vscode.window.showInformationMessage : vscode.window.showWarningMessage;
+    this.noticed.fire({ cell, ...notice });
+    void show(notice.message, 'Show Cell').then((picked) => {
       if (picked !== 'Show Cell') return;
       void vscode.window.showNotebookDocument(cell.notebook, { selections: [new vscode.NotebookRange(cell.index, cell.index + 1)] });
     });
@@ -187,13 +213,60 @@ export class GridNotebookController implements vscode.Disposable {
         error: (m, d) => log.error(`kernel (${name}): ${m}${d ? ` ${JSON.stringify(d)}` : ''}`),
       },
     });
+    const ran = new Map<number, vscode.NotebookCell>();
     const disposables = [
-      host.onDidLoseState(({ reason }) => log.info(`kernel (${name}): state lost (${reason})`)),
-      // Output of a cell that already ended (a timer it left) cannot go back into that cell.
-      host.onDidEmitLateOutput(({ executionCount, output }) => log.info(`kernel (${name}): late output of cell [${executionCount}]: ${output.kind === 'stream' ? output.text.trimEnd() : output.kind}`)),
+      host.onDidLoseState(({ reason }) => {
+        ran.clear(); // counts start again at 1 in the new process
+        log.info(`kernel (${name}): state lost (${reason})`);
+      }),
+      // Output of a cell that already ended (a timer or promise it left) is appended to that cell.
+      host.onDidEmitLateOutput(({ executionCount, output }) => {
+        const cell = ran.get(executionCount);
+        if (cell && this.addLate(cell, executionCount, output)) return;
+        log.info(`kernel (${name}): late output of cell [${executionCount}], which no longer shows that run: ${output.kind === 'stream' ? output.text.trimEnd() : output.kind}`);
+      }),
     ];
     log.info(`kernel for ${name} in ${cwd}`);
-    return { host, disposables };
+    return { host, disposables, ran };
+  }
+
+  /**
+   * Appends output a cell printed after it ended, as Jupyter does: a short execution of its own that
+   * keeps the cell's execution order, times and success mark. False when the cell no longer shows
+   * that run (deleted, re-run or queued again).
+   */
+  private addLate(cell: vscode.NotebookCell, executionCount: number, output: CellOutput): boolean {
+    let late = this.late.get(cell);
+    if (!late) {
+      const summary = cell.executionSummary;
+      if (cell.index < 0 || this.executing.has(cell) || summary?.executionOrder !== executionCount) return false;
+      const execution = this.controller.createNotebookCellExecution(cell);
+      execution.executionOrder = executionCount;
+      execution.start(summary.timing?.startTime);
+      const made: LateExecution = { execution, outputs: new CellOutputs(execution), added: 0, success: summary.success, endTime: summary.timing?.endTime };
+      this.late.set(cell, made);
+      late = made;
+      // Ends once what arrived meanwhile is in the cell; output of the same burst joins it.
+      const close = async (): Promise<void> => {
+        let seen: number;
+        do {
+          seen = made.added;
+          await made.outputs.settled();
+        } while (seen !== made.added);
+        if (this.late.get(cell) === made) this.endLate(cell);
+      };
+      setImmediate(() => void close());
+    }
+    late.outputs.add(output);
+    late.added += 1;
+    return true;
+  }
+
+  private endLate(cell: vscode.NotebookCell): void {
+    const late = this.late.get(cell);
+    if (!late) return;
+    this.late.delete(cell);
+    late.execution.end(late.success, late.endTime);
   }
 
   private async disposeKernel(notebook: vscode.NotebookDocument): Promise<void> {

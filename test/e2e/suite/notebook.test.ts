@@ -221,6 +221,39 @@ describe('Grid notebook kernel', function () {
     assert.match(text(check), /42/);
   });
 
+  it('output a cell prints after it ended shows in that cell, which keeps its order and success', async () => {
+    const first = await appendCell('let releaseLate!: () => void;\nnew Promise<void>((r) => { releaseLate = r; }).then(() => console.log("printed after the cell ended"));\n"armed"');
+    await run(first);
+    const order = first.executionSummary?.executionOrder;
+    const second = await appendCell('releaseLate();\n"released"');
+    await run(second);
+    await until(() => text(first).includes('printed after the cell ended') && first.executionSummary?.success === true && first.executionSummary.executionOrder === order,
+      'the late output shows in the cell that printed it', () => `${text(first)} (order ${first.executionSummary?.executionOrder}, success ${first.executionSummary?.success})`, 30_000);
+    assert.match(text(first), /armed/, 'the cell keeps the output of its run');
+    assert.doesNotMatch(text(second), /printed after the cell ended/, 'not in the cell that was running');
+    assert.equal(second.executionSummary?.success, true);
+  });
+
+  it('a cell of 10 s or more that ends while the user looks elsewhere announces it', async () => {
+    const long = await appendCell('console.log("started");\nawait new Promise((r) => setTimeout(r, 10_200));\n"slow"');
+    const noticed = new Promise<{ message: string; level: string }>((resolve) => {
+      const sub = api.notebooks.onDidNotifyLongCell((e) => { if (e.cell === long) { sub.dispose(); resolve(e); } });
+    });
+    const ended = run(long, 60_000);
+    await until(() => text(long).includes('started'), 'the long cell starts', () => text(long), 30_000);
+    // The user turns to another editor: the cell is no longer in view.
+    await vscode.window.showTextDocument(await vscode.workspace.openTextDocument({ content: 'elsewhere' }));
+    try {
+      await ended;
+      const notice = await noticed;
+      assert.match(notice.message, new RegExp(`^Cell ${long.index + 1} of starter\\.ipynb finished after 1[01] s\\.$`));
+      assert.equal(notice.level, 'info');
+    } finally {
+      await vscode.commands.executeCommand('workbench.action.revertAndCloseActiveEditor');
+      await vscode.window.showNotebookDocument(notebook);
+    }
+  });
+
   it('Grid: Restart Kernel clears the variables', async () => {
     await vscode.commands.executeCommand('grid.restartKernel');
     const check = await appendCell('typeof kept');
