@@ -15,6 +15,7 @@ import { decodeBinaryFrame, encodeChunk, FrameKind, type Envelope } from '../../
 import { encodeNamedTensors } from '../../src/core/protocol/tensor';
 import { GridClient } from '../../src/core/client';
 import type { Logger } from '../../src/core/logger';
+import { seededRandom } from '../../src/compute/plan/models';
 import { ADMIN_PASSWORD, mlpModel, seededFloats, startTestNode, type TestNode } from '../helpers/node-fixtures';
 
 const MiB = 1024 * 1024;
@@ -142,21 +143,9 @@ const codeOf = (m: Envelope) => m.error?.code;
 
 // ---- the fuzz -------------------------------------------------------------------------------------
 
-/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 class Fuzzer {
   readonly random: () => number;
-  constructor(seed: number) { this.random = prng(seed); }
+  constructor(seed: number) { this.random = seededRandom(seed); }
   int(n: number): number { return Math.floor(this.random() * n); }
   pick<T>(xs: readonly T[]): T { return xs[this.int(xs.length)]!; }
   chance(p: number): boolean { return this.random() < p; }
