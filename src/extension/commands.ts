@@ -7,7 +7,7 @@ import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
 import type { Ctx } from './ctx';
 import { heavy } from './heavy';
-import { guarded, isConnection, nodeFromArg, pickModel, pickNode, withProgress, type Cmd, type ModelArgs, type NodeArg } from './pickers';
+import { guarded, isConnection, nodeFromArg, pickModel, pickNode, withProgress, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
 import { train } from './train';
 import { formatBytes, ModelItem, signatureLine } from './views/items';
 
@@ -37,7 +37,8 @@ function addNode(ctx: Ctx): Cmd {
 
 function removeNode(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not remove the node', async (arg?: NodeArg) => {
-    const conn = await pickNode(ctx, arg, { open: false, title: 'Remove a node from the list', candidates: ctx.connections.filter((c) => !c.local) });
+    // An alias is removed itself, not the node it stands for.
+    const conn = nodeFromArg(ctx, arg, { entry: true }) ?? await pickNode(ctx, undefined, { need: 'any', toDo: 'remove it', title: 'Remove a node from the list', candidates: ctx.entries.filter((c) => !c.local) });
     if (!conn) return undefined;
     await ctx.removeNode(conn);
     return conn.url;
@@ -46,7 +47,7 @@ function removeNode(ctx: Ctx): Cmd {
 
 function connect(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not connect', async (arg?: NodeArg) => {
-    const conn = await pickNode(ctx, arg, { open: false, title: 'Connect to a node', candidates: ctx.connections.filter((c) => !c.isOpen) });
+    const conn = await pickNode(ctx, arg, { need: 'any', toDo: 'connect', title: 'Connect to a node', candidates: ctx.connections.filter((c) => !c.isOpen) });
     if (!conn) return undefined;
     // Open (and signed in), or the first attempt failed: the tree then shows the node reconnecting
     // with the reason, and the command does not wait for a node that may never come.
@@ -56,7 +57,7 @@ function connect(ctx: Ctx): Cmd {
 
 function disconnect(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not disconnect', async (arg?: NodeArg) => {
-    const conn = await pickNode(ctx, arg, { open: false, title: 'Disconnect from a node', candidates: ctx.connections.filter((c) => c.state !== 'disconnected') });
+    const conn = await pickNode(ctx, arg, { need: 'any', toDo: 'disconnect', title: 'Disconnect from a node', candidates: ctx.connections.filter((c) => c.state !== 'disconnected') });
     if (!conn) return undefined;
     conn.disconnect();
     return conn.state;
@@ -65,12 +66,18 @@ function disconnect(ctx: Ctx): Cmd {
 
 function authenticate(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not sign in', async (arg?: NodeArg & { username?: string; password?: string }) => {
-    const conn = await pickNode(ctx, arg, { open: true, title: 'Sign in to a node' });
+    const conn = await pickNode(ctx, arg, { need: 'open', toDo: 'sign in', title: 'Sign in to a node' });
     if (!conn) return undefined;
     const a = (typeof arg === 'object' && arg !== null && !isConnection(arg) ? arg : {}) as { username?: string; password?: string };
-    const username = a.username ?? await vscode.window.showInputBox({ title: `Sign in to ${conn.name}`, prompt: 'User name', value: 'admin' });
+    // This user's own local node signs them in by its runtime record: nothing to type.
+    const own = a.username === undefined ? await ctx.credentials(conn) : undefined;
+    if (own !== undefined && 'token' in own) {
+      await conn.authenticate(own);
+      return conn.user;
+    }
+    const username = a.username ?? await ctx.ask({ title: `Sign in to ${conn.name}`, prompt: 'User name', value: 'admin' });
     if (username === undefined) return undefined;
-    const password = a.password ?? await vscode.window.showInputBox({ title: `Sign in to ${conn.name}`, prompt: `Password of ${username} (kept in VS Code's secret storage)`, password: true });
+    const password = a.password ?? await ctx.ask({ title: `Sign in to ${conn.name}`, prompt: `Password of ${username} (kept in VS Code's secret storage)`, password: true });
     if (password === undefined) return undefined;
     await ctx.authenticate(conn, { username, password });
     void vscode.window.showInformationMessage(`Signed in to ${conn.name} as ${conn.user ?? username}.`);
@@ -94,11 +101,12 @@ function stopLocalNode(ctx: Ctx): Cmd {
 
 function showNodeInfo(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not show the node', async (arg?: NodeArg) => {
-    const conn = await pickNode(ctx, arg, { open: false, title: 'Show a node' });
+    const conn = await pickNode(ctx, arg, { need: 'any', toDo: 'show it', title: 'Show a node' });
     if (!conn) return undefined;
     const info: Record<string, unknown> = {
       name: conn.name, url: conn.url, state: conn.state, ...(conn.stateReason !== undefined && { reason: conn.stateReason }),
       signed_in_as: conn.user ?? null, local: conn.local,
+      ...(ctx.aliasesOf(conn).length > 0 && { also_listed_as: ctx.aliasesOf(conn).map((a) => ({ name: a.name, url: a.url })) }),
     };
     if (conn.isOpen) {
       const id = await conn.client.getId();
@@ -131,15 +139,21 @@ interface ServeArgs {
 }
 
 function serveModel(ctx: Ctx): Cmd {
-  return guarded(ctx, 'Could not serve the model', async (arg?: NodeArg | vscode.Uri | ServeArgs) => {
+  return guarded(ctx, 'Could not serve the model', async (arg: NodeArg | vscode.Uri | ServeArgs, flow: Flow) => {
     const a: ServeArgs = typeof arg === 'object' && arg !== null && !(arg instanceof vscode.Uri) && !isConnection(arg) && !(arg instanceof vscode.TreeItem) ? arg as ServeArgs : {};
+    const answers = flow.answers as ServeArgs;
+    Object.assign(answers, a);
+    // A node named up front is checked first: a node not signed in says so before any question.
+    const named = arg instanceof vscode.Uri ? undefined : nodeFromArg(ctx, arg);
+    if (named) await pickNode(ctx, named, { need: 'signedIn', toDo: 'serve a model', title: '', flow });
     let file = a.file ?? (arg instanceof vscode.Uri ? arg.fsPath : undefined);
     if (file === undefined) {
       const picked = await vscode.window.showOpenDialog({ title: 'Serve an ONNX model', canSelectMany: false, filters: { 'ONNX models': ['onnx'] }, openLabel: 'Serve' });
       if (!picked?.[0]) return undefined;
       file = picked[0].fsPath;
     }
-    const conn = await pickNode(ctx, arg instanceof vscode.Uri ? undefined : arg, { open: true, title: `Serve ${path.basename(file)} to…` });
+    answers.file = file;
+    const conn = named ?? await pickNode(ctx, undefined, { need: 'signedIn', toDo: 'serve a model', title: `Serve ${path.basename(file)} to…`, flow });
     if (!conn) return undefined;
     let id = a.id;
     if (id === undefined) {
@@ -150,6 +164,7 @@ function serveModel(ctx: Ctx): Cmd {
       });
       if (id === undefined) return undefined;
     }
+    answers.id = id;
     let allowDownload = a.allowDownload;
     let allowRemoteInference = a.allowRemoteInference;
     if (allowDownload === undefined || allowRemoteInference === undefined) {
@@ -161,6 +176,7 @@ function serveModel(ctx: Ctx): Cmd {
       allowRemoteInference = picks.some((p) => p.key === 'infer');
       allowDownload = picks.some((p) => p.key === 'download');
     }
+    Object.assign(answers, { allowDownload, allowRemoteInference });
     const modelFile = file;
     const modelId = id;
     const info = await withProgress(`Serving ${modelId} to ${conn.name}`, (signal, report) => conn.client.hostModel(modelFile, {
@@ -174,8 +190,8 @@ function serveModel(ctx: Ctx): Cmd {
 }
 
 function downloadModel(ctx: Ctx): Cmd {
-  return guarded(ctx, 'Could not download the model', async (arg?: ModelItem | (ModelArgs & { dest?: string })) => {
-    const target = await pickModel(ctx, arg, 'Download a model', (m, c) => m.allow_download || m.owner === c.user);
+  return guarded(ctx, 'Could not download the model', async (arg: ModelItem | (ModelArgs & { dest?: string }) | undefined, flow: Flow) => {
+    const target = await pickModel(ctx, arg, 'Download a model', 'download', flow);
     if (!target) return undefined;
     const { conn, model } = target;
     let dest = arg instanceof ModelItem ? undefined : arg?.dest;
@@ -188,6 +204,7 @@ function downloadModel(ctx: Ctx): Cmd {
       if (!uri) return undefined;
       dest = uri.fsPath;
     }
+    flow.answers.dest = dest;
     const file = dest;
     const info = await withProgress(`Downloading ${model.id} from ${conn.name}`, (signal, report) => conn.client.downloadModel(model.id, file, { signal, onProgress: report }));
     ctx.log.info({ node: conn.url, model: info.id, file, sha256: info.sha256 }, `downloaded ${info.id}; sha256 verified`);
@@ -199,8 +216,8 @@ function downloadModel(ctx: Ctx): Cmd {
 }
 
 function deleteModel(ctx: Ctx): Cmd {
-  return guarded(ctx, 'Could not delete the model', async (arg?: ModelItem | (ModelArgs & { skipConfirmation?: boolean })) => {
-    const target = await pickModel(ctx, arg, 'Delete a model');
+  return guarded(ctx, 'Could not delete the model', async (arg: ModelItem | (ModelArgs & { skipConfirmation?: boolean }) | undefined, flow: Flow) => {
+    const target = await pickModel(ctx, arg, 'Delete a model', 'delete', flow);
     if (!target) return undefined;
     const { conn, model } = target;
     const skip = !(arg instanceof ModelItem) && arg?.skipConfirmation === true;
@@ -208,6 +225,7 @@ function deleteModel(ctx: Ctx): Cmd {
       const ok = await vscode.window.showWarningMessage(`Delete model "${model.id}" from ${conn.name}?`, { modal: true, detail: 'The node deletes its copy; this cannot be undone.' }, 'Delete');
       if (ok !== 'Delete') return undefined;
     }
+    flow.answers.skipConfirmation = true;
     await conn.client.deleteModel(model.id);
     ctx.log.info({ node: conn.url, model: model.id }, `deleted ${model.id} from ${conn.name}`);
     return model.id;
@@ -221,8 +239,9 @@ interface PermissionsArgs extends ModelArgs {
 
 /** Who else may download or run a model: its owner or an admin changes it; the node refuses anyone else. */
 function changeModelPermissions(ctx: Ctx): Cmd {
-  return guarded(ctx, 'Could not change the model\'s permissions', async (arg?: ModelItem | PermissionsArgs) => {
-    const target = await pickModel(ctx, arg, 'Change who may use a model');
+  return guarded(ctx, 'Could not change the model\'s permissions', async (arg: ModelItem | PermissionsArgs | undefined, flow: Flow) => {
+    // Only its owner or an admin may: the same models as for delete.
+    const target = await pickModel(ctx, arg, 'Change who may use a model', 'delete', flow);
     if (!target) return undefined;
     const { conn } = target;
     // The tree item may predate a change made elsewhere: start from the node's latest word.
@@ -251,7 +270,7 @@ function changeModelPermissions(ctx: Ctx): Cmd {
 
 function copyModelId(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not copy the model id', async (arg?: ModelItem | ModelArgs) => {
-    const target = await pickModel(ctx, arg, 'Copy a model id');
+    const target = await pickModel(ctx, arg, 'Copy a model id', 'view');
     if (!target) return undefined;
     await vscode.env.clipboard.writeText(target.model.id);
     return target.model.id;
@@ -260,7 +279,7 @@ function copyModelId(ctx: Ctx): Cmd {
 
 function showModelDetails(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not show the model', async (arg?: ModelItem | ModelArgs) => {
-    const target = await pickModel(ctx, arg, 'Show a model');
+    const target = await pickModel(ctx, arg, 'Show a model', 'view');
     if (!target) return undefined;
     const { conn, model } = target;
     const doc = await vscode.workspace.openTextDocument({ language: 'json', content: `${JSON.stringify({ node: conn.name, node_url: conn.url, ...model }, null, 2)}\n` });
@@ -279,8 +298,8 @@ interface InferArgs extends ModelArgs {
 }
 
 function runInference(ctx: Ctx): Cmd {
-  return guarded(ctx, 'Inference failed', async (arg?: ModelItem | InferArgs) => {
-    const target = await pickModel(ctx, arg, 'Run inference', (m, c) => m.allow_remote_inference || m.owner === c.user);
+  return guarded(ctx, 'Inference failed', async (arg: ModelItem | InferArgs | undefined, flow: Flow) => {
+    const target = await pickModel(ctx, arg, 'Run inference', 'infer', flow);
     if (!target) return undefined;
     const { conn, model } = target;
     const a: InferArgs = arg instanceof ModelItem || arg === undefined ? {} : arg;
@@ -297,13 +316,18 @@ function runInference(ctx: Ctx): Cmd {
         ...(fromEditor ? [{ label: `The active editor (${path.basename(fromEditor.fileName)})`, detail: '{"input": tensor} or, for one input, the tensor itself', key: 'editor' }] : []),
       ], { title: `Inputs for ${model.id}: ${signatureLine(model)}` });
       if (!source) return undefined;
-      if (source.key === 'editor') inputs = io.inputsFromJsonText(model, fromEditor!.getText(), path.basename(fromEditor!.fileName));
-      else {
+      if (source.key === 'editor') {
+        flow.answers.json = fromEditor!.getText();
+        inputs = io.inputsFromJsonText(model, fromEditor!.getText(), path.basename(fromEditor!.fileName));
+      } else {
         const files = await vscode.window.showOpenDialog({ title: `Inputs for ${model.id}`, canSelectMany: true, filters: { Tensors: ['npy', 'pb', 'json'] }, openLabel: 'Run' });
         if (!files?.length) return undefined;
+        flow.answers.inputs = files.map((f) => f.fsPath);
         inputs = io.inputsFromFiles(model, files.map((f) => f.fsPath));
       }
     }
+    if (a.inputs !== undefined) flow.answers.inputs = a.inputs;
+    if (a.json !== undefined) flow.answers.json = a.json;
     const feeds = inputs;
     const t0 = performance.now();
     const outputs = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} on ${conn.name}`, cancellable: true }, (_p, token) => {

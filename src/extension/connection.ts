@@ -21,6 +21,16 @@ export interface NodeIdentity {
   capabilities: string[];
 }
 
+/** What a user does with a model; `mayUse` tells whether this session may. */
+export type ModelUse = 'download' | 'infer' | 'train' | 'delete';
+
+/** Why a node sat out a FedAvg run (shown under its row in the Nodes view). */
+export interface DroppedNote {
+  /** e.g. "FedAvg of digits-mlp, rounds 1-2" */
+  what: string;
+  error: { code: string; message: string };
+}
+
 export interface ConnectionSettings {
   handshakeTimeoutMs: number;
   heartbeatMs: number;
@@ -45,7 +55,13 @@ export class NodeConnection implements vscode.Disposable {
   private reasonCode: string | undefined;
   private credentials: Credentials | undefined;
   private authFailure: GridError | undefined;
+  /** The session's role, when the node says (older nodes do not). */
+  private roleValue: string | undefined;
   identity: NodeIdentity | undefined;
+  /** The node id last learned (get-id); kept while disconnected, so a second entry for the node stays recognised. */
+  knownId: string | undefined;
+  /** The latest FedAvg this node sat out, and why; cleared when it takes part again. */
+  dropped: DroppedNote | undefined;
   models: ModelInfo[] = [];
   datasets: DatasetInfo[] = [];
   peers: PeerInfo[] = [];
@@ -85,6 +101,31 @@ export class NodeConnection implements vscode.Disposable {
     return this.socketValue?.status.user;
   }
 
+  /** Open and signed in: what serving, training, downloading and deleting need. */
+  get isSignedIn(): boolean {
+    return this.stateValue === 'connected';
+  }
+
+  /**
+   * Whether this session may use `model` so: the owner and admins always may (delete and train too),
+   * anyone else as its allow_* flags say. Unknown role (an older node): as an ordinary user.
+   */
+  mayUse(model: ModelInfo, use: ModelUse): boolean {
+    if (!this.isSignedIn) return false;
+    if (model.owner === this.user || this.roleValue === 'admin') return true;
+    switch (use) {
+      case 'download': return model.allow_download;
+      case 'infer': return model.allow_remote_inference;
+      case 'train': return model.allow_download;
+      case 'delete': return false;
+    }
+  }
+
+  noteDropped(note: DroppedNote | undefined): void {
+    this.dropped = note;
+    this.changed.fire(this);
+  }
+
   get isOpen(): boolean {
     return this.stateValue === 'connected' || this.stateValue === 'unauthenticated';
   }
@@ -110,6 +151,7 @@ export class NodeConnection implements vscode.Disposable {
     this.closeScope();
     this.credentials = credentials;
     this.authFailure = undefined;
+    this.roleValue = undefined;
     const socket = new GridSocket({ logger: this.log });
     const client = new GridClient(socket);
     this.socketValue = socket;
@@ -133,7 +175,7 @@ export class NodeConnection implements vscode.Disposable {
     if (socket !== this.socketValue) return;
     if (credentials !== undefined) {
       try {
-        await client.authenticate(credentials);
+        this.noteRole(await client.authenticate(credentials));
       } catch (err) {
         if (socket !== this.socketValue) return;
         this.authFailure = toGridError(err);
@@ -168,11 +210,15 @@ export class NodeConnection implements vscode.Disposable {
   async authenticate(credentials: Credentials): Promise<void> {
     const client = this.clientValue;
     if (!client || !this.isOpen) throw gridError('NOT_CONNECTED', `${this.name} (${this.url}) is not connected; connect before signing in`);
-    await client.authenticate(credentials);
+    this.noteRole(await client.authenticate(credentials));
     this.credentials = credentials;
     this.authFailure = undefined;
     this.onStatus(client.socket.status);
     void this.refresh();
+  }
+
+  private noteRole(reply: { [k: string]: unknown }): void {
+    this.roleValue = typeof reply.role === 'string' ? reply.role : undefined;
   }
 
   /** Whether the node runs training jobs (older nodes do not). */
@@ -294,6 +340,7 @@ export class NodeConnection implements vscode.Disposable {
       const [id, models, datasets, peers] = await Promise.all([client.getId(), client.listModels(), client.listDatasets(), client.listPeers()]);
       if (client !== this.clientValue) return;
       this.identity = { id: id.id, name: id.name, version: id.version, capabilities: id.capabilities };
+      this.knownId = id.id;
       this.models = [...models].sort((a, b) => a.id.localeCompare(b.id));
       this.datasets = datasets;
       this.peers = peers;

@@ -1,15 +1,21 @@
 // The one context object. Extension lifetime: everything pushed to `subscriptions` (views, commands,
 // the log, the status bar, the local node). Connection lifetime: each NodeConnection owns its socket,
 // event stream and listeners, and drops them on disconnect or before reconnecting.
+// One node, one entry: connections are told apart by the node id they learn (get-id), so the same node
+// added twice (two names, ws://localhost:P and ws://127.0.0.1:P, or a grid.nodes entry pointing at the
+// local node) shows once. The first in the tree's order is the node; a later one is its alias: its own
+// socket is closed, it is named on the first one's row ("also NAME"), and commands naming it act on the
+// first one. Removing the first one (or stopping the local node) brings an alias back as a node.
 import * as vscode from 'vscode';
 import type { Credentials } from '../core/client';
-import { ErrorCodes, GridError, gridError, toGridError } from '../core/errors';
+import { ErrorCodes, gridError, toGridError } from '../core/errors';
 import { findLocalNode, sameUrl } from '../core/local-node';
 import { Config, type NodeEntry } from './config';
 import type { ConnectionSettings, NodeConnection } from './connection';
 import { heavy } from './heavy';
 import type { LocalNode } from './localNode';
 import type { Log } from './log';
+import { inVsCodeWords, needsSignIn } from './wording';
 
 const CREDENTIALS_KEY = (url: string) => `grid.credentials:${url}`;
 export const LOCAL_NODE_NAME = 'Local node';
@@ -18,6 +24,16 @@ export interface ShownError {
   message: string;
   code: string;
   actions: string[];
+}
+
+/** What showError may offer besides the logs. */
+export interface ErrorActions {
+  /** Runs the command again from the start (Retry). */
+  retry?: () => unknown;
+  /** The node the failure is about: Authenticate signs in to it. */
+  node?: NodeConnection;
+  /** Runs after a successful sign-in (Authenticate): the command again, with the answers already given. */
+  afterSignIn?: () => unknown;
 }
 
 export class Ctx implements vscode.Disposable {
@@ -34,12 +50,18 @@ export class Ctx implements vscode.Disposable {
   private readonly errorShown = new vscode.EventEmitter<ShownError>();
   /** Every error message shown to the user, as shown (the e2e tests read it). */
   readonly onDidShowError = this.errorShown.event;
+  private readonly asked = new vscode.EventEmitter<vscode.InputBox>();
+  /** Every input box a command shows (the sign-in prompts), as shown: the e2e tests answer them. */
+  readonly onDidAsk = this.asked.event;
+  /** A later entry for a node → the first entry for it (see the header). */
+  private readonly aliasOf = new Map<NodeConnection, NodeConnection>();
+  private readonly idSeen = new Map<NodeConnection, string | undefined>();
   private disposed = false;
 
   constructor(extCtx: vscode.ExtensionContext, log: Log) {
     this.extCtx = extCtx;
     this.log = log;
-    this.push(this.changed, this.errorShown);
+    this.push(this.changed, this.errorShown, this.asked);
   }
 
   /** Registers an extension-lifetime disposable. */
@@ -51,10 +73,51 @@ export class Ctx implements vscode.Disposable {
     return this.extCtx.secrets;
   }
 
-  /** Every node shown in the tree: the local node first (while it runs), then `grid.nodes` in order. */
+  /** Every node shown in the tree: the local node first (while it runs), then `grid.nodes` in order; aliases left out. */
   get connections(): NodeConnection[] {
+    return this.entries.filter((c) => !this.aliasOf.has(c));
+  }
+
+  /** Every entry, aliases included, in the tree's order. */
+  get entries(): NodeConnection[] {
     const configured = this.config.nodes.map((n) => this.connectionsByUrl.get(n.url)).filter((c): c is NodeConnection => c !== undefined);
     return this.localConnection ? [this.localConnection, ...configured.filter((c) => c !== this.localConnection)] : configured;
+  }
+
+  /** The other entries for the node `conn` is (shown on its row). */
+  aliasesOf(conn: NodeConnection): NodeConnection[] {
+    return [...this.aliasOf].filter(([, first]) => first === conn).map(([alias]) => alias);
+  }
+
+  /** The connection commands use for `conn`: itself, or the first entry for its node. */
+  primary(conn: NodeConnection): NodeConnection {
+    return this.aliasOf.get(conn) ?? conn;
+  }
+
+  /** Called on every change: aliases follow the node ids learned (one pass over a handful of nodes). */
+  private checkIdentities(): void {
+    const entries = this.entries;
+    if (this.idSeen.size === entries.length && entries.every((c) => this.idSeen.has(c) && this.idSeen.get(c) === c.knownId)) return;
+    this.idSeen.clear();
+    for (const c of entries) this.idSeen.set(c, c.knownId);
+    const firstById = new Map<string, NodeConnection>();
+    const before = new Map(this.aliasOf);
+    this.aliasOf.clear();
+    for (const c of entries) {
+      if (c.knownId === undefined) continue;
+      const first = firstById.get(c.knownId);
+      if (first === undefined) { firstById.set(c.knownId, c); continue; }
+      this.aliasOf.set(c, first);
+      if (before.get(c) !== first) {
+        this.log.info({ node: c.url, same_as: first.url, node_id: c.knownId }, `${c.name} (${c.url}) is the same node as ${first.name} (${first.url}): shown once, as ${first.name}`);
+        c.disconnect();
+      }
+    }
+    // An alias whose first entry went away is a node again.
+    for (const [alias] of before) {
+      if (this.aliasOf.has(alias) || !entries.includes(alias) || alias.isOpen) continue;
+      void this.connect(alias).catch((err: unknown) => this.log.warn({ node: alias.url }, `could not connect to ${alias.name}: ${toGridError(err).message}`));
+    }
   }
 
   get openConnections(): NodeConnection[] {
@@ -65,13 +128,46 @@ export class Ctx implements vscode.Disposable {
     return this.localNodeValue;
   }
 
-  /** Finds a shown node by name or URL. */
+  /** Finds a node by name or URL; an alias's name or URL finds the node's first entry. */
   find(nameOrUrl: string): NodeConnection | undefined {
-    return this.connections.find((c) => c.url === nameOrUrl || c.name === nameOrUrl);
+    const entry = this.findEntry(nameOrUrl);
+    return entry && this.primary(entry);
+  }
+
+  /** Finds an entry (an alias stays itself: Remove Node removes the alias). */
+  findEntry(nameOrUrl: string): NodeConnection | undefined {
+    return this.entries.find((c) => c.url === nameOrUrl || c.name === nameOrUrl);
   }
 
   fireChanged(): void {
-    if (!this.disposed) this.changed.fire();
+    if (this.disposed) return;
+    this.checkIdentities();
+    this.changed.fire();
+  }
+
+  /** An input box (a sign-in prompt); resolves with the text entered, undefined when dismissed. */
+  ask(opts: { title: string; prompt: string; value?: string; password?: boolean }): Promise<string | undefined> {
+    const box = vscode.window.createInputBox();
+    box.title = opts.title;
+    box.prompt = opts.prompt;
+    box.value = opts.value ?? '';
+    box.password = opts.password ?? false;
+    box.ignoreFocusOut = true;
+    return new Promise<string | undefined>((resolve) => {
+      let answer: string | undefined;
+      const subs = [
+        box.onDidAccept(() => { answer = box.value; box.hide(); }),
+        box.onDidHide(() => { subs.forEach((d) => d.dispose()); box.dispose(); resolve(answer); }),
+      ];
+      box.show();
+      this.asked.fire(box);
+    });
+  }
+
+  /** Runs the Authenticate command for `conn`; resolves true once signed in. */
+  async signIn(conn: NodeConnection): Promise<boolean> {
+    await vscode.commands.executeCommand('grid.authenticate', conn);
+    return conn.isSignedIn;
   }
 
   private connectionSettings(): ConnectionSettings {
@@ -235,24 +331,27 @@ export class Ctx implements vscode.Disposable {
    * Shows a failure with the actions that fit its code; resolves with the action picked (not awaited
    * by commands: the notification may stay open). A user's own cancel is logged, not shown.
    */
-  showError(what: string, err: unknown, extra: { retry?: () => unknown; node?: NodeConnection } = {}): void {
-    const e = toGridError(err);
+  showError(what: string, err: unknown, extra: ErrorActions = {}): void {
+    // Messages from the node name the CLI's flags; here the way to sign in is a VS Code command.
+    const e = inVsCodeWords(err, extra.node?.name);
     if (e.code === ErrorCodes.ABORTED) {
       this.log.info(`${what}: cancelled`);
       return;
     }
     this.log.error({ code: e.code, ...(e.details && { details: e.details }) }, `${what}: ${e.message}`);
     const actions: string[] = [];
-    if (extra.retry) actions.push('Retry');
+    // First, so it is the notification's primary action: signing in fixes it, and the command goes on.
     if (needsSignIn(e) && extra.node) actions.push('Authenticate');
+    if (extra.retry) actions.push('Retry');
     if (e.code === ErrorCodes.NOT_CONNECTED && !this.localNodeValue?.isRunning) actions.push('Start Local Node');
     actions.push('Show Logs');
     const message = `${what}: ${e.message} (${e.code})`;
     this.errorShown.fire({ message, code: e.code, actions });
-    void vscode.window.showErrorMessage(message, ...actions).then((picked) => {
+    void vscode.window.showErrorMessage(message, ...actions).then(async (picked) => {
       if (picked === 'Retry') void extra.retry?.();
-      else if (picked === 'Authenticate') void vscode.commands.executeCommand('grid.authenticate', extra.node);
-      else if (picked === 'Start Local Node') void vscode.commands.executeCommand('grid.startLocalNode');
+      else if (picked === 'Authenticate' && extra.node) {
+        if (await this.signIn(extra.node)) void (extra.afterSignIn ?? extra.retry)?.();
+      } else if (picked === 'Start Local Node') void vscode.commands.executeCommand('grid.startLocalNode');
       else if (picked === 'Show Logs') this.log.show();
     });
   }
@@ -264,8 +363,4 @@ export class Ctx implements vscode.Disposable {
     this.connectionsByUrl.clear();
     await this.localNodeValue?.stop();
   }
-}
-
-function needsSignIn(e: GridError): boolean {
-  return e.code === ErrorCodes.UNAUTHENTICATED || e.code === ErrorCodes.BAD_CREDENTIALS || e.code === ErrorCodes.FORBIDDEN;
 }

@@ -3,8 +3,9 @@
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
 import type { ModelInfo } from '../core/protocol/messages';
-import type { NodeConnection } from './connection';
+import type { ModelUse, NodeConnection } from './connection';
 import type { Ctx } from './ctx';
+import { signInHint } from './wording';
 import { formatBytes, GroupItem, ModelItem, NodeItem, signatureLine } from './views/items';
 
 export type Cmd = (...args: any[]) => unknown;
@@ -17,58 +18,128 @@ export interface ModelArgs {
   model?: string;
 }
 
+/** What a command needs of its node: to exist, to be open, or to be open and signed in. */
+export type Need = 'any' | 'open' | 'signedIn';
+
+/**
+ * One run of a command: the answers given so far (as the command's own options object, so Authenticate
+ * can run it again without asking them again) and the node it acts on, once known.
+ */
+export interface Flow {
+  answers: Record<string, unknown>;
+  node?: NodeConnection;
+}
+
 export function isConnection(a: unknown): a is NodeConnection {
   return typeof a === 'object' && a !== null && 'entry' in a && 'connect' in a;
 }
 
-/** The node a command's argument names, if it names one. */
-export function nodeFromArg(ctx: Ctx, arg: unknown): NodeConnection | undefined {
-  if (arg instanceof NodeItem || arg instanceof GroupItem || arg instanceof ModelItem) return arg.connection;
-  if (isConnection(arg)) return arg;
+/**
+ * The node a command's argument names, if it names one: the node's first entry when the name is an
+ * alias (Ctx header), the alias itself with `entry` (Remove Node).
+ */
+export function nodeFromArg(ctx: Ctx, arg: unknown, opts: { entry?: boolean } = {}): NodeConnection | undefined {
+  const resolve = (c: NodeConnection) => (opts.entry ? c : ctx.primary(c));
+  if (arg instanceof NodeItem || arg instanceof GroupItem || arg instanceof ModelItem) return resolve(arg.connection);
+  if (isConnection(arg)) return resolve(arg);
   if (typeof arg === 'object' && arg !== null && typeof (arg as { node?: unknown }).node === 'string') {
     const name = (arg as { node: string }).node;
-    const found = ctx.find(name);
+    const found = ctx.findEntry(name);
     if (!found) throw gridError('NOT_FOUND', `no node named or at "${name}"; the nodes are ${ctx.connections.map((c) => `"${c.name}"`).join(', ') || 'none'}`);
-    return found;
+    return resolve(found);
   }
   return undefined;
 }
 
-/** The node to act on: the argument's, the only candidate, or the user's pick. */
-export async function pickNode(ctx: Ctx, arg: unknown, opts: { open: boolean; title: string; candidates?: NodeConnection[] }): Promise<NodeConnection | undefined> {
-  const given = nodeFromArg(ctx, arg);
-  if (given) return given;
-  const candidates = opts.candidates ?? (opts.open ? ctx.openConnections : ctx.connections);
-  if (candidates.length === 0) {
-    throw opts.open
-      ? gridError('NOT_CONNECTED', 'no grid node is connected: start the local node or connect to a node first')
-      : gridError('NOT_FOUND', 'there are no nodes in the list: add one with "Grid: Add Node"');
+/** Throws, before any question is asked, when `conn` cannot do what the command needs. */
+export function requireNode(conn: NodeConnection, need: Need, toDo: string): void {
+  if (need === 'any') return;
+  if (!conn.isOpen) {
+    throw gridError('NOT_CONNECTED', `${conn.name} (${conn.url}) is ${conn.state}${conn.stateReason ? ` (${conn.stateReason})` : ''}: connect to it first (Grid: Connect) to ${toDo}`);
   }
-  if (candidates.length === 1) return candidates[0];
-  const picked = await vscode.window.showQuickPick(
-    candidates.map((c) => ({ label: c.name, description: `${c.state} · ${c.url}`, conn: c })),
-    { title: opts.title, placeHolder: 'Pick a node' },
-  );
-  return picked?.conn;
+  if (need === 'signedIn' && !conn.isSignedIn) throw gridError('UNAUTHENTICATED', `${conn.name} is not signed in: ${signInHint(conn.name)} to ${toDo}`);
 }
 
-/** The model to act on: a ModelItem, `{node, model}`, or the user's pick across open nodes. */
-export async function pickModel(ctx: Ctx, arg: unknown, title: string, filter: (m: ModelInfo, conn: NodeConnection) => boolean = () => true): Promise<{ conn: NodeConnection; model: ModelInfo } | undefined> {
-  if (arg instanceof ModelItem) return { conn: arg.connection, model: arg.model };
+const fits = (c: NodeConnection, need: Need) => need === 'any' || (need === 'open' ? c.isOpen : c.isSignedIn);
+
+/**
+ * The node to act on: the argument's (checked before any question), the only one that can do it, or
+ * the user's pick. Nodes that cannot are left out; one that only needs a sign-in is offered as
+ * "Sign in to NODE first", which signs in and goes on with it.
+ */
+export async function pickNode(ctx: Ctx, arg: unknown, opts: { need: Need; title: string; toDo: string; candidates?: NodeConnection[]; flow?: Flow }): Promise<NodeConnection | undefined> {
+  const chosen = (c: NodeConnection) => {
+    if (opts.flow) { opts.flow.node = c; opts.flow.answers.node = c.url; }
+    return c;
+  };
+  const given = nodeFromArg(ctx, arg);
+  if (given) {
+    if (opts.flow) opts.flow.node = given;
+    requireNode(given, opts.need, opts.toDo);
+    return chosen(given);
+  }
+  const pool = opts.candidates ?? ctx.connections;
+  const usable = pool.filter((c) => fits(c, opts.need));
+  const signable = opts.need === 'signedIn' ? pool.filter((c) => c.state === 'unauthenticated') : [];
+  if (usable.length === 0 && signable.length === 0) {
+    throw opts.need === 'any'
+      ? gridError('NOT_FOUND', 'there are no nodes in the list: add one with "Grid: Add Node"')
+      : gridError('NOT_CONNECTED', `no grid node is connected${opts.need === 'signedIn' ? ' and signed in' : ''} to ${opts.toDo}: start the local node or connect to a node first`);
+  }
+  if (usable.length === 1 && signable.length === 0) return chosen(usable[0]!);
+  const picked = await vscode.window.showQuickPick([
+    ...usable.map((c) => ({ label: c.name, description: `${c.state} · ${c.url}`, conn: c, signIn: false })),
+    ...signable.map((c) => ({ label: `$(key) Sign in to ${c.name} first`, description: `not signed in · ${c.url}`, conn: c, signIn: true })),
+  ], { title: opts.title, placeHolder: 'Pick a node' });
+  if (!picked) return undefined;
+  if (picked.signIn && !(await ctx.signIn(picked.conn))) return undefined;
+  return chosen(picked.conn);
+}
+
+/**
+ * The model to act on: a ModelItem, `{node, model}`, or the user's pick across the nodes. The pick
+ * lists only models this session may `use` (owner and admins always may; others as the model's flags
+ * say); nodes not signed in are offered as "Sign in to NODE first".
+ */
+export async function pickModel(ctx: Ctx, arg: unknown, title: string, use: ModelUse | 'view', flow?: Flow): Promise<{ conn: NodeConnection; model: ModelInfo } | undefined> {
+  const need: Need = use === 'view' ? 'open' : 'signedIn';
+  const toDo = use === 'view' ? 'list its models' : `${use === 'infer' ? 'run' : use} its models`;
+  const chosen = (conn: NodeConnection, model: ModelInfo) => {
+    if (flow) { flow.node = conn; flow.answers.node = conn.url; flow.answers.model = model.id; }
+    return { conn, model };
+  };
+  if (arg instanceof ModelItem) {
+    const conn = ctx.primary(arg.connection);
+    if (flow) flow.node = conn;
+    requireNode(conn, need, toDo);
+    return chosen(conn, arg.model);
+  }
   const a = (typeof arg === 'object' && arg !== null ? arg : {}) as ModelArgs;
   if (typeof a.model === 'string') {
     const conn = nodeFromArg(ctx, arg) ?? ctx.openConnections.find((c) => c.models.some((m) => m.id === a.model));
     if (!conn) throw gridError('NOT_FOUND', `no connected node has a model "${a.model}"`);
+    if (flow) flow.node = conn;
+    requireNode(conn, need, toDo);
     await conn.whenSynced();
     const model = conn.models.find((m) => m.id === a.model) ?? await conn.client.modelInfo(a.model);
-    return { conn, model };
+    return chosen(conn, model);
   }
   const open = ctx.openConnections;
   if (open.length === 0) throw gridError('NOT_CONNECTED', 'no grid node is connected: start the local node or connect to a node first');
-  const items = open.flatMap((c) => c.models.filter((m) => filter(m, c)).map((m) => ({ label: m.id, description: `${c.name} · v${m.version} · ${formatBytes(m.size)}`, detail: signatureLine(m), conn: c, model: m })));
-  if (items.length === 0) throw gridError('NOT_FOUND', 'no model on the connected nodes fits: serve one with "Grid: Serve Model"');
+  const usable = open.filter((c) => fits(c, need));
+  const signable = need === 'signedIn' ? open.filter((c) => c.state === 'unauthenticated') : [];
+  const items = [
+    ...usable.flatMap((c) => c.models.filter((m) => use === 'view' || c.mayUse(m, use)).map((m) => ({ label: m.id, description: `${c.name} · v${m.version} · ${formatBytes(m.size)}`, detail: signatureLine(m), conn: c, model: m as ModelInfo | undefined }))),
+    ...signable.map((c) => ({ label: `$(key) Sign in to ${c.name} first`, description: `not signed in · ${c.url}`, detail: `then pick among the models you may ${use === 'infer' ? 'run' : use} there`, conn: c, model: undefined as ModelInfo | undefined })),
+  ];
+  if (items.length === 0) throw gridError('NOT_FOUND', `no model on the connected nodes that you may ${use === 'infer' ? 'run' : use}: serve one with "Grid: Serve Model"`);
   const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Pick a model', matchOnDescription: true, matchOnDetail: true });
-  return picked && { conn: picked.conn, model: picked.model };
+  if (!picked) return undefined;
+  if (picked.model === undefined) {
+    if (!(await ctx.signIn(picked.conn))) return undefined;
+    return pickModel(ctx, arg, title, use, flow);
+  }
+  return chosen(picked.conn, picked.model);
 }
 
 /** A long operation in a cancellable notification; `report(done, total)` shows real percentages. */
@@ -87,15 +158,21 @@ export function withProgress<T>(title: string, task: (signal: AbortSignal, repor
   });
 }
 
-/** Runs `body`; a failure is shown (with Retry re-running the whole command) and resolves undefined. */
-export function guarded(ctx: Ctx, what: string, body: Cmd, node?: (args: unknown[]) => NodeConnection | undefined): Cmd {
+/**
+ * Runs `body` with a fresh Flow; a failure is shown in VS Code's words, with Retry (the whole command
+ * again) and, when a sign-in may fix it, Authenticate first: it signs in to the flow's node and runs the
+ * command again with the answers already given, so nothing is asked twice.
+ */
+export function guarded(ctx: Ctx, what: string, body: (arg: any, flow: Flow) => unknown, node?: (args: unknown[]) => NodeConnection | undefined): Cmd {
   const run = async (...args: unknown[]): Promise<unknown> => {
+    const flow: Flow = { answers: {} };
     try {
-      return await body(...args);
+      return await body(args[0], flow);
     } catch (err) {
-      let conn: NodeConnection | undefined;
-      try { conn = node?.(args) ?? nodeFromArg(ctx, args[0]); } catch { conn = undefined; }
-      ctx.showError(what, err, { retry: () => run(...args), ...(conn && { node: conn }) });
+      let conn = flow.node;
+      if (!conn) { try { conn = node?.(args) ?? nodeFromArg(ctx, args[0]); } catch { conn = undefined; } }
+      const again = Object.keys(flow.answers).length > 0 ? { ...flow.answers } : args[0];
+      ctx.showError(what, err, { retry: () => run(...args), afterSignIn: () => run(again), ...(conn && { node: conn }) });
       return undefined;
     }
   };

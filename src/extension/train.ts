@@ -5,14 +5,15 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { gridError } from '../core/errors';
+import { ErrorCodes, GridError, gridError, isErrorCode } from '../core/errors';
 import { inheritedPermissions } from '../core/permissions';
 import type { DatasetInfo, ModelInfo } from '../core/protocol/messages';
 import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../core/protocol/training-messages';
 import type { NodeConnection } from './connection';
 import type { Ctx } from './ctx';
 import { heavy } from './heavy';
-import { guarded, pickModel, type Cmd, type ModelArgs } from './pickers';
+import { guarded, pickModel, requireNode, type Cmd, type Flow, type ModelArgs } from './pickers';
+import { inVsCodeWords } from './wording';
 import { jobSummary, ModelItem } from './views/items';
 
 export interface TrainArgs extends ModelArgs {
@@ -40,10 +41,17 @@ export interface TrainArgs extends ModelArgs {
   allowRemoteInference?: boolean;
 }
 
+/** A participant that gave no update in a round, and why. */
+export interface DroppedParticipant {
+  node: string;
+  round: number;
+  error: { code: string; message: string };
+}
+
 export interface FedAvgSummary {
   model: string;
   node: string;
-  rounds: { round: number; train: { loss: number; accuracy: number }; test?: { loss: number; accuracy: number } }[];
+  rounds: { round: number; train: { loss: number; accuracy: number }; test?: { loss: number; accuracy: number }; dropped: DroppedParticipant[] }[];
 }
 
 function lossFor(d: DatasetInfo): TrainRequest['loss'] {
@@ -59,9 +67,11 @@ const positiveInt = (n: number) => Number.isInteger(n) && n >= 1 && n <= 100_000
 const positive = (n: number) => Number.isFinite(n) && n > 0;
 
 export function train(ctx: Ctx): Cmd {
-  return guarded(ctx, 'Training failed', async (arg?: ModelItem | TrainArgs) => {
-    const a: TrainArgs = arg instanceof ModelItem || arg === undefined ? {} : arg;
-    const target = await pickModel(ctx, arg, 'Train a model');
+  return guarded(ctx, 'Training failed', async (arg: ModelItem | TrainArgs | undefined, flow: Flow) => {
+    // The answers are written into `a` as they come, so Authenticate can go on without asking again.
+    const a = flow.answers as TrainArgs;
+    Object.assign(a, arg instanceof ModelItem || arg === undefined ? {} : arg);
+    const target = await pickModel(ctx, arg, 'Train a model', 'train', flow);
     if (!target) return undefined;
     const { conn, model } = target;
     const title = `Train ${model.id}`;
@@ -74,6 +84,7 @@ export function train(ctx: Ctx): Cmd {
       if (!picked) return undefined;
       mode = picked.mode;
     }
+    a.mode = mode;
     return mode === 'fedavg' ? fedAvg(ctx, conn, model, a, title) : trainOnNode(ctx, conn, model, a, title);
   });
 }
@@ -88,9 +99,10 @@ async function trainOnNode(ctx: Ctx, conn: NodeConnection, model: ModelInfo, a: 
     if (!picked) return undefined;
     dataset = picked.d;
   }
-  const epochs = a.epochs ?? await askNumber(title, 'Epochs', TRAINING_DEFAULTS.epochs, positiveInt, 'a whole number from 1');
+  a.dataset = dataset.id;
+  const epochs = a.epochs ??= await askNumber(title, 'Epochs', TRAINING_DEFAULTS.epochs, positiveInt, 'a whole number from 1');
   if (epochs === undefined) return undefined;
-  const lr = a.lr ?? await askNumber(title, 'Learning rate', TRAINING_DEFAULTS.lr, positive, 'a positive number');
+  const lr = a.lr ??= await askNumber(title, 'Learning rate', TRAINING_DEFAULTS.lr, positive, 'a positive number');
   if (lr === undefined) return undefined;
   const client = conn.client;
   const request = {
@@ -151,27 +163,32 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
     tag = await vscode.window.showQuickPick(tags, { title, placeHolder: 'Dataset tag: each node trains on its dataset with this tag' });
     if (tag === undefined) return undefined;
   }
+  a.tag = tag;
+  // Named as the user named them: two names of one node reach FedAvg as two entries, which it refuses naming both.
   const wanted = a.nodes?.map((n) => {
     const c = ctx.find(n);
     if (!c) throw gridError('NOT_FOUND', `no node named or at "${n}"`);
-    return c;
+    // Before any question: a node not signed in is offered a sign-in (Authenticate), then FedAvg goes on.
+    requireNode(c, 'signedIn', 'train on it');
+    return { c, name: n };
   });
-  let participants = (wanted ?? candidates).map((c) => ({ c, d: c.datasets.find((d) => d.tags.includes(tag!) || d.name === tag) })).filter((p) => p.d !== undefined) as { c: NodeConnection; d: DatasetInfo }[];
+  let participants = (wanted ?? candidates.map((c) => ({ c, name: c.name }))).map((w) => ({ ...w, d: w.c.datasets.find((d) => d.tags.includes(tag!) || d.name === tag) })).filter((p) => p.d !== undefined) as { c: NodeConnection; name: string; d: DatasetInfo }[];
   if (wanted && participants.length !== wanted.length) {
-    const missing = wanted.filter((w) => !participants.some((p) => p.c === w)).map((w) => w.name);
+    const missing = wanted.filter((w) => !participants.some((p) => p.name === w.name)).map((w) => w.name);
     throw gridError('NOT_FOUND', `${missing.join(', ')} ${missing.length === 1 ? 'has' : 'have'} no dataset tagged "${tag}"`);
   }
   if (participants.length === 0) throw gridError('NOT_FOUND', `no connected node has a dataset tagged "${tag}"`);
   if (a.nodes === undefined && participants.length > 1) {
-    const picked = await vscode.window.showQuickPick(participants.map((p) => ({ label: p.c.name, description: `${p.d.name} · ${p.d.schema.rows} rows`, picked: true, p })), { title, canPickMany: true, placeHolder: 'Nodes taking part' });
+    const picked = await vscode.window.showQuickPick(participants.map((p) => ({ label: p.name, description: `${p.d.name} · ${p.d.schema.rows} rows`, picked: true, p })), { title, canPickMany: true, placeHolder: 'Nodes taking part' });
     if (!picked?.length) return undefined;
     participants = picked.map((x) => x.p);
   }
-  const rounds = a.rounds ?? await askNumber(title, 'FedAvg rounds', 5, positiveInt, 'a whole number from 1');
+  a.nodes = participants.map((p) => p.name);
+  const rounds = a.rounds ??= await askNumber(title, 'FedAvg rounds', 5, positiveInt, 'a whole number from 1');
   if (rounds === undefined) return undefined;
-  const epochs = a.epochs ?? await askNumber(title, 'Local epochs per round', 1, positiveInt, 'a whole number from 1');
+  const epochs = a.epochs ??= await askNumber(title, 'Local epochs per round', 1, positiveInt, 'a whole number from 1');
   if (epochs === undefined) return undefined;
-  const lr = a.lr ?? await askNumber(title, 'Learning rate', TRAINING_DEFAULTS.lr, positive, 'a positive number');
+  const lr = a.lr ??= await askNumber(title, 'Learning rate', TRAINING_DEFAULTS.lr, positive, 'a positive number');
   if (lr === undefined) return undefined;
 
   // FedAvg starts from the model's bytes: fetched once from its node (yours, or one that allows download).
@@ -185,13 +202,16 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
   const first = participants[0]!.d;
   const outputId = a.outputId ?? `${model.id}-fedavg`;
   const summary: FedAvgSummary = { model: outputId, node: home.name, rounds: [] };
-  await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `FedAvg ${model.id} over ${participants.map((p) => p.c.name).join(', ')}`, cancellable: true }, async (progress, token) => {
+  // Each node's row says why it sat out this run (or nothing, once it takes part).
+  const droppedBy = new Map<NodeConnection, DroppedParticipant[]>();
+  for (const p of participants) p.c.noteDropped(undefined);
+  await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `FedAvg ${model.id} over ${participants.map((p) => p.name).join(', ')}`, cancellable: true }, async (progress, token) => {
     const controller = new AbortController();
     const sub = token.onCancellationRequested(() => controller.abort());
     try {
       const it = fedAvgRounds({
         model: bytes, rounds, localEpochs: epochs, lr, loss: a.loss ?? lossFor(first), optimizer: a.optimizer ?? 'sgd', batchSize: a.batchSize ?? 32,
-        participants: participants.map((p) => ({ client: p.c.client, datasetId: p.d.id, name: p.c.name })),
+        participants: participants.map((p) => ({ client: p.c.client, datasetId: p.d.id, name: p.name })),
         ...(a.featureScale !== undefined && { featureScale: a.featureScale }),
         testSplit: a.testSplit ?? 0.2, evaluateOnNodes: true, signal: controller.signal,
         onWarning: (message) => ctx.log.warn(`FedAvg: ${message}`),
@@ -204,17 +224,34 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
           return;
         }
         const r = step.value;
-        summary.rounds.push({ round: r.round, train: r.train, ...(r.test && { test: r.test }) });
+        // In VS Code's words: a node's "authenticate first (grid: --user…)" becomes "sign in to NODE (Grid: Authenticate)".
+        const dropped = r.dropped.map((d) => {
+          const e = inVsCodeWords(gridErrorOf(d.error), participants[d.participant]!.c.name);
+          return { node: d.name, participant: d.participant, round: r.round, error: { code: e.code, message: e.message } };
+        });
+        summary.rounds.push({ round: r.round, train: r.train, ...(r.test && { test: r.test }), dropped: dropped.map(({ participant: _p, ...d }) => d) });
+        for (const { participant, ...d } of dropped) {
+          const conn = participants[participant]!.c;
+          const all = [...(droppedBy.get(conn) ?? []), d];
+          droppedBy.set(conn, all);
+          conn.noteDropped({ what: `FedAvg of ${model.id}, round${all.length > 1 ? 's' : ''} ${all.map((x) => x.round).join(', ')}`, error: d.error });
+        }
         const acc = r.test ? `test accuracy ${(r.test.accuracy * 100).toFixed(1)}%` : `accuracy ${(r.train.accuracy * 100).toFixed(1)}%`;
-        progress.report({ increment: 100 / rounds, message: `round ${r.round}/${r.rounds} · loss ${r.train.loss.toFixed(4)} · ${acc}${r.dropped.length ? ` · ${r.dropped.length} dropped` : ''}` });
-        ctx.log.info({ round: r.round, train: r.train, test: r.test, dropped: r.dropped }, `FedAvg round ${r.round}/${r.rounds}`);
+        progress.report({ increment: 100 / rounds, message: `round ${r.round}/${r.rounds} · loss ${r.train.loss.toFixed(4)} · ${acc}${dropped.length ? ` · dropped ${dropped.map((d) => `${d.node} (${d.error.code})`).join(', ')}` : ''}` });
+        ctx.log.info({ round: r.round, train: r.train, test: r.test, dropped }, `FedAvg round ${r.round}/${r.rounds}`);
       }
     } finally {
       sub.dispose();
     }
   });
   const last = summary.rounds.at(-1);
-  void vscode.window.showInformationMessage(`FedAvg done: ${outputId} on ${home.name}${last?.test ? `, test accuracy ${(last.test.accuracy * 100).toFixed(1)}%` : ''}.`);
+  const satOut = [...droppedBy.values()].map((ds) => `${ds[0]!.node} sat out round${ds.length > 1 ? 's' : ''} ${ds.map((d) => d.round).join(', ')}: ${ds.at(-1)!.error.message} (${ds.at(-1)!.error.code})`);
+  const done = `FedAvg done: ${outputId} on ${home.name}${last?.test ? `, test accuracy ${(last.test.accuracy * 100).toFixed(1)}%` : ''}.`;
+  if (satOut.length > 0) void vscode.window.showWarningMessage(`${done} ${satOut.join('; ')}.`, 'Show Logs').then((p) => { if (p) ctx.log.show(); });
+  else void vscode.window.showInformationMessage(done);
   return summary;
 }
 
+function gridErrorOf(e: { code: string; message: string }): GridError {
+  return new GridError(isErrorCode(e.code) ? e.code : ErrorCodes.INTERNAL, e.message);
+}

@@ -1,8 +1,9 @@
 // Federated averaging across grid nodes, orchestrated from the client: each round sends the global
 // parameters to a fraction of the participants, each trains locally on its own data (a train job with
 // output 'update' on a node, or the same plan in this process), and the updates are averaged weighted
-// by their sample counts. A participant that fails or times out is dropped from that round, not fatal.
-// Design notes: docs/training.md.
+// by their sample counts. A participant that fails or times out is dropped from that round, not fatal,
+// and always with its reason. The same dataset on the same node twice (one node added under two names
+// or URLs, told apart by its node id) is refused before anything runs. Design notes: docs/training.md.
 
 import { randomBytes } from 'node:crypto';
 import type { GridClient } from '../core/client';
@@ -58,7 +59,8 @@ export interface RoundReport {
   round: number;
   rounds: number;
   participants: ParticipantReport[];
-  dropped: { name: string; error: { code: string; message: string } }[];
+  /** Participants that gave no update this round, each with why; `participant` indexes opts.participants. */
+  dropped: { name: string; participant: number; error: { code: string; message: string } }[];
   /** Sample-weighted training metrics of the round's updates. */
   train: Metrics;
   /** Global model's metrics after the round, when an evaluation was asked for. */
@@ -98,11 +100,16 @@ export async function* fedAvgRounds(opts: FedAvgOptions): AsyncGenerator<RoundRe
   const warn = (message: string, err: GridError) => opts.onWarning?.(message, err);
   try {
     // The model goes to each node once; rounds then carry only parameters. A node that cannot take it
-    // sits out every round (with a warning), like a node that fails a round.
-    const unusable = new Map<GridClient, GridError>();
+    // (or cannot even say who it is) sits out every round with that reason, like a node that fails a round.
+    const unusable = await refuseDuplicates(opts.participants);
+    for (const [i, p] of opts.participants.entries()) {
+      const e = p.kind === 'local' ? undefined : unusable.get(p.client);
+      if (e) warn(`${nameOf(p, i)} cannot take part: ${e.code}: ${e.message}`, e);
+    }
     for (const [i, p] of opts.participants.entries()) {
       if (p.kind === 'local' || hosted.has(p.client) || unusable.has(p.client)) continue;
-      const id = `fedavg-${run}`;
+      // One id per client: two clients may reach one node (two datasets there), each hosts its own copy.
+      const id = `fedavg-${run}${hosted.size > 0 ? `-${hosted.size}` : ''}`;
       try {
         await p.client.hostModel(opts.model, { id, ...(opts.signal && { signal: opts.signal }) });
         hosted.set(p.client, id);
@@ -122,7 +129,7 @@ export async function* fedAvgRounds(opts: FedAvgOptions): AsyncGenerator<RoundRe
       for (let i = k - 1; i > 0; i--) { const j = Math.floor(rand() * (i + 1)); [order[i], order[j]] = [order[j]!, order[i]!]; }
       const chosen = order.slice(0, m).sort((a, b) => a - b);
       const startParams = global;
-      const results = await Promise.allSettled(chosen.map((i) => trainOne(opts.participants[i]!, i, round, startParams, hosted, timeoutMs, opts)));
+      const results = await Promise.allSettled(chosen.map((i) => trainOne(opts.participants[i]!, i, round, startParams, hosted, unusable, timeoutMs, opts)));
       const updates: (ClientUpdate & ParticipantReport)[] = [];
       const dropped: RoundReport['dropped'] = [];
       results.forEach((r, n) => {
@@ -130,7 +137,7 @@ export async function* fedAvgRounds(opts: FedAvgOptions): AsyncGenerator<RoundRe
         if (r.status === 'fulfilled') { updates.push({ ...r.value, name }); return; }
         const e = toGridError(r.reason);
         if (e.code === ErrorCodes.ABORTED && opts.signal?.aborted) throw e;
-        dropped.push({ name, error: { code: e.code, message: e.message } });
+        dropped.push({ name, participant: chosen[n]!, error: { code: e.code, message: e.message } });
         warn(`round ${round}: ${name} dropped: ${e.code}: ${e.message}`, e);
       });
       if (updates.length === 0) throw gridError('JOB_FAILED', `FedAvg round ${round}: every chosen participant failed (${dropped.map((d) => `${d.name}: ${d.error.code}: ${d.error.message}`).join('; ')})`);
@@ -162,6 +169,35 @@ export async function* fedAvgRounds(opts: FedAvgOptions): AsyncGenerator<RoundRe
   }
 }
 
+/**
+ * Asks every node participant's node for its id (get-id) and refuses two participants that are the same
+ * dataset on the same node: one node added twice (two names, or ws://localhost:P and ws://127.0.0.1:P)
+ * would train on the same rows twice and count them double. Resolves with the clients that could not
+ * answer, and why (they sit out every round with that reason).
+ */
+async function refuseDuplicates(participants: readonly Participant[]): Promise<Map<GridClient, GridError>> {
+  const clients = [...new Set(participants.flatMap((p) => (p.kind === 'local' ? [] : [p.client])))];
+  const ids = await Promise.allSettled(clients.map((c) => c.getId()));
+  const idOf = new Map<GridClient, string>();
+  const unusable = new Map<GridClient, GridError>();
+  ids.forEach((r, i) => {
+    if (r.status === 'fulfilled') idOf.set(clients[i]!, r.value.id);
+    else unusable.set(clients[i]!, toGridError(r.reason));
+  });
+  const seen = new Map<string, number>();
+  for (const [i, p] of participants.entries()) {
+    if (p.kind === 'local') continue;
+    const id = idOf.get(p.client);
+    if (id === undefined) continue;
+    const key = `${id}\0${p.datasetId}`;
+    const first = seen.get(key);
+    if (first === undefined) { seen.set(key, i); continue; }
+    throw gridError('INVALID_INPUT', `FedAvg participants "${nameOf(participants[first]!, first)}" and "${nameOf(p, i)}" are the same dataset "${p.datasetId}" on the same node (node id ${id}): one node added twice, under two names or addresses; list it once`,
+      { node_id: id, dataset_id: p.datasetId, participants: [nameOf(participants[first]!, first), nameOf(p, i)] });
+  }
+  return unusable;
+}
+
 /** Every dataset carrying all of `tags` on each node, as participants (PyGrid's search by tag). */
 export async function participantsByTag(clients: readonly GridClient[], tags: string[]): Promise<Participant[]> {
   const out: Participant[] = [];
@@ -180,8 +216,12 @@ export async function fedAvgTrain(opts: FedAvgOptions): Promise<FedAvgResult> {
   }
 }
 
-async function trainOne(p: Participant, index: number, round: number, global: NamedTensors, hosted: Map<GridClient, string>, timeoutMs: number, opts: FedAvgOptions): Promise<ClientUpdate & Omit<ParticipantReport, 'name'>> {
-  if (p.kind !== 'local' && !hosted.has(p.client)) throw gridError('NOT_CONNECTED', 'the node could not take the model at the start');
+async function trainOne(p: Participant, index: number, round: number, global: NamedTensors, hosted: Map<GridClient, string>, unusable: Map<GridClient, GridError>, timeoutMs: number, opts: FedAvgOptions): Promise<ClientUpdate & Omit<ParticipantReport, 'name'>> {
+  if (p.kind !== 'local' && !hosted.has(p.client)) {
+    // Every round it sits out says why, not just that it does.
+    const e = unusable.get(p.client);
+    throw new GridError(e?.code ?? ErrorCodes.NOT_CONNECTED, `the node could not take the model at the start: ${e?.message ?? 'no reason given'}`, e?.details);
+  }
   const seed = (opts.seed ?? 0) * 1000 + round * 31 + index;
   const signals = [AbortSignal.timeout(timeoutMs), ...(opts.signal ? [opts.signal] : [])];
   const signal = AbortSignal.any(signals);

@@ -267,7 +267,8 @@ export class GridNode {
           connection.session.user = s.user;
           connection.session.role = s.role;
           log.info({ user: s.user, connection: connection.id }, 'authenticated');
-          return { token: s.token, user: s.user, expires_at: s.expires_at };
+          // The role lets a client offer only what this user may do (the reply schema passes extra fields).
+          return { token: s.token, user: s.user, role: s.role, expires_at: s.expires_at };
         },
       });
       cleanups.unshift(() => grid.close());

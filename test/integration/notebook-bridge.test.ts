@@ -25,7 +25,10 @@ function metricsOf(outputs: CellOutput[]): { displayId?: string; update?: boolea
 
 describe('notebook grid bridge against a real node', () => {
   let node: GridNode;
+  let second: GridNode;
   let admin: GridClient;
+  /** What the bridge told the sidebar about nodes sitting out FedAvg, by node name. */
+  const droppedNotes: { node: string; note: unknown }[] = [];
   let kernel: KernelHost;
   let nb: Awaited<ReturnType<typeof notebookDir>>;
   const clients: GridClient[] = [];
@@ -36,6 +39,7 @@ describe('notebook grid bridge against a real node', () => {
       port: 0, dataDir: join(nb.dir, 'node'), adminPassword: PASSWORD,
       datasets: [{ name: 'digits', path: join(ROOT, 'media', 'datasets', 'digits.csv.gz'), label: '64', tags: ['digits', 'classification'], description: 'UCI digits' }],
     });
+    second = await GridNode.start({ port: 0, dataDir: join(nb.dir, 'second'), adminPassword: PASSWORD, name: 'second', datasets: [{ name: 'digits', path: join(ROOT, 'media', 'datasets', 'digits.csv.gz'), label: '64', tags: ['digits'] }] });
     admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: PASSWORD } });
     await copyFile(join(ROOT, 'media', 'samples', 'digits', 'digits-mlp.onnx'), join(nb.dir, 'digits-mlp.onnx'));
     // The extension's connections, reduced to what the bridge reads: one shared client per node.
@@ -45,12 +49,15 @@ describe('notebook grid bridge against a real node', () => {
       nodes: {
         list: () => nodes,
         connect: async (target, credentials) => {
-          if (target !== node.url) throw gridError('NOT_FOUND', `no node at ${String(target)}`);
+          if (target !== node.url && target !== second.url) throw gridError('NOT_FOUND', `no node at ${String(target)}`);
           const client = await GridClient.connect(target, credentials ? { credentials } : {});
           clients.push(client);
+          // The same node connected without a sign-in is listed as "anonymous" (as a second entry would be).
+          const name = target === second.url ? 'second node' : credentials ? 'test node' : 'anonymous';
           const n: BridgeNode = {
-            name: 'test node', url: target, local: false, state: 'connected', isOpen: true, user: credentials?.username,
+            name, url: target, local: false, state: credentials ? 'connected' : 'unauthenticated', isOpen: true, user: credentials?.username,
             client, datasets: await client.listDatasets(), models: [],
+            noteDropped: (note) => { droppedNotes.push({ node: name, note }); },
           };
           nodes.push(n);
           return n;
@@ -67,6 +74,7 @@ describe('notebook grid bridge against a real node', () => {
     for (const c of clients) c.dispose();
     admin.dispose();
     await node.close();
+    await second.close();
     await nb.remove();
   });
 
@@ -137,5 +145,32 @@ describe('notebook grid bridge against a real node', () => {
     assert.ok(job, 'the job reached the node');
     await assert.rejects(admin.training.wait(job.id), { code: 'GRID_ERR_ABORTED' });
     assert.equal(await value(kernel, 'm.id'), 'digits-mlp');
+  });
+
+  test('a call refused for want of a sign-in names the VS Code action, not the CLI\'s flags', async () => {
+    await value(kernel, `await grid.connect(${JSON.stringify(node.url)});`);
+    const { result } = await run(kernel, "await grid.serve('digits-mlp.onnx', { node: 'anonymous', id: 'not-signed-in' })");
+    assert.equal(result.error?.code, 'GRID_ERR_UNAUTHENTICATED');
+    assert.match(result.error!.message, /sign in to anonymous \(Grid: Authenticate\)/);
+    assert.doesNotMatch(result.error!.message, /--user|--password|GRID_USER|GRID_PASSWORD/);
+  });
+
+  test('grid.fedavg refuses one node named twice, naming both', async () => {
+    const { result } = await run(kernel, "await grid.fedavg('digits-mlp', 'digits', { node: 'test node', nodes: ['test node', 'anonymous'], rounds: 1, featureScale: 1 / 16 })");
+    assert.equal(result.error?.code, 'GRID_ERR_INVALID_INPUT');
+    assert.match(result.error!.message, /"test node" and "anonymous" are the same dataset "digits" on the same node/);
+  });
+
+  test('grid.fedavg: a participant that sits out carries its reason, in the result, the live output and on the node', async () => {
+    await value(kernel, `await grid.connect(${JSON.stringify(second.url)});`);
+    const { result, outputs } = await run(kernel, "const f = await grid.fedavg('digits-mlp', 'digits', { node: 'test node', nodes: ['test node', 'second node'], rounds: 2, featureScale: 1 / 16, outputId: 'digits-fedavg' });");
+    assert.equal(result.status, 'ok', result.error?.stack);
+    // util.inspect cuts long strings: the cell answers in short strings.
+    assert.equal(await value(kernel, "f.rounds.map((r) => r.dropped.map((d) => d.node + '/' + d.error.code).join(',')).join(';')"), 'second node/GRID_ERR_UNAUTHENTICATED;second node/GRID_ERR_UNAUTHENTICATED');
+    assert.equal(await value(kernel, 'f.rounds.every((r) => /could not take the model at the start: .*sign in to second node \\(Grid: Authenticate\\)/.test(r.dropped[0].error.message))'), 'true');
+    assert.ok(metricsOf(outputs).some((m) => /dropped: second node \(GRID_ERR_UNAUTHENTICATED: the node could not take the model at the start: .*sign in to second node/.test(m.payload.note ?? '')), 'the live output does not say why');
+    const last = droppedNotes.filter((n) => n.node === 'second node').at(-1)?.note as { what: string; error: { code: string } } | undefined;
+    assert.equal(last?.what, 'FedAvg of digits-mlp, rounds 1, 2');
+    assert.equal(last?.error.code, 'GRID_ERR_UNAUTHENTICATED');
   });
 });

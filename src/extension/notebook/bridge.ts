@@ -13,6 +13,7 @@ import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
 import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../../core/protocol/training-messages';
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../../kernel';
 import { tensorFromJson } from '../../node/cli/tensor-files';
+import { inVsCodeWords } from '../wording';
 import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
 
 export interface UserCredentials {
@@ -36,11 +37,15 @@ export interface BridgeNode {
   readonly models: ModelInfo[];
   /** Tells the sidebar about a training job's latest state. */
   updateJob?(job: JobInfo): void;
+  /** Tells the sidebar why the node sat out a FedAvg run (undefined: it takes part again). */
+  noteDropped?(note: { what: string; error: { code: string; message: string } } | undefined): void;
 }
 
 export interface BridgeNodes {
   /** The nodes the user sees, the local node first. */
   list(): BridgeNode[];
+  /** Finds a node by name or URL, also under another name it is listed as (same node id); list() otherwise. */
+  find?(nameOrUrl: string): BridgeNode | undefined;
   /**
    * Connects to `target` (a name or ws:// URL of a node; undefined or "local" starts the local node)
    * and resolves once it is usable. Credentials, when given, are kept like the Authenticate command's.
@@ -78,6 +83,14 @@ export class NotebookGridBridge implements GridBridge {
   }
 
   call(method: GridBridgeMethod, args: unknown[], context: GridCallContext): Promise<unknown> {
+    // A node's message names the CLI's sign-in flags; in VS Code the way is Grid: Authenticate.
+    return this.dispatch(method, args, context).catch((err: unknown) => { throw inVsCodeWords(err, this.lastNode?.name); });
+  }
+
+  /** The node the latest call resolved to (its name words a sign-in hint). */
+  private lastNode: BridgeNode | undefined;
+
+  private dispatch(method: GridBridgeMethod, args: unknown[], context: GridCallContext): Promise<unknown> {
     switch (method) {
       case 'connect': return this.connect(args[0], args[1]);
       case 'disconnect': return this.disconnect(args[0]);
@@ -116,9 +129,15 @@ export class NotebookGridBridge implements GridBridge {
 
   /** The node named by `name`, else the notebook's current one, else the first connected one. */
   private node(name: string | undefined): BridgeNode {
+    const found = this.findNode(name);
+    this.lastNode = found;
+    return found;
+  }
+
+  private findNode(name: string | undefined): BridgeNode {
     const all = this.nodes.list();
     if (name !== undefined) {
-      const found = all.find((n) => n.name === name || n.url === name);
+      const found = this.nodes.find?.(name) ?? all.find((n) => n.name === name || n.url === name);
       if (!found) throw gridError('NOT_FOUND', `no node named or at "${name}"; the nodes are ${all.map((n) => `"${n.name}"`).join(', ') || 'none yet: await grid.connect() starts the local node'}`);
       return found;
     }
@@ -291,16 +310,19 @@ export class NotebookGridBridge implements GridBridge {
     const home = this.node(o.node);
     const rounds = positiveInt(o.rounds ?? 5, 'fedavg', 'rounds');
     const epochs = positiveInt(o.epochs ?? 1, 'fedavg', 'epochs');
-    const wanted = Array.isArray(o.nodes) ? o.nodes.map((n) => this.node(String(n))) : this.nodes.list().filter((n) => n.isOpen);
-    const participants = wanted.map((n) => ({ n, d: n.datasets.find((d) => d.tags.includes(tag) || d.name === tag || d.id === tag) }))
-      .filter((p): p is { n: BridgeNode; d: DatasetInfo } => p.d !== undefined);
+    // Named as the cell names them: one node named twice reaches FedAvg as two entries, which it refuses naming both.
+    const wanted = Array.isArray(o.nodes) ? o.nodes.map((n) => ({ n: this.node(String(n)), name: String(n) })) : this.nodes.list().filter((n) => n.isOpen).map((n) => ({ n, name: n.name }));
+    const participants = wanted.map((w) => ({ ...w, d: w.n.datasets.find((d) => d.tags.includes(tag) || d.name === tag || d.id === tag) }))
+      .filter((p): p is { n: BridgeNode; name: string; d: DatasetInfo } => p.d !== undefined);
     if (participants.length === 0) throw gridError('NOT_FOUND', `no connected node has a dataset tagged "${tag}"`);
     const flags = permissionFlags(o, 'fedavg');
     const source = await home.client.modelInfo(modelId);
     const bytes = await this.download(modelId, { node: home.url }, undefined, context) as Uint8Array;
     const { fedAvgRounds } = await import('../../federation/fedavg');
     const outputId = typeof o.outputId === 'string' ? o.outputId : `${modelId}-fedavg`;
-    const live = this.metrics(context, { version: 1, title: `FedAvg ${modelId} over ${participants.map((p) => p.n.name).join(', ')}`, unit: 'round', total: rounds, state: 'running', series: [] });
+    const live = this.metrics(context, { version: 1, title: `FedAvg ${modelId} over ${participants.map((p) => p.name).join(', ')}`, unit: 'round', total: rounds, state: 'running', series: [] });
+    const droppedRounds = new Map<BridgeNode, number[]>();
+    for (const p of participants) p.n.noteDropped?.(undefined);
     const summary: FedAvgSummary = { model: outputId, node: home.name, rounds: [] };
     try {
       const it = fedAvgRounds({
@@ -312,7 +334,7 @@ export class NotebookGridBridge implements GridBridge {
         testSplit: typeof o.testSplit === 'number' ? o.testSplit : 0.2,
         evaluateOnNodes: true,
         ...(typeof o.featureScale === 'number' && { featureScale: o.featureScale }),
-        participants: participants.map((p) => ({ client: p.n.client, datasetId: p.d.id, name: p.n.name })),
+        participants: participants.map((p) => ({ client: p.n.client, datasetId: p.d.id, name: p.name })),
         signal: context.signal,
       });
       for (;;) {
@@ -323,10 +345,19 @@ export class NotebookGridBridge implements GridBridge {
           break;
         }
         const r = step.value;
-        summary.rounds.push({ round: r.round, train: r.train, ...(r.test && { test: r.test }), dropped: r.dropped.map((d) => d.name) });
+        // Every participant that sat out says why, in the cell and on its row in the sidebar.
+        const dropped = r.dropped.map((d) => {
+          const node = participants[d.participant]!.n;
+          const e = inVsCodeWords(new GridError(d.error.code as GridError['code'], d.error.message), node.name);
+          const rs = [...(droppedRounds.get(node) ?? []), r.round];
+          droppedRounds.set(node, rs);
+          node.noteDropped?.({ what: `FedAvg of ${modelId}, round${rs.length > 1 ? 's' : ''} ${rs.join(', ')}`, error: { code: e.code, message: e.message } });
+          return { node: d.name, error: { code: e.code, message: e.message } };
+        });
+        summary.rounds.push({ round: r.round, train: r.train, ...(r.test && { test: r.test }), dropped });
         addPoint(live.payload, 'train', { x: r.round, ...r.train });
         if (r.test) addPoint(live.payload, 'test', { x: r.round, ...r.test });
-        live.payload.note = `round ${r.round} took ${r.seconds.toFixed(1)} s${r.dropped.length ? ` · dropped: ${r.dropped.map((d) => d.name).join(', ')}` : ''}`;
+        live.payload.note = `round ${r.round} took ${r.seconds.toFixed(1)} s${dropped.length ? ` · dropped: ${dropped.map((d) => `${d.node} (${d.error.code}: ${d.error.message})`).join('; ')}` : ''}`;
         live.update(true);
       }
     } catch (err) {
@@ -400,7 +431,8 @@ export interface TrainSummary {
 export interface FedAvgSummary {
   model: string;
   node: string;
-  rounds: { round: number; train: { loss: number; accuracy: number }; test?: { loss: number; accuracy: number }; dropped: string[] }[];
+  /** Each round's participants that gave no update, with the reason. */
+  rounds: { round: number; train: { loss: number; accuracy: number }; test?: { loss: number; accuracy: number }; dropped: { node: string; error: { code: string; message: string } }[] }[];
 }
 
 function summary(n: BridgeNode) {

@@ -32,6 +32,7 @@ export function registerNotebooks(ctx: Ctx): GridNotebookController {
 export function sidebarNodes(ctx: Ctx): BridgeNodes {
   return {
     list: () => ctx.connections,
+    find: (nameOrUrl) => ctx.find(nameOrUrl),
     connect: async (target, credentials) => {
       let conn: NodeConnection;
       if (target === undefined || target === 'local') {
@@ -45,6 +46,9 @@ export function sidebarNodes(ctx: Ctx): BridgeNodes {
           if (!/^wss?:\/\//.test(target)) throw gridError('NOT_FOUND', `no node named "${target}"; connect to a new one by its address, e.g. grid.connect("ws://127.0.0.1:5000")`);
           conn = await ctx.addNode({ name: new URL(target).host, url: target });
           await ctx.connect(conn);
+          // Once its id is known, a second address of a node already listed is that node (Ctx header).
+          await conn.whenSynced();
+          conn = ctx.primary(conn);
         }
       }
       if (credentials) await ctx.authenticate(conn, credentials);

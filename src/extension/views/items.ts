@@ -3,7 +3,7 @@
 import * as vscode from 'vscode';
 import type { DatasetInfo, ModelInfo, PeerInfo } from '../../core/protocol/messages';
 import type { JobInfo } from '../../core/protocol/training-messages';
-import type { NodeConnection, NodeState } from '../connection';
+import type { DroppedNote, NodeConnection, NodeState } from '../connection';
 
 const STATE_ICON: Record<NodeState, vscode.ThemeIcon> = {
   connected: new vscode.ThemeIcon('pass-filled', new vscode.ThemeColor('testing.iconPassed')),
@@ -36,17 +36,21 @@ export class NodeItem extends vscode.TreeItem {
   readonly kind = 'node';
   readonly connection: NodeConnection;
 
-  constructor(conn: NodeConnection) {
+  /** `aliases`: other entries for the same node (same node id), shown on this row instead of their own. */
+  constructor(conn: NodeConnection, aliases: readonly NodeConnection[] = []) {
     super(conn.name, vscode.TreeItemCollapsibleState.Expanded);
     this.connection = conn;
     this.id = `node:${conn.url}`;
     const who = conn.user ? ` · ${conn.user}` : '';
-    this.description = `${conn.state}${who} · ${conn.url.replace(/^wss?:\/\//, '')}`;
+    const also = aliases.length > 0 ? ` · also ${aliases.map((a) => a.name).join(', ')}` : '';
+    this.description = `${conn.state}${who} · ${conn.url.replace(/^wss?:\/\//, '')}${also}`;
     this.iconPath = STATE_ICON[conn.state];
     this.contextValue = `node:${conn.state}${conn.local ? ':local' : ''}`;
     const tip = new vscode.MarkdownString(`**${conn.name}** — ${conn.url}\n\nstate: **${conn.state}**`);
     if (conn.stateReason) tip.appendMarkdown(`\n\n${conn.stateReason}`);
     if (conn.identity) tip.appendMarkdown(`\n\nnode id \`${conn.identity.id}\` · grid node ${conn.identity.version}`);
+    for (const a of aliases) tip.appendMarkdown(`\n\nalso in the list as **${a.name}** — ${a.url}: the same node (same node id), shown once; commands naming ${a.name} use this connection`);
+    if (conn.dropped) tip.appendMarkdown(`\n\nsat out ${conn.dropped.what}: ${conn.dropped.error.message} (${conn.dropped.error.code})`);
     this.tooltip = tip;
     if (conn.state === 'disconnected' || conn.state === 'error') this.collapsibleState = conn.state === 'error' ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None;
   }
@@ -69,6 +73,22 @@ export class ReasonItem extends vscode.TreeItem {
     this.command = signIn
       ? { command: 'grid.authenticate', title: 'Authenticate', arguments: [conn] }
       : { command: 'grid.connect', title: 'Retry', arguments: [conn] };
+  }
+}
+
+/** Why the node sat out its latest FedAvg run (the node's own reason, in VS Code's words). */
+export class DroppedItem extends vscode.TreeItem {
+  readonly kind = 'dropped';
+  readonly connection: NodeConnection;
+
+  constructor(conn: NodeConnection, note: DroppedNote) {
+    super(`sat out ${note.what}: ${note.error.message}`, vscode.TreeItemCollapsibleState.None);
+    this.connection = conn;
+    this.id = `dropped:${conn.url}`;
+    this.description = note.error.code;
+    this.tooltip = `${conn.name} sat out ${note.what}: ${note.error.message} (${note.error.code})`;
+    this.iconPath = new vscode.ThemeIcon('warning', new vscode.ThemeColor('list.warningForeground'));
+    this.contextValue = 'dropped';
   }
 }
 
@@ -195,4 +215,4 @@ export class NoteItem extends vscode.TreeItem {
   }
 }
 
-export type GridTreeItem = NodeItem | ReasonItem | GroupItem | ModelItem | DatasetItem | PeerItem | JobItem | NoteItem;
+export type GridTreeItem = NodeItem | ReasonItem | DroppedItem | GroupItem | ModelItem | DatasetItem | PeerItem | JobItem | NoteItem;

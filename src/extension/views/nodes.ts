@@ -2,7 +2,7 @@
 // Models, Datasets, Peers and Jobs. Redrawn when Ctx says something changed (node events, states).
 import * as vscode from 'vscode';
 import type { Ctx } from '../ctx';
-import { DatasetItem, GroupItem, JobItem, ModelItem, NodeItem, NoteItem, PeerItem, ReasonItem, type GridTreeItem } from './items';
+import { DatasetItem, DroppedItem, GroupItem, JobItem, ModelItem, NodeItem, NoteItem, PeerItem, ReasonItem, type GridTreeItem } from './items';
 
 export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem>, vscode.Disposable {
   private readonly ctx: Ctx;
@@ -20,11 +20,13 @@ export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem>, vsc
   }
 
   getChildren(item?: GridTreeItem): GridTreeItem[] {
-    if (!item) return this.ctx.connections.map((c) => new NodeItem(c));
+    // One row per node: entries for a node already shown (same node id) appear on its row as "also NAME".
+    if (!item) return this.ctx.connections.map((c) => new NodeItem(c, this.ctx.aliasesOf(c)));
     if (item instanceof NodeItem) {
       const c = item.connection;
       const out: GridTreeItem[] = [];
       if (c.state === 'error' || c.state === 'unauthenticated' || c.state === 'reconnecting') out.push(new ReasonItem(c));
+      if (c.dropped) out.push(new DroppedItem(c, c.dropped));
       if (c.isOpen) {
         out.push(new GroupItem(c, 'models', c.models.length), new GroupItem(c, 'datasets', c.datasets.length), new GroupItem(c, 'peers', c.peers.length));
         out.push(new GroupItem(c, 'jobs', c.supportsTraining ? c.jobs.length : undefined));

@@ -17,6 +17,7 @@ import { mlp } from '../../../src/compute/plan';
 import type { JobInfo } from '../../../src/core/protocol/training-messages';
 import type { FedAvgSummary } from '../../../src/extension/train';
 import { localNodePaths } from '../../../src/extension/localNode';
+import type { ShownError } from '../../../src/extension/ctx';
 import type { GridExtensionApi } from '../../../src/extension/main';
 import type { GridTreeItem } from '../../../src/extension/views/items';
 import { report } from './report';
@@ -102,8 +103,8 @@ class NodeProcess {
   readonly dataDir = mkdtempSync(join(scratch, 'node-'));
   password = 'sidebar-test-password';
 
-  async start(port = 0, extra: string[] = []): Promise<string> {
-    const child = spawn(process.execPath, [join(extensionPath, 'dist', 'grid-node.js'), '--port', String(port), '--data-dir', this.dataDir, '--name', 'remote-node', '--demo-datasets', '--log-level', 'warn', ...extra], {
+  async start(port = 0, extra: string[] = [], demoDatasets = true): Promise<string> {
+    const child = spawn(process.execPath, [join(extensionPath, 'dist', 'grid-node.js'), '--port', String(port), '--data-dir', this.dataDir, '--name', 'remote-node', ...(demoDatasets ? ['--demo-datasets'] : []), '--log-level', 'warn', ...extra], {
       env: { ...process.env, ELECTRON_RUN_AS_NODE: '1', GRID_ADMIN_PASSWORD: this.password },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -129,6 +130,10 @@ class NodeProcess {
 describe('Grid sidebar and commands', function () {
   this.timeout(120_000);
   const remote = new NodeProcess();
+  // A node not signed in, then added under a second address; its only dataset is named "digits" but
+  // has 2 features: FedAvg over "digits" finds it, and the node refuses to train the 64-feature model on it.
+  const third = new NodeProcess();
+  let thirdUrl = '';
 
   before(async () => {
     const ext = vscode.extensions.getExtension<GridExtensionApi>(EXTENSION_ID);
@@ -144,6 +149,7 @@ describe('Grid sidebar and commands', function () {
 
   after(async () => {
     await remote.kill();
+    await third.kill();
     await vscode.commands.executeCommand('grid.stopLocalNode');
     rmSync(scratch, { recursive: true, force: true });
   });
@@ -363,6 +369,91 @@ describe('Grid sidebar and commands', function () {
     report(`      FedAvg over 2 nodes, 2 rounds: test accuracy ${(test.accuracy * 100).toFixed(1)}%`);
     assert.ok(test.accuracy > 0.3, `FedAvg test accuracy ${test.accuracy}`);
     await untilModels((rows) => rows.some((r) => r.startsWith('sb-digits-fedavg — Local node')), 'the FedAvg model in the Models view');
+  });
+
+  /** Types `answers[prompt]` into each sign-in prompt the extension shows and presses Enter (the workbench's own accept). */
+  function answerPrompts(answers: Record<string, string>): vscode.Disposable {
+    return api.onDidAsk((box) => {
+      const answer = Object.entries(answers).find(([prompt]) => box.prompt?.startsWith(prompt))?.[1];
+      if (answer === undefined) return;
+      box.value = answer;
+      void vscode.commands.executeCommand('workbench.action.acceptSelectedQuickOpenItem');
+    });
+  }
+
+  it('Serve on a node not signed in says so in VS Code\'s words with Authenticate first; Authenticate signs in and the serve completes', async () => {
+    const csv = join(scratch, 'two-features.csv');
+    writeFileSync(csv, `a,b,label\n${Array.from({ length: 40 }, (_, i) => `${i % 7},${i % 5},${i % 2}`).join('\n')}\n`);
+    thirdUrl = await third.start(0, ['--dataset', `digits=${csv}:label=label`], false);
+    await vscode.commands.executeCommand('grid.addNode', { name: 'third', url: thirdUrl });
+    await untilNode('third', 'unauthenticated');
+    let shown: ShownError | undefined;
+    const sub = api.onDidShowError((e) => { shown ??= e; });
+    const result = await vscode.commands.executeCommand('grid.serveModel', {
+      node: 'third', file: join(samples, 'relu', 'relu.onnx'), id: 'sb-after-sign-in', allowDownload: false, allowRemoteInference: true,
+    });
+    sub.dispose();
+    assert.equal(result, undefined);
+    assert.ok(shown, 'no error was shown');
+    assert.match(shown.message, /sign in to third \(Grid: Authenticate\)/);
+    assert.doesNotMatch(shown.message, /--user|--password|GRID_USER|GRID_PASSWORD/);
+    assert.equal(shown.actions[0], 'Authenticate', `the actions are ${shown.actions.join(', ')}`);
+    // The user presses the notification's Authenticate button, types the user name and password.
+    const prompts = answerPrompts({ 'User name': 'admin', 'Password of admin': third.password });
+    try {
+      await vscode.commands.executeCommand('notification.acceptPrimaryAction');
+      await untilModels((rows) => rows.some((r) => r.startsWith('sb-after-sign-in — third')), 'the model served after signing in');
+    } finally {
+      prompts.dispose();
+    }
+    assert.equal(nodeState('third'), 'connected');
+  });
+
+  it('the same node added under a second URL shows one row ("also NAME"); commands naming the alias use the first connection', async () => {
+    const again = thirdUrl.replace('127.0.0.1', 'localhost');
+    const localAgain = api.ctx.localNode!.url!.replace('127.0.0.1', 'localhost');
+    await vscode.commands.executeCommand('grid.addNode', { name: 'third-again', url: again });
+    await vscode.commands.executeCommand('grid.addNode', { name: 'local-by-name', url: localAgain });
+    const shownOnce = () => nodeRow('third-again') === undefined && nodeRow('local-by-name') === undefined
+      && /· also third-again$/.test(String(nodeRow('third')?.description)) && /· also local-by-name$/.test(String(nodeRow('Local node')?.description));
+    await until(api.ctx.onDidChangeNodes, shownOnce, 'one row per node', () => nodeRows().join(' | '));
+    assert.equal(nodeRows().filter((r) => r.startsWith('third') || r.startsWith('local-by-name')).length, 1, nodeRows().join(' | '));
+    assert.equal(api.ctx.findEntry('third-again')?.state, 'disconnected', 'the alias keeps a second socket to the node');
+    const info = await vscode.commands.executeCommand<Record<string, unknown>>('grid.showNodeInfo', { node: 'third-again' });
+    assert.equal(info?.url, thirdUrl);
+    assert.deepEqual(info?.also_listed_as, [{ name: 'third-again', url: again }]);
+    assert.ok(modelRows().filter((r) => r.startsWith('sb-after-sign-in ')).length === 1, `the Models view lists the model twice: ${modelRows().join(' | ')}`);
+  });
+
+  it('FedAvg refuses one node named twice, naming both entries', async () => {
+    const message = await errorShownBy(() => vscode.commands.executeCommand('grid.train', {
+      node: 'Local node', model: 'sb-digits-mlp', mode: 'fedavg', tag: 'digits', nodes: ['third', 'third-again'], rounds: 1, epochs: 1, lr: 0.1,
+    }));
+    assert.match(message, /"third" and "third-again" are the same dataset .* on the same node/);
+    assert.match(message, /GRID_ERR_INVALID_INPUT/);
+  });
+
+  it('a FedAvg participant that sits out carries its reason: in the result, and on its row in the Nodes view', async () => {
+    const summary = await vscode.commands.executeCommand<FedAvgSummary>('grid.train', {
+      node: 'Local node', model: 'sb-digits-mlp', mode: 'fedavg', tag: 'digits', nodes: ['Local node', 'third'], rounds: 2, epochs: 1, lr: 0.1, featureScale: 1 / 16, outputId: 'sb-digits-fedavg-2',
+    });
+    assert.ok(summary, 'the Train command gave no FedAvg summary');
+    for (const r of summary.rounds) {
+      assert.equal(r.dropped.length, 1, JSON.stringify(r.dropped));
+      assert.equal(r.dropped[0]!.node, 'third');
+      assert.match(r.dropped[0]!.error.code, /^GRID_ERR_/);
+      assert.ok(r.dropped[0]!.error.message.length > 10, JSON.stringify(r.dropped[0]));
+    }
+    const reason = summary.rounds[0]!.dropped[0]!.error;
+    const rows = (api.nodesView.getChildren(nodeRow('third') as GridTreeItem) as GridTreeItem[]);
+    const dropped = rows.find((i) => label(i).startsWith('sat out FedAvg of sb-digits-mlp'));
+    assert.ok(dropped, `the third node's row does not say it sat out: ${rows.map(label).join(' | ')}`);
+    assert.equal(label(dropped), `sat out FedAvg of sb-digits-mlp, rounds 1, 2: ${reason.message}`);
+    assert.equal(dropped.description, reason.code);
+    report(`      dropped participant's reason: ${reason.code}: ${reason.message}`);
+    for (const name of ['third-again', 'local-by-name', 'third']) await vscode.commands.executeCommand('grid.removeNode', { node: name });
+    assert.equal(nodeRow('third'), undefined);
+    await third.kill();
   });
 
   it('shows a killed node as reconnecting, then connected again when it is back', async () => {

@@ -1,0 +1,33 @@
+// Node and CLI messages in VS Code's words. The node tells an anonymous session how the `grid` CLI signs
+// in (--user/--password, GRID_USER/GRID_PASSWORD); in VS Code the way is the Authenticate command, and
+// the message names that instead. No vscode import: the notebook bridge words its errors the same way.
+import { ErrorCodes, GridError, toGridError } from '../core/errors';
+
+/** The CLI's ways to sign in, as the node and the CLI word them. */
+const CLI_SIGN_IN = [
+  /authenticate first \(grid: --user\/--password or GRID_USER\/GRID_PASSWORD\)/g,
+  /pass --user and --password \(or set GRID_USER and GRID_PASSWORD\)/g,
+  /--user\/--password or GRID_USER\/GRID_PASSWORD/g,
+];
+
+/** How a VS Code user signs in to `node`. */
+export function signInHint(node: string | undefined): string {
+  return `sign in to ${node ?? 'the node'} (Grid: Authenticate)`;
+}
+
+/**
+ * `err` as a GridError whose message names VS Code's actions instead of the CLI's flags; the code and
+ * details stay. `node` is the name the user knows the node by.
+ */
+export function inVsCodeWords(err: unknown, node: string | undefined): GridError {
+  const e = toGridError(err);
+  if (!CLI_SIGN_IN.some((re) => { re.lastIndex = 0; return re.test(e.message); })) return e;
+  let message = e.message;
+  for (const re of CLI_SIGN_IN) message = message.replace(re, signInHint(node));
+  return new GridError(e.code, message, e.details, { cause: e });
+}
+
+/** Errors a sign-in (or a sign-in as someone else) may fix. */
+export function needsSignIn(e: GridError): boolean {
+  return e.code === ErrorCodes.UNAUTHENTICATED || e.code === ErrorCodes.BAD_CREDENTIALS || e.code === ErrorCodes.FORBIDDEN;
+}

@@ -1,0 +1,26 @@
+// Node and CLI messages in VS Code's words (src/extension/wording.ts has no vscode import): every way the
+// node and the CLI word their sign-in hint becomes the VS Code action, code and details kept.
+import * as assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { gridError } from '../../src/core/errors';
+import { inVsCodeWords } from '../../src/extension/wording';
+
+describe('inVsCodeWords', () => {
+  it('rewrites the node\'s UNAUTHENTICATED hint to name Grid: Authenticate and the node', () => {
+    const e = inVsCodeWords(gridError('UNAUTHENTICATED', 'run-inference needs an authenticated session: authenticate first (grid: --user/--password or GRID_USER/GRID_PASSWORD)', { model_id: 'm' }), 'remote');
+    assert.equal(e.message, 'run-inference needs an authenticated session: sign in to remote (Grid: Authenticate)');
+    assert.equal(e.code, 'GRID_ERR_UNAUTHENTICATED');
+    assert.deepEqual(e.details, { model_id: 'm' });
+  });
+
+  it('rewrites the CLI\'s own wording, and names "the node" when the node is not known', () => {
+    assert.equal(inVsCodeWords(gridError('UNAUTHENTICATED', 'fedavg trains on the nodes: pass --user and --password (or set GRID_USER and GRID_PASSWORD) for ws://h:1'), undefined).message,
+      'fedavg trains on the nodes: sign in to the node (Grid: Authenticate) for ws://h:1');
+  });
+
+  it('leaves other messages as they are (the same error object)', () => {
+    const e = gridError('FORBIDDEN', 'node x refused the download of model "m": allow_download is false');
+    assert.equal(inVsCodeWords(e, 'x'), e);
+    assert.equal(inVsCodeWords(new Error('plain'), 'x').message, 'plain');
+  });
+});
