@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { GridClient, type Credentials } from '../../core/client';
 import { gridError, toGridError } from '../../core/errors';
+import { modelRef, type ModelInfo } from '../../core/protocol/messages';
 import { TRAINING_DEFAULTS, type JobEvent, type JobInfo } from '../../core/protocol/training-messages';
 import { mlp } from '../../compute/plan';
 import { fedAvgTrain, participantsByTag, type Participant, type RoundReport } from '../../federation';
@@ -50,22 +51,34 @@ function modelArg(arg: string): string | Uint8Array {
   return arg;
 }
 
-/** A hosted model's bytes, fetched from the node that holds it (FedAvg ships the bytes to every node). */
-async function hostedModelBytes(client: GridClient, id: string): Promise<Uint8Array> {
+/** A hosted model version's bytes, fetched from the node that holds it (FedAvg ships the bytes to every node). */
+async function hostedModel(client: GridClient, ref: string): Promise<{ bytes: Uint8Array; info: ModelInfo }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'grid-fedavg-'));
   try {
     const file = path.join(dir, 'model.onnx');
-    await client.downloadModel(id, file);
-    return fs.readFileSync(file);
+    const info = await client.downloadModel(ref, file);
+    return { bytes: fs.readFileSync(file), info };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
+/** A hosted model named with `--version N`: `name@N`. Files and mlp: specs have no versions. */
+function versionedArg(spec: string | Uint8Array, arg: string, version: number | undefined): string | Uint8Array {
+  if (version === undefined) return spec;
+  if (typeof spec !== 'string') throw gridError('INVALID_INPUT', `--version picks a version of a hosted model; ${arg} is a file or an mlp: spec`);
+  if (spec.includes('@')) throw gridError('INVALID_INPUT', `${arg} names a version already; drop --version ${version}`);
+  return `${spec}@${version}`;
+}
+
+/** name@N of a stored model (an older node has no versions: its id). */
+const refOf = (m: ModelInfo) => (m.versions === undefined ? m.id : modelRef(m));
+
 interface TrainFlags {
   dataset: string; label?: string; featureScale?: number; loss: 'cross_entropy' | 'mse'; optimizer: 'sgd' | 'momentum' | 'adam';
   lr?: number; momentum?: number; batchSize: number; epochs: number; seed?: number; validationSplit?: number; testSplit?: number;
   progressEvery?: number; dpClip?: number; dpNoise?: number; outputModelId?: string; allowDownload?: boolean; allowRemoteInference?: boolean; detach?: boolean;
+  version?: number;
 }
 
 function describeEvent(ev: JobEvent): string | undefined {
@@ -78,12 +91,12 @@ function describeEvent(ev: JobEvent): string | undefined {
 function jobSummary(job: JobInfo): { human: string; json: unknown } {
   const r = job.result;
   const json = {
-    job_id: job.id, state: job.state, model_id: r?.model?.id ?? null,
+    job_id: job.id, state: job.state, model_id: r?.model?.id ?? null, model: r?.model ? refOf(r.model) : null,
     metrics: r?.metrics, validation: r?.validation, test: r?.test, samples: r?.samples, seconds: r?.seconds, privacy: r?.privacy,
   };
   const human = r === undefined
     ? `job ${job.id}: ${job.state}${job.error ? ` (${job.error.code}: ${job.error.message})` : ''}`
-    : `job ${job.id} ${job.state} in ${r.seconds.toFixed(1)} s: train acc ${pct(r.metrics.accuracy)}, validation ${pct(r.validation?.accuracy)}, test ${pct(r.test?.accuracy)}${r.model ? `\nmodel ${r.model.id} (${r.model.name} v${r.model.version})` : ''}`;
+    : `job ${job.id} ${job.state} in ${r.seconds.toFixed(1)} s: train acc ${pct(r.metrics.accuracy)}, validation ${pct(r.validation?.accuracy)}, test ${pct(r.test?.accuracy)}${r.model ? `\nmodel ${refOf(r.model)}${r.model.parent !== undefined ? ` (from ${r.model.parent})` : ''}` : ''}`;
   return { human, json };
 }
 
@@ -106,8 +119,9 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     return job;
   };
 
-  program.command('train <model>').description("train a model on a dataset of the node (rows never leave it); <model> is a hosted id, an .onnx file or mlp:64,64,10")
+  program.command('train <model>').description("train a model on a dataset of the node (rows never leave it); <model> is a hosted model (name or name@N; the result is its next version), an .onnx file or mlp:64,64,10")
     .requiredOption('-d, --dataset <id>', 'dataset registered on the node')
+    .option('--version <n>', 'train this version of the hosted model (same as name@N)', int)
     .option('--label <column>', 'label column (name or index; default: the dataset\'s label, else the last column)')
     .option('--feature-scale <x>', 'multiply every feature by x', num)
     .option('--loss <loss>', 'cross_entropy or mse', 'cross_entropy')
@@ -122,7 +136,7 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     .option('--progress-every <n>', 'a progress event every n batches', int)
     .option('--dp-clip <C>', 'differential privacy: clip the update to L2 norm C', num)
     .option('--dp-noise <sigma>', 'differential privacy: Gaussian noise multiplier (with --dp-clip)', num)
-    .option('--output-model-id <id>', 'id of the trained model version')
+    .option('--output-model-id <id>', 'store the result as a new model with this id (default: the next version of <model>)')
     .option('--allow-download', 'let other users download the trained model')
     .option('--allow-remote-inference', 'let other users run the trained model')
     .option('--detach', 'print the job id and return; follow it later with grid watch')
@@ -130,7 +144,7 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
       const c = await host.connect(true);
       if ((o.dpNoise !== undefined) !== (o.dpClip !== undefined)) throw gridError('INVALID_INPUT', '--dp-clip and --dp-noise go together');
       const job = await c.training.start({
-        model: modelArg(modelSpec), dataset_id: o.dataset, loss: o.loss, optimizer: o.optimizer, batch_size: o.batchSize, epochs: o.epochs,
+        model: versionedArg(modelArg(modelSpec), modelSpec, o.version), dataset_id: o.dataset, loss: o.loss, optimizer: o.optimizer, batch_size: o.batchSize, epochs: o.epochs,
         ...(o.label !== undefined && { label: o.label }),
         ...(o.featureScale !== undefined && { feature_scale: o.featureScale }),
         ...(o.lr !== undefined && { lr: o.lr }),
@@ -163,7 +177,7 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
   program.command('jobs').description('your training jobs on the node').action(async () => {
     const c = await host.connect(true);
     const jobs = await c.training.listJobs();
-    host.print(jobs.length === 0 ? 'no jobs' : jobs.map((j) => `${j.id}  ${j.state.padEnd(9)}  ${j.dataset_id}  ${j.progress ? `epoch ${j.progress.epoch}/${j.epochs}` : ''}  ${j.result?.model?.id ?? ''}`.trimEnd()).join('\n'), { jobs });
+    host.print(jobs.length === 0 ? 'no jobs' : jobs.map((j) => `${j.id}  ${j.state.padEnd(9)}  ${j.dataset_id}  ${j.progress ? `epoch ${j.progress.epoch}/${j.epochs}` : ''}  ${j.result?.model ? refOf(j.result.model) : ''}`.trimEnd()).join('\n'), { jobs });
   });
 
   program.command('cancel <job>').description('cancel a training job').action(async (jobId: string) => {
@@ -172,8 +186,9 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     host.print(`job ${job.id}: ${job.state}`, { job });
   });
 
-  program.command('fedavg <model>').description('federated averaging across nodes; <model> is an .onnx file, mlp:64,64,10 or a model hosted on the first reachable node')
+  program.command('fedavg <model>').description('federated averaging across nodes; <model> is an .onnx file, mlp:64,64,10 or a model hosted on the first reachable node (name or name@N; the result is its next version)')
     .requiredOption('--nodes <urls>', 'comma-separated node addresses (same --user/--password on each)')
+    .option('--version <n>', 'start from this version of the hosted model (same as name@N)', int)
     .option('-d, --dataset <id>', 'dataset id on every node')
     .option('-t, --tag <tag>', 'use each node\'s datasets with this tag instead of --dataset')
     .option('--label <column>', 'label column')
@@ -190,19 +205,19 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     .option('--test-split <x>', 'each node holds out this fraction; the global model is evaluated on it', num)
     .option('--round-timeout <ms>', 'drop a node that has not answered its round in this time', int)
     .option('--serve-to <url>', 'node that hosts the final model (default: the first of --nodes)')
-    .option('--output-model-id <id>', 'id of the final model', `fedavg-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}`)
+    .option('--output-model-id <id>', 'store the final model as a new model with this id (default: the next version of a hosted <model>, else fedavg-<time>)')
     .option('--allow-download', 'let other users download the final model')
     .option('--allow-remote-inference', 'let other users run the final model')
     .action(async (modelSpec: string, o: {
       nodes: string; dataset?: string; tag?: string; label?: string; featureScale?: number; loss: 'cross_entropy' | 'mse'; optimizer: 'sgd' | 'momentum' | 'adam';
       lr?: number; batchSize: number; rounds: number; localEpochs: number; fraction: number; fedproxMu?: number; seed?: number; testSplit?: number;
-      roundTimeout?: number; serveTo?: string; outputModelId: string; allowDownload?: boolean; allowRemoteInference?: boolean;
+      roundTimeout?: number; serveTo?: string; outputModelId?: string; allowDownload?: boolean; allowRemoteInference?: boolean; version?: number;
     }) => {
       if ((o.dataset === undefined) === (o.tag === undefined)) throw gridError('INVALID_INPUT', 'name the data with exactly one of --dataset or --tag');
       const urls = o.nodes.split(',').map((s) => s.trim()).filter(Boolean);
       const missing = urls.filter((url) => host.credentials(url) === undefined);
       if (missing.length > 0) throw gridError('UNAUTHENTICATED', `fedavg trains on the nodes: pass --user and --password (or set GRID_USER and GRID_PASSWORD) for ${missing.join(', ')}`);
-      const spec = modelArg(modelSpec);
+      const spec = versionedArg(modelArg(modelSpec), modelSpec, o.version);
       const clients: GridClient[] = [];
       const reached: string[] = [];
       // A node that cannot be reached at the start is dropped with its reason, like one lost mid-run.
@@ -217,7 +232,8 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
           out?.write(`warning: ${urls[i]} dropped before round 1: ${e.code}: ${e.message}\n`);
         }
         if (clients.length === 0) throw gridError('NOT_CONNECTED', `no node of ${urls.join(', ')} could be reached (${unreachable.map((u) => `${u.name}: ${u.error.message}`).join('; ')})`);
-        const model = typeof spec === 'string' ? await hostedModelBytes(clients[0]!, spec) : spec;
+        const source = typeof spec === 'string' ? await hostedModel(clients[0]!, spec) : undefined;
+        const model = source?.bytes ?? (spec as Uint8Array);
         const participants: Participant[] = o.dataset !== undefined
           ? clients.map((client, i) => ({ client, datasetId: o.dataset!, name: reached[i]! }))
           : await participantsByTag(clients, [o.tag!]);
@@ -237,11 +253,15 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
           }),
         });
         const target = o.serveTo === undefined ? clients[0]! : await GridClient.connect(o.serveTo, { credentials: host.credentials(o.serveTo) ?? host.credentials(reached[0]!)!, reconnect: { maxAttempts: 3, initialDelayMs: 200 } }).then((c) => { clients.push(c); return c; });
-        const served = await target.hostModel(result.model, { id: o.outputModelId, allowDownload: o.allowDownload ?? false, allowRemoteInference: o.allowRemoteInference ?? false });
+        // From a hosted model, the result is its next version (lineage: the version it started from).
+        const output = o.outputModelId !== undefined ? { id: o.outputModelId }
+          : source !== undefined ? { id: source.info.id, newVersion: true, parent: refOf(source.info) }
+          : { id: `fedavg-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}` };
+        const served = await target.hostModel(result.model, { ...output, allowDownload: o.allowDownload ?? false, allowRemoteInference: o.allowRemoteInference ?? false });
         const last = result.rounds.at(-1)!;
         host.print(
-          `FedAvg ${result.rounds.length} rounds over ${participants.length} datasets: train acc ${pct(last.train.accuracy)}, test ${pct(result.test?.accuracy)}\nmodel ${served.id} on ${o.serveTo ?? reached[0]}${unreachable.length > 0 ? `\nnot reached: ${unreachable.map((u) => `${u.name} (${u.error.code}: ${u.error.message})`).join(', ')}` : ''}`,
-          { model_id: served.id, node: o.serveTo ?? reached[0], rounds: result.rounds.length, train: last.train, test: result.test ?? null, dropped: [...unreachable, ...result.rounds.flatMap((r) => r.dropped.map((d) => ({ round: r.round, ...d })))] },
+          `FedAvg ${result.rounds.length} rounds over ${participants.length} datasets: train acc ${pct(last.train.accuracy)}, test ${pct(result.test?.accuracy)}\nmodel ${refOf(served)}${served.parent !== undefined ? ` (from ${served.parent})` : ''} on ${o.serveTo ?? reached[0]}${unreachable.length > 0 ? `\nnot reached: ${unreachable.map((u) => `${u.name} (${u.error.code}: ${u.error.message})`).join(', ')}` : ''}`,
+          { model_id: served.id, model: refOf(served), node: o.serveTo ?? reached[0], rounds: result.rounds.length, train: last.train, test: result.test ?? null, dropped: [...unreachable, ...result.rounds.flatMap((r) => r.dropped.map((d) => ({ round: r.round, ...d })))] },
         );
       } finally {
         for (const c of clients) c.dispose();

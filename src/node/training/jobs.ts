@@ -1,7 +1,7 @@
 // Training jobs on a node: a bounded queue, at most `maxRunning` at once, each with an id, a bounded event
 // history (so a client that reattaches gets what it missed), cancellation, and a result that outlives
-// the connection that started it. A finished job stores its model as a new model version, or keeps its
-// parameters for job-params (an FL update).
+// the connection that started it. A finished job stores its model as the next version of the model it
+// trained (lineage: parent name@version and job id), or keeps its parameters for job-params (an FL update).
 
 import { createHash, randomBytes } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { redactError } from '../../core/rpc/redact';
-import type { ModelInfo } from '../../core/protocol/messages';
+import { modelRef, type ModelInfo } from '../../core/protocol/messages';
 import type { NamedTensors } from '../../core/protocol/tensor';
 import type { JobEvent, JobInfo, JobProgress, JobResult, JobState, TrainRequest } from '../../core/protocol/training-messages';
 import type { Dataset } from '../../compute/data';
@@ -137,7 +137,7 @@ export class Job {
       id: this.id, state: this.state, owner: this.spec.owner, dataset_id: r.dataset_id,
       output: r.output ?? 'model', epochs: r.epochs, created: this.created, last_seq: this.seq,
     };
-    if (this.spec.parent) out.model_id = this.spec.parent.id;
+    if (this.spec.parent) out.model_id = modelRef(this.spec.parent);
     if (this.started) out.started = this.started;
     if (this.finished) out.finished = this.finished;
     if (this.progress) out.progress = this.progress;
@@ -224,7 +224,7 @@ export class TrainingJobs {
     const log = this.opts.log;
     job.started = new Date().toISOString();
     job.setState('running');
-    log.info({ job: job.id, owner: spec.owner, dataset: r.dataset_id, model: spec.parent?.id, epochs: r.epochs }, 'training job started');
+    log.info({ job: job.id, owner: spec.owner, dataset: r.dataset_id, model: spec.parent && modelRef(spec.parent), epochs: r.epochs }, 'training job started');
     try {
       const it = trainSteps(input.train, {
         model: input.model,
@@ -283,7 +283,7 @@ export class TrainingJobs {
       }
       job.result = result;
       job.setState('succeeded');
-      log.info({ job: job.id, seconds: result.seconds, accuracy: result.metrics.accuracy, test: result.test?.accuracy, model: result.model?.id }, 'training job succeeded');
+      log.info({ job: job.id, seconds: result.seconds, accuracy: result.metrics.accuracy, test: result.test?.accuracy, model: result.model && modelRef(result.model) }, 'training job succeeded');
     } catch (err) {
       const e = job.controller.signal.aborted ? toGridError(job.controller.signal.reason) : toGridError(err, 'JOB_FAILED');
       // job-info and watch-job show this error to the client: no server paths in it (the log keeps them).
@@ -295,22 +295,22 @@ export class TrainingJobs {
     }
   }
 
-  /** Stores the trained model as a new version of its parent (or a new model) and records how it was made. */
+  /**
+   * Stores the trained model as the next version of the model it came from (or as `output_model_id`, or
+   * `trained-<job>` for uploaded bytes), with its lineage, and records how it was made.
+   */
   private async store(job: Job, bytes: Uint8Array, result: JobResult): Promise<ModelInfo> {
     const { spec } = job;
     const r = spec.request;
     const models = this.opts.models;
     const parent = spec.parent;
-    const name = parent?.name ?? `trained-${job.id}`;
-    const versions = models.list().filter((m) => m.name === name).map((m) => Number.parseInt(m.version, 10)).filter(Number.isFinite);
-    const version = String(versions.length > 0 ? Math.max(...versions) + 1 : 1);
-    let id = r.output_model_id ?? (parent ? `${parent.id}-v${version}` : `trained-${job.id}`);
-    if (r.output_model_id === undefined && models.has(id)) id = `${id}-${job.id}`;
+    const id = r.output_model_id ?? parent?.id ?? `trained-${job.id}`;
     await fsp.mkdir(this.opts.dir, { recursive: true });
     const file = path.join(this.opts.dir, `${job.id}.onnx`);
     await fsp.writeFile(file, bytes);
     const model = await models.host({
-      id, name, version,
+      id, newVersion: r.output_model_id === undefined, jobId: job.id,
+      ...(parent && { name: parent.name, parent: modelRef(parent) }),
       allowDownload: r.allow_download ?? parent?.allow_download ?? false,
       allowRemoteInference: r.allow_remote_inference ?? parent?.allow_remote_inference ?? false,
       owner: spec.owner, file, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'),
@@ -321,14 +321,14 @@ export class TrainingJobs {
     if (r.weight_decay !== undefined) hyper.weight_decay = r.weight_decay;
     if (r.fedprox_mu !== undefined) hyper.fedprox_mu = r.fedprox_mu;
     this.opts.records.put({
-      model_id: model.id, job_id: job.id, parent_model_id: parent?.id ?? null, dataset_id: r.dataset_id, label: spec.label,
+      model_id: model.id, model_version: model.version, job_id: job.id, parent_model_id: parent ? modelRef(parent) : null, dataset_id: r.dataset_id, label: spec.label,
       loss: r.loss, optimizer: r.optimizer, hyper, epochs: r.epochs, batch_size: r.batch_size, seed: r.seed ?? 0,
       samples: result.samples, metrics: result.metrics,
       ...(result.validation && { validation: result.validation }),
       ...(result.test && { test: result.test }),
       ...(result.privacy && { privacy: result.privacy }),
       created: model.created,
-    }, model.sha256);
+    }, Number(model.version), model.sha256);
     this.opts.events.emit({ event: 'model-added', model });
     this.opts.onModelAdded?.(model);
     return model;
