@@ -218,10 +218,10 @@ test('an old data dir (models without versions) migrates on start: every model i
   fs.cpSync(FIXTURE, data, { recursive: true });
   fs.rmSync(path.join(data, 'README.md'));
   const old = await startTestNode({ dataDir: data, datasets: digits });
-  let reopened: TestNode | undefined;
+  const later: TestNode[] = [];
   t.after(async () => {
     await old.close();
-    await reopened?.close();
+    for (const n of later) await n.close();
     fs.rmSync(data, { recursive: true, force: true });
   });
   const c = await old.admin();
@@ -239,7 +239,8 @@ test('an old data dir (models without versions) migrates on start: every model i
   assert.deepEqual([model.id, model.version, model.parent], ['digits-mlp', '2', 'digits-mlp@1']);
   // A second start finds the migrated database as it left it.
   await old.close();
-  reopened = await startTestNode({ dataDir: data });
+  const reopened = await startTestNode({ dataDir: data });
+  later.push(reopened);
   const c2 = await reopened.admin();
   assert.deepEqual((await c2.listModels({ allVersions: true })).map((m) => `${m.id}@${m.version}`), ['digits-mlp@1', 'digits-mlp@2', 'digits-mlp-v2@1']);
 });
