@@ -3,6 +3,7 @@
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
 import type { ModelInfo } from '../core/protocol/messages';
+import { parseModelRef } from '../core/protocol/model-ref';
 import type { NodeConnection } from './connection';
 import type { Ctx } from './ctx';
 import { formatBytes, GroupItem, ModelItem, NodeItem, signatureLine } from './views/items';
@@ -57,15 +58,17 @@ export async function pickModel(ctx: Ctx, arg: unknown, title: string, filter: (
   if (arg instanceof ModelItem) return { conn: arg.connection, model: arg.model };
   const a = (typeof arg === 'object' && arg !== null ? arg : {}) as ModelArgs;
   if (typeof a.model === 'string') {
-    const conn = nodeFromArg(ctx, arg) ?? ctx.openConnections.find((c) => c.models.some((m) => m.id === a.model));
-    if (!conn) throw gridError('NOT_FOUND', `no connected node has a model "${a.model}"`);
+    // `name` (its latest version) or `name@N` (that version, asked of the node).
+    const id = parseModelRef(a.model)?.id ?? a.model;
+    const conn = nodeFromArg(ctx, arg) ?? ctx.openConnections.find((c) => c.models.some((m) => m.id === id));
+    if (!conn) throw gridError('NOT_FOUND', `no connected node has a model "${id}"`);
     await conn.whenSynced();
     const model = conn.models.find((m) => m.id === a.model) ?? await conn.client.modelInfo(a.model);
     return { conn, model };
   }
   const open = ctx.openConnections;
   if (open.length === 0) throw gridError('NOT_CONNECTED', 'no grid node is connected: start the local node or connect to a node first');
-  const items = open.flatMap((c) => c.models.filter(filter).map((m) => ({ label: m.id, description: `${c.name} · v${m.version} · ${formatBytes(m.size)}`, detail: signatureLine(m), conn: c, model: m })));
+  const items = open.flatMap((c) => c.models.filter(filter).map((m) => ({ label: m.id, description: `${c.name} · v${m.version}${(m.versions ?? 1) > 1 ? ` (latest of ${m.versions})` : ''} · ${formatBytes(m.size)}`, detail: signatureLine(m), conn: c, model: m })));
   if (items.length === 0) throw gridError('NOT_FOUND', 'no model on the connected nodes fits: serve one with "Grid: Serve Model"');
   const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Pick a model', matchOnDescription: true, matchOnDetail: true });
   return picked && { conn: picked.conn, model: picked.model };

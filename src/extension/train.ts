@@ -7,6 +7,7 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
 import type { DatasetInfo, ModelInfo } from '../core/protocol/messages';
+import { refOf } from '../core/protocol/model-ref';
 import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../core/protocol/training-messages';
 import type { NodeConnection } from './connection';
 import type { Ctx } from './ctx';
@@ -32,7 +33,7 @@ export interface TrainArgs extends ModelArgs {
   loss?: TrainRequest['loss'];
   featureScale?: number;
   testSplit?: number;
-  /** Id of the trained model; the node's `<model>-v<n>` (or `<model>-fedavg`) by default. */
+  /** A new model id for the result; by default the result is the next version of the model trained. */
   outputId?: string;
 }
 
@@ -90,7 +91,7 @@ async function trainOnNode(ctx: Ctx, conn: NodeConnection, model: ModelInfo, a: 
   if (lr === undefined) return undefined;
   const client = conn.client;
   const request = {
-    model: model.id, dataset_id: dataset.id, loss: a.loss ?? lossFor(dataset), optimizer: a.optimizer ?? TRAINING_DEFAULTS.optimizer, lr, epochs,
+    model: refOf(model), dataset_id: dataset.id, loss: a.loss ?? lossFor(dataset), optimizer: a.optimizer ?? TRAINING_DEFAULTS.optimizer, lr, epochs,
     batch_size: a.batchSize ?? TRAINING_DEFAULTS.batchSize, test_split: a.testSplit ?? TRAINING_DEFAULTS.testSplit,
     ...(a.featureScale !== undefined && { feature_scale: a.featureScale }),
     ...(a.outputId !== undefined && { output_model_id: a.outputId }),
@@ -170,12 +171,14 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
   // FedAvg starts from the model's bytes: fetched once from its node (it must allow download).
   const tmp = path.join(ctx.extCtx.globalStorageUri.fsPath, 'fedavg', `${model.id}-${Date.now()}.onnx`);
   fs.mkdirSync(path.dirname(tmp), { recursive: true });
-  await home.client.downloadModel(model.id, tmp);
+  await home.client.downloadModel(refOf(model), tmp);
   const bytes = fs.readFileSync(tmp);
   fs.rmSync(tmp, { force: true });
   const { fedAvgRounds } = heavy();
   const first = participants[0]!.d;
-  const outputId = a.outputId ?? `${model.id}-fedavg`;
+  // The result is the next version of the model it started from (a node without versions: a new id).
+  const versioned = model.versions !== undefined;
+  const outputId = a.outputId ?? (versioned ? model.id : `${model.id}-fedavg`);
   const summary: FedAvgSummary = { model: outputId, node: home.name, rounds: [] };
   await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `FedAvg ${model.id} over ${participants.map((p) => p.c.name).join(', ')}`, cancellable: true }, async (progress, token) => {
     const controller = new AbortController();
@@ -191,8 +194,12 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
       for (;;) {
         const step = await it.next();
         if (step.done) {
-          const info = await home.client.hostModel(step.value.model, { id: outputId, allowDownload: model.allow_download, allowRemoteInference: model.allow_remote_inference, signal: controller.signal });
-          ctx.log.info({ node: home.url, model: info.id }, `FedAvg result served as ${info.id} on ${home.name}`);
+          const info = await home.client.hostModel(step.value.model, {
+            id: outputId, allowDownload: model.allow_download, allowRemoteInference: model.allow_remote_inference, signal: controller.signal,
+            ...(versioned && { parent: refOf(model), ...(a.outputId === undefined && { newVersion: true }) }),
+          });
+          summary.model = refOf(info);
+          ctx.log.info({ node: home.url, model: summary.model, parent: info.parent }, `FedAvg result served as ${summary.model} on ${home.name}`);
           return;
         }
         const r = step.value;
@@ -206,7 +213,7 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
     }
   });
   const last = summary.rounds.at(-1);
-  void vscode.window.showInformationMessage(`FedAvg done: ${outputId} on ${home.name}${last?.test ? `, test accuracy ${(last.test.accuracy * 100).toFixed(1)}%` : ''}.`);
+  void vscode.window.showInformationMessage(`FedAvg done: ${summary.model} on ${home.name}${last?.test ? `, test accuracy ${(last.test.accuracy * 100).toFixed(1)}%` : ''}.`);
   return summary;
 }
 

@@ -14,24 +14,8 @@ import { DTYPES } from './tensor';
 export const ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 const Id = z.string().min(1).max(1024);
 
-/**
- * A model reference: `name` (its latest version) or `name@N` (version N). Model versions count 1, 2, 3…
- * per model name (PyGrid's name + version, MLflow's registered model versions); `@` is never part of an
- * id, so a ref is unambiguous wherever a model id is accepted.
- */
-export const MODEL_REF_PATTERN = /^([A-Za-z0-9._-]{1,128})(?:@([1-9][0-9]{0,8}))?$/;
-
-/** `name` → { id }, `name@N` → { id, version: N }; undefined when `ref` is neither. */
-export function parseModelRef(ref: string): { id: string; version?: number } | undefined {
-  const m = MODEL_REF_PATTERN.exec(ref);
-  if (m === null || m[1] === '.' || m[1] === '..') return undefined;
-  return m[2] === undefined ? { id: m[1]! } : { id: m[1]!, version: Number(m[2]) };
-}
-
-/** The ref naming exactly this version: `name@N`. */
-export function modelRef(m: { id: string; version: string }): string {
-  return `${m.id}@${m.version}`;
-}
+// Model refs (`name`, `name@N`): a module without schemas, so the extension's activation can use them.
+export { MODEL_REF_PATTERN, modelRef, parseModelRef, refOf } from './model-ref';
 
 export const ValueSignature = z.object({
   name: z.string(),

@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import { GridClient, type Credentials } from '../../core/client';
 import { gridError, toGridError } from '../../core/errors';
 import { defaultDataDir, findLocalNode, localNodeFile, sameUrl } from '../../core/local-node';
-import { modelRef, type DatasetInfo, type ModelInfo } from '../../core/protocol/messages';
+import { modelRef, refOf, type DatasetInfo, type ModelInfo } from '../../core/protocol/messages';
 import { bindInputs, outputsToJson, writeOutputs } from './tensor-files';
 import { registerTrainCommands } from './train';
 
@@ -173,7 +173,7 @@ class Cli {
         const c = await this.connect(true);
         // Resolved once: the version read for its signature is the version that runs.
         const model = await c.modelInfo(refArg(name, o.version));
-        const ref = model.versions === undefined ? model.id : modelRef(model);
+        const ref = refOf(model);
         const feeds = bindInputs(o.input, model.signature);
         const outputs = await c.runInference(ref, feeds, o.outputs ? { outputs: o.outputs.split(',') } : {});
         if (o.output !== undefined) {

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import type { Command } from 'commander';
 import { GridClient, type Credentials } from '../../core/client';
 import { gridError, toGridError } from '../../core/errors';
-import { modelRef, type ModelInfo } from '../../core/protocol/messages';
+import { refOf, type ModelInfo } from '../../core/protocol/messages';
 import { TRAINING_DEFAULTS, type JobEvent, type JobInfo } from '../../core/protocol/training-messages';
 import { mlp } from '../../compute/plan';
 import { fedAvgTrain, participantsByTag, type Participant, type RoundReport } from '../../federation';
@@ -70,9 +70,6 @@ function versionedArg(spec: string | Uint8Array, arg: string, version: number | 
   if (spec.includes('@')) throw gridError('INVALID_INPUT', `${arg} names a version already; drop --version ${version}`);
   return `${spec}@${version}`;
 }
-
-/** name@N of a stored model (an older node has no versions: its id). */
-const refOf = (m: ModelInfo) => (m.versions === undefined ? m.id : modelRef(m));
 
 interface TrainFlags {
   dataset: string; label?: string; featureScale?: number; loss: 'cross_entropy' | 'mse'; optimizer: 'sgd' | 'momentum' | 'adam';
