@@ -174,12 +174,9 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
   await home.client.downloadModel(refOf(model), tmp);
   const bytes = fs.readFileSync(tmp);
   fs.rmSync(tmp, { force: true });
-  const { fedAvgRounds } = heavy();
+  const { fedAvgRounds, hostFedAvgResult } = heavy();
   const first = participants[0]!.d;
-  // The result is the next version of the model it started from (a node without versions: a new id).
-  const versioned = model.versions !== undefined;
-  const outputId = a.outputId ?? (versioned ? model.id : `${model.id}-fedavg`);
-  const summary: FedAvgSummary = { model: outputId, node: home.name, rounds: [] };
+  const summary: FedAvgSummary = { model: a.outputId ?? model.id, node: home.name, rounds: [] };
   await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `FedAvg ${model.id} over ${participants.map((p) => p.c.name).join(', ')}`, cancellable: true }, async (progress, token) => {
     const controller = new AbortController();
     const sub = token.onCancellationRequested(() => controller.abort());
@@ -194,9 +191,10 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
       for (;;) {
         const step = await it.next();
         if (step.done) {
-          const info = await home.client.hostModel(step.value.model, {
-            id: outputId, allowDownload: model.allow_download, allowRemoteInference: model.allow_remote_inference, signal: controller.signal,
-            ...(versioned && { parent: refOf(model), ...(a.outputId === undefined && { newVersion: true }) }),
+          // The next version of the model it started from (or outputId, or for a model of someone else's, a new one).
+          const info = await hostFedAvgResult(home.client, step.value.model, {
+            source: model, ...(a.outputId !== undefined && { outputId: a.outputId }), fallbackId: `${model.id}-fedavg`,
+            allowDownload: model.allow_download, allowRemoteInference: model.allow_remote_inference, signal: controller.signal,
           });
           summary.model = refOf(info);
           ctx.log.info({ node: home.url, model: summary.model, parent: info.parent }, `FedAvg result served as ${summary.model} on ${home.name}`);

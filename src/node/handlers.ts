@@ -87,9 +87,9 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
   router.handle(HostModel, async (data, ctx) => {
     // Claim the upload first: whatever happens next, the file is ours to clean up.
     const upload = ctx.takeUpload(data.transfer_id);
-    let owner: string;
+    let s: SessionUser;
     try {
-      owner = requireUser(ctx, 'host-model').user;
+      s = requireUser(ctx, 'host-model');
       checkModelId(data.model_id);
       if (data.parent !== undefined) checkModelRef(data.parent);
       if (data.version !== undefined) versionNumber(data.version);
@@ -105,9 +105,9 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
       ...(data.parent !== undefined && { parent: data.parent }),
       allowDownload: data.allow_download ?? false,
       allowRemoteInference: data.allow_remote_inference ?? false,
-      owner, file: upload.path, sha256: upload.sha256, size: upload.size,
+      owner: s.user, admin: s.role === 'admin', file: upload.path, sha256: upload.sha256, size: upload.size,
     });
-    ctx.log.info({ model_id: model.id, version: model.version, size: model.size, owner }, 'model hosted');
+    ctx.log.info({ model_id: model.id, version: model.version, size: model.size, owner: s.user }, 'model hosted');
     metrics.models.set(models.count);
     events.emit({ event: 'model-added', model });
     return { model };

@@ -35,7 +35,7 @@ export function checkModelRef(ref: string): { id: string; version?: number } {
   if (parsed !== undefined) return parsed;
   const at = ref.lastIndexOf('@');
   // A bad id keeps the id rule's own message; a bad version part says what a version looks like.
-  if (at < 0 || !ID_PATTERN.test(ref.slice(0, at))) checkModelId(at < 0 ? ref : ref.slice(0, at));
+  if (at < 0 || parseModelRef(ref.slice(0, at)) === undefined) checkModelId(at < 0 ? ref : ref.slice(0, at));
   throw gridError('INVALID_ID', `model ${shown(ref)}: a version is written name@N with N a whole number from 1 (e.g. digits-mlp@2)`, { model_id: ref.slice(0, 200) });
 }
 
@@ -67,6 +67,8 @@ export interface HostModelInput {
   allowDownload: boolean;
   allowRemoteInference: boolean;
   owner: string;
+  /** The owner is an admin: may add versions to anyone's model. */
+  admin?: boolean;
   /** A complete, sha256-verified file this store now owns (an upload). */
   file: string;
   sha256: string;
@@ -147,6 +149,14 @@ export class ModelStore {
     return parsed!.version === undefined || versions.some((v) => Number(v.version) === parsed!.version);
   }
 
+  /**
+   * Whether `user` may add a version to model `id`: an admin, or whoever owns one of its versions. Anyone
+   * else adding one would change what every user's `name` runs.
+   */
+  mayAddVersion(id: string, user: string, admin: boolean): boolean {
+    return admin || (this.byId.get(id)?.some((v) => v.owner === user) ?? true);
+  }
+
   /** The version number a new version of `id` would get now. */
   nextVersion(id: string): number {
     return (this.lastVersion.get(id) ?? 0) + 1;
@@ -164,6 +174,9 @@ export class ModelStore {
     const explicit = input.version;
     if (exists && !input.newVersion && explicit === undefined) {
       throw gridError('ALREADY_EXISTS', `a model "${input.id}" is already on this node; host the bytes as its next version (new_version: true, grid serve --new-version), delete it first or choose another id`, { model_id: input.id });
+    }
+    if (exists && !this.mayAddVersion(input.id, input.owner, input.admin === true)) {
+      throw gridError('FORBIDDEN', `model "${input.id}" belongs to ${this.byId.get(input.id)!.at(-1)!.owner}: only its owner or an admin adds versions to it; host the bytes under another id`, { model_id: input.id });
     }
     if (!recheck && !exists && this.pending.has(input.id) && !input.newVersion) {
       throw gridError('ALREADY_EXISTS', `a model "${input.id}" is being hosted on this node right now; host the bytes as its next version (new_version: true) or choose another id`, { model_id: input.id });

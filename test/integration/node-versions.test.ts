@@ -10,7 +10,7 @@ import { createHash } from 'node:crypto';
 import { PassThrough } from 'node:stream';
 import { loadModel } from '../../src/compute/backend';
 import { mlp } from '../../src/compute/plan';
-import type { GridClient } from '../../src/core/client';
+import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import type { NodeEvent } from '../../src/core/protocol/messages';
 import type { NamedTensors } from '../../src/core/protocol/tensor';
@@ -154,14 +154,41 @@ test('host-model of an existing id: refused unless a new version is asked for; v
   // Uploads racing to add versions each get their own number.
   const raced = await Promise.all([1, 2, 3].map((s) => c.hostModel(mlp([64, 8, 10], { seed: 10 + s }), { id: 'fresh', newVersion: true })));
   assert.deepEqual(raced.map((m) => m.version).sort(), ['2', '3', '4']);
-  for (const ref of ['hosted@0', 'hosted@', 'hosted@1@2', 'hosted@x', '../x@1', '@1']) {
+  for (const ref of ['hosted@0', 'hosted@', 'hosted@1@2', 'hosted@x', '../x@1', '@1', '..@1']) {
     assert.equal((await failure(c.modelInfo(ref))).code, 'GRID_ERR_INVALID_ID', ref);
   }
+  assert.match((await failure(c.modelInfo('hosted@0'))).message, /a version is written name@N with N a whole number from 1/);
+  assert.match((await failure(c.modelInfo('..@1'))).message, /is a path part/);
   assert.equal((await failure(c.hostModel(a, { id: 'hosted@6' }))).code, 'GRID_ERR_INVALID_ID', 'a new id names no version');
   assert.equal((await failure(c.deleteModel('hosted@2', { allVersions: true }))).code, 'GRID_ERR_INVALID_INPUT');
   assert.deepEqual(fs.readdirSync(path.join(tn.dir, 'uploads')), []);
   await c.deleteModel('hosted', { allVersions: true });
   await c.deleteModel('fresh', { allVersions: true });
+});
+
+test('only the owner or an admin adds versions: another user\'s upload is refused, their training and FedAvg results become models of their own with the lineage', async () => {
+  const c = await tn.admin();
+  await c.addUser('bob', 'bob-password-1');
+  const bob = await GridClient.connect(tn.node.url, { reconnect: { maxAttempts: 0 }, credentials: { username: 'bob', password: 'bob-password-1' } });
+  try {
+    await c.hostModel(mlp([64, 8, 10], { seed: 5 }), { id: 'owned', allowDownload: true, allowRemoteInference: true });
+    const refused = await failure(bob.hostModel(mlp([64, 8, 10], { seed: 6 }), { id: 'owned', newVersion: true }));
+    assert.equal(refused.code, 'GRID_ERR_FORBIDDEN');
+    assert.match(refused.message, /model "owned" belongs to admin: only its owner or an admin adds versions to it/);
+    const { job, model } = await trainOnce(bob, 'owned');
+    assert.deepEqual([model.id, model.version, model.parent, model.owner], [`trained-${job.id}`, '1', 'owned@1', 'bob']);
+    const fed = await grid(['--json', '--user', 'bob', '--password', 'bob-password-1', 'fedavg', 'owned', '--nodes', tn.node.url, '--dataset', 'digits', '--rounds', '1', '--feature-scale', '0.0625']);
+    assert.equal(fed.code, 0, fed.err);
+    const served = JSON.parse(fed.out);
+    assert.match(served.model, /^fedavg-\d{14}@1$/);
+    assert.equal((await c.modelInfo(served.model)).parent, 'owned@1');
+    assert.deepEqual((await c.modelInfo('owned')).versions, 1, "admin's model is as it was");
+    // An admin may add a version to anyone's model.
+    assert.equal((await c.hostModel(mlp([64, 8, 10], { seed: 7 }), { id: model.id, newVersion: true })).version, '2');
+    for (const id of ['owned', model.id, served.model.split('@')[0]]) await c.deleteModel(id, { allVersions: true });
+  } finally {
+    bob.dispose();
+  }
 });
 
 test('the CLI names models as name@version: serve --new-version, models [--all], info/infer/download/delete with name@N or --version, train and fedavg store the next version', async () => {

@@ -279,7 +279,7 @@ export class NotebookGridBridge implements GridBridge {
     const r = job.result;
     if (r?.test) addPoint(live.payload, 'test', { x: epochs, ...r.test });
     live.payload.state = 'succeeded';
-    live.payload.note = `${r?.samples ?? 0} rows per epoch in ${(r?.seconds ?? 0).toFixed(1)} s${r?.model ? ` · stored as ${refOf(r.model)}${r.model.parent ? `, the next version of ${r.model.id}` : ''}` : ''}`;
+    live.payload.note = `${r?.samples ?? 0} rows per epoch in ${(r?.seconds ?? 0).toFixed(1)} s${r?.model ? ` · stored as ${refOf(r.model)}${r.model.parent?.startsWith(`${r.model.id}@`) ? `, the next version of ${r.model.id}` : ''}` : ''}`;
     live.update(true);
     return {
       job: job.id, state: job.state, model: r?.model && refOf(r.model), metrics: r?.metrics, validation: r?.validation, test: r?.test, seconds: r?.seconds,
@@ -302,12 +302,10 @@ export class NotebookGridBridge implements GridBridge {
     // Resolved once: the version downloaded is the version the result descends from.
     const source = await home.client.modelInfo(modelId);
     const bytes = await this.download(refOf(source), { node: home.url }, undefined, context) as Uint8Array;
-    const { fedAvgRounds } = await import('../../federation/fedavg');
-    // The result is the next version of the model it started from (a node without versions: a new id).
-    const versioned = source.versions !== undefined;
-    const outputId = typeof o.outputId === 'string' ? o.outputId : versioned ? source.id : `${modelId}-fedavg`;
+    const { fedAvgRounds, hostFedAvgResult } = await import('../../federation/fedavg');
+    const outputId = typeof o.outputId === 'string' ? o.outputId : undefined;
     const live = this.metrics(context, { version: 1, title: `FedAvg ${modelId} over ${participants.map((p) => p.n.name).join(', ')}`, unit: 'round', total: rounds, state: 'running', series: [] });
-    const summary: FedAvgSummary = { model: outputId, node: home.name, rounds: [] };
+    const summary: FedAvgSummary = { model: outputId ?? source.id, node: home.name, rounds: [] };
     try {
       const it = fedAvgRounds({
         model: bytes, rounds, localEpochs: epochs,
@@ -324,9 +322,10 @@ export class NotebookGridBridge implements GridBridge {
       for (;;) {
         const step = await it.next();
         if (step.done) {
-          const hosted = await home.client.hostModel(step.value.model, {
-            id: outputId, allowDownload: true, allowRemoteInference: true, signal: context.signal,
-            ...(versioned && { parent: refOf(source), ...(typeof o.outputId !== 'string' && { newVersion: true }) }),
+          // The next version of the model it started from (or outputId, or for a model of someone else's, a new one).
+          const hosted = await hostFedAvgResult(home.client, step.value.model, {
+            source, ...(outputId !== undefined && { outputId }), fallbackId: `${source.id}-fedavg`,
+            allowDownload: true, allowRemoteInference: true, signal: context.signal,
           });
           summary.model = refOf(hosted);
           break;

@@ -10,7 +10,7 @@ import { gridError, toGridError } from '../../core/errors';
 import { refOf, type ModelInfo } from '../../core/protocol/messages';
 import { TRAINING_DEFAULTS, type JobEvent, type JobInfo } from '../../core/protocol/training-messages';
 import { mlp } from '../../compute/plan';
-import { fedAvgTrain, participantsByTag, type Participant, type RoundReport } from '../../federation';
+import { fedAvgTrain, hostFedAvgResult, participantsByTag, type Participant, type RoundReport } from '../../federation';
 
 /** What the grid CLI lends its training commands. */
 export interface CliHost {
@@ -251,10 +251,11 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
         });
         const target = o.serveTo === undefined ? clients[0]! : await GridClient.connect(o.serveTo, { credentials: host.credentials(o.serveTo) ?? host.credentials(reached[0]!)!, reconnect: { maxAttempts: 3, initialDelayMs: 200 } }).then((c) => { clients.push(c); return c; });
         // From a hosted model, the result is its next version (lineage: the version it started from).
-        const output = o.outputModelId !== undefined ? { id: o.outputModelId }
-          : source !== undefined ? { id: source.info.id, newVersion: true, parent: refOf(source.info) }
-          : { id: `fedavg-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}` };
-        const served = await target.hostModel(result.model, { ...output, allowDownload: o.allowDownload ?? false, allowRemoteInference: o.allowRemoteInference ?? false });
+        const served = await hostFedAvgResult(target, result.model, {
+          ...(source !== undefined && { source: source.info }), ...(o.outputModelId !== undefined && { outputId: o.outputModelId }),
+          fallbackId: `fedavg-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}`,
+          allowDownload: o.allowDownload ?? false, allowRemoteInference: o.allowRemoteInference ?? false,
+        });
         const last = result.rounds.at(-1)!;
         host.print(
           `FedAvg ${result.rounds.length} rounds over ${participants.length} datasets: train acc ${pct(last.train.accuracy)}, test ${pct(result.test?.accuracy)}\nmodel ${refOf(served)}${served.parent !== undefined ? ` (from ${served.parent})` : ''} on ${o.serveTo ?? reached[0]}${unreachable.length > 0 ? `\nnot reached: ${unreachable.map((u) => `${u.name} (${u.error.code}: ${u.error.message})`).join(', ')}` : ''}`,

@@ -185,7 +185,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
       throw gridError('INVALID_INPUT', `validation_split ${data.validation_split} of ${rows} training rows leaves no validation or no training rows`);
     }
     const job = jobs.submit(
-      { owner: user.user, request: data, label: loaded.label, ...(model.parent && { parent: model.parent }) },
+      { owner: user.user, role: user.role, request: data, label: loaded.label, ...(model.parent && { parent: model.parent }) },
       { model: model.bytes, train: loaded.train, ...(model.params && { params: model.params }), ...(loaded.test && { test: loaded.test }) },
     );
     ctx.log.info({ job: job.id, owner: user.user, dataset: data.dataset_id, rows }, 'training job queued');

@@ -21,6 +21,8 @@ import type { TrainingRecords } from './records';
 
 export interface JobSpec {
   owner: string;
+  /** The owner's role: an admin may add versions to anyone's model. */
+  role?: string;
   request: TrainRequest;
   /** The hosted model it came from. */
   parent?: ModelInfo;
@@ -304,16 +306,19 @@ export class TrainingJobs {
     const r = spec.request;
     const models = this.opts.models;
     const parent = spec.parent;
-    const id = r.output_model_id ?? parent?.id ?? `trained-${job.id}`;
+    const admin = spec.role === 'admin';
+    // The next version of the parent, if this user may add one (its owner or an admin); else a model of their own.
+    const asVersion = r.output_model_id === undefined && parent !== undefined && models.mayAddVersion(parent.id, spec.owner, admin);
+    const id = r.output_model_id ?? (asVersion ? parent!.id : `trained-${job.id}`);
     await fsp.mkdir(this.opts.dir, { recursive: true });
     const file = path.join(this.opts.dir, `${job.id}.onnx`);
     await fsp.writeFile(file, bytes);
     const model = await models.host({
-      id, newVersion: r.output_model_id === undefined, jobId: job.id,
+      id, newVersion: asVersion, jobId: job.id, owner: spec.owner, admin,
       ...(parent && { name: parent.name, parent: modelRef(parent) }),
       allowDownload: r.allow_download ?? parent?.allow_download ?? false,
       allowRemoteInference: r.allow_remote_inference ?? parent?.allow_remote_inference ?? false,
-      owner: spec.owner, file, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'),
+      file, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'),
     });
     const hyper: Record<string, number> = {};
     if (r.lr !== undefined) hyper.lr = r.lr;
