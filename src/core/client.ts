@@ -1,5 +1,6 @@
 // GridClient: the data-centric grid API (PyGrid's WebsocketGridClient, typed) over one GridSocket.
 // The CLI, the extension and the notebook kernel all use it; it owns no connection logic of its own.
+// Wherever a method takes a model id, `name` means its latest version and `name@N` version N.
 
 import { gridError } from './errors';
 import type { Logger } from './logger';
@@ -25,7 +26,12 @@ export interface Progress {
 export interface HostModelOptions extends Progress {
   id: string;
   name?: string;
+  /** The version number to store; the node gives the next one by default. */
   version?: string;
+  /** When the node has a model `id`, store these bytes as its next version (else GRID_ERR_ALREADY_EXISTS). */
+  newVersion?: boolean;
+  /** Lineage: the version the bytes came from, `name@N`. */
+  parent?: string;
   allowDownload?: boolean;
   allowRemoteInference?: boolean;
   /** How long the node may take to validate (load) the model after the upload. Default 10 min. */
@@ -115,14 +121,17 @@ export class GridClient {
       transfer_id: upload.transfer_id,
       ...(opts.name !== undefined && { name: opts.name }),
       ...(opts.version !== undefined && { version: opts.version }),
+      ...(opts.newVersion !== undefined && { new_version: opts.newVersion }),
+      ...(opts.parent !== undefined && { parent: opts.parent }),
       allow_download: opts.allowDownload ?? false,
       allow_remote_inference: opts.allowRemoteInference ?? false,
     }, { timeout: opts.timeoutMs ?? 600_000, ...(opts.signal !== undefined && { signal: opts.signal }) });
     return info;
   }
 
-  async listModels(): Promise<ModelInfo[]> {
-    return (await this.socket.request(ListModels, undefined)).models;
+  /** Each model's latest version; with `allVersions`, every version (oldest first within a model). */
+  async listModels(opts: { allVersions?: boolean } = {}): Promise<ModelInfo[]> {
+    return (await this.socket.request(ListModels, opts.allVersions ? { all_versions: true } : undefined)).models;
   }
 
   async modelInfo(id: string): Promise<ModelInfo> {
@@ -165,8 +174,12 @@ export class GridClient {
     return model;
   }
 
-  async deleteModel(id: string): Promise<void> {
-    await this.socket.request(DeleteModel, { model_id: id });
+  /**
+   * Deletes `name@N` (that version), or with `allVersions` every version of `name`. A plain `name` deletes a
+   * model that has one version; the node refuses it for a model with several.
+   */
+  async deleteModel(ref: string, opts: { allVersions?: boolean } = {}): Promise<ReplyOf<typeof DeleteModel>> {
+    return this.socket.request(DeleteModel, { model_id: ref, ...(opts.allVersions && { all_versions: true }) });
   }
 
   /**

@@ -5,6 +5,7 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
+import { refOf } from '../core/protocol/model-ref';
 import type { Ctx } from './ctx';
 import { heavy } from './heavy';
 import { guarded, isConnection, nodeFromArg, pickModel, pickNode, withProgress, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
@@ -134,6 +135,8 @@ interface ServeArgs {
   id?: string;
   name?: string;
   version?: string;
+  /** When the node has a model `id`: serve the file as its next version (asked for when not given). */
+  newVersion?: boolean;
   allowDownload?: boolean;
   allowRemoteInference?: boolean;
 }
@@ -160,7 +163,9 @@ function serveModel(ctx: Ctx): Cmd {
       const suggested = path.basename(file, path.extname(file)).replace(/[^A-Za-z0-9._-]/g, '-');
       id = await vscode.window.showInputBox({
         title: `Serve ${path.basename(file)} to ${conn.name}`, prompt: 'Model id on the node', value: suggested,
-        validateInput: (v) => (/^[A-Za-z0-9._-]{1,128}$/.test(v) ? (conn.models.some((m) => m.id === v) ? `${conn.name} already has a model "${v}"` : undefined) : 'letters, digits, ".", "_" and "-" only (at most 128)'),
+        validateInput: (v) => (/^[A-Za-z0-9._-]{1,128}$/.test(v)
+          ? (conn.models.some((m) => m.id === v) ? { message: `${conn.name} already has a model "${v}": the file becomes its next version`, severity: vscode.InputBoxValidationSeverity.Info } : undefined)
+          : 'letters, digits, ".", "_" and "-" only (at most 128)'),
       });
       if (id === undefined) return undefined;
     }
@@ -182,9 +187,11 @@ function serveModel(ctx: Ctx): Cmd {
     const info = await withProgress(`Serving ${modelId} to ${conn.name}`, (signal, report) => conn.client.hostModel(modelFile, {
       id: modelId, allowDownload: allowDownload!, allowRemoteInference: allowRemoteInference!, signal, onProgress: report,
       ...(a.name !== undefined && { name: a.name }), ...(a.version !== undefined && { version: a.version }),
+      // Picked interactively, an id the node has means a new version of it (the input box said so).
+      ...((a.newVersion ?? (a.id === undefined && conn.models.some((m) => m.id === modelId))) && { newVersion: true }),
     }));
-    ctx.log.info({ node: conn.url, model: info.id, size: info.size }, `served ${info.id} to ${conn.name}`);
-    void vscode.window.showInformationMessage(`${info.id} is served by ${conn.name}: ${signatureLine(info)}`);
+    ctx.log.info({ node: conn.url, model: refOf(info), size: info.size }, `served ${refOf(info)} to ${conn.name}`);
+    void vscode.window.showInformationMessage(`${refOf(info)} is served by ${conn.name}: ${signatureLine(info)}`);
     return info;
   });
 }
@@ -194,11 +201,12 @@ function downloadModel(ctx: Ctx): Cmd {
     const target = await pickModel(ctx, arg, 'Download a model', 'download', flow);
     if (!target) return undefined;
     const { conn, model } = target;
+    const ref = refOf(model);
     let dest = arg instanceof ModelItem ? undefined : arg?.dest;
     if (dest === undefined) {
       const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
       const uri = await vscode.window.showSaveDialog({
-        title: `Download ${model.id} from ${conn.name}`, filters: { 'ONNX models': ['onnx'] }, saveLabel: 'Download',
+        title: `Download ${ref} from ${conn.name}`, filters: { 'ONNX models': ['onnx'] }, saveLabel: 'Download',
         ...(folder && { defaultUri: vscode.Uri.joinPath(folder, `${model.id}.onnx`) }),
       });
       if (!uri) return undefined;
@@ -206,9 +214,9 @@ function downloadModel(ctx: Ctx): Cmd {
     }
     flow.answers.dest = dest;
     const file = dest;
-    const info = await withProgress(`Downloading ${model.id} from ${conn.name}`, (signal, report) => conn.client.downloadModel(model.id, file, { signal, onProgress: report }));
-    ctx.log.info({ node: conn.url, model: info.id, file, sha256: info.sha256 }, `downloaded ${info.id}; sha256 verified`);
-    void vscode.window.showInformationMessage(`Downloaded ${info.id} (${formatBytes(info.size)}, sha256 verified) to ${file}`, 'Reveal').then((p) => {
+    const info = await withProgress(`Downloading ${ref} from ${conn.name}`, (signal, report) => conn.client.downloadModel(ref, file, { signal, onProgress: report }));
+    ctx.log.info({ node: conn.url, model: refOf(info), file, sha256: info.sha256 }, `downloaded ${refOf(info)}; sha256 verified`);
+    void vscode.window.showInformationMessage(`Downloaded ${refOf(info)} (${formatBytes(info.size)}, sha256 verified) to ${file}`, 'Reveal').then((p) => {
       if (p === 'Reveal') void vscode.commands.executeCommand('revealFileInOS', vscode.Uri.file(file));
     });
     return file;
@@ -220,15 +228,19 @@ function deleteModel(ctx: Ctx): Cmd {
     const target = await pickModel(ctx, arg, 'Delete a model', 'delete', flow);
     if (!target) return undefined;
     const { conn, model } = target;
+    // A version row or a name@N deletes that version; a model row or a bare name, the model with every version.
+    const one = arg instanceof ModelItem ? arg.isVersion : typeof arg?.model === 'string' && arg.model.includes('@');
+    const count = model.versions ?? 1;
+    const what = one ? `version ${model.version} of model "${model.id}"` : `model "${model.id}"${count > 1 ? ` and all its ${count} versions` : ''}`;
     const skip = !(arg instanceof ModelItem) && arg?.skipConfirmation === true;
     if (!skip) {
-      const ok = await vscode.window.showWarningMessage(`Delete model "${model.id}" from ${conn.name}?`, { modal: true, detail: 'The node deletes its copy; this cannot be undone.' }, 'Delete');
+      const ok = await vscode.window.showWarningMessage(`Delete ${what} from ${conn.name}?`, { modal: true, detail: 'The node deletes its copy; this cannot be undone.' }, 'Delete');
       if (ok !== 'Delete') return undefined;
     }
     flow.answers.skipConfirmation = true;
-    await conn.client.deleteModel(model.id);
-    ctx.log.info({ node: conn.url, model: model.id }, `deleted ${model.id} from ${conn.name}`);
-    return model.id;
+    await (one ? conn.client.deleteModel(refOf(model)) : conn.client.deleteModel(model.id, count > 1 ? { allVersions: true } : {}));
+    ctx.log.info({ node: conn.url, model: one ? refOf(model) : model.id }, `deleted ${what} from ${conn.name}`);
+    return one ? refOf(model) : model.id;
   });
 }
 
@@ -272,8 +284,10 @@ function copyModelId(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not copy the model id', async (arg?: ModelItem | ModelArgs) => {
     const target = await pickModel(ctx, arg, 'Copy a model id', 'view');
     if (!target) return undefined;
-    await vscode.env.clipboard.writeText(target.model.id);
-    return target.model.id;
+    // A version row copies name@N; a model row its name (which means its latest version).
+    const id = arg instanceof ModelItem && arg.isVersion ? refOf(target.model) : typeof (arg as ModelArgs | undefined)?.model === 'string' ? (arg as ModelArgs).model! : target.model.id;
+    await vscode.env.clipboard.writeText(id);
+    return id;
   });
 }
 
@@ -333,7 +347,8 @@ function runInference(ctx: Ctx): Cmd {
     const outputs = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} on ${conn.name}`, cancellable: true }, (_p, token) => {
       const controller = new AbortController();
       const sub = token.onCancellationRequested(() => controller.abort());
-      return conn.client.runInference(model.id, feeds, { signal: controller.signal, timeoutMs: ctx.config.requestTimeoutMs }).finally(() => sub.dispose());
+      // The version whose signature bound the inputs is the version that runs.
+      return conn.client.runInference(refOf(model), feeds, { signal: controller.signal, timeoutMs: ctx.config.requestTimeoutMs }).finally(() => sub.dispose());
     });
     const result = io.renderOutputs(outputs, { model: model.id, node: conn.name, durationMs: performance.now() - t0 }, path.join(ctx.extCtx.globalStorageUri.fsPath, 'results'));
     const doc = await vscode.workspace.openTextDocument({ language: 'json', content: result.json });

@@ -62,7 +62,10 @@ export class NodeConnection implements vscode.Disposable {
   knownId: string | undefined;
   /** The latest FedAvg this node sat out, and why; cleared when it takes part again. */
   dropped: DroppedNote | undefined;
+  /** Each model at its latest version (with `versions`, its count), by id. */
   models: ModelInfo[] = [];
+  /** Every version of every model, by id then version (oldest first). */
+  private allVersions: ModelInfo[] = [];
   datasets: DatasetInfo[] = [];
   peers: PeerInfo[] = [];
   /** Training jobs this session may see (an admin sees all), newest first. */
@@ -226,6 +229,25 @@ export class NodeConnection implements vscode.Disposable {
     return this.identity?.capabilities.includes('train') ?? false;
   }
 
+  /** The versions of model `id` on this node, newest first. */
+  versionsOf(id: string): ModelInfo[] {
+    return this.allVersions.filter((m) => m.id === id).reverse();
+  }
+
+  /** Sets every version, and from them each model's latest. */
+  private setVersions(all: ModelInfo[]): void {
+    const sorted = [...all].sort((a, b) => a.id.localeCompare(b.id) || Number(a.version) - Number(b.version));
+    const latest = new Map<string, string>();
+    const count = new Map<string, number>();
+    for (const m of sorted) {
+      latest.set(m.id, m.version);
+      count.set(m.id, (count.get(m.id) ?? 0) + 1);
+    }
+    // Counts as they are now (an event's model carries those of its moment); a node without versions sends none.
+    this.allVersions = sorted.map((m) => (m.versions === undefined ? m : { ...m, versions: count.get(m.id)!, latest_version: latest.get(m.id)! }));
+    this.models = this.allVersions.filter((m, i, a) => a[i + 1]?.id !== m.id);
+  }
+
   /** Records a job's latest state (from a watch stream or a command) for the Jobs group and status bar. */
   updateJob(job: JobInfo): void {
     const i = this.jobs.findIndex((j) => j.id === job.id);
@@ -263,7 +285,7 @@ export class NodeConnection implements vscode.Disposable {
     this.clientValue = undefined;
     for (const d of scope.reverse()) d.dispose();
     this.identity = undefined;
-    this.models = [];
+    this.setVersions([]);
     this.datasets = [];
     this.peers = [];
     this.jobs = [];
@@ -285,10 +307,11 @@ export class NodeConnection implements vscode.Disposable {
     switch (ev.event) {
       case 'model-added':
       case 'model-updated':
-        this.models = [...this.models.filter((m) => m.id !== ev.model.id), ev.model].sort((a, b) => a.id.localeCompare(b.id));
+        // A node without versions replaces a model under its id; with versions, each version is its own.
+        this.setVersions([...this.allVersions.filter((m) => m.id !== ev.model.id || (ev.model.versions !== undefined && m.version !== ev.model.version)), ev.model]);
         break;
       case 'model-removed':
-        this.models = this.models.filter((m) => m.id !== ev.model_id);
+        this.setVersions(this.allVersions.filter((m) => m.id !== ev.model_id || (ev.version !== undefined && m.version !== ev.version)));
         break;
       case 'dataset-added':
         this.datasets = [...this.datasets.filter((d) => d.id !== ev.dataset.id), ev.dataset];
@@ -338,10 +361,12 @@ export class NodeConnection implements vscode.Disposable {
   private async fetchAll(client: GridClient): Promise<void> {
     try {
       const [id, models, datasets, peers] = await Promise.all([client.getId(), client.listModels(), client.listDatasets(), client.listPeers()]);
+      // Every version only where a model has several (a node without versions lists each model once).
+      const versions = models.some((m) => (m.versions ?? 1) > 1) ? await client.listModels({ allVersions: true }) : models;
       if (client !== this.clientValue) return;
       this.identity = { id: id.id, name: id.name, version: id.version, capabilities: id.capabilities };
       this.knownId = id.id;
-      this.models = [...models].sort((a, b) => a.id.localeCompare(b.id));
+      this.setVersions(versions);
       this.datasets = datasets;
       this.peers = peers;
       // Jobs are per user: an anonymous session has none to list.

@@ -4,7 +4,7 @@
 export { NodeConnection } from './connection';
 export { LocalNode, localNodePaths } from './localNode';
 export { inputsFromFiles, inputsFromJsonText, renderOutputs } from './inference';
-export { fedAvgRounds } from '../federation/fedavg';
+export { fedAvgRounds, hostFedAvgResult } from '../federation/fedavg';
 // The notebook kernel host and its grid bridge (src/extension/notebook), loaded on a notebook's first run.
 export { KernelHost } from '../kernel';
 export { NotebookGridBridge } from './notebook/bridge';

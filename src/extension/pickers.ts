@@ -3,6 +3,7 @@
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
 import type { ModelInfo } from '../core/protocol/messages';
+import { parseModelRef } from '../core/protocol/model-ref';
 import type { ModelUse, NodeConnection } from './connection';
 import type { Ctx } from './ctx';
 import { signInHint } from './wording';
@@ -116,8 +117,10 @@ export async function pickModel(ctx: Ctx, arg: unknown, title: string, use: Mode
   }
   const a = (typeof arg === 'object' && arg !== null ? arg : {}) as ModelArgs;
   if (typeof a.model === 'string') {
-    const conn = nodeFromArg(ctx, arg) ?? ctx.openConnections.find((c) => c.models.some((m) => m.id === a.model));
-    if (!conn) throw gridError('NOT_FOUND', `no connected node has a model "${a.model}"`);
+    // `name` (its latest version) or `name@N` (that version, asked of the node).
+    const id = parseModelRef(a.model)?.id ?? a.model;
+    const conn = nodeFromArg(ctx, arg) ?? ctx.openConnections.find((c) => c.models.some((m) => m.id === id));
+    if (!conn) throw gridError('NOT_FOUND', `no connected node has a model "${id}"`);
     if (flow) flow.node = conn;
     requireNode(conn, need, toDo);
     await conn.whenSynced();
@@ -129,7 +132,7 @@ export async function pickModel(ctx: Ctx, arg: unknown, title: string, use: Mode
   const usable = open.filter((c) => fits(c, need));
   const signable = need === 'signedIn' ? open.filter((c) => c.state === 'unauthenticated') : [];
   const items = [
-    ...usable.flatMap((c) => c.models.filter((m) => use === 'view' || c.mayUse(m, use)).map((m) => ({ label: m.id, description: `${c.name} · v${m.version} · ${formatBytes(m.size)}`, detail: signatureLine(m), conn: c, model: m as ModelInfo | undefined }))),
+    ...usable.flatMap((c) => c.models.filter((m) => use === 'view' || c.mayUse(m, use)).map((m) => ({ label: m.id, description: `${c.name} · v${m.version}${(m.versions ?? 1) > 1 ? ` (latest of ${m.versions})` : ''} · ${formatBytes(m.size)}`, detail: signatureLine(m), conn: c, model: m as ModelInfo | undefined }))),
     ...signable.map((c) => ({ label: `$(key) Sign in to ${c.name} first`, description: `not signed in · ${c.url}`, detail: `then pick among the models you may ${use === 'infer' ? 'run' : use} there`, conn: c, model: undefined as ModelInfo | undefined })),
   ];
   if (items.length === 0) throw gridError('NOT_FOUND', `no model on the connected nodes that you may ${use === 'infer' ? 'run' : use}: serve one with "Grid: Serve Model"`);

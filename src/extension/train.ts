@@ -8,6 +8,7 @@ import * as vscode from 'vscode';
 import { ErrorCodes, GridError, gridError, isErrorCode } from '../core/errors';
 import { inheritedPermissions } from '../core/permissions';
 import type { DatasetInfo, ModelInfo } from '../core/protocol/messages';
+import { refOf } from '../core/protocol/model-ref';
 import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../core/protocol/training-messages';
 import type { NodeConnection } from './connection';
 import type { Ctx } from './ctx';
@@ -34,7 +35,7 @@ export interface TrainArgs extends ModelArgs {
   loss?: TrainRequest['loss'];
   featureScale?: number;
   testSplit?: number;
-  /** Id of the trained model; the node's `<model>-v<n>` (or `<model>-fedavg`) by default. */
+  /** A new model id for the result; by default the result is the next version of the model trained. */
   outputId?: string;
   /** Whether other users may download / run the result; by default as the model trained from. */
   allowDownload?: boolean;
@@ -106,7 +107,7 @@ async function trainOnNode(ctx: Ctx, conn: NodeConnection, model: ModelInfo, a: 
   if (lr === undefined) return undefined;
   const client = conn.client;
   const request = {
-    model: model.id, dataset_id: dataset.id, loss: a.loss ?? lossFor(dataset), optimizer: a.optimizer ?? TRAINING_DEFAULTS.optimizer, lr, epochs,
+    model: refOf(model), dataset_id: dataset.id, loss: a.loss ?? lossFor(dataset), optimizer: a.optimizer ?? TRAINING_DEFAULTS.optimizer, lr, epochs,
     batch_size: a.batchSize ?? TRAINING_DEFAULTS.batchSize, test_split: a.testSplit ?? TRAINING_DEFAULTS.testSplit,
     ...(a.featureScale !== undefined && { feature_scale: a.featureScale }),
     ...(a.outputId !== undefined && { output_model_id: a.outputId }),
@@ -195,13 +196,12 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
   const tmp = path.join(ctx.extCtx.globalStorageUri.fsPath, 'fedavg', `${model.id}-${Date.now()}.onnx`);
   fs.mkdirSync(path.dirname(tmp), { recursive: true });
   // Its metadata as of now: the result inherits these permissions.
-  const source = await home.client.downloadModel(model.id, tmp);
+  const source = await home.client.downloadModel(refOf(model), tmp);
   const bytes = fs.readFileSync(tmp);
   fs.rmSync(tmp, { force: true });
-  const { fedAvgRounds } = heavy();
+  const { fedAvgRounds, hostFedAvgResult } = heavy();
   const first = participants[0]!.d;
-  const outputId = a.outputId ?? `${model.id}-fedavg`;
-  const summary: FedAvgSummary = { model: outputId, node: home.name, rounds: [] };
+  const summary: FedAvgSummary = { model: a.outputId ?? model.id, node: home.name, rounds: [] };
   // Each node's row says why it sat out this run (or nothing, once it takes part).
   const droppedBy = new Map<NodeConnection, DroppedParticipant[]>();
   for (const p of participants) p.c.noteDropped(undefined);
@@ -219,8 +219,13 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
       for (;;) {
         const step = await it.next();
         if (step.done) {
-          const info = await home.client.hostModel(step.value.model, { id: outputId, ...inheritedPermissions(a, source), signal: controller.signal });
-          ctx.log.info({ node: home.url, model: info.id }, `FedAvg result served as ${info.id} on ${home.name}`);
+          // The next version of the model it started from (or outputId, or for a model of someone else's, a new one).
+          const info = await hostFedAvgResult(home.client, step.value.model, {
+            source: model, ...(a.outputId !== undefined && { outputId: a.outputId }), fallbackId: `${model.id}-fedavg`,
+            allowDownload: inheritedPermissions(a, source).allowDownload, allowRemoteInference: inheritedPermissions(a, source).allowRemoteInference, signal: controller.signal,
+          });
+          summary.model = refOf(info);
+          ctx.log.info({ node: home.url, model: summary.model, parent: info.parent }, `FedAvg result served as ${summary.model} on ${home.name}`);
           return;
         }
         const r = step.value;
@@ -246,7 +251,7 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
   });
   const last = summary.rounds.at(-1);
   const satOut = [...droppedBy.values()].map((ds) => `${ds[0]!.node} sat out round${ds.length > 1 ? 's' : ''} ${ds.map((d) => d.round).join(', ')}: ${ds.at(-1)!.error.message} (${ds.at(-1)!.error.code})`);
-  const done = `FedAvg done: ${outputId} on ${home.name}${last?.test ? `, test accuracy ${(last.test.accuracy * 100).toFixed(1)}%` : ''}.`;
+  const done = `FedAvg done: ${summary.model} on ${home.name}${last?.test ? `, test accuracy ${(last.test.accuracy * 100).toFixed(1)}%` : ''}.`;
   if (satOut.length > 0) void vscode.window.showWarningMessage(`${done} ${satOut.join('; ')}.`, 'Show Logs').then((p) => { if (p) ctx.log.show(); });
   else void vscode.window.showInformationMessage(done);
   return summary;

@@ -8,6 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import type { GridClient } from '../core/client';
 import { ErrorCodes, gridError, GridError, toGridError } from '../core/errors';
+import type { ModelInfo } from '../core/protocol/messages';
+import { modelRef } from '../core/protocol/model-ref';
 import type { NamedTensors } from '../core/protocol/tensor';
 import type { Metrics, TrainRequest } from '../core/protocol/training-messages';
 import type { Dataset } from '../compute/data';
@@ -292,4 +294,40 @@ async function evaluateLocalFallback(opts: FedAvgOptions, global: NamedTensors):
   const local = opts.participants.find((p) => p.kind === 'local');
   if (!local || local.kind !== 'local') return undefined;
   return evaluateModel(opts.model, local.data, { loss: opts.loss, params: global, loadOptions: { intraOpNumThreads: 1 } });
+}
+
+export interface HostResultOptions {
+  /** The hosted model version the run started from (its node's model info), if it came from one. */
+  source?: ModelInfo;
+  /** A new model id for the result, instead of the next version of `source`. */
+  outputId?: string;
+  /** The new model id when there is no next version to store (no source, or one this user may not add versions to). */
+  fallbackId: string;
+  allowDownload: boolean;
+  allowRemoteInference: boolean;
+  signal?: AbortSignal;
+}
+
+/**
+ * Hosts a FedAvg result on `client`: as `outputId` when given; else as the next version of the hosted model
+ * it started from, with that version as its parent (lineage); else as the new model `fallbackId` — for bytes
+ * from no hosted model, a node without versions, or a model whose versions only its owner or an admin adds
+ * (GRID_ERR_FORBIDDEN): the rounds' work is never lost to that refusal.
+ */
+export async function hostFedAvgResult(client: GridClient, model: Uint8Array, opts: HostResultOptions): Promise<ModelInfo> {
+  const versioned = opts.source?.versions !== undefined;
+  const common = {
+    allowDownload: opts.allowDownload, allowRemoteInference: opts.allowRemoteInference,
+    ...(versioned && { parent: modelRef(opts.source!) }),
+    ...(opts.signal !== undefined && { signal: opts.signal }),
+  };
+  if (opts.outputId !== undefined) return client.hostModel(model, { id: opts.outputId, ...common });
+  if (versioned) {
+    try {
+      return await client.hostModel(model, { id: opts.source!.id, newVersion: true, ...common });
+    } catch (err) {
+      if (toGridError(err).code !== ErrorCodes.FORBIDDEN) throw err;
+    }
+  }
+  return client.hostModel(model, { id: opts.fallbackId, ...common });
 }

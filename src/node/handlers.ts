@@ -6,7 +6,7 @@ import { rm } from 'node:fs/promises';
 import { gridError, GridError, ErrorCodes } from '../core/errors';
 import {
   AddUser, ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
-  ListPeers, ProveIdentity, RunInference, Search, SetModelPermissions, Subscribe, EventTopic,
+  ListPeers, ProveIdentity, RunInference, Search, SetModelPermissions, Subscribe, EventTopic, modelRef,
 } from '../core/protocol/messages';
 import { decodeNamedTensors, encodeNamedTensorsParts, type NamedTensors } from '../core/protocol/tensor';
 import { withAttachment, type GridRouter, type HandlerContext } from '../core/rpc/server';
@@ -15,7 +15,7 @@ import type { DatasetStore } from './datasets';
 import type { NodeEvents } from './events';
 import { checkInferenceInputs, type HeldOutputs, type InferenceLimits } from './inference';
 import type { NodeMetrics } from './metrics';
-import { checkModelId, type ModelStore } from './models';
+import { checkModelId, checkModelRef, type ModelStore } from './models';
 import { proofMessage, type NodeIdentity } from './identity';
 import type { PeerLinks } from './peers';
 
@@ -50,6 +50,12 @@ function requireUser(ctx: HandlerContext, what: string): SessionUser {
   return s;
 }
 
+/** A host-model `version`: a whole number from 1 (versions count 1, 2, 3…). */
+function versionNumber(v: string): number {
+  if (!/^[1-9][0-9]{0,8}$/.test(v)) throw gridError('INVALID_INPUT', `version ${JSON.stringify(v.slice(0, 64))} is not a version number: versions are whole numbers from 1 (1, 2, 3…), given by the node unless you name one`, { field: 'version' });
+  return Number(v);
+}
+
 /** The model's owner and admins always use a model; its allow_* flags govern everyone else. */
 function ownsOrAdmin(s: SessionUser, model: { owner: string }): boolean {
   return s.user === model.owner || s.role === 'admin';
@@ -74,17 +80,19 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     signature: identity.sign(proofMessage(data.challenge, identity.id, data.verifier_id)).toString('base64url'),
   }));
 
-  router.handle(ListModels, () => ({ models: models.list() }));
+  router.handle(ListModels, (data) => ({ models: models.list({ allVersions: data?.all_versions === true }) }));
 
   router.handle(GetModelInfo, (data) => ({ model: models.get(data.model_id) }));
 
   router.handle(HostModel, async (data, ctx) => {
     // Claim the upload first: whatever happens next, the file is ours to clean up.
     const upload = ctx.takeUpload(data.transfer_id);
-    let owner: string;
+    let s: SessionUser;
     try {
-      owner = requireUser(ctx, 'host-model').user;
+      s = requireUser(ctx, 'host-model');
       checkModelId(data.model_id);
+      if (data.parent !== undefined) checkModelRef(data.parent);
+      if (data.version !== undefined) versionNumber(data.version);
     } catch (err) {
       await rm(upload.path, { force: true });
       throw err;
@@ -92,12 +100,14 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     const model = await models.host({
       id: data.model_id,
       ...(data.name !== undefined && { name: data.name }),
-      ...(data.version !== undefined && { version: data.version }),
+      ...(data.version !== undefined && { version: versionNumber(data.version) }),
+      ...(data.new_version !== undefined && { newVersion: data.new_version }),
+      ...(data.parent !== undefined && { parent: data.parent }),
       allowDownload: data.allow_download ?? false,
       allowRemoteInference: data.allow_remote_inference ?? false,
-      owner, file: upload.path, sha256: upload.sha256, size: upload.size,
+      owner: s.user, admin: s.role === 'admin', file: upload.path, sha256: upload.sha256, size: upload.size,
     });
-    ctx.log.info({ model_id: model.id, size: model.size, owner }, 'model hosted');
+    ctx.log.info({ model_id: model.id, version: model.version, size: model.size, owner: s.user }, 'model hosted');
     metrics.models.set(models.count);
     events.emit({ event: 'model-added', model });
     return { model };
@@ -106,15 +116,22 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
   router.handle(DeleteModel, async (data, ctx) => {
     const s = requireUser(ctx, 'delete-model');
     const info = models.get(data.model_id);
-    if (info.owner !== s.user && s.role !== 'admin') {
-      throw gridError('FORBIDDEN', `node ${deps.where()} refused to delete model "${info.id}": it belongs to ${info.owner}`);
+    const all = data.all_versions === true ? models.list({ allVersions: true }).filter((m) => m.id === info.id) : [info];
+    const foreign = all.find((m) => m.owner !== s.user);
+    if (foreign !== undefined && s.role !== 'admin') {
+      throw gridError('FORBIDDEN', `node ${deps.where()} refused to delete model "${modelRef(foreign)}": it belongs to ${foreign.owner}`);
     }
-    await models.delete(info.id);
-    ctx.log.info({ model_id: info.id, by: s.user }, 'model deleted');
+    const gone = await models.delete(data.model_id, { allVersions: data.all_versions === true });
+    const latest = models.has(info.id) ? models.get(info.id).version : null;
+    ctx.log.info({ model_id: info.id, versions: gone.map((m) => m.version), by: s.user }, 'model deleted');
     metrics.models.set(models.count);
-    metrics.forgetModel(info.id);
-    events.emit({ event: 'model-removed', model_id: info.id });
-    return { model_id: info.id, deleted: true as const };
+    if (latest === null) {
+      metrics.forgetModel(info.id);
+      events.emit({ event: 'model-removed', model_id: info.id });
+    } else {
+      for (const m of gone) events.emit({ event: 'model-removed', model_id: info.id, version: m.version });
+    }
+    return { model_id: info.id, deleted: true as const, versions: gone.map((m) => m.version), latest_version: latest };
   });
 
   router.handle(SetModelPermissions, (data, ctx) => {
@@ -123,13 +140,14 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     if (!ownsOrAdmin(s, info)) {
       throw gridError('FORBIDDEN', `node ${deps.where()} refused to change the permissions of model "${info.id}": it belongs to ${info.owner}, and only its owner or an admin may`, { model_id: info.id, owner: info.owner });
     }
-    const model = models.setPermissions(info.id, {
+    const changed = models.setPermissions(data.model_id, {
       ...(data.allow_download !== undefined && { allowDownload: data.allow_download }),
       ...(data.allow_remote_inference !== undefined && { allowRemoteInference: data.allow_remote_inference }),
     });
-    if (model.allow_download !== info.allow_download || model.allow_remote_inference !== info.allow_remote_inference) {
-      ctx.log.info({ model_id: model.id, by: s.user, allow_download: model.allow_download, allow_remote_inference: model.allow_remote_inference }, 'model permissions changed');
-      events.emit({ event: 'model-updated', model });
+    const model = models.get(data.model_id);
+    for (const m of changed) {
+      ctx.log.info({ model_id: m.id, version: m.version, by: s.user, allow_download: m.allow_download, allow_remote_inference: m.allow_remote_inference }, 'model permissions changed');
+      events.emit({ event: 'model-updated', model: m });
     }
     return { model };
   });
@@ -162,11 +180,12 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
       throw err instanceof GridError ? err : new GridError(ErrorCodes.INVALID_TENSOR, (err as Error).message);
     }
     const started = performance.now();
-    const outputs = await models.run(model.id, feeds, { signal: ctx, maxOutputBytes: limits.maxOutputBytes, ...(data.outputs !== undefined && { outputs: data.outputs }) });
+    const outputs = await models.run(model, feeds, { signal: ctx, maxOutputBytes: limits.maxOutputBytes, ...(data.outputs !== undefined && { outputs: data.outputs }) });
     const ms = performance.now() - started;
     metrics.observeInference(model.id, ms);
     const reply = {
       model_id: model.id,
+      version: model.version,
       outputs: Object.entries(outputs).map(([name, t]) => ({ name, dtype: t.dtype, dims: [...t.dims] })),
       duration_ms: ms,
     };

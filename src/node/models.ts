@@ -1,11 +1,12 @@
-// Hosted models: metadata in SQLite, bytes in the blob store, sessions in a memory-bounded cache.
+// Hosted models: metadata in SQLite, bytes in the blob store, sessions in a memory-bounded cache. A model
+// id has versions 1..N (a row each); `name` means the latest, `name@N` one version (core/protocol/messages.ts).
 // Ordering for crash safety: validate → blob renamed into place → metadata row committed. Delete runs the
 // other way round. A crash in between leaves only an unreferenced blob, swept at the next start.
 
 import * as fsp from 'node:fs/promises';
 import { gridError } from '../core/errors';
 import type { Logger } from '../core/logger';
-import { ID_PATTERN, type ModelInfo, type ModelSignature } from '../core/protocol/messages';
+import { ID_PATTERN, parseModelRef, type ModelInfo, type ModelSignature } from '../core/protocol/messages';
 import type { NamedTensors } from '../core/protocol/tensor';
 import { loadModel, outputsFollowInputShapes, SessionCache, type ModelHandle, type RunOptions } from '../compute/backend';
 import { checkModelFile, IN_THREAD_MODEL_BYTES, ModelWorker } from '../compute/model-worker';
@@ -13,31 +14,61 @@ import { sizeGuardOf, type SizeGuard } from '../compute/size-guard';
 import type { BlobStore } from './store/blobs';
 import type { MetaDb, Row } from './store/db';
 
+/** One session per version and bytes: `name@N#sha256`. */
+function sessionKey(info: ModelInfo): string {
+  return `${info.id}@${info.version}#${info.sha256}`;
+}
+
 /** Models up to this size are read for sizes their inputs decide (compute/size-guard.ts); bigger ones rely on the check after the run. */
 const GUARDED_MODEL_BYTES = 16 * 1024 * 1024;
 
 export function checkModelId(id: string): void {
   if (!ID_PATTERN.test(id)) {
-    throw gridError('INVALID_ID', `model id ${JSON.stringify(id.length > 80 ? `${id.slice(0, 80)}…` : id)} must be 1-128 characters of A-Z a-z 0-9 . _ - (no slashes, spaces or path parts)`, { model_id: id.slice(0, 200) });
+    throw gridError('INVALID_ID', `model id ${shown(id)} must be 1-128 characters of A-Z a-z 0-9 . _ - (no slashes, spaces or path parts)`, { model_id: id.slice(0, 200) });
   }
   if (id === '.' || id === '..') throw gridError('INVALID_ID', `model id ${JSON.stringify(id)} is a path part, not a name`);
 }
 
+/** A model ref (`name`, the latest version, or `name@N`), parsed; GRID_ERR_INVALID_ID for anything else. */
+export function checkModelRef(ref: string): { id: string; version?: number } {
+  const parsed = parseModelRef(ref);
+  if (parsed !== undefined) return parsed;
+  const at = ref.lastIndexOf('@');
+  // A bad id keeps the id rule's own message; a bad version part says what a version looks like.
+  if (at < 0 || parseModelRef(ref.slice(0, at)) === undefined) checkModelId(at < 0 ? ref : ref.slice(0, at));
+  throw gridError('INVALID_ID', `model ${shown(ref)}: a version is written name@N with N a whole number from 1 (e.g. digits-mlp@2)`, { model_id: ref.slice(0, 200) });
+}
+
+function shown(s: string): string {
+  return JSON.stringify(s.length > 80 ? `${s.slice(0, 80)}…` : s);
+}
+
 function rowToInfo(r: Row): ModelInfo {
-  return {
+  const info: ModelInfo = {
     id: String(r.id), name: String(r.name), version: String(r.version), signature: JSON.parse(String(r.signature)) as ModelSignature,
     size: Number(r.size), sha256: String(r.sha256), allow_download: Number(r.allow_download) === 1,
     allow_remote_inference: Number(r.allow_remote_inference) === 1, owner: String(r.owner), created: String(r.created),
   };
+  if (r.parent !== null && r.parent !== undefined) info.parent = String(r.parent);
+  if (r.job_id !== null && r.job_id !== undefined) info.job_id = String(r.job_id);
+  return info;
 }
 
 export interface HostModelInput {
   id: string;
   name?: string;
-  version?: string;
+  /** The version number to store (above every version the model has had); the next one by default. */
+  version?: number;
+  /** Add a version when the model exists; without it an existing id is ALREADY_EXISTS. */
+  newVersion?: boolean;
+  /** Lineage: the version it was made from (`name@N`), and the training job that made it. */
+  parent?: string;
+  jobId?: string;
   allowDownload: boolean;
   allowRemoteInference: boolean;
   owner: string;
+  /** The owner is an admin: may add versions to anyone's model. */
+  admin?: boolean;
   /** A complete, sha256-verified file this store now owns (an upload). */
   file: string;
   sha256: string;
@@ -56,12 +87,19 @@ export class ModelStore {
   /** Aborted on close: a model check still running on its worker thread is stopped, not waited for. */
   private readonly closing = new AbortController();
   private readonly thread = new ModelWorker();
-  /** Ids being hosted right now, so two uploads under one id do not both load a model. */
+  /** New ids being hosted right now, so two uploads creating one id do not both load a model. */
   private readonly pending = new Set<string>();
-  /** The metadata rows, kept in memory: this process owns the database, and inference reads them per call. */
-  private readonly byId = new Map<string, ModelInfo>();
+  /**
+   * The metadata rows, kept in memory (this process owns the database, and inference reads them per
+   * call): per model id, its versions oldest first.
+   */
+  private readonly byId = new Map<string, ModelInfo[]>();
+  /** Per model id, the highest version number it has had: numbers are not reused while the model exists. */
+  private readonly lastVersion = new Map<string, number>();
   /** Per session key: the sizes a request's values decide (compute/size-guard.ts), read when the model loads. */
   private readonly guards = new Map<string, SizeGuard | undefined>();
+  /** Per session key, the version it loads (the model thread decision reads its signature). */
+  private readonly keyInfo = new Map<string, ModelInfo>();
 
   constructor(db: MetaDb, blobs: BlobStore, log: Logger, opts: { sessionCacheBytes?: number } = {}) {
     this.db = db;
@@ -73,57 +111,124 @@ export class ModelStore {
       maxBytes: opts.sessionCacheBytes ?? 1024 ** 3,
       load: (bytes, options, key) => (bytes.byteLength > IN_THREAD_MODEL_BYTES || !this.boundedByShapes(key) ? this.thread.load(bytes, options) : loadModel(bytes, options)),
     });
-    for (const r of this.db.all('SELECT * FROM models')) this.byId.set(String(r.id), rowToInfo(r));
+    for (const r of this.db.all('SELECT * FROM models ORDER BY id, version')) {
+      const info = rowToInfo(r);
+      this.byId.set(info.id, [...(this.byId.get(info.id) ?? []), info]);
+    }
+    for (const r of this.db.all('SELECT id, last_version FROM model_names')) this.lastVersion.set(String(r.id), Number(r.last_version));
     const swept = blobs.sweep(new Set(this.db.all('SELECT DISTINCT sha256 FROM models').map((r) => String(r.sha256))));
     if (swept > 0) log.info({ swept }, 'removed model blobs left by an interrupted upload or delete');
   }
 
-  list(): ModelInfo[] {
-    return [...this.byId.values()].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  /** Each model's latest version (with its version count), by id; with `allVersions`, every version, oldest first. */
+  list(opts: { allVersions?: boolean } = {}): ModelInfo[] {
+    const ids = [...this.byId.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    return ids.flatMap((id) => {
+      const versions = this.byId.get(id)!;
+      return (opts.allVersions ? versions : [versions.at(-1)!]).map((v) => this.described(v));
+    });
   }
 
+  /** How many models (ids) the node hosts; each may have several versions. */
   get count(): number {
     return this.byId.size;
   }
 
-  get(id: string): ModelInfo {
-    checkModelId(id);
-    const info = this.byId.get(id);
-    if (info === undefined) throw gridError('NOT_FOUND', `no model "${id}" on this node`, { model_id: id });
-    return info;
+  /** The version a ref names: `name` → its latest, `name@N` → version N. GRID_ERR_NOT_FOUND when missing. */
+  get(ref: string): ModelInfo {
+    const { id, version } = checkModelRef(ref);
+    const versions = this.byId.get(id);
+    if (versions === undefined) throw gridError('NOT_FOUND', `no model "${id}" on this node`, { model_id: id });
+    if (version === undefined) return this.described(versions.at(-1)!);
+    const info = versions.find((v) => Number(v.version) === version);
+    if (info === undefined) {
+      throw gridError('NOT_FOUND', `model "${id}" has no version ${version} on this node; its versions are ${versions.map((v) => v.version).join(', ')}`, { model_id: id, version: String(version) });
+    }
+    return this.described(info);
   }
 
-  has(id: string): boolean {
-    return this.byId.has(id);
+  has(ref: string): boolean {
+    const parsed = parseModelRef(ref);
+    const versions = parsed && this.byId.get(parsed.id);
+    if (versions === undefined) return false;
+    return parsed!.version === undefined || versions.some((v) => Number(v.version) === parsed!.version);
   }
 
-  /** Validates the model by loading it, then stores it. The input file is consumed either way. */
+  /**
+   * Whether `user` may add a version to model `id`: an admin, or whoever owns one of its versions. Anyone
+   * else adding one would change what every user's `name` runs.
+   */
+  mayAddVersion(id: string, user: string, admin: boolean): boolean {
+    return admin || (this.byId.get(id)?.some((v) => v.owner === user) ?? true);
+  }
+
+  /** The version number a new version of `id` would get now. */
+  nextVersion(id: string): number {
+    return (this.lastVersion.get(id) ?? 0) + 1;
+  }
+
+  /** With the version count and latest version, which change as versions come and go. */
+  private described(info: ModelInfo): ModelInfo {
+    const versions = this.byId.get(info.id) ?? [info];
+    return { ...info, versions: versions.length, latest_version: versions.at(-1)!.version };
+  }
+
+  /** Refuses a version number that is taken, was used before, or is not above the model's latest. */
+  private checkVersion(input: HostModelInput, recheck: boolean): void {
+    const exists = this.byId.has(input.id);
+    const explicit = input.version;
+    if (exists && !input.newVersion && explicit === undefined) {
+      throw gridError('ALREADY_EXISTS', `a model "${input.id}" is already on this node; host the bytes as its next version (new_version: true, grid serve --new-version), delete it first or choose another id`, { model_id: input.id });
+    }
+    if (exists && !this.mayAddVersion(input.id, input.owner, input.admin === true)) {
+      throw gridError('FORBIDDEN', `model "${input.id}" belongs to ${this.byId.get(input.id)!.at(-1)!.owner}: only its owner or an admin adds versions to it; host the bytes under another id`, { model_id: input.id });
+    }
+    if (!recheck && !exists && this.pending.has(input.id) && !input.newVersion) {
+      throw gridError('ALREADY_EXISTS', `a model "${input.id}" is being hosted on this node right now; host the bytes as its next version (new_version: true) or choose another id`, { model_id: input.id });
+    }
+    if (explicit !== undefined && explicit < this.nextVersion(input.id)) {
+      const taken = this.has(`${input.id}@${explicit}`);
+      throw gridError(taken ? 'ALREADY_EXISTS' : 'INVALID_INPUT', `model "${input.id}" ${taken ? `already has a version ${explicit}` : `has had versions up to ${this.nextVersion(input.id) - 1}`}; a new version must be ${this.nextVersion(input.id)} or above (or leave the version out)`, { model_id: input.id, version: String(explicit) });
+    }
+  }
+
+  /** Validates the model by loading it, then stores it as a version of its id. The input file is consumed either way. */
   async host(input: HostModelInput): Promise<ModelInfo> {
+    let creating = false;
     try {
       checkModelId(input.id);
-      if (this.has(input.id) || this.pending.has(input.id)) {
-        throw gridError('ALREADY_EXISTS', `a model "${input.id}" is already on this node; delete it first or choose another id`, { model_id: input.id });
+      if (input.version !== undefined && !(Number.isSafeInteger(input.version) && input.version >= 1 && input.version <= 999_999_999)) {
+        throw gridError('INVALID_INPUT', `version ${input.version} is not a version number: versions are whole numbers from 1 (1, 2, 3…)`, { model_id: input.id });
       }
-      this.pending.add(input.id);
-      try {
-        const signature = await this.validate(input.file);
-        await this.blobs.adopt(input.file, input.sha256);
-        const info: ModelInfo = {
-          id: input.id, name: input.name ?? input.id, version: input.version ?? '1', signature, size: input.size, sha256: input.sha256,
-          allow_download: input.allowDownload, allow_remote_inference: input.allowRemoteInference, owner: input.owner, created: new Date().toISOString(),
-        };
-        this.db.transaction(() => {
-          this.db.run(`INSERT INTO models (id, name, version, signature, size, sha256, allow_download, allow_remote_inference, owner, created)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-          [info.id, info.name, info.version, JSON.stringify(signature), info.size, info.sha256, info.allow_download ? 1 : 0, info.allow_remote_inference ? 1 : 0, info.owner, info.created]);
-          input.alongside?.(info);
-        });
-        this.byId.set(info.id, info);
-        return info;
-      } finally {
-        this.pending.delete(input.id);
+      this.checkVersion(input, false);
+      if (!this.byId.has(input.id) && !this.pending.has(input.id)) {
+        creating = true;
+        this.pending.add(input.id);
       }
+      const signature = await this.validate(input.file);
+      // Checked again: another upload may have stored a version of this id while this one loaded.
+      this.checkVersion(input, true);
+      await this.blobs.adopt(input.file, input.sha256);
+      const version = input.version ?? this.nextVersion(input.id);
+      const info: ModelInfo = {
+        id: input.id, name: input.name ?? this.byId.get(input.id)?.at(-1)?.name ?? input.id, version: String(version), signature, size: input.size, sha256: input.sha256,
+        allow_download: input.allowDownload, allow_remote_inference: input.allowRemoteInference, owner: input.owner, created: new Date().toISOString(),
+        ...(input.parent !== undefined && { parent: input.parent }),
+        ...(input.jobId !== undefined && { job_id: input.jobId }),
+      };
+      this.db.transaction(() => {
+        this.db.run(`INSERT INTO models (id, version, name, signature, size, sha256, allow_download, allow_remote_inference, owner, created, parent, job_id)
+          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [info.id, version, info.name, JSON.stringify(signature), info.size, info.sha256, info.allow_download ? 1 : 0, info.allow_remote_inference ? 1 : 0, info.owner, info.created, info.parent ?? null, info.job_id ?? null]);
+        this.db.run('INSERT INTO model_names (id, last_version) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_version = MAX(last_version, excluded.last_version)', [info.id, version]);
+        // Committed with the model's row (a trained model's record): never one without the other after a crash.
+        input.alongside?.(info);
+      });
+      this.byId.set(info.id, [...(this.byId.get(info.id) ?? []), info].sort((a, b) => Number(a.version) - Number(b.version)));
+      this.lastVersion.set(info.id, Math.max(version, this.lastVersion.get(info.id) ?? 0));
+      return this.described(info);
     } finally {
+      if (creating) this.pending.delete(input.id);
       await fsp.rm(input.file, { force: true });
     }
   }
@@ -135,30 +240,76 @@ export class ModelStore {
     return { inputs: s.inputs.map((v) => ({ ...v, dims: [...v.dims] })), outputs: s.outputs.map((v) => ({ ...v, dims: [...v.dims] })) };
   }
 
-  /** Changes who else may download or run a model; a flag left undefined keeps its value. */
-  setPermissions(id: string, flags: { allowDownload?: boolean; allowRemoteInference?: boolean }): ModelInfo {
-    const info = this.get(id);
-    const next: ModelInfo = {
-      ...info,
-      allow_download: flags.allowDownload ?? info.allow_download,
-      allow_remote_inference: flags.allowRemoteInference ?? info.allow_remote_inference,
-    };
-    this.db.run('UPDATE models SET allow_download = ?, allow_remote_inference = ? WHERE id = ?', [next.allow_download ? 1 : 0, next.allow_remote_inference ? 1 : 0, id]);
-    this.byId.set(id, next);
-    return next;
+  /**
+   * Changes who else may download or run a model: `name@N` that version, a plain name every version (so
+   * "who may use digits-mlp" has one answer). A flag left undefined keeps its value. Returns the versions
+   * whose flags changed, as they now are.
+   */
+  setPermissions(ref: string, flags: { allowDownload?: boolean; allowRemoteInference?: boolean }): ModelInfo[] {
+    const target = this.get(ref);
+    const versions = this.byId.get(target.id)!;
+    const explicit = checkModelRef(ref).version !== undefined;
+    const chosen = new Set(explicit ? versions.filter((v) => v.version === target.version) : versions);
+    const apply = (v: ModelInfo): ModelInfo => ({
+      ...v,
+      allow_download: flags.allowDownload ?? v.allow_download,
+      allow_remote_inference: flags.allowRemoteInference ?? v.allow_remote_inference,
+    });
+    this.db.transaction(() => {
+      for (const v of chosen) {
+        const next = apply(v);
+        this.db.run('UPDATE models SET allow_download = ?, allow_remote_inference = ? WHERE id = ? AND version = ?', [next.allow_download ? 1 : 0, next.allow_remote_inference ? 1 : 0, v.id, Number(v.version)]);
+      }
+    });
+    this.byId.set(target.id, versions.map((v) => (chosen.has(v) ? apply(v) : v)));
+    const changed = [...chosen].filter((v) => apply(v).allow_download !== v.allow_download || apply(v).allow_remote_inference !== v.allow_remote_inference);
+    return changed.map((v) => this.get(`${v.id}@${v.version}`));
   }
 
-  async delete(id: string): Promise<void> {
-    const info = this.get(id);
-    this.db.run('DELETE FROM models WHERE id = ?', [id]);
-    this.byId.delete(id);
-    await this.sessions.delete(`${id}@${info.sha256}`);
-    this.guards.delete(`${id}@${info.sha256}`);
-    if (![...this.byId.values()].some((m) => m.sha256 === info.sha256)) await this.blobs.remove(info.sha256);
+
+  /**
+   * Deletes the version a ref names, or with `allVersions` every version of the model. A plain name of a
+   * model with several versions needs `allVersions`: deleting "the latest" by its name alone would quietly
+   * roll the model back. Returns what was deleted, oldest first.
+   */
+  async delete(ref: string, opts: { allVersions?: boolean } = {}): Promise<ModelInfo[]> {
+    const target = this.get(ref);
+    const versions = this.byId.get(target.id)!;
+    const explicit = checkModelRef(ref).version !== undefined;
+    if (opts.allVersions && explicit) throw gridError('INVALID_INPUT', `all_versions deletes every version of a model: name it "${target.id}", not "${ref}"`, { model_id: ref });
+    if (!opts.allVersions && !explicit && versions.length > 1) {
+      throw gridError('INVALID_INPUT', `model "${target.id}" has ${versions.length} versions (${versions.map((v) => v.version).join(', ')}): delete one as ${target.id}@N, or all of them with all_versions (grid delete ${target.id} --all)`, { model_id: target.id, versions: versions.map((v) => v.version) });
+    }
+    const gone = opts.allVersions || !explicit ? [...versions] : versions.filter((v) => v.version === target.version);
+    const left = versions.filter((v) => !gone.includes(v));
+    this.db.transaction(() => {
+      for (const v of gone) this.db.run('DELETE FROM models WHERE id = ? AND version = ?', [v.id, Number(v.version)]);
+      // A model with no version left is gone, name and all: hosting the id again starts at version 1.
+      if (left.length === 0) this.db.run('DELETE FROM model_names WHERE id = ?', [target.id]);
+    });
+    if (left.length > 0) {
+      this.byId.set(target.id, left);
+    } else {
+      this.byId.delete(target.id);
+      this.lastVersion.delete(target.id);
+    }
+    for (const v of gone) {
+      const key = sessionKey(v);
+      await this.sessions.delete(key);
+      this.guards.delete(key);
+      this.keyInfo.delete(key);
+      if (!this.usesBlob(v.sha256)) await this.blobs.remove(v.sha256);
+    }
+    return gone.map((v) => ({ ...v, versions: left.length, ...(left.length > 0 && { latest_version: left.at(-1)!.version }) }));
   }
 
-  blobPath(id: string): string {
-    return this.blobs.pathOf(this.get(id).sha256);
+  private usesBlob(sha256: string): boolean {
+    for (const versions of this.byId.values()) if (versions.some((v) => v.sha256 === sha256)) return true;
+    return false;
+  }
+
+  blobPath(ref: string): string {
+    return this.blobs.pathOf(this.get(ref).sha256);
   }
 
   /** Reads `length` bytes at `offset` of a model's blob (download chunks). */
@@ -175,13 +326,17 @@ export class ModelStore {
 
   /** Whether the model under this session key has output sizes that follow from its input shapes. */
   private boundedByShapes(key: string): boolean {
-    const info = this.byId.get(key.slice(0, key.lastIndexOf('@')));
+    const info = this.keyInfo.get(key);
     return info !== undefined && outputsFollowInputShapes(info.signature);
   }
 
-  session(id: string): Promise<ModelHandle> {
-    const info = this.get(id);
-    const key = `${id}@${info.sha256}`;
+  session(ref: string): Promise<ModelHandle> {
+    return this.sessionOf(this.get(ref));
+  }
+
+  private sessionOf(info: ModelInfo): Promise<ModelHandle> {
+    const key = sessionKey(info);
+    this.keyInfo.set(key, info);
     return this.sessions.get(key, async () => {
       const bytes = await fsp.readFile(this.blobs.pathOf(info.sha256));
       // Read before the bytes may move to the model thread; a big graph is not decoded again here.
@@ -190,13 +345,13 @@ export class ModelStore {
     });
   }
 
-  /** Runs a model; with `maxOutputBytes`, sizes its inputs' values decide are checked before the run. */
-  async run(id: string, feeds: NamedTensors, opts: RunOptions = {}): Promise<NamedTensors> {
-    const handle = await this.session(id);
-    if (opts.maxOutputBytes !== undefined) this.guards.get(`${id}@${this.get(id).sha256}`)?.check(feeds, opts.maxOutputBytes);
+  /** Runs a model version (resolved once, so a version stored meanwhile does not switch it mid-call); with `maxOutputBytes`, sizes its inputs' values decide are checked before the run. */
+  async run(ref: string | ModelInfo, feeds: NamedTensors, opts: RunOptions = {}): Promise<NamedTensors> {
+    const info = typeof ref === 'string' ? this.get(ref) : ref;
+    const handle = await this.sessionOf(info);
+    if (opts.maxOutputBytes !== undefined) this.guards.get(sessionKey(info))?.check(feeds, opts.maxOutputBytes);
     return handle.run(feeds, opts);
   }
-
 
   async close(): Promise<void> {
     this.closing.abort();

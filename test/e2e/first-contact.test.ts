@@ -50,10 +50,10 @@ function newcomerEnv(dir: string): NodeJS.ProcessEnv {
   };
 }
 
-/** The Nodes view's rows as text ("Local node connected · admin · 127.0.0.1:…"). */
+/** The Grid sidebar's tree rows as text ("Local node connected · admin · 127.0.0.1:…", "digits 1797 rows · …"). */
 async function nodeRows(page: Page): Promise<string[]> {
-  const pane = page.locator('.part.sidebar .pane', { has: page.locator('.pane-header', { hasText: 'Nodes' }) }).first();
-  return pane.locator('.monaco-list-row').allInnerTexts().then((rows) => rows.map((r) => r.replace(/\s+/g, ' ').trim()));
+  const rows = await page.locator('.part.sidebar .monaco-list-row').allInnerTexts();
+  return rows.map((r) => r.replace(/\s+/g, ' ').trim());
 }
 
 async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {

@@ -34,11 +34,11 @@ test('serve, models, info, download and delete from the CLI', async (t) => {
   fs.writeFileSync(file, mlpModel());
   const served = await grid(n.node.url, ['serve', file, '--allow-download', '--allow-remote-inference']);
   assert.equal(served.code, 0, served.err);
-  assert.match(served.out, /^hosted mnist-mlp \(/);
+  assert.match(served.out, /^hosted mnist-mlp@1 \(/);
   assert.equal(served.err, '', 'no progress output when stderr is not a TTY');
 
   const table = await grid(n.node.url, ['models'], false);
-  assert.match(table.out, /^ID\s+SIZE\s+DOWNLOAD\s+INFERENCE\s+OWNER\s+CREATED\nmnist-mlp\s+397\.8 KiB\s+yes\s+yes\s+admin\s/);
+  assert.match(table.out, /^MODEL\s+VERSIONS\s+SIZE\s+DOWNLOAD\s+INFERENCE\s+OWNER\s+CREATED\nmnist-mlp@1\s+1\s+397\.8 KiB\s+yes\s+yes\s+admin\s/);
   const json = await grid(n.node.url, ['--json', 'models'], false);
   assert.equal(JSON.parse(json.out).models[0].id, 'mnist-mlp');
   const info = await grid(n.node.url, ['info', 'mnist-mlp'], false);
@@ -58,6 +58,7 @@ test('serve, models, info, download and delete from the CLI', async (t) => {
 
   const del = await grid(n.node.url, ['delete', 'mnist-mlp']);
   assert.equal(del.code, 0);
+  assert.equal(del.out, 'deleted mnist-mlp@1\n');
   assert.equal((await grid(n.node.url, ['models'], false)).out, 'no models\n');
 });
 

@@ -194,7 +194,7 @@ test('a FedAvg result inherits the source model\'s flags unless told otherwise (
 
   const told = await grid('alice', [...fed, '--output-model-id', 'fed-out2', '--allow-download', '--no-allow-remote-inference']);
   assert.equal(told.code, 0, told.err);
-  assert.match(told.out, /model fed-out2 on .* \(others may download: yes, run: no\)/);
+  assert.match(told.out, /model fed-out2@1 \(from fed-src@1\) on .* \(others may download: yes, run: no\)/);
   assert.deepEqual(await canUse(bob, 'fed-out2'), { download: true, infer: false });
 
   // A model from a file has no flags to inherit: the result is private unless the flags say otherwise.
@@ -223,7 +223,7 @@ test('the notebook\'s grid.train and grid.fedavg results inherit the source\'s f
   assert.deepEqual(await canUse(bob, 'nb-trained-open'), { download: true, infer: true });
 
   const fed = await bridge.call('fedavg', ['nb-src', 'iris', { rounds: 1, outputId: 'nb-fed' }], context) as { model: string };
-  assert.equal(fed.model, 'nb-fed');
+  assert.equal(fed.model, 'nb-fed@1');
   assert.deepEqual(await canUse(bob, 'nb-fed'), { download: true, infer: false }, 'not hard-coded open');
   await bridge.call('fedavg', ['nb-src', 'iris', { rounds: 1, outputId: 'nb-fed-closed', allowDownload: false }], context);
   assert.deepEqual(await canUse(bob, 'nb-fed-closed'), { download: false, infer: false });

@@ -123,10 +123,23 @@ describe('notebook grid bridge against a real node', () => {
     const last = metrics.at(-1)!.payload;
     assert.equal(last.state, 'succeeded');
     assert.ok(last.series.some((s) => s.name === 'test'), 'the held-out test metrics are drawn at the end');
+    assert.match(last.note ?? '', /stored as digits-mlp@2, the next version of digits-mlp$/);
     const summary = plainOf(outputs).at(-1)!;
     const modelId = /model: '([^']+)'/.exec(summary)?.[1];
-    assert.ok(modelId, summary);
-    assert.ok((await admin.listModels()).some((m) => m.id === modelId), `the node stores ${modelId}`);
+    assert.equal(modelId, 'digits-mlp@2', summary);
+    const stored = await admin.modelInfo('digits-mlp');
+    assert.deepEqual([stored.version, stored.parent], ['2', 'digits-mlp@1'], 'the node stores the next version with its lineage');
+    // The summary's model is a ref the next cell infers with; the first version stays reachable.
+    assert.equal(await value(kernel, "(await grid.infer(t.model!, [Array.from({ length: 64 }, () => 0.5)])).dims.join('x')"), '1x10');
+    assert.equal(await value(kernel, "(await grid.models({ allVersions: true })).map((m) => `${m.id}@${m.version}`).join(' ')"), 'digits-mlp@1 digits-mlp@2');
+  });
+
+  test('FedAvg stores its result as the next version of the model it started from; one version is deleted by name@N', async () => {
+    const fed = await value(kernel, "const f = await grid.fedavg('digits-mlp@1', 'digits', { rounds: 1, epochs: 1, featureScale: 1 / 16 });\nf.model");
+    assert.equal(fed, 'digits-mlp@3');
+    assert.equal((await admin.modelInfo('digits-mlp@3')).parent, 'digits-mlp@1');
+    await value(kernel, "await grid.deleteModel('digits-mlp@3');");
+    assert.equal((await admin.modelInfo('digits-mlp')).version, '2', 'the version before is the latest again');
   });
 
   test('interrupting a training cell cancels the job on the node; the cell keeps its state', async () => {

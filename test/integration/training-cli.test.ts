@@ -51,7 +51,7 @@ test('grid train --json prints the final metrics with test accuracy and the new 
   assert.equal(tty.code, 0, tty.err);
   assert.match(tty.err, /job job-\w+: running/);
   assert.match(tty.err, /epoch 2\/2 {2}batch 29\/29 {2}loss \d\.\d{4} {2}acc \d+\.\d\d% {2}\d+ rows\/s {2}ETA 0s/);
-  assert.match(tty.out, /^job job-\w+ succeeded in [\d.]+ s: train acc [\d.]+%, validation -, test -\nmodel cli-mlp \(trained-job-\w+ v1\)\n$/);
+  assert.match(tty.out, /^job job-\w+ succeeded in [\d.]+ s: train acc [\d.]+%, validation -, test -\nmodel cli-mlp@1\n$/);
 
   const jobs = JSON.parse((await grid(['--json', 'jobs'])).out);
   assert.equal(jobs.jobs.length, 2);
@@ -64,6 +64,7 @@ test('grid fedavg over two nodes picked by tag serves the final model and prints
   assert.equal(r.code, 0, r.err);
   const j = JSON.parse(r.out);
   assert.equal(j.model_id, 'digits-fed');
+  assert.equal(j.model, 'digits-fed@1');
   assert.equal(j.rounds, 3);
   assert.ok(j.test.accuracy > 0.8, `test accuracy ${j.test.accuracy}`);
   assert.deepEqual(j.dropped, []);

@@ -65,15 +65,17 @@ test('an MLP 64-64-10 trained on a node reaches >= 96% test accuracy; the node a
   assert.equal(lastEpoch.kind === 'epoch' ? lastEpoch.eta_seconds : -1, 0);
   assert.ok(events.some((e) => e.kind === 'batch'));
   assert.deepEqual(events.map((e) => e.seq), events.map((_, i) => i + 1), 'events arrive once each, in order');
-  // A new model version: same name, next version, permissions inherited, lineage recorded.
+  // A new model version: same model, next version, permissions inherited, lineage recorded.
   const stored = r.model!;
-  assert.equal(stored.id, 'digits-mlp-v2');
+  assert.equal(stored.id, 'digits-mlp');
   assert.equal(stored.name, 'digits-mlp');
   assert.equal(stored.version, '2');
+  assert.equal(stored.parent, 'digits-mlp@1');
+  assert.equal(stored.job_id, job.id);
   assert.equal(stored.allow_remote_inference, true);
   assert.equal(stored.allow_download, false);
-  const record = await admin.training.modelTraining(stored.id);
-  assert.equal(record.parent_model_id, 'digits-mlp');
+  const record = await admin.training.modelTraining('digits-mlp@2');
+  assert.equal(record.parent_model_id, 'digits-mlp@1');
   assert.equal(record.dataset_id, 'digits');
   assert.equal(record.label, 'column_64');
   assert.equal(record.test!.accuracy, r.test!.accuracy);
@@ -81,7 +83,7 @@ test('an MLP 64-64-10 trained on a node reaches >= 96% test accuracy; the node a
   assertNoRows(seen, new Set(Object.keys(modelParams(model))), 1797);
   // The stored model serves like any other (inputs scaled the way it was trained).
   const row = new Float32Array(64).fill(0.5);
-  const out = await admin.runInference(stored.id, { input: { dtype: 'float32', dims: [1, 64], data: row } });
+  const out = await admin.runInference('digits-mlp@2', { input: { dtype: 'float32', dims: [1, 64], data: row } });
   assert.deepEqual(out.logits!.dims, [1, 10]);
 });
 

@@ -4,7 +4,7 @@
 // authenticate, transfer-*) live in catalogue.ts.
 //
 // Ids are checked by the node (GRID_ERR_INVALID_ID), not here, so a bad id gets its own code instead of
-// a generic schema error.
+// a generic schema error. Every `model_id` that names a hosted model takes a ref: `name` or `name@N`.
 
 import { z } from 'zod';
 import { defineRequest, defineStream, DownloadOffer, TRANSFER_ID } from './catalogue';
@@ -13,6 +13,9 @@ import { DTYPES } from './tensor';
 /** Model and dataset ids: safe as file names and URL segments on every platform. */
 export const ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 const Id = z.string().min(1).max(1024);
+
+// Model refs (`name`, `name@N`): a module without schemas, so the extension's activation can use them.
+export { MODEL_REF_PATTERN, modelRef, parseModelRef, refOf } from './model-ref';
 
 export const ValueSignature = z.object({
   name: z.string(),
@@ -35,6 +38,15 @@ export const ModelInfo = z.object({
   owner: z.string(),
   /** ISO 8601. */
   created: z.string(),
+  // Versions (older nodes send none of these): `id` is the model's name, `version` this version's number.
+  /** How many versions of this model the node holds. */
+  versions: z.number().optional(),
+  /** The newest version: what the plain name resolves to. */
+  latest_version: z.string().optional(),
+  /** Lineage: the version this one was trained or averaged from (`name@N`). */
+  parent: z.string().optional(),
+  /** Lineage: the training job that stored this version. */
+  job_id: z.string().optional(),
 });
 export type ModelInfo = z.infer<typeof ModelInfo>;
 
@@ -131,21 +143,29 @@ export const ListPeers = defineRequest('list-peers', {
 });
 
 // client → node: store the uploaded ONNX model (bytes sent first with socket.upload → transfer_id).
+// A model id already on the node is refused (GRID_ERR_ALREADY_EXISTS) unless the request asks for a new
+// version: `new_version: true` (or the new number in `version`) stores the bytes as its next version.
 export const HostModel = defineRequest('host-model', {
   request: z.object({
     model_id: Id,
     transfer_id: TRANSFER_ID,
     name: z.string().max(256).optional(),
+    /** The version number to store, above every version the model has had; the next one by default. */
     version: z.string().max(64).optional(),
+    /** Store as the next version when the model exists (created as version 1 when it does not). */
+    new_version: z.boolean().optional(),
+    /** Lineage: the version these bytes came from (`name@N`), e.g. the start of a FedAvg run. */
+    parent: z.string().max(160).optional(),
     allow_download: z.boolean().optional(),
     allow_remote_inference: z.boolean().optional(),
   }).strict(),
   reply: z.object({ model: ModelInfo }),
 });
 
-// client → node: every model's metadata.
+// client → node: every model's metadata: its latest version (with `versions`, the count), or with
+// `all_versions` every version, oldest first within a model.
 export const ListModels = defineRequest('list-models', {
-  request: NoArgs,
+  request: z.object({ all_versions: z.boolean().optional() }).strict().optional(),
   reply: z.object({ models: z.array(ModelInfo) }),
   idempotent: true,
 });
@@ -164,10 +184,19 @@ export const DownloadModel = defineRequest('download-model', {
   idempotent: true,
 });
 
-// client → node.
+// client → node: `name@N` deletes that version (the one before becomes the latest); `name` with
+// `all_versions` deletes the model. A plain `name` deletes a model that has one version, and is refused
+// (GRID_ERR_INVALID_INPUT) for one with several, which would otherwise lose versions by surprise.
 export const DeleteModel = defineRequest('delete-model', {
-  request: z.object({ model_id: Id }).strict(),
-  reply: z.object({ model_id: z.string(), deleted: z.literal(true) }),
+  request: z.object({ model_id: Id, all_versions: z.boolean().optional() }).strict(),
+  reply: z.object({
+    model_id: z.string(),
+    deleted: z.literal(true),
+    /** The versions deleted. */
+    versions: z.array(z.string()).optional(),
+    /** The model's latest version now; null when none is left. */
+    latest_version: z.string().nullable().optional(),
+  }),
 });
 
 // client (the model's owner or an admin) → node: change who else may download or run a model. A flag
@@ -193,6 +222,8 @@ export const RunInference = defineRequest('run-inference', {
   }).strict(),
   reply: z.object({
     model_id: z.string(),
+    /** The version that ran. */
+    version: z.string().optional(),
     outputs: z.array(z.object({ name: z.string(), dtype: z.enum(DTYPES), dims: z.array(z.number()) })),
     duration_ms: z.number(),
     /** Outputs too big for one frame: the encoded tensors, to fetch with socket.download (no attachment then). */
@@ -237,7 +268,8 @@ export type EventTopic = z.infer<typeof EventTopic>;
 
 export const NodeEvent = z.discriminatedUnion('event', [
   z.object({ event: z.literal('model-added'), model: ModelInfo }),
-  z.object({ event: z.literal('model-removed'), model_id: z.string() }),
+  /** `version` set: that version went (others may remain); absent: the whole model went. */
+  z.object({ event: z.literal('model-removed'), model_id: z.string(), version: z.string().optional() }),
   /** A model's metadata changed (its permissions); `model` is the whole new record. */
   z.object({ event: z.literal('model-updated'), model: ModelInfo }),
   z.object({ event: z.literal('dataset-added'), dataset: DatasetInfo }),

@@ -32,7 +32,7 @@ const DataSelection = {
   split_seed: z.number().int().min(0).max(2 ** 31 - 1).optional(),
 };
 
-/** The model to start from: a hosted model or uploaded ONNX bytes; parameters optionally replaced. */
+/** The model to start from: a hosted model (`name` or `name@N`) or uploaded ONNX bytes; parameters optionally replaced. */
 const ModelSelection = {
   model_id: Id.optional(),
   model_transfer_id: TRANSFER_ID.optional(),
@@ -67,7 +67,10 @@ export const TrainRequest = z.object({
   fedprox_mu: z.number().positive().finite().optional(),
   /** 'model' (default): store the trained model as a new model version. 'update': keep the parameters for job-params (FL). */
   output: z.enum(['model', 'update']).optional(),
-  /** Id of the stored model; `<parent>-v<version>` (or `trained-<job>` for uploaded bytes) by default. */
+  /**
+   * A new model id for the result (version 1; refused if taken). By default the result is the next version
+   * of the hosted model trained (`trained-<job>` for uploaded bytes).
+   */
   output_model_id: Id.optional(),
   /** Permissions of the stored model; inherited from the hosted parent unless given. */
   allow_download: z.boolean().optional(),
@@ -114,7 +117,7 @@ export const JobInfo = z.object({
   state: z.enum(JOB_STATES),
   owner: z.string(),
   dataset_id: z.string(),
-  /** The hosted model trained from, if any. */
+  /** The hosted model version trained from (`name@N`), if any. */
   model_id: z.string().optional(),
   output: z.enum(['model', 'update']),
   epochs: z.number(),
@@ -199,7 +202,10 @@ export const Evaluate = defineRequest('evaluate', {
 /** How a stored model version came to be (recorded by the node when a job stores its model). */
 export const TrainingRecord = z.object({
   model_id: z.string(),
+  /** The stored version (absent in records written before versions). */
+  model_version: z.string().optional(),
   job_id: z.string(),
+  /** The version trained from, `name@N` (a plain id in records written before versions). */
   parent_model_id: z.string().nullable(),
   dataset_id: z.string(),
   label: z.string(),

@@ -9,6 +9,7 @@ import type { GridClient } from '../../core/client';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
 import { inheritedPermissions, type PermissionFlags } from '../../core/permissions';
 import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
+import { refOf } from '../../core/protocol/model-ref';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
 import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../../core/protocol/training-messages';
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../../kernel';
@@ -95,7 +96,7 @@ export class NotebookGridBridge implements GridBridge {
       case 'connect': return this.connect(args[0], args[1]);
       case 'disconnect': return this.disconnect(args[0]);
       case 'nodes': return Promise.resolve(this.nodes.list().map(summary));
-      case 'models': return this.node(nodeArg(args[0])).client.listModels();
+      case 'models': return this.models(typeof args[0] === 'string' ? { node: args[0] } : options(args[0], 'models'));
       case 'datasets': return this.node(nodeArg(args[0])).client.listDatasets();
       case 'serve': return this.serve(args[0], options(args[1], 'serve'), context);
       case 'download': return this.download(args[0], args[1], args[2], context);
@@ -168,6 +169,7 @@ export class NotebookGridBridge implements GridBridge {
         id,
         ...(typeof o.name === 'string' && { name: o.name }),
         ...(typeof o.version === 'string' && { version: o.version }),
+        ...(o.newVersion === true && { newVersion: true }),
         allowDownload: o.allowDownload === true,
         allowRemoteInference: o.allowRemoteInference === true,
         onProgress: progress,
@@ -203,9 +205,15 @@ export class NotebookGridBridge implements GridBridge {
     }
   }
 
+  /** `grid.models({ allVersions? })`: each model at its latest version, or every version. */
+  private models(o: Options): Promise<ModelInfo[]> {
+    return this.node(o.node).client.listModels(o.allVersions === true ? { allVersions: true } : {});
+  }
+
+  /** `grid.deleteModel("name@N")` deletes that version; `grid.deleteModel("name", { allVersions: true })` the model. */
   private async deleteModel(id: unknown, o: Options): Promise<void> {
-    if (typeof id !== 'string') throw usage('deleteModel', 'expects a model id');
-    await this.node(o.node).client.deleteModel(id);
+    if (typeof id !== 'string') throw usage('deleteModel', 'expects a model id (name@N for one version, or the name with { allVersions: true })');
+    await this.node(o.node).client.deleteModel(id, o.allVersions === true ? { allVersions: true } : {});
   }
 
   /**
@@ -218,7 +226,8 @@ export class NotebookGridBridge implements GridBridge {
     const client = node.client;
     const model = node.models.find((m) => m.id === id) ?? await client.modelInfo(id);
     const inputs = bindInputs(model, input);
-    const outputs = await client.runInference(id, inputs, {
+    // The version whose signature bound the inputs is the one that runs.
+    const outputs = await client.runInference(refOf(model), inputs, {
       signal: context.signal,
       ...(Array.isArray(o.outputs) && { outputs: o.outputs.map(String) }),
       ...(typeof o.timeoutMs === 'number' && { timeoutMs: o.timeoutMs }),
@@ -294,10 +303,10 @@ export class NotebookGridBridge implements GridBridge {
     const r = job.result;
     if (r?.test) addPoint(live.payload, 'test', { x: epochs, ...r.test });
     live.payload.state = 'succeeded';
-    live.payload.note = `${r?.samples ?? 0} rows per epoch in ${(r?.seconds ?? 0).toFixed(1)} s${r?.model ? ` · stored as ${r.model.id}` : ''}`;
+    live.payload.note = `${r?.samples ?? 0} rows per epoch in ${(r?.seconds ?? 0).toFixed(1)} s${r?.model ? ` · stored as ${refOf(r.model)}${r.model.parent?.startsWith(`${r.model.id}@`) ? `, the next version of ${r.model.id}` : ''}` : ''}`;
     live.update(true);
     return {
-      job: job.id, state: job.state, model: r?.model?.id, metrics: r?.metrics, validation: r?.validation, test: r?.test, seconds: r?.seconds,
+      job: job.id, state: job.state, model: r?.model && refOf(r.model), metrics: r?.metrics, validation: r?.validation, test: r?.test, seconds: r?.seconds,
     };
   }
 
@@ -316,14 +325,15 @@ export class NotebookGridBridge implements GridBridge {
       .filter((p): p is { n: BridgeNode; name: string; d: DatasetInfo } => p.d !== undefined);
     if (participants.length === 0) throw gridError('NOT_FOUND', `no connected node has a dataset tagged "${tag}"`);
     const flags = permissionFlags(o, 'fedavg');
+    // Resolved once: the version downloaded is the version the result descends from.
     const source = await home.client.modelInfo(modelId);
-    const bytes = await this.download(modelId, { node: home.url }, undefined, context) as Uint8Array;
-    const { fedAvgRounds } = await import('../../federation/fedavg');
-    const outputId = typeof o.outputId === 'string' ? o.outputId : `${modelId}-fedavg`;
+    const bytes = await this.download(refOf(source), { node: home.url }, undefined, context) as Uint8Array;
+    const { fedAvgRounds, hostFedAvgResult } = await import('../../federation/fedavg');
+    const outputId = typeof o.outputId === 'string' ? o.outputId : undefined;
     const live = this.metrics(context, { version: 1, title: `FedAvg ${modelId} over ${participants.map((p) => p.name).join(', ')}`, unit: 'round', total: rounds, state: 'running', series: [] });
     const droppedRounds = new Map<BridgeNode, number[]>();
     for (const p of participants) p.n.noteDropped?.(undefined);
-    const summary: FedAvgSummary = { model: outputId, node: home.name, rounds: [] };
+    const summary: FedAvgSummary = { model: outputId ?? source.id, node: home.name, rounds: [] };
     try {
       const it = fedAvgRounds({
         model: bytes, rounds, localEpochs: epochs,
@@ -340,8 +350,12 @@ export class NotebookGridBridge implements GridBridge {
       for (;;) {
         const step = await it.next();
         if (step.done) {
-          const hosted = await home.client.hostModel(step.value.model, { id: outputId, ...inheritedPermissions(flags, source), signal: context.signal });
-          summary.model = hosted.id;
+          // The next version of the model it started from (or outputId, or for a model of someone else's, a new one).
+          const hosted = await hostFedAvgResult(home.client, step.value.model, {
+            source, ...(outputId !== undefined && { outputId }), fallbackId: `${source.id}-fedavg`,
+            ...inheritedPermissions(flags, source), signal: context.signal,
+          });
+          summary.model = refOf(hosted);
           break;
         }
         const r = step.value;
@@ -420,7 +434,7 @@ export class NotebookGridBridge implements GridBridge {
 export interface TrainSummary {
   job: string;
   state: JobInfo['state'];
-  /** The stored model version: infer with it at once. */
+  /** The stored model version, `name@N`: infer with it at once. */
   model: string | undefined;
   metrics: { loss: number; accuracy: number } | undefined;
   validation: { loss: number; accuracy: number } | undefined;

@@ -1,7 +1,9 @@
 // Tree items shared by the Nodes and Models views. `contextValue` drives the menus in package.json:
-// `node:<state>[:local]`, `model[:download][:infer][:train]`, so a menu entry shows only where it can work.
+// `node:<state>[:local]`, `model[:download][:infer][:train]` (a version row: `model-version…`), so a menu
+// entry shows only where it can work.
 import * as vscode from 'vscode';
 import type { DatasetInfo, ModelInfo, PeerInfo } from '../../core/protocol/messages';
+import { refOf } from '../../core/protocol/model-ref';
 import type { JobInfo } from '../../core/protocol/training-messages';
 import type { DroppedNote, NodeConnection, NodeState } from '../connection';
 
@@ -110,23 +112,42 @@ export class GroupItem extends vscode.TreeItem {
   }
 }
 
+/** What a model's menus offer: `model[:download][:infer][:train]` (package.json matches `^model`). */
+function modelContext(kind: 'model' | 'model-version', conn: NodeConnection, model: ModelInfo): string {
+  // The owner and admins always may download and run their model; the flags say whether everyone else may.
+  return `${kind}${conn.mayUse(model, 'download') ? ':download' : ''}${conn.mayUse(model, 'infer') ? ':infer' : ''}${conn.supportsTraining ? ':train' : ''}`;
+}
+
+/**
+ * A model (its latest version; the versions under it when it has several), or with `version` set one
+ * version of it. Commands act on `model`: the latest for a model row, that version for a version row.
+ */
 export class ModelItem extends vscode.TreeItem {
   readonly kind = 'model';
   readonly connection: NodeConnection;
   readonly model: ModelInfo;
+  /** One version (a row under its model), not the model as a whole. */
+  readonly isVersion: boolean;
+  readonly showNode: boolean;
 
-  constructor(conn: NodeConnection, model: ModelInfo, opts: { showNode: boolean }) {
-    super(model.id, vscode.TreeItemCollapsibleState.None);
+  constructor(conn: NodeConnection, model: ModelInfo, opts: { showNode: boolean; version?: boolean }) {
+    const isVersion = opts.version === true;
+    const count = model.versions ?? 1;
+    super(isVersion ? `${model.id}@${model.version}` : model.id, !isVersion && count > 1 ? vscode.TreeItemCollapsibleState.Collapsed : vscode.TreeItemCollapsibleState.None);
     this.connection = conn;
     this.model = model;
-    this.id = `${opts.showNode ? 'all' : 'node'}-model:${conn.url}:${model.id}`;
+    this.isVersion = isVersion;
+    this.showNode = opts.showNode;
+    this.id = `${opts.showNode ? 'all' : 'node'}-model:${conn.url}:${model.id}${isVersion ? `@${model.version}` : ''}`;
     const perms = [model.allow_remote_inference ? 'inference' : undefined, model.allow_download ? 'download' : undefined].filter(Boolean).join(', ') || 'private';
-    this.description = `${opts.showNode ? `${conn.name} · ` : ''}v${model.version} · ${formatBytes(model.size)} · ${perms}`;
-    this.iconPath = new vscode.ThemeIcon('symbol-class');
-    // The owner always may download and run their model; the flags say whether everyone else may.
-    const mine = conn.user !== undefined && conn.user === model.owner;
-    this.contextValue = `model${model.allow_download || mine ? ':download' : ''}${model.allow_remote_inference || mine ? ':infer' : ''}${conn.supportsTraining ? ':train' : ''}`;
-    const md = new vscode.MarkdownString(`**${model.id}** — ${model.name} v${model.version} on ${conn.name}\n\n`);
+    const latest = model.latest_version === model.version;
+    this.description = isVersion
+      ? [latest ? 'latest' : undefined, model.parent ? `from ${model.parent}` : undefined, formatBytes(model.size), perms].filter(Boolean).join(' · ')
+      : `${opts.showNode ? `${conn.name} · ` : ''}v${model.version}${count > 1 ? ` · ${count} versions` : ''} · ${formatBytes(model.size)} · ${perms}`;
+    this.iconPath = new vscode.ThemeIcon(isVersion ? 'versions' : 'symbol-class');
+    this.contextValue = modelContext(isVersion ? 'model-version' : 'model', conn, model);
+    const md = new vscode.MarkdownString(`**${model.id}@${model.version}** — ${model.name}, version ${model.version}${count > 1 ? ` of ${count}${latest ? ' (latest)' : ''}` : ''} on ${conn.name}\n\n`);
+    if (model.parent) md.appendMarkdown(`from \`${model.parent}\`${model.job_id ? ` by training job \`${model.job_id}\`` : ''}\n\n`);
     md.appendMarkdown('| | name | dtype | shape |\n|---|---|---|---|\n');
     for (const v of model.signature.inputs) md.appendMarkdown(`| in | ${v.name} | ${v.dtype} | ${dims(v.dims)} |\n`);
     for (const v of model.signature.outputs) md.appendMarkdown(`| out | ${v.name} | ${v.dtype} | ${dims(v.dims)} |\n`);
@@ -134,6 +155,12 @@ export class ModelItem extends vscode.TreeItem {
     md.appendMarkdown(`remote inference: ${model.allow_remote_inference ? 'allowed' : 'not allowed'} · download: ${model.allow_download ? 'allowed' : 'not allowed'}`);
     this.tooltip = md;
     this.command = { command: 'grid.showModelDetails', title: 'Show Details', arguments: [this] };
+  }
+
+  /** The rows under a model with several versions: each version, newest first. */
+  versionItems(): ModelItem[] {
+    if (this.isVersion || (this.model.versions ?? 1) < 2) return [];
+    return this.connection.versionsOf(this.model.id).map((m) => new ModelItem(this.connection, m, { showNode: this.showNode, version: true }));
   }
 }
 
@@ -182,7 +209,7 @@ const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 export function jobSummary(job: JobInfo): string {
   const p = job.progress;
   const r = job.result;
-  if (r) return `${job.state} · loss ${r.metrics.loss.toFixed(4)} · accuracy ${pct(r.metrics.accuracy)}${r.test ? ` · test ${pct(r.test.accuracy)}` : ''}${r.model ? ` → ${r.model.id}` : ''}`;
+  if (r) return `${job.state} · loss ${r.metrics.loss.toFixed(4)} · accuracy ${pct(r.metrics.accuracy)}${r.test ? ` · test ${pct(r.test.accuracy)}` : ''}${r.model ? ` → ${refOf(r.model)}` : ''}`;
   if (p) return `${job.state} · epoch ${p.epoch}/${p.epochs} · loss ${p.loss.toFixed(4)} · accuracy ${pct(p.accuracy)}`;
   return job.error ? `${job.state} · ${job.error.code}` : job.state;
 }

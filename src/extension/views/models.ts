@@ -1,4 +1,5 @@
-// The Models view: every model on every open node, one flat list, node named in the description.
+// The Models view: every model on every open node, node named in the description; a model with several
+// versions lists them under it.
 import * as vscode from 'vscode';
 import type { Ctx } from '../ctx';
 import { ModelItem } from './items';
@@ -19,7 +20,7 @@ export class ModelsProvider implements vscode.TreeDataProvider<ModelItem>, vscod
   }
 
   getChildren(item?: ModelItem): ModelItem[] {
-    if (item) return [];
+    if (item) return item.versionItems();
     return this.ctx.openConnections.flatMap((c) => c.models.map((m) => new ModelItem(c, m, { showNode: true })));
   }
 

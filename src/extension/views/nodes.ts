@@ -1,5 +1,5 @@
 // The Nodes view: each node with its state; under it the reason it is unusable (with a fix) or its
-// Models, Datasets, Peers and Jobs. Redrawn when Ctx says something changed (node events, states).
+// Models (each model's versions under it), Datasets, Peers and Jobs. Redrawn when Ctx says something changed (node events, states).
 import * as vscode from 'vscode';
 import type { Ctx } from '../ctx';
 import { DatasetItem, DroppedItem, GroupItem, JobItem, ModelItem, NodeItem, NoteItem, PeerItem, ReasonItem, type GridTreeItem } from './items';
@@ -33,6 +33,7 @@ export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem>, vsc
       }
       return out;
     }
+    if (item instanceof ModelItem) return item.versionItems();
     if (item instanceof GroupItem) {
       const c = item.connection;
       switch (item.group) {

@@ -7,7 +7,7 @@ import { Command, Option } from 'commander';
 import { GridClient, type Credentials } from '../../core/client';
 import { gridError, toGridError } from '../../core/errors';
 import { defaultDataDir, findLocalNode, localNodeFile, sameUrl } from '../../core/local-node';
-import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
+import { modelRef, refOf, type DatasetInfo, type ModelInfo } from '../../core/protocol/messages';
 import { bindInputs, outputsToJson, writeOutputs } from './tensor-files';
 import { registerTrainCommands } from './train';
 
@@ -101,26 +101,31 @@ class Cli {
         { running: true, url: r.url, pid: r.pid, node_id: r.node_id, name: r.name, data_dir: r.data_dir, started: r.started, record_file: file });
     });
 
-    program.command('models').description('list the models hosted on the node').action(async () => {
-      const c = await this.connect(false);
-      const models = await c.listModels();
-      this.print(modelTable(models), { models });
-    });
+    program.command('models').description('list the models hosted on the node: each at its latest version (name@N), or every version with --all')
+      .option('--all', 'every version of every model, with its lineage')
+      .action(async (o: { all?: boolean }) => {
+        const c = await this.connect(false);
+        const models = await c.listModels(o.all ? { allVersions: true } : {});
+        this.print(o.all ? versionTable(models) : modelTable(models), { models });
+      });
 
-    program.command('info <id>').description("one model's metadata and signature").action(async (id: string) => {
-      const c = await this.connect(false);
-      const m = await c.modelInfo(id);
-      const sig = (l: ModelInfo['signature']['inputs']) => l.map((s) => `  ${s.name}: ${s.dtype} [${s.dims.map((d) => d ?? '?').join(', ')}]`).join('\n');
-      this.print(`${m.id}  ${m.name} v${m.version}  ${mib(m.size)}  sha256 ${m.sha256}\nowner ${m.owner}, created ${m.created}, download ${yes(m.allow_download)}, remote inference ${yes(m.allow_remote_inference)}\ninputs:\n${sig(m.signature.inputs)}\noutputs:\n${sig(m.signature.outputs)}`, { model: m });
-    });
+    program.command('info <model>').description("one model's metadata and signature; <model> is name (the latest version) or name@N")
+      .option('--version <n>', 'this version of the model (same as name@N)')
+      .action(async (model: string, o: { version?: string }) => {
+        const c = await this.connect(false);
+        const m = await c.modelInfo(refArg(model, o.version));
+        const sig = (l: ModelInfo['signature']['inputs']) => l.map((s) => `  ${s.name}: ${s.dtype} [${s.dims.map((d) => d ?? '?').join(', ')}]`).join('\n');
+        this.print(`${modelRef(m)}${versionNote(m)}  ${m.name}  ${mib(m.size)}  sha256 ${m.sha256}${lineage(m)}\nowner ${m.owner}, created ${m.created}, download ${yes(m.allow_download)}, remote inference ${yes(m.allow_remote_inference)}\ninputs:\n${sig(m.signature.inputs)}\noutputs:\n${sig(m.signature.outputs)}`, { model: m });
+      });
 
-    program.command('serve <file>').description('upload an ONNX model and host it')
+    program.command('serve <file>').description('upload an ONNX model and host it (an id the node has already: with --new-version, as its next version)')
       .option('--id <id>', 'model id (default: the file name without .onnx)')
       .option('--name <name>', 'display name')
-      .option('--model-version <version>', 'model version')
+      .option('--new-version', 'if the node has a model with this id, store the file as its next version')
+      .option('--model-version <n>', 'the version number to store (default: the next one)')
       .option('--allow-download', 'let other users download the model')
       .option('--allow-remote-inference', 'let other users run the model on this node')
-      .action(async (file: string, o: { id?: string; name?: string; modelVersion?: string; allowDownload?: boolean; allowRemoteInference?: boolean }) => {
+      .action(async (file: string, o: { id?: string; name?: string; newVersion?: boolean; modelVersion?: string; allowDownload?: boolean; allowRemoteInference?: boolean }) => {
         if (!fs.existsSync(file)) throw gridError('INVALID_MODEL', `no file ${file}`);
         const c = await this.connect(true);
         const id = o.id ?? path.basename(file).replace(/\.onnx$/i, '');
@@ -128,12 +133,13 @@ class Cli {
         const m = await c.hostModel(path.resolve(file), {
           id, allowDownload: o.allowDownload ?? false, allowRemoteInference: o.allowRemoteInference ?? false,
           ...(o.name !== undefined && { name: o.name }), ...(o.modelVersion !== undefined && { version: o.modelVersion }),
+          ...(o.newVersion && { newVersion: true }),
           ...(onProgress && { onProgress }),
         });
-        this.print(`hosted ${m.id} (${mib(m.size)}, sha256 ${m.sha256.slice(0, 12)}…)`, { model: m });
+        this.print(`hosted ${modelRef(m)} (${mib(m.size)}, sha256 ${m.sha256.slice(0, 12)}…)`, { model: m });
       });
 
-    program.command('permissions <id>').description('show or change who else may download or run a model (its owner or an admin); flags not given stay as they are')
+    program.command('permissions <model>').description('show or change who else may download or run a model (its owner or an admin): name@N one version, name every version; flags not given stay as they are')
       .option('--allow-download', 'let other users download the model')
       .option('--no-allow-download', 'do not let other users download the model')
       .option('--allow-remote-inference', 'let other users run the model on this node')
@@ -146,31 +152,43 @@ class Cli {
           { model_id: m.id, owner: m.owner, allow_download: m.allow_download, allow_remote_inference: m.allow_remote_inference });
       });
 
-    program.command('download <id>').description('download a model (yours, or one whose owner allowed downloads)')
-      .requiredOption('-o, --output <file|dir/>', 'where to write the .onnx file (into a folder: <id>.onnx there)')
-      .action(async (id: string, o: { output: string }) => {
-        const dest = downloadPath(id, o.output);
+    program.command('download <model>').description('download a model (yours, or one whose owner allowed downloads); <model> is name (the latest version) or name@N')
+      .requiredOption('-o, --output <file|dir/>', 'where to write the .onnx file (into a folder: <model>.onnx there)')
+      .option('--version <n>', 'this version of the model (same as name@N)')
+      .action(async (model: string, o: { output: string; version?: string }) => {
+        const ref = refArg(model, o.version);
+        const dest = downloadPath(ref, o.output);
         const c = await this.connect(true);
-        const onProgress = this.progress(`downloading ${id}`);
-        const m = await c.downloadModel(id, dest, onProgress ? { onProgress } : {});
-        this.print(`downloaded ${m.id} to ${path.relative(process.cwd(), dest) || dest} (${mib(m.size)}, sha256 verified)`, { model: m, path: dest });
+        const onProgress = this.progress(`downloading ${ref}`);
+        const m = await c.downloadModel(ref, dest, onProgress ? { onProgress } : {});
+        this.print(`downloaded ${modelRef(m)} to ${path.relative(process.cwd(), dest) || dest} (${mib(m.size)}, sha256 verified)`, { model: m, path: dest });
       });
 
-    program.command('delete <id>').description('delete a model').action(async (id: string) => {
-      const c = await this.connect(true);
-      await c.deleteModel(id);
-      this.print(`deleted ${id}`, { model_id: id, deleted: true });
-    });
+    program.command('delete <model>').description('delete one version (name@N or --version N), or every version of a model (--all)')
+      .option('--version <n>', 'this version of the model (same as name@N)')
+      .option('--all', 'every version of the model')
+      .action(async (model: string, o: { version?: string; all?: boolean }) => {
+        const ref = refArg(model, o.version);
+        const c = await this.connect(true);
+        const r = await c.deleteModel(ref, o.all ? { allVersions: true } : {});
+        const versions = r.versions ?? [];
+        const what = o.all ? `${r.model_id} (${versions.length === 1 ? 'version' : 'versions'} ${versions.join(', ')})` : versions.length === 1 ? `${r.model_id}@${versions[0]}` : ref;
+        const left = typeof r.latest_version === 'string' ? `; ${r.model_id}@${r.latest_version} is the latest` : '';
+        this.print(`deleted ${what}${left}`, r);
+      });
 
-    program.command('infer <id>').description('run a model on the node with input tensors from files')
+    program.command('infer <model>').description('run a model on the node with input tensors from files; <model> is name (the latest version) or name@N')
       .requiredOption('-i, --input <[NAME=]FILE>', 'an input tensor: .npy, .pb (TensorProto) or .json; unnamed inputs bind in order (repeatable)', (v: string, acc: string[] | undefined) => [...(acc ?? []), v])
       .option('-o, --output <OUT.json|DIR/>', 'write outputs as one JSON file, or one .npy per output into DIR/')
       .option('--outputs <names>', 'comma-separated output names to compute (default: all)')
-      .action(async (id: string, o: { input: string[]; output?: string; outputs?: string }) => {
+      .option('--version <n>', 'this version of the model (same as name@N)')
+      .action(async (name: string, o: { input: string[]; output?: string; outputs?: string; version?: string }) => {
         const c = await this.connect(true);
-        const model = await c.modelInfo(id);
+        // Resolved once: the version read for its signature is the version that runs.
+        const model = await c.modelInfo(refArg(name, o.version));
+        const ref = refOf(model);
         const feeds = bindInputs(o.input, model.signature);
-        const outputs = await c.runInference(id, feeds, o.outputs ? { outputs: o.outputs.split(',') } : {});
+        const outputs = await c.runInference(ref, feeds, o.outputs ? { outputs: o.outputs.split(',') } : {});
         if (o.output !== undefined) {
           const written = writeOutputs(outputs, o.output);
           this.print(`wrote ${written.join(', ')}`, { written });
@@ -258,10 +276,33 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }
 
+/** `name` with `--version N` → `name@N` (the node checks the form); a ref that already names a version takes no --version. */
+export function refArg(model: string, version: string | undefined): string {
+  if (version === undefined) return model;
+  if (model.includes('@')) throw gridError('INVALID_INPUT', `${model} names a version already; drop --version ${version}, or give the model's name alone`);
+  return `${model}@${version}`;
+}
+
+function versionNote(m: ModelInfo): string {
+  if (m.latest_version === undefined) return '';
+  return m.latest_version === m.version ? ` (latest of ${m.versions ?? 1})` : ` (latest is ${m.id}@${m.latest_version})`;
+}
+
+function lineage(m: ModelInfo): string {
+  if (m.parent === undefined) return '';
+  return `\nfrom ${m.parent}${m.job_id !== undefined ? ` (training job ${m.job_id})` : ''}`;
+}
+
 function modelTable(models: ModelInfo[]): string {
   if (models.length === 0) return 'no models';
-  return table([['ID', 'SIZE', 'DOWNLOAD', 'INFERENCE', 'OWNER', 'CREATED'],
-    ...models.map((m) => [m.id, mib(m.size), yes(m.allow_download), yes(m.allow_remote_inference), m.owner, m.created])]);
+  return table([['MODEL', 'VERSIONS', 'SIZE', 'DOWNLOAD', 'INFERENCE', 'OWNER', 'CREATED'],
+    ...models.map((m) => [modelRef(m), String(m.versions ?? 1), mib(m.size), yes(m.allow_download), yes(m.allow_remote_inference), m.owner, m.created])]);
+}
+
+function versionTable(models: ModelInfo[]): string {
+  if (models.length === 0) return 'no models';
+  return table([['MODEL', 'LATEST', 'FROM', 'JOB', 'SIZE', 'DOWNLOAD', 'INFERENCE', 'OWNER', 'CREATED'],
+    ...models.map((m) => [modelRef(m), m.latest_version === m.version ? 'yes' : '', m.parent ?? '-', m.job_id ?? '-', mib(m.size), yes(m.allow_download), yes(m.allow_remote_inference), m.owner, m.created])]);
 }
 
 function datasetTable(datasets: DatasetInfo[]): string {

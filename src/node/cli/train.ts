@@ -8,10 +8,10 @@ import type { Command } from 'commander';
 import { GridClient, type Credentials } from '../../core/client';
 import { gridError, toGridError } from '../../core/errors';
 import { inheritedPermissions } from '../../core/permissions';
-import type { ModelInfo } from '../../core/protocol/messages';
+import { refOf, type ModelInfo } from '../../core/protocol/messages';
 import { TRAINING_DEFAULTS, type JobEvent, type JobInfo } from '../../core/protocol/training-messages';
 import { mlp } from '../../compute/plan';
-import { fedAvgTrain, participantsByTag, type Participant, type RoundReport } from '../../federation';
+import { fedAvgTrain, hostFedAvgResult, participantsByTag, type Participant, type RoundReport } from '../../federation';
 
 /** What the grid CLI lends its training commands. */
 export interface CliHost {
@@ -53,24 +53,33 @@ function modelArg(arg: string): string | Uint8Array {
 }
 
 /**
- * A hosted model's bytes, fetched from the node that holds it (FedAvg ships the bytes to every node), and
- * its metadata (the result inherits its permissions).
+ * A hosted model version's bytes, fetched from the node that holds it (FedAvg ships the bytes to every
+ * node), and its metadata (the result inherits its permissions).
  */
-async function hostedModel(client: GridClient, id: string): Promise<{ bytes: Uint8Array; info: ModelInfo }> {
+async function hostedModel(client: GridClient, ref: string): Promise<{ bytes: Uint8Array; info: ModelInfo }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'grid-fedavg-'));
   try {
     const file = path.join(dir, 'model.onnx');
-    const info = await client.downloadModel(id, file);
+    const info = await client.downloadModel(ref, file);
     return { bytes: fs.readFileSync(file), info };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
+/** A hosted model named with `--version N`: `name@N`. Files and mlp: specs have no versions. */
+function versionedArg(spec: string | Uint8Array, arg: string, version: number | undefined): string | Uint8Array {
+  if (version === undefined) return spec;
+  if (typeof spec !== 'string') throw gridError('INVALID_INPUT', `--version picks a version of a hosted model; ${arg} is a file or an mlp: spec`);
+  if (spec.includes('@')) throw gridError('INVALID_INPUT', `${arg} names a version already; drop --version ${version}`);
+  return `${spec}@${version}`;
+}
+
 interface TrainFlags {
   dataset: string; label?: string; featureScale?: number; loss: 'cross_entropy' | 'mse'; optimizer: 'sgd' | 'momentum' | 'adam';
   lr?: number; momentum?: number; batchSize: number; epochs: number; seed?: number; validationSplit?: number; testSplit?: number;
   progressEvery?: number; dpClip?: number; dpNoise?: number; outputModelId?: string; allowDownload?: boolean; allowRemoteInference?: boolean; detach?: boolean;
+  version?: number;
 }
 
 function describeEvent(ev: JobEvent): string | undefined {
@@ -83,12 +92,12 @@ function describeEvent(ev: JobEvent): string | undefined {
 function jobSummary(job: JobInfo): { human: string; json: unknown } {
   const r = job.result;
   const json = {
-    job_id: job.id, state: job.state, model_id: r?.model?.id ?? null,
+    job_id: job.id, state: job.state, model_id: r?.model?.id ?? null, model: r?.model ? refOf(r.model) : null,
     metrics: r?.metrics, validation: r?.validation, test: r?.test, samples: r?.samples, seconds: r?.seconds, privacy: r?.privacy,
   };
   const human = r === undefined
     ? `job ${job.id}: ${job.state}${job.error ? ` (${job.error.code}: ${job.error.message})` : ''}`
-    : `job ${job.id} ${job.state} in ${r.seconds.toFixed(1)} s: train acc ${pct(r.metrics.accuracy)}, validation ${pct(r.validation?.accuracy)}, test ${pct(r.test?.accuracy)}${r.model ? `\nmodel ${r.model.id} (${r.model.name} v${r.model.version})` : ''}`;
+    : `job ${job.id} ${job.state} in ${r.seconds.toFixed(1)} s: train acc ${pct(r.metrics.accuracy)}, validation ${pct(r.validation?.accuracy)}, test ${pct(r.test?.accuracy)}${r.model ? `\nmodel ${refOf(r.model)}${r.model.parent !== undefined ? ` (from ${r.model.parent})` : ''}` : ''}`;
   return { human, json };
 }
 
@@ -111,8 +120,9 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     return job;
   };
 
-  program.command('train <model>').description("train a model on a dataset of the node (rows never leave it); <model> is a hosted id, an .onnx file or mlp:64,64,10")
+  program.command('train <model>').description("train a model on a dataset of the node (rows never leave it); <model> is a hosted model (name or name@N; the result is its next version), an .onnx file or mlp:64,64,10")
     .requiredOption('-d, --dataset <id>', 'dataset registered on the node')
+    .option('--version <n>', 'train this version of the hosted model (same as name@N)', int)
     .option('--label <column>', 'label column (name or index; default: the dataset\'s label, else the last column)')
     .option('--feature-scale <x>', 'multiply every feature by x', num)
     .option('--loss <loss>', 'cross_entropy or mse', 'cross_entropy')
@@ -127,7 +137,7 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     .option('--progress-every <n>', 'a progress event every n batches', int)
     .option('--dp-clip <C>', 'differential privacy: clip the update to L2 norm C', num)
     .option('--dp-noise <sigma>', 'differential privacy: Gaussian noise multiplier (with --dp-clip)', num)
-    .option('--output-model-id <id>', 'id of the trained model version')
+    .option('--output-model-id <id>', 'store the result as a new model with this id (default: the next version of <model>)')
     .option('--allow-download', 'let other users download the trained model (default: as the hosted model it starts from, else no)')
     .option('--no-allow-download', 'do not let other users download the trained model')
     .option('--allow-remote-inference', 'let other users run the trained model (default: as the hosted model it starts from, else no)')
@@ -137,7 +147,7 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
       const c = await host.connect(true);
       if ((o.dpNoise !== undefined) !== (o.dpClip !== undefined)) throw gridError('INVALID_INPUT', '--dp-clip and --dp-noise go together');
       const job = await c.training.start({
-        model: modelArg(modelSpec), dataset_id: o.dataset, loss: o.loss, optimizer: o.optimizer, batch_size: o.batchSize, epochs: o.epochs,
+        model: versionedArg(modelArg(modelSpec), modelSpec, o.version), dataset_id: o.dataset, loss: o.loss, optimizer: o.optimizer, batch_size: o.batchSize, epochs: o.epochs,
         ...(o.label !== undefined && { label: o.label }),
         ...(o.featureScale !== undefined && { feature_scale: o.featureScale }),
         ...(o.lr !== undefined && { lr: o.lr }),
@@ -171,7 +181,7 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
   program.command('jobs').description('your training jobs on the node').action(async () => {
     const c = await host.connect(true);
     const jobs = await c.training.listJobs();
-    host.print(jobs.length === 0 ? 'no jobs' : jobs.map((j) => `${j.id}  ${j.state.padEnd(9)}  ${j.dataset_id}  ${j.progress ? `epoch ${j.progress.epoch}/${j.epochs}` : ''}  ${j.result?.model?.id ?? ''}`.trimEnd()).join('\n'), { jobs });
+    host.print(jobs.length === 0 ? 'no jobs' : jobs.map((j) => `${j.id}  ${j.state.padEnd(9)}  ${j.dataset_id}  ${j.progress ? `epoch ${j.progress.epoch}/${j.epochs}` : ''}  ${j.result?.model ? refOf(j.result.model) : ''}`.trimEnd()).join('\n'), { jobs });
   });
 
   program.command('cancel <job>').description('cancel a training job').action(async (jobId: string) => {
@@ -180,8 +190,9 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     host.print(`job ${job.id}: ${job.state}`, { job });
   });
 
-  program.command('fedavg <model>').description('federated averaging across nodes; <model> is an .onnx file, mlp:64,64,10 or a model hosted on the first reachable node')
+  program.command('fedavg <model>').description('federated averaging across nodes; <model> is an .onnx file, mlp:64,64,10 or a model hosted on the first reachable node (name or name@N; the result is its next version)')
     .requiredOption('--nodes <urls>', 'comma-separated node addresses (same --user/--password on each)')
+    .option('--version <n>', 'start from this version of the hosted model (same as name@N)', int)
     .option('-d, --dataset <id>', 'dataset id on every node')
     .option('-t, --tag <tag>', 'use each node\'s datasets with this tag instead of --dataset')
     .option('--label <column>', 'label column')
@@ -198,7 +209,7 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     .option('--test-split <x>', 'each node holds out this fraction; the global model is evaluated on it', num)
     .option('--round-timeout <ms>', 'drop a node that has not answered its round in this time', int)
     .option('--serve-to <url>', 'node that hosts the final model (default: the first of --nodes)')
-    .option('--output-model-id <id>', 'id of the final model', `fedavg-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}`)
+    .option('--output-model-id <id>', 'store the final model as a new model with this id (default: the next version of a hosted <model>, else fedavg-<time>)')
     .option('--allow-download', 'let other users download the final model (default: as the hosted model it starts from, else no)')
     .option('--no-allow-download', 'do not let other users download the final model')
     .option('--allow-remote-inference', 'let other users run the final model (default: as the hosted model it starts from, else no)')
@@ -206,13 +217,13 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     .action(async (modelSpec: string, o: {
       nodes: string; dataset?: string; tag?: string; label?: string; featureScale?: number; loss: 'cross_entropy' | 'mse'; optimizer: 'sgd' | 'momentum' | 'adam';
       lr?: number; batchSize: number; rounds: number; localEpochs: number; fraction: number; fedproxMu?: number; seed?: number; testSplit?: number;
-      roundTimeout?: number; serveTo?: string; outputModelId: string; allowDownload?: boolean; allowRemoteInference?: boolean;
+      roundTimeout?: number; serveTo?: string; outputModelId?: string; allowDownload?: boolean; allowRemoteInference?: boolean; version?: number;
     }) => {
       if ((o.dataset === undefined) === (o.tag === undefined)) throw gridError('INVALID_INPUT', 'name the data with exactly one of --dataset or --tag');
       const urls = o.nodes.split(',').map((s) => s.trim()).filter(Boolean);
       const missing = urls.filter((url) => host.credentials(url) === undefined);
       if (missing.length > 0) throw gridError('UNAUTHENTICATED', `fedavg trains on the nodes: pass --user and --password (or set GRID_USER and GRID_PASSWORD) for ${missing.join(', ')}`);
-      const spec = modelArg(modelSpec);
+      const spec = versionedArg(modelArg(modelSpec), modelSpec, o.version);
       const clients: GridClient[] = [];
       const reached: string[] = [];
       // A node that cannot be reached at the start is dropped with its reason, like one lost mid-run.
@@ -248,11 +259,16 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
           }),
         });
         const target = o.serveTo === undefined ? clients[0]! : await GridClient.connect(o.serveTo, { credentials: host.credentials(o.serveTo) ?? host.credentials(reached[0]!)!, reconnect: { maxAttempts: 3, initialDelayMs: 200 } }).then((c) => { clients.push(c); return c; });
-        const served = await target.hostModel(result.model, { id: o.outputModelId, ...inheritedPermissions(o, source?.info) });
+        // From a hosted model, the result is its next version (lineage: the version it started from).
+        const served = await hostFedAvgResult(target, result.model, {
+          ...(source !== undefined && { source: source.info }), ...(o.outputModelId !== undefined && { outputId: o.outputModelId }),
+          fallbackId: `fedavg-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}`,
+          ...inheritedPermissions(o, source?.info),
+        });
         const last = result.rounds.at(-1)!;
         host.print(
-          `FedAvg ${result.rounds.length} rounds over ${participants.length} datasets: train acc ${pct(last.train.accuracy)}, test ${pct(result.test?.accuracy)}\nmodel ${served.id} on ${o.serveTo ?? reached[0]} (others may download: ${served.allow_download ? 'yes' : 'no'}, run: ${served.allow_remote_inference ? 'yes' : 'no'})${unreachable.length > 0 ? `\nnot reached: ${unreachable.map((u) => `${u.name} (${u.error.code}: ${u.error.message})`).join(', ')}` : ''}`,
-          { model_id: served.id, node: o.serveTo ?? reached[0], allow_download: served.allow_download, allow_remote_inference: served.allow_remote_inference, rounds: result.rounds.length, train: last.train, test: result.test ?? null, dropped: [...unreachable, ...result.rounds.flatMap((r) => r.dropped.map((d) => ({ round: r.round, ...d })))] },
+          `FedAvg ${result.rounds.length} rounds over ${participants.length} datasets: train acc ${pct(last.train.accuracy)}, test ${pct(result.test?.accuracy)}\nmodel ${refOf(served)}${served.parent !== undefined ? ` (from ${served.parent})` : ''} on ${o.serveTo ?? reached[0]} (others may download: ${served.allow_download ? 'yes' : 'no'}, run: ${served.allow_remote_inference ? 'yes' : 'no'})${unreachable.length > 0 ? `\nnot reached: ${unreachable.map((u) => `${u.name} (${u.error.code}: ${u.error.message})`).join(', ')}` : ''}`,
+          { model_id: served.id, model: refOf(served), node: o.serveTo ?? reached[0], allow_download: served.allow_download, allow_remote_inference: served.allow_remote_inference, rounds: result.rounds.length, train: last.train, test: result.test ?? null, dropped: [...unreachable, ...result.rounds.flatMap((r) => r.dropped.map((d) => ({ round: r.round, ...d })))] },
         );
       } finally {
         for (const c of clients) c.dispose();

@@ -49,6 +49,43 @@ const MIGRATIONS: readonly string[] = [
      size INTEGER NOT NULL,
      schema TEXT NOT NULL,
      created TEXT NOT NULL);`,
+  // 2: model versions. A model id (its name) has versions 1..N; every existing row becomes version 1 of
+  // its id, so every id a user or script knew keeps resolving. Trained rows keep their lineage from their
+  // training record (the parent was version 1 of its id then). Training records move to (id, version).
+  `CREATE TABLE models_v (
+     id TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     name TEXT NOT NULL,
+     signature TEXT NOT NULL,
+     size INTEGER NOT NULL,
+     sha256 TEXT NOT NULL,
+     allow_download INTEGER NOT NULL,
+     allow_remote_inference INTEGER NOT NULL,
+     owner TEXT NOT NULL,
+     created TEXT NOT NULL,
+     parent TEXT,
+     job_id TEXT,
+     PRIMARY KEY (id, version));
+   INSERT INTO models_v (id, version, name, signature, size, sha256, allow_download, allow_remote_inference, owner, created)
+     SELECT id, 1, name, signature, size, sha256, allow_download, allow_remote_inference, owner, created FROM models;
+   DROP TABLE models;
+   ALTER TABLE models_v RENAME TO models;
+   CREATE INDEX models_sha256 ON models(sha256);
+   CREATE TABLE model_names (id TEXT PRIMARY KEY, last_version INTEGER NOT NULL);
+   INSERT INTO model_names (id, last_version) SELECT id, MAX(version) FROM models GROUP BY id;
+   CREATE TABLE IF NOT EXISTS model_training (model_id TEXT PRIMARY KEY, model_sha256 TEXT NOT NULL, record TEXT NOT NULL);
+   CREATE TABLE model_training_v (
+     model_id TEXT NOT NULL,
+     version INTEGER NOT NULL,
+     model_sha256 TEXT NOT NULL,
+     record TEXT NOT NULL,
+     PRIMARY KEY (model_id, version));
+   INSERT INTO model_training_v (model_id, version, model_sha256, record) SELECT model_id, 1, model_sha256, record FROM model_training;
+   DROP TABLE model_training;
+   ALTER TABLE model_training_v RENAME TO model_training;
+   UPDATE models SET
+     parent = (SELECT json_extract(t.record, '$.parent_model_id') || '@1' FROM model_training t WHERE t.model_id = models.id AND t.model_sha256 = models.sha256),
+     job_id = (SELECT json_extract(t.record, '$.job_id') FROM model_training t WHERE t.model_id = models.id AND t.model_sha256 = models.sha256);`,
 ];
 
 export class MetaDb {

@@ -4,7 +4,7 @@
 
 import * as fsp from 'node:fs/promises';
 import { gridError, GridError, ErrorCodes } from '../../core/errors';
-import { ID_PATTERN, type ModelInfo } from '../../core/protocol/messages';
+import { ID_PATTERN, modelRef, type ModelInfo } from '../../core/protocol/messages';
 import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../../core/protocol/tensor';
 import { CancelJob, Evaluate, GetJob, JobParams, ListJobs, ModelTraining, Train, WatchJob, type JobEvent, type TrainRequest } from '../../core/protocol/training-messages';
 import { withAttachment, type GridRouter, type HandlerContext } from '../../core/rpc/server';
@@ -12,7 +12,7 @@ import { buildPlan, modelParams } from '../../compute/plan';
 import { evaluateModel } from '../../compute/train';
 import type { DatasetStore } from '../datasets';
 import { sessionOf, type SessionUser } from '../handlers';
-import { checkModelId, type ModelStore } from '../models';
+import { checkModelId, checkModelRef, type ModelStore } from '../models';
 import { loadDataset, type DataSelection, type LoadedData } from './data';
 import type { Job, TrainingJobs } from './jobs';
 import type { TrainingRecords } from './records';
@@ -36,13 +36,14 @@ function selectionOf(data: { dataset_id: string; label?: string; feature_scale?:
   };
 }
 
-/** An id field of a request: INVALID_ID naming the field, so the user knows which flag to fix. */
-function checkIdField(field: string, id: string): void {
+/** An id field of a request (`ref`: a model ref, `name` or `name@N`): INVALID_ID naming the field, so the user knows which flag to fix. */
+function checkIdField(field: string, id: string, ref = false): void {
   try {
-    checkModelId(id);
+    if (ref) checkModelRef(id);
+    else checkModelId(id);
   } catch (err) {
     const shown = JSON.stringify(id.length > 80 ? `${id.slice(0, 80)}…` : id);
-    throw gridError('INVALID_ID', `${field} ${shown} must be 1-128 characters of A-Z a-z 0-9 . _ - (no slashes, spaces or path parts)`, { field, cause: (err as Error).message });
+    throw gridError('INVALID_ID', `${field} ${shown} must be 1-128 characters of A-Z a-z 0-9 . _ - (no slashes, spaces or path parts)${ref ? ', optionally with @VERSION (e.g. digits-mlp@2)' : ''}`, { field, cause: (err as Error).message });
   }
 }
 
@@ -80,9 +81,9 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
       parent = models.get(sel.model_id);
       const allowed = parent.owner === user.user || user.role === 'admin' || parent.allow_download || (use === 'evaluate' && parent.allow_remote_inference);
       if (!allowed) {
-        throw gridError('FORBIDDEN', `node ${deps.where()} refused to ${use} model "${parent.id}": it belongs to ${parent.owner} and allow_download is false`, { model_id: parent.id });
+        throw gridError('FORBIDDEN', `node ${deps.where()} refused to ${use} model "${modelRef(parent)}": it belongs to ${parent.owner} and allow_download is false`, { model_id: parent.id });
       }
-      bytes = await fsp.readFile(models.blobPath(parent.id));
+      bytes = await fsp.readFile(models.blobPath(modelRef(parent)));
     } else {
       bytes = uploaded!;
     }
@@ -128,8 +129,12 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
    */
   function checkTrainRequest(data: TrainRequest): void {
     if (data.model_id !== undefined) {
-      checkIdField('model_id', data.model_id);
-      if (!models.has(data.model_id)) throw gridError('NOT_FOUND', `model_id: no model "${data.model_id}" on this node`, { field: 'model_id', model_id: data.model_id });
+      checkIdField('model_id', data.model_id, true);
+      if (!models.has(data.model_id)) {
+        const { id } = checkModelRef(data.model_id);
+        const versions = models.has(id) ? models.list({ allVersions: true }).filter((m) => m.id === id).map((m) => m.version) : [];
+        throw gridError('NOT_FOUND', `model_id: no model "${data.model_id}" on this node${versions.length > 0 ? `; "${id}" has versions ${versions.join(', ')}` : ''}`, { field: 'model_id', model_id: data.model_id });
+      }
     }
     checkDataset(data.dataset_id);
     if ((data.output ?? 'model') === 'update') {
@@ -143,16 +148,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
       const out = data.output_model_id;
       const queued = jobs.list().some((j) => !j.isFinished && j.spec.request.output_model_id === out);
       if (models.has(out) || queued) {
-        throw gridError('ALREADY_EXISTS', `output_model_id: a model "${out}" is already on this node${queued ? ' (or a queued job will store one)' : ''}; choose another output_model_id`, { field: 'output_model_id', model_id: out });
-      }
-    } else if (data.model_id !== undefined) {
-      // The default id is <parent>-v<version> (as jobs.ts names it): a parent id near the length limit
-      // would make it invalid only at the end.
-      const parent = models.get(data.model_id);
-      const versions = models.list().filter((m) => m.name === parent.name).map((m) => Number.parseInt(m.version, 10)).filter(Number.isFinite);
-      const version = versions.length > 0 ? Math.max(...versions) + 1 : 1;
-      if (!ID_PATTERN.test(`${parent.id}-v${version}`)) {
-        throw gridError('INVALID_ID', `the trained model's default id "${parent.id}-v${version}" would be longer than 128 characters; pass output_model_id`, { field: 'output_model_id' });
+        throw gridError('ALREADY_EXISTS', `output_model_id: a model "${out}" is already on this node${queued ? ' (or a queued job will store one)' : ''}; choose another output_model_id, or leave it out to store the trained model as the next version of the one trained`, { field: 'output_model_id', model_id: out });
       }
     }
   }
@@ -189,7 +185,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
       throw gridError('INVALID_INPUT', `validation_split ${data.validation_split} of ${rows} training rows leaves no validation or no training rows`);
     }
     const job = jobs.submit(
-      { owner: user.user, request: data, label: loaded.label, ...(model.parent && { parent: model.parent }) },
+      { owner: user.user, role: user.role, request: data, label: loaded.label, ...(model.parent && { parent: model.parent }) },
       { model: model.bytes, train: loaded.train, ...(model.params && { params: model.params }), ...(loaded.test && { test: loaded.test }) },
     );
     ctx.log.info({ job: job.id, owner: user.user, dataset: data.dataset_id, rows }, 'training job queued');
@@ -230,7 +226,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
 
   router.handle(JobParams, (data, ctx) => {
     const job = ownJob(data.job_id, requireUser(ctx, 'job-params'));
-    if (job.spec.request.output !== 'update') throw gridError('INVALID_INPUT', `job ${job.id} stored a model (output "model"); its parameters are in model "${job.result?.model?.id ?? '?'}"`);
+    if (job.spec.request.output !== 'update') throw gridError('INVALID_INPUT', `job ${job.id} stored a model (output "model"); its parameters are in model "${job.result?.model ? modelRef(job.result.model) : '?'}"`);
     if (job.state !== 'succeeded' || job.params === undefined) {
       throw gridError('INVALID_INPUT', `job ${job.id} is ${job.state}; its parameters exist once it has succeeded`, { state: job.state });
     }
@@ -244,7 +240,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
   router.handle(Evaluate, async (data, ctx) => {
     const user = await requireUserOrDiscard(ctx, 'evaluate', [data.model_transfer_id, data.params_transfer_id]);
     await checkOrDiscard(ctx, [data.model_transfer_id, data.params_transfer_id], () => {
-      if (data.model_id !== undefined) checkIdField('model_id', data.model_id);
+      if (data.model_id !== undefined) checkIdField('model_id', data.model_id, true);
       checkDataset(data.dataset_id);
     });
     const model = await resolveModel(data, ctx, user, 'evaluate');
@@ -257,8 +253,8 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
   router.handle(ModelTraining, (data, ctx) => {
     requireUser(ctx, 'model-training');
     const model = models.get(data.model_id);
-    const record = records.get(model.id, model.sha256);
-    if (record === undefined) throw gridError('NOT_FOUND', `model "${model.id}" was not trained on this node`, { model_id: model.id });
+    const record = records.get(model.id, Number(model.version), model.sha256);
+    if (record === undefined) throw gridError('NOT_FOUND', `model "${modelRef(model)}" was not trained on this node`, { model_id: model.id });
     return { record };
   });
 

@@ -1,7 +1,7 @@
 // Training jobs on a node: a bounded queue, at most `maxRunning` at once, each with an id, a bounded event
 // history (so a client that reattaches gets what it missed), cancellation, and a result that outlives
-// the connection that started it. A finished job stores its model as a new model version, or keeps its
-// parameters for job-params (an FL update).
+// the connection that started it. A finished job stores its model as the next version of the model it
+// trained (lineage: parent name@version and job id), or keeps its parameters for job-params (an FL update).
 
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { redactError } from '../../core/rpc/redact';
-import type { ModelInfo } from '../../core/protocol/messages';
+import { modelRef, type ModelInfo } from '../../core/protocol/messages';
 import type { NamedTensors } from '../../core/protocol/tensor';
 import type { JobEvent, JobInfo, JobProgress, JobResult, JobState, TrainRequest } from '../../core/protocol/training-messages';
 import type { Dataset } from '../../compute/data';
@@ -22,6 +22,8 @@ import type { TrainingRecords } from './records';
 
 export interface JobSpec {
   owner: string;
+  /** The owner's role: an admin may add versions to anyone's model. */
+  role?: string;
   request: TrainRequest;
   /** The hosted model it came from. */
   parent?: ModelInfo;
@@ -138,7 +140,7 @@ export class Job {
       id: this.id, state: this.state, owner: this.spec.owner, dataset_id: r.dataset_id,
       output: r.output ?? 'model', epochs: r.epochs, created: this.created, last_seq: this.seq,
     };
-    if (this.spec.parent) out.model_id = this.spec.parent.id;
+    if (this.spec.parent) out.model_id = modelRef(this.spec.parent);
     if (this.started) out.started = this.started;
     if (this.finished) out.finished = this.finished;
     if (this.progress) out.progress = this.progress;
@@ -242,7 +244,7 @@ export class TrainingJobs {
     const log = this.opts.log;
     job.started = new Date().toISOString();
     job.setState('running');
-    log.info({ job: job.id, owner: spec.owner, dataset: r.dataset_id, model: spec.parent?.id, epochs: r.epochs }, 'training job started');
+    log.info({ job: job.id, owner: spec.owner, dataset: r.dataset_id, model: spec.parent && modelRef(spec.parent), epochs: r.epochs }, 'training job started');
     try {
       const it = trainSteps(input.train, {
         model: input.model,
@@ -301,7 +303,7 @@ export class TrainingJobs {
       }
       job.result = result;
       job.setState('succeeded');
-      log.info({ job: job.id, seconds: result.seconds, accuracy: result.metrics.accuracy, test: result.test?.accuracy, model: result.model?.id }, 'training job succeeded');
+      log.info({ job: job.id, seconds: result.seconds, accuracy: result.metrics.accuracy, test: result.test?.accuracy, model: result.model && modelRef(result.model) }, 'training job succeeded');
     } catch (err) {
       const e = job.controller.signal.aborted ? toGridError(job.controller.signal.reason) : toGridError(err, 'JOB_FAILED');
       // job-info and watch-job show this error to the client: no server paths in it (the log keeps them).
@@ -313,17 +315,19 @@ export class TrainingJobs {
     }
   }
 
-  /** Stores the trained model as a new version of its parent (or a new model) and records how it was made. */
+  /**
+   * Stores the trained model as the next version of the model it came from (or as `output_model_id`, or
+   * `trained-<job>` for uploaded bytes), with its lineage, and records how it was made.
+   */
   private async store(job: Job, bytes: Uint8Array, result: JobResult): Promise<ModelInfo> {
     const { spec } = job;
     const r = spec.request;
     const models = this.opts.models;
     const parent = spec.parent;
-    const name = parent?.name ?? `trained-${job.id}`;
-    const versions = models.list().filter((m) => m.name === name).map((m) => Number.parseInt(m.version, 10)).filter(Number.isFinite);
-    const version = String(versions.length > 0 ? Math.max(...versions) + 1 : 1);
-    let id = r.output_model_id ?? (parent ? `${parent.id}-v${version}` : `trained-${job.id}`);
-    if (r.output_model_id === undefined && models.has(id)) id = `${id}-${job.id}`;
+    const admin = spec.role === 'admin';
+    // The next version of the parent, if this user may add one (its owner or an admin); else a model of their own.
+    const asVersion = r.output_model_id === undefined && parent !== undefined && models.mayAddVersion(parent.id, spec.owner, admin);
+    const id = r.output_model_id ?? (asVersion ? parent!.id : `trained-${job.id}`);
     const hyper: Record<string, number> = {};
     if (r.lr !== undefined) hyper.lr = r.lr;
     if (r.momentum !== undefined) hyper.momentum = r.momentum;
@@ -335,20 +339,21 @@ export class TrainingJobs {
     const file = path.join(this.opts.dir, `${job.id}.onnx`);
     await fsp.writeFile(file, bytes);
     const model = await models.host({
-      id, name, version,
+      id, newVersion: asVersion, jobId: job.id, owner: spec.owner, admin,
+      ...(parent && { name: parent.name, parent: modelRef(parent) }),
       allowDownload: r.allow_download ?? parent?.allow_download ?? false,
       allowRemoteInference: r.allow_remote_inference ?? parent?.allow_remote_inference ?? false,
-      owner: spec.owner, file, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'),
+      file, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'),
       // Committed with the model's row: a trained model is never listed without how it was made.
       alongside: (info) => this.opts.records.put({
-        model_id: info.id, job_id: job.id, parent_model_id: parent?.id ?? null, dataset_id: r.dataset_id, label: spec.label,
+        model_id: info.id, model_version: info.version, job_id: job.id, parent_model_id: parent ? modelRef(parent) : null, dataset_id: r.dataset_id, label: spec.label,
         loss: r.loss, optimizer: r.optimizer, hyper, epochs: r.epochs, batch_size: r.batch_size, seed: r.seed ?? 0,
         samples: result.samples, metrics: result.metrics,
         ...(result.validation && { validation: result.validation }),
         ...(result.test && { test: result.test }),
         ...(result.privacy && { privacy: result.privacy }),
         created: info.created,
-      }, info.sha256),
+      }, Number(info.version), info.sha256),
     });
     this.opts.events.emit({ event: 'model-added', model });
     this.opts.onModelAdded?.(model);

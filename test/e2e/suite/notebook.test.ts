@@ -174,11 +174,13 @@ describe('Grid notebook kernel', function () {
     assert.equal(fed.unit, 'round');
     assert.equal(fed.series.find((s) => s.name === 'train')?.points.length, 3);
 
-    // The sidebar shows what the cells served and trained, without a refresh.
+    // The sidebar shows what the cells served and trained, without a refresh: one model, its versions under it
+    // (served, trained, averaged from the trained one), the newest first.
     const local = api.ctx.connections.find((c) => c.local);
     assert.ok(local, 'the Nodes view shows the local node');
-    const ids = local.models.map((m) => m.id);
-    for (const id of ['digits-mlp', trained.model, 'digits-mlp-fedavg']) assert.ok(ids.includes(id), `the sidebar lacks ${id}: ${ids.join(', ')}`);
+    assert.equal(trained.model, 'digits-mlp@2');
+    assert.deepEqual(local.models.filter((m) => m.id.startsWith('digits-mlp')).map((m) => `${m.id}@${m.version}`), ['digits-mlp@3'], 'one digits-mlp model, at its latest version');
+    assert.deepEqual(local.versionsOf('digits-mlp').map((m) => `${m.id}@${m.version} ${m.parent ?? ''}`.trim()), ['digits-mlp@3 digits-mlp@2', 'digits-mlp@2 digits-mlp@1', 'digits-mlp@1']);
     assert.ok(local.jobs.some((j) => j.state === 'succeeded'), 'the training job is in the Jobs group');
 
     // The file stays a Jupyter notebook naming this kernel.

@@ -73,13 +73,18 @@ function untilModels(pred: (rows: string[]) => boolean, what: string, ms = WAIT_
   return until(api.modelsView.onDidChangeTreeData, () => pred(modelRows()), what, () => modelRows().join(' | ') || '(no models)', ms);
 }
 
-/** The children of a node's group ("Models", "Datasets", …) in the Nodes view. */
-function groupChildren(node: string, group: string): string[] {
+/** The items of a node's group ("Models", "Datasets", …) in the Nodes view. */
+function groupItem(node: string, group: string): GridTreeItem[] {
   const n = nodeRow(node) as GridTreeItem | undefined;
   assert.ok(n, `no node "${node}" in the Nodes view: ${nodeRows().join(' | ')}`);
   const g = (api.nodesView.getChildren(n) as GridTreeItem[]).find((i) => label(i) === group);
   assert.ok(g, `node "${node}" shows no "${group}" group`);
-  return (api.nodesView.getChildren(g) as GridTreeItem[]).map(label);
+  return api.nodesView.getChildren(g) as GridTreeItem[];
+}
+
+/** The labels of a node's group in the Nodes view. */
+function groupChildren(node: string, group: string): string[] {
+  return groupItem(node, group).map(label);
 }
 
 /** The next error message the extension shows while `action` runs. */
@@ -288,7 +293,26 @@ describe('Grid sidebar and commands', function () {
     assert.ok(job.result!.test!.accuracy > 0.6, `test accuracy ${job.result!.test!.accuracy} is no better than guessing`);
     await untilModels((rows) => rows.some((r) => r.startsWith('sb-digits-mlp-trained — Local node')), 'the trained model in the Models view');
     const jobs = (api.nodesView.getChildren((api.nodesView.getChildren(nodeRow('Local node') as GridTreeItem) as GridTreeItem[]).find((i) => label(i) === 'Jobs')) as GridTreeItem[]);
-    assert.ok(jobs.some((j) => label(j) === 'sb-digits-mlp on digits' && /^succeeded · .*→ sb-digits-mlp-trained$/.test(String(j.description))), `Jobs shows ${jobs.map((j) => `${label(j)}: ${String(j.description)}`).join(' | ')}`);
+    assert.ok(jobs.some((j) => label(j) === 'sb-digits-mlp@1 on digits' && /^succeeded · .*→ sb-digits-mlp-trained@1$/.test(String(j.description))), `Jobs shows ${jobs.map((j) => `${label(j)}: ${String(j.description)}`).join(' | ')}`);
+  });
+
+  it('trains without an output id: the next version, under its model in both views; deleting that version makes the first the latest again', async () => {
+    const job = await vscode.commands.executeCommand<JobInfo>('grid.train', { node: 'Local node', model: 'sb-digits-mlp', mode: 'node', dataset: 'digits', epochs: 1, lr: 0.01, featureScale: 1 / 16 });
+    assert.equal(job?.state, 'succeeded');
+    assert.deepEqual([job.result!.model!.id, job.result!.model!.version, job.result!.model!.parent], ['sb-digits-mlp', '2', 'sb-digits-mlp@1']);
+    await untilModels((rows) => rows.some((r) => r.startsWith('sb-digits-mlp — Local node · v2 · 2 versions · ')), 'sb-digits-mlp at v2 with 2 versions');
+    const row = api.modelsView.getChildren().find((i) => label(i) === 'sb-digits-mlp')!;
+    assert.equal(row.collapsibleState, vscode.TreeItemCollapsibleState.Collapsed);
+    const versions = api.modelsView.getChildren(row).map((i) => `${label(i)} — ${String(i.description ?? '')}`);
+    assert.equal(versions.length, 2, versions.join(' | '));
+    assert.match(versions[0]!, /^sb-digits-mlp@2 — latest · from sb-digits-mlp@1 · /);
+    assert.match(versions[1]!, /^sb-digits-mlp@1 — [^l]/);
+    assert.match(api.modelsView.getChildren(row)[0]!.contextValue ?? '', /^model-version:download:infer:train$/);
+    const inNodes = (api.nodesView.getChildren(groupItem('Local node', 'Models').find((i) => label(i) === 'sb-digits-mlp')) as GridTreeItem[]).map(label);
+    assert.deepEqual(inNodes, ['sb-digits-mlp@2', 'sb-digits-mlp@1']);
+    const deleted = await vscode.commands.executeCommand<string>('grid.deleteModel', { node: 'Local node', model: 'sb-digits-mlp@2', skipConfirmation: true });
+    assert.equal(deleted, 'sb-digits-mlp@2');
+    await untilModels((rows) => rows.some((r) => r.startsWith('sb-digits-mlp — Local node · v1 · ')), 'sb-digits-mlp back at v1');
   });
 
   it('shows the coded error when the file is not an ONNX model', async () => {
