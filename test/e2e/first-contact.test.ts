@@ -50,7 +50,7 @@ function newcomerEnv(dir: string): NodeJS.ProcessEnv {
   };
 }
 
-/** The Grid sidebar's tree rows as text ("Local node connected · admin · 127.0.0.1:…", "digits 1797 rows · …"). */
+/** The Grid sidebar's tree rows as text (label and description, maybe without a space between: "Local nodeconnected · admin · 127.0.0.1:…"). */
 async function nodeRows(page: Page): Promise<string[]> {
   const rows = await page.locator('.part.sidebar .monaco-list-row').allInnerTexts();
   return rows.map((r) => r.replace(/\s+/g, ' ').trim());
@@ -98,18 +98,19 @@ test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one
 
     // One local node, signed in (connected means signed in; not "unauthenticated"), its datasets under it.
     let expanded = false;
+    let seen: string[] = [];
     const rows = await until('the local node, connected, with its datasets', 120_000, async () => {
-      const r = await nodeRows(page);
+      const r = seen = await nodeRows(page);
       // A group first drawn empty (before the first listing) may stay folded: open it as a person would.
-      if (!expanded && r.some((x) => /^Datasets 4$/.test(x)) && !r.some((x) => /^digits /.test(x))) {
+      if (!expanded && r.some((x) => /^Datasets\s*4$/.test(x)) && !r.some((x) => /^digits\s*\d+ rows/.test(x))) {
         expanded = true;
         await page.locator('.part.sidebar .monaco-list-row', { hasText: /^\s*Datasets/ }).first().click();
       }
-      return r.some((x) => /^Local node connected · admin · 127\.0\.0\.1:\d+/.test(x)) && r.some((x) => /^digits 1797 rows/.test(x)) ? r : undefined;
-    });
+      return r.some((x) => /^Local node\s*connected · admin · 127\.0\.0\.1:\d+/.test(x)) && r.some((x) => /^digits\s*1797 rows/.test(x)) ? r : undefined;
+    }).catch((err: Error) => { throw new Error(`${err.message}; the sidebar showed:\n${seen.join('\n')}`); });
     const nodes = rows.filter((r) => / · (127\.0\.0\.1|localhost):\d+/.test(r));
     assert.deepEqual(nodes.length, 1, `one node in the tree, got:\n${rows.join('\n')}`);
-    for (const d of ['iris', 'wine', 'breast_cancer', 'digits']) assert.ok(rows.some((r) => r.startsWith(`${d} `)), `${d} is not listed:\n${rows.join('\n')}`);
+    for (const d of ['iris', 'wine', 'breast_cancer', 'digits']) assert.ok(rows.some((r) => new RegExp(`^${d}\\s*\\d+ rows`).test(r)), `${d} is not listed:\n${rows.join('\n')}`);
     await screenshot(page, 'first-contact-sidebar');
 
     // The starter notebook, opened from the Explorer as a newcomer would, then Run All.
