@@ -97,15 +97,9 @@ test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one
     await grid.click();
 
     // One local node, signed in (connected means signed in; not "unauthenticated"), its datasets under it.
-    let expanded = false;
     let seen: string[] = [];
     const rows = await until('the local node, connected, with its datasets', 120_000, async () => {
       const r = seen = await nodeRows(page);
-      // A group first drawn empty (before the first listing) may stay folded: open it as a person would.
-      if (!expanded && r.some((x) => /^Datasets\s*4$/.test(x)) && !r.some((x) => /^digits\s*\d+ rows/.test(x))) {
-        expanded = true;
-        await page.locator('.part.sidebar .monaco-list-row', { hasText: /^\s*Datasets/ }).first().click();
-      }
       return r.some((x) => /^Local node\s*connected · admin · 127\.0\.0\.1:\d+/.test(x)) && r.some((x) => /^digits\s*1797 rows/.test(x)) ? r : undefined;
     }).catch((err: Error) => { throw new Error(`${err.message}; the sidebar showed:\n${seen.join('\n')}`); });
     const nodes = rows.filter((r) => / · (127\.0\.0\.1|localhost):\d+/.test(r));

@@ -105,7 +105,9 @@ export class GroupItem extends vscode.TreeItem {
     super(group[0]!.toUpperCase() + group.slice(1), count === 0 || count === undefined ? vscode.TreeItemCollapsibleState.Collapsed : vscode.TreeItemCollapsibleState.Expanded);
     this.connection = conn;
     this.group = group;
-    this.id = `${group}:${conn.url}`;
+    // Drawn first while the lists load (no count: folded), then with its items: a new id lets VS Code open
+    // it then, instead of keeping the folded state it remembers for an id (a newcomer saw "Datasets 4", shut).
+    this.id = `${group}:${conn.url}:${count === 0 || count === undefined ? 'empty' : 'items'}`;
     if (count !== undefined) this.description = String(count);
     this.iconPath = new vscode.ThemeIcon({ models: 'symbol-class', datasets: 'database', peers: 'plug', jobs: 'pulse' }[group]);
     this.contextValue = `group:${group}`;
