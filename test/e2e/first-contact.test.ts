@@ -5,7 +5,7 @@
 //   node --import tsx --test test/e2e/first-contact.test.ts
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
@@ -56,6 +56,13 @@ async function nodeRows(page: Page): Promise<string[]> {
   return rows.map((r) => r.replace(/\s+/g, ' ').trim());
 }
 
+/** The text of the page's frames but the workbench itself: cell outputs live in the notebook's webview frames. */
+async function framesText(page: Page): Promise<string> {
+  const frames = page.frames().filter((f) => f !== page.mainFrame());
+  const texts = await Promise.all(frames.map((f) => f.evaluate('document.body ? document.body.innerText : ""').then(String, () => '')));
+  return texts.join('\n');
+}
+
 async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -71,7 +78,42 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
   }
 }
 
-test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one local node, signed in, with the demo datasets; the starter notebook runs to FedAvg with nobody dropped', { timeout: 20 * 60_000 }, async () => {
+interface Answer {
+  /** The step is shown: a title, a list row, or the value an input box offers. */
+  title?: string | RegExp;
+  row?: string;
+  value?: string;
+  /** Typed before Enter (a quick pick's filter, a path, a number); Enter alone takes what is offered. */
+  type?: string;
+}
+
+/** A command from the palette, its questions answered as a person would: look, type, Enter. */
+async function paletteFlow(page: Page, command: string, answers: Answer[]): Promise<void> {
+  await page.keyboard.press('F1');
+  const widget = page.locator('.quick-input-widget');
+  const input = widget.locator('.quick-input-box input').first();
+  await input.waitFor({ state: 'visible' });
+  await input.fill(`>${command}`);
+  await widget.locator('.quick-input-list .monaco-list-row', { hasText: command }).first().waitFor({ state: 'visible' });
+  await input.press('Enter');
+  for (const a of answers) {
+    const what = `${command}: the step ${JSON.stringify({ ...a, title: a.title?.toString() })}`;
+    if (a.title !== undefined) await widget.locator('.quick-input-title', { hasText: a.title }).waitFor({ state: 'visible', timeout: 60_000 });
+    if (a.row !== undefined) await widget.locator('.quick-input-list .monaco-list-row', { hasText: a.row }).first().waitFor({ state: 'visible', timeout: 60_000 });
+    if (a.value !== undefined) await until(what, 60_000, async () => ((await input.inputValue()) === a.value ? true : undefined));
+    if (a.type !== undefined) await input.fill(a.type);
+    if (a.row !== undefined && a.type !== undefined) await widget.locator('.quick-input-list .monaco-list-row.focused', { hasText: a.row }).first().waitFor({ state: 'visible', timeout: 10_000 });
+    await input.press('Enter');
+  }
+}
+
+async function notified(page: Page, text: RegExp, timeoutMs = 120_000): Promise<string> {
+  const toast = page.locator('.notifications-toasts .notification-toast', { hasText: text }).first();
+  await toast.waitFor({ state: 'visible', timeout: timeoutMs });
+  return (await toast.innerText()).replace(/\s+/g, ' ');
+}
+
+test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one local node, signed in, with the demo datasets; the starter notebook runs to FedAvg with nobody dropped; serve, download, infer and train from the palette with no sign-in step', { timeout: 20 * 60_000 }, async () => {
   try {
     workDir = newWorkDir('first-contact');
     const clone = join(workDir, 'clone');
@@ -115,20 +157,50 @@ test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one
     await page.locator('.notebook-toolbar-container').getByText('Run All').click();
 
     // The last cell shows FedAvg's last round; every cell before it succeeded or Run All would have stopped.
-    const outputs = page.locator('.notebook-editor iframe.webview').first().contentFrame().locator('iframe').first().contentFrame();
     await page.locator('.notebook-editor .cell-list-container').first().hover();
     const lastRound = await until('the FedAvg cell\'s output (round 3 of 3)', 8 * 60_000, async () => {
       await page.mouse.wheel(0, 800);
-      const text = (await outputs.locator('body').innerText({ timeout: 2000 })).replace(/\s+/g, ' ');
+      const text = (await framesText(page)).replace(/\s+/g, ' ');
       if (/error|GRID_ERR_/i.test(text)) throw new Error(`a cell failed: ${text.slice(0, 2000)}`);
-      return /"?round"?: 3\b/.test(text) && /"?rounds"?: 3\b/.test(text) ? text : undefined;
+      return /"?round"?:\s*3\b/.test(text) && /"?rounds"?:\s*3\b/.test(text) ? text : undefined;
     });
-    assert.match(lastRound, /"?dropped"?: \[\s*\]/, `FedAvg dropped a participant: ${lastRound.slice(0, 2000)}`);
+    assert.match(lastRound, /"?dropped"?:\s*\[\s*\]/, `FedAvg dropped a participant: ${lastRound.slice(0, 2000)}`);
     await screenshot(page, 'first-contact-notebook');
     // Still one node: the notebook's grid.connect() joined the local node rather than starting another.
     await grid.click();
     const after = (await nodeRows(page)).filter((r) => / · (127\.0\.0\.1|localhost):\d+/.test(r));
     assert.equal(after.length, 1, `the notebook added a node:\n${after.join('\n')}`);
+
+    // The palette, with no sign-in step anywhere: serve, download, run inference, train.
+    const workspace = join(clone, '.start', 'workspace');
+    await paletteFlow(page, 'Grid: Serve Model', [
+      { title: 'Serve an ONNX model', type: join(workspace, 'relu', 'relu.onnx') },
+      { value: 'relu' },
+      { row: 'Allow remote inference' },
+    ]);
+    process.stdout.write(`serve: ${await notified(page, /relu@1 is served by Local node/)}\n`);
+    await paletteFlow(page, 'Grid: Download Model', [
+      { title: 'Download a model', row: 'relu', type: 'relu' },
+      { title: 'Download relu@1 from Local node' },
+    ]);
+    process.stdout.write(`download: ${await notified(page, /Downloaded relu@1 .*sha256 verified/)}\n`);
+    assert.deepEqual(readFileSync(join(workspace, 'relu.onnx')), readFileSync(join(workspace, 'relu', 'relu.onnx')), 'the download is the served file, byte for byte');
+    await paletteFlow(page, 'Grid: Run Inference', [
+      { title: 'Run inference', row: 'relu', type: 'relu' },
+      { row: 'Input files' },
+      { title: 'Inputs for relu', type: join(workspace, 'relu', 'test_data_set_0', 'input_0.pb') },
+    ]);
+    await page.locator('.editor-group-container .monaco-editor .view-lines', { hasText: 'float32' }).first().waitFor({ state: 'visible', timeout: 120_000 });
+    await paletteFlow(page, 'Grid: Train', [
+      { title: 'Train a model', row: 'digits-mlp', type: 'digits-mlp' },
+      { row: 'On Local node' },
+      { row: 'digits', type: 'digits' },
+      { value: '5', type: '1' },
+      { value: '0.01' },
+    ]);
+    process.stdout.write(`train: ${await notified(page, /Trained digits-mlp on digits: .*succeeded/, 300_000)}\n`);
+    assert.equal((await page.locator('.notifications-toasts .notification-toast', { hasText: /GRID_ERR_|sign in|Authenticate/i }).count()), 0, 'a notification asked to sign in or showed an error');
+    await screenshot(page, 'first-contact-palette');
   } catch (err) {
     failed = true;
     const page = browser?.pages()[0];
