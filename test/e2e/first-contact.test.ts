@@ -76,8 +76,11 @@ interface Answer {
   title?: string | RegExp;
   row?: string;
   value?: string;
+  placeholder?: string;
   /** Typed before Enter (a quick pick's filter, a path, a number); Enter alone takes what is offered. */
   type?: string;
+  /** A file dialog: Enter until it takes the path. */
+  dialog?: boolean;
 }
 
 /** A command from the palette, its questions answered as a person would: look, type, Enter. */
@@ -91,12 +94,23 @@ async function paletteFlow(page: Page, command: string, answers: Answer[]): Prom
   await input.press('Enter');
   for (const a of answers) {
     const what = `${command}: the step ${JSON.stringify({ ...a, title: a.title?.toString() })}`;
-    if (a.title !== undefined) await widget.locator('.quick-input-title', { hasText: a.title }).waitFor({ state: 'visible', timeout: 60_000 });
-    if (a.row !== undefined) await widget.locator('.quick-input-list .monaco-list-row', { hasText: a.row }).first().waitFor({ state: 'visible', timeout: 60_000 });
+    const title = a.title === undefined ? undefined : widget.locator('.quick-input-title', { hasText: a.title });
+    if (title !== undefined) await title.waitFor({ state: 'visible', timeout: 60_000 });
     if (a.value !== undefined) await until(what, 60_000, async () => ((await input.inputValue()) === a.value ? true : undefined));
+    if (a.placeholder !== undefined) await until(what, 60_000, async () => ((await input.getAttribute('placeholder')) === a.placeholder ? true : undefined));
     if (a.type !== undefined) await input.fill(a.type);
-    if (a.row !== undefined && a.type !== undefined) await widget.locator('.quick-input-list .monaco-list-row.focused', { hasText: a.row }).first().waitFor({ state: 'visible', timeout: 10_000 });
+    // After typing: the list has caught up with it (a filtered pick, a file dialog listing the typed file).
+    if (a.row !== undefined) await widget.locator('.quick-input-list .monaco-list-row', { hasText: a.row }).first().waitFor({ state: 'visible', timeout: 60_000 });
     await input.press('Enter');
+    if (a.dialog && title !== undefined) {
+      // VS Code's file dialog checks a typed path before it accepts it; an Enter that came first is repeated.
+      let last = Date.now();
+      await until(`${what} accepted`, 60_000, async () => {
+        if (!(await title.isVisible())) return true;
+        if (Date.now() - last > 2000) { last = Date.now(); await input.press('Enter'); }
+        return undefined;
+      });
+    }
   }
 }
 
@@ -165,27 +179,27 @@ test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one
     // The palette, with no sign-in step anywhere: serve, download, run inference, train.
     const workspace = join(clone, '.start', 'workspace');
     await paletteFlow(page, 'Grid: Serve Model', [
-      { title: 'Serve an ONNX model', type: join(workspace, 'relu', 'relu.onnx') },
+      { title: /^Serve an ONNX model$/, type: join(workspace, 'relu', 'relu.onnx'), row: 'relu.onnx', dialog: true },
       { value: 'relu' },
       { row: 'Allow remote inference' },
     ]);
     process.stdout.write(`serve: ${await notified(page, /relu@1 is served by Local node/)}\n`);
     await paletteFlow(page, 'Grid: Download Model', [
       { title: 'Download a model', row: 'relu', type: 'relu' },
-      { title: 'Download relu@1 from Local node' },
+      { title: /^Download relu@1 from Local node$/, dialog: true },
     ]);
     process.stdout.write(`download: ${await notified(page, /Downloaded relu@1 .*sha256 verified/)}\n`);
     assert.deepEqual(readFileSync(join(workspace, 'relu.onnx')), readFileSync(join(workspace, 'relu', 'relu.onnx')), 'the download is the served file, byte for byte');
     await paletteFlow(page, 'Grid: Run Inference', [
       { title: 'Run inference', row: 'relu', type: 'relu' },
       { row: 'Input files' },
-      { title: 'Inputs for relu', type: join(workspace, 'relu', 'test_data_set_0', 'input_0.pb') },
+      { title: /^Inputs for relu$/, type: join(workspace, 'relu', 'test_data_set_0', 'input_0.pb'), row: 'input_0.pb', dialog: true },
     ]);
     await page.locator('.editor-group-container .monaco-editor .view-lines', { hasText: 'float32' }).first().waitFor({ state: 'visible', timeout: 120_000 });
     await paletteFlow(page, 'Grid: Train', [
       { title: 'Train a model', row: 'digits-mlp', type: 'digits-mlp' },
       { row: 'On Local node' },
-      { row: 'digits', type: 'digits' },
+      { placeholder: 'Dataset on Local node', type: 'digits', row: 'digits' },
       { value: '5', type: '1' },
       { value: '0.01' },
     ]);
