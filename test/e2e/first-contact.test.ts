@@ -204,8 +204,8 @@ test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one
       { value: '5', type: '1' },
       { value: '0.01' },
     ]);
-    // The trained model is the next version of digits-mlp (v4 after the notebook's three), shown in the sidebar.
-    await grid.click();
+    // The trained model is the next version of digits-mlp (v4 after the notebook's three), shown in the
+    // sidebar (still the Grid view: clicking its icon again would close it).
     await until('digits-mlp at v4 (trained from the palette) in the sidebar', 300_000, async () => {
       const r = seen = await nodeRows(page);
       return r.some((x) => /^digits-mlp\s*.*v4 · 4 versions/.test(x)) ? r : undefined;
