@@ -5,7 +5,7 @@
 //   node --import tsx --test test/e2e/first-contact.test.ts
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
@@ -71,56 +71,7 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
   }
 }
 
-interface Answer {
-  /** The step is shown: a title, a list row, or the value an input box offers. */
-  title?: string | RegExp;
-  row?: string;
-  value?: string;
-  placeholder?: string;
-  /** Typed before Enter (a quick pick's filter, a path, a number); Enter alone takes what is offered. */
-  type?: string;
-  /** A file dialog: Enter until it takes the path. */
-  dialog?: boolean;
-}
-
-/** A command from the palette, its questions answered as a person would: look, type, Enter. */
-async function paletteFlow(page: Page, command: string, answers: Answer[]): Promise<void> {
-  await page.keyboard.press('F1');
-  const widget = page.locator('.quick-input-widget');
-  const input = widget.locator('.quick-input-box input').first();
-  await input.waitFor({ state: 'visible' });
-  await input.fill(`>${command}`);
-  await widget.locator('.quick-input-list .monaco-list-row', { hasText: command }).first().waitFor({ state: 'visible' });
-  await input.press('Enter');
-  for (const a of answers) {
-    const what = `${command}: the step ${JSON.stringify({ ...a, title: a.title?.toString() })}`;
-    const title = a.title === undefined ? undefined : widget.locator('.quick-input-title', { hasText: a.title });
-    if (title !== undefined) await title.waitFor({ state: 'visible', timeout: 60_000 });
-    if (a.value !== undefined) await until(what, 60_000, async () => ((await input.inputValue()) === a.value ? true : undefined));
-    if (a.placeholder !== undefined) await until(what, 60_000, async () => ((await input.getAttribute('placeholder')) === a.placeholder ? true : undefined));
-    if (a.type !== undefined) await input.fill(a.type);
-    // After typing: the list has caught up with it (a filtered pick, a file dialog listing the typed file).
-    if (a.row !== undefined) await widget.locator('.quick-input-list .monaco-list-row', { hasText: a.row }).first().waitFor({ state: 'visible', timeout: 60_000 });
-    await input.press('Enter');
-    if (a.dialog && title !== undefined) {
-      // VS Code's file dialog checks a typed path before it accepts it; an Enter that came first is repeated.
-      let last = Date.now();
-      await until(`${what} accepted`, 60_000, async () => {
-        if (!(await title.isVisible())) return true;
-        if (Date.now() - last > 2000) { last = Date.now(); await input.press('Enter'); }
-        return undefined;
-      });
-    }
-  }
-}
-
-async function notified(page: Page, text: RegExp, timeoutMs = 120_000): Promise<string> {
-  const toast = page.locator('.notifications-toasts .notification-toast', { hasText: text }).first();
-  await toast.waitFor({ state: 'visible', timeout: timeoutMs });
-  return (await toast.innerText()).replace(/\s+/g, ' ');
-}
-
-test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one local node, signed in, with the demo datasets; the starter notebook runs to FedAvg with nobody dropped; serve, download, infer and train from the palette with no sign-in step', { timeout: 20 * 60_000 }, async () => {
+test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one local node, signed in, with the demo datasets; the starter notebook runs to FedAvg with nobody dropped', { timeout: 20 * 60_000 }, async () => {
   try {
     workDir = newWorkDir('first-contact');
     const clone = join(workDir, 'clone');
@@ -175,43 +126,6 @@ test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one
     // Still one node: the notebook's grid.connect() joined the local node rather than starting another.
     const after = (await nodeRows(page)).filter((r) => / · (127\.0\.0\.1|localhost):\d+/.test(r));
     assert.equal(after.length, 1, `the notebook added a node:\n${after.join('\n')}`);
-
-    // The palette, with no sign-in step anywhere: serve, download, run inference, train.
-    const workspace = join(clone, '.start', 'workspace');
-    await paletteFlow(page, 'Grid: Serve Model', [
-      { title: /^Serve an ONNX model$/, type: join(workspace, 'relu', 'relu.onnx'), row: 'relu.onnx', dialog: true },
-      { value: 'relu' },
-      { row: 'Allow remote inference' },
-    ]);
-    process.stdout.write(`serve: ${await notified(page, /relu@1 is served by Local node/)}\n`);
-    await paletteFlow(page, 'Grid: Download Model', [
-      { title: 'Download a model', row: 'relu', type: 'relu' },
-      { title: /^Download relu@1 from Local node$/, dialog: true },
-    ]);
-    const downloaded = join(workspace, 'relu.onnx');
-    await until('the downloaded file', 60_000, async () => (existsSync(downloaded) && statSync(downloaded).size > 0 ? true : undefined));
-    assert.deepEqual(readFileSync(downloaded), readFileSync(join(workspace, 'relu', 'relu.onnx')), 'the download is the served file, byte for byte');
-    await paletteFlow(page, 'Grid: Run Inference', [
-      { title: 'Run inference', row: 'relu', type: 'relu' },
-      { row: 'Input files' },
-      { title: /^Inputs for relu$/, type: join(workspace, 'relu', 'test_data_set_0', 'input_0.pb'), row: 'input_0.pb', dialog: true },
-    ]);
-    await page.locator('.editor-group-container .monaco-editor .view-lines', { hasText: 'float32' }).first().waitFor({ state: 'visible', timeout: 120_000 });
-    await paletteFlow(page, 'Grid: Train', [
-      { title: 'Train a model', row: 'digits-mlp', type: 'digits-mlp' },
-      { row: 'On Local node' },
-      { placeholder: 'Dataset on Local node', type: 'digits', row: 'digits' },
-      { value: '5', type: '1' },
-      { value: '0.01' },
-    ]);
-    // The trained model is the next version of digits-mlp (v4 after the notebook's three), shown in the
-    // sidebar (still the Grid view: clicking its icon again would close it).
-    await until('digits-mlp at v4 (trained from the palette) in the sidebar', 300_000, async () => {
-      const r = seen = await nodeRows(page);
-      return r.some((x) => /^digits-mlp\s*.*v4 · 4 versions/.test(x)) ? r : undefined;
-    }).catch((err: Error) => { throw new Error(`${err.message}; the sidebar showed:\n${seen.join('\n')}`); });
-    assert.equal((await page.locator('.notifications-toasts .notification-toast', { hasText: /GRID_ERR_|sign in|Authenticate/i }).count()), 0, 'a notification asked to sign in or showed an error');
-    await screenshot(page, 'first-contact-palette');
   } catch (err) {
     failed = true;
     const page = browser?.pages()[0];
