@@ -19,13 +19,17 @@ function extension(): vscode.Extension<unknown> {
  * Resolves with the first open document matching `pred`, now or when one opens or changes; rejects
  * after `ms` naming the documents that were open, so a failure says what the user had instead.
  */
-function documentWhere(pred: (d: vscode.TextDocument) => boolean, ms = 20_000): Promise<vscode.TextDocument> {
+function documentWhere(pred: (d: vscode.TextDocument) => boolean, ms = 20_000, nudge?: () => unknown): Promise<vscode.TextDocument> {
   const found = vscode.workspace.textDocuments.find(pred);
   if (found) return Promise.resolve(found);
   return new Promise((resolve, reject) => {
     const subs: vscode.Disposable[] = [];
+    // VS Code may draw another panel (the chat view) over the Output panel as the window settles: ask again,
+    // as a person would, until the document shows.
+    const again = nudge ? setInterval(() => void nudge(), 5000) : undefined;
     const done = () => {
       clearTimeout(timer);
+      if (again) clearInterval(again);
       subs.forEach((s) => s.dispose());
     };
     const check = (d: vscode.TextDocument) => {
@@ -58,7 +62,8 @@ describe('the extension in a real VS Code', () => {
 
   it('shows its log with the activation line in the Grid output channel', async () => {
     await vscode.commands.executeCommand('grid.showLogs');
-    const doc = await documentWhere((d) => d.uri.scheme === 'output' && /Grid Workbench activated/.test(d.getText()));
+    const doc = await documentWhere((d) => d.uri.scheme === 'output' && /Grid Workbench activated/.test(d.getText()), 40_000,
+      () => vscode.commands.executeCommand('grid.showLogs'));
     assert.match(doc.getText(), /Grid Workbench activated/);
   });
 
