@@ -13,7 +13,7 @@ import type { ReplyOf } from './protocol/catalogue';
 import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from './protocol/tensor';
 import { GridSocket, type ConnectOptions, type GridStream } from './socket/grid-socket';
 import type { ReconnectOptions } from './socket/backoff';
-import { bufferSource, fileSink, fileSource, type ByteSink } from './socket/transfer';
+import { bufferSource, fileSink, fileSource, memorySink, type ByteSink } from './socket/transfer';
 import { TrainingClient } from './training-client';
 
 export type Credentials = { username: string; password: string } | { token: string };
@@ -143,22 +143,33 @@ export class GridClient {
    * node's metadata, and only then renamed into place. A failure leaves no file at `destPath`.
    */
   async downloadModel(id: string, destPath: string, opts: Progress = {}): Promise<ModelInfo> {
-    const { model, download } = await this.socket.request(DownloadModel, { model_id: id }, opts.signal !== undefined ? { signal: opts.signal } : {});
-    if (download.sha256 !== model.sha256) {
-      throw gridError('CHECKSUM_MISMATCH', `the node offered bytes with sha256 ${download.sha256} for model "${id}", whose metadata says ${model.sha256}`);
-    }
+    const { model, download } = await this.offerModel(id, opts);
     const sink = await fileSink(destPath);
     try {
-      await this.socket.download(download, sink, {
-        ...(opts.onProgress !== undefined && { onProgress: opts.onProgress }),
-        ...(opts.signal !== undefined && { signal: opts.signal }),
-      });
+      await this.socket.download(download, sink, transferOptions(opts));
       await sink.commit();
     } catch (err) {
       await sink.abort();
       throw err;
     }
     return model;
+  }
+
+  /** A model's bytes in memory, sha256-checked like downloadModel (FedAvg ships them to other nodes). */
+  async downloadModelBytes(id: string, opts: Progress = {}): Promise<{ model: ModelInfo; bytes: Uint8Array }> {
+    const { model, download } = await this.offerModel(id, opts);
+    const sink = memorySink();
+    await this.socket.download(download, sink, transferOptions(opts));
+    return { model, bytes: sink.bytes() };
+  }
+
+  /** The node's download offer for a model, checked against the model's own metadata. */
+  private async offerModel(id: string, opts: Progress): Promise<ReplyOf<typeof DownloadModel>> {
+    const offer = await this.socket.request(DownloadModel, { model_id: id }, opts.signal !== undefined ? { signal: opts.signal } : {});
+    if (offer.download.sha256 !== offer.model.sha256) {
+      throw gridError('CHECKSUM_MISMATCH', `the node offered bytes with sha256 ${offer.download.sha256} for model "${id}", whose metadata says ${offer.model.sha256}`);
+    }
+    return offer;
   }
 
   /**
@@ -247,4 +258,11 @@ export class GridClient {
   dispose(): void {
     if (this.ownsSocket) this.socket.dispose();
   }
+}
+
+function transferOptions(opts: Progress): { onProgress?: (done: number, total: number) => void; signal?: AbortSignal } {
+  return {
+    ...(opts.onProgress !== undefined && { onProgress: opts.onProgress }),
+    ...(opts.signal !== undefined && { signal: opts.signal }),
+  };
 }

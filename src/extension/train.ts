@@ -2,8 +2,6 @@
 // either a training job on the model's node or FedAvg across nodes, with live loss/accuracy in a
 // cancellable notification. The trained model is stored on the node and shows up in the tree by the
 // node's own model-added event. FedAvg (src/federation) comes with the heavy half (heavy.ts).
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ErrorCodes, GridError, gridError, isErrorCode } from '../core/errors';
 import { inheritedPermissions } from '../core/permissions';
@@ -193,12 +191,8 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
   if (lr === undefined) return undefined;
 
   // FedAvg starts from the model's bytes: fetched once from its node (yours, or one that allows download).
-  const tmp = path.join(ctx.extCtx.globalStorageUri.fsPath, 'fedavg', `${model.id}-${Date.now()}.onnx`);
-  fs.mkdirSync(path.dirname(tmp), { recursive: true });
   // Its metadata as of now: the result inherits these permissions.
-  const source = await home.client.downloadModel(refOf(model), tmp);
-  const bytes = fs.readFileSync(tmp);
-  fs.rmSync(tmp, { force: true });
+  const { model: source, bytes } = await home.client.downloadModelBytes(refOf(model));
   const { fedAvgRounds, hostFedAvgResult } = heavy();
   const first = participants[0]!.d;
   const summary: FedAvgSummary = { model: a.outputId ?? model.id, node: home.name, rounds: [] };

@@ -2,9 +2,7 @@
 // connections (the same GridClient the sidebar uses, so a served model shows up there at once and
 // credentials never enter the kernel process). No vscode import: the extension hands it its nodes
 // through `BridgeNodes`, and the benchmark runs it in plain Node over a real GridSocket.
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { basename, extname, isAbsolute, join, resolve } from 'node:path';
+import { basename, extname, isAbsolute, resolve } from 'node:path';
 import type { GridClient } from '../../core/client';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
 import { inheritedPermissions, type PermissionFlags } from '../../core/permissions';
@@ -192,14 +190,7 @@ export class NotebookGridBridge implements GridBridge {
         const model = await node.client.downloadModel(id, path, { onProgress: progress, signal: context.signal });
         return { path, model };
       }
-      const dir = await mkdtemp(join(tmpdir(), 'grid-notebook-'));
-      try {
-        const file = join(dir, 'model.onnx');
-        await node.client.downloadModel(id, file, { onProgress: progress, signal: context.signal });
-        return new Uint8Array(await readFile(file));
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
+      return (await node.client.downloadModelBytes(id, { onProgress: progress, signal: context.signal })).bytes;
     } finally {
       progress.done();
     }

@@ -2,13 +2,11 @@
 // from a terminal. Progress goes to stderr on a TTY; `--json` prints the final metrics and model id.
 
 import * as fs from 'node:fs';
-import * as os from 'node:os';
-import * as path from 'node:path';
 import type { Command } from 'commander';
 import { GridClient, type Credentials } from '../../core/client';
 import { gridError, toGridError } from '../../core/errors';
 import { inheritedPermissions } from '../../core/permissions';
-import { refOf, type ModelInfo } from '../../core/protocol/messages';
+import { refOf } from '../../core/protocol/messages';
 import { TRAINING_DEFAULTS, type JobEvent, type JobInfo } from '../../core/protocol/training-messages';
 import { mlp } from '../../compute/plan';
 import { fedAvgTrain, hostFedAvgResult, participantsByTag, type Participant, type RoundReport } from '../../federation';
@@ -50,21 +48,6 @@ function modelArg(arg: string): string | Uint8Array {
     return fs.readFileSync(arg);
   }
   return arg;
-}
-
-/**
- * A hosted model version's bytes, fetched from the node that holds it (FedAvg ships the bytes to every
- * node), and its metadata (the result inherits its permissions).
- */
-async function hostedModel(client: GridClient, ref: string): Promise<{ bytes: Uint8Array; info: ModelInfo }> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'grid-fedavg-'));
-  try {
-    const file = path.join(dir, 'model.onnx');
-    const info = await client.downloadModel(ref, file);
-    return { bytes: fs.readFileSync(file), info };
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
 }
 
 /** A hosted model named with `--version N`: `name@N`. Files and mlp: specs have no versions. */
@@ -238,7 +221,7 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
           out?.write(`warning: ${urls[i]} dropped before round 1: ${e.code}: ${e.message}\n`);
         }
         if (clients.length === 0) throw gridError('NOT_CONNECTED', `no node of ${urls.join(', ')} could be reached (${unreachable.map((u) => `${u.name}: ${u.error.message}`).join('; ')})`);
-        const source = typeof spec === 'string' ? await hostedModel(clients[0]!, spec) : undefined;
+        const source = typeof spec === 'string' ? await clients[0]!.downloadModelBytes(spec) : undefined;
         const model = source?.bytes ?? (spec as Uint8Array);
         const participants: Participant[] = o.dataset !== undefined
           ? clients.map((client, i) => ({ client, datasetId: o.dataset!, name: reached[i]! }))
@@ -261,9 +244,9 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
         const target = o.serveTo === undefined ? clients[0]! : await GridClient.connect(o.serveTo, { credentials: host.credentials(o.serveTo) ?? host.credentials(reached[0]!)!, reconnect: { maxAttempts: 3, initialDelayMs: 200 } }).then((c) => { clients.push(c); return c; });
         // From a hosted model, the result is its next version (lineage: the version it started from).
         const served = await hostFedAvgResult(target, result.model, {
-          ...(source !== undefined && { source: source.info }), ...(o.outputModelId !== undefined && { outputId: o.outputModelId }),
+          ...(source !== undefined && { source: source.model }), ...(o.outputModelId !== undefined && { outputId: o.outputModelId }),
           fallbackId: `fedavg-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}`,
-          ...inheritedPermissions(o, source?.info),
+          ...inheritedPermissions(o, source?.model),
         });
         const last = result.rounds.at(-1)!;
         host.print(
