@@ -21,7 +21,7 @@ const entries = [
   { entryPoints: ['src/extension/lazy.ts'], outfile: 'dist/extension-lazy.js' },
   // The CLIs (package.json `bin`): runnable scripts, hence the shebang.
   { entryPoints: ['src/node/main.ts'], outfile: 'dist/grid-node.js', banner: { js: '#!/usr/bin/env node' } },
-  { entryPoints: ['src/node/cli/grid.ts'], outfile: 'dist/grid.js', banner: { js: '#!/usr/bin/env node' } },
+  { entryPoints: ['src/cli/grid.ts'], outfile: 'dist/grid.js', banner: { js: '#!/usr/bin/env node' } },
   // The thread a node checks, loads and runs big models on (src/compute/model-worker.ts).
   { entryPoints: ['src/compute/model-thread.ts'], outfile: 'dist/model-thread.js' },
   // The notebook kernel process; esbuild stays external: it transpiles cells at run time from its own package.

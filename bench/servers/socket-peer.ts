@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { WebSocketServer } from 'ws';
 import { generatedBytes, generatedSha256 } from '../../test/helpers/bytes';
 import { BenchClaim, BenchEcho, BenchOffer, BenchRss } from './defs';
-import { GridRouter, GridServer } from '../../src/core/rpc/server';
+import { GridRouter, GridServer } from '../../src/node/rpc/server';
 import { rssSampler } from '../rss';
 
 async function main(): Promise<void> {

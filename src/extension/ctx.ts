@@ -13,7 +13,7 @@ import { findLocalNode, sameUrl } from '../core/local-node';
 import { Config, type NodeEntry } from './config';
 import type { ConnectionSettings, NodeConnection } from './connection';
 import { heavy } from './heavy';
-import type { LocalNode } from './localNode';
+import type { LocalNode } from './local-node';
 import type { Log } from './log';
 import { inVsCodeWords, needsSignIn } from './wording';
 

@@ -7,7 +7,7 @@ import { gridError } from '../core/errors';
 import type { ModelInfo } from '../core/protocol/messages';
 import type { NamedTensors } from '../core/protocol/tensor';
 import { imageLayout, tensorToPng } from '../kernel/png';
-import { bindInputs, outputsToJson, tensorFromJson } from '../node/cli/tensor-files';
+import { bindInputs, outputsToJson, tensorFromJson } from '../compute/tensor-io';
 
 /** Binds files (`[NAME=]PATH`) to the model's inputs, named ones by name, the rest in order. */
 export function inputsFromFiles(model: ModelInfo, files: readonly string[]): NamedTensors {

@@ -2,7 +2,7 @@
 // FedAvg. Bundled apart as dist/extension-lazy.js and required on first use (see heavy.ts), so
 // activation parses ~50 KB instead of ~1.5 MB.
 export { NodeConnection } from './connection';
-export { LocalNode, localNodePaths } from './localNode';
+export { LocalNode, localNodePaths } from './local-node';
 export { inputsFromFiles, inputsFromJsonText, renderOutputs } from './inference';
 export { fedAvgRounds, hostFedAvgResult } from '../federation/fedavg';
 // The notebook kernel host and its grid bridge (src/extension/notebook), loaded on a notebook's first run.

@@ -1,14 +1,14 @@
 // Activation only: build the context, register views and commands through it, then connect the
 // configured nodes after activate() has returned. Nothing heavy here: sockets, the protocol schemas
 // and tensor readers load on first use, onnxruntime-node never in the extension host.
-import { loadStartedAt } from './loadClock';
+import { loadStartedAt } from './load-clock';
 import * as vscode from 'vscode';
 import { COMMANDS } from './commands';
 import { Config } from './config';
 import { Ctx, type ShownError } from './ctx';
 import { Log } from './log';
 import { registerNotebooks, type GridNotebookController } from './notebook';
-import { GridStatusBar } from './statusBar';
+import { GridStatusBar } from './status-bar';
 import { ModelsProvider } from './views/models';
 import { NodesProvider } from './views/nodes';
 

@@ -4,7 +4,7 @@
 
 import { inspect } from 'node:util';
 import type { MimeBundle } from './protocol';
-import { asTensor, formatTensorHtml, formatTensorText } from './tensorFormat';
+import { asTensor, formatTensorHtml, formatTensorText } from './tensor-format';
 import { imageLayout, tensorToPng } from './png';
 
 const MIME = /^[a-z]+\/[a-z0-9.+-]+$/i;

@@ -5,7 +5,7 @@
 
 import { PNG } from 'pngjs';
 import { elementCount, type Tensor } from '../core/protocol/tensor';
-import { elementAt } from './tensorFormat';
+import { elementAt } from './tensor-format';
 
 export interface ImageLayout {
   channels: 1 | 3;

@@ -12,7 +12,7 @@ import { GridError, gridError, isErrorCode } from '../core/errors';
 import type { GridBridgeMethod } from './bridge';
 import { compileCell, KERNEL_GLOBAL } from './compile';
 import { toMimeBundle } from './display';
-import { createGridApi, type DisplayFn } from './gridApi';
+import { createGridApi, type DisplayFn } from './grid-api';
 import { isHostMessage, type CellOutput, type ExecuteRequest, type HostCallReply, type WorkerConfig, type WorkerToHost } from './protocol';
 import { adoptCellFrames, CellRegistry, installStackMapping, toCellError } from './stack';
 

@@ -9,7 +9,7 @@ import {
   ListPeers, ProveIdentity, RunInference, Search, SetModelPermissions, Subscribe, EventTopic, modelRef,
 } from '../core/protocol/messages';
 import { decodeNamedTensors, encodeNamedTensorsParts, type NamedTensors } from '../core/protocol/tensor';
-import { withAttachment, type GridRouter, type HandlerContext } from '../core/rpc/server';
+import { withAttachment, type GridRouter, type HandlerContext } from './rpc/server';
 import type { Auth } from './auth';
 import type { DatasetStore } from './datasets';
 import type { NodeEvents } from './events';

@@ -10,7 +10,7 @@ import { gridError } from '../core/errors';
 import type { DownloadOffer } from '../core/protocol/catalogue';
 import type { ModelSignature } from '../core/protocol/messages';
 import type { TensorHeader } from '../core/protocol/tensor';
-import type { DownloadSource } from '../core/rpc/server';
+import type { DownloadSource } from './rpc/server';
 
 export interface InferenceLimits {
   /** Most bytes one request's outputs may take. Default 256 MiB. */

@@ -1,11 +1,11 @@
-// The node's router: every handler's error reaches the client without server paths (core/rpc/redact.ts);
+// The node's router: every handler's error reaches the client without server paths (node/rpc/redact.ts);
 // the node logs the original, path included, so an operator can still find the file.
 
 import { toGridError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import type { RequestDef, StreamDef } from '../core/protocol/catalogue';
-import { redactError } from '../core/rpc/redact';
-import { GridRouter, type HandlerContext, type StreamContext, type WithAttachment } from '../core/rpc/server';
+import { redactError } from './rpc/redact';
+import { GridRouter, type HandlerContext, type StreamContext, type WithAttachment } from './rpc/server';
 
 export class RedactingRouter extends GridRouter {
   private readonly roots: readonly string[];

@@ -12,7 +12,7 @@ import { readConformanceCase, type ConformanceCase } from '../../src/compute/onn
 import { GridError } from '../../src/core/errors';
 import type { GridClient } from '../../src/core/client';
 import type { NamedTensors, Tensor } from '../../src/core/protocol/tensor';
-import { halfToFloat } from '../../src/node/cli/tensor-files';
+import { halfToFloat } from '../../src/compute/tensor-io';
 import { startTestNode, type TestNode } from '../helpers/node-fixtures';
 
 const ROOT = process.env.GRID_CONFORMANCE_DIR ?? path.resolve(__dirname, '../fixtures/onnx-conformance');

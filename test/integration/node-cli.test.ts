@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
-import { runGrid } from '../../src/node/cli/grid';
+import { runGrid } from '../../src/cli/grid';
 import { readNpy, writeNpy } from '../../src/core/npy';
 import { encodeTensorProto } from '../../src/compute/onnx';
 import { loadModel } from '../../src/compute/backend';
@@ -151,7 +151,7 @@ test('the grid process exits 1 on failure and reads GRID_NODE / GRID_USER / GRID
   const n = await startTestNode();
   t.after(() => n.close());
   const run = (args: string[], env: Record<string, string>) => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '../../src/node/cli/grid.ts'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '../../src/cli/grid.ts'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let err = '';
     p.stdout.on('data', (d: Buffer) => { out += d; });

@@ -10,7 +10,7 @@ import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { GridClient } from '../../src/core/client';
 import { findLocalNode, localNodeFile } from '../../src/core/local-node';
-import { runGrid } from '../../src/node/cli/grid';
+import { runGrid } from '../../src/cli/grid';
 import { GridNode } from '../../src/node/server';
 import { mlpModel, tempDir } from '../helpers/node-fixtures';
 import { startNodeScript } from '../helpers/processes';

@@ -13,7 +13,7 @@ import { ErrorCodes, GridError } from '../../src/core/errors';
 import type { NodeEvent } from '../../src/core/protocol/messages';
 import { NotebookGridBridge, type BridgeNode } from '../../src/extension/notebook/bridge';
 import type { GridCallContext } from '../../src/kernel';
-import { runGrid } from '../../src/node/cli/grid';
+import { runGrid } from '../../src/cli/grid';
 import { mlpModel, seededFloats, startTestNode, tempDir, type TestNode } from '../helpers/node-fixtures';
 
 const IRIS = path.join(__dirname, '../../media/datasets/iris.csv');

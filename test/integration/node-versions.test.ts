@@ -14,7 +14,7 @@ import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import type { NodeEvent } from '../../src/core/protocol/messages';
 import type { NamedTensors } from '../../src/core/protocol/tensor';
-import { runGrid } from '../../src/node/cli/grid';
+import { runGrid } from '../../src/cli/grid';
 import { ADMIN_PASSWORD, seededFloats, startTestNode, tempDir, type TestNode } from '../helpers/node-fixtures';
 import { DIGITS } from '../helpers/training-fixtures';
 

@@ -7,7 +7,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { PassThrough } from 'node:stream';
 import { partitionDataset, readCsvDataset } from '../../src/compute/data';
-import { runGrid } from '../../src/node/cli/grid';
+import { runGrid } from '../../src/cli/grid';
 import { ADMIN_PASSWORD, startTestNode, tempDir, type TestNode } from '../helpers/node-fixtures';
 import { DIGITS, writeCsv } from '../helpers/training-fixtures';
 

@@ -7,8 +7,8 @@ import { gunzipSync } from 'node:zlib';
 import { PNG } from 'pngjs';
 import { tensorFromValues, type Tensor } from '../../src/core/protocol/tensor';
 import { toMimeBundle } from '../../src/kernel/display';
-import { toArray } from '../../src/kernel/gridApi';
-import { formatTensorHtml, formatTensorText } from '../../src/kernel/tensorFormat';
+import { toArray } from '../../src/kernel/grid-api';
+import { formatTensorHtml, formatTensorText } from '../../src/kernel/tensor-format';
 
 const text = (s: string | Uint8Array | undefined) => (typeof s === 'string' ? s : assert.fail('expected text'));
 const bytes = (s: string | Uint8Array | undefined) => (s instanceof Uint8Array ? s : assert.fail('expected bytes'));

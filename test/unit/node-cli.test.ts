@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { bindInputs, floatToHalf, halfToFloat, tensorFromJson, tensorToJson, writeOutputs } from '../../src/node/cli/tensor-files';
+import { bindInputs, floatToHalf, halfToFloat, tensorFromJson, tensorToJson, writeOutputs } from '../../src/compute/tensor-io';
 import { readNpy, writeNpy } from '../../src/core/npy';
 import { tensorFromValues } from '../../src/core/protocol/tensor';
 import { encodeTensorProto } from '../../src/compute/onnx';

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GridError, gridError } from '../../src/core/errors';
-import { REDACTED_PATH, redactError, redactPaths } from '../../src/core/rpc/redact';
+import { REDACTED_PATH, redactError, redactPaths } from '../../src/node/rpc/redact';
 
 test('fs and onnxruntime messages lose their paths, data dir with spaces included', () => {
   const root = '/home/Jane Doe/.local/share/grid-workbench/node';

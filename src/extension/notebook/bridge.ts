@@ -11,7 +11,7 @@ import { refOf } from '../../core/protocol/model-ref';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
 import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../../core/protocol/training-messages';
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../../kernel';
-import { tensorFromJson } from '../../node/cli/tensor-files';
+import { tensorFromJson } from '../../compute/tensor-io';
 import { inVsCodeWords } from '../wording';
 import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
 

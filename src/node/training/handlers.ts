@@ -7,7 +7,7 @@ import { gridError, GridError, ErrorCodes } from '../../core/errors';
 import { ID_PATTERN, modelRef, type ModelInfo } from '../../core/protocol/messages';
 import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../../core/protocol/tensor';
 import { CancelJob, Evaluate, GetJob, JobParams, ListJobs, ModelTraining, Train, WatchJob, type JobEvent, type TrainRequest } from '../../core/protocol/training-messages';
-import { withAttachment, type GridRouter, type HandlerContext } from '../../core/rpc/server';
+import { withAttachment, type GridRouter, type HandlerContext } from '../rpc/server';
 import { buildPlan, modelParams } from '../../compute/plan';
 import { evaluateModel } from '../../compute/train';
 import type { DatasetStore } from '../datasets';

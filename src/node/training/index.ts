@@ -3,7 +3,7 @@
 
 import * as path from 'node:path';
 import type { Logger } from '../../core/logger';
-import type { GridRouter } from '../../core/rpc/server';
+import type { GridRouter } from '../rpc/server';
 import type { DatasetStore } from '../datasets';
 import type { NodeEvents } from '../events';
 import type { NodeMetrics } from '../metrics';

@@ -9,7 +9,7 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
-import { redactError } from '../../core/rpc/redact';
+import { redactError } from '../rpc/redact';
 import { modelRef, type ModelInfo } from '../../core/protocol/messages';
 import type { NamedTensors } from '../../core/protocol/tensor';
 import type { JobEvent, JobInfo, JobProgress, JobResult, JobState, TrainRequest } from '../../core/protocol/training-messages';

@@ -16,7 +16,7 @@ import { encodeModel, makeNode, makeValueInfo } from '../../../src/compute/onnx/
 import { mlp } from '../../../src/compute/plan';
 import type { JobInfo } from '../../../src/core/protocol/training-messages';
 import type { FedAvgSummary } from '../../../src/extension/train';
-import { localNodePaths } from '../../../src/extension/localNode';
+import { localNodePaths } from '../../../src/extension/local-node';
 import type { ShownError } from '../../../src/extension/ctx';
 import type { GridExtensionApi } from '../../../src/extension/main';
 import type { GridTreeItem } from '../../../src/extension/views/items';

@@ -4,11 +4,11 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { Command, Option } from 'commander';
-import { GridClient, type Credentials } from '../../core/client';
-import { gridError, toGridError } from '../../core/errors';
-import { defaultDataDir, findLocalNode, localNodeFile, sameUrl } from '../../core/local-node';
-import { modelRef, refOf, type DatasetInfo, type ModelInfo } from '../../core/protocol/messages';
-import { bindInputs, outputsToJson, writeOutputs } from './tensor-files';
+import { GridClient, type Credentials } from '../core/client';
+import { gridError, toGridError } from '../core/errors';
+import { defaultDataDir, findLocalNode, localNodeFile, sameUrl } from '../core/local-node';
+import { modelRef, refOf, type DatasetInfo, type ModelInfo } from '../core/protocol/messages';
+import { bindInputs, outputsToJson, writeOutputs } from '../compute/tensor-io';
 import { registerTrainCommands } from './train';
 
 interface GlobalOptions { node?: string; user?: string; password?: string; json?: boolean; timeout: number }
@@ -227,7 +227,7 @@ class Cli {
       this.print(`connected to ${peer.name} (${peer.id}) at ${peer.address}`, { peer });
     });
 
-    // train, watch, jobs, cancel, fedavg (src/node/cli/train.ts)
+    // train, watch, jobs, cancel, fedavg (src/cli/train.ts)
     registerTrainCommands(program, {
       connect: (login) => this.connect(login),
       print: (human, json) => this.print(human, json),

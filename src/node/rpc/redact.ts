@@ -2,7 +2,7 @@
 // disk and user names. Errors from fs and onnxruntime name the file they failed on, so every outgoing error
 // message goes through redactPaths; the node logs the original.
 
-import { GridError, toGridError } from '../errors';
+import { GridError, toGridError } from '../../core/errors';
 
 /** What a redacted path reads as in a message. */
 export const REDACTED_PATH = '<path on the node>';

@@ -10,7 +10,7 @@ import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { mkdir, open, rm, statfs, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ErrorCodes, GridError, gridError } from '../errors';
+import { ErrorCodes, GridError, gridError } from '../../core/errors';
 
 export interface CommittedUpload {
   readonly path: string;

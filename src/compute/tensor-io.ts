@@ -3,11 +3,11 @@
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { gridError } from '../../core/errors';
-import { readNpy, writeNpy } from '../../core/npy';
-import { elementCount, isDType, tensorFromValues, type DType, type NamedTensors, type Tensor } from '../../core/protocol/tensor';
-import type { ModelSignature } from '../../core/protocol/messages';
-import { decodeTensorProto } from '../../compute/onnx/tensor-proto';
+import { gridError } from '../core/errors';
+import { readNpy, writeNpy } from '../core/npy';
+import { elementCount, isDType, tensorFromValues, type DType, type NamedTensors, type Tensor } from '../core/protocol/tensor';
+import type { ModelSignature } from '../core/protocol/messages';
+import { decodeTensorProto } from './onnx/tensor-proto';
 
 export function halfToFloat(h: number): number {
   const sign = h & 0x8000 ? -1 : 1;

@@ -8,7 +8,7 @@ import { gridError } from '../core/errors';
 import { readNpy } from '../core/npy';
 import { tensorFromValues, type DType, type Tensor } from '../core/protocol/tensor';
 import { GRID_BRIDGE_METHODS, type GridBridgeMethod } from './bridge';
-import { asTensor, elementAt } from './tensorFormat';
+import { asTensor, elementAt } from './tensor-format';
 
 export interface DisplayOptions {
   /** Show `value` as this mime type instead of letting the kernel choose. */

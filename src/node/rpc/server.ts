@@ -7,17 +7,17 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage as HttpRequest } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
-import { ErrorCodes, GridError, gridError, toGridError } from '../errors';
-import { LogLimiter, type LogLimiterOptions } from '../log-limiter';
-import { silentLogger, type Logger } from '../logger';
+import { ErrorCodes, GridError, gridError, toGridError } from '../../core/errors';
+import { LogLimiter, type LogLimiterOptions } from '../../core/log-limiter';
+import { silentLogger, type Logger } from '../../core/logger';
 import {
   Authenticate, Cancel, describeIssues, Ping, TransferAck, TransferBegin, TransferCommit, TransferRead,
   type DownloadOffer, type RequestDef, type StreamDef,
-} from '../protocol/catalogue';
+} from '../../core/protocol/catalogue';
 import {
   DEFAULT_JSON_LIMITS, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseEnvelopeBytes,
   type Envelope, type IncomingMessage, type JsonLimits,
-} from '../protocol/envelope';
+} from '../../core/protocol/envelope';
 import { redactError } from './redact';
 import { UploadStore, type CommittedUpload, type UploadQuotas } from './uploads';
 

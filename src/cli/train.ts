@@ -3,13 +3,13 @@
 
 import * as fs from 'node:fs';
 import type { Command } from 'commander';
-import { GridClient, type Credentials } from '../../core/client';
-import { gridError, toGridError } from '../../core/errors';
-import { inheritedPermissions } from '../../core/permissions';
-import { refOf } from '../../core/protocol/messages';
-import { TRAINING_DEFAULTS, type JobEvent, type JobInfo } from '../../core/protocol/training-messages';
-import { mlp } from '../../compute/plan';
-import { fedAvgTrain, hostFedAvgResult, participantsByTag, type Participant, type RoundReport } from '../../federation';
+import { GridClient, type Credentials } from '../core/client';
+import { gridError, toGridError } from '../core/errors';
+import { inheritedPermissions } from '../core/permissions';
+import { refOf } from '../core/protocol/messages';
+import { TRAINING_DEFAULTS, type JobEvent, type JobInfo } from '../core/protocol/training-messages';
+import { mlp } from '../compute/plan';
+import { fedAvgTrain, hostFedAvgResult, participantsByTag, type Participant, type RoundReport } from '../federation';
 
 /** What the grid CLI lends its training commands. */
 export interface CliHost {
