@@ -8,7 +8,7 @@ import { GridClient, type Credentials } from '../core/client';
 import { gridError, toGridError } from '../core/errors';
 import { defaultDataDir, findLocalNode, localNodeFile, sameUrl } from '../core/local-node';
 import { modelRef, refOf, type DatasetInfo, type ModelInfo } from '../core/protocol/messages';
-import { bindInputs, outputsToJson, writeOutputs } from '../compute/tensor-io';
+import { bindInputFiles, outputsToJson, writeOutputs } from '../compute/tensor-io';
 import { registerTrainCommands } from './train';
 
 interface GlobalOptions { node?: string; user?: string; password?: string; json?: boolean; timeout: number }
@@ -187,7 +187,7 @@ class Cli {
         // Resolved once: the version read for its signature is the version that runs.
         const model = await c.modelInfo(refArg(name, o.version));
         const ref = refOf(model);
-        const feeds = bindInputs(o.input, model.signature);
+        const feeds = bindInputFiles(o.input, model.signature);
         const outputs = await c.runInference(ref, feeds, o.outputs ? { outputs: o.outputs.split(',') } : {});
         if (o.output !== undefined) {
           const written = writeOutputs(outputs, o.output);

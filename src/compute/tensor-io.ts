@@ -1,5 +1,7 @@
-// Tensors to and from the files `grid infer` takes and writes: .npy, ONNX TensorProto .pb, and JSON
-// ({"dtype", "dims", "data"} or a bare nested array whose dtype comes from the model).
+// Tensors in and out of the grid's users' hands, one home for the CLI, the palette and the notebook:
+// the files `grid infer` takes and writes (.npy, ONNX TensorProto .pb, and JSON: {"dtype", "dims",
+// "data"} or a bare nested array whose dtype comes from the model), float16 bits as numbers, and
+// binding files or values to a model's inputs.
 
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -9,6 +11,7 @@ import { elementCount, isDType, tensorFromValues, type DType, type NamedTensors,
 import type { ModelSignature } from '../core/protocol/messages';
 import { decodeTensorProto } from './onnx/tensor-proto';
 
+/** IEEE half bits → float (subnormals, ±Infinity and NaN included). */
 export function halfToFloat(h: number): number {
   const sign = h & 0x8000 ? -1 : 1;
   const exp = (h >> 10) & 0x1f;
@@ -141,11 +144,18 @@ export function readTensorFile(file: string, fallbackDtype: DType | undefined): 
   throw gridError('INVALID_INPUT', `${file}: use a .npy, .pb (ONNX TensorProto) or .json file`);
 }
 
+/** Where a binder found a name the model has no input for: names the model's inputs. */
+function noSuchInput(signature: ModelSignature, name: string, modelId: string | undefined): Error {
+  const model = modelId === undefined ? 'the model' : `model "${modelId}"`;
+  return gridError('INVALID_INPUT', `${model} has no input "${name}"; its inputs are ${signature.inputs.map((i) => `"${i.name}"`).join(', ')}`);
+}
+
 /**
- * Binds `--input [NAME=]FILE` arguments to the model's inputs: named ones by name, the others in the
- * order of the model's inputs that are not yet bound.
+ * Binds `--input [NAME=]FILE` arguments (the CLI's, and the files the palette's Run Inference picks)
+ * to the model's inputs: named ones by name, the others in the order of the model's inputs that are
+ * not yet bound.
  */
-export function bindInputs(args: readonly string[], signature: ModelSignature): NamedTensors {
+export function bindInputFiles(args: readonly string[], signature: ModelSignature): NamedTensors {
   const feeds: NamedTensors = {};
   const positional: string[] = [];
   const names = new Set(signature.inputs.map((i) => i.name));
@@ -157,7 +167,7 @@ export function bindInputs(args: readonly string[], signature: ModelSignature): 
       if (name in feeds) throw gridError('INVALID_INPUT', `input "${name}" is given twice`);
       feeds[name] = readTensorFile(a.slice(eq + 1), signature.inputs.find((i) => i.name === name)!.dtype);
     } else if (name !== undefined && !fs.existsSync(a)) {
-      throw gridError('INVALID_INPUT', `the model has no input "${name}"; its inputs are ${signature.inputs.map((i) => `"${i.name}"`).join(', ')}`);
+      throw noSuchInput(signature, name, undefined);
     } else {
       positional.push(a);
     }
@@ -168,6 +178,47 @@ export function bindInputs(args: readonly string[], signature: ModelSignature): 
   }
   positional.forEach((file, i) => { feeds[free[i]!.name] = readTensorFile(file, free[i]!.dtype); });
   return feeds;
+}
+
+/** A tensor already in memory (typed-array data, as the notebook kernel sends one), not its JSON form. */
+function isTensorValue(v: object): v is Tensor {
+  const t = v as Partial<Tensor>;
+  return typeof t.dtype === 'string' && Array.isArray(t.dims) && (ArrayBuffer.isView(t.data) || (t.dtype === 'string' && Array.isArray(t.data)));
+}
+
+/** One input's value: a tensor in memory as it is, else its JSON form with the model's dtype. */
+function inputTensor(value: unknown, dtype: DType, what: string): Tensor {
+  return typeof value === 'object' && value !== null && isTensorValue(value) ? value : tensorFromJson(value, dtype, what);
+}
+
+/**
+ * Binds one value to a model's inputs: what the notebook's `grid.infer` and the palette's JSON input
+ * take. Either an object keyed by input names, or, for a one-input model, that input itself; each
+ * input a tensor in memory or its JSON form ({"dtype", "dims", "data"} or nested numbers). An object
+ * is a tensor, not a set of inputs, when it has a dtype/dims/data key that is not an input's name.
+ * `what` says where the value came from, for the errors.
+ */
+export function bindInputValues(model: { id: string; signature: ModelSignature }, input: unknown, what: string): NamedTensors {
+  const specs = model.signature.inputs;
+  const names = new Set(specs.map((s) => s.name));
+  const object = typeof input === 'object' && input !== null && !Array.isArray(input) && !ArrayBuffer.isView(input) ? input : undefined;
+  const tensorLike = object !== undefined && ['dtype', 'dims', 'data'].some((k) => k in object && !names.has(k));
+  if (object !== undefined && !tensorLike) {
+    const feeds: NamedTensors = {};
+    for (const [name, value] of Object.entries(object)) {
+      const spec = specs.find((s) => s.name === name);
+      if (!spec) throw noSuchInput(model.signature, name, model.id);
+      feeds[name] = inputTensor(value, spec.dtype, `${what}: input "${name}"`);
+    }
+    const missing = specs.filter((s) => !(s.name in feeds));
+    if (missing.length) throw gridError('INVALID_INPUT', `${what} has no value for input ${missing.map((s) => `"${s.name}"`).join(', ')} of model "${model.id}"`);
+    return feeds;
+  }
+  if (specs.length !== 1) {
+    throw gridError('INVALID_INPUT', `model "${model.id}" has ${specs.length} inputs; ${what} must be an object keyed by ${specs.map((s) => `"${s.name}"`).join(', ')}`);
+  }
+  const spec = specs[0]!;
+  return { [spec.name]: inputTensor(input, spec.dtype, what) };
 }
 
 /** Writes outputs: one JSON file, or a directory with one .npy per output. Returns the paths written. */

@@ -7,11 +7,11 @@ import { gridError } from '../core/errors';
 import type { ModelInfo } from '../core/protocol/messages';
 import type { NamedTensors } from '../core/protocol/tensor';
 import { imageLayout, tensorToPng } from '../kernel/png';
-import { bindInputs, outputsToJson, tensorFromJson } from '../compute/tensor-io';
+import { bindInputFiles, bindInputValues, outputsToJson } from '../compute/tensor-io';
 
 /** Binds files (`[NAME=]PATH`) to the model's inputs, named ones by name, the rest in order. */
 export function inputsFromFiles(model: ModelInfo, files: readonly string[]): NamedTensors {
-  return bindInputs(files, model.signature);
+  return bindInputFiles(files, model.signature);
 }
 
 /**
@@ -25,22 +25,7 @@ export function inputsFromJsonText(model: ModelInfo, text: string, what: string)
   } catch (err) {
     throw gridError('INVALID_INPUT', `${what} is not JSON: ${(err as Error).message}`);
   }
-  const inputs = model.signature.inputs;
-  const byName = json !== null && typeof json === 'object' && !Array.isArray(json)
-    && Object.keys(json).length > 0 && Object.keys(json).every((k) => inputs.some((i) => i.name === k));
-  if (byName) {
-    const out: NamedTensors = {};
-    for (const [name, value] of Object.entries(json as Record<string, unknown>)) {
-      out[name] = tensorFromJson(value, inputs.find((i) => i.name === name)!.dtype, `${what}: input "${name}"`);
-    }
-    const missing = inputs.filter((i) => !(i.name in out));
-    if (missing.length) throw gridError('INVALID_INPUT', `${what} has no value for input ${missing.map((i) => `"${i.name}"`).join(', ')} of model "${model.id}"`);
-    return out;
-  }
-  if (inputs.length !== 1) {
-    throw gridError('INVALID_INPUT', `model "${model.id}" has ${inputs.length} inputs; ${what} must be an object keyed by ${inputs.map((i) => `"${i.name}"`).join(', ')}`);
-  }
-  return { [inputs[0]!.name]: tensorFromJson(json, inputs[0]!.dtype, what) };
+  return bindInputValues(model, json, what);
 }
 
 export interface RenderedResult {

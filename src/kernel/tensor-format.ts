@@ -3,6 +3,7 @@
 // first and last 3 entries around an ellipsis, so a 1M-element tensor prints in a few lines.
 
 import { DTYPES, elementCount, validateTensor, type DType, type Tensor } from '../core/protocol/tensor';
+import { halfToFloat } from '../compute/tensor-io';
 
 export const SUMMARY_THRESHOLD = 1000;
 export const EDGE_ITEMS = 3;
@@ -36,15 +37,6 @@ export function elementAt(t: Tensor, i: number): Scalar {
   if (t.dtype === 'float16') return halfToFloat(raw as number);
   if (t.dtype === 'bool') return raw !== 0;
   return raw;
-}
-
-export function halfToFloat(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1;
-  const exp = (bits >> 10) & 0x1f;
-  const frac = bits & 0x3ff;
-  if (exp === 0) return sign * 2 ** -14 * (frac / 1024);
-  if (exp === 0x1f) return frac ? NaN : sign * Infinity;
-  return sign * 2 ** (exp - 15) * (1 + frac / 1024);
 }
 
 /** Indices shown along an axis of `size`; -1 stands for the ellipsis. */

@@ -34,6 +34,11 @@ test('a float32 [2, 3] tensor prints as a header over aligned rows', () => {
   assert.match(html, />6\.5</);
 });
 
+test('a float16 tensor prints its values, not its raw half bits', () => {
+  const t = tensorFromValues('float16', [2, 2], [0x3c00, 0xc000, 0x3800, 0x7c00]);
+  assert.equal(formatTensorText(t), 'float16 [2, 2]\n[[     1.0,     -2.0],\n [     0.5, Infinity]]');
+});
+
 test('integer, bool and int64 tensors print their values exactly', () => {
   assert.equal(formatTensorText(tensorFromValues('int32', [3], [-1, 20, 300])), 'int32 [3]\n[ -1,  20, 300]');
   assert.equal(formatTensorText(tensorFromValues('bool', [2], [true, false])), 'bool [2]\n[ true, false]');

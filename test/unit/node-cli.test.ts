@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { bindInputs, floatToHalf, halfToFloat, tensorFromJson, tensorToJson, writeOutputs } from '../../src/compute/tensor-io';
+import { bindInputFiles, floatToHalf, halfToFloat, tensorFromJson, tensorToJson, writeOutputs } from '../../src/compute/tensor-io';
 import { readNpy, writeNpy } from '../../src/core/npy';
 import { tensorFromValues } from '../../src/core/protocol/tensor';
 import { encodeTensorProto } from '../../src/compute/onnx';
@@ -55,14 +55,14 @@ test('--input binds named files by name and the rest in model order; .npy, .pb a
   fs.writeFileSync(path.join(dir, 'a.npy'), writeNpy(tensorFromValues('float32', [2], [1, 2])));
   fs.writeFileSync(path.join(dir, 'b.pb'), encodeTensorProto('whatever', tensorFromValues('int64', [2], [3, 4])));
   fs.writeFileSync(path.join(dir, 'c.json'), '[true]');
-  const feeds = bindInputs([`c=${path.join(dir, 'c.json')}`, path.join(dir, 'a.npy'), path.join(dir, 'b.pb')], sig);
+  const feeds = bindInputFiles([`c=${path.join(dir, 'c.json')}`, path.join(dir, 'a.npy'), path.join(dir, 'b.pb')], sig);
   assert.deepEqual(Object.keys(feeds).sort(), ['a', 'b', 'c']);
   assert.deepEqual([...(feeds.b!.data as BigInt64Array)], [3n, 4n]);
   assert.deepEqual([...(feeds.c!.data as Uint8Array)], [1]);
-  assert.throws(() => bindInputs([`zzz=${path.join(dir, 'c.json')}`], sig), /no input "zzz"/);
-  assert.throws(() => bindInputs([path.join(dir, 'a.npy'), path.join(dir, 'a.npy'), path.join(dir, 'a.npy'), path.join(dir, 'a.npy')], sig), /4 unnamed inputs/);
-  assert.throws(() => bindInputs([path.join(dir, 'missing.npy')], sig), { code: 'GRID_ERR_INVALID_INPUT' });
-  assert.throws(() => bindInputs([path.join(dir, 'a.txt')], sig), { code: 'GRID_ERR_INVALID_INPUT' });
+  assert.throws(() => bindInputFiles([`zzz=${path.join(dir, 'c.json')}`], sig), /no input "zzz"/);
+  assert.throws(() => bindInputFiles([path.join(dir, 'a.npy'), path.join(dir, 'a.npy'), path.join(dir, 'a.npy'), path.join(dir, 'a.npy')], sig), /4 unnamed inputs/);
+  assert.throws(() => bindInputFiles([path.join(dir, 'missing.npy')], sig), { code: 'GRID_ERR_INVALID_INPUT' });
+  assert.throws(() => bindInputFiles([path.join(dir, 'a.txt')], sig), { code: 'GRID_ERR_INVALID_INPUT' });
 });
 
 test('-o DIR/ writes one .npy per output; -o FILE.json one JSON document', (t) => {

@@ -11,7 +11,7 @@ import { refOf } from '../../core/protocol/model-ref';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
 import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../../core/protocol/training-messages';
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../../kernel';
-import { tensorFromJson } from '../../compute/tensor-io';
+import { bindInputValues } from '../../compute/tensor-io';
 import { inVsCodeWords } from '../wording';
 import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
 
@@ -216,7 +216,7 @@ export class NotebookGridBridge implements GridBridge {
     const node = this.node(o.node);
     const client = node.client;
     const model = node.models.find((m) => m.id === id) ?? await client.modelInfo(id);
-    const inputs = bindInputs(model, input);
+    const inputs = bindInputValues(model, input, 'grid.infer');
     // The version whose signature bound the inputs is the one that runs.
     const outputs = await client.runInference(refOf(model), inputs, {
       signal: context.signal,
@@ -493,27 +493,6 @@ async function findDataset(node: BridgeNode, ref: string): Promise<DatasetInfo> 
   const d = datasets.find((x) => x.id === ref || x.name === ref);
   if (!d) throw gridError('NOT_FOUND', `${node.name} has no dataset "${ref}"; it has ${datasets.map((x) => `"${x.name}"`).join(', ') || 'none'}`);
   return d;
-}
-
-function isTensor(v: unknown): v is Tensor {
-  return typeof v === 'object' && v !== null && typeof (v as Tensor).dtype === 'string' && Array.isArray((v as Tensor).dims) && 'data' in v;
-}
-
-function bindInputs(model: ModelInfo, input: unknown): NamedTensors {
-  const specs = model.signature.inputs;
-  const plainObject = typeof input === 'object' && input !== null && !Array.isArray(input) && !isTensor(input) && !ArrayBuffer.isView(input);
-  if (plainObject) {
-    const out: NamedTensors = {};
-    for (const [name, value] of Object.entries(input as Record<string, unknown>)) {
-      const spec = specs.find((s) => s.name === name);
-      if (!spec) throw gridError('INVALID_INPUT', `model "${model.id}" has no input "${name}"; its inputs are ${specs.map((s) => `"${s.name}"`).join(', ')}`);
-      out[name] = isTensor(value) ? value : tensorFromJson(value, spec.dtype, `grid.infer input "${name}"`);
-    }
-    return out;
-  }
-  if (specs.length !== 1) throw gridError('INVALID_INPUT', `model "${model.id}" has ${specs.length} inputs; pass an object keyed by ${specs.map((s) => `"${s.name}"`).join(', ')}`);
-  const spec = specs[0]!;
-  return { [spec.name]: isTensor(input) ? input : tensorFromJson(input, spec.dtype, 'grid.infer input') };
 }
 
 /** A tensor whose data covers exactly its own bytes: structured clone copies a view's whole buffer. */
