@@ -31,8 +31,10 @@ test('a tensor\'s JSON form is read with the model\'s dtype, whether it says {dt
 });
 
 test('an input named like a tensor field ("data") is still bound by name', () => {
-  const m = model([{ name: 'data', dtype: 'float32', dims: [2] }]);
-  assert.deepEqual([...(bindInputValues(m, { data: [1, 2] }, 'editor').data!.data as Float32Array)], [1, 2]);
+  const m = model([{ name: 'data', dtype: 'float32', dims: [2] }, { name: 'mask', dtype: 'bool', dims: [2] }]);
+  const feeds = bindInputValues(m, { data: [1, 2], mask: [true, false] }, 'editor');
+  assert.deepEqual([...(feeds.data!.data as Float32Array)], [1, 2]);
+  assert.deepEqual([...(feeds.mask!.data as Uint8Array)], [1, 0]);
 });
 
 test('a name the model lacks, a missing input and an unkeyed value for a two-input model are coded errors that name the inputs', () => {
