@@ -14,7 +14,8 @@ import type { NodeEntry } from './config';
 
 export type NodeState = 'disconnected' | 'connecting' | 'connected' | 'reconnecting' | 'unauthenticated' | 'error';
 
-export interface NodeIdentity {
+/** What a node says about itself on get-id (its signing identity lives in the node, node/identity.ts). */
+export interface NodeInfo {
   id: string;
   name: string;
   version: string;
@@ -57,7 +58,7 @@ export class NodeConnection implements vscode.Disposable {
   private authFailure: GridError | undefined;
   /** The session's role, when the node says (older nodes do not). */
   private roleValue: string | undefined;
-  identity: NodeIdentity | undefined;
+  identity: NodeInfo | undefined;
   /** The node id last learned (get-id); kept while disconnected, so a second entry for the node stays recognised. */
   knownId: string | undefined;
   /** The latest FedAvg this node sat out, and why; cleared when it takes part again. */

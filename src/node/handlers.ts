@@ -19,7 +19,6 @@ import { checkModelId, checkModelRef, type ModelStore } from './models';
 import { proofMessage, type NodeIdentity } from './identity';
 import type { PeerLinks } from './peers';
 
-export type { NodeIdentity } from './identity';
 
 export interface HandlerDeps {
   identity: NodeIdentity;
