@@ -7,7 +7,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 /** What each folder of src may import, besides itself and packages. */
-export const LAYERS = {
+const LAYERS = {
   core: [],
   compute: ['core'],
   federation: ['core', 'compute'],

@@ -1,26 +1,34 @@
 // The layer picture is enforced by lint (eslint.config.mjs): this runs ESLint with the repo's config over
-// in-memory files placed in each folder of src and checks that every upward or sideways import is an
-// error naming both folders, and that every import the picture allows is not.
+// in-memory files placed in each folder of src and checks that every import README's Layout table does
+// not allow is an error naming both folders, and that every import it allows is not.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ESLint } from 'eslint';
 
 const root = join(__dirname, '../..');
 
-// The picture, written out here on its own (not read from the config): core ← compute ←
-// {federation, node, cli, kernel} ← extension; node, cli and kernel do not import each other; cli may
-// use federation.
-const MAY_IMPORT: Record<string, string[]> = {
-  core: [],
-  compute: ['core'],
-  federation: ['core', 'compute'],
-  node: ['core', 'compute'],
-  cli: ['core', 'compute', 'federation'],
-  kernel: ['core', 'compute'],
-  extension: ['core', 'compute', 'federation', 'kernel'],
-};
+/** The picture as README.md's "Layout" table draws it (folder → what it may import), so lint and docs agree. */
+function pictureFromReadme(): Record<string, string[]> {
+  const readme = readFileSync(join(root, 'README.md'), 'utf8');
+  const section = readme.slice(readme.indexOf('## Layout (`src/`)'));
+  const picture: Record<string, string[]> = {};
+  for (const row of section.slice(0, section.indexOf('\n\n', section.indexOf('|'))).split('\n')) {
+    const cells = row.split('|').map((c) => c.trim());
+    const folder = /^`(\w+)\/`$/.exec(cells[1] ?? '')?.[1];
+    if (folder) picture[folder] = [...cells[3]!.matchAll(/`(\w+)`/g)].map((m) => m[1]!).filter((f) => f !== 'src');
+  }
+  return picture;
+}
+const MAY_IMPORT = pictureFromReadme();
 const FOLDERS = Object.keys(MAY_IMPORT);
+
+test('README\'s Layout table names the seven folders of src, core importing nothing', () => {
+  assert.deepEqual([...FOLDERS].sort(), ['cli', 'compute', 'core', 'extension', 'federation', 'kernel', 'node']);
+  assert.deepEqual(MAY_IMPORT.core, []);
+  assert.deepEqual(MAY_IMPORT.cli, ['core', 'compute', 'federation']);
+});
 
 const eslint = new ESLint({ cwd: root });
 
