@@ -1,7 +1,7 @@
 // Derives a training plan from a forward ONNX model: the forward graph (rewritten for training:
 // batch-statistics BatchNormalization, masked Dropout), a loss, reverse-mode gradients, and an
 // optimiser update, as one ONNX graph that onnxruntime runs like any model. Each phase lives in its own
-// module, in the order buildPlan runs them: forward.ts, backward.ts (with grad.ts's rules), loss.ts,
+// module, in the order buildPlan runs them: forward.ts, loss.ts, backward.ts (with grad.ts's rules),
 // optimizer.ts, assemble.ts; shapes.ts infers shapes as nodes are emitted.
 
 import { gridError } from '../../core/errors';
