@@ -1,14 +1,15 @@
 // The onnxruntime seam: the only file that imports onnxruntime-node, and only on first use, so code that
 // merely imports compute/ (the VS Code extension host, the CLIs) never pays for the native module.
 // Tensors cross the seam without a copy: our Tensor storage types are the ones ORT uses.
+// What sits on top of it lives elsewhere: signatures and feed checks (signature.ts), the cache of loaded
+// sessions (session-cache.ts), sessions on a worker thread (model-thread.ts).
 
 import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { ErrorCodes, GridError, gridError } from '../core/errors';
-import { bytesPerElement, encodedTensorSize, isDType, validateTensor, type DType, type NamedTensors, type Tensor } from '../core/protocol/tensor';
-import { decodeModel } from './onnx/model';
-import { dtypeFromOnnx } from './onnx/tensor-proto';
+import { isDType, type NamedTensors, type Tensor } from '../core/protocol/tensor';
+import { checkFeeds, checkOutputBytes, outputSizes, signatureFromGraph, type ModelSignature, type SignatureDim, type ValueSignature } from './signature';
 
 type Ort = typeof import('onnxruntime-node');
 type OrtSession = import('onnxruntime-node').InferenceSession;
@@ -20,21 +21,6 @@ let ortPromise: Promise<Ort> | undefined;
 export function loadOrt(): Promise<Ort> {
   ortPromise ??= import('onnxruntime-node').then((m) => ((m as unknown as { default?: Ort }).default ?? m) as Ort);
   return ortPromise;
-}
-
-/** One dimension of a signature: a size, a symbolic name (`"batch"`), or null when the model says nothing. */
-export type SignatureDim = number | string | null;
-
-export interface ValueSignature {
-  readonly name: string;
-  readonly dtype: DType;
-  readonly dims: readonly SignatureDim[];
-}
-
-/** Inputs and outputs of a model, as onnxruntime reads them from the graph. */
-export interface ModelSignature {
-  readonly inputs: readonly ValueSignature[];
-  readonly outputs: readonly ValueSignature[];
 }
 
 export interface LoadModelOptions {
@@ -107,134 +93,6 @@ function signatureOf(meta: readonly import('onnxruntime-node').InferenceSession.
   });
 }
 
-/** A signature read from the ONNX graph (for ORT bindings without value metadata). */
-export function signatureFromGraph(bytes: Uint8Array, inputNames: readonly string[], outputNames: readonly string[]): ModelSignature {
-  const graph = decodeModel(bytes).graph!;
-  const infos = new Map([...(graph.input ?? []), ...(graph.output ?? [])].map((v) => [v.name ?? '', v]));
-  const one = (name: string, kind: string): ValueSignature => {
-    const t = infos.get(name)?.type?.tensorType;
-    if (!t) throw gridError('INVALID_MODEL', `${kind} "${name}" is not a tensor; the grid only carries tensors`);
-    const dtype = dtypeFromOnnx(t.elemType ?? 0, `${kind} "${name}"`);
-    const dims = (t.shape?.dim ?? []).map((d): SignatureDim => d.dimValue ?? d.dimParam ?? null);
-    return { name, dtype, dims };
-  };
-  return { inputs: inputNames.map((n) => one(n, 'input')), outputs: outputNames.map((n) => one(n, 'output')) };
-}
-
-function describeDims(dims: readonly SignatureDim[]): string {
-  return `[${dims.map((d) => (d === null ? '?' : String(d))).join(', ')}]`;
-}
-
-/** A feed's dtype and dims: all a shape check needs (a decoded tensor, or a tensor header before decoding). */
-export interface FeedShape {
-  readonly dtype: DType;
-  readonly dims: readonly number[];
-}
-
-/**
- * Checks feed dtypes and shapes against the signature, so a bad call gets an error naming the input instead
- * of ORT's generic message. Symbolic dims must agree across inputs (e.g. one `batch`). Works on headers too:
- * the node checks a request's tensors this way before decoding them. Returns the symbols' sizes.
- */
-export function checkFeedShapes(signature: ModelSignature, feeds: Readonly<Record<string, FeedShape>>): Map<string, number> {
-  const expected = new Map(signature.inputs.map((i) => [i.name, i]));
-  for (const name of Object.keys(feeds)) {
-    if (!expected.has(name)) {
-      throw gridError('INVALID_INPUT', `the model has no input "${name}"; its inputs are ${signature.inputs.map((i) => `"${i.name}"`).join(', ') || 'none'}`, { input: name });
-    }
-  }
-  const symbols = new Map<string, { size: number; input: string }>();
-  for (const sig of signature.inputs) {
-    const t = feeds[sig.name];
-    if (t === undefined) throw gridError('INVALID_INPUT', `input "${sig.name}" is missing (expected ${sig.dtype} ${describeDims(sig.dims)})`, { input: sig.name });
-    if (t.dtype !== sig.dtype) {
-      throw gridError('INVALID_INPUT', `input "${sig.name}" must be ${sig.dtype}, got ${t.dtype}`, { input: sig.name, expected: sig.dtype, given: t.dtype });
-    }
-    const mismatch = () => gridError('INVALID_INPUT', `input "${sig.name}" must have shape ${describeDims(sig.dims)}, got [${t.dims.join(', ')}]`, { input: sig.name, expected: sig.dims, given: t.dims });
-    // ORT reports a scalar and an input of unknown rank alike (empty shape): let ORT decide those.
-    if (sig.dims.length === 0) continue;
-    if (sig.dims.length !== t.dims.length) throw mismatch();
-    sig.dims.forEach((d, i) => {
-      const given = t.dims[i]!;
-      if (typeof d === 'number' && d !== given) throw mismatch();
-      if (typeof d === 'string' && d !== '') {
-        const seen = symbols.get(d);
-        if (seen && seen.size !== given) {
-          throw gridError('INVALID_INPUT', `input "${sig.name}" dimension ${i} ("${d}") is ${given}, but input "${seen.input}" has "${d}" = ${seen.size}`, { input: sig.name });
-        }
-        if (!seen) symbols.set(d, { size: given, input: sig.name });
-      }
-    });
-  }
-  return new Map([...symbols].map(([k, v]) => [k, v.size]));
-}
-
-/** Checks feeds (dtypes, shapes and data) against the signature before ORT sees them. */
-export function checkFeeds(signature: ModelSignature, feeds: NamedTensors): void {
-  if (feeds === null || typeof feeds !== 'object') throw new TypeError('feeds must be an object of named tensors');
-  for (const sig of signature.inputs) {
-    const t = feeds[sig.name];
-    if (t === undefined) continue;
-    try {
-      validateTensor(t, `input "${sig.name}"`);
-    } catch (err) {
-      throw new GridError(ErrorCodes.INVALID_INPUT, (err as Error).message, { input: sig.name });
-    }
-  }
-  checkFeedShapes(signature, feeds);
-}
-
-/**
- * True when every output's shape follows from the inputs' shapes (fixed sizes, or symbols that an input
- * also has), so its size is known before the run. Not so for outputs whose size depends on input values
- * (ConstantOfShape, Range, NonZero …) or is unknown: such a run may allocate any amount.
- */
-export function outputsFollowInputShapes(signature: ModelSignature): boolean {
-  const inputSymbols = new Set(signature.inputs.flatMap((i) => i.dims.filter((d): d is string => typeof d === 'string' && d !== '')));
-  // An empty shape is a scalar or an unknown rank: ORT does not say which, so it counts as unknown.
-  return signature.outputs.every((o) => o.dtype !== 'string' && o.dims.length > 0 && o.dims.every((d) => typeof d === 'number' ? d >= 0 : typeof d === 'string' && inputSymbols.has(d)));
-}
-
-/**
- * Bytes each output will take, where its shape is known from the signature and the inputs' symbol sizes
- * (from checkFeedShapes); outputs of unknown size are left out. Lets a node refuse a run before it starts.
- */
-export function knownOutputBytes(signature: ModelSignature, symbols: ReadonlyMap<string, number>, outputs?: readonly string[]): Map<string, number> {
-  const wanted = outputs === undefined ? undefined : new Set(outputs);
-  const sizes = new Map<string, number>();
-  for (const o of signature.outputs) {
-    if (wanted !== undefined && !wanted.has(o.name)) continue;
-    if (o.dtype === 'string' || o.dims.length === 0) continue;
-    let n = 1;
-    for (const d of o.dims) n *= typeof d === 'number' ? d : typeof d === 'string' ? symbols.get(d) ?? Number.NaN : Number.NaN;
-    if (Number.isFinite(n) && n >= 0) sizes.set(o.name, n * bytesPerElement(o.dtype));
-  }
-  return sizes;
-}
-
-/** Fails with PAYLOAD_TOO_LARGE, naming the biggest output, when outputs together exceed `max` bytes. */
-export function checkOutputBytes(sizes: ReadonlyMap<string, number>, max: number, when: string): void {
-  let total = 0;
-  let biggest: [string, number] = ['', -1];
-  for (const [name, bytes] of sizes) {
-    total += bytes;
-    if (bytes > biggest[1]) biggest = [name, bytes];
-  }
-  if (total <= max) return;
-  throw gridError('PAYLOAD_TOO_LARGE',
-    `output "${biggest[0]}" ${when} ${formatBytes(biggest[1])}${sizes.size > 1 ? ` (${formatBytes(total)} for all outputs)` : ''}, over this node's limit of ${formatBytes(max)} per inference request; ask for less (smaller inputs, fewer outputs) or have the node's operator raise its inference.maxOutputBytes`,
-    { output: biggest[0], bytes: biggest[1], total, limit: max });
-}
-
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} bytes`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
-  return `${v >= 100 ? Math.round(v) : Number(v.toFixed(1))} ${units[u]} (${n} bytes)`;
-}
-
 function toOrtTensor(ort: Ort, t: Tensor): OrtTensor {
   // The constructor wraps the typed array as is; no copy.
   return new ort.Tensor(t.dtype as never, t.data as never, t.dims as number[]);
@@ -243,11 +101,6 @@ function toOrtTensor(ort: Ort, t: Tensor): OrtTensor {
 function fromOrtTensor(name: string, t: OrtTensor): Tensor {
   if (!isDType(t.type)) throw gridError('INVALID_TENSOR', `output "${name}" has dtype ${t.type}, which the grid's tensor codec does not carry`);
   return { dtype: t.type, dims: [...t.dims], data: t.data as Tensor['data'] } as Tensor;
-}
-
-/** Bytes of each tensor's data (a string costs its UTF-8 bytes and a 4-byte length), as knownOutputBytes counts them. */
-export function outputSizes(tensors: NamedTensors): Map<string, number> {
-  return new Map(Object.entries(tensors).map(([name, t]) => [name, encodedTensorSize(t) - 8 - 8 * t.dims.length]));
 }
 
 class OrtModelHandle implements ModelHandle {
@@ -360,153 +213,5 @@ async function openSession(
   } catch (err) {
     await session.release();
     throw err;
-  }
-}
-
-export interface SessionCacheOptions {
-  /** Memory budget for all cached sessions, estimated as model bytes × `factor`. */
-  maxBytes: number;
-  /** How much memory a session takes per byte of model (weights, plus ORT's arenas and prepacked copies). Default 3. */
-  factor?: number;
-  loadOptions?: LoadModelOptions;
-  /** Where a session is loaded; loadModel (this thread) by default. The node loads big models on a worker thread. */
-  load?(bytes: Uint8Array, opts: LoadModelOptions, key: string): Promise<ModelHandle>;
-}
-
-interface CacheEntry {
-  readonly key: string;
-  readonly promise: Promise<ModelHandle>;
-  /** Set once loaded: a handle that became unusable on its own (its worker stopped) is loaded again. */
-  handle?: ModelHandle;
-  estimate: number;
-  /** Loads in progress are never evicted: their callers are waiting for them. */
-  loaded: boolean;
-}
-
-/**
- * Sessions by key (a model id or sha256), least recently used evicted first when the memory estimate
- * exceeds the budget. A model larger than the whole budget is still loaded, alone.
- * Evicted sessions are disposed once their runs in flight finish.
- */
-export class SessionCache {
-  private readonly maxBytes: number;
-  private readonly factor: number;
-  private readonly loadOptions: LoadModelOptions;
-  private readonly load: (bytes: Uint8Array, opts: LoadModelOptions, key: string) => Promise<ModelHandle>;
-  private readonly entries = new Map<string, CacheEntry>();
-  private used = 0;
-  private closed = false;
-
-  constructor(opts: SessionCacheOptions) {
-    if (opts === null || typeof opts !== 'object') throw new TypeError('opts must be an object');
-    if (typeof opts.maxBytes !== 'number' || !Number.isFinite(opts.maxBytes)) throw new TypeError('opts.maxBytes must be a finite number');
-    if (opts.maxBytes <= 0) throw new RangeError(`opts.maxBytes must be positive, got ${opts.maxBytes}`);
-    if (opts.factor !== undefined && (typeof opts.factor !== 'number' || !(opts.factor > 0))) throw new RangeError('opts.factor must be a positive number');
-    this.maxBytes = opts.maxBytes;
-    this.factor = opts.factor ?? 3;
-    this.loadOptions = opts.loadOptions ?? {};
-    this.load = opts.load ?? loadModel;
-  }
-
-  /** Estimated bytes held by cached sessions. */
-  get bytesInUse(): number {
-    return this.used;
-  }
-
-  get size(): number {
-    return this.entries.size;
-  }
-
-  has(key: string): boolean {
-    return this.entries.has(key);
-  }
-
-  keys(): string[] {
-    return [...this.entries.keys()];
-  }
-
-  /**
-   * The session for `key`, loading it from `bytes()` on a miss. Concurrent calls for one key share one load.
-   * A load that fails is not cached.
-   */
-  get(key: string, bytes: () => Uint8Array | Promise<Uint8Array>): Promise<ModelHandle> {
-    if (typeof key !== 'string' || key === '') throw new TypeError('key must be a non-empty string');
-    if (typeof bytes !== 'function') throw new TypeError('bytes must be a function returning the model bytes');
-    if (this.closed) return Promise.reject(gridError('DISPOSED', 'the session cache was disposed'));
-    const hit = this.entries.get(key);
-    if (hit?.handle?.disposed) this.forget(hit);
-    else if (hit) {
-      // Map order is the LRU order: re-insert to mark as most recent.
-      this.entries.delete(key);
-      this.entries.set(key, hit);
-      return hit.promise;
-    }
-    const entry: CacheEntry = { key, estimate: 0, loaded: false, promise: undefined as unknown as Promise<ModelHandle> };
-    (entry as { promise: Promise<ModelHandle> }).promise = (async () => {
-      const b = await bytes();
-      const estimate = b.byteLength * this.factor;
-      this.makeRoom(estimate, key);
-      entry.estimate = estimate;
-      this.used += estimate;
-      try {
-        const handle = await this.load(b, this.loadOptions, key);
-        entry.loaded = true;
-        entry.handle = handle;
-        if (this.closed || this.entries.get(key) !== entry) {
-          await handle.dispose();
-          throw gridError('DISPOSED', `the session for "${key}" was deleted or the cache disposed while it loaded`);
-        }
-        return handle;
-      } catch (err) {
-        this.forget(entry);
-        throw err;
-      }
-    })();
-    this.entries.set(key, entry);
-    entry.promise.catch(() => this.forget(entry));
-    return entry.promise;
-  }
-
-  /** Drops and disposes the session for `key`, if cached. */
-  async delete(key: string): Promise<boolean> {
-    const entry = this.entries.get(key);
-    if (!entry) return false;
-    this.forget(entry);
-    await this.disposeEntry(entry);
-    return true;
-  }
-
-  /** Disposes every cached session; idempotent. */
-  async dispose(): Promise<void> {
-    this.closed = true;
-    const all = [...this.entries.values()];
-    for (const e of all) this.forget(e);
-    await Promise.all(all.map((e) => this.disposeEntry(e)));
-  }
-
-  private forget(entry: CacheEntry): void {
-    if (this.entries.get(entry.key) === entry) {
-      this.entries.delete(entry.key);
-      this.used -= entry.estimate;
-      entry.estimate = 0;
-    }
-  }
-
-  private async disposeEntry(entry: CacheEntry): Promise<void> {
-    try {
-      const handle = await entry.promise;
-      await handle.dispose();
-    } catch {
-      // A load that failed has nothing to release.
-    }
-  }
-
-  private makeRoom(needed: number, except: string): void {
-    for (const entry of [...this.entries.values()]) {
-      if (this.used + needed <= this.maxBytes) break;
-      if (entry.key === except || !entry.loaded) continue;
-      this.forget(entry);
-      void this.disposeEntry(entry);
-    }
   }
 }

@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, GridError, gridError } from '../core/errors';
 import type { NamedTensors } from '../core/protocol/tensor';
-import { checkFeeds, loadModelFile, type LoadModelOptions, type ModelHandle, type ModelSignature, type RunOptions } from './backend';
+import { loadModelFile, type LoadModelOptions, type ModelHandle, type RunOptions } from './backend';
+import { checkFeeds, type ModelSignature } from './signature';
 import type { ServeRequest, ThreadData, ThreadError } from './model-thread';
 
 /** Models up to this size load and run on the calling thread (loading takes ~10 ms per MiB, a thread ~80 ms to start). */

@@ -6,7 +6,7 @@
 
 import { gridError } from '../core/errors';
 import type { NamedTensors, Tensor } from '../core/protocol/tensor';
-import { formatBytes } from './backend';
+import { formatBytes } from './signature';
 import { decodeModel } from './onnx/model';
 import { dtypeFromOnnx } from './onnx/tensor-proto';
 import type { OnnxNode } from './onnx/types';

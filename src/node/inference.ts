@@ -5,7 +5,7 @@
 
 import { createHash } from 'node:crypto';
 import { setImmediate as nextTurn } from 'node:timers/promises';
-import { checkFeedShapes, checkOutputBytes, formatBytes, knownOutputBytes } from '../compute/backend';
+import { checkFeedShapes, checkOutputBytes, formatBytes, knownOutputBytes } from '../compute/signature';
 import { gridError } from '../core/errors';
 import type { DownloadOffer } from '../core/protocol/catalogue';
 import type { ModelSignature } from '../core/protocol/messages';

@@ -53,10 +53,11 @@ for (const layout of ['raw', 'fields'] as const) {
 }
 
 test('decoding a TensorProto whose data length disagrees with dims is GRID_ERR_INVALID_TENSOR', () => {
-  const bytes = encodeTensorProto('w', { dtype: 'float32', dims: [2], data: new Float32Array([1, 2]) });
-  const proto = tensorToProto('w', { dtype: 'float32', dims: [3], data: new Float32Array([1, 2, 3]) });
+  const w: Tensor = { dtype: 'float32', dims: [3], data: new Float32Array([1, 2, 3]) };
+  const proto = tensorToProto('w', w);
+  // Intact, the proto decodes to the tensor it was made from: what fails below is the length alone.
+  sameTensor(decodeTensorProto(TensorProtoType.encode(proto).finish()).tensor, w);
   proto.rawData = proto.rawData!.subarray(0, 8);
-  assert.ok(bytes.length > 0);
   const bad = TensorProtoType.encode(proto).finish();
   assert.throws(() => decodeTensorProto(bad), (e: unknown) => e instanceof GridError && e.code === 'GRID_ERR_INVALID_TENSOR' && /needs 12 raw bytes, got 8/.test(e.message));
   assert.throws(() => decodeTensorProto(new Uint8Array([0xff, 0xff, 0xff])), (e: unknown) => e instanceof GridError && e.code === 'GRID_ERR_INVALID_TENSOR');

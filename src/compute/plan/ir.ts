@@ -185,3 +185,12 @@ export class GraphBuilder {
     return this.constTensor({ dtype: 'int64', dims, data: BigInt64Array.from(values.map((v) => BigInt(v))) }, 'i');
   }
 }
+
+/** `want` itself when the graph does not use it yet (plan inputs and outputs keep readable names), else a fresh variant. */
+export function uniqueName(b: GraphBuilder, want: string): string {
+  if (!b.isUsed(want)) {
+    b.reserve(want);
+    return want;
+  }
+  return b.fresh(want);
+}

@@ -1,0 +1,83 @@
+// The optimiser step: each parameter's gradient (plus weight decay and FedProx's proximal term when asked)
+// turned into its updated value by SGD, momentum or Adam, with the optimiser's state as plan inputs and
+// outputs.
+
+import type { Tensor } from '../../core/protocol/tensor';
+import type { Gradients } from './backward';
+import { HYPER, type PlanOptions, type PlanTensorSpec } from './info';
+import { uniqueName, type GraphBuilder } from './ir';
+
+export interface OptimizerStep {
+  /** Hyper-parameter input names, in input order (as HYPER lists them, renamed if the model used the name). */
+  readonly hyper: string[];
+  readonly params: PlanTensorSpec[];
+  readonly state: PlanTensorSpec[];
+  /** `global.<param>` inputs (FedProx), in the order of params. */
+  readonly globals: string[];
+  /** input name → output name of its updated value, for params and state. */
+  readonly updated: Record<string, string>;
+  /** param → gradient output, when emitGradients is on. */
+  readonly gradients: Record<string, string>;
+}
+
+export function emitOptimizer(b: GraphBuilder, params: readonly string[], values: ReadonlyMap<string, Tensor>, grads: Gradients, opts: PlanOptions): OptimizerStep {
+  const floatType = b.floatType;
+  const floatCode = b.floatCode;
+  const hyper = [...HYPER[opts.optimizer]];
+  if (opts.weightDecay) hyper.push('weight_decay');
+  if (opts.fedProx) hyper.push('prox_mu');
+  const hyperName: Record<string, string> = {};
+  for (const h of hyper) { hyperName[h] = uniqueName(b, h); b.setShape(hyperName[h], [], floatCode); }
+  const updated: Record<string, string> = {};
+  const gradients: Record<string, string> = {};
+  const state: PlanTensorSpec[] = [];
+  const globals: string[] = [];
+  const paramSpecs: PlanTensorSpec[] = [];
+  let lrT: string | undefined;
+  if (opts.optimizer === 'adam') {
+    // Adam's bias correction folded into the step size: lr·√(1 − β2^t) / (1 − β1^t).
+    const { beta1, beta2, step, lr } = hyperName as Record<string, string>;
+    const one = b.scalar(1);
+    lrT = b.op('Div', [b.op('Mul', [lr!, b.op('Sqrt', [b.op('Sub', [one, b.op('Pow', [beta2!, step!])])])]), b.op('Sub', [one, b.op('Pow', [beta1!, step!])])]);
+  }
+  for (const p of params) {
+    const dims = [...values.get(p)!.dims];
+    paramSpecs.push({ name: p, dtype: floatType, dims });
+    let g = grads.of(p)!;
+    if (opts.emitGradients) {
+      gradients[p] = uniqueName(b, `grad.${p}`);
+      b.emit('Identity', [g], {}, [gradients[p]!]);
+    }
+    if (opts.weightDecay) g = b.op('Add', [g, b.op('Mul', [hyperName.weight_decay!, p])]);
+    if (opts.fedProx) {
+      const gp = uniqueName(b, `global.${p}`);
+      globals.push(gp);
+      b.setShape(gp, dims, floatCode);
+      g = b.op('Add', [g, b.op('Mul', [hyperName.prox_mu!, b.op('Sub', [p, gp])])]);
+    }
+    const out = uniqueName(b, `new.${p}`);
+    updated[p] = out;
+    if (opts.optimizer === 'sgd') {
+      b.emit('Sub', [p, b.op('Mul', [hyperName.lr!, g])], {}, [out]);
+    } else if (opts.optimizer === 'momentum') {
+      const v = uniqueName(b, `momentum.${p}`);
+      const vOut = uniqueName(b, `new.momentum.${p}`);
+      state.push({ name: v, dtype: floatType, dims });
+      updated[v] = vOut;
+      b.emit('Add', [b.op('Mul', [hyperName.momentum!, v]), g], {}, [vOut]);
+      b.emit('Sub', [p, b.op('Mul', [hyperName.lr!, vOut])], {}, [out]);
+    } else {
+      const mName = uniqueName(b, `adam.m.${p}`), vName = uniqueName(b, `adam.v.${p}`);
+      const mOut = uniqueName(b, `new.adam.m.${p}`), vOut = uniqueName(b, `new.adam.v.${p}`);
+      state.push({ name: mName, dtype: floatType, dims }, { name: vName, dtype: floatType, dims });
+      updated[mName] = mOut;
+      updated[vName] = vOut;
+      const one = b.scalar(1);
+      const { beta1, beta2, epsilon } = hyperName as Record<string, string>;
+      b.emit('Add', [b.op('Mul', [beta1!, mName]), b.op('Mul', [b.op('Sub', [one, beta1!]), g])], {}, [mOut]);
+      b.emit('Add', [b.op('Mul', [beta2!, vName]), b.op('Mul', [b.op('Sub', [one, beta2!]), b.op('Mul', [g, g])])], {}, [vOut]);
+      b.emit('Sub', [p, b.op('Mul', [lrT!, b.op('Div', [mOut, b.op('Add', [b.op('Sqrt', [vOut]), epsilon!])])])], {}, [out]);
+    }
+  }
+  return { hyper: hyper.map((h) => hyperName[h]!), params: paramSpecs, state, globals, updated, gradients };
+}
