@@ -14,6 +14,7 @@ import { spawnSync } from 'node:child_process';
 import WebSocket from 'ws';
 import { GridClient } from '../src/core/client';
 import { encodeNamedTensors, type NamedTensors } from '../src/core/protocol/tensor';
+import { DRAIN_THRESHOLD_BYTES } from '../src/core/socket/drain';
 import { fileSource } from '../src/core/socket/transfer';
 import { HostModel, RunInference } from '../src/core/protocol/messages';
 import { Ping } from '../src/core/protocol/catalogue';
@@ -123,7 +124,7 @@ async function rawBulk(url: string, size: number): Promise<{ mibps: number; clie
   for (let pos = 0; pos < size; pos += MiB) {
     // Read from the same file as the grid upload, with the same flow control GridSocket uses.
     const bytes = await source.read(pos, Math.min(MiB, size - pos));
-    if (ws.bufferedAmount < 4 * MiB) ws.send(bytes);
+    if (ws.bufferedAmount < DRAIN_THRESHOLD_BYTES) ws.send(bytes);
     else await new Promise<void>((r) => ws.send(bytes, () => r()));
   }
   const res = JSON.parse(String(await done)) as { received: number; rssBase: number; rssPeak: number };

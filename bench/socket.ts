@@ -10,6 +10,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import WebSocket from 'ws';
+import { DRAIN_THRESHOLD_BYTES } from '../src/core/socket/drain';
 import { GridSocket } from '../src/core/socket/grid-socket';
 import { generatedBytes, generatedSource } from '../test/helpers/bytes';
 import { startNodeScript } from '../test/helpers/processes';
@@ -108,7 +109,7 @@ async function rawWsBulk(url: string, size: number): Promise<{ mbps: number; cli
     const bytes = generatedBytes(3, pos, len);
     // Same flow control as GridSocket: wait for the socket's buffer only when it holds a lot.
     bytes[0] = pos + len === size ? 1 : 0;
-    if (ws.bufferedAmount < 4 * MiB) ws.send(bytes);
+    if (ws.bufferedAmount < DRAIN_THRESHOLD_BYTES) ws.send(bytes);
     else await new Promise<void>((r) => ws.send(bytes, () => r()));
   }
   const done = JSON.parse((await new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)))).toString());

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { WebSocketServer } from 'ws';
 import { generatedBytes, generatedSha256 } from '../../test/helpers/bytes';
 import { BenchClaim, BenchEcho, BenchOffer, BenchRss } from './defs';
+import { DRAIN_THRESHOLD_BYTES } from '../../src/core/socket/drain';
 import { GridRouter, GridServer } from '../../src/node/rpc/server';
 import { rssSampler } from '../rss';
 
@@ -31,7 +32,7 @@ async function main(): Promise<void> {
             void (async () => {
               for (let pos = 0; pos < size; pos += 1024 * 1024) {
                 const b = generatedBytes(3, pos, Math.min(1024 * 1024, size - pos));
-                if (ws.bufferedAmount < 4 * 1024 * 1024) ws.send(b);
+                if (ws.bufferedAmount < DRAIN_THRESHOLD_BYTES) ws.send(b);
                 else await new Promise<void>((r) => ws.send(b, () => r()));
               }
               ws.send(JSON.stringify(rss.read()));

@@ -1,19 +1,22 @@
 // GridSocket against the real GridServer over real sockets on 127.0.0.1, port 0.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { once } from 'node:events';
 import { after, before, describe, test } from 'node:test';
+import { GridClient } from '../../src/core/client';
 import { ErrorCodes, GridError } from '../../src/core/errors';
 import { GridSocket, type SocketStatus } from '../../src/core/socket/grid-socket';
 import type { IncomingMessage } from '../../src/core/protocol/envelope';
 import { generatedSha256, generatedSource, randomSeed } from '../helpers/bytes';
 import { startNodeScript } from '../helpers/processes';
-import { startTestNode as startGridNode } from '../helpers/node-fixtures';
-import { startProxy } from '../helpers/proxy';
+import { ADMIN_PASSWORD, mlpModel, startTestNode as startGridNode } from '../helpers/node-fixtures';
+import { corruptingLink, startProxy } from '../helpers/proxy';
 import { WebSocketServer } from 'ws';
 import {
   Claim, Count, Double, Echo, EchoIdempotent, Garbage, Hang, Held, Offer, Release, Stats, Tick, Ticks, WhoAmI,
@@ -93,6 +96,39 @@ describe('requests', () => {
     assert.equal((await long).tag, 'long');
     assert.deepEqual(settled, ['short', 'long']);
     s.dispose();
+  });
+
+  test('requests already waiting when the first deadline fires each still time out on their own deadline, in order', async () => {
+    // A server that accepts the connection and never answers anything.
+    const silent = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await once(silent, 'listening');
+    const s = await connected(`ws://127.0.0.1:${(silent.address() as AddressInfo).port}`);
+    const timeouts = [100, 400, 700, 1000];
+    const failed: { timeout: number; afterMs: number; code: string }[] = [];
+    const t0 = performance.now();
+    const all = Promise.all(timeouts.map((timeout) => s.request('never-answered', { timeout }, { timeout }).then(
+      () => assert.fail('a silent server answered'),
+      (err: GridError) => { failed.push({ timeout, afterMs: performance.now() - t0, code: err.code }); },
+    )));
+    // A bound, not a sleep: requests that never time out fail the test instead of hanging it.
+    let guard: NodeJS.Timeout | undefined;
+    const stuck = new Promise<never>((_, reject) => {
+      guard = setTimeout(() => reject(new Error(`still waiting 10 s after the last deadline; timed out so far: ${JSON.stringify(failed)}`)), timeouts.at(-1)! + 10_000);
+    });
+    try {
+      await Promise.race([all, stuck]);
+    } finally {
+      clearTimeout(guard);
+      s.dispose();
+      silent.close();
+    }
+    assert.deepEqual(failed.map((f) => f.timeout), timeouts, 'each request timed out, earliest deadline first');
+    for (const f of failed) {
+      assert.equal(f.code, ErrorCodes.TIMEOUT);
+      assert.ok(f.afterMs >= f.timeout, `the ${f.timeout} ms request failed early, after ${f.afterMs.toFixed(0)} ms`);
+      // Generous: the machine may be loaded; a timer that was never re-armed misses by ever, not by seconds.
+      assert.ok(f.afterMs < f.timeout + 5000, `the ${f.timeout} ms request failed only after ${f.afterMs.toFixed(0)} ms`);
+    }
   });
 
   test('an aborted request rejects with GRID_ERR_ABORTED and the node sees the cancel', async () => {
@@ -456,6 +492,68 @@ describe('transfers', () => {
     assert.equal(h.digest('hex'), offer.sha256);
     s.dispose();
     await proxy.close();
+  });
+
+  test('a model download altered on its way fails with GRID_ERR_CHECKSUM_MISMATCH and leaves no file behind', async () => {
+    const n = await startGridNode();
+    const link = corruptingLink();
+    const proxy = await startProxy(n.node.port, '127.0.0.1', undefined, { fromNode: link.fromNode });
+    const out = await mkdtemp(join(dir, 'download-'));
+    try {
+      // ~3.2 MB: four 1 MiB chunks, so the first (altered) one is followed by good ones, all written before the check.
+      const bytes = mlpModel(784, 1024);
+      const admin = await n.admin();
+      const model = await admin.hostModel(bytes, { id: 'fragile', allowDownload: true });
+      const c = await GridClient.connect(`ws://127.0.0.1:${proxy.port}`, { connect: { heartbeatMs: 0 }, reconnect: { maxAttempts: 0 }, credentials: { username: 'admin', password: ADMIN_PASSWORD } });
+      const dest = join(out, 'fragile.onnx');
+      let written = 0;
+      try {
+        const err = await rejectsWith(c.downloadModel('fragile', dest, { onProgress: (done) => { written = done; } }), ErrorCodes.CHECKSUM_MISMATCH);
+        assert.match(err.message, new RegExp(`downloaded bytes hash to [0-9a-f]{64}, the node announced ${model.sha256}`));
+      } finally {
+        c.dispose();
+      }
+      assert.ok(link.flipped, 'the link altered a byte of the download');
+      assert.equal(written, bytes.length, 'every byte arrived and was written before the check');
+      assert.equal(existsSync(dest), false, 'no model at the destination');
+      assert.deepEqual(await readdir(out), [], 'no half-written file either');
+      // The model itself is whole: over a clean link the same download succeeds and matches.
+      await admin.downloadModel('fragile', dest);
+      assert.ok((await readFile(dest)).equals(bytes));
+      assert.equal(model.sha256, createHash('sha256').update(bytes).digest('hex'));
+    } finally {
+      await proxy.close();
+      await n.close();
+    }
+  });
+
+  test('a node that offers bytes hashed differently from the model it names is refused before anything is written', async () => {
+    const n = await startGridNode();
+    const admin = await n.admin();
+    const model = await admin.hostModel(mlpModel(4, 3, 2), { id: 'named', allowDownload: true });
+    await n.close();
+    // A node that answers download-model with that model's metadata but an offer of other bytes, and
+    // refuses anything else (so a client that went on to download would fail with another code).
+    const lying = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+    await once(lying, 'listening');
+    lying.on('connection', (ws) => ws.on('message', (raw) => {
+      const env = JSON.parse(String(raw)) as { type: string; request_id: string };
+      if (env.type === 'download-model') {
+        ws.send(JSON.stringify({ ...env, data: { model, download: { transfer_id: 'other-bytes', size: model.size, sha256: 'f'.repeat(64) } } }));
+      } else {
+        ws.send(JSON.stringify({ ...env, error: { code: ErrorCodes.NOT_FOUND, message: `${env.type} is not served here` } }));
+      }
+    }));
+    const out = await mkdtemp(join(dir, 'offer-'));
+    const c = await GridClient.connect(`ws://127.0.0.1:${(lying.address() as AddressInfo).port}`, { connect: { heartbeatMs: 0 }, reconnect: { maxAttempts: 0 } });
+    try {
+      const err = await rejectsWith(c.downloadModel('named', join(out, 'named.onnx')), ErrorCodes.CHECKSUM_MISMATCH);
+      assert.match(err.message, new RegExp(`offered bytes with sha256 f{64} for model "named", whose metadata says ${model.sha256}`));
+      assert.deepEqual(await readdir(out), [], 'nothing written at the destination');
+    } finally {
+      c.dispose();
+      lying.close();
+    }
   });
 
   test('an upload whose bytes do not match is refused with GRID_ERR_CHECKSUM_MISMATCH', async () => {

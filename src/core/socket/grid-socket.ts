@@ -1,21 +1,30 @@
 // GridSocket: the one connection to a node, shared by the tree views, commands and notebook kernel.
 // It is the union of PyGrid's WebsocketGridClient, the syft SocketClients and Genesis' Socket:
-// correlated requests with timeouts and aborts, streams that survive reconnects, an auth token
-// re-sent after every reconnect, a heartbeat, and chunked resumable transfers in bounded memory.
+// correlated requests with timeouts and aborts (pending-requests.ts), streams that survive reconnects
+// (grid-stream.ts), an auth token re-sent after every reconnect, a heartbeat, and chunked resumable
+// transfers in bounded memory (chunked-transfers.ts, drain.ts).
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import WebSocket, { type RawData } from 'ws';
 import { ErrorCodes, GridError, gridError, toGridError } from '../errors';
 import { silentLogger, type Logger } from '../logger';
 import {
-  Authenticate, describeIssues, TransferAck, TransferBegin, TransferCommit, TransferRead,
+  Authenticate, describeIssues, TransferBegin, TransferCommit, TransferRead,
   type DownloadOffer, type EndOf, type EventOf, type ReplyOf, type RequestDef, type RequestOf, type StreamDef,
 } from '../protocol/catalogue';
-import { checkEnvelope, allocChunk, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, type Envelope, type IncomingMessage } from '../protocol/envelope';
+import { checkEnvelope, decodeBinaryFrame, encodeMessageFrame, FrameKind, type Envelope, type IncomingMessage } from '../protocol/envelope';
 import { backoffDelay, resolveReconnect, type ReconnectOptions, type ResolvedReconnect } from './backoff';
+import { TRANSFER_ACK, Transfers, type TransferOptions, type UploadResult } from './chunked-transfers';
 import { failureFromError, failureFromResponse, MAX_REFUSAL_BODY, type ConnectFailure } from './connect-failure';
+import { sendAndDrain } from './drain';
+import { GridStream, type StreamOptions } from './grid-stream';
+import { PendingRequests, type PendingRequest, type Reply } from './pending-requests';
 import type { ByteSink, ByteSource } from './transfer';
+
+export { GridStream, type StreamOptions } from './grid-stream';
+export type { TransferOptions, UploadResult } from './chunked-transfers';
+export type { Reply } from './pending-requests';
 
 export type SocketState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
@@ -61,54 +70,6 @@ export interface RequestOptions {
   idempotent?: boolean;
 }
 
-export interface StreamOptions {
-  signal?: AbortSignal;
-  /** Re-send the request after a reconnect so the stream continues. Default: the definition's `resubscribe`. */
-  resubscribe?: boolean;
-  /** Tell the node when the stream is cancelled (the default); false = the "without teardown" variant. */
-  teardown?: boolean;
-  /** Most events held for a slow consumer before the stream fails. Default 10 000. */
-  maxBuffered?: number;
-}
-
-export interface TransferOptions {
-  signal?: AbortSignal;
-  onProgress?(done: number, total: number): void;
-  /** Upload chunk size. Default 1 MiB. */
-  chunkSize?: number;
-  /** Bytes sent ahead of the peer's acknowledgements. Default 16 MiB. */
-  windowBytes?: number;
-}
-
-export interface UploadResult {
-  transfer_id: string;
-  size: number;
-  sha256: string;
-}
-
-export interface Reply<T> {
-  data: T;
-  attachment: Buffer | undefined;
-}
-
-interface Pending {
-  readonly id: string;
-  readonly env: Envelope;
-  readonly attachment: Uint8Array | undefined;
-  readonly idempotent: boolean;
-  readonly def: RequestDef | undefined;
-  /** `call()` resolves with the whole Reply; `request()` with its data only. */
-  readonly whole: boolean;
-  /** performance.now() after which the request times out (Infinity: never). */
-  readonly deadline: number;
-  readonly timeout: number;
-  readonly resolve: (r: unknown) => void;
-  readonly reject: (e: GridError) => void;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-  sent: boolean;
-}
-
 interface StreamSub {
   readonly id: string;
   readonly env: Envelope;
@@ -120,8 +81,6 @@ interface StreamSub {
 }
 
 const DEFAULT_TIMEOUT = 20_000;
-const UPLOAD_ACK = 'transfer-ack';
-const DOWNLOAD_ACK_BYTES = 4 * 1024 * 1024;
 
 export interface GridSocketOptions {
   logger?: Logger;
@@ -160,9 +119,11 @@ export class GridSocket extends EventEmitter {
   private oversizeFrom: WebSocket | undefined;
   /** Requests and streams go out only when open and (re)authenticated. */
   private ready = false;
-  private readonly pending = new Map<string, Pending>();
+  /** Incremented on every close, so waiters can tell the connection they started on is gone. */
+  private epoch = 0;
+  private readonly pending: PendingRequests;
   private readonly streams = new Map<string, StreamSub>();
-  private readonly transferListeners = new Map<string, (msg: { received?: number; chunk?: { index: number; body: Buffer; last: boolean } }) => void>();
+  private readonly transfers: Transfers;
   private readonly openWaiters = new Set<{ resolve: () => void; reject: (e: GridError) => void }>();
   private credentials: { username: string; password: string } | { token: string } | undefined;
   private token: string | undefined;
@@ -174,6 +135,17 @@ export class GridSocket extends EventEmitter {
     this.log = options.logger ?? silentLogger;
     this.random = options.random ?? Math.random;
     this.onWsMessage = this.onWsMessage.bind(this);
+    this.pending = new PendingRequests((p) => gridError('TIMEOUT', `${p.env.type} got no reply from ${this.url} within ${p.timeout} ms`, { timeout: p.timeout }));
+    this.transfers = new Transfers({
+      log: this.log,
+      epoch: () => this.epoch,
+      begin: (data, signal) => this.request(TransferBegin, data, { signal }),
+      commit: (data, signal) => this.request(TransferCommit, data, { signal, timeout: 120_000 }),
+      read: (data, signal) => this.stream(TransferRead, data, { signal, resubscribe: false }).done,
+      ack: (transferId, received) => { this.send(TRANSFER_ACK, { transfer_id: transferId, received }); },
+      sendChunk: (frame, epoch) => this.sendChunk(frame, epoch),
+      whenReady: (signal) => this.whenReady(signal),
+    });
   }
 
   get isDisposed(): boolean {
@@ -306,7 +278,7 @@ export class GridSocket extends EventEmitter {
     const timeout = options.timeout ?? DEFAULT_TIMEOUT;
     const deadline = timeout > 0 && Number.isFinite(timeout) ? performance.now() + timeout : Infinity;
     return new Promise<unknown>((resolve, reject) => {
-      const p: Pending = {
+      const p: PendingRequest = {
         id, env, def, whole, deadline, timeout, resolve, reject,
         attachment: options.attachment,
         idempotent: options.idempotent ?? def?.idempotent ?? false,
@@ -320,52 +292,9 @@ export class GridSocket extends EventEmitter {
         };
         signal.addEventListener('abort', p.onAbort, { once: true });
       }
-      this.pending.set(id, p);
-      if (deadline < this.deadlineAt) this.armDeadlines(deadline);
+      this.pending.add(p);
       if (this.ready) this.transmit(p);
     });
-  }
-
-  /** Settles a request already removed from `pending`. */
-  private settle(p: Pending, err: GridError | undefined, reply?: Reply<unknown>): void {
-    if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort);
-    if (err) p.reject(err);
-    else p.resolve(p.whole ? reply : reply!.data);
-  }
-
-  // One timer for every request's deadline, armed for the earliest. A request that settles leaves the
-  // timer alone; when it fires it fails what has expired (a late reply is then dropped as unmatched,
-  // never mis-delivered) and re-arms for the next deadline. Unref'd: the socket keeps the process alive.
-  private deadlineTimer: NodeJS.Timeout | undefined;
-  private deadlineAt = Infinity;
-
-  private armDeadlines(at: number): void {
-    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    this.deadlineAt = at;
-    this.deadlineTimer = setTimeout(this.onDeadline, Math.max(1, Math.ceil(at - performance.now())));
-    this.deadlineTimer.unref();
-  }
-
-  private readonly onDeadline = (): void => {
-    this.deadlineTimer = undefined;
-    this.deadlineAt = Infinity;
-    const now = performance.now();
-    let next = Infinity;
-    for (const p of this.pending.values()) {
-      if (p.deadline <= now) {
-        this.pending.delete(p.id);
-        this.settle(p, gridError('TIMEOUT', `${p.env.type} got no reply from ${this.url} within ${p.timeout} ms`, { timeout: p.timeout }));
-      } else if (p.deadline < next) {
-        next = p.deadline;
-      }
-    }
-    if (next < Infinity) this.armDeadlines(next);
-  };
-
-  private clearDeadlines(): void {
-    if (this.deadlineTimer) clearTimeout(this.deadlineTimer);
-    this.deadlineTimer = undefined;
-    this.deadlineAt = Infinity;
   }
 
   /** Fire-and-forget. Returns false when not connected (nothing was sent). */
@@ -378,34 +307,6 @@ export class GridSocket extends EventEmitter {
   onMessage(listener: (msg: IncomingMessage) => void): () => void {
     this.on('message', listener);
     return () => this.off('message', listener);
-  }
-
-  /** Every incoming message as an async iterable, until `signal` aborts or the socket is reset. */
-  messages(signal?: AbortSignal): AsyncIterableIterator<IncomingMessage> {
-    const queue: IncomingMessage[] = [];
-    let wake: (() => void) | undefined;
-    let done = false;
-    const stop = () => { done = true; off(); wake?.(); };
-    const off = this.onMessage((m) => { queue.push(m); wake?.(); });
-    signal?.addEventListener('abort', stop, { once: true });
-    const onReset = (st: SocketStatus) => { if (st.state === 'idle') stop(); };
-    this.on('status', onReset);
-    const iterator: AsyncIterableIterator<IncomingMessage> = {
-      [Symbol.asyncIterator]: () => iterator,
-      next: async () => {
-        while (queue.length === 0 && !done) await new Promise<void>((r) => { wake = r; });
-        wake = undefined;
-        if (queue.length > 0) return { value: queue.shift()!, done: false };
-        this.off('status', onReset);
-        return { value: undefined, done: true };
-      },
-      return: async () => {
-        stop();
-        this.off('status', onReset);
-        return { value: undefined, done: true };
-      },
-    };
-    return iterator;
   }
 
   /** One request, many events, one end. Iterate it, or observe it with `subscribe`. */
@@ -466,138 +367,23 @@ export class GridSocket extends EventEmitter {
   }
 
   /**
-   * Uploads bytes in chunks, `windowBytes` ahead of the node's acknowledgements, resuming from the
-   * last acknowledged byte after a reconnect. The node checks the sha256 computed here as bytes are read.
-   * The result's transfer_id is then named in a request (host-model) that claims the upload.
+   * Uploads bytes in chunks, a window ahead of the node's acknowledgements, resuming from the last
+   * acknowledged byte after a reconnect; the node checks the sha256 computed as bytes are read. The
+   * result's transfer_id is then named in a request (host-model) that claims the upload.
    */
-  async upload(source: ByteSource, options: TransferOptions = {}): Promise<UploadResult> {
-    const chunkSize = options.chunkSize ?? 1024 * 1024;
-    const windowBytes = Math.max(options.windowBytes ?? 16 * 1024 * 1024, chunkSize);
-    const { signal, onProgress } = options;
-    const size = source.size;
-    const hash = createHash('sha256');
-    let hashed = 0;
-    let acked = 0;
-    let wake: (() => void) | undefined;
-    let transferId: string | undefined;
-    const begin = async () => {
-      const r = await this.request(TransferBegin, transferId === undefined ? { size, chunk_size: chunkSize } : { transfer_id: transferId, size, chunk_size: chunkSize }, { signal });
-      if (transferId === undefined) {
-        transferId = r.transfer_id;
-        this.transferListeners.set(transferId, (m) => {
-          if (m.received !== undefined && m.received > acked) { acked = m.received; onProgress?.(acked, size); }
-          // Woken on every ack and on a drop; the waiter re-checks its condition and the connection epoch.
-          wake?.();
-        });
-      }
-      acked = r.received;
-    };
-    try {
-      await begin();
-      for (;;) {
-        const epoch = this.epoch;
-        try {
-          let pos = acked;
-          let index = Math.floor(pos / chunkSize);
-          while (pos < size) {
-            while (pos - acked >= windowBytes) await this.waitWhileOpen(epoch, signal, (w) => { wake = w; });
-            const len = Math.min(chunkSize, size - pos);
-            let frame: Buffer;
-            let bytes: Uint8Array;
-            if (source.readInto) {
-              ({ frame, body: bytes } = allocChunk(transferId!, index, len, pos + len === size));
-              await source.readInto(bytes, pos);
-            } else {
-              bytes = await source.read(pos, len);
-              if (bytes.length !== len) throw gridError('INTERNAL', `upload source returned ${bytes.length} bytes at ${pos}, expected ${len}`);
-              frame = encodeChunk(transferId!, index, bytes, pos + len === size);
-            }
-            if (pos === hashed) { hash.update(bytes); hashed += len; }
-            await this.sendBinary(frame, epoch);
-            pos += len;
-            index += 1;
-          }
-          while (acked < size) await this.waitWhileOpen(epoch, signal, (w) => { wake = w; });
-          if (signal?.aborted) throw gridError('ABORTED', 'the transfer was aborted');
-          return await this.request(TransferCommit, { transfer_id: transferId!, sha256: hash.digest('hex') }, { signal, timeout: 120_000 });
-        } catch (err) {
-          const e = toGridError(err);
-          if (e.code !== ErrorCodes.CONNECTION_DROPPED && e.code !== ErrorCodes.NOT_CONNECTED) throw e;
-          this.log.info({ transfer: transferId, acked, size }, 'upload interrupted; resuming after reconnect');
-          await this.whenReady(signal);
-          await begin();
-        }
-      }
-    } finally {
-      if (transferId !== undefined) this.transferListeners.delete(transferId);
-      await source.close?.();
-    }
+  upload(source: ByteSource, options: TransferOptions = {}): Promise<UploadResult> {
+    return this.transfers.upload(source, options);
   }
 
   /**
-   * Downloads an offered payload into `sink`, acknowledging what is written so the node never runs more
-   * than a window ahead, and resuming after a reconnect. Rejects with CHECKSUM_MISMATCH if the bytes
-   * do not hash to the offer's sha256.
+   * Downloads an offered payload into `sink`, resuming after a reconnect. Rejects with
+   * CHECKSUM_MISMATCH if the bytes do not hash to the offer's sha256.
    */
-  async download(offer: DownloadOffer, sink: ByteSink, options: TransferOptions = {}): Promise<{ size: number; sha256: string }> {
-    const { signal, onProgress } = options;
-    const id = offer.transfer_id;
-    const hash = createHash('sha256');
-    let received = 0;
-    let writeChain: Promise<void> = Promise.resolve();
-    let writeError: GridError | undefined;
-    let lastAck = 0;
-    this.transferListeners.set(id, (m) => {
-      if (m.chunk === undefined) return;
-      const body = m.chunk.body;
-      writeChain = writeChain.then(async () => {
-        if (writeError) return;
-        try {
-          await sink.write(body, received);
-        } catch (err) {
-          writeError = gridError('INTERNAL', `writing the download failed: ${(err as Error).message}`);
-          return;
-        }
-        hash.update(body);
-        received += body.length;
-        onProgress?.(received, offer.size);
-        if (received - lastAck >= DOWNLOAD_ACK_BYTES || received === offer.size) {
-          lastAck = received;
-          this.send(UPLOAD_ACK, { transfer_id: id, received });
-        }
-      });
-    });
-    try {
-      for (;;) {
-        try {
-          // Chunks before a drop may still be queued for writing; resume from what is on disk.
-          await writeChain;
-          if (writeError) throw writeError;
-          const end = await this.stream(TransferRead, { transfer_id: id, offset: received }, { signal, resubscribe: false }).done;
-          await writeChain;
-          if (writeError) throw writeError;
-          // An abort that came while the last chunks were being written still wins over success.
-          if (signal?.aborted) throw gridError('ABORTED', 'the download was aborted');
-          if (received !== end.size) throw gridError('CHECKSUM_MISMATCH', `download ${id} ended after ${received} of ${end.size} bytes`);
-          const actual = hash.digest('hex');
-          if (actual !== offer.sha256) throw gridError('CHECKSUM_MISMATCH', `downloaded bytes hash to ${actual}, the node announced ${offer.sha256}`);
-          return { size: received, sha256: actual };
-        } catch (err) {
-          const e = toGridError(err);
-          if (e.code !== ErrorCodes.CONNECTION_DROPPED && e.code !== ErrorCodes.NOT_CONNECTED) throw e;
-          this.log.info({ transfer: id, received, size: offer.size }, 'download interrupted; resuming after reconnect');
-          await this.whenReady(signal);
-        }
-      }
-    } finally {
-      this.transferListeners.delete(id);
-    }
+  download(offer: DownloadOffer, sink: ByteSink, options: TransferOptions = {}): Promise<{ size: number; sha256: string }> {
+    return this.transfers.download(offer, sink, options);
   }
 
   // ---- connection lifecycle -------------------------------------------------------------------
-
-  /** Incremented on every close, so waiters can tell the connection they started on is gone. */
-  private epoch = 0;
 
   private open(state: 'connecting' | 'reconnecting'): void {
     this.setState(state);
@@ -684,7 +470,7 @@ export class GridSocket extends EventEmitter {
     this.ready = true;
     this.setState('open');
     for (const s of this.streams.values()) this.sendEnvelope(s.env);
-    for (const p of this.pending.values()) if (!p.sent) this.transmit(p);
+    for (const p of this.pending.list()) if (!p.sent) this.transmit(p);
     for (const w of this.openWaiters) w.resolve();
     this.openWaiters.clear();
   }
@@ -762,36 +548,33 @@ export class GridSocket extends EventEmitter {
     const why = replyTooBig
       ? `a reply from the node was larger than this client's maxPayload (${this.connectOptions.maxPayload} bytes)`
       : 'the node closed the connection because a frame was larger than it accepts (close 1009)';
-    for (const p of [...this.pending.values()]) {
+    for (const p of this.pending.list()) {
       if (!p.sent) continue;
-      this.pending.delete(p.id);
-      this.settle(p, gridError('PAYLOAD_TOO_LARGE', `${p.env.type} to ${this.url} failed: ${why}. It was not sent again, since it would fail the same way; ask for less, or raise the limit`, { close_code: 1009 }));
+      this.pending.reject(p, gridError('PAYLOAD_TOO_LARGE', `${p.env.type} to ${this.url} failed: ${why}. It was not sent again, since it would fail the same way; ask for less, or raise the limit`, { close_code: 1009 }));
     }
   }
 
   /** On a drop: requests that are not safe to repeat fail now; streams that don't resubscribe fail. */
   private dropInFlight(willRetry: boolean): void {
-    for (const p of [...this.pending.values()]) {
+    for (const p of this.pending.list()) {
       if (!p.sent) continue;
       if (willRetry && p.idempotent) { p.sent = false; continue; }
-      this.pending.delete(p.id);
-      this.settle(p, gridError('CONNECTION_DROPPED', `the connection to ${this.url} dropped while ${p.env.type} was in flight; it was not retried because it is not idempotent`));
+      this.pending.reject(p, gridError('CONNECTION_DROPPED', `the connection to ${this.url} dropped while ${p.env.type} was in flight; it was not retried because it is not idempotent`));
     }
     for (const s of [...this.streams.values()]) {
       if (willRetry && s.resubscribe) continue;
       s.fail(gridError('CONNECTION_DROPPED', `the connection to ${this.url} dropped during the ${s.env.type} stream`));
     }
-    for (const l of this.transferListeners.values()) l({});
+    this.transfers.interrupted();
   }
 
   /** Fails everything still waiting (used when giving up, resetting or disposing). */
   private failAll(err: GridError): void {
-    for (const p of [...this.pending.values()]) { this.pending.delete(p.id); this.settle(p, err); }
-    this.clearDeadlines();
+    this.pending.rejectAll(err);
     for (const s of [...this.streams.values()]) s.fail(err);
     for (const w of this.openWaiters) w.reject(err);
     this.openWaiters.clear();
-    for (const l of this.transferListeners.values()) l({});
+    this.transfers.interrupted();
   }
 
   private teardown(key: 'CONNECTION_DROPPED' | 'ABORTED' | 'DISPOSED', message: string, code: number): void {
@@ -845,7 +628,7 @@ export class GridSocket extends EventEmitter {
       if (isBinary) {
         const frame = decodeBinaryFrame(buf);
         if (frame.kind === FrameKind.CHUNK) {
-          this.transferListeners.get(frame.id)?.({ chunk: { index: frame.index, body: frame.body, last: frame.last } });
+          this.transfers.chunk(frame.id, frame.body);
           return;
         }
         msg = frame.message;
@@ -869,17 +652,16 @@ export class GridSocket extends EventEmitter {
   private dispatch(msg: IncomingMessage): void {
     const id = msg.request_id;
     if (id !== undefined) {
-      const p = this.pending.get(id);
+      const p = this.pending.take(id);
       if (p !== undefined) {
-        this.pending.delete(id);
-        if (msg.error) return this.settle(p, GridError.fromWire(msg.error));
+        if (msg.error) return this.pending.reject(p, GridError.fromWire(msg.error));
         let data = msg.data;
         if (p.def) {
           const parsed = p.def.reply.safeParse(data);
-          if (!parsed.success) return this.settle(p, gridError('INVALID_MESSAGE', `${p.env.type}: the node sent an invalid reply (${describeIssues(parsed.error, 'reply')})`));
+          if (!parsed.success) return this.pending.reject(p, gridError('INVALID_MESSAGE', `${p.env.type}: the node sent an invalid reply (${describeIssues(parsed.error, 'reply')})`));
           data = parsed.data;
         }
-        return this.settle(p, undefined, { data, attachment: msg.attachment });
+        return this.pending.resolve(p, { data, attachment: msg.attachment });
       }
       const s = this.streams.get(id);
       if (s !== undefined) {
@@ -888,10 +670,7 @@ export class GridSocket extends EventEmitter {
         return s.end(msg.data);
       }
     }
-    if (msg.type === UPLOAD_ACK) {
-      const parsed = TransferAck.safeParse(msg.data);
-      if (parsed.success) this.transferListeners.get(parsed.data.transfer_id)?.({ received: parsed.data.received });
-    }
+    if (msg.type === TRANSFER_ACK) this.transfers.acked(msg.data);
   }
 
   private streamFailed(sub: StreamSub, err: GridError): void {
@@ -906,7 +685,7 @@ export class GridSocket extends EventEmitter {
 
   // ---- outgoing -------------------------------------------------------------------------------
 
-  private transmit(p: Pending): void {
+  private transmit(p: PendingRequest): void {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
     p.sent = true;
@@ -921,30 +700,11 @@ export class GridSocket extends EventEmitter {
     return true;
   }
 
-  /** Sends a binary frame on the connection of `epoch`; waits for drain when the socket buffer is full. */
-  private sendBinary(frame: Buffer, epoch: number): Promise<void> {
+  /** Sends a transfer chunk on the connection of `epoch`; waits for drain when the socket buffer is full. */
+  private sendChunk(frame: Buffer, epoch: number): Promise<void> {
     const ws = this.ws;
     if (!ws || epoch !== this.epoch || !this.ready) return Promise.reject(gridError('CONNECTION_DROPPED', 'the connection dropped during a transfer'));
-    if (ws.bufferedAmount < 4 * 1024 * 1024) {
-      ws.send(frame);
-      return Promise.resolve();
-    }
-    return new Promise((resolve, reject) => ws.send(frame, (err) => (err ? reject(gridError('CONNECTION_DROPPED', err.message)) : resolve())));
-  }
-
-  /** Waits for `wake` (set through `setWake`) while the connection of `epoch` stays open. */
-  private waitWhileOpen(epoch: number, signal: AbortSignal | undefined, setWake: (w: () => void) => void): Promise<void> {
-    if (signal?.aborted) return Promise.reject(gridError('ABORTED', 'the transfer was aborted'));
-    if (epoch !== this.epoch) return Promise.reject(gridError('CONNECTION_DROPPED', 'the connection dropped during a transfer'));
-    return new Promise((resolve, reject) => {
-      const onAbort = () => { setWake(() => {}); reject(gridError('ABORTED', 'the transfer was aborted')); };
-      signal?.addEventListener('abort', onAbort, { once: true });
-      setWake(() => {
-        signal?.removeEventListener('abort', onAbort);
-        if (epoch !== this.epoch) reject(gridError('CONNECTION_DROPPED', 'the connection dropped during a transfer'));
-        else resolve();
-      });
-    });
+    return sendAndDrain(ws, frame, 'the connection dropped during a transfer');
   }
 
   /** Resolves when open and ready; rejects if the socket gives up, is reset or disposed, or `signal` aborts. */
@@ -992,105 +752,5 @@ export class GridSocket extends EventEmitter {
     if (last !== undefined && (Object.keys(status) as (keyof SocketStatus)[]).every((k) => status[k] === last[k])) return;
     this.lastEmitted = status;
     if (this.listenerCount('status') > 0) this.emit('status', status);
-  }
-}
-
-/**
- * A stream's events, as an async iterable (break or cancel() stops it and, by default, tells the
- * node) or through `subscribe`. `done` settles with the end message's data.
- */
-export class GridStream<Ev, End> implements AsyncIterable<Ev> {
-  readonly type: string;
-  readonly done: Promise<End>;
-  private readonly queue: Ev[] = [];
-  private readonly maxBuffered: number;
-  private readonly onCancel: () => void;
-  private wake: (() => void) | undefined;
-  private settled = false;
-  private error: GridError | undefined;
-  private resolveDone!: (v: End) => void;
-  private rejectDone!: (e: GridError) => void;
-  private observers: { next?(ev: Ev): void; error?(e: GridError): void; complete?(end: End): void }[] = [];
-
-  constructor(type: string, maxBuffered: number, onCancel: () => void) {
-    this.type = type;
-    this.maxBuffered = maxBuffered;
-    this.onCancel = onCancel;
-    this.done = new Promise<End>((res, rej) => { this.resolveDone = res; this.rejectDone = rej; });
-    // Nobody is obliged to await `done`; a failure is still delivered to whoever does.
-    this.done.catch(() => {});
-  }
-
-  get isSettled(): boolean {
-    return this.settled;
-  }
-
-  subscribe(observer: { next?(ev: Ev): void; error?(e: GridError): void; complete?(end: End): void }): () => void {
-    this.observers.push(observer);
-    return () => { this.observers = this.observers.filter((o) => o !== observer); };
-  }
-
-  /** Stops the stream; the node is told unless the stream was opened without teardown. */
-  cancel(): void {
-    if (this.settled) return;
-    this.onCancel();
-    this.fail(gridError('ABORTED', `the ${this.type} stream was cancelled`));
-  }
-
-  /** @internal */
-  push(ev: Ev): void {
-    if (this.settled) return;
-    for (const o of this.observers) o.next?.(ev);
-    if (this.observers.length > 0 && !this.iterating) return;
-    if (this.queue.length >= this.maxBuffered) {
-      this.onCancel();
-      this.fail(gridError('PAYLOAD_TOO_LARGE', `the ${this.type} stream buffered ${this.maxBuffered} unread events; read it faster or raise maxBuffered`));
-      return;
-    }
-    this.queue.push(ev);
-    this.wake?.();
-  }
-
-  /** @internal */
-  finish(end: End): void {
-    if (this.settled) return;
-    this.settled = true;
-    for (const o of this.observers) o.complete?.(end);
-    this.resolveDone(end);
-    this.wake?.();
-  }
-
-  /** @internal */
-  fail(err: GridError): void {
-    if (this.settled) return;
-    this.settled = true;
-    this.error = err;
-    for (const o of this.observers) o.error?.(err);
-    this.rejectDone(err);
-    this.wake?.();
-  }
-
-  private iterating = false;
-
-  async *[Symbol.asyncIterator](): AsyncIterator<Ev> {
-    this.iterating = true;
-    try {
-      for (;;) {
-        if (this.queue.length > 0) {
-          yield this.queue.shift()!;
-          continue;
-        }
-        if (this.settled) {
-          // A cancel by the consumer ends iteration quietly; a failure from the node is thrown.
-          if (this.error && this.error.code !== ErrorCodes.ABORTED) throw this.error;
-          return;
-        }
-        await new Promise<void>((r) => { this.wake = r; });
-        this.wake = undefined;
-      }
-    } finally {
-      this.iterating = false;
-      if (!this.settled) this.cancel();
-    }
   }
 }

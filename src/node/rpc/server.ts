@@ -18,6 +18,7 @@ import {
   DEFAULT_JSON_LIMITS, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseEnvelopeBytes,
   type Envelope, type IncomingMessage, type JsonLimits,
 } from '../../core/protocol/envelope';
+import { sendAndDrain } from '../../core/socket/drain';
 import { redactError } from './redact';
 import { UploadStore, type CommittedUpload, type UploadQuotas } from './uploads';
 
@@ -255,6 +256,8 @@ export class GridConnection {
   private anonymous = 0;
   private overflowed = false;
   private logLimiter: LogLimiter | undefined;
+  /** The node's own message types (ping, transfers, authenticate), made on first use. */
+  private builtinRoutes: Map<string, Route> | undefined;
 
   constructor(server: GridServer, ws: WebSocket, remoteAddress: string) {
     this.server = server;
@@ -488,7 +491,6 @@ export class GridConnection {
     return this.server;
   }
 
-  private builtinRoutes: Map<string, Route> | undefined;
   private builtin(type: string): Route | undefined {
     this.builtinRoutes ??= new Map<string, Route>([
       [Ping.type, { def: Ping, handler: () => ({ time: Date.now() }) }],
@@ -525,7 +527,7 @@ export class GridConnection {
         pos += len;
         const frame = encodeChunk(id, index++, body, pos === src.size);
         if (!this.canSend()) throw gridError('CONNECTION_DROPPED', 'the client disconnected or stopped reading');
-        await sendAndDrain(this.ws, frame);
+        await sendAndDrain(this.ws, frame, 'the client disconnected');
         if (src.size === 0) break;
       }
       return { size: src.size, sha256: src.sha256 };
@@ -533,16 +535,6 @@ export class GridConnection {
       if (this.downloadAcks.get(id) === acks) this.downloadAcks.delete(id);
     }
   }
-}
-
-/** Sends, and waits for the socket's buffer to drain only when it is already holding a lot. */
-async function sendAndDrain(ws: WebSocket, frame: Buffer): Promise<void> {
-  if (ws.readyState !== WebSocket.OPEN) throw gridError('CONNECTION_DROPPED', 'the client disconnected');
-  if (ws.bufferedAmount < 4 * 1024 * 1024) {
-    ws.send(frame);
-    return;
-  }
-  await new Promise<void>((resolve, reject) => ws.send(frame, (err) => (err ? reject(gridError('CONNECTION_DROPPED', err.message)) : resolve())));
 }
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
