@@ -7,6 +7,7 @@ import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { ErrorCodes, GridError, gridError } from '../core/errors';
 import { bytesPerElement, encodedTensorSize, isDType, validateTensor, type DType, type NamedTensors, type Tensor } from '../core/protocol/tensor';
+import type { ModelSignature, ValueSignature } from '../core/protocol/messages';
 import { decodeModel } from './onnx/model';
 import { dtypeFromOnnx } from './onnx/tensor-proto';
 
@@ -22,20 +23,11 @@ export function loadOrt(): Promise<Ort> {
   return ortPromise;
 }
 
+// A model's inputs and outputs, as onnxruntime reads them from the graph: the very shape a node lists
+// in ModelInfo, so the one type is the protocol's.
+export type { ModelSignature, ValueSignature } from '../core/protocol/messages';
 /** One dimension of a signature: a size, a symbolic name (`"batch"`), or null when the model says nothing. */
-export type SignatureDim = number | string | null;
-
-export interface ValueSignature {
-  readonly name: string;
-  readonly dtype: DType;
-  readonly dims: readonly SignatureDim[];
-}
-
-/** Inputs and outputs of a model, as onnxruntime reads them from the graph. */
-export interface ModelSignature {
-  readonly inputs: readonly ValueSignature[];
-  readonly outputs: readonly ValueSignature[];
-}
+export type SignatureDim = ValueSignature['dims'][number];
 
 export interface LoadModelOptions {
   /** Threads one operator may use; defaults to the machine's cores, at most 4. */
