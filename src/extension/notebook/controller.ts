@@ -5,6 +5,7 @@
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as vscode from 'vscode';
+import { gridError } from '../../core/errors';
 import type { CellOutput, ExecutionResult, KernelHost } from '../../kernel';
 import { heavy } from '../heavy';
 import type { BridgeNodes } from './bridge';
@@ -183,7 +184,7 @@ export class GridNotebookController implements vscode.Disposable {
   }
 
   private kernel(notebook: vscode.NotebookDocument): Promise<NotebookKernel> {
-    if (this.disposed) return Promise.reject(new Error('the Grid notebook controller was disposed'));
+    if (this.disposed) return Promise.reject(gridError('DISPOSED', 'the Grid notebook controller was disposed'));
     let kernel = this.kernels.get(notebook);
     if (!kernel) {
       kernel = this.createKernel(notebook);
