@@ -8,6 +8,7 @@ import { gridError } from '../core/errors';
 import { ID_PATTERN, refOf } from '../core/protocol/model-ref';
 import type { Ctx } from './ctx';
 import { heavy } from './heavy';
+import { newNotebook, restartKernel } from './notebook';
 import { guarded, isConnection, nodeFromArg, pickModel, pickNode, withProgress, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
 import { train } from './train';
 import { formatBytes, ModelItem, signatureLine } from './views/items';
@@ -381,5 +382,7 @@ export const COMMANDS: Record<string, (ctx: Ctx) => Cmd> = {
   'grid.showModelDetails': showModelDetails,
   'grid.runInference': runInference,
   'grid.train': train,
+  'grid.newNotebook': newNotebook,
+  'grid.restartKernel': restartKernel,
   'grid.showLogs': showLogs,
 };
