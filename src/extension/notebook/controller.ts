@@ -23,6 +23,8 @@ export interface ControllerDeps {
   extensionPath: string;
   log: { info(msg: string): void; warn(msg: string): void; error(msg: string): void; debug(msg: string): void };
   nodes: BridgeNodes;
+  /** The grid.requestTimeoutMs setting, read when a cell's grid.infer starts. */
+  requestTimeoutMs(): number;
 }
 
 interface NotebookKernel {
@@ -198,7 +200,7 @@ export class GridNotebookController implements vscode.Disposable {
     const { KernelHost, NotebookGridBridge } = heavy();
     const { extensionPath, log } = this.deps;
     const cwd = notebookFolder(notebook);
-    const bridge = new NotebookGridBridge({ nodes: this.deps.nodes, cwd });
+    const bridge = new NotebookGridBridge({ nodes: this.deps.nodes, cwd, inferTimeoutMs: () => this.deps.requestTimeoutMs() });
     const name = notebook.uri.path.split('/').pop() ?? 'notebook';
     const host = new KernelHost({
       workerPath: join(extensionPath, 'dist', 'kernel-worker.js'),

@@ -20,6 +20,7 @@ export function createNotebookController(ctx: Ctx): GridNotebookController {
       debug: (m) => ctx.log.debug(m), info: (m) => ctx.log.info(m), warn: (m) => ctx.log.warn(m), error: (m) => ctx.log.error(m),
     },
     nodes: sidebarNodes(ctx),
+    requestTimeoutMs: () => ctx.config.requestTimeoutMs,
   });
 }
 
