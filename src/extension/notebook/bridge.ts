@@ -220,11 +220,11 @@ export class NotebookGridBridge implements GridBridge {
    */
   private async infer(id: unknown, input: unknown, o: Options, context: GridCallContext): Promise<Tensor | NamedTensors> {
     if (typeof id !== 'string') throw usage('infer', 'expects a model id, then its input');
+    const timeoutMs = typeof o.timeoutMs === 'number' ? o.timeoutMs : this.inferTimeoutMs?.();
     const node = this.node(o.node);
     const client = node.client;
     const model = node.models.find((m) => m.id === id) ?? await client.modelInfo(id);
     const inputs = bindInputs(model, input);
-    const timeoutMs = typeof o.timeoutMs === 'number' ? o.timeoutMs : this.inferTimeoutMs?.();
     // The version whose signature bound the inputs is the one that runs.
     const outputs = await client.runInference(refOf(model), inputs, {
       signal: context.signal,
