@@ -1,6 +1,7 @@
-// Installs the real-VS-Code test bed, idempotently: Debian packages (chromium for the UI tests,
-// libkrb5-dev and a compiler for code-server's native modules), a tool-folder Node 24 and a pinned
-// code-server built against it. Everything but the apt packages lives in .tools/ (gitignored).
+// Installs the test bed, idempotently: Debian packages (chromium for the UI tests, libkrb5-dev and a
+// compiler for code-server's native modules), the en_US.UTF-8 locale (onnxruntime's StringNormalizer),
+// a tool-folder Node 24 and a pinned code-server built against it. Everything but the system packages
+// and the locale lives in .tools/ (gitignored).
 // Each step checks first and is skipped when already done, so a warm run takes well under a second.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -38,7 +39,20 @@ const APT_PACKAGES = [
   { pkg: 'ca-certificates', present: () => dpkgInstalled('ca-certificates') },
   // The TLS tests make their certificates with it.
   { pkg: 'openssl', present: () => onPath('openssl') },
+  // The locale sources ensureLocale builds LOCALE from; not needed once the locale exists.
+  { pkg: 'locales', present: () => localePresent() || dpkgInstalled('locales') },
 ];
+
+// onnxruntime's StringNormalizer opens this locale (its default for the ONNX conformance strnorm cases):
+// without it the model does not load. A bare Debian image has only C and POSIX.
+const LOCALE = { name: 'en_US.UTF-8', source: 'en_US', charset: 'UTF-8' };
+
+function localePresent() {
+  const r = spawnSync('locale', ['-a'], { encoding: 'utf8' });
+  // `locale -a` spells it en_US.utf8.
+  const want = LOCALE.name.toLowerCase().replace('-', '');
+  return r.status === 0 && r.stdout.split('\n').some((l) => l.trim().toLowerCase().replace('-', '') === want);
+}
 
 function dpkgInstalled(pkg) {
   const r = spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' });
@@ -71,20 +85,35 @@ function cleanEnv(extra) {
   return { ...env, ...extra };
 }
 
+function asRoot(cmd, args, opts = {}) {
+  const [c, ...rest] = [...(process.getuid?.() === 0 ? [] : ['sudo', '-n']), cmd, ...args];
+  run(c, rest, opts);
+}
+
 function ensureAptPackages() {
   const missing = APT_PACKAGES.filter((p) => !p.present()).map((p) => p.pkg);
   if (missing.length === 0) return false;
   if (process.platform !== 'linux' || !existsSync('/usr/bin/apt-get')) {
     throw new Error(`[setup] missing system packages: ${missing.join(', ')} (install them; apt-get not found)`);
   }
-  const asRoot = process.getuid?.() === 0 ? [] : ['sudo', '-n'];
-  const apt = (args) => {
-    const [cmd, ...rest] = [...asRoot, 'apt-get', ...args];
-    run(cmd, rest, { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
-  };
+  const apt = (args) => asRoot('apt-get', args, { env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
   log(`apt-get install ${missing.join(' ')}`);
   apt(['update', '-qq']);
   apt(['install', '-y', '-qq', '--no-install-recommends', ...missing]);
+  return true;
+}
+
+/** Generates LOCALE (after ensureAptPackages brought the `locales` sources). */
+function ensureLocale() {
+  if (process.platform !== 'linux' || localePresent()) return false;
+  log(`generating the ${LOCALE.name} locale`);
+  // Enabled in /etc/locale.gen too, so a later locale-gen (which rebuilds the archive from it) keeps it.
+  const line = `${LOCALE.name} ${LOCALE.charset}`;
+  if (existsSync('/etc/locale.gen') && !readFileSync('/etc/locale.gen', 'utf8').split('\n').some((l) => l.trim() === line)) {
+    asRoot('sh', ['-c', 'printf "%s\\n" "$1" >> /etc/locale.gen', 'sh', line]);
+  }
+  asRoot('localedef', ['-i', LOCALE.source, '-c', '-f', LOCALE.charset, '-A', '/usr/share/locale/locale.alias', LOCALE.name]);
+  if (!localePresent()) throw new Error(`[setup] localedef ran but \`locale -a\` does not list ${LOCALE.name}`);
   return true;
 }
 
@@ -94,7 +123,11 @@ function ensureAptPackages() {
  */
 export function missingToolPrerequisites() {
   const missing = APT_PACKAGES.filter((p) => !p.present()).map((p) => p.pkg);
-  if (missing.length === 0) return undefined;
+  if (missing.length === 0) {
+    if (process.platform !== 'linux' || localePresent() || process.getuid?.() === 0) return undefined;
+    if (spawnSync('sudo', ['-n', 'true'], { stdio: 'ignore' }).status === 0) return undefined;
+    return `missing the ${LOCALE.name} locale; run \`sudo localedef -i ${LOCALE.source} -c -f ${LOCALE.charset} ${LOCALE.name}\` (this user cannot: not root, no passwordless sudo)`;
+  }
   if (process.platform !== 'linux' || !existsSync('/usr/bin/apt-get')) {
     return `missing system packages: ${missing.join(', ')}; install them (apt-get not found on this machine)`;
   }
@@ -158,7 +191,7 @@ function ensureCodeServer(paths) {
 export function ensureTools() {
   const started = performance.now();
   const paths = toolPaths();
-  const changed = [ensureAptPackages(), ensureNode24(paths), ensureCodeServer(paths)].some(Boolean);
+  const changed = [ensureAptPackages(), ensureLocale(), ensureNode24(paths), ensureCodeServer(paths)].some(Boolean);
   const secs = ((performance.now() - started) / 1000).toFixed(1);
   log(changed ? `tools installed in ${secs}s` : `tools already present (${secs}s)`);
   return paths;

@@ -4,6 +4,7 @@
 //   'check': load one model file, post its signature (or the coded error), end.
 //   'serve': hold sessions and run them on request until terminated; messages carry an `id` answered
 //            with { id, result } or { id, error }.
+// A failure crosses to the calling thread in the catalogue's wire form (GridError.toWire, envelope.ts's WireError).
 
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { gridError, toGridError } from '../core/errors';
@@ -16,13 +17,6 @@ export type ServeRequest =
   | { id: number; op: 'load'; bytes: Uint8Array; options: LoadModelOptions }
   | { id: number; op: 'run'; session: number; feeds: NamedTensors; outputs?: string[]; maxOutputBytes?: number }
   | { id: number; op: 'dispose'; session: number };
-
-export interface ThreadError { code: string; message: string; details?: Record<string, unknown> }
-
-function wireError(err: unknown): ThreadError {
-  const e = toGridError(err);
-  return { code: e.code, message: e.message, ...(e.details !== undefined && { details: e.details }) };
-}
 
 /** Output buffers this thread owns whole: moved to the caller instead of copied. */
 function ownedBuffers(tensors: NamedTensors): ArrayBuffer[] {
@@ -41,7 +35,7 @@ async function check(file: string, options: LoadModelOptions): Promise<void> {
     await handle.dispose();
     parentPort!.postMessage({ signature: handle.signature });
   } catch (err) {
-    parentPort!.postMessage({ error: wireError(err) });
+    parentPort!.postMessage({ error: toGridError(err).toWire() });
   }
 }
 
@@ -53,7 +47,7 @@ function serve(): void {
       const result = await work();
       parentPort!.postMessage({ id, result }, transfer(result));
     } catch (err) {
-      parentPort!.postMessage({ id, error: wireError(err) });
+      parentPort!.postMessage({ id, error: toGridError(err).toWire() });
     }
   };
   parentPort!.on('message', (m: ServeRequest) => {

@@ -12,10 +12,11 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { ErrorCodes, GridError, gridError } from '../core/errors';
+import type { WireError } from '../core/protocol/envelope';
 import type { NamedTensors } from '../core/protocol/tensor';
 import { loadModelFile, type LoadModelOptions, type ModelHandle, type RunOptions } from './backend';
 import { checkFeeds, type ModelSignature } from './signature';
-import type { ServeRequest, ThreadData, ThreadError } from './model-thread';
+import type { ServeRequest, ThreadData } from './model-thread';
 
 /** Models up to this size load and run on the calling thread (loading takes ~10 ms per MiB, a thread ~80 ms to start). */
 export const IN_THREAD_MODEL_BYTES = 4 * 1024 * 1024;
@@ -61,7 +62,7 @@ export async function checkModelFile(file: string, opts: LoadModelOptions = {}, 
       reject(aborted());
     });
     signal?.addEventListener('abort', onAbort, { once: true });
-    worker.once('message', (m: { signature?: ModelSignature; error?: ThreadError }) => settle(() => {
+    worker.once('message', (m: { signature?: ModelSignature; error?: WireError }) => settle(() => {
       if (m.signature) resolve(m.signature);
       else reject(GridError.fromWire(m.error ?? { code: ErrorCodes.INTERNAL, message: 'the model check ended without a result' }));
     }));
@@ -126,7 +127,7 @@ export class ModelWorker {
     const w = startThread({ mode: 'serve' });
     this.generation += 1;
     this.worker = w;
-    w.on('message', (m: { id: number; result?: unknown; error?: ThreadError }) => {
+    w.on('message', (m: { id: number; result?: unknown; error?: WireError }) => {
       const c = this.calls.get(m.id);
       if (!c) return;
       this.calls.delete(m.id);

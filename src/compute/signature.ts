@@ -3,23 +3,15 @@
 
 import { ErrorCodes, GridError, gridError } from '../core/errors';
 import { bytesPerElement, encodedTensorSize, validateTensor, type DType, type NamedTensors } from '../core/protocol/tensor';
+import type { ModelSignature, ValueSignature } from '../core/protocol/messages';
 import { decodeModel } from './onnx/model';
 import { dtypeFromOnnx } from './onnx/tensor-proto';
 
+// A model's inputs and outputs, as onnxruntime reads them from the graph: the very shape a node lists
+// in ModelInfo, so the one type is the protocol's.
+export type { ModelSignature, ValueSignature } from '../core/protocol/messages';
 /** One dimension of a signature: a size, a symbolic name (`"batch"`), or null when the model says nothing. */
-export type SignatureDim = number | string | null;
-
-export interface ValueSignature {
-  readonly name: string;
-  readonly dtype: DType;
-  readonly dims: readonly SignatureDim[];
-}
-
-/** Inputs and outputs of a model, as onnxruntime reads them from the graph. */
-export interface ModelSignature {
-  readonly inputs: readonly ValueSignature[];
-  readonly outputs: readonly ValueSignature[];
-}
+export type SignatureDim = ValueSignature['dims'][number];
 
 /** A signature read from the ONNX graph (for ORT bindings without value metadata). */
 export function signatureFromGraph(bytes: Uint8Array, inputNames: readonly string[], outputNames: readonly string[]): ModelSignature {

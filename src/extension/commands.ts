@@ -5,9 +5,10 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
-import { refOf } from '../core/protocol/model-ref';
+import { ID_PATTERN, refOf } from '../core/protocol/model-ref';
 import type { Ctx } from './ctx';
 import { heavy } from './heavy';
+import { newNotebook, restartKernel } from './notebook';
 import { guarded, isConnection, nodeFromArg, pickModel, pickNode, withProgress, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
 import { train } from './train';
 import { formatBytes, ModelItem, signatureLine } from './views/items';
@@ -163,7 +164,7 @@ function serveModel(ctx: Ctx): Cmd {
       const suggested = path.basename(file, path.extname(file)).replace(/[^A-Za-z0-9._-]/g, '-');
       id = await vscode.window.showInputBox({
         title: `Serve ${path.basename(file)} to ${conn.name}`, prompt: 'Model id on the node', value: suggested,
-        validateInput: (v) => (/^[A-Za-z0-9._-]{1,128}$/.test(v)
+        validateInput: (v) => (ID_PATTERN.test(v)
           ? (conn.models.some((m) => m.id === v) ? { message: `${conn.name} already has a model "${v}": the file becomes its next version`, severity: vscode.InputBoxValidationSeverity.Info } : undefined)
           : 'letters, digits, ".", "_" and "-" only (at most 128)'),
       });
@@ -381,5 +382,7 @@ export const COMMANDS: Record<string, (ctx: Ctx) => Cmd> = {
   'grid.showModelDetails': showModelDetails,
   'grid.runInference': runInference,
   'grid.train': train,
+  'grid.newNotebook': newNotebook,
+  'grid.restartKernel': restartKernel,
   'grid.showLogs': showLogs,
 };

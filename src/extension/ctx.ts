@@ -1,5 +1,5 @@
 // The one context object. Extension lifetime: everything pushed to `subscriptions` (views, commands,
-// the log, the status bar, the local node). Connection lifetime: each NodeConnection owns its socket,
+// the log, the status bar, the notebook controller, the local node). Connection lifetime: each NodeConnection owns its socket,
 // event stream and listeners, and drops them on disconnect or before reconnecting.
 // One node, one entry: connections are told apart by the node id they learn (get-id), so the same node
 // added twice (two names, ws://localhost:P and ws://127.0.0.1:P, or a grid.nodes entry pointing at the
@@ -15,6 +15,7 @@ import type { ConnectionSettings, NodeConnection } from './connection';
 import { heavy } from './heavy';
 import type { LocalNode } from './local-node';
 import type { Log } from './log';
+import { createNotebookController, type GridNotebookController } from './notebook';
 import { inVsCodeWords, needsSignIn } from './wording';
 
 const CREDENTIALS_KEY = (url: string) => `grid.credentials:${url}`;
@@ -57,11 +58,14 @@ export class Ctx implements vscode.Disposable {
   private readonly aliasOf = new Map<NodeConnection, NodeConnection>();
   private readonly idSeen = new Map<NodeConnection, string | undefined>();
   private disposed = false;
+  /** The "Grid (TypeScript)" notebook controller: one kernel process per open notebook. */
+  readonly notebooks: GridNotebookController;
 
   constructor(extCtx: vscode.ExtensionContext, log: Log) {
     this.extCtx = extCtx;
     this.log = log;
-    this.push(this.changed, this.errorShown, this.asked);
+    this.notebooks = createNotebookController(this);
+    this.push(this.changed, this.errorShown, this.asked, this.notebooks);
   }
 
   /** Registers an extension-lifetime disposable. */

@@ -7,7 +7,7 @@ import { COMMANDS } from './commands';
 import { Config } from './config';
 import { Ctx, type ShownError } from './ctx';
 import { Log } from './log';
-import { registerNotebooks, type GridNotebookController } from './notebook';
+import type { GridNotebookController } from './notebook';
 import { GridStatusBar } from './status-bar';
 import { ModelsProvider } from './views/models';
 import { NodesProvider } from './views/nodes';
@@ -40,7 +40,6 @@ export function activate(context: vscode.ExtensionContext): GridExtensionApi {
     const ctx = new Ctx(context, log);
     current = ctx;
     for (const [id, factory] of Object.entries(COMMANDS)) ctx.push(vscode.commands.registerCommand(id, factory(ctx)));
-    const notebooks = registerNotebooks(ctx); // notebook controller + its commands (src/extension/notebook)
     const nodesView = new NodesProvider(ctx);
     const modelsView = new ModelsProvider(ctx);
     const statusBar = new GridStatusBar(ctx);
@@ -59,7 +58,7 @@ export function activate(context: vscode.ExtensionContext): GridExtensionApi {
     setImmediate(() => void ctx.connectAll());
     const activationMs = performance.now() - t0;
     log.info(`Grid Workbench activated in ${activationMs.toFixed(1)} ms`);
-    return { activationMs, loadStartedAt, loadEndedAt, activateStartedAt: t0, ctx, nodesView, modelsView, statusBar, onDidShowError: ctx.onDidShowError, notebooks, onDidAsk: ctx.onDidAsk };
+    return { activationMs, loadStartedAt, loadEndedAt, activateStartedAt: t0, ctx, nodesView, modelsView, statusBar, onDidShowError: ctx.onDidShowError, notebooks: ctx.notebooks, onDidAsk: ctx.onDidAsk };
   } catch (err) {
     log.error(`activation failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
     void vscode.window.showErrorMessage(`Grid Workbench failed to activate: ${err instanceof Error ? err.message : String(err)}`);

@@ -8,8 +8,8 @@ import { performance } from 'node:perf_hooks';
 import { GridError, gridError } from '../core/errors';
 import { isGridBridgeMethod, type GridBridge } from './bridge';
 import {
-  isWorkerMessage, type CellError, type CellLanguage, type CellOutput, type HostCallRequest,
-  type HostToWorker, type WireError, type WorkerConfig, type WorkerToHost,
+  isWorkerMessage, type CellError, type CellLanguage, type CellOutput, type HostCallError, type HostCallRequest,
+  type HostToWorker, type WorkerConfig, type WorkerToHost,
 } from './protocol';
 
 export interface KernelLogger {
@@ -391,7 +391,7 @@ export class KernelHost {
       try {
         this.post(proc, message);
       } catch (err) {
-        this.post(proc, { type: 'hostCallReply', callId, ok: false, error: { name: 'GridError', code: 'GRID_ERR_INTERNAL', message: `the result of grid.${method} cannot be sent to the kernel: ${(err as Error).message}` } });
+        this.post(proc, { type: 'hostCallReply', callId, ok: false, error: toWire(gridError('INTERNAL', `the result of grid.${method} cannot be sent to the kernel: ${(err as Error).message}`)) });
       }
     };
     const bridge = this.options.bridge;
@@ -623,7 +623,7 @@ export function wrapText(text: string, width: number): string {
   return lines.join('\n');
 }
 
-function toWire(err: unknown): WireError {
+function toWire(err: unknown): HostCallError {
   if (err instanceof GridError) return err.details ? { name: err.name, message: err.message, code: err.code, details: err.details } : { name: err.name, message: err.message, code: err.code };
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;

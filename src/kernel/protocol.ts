@@ -34,7 +34,7 @@ export interface WorkerConfig {
 }
 
 /** A grid call that failed on the host side, as it crosses the channel. */
-export interface WireError {
+export interface HostCallError {
   name: string;
   message: string;
   code?: string;
@@ -62,7 +62,7 @@ export interface InterruptRequest {
 /** Sent by the host: the outcome of a `hostCall`. */
 export type HostCallReply =
   | { type: 'hostCallReply'; callId: number; ok: true; value: unknown }
-  | { type: 'hostCallReply'; callId: number; ok: false; error: WireError };
+  | { type: 'hostCallReply'; callId: number; ok: false; error: HostCallError };
 
 /** Sent by the host: liveness probe and the benchmark's baseline round trip. */
 export interface PingRequest {

@@ -8,11 +8,10 @@ import { createGunzip } from 'node:zlib';
 import { parse } from 'csv-parse';
 import { gridError, GridError, ErrorCodes } from '../core/errors';
 import { readNpyHeader } from '../core/npy';
+import { ID_PATTERN } from '../core/protocol/model-ref';
 import type { DType } from '../core/protocol/tensor';
 import { decodeTensorProto } from '../compute/onnx/tensor-proto';
 import type { MetaDb, Row } from './store/db';
-
-export const ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 
 export type DatasetFormat = 'csv' | 'npy' | 'tensor-proto';
 

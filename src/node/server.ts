@@ -276,7 +276,7 @@ export class GridNode {
       // Requests are served only once the node object exists (listen happens before it is built).
       const ref: { node?: GridNode } = {};
       server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
-        if (ref.node === undefined) { send(res, 503, { error: { code: 'GRID_ERR_BUSY', message: 'the node is starting; try again' } }); return; }
+        if (ref.node === undefined) { sendError(res, 503, gridError('BUSY', 'the node is starting; try again')); return; }
         void ref.node.onHttp(req, res);
       });
       const refusedOrigins = new Set<string>();
@@ -350,7 +350,7 @@ export class GridNode {
     } catch (err) {
       this.log.error({ err, method: req.method, url: req.url?.slice(0, 200) }, 'http handler failed');
       // The error's text can hold server paths: the client gets a fixed message, the log the rest.
-      if (!res.headersSent) send(res, 500, { error: { code: 'GRID_ERR_INTERNAL', message: 'the node failed to answer this request; its log has the details' } });
+      if (!res.headersSent) sendError(res, 500, gridError('INTERNAL', 'the node failed to answer this request; its log has the details'));
       else res.destroy();
     }
   }
@@ -375,13 +375,13 @@ export class GridNode {
     const pathname = requestPath(req.url);
     const origin = requestOrigin(req.headers);
     const cors = corsHeaders(origin, this.cors);
-    if (!originAllowed(origin, this.cors)) return send(res, 403, { error: originRefusal(origin!).toWire() }, cors);
+    if (!originAllowed(origin, this.cors)) return sendError(res, 403, originRefusal(origin!), cors);
     if (pathname === undefined) {
-      return send(res, 400, { error: { code: 'GRID_ERR_INVALID_MESSAGE', message: 'the request target is not a path the node serves; try /health, /metrics, or a WebSocket' } }, cors);
+      return sendError(res, 400, gridError('INVALID_MESSAGE', 'the request target is not a path the node serves; try /health, /metrics, or a WebSocket'), cors);
     }
     if (req.method === 'OPTIONS') {
       const p = preflight(req.headers, this.cors);
-      if (p.status === 403) return send(res, 403, { error: originRefusal(origin!).toWire() }, p.headers);
+      if (p.status === 403) return sendError(res, 403, originRefusal(origin!), p.headers);
       res.writeHead(204, p.headers);
       res.end();
       return;
@@ -391,16 +391,16 @@ export class GridNode {
       const body = await readJsonBody(req, MAX_HTTP_BODY_BYTES);
       if (body === aborted) { res.destroy(); return; }
       if (body === tooLarge) {
-        return send(res, 413, { error: { code: 'GRID_ERR_PAYLOAD_TOO_LARGE', message: `POST /search takes at most ${MAX_HTTP_BODY_BYTES} bytes` } }, { ...cors, connection: 'close' });
+        return sendError(res, 413, gridError('PAYLOAD_TOO_LARGE', `POST /search takes at most ${MAX_HTTP_BODY_BYTES} bytes`), { ...cors, connection: 'close' });
       }
       const query = (body as { query?: unknown } | undefined)?.query;
       if (!Array.isArray(query) || query.some((q) => typeof q !== 'string')) {
-        return send(res, 400, { error: { code: 'GRID_ERR_INVALID_MESSAGE', message: 'POST /search takes {"query": ["tag", …]}' } }, cors);
+        return sendError(res, 400, gridError('INVALID_MESSAGE', 'POST /search takes {"query": ["tag", …]}'), cors);
       }
       return send(res, 200, { content: this.datasets.search(query as string[]).length > 0 }, cors);
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      return send(res, 405, { error: { code: 'GRID_ERR_INVALID_MESSAGE', message: `${req.method} is not supported; the node speaks WebSocket at ${this.url}` } }, { ...cors, allow: 'GET, HEAD, POST, OPTIONS' });
+      return sendError(res, 405, gridError('INVALID_MESSAGE', `${req.method} is not supported; the node speaks WebSocket at ${this.url}`), { ...cors, allow: 'GET, HEAD, POST, OPTIONS' });
     }
     if (pathname === '/health') {
       return send(res, 200, {
@@ -420,7 +420,7 @@ export class GridNode {
     if (pathname === '/models/' || pathname === '/models') return send(res, 200, { success: true, models: this.models.list().map((m) => m.id) }, cors);
     if (pathname === '/dataset-tags') return send(res, 200, [...new Set(this.datasets.list().flatMap((d) => d.tags))].sort(), cors);
     const shown = pathname.length > 200 ? `${pathname.slice(0, 200)}…` : pathname;
-    send(res, 404, { error: { code: 'GRID_ERR_NOT_FOUND', message: `no route ${shown}; try /health, /metrics, or a WebSocket at ${this.url}` } }, cors);
+    sendError(res, 404, gridError('NOT_FOUND', `no route ${shown}; try /health, /metrics, or a WebSocket at ${this.url}`), cors);
   }
 
   /** Stops accepting, closes connections and peers, flushes and closes the database; idempotent. */
@@ -491,6 +491,11 @@ function send(res: http.ServerResponse, status: number, body: unknown, headers: 
   const text = JSON.stringify(body);
   res.writeHead(status, { ...headers, 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) });
   res.end(text);
+}
+
+/** An HTTP error answer: the catalogue's wire form, `{"error": {code, message, details?}}`. */
+function sendError(res: http.ServerResponse, status: number, err: GridError, headers: Record<string, string> = {}): void {
+  send(res, status, { error: err.toWire() }, headers);
 }
 
 /** An HTTP answer written straight to a socket the HTTP server handed over (upgrade, CONNECT), then closed. */

@@ -73,6 +73,18 @@ export async function value(kernel: KernelHost, code: string): Promise<string | 
   return plainOf(outputs).at(-1);
 }
 
+/** How long a kernel test waits for any one thing; generous (the machine is shared), but finite. */
+export const WAIT_MS = 60_000;
+
+/** `p`, or a failure naming `what` once `ms` have passed: a regression fails the test instead of hanging it. */
+export function within<T>(p: Promise<T>, what: string, ms = WAIT_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still waiting after ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
+}
+
 export interface HeldRequest {
   method: string;
   args: unknown[];
@@ -113,8 +125,10 @@ export async function gridServer() {
   const bridge: GridBridge = {
     async call(method, args, context) {
       const res = await fetch(`http://127.0.0.1:${port}/${method}`, { method: 'POST', body: JSON.stringify(args), signal: context.signal });
-      const body = (await res.json()) as { value?: unknown; tensor?: { dtype: DType; dims: number[]; data: number[] }; progress?: string[]; error?: { code: string; message: string } };
+      const body = (await res.json()) as { value?: unknown; tensor?: { dtype: DType; dims: number[]; data: number[] }; progress?: string[]; error?: { code: string; message: string }; unsendable?: true };
       if (body.error) throw new GridError(isErrorCode(body.error.code) ? body.error.code : 'GRID_ERR_INTERNAL', body.error.message);
+      // A result the host cannot send on to the kernel process (a function does not serialize).
+      if (body.unsendable) return { value: body.value, callback: () => body.value };
       for (const line of body.progress ?? []) context.output({ kind: 'stream', stream: 'stdout', text: `${line}\n` });
       if (body.tensor) return tensorFromValues(body.tensor.dtype, body.tensor.dims, body.tensor.data);
       return body.value;
@@ -123,10 +137,17 @@ export async function gridServer() {
   return {
     port,
     bridge,
-    /** The next grid call that reaches the server. */
+    /** The next grid call that reaches the server; fails after WAIT_MS without one. */
     next(): Promise<HeldRequest> {
       const first = arrived.shift();
-      return first ? Promise.resolve(first) : new Promise((resolve) => waiting.push(resolve));
+      if (first) return Promise.resolve(first);
+      let taker!: (r: HeldRequest) => void;
+      const arrives = new Promise<HeldRequest>((resolve) => { taker = resolve; waiting.push(taker); });
+      return within(arrives, 'no grid call reached the server').catch((err: unknown) => {
+        const i = waiting.indexOf(taker);
+        if (i >= 0) waiting.splice(i, 1);
+        throw err;
+      });
     },
     async close() {
       for (const s of sockets) s.destroy();

@@ -4,15 +4,19 @@
 // the node as a cancelled job. The nodes are real GridClients, as the extension's connections hold.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { once } from 'node:events';
 import { copyFile } from 'node:fs/promises';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { GridClient } from '../../src/core/client';
 import { gridError } from '../../src/core/errors';
+import type { ModelInfo } from '../../src/core/protocol/messages';
 import { NotebookGridBridge, type BridgeNode } from '../../src/extension/notebook/bridge';
 import { METRICS_MIME, type MetricsPayload } from '../../src/extension/notebook/metrics';
 import type { CellOutput, KernelHost } from '../../src/kernel';
 import { GridNode } from '../../src/node/server';
 import { notebookDir, plainOf, run, startKernel, value } from './kernel-harness';
+import { WebSocketServer } from 'ws';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const PASSWORD = 'bridge-test-password';
@@ -185,5 +189,44 @@ describe('notebook grid bridge against a real node', () => {
     const last = droppedNotes.filter((n) => n.node === 'second node').at(-1)?.note as { what: string; error: { code: string } } | undefined;
     assert.equal(last?.what, 'FedAvg of digits-mlp, rounds 1, 2');
     assert.equal(last?.error.code, 'GRID_ERR_UNAUTHENTICATED');
+  });
+});
+
+describe('grid.infer and the grid.requestTimeoutMs setting', () => {
+  test('a cell\'s infer gives up after the setting as it is when the call starts; the cell can still say otherwise', async (t) => {
+    // A node that takes every request and never answers: only the deadline ends an inference.
+    const silent = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    await once(silent, 'listening');
+    t.after(() => { for (const ws of silent.clients) ws.terminate(); silent.close(); });
+    const url = `ws://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+    const client = await GridClient.connect(url);
+    t.after(() => client.dispose());
+    // Its model listing, as the sidebar would hold it, so infer binds the input without asking the node.
+    const model: ModelInfo = {
+      id: 'slow', name: 'slow', version: '1', size: 1, sha256: '0'.repeat(64), allow_download: false, allow_remote_inference: true, owner: 'admin', created: new Date(0).toISOString(),
+      signature: { inputs: [{ name: 'x', dtype: 'float32', dims: [1, 2] }], outputs: [{ name: 'y', dtype: 'float32', dims: [1, 2] }] },
+    };
+    const quiet: BridgeNode = { name: 'quiet', url, local: false, state: 'connected', isOpen: true, user: 'admin', client, datasets: [], models: [model] };
+    let settingMs = 1000;
+    const bridge = new NotebookGridBridge({ cwd: ROOT, nodes: { list: () => [quiet], connect: async () => quiet, disconnect: () => undefined }, inferTimeoutMs: () => settingMs });
+    const kernel = await startKernel({ bridge, cwd: ROOT });
+    t.after(() => kernel.dispose());
+    await value(kernel, 'await grid.connect("quiet");');
+
+    const timedOut = async (cell: string) => {
+      const t0 = performance.now();
+      const { result } = await run(kernel, cell);
+      return { result, ms: performance.now() - t0 };
+    };
+    let { result, ms } = await timedOut("await grid.infer('slow', [[1, 2]])");
+    assert.equal(result.error?.code, 'GRID_ERR_TIMEOUT');
+    assert.match(result.error!.message, / within 1000 ms$/);
+    assert.ok(ms >= 1000, `gave up after ${ms.toFixed(0)} ms`);
+    settingMs = 1500;
+    ({ result, ms } = await timedOut("await grid.infer('slow', [[1, 2]])"));
+    assert.match(result.error!.message, / within 1500 ms$/, 'the changed setting applies to the next call');
+    assert.ok(ms >= 1500, `gave up after ${ms.toFixed(0)} ms`);
+    ({ result } = await timedOut("await grid.infer('slow', [[1, 2]], { timeoutMs: 1200 })"));
+    assert.match(result.error!.message, / within 1200 ms$/, 'the cell\'s own timeoutMs wins');
   });
 });

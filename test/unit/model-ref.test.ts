@@ -1,7 +1,7 @@
 // Model refs (src/core/protocol/model-ref.ts): `name` is a model's latest version, `name@N` version N.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { modelRef, parseModelRef, refOf } from '../../src/core/protocol/model-ref';
+import { ID_PATTERN, modelRef, parseModelRef, refOf } from '../../src/core/protocol/model-ref';
 
 test('parseModelRef reads name and name@N, and nothing else', () => {
   assert.deepEqual(parseModelRef('digits-mlp'), { id: 'digits-mlp' });
@@ -16,4 +16,12 @@ test('modelRef names the exact version; refOf falls back to the bare id for a no
   assert.equal(modelRef({ id: 'm', version: '3' }), 'm@3');
   assert.equal(refOf({ id: 'm', version: '3', versions: 3 }), 'm@3');
   assert.equal(refOf({ id: 'm', version: '3' }), 'm', 'an older node sends no versions count and knows no @');
+});
+
+test('ID_PATTERN: 1-128 characters of A-Z a-z 0-9 . _ -, and a ref\'s name follows the same rule', () => {
+  for (const good of ['m', 'digits-mlp', 'a.b_c-d', 'x'.repeat(128)]) {
+    assert.ok(ID_PATTERN.test(good), good);
+    assert.deepEqual(parseModelRef(`${good}@2`), { id: good, version: 2 }, `${good}@2`);
+  }
+  for (const bad of ['', 'x'.repeat(129), 'a/b', 'a b', 'm@1', 'ü', 'a\nb']) assert.ok(!ID_PATTERN.test(bad), JSON.stringify(bad));
 });

@@ -8,14 +8,13 @@
 
 import { z } from 'zod';
 import { defineRequest, defineStream, DownloadOffer, TRANSFER_ID } from './catalogue';
+import { ID_PATTERN } from './model-ref';
 import { DTYPES } from './tensor';
 
-/** Model and dataset ids: safe as file names and URL segments on every platform. */
-export const ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
 const Id = z.string().min(1).max(1024);
 
-// Model refs (`name`, `name@N`): a module without schemas, so the extension's activation can use them.
-export { MODEL_REF_PATTERN, modelRef, parseModelRef, refOf } from './model-ref';
+// Ids and model refs (`name`, `name@N`): a module without schemas, so the extension's activation can use them.
+export { ID_PATTERN, MODEL_REF_PATTERN, modelRef, parseModelRef, refOf } from './model-ref';
 
 export const ValueSignature = z.object({
   name: z.string(),
@@ -23,6 +22,7 @@ export const ValueSignature = z.object({
   /** A size, a symbolic name ("batch"), or null when the model leaves it open. */
   dims: z.array(z.union([z.number(), z.string(), z.null()])),
 });
+export type ValueSignature = z.infer<typeof ValueSignature>;
 export const ModelSignature = z.object({ inputs: z.array(ValueSignature), outputs: z.array(ValueSignature) });
 export type ModelSignature = z.infer<typeof ModelSignature>;
 

@@ -2,9 +2,15 @@
 // extension's light half can import it): `name` is a model's latest version, `name@N` its version N.
 // Model versions count 1, 2, 3… per model name (PyGrid's name + version, MLflow's registered model
 // versions); `@` is never part of an id, so a ref is unambiguous wherever a model id is accepted.
+// The id rule itself lives here too, once, for the node, the client and the extension's input boxes.
 
-/** `name` or `name@N`, where the name follows the model id rule (ID_PATTERN in messages.ts). */
-export const MODEL_REF_PATTERN = /^([A-Za-z0-9._-]{1,128})(?:@([1-9][0-9]{0,8}))?$/;
+const ID = '[A-Za-z0-9._-]{1,128}';
+
+/** Model and dataset ids: safe as file names and URL segments on every platform. */
+export const ID_PATTERN = new RegExp(`^${ID}$`);
+
+/** `name` or `name@N`, where the name is an id (ID_PATTERN). */
+export const MODEL_REF_PATTERN = new RegExp(`^(${ID})(?:@([1-9][0-9]{0,8}))?$`);
 
 /** `name` → { id }, `name@N` → { id, version: N }; undefined when `ref` is neither. */
 export function parseModelRef(ref: string): { id: string; version?: number } | undefined {

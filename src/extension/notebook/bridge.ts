@@ -59,6 +59,11 @@ export interface NotebookBridgeOptions {
   cwd: string;
   /** Least time between two updates of a live metrics output (ms). Default 100. */
   metricsIntervalMs?: number;
+  /**
+   * How long `grid.infer` waits for its result (ms) when the cell does not say: the extension's
+   * `grid.requestTimeoutMs` setting, read at each call so a change applies to the next one.
+   */
+  inferTimeoutMs?: () => number;
 }
 
 /** `{ node?: "name or url" }` as the last argument picks the node; the notebook's current one otherwise. */
@@ -72,6 +77,7 @@ export class NotebookGridBridge implements GridBridge {
   private readonly nodes: BridgeNodes;
   private readonly cwd: string;
   private readonly metricsIntervalMs: number;
+  private readonly inferTimeoutMs: (() => number) | undefined;
   /** The node `grid.connect` last returned: the default for calls that name none. */
   private current: BridgeNode | undefined;
 
@@ -79,6 +85,7 @@ export class NotebookGridBridge implements GridBridge {
     this.nodes = options.nodes;
     this.cwd = options.cwd;
     this.metricsIntervalMs = options.metricsIntervalMs ?? 100;
+    this.inferTimeoutMs = options.inferTimeoutMs;
   }
 
   call(method: GridBridgeMethod, args: unknown[], context: GridCallContext): Promise<unknown> {
@@ -213,6 +220,7 @@ export class NotebookGridBridge implements GridBridge {
    */
   private async infer(id: unknown, input: unknown, o: Options, context: GridCallContext): Promise<Tensor | NamedTensors> {
     if (typeof id !== 'string') throw usage('infer', 'expects a model id, then its input');
+    const timeoutMs = typeof o.timeoutMs === 'number' ? o.timeoutMs : this.inferTimeoutMs?.();
     const node = this.node(o.node);
     const client = node.client;
     const model = node.models.find((m) => m.id === id) ?? await client.modelInfo(id);
@@ -221,7 +229,7 @@ export class NotebookGridBridge implements GridBridge {
     const outputs = await client.runInference(refOf(model), inputs, {
       signal: context.signal,
       ...(Array.isArray(o.outputs) && { outputs: o.outputs.map(String) }),
-      ...(typeof o.timeoutMs === 'number' && { timeoutMs: o.timeoutMs }),
+      ...(timeoutMs !== undefined && { timeoutMs }),
     });
     const names = Object.keys(outputs);
     return names.length === 1 ? compact(outputs[names[0]!]!) : Object.fromEntries(names.map((n) => [n, compact(outputs[n]!)]));

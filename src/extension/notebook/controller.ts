@@ -5,6 +5,7 @@
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import * as vscode from 'vscode';
+import { gridError } from '../../core/errors';
 import type { CellOutput, ExecutionResult, KernelHost } from '../../kernel';
 import { heavy } from '../heavy';
 import type { BridgeNodes } from './bridge';
@@ -22,6 +23,8 @@ export interface ControllerDeps {
   extensionPath: string;
   log: { info(msg: string): void; warn(msg: string): void; error(msg: string): void; debug(msg: string): void };
   nodes: BridgeNodes;
+  /** The grid.requestTimeoutMs setting, read when a cell's grid.infer starts. */
+  requestTimeoutMs(): number;
 }
 
 interface NotebookKernel {
@@ -183,7 +186,7 @@ export class GridNotebookController implements vscode.Disposable {
   }
 
   private kernel(notebook: vscode.NotebookDocument): Promise<NotebookKernel> {
-    if (this.disposed) return Promise.reject(new Error('the Grid notebook controller was disposed'));
+    if (this.disposed) return Promise.reject(gridError('DISPOSED', 'the Grid notebook controller was disposed'));
     let kernel = this.kernels.get(notebook);
     if (!kernel) {
       kernel = this.createKernel(notebook);
@@ -197,7 +200,7 @@ export class GridNotebookController implements vscode.Disposable {
     const { KernelHost, NotebookGridBridge } = heavy();
     const { extensionPath, log } = this.deps;
     const cwd = notebookFolder(notebook);
-    const bridge = new NotebookGridBridge({ nodes: this.deps.nodes, cwd });
+    const bridge = new NotebookGridBridge({ nodes: this.deps.nodes, cwd, inferTimeoutMs: () => this.deps.requestTimeoutMs() });
     const name = notebook.uri.path.split('/').pop() ?? 'notebook';
     const host = new KernelHost({
       workerPath: join(extensionPath, 'dist', 'kernel-worker.js'),

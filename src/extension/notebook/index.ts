@@ -1,31 +1,27 @@
-// Notebooks in the extension: the "Grid (TypeScript)" controller, its commands (New Notebook,
-// Restart Kernel) and the bridge's view of the sidebar's nodes. Called once from activation.
+// Notebooks in the extension: the "Grid (TypeScript)" controller (owned by Ctx), its commands (New
+// Notebook, Restart Kernel; registered from the command table) and the bridge's view of the sidebar's nodes.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import { gridError, toGridError } from '../../core/errors';
 import type { NodeConnection } from '../connection';
 import type { Ctx } from '../ctx';
+import { guarded, type Cmd } from '../pickers';
 import type { BridgeNode, BridgeNodes } from './bridge';
 import { CONTROLLER_ID, GridNotebookController, KERNELSPEC, LANGUAGE_INFO, NOTEBOOK_TYPE } from './controller';
 
 export { GridNotebookController } from './controller';
 
-/** Registers the controller and the notebook commands; everything is owned by `ctx`. */
-export function registerNotebooks(ctx: Ctx): GridNotebookController {
-  const controller = new GridNotebookController({
+/** The notebook controller, for Ctx to own; its commands are in the command table (commands.ts). */
+export function createNotebookController(ctx: Ctx): GridNotebookController {
+  return new GridNotebookController({
     extensionPath: ctx.extCtx.extensionPath,
     log: {
       debug: (m) => ctx.log.debug(m), info: (m) => ctx.log.info(m), warn: (m) => ctx.log.warn(m), error: (m) => ctx.log.error(m),
     },
     nodes: sidebarNodes(ctx),
+    requestTimeoutMs: () => ctx.config.requestTimeoutMs,
   });
-  ctx.push(
-    controller,
-    vscode.commands.registerCommand('grid.newNotebook', () => newNotebook(ctx).catch((err: unknown) => ctx.showError('New notebook failed', err))),
-    vscode.commands.registerCommand('grid.restartKernel', (arg?: unknown) => restartKernel(controller, arg).catch((err: unknown) => ctx.showError('Restart kernel failed', err))),
-  );
-  return controller;
 }
 
 /** The sidebar's connections, as the bridge sees them: a cell's connect is the Connect command's. */
@@ -67,7 +63,11 @@ interface Ipynb {
 }
 
 /** Opens the starter notebook as a new untitled notebook on this kernel; nothing is written until saved. */
-async function newNotebook(ctx: Ctx): Promise<vscode.NotebookEditor> {
+export function newNotebook(ctx: Ctx): Cmd {
+  return guarded(ctx, 'New notebook failed', () => openStarterNotebook(ctx));
+}
+
+async function openStarterNotebook(ctx: Ctx): Promise<vscode.NotebookEditor> {
   const file = join(ctx.extCtx.extensionPath, 'media', 'samples', 'starter.ipynb');
   let nb: Ipynb;
   try {
@@ -91,15 +91,17 @@ async function newNotebook(ctx: Ctx): Promise<vscode.NotebookEditor> {
   return editor;
 }
 
-async function restartKernel(controller: GridNotebookController, arg: unknown): Promise<void> {
-  // From the notebook toolbar the argument names the notebook; from the palette, the active one.
-  const uri = (arg as { notebookEditor?: { notebookUri?: vscode.Uri } } | undefined)?.notebookEditor?.notebookUri;
-  const notebook = (uri && vscode.workspace.notebookDocuments.find((n) => n.uri.toString() === uri.toString())) ?? vscode.window.activeNotebookEditor?.notebook;
-  if (!notebook) throw gridError('NOT_FOUND', 'no notebook is open: open one and run a cell on "Grid (TypeScript)" first');
-  const restarted = await controller.restart(notebook);
-  if (!restarted) {
-    void vscode.window.showInformationMessage('This notebook has no Grid kernel running yet; it starts with the first cell you run.');
-    return;
-  }
-  void vscode.window.showInformationMessage('Kernel restarted: variables, functions and imports from earlier cells are gone.');
+/** Restarts a notebook's kernel: the toolbar's notebook, or from the palette the active one. */
+export function restartKernel(ctx: Ctx): Cmd {
+  return guarded(ctx, 'Restart kernel failed', async (arg: unknown) => {
+    const uri = (arg as { notebookEditor?: { notebookUri?: vscode.Uri } } | undefined)?.notebookEditor?.notebookUri;
+    const notebook = (uri && vscode.workspace.notebookDocuments.find((n) => n.uri.toString() === uri.toString())) ?? vscode.window.activeNotebookEditor?.notebook;
+    if (!notebook) throw gridError('NOT_FOUND', 'no notebook is open: open one and run a cell on "Grid (TypeScript)" first');
+    const restarted = await ctx.notebooks.restart(notebook);
+    if (!restarted) {
+      void vscode.window.showInformationMessage('This notebook has no Grid kernel running yet; it starts with the first cell you run.');
+      return;
+    }
+    void vscode.window.showInformationMessage('Kernel restarted: variables, functions and imports from earlier cells are gone.');
+  });
 }
