@@ -14,6 +14,7 @@ import { lossFor, trainRequest } from '../../core/training-request';
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../../kernel';
 import { tensorFromJson } from '../../compute/tensor-io';
 import { participantsByTag } from '../../federation/participants';
+import { runFedAvg } from '../../federation/run';
 import { FedAvgReport, fedAvgWarning, type FedAvgSummary } from '../fedavg-report';
 import { inVsCodeWords } from '../wording';
 import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
@@ -301,7 +302,6 @@ export class NotebookGridBridge implements GridBridge {
     const wanted = Array.isArray(o.nodes) ? o.nodes.map((n) => ({ n: this.node(String(n)), name: String(n) })) : this.nodes.list().filter((n) => n.isOpen).map((n) => ({ n, name: n.name }));
     const participants = await participantsByTag(wanted.map((w) => ({ client: w.n.client, name: w.name, datasets: w.n.datasets })), [tag], { named: Array.isArray(o.nodes) });
     const flags = permissionFlags(o, 'fedavg');
-    const { runFedAvg } = await import('../../federation/run');
     const live = this.metrics(context, { version: 1, title: `FedAvg ${modelId} over ${participants.map((p) => p.name).join(', ')}`, unit: 'round', total: rounds, state: 'running', series: [] });
     const report = new FedAvgReport(modelId, home.name, participants.map((p) => wanted[p.node]!.n));
     const download = this.progress(context, `download-${modelId}`, `Downloading ${modelId} from ${home.name}`);
