@@ -5,11 +5,11 @@ import * as fs from 'node:fs';
 import type { Command } from 'commander';
 import { GridClient, type Credentials } from '../core/client';
 import { gridError, toGridError } from '../core/errors';
-import { inheritedPermissions } from '../core/permissions';
 import { refOf } from '../core/protocol/messages';
 import { TRAINING_DEFAULTS, type JobEvent, type JobInfo } from '../core/protocol/training-messages';
+import { trainRequest } from '../core/training-request';
 import { mlp } from '../compute/plan';
-import { fedAvgTrain, hostFedAvgResult, participantsByTag, type Participant, type RoundReport } from '../federation';
+import { participantsByTag, runFedAvg, type Participant, type RoundReport } from '../federation';
 
 /** What the grid CLI lends its training commands. */
 export interface CliHost {
@@ -32,6 +32,13 @@ const int = (v: string) => {
   if (!Number.isInteger(n)) throw gridError('INVALID_INPUT', `${JSON.stringify(v)} is not an integer`);
   return n;
 };
+/** Runs a generator to its end; its return value. */
+async function lastOf<R>(it: AsyncGenerator<unknown, R>): Promise<R> {
+  for (;;) {
+    const step = await it.next();
+    if (step.done) return step.value;
+  }
+}
 const pct = (x: number | undefined) => (x === undefined ? '-' : `${(x * 100).toFixed(2)}%`);
 
 /** A model given on the command line: an .onnx file, `mlp:64,64,10` (built here), or a hosted model id. */
@@ -84,6 +91,25 @@ function jobSummary(job: JobInfo): { human: string; json: unknown } {
   return { human, json };
 }
 
+/** The data and optimiser options `train` and `fedavg` share (the same words, the same defaults). */
+function hyperOptions(c: Command): Command {
+  return c
+    .option('--label <column>', 'label column (name or index; default: the dataset\'s label, else the last column)')
+    .option('--feature-scale <x>', 'multiply every feature by x', num)
+    .option('--loss <loss>', 'cross_entropy or mse', 'cross_entropy')
+    .option('--optimizer <opt>', 'sgd, momentum or adam', TRAINING_DEFAULTS.optimizer)
+    .option('--lr <x>', 'learning rate', num, TRAINING_DEFAULTS.lr);
+}
+
+/** Who else may use the `what` (core/permissions: as given, else as the hosted model it starts from, else no one). */
+function permissionOptions(c: Command, what: string): Command {
+  return c
+    .option('--allow-download', `let other users download the ${what} (default: as the hosted model it starts from, else no)`)
+    .option('--no-allow-download', `do not let other users download the ${what}`)
+    .option('--allow-remote-inference', `let other users run the ${what} (default: as the hosted model it starts from, else no)`)
+    .option('--no-allow-remote-inference', `do not let other users run the ${what}`);
+}
+
 export function registerTrainCommands(program: Command, host: CliHost): void {
   const follow = async (c: GridClient, jobId: string, afterSeq?: number) => {
     const progress = host.progressStream();
@@ -103,14 +129,10 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     return job;
   };
 
-  program.command('train <model>').description("train a model on a dataset of the node (rows never leave it); <model> is a hosted model (name or name@N; the result is its next version), an .onnx file or mlp:64,64,10")
+  const train = program.command('train <model>').description("train a model on a dataset of the node (rows never leave it); <model> is a hosted model (name or name@N; the result is its next version), an .onnx file or mlp:64,64,10")
     .requiredOption('-d, --dataset <id>', 'dataset registered on the node')
-    .option('--version <n>', 'train this version of the hosted model (same as name@N)', int)
-    .option('--label <column>', 'label column (name or index; default: the dataset\'s label, else the last column)')
-    .option('--feature-scale <x>', 'multiply every feature by x', num)
-    .option('--loss <loss>', 'cross_entropy or mse', 'cross_entropy')
-    .option('--optimizer <opt>', 'sgd, momentum or adam', TRAINING_DEFAULTS.optimizer)
-    .option('--lr <x>', 'learning rate', num, TRAINING_DEFAULTS.lr)
+    .option('--version <n>', 'train this version of the hosted model (same as name@N)', int);
+  hyperOptions(train)
     .option('--momentum <x>', 'momentum', num)
     .option('--batch-size <n>', 'batch size', int, TRAINING_DEFAULTS.batchSize)
     .option('--epochs <n>', 'epochs', int, TRAINING_DEFAULTS.epochs)
@@ -120,31 +142,17 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     .option('--progress-every <n>', 'a progress event every n batches', int)
     .option('--dp-clip <C>', 'differential privacy: clip the update to L2 norm C', num)
     .option('--dp-noise <sigma>', 'differential privacy: Gaussian noise multiplier (with --dp-clip)', num)
-    .option('--output-model-id <id>', 'store the result as a new model with this id (default: the next version of <model>)')
-    .option('--allow-download', 'let other users download the trained model (default: as the hosted model it starts from, else no)')
-    .option('--no-allow-download', 'do not let other users download the trained model')
-    .option('--allow-remote-inference', 'let other users run the trained model (default: as the hosted model it starts from, else no)')
-    .option('--no-allow-remote-inference', 'do not let other users run the trained model')
+    .option('--output-model-id <id>', 'store the result as a new model with this id (default: the next version of <model>)');
+  permissionOptions(train, 'trained model')
     .option('--detach', 'print the job id and return; follow it later with grid watch')
     .action(async (modelSpec: string, o: TrainFlags) => {
       const c = await host.connect(true);
       if ((o.dpNoise !== undefined) !== (o.dpClip !== undefined)) throw gridError('INVALID_INPUT', '--dp-clip and --dp-noise go together');
-      const job = await c.training.start({
-        model: versionedArg(modelArg(modelSpec), modelSpec, o.version), dataset_id: o.dataset, loss: o.loss, optimizer: o.optimizer, batch_size: o.batchSize, epochs: o.epochs,
-        ...(o.label !== undefined && { label: o.label }),
-        ...(o.featureScale !== undefined && { feature_scale: o.featureScale }),
-        ...(o.lr !== undefined && { lr: o.lr }),
-        ...(o.momentum !== undefined && { momentum: o.momentum }),
-        ...(o.seed !== undefined && { seed: o.seed }),
-        ...(o.validationSplit !== undefined && { validation_split: o.validationSplit }),
-        ...(o.testSplit !== undefined && { test_split: o.testSplit }),
-        ...(o.progressEvery !== undefined && { progress_every: o.progressEvery }),
-        ...(o.dpClip !== undefined && { privacy: { clip_norm: o.dpClip, noise_multiplier: o.dpNoise! } }),
-        ...(o.outputModelId !== undefined && { output_model_id: o.outputModelId }),
-        // Left out unless given: the node then copies the flags of the hosted model trained from.
-        ...(o.allowDownload !== undefined && { allow_download: o.allowDownload }),
-        ...(o.allowRemoteInference !== undefined && { allow_remote_inference: o.allowRemoteInference }),
-      });
+      const job = await c.training.start(trainRequest({
+        model: versionedArg(modelArg(modelSpec), modelSpec, o.version), datasetId: o.dataset,
+        ...o, outputId: o.outputModelId,
+        ...(o.dpClip !== undefined && { privacy: { clipNorm: o.dpClip, noiseMultiplier: o.dpNoise! } }),
+      }));
       if (o.detach) {
         host.print(`started job ${job.id}`, { job_id: job.id, state: job.state });
         return;
@@ -173,16 +181,12 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     host.print(`job ${job.id}: ${job.state}`, { job });
   });
 
-  program.command('fedavg <model>').description('federated averaging across nodes; <model> is an .onnx file, mlp:64,64,10 or a model hosted on the first reachable node (name or name@N; the result is its next version)')
+  const fedavg = program.command('fedavg <model>').description('federated averaging across nodes; <model> is an .onnx file, mlp:64,64,10 or a model hosted on the first reachable node (name or name@N; the result is its next version)')
     .requiredOption('--nodes <urls>', 'comma-separated node addresses (same --user/--password on each)')
     .option('--version <n>', 'start from this version of the hosted model (same as name@N)', int)
     .option('-d, --dataset <id>', 'dataset id on every node')
-    .option('-t, --tag <tag>', 'use each node\'s datasets with this tag instead of --dataset')
-    .option('--label <column>', 'label column')
-    .option('--feature-scale <x>', 'multiply every feature by x', num)
-    .option('--loss <loss>', 'cross_entropy or mse', 'cross_entropy')
-    .option('--optimizer <opt>', 'sgd, momentum or adam', TRAINING_DEFAULTS.optimizer)
-    .option('--lr <x>', 'learning rate', num, TRAINING_DEFAULTS.lr)
+    .option('-t, --tag <tag>', 'use each node\'s datasets with this tag (or the dataset with this id or name) instead of --dataset');
+  hyperOptions(fedavg)
     .option('--batch-size <n>', 'batch size', int, TRAINING_DEFAULTS.batchSize)
     .option('--rounds <n>', 'rounds', int, 10)
     .option('--local-epochs <n>', 'local epochs per round', int, 1)
@@ -192,11 +196,8 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
     .option('--test-split <x>', 'each node holds out this fraction; the global model is evaluated on it', num)
     .option('--round-timeout <ms>', 'drop a node that has not answered its round in this time', int)
     .option('--serve-to <url>', 'node that hosts the final model (default: the first of --nodes)')
-    .option('--output-model-id <id>', 'store the final model as a new model with this id (default: the next version of a hosted <model>, else fedavg-<time>)')
-    .option('--allow-download', 'let other users download the final model (default: as the hosted model it starts from, else no)')
-    .option('--no-allow-download', 'do not let other users download the final model')
-    .option('--allow-remote-inference', 'let other users run the final model (default: as the hosted model it starts from, else no)')
-    .option('--no-allow-remote-inference', 'do not let other users run the final model')
+    .option('--output-model-id <id>', 'store the final model as a new model with this id (default: the next version of a hosted <model>, else fedavg-<time>)');
+  permissionOptions(fedavg, 'final model')
     .action(async (modelSpec: string, o: {
       nodes: string; dataset?: string; tag?: string; label?: string; featureScale?: number; loss: 'cross_entropy' | 'mse'; optimizer: 'sgd' | 'momentum' | 'adam';
       lr?: number; batchSize: number; rounds: number; localEpochs: number; fraction: number; fedproxMu?: number; seed?: number; testSplit?: number;
@@ -221,33 +222,23 @@ export function registerTrainCommands(program: Command, host: CliHost): void {
           out?.write(`warning: ${urls[i]} dropped before round 1: ${e.code}: ${e.message}\n`);
         }
         if (clients.length === 0) throw gridError('NOT_CONNECTED', `no node of ${urls.join(', ')} could be reached (${unreachable.map((u) => `${u.name}: ${u.error.message}`).join('; ')})`);
-        const source = typeof spec === 'string' ? await clients[0]!.downloadModelBytes(spec) : undefined;
-        const model = source?.bytes ?? (spec as Uint8Array);
         const participants: Participant[] = o.dataset !== undefined
           ? clients.map((client, i) => ({ client, datasetId: o.dataset!, name: reached[i]! }))
-          : await participantsByTag(clients, [o.tag!]);
-        if (participants.length === 0) throw gridError('NOT_FOUND', `no node of ${reached.join(', ')} has a dataset tagged ${JSON.stringify(o.tag)}`);
-        const result = await fedAvgTrain({
-          model, participants, rounds: o.rounds, localEpochs: o.localEpochs, fraction: o.fraction, loss: o.loss, optimizer: o.optimizer, batchSize: o.batchSize,
-          ...(o.lr !== undefined && { lr: o.lr }),
-          ...(o.seed !== undefined && { seed: o.seed }),
-          ...(o.label !== undefined && { label: o.label }),
-          ...(o.featureScale !== undefined && { featureScale: o.featureScale }),
+          : await participantsByTag(clients.map((client, i) => ({ client, name: reached[i]! })), [o.tag!], { named: true });
+        const target = o.serveTo === undefined ? clients[0]! : await GridClient.connect(o.serveTo, { credentials: host.credentials(o.serveTo) ?? host.credentials(reached[0]!)!, reconnect: { maxAttempts: 3, initialDelayMs: 200 } }).then((c) => { clients.push(c); return c; });
+        // From a hosted model (fetched from the first node reached), the result is its next version (lineage: the version it started from).
+        const result = await lastOf(runFedAvg({
+          model: typeof spec === 'string' ? { client: clients[0]!, id: spec } : spec, serveTo: target,
+          participants, rounds: o.rounds, localEpochs: o.localEpochs, fraction: o.fraction, loss: o.loss, optimizer: o.optimizer, batchSize: o.batchSize,
+          lr: o.lr, seed: o.seed, label: o.label, featureScale: o.featureScale, fedProxMu: o.fedproxMu, roundTimeoutMs: o.roundTimeout,
           ...(o.testSplit !== undefined && { testSplit: o.testSplit, evaluateOnNodes: true }),
-          ...(o.fedproxMu !== undefined && { fedProxMu: o.fedproxMu }),
-          ...(o.roundTimeout !== undefined && { roundTimeoutMs: o.roundTimeout }),
+          outputId: o.outputModelId, allowDownload: o.allowDownload, allowRemoteInference: o.allowRemoteInference,
           ...(out && {
             onRound: (r: RoundReport) => out.write(`round ${r.round}/${r.rounds}: ${r.participants.length} nodes, train acc ${pct(r.train.accuracy)}, test ${pct(r.test?.accuracy)}, ${r.seconds.toFixed(1)} s\n`),
             onWarning: (m: string) => out.write(`warning: ${m}\n`),
           }),
-        });
-        const target = o.serveTo === undefined ? clients[0]! : await GridClient.connect(o.serveTo, { credentials: host.credentials(o.serveTo) ?? host.credentials(reached[0]!)!, reconnect: { maxAttempts: 3, initialDelayMs: 200 } }).then((c) => { clients.push(c); return c; });
-        // From a hosted model, the result is its next version (lineage: the version it started from).
-        const served = await hostFedAvgResult(target, result.model, {
-          ...(source !== undefined && { source: source.model }), ...(o.outputModelId !== undefined && { outputId: o.outputModelId }),
-          fallbackId: `fedavg-${new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '')}`,
-          ...inheritedPermissions(o, source?.model),
-        });
+        }));
+        const served = result.served;
         const last = result.rounds.at(-1)!;
         host.print(
           `FedAvg ${result.rounds.length} rounds over ${participants.length} datasets: train acc ${pct(last.train.accuracy)}, test ${pct(result.test?.accuracy)}\nmodel ${refOf(served)}${served.parent !== undefined ? ` (from ${served.parent})` : ''} on ${o.serveTo ?? reached[0]} (others may download: ${served.allow_download ? 'yes' : 'no'}, run: ${served.allow_remote_inference ? 'yes' : 'no'})${unreachable.length > 0 ? `\nnot reached: ${unreachable.map((u) => `${u.name} (${u.error.code}: ${u.error.message})`).join(', ')}` : ''}`,

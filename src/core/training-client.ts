@@ -1,7 +1,7 @@
 // Training on a node, from the client side: start a job, follow or reattach to its events, cancel it,
 // fetch an FL update's parameters, evaluate on a node's data. GridClient exposes it as `client.training`.
 
-import { ErrorCodes, gridError, GridError } from './errors';
+import { ErrorCodes, gridError, GridError, toGridError } from './errors';
 import type { ReplyOf, RequestOf } from './protocol/catalogue';
 import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from './protocol/tensor';
 import {
@@ -28,6 +28,23 @@ export interface WatchOptions {
   afterSeq?: number;
   signal?: AbortSignal;
   onEvent?(ev: JobEvent): void;
+}
+
+export interface FollowOptions extends WatchOptions {
+  /** Aborting this cancels the job on the node; following goes on until the node says it stopped (unless `signal` stops it first). */
+  cancel?: AbortSignal;
+  /** The job as it changes: after each state or progress event, and once more as it ended (succeeded, failed or cancelled). */
+  onUpdate?(job: JobInfo, ev?: JobEvent): void;
+  /** The cancel request failed (the job may run on); the follow itself goes on. */
+  onCancelFailed?(error: GridError): void;
+}
+
+/** `job` after `ev`: a state or progress event changes it; a gap does not (undefined). */
+export function foldJobEvent(job: JobInfo, ev: JobEvent): JobInfo | undefined {
+  if (ev.kind === 'state') return { ...job, state: ev.state };
+  if (ev.kind === 'gap') return undefined;
+  const { kind: _k, seq: _s, job_id: _j, ...progress } = ev;
+  return { ...job, state: 'running', progress };
 }
 
 export interface JobUpdate {
@@ -82,7 +99,14 @@ export class TrainingClient {
    * with the finished job; a failed or cancelled job rejects with its coded error. Aborting `signal`
    * stops watching; the job runs on.
    */
-  wait(jobId: string, opts: WatchOptions = {}): Promise<JobInfo> {
+  async wait(jobId: string, opts: WatchOptions = {}): Promise<JobInfo> {
+    const job = await this.watch(jobId, opts);
+    if (job.state !== 'succeeded') throw jobError(job);
+    return job;
+  }
+
+  /** The job's events to onEvent, once each, until it ends; resolves with it however it ended. */
+  private watch(jobId: string, opts: WatchOptions): Promise<JobInfo> {
     let last = opts.afterSeq ?? 0;
     const stream = this.socket.stream(WatchJob, { job_id: jobId, ...(opts.afterSeq !== undefined && { after_seq: opts.afterSeq }) }, {
       resubscribe: true, ...(opts.signal && { signal: opts.signal }),
@@ -94,10 +118,52 @@ export class TrainingClient {
         opts.onEvent?.(ev);
       },
     });
-    return stream.done.then(({ job }) => {
-      if (job.state !== 'succeeded') throw jobError(job);
-      return job;
-    });
+    return stream.done.then(({ job }) => job);
+  }
+
+  /**
+   * Follows a job the caller shows as it goes (the palette's notification and Jobs group, a notebook
+   * cell's live output): like wait(), with each event folded into the job (onUpdate), the job's final
+   * state reported however it ended, and cancellation on `cancel`.
+   */
+  async follow(job: JobInfo, opts: FollowOptions = {}): Promise<JobInfo> {
+    let current = job;
+    const update = (j: JobInfo, ev?: JobEvent) => {
+      current = j;
+      opts.onUpdate?.(j, ev);
+    };
+    let cancelling: Promise<JobInfo | undefined> | undefined;
+    const cancel = () => {
+      cancelling ??= this.cancelJob(job.id).catch((err: unknown) => {
+        opts.onCancelFailed?.(toGridError(err));
+        return undefined;
+      });
+    };
+    opts.cancel?.addEventListener('abort', cancel, { once: true });
+    if (opts.cancel?.aborted) cancel(); // cancelled while the job was being queued
+    let done: JobInfo;
+    try {
+      done = await this.watch(job.id, {
+        ...(opts.afterSeq !== undefined && { afterSeq: opts.afterSeq }),
+        ...(opts.signal && { signal: opts.signal }),
+        onEvent: (ev) => {
+          opts.onEvent?.(ev);
+          const next = foldJobEvent(current, ev);
+          if (next) update(next, ev);
+        },
+      });
+    } catch (err) {
+      // Following stopped (by `signal`, or the connection gave up) before the job ended. A cancel under way
+      // still reports the job's final state when the node answers it; otherwise the job runs on.
+      void cancelling?.then((last) => { if (last) update(last); });
+      throw err;
+    } finally {
+      opts.cancel?.removeEventListener('abort', cancel);
+    }
+    // The final state (succeeded, failed, cancelled) belongs wherever the job is shown.
+    update(done);
+    if (done.state !== 'succeeded') throw jobError(done);
+    return done;
   }
 
   /**

@@ -4,7 +4,7 @@
 export { NodeConnection } from './connection';
 export { LocalNode, localNodePaths } from './local-node';
 export { inputsFromFiles, inputsFromJsonText, renderOutputs } from './inference';
-export { fedAvgRounds, hostFedAvgResult } from '../federation/fedavg';
+export { runFedAvg } from '../federation/run';
 // The notebook kernel host and its grid bridge (src/extension/notebook), loaded on a notebook's first run.
 export { KernelHost } from '../kernel';
 export { NotebookGridBridge } from './notebook/bridge';

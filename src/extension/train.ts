@@ -3,17 +3,20 @@
 // cancellable notification. The trained model is stored on the node and shows up in the tree by the
 // node's own model-added event. FedAvg (src/federation) comes with the heavy half (heavy.ts).
 import * as vscode from 'vscode';
-import { ErrorCodes, GridError, gridError, isErrorCode } from '../core/errors';
-import { inheritedPermissions } from '../core/permissions';
-import type { DatasetInfo, ModelInfo } from '../core/protocol/messages';
+import { gridError } from '../core/errors';
+import type { ModelInfo } from '../core/protocol/messages';
 import { refOf } from '../core/protocol/model-ref';
 import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../core/protocol/training-messages';
+import { lossFor, trainRequest } from '../core/training-request';
+import { participantsByTag } from '../federation/participants';
 import type { NodeConnection } from './connection';
 import type { Ctx } from './ctx';
+import { FedAvgReport, fedAvgWarning, type FedAvgSummary } from './fedavg-report';
 import { heavy } from './heavy';
 import { guarded, pickModel, requireNode, type Cmd, type Flow, type ModelArgs } from './pickers';
-import { inVsCodeWords } from './wording';
 import { jobSummary, ModelItem } from './views/items';
+
+export type { DroppedParticipant, FedAvgSummary } from './fedavg-report';
 
 export interface TrainArgs extends ModelArgs {
   /** 'node': a job on the model's node (default); 'fedavg': federated averaging across nodes. */
@@ -38,23 +41,6 @@ export interface TrainArgs extends ModelArgs {
   /** Whether other users may download / run the result; by default as the model trained from. */
   allowDownload?: boolean;
   allowRemoteInference?: boolean;
-}
-
-/** A participant that gave no update in a round, and why. */
-export interface DroppedParticipant {
-  node: string;
-  round: number;
-  error: { code: string; message: string };
-}
-
-export interface FedAvgSummary {
-  model: string;
-  node: string;
-  rounds: { round: number; train: { loss: number; accuracy: number }; test?: { loss: number; accuracy: number }; dropped: DroppedParticipant[] }[];
-}
-
-function lossFor(d: DatasetInfo): TrainRequest['loss'] {
-  return d.schema.classes !== undefined || d.tags.includes('classification') ? 'cross_entropy' : 'mse';
 }
 
 async function askNumber(title: string, prompt: string, value: number, check: (n: number) => boolean, hint: string): Promise<number | undefined> {
@@ -104,47 +90,35 @@ async function trainOnNode(ctx: Ctx, conn: NodeConnection, model: ModelInfo, a: 
   const lr = a.lr ??= await askNumber(title, 'Learning rate', TRAINING_DEFAULTS.lr, positive, 'a positive number');
   if (lr === undefined) return undefined;
   const client = conn.client;
-  const request = {
-    model: refOf(model), dataset_id: dataset.id, loss: a.loss ?? lossFor(dataset), optimizer: a.optimizer ?? TRAINING_DEFAULTS.optimizer, lr, epochs,
-    batch_size: a.batchSize ?? TRAINING_DEFAULTS.batchSize, test_split: a.testSplit ?? TRAINING_DEFAULTS.testSplit,
-    ...(a.featureScale !== undefined && { feature_scale: a.featureScale }),
-    ...(a.outputId !== undefined && { output_model_id: a.outputId }),
+  const started = await client.training.start(trainRequest({
+    model: refOf(model), datasetId: dataset.id, loss: a.loss ?? lossFor(dataset), lr, epochs, testSplit: a.testSplit ?? TRAINING_DEFAULTS.testSplit,
+    optimizer: a.optimizer, batchSize: a.batchSize, featureScale: a.featureScale, outputId: a.outputId,
     // Left out unless given: the node then copies the model's own flags.
-    ...(a.allowDownload !== undefined && { allow_download: a.allowDownload }),
-    ...(a.allowRemoteInference !== undefined && { allow_remote_inference: a.allowRemoteInference }),
-  };
-  const started = await client.training.start(request);
+    allowDownload: a.allowDownload, allowRemoteInference: a.allowRemoteInference,
+  }));
   conn.updateJob(started);
   ctx.log.info({ node: conn.url, job: started.id, model: model.id, dataset: dataset.id, epochs, lr }, `training job ${started.id} started on ${conn.name}`);
-  let job = started;
   const done = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Training ${model.id} on ${conn.name}/${dataset.name}`, cancellable: true }, async (progress, token) => {
-    const cancel = token.onCancellationRequested(() => {
-      void client.training.cancelJob(started.id).catch((err: unknown) => ctx.log.warn({ job: started.id }, `could not cancel: ${(err as Error).message}`));
-    });
+    const cancel = new AbortController();
+    const sub = token.onCancellationRequested(() => cancel.abort());
     let shown = 0;
     try {
-      return await client.training.wait(started.id, {
-        onEvent: (ev) => {
-          if (ev.kind === 'state') job = { ...job, state: ev.state };
-          else if (ev.kind === 'batch' || ev.kind === 'epoch') {
-            const { kind: _k, seq: _s, job_id: _j, ...p } = ev;
-            job = { ...job, state: 'running', progress: p };
-            const pct = Math.floor((((p.epoch - 1) + p.batch / Math.max(1, p.batches)) / p.epochs) * 100);
-            if (pct > shown || ev.kind === 'epoch') {
-              progress.report({ increment: Math.max(0, pct - shown), message: jobSummary(job) });
-              shown = Math.max(shown, pct);
-            }
-          } else return;
+      return await client.training.follow(started, {
+        cancel: cancel.signal,
+        onCancelFailed: (err) => ctx.log.warn({ job: started.id }, `could not cancel: ${err.message}`),
+        onUpdate: (job, ev) => {
           conn.updateJob(job);
+          if (ev?.kind !== 'batch' && ev?.kind !== 'epoch') return;
+          const pct = Math.floor((((ev.epoch - 1) + ev.batch / Math.max(1, ev.batches)) / ev.epochs) * 100);
+          if (pct > shown || ev.kind === 'epoch') {
+            progress.report({ increment: Math.max(0, pct - shown), message: jobSummary(job) });
+            shown = Math.max(shown, pct);
+          }
         },
       });
     } finally {
-      cancel.dispose();
+      sub.dispose();
     }
-  }).then((j) => j, async (err: unknown) => {
-    // The job's final state (failed/cancelled) belongs in the Jobs group too.
-    await client.training.jobInfo(started.id).then((j) => conn.updateJob(j), () => undefined);
-    throw err;
   });
   conn.updateJob(done);
   const r = done.result;
@@ -171,18 +145,14 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
     requireNode(c, 'signedIn', 'train on it');
     return { c, name: n };
   });
-  let participants = (wanted ?? candidates.map((c) => ({ c, name: c.name }))).map((w) => ({ ...w, d: w.c.datasets.find((d) => d.tags.includes(tag!) || d.name === tag) })).filter((p) => p.d !== undefined) as { c: NodeConnection; name: string; d: DatasetInfo }[];
-  if (wanted && participants.length !== wanted.length) {
-    const missing = wanted.filter((w) => !participants.some((p) => p.name === w.name)).map((w) => w.name);
-    throw gridError('NOT_FOUND', `${missing.join(', ')} ${missing.length === 1 ? 'has' : 'have'} no dataset tagged "${tag}"`);
-  }
-  if (participants.length === 0) throw gridError('NOT_FOUND', `no connected node has a dataset tagged "${tag}"`);
+  const nodes = wanted ?? candidates.map((c) => ({ c, name: c.name }));
+  let participants = await participantsByTag(nodes.map((n) => ({ client: n.c.client, name: n.name, datasets: n.c.datasets })), [tag], { named: wanted !== undefined });
   if (a.nodes === undefined && participants.length > 1) {
-    const picked = await vscode.window.showQuickPick(participants.map((p) => ({ label: p.name, description: `${p.d.name} · ${p.d.schema.rows} rows`, picked: true, p })), { title, canPickMany: true, placeHolder: 'Nodes taking part' });
+    const picked = await vscode.window.showQuickPick(participants.map((p) => ({ label: p.name, description: `${p.dataset.name} · ${p.dataset.schema.rows} rows`, picked: true, p })), { title, canPickMany: true, placeHolder: 'Nodes taking part' });
     if (!picked?.length) return undefined;
     participants = picked.map((x) => x.p);
   }
-  a.nodes = participants.map((p) => p.name);
+  a.nodes = [...new Set(participants.map((p) => nodes[p.node]!.name))];
   const rounds = a.rounds ??= await askNumber(title, 'FedAvg rounds', 5, positiveInt, 'a whole number from 1');
   if (rounds === undefined) return undefined;
   const epochs = a.epochs ??= await askNumber(title, 'Local epochs per round', 1, positiveInt, 'a whole number from 1');
@@ -190,51 +160,31 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
   const lr = a.lr ??= await askNumber(title, 'Learning rate', TRAINING_DEFAULTS.lr, positive, 'a positive number');
   if (lr === undefined) return undefined;
 
-  // FedAvg starts from the model's bytes: fetched once from its node (yours, or one that allows download).
-  // Its metadata as of now: the result inherits these permissions.
-  const { model: source, bytes } = await home.client.downloadModelBytes(refOf(model));
-  const { fedAvgRounds, hostFedAvgResult } = heavy();
-  const first = participants[0]!.d;
-  const summary: FedAvgSummary = { model: a.outputId ?? model.id, node: home.name, rounds: [] };
-  // Each node's row says why it sat out this run (or nothing, once it takes part).
-  const droppedBy = new Map<NodeConnection, DroppedParticipant[]>();
-  for (const p of participants) p.c.noteDropped(undefined);
+  const { runFedAvg } = heavy();
+  const report = new FedAvgReport(model.id, home.name, participants.map((p) => nodes[p.node]!.c));
   await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `FedAvg ${model.id} over ${participants.map((p) => p.name).join(', ')}`, cancellable: true }, async (progress, token) => {
     const controller = new AbortController();
     const sub = token.onCancellationRequested(() => controller.abort());
     try {
-      const it = fedAvgRounds({
-        model: bytes, rounds, localEpochs: epochs, lr, loss: a.loss ?? lossFor(first), optimizer: a.optimizer ?? 'sgd', batchSize: a.batchSize ?? 32,
-        participants: participants.map((p) => ({ client: p.c.client, datasetId: p.d.id, name: p.name })),
-        ...(a.featureScale !== undefined && { featureScale: a.featureScale }),
-        testSplit: a.testSplit ?? 0.2, evaluateOnNodes: true, signal: controller.signal,
-        onWarning: (message) => ctx.log.warn(`FedAvg: ${message}`),
+      // FedAvg starts from the model's bytes, fetched once from its node (yours, or one that allows download);
+      // the result is the next version of it (or outputId, or for a model of someone else's, a new one).
+      const it = runFedAvg({
+        model: { client: home.client, id: refOf(model) }, serveTo: home.client, participants,
+        rounds, localEpochs: epochs, lr, loss: a.loss ?? lossFor(participants[0]!.dataset), optimizer: a.optimizer ?? 'sgd', batchSize: a.batchSize ?? 32,
+        featureScale: a.featureScale, testSplit: a.testSplit ?? 0.2, evaluateOnNodes: true, signal: controller.signal,
+        outputId: a.outputId, allowDownload: a.allowDownload, allowRemoteInference: a.allowRemoteInference,
+        onWarning: (message, error) => ctx.log.warn(`FedAvg: ${fedAvgWarning(message, error)}`),
       });
       for (;;) {
         const step = await it.next();
         if (step.done) {
-          // The next version of the model it started from (or outputId, or for a model of someone else's, a new one).
-          const info = await hostFedAvgResult(home.client, step.value.model, {
-            source: model, ...(a.outputId !== undefined && { outputId: a.outputId }), fallbackId: `${model.id}-fedavg`,
-            allowDownload: inheritedPermissions(a, source).allowDownload, allowRemoteInference: inheritedPermissions(a, source).allowRemoteInference, signal: controller.signal,
-          });
-          summary.model = refOf(info);
-          ctx.log.info({ node: home.url, model: summary.model, parent: info.parent }, `FedAvg result served as ${summary.model} on ${home.name}`);
+          const served = step.value.served;
+          report.summary.model = refOf(served);
+          ctx.log.info({ node: home.url, model: report.summary.model, parent: served.parent }, `FedAvg result served as ${report.summary.model} on ${home.name}`);
           return;
         }
         const r = step.value;
-        // In VS Code's words: a node's "authenticate first (grid: --user…)" becomes "sign in to NODE (Grid: Authenticate)".
-        const dropped = r.dropped.map((d) => {
-          const e = inVsCodeWords(gridErrorOf(d.error), participants[d.participant]!.c.name);
-          return { node: d.name, participant: d.participant, round: r.round, error: { code: e.code, message: e.message } };
-        });
-        summary.rounds.push({ round: r.round, train: r.train, ...(r.test && { test: r.test }), dropped: dropped.map(({ participant: _p, ...d }) => d) });
-        for (const { participant, ...d } of dropped) {
-          const conn = participants[participant]!.c;
-          const all = [...(droppedBy.get(conn) ?? []), d];
-          droppedBy.set(conn, all);
-          conn.noteDropped({ what: `FedAvg of ${model.id}, round${all.length > 1 ? 's' : ''} ${all.map((x) => x.round).join(', ')}`, error: d.error });
-        }
+        const dropped = report.round(r);
         const acc = r.test ? `test accuracy ${(r.test.accuracy * 100).toFixed(1)}%` : `accuracy ${(r.train.accuracy * 100).toFixed(1)}%`;
         progress.report({ increment: 100 / rounds, message: `round ${r.round}/${r.rounds} · loss ${r.train.loss.toFixed(4)} · ${acc}${dropped.length ? ` · dropped ${dropped.map((d) => `${d.node} (${d.error.code})`).join(', ')}` : ''}` });
         ctx.log.info({ round: r.round, train: r.train, test: r.test, dropped }, `FedAvg round ${r.round}/${r.rounds}`);
@@ -243,14 +193,11 @@ async function fedAvg(ctx: Ctx, home: NodeConnection, model: ModelInfo, a: Train
       sub.dispose();
     }
   });
+  const { summary } = report;
   const last = summary.rounds.at(-1);
-  const satOut = [...droppedBy.values()].map((ds) => `${ds[0]!.node} sat out round${ds.length > 1 ? 's' : ''} ${ds.map((d) => d.round).join(', ')}: ${ds.at(-1)!.error.message} (${ds.at(-1)!.error.code})`);
+  const satOut = report.satOut();
   const done = `FedAvg done: ${summary.model} on ${home.name}${last?.test ? `, test accuracy ${(last.test.accuracy * 100).toFixed(1)}%` : ''}.`;
   if (satOut.length > 0) void vscode.window.showWarningMessage(`${done} ${satOut.join('; ')}.`, 'Show Logs').then((p) => { if (p) ctx.log.show(); });
   else void vscode.window.showInformationMessage(done);
   return summary;
-}
-
-function gridErrorOf(e: { code: string; message: string }): GridError {
-  return new GridError(isErrorCode(e.code) ? e.code : ErrorCodes.INTERNAL, e.message);
 }

@@ -12,6 +12,7 @@ import type { ModelInfo } from '../core/protocol/messages';
 import { modelRef } from '../core/protocol/model-ref';
 import type { NamedTensors } from '../core/protocol/tensor';
 import type { Metrics, TrainRequest } from '../core/protocol/training-messages';
+import { trainRequest } from '../core/training-request';
 import type { Dataset } from '../compute/data';
 import { fedAvg, type ClientUpdate } from '../compute/fedavg';
 import { modelParams, seededRandom, withParams } from '../compute/plan';
@@ -200,15 +201,6 @@ async function refuseDuplicates(participants: readonly Participant[]): Promise<M
   return unusable;
 }
 
-/** Every dataset carrying all of `tags` on each node, as participants (PyGrid's search by tag). */
-export async function participantsByTag(clients: readonly GridClient[], tags: string[]): Promise<Participant[]> {
-  const out: Participant[] = [];
-  for (const client of clients) {
-    for (const d of await client.searchDatasets(tags)) out.push({ client, datasetId: d.id, name: `${client.socket.status.url ?? 'node'}#${d.id}` });
-  }
-  return out;
-}
-
 /** Runs every round; per-round reports go to opts.onRound. */
 export async function fedAvgTrain(opts: FedAvgOptions): Promise<FedAvgResult> {
   const it = fedAvgRounds(opts);
@@ -239,19 +231,12 @@ async function trainOne(p: Participant, index: number, round: number, global: Na
     return { params: r.params, samples: Math.round(r.samples / opts.localEpochs), metrics: r.metrics, seconds: (performance.now() - started) / 1000 };
   }
   const t = p.client.training;
-  const job = await t.start({
-    model: hosted.get(p.client)!, params: global, dataset_id: p.datasetId, output: 'update',
-    loss: opts.loss, optimizer: opts.optimizer, batch_size: opts.batchSize, epochs: opts.localEpochs, seed,
-    split_seed: opts.seed ?? 0,
-    ...(opts.lr !== undefined && { lr: opts.lr }),
-    ...(opts.momentum !== undefined && { momentum: opts.momentum }),
-    ...(opts.label !== undefined && { label: opts.label }),
-    ...(opts.featureScale !== undefined && { feature_scale: opts.featureScale }),
-    ...(opts.testSplit !== undefined && { test_split: opts.testSplit }),
-    ...(opts.fedProxMu !== undefined && { fedprox_mu: opts.fedProxMu }),
-    ...(opts.privacy && { privacy: { clip_norm: opts.privacy.clipNorm, noise_multiplier: opts.privacy.noiseMultiplier } }),
-    progress_every: 1_000_000,
-  }, { signal });
+  const job = await t.start(trainRequest({
+    model: hosted.get(p.client)!, params: global, datasetId: p.datasetId, output: 'update',
+    loss: opts.loss, optimizer: opts.optimizer, batchSize: opts.batchSize, epochs: opts.localEpochs, seed, splitSeed: opts.seed ?? 0,
+    lr: opts.lr, momentum: opts.momentum, label: opts.label, featureScale: opts.featureScale, testSplit: opts.testSplit, fedProxMu: opts.fedProxMu, privacy: opts.privacy,
+    progressEvery: 1_000_000,
+  }), { signal });
   try {
     const done = await t.wait(job.id, { signal });
     const update = await t.jobParams(job.id, { signal });

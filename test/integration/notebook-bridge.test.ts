@@ -189,6 +189,17 @@ describe('notebook grid bridge against a real node', () => {
     const last = droppedNotes.filter((n) => n.node === 'second node').at(-1)?.note as { what: string; error: { code: string } } | undefined;
     assert.equal(last?.what, 'FedAvg of digits-mlp, rounds 1, 2');
     assert.equal(last?.error.code, 'GRID_ERR_UNAUTHENTICATED');
+    // The same warning the CLI prints on stderr, in the cell's stderr, in VS Code's words.
+    const warnings = outputs.flatMap((o) => (o.kind === 'stream' && o.stream === 'stderr' ? [o.text] : []));
+    assert.ok(warnings.some((w) => /^warning: second node cannot take part: GRID_ERR_UNAUTHENTICATED: .*\(Grid: Authenticate\)/.test(w)), `stderr: ${JSON.stringify(warnings)}`);
+    assert.ok(warnings.every((w) => !/--user|GRID_USER/.test(w)), 'no CLI flags in the cell');
+  });
+
+  test('grid.fedavg refuses a node the cell names that has no dataset with the tag, naming it (as the palette and the CLI do)', async () => {
+    // Only the test node's digits carries "classification".
+    const { result } = await run(kernel, "await grid.fedavg('digits-mlp', 'classification', { node: 'test node', nodes: ['test node', 'second node'], rounds: 1, featureScale: 1 / 16 })");
+    assert.equal(result.error?.code, 'GRID_ERR_NOT_FOUND');
+    assert.match(result.error!.message, /^second node has no dataset tagged "classification"/);
   });
 });
 

@@ -72,6 +72,15 @@ test('grid fedavg over two nodes picked by tag serves the final model and prints
   assert.deepEqual(models, ['digits-fed']);
 });
 
+test('grid fedavg --tag also names a dataset by id or name, and refuses a node of --nodes that has none, naming it', async () => {
+  // digits-0 is a dataset name on the first node only.
+  const r = await grid(['--json', 'fedavg', 'mlp:64,8,10', '--nodes', nodes.map((n) => n.node.url).join(','), '--tag', 'digits-0', '--rounds', '1']);
+  assert.equal(r.code, 1);
+  const e = JSON.parse(r.out).error;
+  assert.equal(e.code, 'GRID_ERR_NOT_FOUND');
+  assert.equal(e.message, `${nodes[1]!.node.url} has no dataset tagged "digits-0"`);
+});
+
 test('grid train against a missing dataset exits 1 with the coded error', async () => {
   const r = await grid(['--json', 'train', 'mlp:64,8,10', '-d', 'nope']);
   assert.equal(r.code, 1);

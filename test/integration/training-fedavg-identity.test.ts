@@ -70,7 +70,8 @@ test('participants found by tag over two URLs of one node are refused too (the C
   await assert.rejects(fedAvgTrain({ ...base, participants }), (e: unknown) => {
     const err = e as { code?: string; message: string };
     assert.equal(err.code, 'GRID_ERR_INVALID_INPUT');
-    assert.ok(err.message.includes(`"${viaIp.socket.status.url}#digits-half" and "${viaName.socket.status.url}#digits-half"`), err.message);
+    // Named as the nodes were given (one dataset each: no `#dataset` suffix).
+    assert.ok(err.message.includes(`"${viaIp.socket.status.url}" and "${viaName.socket.status.url}" are the same dataset "digits-half"`), err.message);
     return true;
   });
 });

@@ -7,7 +7,8 @@ import { cnn, mlp, modelParams } from '../../src/compute/plan';
 import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES, tensorToProto } from '../../src/compute/onnx';
 import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
-import type { JobEvent } from '../../src/core/protocol/training-messages';
+import type { JobEvent, JobInfo } from '../../src/core/protocol/training-messages';
+import { trainRequest } from '../../src/core/training-request';
 import { ADMIN_PASSWORD, startTestNode, type TestNode } from '../helpers/node-fixtures';
 import { startProxy } from '../helpers/proxy';
 import { assertNoRows, DIGITS, recordMessages } from '../helpers/training-fixtures';
@@ -165,6 +166,32 @@ test('cancel-job stops a running job: no model is stored and its watcher gets GR
   assert.equal(info.progress!.epoch, 1);
   assert.equal((await admin.listModels()).length, before);
   assert.equal((await admin.training.jobInfo(job.id)).state, 'cancelled');
+});
+
+test('follow() shows the job as it goes and as it ended: progress folded into the job, then succeeded; cancelled on its signal, then cancelled', async () => {
+  const admin = await tn.admin();
+  const request = trainRequest({ model: mlp([64, 16, 10], { seed: 4 }), datasetId: 'digits', featureScale: scale, loss: 'cross_entropy', optimizer: 'sgd', epochs: 2, batchSize: 64, progressEvery: 1, outputId: 'followed' });
+  const seen: JobInfo[] = [];
+  const done = await admin.training.follow(await admin.training.start(request), { onUpdate: (j) => seen.push(j) });
+  assert.equal(done.state, 'succeeded');
+  const running = seen.filter((j) => j.state === 'running' && j.progress !== undefined);
+  assert.ok(running.length >= 2, `${running.length} progress updates`);
+  assert.ok(running.every((j, i) => i === 0 || j.progress!.epoch > running[i - 1]!.progress!.epoch || j.progress!.batch >= running[i - 1]!.progress!.batch), 'progress only moves forward');
+  assert.equal(running.at(-1)!.progress!.epoch, 2);
+  assert.equal(seen.at(-1)!.state, 'succeeded', 'the last update is the job as it ended');
+  assert.equal(seen.at(-1)!.result?.model?.id, 'followed');
+
+  // Cancelled once it runs: the follow goes on until the node has stopped it, and says so.
+  const cancel = new AbortController();
+  const updates: JobInfo[] = [];
+  const long = await admin.training.start({ ...request, epochs: 1000, output_model_id: 'never-stored' });
+  await assert.rejects(admin.training.follow(long, {
+    cancel: cancel.signal,
+    onUpdate: (j) => { updates.push(j); if (j.progress) cancel.abort(); },
+  }), { code: 'GRID_ERR_ABORTED' });
+  assert.equal(updates.at(-1)!.state, 'cancelled', `the updates ended with ${updates.at(-1)!.state}`);
+  assert.equal((await admin.training.jobInfo(long.id)).state, 'cancelled');
+  await assert.rejects(admin.modelInfo('never-stored'), { code: 'GRID_ERR_NOT_FOUND' });
 });
 
 test('bad training requests get coded errors naming what was wrong', async () => {

@@ -5,13 +5,17 @@
 import { basename, extname, isAbsolute, resolve } from 'node:path';
 import type { GridClient } from '../../core/client';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
-import { inheritedPermissions, type PermissionFlags } from '../../core/permissions';
+import type { PermissionFlags } from '../../core/permissions';
 import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
 import { refOf } from '../../core/protocol/model-ref';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
 import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../../core/protocol/training-messages';
+import { lossFor, trainRequest } from '../../core/training-request';
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../../kernel';
 import { bindInputValues } from '../../compute/tensor-io';
+import { participantsByTag } from '../../federation/participants';
+import { runFedAvg } from '../../federation/run';
+import { FedAvgReport, fedAvgWarning, type FedAvgSummary } from '../fedavg-report';
 import { inVsCodeWords } from '../wording';
 import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
 
@@ -248,57 +252,41 @@ export class NotebookGridBridge implements GridBridge {
     const dataset = await findDataset(node, datasetRef);
     const epochs = positiveInt(o.epochs ?? TRAINING_DEFAULTS.epochs, 'train', 'epochs');
     const flags = permissionFlags(o, 'train');
-    const request = {
-      model: modelId, dataset_id: dataset.id, epochs,
+    const request = trainRequest({
+      model: modelId, datasetId: dataset.id, epochs,
       loss: (o.loss as TrainRequest['loss'] | undefined) ?? lossFor(dataset),
-      optimizer: (o.optimizer as TrainRequest['optimizer'] | undefined) ?? TRAINING_DEFAULTS.optimizer,
+      optimizer: o.optimizer as TrainRequest['optimizer'] | undefined,
       lr: typeof o.lr === 'number' ? o.lr : TRAINING_DEFAULTS.lr,
-      batch_size: typeof o.batchSize === 'number' ? o.batchSize : TRAINING_DEFAULTS.batchSize,
-      test_split: typeof o.testSplit === 'number' ? o.testSplit : TRAINING_DEFAULTS.testSplit,
-      progress_every: typeof o.progressEvery === 'number' ? o.progressEvery : 5,
-      ...(typeof o.validationSplit === 'number' && { validation_split: o.validationSplit }),
-      ...(typeof o.featureScale === 'number' && { feature_scale: o.featureScale }),
-      ...(typeof o.label === 'string' && { label: o.label }),
-      ...(typeof o.seed === 'number' && { seed: o.seed }),
-      ...(typeof o.outputId === 'string' && { output_model_id: o.outputId }),
+      batchSize: numberOr(o.batchSize),
+      testSplit: numberOr(o.testSplit, TRAINING_DEFAULTS.testSplit),
+      progressEvery: numberOr(o.progressEvery, 5),
+      validationSplit: numberOr(o.validationSplit), featureScale: numberOr(o.featureScale), seed: numberOr(o.seed),
+      label: typeof o.label === 'string' ? o.label : undefined,
+      outputId: typeof o.outputId === 'string' ? o.outputId : undefined,
       // Left out unless the cell gives them: the node then copies the flags of the model trained from.
-      ...(flags.allowDownload !== undefined && { allow_download: flags.allowDownload }),
-      ...(flags.allowRemoteInference !== undefined && { allow_remote_inference: flags.allowRemoteInference }),
-    };
+      ...flags,
+    });
     const live = this.metrics(context, { version: 1, title: `Training ${modelId} on ${node.name}/${dataset.name}`, unit: 'epoch', total: epochs, state: 'running', series: [] });
-    let job = await client.training.start(request, { signal: context.signal });
-    node.updateJob?.(job);
-    const cancel = () => void client.training.cancelJob(job.id).then((j) => node.updateJob?.(j), () => undefined);
-    context.signal.addEventListener('abort', cancel, { once: true });
-    if (context.signal.aborted) cancel(); // interrupted while the job was being queued
+    const started = await client.training.start(request, { signal: context.signal });
+    node.updateJob?.(started);
+    let job: JobInfo;
     try {
-      job = await client.training.wait(job.id, {
-        signal: context.signal,
-        onEvent: (ev) => {
-          if (ev.kind === 'state') {
-            job = { ...job, state: ev.state };
-          } else if (ev.kind === 'batch' || ev.kind === 'epoch') {
-            const { kind: _k, seq: _s, job_id: _j, ...p } = ev;
-            job = { ...job, state: 'running', progress: p };
-            addPoint(live.payload, 'train', { x: p.epoch - 1 + p.batch / Math.max(1, p.batches), loss: p.loss, accuracy: p.accuracy });
-            if (ev.kind === 'epoch' && p.validation) addPoint(live.payload, 'validation', { x: p.epoch, ...p.validation });
-            live.payload.note = `${Math.round(p.samples_per_second)} samples/s · about ${Math.ceil(p.eta_seconds)} s left`;
-            live.update(ev.kind === 'epoch');
-          } else {
-            return;
-          }
-          node.updateJob?.(job);
+      // Interrupting the cell cancels the job on the node, and stops following it at once.
+      job = await client.training.follow(started, {
+        signal: context.signal, cancel: context.signal,
+        onUpdate: (j, ev) => {
+          node.updateJob?.(j);
+          if (ev?.kind !== 'batch' && ev?.kind !== 'epoch') return;
+          addPoint(live.payload, 'train', { x: ev.epoch - 1 + ev.batch / Math.max(1, ev.batches), loss: ev.loss, accuracy: ev.accuracy });
+          if (ev.kind === 'epoch' && ev.validation) addPoint(live.payload, 'validation', { x: ev.epoch, ...ev.validation });
+          live.payload.note = `${Math.round(ev.samples_per_second)} samples/s · about ${Math.ceil(ev.eta_seconds)} s left`;
+          live.update(ev.kind === 'epoch');
         },
       });
     } catch (err) {
-      live.payload.state = toGridError(err).code === ErrorCodes.ABORTED ? 'cancelled' : 'failed';
-      live.payload.note = toGridError(err).message;
-      live.update(true);
+      live.fail(err);
       throw err;
-    } finally {
-      context.signal.removeEventListener('abort', cancel);
     }
-    node.updateJob?.(job);
     const r = job.result;
     if (r?.test) addPoint(live.payload, 'test', { x: epochs, ...r.test });
     live.payload.state = 'succeeded';
@@ -320,65 +308,46 @@ export class NotebookGridBridge implements GridBridge {
     const epochs = positiveInt(o.epochs ?? 1, 'fedavg', 'epochs');
     // Named as the cell names them: one node named twice reaches FedAvg as two entries, which it refuses naming both.
     const wanted = Array.isArray(o.nodes) ? o.nodes.map((n) => ({ n: this.node(String(n)), name: String(n) })) : this.nodes.list().filter((n) => n.isOpen).map((n) => ({ n, name: n.name }));
-    const participants = wanted.map((w) => ({ ...w, d: w.n.datasets.find((d) => d.tags.includes(tag) || d.name === tag || d.id === tag) }))
-      .filter((p): p is { n: BridgeNode; name: string; d: DatasetInfo } => p.d !== undefined);
-    if (participants.length === 0) throw gridError('NOT_FOUND', `no connected node has a dataset tagged "${tag}"`);
+    const participants = await participantsByTag(wanted.map((w) => ({ client: w.n.client, name: w.name, datasets: w.n.datasets })), [tag], { named: Array.isArray(o.nodes) });
     const flags = permissionFlags(o, 'fedavg');
-    // Resolved once: the version downloaded is the version the result descends from.
-    const source = await home.client.modelInfo(modelId);
-    const bytes = await this.download(refOf(source), { node: home.url }, undefined, context) as Uint8Array;
-    const { fedAvgRounds, hostFedAvgResult } = await import('../../federation/fedavg');
-    const outputId = typeof o.outputId === 'string' ? o.outputId : undefined;
     const live = this.metrics(context, { version: 1, title: `FedAvg ${modelId} over ${participants.map((p) => p.name).join(', ')}`, unit: 'round', total: rounds, state: 'running', series: [] });
-    const droppedRounds = new Map<BridgeNode, number[]>();
-    for (const p of participants) p.n.noteDropped?.(undefined);
-    const summary: FedAvgSummary = { model: outputId ?? source.id, node: home.name, rounds: [] };
+    const report = new FedAvgReport(modelId, home.name, participants.map((p) => wanted[p.node]!.n));
+    const download = this.progress(context, `download-${modelId}`, `Downloading ${modelId} from ${home.name}`);
     try {
-      const it = fedAvgRounds({
-        model: bytes, rounds, localEpochs: epochs,
+      // Fetched once from the model's node: the version downloaded is the version the result descends from;
+      // the result is its next version (or outputId, or for a model of someone else's, a new one).
+      const it = runFedAvg({
+        model: { client: home.client, id: modelId }, serveTo: home.client, participants, onDownloadProgress: download,
+        rounds, localEpochs: epochs,
         lr: typeof o.lr === 'number' ? o.lr : TRAINING_DEFAULTS.lr,
-        loss: (o.loss as TrainRequest['loss'] | undefined) ?? lossFor(participants[0]!.d),
+        loss: (o.loss as TrainRequest['loss'] | undefined) ?? lossFor(participants[0]!.dataset),
         optimizer: (o.optimizer as TrainRequest['optimizer'] | undefined) ?? 'sgd',
-        batchSize: typeof o.batchSize === 'number' ? o.batchSize : 32,
-        testSplit: typeof o.testSplit === 'number' ? o.testSplit : 0.2,
-        evaluateOnNodes: true,
-        ...(typeof o.featureScale === 'number' && { featureScale: o.featureScale }),
-        participants: participants.map((p) => ({ client: p.n.client, datasetId: p.d.id, name: p.name })),
+        batchSize: numberOr(o.batchSize, 32), testSplit: numberOr(o.testSplit, 0.2), evaluateOnNodes: true, featureScale: numberOr(o.featureScale),
+        outputId: typeof o.outputId === 'string' ? o.outputId : undefined, ...flags,
+        // The same warnings as the CLI's (its stderr) and the palette's (the log), in the cell.
+        onWarning: (message, error) => context.output({ kind: 'stream', stream: 'stderr', text: `warning: ${fedAvgWarning(message, error)}\n` }),
         signal: context.signal,
       });
       for (;;) {
         const step = await it.next();
+        download.done();
         if (step.done) {
-          // The next version of the model it started from (or outputId, or for a model of someone else's, a new one).
-          const hosted = await hostFedAvgResult(home.client, step.value.model, {
-            source, ...(outputId !== undefined && { outputId }), fallbackId: `${source.id}-fedavg`,
-            ...inheritedPermissions(flags, source), signal: context.signal,
-          });
-          summary.model = refOf(hosted);
+          report.summary.model = refOf(step.value.served);
           break;
         }
         const r = step.value;
         // Every participant that sat out says why, in the cell and on its row in the sidebar.
-        const dropped = r.dropped.map((d) => {
-          const node = participants[d.participant]!.n;
-          const e = inVsCodeWords(new GridError(d.error.code as GridError['code'], d.error.message), node.name);
-          const rs = [...(droppedRounds.get(node) ?? []), r.round];
-          droppedRounds.set(node, rs);
-          node.noteDropped?.({ what: `FedAvg of ${modelId}, round${rs.length > 1 ? 's' : ''} ${rs.join(', ')}`, error: { code: e.code, message: e.message } });
-          return { node: d.name, error: { code: e.code, message: e.message } };
-        });
-        summary.rounds.push({ round: r.round, train: r.train, ...(r.test && { test: r.test }), dropped });
+        const dropped = report.round(r);
         addPoint(live.payload, 'train', { x: r.round, ...r.train });
         if (r.test) addPoint(live.payload, 'test', { x: r.round, ...r.test });
         live.payload.note = `round ${r.round} took ${r.seconds.toFixed(1)} s${dropped.length ? ` · dropped: ${dropped.map((d) => `${d.node} (${d.error.code}: ${d.error.message})`).join('; ')}` : ''}`;
         live.update(true);
       }
     } catch (err) {
-      live.payload.state = toGridError(err).code === ErrorCodes.ABORTED ? 'cancelled' : 'failed';
-      live.payload.note = toGridError(err).message;
-      live.update(true);
+      live.fail(err);
       throw err;
     }
+    const { summary } = report;
     live.payload.state = 'succeeded';
     live.payload.note = `served as ${summary.model} on ${home.name}`;
     live.update(true);
@@ -388,7 +357,7 @@ export class NotebookGridBridge implements GridBridge {
   // ---- outputs ----------------------------------------------------------------------------------
 
   /** A live metrics output in the calling cell, replaced in place at most every metricsIntervalMs. */
-  private metrics(context: GridCallContext, payload: MetricsPayload): { payload: MetricsPayload; update(force: boolean): void } {
+  private metrics(context: GridCallContext, payload: MetricsPayload): { payload: MetricsPayload; update(force: boolean): void; fail(err: unknown): void } {
     const displayId = `grid-metrics-${context.executionCount}-${Math.random().toString(36).slice(2, 8)}`;
     let last = 0;
     let shown = false;
@@ -402,6 +371,13 @@ export class NotebookGridBridge implements GridBridge {
       payload,
       update: (force) => {
         if (force || Date.now() - last >= this.metricsIntervalMs) send();
+      },
+      /** The call failed: cancelled (an interrupt) or failed, with the reason. */
+      fail: (err) => {
+        const e = toGridError(err);
+        payload.state = e.code === ErrorCodes.ABORTED ? 'cancelled' : 'failed';
+        payload.note = e.message;
+        send();
       },
     };
   }
@@ -430,6 +406,8 @@ export class NotebookGridBridge implements GridBridge {
   }
 }
 
+export type { FedAvgSummary } from '../fedavg-report';
+
 export interface TrainSummary {
   job: string;
   state: JobInfo['state'];
@@ -441,12 +419,6 @@ export interface TrainSummary {
   seconds: number | undefined;
 }
 
-export interface FedAvgSummary {
-  model: string;
-  node: string;
-  /** Each round's participants that gave no update, with the reason. */
-  rounds: { round: number; train: { loss: number; accuracy: number }; test?: { loss: number; accuracy: number }; dropped: { node: string; error: { code: string; message: string } }[] }[];
-}
 
 function summary(n: BridgeNode) {
   return { name: n.name, url: n.url, state: n.state, local: n.local, ...(n.user !== undefined && { user: n.user }) };
@@ -487,13 +459,16 @@ function permissionFlags(o: Options, method: string): PermissionFlags {
   return out;
 }
 
+/** A number option of a cell, else `fallback`. */
+function numberOr(value: unknown, fallback: number): number;
+function numberOr(value: unknown, fallback?: number): number | undefined;
+function numberOr(value: unknown, fallback?: number): number | undefined {
+  return typeof value === 'number' ? value : fallback;
+}
+
 function positiveInt(value: unknown, method: string, name: string): number {
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw usage(method, `expects { ${name} } to be a whole number from 1, got ${String(value)}`);
   return value;
-}
-
-function lossFor(d: DatasetInfo): TrainRequest['loss'] {
-  return d.schema.classes !== undefined || d.tags.includes('classification') ? 'cross_entropy' : 'mse';
 }
 
 async function findDataset(node: BridgeNode, ref: string): Promise<DatasetInfo> {
