@@ -164,11 +164,19 @@ describe('Grid sidebar and commands', function () {
   });
 
   it('starts the local node from the command, connected and signed in, with the demo datasets', async () => {
+    // Every state the Local node's row shows on the way: it signs in by itself, so never "unauthenticated".
+    const shown: string[] = [];
+    const sub = api.ctx.onDidChangeNodes(() => {
+      const s = nodeState('Local node');
+      if (s !== undefined && shown.at(-1) !== s) shown.push(s);
+    });
     // A double click starts one node, not two.
     const [url, again] = await Promise.all([vscode.commands.executeCommand<string>('grid.startLocalNode'), vscode.commands.executeCommand<string>('grid.startLocalNode')]);
     assert.match(url, /^ws:\/\/127\.0\.0\.1:\d+$/);
     assert.equal(again, url);
     await untilNode('Local node', 'connected');
+    sub.dispose();
+    assert.ok(!shown.includes('unauthenticated'), `the Local node's row went through: ${shown.join(' → ')}`);
     assert.match(String(nodeRow('Local node')!.description), /^connected · admin · 127\.0\.0\.1:\d+$/);
     assert.deepEqual(groupChildren('Local node', 'Datasets').sort(), ['breast_cancer', 'digits', 'iris', 'wine']);
     assert.match(api.statusBar.text, /Grid 1\/1/);
@@ -375,8 +383,15 @@ describe('Grid sidebar and commands', function () {
     assert.equal(await vscode.commands.executeCommand('grid.disconnect', { node: 'remote' }), 'disconnected');
     assert.equal(nodeState('remote'), 'disconnected');
     assert.deepEqual(api.nodesView.getChildren(nodeRow('remote') as GridTreeItem), [], 'a disconnected node still shows its lists');
+    const shown: string[] = [];
+    const sub = api.ctx.onDidChangeNodes(() => {
+      const s = nodeState('remote');
+      if (s !== undefined && shown.at(-1) !== s) shown.push(s);
+    });
     await vscode.commands.executeCommand('grid.connect', { node: 'remote' });
     await untilNode('remote', 'connected');
+    sub.dispose();
+    assert.ok(!shown.includes('unauthenticated'), `the stored sign-in works, yet the row went through: ${shown.join(' → ')}`);
     const info = await vscode.commands.executeCommand<Record<string, unknown>>('grid.showNodeInfo', { node: 'remote' });
     assert.equal(info?.node_name, 'remote-node');
     assert.equal(info?.signed_in_as, 'admin');
