@@ -54,7 +54,10 @@ function connect(ctx: Ctx): Cmd {
     if (!conn) return undefined;
     // Open (and signed in), or the first attempt failed: the tree then shows the node reconnecting
     // with the reason, and the command does not wait for a node that may never come.
-    return conn.untilOpenOrFailing(ctx.connect(conn));
+    const state = await conn.untilOpenOrFailing(ctx.connect(conn));
+    // Open: done once the node's lists are in (they are fetched as the signed-in user, after the sign-in).
+    if (conn.isOpen) await conn.whenSynced();
+    return state;
   });
 }
 
@@ -112,6 +115,7 @@ function showNodeInfo(ctx: Ctx): Cmd {
       ...(ctx.aliasesOf(conn).length > 0 && { also_listed_as: ctx.aliasesOf(conn).map((a) => ({ name: a.name, url: a.url })) }),
     };
     if (conn.isOpen) {
+      await conn.whenSynced();
       const id = await conn.client.getId();
       Object.assign(info, { node_id: id.id, node_name: id.name, version: id.version, capabilities: id.capabilities });
       Object.assign(info, { models: conn.models.map((m) => m.id), datasets: conn.datasets.map((d) => d.name), peers: conn.peers.map((p) => `${p.name} (${p.status})`) });
@@ -153,7 +157,7 @@ function serveModel(ctx: Ctx): Cmd {
     if (named) await pickNode(ctx, named, { need: 'signedIn', toDo: 'serve a model', title: '', flow });
     let file = a.file ?? (arg instanceof vscode.Uri ? arg.fsPath : undefined);
     if (file === undefined) {
-      file = await pickFile({ title: 'Serve an ONNX model', glob: '**/*.onnx', placeHolder: 'An ONNX model of the workspace, or Browse…', filters: { 'ONNX models': ['onnx'] }, openLabel: 'Serve' });
+      file = await pickFile(ctx, { title: 'Serve an ONNX model', glob: '**/*.onnx', placeHolder: 'An ONNX model of the workspace, or Browse…', filters: { 'ONNX models': ['onnx'] }, openLabel: 'Serve' });
       if (file === undefined) return undefined;
     }
     answers.file = file;
@@ -205,7 +209,7 @@ function downloadModel(ctx: Ctx): Cmd {
     const ref = refOf(model);
     let dest = arg instanceof ModelItem ? undefined : arg?.dest;
     if (dest === undefined) {
-      dest = await pickDownloadFile(`Download ${ref} from ${conn.name}`, model);
+      dest = await pickDownloadFile(ctx, `Download ${ref} from ${conn.name}`, model);
       if (dest === undefined) return undefined;
     }
     flow.answers.dest = dest;
@@ -223,7 +227,7 @@ function downloadModel(ctx: Ctx): Cmd {
  * Where a download goes: the workspace folder under the model's name (never over an existing file:
  * then NAME-vN.onnx, NAME-vN-2.onnx, …) in one Enter, or anywhere through the save dialog.
  */
-async function pickDownloadFile(title: string, model: ModelInfo): Promise<string | undefined> {
+async function pickDownloadFile(ctx: Ctx, title: string, model: ModelInfo): Promise<string | undefined> {
   const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
   const save = () => vscode.window.showSaveDialog({ title, filters: { 'ONNX models': ['onnx'] }, saveLabel: 'Download', ...(folder && { defaultUri: vscode.Uri.joinPath(folder, `${model.id}.onnx`) }) }).then((u) => u?.fsPath);
   // The save dialog is the only way to a folder that is not on this machine's disk.
@@ -234,7 +238,7 @@ async function pickDownloadFile(title: string, model: ModelInfo): Promise<string
     const f = path.join(folder.fsPath, `${model.id}-v${model.version}-${i}.onnx`);
     if (!fs.existsSync(f)) file = f;
   }
-  const picked = await vscode.window.showQuickPick([
+  const picked = await ctx.pick([
     { label: `$(desktop-download) ${path.basename(file)}`, description: 'in the workspace folder', detail: file, file },
     { label: '$(folder-opened) Save As…', detail: 'another folder or name, with VS Code\'s save dialog', file: undefined },
   ], { title, placeHolder: 'Where to save the model' });
@@ -346,7 +350,7 @@ function runInference(ctx: Ctx): Cmd {
       if (a.fromActiveEditor && !fromEditor) throw gridError('INVALID_INPUT', 'the active editor holds no JSON document to read the inputs from');
       // A one-input model takes a tensor file of the workspace in one pick; any model, files from the dialog.
       const tensors = model.signature.inputs.length === 1 ? await workspaceFiles('**/*.{npy,pb}') : [];
-      const source = a.fromActiveEditor ? { key: 'editor', file: undefined } : await vscode.window.showQuickPick<vscode.QuickPickItem & { key: string; file?: string }>([
+      const source = a.fromActiveEditor ? { key: 'editor', file: undefined } : await ctx.pick<vscode.QuickPickItem & { key: string; file?: string }>([
         ...tensors.map((t) => ({ ...t, key: 'file' })),
         ...(tensors.length > 0 ? [{ label: '', kind: vscode.QuickPickItemKind.Separator, key: '' }] : []),
         { label: tensors.length > 0 ? '$(folder-opened) Browse for input files…' : 'Input files…', detail: '.npy, .pb (ONNX TensorProto) or .json, one per input in order, or named NAME=…', key: 'files', alwaysShow: true },

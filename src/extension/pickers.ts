@@ -202,11 +202,11 @@ export async function workspaceFiles(glob: string, max = 200): Promise<{ label: 
  * One file: a pick of the workspace's files matching `glob`, with "Browse…" for VS Code's open dialog
  * (straight to the dialog when the workspace has none). Undefined when dismissed.
  */
-export async function pickFile(opts: { title: string; glob: string; placeHolder: string; filters: Record<string, string[]>; openLabel: string }): Promise<string | undefined> {
+export async function pickFile(ctx: Ctx, opts: { title: string; glob: string; placeHolder: string; filters: Record<string, string[]>; openLabel: string }): Promise<string | undefined> {
   const browse = () => vscode.window.showOpenDialog({ title: opts.title, canSelectMany: false, filters: opts.filters, openLabel: opts.openLabel }).then((u) => u?.[0]?.fsPath);
   const files = await workspaceFiles(opts.glob);
   if (files.length === 0) return browse();
-  const picked = await vscode.window.showQuickPick<vscode.QuickPickItem & { file?: string }>([
+  const picked = await ctx.pick<vscode.QuickPickItem & { file?: string }>([
     ...files,
     { label: '', kind: vscode.QuickPickItemKind.Separator },
     { label: '$(folder-opened) Browse…', detail: 'a file outside the workspace, with VS Code\'s file dialog', alwaysShow: true },
