@@ -7,11 +7,12 @@
 //   node --import tsx --test test/e2e/first-contact.test.ts
 import * as assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import type { BrowserContext, Page } from 'playwright-core';
 import { spawnGroup, waitForLine } from '../../scripts/code-server.mjs';
+import { decodeTensorProto } from '../../src/compute/onnx/tensor-proto';
 import { cleanWorkDir, launchBrowser, newWorkDir, openWorkbench, repoRoot, screenshot, tools } from './harness';
 
 let start: ReturnType<typeof spawnGroup> | undefined;
@@ -203,12 +204,14 @@ test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one
       { title: 'Run inference', type: 'relu', row: 'relu' },
       { title: /^Inputs for relu: /, type: 'input_0.pb', row: 'input_0.pb' },
     ]);
-    // The result opens in an editor: the model, the node, and the output tensor.
+    // The result opens in an editor: the model, the node, and the output tensor the test case expects.
     const result = page.locator('.editor-group-container .monaco-editor .view-lines', { hasText: '"model": "relu"' }).first();
     await result.waitFor({ state: 'visible', timeout: 120_000 });
     const text = (await result.innerText()).replace(/\s+/g, ' ');
     assert.match(text, /"node": "Local node"/);
     assert.match(text, /"dtype": "float32"/);
+    const expected = Array.from(decodeTensorProto(readFileSync(join(workspace, 'relu', 'test_data_set_0', 'output_0.pb'))).tensor.data as Float32Array);
+    for (const v of expected) assert.ok(text.includes(`${JSON.stringify(v)}`), `the result does not show ${v}:\n${text}`);
     process.stdout.write(`palette inference: ${((performance.now() - t) / 1000).toFixed(1)} s\n`);
 
     t = performance.now();
@@ -228,6 +231,17 @@ test('a fresh clone: `npm run start` alone, then the URL in a fresh browser: one
     const asked = await page.locator('.notifications-toasts .notification-toast', { hasText: /GRID_ERR_|sign in|Authenticate/i }).allInnerTexts();
     assert.deepEqual(asked, [], 'a notification asked to sign in or showed an error');
     await screenshot(page, 'first-contact-palette');
+
+    // The Grid log (Output › Grid, as written to disk): the local node went to connected without ever
+    // being reported unauthenticated on the way (its token sign-in is answered before its state is told).
+    const gridLog = () => {
+      const logs = join(clone, '.start', 'code-server', 'user-data', 'logs');
+      const files = existsSync(logs) ? readdirSync(logs, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith(join('grid-workbench.grid-workbench', 'Grid.log'))) : [];
+      return files.map((f) => readFileSync(join(logs, f), 'utf8')).join('');
+    };
+    const log = await until('"Local node: connected" in the Grid log on disk', 120_000, async () => (/Local node: connected/.test(gridLog()) ? gridLog() : undefined));
+    const flicker = log.split('\n').filter((l) => /unauthenticated/.test(l));
+    assert.deepEqual(flicker, [], 'the Grid log reported the signed-in local node as unauthenticated');
   } catch (err) {
     failed = true;
     const page = browser?.pages()[0];
