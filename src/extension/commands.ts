@@ -2,14 +2,16 @@
 // Each command takes an optional argument — a tree item (menus), a NodeConnection (tree item actions)
 // or an options object (scripts, tests, other extensions) — and asks interactively for whatever is
 // missing. Failures are shown with their code and fitting actions; the command then resolves undefined.
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
+import type { ModelInfo } from '../core/protocol/messages';
 import { ID_PATTERN, refOf } from '../core/protocol/model-ref';
 import type { Ctx } from './ctx';
 import { heavy } from './heavy';
 import { newNotebook, restartKernel } from './notebook';
-import { guarded, isConnection, nodeFromArg, pickModel, pickNode, withProgress, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
+import { guarded, isConnection, nodeFromArg, pickFile, pickModel, pickNode, withProgress, workspaceFiles, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
 import { train } from './train';
 import { formatBytes, ModelItem, signatureLine } from './views/items';
 
@@ -53,7 +55,10 @@ function connect(ctx: Ctx): Cmd {
     if (!conn) return undefined;
     // Open (and signed in), or the first attempt failed: the tree then shows the node reconnecting
     // with the reason, and the command does not wait for a node that may never come.
-    return conn.untilOpenOrFailing(ctx.connect(conn));
+    const state = await conn.untilOpenOrFailing(ctx.connect(conn));
+    // Open: done once the node's lists are in (they are fetched as the signed-in user, after the sign-in).
+    if (conn.isOpen) await conn.whenSynced();
+    return state;
   });
 }
 
@@ -111,6 +116,7 @@ function showNodeInfo(ctx: Ctx): Cmd {
       ...(ctx.aliasesOf(conn).length > 0 && { also_listed_as: ctx.aliasesOf(conn).map((a) => ({ name: a.name, url: a.url })) }),
     };
     if (conn.isOpen) {
+      await conn.whenSynced();
       const id = await conn.client.getId();
       Object.assign(info, { node_id: id.id, node_name: id.name, version: id.version, capabilities: id.capabilities });
       Object.assign(info, { models: conn.models.map((m) => m.id), datasets: conn.datasets.map((d) => d.name), peers: conn.peers.map((p) => `${p.name} (${p.status})`) });
@@ -152,9 +158,8 @@ function serveModel(ctx: Ctx): Cmd {
     if (named) await pickNode(ctx, named, { need: 'signedIn', toDo: 'serve a model', title: '', flow });
     let file = a.file ?? (arg instanceof vscode.Uri ? arg.fsPath : undefined);
     if (file === undefined) {
-      const picked = await vscode.window.showOpenDialog({ title: 'Serve an ONNX model', canSelectMany: false, filters: { 'ONNX models': ['onnx'] }, openLabel: 'Serve' });
-      if (!picked?.[0]) return undefined;
-      file = picked[0].fsPath;
+      file = await pickFile(ctx, { title: 'Serve an ONNX model', glob: '**/*.onnx', placeHolder: 'An ONNX model of the workspace, or Browse…', filters: { 'ONNX models': ['onnx'] }, openLabel: 'Serve' });
+      if (file === undefined) return undefined;
     }
     answers.file = file;
     const conn = named ?? await pickNode(ctx, undefined, { need: 'signedIn', toDo: 'serve a model', title: `Serve ${path.basename(file)} to…`, flow });
@@ -205,13 +210,8 @@ function downloadModel(ctx: Ctx): Cmd {
     const ref = refOf(model);
     let dest = arg instanceof ModelItem ? undefined : arg?.dest;
     if (dest === undefined) {
-      const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
-      const uri = await vscode.window.showSaveDialog({
-        title: `Download ${ref} from ${conn.name}`, filters: { 'ONNX models': ['onnx'] }, saveLabel: 'Download',
-        ...(folder && { defaultUri: vscode.Uri.joinPath(folder, `${model.id}.onnx`) }),
-      });
-      if (!uri) return undefined;
-      dest = uri.fsPath;
+      dest = await pickDownloadFile(ctx, `Download ${ref} from ${conn.name}`, model);
+      if (dest === undefined) return undefined;
     }
     flow.answers.dest = dest;
     const file = dest;
@@ -222,6 +222,29 @@ function downloadModel(ctx: Ctx): Cmd {
     });
     return file;
   });
+}
+
+/**
+ * Where a download goes: the workspace folder under the model's name (never over an existing file:
+ * then NAME-vN.onnx, NAME-vN-2.onnx, …) in one Enter, or anywhere through the save dialog.
+ */
+async function pickDownloadFile(ctx: Ctx, title: string, model: ModelInfo): Promise<string | undefined> {
+  const folder = vscode.workspace.workspaceFolders?.[0]?.uri;
+  const save = () => vscode.window.showSaveDialog({ title, filters: { 'ONNX models': ['onnx'] }, saveLabel: 'Download', ...(folder && { defaultUri: vscode.Uri.joinPath(folder, `${model.id}.onnx`) }) }).then((u) => u?.fsPath);
+  // The save dialog is the only way to a folder that is not on this machine's disk.
+  if (folder?.scheme !== 'file') return save();
+  const names = [`${model.id}.onnx`, `${model.id}-v${model.version}.onnx`];
+  let file = names.map((n) => path.join(folder.fsPath, n)).find((f) => !fs.existsSync(f));
+  for (let i = 2; file === undefined; i++) {
+    const f = path.join(folder.fsPath, `${model.id}-v${model.version}-${i}.onnx`);
+    if (!fs.existsSync(f)) file = f;
+  }
+  const picked = await ctx.pick([
+    { label: `$(desktop-download) ${path.basename(file)}`, description: 'in the workspace folder', detail: file, file },
+    { label: '$(folder-opened) Save As…', detail: 'another folder or name, with VS Code\'s save dialog', file: undefined },
+  ], { title, placeHolder: 'Where to save the model' });
+  if (!picked) return undefined;
+  return picked.file ?? save();
 }
 
 function deleteModel(ctx: Ctx): Cmd {
@@ -326,14 +349,21 @@ function runInference(ctx: Ctx): Cmd {
       const editor = vscode.window.activeTextEditor;
       const fromEditor = editor && (editor.document.languageId === 'json' || editor.document.languageId === 'jsonc') ? editor.document : undefined;
       if (a.fromActiveEditor && !fromEditor) throw gridError('INVALID_INPUT', 'the active editor holds no JSON document to read the inputs from');
-      const source = a.fromActiveEditor ? { key: 'editor' } : await vscode.window.showQuickPick([
-        { label: 'Input files…', detail: '.npy, .pb (ONNX TensorProto) or .json, one per input in order, or named NAME=…', key: 'files' },
-        ...(fromEditor ? [{ label: `The active editor (${path.basename(fromEditor.fileName)})`, detail: '{"input": tensor} or, for one input, the tensor itself', key: 'editor' }] : []),
-      ], { title: `Inputs for ${model.id}: ${signatureLine(model)}` });
+      // A one-input model takes a tensor file of the workspace in one pick; any model, files from the dialog.
+      const tensors = model.signature.inputs.length === 1 ? await workspaceFiles('**/*.{npy,pb}') : [];
+      const source = a.fromActiveEditor ? { key: 'editor', file: undefined } : await ctx.pick<vscode.QuickPickItem & { key: string; file?: string }>([
+        ...tensors.map((t) => ({ ...t, key: 'file' })),
+        ...(tensors.length > 0 ? [{ label: '', kind: vscode.QuickPickItemKind.Separator, key: '' }] : []),
+        { label: tensors.length > 0 ? '$(folder-opened) Browse for input files…' : 'Input files…', detail: '.npy, .pb (ONNX TensorProto) or .json, one per input in order, or named NAME=…', key: 'files', alwaysShow: true },
+        ...(fromEditor ? [{ label: `The active editor (${path.basename(fromEditor.fileName)})`, detail: '{"input": tensor} or, for one input, the tensor itself', key: 'editor', alwaysShow: true }] : []),
+      ], { title: `Inputs for ${model.id}: ${signatureLine(model)}`, placeHolder: tensors.length > 0 ? 'A tensor file of the workspace (.npy, .pb), or browse' : 'Where the inputs come from', matchOnDescription: true });
       if (!source) return undefined;
       if (source.key === 'editor') {
         flow.answers.json = fromEditor!.getText();
         inputs = io.inputsFromJsonText(model, fromEditor!.getText(), path.basename(fromEditor!.fileName));
+      } else if (source.file !== undefined) {
+        flow.answers.inputs = [source.file];
+        inputs = io.inputsFromFiles(model, [source.file]);
       } else {
         const files = await vscode.window.showOpenDialog({ title: `Inputs for ${model.id}`, canSelectMany: true, filters: { Tensors: ['npy', 'pb', 'json'] }, openLabel: 'Run' });
         if (!files?.length) return undefined;

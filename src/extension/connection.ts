@@ -56,6 +56,11 @@ export class NodeConnection implements vscode.Disposable {
   private reasonCode: string | undefined;
   private credentials: Credentials | undefined;
   private authFailure: GridError | undefined;
+  /**
+   * Set while connect() signs in with the credentials it was given: the socket reports open before that
+   * sign-in is answered, and the node is not "unauthenticated" until the node has said no.
+   */
+  private signingIn = false;
   /** The session's role, when the node says (older nodes do not). */
   private roleValue: string | undefined;
   identity: NodeInfo | undefined;
@@ -156,6 +161,7 @@ export class NodeConnection implements vscode.Disposable {
     this.credentials = credentials;
     this.authFailure = undefined;
     this.roleValue = undefined;
+    this.signingIn = credentials !== undefined;
     const socket = new GridSocket({ logger: this.log });
     const client = new GridClient(socket);
     this.socketValue = socket;
@@ -172,6 +178,7 @@ export class NodeConnection implements vscode.Disposable {
       await opened;
     } catch (err) {
       if (socket !== this.socketValue) return;
+      this.signingIn = false;
       const e = toGridError(err);
       this.setState('error', e.message, e.code);
       throw e;
@@ -186,9 +193,10 @@ export class NodeConnection implements vscode.Disposable {
         this.log.warn({ node: this.url, code: this.authFailure.code }, `sign-in to ${this.name} failed: ${this.authFailure.message}`);
       }
     }
+    if (socket !== this.socketValue) return;
+    this.signingIn = false;
+    // Open and signed in (or refused) only now: the first listing runs here, as the node's user.
     this.onStatus(socket.status);
-    // The listing on open ran before sign-in; what only a signed-in user sees (jobs) needs another.
-    if (socket.status.authenticated) void this.refresh();
   }
 
   /**
@@ -341,6 +349,10 @@ export class NodeConnection implements vscode.Disposable {
       case 'open':
         if (s.authenticated) {
           this.setState('connected', undefined);
+        } else if (this.signingIn) {
+          // connect() is signing in on this fresh connection: its answer decides, not this moment.
+          this.setState('connecting', 'signing in');
+          break;
         } else if (this.authFailure) {
           this.setState('unauthenticated', `sign-in failed: ${this.authFailure.message}`, this.authFailure.code);
         } else if (this.credentials !== undefined) {

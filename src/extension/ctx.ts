@@ -54,6 +54,9 @@ export class Ctx implements vscode.Disposable {
   private readonly asked = new vscode.EventEmitter<vscode.InputBox>();
   /** Every input box a command shows (the sign-in prompts), as shown: the e2e tests answer them. */
   readonly onDidAsk = this.asked.event;
+  private readonly picking = new vscode.EventEmitter<vscode.QuickPick<vscode.QuickPickItem>>();
+  /** Every file or destination pick a command shows (`pick`), as shown: the e2e tests answer them. */
+  readonly onDidPick = this.picking.event;
   /** A later entry for a node → the first entry for it (see the header). */
   private readonly aliasOf = new Map<NodeConnection, NodeConnection>();
   private readonly idSeen = new Map<NodeConnection, string | undefined>();
@@ -65,7 +68,7 @@ export class Ctx implements vscode.Disposable {
     this.extCtx = extCtx;
     this.log = log;
     this.notebooks = createNotebookController(this);
-    this.push(this.changed, this.errorShown, this.asked, this.notebooks);
+    this.push(this.changed, this.errorShown, this.asked, this.picking, this.notebooks);
   }
 
   /** Registers an extension-lifetime disposable. */
@@ -165,6 +168,24 @@ export class Ctx implements vscode.Disposable {
       ];
       box.show();
       this.asked.fire(box);
+    });
+  }
+
+  /** A quick pick with one answer; resolves with the item accepted, undefined when dismissed. */
+  pick<T extends vscode.QuickPickItem>(items: readonly T[], opts: { title: string; placeHolder: string; matchOnDescription?: boolean }): Promise<T | undefined> {
+    const pick = vscode.window.createQuickPick<T>();
+    pick.title = opts.title;
+    pick.placeholder = opts.placeHolder;
+    pick.matchOnDescription = opts.matchOnDescription ?? false;
+    pick.items = items;
+    return new Promise<T | undefined>((resolve) => {
+      let answer: T | undefined;
+      const subs = [
+        pick.onDidAccept(() => { answer = pick.selectedItems[0] ?? pick.activeItems[0]; pick.hide(); }),
+        pick.onDidHide(() => { subs.forEach((d) => d.dispose()); pick.dispose(); resolve(answer); }),
+      ];
+      pick.show();
+      this.picking.fire(pick as unknown as vscode.QuickPick<vscode.QuickPickItem>);
     });
   }
 

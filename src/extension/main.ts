@@ -28,6 +28,8 @@ export interface GridExtensionApi {
   readonly notebooks: GridNotebookController;
   /** Every input box a command shows (sign-in prompts): the e2e tests type into them. */
   readonly onDidAsk: vscode.Event<vscode.InputBox>;
+  /** Every file or destination pick a command shows (workspace files, where a download goes): the e2e tests answer them. */
+  readonly onDidPick: vscode.Event<vscode.QuickPick<vscode.QuickPickItem>>;
 }
 
 let current: Ctx | undefined;
@@ -58,7 +60,7 @@ export function activate(context: vscode.ExtensionContext): GridExtensionApi {
     setImmediate(() => void ctx.connectAll());
     const activationMs = performance.now() - t0;
     log.info(`Grid Workbench activated in ${activationMs.toFixed(1)} ms`);
-    return { activationMs, loadStartedAt, loadEndedAt, activateStartedAt: t0, ctx, nodesView, modelsView, statusBar, onDidShowError: ctx.onDidShowError, notebooks: ctx.notebooks, onDidAsk: ctx.onDidAsk };
+    return { activationMs, loadStartedAt, loadEndedAt, activateStartedAt: t0, ctx, nodesView, modelsView, statusBar, onDidShowError: ctx.onDidShowError, notebooks: ctx.notebooks, onDidAsk: ctx.onDidAsk, onDidPick: ctx.onDidPick };
   } catch (err) {
     log.error(`activation failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
     void vscode.window.showErrorMessage(`Grid Workbench failed to activate: ${err instanceof Error ? err.message : String(err)}`);

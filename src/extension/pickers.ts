@@ -1,5 +1,6 @@
 // What commands share: resolving the node or model a command's argument names (or asking the user),
 // cancellable progress with real percentages, and showing a failure with its code and actions.
+import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
 import type { ModelInfo } from '../core/protocol/messages';
@@ -180,4 +181,36 @@ export function guarded(ctx: Ctx, what: string, body: (arg: any, flow: Flow) => 
     }
   };
   return run;
+}
+
+/** Folders a workspace file pick never lists. */
+const NOT_SEARCHED = '{**/node_modules/**,**/.git/**,**/.test-work/**}';
+
+/**
+ * Files of the workspace matching `glob` (`workspace.findFiles`, so open folders only), as quick-pick
+ * rows: the file's name, its folder relative to the workspace. Sorted by path; at most `max`.
+ */
+export async function workspaceFiles(glob: string, max = 200): Promise<{ label: string; description: string; file: string }[]> {
+  if (!vscode.workspace.workspaceFolders?.length) return [];
+  const uris = await vscode.workspace.findFiles(glob, NOT_SEARCHED, max);
+  return uris
+    .map((u) => ({ label: path.basename(u.fsPath), description: path.dirname(vscode.workspace.asRelativePath(u, false)).replace(/^\.$/, ''), file: u.fsPath }))
+    .sort((a, b) => a.file.localeCompare(b.file));
+}
+
+/**
+ * One file: a pick of the workspace's files matching `glob`, with "Browse…" for VS Code's open dialog
+ * (straight to the dialog when the workspace has none). Undefined when dismissed.
+ */
+export async function pickFile(ctx: Ctx, opts: { title: string; glob: string; placeHolder: string; filters: Record<string, string[]>; openLabel: string }): Promise<string | undefined> {
+  const browse = () => vscode.window.showOpenDialog({ title: opts.title, canSelectMany: false, filters: opts.filters, openLabel: opts.openLabel }).then((u) => u?.[0]?.fsPath);
+  const files = await workspaceFiles(opts.glob);
+  if (files.length === 0) return browse();
+  const picked = await ctx.pick<vscode.QuickPickItem & { file?: string }>([
+    ...files,
+    { label: '', kind: vscode.QuickPickItemKind.Separator },
+    { label: '$(folder-opened) Browse…', detail: 'a file outside the workspace, with VS Code\'s file dialog', alwaysShow: true },
+  ], { title: opts.title, placeHolder: opts.placeHolder, matchOnDescription: true });
+  if (!picked) return undefined;
+  return picked.file ?? browse();
 }

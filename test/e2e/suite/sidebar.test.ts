@@ -5,7 +5,8 @@
 import * as assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer, type AddressInfo } from 'node:net';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as readline from 'node:readline';
@@ -101,6 +102,25 @@ async function errorShownBy(action: () => Thenable<unknown>): Promise<string> {
   return shown;
 }
 
+/** What a pick showed: its title, its rows ("label — description", separators left out), the files behind them. */
+interface ShownPick {
+  title: string | undefined;
+  rows: string[];
+  files: (string | undefined)[];
+}
+
+/** Takes the first row of the next file or destination pick a command shows, as Enter does; resolves with what it showed. */
+function acceptFirstPick(): Promise<ShownPick> {
+  return new Promise((resolve) => {
+    const sub = api.onDidPick((pick) => {
+      sub.dispose();
+      const items = pick.items.filter((i) => i.kind !== vscode.QuickPickItemKind.Separator);
+      resolve({ title: pick.title, rows: items.map((i) => `${i.label} — ${i.description ?? ''}`), files: items.map((i) => (i as { file?: string }).file) });
+      void vscode.commands.executeCommand('workbench.action.acceptSelectedQuickOpenItem');
+    });
+  });
+}
+
 /** A grid node in its own process (a "remote" node), restartable on the same port and data dir. */
 class NodeProcess {
   child: ChildProcess | undefined;
@@ -164,11 +184,19 @@ describe('Grid sidebar and commands', function () {
   });
 
   it('starts the local node from the command, connected and signed in, with the demo datasets', async () => {
+    // Every state the Local node's row shows on the way: it signs in by itself, so never "unauthenticated".
+    const shown: string[] = [];
+    const sub = api.ctx.onDidChangeNodes(() => {
+      const s = nodeState('Local node');
+      if (s !== undefined && shown.at(-1) !== s) shown.push(s);
+    });
     // A double click starts one node, not two.
     const [url, again] = await Promise.all([vscode.commands.executeCommand<string>('grid.startLocalNode'), vscode.commands.executeCommand<string>('grid.startLocalNode')]);
     assert.match(url, /^ws:\/\/127\.0\.0\.1:\d+$/);
     assert.equal(again, url);
     await untilNode('Local node', 'connected');
+    sub.dispose();
+    assert.ok(!shown.includes('unauthenticated'), `the Local node's row went through: ${shown.join(' → ')}`);
     assert.match(String(nodeRow('Local node')!.description), /^connected · admin · 127\.0\.0\.1:\d+$/);
     assert.deepEqual(groupChildren('Local node', 'Datasets').sort(), ['breast_cancer', 'digits', 'iris', 'wine']);
     assert.match(api.statusBar.text, /Grid 1\/1/);
@@ -239,6 +267,54 @@ describe('Grid sidebar and commands', function () {
     const file = await vscode.commands.executeCommand<string>('grid.downloadModel', { node: 'Local node', model: 'sb-relu', dest });
     assert.equal(file, dest);
     assert.deepEqual(readFileSync(dest), readFileSync(join(samples, 'relu', 'relu.onnx')));
+  });
+
+  it('Serve Model with no file offers the workspace\'s ONNX models, then Browse…; the row taken is served', async () => {
+    const shown = acceptFirstPick();
+    const info = await vscode.commands.executeCommand<{ id: string; size: number; sha256: string }>('grid.serveModel', { node: 'Local node', id: 'sb-picked', allowDownload: false, allowRemoteInference: true });
+    const pick = await shown;
+    assert.equal(pick.title, 'Serve an ONNX model');
+    assert.ok(pick.rows.includes('relu.onnx — relu'), `the workspace's relu/relu.onnx is not offered: ${pick.rows.join(' | ')}`);
+    assert.match(pick.rows.at(-1)!, /Browse…/);
+    const file = pick.files[0]!;
+    assert.ok(file.endsWith('.onnx') && file.startsWith(samples), `the first row is not a workspace model: ${file}`);
+    assert.equal(info?.id, 'sb-picked');
+    assert.equal(info.size, statSync(file).size);
+    assert.equal(info.sha256, createHash('sha256').update(readFileSync(file)).digest('hex'), 'the node holds another file than the one picked');
+    await vscode.commands.executeCommand('grid.deleteModel', { node: 'Local node', model: 'sb-picked', skipConfirmation: true });
+  });
+
+  it('Download Model with no destination offers the workspace folder under the model\'s name, never over an existing file', async () => {
+    const files: string[] = [];
+    try {
+      for (const expected of ['sb-relu.onnx', 'sb-relu-v1.onnx', 'sb-relu-v1-2.onnx']) {
+        const shown = acceptFirstPick();
+        const file = await vscode.commands.executeCommand<string>('grid.downloadModel', { node: 'Local node', model: 'sb-relu' });
+        const pick = await shown;
+        assert.equal(pick.title, 'Download sb-relu@1 from Local node');
+        assert.match(pick.rows[0]!, new RegExp(`${expected.replace(/\./g, '\\.')} — in the workspace folder$`));
+        assert.match(pick.rows[1]!, /Save As…/);
+        assert.equal(file, join(samples, expected));
+        files.push(file);
+        assert.deepEqual(readFileSync(file), readFileSync(join(samples, 'relu', 'relu.onnx')));
+      }
+    } finally {
+      for (const f of files) rmSync(f, { force: true });
+    }
+  });
+
+  it('Run Inference with no inputs offers the workspace\'s tensor files for a one-input model; the row taken is the input', async () => {
+    const caseDir = join(samples, 'relu', 'test_data_set_0');
+    const shown = acceptFirstPick();
+    const result = await vscode.commands.executeCommand<{ document: string }>('grid.runInference', { node: 'Local node', model: 'sb-relu' });
+    const pick = await shown;
+    assert.match(pick.title ?? '', /^Inputs for sb-relu: /);
+    assert.deepEqual(pick.rows.slice(0, 2), ['input_0.pb — relu/test_data_set_0', 'output_0.pb — relu/test_data_set_0']);
+    assert.ok(pick.rows.some((r) => /Browse for input files…/.test(r)), `no Browse row: ${pick.rows.join(' | ')}`);
+    const doc = vscode.workspace.textDocuments.find((d) => d.uri.toString() === result?.document);
+    assert.ok(doc, 'the result document is not open');
+    const expected = decodeTensorProto(readFileSync(join(caseDir, 'output_0.pb'))).tensor;
+    assert.deepEqual((JSON.parse(doc.getText()) as { outputs: { y: { data: number[] } } }).outputs.y.data, Array.from(expected.data as Float32Array));
   });
 
   it('shows a model served from the grid CLI within a second, without a refresh; the CLI finds the local node and signs in by itself', async () => {
@@ -375,8 +451,15 @@ describe('Grid sidebar and commands', function () {
     assert.equal(await vscode.commands.executeCommand('grid.disconnect', { node: 'remote' }), 'disconnected');
     assert.equal(nodeState('remote'), 'disconnected');
     assert.deepEqual(api.nodesView.getChildren(nodeRow('remote') as GridTreeItem), [], 'a disconnected node still shows its lists');
+    const shown: string[] = [];
+    const sub = api.ctx.onDidChangeNodes(() => {
+      const s = nodeState('remote');
+      if (s !== undefined && shown.at(-1) !== s) shown.push(s);
+    });
     await vscode.commands.executeCommand('grid.connect', { node: 'remote' });
     await untilNode('remote', 'connected');
+    sub.dispose();
+    assert.ok(!shown.includes('unauthenticated'), `the stored sign-in works, yet the row went through: ${shown.join(' → ')}`);
     const info = await vscode.commands.executeCommand<Record<string, unknown>>('grid.showNodeInfo', { node: 'remote' });
     assert.equal(info?.node_name, 'remote-node');
     assert.equal(info?.signed_in_as, 'admin');
