@@ -159,7 +159,10 @@ function interrupt(execId: number): void {
     pendingCalls.delete(callId);
     call.reject(atCallSite(interruptedError(call.method), call));
   }
-  current.abort.abort(gridError('ABORTED', 'the cell was interrupted'));
+  // Made here, on an IPC callback: its frames are all the kernel's own, so the cell shows none of them.
+  const reason = gridError('ABORTED', 'the cell was interrupted');
+  reason.stack = (reason.stack ?? '').split('\n')[0]!;
+  current.abort.abort(reason);
 }
 
 // Cells import through here: specifiers resolve from the notebook's folder with Node's ESM rules

@@ -227,14 +227,17 @@ describe('through jupyter_client (KernelManager, BlockingKernelClient)', () => {
   });
 
   test('interrupt: an awaiting cell stops and the state survives; a `while (true) {}` restarts the cell process, and the reply says so', () => {
-    const seen = (r: Ran['reply']) => ({ status: r.status, ename: r.ename, interrupted: r.grid_interrupted, restarted: r.grid_kernel_restarted });
+    const seen = (r: Ran['reply']) => ({
+      status: r.status, ename: r.ename, interrupted: r.grid_interrupted, restarted: r.grid_kernel_restarted,
+      kernelFrames: r.traceback!.filter((l) => /kernel-worker|node:internal/.test(l)),
+    });
     assert.deepEqual({
       async: seen(report.interrupt_async.reply), afterAsync: plain(report.after_interrupt_async),
       loop: seen(report.interrupt_loop.reply), afterLoop: plain(report.after_interrupt_loop), afterLoopCount: report.after_interrupt_loop.reply.execution_count,
     }, {
-      async: { status: 'error', ename: 'GridError [GRID_ERR_ABORTED]', interrupted: true, restarted: false }, afterAsync: 'still here',
+      async: { status: 'error', ename: 'GridError [GRID_ERR_ABORTED]', interrupted: true, restarted: false, kernelFrames: [] }, afterAsync: 'still here',
       // variables are gone after the restart, and counting starts again
-      loop: { status: 'error', ename: 'KernelRestarted', interrupted: true, restarted: true }, afterLoop: 'undefined', afterLoopCount: 1,
+      loop: { status: 'error', ename: 'KernelRestarted', interrupted: true, restarted: true, kernelFrames: [] }, afterLoop: 'undefined', afterLoopCount: 1,
     });
   });
 
