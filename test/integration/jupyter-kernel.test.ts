@@ -141,7 +141,8 @@ interface Report {
   interrupt_loop: { reply: Ran['reply'] };
   after_interrupt_loop: Ran;
   round_trip_ms?: { n: number; p50: number; p90: number };
-  restart: { new_process: boolean; after: Ran };
+  restart: { new_process: boolean; old_cell_process_alive: boolean; after: Ran };
+  cell_process_alive: boolean;
   shutdown_reply: { status: string; restart: boolean };
   exit_code: number;
 }
@@ -243,6 +244,8 @@ describe('through jupyter_client (KernelManager, BlockingKernelClient)', () => {
 
   test('restart through the manager starts a fresh process; shutdown is answered and the kernel exits 0', () => {
     assert.equal(report.restart.new_process, true);
+    assert.equal(report.restart.old_cell_process_alive, false, 'the old cell process outlived the restart');
+    assert.equal(report.cell_process_alive, false, 'the cell process outlived the shutdown');
     assert.equal(plain(report.restart.after), 'undefined');
     assert.deepEqual(report.shutdown_reply, { status: 'ok', restart: false });
     assert.equal(report.exit_code, 0);

@@ -124,18 +124,40 @@ if round_trips:
     times.sort()
     report["round_trip_ms"] = {"n": len(times), "p50": times[len(times) // 2], "p90": times[int(len(times) * 0.9)]}
 
+
+
+def cell_process():
+    """The pid of the process that runs cells (the kernel's child)."""
+    return int(run("process.pid")["outputs"][-1]["data"]["text/plain"])
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 # restart through the manager (shutdown_request with restart=True, then a new process)
 pid_before = km.provisioner.process.pid
+cells_before = cell_process()
 km.restart_kernel(now=False)
 kc.wait_for_ready(timeout=TIMEOUT)
-report["restart"] = {"new_process": km.provisioner.process.pid != pid_before, "after": run("typeof x")}
+report["restart"] = {
+    "new_process": km.provisioner.process.pid != pid_before,
+    "old_cell_process_alive": alive(cells_before),
+    "after": run("typeof x"),
+}
 
-# shutdown: the kernel answers and exits by itself
+# shutdown: the kernel answers and exits by itself, its cell process with it
+cells = cell_process()
 process = km.provisioner.process
 kc.shutdown()
 reply = kc.get_control_msg(timeout=TIMEOUT) if hasattr(kc, "get_control_msg") else None
 report["shutdown_reply"] = reply["content"] if reply else None
 report["exit_code"] = process.wait(timeout=TIMEOUT)
+report["cell_process_alive"] = alive(cells)
 kc.stop_channels()
 km.cleanup_resources()
 
