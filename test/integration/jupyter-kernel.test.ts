@@ -41,8 +41,8 @@ async function bundle(dir: string): Promise<{ cli: string; kernel: string }> {
     build({ ...common, entryPoints: [path.join(ROOT, 'src/kernel/jupyter/main.ts')], outfile: path.join(dist, 'grid-kernel.js') }),
     build({ ...common, entryPoints: [path.join(ROOT, 'src/kernel/worker.ts')], outfile: path.join(dist, 'kernel-worker.js') }),
   ]);
-  fs.mkdirSync(path.join(dir, 'media'));
-  fs.copyFileSync(path.join(ROOT, 'media/grid.svg'), path.join(dir, 'media/grid.svg'));
+  // media/ beside dist/, as in the repo and the package: the logo, and the samples the kernel points GRID_SAMPLES at.
+  fs.symlinkSync(path.join(ROOT, 'media'), path.join(dir, 'media'));
   return { cli: path.join(dist, 'grid.js'), kernel: path.join(dist, 'grid-kernel.js') };
 }
 
@@ -293,4 +293,35 @@ test('jupyter nbconvert --execute runs a notebook: state, await, stream, display
   assert.deepEqual(infer![0]!.data!['application/json'], [1, 2]);
   assert.equal(error![0]!.output_type, 'error');
   assert.ok(error![0]!.traceback!.some((l) => l.includes('Cell [7]:2:')), error![0]!.traceback!.join('\n'));
+});
+
+test('jupyter nbconvert --execute runs the starter notebook against a local node with the demo datasets; only FedAvg needs VS Code', async (t) => {
+  if (!fs.existsSync(path.join(work, 'jupyter-data/kernels/grid-typescript/kernel.json'))) {
+    const r = await run(process.execPath, [cli, 'kernel', 'install'], env);
+    assert.equal(r.code, 0, r.err);
+  }
+  const nodeEnv = { ...env, GRID_RUNTIME_DIR: path.join(work, 'starter-runtime'), GRID_DATA_DIR: path.join(work, 'starter-data') };
+  const node = await startNodeScript(nodeScript, ['--local', '--demo-datasets', '--log-level', 'warn'], nodeEnv);
+  t.after(() => node.kill());
+  const dir = path.join(work, 'starter');
+  fs.mkdirSync(dir);
+  fs.copyFileSync(path.join(ROOT, 'media/samples/starter.ipynb'), path.join(dir, 'starter.ipynb'));
+  const r = await run(python, ['-m', 'jupyter', 'nbconvert', '--to', 'notebook', '--execute', '--allow-errors', '--ExecutePreprocessor.timeout=600', '--output', 'starter.out.ipynb', 'starter.ipynb'], nodeEnv, dir);
+  assert.equal(r.code, 0, r.err);
+  const ran = JSON.parse(fs.readFileSync(path.join(dir, 'starter.out.ipynb'), 'utf8')) as { cells: { cell_type: string; source: string | string[]; outputs?: (Output & { output_type: string })[] }[] };
+  const code = ran.cells.filter((c) => c.cell_type === 'code').map((c) => ({ source: [c.source].flat().join(''), outputs: c.outputs ?? [] }));
+  const errors = code.filter((c) => c.outputs.some((o) => o.output_type === 'error'));
+  assert.deepEqual(errors.map((c) => c.source.split('\n')[0]), ["const federated = await grid.fedavg('digits-mlp', 'digits', { rounds: 3, epochs: 1, lr: 0.05, featureScale: 1 / 16 });"],
+    errors.map((c) => c.outputs.find((o) => o.output_type === 'error')?.traceback?.join('\n')).join('\n\n'));
+  assert.match(errors[0]!.outputs[0]!.ename!, /GRID_ERR_UNKNOWN_TYPE/);
+  const train = code.find((c) => c.source.includes('grid.train('))!;
+  const chart = train.outputs.find((o) => o.output_type === 'display_data')!;
+  const metrics = chart.data!['application/vnd.grid.metrics+json'] as { state: string; series: { name: string }[] };
+  assert.equal(metrics.state, 'succeeded');
+  assert.ok(metrics.series.some((s) => s.name === 'train'));
+  assert.match([chart.data!['text/html']].flat().join(''), /<svg/);
+  const trained = train.outputs.find((o) => o.output_type === 'execute_result')!.data!['application/json'] as { model: string; state: string };
+  assert.deepEqual([trained.state, trained.model], ['succeeded', 'digits-mlp@2']);
+  const image = code.find((c) => c.source.includes('display(grid.tensor('))!.outputs[0]!;
+  assert.ok(image.data!['image/png'], 'the digit is shown as a PNG');
 });

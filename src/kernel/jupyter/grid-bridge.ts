@@ -2,16 +2,19 @@
 // the kernel process connects to nodes itself, the way the `grid` CLI does. The local node is found
 // through its runtime record (core/local-node) and signed in with its token; a remote node takes
 // { username, password } from the call or GRID_USER / GRID_PASSWORD from the environment.
+// Everything but grid.fedavg (src/federation, which the kernel layer may not import).
 
 import { basename, extname, isAbsolute, resolve } from 'node:path';
 import { GridClient, type Credentials } from '../../core/client';
 import { gridError, GridError } from '../../core/errors';
 import { findLocalNode, sameUrl } from '../../core/local-node';
-import type { ModelInfo } from '../../core/protocol/messages';
+import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
 import { refOf } from '../../core/protocol/model-ref';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
+import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../../core/protocol/training-messages';
 import { bindInputValues } from '../../compute/tensor-io';
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../bridge';
+import { METRICS_MIME } from './outputs';
 
 interface Connected {
   name: string;
@@ -55,9 +58,10 @@ export class StandaloneGridBridge implements GridBridge {
         return this.node(o.node).client.deleteModel(args[0], o.allVersions === true ? { allVersions: true } : {});
       }
       case 'infer': return this.infer(args[0], args[1], options(args[2], 'infer'), context);
-      case 'train':
+      case 'train': return this.train(args[0], args[1], options(args[2], 'train'), context);
       case 'fedavg':
-        throw gridError('UNKNOWN_TYPE', `grid.${method} runs in the VS Code notebook for now; from a Jupyter kernel use the CLI (\`grid ${method === 'train' ? 'train' : 'fedavg'} …\`)`);
+        // FedAvg lives in src/federation, which the kernel layer may not import.
+        throw gridError('UNKNOWN_TYPE', 'grid.fedavg runs in the VS Code notebook; from Jupyter use the CLI: `grid fedavg <model> <tag>`');
     }
   }
 
@@ -157,9 +161,117 @@ export class StandaloneGridBridge implements GridBridge {
     return names.length === 1 ? outputs[names[0]!]! : outputs;
   }
 
+  /**
+   * `grid.train(modelId, dataset, { epochs, lr, ... })`: a job on the node hosting the model, its
+   * loss and accuracy shown as one live metrics display; interrupting the cell cancels the job.
+   * The same options and payload as the VS Code notebook's bridge.
+   */
+  private async train(modelId: unknown, datasetRef: unknown, o: Options, context: GridCallContext): Promise<Record<string, unknown>> {
+    if (typeof modelId !== 'string' || typeof datasetRef !== 'string') throw usage('train', 'expects a hosted model id and a dataset id or name, then { epochs, lr, ... }');
+    const node = this.node(o.node);
+    const client = node.client;
+    const datasets = await client.listDatasets();
+    const dataset = datasets.find((d) => d.id === datasetRef || d.name === datasetRef);
+    if (!dataset) throw gridError('NOT_FOUND', `${node.name} has no dataset "${datasetRef}"; it has ${datasets.map((d) => `"${d.name}"`).join(', ') || 'none'}`);
+    const epochs = o.epochs ?? TRAINING_DEFAULTS.epochs;
+    if (typeof epochs !== 'number' || !Number.isInteger(epochs) || epochs < 1) throw usage('train', `expects { epochs } to be a whole number from 1, got ${String(epochs)}`);
+    const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
+    const request = {
+      model: modelId, dataset_id: dataset.id, epochs,
+      loss: (o.loss as TrainRequest['loss'] | undefined) ?? lossFor(dataset),
+      optimizer: (o.optimizer as TrainRequest['optimizer'] | undefined) ?? TRAINING_DEFAULTS.optimizer,
+      lr: num(o.lr) ?? TRAINING_DEFAULTS.lr,
+      batch_size: num(o.batchSize) ?? TRAINING_DEFAULTS.batchSize,
+      test_split: num(o.testSplit) ?? TRAINING_DEFAULTS.testSplit,
+      progress_every: num(o.progressEvery) ?? 5,
+      ...(num(o.validationSplit) !== undefined && { validation_split: num(o.validationSplit) }),
+      ...(num(o.featureScale) !== undefined && { feature_scale: num(o.featureScale) }),
+      ...(typeof o.label === 'string' && { label: o.label }),
+      ...(num(o.seed) !== undefined && { seed: num(o.seed) }),
+      ...(typeof o.outputId === 'string' && { output_model_id: o.outputId }),
+      ...(typeof o.allowDownload === 'boolean' && { allow_download: o.allowDownload }),
+      ...(typeof o.allowRemoteInference === 'boolean' && { allow_remote_inference: o.allowRemoteInference }),
+    };
+    const live = new LiveMetrics(context, `Training ${modelId} on ${node.name}/${dataset.name}`, epochs);
+    let job: JobInfo = await client.training.start(request, { signal: context.signal });
+    const cancel = () => void client.training.cancelJob(job.id).catch(() => undefined);
+    context.signal.addEventListener('abort', cancel, { once: true });
+    if (context.signal.aborted) cancel();
+    try {
+      job = await client.training.wait(job.id, {
+        signal: context.signal,
+        onEvent: (ev) => {
+          if (ev.kind !== 'batch' && ev.kind !== 'epoch') return;
+          live.add('train', { x: ev.epoch - 1 + ev.batch / Math.max(1, ev.batches), loss: ev.loss, accuracy: ev.accuracy });
+          if (ev.kind === 'epoch' && ev.validation) live.add('validation', { x: ev.epoch, ...ev.validation });
+          live.note = `${Math.round(ev.samples_per_second)} samples/s · about ${Math.ceil(ev.eta_seconds)} s left`;
+          live.show(ev.kind === 'epoch');
+        },
+      });
+    } catch (err) {
+      live.end(context.signal.aborted ? 'cancelled' : 'failed', (err as Error).message);
+      throw err;
+    } finally {
+      context.signal.removeEventListener('abort', cancel);
+    }
+    const r = job.result;
+    if (r?.test) live.add('test', { x: epochs, ...r.test });
+    live.end('succeeded', `${r?.samples ?? 0} rows per epoch in ${(r?.seconds ?? 0).toFixed(1)} s${r?.model ? ` · stored as ${refOf(r.model)}` : ''}`);
+    return { job: job.id, state: job.state, model: r?.model && refOf(r.model), metrics: r?.metrics, validation: r?.validation, test: r?.test, seconds: r?.seconds };
+  }
+
   private path(p: string): string {
     return isAbsolute(p) ? p : resolve(this.cwd, p);
   }
+}
+
+interface MetricsPoint { x: number; loss: number; accuracy: number }
+
+/** Points kept per series (as the notebook renderer's payload): older ones are thinned. */
+const MAX_POINTS = 600;
+
+/** One `application/vnd.grid.metrics+json` display updated in place, at most every 100 ms. */
+class LiveMetrics {
+  private readonly displayId: string;
+  private readonly series: { name: string; points: MetricsPoint[] }[] = [];
+  private state = 'running';
+  private shown = false;
+  private last = 0;
+  note = '';
+
+  constructor(private readonly context: GridCallContext, private readonly title: string, private readonly total: number) {
+    this.displayId = `grid-metrics-${context.executionCount}-${Math.random().toString(36).slice(2, 8)}`;
+    this.show(true);
+  }
+
+  add(name: string, point: MetricsPoint): void {
+    let s = this.series.find((x) => x.name === name);
+    if (!s) this.series.push(s = { name, points: [] });
+    s.points.push(point);
+    if (s.points.length > MAX_POINTS) s.points = s.points.filter((_, i, all) => i % 2 === 1 || i === all.length - 1);
+  }
+
+  end(state: string, note: string): void {
+    this.state = state;
+    this.note = note;
+    this.show(true);
+  }
+
+  show(force: boolean): void {
+    if (!force && Date.now() - this.last < 100) return;
+    const payload = { version: 1, title: this.title, unit: 'epoch', total: this.total, state: this.state, series: this.series, ...(this.note && { note: this.note }) };
+    const text = [`${this.title} (${this.state})`, ...this.series.flatMap((s) => {
+      const p = s.points.at(-1);
+      return p ? [`  ${s.name}: epoch ${Number.isInteger(p.x) ? p.x : p.x.toFixed(2)}/${this.total} · loss ${p.loss.toFixed(4)} · accuracy ${(p.accuracy * 100).toFixed(1)}%`] : [];
+    }), ...(this.note ? [`  ${this.note}`] : [])].join('\n');
+    this.context.output({ kind: 'display', displayId: this.displayId, update: this.shown, data: { [METRICS_MIME]: JSON.stringify(payload), 'text/plain': text } });
+    this.shown = true;
+    this.last = Date.now();
+  }
+}
+
+function lossFor(d: DatasetInfo): TrainRequest['loss'] {
+  return d.schema.classes !== undefined || d.tags.includes('classification') ? 'cross_entropy' : 'mse';
 }
 
 function summary(n: Connected) {

@@ -1,6 +1,8 @@
 // `grid-kernel <connection_file>`: the Grid (TypeScript) kernel as Jupyter starts it (the kernelspec
 // that `grid kernel install` writes). Bundled to dist/grid-kernel.js next to dist/kernel-worker.js.
 
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { KernelHost, type KernelLogger } from '../host';
 import { StandaloneGridBridge } from './grid-bridge';
 import { JupyterKernel } from './kernel';
@@ -29,7 +31,9 @@ async function main(argv: string[]): Promise<number> {
   const cwd = process.cwd();
   const bridge = new StandaloneGridBridge({ cwd });
   const interruptTimeoutMs = Number(process.env.GRID_KERNEL_INTERRUPT_TIMEOUT_MS) || undefined;
-  const host = new KernelHost({ cwd, bridge, logger, ...(interruptTimeoutMs && { interruptTimeoutMs }) });
+  // The sample notebooks find their models through GRID_SAMPLES, as under VS Code (media/samples beside dist/).
+  const samples = process.env.GRID_SAMPLES ?? [join(__dirname, '..', 'media', 'samples')].find((d) => existsSync(d));
+  const host = new KernelHost({ cwd, bridge, logger, ...(samples && { env: { GRID_SAMPLES: samples } }), ...(interruptTimeoutMs && { interruptTimeoutMs }) });
   const kernel = await JupyterKernel.start({ connection, host, logger });
   // interrupt_mode is "message": a SIGINT (Ctrl-C in the terminal that started Jupyter) is not ours to die of.
   process.on('SIGINT', () => logger.debug('SIGINT ignored: interrupts arrive as interrupt_request'));
