@@ -138,7 +138,7 @@ interface Report {
   stop_on_error: string[];
   interrupt_async: { reply: Ran['reply'] };
   after_interrupt_async: Ran;
-  interrupt_loop: { reply: Ran['reply'] };
+  interrupt_loop: { reply: Ran['reply']; while_running: string | null };
   after_interrupt_loop: Ran;
   round_trip_ms?: { n: number; p50: number; p90: number };
   restart: { new_process: boolean; old_cell_process_alive: boolean; after: Ran };
@@ -227,7 +227,8 @@ describe('through jupyter_client (KernelManager, BlockingKernelClient)', () => {
     assert.deepEqual(report.stop_on_error, ['error', 'aborted']);
   });
 
-  test('interrupt: an awaiting cell stops and the state survives; a `while (true) {}` restarts the cell process, and the reply says so', () => {
+  test('interrupt: an awaiting cell stops and the state survives; a `while (true) {}` (heartbeat still answering) restarts the cell process, and the reply says so', () => {
+    assert.equal(report.interrupt_loop.while_running, 'are you there', 'the heartbeat answers while a cell spins');
     const seen = (r: Ran['reply']) => ({
       status: r.status, ename: r.ename, interrupted: r.grid_interrupted, restarted: r.grid_kernel_restarted,
       kernelFrames: r.traceback!.filter((l) => /kernel-worker|node:internal/.test(l)),

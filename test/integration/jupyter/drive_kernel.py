@@ -7,6 +7,8 @@ import os
 import sys
 import time
 
+import zmq
+
 from jupyter_client import KernelManager
 from jupyter_client.session import Session
 
@@ -92,19 +94,33 @@ while len(replies) < 2:
 report["stop_on_error"] = [replies[first], replies[second]]
 
 
-def interrupt_cell(code):
+def heartbeat():
+    """One heartbeat round trip on a socket of our own: the reply, or None within the timeout."""
+    info = km.get_connection_info()
+    sock = zmq.Context.instance().socket(zmq.REQ)
+    sock.linger = 0
+    sock.connect(f"{info['transport']}://{info['ip']}:{info['hb_port']}")
+    try:
+        sock.send(b"are you there")
+        return sock.recv().decode() if sock.poll(30_000) else None  # generous: an answer takes milliseconds
+    finally:
+        sock.close()
+
+
+def interrupt_cell(code, while_running=None):
     """Starts `code`, interrupts it once it printed (so it runs: not still compiling), returns its reply."""
     msg_id = kc.execute(code)
     while True:
         msg = kc.get_iopub_msg(timeout=TIMEOUT)
         if msg["parent_header"].get("msg_id") == msg_id and msg["msg_type"] == "stream":
             break
+    seen = while_running() if while_running else None
     km.interrupt_kernel()
     while True:
         reply = kc.get_shell_msg(timeout=TIMEOUT)
         if reply["parent_header"].get("msg_id") == msg_id:
             break
-    return {"reply": reply["content"]}
+    return {"reply": reply["content"], "while_running": seen}
 
 
 run("const kept = 'still here';")
@@ -112,7 +128,7 @@ run("const kept = 'still here';")
 report["interrupt_async"] = interrupt_cell("console.log('waiting');\nawait new Promise((_, reject) => grid.signal.addEventListener('abort', () => reject(grid.signal.reason)));")
 report["after_interrupt_async"] = run("kept")
 # a synchronous loop never yields: the kernel restarts its cell process and says so
-report["interrupt_loop"] = interrupt_cell("console.log('spinning');\nwhile (true) {}")
+report["interrupt_loop"] = interrupt_cell("console.log('spinning');\nwhile (true) {}", heartbeat)
 report["after_interrupt_loop"] = run("typeof kept")
 
 if round_trips:
