@@ -134,6 +134,7 @@ interface Report {
   inspect_missing: { found: boolean };
   is_complete: Record<'open' | 'done' | 'bad', { status: string; indent?: string }>;
   after_forged: Ran;
+  after_replay: Ran;
   comm_info: { status: string; comms: Record<string, unknown> };
   stop_on_error: string[];
   interrupt_async: { reply: Ran['reply'] };
@@ -218,8 +219,9 @@ describe('through jupyter_client (KernelManager, BlockingKernelClient)', () => {
     assert.deepEqual(report.is_complete, { open: { status: 'incomplete', indent: '  ' }, done: { status: 'complete' }, bad: { status: 'invalid' } });
   });
 
-  test('a message signed with the wrong key is dropped: its code never runs', () => {
+  test('a message signed with the wrong key is dropped: its code never runs; a replayed message runs once', () => {
     assert.equal(plain(report.after_forged), 'undefined');
+    assert.equal(plain(report.after_replay), '1');
   });
 
   test('comm_info answers; a failing cell aborts the cell queued behind it', () => {

@@ -49,6 +49,8 @@ interface Request { message: JupyterMessage; channel: Channel }
 
 /** Parents kept for output that arrives after its cell ended. */
 const PARENTS_KEPT = 64;
+/** Signatures remembered to refuse a replayed message (ipykernel keeps as many). */
+const SIGNATURES_KEPT = 65_536;
 
 export class JupyterKernel {
   private readonly connection: ConnectionInfo;
@@ -68,6 +70,7 @@ export class JupyterKernel {
   /** executionCount → the execute_request that ran it, for late output. */
   private readonly parents = new Map<number, JupyterMessage>();
   private readonly subscriptions: { dispose(): void }[] = [];
+  private readonly signatures = new Set<string>();
   private closing: Promise<void> | undefined;
   private resolveClosed!: () => void;
   /** Resolves once the kernel has shut down (a shutdown_request, or close()). */
@@ -132,9 +135,10 @@ export class JupyterKernel {
     try {
       for await (const frames of socket) {
         const decoded = decode(frames, this.signer);
-        if (!decoded.ok) {
+        const reason = decoded.ok ? this.replayed(decoded.signature) : decoded.reason;
+        if (!decoded.ok || reason) {
           this.rejected++;
-          this.logger.warn(`jupyter ${channel}: message dropped (${decoded.reason})`);
+          this.logger.warn(`jupyter ${channel}: message dropped (${reason})`);
           continue;
         }
         const request = { message: decoded.message, channel };
@@ -147,6 +151,15 @@ export class JupyterKernel {
     } catch (err) {
       if (!this.closing) this.logger.error(`jupyter ${channel} socket failed`, { error: String(err) });
     }
+  }
+
+  /** A signed message seen before is a replay (someone resending captured frames), not a request. */
+  private replayed(signature: string): string | undefined {
+    if (signature === '') return undefined; // unsigned (empty key): nothing to tell copies apart by
+    if (this.signatures.has(signature)) return 'a replay of an earlier message';
+    this.signatures.add(signature);
+    if (this.signatures.size > SIGNATURES_KEPT) this.signatures.delete(this.signatures.values().next().value!);
+    return undefined;
   }
 
   private async echoHeartbeat(): Promise<void> {

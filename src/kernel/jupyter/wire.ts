@@ -95,7 +95,8 @@ export class MessageSigner {
   }
 }
 
-export type DecodeResult = { ok: true; message: JupyterMessage } | { ok: false; reason: string };
+/** `signature` is the hex HMAC the message came with ('' when unsigned). */
+export type DecodeResult = { ok: true; message: JupyterMessage; signature: string } | { ok: false; reason: string };
 
 /** Parses a received multipart message; a bad signature or malformed frame is a reason, never a throw. */
 export function decode(frames: readonly Buffer[], signer: MessageSigner): DecodeResult {
@@ -109,6 +110,7 @@ export function decode(frames: readonly Buffer[], signer: MessageSigner): Decode
     if (!isObject(header) || typeof header.msg_type !== 'string' || typeof header.msg_id !== 'string') return { ok: false, reason: 'header without msg_type or msg_id' };
     return {
       ok: true,
+      signature: frames[at + 1]!.toString('utf8'),
       message: {
         identities: frames.slice(0, at),
         header: header as unknown as MessageHeader,

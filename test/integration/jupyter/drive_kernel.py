@@ -78,6 +78,15 @@ forged.send(kc.shell_channel.socket, "execute_request", {
 })
 report["after_forged"] = run("typeof globalThis.forged")
 
+# the same signed message twice (a captured message resent): it runs once
+replay = kc.session.msg("execute_request", {
+    "code": "globalThis.runs = (globalThis.runs ?? 0) + 1", "silent": True, "store_history": False,
+    "user_expressions": {}, "allow_stdin": False, "stop_on_error": True,
+})
+kc.session.send(kc.shell_channel.socket, replay)
+kc.session.send(kc.shell_channel.socket, replay)
+report["after_replay"] = run("globalThis.runs")
+
 report["comm_info"] = shell_request(lambda: kc.comm_info())
 
 # stop_on_error: the cell queued behind a failing one is aborted
