@@ -1,7 +1,6 @@
 // Installs the real-VS-Code test bed, idempotently: Debian packages (chromium for the UI tests,
-// libkrb5-dev and a compiler for code-server's native modules, Jupyter for the kernel tests), a
-// tool-folder Node 24 and a pinned code-server built against it. Everything but the apt packages
-// lives in .tools/ (gitignored).
+// libkrb5-dev and a compiler for code-server's native modules), a tool-folder Node 24 and a pinned
+// code-server built against it. Everything but the apt packages lives in .tools/ (gitignored).
 // Each step checks first and is skipped when already done, so a warm run takes well under a second.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -31,6 +30,11 @@ export function toolPaths(root = process.env.GRID_TOOLS_DIR ?? join(repoRoot, '.
 
 // Packages and the command that proves each is present (dpkg -s alone misses half-removed ones).
 const APT_PACKAGES = [
+  // Real Jupyter for the kernel tests (test/integration/jupyter-kernel.test.ts): jupyter kernelspec,
+  // jupyter_client's KernelManager, and nbconvert --execute (through nbclient).
+  { pkg: 'jupyter-client', present: () => dpkgInstalled('jupyter-client') },
+  { pkg: 'python3-nbclient', present: () => dpkgInstalled('python3-nbclient') },
+  { pkg: 'jupyter-nbconvert', present: () => dpkgInstalled('jupyter-nbconvert') },
   { pkg: 'chromium', present: () => existsSync('/usr/bin/chromium') },
   { pkg: 'libkrb5-dev', present: () => dpkgInstalled('libkrb5-dev') },
   { pkg: 'python3', present: () => onPath('python3') },
@@ -39,11 +43,6 @@ const APT_PACKAGES = [
   { pkg: 'ca-certificates', present: () => dpkgInstalled('ca-certificates') },
   // The TLS tests make their certificates with it.
   { pkg: 'openssl', present: () => onPath('openssl') },
-  // Real Jupyter for the kernel tests (test/integration/jupyter-kernel.test.ts): jupyter kernelspec,
-  // jupyter_client's KernelManager, and nbconvert --execute (through nbclient).
-  { pkg: 'jupyter-client', present: () => dpkgInstalled('jupyter-client') },
-  { pkg: 'python3-nbclient', present: () => dpkgInstalled('python3-nbclient') },
-  { pkg: 'jupyter-nbconvert', present: () => dpkgInstalled('jupyter-nbconvert') },
 ];
 
 function dpkgInstalled(pkg) {

@@ -9,8 +9,9 @@ import { GridError, gridError } from '../core/errors';
 import { isGridBridgeMethod, type GridBridge } from './bridge';
 import {
   isWorkerMessage, type CellError, type CellLanguage, type CellOutput, type HostCallRequest,
-  type HostToWorker, type IntrospectReply, type WireError, type WorkerConfig, type WorkerToHost,
+  type HostToWorker, type WireError, type WorkerConfig, type WorkerToHost,
 } from './protocol';
+import type { IntrospectReply } from './protocol';
 
 export interface KernelLogger {
   debug(message: string, data?: Record<string, unknown>): void;
