@@ -260,24 +260,26 @@ export class JupyterKernel {
       return;
     }
     const error = result.error ?? { name: 'Interrupted', message: 'the cell was interrupted', stack: 'Interrupted: the cell was interrupted' };
+    // Taken before the reply goes out: a request the client sends after reading the reply is not aborted.
+    const queued = stopOnError ? this.takeQueuedExecutions() : [];
     await this.reply(request, 'execute_reply', {
       status: 'error', execution_count: count, ...toErrorContent(error),
       // Says whether the kernel survived an interrupt: false, it did (variables kept); true, its
       // process was restarted because the cell would not stop (see interruptTimeoutMs).
       ...(result.status === 'interrupted' && { grid_interrupted: true, grid_kernel_restarted: result.stateLost }),
     });
-    if (stopOnError) await this.abortQueuedExecutions();
-  }
-
-  /** After a failed cell, the cells queued behind it do not run (Jupyter's stop_on_error). */
-  private async abortQueuedExecutions(): Promise<void> {
-    const aborted = this.shellQueue.filter((r) => r.message.header.msg_type === 'execute_request');
-    for (const r of aborted) this.shellQueue.splice(this.shellQueue.indexOf(r), 1);
-    for (const r of aborted) {
+    for (const r of queued) {
       this.publish('status', { execution_state: 'busy' }, r.message);
       await this.reply(r, 'execute_reply', { status: 'aborted', execution_count: this.host.executionCount });
       this.publish('status', { execution_state: 'idle' }, r.message);
     }
+  }
+
+  /** After a failed cell, the cells queued behind it do not run (Jupyter's stop_on_error): they are answered "aborted". */
+  private takeQueuedExecutions(): Request[] {
+    const taken = this.shellQueue.filter((r) => r.message.header.msg_type === 'execute_request');
+    for (const r of taken) this.shellQueue.splice(this.shellQueue.indexOf(r), 1);
+    return taken;
   }
 
   private async complete(message: JupyterMessage): Promise<Record<string, unknown>> {

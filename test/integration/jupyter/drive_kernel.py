@@ -90,9 +90,12 @@ report["after_replay"] = run("globalThis.runs")
 report["comm_info"] = shell_request(lambda: kc.comm_info())
 
 # stop_on_error: the cell queued behind a failing one is aborted
-# (the first cell fails once a file appears, which happens after both requests are sent)
+# The first cell fails once a file appears, made after both requests were handed to zmq; zmq sends
+# from its own thread and a queued request is never acknowledged, so the cell then gives the second
+# request a generous second to arrive (ipykernel's stop_on_error has the same window).
 first = kc.execute("const fs = require('node:fs');\n"
                    "await new Promise((r) => { const w = fs.watch('.', () => { w.close(); r(0); }); if (fs.existsSync('go')) { w.close(); r(0); } });\n"
+                   "await new Promise((r) => setTimeout(r, 1000));\n"
                    "throw new Error('first fails');")
 second = kc.execute("globalThis.secondRan = true")
 open(os.path.join(cwd, "go"), "w").close()
