@@ -141,6 +141,8 @@ interface Report {
   after_interrupt_async: Ran;
   interrupt_loop: { reply: Ran['reply']; while_running: string | null };
   after_interrupt_loop: Ran;
+  exit_cell: Ran;
+  after_exit_cell: Ran;
   round_trip_ms?: { n: number; p50: number; p90: number };
   restart: { new_process: boolean; old_cell_process_alive: boolean; after: Ran };
   cell_process_alive: boolean;
@@ -243,6 +245,13 @@ describe('through jupyter_client (KernelManager, BlockingKernelClient)', () => {
       // variables are gone after the restart, and counting starts again
       loop: { status: 'error', ename: 'KernelRestarted', interrupted: true, restarted: true, kernelFrames: [] }, afterLoop: 'undefined', afterLoopCount: 1,
     });
+  });
+
+  test('a cell that exits its process fails saying state was lost; the next cell runs in a fresh one', () => {
+    assert.equal(report.exit_cell.reply.status, 'error');
+    assert.equal(report.exit_cell.reply.ename, 'KernelDied');
+    assert.match(report.exit_cell.reply.traceback!.join(' '), /exited \(code 3\)[^]*State was lost/);
+    assert.deepEqual([plain(report.after_exit_cell), report.after_exit_cell.reply.execution_count], ['2', 1]);
   });
 
   test('restart through the manager starts a fresh process; shutdown is answered and the kernel exits 0', () => {

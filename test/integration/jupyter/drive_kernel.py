@@ -143,6 +143,10 @@ report["after_interrupt_async"] = run("kept")
 report["interrupt_loop"] = interrupt_cell("console.log('spinning');\nwhile (true) {}", heartbeat)
 report["after_interrupt_loop"] = run("typeof kept")
 
+# a cell that ends its own process: the cell says so, the next cell gets a fresh one
+report["exit_cell"] = run("process.exit(3)")
+report["after_exit_cell"] = run("1 + 1")
+
 if round_trips:
     times = []
     for _ in range(round_trips):
