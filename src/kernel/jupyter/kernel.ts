@@ -95,7 +95,9 @@ export class JupyterKernel {
 
   private async bind(): Promise<void> {
     const c = this.connection;
-    for (const s of [this.shell, this.control, this.stdin, this.iopub, this.heartbeat]) s.linger = 0;
+    // Replies still queued when the kernel closes (the shutdown_reply) get a second to leave.
+    for (const s of [this.shell, this.control, this.iopub]) s.linger = 1000;
+    for (const s of [this.stdin, this.heartbeat]) s.linger = 0;
     await Promise.all([
       this.shell.bind(endpoint(c, c.shell_port)),
       this.control.bind(endpoint(c, c.control_port)),
