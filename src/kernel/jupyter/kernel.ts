@@ -75,8 +75,8 @@ export class JupyterKernel {
   private resolveClosed!: () => void;
   /** Resolves once the kernel has shut down (a shutdown_request, or close()). */
   readonly closed = new Promise<void>((r) => { this.resolveClosed = r; });
-  /** Messages dropped for a bad signature or a malformed frame (tests and the log). */
-  rejected = 0;
+  /** Messages dropped for a bad signature, a replay or a malformed frame, counted in the log. */
+  private rejected = 0;
 
   private constructor(options: JupyterKernelOptions) {
     this.connection = options.connection;
@@ -140,7 +140,7 @@ export class JupyterKernel {
         const reason = decoded.ok ? this.replayed(decoded.signature) : decoded.reason;
         if (!decoded.ok || reason) {
           this.rejected++;
-          this.logger.warn(`jupyter ${channel}: message dropped (${reason})`);
+          this.logger.warn(`jupyter ${channel}: message dropped (${reason}; ${this.rejected} so far)`);
           continue;
         }
         const request = { message: decoded.message, channel };
