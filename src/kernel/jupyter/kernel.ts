@@ -71,6 +71,7 @@ export class JupyterKernel {
   private readonly parents = new Map<number, JupyterMessage>();
   private readonly subscriptions: { dispose(): void }[] = [];
   private readonly signatures = new Set<string>();
+  private readonly unsupported = new Set<string>();
   private closing: Promise<void> | undefined;
   private resolveClosed!: () => void;
   /** Resolves once the kernel has shut down (a shutdown_request, or close()). */
@@ -212,7 +213,9 @@ export class JupyterKernel {
           return;
         }
         default:
-          this.logger.warn(`jupyter ${request.channel}: unsupported message type ${type}`);
+          // Once per type: a front-end extension may poll with one (usage_request every few seconds).
+          if (!this.unsupported.has(type)) this.logger.warn(`jupyter ${request.channel}: unsupported message type ${type}, ignored`);
+          this.unsupported.add(type);
       }
     } catch (err) {
       this.logger.error(`jupyter ${type} failed`, { error: String(err) });
