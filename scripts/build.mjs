@@ -26,6 +26,9 @@ const entries = [
   { entryPoints: ['src/compute/model-thread.ts'], outfile: 'dist/model-thread.js' },
   // The notebook kernel process; esbuild stays external: it transpiles cells at run time from its own package.
   { entryPoints: ['src/kernel/worker.ts'], outfile: 'dist/kernel-worker.js', external: [...common.external, 'esbuild'] },
+  // The Jupyter kernel (`grid kernel install` points its kernelspec here); it forks kernel-worker.js
+  // beside it. zeromq is a native addon, loaded from its own package like onnxruntime-node.
+  { entryPoints: ['src/kernel/jupyter/main.ts'], outfile: 'dist/grid-kernel.js', external: [...common.external, 'esbuild', 'zeromq'] },
   // The notebook renderer for live training metrics: runs in the notebook webview, so ESM for the browser.
   { entryPoints: ['media/renderer/metrics.ts'], outfile: 'dist/metrics-renderer.js', platform: 'browser', format: 'esm', target: 'es2022', external: [] },
 ];

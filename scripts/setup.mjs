@@ -31,6 +31,11 @@ export function toolPaths(root = process.env.GRID_TOOLS_DIR ?? join(repoRoot, '.
 
 // Packages and the command that proves each is present (dpkg -s alone misses half-removed ones).
 const APT_PACKAGES = [
+  // Real Jupyter for the kernel tests (test/integration/jupyter-kernel.test.ts): jupyter kernelspec,
+  // jupyter_client's KernelManager, and nbconvert --execute (through nbclient).
+  { pkg: 'jupyter-client', present: () => dpkgInstalled('jupyter-client') },
+  { pkg: 'python3-nbclient', present: () => dpkgInstalled('python3-nbclient') },
+  { pkg: 'jupyter-nbconvert', present: () => dpkgInstalled('jupyter-nbconvert') },
   { pkg: 'chromium', present: () => existsSync('/usr/bin/chromium') },
   { pkg: 'libkrb5-dev', present: () => dpkgInstalled('libkrb5-dev') },
   { pkg: 'python3', present: () => onPath('python3') },

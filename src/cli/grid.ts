@@ -9,6 +9,7 @@ import { gridError, toGridError } from '../core/errors';
 import { defaultDataDir, findLocalNode, localNodeFile, sameUrl } from '../core/local-node';
 import { modelRef, refOf, type DatasetInfo, type ModelInfo } from '../core/protocol/messages';
 import { bindInputFiles, outputsToJson, writeOutputs } from '../compute/tensor-io';
+import { registerKernelCommands } from './kernel';
 import { registerTrainCommands } from './train';
 
 interface GlobalOptions { node?: string; user?: string; password?: string; json?: boolean; timeout: number }
@@ -235,6 +236,9 @@ class Cli {
       credentials: (url) => this.credentials(url),
       timeoutMs: () => this.opts().timeout,
     });
+
+    // kernel install / uninstall (src/cli/kernel.ts)
+    registerKernelCommands(program, { print: (human, json) => this.print(human, json) });
 
     return program;
   }

@@ -11,6 +11,7 @@ import {
   isWorkerMessage, type CellError, type CellLanguage, type CellOutput, type HostCallError, type HostCallRequest,
   type HostToWorker, type WorkerConfig, type WorkerToHost,
 } from './protocol';
+import type { IntrospectReply } from './protocol';
 
 export interface KernelLogger {
   debug(message: string, data?: Record<string, unknown>): void;
@@ -131,6 +132,7 @@ interface KernelProcess {
   killed: boolean;
   calls: Map<number, AbortController>;
   pings: Map<number, { start: number; resolve(ms: number): void; reject(err: Error): void }>;
+  introspections: Map<number, (reply: IntrospectReply | undefined) => void>;
   stderrTail: string;
   markReady(): void;
   fail(err: Error): void;
@@ -276,6 +278,27 @@ export class KernelHost {
     return new Promise<number>((resolve, reject) => {
       proc.pings.set(id, { start: performance.now(), resolve, reject });
       this.post(proc, { type: 'ping', id });
+    });
+  }
+
+  /**
+   * Completions for, or a description of, the code at `cursor` (UTF-16 offset), from the kernel's live
+   * state. Undefined when the process does not answer within `timeoutMs` (a cell in a synchronous
+   * loop) or is not running: introspection never starts a kernel or waits on a cell.
+   */
+  async introspect(what: 'complete' | 'inspect', code: string, cursor: number, timeoutMs = 1000): Promise<IntrospectReply | undefined> {
+    const proc = this.proc;
+    if (this.disposed || !proc || !proc.isReady || proc.exited) return undefined;
+    const id = this.nextPingId++;
+    return new Promise<IntrospectReply | undefined>((resolve) => {
+      const timer = setTimeout(() => finish(undefined), timeoutMs);
+      const finish = (reply: IntrospectReply | undefined) => {
+        clearTimeout(timer);
+        proc.introspections.delete(id);
+        resolve(reply);
+      };
+      proc.introspections.set(id, finish);
+      this.post(proc, { type: 'introspect', id, what, code, cursor });
     });
   }
 
@@ -455,7 +478,7 @@ export class KernelHost {
     const exitedPromise = new Promise<void>((r) => { exited = r; });
     const proc: KernelProcess = {
       child, ready, isReady: false, exited: false, exitedPromise, killed: false,
-      calls: new Map(), pings: new Map(), stderrTail: '',
+      calls: new Map(), pings: new Map(), introspections: new Map(), stderrTail: '',
       markReady: () => { proc.isReady = true; clearTimeout(startTimer); markReady(); },
       fail: (err) => { clearTimeout(startTimer); fail(err); },
     };
@@ -503,6 +526,9 @@ export class KernelHost {
       }
       case 'hostCall':
         this.handleHostCall(proc, message);
+        break;
+      case 'introspectReply':
+        proc.introspections.get(message.id)?.(message);
         break;
       case 'pong': {
         const ping = proc.pings.get(message.id);
@@ -570,6 +596,7 @@ export class KernelHost {
     proc.calls.clear();
     for (const ping of proc.pings.values()) ping.reject(gridError('ABORTED', why));
     proc.pings.clear();
+    for (const finish of [...proc.introspections.values()]) finish(undefined);
   }
 
   private post(proc: KernelProcess, message: HostToWorker): void {

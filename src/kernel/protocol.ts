@@ -24,7 +24,8 @@ export interface CellError {
 export type CellOutput =
   | { kind: 'stream'; stream: 'stdout' | 'stderr'; text: string }
   /** `displayId` lets later displays with `update: true` replace this one (live metrics, progress). */
-  | { kind: 'display'; data: MimeBundle; displayId?: string; update?: boolean }
+  /** `result` marks the value of the cell's last expression (Jupyter's `execute_result`, Out[n]). */
+  | { kind: 'display'; data: MimeBundle; displayId?: string; update?: boolean; result?: boolean }
   | { kind: 'error'; error: CellError };
 
 /** Settings the host hands the worker on its command line (JSON, argv[2]). */
@@ -70,7 +71,20 @@ export interface PingRequest {
   id: number;
 }
 
-export type HostToWorker = ExecuteRequest | InterruptRequest | HostCallReply | PingRequest;
+/**
+ * Sent by the host: what the kernel knows about the code at `cursor` (a UTF-16 offset): completions
+ * from the live globals (earlier cells' variables, `grid`, Node's) or a description of the value there.
+ * Answered between cells, and while an async cell awaits; a cell in a synchronous loop never answers.
+ */
+export interface IntrospectRequest {
+  type: 'introspect';
+  id: number;
+  what: 'complete' | 'inspect';
+  code: string;
+  cursor: number;
+}
+
+export type HostToWorker = ExecuteRequest | InterruptRequest | HostCallReply | PingRequest | IntrospectRequest;
 
 // ---- sent by the worker ----
 
@@ -111,10 +125,22 @@ export interface PongReply {
   id: number;
 }
 
-export type WorkerToHost = ReadyEvent | OutputEvent | ExecuteReply | HostCallRequest | PongReply;
+/** Sent by the worker: answer to `introspect`. Offsets are UTF-16, like the request's cursor. */
+export interface IntrospectReply {
+  type: 'introspectReply';
+  id: number;
+  /** complete: the names that fit, replacing code[start, end). */
+  matches: string[];
+  start: number;
+  end: number;
+  /** inspect: a description of the value at the cursor, when there is one. */
+  data?: MimeBundle;
+}
 
-const workerMessageTypes = new Set<string>(['ready', 'output', 'executeReply', 'hostCall', 'pong']);
-const hostMessageTypes = new Set<string>(['execute', 'interrupt', 'hostCallReply', 'ping']);
+export type WorkerToHost = ReadyEvent | OutputEvent | ExecuteReply | HostCallRequest | PongReply | IntrospectReply;
+
+const workerMessageTypes = new Set<string>(['ready', 'output', 'executeReply', 'hostCall', 'pong', 'introspectReply']);
+const hostMessageTypes = new Set<string>(['execute', 'interrupt', 'hostCallReply', 'ping', 'introspect']);
 
 export function isWorkerMessage(value: unknown): value is WorkerToHost {
   return typeof value === 'object' && value !== null && workerMessageTypes.has((value as { type?: unknown }).type as string);

@@ -13,7 +13,10 @@ import type { GridBridgeMethod } from './bridge';
 import { compileCell, KERNEL_GLOBAL } from './compile';
 import { toMimeBundle } from './display';
 import { createGridApi, type DisplayFn } from './grid-api';
-import { isHostMessage, type CellOutput, type ExecuteRequest, type HostCallReply, type WorkerConfig, type WorkerToHost } from './protocol';
+import { complete, inspect } from './introspect';
+import {
+  isHostMessage, type CellOutput, type ExecuteRequest, type HostCallReply, type IntrospectRequest, type WorkerConfig, type WorkerToHost,
+} from './protocol';
 import { adoptCellFrames, CellRegistry, installStackMapping, toCellError } from './stack';
 
 interface RunningCell {
@@ -156,7 +159,10 @@ function interrupt(execId: number): void {
     pendingCalls.delete(callId);
     call.reject(atCallSite(interruptedError(call.method), call));
   }
-  current.abort.abort(gridError('ABORTED', 'the cell was interrupted'));
+  // Made here, on an IPC callback: its frames are all the kernel's own, so the cell shows none of them.
+  const reason = gridError('ABORTED', 'the cell was interrupted');
+  reason.stack = (reason.stack ?? '').split('\n')[0]!;
+  current.abort.abort(reason);
 }
 
 // Cells import through here: specifiers resolve from the notebook's folder with Node's ESM rules
@@ -188,7 +194,7 @@ async function execute(request: ExecuteRequest): Promise<void> {
     registry.register(fileName, request.cellName, compiled);
     const script = new vm.Script(compiled.code, { filename: fileName });
     const value: unknown = await printingCell.run(execId, () => script.runInThisContext({ displayErrors: false }));
-    if (value !== undefined) display(value);
+    if (value !== undefined) emit({ kind: 'display', data: toMimeBundle(value), result: true });
     send({ type: 'executeReply', execId, ok: true });
   } catch (err) {
     send({ type: 'executeReply', execId, ok: false, error: toCellError(err, fileName) });
@@ -210,6 +216,21 @@ function declareGlobals(names: string[]): void {
     } else if (own.configurable && (own.get || own.set || !own.writable)) {
       Object.defineProperty(g, name, { value: g[name], writable: true, enumerable: true, configurable: true });
     }
+  }
+}
+
+function introspect(request: IntrospectRequest): void {
+  const { id, code, cursor } = request;
+  try {
+    if (request.what === 'complete') {
+      send({ type: 'introspectReply', id, ...complete(code, cursor) });
+    } else {
+      const data = inspect(code, cursor);
+      send({ type: 'introspectReply', id, matches: [], start: cursor, end: cursor, ...(data && { data }) });
+    }
+  } catch {
+    // a value that cannot be described (a revoked proxy, say) is not worth a kernel error
+    send({ type: 'introspectReply', id, matches: [], start: cursor, end: cursor });
   }
 }
 
@@ -251,6 +272,7 @@ function main(): void {
       case 'interrupt': interrupt(message.execId); break;
       case 'hostCallReply': settleCall(message); break;
       case 'ping': send({ type: 'pong', id: message.id }); break;
+      case 'introspect': introspect(message); break;
     }
   });
   setImmediate(() => {
