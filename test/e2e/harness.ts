@@ -104,6 +104,7 @@ export async function runHostSuites(opts: {
     return { exitCode: 0, vscode: vscode.kind, logsDir: join(userDataDir, 'logs') };
   } catch (err) {
     if (!(err instanceof TestRunFailedError)) throw err;
+    process.stdout.write(`runTests rejected: ${err.message}\n`);
     return { exitCode: err.code ?? 1, vscode: vscode.kind, logsDir: join(userDataDir, 'logs') };
   }
 }
