@@ -9,7 +9,7 @@ import { join, resolve } from 'node:path';
 import type { BrowserContext, Page } from 'playwright-core';
 import { runTests, TestRunFailedError } from '@vscode/test-electron';
 import * as esbuild from 'esbuild';
-import { installExtension } from '../../scripts/code-server.mjs';
+import { installExtension, isolatedEnv } from '../../scripts/code-server.mjs';
 import { packageExtension } from '../../scripts/package.mjs';
 import { toolPaths, type ToolPaths } from '../../scripts/setup.mjs';
 import { launchBrowser as launchChromium, remoteUri, workbenchUrl } from '../../scripts/workbench.mjs';
@@ -93,13 +93,16 @@ export async function runHostSuites(opts: {
   const vscode = await chooseVSCode();
   process.stdout.write(`in-host suites in ${vscode.kind}: ${vscode.why}\n`);
   const userDataDir = join(workDir, 'user-data');
+  const timeoutEnv: Record<string, string> = opts.timeoutMs ? { GRID_E2E_TIMEOUT_MS: String(opts.timeoutMs) } : {};
   try {
     await runTests({
       vscodeExecutablePath: vscode.executablePath,
       extensionDevelopmentPath: opts.extensionPath,
       extensionTestsPath: entry,
       launchArgs: [folder, `--user-data-dir=${userDataDir}`, `--extensions-dir=${opts.extensionsDir ?? join(workDir, 'extensions')}`, '--disable-extensions'],
-      extensionTestsEnv: opts.timeoutMs ? { GRID_E2E_TIMEOUT_MS: String(opts.timeoutMs) } : {},
+      // The shim isolates code-server itself; the desktop VS Code gets the same XDG dirs and TMPDIR in workDir,
+      // so the suites' local node is theirs, not the machine's.
+      extensionTestsEnv: vscode.kind === 'desktop' ? isolatedEnv(workDir, timeoutEnv) : timeoutEnv,
     });
     return { exitCode: 0, vscode: vscode.kind, logsDir: join(userDataDir, 'logs') };
   } catch (err) {
