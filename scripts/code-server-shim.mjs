@@ -5,11 +5,11 @@
 //   --extensions-dir=DIR [--disable-extensions] (+ desktop-only flags, ignored)
 // and runs the same extension tests in code-server (from GRID_TOOLS_DIR or .tools, scripts/setup.mjs)
 // with the smoke-test driver, opened in headless chromium with the tests in the page's payload. It
-// exits with the tests' exit code, as the desktop VS Code does. The test folder is the user data
+// prints the tests' report as it is written and exits with their exit code, as the desktop VS Code does. The test folder is the user data
 // dir's parent: code-server's XDG dirs, TMPDIR, the browser profile and the report all go there.
 // Environment: GRID_E2E_TIMEOUT_MS (default 10 min), GRID_E2E_VERBOSE (echo the workbench's log).
-import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { closeSync, fstatSync, mkdirSync, openSync, readSync, rmSync, watch } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startCodeServer } from './code-server.mjs';
 import { toolPaths } from './setup.mjs';
@@ -53,6 +53,44 @@ export function parseShimArgs(argv) {
   return out;
 }
 
+/**
+ * Copies what the suites append to `file` to `out` as it arrives, as the desktop VS Code shows its
+ * extension host's output. flush() copies the rest, stops, and says whether the file exists.
+ */
+function followFile(file, out) {
+  let offset = 0;
+  const pump = () => {
+    let fd;
+    try {
+      fd = openSync(file, 'r');
+    } catch {
+      return false;
+    }
+    try {
+      const size = fstatSync(fd).size;
+      if (size > offset) {
+        const chunk = Buffer.alloc(size - offset);
+        offset += readSync(fd, chunk, 0, chunk.length, offset);
+        out.write(chunk);
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return true;
+  };
+  const watcher = watch(dirname(file), (_event, name) => {
+    if (name === basename(file)) pump();
+  });
+  let closed = false;
+  return {
+    flush() {
+      if (!closed) watcher.close();
+      closed = true;
+      return pump();
+    },
+  };
+}
+
 /** Resolves with the first of: the tests' exit code, a timeout, code-server or the page going away. */
 async function runInWorkbench(args, { tools, timeoutMs, log }) {
   const userDataDir = args.userDataDir ?? resolve('.vscode-test', 'user-data');
@@ -60,13 +98,21 @@ async function runInWorkbench(args, { tools, timeoutMs, log }) {
   const folder = args.folders[0];
   const reportFile = join(workDir, 'host-report.txt');
   rmSync(reportFile, { force: true });
-  const server = await startCodeServer(tools, {
-    workDir, folder, smokeTestDriver: true, userDataDir,
-    ...(args.extensionsDir ? { extensionsDir: args.extensionsDir } : {}),
-    vscodeOptions: args.disableExtensions ? ['disable-extensions'] : [],
-    // The remote extension host's console reaches nobody: the suites write their report here (test/e2e/suite/report.ts).
-    env: { GRID_E2E_REPORT: reportFile },
-  });
+  mkdirSync(workDir, { recursive: true });
+  const report = followFile(reportFile, process.stdout);
+  let server;
+  try {
+    server = await startCodeServer(tools, {
+      workDir, folder, smokeTestDriver: true, userDataDir,
+      ...(args.extensionsDir ? { extensionsDir: args.extensionsDir } : {}),
+      vscodeOptions: args.disableExtensions ? ['disable-extensions'] : [],
+      // The remote extension host's console reaches nobody: the suites write their report here (test/e2e/suite/report.ts).
+      env: { GRID_E2E_REPORT: reportFile },
+    });
+  } catch (err) {
+    report.flush();
+    throw err;
+  }
   let browser;
   let timer;
   try {
@@ -94,14 +140,12 @@ async function runInWorkbench(args, { tools, timeoutMs, log }) {
       log(result.why);
       await page.screenshot({ path: join(workDir, 'shim-failure.png') }).catch(() => undefined);
     }
-    if (existsSync(reportFile)) {
-      process.stdout.write(readFileSync(reportFile, 'utf8'));
-      return result.code;
-    }
+    if (report.flush()) return result.code;
     if (!result.why) log('(the extension tests wrote no report: the test entry did not load)');
     return result.code || 1;
   } finally {
     clearTimeout(timer);
+    report.flush();
     await browser?.close().catch(() => undefined);
     await server.stop();
   }
