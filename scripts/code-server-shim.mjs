@@ -4,9 +4,10 @@
 //   [FOLDER] --extensionDevelopmentPath=DIR --extensionTestsPath=ENTRY --user-data-dir=DIR
 //   --extensions-dir=DIR [--disable-extensions] (+ desktop-only flags, ignored)
 // and runs the same extension tests in code-server (from GRID_TOOLS_DIR or .tools, scripts/setup.mjs)
-// with the smoke-test driver, opened in headless chromium with the tests in the page's payload. It
-// prints the tests' report as it is written and exits with their exit code, as the desktop VS Code does. The test folder is the user data
-// dir's parent: code-server's XDG dirs, TMPDIR, the browser profile and the report all go there.
+// with the smoke-test driver, opened in headless chromium with the tests in the page's payload. Like
+// the desktop VS Code, it prints the tests' output as it comes and exits with their exit code. The
+// test folder is the user data dir's parent: code-server's XDG dirs, TMPDIR, the browser profile and
+// the report all go there.
 // Environment: GRID_E2E_TIMEOUT_MS (default 10 min), GRID_E2E_VERBOSE (echo the workbench's log).
 import { closeSync, fstatSync, mkdirSync, openSync, readSync, rmSync, watch } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
