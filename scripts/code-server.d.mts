@@ -27,6 +27,8 @@ export interface CodeServerOptions {
   extensionsDir?: string;
   env?: Record<string, string>;
   settings?: Record<string, unknown>;
+  /** More VS Code server flags, passed through code-server's --vscode-option (flag or flag=value). */
+  vscodeOptions?: string[];
   onLine?: (line: string) => void;
 }
 export interface CodeServer {

@@ -143,7 +143,8 @@ function writeUserSettings(userDataDir, settings = {}) {
 /**
  * Starts code-server on 127.0.0.1 and a free port. Options: workDir (all state goes below it),
  * folder (opened by default), smokeTestDriver (enables codeAutomationExit/Log; hides info
- * notifications), host/port, settings (user settings.json). Resolves with { url, port, stop, proc }.
+ * notifications), host/port, settings (user settings.json), vscodeOptions (more VS Code server flags,
+ * e.g. 'disable-extensions'). Resolves with { url, port, stop, proc }.
  */
 export async function startCodeServer(tools, opts) {
   const { workDir, folder, smokeTestDriver = false, host = '127.0.0.1', port = 0, onLine } = opts;
@@ -154,6 +155,7 @@ export async function startCodeServer(tools, opts) {
   writeUserSettings(userDataDir, opts.settings);
   const args = [tools.codeServerEntry, ...baseArgs(workDir, userDataDir, extensionsDir), '--bind-addr', `${host}:${port}`];
   if (smokeTestDriver) args.push('--vscode-option', 'enable-smoke-test-driver');
+  for (const option of opts.vscodeOptions ?? []) args.push('--vscode-option', option);
   if (folder) args.push(folder);
   const proc = spawnGroup(tools.node, args, { cwd: workDir, env: isolatedEnv(workDir, opts.env) });
   try {

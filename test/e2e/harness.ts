@@ -1,14 +1,19 @@
-// The real-VS-Code test bed: code-server (from .tools, see scripts/setup.mjs) driven by Debian
-// chromium through playwright-core. Shared by the in-host suite runner (run.ts), the UI tests and
-// the VSIX test. Every file written goes below .test-work/; every process is a killed group.
+// The real-VS-Code test bed. The in-host suites go through @vscode/test-electron's runTests (desktop
+// VS Code, or code-server through scripts/code-server-shim.mjs); the UI tests drive code-server (from
+// .tools, see scripts/setup.mjs) in Debian chromium through playwright-core themselves. Shared by the
+// in-host suite runner (run.ts), the UI tests and the VSIX test. Every file written goes below
+// .test-work/; every process is a killed group.
 import { spawnSync } from 'node:child_process';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { BrowserContext, Page } from 'playwright-core';
+import { runTests, TestRunFailedError } from '@vscode/test-electron';
 import * as esbuild from 'esbuild';
-import { installExtension, startCodeServer, type CodeServer } from '../../scripts/code-server.mjs';
+import { installExtension, isolatedEnv } from '../../scripts/code-server.mjs';
 import { packageExtension } from '../../scripts/package.mjs';
 import { toolPaths, type ToolPaths } from '../../scripts/setup.mjs';
+import { launchBrowser as launchChromium, remoteUri, workbenchUrl } from '../../scripts/workbench.mjs';
+import { chooseVSCode, type VSCodeChoice } from './vscode';
 
 export const repoRoot = resolve(import.meta.dirname, '..', '..');
 export const testWork = join(repoRoot, '.test-work');
@@ -54,46 +59,27 @@ export async function compileHostSuites(outDir: string): Promise<string> {
   return join(outDir, 'index.js');
 }
 
-const CHROMIUM_FLAGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-  '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage',
-];
-
 /** Headless Debian chromium with its profile in `workDir`. */
 export async function launchBrowser(workDir: string, t: ToolPaths = tools()): Promise<BrowserContext> {
-  for (const d of ['tmp', 'xdg/config', 'xdg/cache']) mkdirSync(join(workDir, d), { recursive: true });
-  return chromium.launchPersistentContext(join(workDir, 'chromium-profile'), {
-    executablePath: t.chromium,
-    headless: true,
-    args: CHROMIUM_FLAGS,
-    viewport: { width: 1400, height: 900 },
-    env: { ...process.env, TMPDIR: join(workDir, 'tmp'), XDG_CONFIG_HOME: join(workDir, 'xdg', 'config'), XDG_CACHE_HOME: join(workDir, 'xdg', 'cache') },
-  });
+  return launchChromium(workDir, t.chromium);
 }
 
-/** `vscode-remote://` URI of a server-side path, as the workbench at `server` names it. */
-export function remoteUri(server: CodeServer, absPath: string): string {
-  return `vscode-remote://127.0.0.1:${server.port}${absPath}`;
-}
-
-/** The workbench URL opening `folder`, with optional payload entries (extension dev/tests paths). */
-export function workbenchUrl(server: CodeServer, folder: string, payload: [string, string][] = []): string {
-  const q = new URLSearchParams({ folder });
-  if (payload.length) q.set('payload', JSON.stringify(payload));
-  return `${server.url}?${q.toString()}`;
-}
+export { remoteUri, workbenchUrl };
 
 export interface HostRunResult {
+  /** 0 when runTests resolved; the code it rejected with otherwise. */
   exitCode: number;
-  output: string[];
-  /** The server-side logs (extension host, remote agent) of this run. */
+  /** Which VS Code ran the suites. */
+  vscode: VSCodeChoice['kind'];
+  /** The logs (extension host, remote agent) of this run. */
   logsDir: string;
 }
 
 /**
- * Runs the compiled in-host suites inside the real extension host of a fresh code-server started
- * with the smoke-test driver, the extension loaded from `extensionPath` (the repo, or an installed
- * VSIX's folder). Resolves with the exit code VS Code reports when the suites end.
+ * Runs the compiled in-host suites through @vscode/test-electron's runTests, in the desktop VS Code
+ * where it can be had and in code-server (scripts/code-server-shim.mjs) where not (see vscode.ts),
+ * with the extension loaded from `extensionPath` (the repo, or an installed VSIX's folder) and all
+ * profile state in `workDir`. Resolves with the exit code runTests reports.
  */
 export async function runHostSuites(opts: {
   extensionPath: string;
@@ -101,62 +87,28 @@ export async function runHostSuites(opts: {
   folder: string;
   timeoutMs?: number;
   extensionsDir?: string;
-  echo?: (line: string) => void;
 }): Promise<HostRunResult> {
-  const { workDir, folder, timeoutMs = 5 * 60_000 } = opts;
-  const echo = opts.echo ?? ((line: string) => process.stdout.write(`${line}\n`));
-  const t = tools();
+  const { workDir, folder } = opts;
   const entry = await compileHostSuites(join(workDir, 'suite-out'));
-  const reportFile = join(workDir, 'host-report.txt');
-  const server = await startCodeServer(t, {
-    workDir, folder, smokeTestDriver: true,
-    ...(opts.extensionsDir ? { extensionsDir: opts.extensionsDir } : {}),
-    env: { GRID_E2E_REPORT: reportFile },
-  });
-  const output: string[] = [];
-  let browser: BrowserContext | undefined;
-  let timer: NodeJS.Timeout | undefined;
+  const vscode = await chooseVSCode();
+  process.stdout.write(`in-host suites in ${vscode.kind}: ${vscode.why}\n`);
+  const userDataDir = join(workDir, 'user-data');
+  const timeoutEnv: Record<string, string> = opts.timeoutMs ? { GRID_E2E_TIMEOUT_MS: String(opts.timeoutMs) } : {};
   try {
-    browser = await launchBrowser(workDir, t);
-    const page = browser.pages()[0] ?? await browser.newPage();
-    let exited!: (r: { code: number }) => void;
-    const exit = new Promise<{ code: number }>((res) => { exited = res; });
-    await page.exposeFunction('codeAutomationExit', (code: number) => exited({ code }));
-    await page.exposeFunction('codeAutomationLog', (_level: string, args: unknown[]) => {
-      // The workbench's own log; offline it is full of gallery errors, so only on request.
-      if (process.env.GRID_E2E_VERBOSE) echo(`[workbench] ${args.map(String).join(' ')}`);
+    await runTests({
+      vscodeExecutablePath: vscode.executablePath,
+      extensionDevelopmentPath: opts.extensionPath,
+      extensionTestsPath: entry,
+      launchArgs: [folder, `--user-data-dir=${userDataDir}`, `--extensions-dir=${opts.extensionsDir ?? join(workDir, 'extensions')}`, '--disable-extensions'],
+      // The shim isolates code-server itself; the desktop VS Code gets the same XDG dirs and TMPDIR in workDir,
+      // so the suites' local node is theirs, not the machine's.
+      extensionTestsEnv: vscode.kind === 'desktop' ? isolatedEnv(workDir, timeoutEnv) : timeoutEnv,
     });
-    page.on('pageerror', (err) => echo(`[page error] ${err.message}`));
-    const url = workbenchUrl(server, folder, [
-      ['extensionDevelopmentPath', remoteUri(server, opts.extensionPath)],
-      ['extensionTestsPath', remoteUri(server, entry)],
-    ]);
-    await page.goto(url);
-    const timeout = new Promise<never>((_, rej) => {
-      timer = setTimeout(() => rej(new Error(`in-host suites did not finish within ${timeoutMs} ms`)), timeoutMs);
-    });
-    let result: { code: number };
-    try {
-      result = await Promise.race([exit, timeout]);
-    } catch (err) {
-      await page.screenshot({ path: join(workDir, 'timeout.png') }).catch(() => undefined);
-      echo(String(err));
-      result = { code: 1 };
-    }
-    if (existsSync(reportFile)) {
-      for (const line of readFileSync(reportFile, 'utf8').split('\n')) {
-        output.push(line);
-        echo(line);
-      }
-    } else {
-      echo('(the in-host suites wrote no report: the test entry did not load)');
-      result = { code: result.code || 1 };
-    }
-    return { exitCode: result.code, output, logsDir: join(workDir, 'user-data', 'logs') };
-  } finally {
-    clearTimeout(timer);
-    await browser?.close().catch(() => undefined);
-    await server.stop();
+    return { exitCode: 0, vscode: vscode.kind, logsDir: join(userDataDir, 'logs') };
+  } catch (err) {
+    if (!(err instanceof TestRunFailedError)) throw err;
+    process.stdout.write(`runTests rejected: ${err.message}\n`);
+    return { exitCode: err.code ?? 1, vscode: vscode.kind, logsDir: join(userDataDir, 'logs') };
   }
 }
 

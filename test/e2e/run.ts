@@ -1,4 +1,5 @@
-// Runs the in-host suites (test/e2e/suite) inside a real VS Code and exits with their exit code.
+// Runs the in-host suites (test/e2e/suite) through runTests inside a real VS Code (desktop or code-server,
+// see vscode.ts; GRID_E2E_VSCODE picks one) and exits with their exit code.
 //   node --import tsx test/e2e/run.ts [--extension-path DIR] [--no-build] [--grep PATTERN]
 // DIR defaults to this repo (the built dist/); the VSIX test points it at an installed VSIX.
 import { resolve } from 'node:path';
@@ -22,7 +23,7 @@ async function main(): Promise<number> {
     workDir,
     folder: sampleWorkspace(workDir),
   });
-  process.stdout.write(`in-host suites: exit ${result.exitCode} in ${((performance.now() - started) / 1000).toFixed(1)}s\n`);
+  process.stdout.write(`in-host suites (${result.vscode}): exit ${result.exitCode} in ${((performance.now() - started) / 1000).toFixed(1)}s\n`);
   if (result.exitCode !== 0) process.stdout.write(`extension host logs: ${result.logsDir}\n`);
   cleanWorkDir(workDir, result.exitCode !== 0);
   return result.exitCode;
