@@ -47,7 +47,7 @@ export function ringOf(bytes: Uint8Array, expected?: number): BigInt64Array {
   if (bytes.length % 8 !== 0 || (expected !== undefined && bytes.length !== expected * 8)) {
     throw new RangeError(`${bytes.length} bytes are not ${expected ?? 'a whole number of'} ring elements`);
   }
-  const b = bytes.byteOffset % 8 === 0 ? bytes : bytes.slice();
+  const b = bytes.byteOffset % 8 === 0 ? bytes : new Uint8Array(bytes); // a copy (Buffer.slice would not copy)
   return new BigInt64Array(b.buffer, b.byteOffset, b.length / 8);
 }
 

@@ -70,7 +70,7 @@ export function parseBundle(schedule: readonly Step[], bundle: Uint8Array): Step
   if (bundle.length !== bundleSize(schedule)) {
     throw new RangeError(`a bundle of ${bundle.length} bytes does not fit this schedule (${bundleSize(schedule)} bytes)`);
   }
-  const bytes = bundle.byteOffset % 8 === 0 ? bundle : bundle.slice();
+  const bytes = bundle.byteOffset % 8 === 0 ? bundle : new Uint8Array(bundle); // a copy (Buffer.slice would not copy)
   let off = 0;
   const ring = (n: number) => {
     const v = new BigInt64Array(bytes.buffer, bytes.byteOffset + off, n);
