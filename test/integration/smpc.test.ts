@@ -173,3 +173,34 @@ test('a share holder killed in the middle of a query gives the client a coded er
     if (killed === undefined) await victim.close();
   }
 });
+
+test('the crypto provider deals only to nodes that proved their id, each half once, to the holders named for it', async () => {
+  const { attest } = await import('../../src/node/smpc/attest');
+  const { SmpcDeal, NodeAttest, NodeChallenge } = await import('../../src/core/protocol/smpc-messages');
+  const schedule = [{ kind: 'matmul' as const, m: 1, k: 2, n: 2 }];
+  const bundle = 'c'.repeat(32);
+  const asNode = async (n: TestNode) => {
+    const c = await GridClient.connect(provider.node.url, { reconnect: { enabled: false } });
+    await attest(c.socket, n.node.identity, provider.node.identity.id, 10_000);
+    return c;
+  };
+  const anonymous = await GridClient.connect(provider.node.url, { reconnect: { enabled: false }, credentials: { username: 'admin', password: ADMIN_PASSWORD } });
+  const x = await asNode(holder0), y = await asNode(holder1), z = await asNode(provider); // a third node, not the one named as partner
+  try {
+    // A signed-in user is not a node: no randomness.
+    await assert.rejects(anonymous.socket.request(SmpcDeal, { bundle_id: bundle, party: 0, peer_id: holder1.node.identity.id, schedule }), { code: ErrorCodes.FORBIDDEN });
+    // A signature over another challenge proves nothing.
+    await anonymous.socket.request(NodeChallenge, {});
+    const forged = holder0.node.identity.sign(Buffer.from('not the challenge')).toString('base64url');
+    await assert.rejects(anonymous.socket.request(NodeAttest, { id: holder0.node.identity.id, public_key: holder0.node.identity.publicKey, signature: forged }), { code: ErrorCodes.PEER_UNVERIFIED });
+    const half0 = await x.socket.call(SmpcDeal, { bundle_id: bundle, party: 0, peer_id: holder1.node.identity.id, schedule });
+    assert.equal(half0.attachment?.length, 8 * (2 + 4 + 2));
+    await assert.rejects(x.socket.request(SmpcDeal, { bundle_id: bundle, party: 0, peer_id: holder1.node.identity.id, schedule }), { code: ErrorCodes.FORBIDDEN }, 'never dealt twice');
+    await assert.rejects(z.socket.request(SmpcDeal, { bundle_id: bundle, party: 1, peer_id: holder0.node.identity.id, schedule }), { code: ErrorCodes.FORBIDDEN }, 'only the named partner gets the other half');
+    const half1 = await y.socket.call(SmpcDeal, { bundle_id: bundle, party: 1, peer_id: holder0.node.identity.id, schedule });
+    assert.equal(half1.attachment?.length, 8 * (2 + 4 + 2));
+    assert.notDeepEqual(half0.attachment, half1.attachment);
+  } finally {
+    for (const c of [anonymous, x, y, z]) c.dispose();
+  }
+});
