@@ -16,6 +16,19 @@ import { SmpcHostShare } from '../../src/core/protocol/smpc-messages';
 import { encryptedModelInfo, inferEncrypted, serveEncrypted } from '../../src/federation/smpc';
 import { ADMIN_PASSWORD, startTestNode, type TestNode } from '../helpers/node-fixtures';
 import { startProxy, type CuttableProxy } from '../helpers/proxy';
+import { PassThrough } from 'node:stream';
+import * as fs from 'node:fs';
+import { runGrid } from '../../src/cli/grid';
+import { tempDir } from '../helpers/node-fixtures';
+
+async function grid(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out = new PassThrough(), err = new PassThrough();
+  let o = '', e = '';
+  out.on('data', (d: Buffer) => { o += d; });
+  err.on('data', (d: Buffer) => { e += d; });
+  const code = await runGrid(['node', 'grid', '--user', 'admin', '--password', ADMIN_PASSWORD, ...args], out, err);
+  return { code, out: o, err: e };
+}
 
 const DIGITS = join(__dirname, '../../media/datasets/digits.csv.gz');
 const single = { intraOpNumThreads: 1 };
@@ -202,5 +215,36 @@ test('the crypto provider deals only to nodes that proved their id, each half on
     assert.notDeepEqual(half0.attachment, half1.attachment);
   } finally {
     for (const c of [anonymous, x, y, z]) c.dispose();
+  }
+});
+
+test('grid serve-encrypted, then grid infer on the model as on any other, from either share holder', async () => {
+  const dir = tempDir('grid-smpc-cli-');
+  try {
+    const file = join(dir, 'digits.onnx');
+    fs.writeFileSync(file, model);
+    const served = await grid(['--json', 'serve-encrypted', file, '--id', 'cli-digits', '--nodes', `${holder0.node.url},${holder1.node.url}`, '--crypto-provider', provider.node.url]);
+    assert.equal(served.code, 0, served.err);
+    const json = JSON.parse(served.out) as { model_id: string; params: number; holders: { id: string }[]; provider: { id: string } };
+    assert.equal(json.model_id, 'cli-digits');
+    assert.deepEqual(json.holders.map((h) => h.id), [holder0.node.identity.id, holder1.node.identity.id]);
+    const rows = takeRows(testSet, [3, 4]);
+    const input = join(dir, 'x.json');
+    fs.writeFileSync(input, JSON.stringify([Array.from(rows.features.data.subarray(0, 64)), Array.from(rows.features.data.subarray(64))]));
+    const out = join(dir, 'out.json');
+    const inferred = await grid(['--node', holder1.node.url, 'infer', 'cli-digits', '--input', input, '-o', out]);
+    assert.equal(inferred.code, 0, inferred.err);
+    const logits = (JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, { dims: number[]; data: number[] }>).logits!;
+    assert.deepEqual(logits.dims, [2, 10]);
+    const h = await loadModel(model, single);
+    const want = (await h.run({ input: rows.features })).logits!.data as Float32Array;
+    await h.dispose();
+    assert.ok(logits.data.every((v, i) => Math.abs(v - want[i]!) < 1e-2));
+    // A usage mistake is a coded error and exit code 1.
+    const bad = await grid(['serve-encrypted', join(dir, 'missing.onnx'), '--id', 'x', '--nodes', holder0.node.url, '--crypto-provider', provider.node.url]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.err, /GRID_ERR_INVALID_INPUT: --nodes takes exactly two/);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
