@@ -4,7 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import {
-  compileSmpcModel, decode, encode, FRACTION_BITS, matmul, randomRing, reconstruct, share, truncate, SCALE,
+  compileSmpcModel, decode, encode, FRACTION_BITS, matmul, matmulBigInt, randomRing, reconstruct, share, truncate, SCALE,
   type SmpcPlan,
 } from '../../src/compute/smpc';
 import { mlp } from '../../src/compute/plan';
@@ -26,6 +26,13 @@ test('ring matmul wraps modulo 2^64 exactly like BigInt arithmetic, on random ma
       for (let p = 0; p < k; p++) s += a[i * k + p]! * b[p * n + j]!;
       assert.equal(c[i * n + j], wrap(s));
     }
+  }
+});
+
+test('the limb-split matmul equals the BigInt reference on wide random matrices (exact float sums)', () => {
+  for (const [m, k, n] of [[3, 300, 4], [64, 64, 64], [1, 2000, 3]] as const) {
+    const a = randomRing(m * k), b = randomRing(k * n);
+    assert.deepEqual(matmul(a, b, m, k, n), matmulBigInt(a, b, m, k, n));
   }
 });
 
