@@ -4,8 +4,8 @@
 // Why 2^16: a product of two encoded values carries scale 2^32 until it is truncated, and must stay
 // below 2^63 in magnitude to be read back (and below ~2^62 for ReLU's sign test and for the local
 // truncation to fail rarely, see truncate.ts). With 16 fractional bits that leaves ±2^31 for the real
-// value of a product before truncation (±32768 after), far above what a normalised MLP computes, while
-// the resolution is 2^-16 ≈ 1.5e-5 per value. Each Gemm adds at most k·2^-17 of rounding error from the
+// value of a product before truncation, far above what a normalised MLP computes, while
+// the resolution is 2^-16 ≈ 1.5e-5 per value. Each Gemm adds at most Σ|w|·2^-17 of rounding error from the
 // encoding of its inputs plus ±1 ulp (2^-16) from truncation, so a 64-wide layer stays around 1e-3,
 // inside the 1e-2 parity budget. More fractional bits buy precision but shrink that headroom and raise
 // the truncation failure probability (2^(bits of the value + 1 − 64)); fewer lose parity.

@@ -5,10 +5,11 @@
 // Why local rather than provider-assisted: it costs no round and no correlated randomness, and its
 // failure is bounded and documented. For a shared x with |x| < 2^ℓx the result is ⌊x/2^f⌋ or
 // ⌊x/2^f⌋ + 1 (±1 ulp = 2^-16) except with probability at most 2^(ℓx + 1 − 64), when the random share
-// lands in the wrap-around window and the result is off by about 2^(64−f). A product of two values
-// within ±2^7 (±128, far above a normalised MLP's activations) has ℓx ≤ 7 + 7 + 32 = 46 bits, so a
-// failure per element is below 2^-17 — over the 7,000 truncations of a digits-MLP batch of 100, about
-// 5% for the batch at worst, and in practice (|values| < 8) below 2^-23 per element. docs/smpc.md.
+// lands in the wrap-around window and the result is off by about 2^(64−f) (a wildly wrong value, not a
+// small error). A product truncated here carries scale 2^32, so ℓx = 32 + log2|v| for its real value v:
+// for |v| < 2^8 (a normalised MLP's pre-activations are far smaller) a failure is below 2^-23 ≈ 1.2e-7
+// per element, and a 64-row query of the digits MLP (64·64 + 64·10 = 4,736 truncations) fails with
+// probability below 5.6e-4. docs/smpc.md.
 
 import { FRACTION_BITS } from './fixed';
 import type { Party } from './shares';
