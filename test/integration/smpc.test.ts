@@ -248,3 +248,44 @@ test('grid serve-encrypted, then grid infer on the model as on any other, from e
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a share holder that sends a wrong-length opening, or shares from another upload, gets the client a coded error', async () => {
+  const { attest } = await import('../../src/node/smpc/attest');
+  const { SmpcInfer, SmpcJoin, SmpcExchange } = await import('../../src/core/protocol/smpc-messages');
+  const { encode, share } = await import('../../src/compute/smpc');
+  const { randomBytes } = await import('node:crypto');
+  const info = await encryptedModelInfo(c1, 'digits-mlp');
+  // Holder 0 turned bad: a connection to holder 1 that proves holder 0's identity (its real key) and
+  // then deviates from the protocol.
+  const bad = await GridClient.connect(holder1.node.url, { reconnect: { enabled: false } });
+  await attest(bad.socket, holder0.node.identity, holder1.node.identity.id, 10_000);
+  const query = (pairTag: string, opening: Uint8Array | undefined) => {
+    const queryId = randomBytes(16).toString('hex');
+    const [, s1] = share(encode(takeRows(testSet, [0]).features.data));
+    const asked = c1.socket.call(SmpcInfer, { model_id: 'digits-mlp', query_id: queryId, batch: 1 }, { attachment: new Uint8Array(s1.buffer) });
+    asked.catch(() => {});
+    return { asked, run: async () => {
+      // smpc-join may come before the client's request reaches holder 1: retry (bounded) until it is there.
+      for (let attempt = 0; attempt < 10_000; attempt++) {
+        try {
+          await bad.socket.request(SmpcJoin, { model_id: 'digits-mlp', query_id: queryId, pair_tag: pairTag, bundle_id: randomBytes(16).toString('hex'), batch: 1, seed: randomBytes(32).toString('base64url') });
+          break;
+        } catch (err) {
+          if ((err as GridError).code !== ErrorCodes.NOT_FOUND) return;
+          await new Promise((r) => setImmediate(r));
+        }
+      }
+      if (opening !== undefined) await bad.socket.call(SmpcExchange, { query_id: queryId, tag: 0 }, { attachment: opening }).catch(() => {});
+    } };
+  };
+  try {
+    const short = query(info.pair_tag, new Uint8Array(8));
+    await short.run();
+    await assert.rejects(short.asked, (e: unknown) => e instanceof GridError && e.code === ErrorCodes.SMPC_ABORTED && /opened 8 bytes/.test(e.message));
+    const foreign = query('f'.repeat(32), undefined);
+    await foreign.run();
+    await assert.rejects(foreign.asked, (e: unknown) => e instanceof GridError && e.code === ErrorCodes.SMPC_SHARES_MISMATCH);
+  } finally {
+    bad.dispose();
+  }
+});
