@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { readCsvDataset, splitDataset, takeRows, type Dataset } from '../../src/compute/data';
-import { mlp } from '../../src/compute/plan';
+import { cnn, mlp } from '../../src/compute/plan';
 import { train } from '../../src/compute/train';
 import { loadModel } from '../../src/compute/backend';
 import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES, tensorFromProto, decodeModel } from '../../src/compute/onnx';
@@ -112,6 +112,30 @@ test('the digits MLP served encrypted matches plaintext onnxruntime on the whole
   const h1 = await servedTypes(holder1);
   assert.ok((h1.get('smpc-host-share') ?? 0) === 1 && (h1.get('smpc-exchange') ?? 0) > 0);
   assert.equal((await servedTypes(holder0)).get('smpc-exchange'), undefined, 'party 0 leads: it sends openings, party 1 answers');
+});
+
+test('a small digits CNN (Conv-ReLU-MaxPool ×2, Gemm) served encrypted matches plaintext onnxruntime', async (t) => {
+  const ds = await readCsvDataset(DIGITS, { featureScale: 1 / 16 });
+  const trained = await train(splitDataset(ds, 0.2, 42).train, { model: cnn({ seed: 1, channels: [4, 8] }), loss: 'cross_entropy', optimizer: 'adam', hyper: { lr: 0.01 }, epochs: 3, batchSize: 32, seed: 1, loadOptions: single });
+  await serveEncrypted(trained.model, {
+    id: 'digits-cnn', holders: [{ client: c0, url: holder0.node.url }, { client: c1, url: holder1.node.url }], provider: { client: cp, url: provider.node.url },
+  });
+  const rows = takeRows(testSet, Array.from({ length: 100 }, (_, i) => i));
+  const h = await loadModel(trained.model, single);
+  const plain = (await h.run({ input: rows.features })).logits!.data as Float32Array;
+  await h.dispose();
+  const started = performance.now();
+  const y = await inferEncrypted('digits-cnn', rows.features, { holders: [c0, c1] });
+  const ms = performance.now() - started;
+  let maxErr = 0, agree = 0;
+  for (let r = 0; r < 100; r++) {
+    const enc = Array.from(y.data.subarray(r * 10, r * 10 + 10)), ref = Array.from(plain.subarray(r * 10, r * 10 + 10));
+    for (let k = 0; k < 10; k++) maxErr = Math.max(maxErr, Math.abs(enc[k]! - ref[k]!));
+    if (enc.indexOf(Math.max(...enc)) === ref.indexOf(Math.max(...ref))) agree++;
+  }
+  t.diagnostic(`encrypted digits CNN, 100 test rows in one query: max abs error ${maxErr.toExponential(2)}, same class ${agree}/100, ${ms.toFixed(0)} ms`);
+  assert.ok(maxErr < 1e-2, `max abs error ${maxErr}`);
+  assert.equal(agree, 100);
 });
 
 test('a model with an operator the evaluator cannot run is refused naming it, before any share is sent', async () => {

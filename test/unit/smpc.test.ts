@@ -7,7 +7,7 @@ import {
   compileSmpcModel, decode, encode, FRACTION_BITS, matmul, matmulBigInt, randomRing, reconstruct, share, truncate, SCALE,
   type SmpcPlan,
 } from '../../src/compute/smpc';
-import { mlp } from '../../src/compute/plan';
+import { cnn, mlp } from '../../src/compute/plan';
 import { loadModel } from '../../src/compute/backend';
 import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES } from '../../src/compute/onnx';
 import { GridError, ErrorCodes } from '../../src/core/errors';
@@ -125,4 +125,23 @@ test('a model with an unsupported operator is refused naming it; MatMul+Add, Fla
   const { plan } = compileSmpcModel(mlp([8, 4, 2], { seed: 1 }));
   assert.deepEqual(plan.layers.map((l) => l.op), ['linear', 'relu', 'linear']);
   assert.deepEqual(plan.params.map((p) => p.size), [32, 4, 8, 2]);
+});
+
+test('a CNN (Conv, ReLU, MaxPool or AveragePool, Flatten, Gemm) evaluated on shares matches onnxruntime within 1e-2', async () => {
+  for (const pool of ['max', 'average'] as const) {
+    const model = cnn({ seed: 2, pool, channels: [4, 8] });
+    const { plan, params } = compileSmpcModel(model);
+    assert.deepEqual(plan.layers.map((l) => l.op), ['reshape', 'conv', 'relu', pool === 'max' ? 'maxpool' : 'avgpool', 'conv', 'relu', pool === 'max' ? 'maxpool' : 'avgpool', 'reshape', 'linear']);
+    const flat = new Float64Array(params.reduce((s, p) => s + p.length, 0));
+    params.reduce((off, p) => { flat.set(p, off); return off + p.length; }, 0);
+    const batch = 3;
+    const input = Float32Array.from({ length: batch * 64 }, () => Math.random());
+    const [y0, y1] = await evaluateLocally(plan, batch, share(encode(flat)), share(encode(input)));
+    const got = decode(reconstruct(y0, y1));
+    const h = await loadModel(model, { intraOpNumThreads: 1 });
+    const want = (await h.run({ input: { dtype: 'float32', dims: [batch, 64], data: input } })).logits!.data as Float32Array;
+    await h.dispose();
+    const err = Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i]!)));
+    assert.ok(err < 1e-2, `${pool} pooling: max abs error ${err}`);
+  }
 });

@@ -10,4 +10,5 @@ export * from './compare';
 export * from './correlations';
 export * from './beaver';
 export * from './plan';
+export * from './conv';
 export * from './party';

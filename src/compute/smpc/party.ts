@@ -5,7 +5,9 @@
 import { beaverMatmul, beaverMul, beaverOpen, beaverOpened, concat, ringOf } from './beaver';
 import { maskCompare, signShare } from './compare';
 import { parseBundle, type MatmulPart, type ReluPart } from './correlations';
-import { add } from './ring';
+import { add, sub } from './ring';
+import { im2col, poolWindows, rowsToChannels } from './conv';
+import { SCALE } from './fixed';
 import { scheduleOf, paramCount, rowSize, type SmpcPlan } from './plan';
 import { SharedPrg } from './prg';
 import type { Party } from './shares';
@@ -47,37 +49,69 @@ export async function evaluateShare(o: EvaluateOptions): Promise<BigInt64Array> 
   const paramOf = (i: number) => o.params.subarray(offsets[i]!, offsets[i]! + plan.params[i]!.size);
   let x = o.input;
   let step = 0;
+  // One dealt part per step, in schedule order; openings are tagged 2·step and 2·step + 1.
+  const linear = async (input: BigInt64Array, w: BigInt64Array, m: number, k: number, n: number, bias: BigInt64Array | undefined) => {
+    const index = step++;
+    const t = parts[index] as MatmulPart;
+    const mine = beaverOpen(input, w, t);
+    const theirs = await channel.exchange(2 * index, mine);
+    const { e, f } = beaverOpened(mine, theirs, input.length, w.length);
+    const y = truncate(party, beaverMatmul(party, e, f, t, m, k, n));
+    if (bias !== undefined) for (let i = 0; i < y.length; i++) y[i] = y[i]! + bias[i % n]!;
+    return y;
+  };
+  const relu = async (v: BigInt64Array) => {
+    const index = step++;
+    const t = parts[index] as ReluPart;
+    // Open c = v + r to the other share holder.
+    const cMine = add(v, t.r);
+    const cTheirs = ringOf(await channel.exchange(2 * index, concat(cMine)), v.length);
+    const c = add(cMine, cTheirs);
+    const { masked, gamma } = maskCompare(party, c, t.rBits, new SharedPrg(o.seed, `relu/${index}`));
+    const fromProvider = ringOf(await channel.compare(index, masked), v.length);
+    const positive = signShare(party, fromProvider, gamma);
+    // ReLU(v) = v · (1 − MSB(v)): one elementwise Beaver product; the factor is 0/1, so no truncation.
+    const mine = beaverOpen(v, positive, t.triple);
+    const theirs = await channel.exchange(2 * index + 1, mine);
+    const { e, f } = beaverOpened(mine, theirs, v.length, v.length);
+    return beaverMul(party, e, f, t.triple);
+  };
   for (const layer of plan.layers) {
     o.signal?.throwIfAborted();
     if (layer.op === 'reshape') continue;
-    const index = step++;
     if (layer.op === 'linear') {
-      const t = parts[index] as MatmulPart;
-      const w = paramOf(layer.weight);
-      const mine = beaverOpen(x, w, t);
-      const theirs = await channel.exchange(2 * index, mine);
-      const { e, f } = beaverOpened(mine, theirs, x.length, w.length);
-      x = truncate(party, beaverMatmul(party, e, f, t, batch, layer.in, layer.out));
-      if (layer.bias !== undefined) {
-        const b = paramOf(layer.bias);
-        const withBias = new BigInt64Array(x.length);
-        for (let i = 0; i < x.length; i++) withBias[i] = x[i]! + b[i % layer.out]!;
-        x = withBias;
-      }
+      x = await linear(x, paramOf(layer.weight), batch, layer.in, layer.out, layer.bias === undefined ? undefined : paramOf(layer.bias));
+    } else if (layer.op === 'relu') {
+      x = await relu(x);
+    } else if (layer.op === 'conv') {
+      const [c, h, w] = layer.in as [number, number, number];
+      const [kh, kw] = layer.kernel as [number, number];
+      const { cols, oh, ow } = im2col(x, batch, c, h, w, kh, kw, layer.pads, layer.strides);
+      const y = await linear(cols, paramOf(layer.weight), batch * oh * ow, c * kh * kw, layer.out, layer.bias === undefined ? undefined : paramOf(layer.bias));
+      x = rowsToChannels(y, batch, layer.out, oh, ow);
     } else {
-      const t = parts[index] as ReluPart;
-      // Open c = x + r to the other share holder.
-      const cMine = add(x, t.r);
-      const cTheirs = ringOf(await channel.exchange(2 * index, concat(cMine)), x.length);
-      const c = add(cMine, cTheirs);
-      const { masked, gamma } = maskCompare(party, c, t.rBits, new SharedPrg(o.seed, `relu/${index}`));
-      const fromProvider = ringOf(await channel.compare(index, masked), x.length);
-      const positive = signShare(party, fromProvider, gamma);
-      // ReLU(x) = x · (1 − MSB(x)): one elementwise Beaver product; the factor is 0/1, so no truncation.
-      const mine = beaverOpen(x, positive, t.triple);
-      const theirs = await channel.exchange(2 * index + 1, mine);
-      const { e, f } = beaverOpened(mine, theirs, x.length, x.length);
-      x = beaverMul(party, e, f, t.triple);
+      const [c, h, w] = layer.in as [number, number, number];
+      const { windows } = poolWindows(x, batch, c, h, w, layer.kernel[0]!, layer.kernel[1]!, layer.strides[0]!, layer.strides[1]!);
+      if (layer.op === 'avgpool') {
+        // Sum, times round(2^16 / window) (public), truncated: the mean at ±1 ulp plus the constant's rounding.
+        const sum = windows.reduce((acc, v) => add(acc, v));
+        const scale = BigInt(Math.round(SCALE / windows.length));
+        x = truncate(party, sum.map((v) => v * scale) as BigInt64Array);
+      } else {
+        // Tournament: max(a, b) = b + ReLU(a − b), every pair of a round in one batched comparison.
+        let round = windows;
+        while (round.length > 1) {
+          const pairs = Math.floor(round.length / 2);
+          const n = round[0]!.length;
+          const diff = new BigInt64Array(pairs * n);
+          for (let p = 0; p < pairs; p++) diff.set(sub(round[2 * p]!, round[2 * p + 1]!), p * n);
+          const r = await relu(diff);
+          const next = Array.from({ length: pairs }, (_, p) => add(round[2 * p + 1]!, r.subarray(p * n, (p + 1) * n)));
+          if (round.length % 2 === 1) next.push(round.at(-1)!);
+          round = next;
+        }
+        x = round[0]!;
+      }
     }
   }
   return x;

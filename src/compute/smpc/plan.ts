@@ -4,7 +4,8 @@
 // before anything is shared.
 
 import { gridError } from '../../core/errors';
-import { attrInt, attrFloat, decodeModel, graphFeedInputs, tensorFromProto } from '../onnx';
+import { attrInt, attrInts, attrFloat, attrString, decodeModel, graphFeedInputs, tensorFromProto } from '../onnx';
+import { slide, tournamentRounds } from './conv';
 import type { OnnxNode } from '../onnx';
 import type { Step } from './correlations';
 import { transpose } from './ring';
@@ -14,7 +15,11 @@ export type SmpcLayer =
   | { op: 'linear'; in: number; out: number; weight: number; bias?: number }
   | { op: 'relu' }
   /** Per-row shape change (Flatten, Reshape): no computation on shares. */
-  | { op: 'reshape'; shape: number[] };
+  | { op: 'reshape'; shape: number[] }
+  /** x [batch, C, H, W] ⊛ W → [batch, out, oh, ow]; W laid out [C·kh·kw, out] (im2col order). */
+  | { op: 'conv'; in: number[]; out: number; kernel: number[]; pads: number[]; strides: number[]; weight: number; bias?: number }
+  /** Non-overlapping or overlapping windows without padding. */
+  | { op: 'maxpool' | 'avgpool'; in: number[]; kernel: number[]; strides: number[] };
 
 export interface SmpcPlan {
   input: { name: string; shape: number[] };
@@ -24,7 +29,7 @@ export interface SmpcPlan {
   params: { name: string; size: number }[];
 }
 
-export const SUPPORTED_OPERATORS = ['Gemm', 'MatMul', 'Add', 'Relu', 'Flatten', 'Reshape', 'Identity', 'Dropout'] as const;
+export const SUPPORTED_OPERATORS = ['Gemm', 'MatMul', 'Conv', 'Add', 'Relu', 'MaxPool', 'AveragePool', 'Flatten', 'Reshape', 'Identity', 'Dropout'] as const;
 
 const unsupported = (what: string) => gridError('SMPC_UNSUPPORTED', `${what}; nothing was shared. Encrypted inference evaluates chains of ${SUPPORTED_OPERATORS.join(', ')}`);
 
@@ -85,8 +90,10 @@ export function compileSmpcModel(bytes: Uint8Array): { plan: SmpcPlan; params: F
       shape = [size(shape)];
       layers.push({ op: 'reshape', shape });
     } else if (op === 'Reshape') {
-      const target = initializer(node, node.input?.[1]);
-      const want = Array.from(target.data);
+      const shapeInit = node.input?.[1] === undefined ? undefined : inits.get(node.input[1]);
+      const target = shapeInit === undefined ? undefined : tensorFromProto(shapeInit);
+      if (target === undefined || target.dtype !== 'int64') throw unsupported(`${label} takes its shape from a computation; only a constant int64 shape is supported`);
+      const want = Array.from(target.data as BigInt64Array, Number);
       if (want[0] !== 0 && want[0] !== -1) throw unsupported(`${label} changes the batch dimension`);
       const rest = want.slice(1).map((d, i) => (d === 0 ? shape[i]! : d));
       const known = rest.filter((d) => d !== -1);
@@ -114,6 +121,38 @@ export function compileSmpcModel(bytes: Uint8Array): { plan: SmpcPlan; params: F
       }
       layers.push({ op: 'linear', in: k, out: n, weight, ...(bias !== undefined && { bias }) });
       shape = [n];
+    } else if (op === 'Conv') {
+      if (shape.length !== 3) throw unsupported(`${label} takes [batch, ${shape.join(', ')}]; only 2-D convolution of [batch, C, H, W] is supported`);
+      const w = initializer(node, node.input?.[1]);
+      const [outC, inC, kh, kw] = w.dims as [number, number, number, number];
+      if (w.dims.length !== 4 || inC !== shape[0]) throw unsupported(`${label} has a weight [${w.dims}] for ${shape[0]} input channels`);
+      if (attrInt(node, 'group', 1) !== 1 || (attrInts(node, 'dilations') ?? [1, 1]).some((d) => d !== 1) || attrString(node, 'auto_pad', 'NOTSET') !== 'NOTSET') {
+        throw unsupported(`${label} uses groups, dilations or auto_pad; only plain convolution is supported`);
+      }
+      const pads = attrInts(node, 'pads') ?? [0, 0, 0, 0];
+      const strides = attrInts(node, 'strides') ?? [1, 1];
+      const k = inC * kh * kw;
+      const weight = param(node.input![1]!, transpose(w.data, outC, k));
+      let bias: number | undefined;
+      if (node.input?.[2]) {
+        const b = initializer(node, node.input[2]);
+        if (b.data.length !== outC) throw unsupported(`${label} has a bias of ${b.data.length} values for ${outC} channels`);
+        bias = param(node.input[2], b.data);
+      }
+      const inShape = shape;
+      shape = [outC, slide(shape[1]!, kh, pads[0]!, pads[2]!, strides[0]!), slide(shape[2]!, kw, pads[1]!, pads[3]!, strides[1]!)];
+      if (shape[1]! < 1 || shape[2]! < 1) throw unsupported(`${label} leaves no output`);
+      layers.push({ op: 'conv', in: inShape, out: outC, kernel: [kh, kw], pads, strides, weight, ...(bias !== undefined && { bias }) });
+    } else if (op === 'MaxPool' || op === 'AveragePool') {
+      if (shape.length !== 3) throw unsupported(`${label} takes [batch, ${shape.join(', ')}]; only 2-D pooling of [batch, C, H, W] is supported`);
+      const kernel = attrInts(node, 'kernel_shape') ?? [];
+      const strides = attrInts(node, 'strides') ?? [1, 1];
+      if (kernel.length !== 2 || (attrInts(node, 'pads') ?? [0, 0, 0, 0]).some((p) => p !== 0) || attrInt(node, 'ceil_mode', 0) !== 0 || (attrInts(node, 'dilations') ?? [1, 1]).some((d) => d !== 1) || attrString(node, 'auto_pad', 'NOTSET') !== 'NOTSET') {
+        throw unsupported(`${label} uses padding, ceil_mode, dilations or a non-2-D kernel; only unpadded 2-D pooling is supported`);
+      }
+      const inShape = shape;
+      shape = [shape[0]!, slide(shape[1]!, kernel[0]!, 0, 0, strides[0]!), slide(shape[2]!, kernel[1]!, 0, 0, strides[1]!)];
+      layers.push({ op: op === 'MaxPool' ? 'maxpool' : 'avgpool', in: inShape, kernel, strides });
     } else if (op === 'Add') {
       const b = initializer(node, (node.input ?? []).find((n) => inits.has(n)));
       const last = layers.at(-1);
@@ -141,9 +180,21 @@ export function checkPlan(plan: SmpcPlan): void {
     } else if (l.op === 'reshape') {
       if (size(l.shape) !== size(shape)) throw new RangeError(`layer ${i}: cannot reshape [${shape}] to [${l.shape}]`);
       shape = l.shape;
+    } else if (l.op === 'conv' || l.op === 'maxpool' || l.op === 'avgpool') {
+      if (l.in.length !== 3 || l.in.some((d, k) => d !== shape[k]) || shape.length !== 3) throw new RangeError(`layer ${i}: ${l.op} takes [${l.in}], gets [${shape}]`);
+      shape = outShape(l);
+      if (shape.some((d) => !Number.isInteger(d) || d < 1)) throw new RangeError(`layer ${i}: ${l.op} leaves no output`);
+      if (l.op === 'conv' && plan.params[l.weight]?.size !== l.in[0]! * l.kernel[0]! * l.kernel[1]! * l.out) throw new RangeError(`layer ${i}: conv weight ${l.weight} has the wrong size`);
+      if (l.op === 'conv' && l.bias !== undefined && plan.params[l.bias]?.size !== l.out) throw new RangeError(`layer ${i}: bias ${l.bias} is not ${l.out} values`);
     }
   }
   if (size(shape) !== size(plan.output.shape)) throw new RangeError(`the layers end at [${shape}], the output is [${plan.output.shape}]`);
+}
+
+/** Per-row output shape of a conv or pooling layer. */
+export function outShape(l: Extract<SmpcLayer, { op: 'conv' | 'maxpool' | 'avgpool' }>): number[] {
+  const pads = l.op === 'conv' ? l.pads : [0, 0, 0, 0];
+  return [l.op === 'conv' ? l.out : l.in[0]!, slide(l.in[1]!, l.kernel[0]!, pads[0]!, pads[2]!, l.strides[0]!), slide(l.in[2]!, l.kernel[1]!, pads[1]!, pads[3]!, l.strides[1]!)];
 }
 
 /** Total parameter elements: the length of the shared parameter vector. */
@@ -162,7 +213,15 @@ export function scheduleOf(plan: SmpcPlan, batch: number): Step[] {
   for (const l of plan.layers) {
     if (l.op === 'linear') { steps.push({ kind: 'matmul', m: batch, k: l.in, n: l.out }); width = l.out; }
     else if (l.op === 'relu') steps.push({ kind: 'relu', n: batch * width });
-    else width = rowSize(l.shape);
+    else if (l.op === 'reshape') width = rowSize(l.shape);
+    else if (l.op === 'conv') {
+      const [, oh, ow] = outShape(l) as [number, number, number];
+      steps.push({ kind: 'matmul', m: batch * oh * ow, k: l.in[0]! * l.kernel[0]! * l.kernel[1]!, n: l.out });
+      width = l.out * oh * ow;
+    } else {
+      width = rowSize(outShape(l));
+      if (l.op === 'maxpool') for (const pairs of tournamentRounds(l.kernel[0]! * l.kernel[1]!)) steps.push({ kind: 'relu', n: batch * width * pairs });
+    }
   }
   return steps;
 }

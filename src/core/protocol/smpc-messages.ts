@@ -17,6 +17,11 @@ export const SmpcLayer = z.discriminatedUnion('op', [
   z.object({ op: z.literal('linear'), in: Dim, out: Dim, weight: ParamIndex, bias: ParamIndex.optional() }).strict(),
   z.object({ op: z.literal('relu') }).strict(),
   z.object({ op: z.literal('reshape'), shape: z.array(Dim).min(1).max(8) }).strict(),
+  z.object({
+    op: z.literal('conv'), in: z.array(Dim).length(3), out: Dim, kernel: z.array(Dim).length(2),
+    pads: z.array(z.number().int().nonnegative().max(64)).length(4), strides: z.array(Dim).length(2), weight: ParamIndex, bias: ParamIndex.optional(),
+  }).strict(),
+  z.object({ op: z.enum(['maxpool', 'avgpool']), in: z.array(Dim).length(3), kernel: z.array(Dim).length(2), strides: z.array(Dim).length(2) }).strict(),
 ]);
 
 /** The public architecture of an encrypted model (compute/smpc/plan.ts builds it from ONNX). */
