@@ -107,7 +107,8 @@ test('the digits MLP served encrypted matches plaintext onnxruntime on the whole
   // no input share, no opening between the holders.
   const seen = await servedTypes(provider);
   assert.ok((seen.get('smpc-deal') ?? 0) >= 2 && (seen.get('smpc-compare') ?? 0) >= 2, `provider served ${[...seen.keys()]}`);
-  const allowed = new Set(['authenticate', 'get-id', 'prove-identity', 'node-challenge', 'node-attest', 'smpc-deal', 'smpc-compare']);
+  const allowed = new Set(['authenticate', 'get-id', 'prove-identity', 'node-challenge', 'node-attest', 'smpc-prepare', 'smpc-deal', 'smpc-compare']);
+  assert.equal(seen.get('smpc-prepare'), 1, 'holder 0 asked the provider at upload to deal single-row bundles ahead');
   assert.deepEqual([...seen.keys()].filter((k) => !allowed.has(k)), [], 'the crypto provider received no share-carrying message');
   const h1 = await servedTypes(holder1);
   assert.ok((h1.get('smpc-host-share') ?? 0) === 1 && (h1.get('smpc-exchange') ?? 0) > 0);

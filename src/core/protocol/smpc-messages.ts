@@ -133,3 +133,10 @@ export const SmpcCompare = defineRequest('smpc-compare', {
   request: z.object({ bundle_id: Tag, party: Party, step: z.number().int().nonnegative().max(512) }).strict(),
   reply: z.object({ bundle_id: Tag, step: z.number() }),
 });
+
+// share holder → crypto provider: queries with this schedule will come (sent at upload, batch 1): deal
+// bundles for it ahead. Nothing is handed out by this message.
+export const SmpcPrepare = defineRequest('smpc-prepare', {
+  request: z.object({ schedule: z.array(SmpcStep).min(1).max(512) }).strict(),
+  reply: z.object({}).strict(),
+});

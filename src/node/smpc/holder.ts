@@ -7,13 +7,16 @@ import { evaluateShare, paramCount, ringOf, rowSize, scheduleOf, checkPlan, type
 import { gridError, GridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import {
-  SmpcCompare, SmpcDeal, SmpcExchange, SmpcHostShare, SmpcInfer, SmpcJoin, SmpcModel,
+  SmpcCompare, SmpcDeal, SmpcExchange, SmpcHostShare, SmpcInfer, SmpcJoin, SmpcModel, SmpcPrepare,
   type SmpcModelInfo, type SmpcNodeRef,
 } from '../../core/protocol/smpc-messages';
 import type { GridSocket } from '../../core/socket/grid-socket';
 import { withAttachment, type GridRouter, type HandlerContext } from '../rpc/server';
 import { requireNode } from './attest';
 import type { SmpcLinks } from './links';
+
+/** Encrypted queries a share holder runs at once as party 1. */
+const MAX_QUERIES = 64;
 
 interface HeldModel { info: SmpcModelInfo; plan: SmpcPlan; params: BigInt64Array }
 
@@ -133,7 +136,12 @@ export class ShareHolder {
     }
     // The links are checked now (identities proved both ways), so a bad address fails the upload, not the first query.
     if (data.party === 0) await this.o.links.socket(data.peer, 'other share holder');
-    await this.o.links.socket(data.provider, 'crypto provider');
+    const provider = await this.o.links.socket(data.provider, 'crypto provider');
+    // The first single-row query should find its randomness dealt already.
+    if (data.party === 0) {
+      provider.request(SmpcPrepare, { schedule: scheduleOf(data.plan, 1) }, { timeout: this.o.stepTimeoutMs })
+        .catch((err: unknown) => this.o.log.warn({ model_id: data.model_id, err: toGridError(err).message }, 'the crypto provider could not deal ahead'));
+    }
     const info: SmpcModelInfo = {
       model_id: data.model_id, party: data.party, pair_tag: data.pair_tag, peer: data.peer, provider: data.provider, owner: s,
       input: data.plan.input, output: data.plan.output, created: new Date().toISOString(),
@@ -193,6 +201,7 @@ export class ShareHolder {
   /** Party 1: waits for party 0's smpc-join, then evaluates with it. */
   private async follow(model: HeldModel, q: { query_id: string; batch: number }, input: BigInt64Array): Promise<BigInt64Array> {
     if (this.queries.has(q.query_id)) throw gridError('ALREADY_EXISTS', `query ${q.query_id} is already running here`);
+    if (this.queries.size >= MAX_QUERIES) throw gridError('BUSY', `node ${this.o.where()} runs ${this.queries.size} encrypted queries already; try again shortly`);
     const query = new FollowerQuery(model, input, q.batch, this.o.stepTimeoutMs);
     this.queries.set(q.query_id, query);
     const timer = setTimeout(() => query.fail(gridError('SMPC_ABORTED', `share holder ${model.info.peer.id} (party 0) did not start query ${q.query_id} within ${this.o.stepTimeoutMs} ms`)), this.o.stepTimeoutMs);

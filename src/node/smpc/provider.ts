@@ -6,7 +6,7 @@
 import { deal, providerCompare, bundleSize, type DealerSecrets, type Step } from '../../compute/smpc';
 import { gridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
-import { SmpcCompare, SmpcDeal } from '../../core/protocol/smpc-messages';
+import { SmpcCompare, SmpcDeal, SmpcPrepare } from '../../core/protocol/smpc-messages';
 import { withAttachment, type GridRouter, type HandlerContext } from '../rpc/server';
 import { attestedNode } from './attest';
 
@@ -17,12 +17,13 @@ export interface ProviderLimits {
   maxBundleBytes: number;
   /** How long a bundle (and a half-answered comparison) waits for the other share holder. */
   ttlMs: number;
-  /** Schedules whose bundles are dealt ahead, and bundles kept ready per schedule. */
+  /** Schedules whose bundles are dealt ahead, bundles kept ready per schedule, and the largest bundle pooled (bytes, both halves). */
   poolSchedules: number;
   poolDepth: number;
+  poolMaxBundleBytes: number;
 }
 
-export const DEFAULT_PROVIDER_LIMITS: ProviderLimits = { maxBundles: 256, maxBundleBytes: 48 * 1024 * 1024, ttlMs: 120_000, poolSchedules: 8, poolDepth: 2 };
+export const DEFAULT_PROVIDER_LIMITS: ProviderLimits = { maxBundles: 256, maxBundleBytes: 48 * 1024 * 1024, ttlMs: 120_000, poolSchedules: 8, poolDepth: 2, poolMaxBundleBytes: 8 * 1024 * 1024 };
 
 interface Dealt { bundles: [Uint8Array, Uint8Array]; secrets: DealerSecrets }
 
@@ -47,6 +48,14 @@ export class CryptoProvider {
   register(router: GridRouter): void {
     router.handle(SmpcDeal, (data, ctx) => this.onDeal(data, ctx));
     router.handle(SmpcCompare, (data, ctx) => this.onCompare(data, ctx));
+    // A share holder announcing the schedule of queries to come (at upload): deal them ahead.
+    router.handle(SmpcPrepare, (data, ctx) => {
+      this.holder(ctx, 'smpc-prepare');
+      const size = bundleSize(data.schedule);
+      if (size > this.limits.maxBundleBytes) throw gridError('PAYLOAD_TOO_LARGE', `smpc-prepare: ${size} bytes per share holder is above the provider's ${this.limits.maxBundleBytes}`);
+      this.refill(JSON.stringify(data.schedule), data.schedule);
+      return {};
+    });
   }
 
   close(): void {
@@ -134,6 +143,8 @@ export class CryptoProvider {
 
   /** Deals the next bundles for a schedule after the current request, so the next query finds them ready. */
   private refill(key: string, schedule: Step[]): void {
+    // Memory held ahead stays bounded: at most poolSchedules × poolDepth × poolMaxBundleBytes.
+    if (2 * bundleSize(schedule) > this.limits.poolMaxBundleBytes) return;
     if (!this.pool.has(key) && this.pool.size >= this.limits.poolSchedules) return;
     const list = this.pool.get(key) ?? [];
     this.pool.set(key, list);
