@@ -48,9 +48,10 @@ export async function serveEncrypted(model: Uint8Array, o: ServeEncryptedOptions
   const shares = share(encoded);
   encoded.fill(0n);
   const pairTag = randomBytes(16).toString('hex');
+  const maskNonce = randomBytes(16).toString('hex');
   const timeout = o.timeoutMs ?? 60_000;
   await Promise.all(o.holders.map((h, party) => h.client.socket.request(SmpcHostShare, {
-    model_id: o.id, party: party as 0 | 1, pair_tag: pairTag, plan, peer: refs[1 - party]!, provider: refs[2]!,
+    model_id: o.id, party: party as 0 | 1, pair_tag: pairTag, mask_nonce: maskNonce, plan, peer: refs[1 - party]!, provider: refs[2]!,
   }, { attachment: bytesOf(shares[party]!), timeout })));
   return { model_id: o.id, holders: [refs[0]!, refs[1]!], provider: refs[2]!, plan, params: flat.length };
 }

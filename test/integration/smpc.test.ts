@@ -107,8 +107,9 @@ test('the digits MLP served encrypted matches plaintext onnxruntime on the whole
   // no input share, no opening between the holders.
   const seen = await servedTypes(provider);
   assert.ok((seen.get('smpc-deal') ?? 0) >= 2 && (seen.get('smpc-compare') ?? 0) >= 2, `provider served ${[...seen.keys()]}`);
-  const allowed = new Set(['authenticate', 'get-id', 'prove-identity', 'node-challenge', 'node-attest', 'smpc-prepare', 'smpc-deal', 'smpc-compare']);
+  const allowed = new Set(['authenticate', 'get-id', 'prove-identity', 'node-challenge', 'node-attest', 'smpc-prepare', 'smpc-mask', 'smpc-deal', 'smpc-compare']);
   assert.equal(seen.get('smpc-prepare'), 1, 'holder 0 asked the provider at upload to deal single-row bundles ahead');
+  assert.equal(seen.get('smpc-mask'), 2, 'each holder fetched its shares of the weight masks once, at upload');
   assert.deepEqual([...seen.keys()].filter((k) => !allowed.has(k)), [], 'the crypto provider received no share-carrying message');
   const h1 = await servedTypes(holder1);
   assert.ok((h1.get('smpc-host-share') ?? 0) === 1 && (h1.get('smpc-exchange') ?? 0) > 0);
@@ -166,8 +167,8 @@ test('shares on the two holders that come from different uploads are refused', a
   const n = 64 * 64 + 64 + 64 * 10 + 10;
   const { compileSmpcModel } = await import('../../src/compute/smpc');
   const { plan } = compileSmpcModel(model);
-  await c0.socket.request(SmpcHostShare, { model_id: 'split', party: 0, pair_tag: 'a'.repeat(32), plan, peer: info0.peer, provider: info0.provider }, { attachment: new Uint8Array(n * 8) });
-  await c1.socket.request(SmpcHostShare, { model_id: 'split', party: 1, pair_tag: 'b'.repeat(32), plan, peer: { id: holder0.node.identity.id, address: holder0.node.url }, provider: info0.provider }, { attachment: new Uint8Array(n * 8) });
+  await c0.socket.request(SmpcHostShare, { model_id: 'split', party: 0, pair_tag: 'a'.repeat(32), mask_nonce: 'd'.repeat(32), plan, peer: info0.peer, provider: info0.provider }, { attachment: new Uint8Array(n * 8) });
+  await c1.socket.request(SmpcHostShare, { model_id: 'split', party: 1, pair_tag: 'b'.repeat(32), mask_nonce: 'd'.repeat(32), plan, peer: { id: holder0.node.identity.id, address: holder0.node.url }, provider: info0.provider }, { attachment: new Uint8Array(n * 8) });
   await assert.rejects(
     inferEncrypted('split', takeRows(testSet, [0]).features, { holders: [c0, c1] }),
     (e: unknown) => e instanceof GridError && e.code === ErrorCodes.SMPC_SHARES_MISMATCH,
@@ -293,7 +294,7 @@ test('a share holder that sends a wrong-length opening, or shares from another u
       // smpc-join may come before the client's request reaches holder 1: retry (bounded) until it is there.
       for (let attempt = 0; attempt < 10_000; attempt++) {
         try {
-          await bad.socket.request(SmpcJoin, { model_id: 'digits-mlp', query_id: queryId, pair_tag: pairTag, bundle_id: randomBytes(16).toString('hex'), batch: 1, seed: randomBytes(32).toString('base64url') });
+          await bad.socket.request(SmpcJoin, { model_id: 'digits-mlp', query_id: queryId, pair_tag: pairTag, bundle_id: randomBytes(16).toString('hex'), batch: 1, seed: randomBytes(32).toString('base64url'), open_mask: false });
           break;
         } catch (err) {
           if ((err as GridError).code !== ErrorCodes.NOT_FOUND) return;
@@ -306,7 +307,7 @@ test('a share holder that sends a wrong-length opening, or shares from another u
   try {
     const short = query(info.pair_tag, new Uint8Array(8));
     await short.run();
-    await assert.rejects(short.asked, (e: unknown) => e instanceof GridError && e.code === ErrorCodes.SMPC_ABORTED && /opened 8 bytes/.test(e.message));
+    await assert.rejects(short.asked, (e: unknown) => e instanceof GridError && e.code === ErrorCodes.SMPC_ABORTED && /8 bytes are not 64 ring elements/.test(e.message));
     const foreign = query('f'.repeat(32), undefined);
     await foreign.run();
     await assert.rejects(foreign.asked, (e: unknown) => e instanceof GridError && e.code === ErrorCodes.SMPC_SHARES_MISMATCH);

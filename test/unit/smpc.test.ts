@@ -11,7 +11,8 @@ import { cnn, mlp } from '../../src/compute/plan';
 import { loadModel } from '../../src/compute/backend';
 import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES } from '../../src/compute/onnx';
 import { GridError, ErrorCodes } from '../../src/core/errors';
-import { evaluateLocally } from '../helpers/smpc-local';
+import { evaluateLocally, localMasks } from '../helpers/smpc-local';
+import { randomBytes } from 'node:crypto';
 
 const M64 = 1n << 64n;
 const wrap = (v: bigint) => BigInt.asIntN(64, ((v % M64) + M64) % M64);
@@ -143,5 +144,25 @@ test('a CNN (Conv, ReLU, MaxPool or AveragePool, Flatten, Gemm) evaluated on sha
     await h.dispose();
     const err = Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i]!)));
     assert.ok(err < 1e-2, `${pool} pooling: max abs error ${err}`);
+  }
+});
+
+test('with weights masked once per model, the first query opens W − B and later ones reuse it: same results, no weight opening', async () => {
+  for (const model of [mlp([64, 32, 10], { seed: 4 }), cnn({ seed: 4, channels: [4, 8] })]) {
+    const { plan, params } = compileSmpcModel(model);
+    const flat = new Float64Array(params.reduce((s, p) => s + p.length, 0));
+    params.reduce((off, p) => { flat.set(p, off); return off + p.length; }, 0);
+    const shares = share(encode(flat));
+    const masks = localMasks(plan, randomBytes(32));
+    const h = await loadModel(model, { intraOpNumThreads: 1 });
+    for (const batch of [2, 5]) {
+      const input = Float32Array.from({ length: batch * 64 }, () => Math.random());
+      const got = decode(reconstruct(...await evaluateLocally(plan, batch, shares, share(encode(input)), masks)));
+      const want = (await h.run({ input: { dtype: 'float32', dims: [batch, 64], data: input } })).logits!.data as Float32Array;
+      const err = Math.max(...Array.from(got, (v, i) => Math.abs(v - want[i]!)));
+      assert.ok(err < 1e-2, `batch ${batch}: max abs error ${err}`);
+      assert.ok(masks.parties.every((m) => m.f.size === plan.layers.filter((l) => l.op === 'linear' || l.op === 'conv').length && !m.open));
+    }
+    await h.dispose();
   }
 });

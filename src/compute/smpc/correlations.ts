@@ -8,8 +8,12 @@ import { matmul, mul, randomRing } from './ring';
 import { share, type Party } from './shares';
 import { BITS, P } from './compare';
 
-/** One step that needs dealt randomness: a [m,k]×[k,n] product, or `n` ReLUs. */
-export type Step = { kind: 'matmul'; m: number; k: number; n: number } | { kind: 'relu'; n: number };
+/**
+ * One step that needs dealt randomness: a [m,k]×[k,n] product, or `n` ReLUs. A product with `mask` (the
+ * weight's parameter index) multiplies by a weight masked once per model (masks.ts): its triple reuses
+ * the model's mask B, so only A and C = A·B are dealt and only X − A is opened.
+ */
+export type Step = { kind: 'matmul'; m: number; k: number; n: number; mask?: number } | { kind: 'relu'; n: number };
 
 export interface MatmulPart { a: BigInt64Array; b: BigInt64Array; c: BigInt64Array }
 export interface ReluPart { r: BigInt64Array; rBits: Uint8Array; triple: MatmulPart }
@@ -20,15 +24,18 @@ const pad8 = (n: number) => (n + 7) & ~7;
 /** Bytes of one party's bundle for a schedule. */
 export function bundleSize(schedule: readonly Step[]): number {
   let size = 0;
-  for (const s of schedule) size += s.kind === 'matmul' ? 8 * (s.m * s.k + s.k * s.n + s.m * s.n) : 8 * 4 * s.n + pad8(s.n * BITS);
+  for (const s of schedule) size += s.kind === 'matmul' ? 8 * (s.m * s.k + (s.mask === undefined ? s.k * s.n : 0) + s.m * s.n) : 8 * 4 * s.n + pad8(s.n * BITS);
   return size;
 }
 
 /** What the provider keeps until the online comparison: MSB(r) per element of each ReLU step (by step index). */
 export type DealerSecrets = Map<number, Uint8Array>;
 
-/** Deals a schedule: the two parties' bundles and the provider's secrets. */
-export function deal(schedule: readonly Step[]): { bundles: [Uint8Array, Uint8Array]; secrets: DealerSecrets } {
+/**
+ * Deals a schedule: the two parties' bundles and the provider's secrets. `maskOf(index, size)` gives the
+ * model's mask B (in the clear, the provider's own) for products that have one.
+ */
+export function deal(schedule: readonly Step[], maskOf?: (index: number, size: number) => BigInt64Array): { bundles: [Uint8Array, Uint8Array]; secrets: DealerSecrets } {
   const size = bundleSize(schedule);
   const out: [Uint8Array, Uint8Array] = [new Uint8Array(size), new Uint8Array(size)];
   const secrets: DealerSecrets = new Map();
@@ -39,7 +46,13 @@ export function deal(schedule: readonly Step[]): { bundles: [Uint8Array, Uint8Ar
   };
   schedule.forEach((s, index) => {
     if (s.kind === 'matmul') {
-      const a = randomRing(s.m * s.k), b = randomRing(s.k * s.n);
+      const a = randomRing(s.m * s.k);
+      if (s.mask !== undefined) {
+        if (maskOf === undefined) throw new RangeError(`step ${index} multiplies by masked weight ${s.mask}, and no mask was given`);
+        put(share(a)); put(share(matmul(a, maskOf(s.mask, s.k * s.n), s.m, s.k, s.n)));
+        return;
+      }
+      const b = randomRing(s.k * s.n);
       put(share(a)); put(share(b)); put(share(matmul(a, b, s.m, s.k, s.n)));
       return;
     }
@@ -78,7 +91,8 @@ export function parseBundle(schedule: readonly Step[], bundle: Uint8Array): Step
     return v;
   };
   return schedule.map((s) => {
-    if (s.kind === 'matmul') return { a: ring(s.m * s.k), b: ring(s.k * s.n), c: ring(s.m * s.n) };
+    // A masked product's b is the model's mask share, filled in by the evaluation.
+    if (s.kind === 'matmul') return { a: ring(s.m * s.k), b: s.mask === undefined ? ring(s.k * s.n) : new BigInt64Array(0), c: ring(s.m * s.n) };
     const r = ring(s.n);
     const triple = { a: ring(s.n), b: ring(s.n), c: ring(s.n) };
     const rBits = bytes.subarray(off, off + s.n * BITS);

@@ -11,4 +11,5 @@ export * from './correlations';
 export * from './beaver';
 export * from './plan';
 export * from './conv';
+export * from './masks';
 export * from './party';

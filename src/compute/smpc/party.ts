@@ -8,7 +8,7 @@ import { parseBundle, type MatmulPart, type ReluPart } from './correlations';
 import { add, sub } from './ring';
 import { im2col, poolWindows, rowsToChannels } from './conv';
 import { SCALE } from './fixed';
-import { scheduleOf, paramCount, rowSize, type SmpcPlan } from './plan';
+import { scheduleOf, paramCount, rowSize, weightIndices, type SmpcPlan } from './plan';
 import { SharedPrg } from './prg';
 import type { Party } from './shares';
 import { truncate } from './truncate';
@@ -35,27 +35,55 @@ export interface EvaluateOptions {
   seed: Uint8Array;
   channel: PartyChannel;
   signal?: AbortSignal;
+  /**
+   * Weights masked once per model (masks.ts): this party's share of each weight's mask B, by parameter
+   * index, and the opened F = W − B once known. With `open`, the evaluation first opens F (one
+   * exchange) and fills `f`.
+   */
+  masks?: { b: Map<number, BigInt64Array>; f: Map<number, BigInt64Array>; open: boolean };
 }
+
+/** Tag of the one opening of the masked weights (above every step's tags). */
+export const MASK_OPEN_TAG = 1 << 20;
 
 /** Evaluates the plan on shares; returns this party's share of the output [batch, ...output shape]. */
 export async function evaluateShare(o: EvaluateOptions): Promise<BigInt64Array> {
   const { plan, party, batch, channel } = o;
   if (o.params.length !== paramCount(plan)) throw new RangeError(`the parameter share holds ${o.params.length} values, the plan ${paramCount(plan)}`);
   if (o.input.length !== batch * rowSize(plan.input.shape)) throw new RangeError(`the input share holds ${o.input.length} values, not ${batch} rows of ${rowSize(plan.input.shape)}`);
-  const schedule = scheduleOf(plan, batch);
+  const masks = o.masks;
+  const schedule = scheduleOf(plan, batch, masks !== undefined);
   const parts = parseBundle(schedule, o.bundle);
   const offsets: number[] = [];
   plan.params.reduce((off, p) => { offsets.push(off); return off + p.size; }, 0);
   const paramOf = (i: number) => o.params.subarray(offsets[i]!, offsets[i]! + plan.params[i]!.size);
   let x = o.input;
   let step = 0;
+  if (masks !== undefined && masks.open) {
+    const weights = weightIndices(plan);
+    const mine = concat(...weights.map((w) => sub(paramOf(w), maskShare(masks, w))));
+    const theirs = ringOf(await channel.exchange(MASK_OPEN_TAG, mine));
+    const both = add(ringOf(mine), theirs);
+    let off = 0;
+    for (const w of weights) { masks.f.set(w, both.slice(off, off + plan.params[w]!.size)); off += plan.params[w]!.size; }
+  }
   // One dealt part per step, in schedule order; openings are tagged 2·step and 2·step + 1.
-  const linear = async (input: BigInt64Array, w: BigInt64Array, m: number, k: number, n: number, bias: BigInt64Array | undefined) => {
+  const linear = async (input: BigInt64Array, weight: number, m: number, k: number, n: number, bias: BigInt64Array | undefined) => {
     const index = step++;
-    const t = parts[index] as MatmulPart;
-    const mine = beaverOpen(input, w, t);
-    const theirs = await channel.exchange(2 * index, mine);
-    const { e, f } = beaverOpened(mine, theirs, input.length, w.length);
+    const dealt = parts[index] as MatmulPart;
+    let e: BigInt64Array, f: BigInt64Array, t: MatmulPart;
+    if (masks !== undefined) {
+      // The weight's mask was opened once: only X − A is opened now.
+      t = { a: dealt.a, b: maskShare(masks, weight), c: dealt.c };
+      f = masks.f.get(weight) ?? missing(weight);
+      const mine = sub(input, t.a);
+      e = add(mine, ringOf(await channel.exchange(2 * index, concat(mine)), mine.length));
+    } else {
+      t = dealt;
+      const w = paramOf(weight);
+      const mine = beaverOpen(input, w, t);
+      ({ e, f } = beaverOpened(mine, await channel.exchange(2 * index, mine), input.length, w.length));
+    }
     const y = truncate(party, beaverMatmul(party, e, f, t, m, k, n));
     if (bias !== undefined) for (let i = 0; i < y.length; i++) y[i] = y[i]! + bias[i % n]!;
     return y;
@@ -80,14 +108,14 @@ export async function evaluateShare(o: EvaluateOptions): Promise<BigInt64Array> 
     o.signal?.throwIfAborted();
     if (layer.op === 'reshape') continue;
     if (layer.op === 'linear') {
-      x = await linear(x, paramOf(layer.weight), batch, layer.in, layer.out, layer.bias === undefined ? undefined : paramOf(layer.bias));
+      x = await linear(x, layer.weight, batch, layer.in, layer.out, layer.bias === undefined ? undefined : paramOf(layer.bias));
     } else if (layer.op === 'relu') {
       x = await relu(x);
     } else if (layer.op === 'conv') {
       const [c, h, w] = layer.in as [number, number, number];
       const [kh, kw] = layer.kernel as [number, number];
       const { cols, oh, ow } = im2col(x, batch, c, h, w, kh, kw, layer.pads, layer.strides);
-      const y = await linear(cols, paramOf(layer.weight), batch * oh * ow, c * kh * kw, layer.out, layer.bias === undefined ? undefined : paramOf(layer.bias));
+      const y = await linear(cols, layer.weight, batch * oh * ow, c * kh * kw, layer.out, layer.bias === undefined ? undefined : paramOf(layer.bias));
       x = rowsToChannels(y, batch, layer.out, oh, ow);
     } else {
       const [c, h, w] = layer.in as [number, number, number];
@@ -115,4 +143,12 @@ export async function evaluateShare(o: EvaluateOptions): Promise<BigInt64Array> 
     }
   }
   return x;
+}
+
+function maskShare(masks: NonNullable<EvaluateOptions['masks']>, weight: number): BigInt64Array {
+  return masks.b.get(weight) ?? missing(weight);
+}
+
+function missing(weight: number): never {
+  throw new RangeError(`no mask share of weight ${weight}: the model's masks were not fetched or opened`);
 }

@@ -197,6 +197,11 @@ export function outShape(l: Extract<SmpcLayer, { op: 'conv' | 'maxpool' | 'avgpo
   return [l.op === 'conv' ? l.out : l.in[0]!, slide(l.in[1]!, l.kernel[0]!, pads[0]!, pads[2]!, l.strides[0]!), slide(l.in[2]!, l.kernel[1]!, pads[1]!, pads[3]!, l.strides[1]!)];
 }
 
+/** The parameter indices of the weights that products multiply by (masked once per model), in layer order. */
+export function weightIndices(plan: SmpcPlan): number[] {
+  return plan.layers.flatMap((l) => (l.op === 'linear' || l.op === 'conv' ? [l.weight] : []));
+}
+
 /** Total parameter elements: the length of the shared parameter vector. */
 export function paramCount(plan: SmpcPlan): number {
   return plan.params.reduce((s, p) => s + p.size, 0);
@@ -206,17 +211,17 @@ export function rowSize(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
-/** The dealt randomness an evaluation of `batch` rows uses, step by step. */
-export function scheduleOf(plan: SmpcPlan, batch: number): Step[] {
+/** The dealt randomness an evaluation of `batch` rows uses, step by step; `masked`: weights masked once per model (masks.ts). */
+export function scheduleOf(plan: SmpcPlan, batch: number, masked = false): Step[] {
   const steps: Step[] = [];
   let width = rowSize(plan.input.shape);
   for (const l of plan.layers) {
-    if (l.op === 'linear') { steps.push({ kind: 'matmul', m: batch, k: l.in, n: l.out }); width = l.out; }
+    if (l.op === 'linear') { steps.push({ kind: 'matmul', m: batch, k: l.in, n: l.out, ...(masked && { mask: l.weight }) }); width = l.out; }
     else if (l.op === 'relu') steps.push({ kind: 'relu', n: batch * width });
     else if (l.op === 'reshape') width = rowSize(l.shape);
     else if (l.op === 'conv') {
       const [, oh, ow] = outShape(l) as [number, number, number];
-      steps.push({ kind: 'matmul', m: batch * oh * ow, k: l.in[0]! * l.kernel[0]! * l.kernel[1]!, n: l.out });
+      steps.push({ kind: 'matmul', m: batch * oh * ow, k: l.in[0]! * l.kernel[0]! * l.kernel[1]!, n: l.out, ...(masked && { mask: l.weight }) });
       width = l.out * oh * ow;
     } else {
       width = rowSize(outShape(l));

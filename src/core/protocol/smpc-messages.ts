@@ -39,7 +39,7 @@ export type SmpcNodeRef = z.infer<typeof SmpcNodeRef>;
 const Party = z.union([z.literal(0), z.literal(1)]);
 
 export const SmpcStep = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('matmul'), m: Dim, k: Dim, n: Dim }).strict(),
+  z.object({ kind: z.literal('matmul'), m: Dim, k: Dim, n: Dim, mask: ParamIndex.optional() }).strict(),
   z.object({ kind: z.literal('relu'), n: Dim }).strict(),
 ]);
 
@@ -66,6 +66,8 @@ export const SmpcHostShare = defineRequest('smpc-host-share', {
     party: Party,
     /** The same random tag on both holders: their shares belong together. */
     pair_tag: Tag,
+    /** The same random nonce on both holders: names the masks of this upload's weights at the provider. */
+    mask_nonce: Tag,
     plan: SmpcPlanSchema,
     peer: SmpcNodeRef,
     provider: SmpcNodeRef,
@@ -110,8 +112,11 @@ export const SmpcJoin = defineRequest('smpc-join', {
   request: z.object({
     model_id: ModelId, query_id: Tag, pair_tag: Tag, bundle_id: Tag, batch: z.number().int().positive().max(4096),
     seed: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
+    /** Party 0 has not opened the masked weights yet. */
+    open_mask: z.boolean(),
   }).strict(),
-  reply: z.object({ query_id: Tag }),
+  /** Whether this query opens the masked weights first (either holder lacks them); both then do. */
+  reply: z.object({ query_id: Tag, open_mask: z.boolean() }),
 });
 
 // share holder 0 → share holder 1: this holder's opening for `tag` (attachment); the reply carries the other's.
@@ -123,7 +128,11 @@ export const SmpcExchange = defineRequest('smpc-exchange', {
 // share holder → crypto provider: this party's half of the correlated randomness for `schedule`
 // (attachment of the reply). The provider hands each half once, to the node named for it.
 export const SmpcDeal = defineRequest('smpc-deal', {
-  request: z.object({ bundle_id: Tag, party: Party, peer_id: z.string().regex(ID_PATTERN), schedule: z.array(SmpcStep).min(1).max(512) }).strict(),
+  request: z.object({
+    bundle_id: Tag, party: Party, peer_id: z.string().regex(ID_PATTERN), schedule: z.array(SmpcStep).min(1).max(512),
+    /** The upload whose masks the schedule's masked products use. */
+    mask_nonce: Tag.optional(),
+  }).strict(),
   reply: z.object({ bundle_id: Tag, size: z.number(), pooled: z.boolean() }),
 });
 
@@ -137,6 +146,22 @@ export const SmpcCompare = defineRequest('smpc-compare', {
 // share holder → crypto provider: queries with this schedule will come (sent at upload, batch 1): deal
 // bundles for it ahead. Nothing is handed out by this message.
 export const SmpcPrepare = defineRequest('smpc-prepare', {
-  request: z.object({ schedule: z.array(SmpcStep).min(1).max(512) }).strict(),
+  request: z.object({
+    schedule: z.array(SmpcStep).min(1).max(512),
+    /** For masked products: the upload, and the other holder (the sender is party 0). */
+    mask_nonce: Tag.optional(),
+    peer_id: z.string().regex(ID_PATTERN).optional(),
+  }).strict(),
   reply: z.object({}).strict(),
+});
+
+// share holder → crypto provider: this party's shares of the masks of an upload's weights (attachment:
+// int64, the weights in the order asked). Derived from the provider's key, so asked again they are the
+// same; only the holder named as `party` gets them.
+export const SmpcMask = defineRequest('smpc-mask', {
+  request: z.object({
+    mask_nonce: Tag, party: Party, holders: z.tuple([z.string().regex(ID_PATTERN), z.string().regex(ID_PATTERN)]),
+    weights: z.array(z.object({ index: ParamIndex, size: Count }).strict()).min(1).max(256),
+  }).strict(),
+  reply: z.object({ mask_nonce: Tag }),
 });

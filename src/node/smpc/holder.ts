@@ -3,11 +3,11 @@
 // and drives the openings) and the crypto provider. Only the querying client reconstructs the output.
 
 import { randomBytes } from 'node:crypto';
-import { evaluateShare, paramCount, ringOf, rowSize, scheduleOf, checkPlan, type PartyChannel, type SmpcPlan } from '../../compute/smpc';
+import { evaluateShare, paramCount, ringOf, rowSize, scheduleOf, checkPlan, weightIndices, type PartyChannel, type SmpcPlan } from '../../compute/smpc';
 import { gridError, GridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import {
-  SmpcCompare, SmpcDeal, SmpcExchange, SmpcHostShare, SmpcInfer, SmpcJoin, SmpcModel, SmpcPrepare,
+  SmpcCompare, SmpcDeal, SmpcExchange, SmpcHostShare, SmpcInfer, SmpcJoin, SmpcMask, SmpcModel, SmpcPrepare,
   type SmpcModelInfo, type SmpcNodeRef,
 } from '../../core/protocol/smpc-messages';
 import type { GridSocket } from '../../core/socket/grid-socket';
@@ -18,7 +18,14 @@ import type { SmpcLinks } from './links';
 /** Encrypted queries a share holder runs at once as party 1. */
 const MAX_QUERIES = 64;
 
-interface HeldModel { info: SmpcModelInfo; plan: SmpcPlan; params: BigInt64Array }
+interface HeldModel {
+  info: SmpcModelInfo;
+  plan: SmpcPlan;
+  params: BigInt64Array;
+  maskNonce: string;
+  /** This holder's shares of the weights' masks (from the provider), and the opened W − B once known (masks.ts). */
+  masks: { b: Map<number, BigInt64Array>; f: Map<number, BigInt64Array> };
+}
 
 export interface HolderOptions {
   links: SmpcLinks;
@@ -118,7 +125,7 @@ export class ShareHolder {
     return m;
   }
 
-  private async host(data: { model_id: string; party: 0 | 1; pair_tag: string; plan: SmpcPlan; peer: SmpcNodeRef; provider: SmpcNodeRef }, ctx: HandlerContext) {
+  private async host(data: { model_id: string; party: 0 | 1; pair_tag: string; mask_nonce: string; plan: SmpcPlan; peer: SmpcNodeRef; provider: SmpcNodeRef }, ctx: HandlerContext) {
     const s = user(ctx, 'smpc-host-share');
     if (this.models.has(data.model_id)) throw gridError('ALREADY_EXISTS', `node ${this.o.where()} already holds a share of encrypted model "${data.model_id}"`);
     if (this.models.size >= this.o.maxModels) throw gridError('QUOTA_EXCEEDED', `node ${this.o.where()} holds ${this.models.size} encrypted models, its limit`);
@@ -137,16 +144,28 @@ export class ShareHolder {
     // The links are checked now (identities proved both ways), so a bad address fails the upload, not the first query.
     if (data.party === 0) await this.o.links.socket(data.peer, 'other share holder');
     const provider = await this.o.links.socket(data.provider, 'crypto provider');
+    const holders: [string, string] = data.party === 0 ? [this.selfId, data.peer.id] : [data.peer.id, this.selfId];
+    // This holder's shares of the weights' masks: W − B is opened with the other holder on the first query.
+    const weights = weightIndices(data.plan).map((index) => ({ index, size: data.plan.params[index]!.size }));
+    const b = new Map<number, BigInt64Array>();
+    if (weights.length > 0) {
+      const got = await call(provider, 'the crypto provider', () => provider.call(SmpcMask, { mask_nonce: data.mask_nonce, party: data.party, holders, weights }, { timeout: this.o.stepTimeoutMs }));
+      const all = ringOf(attachmentOf(got.attachment, 'the crypto provider'), weights.reduce((t, w) => t + w.size, 0));
+      let off = 0;
+      for (const w of weights) { b.set(w.index, all.slice(off, off + w.size)); off += w.size; }
+    }
     // The first single-row query should find its randomness dealt already.
     if (data.party === 0) {
-      provider.request(SmpcPrepare, { schedule: scheduleOf(data.plan, 1) }, { timeout: this.o.stepTimeoutMs })
+      provider.request(SmpcPrepare, { schedule: scheduleOf(data.plan, 1, true), mask_nonce: data.mask_nonce, peer_id: data.peer.id }, { timeout: this.o.stepTimeoutMs })
         .catch((err: unknown) => this.o.log.warn({ model_id: data.model_id, err: toGridError(err).message }, 'the crypto provider could not deal ahead'));
     }
     const info: SmpcModelInfo = {
       model_id: data.model_id, party: data.party, pair_tag: data.pair_tag, peer: data.peer, provider: data.provider, owner: s,
       input: data.plan.input, output: data.plan.output, created: new Date().toISOString(),
     };
-    this.models.set(data.model_id, { info, plan: data.plan, params: ringOf(Uint8Array.from(ctx.attachment), n) });
+    this.models.set(data.model_id, {
+      info, plan: data.plan, params: ringOf(Uint8Array.from(ctx.attachment), n), maskNonce: data.mask_nonce, masks: { b, f: new Map() },
+    });
     ctx.log.info({ model_id: data.model_id, party: data.party, params: n, owner: s }, 'encrypted model share hosted');
     return { model: info };
   }
@@ -178,11 +197,12 @@ export class ShareHolder {
     const [peer, provider] = await Promise.all([links.socket(model.info.peer, 'other share holder'), links.socket(model.info.provider, 'crypto provider')]);
     const bundleId = randomBytes(16).toString('hex');
     const seed = randomBytes(32);
-    const schedule = scheduleOf(model.plan, q.batch);
-    const [dealt] = await Promise.all([
-      call(provider, 'the crypto provider', () => provider.call(SmpcDeal, { bundle_id: bundleId, party: 0, peer_id: model.info.peer.id, schedule }, { timeout })),
+    const schedule = scheduleOf(model.plan, q.batch, true);
+    const [dealt, joined] = await Promise.all([
+      call(provider, 'the crypto provider', () => provider.call(SmpcDeal, { bundle_id: bundleId, party: 0, peer_id: model.info.peer.id, schedule, mask_nonce: model.maskNonce }, { timeout })),
       call(peer, 'the other share holder', () => peer.request(SmpcJoin, {
         model_id: model.info.model_id, query_id: q.query_id, pair_tag: model.info.pair_tag, bundle_id: bundleId, batch: q.batch, seed: seed.toString('base64url'),
+        open_mask: !masksOpened(model),
       }, { timeout })),
     ]);
     const channel: PartyChannel = {
@@ -195,7 +215,7 @@ export class ShareHolder {
         return attachmentOf(r.attachment, 'the crypto provider');
       },
     };
-    return this.evaluate(model, q.batch, input, attachmentOf(dealt.attachment, 'the crypto provider'), seed, channel);
+    return this.evaluate(model, q.batch, input, attachmentOf(dealt.attachment, 'the crypto provider'), seed, channel, joined.open_mask);
   }
 
   /** Party 1: waits for party 0's smpc-join, then evaluates with it. */
@@ -214,7 +234,7 @@ export class ShareHolder {
     }
   }
 
-  private async join(data: { model_id: string; query_id: string; pair_tag: string; bundle_id: string; batch: number; seed: string }, ctx: HandlerContext) {
+  private async join(data: { model_id: string; query_id: string; pair_tag: string; bundle_id: string; batch: number; seed: string; open_mask: boolean }, ctx: HandlerContext) {
     const query = this.queries.get(data.query_id);
     const model = query?.model ?? this.models.get(data.model_id);
     if (model === undefined) throw gridError('NOT_FOUND', `smpc-join: node ${this.o.where()} holds no share of "${data.model_id}"`);
@@ -236,7 +256,9 @@ export class ShareHolder {
     const timeout = this.o.stepTimeoutMs;
     let dealt;
     try {
-      dealt = await call(provider, 'the crypto provider', () => provider.call(SmpcDeal, { bundle_id: data.bundle_id, party: 1, peer_id: model.info.peer.id, schedule: scheduleOf(model.plan, query.batch) }, { timeout }));
+      dealt = await call(provider, 'the crypto provider', () => provider.call(SmpcDeal, {
+        bundle_id: data.bundle_id, party: 1, peer_id: model.info.peer.id, schedule: scheduleOf(model.plan, query.batch, true), mask_nonce: model.maskNonce,
+      }, { timeout }));
     } catch (err) {
       query.fail(err);
       throw err;
@@ -248,22 +270,32 @@ export class ShareHolder {
         return attachmentOf(r.attachment, 'the crypto provider');
       },
     };
+    // Either holder lacking W − B (a first query, or one that failed before it opened) makes both open it.
+    const openMask = data.open_mask || !masksOpened(model);
     query.started.resolve();
-    this.evaluate(model, query.batch, query.input, attachmentOf(dealt.attachment, 'the crypto provider'), Buffer.from(data.seed, 'base64url'), channel)
+    this.evaluate(model, query.batch, query.input, attachmentOf(dealt.attachment, 'the crypto provider'), Buffer.from(data.seed, 'base64url'), channel, openMask)
       .then((out) => query.result.resolve(out), (err) => query.fail(err));
     // If party 0 goes away, its next opening never comes: the step timeout ends the query (SMPC_ABORTED).
-    return { query_id: data.query_id };
+    return { query_id: data.query_id, open_mask: openMask };
   }
 
-  private async evaluate(model: HeldModel, batch: number, input: BigInt64Array, bundle: Uint8Array, seed: Uint8Array, channel: PartyChannel): Promise<BigInt64Array> {
+  private async evaluate(model: HeldModel, batch: number, input: BigInt64Array, bundle: Uint8Array, seed: Uint8Array, channel: PartyChannel, openMask: boolean): Promise<BigInt64Array> {
     try {
-      return await evaluateShare({ plan: model.plan, party: model.info.party, params: model.params, input, batch, bundle, seed, channel });
+      return await evaluateShare({
+        plan: model.plan, party: model.info.party, params: model.params, input, batch, bundle, seed, channel,
+        masks: { b: model.masks.b, f: model.masks.f, open: openMask },
+      });
     } catch (err) {
       if (err instanceof GridError) throw err.code === 'GRID_ERR_SMPC_ABORTED' || err.code === 'GRID_ERR_SMPC_SHARES_MISMATCH' ? err : gridError('SMPC_ABORTED', `encrypted evaluation stopped: ${err.code}: ${err.message}`);
       // A RangeError here is a malformed opening, share or bundle: never an answer.
       throw gridError('SMPC_ABORTED', `encrypted evaluation stopped: ${(err as Error).message}`);
     }
   }
+}
+
+/** Whether W − B of every weight is known here. */
+function masksOpened(model: HeldModel): boolean {
+  return model.masks.f.size === model.masks.b.size;
 }
 
 function user(ctx: HandlerContext, what: string): string {

@@ -29,7 +29,7 @@ export function attachSmpc(router: GridRouter, deps: { identity: NodeIdentity; p
     stepTimeoutMs, maxModels: o.maxModels ?? 64,
   });
   holder.register(router);
-  const provider = new CryptoProvider(deps.log, { ...DEFAULT_PROVIDER_LIMITS, ...o.provider });
+  const provider = new CryptoProvider(deps.identity, deps.log, { ...DEFAULT_PROVIDER_LIMITS, ...o.provider });
   provider.register(router);
   return {
     close() {

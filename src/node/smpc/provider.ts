@@ -3,10 +3,11 @@
 // share of a weight or an input. Bundles for a schedule it has seen are dealt ahead, so a query usually
 // finds its randomness ready; every bundle is handed out once and deleted: triples are never reused.
 
-import { deal, providerCompare, bundleSize, type DealerSecrets, type Step } from '../../compute/smpc';
+import { concat, deal, maskKey, maskKeyMessage, maskOf, providerCompare, bundleSize, type DealerSecrets, type Step } from '../../compute/smpc';
+import type { NodeIdentity } from '../identity';
 import { gridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
-import { SmpcCompare, SmpcDeal, SmpcPrepare } from '../../core/protocol/smpc-messages';
+import { SmpcCompare, SmpcDeal, SmpcMask, SmpcPrepare } from '../../core/protocol/smpc-messages';
 import { withAttachment, type GridRouter, type HandlerContext } from '../rpc/server';
 import { attestedNode } from './attest';
 
@@ -43,17 +44,35 @@ export class CryptoProvider {
   private readonly pool = new Map<string, Dealt[]>();
   private closed = false;
 
-  constructor(private readonly log: Logger, private readonly limits: ProviderLimits = DEFAULT_PROVIDER_LIMITS) {}
+  constructor(private readonly identity: NodeIdentity, private readonly log: Logger, private readonly limits: ProviderLimits = DEFAULT_PROVIDER_LIMITS) {}
+
+  /** The mask key of an upload and its two holders: the provider's deterministic signature, hashed. */
+  private maskKey(nonce: string, holders: readonly [string, string]): Uint8Array {
+    return maskKey(this.identity.sign(maskKeyMessage(nonce, holders)));
+  }
 
   register(router: GridRouter): void {
     router.handle(SmpcDeal, (data, ctx) => this.onDeal(data, ctx));
     router.handle(SmpcCompare, (data, ctx) => this.onCompare(data, ctx));
+    router.handle(SmpcMask, (data, ctx) => {
+      const me = this.holder(ctx, 'smpc-mask');
+      if (data.holders[data.party] !== me) throw gridError('FORBIDDEN', `smpc-mask: node ${me} is not party ${data.party} of these masks`);
+      if (data.holders[0] === data.holders[1]) throw gridError('INVALID_INPUT', 'smpc-mask: the two share holders must be different nodes');
+      const total = data.weights.reduce((n, w) => n + w.size, 0);
+      if (8 * total > this.limits.maxBundleBytes) throw gridError('PAYLOAD_TOO_LARGE', `smpc-mask: ${total} weights are above the provider's limit`);
+      const key = this.maskKey(data.mask_nonce, data.holders);
+      return withAttachment({ mask_nonce: data.mask_nonce }, concat(...data.weights.map((w) => maskOf(key, w.index, w.size).shares[data.party])));
+    });
     // A share holder announcing the schedule of queries to come (at upload): deal them ahead.
     router.handle(SmpcPrepare, (data, ctx) => {
-      this.holder(ctx, 'smpc-prepare');
+      const me = this.holder(ctx, 'smpc-prepare');
       const size = bundleSize(data.schedule);
       if (size > this.limits.maxBundleBytes) throw gridError('PAYLOAD_TOO_LARGE', `smpc-prepare: ${size} bytes per share holder is above the provider's ${this.limits.maxBundleBytes}`);
-      this.refill(JSON.stringify(data.schedule), data.schedule);
+      const masked = data.schedule.some((s) => s.kind === 'matmul' && s.mask !== undefined);
+      if (!masked) { this.refill(JSON.stringify([data.schedule, null, null]), data.schedule); return {}; }
+      if (data.mask_nonce === undefined || data.peer_id === undefined || data.peer_id === me) throw gridError('INVALID_INPUT', 'smpc-prepare: masked products need mask_nonce and the other holder\'s peer_id');
+      const holders: [string, string] = [me, data.peer_id];
+      this.refill(JSON.stringify([data.schedule, data.mask_nonce, holders]), data.schedule, this.maskFn(data.mask_nonce, holders));
       return {};
     });
   }
@@ -70,7 +89,7 @@ export class CryptoProvider {
     return id;
   }
 
-  private onDeal(data: { bundle_id: string; party: 0 | 1; peer_id: string; schedule: Step[] }, ctx: HandlerContext) {
+  private onDeal(data: { bundle_id: string; party: 0 | 1; peer_id: string; schedule: Step[]; mask_nonce?: string | undefined }, ctx: HandlerContext) {
     const me = this.holder(ctx, 'smpc-deal');
     if (me === data.peer_id) throw gridError('INVALID_INPUT', 'smpc-deal: the two share holders must be different nodes');
     const size = bundleSize(data.schedule);
@@ -81,11 +100,15 @@ export class CryptoProvider {
     let pooled = false;
     if (b === undefined) {
       if (this.bundles.size >= this.limits.maxBundles) throw gridError('BUSY', `the crypto provider holds ${this.bundles.size} unused bundles; try again shortly`);
-      const key = JSON.stringify(data.schedule);
+      const holders: [string, string] = data.party === 0 ? [me, data.peer_id] : [data.peer_id, me];
+      const masked = data.schedule.some((s) => s.kind === 'matmul' && s.mask !== undefined);
+      if (masked && data.mask_nonce === undefined) throw gridError('INVALID_INPUT', 'smpc-deal: a schedule with masked products needs the mask_nonce of its upload');
+      // Masked bundles depend on the upload and its holders: pooled under all three.
+      const key = JSON.stringify([data.schedule, masked ? data.mask_nonce : null, masked ? holders : null]);
+      const maskFn = masked ? this.maskFn(data.mask_nonce!, holders) : undefined;
       const ready = this.pool.get(key)?.shift();
       pooled = ready !== undefined;
-      const dealt = ready ?? deal(data.schedule);
-      const holders: [string, string] = data.party === 0 ? [me, data.peer_id] : [data.peer_id, me];
+      const dealt = ready ?? deal(data.schedule, maskFn);
       const id = data.bundle_id;
       b = {
         dealt, steps: data.schedule.length, holders, fetched: [false, false], compares: new Map(), answered: new Set(),
@@ -93,7 +116,7 @@ export class CryptoProvider {
       };
       b.timer.unref();
       this.bundles.set(id, b);
-      this.refill(key, data.schedule);
+      this.refill(key, data.schedule, maskFn);
     } else if (b.holders[data.party] !== me || b.holders[1 - data.party] !== data.peer_id) {
       throw gridError('FORBIDDEN', `smpc-deal: bundle ${data.bundle_id} belongs to other share holders`);
     }
@@ -142,7 +165,12 @@ export class CryptoProvider {
   }
 
   /** Deals the next bundles for a schedule after the current request, so the next query finds them ready. */
-  private refill(key: string, schedule: Step[]): void {
+  private maskFn(nonce: string, holders: readonly [string, string]): (index: number, size: number) => BigInt64Array {
+    const key = this.maskKey(nonce, holders);
+    return (index, size) => maskOf(key, index, size).b;
+  }
+
+  private refill(key: string, schedule: Step[], maskFn?: (index: number, size: number) => BigInt64Array): void {
     // Memory held ahead stays bounded: at most poolSchedules × poolDepth × poolMaxBundleBytes.
     if (2 * bundleSize(schedule) > this.limits.poolMaxBundleBytes) return;
     if (!this.pool.has(key) && this.pool.size >= this.limits.poolSchedules) return;
@@ -150,7 +178,7 @@ export class CryptoProvider {
     this.pool.set(key, list);
     setImmediate(() => {
       if (this.closed) return;
-      while (list.length < this.limits.poolDepth) list.push(deal(schedule));
+      while (list.length < this.limits.poolDepth) list.push(deal(schedule, maskFn));
     });
   }
 
