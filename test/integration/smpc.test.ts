@@ -20,6 +20,7 @@ import { PassThrough } from 'node:stream';
 import * as fs from 'node:fs';
 import { runGrid } from '../../src/cli/grid';
 import { tempDir } from '../helpers/node-fixtures';
+import { startNodeScript } from '../helpers/processes';
 
 async function grid(args: string[]): Promise<{ code: number; out: string; err: string }> {
   const out = new PassThrough(), err = new PassThrough();
@@ -175,22 +176,22 @@ test('shares on the two holders that come from different uploads are refused', a
   );
 });
 
-test('a share holder killed in the middle of a query gives the client a coded error and no output', async () => {
-  // Holder 1 of this model is reached by holder 0 through a proxy, so the test sees the protocol's
-  // first bytes from holder 1 and kills it right then, mid-query.
-  const victim = await startTestNode({ name: 'victim' });
+test('a share holder killed (SIGKILL) in the middle of a query gives the client a coded error and no output', async () => {
+  // Holder 1 of this model is its own grid-node process, reached by holder 0 through a proxy, so the
+  // test sees the protocol's first bytes from holder 1 and kills the process right then, mid-query.
+  const dir = tempDir('grid-smpc-victim-');
+  const victim = await startNodeScript('src/node/main.ts', ['--port', '0', '--data-dir', dir, '--name', 'victim'], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD });
   let proxy: CuttableProxy | undefined;
   let armed = false;
   let killed: Promise<void> | undefined;
   try {
-    const port = Number(new URL(victim.node.url).port);
-    proxy = await startProxy(port, '127.0.0.1', undefined, {
+    proxy = await startProxy(victim.port, '127.0.0.1', undefined, {
       fromNode: (chunk) => {
-        if (armed && killed === undefined) killed = victim.close();
+        if (armed && killed === undefined) killed = victim.kill('SIGKILL');
         return chunk;
       },
     });
-    const cv = await GridClient.connect(victim.node.url, { reconnect: { enabled: false }, credentials: { username: 'admin', password: ADMIN_PASSWORD } });
+    const cv = await GridClient.connect(victim.url, { reconnect: { enabled: false }, credentials: { username: 'admin', password: ADMIN_PASSWORD } });
     await serveEncrypted(model, {
       id: 'fragile',
       holders: [{ client: c0, url: holder0.node.url }, { client: cv, url: `ws://127.0.0.1:${proxy.port}` }],
@@ -203,13 +204,15 @@ test('a share holder killed in the middle of a query gives the client a coded er
     );
     assert.ok(killed !== undefined, 'the holder was killed during the query');
     await killed;
+    assert.equal(victim.child.signalCode, 'SIGKILL');
     cv.dispose();
     // The surviving nodes still serve the other encrypted model.
     const y = await inferEncrypted('digits-mlp', takeRows(testSet, [1]).features, { holders: [c0, c1] });
     assert.deepEqual(y.dims, [1, 10]);
   } finally {
     await proxy?.close();
-    if (killed === undefined) await victim.close();
+    await victim.kill('SIGKILL');
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
 
