@@ -11,6 +11,7 @@ import { modelRef, refOf, type DatasetInfo, type ModelInfo } from '../core/proto
 import { bindInputFiles, outputsToJson, writeOutputs } from '../compute/tensor-io';
 import { registerKernelCommands } from './kernel';
 import { registerTrainCommands } from './train';
+import { inferIfEncrypted, registerServeEncrypted } from './serve-encrypted';
 
 interface GlobalOptions { node?: string; user?: string; password?: string; json?: boolean; timeout: number }
 
@@ -59,6 +60,10 @@ class Cli {
     if (credentials === undefined && needsLogin) throw gridError('UNAUTHENTICATED', `this command changes the node or uses its compute: pass --user and --password (or set GRID_USER and GRID_PASSWORD); ${url} is not this user's local node, which would sign you in by itself`);
     this.client = await GridClient.connect(url, { reconnect: { maxAttempts: 3, initialDelayMs: 200 }, connect: { handshakeTimeoutMs: o.timeout }, ...(credentials && { credentials }) });
     return this.client;
+  }
+
+  private encryptedHost() {
+    return { print: (human: string, json: unknown) => this.print(human, json), credentials: (url: string) => this.credentials(url), timeoutMs: () => this.opts().timeout };
   }
 
   /** Progress on a TTY only: scripts and pipes get clean output. */
@@ -186,10 +191,15 @@ class Cli {
       .action(async (name: string, o: { input: string[]; output?: string; outputs?: string; version?: string }) => {
         const c = await this.connect(true);
         // Resolved once: the version read for its signature is the version that runs.
-        const model = await c.modelInfo(refArg(name, o.version));
-        const ref = refOf(model);
-        const feeds = bindInputFiles(o.input, model.signature);
-        const outputs = await c.runInference(ref, feeds, o.outputs ? { outputs: o.outputs.split(',') } : {});
+        const model = await c.modelInfo(refArg(name, o.version)).catch(async (err: unknown) => {
+          // A model this node holds only a share of runs the encrypted protocol (src/cli/serve-encrypted.ts).
+          const encrypted = toGridError(err).code === 'GRID_ERR_NOT_FOUND' && o.version === undefined ? await inferIfEncrypted(c, name, o.input, this.encryptedHost()) : undefined;
+          if (encrypted === undefined) throw err;
+          return { encrypted };
+        });
+        const outputs = 'encrypted' in model
+          ? model.encrypted
+          : await c.runInference(refOf(model), bindInputFiles(o.input, model.signature), o.outputs ? { outputs: o.outputs.split(',') } : {});
         if (o.output !== undefined) {
           const written = writeOutputs(outputs, o.output);
           this.print(`wrote ${written.join(', ')}`, { written });
@@ -228,6 +238,7 @@ class Cli {
       this.print(`connected to ${peer.name} (${peer.id}) at ${peer.address}`, { peer });
     });
 
+    registerServeEncrypted(program, this.encryptedHost());
     // train, watch, jobs, cancel, fedavg (src/cli/train.ts)
     registerTrainCommands(program, {
       connect: (login) => this.connect(login),

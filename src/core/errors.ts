@@ -69,6 +69,12 @@ export const ErrorCodes = {
   ORIGIN_NOT_ALLOWED: 'GRID_ERR_ORIGIN_NOT_ALLOWED',
   /** A peer node could not prove the identity it claims (its key does not match its id). */
   PEER_UNVERIFIED: 'GRID_ERR_PEER_UNVERIFIED',
+  /** A model uses an operator the encrypted (SMPC) evaluator does not support; nothing was shared. */
+  SMPC_UNSUPPORTED: 'GRID_ERR_SMPC_UNSUPPORTED',
+  /** An encrypted inference could not finish (a share holder or the crypto provider went away, timed out or sent malformed shares); no output is returned. */
+  SMPC_ABORTED: 'GRID_ERR_SMPC_ABORTED',
+  /** The shares on the two share holders do not belong together (different uploads). */
+  SMPC_SHARES_MISMATCH: 'GRID_ERR_SMPC_SHARES_MISMATCH',
   /** The TLS handshake failed (untrusted or mismatched certificate). */
   TLS_ERROR: 'GRID_ERR_TLS_ERROR',
   /** A bug or an unexpected failure; the message says where to look. */

@@ -27,6 +27,7 @@ import { NodeMetrics } from './metrics';
 import { ModelStore } from './models';
 import { HeldOutputs, resolveInferenceLimits, type InferenceLimits } from './inference';
 import { PeerLinks } from './peers';
+import { attachSmpc, type SmpcOptions } from './smpc';
 import { RedactingRouter } from './redacting-router';
 import { MetaDb } from './store/db';
 import { BlobStore } from './store/blobs';
@@ -83,6 +84,8 @@ export interface GridNodeOptions {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Bounds of remote inference (output bytes, string inputs, big outputs sent as downloads); docs/node.md "Inference limits". */
   inference?: Partial<InferenceLimits>;
+  /** Encrypted serving (share holder and crypto provider): step timeout, limits; docs/smpc.md. */
+  smpc?: SmpcOptions;
 }
 
 /** True for an interface only this machine can reach. */
@@ -241,6 +244,8 @@ export class GridNode {
       const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log), { identity, auth, models, datasets, events, peers, metrics, inference: { limits: inferenceLimits, held }, where: () => where });
       const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
       cleanups.unshift(() => training.close());
+      const smpc = attachSmpc(router, { identity, peers, log, where: () => where, ...(opts.smpc !== undefined && { options: opts.smpc }) });
+      cleanups.unshift(() => smpc.close());
       const grid = new GridServer({
         router,
         redactRoots: dataDirRoots(dataDir),
@@ -315,7 +320,7 @@ export class GridNode {
       const port = (server.address() as AddressInfo).port;
       where = `${host}:${port}`;
       const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, http: server, secure: secureContext !== undefined, cors, grid, db, lock, log });
-      node.closeHooks.push(() => held.close());
+      node.closeHooks.push(() => held.close(), () => smpc.close());
       ref.node = node;
       if (opts.localRecordFile !== undefined) node.writeLocalRecord(opts.localRecordFile);
       log.info({ url: node.url, host, tls: node.secure, allowOrigins: [...cors.allowOrigins], dataDir, id, models: models.list().length, datasets: datasets.list().length }, 'grid node listening');

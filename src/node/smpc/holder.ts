@@ -1,0 +1,320 @@
+// A share holder's side of encrypted serving: keeps its share of a model's parameters, and evaluates
+// queries with the other share holder (party 0 leads: it fetches randomness, starts the query on party 1
+// and drives the openings) and the crypto provider. Only the querying client reconstructs the output.
+
+import { randomBytes } from 'node:crypto';
+import { evaluateShare, paramCount, ringOf, rowSize, scheduleOf, checkPlan, weightIndices, type PartyChannel, type SmpcPlan } from '../../compute/smpc';
+import { gridError, GridError, toGridError } from '../../core/errors';
+import type { Logger } from '../../core/logger';
+import {
+  SmpcCompare, SmpcDeal, SmpcExchange, SmpcHostShare, SmpcInfer, SmpcJoin, SmpcMask, SmpcModel, SmpcPrepare,
+  type SmpcModelInfo, type SmpcNodeRef,
+} from '../../core/protocol/smpc-messages';
+import type { GridSocket } from '../../core/socket/grid-socket';
+import { withAttachment, type GridRouter, type HandlerContext } from '../rpc/server';
+import { requireNode } from './attest';
+import type { SmpcLinks } from './links';
+
+/** Encrypted queries a share holder runs at once as party 1. */
+const MAX_QUERIES = 64;
+
+interface HeldModel {
+  info: SmpcModelInfo;
+  plan: SmpcPlan;
+  params: BigInt64Array;
+  maskNonce: string;
+  /** This holder's shares of the weights' masks (from the provider), and the opened W − B once known (masks.ts). */
+  masks: { b: Map<number, BigInt64Array>; f: Map<number, BigInt64Array> };
+}
+
+export interface HolderOptions {
+  links: SmpcLinks;
+  selfId: string;
+  log: Logger;
+  where(): string;
+  /** How long one step waits for the other share holder or the provider. */
+  stepTimeoutMs: number;
+  /** Encrypted models held at once. */
+  maxModels: number;
+}
+
+function deferred<T>() {
+  let resolve!: (v: T) => void, reject!: (e: unknown) => void;
+  const promise = new Promise<T>((res, rej) => { resolve = res; reject = rej; });
+  promise.catch(() => {});
+  return { promise, resolve, reject };
+}
+
+/** Party 1's view of a query: its input, and the mailbox of openings party 0 drives. */
+class FollowerQuery {
+  readonly started = deferred<void>();
+  readonly result = deferred<BigInt64Array>();
+  private readonly mine = new Map<number, ReturnType<typeof deferred<Uint8Array>>>();
+  private readonly theirs = new Map<number, ReturnType<typeof deferred<Uint8Array>>>();
+  joined = false;
+
+  constructor(readonly model: HeldModel, readonly input: BigInt64Array, readonly batch: number, private readonly timeoutMs: number) {}
+
+  private box(m: Map<number, ReturnType<typeof deferred<Uint8Array>>>, tag: number) {
+    let d = m.get(tag);
+    if (d === undefined) { d = deferred(); m.set(tag, d); }
+    return d;
+  }
+
+  /** This party's side of an opening: posts its value, waits for party 0's. */
+  exchange(tag: number, value: Uint8Array): Promise<Uint8Array> {
+    this.box(this.mine, tag).resolve(value);
+    return this.timed(this.box(this.theirs, tag).promise, `party 0's opening ${tag}`);
+  }
+
+  /** Party 0's request for an opening: takes its value, answers with this party's. */
+  incoming(tag: number, value: Uint8Array): Promise<Uint8Array> {
+    this.box(this.theirs, tag).resolve(value);
+    return this.timed(this.box(this.mine, tag).promise, `this holder's opening ${tag}`);
+  }
+
+  fail(err: unknown): void {
+    for (const d of [...this.mine.values(), ...this.theirs.values()]) d.reject(err);
+    this.started.reject(err);
+    this.result.reject(err);
+  }
+
+  private timed<T>(p: Promise<T>, what: string): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      const t = setTimeout(() => reject(gridError('SMPC_ABORTED', `waited ${this.timeoutMs} ms for ${what}; the other share holder stopped answering`)), this.timeoutMs);
+      p.then((v) => { clearTimeout(t); resolve(v); }, (e) => { clearTimeout(t); reject(e); });
+    });
+  }
+}
+
+export class ShareHolder {
+  private readonly models = new Map<string, HeldModel>();
+  private readonly queries = new Map<string, FollowerQuery>();
+  private readonly o: HolderOptions;
+
+  constructor(o: HolderOptions) {
+    this.o = o;
+  }
+
+  register(router: GridRouter): void {
+    router.handle(SmpcHostShare, (data, ctx) => this.host(data, ctx));
+    router.handle(SmpcModel, (data, ctx) => {
+      user(ctx, 'smpc-model');
+      return { model: this.model(data.model_id).info };
+    });
+    router.handle(SmpcInfer, (data, ctx) => this.infer(data, ctx));
+    router.handle(SmpcJoin, (data, ctx) => this.join(data, ctx));
+    router.handle(SmpcExchange, async (data, ctx) => {
+      const q = this.queries.get(data.query_id);
+      if (q === undefined || !q.joined) throw gridError('NOT_FOUND', `smpc-exchange: no query ${data.query_id} is running here`);
+      requireNode(ctx, q.model.info.peer.id, 'smpc-exchange');
+      if (ctx.attachment === undefined) throw gridError('INVALID_INPUT', 'smpc-exchange carries the opening as its attachment; none was sent');
+      const mine = await q.incoming(data.tag, ctx.attachment);
+      return withAttachment({ query_id: data.query_id, tag: data.tag }, mine);
+    });
+  }
+
+  close(): void {
+    for (const q of this.queries.values()) q.fail(gridError('DISPOSED', 'the share holder is shutting down'));
+    this.queries.clear();
+  }
+
+  private model(id: string): HeldModel {
+    const m = this.models.get(id);
+    if (m === undefined) throw gridError('NOT_FOUND', `node ${this.o.where()} holds no share of an encrypted model "${id}"`, { model_id: id });
+    return m;
+  }
+
+  private async host(data: { model_id: string; party: 0 | 1; pair_tag: string; mask_nonce: string; plan: SmpcPlan; peer: SmpcNodeRef; provider: SmpcNodeRef }, ctx: HandlerContext) {
+    const s = user(ctx, 'smpc-host-share');
+    if (this.models.has(data.model_id)) throw gridError('ALREADY_EXISTS', `node ${this.o.where()} already holds a share of encrypted model "${data.model_id}"`);
+    if (this.models.size >= this.o.maxModels) throw gridError('QUOTA_EXCEEDED', `node ${this.o.where()} holds ${this.models.size} encrypted models, its limit`);
+    try {
+      checkPlan(data.plan);
+    } catch (err) {
+      throw gridError('INVALID_INPUT', `smpc-host-share: the plan is inconsistent: ${(err as Error).message}`);
+    }
+    const n = paramCount(data.plan);
+    if (ctx.attachment === undefined || ctx.attachment.length !== n * 8) {
+      throw gridError('INVALID_INPUT', `smpc-host-share: the plan has ${n} parameters, so the share attachment must be ${n * 8} bytes; got ${ctx.attachment?.length ?? 0}`);
+    }
+    if (new Set([data.peer.id, data.provider.id, this.selfId]).size !== 3) {
+      throw gridError('INVALID_INPUT', 'smpc-host-share: the two share holders and the crypto provider must be three different nodes');
+    }
+    // The links are checked now (identities proved both ways), so a bad address fails the upload, not the first query.
+    if (data.party === 0) await this.o.links.socket(data.peer, 'other share holder');
+    const provider = await this.o.links.socket(data.provider, 'crypto provider');
+    const holders: [string, string] = data.party === 0 ? [this.selfId, data.peer.id] : [data.peer.id, this.selfId];
+    // This holder's shares of the weights' masks: W − B is opened with the other holder on the first query.
+    const weights = weightIndices(data.plan).map((index) => ({ index, size: data.plan.params[index]!.size }));
+    const b = new Map<number, BigInt64Array>();
+    if (weights.length > 0) {
+      const got = await call(provider, 'the crypto provider', () => provider.call(SmpcMask, { mask_nonce: data.mask_nonce, party: data.party, holders, weights }, { timeout: this.o.stepTimeoutMs }));
+      const all = ringOf(attachmentOf(got.attachment, 'the crypto provider'), weights.reduce((t, w) => t + w.size, 0));
+      let off = 0;
+      for (const w of weights) { b.set(w.index, all.slice(off, off + w.size)); off += w.size; }
+    }
+    // The first single-row query should find its randomness dealt already.
+    if (data.party === 0) {
+      provider.request(SmpcPrepare, { schedule: scheduleOf(data.plan, 1, true), mask_nonce: data.mask_nonce, peer_id: data.peer.id }, { timeout: this.o.stepTimeoutMs })
+        .catch((err: unknown) => this.o.log.warn({ model_id: data.model_id, err: toGridError(err).message }, 'the crypto provider could not deal ahead'));
+    }
+    const info: SmpcModelInfo = {
+      model_id: data.model_id, party: data.party, pair_tag: data.pair_tag, peer: data.peer, provider: data.provider, owner: s,
+      input: data.plan.input, output: data.plan.output, created: new Date().toISOString(),
+    };
+    this.models.set(data.model_id, {
+      info, plan: data.plan, params: ringOf(Uint8Array.from(ctx.attachment), n), maskNonce: data.mask_nonce, masks: { b, f: new Map() },
+    });
+    ctx.log.info({ model_id: data.model_id, party: data.party, params: n, owner: s }, 'encrypted model share hosted');
+    return { model: info };
+  }
+
+  private get selfId(): string {
+    return this.o.selfId;
+  }
+
+  private async infer(data: { model_id: string; query_id: string; batch: number }, ctx: HandlerContext) {
+    user(ctx, 'smpc-infer');
+    const model = this.model(data.model_id);
+    const width = rowSize(model.plan.input.shape);
+    if (ctx.attachment === undefined || ctx.attachment.length !== data.batch * width * 8) {
+      throw gridError('INVALID_INPUT', `smpc-infer: ${data.batch} rows of ${width} values make a ${data.batch * width * 8}-byte input share; got ${ctx.attachment?.length ?? 0} bytes`);
+    }
+    const input = ringOf(Uint8Array.from(ctx.attachment), data.batch * width);
+    const started = performance.now();
+    const out = model.info.party === 0 ? await this.lead(model, data, input) : await this.follow(model, data, input);
+    const dims = [data.batch, ...model.plan.output.shape];
+    return withAttachment(
+      { model_id: data.model_id, query_id: data.query_id, party: model.info.party, dims, duration_ms: performance.now() - started },
+      new Uint8Array(out.buffer, out.byteOffset, out.byteLength),
+    );
+  }
+
+  /** Party 0: randomness from the provider, the query started on party 1, then the evaluation. */
+  private async lead(model: HeldModel, q: { query_id: string; batch: number; model_id: string }, input: BigInt64Array): Promise<BigInt64Array> {
+    const { links, stepTimeoutMs: timeout } = this.o;
+    const [peer, provider] = await Promise.all([links.socket(model.info.peer, 'other share holder'), links.socket(model.info.provider, 'crypto provider')]);
+    const bundleId = randomBytes(16).toString('hex');
+    const seed = randomBytes(32);
+    const schedule = scheduleOf(model.plan, q.batch, true);
+    const [dealt, joined] = await Promise.all([
+      call(provider, 'the crypto provider', () => provider.call(SmpcDeal, { bundle_id: bundleId, party: 0, peer_id: model.info.peer.id, schedule, mask_nonce: model.maskNonce }, { timeout })),
+      call(peer, 'the other share holder', () => peer.request(SmpcJoin, {
+        model_id: model.info.model_id, query_id: q.query_id, pair_tag: model.info.pair_tag, bundle_id: bundleId, batch: q.batch, seed: seed.toString('base64url'),
+        open_mask: !masksOpened(model),
+      }, { timeout })),
+    ]);
+    const channel: PartyChannel = {
+      exchange: async (tag, mine) => {
+        const r = await call(peer, 'the other share holder', () => peer.call(SmpcExchange, { query_id: q.query_id, tag }, { attachment: mine, timeout }));
+        return attachmentOf(r.attachment, 'the other share holder');
+      },
+      compare: async (step, masked) => {
+        const r = await call(provider, 'the crypto provider', () => provider.call(SmpcCompare, { bundle_id: bundleId, party: 0, step }, { attachment: masked, timeout }));
+        return attachmentOf(r.attachment, 'the crypto provider');
+      },
+    };
+    return this.evaluate(model, q.batch, input, attachmentOf(dealt.attachment, 'the crypto provider'), seed, channel, joined.open_mask);
+  }
+
+  /** Party 1: waits for party 0's smpc-join, then evaluates with it. */
+  private async follow(model: HeldModel, q: { query_id: string; batch: number }, input: BigInt64Array): Promise<BigInt64Array> {
+    if (this.queries.has(q.query_id)) throw gridError('ALREADY_EXISTS', `query ${q.query_id} is already running here`);
+    if (this.queries.size >= MAX_QUERIES) throw gridError('BUSY', `node ${this.o.where()} runs ${this.queries.size} encrypted queries already; try again shortly`);
+    const query = new FollowerQuery(model, input, q.batch, this.o.stepTimeoutMs);
+    this.queries.set(q.query_id, query);
+    const timer = setTimeout(() => query.fail(gridError('SMPC_ABORTED', `share holder ${model.info.peer.id} (party 0) did not start query ${q.query_id} within ${this.o.stepTimeoutMs} ms`)), this.o.stepTimeoutMs);
+    query.started.promise.then(() => clearTimeout(timer), () => clearTimeout(timer));
+    try {
+      return await query.result.promise;
+    } finally {
+      clearTimeout(timer);
+      this.queries.delete(q.query_id);
+    }
+  }
+
+  private async join(data: { model_id: string; query_id: string; pair_tag: string; bundle_id: string; batch: number; seed: string; open_mask: boolean }, ctx: HandlerContext) {
+    const query = this.queries.get(data.query_id);
+    const model = query?.model ?? this.models.get(data.model_id);
+    if (model === undefined) throw gridError('NOT_FOUND', `smpc-join: node ${this.o.where()} holds no share of "${data.model_id}"`);
+    requireNode(ctx, model.info.peer.id, 'smpc-join');
+    if (query === undefined) throw gridError('NOT_FOUND', `smpc-join: the client has not sent query ${data.query_id} to this share holder`);
+    if (query.joined) throw gridError('ALREADY_EXISTS', `smpc-join: query ${data.query_id} was joined already`);
+    if (model.info.model_id !== data.model_id || data.batch !== query.batch) {
+      const e = gridError('SMPC_ABORTED', `query ${data.query_id}: the two share holders were asked different things (model ${data.model_id} × ${data.batch} rows vs ${model.info.model_id} × ${query.batch})`);
+      query.fail(e);
+      throw e;
+    }
+    if (data.pair_tag !== model.info.pair_tag) {
+      const e = gridError('SMPC_SHARES_MISMATCH', `the shares of "${data.model_id}" on the two share holders do not belong together (they come from different uploads); serve the model again to both`);
+      query.fail(e);
+      throw e;
+    }
+    query.joined = true;
+    const provider = await this.o.links.socket(model.info.provider, 'crypto provider').catch((err) => { query.fail(err); throw err; });
+    const timeout = this.o.stepTimeoutMs;
+    let dealt;
+    try {
+      dealt = await call(provider, 'the crypto provider', () => provider.call(SmpcDeal, {
+        bundle_id: data.bundle_id, party: 1, peer_id: model.info.peer.id, schedule: scheduleOf(model.plan, query.batch, true), mask_nonce: model.maskNonce,
+      }, { timeout }));
+    } catch (err) {
+      query.fail(err);
+      throw err;
+    }
+    const channel: PartyChannel = {
+      exchange: (tag, mine) => query.exchange(tag, mine),
+      compare: async (step, masked) => {
+        const r = await call(provider, 'the crypto provider', () => provider.call(SmpcCompare, { bundle_id: data.bundle_id, party: 1, step }, { attachment: masked, timeout }));
+        return attachmentOf(r.attachment, 'the crypto provider');
+      },
+    };
+    // Either holder lacking W − B (a first query, or one that failed before it opened) makes both open it.
+    const openMask = data.open_mask || !masksOpened(model);
+    query.started.resolve();
+    this.evaluate(model, query.batch, query.input, attachmentOf(dealt.attachment, 'the crypto provider'), Buffer.from(data.seed, 'base64url'), channel, openMask)
+      .then((out) => query.result.resolve(out), (err) => query.fail(err));
+    // If party 0 goes away, its next opening never comes: the step timeout ends the query (SMPC_ABORTED).
+    return { query_id: data.query_id, open_mask: openMask };
+  }
+
+  private async evaluate(model: HeldModel, batch: number, input: BigInt64Array, bundle: Uint8Array, seed: Uint8Array, channel: PartyChannel, openMask: boolean): Promise<BigInt64Array> {
+    try {
+      return await evaluateShare({
+        plan: model.plan, party: model.info.party, params: model.params, input, batch, bundle, seed, channel,
+        masks: { b: model.masks.b, f: model.masks.f, open: openMask },
+      });
+    } catch (err) {
+      if (err instanceof GridError) throw err.code === 'GRID_ERR_SMPC_ABORTED' || err.code === 'GRID_ERR_SMPC_SHARES_MISMATCH' ? err : gridError('SMPC_ABORTED', `encrypted evaluation stopped: ${err.code}: ${err.message}`);
+      // A RangeError here is a malformed opening, share or bundle: never an answer.
+      throw gridError('SMPC_ABORTED', `encrypted evaluation stopped: ${(err as Error).message}`);
+    }
+  }
+}
+
+/** Whether W − B of every weight is known here. */
+function masksOpened(model: HeldModel): boolean {
+  return model.masks.f.size === model.masks.b.size;
+}
+
+function user(ctx: HandlerContext, what: string): string {
+  const u = ctx.connection.session.user;
+  if (typeof u !== 'string') throw gridError('UNAUTHENTICATED', `${what} needs an authenticated session: authenticate first`);
+  return u;
+}
+
+async function call<T>(socket: GridSocket, who: string, f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (err) {
+    const e = toGridError(err);
+    if (e.code === 'GRID_ERR_SMPC_ABORTED' || e.code === 'GRID_ERR_SMPC_SHARES_MISMATCH') throw e;
+    throw gridError('SMPC_ABORTED', `${who} (${socket.status.url ?? '?'}) failed during the encrypted evaluation: ${e.code}: ${e.message}`, { cause: e.code });
+  }
+}
+
+function attachmentOf(a: Uint8Array | undefined, who: string): Uint8Array {
+  if (a === undefined) throw gridError('SMPC_ABORTED', `${who} answered without the binary part the protocol needs`);
+  return a;
+}

@@ -1,0 +1,40 @@
+// Encrypted model serving (docs/smpc.md): every node can be a share holder and a crypto provider; what
+// it is for a model is decided by the owner's client at upload. Attached to the node's router by server.ts.
+
+import type { Logger } from '../../core/logger';
+import type { GridRouter } from '../rpc/server';
+import type { NodeIdentity } from '../identity';
+import type { PeerLinks } from '../peers';
+import { registerAttest } from './attest';
+import { ShareHolder } from './holder';
+import { SmpcLinks } from './links';
+import { CryptoProvider, DEFAULT_PROVIDER_LIMITS, type ProviderLimits } from './provider';
+
+export interface SmpcOptions {
+  /** How long a step waits for the other share holder or the provider (ms). Default 30 s. */
+  stepTimeoutMs?: number;
+  /** Encrypted model shares held at once. Default 64. */
+  maxModels?: number;
+  provider?: Partial<ProviderLimits>;
+}
+
+export interface NodeSmpc { close(): void }
+
+export function attachSmpc(router: GridRouter, deps: { identity: NodeIdentity; peers: PeerLinks; log: Logger; where(): string; options?: SmpcOptions }): NodeSmpc {
+  const o = deps.options ?? {};
+  const stepTimeoutMs = o.stepTimeoutMs ?? 30_000;
+  registerAttest(router, deps.identity);
+  const holder = new ShareHolder({
+    links: new SmpcLinks(deps.peers, deps.identity, stepTimeoutMs), selfId: deps.identity.id, log: deps.log, where: deps.where,
+    stepTimeoutMs, maxModels: o.maxModels ?? 64,
+  });
+  holder.register(router);
+  const provider = new CryptoProvider(deps.identity, deps.log, { ...DEFAULT_PROVIDER_LIMITS, ...o.provider });
+  provider.register(router);
+  return {
+    close() {
+      holder.close();
+      provider.close();
+    },
+  };
+}
