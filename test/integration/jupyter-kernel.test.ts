@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { build } from 'esbuild';
 import { mlpModel, tempDir } from '../helpers/node-fixtures';
 import { startNodeScript } from '../helpers/processes';
+import { packageExtension, TARGETS, zeromqLines } from '../../scripts/package.mjs';
 
 const ROOT = path.join(__dirname, '../..');
 const DRIVER = path.join(__dirname, 'jupyter', 'drive_kernel.py');
@@ -344,4 +345,38 @@ test('jupyter nbconvert --execute runs the whole starter notebook against a loca
   const lastRound = fedavg.outputs.find((o) => o.output_type === 'execute_result')!.data!['application/json'] as { round: number; dropped: unknown[]; train: { accuracy: number }; test?: { accuracy: number } };
   assert.deepEqual([lastRound.round, lastRound.dropped], [3, []]);
   assert.ok(lastRound.test !== undefined && lastRound.test.accuracy > 0.5, `FedAvg's model learnt the digits: ${JSON.stringify(lastRound)}`);
+});
+
+test('the linux-x64 VSIX carries zeromq for its platform only, and the kernel installed from it runs a cell under jupyter_client', async () => {
+  assert.ok(fs.existsSync(path.join(ROOT, 'dist/grid-kernel.js')), 'run `npm run build` first: the VSIX packs dist/');
+  const dir = path.join(work, 'vsix');
+  fs.mkdirSync(dir);
+  const { vsix } = packageExtension({ target: 'linux-x64', out: path.join(dir, 'grid.vsix'), build: false });
+  const listed = await run('unzip', ['-Z1', vsix], env);
+  assert.equal(listed.code, 0, listed.err);
+  const builds = listed.out.split('\n').filter((f) => /^extension\/node_modules\/zeromq\/build\/.*\.node$/.test(f));
+  assert.deepEqual(builds, ['extension/node_modules/zeromq/build/linux/x64/node/glibc-127-Release/addon.node']);
+  // Every other target gets its own single build in place of linux-x64's.
+  for (const target of TARGETS) {
+    const [os, arch] = target.split('-');
+    assert.deepEqual(zeromqLines(target).map((l) => l.split('/').slice(3, 5).join('-')), [`${os}-${arch}`], target);
+  }
+
+  // Unpacked outside the repo, so nothing resolves from its node_modules: zeromq must come from the VSIX.
+  assert.equal((await run('unzip', ['-q', vsix, '-d', dir], env)).code, 0);
+  const prefix = path.join(dir, 'prefix');
+  const installed = await run(process.execPath, [path.join(dir, 'extension/dist/grid.js'), 'kernel', 'install', '--prefix', prefix], env);
+  assert.equal(installed.code, 0, installed.err);
+  const script = [
+    'import json, sys',
+    'from jupyter_client.manager import start_new_kernel',
+    `km, kc = start_new_kernel(kernel_name='grid-typescript', cwd=${JSON.stringify(dir)}, startup_timeout=120)`,
+    'out = []',
+    "reply = kc.execute_interactive('const n: number = 41;\\nn + 1', timeout=120, output_hook=lambda m: out.append(m['content']) if m['msg_type'] == 'execute_result' else None)",
+    "print(json.dumps({'status': reply['content']['status'], 'result': [o['data']['text/plain'] for o in out]}))",
+    'kc.stop_channels(); km.shutdown_kernel(now=True)',
+  ].join('\n');
+  const r = await run(python, ['-c', script], { ...env, JUPYTER_PATH: path.join(prefix, 'share', 'jupyter') });
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(JSON.parse(r.out.trim().split('\n').at(-1)!), { status: 'ok', result: ['42'] });
 });
