@@ -134,6 +134,8 @@ interface Report {
   inspect: { found: boolean; data: Record<string, string> };
   inspect_missing: { found: boolean };
   is_complete: Record<'open' | 'done' | 'bad', { status: string; indent?: string }>;
+  silent: Record<'before' | 'silent' | 'no_history' | 'after', Ran>;
+  user_expressions: Record<'ok' | 'failed_cell' | 'after', Ran>;
   after_forged: Ran;
   after_replay: Ran;
   comm_info: { status: string; comms: Record<string, unknown> };
@@ -170,6 +172,31 @@ describe('through jupyter_client (KernelManager, BlockingKernelClient)', () => {
     if (report.round_trip_ms) {
       process.stderr.write(`jupyter execute round trip of a trivial cell: p50 ${report.round_trip_ms.p50.toFixed(2)} ms, p90 ${report.round_trip_ms.p90.toFixed(2)} ms (n=${report.round_trip_ms.n})\n`);
     }
+  });
+
+  test('a silent execution publishes nothing and takes no execution count; neither does one with store_history false', () => {
+    const { before: first, silent, no_history: noHistory, after: next } = report.silent;
+    const n = first.reply.execution_count;
+    assert.deepEqual([silent.reply.status, silent.reply.execution_count, silent.outputs], ['ok', n, []], 'silent: no execute_input, stream or result, the count unchanged');
+    assert.deepEqual([noHistory.reply.execution_count, plain(noHistory)], [n, '14']);
+    assert.deepEqual([next.reply.execution_count, plain(next)], [n + 1, '8'], 'the silent cell ran in the same namespace, and the next cell counts on from the last counted one');
+  });
+
+  test('user_expressions are evaluated after the cell, in its namespace, per the Jupyter spec', () => {
+    const { ok, failed_cell: failed, after: next } = report.user_expressions;
+    const ue = ok.reply.user_expressions as Record<string, Record<string, unknown>>;
+    assert.deepEqual(ue.sum, { status: 'ok', data: { 'text/plain': '2' }, metadata: {} });
+    assert.deepEqual(ue.awaited, { status: 'ok', data: { 'text/plain': '3' }, metadata: {} });
+    assert.equal(ue.object!.status, 'ok');
+    assert.match((ue.object!.data as Record<string, string>)['text/plain']!, /b: 1/);
+    assert.equal(ue.bad!.status, 'error');
+    assert.equal(ue.bad!.ename, 'TypeError');
+    assert.match(ue.bad!.evalue as string, /undefined/);
+    // The expressions print nothing and take no count: only the cell's own output, the next cell counts on by one.
+    assert.deepEqual(ok.outputs.filter((o) => o.type !== 'execute_input').map((o) => [o.type, o.text]), [['stream', 'ran\n']]);
+    assert.deepEqual(failed.reply.user_expressions, {}, 'not evaluated after a failed cell (as IPython)');
+    assert.equal(next.reply.execution_count, failed.reply.execution_count + 1);
+    assert.equal(failed.reply.execution_count, ok.reply.execution_count + 1);
   });
 
   test('kernel_info names the kernel and TypeScript', () => {
