@@ -1,7 +1,8 @@
 // Layering (DESIGN.md, README "Layout"): each folder of src may import only the folders below it.
 //   core ← compute ← {federation, node, cli, kernel} ← extension
 // node, cli and kernel do not import each other (the extension starts the node as a process, the
-// kernel as a child process); cli may use federation. Only src/extension may talk to VS Code:
+// kernel as a child process); cli and kernel may use federation (the CLI's `grid fedavg` and a
+// notebook's grid.fedavg, whichever front end runs it, are the same FedAvg). Only src/extension may talk to VS Code:
 // everything below it runs in plain Node and is tested without a fake `vscode`.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
@@ -13,7 +14,7 @@ const LAYERS = {
   federation: ['core', 'compute'],
   node: ['core', 'compute'],
   cli: ['core', 'compute', 'federation'],
-  kernel: ['core', 'compute'],
+  kernel: ['core', 'compute', 'federation'],
   extension: ['core', 'compute', 'federation', 'kernel'],
 };
 

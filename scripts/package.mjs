@@ -1,7 +1,8 @@
 // Builds a platform-specific VSIX: `npm run package [-- --target linux-arm64] [--out FILE] [--no-build]`.
-// The VSIX carries the esbuild bundle plus the two runtime packages the bundle leaves external
-// (onnxruntime-node with only the target's native binaries, node-sqlite3-wasm); .vscodeignore is the
-// allow-list, rewritten here for targets other than linux-x64. Targets: TARGETS below.
+// The VSIX carries the esbuild bundles plus the runtime packages they leave external (onnxruntime-node
+// and zeromq with only the target's native binaries, node-sqlite3-wasm, esbuild, bufferutil);
+// .vscodeignore is the allow-list, rewritten here for targets other than linux-x64, with zeromq's builds
+// for the target added from its manifest. Targets: TARGETS below.
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -20,7 +21,8 @@ function manifest() {
 
 /**
  * The .vscodeignore allow-list with `target`'s platform folders in place of linux-x64's:
- * onnxruntime's bin/napi-v6/<os>/<arch>, bufferutil's prebuilds/<target>, @esbuild/<target>.
+ * onnxruntime's bin/napi-v6/<os>/<arch>, bufferutil's prebuilds/<target>, @esbuild/<target>;
+ * and zeromq's native builds for `target` (zeromqLines).
  */
 export function ignoreFileFor(target) {
   if (!TARGETS.includes(target)) {
@@ -29,9 +31,28 @@ export function ignoreFileFor(target) {
   const text = readFileSync(join(repoRoot, '.vscodeignore'), 'utf8');
   const ortLine = `!node_modules/onnxruntime-node/bin/napi-v6/${DEFAULT_TARGET.replace('-', '/')}/**`;
   if (!text.includes(ortLine)) throw new Error(`.vscodeignore lost its line ${ortLine}`);
-  return text.split('\n').map((line) => (line.startsWith('!node_modules/')
+  const lines = text.split('\n').map((line) => (line.startsWith('!node_modules/')
     ? line.replaceAll(DEFAULT_TARGET.replace('-', '/'), target.replace('-', '/')).replaceAll(DEFAULT_TARGET, target)
-    : line)).join('\n');
+    : line));
+  return [...lines.filter((l, i) => l !== '' || i < lines.length - 1), `# zeromq's builds for ${target} (scripts/package.mjs)`, ...zeromqLines(target), ''].join('\n');
+}
+
+/**
+ * The .vscodeignore line for the zeromq native build `target` loads: of the entries of its build/manifest.json
+ * for the target's os and arch (musl ones aside: Alpine is a target of its own), the newest Node ABI. Its
+ * loader (cmake-ts) tries the newest first, and these are N-API builds, so one loads on any newer Node too
+ * (the glibc-127 build of linux-x64 loads on Node 20, where its glibc-115 build wants glibc 2.38). The other
+ * builds (~32 MB, every platform) stay out.
+ */
+export function zeromqLines(target) {
+  const [os, arch] = target.split('-');
+  const manifestPath = join(repoRoot, 'node_modules', 'zeromq', 'build', 'manifest.json');
+  const builds = Object.entries(JSON.parse(readFileSync(manifestPath, 'utf8')))
+    .map(([key, file]) => ({ ...JSON.parse(key), file: file.replaceAll('\\', '/') }))
+    .filter((b) => b.os === os && b.arch === arch && b.libc !== 'musl')
+    .sort((a, b) => b.abi - a.abi);
+  if (builds.length === 0) throw new Error(`zeromq has no build for ${target} in ${manifestPath}; the Jupyter kernel could not load`);
+  return [`!node_modules/zeromq/build/${builds[0].file}`];
 }
 
 // Platform packages npm installs only for the machine it runs on; a VSIX for another target
@@ -41,6 +62,7 @@ function checkPlatformPackages(target) {
   const required = [
     [`node_modules/onnxruntime-node/bin/napi-v6/${target.replace('-', '/')}`, 'reinstall onnxruntime-node'],
     [`node_modules/@esbuild/${target}`, `npm i --no-save --force @esbuild/${target}@${esbuildVersion}`],
+    ...zeromqLines(target).map((line) => [line.slice(1), 'reinstall zeromq']),
   ];
   const missing = required.filter(([p]) => !existsSync(join(repoRoot, p)));
   if (missing.length) {

@@ -2,7 +2,7 @@
 // job or a FedAvg run. The bridge replaces the output while the run goes on; VS Code then calls
 // renderOutputItem again for the same element, so each call redraws from the payload alone.
 import type { ActivationFunction, OutputItem } from 'vscode-notebook-renderer';
-import type { MetricsPayload, MetricsSeries } from '../../src/extension/notebook/metrics';
+import type { MetricsPayload, MetricsSeries } from '../../src/kernel/metrics';
 
 const SVG = 'http://www.w3.org/2000/svg';
 const WIDTH = 360;

@@ -60,6 +60,11 @@ export interface ExecuteOptions {
   onOutput?(output: CellOutput): void;
   /** Aborting cancels the cell if it is still queued and interrupts it if it runs. */
   signal?: AbortSignal;
+  /**
+   * Takes no execution count (Jupyter's silent execution, its user_expressions): onStart and the result
+   * carry the last count taken, and output arriving after the cell ended is dropped, not given to that cell.
+   */
+  uncounted?: boolean;
 }
 
 export type ExecutionStatus = 'ok' | 'error' | 'interrupted' | 'cancelled';
@@ -327,7 +332,7 @@ export class KernelHost {
     const ex = this.queue.shift();
     if (!ex) return this.updateStatus();
     this.running = ex;
-    ex.executionCount = ++this.count;
+    ex.executionCount = ex.options.uncounted ? this.count : ++this.count;
     ex.startTime = Date.now();
     this.updateStatus();
     this.safely(() => ex.options.onStart?.({ executionCount: ex.executionCount!, startTime: ex.startTime! }));
@@ -338,7 +343,7 @@ export class KernelHost {
         this.post(proc, {
           type: 'execute', execId: ex.execId, code: ex.code,
           language: ex.options.language ?? 'typescript',
-          cellName: ex.options.cellName ?? `Cell [${ex.executionCount}]`,
+          cellName: ex.options.cellName ?? (ex.options.uncounted ? 'Cell [ ]' : `Cell [${ex.executionCount}]`),
         });
       },
       (err: unknown) => {
@@ -360,8 +365,10 @@ export class KernelHost {
     if (ex.executionCount !== undefined) {
       result.executionCount = ex.executionCount;
       result.startTime = ex.startTime!;
-      this.recent.set(ex.execId, ex.executionCount);
-      if (this.recent.size > RECENT_LIMIT) this.recent.delete(this.recent.keys().next().value!);
+      if (!ex.options.uncounted) {
+        this.recent.set(ex.execId, ex.executionCount);
+        if (this.recent.size > RECENT_LIMIT) this.recent.delete(this.recent.keys().next().value!);
+      }
     }
     if (outcome.error) result.error = outcome.error;
     if (this.running === ex) this.running = undefined;

@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { build } from 'esbuild';
 import { mlpModel, tempDir } from '../helpers/node-fixtures';
 import { startNodeScript } from '../helpers/processes';
+import { packageExtension, TARGETS, zeromqLines } from '../../scripts/package.mjs';
 
 const ROOT = path.join(__dirname, '../..');
 const DRIVER = path.join(__dirname, 'jupyter', 'drive_kernel.py');
@@ -133,6 +134,8 @@ interface Report {
   inspect: { found: boolean; data: Record<string, string> };
   inspect_missing: { found: boolean };
   is_complete: Record<'open' | 'done' | 'bad', { status: string; indent?: string }>;
+  silent: Record<'before' | 'silent' | 'no_history' | 'after', Ran>;
+  user_expressions: Record<'ok' | 'failed_cell' | 'after', Ran>;
   after_forged: Ran;
   after_replay: Ran;
   comm_info: { status: string; comms: Record<string, unknown> };
@@ -169,6 +172,31 @@ describe('through jupyter_client (KernelManager, BlockingKernelClient)', () => {
     if (report.round_trip_ms) {
       process.stderr.write(`jupyter execute round trip of a trivial cell: p50 ${report.round_trip_ms.p50.toFixed(2)} ms, p90 ${report.round_trip_ms.p90.toFixed(2)} ms (n=${report.round_trip_ms.n})\n`);
     }
+  });
+
+  test('a silent execution publishes nothing and takes no execution count; neither does one with store_history false', () => {
+    const { before: first, silent, no_history: noHistory, after: next } = report.silent;
+    const n = first.reply.execution_count;
+    assert.deepEqual([silent.reply.status, silent.reply.execution_count, silent.outputs], ['ok', n, []], 'silent: no execute_input, stream or result, the count unchanged');
+    assert.deepEqual([noHistory.reply.execution_count, plain(noHistory)], [n, '14']);
+    assert.deepEqual([next.reply.execution_count, plain(next)], [n + 1, '8'], 'the silent cell ran in the same namespace, and the next cell counts on from the last counted one');
+  });
+
+  test('user_expressions are evaluated after the cell, in its namespace, per the Jupyter spec', () => {
+    const { ok, failed_cell: failed, after: next } = report.user_expressions;
+    const ue = ok.reply.user_expressions as Record<string, Record<string, unknown>>;
+    assert.deepEqual(ue.sum, { status: 'ok', data: { 'text/plain': '2' }, metadata: {} });
+    assert.deepEqual(ue.awaited, { status: 'ok', data: { 'text/plain': '3' }, metadata: {} });
+    assert.equal(ue.object!.status, 'ok');
+    assert.match((ue.object!.data as Record<string, string>)['text/plain']!, /b: 1/);
+    assert.equal(ue.bad!.status, 'error');
+    assert.equal(ue.bad!.ename, 'TypeError');
+    assert.match(ue.bad!.evalue as string, /undefined/);
+    // The expressions print nothing and take no count: only the cell's own output, the next cell counts on by one.
+    assert.deepEqual(ok.outputs.filter((o) => o.type !== 'execute_input').map((o) => [o.type, o.text]), [['stream', 'ran\n']]);
+    assert.deepEqual(failed.reply.user_expressions, {}, 'not evaluated after a failed cell (as IPython)');
+    assert.equal(next.reply.execution_count, failed.reply.execution_count + 1);
+    assert.equal(failed.reply.execution_count, ok.reply.execution_count + 1);
   });
 
   test('kernel_info names the kernel and TypeScript', () => {
@@ -307,7 +335,7 @@ test('jupyter nbconvert --execute runs a notebook: state, await, stream, display
   assert.ok(error![0]!.traceback!.some((l) => l.includes('Cell [7]:2:')), error![0]!.traceback!.join('\n'));
 });
 
-test('jupyter nbconvert --execute runs the starter notebook against a local node with the demo datasets; only FedAvg needs VS Code', async (t) => {
+test('jupyter nbconvert --execute runs the whole starter notebook against a local node with the demo datasets, FedAvg included', async (t) => {
   if (!fs.existsSync(path.join(work, 'jupyter-data/kernels/grid-typescript/kernel.json'))) {
     const r = await run(process.execPath, [cli, 'kernel', 'install'], env);
     assert.equal(r.code, 0, r.err);
@@ -323,9 +351,7 @@ test('jupyter nbconvert --execute runs the starter notebook against a local node
   const ran = JSON.parse(fs.readFileSync(path.join(dir, 'starter.out.ipynb'), 'utf8')) as { cells: { cell_type: string; source: string | string[]; outputs?: (Output & { output_type: string })[] }[] };
   const code = ran.cells.filter((c) => c.cell_type === 'code').map((c) => ({ source: [c.source].flat().join(''), outputs: c.outputs ?? [] }));
   const errors = code.filter((c) => c.outputs.some((o) => o.output_type === 'error'));
-  assert.deepEqual(errors.map((c) => c.source.split('\n')[0]), ["const federated = await grid.fedavg('digits-mlp', 'digits', { rounds: 3, epochs: 1, lr: 0.05, featureScale: 1 / 16 });"],
-    errors.map((c) => c.outputs.find((o) => o.output_type === 'error')?.traceback?.join('\n')).join('\n\n'));
-  assert.match(errors[0]!.outputs[0]!.ename!, /GRID_ERR_UNKNOWN_TYPE/);
+  assert.deepEqual(errors.map((c) => c.source.split('\n')[0]), [], errors.map((c) => c.outputs.find((o) => o.output_type === 'error')?.traceback?.join('\n')).join('\n\n'));
   const train = code.find((c) => c.source.includes('grid.train('))!;
   const chart = train.outputs.find((o) => o.output_type === 'display_data')!;
   const metrics = chart.data!['application/vnd.grid.metrics+json'] as { state: string; series: { name: string }[] };
@@ -336,4 +362,48 @@ test('jupyter nbconvert --execute runs the starter notebook against a local node
   assert.deepEqual([trained.state, trained.model], ['succeeded', 'digits-mlp@2']);
   const image = code.find((c) => c.source.includes('display(grid.tensor('))!.outputs[0]!;
   assert.ok(image.data!['image/png'], 'the digit is shown as a PNG');
+  // FedAvg over the local node's digits shards: every round with every shard (nobody dropped), its
+  // chart finished, the result served as the model's next version after the trained one.
+  const fedavg = code.find((c) => c.source.includes('grid.fedavg('))!;
+  assert.deepEqual(fedavg.outputs.filter((o) => o.output_type === 'stream').map((o) => o.text), [], 'no warnings');
+  const fedChart = fedavg.outputs.find((o) => o.output_type === 'display_data')!.data!['application/vnd.grid.metrics+json'] as { state: string; unit: string; note: string; series: { name: string; points: unknown[] }[] };
+  assert.deepEqual([fedChart.state, fedChart.unit, fedChart.series.find((s) => s.name === 'train')?.points.length], ['succeeded', 'round', 3]);
+  assert.match(fedChart.note, /^served as digits-mlp@3 on Local node$/);
+  const lastRound = fedavg.outputs.find((o) => o.output_type === 'execute_result')!.data!['application/json'] as { round: number; dropped: unknown[]; train: { accuracy: number }; test?: { accuracy: number } };
+  assert.deepEqual([lastRound.round, lastRound.dropped], [3, []]);
+  assert.ok(lastRound.test !== undefined && lastRound.test.accuracy > 0.5, `FedAvg's model learnt the digits: ${JSON.stringify(lastRound)}`);
+});
+
+test('the linux-x64 VSIX carries zeromq for its platform only, and the kernel installed from it runs a cell under jupyter_client', async () => {
+  assert.ok(fs.existsSync(path.join(ROOT, 'dist/grid-kernel.js')), 'run `npm run build` first: the VSIX packs dist/');
+  const dir = path.join(work, 'vsix');
+  fs.mkdirSync(dir);
+  const { vsix } = packageExtension({ target: 'linux-x64', out: path.join(dir, 'grid.vsix'), build: false });
+  const listed = await run('unzip', ['-Z1', vsix], env);
+  assert.equal(listed.code, 0, listed.err);
+  const builds = listed.out.split('\n').filter((f) => /^extension\/node_modules\/zeromq\/build\/.*\.node$/.test(f));
+  assert.deepEqual(builds, ['extension/node_modules/zeromq/build/linux/x64/node/glibc-127-Release/addon.node']);
+  // Every other target gets its own single build in place of linux-x64's.
+  for (const target of TARGETS) {
+    const [os, arch] = target.split('-');
+    assert.deepEqual(zeromqLines(target).map((l) => l.split('/').slice(3, 5).join('-')), [`${os}-${arch}`], target);
+  }
+
+  // Unpacked outside the repo, so nothing resolves from its node_modules: zeromq must come from the VSIX.
+  assert.equal((await run('unzip', ['-q', vsix, '-d', dir], env)).code, 0);
+  const prefix = path.join(dir, 'prefix');
+  const installed = await run(process.execPath, [path.join(dir, 'extension/dist/grid.js'), 'kernel', 'install', '--prefix', prefix], env);
+  assert.equal(installed.code, 0, installed.err);
+  const script = [
+    'import json, sys',
+    'from jupyter_client.manager import start_new_kernel',
+    `km, kc = start_new_kernel(kernel_name='grid-typescript', cwd=${JSON.stringify(dir)}, startup_timeout=120)`,
+    'out = []',
+    "reply = kc.execute_interactive('const n: number = 41;\\nn + 1', timeout=120, output_hook=lambda m: out.append(m['content']) if m['msg_type'] == 'execute_result' else None)",
+    "print(json.dumps({'status': reply['content']['status'], 'result': [o['data']['text/plain'] for o in out]}))",
+    'kc.stop_channels(); km.shutdown_kernel(now=True)',
+  ].join('\n');
+  const r = await run(python, ['-c', script], { ...env, JUPYTER_PATH: path.join(prefix, 'share', 'jupyter') });
+  assert.equal(r.code, 0, r.err);
+  assert.deepEqual(JSON.parse(r.out.trim().split('\n').at(-1)!), { status: 'ok', result: ['42'] });
 });

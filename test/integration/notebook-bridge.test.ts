@@ -12,7 +12,7 @@ import { GridClient } from '../../src/core/client';
 import { gridError } from '../../src/core/errors';
 import type { ModelInfo } from '../../src/core/protocol/messages';
 import { NotebookGridBridge, type BridgeNode } from '../../src/extension/notebook/bridge';
-import { METRICS_MIME, type MetricsPayload } from '../../src/extension/notebook/metrics';
+import { METRICS_MIME, type MetricsPayload } from '../../src/kernel/metrics';
 import type { CellOutput, KernelHost } from '../../src/kernel';
 import { GridNode } from '../../src/node/server';
 import { notebookDir, plainOf, run, startKernel, value } from './kernel-harness';

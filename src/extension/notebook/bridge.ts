@@ -4,8 +4,7 @@
 // through `BridgeNodes`, and the benchmark runs it in plain Node over a real GridSocket.
 import { basename, extname, isAbsolute, resolve } from 'node:path';
 import type { GridClient } from '../../core/client';
-import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
-import type { PermissionFlags } from '../../core/permissions';
+import { gridError } from '../../core/errors';
 import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
 import { refOf } from '../../core/protocol/model-ref';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
@@ -17,7 +16,9 @@ import { participantsByTag } from '../../federation/participants';
 import { runFedAvg } from '../../federation/run';
 import { FedAvgReport, fedAvgWarning, type FedAvgSummary } from '../fedavg-report';
 import { inVsCodeWords } from '../wording';
-import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
+import { liveMetrics, showRound } from '../../kernel/live-metrics';
+import { addPoint } from '../../kernel/metrics';
+import { permissionFlags, positiveInt, usage } from '../../kernel/bridge-args';
 
 export interface UserCredentials {
   username: string;
@@ -266,7 +267,7 @@ export class NotebookGridBridge implements GridBridge {
       // Left out unless the cell gives them: the node then copies the flags of the model trained from.
       ...flags,
     });
-    const live = this.metrics(context, { version: 1, title: `Training ${modelId} on ${node.name}/${dataset.name}`, unit: 'epoch', total: epochs, state: 'running', series: [] });
+    const live = liveMetrics(context, { version: 1, title: `Training ${modelId} on ${node.name}/${dataset.name}`, unit: 'epoch', total: epochs, state: 'running', series: [] }, this.metricsIntervalMs);
     const started = await client.training.start(request, { signal: context.signal });
     node.updateJob?.(started);
     let job: JobInfo;
@@ -310,7 +311,7 @@ export class NotebookGridBridge implements GridBridge {
     const wanted = Array.isArray(o.nodes) ? o.nodes.map((n) => ({ n: this.node(String(n)), name: String(n) })) : this.nodes.list().filter((n) => n.isOpen).map((n) => ({ n, name: n.name }));
     const participants = await participantsByTag(wanted.map((w) => ({ client: w.n.client, name: w.name, datasets: w.n.datasets })), [tag], { named: Array.isArray(o.nodes) });
     const flags = permissionFlags(o, 'fedavg');
-    const live = this.metrics(context, { version: 1, title: `FedAvg ${modelId} over ${participants.map((p) => p.name).join(', ')}`, unit: 'round', total: rounds, state: 'running', series: [] });
+    const live = liveMetrics(context, { version: 1, title: `FedAvg ${modelId} over ${participants.map((p) => p.name).join(', ')}`, unit: 'round', total: rounds, state: 'running', series: [] }, this.metricsIntervalMs);
     const report = new FedAvgReport(modelId, home.name, participants.map((p) => wanted[p.node]!.n));
     const download = this.progress(context, `download-${modelId}`, `Downloading ${modelId} from ${home.name}`);
     try {
@@ -338,10 +339,7 @@ export class NotebookGridBridge implements GridBridge {
         const r = step.value;
         // Every participant that sat out says why, in the cell and on its row in the sidebar.
         const dropped = report.round(r);
-        addPoint(live.payload, 'train', { x: r.round, ...r.train });
-        if (r.test) addPoint(live.payload, 'test', { x: r.round, ...r.test });
-        live.payload.note = `round ${r.round} took ${r.seconds.toFixed(1)} s${dropped.length ? ` · dropped: ${dropped.map((d) => `${d.node} (${d.error.code}: ${d.error.message})`).join('; ')}` : ''}`;
-        live.update(true);
+        showRound(live, r, dropped);
       }
     } catch (err) {
       live.fail(err);
@@ -355,32 +353,6 @@ export class NotebookGridBridge implements GridBridge {
   }
 
   // ---- outputs ----------------------------------------------------------------------------------
-
-  /** A live metrics output in the calling cell, replaced in place at most every metricsIntervalMs. */
-  private metrics(context: GridCallContext, payload: MetricsPayload): { payload: MetricsPayload; update(force: boolean): void; fail(err: unknown): void } {
-    const displayId = `grid-metrics-${context.executionCount}-${Math.random().toString(36).slice(2, 8)}`;
-    let last = 0;
-    let shown = false;
-    const send = () => {
-      context.output({ kind: 'display', displayId, update: shown, data: { [METRICS_MIME]: JSON.stringify(payload), 'text/plain': metricsText(payload) } });
-      shown = true;
-      last = Date.now();
-    };
-    send();
-    return {
-      payload,
-      update: (force) => {
-        if (force || Date.now() - last >= this.metricsIntervalMs) send();
-      },
-      /** The call failed: cancelled (an interrupt) or failed, with the reason. */
-      fail: (err) => {
-        const e = toGridError(err);
-        payload.state = e.code === ErrorCodes.ABORTED ? 'cancelled' : 'failed';
-        payload.note = e.message;
-        send();
-      },
-    };
-  }
 
   /** Upload/download progress as one updating text line, shown only for transfers over 1 MiB. */
   private progress(context: GridCallContext, id: string, what: string): ((done: number, total: number) => void) & { done(): void } {
@@ -424,9 +396,6 @@ function summary(n: BridgeNode) {
   return { name: n.name, url: n.url, state: n.state, local: n.local, ...(n.user !== undefined && { user: n.user }) };
 }
 
-function usage(method: string, what: string): GridError {
-  return gridError('INVALID_INPUT', `grid.${method} ${what}`);
-}
 
 function options(value: unknown, method: string): Options {
   if (value === undefined || value === null) return {};
@@ -447,17 +416,6 @@ function optionalString(value: unknown, method: string, name: string): string | 
   return value;
 }
 
-/** `{ allowDownload?, allowRemoteInference? }` of a call that stores a model; the ones not given are inherited. */
-function permissionFlags(o: Options, method: string): PermissionFlags {
-  const out: PermissionFlags = {};
-  for (const name of ['allowDownload', 'allowRemoteInference'] as const) {
-    const v = o[name];
-    if (v === undefined) continue;
-    if (typeof v !== 'boolean') throw usage(method, `expects { ${name} } to be true or false, got ${JSON.stringify(v)}`);
-    out[name] = v;
-  }
-  return out;
-}
 
 /** A number option of a cell, else `fallback`. */
 function numberOr(value: unknown, fallback: number): number;
@@ -466,10 +424,6 @@ function numberOr(value: unknown, fallback?: number): number | undefined {
   return typeof value === 'number' ? value : fallback;
 }
 
-function positiveInt(value: unknown, method: string, name: string): number {
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1) throw usage(method, `expects { ${name} } to be a whole number from 1, got ${String(value)}`);
-  return value;
-}
 
 async function findDataset(node: BridgeNode, ref: string): Promise<DatasetInfo> {
   const datasets = node.datasets.length ? node.datasets : await node.client.listDatasets();

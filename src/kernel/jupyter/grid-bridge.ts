@@ -2,19 +2,25 @@
 // the kernel process connects to nodes itself, the way the `grid` CLI does. The local node is found
 // through its runtime record (core/local-node) and signed in with its token; a remote node takes
 // { username, password } from the call or GRID_USER / GRID_PASSWORD from the environment.
-// Everything but grid.fedavg (src/federation, which the kernel layer may not import).
+// Training and FedAvg go through the same request mapping, job following and FedAvg workflow as the
+// CLI, the palette and the VS Code notebook (core/training-request, TrainingClient.follow, runFedAvg).
 
 import { basename, extname, isAbsolute, resolve } from 'node:path';
 import { GridClient, type Credentials } from '../../core/client';
-import { gridError, GridError } from '../../core/errors';
+import { gridError } from '../../core/errors';
 import { findLocalNode, sameUrl } from '../../core/local-node';
-import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
+import type { ModelInfo } from '../../core/protocol/messages';
 import { refOf } from '../../core/protocol/model-ref';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
-import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../../core/protocol/training-messages';
+import { TRAINING_DEFAULTS, type TrainRequest } from '../../core/protocol/training-messages';
+import { lossFor, trainRequest } from '../../core/training-request';
 import { bindInputValues } from '../../compute/tensor-io';
+import { participantsByTag } from '../../federation/participants';
+import { runFedAvg } from '../../federation/run';
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../bridge';
-import { METRICS_MIME } from './outputs';
+import { liveMetrics, showRound } from '../live-metrics';
+import { addPoint } from '../metrics';
+import { permissionFlags, positiveInt, usage } from '../bridge-args';
 
 interface Connected {
   name: string;
@@ -59,9 +65,7 @@ export class StandaloneGridBridge implements GridBridge {
       }
       case 'infer': return this.infer(args[0], args[1], options(args[2], 'infer'), context);
       case 'train': return this.train(args[0], args[1], options(args[2], 'train'), context);
-      case 'fedavg':
-        // FedAvg lives in src/federation, which the kernel layer may not import.
-        throw gridError('UNKNOWN_TYPE', 'grid.fedavg runs in the VS Code notebook; from Jupyter use the CLI: `grid fedavg <model> <tag>`');
+      case 'fedavg': return this.fedavg(args[0], args[1], options(args[2], 'fedavg'), context);
     }
   }
 
@@ -173,51 +177,96 @@ export class StandaloneGridBridge implements GridBridge {
     const datasets = await client.listDatasets();
     const dataset = datasets.find((d) => d.id === datasetRef || d.name === datasetRef);
     if (!dataset) throw gridError('NOT_FOUND', `${node.name} has no dataset "${datasetRef}"; it has ${datasets.map((d) => `"${d.name}"`).join(', ') || 'none'}`);
-    const epochs = o.epochs ?? TRAINING_DEFAULTS.epochs;
-    if (typeof epochs !== 'number' || !Number.isInteger(epochs) || epochs < 1) throw usage('train', `expects { epochs } to be a whole number from 1, got ${String(epochs)}`);
-    const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
-    const request = {
-      model: modelId, dataset_id: dataset.id, epochs,
+    const epochs = positiveInt(o.epochs ?? TRAINING_DEFAULTS.epochs, 'train', 'epochs');
+    const request = trainRequest({
+      model: modelId, datasetId: dataset.id, epochs,
       loss: (o.loss as TrainRequest['loss'] | undefined) ?? lossFor(dataset),
-      optimizer: (o.optimizer as TrainRequest['optimizer'] | undefined) ?? TRAINING_DEFAULTS.optimizer,
+      optimizer: o.optimizer as TrainRequest['optimizer'] | undefined,
       lr: num(o.lr) ?? TRAINING_DEFAULTS.lr,
-      batch_size: num(o.batchSize) ?? TRAINING_DEFAULTS.batchSize,
-      test_split: num(o.testSplit) ?? TRAINING_DEFAULTS.testSplit,
-      progress_every: num(o.progressEvery) ?? 5,
-      ...(num(o.validationSplit) !== undefined && { validation_split: num(o.validationSplit) }),
-      ...(num(o.featureScale) !== undefined && { feature_scale: num(o.featureScale) }),
-      ...(typeof o.label === 'string' && { label: o.label }),
-      ...(num(o.seed) !== undefined && { seed: num(o.seed) }),
-      ...(typeof o.outputId === 'string' && { output_model_id: o.outputId }),
-      ...(typeof o.allowDownload === 'boolean' && { allow_download: o.allowDownload }),
-      ...(typeof o.allowRemoteInference === 'boolean' && { allow_remote_inference: o.allowRemoteInference }),
-    };
-    const live = new LiveMetrics(context, `Training ${modelId} on ${node.name}/${dataset.name}`, epochs);
-    let job: JobInfo = await client.training.start(request, { signal: context.signal });
-    const cancel = () => void client.training.cancelJob(job.id).catch(() => undefined);
-    context.signal.addEventListener('abort', cancel, { once: true });
-    if (context.signal.aborted) cancel();
+      batchSize: num(o.batchSize),
+      testSplit: num(o.testSplit) ?? TRAINING_DEFAULTS.testSplit,
+      progressEvery: num(o.progressEvery) ?? 5,
+      validationSplit: num(o.validationSplit), featureScale: num(o.featureScale), seed: num(o.seed),
+      label: typeof o.label === 'string' ? o.label : undefined,
+      outputId: typeof o.outputId === 'string' ? o.outputId : undefined,
+      // Left out unless the cell gives them: the node then copies the flags of the model trained from.
+      ...permissionFlags(o, 'train'),
+    });
+    const live = liveMetrics(context, { version: 1, title: `Training ${modelId} on ${node.name}/${dataset.name}`, unit: 'epoch', total: epochs, state: 'running', series: [] });
+    const started = await client.training.start(request, { signal: context.signal });
+    let job;
     try {
-      job = await client.training.wait(job.id, {
-        signal: context.signal,
-        onEvent: (ev) => {
-          if (ev.kind !== 'batch' && ev.kind !== 'epoch') return;
-          live.add('train', { x: ev.epoch - 1 + ev.batch / Math.max(1, ev.batches), loss: ev.loss, accuracy: ev.accuracy });
-          if (ev.kind === 'epoch' && ev.validation) live.add('validation', { x: ev.epoch, ...ev.validation });
-          live.note = `${Math.round(ev.samples_per_second)} samples/s · about ${Math.ceil(ev.eta_seconds)} s left`;
-          live.show(ev.kind === 'epoch');
+      // Interrupting the cell cancels the job on the node, and stops following it at once.
+      job = await client.training.follow(started, {
+        signal: context.signal, cancel: context.signal,
+        onUpdate: (_j, ev) => {
+          if (ev?.kind !== 'batch' && ev?.kind !== 'epoch') return;
+          addPoint(live.payload, 'train', { x: ev.epoch - 1 + ev.batch / Math.max(1, ev.batches), loss: ev.loss, accuracy: ev.accuracy });
+          if (ev.kind === 'epoch' && ev.validation) addPoint(live.payload, 'validation', { x: ev.epoch, ...ev.validation });
+          live.payload.note = `${Math.round(ev.samples_per_second)} samples/s · about ${Math.ceil(ev.eta_seconds)} s left`;
+          live.update(ev.kind === 'epoch');
         },
       });
     } catch (err) {
-      live.end(context.signal.aborted ? 'cancelled' : 'failed', (err as Error).message);
+      live.fail(err);
       throw err;
-    } finally {
-      context.signal.removeEventListener('abort', cancel);
     }
     const r = job.result;
-    if (r?.test) live.add('test', { x: epochs, ...r.test });
-    live.end('succeeded', `${r?.samples ?? 0} rows per epoch in ${(r?.seconds ?? 0).toFixed(1)} s${r?.model ? ` · stored as ${refOf(r.model)}` : ''}`);
+    if (r?.test) addPoint(live.payload, 'test', { x: epochs, ...r.test });
+    live.payload.state = 'succeeded';
+    live.payload.note = `${r?.samples ?? 0} rows per epoch in ${(r?.seconds ?? 0).toFixed(1)} s${r?.model ? ` · stored as ${refOf(r.model)}` : ''}`;
+    live.update(true);
     return { job: job.id, state: job.state, model: r?.model && refOf(r.model), metrics: r?.metrics, validation: r?.validation, test: r?.test, seconds: r?.seconds };
+  }
+
+  /**
+   * `grid.fedavg(modelId, datasetTag, { rounds, epochs, lr, nodes? })`: FedAvg across the connected
+   * nodes holding a dataset with that tag (or name), the result served on the model's node as its next
+   * version. The same workflow as the CLI's `grid fedavg` and the VS Code notebook's grid.fedavg.
+   */
+  private async fedavg(modelId: unknown, tag: unknown, o: Options, context: GridCallContext): Promise<FedAvgSummary> {
+    if (typeof modelId !== 'string' || typeof tag !== 'string') throw usage('fedavg', 'expects a hosted model id and a dataset tag, then { rounds, epochs, lr, nodes }');
+    const home = this.node(o.node);
+    const rounds = positiveInt(o.rounds ?? 5, 'fedavg', 'rounds');
+    const epochs = positiveInt(o.epochs ?? 1, 'fedavg', 'epochs');
+    const named = Array.isArray(o.nodes);
+    const wanted = named ? (o.nodes as unknown[]).map((n) => ({ client: this.node(String(n)).client, name: String(n) })) : this.nodes.map((n) => ({ client: n.client, name: n.name }));
+    const participants = await participantsByTag(wanted, [tag], { named });
+    const flags = permissionFlags(o, 'fedavg');
+    const live = liveMetrics(context, { version: 1, title: `FedAvg ${modelId} over ${participants.map((p) => p.name).join(', ')}`, unit: 'round', total: rounds, state: 'running', series: [] });
+    const summary: FedAvgSummary = { model: modelId, node: home.name, rounds: [] };
+    try {
+      const it = runFedAvg({
+        model: { client: home.client, id: modelId }, serveTo: home.client, participants,
+        rounds, localEpochs: epochs,
+        lr: num(o.lr) ?? TRAINING_DEFAULTS.lr,
+        loss: (o.loss as TrainRequest['loss'] | undefined) ?? lossFor(participants[0]!.dataset),
+        optimizer: (o.optimizer as TrainRequest['optimizer'] | undefined) ?? 'sgd',
+        batchSize: num(o.batchSize) ?? 32, testSplit: num(o.testSplit) ?? 0.2, evaluateOnNodes: true, featureScale: num(o.featureScale),
+        outputId: typeof o.outputId === 'string' ? o.outputId : undefined, ...flags,
+        // The CLI's warnings (its stderr), on the cell's stderr.
+        onWarning: (message, error) => context.output({ kind: 'stream', stream: 'stderr', text: `warning: ${message} (${error.code})\n` }),
+        signal: context.signal,
+      });
+      for (;;) {
+        const step = await it.next();
+        if (step.done) {
+          summary.model = refOf(step.value.served);
+          break;
+        }
+        const r = step.value;
+        const dropped = r.dropped.map((d) => ({ node: d.name, round: r.round, error: d.error }));
+        summary.rounds.push({ round: r.round, train: r.train, ...(r.test && { test: r.test }), dropped });
+        showRound(live, r, dropped);
+      }
+    } catch (err) {
+      live.fail(err);
+      throw err;
+    }
+    live.payload.state = 'succeeded';
+    live.payload.note = `served as ${summary.model} on ${home.name}`;
+    live.update(true);
+    return summary;
   }
 
   private path(p: string): string {
@@ -225,62 +274,18 @@ export class StandaloneGridBridge implements GridBridge {
   }
 }
 
-interface MetricsPoint { x: number; loss: number; accuracy: number }
-
-/** Points kept per series (as the notebook renderer's payload): older ones are thinned. */
-const MAX_POINTS = 600;
-
-/** One `application/vnd.grid.metrics+json` display updated in place, at most every 100 ms. */
-class LiveMetrics {
-  private readonly displayId: string;
-  private readonly series: { name: string; points: MetricsPoint[] }[] = [];
-  private state = 'running';
-  private shown = false;
-  private last = 0;
-  note = '';
-
-  constructor(private readonly context: GridCallContext, private readonly title: string, private readonly total: number) {
-    this.displayId = `grid-metrics-${context.executionCount}-${Math.random().toString(36).slice(2, 8)}`;
-    this.show(true);
-  }
-
-  add(name: string, point: MetricsPoint): void {
-    let s = this.series.find((x) => x.name === name);
-    if (!s) this.series.push(s = { name, points: [] });
-    s.points.push(point);
-    if (s.points.length > MAX_POINTS) s.points = s.points.filter((_, i, all) => i % 2 === 1 || i === all.length - 1);
-  }
-
-  end(state: string, note: string): void {
-    this.state = state;
-    this.note = note;
-    this.show(true);
-  }
-
-  show(force: boolean): void {
-    if (!force && Date.now() - this.last < 100) return;
-    const payload = { version: 1, title: this.title, unit: 'epoch', total: this.total, state: this.state, series: this.series, ...(this.note && { note: this.note }) };
-    const text = [`${this.title} (${this.state})`, ...this.series.flatMap((s) => {
-      const p = s.points.at(-1);
-      return p ? [`  ${s.name}: epoch ${Number.isInteger(p.x) ? p.x : p.x.toFixed(2)}/${this.total} · loss ${p.loss.toFixed(4)} · accuracy ${(p.accuracy * 100).toFixed(1)}%`] : [];
-    }), ...(this.note ? [`  ${this.note}`] : [])].join('\n');
-    this.context.output({ kind: 'display', displayId: this.displayId, update: this.shown, data: { [METRICS_MIME]: JSON.stringify(payload), 'text/plain': text } });
-    this.shown = true;
-    this.last = Date.now();
-  }
-}
-
-function lossFor(d: DatasetInfo): TrainRequest['loss'] {
-  return d.schema.classes !== undefined || d.tags.includes('classification') ? 'cross_entropy' : 'mse';
+/** What grid.fedavg answers: the served result and each round, with who sat out and why. */
+interface FedAvgSummary {
+  /** The served result, `name@N`. */
+  model: string;
+  node: string;
+  rounds: { round: number; train: { loss: number; accuracy: number }; test?: { loss: number; accuracy: number }; dropped: { node: string; round: number; error: { code: string; message: string } }[] }[];
 }
 
 function summary(n: Connected) {
   return { name: n.name, url: n.url, state: 'connected', local: n.local, ...(n.user !== undefined && { user: n.user }) };
 }
 
-function usage(method: string, what: string): GridError {
-  return gridError('INVALID_INPUT', `grid.${method} ${what}`);
-}
 
 function options(value: unknown, method: string): Options {
   if (value === undefined || value === null) return {};
@@ -289,3 +294,9 @@ function options(value: unknown, method: string): Options {
   if (o.node !== undefined && typeof o.node !== 'string') throw usage(method, 'expects { node } to be a node name or URL');
   return o;
 }
+
+function num(v: unknown): number | undefined {
+  return typeof v === 'number' ? v : undefined;
+}
+
+

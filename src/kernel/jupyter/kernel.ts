@@ -8,7 +8,7 @@ import * as zmq from 'zeromq';
 import { CellSyntaxError, compileCell } from '../compile';
 import type { ExecutionResult, KernelHost, KernelLogger } from '../host';
 import { complete as staticComplete } from '../introspect';
-import type { CellOutput } from '../protocol';
+import type { CellError, CellOutput } from '../protocol';
 import { toErrorContent, toJupyterData } from './outputs';
 import {
   decode, encode, endpoint, makeHeader, MessageSigner, PROTOCOL_VERSION,
@@ -243,21 +243,26 @@ export class JupyterKernel {
   private async execute(request: Request): Promise<void> {
     const { message } = request;
     const code = str(message.content.code);
+    // Jupyter: a silent execution publishes nothing and, like one with store_history false, takes no count.
     const silent = message.content.silent === true;
+    const uncounted = silent || message.content.store_history === false;
     const stopOnError = message.content.stop_on_error !== false;
     let count = this.host.executionCount;
     const result: ExecutionResult = await this.host.execute(code, {
-      language: 'typescript',
+      language: 'typescript', uncounted,
       onStart: ({ executionCount }) => {
         count = executionCount;
-        this.parents.set(count, message);
-        if (this.parents.size > PARENTS_KEPT) this.parents.delete(this.parents.keys().next().value!);
+        if (!uncounted) {
+          this.parents.set(count, message);
+          if (this.parents.size > PARENTS_KEPT) this.parents.delete(this.parents.keys().next().value!);
+        }
         if (!silent) this.publish('execute_input', { code, execution_count: count }, message);
       },
       onOutput: (output) => { if (!silent) this.publishOutput(output, message, count); },
     });
     if (result.status === 'ok') {
-      await this.reply(request, 'execute_reply', { status: 'ok', execution_count: count, user_expressions: {}, payload: [] });
+      const userExpressions = await this.userExpressions(message.content.user_expressions);
+      await this.reply(request, 'execute_reply', { status: 'ok', execution_count: count, user_expressions: userExpressions, payload: [] });
       return;
     }
     if (result.status === 'cancelled') {
@@ -268,7 +273,8 @@ export class JupyterKernel {
     // Taken before the reply goes out: a request the client sends after reading the reply is not aborted.
     const queued = stopOnError ? this.takeQueuedExecutions() : [];
     await this.reply(request, 'execute_reply', {
-      status: 'error', execution_count: count, ...toErrorContent(error),
+      // As IPython's: user_expressions are evaluated only after a cell that succeeded.
+      status: 'error', execution_count: count, ...toErrorContent(error), user_expressions: {},
       // Says whether the kernel survived an interrupt: false, it did (variables kept); true, its
       // process was restarted because the cell would not stop (see interruptTimeoutMs).
       ...(result.status === 'interrupted' && { grid_interrupted: true, grid_kernel_restarted: result.stateLost }),
@@ -278,6 +284,31 @@ export class JupyterKernel {
       await this.reply(r, 'execute_reply', { status: 'aborted', execution_count: this.host.executionCount });
       this.publish('status', { execution_state: 'idle' }, r.message);
     }
+  }
+
+  /**
+   * Jupyter's user_expressions: each `{ name: code }` evaluated in the cell's namespace after the cell ran,
+   * answered as `{ name: { status: "ok", data, metadata } }` (the value's MIME bundle, as an execute_result
+   * would show it) or `{ name: { status: "error", ename, evalue, traceback } }`. Silently: no output, no count.
+   */
+  private async userExpressions(expressions: unknown): Promise<Record<string, unknown>> {
+    const out: Record<string, unknown> = {};
+    if (typeof expressions !== 'object' || expressions === null) return out;
+    for (const [name, expression] of Object.entries(expressions as Record<string, unknown>)) {
+      let data: Record<string, unknown> = { 'text/plain': 'undefined' };
+      let failure: CellError | undefined;
+      // In parentheses, so `{ a: 1 }` is an object, not a block.
+      const r = await this.host.execute(`(${str(expression)}\n)`, {
+        language: 'typescript', uncounted: true, cellName: `user_expressions[${JSON.stringify(name)}]`,
+        onOutput: (o) => {
+          if (o.kind === 'display' && o.result) data = toJupyterData(o.data);
+          else if (o.kind === 'error') failure = o.error;
+        },
+      });
+      failure ??= r.status === 'ok' ? undefined : r.error ?? { name: 'Interrupted', message: 'the expression was interrupted', stack: 'Interrupted: the expression was interrupted' };
+      out[name] = failure ? { status: 'error', ...toErrorContent(failure) } : { status: 'ok', data, metadata: {} };
+    }
+    return out;
   }
 
   /** After a failed cell, the cells queued behind it do not run (Jupyter's stop_on_error): they are answered "aborted". */

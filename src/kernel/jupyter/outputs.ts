@@ -2,9 +2,8 @@
 // JSON mimes as JSON values, not strings), errors as ename/evalue/traceback. Our live-metrics mime
 // gets an HTML chart beside it, so JupyterLab, nbconvert and GitHub show something without our renderer.
 
+import { METRICS_MIME } from '../metrics';
 import type { CellError, MimeBundle } from '../protocol';
-
-export const METRICS_MIME = 'application/vnd.grid.metrics+json';
 
 const isJsonMime = (mime: string) => mime === 'application/json' || mime.endsWith('+json');
 

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'mocha';
 import * as vscode from 'vscode';
 import type { GridExtensionApi } from '../../../src/extension/main';
-import type { MetricsPayload } from '../../../src/extension/notebook/metrics';
+import type { MetricsPayload } from '../../../src/kernel/metrics';
 import { report } from './report';
 
 const EXTENSION_ID = 'grid-workbench.grid-workbench';

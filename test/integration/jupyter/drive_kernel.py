@@ -70,6 +70,21 @@ report["is_complete"] = {
     "bad": shell_request(lambda: kc.is_complete("let = = 3")),
 }
 
+# silent: nothing on iopub, no execution count taken (store_history false takes none either);
+# user_expressions evaluated in the cell's namespace after it ran, without output or a count
+report["silent"] = {
+    "before": run("'counted'"),
+    "silent": run("globalThis.quiet = 7;\nconsole.log('shh');\nquiet", silent=True),
+    "no_history": run("quiet * 2", store_history=False),
+    "after": run("quiet + 1"),
+}
+report["user_expressions"] = {
+    "ok": run("const ue = { a: 1 };\nconsole.log('ran');",
+              user_expressions={"sum": "ue.a + 1", "object": "{ b: ue.a }", "awaited": "await Promise.resolve(ue.a * 3)", "bad": "ue.missing.x"}),
+    "failed_cell": run("throw new Error('no');", user_expressions={"sum": "ue.a + 1"}),
+    "after": run("'next'"),
+}
+
 # a message signed with the wrong key: dropped, so its code never runs
 forged = Session(key=b"not-the-kernel-key", session=kc.session.session)
 forged.send(kc.shell_channel.socket, "execute_request", {

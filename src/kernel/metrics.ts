@@ -1,6 +1,7 @@
-// The `application/vnd.grid.metrics+json` payload: written by the bridge while a train/fedavg call
-// runs (one display, updated in place), drawn by the notebook renderer (media/renderer). No vscode
-// import: the renderer bundle imports these types and the text fallback too.
+// The `application/vnd.grid.metrics+json` payload: written by a bridge while a train/fedavg call runs
+// (one display, updated in place: live-metrics.ts), drawn by the notebook renderer (media/renderer) and,
+// without it, as the HTML chart of the Jupyter kernel (jupyter/outputs.ts). No imports: the renderer
+// bundle imports these types and the text fallback too.
 
 export const METRICS_MIME = 'application/vnd.grid.metrics+json';
 
