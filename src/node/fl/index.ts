@@ -18,9 +18,14 @@ export interface NodeFl {
   close(): Promise<void>;
 }
 
-export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck }): NodeFl {
+export interface FlOptions {
+  /** authenticate + cycle-request a minute from one address (default 600). */
+  requestsPerMinute?: number;
+}
+
+export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck; options?: FlOptions }): NodeFl {
   const store = new FlStore(deps.db, deps.dataDir);
-  const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }) });
+  const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options });
   registerFlHandlers(router, engine);
   engine.start();
   return { engine, store, http: flHttp(engine, store, { log: deps.log }), close: () => engine.close() };
