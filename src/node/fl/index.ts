@@ -26,7 +26,7 @@ export interface FlOptions {
 export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck; options?: FlOptions }): NodeFl {
   const store = new FlStore(deps.db, deps.dataDir);
   const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options });
-  registerFlHandlers(router, engine);
+  registerFlHandlers(router, engine, store);
   engine.start();
   return { engine, store, http: flHttp(engine, store, { log: deps.log }), close: () => engine.close() };
 }
