@@ -353,3 +353,40 @@ test('our own messages: fl-list-processes shows cycles and checkpoints without s
   assert.match((await res.json() as { error: string }).error, /requires worker authentication/);
   assert.equal((await admin.socket.request(FlDownloadCheckpoint, { name: 'private' })).number, 1);
 });
+
+test('subscribers of the `fl` topic see each process change live; a subscription without topics does not get FL events', { timeout: 60_000 }, async (t) => {
+  const { node, ws } = await withNode(t);
+  const admin = await node.admin();
+  const watcher = await node.anonymous();
+  const abort = new AbortController();
+  t.after(() => abort.abort());
+  const seen: { name: string; assigned: number | undefined; reported: number | undefined; checkpoints: number }[] = [];
+  const other: string[] = [];
+  let notify: (() => void) | undefined;
+  watcher.subscribe(['fl'], { signal: abort.signal }).subscribe({ next: (ev) => {
+    if (ev.event === 'fl-process-updated') seen.push({ name: ev.process.name, assigned: ev.process.cycle?.assigned, reported: ev.process.cycle?.reported, checkpoints: ev.process.checkpoints.length });
+    notify?.();
+  } });
+  const plain = await node.anonymous();
+  plain.subscribe(undefined, { signal: abort.signal }).subscribe({ next: (ev) => { other.push(ev.event); } });
+  // A reply on the same connection after the subscribe: the node has registered both subscriptions.
+  await Promise.all([watcher.getId(), plain.getId()]);
+  const until = (n: number) => new Promise<void>((resolve) => { notify = () => { if (seen.length >= n) resolve(); }; notify(); });
+  await hostProcess(admin, { name: 'live', server: { max_diffs: 1 } });
+  await until(1);
+  const w = await ws();
+  const j = await joinCycle(w, 'live');
+  await until(2);
+  await w.call('model-centric/report', { worker_id: j.workerId, request_key: j.cycle.request_key, diff: diffOf(ZERO) });
+  await until(4);
+  assert.deepEqual(seen.slice(0, 4), [
+    { name: 'live', assigned: 0, reported: 0, checkpoints: 1 },
+    { name: 'live', assigned: 1, reported: 0, checkpoints: 1 },
+    { name: 'live', assigned: 1, reported: 1, checkpoints: 1 },
+    { name: 'live', assigned: 0, reported: 0, checkpoints: 2 },
+  ]);
+  // A model event reaches the default subscriber (so it was listening), but no FL event did.
+  await admin.hostModel(mlpModel(2, 2, 2), { id: 'plain' });
+  await new Promise<void>((resolve) => { const poll = () => (other.includes('model-added') ? resolve() : setImmediate(poll)); poll(); });
+  assert.deepEqual(other.filter((e) => e.startsWith('fl-')), []);
+});

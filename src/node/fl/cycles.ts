@@ -97,9 +97,10 @@ export interface CycleClosed { processId: number; cycle: number; checkpoint: num
 
 /**
  * Emits 'cycle-closed' (CycleClosed) after a cycle's checkpoint is committed, and 'cycle-overdue' when a
- * cycle's end passed without enough reports to close it (it closes at the report that makes enough).
+ * cycle's end passed without enough reports to close it (it closes at the report that makes enough),
+ * and 'changed' (the process id) whenever what fl-list-processes shows of a process changed.
  */
-export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }] }> {
+export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }]; changed: [number] }> {
   private readonly store: FlStore;
   private readonly log: Logger;
   private readonly auth: AuthCheck;
@@ -154,6 +155,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.runtimes.delete(process.id);
     this.runtime(process.id);
     this.log.info({ process: `${process.name}@${process.version}`, id: process.id, owner: input.owner, format, params: specs.length }, 'FL process hosted');
+    this.emit('changed', process.id);
     return process;
   }
 
@@ -220,6 +222,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     const requestKey = createHash('sha256').update(randomUUID()).digest('hex');
     this.store.assign(cycle.id, worker.id, requestKey, now);
+    this.emit('changed', process.id);
     return {
       status: 'accepted', request_key: requestKey, version: process.version, model: process.name,
       plans: this.store.assetIds(process.id, 'plan'), protocols: this.store.assetIds(process.id, 'protocol'),
@@ -249,6 +252,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     checkShapes(diff, rt.process.params.map((p) => p.dims));
     if (!this.store.recordReport(data.request_key, packDiff(diff), weight, this.now())) return { status: 'success' };
     rt.sum!.add(diff, weight);
+    this.emit('changed', rt.process.id);
     this.maybeClose(rt);
     return { status: 'success' };
   }
@@ -364,6 +368,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (number === undefined) return;
     this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: sum.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
     this.open(rt, this.store.openCycle(p.id));
+    this.emit('changed', p.id);
     this.emit('cycle-closed', { processId: p.id, cycle: cycle.sequence, checkpoint: number, reports, done: !more });
   }
 }

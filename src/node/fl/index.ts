@@ -3,9 +3,10 @@
 
 import type { Logger } from '../../core/logger';
 import type { GridRouter } from '../rpc/server';
+import type { NodeEvents } from '../events';
 import type { MetaDb } from '../store/db';
 import { FlEngine, type AuthCheck } from './cycles';
-import { registerFlHandlers } from './handlers';
+import { processInfo, registerFlHandlers } from './handlers';
 import { flHttp, type FlHttp } from './http';
 import { FlStore } from './store';
 
@@ -23,10 +24,16 @@ export interface FlOptions {
   requestsPerMinute?: number;
 }
 
-export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck; options?: FlOptions }): NodeFl {
+export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; events: NodeEvents; auth?: AuthCheck; options?: FlOptions }): NodeFl {
   const store = new FlStore(deps.db, deps.dataDir);
   const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options });
   registerFlHandlers(router, engine, store);
+  // Status is read from the database: only worth it while someone listens.
+  engine.on('changed', (id) => {
+    if (!deps.events.listening('fl')) return;
+    const p = store.process(id);
+    if (p !== undefined) deps.events.emit({ event: 'fl-process-updated', process: processInfo(store, p) });
+  });
   engine.start();
   return { engine, store, http: flHttp(engine, store, { log: deps.log }), close: () => engine.close() };
 }
