@@ -42,7 +42,7 @@ export const FlCycleRequest = defineRequest('model-centric/cycle-request', {
       plans: z.record(z.string(), z.number()), protocols: z.record(z.string(), z.number()),
       client_config: z.record(z.string(), z.unknown()), model_id: z.number(),
     }).passthrough(),
-    z.object({ status: z.literal('rejected'), reason: z.string(), timeout: z.string().optional(), timeout_s: z.number().optional() }).passthrough(),
+    z.object({ status: z.literal('rejected'), reason: z.string(), timeout: z.string().optional() }).passthrough(),
   ]),
 });
 

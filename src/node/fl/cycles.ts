@@ -52,7 +52,7 @@ export interface CycleRequest {
 
 export type CycleReply =
   | { status: 'accepted'; request_key: string; version: string; model: string; plans: Record<string, number>; protocols: Record<string, number>; client_config: Record<string, unknown>; model_id: number }
-  | { status: 'rejected'; reason: string; timeout?: string; timeout_s?: number };
+  | { status: 'rejected'; reason: string; timeout?: string };
 
 /** Where the lead wires flaux's verifyWorkerToken (src/node/fl/auth.ts). */
 export type AuthCheck = (config: Record<string, unknown> | undefined, token: string | undefined) => Promise<{ ok: true } | { ok: false; error: string }>;
@@ -192,7 +192,6 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (cycle?.endMs !== undefined) {
         const left = Math.max(0, cycle.endMs - now);
         out.timeout = timedeltaString(left);
-        out.timeout_s = Math.ceil(left / 1000);
       }
       return out;
     };

@@ -11,10 +11,13 @@ import type { FlEngine } from './cycles';
 import type { FlProcess, FlStore } from './store';
 import { decodeText } from './state';
 
-/** The `data` of an error reply to a model-centric message: what PyGrid-era clients read. */
+/**
+ * The `data` of an error reply to a model-centric message: what PyGrid-era clients read. No other key:
+ * KotlinSyft's strict JSON parsing refuses keys it does not know; the code is in the frame's `error`.
+ */
 export function flErrorData(type: string, err: GridError): unknown {
   if (!type.startsWith('model-centric/')) return undefined;
-  return { status: 'rejected', error: err.message, code: err.code };
+  return { status: 'rejected', error: err.message };
 }
 
 function blob(text: string, what: string): Uint8Array {
