@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GridError } from '../../src/core/errors';
-import { FlDownloadCheckpoint, FlHostTraining, FlListProcesses } from '../../src/core/protocol/fl-messages';
+import { FlAuthenticate, FlCycleRequest, FlDownloadCheckpoint, FlHostTraining, FlListProcesses, FlReport } from '../../src/core/protocol/fl-messages';
 import { memorySink } from '../../src/core/socket/transfer';
 import type { CycleClosed } from '../../src/node/fl/cycles';
 import { GridClient } from '../../src/core/client';
@@ -395,4 +395,21 @@ test('subscribers of the `fl` topic see each process change live; a subscription
   await admin.hostModel(mlpModel(2, 2, 2), { id: 'plain' });
   await new Promise<void>((resolve) => { const poll = () => (other.includes('model-added') ? resolve() : setImmediate(poll)); poll(); });
   assert.deepEqual(other.filter((e) => e.startsWith('fl-')), []);
+});
+
+test('our own client speaks the same messages with request ids: typed replies, refusals as coded GridErrors', { timeout: 60_000 }, async (t) => {
+  const { node } = await withNode(t);
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'typed', server: { max_diffs: 1 } });
+  const worker = await node.anonymous();
+  const auth = await worker.socket.request(FlAuthenticate, { model_name: 'typed', model_version: '1.0' });
+  assert.equal(auth.status, 'success');
+  const cycle = await worker.socket.request(FlCycleRequest, { worker_id: auth.worker_id, model: 'typed', version: '1.0' });
+  assert.ok(cycle.status === 'accepted');
+  await assert.rejects(worker.socket.request(FlReport, { worker_id: auth.worker_id, request_key: cycle.request_key, diff: base64([{ dims: [3], data: new Float32Array(3) }]) }),
+    (e: GridError) => e.code === 'GRID_ERR_INVALID_TENSOR' && /holds 1 tensors; the model has 2/.test(e.message));
+  const closed = closedOnce(node);
+  assert.deepEqual(await worker.socket.request(FlReport, { worker_id: auth.worker_id, request_key: cycle.request_key, diff: diffOf(ZERO), num_samples: 32 }), { status: 'success' });
+  assert.equal((await closed).reports, 1);
+  await assert.rejects(worker.socket.request(FlAuthenticate, { model_name: 'missing' }), (e: GridError) => e.code === 'GRID_ERR_NOT_FOUND' && e.message === 'Not found any process related with this cycle and worker ID.');
 });

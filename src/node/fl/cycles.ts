@@ -90,6 +90,9 @@ export function timedeltaString(ms: number): string {
   return days > 0 ? `${days} day${days === 1 ? '' : 's'}, ${hms}` : hms;
 }
 
+/** How soon a cycle whose close failed (a full disk, say) is tried again. */
+const CLOSE_RETRY_MS = 5000;
+
 /** setTimeout's longest delay; longer cycle ends are reached by re-arming. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -345,7 +348,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       () => { rt.closing = undefined; },
       (err: unknown) => {
         rt.closing = undefined;
-        this.log.error({ err, process: rt.process.id, cycle: cycle.sequence }, 'closing an FL cycle failed; it stays open and is retried at the next report or restart');
+        this.log.error({ err, process: rt.process.id, cycle: cycle.sequence }, `closing an FL cycle failed; it stays open and is retried in ${CLOSE_RETRY_MS / 1000} s`);
+        if (this.closed) return;
+        if (rt.timer) clearTimeout(rt.timer);
+        rt.timer = setTimeout(() => { rt.timer = undefined; this.maybeClose(rt); }, CLOSE_RETRY_MS);
+        rt.timer.unref();
       },
     );
   }
