@@ -413,3 +413,32 @@ test('our own client speaks the same messages with request ids: typed replies, r
   assert.equal((await closed).reports, 1);
   await assert.rejects(worker.socket.request(FlAuthenticate, { model_name: 'missing' }), (e: GridError) => e.code === 'GRID_ERR_NOT_FOUND' && e.message === 'Not found any process related with this cycle and worker ID.');
 });
+
+test('pool_selection: iterate takes the first max_workers to ask; random takes exactly max_workers of the pool, not always the first', { timeout: 60_000 }, async (t) => {
+  const { node, ws } = await withNode(t);
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'iter', server: { max_diffs: 10, max_workers: 2, pool_selection: 'iterate' } });
+  const order: string[] = [];
+  for (let i = 0; i < 4; i++) order.push((await joinCycle(await ws(), 'iter')).cycle.status);
+  assert.deepEqual(order, ['accepted', 'accepted', 'rejected', 'rejected']);
+
+  // random: 6 workers authenticate, then all ask; repeated over fresh processes, the two chosen vary.
+  const chosen = new Set<string>();
+  for (let round = 0; round < 8; round++) {
+    const name = `rand${round}`;
+    await hostProcess(admin, { name, server: { max_diffs: 10, max_workers: 2, pool_selection: 'random' } });
+    const socket = await ws();
+    const ids = [];
+    for (let i = 0; i < 6; i++) ids.push((await socket.call('model-centric/authenticate', { model_name: name, model_version: '1.0' })).worker_id as string);
+    const statuses = [];
+    for (const id of ids) {
+      const r = await socket.call('model-centric/cycle-request', { worker_id: id, model: name, version: '1.0', ping: 0, download: 0, upload: 0 });
+      statuses.push(r.status);
+      if (r.status === 'rejected' && /not selected/.test(r.reason)) continue;
+      if (r.status === 'rejected') assert.match(r.reason, /cycle is full/);
+    }
+    assert.equal(statuses.filter((s) => s === 'accepted').length, 2, `round ${round}: ${statuses.join(' ')}`);
+    chosen.add(statuses.map((s) => (s === 'accepted' ? 'A' : '-')).join(''));
+  }
+  assert.ok(chosen.size > 1, `8 random draws all chose ${[...chosen][0]}`);
+});

@@ -65,6 +65,8 @@ interface Runtime {
   cycle: FlCycle | undefined;
   sum: RunningSum | undefined;
   timer: NodeJS.Timeout | undefined;
+  /** Workers decided by random pool selection in this cycle (not kept across restarts). */
+  randomSeen: number;
   /** Set from the moment a close starts: later reports of that cycle are refused, not half-counted. */
   closing: Promise<void> | undefined;
 }
@@ -215,12 +217,15 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     // Not capped by max_diffs: workers drop out, and the first max_diffs reports close the cycle anyway.
     const capacity = cfg.max_workers ?? Infinity;
     if (assigned >= capacity) return reject(`the cycle is full (${assigned} of ${capacity} workers)`);
-    if (cfg.pool_selection === 'random') {
-      // A random sample of the pool: each worker who asks gets one of the free places with the
-      // probability free places / workers of this process not yet in the cycle.
-      const candidates = Math.max(1, this.store.workerCount(process.id) - assigned);
+    if (cfg.pool_selection === 'random' && capacity !== Infinity) {
+      // A uniform random sample of the pool (selection sampling, Knuth's Algorithm S): with N workers
+      // authenticated for the process and `seen` of them already decided this cycle, the next one gets
+      // one of the free places with probability free / (N − seen). When every worker asks, exactly
+      // max_workers are chosen, each set equally likely.
+      const pool = Math.max(this.store.workerCount(process.id) - rt.randomSeen, 1);
       const free = capacity - assigned;
-      if (free < candidates && Math.random() >= free / candidates) return reject('not selected this cycle (pool_selection random)');
+      rt.randomSeen += 1;
+      if (free < pool && Math.random() >= free / pool) return reject('not selected this cycle (pool_selection random)');
     }
     const requestKey = createHash('sha256').update(randomUUID()).digest('hex');
     this.store.assign(cycle.id, worker.id, requestKey, now);
@@ -298,7 +303,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (rt !== undefined) return rt;
     const process = this.store.process(processId);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-    rt = { process, cycle: undefined, sum: undefined, timer: undefined, closing: undefined };
+    rt = { process, cycle: undefined, sum: undefined, timer: undefined, closing: undefined, randomSeen: 0 };
     this.runtimes.set(processId, rt);
     this.open(rt, this.store.openCycle(processId));
     return rt;
@@ -308,6 +313,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private open(rt: Runtime, cycle: FlCycle | undefined): void {
     rt.cycle = cycle;
     rt.sum = undefined;
+    rt.randomSeen = 0;
     if (rt.timer) clearTimeout(rt.timer);
     rt.timer = undefined;
     if (cycle === undefined) return;
