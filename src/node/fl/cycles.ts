@@ -39,6 +39,8 @@ export interface HostInput {
   averagingPlan: Uint8Array | undefined;
   clientConfig: unknown;
   serverConfig: unknown;
+  /** The hosted ONNX model (id and version) the bytes came from: checkpoints become its next versions. */
+  linked?: { id: string; version: string } | undefined;
 }
 
 export interface CycleRequest {
@@ -77,6 +79,11 @@ export interface FlEngineOptions {
   auth?: AuthCheck;
   /** authenticate + cycle-request a minute from one address (default 600). */
   requestsPerMinute?: number;
+  /**
+   * Stores a checkpoint of a linked process as the next version of its model (parent: `parentVersion`),
+   * calling `commit(version)` inside the model's own transaction.
+   */
+  publish?(process: FlProcess, checkpoint: { number: number; bytes: Uint8Array }, parentVersion: string, commit: (version: string) => void): Promise<void>;
   now?(): number;
 }
 
@@ -112,6 +119,9 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly now: () => number;
   private readonly runtimes = new Map<number, Runtime>();
   private readonly limiter: AddressLimiter;
+  private readonly publish: FlEngineOptions['publish'];
+  /** Per process: the checkpoints being stored as model versions (one at a time, in order). */
+  private readonly publishing = new Map<number, Promise<void>>();
   private closed = false;
 
   constructor(opts: FlEngineOptions) {
@@ -121,6 +131,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.auth = opts.auth ?? checkAuth;
     this.now = opts.now ?? Date.now;
     this.limiter = new AddressLimiter(opts.requestsPerMinute ?? 600, this.now);
+    this.publish = opts.publish;
   }
 
   /** Picks every process's open cycle back up: the running sum from its stored diffs, its timer, and a close that is due. */
@@ -131,6 +142,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       this.log.info({ process: `${p.name}@${p.version}`, cycle: rt.cycle.sequence, reports: rt.sum?.reports ?? 0 }, 'FL cycle resumed');
       this.maybeClose(rt);
     }
+    // Checkpoints committed before a kill but not yet stored as model versions.
+    for (const p of this.store.processes()) if (p.linkedModel !== undefined) this.publishCheckpoints(p);
   }
 
   // --- hosting ---------------------------------------------------------------------------------------
@@ -155,7 +168,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     const { sha256 } = await this.store.blobs.write(Readable.from([input.model]));
     const now = this.now();
-    const process = this.store.createProcess({ name: clientConfig.name, version: clientConfig.version, owner: input.owner, format, params: specs, clientConfig, serverConfig }, assets, sha256, endOf(serverConfig, now), now);
+    const process = this.store.createProcess({ name: clientConfig.name, version: clientConfig.version, owner: input.owner, format, params: specs, clientConfig, serverConfig, linkedModel: input.linked?.id }, assets, sha256, endOf(serverConfig, now), now, input.linked?.version);
     if (process === undefined) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
     this.runtimes.delete(process.id);
     this.runtime(process.id);
@@ -284,10 +297,41 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     return { bytes: await readFile(this.store.blobs.pathOf(c.sha256)), number: c.number };
   }
 
+  /**
+   * Stores the process's checkpoints that are not model versions yet as the linked model's next versions,
+   * in order, each with the previous one as its parent. Queued per process; failures are logged and
+   * retried at the next close or start.
+   */
+  private publishCheckpoints(p: FlProcess): void {
+    const publish = this.publish;
+    if (publish === undefined || p.linkedModel === undefined) return;
+    const run = async () => {
+      let parent: string | undefined;
+      for (const c of this.store.checkpoints(p.id)) {
+        if (c.modelVersion !== undefined) { parent = c.modelVersion; continue; }
+        if (parent === undefined || this.closed) return;
+        const bytes = await readFile(this.store.blobs.pathOf(c.sha256));
+        await publish(p, { number: c.number, bytes }, parent, (version) => this.store.setModelVersion(p.id, c.number, version));
+        parent = this.store.checkpoint(p.id, c.number)?.modelVersion;
+        this.log.info({ process: `${p.name}@${p.version}`, checkpoint: c.number, model: `${p.linkedModel}@${parent}` }, 'FL checkpoint stored as a model version');
+      }
+    };
+    const prev = this.publishing.get(p.id) ?? Promise.resolve();
+    const next = prev.then(run).catch((err: unknown) => {
+      this.log.error({ err, process: p.id }, 'storing an FL checkpoint as a model version failed; retried at the next close or restart');
+    });
+    this.publishing.set(p.id, next);
+  }
+
+  /** Resolves when every checkpoint queued for a model version has been stored (or failed). */
+  async published(processId: number): Promise<void> {
+    await this.publishing.get(processId);
+  }
+
   /** Stops the timers (the node is closing); cycles continue at the next start. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
-    const pending: Promise<void>[] = [];
+    const pending: Promise<void>[] = [...this.publishing.values()];
     for (const rt of this.runtimes.values()) {
       if (rt.timer) clearTimeout(rt.timer);
       rt.timer = undefined;
@@ -381,6 +425,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: sum.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
     this.open(rt, this.store.openCycle(p.id));
     this.emit('changed', p.id);
+    if (p.linkedModel !== undefined) this.publishCheckpoints(p);
     this.emit('cycle-closed', { processId: p.id, cycle: cycle.sequence, checkpoint: number, reports, done: !more });
   }
 }
