@@ -77,6 +77,8 @@ export const ErrorCodes = {
   SMPC_SHARES_MISMATCH: 'GRID_ERR_SMPC_SHARES_MISMATCH',
   /** The TLS handshake failed (untrusted or mismatched certificate). */
   TLS_ERROR: 'GRID_ERR_TLS_ERROR',
+  /** A federated-learning report or download for a cycle that has already closed (averaged). */
+  CYCLE_CLOSED: 'GRID_ERR_CYCLE_CLOSED',
   /** A bug or an unexpected failure; the message says where to look. */
   INTERNAL: 'GRID_ERR_INTERNAL',
 } as const;

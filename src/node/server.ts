@@ -23,6 +23,7 @@ import { NodeEvents } from './events';
 import { registerHandlers } from './handlers';
 import { loadNodeIdentity, metaDbPins, type NodeIdentity } from './identity';
 import { attachTraining, type NodeTraining } from './training';
+import { attachFl, flErrorData, type FlOptions, type NodeFl } from './fl';
 import { NodeMetrics } from './metrics';
 import { ModelStore } from './models';
 import { HeldOutputs, resolveInferenceLimits, type InferenceLimits } from './inference';
@@ -86,6 +87,8 @@ export interface GridNodeOptions {
   inference?: Partial<InferenceLimits>;
   /** Encrypted serving (share holder and crypto provider): step timeout, limits; docs/smpc.md. */
   smpc?: SmpcOptions;
+  /** Model-centric federated learning bounds (docs/federated-learning.md). */
+  fl?: FlOptions;
 }
 
 /** True for an interface only this machine can reach. */
@@ -166,6 +169,8 @@ export class GridNode {
   readonly metrics: NodeMetrics;
   /** Training jobs (src/node/training). */
   readonly training: NodeTraining;
+  /** Model-centric federated learning (src/node/fl). */
+  readonly fl: NodeFl;
   private readonly http: http.Server;
   private readonly cors: CorsPolicy;
   private readonly grid: GridServer;
@@ -180,7 +185,7 @@ export class GridNode {
 
   private constructor(parts: {
     host: string; port: number; dataDir: string; identity: NodeIdentity; initialAdminPassword: string | undefined; auth: Auth;
-    models: ModelStore; datasets: DatasetStore; events: NodeEvents; peers: PeerLinks; metrics: NodeMetrics; training: NodeTraining;
+    models: ModelStore; datasets: DatasetStore; events: NodeEvents; peers: PeerLinks; metrics: NodeMetrics; training: NodeTraining; fl: NodeFl;
     http: http.Server; secure: boolean; cors: CorsPolicy; grid: GridServer; db: MetaDb; lock: DataDirLock; log: Logger;
   }) {
     this.host = parts.host;
@@ -199,6 +204,7 @@ export class GridNode {
     this.peers = parts.peers;
     this.metrics = parts.metrics;
     this.training = parts.training;
+    this.fl = parts.fl;
     this.http = parts.http;
     this.grid = parts.grid;
     this.db = parts.db;
@@ -246,6 +252,8 @@ export class GridNode {
       cleanups.unshift(() => training.close());
       const smpc = attachSmpc(router, { identity, peers, log, where: () => where, ...(opts.smpc !== undefined && { options: opts.smpc }) });
       cleanups.unshift(() => smpc.close());
+      const fl = attachFl(router, { db, dataDir, log, events, models, metrics, ...(opts.fl !== undefined && { options: opts.fl }) });
+      cleanups.unshift(() => fl.close());
       const grid = new GridServer({
         router,
         redactRoots: dataDirRoots(dataDir),
@@ -257,6 +265,7 @@ export class GridNode {
         ...(opts.heartbeatMs !== undefined && { heartbeatMs: opts.heartbeatMs }),
         ...opts.limits,
         onRequest: (type, ms, code) => metrics.observeRequest(type, ms, code),
+        errorData: flErrorData,
         // Uploads only ever become models, and hosting needs a session: refuse the bytes up front.
         ...(opts.uploadQuotas && { uploadQuotas: opts.uploadQuotas }),
         // Uploads only ever become models, and hosting needs a session: refuse the bytes up front. The
@@ -319,7 +328,7 @@ export class GridNode {
       });
       const port = (server.address() as AddressInfo).port;
       where = `${host}:${port}`;
-      const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, http: server, secure: secureContext !== undefined, cors, grid, db, lock, log });
+      const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, fl, http: server, secure: secureContext !== undefined, cors, grid, db, lock, log });
       node.closeHooks.push(() => held.close(), () => smpc.close());
       ref.node = node;
       if (opts.localRecordFile !== undefined) node.writeLocalRecord(opts.localRecordFile);
@@ -391,6 +400,7 @@ export class GridNode {
       res.end();
       return;
     }
+    if (pathname.startsWith('/model-centric/') && await this.fl.http.handle(req, res, pathname, cors)) return;
     if (req.method === 'POST' && pathname === '/search') {
       // PyGrid's dataset search: {"query": [tags]} → {"content": bool}.
       const body = await readJsonBody(req, MAX_HTTP_BODY_BYTES);
@@ -440,6 +450,7 @@ export class GridNode {
       await this.grid.close();
       for (const hook of this.closeHooks) hook();
       await this.training.close();
+      await this.fl.close();
       this.http.closeAllConnections();
       await httpClosed;
       await this.peers.close();

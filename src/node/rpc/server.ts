@@ -133,6 +133,11 @@ export interface GridServerOptions {
   authorizeUpload?(connection: GridConnection, size: number): string | void;
   /** Per-owner upload quotas and the disk margin. */
   uploadQuotas?: UploadQuotas;
+  /**
+   * `data` for an error reply of `type`, next to the coded `error`: PyGrid-era clients read `data.error`
+   * (model-centric FL, src/node/fl/handlers.ts). Undefined: no `data`.
+   */
+  errorData?(type: string, err: GridError): unknown;
   /** Authenticates a session; the node supplies it. Without it, `authenticate` is an unknown type. */
   authenticate?(data: { username: string; password: string } | { token: string }, connection: GridConnection): Promise<{ token: string; user: string; expires_at?: number }>;
 }
@@ -343,8 +348,11 @@ export class GridConnection {
 
   private sendError(type: string, requestId: string | undefined, err: GridError): void {
     // The last line of defence for paths on the node (the node's own handlers redact already).
-    const env: Envelope = { type, error: redactError(err, this.server.options.redactRoots).toWire() };
+    const wire = redactError(err, this.server.options.redactRoots);
+    const env: Envelope = { type, error: wire.toWire() };
     if (requestId !== undefined) env.request_id = requestId;
+    const data = this.server.options.errorData?.(type, wire);
+    if (data !== undefined) env.data = data;
     this.sendJson(env);
   }
 

@@ -86,6 +86,63 @@ const MIGRATIONS: readonly string[] = [
    UPDATE models SET
      parent = (SELECT json_extract(t.record, '$.parent_model_id') || '@1' FROM model_training t WHERE t.model_id = models.id AND t.model_sha256 = models.sha256),
      job_id = (SELECT json_extract(t.record, '$.job_id') FROM model_training t WHERE t.model_id = models.id AND t.model_sha256 = models.sha256);`,
+  // 3: model-centric federated learning (src/node/fl). Ids are integers because PyGrid clients read them
+  // as JSON ints (SwiftSyft requires it). A report's diff stays in its assignment row until its cycle is
+  // averaged, so a restart rebuilds the cycle's running sum; checkpoints' bytes live in <data>/fl/blobs.
+  `CREATE TABLE fl_processes (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     name TEXT NOT NULL,
+     version TEXT NOT NULL,
+     owner TEXT NOT NULL,
+     model_format TEXT NOT NULL,
+     shapes TEXT NOT NULL,
+     client_config TEXT NOT NULL,
+     server_config TEXT NOT NULL,
+     created TEXT NOT NULL,
+     linked_model TEXT,
+     UNIQUE (name, version));
+   CREATE TABLE fl_assets (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     process_id INTEGER NOT NULL REFERENCES fl_processes(id) ON DELETE CASCADE,
+     kind TEXT NOT NULL,
+     name TEXT NOT NULL,
+     variant TEXT NOT NULL,
+     bytes BLOB NOT NULL);
+   CREATE INDEX fl_assets_process ON fl_assets(process_id, kind, name);
+   CREATE TABLE fl_checkpoints (
+     process_id INTEGER NOT NULL REFERENCES fl_processes(id) ON DELETE CASCADE,
+     number INTEGER NOT NULL,
+     alias TEXT NOT NULL,
+     sha256 TEXT NOT NULL,
+     cycle INTEGER,
+     reports INTEGER NOT NULL,
+     created TEXT NOT NULL,
+     model_version TEXT,
+     PRIMARY KEY (process_id, number));
+   CREATE TABLE fl_cycles (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     process_id INTEGER NOT NULL REFERENCES fl_processes(id) ON DELETE CASCADE,
+     sequence INTEGER NOT NULL,
+     start_ms INTEGER NOT NULL,
+     end_ms INTEGER,
+     completed_ms INTEGER,
+     UNIQUE (process_id, sequence));
+   CREATE TABLE fl_workers (
+     id TEXT PRIMARY KEY,
+     process_id INTEGER NOT NULL REFERENCES fl_processes(id) ON DELETE CASCADE,
+     address TEXT NOT NULL,
+     created_ms INTEGER NOT NULL);
+   CREATE INDEX fl_workers_process ON fl_workers(process_id);
+   CREATE TABLE fl_assignments (
+     cycle_id INTEGER NOT NULL REFERENCES fl_cycles(id) ON DELETE CASCADE,
+     worker_id TEXT NOT NULL REFERENCES fl_workers(id) ON DELETE CASCADE,
+     request_key TEXT NOT NULL UNIQUE,
+     assigned_ms INTEGER NOT NULL,
+     reported_ms INTEGER,
+     weight REAL,
+     diff BLOB,
+     PRIMARY KEY (cycle_id, worker_id));
+   CREATE INDEX fl_assignments_worker ON fl_assignments(worker_id);`,
 ];
 
 export class MetaDb {

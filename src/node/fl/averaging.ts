@@ -1,0 +1,67 @@
+// FedAvg over a cycle's reports in PyGrid's diff convention (diff = old − new, SJS syft-model.js):
+// new = old − Σ wᵢ·diffᵢ / Σ wᵢ. A running sum in float64, one model's worth whatever the number of
+// reports; PyGrid workers weigh 1, ours weigh their sample count.
+
+import type { StateTensor } from './state';
+
+export class RunningSum {
+  /** One float64 per parameter, all tensors end to end. */
+  private readonly sum: Float64Array;
+  private readonly offsets: number[];
+  private readonly shapes: number[][];
+  weight = 0;
+  reports = 0;
+
+  constructor(shapes: readonly (readonly number[])[]) {
+    this.shapes = shapes.map((s) => [...s]);
+    this.offsets = [];
+    let n = 0;
+    for (const s of shapes) {
+      this.offsets.push(n);
+      n += s.reduce((a, b) => a * b, 1);
+    }
+    this.sum = new Float64Array(n);
+  }
+
+  /** Adds one diff (already checked: shapes match, values finite) with its weight (> 0). */
+  add(diff: readonly StateTensor[], weight: number): void {
+    diff.forEach((t, i) => {
+      const at = this.offsets[i]!;
+      const d = t.data;
+      for (let k = 0; k < d.length; k++) this.sum[at + k]! += weight * d[k]!;
+    });
+    this.weight += weight;
+    this.reports += 1;
+  }
+
+  /** old − mean(diff): the parameters after averaging. With no reports, the old parameters. */
+  apply(old: readonly StateTensor[]): StateTensor[] {
+    const w = this.weight;
+    return old.map((t, i) => {
+      const at = this.offsets[i]!;
+      const out = new Float32Array(t.data.length);
+      for (let k = 0; k < out.length; k++) out[k] = w > 0 ? t.data[k]! - this.sum[at + k]! / w : t.data[k]!;
+      return { dims: [...this.shapes[i]!], data: out };
+    });
+  }
+}
+
+/** A diff as stored in its report row: float32 tensors end to end (shapes come from the process). */
+export function packDiff(diff: readonly StateTensor[]): Uint8Array {
+  const n = diff.reduce((a, t) => a + t.data.length, 0);
+  const out = new Float32Array(n);
+  let at = 0;
+  for (const t of diff) { out.set(t.data, at); at += t.data.length; }
+  return new Uint8Array(out.buffer);
+}
+
+export function unpackDiff(bytes: Uint8Array, shapes: readonly (readonly number[])[]): StateTensor[] {
+  const all = new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+  let at = 0;
+  return shapes.map((s) => {
+    const n = s.reduce((a, b) => a * b, 1);
+    const data = all.subarray(at, at + n);
+    at += n;
+    return { dims: [...s], data };
+  });
+}
