@@ -1,0 +1,169 @@
+// The training half of our FL worker: an accepted cycle's ONNX model trained on local data through our
+// derived training plan (src/compute/train.ts, as data-centric training jobs do), for client_config's
+// epochs / batch_size / lr / max_updates, and the diff the node averages: old − new (PyGrid's
+// convention), one tensor per float32 initializer in graph order (the node's parameter order,
+// src/node/fl/params.ts), with the number of samples trained on as its FedAvg weight.
+
+import { gridError, toGridError, type GridError } from '../core/errors';
+import type { FlCycle, FlJob, FlRejection, FlSpeeds, FlWorker } from '../core/fl-worker';
+import type { StateTensor } from '../core/protocol/syft-state';
+import type { NamedTensors } from '../core/protocol/tensor';
+import type { LoadModelOptions } from '../compute/backend';
+import { datasetSize, type Dataset } from '../compute/data';
+import { modelParams } from '../compute/plan';
+import { trainSteps, type Metrics, type TrainProgress, type TrainResult } from '../compute/train';
+
+/** How a worker trains a cycle: client_config's keys (PyGrid's names), with defaults for what it leaves out. */
+export interface FlTrainConfig {
+  epochs: number;
+  batchSize: number;
+  lr: number | undefined;
+  /** Optimisation steps at most (PyGrid's `max_updates`); none: every batch of every epoch. */
+  maxUpdates: number | undefined;
+  loss: 'cross_entropy' | 'mse';
+  optimizer: 'sgd' | 'momentum' | 'adam';
+  momentum: number | undefined;
+}
+
+const LOSSES = ['cross_entropy', 'mse'] as const;
+const OPTIMIZERS = ['sgd', 'momentum', 'adam'] as const;
+
+function positiveInt(cfg: Record<string, unknown>, key: string): number | undefined {
+  const v = cfg[key];
+  if (v === undefined || v === null) return undefined;
+  const n = typeof v === 'string' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1) throw gridError('INVALID_INPUT', `client_config.${key} must be a positive whole number, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function positiveNum(cfg: Record<string, unknown>, key: string): number | undefined {
+  const v = cfg[key];
+  if (v === undefined || v === null) return undefined;
+  const n = typeof v === 'string' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0) throw gridError('INVALID_INPUT', `client_config.${key} must be a number ≥ 0, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function oneOf<T extends string>(cfg: Record<string, unknown>, key: string, allowed: readonly T[], fallback: T): T {
+  const v = cfg[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) throw gridError('INVALID_INPUT', `client_config.${key} must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+  return v as T;
+}
+
+/** The training settings of a process's client_config (PySyft examples: batch_size, lr, max_updates; ours: epochs, loss, optimizer, momentum). */
+export function flTrainConfig(clientConfig: Record<string, unknown>): FlTrainConfig {
+  return {
+    epochs: positiveInt(clientConfig, 'epochs') ?? 1,
+    batchSize: positiveInt(clientConfig, 'batch_size') ?? 32,
+    lr: positiveNum(clientConfig, 'lr'),
+    maxUpdates: positiveInt(clientConfig, 'max_updates'),
+    loss: oneOf(clientConfig, 'loss', LOSSES, 'cross_entropy'),
+    optimizer: oneOf(clientConfig, 'optimizer', OPTIMIZERS, 'sgd'),
+    momentum: positiveNum(clientConfig, 'momentum'),
+  };
+}
+
+/** The model's parameters as the node counts them: its float32 initializers, in graph order. */
+export function flParams(model: Uint8Array): { name: string; tensor: StateTensor }[] {
+  const out: { name: string; tensor: StateTensor }[] = [];
+  for (const [name, t] of Object.entries(modelParams(model))) {
+    if (t.dtype !== 'float32') continue;
+    out.push({ name, tensor: { dims: [...t.dims], data: t.data as Float32Array } });
+  }
+  return out;
+}
+
+/** old − new for each parameter (unchanged ones, e.g. not trained, give zeros). */
+export function flDiff(model: Uint8Array, trained: NamedTensors): StateTensor[] {
+  return flParams(model).map(({ name, tensor }) => {
+    const now = trained[name];
+    const data = new Float32Array(tensor.data.length);
+    if (now === undefined) return { dims: tensor.dims, data };
+    const n = now.data as Float32Array;
+    for (let i = 0; i < data.length; i++) data[i] = tensor.data[i]! - n[i]!;
+    return { dims: tensor.dims, data };
+  });
+}
+
+export interface FlTrainResult {
+  diff: StateTensor[];
+  /** The FedAvg weight: rows of the local data trained on (each counted once, whatever the epochs). */
+  numSamples: number;
+  steps: number;
+  metrics: Metrics;
+  seconds: number;
+  /** The model with the trained parameters (for evaluation before reporting). */
+  trained: Uint8Array;
+}
+
+export interface FlTrainOptions {
+  seed?: number;
+  loadOptions?: LoadModelOptions;
+  signal?: AbortSignal;
+  onProgress?(p: TrainProgress): void;
+}
+
+/** Trains an accepted cycle's ONNX model on local data and gives the diff to report. */
+export async function trainFlCycle(model: Uint8Array, data: Dataset, cfg: FlTrainConfig, opts: FlTrainOptions = {}): Promise<FlTrainResult> {
+  if (model.length === 0 || model[0] !== 0x08) {
+    throw gridError('INVALID_MODEL', 'this FL process serves a syft-proto State, not an ONNX model: our worker trains processes hosted from an ONNX model (a PySyft plan cannot run here)');
+  }
+  const it = trainSteps(data, {
+    model, loss: cfg.loss, optimizer: cfg.optimizer, epochs: cfg.epochs, batchSize: cfg.batchSize,
+    hyper: { ...(cfg.lr !== undefined && { lr: cfg.lr }), ...(cfg.momentum !== undefined && { momentum: cfg.momentum }) },
+    ...(cfg.maxUpdates !== undefined && { maxSteps: cfg.maxUpdates }),
+    seed: opts.seed ?? 0,
+    progressEvery: 1,
+    ...(opts.signal !== undefined && { signal: opts.signal }),
+    ...(opts.loadOptions !== undefined && { loadOptions: opts.loadOptions }),
+  });
+  let result: TrainResult;
+  let steps = 0;
+  for (;;) {
+    const r = await it.next();
+    if (r.done) { result = r.value; break; }
+    steps = (r.value.epoch - 1) * r.value.batches + r.value.batch;
+    if (!Number.isFinite(r.value.loss)) {
+      await it.return(undefined as never);
+      throw gridError('JOB_FAILED', `the training loss became ${r.value.loss} in epoch ${r.value.epoch}, batch ${r.value.batch}; lower client_config.lr or scale the features`);
+    }
+    opts.onProgress?.(r.value);
+  }
+  return {
+    diff: flDiff(model, result.params),
+    numSamples: Math.min(datasetSize(data), result.samples),
+    steps, metrics: result.metrics, seconds: result.seconds, trained: result.model,
+  };
+}
+
+export type FlCycleOutcome =
+  | { status: 'reported'; cycle: FlCycle; result: FlTrainResult }
+  | ({ status: 'rejected' } & FlRejection)
+  | { status: 'error'; error: GridError };
+
+/**
+ * One cycle of a job: ask, and when accepted train on `data` and report. Never rejects: a refusal or a
+ * failure is the outcome (the job's own events fire as well).
+ */
+export async function runFlCycle(job: FlJob, data: Dataset, opts: FlTrainOptions & { speeds?: FlSpeeds; onAccepted?(cycle: FlCycle, cfg: FlTrainConfig): void } = {}): Promise<FlCycleOutcome> {
+  const outcome = await job.start(opts.speeds !== undefined ? { speeds: opts.speeds } : {});
+  if (outcome.status === 'rejected') return outcome;
+  if (outcome.status === 'error') return outcome;
+  const cycle = outcome.cycle;
+  try {
+    const cfg = flTrainConfig(cycle.clientConfig);
+    opts.onAccepted?.(cycle, cfg);
+    const result = await trainFlCycle(cycle.model, data, cfg, opts);
+    await job.report(result.diff, result.numSamples);
+    return { status: 'reported', cycle, result };
+  } catch (err) {
+    return { status: 'error', error: toGridError(err) };
+  }
+}
+
+/** A worker's job for `name@version`, run for one cycle on `data` (the CLI's `grid fl join`). */
+export function joinFl(worker: FlWorker, req: { modelName: string; modelVersion?: string; authToken?: string }, data: Dataset, opts: Parameters<typeof runFlCycle>[2] = {}): Promise<FlCycleOutcome> {
+  const job = worker.newJob(req);
+  return runFlCycle(job, data, opts).finally(() => job.dispose());
+}
