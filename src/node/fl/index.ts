@@ -7,6 +7,7 @@ import type { MetaDb } from '../store/db';
 import { FlEngine, type AuthCheck } from './cycles';
 import { registerFlHandlers } from './handlers';
 import { flHttp, type FlHttp } from './http';
+import { registerFlStatus } from './status';
 import { FlStore } from './store';
 
 export { flErrorData } from './handlers';
@@ -22,6 +23,7 @@ export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string
   const store = new FlStore(deps.db, deps.dataDir);
   const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }) });
   registerFlHandlers(router, engine);
+  registerFlStatus(router, store);
   engine.start();
   return { engine, store, http: flHttp(engine, store, { log: deps.log }), close: () => engine.close() };
 }
