@@ -172,6 +172,16 @@ export class FlWorker extends EventEmitter<{ 'room-message': [FlRoomMessage] }> 
     return this.httpGet('model-centric/get-protocol', { worker_id: req.workerId, request_key: req.requestKey, protocol_id: String(req.protocolId) }, req.signal);
   }
 
+  /**
+   * A checkpoint of a process by name (PySyft's ModelCentricFLClient.get_model, PyGrid's retrieve-model):
+   * `latest` by default, or a number or alias. No request key: checkpoints are what a process publishes.
+   */
+  retrieveModel(req: { name: string; version?: string; checkpoint?: number | string; signal?: AbortSignal }): Promise<Uint8Array> {
+    return this.httpGet('model-centric/retrieve-model', {
+      name: req.name, ...(req.version !== undefined && { version: req.version }), checkpoint: String(req.checkpoint ?? 'latest'),
+    }, req.signal);
+  }
+
   // --- jobs ------------------------------------------------------------------------------------------
 
   /** A job for one FL process (syft.js `newJob`, KotlinSyft `newJob`); start() runs its cycles one at a time. */

@@ -1,0 +1,227 @@
+// grid fl host / join / status / checkpoint: model-centric federated learning from a terminal. A host
+// starts an FL process from an ONNX model; a worker joins it with a local dataset (rows never leave this
+// machine: only the diff of the trained parameters goes to the node).
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import type { Command } from 'commander';
+import { gridError } from '../core/errors';
+import { FlWorker } from '../core/fl-worker';
+import { readNpy } from '../core/npy';
+import { FlHostTraining } from '../core/protocol/fl-messages';
+import { FlStatus, type FlProcessStatus } from '../core/protocol/fl-status';
+import type { Tensor } from '../core/protocol/tensor';
+import { fileSource } from '../core/socket/transfer';
+import { readCsvDataset, type Dataset } from '../compute/data';
+import { joinFl, type FlTrainConfig } from '../federation';
+import type { CliHost } from './train';
+
+/** What `grid fl` needs of the grid CLI besides what train commands get. */
+export interface FlCliHost extends CliHost {
+  /** The exit code when the command ends without an error (join: 3 when the node turned the worker away). */
+  setExitCode(code: number): void;
+}
+
+/** Exit code of `grid fl join` when the worker was rejected for this cycle (not an error: try again later). */
+export const EXIT_REJECTED = 3;
+
+const num = (v: string) => {
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw gridError('INVALID_INPUT', `${JSON.stringify(v)} is not a number`);
+  return n;
+};
+const int = (v: string) => {
+  const n = num(v);
+  if (!Number.isInteger(n)) throw gridError('INVALID_INPUT', `${JSON.stringify(v)} is not an integer`);
+  return n;
+};
+const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+
+/** `--client-config '{"lr": 0.1}'` or `--client-config cfg.json`. */
+function jsonArg(flag: string, v: string | undefined): Record<string, unknown> | undefined {
+  if (v === undefined) return undefined;
+  const text = v.trimStart().startsWith('{') ? v : fs.existsSync(v) ? fs.readFileSync(v, 'utf8') : undefined;
+  if (text === undefined) throw gridError('INVALID_INPUT', `${flag}: ${JSON.stringify(v)} is neither a JSON object nor a file`);
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw gridError('INVALID_INPUT', `${flag}: not JSON (${(err as Error).message})`);
+  }
+  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw gridError('INVALID_INPUT', `${flag} must be a JSON object`);
+  return parsed as Record<string, unknown>;
+}
+
+/** `name@version` → both; `name` → the name (the node takes its last hosted version). */
+export function processArg(arg: string, version: string | undefined): { name: string; version: string | undefined } {
+  const at = arg.lastIndexOf('@');
+  if (at <= 0) return { name: arg, version };
+  if (version !== undefined) throw gridError('INVALID_INPUT', `${arg} names a version already; drop --version ${version}`);
+  return { name: arg.slice(0, at), version: arg.slice(at + 1) };
+}
+
+function toFloat32(t: Tensor, what: string): Float32Array {
+  if (t.dtype === 'float32') return t.data as Float32Array;
+  if (t.dtype === 'string' || t.dtype === 'bool' || t.dtype === 'float16') throw gridError('INVALID_DATASET', `${what} is ${t.dtype}; features must be numbers`);
+  return Float32Array.from(t.data as ArrayLike<number | bigint>, Number);
+}
+
+/**
+ * A local dataset: CSV (.csv, .csv.gz; the label in `labelColumn`, the last column by default) or .npy
+ * features [N, F] with class labels in `labels` (.npy [N]) or, without it, in the last column.
+ */
+export async function readWorkerDataset(file: string, opts: { labels?: string; labelColumn?: number; featureScale?: number }): Promise<Dataset> {
+  if (!fs.existsSync(file)) throw gridError('INVALID_DATASET', `no file ${file}`);
+  if (!file.toLowerCase().endsWith('.npy')) {
+    if (opts.labels !== undefined) throw gridError('INVALID_INPUT', '--labels goes with an .npy features file; a CSV holds its labels in a column (--label-column)');
+    return readCsvDataset(file, { ...(opts.labelColumn !== undefined && { labelColumn: opts.labelColumn }), ...(opts.featureScale !== undefined && { featureScale: opts.featureScale }) });
+  }
+  const x = readNpy(fs.readFileSync(file), file);
+  if (x.dims.length !== 2) throw gridError('INVALID_DATASET', `${file} is [${x.dims.join(', ')}]; features must be a 2-D array [rows, features]`);
+  const [n, cols] = x.dims as [number, number];
+  let features = toFloat32(x, file);
+  let f = cols;
+  let labelValues: ArrayLike<number | bigint>;
+  if (opts.labels !== undefined) {
+    const y = readNpy(fs.readFileSync(opts.labels), opts.labels);
+    if (y.dims.length !== 1 || y.dims[0] !== n) throw gridError('INVALID_DATASET', `${opts.labels} is [${y.dims.join(', ')}]; labels must be [${n}], one per row of ${file}`);
+    if (y.dtype === 'string' || y.dtype === 'bool' || y.dtype === 'float16') throw gridError('INVALID_DATASET', `${opts.labels} is ${y.dtype}; labels must be class numbers`);
+    labelValues = y.data as ArrayLike<number | bigint>;
+  } else {
+    if (cols < 2) throw gridError('INVALID_DATASET', `${file} has one column; give the labels with --labels y.npy`);
+    const col = opts.labelColumn === undefined ? cols - 1 : opts.labelColumn < 0 ? cols + opts.labelColumn : opts.labelColumn;
+    if (!(col >= 0 && col < cols)) throw gridError('INVALID_INPUT', `--label-column ${opts.labelColumn} is outside the ${cols} columns`);
+    const all = features;
+    f = cols - 1;
+    features = new Float32Array(n * f);
+    const lab = new Float64Array(n);
+    for (let r = 0; r < n; r++) {
+      for (let c = 0, k = 0; c < cols; c++) {
+        if (c === col) lab[r] = all[r * cols + c]!;
+        else features[r * f + k++] = all[r * cols + c]!;
+      }
+    }
+    labelValues = lab;
+  }
+  const labels = new BigInt64Array(n);
+  for (let r = 0; r < n; r++) {
+    const v = Number(labelValues[r]);
+    if (!Number.isInteger(v) || v < 0) throw gridError('INVALID_DATASET', `row ${r}: label ${v} is not a class number (a non-negative integer)`, { row: r });
+    labels[r] = BigInt(v);
+  }
+  if (opts.featureScale !== undefined) features = features.map((v) => v * opts.featureScale!);
+  return { features: { dtype: 'float32', dims: [n, f], data: features }, labels: { dtype: 'int64', dims: [n], data: labels } };
+}
+
+function statusTable(ps: FlProcessStatus[]): string {
+  if (ps.length === 0) return 'no FL processes';
+  const rows = [['PROCESS', 'FORMAT', 'CYCLE', 'WORKERS', 'REPORTS', 'ENDS', 'CHECKPOINT', 'OWNER'],
+    ...ps.map((p) => {
+      const c = p.cycle;
+      const latest = p.checkpoints.at(-1);
+      const cycles = p.server_config.num_cycles;
+      return [`${p.name}@${p.version}`, p.format, c === null ? `done (${p.completed_cycles})` : `${c.sequence}${typeof cycles === 'number' && cycles > 0 ? `/${cycles}` : ''}`,
+        c === null ? '-' : String(c.assigned), c === null ? '-' : String(c.reported), c?.end ?? '-', latest === undefined ? '-' : String(latest.number), p.owner];
+    })];
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+function describeConfig(cfg: FlTrainConfig): string {
+  return `${cfg.epochs} epoch${cfg.epochs === 1 ? '' : 's'}, batch ${cfg.batchSize}, ${cfg.optimizer}${cfg.lr !== undefined ? ` lr ${cfg.lr}` : ''}${cfg.maxUpdates !== undefined ? `, at most ${cfg.maxUpdates} updates` : ''}`;
+}
+
+export function registerFlCommands(program: Command, host: FlCliHost): void {
+  const fl = program.command('fl').description('model-centric federated learning (PyGrid\'s FL processes): host a process, join it as a worker with local data, follow it, download its checkpoints');
+
+  fl.command('host <model>').description('start an FL process from an ONNX model: workers train it on their own data, the node averages their diffs each cycle into a new checkpoint')
+    .requiredOption('--name <name>', 'the process name workers join (client_config.name)')
+    .requiredOption('--version <version>', 'its version (client_config.version)')
+    .option('--server-config <json|file>', 'the node\'s rules: cycle_length (s), num_cycles, max_diffs, min_diffs, min_workers, max_workers, pool_selection, do_not_reuse_workers_until_cycle, minimum_upload_speed, minimum_download_speed, authentication')
+    .option('--client-config <json|file>', 'what workers get: batch_size, lr, max_updates, epochs, loss, optimizer (name and version come from --name/--version)')
+    .action(async (file: string, o: { name: string; version: string; serverConfig?: string; clientConfig?: string }) => {
+      if (!fs.existsSync(file) || fs.statSync(file).isDirectory()) throw gridError('INVALID_MODEL', `no model file ${file}`);
+      const serverConfig = jsonArg('--server-config', o.serverConfig) ?? {};
+      const clientConfig = { ...jsonArg('--client-config', o.clientConfig), name: o.name, version: o.version };
+      const c = await host.connect(true);
+      const upload = await c.socket.upload(await fileSource(path.resolve(file)));
+      const r = await c.socket.request(FlHostTraining, { model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
+      host.print(`hosted FL process ${r.name}@${r.version} (id ${r.model_id}) from ${path.basename(file)}; workers join with: grid fl join ${r.name}@${r.version} --data FILE`,
+        { ...r, client_config: clientConfig, server_config: serverConfig });
+    });
+
+  fl.command('join <process>').description(`join an FL process (name or name@version) as a worker for one cycle: train its model on a local dataset and report the diff (exit code ${EXIT_REJECTED} when the node turns the worker away, e.g. the cycle is full)`)
+    .requiredOption('-d, --data <file>', 'local data: .csv / .csv.gz (label in the last column unless --label-column), or .npy features [N, F]')
+    .option('--labels <file.npy>', 'class labels [N] for an .npy features file (default: its last column)')
+    .option('--label-column <n>', 'the label column (negative counts from the end)', int)
+    .option('--feature-scale <x>', 'multiply every feature by x (e.g. 0.0625 for 0..16 pixels)', num)
+    .option('--version <version>', 'the process version (same as name@version)')
+    .option('--auth-token <token>', 'the JWT the process asks of its workers')
+    .option('--seed <n>', 'shuffling seed', int)
+    .action(async (processSpec: string, o: { data: string; labels?: string; labelColumn?: number; featureScale?: number; version?: string; authToken?: string; seed?: number }) => {
+      const { name, version } = processArg(processSpec, o.version);
+      const data = await readWorkerDataset(o.data, o);
+      const c = await host.connect(false);
+      // The worker rides the CLI's one connection to the node (the GridClient disposes it).
+      const worker = new FlWorker(c.socket, { timeoutMs: Math.max(host.timeoutMs(), 20_000) });
+      const progress = host.progressStream();
+      try {
+        const out = await joinFl(worker, { modelName: name, ...(version !== undefined && { modelVersion: version }), ...(o.authToken !== undefined && { authToken: o.authToken }) }, data, {
+          ...(o.seed !== undefined && { seed: o.seed }),
+          loadOptions: { intraOpNumThreads: 1 },
+          ...(progress && {
+            onAccepted: (cycle, cfg) => progress.out.write(`accepted into ${cycle.accepted.model}@${cycle.accepted.version}: training ${data.features.dims[0]} rows, ${describeConfig(cfg)}\n`),
+            onProgress: (p) => { if (p.kind === 'epoch') progress.out.write(`epoch ${p.epoch}/${p.epochs}  loss ${p.loss.toFixed(4)}  acc ${pct(p.accuracy)}\n`); },
+          }),
+        });
+        if (out.status === 'error') throw out.error;
+        if (out.status === 'rejected') {
+          host.setExitCode(EXIT_REJECTED);
+          host.print(`rejected by ${name}${version !== undefined ? `@${version}` : ''}: ${out.reason}${out.timeout !== undefined ? `; the cycle ends in ${out.timeout}` : ''}`,
+            { status: 'rejected', reason: out.reason, timeout: out.timeout ?? null, timeout_s: out.timeoutS ?? null });
+          return;
+        }
+        const r = out.result;
+        host.print(`reported to ${out.cycle.accepted.model}@${out.cycle.accepted.version}: ${r.numSamples} samples, ${r.steps} updates in ${r.seconds.toFixed(1)} s, loss ${r.metrics.loss.toFixed(4)}, accuracy ${pct(r.metrics.accuracy)}`,
+          { status: 'reported', model: out.cycle.accepted.model, version: out.cycle.accepted.version, worker_id: out.cycle.workerId, num_samples: r.numSamples, steps: r.steps, seconds: r.seconds, metrics: r.metrics });
+      } finally {
+        worker.dispose();
+      }
+    });
+
+  fl.command('status [process]').description('the FL processes on the node (or one: name or name@version): their open cycle, workers, reports and checkpoints')
+    .option('--version <version>', 'the process version (same as name@version)')
+    .action(async (processSpec: string | undefined, o: { version?: string }) => {
+      const sel = processSpec === undefined ? undefined : processArg(processSpec, o.version);
+      const c = await host.connect(false);
+      const { processes } = await c.socket.request(FlStatus, sel === undefined ? {} : { name: sel.name, ...(sel.version !== undefined && { version: sel.version }) });
+      if (sel !== undefined && processes.length === 0) throw gridError('NOT_FOUND', `no FL process ${processSpec}${o.version !== undefined ? `@${o.version}` : ''} on this node`);
+      host.print(statusTable(processes), { processes });
+    });
+
+  fl.command('checkpoint <process>').description('download a checkpoint of an FL process (name or name@version): the latest by default')
+    .requiredOption('-o, --output <file>', 'where to write it (an .onnx model for processes hosted from ONNX)')
+    .option('--number <n|latest>', 'checkpoint number (1 is the hosted model) or alias', 'latest')
+    .option('--version <version>', 'the process version (same as name@version)')
+    .action(async (processSpec: string, o: { output: string; number: string; version?: string }) => {
+      const { name, version } = processArg(processSpec, o.version);
+      if (!/^\d+$/.test(o.number) && !/^[A-Za-z][\w.-]*$/.test(o.number)) throw gridError('INVALID_INPUT', `--number ${o.number}: a checkpoint number or an alias such as latest`);
+      const c = await host.connect(false);
+      const worker = new FlWorker(c.socket, { timeoutMs: Math.max(host.timeoutMs(), 20_000) });
+      try {
+        const bytes = await worker.retrieveModel({ name, ...(version !== undefined && { version }), checkpoint: o.number });
+        // The number behind an alias such as latest, for the record (the download route does not say it).
+        const { processes } = await c.socket.request(FlStatus, { name, ...(version !== undefined && { version }) });
+        const p = version === undefined ? processes.at(-1) : processes[0];
+        const number = /^\d+$/.test(o.number) ? Number(o.number) : p?.checkpoints.filter((k) => k.alias === o.number).at(-1)?.number ?? null;
+        const dest = path.resolve(o.output);
+        fs.mkdirSync(path.dirname(dest), { recursive: true });
+        fs.writeFileSync(dest, bytes);
+        const what = number === null || String(number) === o.number ? o.number : `${number} (${o.number})`;
+        host.print(`wrote checkpoint ${what} of ${name}@${p?.version ?? version ?? '?'} to ${path.relative(process.cwd(), dest) || dest} (${bytes.length} bytes)`,
+          { name, version: p?.version ?? version ?? null, checkpoint: number, alias: /^\d+$/.test(o.number) ? null : o.number, path: dest, size: bytes.length });
+      } finally {
+        worker.dispose();
+      }
+    });
+}
