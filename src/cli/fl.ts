@@ -128,7 +128,7 @@ function statusTable(ps: FlProcessStatus[]): string {
 }
 
 function describeConfig(cfg: FlTrainConfig): string {
-  return `${cfg.epochs} epoch${cfg.epochs === 1 ? '' : 's'}, batch ${cfg.batchSize}, ${cfg.optimizer}${cfg.lr !== undefined ? ` lr ${cfg.lr}` : ''}${cfg.maxUpdates !== undefined ? `, at most ${cfg.maxUpdates} updates` : ''}`;
+  return `${cfg.epochs} epoch${cfg.epochs === 1 ? '' : 's'}, batch ${cfg.batchSize}, ${cfg.optimizer}${cfg.lr !== undefined ? ` lr ${cfg.lr}` : ''}${cfg.maxUpdates !== undefined ? `, at most ${cfg.maxUpdates} updates` : ''}${cfg.fedProxMu !== undefined ? `, FedProx μ ${cfg.fedProxMu}` : ''}${cfg.privacy !== undefined ? `, DP clip ${cfg.privacy.clipNorm} noise ${cfg.privacy.noiseMultiplier}` : ''}`;
 }
 
 export function registerFlCommands(program: Command, host: FlCliHost): void {
@@ -138,7 +138,7 @@ export function registerFlCommands(program: Command, host: FlCliHost): void {
     .requiredOption('--name <name>', 'the process name workers join (client_config.name)')
     .requiredOption('--version <version>', 'its version (client_config.version)')
     .option('--server-config <json|file>', 'the node\'s rules: cycle_length (s), num_cycles, max_diffs, min_diffs, min_workers, max_workers, pool_selection, do_not_reuse_workers_until_cycle, minimum_upload_speed, minimum_download_speed, authentication')
-    .option('--client-config <json|file>', 'what workers get: batch_size, lr, max_updates, epochs, loss, optimizer (name and version come from --name/--version)')
+    .option('--client-config <json|file>', 'what workers get: batch_size, lr, max_updates, epochs, loss, optimizer, momentum, fedprox_mu, privacy {clip_norm, noise_multiplier} (name and version come from --name/--version)')
     .action(async (file: string, o: { name: string; version: string; serverConfig?: string; clientConfig?: string }) => {
       if (!fs.existsSync(file) || fs.statSync(file).isDirectory()) throw gridError('INVALID_MODEL', `no model file ${file}`);
       const serverConfig = jsonArg('--server-config', o.serverConfig) ?? {};

@@ -162,3 +162,40 @@ test('errors reach the worker as coded errors with PyGrid\'s strings; a disposed
   await assert.rejects(w.authenticate({ modelName: 'digits' }), { code: 'GRID_ERR_DISPOSED' });
   assert.throws(() => w.newJob({ modelName: 'digits' }), { code: 'GRID_ERR_DISPOSED' });
 });
+
+function l2(tensors: readonly { data: Float32Array }[]): number {
+  let sq = 0;
+  for (const t of tensors) for (const v of t.data) sq += v * v;
+  return Math.sqrt(sq);
+}
+
+test('client_config privacy clips a worker\'s update before it leaves (the checkpoint moves by at most clip_norm); fedprox_mu keeps it closer to the checkpoint', { timeout: 120_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const data = takeRows(await digits(), shuffledIndices(1797, 3).subarray(0, 600));
+  const model = mlp([64, 16, 10], { seed: 9 });
+  const base = { batch_size: 32, lr: 0.2, epochs: 2 };
+  const server = { max_diffs: 1, num_cycles: 1 };
+  const admin = await n.admin();
+  for (const [version, extra] of [['plain', {}], ['prox', { fedprox_mu: 2 }], ['dp', { privacy: { clip_norm: 0.25, noise_multiplier: 0 } }]] as const) {
+    await admin.socket.request(FlHostTraining, { client_config: { name: 'digits', version, ...base, ...extra }, server_config: server }, { attachment: model });
+  }
+  const w = await FlWorker.connect(n.node.url);
+  t.after(() => w.dispose());
+  const norms: Record<string, number> = {};
+  for (const version of ['plain', 'prox', 'dp']) {
+    const closed = once(n.node.fl.engine, 'cycle-closed');
+    const out = await joinFl(w, { modelName: 'digits', modelVersion: version }, data, { seed: 1, loadOptions: single });
+    assert.equal(out.status, 'reported', JSON.stringify(out));
+    await closed;
+    norms[version] = l2(out.status === 'reported' ? out.result.diff : []);
+  }
+  t.diagnostic(`update L2 norms: plain ${norms.plain!.toFixed(3)}, FedProx μ=2 ${norms.prox!.toFixed(3)}, DP clip 0.25 ${norms.dp!.toFixed(3)}`);
+  assert.ok(norms.plain! > 0.5, 'the plain update is larger than the clip norm, so clipping does something');
+  assert.ok(norms.prox! < norms.plain! * 0.9, `FedProx ${norms.prox} vs plain ${norms.plain}`);
+  assert.ok(norms.dp! <= 0.25 + 1e-5, `DP update norm ${norms.dp}`);
+  // What the node averaged is that clipped update: the checkpoint moved by at most clip_norm.
+  const old = flParams(model), latest = flParams(await checkpoint(n, 'digits', 'dp'));
+  const moved = l2(latest.map((p, i) => ({ data: p.tensor.data.map((v, k) => v - old[i]!.tensor.data[k]!) })));
+  assert.ok(moved <= 0.25 + 1e-5 && moved > 0.2, `the checkpoint moved by ${moved}`);
+});
