@@ -174,8 +174,8 @@ export type FlCycleOutcome =
  * One cycle of a job: ask, and when accepted train on `data` and report. Never rejects: a refusal or a
  * failure is the outcome (the job's own events fire as well).
  */
-export async function runFlCycle(job: FlJob, data: Dataset, opts: FlTrainOptions & { speeds?: FlSpeeds; onAccepted?(cycle: FlCycle, cfg: FlTrainConfig): void } = {}): Promise<FlCycleOutcome> {
-  const outcome = await job.start(opts.speeds !== undefined ? { speeds: opts.speeds } : {});
+export async function runFlCycle(job: FlJob, data: Dataset, opts: FlTrainOptions & { speeds?: FlSpeeds; speedTestBytes?: number; onAccepted?(cycle: FlCycle, cfg: FlTrainConfig): void } = {}): Promise<FlCycleOutcome> {
+  const outcome = await job.start({ ...(opts.speeds !== undefined && { speeds: opts.speeds }), ...(opts.speedTestBytes !== undefined && { speedTestBytes: opts.speedTestBytes }) });
   if (outcome.status === 'rejected') return outcome;
   if (outcome.status === 'error') return outcome;
   const cycle = outcome.cycle;

@@ -199,3 +199,27 @@ test('client_config privacy clips a worker\'s update before it leaves (the check
   const moved = l2(latest.map((p, i) => ({ data: p.tensor.data.map((v, k) => v - old[i]!.tensor.data[k]!) })));
   assert.ok(moved <= 0.25 + 1e-5 && moved > 0.2, `the checkpoint moved by ${moved}`);
 });
+
+test('a process with minimum speeds: the job runs the speed test itself, is accepted on loopback and rejected below a minimum it cannot reach', { timeout: 120_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  // The route is flaux's src/node/fl/speed-test.ts, wired into the node's HTTP server by flnode; until it
+  // is, the node answers 404 and there is nothing to measure against.
+  const probe = await fetch(`${httpBase(n.node.url)}/model-centric/speed-test?is_ping=1`);
+  if (probe.status === 404) { t.skip('the node does not route /model-centric/speed-test yet'); return; }
+  const model = mlp([64, 10], { seed: 5 });
+  const admin = await n.admin();
+  for (const [version, min] of [['fast', 1], ['impossible', 1e9]] as const) {
+    await admin.socket.request(FlHostTraining, { client_config: { name: 'digits', version }, server_config: { max_diffs: 1, cycle_length: 600, minimum_download_speed: min, minimum_upload_speed: min } }, { attachment: model });
+  }
+  const w = await FlWorker.connect(n.node.url);
+  t.after(() => w.dispose());
+  const ok = w.newJob({ modelName: 'digits', modelVersion: 'fast' });
+  const accepted = await ok.start({ speedTestBytes: 2 * 1024 * 1024 });
+  assert.equal(accepted.status, 'accepted', JSON.stringify(accepted));
+  t.diagnostic(`loopback: ping ${ok.speeds!.ping.toFixed(2)} ms, download ${ok.speeds!.download.toFixed(0)} Mbit/s, upload ${ok.speeds!.upload.toFixed(0)} Mbit/s`);
+  assert.ok(ok.speeds!.download > 1 && ok.speeds!.upload > 1 && ok.speeds!.ping >= 0);
+  const slow = await w.newJob({ modelName: 'digits', modelVersion: 'impossible' }).start({ speedTestBytes: 1024 * 1024 });
+  assert.equal(slow.status, 'rejected');
+  assert.match(slow.status === 'rejected' ? slow.reason : '', /speed [\d.]+ is below the minimum of 1000000000/);
+});
