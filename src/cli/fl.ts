@@ -147,7 +147,8 @@ export function registerFlCommands(program: Command, host: FlCliHost): void {
       const upload = await c.socket.upload(await fileSource(path.resolve(file)));
       const r = await c.socket.request(FlHostTraining, { model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
       host.print(`hosted FL process ${r.name}@${r.version} (id ${r.model_id}) from ${path.basename(file)}; workers join with: grid fl join ${r.name}@${r.version} --data FILE`,
-        { ...r, client_config: clientConfig, server_config: serverConfig });
+        // The process's secrets (authentication keys) are not echoed back.
+        { ...r, client_config: clientConfig, server_config: { ...serverConfig, ...(serverConfig.authentication !== undefined && { authentication: '(not shown)' }) } });
     });
 
   fl.command('join <process>').description(`join an FL process (name or name@version) as a worker for one cycle: train its model on a local dataset and report the diff (exit code ${EXIT_REJECTED} when the node turns the worker away, e.g. the cycle is full)`)

@@ -363,6 +363,7 @@ export class FlJob extends EventEmitter<{ accepted: [FlCycle]; rejected: [FlReje
   }
 
   private async requestCycle(opts: FlStartOptions): Promise<FlJobOutcome> {
+    if (this.abort.signal.aborted) throw gridError('DISPOSED', `the FL job for ${this.modelName} was disposed; create a new one with worker.newJob()`);
     this.auth ??= await this.worker.authenticate({
       modelName: this.modelName,
       ...(this.modelVersion !== undefined && { modelVersion: this.modelVersion }),

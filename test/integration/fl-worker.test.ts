@@ -160,6 +160,8 @@ test('errors reach the worker as coded errors with PyGrid\'s strings; a disposed
   assert.equal(w.isDisposed, true);
   assert.equal(w.socket.isDisposed, true, 'a worker that opened its socket closes it');
   await assert.rejects(w.authenticate({ modelName: 'digits' }), { code: 'GRID_ERR_DISPOSED' });
+  const disposed = await job.start();
+  assert.equal(disposed.status === 'error' && disposed.error.code, 'GRID_ERR_DISPOSED', 'a job of a disposed worker says so');
   assert.throws(() => w.newJob({ modelName: 'digits' }), { code: 'GRID_ERR_DISPOSED' });
 });
 
