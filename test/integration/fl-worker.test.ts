@@ -133,6 +133,10 @@ test('a worker is rejected with the reason and the time left when the cycle is f
   const ev = (await closed)[0] as { reports: number };
   assert.equal(ev.reports, 1);
   await assert.rejects(jobA.report(r.diff, r.numSamples), { code: 'GRID_ERR_INVALID_MESSAGE', message: /no accepted cycle to report/ });
+  // A disposed job asks for nothing more, and says why.
+  jobB.dispose();
+  const disposed = await jobB.start();
+  assert.equal(disposed.status === 'error' && disposed.error.code, 'GRID_ERR_DISPOSED', JSON.stringify(disposed));
 });
 
 test('errors reach the worker as coded errors with PyGrid\'s strings; a disposed worker refuses work', { timeout: 60_000 }, async (t) => {
@@ -160,8 +164,7 @@ test('errors reach the worker as coded errors with PyGrid\'s strings; a disposed
   assert.equal(w.isDisposed, true);
   assert.equal(w.socket.isDisposed, true, 'a worker that opened its socket closes it');
   await assert.rejects(w.authenticate({ modelName: 'digits' }), { code: 'GRID_ERR_DISPOSED' });
-  const disposed = await job.start();
-  assert.equal(disposed.status === 'error' && disposed.error.code, 'GRID_ERR_DISPOSED', 'a job of a disposed worker says so');
+
   assert.throws(() => w.newJob({ modelName: 'digits' }), { code: 'GRID_ERR_DISPOSED' });
 });
 
