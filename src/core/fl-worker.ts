@@ -145,9 +145,19 @@ export class FlWorker extends EventEmitter<{ 'room-message': [FlRoomMessage] }> 
     });
   }
 
-  /** Joins a signalling room (PyGrid's "scope"); members' messages arrive as 'room-message' events. */
-  async joinRoom(req: { workerId: string; scopeId: string }): Promise<void> {
-    await this.request('webrtc: join-room', { workerId: req.workerId, scopeId: req.scopeId });
+  /**
+   * Joins a signalling room (PyGrid's "scope"); members' messages arrive as 'room-message' events. Resolves
+   * with the members already there (the node's reply; PyGrid's gateway answered nothing: no peers).
+   */
+  async joinRoom(req: { workerId: string; scopeId: string }): Promise<{ peers: string[] }> {
+    const reply = await this.request('webrtc: join-room', { workerId: req.workerId, scopeId: req.scopeId });
+    const peers = (reply as { peers?: unknown } | undefined)?.peers;
+    return { peers: Array.isArray(peers) ? peers.filter((p): p is string => typeof p === 'string') : [] };
+  }
+
+  /** Leaves a room; its other members get `webrtc: peer-left`. */
+  async leaveRoom(req: { workerId: string; scopeId: string }): Promise<void> {
+    await this.request('webrtc: peer-left', { workerId: req.workerId, scopeId: req.scopeId });
   }
 
   /** Relays a WebRTC offer / answer / candidate to one member of the room (syft.js's message shape). */
