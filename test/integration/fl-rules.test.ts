@@ -7,8 +7,10 @@ import { once } from 'node:events';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GridError } from '../../src/core/errors';
-import { FlHostTraining } from '../../src/core/protocol/fl-messages';
+import { FlDownloadCheckpoint, FlHostTraining, FlListProcesses } from '../../src/core/protocol/fl-messages';
+import { memorySink } from '../../src/core/socket/transfer';
 import type { CycleClosed } from '../../src/node/fl/cycles';
+import { GridClient } from '../../src/core/client';
 import { mlpModel, startTestNode, type TestNode } from '../helpers/node-fixtures';
 import { base64, decodeState, diffOf, encodeState, hex, hostProcess, httpBase, joinCycle, PyGridSocket, smallModel } from '../helpers/fl-fixtures';
 
@@ -289,4 +291,65 @@ test('HTTP routes: bare bodies for authenticate / cycle-request / report, downlo
   assert.equal((await fetch(`${base}/retrieve-model?name=web&version=2&checkpoint=2`)).status, 200);
   assert.equal((await fetch(`${base}/retrieve-model?name=web&version=2&checkpoint=9`)).status, 404);
   assert.equal((await fetch(`${base}/retrieve-model?name=nope`)).status, 404);
+});
+
+test('a flood of authenticate / cycle-request from one address is refused (RATE_LIMITED) without disturbing workers at another address', { timeout: 60_000 }, async (t) => {
+  const node = await startTestNode({ fl: { requestsPerMinute: 4 } });
+  const sockets: PyGridSocket[] = [];
+  t.after(async () => { for (const s of sockets) s.close(); await node.close(); });
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'busy', server: { max_diffs: 50 } });
+  const flooder = await PyGridSocket.open(node.node.url);
+  sockets.push(flooder);
+  const replies = [];
+  for (let i = 0; i < 6; i++) replies.push(await flooder.call('model-centric/authenticate', { model_name: 'busy', model_version: '1.0' }));
+  assert.deepEqual(replies.map((r) => r.status), ['success', 'success', 'success', 'success', 'rejected', 'rejected']);
+  assert.equal(replies[5]!.code, 'GRID_ERR_RATE_LIMITED');
+  assert.match(replies[5]!.error, /too many authenticate requests from .*127\.0\.0\.1.*more than 4 a minute/);
+  // Only the accepted ones became workers.
+  assert.equal(node.node.fl.store.workerCount(node.node.fl.store.findProcess('busy')!.id), 4);
+  // Another machine (another loopback address) joins as usual.
+  const other = await PyGridSocket.open(node.node.url, '127.0.0.2');
+  sockets.push(other);
+  const j = await joinCycle(other, 'busy');
+  assert.equal(j.cycle.status, 'accepted');
+});
+
+test('our own messages: fl-list-processes shows cycles and checkpoints without secrets; fl-download-checkpoint is for the owner or an admin; retrieve-model is closed where workers authenticate', { timeout: 60_000 }, async (t) => {
+  const { node, ws } = await withNode(t);
+  const admin = await node.admin();
+  await admin.addUser('bob', 'bob-long-password');
+  await hostProcess(admin, { name: 'status', server: { max_diffs: 1, cycle_length: 600 } });
+  await hostProcess(admin, { name: 'private', server: { max_diffs: 1, authentication: { type: 'jwt', secret: 'top-secret-key' } } });
+  const w = await ws();
+  const j = await joinCycle(w, 'status');
+  const closed = closedOnce(node);
+  await w.call('model-centric/report', { worker_id: j.workerId, request_key: j.cycle.request_key, diff: diffOf([[1, 1, 1, 1], [1, 1]]) });
+  await closed;
+  await joinCycle(await ws(), 'status');
+
+  const anon = await node.anonymous();
+  const { processes } = await anon.socket.request(FlListProcesses, {});
+  const status = processes.find((p) => p.name === 'status')!;
+  assert.deepEqual([status.owner, status.format, status.completed_cycles, status.workers], ['admin', 'state', 1, 2]);
+  assert.deepEqual(status.params, [{ name: '#0', dims: [2, 2] }, { name: '#1', dims: [2] }]);
+  assert.deepEqual({ ...status.cycle, start: undefined, end: undefined }, { sequence: 2, assigned: 1, reported: 0, start: undefined, end: undefined });
+  assert.deepEqual(status.checkpoints.map((c) => [c.number, c.alias, c.reports, c.cycle]), [[1, '', 0, null], [2, 'latest', 1, 1]]);
+  const priv = processes.find((p) => p.name === 'private')!;
+  assert.deepEqual(priv.server_config.authentication, { type: 'jwt', checks: ['secret'] });
+  assert.ok(!JSON.stringify(processes).includes('top-secret-key'));
+
+  const offer = await admin.socket.request(FlDownloadCheckpoint, { name: 'status', checkpoint: 2 });
+  assert.deepEqual([offer.number, offer.format], [2, 'state']);
+  const sink = memorySink();
+  await admin.socket.download(offer.download, sink);
+  near(decodeState(sink.bytes())[1]!.data, [0.5 - 1, -0.5 - 1], 'b');
+  await assert.rejects(anon.socket.request(FlDownloadCheckpoint, { name: 'status' }), (e: GridError) => e.code === 'GRID_ERR_UNAUTHENTICATED');
+  const bob = await GridClient.connect(node.node.url, { credentials: { username: 'bob', password: 'bob-long-password' }, reconnect: { maxAttempts: 0 } });
+  t.after(() => bob.dispose());
+  await assert.rejects(bob.socket.request(FlDownloadCheckpoint, { name: 'status' }), (e: GridError) => e.code === 'GRID_ERR_FORBIDDEN' && /belong to admin/.test(e.message));
+  const res = await fetch(`${httpBase(node.node.url)}/model-centric/retrieve-model?name=private`);
+  assert.equal(res.status, 401);
+  assert.match((await res.json() as { error: string }).error, /requires worker authentication/);
+  assert.equal((await admin.socket.request(FlDownloadCheckpoint, { name: 'private' })).number, 1);
 });

@@ -31,6 +31,7 @@ function statusOf(err: GridError, route: string): number {
   if (err.code === 'GRID_ERR_NOT_FOUND' && route === '/model-centric/retrieve-model') return 404;
   if (err.code === 'GRID_ERR_INTERNAL') return 500;
   if (err.code === 'GRID_ERR_PAYLOAD_TOO_LARGE') return 413;
+  if (err.code === 'GRID_ERR_RATE_LIMITED') return 429;
   return 400;
 }
 
@@ -97,6 +98,10 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
         const version = q.get('version') ?? undefined;
         const p = store.findProcess(name, version);
         if (p === undefined) throw gridError('NOT_FOUND', `no FL process ${name}${version !== undefined ? ` version ${version}` : ''}`);
+        // Open as in PyGrid, except where workers must authenticate: the model would leak past that check.
+        if (p.serverConfig.authentication !== undefined) {
+          throw gridError('FORBIDDEN', `FL process ${p.name} ${p.version} requires worker authentication; its owner downloads checkpoints over the node's WebSocket (fl-download-checkpoint)`);
+        }
         const which = q.get('checkpoint') ?? 'latest';
         const c = await engine.checkpointBytes(p.id, /^\d+$/.test(which) ? Number(which) : which);
         if (c === undefined) throw gridError('NOT_FOUND', `FL process ${p.name} ${p.version} has no checkpoint ${JSON.stringify(which)}`);
@@ -122,7 +127,7 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
           const reply = pathname === '/model-centric/authenticate'
             ? await engine.authenticate(d as never, req.socket.remoteAddress ?? '')
             : pathname === '/model-centric/cycle-request'
-              ? engine.cycleRequest({ ...(d as unknown as CycleRequest), version: (d.version as string | null | undefined) ?? undefined })
+              ? engine.cycleRequest({ ...(d as unknown as CycleRequest), version: (d.version as string | null | undefined) ?? undefined }, req.socket.remoteAddress ?? '')
               : engine.report(d as never);
           sendJson(res, 200, reply, headers);
           return true;

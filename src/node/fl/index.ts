@@ -7,7 +7,6 @@ import type { MetaDb } from '../store/db';
 import { FlEngine, type AuthCheck } from './cycles';
 import { registerFlHandlers } from './handlers';
 import { flHttp, type FlHttp } from './http';
-import { registerFlStatus } from './status';
 import { FlStore } from './store';
 
 export { flErrorData } from './handlers';
@@ -19,11 +18,15 @@ export interface NodeFl {
   close(): Promise<void>;
 }
 
-export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck }): NodeFl {
+export interface FlOptions {
+  /** authenticate + cycle-request a minute from one address (default 600). */
+  requestsPerMinute?: number;
+}
+
+export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck; options?: FlOptions }): NodeFl {
   const store = new FlStore(deps.db, deps.dataDir);
-  const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }) });
-  registerFlHandlers(router, engine);
-  registerFlStatus(router, store);
+  const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options });
+  registerFlHandlers(router, engine, store);
   engine.start();
   return { engine, store, http: flHttp(engine, store, { log: deps.log }), close: () => engine.close() };
 }
