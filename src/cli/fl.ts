@@ -5,14 +5,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { Command } from 'commander';
-import { gridError } from '../core/errors';
+import { GridError, gridError } from '../core/errors';
 import { FlWorker } from '../core/fl-worker';
 import { readNpy } from '../core/npy';
 import { FlDownloadCheckpoint, FlHostTraining, FlListProcesses, type FlProcessInfo } from '../core/protocol/fl-messages';
 import type { Tensor } from '../core/protocol/tensor';
 import { fileSink, fileSource } from '../core/socket/transfer';
 import { readCsvDataset, type Dataset } from '../compute/data';
-import { joinFl, type FlTrainConfig } from '../federation';
+import { runFlCycles, type FlTrainConfig } from '../federation';
 import type { CliHost } from './train';
 
 /** What `grid fl` needs of the grid CLI besides what train commands get. */
@@ -150,23 +150,30 @@ export function registerFlCommands(program: Command, host: FlCliHost): void {
         { ...r, client_config: clientConfig, server_config: { ...serverConfig, ...(serverConfig.authentication !== undefined && { authentication: '(not shown)' }) } });
     });
 
-  fl.command('join <process>').description(`join an FL process (name or name@version) as a worker for one cycle: train its model on a local dataset and report the diff (exit code ${EXIT_REJECTED} when the node turns the worker away, e.g. the cycle is full)`)
+  fl.command('join <process>').description(`join an FL process (name or name@version) as a worker: train its model on a local dataset and report the diff, for one cycle or --cycles N (exit code ${EXIT_REJECTED} when the node turns the worker away, e.g. the cycle is full, and --wait is over)`)
     .requiredOption('-d, --data <file>', 'local data: .csv / .csv.gz (label in the last column unless --label-column), or .npy features [N, F]')
     .option('--labels <file.npy>', 'class labels [N] for an .npy features file (default: its last column)')
     .option('--label-column <n>', 'the label column (negative counts from the end)', int)
     .option('--feature-scale <x>', 'multiply every feature by x (e.g. 0.0625 for 0..16 pixels)', num)
     .option('--version <version>', 'the process version (same as name@version)')
     .option('--auth-token <token>', 'the JWT the process asks of its workers')
+    .option('--cycles <n>', 'cycles to take part in, as one worker', int, 1)
+    .option('--wait <seconds>', 'keep asking this long while the node turns the worker away (the next cycle opens when the current one closes)', num, 0)
     .option('--seed <n>', 'shuffling seed', int)
-    .action(async (processSpec: string, o: { data: string; labels?: string; labelColumn?: number; featureScale?: number; version?: string; authToken?: string; seed?: number }) => {
+    .action(async (processSpec: string, o: { data: string; labels?: string; labelColumn?: number; featureScale?: number; version?: string; authToken?: string; cycles: number; wait: number; seed?: number }) => {
       const { name, version } = processArg(processSpec, o.version);
+      if (!(o.cycles >= 1)) throw gridError('INVALID_INPUT', `--cycles ${o.cycles}: at least 1`);
+      if (!(o.wait >= 0)) throw gridError('INVALID_INPUT', `--wait ${o.wait}: seconds, 0 or more`);
       const data = await readWorkerDataset(o.data, o);
       const c = await host.connect(false);
       // The worker rides the CLI's one connection to the node (the GridClient disposes it).
       const worker = new FlWorker(c.socket, { timeoutMs: Math.max(host.timeoutMs(), 20_000) });
+      const job = worker.newJob({ modelName: name, ...(version !== undefined && { modelVersion: version }), ...(o.authToken !== undefined && { authToken: o.authToken }) });
       const progress = host.progressStream();
+      const at = (n: number) => (o.cycles > 1 ? `[${n}/${o.cycles}] ` : '');
       try {
-        const out = await joinFl(worker, { modelName: name, ...(version !== undefined && { modelVersion: version }), ...(o.authToken !== undefined && { authToken: o.authToken }) }, data, {
+        const run = await runFlCycles(job, data, {
+          cycles: o.cycles, maxWaitMs: o.wait * 1000,
           ...(o.seed !== undefined && { seed: o.seed }),
           loadOptions: { intraOpNumThreads: 1 },
           ...(progress && {
@@ -174,17 +181,29 @@ export function registerFlCommands(program: Command, host: FlCliHost): void {
             onProgress: (p) => { if (p.kind === 'epoch') progress.out.write(`epoch ${p.epoch}/${p.epochs}  loss ${p.loss.toFixed(4)}  acc ${pct(p.accuracy)}\n`); },
           }),
         });
-        if (out.status === 'error') throw out.error;
-        if (out.status === 'rejected') {
+        const lines = run.reported.map((out, i) => {
+          const r = out.result;
+          return `${at(i + 1)}reported to ${out.cycle.accepted.model}@${out.cycle.accepted.version}: ${r.numSamples} samples, ${r.steps} updates in ${r.seconds.toFixed(1)} s, loss ${r.metrics.loss.toFixed(4)}, accuracy ${pct(r.metrics.accuracy)}`;
+        });
+        const cycles = run.reported.map((out) => ({
+          model: out.cycle.accepted.model, version: out.cycle.accepted.version, worker_id: out.cycle.workerId,
+          num_samples: out.result.numSamples, steps: out.result.steps, seconds: out.result.seconds, metrics: out.result.metrics,
+        }));
+        const last = run.last;
+        if (last.status === 'error') {
+          const e = last.error;
+          // Cycles already reported stay reported (and averaged): the error says how far it got.
+          throw run.reported.length === 0 ? e : new GridError(e.code, `${e.message} (after ${run.reported.length} reported cycle${run.reported.length === 1 ? '' : 's'})`, e.details);
+        }
+        if (last.status === 'rejected') {
           host.setExitCode(EXIT_REJECTED);
-          host.print(`rejected by ${name}${version !== undefined ? `@${version}` : ''}: ${out.reason}${out.timeout !== undefined ? `; the cycle ends in ${out.timeout}` : ''}`,
-            { status: 'rejected', reason: out.reason, timeout: out.timeout ?? null, timeout_s: out.timeoutS ?? null });
+          lines.push(`${at(run.reported.length + 1)}rejected by ${name}${version !== undefined ? `@${version}` : ''}: ${last.reason}${last.timeout !== undefined ? `; the cycle ends in ${last.timeout}` : ''}`);
+          host.print(lines.join('\n'), { status: 'rejected', reason: last.reason, timeout: last.timeout ?? null, timeout_s: last.timeoutS ?? null, cycles });
           return;
         }
-        const r = out.result;
-        host.print(`reported to ${out.cycle.accepted.model}@${out.cycle.accepted.version}: ${r.numSamples} samples, ${r.steps} updates in ${r.seconds.toFixed(1)} s, loss ${r.metrics.loss.toFixed(4)}, accuracy ${pct(r.metrics.accuracy)}`,
-          { status: 'reported', model: out.cycle.accepted.model, version: out.cycle.accepted.version, worker_id: out.cycle.workerId, num_samples: r.numSamples, steps: r.steps, seconds: r.seconds, metrics: r.metrics });
+        host.print(lines.join('\n'), { status: 'reported', ...cycles.at(-1), cycles });
       } finally {
+        job.dispose();
         worker.dispose();
       }
     });

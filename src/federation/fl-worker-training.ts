@@ -174,7 +174,7 @@ export type FlCycleOutcome =
  * One cycle of a job: ask, and when accepted train on `data` and report. Never rejects: a refusal or a
  * failure is the outcome (the job's own events fire as well).
  */
-export async function runFlCycle(job: FlJob, data: Dataset, opts: FlTrainOptions & { speeds?: FlSpeeds; speedTestBytes?: number; onAccepted?(cycle: FlCycle, cfg: FlTrainConfig): void } = {}): Promise<FlCycleOutcome> {
+export async function runFlCycle(job: FlJob, data: Dataset, opts: FlCycleOptions = {}): Promise<FlCycleOutcome> {
   const outcome = await job.start({ ...(opts.speeds !== undefined && { speeds: opts.speeds }), ...(opts.speedTestBytes !== undefined && { speedTestBytes: opts.speedTestBytes }) });
   if (outcome.status === 'rejected') return outcome;
   if (outcome.status === 'error') return outcome;
@@ -190,8 +190,67 @@ export async function runFlCycle(job: FlJob, data: Dataset, opts: FlTrainOptions
   }
 }
 
-/** A worker's job for `name@version`, run for one cycle on `data` (the CLI's `grid fl join`). */
-export function joinFl(worker: FlWorker, req: { modelName: string; modelVersion?: string; authToken?: string }, data: Dataset, opts: Parameters<typeof runFlCycle>[2] = {}): Promise<FlCycleOutcome> {
+export type FlCycleOptions = FlTrainOptions & { speeds?: FlSpeeds; speedTestBytes?: number; onAccepted?(cycle: FlCycle, cfg: FlTrainConfig): void };
+
+export interface FlCyclesOptions extends FlCycleOptions {
+  /** Cycles to take part in. Default 1. */
+  cycles?: number;
+  /**
+   * How long to keep asking while the node turns the worker away (the cycle is full, this worker is in it
+   * already, the reuse rule…), in ms; 0 (the default): stop at the first refusal.
+   */
+  maxWaitMs?: number;
+  /** Between two asks: this, or the time left in the cycle when that is shorter. Default 2000 ms. */
+  pollMs?: number;
+  /** Each cycle's outcome as it comes (rejections included, once per wait). */
+  onOutcome?(outcome: FlCycleOutcome): void;
+}
+
+export interface FlCyclesResult {
+  /** Cycles this worker reported, in order. */
+  reported: Extract<FlCycleOutcome, { status: 'reported' }>[];
+  /** What ended the run: the last report when every cycle was done, else the refusal or error. */
+  last: FlCycleOutcome;
+}
+
+function pause(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) { resolve(); return; }
+    const timer = setTimeout(done, ms);
+    function done() { clearTimeout(timer); signal?.removeEventListener('abort', done); resolve(); }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+/**
+ * Several cycles of one job (one worker id), as a device that stays in a process: after each report it
+ * asks again, waiting while the node turns it away (the next cycle opens only when this one closes), for
+ * at most `maxWaitMs` per cycle. Never rejects.
+ */
+export async function runFlCycles(job: FlJob, data: Dataset, opts: FlCyclesOptions = {}): Promise<FlCyclesResult> {
+  const cycles = opts.cycles ?? 1;
+  if (!(Number.isInteger(cycles) && cycles >= 1)) throw new RangeError(`opts.cycles must be a positive integer, got ${opts.cycles}`);
+  const pollMs = opts.pollMs ?? 2000;
+  const reported: FlCyclesResult['reported'] = [];
+  let last: FlCycleOutcome | undefined;
+  while (reported.length < cycles) {
+    const waitUntil = performance.now() + (opts.maxWaitMs ?? 0);
+    for (;;) {
+      last = await runFlCycle(job, data, opts);
+      opts.onOutcome?.(last);
+      if (last.status !== 'rejected' || opts.signal?.aborted) break;
+      const left = waitUntil - performance.now();
+      if (left <= 0) break;
+      await pause(Math.min(left, pollMs, last.timeoutS !== undefined ? Math.max(100, last.timeoutS * 1000) : Infinity), opts.signal);
+    }
+    if (last.status !== 'reported') break;
+    reported.push(last);
+  }
+  return { reported, last: last! };
+}
+
+/** A worker's job for `name@version`, run for one cycle on `data`. */
+export function joinFl(worker: FlWorker, req: { modelName: string; modelVersion?: string; authToken?: string }, data: Dataset, opts: FlCycleOptions = {}): Promise<FlCycleOutcome> {
   const job = worker.newJob(req);
   return runFlCycle(job, data, opts).finally(() => job.dispose());
 }

@@ -4,4 +4,4 @@
 export { fedAvgRounds, fedAvgTrain, hostFedAvgResult, participantsByTag, type HostResultOptions, type FedAvgOptions, type FedAvgResult, type Participant, type ParticipantReport, type RoundReport } from './fedavg';
 export { train as trainLocal, trainSteps as trainLocalSteps, evaluateModel, type TrainOptions, type TrainProgress, type TrainResult } from '../compute/train';
 export { readCsvDataset, splitDataset, partitionDataset, type Dataset } from '../compute/data';
-export { flDiff, flParams, flTrainConfig, joinFl, runFlCycle, trainFlCycle, type FlCycleOutcome, type FlTrainConfig, type FlTrainOptions, type FlTrainResult } from './fl-worker-training';
+export { flDiff, flParams, flTrainConfig, joinFl, runFlCycle, runFlCycles, trainFlCycle, type FlCycleOptions, type FlCyclesOptions, type FlCyclesResult, type FlCycleOutcome, type FlTrainConfig, type FlTrainOptions, type FlTrainResult } from './fl-worker-training';

@@ -119,3 +119,33 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   assert.equal(JSON.parse(missing.out).error.code, 'GRID_ERR_NOT_FOUND');
   assert.match(missing.err, /Not found any process related with this cycle and worker ID\./);
 });
+
+test('grid fl join --cycles 2 --wait: two workers stay in the process, each reports both cycles, and the process ends with three checkpoints', { timeout: 300_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const dir = tempDir('grid-fl-cli-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const anonymous = { GRID_NODE: n.node.url, GRID_RUNTIME_DIR: dir };
+  const admin = { ...anonymous, GRID_USER: 'admin', GRID_PASSWORD: ADMIN_PASSWORD };
+  const all = await readCsvDataset(DIGITS);
+  const order = shuffledIndices(all.features.dims[0]!, 5);
+  const files = [writeCsv(takeRows(all, order.subarray(0, 400)), path.join(dir, 'a.csv')), writeCsv(takeRows(all, order.subarray(400, 800)), path.join(dir, 'b.csv'))];
+  fs.writeFileSync(path.join(dir, 'm.onnx'), mlp([64, 10], { seed: 4 }));
+  const hosted = await gridCli(admin, ['fl', 'host', path.join(dir, 'm.onnx'), '--name', 'digits', '--version', '2', '--server-config', '{"max_diffs": 2, "num_cycles": 2}', '--client-config', '{"batch_size": 50, "lr": 0.3}']);
+  assert.equal(hosted.code, 0, hosted.err);
+
+  const runs = await Promise.all(files.map((f) => gridCli(anonymous, ['--json', 'fl', 'join', 'digits@2', '--data', f, '--feature-scale', '0.0625', '--cycles', '2', '--wait', '120'])));
+  for (const r of runs) {
+    assert.equal(r.code, 0, r.err);
+    const j = JSON.parse(r.out);
+    assert.equal(j.status, 'reported');
+    assert.equal(j.cycles.length, 2);
+    assert.equal(j.cycles[0].worker_id, j.cycles[1].worker_id, 'one worker id across its cycles');
+    assert.deepEqual(j.cycles.map((c: { num_samples: number }) => c.num_samples), [400, 400]);
+  }
+  const status = JSON.parse((await gridCli(anonymous, ['--json', 'fl', 'status', 'digits@2'])).out);
+  const p = status.processes[0];
+  assert.equal(p.cycle, null, 'the process is done');
+  assert.equal(p.completed_cycles, 2);
+  assert.deepEqual(p.checkpoints.map((c: { number: number; reports: number }) => [c.number, c.reports]), [[1, 0], [2, 2], [3, 2]]);
+});
