@@ -6,7 +6,9 @@ import { once } from 'node:events';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { modelParams } from '../../src/compute/plan/params';
-import { FlHostTraining } from '../../src/core/protocol/fl-messages';
+import { FlHostTraining, FlListProcesses } from '../../src/core/protocol/fl-messages';
+import { GridClient } from '../../src/core/client';
+import type { GridError } from '../../src/core/errors';
 import { bufferSource } from '../../src/core/socket/transfer';
 import { mlpModel, startTestNode } from '../helpers/node-fixtures';
 import { base64, httpBase, joinCycle, PyGridSocket } from '../helpers/fl-fixtures';
@@ -48,4 +50,40 @@ test('an ONNX model hosted by upload trains: the checkpoint is the ONNX graph wi
   const m = await admin.hostModel(next, { id: 'mlp-checkpoint', allowRemoteInference: true });
   const y = await admin.runInference(m.id, { x: { dtype: 'float32', dims: [1, 4], data: Float32Array.from([1, 0, -1, 0.5]) } });
   assert.deepEqual(y.y!.dims, [1, 2]);
+});
+
+test('a process hosted from a hosted model (model_ref): each checkpoint becomes the model\'s next version with lineage; only its owner or an admin may link it', { timeout: 120_000 }, async (t) => {
+  const node = await startTestNode();
+  t.after(() => node.close());
+  const admin = await node.admin();
+  await admin.addUser('bob', 'bob-long-password');
+  const onnx = mlpModel(4, 3, 2, 11);
+  const hostedModel = await admin.hostModel(onnx, { id: 'digits', allowDownload: true });
+  const hosted = await admin.socket.request(FlHostTraining, { model_ref: 'digits', client_config: { name: 'digits-fl', version: '1' }, server_config: { max_diffs: 1, num_cycles: 2 } });
+  const bob = await GridClient.connect(node.node.url, { credentials: { username: 'bob', password: 'bob-long-password' }, reconnect: { maxAttempts: 0 } });
+  t.after(() => bob.dispose());
+  await assert.rejects(bob.socket.request(FlHostTraining, { model_ref: 'digits', client_config: { name: 'stolen', version: '1' }, server_config: { max_diffs: 1 } }),
+    (e: GridError) => e.code === 'GRID_ERR_FORBIDDEN' && /belongs to admin/.test(e.message));
+
+  const old = modelParams(onnx);
+  const names = Object.keys(old);
+  const socket = await PyGridSocket.open(node.node.url);
+  t.after(() => socket.close());
+  for (let cycle = 1; cycle <= 2; cycle++) {
+    const closed = once(node.node.fl.engine, 'cycle-closed');
+    const j = await joinCycle(socket, 'digits-fl', '1');
+    const diff = base64(names.map((n) => ({ dims: [...old[n]!.dims], data: new Float32Array(old[n]!.data.length).fill(0.5) })));
+    await socket.call('model-centric/report', { worker_id: j.workerId, request_key: j.cycle.request_key, diff });
+    await closed;
+  }
+  await node.node.fl.engine.published(hosted.model_id);
+  const versions = (await admin.listModels({ allVersions: true })).filter((m) => m.id === 'digits');
+  assert.deepEqual(versions.map((m) => [m.version, m.parent ?? null]), [[hostedModel.version, null], ['2', 'digits@1'], ['3', 'digits@2']]);
+  // Version 3 is checkpoint 3: every parameter moved by −0.5 twice.
+  const { bytes } = await admin.downloadModelBytes('digits@3');
+  const w1 = modelParams(bytes).w1!.data as Float32Array;
+  (old.w1!.data as Float32Array).forEach((v, k) => assert.ok(Math.abs(w1[k]! - (v - 1)) < 1e-6));
+  const status = (await admin.socket.request(FlListProcesses, {})).processes[0]!;
+  assert.deepEqual(status.checkpoints.map((c) => c.model), ['digits@1', 'digits@2', 'digits@3']);
+  assert.equal(status.linked_model, 'digits');
 });

@@ -7,9 +7,11 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GridClient } from '../../src/core/client';
-import { ADMIN_PASSWORD, tempDir } from '../helpers/node-fixtures';
+import { modelParams } from '../../src/compute/plan/params';
+import { FlHostTraining } from '../../src/core/protocol/fl-messages';
+import { ADMIN_PASSWORD, mlpModel, tempDir } from '../helpers/node-fixtures';
 import { startNodeScript, type Started } from '../helpers/processes';
-import { decodeState, diffOf, hostProcess, httpBase, smallModel } from '../helpers/fl-fixtures';
+import { base64, decodeState, diffOf, hostProcess, httpBase, smallModel } from '../helpers/fl-fixtures';
 
 const NODE_MAIN = path.join(__dirname, '../../src/node/main.ts');
 
@@ -134,4 +136,49 @@ test('kill -9 right after the report that closes a cycle (mid-close): after the 
     near(c[1]!, expected[1]!, `b after round ${round}`);
     assert.equal(await checkpoint(base, 'midclose', round + 2), undefined, `round ${round} averaged once`);
   }
+});
+
+test('kill -9 around the close of a process hosted from a model: after the restart every checkpoint is one model version, in order, with its parent', { timeout: 240_000 }, async (t) => {
+  const dir = tempDir('grid-fl-restart-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  let node = await startNode(dir);
+  t.after(() => node.kill('SIGKILL'));
+  let admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: ADMIN_PASSWORD }, reconnect: { maxAttempts: 0 } });
+  const onnx = mlpModel(4, 3, 2, 5);
+  await admin.hostModel(onnx, { id: 'linked' });
+  await admin.socket.request(FlHostTraining, { model_ref: 'linked', client_config: { name: 'linked-fl', version: '1.0' }, server_config: { max_diffs: 1, num_cycles: 0 } });
+  admin.dispose();
+  const names = Object.keys(modelParams(onnx));
+  const shapes = Object.values(modelParams(onnx)).map((p) => [...p.dims]);
+  const committed = async (n: number) => {
+    const deadline = Date.now() + 20_000;
+    while ((await fetch(`${httpBase(node.url)}/model-centric/retrieve-model?name=linked-fl&checkpoint=${n}`)).status !== 200) {
+      if (Date.now() > deadline) throw new Error(`checkpoint ${n} did not appear`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  for (let round = 1; round <= 2; round++) {
+    const base = httpBase(node.url);
+    const w = await join(base, 'linked-fl');
+    const diff = base64(shapes.map((dims) => ({ dims, data: new Float32Array(dims.reduce((a, b) => a * b, 1)).fill(0.25) })));
+    await post(base, 'report', { ...w, diff });
+    // Killed once the checkpoint is committed: storing it as a model version is then still under way (or
+    // not started), and only the restart can finish it.
+    await committed(round + 1);
+    await node.kill('SIGKILL');
+    node = await startNode(dir);
+  }
+  admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: ADMIN_PASSWORD }, reconnect: { maxAttempts: 0 } });
+  t.after(() => admin.dispose());
+  const deadline = Date.now() + 30_000;
+  let versions: { version: string; parent: string | null }[] = [];
+  while (Date.now() < deadline) {
+    versions = (await admin.listModels({ allVersions: true })).filter((m) => m.id === 'linked').map((m) => ({ version: m.version, parent: m.parent ?? null }));
+    if (versions.length >= 3) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.deepEqual(versions, [{ version: '1', parent: null }, { version: '2', parent: 'linked@1' }, { version: '3', parent: 'linked@2' }]);
+  const { bytes } = await admin.downloadModelBytes('linked@3');
+  const w1 = modelParams(bytes)[names[0]!]!.data as Float32Array;
+  (modelParams(onnx)[names[0]!]!.data as Float32Array).forEach((v, k) => assert.ok(Math.abs(w1[k]! - (v - 0.5)) < 1e-6));
 });

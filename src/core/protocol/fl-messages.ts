@@ -13,11 +13,14 @@ const Text = z.string().max(1024);
 const OptText = z.string().max(1024).nullish();
 
 // host → node (a signed-in user): start an FL process. `model` is a syft-proto State (hex/base64) or an
-// ONNX model; an ONNX model may instead come as the frame's binary attachment or an upload.
+// ONNX model; an ONNX model may instead come as the frame's binary attachment, an upload, or a model
+// already hosted on the node (`model_ref`, its owner or an admin), whose next versions the checkpoints become.
 export const FlHostTraining = defineRequest('model-centric/host-training', {
   request: z.object({
     model: z.string().optional(),
     model_transfer_id: z.string().max(64).optional(),
+    /** A hosted ONNX model (`name` or `name@N`, ours): trained as this process; each checkpoint becomes its next version. */
+    model_ref: z.string().max(256).optional(),
     plans: z.record(z.string(), Blob).optional(),
     protocols: z.record(z.string(), Blob).optional(),
     averaging_plan: z.string().nullish(),
@@ -42,7 +45,7 @@ export const FlCycleRequest = defineRequest('model-centric/cycle-request', {
       plans: z.record(z.string(), z.number()), protocols: z.record(z.string(), z.number()),
       client_config: z.record(z.string(), z.unknown()), model_id: z.number(),
     }).passthrough(),
-    z.object({ status: z.literal('rejected'), reason: z.string(), timeout: z.string().optional(), timeout_s: z.number().optional() }).passthrough(),
+    z.object({ status: z.literal('rejected'), reason: z.string(), timeout: z.string().optional() }).passthrough(),
   ]),
 });
 
@@ -55,7 +58,11 @@ export const FlReport = defineRequest('model-centric/report', {
 
 // Ours (not PyGrid's): what the CLI (`grid fl status`, `grid fl checkpoint`) and the extension's tree read.
 
-export const FlCheckpointInfo = z.object({ number: z.number(), alias: z.string(), created: z.string(), reports: z.number(), cycle: z.number().nullable() });
+export const FlCheckpointInfo = z.object({
+  number: z.number(), alias: z.string(), created: z.string(), reports: z.number(), cycle: z.number().nullable(),
+  /** For a process hosted from a model (`model_ref`): the model version this checkpoint is (`name@N`), once stored. */
+  model: z.string().nullable().optional(),
+});
 
 export const FlProcessInfo = z.object({
   model_id: z.number(),
@@ -69,6 +76,8 @@ export const FlProcessInfo = z.object({
   /** Without secrets: `authentication` shows only which checks are set. */
   server_config: z.record(z.string(), z.unknown()),
   created: z.string(),
+  /** The hosted model whose versions the checkpoints become, if any. */
+  linked_model: z.string().nullable().optional(),
   completed_cycles: z.number(),
   /** The open cycle, or null when the process is done. ISO 8601 times; `end` null without cycle_length. */
   cycle: z.object({ sequence: z.number(), start: z.string(), end: z.string().nullable(), assigned: z.number(), reported: z.number() }).nullable(),

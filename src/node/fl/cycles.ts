@@ -39,6 +39,8 @@ export interface HostInput {
   averagingPlan: Uint8Array | undefined;
   clientConfig: unknown;
   serverConfig: unknown;
+  /** The hosted ONNX model (id and version) the bytes came from: checkpoints become its next versions. */
+  linked?: { id: string; version: string } | undefined;
 }
 
 export interface CycleRequest {
@@ -52,7 +54,7 @@ export interface CycleRequest {
 
 export type CycleReply =
   | { status: 'accepted'; request_key: string; version: string; model: string; plans: Record<string, number>; protocols: Record<string, number>; client_config: Record<string, unknown>; model_id: number }
-  | { status: 'rejected'; reason: string; timeout?: string; timeout_s?: number };
+  | { status: 'rejected'; reason: string; timeout?: string };
 
 /** Where the lead wires flaux's verifyWorkerToken (src/node/fl/auth.ts). */
 export type AuthCheck = (config: Record<string, unknown> | undefined, token: string | undefined) => Promise<{ ok: true } | { ok: false; error: string }>;
@@ -65,6 +67,8 @@ interface Runtime {
   cycle: FlCycle | undefined;
   sum: RunningSum | undefined;
   timer: NodeJS.Timeout | undefined;
+  /** Workers decided by random pool selection in this cycle (not kept across restarts). */
+  randomSeen: number;
   /** Set from the moment a close starts: later reports of that cycle are refused, not half-counted. */
   closing: Promise<void> | undefined;
 }
@@ -75,6 +79,11 @@ export interface FlEngineOptions {
   auth?: AuthCheck;
   /** authenticate + cycle-request a minute from one address (default 600). */
   requestsPerMinute?: number;
+  /**
+   * Stores a checkpoint of a linked process as the next version of its model (parent: `parentVersion`),
+   * calling `commit(version)` inside the model's own transaction.
+   */
+  publish?(process: FlProcess, checkpoint: { number: number; bytes: Uint8Array }, parentVersion: string, commit: (version: string) => void): Promise<void>;
   now?(): number;
 }
 
@@ -90,6 +99,9 @@ export function timedeltaString(ms: number): string {
   return days > 0 ? `${days} day${days === 1 ? '' : 's'}, ${hms}` : hms;
 }
 
+/** How soon a cycle whose close failed (a full disk, say) is tried again. */
+const CLOSE_RETRY_MS = 5000;
+
 /** setTimeout's longest delay; longer cycle ends are reached by re-arming. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -97,15 +109,19 @@ export interface CycleClosed { processId: number; cycle: number; checkpoint: num
 
 /**
  * Emits 'cycle-closed' (CycleClosed) after a cycle's checkpoint is committed, and 'cycle-overdue' when a
- * cycle's end passed without enough reports to close it (it closes at the report that makes enough).
+ * cycle's end passed without enough reports to close it (it closes at the report that makes enough),
+ * and 'changed' (the process id) whenever what fl-list-processes shows of a process changed.
  */
-export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }] }> {
+export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }]; changed: [number] }> {
   private readonly store: FlStore;
   private readonly log: Logger;
   private readonly auth: AuthCheck;
   private readonly now: () => number;
   private readonly runtimes = new Map<number, Runtime>();
   private readonly limiter: AddressLimiter;
+  private readonly publish: FlEngineOptions['publish'];
+  /** Per process: the checkpoints being stored as model versions (one at a time, in order). */
+  private readonly publishing = new Map<number, Promise<void>>();
   private closed = false;
 
   constructor(opts: FlEngineOptions) {
@@ -115,6 +131,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.auth = opts.auth ?? checkAuth;
     this.now = opts.now ?? Date.now;
     this.limiter = new AddressLimiter(opts.requestsPerMinute ?? 600, this.now);
+    this.publish = opts.publish;
   }
 
   /** Picks every process's open cycle back up: the running sum from its stored diffs, its timer, and a close that is due. */
@@ -125,6 +142,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       this.log.info({ process: `${p.name}@${p.version}`, cycle: rt.cycle.sequence, reports: rt.sum?.reports ?? 0 }, 'FL cycle resumed');
       this.maybeClose(rt);
     }
+    // Checkpoints committed before a kill but not yet stored as model versions.
+    for (const p of this.store.processes()) if (p.linkedModel !== undefined) this.publishCheckpoints(p);
   }
 
   // --- hosting ---------------------------------------------------------------------------------------
@@ -149,11 +168,12 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     const { sha256 } = await this.store.blobs.write(Readable.from([input.model]));
     const now = this.now();
-    const process = this.store.createProcess({ name: clientConfig.name, version: clientConfig.version, owner: input.owner, format, params: specs, clientConfig, serverConfig }, assets, sha256, endOf(serverConfig, now), now);
+    const process = this.store.createProcess({ name: clientConfig.name, version: clientConfig.version, owner: input.owner, format, params: specs, clientConfig, serverConfig, linkedModel: input.linked?.id }, assets, sha256, endOf(serverConfig, now), now, input.linked?.version);
     if (process === undefined) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
     this.runtimes.delete(process.id);
     this.runtime(process.id);
     this.log.info({ process: `${process.name}@${process.version}`, id: process.id, owner: input.owner, format, params: specs.length }, 'FL process hosted');
+    this.emit('changed', process.id);
     return process;
   }
 
@@ -190,7 +210,6 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (cycle?.endMs !== undefined) {
         const left = Math.max(0, cycle.endMs - now);
         out.timeout = timedeltaString(left);
-        out.timeout_s = Math.ceil(left / 1000);
       }
       return out;
     };
@@ -211,15 +230,19 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     // Not capped by max_diffs: workers drop out, and the first max_diffs reports close the cycle anyway.
     const capacity = cfg.max_workers ?? Infinity;
     if (assigned >= capacity) return reject(`the cycle is full (${assigned} of ${capacity} workers)`);
-    if (cfg.pool_selection === 'random') {
-      // A random sample of the pool: each worker who asks gets one of the free places with the
-      // probability free places / workers of this process not yet in the cycle.
-      const candidates = Math.max(1, this.store.workerCount(process.id) - assigned);
+    if (cfg.pool_selection === 'random' && capacity !== Infinity) {
+      // A uniform random sample of the pool (selection sampling, Knuth's Algorithm S): with N workers
+      // authenticated for the process and `seen` of them already decided this cycle, the next one gets
+      // one of the free places with probability free / (N − seen). When every worker asks, exactly
+      // max_workers are chosen, each set equally likely.
+      const pool = Math.max(this.store.workerCount(process.id) - rt.randomSeen, 1);
       const free = capacity - assigned;
-      if (free < candidates && Math.random() >= free / candidates) return reject('not selected this cycle (pool_selection random)');
+      rt.randomSeen += 1;
+      if (free < pool && Math.random() >= free / pool) return reject('not selected this cycle (pool_selection random)');
     }
     const requestKey = createHash('sha256').update(randomUUID()).digest('hex');
     this.store.assign(cycle.id, worker.id, requestKey, now);
+    this.emit('changed', process.id);
     return {
       status: 'accepted', request_key: requestKey, version: process.version, model: process.name,
       plans: this.store.assetIds(process.id, 'plan'), protocols: this.store.assetIds(process.id, 'protocol'),
@@ -249,6 +272,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     checkShapes(diff, rt.process.params.map((p) => p.dims));
     if (!this.store.recordReport(data.request_key, packDiff(diff), weight, this.now())) return { status: 'success' };
     rt.sum!.add(diff, weight);
+    this.emit('changed', rt.process.id);
     this.maybeClose(rt);
     return { status: 'success' };
   }
@@ -273,10 +297,41 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     return { bytes: await readFile(this.store.blobs.pathOf(c.sha256)), number: c.number };
   }
 
+  /**
+   * Stores the process's checkpoints that are not model versions yet as the linked model's next versions,
+   * in order, each with the previous one as its parent. Queued per process; failures are logged and
+   * retried at the next close or start.
+   */
+  private publishCheckpoints(p: FlProcess): void {
+    const publish = this.publish;
+    if (publish === undefined || p.linkedModel === undefined) return;
+    const run = async () => {
+      let parent: string | undefined;
+      for (const c of this.store.checkpoints(p.id)) {
+        if (c.modelVersion !== undefined) { parent = c.modelVersion; continue; }
+        if (parent === undefined || this.closed) return;
+        const bytes = await readFile(this.store.blobs.pathOf(c.sha256));
+        await publish(p, { number: c.number, bytes }, parent, (version) => this.store.setModelVersion(p.id, c.number, version));
+        parent = this.store.checkpoint(p.id, c.number)?.modelVersion;
+        this.log.info({ process: `${p.name}@${p.version}`, checkpoint: c.number, model: `${p.linkedModel}@${parent}` }, 'FL checkpoint stored as a model version');
+      }
+    };
+    const prev = this.publishing.get(p.id) ?? Promise.resolve();
+    const next = prev.then(run).catch((err: unknown) => {
+      this.log.error({ err, process: p.id }, 'storing an FL checkpoint as a model version failed; retried at the next close or restart');
+    });
+    this.publishing.set(p.id, next);
+  }
+
+  /** Resolves when every checkpoint queued for a model version has been stored (or failed). */
+  async published(processId: number): Promise<void> {
+    await this.publishing.get(processId);
+  }
+
   /** Stops the timers (the node is closing); cycles continue at the next start. Idempotent. */
   async close(): Promise<void> {
     this.closed = true;
-    const pending: Promise<void>[] = [];
+    const pending: Promise<void>[] = [...this.publishing.values()];
     for (const rt of this.runtimes.values()) {
       if (rt.timer) clearTimeout(rt.timer);
       rt.timer = undefined;
@@ -292,7 +347,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (rt !== undefined) return rt;
     const process = this.store.process(processId);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-    rt = { process, cycle: undefined, sum: undefined, timer: undefined, closing: undefined };
+    rt = { process, cycle: undefined, sum: undefined, timer: undefined, closing: undefined, randomSeen: 0 };
     this.runtimes.set(processId, rt);
     this.open(rt, this.store.openCycle(processId));
     return rt;
@@ -302,6 +357,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private open(rt: Runtime, cycle: FlCycle | undefined): void {
     rt.cycle = cycle;
     rt.sum = undefined;
+    rt.randomSeen = 0;
     if (rt.timer) clearTimeout(rt.timer);
     rt.timer = undefined;
     if (cycle === undefined) return;
@@ -342,7 +398,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       () => { rt.closing = undefined; },
       (err: unknown) => {
         rt.closing = undefined;
-        this.log.error({ err, process: rt.process.id, cycle: cycle.sequence }, 'closing an FL cycle failed; it stays open and is retried at the next report or restart');
+        this.log.error({ err, process: rt.process.id, cycle: cycle.sequence }, `closing an FL cycle failed; it stays open and is retried in ${CLOSE_RETRY_MS / 1000} s`);
+        if (this.closed) return;
+        if (rt.timer) clearTimeout(rt.timer);
+        rt.timer = setTimeout(() => { rt.timer = undefined; this.maybeClose(rt); }, CLOSE_RETRY_MS);
+        rt.timer.unref();
       },
     );
   }
@@ -364,6 +424,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (number === undefined) return;
     this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: sum.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
     this.open(rt, this.store.openCycle(p.id));
+    this.emit('changed', p.id);
+    if (p.linkedModel !== undefined) this.publishCheckpoints(p);
     this.emit('cycle-closed', { processId: p.id, cycle: cycle.sequence, checkpoint: number, reports, done: !more });
   }
 }

@@ -11,10 +11,13 @@ import type { FlEngine } from './cycles';
 import type { FlProcess, FlStore } from './store';
 import { decodeText } from './state';
 
-/** The `data` of an error reply to a model-centric message: what PyGrid-era clients read. */
+/**
+ * The `data` of an error reply to a model-centric message: what PyGrid-era clients read. No other key:
+ * KotlinSyft's strict JSON parsing refuses keys it does not know; the code is in the frame's `error`.
+ */
 export function flErrorData(type: string, err: GridError): unknown {
   if (!type.startsWith('model-centric/')) return undefined;
-  return { status: 'rejected', error: err.message, code: err.code };
+  return { status: 'rejected', error: err.message };
 }
 
 function blob(text: string, what: string): Uint8Array {
@@ -32,6 +35,12 @@ function blobs(group: Record<string, string | Record<string, string>> | undefine
       : Object.fromEntries(Object.entries(v).map(([variant, text]) => [variant, blob(text, `${what}.${name}.${variant}`)]));
   }
   return out;
+}
+
+/** Where host-training may take a hosted model from (the node's ModelStore). */
+export interface LinkedModels {
+  /** The model's id and version and its bytes, for `user` (its owner or an admin); throws NOT_FOUND / FORBIDDEN. */
+  take(ref: string, user: string, role: string): Promise<{ id: string; version: string; bytes: Uint8Array }>;
 }
 
 async function modelBytes(data: { model?: string | undefined; model_transfer_id?: string | undefined }, ctx: HandlerContext): Promise<Uint8Array> {
@@ -57,17 +66,21 @@ export function processInfo(store: FlStore, p: FlProcess): FlProcessInfo {
   return {
     model_id: p.id, name: p.name, version: p.version, owner: p.owner, format: p.format, params: p.params,
     client_config: p.clientConfig, server_config: publicServerConfig(p.serverConfig), created: p.created,
+    linked_model: p.linkedModel ?? null,
     completed_cycles: store.completedCycles(p.id),
     cycle: cycle === undefined ? null : {
       sequence: cycle.sequence, start: new Date(cycle.startMs).toISOString(), end: cycle.endMs === undefined ? null : new Date(cycle.endMs).toISOString(),
       assigned: store.assignedCount(cycle.id), reported: store.reportedCount(cycle.id),
     },
     workers: store.workerCount(p.id),
-    checkpoints: store.checkpoints(p.id).map((c) => ({ number: c.number, alias: c.alias, created: c.created, reports: c.reports, cycle: c.cycle ?? null })),
+    checkpoints: store.checkpoints(p.id).map((c) => ({
+      number: c.number, alias: c.alias, created: c.created, reports: c.reports, cycle: c.cycle ?? null,
+      model: p.linkedModel !== undefined && c.modelVersion !== undefined ? `${p.linkedModel}@${c.modelVersion}` : null,
+    })),
   };
 }
 
-export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: FlStore): void {
+export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: FlStore, linkable?: LinkedModels): void {
   router.handle(FlHostTraining, async (data, ctx) => {
     const user = ctx.connection.session.user;
     // PyGrid let anyone host; here hosting is a node change like host-model: a signed-in user.
@@ -75,10 +88,17 @@ export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: 
       if (data.model_transfer_id !== undefined) await rm(ctx.takeUpload(data.model_transfer_id).path, { force: true }).catch(() => undefined);
       throw gridError('UNAUTHENTICATED', 'model-centric/host-training needs an authenticated session: authenticate first (grid: --user/--password or GRID_USER/GRID_PASSWORD)');
     }
-    const model = await modelBytes(data, ctx);
+    let linked: { id: string; version: string; bytes: Uint8Array } | undefined;
+    if (data.model_ref !== undefined) {
+      if (linkable === undefined) throw gridError('INVALID_MESSAGE', 'this node cannot train hosted models as FL processes');
+      linked = await linkable.take(data.model_ref, user, typeof ctx.connection.session.role === 'string' ? ctx.connection.session.role : 'user');
+    }
+    const model = linked?.bytes ?? await modelBytes(data, ctx);
+    if (linked !== undefined && model[0] !== 0x08) throw gridError('INVALID_MODEL', `model "${data.model_ref}" is not an ONNX model`);
     const process = await engine.host({
       owner: user,
       model,
+      linked: linked === undefined ? undefined : { id: linked.id, version: linked.version },
       plans: blobs(data.plans, 'plans'),
       protocols: blobs(data.protocols, 'protocols'),
       averagingPlan: typeof data.averaging_plan === 'string' && data.averaging_plan.length > 0 ? blob(data.averaging_plan, 'averaging_plan') : undefined,

@@ -142,7 +142,8 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
           opts.log.error({ err, route: pathname }, 'FL http route failed');
           e = gridError('INTERNAL', 'the node failed to answer this request; its log has the details');
         }
-        sendJson(res, statusOf(e, pathname), flErrorData('model-centric/', e), headers);
+        // The body PyGrid-era clients read; our code rides in a header (KotlinSyft parses bodies strictly).
+        sendJson(res, statusOf(e, pathname), flErrorData('model-centric/', e), { ...headers, 'x-grid-error-code': e.code });
       }
       return true;
     },

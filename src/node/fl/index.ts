@@ -1,11 +1,18 @@
 // Model-centric federated learning on a node (docs/federated-learning.md), attached by GridNode.start:
 // the store, the engine with its cycle timers, the WebSocket handlers and the HTTP routes, one close().
 
+import { createHash, randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import * as path from 'node:path';
+import { gridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
+import type { NodeMetrics } from '../metrics';
+import type { ModelStore } from '../models';
 import type { GridRouter } from '../rpc/server';
+import type { NodeEvents } from '../events';
 import type { MetaDb } from '../store/db';
 import { FlEngine, type AuthCheck } from './cycles';
-import { registerFlHandlers } from './handlers';
+import { processInfo, registerFlHandlers, type LinkedModels } from './handlers';
 import { flHttp, type FlHttp } from './http';
 import { FlStore } from './store';
 
@@ -23,10 +30,45 @@ export interface FlOptions {
   requestsPerMinute?: number;
 }
 
-export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck; options?: FlOptions }): NodeFl {
+export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; events: NodeEvents; models?: ModelStore; metrics?: NodeMetrics; auth?: AuthCheck; options?: FlOptions }): NodeFl {
   const store = new FlStore(deps.db, deps.dataDir);
-  const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options });
-  registerFlHandlers(router, engine, store);
+  const { models } = deps;
+  const engine = new FlEngine({
+    store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options,
+    ...(models !== undefined && {
+      // A checkpoint of a process hosted from a model becomes that model's next version, its parent the
+      // previous checkpoint's version; the checkpoint row learns its version in the model's transaction.
+      publish: async (p, checkpoint, parentVersion, commit) => {
+        const parent = models.get(`${p.linkedModel!}@${parentVersion}`);
+        // The models' temp dir (same file system as their blobs, cleared at start).
+        const file = path.join(deps.dataDir, 'tmp', `fl-${p.id}-${checkpoint.number}-${randomBytes(4).toString('hex')}.onnx`);
+        await writeFile(file, checkpoint.bytes);
+        const model = await models.host({
+          // admin: who may train this model was checked when the process was hosted (its owner or an admin).
+          id: p.linkedModel!, newVersion: true, parent: `${parent.id}@${parent.version}`, owner: p.owner, admin: true,
+          allowDownload: parent.allow_download, allowRemoteInference: parent.allow_remote_inference,
+          file, size: checkpoint.bytes.length, sha256: createHash('sha256').update(checkpoint.bytes).digest('hex'),
+          alongside: (info) => commit(info.version),
+        });
+        deps.metrics?.models.set(models.count);
+        deps.events.emit({ event: 'model-added', model });
+      },
+    }),
+  });
+  const linkable: LinkedModels | undefined = models === undefined ? undefined : {
+    async take(ref, user, role) {
+      const info = models.get(ref);
+      if (info.owner !== user && role !== 'admin') throw gridError('FORBIDDEN', `model "${info.id}" belongs to ${info.owner}: only its owner or an admin may train it as an FL process`);
+      return { id: info.id, version: info.version, bytes: await models.read(info.sha256, 0, info.size) };
+    },
+  };
+  registerFlHandlers(router, engine, store, linkable);
+  // Status is read from the database: only worth it while someone listens.
+  engine.on('changed', (id) => {
+    if (!deps.events.listening('fl')) return;
+    const p = store.process(id);
+    if (p !== undefined) deps.events.emit({ event: 'fl-process-updated', process: processInfo(store, p) });
+  });
   engine.start();
   return { engine, store, http: flHttp(engine, store, { log: deps.log }), close: () => engine.close() };
 }

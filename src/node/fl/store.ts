@@ -19,6 +19,8 @@ export interface FlProcess {
   clientConfig: ClientConfig;
   serverConfig: ServerConfig;
   created: string;
+  /** A hosted model (its id) whose next versions the checkpoints become, with lineage. */
+  linkedModel: string | undefined;
 }
 
 export interface FlCycle {
@@ -39,7 +41,7 @@ export interface FlAssignment {
   weight: number | undefined;
 }
 
-export interface FlCheckpoint { processId: number; number: number; alias: string; sha256: string; cycle: number | undefined; reports: number; created: string }
+export interface FlCheckpoint { processId: number; number: number; alias: string; sha256: string; cycle: number | undefined; reports: number; created: string; modelVersion: string | undefined }
 
 export interface FlAsset { id: number; kind: 'plan' | 'protocol' | 'averaging'; name: string; variant: string; bytes: Uint8Array }
 
@@ -51,7 +53,7 @@ function toProcess(r: Row): FlProcess {
     id: num(r.id), name: String(r.name), version: String(r.version), owner: String(r.owner),
     format: String(r.model_format) as ModelFormat, params: JSON.parse(String(r.shapes)) as ParamSpec[],
     clientConfig: JSON.parse(String(r.client_config)) as ClientConfig, serverConfig: JSON.parse(String(r.server_config)) as ServerConfig,
-    created: String(r.created),
+    created: String(r.created), linkedModel: r.linked_model === null || r.linked_model === undefined ? undefined : String(r.linked_model),
   };
 }
 
@@ -67,7 +69,7 @@ function toAssignment(r: Row): FlAssignment {
 }
 
 function toCheckpoint(r: Row): FlCheckpoint {
-  return { processId: num(r.process_id), number: num(r.number), alias: String(r.alias), sha256: String(r.sha256), cycle: optNum(r.cycle), reports: num(r.reports), created: String(r.created) };
+  return { processId: num(r.process_id), number: num(r.number), alias: String(r.alias), sha256: String(r.sha256), cycle: optNum(r.cycle), reports: num(r.reports), created: String(r.created), modelVersion: r.model_version === null || r.model_version === undefined ? undefined : String(r.model_version) };
 }
 
 export class FlStore {
@@ -84,15 +86,15 @@ export class FlStore {
   // --- processes -------------------------------------------------------------------------------------
 
   /** The process and its first checkpoint and cycle, in one transaction (the blob is already stored). */
-  createProcess(p: Omit<FlProcess, 'id' | 'created'>, assets: Omit<FlAsset, 'id'>[], checkpointSha: string, cycleEndMs: number | undefined, now: number): FlProcess | undefined {
+  createProcess(p: Omit<FlProcess, 'id' | 'created'>, assets: Omit<FlAsset, 'id'>[], checkpointSha: string, cycleEndMs: number | undefined, now: number, firstModelVersion?: string): FlProcess | undefined {
     return this.db.transaction(() => {
       if (this.db.get('SELECT 1 AS x FROM fl_processes WHERE name = ? AND version = ?', [p.name, p.version])) return undefined;
       const created = new Date(now).toISOString();
-      this.db.run('INSERT INTO fl_processes (name, version, owner, model_format, shapes, client_config, server_config, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
-        [p.name, p.version, p.owner, p.format, JSON.stringify(p.params), JSON.stringify(p.clientConfig), JSON.stringify(p.serverConfig), created]);
+      this.db.run('INSERT INTO fl_processes (name, version, owner, model_format, shapes, client_config, server_config, created, linked_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
+        [p.name, p.version, p.owner, p.format, JSON.stringify(p.params), JSON.stringify(p.clientConfig), JSON.stringify(p.serverConfig), created, p.linkedModel ?? null]);
       const id = num(this.db.get('SELECT last_insert_rowid() AS id')!.id);
       for (const a of assets) this.db.run('INSERT INTO fl_assets (process_id, kind, name, variant, bytes) VALUES (?, ?, ?, ?, ?)', [id, a.kind, a.name, a.variant, a.bytes]);
-      this.db.run("INSERT INTO fl_checkpoints (process_id, number, alias, sha256, cycle, reports, created) VALUES (?, 1, 'latest', ?, NULL, 0, ?)", [id, checkpointSha, created]);
+      this.db.run("INSERT INTO fl_checkpoints (process_id, number, alias, sha256, cycle, reports, created, model_version) VALUES (?, 1, 'latest', ?, NULL, 0, ?, ?)", [id, checkpointSha, created, firstModelVersion ?? null]);
       this.db.run('INSERT INTO fl_cycles (process_id, sequence, start_ms, end_ms) VALUES (?, 1, ?, ?)', [id, now, cycleEndMs ?? null]);
       return { ...p, id, created };
     });
@@ -240,6 +242,11 @@ export class FlStore {
       ? this.db.get('SELECT * FROM fl_checkpoints WHERE process_id = ? AND number = ?', [processId, which])
       : this.db.get('SELECT * FROM fl_checkpoints WHERE process_id = ? AND alias = ? ORDER BY number DESC LIMIT 1', [processId, which]);
     return r === undefined ? undefined : toCheckpoint(r);
+  }
+
+  /** Records which version of the linked model a checkpoint became (called inside the model's own transaction). */
+  setModelVersion(processId: number, number: number, version: string): void {
+    this.db.run('UPDATE fl_checkpoints SET model_version = ? WHERE process_id = ? AND number = ?', [version, processId, number]);
   }
 
   checkpoints(processId: number): FlCheckpoint[] {

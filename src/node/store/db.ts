@@ -99,6 +99,7 @@ const MIGRATIONS: readonly string[] = [
      client_config TEXT NOT NULL,
      server_config TEXT NOT NULL,
      created TEXT NOT NULL,
+     linked_model TEXT,
      UNIQUE (name, version));
    CREATE TABLE fl_assets (
      id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -116,6 +117,7 @@ const MIGRATIONS: readonly string[] = [
      cycle INTEGER,
      reports INTEGER NOT NULL,
      created TEXT NOT NULL,
+     model_version TEXT,
      PRIMARY KEY (process_id, number));
    CREATE TABLE fl_cycles (
      id INTEGER PRIMARY KEY AUTOINCREMENT,
