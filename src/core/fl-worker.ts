@@ -290,7 +290,7 @@ export interface FlRejection {
   reason: string;
   /** PyGrid's timedelta string until the cycle ends, when one is known. */
   timeout?: string;
-  /** The same in seconds. */
+  /** The same in seconds (read from the string: PyGrid sends only that). */
   timeoutS?: number;
 }
 
@@ -390,7 +390,8 @@ export class FlJob extends EventEmitter<{ accepted: [FlCycle]; rejected: [FlReje
       ...(speeds !== undefined && { speeds }),
     });
     if (reply.status === 'rejected') {
-      return { status: 'rejected', reason: reply.reason, ...(reply.timeout !== undefined && { timeout: reply.timeout }), ...(reply.timeout_s !== undefined && { timeoutS: reply.timeout_s }) };
+      const seconds = reply.timeout === undefined ? undefined : timedeltaSeconds(reply.timeout);
+      return { status: 'rejected', reason: reply.reason, ...(reply.timeout !== undefined && { timeout: reply.timeout }), ...(seconds !== undefined && { timeoutS: seconds }) };
     }
     const signal = this.abort.signal;
     const key = { workerId, requestKey: reply.request_key, signal };
@@ -405,6 +406,18 @@ export class FlJob extends EventEmitter<{ accepted: [FlCycle]; rejected: [FlReje
     };
     return { status: 'accepted', cycle: this.cycle };
   }
+}
+
+/**
+ * Seconds in Python's str(timedelta), as PyGrid sends a rejection's timeout: "H:MM:SS", "H:MM:SS.ffffff",
+ * with "N day(s), " before it past a day (a bare number of seconds is read too: syft.js's docs say so).
+ */
+export function timedeltaSeconds(text: string): number | undefined {
+  const t = text.trim();
+  if (/^\d+(\.\d+)?$/.test(t)) return Number(t);
+  const m = /^(?:(-?\d+) days?, )?(\d+):(\d\d):(\d\d(?:\.\d+)?)$/.exec(t);
+  if (m === null) return undefined;
+  return Number(m[1] ?? 0) * 86_400 + Number(m[2]) * 3600 + Number(m[3]) * 60 + Number(m[4]);
 }
 
 /**
@@ -445,7 +458,7 @@ export function httpGetBytes(url: URL, opts: { timeoutMs: number; maxBytes: numb
       res.on('end', () => {
         const body = Buffer.concat(parts);
         if (status === 200) { done(undefined, new Uint8Array(body.buffer, body.byteOffset, body.length)); return; }
-        done(refusal(url, status, body));
+        done(refusal(url, status, body, res.headers['x-grid-error-code']));
       });
     });
     req.on('timeout', () => req.destroy(gridError('TIMEOUT', `${url.host} did not answer ${url.pathname} within ${opts.timeoutMs} ms`)));
@@ -455,11 +468,13 @@ export function httpGetBytes(url: URL, opts: { timeoutMs: number; maxBytes: numb
   });
 }
 
-function refusal(url: URL, status: number, body: Buffer): GridError {
+/** A refused download: PyGrid's {"error"} body, our code in the x-grid-error-code header (or the body, as before). */
+function refusal(url: URL, status: number, body: Buffer, header: string | string[] | undefined): GridError {
   let parsed: { error?: unknown; code?: unknown } = {};
   try { parsed = JSON.parse(body.toString('utf8')) as typeof parsed; } catch { /* not JSON: the status says it */ }
   const message = typeof parsed.error === 'string' ? parsed.error : `HTTP ${status}`;
-  if (isErrorCode(parsed.code)) return new GridError(parsed.code, message, { http_status: status });
+  const code = isErrorCode(header) ? header : parsed.code;
+  if (isErrorCode(code)) return new GridError(code, message, { http_status: status });
   const key = status === 401 || status === 403 ? 'FORBIDDEN' : status === 404 ? 'NOT_FOUND' : status === 413 ? 'PAYLOAD_TOO_LARGE' : 'INTERNAL';
   return gridError(key, `${url.pathname}: ${message}`, { http_status: status });
 }

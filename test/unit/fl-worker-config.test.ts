@@ -9,6 +9,7 @@ import * as path from 'node:path';
 import { processArg, readWorkerDataset } from '../../src/cli/fl';
 import { mlp } from '../../src/compute/plan';
 import { writeNpy } from '../../src/core/npy';
+import { timedeltaSeconds } from '../../src/core/fl-worker';
 import { flDiff, flParams, flTrainConfig } from '../../src/federation';
 
 test('flTrainConfig: PySyft\'s keys and ours, defaults for the rest, refusals that name the key', () => {
@@ -52,4 +53,13 @@ test('processArg and readWorkerDataset (.npy features with labels in a file or i
   await assert.rejects(readWorkerDataset(path.join(dir, 'xy.npy'), { labels: path.join(dir, 'y.npy') }), { code: 'GRID_ERR_INVALID_DATASET', message: /labels must be \[2\]/ });
   fs.writeFileSync(path.join(dir, 'bad.npy'), writeNpy({ dtype: 'float32', dims: [1, 2], data: Float32Array.from([1, 0.5]) }));
   await assert.rejects(readWorkerDataset(path.join(dir, 'bad.npy'), {}), { message: /label 0.5 is not a class number/ });
+});
+
+test('timedeltaSeconds reads PyGrid\'s rejection timeout (Python\'s str(timedelta)) and bare seconds', () => {
+  assert.equal(timedeltaSeconds('0:09:59.937000'), 599.937);
+  assert.equal(timedeltaSeconds('7:59:58'), 7 * 3600 + 59 * 60 + 58);
+  assert.equal(timedeltaSeconds('1 day, 2:00:00'), 93_600);
+  assert.equal(timedeltaSeconds('3 days, 0:00:01'), 3 * 86_400 + 1);
+  assert.equal(timedeltaSeconds('12'), 12);
+  assert.equal(timedeltaSeconds('soon'), undefined);
 });
