@@ -133,19 +133,22 @@ function describeConfig(cfg: FlTrainConfig): string {
 export function registerFlCommands(program: Command, host: FlCliHost): void {
   const fl = program.command('fl').description('model-centric federated learning (PyGrid\'s FL processes): host a process, join it as a worker with local data, follow it, download its checkpoints');
 
-  fl.command('host <model>').description('start an FL process from an ONNX model: workers train it on their own data, the node averages their diffs each cycle into a new checkpoint')
+  fl.command('host <model>').description('start an FL process from an ONNX model — a file, or a model hosted on the node (name or name@N; each checkpoint becomes its next version): workers train it on their own data, the node averages their diffs each cycle into a new checkpoint')
     .requiredOption('--name <name>', 'the process name workers join (client_config.name)')
     .requiredOption('--version <version>', 'its version (client_config.version)')
     .option('--server-config <json|file>', 'the node\'s rules: cycle_length (s), num_cycles, max_diffs, min_diffs, min_workers, max_workers, pool_selection, do_not_reuse_workers_until_cycle, minimum_upload_speed, minimum_download_speed, authentication')
     .option('--client-config <json|file>', 'what workers get: batch_size, lr, max_updates, epochs, loss, optimizer, momentum, fedprox_mu, privacy {clip_norm, noise_multiplier} (name and version come from --name/--version)')
-    .action(async (file: string, o: { name: string; version: string; serverConfig?: string; clientConfig?: string }) => {
-      if (!fs.existsSync(file) || fs.statSync(file).isDirectory()) throw gridError('INVALID_MODEL', `no model file ${file}`);
+    .action(async (model: string, o: { name: string; version: string; serverConfig?: string; clientConfig?: string }) => {
+      const isFile = fs.existsSync(model);
+      if (isFile && fs.statSync(model).isDirectory()) throw gridError('INVALID_MODEL', `${model} is a folder; give an .onnx file or a hosted model (name or name@N)`);
       const serverConfig = jsonArg('--server-config', o.serverConfig) ?? {};
       const clientConfig = { ...jsonArg('--client-config', o.clientConfig), name: o.name, version: o.version };
       const c = await host.connect(true);
-      const upload = await c.socket.upload(await fileSource(path.resolve(file)));
-      const r = await c.socket.request(FlHostTraining, { model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
-      host.print(`hosted FL process ${r.name}@${r.version} (id ${r.model_id}) from ${path.basename(file)}; workers join with: grid fl join ${r.name}@${r.version} --data FILE`,
+      const source = isFile
+        ? { model_transfer_id: (await c.socket.upload(await fileSource(path.resolve(model)))).transfer_id }
+        : { model_ref: model };
+      const r = await c.socket.request(FlHostTraining, { ...source, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
+      host.print(`hosted FL process ${r.name}@${r.version} (id ${r.model_id}) from ${isFile ? path.basename(model) : `the hosted model ${model}`}; workers join with: grid fl join ${r.name}@${r.version} --data FILE`,
         // The process's secrets (authentication keys) are not echoed back.
         { ...r, client_config: clientConfig, server_config: { ...serverConfig, ...(serverConfig.authentication !== undefined && { authentication: '(not shown)' }) } });
     });

@@ -134,6 +134,16 @@ test('grid fl join --cycles 2 --wait: two workers stay in the process, each repo
   const hosted = await gridCli(admin, ['fl', 'host', path.join(dir, 'm.onnx'), '--name', 'digits', '--version', '2', '--server-config', '{"max_diffs": 2, "num_cycles": 2}', '--client-config', '{"batch_size": 50, "lr": 0.3}']);
   assert.equal(hosted.code, 0, hosted.err);
 
+  // From a model hosted on the node: the process trains it, and each checkpoint becomes its next version.
+  const served = await gridCli(admin, ['serve', path.join(dir, 'm.onnx'), '--id', 'digits-mlp']);
+  assert.equal(served.code, 0, served.err);
+  const linked = await gridCli(admin, ['fl', 'host', 'digits-mlp@1', '--name', 'linked', '--version', '1', '--server-config', '{"max_diffs": 1}']);
+  assert.equal(linked.code, 0, linked.err);
+  assert.match(linked.out, /^hosted FL process linked@1 \(id \d+\) from the hosted model digits-mlp@1;/);
+  const missingModel = await gridCli(admin, ['fl', 'host', 'no-such-model', '--name', 'x', '--version', '1', '--server-config', '{"max_diffs": 1}']);
+  assert.equal(missingModel.code, 1);
+  assert.match(missingModel.err, /GRID_ERR_NOT_FOUND/);
+
   const runs = await Promise.all(files.map((f) => gridCli(anonymous, ['--json', 'fl', 'join', 'digits@2', '--data', f, '--feature-scale', '0.0625', '--cycles', '2', '--wait', '120'])));
   for (const r of runs) {
     assert.equal(r.code, 0, r.err);
