@@ -9,6 +9,7 @@ import { gridError, toGridError } from '../core/errors';
 import { defaultDataDir, findLocalNode, localNodeFile, sameUrl } from '../core/local-node';
 import { modelRef, refOf, type DatasetInfo, type ModelInfo } from '../core/protocol/messages';
 import { bindInputFiles, outputsToJson, writeOutputs } from '../compute/tensor-io';
+import { registerFlCommands } from './fl';
 import { registerKernelCommands } from './kernel';
 import { registerTrainCommands } from './train';
 import { inferIfEncrypted, registerServeEncrypted } from './serve-encrypted';
@@ -21,6 +22,8 @@ class Cli {
   private readonly out: NodeJS.WritableStream;
   private readonly err: NodeJS.WriteStream | NodeJS.WritableStream;
   private client: GridClient | undefined;
+  /** Set by a command that ends without an error but with news for scripts (grid fl join: rejected). */
+  private exitCode = 0;
   program: Command;
 
   constructor(out: NodeJS.WritableStream, err: NodeJS.WritableStream) {
@@ -81,7 +84,7 @@ class Cli {
 
   private build(): Command {
     const program = new Command('grid')
-      .description('Talk to a grid node: serve ONNX models, run remote inference, list datasets, train on a node\'s data (train, watch, jobs, cancel) and federate training across nodes (fedavg).')
+      .description('Talk to a grid node: serve ONNX models, run remote inference, list datasets, train on a node\'s data (train, watch, jobs, cancel), federate training across nodes (fedavg) and run model-centric FL processes (fl host, join, status, checkpoint).')
       .addOption(new Option('--node <url>', `node address (default: this user's local node if one runs, else ${DEFAULT_NODE})`).env('GRID_NODE'))
       .addOption(new Option('--user <name>', 'user name').env('GRID_USER'))
       .addOption(new Option('--password <password>', 'password').env('GRID_PASSWORD'))
@@ -239,14 +242,17 @@ class Cli {
     });
 
     registerServeEncrypted(program, this.encryptedHost());
-    // train, watch, jobs, cancel, fedavg (src/cli/train.ts)
-    registerTrainCommands(program, {
-      connect: (login) => this.connect(login),
-      print: (human, json) => this.print(human, json),
+    const host = {
+      connect: (login: boolean) => this.connect(login),
+      print: (human: string, json: unknown) => this.print(human, json),
       progressStream: () => (this.opts().json ? undefined : { out: this.err, tty: (this.err as NodeJS.WriteStream).isTTY === true }),
-      credentials: (url) => this.credentials(url),
+      credentials: (url: string) => this.credentials(url),
       timeoutMs: () => this.opts().timeout,
-    });
+    };
+    // train, watch, jobs, cancel, fedavg (src/cli/train.ts)
+    registerTrainCommands(program, host);
+    // fl host, join, status, checkpoint (src/cli/fl.ts)
+    registerFlCommands(program, { ...host, setExitCode: (code) => { this.exitCode = code; } });
 
     // kernel install / uninstall (src/cli/kernel.ts)
     registerKernelCommands(program, { print: (human, json) => this.print(human, json) });
@@ -257,7 +263,7 @@ class Cli {
   async run(argv: string[]): Promise<number> {
     try {
       await this.program.parseAsync(argv);
-      return 0;
+      return this.exitCode;
     } catch (err) {
       const ce = err as { code?: string; exitCode?: number };
       if (typeof ce.code === 'string' && ce.code.startsWith('commander.')) {

@@ -159,6 +159,8 @@ export interface TrainOptions {
   hyper?: Hyper;
   epochs: number;
   batchSize: number;
+  /** Stop after this many optimisation steps in all (an FL cycle's `max_updates`); the last batch taken ends the epoch. */
+  maxSteps?: number;
   /** Shuffling (and validation split, dropout) seed. */
   seed?: number;
   /** Fraction of the data held out for per-epoch validation metrics. */
@@ -216,6 +218,7 @@ function checkTrainOptions(opts: TrainOptions): void {
   if (!Number.isInteger(opts.epochs) || opts.epochs < 1) throw new RangeError(`opts.epochs must be a positive integer, got ${opts.epochs}`);
   if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new RangeError(`opts.batchSize must be a positive integer, got ${opts.batchSize}`);
   if (opts.validationSplit !== undefined && !(opts.validationSplit >= 0 && opts.validationSplit < 1)) throw new RangeError(`opts.validationSplit must be in [0, 1), got ${opts.validationSplit}`);
+  if (opts.maxSteps !== undefined && (!Number.isInteger(opts.maxSteps) || opts.maxSteps < 1)) throw new RangeError(`opts.maxSteps must be a positive integer, got ${opts.maxSteps}`);
 }
 
 /** Trains a model on a dataset, yielding progress; the generator's return value is the result. */
@@ -243,8 +246,9 @@ export async function* trainSteps(data: Dataset, opts: TrainOptions): AsyncGener
   const t0 = performance.now();
   let seen = 0;
   let last: TrainProgress | undefined;
+  const maxSteps = opts.maxSteps ?? Infinity;
   try {
-    for (let epoch = 1; epoch <= opts.epochs; epoch++) {
+    for (let epoch = 1; epoch <= opts.epochs && runner.steps < maxSteps; epoch++) {
       const order = shuffledIndices(n, seed * 1000003 + epoch);
       let lossSum = 0, accSum = 0, epochSeen = 0;
       for (let bi = 0; bi < batches; bi++) {
@@ -270,13 +274,15 @@ export async function* trainSteps(data: Dataset, opts: TrainOptions): AsyncGener
           loss: lossSum / epochSeen, accuracy: accSum / epochSeen,
           samplesPerSecond: rate, etaSeconds: (opts.epochs * n - seen) / rate,
         };
-        if (bi + 1 === batches) {
+        const stop = runner.steps >= maxSteps;
+        if (bi + 1 === batches || stop) {
           progress.kind = 'epoch';
           if (evaluator && valSet) progress.validation = await evaluator.evaluate(valSet, runner.params);
           history.push(progress);
           last = progress;
           lastEventAt = performance.now();
           yield progress;
+          if (stop) break;
         } else if (opts.progressIntervalMs !== undefined ? performance.now() - lastEventAt >= opts.progressIntervalMs : (bi + 1) % every === 0) {
           lastEventAt = performance.now();
           yield progress;

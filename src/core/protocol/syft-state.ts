@@ -1,0 +1,143 @@
+// The syft-proto `State` (syft_proto.execution.v1.State, v0.4.9): how PyGrid-era hosts send a model's
+// parameters, how checkpoints reach syft.js / KotlinSyft / SwiftSyft workers, and how their diffs come
+// back. Only the messages a State needs, as a protobufjs reflection descriptor defined here (field
+// numbers from the syft_proto tables; docs/federated-learning.md). Parameters are float32 tensors: the
+// node encodes them the one way syft.js reads (serializer = SERIALIZER_ALL, contents_data), and decodes
+// float32 or float64 contents, inside a TorchTensor or a Parameter.
+
+import * as protobuf from 'protobufjs/light';
+import { gridError } from '../errors';
+
+type Fields = Record<string, { type: string; id: number; rule?: 'repeated' }>;
+const f = (type: string, id: number): Fields[string] => ({ type, id });
+const r = (type: string, id: number): Fields[string] => ({ type, id, rule: 'repeated' });
+
+// Proto3 (protobufjs's default for JSON descriptors): repeated floats are packed, as syft.js writes them.
+const root = protobuf.Root.fromJSON({
+  nested: {
+    syft: {
+      nested: {
+        Id: { fields: { idInt: f('int64', 1), idStr: f('string', 2) } as Fields },
+        Size: { fields: { dims: r('int32', 1) } as Fields },
+        TensorData: {
+          fields: {
+            shape: f('Size', 1), dtype: f('string', 2), isQuantized: f('bool', 3), scale: f('float', 4), zeroPoint: f('int32', 5),
+            contentsFloat32: r('float', 22), contentsFloat64: r('double', 23),
+          } as Fields,
+        },
+        TorchTensor: {
+          fields: {
+            id: f('Id', 1), contentsData: f('TensorData', 2), contentsBin: f('bytes', 3), chain: f('TorchTensor', 4),
+            gradChain: f('TorchTensor', 5), tags: r('string', 6), description: f('string', 7), serializer: f('int32', 8),
+          } as Fields,
+        },
+        Parameter: { fields: { id: f('Id', 1), tensor: f('TorchTensor', 2), requiresGrad: f('bool', 3), grad: f('TorchTensor', 4) } as Fields },
+        Placeholder: {
+          fields: { childTensor: f('TorchTensor', 1), childParameter: f('Parameter', 2), id: f('Id', 3), tags: r('string', 4), description: f('string', 5) } as Fields,
+        },
+        StateTensor: { fields: { torchTensor: f('TorchTensor', 1), torchParam: f('Parameter', 2) } as Fields },
+        State: { fields: { placeholders: r('Placeholder', 1), tensors: r('StateTensor', 2) } as Fields },
+      },
+    },
+  },
+} as protobuf.INamespace);
+
+const StateType = root.lookupType('syft.State');
+
+/** syft_proto TorchTensor.Serializer.SERIALIZER_ALL: the only one syft.js reads. */
+export const SERIALIZER_ALL = 4;
+
+/** One parameter tensor of a State. */
+export interface StateTensor {
+  dims: number[];
+  data: Float32Array;
+}
+
+interface TensorDataMsg { shape?: { dims?: number[] }; dtype?: string; contentsFloat32?: number[]; contentsFloat64?: number[] }
+interface TorchTensorMsg { contentsData?: TensorDataMsg; contentsBin?: Uint8Array; serializer?: number }
+interface StateMsg { tensors?: { torchTensor?: TorchTensorMsg; torchParam?: { tensor?: TorchTensorMsg } }[] }
+
+/** The largest number of tensors a State may hold; a model with more is not a model a phone trains. */
+const MAX_TENSORS = 4096;
+
+/**
+ * Bytes from the text a PyGrid client sends: hex (PySyft hosts: `binascii.hexlify`) or base64 (reports;
+ * KotlinSyft's `Base64.DEFAULT` breaks lines), whitespace ignored. Undefined when it is neither.
+ */
+export function decodeText(text: string, accept: 'hex-or-base64' | 'base64' = 'hex-or-base64'): Buffer | undefined {
+  const s = text.replace(/\s+/g, '');
+  if (s.length === 0) return undefined;
+  // Reports are always base64 (PyGrid b64decodes them); hosts send hex, which base64's alphabet also covers.
+  if (accept === 'hex-or-base64' && s.length % 2 === 0 && /^[0-9a-fA-F]+$/.test(s)) return Buffer.from(s, 'hex');
+  if (/^[A-Za-z0-9+/_-]+={0,2}$/.test(s) && s.length % 4 !== 1) return Buffer.from(s.replace(/-/g, '+').replace(/_/g, '/'), 'base64');
+  return undefined;
+}
+
+/**
+ * A State's float tensors, in order. `what` names the payload in errors ("the diff"). Refuses (coded
+ * INVALID_TENSOR) a payload that is not a State, a truncated one, a tensor that is not serialized with
+ * contents_data, an unsupported dtype, a shape that disagrees with its contents, or NaN/Inf values.
+ */
+export function decodeState(bytes: Uint8Array, what = 'the State'): StateTensor[] {
+  let msg: StateMsg;
+  try {
+    msg = StateType.decode(bytes) as unknown as StateMsg;
+  } catch (err) {
+    throw gridError('INVALID_TENSOR', `${what} is not a syft-proto State (${(err as Error).message})`);
+  }
+  const tensors = msg.tensors ?? [];
+  if (tensors.length === 0) throw gridError('INVALID_TENSOR', `${what} holds no tensors`);
+  if (tensors.length > MAX_TENSORS) throw gridError('INVALID_TENSOR', `${what} holds ${tensors.length} tensors; at most ${MAX_TENSORS}`);
+  return tensors.map((st, i) => {
+    const t = st.torchTensor ?? st.torchParam?.tensor;
+    if (t === undefined) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} is neither a torch tensor nor a parameter`);
+    const td = t.contentsData;
+    if (td === undefined || (t.serializer !== undefined && t.serializer !== 0 && t.serializer !== SERIALIZER_ALL)) {
+      throw gridError('INVALID_TENSOR', `${what}: tensor ${i} is not serialized as contents_data (serializer ${t.serializer ?? 0}); send it with SERIALIZER_ALL`);
+    }
+    const dims = [...(td.shape?.dims ?? [])];
+    if (dims.some((d) => !Number.isInteger(d) || d < 0)) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} has a negative dimension (${dims.join('×')})`);
+    const count = dims.reduce((a, b) => a * b, 1);
+    const dtype = td.dtype ?? '';
+    const values = dtype === 'float32' ? td.contentsFloat32 : dtype === 'float64' ? td.contentsFloat64 : undefined;
+    if (values === undefined) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} has dtype ${JSON.stringify(dtype)}; the node takes float32 (or float64) parameters`);
+    if (values.length !== count) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} has shape [${dims.join(', ')}] (${count} values) but carries ${values.length}`);
+    const data = Float32Array.from(values);
+    for (let k = 0; k < data.length; k++) {
+      if (!Number.isFinite(data[k]!)) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} holds ${data[k]} at index ${k}; values must be finite`);
+    }
+    return { dims, data };
+  });
+}
+
+/** A State as syft.js 0.1.4 loads it: placeholders tagged `#<i>`, `#state-<i>`, float32 contents_data. */
+export function encodeState(tensors: readonly StateTensor[]): Uint8Array {
+  const ids = tensors.map((_, i) => 1000 + i);
+  const msg = {
+    placeholders: tensors.map((_, i) => ({ id: { idInt: ids[i] }, tags: [`#${i}`, `#state-${i}`] })),
+    tensors: tensors.map((t, i) => ({
+      torchTensor: {
+        id: { idInt: ids[i] },
+        serializer: SERIALIZER_ALL,
+        contentsData: { shape: { dims: t.dims }, dtype: 'float32', contentsFloat32: Array.from(t.data) },
+      },
+    })),
+  };
+  return StateType.encode(StateType.fromObject(msg)).finish();
+}
+
+/** Shapes of a parameter list, for comparing a diff with its model. */
+export function shapesOf(tensors: readonly StateTensor[]): number[][] {
+  return tensors.map((t) => [...t.dims]);
+}
+
+/** Refuses a diff whose tensor count or shapes differ from the model's (before any of it is averaged). */
+export function checkShapes(diff: readonly StateTensor[], model: readonly (readonly number[])[], what = 'the diff'): void {
+  if (diff.length !== model.length) throw gridError('INVALID_TENSOR', `${what} holds ${diff.length} tensors; the model has ${model.length}`);
+  diff.forEach((t, i) => {
+    const m = model[i]!;
+    if (t.dims.length !== m.length || t.dims.some((d, k) => d !== m[k])) {
+      throw gridError('INVALID_TENSOR', `${what}: tensor ${i} has shape [${t.dims.join(', ')}]; the model's is [${m.join(', ')}]`);
+    }
+  });
+}
