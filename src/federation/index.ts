@@ -5,3 +5,4 @@ export { fedAvgRounds, fedAvgTrain, hostFedAvgResult, participantsByTag, type Ho
 export { train as trainLocal, trainSteps as trainLocalSteps, evaluateModel, type TrainOptions, type TrainProgress, type TrainResult } from '../compute/train';
 export { readCsvDataset, splitDataset, partitionDataset, type Dataset } from '../compute/data';
 export { flDiff, flParams, flTrainConfig, joinFl, runFlCycle, trainFlCycle, type FlCycleOutcome, type FlTrainConfig, type FlTrainOptions, type FlTrainResult } from './fl-worker-training';
+export { simulateFl, parsePartition, partitionFor, partitionRows, type FlCycleMetrics, type FlReportedDiff, type FlSimulationOptions, type FlSimulationResult, type Partition } from './fl-simulation';
