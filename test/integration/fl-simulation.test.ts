@@ -50,3 +50,80 @@ test('10 simulated workers on IID digits reach ≥ 95 % test accuracy within 20 
   const best = r.cycles.find((m) => m.accuracy >= target);
   assert.ok(best !== undefined && best.cycle <= 20, `test accuracy after ${r.cycles.length} cycles: ${r.cycles.map((m) => pct(m.accuracy)).join(', ')}`);
 });
+
+test('non-IID by label (2 classes per worker): the simulation completes and reports its test accuracy', { timeout: 240_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const { train, test: held } = await digits();
+  const admin = await n.admin();
+  const r = await simulateFl({
+    url: n.node.url, host: admin, model: mlp([64, 32, 10], { seed: 1 }), train, test: held,
+    workers: 10, cycles: 20, partition: { kind: 'label', labelsPerWorker: 2 }, clientConfig, seed: 1,
+    onCycle: (m) => t.diagnostic(line(m)),
+  });
+  const last = r.cycles.at(-1)!;
+  const best = Math.max(...r.cycles.map((m) => m.accuracy));
+  t.diagnostic(`non-IID by label (2 of 10 classes per worker): ${pct(r.initial.accuracy)} → ${pct(last.accuracy)} after ${r.cycles.length} cycles (best ${pct(best)}), ${r.seconds.toFixed(1)} s; partition sizes ${r.partitionSizes.join(' ')}`);
+  assert.equal(r.cycles.length, 20);
+  for (const m of r.cycles) {
+    assert.equal(m.reported, 10, line(m));
+    assert.ok(Number.isFinite(m.accuracy) && m.accuracy >= 0 && m.accuracy <= 1, line(m));
+    assert.ok(Number.isFinite(m.loss), line(m));
+  }
+});
+
+async function checkpoint(url: string, name: string, version: string, which: number): Promise<Float32Array[]> {
+  const res = await fetch(`${httpBase(url)}/model-centric/retrieve-model?name=${name}&version=${version}&checkpoint=${which}`);
+  assert.equal(res.status, 200, await res.clone().text());
+  return flParams(new Uint8Array(await res.arrayBuffer())).map((p) => p.tensor.data);
+}
+
+test('with 30 % of the workers dropping out each cycle (silent or vanishing) and slow workers, cycles close on time and only the reported diffs are averaged, weighted by samples', { timeout: 240_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const { train, test: held } = await digits();
+  const admin = await n.admin();
+  const r = await simulateFl({
+    url: n.node.url, host: admin, model: mlp([64, 16, 10], { seed: 2 }), train, test: held,
+    // Dirichlet α = 0.5: unequal partitions, so a plain mean and the sample-weighted mean differ.
+    workers: 10, cycles: 3, partition: { kind: 'dirichlet', alpha: 0.5 }, clientConfig: { ...clientConfig, epochs: 1 }, seed: 3,
+    serverConfig: { cycle_length: 5, min_diffs: 3 },
+    dropout: { fraction: 0.3, mode: 'mixed' }, slow: { fraction: 0.2, delayMs: 300 },
+    collectDiffs: true,
+    onCycle: (m) => t.diagnostic(`${line(m)}; dropped ${m.droppedWorkers.join(',')}, slow ${m.slowWorkers.join(',')}`),
+  });
+  t.diagnostic(`Dirichlet(0.5) partition sizes ${r.partitionSizes.join(' ')}`);
+  assert.equal(r.cycles.length, 3);
+  const plainDiffers: number[] = [];
+  for (const m of r.cycles) {
+    assert.equal(m.dropped, 3, line(m));
+    assert.equal(m.errors, 0, m.errorMessages.join('; '));
+    assert.equal(m.accepted, 10, line(m));
+    assert.equal(m.reported + m.late + m.dropped, m.accepted, line(m));
+    // The node averaged exactly the reports it acknowledged: never a dropped worker.
+    assert.equal(m.averaged, m.reported, line(m));
+    assert.ok(m.reported >= 3, line(m));
+    // It closed on time (5 s), not by count: max_diffs (10) was never reached.
+    assert.ok(m.seconds >= 4.5, `cycle ${m.cycle} closed after ${m.seconds} s, before its cycle_length`);
+
+    const before = await checkpoint(n.node.url, r.name, r.version, m.checkpoint - 1);
+    const after = await checkpoint(n.node.url, r.name, r.version, m.checkpoint);
+    const diffs = m.diffs!;
+    assert.equal(diffs.length, m.reported);
+    assert.ok(diffs.every((d) => !m.droppedWorkers.includes(d.worker)));
+    const total = diffs.reduce((a, d) => a + d.numSamples, 0);
+    let maxErr = 0, vsPlain = 0, at = 0;
+    before.forEach((old, i) => {
+      for (let k = 0; k < old.length; k++, at++) {
+        const weighted = diffs.reduce((a, d) => a + d.numSamples * d.diff[at]!, 0) / total;
+        const plain = diffs.reduce((a, d) => a + d.diff[at]!, 0) / diffs.length;
+        maxErr = Math.max(maxErr, Math.abs(after[i]![k]! - (old[k]! - weighted)));
+        vsPlain = Math.max(vsPlain, Math.abs(after[i]![k]! - (old[k]! - plain)));
+      }
+    });
+    t.diagnostic(`cycle ${m.cycle}: checkpoint vs old − weighted mean of the ${diffs.length} reported diffs: max |err| ${maxErr.toExponential(2)} (vs the plain mean: ${vsPlain.toExponential(2)})`);
+    assert.ok(maxErr < 1e-5, `checkpoint ${m.checkpoint} differs from old − weighted mean(reported diffs) by ${maxErr}`);
+    plainDiffers.push(vsPlain);
+  }
+  assert.ok(Math.max(...plainDiffers) > 1e-4, 'the average is weighted by samples, not a plain mean');
+});

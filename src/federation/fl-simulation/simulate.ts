@@ -160,8 +160,6 @@ export async function simulateFl(o: FlSimulationOptions): Promise<FlSimulationRe
   const evalOptions = { loss, loadOptions: { intraOpNumThreads: 1 } } as const;
   const parts = partitionFor(o.train, o.workers, o.partition ?? { kind: 'iid' }, seed);
 
-  const upload = await o.host.socket.upload(bufferSource(o.model));
-  const hosted = await o.host.socket.request(FlHostTraining, { model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
   const initial = await evaluateModel(o.model, o.test, evalOptions);
   // Checkpoints and status come over the host's connection.
   const reader = new FlWorker(o.host.socket);
@@ -195,6 +193,11 @@ export async function simulateFl(o: FlSimulationOptions): Promise<FlSimulationRe
         else if (m.type === 'ready' && ++ready === nThreads) resolve();
       };
     })]);
+
+    // Hosted once every worker is connected: the first cycle's clock (cycle_length) starts here, and
+    // starting threads (onnxruntime, sockets) must not eat into it.
+    const upload = await o.host.socket.upload(bufferSource(o.model));
+    const hosted = await o.host.socket.request(FlHostTraining, { model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
 
     const rand = seededRandom(seed + 3);
     const cycles: FlCycleMetrics[] = [];
