@@ -10,6 +10,7 @@ import { defaultDataDir, findLocalNode, localNodeFile, sameUrl } from '../core/l
 import { modelRef, refOf, type DatasetInfo, type ModelInfo } from '../core/protocol/messages';
 import { bindInputs, outputsToJson, writeOutputs } from '../compute/tensor-io';
 import { registerFlCommands } from './fl';
+import { registerFlSimulateCommand } from './fl-simulate';
 import { registerTrainCommands } from './train';
 
 interface GlobalOptions { node?: string; user?: string; password?: string; json?: boolean; timeout: number }
@@ -241,6 +242,7 @@ class Cli {
     registerTrainCommands(program, host);
     // fl host, join, status, checkpoint (src/cli/fl.ts)
     registerFlCommands(program, { ...host, setExitCode: (code) => { this.exitCode = code; } });
+    registerFlSimulateCommand(program, { ...host, setExitCode: (code) => { this.exitCode = code; } });
 
     return program;
   }

@@ -2,14 +2,18 @@
 // each with its own socket, FlWorker and onnxruntime training on its partition of the real UCI digits.
 // IID reaches ≥ 95 % on a held-out set within 20 cycles; non-IID by label runs and its accuracy is
 // reported; with dropouts the cycles still close (on time) and the checkpoint is old − the
-// sample-weighted mean of the diffs of the workers that reported, and of nobody else.
+// sample-weighted mean of the diffs of the workers that reported, and of nobody else. `grid fl simulate`
+// runs the same from a terminal.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { spawn } from 'node:child_process';
 import { readCsvDataset, splitDataset } from '../../src/compute/data';
 import { mlp } from '../../src/compute/plan';
 import { flParams, simulateFl, type FlCycleMetrics } from '../../src/federation';
-import { startTestNode } from '../helpers/node-fixtures';
+import { ADMIN_PASSWORD, startTestNode, tempDir } from '../helpers/node-fixtures';
 import { DIGITS } from '../helpers/training-fixtures';
 import { httpBase } from '../helpers/fl-fixtures';
 
@@ -126,4 +130,32 @@ test('with 30 % of the workers dropping out each cycle (silent or vanishing) and
     plainDiffers.push(vsPlain);
   }
   assert.ok(Math.max(...plainDiffers) > 1e-4, 'the average is weighted by samples, not a plain mean');
+});
+
+test('grid fl simulate: 3 workers × 2 cycles from the command line, --json gives the per-cycle metrics; a bad --partition is refused', { timeout: 180_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const dir = tempDir('grid-fl-sim-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const env = { ...process.env, GRID_NODE: n.node.url, GRID_RUNTIME_DIR: dir, GRID_USER: 'admin', GRID_PASSWORD: ADMIN_PASSWORD };
+  const cli = (args: string[]) => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
+    const p = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '../../src/cli/grid.ts'), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '', err = '';
+    p.stdout.on('data', (d: Buffer) => { out += d; });
+    p.stderr.on('data', (d: Buffer) => { err += d; });
+    p.once('exit', (code) => resolve({ code, out, err }));
+  });
+  const r = await cli(['--json', 'fl', 'simulate', 'mlp:64,16,10', '--data', DIGITS, '--feature-scale', '0.0625', '--workers', '3', '--cycles', '2',
+    '--partition', 'dirichlet:1', '--client-config', '{"lr": 0.1, "epochs": 2, "batch_size": 16}', '--name', 'cli-sim']);
+  assert.equal(r.code, 0, r.err);
+  const out = JSON.parse(r.out) as { name: string; version: string; partitionSizes: number[]; initial: { accuracy: number }; cycles: FlCycleMetrics[] };
+  t.diagnostic(`grid fl simulate: ${pct(out.initial.accuracy)} → ${out.cycles.map((m) => pct(m.accuracy)).join(' → ')}`);
+  assert.equal(out.name, 'cli-sim');
+  assert.equal(out.partitionSizes.reduce((a, b) => a + b, 0), 1797 - Math.round(1797 * 0.2));
+  assert.deepEqual(out.cycles.map((m) => [m.cycle, m.reported, m.averaged, m.checkpoint]), [[1, 3, 3, 2], [2, 3, 3, 3]]);
+  assert.ok(out.cycles[1]!.accuracy > out.initial.accuracy + 0.2, `accuracy ${out.initial.accuracy} → ${out.cycles[1]!.accuracy}`);
+
+  const bad = await cli(['fl', 'simulate', 'mlp:64,10', '--data', DIGITS, '--partition', 'shards']);
+  assert.equal(bad.code, 1);
+  assert.match(bad.err, /GRID_ERR_INVALID_INPUT.*--partition.*iid, label:K or dirichlet:α/);
 });
