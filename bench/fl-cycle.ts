@@ -4,7 +4,7 @@
 //   - reports/s of the node vs frames/s of a raw `ws` sink (bench/servers/fl-ws-sink.ts) taking the
 //     same frames over the same number of connections with the same window in flight (target ≥ 0.5×);
 //   - the node's RSS growth from all workers accepted to the checkpoint written (target < 2 × model
-//     size + 64 MiB, and the same at 250 and 1000 workers);
+//     size + 64 MiB, and the same at 250 and 1000 workers), beside the sink's growth for the same frames;
 //   - averaging (the node's RunningSum.add) vs memcpy doing the same memory traffic: each diff read once
 //     and the running sum (float64) written (target ≥ 0.5×).
 // Usage: npm run bench:fl [-- --workers 250,1000 --threads 2 --window 16 --hidden 128]
@@ -98,15 +98,22 @@ class Clients {
   }
 }
 
-async function baseline(n: number): Promise<{ rate: number; bytes: number }> {
+async function baseline(n: number): Promise<{ rate: number; bytes: number; rssGrowth: number }> {
   const { child, url } = await startServer('fl-ws-sink.js');
   const c = new Clients(url, n, true);
+  let sampler: NodeJS.Timeout | undefined;
   try {
     await c.join();
+    await delay(200);
+    const rssBase = processRss(child.pid!);
+    let peak = rssBase;
+    sampler = setInterval(() => { peak = Math.max(peak, processRss(child.pid!)); }, 20);
     const r = await c.report();
+    clearInterval(sampler);
     if (r.ok !== n) throw new Error(`baseline: ${r.ok} of ${n} frames answered`);
-    return { rate: n / r.seconds, bytes: r.bytes / n };
+    return { rate: n / r.seconds, bytes: r.bytes / n, rssGrowth: Math.max(peak, processRss(child.pid!)) - rssBase };
   } finally {
+    if (sampler) clearInterval(sampler);
     await c.stop();
     await stopServer(child);
   }
@@ -184,7 +191,7 @@ function averaging(): { ratio: number; gbps: number; memcpyGbps: number } {
 async function main(): Promise<void> {
   const limit = 2 * modelBytes + 64 * MiB;
   console.log(`FL cycle on loopback: model mlp 784-${HIDDEN}-10, ${P} parameters (${(modelBytes / MiB).toFixed(2)} MiB); report frame ${(diffB64.length / MiB).toFixed(2)} MiB of base64; ${THREADS} client threads, ${WINDOW} reports in flight per thread`);
-  const rows: { n: number; base: { rate: number }; run: NodeRun }[] = [];
+  const rows: { n: number; base: { rate: number; rssGrowth: number }; run: NodeRun }[] = [];
   for (const n of WORKERS) {
     const base = await baseline(n);
     const run = await node(n);
@@ -192,7 +199,7 @@ async function main(): Promise<void> {
     console.log(`\n${n} workers:`);
     console.log(`  cycle wall time ${run.cycleSeconds.toFixed(2)} s (authenticate + cycle-request ${run.joinSeconds.toFixed(2)} s, reports ${run.reportSeconds.toFixed(2)} s, last report → checkpoint ${(run.closeSeconds * 1000).toFixed(0)} ms)`);
     console.log(`  reports/s ${run.rate.toFixed(0)} vs raw ws ${base.rate.toFixed(0)} frames/s (${(base.bytes / MiB).toFixed(2)} MiB each): ratio ${(run.rate / base.rate).toFixed(2)}× (target ≥ 0.5×)`);
-    console.log(`  node RSS ${(run.rssBase / MiB).toFixed(0)} MiB → growth ${(run.rssGrowth / MiB).toFixed(1)} MiB (limit 2 × model + 64 MiB = ${(limit / MiB).toFixed(1)} MiB): ${(run.rssGrowth / limit).toFixed(2)}× of the limit`);
+    console.log(`  node RSS ${(run.rssBase / MiB).toFixed(0)} MiB → growth ${(run.rssGrowth / MiB).toFixed(1)} MiB (limit 2 × model + 64 MiB = ${(limit / MiB).toFixed(1)} MiB): ${(run.rssGrowth / limit).toFixed(2)}× of the limit (the raw ws sink grew ${(base.rssGrowth / MiB).toFixed(1)} MiB taking the same frames)`);
     console.log(`  checkpoint = old − mean(diff): max |err| ${run.maxErr.toExponential(2)}`);
   }
   if (rows.length >= 2) {
