@@ -86,7 +86,10 @@ export interface FlCycleMetrics {
   /** The checkpoint on the held-out set. */
   accuracy: number;
   loss: number;
-  /** From the cycle's start to its checkpoint on the node (evaluation not included). */
+  /**
+   * The cycle's wall time on the node: from its opening (the previous checkpoint; hosting for cycle 1) to
+   * its checkpoint. Workers still busy with an earlier cycle (slow ones) eat into it, as on a real grid.
+   */
   seconds: number;
   droppedWorkers: number[];
   slowWorkers: number[];
@@ -217,8 +220,11 @@ export async function simulateFl(o: FlSimulationOptions): Promise<FlSimulationRe
       for (const t of threads) t.postMessage({ type: 'cycle', cycle, roles } satisfies ToThread);
       const closed = waitForClose(reader, hosted.name, hosted.version, cycle, cycleTimeout, failure);
       const [status] = await Promise.race([failure, Promise.all([closed, threadsDone])]);
-      const seconds = (status.at - started) / 1000;
       const checkpoint = status.process.checkpoints.find((c) => c.cycle === cycle) ?? status.process.checkpoints.at(-1)!;
+      // The node's own clock: a cycle opens when the one before it wrote its checkpoint (cycle 1 at hosting).
+      const previous = status.process.checkpoints.find((c) => c.number === checkpoint.number - 1);
+      const nodeMs = previous === undefined ? NaN : Date.parse(checkpoint.created) - Date.parse(previous.created);
+      const seconds = (Number.isFinite(nodeMs) ? nodeMs : status.at - started) / 1000;
       const bytes = await reader.retrieveModel({ name: hosted.name, version: hosted.version, checkpoint: checkpoint.number });
       const m = await evaluateModel(bytes, o.test, evalOptions);
       const list = [...outcomes.entries()].sort((a, b) => a[0] - b[0]);
