@@ -69,7 +69,7 @@ export function registerFlSimulateCommand(program: Command, host: FlCliHost): vo
     .option('--dropout-mode <mode>', 'silent (never report), vanish (connection closes after training) or mixed', 'silent')
     .option('--slow <fraction>', 'fraction of the workers that wait --slow-delay before reporting', num, 0)
     .option('--slow-delay <ms>', 'how long a slow worker waits', int, 2000)
-    .option('--threads <n>', 'worker threads (default: one per worker)', int)
+    .option('--threads <n>', 'worker threads (default: one per worker, up to 16)', int)
     .option('--server-config <json|file>', 'the node\'s rules (default: max_workers = max_diffs = workers, num_cycles = cycles, cycle_length 60)')
     .option('--client-config <json|file>', 'what workers train with: batch_size, lr, epochs, max_updates, optimizer, loss')
     .option('--name <name>', 'the process name (default sim-<time>)')

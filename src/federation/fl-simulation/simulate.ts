@@ -21,6 +21,9 @@ import { evaluateModel, type Metrics } from '../../compute/train';
 import type { FromThread, ThreadInit, ToThread, WorkerOutcome, WorkerRole } from './messages';
 import { partitionFor, type Partition } from './partition';
 
+/** Threads a simulation starts unless told otherwise. */
+export const DEFAULT_MAX_THREADS = 16;
+
 export interface FlSimulationOptions {
   /** The node's WebSocket address (ws://host:port). */
   url: string;
@@ -50,7 +53,10 @@ export interface FlSimulationOptions {
   dropout?: { fraction: number; mode?: 'silent' | 'vanish' | 'mixed' };
   /** A fraction of the (other) workers waits `delayMs` between training and reporting. */
   slow?: { fraction: number; delayMs: number };
-  /** Worker threads; workers are dealt to them round-robin, each keeps its own socket. Default: one per worker. */
+  /**
+   * Worker threads; workers are dealt to them round-robin, each keeps its own socket, FlWorker and
+   * training. Default: one per worker, up to 16 (each thread loads onnxruntime).
+   */
   threads?: number;
   seed?: number;
   /** Milliseconds for each request of a worker. Default 20 000. */
@@ -167,7 +173,7 @@ export async function simulateFl(o: FlSimulationOptions): Promise<FlSimulationRe
   // Checkpoints and status come over the host's connection.
   const reader = new FlWorker(o.host.socket);
 
-  const nThreads = Math.min(o.threads ?? o.workers, o.workers);
+  const nThreads = Math.min(o.threads ?? DEFAULT_MAX_THREADS, o.workers);
   const { script, eval: isEval } = threadScript();
   const threads: Worker[] = [];
   let onMessage: (m: FromThread) => void = () => {};
