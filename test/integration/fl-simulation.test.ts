@@ -63,6 +63,8 @@ test('non-IID by label (2 classes per worker): the simulation completes and repo
   const r = await simulateFl({
     url: n.node.url, host: admin, model: mlp([64, 32, 10], { seed: 1 }), train, test: held,
     workers: 10, cycles: 20, partition: { kind: 'label', labelsPerWorker: 2 }, clientConfig, seed: 1,
+    // Two workers a thread, each still with its own socket and FlWorker.
+    threads: 5,
     onCycle: (m) => t.diagnostic(line(m)),
   });
   const last = r.cycles.at(-1)!;
