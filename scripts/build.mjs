@@ -24,6 +24,8 @@ const entries = [
   { entryPoints: ['src/cli/grid.ts'], outfile: 'dist/grid.js', banner: { js: '#!/usr/bin/env node' } },
   // The thread a node checks, loads and runs big models on (src/compute/model-worker.ts).
   { entryPoints: ['src/compute/model-thread.ts'], outfile: 'dist/model-thread.js' },
+  // The threads of an FL simulation's workers (src/federation/fl-simulation/simulate.ts).
+  { entryPoints: ['src/federation/fl-simulation/thread.ts'], outfile: 'dist/fl-simulation-thread.js' },
   // The notebook kernel process; esbuild stays external: it transpiles cells at run time from its own package.
   { entryPoints: ['src/kernel/worker.ts'], outfile: 'dist/kernel-worker.js', external: [...common.external, 'esbuild'] },
   // The Jupyter kernel (`grid kernel install` points its kernelspec here); it forks kernel-worker.js

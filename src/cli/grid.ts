@@ -10,6 +10,7 @@ import { defaultDataDir, findLocalNode, localNodeFile, sameUrl } from '../core/l
 import { modelRef, refOf, type DatasetInfo, type ModelInfo } from '../core/protocol/messages';
 import { bindInputFiles, outputsToJson, writeOutputs } from '../compute/tensor-io';
 import { registerFlCommands } from './fl';
+import { registerFlSimulateCommand } from './fl-simulate';
 import { registerKernelCommands } from './kernel';
 import { registerTrainCommands } from './train';
 import { inferIfEncrypted, registerServeEncrypted } from './serve-encrypted';
@@ -253,6 +254,7 @@ class Cli {
     registerTrainCommands(program, host);
     // fl host, join, status, checkpoint (src/cli/fl.ts)
     registerFlCommands(program, { ...host, setExitCode: (code) => { this.exitCode = code; } });
+    registerFlSimulateCommand(program, { ...host, setExitCode: (code) => { this.exitCode = code; } });
 
     // kernel install / uninstall (src/cli/kernel.ts)
     registerKernelCommands(program, { print: (human, json) => this.print(human, json) });

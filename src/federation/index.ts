@@ -7,3 +7,4 @@ export { runFedAvg, type FedAvgRun, type FedAvgRunOptions } from './run';
 export { train as trainLocal, trainSteps as trainLocalSteps, evaluateModel, type TrainOptions, type TrainProgress, type TrainResult } from '../compute/train';
 export { readCsvDataset, splitDataset, partitionDataset, type Dataset } from '../compute/data';
 export { flDiff, flParams, flTrainConfig, joinFl, runFlCycle, runFlCycles, trainFlCycle, type FlCycleOptions, type FlCyclesOptions, type FlCyclesResult, type FlCycleOutcome, type FlTrainConfig, type FlTrainOptions, type FlTrainResult } from './fl-worker-training';
+export { simulateFl, parsePartition, partitionFor, partitionRows, type FlCycleMetrics, type FlReportedDiff, type FlSimulationOptions, type FlSimulationResult, type Partition } from './fl-simulation';

@@ -1,0 +1,213 @@
+// One model-centric FL cycle of N lightweight workers (default 250 and 1000) on loopback against a real
+// node in its own process, a ~100k-parameter model, every worker reporting a precomputed diff. Measured
+// in the same run, against baselines:
+//   - reports/s of the node vs frames/s of a raw `ws` sink (bench/servers/fl-ws-sink.ts) taking the
+//     same frames over the same number of connections with the same window in flight (target ≥ 0.5×);
+//   - the node's RSS growth from all workers accepted to the checkpoint written (target < 2 × model
+//     size + 64 MiB, and the same at 250 and 1000 workers), beside the sink's growth for the same frames;
+//   - averaging (the node's RunningSum.add) vs memcpy doing the same memory traffic: each diff read once
+//     and the running sum (float64) written (target ≥ 0.5×).
+// Usage: npm run bench:fl [-- --workers 250,1000 --threads 2 --window 16 --hidden 128]
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { setTimeout as delay } from 'node:timers/promises';
+import { GridClient } from '../src/core/client';
+import { FlHostTraining } from '../src/core/protocol/fl-messages';
+import { FlListProcesses } from '../src/core/protocol/fl-messages';
+import { encodeState, type StateTensor } from '../src/core/protocol/syft-state';
+import { bufferSource } from '../src/core/socket/transfer';
+import { mlp } from '../src/compute/plan';
+import { flParams } from '../src/federation';
+import { RunningSum } from '../src/node/fl/averaging';
+import { processRss } from './rss';
+import type { ClientsCmd, ClientsInit, ClientsMsg } from './servers/fl-clients';
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 ? process.argv[i + 1]! : fallback;
+}
+const WORKERS = arg('workers', '250,1000').split(',').map(Number);
+const THREADS = Number(arg('threads', '2'));
+const WINDOW = Number(arg('window', '16'));
+const HIDDEN = Number(arg('hidden', '128'));
+const PASSWORD = 'bench-admin-password';
+const MiB = 1024 * 1024;
+
+const model = mlp([784, HIDDEN, 10], { seed: 1 });
+const params = flParams(model);
+const P = params.reduce((a, p) => a + p.tensor.data.length, 0);
+const modelBytes = P * 4;
+// Every worker sends the same small diff: old − new = 1e-3·pattern, so the checkpoint is old − that.
+const diffTensors: StateTensor[] = params.map((p) => ({ dims: p.tensor.dims, data: Float32Array.from({ length: p.tensor.data.length }, (_, i) => ((i % 13) - 6) * 1e-3) }));
+const diffB64 = Buffer.from(encodeState(diffTensors)).toString('base64');
+
+function startServer(script: string, args: string[] = []): Promise<{ child: ChildProcess; url: string }> {
+  const child = spawn(process.execPath, [join(__dirname, 'servers', script), ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d;
+      const m = /listening on (\S+)/.exec(out);
+      if (m) resolve({ child, url: m[1]! });
+    });
+    child.once('exit', (code) => reject(new Error(`${script} exited with ${code} before listening`)));
+  });
+}
+
+async function stopServer(child: ChildProcess): Promise<void> {
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  if (await Promise.race([exited.then(() => true), delay(10_000, false)]) === false) child.kill('SIGKILL');
+}
+
+class Clients {
+  private readonly threads: Worker[];
+  constructor(url: string, workers: number, baseline: boolean, name = '', version = '') {
+    this.threads = Array.from({ length: THREADS }, (_, t) => new Worker(join(__dirname, 'servers', 'fl-clients.js'), {
+      workerData: { url, workers: Math.floor(workers / THREADS) + (t < workers % THREADS ? 1 : 0), window: WINDOW, name, version, diffB64, baseline } satisfies ClientsInit,
+    }));
+  }
+
+  private all<T extends ClientsMsg['type']>(cmd: ClientsCmd, reply: T): Promise<Extract<ClientsMsg, { type: T }>[]> {
+    return Promise.all(this.threads.map((w) => new Promise<Extract<ClientsMsg, { type: T }>>((resolve, reject) => {
+      const on = (m: ClientsMsg) => { if (m.type === reply) { w.off('message', on); resolve(m as Extract<ClientsMsg, { type: T }>); } };
+      w.on('message', on);
+      w.once('error', reject);
+      w.postMessage(cmd);
+    })));
+  }
+
+  async join(): Promise<number> {
+    const r = await this.all({ type: 'join' }, 'joined');
+    const errors = r.flatMap((x) => x.errors);
+    if (errors.length > 0) console.error(`  join errors: ${errors.join(' | ')}`);
+    return r.reduce((a, x) => a + x.accepted, 0);
+  }
+
+  async report(): Promise<{ ok: number; seconds: number; bytes: number }> {
+    const r = await this.all({ type: 'report' }, 'reported');
+    const errors = r.flatMap((x) => x.errors);
+    if (errors.length > 0) console.error(`  report errors: ${errors.join(' | ')}`);
+    return { ok: r.reduce((a, x) => a + x.ok, 0), seconds: (Math.max(...r.map((x) => x.lastReply)) - Math.min(...r.map((x) => x.firstSend))) / 1000, bytes: r.reduce((a, x) => a + x.bytes, 0) };
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.threads.map((w) => new Promise((resolve) => { w.once('exit', resolve); w.postMessage({ type: 'stop' } satisfies ClientsCmd); })));
+  }
+}
+
+async function baseline(n: number): Promise<{ rate: number; bytes: number; rssGrowth: number }> {
+  const { child, url } = await startServer('fl-ws-sink.js');
+  const c = new Clients(url, n, true);
+  let sampler: NodeJS.Timeout | undefined;
+  try {
+    await c.join();
+    await delay(200);
+    const rssBase = processRss(child.pid!);
+    let peak = rssBase;
+    sampler = setInterval(() => { peak = Math.max(peak, processRss(child.pid!)); }, 20);
+    const r = await c.report();
+    clearInterval(sampler);
+    if (r.ok !== n) throw new Error(`baseline: ${r.ok} of ${n} frames answered`);
+    return { rate: n / r.seconds, bytes: r.bytes / n, rssGrowth: Math.max(peak, processRss(child.pid!)) - rssBase };
+  } finally {
+    if (sampler) clearInterval(sampler);
+    await c.stop();
+    await stopServer(child);
+  }
+}
+
+interface NodeRun { rate: number; reportSeconds: number; joinSeconds: number; cycleSeconds: number; closeSeconds: number; rssBase: number; rssGrowth: number; maxErr: number }
+
+async function node(n: number): Promise<NodeRun> {
+  const { child, url } = await startServer('fl-node.js', [PASSWORD]);
+  const admin = await GridClient.connect(url, { credentials: { username: 'admin', password: PASSWORD }, reconnect: { maxAttempts: 0 } });
+  let clients: Clients | undefined;
+  let sampler: NodeJS.Timeout | undefined;
+  try {
+    const name = `bench-${n}`;
+    const up = await admin.socket.upload(bufferSource(model));
+    await admin.socket.request(FlHostTraining, {
+      model_transfer_id: up.transfer_id, client_config: { name, version: '1.0' },
+      server_config: { max_workers: n, max_diffs: n, num_cycles: 1, cycle_length: 3600 },
+    }, { timeout: 120_000 });
+    clients = new Clients(url, n, false, name, '1.0');
+    const t0 = performance.now();
+    const accepted = await clients.join();
+    if (accepted !== n) throw new Error(`node: ${accepted} of ${n} workers accepted`);
+    const tJoined = performance.now();
+    await delay(200);
+    const rssBase = processRss(child.pid!);
+    let peak = rssBase;
+    sampler = setInterval(() => { peak = Math.max(peak, processRss(child.pid!)); }, 20);
+    const r = await clients.report();
+    if (r.ok !== n) throw new Error(`node: ${r.ok} of ${n} reports acknowledged`);
+    const tReported = performance.now();
+    for (;;) {
+      const { processes } = await admin.socket.request(FlListProcesses, {});
+      if (processes.find((p) => p.name === name && p.version === '1.0')!.completed_cycles >= 1) break;
+      await delay(10);
+    }
+    const tClosed = performance.now();
+    clearInterval(sampler);
+    peak = Math.max(peak, processRss(child.pid!));
+    // The checkpoint is old − the (identical) diff every worker sent.
+    const res = await fetch(`${url.replace(/^ws/, 'http')}/model-centric/retrieve-model?name=${name}&version=1.0&checkpoint=latest`);
+    const after = flParams(new Uint8Array(await res.arrayBuffer()));
+    let maxErr = 0;
+    after.forEach((p, i) => { for (let k = 0; k < p.tensor.data.length; k++) maxErr = Math.max(maxErr, Math.abs(p.tensor.data[k]! - (params[i]!.tensor.data[k]! - diffTensors[i]!.data[k]!))); });
+    return {
+      rate: n / r.seconds, reportSeconds: r.seconds, joinSeconds: (tJoined - t0) / 1000, cycleSeconds: (tClosed - t0) / 1000,
+      closeSeconds: (tClosed - tReported) / 1000, rssBase, rssGrowth: peak - rssBase, maxErr,
+    };
+  } finally {
+    if (sampler) clearInterval(sampler);
+    await clients?.stop();
+    admin.dispose();
+    await stopServer(child);
+  }
+}
+
+/** RunningSum.add over K distinct diffs vs memcpy of the same traffic (diff read once, float64 sum written), best of reps, interleaved. */
+function averaging(): { ratio: number; gbps: number; memcpyGbps: number } {
+  const K = 64, reps = 7;
+  const shapes = params.map((p) => p.tensor.dims);
+  const diffs = Array.from({ length: K }, (_, k) => diffTensors.map((t) => ({ dims: t.dims, data: t.data.map((v) => v * (k + 1)) })));
+  const flat = diffs.map((d) => { const f = new Float32Array(P); let at = 0; for (const t of d) { f.set(t.data, at); at += t.data.length; } return new Uint8Array(f.buffer); });
+  const sumBytes = new Uint8Array(P * 8);
+  const fns = [
+    () => { const s = new RunningSum(shapes); diffs.forEach((d, k) => s.add(d, 10 + k)); },
+    () => { for (const f of flat) { sumBytes.set(f, 0); sumBytes.set(f, P * 4); } },
+  ];
+  for (const fn of fns) fn();
+  const best = fns.map(() => Infinity);
+  for (let r = 0; r < reps; r++) fns.forEach((fn, i) => { const t = performance.now(); fn(); best[i] = Math.min(best[i]!, performance.now() - t); });
+  const traffic = K * P * 12; // per diff: 4P read, 8P written
+  return { ratio: best[1]! / best[0]!, gbps: traffic / (best[0]! / 1000) / 1e9, memcpyGbps: traffic / (best[1]! / 1000) / 1e9 };
+}
+
+async function main(): Promise<void> {
+  const limit = 2 * modelBytes + 64 * MiB;
+  console.log(`FL cycle on loopback: model mlp 784-${HIDDEN}-10, ${P} parameters (${(modelBytes / MiB).toFixed(2)} MiB); report frame ${(diffB64.length / MiB).toFixed(2)} MiB of base64; ${THREADS} client threads, ${WINDOW} reports in flight per thread`);
+  const rows: { n: number; base: { rate: number; rssGrowth: number }; run: NodeRun }[] = [];
+  for (const n of WORKERS) {
+    const base = await baseline(n);
+    const run = await node(n);
+    rows.push({ n, base, run });
+    console.log(`\n${n} workers:`);
+    console.log(`  cycle wall time ${run.cycleSeconds.toFixed(2)} s (authenticate + cycle-request ${run.joinSeconds.toFixed(2)} s, reports ${run.reportSeconds.toFixed(2)} s, last report → checkpoint ${(run.closeSeconds * 1000).toFixed(0)} ms)`);
+    console.log(`  reports/s ${run.rate.toFixed(0)} vs raw ws ${base.rate.toFixed(0)} frames/s (${(base.bytes / MiB).toFixed(2)} MiB each): ratio ${(run.rate / base.rate).toFixed(2)}× (target ≥ 0.5×)`);
+    console.log(`  node RSS ${(run.rssBase / MiB).toFixed(0)} MiB → growth ${(run.rssGrowth / MiB).toFixed(1)} MiB (limit 2 × model + 64 MiB = ${(limit / MiB).toFixed(1)} MiB): ${(run.rssGrowth / limit).toFixed(2)}× of the limit (the raw ws sink grew ${(base.rssGrowth / MiB).toFixed(1)} MiB taking the same frames)`);
+    console.log(`  checkpoint = old − mean(diff): max |err| ${run.maxErr.toExponential(2)}`);
+  }
+  if (rows.length >= 2) {
+    const [a, b] = [rows[0]!, rows.at(-1)!];
+    console.log(`\nRSS growth ${b.n} vs ${a.n} workers: ${(b.run.rssGrowth / MiB).toFixed(1)} / ${(a.run.rssGrowth / MiB).toFixed(1)} MiB = ${(b.run.rssGrowth / Math.max(1, a.run.rssGrowth)).toFixed(2)}× for ${(b.n / a.n).toFixed(0)}× the workers`);
+  }
+  const avg = averaging();
+  console.log(`\naveraging (RunningSum.add, 64 diffs of ${P}): ${avg.gbps.toFixed(2)} GB/s of traffic vs memcpy of the same traffic ${avg.memcpyGbps.toFixed(2)} GB/s: ratio ${avg.ratio.toFixed(2)}× (target ≥ 0.5×)`);
+}
+
+void main().catch((err: unknown) => { console.error(err); process.exit(1); });

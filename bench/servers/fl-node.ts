@@ -1,0 +1,18 @@
+// The grid node of bench/fl-cycle.ts, in its own process so its RSS is its own: a fresh data dir, an
+// admin to host the FL process. Prints `listening on ws://…`; SIGTERM closes it and removes the dir.
+
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { GridNode } from '../../src/node/server';
+
+const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-fl-node-'));
+void GridNode.start({ port: 0, adminPassword: process.argv[2] ?? 'bench-admin-password', processMetrics: false, name: 'bench-fl', dataDir: dir }).then((node) => {
+  process.stdout.write(`listening on ${node.url}\n`);
+  process.on('SIGTERM', () => {
+    void node.close().finally(() => {
+      fs.rmSync(dir, { recursive: true, force: true });
+      process.exit(0);
+    });
+  });
+});
