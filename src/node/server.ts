@@ -245,7 +245,7 @@ export class GridNode {
       const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log), { identity, auth, models, datasets, events, peers, metrics, inference: { limits: inferenceLimits, held }, where: () => where });
       const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
       cleanups.unshift(() => training.close());
-      const fl = attachFl(router, { db, dataDir, log });
+      const fl = attachFl(router, { db, dataDir, log, events });
       cleanups.unshift(() => fl.close());
       const grid = new GridServer({
         router,

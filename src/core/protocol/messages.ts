@@ -9,6 +9,7 @@
 import { z } from 'zod';
 import { defineRequest, defineStream, DownloadOffer, TRANSFER_ID } from './catalogue';
 import { DTYPES } from './tensor';
+import { FlProcessStatus } from './fl-status';
 
 /** Model and dataset ids: safe as file names and URL segments on every platform. */
 export const ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
@@ -263,7 +264,7 @@ export const AddUser = defineRequest('add-user', {
   reply: z.object({ username: z.string(), role: z.enum(['user', 'admin']) }),
 });
 
-export const EventTopic = z.enum(['models', 'datasets', 'peers']);
+export const EventTopic = z.enum(['models', 'datasets', 'peers', 'fl']);
 export type EventTopic = z.infer<typeof EventTopic>;
 
 export const NodeEvent = z.discriminatedUnion('event', [
@@ -275,17 +276,24 @@ export const NodeEvent = z.discriminatedUnion('event', [
   z.object({ event: z.literal('dataset-added'), dataset: DatasetInfo }),
   z.object({ event: z.literal('peer-connected'), peer: PeerInfo }),
   z.object({ event: z.literal('peer-disconnected'), peer: PeerInfo }),
+  /** An FL process was hosted, or its cycle or checkpoints changed: `process` is its whole fl-status record. */
+  z.object({ event: z.literal('fl-process-updated'), process: FlProcessStatus }),
+  /** The node's word on a worker's cycle-request (accepted, or rejected with the reason) or its report. */
+  z.object({
+    event: z.literal('fl-worker'), process_id: z.number(), cycle: z.number().nullable(), worker_id: z.string(),
+    status: z.enum(['accepted', 'rejected', 'reported']), reason: z.string().optional(),
+  }),
 ]);
 export type NodeEvent = z.infer<typeof NodeEvent>;
 
 /** Which topic an event belongs to. */
 export function topicOf(ev: NodeEvent): EventTopic {
-  return ev.event.startsWith('model') ? 'models' : ev.event.startsWith('dataset') ? 'datasets' : 'peers';
+  return ev.event.startsWith('model') ? 'models' : ev.event.startsWith('dataset') ? 'datasets' : ev.event.startsWith('fl-') ? 'fl' : 'peers';
 }
 
 // client → node: node events on the topics, until cancelled; re-subscribed after a reconnect.
 export const Subscribe = defineStream('subscribe', {
-  request: z.object({ topics: z.array(EventTopic).min(1).max(3).optional() }).strict(),
+  request: z.object({ topics: z.array(EventTopic).min(1).max(4).optional() }).strict(),
   event: NodeEvent,
   end: z.object({}).passthrough(),
 });

@@ -68,11 +68,18 @@ interface Runtime {
   closing: Promise<void> | undefined;
 }
 
+/** What the editor's views follow (src/node/fl/events.ts): a process hosted, a worker's answer or report. */
+export type FlActivity =
+  | { kind: 'hosted'; processId: number }
+  | { kind: 'worker'; processId: number; cycle: number | undefined; workerId: string; status: 'accepted' | 'rejected' | 'reported'; reason?: string };
+
 export interface FlEngineOptions {
   store: FlStore;
   log: Logger;
   auth?: AuthCheck;
   now?(): number;
+  /** Called after each committed hosting, cycle-request answer and report (flui: the node's `fl` events). */
+  onActivity?(a: FlActivity): void;
 }
 
 /** Python's str(timedelta): "H:MM:SS" or "H:MM:SS.ffffff", with "N day(s), " before past a day. */
@@ -98,6 +105,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed] }> {
   private readonly log: Logger;
   private readonly auth: AuthCheck;
   private readonly now: () => number;
+  private readonly onActivity: (a: FlActivity) => void;
   private readonly runtimes = new Map<number, Runtime>();
   private closed = false;
 
@@ -107,6 +115,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed] }> {
     this.log = opts.log;
     this.auth = opts.auth ?? checkAuth;
     this.now = opts.now ?? Date.now;
+    this.onActivity = opts.onActivity ?? (() => undefined);
   }
 
   /** Picks every process's open cycle back up: the running sum from its stored diffs, its timer, and a close that is due. */
@@ -146,6 +155,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed] }> {
     this.runtimes.delete(process.id);
     this.runtime(process.id);
     this.log.info({ process: `${process.name}@${process.version}`, id: process.id, owner: input.owner, format, params: specs.length }, 'FL process hosted');
+    this.onActivity({ kind: 'hosted', processId: process.id });
     return process;
   }
 
@@ -162,6 +172,16 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed] }> {
   }
 
   cycleRequest(data: CycleRequest): CycleReply {
+    const reply = this.answerCycleRequest(data);
+    const processId = reply.status === 'accepted' ? reply.model_id : this.store.findProcess(data.model, data.version ?? undefined)!.id;
+    this.onActivity({
+      kind: 'worker', processId, cycle: this.runtimes.get(processId)?.cycle?.sequence, workerId: data.worker_id, status: reply.status,
+      ...(reply.status === 'rejected' && { reason: reply.reason }),
+    });
+    return reply;
+  }
+
+  private answerCycleRequest(data: CycleRequest): CycleReply {
     const worker = this.store.worker(data.worker_id);
     if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     const process = this.store.findProcess(data.model, data.version ?? undefined);
@@ -239,6 +259,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed] }> {
     checkShapes(diff, rt.process.params.map((p) => p.dims));
     if (!this.store.recordReport(data.request_key, packDiff(diff), weight, this.now())) return { status: 'success' };
     rt.sum!.add(diff, weight);
+    this.onActivity({ kind: 'worker', processId: cycle.processId, cycle: cycle.sequence, workerId: data.worker_id, status: 'reported' });
     this.maybeClose(rt);
     return { status: 'success' };
   }

@@ -3,8 +3,10 @@
 
 import type { Logger } from '../../core/logger';
 import type { GridRouter } from '../rpc/server';
+import type { NodeEvents } from '../events';
 import type { MetaDb } from '../store/db';
 import { FlEngine, type AuthCheck } from './cycles';
+import { FlEventForwarder } from './events';
 import { registerFlHandlers } from './handlers';
 import { flHttp, type FlHttp } from './http';
 import { registerFlStatus } from './status';
@@ -19,9 +21,12 @@ export interface NodeFl {
   close(): Promise<void>;
 }
 
-export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck }): NodeFl {
+export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck; events?: NodeEvents }): NodeFl {
   const store = new FlStore(deps.db, deps.dataDir);
-  const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }) });
+  // flui: the editor's views follow FL changes through the node's `fl` events.
+  const forwarder = deps.events === undefined ? undefined : new FlEventForwarder({ events: deps.events, store, log: deps.log });
+  const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...(forwarder !== undefined && { onActivity: forwarder.onActivity }) });
+  forwarder?.attach(engine);
   registerFlHandlers(router, engine);
   registerFlStatus(router, store);
   engine.start();
