@@ -7,6 +7,7 @@ import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
 import { refOf } from '../core/protocol/model-ref';
 import type { Ctx } from './ctx';
+import { FL_COMMANDS } from './fl-commands';
 import { heavy } from './heavy';
 import { guarded, isConnection, nodeFromArg, pickModel, pickNode, withProgress, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
 import { train } from './train';
@@ -382,4 +383,5 @@ export const COMMANDS: Record<string, (ctx: Ctx) => Cmd> = {
   'grid.runInference': runInference,
   'grid.train': train,
   'grid.showLogs': showLogs,
+  ...FL_COMMANDS,
 };
