@@ -2,11 +2,13 @@
 // for a parent process instead of a terminal. Its own process because training loads onnxruntime, which
 // never enters VS Code's extension host; its own socket because a worker is a device of its own to the
 // node (it needs no sign-in). Progress and the outcome go to the parent over IPC (fl-join-messages.ts).
+// With `mode: "evaluate"` it evaluates a checkpoint on a held-out set instead (the notebook's accuracy chart).
 
 import { toGridError } from '../core/errors';
 import { FlWorker } from '../core/fl-worker';
-import type { FlJoinJob, FlJoinMessage } from '../core/protocol/fl-join-messages';
-import { joinFl } from '../federation';
+import { readFile } from 'node:fs/promises';
+import type { FlEvaluateJob, FlJoinJob, FlJoinMessage } from '../core/protocol/fl-join-messages';
+import { evaluateModel, joinFl } from '../federation';
 import { readWorkerDataset } from './fl';
 
 function send(m: FlJoinMessage): Promise<void> {
@@ -16,15 +18,32 @@ function send(m: FlJoinMessage): Promise<void> {
   });
 }
 
+function datasetOptions(job: FlJoinJob | FlEvaluateJob) {
+  return { ...(job.labels !== undefined && { labels: job.labels }), ...(job.labelColumn !== undefined && { labelColumn: job.labelColumn }), ...(job.featureScale !== undefined && { featureScale: job.featureScale }) };
+}
+
+async function evaluate(job: FlEvaluateJob): Promise<void> {
+  try {
+    const data = await readWorkerDataset(job.data, datasetOptions(job));
+    const m = await evaluateModel(await readFile(job.model), data, { loss: job.loss ?? 'cross_entropy', loadOptions: { intraOpNumThreads: 1 } });
+    await send({ kind: 'evaluated', rows: data.features.dims[0]!, loss: m.loss, accuracy: m.accuracy });
+  } catch (err) {
+    const e = toGridError(err);
+    await send({ kind: 'error', code: e.code, message: e.message });
+  }
+}
+
 async function main(): Promise<void> {
-  const job = JSON.parse(process.argv[2] ?? '{}') as FlJoinJob;
+  const parsed = JSON.parse(process.argv[2] ?? '{}') as FlJoinJob | FlEvaluateJob;
+  if ('mode' in parsed && parsed.mode === 'evaluate') return evaluate(parsed);
+  const job = parsed as FlJoinJob;
   const controller = new AbortController();
   process.on('message', (m: { kind?: string }) => { if (m?.kind === 'cancel') controller.abort(); });
   // The editor went away: nobody waits for this job.
   process.on('disconnect', () => controller.abort());
   let worker: FlWorker | undefined;
   try {
-    const data = await readWorkerDataset(job.data, { ...(job.labels !== undefined && { labels: job.labels }), ...(job.labelColumn !== undefined && { labelColumn: job.labelColumn }), ...(job.featureScale !== undefined && { featureScale: job.featureScale }) });
+    const data = await readWorkerDataset(job.data, datasetOptions(job));
     worker = await FlWorker.connect(job.url, { timeoutMs: job.timeoutMs ?? 20_000, reconnect: { maxAttempts: 3, initialDelayMs: 200 } });
     const rows = data.features.dims[0]!;
     const out = await joinFl(worker, { modelName: job.name, ...(job.version !== undefined && { modelVersion: job.version }), ...(job.authToken !== undefined && { authToken: job.authToken }) }, data, {

@@ -5,7 +5,7 @@ import { fork } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { GridError, gridError } from '../core/errors';
-import type { FlJoinJob, FlJoinMessage } from '../core/protocol/fl-join-messages';
+import type { FlEvaluateJob, FlJoinJob, FlJoinMessage } from '../core/protocol/fl-join-messages';
 
 export type FlJoinOutcome = Extract<FlJoinMessage, { kind: 'reported' | 'rejected' }>;
 export type FlJoinProgress = Extract<FlJoinMessage, { kind: 'accepted' | 'progress' }>;
@@ -26,20 +26,30 @@ function workerScript(): { path: string; execArgv: string[] } {
  * `signal` aborts (the worker stops training and reports nothing).
  */
 export function runFlWorker(job: FlJoinJob, opts: { signal?: AbortSignal; onProgress?(p: FlJoinProgress): void } = {}): Promise<FlJoinOutcome> {
+  return runChild<FlJoinOutcome>(job, `joining ${job.name}`, opts);
+}
+
+/** Loss and accuracy of an ONNX checkpoint file on a held-out dataset, in a worker process. */
+export async function evaluateCheckpoint(job: Omit<FlEvaluateJob, 'mode'>, opts: { signal?: AbortSignal } = {}): Promise<{ rows: number; loss: number; accuracy: number }> {
+  const m = await runChild<Extract<FlJoinMessage, { kind: 'evaluated' }>>({ ...job, mode: 'evaluate' }, 'evaluating the checkpoint', opts);
+  return { rows: m.rows, loss: m.loss, accuracy: m.accuracy };
+}
+
+function runChild<T extends FlJoinMessage>(job: FlJoinJob | FlEvaluateJob, what: string, opts: { signal?: AbortSignal; onProgress?(p: FlJoinProgress): void }): Promise<T> {
   return new Promise((resolve, reject) => {
-    if (opts.signal?.aborted) { reject(gridError('ABORTED', `joining ${job.name} was cancelled`)); return; }
+    if (opts.signal?.aborted) { reject(gridError('ABORTED', `${what} was cancelled`)); return; }
     const script = workerScript();
     const child = fork(script.path, [JSON.stringify(job)], {
       execArgv: script.execArgv, stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       // In VS Code process.execPath is Electron: run it as plain Node.
       env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' },
     });
-    let settled: FlJoinOutcome | GridError | undefined;
+    let settled: T | GridError | undefined;
     let stderr = '';
     let killTimer: NodeJS.Timeout | undefined;
     child.stderr?.on('data', (b: Buffer) => { stderr = (stderr + b.toString()).slice(-4000); });
     const onAbort = () => {
-      settled ??= gridError('ABORTED', `joining ${job.name} was cancelled; the worker reported nothing`);
+      settled ??= gridError('ABORTED', `${what} was cancelled${'mode' in job ? '' : '; the worker reported nothing'}`);
       if (child.connected) child.send({ kind: 'cancel' });
       killTimer = setTimeout(() => child.kill('SIGKILL'), CANCEL_GRACE_MS);
     };
@@ -52,7 +62,8 @@ export function runFlWorker(job: FlJoinJob, opts: { signal?: AbortSignal; onProg
           break;
         case 'reported':
         case 'rejected':
-          settled ??= m;
+        case 'evaluated':
+          settled ??= m as T;
           break;
         case 'error':
           settled ??= GridError.fromWire(m);

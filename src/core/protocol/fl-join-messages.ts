@@ -16,12 +16,27 @@ export interface FlJoinJob {
   timeoutMs?: number;
 }
 
+/**
+ * editor → worker process: evaluate a checkpoint (an ONNX file) on a held-out set instead of joining —
+ * how the notebook draws a process's accuracy across cycles (the extension host never loads onnxruntime).
+ */
+export interface FlEvaluateJob {
+  mode: 'evaluate';
+  model: string;
+  data: string;
+  labels?: string;
+  labelColumn?: number;
+  featureScale?: number;
+  loss?: 'cross_entropy' | 'mse';
+}
+
 /** worker process → editor. */
 export type FlJoinMessage =
   | { kind: 'accepted'; model: string; version: string; workerId: string; rows: number; epochs: number; batchSize: number }
   | { kind: 'progress'; epoch: number; epochs: number; batch: number; batches: number; loss: number; accuracy: number }
   | { kind: 'reported'; model: string; version: string; workerId: string; numSamples: number; steps: number; seconds: number; loss: number; accuracy: number }
   | { kind: 'rejected'; reason: string; timeout: string | null; timeoutS: number | null }
+  | { kind: 'evaluated'; rows: number; loss: number; accuracy: number }
   | { kind: 'error'; code: string; message: string };
 
 /** editor → worker process, over IPC: stop (the job's training is abandoned; nothing is reported). */

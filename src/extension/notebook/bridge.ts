@@ -13,6 +13,7 @@ import { TRAINING_DEFAULTS, type JobInfo, type TrainRequest } from '../../core/p
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../../kernel';
 import { tensorFromJson } from '../../compute/tensor-io';
 import { inVsCodeWords } from '../wording';
+import { FlNotebookBridge } from './fl-bridge';
 import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
 
 export interface UserCredentials {
@@ -86,6 +87,9 @@ export class NotebookGridBridge implements GridBridge {
     return this.dispatch(method, args, context).catch((err: unknown) => { throw inVsCodeWords(err, this.lastNode?.name); });
   }
 
+  /** grid.fl.* (fl-bridge.ts). */
+  private readonly fl = new FlNotebookBridge({ node: (name) => this.node(name), path: (p) => this.path(p), metrics: (context, payload) => this.metrics(context, payload) });
+
   /** The node the latest call resolved to (its name words a sign-in hint). */
   private lastNode: BridgeNode | undefined;
 
@@ -102,6 +106,7 @@ export class NotebookGridBridge implements GridBridge {
       case 'infer': return this.infer(args[0], args[1], options(args[2], 'infer'), context);
       case 'train': return this.train(args[0], args[1], options(args[2], 'train'), context);
       case 'fedavg': return this.fedavg(args[0], args[1], options(args[2], 'fedavg'), context);
+      case 'fl.host': case 'fl.join': return this.fl.call(method, args, context);
     }
   }
 
