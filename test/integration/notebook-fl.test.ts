@@ -88,7 +88,17 @@ describe('grid.fl in notebook cells against a real node', () => {
     const before = (await admin.socket.request(FlStatus, { name: 'nb-digits' })).processes;
     assert.deepEqual(before.map((p) => [p.owner, p.client_config.lr, p.checkpoints.length]), [['admin', 0.1, 1]]);
 
+    // The node closes the cycle just after acknowledging the report: its event says when.
+    const controller = new AbortController();
+    const closed = new Promise<void>((resolve) => {
+      admin.subscribe(['fl'], { signal: controller.signal }).subscribe({
+        next: (ev: NodeEvent) => { if (ev.event === 'fl-process-updated' && ev.process.name === 'nb-digits' && ev.process.completed_cycles === 1) resolve(); },
+        error: () => undefined,
+      });
+    });
     const { result, outputs } = await run(kernel, "const j = await grid.fl.join('nb-digits@1.0', { data: 'train.csv', featureScale: 1 / 16 });\n[j.kind, j.numSamples]");
+    await closed;
+    controller.abort();
     assert.equal(result.status, 'ok', result.error?.stack);
     const metrics = metricsOf(outputs);
     assert.ok(metrics.length >= 3, `${metrics.length} metrics outputs`);
