@@ -128,7 +128,7 @@ function statusTable(ps: FlProcessStatus[]): string {
 }
 
 function describeConfig(cfg: FlTrainConfig): string {
-  return `${cfg.epochs} epoch${cfg.epochs === 1 ? '' : 's'}, batch ${cfg.batchSize}, ${cfg.optimizer}${cfg.lr !== undefined ? ` lr ${cfg.lr}` : ''}${cfg.maxUpdates !== undefined ? `, at most ${cfg.maxUpdates} updates` : ''}`;
+  return `${cfg.epochs} epoch${cfg.epochs === 1 ? '' : 's'}, batch ${cfg.batchSize}, ${cfg.optimizer}${cfg.lr !== undefined ? ` lr ${cfg.lr}` : ''}${cfg.maxUpdates !== undefined ? `, at most ${cfg.maxUpdates} updates` : ''}${cfg.fedProxMu !== undefined ? `, FedProx μ ${cfg.fedProxMu}` : ''}${cfg.privacy !== undefined ? `, DP clip ${cfg.privacy.clipNorm} noise ${cfg.privacy.noiseMultiplier}` : ''}`;
 }
 
 export function registerFlCommands(program: Command, host: FlCliHost): void {
@@ -138,7 +138,7 @@ export function registerFlCommands(program: Command, host: FlCliHost): void {
     .requiredOption('--name <name>', 'the process name workers join (client_config.name)')
     .requiredOption('--version <version>', 'its version (client_config.version)')
     .option('--server-config <json|file>', 'the node\'s rules: cycle_length (s), num_cycles, max_diffs, min_diffs, min_workers, max_workers, pool_selection, do_not_reuse_workers_until_cycle, minimum_upload_speed, minimum_download_speed, authentication')
-    .option('--client-config <json|file>', 'what workers get: batch_size, lr, max_updates, epochs, loss, optimizer (name and version come from --name/--version)')
+    .option('--client-config <json|file>', 'what workers get: batch_size, lr, max_updates, epochs, loss, optimizer, momentum, fedprox_mu, privacy {clip_norm, noise_multiplier} (name and version come from --name/--version)')
     .action(async (file: string, o: { name: string; version: string; serverConfig?: string; clientConfig?: string }) => {
       if (!fs.existsSync(file) || fs.statSync(file).isDirectory()) throw gridError('INVALID_MODEL', `no model file ${file}`);
       const serverConfig = jsonArg('--server-config', o.serverConfig) ?? {};
@@ -147,7 +147,8 @@ export function registerFlCommands(program: Command, host: FlCliHost): void {
       const upload = await c.socket.upload(await fileSource(path.resolve(file)));
       const r = await c.socket.request(FlHostTraining, { model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
       host.print(`hosted FL process ${r.name}@${r.version} (id ${r.model_id}) from ${path.basename(file)}; workers join with: grid fl join ${r.name}@${r.version} --data FILE`,
-        { ...r, client_config: clientConfig, server_config: serverConfig });
+        // The process's secrets (authentication keys) are not echoed back.
+        { ...r, client_config: clientConfig, server_config: { ...serverConfig, ...(serverConfig.authentication !== undefined && { authentication: '(not shown)' }) } });
     });
 
   fl.command('join <process>').description(`join an FL process (name or name@version) as a worker for one cycle: train its model on a local dataset and report the diff (exit code ${EXIT_REJECTED} when the node turns the worker away, e.g. the cycle is full)`)

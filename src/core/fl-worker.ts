@@ -12,6 +12,7 @@ import { EventEmitter } from 'node:events';
 import * as http from 'node:http';
 import * as https from 'node:https';
 import { GridError, gridError, isErrorCode, toGridError } from './errors';
+import { measureSpeeds, type MeasuredSpeeds } from './fl-speed-test';
 import type { Logger } from './logger';
 import { FlAuthenticate, FlCycleRequest, FlReport } from './protocol/fl-messages';
 import type { ReplyOf, RequestDef, RequestOf } from './protocol/catalogue';
@@ -144,14 +145,43 @@ export class FlWorker extends EventEmitter<{ 'room-message': [FlRoomMessage] }> 
     });
   }
 
-  /** Joins a signalling room (PyGrid's "scope"); members' messages arrive as 'room-message' events. */
-  async joinRoom(req: { workerId: string; scopeId: string }): Promise<void> {
-    await this.request('webrtc: join-room', { workerId: req.workerId, scopeId: req.scopeId });
+  /**
+   * Joins a signalling room (PyGrid's "scope"); members' messages arrive as 'room-message' events. Resolves
+   * with the members already there (the node's reply; PyGrid's gateway answered nothing: no peers).
+   */
+  async joinRoom(req: { workerId: string; scopeId: string }): Promise<{ peers: string[] }> {
+    const reply = await this.request('webrtc: join-room', { workerId: req.workerId, scopeId: req.scopeId });
+    const peers = (reply as { peers?: unknown } | undefined)?.peers;
+    return { peers: Array.isArray(peers) ? peers.filter((p): p is string => typeof p === 'string') : [] };
+  }
+
+  /** Leaves a room; its other members get `webrtc: peer-left`. */
+  async leaveRoom(req: { workerId: string; scopeId: string }): Promise<void> {
+    await this.request('webrtc: peer-left', { workerId: req.workerId, scopeId: req.scopeId });
   }
 
   /** Relays a WebRTC offer / answer / candidate to one member of the room (syft.js's message shape). */
   async sendInternalMessage(req: { workerId: string; scopeId: string; to: string; type: 'offer' | 'answer' | 'candidate'; data: unknown }): Promise<void> {
     await this.request('webrtc: internal-message', { workerId: req.workerId, scopeId: req.scopeId, to: req.to, type: req.type, data: req.data });
+  }
+
+  /**
+   * PyGrid's speed test against the node (syft.js's units: ms, Mbit/s), for processes with minimum
+   * speeds. `bytes` timed each way (default 8 MiB).
+   */
+  speedTest(req: { workerId: string; bytes?: number; pings?: number; signal?: AbortSignal }): Promise<MeasuredSpeeds> {
+    if (this.disposed) return Promise.reject(gridError('DISPOSED', 'this FlWorker was disposed; create a new one'));
+    let base: URL;
+    try {
+      base = this.httpBase();
+    } catch (err) {
+      return Promise.reject(toGridError(err, 'INVALID_URL'));
+    }
+    return measureSpeeds(base, req.workerId, {
+      timeoutMs: this.timeoutMs,
+      ...(req.bytes !== undefined && { bytes: req.bytes }), ...(req.pings !== undefined && { pings: req.pings }),
+      ...(this.opts.ca !== undefined && { ca: this.opts.ca }), ...(req.signal !== undefined && { signal: req.signal }),
+    });
   }
 
   // --- downloads (PyGrid's HTTP routes) --------------------------------------------------------------
@@ -264,6 +294,15 @@ export interface FlRejection {
   timeoutS?: number;
 }
 
+export interface FlStartOptions {
+  /** Speeds measured elsewhere (skips the job's own speed test). */
+  speeds?: FlSpeeds;
+  /** Bytes timed each way by the job's own speed test. Default 8 MiB. */
+  speedTestBytes?: number;
+  /** The plans' variant to download (list, tfjs, torchscript…). Default list. */
+  receiveOperationsAs?: string;
+}
+
 export type FlJobOutcome = { status: 'accepted'; cycle: FlCycle } | ({ status: 'rejected' } & FlRejection) | { status: 'error'; error: GridError };
 
 /**
@@ -279,6 +318,8 @@ export class FlJob extends EventEmitter<{ accepted: [FlCycle]; rejected: [FlReje
   private readonly abort = new AbortController();
   private auth: FlAuthReply | undefined;
   private cycle: FlCycle | undefined;
+  /** What the last cycle request carried, measured or given (undefined: no speed test was needed). */
+  speeds: FlSpeeds | undefined;
 
   constructor(worker: FlWorker, req: { modelName: string; modelVersion?: string; authToken?: string }) {
     super();
@@ -298,7 +339,11 @@ export class FlJob extends EventEmitter<{ accepted: [FlCycle]; rejected: [FlReje
     return this.cycle;
   }
 
-  async start(opts: { speeds?: FlSpeeds; receiveOperationsAs?: string } = {}): Promise<FlJobOutcome> {
+  /**
+   * `speeds`: measured elsewhere; otherwise a process that requires a speed test gets one run here
+   * (`speedTestBytes` each way), as syft.js and KotlinSyft do, and the measured speeds go with the request.
+   */
+  async start(opts: FlStartOptions = {}): Promise<FlJobOutcome> {
     let outcome: FlJobOutcome;
     try {
       outcome = await this.requestCycle(opts);
@@ -327,20 +372,22 @@ export class FlJob extends EventEmitter<{ accepted: [FlCycle]; rejected: [FlReje
     this.removeAllListeners();
   }
 
-  private async requestCycle(opts: { speeds?: FlSpeeds; receiveOperationsAs?: string }): Promise<FlJobOutcome> {
+  private async requestCycle(opts: FlStartOptions): Promise<FlJobOutcome> {
+    if (this.abort.signal.aborted) throw gridError('DISPOSED', `the FL job for ${this.modelName} was disposed; create a new one with worker.newJob()`);
     this.auth ??= await this.worker.authenticate({
       modelName: this.modelName,
       ...(this.modelVersion !== undefined && { modelVersion: this.modelVersion }),
       ...(this.authToken !== undefined && { authToken: this.authToken }),
     });
     const workerId = this.auth.worker_id;
-    if (this.auth.requires_speed_test && opts.speeds === undefined) {
-      throw gridError('INVALID_INPUT', `FL process ${this.modelName} requires a speed test (minimum upload/download speeds): pass the measured ping, download and upload to start()`);
-    }
+    const speeds = opts.speeds ?? (this.auth.requires_speed_test
+      ? await this.worker.speedTest({ workerId, signal: this.abort.signal, ...(opts.speedTestBytes !== undefined && { bytes: opts.speedTestBytes }) })
+      : undefined);
+    this.speeds = speeds;
     const reply = await this.worker.getCycle({
       workerId, modelName: this.modelName,
       ...(this.modelVersion !== undefined && { modelVersion: this.modelVersion }),
-      ...(opts.speeds !== undefined && { speeds: opts.speeds }),
+      ...(speeds !== undefined && { speeds }),
     });
     if (reply.status === 'rejected') {
       return { status: 'rejected', reason: reply.reason, ...(reply.timeout !== undefined && { timeout: reply.timeout }), ...(reply.timeout_s !== undefined && { timeoutS: reply.timeout_s }) };

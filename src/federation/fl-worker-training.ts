@@ -23,6 +23,10 @@ export interface FlTrainConfig {
   loss: 'cross_entropy' | 'mse';
   optimizer: 'sgd' | 'momentum' | 'adam';
   momentum: number | undefined;
+  /** FedProx μ (client_config.fedprox_mu): each step is pulled towards the cycle's starting parameters. */
+  fedProxMu: number | undefined;
+  /** Differential privacy on the update before it is reported (client_config.privacy: {clip_norm, noise_multiplier}). */
+  privacy: { clipNorm: number; noiseMultiplier: number } | undefined;
 }
 
 const LOSSES = ['cross_entropy', 'mse'] as const;
@@ -51,7 +55,20 @@ function oneOf<T extends string>(cfg: Record<string, unknown>, key: string, allo
   return v as T;
 }
 
-/** The training settings of a process's client_config (PySyft examples: batch_size, lr, max_updates; ours: epochs, loss, optimizer, momentum). */
+function privacyOf(cfg: Record<string, unknown>): FlTrainConfig['privacy'] {
+  const v = cfg.privacy;
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'object' || Array.isArray(v)) throw gridError('INVALID_INPUT', 'client_config.privacy must be {"clip_norm": C, "noise_multiplier": σ}');
+  const p = v as Record<string, unknown>;
+  const clipNorm = positiveNum(p, 'clip_norm');
+  if (clipNorm === undefined || clipNorm === 0) throw gridError('INVALID_INPUT', 'client_config.privacy.clip_norm must be a positive number');
+  return { clipNorm, noiseMultiplier: positiveNum(p, 'noise_multiplier') ?? 0 };
+}
+
+/**
+ * The training settings of a process's client_config: PySyft's keys (batch_size, lr, max_updates) and
+ * ours, named as for data-centric training (epochs, loss, optimizer, momentum, fedprox_mu, privacy).
+ */
 export function flTrainConfig(clientConfig: Record<string, unknown>): FlTrainConfig {
   return {
     epochs: positiveInt(clientConfig, 'epochs') ?? 1,
@@ -61,6 +78,8 @@ export function flTrainConfig(clientConfig: Record<string, unknown>): FlTrainCon
     loss: oneOf(clientConfig, 'loss', LOSSES, 'cross_entropy'),
     optimizer: oneOf(clientConfig, 'optimizer', OPTIMIZERS, 'sgd'),
     momentum: positiveNum(clientConfig, 'momentum'),
+    fedProxMu: positiveNum(clientConfig, 'fedprox_mu'),
+    privacy: privacyOf(clientConfig),
   };
 }
 
@@ -99,6 +118,8 @@ export interface FlTrainResult {
 
 export interface FlTrainOptions {
   seed?: number;
+  /** Only for tests: reproducible DP noise (real use draws it from the OS CSPRNG). */
+  privacySeed?: number;
   loadOptions?: LoadModelOptions;
   signal?: AbortSignal;
   onProgress?(p: TrainProgress): void;
@@ -111,7 +132,14 @@ export async function trainFlCycle(model: Uint8Array, data: Dataset, cfg: FlTrai
   }
   const it = trainSteps(data, {
     model, loss: cfg.loss, optimizer: cfg.optimizer, epochs: cfg.epochs, batchSize: cfg.batchSize,
-    hyper: { ...(cfg.lr !== undefined && { lr: cfg.lr }), ...(cfg.momentum !== undefined && { momentum: cfg.momentum }) },
+    hyper: {
+      ...(cfg.lr !== undefined && { lr: cfg.lr }),
+      ...(cfg.momentum !== undefined && { momentum: cfg.momentum }),
+      ...(cfg.fedProxMu !== undefined && { proxMu: cfg.fedProxMu }),
+    },
+    // FedProx pulls towards the model this cycle started from: the checkpoint the node served.
+    ...(cfg.fedProxMu !== undefined && { fedProxGlobal: modelParams(model) }),
+    ...(cfg.privacy !== undefined && { privacy: { ...cfg.privacy, ...(opts.privacySeed !== undefined && { seed: opts.privacySeed }) } }),
     ...(cfg.maxUpdates !== undefined && { maxSteps: cfg.maxUpdates }),
     seed: opts.seed ?? 0,
     progressEvery: 1,
@@ -146,8 +174,8 @@ export type FlCycleOutcome =
  * One cycle of a job: ask, and when accepted train on `data` and report. Never rejects: a refusal or a
  * failure is the outcome (the job's own events fire as well).
  */
-export async function runFlCycle(job: FlJob, data: Dataset, opts: FlTrainOptions & { speeds?: FlSpeeds; onAccepted?(cycle: FlCycle, cfg: FlTrainConfig): void } = {}): Promise<FlCycleOutcome> {
-  const outcome = await job.start(opts.speeds !== undefined ? { speeds: opts.speeds } : {});
+export async function runFlCycle(job: FlJob, data: Dataset, opts: FlTrainOptions & { speeds?: FlSpeeds; speedTestBytes?: number; onAccepted?(cycle: FlCycle, cfg: FlTrainConfig): void } = {}): Promise<FlCycleOutcome> {
+  const outcome = await job.start({ ...(opts.speeds !== undefined && { speeds: opts.speeds }), ...(opts.speedTestBytes !== undefined && { speedTestBytes: opts.speedTestBytes }) });
   if (outcome.status === 'rejected') return outcome;
   if (outcome.status === 'error') return outcome;
   const cycle = outcome.cycle;

@@ -133,6 +133,10 @@ test('a worker is rejected with the reason and the time left when the cycle is f
   const ev = (await closed)[0] as { reports: number };
   assert.equal(ev.reports, 1);
   await assert.rejects(jobA.report(r.diff, r.numSamples), { code: 'GRID_ERR_INVALID_MESSAGE', message: /no accepted cycle to report/ });
+  // A disposed job asks for nothing more, and says why.
+  jobB.dispose();
+  const disposed = await jobB.start();
+  assert.equal(disposed.status === 'error' && disposed.error.code, 'GRID_ERR_DISPOSED', JSON.stringify(disposed));
 });
 
 test('errors reach the worker as coded errors with PyGrid\'s strings; a disposed worker refuses work', { timeout: 60_000 }, async (t) => {
@@ -160,5 +164,67 @@ test('errors reach the worker as coded errors with PyGrid\'s strings; a disposed
   assert.equal(w.isDisposed, true);
   assert.equal(w.socket.isDisposed, true, 'a worker that opened its socket closes it');
   await assert.rejects(w.authenticate({ modelName: 'digits' }), { code: 'GRID_ERR_DISPOSED' });
+
   assert.throws(() => w.newJob({ modelName: 'digits' }), { code: 'GRID_ERR_DISPOSED' });
+});
+
+function l2(tensors: readonly { data: Float32Array }[]): number {
+  let sq = 0;
+  for (const t of tensors) for (const v of t.data) sq += v * v;
+  return Math.sqrt(sq);
+}
+
+test('client_config privacy clips a worker\'s update before it leaves (the checkpoint moves by at most clip_norm); fedprox_mu keeps it closer to the checkpoint', { timeout: 120_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const data = takeRows(await digits(), shuffledIndices(1797, 3).subarray(0, 600));
+  const model = mlp([64, 16, 10], { seed: 9 });
+  const base = { batch_size: 32, lr: 0.2, epochs: 2 };
+  const server = { max_diffs: 1, num_cycles: 1 };
+  const admin = await n.admin();
+  for (const [version, extra] of [['plain', {}], ['prox', { fedprox_mu: 2 }], ['dp', { privacy: { clip_norm: 0.25, noise_multiplier: 0 } }]] as const) {
+    await admin.socket.request(FlHostTraining, { client_config: { name: 'digits', version, ...base, ...extra }, server_config: server }, { attachment: model });
+  }
+  const w = await FlWorker.connect(n.node.url);
+  t.after(() => w.dispose());
+  const norms: Record<string, number> = {};
+  for (const version of ['plain', 'prox', 'dp']) {
+    const closed = once(n.node.fl.engine, 'cycle-closed');
+    const out = await joinFl(w, { modelName: 'digits', modelVersion: version }, data, { seed: 1, loadOptions: single });
+    assert.equal(out.status, 'reported', JSON.stringify(out));
+    await closed;
+    norms[version] = l2(out.status === 'reported' ? out.result.diff : []);
+  }
+  t.diagnostic(`update L2 norms: plain ${norms.plain!.toFixed(3)}, FedProx μ=2 ${norms.prox!.toFixed(3)}, DP clip 0.25 ${norms.dp!.toFixed(3)}`);
+  assert.ok(norms.plain! > 0.5, 'the plain update is larger than the clip norm, so clipping does something');
+  assert.ok(norms.prox! < norms.plain! * 0.9, `FedProx ${norms.prox} vs plain ${norms.plain}`);
+  assert.ok(norms.dp! <= 0.25 + 1e-5, `DP update norm ${norms.dp}`);
+  // What the node averaged is that clipped update: the checkpoint moved by at most clip_norm.
+  const old = flParams(model), latest = flParams(await checkpoint(n, 'digits', 'dp'));
+  const moved = l2(latest.map((p, i) => ({ data: p.tensor.data.map((v, k) => v - old[i]!.tensor.data[k]!) })));
+  assert.ok(moved <= 0.25 + 1e-5 && moved > 0.2, `the checkpoint moved by ${moved}`);
+});
+
+test('a process with minimum speeds: the job runs the speed test itself, is accepted on loopback and rejected below a minimum it cannot reach', { timeout: 120_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  // The route is flaux's src/node/fl/speed-test.ts, wired into the node's HTTP server by flnode; until it
+  // is, the node answers 404 and there is nothing to measure against.
+  const probe = await fetch(`${httpBase(n.node.url)}/model-centric/speed-test?is_ping=1`);
+  if (probe.status === 404) { t.skip('the node does not route /model-centric/speed-test yet'); return; }
+  const model = mlp([64, 10], { seed: 5 });
+  const admin = await n.admin();
+  for (const [version, min] of [['fast', 1], ['impossible', 1e9]] as const) {
+    await admin.socket.request(FlHostTraining, { client_config: { name: 'digits', version }, server_config: { max_diffs: 1, cycle_length: 600, minimum_download_speed: min, minimum_upload_speed: min } }, { attachment: model });
+  }
+  const w = await FlWorker.connect(n.node.url);
+  t.after(() => w.dispose());
+  const ok = w.newJob({ modelName: 'digits', modelVersion: 'fast' });
+  const accepted = await ok.start({ speedTestBytes: 2 * 1024 * 1024 });
+  assert.equal(accepted.status, 'accepted', JSON.stringify(accepted));
+  t.diagnostic(`loopback: ping ${ok.speeds!.ping.toFixed(2)} ms, download ${ok.speeds!.download.toFixed(0)} Mbit/s, upload ${ok.speeds!.upload.toFixed(0)} Mbit/s`);
+  assert.ok(ok.speeds!.download > 1 && ok.speeds!.upload > 1 && ok.speeds!.ping >= 0);
+  const slow = await w.newJob({ modelName: 'digits', modelVersion: 'impossible' }).start({ speedTestBytes: 1024 * 1024 });
+  assert.equal(slow.status, 'rejected');
+  assert.match(slow.status === 'rejected' ? slow.reason : '', /speed [\d.]+ is below the minimum of 1000000000/);
 });
