@@ -2,7 +2,7 @@
 // options object (scripts, tests) and asks for what it is not given, like the commands in commands.ts.
 import * as path from 'node:path';
 import * as vscode from 'vscode';
-import { gridError } from '../core/errors';
+import { ErrorCodes, gridError, toGridError } from '../core/errors';
 import type { FlProcessStatus } from '../core/protocol/fl-status';
 import type { NodeConnection } from './connection';
 import type { Ctx } from './ctx';
@@ -172,6 +172,14 @@ function joinFl(ctx: Ctx): Cmd {
     }
     flow.answers.data = data;
     const dataFile = data;
+    // A process that checks its workers' JWTs (fl-status names the kind, never the key) needs one.
+    let authToken = a.authToken;
+    const auth = p.server_config.authentication;
+    if (authToken === undefined && Array.isArray(auth) && auth.length > 0) {
+      authToken = await ctx.ask({ title: `Join ${ref} on ${conn.name}`, prompt: `The auth token (a JWT, ${auth.join('/')}) the process's owner gave you`, password: true });
+      if (authToken === undefined) return undefined;
+    }
+    const workerToken = authToken;
     const outcome = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Worker for ${ref} on ${conn.name}`, cancellable: true }, (progress, token) => {
       const controller = new AbortController();
       const sub = token.onCancellationRequested(() => controller.abort());
@@ -180,7 +188,7 @@ function joinFl(ctx: Ctx): Cmd {
       return runFlWorker({
         url: conn.url, name: p.name, version: p.version, data: dataFile,
         ...(a.labels !== undefined && { labels: a.labels }), ...(a.labelColumn !== undefined && { labelColumn: a.labelColumn }),
-        ...(a.featureScale !== undefined && { featureScale: a.featureScale }), ...(a.authToken !== undefined && { authToken: a.authToken }),
+        ...(a.featureScale !== undefined && { featureScale: a.featureScale }), ...(workerToken !== undefined && { authToken: workerToken }),
         ...(a.seed !== undefined && { seed: a.seed }), timeoutMs: Math.max(ctx.config.requestTimeoutMs, 20_000),
       }, {
         signal: controller.signal,
@@ -191,6 +199,11 @@ function joinFl(ctx: Ctx): Cmd {
           shown = Math.max(shown, done);
         },
       }).finally(() => sub.dispose());
+    }).then(undefined, (err: unknown) => {
+      // The process refused the worker's token: signing in to the node would not help, another token would.
+      const e = toGridError(err);
+      if (e.code !== ErrorCodes.BAD_CREDENTIALS) throw e;
+      throw gridError('INVALID_INPUT', `${ref} on ${conn.name} refused this worker's auth token: ${e.message} Join again (Retry) with the token the process's owner gave you`);
     });
     if (outcome.kind === 'rejected') {
       ctx.log.info({ node: conn.url, process: ref, reason: outcome.reason }, `${conn.name} turned the worker away from ${ref}: ${outcome.reason}`);

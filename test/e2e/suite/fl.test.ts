@@ -113,6 +113,26 @@ describe('Grid FL processes', function () {
     assert.match(workers[1]!, /^worker \S{8} — rejected: the cycle is full \(1 of 1 workers\)$/);
   });
 
+  it('a worker whose auth token the process refuses is told to join again with another token (Retry), not to sign in', async () => {
+    await vscode.commands.executeCommand('grid.hostFlProcess', {
+      node: 'Local node', file: join(samples, 'digits', 'digits-mlp.onnx'), name: 'e2e-auth', version: '1.0',
+      serverConfig: { max_diffs: 1, num_cycles: 1, cycle_length: 3600, authentication: { type: 'jwt', secret: 'e2e-secret-of-the-process' } },
+    });
+    await untilRows(['Local node', 'FL Processes'], (rows) => rows.some((r) => r.startsWith('e2e-auth@1.0')), 'the process in the tree');
+    let shown: { message: string; actions: string[] } | undefined;
+    const sub = api.onDidShowError((e) => { shown ??= e; });
+    try {
+      const out = await vscode.commands.executeCommand('grid.joinFlProcess', { node: 'Local node', process: 'e2e-auth@1.0', data: digits(), authToken: 'not.a.valid-token' });
+      assert.equal(out, undefined, 'a failed join resolves without an outcome');
+    } finally {
+      sub.dispose();
+    }
+    assert.ok(shown, 'no error was shown');
+    assert.match(shown.message, /^Could not join the FL process: e2e-auth@1\.0 on Local node refused this worker's auth token: .+ Join again \(Retry\) with the token the process's owner gave you \(GRID_ERR_INVALID_INPUT\)$/);
+    assert.doesNotMatch(shown.message, /--auth-token|--user|GRID_USER/);
+    assert.deepEqual(shown.actions, ['Retry', 'Show Logs']);
+  });
+
   it('Download Checkpoint writes the checkpoint file: the averaged model, not the hosted one', async () => {
     const dest = join(scratch, 'e2e-digits-latest.onnx');
     const file = await vscode.commands.executeCommand<string>('grid.downloadFlCheckpoint', { node: 'Local node', process: 'e2e-digits@1.0', checkpoint: 'latest', dest });
