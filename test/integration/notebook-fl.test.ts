@@ -111,6 +111,25 @@ describe('grid.fl in notebook cells against a real node', () => {
     assert.deepEqual(after.checkpoints.map((k) => [k.number, k.cycle, k.reports]), [[1, null, 0], [2, 1, 1]]);
   });
 
+  test('interrupting a grid.fl.join cell stops its worker: the node has it assigned, never reported', async () => {
+    await value(kernel, "await grid.fl.host('digits-mlp.onnx', { name: 'nb-long', version: '1.0', serverConfig: { max_diffs: 1, num_cycles: 1, cycle_length: 3600 }, clientConfig: { batch_size: 8, lr: 0.01, epochs: 500 } })");
+    let sawProgress!: () => void;
+    const progressed = new Promise<void>((resolve) => { sawProgress = resolve; });
+    const running = run(kernel, "await grid.fl.join('nb-long@1.0', { data: 'train.csv', featureScale: 1 / 16 })", {
+      onOutput: (o) => { if (metricsOf([o]).some((m) => (m.series[0]?.points.length ?? 0) > 0)) sawProgress(); },
+    });
+    await progressed;
+    await kernel.interrupt();
+    const { result, outputs } = await running;
+    assert.equal(result.status, 'interrupted');
+    const last = metricsOf(outputs).at(-1)!;
+    assert.equal(last.state, 'cancelled');
+    assert.match(last.note ?? '', /cancelled; the worker reported nothing/);
+    // The call settles when the worker process has exited: nothing can report after this.
+    const cycle = (await admin.socket.request(FlStatus, { name: 'nb-long' })).processes[0]!.cycle;
+    assert.deepEqual([cycle?.assigned, cycle?.reported], [1, 0]);
+  });
+
   test('a cell without data is told what grid.fl.join needs', async () => {
     const { result } = await run(kernel, "await grid.fl.join('nb-digits@1.0', {})");
     assert.equal(result.error?.code, 'GRID_ERR_INVALID_INPUT');

@@ -212,6 +212,13 @@ export class FlNotebookBridge {
     const authToken = str(o, 'authToken', 'fl.join');
     const seed = num(o, 'seed', 'fl.join');
     const live = this.host.metrics(context, { version: 1, title: `worker for ${spec} on ${node.name}`, unit: 'epoch', total: 1, state: 'running', series: [] });
+    // Said at once: the cell ends on the interrupt, before the worker process has wound down.
+    const onAbort = () => {
+      live.payload.state = 'cancelled';
+      live.payload.note = `joining ${name} was cancelled; the worker reported nothing`;
+      live.update(true);
+    };
+    context.signal.addEventListener('abort', onAbort, { once: true });
     try {
       const out = await runFlWorker({
         url: node.url, name, ...(version !== undefined && { version }), data: this.host.path(dataFile), ...dataOptions(o, 'fl.join', (p) => this.host.path(p)),
@@ -237,10 +244,14 @@ export class FlNotebookBridge {
       return out;
     } catch (err) {
       const e = toGridError(err);
-      live.payload.state = e.code === ErrorCodes.ABORTED ? 'cancelled' : 'failed';
-      live.payload.note = e.message;
-      live.update(true);
+      if (e.code !== ErrorCodes.ABORTED) {
+        live.payload.state = 'failed';
+        live.payload.note = e.message;
+        live.update(true);
+      }
       throw err;
+    } finally {
+      context.signal.removeEventListener('abort', onAbort);
     }
   }
 }
