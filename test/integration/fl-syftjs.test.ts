@@ -22,12 +22,11 @@ const { Syft } = require('@openmined/syft.js') as { Syft: new (o: Record<string,
 (globalThis as { WebSocket?: unknown }).WebSocket = WebSocket;
 
 /** One syft.js worker: joins, moves every parameter by `step` (new = old − step), reports; resolves with what it saw. */
-async function syftWorker(url: string, step: number[][]): Promise<{ params: number[][]; clientConfig: Record<string, unknown> }> {
+async function syftWorker(url: string, step: number[][], modelName = 'mnist'): Promise<{ params: number[][]; clientConfig: Record<string, unknown> }> {
   const syft = new Syft({ url, verbose: true });
-  // syft.js logs every frame with verbose: keep the test output readable.
-  syft.logger = { log: () => undefined };
-  if (syft.gridClient) syft.gridClient.logger = { log: () => undefined };
-  const job = await syft.newJob({ modelName: 'mnist', modelVersion: '1.0' });
+  // verbose keeps ws:// and http:// (and would log every frame): its one shared Logger is quietened.
+  syft.logger.verbose = false;
+  const job = await syft.newJob({ modelName, modelVersion: '1.0' });
   return new Promise((resolve, reject) => {
     job.on('accepted', async ({ model, clientConfig }: { model: { params: any[]; createSerializedDiff(p: any[]): Promise<ArrayBuffer> }; clientConfig: Record<string, unknown> }) => {
       try {
@@ -77,4 +76,45 @@ test('syft.js 0.1.4 workers complete a cycle against our node and the checkpoint
   // Checkpoint 1 is still the hosted model.
   const first = decodeState(new Uint8Array(await (await fetch(`${httpBase(node.node.url)}/model-centric/retrieve-model?name=mnist&version=1.0&checkpoint=1`)).arrayBuffer()));
   assert.deepEqual(Array.from(first[0]!.data), Array.from(old[0]!.data));
+});
+
+test('syft.js 0.1.4 in HTTP mode (bare JSON bodies) completes a cycle too', { timeout: 120_000 }, async (t) => {
+  const node = await startTestNode();
+  t.after(() => node.close());
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'mnist-http', server: { max_diffs: 1, num_cycles: 1 } });
+  const step = [[1, 2, 3, 4], [-1, -2]];
+  const closed = once(node.node.fl.engine, 'cycle-closed');
+  const seen = await syftWorker(httpBase(node.node.url), step, 'mnist-http');
+  assert.equal(seen.clientConfig.name, 'mnist-http');
+  await closed;
+  const res = await fetch(`${httpBase(node.node.url)}/model-centric/retrieve-model?name=mnist-http`);
+  const latest = decodeState(new Uint8Array(await res.arrayBuffer()));
+  const old = smallModel();
+  latest.forEach((tensor, i) => {
+    for (let k = 0; k < tensor.data.length; k++) assert.ok(Math.abs(tensor.data[k]! - (old[i]!.data[k]! - step[i]![k]!)) < 1e-6);
+  });
+});
+
+test('syft.js 0.1.4 reads our refusals: an auth error as PyGrid\'s message, a full cycle as `rejected` with its timeout', { timeout: 120_000 }, async (t) => {
+  const node = await startTestNode();
+  t.after(() => node.close());
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'locked', server: { max_diffs: 1, authentication: { type: 'jwt', secret: 'x' } } });
+  await hostProcess(admin, { name: 'tiny', server: { max_diffs: 5, max_workers: 1, cycle_length: 600 } });
+  const syft = new Syft({ url: node.node.url, verbose: true, authToken: 'not-a-jwt' });
+  syft.logger.verbose = false;
+  await assert.rejects(syft.newJob({ modelName: 'locked', modelVersion: '1.0' }), /The 'auth_token' you sent is invalid\./);
+
+  const jobs: any[] = [];
+  for (let i = 0; i < 2; i++) {
+    const s = new Syft({ url: node.node.url, verbose: true });
+    s.logger.verbose = false;
+    jobs.push(await s.newJob({ modelName: 'tiny', modelVersion: '1.0' }));
+  }
+  const first = new Promise((resolve, reject) => { jobs[0].on('accepted', resolve); jobs[0].on('rejected', reject); jobs[0].on('error', reject); });
+  void jobs[0].start();
+  await first;
+  const second = await new Promise<{ timeout: string }>((resolve, reject) => { jobs[1].on('rejected', resolve); jobs[1].on('accepted', () => reject(new Error('accepted past max_workers'))); jobs[1].on('error', reject); void jobs[1].start(); });
+  assert.match(second.timeout, /^0:(09|10):\d\d/);
 });

@@ -35,7 +35,7 @@ export const FlAuthenticate = defineRequest('model-centric/authenticate', {
 
 // worker → node: ask for a place in the current cycle. Accepted: a request key and what to download.
 export const FlCycleRequest = defineRequest('model-centric/cycle-request', {
-  request: z.object({ worker_id: Text, model: Text, version: OptText, ping: z.unknown(), download: z.unknown(), upload: z.unknown() }).passthrough(),
+  request: z.object({ worker_id: Text, model: Text, version: OptText, ping: z.unknown().optional(), download: z.unknown().optional(), upload: z.unknown().optional() }).passthrough(),
   reply: z.union([
     z.object({
       status: z.literal('accepted'), request_key: z.string(), version: z.string(), model: z.string(),

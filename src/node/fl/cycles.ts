@@ -99,8 +99,11 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface CycleClosed { processId: number; cycle: number; checkpoint: number; reports: number; done: boolean }
 
-/** Emits 'cycle-closed' (CycleClosed) after a cycle's checkpoint is committed. */
-export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed] }> {
+/**
+ * Emits 'cycle-closed' (CycleClosed) after a cycle's checkpoint is committed, and 'cycle-overdue' when a
+ * cycle's end passed without enough reports to close it (it closes at the report that makes enough).
+ */
+export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }] }> {
   private readonly store: FlStore;
   private readonly log: Logger;
   private readonly auth: AuthCheck;
@@ -218,8 +221,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed] }> {
       return reject(`upload speed ${speeds.upload} is below the minimum of ${cfg.minimum_upload_speed}`);
     }
     const assigned = this.store.assignedCount(cycle.id);
-    // A cycle takes no more workers than it may need: max_workers, and never more than max_diffs.
-    const capacity = Math.min(cfg.max_workers ?? Infinity, cfg.max_diffs ?? Infinity);
+    // Not capped by max_diffs: workers drop out, and the first max_diffs reports close the cycle anyway.
+    const capacity = cfg.max_workers ?? Infinity;
     if (assigned >= capacity) return reject(`the cycle is full (${assigned} of ${capacity} workers)`);
     if (cfg.pool_selection === 'random') {
       // A random sample of the pool: each worker who asks gets one of the free places with the
@@ -328,8 +331,13 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed] }> {
     const wait = Math.min(MAX_TIMER_MS, Math.max(0, end - this.now()));
     rt.timer = setTimeout(() => {
       rt.timer = undefined;
-      if (this.now() < end) this.arm(rt);
-      else this.maybeClose(rt);
+      if (this.now() < end) return this.arm(rt);
+      this.maybeClose(rt);
+      if (rt.closing === undefined && rt.cycle !== undefined) {
+        const needed = minReports(rt.process.serverConfig);
+        this.log.info({ process: rt.process.id, cycle: rt.cycle.sequence, reports: rt.sum?.reports ?? 0, needed }, 'FL cycle ended with too few reports; it closes when enough arrive');
+        this.emit('cycle-overdue', { processId: rt.process.id, cycle: rt.cycle.sequence, reports: rt.sum?.reports ?? 0, needed });
+      }
     }, wait);
     rt.timer.unref();
   }

@@ -1,0 +1,110 @@
+// FL durability with a real node process: kill -9 mid-cycle, restart on the same data dir. Processes,
+// cycles, assignments (request keys) and received reports survive; the cycle continues and closes by
+// count, or on time by the timer re-armed at start; nothing is averaged twice.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { GridClient } from '../../src/core/client';
+import { ADMIN_PASSWORD, tempDir } from '../helpers/node-fixtures';
+import { startNodeScript, type Started } from '../helpers/processes';
+import { decodeState, diffOf, hostProcess, httpBase, smallModel } from '../helpers/fl-fixtures';
+
+const NODE_MAIN = path.join(__dirname, '../../src/node/main.ts');
+
+async function startNode(dir: string): Promise<Started> {
+  return startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', dir, '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD });
+}
+
+async function post(base: string, route: string, body: unknown): Promise<Record<string, any>> {
+  const res = await fetch(`${base}/model-centric/${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  return await res.json() as Record<string, any>;
+}
+
+async function join(base: string, name: string): Promise<{ worker_id: string; request_key: string }> {
+  const auth = await post(base, 'authenticate', { model_name: name, model_version: '1.0' });
+  const cycle = await post(base, 'cycle-request', { worker_id: auth.worker_id, model: name, version: '1.0', ping: 0, download: 0, upload: 0 });
+  assert.equal(cycle.status, 'accepted', JSON.stringify(cycle));
+  return { worker_id: auth.worker_id, request_key: cycle.request_key };
+}
+
+async function checkpoint(base: string, name: string, n: number): Promise<Float32Array[] | undefined> {
+  const res = await fetch(`${base}/model-centric/retrieve-model?name=${name}&version=1.0&checkpoint=${n}`);
+  if (res.status === 404) return undefined;
+  assert.equal(res.status, 200);
+  return decodeState(new Uint8Array(await res.arrayBuffer())).map((t) => t.data);
+}
+
+/** Asks until checkpoint `n` exists (the node closes the cycle on its own timer); fails after `ms`. */
+async function waitForCheckpoint(base: string, name: string, n: number, ms: number): Promise<Float32Array[]> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const c = await checkpoint(base, name, n);
+    if (c !== undefined) return c;
+    if (Date.now() > deadline) throw new Error(`checkpoint ${n} of ${name} did not appear within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function near(actual: Float32Array, expected: number[], what: string): void {
+  expected.forEach((v, k) => assert.ok(Math.abs(actual[k]! - v) < 1e-6, `${what}[${k}] = ${actual[k]}, expected ${v}`));
+}
+
+test('kill -9 mid-cycle: reports and request keys survive, the cycle closes by count after the restart, averaged once', { timeout: 180_000 }, async (t) => {
+  const dir = tempDir('grid-fl-restart-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  let node = await startNode(dir);
+  t.after(() => node.kill('SIGKILL'));
+  const admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: ADMIN_PASSWORD }, reconnect: { maxAttempts: 0 } });
+  await hostProcess(admin, { name: 'durable', server: { max_diffs: 3, cycle_length: 3600, num_cycles: 0 } });
+  admin.dispose();
+  let base = httpBase(node.url);
+  const [a, b, c] = [await join(base, 'durable'), await join(base, 'durable'), await join(base, 'durable')];
+  assert.deepEqual(await post(base, 'report', { ...a, diff: diffOf([[1, 1, 1, 1], [1, 1]]) }), { status: 'success' });
+  assert.deepEqual(await post(base, 'report', { ...b, diff: diffOf([[2, 2, 2, 2], [2, 2]]) }), { status: 'success' });
+
+  await node.kill('SIGKILL');
+  node = await startNode(dir);
+  base = httpBase(node.url);
+  assert.equal(await checkpoint(base, 'durable', 2), undefined, 'two of three reports: still open after the restart');
+  // b's repeat is still known (idempotent), and c's key from before the kill still works.
+  assert.deepEqual(await post(base, 'report', { ...b, diff: diffOf([[9, 9, 9, 9], [9, 9]]) }), { status: 'success' });
+  assert.deepEqual(await post(base, 'report', { ...c, diff: diffOf([[6, 6, 6, 6], [6, 6]]) }), { status: 'success' });
+  const after = await waitForCheckpoint(base, 'durable', 2, 20_000);
+  const old = smallModel();
+  near(after[0]!, Array.from(old[0]!.data, (v) => v - 3), 'w'); // mean of 1, 2, 6
+  near(after[1]!, Array.from(old[1]!.data, (v) => v - 3), 'b');
+
+  // Another kill: the closed cycle is not averaged again; the next cycle takes workers.
+  await node.kill('SIGKILL');
+  node = await startNode(dir);
+  base = httpBase(node.url);
+  assert.equal(await checkpoint(base, 'durable', 3), undefined);
+  near((await checkpoint(base, 'durable', 2))![1]!, Array.from(old[1]!.data, (v) => v - 3), 'b after a second restart');
+  await join(base, 'durable');
+});
+
+test('kill -9 mid-cycle: a timed cycle closes on time after the restart, with the reports from before the kill', { timeout: 180_000 }, async (t) => {
+  const dir = tempDir('grid-fl-restart-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  let node = await startNode(dir);
+  t.after(() => node.kill('SIGKILL'));
+  const admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: ADMIN_PASSWORD }, reconnect: { maxAttempts: 0 } });
+  await hostProcess(admin, { name: 'timed', server: { max_diffs: 100, cycle_length: 6, num_cycles: 1 } });
+  admin.dispose();
+  let base = httpBase(node.url);
+  const w = await join(base, 'timed');
+  assert.deepEqual(await post(base, 'report', { ...w, diff: diffOf([[4, 4, 4, 4], [4, 4]]) }), { status: 'success' });
+  await node.kill('SIGKILL');
+
+  node = await startNode(dir);
+  base = httpBase(node.url);
+  const after = await waitForCheckpoint(base, 'timed', 2, 30_000);
+  near(after[0]!, Array.from(smallModel()[0]!.data, (v) => v - 4), 'w');
+  // num_cycles 1: done; a late worker is told so.
+  const auth = await post(base, 'authenticate', { model_name: 'timed', model_version: '1.0' });
+  const late = await post(base, 'cycle-request', { worker_id: auth.worker_id, model: 'timed', version: '1.0', ping: 0, download: 0, upload: 0 });
+  assert.equal(late.status, 'rejected');
+  assert.match(late.reason, /is done/);
+});

@@ -1,0 +1,292 @@
+// Model-centric FL against a real node, as PyGrid-era workers see it (bare `{type, data}` frames, HTTP
+// bodies without a wrapper): hosting rules, authenticate, every accept/reject rule of cycle-request,
+// reports (idempotent, bad diffs never averaged, after close), cycle close by count and by time,
+// FedAvg weights, downloads guarded by the request key.
+
+import { once } from 'node:events';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GridError } from '../../src/core/errors';
+import { FlHostTraining } from '../../src/core/protocol/fl-messages';
+import type { CycleClosed } from '../../src/node/fl/cycles';
+import { mlpModel, startTestNode, type TestNode } from '../helpers/node-fixtures';
+import { base64, decodeState, diffOf, encodeState, hex, hostProcess, httpBase, joinCycle, PyGridSocket, smallModel } from '../helpers/fl-fixtures';
+
+const ZERO = [[0, 0, 0, 0], [0, 0]];
+
+async function withNode(t: { after(fn: () => unknown): void }): Promise<{ node: TestNode; ws: () => Promise<PyGridSocket> }> {
+  const node = await startTestNode();
+  const sockets: PyGridSocket[] = [];
+  t.after(async () => { for (const s of sockets) s.close(); await node.close(); });
+  return { node, ws: async () => { const s = await PyGridSocket.open(node.node.url); sockets.push(s); return s; } };
+}
+
+async function latest(node: TestNode, name: string, version = '1.0', checkpoint = 'latest') {
+  const res = await fetch(`${httpBase(node.node.url)}/model-centric/retrieve-model?name=${name}&version=${version}&checkpoint=${checkpoint}`);
+  assert.equal(res.status, 200, `retrieve-model ${name} ${checkpoint}: ${res.status}`);
+  return decodeState(new Uint8Array(await res.arrayBuffer()));
+}
+
+function closedOnce(node: TestNode): Promise<CycleClosed> {
+  return once(node.node.fl.engine, 'cycle-closed').then(([c]) => c as CycleClosed);
+}
+
+function near(actual: Float32Array, expected: number[], what: string): void {
+  expected.forEach((v, k) => assert.ok(Math.abs(actual[k]! - v) < 1e-6, `${what}[${k}] = ${actual[k]}, expected ${v}`));
+}
+
+test('hosting: needs a signed-in user; name+version unique with PyGrid\'s message; PySyft averaging plans and bad server_config refused; an ONNX model hosts', { timeout: 60_000 }, async (t) => {
+  const { node, ws } = await withNode(t);
+  const anon = await node.anonymous();
+  await assert.rejects(hostProcess(anon), (e: GridError) => e.code === 'GRID_ERR_UNAUTHENTICATED');
+  const admin = await node.admin();
+  const ok = await hostProcess(admin);
+  assert.deepEqual({ ...ok }, { status: 'success', model_id: ok.model_id, name: 'mnist', version: '1.0' });
+  await assert.rejects(hostProcess(admin), (e: GridError) => e.code === 'GRID_ERR_ALREADY_EXISTS' && e.message === 'FL Process already exists.');
+  // A PyGrid-era host reads data.error of the reply frame.
+  const raw = await ws();
+  const dup = await raw.send('model-centric/host-training', { model: hex(smallModel()), client_config: { name: 'mnist', version: '1.0' }, server_config: { max_diffs: 1 } });
+  assert.equal((dup.data as { error: string }).error, 'model-centric/host-training needs an authenticated session: authenticate first (grid: --user/--password or GRID_USER/GRID_PASSWORD)');
+  assert.equal((dup.data as { status: string }).status, 'rejected');
+
+  await assert.rejects(admin.socket.request(FlHostTraining, {
+    model: hex(smallModel()), averaging_plan: Buffer.from('not an onnx graph, a pysyft plan').toString('hex'),
+    client_config: { name: 'avg', version: '1' }, server_config: { max_diffs: 1 },
+  }), (e: GridError) => e.code === 'GRID_ERR_INVALID_MODEL' && /PySyft-serialized Plan.*cannot run it/.test(e.message));
+  for (const [server, pattern] of [
+    [{ max_diffs: 0 }, /server_config.max_diffs must be a whole number ≥ 1/],
+    [{ max_diffs: 1, pool_selection: 'fastest' }, /pool_selection must be "random" or "iterate"/],
+    [{ max_diffs: 2, min_diffs: 3 }, /min_diffs \(3\) is more than max_diffs/],
+    [{ num_cycles: 2 }, /cycle_length.*or server_config.max_diffs is needed/],
+    [{ cycle_length: -5 }, /cycle_length must be a number ≥ 0/],
+  ] as const) {
+    await assert.rejects(hostProcess(admin, { name: 'cfg', server: { num_cycles: undefined, cycle_length: undefined, max_diffs: undefined, ...(server as Record<string, unknown>) } }),
+      (e: GridError) => e.code === 'GRID_ERR_INVALID_MESSAGE' && pattern.test(e.message), JSON.stringify(server));
+  }
+  await assert.rejects(admin.socket.request(FlHostTraining, { model: '@@ not hex @@', client_config: { name: 'x', version: '1' }, server_config: { max_diffs: 1 } }),
+    (e: GridError) => e.code === 'GRID_ERR_INVALID_MESSAGE' && /model is neither hex nor base64/.test(e.message));
+  await assert.rejects(admin.socket.request(FlHostTraining, { model: Buffer.from(encodeState(smallModel())).subarray(0, 20).toString('hex'), client_config: { name: 'x', version: '1' }, server_config: { max_diffs: 1 } }),
+    (e: GridError) => e.code === 'GRID_ERR_INVALID_TENSOR');
+
+  // Our own hosts may give an ONNX model (as the frame's attachment); workers get its float initializers' shapes.
+  const onnx = await admin.socket.request(FlHostTraining, { client_config: { name: 'onnx-mlp', version: '1' }, server_config: { max_diffs: 1 } }, { attachment: mlpModel(4, 3, 2) });
+  assert.equal(onnx.name, 'onnx-mlp');
+  assert.deepEqual(node.node.fl.store.process(onnx.model_id)!.params.map((p) => p.dims), [[4, 3], [3], [3, 2], [2]]);
+});
+
+test('authenticate and cycle-request: PyGrid replies, errors in data.error with status, and every accept/reject rule', { timeout: 60_000 }, async (t) => {
+  const { node, ws } = await withNode(t);
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'cap', server: { max_workers: 2, max_diffs: 2, cycle_length: 3600 } });
+  await hostProcess(admin, { name: 'speed', server: { max_diffs: 5, minimum_download_speed: 10, minimum_upload_speed: 5 } });
+  await hostProcess(admin, { name: 'secured', server: { max_diffs: 5, authentication: { type: 'jwt', secret: 's3cret' } } });
+  await hostProcess(admin, { name: 'reuse', server: { max_diffs: 1, num_cycles: 0, do_not_reuse_workers_until_cycle: 1 } });
+  await hostProcess(admin, { name: 'once', server: { max_diffs: 1, num_cycles: 1 } });
+
+  const w = await ws();
+  // socket-ping, as SwiftSyft and syft.js keep the socket alive.
+  assert.deepEqual((await w.send('socket-ping', {})).data, { alive: 'True' });
+  const unknown = await w.send('model-centric/authenticate', { model_name: 'nope', model_version: '1.0' });
+  assert.deepEqual(unknown.data, { status: 'rejected', error: 'Not found any process related with this cycle and worker ID.', code: 'GRID_ERR_NOT_FOUND' });
+  assert.equal((unknown.error as { code: string }).code, 'GRID_ERR_NOT_FOUND');
+  const secured = await w.call('model-centric/authenticate', { model_name: 'secured', model_version: '1.0', auth_token: 'x.y.z' });
+  assert.equal(secured.error, "The 'auth_token' you sent is invalid.");
+  assert.equal(secured.status, 'rejected');
+
+  // Capacity: max_workers 2; the third is rejected with a reason and PyGrid's timedelta string.
+  const a = await joinCycle(await ws(), 'cap');
+  assert.equal(a.cycle.status, 'accepted');
+  assert.match(a.cycle.request_key, /^[0-9a-f]{64}$/);
+  assert.deepEqual([a.cycle.model, a.cycle.version, a.cycle.plans, a.cycle.protocols, typeof a.cycle.model_id], ['cap', '1.0', {}, {}, 'number']);
+  assert.equal((await joinCycle(await ws(), 'cap')).cycle.status, 'accepted');
+  const third = (await joinCycle(await ws(), 'cap')).cycle;
+  assert.equal(third.status, 'rejected');
+  assert.match(third.reason, /cycle is full \(2 of 2 workers\)/);
+  assert.match(third.timeout, /^0:59:\d\d(\.\d{6})?$/);
+  assert.ok(third.timeout_s > 3500 && third.timeout_s <= 3600);
+  // The same worker asking again in the same cycle is rejected (PyGrid's rule).
+  const sock = await ws();
+  const again = await sock.call('model-centric/cycle-request', { worker_id: a.workerId, model: 'cap', version: '1.0', ping: 0, download: 0, upload: 0 });
+  assert.equal(again.status, 'rejected');
+  // A worker id from another process does not get into this one.
+  const other = await sock.call('model-centric/cycle-request', { worker_id: a.workerId, model: 'speed', version: '1.0', ping: 1, download: 100, upload: 100 });
+  assert.match(other.error, /authenticated for another FL process/);
+
+  // Speeds: required when a minimum is set; checked as numbers ≥ 0; compared with the minimums.
+  const s = await ws();
+  const sa = await s.call('model-centric/authenticate', { model_name: 'speed', model_version: '1.0' });
+  assert.equal(sa.requires_speed_test, true);
+  const req = (speeds: Record<string, unknown>) => s.call('model-centric/cycle-request', { worker_id: sa.worker_id, model: 'speed', version: '1.0', ...speeds });
+  assert.equal((await req({ ping: 5, download: 20 })).error, "'upload' is required");
+  assert.equal((await req({ ping: -1, download: 20, upload: 20 })).error, "'ping' needs to be a positive number");
+  assert.equal((await req({ ping: 5, download: 'fast', upload: 20 })).error, "'download' needs to be a positive number");
+  assert.match((await req({ ping: 5, download: 9, upload: 20 })).reason, /download speed 9 is below the minimum of 10/);
+  assert.match((await req({ ping: 5, download: 20, upload: 4 })).reason, /upload speed 4 is below the minimum of 5/);
+  assert.equal((await req({ ping: 5, download: 10, upload: 5 })).status, 'accepted');
+  // Without a speed test, KotlinSyft's ping -1 is fine.
+  const k = await ws();
+  const ka = await k.call('model-centric/authenticate', { model_name: 'reuse', model_version: '1.0' });
+  assert.equal(ka.requires_speed_test, false);
+  const k1 = await k.call('model-centric/cycle-request', { worker_id: ka.worker_id, model: 'reuse', version: '1.0', ping: -1, download: 0.0, upload: 0.0 });
+  assert.equal(k1.status, 'accepted');
+
+  // do_not_reuse_workers_until_cycle 1: after its cycle closes, the same worker waits one cycle.
+  const closed = closedOnce(node);
+  assert.deepEqual(await k.call('model-centric/report', { worker_id: ka.worker_id, request_key: k1.request_key, diff: diffOf(ZERO) }), { status: 'success' });
+  await closed;
+  const k2 = await k.call('model-centric/cycle-request', { worker_id: ka.worker_id, model: 'reuse', version: '1.0', ping: -1, download: 0, upload: 0 });
+  assert.equal(k2.status, 'rejected');
+  assert.match(k2.reason, /took part in one of the last 1 cycles/);
+  const fresh = await joinCycle(await ws(), 'reuse');
+  assert.equal(fresh.cycle.status, 'accepted');
+
+  // num_cycles 1: once its cycle closes, the process is done and says so, with no timeout.
+  const o = await joinCycle(await ws(), 'once');
+  const doneClosed = closedOnce(node);
+  await (await ws()).call('model-centric/report', { worker_id: o.workerId, request_key: o.cycle.request_key, diff: diffOf(ZERO) });
+  assert.equal((await doneClosed).done, true);
+  const late = (await joinCycle(await ws(), 'once')).cycle;
+  assert.equal(late.status, 'rejected');
+  assert.match(late.reason, /is done: all 1 cycles completed/);
+  assert.equal(late.timeout, undefined);
+});
+
+test('reports: idempotent per request key, foreign keys and bad diffs refused and never averaged, none after close; FedAvg weighs num_samples', { timeout: 60_000 }, async (t) => {
+  const { node, ws } = await withNode(t);
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'avg', server: { max_diffs: 3, cycle_length: 3600 } });
+  const w1 = await ws();
+  const j1 = await joinCycle(w1, 'avg');
+  const j2 = await joinCycle(await ws(), 'avg');
+  const j3 = await joinCycle(await ws(), 'avg');
+  const j4 = await joinCycle(await ws(), 'avg');
+  const report = (j: typeof j1, diff: string, extra: Record<string, unknown> = {}) => w1.call('model-centric/report', { worker_id: j.workerId, request_key: j.cycle.request_key, diff, ...extra });
+
+  // Foreign key: another worker's key, or a made-up one.
+  assert.equal((await w1.call('model-centric/report', { worker_id: j1.workerId, request_key: j2.cycle.request_key, diff: diffOf(ZERO) })).error, 'Invalid request key!');
+  assert.equal((await w1.call('model-centric/report', { worker_id: j1.workerId, request_key: 'f'.repeat(64), diff: diffOf(ZERO) })).error, 'Invalid request key!');
+  // Bad diffs: not base64, not a State, truncated, wrong shapes, wrong count, NaN, Inf.
+  const good = encodeState([{ dims: [2, 2], data: Float32Array.from([1, 1, 1, 1]) }, { dims: [2], data: Float32Array.from([1, 1]) }]);
+  const bad: [string, RegExp][] = [
+    ['!!!', /not base64/],
+    [Buffer.from('hello world, not protobuf').toString('base64'), /not a syft-proto State|holds no tensors|tensor 0/],
+    [Buffer.from(good).subarray(0, good.length - 5).toString('base64'), /not a syft-proto State|carries/],
+    [base64([{ dims: [4], data: new Float32Array(4) }, { dims: [2], data: new Float32Array(2) }]), /tensor 0 has shape \[4\]; the model's is \[2, 2\]/],
+    [base64([{ dims: [2, 2], data: new Float32Array(4) }]), /holds 1 tensors; the model has 2/],
+    [base64([{ dims: [2, 2], data: Float32Array.from([0, NaN, 0, 0]) }, { dims: [2], data: new Float32Array(2) }]), /holds NaN at index 1/],
+    [base64([{ dims: [2, 2], data: new Float32Array(4) }, { dims: [2], data: Float32Array.from([Infinity, 0]) }]), /holds Infinity at index 0/],
+  ];
+  for (const [diff, pattern] of bad) {
+    const r = await report(j1, diff);
+    assert.equal(r.status, 'rejected', `${diff.slice(0, 40)} → ${JSON.stringify(r)}`);
+    assert.match(r.error, pattern);
+  }
+  assert.match((await report(j1, diffOf(ZERO), { num_samples: -3 })).error, /num_samples must be a positive number/);
+
+  // Weighted: j1 with 3 samples (diff 1), j2 with 1 sample (diff 5); j1 repeats its report (ignored).
+  // KotlinSyft's base64 has line breaks.
+  const wrapped = diffOf([[1, 1, 1, 1], [1, 1]]).replace(/(.{16})/g, '$1\n');
+  assert.deepEqual(await report(j1, wrapped, { num_samples: 3 }), { status: 'success' });
+  assert.deepEqual(await report(j1, diffOf([[100, 100, 100, 100], [100, 100]]), { num_samples: 3 }), { status: 'success' });
+  assert.deepEqual(await report(j2, diffOf([[5, 5, 5, 5], [5, 5]])), { status: 'success' });
+  assert.equal(node.node.fl.store.checkpoints(1).length, 1, 'two of three reports: the cycle is still open');
+  // The third report closes it by count: new = old − (3·1 + 1·5 + 1·0)/5.
+  const closed = closedOnce(node);
+  assert.deepEqual(await report(j3, diffOf(ZERO)), { status: 'success' });
+  const c = await closed;
+  assert.deepEqual([c.cycle, c.checkpoint, c.reports], [1, 2, 3]);
+  const after = await latest(node, 'avg');
+  const old = smallModel();
+  near(after[0]!.data, Array.from(old[0]!.data, (v) => v - 8 / 5), 'w');
+  near(after[1]!.data, Array.from(old[1]!.data, (v) => v - 8 / 5), 'b');
+  // A report after the close: the key's cycle is gone.
+  const r = await report(j4, diffOf(ZERO));
+  assert.equal(r.status, 'rejected');
+  assert.equal(r.code, 'GRID_ERR_CYCLE_CLOSED');
+  // …and a repeat of an accepted report stays a success (idempotent), without reopening anything.
+  assert.deepEqual(await report(j1, wrapped), { status: 'success' });
+  assert.equal(node.node.fl.store.checkpoints(1).length, 2);
+});
+
+test('a cycle closes on time by its timer, with no report arriving after its end; too few reports keep it open', { timeout: 60_000 }, async (t) => {
+  const { node, ws } = await withNode(t);
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'timed', server: { max_diffs: 10, cycle_length: 1.5, num_cycles: 0 } });
+  const w = await ws();
+  const j = await joinCycle(w, 'timed');
+  const started = Date.now();
+  const closed = closedOnce(node);
+  await w.call('model-centric/report', { worker_id: j.workerId, request_key: j.cycle.request_key, diff: diffOf([[1, 2, 3, 4], [5, 6]]) });
+  const c = await closed;
+  assert.ok(Date.now() - started >= 1000, 'closed by the timer at the end of the cycle, not by the report');
+  assert.equal(c.reports, 1);
+  near((await latest(node, 'timed'))[1]!.data, [0.5 - 5, -0.5 - 6], 'b');
+  // The next cycle is open with a fresh end.
+  assert.equal((await joinCycle(await ws(), 'timed')).cycle.status, 'accepted');
+
+  // min_diffs 2: one report and the end passed: still open; the second report closes it at once.
+  await hostProcess(admin, { name: 'floor', server: { max_diffs: 10, min_diffs: 2, cycle_length: 2 } });
+  const floorId = node.node.fl.store.findProcess('floor')!.id;
+  const overdue = new Promise((resolve) => {
+    const on = (o: { processId: number }) => { if (o.processId === floorId) { node.node.fl.engine.off('cycle-overdue', on); resolve(o); } };
+    node.node.fl.engine.on('cycle-overdue', on);
+  });
+  const f1 = await joinCycle(w, 'floor');
+  await w.call('model-centric/report', { worker_id: f1.workerId, request_key: f1.cycle.request_key, diff: diffOf(ZERO) });
+  const f2 = await joinCycle(await ws(), 'floor');
+  assert.deepEqual(await overdue, { processId: floorId, cycle: 1, reports: 1, needed: 2 });
+  assert.equal(node.node.fl.store.checkpoints(floorId).length, 1);
+  const closedFloor = closedOnce(node);
+  await w.call('model-centric/report', { worker_id: f2.workerId, request_key: f2.cycle.request_key, diff: diffOf(ZERO) });
+  assert.equal((await closedFloor).processId, floorId);
+});
+
+test('HTTP routes: bare bodies for authenticate / cycle-request / report, downloads need the request key, plans served verbatim per variant', { timeout: 60_000 }, async (t) => {
+  const { node } = await withNode(t);
+  const admin = await node.admin();
+  const planList = Buffer.from('plan-bytes-list');
+  const planTfjs = Buffer.from('plan-bytes-tfjs');
+  await admin.socket.request(FlHostTraining, {
+    model: hex(smallModel()),
+    plans: { training_plan: { list: planList.toString('hex'), tfjs: planTfjs.toString('base64') } },
+    protocols: { secagg: Buffer.from('protocol-bytes').toString('hex') },
+    client_config: { name: 'web', version: '2' }, server_config: { max_diffs: 1 },
+  });
+  const base = `${httpBase(node.node.url)}/model-centric`;
+  const post = async (route: string, body: unknown) => {
+    const res = await fetch(`${base}/${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: res.status, body: await res.json() as Record<string, any> };
+  };
+  const auth = await post('authenticate', { model_name: 'web', model_version: '2' });
+  assert.equal(auth.status, 200);
+  assert.deepEqual(Object.keys(auth.body).sort(), ['requires_speed_test', 'status', 'worker_id']);
+  const bad = await post('authenticate', { model_name: 'nope' });
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error, 'Not found any process related with this cycle and worker ID.');
+  const cycle = await post('cycle-request', { worker_id: auth.body.worker_id, model: 'web', version: '2', ping: 1, download: 1, upload: 1 });
+  assert.equal(cycle.body.status, 'accepted');
+  const planId = cycle.body.plans.training_plan as number;
+  assert.equal(typeof planId, 'number');
+  const q = `worker_id=${auth.body.worker_id}&request_key=${cycle.body.request_key}`;
+
+  const model = await fetch(`${base}/get-model?${q}&model_id=${cycle.body.model_id}`);
+  assert.equal(model.headers.get('content-type'), 'application/octet-stream');
+  assert.deepEqual(decodeState(new Uint8Array(await model.arrayBuffer()))[0]!.data, smallModel()[0]!.data);
+  const forged = await fetch(`${base}/get-model?worker_id=${auth.body.worker_id}&request_key=${'0'.repeat(64)}&model_id=${cycle.body.model_id}`);
+  assert.equal(forged.status, 401);
+  assert.equal((await forged.json() as { error: string }).error, 'Invalid request key!');
+  assert.equal((await fetch(`${base}/get-model?${q}&model_id=${cycle.body.model_id + 1}`)).status, 401);
+  assert.deepEqual(Buffer.from(await (await fetch(`${base}/get-plan?${q}&plan_id=${planId}&receive_operations_as=tfjs`)).arrayBuffer()), planTfjs);
+  assert.deepEqual(Buffer.from(await (await fetch(`${base}/get-plan?${q}&plan_id=${planId}&receive_operations_as=torchscript`)).arrayBuffer()), planList);
+  assert.deepEqual(Buffer.from(await (await fetch(`${base}/get-protocol?${q}&protocol_id=${cycle.body.protocols.secagg}`)).arrayBuffer()), Buffer.from('protocol-bytes'));
+
+  const closed = closedOnce(node);
+  const rep = await post('report', { worker_id: auth.body.worker_id, request_key: cycle.body.request_key, diff: diffOf([[1, 1, 1, 1], [1, 1]]) });
+  assert.deepEqual(rep, { status: 200, body: { status: 'success' } });
+  await closed;
+  // Downloads of a closed cycle are refused; retrieve-model serves checkpoints by number or alias.
+  assert.equal((await fetch(`${base}/get-model?${q}&model_id=${cycle.body.model_id}`)).status, 400);
+  assert.equal((await fetch(`${base}/retrieve-model?name=web&version=2&checkpoint=2`)).status, 200);
+  assert.equal((await fetch(`${base}/retrieve-model?name=web&version=2&checkpoint=9`)).status, 404);
+  assert.equal((await fetch(`${base}/retrieve-model?name=nope`)).status, 404);
+});

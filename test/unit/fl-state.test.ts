@@ -1,0 +1,75 @@
+// The syft-proto State codec, the lenient text decoding PyGrid clients need, the FedAvg running sum,
+// server_config checks and Python's timedelta text, from bytes and values (no sockets).
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { GridError } from '../../src/core/errors';
+import { RunningSum, packDiff, unpackDiff } from '../../src/node/fl/averaging';
+import { checkServerConfig } from '../../src/node/fl/config';
+import { timedeltaString } from '../../src/node/fl/cycles';
+import { checkShapes, decodeState, decodeText, encodeState, SERIALIZER_ALL } from '../../src/node/fl/state';
+
+const model = [{ dims: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) }, { dims: [1], data: Float32Array.from([-1]) }];
+
+test('a State round-trips, and holds what syft.js reads: serializer 4, float32 contents_data, tagged placeholders', () => {
+  const bytes = encodeState(model);
+  const back = decodeState(bytes);
+  assert.deepEqual(back.map((t) => [t.dims, Array.from(t.data)]), model.map((t) => [t.dims, Array.from(t.data)]));
+  const text = Buffer.from(bytes).toString('latin1');
+  assert.ok(text.includes('#state-1') && text.includes('float32'));
+  // serializer is field 8 (varint): tag 0x40, value 4.
+  assert.ok(Buffer.from(bytes).includes(Buffer.from([0x40, SERIALIZER_ALL])));
+});
+
+test('decodeText takes hex and base64 (with line breaks, or url-safe), refuses other text; reports take base64 only', () => {
+  const bytes = Buffer.from(encodeState(model));
+  assert.deepEqual(decodeText(bytes.toString('hex')), bytes);
+  assert.deepEqual(decodeText(bytes.toString('hex').toUpperCase()), bytes);
+  assert.deepEqual(decodeText(bytes.toString('base64').replace(/(.{20})/g, '$1\r\n')), bytes);
+  assert.deepEqual(decodeText(bytes.toString('base64url')), bytes);
+  assert.equal(decodeText('not hex!'), undefined);
+  assert.equal(decodeText('   '), undefined);
+  // "abcd" is both hex and base64: a host's model is read as hex (PySyft hexlifies), a report as base64.
+  assert.deepEqual(decodeText('abcd'), Buffer.from([0xab, 0xcd]));
+  assert.deepEqual(decodeText('abcd', 'base64'), Buffer.from('abcd', 'base64'));
+});
+
+test('decodeState refuses truncated bytes, bad shapes, other dtypes and non-finite values with INVALID_TENSOR', () => {
+  const bytes = encodeState(model);
+  const bad = (b: Uint8Array, re: RegExp) => assert.throws(() => decodeState(b, 'the diff'), (e: GridError) => e.code === 'GRID_ERR_INVALID_TENSOR' && re.test(e.message));
+  bad(bytes.subarray(0, bytes.length - 3), /not a syft-proto State|carries/);
+  bad(new Uint8Array(0), /holds no tensors/);
+  bad(encodeState([{ dims: [2, 2], data: Float32Array.from([1, 2, 3]) }]), /shape \[2, 2\] \(4 values\) but carries 3/);
+  bad(encodeState([{ dims: [1], data: Float32Array.from([NaN]) }]), /holds NaN/);
+  bad(encodeState([{ dims: [1], data: Float32Array.from([-Infinity]) }]), /holds -Infinity/);
+  assert.throws(() => checkShapes(decodeState(bytes), [[3, 2], [1]]), /tensor 0 has shape \[2, 3\]; the model's is \[3, 2\]/);
+  assert.throws(() => checkShapes(decodeState(bytes), [[2, 3]]), /holds 2 tensors; the model has 1/);
+});
+
+test('RunningSum: new = old − Σwᵢdᵢ/Σwᵢ; packed diffs unpack to the same tensors', () => {
+  const sum = new RunningSum(model.map((t) => t.dims));
+  const d1 = [{ dims: [2, 3], data: new Float32Array(6).fill(1) }, { dims: [1], data: Float32Array.from([2]) }];
+  const d2 = [{ dims: [2, 3], data: new Float32Array(6).fill(4) }, { dims: [1], data: Float32Array.from([-2]) }];
+  sum.add(d1, 2);
+  sum.add(unpackDiff(packDiff(d2), [[2, 3], [1]]), 1);
+  const out = sum.apply(model);
+  assert.deepEqual(Array.from(out[0]!.data), [1, 2, 3, 4, 5, 6].map((v) => v - 2));
+  assert.deepEqual(Array.from(out[1]!.data), [-1 - 2 / 3].map((v) => Math.fround(v)));
+  assert.deepEqual(Array.from(new RunningSum([[1]]).apply([{ dims: [1], data: Float32Array.from([7]) }])[0]!.data), [7]);
+});
+
+test('server_config: PyGrid\'s keys checked, unknown keys kept', () => {
+  assert.deepEqual(checkServerConfig({ cycle_length: 28800, num_cycles: 5, max_diffs: 1, minimum_download_speed: 0, something: 'kept' }),
+    { cycle_length: 28800, num_cycles: 5, max_diffs: 1, minimum_download_speed: 0, something: 'kept' });
+  assert.throws(() => checkServerConfig({ max_diffs: 1.5 }), /max_diffs must be a whole number/);
+  assert.throws(() => checkServerConfig({ max_diffs: 1, min_workers: 3, max_workers: 2 }), /min_workers \(3\) is more than max_workers/);
+  assert.throws(() => checkServerConfig({ max_diffs: 1, iterative_plan: 'yes' }), /iterative_plan must be true or false/);
+  assert.throws(() => checkServerConfig({ max_diffs: 1, authentication: 'jwt' }), /authentication must be an object/);
+});
+
+test('timedeltaString writes what Python\'s str(timedelta) writes', () => {
+  assert.equal(timedeltaString(0), '0:00:00');
+  assert.equal(timedeltaString(28_798_123.456), '7:59:58.123456');
+  assert.equal(timedeltaString(90_000_000), '1 day, 1:00:00');
+  assert.equal(timedeltaString(2 * 86_400_000 + 61_000), '2 days, 0:01:01');
+});
