@@ -30,9 +30,14 @@ function collect(client: GridClient, topics: Parameters<GridClient['subscribe']>
   });
   return {
     seen,
-    next: (pred: (e: NodeEvent) => boolean) => {
+    /** The first event (seen or to come) that fits; fails after 60 s naming what it waited for, with what came. */
+    next: (pred: (e: NodeEvent) => boolean, what: string) => {
       const found = seen.find(pred);
-      return found ? Promise.resolve(found) : new Promise<NodeEvent>((resolve) => waiters.push({ pred, resolve }));
+      if (found) return Promise.resolve(found);
+      return new Promise<NodeEvent>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no ${what} within 60 s; events: ${seen.map((e) => e.event).join(', ')}`)), 60_000);
+        waiters.push({ pred, resolve: (e) => { clearTimeout(timer); resolve(e); } });
+      });
     },
   };
 }
@@ -67,7 +72,7 @@ describe('the node announces FL changes on the fl topic', () => {
     const modelFile = join(ROOT, 'media', 'samples', 'digits', 'digits-mlp.onnx');
     // One place per cycle; the cycle closes at its one report.
     const p = await hostFlProcess(admin, modelFile, { name: 'ev', version: '1.0', serverConfig: { max_workers: 1, max_diffs: 1, num_cycles: 2, cycle_length: 3600 } });
-    const hosted = await fl.next((e) => e.event === 'fl-process-updated' && e.process.id === p.id);
+    const hosted = await fl.next((e) => e.event === 'fl-process-updated' && e.process.id === p.id, 'hosted event');
     assert.ok(hosted.event === 'fl-process-updated');
     assert.deepEqual([hosted.process.name, hosted.process.cycle?.sequence, hosted.process.checkpoints.length], ['ev', 1, 1]);
 
@@ -80,19 +85,19 @@ describe('the node announces FL changes on the fl topic', () => {
     if (outA.status !== 'accepted') return;
     const outB = await b.newJob({ modelName: 'ev', modelVersion: '1.0' }).start();
     assert.equal(outB.status, 'rejected');
-    const accepted = await fl.next((e) => e.event === 'fl-worker' && e.worker_id === outA.cycle.workerId);
+    const accepted = await fl.next((e) => e.event === 'fl-worker' && e.worker_id === outA.cycle.workerId, 'accepted event');
     assert.deepEqual(accepted, { event: 'fl-worker', process_id: p.id, cycle: 1, worker_id: outA.cycle.workerId, status: 'accepted' });
-    const rejected = await fl.next((e) => e.event === 'fl-worker' && e.status === 'rejected');
+    const rejected = await fl.next((e) => e.event === 'fl-worker' && e.status === 'rejected', 'rejected event');
     assert.ok(rejected.event === 'fl-worker');
     assert.deepEqual([rejected.cycle, rejected.reason], [1, 'the cycle is full (1 of 1 workers)']);
-    const assigned = await fl.next((e) => e.event === 'fl-process-updated' && e.process.cycle?.assigned === 1);
+    const assigned = await fl.next((e) => e.event === 'fl-process-updated' && e.process.cycle?.assigned === 1, 'assigned count');
     assert.ok(assigned.event === 'fl-process-updated');
 
     // A zero diff: the averaged checkpoint has the old parameters, and the cycle closes by count.
     await jobA.report(flParams(await readFile(modelFile)).map(({ tensor }) => ({ dims: tensor.dims, data: new Float32Array(tensor.data.length) })), 10);
-    const reported = await fl.next((e) => e.event === 'fl-worker' && e.status === 'reported');
+    const reported = await fl.next((e) => e.event === 'fl-worker' && e.status === 'reported', 'reported event');
     assert.deepEqual(reported, { event: 'fl-worker', process_id: p.id, cycle: 1, worker_id: outA.cycle.workerId, status: 'reported' });
-    const closed = await fl.next((e) => e.event === 'fl-process-updated' && e.process.completed_cycles === 1);
+    const closed = await fl.next((e) => e.event === 'fl-process-updated' && e.process.completed_cycles === 1, 'cycle 1 closed');
     assert.ok(closed.event === 'fl-process-updated');
     assert.deepEqual(closed.process.checkpoints.map((k) => [k.number, k.cycle, k.reports]), [[1, null, 0], [2, 1, 1]]);
     assert.equal(closed.process.cycle?.sequence, 2);
