@@ -22,6 +22,13 @@ import { notebookDir, run, startKernel, value } from './kernel-harness';
 const ROOT = join(import.meta.dirname, '..', '..');
 const PASSWORD = 'fl-notebook-password';
 
+/** `p`, or a failure naming what was awaited after 120 s (a regression fails instead of hanging the run). */
+function within<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within 120 s`)), 120_000); });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 function metricsOf(outputs: CellOutput[]): MetricsPayload[] {
   return outputs.flatMap((o) => (o.kind === 'display' && typeof o.data[METRICS_MIME] === 'string' ? [JSON.parse(o.data[METRICS_MIME]) as MetricsPayload] : []));
 }
@@ -97,7 +104,7 @@ describe('grid.fl in notebook cells against a real node', () => {
       });
     });
     const { result, outputs } = await run(kernel, "const j = await grid.fl.join('nb-digits@1.0', { data: 'train.csv', featureScale: 1 / 16 });\n[j.kind, j.numSamples]");
-    await closed;
+    await within(closed, 'the node closing cycle 1');
     controller.abort();
     assert.equal(result.status, 'ok', result.error?.stack);
     const metrics = metricsOf(outputs);
@@ -118,7 +125,7 @@ describe('grid.fl in notebook cells against a real node', () => {
     const running = run(kernel, "await grid.fl.join('nb-long@1.0', { data: 'train.csv', featureScale: 1 / 16 })", {
       onOutput: (o) => { if (metricsOf([o]).some((m) => (m.series[0]?.points.length ?? 0) > 0)) sawProgress(); },
     });
-    await progressed;
+    await within(progressed, 'the worker\'s first training progress');
     await kernel.interrupt();
     const { result, outputs } = await running;
     assert.equal(result.status, 'interrupted');
@@ -154,10 +161,10 @@ describe('grid.fl in notebook cells against a real node', () => {
         error: () => undefined,
       });
     });
-    const { result, outputs } = await run(kernel, "const e = await grid.fl.host('digits-mlp.onnx', { name: 'nb-eval', version: '1.0', serverConfig: { max_diffs: 1, num_cycles: 2, cycle_length: 3600 }, clientConfig: { batch_size: 16, lr: 0.1, epochs: 2 }, evalData: 'held-out.csv', featureScale: 1 / 16 });");
+    const { result, outputs } = await within(run(kernel, "const e = await grid.fl.host('digits-mlp.onnx', { name: 'nb-eval', version: '1.0', serverConfig: { max_diffs: 1, num_cycles: 2, cycle_length: 3600 }, clientConfig: { batch_size: 16, lr: 0.1, epochs: 2 }, evalData: 'held-out.csv', featureScale: 1 / 16 });"), 'the host cell following nb-eval to its last cycle');
     controller.abort();
     assert.equal(result.status, 'ok', result.error?.stack);
-    assert.deepEqual(await workers, ['reported', 'reported']);
+    assert.deepEqual(await within(workers, 'two outside workers reporting'), ['reported', 'reported']);
     const last = metricsOf(outputs).at(-1)!;
     assert.equal(last.unit, 'cycle');
     assert.equal(last.total, 2);
