@@ -23,7 +23,7 @@ import { NodeEvents } from './events';
 import { registerHandlers } from './handlers';
 import { loadNodeIdentity, metaDbPins, type NodeIdentity } from './identity';
 import { attachTraining, type NodeTraining } from './training';
-import { attachFl, flErrorData, type NodeFl } from './fl';
+import { attachFl, flErrorData, type FlOptions, type NodeFl } from './fl';
 import { NodeMetrics } from './metrics';
 import { ModelStore } from './models';
 import { HeldOutputs, resolveInferenceLimits, type InferenceLimits } from './inference';
@@ -84,6 +84,8 @@ export interface GridNodeOptions {
   tls?: { cert: string | Buffer; key: string | Buffer };
   /** Bounds of remote inference (output bytes, string inputs, big outputs sent as downloads); docs/node.md "Inference limits". */
   inference?: Partial<InferenceLimits>;
+  /** Model-centric federated learning bounds (docs/federated-learning.md). */
+  fl?: FlOptions;
 }
 
 /** True for an interface only this machine can reach. */
@@ -245,7 +247,7 @@ export class GridNode {
       const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log), { identity, auth, models, datasets, events, peers, metrics, inference: { limits: inferenceLimits, held }, where: () => where });
       const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
       cleanups.unshift(() => training.close());
-      const fl = attachFl(router, { db, dataDir, log, events });
+      const fl = attachFl(router, { db, dataDir, log, events, ...(opts.fl !== undefined && { options: opts.fl }) });
       cleanups.unshift(() => fl.close());
       const grid = new GridServer({
         router,

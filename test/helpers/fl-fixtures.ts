@@ -48,8 +48,9 @@ export class PyGridSocket {
     });
   }
 
-  static async open(url: string): Promise<PyGridSocket> {
-    const ws = new WebSocket(url);
+  /** `localAddress`: dial from another loopback address (127.0.0.2), as a second machine would. */
+  static async open(url: string, localAddress?: string): Promise<PyGridSocket> {
+    const ws = new WebSocket(url, localAddress !== undefined ? { localAddress } : {});
     await new Promise<void>((resolve, reject) => { ws.once('open', () => resolve()); ws.once('error', reject); });
     return new PyGridSocket(ws);
   }

@@ -108,3 +108,30 @@ test('kill -9 mid-cycle: a timed cycle closes on time after the restart, with th
   assert.equal(late.status, 'rejected');
   assert.match(late.reason, /is done/);
 });
+
+test('kill -9 right after the report that closes a cycle (mid-close): after the restart the cycle is averaged exactly once', { timeout: 240_000 }, async (t) => {
+  const dir = tempDir('grid-fl-restart-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  let node = await startNode(dir);
+  t.after(() => node.kill('SIGKILL'));
+  const admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: ADMIN_PASSWORD }, reconnect: { maxAttempts: 0 } });
+  await hostProcess(admin, { name: 'midclose', server: { max_diffs: 1, num_cycles: 0 } });
+  admin.dispose();
+  const expected = smallModel().map((p) => Array.from(p.data));
+  // Each round: the reply to the closing report comes before the averaging is committed; the kill lands
+  // before, during or after it, depending on the machine.
+  for (let round = 1; round <= 3; round++) {
+    let base = httpBase(node.url);
+    const w = await join(base, 'midclose');
+    const step = round;
+    await post(base, 'report', { ...w, diff: diffOf([[step, step, step, step], [step, step]]) });
+    await node.kill('SIGKILL');
+    expected.forEach((p) => p.forEach((_, k) => { p[k]! -= step; }));
+    node = await startNode(dir);
+    base = httpBase(node.url);
+    const c = await waitForCheckpoint(base, 'midclose', round + 1, 20_000);
+    near(c[0]!, expected[0]!, `w after round ${round}`);
+    near(c[1]!, expected[1]!, `b after round ${round}`);
+    assert.equal(await checkpoint(base, 'midclose', round + 2), undefined, `round ${round} averaged once`);
+  }
+});

@@ -290,3 +290,25 @@ test('HTTP routes: bare bodies for authenticate / cycle-request / report, downlo
   assert.equal((await fetch(`${base}/retrieve-model?name=web&version=2&checkpoint=9`)).status, 404);
   assert.equal((await fetch(`${base}/retrieve-model?name=nope`)).status, 404);
 });
+
+test('a flood of authenticate / cycle-request from one address is refused (RATE_LIMITED) without disturbing workers at another address', { timeout: 60_000 }, async (t) => {
+  const node = await startTestNode({ fl: { requestsPerMinute: 4 } });
+  const sockets: PyGridSocket[] = [];
+  t.after(async () => { for (const s of sockets) s.close(); await node.close(); });
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'busy', server: { max_diffs: 50 } });
+  const flooder = await PyGridSocket.open(node.node.url);
+  sockets.push(flooder);
+  const replies = [];
+  for (let i = 0; i < 6; i++) replies.push(await flooder.call('model-centric/authenticate', { model_name: 'busy', model_version: '1.0' }));
+  assert.deepEqual(replies.map((r) => r.status), ['success', 'success', 'success', 'success', 'rejected', 'rejected']);
+  assert.equal(replies[5]!.code, 'GRID_ERR_RATE_LIMITED');
+  assert.match(replies[5]!.error, /too many authenticate requests from .*127\.0\.0\.1.*more than 4 a minute/);
+  // Only the accepted ones became workers.
+  assert.equal(node.node.fl.store.workerCount(node.node.fl.store.findProcess('busy')!.id), 4);
+  // Another machine (another loopback address) joins as usual.
+  const other = await PyGridSocket.open(node.node.url, '127.0.0.2');
+  sockets.push(other);
+  const j = await joinCycle(other, 'busy');
+  assert.equal(j.cycle.status, 'accepted');
+});

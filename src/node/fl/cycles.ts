@@ -15,6 +15,7 @@ import { Readable } from 'node:stream';
 import { gridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, type ServerConfig } from './config';
+import { AddressLimiter } from './limits';
 import { looksLikeOnnx, paramsOf, withNewParams, type ModelFormat } from './params';
 import { packDiff, RunningSum, unpackDiff } from './averaging';
 import { checkShapes, decodeState, decodeText, type StateTensor } from './state';
@@ -77,6 +78,8 @@ export interface FlEngineOptions {
   store: FlStore;
   log: Logger;
   auth?: AuthCheck;
+  /** authenticate + cycle-request a minute from one address (default 600). */
+  requestsPerMinute?: number;
   now?(): number;
   /** Called after each committed hosting, cycle-request answer and report (flui: the node's `fl` events). */
   onActivity?(a: FlActivity): void;
@@ -110,6 +113,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly now: () => number;
   private readonly onActivity: (a: FlActivity) => void;
   private readonly runtimes = new Map<number, Runtime>();
+  private readonly limiter: AddressLimiter;
   private closed = false;
 
   constructor(opts: FlEngineOptions) {
@@ -119,6 +123,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.auth = opts.auth ?? checkAuth;
     this.now = opts.now ?? Date.now;
     this.onActivity = opts.onActivity ?? (() => undefined);
+    this.limiter = new AddressLimiter(opts.requestsPerMinute ?? 600, this.now);
   }
 
   /** Picks every process's open cycle back up: the running sum from its stored diffs, its timer, and a close that is due. */
@@ -165,6 +170,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   // --- workers ---------------------------------------------------------------------------------------
 
   async authenticate(data: { auth_token?: string | null | undefined; model_name: string; model_version?: string | null | undefined }, address: string): Promise<{ status: 'success'; worker_id: string; requires_speed_test: boolean }> {
+    this.limiter.take(address, 'authenticate');
     const process = this.store.findProcess(data.model_name, data.model_version ?? undefined);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     const token = typeof data.auth_token === 'string' && data.auth_token.length > 0 ? data.auth_token : undefined;
@@ -174,7 +180,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     return { status: 'success', worker_id: workerId, requires_speed_test: requiresSpeedTest(process.serverConfig) };
   }
 
-  cycleRequest(data: CycleRequest): CycleReply {
+  cycleRequest(data: CycleRequest, address: string): CycleReply {
+    this.limiter.take(address, 'cycle-request');
     const reply = this.answerCycleRequest(data);
     const processId = reply.status === 'accepted' ? reply.model_id : this.store.findProcess(data.model, data.version ?? undefined)!.id;
     this.onActivity({

@@ -66,7 +66,7 @@ export function registerFlHandlers(router: GridRouter, engine: FlEngine): void {
 
   router.handle(FlAuthenticate, (data, ctx) => engine.authenticate(data, ctx.connection.remoteAddress));
 
-  router.handle(FlCycleRequest, (data) => engine.cycleRequest({ ...data, version: data.version ?? undefined }));
+  router.handle(FlCycleRequest, (data, ctx) => engine.cycleRequest({ ...data, version: data.version ?? undefined }, ctx.connection.remoteAddress));
 
   router.handle(FlReport, (data) => engine.report(data));
 }

@@ -31,6 +31,7 @@ function statusOf(err: GridError, route: string): number {
   if (err.code === 'GRID_ERR_NOT_FOUND' && route === '/model-centric/retrieve-model') return 404;
   if (err.code === 'GRID_ERR_INTERNAL') return 500;
   if (err.code === 'GRID_ERR_PAYLOAD_TOO_LARGE') return 413;
+  if (err.code === 'GRID_ERR_RATE_LIMITED') return 429;
   return 400;
 }
 
@@ -122,7 +123,7 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
           const reply = pathname === '/model-centric/authenticate'
             ? await engine.authenticate(d as never, req.socket.remoteAddress ?? '')
             : pathname === '/model-centric/cycle-request'
-              ? engine.cycleRequest({ ...(d as unknown as CycleRequest), version: (d.version as string | null | undefined) ?? undefined })
+              ? engine.cycleRequest({ ...(d as unknown as CycleRequest), version: (d.version as string | null | undefined) ?? undefined }, req.socket.remoteAddress ?? '')
               : engine.report(d as never);
           sendJson(res, 200, reply, headers);
           return true;

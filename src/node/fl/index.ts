@@ -21,11 +21,16 @@ export interface NodeFl {
   close(): Promise<void>;
 }
 
-export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck; events?: NodeEvents }): NodeFl {
+export interface FlOptions {
+  /** authenticate + cycle-request a minute from one address (default 600). */
+  requestsPerMinute?: number;
+}
+
+export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck; options?: FlOptions; events?: NodeEvents }): NodeFl {
   const store = new FlStore(deps.db, deps.dataDir);
   // flui: the editor's views follow FL changes through the node's `fl` events.
   const forwarder = deps.events === undefined ? undefined : new FlEventForwarder({ events: deps.events, store, log: deps.log });
-  const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...(forwarder !== undefined && { onActivity: forwarder.onActivity }) });
+  const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options, ...(forwarder !== undefined && { onActivity: forwarder.onActivity }) });
   forwarder?.attach(engine);
   registerFlHandlers(router, engine);
   registerFlStatus(router, store);
