@@ -139,7 +139,9 @@ async function pickProcess(ctx: Ctx, arg: unknown, title: string, flow: Flow, fi
     for (const conn of pool) {
       if (!conn.isOpen) throw gridError('NOT_CONNECTED', `${conn.name} is ${conn.state}: connect to it first (Grid: Connect)`);
       await conn.whenSynced();
-      const found = conn.flProcesses.filter((p) => p.name === name && (version === undefined || p.version === version)).at(-1);
+      const fits = (p: FlProcessStatus) => p.name === name && (version === undefined || p.version === version);
+      // Just hosted (its event still on the way), the node knows it before this window does.
+      const found = conn.flProcesses.filter(fits).at(-1) ?? (conn.supportsFl ? (await heavy().flProcesses(conn.client, name, version)).filter(fits).at(-1) : undefined);
       if (found) return chosen(conn, found);
     }
     throw gridError('NOT_FOUND', `no connected node hosts an FL process ${a.process}: host one (Grid: Host FL Process)`);

@@ -33,6 +33,11 @@ export async function hostFlProcess(client: GridClient, model: string | Uint8Arr
   return p;
 }
 
+/** The node's word on FL processes named `name` (one version, or all), for a name its event has not brought yet. */
+export async function flProcesses(client: GridClient, name: string, version?: string): Promise<FlProcessStatus[]> {
+  return (await client.socket.request(FlStatus, { name, ...(version !== undefined && { version }) })).processes;
+}
+
 /** The bytes of checkpoint `which` (a number, or an alias such as latest) of `name@version`. */
 export async function checkpointBytes(client: GridClient, p: { name: string; version?: string }, which: number | string = 'latest', opts: { signal?: AbortSignal; timeoutMs?: number } = {}): Promise<Uint8Array> {
   const worker = new FlWorker(client.socket, { timeoutMs: opts.timeoutMs ?? 60_000 });

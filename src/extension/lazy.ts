@@ -9,4 +9,4 @@ export { fedAvgRounds, hostFedAvgResult } from '../federation/fedavg';
 export { KernelHost } from '../kernel';
 export { NotebookGridBridge } from './notebook/bridge';
 // Model-centric FL over the shared connection (Host FL Process, Download Checkpoint, grid.fl.*).
-export { checkpointBytes, downloadCheckpoint, hostFlProcess } from './fl';
+export { checkpointBytes, downloadCheckpoint, flProcesses, hostFlProcess } from './fl';

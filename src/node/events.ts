@@ -19,6 +19,12 @@ export class NodeEvents {
     for (const [listener, topics] of [...this.listeners]) if (topics.has(topic)) listener(ev);
   }
 
+  /** Whether anyone listens on `topic` (an event that is costly to build is skipped otherwise). */
+  wants(topic: EventTopic): boolean {
+    for (const topics of this.listeners.values()) if (topics.has(topic)) return true;
+    return false;
+  }
+
   get subscriberCount(): number {
     return this.listeners.size;
   }

@@ -7,10 +7,19 @@ import type { CycleClosed, FlActivity, FlEngine } from './cycles';
 import { processStatus } from './status';
 import type { FlStore } from './store';
 
+/**
+ * A process's record is rebuilt at most this often (its counts come from the store): a cycle with a
+ * thousand workers sends a few updates a second, each with the counts of its moment, not a thousand.
+ */
+export const PROCESS_UPDATE_MS = 100;
+
 export class FlEventForwarder {
   private readonly events: NodeEvents;
   private readonly store: FlStore;
   private readonly log: Logger;
+  /** Processes with an update due, and its timer. */
+  private readonly due = new Map<number, NodeJS.Timeout>();
+  private closed = false;
 
   constructor(deps: { events: NodeEvents; store: FlStore; log: Logger }) {
     this.events = deps.events;
@@ -38,9 +47,25 @@ export class FlEventForwarder {
     engine.on('cycle-closed', onClosed);
   }
 
+  /** Stops the pending updates (the node is closing). Idempotent. */
+  close(): void {
+    this.closed = true;
+    for (const t of this.due.values()) clearTimeout(t);
+    this.due.clear();
+  }
+
+  /** The process's record goes out once the changes of the next PROCESS_UPDATE_MS are in (built then). */
   private processUpdated(processId: number): void {
-    const p = this.store.process(processId);
-    if (p !== undefined) this.events.emit({ event: 'fl-process-updated', process: processStatus(this.store, p) });
+    if (this.closed || this.due.has(processId) || !this.events.wants('fl')) return;
+    const timer = setTimeout(() => {
+      this.due.delete(processId);
+      this.guard(() => {
+        const p = this.store.process(processId);
+        if (p !== undefined) this.events.emit({ event: 'fl-process-updated', process: processStatus(this.store, p) });
+      });
+    }, PROCESS_UPDATE_MS);
+    timer.unref();
+    this.due.set(processId, timer);
   }
 
   private guard(f: () => void): void {

@@ -35,5 +35,5 @@ export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string
   registerFlHandlers(router, engine);
   registerFlStatus(router, store);
   engine.start();
-  return { engine, store, http: flHttp(engine, store, { log: deps.log }), close: () => engine.close() };
+  return { engine, store, http: flHttp(engine, store, { log: deps.log }), close: async () => { await engine.close(); forwarder?.close(); } };
 }
