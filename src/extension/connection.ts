@@ -45,6 +45,10 @@ export interface ConnectionSettings {
   reconnect: ReconnectOptions;
 }
 
+/** What the tree keeps of the fl-worker events: workers per cycle, and cycles (across processes). */
+const FL_WORKERS_PER_CYCLE = 1000;
+const FL_CYCLES_KEPT = 200;
+
 export class NodeConnection implements vscode.Disposable {
   readonly entry: NodeEntry;
   /** The embedded local node (started by this window), not an entry of `grid.nodes`. */
@@ -356,8 +360,13 @@ export class NodeConnection implements vscode.Disposable {
         const key = `${ev.process_id}:${ev.cycle ?? 'done'}`;
         const cycle = this.flWorkers.get(key) ?? new Map<string, FlWorkerNote>();
         // A report is the worker's last word in its cycle; a later refusal ("already in this cycle") does not undo it.
-        if (cycle.get(ev.worker_id)?.status !== 'reported') cycle.set(ev.worker_id, { workerId: ev.worker_id, status: ev.status, ...(ev.reason !== undefined && { reason: ev.reason }) });
+        // Bounded: the latest FL_WORKERS_PER_CYCLE workers of the latest FL_CYCLES_KEPT cycles.
+        if (cycle.get(ev.worker_id)?.status !== 'reported') {
+          cycle.set(ev.worker_id, { workerId: ev.worker_id, status: ev.status, ...(ev.reason !== undefined && { reason: ev.reason }) });
+          if (cycle.size > FL_WORKERS_PER_CYCLE) cycle.delete(cycle.keys().next().value!);
+        }
         this.flWorkers.set(key, cycle);
+        if (this.flWorkers.size > FL_CYCLES_KEPT) this.flWorkers.delete(this.flWorkers.keys().next().value!);
         break;
       }
     }
