@@ -19,8 +19,8 @@ export class NodeEvents {
     for (const [listener, topics] of [...this.listeners]) if (topics.has(topic)) listener(ev);
   }
 
-  /** Whether anyone listens on `topic` (an event that is costly to build is skipped otherwise). */
-  wants(topic: EventTopic): boolean {
+  /** Whether anyone subscribed to `topic` (so an event that is costly to build can be skipped). */
+  listening(topic: EventTopic): boolean {
     for (const topics of this.listeners.values()) if (topics.has(topic)) return true;
     return false;
   }

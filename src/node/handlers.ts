@@ -6,7 +6,7 @@ import { rm } from 'node:fs/promises';
 import { gridError, GridError, ErrorCodes } from '../core/errors';
 import {
   AddUser, ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
-  ListPeers, ProveIdentity, RunInference, Search, SetModelPermissions, Subscribe, EventTopic, modelRef,
+  ListPeers, ProveIdentity, RunInference, Search, SetModelPermissions, Subscribe, DEFAULT_EVENT_TOPICS, modelRef,
 } from '../core/protocol/messages';
 import { decodeNamedTensors, encodeNamedTensorsParts, type NamedTensors } from '../core/protocol/tensor';
 import { withAttachment, type GridRouter, type HandlerContext } from './rpc/server';
@@ -228,7 +228,7 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
   });
 
   router.stream(Subscribe, async (data, ctx) => {
-    const topics = data.topics ?? EventTopic.options;
+    const topics = data.topics ?? DEFAULT_EVENT_TOPICS;
     const unsubscribe = events.subscribe(topics, (ev) => ctx.emit(ev));
     try {
       await new Promise<void>((resolve) => {

@@ -5,7 +5,7 @@
 // `error` and, in `data`, PyGrid's `{error, status: "rejected"}` (src/node/fl/handlers.ts).
 
 import { z } from 'zod';
-import { defineRequest } from './catalogue';
+import { defineRequest, DownloadOffer } from './catalogue';
 
 /** A blob as PyGrid hosts send it (hex, or base64), or per `receive_operations_as` variant. */
 const Blob = z.union([z.string(), z.record(z.string(), z.string())]);
@@ -42,7 +42,7 @@ export const FlCycleRequest = defineRequest('model-centric/cycle-request', {
       plans: z.record(z.string(), z.number()), protocols: z.record(z.string(), z.number()),
       client_config: z.record(z.string(), z.unknown()), model_id: z.number(),
     }).passthrough(),
-    z.object({ status: z.literal('rejected'), reason: z.string(), timeout: z.string().optional(), timeout_s: z.number().optional() }).passthrough(),
+    z.object({ status: z.literal('rejected'), reason: z.string(), timeout: z.string().optional() }).passthrough(),
   ]),
 });
 
@@ -50,5 +50,43 @@ export const FlCycleRequest = defineRequest('model-centric/cycle-request', {
 export const FlReport = defineRequest('model-centric/report', {
   request: z.object({ worker_id: Text, request_key: Text, diff: z.string(), num_samples: z.number().optional() }).passthrough(),
   reply: z.object({ status: z.literal('success') }).passthrough(),
+  idempotent: true,
+});
+
+// Ours (not PyGrid's): what the CLI (`grid fl status`, `grid fl checkpoint`) and the extension's tree read.
+
+export const FlCheckpointInfo = z.object({ number: z.number(), alias: z.string(), created: z.string(), reports: z.number(), cycle: z.number().nullable() });
+
+export const FlProcessInfo = z.object({
+  model_id: z.number(),
+  name: z.string(),
+  version: z.string(),
+  owner: z.string(),
+  /** `state` (a syft-proto State) or `onnx`. */
+  format: z.enum(['state', 'onnx']),
+  params: z.array(z.object({ name: z.string(), dims: z.array(z.number()) })),
+  client_config: z.record(z.string(), z.unknown()),
+  /** Without secrets: `authentication` shows only which checks are set. */
+  server_config: z.record(z.string(), z.unknown()),
+  created: z.string(),
+  completed_cycles: z.number(),
+  /** The open cycle, or null when the process is done. ISO 8601 times; `end` null without cycle_length. */
+  cycle: z.object({ sequence: z.number(), start: z.string(), end: z.string().nullable(), assigned: z.number(), reported: z.number() }).nullable(),
+  workers: z.number(),
+  checkpoints: z.array(FlCheckpointInfo),
+});
+export type FlProcessInfo = z.infer<typeof FlProcessInfo>;
+
+// client → node: every FL process with its cycle and checkpoints.
+export const FlListProcesses = defineRequest('fl-list-processes', {
+  request: z.object({}).optional(),
+  reply: z.object({ processes: z.array(FlProcessInfo) }),
+  idempotent: true,
+});
+
+// client → node (the process's owner or an admin): a checkpoint's bytes as a download.
+export const FlDownloadCheckpoint = defineRequest('fl-download-checkpoint', {
+  request: z.object({ name: Text, version: Text.optional(), checkpoint: z.union([z.number().int().positive(), Text]).optional() }).strict(),
+  reply: z.object({ model_id: z.number(), name: z.string(), version: z.string(), number: z.number(), format: z.enum(['state', 'onnx']), download: DownloadOffer }),
   idempotent: true,
 });

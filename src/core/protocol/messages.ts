@@ -9,7 +9,7 @@
 import { z } from 'zod';
 import { defineRequest, defineStream, DownloadOffer, TRANSFER_ID } from './catalogue';
 import { DTYPES } from './tensor';
-import { FlProcessStatus } from './fl-status';
+import { FlProcessInfo } from './fl-messages';
 
 /** Model and dataset ids: safe as file names and URL segments on every platform. */
 export const ID_PATTERN = /^[A-Za-z0-9._-]{1,128}$/;
@@ -266,6 +266,11 @@ export const AddUser = defineRequest('add-user', {
 
 export const EventTopic = z.enum(['models', 'datasets', 'peers', 'fl']);
 export type EventTopic = z.infer<typeof EventTopic>;
+/**
+ * What a subscribe without topics gets: not `fl`, whose events a client built before it would not
+ * know (its event schema would refuse them and end the stream). FL views ask for `fl` by name.
+ */
+export const DEFAULT_EVENT_TOPICS: readonly EventTopic[] = ['models', 'datasets', 'peers'];
 
 export const NodeEvent = z.discriminatedUnion('event', [
   z.object({ event: z.literal('model-added'), model: ModelInfo }),
@@ -276,9 +281,9 @@ export const NodeEvent = z.discriminatedUnion('event', [
   z.object({ event: z.literal('dataset-added'), dataset: DatasetInfo }),
   z.object({ event: z.literal('peer-connected'), peer: PeerInfo }),
   z.object({ event: z.literal('peer-disconnected'), peer: PeerInfo }),
-  /** An FL process was hosted, or its cycle or checkpoints changed: `process` is its whole fl-status record. */
-  z.object({ event: z.literal('fl-process-updated'), process: FlProcessStatus }),
-  /** The node's word on a worker's cycle-request (accepted, or rejected with the reason) or its report. */
+  /** An FL process was hosted, took a worker, got a report or closed a cycle; `process` is its whole status. */
+  z.object({ event: z.literal('fl-process-updated'), process: FlProcessInfo }),
+  /** The node's word on a worker's cycle-request (accepted, or rejected with the reason) or its report (flui). */
   z.object({
     event: z.literal('fl-worker'), process_id: z.number(), cycle: z.number().nullable(), worker_id: z.string(),
     status: z.enum(['accepted', 'rejected', 'reported']), reason: z.string().optional(),

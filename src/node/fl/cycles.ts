@@ -52,7 +52,7 @@ export interface CycleRequest {
 
 export type CycleReply =
   | { status: 'accepted'; request_key: string; version: string; model: string; plans: Record<string, number>; protocols: Record<string, number>; client_config: Record<string, unknown>; model_id: number }
-  | { status: 'rejected'; reason: string; timeout?: string; timeout_s?: number };
+  | { status: 'rejected'; reason: string; timeout?: string };
 
 /** Where the lead wires flaux's verifyWorkerToken (src/node/fl/auth.ts). */
 export type AuthCheck = (config: Record<string, unknown> | undefined, token: string | undefined) => Promise<{ ok: true } | { ok: false; error: string }>;
@@ -69,10 +69,8 @@ interface Runtime {
   closing: Promise<void> | undefined;
 }
 
-/** What the editor's views follow (src/node/fl/events.ts): a process hosted, a worker's answer or report. */
-export type FlActivity =
-  | { kind: 'hosted'; processId: number }
-  | { kind: 'worker'; processId: number; cycle: number | undefined; workerId: string; status: 'accepted' | 'rejected' | 'reported'; reason?: string };
+/** What the editor's tree follows besides 'changed' (src/node/fl/events.ts): each worker's answer (with a refusal's reason) and report. */
+export type FlActivity = { kind: 'worker'; processId: number; cycle: number | undefined; workerId: string; status: 'accepted' | 'rejected' | 'reported'; reason?: string };
 
 export interface FlEngineOptions {
   store: FlStore;
@@ -81,7 +79,7 @@ export interface FlEngineOptions {
   /** authenticate + cycle-request a minute from one address (default 600). */
   requestsPerMinute?: number;
   now?(): number;
-  /** Called after each committed hosting, cycle-request answer and report (flui: the node's `fl` events). */
+  /** Called after each cycle-request answer and counted report (flui: the node's fl-worker events). */
   onActivity?(a: FlActivity): void;
 }
 
@@ -97,6 +95,9 @@ export function timedeltaString(ms: number): string {
   return days > 0 ? `${days} day${days === 1 ? '' : 's'}, ${hms}` : hms;
 }
 
+/** How soon a cycle whose close failed (a full disk, say) is tried again. */
+const CLOSE_RETRY_MS = 5000;
+
 /** setTimeout's longest delay; longer cycle ends are reached by re-arming. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -104,9 +105,10 @@ export interface CycleClosed { processId: number; cycle: number; checkpoint: num
 
 /**
  * Emits 'cycle-closed' (CycleClosed) after a cycle's checkpoint is committed, and 'cycle-overdue' when a
- * cycle's end passed without enough reports to close it (it closes at the report that makes enough).
+ * cycle's end passed without enough reports to close it (it closes at the report that makes enough),
+ * and 'changed' (the process id) whenever what fl-list-processes shows of a process changed.
  */
-export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }] }> {
+export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }]; changed: [number] }> {
   private readonly store: FlStore;
   private readonly log: Logger;
   private readonly auth: AuthCheck;
@@ -163,7 +165,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.runtimes.delete(process.id);
     this.runtime(process.id);
     this.log.info({ process: `${process.name}@${process.version}`, id: process.id, owner: input.owner, format, params: specs.length }, 'FL process hosted');
-    this.onActivity({ kind: 'hosted', processId: process.id });
+    this.emit('changed', process.id);
     return process;
   }
 
@@ -210,7 +212,6 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (cycle?.endMs !== undefined) {
         const left = Math.max(0, cycle.endMs - now);
         out.timeout = timedeltaString(left);
-        out.timeout_s = Math.ceil(left / 1000);
       }
       return out;
     };
@@ -240,6 +241,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     const requestKey = createHash('sha256').update(randomUUID()).digest('hex');
     this.store.assign(cycle.id, worker.id, requestKey, now);
+    this.emit('changed', process.id);
     return {
       status: 'accepted', request_key: requestKey, version: process.version, model: process.name,
       plans: this.store.assetIds(process.id, 'plan'), protocols: this.store.assetIds(process.id, 'protocol'),
@@ -269,6 +271,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     checkShapes(diff, rt.process.params.map((p) => p.dims));
     if (!this.store.recordReport(data.request_key, packDiff(diff), weight, this.now())) return { status: 'success' };
     rt.sum!.add(diff, weight);
+    this.emit('changed', rt.process.id);
     this.onActivity({ kind: 'worker', processId: cycle.processId, cycle: cycle.sequence, workerId: data.worker_id, status: 'reported' });
     this.maybeClose(rt);
     return { status: 'success' };
@@ -363,7 +366,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       () => { rt.closing = undefined; },
       (err: unknown) => {
         rt.closing = undefined;
-        this.log.error({ err, process: rt.process.id, cycle: cycle.sequence }, 'closing an FL cycle failed; it stays open and is retried at the next report or restart');
+        this.log.error({ err, process: rt.process.id, cycle: cycle.sequence }, `closing an FL cycle failed; it stays open and is retried in ${CLOSE_RETRY_MS / 1000} s`);
+        if (this.closed) return;
+        if (rt.timer) clearTimeout(rt.timer);
+        rt.timer = setTimeout(() => { rt.timer = undefined; this.maybeClose(rt); }, CLOSE_RETRY_MS);
+        rt.timer.unref();
       },
     );
   }
@@ -385,6 +392,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (number === undefined) return;
     this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: sum.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
     this.open(rt, this.store.openCycle(p.id));
+    this.emit('changed', p.id);
     this.emit('cycle-closed', { processId: p.id, cycle: cycle.sequence, checkpoint: number, reports, done: !more });
   }
 }

@@ -3,17 +3,21 @@
 // refusal is an error reply: our coded `error`, plus `data: {error, status: "rejected"}` (errorData
 // below) because syft.js and PySyft read `data.error` and KotlinSyft reads `status` first.
 
-import { readFile, rm } from 'node:fs/promises';
+import { open, readFile, rm } from 'node:fs/promises';
 import { gridError, type GridError } from '../../core/errors';
-import { FlAuthenticate, FlCycleRequest, FlHostTraining, FlReport } from '../../core/protocol/fl-messages';
+import { FlAuthenticate, FlCycleRequest, FlDownloadCheckpoint, FlHostTraining, FlListProcesses, FlReport, type FlProcessInfo } from '../../core/protocol/fl-messages';
 import type { GridRouter, HandlerContext } from '../rpc/server';
 import type { FlEngine } from './cycles';
+import type { FlProcess, FlStore } from './store';
 import { decodeText } from './state';
 
-/** The `data` of an error reply to a model-centric message: what PyGrid-era clients read. */
+/**
+ * The `data` of an error reply to a model-centric message: what PyGrid-era clients read. No other key:
+ * KotlinSyft's strict JSON parsing refuses keys it does not know; the code is in the frame's `error`.
+ */
 export function flErrorData(type: string, err: GridError): unknown {
   if (!type.startsWith('model-centric/')) return undefined;
-  return { status: 'rejected', error: err.message, code: err.code };
+  return { status: 'rejected', error: err.message };
 }
 
 function blob(text: string, what: string): Uint8Array {
@@ -43,7 +47,30 @@ async function modelBytes(data: { model?: string | undefined; model_transfer_id?
   throw gridError('INVALID_MESSAGE', 'host-training needs a model: "model" (a State as hex or base64), the frame\'s binary attachment (ONNX), or "model_transfer_id" (an upload)');
 }
 
-export function registerFlHandlers(router: GridRouter, engine: FlEngine): void {
+/** server_config without secrets: which authentication checks are set, not their keys. */
+function publicServerConfig(cfg: Record<string, unknown>): Record<string, unknown> {
+  const { authentication, ...rest } = cfg;
+  if (authentication === undefined) return rest;
+  const a = authentication as Record<string, unknown>;
+  return { ...rest, authentication: { type: a.type, checks: ['secret', 'pub_key', 'endpoint'].filter((k) => a[k] !== undefined) } };
+}
+
+export function processInfo(store: FlStore, p: FlProcess): FlProcessInfo {
+  const cycle = store.openCycle(p.id);
+  return {
+    model_id: p.id, name: p.name, version: p.version, owner: p.owner, format: p.format, params: p.params,
+    client_config: p.clientConfig, server_config: publicServerConfig(p.serverConfig), created: p.created,
+    completed_cycles: store.completedCycles(p.id),
+    cycle: cycle === undefined ? null : {
+      sequence: cycle.sequence, start: new Date(cycle.startMs).toISOString(), end: cycle.endMs === undefined ? null : new Date(cycle.endMs).toISOString(),
+      assigned: store.assignedCount(cycle.id), reported: store.reportedCount(cycle.id),
+    },
+    workers: store.workerCount(p.id),
+    checkpoints: store.checkpoints(p.id).map((c) => ({ number: c.number, alias: c.alias, created: c.created, reports: c.reports, cycle: c.cycle ?? null })),
+  };
+}
+
+export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: FlStore): void {
   router.handle(FlHostTraining, async (data, ctx) => {
     const user = ctx.connection.session.user;
     // PyGrid let anyone host; here hosting is a node change like host-model: a signed-in user.
@@ -69,4 +96,30 @@ export function registerFlHandlers(router: GridRouter, engine: FlEngine): void {
   router.handle(FlCycleRequest, (data, ctx) => engine.cycleRequest({ ...data, version: data.version ?? undefined }, ctx.connection.remoteAddress));
 
   router.handle(FlReport, (data) => engine.report(data));
+
+  router.handle(FlListProcesses, () => ({ processes: store.processes().map((p) => processInfo(store, p)) }));
+
+  router.handle(FlDownloadCheckpoint, async (data, ctx) => {
+    const { user, role } = ctx.connection.session;
+    if (typeof user !== 'string') throw gridError('UNAUTHENTICATED', 'fl-download-checkpoint needs an authenticated session: authenticate first (grid: --user/--password or GRID_USER/GRID_PASSWORD)');
+    const p = store.findProcess(data.name, data.version);
+    if (p === undefined) throw gridError('NOT_FOUND', `no FL process ${data.name}${data.version !== undefined ? ` version ${data.version}` : ''}`);
+    if (p.owner !== user && role !== 'admin') throw gridError('FORBIDDEN', `the checkpoints of FL process ${p.name} ${p.version} belong to ${p.owner}; only its owner or an admin may download them`);
+    const which = data.checkpoint ?? 'latest';
+    const c = store.checkpoint(p.id, which);
+    if (c === undefined) throw gridError('NOT_FOUND', `FL process ${p.name} ${p.version} has no checkpoint ${JSON.stringify(which)}`);
+    const file = store.blobs.pathOf(c.sha256);
+    const download = ctx.offerDownload({
+      size: store.blobs.size(c.sha256), sha256: c.sha256,
+      read: async (offset, length) => {
+        const fh = await open(file, 'r');
+        try {
+          const buf = Buffer.alloc(length);
+          const { bytesRead } = await fh.read(buf, 0, length, offset);
+          return buf.subarray(0, bytesRead);
+        } finally { await fh.close(); }
+      },
+    });
+    return { model_id: p.id, name: p.name, version: p.version, number: c.number, format: p.format, download };
+  });
 }

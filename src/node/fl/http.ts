@@ -98,6 +98,10 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
         const version = q.get('version') ?? undefined;
         const p = store.findProcess(name, version);
         if (p === undefined) throw gridError('NOT_FOUND', `no FL process ${name}${version !== undefined ? ` version ${version}` : ''}`);
+        // Open as in PyGrid, except where workers must authenticate: the model would leak past that check.
+        if (p.serverConfig.authentication !== undefined) {
+          throw gridError('FORBIDDEN', `FL process ${p.name} ${p.version} requires worker authentication; its owner downloads checkpoints over the node's WebSocket (fl-download-checkpoint)`);
+        }
         const which = q.get('checkpoint') ?? 'latest';
         const c = await engine.checkpointBytes(p.id, /^\d+$/.test(which) ? Number(which) : which);
         if (c === undefined) throw gridError('NOT_FOUND', `FL process ${p.name} ${p.version} has no checkpoint ${JSON.stringify(which)}`);
@@ -138,7 +142,8 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
           opts.log.error({ err, route: pathname }, 'FL http route failed');
           e = gridError('INTERNAL', 'the node failed to answer this request; its log has the details');
         }
-        sendJson(res, statusOf(e, pathname), flErrorData('model-centric/', e), headers);
+        // The body PyGrid-era clients read; our code rides in a header (KotlinSyft parses bodies strictly).
+        sendJson(res, statusOf(e, pathname), flErrorData('model-centric/', e), { ...headers, 'x-grid-error-code': e.code });
       }
       return true;
     },

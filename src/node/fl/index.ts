@@ -6,10 +6,9 @@ import type { GridRouter } from '../rpc/server';
 import type { NodeEvents } from '../events';
 import type { MetaDb } from '../store/db';
 import { FlEngine, type AuthCheck } from './cycles';
-import { FlEventForwarder } from './events';
-import { registerFlHandlers } from './handlers';
+import { flWorkerEvents } from './events';
+import { processInfo, registerFlHandlers } from './handlers';
 import { flHttp, type FlHttp } from './http';
-import { registerFlStatus } from './status';
 import { FlStore } from './store';
 
 export { flErrorData } from './handlers';
@@ -26,14 +25,17 @@ export interface FlOptions {
   requestsPerMinute?: number;
 }
 
-export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; auth?: AuthCheck; options?: FlOptions; events?: NodeEvents }): NodeFl {
+export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; events: NodeEvents; auth?: AuthCheck; options?: FlOptions }): NodeFl {
   const store = new FlStore(deps.db, deps.dataDir);
-  // flui: the editor's views follow FL changes through the node's `fl` events.
-  const forwarder = deps.events === undefined ? undefined : new FlEventForwarder({ events: deps.events, store, log: deps.log });
-  const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options, ...(forwarder !== undefined && { onActivity: forwarder.onActivity }) });
-  forwarder?.attach(engine);
-  registerFlHandlers(router, engine);
-  registerFlStatus(router, store);
+  // flui: each worker's answer and report as fl-worker events, for the editor's tree.
+  const engine = new FlEngine({ store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options, onActivity: flWorkerEvents(deps.events, deps.log) });
+  registerFlHandlers(router, engine, store);
+  // Status is read from the database: only worth it while someone listens.
+  engine.on('changed', (id) => {
+    if (!deps.events.listening('fl')) return;
+    const p = store.process(id);
+    if (p !== undefined) deps.events.emit({ event: 'fl-process-updated', process: processInfo(store, p) });
+  });
   engine.start();
-  return { engine, store, http: flHttp(engine, store, { log: deps.log }), close: async () => { await engine.close(); forwarder?.close(); } };
+  return { engine, store, http: flHttp(engine, store, { log: deps.log }), close: () => engine.close() };
 }
