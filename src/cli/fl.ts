@@ -8,10 +8,9 @@ import type { Command } from 'commander';
 import { gridError } from '../core/errors';
 import { FlWorker } from '../core/fl-worker';
 import { readNpy } from '../core/npy';
-import { FlHostTraining } from '../core/protocol/fl-messages';
-import { FlStatus, type FlProcessStatus } from '../core/protocol/fl-status';
+import { FlDownloadCheckpoint, FlHostTraining, FlListProcesses, type FlProcessInfo } from '../core/protocol/fl-messages';
 import type { Tensor } from '../core/protocol/tensor';
-import { fileSource } from '../core/socket/transfer';
+import { fileSink, fileSource } from '../core/socket/transfer';
 import { readCsvDataset, type Dataset } from '../compute/data';
 import { joinFl, type FlTrainConfig } from '../federation';
 import type { CliHost } from './train';
@@ -113,15 +112,15 @@ export async function readWorkerDataset(file: string, opts: { labels?: string; l
   return { features: { dtype: 'float32', dims: [n, f], data: features }, labels: { dtype: 'int64', dims: [n], data: labels } };
 }
 
-function statusTable(ps: FlProcessStatus[]): string {
+function statusTable(ps: FlProcessInfo[]): string {
   if (ps.length === 0) return 'no FL processes';
-  const rows = [['PROCESS', 'FORMAT', 'CYCLE', 'WORKERS', 'REPORTS', 'ENDS', 'CHECKPOINT', 'OWNER'],
+  const rows = [['PROCESS', 'FORMAT', 'CYCLE', 'ASSIGNED', 'REPORTED', 'ENDS', 'CHECKPOINT', 'WORKERS', 'OWNER'],
     ...ps.map((p) => {
       const c = p.cycle;
       const latest = p.checkpoints.at(-1);
       const cycles = p.server_config.num_cycles;
       return [`${p.name}@${p.version}`, p.format, c === null ? `done (${p.completed_cycles})` : `${c.sequence}${typeof cycles === 'number' && cycles > 0 ? `/${cycles}` : ''}`,
-        c === null ? '-' : String(c.assigned), c === null ? '-' : String(c.reported), c?.end ?? '-', latest === undefined ? '-' : String(latest.number), p.owner];
+        c === null ? '-' : String(c.assigned), c === null ? '-' : String(c.reported), c?.end ?? '-', latest === undefined ? '-' : String(latest.number), String(p.workers), p.owner];
     })];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
@@ -195,34 +194,33 @@ export function registerFlCommands(program: Command, host: FlCliHost): void {
     .action(async (processSpec: string | undefined, o: { version?: string }) => {
       const sel = processSpec === undefined ? undefined : processArg(processSpec, o.version);
       const c = await host.connect(false);
-      const { processes } = await c.socket.request(FlStatus, sel === undefined ? {} : { name: sel.name, ...(sel.version !== undefined && { version: sel.version }) });
-      if (sel !== undefined && processes.length === 0) throw gridError('NOT_FOUND', `no FL process ${processSpec}${o.version !== undefined ? `@${o.version}` : ''} on this node`);
+      const all = (await c.socket.request(FlListProcesses, {})).processes;
+      const processes = sel === undefined ? all : all.filter((p) => p.name === sel.name && (sel.version === undefined || p.version === sel.version));
+      if (sel !== undefined && processes.length === 0) throw gridError('NOT_FOUND', `no FL process ${sel.name}${sel.version !== undefined ? `@${sel.version}` : ''} on this node`);
       host.print(statusTable(processes), { processes });
     });
 
-  fl.command('checkpoint <process>').description('download a checkpoint of an FL process (name or name@version): the latest by default')
+  fl.command('checkpoint <process>').description('download a checkpoint of an FL process (name or name@version; its owner or an admin): the latest by default')
     .requiredOption('-o, --output <file>', 'where to write it (an .onnx model for processes hosted from ONNX)')
     .option('--number <n|latest>', 'checkpoint number (1 is the hosted model) or alias', 'latest')
     .option('--version <version>', 'the process version (same as name@version)')
     .action(async (processSpec: string, o: { output: string; number: string; version?: string }) => {
       const { name, version } = processArg(processSpec, o.version);
       if (!/^\d+$/.test(o.number) && !/^[A-Za-z][\w.-]*$/.test(o.number)) throw gridError('INVALID_INPUT', `--number ${o.number}: a checkpoint number or an alias such as latest`);
-      const c = await host.connect(false);
-      const worker = new FlWorker(c.socket, { timeoutMs: Math.max(host.timeoutMs(), 20_000) });
+      const c = await host.connect(true);
+      const offer = await c.socket.request(FlDownloadCheckpoint, { name, ...(version !== undefined && { version }), checkpoint: /^\d+$/.test(o.number) ? Number(o.number) : o.number });
+      const dest = path.resolve(o.output);
+      fs.mkdirSync(path.dirname(dest), { recursive: true });
+      // Chunked, sha256-checked, written to a temp file and renamed into place when whole.
+      const sink = await fileSink(dest);
       try {
-        const bytes = await worker.retrieveModel({ name, ...(version !== undefined && { version }), checkpoint: o.number });
-        // The number behind an alias such as latest, for the record (the download route does not say it).
-        const { processes } = await c.socket.request(FlStatus, { name, ...(version !== undefined && { version }) });
-        const p = version === undefined ? processes.at(-1) : processes[0];
-        const number = /^\d+$/.test(o.number) ? Number(o.number) : p?.checkpoints.filter((k) => k.alias === o.number).at(-1)?.number ?? null;
-        const dest = path.resolve(o.output);
-        fs.mkdirSync(path.dirname(dest), { recursive: true });
-        fs.writeFileSync(dest, bytes);
-        const what = number === null || String(number) === o.number ? o.number : `${number} (${o.number})`;
-        host.print(`wrote checkpoint ${what} of ${name}@${p?.version ?? version ?? '?'} to ${path.relative(process.cwd(), dest) || dest} (${bytes.length} bytes)`,
-          { name, version: p?.version ?? version ?? null, checkpoint: number, alias: /^\d+$/.test(o.number) ? null : o.number, path: dest, size: bytes.length });
-      } finally {
-        worker.dispose();
+        await c.socket.download(offer.download, sink);
+        await sink.commit();
+      } catch (err) {
+        await sink.abort();
+        throw err;
       }
+      host.print(`wrote checkpoint ${offer.number} of ${offer.name}@${offer.version} to ${path.relative(process.cwd(), dest) || dest} (${offer.download.size} bytes, ${offer.format}, sha256 verified)`,
+        { name: offer.name, version: offer.version, model_id: offer.model_id, checkpoint: offer.number, format: offer.format, path: dest, size: offer.download.size, sha256: offer.download.sha256 });
     });
 }

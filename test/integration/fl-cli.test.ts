@@ -82,10 +82,14 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
 
   const table = await gridCli(anonymous, ['fl', 'status']);
   assert.equal(table.code, 0, table.err);
-  assert.match(table.out, /^PROCESS\s+FORMAT\s+CYCLE\s+WORKERS\s+REPORTS\s+ENDS\s+CHECKPOINT\s+OWNER\ndigits@1\.0\s+onnx\s+2\/3\s+0\s+0\s+\S+\s+2\s+admin\n$/);
+  assert.match(table.out, /^PROCESS\s+FORMAT\s+CYCLE\s+ASSIGNED\s+REPORTED\s+ENDS\s+CHECKPOINT\s+WORKERS\s+OWNER\ndigits@1\.0\s+onnx\s+2\/3\s+0\s+0\s+\S+\s+2\s+2\s+admin\n$/);
 
   const out = path.join(dir, 'latest.onnx');
-  const ck = await gridCli(anonymous, ['--json', 'fl', 'checkpoint', 'digits@1.0', '-o', out]);
+  // Checkpoints are the process owner's (or an admin's) to download.
+  const notYours = await gridCli(anonymous, ['fl', 'checkpoint', 'digits@1.0', '-o', out]);
+  assert.equal(notYours.code, 1);
+  assert.match(notYours.err, /GRID_ERR_UNAUTHENTICATED/);
+  const ck = await gridCli(admin, ['--json', 'fl', 'checkpoint', 'digits@1.0', '-o', out]);
   assert.equal(ck.code, 0, ck.err);
   assert.equal(JSON.parse(ck.out).checkpoint, 2);
   const latest = fs.readFileSync(out);
@@ -96,9 +100,9 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   const after = await evaluateModel(latest, scaled, { loss: 'cross_entropy', loadOptions: { intraOpNumThreads: 1 } });
   t.diagnostic(`digits accuracy ${(before.accuracy * 100).toFixed(1)}% → ${(after.accuracy * 100).toFixed(1)}% after one CLI cycle`);
   assert.ok(after.accuracy > before.accuracy + 0.3, `accuracy ${before.accuracy} → ${after.accuracy}`);
-  const first = await gridCli(anonymous, ['fl', 'checkpoint', 'digits', '--number', '1', '-o', path.join(dir, 'first.onnx')]);
+  const first = await gridCli(admin, ['fl', 'checkpoint', 'digits', '--number', '1', '-o', path.join(dir, 'first.onnx')]);
   assert.equal(first.code, 0, first.err);
-  assert.match(first.out, /^wrote checkpoint 1 of digits@1\.0 to /);
+  assert.match(first.out, /^wrote checkpoint 1 of digits@1\.0 to .*first\.onnx \(\d+ bytes, onnx, sha256 verified\)\n$/);
   assert.deepEqual(fs.readFileSync(path.join(dir, 'first.onnx')), Buffer.from(model));
 
   // A full cycle turns a CLI worker away: exit 3, the node's reason and the time until the cycle ends.
