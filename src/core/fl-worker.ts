@@ -390,7 +390,7 @@ export class FlJob extends EventEmitter<{ accepted: [FlCycle]; rejected: [FlReje
       ...(speeds !== undefined && { speeds }),
     });
     if (reply.status === 'rejected') {
-      return { status: 'rejected', reason: reply.reason, ...(reply.timeout !== undefined && { timeout: reply.timeout }), ...(reply.timeout_s !== undefined && { timeoutS: reply.timeout_s }) };
+      return { status: 'rejected', reason: reply.reason, ...(reply.timeout !== undefined && { timeout: reply.timeout }), ...(typeof reply.timeout_s === 'number' && { timeoutS: reply.timeout_s }) };
     }
     const signal = this.abort.signal;
     const key = { workerId, requestKey: reply.request_key, signal };

@@ -6,7 +6,7 @@ import * as vscode from 'vscode';
 import { GridClient, type Credentials } from '../core/client';
 import { ErrorCodes, gridError, toGridError, type GridError } from '../core/errors';
 import type { Logger } from '../core/logger';
-import { FlStatus, type FlProcessStatus } from '../core/protocol/fl-status';
+import { FlListProcesses, type FlProcessInfo } from '../core/protocol/fl-messages';
 import type { DatasetInfo, ModelInfo, NodeEvent, PeerInfo } from '../core/protocol/messages';
 import type { JobInfo } from '../core/protocol/training-messages';
 import type { ReconnectOptions } from '../core/socket/backoff';
@@ -82,8 +82,8 @@ export class NodeConnection implements vscode.Disposable {
   peers: PeerInfo[] = [];
   /** Training jobs this session may see (an admin sees all), newest first. */
   jobs: JobInfo[] = [];
-  /** The node's model-centric FL processes (fl-status, then fl-process-updated events), by id. */
-  flProcesses: FlProcessStatus[] = [];
+  /** The node's model-centric FL processes (fl-list-processes, then fl-process-updated events), by id. */
+  flProcesses: FlProcessInfo[] = [];
   /**
    * Workers seen in each cycle since this connection opened, by `processId:cycle` then worker id (the
    * node keeps assignments, not refusals: the events are the only record of a rejection's reason).
@@ -245,7 +245,7 @@ export class NodeConnection implements vscode.Disposable {
 
   /** Whether the node hosts model-centric FL processes (older nodes do not). */
   get supportsFl(): boolean {
-    return this.identity?.capabilities.includes('fl-status') ?? false;
+    return this.identity?.capabilities.includes('fl-list-processes') ?? false;
   }
 
   /** The workers of cycle `cycle` of FL process `processId` (null: refused after the last cycle), in order of arrival. */
@@ -332,6 +332,14 @@ export class NodeConnection implements vscode.Disposable {
         if (err.code !== ErrorCodes.ABORTED && client === this.clientValue) this.log.warn({ node: this.url, code: err.code }, `event stream from ${this.name} ended: ${err.message}`);
       },
     });
+    // FL processes on a stream of their own: a node asked for its default topics leaves `fl` out (older
+    // clients would not know its events), and a node without FL refuses the topic without ending the other.
+    client.subscribe(['fl'], { signal: controller.signal }).subscribe({
+      next: (ev) => this.onEvent(ev),
+      error: (err) => {
+        if (err.code !== ErrorCodes.ABORTED && client === this.clientValue) this.log.info({ node: this.url, code: err.code }, `${this.name} sends no FL events: ${err.message}`);
+      },
+    });
   }
 
   private onEvent(ev: NodeEvent): void {
@@ -352,8 +360,8 @@ export class NodeConnection implements vscode.Disposable {
         this.peers = [...this.peers.filter((p) => p.id !== ev.peer.id), ev.peer];
         break;
       case 'fl-process-updated': {
-        const i = this.flProcesses.findIndex((p) => p.id === ev.process.id);
-        this.flProcesses = i >= 0 ? this.flProcesses.map((p) => (p.id === ev.process.id ? ev.process : p)) : [...this.flProcesses, ev.process];
+        const i = this.flProcesses.findIndex((p) => p.model_id === ev.process.model_id);
+        this.flProcesses = i >= 0 ? this.flProcesses.map((p) => (p.model_id === ev.process.model_id ? ev.process : p)) : [...this.flProcesses, ev.process];
         break;
       }
       case 'fl-worker': {
@@ -420,7 +428,7 @@ export class NodeConnection implements vscode.Disposable {
       this.peers = peers;
       // Jobs are per user: an anonymous session has none to list.
       this.jobs = this.supportsTraining && client.socket.status.authenticated ? await client.training.listJobs() : [];
-      const fl = this.supportsFl ? (await client.socket.request(FlStatus, {})).processes : [];
+      const fl = this.supportsFl ? (await client.socket.request(FlListProcesses, {})).processes : [];
       if (client !== this.clientValue) return;
       this.flProcesses = fl;
       this.changed.fire(this);

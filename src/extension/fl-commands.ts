@@ -3,7 +3,7 @@
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { ErrorCodes, gridError, toGridError } from '../core/errors';
-import type { FlProcessStatus } from '../core/protocol/fl-status';
+import type { FlProcessInfo } from '../core/protocol/fl-messages';
 import type { NodeConnection } from './connection';
 import type { Ctx } from './ctx';
 import { DEFAULT_CLIENT_CONFIG, SERVER_CONFIG_PRESETS } from './fl-presets';
@@ -110,7 +110,7 @@ function hostFl(ctx: Ctx): Cmd {
     const p = await withProgress(`Hosting ${name.trim()}@${version.trim()} on ${conn.name}`, (signal, report) => heavy().hostFlProcess(conn.client, modelFile, {
       name: name.trim(), version: version.trim(), serverConfig: cfg, ...(clientConfig !== undefined && { clientConfig }), signal, onProgress: report,
     }));
-    ctx.log.info({ node: conn.url, process: `${p.name}@${p.version}`, id: p.id }, `hosted FL process ${p.name}@${p.version} on ${conn.name}`);
+    ctx.log.info({ node: conn.url, process: `${p.name}@${p.version}`, id: p.model_id }, `hosted FL process ${p.name}@${p.version} on ${conn.name}`);
     void vscode.window.showInformationMessage(`${p.name}@${p.version} is hosted on ${conn.name}: workers can join it (Grid: Join as Worker).`, 'Join as Worker').then((picked) => {
       if (picked === 'Join as Worker') void vscode.commands.executeCommand('grid.joinFlProcess', { node: conn.url, process: `${p.name}@${p.version}` });
     });
@@ -119,8 +119,8 @@ function hostFl(ctx: Ctx): Cmd {
 }
 
 /** The FL process a command acts on: a tree item's, `{node, process}`, or the user's pick across open nodes. */
-async function pickProcess(ctx: Ctx, arg: unknown, title: string, flow: Flow, filter: (p: FlProcessStatus) => boolean = () => true): Promise<{ conn: NodeConnection; process: FlProcessStatus } | undefined> {
-  const chosen = (conn: NodeConnection, process: FlProcessStatus) => {
+async function pickProcess(ctx: Ctx, arg: unknown, title: string, flow: Flow, filter: (p: FlProcessInfo) => boolean = () => true): Promise<{ conn: NodeConnection; process: FlProcessInfo } | undefined> {
+  const chosen = (conn: NodeConnection, process: FlProcessInfo) => {
     flow.node = conn;
     Object.assign(flow.answers, { node: conn.url, process: `${process.name}@${process.version}` });
     return { conn, process };
@@ -128,7 +128,7 @@ async function pickProcess(ctx: Ctx, arg: unknown, title: string, flow: Flow, fi
   if (arg instanceof FlProcessItem || arg instanceof FlCheckpointItem) {
     const conn = ctx.primary(arg.connection);
     flow.node = conn;
-    return chosen(conn, conn.flProcesses.find((p) => p.id === arg.process.id) ?? arg.process);
+    return chosen(conn, conn.flProcesses.find((p) => p.model_id === arg.process.model_id) ?? arg.process);
   }
   const a = options<ProcessArgs>(arg);
   if (a.process !== undefined) {
@@ -139,7 +139,7 @@ async function pickProcess(ctx: Ctx, arg: unknown, title: string, flow: Flow, fi
     for (const conn of pool) {
       if (!conn.isOpen) throw gridError('NOT_CONNECTED', `${conn.name} is ${conn.state}: connect to it first (Grid: Connect)`);
       await conn.whenSynced();
-      const fits = (p: FlProcessStatus) => p.name === name && (version === undefined || p.version === version);
+      const fits = (p: FlProcessInfo) => p.name === name && (version === undefined || p.version === version);
       // Just hosted (its event still on the way), the node knows it before this window does.
       const found = conn.flProcesses.filter(fits).at(-1) ?? (conn.supportsFl ? (await heavy().flProcesses(conn.client, name, version)).filter(fits).at(-1) : undefined);
       if (found) return chosen(conn, found);
@@ -174,7 +174,7 @@ function joinFl(ctx: Ctx): Cmd {
     }
     flow.answers.data = data;
     const dataFile = data;
-    // A process that checks its workers' JWTs (fl-status names the kind, never the key) needs one.
+    // A process that checks its workers' JWTs (the listing names the kind, never the key) needs one.
     let authToken = a.authToken;
     const auth = p.server_config.authentication;
     if (authToken === undefined && Array.isArray(auth) && auth.length > 0) {

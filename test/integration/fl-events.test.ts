@@ -72,7 +72,7 @@ describe('the node announces FL changes on the fl topic', () => {
     const modelFile = join(ROOT, 'media', 'samples', 'digits', 'digits-mlp.onnx');
     // One place per cycle; the cycle closes at its one report.
     const p = await hostFlProcess(admin, modelFile, { name: 'ev', version: '1.0', serverConfig: { max_workers: 1, max_diffs: 1, num_cycles: 2, cycle_length: 3600 } });
-    const hosted = await fl.next((e) => e.event === 'fl-process-updated' && e.process.id === p.id, 'hosted event');
+    const hosted = await fl.next((e) => e.event === 'fl-process-updated' && e.process.model_id === p.model_id, 'hosted event');
     assert.ok(hosted.event === 'fl-process-updated');
     assert.deepEqual([hosted.process.name, hosted.process.cycle?.sequence, hosted.process.checkpoints.length], ['ev', 1, 1]);
 
@@ -86,7 +86,7 @@ describe('the node announces FL changes on the fl topic', () => {
     const outB = await b.newJob({ modelName: 'ev', modelVersion: '1.0' }).start();
     assert.equal(outB.status, 'rejected');
     const accepted = await fl.next((e) => e.event === 'fl-worker' && e.worker_id === outA.cycle.workerId, 'accepted event');
-    assert.deepEqual(accepted, { event: 'fl-worker', process_id: p.id, cycle: 1, worker_id: outA.cycle.workerId, status: 'accepted' });
+    assert.deepEqual(accepted, { event: 'fl-worker', process_id: p.model_id, cycle: 1, worker_id: outA.cycle.workerId, status: 'accepted' });
     const rejected = await fl.next((e) => e.event === 'fl-worker' && e.status === 'rejected', 'rejected event');
     assert.ok(rejected.event === 'fl-worker');
     assert.deepEqual([rejected.cycle, rejected.reason], [1, 'the cycle is full (1 of 1 workers)']);
@@ -96,7 +96,7 @@ describe('the node announces FL changes on the fl topic', () => {
     // A zero diff: the averaged checkpoint has the old parameters, and the cycle closes by count.
     await jobA.report(flParams(await readFile(modelFile)).map(({ tensor }) => ({ dims: tensor.dims, data: new Float32Array(tensor.data.length) })), 10);
     const reported = await fl.next((e) => e.event === 'fl-worker' && e.status === 'reported', 'reported event');
-    assert.deepEqual(reported, { event: 'fl-worker', process_id: p.id, cycle: 1, worker_id: outA.cycle.workerId, status: 'reported' });
+    assert.deepEqual(reported, { event: 'fl-worker', process_id: p.model_id, cycle: 1, worker_id: outA.cycle.workerId, status: 'reported' });
     const closed = await fl.next((e) => e.event === 'fl-process-updated' && e.process.completed_cycles === 1, 'cycle 1 closed');
     assert.ok(closed.event === 'fl-process-updated');
     assert.deepEqual(closed.process.checkpoints.map((k) => [k.number, k.cycle, k.reports]), [[1, null, 0], [2, 1, 1]]);

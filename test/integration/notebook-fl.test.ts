@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { GridClient } from '../../src/core/client';
 import { gridError } from '../../src/core/errors';
-import { FlStatus } from '../../src/core/protocol/fl-status';
+import { FlListProcesses } from '../../src/core/protocol/fl-messages';
 import type { NodeEvent } from '../../src/core/protocol/messages';
 import { runFlWorker } from '../../src/extension/fl-join';
 import { NotebookGridBridge, type BridgeNode } from '../../src/extension/notebook/bridge';
@@ -92,7 +92,7 @@ describe('grid.fl in notebook cells against a real node', () => {
     await value(kernel, `await grid.connect(${JSON.stringify(node.url)}, { username: 'admin', password: ${JSON.stringify(PASSWORD)} })`);
     const hosted = await value(kernel, "const h = await grid.fl.host('digits-mlp.onnx', { name: 'nb-digits', version: '1.0', serverConfig: { min_diffs: 1, max_diffs: 1, num_cycles: 2, cycle_length: 3600 }, clientConfig: { batch_size: 32, lr: 0.1 } });\n`${h.process.name}@${h.process.version} cycle ${h.process.cycle.sequence}`");
     assert.equal(hosted, 'nb-digits@1.0 cycle 1');
-    const before = (await admin.socket.request(FlStatus, { name: 'nb-digits' })).processes;
+    const before = (await admin.socket.request(FlListProcesses, {})).processes.filter((p) => p.name === 'nb-digits');
     assert.deepEqual(before.map((p) => [p.owner, p.client_config.lr, p.checkpoints.length]), [['admin', 0.1, 1]]);
 
     // The node closes the cycle just after acknowledging the report: its event says when.
@@ -113,7 +113,7 @@ describe('grid.fl in notebook cells against a real node', () => {
     assert.equal(last.state, 'succeeded');
     assert.ok((last.series[0]?.points.length ?? 0) >= 10, 'the training curve is drawn per batch');
     assert.match(last.note ?? '', /^reported 1500 samples, \d+ updates in/);
-    const after = (await admin.socket.request(FlStatus, { name: 'nb-digits' })).processes[0]!;
+    const after = (await admin.socket.request(FlListProcesses, {})).processes.filter((p) => p.name === 'nb-digits')[0]!;
     assert.equal(after.completed_cycles, 1, 'the node closed cycle 1 with the worker\'s report');
     assert.deepEqual(after.checkpoints.map((k) => [k.number, k.cycle, k.reports]), [[1, null, 0], [2, 1, 1]]);
   });
@@ -133,7 +133,7 @@ describe('grid.fl in notebook cells against a real node', () => {
     assert.equal(last.state, 'cancelled');
     assert.match(last.note ?? '', /cancelled; the worker reported nothing/);
     // The call settles when the worker process has exited: nothing can report after this.
-    const cycle = (await admin.socket.request(FlStatus, { name: 'nb-long' })).processes[0]!.cycle;
+    const cycle = (await admin.socket.request(FlListProcesses, {})).processes.filter((p) => p.name === 'nb-long')[0]!.cycle;
     assert.deepEqual([cycle?.assigned, cycle?.reported], [1, 0]);
   });
 

@@ -6,7 +6,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import { ErrorCodes, gridError, toGridError, type GridError } from '../../core/errors';
-import type { FlProcessStatus } from '../../core/protocol/fl-status';
+import type { FlProcessInfo } from '../../core/protocol/fl-messages';
 import type { NodeEvent } from '../../core/protocol/messages';
 import type { GridCallContext } from '../../kernel';
 import { checkpointBytes, hostFlProcess } from '../fl';
@@ -29,7 +29,7 @@ export interface FlBridgeHost {
 
 /** What grid.fl.host returns: the process, and with `evalData` its held-out accuracy per checkpoint. */
 export interface FlHostSummary {
-  process: FlProcessStatus;
+  process: FlProcessInfo;
   evaluations?: { checkpoint: number; cycle: number; loss: number; accuracy: number }[];
 }
 
@@ -106,7 +106,7 @@ export class FlNotebookBridge {
     const data = dataOptions(o, 'fl.host', (p) => this.host.path(p));
     // Subscribed before hosting: no checkpoint of the new process can slip by.
     const events = evalData === undefined ? undefined : this.follow(node, context.signal);
-    let process: FlProcessStatus;
+    let process: FlProcessInfo;
     try {
       process = await hostFlProcess(node.client, source, { name, version, serverConfig, ...(clientConfig !== undefined && { clientConfig }), signal: context.signal });
     } catch (err) {
@@ -131,7 +131,7 @@ export class FlNotebookBridge {
     try {
       await evaluate(1, 0);
       let seen = 1;
-      let latest: FlProcessStatus = process;
+      let latest: FlProcessInfo = process;
       for (;;) {
         for (const k of latest.checkpoints) {
           if (k.number <= seen) continue;
@@ -139,7 +139,7 @@ export class FlNotebookBridge {
           await evaluate(k.number, k.cycle ?? latest.completed_cycles);
         }
         if (latest.cycle === null) break;
-        latest = await events.next(process.id);
+        latest = await events.next(process.model_id);
       }
       live.payload.state = 'succeeded';
       live.update(true);
@@ -158,12 +158,12 @@ export class FlNotebookBridge {
   }
 
   /** The node's fl-process-updated events for one process, one at a time, until stopped. */
-  private follow(node: BridgeNode, signal: AbortSignal): { next(processId: number): Promise<FlProcessStatus>; stop(): void } {
+  private follow(node: BridgeNode, signal: AbortSignal): { next(processId: number): Promise<FlProcessInfo>; stop(): void } {
     const controller = new AbortController();
     const onAbort = () => controller.abort();
     signal.addEventListener('abort', onAbort, { once: true });
-    const queue: FlProcessStatus[] = [];
-    let waiter: { id: number; resolve(p: FlProcessStatus): void; reject(e: unknown): void } | undefined;
+    const queue: FlProcessInfo[] = [];
+    let waiter: { id: number; resolve(p: FlProcessInfo): void; reject(e: unknown): void } | undefined;
     let failure: GridError | undefined;
     const fail = (e: GridError) => {
       failure ??= e;
@@ -173,7 +173,7 @@ export class FlNotebookBridge {
     node.client.subscribe(['fl'], { signal: controller.signal }).subscribe({
       next: (ev: NodeEvent) => {
         if (ev.event !== 'fl-process-updated') return;
-        if (waiter && ev.process.id === waiter.id) { const w = waiter; waiter = undefined; w.resolve(ev.process); return; }
+        if (waiter && ev.process.model_id === waiter.id) { const w = waiter; waiter = undefined; w.resolve(ev.process); return; }
         queue.push(ev.process);
         // Other processes' changes are never asked for: keep the queue bounded.
         if (queue.length > 1000) queue.shift();
@@ -183,7 +183,7 @@ export class FlNotebookBridge {
     signal.addEventListener('abort', () => fail(gridError('ABORTED', 'the cell was interrupted')), { once: true });
     return {
       next: (id) => {
-        const i = queue.findIndex((p) => p.id === id);
+        const i = queue.findIndex((p) => p.model_id === id);
         if (i >= 0) return Promise.resolve(queue.splice(0, i + 1).at(-1)!);
         if (failure) return Promise.reject(failure);
         return new Promise((resolve, reject) => { waiter = { id, resolve, reject }; });

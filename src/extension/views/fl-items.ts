@@ -3,10 +3,10 @@
 // checkpoints; under a cycle the workers the node answered (accepted / rejected with its reason /
 // reported). contextValue: `fl-process`, `fl-checkpoint` (Download Checkpoint), `fl-cycle`, `fl-worker:<status>`.
 import * as vscode from 'vscode';
-import type { FlProcessStatus } from '../../core/protocol/fl-status';
+import type { FlProcessInfo } from '../../core/protocol/fl-messages';
 import type { FlWorkerNote, NodeConnection } from '../connection';
 
-type Checkpoint = FlProcessStatus['checkpoints'][number];
+type Checkpoint = FlProcessInfo['checkpoints'][number];
 
 export class FlGroupItem extends vscode.TreeItem {
   readonly kind = 'fl-group';
@@ -31,7 +31,7 @@ export class FlGroupItem extends vscode.TreeItem {
   }
 }
 
-function cycleOf(p: FlProcessStatus): string {
+function cycleOf(p: FlProcessInfo): string {
   const total = typeof p.server_config.num_cycles === 'number' && p.server_config.num_cycles > 0 ? p.server_config.num_cycles : undefined;
   if (p.cycle === null) return `done · ${p.completed_cycles} cycle${p.completed_cycles === 1 ? '' : 's'}`;
   return `cycle ${p.cycle.sequence}${total !== undefined ? `/${total}` : ''} · ${p.cycle.assigned} assigned · ${p.cycle.reported} reported`;
@@ -40,13 +40,13 @@ function cycleOf(p: FlProcessStatus): string {
 export class FlProcessItem extends vscode.TreeItem {
   readonly kind = 'fl-process';
   readonly connection: NodeConnection;
-  readonly process: FlProcessStatus;
+  readonly process: FlProcessInfo;
 
-  constructor(conn: NodeConnection, p: FlProcessStatus) {
+  constructor(conn: NodeConnection, p: FlProcessInfo) {
     super(`${p.name}@${p.version}`, vscode.TreeItemCollapsibleState.Expanded);
     this.connection = conn;
     this.process = p;
-    this.id = `fl-process:${conn.url}:${p.id}`;
+    this.id = `fl-process:${conn.url}:${p.model_id}`;
     this.description = cycleOf(p);
     this.iconPath = new vscode.ThemeIcon(p.cycle === null ? 'pass' : 'sync');
     this.contextValue = 'fl-process';
@@ -62,7 +62,7 @@ export class FlProcessItem extends vscode.TreeItem {
     if (p.cycle !== null) out.push(new FlCycleItem(c, p, p.cycle.sequence, { open: true, assigned: p.cycle.assigned, reported: p.cycle.reported }));
     // Each close wrote a checkpoint that names its cycle: the completed cycles, newest first.
     for (const k of [...p.checkpoints].reverse()) if (k.cycle !== null) out.push(new FlCycleItem(c, p, k.cycle, { open: false, reported: k.reports }));
-    const late = c.flWorkersOf(p.id, null);
+    const late = c.flWorkersOf(p.model_id, null);
     for (const w of late) out.push(new FlWorkerItem(c, p, null, w));
     out.push(new FlCheckpointsItem(c, p));
     return out;
@@ -72,17 +72,17 @@ export class FlProcessItem extends vscode.TreeItem {
 export class FlCycleItem extends vscode.TreeItem {
   readonly kind = 'fl-cycle';
   readonly connection: NodeConnection;
-  readonly process: FlProcessStatus;
+  readonly process: FlProcessInfo;
   readonly sequence: number;
 
-  constructor(conn: NodeConnection, p: FlProcessStatus, sequence: number, counts: { open: boolean; assigned?: number; reported: number }) {
-    const workers = conn.flWorkersOf(p.id, sequence);
+  constructor(conn: NodeConnection, p: FlProcessInfo, sequence: number, counts: { open: boolean; assigned?: number; reported: number }) {
+    const workers = conn.flWorkersOf(p.model_id, sequence);
     super(`cycle ${sequence}`, workers.length > 0 ? vscode.TreeItemCollapsibleState.Expanded : vscode.TreeItemCollapsibleState.None);
     this.connection = conn;
     this.process = p;
     this.sequence = sequence;
     // With workers it expands: a new id, so a row drawn leaf-first opens (VS Code keeps state per id).
-    this.id = `fl-cycle:${conn.url}:${p.id}:${sequence}:${workers.length > 0 ? 'workers' : 'none'}`;
+    this.id = `fl-cycle:${conn.url}:${p.model_id}:${sequence}:${workers.length > 0 ? 'workers' : 'none'}`;
     this.description = counts.open
       ? `open · ${counts.assigned ?? 0} assigned · ${counts.reported} reported${p.cycle?.end ? ` · ends ${p.cycle.end}` : ''}`
       : `completed · ${counts.reported} report${counts.reported === 1 ? '' : 's'} averaged`;
@@ -91,7 +91,7 @@ export class FlCycleItem extends vscode.TreeItem {
   }
 
   children(): vscode.TreeItem[] {
-    return this.connection.flWorkersOf(this.process.id, this.sequence).map((w) => new FlWorkerItem(this.connection, this.process, this.sequence, w));
+    return this.connection.flWorkersOf(this.process.model_id, this.sequence).map((w) => new FlWorkerItem(this.connection, this.process, this.sequence, w));
   }
 }
 
@@ -105,10 +105,10 @@ export class FlWorkerItem extends vscode.TreeItem {
   readonly kind = 'fl-worker';
   readonly note: FlWorkerNote;
 
-  constructor(conn: NodeConnection, p: FlProcessStatus, cycle: number | null, w: FlWorkerNote) {
+  constructor(conn: NodeConnection, p: FlProcessInfo, cycle: number | null, w: FlWorkerNote) {
     super(`worker ${w.workerId.slice(0, 8)}`, vscode.TreeItemCollapsibleState.None);
     this.note = w;
-    this.id = `fl-worker:${conn.url}:${p.id}:${cycle ?? 'done'}:${w.workerId}`;
+    this.id = `fl-worker:${conn.url}:${p.model_id}:${cycle ?? 'done'}:${w.workerId}`;
     this.description = w.status === 'rejected' ? `rejected: ${w.reason ?? 'no reason given'}` : w.status;
     this.tooltip = `worker ${w.workerId}: ${this.description}`;
     this.iconPath = WORKER_ICON[w.status];
@@ -119,13 +119,13 @@ export class FlWorkerItem extends vscode.TreeItem {
 export class FlCheckpointsItem extends vscode.TreeItem {
   readonly kind = 'fl-checkpoints';
   readonly connection: NodeConnection;
-  readonly process: FlProcessStatus;
+  readonly process: FlProcessInfo;
 
-  constructor(conn: NodeConnection, p: FlProcessStatus) {
+  constructor(conn: NodeConnection, p: FlProcessInfo) {
     super('Checkpoints', vscode.TreeItemCollapsibleState.Expanded);
     this.connection = conn;
     this.process = p;
-    this.id = `fl-checkpoints:${conn.url}:${p.id}:${p.checkpoints.length}`;
+    this.id = `fl-checkpoints:${conn.url}:${p.model_id}:${p.checkpoints.length}`;
     this.description = String(p.checkpoints.length);
     this.iconPath = new vscode.ThemeIcon('history');
     this.contextValue = 'group:fl-checkpoints';
@@ -139,15 +139,15 @@ export class FlCheckpointsItem extends vscode.TreeItem {
 export class FlCheckpointItem extends vscode.TreeItem {
   readonly kind = 'fl-checkpoint';
   readonly connection: NodeConnection;
-  readonly process: FlProcessStatus;
+  readonly process: FlProcessInfo;
   readonly checkpoint: Checkpoint;
 
-  constructor(conn: NodeConnection, p: FlProcessStatus, k: Checkpoint) {
+  constructor(conn: NodeConnection, p: FlProcessInfo, k: Checkpoint) {
     super(`checkpoint ${k.number}`, vscode.TreeItemCollapsibleState.None);
     this.connection = conn;
     this.process = p;
     this.checkpoint = k;
-    this.id = `fl-checkpoint:${conn.url}:${p.id}:${k.number}`;
+    this.id = `fl-checkpoint:${conn.url}:${p.model_id}:${k.number}`;
     const latest = p.checkpoints.at(-1)?.number === k.number;
     this.description = [latest ? 'latest' : undefined, k.cycle === null ? 'the hosted model' : `after cycle ${k.cycle} (${k.reports} reports)`, k.created].filter(Boolean).join(' · ');
     this.iconPath = new vscode.ThemeIcon('package');

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'mocha';
 import * as vscode from 'vscode';
-import type { FlProcessStatus } from '../../../src/core/protocol/fl-status';
+import type { FlProcessInfo } from '../../../src/core/protocol/fl-messages';
 import type { FlJoinOutcome } from '../../../src/extension/fl-join';
 import type { GridExtensionApi } from '../../../src/extension/main';
 
@@ -71,7 +71,7 @@ describe('Grid FL processes', function () {
   });
 
   it('hosts an FL process from the command; it appears under the node with its open cycle and first checkpoint', async () => {
-    const p = await vscode.commands.executeCommand<FlProcessStatus>('grid.hostFlProcess', {
+    const p = await vscode.commands.executeCommand<FlProcessInfo>('grid.hostFlProcess', {
       node: 'Local node', file: join(samples, 'digits', 'digits-mlp.onnx'), name: 'e2e-digits', version: '1.0',
       serverConfig: { min_workers: 1, max_workers: 5, min_diffs: 1, max_diffs: 1, num_cycles: 3, cycle_length: 3600 },
       clientConfig: { batch_size: 32, lr: 0.1, epochs: 1 },
