@@ -22,6 +22,8 @@ const entries = [
   // The CLIs (package.json `bin`): runnable scripts, hence the shebang.
   { entryPoints: ['src/node/main.ts'], outfile: 'dist/grid-node.js', banner: { js: '#!/usr/bin/env node' } },
   { entryPoints: ['src/cli/grid.ts'], outfile: 'dist/grid.js', banner: { js: '#!/usr/bin/env node' } },
+  // The FL worker the editor runs in the background (Join as Worker, grid.fl.join): it trains with onnxruntime.
+  { entryPoints: ['src/cli/fl-join-process.ts'], outfile: 'dist/fl-join-process.js' },
   // The thread a node checks, loads and runs big models on (src/compute/model-worker.ts).
   { entryPoints: ['src/compute/model-thread.ts'], outfile: 'dist/model-thread.js' },
   // The threads of an FL simulation's workers (src/federation/fl-simulation/simulate.ts).

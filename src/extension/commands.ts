@@ -9,6 +9,7 @@ import { gridError } from '../core/errors';
 import type { ModelInfo } from '../core/protocol/messages';
 import { ID_PATTERN, refOf } from '../core/protocol/model-ref';
 import type { Ctx } from './ctx';
+import { FL_COMMANDS } from './fl-commands';
 import { heavy } from './heavy';
 import { newNotebook, restartKernel } from './notebook';
 import { guarded, isConnection, nodeFromArg, pickFile, pickModel, pickNode, withProgress, workspaceFiles, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
@@ -415,4 +416,5 @@ export const COMMANDS: Record<string, (ctx: Ctx) => Cmd> = {
   'grid.newNotebook': newNotebook,
   'grid.restartKernel': restartKernel,
   'grid.showLogs': showLogs,
+  ...FL_COMMANDS,
 };

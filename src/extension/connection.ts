@@ -6,6 +6,7 @@ import * as vscode from 'vscode';
 import { GridClient, type Credentials } from '../core/client';
 import { ErrorCodes, gridError, toGridError, type GridError } from '../core/errors';
 import type { Logger } from '../core/logger';
+import { FlListProcesses, type FlProcessInfo } from '../core/protocol/fl-messages';
 import type { DatasetInfo, ModelInfo, NodeEvent, PeerInfo } from '../core/protocol/messages';
 import type { JobInfo } from '../core/protocol/training-messages';
 import type { ReconnectOptions } from '../core/socket/backoff';
@@ -25,6 +26,13 @@ export interface NodeInfo {
 /** What a user does with a model; `mayUse` tells whether this session may. */
 export type ModelUse = 'download' | 'infer' | 'train' | 'delete';
 
+/** A worker's latest word from the node in one cycle of an FL process (fl-worker events). */
+export interface FlWorkerNote {
+  workerId: string;
+  status: 'accepted' | 'rejected' | 'reported';
+  reason?: string;
+}
+
 /** Why a node sat out a FedAvg run (shown under its row in the Nodes view). */
 export interface DroppedNote {
   /** e.g. "FedAvg of digits-mlp, rounds 1-2" */
@@ -37,6 +45,10 @@ export interface ConnectionSettings {
   heartbeatMs: number;
   reconnect: ReconnectOptions;
 }
+
+/** What the tree keeps of the fl-worker events: workers per cycle, and cycles (across processes). */
+const FL_WORKERS_PER_CYCLE = 1000;
+const FL_CYCLES_KEPT = 200;
 
 export class NodeConnection implements vscode.Disposable {
   readonly entry: NodeEntry;
@@ -76,6 +88,13 @@ export class NodeConnection implements vscode.Disposable {
   peers: PeerInfo[] = [];
   /** Training jobs this session may see (an admin sees all), newest first. */
   jobs: JobInfo[] = [];
+  /** The node's model-centric FL processes (fl-list-processes, then fl-process-updated events), by id. */
+  flProcesses: FlProcessInfo[] = [];
+  /**
+   * Workers seen in each cycle since this connection opened, by `processId:cycle` then worker id (the
+   * node keeps assignments, not refusals: the events are the only record of a rejection's reason).
+   */
+  private flWorkers = new Map<string, Map<string, FlWorkerNote>>();
   /** Settles once the lists reflect the node after the latest (re)open. */
   private synced: Promise<void> = Promise.resolve();
 
@@ -233,6 +252,16 @@ export class NodeConnection implements vscode.Disposable {
     this.roleValue = typeof reply.role === 'string' ? reply.role : undefined;
   }
 
+  /** Whether the node hosts model-centric FL processes (older nodes do not). */
+  get supportsFl(): boolean {
+    return this.identity?.capabilities.includes('fl-list-processes') ?? false;
+  }
+
+  /** The workers of cycle `cycle` of FL process `processId` (null: refused after the last cycle), in order of arrival. */
+  flWorkersOf(processId: number, cycle: number | null): FlWorkerNote[] {
+    return [...(this.flWorkers.get(`${processId}:${cycle ?? 'done'}`)?.values() ?? [])];
+  }
+
   /** Whether the node runs training jobs (older nodes do not). */
   get supportsTraining(): boolean {
     return this.identity?.capabilities.includes('train') ?? false;
@@ -298,6 +327,8 @@ export class NodeConnection implements vscode.Disposable {
     this.datasets = [];
     this.peers = [];
     this.jobs = [];
+    this.flProcesses = [];
+    this.flWorkers = new Map();
   }
 
   private subscribe(client: GridClient): void {
@@ -308,6 +339,14 @@ export class NodeConnection implements vscode.Disposable {
       next: (ev) => this.onEvent(ev),
       error: (err) => {
         if (err.code !== ErrorCodes.ABORTED && client === this.clientValue) this.log.warn({ node: this.url, code: err.code }, `event stream from ${this.name} ended: ${err.message}`);
+      },
+    });
+    // FL processes on a stream of their own: a node asked for its default topics leaves `fl` out (older
+    // clients would not know its events), and a node without FL refuses the topic without ending the other.
+    client.subscribe(['fl'], { signal: controller.signal }).subscribe({
+      next: (ev) => this.onEvent(ev),
+      error: (err) => {
+        if (err.code !== ErrorCodes.ABORTED && client === this.clientValue) this.log.info({ node: this.url, code: err.code }, `${this.name} sends no FL events: ${err.message}`);
       },
     });
   }
@@ -329,6 +368,24 @@ export class NodeConnection implements vscode.Disposable {
       case 'peer-disconnected':
         this.peers = [...this.peers.filter((p) => p.id !== ev.peer.id), ev.peer];
         break;
+      case 'fl-process-updated': {
+        const i = this.flProcesses.findIndex((p) => p.model_id === ev.process.model_id);
+        this.flProcesses = i >= 0 ? this.flProcesses.map((p) => (p.model_id === ev.process.model_id ? ev.process : p)) : [...this.flProcesses, ev.process];
+        break;
+      }
+      case 'fl-worker': {
+        const key = `${ev.process_id}:${ev.cycle ?? 'done'}`;
+        const cycle = this.flWorkers.get(key) ?? new Map<string, FlWorkerNote>();
+        // A report is the worker's last word in its cycle; a later refusal ("already in this cycle") does not undo it.
+        // Bounded: the latest FL_WORKERS_PER_CYCLE workers of the latest FL_CYCLES_KEPT cycles.
+        if (cycle.get(ev.worker_id)?.status !== 'reported') {
+          cycle.set(ev.worker_id, { workerId: ev.worker_id, status: ev.status, ...(ev.reason !== undefined && { reason: ev.reason }) });
+          if (cycle.size > FL_WORKERS_PER_CYCLE) cycle.delete(cycle.keys().next().value!);
+        }
+        this.flWorkers.set(key, cycle);
+        if (this.flWorkers.size > FL_CYCLES_KEPT) this.flWorkers.delete(this.flWorkers.keys().next().value!);
+        break;
+      }
     }
     this.changed.fire(this);
   }
@@ -384,7 +441,9 @@ export class NodeConnection implements vscode.Disposable {
       this.peers = peers;
       // Jobs are per user: an anonymous session has none to list.
       this.jobs = this.supportsTraining && client.socket.status.authenticated ? await client.training.listJobs() : [];
+      const fl = this.supportsFl ? (await client.socket.request(FlListProcesses, {})).processes : [];
       if (client !== this.clientValue) return;
+      this.flProcesses = fl;
       this.changed.fire(this);
     } catch (err) {
       const e = toGridError(err);

@@ -8,3 +8,5 @@ export { runFedAvg } from '../federation/run';
 // The notebook kernel host and its grid bridge (src/extension/notebook), loaded on a notebook's first run.
 export { KernelHost } from '../kernel';
 export { NotebookGridBridge } from './notebook/bridge';
+// Model-centric FL over the shared connection (Host FL Process, Download Checkpoint, grid.fl.*).
+export { checkpointBytes, downloadCheckpoint, flProcesses, hostFlProcess } from './fl';

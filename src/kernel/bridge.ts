@@ -9,6 +9,8 @@ export const GRID_BRIDGE_METHODS = [
   'connect', 'disconnect', 'nodes',
   'models', 'serve', 'download', 'deleteModel', 'infer',
   'datasets', 'train', 'fedavg',
+  // Model-centric FL: grid.fl.host(…), grid.fl.join(…) (a dotted name is a method of a namespace object).
+  'fl.host', 'fl.join',
 ] as const;
 
 export type GridBridgeMethod = (typeof GRID_BRIDGE_METHODS)[number];

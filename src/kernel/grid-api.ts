@@ -29,9 +29,14 @@ export interface GridApiHost {
 
 type Nested = number | bigint | boolean | string | Nested[];
 
+type GridCall = (...args: unknown[]) => Promise<unknown>;
+type TopMethod = Exclude<GridBridgeMethod, `${string}.${string}`>;
+
 export type GridApi = {
-  readonly [M in GridBridgeMethod]: (...args: unknown[]) => Promise<unknown>;
+  readonly [M in TopMethod]: GridCall;
 } & {
+  /** Model-centric federated learning: host an FL process, join one as a worker. */
+  readonly fl: { readonly host: GridCall; readonly join: GridCall };
   tensor(dtype: DType, dims: readonly number[], values: ArrayLike<number | bigint | boolean | string>): Tensor;
   /** Reads a NumPy .npy file (relative paths from the notebook's folder). */
   fromNpy(path: string): Promise<Tensor>;
@@ -51,9 +56,22 @@ export function createGridApi(host: GridApiHost): GridApi {
     toArray,
     display: host.display,
   };
-  for (const method of GRID_BRIDGE_METHODS) api[method] = (...args: unknown[]) => host.call(method, args);
+  for (const method of GRID_BRIDGE_METHODS) {
+    const call = (...args: unknown[]) => host.call(method, args);
+    const dot = method.indexOf('.');
+    if (dot < 0) { api[method] = call; continue; }
+    // `fl.host` → grid.fl.host
+    const space = (api[method.slice(0, dot)] ??= {}) as Record<string, unknown>;
+    space[method.slice(dot + 1)] = call;
+  }
+  for (const v of Object.values(api)) if (v !== null && typeof v === 'object' && !Object.isFrozen(v)) Object.freeze(v);
   Object.defineProperty(api, 'signal', { get: host.signal, enumerable: true });
   return Object.freeze(api) as GridApi;
+}
+
+/** The function a bridge method is reached by on `api` (`fl.host` → api.fl.host). */
+export function methodOf(api: GridApi, method: GridBridgeMethod): GridCall {
+  return method.split('.').reduce<unknown>((o, k) => (o as Record<string, unknown>)[k], api) as GridCall;
 }
 
 /** Nested arrays in the tensor's shape: numbers, bigints (int64/uint64), booleans or strings. */

@@ -6,7 +6,7 @@
 export const METRICS_MIME = 'application/vnd.grid.metrics+json';
 
 export interface MetricsPoint {
-  /** Epochs (fractional within an epoch) for a training job, rounds for FedAvg. */
+  /** Epochs (fractional within an epoch) for a training job, rounds for FedAvg, completed cycles for an FL process. */
   x: number;
   loss: number;
   accuracy: number;
@@ -22,7 +22,7 @@ export interface MetricsPayload {
   version: 1;
   title: string;
   /** What x counts. */
-  unit: 'epoch' | 'round';
+  unit: 'epoch' | 'round' | 'cycle';
   /** The last x the run will reach (the axis end while it runs). */
   total: number;
   state: 'running' | 'succeeded' | 'failed' | 'cancelled';

@@ -12,7 +12,7 @@ import { GridError, gridError, isErrorCode } from '../core/errors';
 import type { GridBridgeMethod } from './bridge';
 import { compileCell, KERNEL_GLOBAL } from './compile';
 import { toMimeBundle } from './display';
-import { createGridApi, type DisplayFn } from './grid-api';
+import { createGridApi, methodOf, type DisplayFn } from './grid-api';
 import { complete, inspect } from './introspect';
 import {
   isHostMessage, type CellOutput, type ExecuteRequest, type HostCallReply, type IntrospectRequest, type WorkerConfig, type WorkerToHost,
@@ -255,7 +255,7 @@ function main(): void {
   const grid = createGridApi({
     call: (method, args) => {
       const site = new Error('');
-      Error.captureStackTrace(site, grid[method]);
+      Error.captureStackTrace(site, methodOf(grid, method));
       return hostCall(method, args, site);
     },
     display,

@@ -19,6 +19,7 @@ import { inVsCodeWords } from '../wording';
 import { liveMetrics, showRound } from '../../kernel/live-metrics';
 import { addPoint } from '../../kernel/metrics';
 import { permissionFlags, positiveInt, usage } from '../../kernel/bridge-args';
+import { FlNotebookBridge } from './fl-bridge';
 
 export interface UserCredentials {
   username: string;
@@ -98,6 +99,9 @@ export class NotebookGridBridge implements GridBridge {
     return this.dispatch(method, args, context).catch((err: unknown) => { throw inVsCodeWords(err, this.lastNode?.name); });
   }
 
+  /** grid.fl.* (fl-bridge.ts). */
+  private readonly fl = new FlNotebookBridge({ node: (name) => this.node(name), path: (p) => this.path(p), metrics: (context, payload) => liveMetrics(context, payload, this.metricsIntervalMs) });
+
   /** The node the latest call resolved to (its name words a sign-in hint). */
   private lastNode: BridgeNode | undefined;
 
@@ -114,6 +118,7 @@ export class NotebookGridBridge implements GridBridge {
       case 'infer': return this.infer(args[0], args[1], options(args[2], 'infer'), context);
       case 'train': return this.train(args[0], args[1], options(args[2], 'train'), context);
       case 'fedavg': return this.fedavg(args[0], args[1], options(args[2], 'fedavg'), context);
+      case 'fl.host': case 'fl.join': return this.fl.call(method, args, context);
     }
   }
 

@@ -2,11 +2,12 @@
 // Models (each model's versions under it), Datasets, Peers and Jobs. Redrawn when Ctx says something changed (node events, states).
 import * as vscode from 'vscode';
 import type { Ctx } from '../ctx';
+import { flChildren, FlGroupItem, type FlTreeItem } from './fl-items';
 import { DatasetItem, DroppedItem, GroupItem, JobItem, ModelItem, NodeItem, NoteItem, PeerItem, ReasonItem, type GridTreeItem } from './items';
 
-export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem>, vscode.Disposable {
+export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem | FlTreeItem>, vscode.Disposable {
   private readonly ctx: Ctx;
-  private readonly emitter = new vscode.EventEmitter<GridTreeItem | undefined>();
+  private readonly emitter = new vscode.EventEmitter<GridTreeItem | FlTreeItem | undefined>();
   readonly onDidChangeTreeData = this.emitter.event;
   private readonly sub: vscode.Disposable;
 
@@ -15,25 +16,28 @@ export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem>, vsc
     this.sub = ctx.onDidChangeNodes(() => this.emitter.fire(undefined));
   }
 
-  getTreeItem(item: GridTreeItem): vscode.TreeItem {
+  getTreeItem(item: GridTreeItem | FlTreeItem): vscode.TreeItem {
     return item;
   }
 
-  getChildren(item?: GridTreeItem): GridTreeItem[] {
+  getChildren(item?: GridTreeItem | FlTreeItem): (GridTreeItem | FlTreeItem)[] {
     // One row per node: entries for a node already shown (same node id) appear on its row as "also NAME".
     if (!item) return this.ctx.connections.map((c) => new NodeItem(c, this.ctx.aliasesOf(c)));
     if (item instanceof NodeItem) {
       const c = item.connection;
-      const out: GridTreeItem[] = [];
+      const out: (GridTreeItem | FlTreeItem)[] = [];
       if (c.state === 'error' || c.state === 'unauthenticated' || c.state === 'reconnecting') out.push(new ReasonItem(c));
       if (c.dropped) out.push(new DroppedItem(c, c.dropped));
       if (c.isOpen) {
         out.push(new GroupItem(c, 'models', c.models.length), new GroupItem(c, 'datasets', c.datasets.length), new GroupItem(c, 'peers', c.peers.length));
         out.push(new GroupItem(c, 'jobs', c.supportsTraining ? c.jobs.length : undefined));
+        if (c.supportsFl) out.push(new FlGroupItem(c));
       }
       return out;
     }
     if (item instanceof ModelItem) return item.versionItems();
+    const fl = flChildren(item);
+    if (fl !== undefined) return fl as FlTreeItem[];
     if (item instanceof GroupItem) {
       const c = item.connection;
       switch (item.group) {

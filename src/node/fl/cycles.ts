@@ -73,6 +73,9 @@ interface Runtime {
   closing: Promise<void> | undefined;
 }
 
+/** What the editor's tree follows besides 'changed' (src/node/fl/events.ts): each worker's answer (with a refusal's reason) and report. */
+export type FlActivity = { kind: 'worker'; processId: number; cycle: number | undefined; workerId: string; status: 'accepted' | 'rejected' | 'reported'; reason?: string };
+
 export interface FlEngineOptions {
   store: FlStore;
   log: Logger;
@@ -85,6 +88,8 @@ export interface FlEngineOptions {
    */
   publish?(process: FlProcess, checkpoint: { number: number; bytes: Uint8Array }, parentVersion: string, commit: (version: string) => void): Promise<void>;
   now?(): number;
+  /** Called after each cycle-request answer and counted report (flui: the node's fl-worker events). */
+  onActivity?(a: FlActivity): void;
 }
 
 /** Python's str(timedelta): "H:MM:SS" or "H:MM:SS.ffffff", with "N day(s), " before past a day. */
@@ -117,6 +122,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly log: Logger;
   private readonly auth: AuthCheck;
   private readonly now: () => number;
+  private readonly onActivity: (a: FlActivity) => void;
   private readonly runtimes = new Map<number, Runtime>();
   /** Reports checked and waiting for the next batched commit (flushReports). */
   private readonly pendingReports: PendingReport[] = [];
@@ -132,6 +138,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.log = opts.log;
     this.auth = opts.auth ?? checkAuth;
     this.now = opts.now ?? Date.now;
+    this.onActivity = opts.onActivity ?? (() => undefined);
     this.limiter = new AddressLimiter(opts.requestsPerMinute ?? 600, this.now);
     this.publish = opts.publish;
   }
@@ -194,6 +201,16 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   cycleRequest(data: CycleRequest, address: string): CycleReply {
     this.limiter.take(address, 'cycle-request');
+    const reply = this.answerCycleRequest(data);
+    const processId = reply.status === 'accepted' ? reply.model_id : this.store.findProcess(data.model, data.version ?? undefined)!.id;
+    this.onActivity({
+      kind: 'worker', processId, cycle: this.runtimes.get(processId)?.cycle?.sequence, workerId: data.worker_id, status: reply.status,
+      ...(reply.status === 'rejected' && { reason: reply.reason }),
+    });
+    return reply;
+  }
+
+  private answerCycleRequest(data: CycleRequest): CycleReply {
     const worker = this.store.worker(data.worker_id);
     if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     const process = this.store.findProcess(data.model, data.version ?? undefined);
@@ -271,7 +288,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const diff = decodeState(bytes, 'the diff');
     checkShapes(diff, rt.process.params.map((p) => p.dims));
     return new Promise((resolve, reject) => {
-      this.pendingReports.push({ rt, cycleId: cycle.id, sequence: cycle.sequence, requestKey: data.request_key, diff, weight, resolve, reject });
+      this.pendingReports.push({ rt, cycleId: cycle.id, sequence: cycle.sequence, requestKey: data.request_key, workerId: data.worker_id, diff, weight, resolve, reject });
       if (this.pendingReports.length === 1) setImmediate(() => this.flushReports());
     });
   }
@@ -295,7 +312,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const touched = new Set<Runtime>();
     batch.forEach((r, i) => {
       if (recorded[i] === undefined) return r.reject(cycleClosed(r.sequence));
-      if (recorded[i]) { r.rt.sum!.add(r.diff, r.weight); touched.add(r.rt); }
+      if (recorded[i]) {
+        r.rt.sum!.add(r.diff, r.weight);
+        touched.add(r.rt);
+        this.onActivity({ kind: 'worker', processId: r.rt.process.id, cycle: r.sequence, workerId: r.workerId, status: 'reported' });
+      }
       r.resolve({ status: 'success' });
     });
     for (const rt of touched) {
@@ -464,6 +485,7 @@ interface PendingReport {
   cycleId: number;
   sequence: number;
   requestKey: string;
+  workerId: string;
   diff: StateTensor[];
   weight: number;
   resolve(reply: { status: 'success' }): void;

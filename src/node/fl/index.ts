@@ -12,6 +12,7 @@ import type { GridRouter } from '../rpc/server';
 import type { NodeEvents } from '../events';
 import type { MetaDb } from '../store/db';
 import { FlEngine, type AuthCheck } from './cycles';
+import { flWorkerEvents } from './events';
 import { processInfo, registerFlHandlers, type LinkedModels } from './handlers';
 import { flHttp, type FlHttp } from './http';
 import { FlStore } from './store';
@@ -35,6 +36,8 @@ export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string
   const { models } = deps;
   const engine = new FlEngine({
     store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options,
+    // flui: each worker's answer and report as fl-worker events, for the editor's tree.
+    onActivity: flWorkerEvents(deps.events, deps.log),
     ...(models !== undefined && {
       // A checkpoint of a process hosted from a model becomes that model's next version, its parent the
       // previous checkpoint's version; the checkpoint row learns its version in the model's transaction.

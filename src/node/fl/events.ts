@@ -1,0 +1,23 @@
+// The node's fl-worker events (src/core/protocol/messages.ts) from the engine's onActivity: each worker's
+// answer — accepted, or rejected with the node's reason — and its report, so the editor's Grid tree shows
+// the workers of a cycle. The node keeps assignments, not refusals: this event is the only record of a
+// refusal's reason. fl-process-updated (the counts) comes from the engine's 'changed' (index.ts).
+
+import type { Logger } from '../../core/logger';
+import type { NodeEvents } from '../events';
+import type { FlActivity } from './cycles';
+
+/** The engine's onActivity. Never throws: a view's event must not change a worker's answer. */
+export function flWorkerEvents(events: NodeEvents, log: Logger): (a: FlActivity) => void {
+  return (a) => {
+    try {
+      if (!events.listening('fl')) return;
+      events.emit({
+        event: 'fl-worker', process_id: a.processId, cycle: a.cycle ?? null, worker_id: a.workerId, status: a.status,
+        ...(a.reason !== undefined && { reason: a.reason }),
+      });
+    } catch (err) {
+      log.warn({ err }, 'could not announce an FL worker to subscribed editors');
+    }
+  };
+}

@@ -1,0 +1,180 @@
+// grid.fl.host / grid.fl.join from notebook cells (src/extension/notebook/fl-bridge.ts) under a real
+// kernel process, against a real grid node on 127.0.0.1 port 0: the process a cell hosts is the node's,
+// a cell's worker trains on a local CSV in its own process and reports (the node averages it into a
+// checkpoint), and a host cell given a held-out set draws each checkpoint's accuracy across cycles while
+// workers join from elsewhere.
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { GridClient } from '../../src/core/client';
+import { gridError } from '../../src/core/errors';
+import { FlListProcesses } from '../../src/core/protocol/fl-messages';
+import type { NodeEvent } from '../../src/core/protocol/messages';
+import { runFlWorker } from '../../src/extension/fl-join';
+import { NotebookGridBridge, type BridgeNode } from '../../src/extension/notebook/bridge';
+import { METRICS_MIME, type MetricsPayload } from '../../src/kernel/metrics';
+import type { CellOutput, KernelHost } from '../../src/kernel';
+import { GridNode } from '../../src/node/server';
+import { notebookDir, run, startKernel, value } from './kernel-harness';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+const PASSWORD = 'fl-notebook-password';
+
+/** `p`, or a failure naming what was awaited after 120 s (a regression fails instead of hanging the run). */
+function within<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within 120 s`)), 120_000); });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
+function metricsOf(outputs: CellOutput[]): MetricsPayload[] {
+  return outputs.flatMap((o) => (o.kind === 'display' && typeof o.data[METRICS_MIME] === 'string' ? [JSON.parse(o.data[METRICS_MIME]) as MetricsPayload] : []));
+}
+
+describe('grid.fl in notebook cells against a real node', () => {
+  let node: GridNode;
+  let admin: GridClient;
+  let kernel: KernelHost;
+  let nb: Awaited<ReturnType<typeof notebookDir>>;
+  const clients: GridClient[] = [];
+
+  before(async () => {
+    nb = await notebookDir();
+    node = await GridNode.start({ port: 0, dataDir: join(nb.dir, 'node'), adminPassword: PASSWORD });
+    admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: PASSWORD } });
+    await copyFile(join(ROOT, 'media', 'samples', 'digits', 'digits-mlp.onnx'), join(nb.dir, 'digits-mlp.onnx'));
+    // The digits rows split: 1,500 a worker trains on, 297 held out for the host's accuracy.
+    const rows = gunzipSync(await readFile(join(ROOT, 'media', 'datasets', 'digits.csv.gz'))).toString().trim().split('\n');
+    await writeFile(join(nb.dir, 'train.csv'), `${rows.slice(0, 1500).join('\n')}\n`);
+    await writeFile(join(nb.dir, 'held-out.csv'), `${rows.slice(1500).join('\n')}\n`);
+    const nodes: BridgeNode[] = [];
+    const bridge = new NotebookGridBridge({
+      cwd: nb.dir,
+      nodes: {
+        list: () => nodes,
+        connect: async (target, credentials) => {
+          if (target !== node.url) throw gridError('NOT_FOUND', `no node at ${String(target)}`);
+          const client = await GridClient.connect(target, credentials ? { credentials } : {});
+          clients.push(client);
+          const n: BridgeNode = {
+            name: credentials ? 'test node' : 'anonymous', url: target, local: false, state: credentials ? 'connected' : 'unauthenticated', isOpen: true,
+            user: credentials?.username, client, datasets: [], models: [],
+          };
+          nodes.push(n);
+          return n;
+        },
+        disconnect: () => undefined,
+      },
+      metricsIntervalMs: 0,
+    });
+    kernel = await startKernel({ bridge, cwd: nb.dir, interruptTimeoutMs: 60_000 });
+  });
+
+  after(async () => {
+    await kernel.dispose();
+    for (const c of clients) c.dispose();
+    admin.dispose();
+    await node.close();
+    await nb.remove();
+  });
+
+  test('hosting needs a signed-in session, and says so in VS Code\'s words', async () => {
+    await value(kernel, `await grid.connect(${JSON.stringify(node.url)})`);
+    const { result } = await run(kernel, "await grid.fl.host('digits-mlp.onnx', { name: 'nb-digits', node: 'anonymous' })");
+    assert.equal(result.error?.code, 'GRID_ERR_UNAUTHENTICATED');
+    assert.match(result.error!.message, /sign in to anonymous \(Grid: Authenticate\)/);
+    assert.doesNotMatch(result.error!.message, /--user|GRID_USER/);
+  });
+
+  test('grid.fl.host hosts the process on the node; grid.fl.join trains a local CSV, reports, and the node averages it', async () => {
+    await value(kernel, `await grid.connect(${JSON.stringify(node.url)}, { username: 'admin', password: ${JSON.stringify(PASSWORD)} })`);
+    const hosted = await value(kernel, "const h = await grid.fl.host('digits-mlp.onnx', { name: 'nb-digits', version: '1.0', serverConfig: { min_diffs: 1, max_diffs: 1, num_cycles: 2, cycle_length: 3600 }, clientConfig: { batch_size: 32, lr: 0.1 } });\n`${h.process.name}@${h.process.version} cycle ${h.process.cycle.sequence}`");
+    assert.equal(hosted, 'nb-digits@1.0 cycle 1');
+    const before = (await admin.socket.request(FlListProcesses, {})).processes.filter((p) => p.name === 'nb-digits');
+    assert.deepEqual(before.map((p) => [p.owner, p.client_config.lr, p.checkpoints.length]), [['admin', 0.1, 1]]);
+
+    // The node closes the cycle just after acknowledging the report: its event says when.
+    const controller = new AbortController();
+    const closed = new Promise<void>((resolve) => {
+      admin.subscribe(['fl'], { signal: controller.signal }).subscribe({
+        next: (ev: NodeEvent) => { if (ev.event === 'fl-process-updated' && ev.process.name === 'nb-digits' && ev.process.completed_cycles === 1) resolve(); },
+        error: () => undefined,
+      });
+    });
+    const { result, outputs } = await run(kernel, "const j = await grid.fl.join('nb-digits@1.0', { data: 'train.csv', featureScale: 1 / 16 });\n[j.kind, j.numSamples]");
+    await within(closed, 'the node closing cycle 1');
+    controller.abort();
+    assert.equal(result.status, 'ok', result.error?.stack);
+    const metrics = metricsOf(outputs);
+    assert.ok(metrics.length >= 3, `${metrics.length} metrics outputs`);
+    const last = metrics.at(-1)!;
+    assert.equal(last.state, 'succeeded');
+    assert.ok((last.series[0]?.points.length ?? 0) >= 10, 'the training curve is drawn per batch');
+    assert.match(last.note ?? '', /^reported 1500 samples, \d+ updates in/);
+    const after = (await admin.socket.request(FlListProcesses, {})).processes.filter((p) => p.name === 'nb-digits')[0]!;
+    assert.equal(after.completed_cycles, 1, 'the node closed cycle 1 with the worker\'s report');
+    assert.deepEqual(after.checkpoints.map((k) => [k.number, k.cycle, k.reports]), [[1, null, 0], [2, 1, 1]]);
+  });
+
+  test('interrupting a grid.fl.join cell stops its worker: the node has it assigned, never reported', async () => {
+    await value(kernel, "await grid.fl.host('digits-mlp.onnx', { name: 'nb-long', version: '1.0', serverConfig: { max_diffs: 1, num_cycles: 1, cycle_length: 3600 }, clientConfig: { batch_size: 8, lr: 0.01, epochs: 500 } })");
+    let sawProgress!: () => void;
+    const progressed = new Promise<void>((resolve) => { sawProgress = resolve; });
+    const running = run(kernel, "await grid.fl.join('nb-long@1.0', { data: 'train.csv', featureScale: 1 / 16 })", {
+      onOutput: (o) => { if (metricsOf([o]).some((m) => (m.series[0]?.points.length ?? 0) > 0)) sawProgress(); },
+    });
+    await within(progressed, 'the worker\'s first training progress');
+    await kernel.interrupt();
+    const { result, outputs } = await running;
+    assert.equal(result.status, 'interrupted');
+    const last = metricsOf(outputs).at(-1)!;
+    assert.equal(last.state, 'cancelled');
+    assert.match(last.note ?? '', /cancelled; the worker reported nothing/);
+    // The call settles when the worker process has exited: nothing can report after this.
+    const cycle = (await admin.socket.request(FlListProcesses, {})).processes.filter((p) => p.name === 'nb-long')[0]!.cycle;
+    assert.deepEqual([cycle?.assigned, cycle?.reported], [1, 0]);
+  });
+
+  test('a cell without data is told what grid.fl.join needs', async () => {
+    const { result } = await run(kernel, "await grid.fl.join('nb-digits@1.0', {})");
+    assert.equal(result.error?.code, 'GRID_ERR_INVALID_INPUT');
+    assert.match(result.error!.message, /grid\.fl\.join needs \{ data \}/);
+  });
+
+  test('with a held-out set, the host cell draws each checkpoint\'s accuracy across cycles while workers join', async (t) => {
+    // Workers join from outside the notebook once the node announces the process.
+    const controller = new AbortController();
+    const workers = new Promise<string[]>((resolve, reject) => {
+      let started = false;
+      admin.subscribe(['fl'], { signal: controller.signal }).subscribe({
+        next: (ev: NodeEvent) => {
+          if (started || ev.event !== 'fl-process-updated' || ev.process.name !== 'nb-eval') return;
+          started = true;
+          void (async () => {
+            const outcomes: string[] = [];
+            for (let i = 0; i < 2; i++) outcomes.push((await runFlWorker({ url: node.url, name: 'nb-eval', version: '1.0', data: join(nb.dir, 'train.csv'), featureScale: 1 / 16, seed: i })).kind);
+            return outcomes;
+          })().then(resolve, reject);
+        },
+        error: () => undefined,
+      });
+    });
+    const { result, outputs } = await within(run(kernel, "const e = await grid.fl.host('digits-mlp.onnx', { name: 'nb-eval', version: '1.0', serverConfig: { max_diffs: 1, num_cycles: 2, cycle_length: 3600 }, clientConfig: { batch_size: 16, lr: 0.1, epochs: 2 }, evalData: 'held-out.csv', featureScale: 1 / 16 });"), 'the host cell following nb-eval to its last cycle');
+    controller.abort();
+    assert.equal(result.status, 'ok', result.error?.stack);
+    assert.deepEqual(await within(workers, 'two outside workers reporting'), ['reported', 'reported']);
+    const last = metricsOf(outputs).at(-1)!;
+    assert.equal(last.unit, 'cycle');
+    assert.equal(last.total, 2);
+    assert.equal(last.state, 'succeeded');
+    const points = last.series.find((s) => s.name === 'held-out')!.points;
+    assert.deepEqual(points.map((p) => p.x), [0, 1, 2], 'the hosted model, then one point per completed cycle');
+    t.diagnostic(`held-out accuracy by cycle: ${points.map((p) => `${p.x}: ${(p.accuracy * 100).toFixed(1)}%`).join(', ')}`);
+    assert.ok(points[0]!.accuracy < 0.3, `the untrained model scores ${points[0]!.accuracy}`);
+    assert.ok(points[2]!.accuracy > points[0]!.accuracy + 0.3, `accuracy across cycles: ${points.map((p) => p.accuracy.toFixed(3)).join(' → ')}`);
+    assert.match(last.note ?? '', /^checkpoint 3 \(after cycle 2\): accuracy \d+\.\d% on 297 held-out rows$/);
+    assert.equal(await value(kernel, "e.evaluations.map((v) => `checkpoint ${v.checkpoint} after cycle ${v.cycle}`).join(', ')"), 'checkpoint 1 after cycle 0, checkpoint 2 after cycle 1, checkpoint 3 after cycle 2');
+  });
+});
