@@ -7,7 +7,10 @@ import * as path from 'node:path';
 import { GridNode } from '../../src/node/server';
 
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-fl-node-'));
-void GridNode.start({ port: 0, adminPassword: process.argv[2] ?? 'bench-admin-password', processMetrics: false, name: 'bench-fl', dataDir: dir }).then((node) => {
+void GridNode.start({ port: 0, adminPassword: process.argv[2] ?? 'bench-admin-password', processMetrics: false, name: 'bench-fl', dataDir: dir,
+  // Every simulated worker comes from 127.0.0.1: the per-address bound on authenticate + cycle-request
+  // (600 a minute) is for real workers on their own addresses, not for a thousand on one loopback.
+  fl: { requestsPerMinute: 1_000_000 } }).then((node) => {
   process.stdout.write(`listening on ${node.url}\n`);
   process.on('SIGTERM', () => {
     void node.close().finally(() => {

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GridError } from '../../src/core/errors';
 import { RunningSum, packDiff, unpackDiff } from '../../src/node/fl/averaging';
+import * as protobuf from 'protobufjs/light';
 import { checkServerConfig } from '../../src/node/fl/config';
 import { timedeltaString } from '../../src/node/fl/cycles';
 import { checkShapes, decodeState, decodeText, encodeState, SERIALIZER_ALL } from '../../src/node/fl/state';
@@ -32,6 +33,44 @@ test('decodeText takes hex and base64 (with line breaks, or url-safe), refuses o
   // "abcd" is both hex and base64: a host's model is read as hex (PySyft hexlifies), a report as base64.
   assert.deepEqual(decodeText('abcd'), Buffer.from([0xab, 0xcd]));
   assert.deepEqual(decodeText('abcd', 'base64'), Buffer.from('abcd', 'base64'));
+  // A report's base64, canonical or not, and what is not base64 at all (Buffer.from alone would skip it).
+  const b64 = bytes.toString('base64');
+  assert.deepEqual(decodeText(b64, 'base64'), bytes);
+  assert.deepEqual(decodeText(b64.replace(/(.{76})/g, '$1\n'), 'base64'), bytes);
+  assert.deepEqual(decodeText(bytes.toString('base64url'), 'base64'), bytes);
+  for (const bad of [`${b64.slice(0, 8)}!${b64.slice(8)}`, `${b64.slice(0, 8)}=${b64.slice(8)}`, `${b64}*`, `${b64}===`, `${b64}A`, 'é'.repeat(8), '']) {
+    assert.equal(decodeText(bad, 'base64'), undefined, `accepted ${JSON.stringify(bad.slice(0, 12))}…`);
+  }
+});
+
+/** A one-tensor State written by hand: shape [n], float32 contents as the given packed chunks and unpacked values. */
+function handState(n: number, packed: number[][], unpacked: number[], packedBytes?: Uint8Array): Uint8Array {
+  const w = protobuf.Writer.create();
+  w.uint32((2 << 3) | 2).fork() // State.tensors
+    .uint32((1 << 3) | 2).fork() // StateTensor.torchTensor
+    .uint32(8 << 3).int32(SERIALIZER_ALL)
+    .uint32((2 << 3) | 2).fork() // TorchTensor.contentsData
+    .uint32((1 << 3) | 2).fork().uint32(1 << 3).int32(n).ldelim() // shape, dims unpacked
+    .uint32((2 << 3) | 2).string('float32');
+  for (const chunk of packed) {
+    w.uint32((22 << 3) | 2).fork();
+    for (const v of chunk) w.float(v);
+    w.ldelim();
+  }
+  if (packedBytes) w.uint32((22 << 3) | 2).bytes(packedBytes);
+  for (const v of unpacked) w.uint32((22 << 3) | 5).float(v);
+  return w.ldelim().ldelim().ldelim().finish();
+}
+
+test('decodeState reads float contents packed in chunks, unpacked, or both, to the same values; a torn packed field is refused', () => {
+  const values = (b: Uint8Array) => decodeState(b).map((t) => [t.dims, Array.from(t.data)]);
+  assert.deepEqual(values(handState(3, [[1.5, -2, 3]], [])), [[[3], [1.5, -2, 3]]]);
+  assert.deepEqual(values(handState(3, [[1.5], [-2, 3]], [])), [[[3], [1.5, -2, 3]]]);
+  assert.deepEqual(values(handState(3, [], [1.5, -2, 3])), [[[3], [1.5, -2, 3]]]);
+  assert.deepEqual(values(handState(3, [[1.5]], [-2, 3])), [[[3], [1.5, -2, 3]]]);
+  const bad = (b: Uint8Array, re: RegExp) => assert.throws(() => decodeState(b, 'the diff'), (e: GridError) => e.code === 'GRID_ERR_INVALID_TENSOR' && re.test(e.message));
+  bad(handState(3, [[1.5, -2, 3]], [4]), /\(3 values\) but carries 4/);
+  bad(handState(2, [], [], new Uint8Array(6)), /not a syft-proto State/);
 });
 
 test('decodeState refuses truncated bytes, bad shapes, other dtypes and non-finite values with INVALID_TENSOR', () => {

@@ -30,6 +30,42 @@ test('brackets inside strings, escaped quotes included, are text and not nesting
   throwsCode(() => check('{"a":"\\\\",[[[[[1]]]]]}'), ErrorCodes.MALFORMED_FRAME, /nested/);
 });
 
+/** The byte-at-a-time scan checkJsonLimits replaced, as the reference for what it must decide. */
+function referenceVerdict(b: Uint8Array): string {
+  let depth = 0, containers = 0, inString = false;
+  for (let i = 0; i < b.length; i++) {
+    const c = b[i];
+    if (inString) {
+      if (c === 0x5c) i++;
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > limits.maxDepth) return 'depth';
+      if (++containers > limits.maxContainers) return 'containers';
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return 'ok';
+}
+
+test('skipping strings natively decides exactly as a byte-by-byte scan, escapes and unterminated strings included', () => {
+  let seed = 7;
+  const rand = (n: number) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+  const alphabet = ['"', '\\', '[', '[', '{', ']', '}', 'a', ','];
+  const verdicts = new Set<string>();
+  for (let round = 0; round < 20_000; round++) {
+    const text = Array.from({ length: 1 + rand(60) }, () => alphabet[rand(alphabet.length)]).join('');
+    // Inside a larger buffer, so the bytes around [start, end) must not count.
+    const b = Buffer.from(`"[[[[[[${text}"[[[[[[`);
+    const start = 7, end = 7 + Buffer.byteLength(text);
+    let got = 'ok';
+    try { checkJsonLimits(b, start, end, limits); } catch (err) { got = /nested/.test((err as Error).message) ? 'depth' : 'containers'; }
+    const want = referenceVerdict(b.subarray(start, end));
+    verdicts.add(want);
+    assert.equal(got, want, `for ${JSON.stringify(text)}`);
+  }
+  assert.deepEqual([...verdicts].sort(), ['containers', 'depth', 'ok']);
+});
+
 test('more objects and arrays than the limit are refused however flat', () => {
   check(`[${'[],'.repeat(8)}[]]`);
   throwsCode(() => check(`[${'[],'.repeat(9)}[]]`), ErrorCodes.MALFORMED_FRAME, /more than this node's limit of 10 objects and arrays/);

@@ -79,16 +79,23 @@ export function checkJsonLimits(buf: Uint8Array, start: number, end: number, lim
   if (bytes > limits.maxBytes) {
     throw gridError('PAYLOAD_TOO_LARGE', `a ${bytes}-byte JSON envelope exceeds this node's ${limits.maxBytes}-byte limit; send large payloads as uploads or binary attachments`, { limit: limits.maxBytes, bytes });
   }
+  // A view of exactly the JSON bytes, so Buffer's native indexOf (memchr) can jump over string contents:
+  // most of a large envelope is one long string (a base64 diff), which a byte loop in JS crawls through.
+  const view = Buffer.from(buf.buffer, buf.byteOffset + start, bytes);
   let depth = 0;
   let containers = 0;
-  let inString = false;
-  for (let i = start; i < end; i++) {
-    const b = buf[i];
-    if (inString) {
-      if (b === BACKSLASH) i++;
-      else if (b === QUOTE) inString = false;
-    } else if (b === QUOTE) {
-      inString = true;
+  for (let i = 0; i < bytes; i++) {
+    const b = view[i];
+    if (b === QUOTE) {
+      // The closing quote is the first one not escaped: preceded by an even run of backslashes.
+      const open = i;
+      for (;;) {
+        i = view.indexOf(QUOTE, i + 1);
+        if (i < 0) return; // an unterminated string: no structure after it; JSON.parse refuses it
+        let k = i - 1;
+        while (k > open && view[k] === BACKSLASH) k--;
+        if ((i - 1 - k) % 2 === 0) break;
+      }
     } else if (b === OPEN_ARRAY || b === OPEN_OBJECT) {
       if (++depth > limits.maxDepth) {
         throw gridError('MALFORMED_FRAME', `JSON envelope is nested deeper than this node's limit of ${limits.maxDepth} levels`, { limit: limits.maxDepth });
