@@ -85,6 +85,29 @@ test('decodeState refuses truncated bytes, bad shapes, other dtypes and non-fini
   assert.throws(() => checkShapes(decodeState(bytes), [[2, 3]]), /holds 2 tensors; the model has 1/);
 });
 
+test('RunningSum adds exactly as a float64 loop over tensors of any length: chunk edges, tails of 1-3, a following tensor untouched by padding', () => {
+  const shapes = [[3], [2, 16384 + 5], [1], [7], [16384 * 2]];
+  let seed = 11;
+  const rand = () => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed / 0x7fffffff - 0.5; };
+  const old = shapes.map((dims) => ({ dims, data: Float32Array.from({ length: dims.reduce((a, b) => a * b, 1) }, rand) }));
+  const diffs = Array.from({ length: 5 }, () => old.map((t) => ({ dims: t.dims, data: t.data.map(() => rand() * 1e3) })));
+  const weights = [1, 3.5, 1e-3, 250, 7];
+  const sum = new RunningSum(shapes);
+  diffs.forEach((d, k) => sum.add(d, weights[k]!));
+  const total = weights.reduce((a, b) => a + b, 0);
+  const got = sum.apply(old);
+  old.forEach((t, i) => {
+    const want = new Float32Array(t.data.length);
+    for (let k = 0; k < want.length; k++) {
+      let s = 0;
+      diffs.forEach((d, j) => { s += weights[j]! * d[i]!.data[k]!; });
+      want[k] = t.data[k]! - s / total;
+    }
+    assert.deepEqual(got[i]!.dims, t.dims);
+    assert.ok(got[i]!.data.every((v, k) => v === want[k]), `tensor ${i} differs from the float64 loop`);
+  });
+});
+
 test('RunningSum: new = old − Σwᵢdᵢ/Σwᵢ; packed diffs unpack to the same tensors', () => {
   const sum = new RunningSum(model.map((t) => t.dims));
   const d1 = [{ dims: [2, 3], data: new Float32Array(6).fill(1) }, { dims: [1], data: Float32Array.from([2]) }];

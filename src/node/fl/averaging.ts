@@ -2,11 +2,13 @@
 // new = old − Σ wᵢ·diffᵢ / Σ wᵢ. A running sum in float64, one model's worth whatever the number of
 // reports; PyGrid workers weigh 1, ours weigh their sample count.
 
+import { SimdRunningSum } from '../../compute/runsum-wasm';
 import type { StateTensor } from './state';
 
 export class RunningSum {
-  /** One float64 per parameter, all tensors end to end. */
+  /** One float64 per parameter, all tensors end to end (in WebAssembly memory where SIMD is available). */
   private readonly sum: Float64Array;
+  private readonly simd: SimdRunningSum | null;
   private readonly offsets: number[];
   private readonly shapes: number[][];
   weight = 0;
@@ -20,16 +22,19 @@ export class RunningSum {
       this.offsets.push(n);
       n += s.reduce((a, b) => a * b, 1);
     }
-    this.sum = new Float64Array(n);
+    this.simd = SimdRunningSum.create(n);
+    this.sum = this.simd?.sum ?? new Float64Array(n);
   }
 
   /** Adds one diff (already checked: shapes match, values finite) with its weight (> 0). */
   add(diff: readonly StateTensor[], weight: number): void {
-    diff.forEach((t, i) => {
+    const sum = this.sum;
+    for (let i = 0; i < diff.length; i++) {
       const at = this.offsets[i]!;
-      const d = t.data;
-      for (let k = 0; k < d.length; k++) this.sum[at + k]! += weight * d[k]!;
-    });
+      const d = diff[i]!.data;
+      if (this.simd !== null) this.simd.add(at, d, weight);
+      else for (let k = 0; k < d.length; k++) sum[at + k]! += weight * d[k]!;
+    }
     this.weight += weight;
     this.reports += 1;
   }
