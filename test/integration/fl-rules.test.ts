@@ -443,3 +443,29 @@ test('pool_selection: iterate takes the first max_workers to ask; random takes e
   }
   assert.ok(chosen.size > 1, `8 random draws all chose ${[...chosen][0]}`);
 });
+
+test('reports arriving together are committed together: a key reported twice at once counts once, and every reply comes after its commit', { timeout: 60_000 }, async (t) => {
+  const { node, ws } = await withNode(t);
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'burst', server: { max_diffs: 3 } });
+  const joined = [];
+  for (let i = 0; i < 3; i++) joined.push(await joinCycle(await ws(), 'burst'));
+  const sockets = await Promise.all(joined.map(() => ws()));
+  const closed = closedOnce(node);
+  // Worker 0 sends its report twice at once (a retry racing the original), with different diffs.
+  const replies = await Promise.all([
+    sockets[0]!.call('model-centric/report', { worker_id: joined[0]!.workerId, request_key: joined[0]!.cycle.request_key, diff: diffOf([[3, 3, 3, 3], [3, 3]]) }),
+    sockets[1]!.call('model-centric/report', { worker_id: joined[0]!.workerId, request_key: joined[0]!.cycle.request_key, diff: diffOf([[300, 300, 300, 300], [300, 300]]) }),
+    sockets[2]!.call('model-centric/report', { worker_id: joined[1]!.workerId, request_key: joined[1]!.cycle.request_key, diff: diffOf(ZERO) }),
+  ]);
+  assert.deepEqual(replies, [{ status: 'success' }, { status: 'success' }, { status: 'success' }]);
+  const id = node.node.fl.store.findProcess('burst')!.id;
+  assert.equal(node.node.fl.store.reportedCount(node.node.fl.store.openCycle(id)!.id), 2, 'two reports committed when their replies came');
+  await sockets[2]!.call('model-centric/report', { worker_id: joined[2]!.workerId, request_key: joined[2]!.cycle.request_key, diff: diffOf(ZERO) });
+  assert.equal((await closed).reports, 3);
+  // Whichever of the two racing reports the node took first counts, once: (3 + 0 + 0) / 3 or (300 + 0 + 0) / 3.
+  const b = (await latest(node, 'burst'))[1]!.data;
+  const moved = 0.5 - b[0]!;
+  assert.ok(Math.abs(moved - 1) < 1e-5 || Math.abs(moved - 100) < 1e-4, `b moved by ${moved}`);
+  assert.ok(Math.abs(-0.5 - b[1]! - moved) < 1e-4);
+});

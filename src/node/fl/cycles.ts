@@ -118,6 +118,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly auth: AuthCheck;
   private readonly now: () => number;
   private readonly runtimes = new Map<number, Runtime>();
+  /** Reports checked and waiting for the next batched commit (flushReports). */
+  private readonly pendingReports: PendingReport[] = [];
   private readonly limiter: AddressLimiter;
   private readonly publish: FlEngineOptions['publish'];
   /** Per process: the checkpoints being stored as model versions (one at a time, in order). */
@@ -255,26 +257,51 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    * success and not counted again. A diff that does not decode, has the wrong shapes or a non-finite value
    * is refused before it touches the sum.
    */
-  report(data: { worker_id: string; request_key: string; diff: string; num_samples?: number | undefined }): { status: 'success' } {
+  report(data: { worker_id: string; request_key: string; diff: string; num_samples?: number | undefined }): { status: 'success' } | Promise<{ status: 'success' }> {
     const a = this.store.assignmentByKey(data.request_key);
     if (a === undefined || a.workerId !== data.worker_id) throw gridError('FORBIDDEN', PYGRID.invalidRequestKey);
     if (a.reportedMs !== undefined) return { status: 'success' };
     const cycle = this.store.cycle(a.cycleId)!;
     const rt = this.runtime(cycle.processId);
-    if (cycle.completedMs !== undefined || rt.cycle?.id !== cycle.id || rt.closing !== undefined) {
-      throw gridError('CYCLE_CLOSED', `cycle ${cycle.sequence} of this FL process has already closed; request a new cycle`);
-    }
+    if (cycle.completedMs !== undefined || rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
     const weight = data.num_samples ?? 1;
     if (!Number.isFinite(weight) || weight <= 0) throw gridError('INVALID_MESSAGE', `num_samples must be a positive number, got ${weight}`);
     const bytes = decodeText(data.diff, 'base64');
     if (bytes === undefined) throw gridError('INVALID_TENSOR', 'the diff is not base64 text');
     const diff = decodeState(bytes, 'the diff');
     checkShapes(diff, rt.process.params.map((p) => p.dims));
-    if (!this.store.recordReport(data.request_key, packDiff(diff), weight, this.now())) return { status: 'success' };
-    rt.sum!.add(diff, weight);
-    this.emit('changed', rt.process.id);
-    this.maybeClose(rt);
-    return { status: 'success' };
+    return new Promise((resolve, reject) => {
+      this.pendingReports.push({ rt, cycleId: cycle.id, sequence: cycle.sequence, requestKey: data.request_key, diff, weight, resolve, reject });
+      if (this.pendingReports.length === 1) setImmediate(() => this.flushReports());
+    });
+  }
+
+  /**
+   * Commits the reports that arrived since the last flush in one transaction (one fsync for all of
+   * them: the database syncs every commit), then adds them to their cycles' sums and answers them. A
+   * report is answered only once it is committed; one whose cycle began closing meanwhile is refused.
+   */
+  private flushReports(): void {
+    const batch = this.pendingReports.splice(0);
+    const now = this.now();
+    let recorded: (boolean | undefined)[];
+    try {
+      recorded = this.store.db.transaction(() => batch.map((r) => (
+        r.rt.cycle?.id !== r.cycleId || r.rt.closing !== undefined ? undefined : this.store.recordReport(r.requestKey, packDiff(r.diff), r.weight, now))));
+    } catch (err) {
+      for (const r of batch) r.reject(err);
+      return;
+    }
+    const touched = new Set<Runtime>();
+    batch.forEach((r, i) => {
+      if (recorded[i] === undefined) return r.reject(cycleClosed(r.sequence));
+      if (recorded[i]) { r.rt.sum!.add(r.diff, r.weight); touched.add(r.rt); }
+      r.resolve({ status: 'success' });
+    });
+    for (const rt of touched) {
+      this.emit('changed', rt.process.id);
+      this.maybeClose(rt);
+    }
   }
 
   /**
@@ -330,6 +357,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   /** Stops the timers (the node is closing); cycles continue at the next start. Idempotent. */
   async close(): Promise<void> {
+    // Reports already checked are committed (and answered) before the database closes.
+    if (this.pendingReports.length > 0) this.flushReports();
     this.closed = true;
     const pending: Promise<void>[] = [...this.publishing.values()];
     for (const rt of this.runtimes.values()) {
@@ -428,6 +457,21 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (p.linkedModel !== undefined) this.publishCheckpoints(p);
     this.emit('cycle-closed', { processId: p.id, cycle: cycle.sequence, checkpoint: number, reports, done: !more });
   }
+}
+
+interface PendingReport {
+  rt: Runtime;
+  cycleId: number;
+  sequence: number;
+  requestKey: string;
+  diff: StateTensor[];
+  weight: number;
+  resolve(reply: { status: 'success' }): void;
+  reject(err: unknown): void;
+}
+
+function cycleClosed(sequence: number) {
+  return gridError('CYCLE_CLOSED', `cycle ${sequence} of this FL process has already closed; request a new cycle`);
 }
 
 function endOf(cfg: ServerConfig, now: number): number | undefined {

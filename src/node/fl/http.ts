@@ -128,7 +128,7 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
             ? await engine.authenticate(d as never, req.socket.remoteAddress ?? '')
             : pathname === '/model-centric/cycle-request'
               ? engine.cycleRequest({ ...(d as unknown as CycleRequest), version: (d.version as string | null | undefined) ?? undefined }, req.socket.remoteAddress ?? '')
-              : engine.report(d as never);
+              : await engine.report(d as never);
           sendJson(res, 200, reply, headers);
           return true;
         }
