@@ -3,6 +3,7 @@
 // server_config key PyGrid knew is checked here; unknown keys are kept and ignored, as PyGrid did.
 
 import { gridError } from '../../core/errors';
+import { checkFlAuthConfig } from './auth';
 
 export interface ServerConfig {
   /** Seconds from a cycle's start to its end; none: a cycle closes only by count. */
@@ -68,6 +69,12 @@ export function checkServerConfig(raw: unknown): ServerConfig {
     throw bad('authentication', 'must be an object ({"type": "jwt", "secret" | "pub_key" | "endpoint": …})');
   }
   if (cfg.authentication === null) delete cfg.authentication;
+  // A misspelt or unusable key is refused here, naming it, rather than leaving workers unauthenticated.
+  if (cfg.authentication !== undefined) {
+    const auth = checkFlAuthConfig(cfg.authentication);
+    if (auth.secret === undefined && auth.pub_key === undefined && auth.endpoint === undefined) delete cfg.authentication;
+    else cfg.authentication = auth as Record<string, unknown>;
+  }
   const { min_diffs: minD, max_diffs: maxD, min_workers: minW, max_workers: maxW } = cfg as ServerConfig;
   if (minD !== undefined && maxD !== undefined && minD > maxD) throw bad('min_diffs', `(${minD}) is more than max_diffs (${maxD}): no cycle could ever close`);
   if (minW !== undefined && maxW !== undefined && minW > maxW) throw bad('min_workers', `(${minW}) is more than max_workers (${maxW}): no cycle could ever close`);

@@ -15,6 +15,7 @@ import { Readable } from 'node:stream';
 import { gridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, type ServerConfig } from './config';
+import { verifyWorkerToken, type FlAuthConfig } from './auth';
 import { AddressLimiter } from './limits';
 import { looksLikeOnnx, paramsOf, withNewParams, type ModelFormat } from './params';
 import { packDiff, RunningSum, unpackDiff } from './averaging';
@@ -59,8 +60,8 @@ export type CycleReply =
 /** Where the lead wires flaux's verifyWorkerToken (src/node/fl/auth.ts). */
 export type AuthCheck = (config: Record<string, unknown> | undefined, token: string | undefined) => Promise<{ ok: true } | { ok: false; error: string }>;
 
-// flaux: verifyWorkerToken — until it is wired, only processes without `authentication` take workers.
-export const checkAuth: AuthCheck = async (config) => (config === undefined ? { ok: true } : { ok: false, error: PYGRID.authInvalid });
+// flaux's verifyWorkerToken (src/node/fl/auth.ts) on the config checkServerConfig passed through checkFlAuthConfig.
+export const checkAuth: AuthCheck = (config, token) => verifyWorkerToken(config as FlAuthConfig | undefined, token);
 
 interface Runtime {
   process: FlProcess;

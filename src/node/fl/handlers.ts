@@ -8,6 +8,7 @@ import { gridError, type GridError } from '../../core/errors';
 import { FlAuthenticate, FlCycleRequest, FlDownloadCheckpoint, FlHostTraining, FlListProcesses, FlReport, type FlProcessInfo } from '../../core/protocol/fl-messages';
 import type { GridRouter, HandlerContext } from '../rpc/server';
 import type { FlEngine } from './cycles';
+import type { FlSignalling } from './signalling';
 import type { FlProcess, FlStore } from './store';
 import { decodeText } from './state';
 
@@ -80,7 +81,7 @@ export function processInfo(store: FlStore, p: FlProcess): FlProcessInfo {
   };
 }
 
-export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: FlStore, linkable?: LinkedModels): void {
+export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: FlStore, linkable?: LinkedModels, signalling?: FlSignalling): void {
   router.handle(FlHostTraining, async (data, ctx) => {
     const user = ctx.connection.session.user;
     // PyGrid let anyone host; here hosting is a node change like host-model: a signed-in user.
@@ -108,7 +109,12 @@ export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: 
     return { status: 'success' as const, model_id: process.id, name: process.name, version: process.version };
   });
 
-  router.handle(FlAuthenticate, (data, ctx) => engine.authenticate(data, ctx.connection.remoteAddress));
+  router.handle(FlAuthenticate, async (data, ctx) => {
+    const reply = await engine.authenticate(data, ctx.connection.remoteAddress);
+    // This socket is where the worker's room messages go, and the only one that may speak as it.
+    signalling?.bind(reply.worker_id, ctx.connection);
+    return reply;
+  });
 
   router.handle(FlCycleRequest, (data, ctx) => engine.cycleRequest({ ...data, version: data.version ?? undefined }, ctx.connection.remoteAddress));
 

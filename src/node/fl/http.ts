@@ -1,6 +1,7 @@
 // PyGrid's model-centric HTTP routes (reference §1.5): syft.js and KotlinSyft download the model and
-// plans here in every mode, and post authenticate / cycle-request / report here in HTTP mode. Bodies
-// are bare (no {type, data} wrapper); errors are {"error": <PyGrid's string>} plus our status and code.
+// plans and run the speed test (speed-test.ts) here in every mode, and post authenticate / cycle-request /
+// report here in HTTP mode. Bodies are bare (no {type, data} wrapper); errors are {"error": <PyGrid's
+// string>} plus our status and code.
 
 import type * as http from 'node:http';
 import { toGridError, type GridError } from '../../core/errors';
@@ -10,6 +11,7 @@ import { gridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import type { CycleRequest, FlEngine } from './cycles';
 import { flErrorData } from './handlers';
+import { handleSpeedTest } from './speed-test';
 import type { FlStore } from './store';
 
 /** Largest POST body: a report carries a whole model's diff in base64. */
@@ -114,6 +116,11 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
 
   return {
     async handle(req, res, pathname, headers) {
+      if (pathname === '/model-centric/speed-test') {
+        // Only workers this node authenticated may pull 64 MiB or push 128 MiB (speed-test.ts answers 401 otherwise).
+        handleSpeedTest(req, res, new URL(req.url ?? '/', 'http://node').searchParams, (id) => store.worker(id) !== undefined, headers);
+        return true;
+      }
       const post = POSTS[pathname as keyof typeof POSTS];
       const isGet = req.method === 'GET' || req.method === 'HEAD';
       if (post === undefined && !['/model-centric/get-model', '/model-centric/get-plan', '/model-centric/get-protocol', '/model-centric/retrieve-model'].includes(pathname)) return false;

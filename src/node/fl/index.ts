@@ -15,6 +15,7 @@ import { FlEngine, type AuthCheck } from './cycles';
 import { flWorkerEvents } from './events';
 import { processInfo, registerFlHandlers, type LinkedModels } from './handlers';
 import { flHttp, type FlHttp } from './http';
+import { FlSignalling } from './signalling';
 import { FlStore } from './store';
 
 export { flErrorData } from './handlers';
@@ -23,6 +24,8 @@ export interface NodeFl {
   readonly engine: FlEngine;
   readonly store: FlStore;
   readonly http: FlHttp;
+  /** WebRTC signalling rooms of the processes' workers (docs/fl-workers.md, Rooms). */
+  readonly signalling: FlSignalling;
   close(): Promise<void>;
 }
 
@@ -65,7 +68,9 @@ export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string
       return { id: info.id, version: info.version, bytes: await models.read(info.sha256, 0, info.size) };
     },
   };
-  registerFlHandlers(router, engine, store, linkable);
+  const signalling = new FlSignalling(store);
+  signalling.register(router);
+  registerFlHandlers(router, engine, store, linkable, signalling);
   // Status is read from the database: only worth it while someone listens.
   engine.on('changed', (id) => {
     if (!deps.events.listening('fl')) return;
@@ -73,5 +78,5 @@ export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string
     if (p !== undefined) deps.events.emit({ event: 'fl-process-updated', process: processInfo(store, p) });
   });
   engine.start();
-  return { engine, store, http: flHttp(engine, store, { log: deps.log }), close: () => engine.close() };
+  return { engine, store, signalling, http: flHttp(engine, store, { log: deps.log }), close: () => engine.close() };
 }

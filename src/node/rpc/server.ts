@@ -59,6 +59,13 @@ export interface StreamContext<Ev> extends HandlerContext {
 }
 
 type RequestHandler = (data: any, ctx: HandlerContext) => Promise<unknown> | unknown;
+
+/**
+ * A handler for message types without a schema of ours (PyGrid-era peers' formats, e.g. WebRTC signalling
+ * in two dialects): it gets the whole message and says what to answer. `undefined`: nothing is sent (some
+ * clients cannot parse a reply); otherwise the reply's `data` or a coded error, with the request's id.
+ */
+export type RawHandler = (msg: IncomingMessage, connection: GridConnection) => { reply: unknown } | { error: GridError } | undefined;
 type StreamHandler = (data: any, ctx: StreamContext<any>) => Promise<unknown>;
 
 interface Route {
@@ -69,6 +76,7 @@ interface Route {
 /** Message type → validated handler. Shared by every connection of a server. */
 export class GridRouter {
   private readonly routes = new Map<string, Route>();
+  private readonly raw: { match: (type: string) => boolean; handler: RawHandler }[] = [];
 
   handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>): this {
     this.add(def, handler as RequestHandler);
@@ -80,8 +88,18 @@ export class GridRouter {
     return this;
   }
 
+  /** Message types `match` accepts go to `handler` unvalidated (see RawHandler); typed routes come first. */
+  handleRaw(match: (type: string) => boolean, handler: RawHandler): this {
+    this.raw.push({ match, handler });
+    return this;
+  }
+
   get(type: string): Route | undefined {
     return this.routes.get(type);
+  }
+
+  rawHandler(type: string): RawHandler | undefined {
+    return this.raw.find((r) => r.match(type))?.handler;
   }
 
   types(): string[] {
@@ -263,6 +281,8 @@ export class GridConnection {
   private logLimiter: LogLimiter | undefined;
   /** The node's own message types (ping, transfers, authenticate), made on first use. */
   private builtinRoutes: Map<string, Route> | undefined;
+  /** Called once when the connection closes (what handlers bound to it, e.g. FL workers' rooms). */
+  private closeHooks: (() => void)[] = [];
 
   constructor(server: GridServer, ws: WebSocket, remoteAddress: string) {
     this.server = server;
@@ -306,7 +326,17 @@ export class GridConnection {
     });
   }
 
+  /** Runs `fn` when this connection closes (at once if it already has). */
+  onClosed(fn: () => void): void {
+    if (this.ws.readyState === WebSocket.CLOSED) fn();
+    else this.closeHooks.push(fn);
+  }
+
   private onClose(): void {
+    const hooks = this.closeHooks.splice(0);
+    for (const fn of hooks) {
+      try { fn(); } catch (err) { this.server.log.error({ err, connection: this.id }, 'a close hook failed'); }
+    }
     const dropped = gridError('CONNECTION_DROPPED', 'the client disconnected');
     for (const scope of this.inflight) scope.abort(dropped);
     this.active.clear();
@@ -405,6 +435,19 @@ export class GridConnection {
         return this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), data: { alive: 'True' } });
     }
     const route = this.builtin(type) ?? this.server.router.get(type);
+    const raw = route === undefined ? this.server.router.rawHandler(type) : undefined;
+    if (raw !== undefined) {
+      let out: ReturnType<RawHandler>;
+      try {
+        out = raw(msg, this);
+      } catch (err) {
+        out = { error: toGridError(err) };
+        if (out.error.code === ErrorCodes.INTERNAL) this.logLimited('error', `${ErrorCodes.INTERNAL} ${type}`, { err, type }, `handler for ${type} failed`);
+      }
+      if (out === undefined) return;
+      if ('error' in out) return this.sendError(type, requestId, out.error);
+      return this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), data: out.reply });
+    }
     if (route === undefined) {
       return this.sendError(type, requestId, gridError('UNKNOWN_TYPE', `this node does not handle messages of type "${type}"`));
     }

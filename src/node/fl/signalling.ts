@@ -1,0 +1,94 @@
+// WebRTC signalling rooms on the node's WebSocket (rooms.ts does the rooms; this file binds them to
+// connections). A worker id is bound to the connection that authenticated it (model-centric/authenticate
+// over WS), which is where the node delivers that worker's room messages and from which alone it may
+// speak as that worker. A room's scopeId is its FL process's `name@version`; a worker may join only the
+// room of the process it authenticated for, and only once it has been accepted into one of its cycles.
+
+import { gridError, type GridError } from '../../core/errors';
+import type { IncomingMessage } from '../../core/protocol/envelope';
+import type { GridConnection, GridRouter } from '../rpc/server';
+import { isRoomMessageType, parseRoomMessage, RoomRegistry, type RoomLimits } from './rooms';
+import type { FlStore } from './store';
+
+/** The room (scopeId) of an FL process. */
+export function processScopeId(p: { name: string; version: string }): string {
+  return `${p.name}@${p.version}`;
+}
+
+export class FlSignalling {
+  readonly rooms: RoomRegistry;
+  private readonly store: FlStore;
+  private readonly connections = new Map<string, GridConnection>();
+  private readonly workersOf = new Map<GridConnection, Set<string>>();
+
+  constructor(store: FlStore, limits: Partial<RoomLimits> = {}) {
+    this.store = store;
+    this.rooms = new RoomRegistry(
+      (workerId, message) => {
+        const conn = this.connections.get(workerId);
+        if (conn === undefined || !conn.isOpen) return false;
+        const { type, data } = message as { type: string; data: unknown };
+        conn.push(type, data);
+        return true;
+      },
+      (workerId, scopeId) => this.mayJoin(workerId, scopeId),
+      limits,
+    );
+  }
+
+  /** Routes the room message types (both dialects) of every connection here. */
+  register(router: GridRouter): void {
+    router.handleRaw(isRoomMessageType, (msg, conn) => this.handle(msg, conn));
+  }
+
+  /** `workerId` authenticated on `conn`: its room messages go there; when `conn` closes it leaves its rooms. */
+  bind(workerId: string, conn: GridConnection): void {
+    let mine = this.workersOf.get(conn);
+    if (mine === undefined) {
+      mine = new Set();
+      this.workersOf.set(conn, mine);
+      conn.onClosed(() => this.dropConnection(conn));
+    }
+    mine.add(workerId);
+    this.connections.set(workerId, conn);
+  }
+
+  /** A worker may join the room of the process it authenticated for once accepted into one of its cycles. */
+  mayJoin(workerId: string, scopeId: string): boolean {
+    const worker = this.store.worker(workerId);
+    const p = worker === undefined ? undefined : this.store.process(worker.processId);
+    if (p === undefined || processScopeId(p) !== scopeId) return false;
+    return this.store.workedRecently(p.id, workerId, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  }
+
+  private handle(msg: IncomingMessage, conn: GridConnection): { reply: unknown } | { error: GridError } | undefined {
+    // Only clients that correlate replies by request_id get one: PyGrid-era clients (syft.js's WebRTC
+    // code) route every frame of these types to their WebRTC handlers, and KotlinSyft cannot parse one.
+    const answer = msg.request_id !== undefined;
+    const parsed = parseRoomMessage(msg);
+    if (!parsed.ok) return answer ? { error: gridError('INVALID_MESSAGE', parsed.error) } : undefined;
+    const mine = this.workersOf.get(conn);
+    const named = parsed.message.workerId;
+    let workerId: string | undefined;
+    if (named !== undefined) workerId = mine?.has(named) ? named : undefined;
+    else if (mine?.size === 1) workerId = [...mine][0];
+    if (workerId === undefined) {
+      const why = named !== undefined
+        ? `worker ${JSON.stringify(named.slice(0, 64))} did not authenticate on this connection; send model-centric/authenticate on this socket first`
+        : 'this message names no worker and this connection has not authenticated exactly one: name the worker (workerId)';
+      return answer ? { error: gridError('FORBIDDEN', why) } : undefined;
+    }
+    const result = this.rooms.handle(workerId, msg);
+    if (!answer || result.dialect === 'kotlin') return undefined;
+    if (!result.ok) return { error: gridError('FORBIDDEN', result.error) };
+    return { reply: result.reply ?? {} };
+  }
+
+  private dropConnection(conn: GridConnection): void {
+    for (const workerId of this.workersOf.get(conn) ?? []) {
+      if (this.connections.get(workerId) === conn) this.connections.delete(workerId);
+      this.rooms.dropWorker(workerId);
+    }
+    this.workersOf.delete(conn);
+  }
+}
