@@ -12,6 +12,7 @@ import type { Ctx } from './ctx';
 import { heavy } from './heavy';
 import { newNotebook, restartKernel } from './notebook';
 import { guarded, isConnection, nodeFromArg, pickFile, pickModel, pickNode, withProgress, workspaceFiles, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
+import { inferEncryptedModel, serveEncrypted } from './smpc';
 import { train } from './train';
 import { formatBytes, ModelItem, signatureLine } from './views/items';
 
@@ -375,7 +376,9 @@ function runInference(ctx: Ctx): Cmd {
     if (a.json !== undefined) flow.answers.json = a.json;
     const feeds = inputs;
     const t0 = performance.now();
-    const outputs = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} on ${conn.name}`, cancellable: true }, (_p, token) => {
+    const encrypted = target.encrypted;
+    const outputs = encrypted ? await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} encrypted on ${conn.name} and its other share holder` }, () => inferEncryptedModel(ctx, conn, encrypted, feeds))
+      : await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} on ${conn.name}`, cancellable: true }, (_p, token) => {
       const controller = new AbortController();
       const sub = token.onCancellationRequested(() => controller.abort());
       // The version whose signature bound the inputs is the version that runs.
@@ -411,6 +414,7 @@ export const COMMANDS: Record<string, (ctx: Ctx) => Cmd> = {
   'grid.copyModelId': copyModelId,
   'grid.showModelDetails': showModelDetails,
   'grid.runInference': runInference,
+  'grid.serveEncrypted': serveEncrypted,
   'grid.train': train,
   'grid.newNotebook': newNotebook,
   'grid.restartKernel': restartKernel,

@@ -7,6 +7,7 @@ import { GridClient, type Credentials } from '../core/client';
 import { ErrorCodes, gridError, toGridError, type GridError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import type { DatasetInfo, ModelInfo, NodeEvent, PeerInfo } from '../core/protocol/messages';
+import { SmpcModels, type SmpcModelInfo } from '../core/protocol/smpc-messages';
 import type { JobInfo } from '../core/protocol/training-messages';
 import type { ReconnectOptions } from '../core/socket/backoff';
 import { GridSocket, type SocketStatus } from '../core/socket/grid-socket';
@@ -76,6 +77,8 @@ export class NodeConnection implements vscode.Disposable {
   peers: PeerInfo[] = [];
   /** Training jobs this session may see (an admin sees all), newest first. */
   jobs: JobInfo[] = [];
+  /** Encrypted models this node holds one share of (docs/smpc.md), as last listed. */
+  encrypted: SmpcModelInfo[] = [];
   /** Settles once the lists reflect the node after the latest (re)open. */
   private synced: Promise<void> = Promise.resolve();
 
@@ -298,6 +301,7 @@ export class NodeConnection implements vscode.Disposable {
     this.datasets = [];
     this.peers = [];
     this.jobs = [];
+    this.encrypted = [];
   }
 
   private subscribe(client: GridClient): void {
@@ -384,6 +388,8 @@ export class NodeConnection implements vscode.Disposable {
       this.peers = peers;
       // Jobs are per user: an anonymous session has none to list.
       this.jobs = this.supportsTraining && client.socket.status.authenticated ? await client.training.listJobs() : [];
+      // Encrypted models too are listed to a signed-in session only (no event announces them: refresh after serving).
+      this.encrypted = id.capabilities.includes(SmpcModels.type) && client.socket.status.authenticated ? (await client.socket.request(SmpcModels, {})).models : [];
       if (client !== this.clientValue) return;
       this.changed.fire(this);
     } catch (err) {

@@ -8,3 +8,5 @@ export { runFedAvg } from '../federation/run';
 // The notebook kernel host and its grid bridge (src/extension/notebook), loaded on a notebook's first run.
 export { KernelHost } from '../kernel';
 export { NotebookGridBridge } from './notebook/bridge';
+// Encrypted serving (docs/smpc.md): share arithmetic and the ONNX reader, on the first encrypted use.
+export { encryptedModels, encryptedSignature, inferEncrypted, serveEncrypted } from '../federation/smpc';

@@ -7,7 +7,7 @@ import { evaluateShare, paramCount, ringOf, rowSize, scheduleOf, checkPlan, weig
 import { gridError, GridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import {
-  SmpcCompare, SmpcDeal, SmpcExchange, SmpcHostShare, SmpcInfer, SmpcJoin, SmpcMask, SmpcModel, SmpcPrepare,
+  SmpcCompare, SmpcDeal, SmpcExchange, SmpcHostShare, SmpcInfer, SmpcJoin, SmpcMask, SmpcModel, SmpcModels, SmpcPrepare,
   type SmpcModelInfo, type SmpcNodeRef,
 } from '../../core/protocol/smpc-messages';
 import type { GridSocket } from '../../core/socket/grid-socket';
@@ -101,6 +101,10 @@ export class ShareHolder {
     router.handle(SmpcModel, (data, ctx) => {
       user(ctx, 'smpc-model');
       return { model: this.model(data.model_id).info };
+    });
+    router.handle(SmpcModels, (_data, ctx) => {
+      user(ctx, 'smpc-models');
+      return { models: [...this.models.values()].map((m) => m.info) };
     });
     router.handle(SmpcInfer, (data, ctx) => this.infer(data, ctx));
     router.handle(SmpcJoin, (data, ctx) => this.join(data, ctx));
