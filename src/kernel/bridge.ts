@@ -8,7 +8,7 @@ import type { CellOutput } from './protocol';
 export const GRID_BRIDGE_METHODS = [
   'connect', 'disconnect', 'nodes',
   'models', 'serve', 'download', 'deleteModel', 'infer',
-  'datasets', 'train', 'fedavg',
+  'datasets', 'train', 'fedavg', 'serveEncrypted',
 ] as const;
 
 export type GridBridgeMethod = (typeof GRID_BRIDGE_METHODS)[number];

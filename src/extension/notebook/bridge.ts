@@ -18,6 +18,7 @@ import { runFedAvg } from '../../federation/run';
 import { FedAvgReport, fedAvgWarning, type FedAvgSummary } from '../fedavg-report';
 import { inVsCodeWords } from '../wording';
 import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
+import { inferIfEncrypted, serveEncryptedCall, type SmpcBridgeHost } from './smpc-bridge';
 
 export interface UserCredentials {
   username: string;
@@ -113,8 +114,11 @@ export class NotebookGridBridge implements GridBridge {
       case 'infer': return this.infer(args[0], args[1], options(args[2], 'infer'), context);
       case 'train': return this.train(args[0], args[1], options(args[2], 'train'), context);
       case 'fedavg': return this.fedavg(args[0], args[1], options(args[2], 'fedavg'), context);
+      case 'serveEncrypted': return serveEncryptedCall(this.smpcHost, args[0], options(args[1], 'serveEncrypted'));
     }
   }
+
+  private readonly smpcHost: SmpcBridgeHost = { node: (n) => this.node(n), list: () => this.nodes.list(), path: (p) => this.path(p) };
 
   // ---- nodes ------------------------------------------------------------------------------------
 
@@ -227,7 +231,17 @@ export class NotebookGridBridge implements GridBridge {
     const timeoutMs = typeof o.timeoutMs === 'number' ? o.timeoutMs : this.inferTimeoutMs?.();
     const node = this.node(o.node);
     const client = node.client;
-    const model = node.models.find((m) => m.id === id) ?? await client.modelInfo(id);
+    let model = node.models.find((m) => m.id === id);
+    if (!model) {
+      try {
+        model = await client.modelInfo(id);
+      } catch (err) {
+        // A model this node holds only a share of runs the encrypted protocol (smpc-bridge.ts).
+        const y = toGridError(err).code === ErrorCodes.NOT_FOUND ? await inferIfEncrypted(this.smpcHost, node, id, input, typeof o.timeoutMs === 'number' ? o.timeoutMs : undefined) : undefined;
+        if (y === undefined) throw err;
+        return y;
+      }
+    }
     const inputs = bindInputValues(model, input, 'grid.infer');
     // The version whose signature bound the inputs is the one that runs.
     const outputs = await client.runInference(refOf(model), inputs, {

@@ -62,6 +62,8 @@ export class StandaloneGridBridge implements GridBridge {
       case 'fedavg':
         // FedAvg lives in src/federation, which the kernel layer may not import.
         throw gridError('UNKNOWN_TYPE', 'grid.fedavg runs in the VS Code notebook; from Jupyter use the CLI: `grid fedavg <model> <tag>`');
+      case 'serveEncrypted':
+        throw gridError('UNKNOWN_TYPE', 'grid.serveEncrypted runs in the VS Code notebook; from Jupyter use the CLI: `grid serve-encrypted MODEL.onnx --id ID --nodes URL1,URL2 --crypto-provider URL3`');
     }
   }
 
