@@ -86,7 +86,8 @@ async function pickRole(ctx: Ctx, role: string, holder: boolean, taken: NodeConn
 
 /** Runs an encrypted model on `conn` and its other share holder, which must be connected too. */
 export async function inferEncryptedModel(ctx: Ctx, conn: NodeConnection, info: SmpcModelInfo, feeds: NamedTensors): Promise<NamedTensors> {
-  const other = ctx.openConnections.find((c) => c.identity?.id === info.peer.id);
+  // Open, else listed (by the node id it last proved): then the message names the action that opens it.
+  const other = ctx.openConnections.find((c) => c.identity?.id === info.peer.id) ?? ctx.connections.find((c) => c.knownId === info.peer.id);
   if (!other) {
     throw gridError('NOT_CONNECTED', `"${info.model_id}" is encrypted and runs on both its share holders: connect to the other one (${info.peer.address}) with "Grid: Add Node…" first`);
   }
