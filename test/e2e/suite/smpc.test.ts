@@ -45,6 +45,21 @@ function untilModels(pred: (rows: string[]) => boolean, what: string): Promise<v
   });
 }
 
+/** Resolves once the node's row in the Nodes view shows `state`. */
+function untilNode(name: string, state: string): Promise<void> {
+  const now = () => String((api.nodesView.getChildren() as GridTreeItem[]).find((i) => label(i) === name)?.description ?? '').split(' · ')[0];
+  if (now() === state) return Promise.resolve();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { sub.dispose(); reject(new Error(`node ${name} not ${state} within ${WAIT_MS} ms; now ${now()}`)); }, WAIT_MS);
+    const sub = api.ctx.onDidChangeNodes(() => {
+      if (now() !== state) return;
+      clearTimeout(timer);
+      sub.dispose();
+      resolve();
+    });
+  });
+}
+
 /** The rows under a node's Models group in the Nodes view. */
 function nodeModels(node: string): string[] {
   const n = (api.nodesView.getChildren() as GridTreeItem[]).find((i) => label(i) === node);
@@ -102,6 +117,7 @@ describe('Encrypted serving from VS Code', function () {
     const urls = await Promise.all(NODES.map(startNode));
     for (const [i, name] of NODES.entries()) {
       await vscode.commands.executeCommand('grid.addNode', { name, url: urls[i] });
+      await untilNode(name, 'unauthenticated');
       assert.equal(await vscode.commands.executeCommand<string>('grid.authenticate', { node: name, username: 'admin', password: PASSWORD }), 'admin');
     }
   });
