@@ -258,6 +258,8 @@ export class GridConnection {
   private logLimiter: LogLimiter | undefined;
   /** The node's own message types (ping, transfers, authenticate), made on first use. */
   private builtinRoutes: Map<string, Route> | undefined;
+  /** What `onClosed` was asked to call when the connection closes (each once). */
+  private readonly closeHooks = new Set<() => void>();
 
   constructor(server: GridServer, ws: WebSocket, remoteAddress: string) {
     this.server = server;
@@ -301,7 +303,23 @@ export class GridConnection {
     });
   }
 
+  /**
+   * Calls `hook` once when this connection closes (on the next tick if it has closed already), for work
+   * that outlives a request on it (an encrypted query party 0 leads); returns what removes it.
+   */
+  onClosed(hook: () => void): () => void {
+    if (this.ws.readyState === WebSocket.CLOSED) {
+      setImmediate(hook);
+      return () => {};
+    }
+    const once = () => hook();
+    this.closeHooks.add(once);
+    return () => { this.closeHooks.delete(once); };
+  }
+
   private onClose(): void {
+    for (const hook of this.closeHooks) hook();
+    this.closeHooks.clear();
     const dropped = gridError('CONNECTION_DROPPED', 'the client disconnected');
     for (const scope of this.inflight) scope.abort(dropped);
     this.active.clear();

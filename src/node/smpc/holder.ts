@@ -277,9 +277,12 @@ export class ShareHolder {
     // Either holder lacking W − B (a first query, or one that failed before it opened) makes both open it.
     const openMask = data.open_mask || !masksOpened(model);
     query.started.resolve();
+    // Party 0 leads every step over this connection: when it closes, the query is over at once (not at the step timeout).
+    const off = ctx.connection.onClosed(() => query.fail(gridError('SMPC_ABORTED', `query ${data.query_id}: share holder 0 (${model.info.peer.address}) disconnected mid-query; no output`)));
+    query.result.promise.then(off, off);
     this.evaluate(model, query.batch, query.input, attachmentOf(dealt.attachment, 'the crypto provider'), Buffer.from(data.seed, 'base64url'), channel, openMask)
       .then((out) => query.result.resolve(out), (err) => query.fail(err));
-    // If party 0 goes away, its next opening never comes: the step timeout ends the query (SMPC_ABORTED).
+    // A party 0 that stops answering without closing (a hung process) is ended by the step timeout (SMPC_ABORTED).
     return { query_id: data.query_id, open_mask: openMask };
   }
 
