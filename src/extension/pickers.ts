@@ -155,7 +155,7 @@ export async function pickModel(ctx: Ctx, arg: unknown, title: string, use: Mode
     ...signable.map((c) => ({ label: `$(key) Sign in to ${c.name} first`, description: `not signed in · ${c.url}`, detail: `then pick among the models you may ${use === 'infer' ? 'run' : use} there`, conn: c, model: undefined as ModelInfo | undefined })),
   ];
   if (items.length === 0) throw gridError('NOT_FOUND', `no model on the connected nodes that you may ${use === 'infer' ? 'run' : use}: serve one with "Grid: Serve Model"`);
-  const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Pick a model', matchOnDescription: true, matchOnDetail: true });
+  const picked = await ctx.pick(items, { title, placeHolder: 'Pick a model', matchOnDescription: true, matchOnDetail: true });
   if (!picked) return undefined;
   if (picked.model === undefined) {
     if (!(await ctx.signIn(picked.conn))) return undefined;

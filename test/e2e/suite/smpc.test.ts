@@ -168,6 +168,36 @@ describe('Encrypted serving from VS Code', function () {
     assert.ok(err < 1e-2, `max abs error ${err}`);
   });
 
+  it('Run Inference from the palette offers the encrypted model and runs it on the JSON in the active editor', async () => {
+    const x = [Array.from({ length: 64 }, (_, i) => ((i * 5) % 16) / 16)];
+    await vscode.window.showTextDocument(await vscode.workspace.openTextDocument({ language: 'json', content: JSON.stringify({ input: x }) }));
+    // The model pick, then the inputs pick: each answered as a person does, typing until the row wanted is the
+    // active one, then Enter.
+    const rows: string[][] = [];
+    const typed = ['e2e-digits', 'active editor'];
+    const sub = api.onDidPick((pick) => {
+      const items = pick.items.filter((i) => i.kind !== vscode.QuickPickItemKind.Separator);
+      rows.push(items.map((i) => `${i.label} — ${i.description ?? ''}`));
+      const text = typed[rows.length - 1] ?? '';
+      const wanted = items.find((i) => i.label.includes(text));
+      const accept = () => void vscode.commands.executeCommand('workbench.action.acceptSelectedQuickOpenItem');
+      if (!wanted) { accept(); return; }
+      const active = pick.onDidChangeActive((a) => { if (a[0] === wanted) { active.dispose(); accept(); } });
+      pick.value = text;
+    });
+    try {
+      const enc = resultOf(await vscode.commands.executeCommand<{ document: string }>('grid.runInference'));
+      assert.ok(rows[0]?.includes('$(lock) e2e-digits — enc-a · encrypted'), `the model pick: ${rows[0]?.join(' | ')}`);
+      assert.equal(rows[0]!.filter((r) => r.includes('e2e-digits')).length, 1, 'the encrypted model is offered more than once');
+      const plain = resultOf(await vscode.commands.executeCommand<{ document: string }>('grid.runInference', { node: 'enc-c', model: 'e2e-plain', json: JSON.stringify({ input: x }) }));
+      const [name] = Object.keys(plain.outputs);
+      const err = Math.max(...enc.outputs[name!]!.data.map((v, i) => Math.abs(v - plain.outputs[name!]!.data[i]!)));
+      assert.ok(err < 1e-2, `max abs error ${err}`);
+    } finally {
+      sub.dispose();
+    }
+  });
+
   it('an encrypted model whose other share holder is disconnected says which VS Code action fixes it', async () => {
     await vscode.commands.executeCommand('grid.disconnect', { node: 'enc-a' });
     const x = JSON.stringify({ input: [Array.from({ length: 64 }, () => 0.5)] });
