@@ -198,6 +198,30 @@ describe('Encrypted serving from VS Code', function () {
     }
   });
 
+  it('asks for the three nodes in turn, never offering a node already taken', async () => {
+    const rows: string[][] = [];
+    const wanted = ['enc-b', 'enc-c', 'enc-a'];
+    const sub = api.onDidPick((pick) => {
+      rows.push(pick.items.map((i) => i.label));
+      const row = pick.items.find((i) => i.label === wanted[rows.length - 1]);
+      const accept = () => void vscode.commands.executeCommand('workbench.action.acceptSelectedQuickOpenItem');
+      if (!row || pick.activeItems[0] === row) { accept(); return; }
+      const active = pick.onDidChangeActive((a) => { if (a[0] === row) { active.dispose(); accept(); } });
+      pick.value = row.label;
+    });
+    try {
+      const served = await vscode.commands.executeCommand<{ model_id: string } | undefined>('grid.serveEncrypted', { file: join(samples, 'digits', 'digits-mlp.onnx'), id: 'e2e-picked' });
+      assert.equal(served?.model_id, 'e2e-picked');
+    } finally {
+      sub.dispose();
+    }
+    assert.equal(rows.length, 3, `picks shown: ${JSON.stringify(rows)}`);
+    assert.ok(['enc-a', 'enc-b', 'enc-c'].every((n) => rows[0]!.includes(n)), `share holder 1 pick: ${rows[0]!.join(', ')}`);
+    assert.ok(!rows[1]!.includes('enc-b') && rows[1]!.includes('enc-c'), `share holder 2 pick: ${rows[1]!.join(', ')}`);
+    assert.ok(!rows[2]!.includes('enc-b') && !rows[2]!.includes('enc-c') && rows[2]!.includes('enc-a'), `provider pick: ${rows[2]!.join(', ')}`);
+    await untilModels((r) => r.includes('e2e-picked — enc-b · encrypted · share holders enc-b, enc-c · provider enc-a'), 'the picked model in the Models view');
+  });
+
   it('an encrypted model whose other share holder is disconnected says which VS Code action fixes it', async () => {
     await vscode.commands.executeCommand('grid.disconnect', { node: 'enc-a' });
     const x = JSON.stringify({ input: [Array.from({ length: 64 }, () => 0.5)] });
