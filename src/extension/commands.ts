@@ -14,7 +14,7 @@ import { newNotebook, restartKernel } from './notebook';
 import { guarded, isConnection, nodeFromArg, pickFile, pickModel, pickNode, withProgress, workspaceFiles, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
 import { inferEncryptedModel, serveEncrypted } from './smpc';
 import { train } from './train';
-import { formatBytes, ModelItem, signatureLine } from './views/items';
+import { EncryptedModelItem, formatBytes, ModelItem, signatureLine } from './views/items';
 
 // ---- nodes ------------------------------------------------------------------------------------
 
@@ -337,11 +337,11 @@ interface InferArgs extends ModelArgs {
 }
 
 function runInference(ctx: Ctx): Cmd {
-  return guarded(ctx, 'Inference failed', async (arg: ModelItem | InferArgs | undefined, flow: Flow) => {
+  return guarded(ctx, 'Inference failed', async (arg: ModelItem | EncryptedModelItem | InferArgs | undefined, flow: Flow) => {
     const target = await pickModel(ctx, arg, 'Run inference', 'infer', flow);
     if (!target) return undefined;
     const { conn, model } = target;
-    const a: InferArgs = arg instanceof ModelItem || arg === undefined ? {} : arg;
+    const a: InferArgs = arg instanceof vscode.TreeItem || arg === undefined ? {} : arg;
     const io = heavy();
     let inputs;
     if (a.inputs !== undefined) inputs = io.inputsFromFiles(model, a.inputs);

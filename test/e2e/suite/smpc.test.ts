@@ -198,6 +198,26 @@ describe('Encrypted serving from VS Code', function () {
     }
   });
 
+  it('Run Inference on the encrypted model\'s row in the Models view (its inline action) runs it', async () => {
+    const item = api.modelsView.getChildren().find((i) => label(i) === 'e2e-digits');
+    assert.ok(item, `no e2e-digits row: ${modelRows().join(' | ')}`);
+    assert.equal(item.contextValue, 'encrypted:infer');
+    await vscode.window.showTextDocument(await vscode.workspace.openTextDocument({ language: 'json', content: JSON.stringify({ input: [Array.from({ length: 64 }, () => 0.25)] }) }));
+    const sub = api.onDidPick((pick) => {
+      const row = pick.items.find((i) => i.label.startsWith('The active editor'));
+      const accept = () => void vscode.commands.executeCommand('workbench.action.acceptSelectedQuickOpenItem');
+      if (!row) { accept(); return; }
+      const active = pick.onDidChangeActive((a) => { if (a[0] === row) { active.dispose(); accept(); } });
+      pick.value = 'active editor';
+    });
+    try {
+      const out = resultOf(await vscode.commands.executeCommand<{ document: string }>('grid.runInference', item));
+      assert.deepEqual(Object.values(out.outputs).map((t) => [t.dtype, t.dims]), [['float32', [1, 10]]]);
+    } finally {
+      sub.dispose();
+    }
+  });
+
   it('asks for the three nodes in turn, never offering a node already taken', async () => {
     const rows: string[][] = [];
     const wanted = ['enc-b', 'enc-c', 'enc-a'];
