@@ -13,8 +13,9 @@ import { FL_COMMANDS } from './fl-commands';
 import { heavy } from './heavy';
 import { newNotebook, restartKernel } from './notebook';
 import { guarded, isConnection, nodeFromArg, pickFile, pickModel, pickNode, withProgress, workspaceFiles, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
+import { inferEncryptedModel, serveEncrypted } from './smpc';
 import { train } from './train';
-import { formatBytes, ModelItem, signatureLine } from './views/items';
+import { EncryptedModelItem, formatBytes, ModelItem, signatureLine } from './views/items';
 
 // ---- nodes ------------------------------------------------------------------------------------
 
@@ -337,11 +338,11 @@ interface InferArgs extends ModelArgs {
 }
 
 function runInference(ctx: Ctx): Cmd {
-  return guarded(ctx, 'Inference failed', async (arg: ModelItem | InferArgs | undefined, flow: Flow) => {
+  return guarded(ctx, 'Inference failed', async (arg: ModelItem | EncryptedModelItem | InferArgs | undefined, flow: Flow) => {
     const target = await pickModel(ctx, arg, 'Run inference', 'infer', flow);
     if (!target) return undefined;
     const { conn, model } = target;
-    const a: InferArgs = arg instanceof ModelItem || arg === undefined ? {} : arg;
+    const a: InferArgs = arg instanceof vscode.TreeItem || arg === undefined ? {} : arg;
     const io = heavy();
     let inputs;
     if (a.inputs !== undefined) inputs = io.inputsFromFiles(model, a.inputs);
@@ -376,7 +377,9 @@ function runInference(ctx: Ctx): Cmd {
     if (a.json !== undefined) flow.answers.json = a.json;
     const feeds = inputs;
     const t0 = performance.now();
-    const outputs = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} on ${conn.name}`, cancellable: true }, (_p, token) => {
+    const encrypted = target.encrypted;
+    const outputs = encrypted ? await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} encrypted on ${conn.name} and its other share holder` }, () => inferEncryptedModel(ctx, conn, encrypted, feeds))
+      : await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} on ${conn.name}`, cancellable: true }, (_p, token) => {
       const controller = new AbortController();
       const sub = token.onCancellationRequested(() => controller.abort());
       // The version whose signature bound the inputs is the version that runs.
@@ -412,6 +415,7 @@ export const COMMANDS: Record<string, (ctx: Ctx) => Cmd> = {
   'grid.copyModelId': copyModelId,
   'grid.showModelDetails': showModelDetails,
   'grid.runInference': runInference,
+  'grid.serveEncrypted': serveEncrypted,
   'grid.train': train,
   'grid.newNotebook': newNotebook,
   'grid.restartKernel': restartKernel,

@@ -8,6 +8,7 @@ import { ErrorCodes, gridError, toGridError, type GridError } from '../core/erro
 import type { Logger } from '../core/logger';
 import { FlListProcesses, type FlProcessInfo } from '../core/protocol/fl-messages';
 import type { DatasetInfo, ModelInfo, NodeEvent, PeerInfo } from '../core/protocol/messages';
+import { SmpcModels, type SmpcModelInfo } from '../core/protocol/smpc-messages';
 import type { JobInfo } from '../core/protocol/training-messages';
 import type { ReconnectOptions } from '../core/socket/backoff';
 import { GridSocket, type SocketStatus } from '../core/socket/grid-socket';
@@ -95,6 +96,8 @@ export class NodeConnection implements vscode.Disposable {
    * node keeps assignments, not refusals: the events are the only record of a rejection's reason).
    */
   private flWorkers = new Map<string, Map<string, FlWorkerNote>>();
+  /** Encrypted models this node holds one share of (docs/smpc.md), as last listed. */
+  encrypted: SmpcModelInfo[] = [];
   /** Settles once the lists reflect the node after the latest (re)open. */
   private synced: Promise<void> = Promise.resolve();
 
@@ -329,6 +332,7 @@ export class NodeConnection implements vscode.Disposable {
     this.jobs = [];
     this.flProcesses = [];
     this.flWorkers = new Map();
+    this.encrypted = [];
   }
 
   private subscribe(client: GridClient): void {
@@ -442,6 +446,8 @@ export class NodeConnection implements vscode.Disposable {
       // Jobs are per user: an anonymous session has none to list.
       this.jobs = this.supportsTraining && client.socket.status.authenticated ? await client.training.listJobs() : [];
       const fl = this.supportsFl ? (await client.socket.request(FlListProcesses, {})).processes : [];
+      // Encrypted models too are listed to a signed-in session only (no event announces them: refresh after serving).
+      this.encrypted = id.capabilities.includes(SmpcModels.type) && client.socket.status.authenticated ? (await client.socket.request(SmpcModels, {})).models : [];
       if (client !== this.clientValue) return;
       this.flProcesses = fl;
       this.changed.fire(this);

@@ -172,11 +172,12 @@ export class Ctx implements vscode.Disposable {
   }
 
   /** A quick pick with one answer; resolves with the item accepted, undefined when dismissed. */
-  pick<T extends vscode.QuickPickItem>(items: readonly T[], opts: { title: string; placeHolder: string; matchOnDescription?: boolean }): Promise<T | undefined> {
+  pick<T extends vscode.QuickPickItem>(items: readonly T[], opts: { title: string; placeHolder: string; matchOnDescription?: boolean; matchOnDetail?: boolean }): Promise<T | undefined> {
     const pick = vscode.window.createQuickPick<T>();
     pick.title = opts.title;
     pick.placeholder = opts.placeHolder;
     pick.matchOnDescription = opts.matchOnDescription ?? false;
+    pick.matchOnDetail = opts.matchOnDetail ?? false;
     pick.items = items;
     return new Promise<T | undefined>((resolve) => {
       let answer: T | undefined;

@@ -10,7 +10,7 @@ import { imageLayout, tensorToPng } from '../kernel/png';
 import { bindInputFiles, bindInputValues, outputsToJson } from '../compute/tensor-io';
 
 /** Binds files (`[NAME=]PATH`) to the model's inputs, named ones by name, the rest in order. */
-export function inputsFromFiles(model: ModelInfo, files: readonly string[]): NamedTensors {
+export function inputsFromFiles(model: Pick<ModelInfo, 'signature'>, files: readonly string[]): NamedTensors {
   return bindInputFiles(files, model.signature);
 }
 
@@ -18,7 +18,7 @@ export function inputsFromFiles(model: ModelInfo, files: readonly string[]): Nam
  * Inputs from JSON text: an object keyed by input names (each a tensor JSON or nested array), or,
  * for a one-input model, that input's tensor JSON or nested array itself.
  */
-export function inputsFromJsonText(model: ModelInfo, text: string, what: string): NamedTensors {
+export function inputsFromJsonText(model: Pick<ModelInfo, 'id' | 'signature'>, text: string, what: string): NamedTensors {
   let json: unknown;
   try {
     json = JSON.parse(text);

@@ -4,11 +4,12 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
 import type { ModelInfo } from '../core/protocol/messages';
+import type { SmpcModelInfo } from '../core/protocol/smpc-messages';
 import { parseModelRef } from '../core/protocol/model-ref';
 import type { ModelUse, NodeConnection } from './connection';
 import type { Ctx } from './ctx';
 import { signInHint } from './wording';
-import { formatBytes, GroupItem, ModelItem, NodeItem, signatureLine } from './views/items';
+import { EncryptedModelItem, encryptedAsModel, formatBytes, GroupItem, ModelItem, NodeItem, signatureLine } from './views/items';
 
 export type Cmd = (...args: any[]) => unknown;
 
@@ -103,13 +104,21 @@ export async function pickNode(ctx: Ctx, arg: unknown, opts: { need: Need; title
  * lists only models this session may `use` (owner and admins always may; others as the model's flags
  * say); nodes not signed in are offered as "Sign in to NODE first".
  */
-export async function pickModel(ctx: Ctx, arg: unknown, title: string, use: ModelUse | 'view', flow?: Flow): Promise<{ conn: NodeConnection; model: ModelInfo } | undefined> {
+export async function pickModel(ctx: Ctx, arg: unknown, title: string, use: ModelUse | 'view', flow?: Flow): Promise<PickedModel | undefined> {
   const need: Need = use === 'view' ? 'open' : 'signedIn';
   const toDo = use === 'view' ? 'list its models' : `${use === 'infer' ? 'run' : use} its models`;
-  const chosen = (conn: NodeConnection, model: ModelInfo) => {
+  const chosen = (conn: NodeConnection, model: ModelInfo, encrypted?: SmpcModelInfo): PickedModel => {
     if (flow) { flow.node = conn; flow.answers.node = conn.url; flow.answers.model = model.id; }
-    return { conn, model };
+    return { conn, model, ...(encrypted && { encrypted }) };
   };
+  // Encrypted models (docs/smpc.md) offer inference only.
+  const held = (c: NodeConnection) => (use === 'infer' ? c.encrypted : []);
+  if (arg instanceof EncryptedModelItem) {
+    const conn = ctx.primary(arg.connection);
+    if (flow) flow.node = conn;
+    requireNode(conn, need, toDo);
+    return chosen(conn, encryptedAsModel(arg.info), arg.info);
+  }
   if (arg instanceof ModelItem) {
     const conn = ctx.primary(arg.connection);
     if (flow) flow.node = conn;
@@ -120,7 +129,15 @@ export async function pickModel(ctx: Ctx, arg: unknown, title: string, use: Mode
   if (typeof a.model === 'string') {
     // `name` (its latest version) or `name@N` (that version, asked of the node).
     const id = parseModelRef(a.model)?.id ?? a.model;
-    const conn = nodeFromArg(ctx, arg) ?? ctx.openConnections.find((c) => c.models.some((m) => m.id === id));
+    const named = nodeFromArg(ctx, arg);
+    const conn = named ?? ctx.openConnections.find((c) => c.models.some((m) => m.id === id));
+    const enc = (c: NodeConnection) => (c.models.some((m) => m.id === id) ? undefined : held(c).find((e) => e.model_id === a.model));
+    const encHolder = named ? (enc(named) && named) : conn ? undefined : ctx.openConnections.find((c) => enc(c) !== undefined);
+    if (encHolder) {
+      if (flow) flow.node = encHolder;
+      requireNode(encHolder, need, toDo);
+      return chosen(encHolder, encryptedAsModel(enc(encHolder)!), enc(encHolder));
+    }
     if (!conn) throw gridError('NOT_FOUND', `no connected node has a model "${id}"`);
     if (flow) flow.node = conn;
     requireNode(conn, need, toDo);
@@ -134,16 +151,24 @@ export async function pickModel(ctx: Ctx, arg: unknown, title: string, use: Mode
   const signable = need === 'signedIn' ? open.filter((c) => c.state === 'unauthenticated') : [];
   const items = [
     ...usable.flatMap((c) => c.models.filter((m) => use === 'view' || c.mayUse(m, use)).map((m) => ({ label: m.id, description: `${c.name} · v${m.version}${(m.versions ?? 1) > 1 ? ` (latest of ${m.versions})` : ''} · ${formatBytes(m.size)}`, detail: signatureLine(m), conn: c, model: m as ModelInfo | undefined }))),
+    ...usable.flatMap((c) => held(c).filter((e) => e.party === 0 || !usable.some((o) => o.identity?.id === e.peer.id)).map((e) => ({ label: `$(lock) ${e.model_id}`, description: `${c.name} · encrypted`, detail: signatureLine(encryptedAsModel(e)), conn: c, model: encryptedAsModel(e) as ModelInfo | undefined, encrypted: e as SmpcModelInfo | undefined }))),
     ...signable.map((c) => ({ label: `$(key) Sign in to ${c.name} first`, description: `not signed in · ${c.url}`, detail: `then pick among the models you may ${use === 'infer' ? 'run' : use} there`, conn: c, model: undefined as ModelInfo | undefined })),
   ];
   if (items.length === 0) throw gridError('NOT_FOUND', `no model on the connected nodes that you may ${use === 'infer' ? 'run' : use}: serve one with "Grid: Serve Model"`);
-  const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Pick a model', matchOnDescription: true, matchOnDetail: true });
+  const picked = await ctx.pick(items, { title, placeHolder: 'Pick a model', matchOnDescription: true, matchOnDetail: true });
   if (!picked) return undefined;
   if (picked.model === undefined) {
     if (!(await ctx.signIn(picked.conn))) return undefined;
     return pickModel(ctx, arg, title, use, flow);
   }
-  return chosen(picked.conn, picked.model);
+  return chosen(picked.conn, picked.model, (picked as { encrypted?: SmpcModelInfo }).encrypted);
+}
+
+/** A model to act on; `encrypted` when it is served encrypted (this node holds one share of it). */
+export interface PickedModel {
+  conn: NodeConnection;
+  model: ModelInfo;
+  encrypted?: SmpcModelInfo;
 }
 
 /** A long operation in a cancellable notification; `report(done, total)` shows real percentages. */

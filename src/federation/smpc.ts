@@ -12,7 +12,8 @@ import { compileSmpcModel, decode, encode, paramCount, reconstruct, ringOf, rowS
 import type { GridClient } from '../core/client';
 import { gridError, GridError, toGridError } from '../core/errors';
 import type { Tensor } from '../core/protocol/tensor';
-import { SmpcHostShare, SmpcInfer, SmpcModel, type SmpcModelInfo } from '../core/protocol/smpc-messages';
+import type { ModelSignature } from '../core/protocol/messages';
+import { SmpcHostShare, SmpcInfer, SmpcModel, SmpcModels, type SmpcModelInfo } from '../core/protocol/smpc-messages';
 
 /** A node taking part: its client, and the address the other nodes reach it at. */
 export interface SmpcNode { client: GridClient; url: string }
@@ -59,6 +60,19 @@ export async function serveEncrypted(model: Uint8Array, o: ServeEncryptedOptions
 /** What a share holder says about an encrypted model (no share values). */
 export async function encryptedModelInfo(client: GridClient, id: string): Promise<SmpcModelInfo> {
   return (await client.socket.request(SmpcModel, { model_id: id })).model;
+}
+
+/** Every encrypted model `client`'s node holds a share of (none from a node without encrypted serving). */
+export async function encryptedModels(client: GridClient): Promise<SmpcModelInfo[]> {
+  return (await client.socket.request(SmpcModels, {})).models;
+}
+
+/** An encrypted model's signature as a plain model's: one float32 input and output, batch first. */
+export function encryptedSignature(info: SmpcModelInfo): ModelSignature {
+  return {
+    inputs: [{ name: info.input.name, dtype: 'float32', dims: [null, ...info.input.shape] }],
+    outputs: [{ name: info.output.name, dtype: 'float32', dims: [null, ...info.output.shape] }],
+  };
 }
 
 export interface InferEncryptedOptions {

@@ -8,7 +8,7 @@ import type { CellOutput } from './protocol';
 export const GRID_BRIDGE_METHODS = [
   'connect', 'disconnect', 'nodes',
   'models', 'serve', 'download', 'deleteModel', 'infer',
-  'datasets', 'train', 'fedavg',
+  'datasets', 'train', 'fedavg', 'serveEncrypted',
   // Model-centric FL: grid.fl.host(…), grid.fl.join(…) (a dotted name is a method of a namespace object).
   'fl.host', 'fl.join',
 ] as const;

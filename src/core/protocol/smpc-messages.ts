@@ -82,6 +82,14 @@ export const SmpcModel = defineRequest('smpc-model', {
   idempotent: true,
 });
 
+// client → share holder: every encrypted model this node holds a share of (no share values); the
+// extension's tree marks them with their share holders and provider.
+export const SmpcModels = defineRequest('smpc-models', {
+  request: z.object({}).strict().optional(),
+  reply: z.object({ models: z.array(SmpcModelInfo) }),
+  idempotent: true,
+});
+
 // querying client → each share holder: evaluate on this party's share of the input (attachment, int64
 // [batch, ...input shape]); the reply's attachment is this party's share of the output.
 export const SmpcInfer = defineRequest('smpc-infer', {

@@ -4,7 +4,7 @@
 // through `BridgeNodes`, and the benchmark runs it in plain Node over a real GridSocket.
 import { basename, extname, isAbsolute, resolve } from 'node:path';
 import type { GridClient } from '../../core/client';
-import { gridError } from '../../core/errors';
+import { ErrorCodes, gridError, toGridError } from '../../core/errors';
 import type { DatasetInfo, ModelInfo } from '../../core/protocol/messages';
 import { refOf } from '../../core/protocol/model-ref';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
@@ -20,6 +20,7 @@ import { liveMetrics, showRound } from '../../kernel/live-metrics';
 import { addPoint } from '../../kernel/metrics';
 import { permissionFlags, positiveInt, usage } from '../../kernel/bridge-args';
 import { FlNotebookBridge } from './fl-bridge';
+import { inferIfEncrypted, serveEncryptedCall, type SmpcBridgeHost } from './smpc-bridge';
 
 export interface UserCredentials {
   username: string;
@@ -119,8 +120,11 @@ export class NotebookGridBridge implements GridBridge {
       case 'train': return this.train(args[0], args[1], options(args[2], 'train'), context);
       case 'fedavg': return this.fedavg(args[0], args[1], options(args[2], 'fedavg'), context);
       case 'fl.host': case 'fl.join': return this.fl.call(method, args, context);
+      case 'serveEncrypted': return serveEncryptedCall(this.smpcHost, args[0], options(args[1], 'serveEncrypted'));
     }
   }
+
+  private readonly smpcHost: SmpcBridgeHost = { node: (n) => this.node(n), list: () => this.nodes.list(), path: (p) => this.path(p) };
 
   // ---- nodes ------------------------------------------------------------------------------------
 
@@ -233,7 +237,17 @@ export class NotebookGridBridge implements GridBridge {
     const timeoutMs = typeof o.timeoutMs === 'number' ? o.timeoutMs : this.inferTimeoutMs?.();
     const node = this.node(o.node);
     const client = node.client;
-    const model = node.models.find((m) => m.id === id) ?? await client.modelInfo(id);
+    let model = node.models.find((m) => m.id === id);
+    if (!model) {
+      try {
+        model = await client.modelInfo(id);
+      } catch (err) {
+        // A model this node holds only a share of runs the encrypted protocol (smpc-bridge.ts).
+        const y = toGridError(err).code === ErrorCodes.NOT_FOUND ? await inferIfEncrypted(this.smpcHost, node, id, input, typeof o.timeoutMs === 'number' ? o.timeoutMs : undefined) : undefined;
+        if (y === undefined) throw err;
+        return y;
+      }
+    }
     const inputs = bindInputValues(model, input, 'grid.infer');
     // The version whose signature bound the inputs is the one that runs.
     const outputs = await client.runInference(refOf(model), inputs, {

@@ -4,6 +4,7 @@
 import * as vscode from 'vscode';
 import type { DatasetInfo, ModelInfo, PeerInfo } from '../../core/protocol/messages';
 import { refOf } from '../../core/protocol/model-ref';
+import type { SmpcModelInfo, SmpcNodeRef } from '../../core/protocol/smpc-messages';
 import type { JobInfo } from '../../core/protocol/training-messages';
 import type { DroppedNote, NodeConnection, NodeState } from '../connection';
 
@@ -166,6 +167,49 @@ export class ModelItem extends vscode.TreeItem {
   }
 }
 
+/** An encrypted model as the inference command sees a model: its id and signature (one float32 input, batch first). */
+export function encryptedAsModel(info: SmpcModelInfo): ModelInfo {
+  const io = (v: { name: string; shape: number[] }) => [{ name: v.name, dtype: 'float32' as const, dims: [null, ...v.shape] }];
+  return {
+    id: info.model_id, name: info.model_id, version: '1', signature: { inputs: io(info.input), outputs: io(info.output) },
+    size: 0, sha256: '', allow_download: false, allow_remote_inference: true, owner: info.owner, created: info.created,
+  };
+}
+
+/**
+ * A model served encrypted (docs/smpc.md), as one of its share holders lists it: marked with both share
+ * holders and the crypto provider (by their names in the list, else their addresses). `nameOf` resolves a
+ * node id to that name.
+ */
+export class EncryptedModelItem extends vscode.TreeItem {
+  readonly kind = 'encrypted';
+  readonly connection: NodeConnection;
+  readonly info: SmpcModelInfo;
+
+  constructor(conn: NodeConnection, info: SmpcModelInfo, opts: { showNode: boolean; nameOf: (ref: SmpcNodeRef) => string }) {
+    super(info.model_id, vscode.TreeItemCollapsibleState.None);
+    this.connection = conn;
+    this.info = info;
+    this.id = `${opts.showNode ? 'all' : 'node'}-encrypted:${conn.url}:${info.model_id}`;
+    const here = { id: conn.identity?.id ?? '', address: conn.url };
+    const holders = (info.party === 0 ? [here, info.peer] : [info.peer, here]).map((r) => (r === here ? conn.name : opts.nameOf(r)));
+    const provider = opts.nameOf(info.provider);
+    this.description = `${opts.showNode ? `${conn.name} · ` : ''}encrypted · share holders ${holders.join(', ')} · provider ${provider}`;
+    this.iconPath = new vscode.ThemeIcon('lock');
+    this.contextValue = 'encrypted:infer';
+    this.tooltip = new vscode.MarkdownString(`**${info.model_id}** — served encrypted: no node holds its weights in the clear
+
+`
+      + `share holders: **${holders[0]}** (party 0, leads each query), **${holders[1]}** (party 1) · crypto provider: **${provider}**
+
+`
+      + `in: ${info.input.name} float32 [batch, ${info.input.shape.join(', ')}] · out: ${info.output.name} float32 [batch, ${info.output.shape.join(', ')}]
+
+`
+      + `owner ${info.owner} · served ${info.created}`);
+  }
+}
+
 export class DatasetItem extends vscode.TreeItem {
   readonly kind = 'dataset';
   readonly connection: NodeConnection;
@@ -244,4 +288,4 @@ export class NoteItem extends vscode.TreeItem {
   }
 }
 
-export type GridTreeItem = NodeItem | ReasonItem | DroppedItem | GroupItem | ModelItem | DatasetItem | PeerItem | JobItem | NoteItem;
+export type GridTreeItem = NodeItem | ReasonItem | DroppedItem | GroupItem | ModelItem | EncryptedModelItem | DatasetItem | PeerItem | JobItem | NoteItem;

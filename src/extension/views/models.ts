@@ -2,11 +2,12 @@
 // versions lists them under it.
 import * as vscode from 'vscode';
 import type { Ctx } from '../ctx';
-import { ModelItem } from './items';
+import { EncryptedModelItem, ModelItem } from './items';
+import { encryptedItems } from './nodes';
 
-export class ModelsProvider implements vscode.TreeDataProvider<ModelItem>, vscode.Disposable {
+export class ModelsProvider implements vscode.TreeDataProvider<ModelItem | EncryptedModelItem>, vscode.Disposable {
   private readonly ctx: Ctx;
-  private readonly emitter = new vscode.EventEmitter<ModelItem | undefined>();
+  private readonly emitter = new vscode.EventEmitter<ModelItem | EncryptedModelItem | undefined>();
   readonly onDidChangeTreeData = this.emitter.event;
   private readonly sub: vscode.Disposable;
 
@@ -15,13 +16,17 @@ export class ModelsProvider implements vscode.TreeDataProvider<ModelItem>, vscod
     this.sub = ctx.onDidChangeNodes(() => this.emitter.fire(undefined));
   }
 
-  getTreeItem(item: ModelItem): vscode.TreeItem {
+  getTreeItem(item: ModelItem | EncryptedModelItem): vscode.TreeItem {
     return item;
   }
 
-  getChildren(item?: ModelItem): ModelItem[] {
-    if (item) return item.versionItems();
-    return this.ctx.openConnections.flatMap((c) => c.models.map((m) => new ModelItem(c, m, { showNode: true })));
+  getChildren(item?: ModelItem | EncryptedModelItem): (ModelItem | EncryptedModelItem)[] {
+    if (item) return item instanceof ModelItem ? item.versionItems() : [];
+    // An encrypted model once, on the row of the share holder that leads its queries (either, when only one is open).
+    const seen = new Set<string>();
+    const encrypted = this.ctx.openConnections.flatMap((c) => encryptedItems(this.ctx, c, true)).sort((a, b) => a.info.party - b.info.party)
+      .filter((e) => !seen.has(e.info.pair_tag) && seen.add(e.info.pair_tag));
+    return [...this.ctx.openConnections.flatMap((c) => c.models.map((m) => new ModelItem(c, m, { showNode: true }))), ...encrypted];
   }
 
   dispose(): void {

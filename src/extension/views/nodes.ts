@@ -2,8 +2,9 @@
 // Models (each model's versions under it), Datasets, Peers and Jobs. Redrawn when Ctx says something changed (node events, states).
 import * as vscode from 'vscode';
 import type { Ctx } from '../ctx';
+import type { NodeConnection } from '../connection';
 import { flChildren, FlGroupItem, type FlTreeItem } from './fl-items';
-import { DatasetItem, DroppedItem, GroupItem, JobItem, ModelItem, NodeItem, NoteItem, PeerItem, ReasonItem, type GridTreeItem } from './items';
+import { DatasetItem, DroppedItem, EncryptedModelItem, GroupItem, JobItem, ModelItem, NodeItem, NoteItem, PeerItem, ReasonItem, type GridTreeItem } from './items';
 
 export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem | FlTreeItem>, vscode.Disposable {
   private readonly ctx: Ctx;
@@ -29,7 +30,7 @@ export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem | FlT
       if (c.state === 'error' || c.state === 'unauthenticated' || c.state === 'reconnecting') out.push(new ReasonItem(c));
       if (c.dropped) out.push(new DroppedItem(c, c.dropped));
       if (c.isOpen) {
-        out.push(new GroupItem(c, 'models', c.models.length), new GroupItem(c, 'datasets', c.datasets.length), new GroupItem(c, 'peers', c.peers.length));
+        out.push(new GroupItem(c, 'models', c.models.length + c.encrypted.length), new GroupItem(c, 'datasets', c.datasets.length), new GroupItem(c, 'peers', c.peers.length));
         out.push(new GroupItem(c, 'jobs', c.supportsTraining ? c.jobs.length : undefined));
         if (c.supportsFl) out.push(new FlGroupItem(c));
       }
@@ -42,7 +43,7 @@ export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem | FlT
       const c = item.connection;
       switch (item.group) {
         case 'models':
-          return c.models.length ? c.models.map((m) => new ModelItem(c, m, { showNode: false })) : [new NoteItem(`none-models:${c.url}`, 'no models — serve one')];
+          return c.models.length + c.encrypted.length ? [...c.models.map((m) => new ModelItem(c, m, { showNode: false })), ...encryptedItems(this.ctx, c, false)] : [new NoteItem(`none-models:${c.url}`, 'no models — serve one')];
         case 'datasets':
           return c.datasets.length ? c.datasets.map((d) => new DatasetItem(c, d)) : [new NoteItem(`none-datasets:${c.url}`, 'no datasets registered')];
         case 'peers':
@@ -64,4 +65,10 @@ export class NodesProvider implements vscode.TreeDataProvider<GridTreeItem | FlT
     this.sub.dispose();
     this.emitter.dispose();
   }
+}
+
+/** A node's encrypted models, the other nodes named as in the list (by node id), else by address. */
+export function encryptedItems(ctx: Ctx, c: NodeConnection, showNode: boolean): EncryptedModelItem[] {
+  const nameOf = (ref: { id: string; address: string }) => ctx.openConnections.find((o) => o.identity?.id === ref.id)?.name ?? ref.address.replace(/^wss?:\/\//, '');
+  return c.encrypted.map((info) => new EncryptedModelItem(c, info, { showNode, nameOf }));
 }

@@ -281,8 +281,8 @@ export class GridConnection {
   private logLimiter: LogLimiter | undefined;
   /** The node's own message types (ping, transfers, authenticate), made on first use. */
   private builtinRoutes: Map<string, Route> | undefined;
-  /** Called once when the connection closes (what handlers bound to it, e.g. FL workers' rooms). */
-  private closeHooks: (() => void)[] = [];
+  /** What `onClosed` was asked to call when the connection closes (each once). */
+  private readonly closeHooks = new Set<() => void>();
 
   constructor(server: GridServer, ws: WebSocket, remoteAddress: string) {
     this.server = server;
@@ -326,17 +326,25 @@ export class GridConnection {
     });
   }
 
-  /** Runs `fn` when this connection closes (at once if it already has). */
-  onClosed(fn: () => void): void {
-    if (this.ws.readyState === WebSocket.CLOSED) fn();
-    else this.closeHooks.push(fn);
+  /**
+   * Calls `hook` once when this connection closes (on the next tick if it has closed already), for work
+   * that outlives a request on it (an encrypted query party 0 leads); returns what removes it.
+   */
+  onClosed(hook: () => void): () => void {
+    if (this.ws.readyState === WebSocket.CLOSED) {
+      setImmediate(hook);
+      return () => {};
+    }
+    const once = () => hook();
+    this.closeHooks.add(once);
+    return () => { this.closeHooks.delete(once); };
   }
 
   private onClose(): void {
-    const hooks = this.closeHooks.splice(0);
-    for (const fn of hooks) {
-      try { fn(); } catch (err) { this.server.log.error({ err, connection: this.id }, 'a close hook failed'); }
+    for (const hook of this.closeHooks) {
+      try { hook(); } catch (err) { this.server.log.error({ err, connection: this.id }, 'a close hook failed'); }
     }
+    this.closeHooks.clear();
     const dropped = gridError('CONNECTION_DROPPED', 'the client disconnected');
     for (const scope of this.inflight) scope.abort(dropped);
     this.active.clear();

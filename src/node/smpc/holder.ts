@@ -7,7 +7,7 @@ import { evaluateShare, paramCount, ringOf, rowSize, scheduleOf, checkPlan, weig
 import { gridError, GridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import {
-  SmpcCompare, SmpcDeal, SmpcExchange, SmpcHostShare, SmpcInfer, SmpcJoin, SmpcMask, SmpcModel, SmpcPrepare,
+  SmpcCompare, SmpcDeal, SmpcExchange, SmpcHostShare, SmpcInfer, SmpcJoin, SmpcMask, SmpcModel, SmpcModels, SmpcPrepare,
   type SmpcModelInfo, type SmpcNodeRef,
 } from '../../core/protocol/smpc-messages';
 import type { GridSocket } from '../../core/socket/grid-socket';
@@ -90,6 +90,8 @@ class FollowerQuery {
 export class ShareHolder {
   private readonly models = new Map<string, HeldModel>();
   private readonly queries = new Map<string, FollowerQuery>();
+  /** smpc-joins from party 0 that came before the client's smpc-infer of their query (two connections, no order between them). */
+  private readonly arrivals = new Map<string, ReturnType<typeof deferred<void>>>();
   private readonly o: HolderOptions;
 
   constructor(o: HolderOptions) {
@@ -101,6 +103,10 @@ export class ShareHolder {
     router.handle(SmpcModel, (data, ctx) => {
       user(ctx, 'smpc-model');
       return { model: this.model(data.model_id).info };
+    });
+    router.handle(SmpcModels, (_data, ctx) => {
+      user(ctx, 'smpc-models');
+      return { models: [...this.models.values()].map((m) => m.info) };
     });
     router.handle(SmpcInfer, (data, ctx) => this.infer(data, ctx));
     router.handle(SmpcJoin, (data, ctx) => this.join(data, ctx));
@@ -115,6 +121,8 @@ export class ShareHolder {
   }
 
   close(): void {
+    for (const a of this.arrivals.values()) a.reject(gridError('DISPOSED', 'the share holder is shutting down'));
+    this.arrivals.clear();
     for (const q of this.queries.values()) q.fail(gridError('DISPOSED', 'the share holder is shutting down'));
     this.queries.clear();
   }
@@ -219,11 +227,30 @@ export class ShareHolder {
   }
 
   /** Party 1: waits for party 0's smpc-join, then evaluates with it. */
+  /** Waits (bounded: the step timeout, MAX_QUERIES at once) for the client's smpc-infer of a query party 0 has joined already. */
+  private async arrival(queryId: string): Promise<FollowerQuery> {
+    if (this.arrivals.has(queryId)) throw gridError('ALREADY_EXISTS', `smpc-join: query ${queryId} was joined already`);
+    if (this.arrivals.size >= MAX_QUERIES) throw gridError('BUSY', `node ${this.o.where()} waits for ${this.arrivals.size} encrypted queries already; try again shortly`);
+    const d = deferred<void>();
+    this.arrivals.set(queryId, d);
+    const t = setTimeout(() => d.reject(gridError('NOT_FOUND', `smpc-join: the client did not send query ${queryId} to this share holder within ${this.o.stepTimeoutMs} ms`)), this.o.stepTimeoutMs);
+    try {
+      await d.promise;
+    } finally {
+      clearTimeout(t);
+      this.arrivals.delete(queryId);
+    }
+    const query = this.queries.get(queryId);
+    if (query === undefined) throw gridError('NOT_FOUND', `smpc-join: query ${queryId} ended before it started`);
+    return query;
+  }
+
   private async follow(model: HeldModel, q: { query_id: string; batch: number }, input: BigInt64Array): Promise<BigInt64Array> {
     if (this.queries.has(q.query_id)) throw gridError('ALREADY_EXISTS', `query ${q.query_id} is already running here`);
     if (this.queries.size >= MAX_QUERIES) throw gridError('BUSY', `node ${this.o.where()} runs ${this.queries.size} encrypted queries already; try again shortly`);
     const query = new FollowerQuery(model, input, q.batch, this.o.stepTimeoutMs);
     this.queries.set(q.query_id, query);
+    this.arrivals.get(q.query_id)?.resolve();
     const timer = setTimeout(() => query.fail(gridError('SMPC_ABORTED', `share holder ${model.info.peer.id} (party 0) did not start query ${q.query_id} within ${this.o.stepTimeoutMs} ms`)), this.o.stepTimeoutMs);
     query.started.promise.then(() => clearTimeout(timer), () => clearTimeout(timer));
     try {
@@ -235,11 +262,11 @@ export class ShareHolder {
   }
 
   private async join(data: { model_id: string; query_id: string; pair_tag: string; bundle_id: string; batch: number; seed: string; open_mask: boolean }, ctx: HandlerContext) {
-    const query = this.queries.get(data.query_id);
-    const model = query?.model ?? this.models.get(data.model_id);
-    if (model === undefined) throw gridError('NOT_FOUND', `smpc-join: node ${this.o.where()} holds no share of "${data.model_id}"`);
-    requireNode(ctx, model.info.peer.id, 'smpc-join');
-    if (query === undefined) throw gridError('NOT_FOUND', `smpc-join: the client has not sent query ${data.query_id} to this share holder`);
+    const held = this.queries.get(data.query_id)?.model ?? this.models.get(data.model_id);
+    if (held === undefined) throw gridError('NOT_FOUND', `smpc-join: node ${this.o.where()} holds no share of "${data.model_id}"`);
+    requireNode(ctx, held.info.peer.id, 'smpc-join');
+    const query = this.queries.get(data.query_id) ?? await this.arrival(data.query_id);
+    const model = query.model;
     if (query.joined) throw gridError('ALREADY_EXISTS', `smpc-join: query ${data.query_id} was joined already`);
     if (model.info.model_id !== data.model_id || data.batch !== query.batch) {
       const e = gridError('SMPC_ABORTED', `query ${data.query_id}: the two share holders were asked different things (model ${data.model_id} × ${data.batch} rows vs ${model.info.model_id} × ${query.batch})`);
@@ -273,9 +300,12 @@ export class ShareHolder {
     // Either holder lacking W − B (a first query, or one that failed before it opened) makes both open it.
     const openMask = data.open_mask || !masksOpened(model);
     query.started.resolve();
+    // Party 0 leads every step over this connection: when it closes, the query is over at once (not at the step timeout).
+    const off = ctx.connection.onClosed(() => query.fail(gridError('SMPC_ABORTED', `query ${data.query_id}: share holder 0 (${model.info.peer.address}) disconnected mid-query; no output`)));
+    query.result.promise.then(off, off);
     this.evaluate(model, query.batch, query.input, attachmentOf(dealt.attachment, 'the crypto provider'), Buffer.from(data.seed, 'base64url'), channel, openMask)
       .then((out) => query.result.resolve(out), (err) => query.fail(err));
-    // If party 0 goes away, its next opening never comes: the step timeout ends the query (SMPC_ABORTED).
+    // A party 0 that stops answering without closing (a hung process) is ended by the step timeout (SMPC_ABORTED).
     return { query_id: data.query_id, open_mask: openMask };
   }
 
