@@ -283,7 +283,7 @@ export const NodeEvent = z.discriminatedUnion('event', [
   z.object({ event: z.literal('peer-disconnected'), peer: PeerInfo }),
   /** An FL process was hosted, took a worker, got a report or closed a cycle; `process` is its whole status. */
   z.object({ event: z.literal('fl-process-updated'), process: FlProcessInfo }),
-  /** The node's word on a worker's cycle-request (accepted, or rejected with the reason) or its report (flui). */
+  /** The node's word on a worker's cycle-request (accepted, or rejected with the reason) or its report. */
   z.object({
     event: z.literal('fl-worker'), process_id: z.number(), cycle: z.number().nullable(), worker_id: z.string(),
     status: z.enum(['accepted', 'rejected', 'reported']), reason: z.string().optional(),

@@ -57,10 +57,10 @@ export type CycleReply =
   | { status: 'accepted'; request_key: string; version: string; model: string; plans: Record<string, number>; protocols: Record<string, number>; client_config: Record<string, unknown>; model_id: number }
   | { status: 'rejected'; reason: string; timeout?: string };
 
-/** Where the lead wires flaux's verifyWorkerToken (src/node/fl/auth.ts). */
+/** How a worker's auth token is checked (src/node/fl/auth.ts). */
 export type AuthCheck = (config: Record<string, unknown> | undefined, token: string | undefined) => Promise<{ ok: true } | { ok: false; error: string }>;
 
-// flaux's verifyWorkerToken (src/node/fl/auth.ts) on the config checkServerConfig passed through checkFlAuthConfig.
+// verifyWorkerToken (src/node/fl/auth.ts) on the config checkServerConfig passed through checkFlAuthConfig.
 export const checkAuth: AuthCheck = (config, token) => verifyWorkerToken(config as FlAuthConfig | undefined, token);
 
 interface Runtime {
@@ -89,7 +89,7 @@ export interface FlEngineOptions {
    */
   publish?(process: FlProcess, checkpoint: { number: number; bytes: Uint8Array }, parentVersion: string, commit: (version: string) => void): Promise<void>;
   now?(): number;
-  /** Called after each cycle-request answer and counted report (flui: the node's fl-worker events). */
+  /** Called after each cycle-request answer and counted report (the node's fl-worker events). */
   onActivity?(a: FlActivity): void;
 }
 

@@ -24,7 +24,7 @@ export interface NodeFl {
   readonly engine: FlEngine;
   readonly store: FlStore;
   readonly http: FlHttp;
-  /** WebRTC signalling rooms of the processes' workers (docs/fl-workers.md, Rooms). */
+  /** WebRTC signalling rooms of the processes' workers (docs/fl-auth-speed-rooms.md, Rooms). */
   readonly signalling: FlSignalling;
   close(): Promise<void>;
 }
@@ -39,7 +39,7 @@ export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string
   const { models } = deps;
   const engine = new FlEngine({
     store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options,
-    // flui: each worker's answer and report as fl-worker events, for the editor's tree.
+    // Each worker's answer and report as fl-worker events, for the editor's tree.
     onActivity: flWorkerEvents(deps.events, deps.log),
     ...(models !== undefined && {
       // A checkpoint of a process hosted from a model becomes that model's next version, its parent the

@@ -120,7 +120,7 @@ export function parseRoomMessage(message: unknown): { ok: true; message: RoomMes
 
 /**
  * The node's rooms. `send` delivers one message to a worker's socket (false: not connected). `mayJoin`
- * says whether a worker may join a scope (the lead's rule: only rooms of processes it was accepted into).
+ * says whether a worker may join a scope (only rooms of processes it was accepted into).
  * The registry holds no sockets and no timers; the owner calls `dropWorker` when a worker's socket closes.
  */
 export class RoomRegistry {
