@@ -10,31 +10,9 @@ import { datasetSize, splitDataset } from '../compute/data';
 import { mlp } from '../compute/plan';
 import { parsePartition, simulateFl, type FlCycleMetrics } from '../federation';
 import { readWorkerDataset, type FlCliHost } from './fl';
+import { int, jsonArg, num } from './args';
 
-const num = (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw gridError('INVALID_INPUT', `${JSON.stringify(v)} is not a number`);
-  return n;
-};
-const int = (v: string) => {
-  const n = num(v);
-  if (!Number.isInteger(n)) throw gridError('INVALID_INPUT', `${JSON.stringify(v)} is not an integer`);
-  return n;
-};
 const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
-
-function jsonObject(flag: string, v: string | undefined): Record<string, unknown> | undefined {
-  if (v === undefined) return undefined;
-  const text = v.trimStart().startsWith('{') ? v : fs.existsSync(v) ? fs.readFileSync(v, 'utf8') : undefined;
-  if (text === undefined) throw gridError('INVALID_INPUT', `${flag}: ${JSON.stringify(v)} is neither a JSON object nor a file`);
-  try {
-    const parsed = JSON.parse(text) as unknown;
-    if (parsed !== null && typeof parsed === 'object' && !Array.isArray(parsed)) return parsed as Record<string, unknown>;
-  } catch (err) {
-    throw gridError('INVALID_INPUT', `${flag}: not JSON (${(err as Error).message})`);
-  }
-  throw gridError('INVALID_INPUT', `${flag} must be a JSON object`);
-}
 
 /** An .onnx file or `mlp:64,32,10` (built here). */
 function modelBytes(arg: string): Uint8Array {
@@ -96,8 +74,8 @@ export function registerFlSimulateCommand(program: Command, host: FlCliHost): vo
       if (url === undefined) throw gridError('NOT_CONNECTED', 'the CLI\'s connection has no node address');
       const progress = host.progressStream();
       progress?.out.write(`simulating ${o.workers} workers × ${o.cycles} cycles on ${datasetSize(train)} rows (${o.partition}), ${datasetSize(test)} held out\n`);
-      const serverConfig = jsonObject('--server-config', o.serverConfig);
-      const clientConfig = jsonObject('--client-config', o.clientConfig);
+      const serverConfig = jsonArg('--server-config', o.serverConfig);
+      const clientConfig = jsonArg('--client-config', o.clientConfig);
       const r = await simulateFl({
         url, host: c, model, train, test, workers: o.workers, cycles: o.cycles, partition, seed: o.seed, version: o.version,
         ...(o.name !== undefined && { name: o.name }),

@@ -14,6 +14,7 @@ import { fileSink, fileSource } from '../core/socket/transfer';
 import { readCsvDataset, type Dataset } from '../compute/data';
 import { runFlCycles, type FlTrainConfig } from '../federation';
 import type { CliHost } from './train';
+import { int, jsonArg, num } from './args';
 
 /** What `grid fl` needs of the grid CLI besides what train commands get. */
 export interface FlCliHost extends CliHost {
@@ -24,32 +25,7 @@ export interface FlCliHost extends CliHost {
 /** Exit code of `grid fl join` when the worker was rejected for this cycle (not an error: try again later). */
 export const EXIT_REJECTED = 3;
 
-const num = (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw gridError('INVALID_INPUT', `${JSON.stringify(v)} is not a number`);
-  return n;
-};
-const int = (v: string) => {
-  const n = num(v);
-  if (!Number.isInteger(n)) throw gridError('INVALID_INPUT', `${JSON.stringify(v)} is not an integer`);
-  return n;
-};
 const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
-
-/** `--client-config '{"lr": 0.1}'` or `--client-config cfg.json`. */
-function jsonArg(flag: string, v: string | undefined): Record<string, unknown> | undefined {
-  if (v === undefined) return undefined;
-  const text = v.trimStart().startsWith('{') ? v : fs.existsSync(v) ? fs.readFileSync(v, 'utf8') : undefined;
-  if (text === undefined) throw gridError('INVALID_INPUT', `${flag}: ${JSON.stringify(v)} is neither a JSON object nor a file`);
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch (err) {
-    throw gridError('INVALID_INPUT', `${flag}: not JSON (${(err as Error).message})`);
-  }
-  if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw gridError('INVALID_INPUT', `${flag} must be a JSON object`);
-  return parsed as Record<string, unknown>;
-}
 
 /** `name@version` → both; `name` → the name (the node takes its last hosted version). */
 export function processArg(arg: string, version: string | undefined): { name: string; version: string | undefined } {

@@ -10,6 +10,7 @@ import { TRAINING_DEFAULTS, type JobEvent, type JobInfo } from '../core/protocol
 import { trainRequest } from '../core/training-request';
 import { mlp } from '../compute/plan';
 import { participantsByTag, runFedAvg, type Participant, type RoundReport } from '../federation';
+import { int, num } from './args';
 
 /** What the grid CLI lends its training commands. */
 export interface CliHost {
@@ -22,16 +23,6 @@ export interface CliHost {
   timeoutMs(): number;
 }
 
-const num = (v: string) => {
-  const n = Number(v);
-  if (!Number.isFinite(n)) throw gridError('INVALID_INPUT', `${JSON.stringify(v)} is not a number`);
-  return n;
-};
-const int = (v: string) => {
-  const n = num(v);
-  if (!Number.isInteger(n)) throw gridError('INVALID_INPUT', `${JSON.stringify(v)} is not an integer`);
-  return n;
-};
 /** Runs a generator to its end; its return value. */
 async function lastOf<R>(it: AsyncGenerator<unknown, R>): Promise<R> {
   for (;;) {

@@ -1,7 +1,9 @@
 // A live metrics output in the calling cell, one display replaced in place, for both bridges' grid.train
 // and grid.fedavg (the VS Code notebook's and the Jupyter kernel's), so a run looks the same in either.
 
+import type { GridClient } from '../core/client';
 import { ErrorCodes, toGridError } from '../core/errors';
+import type { JobInfo } from '../core/protocol/training-messages';
 import type { GridCallContext } from './bridge';
 import { addPoint, METRICS_MIME, metricsText, type MetricsPayload } from './metrics';
 
@@ -51,4 +53,35 @@ interface RoundMetrics {
   seconds: number;
   train: { loss: number; accuracy: number };
   test?: { loss: number; accuracy: number } | undefined;
+}
+
+/**
+ * Follows a training job into `live` (train and validation curves, speed and time left, the test point at
+ * the end), cancelling it on the node when the cell is interrupted; the job as it ended.
+ */
+export async function followTrainingLive(
+  client: GridClient, started: JobInfo, live: LiveMetrics, context: GridCallContext, epochs: number, onJob?: (job: JobInfo) => void,
+): Promise<JobInfo> {
+  let job: JobInfo;
+  try {
+    // Interrupting the cell cancels the job on the node, and stops following it at once.
+    job = await client.training.follow(started, {
+      signal: context.signal, cancel: context.signal,
+      onUpdate: (j, ev) => {
+        onJob?.(j);
+        if (ev?.kind !== 'batch' && ev?.kind !== 'epoch') return;
+        addPoint(live.payload, 'train', { x: ev.epoch - 1 + ev.batch / Math.max(1, ev.batches), loss: ev.loss, accuracy: ev.accuracy });
+        if (ev.kind === 'epoch' && ev.validation) addPoint(live.payload, 'validation', { x: ev.epoch, ...ev.validation });
+        live.payload.note = `${Math.round(ev.samples_per_second)} samples/s · about ${Math.ceil(ev.eta_seconds)} s left`;
+        live.update(ev.kind === 'epoch');
+      },
+    });
+  } catch (err) {
+    live.fail(err);
+    throw err;
+  }
+  const r = job.result;
+  if (r?.test) addPoint(live.payload, 'test', { x: epochs, ...r.test });
+  live.payload.state = 'succeeded';
+  return job;
 }

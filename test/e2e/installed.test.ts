@@ -13,7 +13,12 @@ import {
   runHostSuites, sampleWorkspace, screenshot, tools, workbenchUrl, type InstalledExtension,
 } from './harness';
 
-const MAX_VSIX_BYTES = 25 * 1024 * 1024;
+// The linux-x64 VSIX's budget. Most of it is not ours: onnxruntime's libonnxruntime.so (~17 MB compressed),
+// esbuild's binary (~5 MB, the kernel transpiles cells) and zeromq's addon (~0.8 MB). Our bundles, ~3 MB
+// compressed, grew with the FL worker process, the FL simulation thread and the Jupyter kernel (26.4 MB
+// in all when they landed); each bundle carries its own copy of the shared code, so a shared chunk is
+// where the next MB would come from.
+const MAX_VSIX_BYTES = 28 * 1024 * 1024;
 
 interface Manifest {
   contributes?: {
@@ -44,7 +49,7 @@ before(async () => {
   installed = await packageAndInstall(workDir);
 }, { timeout: 5 * 60_000 });
 
-step('the linux-x64 VSIX is at most 25 MB and ships only linux-x64 onnxruntime binaries', 10_000, async () => {
+step('the linux-x64 VSIX is at most 28 MB and ships only linux-x64 onnxruntime binaries', 10_000, async () => {
   process.stdout.write(`VSIX: ${installed.vsix} ${(installed.bytes / 1024 / 1024).toFixed(1)} MB\n`);
   assert.ok(installed.bytes <= MAX_VSIX_BYTES, `VSIX is ${installed.bytes} bytes, over ${MAX_VSIX_BYTES}`);
   const napi = join(installed.path, 'node_modules', 'onnxruntime-node', 'bin', 'napi-v6');

@@ -16,8 +16,7 @@ import { participantsByTag } from '../../federation/participants';
 import { runFedAvg } from '../../federation/run';
 import { FedAvgReport, fedAvgWarning, type FedAvgSummary } from '../fedavg-report';
 import { inVsCodeWords } from '../wording';
-import { liveMetrics, showRound } from '../../kernel/live-metrics';
-import { addPoint } from '../../kernel/metrics';
+import { followTrainingLive, liveMetrics, showRound } from '../../kernel/live-metrics';
 import { permissionFlags, positiveInt, usage } from '../../kernel/bridge-args';
 import { FlNotebookBridge } from './fl-bridge';
 import { inferIfEncrypted, serveEncryptedCall, type SmpcBridgeHost } from './smpc-bridge';
@@ -289,27 +288,8 @@ export class NotebookGridBridge implements GridBridge {
     const live = liveMetrics(context, { version: 1, title: `Training ${modelId} on ${node.name}/${dataset.name}`, unit: 'epoch', total: epochs, state: 'running', series: [] }, this.metricsIntervalMs);
     const started = await client.training.start(request, { signal: context.signal });
     node.updateJob?.(started);
-    let job: JobInfo;
-    try {
-      // Interrupting the cell cancels the job on the node, and stops following it at once.
-      job = await client.training.follow(started, {
-        signal: context.signal, cancel: context.signal,
-        onUpdate: (j, ev) => {
-          node.updateJob?.(j);
-          if (ev?.kind !== 'batch' && ev?.kind !== 'epoch') return;
-          addPoint(live.payload, 'train', { x: ev.epoch - 1 + ev.batch / Math.max(1, ev.batches), loss: ev.loss, accuracy: ev.accuracy });
-          if (ev.kind === 'epoch' && ev.validation) addPoint(live.payload, 'validation', { x: ev.epoch, ...ev.validation });
-          live.payload.note = `${Math.round(ev.samples_per_second)} samples/s · about ${Math.ceil(ev.eta_seconds)} s left`;
-          live.update(ev.kind === 'epoch');
-        },
-      });
-    } catch (err) {
-      live.fail(err);
-      throw err;
-    }
+    const job = await followTrainingLive(client, started, live, context, epochs, (j) => node.updateJob?.(j));
     const r = job.result;
-    if (r?.test) addPoint(live.payload, 'test', { x: epochs, ...r.test });
-    live.payload.state = 'succeeded';
     live.payload.note = `${r?.samples ?? 0} rows per epoch in ${(r?.seconds ?? 0).toFixed(1)} s${r?.model ? ` · stored as ${refOf(r.model)}${r.model.parent?.startsWith(`${r.model.id}@`) ? `, the next version of ${r.model.id}` : ''}` : ''}`;
     live.update(true);
     return {

@@ -18,8 +18,7 @@ import { bindInputValues } from '../../compute/tensor-io';
 import { participantsByTag } from '../../federation/participants';
 import { runFedAvg } from '../../federation/run';
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../bridge';
-import { liveMetrics, showRound } from '../live-metrics';
-import { addPoint } from '../metrics';
+import { followTrainingLive, liveMetrics, showRound } from '../live-metrics';
 import { permissionFlags, positiveInt, usage } from '../bridge-args';
 
 interface Connected {
@@ -196,26 +195,8 @@ export class StandaloneGridBridge implements GridBridge {
     });
     const live = liveMetrics(context, { version: 1, title: `Training ${modelId} on ${node.name}/${dataset.name}`, unit: 'epoch', total: epochs, state: 'running', series: [] });
     const started = await client.training.start(request, { signal: context.signal });
-    let job;
-    try {
-      // Interrupting the cell cancels the job on the node, and stops following it at once.
-      job = await client.training.follow(started, {
-        signal: context.signal, cancel: context.signal,
-        onUpdate: (_j, ev) => {
-          if (ev?.kind !== 'batch' && ev?.kind !== 'epoch') return;
-          addPoint(live.payload, 'train', { x: ev.epoch - 1 + ev.batch / Math.max(1, ev.batches), loss: ev.loss, accuracy: ev.accuracy });
-          if (ev.kind === 'epoch' && ev.validation) addPoint(live.payload, 'validation', { x: ev.epoch, ...ev.validation });
-          live.payload.note = `${Math.round(ev.samples_per_second)} samples/s · about ${Math.ceil(ev.eta_seconds)} s left`;
-          live.update(ev.kind === 'epoch');
-        },
-      });
-    } catch (err) {
-      live.fail(err);
-      throw err;
-    }
+    const job = await followTrainingLive(client, started, live, context, epochs);
     const r = job.result;
-    if (r?.test) addPoint(live.payload, 'test', { x: epochs, ...r.test });
-    live.payload.state = 'succeeded';
     live.payload.note = `${r?.samples ?? 0} rows per epoch in ${(r?.seconds ?? 0).toFixed(1)} s${r?.model ? ` · stored as ${refOf(r.model)}` : ''}`;
     live.update(true);
     return { job: job.id, state: job.state, model: r?.model && refOf(r.model), metrics: r?.metrics, validation: r?.validation, test: r?.test, seconds: r?.seconds };
