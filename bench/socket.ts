@@ -169,25 +169,62 @@ async function gridDownload(url: string, size: number): Promise<{ mbps: number; 
   return { mbps: size / MiB / secs, clientRss: rss.stop(), serverRss: server.rssPeak - server.rssBase };
 }
 
-/** What this machine's disk takes: 1 MiB writes into a temp file, then fsync (the upload's floor). */
-async function diskWrite(size: number): Promise<number> {
-  const path = `${tmpdir()}/grid-bench-disk-${process.pid}`;
-  const fh = await open(path, 'w');
-  const t0 = performance.now();
-  for (let pos = 0; pos < size; pos += CHUNK) await fh.write(generatedBytes(4, pos, Math.min(CHUNK, size - pos)), 0, Math.min(CHUNK, size - pos), pos);
-  await fh.sync();
-  const secs = (performance.now() - t0) / 1000;
-  await fh.close();
-  await rm(path, { force: true });
-  return size / MiB / secs;
+/**
+ * What this machine's disk takes at best, the upload's floor: the bytes are generated before the clock
+ * starts (held in a 64 MiB ring of distinct buffers, written over and over at new offsets), a warm-up
+ * write of the same size comes first, then each write pattern writes `size` bytes and fsyncs once; the
+ * best pattern's rate is the floor. Patterns: 1 MiB writes awaited one by one, 1 MiB positional writes
+ * with 16 in flight (what the node does), 8 MiB writes with 4 in flight.
+ */
+async function diskWrite(size: number): Promise<{ mbps: number; pattern: string; all: Record<string, number> }> {
+  const RING = 64 * MiB;
+  const ring = Array.from({ length: RING / CHUNK }, (_, i) => generatedBytes(4, i * CHUNK, CHUNK));
+  const pieceOf = (pos: number, len: number): Buffer => {
+    // A write never spans ring buffers when len ≤ CHUNK; bigger writes are served from a joined ring.
+    return len <= CHUNK ? ring[(pos / CHUNK) % ring.length]!.subarray(0, len) : bigRing.subarray(pos % RING, (pos % RING) + len);
+  };
+  const bigRing = Buffer.concat(ring);
+  async function pass(name: string, block: number, inFlight: number): Promise<number> {
+    const path = `${tmpdir()}/grid-bench-disk-${process.pid}-${name}`;
+    const fh = await open(path, 'w');
+    try {
+      const t0 = performance.now();
+      let next = 0;
+      await Promise.all(Array.from({ length: inFlight }, async () => {
+        while (next < size) {
+          const pos = next;
+          const len = Math.min(block, size - pos);
+          next += len;
+          let done = 0;
+          while (done < len) done += (await fh.write(pieceOf(pos, len), done, len - done, pos + done)).bytesWritten;
+        }
+      }));
+      await fh.sync();
+      return size / MiB / ((performance.now() - t0) / 1000);
+    } finally {
+      await fh.close();
+      await rm(path, { force: true });
+    }
+  }
+  await pass('warm-up', CHUNK, 16);
+  const all: Record<string, number> = {};
+  all['1 MiB, 1 in flight'] = await pass('seq', CHUNK, 1);
+  all['1 MiB, 16 in flight'] = await pass('par', CHUNK, 16);
+  all['8 MiB, 4 in flight'] = await pass('big', 8 * CHUNK, 4);
+  const [pattern, mbps] = Object.entries(all).sort((x, y) => y[1] - x[1])[0]!;
+  return { mbps, pattern, all };
 }
 
-type Transfer = { mbps: number; clientRss: number; serverRss: number };
+type Transfer = { mbps: number; clientRss: number; serverRss: number; pattern?: string };
+
+// GRID_BENCH_PROFILE=DIR writes CPU profiles of the peer (server) processes there, for finding where time
+// goes; profile the client half with `node --cpu-prof .bench-out/socket.js --phase grid-up`.
+const PEER_ARGV = process.env.GRID_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GRID_BENCH_PROFILE}`] : [];
 
 /** One measurement in this process, against a peer process of its own: RSS growth is this phase's alone. */
 async function phase(name: string): Promise<unknown> {
   const peerMode = name.startsWith('rr') ? undefined : name.startsWith('raw') ? 'ws' : 'grid';
-  if (name === 'disk') return { mbps: await diskWrite(BULK) };
+  if (name === 'disk') return await diskWrite(BULK);
   if (peerMode === undefined) {
     const peers = await Promise.all([startNodeScript(PEER, ['ws']), startNodeScript(PEER, ['grid']), startNodeScript(PEER, ['socketio'])]);
     try {
@@ -207,7 +244,7 @@ async function phase(name: string): Promise<unknown> {
       await Promise.all(peers.map((p) => p.kill('SIGTERM')));
     }
   }
-  const peer = await startNodeScript(PEER, [peerMode]);
+  const peer = await startNodeScript(PEER, [peerMode], process.env, PEER_ARGV);
   try {
     switch (name) {
       case 'raw-down': return await rawWsReceive(peer.url, BULK);
@@ -250,14 +287,16 @@ async function main(): Promise<void> {
   const reps = quick ? 1 : 3;
   const runs: Record<string, Transfer[]> = { 'raw-down': [], 'grid-down': [], 'raw-up': [], 'grid-up': [], disk: [] };
   for (let rep = 0; rep < reps; rep++) for (const name of Object.keys(runs)) runs[name]!.push(runPhase(name) as Transfer);
-  const [rawDown, down, rawUp, up, disk] = Object.values(runs).map(median) as Transfer[];
+  const [rawDown, down, rawUp, up] = Object.values(runs).map(median) as Transfer[];
+  // The disk is the floor: its best run counts (the issue's "best write rate measured warm").
+  const disk = [...runs.disk!].sort((a, b) => b.mbps - a.mbps)[0]!;
   console.log(`one-way bulk transfer of ${(BULK / MiB).toFixed(0)} MiB, node → client (transport: chunks, acks, window, sha256 on receipt); median of ${reps}`);
   console.log(`  raw ws binary frames     ${rawDown!.mbps.toFixed(0)} MiB/s  (peak RSS growth client ${mb(rawDown!.clientRss)} MiB, server ${mb(rawDown!.serverRss)} MiB; client hashes too)`);
   console.log(`  GridSocket.download      ${down!.mbps.toFixed(0)} MiB/s  (peak RSS growth client ${mb(down!.clientRss)} MiB, node ${mb(down!.serverRss)} MiB)`);
   console.log(`  ratio vs raw ws          ${(down!.mbps / rawDown!.mbps).toFixed(2)}×  (target ≥ 0.6×; RSS growth target < 64 MiB per side)`);
   console.log(`one-way bulk transfer of ${(BULK / MiB).toFixed(0)} MiB, client → node (upload: sha256 both ends, written and fsync'd on the node); median of ${reps}`);
   console.log(`  raw ws binary frames     ${rawUp!.mbps.toFixed(0)} MiB/s  (peak RSS growth client ${mb(rawUp!.clientRss)} MiB, server ${mb(rawUp!.serverRss)} MiB; nothing stored)`);
-  console.log(`  this machine's disk      ${disk!.mbps.toFixed(0)} MiB/s  (1 MiB writes + fsync, no network)`);
+  console.log(`  this machine's disk      ${disk!.mbps.toFixed(0)} MiB/s  (best write pattern, ${disk!.pattern}, + fsync; bytes already in memory, warm; no network)`);
   console.log(`  GridSocket.upload        ${up!.mbps.toFixed(0)} MiB/s  (peak RSS growth client ${mb(up!.clientRss)} MiB, node ${mb(up!.serverRss)} MiB)`);
   console.log(`  ratio vs raw ws          ${(up!.mbps / rawUp!.mbps).toFixed(2)}×  (target ≥ 0.6×; RSS growth target < 64 MiB per side)`);
   // Storing cannot beat the disk: where the disk is slower than loopback, this is the fair ceiling.
