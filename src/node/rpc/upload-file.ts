@@ -12,8 +12,8 @@ import { join } from 'node:path';
 
 /** O_DIRECT offsets, lengths and buffer addresses are multiples of this (a filesystem block; 512 often suffices). */
 const BLOCK = 4096;
-/** Aligned buffers kept for reuse: bounds the node's memory for direct writes in flight. */
-const POOL_MAX = 8;
+/** Aligned buffers kept for reuse: bounds the node's memory for direct writes in flight (libuv runs 4 at once). */
+const POOL_MAX = 4;
 
 export interface UploadFile {
   /** Writes all of `body` at `position`. `body` is not used after the returned promise settles. */
