@@ -2,6 +2,10 @@
 // the baseline of loading everything at activation (that bundle plus dist/extension-lazy.js, i.e. the
 // extension without its split), each in a fresh Node process (no compile cache), medians of N runs.
 // `vscode` is a stand-in object: only the bundles' top-level code runs, no VS Code API is called.
+// activate() is NOT measured here: it registers commands, views, a notebook controller and a status bar
+// through VS Code's API, which exists only inside an extension host (plain Node has no `vscode` module,
+// and a stand-in would time the stand-in). The e2e test test/e2e/suite/activation-cost.test.ts times the
+// real activate() in a real VS Code and prints it against the 50 ms target.
 // Run: npm run bench:extension   (BENCH_QUICK=1: fewer runs)
 import { execFileSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
@@ -50,4 +54,4 @@ const a = median(ours);
 const b = median(whole);
 process.stdout.write(`activation bundle (${kb(activation)}): ${a.toFixed(1)} ms median of ${runs}\n`);
 process.stdout.write(`baseline, everything at activation (+${kb(lazy)}): ${b.toFixed(1)} ms\n`);
-process.stdout.write(`ratio ${(a / b).toFixed(2)}x of the baseline (lower is better); target: activation bundle + activate() <= 50 ms\n`);
+process.stdout.write(`ratio ${(a / b).toFixed(2)}x of the baseline (lower is better); bundle load only: activate() is timed in real VS Code by test/e2e/suite/activation-cost.test.ts (target: bundle + activate() <= 50 ms)\n`);

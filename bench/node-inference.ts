@@ -175,13 +175,16 @@ async function main(): Promise<void> {
     out(`machine: ${os.availableParallelism()} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at start`);
     const mlp = mlpModel(784, 128, 10);
     await client.hostModel(mlp, { id: 'mlp', allowRemoteInference: true });
-    const local = await loadModel(mlp);
 
     // 1. Batch 1 latency. The client on core 0, the node and the raw ws server on core 1: every round trip
     // crosses cores alike. Unpinned, whether a pair happens to share a core (and skip a cross-core wake-up,
     // ~100 µs on this VM) decides more than the software does.
     const cores = os.availableParallelism();
     if (cores >= 2) { pin(process.pid, '0'); pin(node.child.pid!, '1'); pin(peer.child.pid!, '1'); }
+    // Created after pinning, as the node's session (made at its first run) and the floor's are: onnxruntime
+    // sizes its intra-op pool from the CPUs the process may use, so every side gets the same thread count
+    // (one, pinned to one core). Created before, it would get two threads squeezed onto one core.
+    const local = await loadModel(mlp);
     const one: NamedTensors = { x: { dtype: 'float32', dims: [1, 784], data: seededFloats(784, 1) } };
     const reqBytes = encodeNamedTensors(one).length + 64; // + envelope and frame header
     const replyBytes = encodeNamedTensors((await local.run(one))).length + 128;

@@ -1,11 +1,18 @@
 // Training throughput of a derived plan (one ORT run per optimisation step) against two baselines
 // measured in the same run on the same shapes:
-//   1. the GFLOP/s onnxruntime's own MatMul reaches on the step's five matrix products (target ≥ 0.5×);
-//   2. the same step (forward, softmax cross-entropy, backward, SGD) in TensorFlow.js's CPU backend (target ≥ 5×).
+//   1. the GFLOP/s onnxruntime's own MatMul reaches on the step's matrix products (3·layers − 1: 8 for the default sizes) (target ≥ 0.5×);
+//   2. the same step (forward, softmax cross-entropy, backward, SGD) in TensorFlow.js's CPU backend (target ≥ 5×);
+//   3. the same step, SGD and Adam, in PyTorch CPU (Debian's python3-torch on OpenBLAS, `threads` threads;
+//      target ≥ 3×): the peer users actually pick. Without OpenBLAS Debian's torch falls back to reference
+//      BLAS and is ~9× slower, so both packages are installed here when missing (apt-get, as
+//      scripts/setup.mjs does: only what is missing, as root or through passwordless sudo).
 // Usage: npm run bench:train [-- --batch 128 --sizes 256,512,512,10 --seconds 3]
 import * as tf from '@tensorflow/tfjs-core';
 import '@tensorflow/tfjs-backend-cpu';
 import '@tensorflow/tfjs-core/dist/register_all_gradients';
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { loadModel } from '../src/compute/backend';
 import { encodeModel, makeNode, makeValueInfo } from '../src/compute/onnx';
 import { buildPlan, mlp } from '../src/compute/plan';
@@ -100,6 +107,51 @@ async function tfjsStep(): Promise<number> {
   return timeLoop(step, Math.min(seconds, 4));
 }
 
+// Debian's own interpreter: python3-torch installs into its dist-packages, not into a pyenv or venv python.
+const PYTHON = '/usr/bin/python3';
+const TORCH_PACKAGES = ['python3-torch', 'libopenblas0-pthread'];
+
+/** Installs the PyTorch peer's Debian packages when missing; returns why it cannot run, or undefined. */
+function ensureTorch(): string | undefined {
+  const installed = (pkg: string) => spawnSync('dpkg-query', ['-W', '-f=${Status}', pkg], { encoding: 'utf8' }).stdout?.includes('install ok installed') === true;
+  const missing = TORCH_PACKAGES.filter((p) => !installed(p));
+  if (missing.length > 0) {
+    if (process.platform !== 'linux' || !existsSync('/usr/bin/apt-get')) return `missing ${missing.join(', ')} and no apt-get here`;
+    const asRoot = process.getuid?.() === 0 ? [] : spawnSync('sudo', ['-n', 'true']).status === 0 ? ['sudo', '-n'] : undefined;
+    if (asRoot === undefined) return `missing ${missing.join(', ')}; run \`sudo apt-get install -y ${missing.join(' ')}\` (this user is not root, no passwordless sudo)`;
+    const apt = (args: string[]) => {
+      const [cmd, ...rest] = [...asRoot, 'apt-get', ...args];
+      const r = spawnSync(cmd!, rest, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } });
+      if (r.status !== 0) throw new Error(`apt-get ${args.join(' ')} failed (${r.status ?? r.error?.message})`);
+    };
+    process.stdout.write(`installing the PyTorch peer: apt-get install ${missing.join(' ')}\n`);
+    apt(['update', '-qq']);
+    apt(['install', '-y', '-qq', '--no-install-recommends', '-o', 'DPkg::Lock::Timeout=600', ...missing]);
+  }
+  return spawnSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0 ? undefined : `${PYTHON} cannot import torch`;
+}
+
+interface TorchStep { sgd: number; adam: number; torch: string; threads: number }
+
+/**
+ * PyTorch's step times, best of its default OpenMP wait policy and a passive one: on a busy machine the
+ * default spin-waiting of idle OpenMP threads can cost it 10× (measured here: 358 vs 34 ms per SGD step),
+ * and a peer slowed by the machine would flatter us.
+ */
+function torchSteps(): (TorchStep & { policy: string }) | string {
+  const why = ensureTorch();
+  if (why !== undefined) return why;
+  let best: (TorchStep & { policy: string }) | undefined;
+  for (const policy of ['default', 'PASSIVE']) {
+    const env = { ...process.env, ...(policy === 'PASSIVE' && { OMP_WAIT_POLICY: 'PASSIVE' }) };
+    const r = spawnSync(PYTHON, [join(__dirname, 'train_torch.py'), sizes.join(','), String(batch), String(seconds), String(threads)], { encoding: 'utf8', env });
+    if (r.status !== 0) return `the PyTorch step failed: ${r.stderr.trim().split('\n').at(-1)}`;
+    const t = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as TorchStep;
+    if (best === undefined || t.sgd + t.adam < best.sgd + best.adam) best = { ...t, policy };
+  }
+  return best!;
+}
+
 async function main(): Promise<void> {
   const gflop = flopsPerStep / 1e9;
   process.stdout.write(`MLP ${sizes.join('-')}, batch ${batch}, ${threads} ORT threads: ${gflop.toFixed(3)} GFLOP of matrix products per step\n`);
@@ -107,14 +159,23 @@ async function main(): Promise<void> {
   const tSgd = await planStep('sgd');
   const tAdam = await planStep('adam');
   const tTf = await tfjsStep();
+  const torch = torchSteps();
   const rate = (t: number) => `${(gflop / t).toFixed(1)} GFLOP/s, ${(t * 1000).toFixed(2)} ms/step, ${Math.round(batch / t)} samples/s`;
-  process.stdout.write(`onnxruntime MatMul alone (same 5 products): ${rate(tMat)}\n`);
+  process.stdout.write(`onnxruntime MatMul alone (same ${stepMatmuls().length} products): ${rate(tMat)}\n`);
   process.stdout.write(`plan step, SGD:                            ${rate(tSgd)}\n`);
   process.stdout.write(`plan step, Adam:                           ${rate(tAdam)}\n`);
   process.stdout.write(`TensorFlow.js CPU backend step, SGD:       ${rate(tTf)}\n`);
   process.stdout.write(`ratio plan(SGD) / ORT MatMul GFLOP/s: ${(tMat / tSgd).toFixed(2)}x (target >= 0.5x)\n`);
   process.stdout.write(`ratio plan(Adam) / ORT MatMul GFLOP/s: ${(tMat / tAdam).toFixed(2)}x\n`);
   process.stdout.write(`ratio plan(SGD) / TensorFlow.js CPU: ${(tTf / tSgd).toFixed(1)}x (target >= 5x)\n`);
+  if (typeof torch === 'string') {
+    process.stdout.write(`PyTorch CPU peer skipped: ${torch}\n`);
+  } else {
+    process.stdout.write(`PyTorch ${torch.torch} CPU (OpenBLAS), ${torch.threads} threads, OpenMP wait policy ${torch.policy}:\n`);
+    process.stdout.write(`  step, SGD:                               ${rate(torch.sgd)}\n`);
+    process.stdout.write(`  step, Adam:                              ${rate(torch.adam)}\n`);
+    process.stdout.write(`ratio plan / PyTorch CPU: SGD ${(torch.sgd / tSgd).toFixed(2)}x, Adam ${(torch.adam / tAdam).toFixed(2)}x (target >= 3x)\n`);
+  }
 }
 
 void main();

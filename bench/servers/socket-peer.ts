@@ -79,4 +79,6 @@ async function main(): Promise<void> {
   });
 }
 
+// A clean exit on SIGTERM, so a --cpu-prof profile (GRID_BENCH_PROFILE in bench/socket.ts) gets written.
+process.once('SIGTERM', () => process.exit(0));
 void main();

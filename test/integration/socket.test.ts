@@ -471,6 +471,20 @@ describe('transfers', () => {
     await proxy.close();
   });
 
+  test('what the node stores is byte for byte what was uploaded, whole blocks and odd tails alike', async () => {
+    // 1 MiB chunks are written straight to disk (O_DIRECT) from aligned buffers; the 1234-byte tail and
+    // 10000-byte chunks (not whole 4 KiB blocks) go through the page cache. The claim hashes the file on disk.
+    const s = await connected(node.url);
+    for (const [size, chunkSize] of [[5 * 1024 * 1024 + 1234, undefined], [300_000, 10_000]] as const) {
+      const seed = randomSeed();
+      const result = await s.upload(generatedSource(seed, size), chunkSize === undefined ? {} : { chunkSize });
+      const expected = generatedSha256(seed, size);
+      assert.equal(result.sha256, expected);
+      assert.deepEqual(await s.request(Claim, { transfer_id: result.transfer_id }), { size, sha256: expected }, `upload of ${size} bytes in ${chunkSize ?? 'default'} chunks`);
+    }
+    s.dispose();
+  });
+
   test('a download cut mid-way resumes and verifies its sha256; bytes arrive in order', async () => {
     const proxy = await startProxy(node.port);
     const s = await connected(`ws://127.0.0.1:${proxy.port}`);

@@ -8,9 +8,10 @@
 
 import { createHash, randomBytes, type Hash } from 'node:crypto';
 import { mkdirSync, readdirSync, rmSync } from 'node:fs';
-import { mkdir, open, rm, statfs, type FileHandle } from 'node:fs/promises';
+import { mkdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCodes, GridError, gridError } from '../../core/errors';
+import { DirectBuffers, openUploadFile, type UploadFile } from './upload-file';
 
 export interface CommittedUpload {
   readonly path: string;
@@ -32,7 +33,7 @@ interface Upload {
   /** Bytes fed to the hash, in order; re-sent bytes below this are not hashed twice. */
   hashed: number;
   hash: Hash;
-  file: Promise<FileHandle>;
+  file: Promise<UploadFile>;
   /** Writes in flight, in offset order; the head's completion advances `written`. */
   inflight: { end: number; done: boolean; promise: Promise<void> }[];
   failure: Error | undefined;
@@ -49,6 +50,8 @@ export interface UploadStoreOptions {
   maxBytes?: number;
   /** Uploads at once; a bound on open files and disk use. */
   maxUploads?: number;
+  /** Whole 4 KiB blocks written with O_DIRECT where the filesystem takes it (upload-file.ts). Default true. */
+  directIo?: boolean;
 }
 
 /** Per-owner shares of the upload area, and the disk margin (docs/node.md, "Quotas and sign-in limits"). */
@@ -65,6 +68,8 @@ export interface UploadQuotas {
 
 const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
+/** Chunk sizes up to this get a pool of aligned buffers for O_DIRECT writes; bigger ones write buffered. */
+const DIRECT_MAX_CHUNK = 4 * MiB;
 
 async function statfsFree(dir: string): Promise<number> {
   const s = await statfs(dir);
@@ -103,6 +108,9 @@ export class UploadStore {
   readonly freeSpaceMarginBytes: number;
   private readonly freeBytes: (dir: string) => Promise<number>;
   private readonly uploads = new Map<string, Upload>();
+  /** Aligned buffers per chunk size (undefined inside: no O_DIRECT for that size here). */
+  private readonly direct = new Map<number, Promise<DirectBuffers | undefined>>();
+  private readonly directIo: boolean;
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
 
@@ -115,6 +123,7 @@ export class UploadStore {
     this.maxBytesPerOwner = options.maxBytesPerOwner ?? this.maxBytes;
     this.freeSpaceMarginBytes = options.freeSpaceMarginBytes ?? 512 * MiB;
     this.freeBytes = options.freeBytes ?? statfsFree;
+    this.directIo = options.directIo ?? true;
     mkdirSync(this.dir, { recursive: true });
     // Uploads do not survive a node restart (their hash state is in memory): start clean.
     for (const name of readdirSync(this.dir)) rmSync(join(this.dir, name), { force: true, recursive: true });
@@ -179,7 +188,7 @@ export class UploadStore {
     const up: Upload = {
       id, owner, path, size, chunkSize,
       written: 0, accepted: 0, hashed: 0, hash: createHash('sha256'),
-      file: open(path, 'w'), inflight: [],
+      file: this.openFile(path, chunkSize), inflight: [],
       failure: undefined, committed: undefined, closed: false, touched: Date.now(),
     };
     // A failed open is reported by the first write or the commit, not as an unhandled rejection.
@@ -211,10 +220,7 @@ export class UploadStore {
       up.hashed = end;
     }
     const entry = { end, done: false, promise: Promise.resolve() };
-    entry.promise = up.file.then(async (fh) => {
-      let done = 0;
-      while (done < body.length) done += (await fh.write(body, done, body.length - done, offset + done)).bytesWritten;
-    }).then(() => {
+    entry.promise = up.file.then((f) => f.write(body, offset)).then(() => {
       entry.done = true;
       const before = up.written;
       while (up.inflight.length > 0 && up.inflight[0]!.done) up.written = Math.max(up.written, up.inflight.shift()!.end);
@@ -244,9 +250,9 @@ export class UploadStore {
       await this.discard(up);
       throw gridError('CHECKSUM_MISMATCH', `upload ${transferId}: sha256 of the received bytes is ${actual}, the client announced ${sha256}; upload it again`);
     }
-    const fh = await up.file;
-    await fh.sync();
-    await fh.close();
+    const f = await up.file;
+    await f.sync();
+    await f.close();
     up.closed = true;
     up.committed = { path: up.path, size: up.size, sha256: actual };
     up.touched = Date.now();
@@ -259,6 +265,19 @@ export class UploadStore {
     if (up === undefined || up.committed === undefined) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown, unfinished or already used`);
     this.uploads.delete(transferId);
     return up.committed;
+  }
+
+  private async openFile(path: string, chunkSize: number): Promise<UploadFile> {
+    let pool: Promise<DirectBuffers | undefined> | undefined;
+    if (this.directIo && chunkSize <= DIRECT_MAX_CHUNK) {
+      pool = this.direct.get(chunkSize);
+      // A few chunk sizes at most get pools (clients use the default); others write buffered.
+      if (pool === undefined && this.direct.size < 4) {
+        pool = DirectBuffers.create(this.dir, chunkSize);
+        this.direct.set(chunkSize, pool);
+      }
+    }
+    return openUploadFile(path, await pool);
   }
 
   private checkQuotas(size: number, owner: string): void {
@@ -297,6 +316,7 @@ export class UploadStore {
     this.closed = true;
     clearInterval(this.sweeper);
     await Promise.all([...this.uploads.values()].map((up) => this.discard(up)));
+    await Promise.all([...this.direct.values()].map(async (p) => (await p)?.close()));
   }
 }
 
