@@ -3,7 +3,14 @@
 
 import { topicOf, type EventTopic, type NodeEvent } from '../core/protocol/messages';
 
-type Listener = (ev: NodeEvent) => void;
+/**
+ * Who may see an event, when not every subscriber may (an FL worker's id lets whoever holds it ask for
+ * that worker's place in a cycle: only the process's owner and admins see it). Given the subscriber's
+ * session, or undefined when it has not signed in.
+ */
+export type EventAudience = (who: { user: string; role: string } | undefined) => boolean;
+
+type Listener = (ev: NodeEvent, audience: EventAudience | undefined) => void;
 
 export class NodeEvents {
   private readonly listeners = new Map<Listener, ReadonlySet<EventTopic>>();
@@ -14,9 +21,9 @@ export class NodeEvents {
     return () => { this.listeners.delete(listener); };
   }
 
-  emit(ev: NodeEvent): void {
+  emit(ev: NodeEvent, audience?: EventAudience): void {
     const topic = topicOf(ev);
-    for (const [listener, topics] of [...this.listeners]) if (topics.has(topic)) listener(ev);
+    for (const [listener, topics] of [...this.listeners]) if (topics.has(topic)) listener(ev, audience);
   }
 
   /** Whether anyone subscribed to `topic` (so an event that is costly to build can be skipped). */

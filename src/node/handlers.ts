@@ -228,7 +228,9 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
 
   router.stream(Subscribe, async (data, ctx) => {
     const topics = data.topics ?? DEFAULT_EVENT_TOPICS;
-    const unsubscribe = events.subscribe(topics, (ev) => ctx.emit(ev));
+    const unsubscribe = events.subscribe(topics, (ev, audience) => {
+      if (audience === undefined || audience(sessionOf(ctx))) ctx.emit(ev);
+    });
     try {
       await new Promise<void>((resolve) => {
         if (ctx.signal.aborted) resolve();

@@ -69,6 +69,8 @@ describe('the node announces FL changes on the fl topic', () => {
   test('hosted, accepted, rejected with its reason, reported, and the checkpoint of the closed cycle', async () => {
     const fl = collect(admin, ['fl'], controller.signal);
     const models = collect(other, ['models'], controller.signal);
+    // Not signed in: the process records, never a worker's id (with it one could ask for its place in a cycle).
+    const anonymous = collect(other, ['fl'], controller.signal);
     const modelFile = join(ROOT, 'media', 'samples', 'digits', 'digits-mlp.onnx');
     // One place per cycle; the cycle closes at its one report.
     const p = await hostFlProcess(admin, modelFile, { name: 'ev', version: '1.0', serverConfig: { max_workers: 1, max_diffs: 1, num_cycles: 2, cycle_length: 3600 } });
@@ -98,6 +100,8 @@ describe('the node announces FL changes on the fl topic', () => {
     const reported = await fl.next((e) => e.event === 'fl-worker' && e.status === 'reported', 'reported event');
     assert.deepEqual(reported, { event: 'fl-worker', process_id: p.model_id, cycle: 1, worker_id: outA.cycle.workerId, status: 'reported' });
     const closed = await fl.next((e) => e.event === 'fl-process-updated' && e.process.completed_cycles === 1, 'cycle 1 closed');
+    await anonymous.next((e) => e.event === 'fl-process-updated' && e.process.completed_cycles === 1, 'cycle 1 closed, seen without signing in');
+    assert.deepEqual(anonymous.seen.filter((e) => e.event === 'fl-worker'), [], 'fl-worker events reach only the owner and admins');
     assert.ok(closed.event === 'fl-process-updated');
     assert.deepEqual(closed.process.checkpoints.map((k) => [k.number, k.cycle, k.reports]), [[1, null, 0], [2, 1, 1]]);
     assert.equal(closed.process.cycle?.sequence, 2);

@@ -187,7 +187,9 @@ test('reports: idempotent per request key, foreign keys and bad diffs refused an
     assert.equal(r.status, 'rejected', `${diff.slice(0, 40)} → ${JSON.stringify(r)}`);
     assert.match(r.error, pattern);
   }
-  assert.match((await report(j1, diffOf(ZERO), { num_samples: -3 })).error, /num_samples must be a positive number/);
+  assert.match((await report(j1, diffOf(ZERO), { num_samples: -3 })).error, /num_samples must be a whole number from 1/);
+  // A weight that would overflow the sum, or drown every other worker, is refused.
+  assert.match((await report(j1, diffOf(ZERO), { num_samples: 1e308 })).error, /num_samples must be a whole number from 1 to 10000000/);
 
   // Weighted: j1 with 3 samples (diff 1), j2 with 1 sample (diff 5); j1 repeats its report (ignored).
   // KotlinSyft's base64 has line breaks.

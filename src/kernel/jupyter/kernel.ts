@@ -15,6 +15,9 @@ import {
   type ConnectionInfo, type JupyterMessage,
 } from './wire';
 
+/** Largest ZeroMQ message the kernel's sockets take in. */
+const MAX_FRAME_BYTES = 64 * 1024 * 1024;
+
 export const KERNEL_VERSION = '0.1.0';
 
 export const LANGUAGE_INFO = {
@@ -99,6 +102,9 @@ export class JupyterKernel {
     // Replies still queued when the kernel closes (the shutdown_reply) get a second to leave.
     for (const s of [this.shell, this.control, this.iopub]) s.linger = 1000;
     for (const s of [this.stdin, this.heartbeat]) s.linger = 0;
+    // Frames are read before their signature is checked: bound them, or any local user could make the
+    // kernel hold gigabytes (a cell's code and a message's JSON are far below this).
+    for (const s of [this.shell, this.control, this.stdin, this.heartbeat]) s.maxMessageSize = MAX_FRAME_BYTES;
     await Promise.all([
       this.shell.bind(endpoint(c, c.shell_port)),
       this.control.bind(endpoint(c, c.control_port)),

@@ -53,10 +53,12 @@ export function readConnectionFile(path: string): ConnectionInfo {
   for (const port of ['shell_port', 'iopub_port', 'stdin_port', 'control_port', 'hb_port'] as const) {
     if (!Number.isInteger(parsed[port])) throw gridError('INVALID_INPUT', `the Jupyter connection file ${path} has no ${port}`);
   }
+  // An empty key turns signing off: anyone who can reach the ports could run code as this user.
+  if (typeof parsed.key !== 'string' || parsed.key === '') throw gridError('INVALID_INPUT', `the Jupyter connection file ${path} has no key; this kernel does not run unsigned`);
   return {
     transport: parsed.transport === 'ipc' ? 'ipc' : 'tcp',
     ip: typeof parsed.ip === 'string' ? parsed.ip : '127.0.0.1',
-    key: typeof parsed.key === 'string' ? parsed.key : '',
+    key: parsed.key,
     signature_scheme: typeof parsed.signature_scheme === 'string' ? parsed.signature_scheme : 'hmac-sha256',
     ...(typeof parsed.kernel_name === 'string' && { kernel_name: parsed.kernel_name }),
     shell_port: parsed.shell_port!, iopub_port: parsed.iopub_port!, stdin_port: parsed.stdin_port!,

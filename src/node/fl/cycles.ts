@@ -283,7 +283,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const rt = this.runtime(cycle.processId);
     if (cycle.completedMs !== undefined || rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
     const weight = data.num_samples ?? 1;
-    if (!Number.isFinite(weight) || weight <= 0) throw gridError('INVALID_MESSAGE', `num_samples must be a positive number, got ${weight}`);
+    // A whole count of local rows: a worker's weight in the average is what it says it trained on, so an
+    // absurd count (1e308) must not overflow the sum or silence every other worker.
+    if (!Number.isInteger(weight) || weight <= 0 || weight > MAX_NUM_SAMPLES) {
+      throw gridError('INVALID_MESSAGE', `num_samples must be a whole number from 1 to ${MAX_NUM_SAMPLES}, got ${weight}`);
+    }
     const bytes = decodeText(data.diff, 'base64');
     if (bytes === undefined) throw gridError('INVALID_TENSOR', 'the diff is not base64 text');
     const diff = decodeState(bytes, 'the diff');
@@ -465,7 +469,12 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));
     const old: StateTensor[] = paramsOf(p.format, oldBytes).tensors;
     const reports = sum.reports;
-    const next = withNewParams(p.format, oldBytes, p.params, sum.apply(old));
+    const averaged = sum.apply(old);
+    const overflowed = keepFinite(averaged, old);
+    if (overflowed > 0) {
+      this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, values: overflowed }, 'FL average left float32 range for some parameters; kept their old values');
+    }
+    const next = withNewParams(p.format, oldBytes, p.params, averaged);
     const { sha256 } = await this.store.blobs.write(Readable.from([next]));
     const now = this.now();
     const cfg = p.serverConfig;
@@ -491,6 +500,24 @@ interface PendingReport {
   weight: number;
   resolve(reply: { status: 'success' }): void;
   reject(err: unknown): void;
+}
+
+/** The largest `num_samples` a report may carry (a worker's local rows). */
+const MAX_NUM_SAMPLES = 10_000_000;
+
+/**
+ * Replaces every value of `next` that is not finite (old − mean(diff) past float32's range, from diffs that
+ * are each finite) with the old value, so a checkpoint never carries Inf/NaN to workers; how many there were.
+ */
+function keepFinite(next: StateTensor[], old: readonly StateTensor[]): number {
+  let n = 0;
+  next.forEach((t, i) => {
+    const d = t.data;
+    for (let k = 0; k < d.length; k++) {
+      if (!Number.isFinite(d[k]!)) { d[k] = old[i]!.data[k]!; n++; }
+    }
+  });
+  return n;
 }
 
 function cycleClosed(sequence: number) {

@@ -16,6 +16,8 @@ import type { FlStore } from './store';
 
 /** Largest POST body: a report carries a whole model's diff in base64. */
 export const MAX_FL_BODY_BYTES = 256 * 1024 * 1024;
+/** Largest authenticate / cycle-request body (a token and a few fields): anyone may send these. */
+const MAX_SMALL_BODY_BYTES = 64 * 1024;
 
 export interface FlHttp {
   /** Answers a /model-centric/… request; false when `pathname` is not one of these routes. */
@@ -127,7 +129,7 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
       try {
         if (post !== undefined) {
           if (req.method !== 'POST') throw gridError('INVALID_MESSAGE', `${pathname} takes POST with a JSON body`);
-          const body = await readBody(req, limit);
+          const body = await readBody(req, pathname === '/model-centric/report' ? limit : Math.min(limit, MAX_SMALL_BODY_BYTES));
           const parsed = post.request.safeParse(body);
           if (!parsed.success) throw gridError('INVALID_MESSAGE', describeIssues(parsed.error, 'body'));
           const d = parsed.data as Record<string, unknown>;
@@ -150,7 +152,9 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
           e = gridError('INTERNAL', 'the node failed to answer this request; its log has the details');
         }
         // The body PyGrid-era clients read; our code rides in a header (KotlinSyft parses bodies strictly).
-        sendJson(res, statusOf(e, pathname), flErrorData('model-centric/', e), { ...headers, 'x-grid-error-code': e.code });
+        // An unread body is not drained: past the limit the connection closes with the answer.
+        const tooLarge = e.code === 'GRID_ERR_PAYLOAD_TOO_LARGE';
+        sendJson(res, statusOf(e, pathname), flErrorData('model-centric/', e), { ...headers, 'x-grid-error-code': e.code, ...(tooLarge && { connection: 'close' }) });
       }
       return true;
     },

@@ -40,7 +40,7 @@ export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string
   const engine = new FlEngine({
     store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options,
     // Each worker's answer and report as fl-worker events, for the editor's tree.
-    onActivity: flWorkerEvents(deps.events, deps.log),
+    onActivity: flWorkerEvents(deps.events, deps.log, (id) => store.process(id)?.owner),
     ...(models !== undefined && {
       // A checkpoint of a process hosted from a model becomes that model's next version, its parent the
       // previous checkpoint's version; the checkpoint row learns its version in the model's transaction.

@@ -36,6 +36,10 @@ interface Upload {
   file: Promise<UploadFile>;
   /** Writes in flight, in offset order; the head's completion advances `written`. */
   inflight: { end: number; done: boolean; promise: Promise<void> }[];
+  /** The commit under way, if any (a retried commit waits for it). */
+  committing?: Promise<CommittedUpload> | undefined;
+  /** The sha256 once digested (at the first commit). */
+  digest?: string | undefined;
   failure: Error | undefined;
   committed: CommittedUpload | undefined;
   closed: boolean;
@@ -162,8 +166,14 @@ export class UploadStore {
       }
       if (up.failure) throw up.failure;
       up.touched = Date.now();
-      // Resume from what is on disk without a gap; writes still in flight may advance `written` further,
-      // and the client's re-sent chunks for those bytes are simply written again.
+      // Resume from what is on disk, once every write in flight has settled: then the bytes on disk are
+      // exactly the bytes hashed, and no hashed byte can be sent (and written) a second time with other
+      // content — which would store a file whose sha256 is not its own.
+      // (A failed write leaves its entry not done and sets `failure`: stop waiting then.)
+      while (up.failure === undefined && up.inflight.some((e) => !e.done)) await Promise.allSettled(up.inflight.map((e) => e.promise));
+      while (up.inflight.length > 0 && up.inflight[0]!.done) up.written = Math.max(up.written, up.inflight.shift()!.end);
+      if (up.failure) throw up.failure;
+      if (up.written !== up.hashed) throw gridError('INTERNAL', `upload ${transferId}: ${up.written} bytes on disk but ${up.hashed} hashed; start it again`);
       up.accepted = up.written;
       return { transfer_id: up.id, received: up.written };
     }
@@ -237,18 +247,28 @@ export class UploadStore {
     up.inflight.push(entry);
   }
 
-  /** Finishes an upload: waits for its writes, checks size and checksum, fsyncs. */
+  /**
+   * Finishes an upload: waits for its writes, checks size and checksum, fsyncs. A commit retried while
+   * the first is still syncing (a client that reconnected) shares the first one's outcome.
+   */
   async commit(transferId: string, sha256: string): Promise<CommittedUpload> {
     const up = this.uploads.get(transferId);
     if (up === undefined) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown or expired`);
     if (up.committed) return up.committed;
+    up.committing ??= this.finish(up, sha256).finally(() => { up.committing = undefined; });
+    return up.committing;
+  }
+
+  private async finish(up: Upload, sha256: string): Promise<CommittedUpload> {
     await Promise.all(up.inflight.map((e) => e.promise));
     if (up.failure) throw up.failure;
-    if (up.written !== up.size || up.hashed !== up.size) throw gridError('INVALID_MESSAGE', `upload ${transferId} holds ${up.written} of ${up.size} bytes; send the rest before committing`);
-    const actual = up.hash.digest('hex');
+    if (up.written !== up.size || up.hashed !== up.size) throw gridError('INVALID_MESSAGE', `upload ${up.id} holds ${up.written} of ${up.size} bytes; send the rest before committing`);
+    // Digested once: a hash cannot be finalised twice, and a commit may be tried again after a failed sync.
+    up.digest ??= up.hash.digest('hex');
+    const actual = up.digest;
     if (actual !== sha256) {
       await this.discard(up);
-      throw gridError('CHECKSUM_MISMATCH', `upload ${transferId}: sha256 of the received bytes is ${actual}, the client announced ${sha256}; upload it again`);
+      throw gridError('CHECKSUM_MISMATCH', `upload ${up.id}: sha256 of the received bytes is ${actual}, the client announced ${sha256}; upload it again`);
     }
     const f = await up.file;
     await f.sync();

@@ -22,9 +22,17 @@ export interface ProviderLimits {
   poolSchedules: number;
   poolDepth: number;
   poolMaxBundleBytes: number;
+  /** Bytes of randomness held for bundles not used up yet (both halves), across all share holders. */
+  maxHeldBytes: number;
+  /** Bundles not used up yet that one share-holder node may have asked for. */
+  maxBundlesPerHolder: number;
 }
 
-export const DEFAULT_PROVIDER_LIMITS: ProviderLimits = { maxBundles: 256, maxBundleBytes: 48 * 1024 * 1024, ttlMs: 120_000, poolSchedules: 8, poolDepth: 2, poolMaxBundleBytes: 8 * 1024 * 1024 };
+export const DEFAULT_PROVIDER_LIMITS: ProviderLimits = {
+  maxBundles: 256, maxBundleBytes: 48 * 1024 * 1024, ttlMs: 120_000, poolSchedules: 8, poolDepth: 2, poolMaxBundleBytes: 8 * 1024 * 1024,
+  // Any node that proves an id may ask: what one asks for is bounded, and what all hold together.
+  maxHeldBytes: 512 * 1024 * 1024, maxBundlesPerHolder: 64,
+};
 
 interface Dealt { bundles: [Uint8Array, Uint8Array]; secrets: DealerSecrets }
 
@@ -37,12 +45,17 @@ interface Bundle {
   compares: Map<number, { party: 0 | 1; masked: Uint8Array; answer: (shares: [BigInt64Array, BigInt64Array] | Error) => void; done: Promise<[BigInt64Array, BigInt64Array]> }>;
   answered: Set<number>;
   timer: NodeJS.Timeout;
+  /** Bytes it was charged (both halves), and the node that asked for it first. */
+  bytes: number;
+  askedBy: string;
 }
 
 export class CryptoProvider {
   private readonly bundles = new Map<string, Bundle>();
   private readonly pool = new Map<string, Dealt[]>();
   private closed = false;
+  private heldBytes = 0;
+  private readonly perHolder = new Map<string, number>();
 
   constructor(private readonly identity: NodeIdentity, private readonly log: Logger, private readonly limits: ProviderLimits = DEFAULT_PROVIDER_LIMITS) {}
 
@@ -100,6 +113,8 @@ export class CryptoProvider {
     let pooled = false;
     if (b === undefined) {
       if (this.bundles.size >= this.limits.maxBundles) throw gridError('BUSY', `the crypto provider holds ${this.bundles.size} unused bundles; try again shortly`);
+      if ((this.perHolder.get(me) ?? 0) >= this.limits.maxBundlesPerHolder) throw gridError('BUSY', `the crypto provider holds ${this.limits.maxBundlesPerHolder} unused bundles for node ${me}, the most it keeps for one node; try again shortly`);
+      if (this.heldBytes + 2 * size > this.limits.maxHeldBytes) throw gridError('BUSY', `the crypto provider holds ${this.heldBytes} bytes of unused randomness; try again shortly`);
       const holders: [string, string] = data.party === 0 ? [me, data.peer_id] : [data.peer_id, me];
       const masked = data.schedule.some((s) => s.kind === 'matmul' && s.mask !== undefined);
       if (masked && data.mask_nonce === undefined) throw gridError('INVALID_INPUT', 'smpc-deal: a schedule with masked products needs the mask_nonce of its upload');
@@ -113,7 +128,10 @@ export class CryptoProvider {
       b = {
         dealt, steps: data.schedule.length, holders, fetched: [false, false], compares: new Map(), answered: new Set(),
         timer: setTimeout(() => this.drop(id, this.bundles.get(id)!, gridError('TIMEOUT', `bundle ${id} expired`)), this.limits.ttlMs),
+        bytes: 2 * size, askedBy: me,
       };
+      this.heldBytes += b.bytes;
+      this.perHolder.set(me, (this.perHolder.get(me) ?? 0) + 1);
       b.timer.unref();
       this.bundles.set(id, b);
       this.refill(key, data.schedule, maskFn);
@@ -185,7 +203,12 @@ export class CryptoProvider {
   private drop(id: string, b: Bundle, err?: Error): void {
     clearTimeout(b.timer);
     for (const w of b.compares.values()) w.answer(err ?? gridError('ABORTED', `bundle ${id} was dropped`));
-    this.bundles.delete(id);
+    if (this.bundles.delete(id)) {
+      this.heldBytes -= b.bytes;
+      const n = (this.perHolder.get(b.askedBy) ?? 1) - 1;
+      if (n > 0) this.perHolder.set(b.askedBy, n);
+      else this.perHolder.delete(b.askedBy);
+    }
     if (err !== undefined) this.log.debug({ bundle: id, err: err.message }, 'smpc bundle dropped');
   }
 }
