@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { GridClient } from '../../src/core/client';
 import { modelParams } from '../../src/compute/plan/params';
-import { FlHostTraining } from '../../src/core/protocol/fl-messages';
+import { FlHostTraining, FlListProcesses } from '../../src/core/protocol/fl-messages';
 import { ADMIN_PASSWORD, mlpModel, tempDir } from '../helpers/node-fixtures';
 import { startNodeScript, type Started } from '../helpers/processes';
 import { base64, decodeState, diffOf, hostProcess, httpBase, smallModel } from '../helpers/fl-fixtures';
@@ -150,11 +150,19 @@ test('kill -9 around the close of a process hosted from a model: after the resta
   admin.dispose();
   const names = Object.keys(modelParams(onnx));
   const shapes = Object.values(modelParams(onnx)).map((p) => [...p.dims]);
+  // Checkpoint n committed, as the node lists it (retrieve-model does not serve a process hosted from a
+  // model: its checkpoints are the model's versions, under the model's own permissions).
   const committed = async (n: number) => {
-    const deadline = Date.now() + 20_000;
-    while ((await fetch(`${httpBase(node.url)}/model-centric/retrieve-model?name=linked-fl&checkpoint=${n}`)).status !== 200) {
-      if (Date.now() > deadline) throw new Error(`checkpoint ${n} did not appear`);
-      await new Promise((r) => setTimeout(r, 20));
+    assert.equal((await fetch(`${httpBase(node.url)}/model-centric/retrieve-model?name=linked-fl&checkpoint=1`)).status, 401);
+    const c = await GridClient.connect(node.url, { reconnect: { maxAttempts: 0 } });
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!(await c.socket.request(FlListProcesses, {})).processes.find((p) => p.name === 'linked-fl')?.checkpoints.some((k) => k.number === n)) {
+        if (Date.now() > deadline) throw new Error(`checkpoint ${n} did not appear`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    } finally {
+      c.dispose();
     }
   };
   for (let round = 1; round <= 2; round++) {

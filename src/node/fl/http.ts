@@ -106,6 +106,11 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
         if (p.serverConfig.authentication !== undefined) {
           throw gridError('FORBIDDEN', `FL process ${p.name} ${p.version} requires worker authentication; its owner downloads checkpoints over the node's WebSocket (fl-download-checkpoint)`);
         }
+        // A process hosted from a model on this node: its checkpoints are that model's versions, whose own
+        // permissions (allow_download) govern them, and checkpoint 1 is the model itself.
+        if (p.linkedModel !== undefined) {
+          throw gridError('FORBIDDEN', `FL process ${p.name} ${p.version} trains the node's model ${p.linkedModel}: its checkpoints are that model's versions, downloaded as models (download-model, by the model's permissions) or by the process's owner (fl-download-checkpoint)`);
+        }
         const which = q.get('checkpoint') ?? 'latest';
         const c = await engine.checkpointBytes(p.id, /^\d+$/.test(which) ? Number(which) : which);
         if (c === undefined) throw gridError('NOT_FOUND', `FL process ${p.name} ${p.version} has no checkpoint ${JSON.stringify(which)}`);
