@@ -2,6 +2,7 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 
 export interface Started {
@@ -41,4 +42,19 @@ export async function startNodeScript(script: string, args: string[], env: NodeJ
       await exited;
     },
   };
+}
+
+export interface CliRun { code: number | null; out: string; err: string }
+
+/** Runs the `grid` CLI from source (src/cli/grid.ts) with `env` over this process's environment; its exit code and output. */
+export function gridCli(args: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  return new Promise((resolve) => {
+    const cli = join(__dirname, '..', '..', 'src', 'cli', 'grid.ts');
+    const p = spawn(process.execPath, ['--import', 'tsx', cli, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    p.stdout!.on('data', (d: Buffer) => { out += d; });
+    p.stderr!.on('data', (d: Buffer) => { err += d; });
+    p.once('exit', (code) => resolve({ code, out, err }));
+  });
 }

@@ -7,7 +7,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawn } from 'node:child_process';
 import { readCsvDataset, shuffledIndices, takeRows } from '../../src/compute/data';
 import { mlp } from '../../src/compute/plan';
 import { evaluateModel } from '../../src/compute/train';
@@ -16,19 +15,10 @@ import { writeNpy } from '../../src/core/npy';
 import { flParams } from '../../src/federation';
 import { ADMIN_PASSWORD, startTestNode, tempDir } from '../helpers/node-fixtures';
 import { DIGITS, writeCsv } from '../helpers/training-fixtures';
+import { gridCli } from '../helpers/processes';
 
-interface Run { code: number | null; out: string; err: string }
-
-function gridCli(env: Record<string, string>, args: string[]): Promise<Run> {
-  return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '../../src/cli/grid.ts'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => { out += d; });
-    p.stderr.on('data', (d: Buffer) => { err += d; });
-    p.once('exit', (code) => resolve({ code, out, err }));
-  });
-}
+/** The grid CLI from source, its env first as this file's calls give it. */
+const gridCliIn = (env: Record<string, string>, args: string[]) => gridCli(args, env);
 
 test('grid fl: host → join (CSV) → status → join (.npy) → status → checkpoint, and a rejected join exits 3 with the reason', { timeout: 300_000 }, async (t) => {
   const n = await startTestNode();
@@ -51,45 +41,45 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   fs.writeFileSync(modelFile, model);
   fs.writeFileSync(path.join(dir, 'client.json'), JSON.stringify({ batch_size: 32, lr: 0.3, epochs: 2 }));
 
-  const refused = await gridCli(anonymous, ['fl', 'host', modelFile, '--name', 'digits', '--version', '1.0', '--server-config', '{"max_diffs": 2}']);
+  const refused = await gridCliIn(anonymous, ['fl', 'host', modelFile, '--name', 'digits', '--version', '1.0', '--server-config', '{"max_diffs": 2}']);
   assert.equal(refused.code, 1);
   assert.match(refused.err, /GRID_ERR_UNAUTHENTICATED/);
 
-  const hosted = await gridCli(admin, ['--json', 'fl', 'host', modelFile, '--name', 'digits', '--version', '1.0',
+  const hosted = await gridCliIn(admin, ['--json', 'fl', 'host', modelFile, '--name', 'digits', '--version', '1.0',
     '--server-config', '{"max_diffs": 2, "num_cycles": 3, "cycle_length": 3600}', '--client-config', path.join(dir, 'client.json')]);
   assert.equal(hosted.code, 0, hosted.err);
   const h = JSON.parse(hosted.out);
   assert.equal(h.status, 'success');
   assert.equal(h.name, 'digits');
 
-  const joinA = await gridCli(anonymous, ['--json', 'fl', 'join', 'digits@1.0', '--data', csv, '--feature-scale', '0.0625']);
+  const joinA = await gridCliIn(anonymous, ['--json', 'fl', 'join', 'digits@1.0', '--data', csv, '--feature-scale', '0.0625']);
   assert.equal(joinA.code, 0, joinA.err);
   const ja = JSON.parse(joinA.out);
   assert.equal(ja.status, 'reported');
   assert.equal(ja.num_samples, 900);
   assert.equal(ja.steps, 2 * Math.ceil(900 / 32), 'client_config epochs 2, batch_size 32');
 
-  const mid = JSON.parse((await gridCli(anonymous, ['--json', 'fl', 'status', 'digits'])).out);
+  const mid = JSON.parse((await gridCliIn(anonymous, ['--json', 'fl', 'status', 'digits'])).out);
   assert.equal(mid.processes.length, 1);
   assert.deepEqual({ ...mid.processes[0].cycle, start: 0, end: 0 }, { sequence: 1, assigned: 1, reported: 1, start: 0, end: 0 });
   assert.equal(mid.processes[0].checkpoints.length, 1);
 
   const closed = once(n.node.fl.engine, 'cycle-closed');
-  const joinB = await gridCli(anonymous, ['fl', 'join', 'digits', '--version', '1.0', '--data', path.join(dir, 'b-x.npy'), '--labels', path.join(dir, 'b-y.npy'), '--feature-scale', '0.0625']);
+  const joinB = await gridCliIn(anonymous, ['fl', 'join', 'digits', '--version', '1.0', '--data', path.join(dir, 'b-x.npy'), '--labels', path.join(dir, 'b-y.npy'), '--feature-scale', '0.0625']);
   assert.equal(joinB.code, 0, joinB.err);
   assert.match(joinB.out, /^reported to digits@1\.0: 600 samples, 38 updates in [\d.]+ s, loss [\d.]+, accuracy [\d.]+%\n$/);
   await closed;
 
-  const table = await gridCli(anonymous, ['fl', 'status']);
+  const table = await gridCliIn(anonymous, ['fl', 'status']);
   assert.equal(table.code, 0, table.err);
   assert.match(table.out, /^PROCESS\s+FORMAT\s+CYCLE\s+ASSIGNED\s+REPORTED\s+ENDS\s+CHECKPOINT\s+WORKERS\s+OWNER\ndigits@1\.0\s+onnx\s+2\/3\s+0\s+0\s+\S+\s+2\s+2\s+admin\n$/);
 
   const out = path.join(dir, 'latest.onnx');
   // Checkpoints are the process owner's (or an admin's) to download.
-  const notYours = await gridCli(anonymous, ['fl', 'checkpoint', 'digits@1.0', '-o', out]);
+  const notYours = await gridCliIn(anonymous, ['fl', 'checkpoint', 'digits@1.0', '-o', out]);
   assert.equal(notYours.code, 1);
   assert.match(notYours.err, /GRID_ERR_UNAUTHENTICATED/);
-  const ck = await gridCli(admin, ['--json', 'fl', 'checkpoint', 'digits@1.0', '-o', out]);
+  const ck = await gridCliIn(admin, ['--json', 'fl', 'checkpoint', 'digits@1.0', '-o', out]);
   assert.equal(ck.code, 0, ck.err);
   assert.equal(JSON.parse(ck.out).checkpoint, 2);
   const latest = fs.readFileSync(out);
@@ -100,21 +90,21 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   const after = await evaluateModel(latest, scaled, { loss: 'cross_entropy', loadOptions: { intraOpNumThreads: 1 } });
   t.diagnostic(`digits accuracy ${(before.accuracy * 100).toFixed(1)}% → ${(after.accuracy * 100).toFixed(1)}% after one CLI cycle`);
   assert.ok(after.accuracy > before.accuracy + 0.3, `accuracy ${before.accuracy} → ${after.accuracy}`);
-  const first = await gridCli(admin, ['fl', 'checkpoint', 'digits', '--number', '1', '-o', path.join(dir, 'first.onnx')]);
+  const first = await gridCliIn(admin, ['fl', 'checkpoint', 'digits', '--number', '1', '-o', path.join(dir, 'first.onnx')]);
   assert.equal(first.code, 0, first.err);
   assert.match(first.out, /^wrote checkpoint 1 of digits@1\.0 to .*first\.onnx \(\d+ bytes, onnx, sha256 verified\)\n$/);
   assert.deepEqual(fs.readFileSync(path.join(dir, 'first.onnx')), Buffer.from(model));
 
   // A full cycle turns a CLI worker away: exit 3, the node's reason and the time until the cycle ends.
-  await gridCli(admin, ['fl', 'host', modelFile, '--name', 'small', '--version', '1', '--server-config', '{"max_workers": 1, "max_diffs": 1, "cycle_length": 600}']);
+  await gridCliIn(admin, ['fl', 'host', modelFile, '--name', 'small', '--version', '1', '--server-config', '{"max_workers": 1, "max_diffs": 1, "cycle_length": 600}']);
   const holder = await FlWorker.connect(n.node.url);
   t.after(() => holder.dispose());
   assert.equal((await holder.newJob({ modelName: 'small', modelVersion: '1' }).start()).status, 'accepted');
-  const turnedAway = await gridCli(anonymous, ['fl', 'join', 'small@1', '--data', csv, '--feature-scale', '0.0625']);
+  const turnedAway = await gridCliIn(anonymous, ['fl', 'join', 'small@1', '--data', csv, '--feature-scale', '0.0625']);
   assert.equal(turnedAway.code, 3, turnedAway.err);
   assert.match(turnedAway.out, /^rejected by small@1: the cycle is full \(1 of 1 workers\); the cycle ends in 0:(09|10):\d\d/);
 
-  const missing = await gridCli(anonymous, ['--json', 'fl', 'join', 'nothing@1', '--data', csv]);
+  const missing = await gridCliIn(anonymous, ['--json', 'fl', 'join', 'nothing@1', '--data', csv]);
   assert.equal(missing.code, 1);
   assert.equal(JSON.parse(missing.out).error.code, 'GRID_ERR_NOT_FOUND');
   assert.match(missing.err, /Not found any process related with this cycle and worker ID\./);
@@ -131,20 +121,20 @@ test('grid fl join --cycles 2 --wait: two workers stay in the process, each repo
   const order = shuffledIndices(all.features.dims[0]!, 5);
   const files = [writeCsv(takeRows(all, order.subarray(0, 400)), path.join(dir, 'a.csv')), writeCsv(takeRows(all, order.subarray(400, 800)), path.join(dir, 'b.csv'))];
   fs.writeFileSync(path.join(dir, 'm.onnx'), mlp([64, 10], { seed: 4 }));
-  const hosted = await gridCli(admin, ['fl', 'host', path.join(dir, 'm.onnx'), '--name', 'digits', '--version', '2', '--server-config', '{"max_diffs": 2, "num_cycles": 2}', '--client-config', '{"batch_size": 50, "lr": 0.3}']);
+  const hosted = await gridCliIn(admin, ['fl', 'host', path.join(dir, 'm.onnx'), '--name', 'digits', '--version', '2', '--server-config', '{"max_diffs": 2, "num_cycles": 2}', '--client-config', '{"batch_size": 50, "lr": 0.3}']);
   assert.equal(hosted.code, 0, hosted.err);
 
   // From a model hosted on the node: the process trains it, and each checkpoint becomes its next version.
-  const served = await gridCli(admin, ['serve', path.join(dir, 'm.onnx'), '--id', 'digits-mlp']);
+  const served = await gridCliIn(admin, ['serve', path.join(dir, 'm.onnx'), '--id', 'digits-mlp']);
   assert.equal(served.code, 0, served.err);
-  const linked = await gridCli(admin, ['fl', 'host', 'digits-mlp@1', '--name', 'linked', '--version', '1', '--server-config', '{"max_diffs": 1}']);
+  const linked = await gridCliIn(admin, ['fl', 'host', 'digits-mlp@1', '--name', 'linked', '--version', '1', '--server-config', '{"max_diffs": 1}']);
   assert.equal(linked.code, 0, linked.err);
   assert.match(linked.out, /^hosted FL process linked@1 \(id \d+\) from the hosted model digits-mlp@1;/);
-  const missingModel = await gridCli(admin, ['fl', 'host', 'no-such-model', '--name', 'x', '--version', '1', '--server-config', '{"max_diffs": 1}']);
+  const missingModel = await gridCliIn(admin, ['fl', 'host', 'no-such-model', '--name', 'x', '--version', '1', '--server-config', '{"max_diffs": 1}']);
   assert.equal(missingModel.code, 1);
   assert.match(missingModel.err, /GRID_ERR_NOT_FOUND/);
 
-  const runs = await Promise.all(files.map((f) => gridCli(anonymous, ['--json', 'fl', 'join', 'digits@2', '--data', f, '--feature-scale', '0.0625', '--cycles', '2', '--wait', '120'])));
+  const runs = await Promise.all(files.map((f) => gridCliIn(anonymous, ['--json', 'fl', 'join', 'digits@2', '--data', f, '--feature-scale', '0.0625', '--cycles', '2', '--wait', '120'])));
   for (const r of runs) {
     assert.equal(r.code, 0, r.err);
     const j = JSON.parse(r.out);
@@ -153,7 +143,7 @@ test('grid fl join --cycles 2 --wait: two workers stay in the process, each repo
     assert.equal(j.cycles[0].worker_id, j.cycles[1].worker_id, 'one worker id across its cycles');
     assert.deepEqual(j.cycles.map((c: { num_samples: number }) => c.num_samples), [400, 400]);
   }
-  const status = JSON.parse((await gridCli(anonymous, ['--json', 'fl', 'status', 'digits@2'])).out);
+  const status = JSON.parse((await gridCliIn(anonymous, ['--json', 'fl', 'status', 'digits@2'])).out);
   const p = status.processes[0];
   assert.equal(p.cycle, null, 'the process is done');
   assert.equal(p.completed_cycles, 2);

@@ -8,14 +8,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { spawn } from 'node:child_process';
 import { readCsvDataset, splitDataset } from '../../src/compute/data';
 import { mlp } from '../../src/compute/plan';
 import { flParams, simulateFl, type FlCycleMetrics } from '../../src/federation';
 import { ADMIN_PASSWORD, startTestNode, tempDir } from '../helpers/node-fixtures';
 import { DIGITS } from '../helpers/training-fixtures';
 import { httpBase } from '../helpers/fl-fixtures';
+import { gridCli } from '../helpers/processes';
 
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 const line = (m: FlCycleMetrics) =>
@@ -141,14 +140,8 @@ test('grid fl simulate: 3 workers × 2 cycles from the command line, --json give
   t.after(() => n.close());
   const dir = tempDir('grid-fl-sim-');
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const env = { ...process.env, GRID_NODE: n.node.url, GRID_RUNTIME_DIR: dir, GRID_USER: 'admin', GRID_PASSWORD: ADMIN_PASSWORD };
-  const cli = (args: string[]) => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '../../src/cli/grid.ts'), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '', err = '';
-    p.stdout.on('data', (d: Buffer) => { out += d; });
-    p.stderr.on('data', (d: Buffer) => { err += d; });
-    p.once('exit', (code) => resolve({ code, out, err }));
-  });
+  const env = { GRID_NODE: n.node.url, GRID_RUNTIME_DIR: dir, GRID_USER: 'admin', GRID_PASSWORD: ADMIN_PASSWORD };
+  const cli = (args: string[]) => gridCli(args, env);
   const r = await cli(['--json', 'fl', 'simulate', 'mlp:64,16,10', '--data', DIGITS, '--feature-scale', '0.0625', '--workers', '3', '--cycles', '2',
     '--partition', 'dirichlet:1', '--client-config', '{"lr": 0.1, "epochs": 2, "batch_size": 16}', '--name', 'cli-sim']);
   assert.equal(r.code, 0, r.err);

@@ -4,7 +4,6 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import { runGrid } from '../../src/cli/grid';
 import { readNpy, writeNpy } from '../../src/core/npy';
@@ -12,6 +11,7 @@ import { encodeTensorProto } from '../../src/compute/onnx';
 import { loadModel } from '../../src/compute/backend';
 import { DTYPES } from '../../src/core/protocol/tensor';
 import { dtypesModel, mlpModel, sampleTensor, seededFloats, startTestNode, tempDir, ADMIN_PASSWORD } from '../helpers/node-fixtures';
+import { gridCli } from '../helpers/processes';
 
 async function grid(url: string, args: string[], login = true): Promise<{ code: number; out: string; err: string }> {
   const out = new PassThrough();
@@ -150,14 +150,7 @@ test('failures exit non-zero with the coded error on stderr (and as JSON with --
 test('the grid process exits 1 on failure and reads GRID_NODE / GRID_USER / GRID_PASSWORD', async (t) => {
   const n = await startTestNode();
   t.after(() => n.close());
-  const run = (args: string[], env: Record<string, string>) => new Promise<{ code: number | null; out: string; err: string }>((resolve) => {
-    const p = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '../../src/cli/grid.ts'), ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    p.stdout.on('data', (d: Buffer) => { out += d; });
-    p.stderr.on('data', (d: Buffer) => { err += d; });
-    p.once('exit', (code) => resolve({ code, out, err }));
-  });
+  const run = (args: string[], env: Record<string, string>) => gridCli(args, env);
   const ok = await run(['--json', 'id'], { GRID_NODE: n.node.url, GRID_USER: 'admin', GRID_PASSWORD: ADMIN_PASSWORD });
   assert.equal(ok.code, 0, ok.err);
   assert.equal(JSON.parse(ok.out).user, 'admin');
