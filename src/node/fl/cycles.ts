@@ -15,7 +15,7 @@ import { Readable } from 'node:stream';
 import { gridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, type ServerConfig } from './config';
-import { verifyWorkerToken, type FlAuthConfig } from './auth';
+import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type FlAuthConfig } from './auth';
 import { AddressLimiter } from './limits';
 import { looksLikeOnnx, paramsOf, withNewParams, type ModelFormat } from './params';
 import { packDiff, RunningSum, unpackDiff } from './averaging';
@@ -33,6 +33,8 @@ export const PYGRID = {
 
 export interface HostInput {
   owner: string;
+  /** The owner's role: only an admin may name an `authentication.endpoint` the operator did not list. */
+  role?: string | undefined;
   /** A State or an ONNX model (bytes), already decoded from hex/base64 or taken from an upload. */
   model: Uint8Array;
   plans: Record<string, Record<string, Uint8Array>>;
@@ -84,6 +86,13 @@ export interface FlEngineOptions {
   /** authenticate + cycle-request a minute from one address (default 600). */
   requestsPerMinute?: number;
   /**
+   * URLs (prefixes) a non-admin host may name as `server_config.authentication.endpoint`; the node POSTs
+   * each worker's token there, from inside its network. Default none: only admins may use an endpoint.
+   */
+  authEndpoints?: readonly string[];
+  /** How long the endpoint check waits for the status line (default 5000 ms). */
+  authEndpointTimeoutMs?: number;
+  /**
    * Stores a checkpoint of a linked process as the next version of its model (parent: `parentVersion`),
    * calling `commit(version)` inside the model's own transaction.
    */
@@ -129,6 +138,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly pendingReports: PendingReport[] = [];
   private readonly limiter: AddressLimiter;
   private readonly publish: FlEngineOptions['publish'];
+  private readonly authEndpoints: readonly string[];
   /** Per process: the checkpoints being stored as model versions (one at a time, in order). */
   private readonly publishing = new Map<number, Promise<void>>();
   private closed = false;
@@ -137,7 +147,9 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     super();
     this.store = opts.store;
     this.log = opts.log;
-    this.auth = opts.auth ?? checkAuth;
+    const endpointTimeoutMs = opts.authEndpointTimeoutMs ?? DEFAULT_ENDPOINT_TIMEOUT_MS;
+    this.auth = opts.auth ?? ((config, token) => verifyWorkerToken(config as FlAuthConfig | undefined, token, { endpointTimeoutMs }));
+    this.authEndpoints = opts.authEndpoints ?? [];
     this.now = opts.now ?? Date.now;
     this.onActivity = opts.onActivity ?? (() => undefined);
     this.limiter = new AddressLimiter(opts.requestsPerMinute ?? 600, this.now);
@@ -161,6 +173,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   async host(input: HostInput): Promise<FlProcess> {
     const clientConfig = checkClientConfig(input.clientConfig);
     const serverConfig = checkServerConfig(input.serverConfig);
+    const endpoint = (serverConfig.authentication as FlAuthConfig | undefined)?.endpoint;
+    if (endpoint !== undefined && input.role !== 'admin' && !endpointAllowed(endpoint, this.authEndpoints)) {
+      // The node would POST every worker's token to it from inside its network (a server-side request forgery).
+      throw gridError('FORBIDDEN', `server_config.authentication.endpoint ${JSON.stringify(endpoint.slice(0, 200))} is not one this node's operator allows (fl.authEndpoints / --fl-auth-endpoint); only an admin may host a process that checks tokens at another endpoint`, { key: 'server_config.authentication.endpoint' });
+    }
     if (this.store.findProcess(clientConfig.name, clientConfig.version)) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
     const format: ModelFormat = input.model[0] === 0x08 ? 'onnx' : 'state';
     const { specs } = paramsOf(format, input.model);

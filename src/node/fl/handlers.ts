@@ -98,6 +98,7 @@ export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: 
     if (linked !== undefined && model[0] !== 0x08) throw gridError('INVALID_MODEL', `model "${data.model_ref}" is not an ONNX model`);
     const process = await engine.host({
       owner: user,
+      role: typeof ctx.connection.session.role === 'string' ? ctx.connection.session.role : 'user',
       model,
       linked: linked === undefined ? undefined : { id: linked.id, version: linked.version },
       plans: blobs(data.plans, 'plans'),

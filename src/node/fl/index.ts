@@ -32,6 +32,10 @@ export interface NodeFl {
 export interface FlOptions {
   /** authenticate + cycle-request a minute from one address (default 600). */
   requestsPerMinute?: number;
+  /** URL prefixes a non-admin may use as `server_config.authentication.endpoint` (default none: admins only). */
+  authEndpoints?: readonly string[];
+  /** How long a worker's endpoint check may take (default 5000 ms). */
+  authEndpointTimeoutMs?: number;
 }
 
 export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; events: NodeEvents; models?: ModelStore; metrics?: NodeMetrics; auth?: AuthCheck; options?: FlOptions }): NodeFl {
