@@ -315,13 +315,75 @@ test('a flood of authenticate / cycle-request from one address is refused (RATE_
   assert.deepEqual(replies.map((r) => r.status), ['success', 'success', 'success', 'success', 'rejected', 'rejected']);
   assert.equal((frames[5]!.error as { code: string }).code, 'GRID_ERR_RATE_LIMITED');
   assert.match(replies[5]!.error, /too many authenticate requests from .*127\.0\.0\.1.*more than 4 a minute/);
-  // Only the accepted ones became workers.
-  assert.equal(node.node.fl.store.workerCount(node.node.fl.store.findProcess('busy')!.id), 4);
+  // One socket is one worker, however often it authenticates.
+  assert.equal(new Set(replies.slice(0, 4).map((r) => r.worker_id)).size, 1);
+  assert.equal(node.node.fl.store.workerCount(node.node.fl.store.findProcess('busy')!.id), 1);
   // Another machine (another loopback address) joins as usual.
   const other = await PyGridSocket.open(node.node.url, '127.0.0.2');
   sockets.push(other);
   const j = await joinCycle(other, 'busy');
   assert.equal(j.cycle.status, 'accepted');
+});
+
+test('worker rows are bounded: a socket authenticating again is the same worker (per token); one address holds at most maxWorkersPerAddress rows, stale ones make room, the rest are refused with a coded PyGrid-style error', { timeout: 60_000 }, async (t) => {
+  const node = await startTestNode({ fl: { maxWorkersPerAddress: 3 } });
+  const sockets: PyGridSocket[] = [];
+  t.after(async () => { for (const s of sockets) s.close(); await node.close(); });
+  const open = async (from?: string) => { const s = await PyGridSocket.open(node.node.url, from); sockets.push(s); return s; };
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'rows', server: { max_diffs: 1, num_cycles: 0 } });
+  await hostProcess(admin, { name: 'tokens', server: { max_diffs: 5, authentication: { type: 'jwt', secret: 'rows-secret' } } });
+  const store = node.node.fl.store;
+  const rowsId = store.findProcess('rows')!.id;
+  const at = (address: string) => store.workersAt(rowsId, address);
+
+  // One socket, 20 authenticates: one worker, one row.
+  const s1 = await open();
+  const ids = new Set<string>();
+  for (let i = 0; i < 20; i++) ids.add((await s1.call('model-centric/authenticate', { model_name: 'rows', model_version: '1.0' })).worker_id as string);
+  assert.equal(ids.size, 1);
+  assert.equal(at('127.0.0.1'), 1);
+  // With tokens: the same token is the same worker, another valid token another worker (a gateway may carry many devices).
+  const { SignJWT } = await import('jose');
+  const token = (sub: string) => new SignJWT({ sub }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode('rows-secret'));
+  const [ta, tb] = [await token('a'), await token('b')];
+  const auth = async (tok: string) => (await s1.call('model-centric/authenticate', { model_name: 'tokens', model_version: '1.0', auth_token: tok })).worker_id as string;
+  const wa = await auth(ta);
+  assert.equal(await auth(ta), wa);
+  assert.notEqual(await auth(tb), wa);
+
+  // Three sockets' worth of rows from 127.0.0.1 is the cap (s1's counts); the fourth socket is refused as
+  // PyGrid clients read it, and so is HTTP from the same address. Another address is not affected.
+  const j2 = await joinCycle(await open(), 'rows');
+  const j3 = await joinCycle(await open(), 'rows');
+  assert.equal(at('127.0.0.1'), 3);
+  const over = await (await open()).send('model-centric/authenticate', { model_name: 'rows', model_version: '1.0' });
+  assert.equal((over.error as { code: string }).code, 'GRID_ERR_QUOTA_EXCEEDED');
+  assert.equal((over.data as Record<string, string>).status, 'rejected');
+  assert.match((over.data as Record<string, string>).error, /127\.0\.0\.1 already has 3 workers for FL process rows 1\.0.*try again in the next cycle/);
+  const http = await fetch(`${httpBase(node.node.url)}/model-centric/authenticate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_name: 'rows', model_version: '1.0' }) });
+  assert.equal(http.status, 400);
+  assert.equal(http.headers.get('x-grid-error-code'), 'GRID_ERR_QUOTA_EXCEEDED');
+  assert.equal(at('127.0.0.1'), 3);
+  assert.equal((await joinCycle(await open('127.0.0.2'), 'rows')).cycle.status, 'accepted');
+  assert.equal(at('127.0.0.2'), 1);
+
+  // The cycle closes; in the next, the oldest row not in it (s1's worker) makes room for a newcomer.
+  assert.equal(j2.cycle.status, 'accepted');
+  const closed = closedOnce(node);
+  await (await open('127.0.0.2')).call('model-centric/report', { worker_id: j2.workerId, request_key: j2.cycle.request_key, diff: diffOf(ZERO) });
+  await closed;
+  const fresh = await joinCycle(await open(), 'rows');
+  assert.equal(fresh.cycle.status, 'accepted');
+  assert.equal(at('127.0.0.1'), 3);
+  const evicted = [...ids][0]!;
+  assert.equal(store.worker(evicted), undefined);
+  assert.ok(store.worker(j2.workerId) !== undefined && store.worker(j3.workerId) !== undefined);
+  assert.equal((await s1.call('model-centric/cycle-request', { worker_id: evicted, model: 'rows', version: '1.0', ping: 0, download: 0, upload: 0 })).error, 'Not found any process related with this cycle and worker ID.');
+  // s1 authenticating again gets a new worker (its old one is gone), within the cap: j2's row, in no cycle now, makes room.
+  const again = (await s1.call('model-centric/authenticate', { model_name: 'rows', model_version: '1.0' })).worker_id as string;
+  assert.notEqual(again, evicted);
+  assert.equal(at('127.0.0.1'), 3);
 });
 
 test('our own messages: fl-list-processes shows cycles and checkpoints without secrets; fl-download-checkpoint is for the owner or an admin; retrieve-model is closed where workers authenticate', { timeout: 60_000 }, async (t) => {
@@ -430,11 +492,13 @@ test('pool_selection: iterate takes the first max_workers to ask; random takes e
   for (let round = 0; round < 8; round++) {
     const name = `rand${round}`;
     await hostProcess(admin, { name, server: { max_diffs: 10, max_workers: 2, pool_selection: 'random' } });
-    const socket = await ws();
-    const ids = [];
-    for (let i = 0; i < 6; i++) ids.push((await socket.call('model-centric/authenticate', { model_name: name, model_version: '1.0' })).worker_id as string);
+    const workers = [];
+    for (let i = 0; i < 6; i++) {
+      const socket = await ws();
+      workers.push({ socket, id: (await socket.call('model-centric/authenticate', { model_name: name, model_version: '1.0' })).worker_id as string });
+    }
     const statuses = [];
-    for (const id of ids) {
+    for (const { socket, id } of workers) {
       const r = await socket.call('model-centric/cycle-request', { worker_id: id, model: name, version: '1.0', ping: 0, download: 0, upload: 0 });
       statuses.push(r.status);
       if (r.status === 'rejected' && /not selected/.test(r.reason)) continue;

@@ -16,7 +16,7 @@ import { gridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, type ServerConfig } from './config';
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type FlAuthConfig } from './auth';
-import { AddressLimiter } from './limits';
+import { AddressLimiter, WorkerRows } from './limits';
 import { looksLikeOnnx, paramsOf, withNewParams, type ModelFormat } from './params';
 import { packDiff, RunningSum, unpackDiff } from './averaging';
 import { checkShapes, decodeState, decodeText, type StateTensor } from './state';
@@ -85,6 +85,8 @@ export interface FlEngineOptions {
   auth?: AuthCheck;
   /** authenticate + cycle-request a minute from one address (default 600). */
   requestsPerMinute?: number;
+  /** Worker rows of one process from one address (default 4096); limits.ts WorkerRows. */
+  maxWorkersPerAddress?: number;
   /**
    * URLs (prefixes) a non-admin host may name as `server_config.authentication.endpoint`; the node POSTs
    * each worker's token there, from inside its network. Default none: only admins may use an endpoint.
@@ -137,6 +139,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   /** Reports checked and waiting for the next batched commit (flushReports). */
   private readonly pendingReports: PendingReport[] = [];
   private readonly limiter: AddressLimiter;
+  private readonly workerRows: WorkerRows;
   private readonly publish: FlEngineOptions['publish'];
   private readonly authEndpoints: readonly string[];
   /** Per process: the checkpoints being stored as model versions (one at a time, in order). */
@@ -153,6 +156,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.now = opts.now ?? Date.now;
     this.onActivity = opts.onActivity ?? (() => undefined);
     this.limiter = new AddressLimiter(opts.requestsPerMinute ?? 600, this.now);
+    this.workerRows = new WorkerRows(opts.maxWorkersPerAddress ?? 4096);
     this.publish = opts.publish;
   }
 
@@ -206,14 +210,21 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   // --- workers ---------------------------------------------------------------------------------------
 
-  async authenticate(data: { auth_token?: string | null | undefined; model_name: string; model_version?: string | null | undefined }, address: string): Promise<{ status: 'success'; worker_id: string; requires_speed_test: boolean }> {
+  /** `connection`: the socket it came on (WS); the same one authenticating again for the same process and token gets the same worker. */
+  async authenticate(data: { auth_token?: string | null | undefined; model_name: string; model_version?: string | null | undefined }, address: string, connection?: object): Promise<{ status: 'success'; worker_id: string; requires_speed_test: boolean }> {
     this.limiter.take(address, 'authenticate');
     const process = this.store.findProcess(data.model_name, data.model_version ?? undefined);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     const token = typeof data.auth_token === 'string' && data.auth_token.length > 0 ? data.auth_token : undefined;
     const result = await this.auth(process.serverConfig.authentication, token);
     if (!result.ok) throw gridError('BAD_CREDENTIALS', result.error);
-    const workerId = this.store.addWorker(process.id, address, this.now());
+    const known = this.workerRows.known(connection, process.id, token);
+    let workerId = known !== undefined && this.store.worker(known) !== undefined ? known : undefined;
+    if (workerId === undefined) {
+      this.workerRows.makeRoom(this.store, connection, process, address, this.runtime(process.id).cycle, this.now());
+      workerId = this.store.addWorker(process.id, address, this.now());
+      this.workerRows.remember(connection, process.id, token, workerId);
+    }
     return { status: 'success', worker_id: workerId, requires_speed_test: requiresSpeedTest(process.serverConfig) };
   }
 

@@ -111,7 +111,7 @@ export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: 
   });
 
   router.handle(FlAuthenticate, async (data, ctx) => {
-    const reply = await engine.authenticate(data, ctx.connection.remoteAddress);
+    const reply = await engine.authenticate(data, ctx.connection.remoteAddress, ctx.connection);
     // This socket is where the worker's room messages go, and the only one that may speak as it.
     signalling?.bind(reply.worker_id, ctx.connection);
     return reply;
