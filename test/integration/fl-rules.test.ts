@@ -479,7 +479,7 @@ test('our own client speaks the same messages with request ids: typed replies, r
   await assert.rejects(worker.socket.request(FlAuthenticate, { model_name: 'missing' }), (e: GridError) => e.code === 'GRID_ERR_NOT_FOUND' && e.message === 'Not found any process related with this cycle and worker ID.');
 });
 
-test('pool_selection: iterate takes the first max_workers to ask; random takes exactly max_workers of the pool, not always the first', { timeout: 60_000 }, async (t) => {
+test('pool_selection: iterate takes the first max_workers to ask; random draws max_workers from the workers asking (not all ever authenticated), and a worker not selected stays refused, with its timeout, for the rest of the cycle', { timeout: 120_000 }, async (t) => {
   const { node, ws } = await withNode(t);
   const admin = await node.admin();
   await hostProcess(admin, { name: 'iter', server: { max_diffs: 10, max_workers: 2, pool_selection: 'iterate' } });
@@ -487,27 +487,43 @@ test('pool_selection: iterate takes the first max_workers to ask; random takes e
   for (let i = 0; i < 4; i++) order.push((await joinCycle(await ws(), 'iter')).cycle.status);
   assert.deepEqual(order, ['accepted', 'accepted', 'rejected', 'rejected']);
 
-  // random: 6 workers authenticate, then all ask; repeated over fresh processes, the two chosen vary.
+  // random: 20 workers authenticate, 5 of them ask at once. The pool is those 5 (the 15 others, who never
+  // ask, are no part of it): exactly 2 are chosen, and over rounds not always the same 2.
+  const NOT_SELECTED = /^not selected this cycle \(pool_selection random\)/;
+  const TIMEOUT = /^0:59:\d\d(\.\d{6})?$/;
+  const seconds = (timeout: string) => timeout.split(':').reduce((a, part) => a * 60 + Number(part), 0);
   const chosen = new Set<string>();
-  for (let round = 0; round < 8; round++) {
+  for (let round = 0; round < 5; round++) {
     const name = `rand${round}`;
     await hostProcess(admin, { name, server: { max_diffs: 10, max_workers: 2, pool_selection: 'random' } });
     const workers = [];
-    for (let i = 0; i < 6; i++) {
+    for (let i = 0; i < 20; i++) {
       const socket = await ws();
       workers.push({ socket, id: (await socket.call('model-centric/authenticate', { model_name: name, model_version: '1.0' })).worker_id as string });
     }
-    const statuses = [];
-    for (const { socket, id } of workers) {
-      const r = await socket.call('model-centric/cycle-request', { worker_id: id, model: name, version: '1.0', ping: 0, download: 0, upload: 0 });
-      statuses.push(r.status);
-      if (r.status === 'rejected' && /not selected/.test(r.reason)) continue;
-      if (r.status === 'rejected') assert.match(r.reason, /cycle is full/);
+    const ask = (w: (typeof workers)[number]) => w.socket.call('model-centric/cycle-request', { worker_id: w.id, model: name, version: '1.0', ping: 0, download: 0, upload: 0 });
+    const askers = workers.slice(0, 5);
+    const first = await Promise.all(askers.map(ask));
+    assert.equal(first.filter((r) => r.status === 'accepted').length, 2, `round ${round}: ${first.map((r) => r.reason ?? r.status).join(' | ')}`);
+    chosen.add(first.map((r) => (r.status === 'accepted' ? 'A' : '-')).join(''));
+    // The 3 refused: PyGrid's timeout until the cycle ends; asking again (at once, or many times) changes nothing.
+    for (const [i, r] of first.entries()) {
+      if (r.status === 'accepted') continue;
+      assert.match(r.reason, NOT_SELECTED);
+      assert.match(r.timeout, TIMEOUT);
+      let last = seconds(r.timeout);
+      for (let k = 0; k < 3; k++) {
+        const again = await ask(askers[i]!);
+        assert.deepEqual([again.status, NOT_SELECTED.test(again.reason)], ['rejected', true], `retry ${k}: ${JSON.stringify(again)}`);
+        assert.match(again.timeout, TIMEOUT);
+        assert.ok(seconds(again.timeout) <= last, `${again.timeout} after ${last} s`);
+        last = seconds(again.timeout);
+      }
     }
-    assert.equal(statuses.filter((s) => s === 'accepted').length, 2, `round ${round}: ${statuses.join(' ')}`);
-    chosen.add(statuses.map((s) => (s === 'accepted' ? 'A' : '-')).join(''));
+    // A latecomer finds the cycle full.
+    assert.match((await ask(workers[5]!)).reason, /cycle is full \(2 of 2 workers\)/);
   }
-  assert.ok(chosen.size > 1, `8 random draws all chose ${[...chosen][0]}`);
+  assert.ok(chosen.size > 1, `5 random draws all chose ${[...chosen][0]}`);
 });
 
 test('reports arriving together are committed together: a key reported twice at once counts once, and every reply comes after its commit', { timeout: 60_000 }, async (t) => {
