@@ -496,7 +496,7 @@ test('pool_selection: iterate takes the first max_workers to ask; random draws m
   for (let round = 0; round < 5; round++) {
     const name = `rand${round}`;
     await hostProcess(admin, { name, server: { max_diffs: 10, max_workers: 2, pool_selection: 'random' } });
-    const workers = [];
+    const workers: { socket: PyGridSocket; id: string }[] = [];
     for (let i = 0; i < 20; i++) {
       const socket = await ws();
       workers.push({ socket, id: (await socket.call('model-centric/authenticate', { model_name: name, model_version: '1.0' })).worker_id as string });
