@@ -179,6 +179,8 @@ test('reports: idempotent per request key, foreign keys and bad diffs refused an
     [Buffer.from(good).subarray(0, good.length - 5).toString('base64'), /not a syft-proto State|carries/],
     [base64([{ dims: [4], data: new Float32Array(4) }, { dims: [2], data: new Float32Array(2) }]), /tensor 0 has shape \[4\]; the model's is \[2, 2\]/],
     [base64([{ dims: [2, 2], data: new Float32Array(4) }]), /holds 1 tensors; the model has 2/],
+    // More values than the model has (6): refused on the raw bytes, before decoding.
+    [base64([{ dims: [2, 2], data: new Float32Array(4) }, { dims: [1000], data: new Float32Array(1000) }]), /the diff has a tensor whose shape holds more than 6 values/],
     [base64([{ dims: [2, 2], data: Float32Array.from([0, NaN, 0, 0]) }, { dims: [2], data: new Float32Array(2) }]), /holds NaN at index 1/],
     [base64([{ dims: [2, 2], data: new Float32Array(4) }, { dims: [2], data: Float32Array.from([Infinity, 0]) }]), /holds Infinity at index 0/],
   ];

@@ -377,7 +377,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     const bytes = decodeText(data.diff, 'base64');
     if (bytes === undefined) throw gridError('INVALID_TENSOR', 'the diff is not base64 text');
-    const diff = decodeState(bytes, 'the diff');
+    // A diff carries exactly the model's values: a State claiming more is refused before it is decoded.
+    const diff = decodeState(bytes, 'the diff', { maxValues: rt.process.params.reduce((n, p) => n + p.dims.reduce((a, d) => a * d, 1), 0) });
     checkShapes(diff, rt.process.params.map((p) => p.dims));
     return new Promise((resolve, reject) => {
       this.pendingReports.push({ rt, cycleId: cycle.id, sequence: cycle.sequence, requestKey: data.request_key, workerId: data.worker_id, diff, weight, resolve, reject });
