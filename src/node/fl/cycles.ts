@@ -8,15 +8,15 @@
 // one transaction (checkpoint + cycle completed + next cycle), so a kill at any point averages each cycle
 // exactly once.
 
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { gridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, type ServerConfig } from './config';
-import { verifyWorkerToken, type FlAuthConfig } from './auth';
-import { AddressLimiter } from './limits';
+import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type FlAuthConfig } from './auth';
+import { AddressLimiter, WorkerRows } from './limits';
 import { looksLikeOnnx, paramsOf, withNewParams, type ModelFormat } from './params';
 import { packDiff, RunningSum, unpackDiff } from './averaging';
 import { checkShapes, decodeState, decodeText, type StateTensor } from './state';
@@ -33,6 +33,8 @@ export const PYGRID = {
 
 export interface HostInput {
   owner: string;
+  /** The owner's role: only an admin may name an `authentication.endpoint` the operator did not list. */
+  role?: string | undefined;
   /** A State or an ONNX model (bytes), already decoded from hex/base64 or taken from an upload. */
   model: Uint8Array;
   plans: Record<string, Record<string, Uint8Array>>;
@@ -68,8 +70,10 @@ interface Runtime {
   cycle: FlCycle | undefined;
   sum: RunningSum | undefined;
   timer: NodeJS.Timeout | undefined;
-  /** Workers decided by random pool selection in this cycle (not kept across restarts). */
-  randomSeen: number;
+  /** pool_selection random: workers not selected in this cycle; the refusal stands until the cycle ends. */
+  refused: Set<string>;
+  /** pool_selection random: the draw collecting this cycle's askers, when one is open. */
+  draw: Draw | undefined;
   /** Set from the moment a close starts: later reports of that cycle are refused, not half-counted. */
   closing: Promise<void> | undefined;
 }
@@ -83,6 +87,17 @@ export interface FlEngineOptions {
   auth?: AuthCheck;
   /** authenticate + cycle-request a minute from one address (default 600). */
   requestsPerMinute?: number;
+  /** pool_selection random: how long a draw collects askers before it picks among them (default 1000 ms). */
+  selectionWindowMs?: number;
+  /** Worker rows of one process from one address (default 4096); limits.ts WorkerRows. */
+  maxWorkersPerAddress?: number;
+  /**
+   * URLs (prefixes) a non-admin host may name as `server_config.authentication.endpoint`; the node POSTs
+   * each worker's token there, from inside its network. Default none: only admins may use an endpoint.
+   */
+  authEndpoints?: readonly string[];
+  /** How long the endpoint check waits for the status line (default 5000 ms). */
+  authEndpointTimeoutMs?: number;
   /**
    * Stores a checkpoint of a linked process as the next version of its model (parent: `parentVersion`),
    * calling `commit(version)` inside the model's own transaction.
@@ -128,7 +143,10 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   /** Reports checked and waiting for the next batched commit (flushReports). */
   private readonly pendingReports: PendingReport[] = [];
   private readonly limiter: AddressLimiter;
+  private readonly workerRows: WorkerRows;
   private readonly publish: FlEngineOptions['publish'];
+  private readonly authEndpoints: readonly string[];
+  private readonly selectionWindowMs: number;
   /** Per process: the checkpoints being stored as model versions (one at a time, in order). */
   private readonly publishing = new Map<number, Promise<void>>();
   private closed = false;
@@ -137,10 +155,14 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     super();
     this.store = opts.store;
     this.log = opts.log;
-    this.auth = opts.auth ?? checkAuth;
+    const endpointTimeoutMs = opts.authEndpointTimeoutMs ?? DEFAULT_ENDPOINT_TIMEOUT_MS;
+    this.auth = opts.auth ?? ((config, token) => verifyWorkerToken(config as FlAuthConfig | undefined, token, { endpointTimeoutMs }));
+    this.authEndpoints = opts.authEndpoints ?? [];
+    this.selectionWindowMs = opts.selectionWindowMs ?? DEFAULT_SELECTION_WINDOW_MS;
     this.now = opts.now ?? Date.now;
     this.onActivity = opts.onActivity ?? (() => undefined);
     this.limiter = new AddressLimiter(opts.requestsPerMinute ?? 600, this.now);
+    this.workerRows = new WorkerRows(opts.maxWorkersPerAddress ?? 4096);
     this.publish = opts.publish;
   }
 
@@ -161,6 +183,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   async host(input: HostInput): Promise<FlProcess> {
     const clientConfig = checkClientConfig(input.clientConfig);
     const serverConfig = checkServerConfig(input.serverConfig);
+    const endpoint = (serverConfig.authentication as FlAuthConfig | undefined)?.endpoint;
+    if (endpoint !== undefined && input.role !== 'admin' && !endpointAllowed(endpoint, this.authEndpoints)) {
+      // The node would POST every worker's token to it from inside its network (a server-side request forgery).
+      throw gridError('FORBIDDEN', `server_config.authentication.endpoint ${JSON.stringify(endpoint.slice(0, 200))} is not one this node's operator allows (fl.authEndpoints / --fl-auth-endpoint); only an admin may host a process that checks tokens at another endpoint`, { key: 'server_config.authentication.endpoint' });
+    }
     if (this.store.findProcess(clientConfig.name, clientConfig.version)) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
     const format: ModelFormat = input.model[0] === 0x08 ? 'onnx' : 'state';
     const { specs } = paramsOf(format, input.model);
@@ -189,20 +216,31 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   // --- workers ---------------------------------------------------------------------------------------
 
-  async authenticate(data: { auth_token?: string | null | undefined; model_name: string; model_version?: string | null | undefined }, address: string): Promise<{ status: 'success'; worker_id: string; requires_speed_test: boolean }> {
+  /** `connection`: the socket it came on (WS); the same one authenticating again for the same process and token gets the same worker. */
+  async authenticate(data: { auth_token?: string | null | undefined; model_name: string; model_version?: string | null | undefined }, address: string, connection?: object): Promise<{ status: 'success'; worker_id: string; requires_speed_test: boolean }> {
     this.limiter.take(address, 'authenticate');
     const process = this.store.findProcess(data.model_name, data.model_version ?? undefined);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     const token = typeof data.auth_token === 'string' && data.auth_token.length > 0 ? data.auth_token : undefined;
     const result = await this.auth(process.serverConfig.authentication, token);
     if (!result.ok) throw gridError('BAD_CREDENTIALS', result.error);
-    const workerId = this.store.addWorker(process.id, address, this.now());
+    const known = this.workerRows.known(connection, process.id, token);
+    let workerId = known !== undefined && this.store.worker(known) !== undefined ? known : undefined;
+    if (workerId === undefined) {
+      this.workerRows.makeRoom(this.store, connection, process, address, this.runtime(process.id).cycle, this.now());
+      workerId = this.store.addWorker(process.id, address, this.now());
+      this.workerRows.remember(connection, process.id, token, workerId);
+    }
     return { status: 'success', worker_id: workerId, requires_speed_test: requiresSpeedTest(process.serverConfig) };
   }
 
-  cycleRequest(data: CycleRequest, address: string): CycleReply {
+  cycleRequest(data: CycleRequest, address: string): CycleReply | Promise<CycleReply> {
     this.limiter.take(address, 'cycle-request');
     const reply = this.answerCycleRequest(data);
+    return reply instanceof Promise ? reply.then((r) => this.noteAnswer(data, r)) : this.noteAnswer(data, reply);
+  }
+
+  private noteAnswer(data: CycleRequest, reply: CycleReply): CycleReply {
     const processId = reply.status === 'accepted' ? reply.model_id : this.store.findProcess(data.model, data.version ?? undefined)!.id;
     this.onActivity({
       kind: 'worker', processId, cycle: this.runtimes.get(processId)?.cycle?.sequence, workerId: data.worker_id, status: reply.status,
@@ -211,7 +249,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     return reply;
   }
 
-  private answerCycleRequest(data: CycleRequest): CycleReply {
+  private answerCycleRequest(data: CycleRequest): CycleReply | Promise<CycleReply> {
     const worker = this.store.worker(data.worker_id);
     if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     const process = this.store.findProcess(data.model, data.version ?? undefined);
@@ -224,18 +262,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const rt = this.runtime(process.id);
     const cycle = rt.cycle;
     const now = this.now();
-    const reject = (reason: string): CycleReply => {
-      const out: CycleReply = { status: 'rejected', reason };
-      // PyGrid: a timeout until the cycle ends, only while cycles remain.
-      if (cycle?.endMs !== undefined) {
-        const left = Math.max(0, cycle.endMs - now);
-        out.timeout = timedeltaString(left);
-      }
-      return out;
-    };
+    const reject = (reason: string): CycleReply => refusal(cycle, reason, now);
     if (cycle === undefined) return { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` };
     if (rt.closing !== undefined) return reject('the cycle is closing; ask again for the next one');
     if (this.store.assignment(cycle.id, worker.id) !== undefined) return reject('this worker is already in this cycle');
+    if (rt.refused.has(worker.id)) return reject(NOT_SELECTED);
     const reuse = cfg.do_not_reuse_workers_until_cycle;
     if (reuse !== undefined && reuse > 0 && this.store.workedRecently(process.id, worker.id, cycle.sequence, reuse)) {
       return reject(`this worker took part in one of the last ${reuse} cycles (do_not_reuse_workers_until_cycle)`);
@@ -250,24 +281,80 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     // Not capped by max_diffs: workers drop out, and the first max_diffs reports close the cycle anyway.
     const capacity = cfg.max_workers ?? Infinity;
     if (assigned >= capacity) return reject(`the cycle is full (${assigned} of ${capacity} workers)`);
-    if (cfg.pool_selection === 'random' && capacity !== Infinity) {
-      // A uniform random sample of the pool (selection sampling, Knuth's Algorithm S): with N workers
-      // authenticated for the process and `seen` of them already decided this cycle, the next one gets
-      // one of the free places with probability free / (N − seen). When every worker asks, exactly
-      // max_workers are chosen, each set equally likely.
-      const pool = Math.max(this.store.workerCount(process.id) - rt.randomSeen, 1);
-      const free = capacity - assigned;
-      rt.randomSeen += 1;
-      if (free < pool && Math.random() >= free / pool) return reject('not selected this cycle (pool_selection random)');
-    }
+    // random: the askers of a short window are drawn from together (enterDraw), not decided one by one.
+    if (cfg.pool_selection === 'random' && capacity !== Infinity) return this.enterDraw(rt, cycle, worker.id);
+    return this.assignWorker(process, cycle, worker.id, now);
+  }
+
+  private assignWorker(process: FlProcess, cycle: FlCycle, workerId: string, now: number): CycleReply {
     const requestKey = createHash('sha256').update(randomUUID()).digest('hex');
-    this.store.assign(cycle.id, worker.id, requestKey, now);
+    this.store.assign(cycle.id, workerId, requestKey, now);
     this.emit('changed', process.id);
     return {
       status: 'accepted', request_key: requestKey, version: process.version, model: process.name,
       plans: this.store.assetIds(process.id, 'plan'), protocols: this.store.assetIds(process.id, 'protocol'),
       client_config: process.clientConfig, model_id: process.id,
     };
+  }
+
+  /**
+   * pool_selection random. The pool is the workers asking in this cycle, not every worker the process
+   * ever saw: an asker joins the open draw (the first one opens it, for selectionWindowMs); when it ends,
+   * the free places go to a uniform random sample of everyone in it, and the rest are refused for the rest
+   * of the cycle (rt.refused; their retries get the same answer, with the time left as `timeout`). Askers
+   * come in bursts (PyGrid clients come back when their `timeout` ends, at the cycle's start), so each
+   * burst is one draw; a draw with no more askers than places accepts them all.
+   */
+  private enterDraw(rt: Runtime, cycle: FlCycle, workerId: string): Promise<CycleReply> {
+    let draw = rt.draw;
+    if (draw === undefined) {
+      const opened: Draw = { cycleId: cycle.id, entrants: new Map(), timer: undefined };
+      opened.timer = setTimeout(() => this.runDraw(rt, opened), this.selectionWindowMs);
+      opened.timer.unref();
+      rt.draw = draw = opened;
+    }
+    const waiting = draw.entrants.get(workerId);
+    if (waiting === undefined && draw.entrants.size >= MAX_DRAW_ENTRANTS) {
+      return Promise.resolve(refusal(cycle, `${MAX_DRAW_ENTRANTS} workers are already in this cycle's draw; ask again`, this.now()));
+    }
+    return new Promise((resolve, reject) => {
+      if (waiting !== undefined) waiting.push({ resolve, reject });
+      else draw.entrants.set(workerId, [{ resolve, reject }]);
+    });
+  }
+
+  private runDraw(rt: Runtime, draw: Draw): void {
+    if (rt.draw === draw) rt.draw = undefined;
+    if (draw.timer) clearTimeout(draw.timer);
+    const cycle = rt.cycle;
+    const now = this.now();
+    const entrants = [...draw.entrants];
+    const answer = (waiters: Waiter[], reply: CycleReply) => { for (const w of waiters) w.resolve(reply); };
+    if (this.closed || cycle === undefined || cycle.id !== draw.cycleId || rt.closing !== undefined) {
+      const reason = this.closed ? 'the node is shutting down; ask again' : 'the cycle closed during the draw; ask again for the next one';
+      for (const [, waiters] of entrants) answer(waiters, { status: 'rejected', reason });
+      return;
+    }
+    const capacity = rt.process.serverConfig.max_workers ?? Infinity;
+    let free = Math.max(0, capacity - this.store.assignedCount(cycle.id));
+    // Fisher–Yates with the crypto generator: each set of `free` askers equally likely.
+    for (let i = entrants.length - 1; i > 0; i--) {
+      const j = randomInt(i + 1);
+      [entrants[i], entrants[j]] = [entrants[j]!, entrants[i]!];
+    }
+    for (const [workerId, waiters] of entrants) {
+      if (free > 0) {
+        free--;
+        try {
+          answer(waiters, this.assignWorker(rt.process, cycle, workerId, now));
+        } catch (err) {
+          for (const w of waiters) w.reject(err);
+        }
+      } else {
+        rt.refused.add(workerId);
+        answer(waiters, refusal(cycle, NOT_SELECTED, now));
+      }
+    }
   }
 
   /**
@@ -290,7 +377,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     const bytes = decodeText(data.diff, 'base64');
     if (bytes === undefined) throw gridError('INVALID_TENSOR', 'the diff is not base64 text');
-    const diff = decodeState(bytes, 'the diff');
+    // A diff carries exactly the model's values: a State claiming more is refused before it is decoded.
+    const diff = decodeState(bytes, 'the diff', { maxValues: rt.process.params.reduce((n, p) => n + p.dims.reduce((a, d) => a * d, 1), 0) });
     checkShapes(diff, rt.process.params.map((p) => p.dims));
     return new Promise((resolve, reject) => {
       this.pendingReports.push({ rt, cycleId: cycle.id, sequence: cycle.sequence, requestKey: data.request_key, workerId: data.worker_id, diff, weight, resolve, reject });
@@ -388,6 +476,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.closed = true;
     const pending: Promise<void>[] = [...this.publishing.values()];
     for (const rt of this.runtimes.values()) {
+      if (rt.draw !== undefined) this.runDraw(rt, rt.draw);
       if (rt.timer) clearTimeout(rt.timer);
       rt.timer = undefined;
       if (rt.closing) pending.push(rt.closing.catch(() => undefined));
@@ -402,7 +491,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (rt !== undefined) return rt;
     const process = this.store.process(processId);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-    rt = { process, cycle: undefined, sum: undefined, timer: undefined, closing: undefined, randomSeen: 0 };
+    rt = { process, cycle: undefined, sum: undefined, timer: undefined, closing: undefined, refused: new Set(), draw: undefined };
     this.runtimes.set(processId, rt);
     this.open(rt, this.store.openCycle(processId));
     return rt;
@@ -412,7 +501,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private open(rt: Runtime, cycle: FlCycle | undefined): void {
     rt.cycle = cycle;
     rt.sum = undefined;
-    rt.randomSeen = 0;
+    rt.refused = new Set();
     if (rt.timer) clearTimeout(rt.timer);
     rt.timer = undefined;
     if (cycle === undefined) return;
@@ -500,6 +589,28 @@ interface PendingReport {
   weight: number;
   resolve(reply: { status: 'success' }): void;
   reject(err: unknown): void;
+}
+
+type Waiter = { resolve(reply: CycleReply): void; reject(err: unknown): void };
+
+/** pool_selection random: the askers of one window of a cycle (enterDraw). */
+interface Draw {
+  cycleId: number;
+  /** worker id → its pending cycle-requests (a worker asking twice in one window waits for one answer). */
+  entrants: Map<string, Waiter[]>;
+  timer: NodeJS.Timeout | undefined;
+}
+
+const DEFAULT_SELECTION_WINDOW_MS = 1000;
+/** Askers one draw holds; past it, askers are told to ask again (not refused for the cycle). */
+const MAX_DRAW_ENTRANTS = 100_000;
+const NOT_SELECTED = 'not selected this cycle (pool_selection random); ask again when the timeout ends';
+
+/** A refusal; PyGrid: with a timeout until the cycle ends (its `str(timedelta)`), only while cycles remain. */
+function refusal(cycle: FlCycle | undefined, reason: string, now: number): CycleReply {
+  const out: CycleReply = { status: 'rejected', reason };
+  if (cycle?.endMs !== undefined) out.timeout = timedeltaString(Math.max(0, cycle.endMs - now));
+  return out;
 }
 
 /** The largest `num_samples` a report may carry (a worker's local rows). */

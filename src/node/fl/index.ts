@@ -32,6 +32,14 @@ export interface NodeFl {
 export interface FlOptions {
   /** authenticate + cycle-request a minute from one address (default 600). */
   requestsPerMinute?: number;
+  /** pool_selection random: how long a draw collects askers before picking among them (default 1000 ms). */
+  selectionWindowMs?: number;
+  /** Worker rows of one FL process from one address (default 4096; the oldest stale ones make room). */
+  maxWorkersPerAddress?: number;
+  /** URL prefixes a non-admin may use as `server_config.authentication.endpoint` (default none: admins only). */
+  authEndpoints?: readonly string[];
+  /** How long a worker's endpoint check may take (default 5000 ms). */
+  authEndpointTimeoutMs?: number;
 }
 
 export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; events: NodeEvents; models?: ModelStore; metrics?: NodeMetrics; auth?: AuthCheck; options?: FlOptions }): NodeFl {

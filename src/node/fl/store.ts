@@ -187,6 +187,23 @@ export class FlStore {
     return r === undefined ? undefined : { id: String(r.id), processId: num(r.process_id) };
   }
 
+  /** How many worker rows of the process came from `address`. */
+  workersAt(processId: number, address: string): number {
+    return num(this.db.get('SELECT COUNT(*) AS n FROM fl_workers WHERE process_id = ? AND address = ?', [processId, address])!.n);
+  }
+
+  /**
+   * Deletes the oldest worker row of the process from `address` that was created before `beforeMs` and has
+   * no assignment in cycle `cycleId` (its past assignments go with it); false when there is none.
+   */
+  evictStaleWorker(processId: number, address: string, beforeMs: number, cycleId: number | undefined): boolean {
+    const r = this.db.get(
+      'SELECT id FROM fl_workers w WHERE process_id = ? AND address = ? AND created_ms < ? AND NOT EXISTS (SELECT 1 FROM fl_assignments a WHERE a.worker_id = w.id AND a.cycle_id = ?) ORDER BY created_ms, id LIMIT 1',
+      [processId, address, beforeMs, cycleId ?? -1]);
+    if (r === undefined) return false;
+    return this.db.run('DELETE FROM fl_workers WHERE id = ?', [String(r.id)]) === 1;
+  }
+
   workerCount(processId: number): number {
     return num(this.db.get('SELECT COUNT(*) AS n FROM fl_workers WHERE process_id = ?', [processId])!.n);
   }
