@@ -28,7 +28,7 @@ interface HeldModel {
   bytes: number;
 }
 
-/** How long a delete waits for the crypto provider to hear of it. */
+/** How long a delete (or a query's release of its bundle) waits for the crypto provider to hear of it. */
 const FORGET_TIMEOUT_MS = 5000;
 
 /** A query this holder runs (either party): who started it, how to stop it, and when it has ended. */
@@ -263,8 +263,9 @@ export class ShareHolder {
     if (m.info.owner !== u && ctx.connection.session.role !== 'admin') {
       throw gridError('FORBIDDEN', `node ${this.o.where()} refused to delete encrypted model "${id}": it belongs to ${m.info.owner}`, { model_id: id, owner: m.info.owner });
     }
-    this.models.delete(id);
+    // Disk first: a delete that fails leaves the model served, never one that comes back after a restart.
     await this.o.store.delete(id);
+    this.models.delete(id);
     ctx.log.info({ model_id: id, by: u }, 'encrypted model share deleted');
     this.o.events.emit({ event: 'smpc-model-removed', model_id: id }, signedIn);
     // Told before the answer, briefly: a provider that is down keeps a record no holder will use.
@@ -346,7 +347,8 @@ export class ShareHolder {
   /** Tells the provider a bundle will not be used (cancelled or failed query); best effort, never throws. */
   private async release(provider: GridSocket, bundleId: string): Promise<void> {
     try {
-      await provider.request(SmpcRelease, { bundle_id: bundleId }, { timeout: this.o.stepTimeoutMs });
+      // Briefly: a provider that does not answer has the bundle expire, and the query's error is not held up.
+      await provider.request(SmpcRelease, { bundle_id: bundleId }, { timeout: Math.min(this.o.stepTimeoutMs, FORGET_TIMEOUT_MS) });
     } catch (err) {
       this.o.log.debug({ bundle: bundleId, err: toGridError(err).message }, 'the crypto provider was not told to release a bundle (it expires)');
     }
