@@ -33,7 +33,7 @@ let c0: GridClient, c1: GridClient, cp: GridClient;
 let proxy: CuttableProxy;
 let onDealt: (() => void) | undefined;
 
-const holderOptions = { maxModelsPerOwner: 3, maxQueries: 1 };
+const holderOptions = { maxModelsPerOwner: 3, maxBytesPerOwner: 1 << 20, maxQueries: 1 };
 
 function rows(n: number, seed = 0): Tensor<'float32'> {
   return { dtype: 'float32', dims: [n, 64], data: Float32Array.from({ length: n * 64 }, (_, i) => ((i * 7 + seed) % 17) / 16) };
@@ -172,6 +172,16 @@ test('grid delete removes an encrypted model from both share holders, and the ho
     await removed.seen;
     for (const c of [c0, c1]) assert.ok(!(await encryptedModels(c)).some((m) => m.model_id === 'alice-1'));
     await assert.rejects(inferEncrypted('alice-1', rows(1), { holders: alice }), (e: unknown) => e instanceof GridError && e.code === ErrorCodes.NOT_FOUND);
+    // Bytes too (alice holds 2 models now): a wide layer (64 × 4096 weights: 4 MiB of share with its mask) is over alice's 1 MiB.
+    for (const [i, c] of alice.entries()) {
+      const wide = { input: { name: 'x', shape: [64] }, output: { name: 'y', shape: [4096] }, layers: [{ op: 'linear' as const, in: 64, out: 4096, weight: 0 }], params: [{ name: 'w', size: 64 * 4096 }] };
+      const other = i === 0 ? holder1 : holder0;
+      const refs = { peer: { id: other.node.identity.id, address: other.node.url }, provider: { id: provider.node.identity.id, address: provider.node.url } };
+      await assert.rejects(
+        c.socket.request(SmpcHostShare, { model_id: 'alice-wide', party: i as 0 | 1, pair_tag: 'e'.repeat(32), mask_nonce: 'f'.repeat(32), plan: wide, ...refs }, { attachment: new Uint8Array(64 * 4096 * 8) }),
+        (e: unknown) => e instanceof GridError && e.code === ErrorCodes.QUOTA_EXCEEDED && /bytes of encrypted model shares of alice/.test(e.message),
+      );
+    }
     // The freed place takes a new model.
     await serve('alice-4', alice);
     const again = await grid(['--node', holder0.node.url, 'delete', 'no-such-model']);
