@@ -34,6 +34,7 @@ let proxy: CuttableProxy;
 let onDealt: (() => void) | undefined;
 
 const holderOptions = { maxModelsPerOwner: 3, maxBytesPerOwner: 1 << 20, maxQueries: 1 };
+const providerOptions = { provider: { maxBundles: 1 } };
 
 function rows(n: number, seed = 0): Tensor<'float32'> {
   return { dtype: 'float32', dims: [n, 64], data: Float32Array.from({ length: n * 64 }, (_, i) => ((i * 7 + seed) % 17) / 16) };
@@ -89,7 +90,7 @@ function nextEvent(client: GridClient, match: (ev: NodeEvent) => boolean): { see
 
 before(async () => {
   // One bundle at a time (pooled ones aside): a bundle a cancelled query left behind would refuse the next query.
-  provider = await startTestNode({ name: 'provider', dataDir: dirs[2], smpc: { provider: { maxBundles: 1 } } });
+  provider = await startTestNode({ name: 'provider', dataDir: dirs[2], smpc: providerOptions });
   proxy = await startProxy(Number(new URL(provider.node.url).port), '127.0.0.1', undefined, {
     fromNode: (chunk) => {
       if (onDealt !== undefined && chunk.includes('"smpc-deal"')) { const f = onDealt; onDealt = undefined; f(); }
@@ -109,7 +110,7 @@ after(async () => {
   for (const d of dirs) fs.rmSync(d, { recursive: true, force: true });
 });
 
-test('a share holder restarted on its data dir still holds its share and serves the model; shares of different uploads stay refused', async (t) => {
+test('a share holder and the crypto provider restarted on their data dirs still hold the share and the upload and serve the model; shares of different uploads stay refused', async (t) => {
   await serve('durable');
   const x = rows(3);
   const before = await inferEncrypted('durable', x, { holders: [c0, c1] });
@@ -122,11 +123,16 @@ test('a share holder restarted on its data dir still holds its share and serves 
   await c1.socket.request(SmpcHostShare, { model_id: 'split', party: 1, pair_tag: 'b'.repeat(32), mask_nonce: nonce, plan, peer: { id: holder0.node.identity.id, address: holder0.node.url }, provider: info0.provider }, { attachment: new Uint8Array(PARAMS * 8) });
   const pairTag = (await encryptedModelInfo(c1, 'durable')).pair_tag;
 
-  // Stop holder 1 and start it again on the same data dir and port (holder 0 knows it by that address).
+  // Stop holder 1 and the provider, and start them again on their data dirs and ports (the others know
+  // them by those addresses): the provider still knows the upload it deals for.
   const port = Number(new URL(holder1.node.url).port);
-  await holder1.close();
-  holder1 = await startTestNode({ name: 'holder-1', dataDir: dirs[1], port, smpc: holderOptions });
-  c1 = await holder1.admin();
+  const providerPort = Number(new URL(provider.node.url).port);
+  await Promise.all([holder1.close(), provider.close()]);
+  [holder1, provider] = await Promise.all([
+    startTestNode({ name: 'holder-1', dataDir: dirs[1], port, smpc: holderOptions }),
+    startTestNode({ name: 'provider', dataDir: dirs[2], port: providerPort, smpc: providerOptions }),
+  ]);
+  [c1, cp] = await Promise.all([holder1.admin(), provider.admin()]);
   assert.deepEqual((await encryptedModels(c1)).map((m) => m.model_id).sort(), ['durable', 'split']);
   assert.equal((await encryptedModelInfo(c1, 'durable')).pair_tag, pairTag, 'the pairing survives the restart');
   const started = performance.now();
