@@ -75,6 +75,8 @@ export const ErrorCodes = {
   SMPC_ABORTED: 'GRID_ERR_SMPC_ABORTED',
   /** The shares on the two share holders do not belong together (different uploads). */
   SMPC_SHARES_MISMATCH: 'GRID_ERR_SMPC_SHARES_MISMATCH',
+  /** The crypto provider was asked for randomness for an encrypted model (upload) it does not know, or by nodes that are not its share holders. */
+  SMPC_UNKNOWN_UPLOAD: 'GRID_ERR_SMPC_UNKNOWN_UPLOAD',
   /** The TLS handshake failed (untrusted or mismatched certificate). */
   TLS_ERROR: 'GRID_ERR_TLS_ERROR',
   /** A federated-learning report or download for a cycle that has already closed (averaged). */

@@ -13,7 +13,7 @@ import { FL_COMMANDS } from './fl-commands';
 import { heavy } from './heavy';
 import { newNotebook, restartKernel } from './notebook';
 import { guarded, isConnection, nodeFromArg, pickFile, pickModel, pickNode, withProgress, workspaceFiles, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
-import { inferEncryptedModel, serveEncrypted } from './smpc';
+import { deleteEncryptedModel, inferEncryptedModel, serveEncrypted } from './smpc';
 import { train } from './train';
 import { EncryptedModelItem, formatBytes, ModelItem, signatureLine } from './views/items';
 
@@ -250,15 +250,25 @@ async function pickDownloadFile(ctx: Ctx, title: string, model: ModelInfo): Prom
 }
 
 function deleteModel(ctx: Ctx): Cmd {
-  return guarded(ctx, 'Could not delete the model', async (arg: ModelItem | (ModelArgs & { skipConfirmation?: boolean }) | undefined, flow: Flow) => {
+  return guarded(ctx, 'Could not delete the model', async (arg: ModelItem | EncryptedModelItem | (ModelArgs & { skipConfirmation?: boolean }) | undefined, flow: Flow) => {
     const target = await pickModel(ctx, arg, 'Delete a model', 'delete', flow);
     if (!target) return undefined;
     const { conn, model } = target;
+    const a = arg instanceof vscode.TreeItem ? undefined : arg;
+    const skip = a?.skipConfirmation === true;
+    if (target.encrypted) {
+      // Served encrypted: deleted from both share holders, and the crypto provider deals no more for it.
+      if (!skip) {
+        const ok = await vscode.window.showWarningMessage(`Delete encrypted model "${model.id}" from its share holders?`, { modal: true, detail: `${conn.name} and ${target.encrypted.peer.address} delete their shares; this cannot be undone.` }, 'Delete');
+        if (ok !== 'Delete') return undefined;
+      }
+      flow.answers.skipConfirmation = true;
+      return (await deleteEncryptedModel(ctx, conn, target.encrypted)).model_id;
+    }
     // A version row or a name@N deletes that version; a model row or a bare name, the model with every version.
-    const one = arg instanceof ModelItem ? arg.isVersion : typeof arg?.model === 'string' && arg.model.includes('@');
+    const one = arg instanceof ModelItem ? arg.isVersion : typeof a?.model === 'string' && a.model.includes('@');
     const count = model.versions ?? 1;
     const what = one ? `version ${model.version} of model "${model.id}"` : `model "${model.id}"${count > 1 ? ` and all its ${count} versions` : ''}`;
-    const skip = !(arg instanceof ModelItem) && arg?.skipConfirmation === true;
     if (!skip) {
       const ok = await vscode.window.showWarningMessage(`Delete ${what} from ${conn.name}?`, { modal: true, detail: 'The node deletes its copy; this cannot be undone.' }, 'Delete');
       if (ok !== 'Delete') return undefined;
@@ -378,7 +388,12 @@ function runInference(ctx: Ctx): Cmd {
     const feeds = inputs;
     const t0 = performance.now();
     const encrypted = target.encrypted;
-    const outputs = encrypted ? await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} encrypted on ${conn.name} and its other share holder` }, () => inferEncryptedModel(ctx, conn, encrypted, feeds))
+    const outputs = encrypted ? await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} encrypted on ${conn.name} and its other share holder`, cancellable: true }, (_p, token) => {
+      // Cancel stops both share holders and frees the randomness the crypto provider reserved for the query.
+      const controller = new AbortController();
+      const sub = token.onCancellationRequested(() => controller.abort());
+      return inferEncryptedModel(ctx, conn, encrypted, feeds, controller.signal).finally(() => sub.dispose());
+    })
       : await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} on ${conn.name}`, cancellable: true }, (_p, token) => {
       const controller = new AbortController();
       const sub = token.onCancellationRequested(() => controller.abort());
