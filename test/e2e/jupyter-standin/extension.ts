@@ -123,6 +123,8 @@ interface KernelSpecs {
 
 export function activate(context: vscode.ExtensionContext): Jupyter {
   const bridge = join(context.extensionPath, 'bridge.py');
+  /** Which of this extension's controllers got selected for which notebook (the tests read it). */
+  const selections: string[] = [];
   const kernels = new Map<string, PythonKernel>();
   const cwdOf = (nb: vscode.NotebookDocument) => (nb.uri.scheme === 'file' ? join(nb.uri.fsPath, '..') : vscode.workspace.workspaceFolders?.[0]?.uri.fsPath ?? process.cwd());
   const controller = vscode.notebooks.createNotebookController('python3', 'jupyter-notebook', 'Python 3 (ipykernel)');
@@ -156,6 +158,7 @@ export function activate(context: vscode.ExtensionContext): Jupyter {
   setPythonContext();
   context.subscriptions.push(
     controller,
+    controller.onDidChangeSelectedNotebooks(({ notebook, selected }) => { if (selected) selections.push(`${controller.id} ${notebook.uri.toString()}`); }),
     vscode.window.onDidChangeActiveNotebookEditor(setPythonContext),
     vscode.workspace.onDidCloseNotebookDocument((nb) => { kernels.get(nb.uri.toString())?.dispose(); kernels.delete(nb.uri.toString()); }),
     { dispose: () => { for (const k of kernels.values()) k.dispose(); } },
@@ -175,7 +178,7 @@ export function activate(context: vscode.ExtensionContext): Jupyter {
         c.supportedLanguages = [spec.language];
         c.description = `kernelspec ${name} (test stand-in)`;
         c.executeHandler = () => { throw new Error('the stand-in does not run other kernelspecs'); };
-        context.subscriptions.push(c);
+        context.subscriptions.push(c, c.onDidChangeSelectedNotebooks(({ notebook, selected }) => { if (selected) selections.push(`${c.id} ${notebook.uri.toString()}`); }));
         names.push(name);
       }
     } catch {
@@ -191,8 +194,9 @@ export function activate(context: vscode.ExtensionContext): Jupyter {
     createJupyterServerCollection: () => { throw new Error('not in the test stand-in'); },
     /** For the tests: the kernelspecs this stand-in registered a controller for. */
     kernelSpecControllers: found,
+    selections,
   };
-  return api as Jupyter & { kernelSpecControllers: Promise<string[]> };
+  return api as Jupyter & { kernelSpecControllers: Promise<string[]>; selections: string[] };
 }
 
 export function deactivate(): void {}

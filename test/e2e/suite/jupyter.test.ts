@@ -3,8 +3,14 @@
 // code calls, over a real ipykernel with Debian's torch) beside ours; host.test.ts, without it, skips.
 // A Python notebook builds a torch model in its kernel; "Serve Model from Notebook Variable…" offers
 // that variable, exports it with torch.onnx.export in the same kernel and serves it to the local node,
-// where it shows in the Models view and runs remote inference with torch's numbers.
+// where it shows in the Models view and runs remote inference with torch's numbers. With the
+// grid-typescript kernelspec installed the Jupyter extension offers "Grid (TypeScript)" too (one of its
+// kernelspec controllers); a Grid notebook still opens and runs on our controller.
 import * as assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'mocha';
 import * as vscode from 'vscode';
 import type { ModelInfo } from '../../../src/core/protocol/messages';
@@ -18,6 +24,7 @@ const decoder = new TextDecoder();
 
 let api: GridExtensionApi;
 let notebook: vscode.NotebookDocument;
+const jupyterDir = mkdtempSync(join(tmpdir(), 'grid-jupyter-'));
 
 /** Resolves when `pred()` holds, checked now and after every `event`; rejects after `ms` with `state()`. */
 function until(event: vscode.Event<unknown>, pred: () => boolean, what: string, state: () => string, ms = WAIT_MS): Promise<void> {
@@ -31,6 +38,15 @@ function until(event: vscode.Event<unknown>, pred: () => boolean, what: string, 
       resolve();
     });
   });
+}
+
+/** `p`, or a rejection saying what did not happen within `ms`. */
+function within<T>(p: PromiseLike<T>, what: string, ms = WAIT_MS): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  return Promise.race([
+    Promise.resolve(p).finally(() => clearTimeout(timer)),
+    new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms); }),
+  ]);
 }
 
 function label(item: vscode.TreeItem): string {
@@ -71,6 +87,10 @@ describe('with the Jupyter extension', function () {
     const ext = vscode.extensions.getExtension<GridExtensionApi>(EXTENSION_ID);
     assert.ok(ext, `${EXTENSION_ID} is not installed`);
     api = await ext.activate();
+    // `grid kernel install` for this run only, before the Jupyter extension activates and looks for kernelspecs.
+    const install = spawnSync(process.execPath, [join(ext.extensionPath, 'dist', 'grid.js'), 'kernel', 'install', '--prefix', jupyterDir], { encoding: 'utf8', env: { ...process.env, ELECTRON_RUN_AS_NODE: '1' } });
+    assert.equal(install.status, 0, `grid kernel install: ${install.stderr}`);
+    process.env.JUPYTER_PATH = join(jupyterDir, 'share', 'jupyter');
     await vscode.commands.executeCommand('grid.startLocalNode');
     const cell = new vscode.NotebookCellData(vscode.NotebookCellKind.Code, BUILD_MODEL, 'python');
     const data = new vscode.NotebookData([cell]);
@@ -84,6 +104,7 @@ describe('with the Jupyter extension', function () {
     if (!api) return;
     for (let i = 0; i < 10 && vscode.window.activeNotebookEditor; i++) await vscode.commands.executeCommand('workbench.action.revertAndCloseActiveEditor');
     await vscode.commands.executeCommand('grid.stopLocalNode');
+    rmSync(jupyterDir, { recursive: true, force: true });
   });
 
   it('Serve Model from Notebook Variable… offers the notebook\'s torch modules, exports the chosen one in its kernel and serves it; inference matches torch within 1e-4', async () => {
@@ -146,5 +167,28 @@ describe('with the Jupyter extension', function () {
     }
     assert.equal(errors.length, 1, `errors shown: ${errors.join(' | ')}`);
     assert.match(errors[0]!, /no torch\.nn\.Module named "features"; it has net/);
+  });
+
+  it('with the grid-typescript kernelspec installed the Jupyter extension offers it too, yet a Grid notebook opens and runs on our controller without asking', async () => {
+    // The duplicate exists: the Jupyter extension registered a controller for the kernelspec.
+    const jupyter = vscode.extensions.getExtension<{ kernelSpecControllers?: Promise<string[]>; selections: string[] }>(JUPYTER_ID)!;
+    assert.deepEqual(await within(jupyter.exports.kernelSpecControllers!, 'the Jupyter extension lists its kernelspecs'), ['grid-typescript']);
+    const data = new vscode.NotebookData([new vscode.NotebookCellData(vscode.NotebookCellKind.Code, 'const answer = 6 * 7;\nanswer', 'typescript')]);
+    data.metadata = { metadata: { kernelspec: { name: 'grid-typescript', display_name: 'Grid (TypeScript)', language: 'typescript' } } };
+    const grid = await vscode.workspace.openNotebookDocument('jupyter-notebook', data);
+    await vscode.window.showNotebookDocument(grid);
+    const cell = grid.cellAt(0);
+    // No kernel chosen: running the cell takes the one VS Code suggests, or would ask with the picker (and time out here).
+    const finished = new Promise<void>((resolve) => {
+      const sub = api.notebooks.onDidFinishCell(({ cell: c }) => { if (c === cell) { sub.dispose(); resolve(); } });
+    });
+    void vscode.commands.executeCommand('notebook.cell.execute', { ranges: [{ start: 0, end: 1 }], document: grid.uri });
+    await within(finished, 'the cell runs on Grid (TypeScript) without a kernel pick').catch((err: Error) => {
+      throw new Error(`${err.message}; the cell shows ${JSON.stringify(cellText(cell))}, ran ${JSON.stringify(cell.executionSummary)}; Jupyter controllers selected: ${jupyter.exports.selections.join(', ') || 'none'}`);
+    });
+    await until(vscode.workspace.onDidChangeNotebookDocument, () => cell.executionSummary?.success !== undefined, 'the cell\'s run is recorded', () => JSON.stringify(cell.executionSummary));
+    assert.equal(cell.executionSummary?.success, true, cellText(cell));
+    assert.equal(cellText(cell), 'text/plain: 42');
+    assert.deepEqual(jupyter.exports.selections.filter((s) => s.endsWith(grid.uri.toString())), [], 'a Jupyter controller was selected for the Grid notebook');
   });
 });
