@@ -7,7 +7,7 @@ import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { build, cleanWorkDir, jupyterStandIn, newWorkDir, repoRoot, runHostSuites, sampleWorkspace } from './harness';
 
-test('with the Jupyter extension: a torch model of a Python notebook is served to a node; a Grid notebook runs on our controller beside the Jupyter extension's "Grid (TypeScript)"', { timeout: 15 * 60_000 }, async () => {
+test('with the Jupyter extension: a torch model of a Python notebook is served to a node; a Grid notebook runs on our controller beside the Jupyter extension\'s "Grid (TypeScript)"', { timeout: 15 * 60_000 }, async () => {
   build();
   const workDir = newWorkDir('jupyter-ext');
   const standIn = await jupyterStandIn(workDir);
