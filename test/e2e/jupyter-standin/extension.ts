@@ -184,6 +184,11 @@ export function activate(context: vscode.ExtensionContext): Jupyter {
     } catch {
       // no kernelspecs listed: nothing to offer
     }
+    // Visible in the UI tests: the kernelspec controllers exist once this shows.
+    const item = vscode.window.createStatusBarItem('standin.kernelspecs', vscode.StatusBarAlignment.Left);
+    item.text = `Jupyter kernelspecs: ${names.join(', ') || 'none'}`;
+    item.show();
+    context.subscriptions.push(item);
     resolve(names);
   }));
 
