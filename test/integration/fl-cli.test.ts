@@ -16,6 +16,7 @@ import { flParams } from '../../src/federation';
 import { ADMIN_PASSWORD, startTestNode, tempDir } from '../helpers/node-fixtures';
 import { DIGITS, writeCsv } from '../helpers/training-fixtures';
 import { gridCli } from '../helpers/processes';
+import { hostProcess } from '../helpers/fl-fixtures';
 
 /** The grid CLI from source, its env first as this file's calls give it. */
 const gridCliIn = (env: Record<string, string>, args: string[]) => gridCli(args, env);
@@ -108,6 +109,14 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   assert.equal(missing.code, 1);
   assert.equal(JSON.parse(missing.out).error.code, 'GRID_ERR_NOT_FOUND');
   assert.match(missing.err, /Not found any process related with this cycle and worker ID\./);
+
+  // A process hosted by a PyGrid client (a syft-proto State) has nothing this worker can train: it says so before taking a place.
+  await hostProcess(await n.admin(), { name: 'pysyft', version: '1', server: { max_diffs: 1 } });
+  const state = await gridCliIn(anonymous, ['--json', 'fl', 'join', 'pysyft@1', '--data', csv]);
+  assert.equal(state.code, 1);
+  assert.equal(JSON.parse(state.out).error.code, 'GRID_ERR_FL_NOT_TRAINABLE');
+  assert.match(state.err, /FL process pysyft@1 has no ONNX training plan for this worker: it was hosted with a syft-proto State model/);
+  assert.equal(n.node.fl.store.workerCount(n.node.fl.store.findProcess('pysyft', '1')!.id), 0, 'the worker never authenticated');
 });
 
 test('grid fl join --cycles 2 --wait: two workers stay in the process, each reports both cycles, and the process ends with three checkpoints', { timeout: 300_000 }, async (t) => {
