@@ -11,11 +11,11 @@ import { GridClient } from '../../src/core/client';
 import type { GridError } from '../../src/core/errors';
 import { bufferSource } from '../../src/core/socket/transfer';
 import type { Dataset } from '../../src/compute/data';
-import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES, tensorToProto } from '../../src/compute/onnx';
+import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES } from '../../src/compute/onnx';
 import { FlWorker } from '../../src/core/fl-worker';
 import { joinFl } from '../../src/federation';
 import { mlpModel, seededFloats, startTestNode } from '../helpers/node-fixtures';
-import { base64, httpBase, joinCycle, PyGridSocket } from '../helpers/fl-fixtures';
+import { base64, httpBase, joinCycle, PyGridSocket, serverLrPlan } from '../helpers/fl-fixtures';
 
 test('an ONNX model hosted by upload trains: the checkpoint is the ONNX graph with old − mean(diff) initializers, and it still runs', { timeout: 120_000 }, async (t) => {
   const node = await startTestNode();
@@ -91,28 +91,6 @@ test('a process hosted from a hosted model (model_ref): each checkpoint becomes 
   assert.deepEqual(status.checkpoints.map((c) => c.model), ['digits@1', 'digits@2', 'digits@3']);
   assert.equal(status.linked_model, 'digits');
 });
-
-/**
- * An ONNX averaging plan of the contract (src/node/fl/averaging-plan.ts) with a server learning rate:
- * new = old − lr · mean(diff). `params`: the model's parameter names and shapes.
- */
-function serverLrPlan(params: { name: string; dims: number[] }[], lr: number, opts: { outputs?: { name: string; dims: number[] }[] } = {}): Uint8Array {
-  const f32 = ONNX_DTYPE_CODES.float32;
-  return encodeModel({
-    irVersion: 8,
-    opsetImport: [{ domain: '', version: 13 }],
-    graph: {
-      name: 'server-lr',
-      node: params.flatMap((p, i) => [
-        makeNode('Mul', [`diff/${p.name}`, 'lr'], [`step_${i}`]),
-        makeNode('Sub', [`old/${p.name}`, `step_${i}`], [opts.outputs?.[i]?.name ?? p.name]),
-      ]),
-      initializer: [tensorToProto('lr', { dtype: 'float32', dims: [], data: Float32Array.of(lr) })],
-      input: params.flatMap((p) => [makeValueInfo(`old/${p.name}`, f32, p.dims), makeValueInfo(`diff/${p.name}`, f32, p.dims)]),
-      output: params.map((p, i) => makeValueInfo(opts.outputs?.[i]?.name ?? p.name, f32, opts.outputs?.[i]?.dims ?? p.dims)),
-    },
-  });
-}
 
 /** Two classes from 4 features (class 1 when x0 + x1 > x2 + x3), `n` rows. */
 function rows(n: number, seed: number): Dataset {

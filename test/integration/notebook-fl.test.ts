@@ -13,6 +13,8 @@ import { gridError } from '../../src/core/errors';
 import { FlListProcesses } from '../../src/core/protocol/fl-messages';
 import type { NodeEvent } from '../../src/core/protocol/messages';
 import { runFlWorker } from '../../src/extension/fl-join';
+import { flParams } from '../../src/federation';
+import { serverLrPlan } from '../helpers/fl-fixtures';
 import { NotebookGridBridge, type BridgeNode } from '../../src/extension/notebook/bridge';
 import { METRICS_MIME, type MetricsPayload } from '../../src/kernel/metrics';
 import type { CellOutput, KernelHost } from '../../src/kernel';
@@ -172,6 +174,20 @@ describe('grid.fl in notebook cells against a real node', () => {
     const dup = await run(kernel, "await grid.fl.simulate('digits-mlp.onnx', { name: 'nb-sim', data: 'train.csv', featureScale: 1 / 16, workers: 2, cycles: 1 })");
     assert.equal(dup.result.error?.code, 'GRID_ERR_ALREADY_EXISTS');
     assert.equal(metricsOf(dup.outputs).at(-1)!.state, 'failed');
+  });
+
+  test('grid.fl.host { averagingPlan }: the node checks the plan against the model\'s parameters; a fitting one hosts, one that does not is refused in the cell with its code', async () => {
+    await value(kernel, `await grid.connect(${JSON.stringify(node.url)}, { username: 'admin', password: ${JSON.stringify(PASSWORD)} })`);
+    const params = flParams(await readFile(join(nb.dir, 'digits-mlp.onnx'))).map((p) => ({ name: p.name, dims: p.tensor.dims }));
+    await writeFile(join(nb.dir, 'server-lr.onnx'), serverLrPlan(params, 0.5));
+    await writeFile(join(nb.dir, 'short.onnx'), serverLrPlan(params.slice(1), 0.5));
+    const bad = await run(kernel, "await grid.fl.host('digits-mlp.onnx', { name: 'nb-plan', averagingPlan: 'short.onnx' })");
+    assert.equal(bad.result.error?.code, 'GRID_ERR_INVALID_AVERAGING_PLAN');
+    assert.match(bad.result.error!.message, new RegExp(`no output for parameter "${params[0]!.name}"`));
+    const missing = await run(kernel, "await grid.fl.host('digits-mlp.onnx', { name: 'nb-plan', averagingPlan: 'nowhere.onnx' })");
+    assert.equal(missing.result.error?.code, 'GRID_ERR_INVALID_INPUT');
+    assert.match(missing.result.error!.message, /\{ averagingPlan \}: no file nowhere\.onnx/);
+    assert.equal(await value(kernel, "(await grid.fl.host('digits-mlp.onnx', { name: 'nb-plan', averagingPlan: 'server-lr.onnx' })).process.name"), 'nb-plan');
   });
 
   test('with a held-out set, the host cell draws each checkpoint\'s accuracy across cycles while workers join', async (t) => {

@@ -2,7 +2,7 @@
 // extension's shared node connections (the sidebar sees the process, its cycles and workers at once).
 // Training, evaluation and simulations run in a worker process (src/extension/fl-join.ts): onnxruntime
 // stays out of the extension host. No vscode import.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import { ErrorCodes, gridError, toGridError, type GridError } from '../../core/errors';
@@ -89,7 +89,7 @@ export class FlNotebookBridge {
   }
 
   /**
-   * grid.fl.host(model, { name, version, serverConfig, clientConfig, node, evalData, labelColumn, featureScale }):
+   * grid.fl.host(model, { name, version, serverConfig, clientConfig, averagingPlan, node, evalData, labelColumn, featureScale }):
    * hosts the process; with `evalData` (a held-out CSV/.npy) the cell then follows it, drawing each new
    * checkpoint's accuracy on that set, until the process's last cycle closed or the cell is interrupted.
    */
@@ -110,12 +110,14 @@ export class FlNotebookBridge {
     const serverConfig = obj(o, 'serverConfig', 'fl.host') ?? SERVER_CONFIG_PRESETS[0]!.config;
     const clientConfig = obj(o, 'clientConfig', 'fl.host');
     const evalData = str(o, 'evalData', 'fl.host');
+    const planFile = str(o, 'averagingPlan', 'fl.host');
+    const averagingPlan = planFile === undefined ? undefined : await readFile(this.host.path(planFile)).catch(() => { throw usage('fl.host', `{ averagingPlan }: no file ${planFile}`); });
     const data = dataOptions(o, 'fl.host', (p) => this.host.path(p));
     // Subscribed before hosting: no checkpoint of the new process can slip by.
     const events = evalData === undefined ? undefined : this.follow(node, context.signal);
     let process: FlProcessInfo;
     try {
-      process = await hostFlProcess(node.client, source, { name, version, serverConfig, ...(clientConfig !== undefined && { clientConfig }), signal: context.signal });
+      process = await hostFlProcess(node.client, source, { name, version, serverConfig, ...(clientConfig !== undefined && { clientConfig }), ...(averagingPlan !== undefined && { averagingPlan }), signal: context.signal });
     } catch (err) {
       events?.stop();
       throw err;
