@@ -25,10 +25,11 @@ export function base64(tensors: readonly StateTensor[]): string {
   return Buffer.from(encodeState(tensors)).toString('base64');
 }
 
-export async function hostProcess(admin: GridClient, opts: { name?: string; version?: string; model?: StateTensor[]; server?: Record<string, unknown>; client?: Record<string, unknown>; plans?: Record<string, string> } = {}) {
+export async function hostProcess(admin: GridClient, opts: { name?: string; version?: string; model?: StateTensor[]; server?: Record<string, unknown>; client?: Record<string, unknown>; plans?: Record<string, string>; averagingPlan?: string } = {}) {
   return admin.socket.request(FlHostTraining, {
     model: hex(opts.model ?? smallModel()),
     plans: opts.plans ?? {},
+    ...(opts.averagingPlan !== undefined && { averaging_plan: opts.averagingPlan }),
     protocols: {},
     client_config: { name: opts.name ?? 'mnist', version: opts.version ?? '1.0', batch_size: 8, lr: 0.1, max_updates: 1, ...opts.client },
     server_config: { max_diffs: 2, num_cycles: 3, cycle_length: 3600, ...opts.server },

@@ -15,7 +15,7 @@ import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES } from '../../sr
 import { FlWorker } from '../../src/core/fl-worker';
 import { joinFl } from '../../src/federation';
 import { mlpModel, seededFloats, startTestNode } from '../helpers/node-fixtures';
-import { base64, httpBase, joinCycle, PyGridSocket, serverLrPlan } from '../helpers/fl-fixtures';
+import { base64, decodeState, diffOf, hostProcess, httpBase, joinCycle, PyGridSocket, serverLrPlan, smallModel } from '../helpers/fl-fixtures';
 
 test('an ONNX model hosted by upload trains: the checkpoint is the ONNX graph with old − mean(diff) initializers, and it still runs', { timeout: 120_000 }, async (t) => {
   const node = await startTestNode();
@@ -173,4 +173,37 @@ test('an averaging plan that does not fit the parameters is refused at hosting, 
   assert.deepEqual((await admin.socket.request(FlListProcesses, {})).processes, [], 'nothing was hosted');
   // The fitting plan hosts.
   assert.equal((await host('g', serverLrPlan(params, 0.5))).status, 'success');
+});
+
+test('a PyGrid-style process (State model, workers weigh 1) with an averaging plan that reads num_reports: the checkpoint is old − Σ diff, the plan\'s rule, from the diffs the workers sent', { timeout: 60_000 }, async (t) => {
+  const node = await startTestNode();
+  t.after(() => node.close());
+  const admin = await node.admin();
+  const f32 = ONNX_DTYPE_CODES.float32;
+  const shapes = smallModel().map((s) => s.dims);
+  // #i = old/#i − diff/#i · num_reports: the sum of the diffs instead of their mean.
+  const plan = encodeModel({
+    irVersion: 8, opsetImport: [{ domain: '', version: 13 }],
+    graph: {
+      name: 'sum-of-diffs',
+      node: shapes.flatMap((_, i) => [makeNode('Mul', [`diff/#${i}`, 'num_reports'], [`step${i}`]), makeNode('Sub', [`old/#${i}`, `step${i}`], [`#${i}`])]),
+      input: [...shapes.flatMap((d, i) => [makeValueInfo(`old/#${i}`, f32, d), makeValueInfo(`diff/#${i}`, f32, d)]), makeValueInfo('num_reports', f32, [1])],
+      output: shapes.map((d, i) => makeValueInfo(`#${i}`, f32, d)),
+    },
+  });
+  await hostProcess(admin, { name: 'pygrid-sum', server: { max_diffs: 2, num_cycles: 1 }, averagingPlan: Buffer.from(plan).toString('hex') });
+  const sockets = [await PyGridSocket.open(node.node.url), await PyGridSocket.open(node.node.url)];
+  t.after(() => { for (const s of sockets) s.close(); });
+  const closed = once(node.node.fl.engine, 'cycle-closed');
+  const deltas = [[[0.5, 1, -1, 2], [0.25, 0]], [[1.5, -1, 3, 0], [-0.75, 1]]];
+  for (const [i, s] of sockets.entries()) {
+    const j = await joinCycle(s, 'pygrid-sum');
+    assert.deepEqual(await s.call('model-centric/report', { worker_id: j.workerId, request_key: j.cycle.request_key, diff: diffOf(deltas[i]!) }), { status: 'success' });
+  }
+  await closed;
+  const res = await fetch(`${httpBase(node.node.url)}/model-centric/retrieve-model?name=pygrid-sum&version=1.0`);
+  const next = decodeState(new Uint8Array(await res.arrayBuffer()), 'the checkpoint');
+  const old = smallModel();
+  // PyGrid's FedAvg would give old − mean: w[0] = 1.5 − 1 = 0.5; the plan gives 1.5 − 2 = −0.5.
+  assert.deepEqual(next.map((x) => Array.from(x.data)), old.map((x, i) => Array.from(x.data, (v, k) => v - (deltas[0]![i]![k]! + deltas[1]![i]![k]!))));
 });
