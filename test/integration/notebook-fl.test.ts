@@ -176,6 +176,27 @@ describe('grid.fl in notebook cells against a real node', () => {
     assert.equal(metricsOf(dup.outputs).at(-1)!.state, 'failed');
   });
 
+  test('interrupting a grid.fl.simulate cell stops its workers: the chart says cancelled, the process stays on the node with the checkpoints it has', async () => {
+    await value(kernel, `await grid.connect(${JSON.stringify(node.url)}, { username: 'admin', password: ${JSON.stringify(PASSWORD)} })`);
+    const connections = node.connectionCount;
+    let sawCycle!: () => void;
+    const cycled = new Promise<void>((resolve) => { sawCycle = resolve; });
+    const running = run(kernel, "await grid.fl.simulate('digits-mlp.onnx', { name: 'nb-sim-long', data: 'train.csv', featureScale: 1 / 16, workers: 2, cycles: 50, clientConfig: { batch_size: 16, lr: 0.1 } })", {
+      onOutput: (o) => { if (metricsOf([o]).some((m) => /^cycle 1\/50:/.test(m.note ?? ''))) sawCycle(); },
+    });
+    await within(cycled, 'the simulation\'s first cycle');
+    await kernel.interrupt();
+    const { result, outputs } = await within(running, 'the interrupted simulation cell');
+    assert.equal(result.status, 'interrupted');
+    const last = metricsOf(outputs).at(-1)!;
+    assert.equal(last.state, 'cancelled');
+    assert.match(last.note ?? '', /^the simulation was cancelled; nb-sim-long stays on test node with the checkpoints it has$/);
+    // The worker process and its threads are gone: their connections (a reader and one per worker) close.
+    await within((async () => { while (node.connectionCount > connections) await new Promise((r) => setTimeout(r, 50)); })(), 'the simulation\'s connections closing');
+    const p = (await admin.socket.request(FlListProcesses, {})).processes.find((q) => q.name === 'nb-sim-long')!;
+    assert.ok(p.completed_cycles >= 1 && p.completed_cycles < 50, `${p.completed_cycles} cycles completed`);
+  });
+
   test('grid.fl.host { averagingPlan }: the node checks the plan against the model\'s parameters; a fitting one hosts, one that does not is refused in the cell with its code', async () => {
     await value(kernel, `await grid.connect(${JSON.stringify(node.url)}, { username: 'admin', password: ${JSON.stringify(PASSWORD)} })`);
     const params = flParams(await readFile(join(nb.dir, 'digits-mlp.onnx'))).map((p) => ({ name: p.name, dims: p.tensor.dims }));

@@ -266,6 +266,13 @@ export class FlNotebookBridge {
       live.payload.note = `starting ${workers} workers…`;
       live.update(true);
       let testRows = 0;
+      // Said at once: the cell ends on the interrupt, before the worker process has stopped its threads.
+      const onAbort = () => {
+        live.payload.state = 'cancelled';
+        live.payload.note = `the simulation was cancelled; ${name} stays on ${node.name} with the checkpoints it has`;
+        live.update(true);
+      };
+      context.signal.addEventListener('abort', onAbort, { once: true });
       try {
         const result = await runFlSimulation(job, {
           signal: context.signal,
@@ -293,11 +300,14 @@ export class FlNotebookBridge {
         return result;
       } catch (err) {
         const e = toGridError(err);
-        live.payload.state = e.code === ErrorCodes.ABORTED ? 'cancelled' : 'failed';
-        // Interrupted: the workers stop; the process stays on the node with the checkpoints it has.
-        live.payload.note = e.code === ErrorCodes.ABORTED ? `the simulation was cancelled; ${name} stays on ${node.name} with the checkpoints it has` : e.message;
-        live.update(true);
+        if (e.code !== ErrorCodes.ABORTED) {
+          live.payload.state = 'failed';
+          live.payload.note = e.message;
+          live.update(true);
+        }
         throw err;
+      } finally {
+        context.signal.removeEventListener('abort', onAbort);
       }
     } finally {
       if (dir !== undefined) await rm(dir, { recursive: true, force: true });
