@@ -55,11 +55,11 @@ test('hosting: needs a signed-in user; name+version unique with PyGrid\'s messag
     model: hex(smallModel()), averaging_plan: Buffer.from('not an onnx graph, a pysyft plan').toString('hex'),
     client_config: { name: 'avg', version: '1' }, server_config: { max_diffs: 1 },
   }), (e: GridError) => e.code === 'GRID_ERR_INVALID_MODEL' && /PySyft-serialized Plan.*cannot run it/.test(e.message));
-  // An ONNX averaging plan is kept (it does not run yet: the mean is element-wise).
-  assert.equal((await admin.socket.request(FlHostTraining, {
+  // An ONNX graph that is not an averaging plan for this State's tensors (#0, #1) is refused (fl-onnx.test.ts runs one that is).
+  await assert.rejects(admin.socket.request(FlHostTraining, {
     model: hex(smallModel()), averaging_plan: Buffer.from(mlpModel(2, 2, 2)).toString('hex'),
     client_config: { name: 'avg-onnx', version: '1' }, server_config: { max_diffs: 1 },
-  })).status, 'success');
+  }), (e: GridError) => e.code === 'GRID_ERR_INVALID_AVERAGING_PLAN' && /input "x" is none the node feeds; inputs are "old\/<param>" and "diff\/<param>" for the model's parameters \("#0", "#1"\)/.test(e.message));
   for (const [server, pattern] of [
     [{ max_diffs: 0 }, /server_config.max_diffs must be a whole number ≥ 1/],
     [{ max_diffs: 1, pool_selection: 'fastest' }, /pool_selection must be "random" or "iterate"/],

@@ -118,7 +118,7 @@ export class NotebookGridBridge implements GridBridge {
       case 'infer': return this.infer(args[0], args[1], options(args[2], 'infer'), context);
       case 'train': return this.train(args[0], args[1], options(args[2], 'train'), context);
       case 'fedavg': return this.fedavg(args[0], args[1], options(args[2], 'fedavg'), context);
-      case 'fl.host': case 'fl.join': return this.fl.call(method, args, context);
+      case 'fl.host': case 'fl.join': case 'fl.simulate': return this.fl.call(method, args, context);
       case 'serveEncrypted': return serveEncryptedCall(this.smpcHost, args[0], options(args[1], 'serveEncrypted'));
     }
   }

@@ -27,8 +27,16 @@ export const DEFAULT_MAX_THREADS = 16;
 export interface FlSimulationOptions {
   /** The node's WebSocket address (ws://host:port). */
   url: string;
-  /** A client signed in to that node as a user allowed to host: the simulation hosts its FL process through it. */
+  /**
+   * A client of that node: the simulation reads the process's status and checkpoints through it and, unless
+   * `hostProcess` is given, hosts its FL process through it (then it must be signed in as a user allowed to host).
+   */
   host: GridClient;
+  /**
+   * Hosts the process some other way (the notebook's simulation runs in a child process and has the editor,
+   * whose connection is signed in, host it). Called once every worker is connected.
+   */
+  hostProcess?(model: Uint8Array, clientConfig: Record<string, unknown>, serverConfig: Record<string, unknown>): Promise<{ model_id: number; name: string; version: string }>;
   /** The ONNX model to train (its float32 initializers are the parameters). */
   model: Uint8Array;
   /** Dealt out to the workers. */
@@ -66,6 +74,8 @@ export interface FlSimulationOptions {
   /** Keep every reported diff (flattened, in parameter order) in the cycle's metrics, to check the average. */
   collectDiffs?: boolean;
   signal?: AbortSignal;
+  /** Once the process is hosted: its name, the hosted model on the held-out set, the workers' rows. */
+  onHosted?(info: { name: string; version: string; processId: number; initial: Metrics; partitionSizes: number[] }): void;
   onCycle?(metrics: FlCycleMetrics): void;
   /** Ends the simulation early after a cycle (Flower's early stopping), e.g. once a target accuracy is reached. */
   stopWhen?(metrics: FlCycleMetrics): boolean;
@@ -205,8 +215,8 @@ export async function simulateFl(o: FlSimulationOptions): Promise<FlSimulationRe
 
     // Hosted once every worker is connected: the first cycle's clock (cycle_length) starts here, and
     // starting threads (onnxruntime, sockets) must not eat into it.
-    const upload = await o.host.socket.upload(bufferSource(o.model));
-    const hosted = await o.host.socket.request(FlHostTraining, { model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
+    const hosted = await Promise.race([failure, o.hostProcess !== undefined ? o.hostProcess(o.model, clientConfig, serverConfig) : hostOver(o.host, o.model, clientConfig, serverConfig)]);
+    o.onHosted?.({ name: hosted.name, version: hosted.version, processId: hosted.model_id, initial, partitionSizes: parts.map(datasetSize) });
 
     const rand = seededRandom(seed + 3);
     const cycles: FlCycleMetrics[] = [];
@@ -264,6 +274,11 @@ export async function simulateFl(o: FlSimulationOptions): Promise<FlSimulationRe
       if (await Promise.race([exited.then(() => true), delay(5_000, false)]) === false) await t.terminate();
     }));
   }
+}
+
+async function hostOver(client: GridClient, model: Uint8Array, clientConfig: Record<string, unknown>, serverConfig: Record<string, unknown>) {
+  const upload = await client.socket.upload(bufferSource(model));
+  return client.socket.request(FlHostTraining, { model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
 }
 
 /**

@@ -73,6 +73,8 @@ export class StandaloneGridBridge implements GridBridge {
       }
       case 'infer': return this.infer(args[0], args[1], options(args[2], 'infer'), context);
       case 'train': return this.train(args[0], args[1], options(args[2], 'train'), context);
+      case 'fl.host': case 'fl.join': case 'fl.simulate':
+        throw gridError('UNKNOWN_TYPE', `grid.${method} runs in the VS Code notebook; from Jupyter use the CLI: \`grid fl ${method.slice(3)} …\` (grid fl ${method.slice(3)} --help)`);
       case 'fedavg': return this.fedavg(args[0], args[1], options(args[2], 'fedavg'), context);
       case 'serveEncrypted': return serveEncryptedCall(this.smpcHost, args[0], options(args[1], 'serveEncrypted'));
     }

@@ -39,6 +39,17 @@ export class RunningSum {
     this.reports += 1;
   }
 
+  /** The weighted mean diff Σ wᵢ·diffᵢ / Σ wᵢ, per parameter (zeros with no reports): what an averaging plan is fed. */
+  mean(): StateTensor[] {
+    const w = this.weight;
+    return this.shapes.map((dims, i) => {
+      const at = this.offsets[i]!;
+      const out = new Float32Array(dims.reduce((a, b) => a * b, 1));
+      if (w > 0) for (let k = 0; k < out.length; k++) out[k] = this.sum[at + k]! / w;
+      return { dims: [...dims], data: out };
+    });
+  }
+
   /** old − mean(diff): the parameters after averaging. With no reports, the old parameters. */
   apply(old: readonly StateTensor[]): StateTensor[] {
     const w = this.weight;

@@ -19,6 +19,7 @@ import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type F
 import { AddressLimiter, WorkerRows } from './limits';
 import { looksLikeOnnx, paramsOf, withNewParams, type ModelFormat } from './params';
 import { packDiff, RunningSum, unpackDiff } from './averaging';
+import { checkAveragingPlan, runAveragingPlan } from './averaging-plan';
 import { checkShapes, decodeState, decodeText, type StateTensor } from './state';
 import type { FlAsset, FlCycle, FlProcess, FlStore } from './store';
 
@@ -190,7 +191,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     if (this.store.findProcess(clientConfig.name, clientConfig.version)) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
     const format: ModelFormat = input.model[0] === 0x08 ? 'onnx' : 'state';
-    const { specs } = paramsOf(format, input.model);
+    const { specs, tensors } = paramsOf(format, input.model);
     const assets: Omit<FlAsset, 'id'>[] = [];
     for (const [kind, group] of [['plan', input.plans], ['protocol', input.protocols]] as const) {
       for (const [name, variants] of Object.entries(group)) {
@@ -201,6 +202,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (!looksLikeOnnx(input.averagingPlan)) {
         throw gridError('INVALID_MODEL', 'averaging_plan is a PySyft-serialized Plan, which only PySyft can run: this node cannot run it. Leave averaging_plan out (the node averages the diffs element-wise, weighted by each worker\'s samples) or give an ONNX averaging graph');
       }
+      await checkAveragingPlan(input.averagingPlan, specs, tensors);
       assets.push({ kind: 'averaging', name: 'averaging_plan', variant: 'onnx', bytes: input.averagingPlan });
     }
     const { sha256 } = await this.store.blobs.write(Readable.from([input.model]));
@@ -558,7 +560,9 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));
     const old: StateTensor[] = paramsOf(p.format, oldBytes).tensors;
     const reports = sum.reports;
-    const averaged = sum.apply(old);
+    // The host's ONNX averaging plan when it gave one (averaging-plan.ts), else FedAvg: old − mean(diff).
+    const plan = reports > 0 ? this.store.averagingPlan(p.id) : undefined;
+    const averaged = plan === undefined ? sum.apply(old) : await runAveragingPlan(plan, p.params, old, sum);
     const overflowed = keepFinite(averaged, old);
     if (overflowed > 0) {
       this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, values: overflowed }, 'FL average left float32 range for some parameters; kept their old values');

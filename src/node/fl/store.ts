@@ -126,6 +126,12 @@ export class FlStore {
     return r === undefined ? undefined : { id: num(r.id), kind, name: String(r.name), variant: String(r.variant), bytes: r.bytes as Uint8Array };
   }
 
+  /** The host's ONNX averaging plan, when it gave one (run when a cycle closes: averaging-plan.ts). */
+  averagingPlan(processId: number): Uint8Array | undefined {
+    const r = this.db.get("SELECT bytes FROM fl_assets WHERE process_id = ? AND kind = 'averaging' ORDER BY id LIMIT 1", [processId]);
+    return r === undefined ? undefined : r.bytes as Uint8Array;
+  }
+
   /** {name: id} of a process's plans or protocols (the id of each name's first row). */
   assetIds(processId: number, kind: 'plan' | 'protocol'): Record<string, number> {
     const out: Record<string, number> = {};
