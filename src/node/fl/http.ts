@@ -141,7 +141,7 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
           const reply = pathname === '/model-centric/authenticate'
             ? await engine.authenticate(d as never, req.socket.remoteAddress ?? '')
             : pathname === '/model-centric/cycle-request'
-              ? engine.cycleRequest({ ...(d as unknown as CycleRequest), version: (d.version as string | null | undefined) ?? undefined }, req.socket.remoteAddress ?? '')
+              ? await engine.cycleRequest({ ...(d as unknown as CycleRequest), version: (d.version as string | null | undefined) ?? undefined }, req.socket.remoteAddress ?? '')
               : await engine.report(d as never);
           sendJson(res, 200, reply, headers);
           return true;
