@@ -58,6 +58,7 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   assert.equal(ja.status, 'reported');
   assert.equal(ja.num_samples, 900);
   assert.equal(ja.steps, 2 * Math.ceil(900 / 32), 'client_config epochs 2, batch_size 32');
+  assert.ok(ja.seconds > 0, `seconds ${ja.seconds}`);
 
   const mid = JSON.parse((await gridCliIn(anonymous, ['--json', 'fl', 'status', 'digits'])).out);
   assert.equal(mid.processes.length, 1);
@@ -65,9 +66,14 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   assert.equal(mid.processes[0].checkpoints.length, 1);
 
   const closed = once(n.node.fl.engine, 'cycle-closed');
+  const joinStarted = performance.now();
   const joinB = await gridCliIn(anonymous, ['fl', 'join', 'digits', '--version', '1.0', '--data', path.join(dir, 'b-x.npy'), '--labels', path.join(dir, 'b-y.npy'), '--feature-scale', '0.0625']);
+  const joinSeconds = (performance.now() - joinStarted) / 1000;
   assert.equal(joinB.code, 0, joinB.err);
-  assert.match(joinB.out, /^reported to digits@1\.0: 600 samples, 38 updates in [\d.]+ s, loss [\d.]+, accuracy [\d.]+%\n$/);
+  const line = /^reported to digits@1\.0: 600 samples, 38 updates in ([\d.]+) s, loss [\d.]+, accuracy [\d.]+%\n$/.exec(joinB.out);
+  assert.ok(line, joinB.out);
+  // The time it took, not "0.0 s": more than nothing, and no more than the command's own run.
+  assert.ok(Number(line[1]) > 0 && Number(line[1]) <= joinSeconds, `printed ${line[1]} s; the command ran ${joinSeconds.toFixed(2)} s`);
   await closed;
 
   const table = await gridCliIn(anonymous, ['fl', 'status']);
