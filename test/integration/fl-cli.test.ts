@@ -133,9 +133,17 @@ test('grid fl join --cycles 2 --wait: two workers stay in the process, each repo
   // From a model hosted on the node: the process trains it, and each checkpoint becomes its next version.
   const served = await gridCliIn(admin, ['serve', path.join(dir, 'm.onnx'), '--id', 'digits-mlp']);
   assert.equal(served.code, 0, served.err);
-  const linked = await gridCliIn(admin, ['fl', 'host', 'digits-mlp@1', '--name', 'linked', '--version', '1', '--server-config', '{"max_diffs": 1}']);
+  const linked = await gridCliIn(admin, ['fl', 'host', 'digits-mlp@1', '--name', 'linked', '--version', '1', '--server-config', '{"max_diffs": 1}', '--client-config', '{"max_updates": 1, "batch_size": 50}']);
   assert.equal(linked.code, 0, linked.err);
   assert.match(linked.out, /^hosted FL process linked@1 \(id \d+\) from the hosted model digits-mlp@1;/);
+  // One update takes a millisecond; deriving the plan and loading it take the time a person waits for.
+  const oneStarted = performance.now();
+  const one = await gridCliIn(anonymous, ['fl', 'join', 'linked@1', '--data', files[0]!, '--feature-scale', '0.0625']);
+  const oneSeconds = (performance.now() - oneStarted) / 1000;
+  assert.equal(one.code, 0, one.err);
+  const oneLine = /^reported to linked@1: \d+ samples, 1 updates in ([\d.]+) s,/.exec(one.out);
+  assert.ok(oneLine, one.out);
+  assert.ok(Number(oneLine[1]) > 0 && Number(oneLine[1]) <= oneSeconds, `printed ${oneLine[1]} s; the command ran ${oneSeconds.toFixed(2)} s`);
   const missingModel = await gridCliIn(admin, ['fl', 'host', 'no-such-model', '--name', 'x', '--version', '1', '--server-config', '{"max_diffs": 1}']);
   assert.equal(missingModel.code, 1);
   assert.match(missingModel.err, /GRID_ERR_NOT_FOUND/);
