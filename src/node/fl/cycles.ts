@@ -306,16 +306,18 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const diff = decodeState(bytes, 'the diff');
     checkShapes(diff, rt.process.params.map((p) => p.dims));
     // Recorded and added to the sum in the next group commit, which stores the sum (storeSums) before
-    // COMMIT: answered only once durable. One whose cycle began closing meanwhile is refused.
+    // COMMIT: answered only once durable. One whose cycle began closing meanwhile is refused. The closures
+    // hold the ids, not `data`: its half-megabyte diff text is garbage once decoded.
+    const { request_key: requestKey, worker_id: workerId } = data;
     const counted = this.commits.run(() => {
       if (rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
-      if (!this.store.recordReport(data.request_key, weight, this.now())) return false;
+      if (!this.store.recordReport(requestKey, weight, this.now())) return false;
       rt.sum!.add(diff, weight);
       this.sumsAdded.add(rt);
       return true;
     });
     return counted.then((added) => {
-      if (added) this.onActivity({ kind: 'worker', processId: rt.process.id, cycle: cycle.sequence, workerId: data.worker_id, status: 'reported' });
+      if (added) this.onActivity({ kind: 'worker', processId: rt.process.id, cycle: cycle.sequence, workerId, status: 'reported' });
       return { status: 'success' as const };
     });
   }
