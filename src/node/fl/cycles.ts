@@ -156,7 +156,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     });
   }
 
-  /** Picks every process's open cycle back up: the running sum from its stored diffs, its timer, and a close that is due. */
+  /** Picks every process's open cycle back up: its stored running sum, its timer, and a close that is due. */
   start(): void {
     for (const p of this.store.processes()) {
       const rt = this.runtime(p.id);
