@@ -3,7 +3,7 @@
 // in the same run, against baselines:
 //   - reports/s of the node vs frames/s of a raw `ws` sink (bench/servers/fl-ws-sink.ts) taking the
 //     same frames over the same number of connections with the same window in flight (target ≥ 0.5×),
-//     and the same comparison in CPU time per report, which the machine's other load does not enter;
+//     and the same comparison in CPU time per report, which the machine's other load moves far less;
 //   - the node's RSS growth from all workers accepted to the checkpoint written (target < 2 × model
 //     size + 64 MiB, and the same at 250 and 1000 workers), beside the sink's growth for the same frames;
 //   - averaging (the node's RunningSum.add) vs memcpy doing the same memory traffic: each diff read once
@@ -237,7 +237,7 @@ async function main(): Promise<void> {
     console.log(`\n${n} workers:`);
     console.log(`  cycle wall time ${run.cycleSeconds.toFixed(2)} s (authenticate + cycle-request ${run.joinSeconds.toFixed(2)} s, reports ${run.reportSeconds.toFixed(2)} s, last report → checkpoint ${(run.closeSeconds * 1000).toFixed(0)} ms)`);
     console.log(`  reports/s ${run.rate.toFixed(0)} vs raw ws ${base.rate.toFixed(0)} frames/s (${(base.bytes / MiB).toFixed(2)} MiB each): ratio ${(run.rate / base.rate).toFixed(2)}× (target ≥ 0.5×)`);
-    console.log(`  CPU per report ${ms(run.cpuPerReport)} vs raw ws ${ms(base.cpuPerFrame)} per frame: ratio ${(base.cpuPerFrame / run.cpuPerReport).toFixed(2)}× (the same target, without the machine's other load); authenticate + cycle-request ${ms(run.cpuPerJoin)} per worker`);
+    console.log(`  CPU per report ${ms(run.cpuPerReport)} vs raw ws ${ms(base.cpuPerFrame)} per frame: ratio ${(base.cpuPerFrame / run.cpuPerReport).toFixed(2)}× (the same target, far less moved by the machine's other load than wall time); authenticate + cycle-request ${ms(run.cpuPerJoin)} per worker`);
     console.log(`  node RSS ${(run.rssBase / MiB).toFixed(0)} MiB → growth ${(run.rssGrowth / MiB).toFixed(1)} MiB (limit 2 × model + 64 MiB = ${(limit / MiB).toFixed(1)} MiB): ${(run.rssGrowth / limit).toFixed(2)}× of the limit`);
     // The floor: a process that only receives these frames with ws grows this much, because V8 frees a
     // received frame's buffers only at a GC, which their external memory triggers ~64 MiB later.
