@@ -72,6 +72,8 @@ interface Runtime {
   sum: RunningSum | undefined;
   /** Which of the cycle's two sum files holds the committed sum; the next commit writes the other. */
   sumSlot: 0 | 1;
+  /** Whether the sum holds diffs an older node stored as rows (the next stored sum clears them). */
+  rowDiffs: boolean;
   timer: NodeJS.Timeout | undefined;
   /** Workers decided by random pool selection in this cycle (not kept across restarts). */
   randomSeen: number;
@@ -327,7 +329,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     for (const rt of this.sumsAdded) {
       const slot = rt.sumSlot === 0 ? 1 : 0;
       this.store.writeSum(rt.cycle!.id, slot, rt.sum!.bytes());
-      this.store.setSumRecord(rt.cycle!.id, { slot, reports: rt.sum!.reports, weight: rt.sum!.weight });
+      this.store.setSumRecord(rt.cycle!.id, { slot, reports: rt.sum!.reports, weight: rt.sum!.weight }, rt.rowDiffs);
     }
   }
 
@@ -336,6 +338,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.sumsAdded.clear();
     for (const rt of added) {
       rt.sumSlot = rt.sumSlot === 0 ? 1 : 0;
+      rt.rowDiffs = false;
       this.emit('changed', rt.process.id);
       this.maybeClose(rt);
     }
@@ -421,7 +424,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (rt !== undefined) return rt;
     const process = this.store.process(processId);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-    rt = { process, cycle: undefined, sum: undefined, sumSlot: 1, timer: undefined, closing: undefined, randomSeen: 0 };
+    rt = { process, cycle: undefined, sum: undefined, sumSlot: 1, rowDiffs: false, timer: undefined, closing: undefined, randomSeen: 0 };
     this.runtimes.set(processId, rt);
     this.open(rt, this.store.openCycle(processId));
     return rt;
@@ -446,7 +449,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const stored = this.store.sumRecord(cycle.id);
     rt.sumSlot = stored?.slot ?? 1;
     if (stored !== undefined) rt.sum.load(this.store.readSum(cycle.id, stored.slot), stored.reports, stored.weight);
-    for (const r of this.store.reportedDiffs(cycle.id)) rt.sum.add(unpackDiff(r.diff, shapes), r.weight);
+    rt.rowDiffs = false;
+    for (const r of this.store.reportedDiffs(cycle.id)) {
+      rt.sum.add(unpackDiff(r.diff, shapes), r.weight);
+      rt.rowDiffs = true;
+    }
   }
 
   private arm(rt: Runtime): void {

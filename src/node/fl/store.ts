@@ -254,10 +254,10 @@ export class FlStore {
   }
 
   /** Names the sum file that holds the cycle's committed reports; call it in the transaction that records them. */
-  setSumRecord(cycleId: number, record: FlSumRecord): void {
+  setSumRecord(cycleId: number, record: FlSumRecord, holdsRowDiffs: boolean): void {
     this.db.setMeta(SUM_KEY + cycleId, JSON.stringify(record));
     // Diffs stored as rows by an older node are in the sum now (loadSum added them): not counted twice.
-    this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ? AND diff IS NOT NULL', [cycleId]);
+    if (holdsRowDiffs) this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ? AND diff IS NOT NULL', [cycleId]);
   }
 
   private sumFile(cycleId: number, slot: 0 | 1): string {
