@@ -26,6 +26,8 @@ export interface FlCliHost extends CliHost {
 export const EXIT_REJECTED = 3;
 
 const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+/** Seconds with two significant digits below 10 s: a fast cycle reads "0.31 s", not "0.0 s". */
+const secs = (s: number) => (s >= 10 ? s.toFixed(0) : s.toPrecision(2));
 
 /** `name@version` → both; `name` → the name (the node takes its last hosted version). */
 export function processArg(arg: string, version: string | undefined): { name: string; version: string | undefined } {
@@ -165,7 +167,7 @@ export function registerFlCommands(program: Command, host: FlCliHost): void {
         });
         const lines = run.reported.map((out, i) => {
           const r = out.result;
-          return `${at(i + 1)}reported to ${out.cycle.accepted.model}@${out.cycle.accepted.version}: ${r.numSamples} samples, ${r.steps} updates in ${r.seconds.toFixed(1)} s, loss ${r.metrics.loss.toFixed(4)}, accuracy ${pct(r.metrics.accuracy)}`;
+          return `${at(i + 1)}reported to ${out.cycle.accepted.model}@${out.cycle.accepted.version}: ${r.numSamples} samples, ${r.steps} updates in ${secs(r.seconds)} s, loss ${r.metrics.loss.toFixed(4)}, accuracy ${pct(r.metrics.accuracy)}`;
         });
         const cycles = run.reported.map((out) => ({
           model: out.cycle.accepted.model, version: out.cycle.accepted.version, worker_id: out.cycle.workerId,

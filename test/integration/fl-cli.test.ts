@@ -59,6 +59,7 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   assert.equal(ja.status, 'reported');
   assert.equal(ja.num_samples, 900);
   assert.equal(ja.steps, 2 * Math.ceil(900 / 32), 'client_config epochs 2, batch_size 32');
+  assert.ok(ja.seconds > 0, `seconds ${ja.seconds}`);
 
   const mid = JSON.parse((await gridCliIn(anonymous, ['--json', 'fl', 'status', 'digits'])).out);
   assert.equal(mid.processes.length, 1);
@@ -66,9 +67,14 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   assert.equal(mid.processes[0].checkpoints.length, 1);
 
   const closed = once(n.node.fl.engine, 'cycle-closed');
+  const joinStarted = performance.now();
   const joinB = await gridCliIn(anonymous, ['fl', 'join', 'digits', '--version', '1.0', '--data', path.join(dir, 'b-x.npy'), '--labels', path.join(dir, 'b-y.npy'), '--feature-scale', '0.0625']);
+  const joinSeconds = (performance.now() - joinStarted) / 1000;
   assert.equal(joinB.code, 0, joinB.err);
-  assert.match(joinB.out, /^reported to digits@1\.0: 600 samples, 38 updates in [\d.]+ s, loss [\d.]+, accuracy [\d.]+%\n$/);
+  const line = /^reported to digits@1\.0: 600 samples, 38 updates in ([\d.]+) s, loss [\d.]+, accuracy [\d.]+%\n$/.exec(joinB.out);
+  assert.ok(line, joinB.out);
+  // The time it took, not "0.0 s": more than nothing, and no more than the command's own run.
+  assert.ok(Number(line[1]) > 0 && Number(line[1]) <= joinSeconds, `printed ${line[1]} s; the command ran ${joinSeconds.toFixed(2)} s`);
   await closed;
 
   const table = await gridCliIn(anonymous, ['fl', 'status']);
@@ -136,9 +142,17 @@ test('grid fl join --cycles 2 --wait: two workers stay in the process, each repo
   // From a model hosted on the node: the process trains it, and each checkpoint becomes its next version.
   const served = await gridCliIn(admin, ['serve', path.join(dir, 'm.onnx'), '--id', 'digits-mlp']);
   assert.equal(served.code, 0, served.err);
-  const linked = await gridCliIn(admin, ['fl', 'host', 'digits-mlp@1', '--name', 'linked', '--version', '1', '--server-config', '{"max_diffs": 1}']);
+  const linked = await gridCliIn(admin, ['fl', 'host', 'digits-mlp@1', '--name', 'linked', '--version', '1', '--server-config', '{"max_diffs": 1}', '--client-config', '{"max_updates": 1, "batch_size": 50}']);
   assert.equal(linked.code, 0, linked.err);
   assert.match(linked.out, /^hosted FL process linked@1 \(id \d+\) from the hosted model digits-mlp@1;/);
+  // One update takes a millisecond; deriving the plan and loading it take the time a person waits for.
+  const oneStarted = performance.now();
+  const one = await gridCliIn(anonymous, ['fl', 'join', 'linked@1', '--data', files[0]!, '--feature-scale', '0.0625']);
+  const oneSeconds = (performance.now() - oneStarted) / 1000;
+  assert.equal(one.code, 0, one.err);
+  const oneLine = /^reported to linked@1: \d+ samples, 1 updates in ([\d.]+) s,/.exec(one.out);
+  assert.ok(oneLine, one.out);
+  assert.ok(Number(oneLine[1]) > 0 && Number(oneLine[1]) <= oneSeconds, `printed ${oneLine[1]} s; the command ran ${oneSeconds.toFixed(2)} s`);
   const missingModel = await gridCliIn(admin, ['fl', 'host', 'no-such-model', '--name', 'x', '--version', '1', '--server-config', '{"max_diffs": 1}']);
   assert.equal(missingModel.code, 1);
   assert.match(missingModel.err, /GRID_ERR_NOT_FOUND/);

@@ -3,10 +3,12 @@
 // report arrives or by time on a timer. Errors carry PyGrid's own strings where PyGrid had one, so an old
 // client shows the message it knows; their codes are ours (handlers.ts puts both on the wire).
 //
-// Durability: every decision is a committed row before it is answered (store.ts). A cycle's running sum
-// lives in memory and is rebuilt from the stored diffs at start; closing writes the checkpoint blob, then
-// one transaction (checkpoint + cycle completed + next cycle), so a kill at any point averages each cycle
-// exactly once.
+// Durability: every decision is a committed row before it is answered (store.ts). Decisions and reports
+// arriving within one event-loop turn share one transaction (a group commit, store/group-commit.ts): one
+// fsync for the batch, each answered after it. A cycle's running sum lives in memory and is stored with
+// each commit that adds to it (store.ts, running sums), so a restart loads it; closing writes the
+// checkpoint blob, then one transaction (checkpoint + cycle completed + next cycle), so a kill at any
+// point averages each cycle exactly once.
 
 import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -18,8 +20,9 @@ import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, ty
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type FlAuthConfig } from './auth';
 import { AddressLimiter, WorkerRows } from './limits';
 import { looksLikeOnnx, paramsOf, withNewParams, type ModelFormat } from './params';
-import { packDiff, RunningSum, unpackDiff } from './averaging';
+import { RunningSum, unpackDiff } from './averaging';
 import { checkAveragingPlan, runAveragingPlan } from './averaging-plan';
+import { GroupCommit } from '../store/group-commit';
 import { checkShapes, decodeState, decodeText, type StateTensor } from './state';
 import type { FlAsset, FlCycle, FlProcess, FlStore } from './store';
 
@@ -70,6 +73,10 @@ interface Runtime {
   process: FlProcess;
   cycle: FlCycle | undefined;
   sum: RunningSum | undefined;
+  /** Which of the cycle's two sum files holds the committed sum; the next commit writes the other. */
+  sumSlot: 0 | 1;
+  /** Whether the sum holds diffs an older node stored as rows (the next stored sum clears them). */
+  rowDiffs: boolean;
   timer: NodeJS.Timeout | undefined;
   /** pool_selection random: workers not selected in this cycle; the refusal stands until the cycle ends. */
   refused: Set<string>;
@@ -141,8 +148,10 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly now: () => number;
   private readonly onActivity: (a: FlActivity) => void;
   private readonly runtimes = new Map<number, Runtime>();
-  /** Reports checked and waiting for the next batched commit (flushReports). */
-  private readonly pendingReports: PendingReport[] = [];
+  /** Worker ids, assignments and reports: one transaction per event-loop turn. */
+  private readonly commits: GroupCommit;
+  /** Runtimes whose sum the batch being committed added to (their sums are stored before its COMMIT). */
+  private readonly sumsAdded = new Set<Runtime>();
   private readonly limiter: AddressLimiter;
   private readonly workerRows: WorkerRows;
   private readonly publish: FlEngineOptions['publish'];
@@ -165,9 +174,14 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.limiter = new AddressLimiter(opts.requestsPerMinute ?? 600, this.now);
     this.workerRows = new WorkerRows(opts.maxWorkersPerAddress ?? 4096);
     this.publish = opts.publish;
+    this.commits = new GroupCommit(this.store.db, {
+      beforeCommit: () => this.storeSums(),
+      committed: () => this.sumsCommitted(),
+      rolledBack: () => this.sumsRolledBack(),
+    });
   }
 
-  /** Picks every process's open cycle back up: the running sum from its stored diffs, its timer, and a close that is due. */
+  /** Picks every process's open cycle back up: its stored running sum, its timer, and a close that is due. */
   start(): void {
     for (const p of this.store.processes()) {
       const rt = this.runtime(p.id);
@@ -226,23 +240,30 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const token = typeof data.auth_token === 'string' && data.auth_token.length > 0 ? data.auth_token : undefined;
     const result = await this.auth(process.serverConfig.authentication, token);
     if (!result.ok) throw gridError('BAD_CREDENTIALS', result.error);
-    const known = this.workerRows.known(connection, process.id, token);
-    let workerId = known !== undefined && this.store.worker(known) !== undefined ? known : undefined;
-    if (workerId === undefined) {
+    // Worker rows are written in the next group commit (one fsync per burst), answered after it.
+    const workerId = await this.commits.run(() => {
+      const known = this.workerRows.known(connection, process.id, token);
+      if (known !== undefined && this.store.worker(known) !== undefined) return known;
       this.workerRows.makeRoom(this.store, connection, process, address, this.runtime(process.id).cycle, this.now());
-      workerId = this.store.addWorker(process.id, address, this.now());
-      this.workerRows.remember(connection, process.id, token, workerId);
-    }
+      const added = this.store.addWorker(process.id, address, this.now());
+      this.workerRows.remember(connection, process.id, token, added);
+      return added;
+    });
     return { status: 'success', worker_id: workerId, requires_speed_test: requiresSpeedTest(process.serverConfig) };
   }
 
-  cycleRequest(data: CycleRequest, address: string): CycleReply | Promise<CycleReply> {
+  /**
+   * Decided inside a group commit (so a burst is counted against max_workers one by one), answered after
+   * it; with pool_selection random, answered when the draw the request entered ends.
+   */
+  async cycleRequest(data: CycleRequest, address: string): Promise<CycleReply> {
     this.limiter.take(address, 'cycle-request');
-    const reply = this.answerCycleRequest(data);
-    return reply instanceof Promise ? reply.then((r) => this.noteAnswer(data, r)) : this.noteAnswer(data, reply);
+    const reply = await this.commits.run(() => this.answerCycleRequest(data));
+    return this.noteAnswer(data, reply);
   }
 
   private noteAnswer(data: CycleRequest, reply: CycleReply): CycleReply {
+    if (reply.status === 'accepted') this.emit('changed', reply.model_id);
     const processId = reply.status === 'accepted' ? reply.model_id : this.store.findProcess(data.model, data.version ?? undefined)!.id;
     this.onActivity({
       kind: 'worker', processId, cycle: this.runtimes.get(processId)?.cycle?.sequence, workerId: data.worker_id, status: reply.status,
@@ -291,7 +312,6 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private assignWorker(process: FlProcess, cycle: FlCycle, workerId: string, now: number): CycleReply {
     const requestKey = createHash('sha256').update(randomUUID()).digest('hex');
     this.store.assign(cycle.id, workerId, requestKey, now);
-    this.emit('changed', process.id);
     return {
       status: 'accepted', request_key: requestKey, version: process.version, model: process.name,
       plans: this.store.assetIds(process.id, 'plan'), protocols: this.store.assetIds(process.id, 'protocol'),
@@ -382,42 +402,49 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     // A diff carries exactly the model's values: a State claiming more is refused before it is decoded.
     const diff = decodeState(bytes, 'the diff', { maxValues: rt.process.params.reduce((n, p) => n + p.dims.reduce((a, d) => a * d, 1), 0) });
     checkShapes(diff, rt.process.params.map((p) => p.dims));
-    return new Promise((resolve, reject) => {
-      this.pendingReports.push({ rt, cycleId: cycle.id, sequence: cycle.sequence, requestKey: data.request_key, workerId: data.worker_id, diff, weight, resolve, reject });
-      if (this.pendingReports.length === 1) setImmediate(() => this.flushReports());
+    // Recorded and added to the sum in the next group commit, which stores the sum (storeSums) before
+    // COMMIT: answered only once durable. One whose cycle began closing meanwhile is refused. The closures
+    // hold the ids, not `data`: its half-megabyte diff text is garbage once decoded.
+    const { request_key: requestKey, worker_id: workerId } = data;
+    const counted = this.commits.run(() => {
+      if (rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
+      if (!this.store.recordReport(requestKey, weight, this.now())) return false;
+      rt.sum!.add(diff, weight);
+      this.sumsAdded.add(rt);
+      return true;
+    });
+    return counted.then((added) => {
+      if (added) this.onActivity({ kind: 'worker', processId: rt.process.id, cycle: cycle.sequence, workerId, status: 'reported' });
+      return { status: 'success' as const };
     });
   }
 
-  /**
-   * Commits the reports that arrived since the last flush in one transaction (one fsync for all of
-   * them: the database syncs every commit), then adds them to their cycles' sums and answers them. A
-   * report is answered only once it is committed; one whose cycle began closing meanwhile is refused.
-   */
-  private flushReports(): void {
-    const batch = this.pendingReports.splice(0);
-    const now = this.now();
-    let recorded: (boolean | undefined)[];
-    try {
-      recorded = this.store.db.transaction(() => batch.map((r) => (
-        r.rt.cycle?.id !== r.cycleId || r.rt.closing !== undefined ? undefined : this.store.recordReport(r.requestKey, packDiff(r.diff), r.weight, now))));
-    } catch (err) {
-      for (const r of batch) r.reject(err);
-      return;
+  /** Before a group commit's COMMIT: each sum it added to, into the cycle's other sum file, named in the transaction. */
+  private storeSums(): void {
+    for (const rt of this.sumsAdded) {
+      const slot = rt.sumSlot === 0 ? 1 : 0;
+      this.store.writeSum(rt.cycle!.id, slot, rt.sum!.bytes());
+      this.store.setSumRecord(rt.cycle!.id, { slot, reports: rt.sum!.reports, weight: rt.sum!.weight }, rt.rowDiffs);
     }
-    const touched = new Set<Runtime>();
-    batch.forEach((r, i) => {
-      if (recorded[i] === undefined) return r.reject(cycleClosed(r.sequence));
-      if (recorded[i]) {
-        r.rt.sum!.add(r.diff, r.weight);
-        touched.add(r.rt);
-        this.onActivity({ kind: 'worker', processId: r.rt.process.id, cycle: r.sequence, workerId: r.workerId, status: 'reported' });
-      }
-      r.resolve({ status: 'success' });
-    });
-    for (const rt of touched) {
+  }
+
+  private sumsCommitted(): void {
+    const added = [...this.sumsAdded];
+    this.sumsAdded.clear();
+    for (const rt of added) {
+      rt.sumSlot = rt.sumSlot === 0 ? 1 : 0;
+      rt.rowDiffs = false;
       this.emit('changed', rt.process.id);
       this.maybeClose(rt);
     }
+  }
+
+  /** A failed commit (a full disk, say): the sums it added to go back to what is committed. */
+  private sumsRolledBack(): void {
+    for (const rt of this.sumsAdded) {
+      if (rt.cycle !== undefined) this.loadSum(rt, rt.cycle);
+    }
+    this.sumsAdded.clear();
   }
 
   /**
@@ -473,8 +500,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   /** Stops the timers (the node is closing); cycles continue at the next start. Idempotent. */
   async close(): Promise<void> {
-    // Reports already checked are committed (and answered) before the database closes.
-    if (this.pendingReports.length > 0) this.flushReports();
+    // What is queued (reports already checked, workers, assignments) is committed and answered before the database closes.
+    this.commits.flush();
     this.closed = true;
     const pending: Promise<void>[] = [...this.publishing.values()];
     for (const rt of this.runtimes.values()) {
@@ -493,13 +520,13 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (rt !== undefined) return rt;
     const process = this.store.process(processId);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-    rt = { process, cycle: undefined, sum: undefined, timer: undefined, closing: undefined, refused: new Set(), draw: undefined };
+    rt = { process, cycle: undefined, sum: undefined, sumSlot: 1, rowDiffs: false, timer: undefined, closing: undefined, refused: new Set(), draw: undefined };
     this.runtimes.set(processId, rt);
     this.open(rt, this.store.openCycle(processId));
     return rt;
   }
 
-  /** Makes `cycle` the runtime's open cycle: its running sum from the stored diffs, and its timer. */
+  /** Makes `cycle` the runtime's open cycle: its committed running sum, and its timer. */
   private open(rt: Runtime, cycle: FlCycle | undefined): void {
     rt.cycle = cycle;
     rt.sum = undefined;
@@ -507,10 +534,22 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (rt.timer) clearTimeout(rt.timer);
     rt.timer = undefined;
     if (cycle === undefined) return;
+    this.loadSum(rt, cycle);
+    this.arm(rt);
+  }
+
+  /** The cycle's committed running sum: its stored sum, plus any diffs stored as rows by an older node. */
+  private loadSum(rt: Runtime, cycle: FlCycle): void {
     const shapes = rt.process.params.map((p) => p.dims);
     rt.sum = new RunningSum(shapes);
-    for (const r of this.store.reportedDiffs(cycle.id)) rt.sum.add(unpackDiff(r.diff, shapes), r.weight);
-    this.arm(rt);
+    const stored = this.store.sumRecord(cycle.id);
+    rt.sumSlot = stored?.slot ?? 1;
+    if (stored !== undefined) rt.sum.load(this.store.readSum(cycle.id, stored.slot), stored.reports, stored.weight);
+    rt.rowDiffs = false;
+    for (const r of this.store.reportedDiffs(cycle.id)) {
+      rt.sum.add(unpackDiff(r.diff, shapes), r.weight);
+      rt.rowDiffs = true;
+    }
   }
 
   private arm(rt: Runtime): void {
@@ -575,24 +614,13 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const more = (cfg.num_cycles ?? 0) === 0 || completed < cfg.num_cycles!;
     const number = this.store.closeCycle(cycle, sha256, reports, now, more ? { endMs: endOf(cfg, now) } : null);
     if (number === undefined) return;
+    try { this.store.removeSums(cycle.id); } catch (err) { this.log.warn({ err, cycle: cycle.id }, 'removing a closed FL cycle\'s sum files failed; the next start removes them'); }
     this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: sum.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
     this.open(rt, this.store.openCycle(p.id));
     this.emit('changed', p.id);
     if (p.linkedModel !== undefined) this.publishCheckpoints(p);
     this.emit('cycle-closed', { processId: p.id, cycle: cycle.sequence, checkpoint: number, reports, done: !more });
   }
-}
-
-interface PendingReport {
-  rt: Runtime;
-  cycleId: number;
-  sequence: number;
-  requestKey: string;
-  workerId: string;
-  diff: StateTensor[];
-  weight: number;
-  resolve(reply: { status: 'success' }): void;
-  reject(err: unknown): void;
 }
 
 type Waiter = { resolve(reply: CycleReply): void; reject(err: unknown): void };
