@@ -18,7 +18,9 @@ test('a burst of cycle-requests beyond max_workers accepts exactly max_workers; 
   const admin = await node.admin();
   await hostProcess(admin, { name: 'burst', server: { max_workers: 5, max_diffs: 5, cycle_length: 3600 } });
 
-  const ids = await Promise.all(Array.from({ length: 12 }, async () => (await w.call('model-centric/authenticate', { model_name: 'burst', model_version: '1.0' })).worker_id as string));
+  // One socket stands for twelve devices: each sends its own token (a socket re-authenticating with the same
+  // token is the same worker, limits.ts), which a process without authentication does not check.
+  const ids = await Promise.all(Array.from({ length: 12 }, async (_, i) => (await w.call('model-centric/authenticate', { model_name: 'burst', model_version: '1.0', auth_token: `device-${i}` })).worker_id as string));
   assert.equal(new Set(ids).size, 12, 'twelve distinct worker ids from one burst of authenticate');
   const replies = await Promise.all(ids.map((id) => w.call('model-centric/cycle-request', { worker_id: id, model: 'burst', version: '1.0', ping: 0, download: 0, upload: 0 })));
 
@@ -42,8 +44,8 @@ test('a burst of reports (each a long base64 diff) is averaged exactly: every di
   const model: StateTensor[] = [{ dims: [200, 120], data: Float32Array.from({ length: 24_000 }, (_, i) => (i % 17) * 0.125) }];
   await hostProcess(admin, { name: 'many', model, server: { max_workers: 6, max_diffs: 6, cycle_length: 3600 } });
 
-  const joined = await Promise.all(Array.from({ length: 6 }, async () => {
-    const auth = await w.call('model-centric/authenticate', { model_name: 'many', model_version: '1.0' });
+  const joined = await Promise.all(Array.from({ length: 6 }, async (_, i) => {
+    const auth = await w.call('model-centric/authenticate', { model_name: 'many', model_version: '1.0', auth_token: `device-${i}` });
     const cycle = await w.call('model-centric/cycle-request', { worker_id: auth.worker_id, model: 'many', version: '1.0', ping: 0, download: 0, upload: 0 });
     assert.equal(cycle.status, 'accepted');
     return { workerId: auth.worker_id as string, key: cycle.request_key as string };
