@@ -79,6 +79,14 @@ export const ErrorCodes = {
   TLS_ERROR: 'GRID_ERR_TLS_ERROR',
   /** A federated-learning report or download for a cycle that has already closed (averaged). */
   CYCLE_CLOSED: 'GRID_ERR_CYCLE_CLOSED',
+  /** The node takes no shared memory from this connection (turned off, not on this machine, or not the same OS user); the socket carries the tensors instead. */
+  SHM_UNAVAILABLE: 'GRID_ERR_SHM_UNAVAILABLE',
+  /** A shared-memory region failed the node's checks when registered (a symlink, not a regular file, another user's file, readable by others, outside the per-user folder, too small or too big). */
+  SHM_REGION_REFUSED: 'GRID_ERR_SHM_REGION_REFUSED',
+  /** A request names a shared-memory region this connection never registered, or unregistered. */
+  SHM_REGION_NOT_FOUND: 'GRID_ERR_SHM_REGION_NOT_FOUND',
+  /** A (region, offset, length) reference reaches outside its region. */
+  SHM_OUT_OF_BOUNDS: 'GRID_ERR_SHM_OUT_OF_BOUNDS',
   /** A bug or an unexpected failure; the message says where to look. */
   INTERNAL: 'GRID_ERR_INTERNAL',
 } as const;
