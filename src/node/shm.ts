@@ -52,6 +52,8 @@ class Region {
   private readonly dev: number;
   private users = 0;
   private closed = false;
+  /** Input buffers whose run finished, reused by the next reads (a fresh one costs page faults on every request). */
+  private readonly spare: Buffer[] = [];
   private unlinkOnClose = false;
 
   constructor(name: string, file: string, size: number, fd: number, st: fs.Stats) {
@@ -84,7 +86,8 @@ class Region {
   async read(span: RegionSpan): Promise<Buffer> {
     this.ensureOpen();
     // Its own ArrayBuffer, so the decoded tensors are aligned views of it.
-    const buf = Buffer.allocUnsafeSlow(span.length);
+    const i = this.spare.findIndex((b) => b.length >= span.length && b.length <= 2 * span.length);
+    const buf = i >= 0 ? this.spare.splice(i, 1)[0]!.subarray(0, span.length) : Buffer.allocUnsafeSlow(span.length);
     const n = span.length <= SYNC_IO_BYTES
       ? fs.readSync(this.fd, buf, 0, span.length, span.offset)
       : await new Promise<number>((resolve, reject) => fs.read(this.fd, buf, 0, span.length, span.offset, (err, bytes) => (err ? reject(err) : resolve(bytes))));
@@ -92,6 +95,13 @@ class Region {
       throw gridError('SHM_OUT_OF_BOUNDS', `region "${this.name}" holds only ${this.size - (span.length - n)} bytes now (was it truncated?); the input span needs ${span.offset + span.length}`, { region: this.name });
     }
     return buf;
+  }
+
+  /** Takes back a buffer read() gave, once nothing uses the tensors decoded from it. */
+  recycle(buf: Buffer): void {
+    // A buffer moved to a model thread is detached; only whole, in-bounds spares are kept (a few, up to the region's size).
+    if (this.closed || buf.buffer.byteLength === 0 || buf.buffer.byteLength > this.size || this.spare.length >= 4) return;
+    this.spare.push(Buffer.from(buf.buffer, 0, buf.buffer.byteLength));
   }
 
   async write(parts: readonly Uint8Array[], offset: number, size: number): Promise<void> {
@@ -230,8 +240,9 @@ export function attachSharedMemory(router: GridRouter, deps: SharedMemoryDeps): 
     if (data.output !== undefined) region.check(data.output, 'output');
     const { limits, held } = deps.inference;
     region.acquire();
+    let input: Buffer | undefined;
     try {
-      const input = await region.read(data.input);
+      input = await region.read(data.input);
       let feeds: NamedTensors;
       try {
         feeds = decodeNamedTensors(input, { check: (headers) => checkInferenceInputs(model.signature, headers, limits, data.outputs) });
@@ -258,6 +269,8 @@ export function attachSharedMemory(router: GridRouter, deps: SharedMemoryDeps): 
       if (size > limits.transferOutputBytes) return { ...reply, download: await held.hold(parts, size, (source) => ctx.offerDownload(source)) };
       return withAttachment(reply, Buffer.concat(parts, size));
     } finally {
+      // The run is over (or never started): nothing refers to the inputs any more.
+      if (input !== undefined) region.recycle(input);
       region.release();
     }
   });

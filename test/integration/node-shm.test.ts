@@ -106,8 +106,9 @@ test('outputs that do not fit the span given for them come over the socket, and 
   const n = await startShmNode(t, dir);
   const c = await n.connect(true);
   const plain = await n.connect(false);
-  // An identity-sized model: a 784-wide output. The first request gives 1 MiB for outputs; 1024 rows take 3 MiB.
-  await c.hostModel(mlpModel(784, 16, 784), { id: 'wide', allowRemoteInference: true });
+  // Outputs twice the size of the inputs: the first request gives them room the size of its inputs (3 MiB
+  // for 1024 rows), and they take 6 MiB.
+  await c.hostModel(mlpModel(784, 16, 1568), { id: 'wide', allowRemoteInference: true });
   const x = batch(1024, 11);
   const first = await c.runInference('wide', x);
   const second = await c.runInference('wide', x);
