@@ -112,6 +112,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--allow-origin <origin>', 'let web pages from this origin (scheme://host[:port]) use the node; repeatable; none by default', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--tls-cert <file>', 'serve https/wss with this PEM certificate (chain); needs --tls-key')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert')
+    .option('--no-shared-memory', 'refuse shared-memory regions from clients on this machine (they then send tensors over the socket)')
     .addHelpText('after', `
 Environment:
   GRID_ADMIN_PASSWORD  password of the admin user, used on the first start (when the node creates
@@ -122,7 +123,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
   program.parse(argv);
   const o = program.opts<{
     host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
-    allowOrigin: string[]; tlsCert?: string; tlsKey?: string;
+    allowOrigin: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean;
   }>();
 
   const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
@@ -153,6 +154,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
       datasets,
       allowOrigins: o.allowOrigin.length > 0 ? o.allowOrigin : config?.allow_origins ?? [],
       ...(tls !== undefined && { tls }),
+      ...(!o.sharedMemory && { sharedMemory: { enabled: false } }),
     });
     keepServingOnUnhandledRejection(logger);
     if (isAllInterfaces(host)) {
