@@ -35,7 +35,7 @@ const FIRST_OUTPUT_BYTES = 1024 * 1024;
 const alignUp = (n: number) => Math.ceil(n / REGION_ALIGN) * REGION_ALIGN;
 
 /** A first-fit allocator over [start, end) with aligned spans; what is freed merges with its neighbours. */
-class Spans {
+export class Spans {
   private free: { at: number; len: number }[];
 
   constructor(start: number, end: number) {
