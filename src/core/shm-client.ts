@@ -77,6 +77,7 @@ export class RegionFile {
   private readonly spans: Spans;
   private users = 0;
   private retired = false;
+  private leakedBytes = 0;
 
   private constructor(name: string, file: string, size: number, fd: number, nonce: string) {
     this.name = name;
@@ -123,6 +124,16 @@ export class RegionFile {
     this.spans.release(at, bytes);
   }
 
+  /** Bytes of spans given up for good (see leak()). */
+  get leaked(): number {
+    return this.leakedBytes;
+  }
+
+  /** Records spans that are never released: a request that ended here while the node may still write them. */
+  leak(bytes: number): void {
+    this.leakedBytes += bytes;
+  }
+
   /** Keeps the file open until unuse(), whatever retires it meanwhile. */
   use(): void {
     this.users++;
@@ -157,6 +168,12 @@ export class RegionFile {
     fs.rmSync(this.path, { force: true });
   }
 }
+
+/**
+ * Codes of a request that ended on this side (timed out, aborted, cut off): the node may still write its
+ * outputs into the span, so the spans are not handed to another request.
+ */
+const UNSETTLED_CODES: ReadonlySet<string> = new Set([ErrorCodes.TIMEOUT, ErrorCodes.ABORTED, ErrorCodes.CONNECTION_DROPPED, ErrorCodes.DISPOSED, ErrorCodes.NOT_CONNECTED, ErrorCodes.RECONNECT_LIMIT]);
 
 /** Codes after which the request goes over the socket instead (and the region is dropped). */
 const FALLBACK_CODES: ReadonlySet<string> = new Set([ErrorCodes.SHM_UNAVAILABLE, ErrorCodes.SHM_REGION_NOT_FOUND, ErrorCodes.SHM_REGION_REFUSED, ErrorCodes.UNKNOWN_TYPE]);
@@ -238,6 +255,7 @@ export class SharedMemoryChannel {
     if (inAt === undefined) return undefined; // the region is full of requests in flight: this one takes the socket
     const outAt = region.alloc(room);
     region.use();
+    let unsettled = false;
     try {
       try {
         region.write(parts, inAt);
@@ -258,6 +276,9 @@ export class SharedMemoryChannel {
         ...(opts.timeoutMs !== undefined && { timeout: opts.timeoutMs }),
       });
       if (data.output !== undefined) {
+        if (data.output.offset !== outAt || data.output.length > room) {
+          throw gridError('INVALID_MESSAGE', `the node answered run-inference-shm for "${id}" with outputs at [${data.output.offset}, +${data.output.length}), outside the span it was given`);
+        }
         this.outputBytes.set(id, data.output.length);
         return decodeNamedTensors(region.read(data.output.offset, data.output.length));
       }
@@ -275,10 +296,17 @@ export class SharedMemoryChannel {
         if (err.code !== ErrorCodes.SHM_REGION_NOT_FOUND) this.refused = true;
         return undefined;
       }
+      unsettled = err instanceof GridError && UNSETTLED_CODES.has(err.code);
       throw err;
     } finally {
-      region.release(inAt, size);
-      if (outAt !== undefined) region.release(outAt, room);
+      if (unsettled) {
+        // Never reused: a late write of the node must not land in another request's inputs.
+        region.leak(alignUp(size) + (outAt !== undefined ? alignUp(room) : 0));
+        if (region.leaked > region.size / 2) this.drop(region, true);
+      } else {
+        region.release(inAt, size);
+        if (outAt !== undefined) region.release(outAt, room);
+      }
       region.unuse();
     }
   }
@@ -288,11 +316,7 @@ export class SharedMemoryChannel {
     if (this.disposed) return;
     this.disposed = true;
     this.socket.off('status', this.onStatus);
-    const r = this.region;
-    if (r !== undefined) {
-      this.drop(r);
-      if (this.socket.status.state === 'open') void this.socket.request(ShmUnregister, { region: r.name }).catch(() => {});
-    }
+    if (this.region !== undefined) this.drop(this.region, true);
   }
 
   private async negotiate(): Promise<RegionFile | undefined> {
@@ -319,9 +343,11 @@ export class SharedMemoryChannel {
     return region;
   }
 
-  private drop(region: RegionFile): void {
+  /** Stops using `region` (the next big request registers a new one); with `unregister`, tells the node to let go of it. */
+  private drop(region: RegionFile, unregister = false): void {
     if (this.region === region) this.region = undefined;
     region.retire();
+    if (unregister && this.socket.status.state === 'open') void this.socket.request(ShmUnregister, { region: region.name }).catch(() => {});
   }
 
   /** A connection that is no longer open took its regions with it (the node removed their files). */
