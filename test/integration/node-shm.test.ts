@@ -262,3 +262,23 @@ test('after a reconnect the client registers a new region and keeps using shared
   assert.deepEqual(regionFiles(dir), [c.shm.currentRegion!.name], 'the old region file is gone');
   assert.deepEqual(await requestsOf(n.node, 'run-inference-shm'), { ok: 2 });
 });
+
+test('a connection that does not come from the loopback is refused shared memory, and its client does not ask', async (t) => {
+  const address = Object.values(os.networkInterfaces()).flat().find((a) => a !== undefined && a.family === 'IPv4' && !a.internal)?.address;
+  if (address === undefined) { t.skip('this machine has no non-loopback IPv4 address'); return; }
+  const dir = shmDir(t);
+  const n = await startTestNode({ host: '0.0.0.0', sharedMemory: { dir } });
+  t.after(() => n.close());
+  const url = `ws://${address}:${n.node.port}`;
+  const s = await rawSocket(t, url);
+  const region = RegionFile.create(dir, 8192);
+  t.after(() => region.retire());
+  const err = await rejectsWith(s.request(ShmRegister, { region: region.name, size: region.size, nonce: region.nonce }), ErrorCodes.SHM_UNAVAILABLE);
+  assert.match(err.message, /only from clients on its own machine/);
+  const c = await GridClient.connect(url, { credentials: { username: 'admin', password: ADMIN_PASSWORD }, reconnect: { maxAttempts: 0 }, sharedMemory: { dir } });
+  t.after(() => c.dispose());
+  await c.hostModel(mlpModel(), { id: 'mlp', allowRemoteInference: true });
+  assert.deepEqual((await c.runInference('mlp', batch(256, 1))).y!.dims, [256, 10]);
+  assert.deepEqual(await requestsOf(n.node, 'shm-register'), { [ErrorCodes.SHM_UNAVAILABLE]: 1 }, 'only the raw request above asked');
+  assert.deepEqual(await requestsOf(n.node, 'run-inference'), { ok: 1 });
+});
