@@ -203,6 +203,7 @@ export class SharedMemoryChannel {
   /** Bytes the outputs of each model took last time: the room given for them next time. */
   private readonly outputBytes = new Map<string, number>();
   private disposed = false;
+  private listening = false;
 
   constructor(socket: GridSocket, opts: SharedMemoryClientOptions = {}, log?: Logger) {
     this.socket = socket;
@@ -212,7 +213,6 @@ export class SharedMemoryChannel {
     this.regionBytes = opts.regionBytes ?? DEFAULT_REGION_BYTES;
     this.dir = opts.dir ?? sharedMemoryDir();
     this.onStatus = this.onStatus.bind(this);
-    socket.on('status', this.onStatus);
   }
 
   /** The region registered on the current connection, if any (tests, diagnostics). */
@@ -320,6 +320,8 @@ export class SharedMemoryChannel {
   }
 
   private async negotiate(): Promise<RegionFile | undefined> {
+    // Listened to only once shared memory is tried: clients that never send big tensors add no listener.
+    if (!this.listening) { this.listening = true; this.socket.on('status', this.onStatus); }
     let region: RegionFile;
     try {
       region = RegionFile.create(this.dir!, this.regionBytes);
