@@ -22,6 +22,8 @@ import { loadModel } from '../src/compute/backend';
 import { mlpModel, seededFloats, writeBigModel } from '../test/helpers/node-fixtures';
 import { startNodeScript, type Started } from '../test/helpers/processes';
 import { rssSampler } from './rss';
+import { RegionFile } from '../src/core/shm-client';
+import { sharedMemoryDir } from '../src/core/shm';
 
 // Measured as shipped: the node is the built dist/grid-node.js (npm run bench:node builds first), and
 // scripts/bench.mjs bundles this file and bench/servers/*. Run from source, both fall back to the .ts files.
@@ -132,6 +134,44 @@ async function rawBulk(url: string, size: number): Promise<{ mibps: number; clie
   await source.close?.();
   ws.close();
   return { mibps: size / MiB / secs, clientRss: rss.stop(), serverRss: res.rssPeak - res.rssBase };
+}
+
+/**
+ * The floor of inference through shared memory: a bare ws server runs the model on inputs it reads from
+ * a /dev/shm file and writes the outputs back (bench/servers/node-peer.ts), `inflight` requests pipelined
+ * as the grid client does. What any design with the model in another process gets on this machine.
+ */
+async function shmFloorPipelined(url: string, model: Uint8Array, x: Float32Array, cols: number, count: number, inflight: number): Promise<number> {
+  const dir = sharedMemoryDir();
+  if (dir === undefined) return Number.NaN;
+  const slot = 4 * MiB;
+  const region = RegionFile.create(dir, slot * inflight + 64);
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  try {
+    await new Promise((r) => ws.once('open', r));
+    ws.send(JSON.stringify({ shm: region.path, model: Buffer.from(model).toString('base64'), input: 'x', cols, threads: 1 }));
+    await new Promise((r) => ws.once('message', r));
+    const bytes = new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+    const waiting: ((reply: Buffer) => void)[] = [];
+    ws.on('message', (d) => waiting.shift()!(d as Buffer));
+    const one = async (s: number) => {
+      const at = 64 + s * slot;
+      region.write([bytes], at);
+      const frame = Buffer.alloc(24);
+      frame.writeDoubleLE(at, 0); frame.writeDoubleLE(bytes.length, 8); frame.writeDoubleLE(at + slot / 2, 16);
+      const reply = new Promise<Buffer>((r) => waiting.push(r));
+      ws.send(frame);
+      region.read(at + slot / 2, (await reply).readDoubleLE(0));
+    };
+    for (let i = 0; i < 3; i++) await one(0);
+    const t0 = performance.now();
+    let next = 0;
+    await Promise.all(Array.from({ length: inflight }, async (_, s) => { while (next < count) { next++; await one(s); } }));
+    return count / ((performance.now() - t0) / 1000);
+  } finally {
+    ws.close();
+    region.retire();
+  }
 }
 
 let BIG_FILE = '';
@@ -255,6 +295,7 @@ async function main(): Promise<void> {
       shmRates.push((BATCH_RUNS * 256) / ((performance.now() - t0) / 1000));
     }
     const shmUsed = shmClient.shm.currentRegion !== undefined;
+    const shmFloor = 256 * await shmFloorPipelined(peer.url, mlp, big.x!.data as Float32Array, 784, BATCH_RUNS * 3, PIPELINE);
     // Where shared memory starts to pay: one request at a time, socket vs shared memory, by batch size.
     const sweep: string[] = [];
     for (const rows of [4, 16, 64, 256]) {
@@ -284,6 +325,7 @@ async function main(): Promise<void> {
     out(`  local onnxruntime       ${localAgain.toFixed(0)} samples/s  (measured interleaved with the runs below)`);
     out(`  via shared memory       ${shmRate.toFixed(0)} samples/s${shmUsed ? '' : '  [WARNING: the node refused shared memory; these went over the socket]'}`);
     out(`  ratio shm / local       ${(shmRate / localAgain).toFixed(2)}×  (target ≥ 0.8×); shm / socket ${(shmRate / remoteRate).toFixed(2)}×`);
+    out(`  floor: a bare ws server running onnxruntime on inputs it reads from /dev/shm, pipelined alike  ${shmFloor.toFixed(0)} samples/s = ${(shmFloor / localAgain).toFixed(2)}× local; grid shm / floor = ${(shmRate / shmFloor).toFixed(2)}×`);
     // What is left once the bytes no longer cross the socket: the request itself.
     const perBatch = (rate: number) => (256 / rate) * 1e6;
     out(`  per batch: local ${perBatch(localAgain).toFixed(0)} µs, via shared memory ${perBatch(shmRate).toFixed(0)} µs; the difference (${(perBatch(shmRate) - perBatch(localAgain)).toFixed(0)} µs) compares with one grid ping round trip (${(p50(pingTimes) * 1000).toFixed(0)} µs, section 1): the protocol's per-request cost, not the tensor bytes, is what remains`);
