@@ -42,6 +42,9 @@ export interface SharedMemoryDeps {
 /** Spans up to this size are read and written with sync calls (on tmpfs about a memcpy); bigger ones off the event loop. */
 const SYNC_IO_BYTES = 4 * 1024 * 1024;
 
+/** Largest input buffer kept for reuse. */
+const SPARE_BUFFER_BYTES = 8 * 1024 * 1024;
+
 /** One registered region file, open for the connection that registered it. */
 class Region {
   readonly name: string;
@@ -99,8 +102,9 @@ class Region {
 
   /** Takes back a buffer read() gave, once nothing uses the tensors decoded from it. */
   recycle(buf: Buffer): void {
-    // A buffer moved to a model thread is detached; only whole, in-bounds spares are kept (a few, up to the region's size).
-    if (this.closed || buf.buffer.byteLength === 0 || buf.buffer.byteLength > this.size || this.spare.length >= 4) return;
+    // A buffer moved to a model thread is detached. Only a few, small ones are kept: memory held for an
+    // idle connection stays bounded (4 × SPARE_BUFFER_BYTES), and big inputs are rare enough to pay their faults.
+    if (this.closed || buf.buffer.byteLength === 0 || buf.buffer.byteLength > SPARE_BUFFER_BYTES || this.spare.length >= 4) return;
     this.spare.push(Buffer.from(buf.buffer, 0, buf.buffer.byteLength));
   }
 
