@@ -22,6 +22,8 @@ import { loadModel } from '../src/compute/backend';
 import { mlpModel, seededFloats, writeBigModel } from '../test/helpers/node-fixtures';
 import { startNodeScript, type Started } from '../test/helpers/processes';
 import { rssSampler } from './rss';
+import { RegionFile } from '../src/core/shm-client';
+import { sharedMemoryDir } from '../src/core/shm';
 
 // Measured as shipped: the node is the built dist/grid-node.js (npm run bench:node builds first), and
 // scripts/bench.mjs bundles this file and bench/servers/*. Run from source, both fall back to the .ts files.
@@ -134,6 +136,44 @@ async function rawBulk(url: string, size: number): Promise<{ mibps: number; clie
   return { mibps: size / MiB / secs, clientRss: rss.stop(), serverRss: res.rssPeak - res.rssBase };
 }
 
+/**
+ * The floor of inference through shared memory: a bare ws server runs the model on inputs it reads from
+ * a /dev/shm file and writes the outputs back (bench/servers/node-peer.ts), `inflight` requests pipelined
+ * as the grid client does. What any design with the model in another process gets on this machine.
+ */
+async function shmFloorPipelined(url: string, model: Uint8Array, x: Float32Array, cols: number, count: number, inflight: number): Promise<number> {
+  const dir = sharedMemoryDir();
+  if (dir === undefined) return Number.NaN;
+  const slot = 4 * MiB;
+  const region = RegionFile.create(dir, slot * inflight + 64);
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  try {
+    await new Promise((r) => ws.once('open', r));
+    ws.send(JSON.stringify({ shm: region.path, model: Buffer.from(model).toString('base64'), input: 'x', cols, threads: 1 }));
+    await new Promise((r) => ws.once('message', r));
+    const bytes = new Uint8Array(x.buffer, x.byteOffset, x.byteLength);
+    const waiting: ((reply: Buffer) => void)[] = [];
+    ws.on('message', (d) => waiting.shift()!(d as Buffer));
+    const one = async (s: number) => {
+      const at = 64 + s * slot;
+      region.write([bytes], at);
+      const frame = Buffer.alloc(24);
+      frame.writeDoubleLE(at, 0); frame.writeDoubleLE(bytes.length, 8); frame.writeDoubleLE(at + slot / 2, 16);
+      const reply = new Promise<Buffer>((r) => waiting.push(r));
+      ws.send(frame);
+      region.read(at + slot / 2, (await reply).readDoubleLE(0));
+    };
+    for (let i = 0; i < 3; i++) await one(0);
+    const t0 = performance.now();
+    let next = 0;
+    await Promise.all(Array.from({ length: inflight }, async (_, s) => { while (next < count) { next++; await one(s); } }));
+    return count / ((performance.now() - t0) / 1000);
+  } finally {
+    ws.close();
+    region.retire();
+  }
+}
+
 let BIG_FILE = '';
 
 /** Pins every thread of a process to the given CPUs (taskset from util-linux). */
@@ -162,6 +202,7 @@ async function main(): Promise<void> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-grid-node-'));
   const procs: Started[] = [];
   let client: GridClient | undefined;
+  let shmClient: GridClient | undefined;
   try {
     const [node, peer] = await Promise.all([
       startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD },
@@ -170,7 +211,9 @@ async function main(): Promise<void> {
       startNodeScript(PEER, []),
     ]);
     procs.push(node, peer);
-    client = await GridClient.connect(node.url, { connect: { heartbeatMs: 0 }, credentials: { username: 'admin', password: PASSWORD } });
+    // The socket measures keep shared memory off; section 2b measures it with a client of its own.
+    client = await GridClient.connect(node.url, { connect: { heartbeatMs: 0 }, credentials: { username: 'admin', password: PASSWORD }, sharedMemory: { enabled: false } });
+    shmClient = await GridClient.connect(node.url, { connect: { heartbeatMs: 0 }, credentials: { username: 'admin', password: PASSWORD } });
     // Ratios only mean something on a quiet machine: say how busy it was.
     out(`machine: ${os.availableParallelism()} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at start`);
     const mlp = mlpModel(784, 128, 10);
@@ -235,6 +278,40 @@ async function main(): Promise<void> {
       while (next < BATCH_RUNS) { next++; await client!.runInference('mlp', big); }
     }));
     const remoteRate = (BATCH_RUNS * 256) / ((performance.now() - t0) / 1000);
+    // 2b. The same batches through shared memory (a client on the node's machine): interleaved with a
+    // fresh local measure, so both see the same machine.
+    for (let i = 0; i < 3; i++) await shmClient.runInference('mlp', big);
+    const shmRates: number[] = [];
+    const localRates: number[] = [];
+    for (let rep = 0; rep < 3; rep++) {
+      t0 = performance.now();
+      for (let i = 0; i < BATCH_RUNS; i++) await local.run(big);
+      localRates.push((BATCH_RUNS * 256) / ((performance.now() - t0) / 1000));
+      t0 = performance.now();
+      let nextShm = 0;
+      await Promise.all(Array.from({ length: PIPELINE }, async () => {
+        while (nextShm < BATCH_RUNS) { nextShm++; await shmClient!.runInference('mlp', big); }
+      }));
+      shmRates.push((BATCH_RUNS * 256) / ((performance.now() - t0) / 1000));
+    }
+    const shmUsed = shmClient.shm.currentRegion !== undefined;
+    const shmFloor = 256 * await shmFloorPipelined(peer.url, mlp, big.x!.data as Float32Array, 784, BATCH_RUNS * 3, PIPELINE);
+    // Where shared memory starts to pay: one request at a time, socket vs shared memory, by batch size.
+    const sweep: string[] = [];
+    for (const rows of [4, 16, 64, 256]) {
+      const x: NamedTensors = { x: { dtype: 'float32', dims: [rows, 784], data: seededFloats(rows * 784, 3) } };
+      const opts = { sharedMemory: { thresholdBytes: 0 } };
+      const forced = await GridClient.connect(node.url, { connect: { heartbeatMs: 0 }, credentials: { username: 'admin', password: PASSWORD }, ...opts });
+      const n = quick ? 30 : 150;
+      const times = { socket: [] as number[], shm: [] as number[] };
+      for (let i = 0; i < 10; i++) { await client.runInference('mlp', x); await forced.runInference('mlp', x); }
+      for (let i = 0; i < n; i++) {
+        let t = performance.now(); await client.runInference('mlp', x); times.socket.push(performance.now() - t);
+        t = performance.now(); await forced.runInference('mlp', x); times.shm.push(performance.now() - t);
+      }
+      forced.dispose();
+      sweep.push(`${rows} rows (${((rows * 784 * 4) / 1024).toFixed(0)} KiB): socket ${(p50(times.socket) * 1000).toFixed(0)} µs, shm ${(p50(times.shm) * 1000).toFixed(0)} µs`);
+    }
     await local.dispose();
     const bigReq = encodeNamedTensors(big).length + 64;
     const rawRate = 256 * await rawPipelined(peer.url, bigReq, 256 * 10 * 4 + 128, BATCH_RUNS, PIPELINE);
@@ -243,6 +320,16 @@ async function main(): Promise<void> {
     out(`  remote via grid node    ${remoteRate.toFixed(0)} samples/s`);
     out(`  ratio remote / local    ${(remoteRate / localRate).toFixed(2)}×  (target ≥ 0.8×)`);
     out(`  (transport ceiling: the same ${(bigReq / 1024).toFixed(0)} KiB requests over raw ws, pipelined alike, carry ${rawRate.toFixed(0)} samples/s = ${(rawRate / localRate).toFixed(2)}× local, with no compute at all; remote / that = ${(remoteRate / rawRate).toFixed(2)}×)`);
+    const [shmRate, localAgain] = [p50(shmRates), p50(localRates)];
+    out(`remote inference, batch 256, through shared memory (a client on the node's machine; ${BATCH_RUNS} batches × 3, ${PIPELINE} in flight, p50 of the 3)`);
+    out(`  local onnxruntime       ${localAgain.toFixed(0)} samples/s  (measured interleaved with the runs below)`);
+    out(`  via shared memory       ${shmRate.toFixed(0)} samples/s${shmUsed ? '' : '  [WARNING: the node refused shared memory; these went over the socket]'}`);
+    out(`  ratio shm / local       ${(shmRate / localAgain).toFixed(2)}×  (target ≥ 0.8×); shm / socket ${(shmRate / remoteRate).toFixed(2)}×`);
+    out(`  floor: a bare ws server running onnxruntime on inputs it reads from /dev/shm, pipelined alike  ${shmFloor.toFixed(0)} samples/s = ${(shmFloor / localAgain).toFixed(2)}× local; grid shm / floor = ${(shmRate / shmFloor).toFixed(2)}×`);
+    // What is left once the bytes no longer cross the socket: the request itself.
+    const perBatch = (rate: number) => (256 / rate) * 1e6;
+    out(`  per batch: local ${perBatch(localAgain).toFixed(0)} µs, via shared memory ${perBatch(shmRate).toFixed(0)} µs; the difference (${(perBatch(shmRate) - perBatch(localAgain)).toFixed(0)} µs) compares with one grid ping round trip (${(p50(pingTimes) * 1000).toFixed(0)} µs, section 1): the protocol's per-request cost, not the tensor bytes, is what remains`);
+    out(`  one request at a time, p50: ${sweep.join('; ')}  (GridClient switches to shared memory from 64 KiB of inputs)`);
 
     // 3. Upload of a big model.
     BIG_FILE = path.join(dir, 'big.onnx');
@@ -272,6 +359,7 @@ async function main(): Promise<void> {
     out(`machine load average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   } finally {
     client?.dispose();
+    shmClient?.dispose();
     await Promise.all(procs.map((p) => p.kill('SIGTERM')));
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -2,6 +2,7 @@
 // each binary frame with a binary frame of a chosen size (the inference round-trip baseline), or sinks
 // a bulk transfer and reports its RSS growth (the upload baseline). Prints `listening on ws://…`.
 
+import * as fs from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
@@ -17,13 +18,18 @@ wss.on('connection', (ws) => {
   // The floor of remote inference: each binary frame is a float32 batch for a model loaded here, run by
   // onnxruntime and answered with the output's bytes. No envelope, no checks, no session cache.
   let model: { handle: ModelHandle; input: string; cols: number } | undefined;
+  // The floor of inference through shared memory: the model as above, its inputs and outputs in a file
+  // the client names (`shm`), each binary frame three float64s (input offset, input bytes, output offset),
+  // answered with the output's byte count. One reused input buffer, no envelope, no checks.
+  let shm: { fd: number; buf: Buffer } | undefined;
   ws.on('message', (data, isBinary) => {
     if (!isBinary) {
-      const cmd = JSON.parse(String(data)) as { reply?: number; sink?: number; model?: string; input?: string; cols?: number };
+      const cmd = JSON.parse(String(data)) as { reply?: number; sink?: number; model?: string; input?: string; cols?: number; shm?: string; threads?: number };
+      if (cmd.shm !== undefined) shm = { fd: fs.openSync(cmd.shm, 'r+'), buf: Buffer.alloc(0) };
       if (cmd.reply !== undefined) { replyBytes = Buffer.alloc(cmd.reply, 7); sink = undefined; model = undefined; }
       if (cmd.sink !== undefined) { sink = { total: cmd.sink, received: 0 }; rss.reset(); }
       if (cmd.model !== undefined) {
-        void loadModel(Buffer.from(cmd.model, 'base64')).then((handle) => {
+        void loadModel(Buffer.from(cmd.model, 'base64'), cmd.threads !== undefined ? { intraOpNumThreads: cmd.threads } : {}).then((handle) => {
           model = { handle, input: cmd.input!, cols: cmd.cols! };
           sink = undefined;
           ws.send('{"ready":true}');
@@ -37,6 +43,21 @@ wss.on('connection', (ws) => {
     if (sink) {
       sink.received += buf.length;
       if (sink.received >= sink.total) ws.send(JSON.stringify({ received: sink.received, ...rss.read() }));
+      return;
+    }
+    if (model && shm) {
+      const [m, r] = [model, shm];
+      const inAt = buf.readDoubleLE(0), inLen = buf.readDoubleLE(8), outAt = buf.readDoubleLE(16);
+      if (r.buf.length < inLen) r.buf = Buffer.allocUnsafeSlow(inLen);
+      fs.readSync(r.fd, r.buf, 0, inLen, inAt);
+      const x = new Float32Array(r.buf.buffer, 0, inLen / 4);
+      void m.handle.run({ [m.input]: { dtype: 'float32', dims: [x.length / m.cols, m.cols], data: x } }).then((out) => {
+        const y = Object.values(out)[0]!.data as Float32Array;
+        fs.writeSync(r.fd, new Uint8Array(y.buffer, y.byteOffset, y.byteLength), 0, y.byteLength, outAt);
+        const reply = Buffer.alloc(8);
+        reply.writeDoubleLE(y.byteLength, 0);
+        ws.send(reply);
+      }, (err: Error) => process.stderr.write(`run failed: ${err.message}\n`));
       return;
     }
     if (model) {

@@ -15,6 +15,7 @@ import { GridSocket, type ConnectOptions, type GridStream } from './socket/grid-
 import type { ReconnectOptions } from './socket/backoff';
 import { bufferSource, fileSink, fileSource, memorySink, type ByteSink } from './socket/transfer';
 import { TrainingClient } from './training-client';
+import { SharedMemoryChannel, type SharedMemoryClientOptions } from './shm-client';
 
 export type Credentials = { username: string; password: string } | { token: string };
 
@@ -52,6 +53,8 @@ export interface GridClientConnectOptions {
   connect?: ConnectOptions;
   reconnect?: ReconnectOptions;
   logger?: Logger;
+  /** Shared memory with a node on this machine (docs/protocol.md "Shared memory"); on by default. */
+  sharedMemory?: SharedMemoryClientOptions;
 }
 
 export class GridClient {
@@ -62,10 +65,14 @@ export class GridClient {
    * Uses a shared socket (the extension's one connection per node): dispose() leaves it open unless
    * `ownsSocket` says this client is its only user.
    */
-  constructor(socket: GridSocket, opts: { ownsSocket?: boolean } = {}) {
+  constructor(socket: GridSocket, opts: { ownsSocket?: boolean; sharedMemory?: SharedMemoryClientOptions; logger?: Logger } = {}) {
     this.socket = socket;
     this.ownsSocket = opts.ownsSocket ?? false;
+    this.shm = new SharedMemoryChannel(socket, opts.sharedMemory, opts.logger);
   }
+
+  /** Big tensors to and from a node on this machine go through a shared-memory region (src/core/shm-client.ts). */
+  readonly shm: SharedMemoryChannel;
 
   /** Opens its own socket to `url` (CLI, scripts); dispose() closes it. */
   static async connect(url: string, opts: GridClientConnectOptions = {}): Promise<GridClient> {
@@ -77,7 +84,7 @@ export class GridClient {
       socket.dispose();
       throw err;
     }
-    return new GridClient(socket, { ownsSocket: true });
+    return new GridClient(socket, { ownsSocket: true, ...(opts.sharedMemory !== undefined && { sharedMemory: opts.sharedMemory }), ...(opts.logger !== undefined && { logger: opts.logger }) });
   }
 
   getId(): Promise<ReplyOf<typeof GetId>> {
@@ -198,6 +205,11 @@ export class GridClient {
    * come as a download (chunked, sha256-checked, resumed after a reconnect), reassembled here.
    */
   async runInference(id: string, inputs: NamedTensors, opts: RunInferenceOptions = {}): Promise<NamedTensors> {
+    // A node on this machine and big tensors: through shared memory, unless it declines (then the socket).
+    if (this.shm.wants(id, inputs)) {
+      const viaShm = await this.shm.run(id, inputs, opts);
+      if (viaShm !== undefined) return viaShm;
+    }
     const { data, attachment } = await this.socket.call(RunInference, {
       model_id: id, ...(opts.outputs !== undefined && { outputs: opts.outputs }),
     }, {
@@ -256,6 +268,7 @@ export class GridClient {
 
   /** Closes the socket if this client opened it; idempotent. */
   dispose(): void {
+    this.shm.dispose();
     if (this.ownsSocket) this.socket.dispose();
   }
 }

@@ -85,6 +85,14 @@ export const ErrorCodes = {
   INVALID_AVERAGING_PLAN: 'GRID_ERR_INVALID_AVERAGING_PLAN',
   /** Our FL worker cannot train this process: it serves no ONNX model to derive a training plan from (a syft-proto State). */
   FL_NOT_TRAINABLE: 'GRID_ERR_FL_NOT_TRAINABLE',
+  /** The node takes no shared memory from this connection (turned off, not on this machine, or not the same OS user); the socket carries the tensors instead. */
+  SHM_UNAVAILABLE: 'GRID_ERR_SHM_UNAVAILABLE',
+  /** A shared-memory region failed the node's checks when registered (a symlink, not a regular file, another user's file, readable by others, outside the per-user folder, too small or too big). */
+  SHM_REGION_REFUSED: 'GRID_ERR_SHM_REGION_REFUSED',
+  /** A request names a shared-memory region this connection never registered, or unregistered. */
+  SHM_REGION_NOT_FOUND: 'GRID_ERR_SHM_REGION_NOT_FOUND',
+  /** A (region, offset, length) reference reaches outside its region. */
+  SHM_OUT_OF_BOUNDS: 'GRID_ERR_SHM_OUT_OF_BOUNDS',
   /** A bug or an unexpected failure; the message says where to look. */
   INTERNAL: 'GRID_ERR_INTERNAL',
 } as const;

@@ -41,7 +41,7 @@ export function sessionOf(ctx: HandlerContext): SessionUser | undefined {
   return typeof user === 'string' ? { user, role: typeof role === 'string' ? role : 'user' } : undefined;
 }
 
-function requireUser(ctx: HandlerContext, what: string): SessionUser {
+export function requireUser(ctx: HandlerContext, what: string): SessionUser {
   const s = sessionOf(ctx);
   if (s === undefined) {
     throw gridError('UNAUTHENTICATED', `${what} needs an authenticated session: authenticate first (grid: --user/--password or GRID_USER/GRID_PASSWORD)`);
@@ -56,7 +56,7 @@ function versionNumber(v: string): number {
 }
 
 /** The model's owner and admins always use a model; its allow_* flags govern everyone else. */
-function ownsOrAdmin(s: SessionUser, model: { owner: string }): boolean {
+export function ownsOrAdmin(s: SessionUser, model: { owner: string }): boolean {
   return s.user === model.owner || s.role === 'admin';
 }
 

@@ -118,6 +118,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--fl-auth-endpoint <url>', 'let users who are not admins host FL processes whose workers\' tokens are checked at this URL (or below it); repeatable; none by default (admins may use any)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--tls-cert <file>', 'serve https/wss with this PEM certificate (chain); needs --tls-key')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert')
+    .option('--no-shared-memory', 'refuse shared-memory regions from clients on this machine (they then send tensors over the socket)')
     .addHelpText('after', `
 Environment:
   GRID_ADMIN_PASSWORD  password of the admin user, used on the first start (when the node creates
@@ -128,7 +129,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
   program.parse(argv);
   const o = program.opts<{
     host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
-    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string;
+    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean;
   }>();
 
   const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
@@ -160,6 +161,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
       allowOrigins: o.allowOrigin.length > 0 ? o.allowOrigin : config?.allow_origins ?? [],
       fl: { authEndpoints: o.flAuthEndpoint.length > 0 ? o.flAuthEndpoint : config?.fl_auth_endpoints ?? [] },
       ...(tls !== undefined && { tls }),
+      ...(!o.sharedMemory && { sharedMemory: { enabled: false } }),
     });
     keepServingOnUnhandledRejection(logger);
     if (isAllInterfaces(host)) {

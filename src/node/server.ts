@@ -29,6 +29,7 @@ import { ModelStore } from './models';
 import { HeldOutputs, resolveInferenceLimits, type InferenceLimits } from './inference';
 import { PeerLinks } from './peers';
 import { attachSmpc, type SmpcOptions } from './smpc';
+import { attachSharedMemory, type SharedMemoryOptions } from './shm';
 import { RedactingRouter } from './redacting-router';
 import { MetaDb } from './store/db';
 import { BlobStore } from './store/blobs';
@@ -89,6 +90,8 @@ export interface GridNodeOptions {
   smpc?: SmpcOptions;
   /** Model-centric federated learning bounds (docs/federated-learning.md). */
   fl?: FlOptions;
+  /** Shared memory for clients on this machine (docs/protocol.md "Shared memory"); on by default. */
+  sharedMemory?: SharedMemoryOptions;
 }
 
 /** True for an interface only this machine can reach. */
@@ -248,6 +251,8 @@ export class GridNode {
       const held = new HeldOutputs(inferenceLimits);
       cleanups.unshift(() => held.close());
       const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log), { identity, auth, models, datasets, events, peers, metrics, inference: { limits: inferenceLimits, held }, where: () => where });
+      const shm = attachSharedMemory(router, { models, metrics, inference: { limits: inferenceLimits, held }, log, where: () => where, ...(opts.sharedMemory !== undefined && { options: opts.sharedMemory }) });
+      cleanups.unshift(() => shm.close());
       const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
       cleanups.unshift(() => training.close());
       const smpc = attachSmpc(router, { identity, peers, db, dataDir, events, log, where: () => where, ...(opts.smpc !== undefined && { options: opts.smpc }) });
@@ -329,7 +334,7 @@ export class GridNode {
       const port = (server.address() as AddressInfo).port;
       where = `${host}:${port}`;
       const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, fl, http: server, secure: secureContext !== undefined, cors, grid, db, lock, log });
-      node.closeHooks.push(() => held.close(), () => smpc.close());
+      node.closeHooks.push(() => held.close(), () => smpc.close(), () => shm.close());
       ref.node = node;
       if (opts.localRecordFile !== undefined) node.writeLocalRecord(opts.localRecordFile);
       log.info({ url: node.url, host, tls: node.secure, allowOrigins: [...cors.allowOrigins], dataDir, id, models: models.list().length, datasets: datasets.list().length }, 'grid node listening');
