@@ -165,7 +165,7 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
   // not validated again per request (trustedReply); the outputs are copied once, straight into the frame.
   router.handle(RunInference, async (data, ctx) => {
     const s = requireUser(ctx, 'run-inference');
-    const model = models.get(data.model_id);
+    const model = models.find(data.model_id);
     if (!ownsOrAdmin(s, model) && !model.allow_remote_inference) {
       throw gridError('FORBIDDEN', `node ${deps.where()} refused inference on model "${model.id}": allow_remote_inference is false`, { model_id: model.id });
     }
