@@ -48,6 +48,12 @@ export interface RunOptions {
    * outputs leave the thread that ran them; a bigger result fails with PAYLOAD_TOO_LARGE. No limit by default.
    */
   maxOutputBytes?: number;
+  /**
+   * The caller has already held the feeds to this model's signature (names, dtypes, shapes) and made
+   * each tensor's data match its dtype and dims: the node does so from the wire headers before decoding.
+   * The run then skips its own check of them; onnxruntime still refuses what does not fit the graph.
+   */
+  feedsChecked?: boolean;
 }
 
 /** A loaded model. `dispose()` is idempotent and waits for runs in flight before releasing the session. */
@@ -127,7 +133,7 @@ class OrtModelHandle implements ModelHandle {
   async run(feeds: NamedTensors, opts: RunOptions = {}): Promise<NamedTensors> {
     if (this.disposeRequested) throw gridError('DISPOSED', 'the model session was disposed');
     if (opts.signal?.aborted) throw gridError('ABORTED', 'inference was aborted before it started');
-    checkFeeds(this.signature, feeds);
+    if (opts.feedsChecked !== true) checkFeeds(this.signature, feeds);
     let fetches: string[] | undefined;
     if (opts.outputs !== undefined) {
       if (!Array.isArray(opts.outputs)) throw new TypeError('opts.outputs must be an array of output names');

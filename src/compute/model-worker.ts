@@ -173,7 +173,7 @@ class WorkerModelHandle implements ModelHandle {
     if (this.disposing) throw gridError('DISPOSED', 'the model session was disposed');
     if (opts.signal?.aborted) throw gridError('ABORTED', 'inference was aborted before it started');
     // Bad feeds get their named error here, without a trip to the thread.
-    checkFeeds(this.signature, feeds);
+    if (opts.feedsChecked !== true) checkFeeds(this.signature, feeds);
     if (!this.owner.alive(this.generation)) throw gridError('INTERNAL', 'the model thread holding this session stopped; try again');
     return await this.owner.call({
       op: 'run', session: this.session, feeds,

@@ -10,7 +10,7 @@ import {
   type DatasetInfo, type EventTopic, type ModelInfo, type NodeEvent, type PeerInfo,
 } from './protocol/messages';
 import type { ReplyOf } from './protocol/catalogue';
-import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from './protocol/tensor';
+import { decodeNamedTensors, encodeNamedTensorsParts, type NamedTensors } from './protocol/tensor';
 import { GridSocket, type ConnectOptions, type GridStream } from './socket/grid-socket';
 import type { ReconnectOptions } from './socket/backoff';
 import { bufferSource, fileSink, fileSource, memorySink, type ByteSink } from './socket/transfer';
@@ -213,7 +213,8 @@ export class GridClient {
     const { data, attachment } = await this.socket.call(RunInference, {
       model_id: id, ...(opts.outputs !== undefined && { outputs: opts.outputs }),
     }, {
-      attachment: encodeNamedTensors(inputs),
+      // Views of the inputs' memory, copied once, into the frame.
+      attachment: encodeNamedTensorsParts(inputs),
       ...(opts.signal !== undefined && { signal: opts.signal }),
       ...(opts.timeoutMs !== undefined && { timeout: opts.timeoutMs }),
     });

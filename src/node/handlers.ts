@@ -8,7 +8,7 @@ import {
   AddUser, ConnectNode, DatasetTags, DeleteModel, DownloadModel, GetId, GetModelInfo, HostModel, ListDatasets, ListModels,
   ListPeers, ProveIdentity, RunInference, Search, SetModelPermissions, Subscribe, DEFAULT_EVENT_TOPICS, modelRef,
 } from '../core/protocol/messages';
-import { decodeNamedTensors, encodeNamedTensorsParts, type NamedTensors } from '../core/protocol/tensor';
+import { decodeNamedTensors, encodeNamedTensorsParts, type NamedTensors, type Tensor } from '../core/protocol/tensor';
 import { withAttachment, type GridRouter, type HandlerContext } from './rpc/server';
 import type { Auth } from './auth';
 import type { DatasetStore } from './datasets';
@@ -161,9 +161,11 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     return { model, download };
   });
 
+  // The hot path of remote inference. Its reply is built field by field from checked values, so it is
+  // not validated again per request (trustedReply); the outputs are copied once, straight into the frame.
   router.handle(RunInference, async (data, ctx) => {
     const s = requireUser(ctx, 'run-inference');
-    const model = models.get(data.model_id);
+    const model = models.find(data.model_id);
     if (!ownsOrAdmin(s, model) && !model.allow_remote_inference) {
       throw gridError('FORBIDDEN', `node ${deps.where()} refused inference on model "${model.id}": allow_remote_inference is false`, { model_id: model.id });
     }
@@ -179,22 +181,22 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
       throw err instanceof GridError ? err : new GridError(ErrorCodes.INVALID_TENSOR, (err as Error).message);
     }
     const started = performance.now();
-    const outputs = await models.run(model, feeds, { signal: ctx, maxOutputBytes: limits.maxOutputBytes, ...(data.outputs !== undefined && { outputs: data.outputs }) });
+    // feedsChecked: decodeNamedTensors made every tensor's data match its dtype and dims, and
+    // checkInferenceInputs held them to the model's signature; the session does not check them again.
+    const outputs = await models.run(model, feeds, { signal: ctx, maxOutputBytes: limits.maxOutputBytes, feedsChecked: true, ...(data.outputs !== undefined && { outputs: data.outputs }) });
     const ms = performance.now() - started;
     metrics.observeInference(model.id, ms);
-    const reply = {
-      model_id: model.id,
-      version: model.version,
-      outputs: Object.entries(outputs).map(([name, t]) => ({ name, dtype: t.dtype, dims: [...t.dims] })),
-      duration_ms: ms,
-    };
+    const described: { name: string; dtype: Tensor['dtype']; dims: number[] }[] = [];
+    for (const [name, t] of Object.entries(outputs)) described.push({ name, dtype: t.dtype, dims: [...t.dims] });
+    const reply = { model_id: model.id, version: model.version, outputs: described, duration_ms: ms };
     const parts = encodeNamedTensorsParts(outputs);
-    const size = parts.reduce((n, p) => n + p.length, 0);
+    let size = 0;
+    for (const p of parts) size += p.length;
     // Above the threshold, one frame would be too big for the client (or stall the connection): the
     // client downloads the outputs in chunks instead (GridClient.runInference does it transparently).
     if (size > limits.transferOutputBytes) return { ...reply, download: await held.hold(parts, size, (source) => ctx.offerDownload(source)) };
-    return withAttachment(reply, Buffer.concat(parts, size));
-  });
+    return withAttachment(reply, parts);
+  }, { trustedReply: true });
 
   router.handle(ListDatasets, () => ({ datasets: datasets.list() }));
 

@@ -138,15 +138,23 @@ export class ModelStore {
 
   /** The version a ref names: `name` → its latest, `name@N` → version N. GRID_ERR_NOT_FOUND when missing. */
   get(ref: string): ModelInfo {
+    return this.described(this.find(ref));
+  }
+
+  /**
+   * Like get, without the version count and latest version (a copy of the record per call): for
+   * run-inference, which reads only the record and runs per request.
+   */
+  find(ref: string): Readonly<ModelInfo> {
     const { id, version } = checkModelRef(ref);
     const versions = this.byId.get(id);
     if (versions === undefined) throw gridError('NOT_FOUND', `no model "${id}" on this node`, { model_id: id });
-    if (version === undefined) return this.described(versions.at(-1)!);
+    if (version === undefined) return versions.at(-1)!;
     const info = versions.find((v) => Number(v.version) === version);
     if (info === undefined) {
       throw gridError('NOT_FOUND', `model "${id}" has no version ${version} on this node; its versions are ${versions.map((v) => v.version).join(', ')}`, { model_id: id, version: String(version) });
     }
-    return this.described(info);
+    return info;
   }
 
   has(ref: string): boolean {
@@ -336,8 +344,7 @@ export class ModelStore {
     return this.sessionOf(this.get(ref));
   }
 
-  private sessionOf(info: ModelInfo): Promise<ModelHandle> {
-    const key = sessionKey(info);
+  private sessionOf(info: ModelInfo, key = sessionKey(info)): Promise<ModelHandle> {
     this.keyInfo.set(key, info);
     return this.sessions.get(key, async () => {
       const bytes = await fsp.readFile(this.blobs.pathOf(info.sha256));
@@ -349,9 +356,10 @@ export class ModelStore {
 
   /** Runs a model version (resolved once, so a version stored meanwhile does not switch it mid-call); with `maxOutputBytes`, sizes its inputs' values decide are checked before the run. */
   async run(ref: string | ModelInfo, feeds: NamedTensors, opts: RunOptions = {}): Promise<NamedTensors> {
-    const info = typeof ref === 'string' ? this.get(ref) : ref;
-    const handle = await this.sessionOf(info);
-    if (opts.maxOutputBytes !== undefined) this.guards.get(sessionKey(info))?.check(feeds, opts.maxOutputBytes);
+    const info = typeof ref === 'string' ? this.find(ref) : ref;
+    const key = sessionKey(info);
+    const handle = await this.sessionOf(info, key);
+    if (opts.maxOutputBytes !== undefined) this.guards.get(key)?.check(feeds, opts.maxOutputBytes);
     return handle.run(feeds, opts);
   }
 

@@ -5,7 +5,7 @@ import { toGridError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import type { RequestDef, StreamDef } from '../core/protocol/catalogue';
 import { redactError } from './rpc/redact';
-import { GridRouter, type HandlerContext, type StreamContext, type WithAttachment } from './rpc/server';
+import { GridRouter, type HandleOptions, type HandlerContext, type StreamContext, type WithAttachment } from './rpc/server';
 
 export class RedactingRouter extends GridRouter {
   private readonly roots: readonly string[];
@@ -18,8 +18,8 @@ export class RedactingRouter extends GridRouter {
     this.log = log;
   }
 
-  override handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>): this {
-    return super.handle(def, (data, ctx) => this.guard(def.type, () => handler(data, ctx)));
+  override handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>, opts?: HandleOptions): this {
+    return super.handle(def, (data, ctx) => this.guard(def.type, () => handler(data, ctx)), opts);
   }
 
   override stream<Req, Ev, End>(def: StreamDef<Req, Ev, End>, handler: (data: Req, ctx: StreamContext<Ev>) => Promise<End>): this {

@@ -168,6 +168,21 @@ describe('requests', () => {
     s.dispose();
   });
 
+  test('an attachment in parts goes out as it was when the request was made, even when the request waits for the connection', async () => {
+    const s = new GridSocket();
+    const opening = s.connect(node.url, { heartbeatMs: 0 }, fast);
+    const head = new Uint8Array([1, 2]);
+    const tail = new Uint8Array([3, 250]);
+    const reply = s.call(Double, {}, { attachment: [head, tail] });
+    // The caller reuses its arrays before the frame could go out.
+    head[0] = 99;
+    tail[1] = 99;
+    await opening;
+    const r = await reply;
+    assert.deepEqual([...r.attachment!], [1, 2, 3, 250, 1, 2, 3, 250]);
+    s.dispose();
+  });
+
   test('malformed frames from the node are reported as protocol errors, not thrown', async () => {
     const s = await connected();
     const errors: GridError[] = [];

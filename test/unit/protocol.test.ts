@@ -64,6 +64,17 @@ describe('binary frames', () => {
     assert.deepEqual(f.message.attachment, att);
     assert.equal((f.message.attachment!.byteOffset - frame.byteOffset) % 8, 0);
   });
+  test('an attachment given in parts makes the same frame as the joined bytes, non-ASCII ids and JSON included', () => {
+    const parts = [Buffer.from([1, 2, 3]), new Uint8Array(0), new Uint8Array([250, 251, 252, 253, 254])];
+    const env = { type: 'run-inference', request_id: 'r-é1', data: { model_id: 'modèle' } };
+    const frame = encodeMessageFrame(env, parts);
+    assert.ok(frame.equals(encodeMessageFrame(env, Buffer.concat(parts))));
+    const f = decodeBinaryFrame(frame);
+    if (f.kind !== FrameKind.MESSAGE) return assert.fail('not a message frame');
+    assert.equal(f.message.request_id, 'r-é1');
+    assert.deepEqual(f.message.data, { model_id: 'modèle' });
+    assert.deepEqual([...f.message.attachment!], [1, 2, 3, 250, 251, 252, 253, 254]);
+  });
   test('truncated, foreign and unknown frames are refused with MALFORMED_FRAME', () => {
     throwsCode(() => decodeBinaryFrame(Buffer.alloc(3)), ErrorCodes.MALFORMED_FRAME, /shorter/);
     throwsCode(() => decodeBinaryFrame(Buffer.alloc(32)), ErrorCodes.MALFORMED_FRAME, /magic/);

@@ -212,16 +212,16 @@ export interface MessageFrame {
 }
 
 function writeHeader(kind: number, flags: number, id: string, index: number, extra: number, bodyLength: number): { buf: Buffer; bodyAt: number } {
-  const idBytes = Buffer.from(id, 'utf8');
-  if (idBytes.length > 255) throw gridError('INVALID_MESSAGE', `binary frame id is ${idBytes.length} bytes; at most 255`);
-  const bodyAt = HEADER + pad8(idBytes.length);
+  const idLength = Buffer.byteLength(id, 'utf8');
+  if (idLength > 255) throw gridError('INVALID_MESSAGE', `binary frame id is ${idLength} bytes; at most 255`);
+  const bodyAt = HEADER + pad8(idLength);
   const buf = Buffer.allocUnsafe(bodyAt + bodyLength);
-  buf[0] = MAGIC0; buf[1] = MAGIC1; buf[2] = VERSION; buf[3] = kind; buf[4] = flags; buf[5] = idBytes.length;
+  buf[0] = MAGIC0; buf[1] = MAGIC1; buf[2] = VERSION; buf[3] = kind; buf[4] = flags; buf[5] = idLength;
   buf.writeUInt16LE(0, 6);
   buf.writeUInt32LE(index, 8);
   buf.writeUInt32LE(extra, 12);
-  idBytes.copy(buf, HEADER);
-  buf.fill(0, HEADER + idBytes.length, bodyAt);
+  buf.write(id, HEADER, 'utf8');
+  buf.fill(0, HEADER + idLength, bodyAt);
   return { buf, bodyAt };
 }
 
@@ -241,14 +241,23 @@ export function encodeChunk(id: string, index: number, body: Uint8Array, last: b
   return buf;
 }
 
-/** One frame carrying an envelope and its attachment (inference tensors). */
-export function encodeMessageFrame(env: Envelope, attachment: Uint8Array): Buffer {
-  const json = Buffer.from(JSON.stringify(env), 'utf8');
-  const jsonPadded = pad8(json.length);
-  const { buf, bodyAt } = writeHeader(FrameKind.MESSAGE, 0, env.request_id ?? '', 0, json.length, jsonPadded + attachment.length);
-  json.copy(buf, bodyAt);
-  buf.fill(0x20, bodyAt + json.length, bodyAt + jsonPadded);
-  buf.set(attachment, bodyAt + jsonPadded);
+/**
+ * One frame carrying an envelope and its attachment (inference tensors). The attachment may be given in
+ * parts (encodeNamedTensorsParts: views of the tensors' own memory), copied once, straight into the frame.
+ */
+export function encodeMessageFrame(env: Envelope, attachment: Uint8Array | readonly Uint8Array[]): Buffer {
+  const json = JSON.stringify(env);
+  const jsonBytes = Buffer.byteLength(json, 'utf8');
+  const jsonPadded = pad8(jsonBytes);
+  let attachmentBytes = 0;
+  if (attachment instanceof Uint8Array) attachmentBytes = attachment.length;
+  else for (const part of attachment) attachmentBytes += part.length;
+  const { buf, bodyAt } = writeHeader(FrameKind.MESSAGE, 0, env.request_id ?? '', 0, jsonBytes, jsonPadded + attachmentBytes);
+  buf.write(json, bodyAt, 'utf8');
+  buf.fill(0x20, bodyAt + jsonBytes, bodyAt + jsonPadded);
+  let at = bodyAt + jsonPadded;
+  if (attachment instanceof Uint8Array) buf.set(attachment, at);
+  else for (const part of attachment) { buf.set(part, at); at += part.length; }
   return buf;
 }
 
@@ -278,7 +287,10 @@ export function decodeBinaryFrame(buf: Buffer, limits?: JsonLimits): ChunkFrame 
     const env = limits === undefined ? parseEnvelope(buf.toString('utf8', bodyAt, jsonEnd)) : parseEnvelopeBytes(buf, bodyAt, jsonEnd, limits);
     const attachAt = bodyAt + pad8(extra);
     if (attachAt > buf.length) throw gridError('MALFORMED_FRAME', 'message frame is truncated before its attachment');
-    return { kind, message: { ...env, attachment: buf.subarray(attachAt) } };
+    // The envelope is a fresh object from JSON.parse: the attachment goes onto it, not into a copy.
+    const message: IncomingMessage = env;
+    message.attachment = buf.subarray(attachAt);
+    return { kind, message };
   }
   throw gridError('MALFORMED_FRAME', `binary frame kind ${kind} is unknown`);
 }

@@ -142,58 +142,69 @@ export interface TensorHeader {
 
 /** Reads and checks a tensor's header from `buf` (the whole encoding); the data is not decoded. */
 export function readTensorHeader(buf: Uint8Array, what = 'tensor'): TensorHeader {
-  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  if (b.length < 8) throw gridError('INVALID_TENSOR', `${what}: ${b.length} bytes is shorter than a tensor header`);
-  const code = b.readUInt8(0);
+  return readHeaderAt(Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength), 0, buf.byteLength, what);
+}
+
+/** readTensorHeader of the encoding at [start, end) of `b`: no view is made. */
+function readHeaderAt(b: Buffer, start: number, end: number, what: string): TensorHeader {
+  const length = end - start;
+  if (length < 8) throw gridError('INVALID_TENSOR', `${what}: ${length} bytes is shorter than a tensor header`);
+  const code = b[start]!;
   const dtype = DTYPES[code];
   if (dtype === undefined) throw gridError('INVALID_TENSOR', `${what}: unknown dtype code ${code}`);
-  const rank = b.readUInt16LE(2);
+  const rank = b.readUInt16LE(start + 2);
   const head = headerSize(rank);
-  if (b.length < head) throw gridError('INVALID_TENSOR', `${what}: header of rank ${rank} needs ${head} bytes, got ${b.length}`);
-  const dims: number[] = [];
+  if (length < head) throw gridError('INVALID_TENSOR', `${what}: header of rank ${rank} needs ${head} bytes, got ${length}`);
+  const dims: number[] = new Array(rank);
+  let n = 1;
   for (let i = 0; i < rank; i++) {
-    const d = b.readDoubleLE(8 + 8 * i);
+    const d = b.readDoubleLE(start + 8 + 8 * i);
     if (!Number.isSafeInteger(d) || d < 0) throw gridError('INVALID_TENSOR', `${what}: dimension ${i} is ${d}`);
-    dims.push(d);
+    dims[i] = d;
+    n *= d;
   }
-  const n = elementCount(dims);
   if (!Number.isSafeInteger(n)) throw gridError('INVALID_TENSOR', `${what}: dims [${dims.join(', ')}] are too large`);
-  const dataBytes = b.length - head;
+  const dataBytes = length - head;
   if (dtype === 'string') {
     // Each string takes at least its 4-byte length: a count the bytes cannot hold is refused before any decoding.
     if (n * 4 > dataBytes) throw gridError('INVALID_TENSOR', `${what}: string [${dims.join(', ')}] holds ${n} strings, which need at least ${n * 4} bytes; got ${dataBytes}`);
   } else if (dataBytes !== n * CTORS[dtype].BYTES_PER_ELEMENT) {
     throw gridError('INVALID_TENSOR', `${what}: ${dtype} [${dims.join(', ')}] needs ${n * CTORS[dtype].BYTES_PER_ELEMENT} data bytes, got ${dataBytes}`);
   }
-  return { dtype, dims, elements: n, byteLength: b.length };
+  return { dtype, dims, elements: n, byteLength: length };
 }
 
 /** Decodes one tensor occupying exactly `buf`. Numeric data is a view into `buf` when aligned, else a copy. */
 export function decodeTensor(buf: Uint8Array, what = 'tensor'): Tensor {
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  const { dtype, dims, elements: n } = readTensorHeader(b, what);
+  return decodeTensorAt(b, 0, b.length, readHeaderAt(b, 0, b.length, what), what);
+}
+
+/** The tensor at [start, end) of `b`, whose header was read and checked (readHeaderAt). */
+function decodeTensorAt(b: Buffer, start: number, end: number, header: TensorHeader, what: string): Tensor {
+  const { dtype, dims, elements: n } = header;
   const head = headerSize(dims.length);
   if (dtype === 'string') {
     const data: string[] = new Array(n);
-    let p = head;
+    let p = start + head;
     for (let i = 0; i < n; i++) {
-      if (p + 4 > b.length) throw gridError('INVALID_TENSOR', `${what}: string ${i} of ${n} is truncated`);
+      if (p + 4 > end) throw gridError('INVALID_TENSOR', `${what}: string ${i} of ${n} is truncated`);
       const len = b.readUInt32LE(p);
-      if (p + 4 + len > b.length) throw gridError('INVALID_TENSOR', `${what}: string ${i} of ${n} is truncated`);
+      if (p + 4 + len > end) throw gridError('INVALID_TENSOR', `${what}: string ${i} of ${n} is truncated`);
       data[i] = len === 0 ? '' : b.toString('utf8', p + 4, p + 4 + len);
       p += 4 + len;
     }
-    if (p !== b.length) throw gridError('INVALID_TENSOR', `${what}: ${b.length - p} trailing bytes after string data`);
+    if (p !== end) throw gridError('INVALID_TENSOR', `${what}: ${end - p} trailing bytes after string data`);
     return { dtype, dims, data };
   }
   const Ctor = CTORS[dtype];
-  const start = b.byteOffset + head;
+  const at = b.byteOffset + start + head;
   let data: Exclude<TensorData, string[]>;
-  if (start % Ctor.BYTES_PER_ELEMENT === 0) {
-    data = new Ctor(b.buffer, start, n);
+  if (at % Ctor.BYTES_PER_ELEMENT === 0) {
+    data = new Ctor(b.buffer, at, n);
   } else {
     data = new Ctor(n);
-    new Uint8Array(data.buffer).set(b.subarray(head));
+    new Uint8Array(data.buffer).set(b.subarray(start + head, end));
   }
   return { dtype, dims, data } as Tensor;
 }
@@ -266,10 +277,12 @@ export interface DecodeNamedOptions {
 }
 
 export function decodeNamedTensors(buf: Uint8Array, opts: DecodeNamedOptions = {}): NamedTensors {
-  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const b = Buffer.isBuffer(buf) ? buf : Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   if (b.length < 8) throw gridError('INVALID_TENSOR', 'named tensors: buffer shorter than its header');
   const count = b.readUInt32LE(0);
-  const entries: { name: string; body: Buffer }[] = [];
+  // Framing and headers are read in one pass, data decoded in a second, after opts.check: a refused
+  // request costs no decoding. The bodies stay offsets into `b` (no views until the data is decoded).
+  const entries: { name: string; start: number; end: number; header: TensorHeader }[] = [];
   const headers: Record<string, TensorHeader> = Object.create(null);
   let p = 8;
   for (let i = 0; i < count; i++) {
@@ -283,14 +296,14 @@ export function decodeNamedTensors(buf: Uint8Array, opts: DecodeNamedOptions = {
     p += 8;
     if (!Number.isSafeInteger(len) || len < 0 || p + len > b.length) throw gridError('INVALID_TENSOR', `named tensors: "${name}" claims ${len} bytes, ${b.length - p} remain`);
     if (name in headers) throw gridError('INVALID_TENSOR', `named tensors: "${name}" appears twice`);
-    const body = b.subarray(p, p + len);
-    headers[name] = readTensorHeader(body, `tensor "${name}"`);
-    entries.push({ name, body });
+    const header = readHeaderAt(b, p, p + len, `tensor "${name}"`);
+    headers[name] = header;
+    entries.push({ name, start: p, end: p + len, header });
     p += pad8(len);
   }
   opts.check?.(headers);
   const out: NamedTensors = Object.create(null);
-  for (const { name, body } of entries) out[name] = decodeTensor(body, `tensor "${name}"`);
+  for (const e of entries) out[e.name] = decodeTensorAt(b, e.start, e.end, e.header, `tensor "${e.name}"`);
   return out;
 }
 

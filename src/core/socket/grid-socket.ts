@@ -64,8 +64,11 @@ export interface RequestOptions {
   /** Milliseconds to wait for the reply. Default 20 s. */
   timeout?: number;
   signal?: AbortSignal;
-  /** Bytes sent with the request in the same frame (tensors). */
-  attachment?: Uint8Array;
+  /**
+   * Bytes sent with the request in the same frame (tensors). Parts (encodeNamedTensorsParts) are copied
+   * once, straight into the frame, when the request is sent; the caller must not change them until then.
+   */
+  attachment?: Uint8Array | readonly Uint8Array[];
   /** Overrides the message definition's idempotency (retried after reconnect when true). */
   idempotent?: boolean;
 }
@@ -81,6 +84,22 @@ interface StreamSub {
 }
 
 const DEFAULT_TIMEOUT = 20_000;
+
+/**
+ * Frames to a node on this machine are masked with a zero key, which ws then skips: masking exists to
+ * keep attacker-chosen bytes from confusing proxies between a browser and a server (RFC 6455 §10.3), and
+ * a loopback connection has no one in between. It spares a copy of every frame (ws masks a copy), which
+ * for tensors is the largest cost of sending them. Connections to other hosts keep random keys.
+ */
+function zeroMask(mask: Buffer): void {
+  mask.fill(0);
+}
+
+function isLoopback(url: string): boolean {
+  let host: string;
+  try { host = new URL(url).hostname; } catch { return false; }
+  return host === 'localhost' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
 
 export interface GridSocketOptions {
   logger?: Logger;
@@ -294,6 +313,8 @@ export class GridSocket extends EventEmitter {
       }
       this.pending.add(p);
       if (this.ready) this.transmit(p);
+      // Not sent yet (still connecting): hold a copy of attachment parts, which are views of the caller's memory.
+      else if (p.attachment !== undefined && !(p.attachment instanceof Uint8Array)) p.attachment = Buffer.concat(p.attachment);
     });
   }
 
@@ -391,6 +412,7 @@ export class GridSocket extends EventEmitter {
       maxPayload: this.connectOptions.maxPayload,
       handshakeTimeout: this.connectOptions.handshakeTimeoutMs,
       perMessageDeflate: false,
+      ...(isLoopback(this.url!) && { generateMask: zeroMask }),
       ...(this.connectOptions.headers && { headers: this.connectOptions.headers }),
       ...(this.connectOptions.ca !== undefined && { ca: this.connectOptions.ca }),
     });
@@ -689,8 +711,15 @@ export class GridSocket extends EventEmitter {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return;
     p.sent = true;
-    if (p.attachment) ws.send(encodeMessageFrame(p.env, p.attachment));
-    else ws.send(JSON.stringify(p.env));
+    const attachment = p.attachment;
+    if (attachment === undefined) {
+      ws.send(JSON.stringify(p.env));
+      return;
+    }
+    const frame = encodeMessageFrame(p.env, attachment);
+    // Parts are views of the caller's memory: a re-send after a reconnect uses the bytes sent now.
+    if (!(attachment instanceof Uint8Array)) p.attachment = frame.subarray(frame.length - attachmentLength(attachment));
+    ws.send(frame);
   }
 
   private sendEnvelope(env: Envelope): boolean {
@@ -753,4 +782,10 @@ export class GridSocket extends EventEmitter {
     this.lastEmitted = status;
     if (this.listenerCount('status') > 0) this.emit('status', status);
   }
+}
+
+function attachmentLength(parts: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const p of parts) n += p.length;
+  return n;
 }

@@ -13,7 +13,11 @@ export interface Reply<T> {
 export interface PendingRequest {
   readonly id: string;
   readonly env: Envelope;
-  readonly attachment: Uint8Array | undefined;
+  /**
+   * Bytes sent with the request. Given in parts (views of the caller's tensors), they are replaced by the
+   * copy in the first frame sent, so a re-send after a reconnect carries the bytes of the original call.
+   */
+  attachment: Uint8Array | readonly Uint8Array[] | undefined;
   readonly idempotent: boolean;
   readonly def: RequestDef | undefined;
   /** `call()` resolves with the whole Reply; `request()` with its data only. */

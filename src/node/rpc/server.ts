@@ -23,9 +23,12 @@ import { redactError } from './redact';
 import { UploadStore, type CommittedUpload, type UploadQuotas } from './uploads';
 
 const ATTACHMENT = Symbol('attachment');
-export interface WithAttachment<T> { readonly [ATTACHMENT]: Uint8Array; readonly data: T }
-/** A reply that carries binary bytes (tensors) next to its JSON data, in one frame. */
-export function withAttachment<T>(data: T, attachment: Uint8Array): WithAttachment<T> {
+export interface WithAttachment<T> { readonly [ATTACHMENT]: Uint8Array | readonly Uint8Array[]; readonly data: T }
+/**
+ * A reply that carries binary bytes (tensors) next to its JSON data, in one frame. The bytes may come in
+ * parts (encodeNamedTensorsParts), which are copied once, straight into the frame.
+ */
+export function withAttachment<T>(data: T, attachment: Uint8Array | readonly Uint8Array[]): WithAttachment<T> {
   return { [ATTACHMENT]: attachment, data };
 }
 function isWithAttachment(v: unknown): v is WithAttachment<unknown> {
@@ -71,6 +74,18 @@ type StreamHandler = (data: any, ctx: StreamContext<any>) => Promise<unknown>;
 interface Route {
   def: RequestDef<any, any> | StreamDef<any, any, any>;
   handler: RequestHandler | StreamHandler;
+  /** HandleOptions.trustedReply: the reply is sent without being validated against its schema again. */
+  trustedReply: boolean;
+}
+
+export interface HandleOptions {
+  /**
+   * The handler builds its reply field by field from values already checked (no spread of a stored
+   * record, nothing a schema would strip or transform), so the node sends it without validating it
+   * against the reply schema on every request: for the hot paths (run-inference, ping). The client
+   * still validates every reply it receives. Off by default: replies are validated.
+   */
+  trustedReply?: boolean;
 }
 
 /** Message type → validated handler. Shared by every connection of a server. */
@@ -78,13 +93,13 @@ export class GridRouter {
   private readonly routes = new Map<string, Route>();
   private readonly raw: { match: (type: string) => boolean; handler: RawHandler }[] = [];
 
-  handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>): this {
-    this.add(def, handler as RequestHandler);
+  handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>, opts: HandleOptions = {}): this {
+    this.add(def, handler as RequestHandler, opts.trustedReply === true);
     return this;
   }
 
   stream<Req, Ev, End>(def: StreamDef<Req, Ev, End>, handler: (data: Req, ctx: StreamContext<Ev>) => Promise<End>): this {
-    this.add(def, handler as StreamHandler);
+    this.add(def, handler as StreamHandler, false);
     return this;
   }
 
@@ -106,9 +121,9 @@ export class GridRouter {
     return [...this.routes.keys()];
   }
 
-  private add(def: Route['def'], handler: Route['handler']): void {
+  private add(def: Route['def'], handler: Route['handler'], trustedReply: boolean): void {
     if (this.routes.has(def.type)) throw new Error(`handler for "${def.type}" registered twice`);
-    this.routes.set(def.type, { def, handler });
+    this.routes.set(def.type, { def, handler, trustedReply });
   }
 }
 
@@ -512,11 +527,15 @@ export class GridConnection {
     const isStream = route.def.kind === 'stream';
     const attached = isWithAttachment(result);
     const out = attached ? result.data : result;
-    const checked = (isStream ? (route.def as StreamDef).end : (route.def as RequestDef).reply).safeParse(out);
-    if (!checked.success) {
-      return this.failed(route, scope, started, new GridError(ErrorCodes.INTERNAL, `${type}: the node built an invalid reply (${describeIssues(checked.error, 'reply')})`));
+    let data = out;
+    if (!route.trustedReply) {
+      const checked = (isStream ? (route.def as StreamDef).end : (route.def as RequestDef).reply).safeParse(out);
+      if (!checked.success) {
+        return this.failed(route, scope, started, new GridError(ErrorCodes.INTERNAL, `${type}: the node built an invalid reply (${describeIssues(checked.error, 'reply')})`));
+      }
+      data = checked.data;
     }
-    const env: Envelope = { type, data: checked.data };
+    const env: Envelope = { type, data };
     if (requestId !== undefined) env.request_id = requestId;
     if (isStream) env.stream = 'end';
     if (attached) {
@@ -552,14 +571,14 @@ export class GridConnection {
 
   private builtin(type: string): Route | undefined {
     this.builtinRoutes ??= new Map<string, Route>([
-      [Ping.type, { def: Ping, handler: () => ({ time: Date.now() }) }],
-      [TransferBegin.type, { def: TransferBegin, handler: (d: { transfer_id?: string; size: number; chunk_size: number }) => {
+      [Ping.type, { def: Ping, handler: () => ({ time: Date.now() }), trustedReply: true }],
+      [TransferBegin.type, { def: TransferBegin, trustedReply: false, handler: (d: { transfer_id?: string; size: number; chunk_size: number }) => {
         return this.server.uploads.begin(d.transfer_id, d.size, d.chunk_size, this.server.options.authorizeUpload?.(this, d.size) ?? '');
       } }],
-      [TransferCommit.type, { def: TransferCommit, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256).then((u) => ({ transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 })) }],
-      [TransferRead.type, { def: TransferRead, handler: (d: { transfer_id: string; offset: number }, ctx: StreamContext<never>) => this.sendDownload(d.transfer_id, d.offset, ctx.signal) }],
+      [TransferCommit.type, { def: TransferCommit, trustedReply: false, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256).then((u) => ({ transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 })) }],
+      [TransferRead.type, { def: TransferRead, trustedReply: false, handler: (d: { transfer_id: string; offset: number }, ctx: StreamContext<never>) => this.sendDownload(d.transfer_id, d.offset, ctx.signal) }],
       ...(this.server.options.authenticate
-        ? [[Authenticate.type, { def: Authenticate, handler: (d: { username: string; password: string } | { token: string }) => this.server.options.authenticate!(d, this) }] as [string, Route]]
+        ? [[Authenticate.type, { def: Authenticate, trustedReply: false, handler: (d: { username: string; password: string } | { token: string }) => this.server.options.authenticate!(d, this) }] as [string, Route]]
         : []),
     ]);
     return this.builtinRoutes.get(type);
