@@ -161,13 +161,15 @@ export class PlanRunner {
     const adam = this.adam;
     // Fused Adam: ORT reads the values straight out of the kernel's memory.
     if (adam) info.params.forEach((p, i) => { feeds[p.name] = { dtype: 'float32', dims: p.dims as number[], data: adam.values(i) }; });
-    for (const h of info.hyper) if (!this.inputs || this.inputs.has(h)) feeds[h] = scalar(t, values[h] ?? 0);
+    for (const h of info.hyper) feeds[h] = scalar(t, values[h] ?? 0);
     for (const g of info.globals) {
       const p = g.slice('global.'.length);
       const v = globals?.[p];
       if (!v) throw gridError('INVALID_INPUT', `the FedProx plan needs the global value of "${p}"`, { param: p });
       feeds[g] = v;
     }
+    // The pruned graph reads fewer inputs (not epsilon, nor the moments): feed only those.
+    if (this.inputs) for (const name of Object.keys(feeds)) if (!this.inputs.has(name)) delete feeds[name];
     const out = await this.handle.run(feeds, { outputs: this.fetches });
     const params: NamedTensors = {};
     for (const name of Object.keys(this.current)) params[name] = out[info.outputs.updated[name]!] ?? this.current[name]!;
