@@ -3,10 +3,12 @@
 
 import { gridError } from '../core/errors';
 import type { NamedTensors, Tensor } from '../core/protocol/tensor';
+import { AdamState } from './adam-wasm';
 import { loadModel, type LoadModelOptions, type ModelHandle } from './backend';
 import { datasetSize, shuffledIndices, splitDataset, type Dataset } from './data';
 import { buildPlan, type PlanInfo, type PlanOptions, type TrainingPlan } from './plan/build';
 import { withParams } from './plan/params';
+import { prunePlan } from './plan/prune';
 import { privatizeUpdate, type PrivacyOptions, type PrivacyReport } from './privacy';
 
 /** Optimiser hyper-parameters; unset ones take the usual defaults. */
@@ -31,27 +33,92 @@ function zeros(dtype: 'float32' | 'float64', dims: readonly (number | string)[])
   return { dtype, dims: dims as number[], data: dtype === 'float32' ? new Float32Array(n) : new Float64Array(n) } as Tensor;
 }
 
+export interface RunnerOptions {
+  /**
+   * Adam's update outside the graph, in one WebAssembly SIMD pass (adam-wasm.ts), when the plan allows it
+   * (Adam, float32, built with emitGradients, no weight decay or FedProx): the same float32 operations as the
+   * graph's Adam nodes, so the same trained bits, without the graph's twelve elementwise passes per parameter
+   * and the copies of the moments out of onnxruntime and back every step. On by default.
+   */
+  fusedAdam?: boolean;
+}
+
+/** Whether a plan's Adam step can run in the fused kernel: everything it needs comes out of the graph. */
+function fusedAdamFits(info: PlanInfo): boolean {
+  return info.optimizer === 'adam' && info.floatType === 'float32' && info.outputs.stepSize !== undefined
+    && info.hyper.length === 5 && info.globals.length === 0 && info.state.length === 2 * info.params.length
+    && info.params.every((p) => info.outputs.gradients[p.name] !== undefined && p.dims.every((d) => typeof d === 'number'));
+}
+
+/** What a fused-Adam runner fetches: loss, metrics, the step size, the gradients and the buffers' updates. */
+function fusedFetches(info: PlanInfo): string[] {
+  const { outputs } = info;
+  return [outputs.loss, outputs.accuracy, outputs.stepSize!, ...info.params.map((p) => outputs.gradients[p.name]!), ...info.buffers.map((b) => outputs.updated[b.name]!)];
+}
+
 /** A plan loaded in onnxruntime with its current parameters and optimiser state. */
 export class PlanRunner {
   readonly info: PlanInfo;
-  /** Current parameters and buffers (replaced, never mutated, by each step). */
-  params: NamedTensors;
-  /** Optimiser state (momentum, Adam moments). */
-  state: NamedTensors;
   /** Steps taken (Adam's t). */
   steps = 0;
   private readonly handle: ModelHandle;
+  /** The graph's update: params, buffers and state as ORT returned them. Fused Adam: buffers only (params and moments live in `adam`). */
+  private current: NamedTensors;
+  private currentState: NamedTensors;
+  private readonly adam: AdamState | null;
+  /** Outputs each step fetches. */
+  private readonly fetches: string[];
+  /** Fused Adam: the inputs the pruned graph still reads. */
+  private readonly inputs: Set<string> | undefined;
+  /** Fused Adam: copies of the params and moments handed out since the last step. */
+  private snapshot: { params: NamedTensors; state: NamedTensors } | undefined;
 
-  private constructor(handle: ModelHandle, info: PlanInfo, params: NamedTensors) {
+  private constructor(handle: ModelHandle, info: PlanInfo, params: NamedTensors, fused?: { adam: AdamState; inputs: Set<string> }) {
     this.handle = handle;
     this.info = info;
-    this.params = params;
-    this.state = {};
-    for (const s of info.state) this.state[s.name] = zeros(info.floatType, s.dims);
+    this.adam = fused?.adam ?? null;
+    this.inputs = fused?.inputs;
+    this.current = params;
+    this.currentState = {};
+    const { outputs } = info;
+    if (this.adam) {
+      info.params.forEach((p, i) => this.adam!.setValues(i, params[p.name]!.data as Float32Array));
+      this.current = Object.fromEntries(info.buffers.map((b) => [b.name, params[b.name]!]));
+      this.fetches = fusedFetches(info);
+    } else {
+      for (const s of info.state) this.currentState[s.name] = zeros(info.floatType, s.dims);
+      this.fetches = [outputs.loss, outputs.accuracy, ...Object.values(outputs.updated)];
+    }
+  }
+
+  /** Current parameters and buffers (replaced, never mutated, by each step). */
+  get params(): NamedTensors {
+    return this.adam ? this.copies().params : this.current;
+  }
+
+  /** Optimiser state (momentum, Adam moments); replaced, never mutated, by each step. */
+  get state(): NamedTensors {
+    return this.adam ? this.copies().state : this.currentState;
+  }
+
+  private copies(): { params: NamedTensors; state: NamedTensors } {
+    if (this.snapshot) return this.snapshot;
+    const adam = this.adam!;
+    const params: NamedTensors = { ...this.current };
+    const state: NamedTensors = {};
+    this.info.params.forEach((p, i) => {
+      const dims = p.dims as number[];
+      params[p.name] = { dtype: 'float32', dims, data: adam.values(i).slice() };
+      const { m, v } = adam.moments(i);
+      state[this.info.state[2 * i]!.name] = { dtype: 'float32', dims, data: m.slice() };
+      state[this.info.state[2 * i + 1]!.name] = { dtype: 'float32', dims, data: v.slice() };
+    });
+    this.snapshot = { params, state };
+    return this.snapshot;
   }
 
   /** Loads a plan; `params` default to the plan's initial parameters. */
-  static async create(plan: TrainingPlan, params?: NamedTensors, loadOptions?: LoadModelOptions): Promise<PlanRunner> {
+  static async create(plan: TrainingPlan, params?: NamedTensors, loadOptions?: LoadModelOptions, runnerOptions: RunnerOptions = {}): Promise<PlanRunner> {
     const start: NamedTensors = { ...plan.initialParams };
     if (params) {
       for (const [name, t] of Object.entries(params)) {
@@ -63,8 +130,16 @@ export class PlanRunner {
         start[name] = t;
       }
     }
-    const handle = await loadModel(plan.bytes, loadOptions);
-    return new PlanRunner(handle, plan.info, start);
+    // Fused Adam loads the plan without its Adam nodes (onnxruntime would run them even if unfetched).
+    const pruned = runnerOptions.fusedAdam !== false && fusedAdamFits(plan.info) ? prunePlan(plan.bytes, fusedFetches(plan.info)) : null;
+    const adam = pruned ? AdamState.create(plan.info.params.map((p) => (p.dims as number[]).reduce((a, d) => a * d, 1))) : null;
+    const handle = await loadModel(adam ? pruned!.bytes : plan.bytes, loadOptions);
+    return new PlanRunner(handle, plan.info, start, adam ? { adam, inputs: pruned!.inputs } : undefined);
+  }
+
+  /** Whether Adam's update runs in the fused kernel rather than in the graph. */
+  get fused(): boolean {
+    return this.adam !== null;
   }
 
   /** One optimisation step on a batch; returns the batch's loss and accuracy (before the update). */
@@ -82,7 +157,10 @@ export class PlanRunner {
       weight_decay: hyper.weightDecay ?? 0,
       prox_mu: hyper.proxMu ?? 0,
     };
-    const feeds: NamedTensors = { [info.input.name]: batch, [info.labels.name]: labels, ...this.params, ...this.state };
+    const feeds: NamedTensors = { [info.input.name]: batch, [info.labels.name]: labels, ...this.current, ...this.currentState };
+    const adam = this.adam;
+    // Fused Adam: ORT reads the values straight out of the kernel's memory.
+    if (adam) info.params.forEach((p, i) => { feeds[p.name] = { dtype: 'float32', dims: p.dims as number[], data: adam.values(i) }; });
     for (const h of info.hyper) feeds[h] = scalar(t, values[h] ?? 0);
     for (const g of info.globals) {
       const p = g.slice('global.'.length);
@@ -90,13 +168,21 @@ export class PlanRunner {
       if (!v) throw gridError('INVALID_INPUT', `the FedProx plan needs the global value of "${p}"`, { param: p });
       feeds[g] = v;
     }
-    const out = await this.handle.run(feeds);
+    // The pruned graph reads fewer inputs (not epsilon, nor the moments): feed only those.
+    if (this.inputs) for (const name of Object.keys(feeds)) if (!this.inputs.has(name)) delete feeds[name];
+    const out = await this.handle.run(feeds, { outputs: this.fetches });
     const params: NamedTensors = {};
-    for (const name of Object.keys(this.params)) params[name] = out[info.outputs.updated[name]!] ?? this.params[name]!;
-    const state: NamedTensors = {};
-    for (const name of Object.keys(this.state)) state[name] = out[info.outputs.updated[name]!]!;
-    this.params = params;
-    this.state = state;
+    for (const name of Object.keys(this.current)) params[name] = out[info.outputs.updated[name]!] ?? this.current[name]!;
+    this.current = params;
+    if (adam) {
+      const grads = info.params.map((p) => out[info.outputs.gradients[p.name]!]!.data as Float32Array);
+      adam.step(grads, { beta1: values.beta1!, beta2: values.beta2!, epsilon: values.epsilon!, stepSize: Number(out[info.outputs.stepSize!]!.data[0]) });
+      this.snapshot = undefined;
+    } else {
+      const state: NamedTensors = {};
+      for (const name of Object.keys(this.currentState)) state[name] = out[info.outputs.updated[name]!]!;
+      this.currentState = state;
+    }
     return { loss: Number(out[info.outputs.loss]!.data[0]), accuracy: Number(out[info.outputs.accuracy]!.data[0]) };
   }
 
@@ -225,7 +311,9 @@ function checkTrainOptions(opts: TrainOptions): void {
 export async function* trainSteps(data: Dataset, opts: TrainOptions): AsyncGenerator<TrainProgress, TrainResult> {
   checkTrainOptions(opts);
   const seed = opts.seed ?? 0;
-  const plan = buildPlan(opts.model, { ...opts.plan, loss: opts.loss, optimizer: opts.optimizer, fedProx: opts.fedProxGlobal !== undefined, seed: opts.plan?.seed ?? seed });
+  // Adam plans hand out their gradients so that PlanRunner can do the update in its fused kernel.
+  const fusable = opts.optimizer === 'adam' && !opts.plan?.weightDecay && opts.fedProxGlobal === undefined;
+  const plan = buildPlan(opts.model, { emitGradients: fusable, ...opts.plan, loss: opts.loss, optimizer: opts.optimizer, fedProx: opts.fedProxGlobal !== undefined, seed: opts.plan?.seed ?? seed });
   const f = data.features.dims[1]!;
   const row = rowShape(plan.info, f);
   const prepared = prepareLabels(data, plan.info);

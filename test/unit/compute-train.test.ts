@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { fedAvg } from '../../src/compute/fedavg';
 import { privatizeUpdate } from '../../src/compute/privacy';
 import { parseCsvDataset, partitionDataset, splitDataset } from '../../src/compute/data';
-import { buildPlan, mlp, modelParams, withParams } from '../../src/compute/plan';
+import { buildPlan, cnn, mlp, modelParams, withParams } from '../../src/compute/plan';
 import { PlanRunner, evaluateModel, train } from '../../src/compute/train';
 import { loadModel } from '../../src/compute/backend';
 import { GridError } from '../../src/core/errors';
@@ -106,6 +106,48 @@ async function oneStep(optimizer: 'sgd' | 'momentum' | 'adam', extra: Record<str
   const runner = await PlanRunner.create(plan, undefined, { intraOpNumThreads: 1 });
   return { plan, runner };
 }
+
+test('fused Adam (the WebAssembly kernel) trains the same bits as the plan graph\'s Adam nodes', async () => {
+  // Odd sizes leave each parameter a remainder past the kernel's four floats; the CNN adds BatchNorm buffers.
+  const cases = [
+    { model: mlp([5, 7, 3], { seed: 2 }), features: 5, classes: 3 },
+    { model: cnn({ seed: 3, side: 4, classes: 3, channels: [3, 5], batchNorm: true }), features: 16, classes: 3 },
+  ];
+  for (const { model, features, classes } of cases) {
+    const plan = buildPlan(model, { loss: 'cross_entropy', optimizer: 'adam', emitGradients: true });
+    const fused = await PlanRunner.create(plan, undefined, { intraOpNumThreads: 1 });
+    const graph = await PlanRunner.create(plan, undefined, { intraOpNumThreads: 1 }, { fusedAdam: false });
+    assert.equal(fused.fused, true);
+    assert.equal(graph.fused, false);
+    let seed = 7;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+    for (let step = 1; step <= 6; step++) {
+      const x = f32([8, features], Array.from({ length: 8 * features }, rnd));
+      const y: Tensor = { dtype: 'int64', dims: [8], data: BigInt64Array.from({ length: 8 }, (_, i) => BigInt((i + step) % classes)) };
+      const hyper = { lr: 0.05, beta1: 0.8, beta2: 0.99, epsilon: 1e-6 };
+      const a = await fused.step(x, y, hyper);
+      const b = await graph.step(x, y, hyper);
+      assert.deepEqual(a, b, `step ${step}: loss and accuracy`);
+      for (const [kind, got, want] of [['param', fused.params, graph.params], ['state', fused.state, graph.state]] as const) {
+        assert.deepEqual(Object.keys(got).sort(), Object.keys(want).sort());
+        for (const name of Object.keys(want)) {
+          assert.deepEqual(got[name]!.dims, want[name]!.dims);
+          assert.deepEqual(got[name]!.data, want[name]!.data, `step ${step}: ${kind} ${name} differs`);
+        }
+      }
+    }
+    // What a caller holds is a copy: the next steps do not change it.
+    const name = plan.info.params[0]!.name;
+    const held = fused.params[name]!.data, heldM = fused.state[plan.info.state[0]!.name]!.data;
+    const before = held.slice(), beforeM = heldM.slice();
+    for (let i = 0; i < 2; i++) await fused.step(f32([8, features], Array.from({ length: 8 * features }, rnd)), { dtype: 'int64', dims: [8], data: new BigInt64Array(8) }, { lr: 0.05 });
+    assert.notDeepEqual(fused.params[name]!.data, before);
+    assert.deepEqual(held, before);
+    assert.deepEqual(heldM, beforeM);
+    await fused.dispose();
+    await graph.dispose();
+  }
+});
 
 test('SGD, momentum and Adam apply their update rules to the plan gradient', async () => {
   const x = f32([2, 3], [1, 2, 3, -1, 0.5, 2]);

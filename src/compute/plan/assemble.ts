@@ -45,6 +45,7 @@ export function assemblePlan(b: GraphBuilder, graph: OnnxGraph, opts: PlanOption
     scalarInfo(loss.loss), scalarInfo(loss.accuracy),
     ...Object.entries(updated).map(([, out]) => makeValueInfo(out, floatCode, shapeOf(out))),
     ...Object.values(step.gradients).map((gname) => makeValueInfo(gname, floatCode, shapeOf(gname))),
+    ...(step.stepSize !== undefined ? [scalarInfo(step.stepSize)] : []),
   ];
   const inputNames = new Set(planInputs.map((i) => i.name));
   const initializers: OnnxTensorProto[] = [...b.initializers];
@@ -65,7 +66,7 @@ export function assemblePlan(b: GraphBuilder, graph: OnnxGraph, opts: PlanOption
     buffers: bufferSpecs,
     state: step.state,
     globals: step.globals,
-    outputs: { loss: loss.loss, accuracy: loss.accuracy, updated, gradients: step.gradients },
+    outputs: { loss: loss.loss, accuracy: loss.accuracy, updated, gradients: step.gradients, ...(step.stepSize !== undefined && { stepSize: step.stepSize }) },
   };
   const planModel: OnnxModel = {
     irVersion: 8,

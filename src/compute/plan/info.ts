@@ -23,7 +23,7 @@ export interface PlanOptions {
   weightDecay?: boolean;
   /** Adds a `prox_mu` input and `global.<param>` inputs: FedProx's proximal term mu·(w − w_global) added to each gradient. */
   fedProx?: boolean;
-  /** Also output each parameter's gradient as `grad.<param>`. */
+  /** Also output each parameter's gradient as `grad.<param>` (and Adam's bias-corrected step size as `adam.step_size`). */
   emitGradients?: boolean;
   /** 'train' (default): BatchNormalization uses batch statistics and updates its running ones, Dropout drops. 'eval': the model as it infers. */
   mode?: 'train' | 'eval';
@@ -66,6 +66,8 @@ export interface PlanInfo {
     updated: Record<string, string>;
     /** param → gradient output, when emitGradients is on. */
     gradients: Record<string, string>;
+    /** Adam with emitGradients: the bias-corrected step size lr·√(1 − β2^t) / (1 − β1^t), a scalar. */
+    stepSize?: string;
   };
 }
 

@@ -18,6 +18,8 @@ export interface OptimizerStep {
   readonly updated: Record<string, string>;
   /** param → gradient output, when emitGradients is on. */
   readonly gradients: Record<string, string>;
+  /** Adam's bias-corrected step size (a float scalar output), when emitGradients is on. */
+  readonly stepSize?: string;
 }
 
 export function emitOptimizer(b: GraphBuilder, params: readonly string[], values: ReadonlyMap<string, Tensor>, grads: Gradients, opts: PlanOptions): OptimizerStep {
@@ -34,11 +36,18 @@ export function emitOptimizer(b: GraphBuilder, params: readonly string[], values
   const globals: string[] = [];
   const paramSpecs: PlanTensorSpec[] = [];
   let lrT: string | undefined;
+  let stepSize: string | undefined;
   if (opts.optimizer === 'adam') {
     // Adam's bias correction folded into the step size: lr·√(1 − β2^t) / (1 − β1^t).
     const { beta1, beta2, step, lr } = hyperName as Record<string, string>;
     const one = b.scalar(1);
     lrT = b.op('Div', [b.op('Mul', [lr!, b.op('Sqrt', [b.op('Sub', [one, b.op('Pow', [beta2!, step!])])])]), b.op('Sub', [one, b.op('Pow', [beta1!, step!])])]);
+    if (opts.emitGradients) {
+      // With the gradients, what a runner needs to do the same update outside the graph (train.ts's fused Adam).
+      stepSize = uniqueName(b, 'adam.step_size');
+      b.emit('Identity', [lrT], {}, [stepSize]);
+      b.setShape(stepSize, [], floatCode);
+    }
   }
   for (const p of params) {
     const dims = [...values.get(p)!.dims];
@@ -79,5 +88,5 @@ export function emitOptimizer(b: GraphBuilder, params: readonly string[], values
       b.emit('Sub', [p, b.op('Mul', [lrT!, b.op('Div', [mOut, b.op('Add', [b.op('Sqrt', [vOut]), epsilon!])])])], {}, [out]);
     }
   }
-  return { hyper: hyper.map((h) => hyperName[h]!), params: paramSpecs, state, globals, updated, gradients };
+  return { hyper: hyper.map((h) => hyperName[h]!), params: paramSpecs, state, globals, updated, gradients, ...(stepSize !== undefined && { stepSize }) };
 }

@@ -1,0 +1,114 @@
+// Adam's update with WebAssembly SIMD, for PlanRunner's fused Adam (train.ts): the plan graph does the
+// forward and backward passes and hands out the gradients; this kernel does the optimiser step in one pass
+// over p, m, v and g, instead of the graph's twelve elementwise ONNX nodes per parameter (each a separate
+// pass over memory) and the copy of m and v out of onnxruntime and back in every step.
+// The kernel does exactly the float32 operations of the graph's Adam nodes, in the same order, so the
+// trained values are the same bits (test/unit/compute-train.test.ts compares both paths).
+// The module, adam(p, m, v, g, out, n, b1, c1, b2, c2, eps, lr), is assembled by scripts/adam-wasm.mjs
+// (which shows its instructions).
+
+const MODULE_BASE64 = 'AGFzbQEAAAABEAFgDH9/f39/f319fX19fQADAgEABQMBAAEHEQIGbWVtb3J5AgAEYWRhbQAACs0BAcoBAgJ/CXsgBv0TIQ4gB/0TIQ8gCP0TIRAgCf0TIREgCv0TIRIgC/0TIRMgBUECdCENAkADQCAMIA1PDQEgAyAMav0ABAAhFCAOIAEgDGr9AAQA/eYBIA8gFP3mAf3kASEVIAEgDGogFf0LBAAgECACIAxq/QAEAP3mASARIBQgFP3mAf3mAf3kASEWIAIgDGogFv0LBAAgBCAMaiAAIAxq/QAEACATIBUgFv3jASAS/eQB/ecB/eYB/eUB/QsEACAMQRBqIQwMAAsLCw==';
+
+// The project's TS lib has no WebAssembly types; the few used here.
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object) => { exports: Record<string, unknown> };
+}
+interface WasmMemory { buffer: ArrayBuffer; grow(pages: number): number }
+const wasm = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
+
+const PAGE = 65536;
+/** Most bytes of parameters, moments and staging the kernel's memory may take; bigger models keep the graph's Adam. */
+export const MAX_ADAM_BYTES = 1024 * 1024 * 1024;
+
+let compiled: object | null | undefined;
+
+function module(): object | null {
+  if (compiled === undefined) {
+    try {
+      compiled = wasm ? new wasm.Module(Buffer.from(MODULE_BASE64, 'base64')) : null;
+    } catch {
+      compiled = null;
+    }
+  }
+  return compiled;
+}
+
+type Kernel = (p: number, m: number, v: number, g: number, out: number, n: number, b1: number, c1: number, b2: number, c2: number, eps: number, lr: number) => void;
+
+/** One parameter's storage in the kernel's memory: two value buffers (current, next), the moments. */
+interface Slot { size: number; values: [Float32Array, Float32Array]; m: Float32Array; v: Float32Array }
+
+/**
+ * The parameters and Adam moments of a plan in WebAssembly memory. ORT reads the current values and moments
+ * straight from it (typed-array views, no copy); each step writes the updated values into the other buffer.
+ */
+export class AdamState {
+  private readonly slots: Slot[];
+  private readonly grad: Float32Array;
+  private readonly kernel: Kernel;
+  private current = 0;
+
+  private constructor(mod: object, sizes: readonly number[]) {
+    const instance = new wasm!.Instance(mod);
+    const memory = instance.exports.memory as WasmMemory;
+    // Each region padded to 4 floats (16 bytes); the kernel runs over the padding, whose zeros stay zeros.
+    const padded = sizes.map((n) => (n + 3) & ~3);
+    const floats = padded.reduce((s, n) => s + 4 * n, 0) + Math.max(0, ...padded);
+    const pages = Math.ceil((floats * 4) / PAGE) - memory.buffer.byteLength / PAGE;
+    if (pages > 0) memory.grow(pages);
+    let at = 0;
+    const take = (n: number) => { const a = new Float32Array(memory.buffer, at * 4, n); at += n; return a; };
+    this.slots = sizes.map((size, i) => ({ size, values: [take(padded[i]!), take(padded[i]!)], m: take(padded[i]!), v: take(padded[i]!) }));
+    this.grad = take(Math.max(0, ...padded));
+    this.kernel = instance.exports.adam as Kernel;
+  }
+
+  /** Storage for parameters of these element counts, or null where WebAssembly SIMD is unavailable or they are too big. */
+  static create(sizes: readonly number[]): AdamState | null {
+    const bytes = sizes.reduce((s, n) => s + 4 * 4 * n, 0);
+    if (bytes > MAX_ADAM_BYTES) return null;
+    const mod = module();
+    if (mod === null) return null;
+    try {
+      return new AdamState(mod, sizes);
+    } catch {
+      return null;
+    }
+  }
+
+  /** Parameter i's current values (a view into the kernel's memory: valid until the step after next). */
+  values(i: number): Float32Array {
+    const s = this.slots[i]!;
+    return s.values[this.current]!.subarray(0, s.size);
+  }
+
+  /** Parameter i's first and second moments (views, updated in place by each step). */
+  moments(i: number): { m: Float32Array; v: Float32Array } {
+    const s = this.slots[i]!;
+    return { m: s.m.subarray(0, s.size), v: s.v.subarray(0, s.size) };
+  }
+
+  /** Sets parameter i's current values. */
+  setValues(i: number, data: Float32Array): void {
+    this.slots[i]!.values[this.current]!.set(data);
+  }
+
+  /**
+   * One Adam step of every parameter from its gradient: m = b1·m + (1 − b1)·g, v = b2·v + (1 − b2)·g²,
+   * values = values − lr·m / (√v + eps), in float32 as the plan graph does it; `stepSize` is the bias-corrected lr.
+   */
+  step(grads: readonly Float32Array[], hyper: { beta1: number; beta2: number; epsilon: number; stepSize: number }): void {
+    const f = Math.fround;
+    const b1 = f(hyper.beta1), b2 = f(hyper.beta2);
+    const next = 1 - this.current;
+    const g = this.grad;
+    for (let i = 0; i < this.slots.length; i++) {
+      const s = this.slots[i]!;
+      g.set(grads[i]!);
+      const cur = s.values[this.current]!, out = s.values[next]!;
+      this.kernel(cur.byteOffset, s.m.byteOffset, s.v.byteOffset, g.byteOffset, out.byteOffset, s.m.length, b1, f(1 - b1), b2, f(1 - b2), hyper.epsilon, hyper.stepSize);
+    }
+    this.current = next;
+  }
+}
