@@ -51,9 +51,15 @@ export async function serveEncrypted(model: Uint8Array, o: ServeEncryptedOptions
   const pairTag = randomBytes(16).toString('hex');
   const maskNonce = randomBytes(16).toString('hex');
   const timeout = o.timeoutMs ?? 60_000;
-  await Promise.all(o.holders.map((h, party) => h.client.socket.request(SmpcHostShare, {
+  const hosted = await Promise.allSettled(o.holders.map((h, party) => h.client.socket.request(SmpcHostShare, {
     model_id: o.id, party: party as 0 | 1, pair_tag: pairTag, mask_nonce: maskNonce, plan, peer: refs[1 - party]!, provider: refs[2]!,
   }, { attachment: bytesOf(shares[party]!), timeout })));
+  const refused = hosted.find((r) => r.status === 'rejected');
+  if (refused !== undefined) {
+    // One share alone serves nothing: the holder that took it deletes it (and has the provider forget the upload).
+    await Promise.all(o.holders.map((h, party) => (hosted[party]!.status === 'fulfilled' ? h.client.socket.request(SmpcDelete, { model_id: o.id }, { timeout }).catch(() => undefined) : undefined)));
+    throw toGridError(refused.reason);
+  }
   return { model_id: o.id, holders: [refs[0]!, refs[1]!], provider: refs[2]!, plan, params: flat.length };
 }
 

@@ -1,11 +1,12 @@
 // An encrypted model's life after upload (docs/smpc.md "Lifecycle"): a share holder restarted on its data
 // dir still serves it (and still refuses shares from different uploads); its owner deletes it from both
 // holders with `grid delete`, which the tree hears as events; a user's models and bytes on a holder are
-// bounded; a cancelled query frees both holders and the provider's randomness; the provider deals only
-// for uploads it knows, without stalling the node while it deals.
+// bounded, also against uploads at once; an upload one holder refused leaves nothing behind; a cancelled
+// query frees both holders and the provider's randomness; the provider deals only for uploads both
+// holders announced, without stalling the node while it deals, and a made-up node cannot fill it.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes, sign } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
@@ -15,9 +16,10 @@ import { GridClient } from '../../src/core/client';
 import { ErrorCodes, GridError } from '../../src/core/errors';
 import type { NodeEvent } from '../../src/core/protocol/messages';
 import type { Tensor } from '../../src/core/protocol/tensor';
-import { SmpcDeal, SmpcHostShare } from '../../src/core/protocol/smpc-messages';
+import { SmpcDeal, SmpcForget, SmpcHostShare, SmpcMask } from '../../src/core/protocol/smpc-messages';
 import { deleteEncrypted, encryptedModelInfo, encryptedModels, inferEncrypted, serveEncrypted } from '../../src/federation/smpc';
 import { runGrid } from '../../src/cli/grid';
+import { nodeIdOf, type NodeIdentity } from '../../src/node/identity';
 import { attest } from '../../src/node/smpc/attest';
 import { ADMIN_PASSWORD, startTestNode, tempDir, type TestNode } from '../helpers/node-fixtures';
 import { startProxy, type CuttableProxy } from '../helpers/proxy';
@@ -263,5 +265,125 @@ test('the crypto provider deals only for uploads it knows, to their holders, wit
     await assert.rejects(deal({ mask_nonce: nonce }), unknown('a deleted upload'));
   } finally {
     asHolder0.dispose();
+  }
+});
+
+/** A node identity anyone can make: a fresh Ed25519 key (proving an id needs no sign-in). */
+function madeUpNode(): NodeIdentity {
+  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+  const raw = String((publicKey.export({ format: 'jwk' }) as { x?: string }).x);
+  return { id: nodeIdOf(raw), name: 'made-up', version: '0', publicKey: raw, sign: (m) => sign(null, m, privateKey) };
+}
+
+function quota(e: unknown): boolean {
+  assert.ok(e instanceof GridError && e.code === ErrorCodes.QUOTA_EXCEEDED, String(e));
+  return true;
+}
+
+test('a node with a made-up id cannot fill the crypto provider or lock a share holder out of it', async () => {
+  const dir = tempDir('grid-smpc-guard-');
+  const guard = await startTestNode({ name: 'guard', dataDir: dir, smpc: { provider: { maxUploadsPerHolder: 2, maxPendingPerHolder: 2 } } });
+  const open: GridClient[] = [];
+  /** A connection to the provider proving a new made-up id, and smpc-masks sent on it. */
+  const madeUp = async () => {
+    const id = madeUpNode();
+    const c = await GridClient.connect(guard.node.url, { reconnect: { enabled: false } });
+    open.push(c);
+    await attest(c.socket, id, guard.node.identity.id, 10_000);
+    const mask = (nonce: string, party: 0 | 1, holders: [string, string]) => c.socket.call(SmpcMask, { mask_nonce: nonce, party, holders, weights: [{ index: 0, size: 4 }] });
+    return { id: id.id, c, mask };
+  };
+  const h0 = holder0.node.identity.id, h1 = holder1.node.identity.id;
+  try {
+    // Naming holder 0 as the other party of many uploads: the attacker's own announcements are bounded.
+    const a = await madeUp();
+    for (let i = 0; i < 2; i++) await a.mask(randomBytes(16).toString('hex'), 1, [h0, a.id]);
+    await assert.rejects(a.mask(randomBytes(16).toString('hex'), 1, [h0, a.id]), quota);
+    // A new made-up other party each time does not get past the bound either.
+    const b = await madeUp();
+    for (let i = 0; i < 2; i++) await b.mask(randomBytes(16).toString('hex'), 1, [randomBytes(16).toString('hex'), b.id]);
+    await assert.rejects(b.mask(randomBytes(16).toString('hex'), 1, [randomBytes(16).toString('hex'), b.id]), (e: unknown) => quota(e) && new RegExp(b.id).test((e as Error).message));
+    // An upload only one holder announced is never dealt for; forgetting it frees the announcer's place.
+    const c = await madeUp();
+    const nonce = randomBytes(16).toString('hex');
+    await c.mask(nonce, 0, [c.id, h1]);
+    await assert.rejects(
+      c.c.socket.call(SmpcDeal, { bundle_id: randomBytes(16).toString('hex'), party: 0, peer_id: h1, schedule: [{ kind: 'matmul', m: 1, k: 2, n: 2, mask: 0 }], mask_nonce: nonce }),
+      (e: unknown) => e instanceof GridError && e.code === ErrorCodes.SMPC_UNKNOWN_UPLOAD,
+    );
+    await c.mask(randomBytes(16).toString('hex'), 0, [c.id, h1]);
+    await assert.rejects(c.mask(randomBytes(16).toString('hex'), 0, [c.id, h1]), quota);
+    assert.deepEqual((await c.c.socket.request(SmpcForget, { mask_nonce: nonce })), { forgotten: true });
+    await c.mask(randomBytes(16).toString('hex'), 0, [c.id, h1]);
+    // Uploads both made-up holders announced count against each of them.
+    const d = await madeUp(), e = await madeUp();
+    for (let i = 0; i < 2; i++) {
+      const n = randomBytes(16).toString('hex');
+      await d.mask(n, 0, [d.id, e.id]);
+      await e.mask(n, 1, [d.id, e.id]);
+    }
+    await assert.rejects(d.mask(randomBytes(16).toString('hex'), 0, [d.id, e.id]), quota);
+    // Holder 0 is not locked out: its model is served with this provider and answers.
+    const cg = await guard.admin();
+    open.push(cg);
+    await serveEncrypted(MODEL, {
+      id: 'guarded', holders: [{ client: c0, url: holder0.node.url }, { client: c1, url: holder1.node.url }], provider: { client: cg, url: guard.node.url },
+    });
+    const x = rows(2, 5);
+    assert.ok(maxAbs((await inferEncrypted('guarded', x, { holders: [c0, c1] })).data, await plain(x)) < 1e-2);
+    await deleteEncrypted('guarded', [c0, c1]);
+
+    // A holder whose upload fails after it fetched its masks (its share cannot be written) has the
+    // provider forget the upload: failures do not use up its announcements (2 here).
+    const tmp = join(dirs[0], 'smpc', 'tmp');
+    fs.rmSync(tmp, { recursive: true, force: true });
+    fs.writeFileSync(tmp, 'not a directory');
+    try {
+      const { plan } = compileSmpcModel(MODEL);
+      for (let i = 0; i < 3; i++) {
+        await assert.rejects(
+          c0.socket.request(SmpcHostShare, {
+            model_id: `unwritable-${i}`, party: 0, pair_tag: randomBytes(16).toString('hex'), mask_nonce: randomBytes(16).toString('hex'), plan,
+            peer: { id: h1, address: holder1.node.url }, provider: { id: guard.node.identity.id, address: guard.node.url },
+          }, { attachment: new Uint8Array(PARAMS * 8) }),
+          // The disk's failure each time, never the provider refusing a fourth announcement.
+          (err: unknown) => err instanceof GridError && /not a directory/.test(err.message) && !/crypto provider/.test(err.message),
+        );
+      }
+    } finally {
+      fs.rmSync(tmp, { force: true });
+      fs.mkdirSync(tmp);
+    }
+  } finally {
+    for (const c of open) c.dispose();
+    await guard.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('uploads at once by one user stay within the holders\' quota, and an upload one holder refused leaves no share on the other', async () => {
+  for (const c of [c0, c1]) await c.addUser('carol', 'carol-password-1234');
+  const carol = await Promise.all([holder0, holder1].map((h) => GridClient.connect(h.node.url, { reconnect: { maxAttempts: 0 }, credentials: { username: 'carol', password: 'carol-password-1234' } }))) as [GridClient, GridClient];
+  try {
+    // One first, alone: the holders' link to each other is up before the uploads at once.
+    await serve('carol-1', carol);
+    const ids = ['carol-2', 'carol-3', 'carol-4', 'carol-5'];
+    const results = await Promise.allSettled(ids.map((id) => serve(id, carol)));
+    const served = ['carol-1', ...ids.filter((_, i) => results[i]!.status === 'fulfilled')];
+    assert.ok(results.some((r) => r.status === 'rejected' && quota(r.reason)), 'some upload was refused');
+    const held = await Promise.all(carol.map(async (c) => (await encryptedModels(c)).filter((m) => m.owner === 'carol').map((m) => m.model_id).sort()));
+    assert.ok(held[0]!.length <= 3, `holder 0 holds ${held[0]!.join(', ')} for carol, above her 3`);
+    assert.deepEqual(held[0], served, 'holder 0 holds exactly the models served');
+    assert.deepEqual(held[1], served, 'holder 1 holds exactly the models served');
+    for (const id of served) await deleteEncrypted(id, carol);
+
+    // Holder 1 holds a "half" already (a share of another upload): the new upload is refused, and holder 0 keeps nothing of it.
+    const info = { peer: { id: holder0.node.identity.id, address: holder0.node.url }, provider: { id: provider.node.identity.id, address: `ws://127.0.0.1:${proxy.port}` } };
+    await c1.socket.request(SmpcHostShare, { model_id: 'half', party: 1, pair_tag: 'c'.repeat(32), mask_nonce: randomBytes(16).toString('hex'), plan: compileSmpcModel(MODEL).plan, ...info }, { attachment: new Uint8Array(PARAMS * 8) });
+    await assert.rejects(serve('half'), (e: unknown) => e instanceof GridError && e.code === ErrorCodes.ALREADY_EXISTS);
+    assert.ok(!(await encryptedModels(c0)).some((m) => m.model_id === 'half'), 'holder 0 deleted the share it took');
+    await deleteEncrypted('half', [c1]);
+  } finally {
+    for (const c of carol) c.dispose();
   }
 });

@@ -28,6 +28,9 @@ interface HeldModel {
   bytes: number;
 }
 
+/** An smpc-host-share request. */
+interface HostShare { model_id: string; party: 0 | 1; pair_tag: string; mask_nonce: string; plan: SmpcPlan; peer: SmpcNodeRef; provider: SmpcNodeRef }
+
 /** How long a delete (or a query's release of its bundle) waits for the crypto provider to hear of it. */
 const FORGET_TIMEOUT_MS = 5000;
 
@@ -126,8 +129,11 @@ export class ShareHolder {
   private readonly arrivals = new Map<string, ReturnType<typeof deferred<void>>>();
   /** Every query running here, by query id (party 0's and party 1's), for smpc-cancel. */
   private readonly running = new Map<string, Running>();
-  /** Model ids being uploaded (between the checks and the durable write): a second upload waits its turn. */
-  private readonly hosting = new Set<string>();
+  /**
+   * Uploads under way (between the checks and the durable write), by model id: their owner and bytes
+   * count in the quotas, so uploads at once cannot pass them together.
+   */
+  private readonly hosting = new Map<string, { owner: string; bytes: number }>();
   private readonly o: HolderOptions;
 
   constructor(o: HolderOptions) {
@@ -188,7 +194,7 @@ export class ShareHolder {
     return m;
   }
 
-  private async host(data: { model_id: string; party: 0 | 1; pair_tag: string; mask_nonce: string; plan: SmpcPlan; peer: SmpcNodeRef; provider: SmpcNodeRef }, ctx: HandlerContext) {
+  private async host(data: HostShare, ctx: HandlerContext) {
     const s = user(ctx, 'smpc-host-share');
     if (this.models.has(data.model_id) || this.hosting.has(data.model_id)) throw gridError('ALREADY_EXISTS', `node ${this.o.where()} already holds a share of encrypted model "${data.model_id}"`);
     if (this.models.size + this.hosting.size >= this.o.maxModels) throw gridError('QUOTA_EXCEEDED', `node ${this.o.where()} holds ${this.models.size} encrypted models, its limit`);
@@ -206,7 +212,7 @@ export class ShareHolder {
     }
     // What this user holds here already, with this upload: parameters and the weights' mask shares.
     const bytes = 8 * (n + weightIndices(data.plan).reduce((t, i) => t + data.plan.params[i]!.size, 0));
-    const mine = [...this.models.values()].filter((m) => m.info.owner === s);
+    const mine = [...this.models.values()].map((m) => ({ owner: m.info.owner, bytes: m.bytes })).concat([...this.hosting.values()]).filter((m) => m.owner === s);
     const held = mine.reduce((t, m) => t + m.bytes, 0);
     if (mine.length >= this.o.maxModelsPerOwner) {
       throw gridError('QUOTA_EXCEEDED', `node ${this.o.where()} holds ${mine.length} encrypted models of ${s}, the most it keeps for one user; delete one (grid delete ID) first`, { limit: this.o.maxModelsPerOwner, models: mine.length });
@@ -214,7 +220,7 @@ export class ShareHolder {
     if (held + bytes > this.o.maxBytesPerOwner) {
       throw gridError('QUOTA_EXCEEDED', `node ${this.o.where()} would hold ${held + bytes} bytes of encrypted model shares of ${s}, above its ${this.o.maxBytesPerOwner} per user; delete one (grid delete ID) first`, { limit: this.o.maxBytesPerOwner, bytes: held, asked: bytes });
     }
-    this.hosting.add(data.model_id);
+    this.hosting.set(data.model_id, { owner: s, bytes });
     try {
       return await this.hostChecked(data, ctx, s, n, bytes);
     } finally {
@@ -222,8 +228,7 @@ export class ShareHolder {
     }
   }
 
-  private async hostChecked(data: { model_id: string; party: 0 | 1; pair_tag: string; mask_nonce: string; plan: SmpcPlan; peer: SmpcNodeRef; provider: SmpcNodeRef }, ctx: HandlerContext, s: string, n: number, bytes: number) {
-    const attachment = ctx.attachment!;
+  private async hostChecked(data: HostShare, ctx: HandlerContext, s: string, n: number, bytes: number) {
     // The links are checked now (identities proved both ways), so a bad address fails the upload, not the first query.
     if (data.party === 0) await this.o.links.socket(data.peer, 'other share holder');
     const provider = await this.o.links.socket(data.provider, 'crypto provider');
@@ -232,12 +237,22 @@ export class ShareHolder {
     const weights = weightIndices(data.plan).map((index) => ({ index, size: data.plan.params[index]!.size }));
     const b = new Map<number, BigInt64Array>();
     if (weights.length === 0) throw gridError('INVALID_INPUT', 'smpc-host-share: the plan has no weights (no Gemm, MatMul or Conv); there is nothing to serve encrypted');
-    {
-      const got = await call(provider, 'the crypto provider', () => provider.call(SmpcMask, { mask_nonce: data.mask_nonce, party: data.party, holders, weights }, { timeout: this.o.stepTimeoutMs }));
+    const got = await call(provider, 'the crypto provider', () => provider.call(SmpcMask, { mask_nonce: data.mask_nonce, party: data.party, holders, weights }, { timeout: this.o.stepTimeoutMs }));
+    try {
       const all = ringOf(attachmentOf(got.attachment, 'the crypto provider'), weights.reduce((t, w) => t + w.size, 0));
       let off = 0;
       for (const w of weights) { b.set(w.index, all.slice(off, off + w.size)); off += w.size; }
+      return await this.hostMasked(data, ctx, s, n, bytes, provider, b);
+    } catch (err) {
+      // The provider has a record of this upload now: it should not keep it for a share never held.
+      await this.forget(provider, data.mask_nonce, data.model_id);
+      throw err;
     }
+  }
+
+  /** The rest of an upload once this holder has its mask shares. */
+  private async hostMasked(data: HostShare, ctx: HandlerContext, s: string, n: number, bytes: number, provider: GridSocket, b: Map<number, BigInt64Array>) {
+    const attachment = ctx.attachment!;
     // The first single-row query should find its randomness dealt already.
     if (data.party === 0) {
       provider.request(SmpcPrepare, { schedule: scheduleOf(data.plan, 1, true), mask_nonce: data.mask_nonce, peer_id: data.peer.id }, { timeout: this.o.stepTimeoutMs })
@@ -268,12 +283,15 @@ export class ShareHolder {
     this.models.delete(id);
     ctx.log.info({ model_id: id, by: u }, 'encrypted model share deleted');
     this.o.events.emit({ event: 'smpc-model-removed', model_id: id }, signedIn);
-    // Told before the answer, briefly: a provider that is down keeps a record no holder will use.
-    const told = this.o.links.socket(m.info.provider, 'crypto provider')
-      .then((p) => p.request(SmpcForget, { mask_nonce: m.maskNonce }, { timeout: FORGET_TIMEOUT_MS }));
-    await Promise.race([told, new Promise((_, reject) => setTimeout(reject, FORGET_TIMEOUT_MS, gridError('TIMEOUT', 'no answer')).unref())])
-      .catch((err: unknown) => this.o.log.warn({ model_id: id, err: toGridError(err).message }, 'the crypto provider was not told that an encrypted model was deleted'));
+    await this.forget(this.o.links.socket(m.info.provider, 'crypto provider'), m.maskNonce, id);
     return { model_id: id, deleted: true as const };
+  }
+
+  /** Tells the provider to deal no more for an upload: before the answer, briefly (a provider that is down keeps a record no holder will use). */
+  private async forget(provider: GridSocket | Promise<GridSocket>, maskNonce: string, modelId: string): Promise<void> {
+    const told = Promise.resolve(provider).then((p) => p.request(SmpcForget, { mask_nonce: maskNonce }, { timeout: FORGET_TIMEOUT_MS }));
+    await Promise.race([told, new Promise((_, reject) => setTimeout(reject, FORGET_TIMEOUT_MS, gridError('TIMEOUT', 'no answer')).unref())])
+      .catch((err: unknown) => this.o.log.warn({ model_id: modelId, err: toGridError(err).message }, 'the crypto provider was not told to forget an encrypted model\'s upload'));
   }
 
   private get selfId(): string {

@@ -24,6 +24,7 @@ export interface SmpcOptions {
   maxBytesPerOwner?: number;
   /** Encrypted queries this node runs at once as a share holder. Default 64. */
   maxQueries?: number;
+  /** The crypto provider's bounds; an upload one holder announced waits 2 × stepTimeoutMs for the other by default. */
   provider?: Partial<ProviderLimits>;
 }
 
@@ -41,7 +42,7 @@ export function attachSmpc(router: GridRouter, deps: {
     maxQueries: o.maxQueries ?? 64, store: new ShareStore(deps.db, deps.dataDir, deps.log), events: deps.events,
   });
   holder.register(router);
-  const provider = new CryptoProvider(deps.identity, deps.db, deps.log, { ...DEFAULT_PROVIDER_LIMITS, ...o.provider });
+  const provider = new CryptoProvider(deps.identity, deps.db, deps.log, { ...DEFAULT_PROVIDER_LIMITS, pendingTtlMs: 2 * stepTimeoutMs, ...o.provider });
   provider.register(router);
   return {
     close() {

@@ -2,8 +2,8 @@
 // holder, and answers the online step of each comparison (compute/smpc/compare.ts). It never receives a
 // share of a weight or an input. Bundles for a schedule it has seen are dealt ahead, so a query usually
 // finds its randomness ready; every bundle is handed out once and deleted: triples are never reused.
-// It deals only for uploads it knows (each holder fetched its mask shares at upload; the record, kept in
-// the node's database, names the two holders and the weights' sizes), only to those two holders, and
+// It deals only for uploads it knows (each holder fetched its mask shares at upload, both naming the same
+// holders and weights; the record, kept in the node's database, names the two holders and the weights' sizes), only to those two holders, and
 // only products by those weights; dealing runs in slices between which the event loop serves other
 // requests, so one large request cannot stall the provider node.
 
@@ -33,18 +33,38 @@ export interface ProviderLimits {
   maxBundlesPerHolder: number;
   /** Ring multiplications one deal may cost (its products and ReLU triples): bounds the CPU of one request. */
   maxDealMultiplies: number;
-  /** Uploads this provider deals for, per share-holder node (as party 0). */
+  /** Uploads this provider deals for in which one share-holder node is either party, and in all. */
   maxUploadsPerHolder: number;
+  maxUploads: number;
+  /**
+   * Uploads one holder announced (smpc-mask) whose other holder has not yet: nothing is dealt for them,
+   * they expire after pendingTtlMs, and one node may have maxPendingPerHolder of them (maxPending in all).
+   */
+  maxPendingPerHolder: number;
+  maxPending: number;
+  pendingTtlMs: number;
 }
 
 export const DEFAULT_PROVIDER_LIMITS: ProviderLimits = {
   maxBundles: 256, maxBundleBytes: 48 * 1024 * 1024, ttlMs: 120_000, poolSchedules: 8, poolDepth: 2, poolMaxBundleBytes: 8 * 1024 * 1024,
   // Any node that proves an id may ask: what one asks for is bounded, and what all hold together.
   maxHeldBytes: 512 * 1024 * 1024, maxBundlesPerHolder: 64, maxDealMultiplies: 1 << 30, maxUploadsPerHolder: 1024,
+  maxUploads: 65_536, maxPendingPerHolder: 16, maxPending: 1024, pendingTtlMs: 60_000,
 };
 
 /** An upload the provider deals for: its two holders (party 0, party 1) and its weights' sizes by parameter index. */
 interface Upload { holders: [string, string]; weights: Map<number, number> }
+
+/** An upload only one of its holders has announced so far: registered when the other one's smpc-mask matches. */
+interface PendingUpload extends Upload {
+  /** The holder that announced it (charged for it), and its party. */
+  by: string;
+  party: 0 | 1;
+  timer: NodeJS.Timeout;
+  /** Settles when the upload is registered (true) or the record goes (false): a prepare waits on it. */
+  settled: Promise<boolean>;
+  settle(registered: boolean): void;
+}
 
 interface Dealt { bundles: [Uint8Array, Uint8Array]; secrets: DealerSecrets }
 
@@ -73,6 +93,9 @@ export class CryptoProvider {
   /** Pool keys being dealt ahead (one filler per key). */
   private readonly filling = new Set<string>();
   private readonly uploads = new Map<string, Upload>();
+  /** Uploads announced by one holder only, by mask nonce, and how many each node announced. */
+  private readonly pending = new Map<string, PendingUpload>();
+  private readonly pendingBy = new Map<string, number>();
   /** Stops the pool's dealing ahead on close. */
   private readonly closing = new AbortController();
 
@@ -83,20 +106,66 @@ export class CryptoProvider {
     }
   }
 
-  /** Registers an upload at its first smpc-mask; a later one must name the same holders and weights. */
-  private registerUpload(nonce: string, holders: [string, string], weights: { index: number; size: number }[]): void {
+  /**
+   * Records one holder's smpc-mask. An upload is registered (dealt for, kept in the database) only once
+   * both of its holders announced it with the same holders and weights: a node cannot make the provider
+   * keep records on behalf of nodes that never asked. Until then it is pending: bounded per node and in
+   * all, and dropped after pendingTtlMs. Everything is counted against the calling node (`me`).
+   */
+  private announce(me: string, party: 0 | 1, nonce: string, holders: [string, string], weights: { index: number; size: number }[]): void {
+    const same = (u: Upload) => u.holders[0] === holders[0] && u.holders[1] === holders[1] && u.weights.size === weights.length && weights.every((w) => u.weights.get(w.index) === w.size);
     const known = this.uploads.get(nonce);
     if (known !== undefined) {
-      const same = known.holders[0] === holders[0] && known.holders[1] === holders[1] && known.weights.size === weights.length && weights.every((w) => known.weights.get(w.index) === w.size);
-      if (!same) throw gridError('FORBIDDEN', `smpc-mask: upload ${nonce} was registered with other share holders or weights`);
+      if (!same(known)) throw gridError('FORBIDDEN', `smpc-mask: upload ${nonce} was registered with other share holders or weights`);
       return;
     }
-    const count = Number(this.db.get('SELECT COUNT(*) AS n FROM smpc_uploads WHERE holder0 = ? OR holder1 = ?', [holders[0], holders[0]])?.n ?? 0);
-    if (count >= this.limits.maxUploadsPerHolder) {
-      throw gridError('QUOTA_EXCEEDED', `the crypto provider deals for ${count} encrypted models of share holder ${holders[0]}, the most it keeps for one node; delete some`, { limit: this.limits.maxUploadsPerHolder });
+    const pending = this.pending.get(nonce);
+    if (pending !== undefined) {
+      if (!same(pending)) throw gridError('FORBIDDEN', `smpc-mask: upload ${nonce} was announced with other share holders or weights`);
+      if (pending.party === party) return;
+      for (const h of holders) this.checkUploadQuota(h);
+      this.dropPending(nonce, pending, true);
+      this.db.run('INSERT INTO smpc_uploads (mask_nonce, holder0, holder1, weights, created) VALUES (?, ?, ?, ?, ?)', [nonce, holders[0], holders[1], JSON.stringify(weights), new Date().toISOString()]);
+      this.uploads.set(nonce, { holders, weights: new Map(weights.map((w) => [w.index, w.size])) });
+      return;
     }
-    this.db.run('INSERT INTO smpc_uploads (mask_nonce, holder0, holder1, weights, created) VALUES (?, ?, ?, ?, ?)', [nonce, holders[0], holders[1], JSON.stringify(weights), new Date().toISOString()]);
-    this.uploads.set(nonce, { holders, weights: new Map(weights.map((w) => [w.index, w.size])) });
+    this.checkUploadQuota(me);
+    const mine = this.pendingBy.get(me) ?? 0;
+    if (mine >= this.limits.maxPendingPerHolder) {
+      throw gridError('QUOTA_EXCEEDED', `the crypto provider waits for the other share holder of ${mine} uploads announced by node ${me}, the most it keeps for one node; retry once those uploads completed or expired (${this.limits.pendingTtlMs} ms)`, { limit: this.limits.maxPendingPerHolder });
+    }
+    if (this.pending.size >= this.limits.maxPending) throw gridError('BUSY', `the crypto provider waits for ${this.pending.size} uploads to complete; try again shortly`);
+    let settle!: (registered: boolean) => void;
+    const settled = new Promise<boolean>((resolve) => { settle = resolve; });
+    const timer = setTimeout(() => {
+      this.log.debug({ mask_nonce: nonce, by: me }, 'smpc upload expired before its other share holder announced it');
+      this.dropPending(nonce, p, false);
+    }, this.limits.pendingTtlMs);
+    timer.unref();
+    const p: PendingUpload = { holders, weights: new Map(weights.map((w) => [w.index, w.size])), by: me, party, timer, settled, settle };
+    this.pending.set(nonce, p);
+    this.pendingBy.set(me, mine + 1);
+  }
+
+  /** Refuses a new upload for `holder` once it has as many as one node may (or the provider has its most). */
+  private checkUploadQuota(holder: string): void {
+    const count = Number(this.db.get('SELECT COUNT(*) AS n FROM smpc_uploads WHERE holder0 = ? OR holder1 = ?', [holder, holder])?.n ?? 0);
+    if (count >= this.limits.maxUploadsPerHolder) {
+      throw gridError('QUOTA_EXCEEDED', `the crypto provider deals for ${count} encrypted models of share holder ${holder}, the most it keeps for one node; delete some`, { limit: this.limits.maxUploadsPerHolder });
+    }
+    if (this.uploads.size >= this.limits.maxUploads) {
+      throw gridError('QUOTA_EXCEEDED', `the crypto provider deals for ${this.uploads.size} encrypted models, its limit; delete some`, { limit: this.limits.maxUploads });
+    }
+  }
+
+  private dropPending(nonce: string, p: PendingUpload, registered: boolean): void {
+    if (this.pending.get(nonce) !== p) return;
+    clearTimeout(p.timer);
+    this.pending.delete(nonce);
+    const n = (this.pendingBy.get(p.by) ?? 1) - 1;
+    if (n > 0) this.pendingBy.set(p.by, n);
+    else this.pendingBy.delete(p.by);
+    p.settle(registered);
   }
 
   /**
@@ -146,16 +215,19 @@ export class CryptoProvider {
       if (data.holders[0] === data.holders[1]) throw gridError('INVALID_INPUT', 'smpc-mask: the two share holders must be different nodes');
       const total = data.weights.reduce((n, w) => n + w.size, 0);
       if (8 * total > this.limits.maxBundleBytes) throw gridError('PAYLOAD_TOO_LARGE', `smpc-mask: ${total} weights are above the provider's limit`);
-      this.registerUpload(data.mask_nonce, data.holders, data.weights);
+      this.announce(me, data.party, data.mask_nonce, data.holders, data.weights);
       const key = this.maskKey(data.mask_nonce, data.holders);
       return withAttachment({ mask_nonce: data.mask_nonce }, concat(...data.weights.map((w) => maskOf(key, w.index, w.size).shares[data.party])));
     });
     // A share holder announcing the schedule of queries to come (at upload): deal them ahead.
-    router.handle(SmpcPrepare, (data, ctx) => {
+    router.handle(SmpcPrepare, async (data, ctx) => {
       const me = this.holder(ctx, 'smpc-prepare');
       this.bounded('smpc-prepare', data.schedule);
       if (data.peer_id === undefined || data.peer_id === me) throw gridError('INVALID_INPUT', 'smpc-prepare needs the other holder\'s peer_id');
       const holders: [string, string] = [me, data.peer_id];
+      // Sent right after this holder's smpc-mask: the other holder's may still be on its way.
+      const pending = data.mask_nonce === undefined ? undefined : this.pending.get(data.mask_nonce);
+      if (pending !== undefined && pending.holders[0] === me) await pending.settled;
       this.known('smpc-prepare', data.mask_nonce, holders, data.schedule);
       this.refill(JSON.stringify([data.schedule, data.mask_nonce, holders]), data.schedule, this.maskFn(data.mask_nonce!, holders));
       return {};
@@ -163,6 +235,11 @@ export class CryptoProvider {
     // A share holder whose model was deleted: no more deals for that upload.
     router.handle(SmpcForget, (data, ctx) => {
       const me = this.holder(ctx, 'smpc-forget');
+      const p = this.pending.get(data.mask_nonce);
+      if (p !== undefined && p.holders.includes(me)) {
+        this.dropPending(data.mask_nonce, p, false);
+        return { forgotten: true };
+      }
       const u = this.uploads.get(data.mask_nonce);
       if (u === undefined) return { forgotten: false };
       if (!u.holders.includes(me)) throw gridError('FORBIDDEN', `smpc-forget: node ${me} is not a share holder of upload ${data.mask_nonce}`);
@@ -188,6 +265,7 @@ export class CryptoProvider {
     this.closing.abort(gridError('DISPOSED', 'the crypto provider is shutting down'));
     for (const d of this.dealing.values()) d.stop.abort(gridError('DISPOSED', 'the crypto provider is shutting down'));
     for (const [id, b] of this.bundles) this.drop(id, b, gridError('DISPOSED', 'the crypto provider is shutting down'));
+    for (const [nonce, p] of this.pending) this.dropPending(nonce, p, false);
     this.pool.clear();
   }
 
