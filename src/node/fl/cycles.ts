@@ -87,7 +87,7 @@ export interface FlEngineOptions {
    * Stores a checkpoint of a linked process as the next version of its model (parent: `parentVersion`),
    * calling `commit(version)` inside the model's own transaction.
    */
-  publish?(process: FlProcess, checkpoint: { number: number; bytes: Uint8Array }, parentVersion: string, commit: (version: string) => void): Promise<void>;
+  publish?(process: FlProcess, checkpoint: { number: number; bytes: Uint8Array }, parentVersion: string, commit: (version: string) => Promise<void>): Promise<void>;
   now?(): number;
   /** Called after each cycle-request answer and counted report (the node's fl-worker events). */
   onActivity?(a: FlActivity): void;
@@ -125,6 +125,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly now: () => number;
   private readonly onActivity: (a: FlActivity) => void;
   private readonly runtimes = new Map<number, Runtime>();
+  /** Runtimes being read from the store. */
+  private readonly loading = new Map<number, Promise<Runtime>>();
   /** Reports checked and waiting for the next batched commit (flushReports). */
   private readonly pendingReports: PendingReport[] = [];
   private readonly limiter: AddressLimiter;
@@ -145,15 +147,15 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   }
 
   /** Picks every process's open cycle back up: the running sum from its stored diffs, its timer, and a close that is due. */
-  start(): void {
-    for (const p of this.store.processes()) {
-      const rt = this.runtime(p.id);
+  async start(): Promise<void> {
+    for (const p of await this.store.processes()) {
+      const rt = await this.runtime(p.id);
       if (rt.cycle === undefined) continue;
       this.log.info({ process: `${p.name}@${p.version}`, cycle: rt.cycle.sequence, reports: rt.sum?.reports ?? 0 }, 'FL cycle resumed');
       this.maybeClose(rt);
     }
     // Checkpoints committed before a kill but not yet stored as model versions.
-    for (const p of this.store.processes()) if (p.linkedModel !== undefined) this.publishCheckpoints(p);
+    for (const p of await this.store.processes()) if (p.linkedModel !== undefined) this.publishCheckpoints(p);
   }
 
   // --- hosting ---------------------------------------------------------------------------------------
@@ -161,7 +163,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   async host(input: HostInput): Promise<FlProcess> {
     const clientConfig = checkClientConfig(input.clientConfig);
     const serverConfig = checkServerConfig(input.serverConfig);
-    if (this.store.findProcess(clientConfig.name, clientConfig.version)) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
+    if (await this.store.findProcess(clientConfig.name, clientConfig.version)) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
     const format: ModelFormat = input.model[0] === 0x08 ? 'onnx' : 'state';
     const { specs } = paramsOf(format, input.model);
     const assets: Omit<FlAsset, 'id'>[] = [];
@@ -178,10 +180,10 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     const { sha256 } = await this.store.blobs.write(Readable.from([input.model]));
     const now = this.now();
-    const process = this.store.createProcess({ name: clientConfig.name, version: clientConfig.version, owner: input.owner, format, params: specs, clientConfig, serverConfig, linkedModel: input.linked?.id }, assets, sha256, endOf(serverConfig, now), now, input.linked?.version);
+    const process = await this.store.createProcess({ name: clientConfig.name, version: clientConfig.version, owner: input.owner, format, params: specs, clientConfig, serverConfig, linkedModel: input.linked?.id }, assets, sha256, endOf(serverConfig, now), now, input.linked?.version);
     if (process === undefined) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
     this.runtimes.delete(process.id);
-    this.runtime(process.id);
+    await this.runtime(process.id);
     this.log.info({ process: `${process.name}@${process.version}`, id: process.id, owner: input.owner, format, params: specs.length }, 'FL process hosted');
     this.emit('changed', process.id);
     return process;
@@ -191,19 +193,19 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   async authenticate(data: { auth_token?: string | null | undefined; model_name: string; model_version?: string | null | undefined }, address: string): Promise<{ status: 'success'; worker_id: string; requires_speed_test: boolean }> {
     this.limiter.take(address, 'authenticate');
-    const process = this.store.findProcess(data.model_name, data.model_version ?? undefined);
+    const process = await this.store.findProcess(data.model_name, data.model_version ?? undefined);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     const token = typeof data.auth_token === 'string' && data.auth_token.length > 0 ? data.auth_token : undefined;
     const result = await this.auth(process.serverConfig.authentication, token);
     if (!result.ok) throw gridError('BAD_CREDENTIALS', result.error);
-    const workerId = this.store.addWorker(process.id, address, this.now());
+    const workerId = await this.store.addWorker(process.id, address, this.now());
     return { status: 'success', worker_id: workerId, requires_speed_test: requiresSpeedTest(process.serverConfig) };
   }
 
-  cycleRequest(data: CycleRequest, address: string): CycleReply {
+  async cycleRequest(data: CycleRequest, address: string): Promise<CycleReply> {
     this.limiter.take(address, 'cycle-request');
-    const reply = this.answerCycleRequest(data);
-    const processId = reply.status === 'accepted' ? reply.model_id : this.store.findProcess(data.model, data.version ?? undefined)!.id;
+    const reply = await this.answerCycleRequest(data);
+    const processId = reply.status === 'accepted' ? reply.model_id : (await this.store.findProcess(data.model, data.version ?? undefined))!.id;
     this.onActivity({
       kind: 'worker', processId, cycle: this.runtimes.get(processId)?.cycle?.sequence, workerId: data.worker_id, status: reply.status,
       ...(reply.status === 'rejected' && { reason: reply.reason }),
@@ -211,17 +213,17 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     return reply;
   }
 
-  private answerCycleRequest(data: CycleRequest): CycleReply {
-    const worker = this.store.worker(data.worker_id);
+  private async answerCycleRequest(data: CycleRequest): Promise<CycleReply> {
+    const worker = await this.store.worker(data.worker_id);
     if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-    const process = this.store.findProcess(data.model, data.version ?? undefined);
+    const process = await this.store.findProcess(data.model, data.version ?? undefined);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     if (worker.processId !== process.id) {
       throw gridError('FORBIDDEN', `worker ${data.worker_id} authenticated for another FL process; authenticate for ${process.name} ${process.version} first`);
     }
     const cfg = process.serverConfig;
     const speeds = checkSpeeds(data, requiresSpeedTest(cfg));
-    const rt = this.runtime(process.id);
+    const rt = await this.runtime(process.id);
     const cycle = rt.cycle;
     const now = this.now();
     const reject = (reason: string): CycleReply => {
@@ -235,9 +237,9 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     };
     if (cycle === undefined) return { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` };
     if (rt.closing !== undefined) return reject('the cycle is closing; ask again for the next one');
-    if (this.store.assignment(cycle.id, worker.id) !== undefined) return reject('this worker is already in this cycle');
+    if (await this.store.assignment(cycle.id, worker.id) !== undefined) return reject('this worker is already in this cycle');
     const reuse = cfg.do_not_reuse_workers_until_cycle;
-    if (reuse !== undefined && reuse > 0 && this.store.workedRecently(process.id, worker.id, cycle.sequence, reuse)) {
+    if (reuse !== undefined && reuse > 0 && await this.store.workedRecently(process.id, worker.id, cycle.sequence, reuse)) {
       return reject(`this worker took part in one of the last ${reuse} cycles (do_not_reuse_workers_until_cycle)`);
     }
     if (cfg.minimum_download_speed !== undefined && !(speeds.download >= cfg.minimum_download_speed)) {
@@ -246,7 +248,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (cfg.minimum_upload_speed !== undefined && !(speeds.upload >= cfg.minimum_upload_speed)) {
       return reject(`upload speed ${speeds.upload} is below the minimum of ${cfg.minimum_upload_speed}`);
     }
-    const assigned = this.store.assignedCount(cycle.id);
+    const assigned = await this.store.assignedCount(cycle.id);
     // Not capped by max_diffs: workers drop out, and the first max_diffs reports close the cycle anyway.
     const capacity = cfg.max_workers ?? Infinity;
     if (assigned >= capacity) return reject(`the cycle is full (${assigned} of ${capacity} workers)`);
@@ -255,17 +257,17 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       // authenticated for the process and `seen` of them already decided this cycle, the next one gets
       // one of the free places with probability free / (N − seen). When every worker asks, exactly
       // max_workers are chosen, each set equally likely.
-      const pool = Math.max(this.store.workerCount(process.id) - rt.randomSeen, 1);
+      const pool = Math.max(await this.store.workerCount(process.id) - rt.randomSeen, 1);
       const free = capacity - assigned;
       rt.randomSeen += 1;
       if (free < pool && Math.random() >= free / pool) return reject('not selected this cycle (pool_selection random)');
     }
     const requestKey = createHash('sha256').update(randomUUID()).digest('hex');
-    this.store.assign(cycle.id, worker.id, requestKey, now);
+    await this.store.assign(cycle.id, worker.id, requestKey, now);
     this.emit('changed', process.id);
     return {
       status: 'accepted', request_key: requestKey, version: process.version, model: process.name,
-      plans: this.store.assetIds(process.id, 'plan'), protocols: this.store.assetIds(process.id, 'protocol'),
+      plans: await this.store.assetIds(process.id, 'plan'), protocols: await this.store.assetIds(process.id, 'protocol'),
       client_config: process.clientConfig, model_id: process.id,
     };
   }
@@ -275,12 +277,12 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    * success and not counted again. A diff that does not decode, has the wrong shapes or a non-finite value
    * is refused before it touches the sum.
    */
-  report(data: { worker_id: string; request_key: string; diff: string; num_samples?: number | undefined }): { status: 'success' } | Promise<{ status: 'success' }> {
-    const a = this.store.assignmentByKey(data.request_key);
+  async report(data: { worker_id: string; request_key: string; diff: string; num_samples?: number | undefined }): Promise<{ status: 'success' }> {
+    const a = await this.store.assignmentByKey(data.request_key);
     if (a === undefined || a.workerId !== data.worker_id) throw gridError('FORBIDDEN', PYGRID.invalidRequestKey);
     if (a.reportedMs !== undefined) return { status: 'success' };
-    const cycle = this.store.cycle(a.cycleId)!;
-    const rt = this.runtime(cycle.processId);
+    const cycle = (await this.store.cycle(a.cycleId))!;
+    const rt = await this.runtime(cycle.processId);
     if (cycle.completedMs !== undefined || rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
     const weight = data.num_samples ?? 1;
     // A whole count of local rows: a worker's weight in the average is what it says it trained on, so an
@@ -294,7 +296,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     checkShapes(diff, rt.process.params.map((p) => p.dims));
     return new Promise((resolve, reject) => {
       this.pendingReports.push({ rt, cycleId: cycle.id, sequence: cycle.sequence, requestKey: data.request_key, workerId: data.worker_id, diff, weight, resolve, reject });
-      if (this.pendingReports.length === 1) setImmediate(() => this.flushReports());
+      if (this.pendingReports.length === 1) setImmediate(() => void this.flushReports());
     });
   }
 
@@ -303,13 +305,18 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    * them: the database syncs every commit), then adds them to their cycles' sums and answers them. A
    * report is answered only once it is committed; one whose cycle began closing meanwhile is refused.
    */
-  private flushReports(): void {
+  private async flushReports(): Promise<void> {
     const batch = this.pendingReports.splice(0);
     const now = this.now();
     let recorded: (boolean | undefined)[];
     try {
-      recorded = this.store.db.transaction(() => batch.map((r) => (
-        r.rt.cycle?.id !== r.cycleId || r.rt.closing !== undefined ? undefined : this.store.recordReport(r.requestKey, packDiff(r.diff), r.weight, now))));
+      recorded = await this.store.db.transaction(async () => {
+        const out: (boolean | undefined)[] = [];
+        for (const r of batch) {
+          out.push(r.rt.cycle?.id !== r.cycleId || r.rt.closing !== undefined ? undefined : await this.store.recordReport(r.requestKey, packDiff(r.diff), r.weight, now));
+        }
+        return out;
+      });
     } catch (err) {
       for (const r of batch) r.reject(err);
       return;
@@ -334,18 +341,18 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    * The process a download with this worker id and request key may read (PyGrid: the key of the worker
    * in the process's last open cycle). FORBIDDEN with PyGrid's "Invalid request key!" otherwise.
    */
-  checkKey(workerId: string, requestKey: string, modelId?: number): FlProcess {
-    const a = this.store.assignmentByKey(requestKey);
+  async checkKey(workerId: string, requestKey: string, modelId?: number): Promise<FlProcess> {
+    const a = await this.store.assignmentByKey(requestKey);
     if (a === undefined || a.workerId !== workerId) throw gridError('FORBIDDEN', PYGRID.invalidRequestKey);
-    const cycle = this.store.cycle(a.cycleId)!;
+    const cycle = (await this.store.cycle(a.cycleId))!;
     if (modelId !== undefined && cycle.processId !== modelId) throw gridError('FORBIDDEN', PYGRID.invalidRequestKey);
     if (cycle.completedMs !== undefined) throw gridError('CYCLE_CLOSED', `cycle ${cycle.sequence} of this FL process has already closed; request a new cycle`);
-    return this.runtime(cycle.processId).process;
+    return (await this.runtime(cycle.processId)).process;
   }
 
   /** The bytes of a checkpoint (`latest`, an alias or a number) of a process. */
   async checkpointBytes(processId: number, which: number | string = 'latest'): Promise<{ bytes: Uint8Array; number: number } | undefined> {
-    const c = this.store.checkpoint(processId, which);
+    const c = await this.store.checkpoint(processId, which);
     if (c === undefined) return undefined;
     return { bytes: await readFile(this.store.blobs.pathOf(c.sha256)), number: c.number };
   }
@@ -360,12 +367,12 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (publish === undefined || p.linkedModel === undefined) return;
     const run = async () => {
       let parent: string | undefined;
-      for (const c of this.store.checkpoints(p.id)) {
+      for (const c of await this.store.checkpoints(p.id)) {
         if (c.modelVersion !== undefined) { parent = c.modelVersion; continue; }
         if (parent === undefined || this.closed) return;
         const bytes = await readFile(this.store.blobs.pathOf(c.sha256));
         await publish(p, { number: c.number, bytes }, parent, (version) => this.store.setModelVersion(p.id, c.number, version));
-        parent = this.store.checkpoint(p.id, c.number)?.modelVersion;
+        parent = (await this.store.checkpoint(p.id, c.number))?.modelVersion;
         this.log.info({ process: `${p.name}@${p.version}`, checkpoint: c.number, model: `${p.linkedModel}@${parent}` }, 'FL checkpoint stored as a model version');
       }
     };
@@ -384,7 +391,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   /** Stops the timers (the node is closing); cycles continue at the next start. Idempotent. */
   async close(): Promise<void> {
     // Reports already checked are committed (and answered) before the database closes.
-    if (this.pendingReports.length > 0) this.flushReports();
+    if (this.pendingReports.length > 0) await this.flushReports();
     this.closed = true;
     const pending: Promise<void>[] = [...this.publishing.values()];
     for (const rt of this.runtimes.values()) {
@@ -397,19 +404,27 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   // --- cycles ----------------------------------------------------------------------------------------
 
-  private runtime(processId: number): Runtime {
-    let rt = this.runtimes.get(processId);
+  private async runtime(processId: number): Promise<Runtime> {
+    const rt = this.runtimes.get(processId);
     if (rt !== undefined) return rt;
-    const process = this.store.process(processId);
-    if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-    rt = { process, cycle: undefined, sum: undefined, timer: undefined, closing: undefined, randomSeen: 0 };
-    this.runtimes.set(processId, rt);
-    this.open(rt, this.store.openCycle(processId));
-    return rt;
+    // One load per process, however many requests ask for it meanwhile.
+    let loading = this.loading.get(processId);
+    if (loading === undefined) {
+      loading = (async () => {
+        const process = await this.store.process(processId);
+        if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
+        const loaded: Runtime = { process, cycle: undefined, sum: undefined, timer: undefined, closing: undefined, randomSeen: 0 };
+        await this.open(loaded, await this.store.openCycle(processId));
+        this.runtimes.set(processId, loaded);
+        return loaded;
+      })().finally(() => this.loading.delete(processId));
+      this.loading.set(processId, loading);
+    }
+    return loading;
   }
 
   /** Makes `cycle` the runtime's open cycle: its running sum from the stored diffs, and its timer. */
-  private open(rt: Runtime, cycle: FlCycle | undefined): void {
+  private async open(rt: Runtime, cycle: FlCycle | undefined): Promise<void> {
     rt.cycle = cycle;
     rt.sum = undefined;
     rt.randomSeen = 0;
@@ -418,7 +433,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (cycle === undefined) return;
     const shapes = rt.process.params.map((p) => p.dims);
     rt.sum = new RunningSum(shapes);
-    for (const r of this.store.reportedDiffs(cycle.id)) rt.sum.add(unpackDiff(r.diff, shapes), r.weight);
+    for await (const r of this.store.reportedDiffs(cycle.id)) rt.sum.add(unpackDiff(r.diff, shapes), r.weight);
     this.arm(rt);
   }
 
@@ -464,7 +479,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   private async closeCycle(rt: Runtime, cycle: FlCycle, sum: RunningSum): Promise<void> {
     const p = rt.process;
-    const latest = this.store.checkpoint(p.id);
+    const latest = await this.store.checkpoint(p.id);
     if (latest === undefined) throw gridError('INTERNAL', `FL process ${p.id} has no checkpoint`);
     const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));
     const old: StateTensor[] = paramsOf(p.format, oldBytes).tensors;
@@ -478,12 +493,12 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const { sha256 } = await this.store.blobs.write(Readable.from([next]));
     const now = this.now();
     const cfg = p.serverConfig;
-    const completed = this.store.completedCycles(p.id) + 1;
+    const completed = await this.store.completedCycles(p.id) + 1;
     const more = (cfg.num_cycles ?? 0) === 0 || completed < cfg.num_cycles!;
-    const number = this.store.closeCycle(cycle, sha256, reports, now, more ? { endMs: endOf(cfg, now) } : null);
+    const number = await this.store.closeCycle(cycle, sha256, reports, now, more ? { endMs: endOf(cfg, now) } : null);
     if (number === undefined) return;
     this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: sum.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
-    this.open(rt, this.store.openCycle(p.id));
+    await this.open(rt, await this.store.openCycle(p.id));
     this.emit('changed', p.id);
     if (p.linkedModel !== undefined) this.publishCheckpoints(p);
     this.emit('cycle-closed', { processId: p.id, cycle: cycle.sequence, checkpoint: number, reports, done: !more });
