@@ -3,7 +3,7 @@
 // the database does not let anyone log in.
 
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import { gridError } from '../core/errors';
+import { ErrorCodes, gridError } from '../core/errors';
 import { SignInLimiter, type SignInLimitOptions } from './signin-limits';
 import type { Store } from './store/sql';
 
@@ -72,7 +72,13 @@ export class Auth {
   async ensureAdmin(password: string | undefined): Promise<string | undefined> {
     if (await this.db.get("SELECT 1 AS x FROM users WHERE username = 'admin'") !== undefined) return undefined;
     const generated = password === undefined || password === '' ? randomBytes(15).toString('base64url') : undefined;
-    await this.addUser('admin', generated ?? password!, 'admin');
+    try {
+      await this.addUser('admin', generated ?? password!, 'admin');
+    } catch (err) {
+      // Replicas starting together on one new database: the first one creates admin (and shows its password).
+      if ((err as { code?: unknown }).code === ErrorCodes.ALREADY_EXISTS) return undefined;
+      throw err;
+    }
     return generated;
   }
 

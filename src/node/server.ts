@@ -244,6 +244,8 @@ export class GridNode {
       cleanups.unshift(() => models.close());
       const datasets = new DatasetStore(db);
       const events = new NodeEvents();
+      const unshare = events.share(db, log);
+      cleanups.unshift(unshare);
       const metrics = new NodeMetrics({ defaultMetrics: opts.processMetrics ?? true });
       const peers = new PeerLinks({ self: identity, events, log, pins: metaDbPins(db), ...(opts.maxPayload !== undefined && { maxPayload: opts.maxPayload }) });
       cleanups.unshift(() => peers.close());
@@ -341,7 +343,7 @@ export class GridNode {
       const port = (server.address() as AddressInfo).port;
       where = `${host}:${port}`;
       const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, fl, http: server, secure: secureContext !== undefined, cors, grid, db, lock, log });
-      node.closeHooks.push(() => held.close(), () => smpc.close());
+      node.closeHooks.push(() => held.close(), () => smpc.close(), unshare);
       ref.node = node;
       if (opts.localRecordFile !== undefined) await node.writeLocalRecord(opts.localRecordFile);
       log.info({ url: node.url, host, tls: node.secure, allowOrigins: [...cors.allowOrigins], dataDir, id, models: models.list().length, datasets: (await datasets.list()).length, database: db.where }, 'grid node listening');
