@@ -75,12 +75,16 @@ test('a write from outside an open transaction waits for it, and is not rolled b
   const db = new EmbeddedStore(path.join(dir, 'meta.db'));
   t.after(() => db.close());
   let release!: () => void;
+  let began!: () => void;
   const held = new Promise<void>((resolve) => { release = resolve; });
+  const inside = new Promise<void>((resolve) => { began = resolve; });
   const failing = db.transaction(async () => {
     await db.setMeta('in', 'rolled back');
+    began();
     await held;
     throw new Error('boom');
   });
+  await inside;
   const outside = db.setMeta('out', 'kept');
   release();
   await assert.rejects(failing, /boom/);
