@@ -14,10 +14,11 @@ import { outputsFollowInputShapes } from '../compute/signature';
 import { checkModelFile, IN_THREAD_MODEL_BYTES, ModelWorker } from '../compute/model-worker';
 import { sizeGuardOf, type SizeGuard } from '../compute/size-guard';
 import type { BlobStore } from './store/blobs';
-import type { Row, Store } from './store/sql';
+import { RECONNECTED, type Row, type Store } from './store/sql';
 
-/** Meta key of the models generation (shared database only). */
+/** Meta key of the models generation (shared database only), and the channel that announces it. */
 const GENERATION = 'models_generation';
+const CHANNEL = 'models';
 
 /** One session per version and bytes: `name@N#sha256`. */
 function sessionKey(info: ModelInfo): string {
@@ -108,11 +109,18 @@ export class ModelStore {
   /** Shared database only: the models generation the cache was read at, and a re-read under way. */
   private generation = 0;
   private reading: Promise<void> | undefined;
+  private readonly unlisten: (() => void)[] = [];
 
   /** Opens the store over `db`: reads the rows, and (embedded only) sweeps blobs no row names. */
   static async open(db: Store, blobs: BlobStore, log: Logger, opts: { sessionCacheBytes?: number } = {}): Promise<ModelStore> {
     const store = new ModelStore(db, blobs, opts);
     await store.reload();
+    // A shared database: another replica's change (or a notification connection that came back) is
+    // re-read in the background too, so what is served without a request (HTTP /models, /health) follows.
+    if (db.kind !== 'embedded') {
+      const refresh = () => { void store.fresh()?.catch((err: unknown) => log.warn({ err: (err as Error).message }, 're-reading the models after another replica changed them failed')); };
+      store.unlisten.push(db.listen(CHANNEL, refresh), db.listen(RECONNECTED, refresh));
+    }
     // A shared blob dir holds blobs other replicas adopted and have not committed a row for yet.
     if (db.kind === 'embedded') {
       const swept = blobs.sweep(new Set((await db.all('SELECT DISTINCT sha256 FROM models')).map((r) => String(r.sha256))));
@@ -173,6 +181,8 @@ export class ModelStore {
     if (this.db.kind === 'embedded') return undefined;
     const row = await this.db.get(`INSERT INTO meta (key, value) VALUES ('${GENERATION}', '1')
       ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT) RETURNING value`);
+    // Sent at commit: the other replicas re-read before anyone asks them.
+    await this.db.notify(CHANNEL, String(row!.value));
     return Number(row!.value);
   }
 
@@ -424,6 +434,7 @@ export class ModelStore {
   }
 
   async close(): Promise<void> {
+    for (const stop of this.unlisten.splice(0)) stop();
     this.closing.abort();
     await this.sessions.dispose();
     await this.thread.close();

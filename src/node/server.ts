@@ -431,7 +431,6 @@ export class GridNode {
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       return sendError(res, 405, gridError('INVALID_MESSAGE', `${req.method} is not supported; the node speaks WebSocket at ${this.url}`), { ...cors, allow: 'GET, HEAD, POST, OPTIONS' });
     }
-    if (pathname === '/health' || pathname === '/models' || pathname === '/models/') await this.models.fresh();
     if (pathname === '/health') {
       return send(res, 200, {
         status: 'ok', id: this.identity.id, name: this.identity.name, version: this.identity.version,

@@ -11,11 +11,9 @@ import pg from 'pg';
 import { gridError, GridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { MIGRATIONS } from './migrations';
-import { Channels, SET_META_SQL, type Row, type SqlParams, type Store } from './sql';
+import { Channels, RECONNECTED, SET_META_SQL, type Row, type SqlParams, type Store } from './sql';
 
 const NOTIFY_CHANNEL = 'grid';
-/** Delivered locally when the notification connection came back: notifications may have been missed. */
-export const RECONNECTED = 'reconnected';
 /** PostgreSQL refuses a NOTIFY payload of 8000 bytes or more. */
 export const MAX_NOTIFY_BYTES = 7900;
 /** Taken while migrating, so replicas starting together migrate once. */

@@ -37,6 +37,9 @@ export interface Store {
   close(): Promise<void>;
 }
 
+/** Delivered locally when a store's notification connection came back: notifications may have been missed. */
+export const RECONNECTED = 'reconnected';
+
 export const SET_META_SQL = 'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value';
 
 /** Local fan-out of notifications (the embedded store's whole NOTIFY; PostgreSQL's receiving end). */
