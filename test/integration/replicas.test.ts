@@ -112,3 +112,48 @@ test('a node whose database cannot be reached fails to start with GRID_ERR_DATAB
   assert.ok(!fs.existsSync(path.join(dir, 'node.pid')), 'the data dir is free again');
   assert.ok(!fs.existsSync(path.join(dir, 'meta.db')), 'no embedded database was made instead');
 });
+
+test('PostgreSQL stopped under load: requests end with GRID_ERR_DATABASE_UNAVAILABLE, none hangs; once it is back the replicas serve again and nothing committed is lost', { skip, timeout: 240_000 }, async (t) => {
+  const pg = await withPostgres(t);
+  const database = await pg.createDatabase();
+  const blobs = tempDir('grid-shared-blobs-');
+  t.after(() => fs.rmSync(blobs, { recursive: true, force: true }));
+  const [a, b] = await Promise.all([replica(t, database, blobs), replica(t, database, blobs)]);
+  const [ca, cb] = await Promise.all([admin(t, a!.url), admin(t, b!.url)]);
+  await ca.hostModel(mlpModel(6, 5, 3), { id: 'before-stop', allowRemoteInference: true });
+  const expected = bytes(await ca.runInference('before-stop', feeds()));
+
+  // Load on both replicas while the database goes away: every request gets an answer, right or coded.
+  let stopped = false;
+  const outcomes: string[] = [];
+  const load = async (c: GridClient) => {
+    for (let i = 0; !stopped || i < 5; i++) {
+      const started = Date.now();
+      try {
+        const out = await c.runInference('before-stop', feeds());
+        assert.ok(bytes(out).equals(expected));
+        outcomes.push('ok');
+      } catch (err) {
+        assert.equal((err as GridError).code, 'GRID_ERR_DATABASE_UNAVAILABLE', `a request failed with ${(err as Error).message}`);
+        outcomes.push('unavailable');
+      }
+      assert.ok(Date.now() - started < 40_000, 'a request hung while the database was down');
+      if (i > 500) break;
+    }
+  };
+  const loaded = Promise.all([load(ca), load(cb), load(ca)]);
+  await pg.stop('fast');
+  stopped = true;
+  await loaded;
+  assert.ok(outcomes.includes('unavailable'), `requests after the stop are refused with a code (${outcomes.length} answered)`);
+  await assert.rejects(cb.hostModel(mlpModel(4, 4, 2), { id: 'during-stop' }), (e: GridError) => e.code === 'GRID_ERR_DATABASE_UNAVAILABLE');
+
+  await pg.start();
+  // The pools reconnect on the next request: no replica needs a restart.
+  for (const c of [ca, cb]) {
+    assert.deepEqual((await c.listModels()).map((m) => m.id), ['before-stop'], 'what was committed before the stop is there, and nothing half-written');
+    assert.ok(bytes(await c.runInference('before-stop', feeds())).equals(expected));
+  }
+  await cb.hostModel(mlpModel(4, 4, 2), { id: 'after-restart', allowRemoteInference: true });
+  assert.deepEqual((await ca.listModels()).map((m) => m.id), ['after-restart', 'before-stop']);
+});
