@@ -280,22 +280,32 @@ export class ModelStore {
       // Checked again: another upload may have stored a version of this id while this one loaded.
       this.checkVersion(input, true);
       await this.blobs.adopt(input.file, input.sha256);
-      const version = input.version ?? this.nextVersion(input.id);
-      const info: ModelInfo = {
-        id: input.id, name: input.name ?? this.byId.get(input.id)?.at(-1)?.name ?? input.id, version: String(version), signature, size: input.size, sha256: input.sha256,
+      const made = {
+        id: input.id, name: input.name ?? this.byId.get(input.id)?.at(-1)?.name ?? input.id, signature, size: input.size, sha256: input.sha256,
         allow_download: input.allowDownload, allow_remote_inference: input.allowRemoteInference, owner: input.owner, created: new Date().toISOString(),
         ...(input.parent !== undefined && { parent: input.parent }),
         ...(input.jobId !== undefined && { job_id: input.jobId }),
       };
-      const generation = await this.db.transaction(async () => {
+      const { info, version, generation } = await this.db.transaction(async () => {
+        // The number is taken in the database (its model_names row, locked until commit), so two uploads
+        // of one id at once, through this replica or another, get two numbers.
+        const taken = input.version !== undefined
+          ? await this.db.get(`INSERT INTO model_names (id, last_version) VALUES (?, ?) ON CONFLICT (id) DO UPDATE
+              SET last_version = CASE WHEN excluded.last_version > model_names.last_version THEN excluded.last_version ELSE model_names.last_version END
+              RETURNING last_version`, [input.id, input.version])
+          : await this.db.get(`INSERT INTO model_names (id, last_version) VALUES (?, 1) ON CONFLICT (id) DO UPDATE
+              SET last_version = model_names.last_version + 1 RETURNING last_version`, [input.id]);
+        const number = input.version ?? Number(taken!.last_version);
+        if (input.version === undefined && !input.newVersion && number !== 1) {
+          throw gridError('ALREADY_EXISTS', `a model "${input.id}" was just hosted on this node; host the bytes as its next version (new_version: true) or choose another id`, { model_id: input.id });
+        }
+        const row: ModelInfo = { ...made, version: String(number) };
         await this.db.run(`INSERT INTO models (id, version, name, signature, size, sha256, allow_download, allow_remote_inference, owner, created, parent, job_id)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        [info.id, version, info.name, JSON.stringify(signature), info.size, info.sha256, info.allow_download ? 1 : 0, info.allow_remote_inference ? 1 : 0, info.owner, info.created, info.parent ?? null, info.job_id ?? null]);
-        await this.db.run(`INSERT INTO model_names (id, last_version) VALUES (?, ?) ON CONFLICT (id) DO UPDATE
-          SET last_version = CASE WHEN excluded.last_version > model_names.last_version THEN excluded.last_version ELSE model_names.last_version END`, [info.id, version]);
+        [row.id, number, row.name, JSON.stringify(signature), row.size, row.sha256, row.allow_download ? 1 : 0, row.allow_remote_inference ? 1 : 0, row.owner, row.created, row.parent ?? null, row.job_id ?? null]);
         // Committed with the model's row (a trained model's record): never one without the other after a crash.
-        await input.alongside?.(info);
-        return this.bump();
+        await input.alongside?.(row);
+        return { info: row, version: number, generation: await this.bump() };
       });
       this.bumped(generation);
       this.byId.set(info.id, [...(this.byId.get(info.id) ?? []), info].sort((a, b) => Number(a.version) - Number(b.version)));
