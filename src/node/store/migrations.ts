@@ -247,4 +247,42 @@ export const MIGRATIONS: readonly Migration[] = [
        PRIMARY KEY (cycle_id, worker_id));
      CREATE INDEX fl_assignments_worker ON fl_assignments(worker_id);`,
   },
+  // 4: encrypted serving (src/node/smpc). A share holder's shares survive a restart: one row per model
+  // (its public plan and pairing, no share values) and the share bytes in <data>/smpc/blobs. The crypto
+  // provider's record of the uploads it deals for (the holders and weight sizes of each), so a deal for
+  // a model it never saw is refused, also after it restarted.
+  {
+    embedded: `CREATE TABLE smpc_shares (
+       model_id TEXT PRIMARY KEY,
+       info TEXT NOT NULL,
+       plan TEXT NOT NULL,
+       mask_nonce TEXT NOT NULL,
+       owner TEXT NOT NULL,
+       bytes INTEGER NOT NULL,
+       sha256 TEXT NOT NULL);
+     CREATE INDEX smpc_shares_owner ON smpc_shares(owner);
+     CREATE TABLE smpc_uploads (
+       mask_nonce TEXT PRIMARY KEY,
+       holder0 TEXT NOT NULL,
+       holder1 TEXT NOT NULL,
+       weights TEXT NOT NULL,
+       created TEXT NOT NULL);
+     CREATE INDEX smpc_uploads_holder0 ON smpc_uploads(holder0);`,
+    postgres: `CREATE TABLE smpc_shares (
+       model_id TEXT PRIMARY KEY,
+       info TEXT NOT NULL,
+       plan TEXT NOT NULL,
+       mask_nonce TEXT NOT NULL,
+       owner TEXT NOT NULL,
+       bytes BIGINT NOT NULL,
+       sha256 TEXT NOT NULL);
+     CREATE INDEX smpc_shares_owner ON smpc_shares(owner);
+     CREATE TABLE smpc_uploads (
+       mask_nonce TEXT PRIMARY KEY,
+       holder0 TEXT NOT NULL,
+       holder1 TEXT NOT NULL,
+       weights TEXT NOT NULL,
+       created TEXT NOT NULL);
+     CREATE INDEX smpc_uploads_holder0 ON smpc_uploads(holder0);`,
+  },
 ];
