@@ -31,3 +31,16 @@ export function processRss(pid: number): number {
     return m ? Number(m[1]) * 1024 : NaN;
   } catch { return NaN; }
 }
+
+/** CPU seconds (user + system) another process has used so far, from /proc (Linux); NaN where that is not available. */
+export function processCpuSeconds(pid: number): number {
+  try {
+    // Fields after the command name (which may hold spaces, so split after its closing parenthesis): utime is the 12th, stime the 13th.
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+  } catch { return NaN; }
+}
+
+/** Linux's USER_HZ: /proc counts CPU time in hundredths of a second on every architecture Node runs on. */
+const CLOCK_TICKS = 100;

@@ -9,7 +9,7 @@
 // test folder is the user data dir's parent: code-server's XDG dirs, TMPDIR, the browser profile and
 // the report all go there.
 // Environment: GRID_E2E_TIMEOUT_MS (default 10 min), GRID_E2E_VERBOSE (echo the workbench's log).
-import { closeSync, fstatSync, mkdirSync, openSync, readSync, rmSync, watch } from 'node:fs';
+import { closeSync, fstatSync, mkdirSync, openSync, readFileSync, readSync, rmSync, symlinkSync, watch } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { startCodeServer } from './code-server.mjs';
@@ -101,12 +101,22 @@ async function runInWorkbench(args, { tools, timeoutMs, log }) {
   rmSync(reportFile, { force: true });
   mkdirSync(workDir, { recursive: true });
   const report = followFile(reportFile, process.stdout);
+  const [devPath, ...extraDevPaths] = args.extensionDevelopmentPaths;
+  const extensionsDir = args.extensionsDir ?? (extraDevPaths.length ? join(workDir, 'extensions') : undefined);
+  for (const dir of extraDevPaths) {
+    const pkg = JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8'));
+    mkdirSync(extensionsDir, { recursive: true });
+    const link = join(extensionsDir, `${pkg.publisher}.${pkg.name}-${pkg.version}`);
+    rmSync(link, { force: true, recursive: true });
+    symlinkSync(dir, link, 'dir');
+    log(`${pkg.publisher}.${pkg.name} from ${dir} loads as an installed extension (code-server takes one development extension)`);
+  }
   let server;
   try {
     server = await startCodeServer(tools, {
       workDir, folder, smokeTestDriver: true, userDataDir,
-      ...(args.extensionsDir ? { extensionsDir: args.extensionsDir } : {}),
-      vscodeOptions: args.disableExtensions ? ['disable-extensions'] : [],
+      ...(extensionsDir ? { extensionsDir } : {}),
+      vscodeOptions: args.disableExtensions && extraDevPaths.length === 0 ? ['disable-extensions'] : [],
       // The remote extension host's console reaches nobody: the suites write their report here (test/e2e/suite/report.ts).
       env: { GRID_E2E_REPORT: reportFile },
     });
@@ -132,7 +142,7 @@ async function runInWorkbench(args, { tools, timeoutMs, log }) {
     });
     page.on('pageerror', (err) => log(`[page error] ${err.message}`));
     const payload = [
-      ...args.extensionDevelopmentPaths.map((p) => ['extensionDevelopmentPath', remoteUri(server, p)]),
+      ['extensionDevelopmentPath', remoteUri(server, devPath)],
       ['extensionTestsPath', remoteUri(server, args.extensionTestsPath)],
     ];
     await page.goto(workbenchUrl(server, folder, payload));

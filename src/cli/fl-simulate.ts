@@ -14,8 +14,8 @@ import { int, jsonArg, num } from './args';
 
 const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
 
-/** An .onnx file or `mlp:64,32,10` (built here). */
-function modelBytes(arg: string): Uint8Array {
+/** An .onnx file or `mlp:64,32,10` (built here). Also the notebook's grid.fl.simulate (fl-join-process.ts). */
+export function simulationModel(arg: string): Uint8Array {
   if (arg.startsWith('mlp:')) {
     try {
       return mlp(arg.slice(4).split(',').map(int), { seed: 1 });
@@ -66,7 +66,7 @@ export function registerFlSimulateCommand(program: Command, host: FlCliHost): vo
       } catch (err) {
         throw gridError('INVALID_INPUT', `--partition: ${(err as Error).message}`);
       }
-      const model = modelBytes(modelArg);
+      const model = simulationModel(modelArg);
       const all = await readWorkerDataset(o.data, o);
       const { train, test } = splitDataset(all, o.testFraction, o.seed);
       const c = await host.connect(true);

@@ -26,6 +26,8 @@ export interface FlCliHost extends CliHost {
 export const EXIT_REJECTED = 3;
 
 const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+/** Seconds with two significant digits below 10 s: a fast cycle reads "0.31 s", not "0.0 s". */
+const secs = (s: number) => (s >= 10 ? s.toFixed(0) : s.toPrecision(2));
 
 /** `name@version` → both; `name` → the name (the node takes its last hosted version). */
 export function processArg(arg: string, version: string | undefined): { name: string; version: string | undefined } {
@@ -114,16 +116,19 @@ export function registerFlCommands(program: Command, host: FlCliHost): void {
     .requiredOption('--version <version>', 'its version (client_config.version)')
     .option('--server-config <json|file>', 'the node\'s rules: cycle_length (s), num_cycles, max_diffs, min_diffs, min_workers, max_workers, pool_selection, do_not_reuse_workers_until_cycle, minimum_upload_speed, minimum_download_speed, authentication')
     .option('--client-config <json|file>', 'what workers get: batch_size, lr, max_updates, epochs, loss, optimizer, momentum, fedprox_mu, privacy {clip_norm, noise_multiplier} (name and version come from --name/--version)')
-    .action(async (model: string, o: { name: string; version: string; serverConfig?: string; clientConfig?: string }) => {
+    .option('--averaging-plan <file.onnx>', 'an ONNX graph the node runs at each cycle close instead of FedAvg: inputs old/<param> and diff/<param> (the weighted mean diff), outputs <param> (docs/federated-learning.md, Averaging plans)')
+    .action(async (model: string, o: { name: string; version: string; serverConfig?: string; clientConfig?: string; averagingPlan?: string }) => {
       const isFile = fs.existsSync(model);
       if (isFile && fs.statSync(model).isDirectory()) throw gridError('INVALID_MODEL', `${model} is a folder; give an .onnx file or a hosted model (name or name@N)`);
       const serverConfig = jsonArg('--server-config', o.serverConfig) ?? {};
       const clientConfig = { ...jsonArg('--client-config', o.clientConfig), name: o.name, version: o.version };
+      if (o.averagingPlan !== undefined && !fs.existsSync(o.averagingPlan)) throw gridError('INVALID_INPUT', `--averaging-plan: no file ${o.averagingPlan}`);
+      const averagingPlan = o.averagingPlan === undefined ? undefined : fs.readFileSync(o.averagingPlan).toString('base64');
       const c = await host.connect(true);
       const source = isFile
         ? { model_transfer_id: (await c.socket.upload(await fileSource(path.resolve(model)))).transfer_id }
         : { model_ref: model };
-      const r = await c.socket.request(FlHostTraining, { ...source, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
+      const r = await c.socket.request(FlHostTraining, { ...source, client_config: clientConfig, server_config: serverConfig, ...(averagingPlan !== undefined && { averaging_plan: averagingPlan }) }, { timeout: 600_000 });
       host.print(`hosted FL process ${r.name}@${r.version} (id ${r.model_id}) from ${isFile ? path.basename(model) : `the hosted model ${model}`}; workers join with: grid fl join ${r.name}@${r.version} --data FILE`,
         // The process's secrets (authentication keys) are not echoed back.
         { ...r, client_config: clientConfig, server_config: { ...serverConfig, ...(serverConfig.authentication !== undefined && { authentication: '(not shown)' }) } });
@@ -162,7 +167,7 @@ export function registerFlCommands(program: Command, host: FlCliHost): void {
         });
         const lines = run.reported.map((out, i) => {
           const r = out.result;
-          return `${at(i + 1)}reported to ${out.cycle.accepted.model}@${out.cycle.accepted.version}: ${r.numSamples} samples, ${r.steps} updates in ${r.seconds.toFixed(1)} s, loss ${r.metrics.loss.toFixed(4)}, accuracy ${pct(r.metrics.accuracy)}`;
+          return `${at(i + 1)}reported to ${out.cycle.accepted.model}@${out.cycle.accepted.version}: ${r.numSamples} samples, ${r.steps} updates in ${secs(r.seconds)} s, loss ${r.metrics.loss.toFixed(4)}, accuracy ${pct(r.metrics.accuracy)}`;
         });
         const cycles = run.reported.map((out) => ({
           model: out.cycle.accepted.model, version: out.cycle.accepted.version, worker_id: out.cycle.workerId,

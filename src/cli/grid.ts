@@ -13,7 +13,7 @@ import { registerFlCommands } from './fl';
 import { registerFlSimulateCommand } from './fl-simulate';
 import { registerKernelCommands } from './kernel';
 import { registerTrainCommands } from './train';
-import { inferIfEncrypted, registerServeEncrypted } from './serve-encrypted';
+import { deleteIfEncrypted, inferIfEncrypted, registerServeEncrypted } from './serve-encrypted';
 
 interface GlobalOptions { node?: string; user?: string; password?: string; json?: boolean; timeout: number }
 
@@ -180,7 +180,16 @@ class Cli {
       .action(async (model: string, o: { version?: string; all?: boolean }) => {
         const ref = refArg(model, o.version);
         const c = await this.connect(true);
-        const r = await c.deleteModel(ref, o.all ? { allVersions: true } : {});
+        let r;
+        try {
+          r = await c.deleteModel(ref, o.all ? { allVersions: true } : {});
+        } catch (err) {
+          // A model served encrypted is deleted from both its share holders.
+          const enc = toGridError(err).code === 'GRID_ERR_NOT_FOUND' && ref === model ? await deleteIfEncrypted(c, model, this.encryptedHost()) : undefined;
+          if (enc === undefined) throw err;
+          this.print(`deleted encrypted model ${enc.model_id} from its share holders ${enc.holders.join(' and ')}`, enc);
+          return;
+        }
         const versions = r.versions ?? [];
         const what = o.all ? `${r.model_id} (${versions.length === 1 ? 'version' : 'versions'} ${versions.join(', ')})` : versions.length === 1 ? `${r.model_id}@${versions[0]}` : ref;
         const left = typeof r.latest_version === 'string' ? `; ${r.model_id}@${r.latest_version} is the latest` : '';

@@ -8,7 +8,7 @@ import { GridClient, type Credentials } from '../core/client';
 import { ErrorCodes, gridError, toGridError } from '../core/errors';
 import type { NamedTensors } from '../core/protocol/tensor';
 import { bindInputFiles } from '../compute/tensor-io';
-import { encryptedModelInfo, inferEncrypted, serveEncrypted } from '../federation/smpc';
+import { deleteEncrypted, encryptedModelInfo, inferEncrypted, serveEncrypted } from '../federation/smpc';
 
 export interface EncryptedCliHost {
   print(human: string, json: unknown): void;
@@ -73,6 +73,27 @@ export async function inferIfEncrypted(client: GridClient, id: string, inputs: r
   try {
     const y = await inferEncrypted(id, feeds[info.input.name]!, { holders: [client, other], timeoutMs: Math.max(120_000, host.timeoutMs()) });
     return { [info.output.name]: y };
+  } finally {
+    other.dispose();
+  }
+}
+
+/**
+ * `grid delete` on a model the node holds only a share of: undefined when it holds none (the caller
+ * reports its plain NOT_FOUND), else deletes it from this node and from the other share holder.
+ */
+export async function deleteIfEncrypted(client: GridClient, id: string, host: EncryptedCliHost): Promise<{ model_id: string; encrypted: true; holders: string[] } | undefined> {
+  let info;
+  try {
+    info = await encryptedModelInfo(client, id);
+  } catch (err) {
+    if (toGridError(err).code === ErrorCodes.NOT_FOUND || toGridError(err).code === ErrorCodes.UNKNOWN_TYPE) return undefined;
+    throw err;
+  }
+  const other = await open(info.peer.address, host, true);
+  try {
+    await deleteEncrypted(id, [client, other]);
+    return { model_id: id, encrypted: true, holders: [client.socket.status.url ?? '', info.peer.address] };
   } finally {
     other.dispose();
   }

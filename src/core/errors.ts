@@ -77,10 +77,16 @@ export const ErrorCodes = {
   SMPC_ABORTED: 'GRID_ERR_SMPC_ABORTED',
   /** The shares on the two share holders do not belong together (different uploads). */
   SMPC_SHARES_MISMATCH: 'GRID_ERR_SMPC_SHARES_MISMATCH',
+  /** The crypto provider was asked for randomness for an encrypted model (upload) it does not know, or by nodes that are not its share holders. */
+  SMPC_UNKNOWN_UPLOAD: 'GRID_ERR_SMPC_UNKNOWN_UPLOAD',
   /** The TLS handshake failed (untrusted or mismatched certificate). */
   TLS_ERROR: 'GRID_ERR_TLS_ERROR',
   /** A federated-learning report or download for a cycle that has already closed (averaged). */
   CYCLE_CLOSED: 'GRID_ERR_CYCLE_CLOSED',
+  /** An ONNX averaging plan whose inputs or outputs do not fit the FL process's parameters (or that does not run). */
+  INVALID_AVERAGING_PLAN: 'GRID_ERR_INVALID_AVERAGING_PLAN',
+  /** Our FL worker cannot train this process: it serves no ONNX model to derive a training plan from (a syft-proto State). */
+  FL_NOT_TRAINABLE: 'GRID_ERR_FL_NOT_TRAINABLE',
   /** A bug or an unexpected failure; the message says where to look. */
   INTERNAL: 'GRID_ERR_INTERNAL',
 } as const;

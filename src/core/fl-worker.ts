@@ -14,7 +14,7 @@ import * as https from 'node:https';
 import { GridError, gridError, isErrorCode, toGridError } from './errors';
 import { measureSpeeds, type MeasuredSpeeds } from './fl-speed-test';
 import type { Logger } from './logger';
-import { FlAuthenticate, FlCycleRequest, FlReport } from './protocol/fl-messages';
+import { FlAuthenticate, FlCycleRequest, FlListProcesses, FlReport, type FlProcessInfo } from './protocol/fl-messages';
 import type { ReplyOf, RequestDef, RequestOf } from './protocol/catalogue';
 import type { IncomingMessage } from './protocol/envelope';
 import { encodeState, type StateTensor } from './protocol/syft-state';
@@ -184,6 +184,23 @@ export class FlWorker extends EventEmitter<{ 'room-message': [FlRoomMessage] }> 
     });
   }
 
+  /**
+   * What the node says of an FL process before joining it (our nodes' fl-list-processes: its model's
+   * format, configs, cycle): the process `modelVersion` names, else the last hosted with that name.
+   * Undefined when the node has no such process, or does not answer this message (a PyGrid node).
+   */
+  async processInfo(req: { modelName: string; modelVersion?: string }): Promise<FlProcessInfo | undefined> {
+    let processes: FlProcessInfo[];
+    try {
+      ({ processes } = await this.request(FlListProcesses, {}));
+    } catch (err) {
+      if (err instanceof GridError && err.code === 'GRID_ERR_UNKNOWN_TYPE') return undefined;
+      throw err;
+    }
+    const named = processes.filter((p) => p.name === req.modelName && (req.modelVersion === undefined || p.version === req.modelVersion));
+    return named.reduce<FlProcessInfo | undefined>((last, p) => (last === undefined || p.model_id > last.model_id ? p : last), undefined);
+  }
+
   // --- downloads (PyGrid's HTTP routes) --------------------------------------------------------------
 
   /** The process's current checkpoint, as the accepted cycle's request key allows. */
@@ -327,6 +344,11 @@ export class FlJob extends EventEmitter<{ accepted: [FlCycle]; rejected: [FlReje
     this.modelName = req.modelName;
     this.modelVersion = req.modelVersion;
     this.authToken = req.authToken;
+  }
+
+  /** What the node says of this job's process (FlWorker.processInfo), before asking for a cycle. */
+  processInfo(): Promise<FlProcessInfo | undefined> {
+    return this.worker.processInfo({ modelName: this.modelName, ...(this.modelVersion !== undefined && { modelVersion: this.modelVersion }) });
   }
 
   /** This worker's id on the node, once authenticated. */

@@ -7,13 +7,15 @@ import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
 import type { ModelInfo } from '../core/protocol/messages';
-import { ID_PATTERN, refOf } from '../core/protocol/model-ref';
+import { refOf } from '../core/protocol/model-ref';
 import type { Ctx } from './ctx';
 import { FL_COMMANDS } from './fl-commands';
 import { heavy } from './heavy';
+import { serveNotebookModel } from './jupyter';
 import { newNotebook, restartKernel } from './notebook';
 import { guarded, isConnection, nodeFromArg, pickFile, pickModel, pickNode, withProgress, workspaceFiles, type Cmd, type Flow, type ModelArgs, type NodeArg } from './pickers';
-import { inferEncryptedModel, serveEncrypted } from './smpc';
+import { serveTo, type ServeArgs } from './serve';
+import { deleteEncryptedModel, inferEncryptedModel, serveEncrypted } from './smpc';
 import { train } from './train';
 import { EncryptedModelItem, formatBytes, ModelItem, signatureLine } from './views/items';
 
@@ -138,17 +140,6 @@ function refresh(ctx: Ctx): Cmd {
 
 // ---- models -----------------------------------------------------------------------------------
 
-interface ServeArgs {
-  node?: string;
-  file?: string;
-  id?: string;
-  name?: string;
-  version?: string;
-  /** When the node has a model `id`: serve the file as its next version (asked for when not given). */
-  newVersion?: boolean;
-  allowDownload?: boolean;
-  allowRemoteInference?: boolean;
-}
 
 function serveModel(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not serve the model', async (arg: NodeArg | vscode.Uri | ServeArgs, flow: Flow) => {
@@ -164,45 +155,10 @@ function serveModel(ctx: Ctx): Cmd {
       if (file === undefined) return undefined;
     }
     answers.file = file;
-    const conn = named ?? await pickNode(ctx, undefined, { need: 'signedIn', toDo: 'serve a model', title: `Serve ${path.basename(file)} to…`, flow });
-    if (!conn) return undefined;
-    let id = a.id;
-    if (id === undefined) {
-      const suggested = path.basename(file, path.extname(file)).replace(/[^A-Za-z0-9._-]/g, '-');
-      id = await vscode.window.showInputBox({
-        title: `Serve ${path.basename(file)} to ${conn.name}`, prompt: 'Model id on the node', value: suggested,
-        validateInput: (v) => (ID_PATTERN.test(v)
-          ? (conn.models.some((m) => m.id === v) ? { message: `${conn.name} already has a model "${v}": the file becomes its next version`, severity: vscode.InputBoxValidationSeverity.Info } : undefined)
-          : 'letters, digits, ".", "_" and "-" only (at most 128)'),
-      });
-      if (id === undefined) return undefined;
-    }
-    answers.id = id;
-    let allowDownload = a.allowDownload;
-    let allowRemoteInference = a.allowRemoteInference;
-    if (allowDownload === undefined || allowRemoteInference === undefined) {
-      const picks = await vscode.window.showQuickPick([
-        { label: 'Allow remote inference', key: 'infer', picked: allowRemoteInference ?? true },
-        { label: 'Allow download', key: 'download', picked: allowDownload ?? false },
-      ], { title: `Permissions of "${id}"`, canPickMany: true });
-      if (!picks) return undefined;
-      allowRemoteInference = picks.some((p) => p.key === 'infer');
-      allowDownload = picks.some((p) => p.key === 'download');
-    }
-    Object.assign(answers, { allowDownload, allowRemoteInference });
-    const modelFile = file;
-    const modelId = id;
-    const info = await withProgress(`Serving ${modelId} to ${conn.name}`, (signal, report) => conn.client.hostModel(modelFile, {
-      id: modelId, allowDownload: allowDownload!, allowRemoteInference: allowRemoteInference!, signal, onProgress: report,
-      ...(a.name !== undefined && { name: a.name }), ...(a.version !== undefined && { version: a.version }),
-      // Picked interactively, an id the node has means a new version of it (the input box said so).
-      ...((a.newVersion ?? (a.id === undefined && conn.models.some((m) => m.id === modelId))) && { newVersion: true }),
-    }));
-    ctx.log.info({ node: conn.url, model: refOf(info), size: info.size }, `served ${refOf(info)} to ${conn.name}`);
-    void vscode.window.showInformationMessage(`${refOf(info)} is served by ${conn.name}: ${signatureLine(info)}`);
-    return info;
+    return serveTo(ctx, flow, a, { model: file, label: path.basename(file), suggestedId: path.basename(file, path.extname(file)), ...(named && { named }) });
   });
 }
+
 
 function downloadModel(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not download the model', async (arg: ModelItem | (ModelArgs & { dest?: string }) | undefined, flow: Flow) => {
@@ -250,15 +206,25 @@ async function pickDownloadFile(ctx: Ctx, title: string, model: ModelInfo): Prom
 }
 
 function deleteModel(ctx: Ctx): Cmd {
-  return guarded(ctx, 'Could not delete the model', async (arg: ModelItem | (ModelArgs & { skipConfirmation?: boolean }) | undefined, flow: Flow) => {
+  return guarded(ctx, 'Could not delete the model', async (arg: ModelItem | EncryptedModelItem | (ModelArgs & { skipConfirmation?: boolean }) | undefined, flow: Flow) => {
     const target = await pickModel(ctx, arg, 'Delete a model', 'delete', flow);
     if (!target) return undefined;
     const { conn, model } = target;
+    const a = arg instanceof vscode.TreeItem ? undefined : arg;
+    const skip = a?.skipConfirmation === true;
+    if (target.encrypted) {
+      // Served encrypted: deleted from both share holders, and the crypto provider deals no more for it.
+      if (!skip) {
+        const ok = await vscode.window.showWarningMessage(`Delete encrypted model "${model.id}" from its share holders?`, { modal: true, detail: `${conn.name} and ${target.encrypted.peer.address} delete their shares; this cannot be undone.` }, 'Delete');
+        if (ok !== 'Delete') return undefined;
+      }
+      flow.answers.skipConfirmation = true;
+      return (await deleteEncryptedModel(ctx, conn, target.encrypted)).model_id;
+    }
     // A version row or a name@N deletes that version; a model row or a bare name, the model with every version.
-    const one = arg instanceof ModelItem ? arg.isVersion : typeof arg?.model === 'string' && arg.model.includes('@');
+    const one = arg instanceof ModelItem ? arg.isVersion : typeof a?.model === 'string' && a.model.includes('@');
     const count = model.versions ?? 1;
     const what = one ? `version ${model.version} of model "${model.id}"` : `model "${model.id}"${count > 1 ? ` and all its ${count} versions` : ''}`;
-    const skip = !(arg instanceof ModelItem) && arg?.skipConfirmation === true;
     if (!skip) {
       const ok = await vscode.window.showWarningMessage(`Delete ${what} from ${conn.name}?`, { modal: true, detail: 'The node deletes its copy; this cannot be undone.' }, 'Delete');
       if (ok !== 'Delete') return undefined;
@@ -378,7 +344,12 @@ function runInference(ctx: Ctx): Cmd {
     const feeds = inputs;
     const t0 = performance.now();
     const encrypted = target.encrypted;
-    const outputs = encrypted ? await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} encrypted on ${conn.name} and its other share holder` }, () => inferEncryptedModel(ctx, conn, encrypted, feeds))
+    const outputs = encrypted ? await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} encrypted on ${conn.name} and its other share holder`, cancellable: true }, (_p, token) => {
+      // Cancel stops both share holders and frees the randomness the crypto provider reserved for the query.
+      const controller = new AbortController();
+      const sub = token.onCancellationRequested(() => controller.abort());
+      return inferEncryptedModel(ctx, conn, encrypted, feeds, controller.signal).finally(() => sub.dispose());
+    })
       : await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Running ${model.id} on ${conn.name}`, cancellable: true }, (_p, token) => {
       const controller = new AbortController();
       const sub = token.onCancellationRequested(() => controller.abort());
@@ -409,6 +380,7 @@ export const COMMANDS: Record<string, (ctx: Ctx) => Cmd> = {
   'grid.showNodeInfo': showNodeInfo,
   'grid.refresh': refresh,
   'grid.serveModel': serveModel,
+  'grid.serveNotebookModel': serveNotebookModel,
   'grid.downloadModel': downloadModel,
   'grid.deleteModel': deleteModel,
   'grid.changeModelPermissions': changeModelPermissions,

@@ -141,6 +141,11 @@ export class NodeConnection implements vscode.Disposable {
    * Whether this session may use `model` so: the owner and admins always may (delete and train too),
    * anyone else as its allow_* flags say. Unknown role (an older node): as an ordinary user.
    */
+  /** Whether this session may delete an encrypted model: its owner or an admin, as for a plain model. */
+  mayDeleteEncrypted(info: SmpcModelInfo): boolean {
+    return this.isSignedIn && (info.owner === this.user || this.roleValue === 'admin');
+  }
+
   mayUse(model: ModelInfo, use: ModelUse): boolean {
     if (!this.isSignedIn) return false;
     if (model.owner === this.user || this.roleValue === 'admin') return true;
@@ -347,6 +352,14 @@ export class NodeConnection implements vscode.Disposable {
     });
     // FL processes on a stream of their own: a node asked for its default topics leaves `fl` out (older
     // clients would not know its events), and a node without FL refuses the topic without ending the other.
+    // Encrypted models this node holds a share of, on their own topic too (a node without encrypted
+    // serving refuses it; the list from connect stands then).
+    client.subscribe(['smpc'], { signal: controller.signal }).subscribe({
+      next: (ev) => this.onEvent(ev),
+      error: (err) => {
+        if (err.code !== ErrorCodes.ABORTED && client === this.clientValue) this.log.info({ node: this.url, code: err.code }, `${this.name} sends no encrypted-model events: ${err.message}`);
+      },
+    });
     client.subscribe(['fl'], { signal: controller.signal }).subscribe({
       next: (ev) => this.onEvent(ev),
       error: (err) => {
@@ -364,6 +377,12 @@ export class NodeConnection implements vscode.Disposable {
         break;
       case 'model-removed':
         this.setVersions(this.allVersions.filter((m) => m.id !== ev.model_id || (ev.version !== undefined && m.version !== ev.version)));
+        break;
+      case 'smpc-model-added':
+        this.encrypted = [...this.encrypted.filter((e) => e.model_id !== ev.model.model_id), ev.model];
+        break;
+      case 'smpc-model-removed':
+        this.encrypted = this.encrypted.filter((e) => e.model_id !== ev.model_id);
         break;
       case 'dataset-added':
         this.datasets = [...this.datasets.filter((d) => d.id !== ev.dataset.id), ev.dataset];
@@ -446,7 +465,7 @@ export class NodeConnection implements vscode.Disposable {
       // Jobs are per user: an anonymous session has none to list.
       this.jobs = this.supportsTraining && client.socket.status.authenticated ? await client.training.listJobs() : [];
       const fl = this.supportsFl ? (await client.socket.request(FlListProcesses, {})).processes : [];
-      // Encrypted models too are listed to a signed-in session only (no event announces them: refresh after serving).
+      // Encrypted models too are listed to a signed-in session only (kept current by the `smpc` events).
       this.encrypted = id.capabilities.includes(SmpcModels.type) && client.socket.status.authenticated ? (await client.socket.request(SmpcModels, {})).models : [];
       if (client !== this.clientValue) return;
       this.flProcesses = fl;

@@ -1,11 +1,12 @@
 // Runs an FL worker (src/cli/fl-join-process.ts) in a child process for the palette's Join as Worker and
-// the notebook's grid.fl.join: the job goes in, progress comes back, one outcome settles the promise.
+// the notebook's grid.fl.join (and grid.fl.simulate's simulation): the job goes in, progress comes back,
+// one outcome settles the promise.
 // No vscode import (the notebook-bridge test runs it in plain Node).
 import { fork } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { GridError, gridError } from '../core/errors';
-import type { FlEvaluateJob, FlJoinJob, FlJoinMessage } from '../core/protocol/fl-join-messages';
+import type { FlEvaluateJob, FlHostAnswer, FlJoinJob, FlJoinMessage, FlSimulateJob, FlSimulationCycle, FlSimulationSummary } from '../core/protocol/fl-join-messages';
 
 export type FlJoinOutcome = Extract<FlJoinMessage, { kind: 'reported' | 'rejected' }>;
 export type FlJoinProgress = Extract<FlJoinMessage, { kind: 'accepted' | 'progress' }>;
@@ -35,7 +36,38 @@ export async function evaluateCheckpoint(job: Omit<FlEvaluateJob, 'mode'>, opts:
   return { rows: m.rows, loss: m.loss, accuracy: m.accuracy };
 }
 
-function runChild<T extends FlJoinMessage>(job: FlJoinJob | FlEvaluateJob, what: string, opts: { signal?: AbortSignal; onProgress?(p: FlJoinProgress): void }): Promise<T> {
+export type FlSimulationHosted = Extract<FlJoinMessage, { kind: 'sim-hosted' }>;
+
+/**
+ * Runs an FL simulation (grid.fl.simulate) in a worker process. `hostProcess` hosts its FL process (the
+ * model as a file the worker process wrote) over the editor's signed-in connection; `onHosted` and
+ * `onCycle` follow it; resolves with the summary, rejects with the coded error or GRID_ERR_ABORTED.
+ */
+export async function runFlSimulation(job: Omit<FlSimulateJob, 'mode'>, opts: {
+  signal?: AbortSignal;
+  hostProcess(modelFile: string, clientConfig: Record<string, unknown>, serverConfig: Record<string, unknown>): Promise<{ model_id: number; name: string; version: string }>;
+  onHosted?(h: FlSimulationHosted): void;
+  onCycle?(c: FlSimulationCycle): void;
+}): Promise<FlSimulationSummary> {
+  const m = await runChild<Extract<FlJoinMessage, { kind: 'simulated' }>>({ ...job, mode: 'simulate' }, `simulating ${job.name ?? 'the FL process'}`, {
+    ...(opts.signal !== undefined && { signal: opts.signal }),
+    onOther: (msg, answer) => {
+      if (msg.kind === 'sim-hosted') opts.onHosted?.(msg);
+      else if (msg.kind === 'sim-cycle') opts.onCycle?.(msg.cycle);
+      else if (msg.kind === 'host') {
+        opts.hostProcess(msg.model, msg.clientConfig, msg.serverConfig).then(
+          (h) => answer({ kind: 'hosted', model_id: h.model_id, name: h.name, version: h.version }),
+          (err: unknown) => { const e = err instanceof GridError ? err : gridError('INTERNAL', String((err as Error)?.message ?? err)); answer({ kind: 'host-failed', code: e.code, message: e.message }); },
+        );
+      }
+    },
+  });
+  return m.result;
+}
+
+type ChildOptions = { signal?: AbortSignal; onProgress?(p: FlJoinProgress): void; onOther?(m: FlJoinMessage, answer: (a: FlHostAnswer) => void): void };
+
+function runChild<T extends FlJoinMessage>(job: FlJoinJob | FlEvaluateJob | FlSimulateJob, what: string, opts: ChildOptions): Promise<T> {
   return new Promise((resolve, reject) => {
     if (opts.signal?.aborted) { reject(gridError('ABORTED', `${what} was cancelled`)); return; }
     const script = workerScript();
@@ -63,11 +95,14 @@ function runChild<T extends FlJoinMessage>(job: FlJoinJob | FlEvaluateJob, what:
         case 'reported':
         case 'rejected':
         case 'evaluated':
+        case 'simulated':
           settled ??= m as T;
           break;
         case 'error':
           settled ??= GridError.fromWire(m);
           break;
+        default:
+          if (settled === undefined) opts.onOther?.(m, (a) => { if (child.connected) child.send(a); });
       }
     });
     child.on('error', (err) => { settled ??= gridError('INTERNAL', `the FL worker process could not start: ${err.message}`); });

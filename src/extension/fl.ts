@@ -14,6 +14,8 @@ export interface HostFlOptions {
   version: string;
   serverConfig: Record<string, unknown>;
   clientConfig?: Record<string, unknown>;
+  /** An ONNX averaging plan the node runs at each cycle close instead of FedAvg (docs/federated-learning.md). */
+  averagingPlan?: Uint8Array;
   signal?: AbortSignal;
   onProgress?(done: number, total: number): void;
 }
@@ -24,7 +26,10 @@ export async function hostFlProcess(client: GridClient, model: string | Uint8Arr
   const transfer = { ...(o.signal !== undefined && { signal: o.signal }), ...(o.onProgress !== undefined && { onProgress: o.onProgress }) };
   const upload = await client.socket.upload(source, transfer);
   const clientConfig = { ...DEFAULT_CLIENT_CONFIG, ...o.clientConfig, name: o.name, version: o.version };
-  const r = await client.socket.request(FlHostTraining, { model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: o.serverConfig }, { timeout: 600_000, ...(o.signal !== undefined && { signal: o.signal }) });
+  const r = await client.socket.request(FlHostTraining, {
+    model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: o.serverConfig,
+    ...(o.averagingPlan !== undefined && { averaging_plan: Buffer.from(o.averagingPlan).toString('base64') }),
+  }, { timeout: 600_000, ...(o.signal !== undefined && { signal: o.signal }) });
   const p = (await flProcesses(client, r.name, r.version))[0];
   if (p === undefined) throw gridError('INTERNAL', `the node hosted ${r.name}@${r.version} but does not list it`);
   return p;

@@ -11,4 +11,4 @@ export { NotebookGridBridge } from './notebook/bridge';
 // Model-centric FL over the shared connection (Host FL Process, Download Checkpoint, grid.fl.*).
 export { checkpointBytes, downloadCheckpoint, flProcesses, hostFlProcess } from './fl';
 // Encrypted serving (docs/smpc.md): share arithmetic and the ONNX reader, on the first encrypted use.
-export { encryptedModels, encryptedSignature, inferEncrypted, serveEncrypted } from '../federation/smpc';
+export { deleteEncrypted, encryptedModels, encryptedSignature, inferEncrypted, serveEncrypted } from '../federation/smpc';

@@ -111,8 +111,8 @@ export async function pickModel(ctx: Ctx, arg: unknown, title: string, use: Mode
     if (flow) { flow.node = conn; flow.answers.node = conn.url; flow.answers.model = model.id; }
     return { conn, model, ...(encrypted && { encrypted }) };
   };
-  // Encrypted models (docs/smpc.md) offer inference only.
-  const held = (c: NodeConnection) => (use === 'infer' ? c.encrypted : []);
+  // Encrypted models (docs/smpc.md) offer inference, and deletion to their owner or an admin.
+  const held = (c: NodeConnection) => (use === 'infer' ? c.encrypted : use === 'delete' ? c.encrypted.filter((e) => c.mayDeleteEncrypted(e)) : []);
   if (arg instanceof EncryptedModelItem) {
     const conn = ctx.primary(arg.connection);
     if (flow) flow.node = conn;

@@ -60,7 +60,7 @@ export function serveEncrypted(ctx: Ctx): Cmd {
     const served = await vscode.window.withProgress({ location: vscode.ProgressLocation.Notification, title: `Serving ${id} encrypted on ${h0.name} and ${h1.name}` }, () => heavy().serveEncrypted(bytes, {
       id, holders: [{ client: h0.client, url: h0.url }, { client: h1.client, url: h1.url }], provider: { client: p.client, url: p.url }, timeoutMs: Math.max(60_000, ctx.config.requestTimeoutMs),
     }));
-    // No event announces an encrypted model: the holders' lists are fetched again for the tree.
+    // The holders announce it (smpc events); a node that does not is listed again for the tree.
     await Promise.all([h0.refresh(), h1.refresh()]);
     ctx.log.info({ model: id, holders: [h0.url, h1.url], provider: p.url, params: served.params }, `served ${id} encrypted`);
     void vscode.window.showInformationMessage(`Served ${id} encrypted: ${served.params} parameters split between ${h0.name} and ${h1.name}; crypto provider ${p.name}. No node can read the model.`);
@@ -84,16 +84,36 @@ async function pickRole(ctx: Ctx, role: string, holder: boolean, taken: NodeConn
   return picked?.conn;
 }
 
-/** Runs an encrypted model on `conn` and its other share holder, which must be connected too. */
-export async function inferEncryptedModel(ctx: Ctx, conn: NodeConnection, info: SmpcModelInfo, feeds: NamedTensors): Promise<NamedTensors> {
-  // Open, else listed (by the node id it last proved): then the message names the action that opens it.
-  const other = ctx.openConnections.find((c) => c.identity?.id === info.peer.id) ?? ctx.connections.find((c) => c.knownId === info.peer.id);
+/** The connection to an encrypted model's other share holder: open, else listed (by the node id it last proved). */
+function otherHolder(ctx: Ctx, info: SmpcModelInfo): NodeConnection | undefined {
+  return ctx.openConnections.find((c) => c.identity?.id === info.peer.id) ?? ctx.connections.find((c) => c.knownId === info.peer.id);
+}
+
+/**
+ * Deletes an encrypted model from both its share holders (the tree's and palette's Delete Model… on it):
+ * `conn` and the other holder when it is connected and signed in; else from `conn` only, and says so.
+ */
+export async function deleteEncryptedModel(ctx: Ctx, conn: NodeConnection, info: SmpcModelInfo): Promise<{ model_id: string; holders: string[] }> {
+  const other = otherHolder(ctx, info);
+  const both = other !== undefined && other.isSignedIn;
+  await heavy().deleteEncrypted(info.model_id, both ? [conn.client, other.client] : [conn.client]);
+  ctx.log.info({ node: conn.url, other: info.peer.address, model: info.model_id, both }, `deleted encrypted model ${info.model_id}`);
+  if (!both) {
+    void vscode.window.showWarningMessage(`Deleted ${info.model_id} from ${conn.name}; its other share holder (${info.peer.address}) is not connected and signed in here, so it still keeps its half: connect to it and delete it there too.`);
+  }
+  return { model_id: info.model_id, holders: both ? [conn.url, other.url] : [conn.url] };
+}
+
+/** Runs an encrypted model on `conn` and its other share holder, which must be connected too; `signal` cancels it. */
+export async function inferEncryptedModel(ctx: Ctx, conn: NodeConnection, info: SmpcModelInfo, feeds: NamedTensors, signal?: AbortSignal): Promise<NamedTensors> {
+  // Open, else listed: then the message names the action that opens it.
+  const other = otherHolder(ctx, info);
   if (!other) {
     throw gridError('NOT_CONNECTED', `"${info.model_id}" is encrypted and runs on both its share holders: connect to the other one (${info.peer.address}) with "Grid: Add Node…" first`);
   }
   requireNode(other, 'signedIn', `run the encrypted model "${info.model_id}"`);
   const input = feeds[info.input.name];
   if (input === undefined) throw gridError('INVALID_INPUT', `encrypted model "${info.model_id}" takes one input, "${info.input.name}"`);
-  const y = await heavy().inferEncrypted(info.model_id, input, { holders: [conn.client, other.client], timeoutMs: Math.max(120_000, ctx.config.requestTimeoutMs) });
+  const y = await heavy().inferEncrypted(info.model_id, input, { holders: [conn.client, other.client], timeoutMs: Math.max(120_000, ctx.config.requestTimeoutMs), ...(signal && { signal }) });
   return { [info.output.name]: y };
 }

@@ -111,6 +111,10 @@ export interface FlTrainResult {
   numSamples: number;
   steps: number;
   metrics: Metrics;
+  /**
+   * Wall time of the local training: deriving the plan, loading it into onnxruntime, the updates and the
+   * diff (the updates of a small model take milliseconds; what a person waits for is all of it).
+   */
   seconds: number;
   /** The model with the trained parameters (for evaluation before reporting). */
   trained: Uint8Array;
@@ -127,8 +131,9 @@ export interface FlTrainOptions {
 
 /** Trains an accepted cycle's ONNX model on local data and gives the diff to report. */
 export async function trainFlCycle(model: Uint8Array, data: Dataset, cfg: FlTrainConfig, opts: FlTrainOptions = {}): Promise<FlTrainResult> {
+  const started = performance.now();
   if (model.length === 0 || model[0] !== 0x08) {
-    throw gridError('INVALID_MODEL', 'this FL process serves a syft-proto State, not an ONNX model: our worker trains processes hosted from an ONNX model (a PySyft plan cannot run here)');
+    throw gridError('FL_NOT_TRAINABLE', 'this FL process serves a syft-proto State, not an ONNX model: our worker trains processes hosted from an ONNX model (a PySyft plan cannot run here)');
   }
   const it = trainSteps(data, {
     model, loss: cfg.loss, optimizer: cfg.optimizer, epochs: cfg.epochs, batchSize: cfg.batchSize,
@@ -161,7 +166,7 @@ export async function trainFlCycle(model: Uint8Array, data: Dataset, cfg: FlTrai
   return {
     diff: flDiff(model, result.params),
     numSamples: Math.min(datasetSize(data), result.samples),
-    steps, metrics: result.metrics, seconds: result.seconds, trained: result.model,
+    steps, metrics: result.metrics, seconds: (performance.now() - started) / 1000, trained: result.model,
   };
 }
 
@@ -170,11 +175,33 @@ export type FlCycleOutcome =
   | ({ status: 'rejected' } & FlRejection)
   | { status: 'error'; error: GridError };
 
+/** Jobs whose process was found trainable here (checked once per job, before its first cycle request). */
+const trainable = new WeakSet<FlJob>();
+
+/**
+ * Refuses, before a cycle is asked for, a process this worker could only fail at after taking a place in
+ * it: one hosted with a syft-proto State (PyGrid's format) has no ONNX model, so no training plan can be
+ * derived here (its plans are PySyft's). Nodes that do not describe their processes are not checked.
+ */
+async function checkTrainable(job: FlJob): Promise<void> {
+  if (trainable.has(job)) return;
+  const p = await job.processInfo();
+  if (p?.format === 'state') {
+    throw gridError('FL_NOT_TRAINABLE', `FL process ${p.name}@${p.version} has no ONNX training plan for this worker: it was hosted with a syft-proto State model (PyGrid's format), so there is no ONNX model to derive one from, and its own plans are PySyft's. Join it with a PySyft-family worker (syft.js, KotlinSyft, SwiftSyft), or host the model as ONNX (grid fl host MODEL.onnx)`, { process: `${p.name}@${p.version}`, format: p.format });
+  }
+  trainable.add(job);
+}
+
 /**
  * One cycle of a job: ask, and when accepted train on `data` and report. Never rejects: a refusal or a
  * failure is the outcome (the job's own events fire as well).
  */
 export async function runFlCycle(job: FlJob, data: Dataset, opts: FlCycleOptions = {}): Promise<FlCycleOutcome> {
+  try {
+    await checkTrainable(job);
+  } catch (err) {
+    return { status: 'error', error: toGridError(err) };
+  }
   const outcome = await job.start({ ...(opts.speeds !== undefined && { speeds: opts.speeds }), ...(opts.speedTestBytes !== undefined && { speedTestBytes: opts.speedTestBytes }) });
   if (outcome.status === 'rejected') return outcome;
   if (outcome.status === 'error') return outcome;

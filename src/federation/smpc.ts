@@ -13,7 +13,7 @@ import type { GridClient } from '../core/client';
 import { gridError, GridError, toGridError } from '../core/errors';
 import type { Tensor } from '../core/protocol/tensor';
 import type { ModelSignature } from '../core/protocol/messages';
-import { SmpcHostShare, SmpcInfer, SmpcModel, SmpcModels, type SmpcModelInfo } from '../core/protocol/smpc-messages';
+import { SmpcCancel, SmpcDelete, SmpcHostShare, SmpcInfer, SmpcModel, SmpcModels, type SmpcModelInfo } from '../core/protocol/smpc-messages';
 
 /** A node taking part: its client, and the address the other nodes reach it at. */
 export interface SmpcNode { client: GridClient; url: string }
@@ -75,10 +75,29 @@ export function encryptedSignature(info: SmpcModelInfo): ModelSignature {
   };
 }
 
+/**
+ * Deletes an encrypted model from its share holders (its owner or an admin): each deletes its share and
+ * tells the crypto provider to deal no more for it. `holders` are the nodes to ask (one or both): a
+ * holder that holds no such model answers GRID_ERR_NOT_FOUND, which is thrown when none deleted it.
+ */
+export async function deleteEncrypted(id: string, holders: readonly GridClient[]): Promise<{ model_id: string; deleted: number }> {
+  const results = await Promise.allSettled(holders.map((h) => h.socket.request(SmpcDelete, { model_id: id })));
+  const deleted = results.filter((r) => r.status === 'fulfilled').length;
+  const failed = results.map((r) => (r.status === 'rejected' ? toGridError(r.reason) : undefined)).filter((e) => e !== undefined && e.code !== 'GRID_ERR_NOT_FOUND');
+  if (failed.length > 0) throw failed[0]!;
+  if (deleted === 0) throw gridError('NOT_FOUND', `no share holder asked holds an encrypted model "${id}"`, { model_id: id });
+  return { model_id: id, deleted };
+}
+
 export interface InferEncryptedOptions {
   /** The share holders, in either order (each says which party it is). */
   holders: [GridClient, GridClient];
   timeoutMs?: number;
+  /**
+   * Cancels the query: both holders stop, and release the randomness the crypto provider reserved for it,
+   * before this rejects with GRID_ERR_ABORTED.
+   */
+  signal?: AbortSignal;
 }
 
 /**
@@ -103,14 +122,21 @@ export async function inferEncrypted(id: string, input: Tensor, o: InferEncrypte
   const queryId = randomBytes(16).toString('hex');
   const timeout = o.timeoutMs ?? 120_000;
   const outWidth = rowSize(a.output.shape);
+  const cancelled = () => gridError('ABORTED', `encrypted inference on "${id}" was cancelled; its share holders stopped and released its randomness`);
+  if (o.signal?.aborted) throw cancelled();
   // Both holders are asked at once; the first failure ends the query (the other holder's half is useless alone).
-  const replies = ordered.map((h, party) => h.socket.call(SmpcInfer, { model_id: id, query_id: queryId, batch }, { attachment: bytesOf(shares[party]!), timeout })
+  const replies = ordered.map((h, party) => h.socket.call(SmpcInfer, { model_id: id, query_id: queryId, batch }, { attachment: bytesOf(shares[party]!), timeout, ...(o.signal && { signal: o.signal }) })
     .catch((err: unknown) => { throw Object.assign(toGridError(err), { party }); }));
   let settled;
   try {
     settled = await Promise.all(replies);
   } catch (err) {
     for (const r of replies) r.catch(() => {});
+    if (o.signal?.aborted) {
+      // The request's cancel stops each holder; smpc-cancel answers once it has (bounded: a holder gone is skipped).
+      await Promise.all(ordered.map((h) => h.socket.request(SmpcCancel, { query_id: queryId }, { timeout: Math.min(timeout, 30_000) }).catch(() => undefined)));
+      throw cancelled();
+    }
     const e = err as GridError & { party: number };
     if (e.code === 'GRID_ERR_SMPC_SHARES_MISMATCH') throw e;
     throw new GridError('GRID_ERR_SMPC_ABORTED', `encrypted inference on "${id}" failed, no output: share holder ${e.party}: ${e.code}: ${e.message}`, { cause: e.code, party: e.party });

@@ -9,8 +9,8 @@ export const GRID_BRIDGE_METHODS = [
   'connect', 'disconnect', 'nodes',
   'models', 'serve', 'download', 'deleteModel', 'infer',
   'datasets', 'train', 'fedavg', 'serveEncrypted',
-  // Model-centric FL: grid.fl.host(…), grid.fl.join(…) (a dotted name is a method of a namespace object).
-  'fl.host', 'fl.join',
+  // Model-centric FL: grid.fl.host(…), grid.fl.join(…), grid.fl.simulate(…) (a dotted name is a method of a namespace object).
+  'fl.host', 'fl.join', 'fl.simulate',
 ] as const;
 
 export type GridBridgeMethod = (typeof GRID_BRIDGE_METHODS)[number];

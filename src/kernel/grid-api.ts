@@ -35,8 +35,8 @@ type TopMethod = Exclude<GridBridgeMethod, `${string}.${string}`>;
 export type GridApi = {
   readonly [M in TopMethod]: GridCall;
 } & {
-  /** Model-centric federated learning: host an FL process, join one as a worker. */
-  readonly fl: { readonly host: GridCall; readonly join: GridCall };
+  /** Model-centric federated learning: host an FL process, join one as a worker, simulate one with N workers. */
+  readonly fl: { readonly host: GridCall; readonly join: GridCall; readonly simulate: GridCall };
   tensor(dtype: DType, dims: readonly number[], values: ArrayLike<number | bigint | boolean | string>): Tensor;
   /** Reads a NumPy .npy file (relative paths from the notebook's folder). */
   fromNpy(path: string): Promise<Tensor>;

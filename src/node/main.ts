@@ -20,6 +20,8 @@ interface NodeConfigFile {
   demo_datasets?: boolean;
   datasets?: { name: string; path: string; tags?: string[]; description?: string; label?: string }[];
   allow_origins?: string[];
+  /** URL prefixes non-admin FL hosts may name as server_config.authentication.endpoint. */
+  fl_auth_endpoints?: string[];
   tls_cert?: string;
   tls_key?: string;
 }
@@ -61,6 +63,9 @@ function readConfig(file: string): NodeConfigFile & { baseDir: string } {
   if (c.datasets !== undefined && !Array.isArray(c.datasets)) throw gridError('INVALID_MESSAGE', `--config ${file}: "datasets" must be an array`);
   if (c.allow_origins !== undefined && (!Array.isArray(c.allow_origins) || c.allow_origins.some((o) => typeof o !== 'string'))) {
     throw gridError('INVALID_MESSAGE', `--config ${file}: "allow_origins" must be an array of origins such as "https://app.example.org"`);
+  }
+  if (c.fl_auth_endpoints !== undefined && (!Array.isArray(c.fl_auth_endpoints) || c.fl_auth_endpoints.some((u) => typeof u !== 'string'))) {
+    throw gridError('INVALID_MESSAGE', `--config ${file}: "fl_auth_endpoints" must be an array of URLs such as "https://auth.example.org/fl/"`);
   }
   for (const key of ['tls_cert', 'tls_key'] as const) {
     if (c[key] !== undefined && typeof c[key] !== 'string') throw gridError('INVALID_MESSAGE', `--config ${file}: "${key}" must be a file path`);
@@ -110,6 +115,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
     .option('--log-file <file>', 'write logs to this file instead of stderr')
     .option('--allow-origin <origin>', 'let web pages from this origin (scheme://host[:port]) use the node; repeatable; none by default', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--fl-auth-endpoint <url>', 'let users who are not admins host FL processes whose workers\' tokens are checked at this URL (or below it); repeatable; none by default (admins may use any)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--tls-cert <file>', 'serve https/wss with this PEM certificate (chain); needs --tls-key')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert')
     .option('--database <url>', 'keep the metadata in PostgreSQL (postgres://user:password@host:port/db) instead of <data-dir>/meta.db, so several replicas serve one node (docs/replicas.md); or set GRID_DATABASE')
@@ -125,7 +131,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
   program.parse(argv);
   const o = program.opts<{
     host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
-    allowOrigin: string[]; tlsCert?: string; tlsKey?: string; database?: string; blobs?: string;
+    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; database?: string; blobs?: string;
   }>();
 
   const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
@@ -161,6 +167,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
       logger,
       datasets,
       allowOrigins: o.allowOrigin.length > 0 ? o.allowOrigin : config?.allow_origins ?? [],
+      fl: { authEndpoints: o.flAuthEndpoint.length > 0 ? o.flAuthEndpoint : config?.fl_auth_endpoints ?? [] },
       ...(tls !== undefined && { tls }),
     });
     keepServingOnUnhandledRejection(logger);

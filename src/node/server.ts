@@ -264,7 +264,7 @@ export class GridNode {
       const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log, () => models.fresh()), { identity, auth, models, datasets, events, peers, metrics, inference: { limits: inferenceLimits, held }, where: () => where });
       const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
       cleanups.unshift(() => training.close());
-      const smpc = attachSmpc(router, { identity, peers, log, where: () => where, ...(opts.smpc !== undefined && { options: opts.smpc }) });
+      const smpc = await attachSmpc(router, { identity, peers, db, dataDir, events, log, where: () => where, ...(opts.smpc !== undefined && { options: opts.smpc }) });
       cleanups.unshift(() => smpc.close());
       const fl = await attachFl(router, { db, dataDir, blobsDir: blobsRoot, log, events, models, metrics, ...(opts.fl !== undefined && { options: opts.fl }) });
       cleanups.unshift(() => fl.close());

@@ -59,6 +59,22 @@ export async function compileHostSuites(outDir: string): Promise<string> {
   return join(outDir, 'index.js');
 }
 
+/**
+ * The stand-in for the Jupyter extension (test/e2e/jupyter-standin: id ms-toolsai.jupyter, the typed API
+ * our code calls, over a real ipykernel), compiled into `workDir`; returns its folder.
+ */
+export async function jupyterStandIn(workDir: string): Promise<string> {
+  const src = join(repoRoot, 'test', 'e2e', 'jupyter-standin');
+  const dir = join(workDir, 'jupyter-standin');
+  mkdirSync(dir, { recursive: true });
+  for (const f of ['package.json', 'bridge.py']) cpSync(join(src, f), join(dir, f));
+  await esbuild.build({
+    entryPoints: [join(src, 'extension.ts')], outfile: join(dir, 'extension.js'),
+    bundle: true, platform: 'node', target: 'node20', format: 'cjs', external: ['vscode'], logLevel: 'warning',
+  });
+  return dir;
+}
+
 /** Headless Debian chromium with its profile in `workDir`. */
 export async function launchBrowser(workDir: string, t: ToolPaths = tools()): Promise<BrowserContext> {
   return launchChromium(workDir, t.chromium);
@@ -87,6 +103,8 @@ export async function runHostSuites(opts: {
   folder: string;
   timeoutMs?: number;
   extensionsDir?: string;
+  /** More development extensions loaded beside ours (the Jupyter stand-in, see jupyterStandIn). */
+  alsoLoad?: string[];
 }): Promise<HostRunResult> {
   const { workDir, folder } = opts;
   const entry = await compileHostSuites(join(workDir, 'suite-out'));
@@ -97,7 +115,7 @@ export async function runHostSuites(opts: {
   try {
     await runTests({
       vscodeExecutablePath: vscode.executablePath,
-      extensionDevelopmentPath: opts.extensionPath,
+      extensionDevelopmentPath: opts.alsoLoad?.length ? [opts.extensionPath, ...opts.alsoLoad] : opts.extensionPath,
       extensionTestsPath: entry,
       launchArgs: [folder, `--user-data-dir=${userDataDir}`, `--extensions-dir=${opts.extensionsDir ?? join(workDir, 'extensions')}`, '--disable-extensions'],
       // The shim isolates code-server itself; the desktop VS Code gets the same XDG dirs and TMPDIR in workDir,

@@ -2,6 +2,7 @@
 // that speaks bare `{type, data}` frames (no request_id) the way syft.js 0.1.4 and KotlinSyft do.
 
 import { WebSocket } from 'ws';
+import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES, tensorToProto } from '../../src/compute/onnx';
 import { FlHostTraining } from '../../src/core/protocol/fl-messages';
 import type { GridClient } from '../../src/core/client';
 import { decodeState, encodeState, type StateTensor } from '../../src/node/fl/state';
@@ -24,10 +25,11 @@ export function base64(tensors: readonly StateTensor[]): string {
   return Buffer.from(encodeState(tensors)).toString('base64');
 }
 
-export async function hostProcess(admin: GridClient, opts: { name?: string; version?: string; model?: StateTensor[]; server?: Record<string, unknown>; client?: Record<string, unknown>; plans?: Record<string, string> } = {}) {
+export async function hostProcess(admin: GridClient, opts: { name?: string; version?: string; model?: StateTensor[]; server?: Record<string, unknown>; client?: Record<string, unknown>; plans?: Record<string, string>; averagingPlan?: string } = {}) {
   return admin.socket.request(FlHostTraining, {
     model: hex(opts.model ?? smallModel()),
     plans: opts.plans ?? {},
+    ...(opts.averagingPlan !== undefined && { averaging_plan: opts.averagingPlan }),
     protocols: {},
     client_config: { name: opts.name ?? 'mnist', version: opts.version ?? '1.0', batch_size: 8, lr: 0.1, max_updates: 1, ...opts.client },
     server_config: { max_diffs: 2, num_cycles: 3, cycle_length: 3600, ...opts.server },
@@ -88,4 +90,26 @@ export function diffOf(delta: number[][]): string {
 
 export function httpBase(wsUrl: string): string {
   return wsUrl.replace(/^ws/, 'http');
+}
+
+/**
+ * An ONNX averaging plan of the contract (src/node/fl/averaging-plan.ts) with a server learning rate:
+ * new = old − lr · mean(diff). `params`: the model's parameter names and shapes.
+ */
+export function serverLrPlan(params: { name: string; dims: number[] }[], lr: number, opts: { outputs?: { name: string; dims: number[] }[] } = {}): Uint8Array {
+  const f32 = ONNX_DTYPE_CODES.float32;
+  return encodeModel({
+    irVersion: 8,
+    opsetImport: [{ domain: '', version: 13 }],
+    graph: {
+      name: 'server-lr',
+      node: params.flatMap((p, i) => [
+        makeNode('Mul', [`diff/${p.name}`, 'lr'], [`step_${i}`]),
+        makeNode('Sub', [`old/${p.name}`, `step_${i}`], [opts.outputs?.[i]?.name ?? p.name]),
+      ]),
+      initializer: [tensorToProto('lr', { dtype: 'float32', dims: [], data: Float32Array.of(lr) })],
+      input: params.flatMap((p) => [makeValueInfo(`old/${p.name}`, f32, p.dims), makeValueInfo(`diff/${p.name}`, f32, p.dims)]),
+      output: params.map((p, i) => makeValueInfo(opts.outputs?.[i]?.name ?? p.name, f32, opts.outputs?.[i]?.dims ?? p.dims)),
+    },
+  });
 }

@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SignJWT } from 'jose';
 import { WebSocket } from 'ws';
+import { GridClient } from '../../src/core/client';
 import { FlWorker } from '../../src/core/fl-worker';
 import { startTestNode } from '../helpers/node-fixtures';
 import { hostProcess, httpBase, PyGridSocket } from '../helpers/fl-fixtures';
@@ -189,4 +190,73 @@ test('host-training refuses an authentication config that would leave workers un
   const hosted = await hostProcess(admin, { name: 'empty', server: { authentication: {} } });
   assert.equal(hosted.status, 'success');
   assert.equal(await flWorkerAuth(n.node.url, 'empty'), undefined);
+});
+
+/** An endpoint that answers per `mode`: never (hangs), or 200 with a body that never ends; `closed` resolves when the node hangs up. */
+async function misbehaving(mode: 'hang' | 'endless'): Promise<{ url: string; written: () => number; closed: Promise<void>; close(): Promise<void> }> {
+  let written = 0;
+  let hungUp!: () => void;
+  const closed = new Promise<void>((r) => { hungUp = r; });
+  const server = http.createServer((_req, res) => {
+    res.on('close', () => hungUp());
+    if (mode === 'hang') return;
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    const pump = () => { while (!res.destroyed) { written += chunk.length; if (!res.write(chunk)) break; } };
+    res.on('drain', pump);
+    pump();
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as AddressInfo;
+  return { url: `http://127.0.0.1:${port}/check`, written: () => written, closed, close: () => new Promise((r) => { server.closeAllConnections(); server.close(() => r()); }) };
+}
+
+test('endpoint authentication: a user who is not an admin may only name an endpoint the operator listed; the check gives up at its timeout and never reads the answer\'s body', { timeout: 60_000 }, async (t) => {
+  const hang = await misbehaving('hang');
+  const endless = await misbehaving('endless');
+  const allowed = await validator('let-me-in');
+  t.after(async () => { await hang.close(); await endless.close(); await allowed.close(); });
+  const listed = new URL(allowed.url);
+  const n = await startTestNode({ fl: { authEndpoints: [`${listed.origin}/validate`, new URL(hang.url).origin + '/', new URL(endless.url).origin + '/'], authEndpointTimeoutMs: 500 } });
+  t.after(() => n.close());
+  const admin = await n.admin();
+  await admin.addUser('bob', 'bob-long-password');
+  const bob = await GridClient.connect(n.node.url, { credentials: { username: 'bob', password: 'bob-long-password' }, reconnect: { maxAttempts: 0 } });
+  t.after(() => bob.dispose());
+
+  // Bob (a user) may not make the node POST tokens to an address the operator did not list: a metadata
+  // service, another port of the listed host, a sibling path, a look-alike host.
+  for (const endpoint of ['http://169.254.169.254/latest/meta-data/', `http://127.0.0.1:${Number(listed.port) === 65535 ? 1 : Number(listed.port) + 1}/validate`, `${listed.origin}/validate-admin`, `http://user@${listed.host}/validate`]) {
+    await assert.rejects(hostProcess(bob, { name: 'ssrf', server: { authentication: { endpoint } } }), (e: Error & { code?: string }) => {
+      assert.equal(e.code, 'GRID_ERR_FORBIDDEN', `${endpoint}: ${e.message}`);
+      assert.match(e.message, /is not one this node's operator allows .*only an admin may host/);
+      return true;
+    });
+  }
+  assert.equal(await n.node.fl.store.findProcess('ssrf'), undefined);
+  // A listed endpoint (or under it) is fine for bob; an admin may name any.
+  assert.equal((await hostProcess(bob, { name: 'listed', server: { authentication: { endpoint: allowed.url } } })).status, 'success');
+  assert.equal((await hostProcess(bob, { name: 'listed-below', server: { authentication: { endpoint: `${allowed.url}/v2?x=1` } } })).status, 'success');
+  assert.equal((await hostProcess(admin, { name: 'admin-any', server: { authentication: { endpoint: 'http://127.0.0.1:9/anything' } } })).status, 'success');
+  assert.equal(await flWorkerAuth(n.node.url, 'listed', 'let-me-in'), undefined);
+  assert.equal(await flWorkerAuth(n.node.url, 'listed', 'nope'), THIRD_PARTY);
+
+  // An endpoint that never answers: refused at the node's timeout (500 ms here, 5 s by default).
+  await hostProcess(admin, { name: 'hang', server: { authentication: { endpoint: hang.url } } });
+  const started = Date.now();
+  assert.equal(await flWorkerAuth(n.node.url, 'hang', 'token'), THIRD_PARTY);
+  const took = Date.now() - started;
+  assert.ok(took < 4500, `the check took ${took} ms with a 500 ms timeout`);
+  await hang.closed;
+  // An endpoint answering 200 with a body that never ends: the status decides, the body is never read
+  // (the node hangs up at once instead of downloading it).
+  // (A node with the default 5 s timeout: reading until then would take hundreds of MiB off loopback;
+  // unread, the endpoint fills the socket buffers, a few MiB, and is hung up on.)
+  const n5 = await startTestNode();
+  t.after(() => n5.close());
+  await hostProcess(await n5.admin(), { name: 'endless', server: { authentication: { endpoint: endless.url } } });
+  assert.equal(await flWorkerAuth(n5.node.url, 'endless', 'token'), undefined);
+  await endless.closed;
+  assert.ok(endless.written() < 16 * 1024 * 1024, `the endpoint wrote ${endless.written()} bytes before the node hung up`);
 });

@@ -16,6 +16,7 @@ import { flParams } from '../../src/federation';
 import { ADMIN_PASSWORD, startTestNode, tempDir } from '../helpers/node-fixtures';
 import { DIGITS, writeCsv } from '../helpers/training-fixtures';
 import { gridCli } from '../helpers/processes';
+import { hostProcess, serverLrPlan } from '../helpers/fl-fixtures';
 
 /** The grid CLI from source, its env first as this file's calls give it. */
 const gridCliIn = (env: Record<string, string>, args: string[]) => gridCli(args, env);
@@ -58,6 +59,7 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   assert.equal(ja.status, 'reported');
   assert.equal(ja.num_samples, 900);
   assert.equal(ja.steps, 2 * Math.ceil(900 / 32), 'client_config epochs 2, batch_size 32');
+  assert.ok(ja.seconds > 0, `seconds ${ja.seconds}`);
 
   const mid = JSON.parse((await gridCliIn(anonymous, ['--json', 'fl', 'status', 'digits'])).out);
   assert.equal(mid.processes.length, 1);
@@ -65,9 +67,14 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   assert.equal(mid.processes[0].checkpoints.length, 1);
 
   const closed = once(n.node.fl.engine, 'cycle-closed');
+  const joinStarted = performance.now();
   const joinB = await gridCliIn(anonymous, ['fl', 'join', 'digits', '--version', '1.0', '--data', path.join(dir, 'b-x.npy'), '--labels', path.join(dir, 'b-y.npy'), '--feature-scale', '0.0625']);
+  const joinSeconds = (performance.now() - joinStarted) / 1000;
   assert.equal(joinB.code, 0, joinB.err);
-  assert.match(joinB.out, /^reported to digits@1\.0: 600 samples, 38 updates in [\d.]+ s, loss [\d.]+, accuracy [\d.]+%\n$/);
+  const line = /^reported to digits@1\.0: 600 samples, 38 updates in ([\d.]+) s, loss [\d.]+, accuracy [\d.]+%\n$/.exec(joinB.out);
+  assert.ok(line, joinB.out);
+  // The time it took, not "0.0 s": more than nothing, and no more than the command's own run.
+  assert.ok(Number(line[1]) > 0 && Number(line[1]) <= joinSeconds, `printed ${line[1]} s; the command ran ${joinSeconds.toFixed(2)} s`);
   await closed;
 
   const table = await gridCliIn(anonymous, ['fl', 'status']);
@@ -108,6 +115,14 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   assert.equal(missing.code, 1);
   assert.equal(JSON.parse(missing.out).error.code, 'GRID_ERR_NOT_FOUND');
   assert.match(missing.err, /Not found any process related with this cycle and worker ID\./);
+
+  // A process hosted by a PyGrid client (a syft-proto State) has nothing this worker can train: it says so before taking a place.
+  await hostProcess(await n.admin(), { name: 'pysyft', version: '1', server: { max_diffs: 1 } });
+  const state = await gridCliIn(anonymous, ['--json', 'fl', 'join', 'pysyft@1', '--data', csv]);
+  assert.equal(state.code, 1);
+  assert.equal(JSON.parse(state.out).error.code, 'GRID_ERR_FL_NOT_TRAINABLE');
+  assert.match(state.err, /FL process pysyft@1 has no ONNX training plan for this worker: it was hosted with a syft-proto State model/);
+  assert.equal(await n.node.fl.store.workerCount((await n.node.fl.store.findProcess('pysyft', '1'))!.id), 0, 'the worker never authenticated');
 });
 
 test('grid fl join --cycles 2 --wait: two workers stay in the process, each reports both cycles, and the process ends with three checkpoints', { timeout: 300_000 }, async (t) => {
@@ -127,9 +142,17 @@ test('grid fl join --cycles 2 --wait: two workers stay in the process, each repo
   // From a model hosted on the node: the process trains it, and each checkpoint becomes its next version.
   const served = await gridCliIn(admin, ['serve', path.join(dir, 'm.onnx'), '--id', 'digits-mlp']);
   assert.equal(served.code, 0, served.err);
-  const linked = await gridCliIn(admin, ['fl', 'host', 'digits-mlp@1', '--name', 'linked', '--version', '1', '--server-config', '{"max_diffs": 1}']);
+  const linked = await gridCliIn(admin, ['fl', 'host', 'digits-mlp@1', '--name', 'linked', '--version', '1', '--server-config', '{"max_diffs": 1}', '--client-config', '{"max_updates": 1, "batch_size": 50}']);
   assert.equal(linked.code, 0, linked.err);
   assert.match(linked.out, /^hosted FL process linked@1 \(id \d+\) from the hosted model digits-mlp@1;/);
+  // One update takes a millisecond; deriving the plan and loading it take the time a person waits for.
+  const oneStarted = performance.now();
+  const one = await gridCliIn(anonymous, ['fl', 'join', 'linked@1', '--data', files[0]!, '--feature-scale', '0.0625']);
+  const oneSeconds = (performance.now() - oneStarted) / 1000;
+  assert.equal(one.code, 0, one.err);
+  const oneLine = /^reported to linked@1: \d+ samples, 1 updates in ([\d.]+) s,/.exec(one.out);
+  assert.ok(oneLine, one.out);
+  assert.ok(Number(oneLine[1]) > 0 && Number(oneLine[1]) <= oneSeconds, `printed ${oneLine[1]} s; the command ran ${oneSeconds.toFixed(2)} s`);
   const missingModel = await gridCliIn(admin, ['fl', 'host', 'no-such-model', '--name', 'x', '--version', '1', '--server-config', '{"max_diffs": 1}']);
   assert.equal(missingModel.code, 1);
   assert.match(missingModel.err, /GRID_ERR_NOT_FOUND/);
@@ -148,4 +171,41 @@ test('grid fl join --cycles 2 --wait: two workers stay in the process, each repo
   assert.equal(p.cycle, null, 'the process is done');
   assert.equal(p.completed_cycles, 2);
   assert.deepEqual(p.checkpoints.map((c: { number: number; reports: number }) => [c.number, c.reports]), [[1, 0], [2, 2], [3, 2]]);
+});
+
+test('grid fl host --averaging-plan: the node runs the host\'s plan at the cycle close (a server learning rate of 0 keeps the model as it was, though a worker reported); a plan that does not fit is refused naming the mismatch', { timeout: 300_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const dir = tempDir('grid-fl-cli-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const anonymous = { GRID_NODE: n.node.url, GRID_RUNTIME_DIR: dir };
+  const admin = { ...anonymous, GRID_USER: 'admin', GRID_PASSWORD: ADMIN_PASSWORD };
+  const all = await readCsvDataset(DIGITS);
+  const csv = writeCsv(takeRows(all, shuffledIndices(all.features.dims[0]!, 3).subarray(0, 300)), path.join(dir, 'a.csv'));
+  const model = mlp([64, 16, 10], { seed: 5 });
+  const modelFile = path.join(dir, 'digits.onnx');
+  fs.writeFileSync(modelFile, model);
+  const params = flParams(model).map((p) => ({ name: p.name, dims: p.tensor.dims }));
+  fs.writeFileSync(path.join(dir, 'frozen.onnx'), serverLrPlan(params, 0));
+  fs.writeFileSync(path.join(dir, 'short.onnx'), serverLrPlan(params.slice(0, -1), 0));
+  const server = ['--server-config', '{"max_diffs": 1, "num_cycles": 1}'];
+
+  const bad = await gridCliIn(admin, ['fl', 'host', modelFile, '--name', 'bad', '--version', '1', ...server, '--averaging-plan', path.join(dir, 'short.onnx')]);
+  assert.equal(bad.code, 1);
+  assert.match(bad.err, /GRID_ERR_INVALID_AVERAGING_PLAN/);
+  assert.match(bad.err, new RegExp(`averaging_plan: no output for parameter "${params.at(-1)!.name}"`));
+
+  const hosted = await gridCliIn(admin, ['fl', 'host', modelFile, '--name', 'frozen', '--version', '1', ...server, '--averaging-plan', path.join(dir, 'frozen.onnx'), '--client-config', '{"lr": 0.5}']);
+  assert.equal(hosted.code, 0, hosted.err);
+  const closed = once(n.node.fl.engine, 'cycle-closed');
+  const join = await gridCliIn(anonymous, ['--json', 'fl', 'join', 'frozen@1', '--data', csv, '--feature-scale', '0.0625']);
+  assert.equal(join.code, 0, join.err);
+  assert.equal(JSON.parse(join.out).status, 'reported');
+  await closed;
+  const out = path.join(dir, 'checkpoint.onnx');
+  const ck = await gridCliIn(admin, ['--json', 'fl', 'checkpoint', 'frozen@1', '-o', out]);
+  assert.equal(ck.code, 0, ck.err);
+  assert.equal(JSON.parse(ck.out).checkpoint, 2);
+  // Checkpoint 2 has the model's parameters exactly: old − 0 · mean(diff). FedAvg would have moved them.
+  assert.deepEqual(flParams(fs.readFileSync(out)).map((p) => Array.from(p.tensor.data)), flParams(model).map((p) => Array.from(p.tensor.data)));
 });

@@ -1,5 +1,5 @@
 // WebRTC signalling rooms through a real node (src/node/fl/signalling.ts over rooms.ts): workers accepted
-// into a process join its room (scopeId `name@version`) and trade offer / answer / candidate through the
+// into a process join its room (scopeId: the process's id, the `model_id` they were accepted with) and trade offer / answer / candidate through the
 // node; a worker not accepted into it is refused and hears nothing; peer-left reaches the others when a
 // member's socket closes. Both dialects: our FlWorker (PyGrid's messages, with request ids), a PyGrid-era
 // socket without request ids (syft.js), and KotlinSyft's `webrtc_internal`.
@@ -12,13 +12,11 @@ import { FlWorker, type FlRoomMessage } from '../../src/core/fl-worker';
 import { startTestNode } from '../helpers/node-fixtures';
 import { hostProcess } from '../helpers/fl-fixtures';
 
-const SCOPE = 'mnist@1.0';
-
 /** A connected FlWorker that authenticated for `name` (and, when `accept`, was accepted into its cycle); its room messages in order. */
-async function member(url: string, name = 'mnist', accept = true) {
+async function member(url: string, name = 'mnist', accept = true, version = '1.0') {
   const w = await FlWorker.connect(url);
-  const { worker_id: id } = await w.authenticate({ modelName: name, modelVersion: '1.0' });
-  if (accept) assert.equal((await w.getCycle({ workerId: id, modelName: name, modelVersion: '1.0' })).status, 'accepted');
+  const { worker_id: id } = await w.authenticate({ modelName: name, modelVersion: version });
+  if (accept) assert.equal((await w.getCycle({ workerId: id, modelName: name, modelVersion: version })).status, 'accepted');
   const heard: FlRoomMessage[] = [];
   const waiters: (() => void)[] = [];
   w.on('room-message', (m) => { heard.push(m); for (const f of waiters.splice(0)) f(); });
@@ -49,8 +47,8 @@ test('two accepted FlWorkers trade offer / answer / candidate through the node; 
   const n = await startTestNode();
   t.after(() => n.close());
   const admin = await n.admin();
-  assert.equal((await hostProcess(admin, { server: { max_workers: 10, max_diffs: 5 } })).status, 'success');
-  assert.equal((await hostProcess(admin, { name: 'other', server: { max_workers: 10, max_diffs: 5 } })).status, 'success');
+  const SCOPE = String((await hostProcess(admin, { server: { max_workers: 10, max_diffs: 5 } })).model_id);
+  const OTHER = String((await hostProcess(admin, { name: 'other', server: { max_workers: 10, max_diffs: 5 } })).model_id);
   const a = await member(n.node.url);
   const b = await member(n.node.url);
   const c = await member(n.node.url, 'mnist', false); // authenticated, never accepted
@@ -64,11 +62,11 @@ test('two accepted FlWorkers trade offer / answer / candidate through the node; 
   // Refused joining: not accepted into mnist; accepted into another process; the room of a process it is not in.
   await assert.rejects(c.w.joinRoom({ workerId: c.id, scopeId: SCOPE }), (e: Error & { code?: string }) => e.code === 'GRID_ERR_FORBIDDEN' && /may not join/.test(e.message));
   await assert.rejects(d.w.joinRoom({ workerId: d.id, scopeId: SCOPE }), /may not join/);
-  assert.deepEqual(await d.w.joinRoom({ workerId: d.id, scopeId: 'other@1.0' }), { peers: [] });
+  assert.deepEqual(await d.w.joinRoom({ workerId: d.id, scopeId: OTHER }), { peers: [] });
   // Speaking as another worker, or to a room it is not in.
   await assert.rejects(c.w.sendInternalMessage({ workerId: a.id, scopeId: SCOPE, to: b.id, type: 'offer', data: {} }), /did not authenticate on this connection/);
   await assert.rejects(c.w.sendInternalMessage({ workerId: c.id, scopeId: SCOPE, to: a.id, type: 'offer', data: { type: 'offer', sdp: 'v=0' } }), /not in room/);
-  await assert.rejects(d.w.sendInternalMessage({ workerId: d.id, scopeId: 'other@1.0', to: a.id, type: 'offer', data: { type: 'offer', sdp: 'v=0' } }), /not in room/);
+  await assert.rejects(d.w.sendInternalMessage({ workerId: d.id, scopeId: OTHER, to: a.id, type: 'offer', data: { type: 'offer', sdp: 'v=0' } }), /not in room/);
 
   const offer = { type: 'offer', sdp: 'v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n' };
   const answer = { type: 'answer', sdp: 'v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\n' };
@@ -95,7 +93,7 @@ test('PyGrid-era frames without request_id (syft.js) get no reply; KotlinSyft jo
   const n = await startTestNode();
   t.after(() => n.close());
   const admin = await n.admin();
-  assert.equal((await hostProcess(admin, { server: { max_workers: 10, max_diffs: 5 } })).status, 'success');
+  const SCOPE = String((await hostProcess(admin, { server: { max_workers: 10, max_diffs: 5 } })).model_id);
   const a = await member(n.node.url);
   t.after(() => a.w.dispose());
   assert.deepEqual(await a.w.joinRoom({ workerId: a.id, scopeId: SCOPE }), { peers: [] });
@@ -118,7 +116,7 @@ test('PyGrid-era frames without request_id (syft.js) get no reply; KotlinSyft jo
   s.send('socket-ping', {});
   assert.equal((await s.next(2)).type, 'socket-ping', 'the join got a reply');
   // A refused join (another process's room) is not answered either.
-  s.send('webrtc: join-room', { workerId: sid, scopeId: 'nope@1.0' });
+  s.send('webrtc: join-room', { workerId: sid, scopeId: `${SCOPE}0` });
   s.send('socket-ping', {});
   assert.equal((await s.next(3)).type, 'socket-ping');
 
@@ -138,4 +136,37 @@ test('PyGrid-era frames without request_id (syft.js) get no reply; KotlinSyft jo
   assert.deepEqual(await a.next(3), { type: 'webrtc: peer-left', data: { workerId: sid, scopeId: SCOPE } });
   k.send('socket-ping', {});
   assert.equal((await k.next(3)).type, 'socket-ping', 'KotlinSyft was sent a frame it cannot parse');
+});
+
+test('a room is its process, by id: "a@b" version "c" and "a" version "b@c" are two rooms; 128-character names and versions have a room too', { timeout: 60_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const admin = await n.admin();
+  const server = { max_workers: 10, max_diffs: 5 };
+  const p1 = String((await hostProcess(admin, { name: 'a@b', version: 'c', server })).model_id);
+  const p2 = String((await hostProcess(admin, { name: 'a', version: 'b@c', server })).model_id);
+  const long = { name: 'n'.repeat(128), version: 'v'.repeat(128) };
+  const p3 = String((await hostProcess(admin, { ...long, server })).model_id);
+  const x = await member(n.node.url, 'a@b', true, 'c');
+  const y = await member(n.node.url, 'a', true, 'b@c');
+  const z1 = await member(n.node.url, long.name, true, long.version);
+  const z2 = await member(n.node.url, long.name, true, long.version);
+  t.after(() => { for (const m of [x, y, z1, z2]) m.w.dispose(); });
+
+  // The spelling both processes shared is no room at all now.
+  for (const m of [x, y]) await assert.rejects(m.w.joinRoom({ workerId: m.id, scopeId: 'a@b@c' }), /may not join/);
+  assert.deepEqual(await x.w.joinRoom({ workerId: x.id, scopeId: p1 }), { peers: [] });
+  assert.deepEqual(await y.w.joinRoom({ workerId: y.id, scopeId: p2 }), { peers: [] });
+  await assert.rejects(y.w.joinRoom({ workerId: y.id, scopeId: p1 }), /may not join/);
+  await assert.rejects(y.w.sendInternalMessage({ workerId: y.id, scopeId: p2, to: x.id, type: 'offer', data: { type: 'offer', sdp: 'v=0' } }), /is not in room/);
+  await assert.rejects(y.w.sendInternalMessage({ workerId: y.id, scopeId: p1, to: x.id, type: 'offer', data: { type: 'offer', sdp: 'v=0' } }), /is not in room/);
+
+  // Longest name and version: the two workers meet in their room and signal.
+  assert.deepEqual(await z1.w.joinRoom({ workerId: z1.id, scopeId: p3 }), { peers: [] });
+  assert.deepEqual(await z2.w.joinRoom({ workerId: z2.id, scopeId: p3 }), { peers: [z1.id] });
+  await z2.w.sendInternalMessage({ workerId: z2.id, scopeId: p3, to: z1.id, type: 'offer', data: { type: 'offer', sdp: 'v=0 long' } });
+  assert.deepEqual((await z1.next(1)).data, { workerId: z2.id, scopeId: p3, to: z1.id, type: 'offer', data: { type: 'offer', sdp: 'v=0 long' } });
+  // X heard nothing of Y (a round trip on its socket first).
+  await x.w.authenticate({ modelName: 'a@b', modelVersion: 'c' });
+  assert.deepEqual(x.heard, []);
 });

@@ -55,11 +55,11 @@ test('hosting: needs a signed-in user; name+version unique with PyGrid\'s messag
     model: hex(smallModel()), averaging_plan: Buffer.from('not an onnx graph, a pysyft plan').toString('hex'),
     client_config: { name: 'avg', version: '1' }, server_config: { max_diffs: 1 },
   }), (e: GridError) => e.code === 'GRID_ERR_INVALID_MODEL' && /PySyft-serialized Plan.*cannot run it/.test(e.message));
-  // An ONNX averaging plan is kept (it does not run yet: the mean is element-wise).
-  assert.equal((await admin.socket.request(FlHostTraining, {
+  // An ONNX graph that is not an averaging plan for this State's tensors (#0, #1) is refused (fl-onnx.test.ts runs one that is).
+  await assert.rejects(admin.socket.request(FlHostTraining, {
     model: hex(smallModel()), averaging_plan: Buffer.from(mlpModel(2, 2, 2)).toString('hex'),
     client_config: { name: 'avg-onnx', version: '1' }, server_config: { max_diffs: 1 },
-  })).status, 'success');
+  }), (e: GridError) => e.code === 'GRID_ERR_INVALID_AVERAGING_PLAN' && /input "x" is none the node feeds; inputs are "old\/<param>" and "diff\/<param>" for the model's parameters \("#0", "#1"\)/.test(e.message));
   for (const [server, pattern] of [
     [{ max_diffs: 0 }, /server_config.max_diffs must be a whole number ≥ 1/],
     [{ max_diffs: 1, pool_selection: 'fastest' }, /pool_selection must be "random" or "iterate"/],
@@ -179,6 +179,8 @@ test('reports: idempotent per request key, foreign keys and bad diffs refused an
     [Buffer.from(good).subarray(0, good.length - 5).toString('base64'), /not a syft-proto State|carries/],
     [base64([{ dims: [4], data: new Float32Array(4) }, { dims: [2], data: new Float32Array(2) }]), /tensor 0 has shape \[4\]; the model's is \[2, 2\]/],
     [base64([{ dims: [2, 2], data: new Float32Array(4) }]), /holds 1 tensors; the model has 2/],
+    // More values than the model has (6): refused on the raw bytes, before decoding.
+    [base64([{ dims: [2, 2], data: new Float32Array(4) }, { dims: [1000], data: new Float32Array(1000) }]), /the diff has a tensor whose shape holds more than 6 values/],
     [base64([{ dims: [2, 2], data: Float32Array.from([0, NaN, 0, 0]) }, { dims: [2], data: new Float32Array(2) }]), /holds NaN at index 1/],
     [base64([{ dims: [2, 2], data: new Float32Array(4) }, { dims: [2], data: Float32Array.from([Infinity, 0]) }]), /holds Infinity at index 0/],
   ];
@@ -315,13 +317,75 @@ test('a flood of authenticate / cycle-request from one address is refused (RATE_
   assert.deepEqual(replies.map((r) => r.status), ['success', 'success', 'success', 'success', 'rejected', 'rejected']);
   assert.equal((frames[5]!.error as { code: string }).code, 'GRID_ERR_RATE_LIMITED');
   assert.match(replies[5]!.error, /too many authenticate requests from .*127\.0\.0\.1.*more than 4 a minute/);
-  // Only the accepted ones became workers.
-  assert.equal(await node.node.fl.store.workerCount((await node.node.fl.store.findProcess('busy'))!.id), 4);
+  // One socket is one worker, however often it authenticates.
+  assert.equal(new Set(replies.slice(0, 4).map((r) => r.worker_id)).size, 1);
+  assert.equal(await node.node.fl.store.workerCount((await node.node.fl.store.findProcess('busy'))!.id), 1);
   // Another machine (another loopback address) joins as usual.
   const other = await PyGridSocket.open(node.node.url, '127.0.0.2');
   sockets.push(other);
   const j = await joinCycle(other, 'busy');
   assert.equal(j.cycle.status, 'accepted');
+});
+
+test('worker rows are bounded: a socket authenticating again is the same worker (per token); one address holds at most maxWorkersPerAddress rows, stale ones make room, the rest are refused with a coded PyGrid-style error', { timeout: 60_000 }, async (t) => {
+  const node = await startTestNode({ fl: { maxWorkersPerAddress: 3 } });
+  const sockets: PyGridSocket[] = [];
+  t.after(async () => { for (const s of sockets) s.close(); await node.close(); });
+  const open = async (from?: string) => { const s = await PyGridSocket.open(node.node.url, from); sockets.push(s); return s; };
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'rows', server: { max_diffs: 1, num_cycles: 0 } });
+  await hostProcess(admin, { name: 'tokens', server: { max_diffs: 5, authentication: { type: 'jwt', secret: 'rows-secret' } } });
+  const store = node.node.fl.store;
+  const rowsId = (await store.findProcess('rows'))!.id;
+  const at = (address: string) => store.workersAt(rowsId, address);
+
+  // One socket, 20 authenticates: one worker, one row.
+  const s1 = await open();
+  const ids = new Set<string>();
+  for (let i = 0; i < 20; i++) ids.add((await s1.call('model-centric/authenticate', { model_name: 'rows', model_version: '1.0' })).worker_id as string);
+  assert.equal(ids.size, 1);
+  assert.equal(await at('127.0.0.1'), 1);
+  // With tokens: the same token is the same worker, another valid token another worker (a gateway may carry many devices).
+  const { SignJWT } = await import('jose');
+  const token = (sub: string) => new SignJWT({ sub }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode('rows-secret'));
+  const [ta, tb] = [await token('a'), await token('b')];
+  const auth = async (tok: string) => (await s1.call('model-centric/authenticate', { model_name: 'tokens', model_version: '1.0', auth_token: tok })).worker_id as string;
+  const wa = await auth(ta);
+  assert.equal(await auth(ta), wa);
+  assert.notEqual(await auth(tb), wa);
+
+  // Three sockets' worth of rows from 127.0.0.1 is the cap (s1's counts); the fourth socket is refused as
+  // PyGrid clients read it, and so is HTTP from the same address. Another address is not affected.
+  const j2 = await joinCycle(await open(), 'rows');
+  const j3 = await joinCycle(await open(), 'rows');
+  assert.equal(await at('127.0.0.1'), 3);
+  const over = await (await open()).send('model-centric/authenticate', { model_name: 'rows', model_version: '1.0' });
+  assert.equal((over.error as { code: string }).code, 'GRID_ERR_QUOTA_EXCEEDED');
+  assert.equal((over.data as Record<string, string>).status, 'rejected');
+  assert.match((over.data as Record<string, string>).error, /127\.0\.0\.1 already has 3 workers for FL process rows 1\.0.*try again in the next cycle/);
+  const http = await fetch(`${httpBase(node.node.url)}/model-centric/authenticate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_name: 'rows', model_version: '1.0' }) });
+  assert.equal(http.status, 400);
+  assert.equal(http.headers.get('x-grid-error-code'), 'GRID_ERR_QUOTA_EXCEEDED');
+  assert.equal(await at('127.0.0.1'), 3);
+  assert.equal((await joinCycle(await open('127.0.0.2'), 'rows')).cycle.status, 'accepted');
+  assert.equal(await at('127.0.0.2'), 1);
+
+  // The cycle closes; in the next, the oldest row not in it (s1's worker) makes room for a newcomer.
+  assert.equal(j2.cycle.status, 'accepted');
+  const closed = closedOnce(node);
+  await (await open('127.0.0.2')).call('model-centric/report', { worker_id: j2.workerId, request_key: j2.cycle.request_key, diff: diffOf(ZERO) });
+  await closed;
+  const fresh = await joinCycle(await open(), 'rows');
+  assert.equal(fresh.cycle.status, 'accepted');
+  assert.equal(await at('127.0.0.1'), 3);
+  const evicted = [...ids][0]!;
+  assert.equal(await store.worker(evicted), undefined);
+  assert.ok(await store.worker(j2.workerId) !== undefined && await store.worker(j3.workerId) !== undefined);
+  assert.equal((await s1.call('model-centric/cycle-request', { worker_id: evicted, model: 'rows', version: '1.0', ping: 0, download: 0, upload: 0 })).error, 'Not found any process related with this cycle and worker ID.');
+  // s1 authenticating again gets a new worker (its old one is gone), within the cap: j2's row, in no cycle now, makes room.
+  const again = (await s1.call('model-centric/authenticate', { model_name: 'rows', model_version: '1.0' })).worker_id as string;
+  assert.notEqual(again, evicted);
+  assert.equal(await at('127.0.0.1'), 3);
 });
 
 test('our own messages: fl-list-processes shows cycles and checkpoints without secrets; fl-download-checkpoint is for the owner or an admin; retrieve-model is closed where workers authenticate', { timeout: 60_000 }, async (t) => {
@@ -417,7 +481,7 @@ test('our own client speaks the same messages with request ids: typed replies, r
   await assert.rejects(worker.socket.request(FlAuthenticate, { model_name: 'missing' }), (e: GridError) => e.code === 'GRID_ERR_NOT_FOUND' && e.message === 'Not found any process related with this cycle and worker ID.');
 });
 
-test('pool_selection: iterate takes the first max_workers to ask; random takes exactly max_workers of the pool, not always the first', { timeout: 60_000 }, async (t) => {
+test('pool_selection: iterate takes the first max_workers to ask; random draws max_workers from the workers asking (not all ever authenticated), and a worker not selected stays refused, with its timeout, for the rest of the cycle', { timeout: 120_000 }, async (t) => {
   const { node, ws } = await withNode(t);
   const admin = await node.admin();
   await hostProcess(admin, { name: 'iter', server: { max_diffs: 10, max_workers: 2, pool_selection: 'iterate' } });
@@ -425,25 +489,43 @@ test('pool_selection: iterate takes the first max_workers to ask; random takes e
   for (let i = 0; i < 4; i++) order.push((await joinCycle(await ws(), 'iter')).cycle.status);
   assert.deepEqual(order, ['accepted', 'accepted', 'rejected', 'rejected']);
 
-  // random: 6 workers authenticate, then all ask; repeated over fresh processes, the two chosen vary.
+  // random: 20 workers authenticate, 5 of them ask at once. The pool is those 5 (the 15 others, who never
+  // ask, are no part of it): exactly 2 are chosen, and over rounds not always the same 2.
+  const NOT_SELECTED = /^not selected this cycle \(pool_selection random\)/;
+  const TIMEOUT = /^0:59:\d\d(\.\d{6})?$/;
+  const seconds = (timeout: string) => timeout.split(':').reduce((a, part) => a * 60 + Number(part), 0);
   const chosen = new Set<string>();
-  for (let round = 0; round < 8; round++) {
+  for (let round = 0; round < 5; round++) {
     const name = `rand${round}`;
     await hostProcess(admin, { name, server: { max_diffs: 10, max_workers: 2, pool_selection: 'random' } });
-    const socket = await ws();
-    const ids = [];
-    for (let i = 0; i < 6; i++) ids.push((await socket.call('model-centric/authenticate', { model_name: name, model_version: '1.0' })).worker_id as string);
-    const statuses = [];
-    for (const id of ids) {
-      const r = await socket.call('model-centric/cycle-request', { worker_id: id, model: name, version: '1.0', ping: 0, download: 0, upload: 0 });
-      statuses.push(r.status);
-      if (r.status === 'rejected' && /not selected/.test(r.reason)) continue;
-      if (r.status === 'rejected') assert.match(r.reason, /cycle is full/);
+    const workers: { socket: PyGridSocket; id: string }[] = [];
+    for (let i = 0; i < 20; i++) {
+      const socket = await ws();
+      workers.push({ socket, id: (await socket.call('model-centric/authenticate', { model_name: name, model_version: '1.0' })).worker_id as string });
     }
-    assert.equal(statuses.filter((s) => s === 'accepted').length, 2, `round ${round}: ${statuses.join(' ')}`);
-    chosen.add(statuses.map((s) => (s === 'accepted' ? 'A' : '-')).join(''));
+    const ask = (w: (typeof workers)[number]) => w.socket.call('model-centric/cycle-request', { worker_id: w.id, model: name, version: '1.0', ping: 0, download: 0, upload: 0 });
+    const askers = workers.slice(0, 5);
+    const first = await Promise.all(askers.map(ask));
+    assert.equal(first.filter((r) => r.status === 'accepted').length, 2, `round ${round}: ${first.map((r) => r.reason ?? r.status).join(' | ')}`);
+    chosen.add(first.map((r) => (r.status === 'accepted' ? 'A' : '-')).join(''));
+    // The 3 refused: PyGrid's timeout until the cycle ends; asking again (at once, or many times) changes nothing.
+    for (const [i, r] of first.entries()) {
+      if (r.status === 'accepted') continue;
+      assert.match(r.reason, NOT_SELECTED);
+      assert.match(r.timeout, TIMEOUT);
+      let last = seconds(r.timeout);
+      for (let k = 0; k < 3; k++) {
+        const again = await ask(askers[i]!);
+        assert.deepEqual([again.status, NOT_SELECTED.test(again.reason)], ['rejected', true], `retry ${k}: ${JSON.stringify(again)}`);
+        assert.match(again.timeout, TIMEOUT);
+        assert.ok(seconds(again.timeout) <= last, `${again.timeout} after ${last} s`);
+        last = seconds(again.timeout);
+      }
+    }
+    // A latecomer finds the cycle full.
+    assert.match((await ask(workers[5]!)).reason, /cycle is full \(2 of 2 workers\)/);
   }
-  assert.ok(chosen.size > 1, `8 random draws all chose ${[...chosen][0]}`);
+  assert.ok(chosen.size > 1, `5 random draws all chose ${[...chosen][0]}`);
 });
 
 test('reports arriving together are committed together: a key reported twice at once counts once, and every reply comes after its commit', { timeout: 60_000 }, async (t) => {

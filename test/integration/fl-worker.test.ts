@@ -11,10 +11,10 @@ import { readCsvDataset, shuffledIndices, takeRows, type Dataset } from '../../s
 import { mlp } from '../../src/compute/plan';
 import { evaluateModel } from '../../src/compute/train';
 import { FL_DEFAULT_TIMEOUT_MS, FlWorker, type FlCycle, type FlRejection } from '../../src/core/fl-worker';
-import { FlHostTraining } from '../../src/core/protocol/fl-messages';
+import { FlHostTraining, FlListProcesses } from '../../src/core/protocol/fl-messages';
 import { flParams, flTrainConfig, joinFl, runFlCycle, trainFlCycle } from '../../src/federation';
 import { startTestNode, type TestNode } from '../helpers/node-fixtures';
-import { httpBase } from '../helpers/fl-fixtures';
+import { hostProcess, httpBase } from '../helpers/fl-fixtures';
 
 const DIGITS = join(__dirname, '../../media/datasets/digits.csv.gz');
 const single = { intraOpNumThreads: 1 };
@@ -166,6 +166,29 @@ test('errors reach the worker as coded errors with PyGrid\'s strings; a disposed
   await assert.rejects(w.authenticate({ modelName: 'digits' }), { code: 'GRID_ERR_DISPOSED' });
 
   assert.throws(() => w.newJob({ modelName: 'digits' }), { code: 'GRID_ERR_DISPOSED' });
+});
+
+test('a process hosted with a syft-proto State (PyGrid\'s format) is refused by our worker before it asks for a cycle: GRID_ERR_FL_NOT_TRAINABLE, and the node never counts it', { timeout: 60_000 }, async (t) => {
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const admin = await n.admin();
+  await hostProcess(admin, { name: 'pysyft-mnist', version: '1.0', server: { max_diffs: 1, num_cycles: 1 } });
+  const w = await FlWorker.connect(n.node.url, { timeoutMs: 5_000 });
+  t.after(() => w.dispose());
+
+  assert.equal((await w.processInfo({ modelName: 'pysyft-mnist' }))?.format, 'state');
+  const out = await joinFl(w, { modelName: 'pysyft-mnist', modelVersion: '1.0' }, await digits());
+  assert.equal(out.status, 'error');
+  const e = (out as Extract<typeof out, { status: 'error' }>).error;
+  assert.equal(e.code, 'GRID_ERR_FL_NOT_TRAINABLE');
+  assert.match(e.message, /^FL process pysyft-mnist@1\.0 has no ONNX training plan for this worker: it was hosted with a syft-proto State model \(PyGrid's format\)/);
+  assert.match(e.message, /Join it with a PySyft-family worker \(syft\.js, KotlinSyft, SwiftSyft\), or host the model as ONNX/);
+  // Asked nothing of the process: no worker authenticated, no place in the cycle taken from a device that could train it.
+  const p = (await admin.socket.request(FlListProcesses, {})).processes.find((q) => q.name === 'pysyft-mnist')!;
+  assert.deepEqual([p.workers, p.cycle?.assigned], [0, 0]);
+  // Without a version: the last process hosted with that name is the one checked.
+  const latest = await joinFl(w, { modelName: 'pysyft-mnist' }, await digits());
+  assert.equal(latest.status === 'error' && latest.error.code, 'GRID_ERR_FL_NOT_TRAINABLE');
 });
 
 function l2(tensors: readonly { data: Float32Array }[]): number {

@@ -1,4 +1,4 @@
-// grid.fl.host / grid.fl.join from notebook cells (src/extension/notebook/fl-bridge.ts) under a real
+// grid.fl.host / grid.fl.join / grid.fl.simulate from notebook cells (src/extension/notebook/fl-bridge.ts) under a real
 // kernel process, against a real grid node on 127.0.0.1 port 0: the process a cell hosts is the node's,
 // a cell's worker trains on a local CSV in its own process and reports (the node averages it into a
 // checkpoint), and a host cell given a held-out set draws each checkpoint's accuracy across cycles while
@@ -13,11 +13,13 @@ import { gridError } from '../../src/core/errors';
 import { FlListProcesses } from '../../src/core/protocol/fl-messages';
 import type { NodeEvent } from '../../src/core/protocol/messages';
 import { runFlWorker } from '../../src/extension/fl-join';
+import { flParams } from '../../src/federation';
+import { serverLrPlan } from '../helpers/fl-fixtures';
 import { NotebookGridBridge, type BridgeNode } from '../../src/extension/notebook/bridge';
 import { METRICS_MIME, type MetricsPayload } from '../../src/kernel/metrics';
 import type { CellOutput, KernelHost } from '../../src/kernel';
 import { GridNode } from '../../src/node/server';
-import { notebookDir, run, startKernel, value } from './kernel-harness';
+import { notebookDir, plainOf, run, startKernel, value } from './kernel-harness';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const PASSWORD = 'fl-notebook-password';
@@ -141,6 +143,72 @@ describe('grid.fl in notebook cells against a real node', () => {
     const { result } = await run(kernel, "await grid.fl.join('nb-digits@1.0', {})");
     assert.equal(result.error?.code, 'GRID_ERR_INVALID_INPUT');
     assert.match(result.error!.message, /grid\.fl\.join needs \{ data \}/);
+  });
+
+  test('grid.fl.simulate runs N workers against the node: the cell draws held-out accuracy per cycle, the process is the signed-in user\'s, and the result has every cycle', async (t) => {
+    await value(kernel, `await grid.connect(${JSON.stringify(node.url)}, { username: 'admin', password: ${JSON.stringify(PASSWORD)} })`);
+    const { result, outputs } = await within(run(kernel, "const s = await grid.fl.simulate('digits-mlp.onnx', { name: 'nb-sim', data: 'train.csv', featureScale: 1 / 16, workers: 3, cycles: 2, seed: 4, clientConfig: { batch_size: 16, lr: 0.1, epochs: 2 } });\ns.cycles.map((c) => `cycle ${c.cycle}: ${c.reported}/${c.accepted} reported, ${c.averaged} averaged`).join('; ')"), 'the simulation cell');
+    assert.equal(result.status, 'ok', result.error?.stack);
+    assert.equal(plainOf(outputs).at(-1), 'cycle 1: 3/3 reported, 3 averaged; cycle 2: 3/3 reported, 3 averaged');
+    const last = metricsOf(outputs).at(-1)!;
+    assert.equal(last.state, 'succeeded');
+    assert.deepEqual([last.unit, last.total], ['cycle', 2]);
+    const points = last.series.find((x) => x.name === 'held-out')!.points;
+    assert.deepEqual(points.map((p) => p.x), [0, 1, 2], 'the hosted model, then one point per cycle');
+    t.diagnostic(`simulated held-out accuracy: ${points.map((p) => `${p.x}: ${(p.accuracy * 100).toFixed(1)}%`).join(', ')}`);
+    assert.ok(points[2]!.accuracy > points[0]!.accuracy + 0.3, `accuracy across cycles: ${points.map((p) => p.accuracy.toFixed(3)).join(' → ')}`);
+    assert.match(last.note ?? '', /^nb-sim@1\.0: held-out accuracy \d+\.\d% → \d+\.\d% after 2 cycles \([\d.]+ s\)$/);
+    // Each cycle's progress was shown while it ran, not only at the end.
+    assert.ok(metricsOf(outputs).some((m) => m.state === 'running' && /^cycle 1\/2: accuracy \d+\.\d% on 300 held-out rows · 3 reported, 3 averaged/.test(m.note ?? '')), 'a running chart noted cycle 1');
+    // The result's numbers are the chart's; the node holds the process, owned by the notebook's user.
+    assert.equal(await value(kernel, 's.cycles.map((c) => c.accuracy.toFixed(6)).join(",")'), points.slice(1).map((p) => p.accuracy.toFixed(6)).join(','));
+    const p = (await admin.socket.request(FlListProcesses, {})).processes.find((q) => q.name === 'nb-sim')!;
+    assert.deepEqual([p.owner, p.completed_cycles, p.checkpoints.map((k) => k.reports)], ['admin', 2, [0, 3, 3]]);
+  });
+
+  test('grid.fl.simulate says what it needs, and a node refusal reaches the cell with its code', async () => {
+    const { result } = await run(kernel, "await grid.fl.simulate('digits-mlp.onnx', { workers: 3 })");
+    assert.equal(result.error?.code, 'GRID_ERR_INVALID_INPUT');
+    assert.match(result.error!.message, /grid\.fl\.simulate needs \{ data \}/);
+    // The name is taken (the previous test's process): hosting fails on the node, the simulation stops.
+    const dup = await run(kernel, "await grid.fl.simulate('digits-mlp.onnx', { name: 'nb-sim', data: 'train.csv', featureScale: 1 / 16, workers: 2, cycles: 1 })");
+    assert.equal(dup.result.error?.code, 'GRID_ERR_ALREADY_EXISTS');
+    assert.equal(metricsOf(dup.outputs).at(-1)!.state, 'failed');
+  });
+
+  test('interrupting a grid.fl.simulate cell stops its workers: the chart says cancelled, the process stays on the node with the checkpoints it has', async () => {
+    await value(kernel, `await grid.connect(${JSON.stringify(node.url)}, { username: 'admin', password: ${JSON.stringify(PASSWORD)} })`);
+    const connections = node.connectionCount;
+    let sawCycle!: () => void;
+    const cycled = new Promise<void>((resolve) => { sawCycle = resolve; });
+    const running = run(kernel, "await grid.fl.simulate('digits-mlp.onnx', { name: 'nb-sim-long', data: 'train.csv', featureScale: 1 / 16, workers: 2, cycles: 50, clientConfig: { batch_size: 16, lr: 0.1 } })", {
+      onOutput: (o) => { if (metricsOf([o]).some((m) => /^cycle 1\/50:/.test(m.note ?? ''))) sawCycle(); },
+    });
+    await within(cycled, 'the simulation\'s first cycle');
+    await kernel.interrupt();
+    const { result, outputs } = await within(running, 'the interrupted simulation cell');
+    assert.equal(result.status, 'interrupted');
+    const last = metricsOf(outputs).at(-1)!;
+    assert.equal(last.state, 'cancelled');
+    assert.match(last.note ?? '', /^the simulation was cancelled; nb-sim-long stays on test node with the checkpoints it has$/);
+    // The worker process and its threads are gone: their connections (a reader and one per worker) close.
+    await within((async () => { while (node.connectionCount > connections) await new Promise((r) => setTimeout(r, 50)); })(), 'the simulation\'s connections closing');
+    const p = (await admin.socket.request(FlListProcesses, {})).processes.find((q) => q.name === 'nb-sim-long')!;
+    assert.ok(p.completed_cycles >= 1 && p.completed_cycles < 50, `${p.completed_cycles} cycles completed`);
+  });
+
+  test('grid.fl.host { averagingPlan }: the node checks the plan against the model\'s parameters; a fitting one hosts, one that does not is refused in the cell with its code', async () => {
+    await value(kernel, `await grid.connect(${JSON.stringify(node.url)}, { username: 'admin', password: ${JSON.stringify(PASSWORD)} })`);
+    const params = flParams(await readFile(join(nb.dir, 'digits-mlp.onnx'))).map((p) => ({ name: p.name, dims: p.tensor.dims }));
+    await writeFile(join(nb.dir, 'server-lr.onnx'), serverLrPlan(params, 0.5));
+    await writeFile(join(nb.dir, 'short.onnx'), serverLrPlan(params.slice(1), 0.5));
+    const bad = await run(kernel, "await grid.fl.host('digits-mlp.onnx', { name: 'nb-plan', averagingPlan: 'short.onnx' })");
+    assert.equal(bad.result.error?.code, 'GRID_ERR_INVALID_AVERAGING_PLAN');
+    assert.match(bad.result.error!.message, new RegExp(`no output for parameter "${params[0]!.name}"`));
+    const missing = await run(kernel, "await grid.fl.host('digits-mlp.onnx', { name: 'nb-plan', averagingPlan: 'nowhere.onnx' })");
+    assert.equal(missing.result.error?.code, 'GRID_ERR_INVALID_INPUT');
+    assert.match(missing.result.error!.message, /\{ averagingPlan \}: no file nowhere\.onnx/);
+    assert.equal(await value(kernel, "(await grid.fl.host('digits-mlp.onnx', { name: 'nb-plan', averagingPlan: 'server-lr.onnx' })).process.name"), 'nb-plan');
   });
 
   test('with a held-out set, the host cell draws each checkpoint\'s accuracy across cycles while workers join', async (t) => {

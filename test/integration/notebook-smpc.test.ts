@@ -1,8 +1,9 @@
-// Encrypted serving from a notebook cell (src/extension/notebook/smpc-bridge.ts) under a real kernel
+// Encrypted serving from a notebook cell (src/kernel/smpc-bridge.ts) under a real kernel
 // process, against three real nodes on 127.0.0.1 port 0: `grid.serveEncrypted` splits the digits MLP
 // between two share holders with a third node as crypto provider; `grid.infer` on it is the same call as on
 // a plain model and answers as the plain model does; the same node named twice and an unconnected
-// share holder are coded errors that say what to do in a notebook.
+// share holder are coded errors that say what to do in a notebook. The Jupyter kernel's bridge (its own
+// connections, no VS Code) serves, runs and deletes an encrypted model with the same calls.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFile } from 'node:fs/promises';
@@ -11,6 +12,7 @@ import { GridClient } from '../../src/core/client';
 import { gridError } from '../../src/core/errors';
 import { SmpcModels } from '../../src/core/protocol/smpc-messages';
 import { NotebookGridBridge, type BridgeNode } from '../../src/extension/notebook/bridge';
+import { StandaloneGridBridge } from '../../src/kernel/jupyter/grid-bridge';
 import type { KernelHost } from '../../src/kernel';
 import { ADMIN_PASSWORD, startTestNode, type TestNode } from '../helpers/node-fixtures';
 import { notebookDir, run, startKernel, value } from './kernel-harness';
@@ -104,5 +106,47 @@ JSON.stringify({ dtype: enc.dtype, dims: enc.dims, close: err < 1e-2, err })`);
     const { result } = await run(kernel, "await grid.infer('no-such-model', [[1]], { node: 'holder A' })");
     assert.equal(result.error?.code, 'GRID_ERR_NOT_FOUND');
     assert.match(result.error!.message, /no-such-model/);
+  });
+});
+
+describe('grid.serveEncrypted, grid.infer and grid.deleteModel on an encrypted model from the Jupyter kernel', () => {
+  let holder0: TestNode, holder1: TestNode, provider: TestNode;
+  let kernel: KernelHost;
+  let nb: Awaited<ReturnType<typeof notebookDir>>;
+
+  before(async () => {
+    nb = await notebookDir();
+    [holder0, holder1, provider] = await Promise.all([startTestNode({ name: 'holder-0' }), startTestNode({ name: 'holder-1' }), startTestNode({ name: 'provider' })]);
+    await copyFile(join(ROOT, 'media', 'samples', 'digits', 'digits-mlp.onnx'), join(nb.dir, 'digits-mlp.onnx'));
+    // The bridge the Jupyter kernel runs (src/kernel/jupyter/main.ts): it connects to the nodes itself.
+    kernel = await startKernel({ bridge: new StandaloneGridBridge({ cwd: nb.dir, env: {} }), cwd: nb.dir, interruptTimeoutMs: 60_000 });
+  });
+
+  after(async () => {
+    await kernel?.dispose();
+    await Promise.all([holder0?.close(), holder1?.close(), provider?.close()]);
+    await nb?.remove();
+  });
+
+  test('serves the model encrypted, infers like the plain model, and deletes it from both share holders', async () => {
+    const login = `{ username: 'admin', password: ${JSON.stringify(ADMIN_PASSWORD)} }`;
+    const [u0, u1, up] = [holder0, holder1, provider].map((n) => JSON.stringify(n.node.url));
+    await value(kernel, `await grid.connect(${u0}, ${login});\nawait grid.connect(${u1}, ${login});\nawait grid.connect(${up}, ${login});`);
+    const served = await value(kernel, `const s = await grid.serveEncrypted('digits-mlp.onnx', { holders: [${u0}, ${u1}], provider: ${up} });\n[s.model_id, s.params].join(' | ')`);
+    assert.equal(served, `digits-mlp | ${64 * 32 + 32 + 32 * 10 + 10}`);
+    await value(kernel, `await grid.serve('digits-mlp.onnx', { id: 'digits-plain', node: ${up}, allowRemoteInference: true });`);
+    const out = await value(kernel, `const x = [Array.from({ length: 64 }, (_, i) => (i % 17) / 16)];
+const enc = await grid.infer('digits-mlp', x, { node: ${u1} });
+const plain = await grid.infer('digits-plain', x, { node: ${up} });
+JSON.stringify({ dims: enc.dims, err: Math.max(...Array.from(enc.data, (v, i) => Math.abs(v - plain.data[i]))) })`);
+    const r = JSON.parse(out!) as { dims: number[]; err: number };
+    assert.deepEqual(r.dims, [1, 10]);
+    assert.ok(r.err < 1e-2, `max abs error ${r.err}`);
+    const deleted = await value(kernel, `JSON.stringify(await grid.deleteModel('digits-mlp', { node: ${u0} }))`);
+    assert.deepEqual(JSON.parse(deleted!), { model_id: 'digits-mlp', deleted: true, encrypted: true });
+    for (const n of [holder0, holder1]) {
+      const c = await n.admin();
+      assert.deepEqual((await c.socket.request(SmpcModels, {})).models, [], 'both share holders deleted their share');
+    }
   });
 });

@@ -219,7 +219,10 @@ test('a share holder killed (SIGKILL) in the middle of a query gives the client 
 test('the crypto provider deals only to nodes that proved their id, each half once, to the holders named for it', async () => {
   const { attest } = await import('../../src/node/smpc/attest');
   const { SmpcDeal, NodeAttest, NodeChallenge } = await import('../../src/core/protocol/smpc-messages');
-  const schedule = [{ kind: 'matmul' as const, m: 1, k: 2, n: 2 }];
+  const { bundleSize, compileSmpcModel, scheduleOf } = await import('../../src/compute/smpc');
+  // The provider deals only for an upload it knows: the "split" upload above (holder 0, holder 1), its first product.
+  const schedule = scheduleOf(compileSmpcModel(model).plan, 1, true).slice(0, 1);
+  const mask_nonce = 'd'.repeat(32);
   const bundle = 'c'.repeat(32);
   const asNode = async (n: TestNode) => {
     const c = await GridClient.connect(provider.node.url, { reconnect: { enabled: false } });
@@ -230,17 +233,17 @@ test('the crypto provider deals only to nodes that proved their id, each half on
   const x = await asNode(holder0), y = await asNode(holder1), z = await asNode(provider); // a third node, not the one named as partner
   try {
     // A signed-in user is not a node: no randomness.
-    await assert.rejects(anonymous.socket.request(SmpcDeal, { bundle_id: bundle, party: 0, peer_id: holder1.node.identity.id, schedule }), { code: ErrorCodes.FORBIDDEN });
+    await assert.rejects(anonymous.socket.request(SmpcDeal, { bundle_id: bundle, party: 0, peer_id: holder1.node.identity.id, schedule, mask_nonce }), { code: ErrorCodes.FORBIDDEN });
     // A signature over another challenge proves nothing.
     await anonymous.socket.request(NodeChallenge, {});
     const forged = holder0.node.identity.sign(Buffer.from('not the challenge')).toString('base64url');
     await assert.rejects(anonymous.socket.request(NodeAttest, { id: holder0.node.identity.id, public_key: holder0.node.identity.publicKey, signature: forged }), { code: ErrorCodes.PEER_UNVERIFIED });
-    const half0 = await x.socket.call(SmpcDeal, { bundle_id: bundle, party: 0, peer_id: holder1.node.identity.id, schedule });
-    assert.equal(half0.attachment?.length, 8 * (2 + 4 + 2));
-    await assert.rejects(x.socket.request(SmpcDeal, { bundle_id: bundle, party: 0, peer_id: holder1.node.identity.id, schedule }), { code: ErrorCodes.FORBIDDEN }, 'never dealt twice');
-    await assert.rejects(z.socket.request(SmpcDeal, { bundle_id: bundle, party: 1, peer_id: holder0.node.identity.id, schedule }), { code: ErrorCodes.FORBIDDEN }, 'only the named partner gets the other half');
-    const half1 = await y.socket.call(SmpcDeal, { bundle_id: bundle, party: 1, peer_id: holder0.node.identity.id, schedule });
-    assert.equal(half1.attachment?.length, 8 * (2 + 4 + 2));
+    const half0 = await x.socket.call(SmpcDeal, { bundle_id: bundle, party: 0, peer_id: holder1.node.identity.id, schedule, mask_nonce });
+    assert.equal(half0.attachment?.length, bundleSize(schedule));
+    await assert.rejects(x.socket.request(SmpcDeal, { bundle_id: bundle, party: 0, peer_id: holder1.node.identity.id, schedule, mask_nonce }), { code: ErrorCodes.FORBIDDEN }, 'never dealt twice');
+    await assert.rejects(z.socket.request(SmpcDeal, { bundle_id: bundle, party: 1, peer_id: holder0.node.identity.id, schedule, mask_nonce }), { code: ErrorCodes.SMPC_UNKNOWN_UPLOAD }, 'only the named partner gets the other half');
+    const half1 = await y.socket.call(SmpcDeal, { bundle_id: bundle, party: 1, peer_id: holder0.node.identity.id, schedule, mask_nonce });
+    assert.equal(half1.attachment?.length, bundleSize(schedule));
     assert.notDeepEqual(half0.attachment, half1.attachment);
   } finally {
     for (const c of [anonymous, x, y, z]) c.dispose();

@@ -7,7 +7,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { generateKeyPairSync } from 'node:crypto';
 import { SignJWT, exportSPKI, generateKeyPair } from 'jose';
-import { AUTH_INVALID, AUTH_REQUIRED, AUTH_THIRD_PARTY_FAILED, checkFlAuthConfig, verifyWorkerToken } from '../../src/node/fl/auth';
+import { AUTH_INVALID, AUTH_REQUIRED, AUTH_THIRD_PARTY_FAILED, checkFlAuthConfig, endpointAllowed, verifyWorkerToken } from '../../src/node/fl/auth';
 
 const SECRET = 'a process secret shared with the token issuer';
 
@@ -184,4 +184,16 @@ test('checkFlAuthConfig: absent is no authentication; each bad key is named with
       return true;
     });
   }
+});
+
+test('endpointAllowed: same scheme, host and port as a listed URL, and a path at or under its path; never with a user name', () => {
+  const list = ['https://auth.example.org/fl/', 'http://10.0.0.5:8080/check'];
+  for (const ok of ['https://auth.example.org/fl/', 'https://auth.example.org/fl/check?x=1', 'http://10.0.0.5:8080/check', 'http://10.0.0.5:8080/check/v2', 'https://AUTH.example.org/fl/x']) {
+    assert.equal(endpointAllowed(ok, list), true, ok);
+  }
+  for (const no of ['http://auth.example.org/fl/check', 'https://auth.example.org:8443/fl/check', 'https://auth.example.org/admin', 'https://auth.example.org/flx',
+    'http://10.0.0.5:8080/checkout', 'http://10.0.0.5:8081/check', 'https://auth.example.org.evil.test/fl/', 'https://user:pw@auth.example.org/fl/', 'http://169.254.169.254/', 'not a url']) {
+    assert.equal(endpointAllowed(no, list), false, no);
+  }
+  assert.equal(endpointAllowed('https://auth.example.org/fl/', []), false);
 });

@@ -1,6 +1,10 @@
 // The syft-proto State codec, the lenient text decoding PyGrid clients need, the FedAvg running sum,
 // server_config checks and Python's timedelta text, from bytes and values (no sockets).
 
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GridError } from '../../src/core/errors';
@@ -83,6 +87,57 @@ test('decodeState refuses truncated bytes, bad shapes, other dtypes and non-fini
   bad(encodeState([{ dims: [1], data: Float32Array.from([-Infinity]) }]), /holds -Infinity/);
   assert.throws(() => checkShapes(decodeState(bytes), [[3, 2], [1]]), /tensor 0 has shape \[2, 3\]; the model's is \[3, 2\]/);
   assert.throws(() => checkShapes(decodeState(bytes), [[2, 3]]), /holds 2 tensors; the model has 1/);
+});
+
+/** One tensor whose shape is the given dims (packed), float32, no values. */
+function shapeOnly(dims: number[]): Uint8Array {
+  const w = protobuf.Writer.create();
+  w.uint32((2 << 3) | 2).fork().uint32((1 << 3) | 2).fork().uint32(8 << 3).int32(SERIALIZER_ALL)
+    .uint32((2 << 3) | 2).fork().uint32((1 << 3) | 2).fork().uint32((1 << 3) | 2).fork();
+  for (const d of dims) w.int32(d);
+  return w.ldelim().ldelim().uint32((2 << 3) | 2).string('float32').ldelim().ldelim().ldelim().finish();
+}
+
+test('decodeState checks what a State claims on its raw bytes first: tensor count, values by shape and carried, fields, nesting; the caller may lower the limits', () => {
+  const bad = (b: Uint8Array, re: RegExp, limits?: { maxTensors?: number; maxValues?: number }) =>
+    assert.throws(() => decodeState(b, 'the diff', limits), (e: GridError) => e.code === 'GRID_ERR_INVALID_TENSOR' && re.test(e.message), re.source);
+  // 5000 empty tensors (2 bytes each), 5000 empty placeholders.
+  bad(Buffer.from(new Uint8Array(10_000).map((_, i) => (i % 2 === 0 ? 0x12 : 0))), /the diff holds more than 4096 tensors; at most 4096/);
+  bad(Buffer.from(new Uint8Array(10_000).map((_, i) => (i % 2 === 0 ? 0x0a : 0))), /holds more than 4096 placeholders/);
+  bad(shapeOnly([65536, 65536, 65536]), /has a tensor whose shape holds more than 67108864 values/);
+  bad(shapeOnly(new Array(33).fill(1)), /more than 32 dimensions/);
+  bad(shapeOnly([2, -3]), /negative dimension/);
+  // Two tensors of 40 Mi values each: each fits, together they do not.
+  const two = Buffer.concat([shapeOnly([40 << 20]), shapeOnly([40 << 20])]);
+  bad(two, /holds more than 67108864 values in all/);
+  // A shape of 3 carrying 100 unpacked values, against a limit of 10.
+  bad(handState(3, [], new Array(100).fill(1)), /carries more than 10 values in all/, { maxValues: 10 });
+  // 100 unknown fields in one TorchTensor (each would become an object).
+  const w = protobuf.Writer.create();
+  w.uint32((2 << 3) | 2).fork().uint32((1 << 3) | 2).fork();
+  for (let i = 0; i < 100; i++) w.uint32(99 << 3).uint32(0);
+  bad(w.ldelim().ldelim().finish(), /has a TorchTensor message of more than 64 fields/);
+  // chain within chain within chain...
+  let nested = protobuf.Writer.create().finish();
+  for (let i = 0; i < 12; i++) nested = protobuf.Writer.create().uint32((4 << 3) | 2).bytes(nested).finish();
+  bad(protobuf.Writer.create().uint32((2 << 3) | 2).fork().uint32((1 << 3) | 2).bytes(nested).ldelim().finish(), /nests tensors more than 8 deep/);
+  bad(encodeState(model), /holds more than 1 (placeholders|tensors); at most 1/, { maxTensors: 1 });
+  bad(encodeState(model), /holds more than 6 values in all/, { maxValues: 6 });
+  assert.equal(decodeState(encodeState(model), 'the diff', { maxTensors: 2, maxValues: 7 }).length, 2);
+});
+
+test('a hostile State of 4 million empty tensors (8 MB) is refused without building them: a node with a 48 MB heap answers INVALID_TENSOR', () => {
+  const script = join(mkdtempSync(join(tmpdir(), 'fl-state-')), 'hostile.cjs');
+  writeFileSync(script, `
+    const { decodeState } = require(${JSON.stringify(join(__dirname, '../../src/core/protocol/syft-state.ts'))});
+    const n = 4000000, bytes = Buffer.alloc(n * 2);
+    for (let i = 0; i < n; i++) bytes[2 * i] = 0x12;
+    try { decodeState(bytes, 'the diff'); console.log('decoded'); } catch (e) { console.log(e.code); }
+  `);
+  const run = spawnSync(process.execPath, ['--import', 'tsx', '--max-old-space-size=48', script], { encoding: 'utf8', timeout: 60_000 });
+  rmSync(dirname(script), { recursive: true, force: true });
+  assert.equal(run.status, 0, `the child died (${run.signal ?? run.status}): ${run.stderr.slice(0, 300)}`);
+  assert.equal(run.stdout.trim(), 'GRID_ERR_INVALID_TENSOR');
 });
 
 test('RunningSum adds exactly as a float64 loop over tensors of any length: chunk edges, tails of 1-3, a following tensor untouched by padding', () => {

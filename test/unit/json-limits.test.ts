@@ -88,6 +88,31 @@ test('a MESSAGE frame is held to the limit from its header, before its JSON is r
   assert.deepEqual(parseEnvelopeBytes(Buffer.from(' {"type":"ping"} '), 1, 16, limits), { type: 'ping' });
 });
 
+test('an envelope that is mostly one long string parses exactly as JSON.parse does, whatever the string holds', () => {
+  const big: JsonLimits = { maxBytes: 4 * 1024 * 1024, maxDepth: 8, maxContainers: 100 };
+  const base64 = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919) % 256)).toString('base64');
+  const frames = [
+    { type: 'model-centric/report', request_id: 'r1', data: { worker_id: 'w', request_key: 'k', num_samples: 3, diff: base64 } },
+    // Escapes, non-ASCII, quotes in the long string: the whole frame is parsed the ordinary way.
+    { type: 'report', data: { diff: `${base64}\n"é中` } },
+    // The long string inside an array, and a short value that is the stand-in's own text.
+    { type: 'host', data: { models: ['short', base64], note: '\u0000\u0000long' } },
+    { type: 'host', data: { note: '\u0000\u0000long', other: base64 } },
+    // A key "__proto__" holding the long string stays a plain property.
+    JSON.parse(`{"type":"proto","data":{"__proto__":"${base64}"}}`) as Record<string, unknown>,
+  ];
+  for (const env of frames) {
+    const text = JSON.stringify(env);
+    const bytes = Buffer.from(` ${text} `);
+    const parsed = parseEnvelopeBytes(bytes, 1, bytes.length - 1, big);
+    assert.deepEqual(parsed, JSON.parse(text));
+    assert.equal(JSON.stringify(parsed), text);
+  }
+  // A frame that is not JSON around its long string is refused with the full parse's words.
+  const broken = Buffer.from(`{"type":"x","data":{"diff":"${base64}",}}`);
+  throwsCode(() => parseEnvelopeBytes(broken, 0, broken.length, big), ErrorCodes.MALFORMED_FRAME, /frame is not JSON/);
+});
+
 function collector(): { logger: Logger; lines: { obj: Record<string, unknown>; msg: string }[] } {
   const lines: { obj: Record<string, unknown>; msg: string }[] = [];
   const at = (obj: object | string, msg?: string) => { lines.push({ obj: obj as Record<string, unknown>, msg: msg ?? '' }); };

@@ -166,3 +166,26 @@ test('with weights masked once per model, the first query opens W − B and late
     await h.dispose();
   }
 });
+
+test('dealAsync deals what deal does, in slices: the triples multiply out, the comparison bits encode r, and an abort stops it', async () => {
+  const { dealAsync, parseBundle } = await import('../../src/compute/smpc');
+  // Rows enough that the product takes several slices.
+  const schedule = [{ kind: 'matmul' as const, m: 300, k: 40, n: 50 }, { kind: 'relu' as const, n: 5000 }];
+  const { bundles, secrets } = await dealAsync(schedule);
+  const [p0, p1] = bundles.map((b) => parseBundle(schedule, b));
+  const mm0 = p0![0] as { a: BigInt64Array; b: BigInt64Array; c: BigInt64Array }, mm1 = p1![0] as typeof mm0;
+  const a = reconstruct(mm0.a, mm1.a), b = reconstruct(mm0.b, mm1.b), c = reconstruct(mm0.c, mm1.c);
+  assert.deepEqual(c, matmul(a, b, 300, 40, 50));
+  const r0 = p0![1] as { r: BigInt64Array; rBits: Uint8Array }, r1 = p1![1] as typeof r0;
+  const r = reconstruct(r0.r, r1.r);
+  const msb = secrets.get(1)!;
+  for (let e = 0; e < 5000; e += 499) {
+    assert.equal(msb[e], r[e]! < 0n ? 1 : 0);
+    // Bit i of r (its low 63 bits), shared additively mod 67.
+    for (const i of [0, 31, 62]) assert.equal((r0.rBits[e * 63 + i]! + r1.rBits[e * 63 + i]!) % 67, Number((BigInt.asUintN(64, r[e]!) >> BigInt(i)) & 1n));
+  }
+  const stop = new AbortController();
+  const big = dealAsync([{ kind: 'matmul', m: 4096, k: 64, n: 64 }], undefined, stop.signal);
+  stop.abort(new GridError(ErrorCodes.ABORTED, 'released'));
+  await assert.rejects(big, (e: unknown) => e instanceof GridError && e.code === ErrorCodes.ABORTED);
+});

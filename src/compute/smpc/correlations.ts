@@ -78,6 +78,85 @@ export function deal(schedule: readonly Step[], maskOf?: (index: number, size: n
   return { bundles: out, secrets };
 }
 
+/** Ring multiplications a schedule's dealing costs (the products C = A·B and the ReLU triples). */
+export function dealCost(schedule: readonly Step[]): number {
+  let ops = 0;
+  for (const s of schedule) ops += s.kind === 'matmul' ? s.m * s.k * s.n : s.n * (1 + BITS);
+  return ops;
+}
+
+/** Work done between two yields to the event loop while dealing (ring multiplications). */
+const DEAL_SLICE = 1 << 18;
+
+/**
+ * `deal`, in slices of about DEAL_SLICE multiplications with the event loop served between them, so a
+ * large schedule does not stall the provider node; stops (rejecting with `signal`'s reason) between two
+ * slices once `signal` aborts.
+ */
+export async function dealAsync(schedule: readonly Step[], maskOf?: (index: number, size: number) => BigInt64Array, signal?: AbortSignal): Promise<{ bundles: [Uint8Array, Uint8Array]; secrets: DealerSecrets }> {
+  const pause = async () => {
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    signal?.throwIfAborted();
+  };
+  signal?.throwIfAborted();
+  const size = bundleSize(schedule);
+  const out: [Uint8Array, Uint8Array] = [new Uint8Array(size), new Uint8Array(size)];
+  const secrets: DealerSecrets = new Map();
+  let off = 0;
+  const put = (pair: [BigInt64Array, BigInt64Array]) => {
+    for (const p of [0, 1] as const) out[p].set(new Uint8Array(pair[p].buffer, pair[p].byteOffset, pair[p].byteLength), off);
+    off += pair[0].byteLength;
+  };
+  /** A·B by blocks of rows, a pause after each. */
+  const product = async (a: BigInt64Array, b: BigInt64Array, m: number, k: number, n: number) => {
+    const c = new BigInt64Array(m * n);
+    const rows = Math.max(1, Math.floor(DEAL_SLICE / Math.max(1, k * n)));
+    for (let r = 0; r < m; r += rows) {
+      const r1 = Math.min(m, r + rows);
+      c.set(matmul(a.subarray(r * k, r1 * k), b, r1 - r, k, n), r * n);
+      if (r1 < m) await pause();
+    }
+    return c;
+  };
+  for (let index = 0; index < schedule.length; index++) {
+    const s = schedule[index]!;
+    if (s.kind === 'matmul') {
+      const a = randomRing(s.m * s.k);
+      if (s.mask !== undefined) {
+        if (maskOf === undefined) throw new RangeError(`step ${index} multiplies by masked weight ${s.mask}, and no mask was given`);
+        put(share(a)); put(share(await product(a, maskOf(s.mask, s.k * s.n), s.m, s.k, s.n)));
+      } else {
+        const b = randomRing(s.k * s.n);
+        put(share(a)); put(share(b)); put(share(await product(a, b, s.m, s.k, s.n)));
+      }
+      await pause();
+      continue;
+    }
+    const r = randomRing(s.n);
+    const a = randomRing(s.n), b = randomRing(s.n);
+    put(share(r)); put(share(a)); put(share(b)); put(share(mul(a, b)));
+    const words = new Uint32Array(r.buffer, r.byteOffset, s.n * 2);
+    const msb = new Uint8Array(s.n);
+    const x0 = randomModP(s.n * BITS);
+    const slice = Math.max(1, Math.floor(DEAL_SLICE / BITS));
+    for (let e = 0; e < s.n; e++) {
+      const lo = words[2 * e]!, hi = words[2 * e + 1]!;
+      msb[e] = hi >>> 31;
+      for (let i = 0; i < BITS; i++) {
+        const bit = i < 32 ? (lo >>> i) & 1 : (hi >>> (i - 32)) & 1;
+        const k = e * BITS + i;
+        out[0][off + k] = x0[k]!;
+        out[1][off + k] = (bit - x0[k]! + P) % P;
+      }
+      if ((e + 1) % slice === 0) await pause();
+    }
+    off += pad8(s.n * BITS);
+    secrets.set(index, msb);
+    await pause();
+  }
+  return { bundles: out, secrets };
+}
+
 /** Reads one party's bundle back into per-step parts (views, no copy when aligned). */
 export function parseBundle(schedule: readonly Step[], bundle: Uint8Array): StepPart[] {
   if (bundle.length !== bundleSize(schedule)) {

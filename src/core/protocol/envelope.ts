@@ -16,6 +16,7 @@
 //   16 id bytes, padded to a multiple of 8
 //   MESSAGE body: JSON envelope, padded to 8, then the attachment bytes (8-aligned for tensors)
 
+import { isAscii } from 'node:buffer';
 import { gridError, type ErrorCode } from '../errors';
 
 export interface WireError {
@@ -72,9 +73,10 @@ const CLOSE_OBJECT = 0x7d;
  * Refuses JSON bytes over `limits` in one linear scan, without parsing: PAYLOAD_TOO_LARGE for size,
  * MALFORMED_FRAME for nesting or container count. Brackets inside strings do not count (UTF-8 never
  * puts an ASCII byte inside a multi-byte character, so a byte scan is exact). Malformed JSON that
- * passes is left to JSON.parse.
+ * passes is left to JSON.parse. Returns where the contents of the longest string start and end (offsets
+ * from `start`; undefined when there is no string), for parseEnvelopeBytes.
  */
-export function checkJsonLimits(buf: Uint8Array, start: number, end: number, limits: JsonLimits): void {
+export function checkJsonLimits(buf: Uint8Array, start: number, end: number, limits: JsonLimits): { start: number; end: number } | undefined {
   const bytes = end - start;
   if (bytes > limits.maxBytes) {
     throw gridError('PAYLOAD_TOO_LARGE', `a ${bytes}-byte JSON envelope exceeds this node's ${limits.maxBytes}-byte limit; send large payloads as uploads or binary attachments`, { limit: limits.maxBytes, bytes });
@@ -84,6 +86,7 @@ export function checkJsonLimits(buf: Uint8Array, start: number, end: number, lim
   const view = Buffer.from(buf.buffer, buf.byteOffset + start, bytes);
   let depth = 0;
   let containers = 0;
+  let longest: { start: number; end: number } | undefined;
   for (let i = 0; i < bytes; i++) {
     const b = view[i];
     if (b === QUOTE) {
@@ -91,11 +94,12 @@ export function checkJsonLimits(buf: Uint8Array, start: number, end: number, lim
       const open = i;
       for (;;) {
         i = view.indexOf(QUOTE, i + 1);
-        if (i < 0) return; // an unterminated string: no structure after it; JSON.parse refuses it
+        if (i < 0) return longest; // an unterminated string: no structure after it; JSON.parse refuses it
         let k = i - 1;
         while (k > open && view[k] === BACKSLASH) k--;
         if ((i - 1 - k) % 2 === 0) break;
       }
+      if (longest === undefined || i - open - 1 > longest.end - longest.start) longest = { start: open + 1, end: i };
     } else if (b === OPEN_ARRAY || b === OPEN_OBJECT) {
       if (++depth > limits.maxDepth) {
         throw gridError('MALFORMED_FRAME', `JSON envelope is nested deeper than this node's limit of ${limits.maxDepth} levels`, { limit: limits.maxDepth });
@@ -107,12 +111,58 @@ export function checkJsonLimits(buf: Uint8Array, start: number, end: number, lim
       depth--;
     }
   }
+  return longest;
 }
+
+/** A string this long is taken out of the JSON text before JSON.parse (parseAroundLongString). */
+const LONG_STRING_BYTES = 64 * 1024;
 
 /** parseEnvelope for bytes, checked against `limits` before they are decoded or parsed. */
 export function parseEnvelopeBytes(buf: Buffer, start: number, end: number, limits: JsonLimits): Envelope {
-  checkJsonLimits(buf, start, end, limits);
+  const longest = checkJsonLimits(buf, start, end, limits);
+  if (longest !== undefined && longest.end - longest.start >= LONG_STRING_BYTES) {
+    const env = parseAroundLongString(buf, start, end, start + longest.start, start + longest.end);
+    if (env !== undefined) return env;
+  }
   return parseEnvelope(buf.toString('utf8', start, end));
+}
+
+/** What stands in for the long string while the rest is parsed: two NULs cannot come from a frame's own text unescaped. */
+const PLACEHOLDER_JSON = '\\u0000\\u0000long';
+const PLACEHOLDER = '\u0000\u0000long';
+
+/**
+ * An envelope most of whose bytes are one string (a report's base64 diff, a host's hex model): JSON.parse
+ * over the rest, and the string copied straight from the bytes. Parsing it would decode it from UTF-8 to
+ * a string and then scan it again into another; for a string of plain ASCII with no escape, the bytes
+ * are its text. Undefined when that does not hold (or the rest does not parse: the full parse words the
+ * refusal), and the caller parses the whole frame.
+ */
+function parseAroundLongString(buf: Buffer, start: number, end: number, from: number, to: number): Envelope | undefined {
+  const contents = buf.subarray(from, to);
+  if (contents.indexOf(BACKSLASH) >= 0 || !isAscii(contents)) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(buf.toString('utf8', start, from) + PLACEHOLDER_JSON + buf.toString('utf8', to, end));
+  } catch {
+    return undefined;
+  }
+  // ASCII reads the same in every encoding; Node's UTF-8 path is the fastest of them (latin1's is not).
+  const long = buf.toString('utf8', from, to);
+  // The placeholder must be exactly one value: one that also came from the frame's own text leaves it ambiguous.
+  let found = 0;
+  const visit = (v: unknown): void => {
+    if (typeof v !== 'object' || v === null) return;
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) {
+      if (o[k] !== PLACEHOLDER) { visit(o[k]); continue; }
+      found++;
+      o[k] = long; // an own property, "__proto__" included (JSON.parse makes every key one)
+    }
+  };
+  if (value === PLACEHOLDER) return undefined;
+  visit(value);
+  return found === 1 ? checkEnvelope(value) : undefined;
 }
 
 export function parseEnvelope(text: string): Envelope {

@@ -1,5 +1,6 @@
 // The messages between the editor and its FL worker process (src/cli/fl-join-process.ts, spawned by
-// src/extension/fl-join.ts): one job in, progress and one outcome out, over Node's IPC channel.
+// src/extension/fl-join.ts): one job in, progress and one outcome out, over Node's IPC channel. A
+// simulation job also asks the editor to host its process (`host` → `hosted`).
 
 /** editor → worker process (argv[2], JSON): the process to join and the local data to train on. */
 export interface FlJoinJob {
@@ -30,8 +31,75 @@ export interface FlEvaluateJob {
   loss?: 'cross_entropy' | 'mse';
 }
 
+/**
+ * editor → worker process (argv[2]): run an FL simulation (grid.fl.simulate, as `grid fl simulate`): N
+ * workers in threads on partitions of `data`, each checkpoint evaluated on a held-out part. The process is
+ * hosted by the editor over its signed-in connection (the `host` / `hosted` exchange below).
+ */
+export interface FlSimulateJob {
+  mode: 'simulate';
+  url: string;
+  /** An .onnx file or `mlp:IN,HIDDEN,…,OUT` (built in the worker process). */
+  model: string;
+  data: string;
+  labels?: string;
+  labelColumn?: number;
+  featureScale?: number;
+  /** Rows held out to evaluate each checkpoint (default 0.2). */
+  testFraction?: number;
+  workers: number;
+  cycles: number;
+  /** iid, label:K or dirichlet:α. */
+  partition?: string;
+  dropout?: { fraction: number; mode?: 'silent' | 'vanish' | 'mixed' };
+  slow?: { fraction: number; delayMs: number };
+  serverConfig?: Record<string, unknown>;
+  clientConfig?: Record<string, unknown>;
+  name?: string;
+  version?: string;
+  seed?: number;
+  threads?: number;
+  /** Stop once a checkpoint reaches this held-out accuracy (0..1). */
+  target?: number;
+}
+
+/** One simulated cycle as the worker process reports it (federation's FlCycleMetrics without the diffs). */
+export interface FlSimulationCycle {
+  cycle: number;
+  checkpoint: number;
+  accepted: number;
+  rejected: number;
+  reported: number;
+  dropped: number;
+  late: number;
+  errors: number;
+  averaged: number;
+  accuracy: number;
+  loss: number;
+  seconds: number;
+  droppedWorkers: number[];
+  slowWorkers: number[];
+  rejections: Record<string, number>;
+  errorMessages: string[];
+}
+
+export interface FlSimulationSummary {
+  name: string;
+  version: string;
+  processId: number;
+  partitionSizes: number[];
+  /** The hosted model on the held-out set. */
+  initial: { loss: number; accuracy: number };
+  cycles: FlSimulationCycle[];
+  seconds: number;
+}
+
 /** worker process → editor. */
 export type FlJoinMessage =
+  | { kind: 'host'; model: string; clientConfig: Record<string, unknown>; serverConfig: Record<string, unknown> }
+  | { kind: 'sim-hosted'; name: string; version: string; processId: number; initial: { loss: number; accuracy: number }; partitionSizes: number[]; testRows: number }
+  | { kind: 'sim-cycle'; cycle: FlSimulationCycle }
+  | { kind: 'simulated'; result: FlSimulationSummary }
   | { kind: 'accepted'; model: string; version: string; workerId: string; rows: number; epochs: number; batchSize: number }
   | { kind: 'progress'; epoch: number; epochs: number; batch: number; batches: number; loss: number; accuracy: number }
   | { kind: 'reported'; model: string; version: string; workerId: string; numSamples: number; steps: number; seconds: number; loss: number; accuracy: number }
@@ -41,3 +109,6 @@ export type FlJoinMessage =
 
 /** editor → worker process, over IPC: stop (the job's training is abandoned; nothing is reported). */
 export interface FlJoinCancel { kind: 'cancel' }
+
+/** editor → worker process, over IPC: the answer to its `host` (the simulation's process on the node). */
+export type FlHostAnswer = { kind: 'hosted'; model_id: number; name: string; version: string } | { kind: 'host-failed'; code: string; message: string };

@@ -11,6 +11,7 @@ import { defineRequest, defineStream, DownloadOffer, TRANSFER_ID } from './catal
 import { ID_PATTERN } from './model-ref';
 import { DTYPES } from './tensor';
 import { FlProcessInfo } from './fl-messages';
+import { SmpcModelInfo } from './smpc-messages';
 
 const Id = z.string().min(1).max(1024);
 
@@ -264,11 +265,12 @@ export const AddUser = defineRequest('add-user', {
   reply: z.object({ username: z.string(), role: z.enum(['user', 'admin']) }),
 });
 
-export const EventTopic = z.enum(['models', 'datasets', 'peers', 'fl']);
+export const EventTopic = z.enum(['models', 'datasets', 'peers', 'fl', 'smpc']);
 export type EventTopic = z.infer<typeof EventTopic>;
 /**
  * What a subscribe without topics gets: not `fl`, whose events a client built before it would not
- * know (its event schema would refuse them and end the stream). FL views ask for `fl` by name.
+ * know (its event schema would refuse them and end the stream). FL views ask for `fl` by name; nor
+ * `smpc` (encrypted models a node holds a share of), for the same reason.
  */
 export const DEFAULT_EVENT_TOPICS: readonly EventTopic[] = ['models', 'datasets', 'peers'];
 
@@ -282,6 +284,10 @@ export const NodeEvent = z.discriminatedUnion('event', [
   z.object({ event: z.literal('peer-connected'), peer: PeerInfo }),
   z.object({ event: z.literal('peer-disconnected'), peer: PeerInfo }),
   /** An FL process was hosted, took a worker, got a report or closed a cycle; `process` is its whole status. */
+  /** This node now holds a share of an encrypted model (docs/smpc.md); topic `smpc`, to signed-in sessions. */
+  z.object({ event: z.literal('smpc-model-added'), model: SmpcModelInfo }),
+  /** This node's share of an encrypted model was deleted. */
+  z.object({ event: z.literal('smpc-model-removed'), model_id: z.string() }),
   z.object({ event: z.literal('fl-process-updated'), process: FlProcessInfo }),
   /** The node's word on a worker's cycle-request (accepted, or rejected with the reason) or its report. */
   z.object({
@@ -293,7 +299,7 @@ export type NodeEvent = z.infer<typeof NodeEvent>;
 
 /** Which topic an event belongs to. */
 export function topicOf(ev: NodeEvent): EventTopic {
-  return ev.event.startsWith('model') ? 'models' : ev.event.startsWith('dataset') ? 'datasets' : ev.event.startsWith('fl-') ? 'fl' : 'peers';
+  return ev.event.startsWith('model') ? 'models' : ev.event.startsWith('dataset') ? 'datasets' : ev.event.startsWith('fl-') ? 'fl' : ev.event.startsWith('smpc-') ? 'smpc' : 'peers';
 }
 
 // client → node: node events on the topics, until cancelled; re-subscribed after a reconnect.

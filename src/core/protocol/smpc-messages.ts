@@ -173,3 +173,36 @@ export const SmpcMask = defineRequest('smpc-mask', {
   }).strict(),
   reply: z.object({ mask_nonce: Tag }),
 });
+
+// client (the model's owner or an admin) → share holder: delete this node's share of an encrypted model
+// (the client sends it to both holders). The holder tells the crypto provider to deal no more for it.
+export const SmpcDelete = defineRequest('smpc-delete', {
+  request: z.object({ model_id: ModelId }).strict(),
+  reply: z.object({ model_id: z.string(), deleted: z.literal(true) }),
+  // Deleting twice leaves it as once (the second is NOT_FOUND).
+  idempotent: true,
+});
+
+// querying client → each share holder: stop query_id (the client cancelled it). Answered once this
+// holder's part of the query has ended and the randomness reserved for it at the crypto provider is
+// released; `cancelled` is false when no such query was running here (it had ended already).
+export const SmpcCancel = defineRequest('smpc-cancel', {
+  request: z.object({ query_id: Tag }).strict(),
+  reply: z.object({ query_id: Tag, cancelled: z.boolean() }),
+  idempotent: true,
+});
+
+// share holder → crypto provider: the upload's model was deleted: deal no more for it.
+export const SmpcForget = defineRequest('smpc-forget', {
+  request: z.object({ mask_nonce: Tag }).strict(),
+  reply: z.object({ forgotten: z.boolean() }),
+  idempotent: true,
+});
+
+// share holder → crypto provider: the query this bundle was dealt for ended before using it (cancelled,
+// failed): drop it, and stop dealing it if that is still under way.
+export const SmpcRelease = defineRequest('smpc-release', {
+  request: z.object({ bundle_id: Tag }).strict(),
+  reply: z.object({ released: z.boolean() }),
+  idempotent: true,
+});

@@ -111,17 +111,129 @@ function decodeStateMsg(bytes: Uint8Array): StateMsg {
 /** The largest number of tensors a State may hold; a model with more is not a model a phone trains. */
 const MAX_TENSORS = 4096;
 
+/** What a State may claim, checked on its raw bytes before anything is decoded or allocated. */
+export interface StateLimits {
+  /** Tensors (and, separately, placeholders) in the State. Default 4096. */
+  maxTensors?: number;
+  /** float values over all tensors, by their shapes. Default 64 Mi (256 MiB of float32, the node's largest FL body). */
+  maxValues?: number;
+}
+
+export const DEFAULT_STATE_LIMITS: Readonly<Required<StateLimits>> = { maxTensors: MAX_TENSORS, maxValues: 64 * 1024 * 1024 };
+
+/** Dimensions of one tensor's shape. */
+const MAX_DIMS = 32;
+/** Fields of one message besides its repeated tensors, dims and values (a syft.js State uses fewer than 10). */
+const MAX_FIELDS_PER_MESSAGE = 64;
+/** TorchTensor chains nest (chain, grad_chain, a Parameter's grad); deeper than this is no model. */
+const MAX_DEPTH = 8;
+
+type MsgKind = 'State' | 'Placeholder' | 'StateTensor' | 'TorchTensor' | 'Parameter' | 'TensorData' | 'Size' | 'Id';
+// The submessages of each message the decoder builds (field number → its type); every other field is skipped.
+const SUBMESSAGES: Record<MsgKind, Record<number, MsgKind>> = {
+  State: { 1: 'Placeholder', 2: 'StateTensor' },
+  Placeholder: { 1: 'TorchTensor', 2: 'Parameter', 3: 'Id' },
+  StateTensor: { 1: 'TorchTensor', 2: 'Parameter' },
+  TorchTensor: { 1: 'Id', 2: 'TensorData', 4: 'TorchTensor', 5: 'TorchTensor' },
+  Parameter: { 1: 'Id', 2: 'TorchTensor', 4: 'TorchTensor' },
+  TensorData: { 1: 'Size' },
+  Size: {},
+  Id: {},
+};
+
+/**
+ * Walks a State's protobuf wire format without decoding it (no objects, no copies) and refuses, coded
+ * INVALID_TENSOR, one that claims more than the limits allow: too many tensors or placeholders, a shape
+ * of too many values (one tensor or all of them), too many fields in one message (each would become an
+ * object), or nesting too deep. protobufjs turns every 2-byte field into an object, so a few MiB of
+ * hostile State would otherwise cost GiBs before the first check ran.
+ */
+export function checkStateLimits(bytes: Uint8Array, what = 'the State', limits: StateLimits = {}): void {
+  const maxTensors = limits.maxTensors ?? DEFAULT_STATE_LIMITS.maxTensors;
+  const maxValues = limits.maxValues ?? DEFAULT_STATE_LIMITS.maxValues;
+  const refuse = (why: string): never => { throw gridError('INVALID_TENSOR', `${what} ${why}`); };
+  const torn = (): never => refuse('is not a syft-proto State (a field runs past its end)');
+  let pos = 0;
+  const varint = (end: number): number => {
+    let value = 0;
+    for (let shift = 0; shift < 64; shift += 7) {
+      if (pos >= end) torn();
+      const b = bytes[pos++]!;
+      if (shift < 53) value += (b & 0x7f) * 2 ** shift;
+      if ((b & 0x80) === 0) return value;
+    }
+    return refuse('is not a syft-proto State (a varint longer than 10 bytes)');
+  };
+  const peekLength = (end: number): number => {
+    const at = pos;
+    const len = varint(end);
+    pos = at;
+    return len;
+  };
+  let tensors = 0, placeholders = 0, totalValues = 0, carried = 0;
+  const walk = (kind: MsgKind, end: number, depth: number): void => {
+    if (depth > MAX_DEPTH) refuse(`nests tensors more than ${MAX_DEPTH} deep`);
+    let fields = 0, dims = 0, count = 1;
+    while (pos < end) {
+      const tag = varint(end);
+      const field = Math.floor(tag / 8), wire = tag % 8;
+      if (kind === 'State' && field === 2) {
+        if (++tensors > maxTensors) refuse(`holds more than ${maxTensors} tensors; at most ${maxTensors}`);
+      } else if (kind === 'State' && field === 1) {
+        if (++placeholders > maxTensors) refuse(`holds more than ${maxTensors} placeholders; at most ${maxTensors}`);
+      } else if (kind === 'Size' && field === 1 && (wire === 0 || wire === 2)) {
+        // dims: packed (one length-delimited run of varints) or one varint per field.
+        const stop = wire === 2 ? varint(end) + pos : end;
+        if (stop > end) torn();
+        do {
+          if (wire === 2 && pos >= stop) break;
+          const d = varint(stop);
+          if (d >= 2 ** 31) refuse('has a tensor with a negative dimension');
+          if (++dims > MAX_DIMS) refuse(`has a tensor of more than ${MAX_DIMS} dimensions`);
+          count *= d;
+          if (count > maxValues) refuse(`has a tensor whose shape holds more than ${maxValues} values`);
+        } while (wire === 2);
+        continue;
+      } else if (kind === 'TensorData' && (field === 22 || field === 23)) {
+        // The values carried (packed: a run of 4- or 8-byte floats; unpacked: one a field), whatever the shape says.
+        carried += wire === 2 ? Math.floor(peekLength(end) / (field === 22 ? 4 : 8)) : 1;
+        if (carried > maxValues) refuse(`carries more than ${maxValues} values in all`);
+      } else if (++fields > MAX_FIELDS_PER_MESSAGE) {
+        refuse(`has a ${kind} message of more than ${MAX_FIELDS_PER_MESSAGE} fields`);
+      }
+      if (wire === 0) varint(end);
+      else if (wire === 1) pos += 8;
+      else if (wire === 5) pos += 4;
+      else if (wire === 2) {
+        const stop = varint(end) + pos;
+        if (stop > end) torn();
+        const sub = SUBMESSAGES[kind][field];
+        if (sub !== undefined) walk(sub, stop, depth + 1);
+        pos = stop;
+      } else refuse(`is not a syft-proto State (wire type ${wire})`);
+      if (pos > end) torn();
+    }
+    if (kind === 'Size') {
+      totalValues += count;
+      if (totalValues > maxValues) refuse(`holds more than ${maxValues} values in all`);
+    }
+  };
+  walk('State', bytes.length, 0);
+}
+
 /**
  * Bytes from the text a PyGrid client sends: hex (PySyft hosts: `binascii.hexlify`) or base64 (reports;
  * KotlinSyft's `Base64.DEFAULT` breaks lines), whitespace ignored. Undefined when it is neither.
  */
 export function decodeText(text: string, accept: 'hex-or-base64' | 'base64' = 'hex-or-base64'): Buffer | undefined {
   if (accept === 'base64') {
-    // A report is half a megabyte of base64, usually canonical: decode it natively and check that it
-    // encodes back to the same text, which holds only for text of the alphabet, padded, with nothing
-    // else in it. Anything else (line breaks, URL-safe letters, no padding) takes the general path.
+    // A report is half a megabyte of base64, usually padded and unbroken: decode it natively. The native
+    // decoder skips what is not base64 and stops at an inner '=', so the bytes come out whole only when
+    // every character counted: then they are what the general path below decodes. Anything else (line
+    // breaks, no padding, stray characters) takes that path, which also refuses what is not base64.
     const fast = Buffer.from(text, 'base64');
-    if (fast.length > 0 && fast.toString('base64') === text) return fast;
+    const pad = text.endsWith('==') ? 2 : text.endsWith('=') ? 1 : 0;
+    if (fast.length > 0 && text.length % 4 === 0 && fast.length === (text.length / 4) * 3 - pad) return fast;
   }
   const s = text.replace(/\s+/g, '');
   if (s.length === 0) return undefined;
@@ -136,7 +248,8 @@ export function decodeText(text: string, accept: 'hex-or-base64' | 'base64' = 'h
  * INVALID_TENSOR) a payload that is not a State, a truncated one, a tensor that is not serialized with
  * contents_data, an unsupported dtype, a shape that disagrees with its contents, or NaN/Inf values.
  */
-export function decodeState(bytes: Uint8Array, what = 'the State'): StateTensor[] {
+export function decodeState(bytes: Uint8Array, what = 'the State', limits: StateLimits = {}): StateTensor[] {
+  checkStateLimits(bytes, what, limits);
   let msg: StateMsg;
   try {
     msg = decodeStateMsg(bytes);
@@ -145,7 +258,6 @@ export function decodeState(bytes: Uint8Array, what = 'the State'): StateTensor[
   }
   const tensors = msg.tensors ?? [];
   if (tensors.length === 0) throw gridError('INVALID_TENSOR', `${what} holds no tensors`);
-  if (tensors.length > MAX_TENSORS) throw gridError('INVALID_TENSOR', `${what} holds ${tensors.length} tensors; at most ${MAX_TENSORS}`);
   return tensors.map((st, i) => {
     const t = st.torchTensor ?? st.torchParam?.tensor;
     if (t === undefined) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} is neither a torch tensor nor a parameter`);
@@ -162,7 +274,9 @@ export function decodeState(bytes: Uint8Array, what = 'the State'): StateTensor[
     if (values.length !== count) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} has shape [${dims.join(', ')}] (${count} values) but carries ${values.length}`);
     const data = values instanceof Float32Array ? values : Float32Array.from(values);
     for (let k = 0; k < data.length; k++) {
-      if (!Number.isFinite(data[k]!)) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} holds ${data[k]} at index ${k}; values must be finite`);
+      // v − v is 0 for every finite v and NaN for NaN and ±Inf: half the time of Number.isFinite per value.
+      const v = data[k]!;
+      if (v - v !== 0) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} holds ${v} at index ${k}; values must be finite`);
     }
     return { dims, data };
   });

@@ -19,7 +19,7 @@ import { inVsCodeWords } from '../wording';
 import { followTrainingLive, liveMetrics, showRound } from '../../kernel/live-metrics';
 import { permissionFlags, positiveInt, usage } from '../../kernel/bridge-args';
 import { FlNotebookBridge } from './fl-bridge';
-import { inferIfEncrypted, serveEncryptedCall, type SmpcBridgeHost } from './smpc-bridge';
+import { deleteIfEncrypted, inferIfEncrypted, serveEncryptedCall, type SmpcBridgeHost } from '../../kernel/smpc-bridge';
 
 export interface UserCredentials {
   username: string;
@@ -118,7 +118,7 @@ export class NotebookGridBridge implements GridBridge {
       case 'infer': return this.infer(args[0], args[1], options(args[2], 'infer'), context);
       case 'train': return this.train(args[0], args[1], options(args[2], 'train'), context);
       case 'fedavg': return this.fedavg(args[0], args[1], options(args[2], 'fedavg'), context);
-      case 'fl.host': case 'fl.join': return this.fl.call(method, args, context);
+      case 'fl.host': case 'fl.join': case 'fl.simulate': return this.fl.call(method, args, context);
       case 'serveEncrypted': return serveEncryptedCall(this.smpcHost, args[0], options(args[1], 'serveEncrypted'));
     }
   }
@@ -224,7 +224,13 @@ export class NotebookGridBridge implements GridBridge {
   /** `grid.deleteModel("name@N")` deletes that version; `grid.deleteModel("name", { allVersions: true })` the model. */
   private async deleteModel(id: unknown, o: Options): Promise<void> {
     if (typeof id !== 'string') throw usage('deleteModel', 'expects a model id (name@N for one version, or the name with { allVersions: true })');
-    await this.node(o.node).client.deleteModel(id, o.allVersions === true ? { allVersions: true } : {});
+    const node = this.node(o.node);
+    try {
+      await node.client.deleteModel(id, o.allVersions === true ? { allVersions: true } : {});
+    } catch (err) {
+      // A model this node holds only a share of is deleted from both its share holders.
+      if (toGridError(err).code !== ErrorCodes.NOT_FOUND || (await deleteIfEncrypted(this.smpcHost, node, id)) === undefined) throw err;
+    }
   }
 
   /**
@@ -242,7 +248,7 @@ export class NotebookGridBridge implements GridBridge {
         model = await client.modelInfo(id);
       } catch (err) {
         // A model this node holds only a share of runs the encrypted protocol (smpc-bridge.ts).
-        const y = toGridError(err).code === ErrorCodes.NOT_FOUND ? await inferIfEncrypted(this.smpcHost, node, id, input, typeof o.timeoutMs === 'number' ? o.timeoutMs : undefined) : undefined;
+        const y = toGridError(err).code === ErrorCodes.NOT_FOUND ? await inferIfEncrypted(this.smpcHost, node, id, input, typeof o.timeoutMs === 'number' ? o.timeoutMs : undefined, context.signal) : undefined;
         if (y === undefined) throw err;
         return y;
       }

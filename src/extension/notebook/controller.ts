@@ -21,6 +21,8 @@ export const LANGUAGE_INFO = { name: 'typescript', file_extension: '.ts', mimety
 
 export interface ControllerDeps {
   extensionPath: string;
+  /** This extension's id, which `notebook.selectKernel` names the controller by. */
+  extensionId: string;
   log: { info(msg: string): void; warn(msg: string): void; error(msg: string): void; debug(msg: string): void };
   nodes: BridgeNodes;
   /** The grid.requestTimeoutMs setting, read when a cell's grid.infer starts. */
@@ -62,6 +64,9 @@ export class GridNotebookController implements vscode.Disposable {
   private readonly executing = new Set<vscode.NotebookCell>();
   private readonly late = new Map<vscode.NotebookCell, LateExecution>();
   private disposed = false;
+  /** Notebooks this controller is selected for, and those it already claimed once (claimKernel). */
+  private readonly selected = new WeakSet<vscode.NotebookDocument>();
+  private readonly claimed = new WeakSet<vscode.NotebookDocument>();
 
   constructor(deps: ControllerDeps) {
     this.deps = deps;
@@ -75,11 +80,35 @@ export class GridNotebookController implements vscode.Disposable {
     this.controller = c;
     this.disposables.push(
       c, this.finished, this.noticed,
-      c.onDidChangeSelectedNotebooks(({ notebook, selected }) => { if (selected) void this.stampMetadata(notebook); }),
+      c.onDidChangeSelectedNotebooks(({ notebook, selected }) => {
+        if (selected) {
+          this.selected.add(notebook);
+          void this.stampMetadata(notebook);
+        } else {
+          this.selected.delete(notebook);
+        }
+      }),
       vscode.workspace.onDidOpenNotebookDocument((nb) => this.setAffinity(nb)),
+      vscode.window.onDidChangeActiveNotebookEditor((editor) => this.claimKernel(editor)),
       vscode.workspace.onDidCloseNotebookDocument((nb) => void this.disposeKernel(nb)),
     );
     for (const nb of vscode.workspace.notebookDocuments) this.setAffinity(nb);
+    this.claimKernel(vscode.window.activeNotebookEditor);
+  }
+
+  /**
+   * Binds a notebook whose file names the grid-typescript kernelspec to this controller when it first
+   * becomes the active editor, as a Jupyter front end starts the kernel the file names. Preferred
+   * affinity alone does not: with more than one controller (the Jupyter extension registers one per
+   * kernelspec it finds, "Grid (TypeScript)" included once `grid kernel install` ran, and one per Python
+   * environment) VS Code asks with its kernel picker on the first run. Once per notebook and window
+   * session, so a kernel the user picks afterwards stays picked.
+   */
+  private claimKernel(editor: vscode.NotebookEditor | undefined): void {
+    const nb = editor?.notebook;
+    if (!nb || nb.notebookType !== NOTEBOOK_TYPE || this.claimed.has(nb) || this.selected.has(nb) || kernelspecOf(nb)?.name !== KERNELSPEC.name) return;
+    this.claimed.add(nb);
+    void vscode.commands.executeCommand('notebook.selectKernel', { id: CONTROLLER_ID, extension: this.deps.extensionId });
   }
 
   /** Restarts the notebook's kernel: variables are gone, the next cell runs in a fresh process. */

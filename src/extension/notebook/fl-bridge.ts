@@ -1,8 +1,8 @@
-// grid.fl.host(…) and grid.fl.join(…) in notebook cells: model-centric FL over the extension's shared
-// node connections (the sidebar sees the process, its cycles and workers at once). Training and
-// evaluation run in a worker process (src/extension/fl-join.ts): onnxruntime stays out of the extension
-// host. No vscode import.
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+// grid.fl.host(…), grid.fl.join(…) and grid.fl.simulate(…) in notebook cells: model-centric FL over the
+// extension's shared node connections (the sidebar sees the process, its cycles and workers at once).
+// Training, evaluation and simulations run in a worker process (src/extension/fl-join.ts): onnxruntime
+// stays out of the extension host. No vscode import.
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import { ErrorCodes, gridError, toGridError, type GridError } from '../../core/errors';
@@ -10,12 +10,15 @@ import type { FlProcessInfo } from '../../core/protocol/fl-messages';
 import type { NodeEvent } from '../../core/protocol/messages';
 import type { GridCallContext } from '../../kernel';
 import { checkpointBytes, hostFlProcess } from '../fl';
-import { evaluateCheckpoint, runFlWorker, type FlJoinOutcome } from '../fl-join';
+import { evaluateCheckpoint, runFlSimulation, runFlWorker, type FlJoinOutcome } from '../fl-join';
+import type { FlSimulateJob, FlSimulationSummary } from '../../core/protocol/fl-join-messages';
 import { SERVER_CONFIG_PRESETS } from '../fl-presets';
 import type { BridgeNode } from './bridge';
 import { addPoint, type MetricsPayload } from '../../kernel/metrics';
 
 type Options = Record<string, unknown> & { node?: string };
+
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
 
 /** What the FL calls need of the notebook bridge. */
 export interface FlBridgeHost {
@@ -77,12 +80,16 @@ export class FlNotebookBridge {
     this.host = host;
   }
 
-  call(method: 'fl.host' | 'fl.join', args: unknown[], context: GridCallContext): Promise<unknown> {
-    return method === 'fl.host' ? this.hostProcess(args[0], options(args[1], 'fl.host'), context) : this.join(args[0], options(args[1], 'fl.join'), context);
+  call(method: 'fl.host' | 'fl.join' | 'fl.simulate', args: unknown[], context: GridCallContext): Promise<unknown> {
+    switch (method) {
+      case 'fl.host': return this.hostProcess(args[0], options(args[1], 'fl.host'), context);
+      case 'fl.join': return this.join(args[0], options(args[1], 'fl.join'), context);
+      case 'fl.simulate': return this.simulate(args[0], options(args[1], 'fl.simulate'), context);
+    }
   }
 
   /**
-   * grid.fl.host(model, { name, version, serverConfig, clientConfig, node, evalData, labelColumn, featureScale }):
+   * grid.fl.host(model, { name, version, serverConfig, clientConfig, averagingPlan, node, evalData, labelColumn, featureScale }):
    * hosts the process; with `evalData` (a held-out CSV/.npy) the cell then follows it, drawing each new
    * checkpoint's accuracy on that set, until the process's last cycle closed or the cell is interrupted.
    */
@@ -103,12 +110,14 @@ export class FlNotebookBridge {
     const serverConfig = obj(o, 'serverConfig', 'fl.host') ?? SERVER_CONFIG_PRESETS[0]!.config;
     const clientConfig = obj(o, 'clientConfig', 'fl.host');
     const evalData = str(o, 'evalData', 'fl.host');
+    const planFile = str(o, 'averagingPlan', 'fl.host');
+    const averagingPlan = planFile === undefined ? undefined : await readFile(this.host.path(planFile)).catch(() => { throw usage('fl.host', `{ averagingPlan }: no file ${planFile}`); });
     const data = dataOptions(o, 'fl.host', (p) => this.host.path(p));
     // Subscribed before hosting: no checkpoint of the new process can slip by.
     const events = evalData === undefined ? undefined : this.follow(node, context.signal);
     let process: FlProcessInfo;
     try {
-      process = await hostFlProcess(node.client, source, { name, version, serverConfig, ...(clientConfig !== undefined && { clientConfig }), signal: context.signal });
+      process = await hostFlProcess(node.client, source, { name, version, serverConfig, ...(clientConfig !== undefined && { clientConfig }), ...(averagingPlan !== undefined && { averagingPlan }), signal: context.signal });
     } catch (err) {
       events?.stop();
       throw err;
@@ -193,6 +202,116 @@ export class FlNotebookBridge {
         controller.abort();
       },
     };
+  }
+
+  /**
+   * grid.fl.simulate(model, { data, workers, cycles, partition, dropout, dropoutMode, slow, slowDelay,
+   * testFraction, serverConfig, clientConfig, name, version, seed, threads, target, labels, labelColumn,
+   * featureScale, node }): `grid fl simulate` from a cell. N workers in threads of a worker process train
+   * partitions of `data` against the node; the process is hosted here over the notebook's signed-in
+   * connection (so it is the user's, and the sidebar shows it). Each cycle's checkpoint accuracy on the
+   * held-out part is drawn live; resolves with the simulation's summary (every cycle's counts and metrics).
+   */
+  private async simulate(model: unknown, o: Options, context: GridCallContext): Promise<FlSimulationSummary> {
+    const m = 'fl.simulate';
+    let source: string;
+    let dir: string | undefined;
+    if (typeof model === 'string' && model.startsWith('mlp:')) source = model;
+    else if (typeof model === 'string') source = this.host.path(model);
+    else if (model instanceof Uint8Array) {
+      dir = await mkdtemp(join(tmpdir(), 'grid-fl-sim-'));
+      source = join(dir, 'model.onnx');
+      await writeFile(source, model);
+    } else throw usage(m, 'expects an .onnx file path, ONNX bytes or "mlp:IN,HIDDEN,…,OUT", then { data, workers, cycles }');
+    try {
+      const data = str(o, 'data', m);
+      if (data === undefined) throw usage(m, 'needs { data }: a local .csv or .npy file dealt out to the simulated workers (a part held out for accuracy)');
+      const whole = (key: string, fallback: number) => {
+        const v = num(o, key, m) ?? fallback;
+        if (!Number.isInteger(v) || v < 1) throw usage(m, `expects { ${key} } to be a whole number ≥ 1`);
+        return v;
+      };
+      const fraction = (key: string) => {
+        const v = num(o, key, m);
+        if (v !== undefined && !(v >= 0 && v <= 1)) throw usage(m, `expects { ${key} } to be a fraction from 0 to 1`);
+        return v;
+      };
+      const workers = whole('workers', 10);
+      const cycles = whole('cycles', 5);
+      const dropout = fraction('dropout');
+      const slow = fraction('slow');
+      const testFraction = fraction('testFraction');
+      const target = fraction('target');
+      const dropoutMode = str(o, 'dropoutMode', m);
+      if (dropoutMode !== undefined && !['silent', 'vanish', 'mixed'].includes(dropoutMode)) throw usage(m, 'expects { dropoutMode } to be "silent", "vanish" or "mixed"');
+      const threads = o.threads === undefined ? undefined : whole('threads', 1);
+      const seed = num(o, 'seed', m);
+      const slowDelay = num(o, 'slowDelay', m);
+      const partition = str(o, 'partition', m);
+      const name = str(o, 'name', m) ?? `sim-${Date.now().toString(36)}`;
+      const version = str(o, 'version', m);
+      const serverConfig = obj(o, 'serverConfig', m);
+      const clientConfig = obj(o, 'clientConfig', m);
+      const node = this.host.node(o.node);
+      const job: Omit<FlSimulateJob, 'mode'> = {
+        url: node.url, model: source, data: this.host.path(data), ...dataOptions(o, m, (p) => this.host.path(p)),
+        workers, cycles, name,
+        ...(version !== undefined && { version }), ...(partition !== undefined && { partition }), ...(testFraction !== undefined && { testFraction }),
+        ...(dropout !== undefined && dropout > 0 && { dropout: { fraction: dropout, ...(dropoutMode !== undefined && { mode: dropoutMode as 'silent' | 'vanish' | 'mixed' }) } }),
+        ...(slow !== undefined && slow > 0 && { slow: { fraction: slow, delayMs: slowDelay ?? 2000 } }),
+        ...(serverConfig !== undefined && { serverConfig }), ...(clientConfig !== undefined && { clientConfig }),
+        ...(seed !== undefined && { seed }), ...(threads !== undefined && { threads }), ...(target !== undefined && { target }),
+      };
+      const live = this.host.metrics(context, { version: 1, title: `simulation ${name}: ${workers} workers × ${cycles} cycles on ${node.name}`, unit: 'cycle', total: cycles, state: 'running', series: [] });
+      live.payload.note = `starting ${workers} workers…`;
+      live.update(true);
+      let testRows = 0;
+      // Said at once: the cell ends on the interrupt, before the worker process has stopped its threads.
+      const onAbort = () => {
+        live.payload.state = 'cancelled';
+        live.payload.note = `the simulation was cancelled; ${name} stays on ${node.name} with the checkpoints it has`;
+        live.update(true);
+      };
+      context.signal.addEventListener('abort', onAbort, { once: true });
+      try {
+        const result = await runFlSimulation(job, {
+          signal: context.signal,
+          // Over the notebook's connection: the process is the signed-in user's, as with grid.fl.host.
+          hostProcess: async (file, client, server) => {
+            const p = await hostFlProcess(node.client, file, { name: String(client.name), version: String(client.version), serverConfig: server, clientConfig: client, signal: context.signal });
+            return { model_id: p.model_id, name: p.name, version: p.version };
+          },
+          onHosted: (h) => {
+            testRows = h.testRows;
+            addPoint(live.payload, 'held-out', { x: 0, ...h.initial });
+            live.payload.note = `hosted ${h.name}@${h.version}: ${h.partitionSizes.length} workers hold ${h.partitionSizes.reduce((a, b) => a + b, 0)} rows; ${h.testRows} held out (accuracy ${pct(h.initial.accuracy)})`;
+            live.update(true);
+          },
+          onCycle: (c) => {
+            addPoint(live.payload, 'held-out', { x: c.cycle, loss: c.loss, accuracy: c.accuracy });
+            live.payload.note = `cycle ${c.cycle}/${cycles}: accuracy ${pct(c.accuracy)} on ${testRows} held-out rows · ${c.reported} reported, ${c.averaged} averaged${c.dropped > 0 ? `, ${c.dropped} dropped` : ''}${c.late > 0 ? `, ${c.late} late` : ''}${c.rejected > 0 ? `, ${c.rejected} rejected` : ''}${c.errors > 0 ? `, ${c.errors} errors (${c.errorMessages[0]})` : ''} · ${c.seconds.toFixed(1)} s`;
+            live.update(true);
+          },
+        });
+        const last = result.cycles.at(-1);
+        live.payload.state = 'succeeded';
+        live.payload.note = `${result.name}@${result.version}: held-out accuracy ${pct(result.initial.accuracy)} → ${last === undefined ? '-' : pct(last.accuracy)} after ${result.cycles.length} cycles (${result.seconds.toFixed(1)} s)`;
+        live.update(true);
+        return result;
+      } catch (err) {
+        const e = toGridError(err);
+        if (e.code !== ErrorCodes.ABORTED) {
+          live.payload.state = 'failed';
+          live.payload.note = e.message;
+          live.update(true);
+        }
+        throw err;
+      } finally {
+        context.signal.removeEventListener('abort', onAbort);
+      }
+    } finally {
+      if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    }
   }
 
   /**

@@ -16,6 +16,7 @@ export { GridNotebookController } from './controller';
 export function createNotebookController(ctx: Ctx): GridNotebookController {
   return new GridNotebookController({
     extensionPath: ctx.extCtx.extensionPath,
+    extensionId: ctx.extCtx.extension.id,
     log: {
       debug: (m) => ctx.log.debug(m), info: (m) => ctx.log.info(m), warn: (m) => ctx.log.warn(m), error: (m) => ctx.log.error(m),
     },

@@ -196,7 +196,8 @@ export class EncryptedModelItem extends vscode.TreeItem {
     const provider = opts.nameOf(info.provider);
     this.description = `${opts.showNode ? `${conn.name} · ` : ''}encrypted · share holders ${holders.join(', ')} · provider ${provider}`;
     this.iconPath = new vscode.ThemeIcon('lock');
-    this.contextValue = 'encrypted:infer';
+    // Its owner and admins may delete it (from both share holders): `encrypted:infer:delete`.
+    this.contextValue = conn.mayDeleteEncrypted(info) ? 'encrypted:infer:delete' : 'encrypted:infer';
     this.tooltip = new vscode.MarkdownString(`**${info.model_id}** — served encrypted: no node holds its weights in the clear
 
 `

@@ -9,6 +9,8 @@ export interface WorkerRole {
   drop?: 'silent' | 'vanish';
   /** Milliseconds between training and reporting (a slow device). */
   delayMs?: number;
+  /** Reports only once the node has closed the cycle (told by a 'closed' message): late on any machine. */
+  untilClosed?: boolean;
 }
 
 /** workerData of a thread: its share of the simulated workers, each with its own socket. */
@@ -27,6 +29,8 @@ export interface ThreadInit {
 // main → thread
 export type ToThread =
   | { type: 'cycle'; cycle: number; roles: Record<number, WorkerRole> }
+  /** The node has closed this cycle (its checkpoint is written): workers with `untilClosed` report now. */
+  | { type: 'closed'; cycle: number }
   | { type: 'stop' };
 
 export type WorkerOutcome =

@@ -27,8 +27,16 @@ export const DEFAULT_MAX_THREADS = 16;
 export interface FlSimulationOptions {
   /** The node's WebSocket address (ws://host:port). */
   url: string;
-  /** A client signed in to that node as a user allowed to host: the simulation hosts its FL process through it. */
+  /**
+   * A client of that node: the simulation reads the process's status and checkpoints through it and, unless
+   * `hostProcess` is given, hosts its FL process through it (then it must be signed in as a user allowed to host).
+   */
   host: GridClient;
+  /**
+   * Hosts the process some other way (the notebook's simulation runs in a child process and has the editor,
+   * whose connection is signed in, host it). Called once every worker is connected.
+   */
+  hostProcess?(model: Uint8Array, clientConfig: Record<string, unknown>, serverConfig: Record<string, unknown>): Promise<{ model_id: number; name: string; version: string }>;
   /** The ONNX model to train (its float32 initializers are the parameters). */
   model: Uint8Array;
   /** Dealt out to the workers. */
@@ -51,8 +59,12 @@ export interface FlSimulationOptions {
   serverConfig?: Record<string, unknown>;
   /** A fraction of the workers drops out of each cycle after being accepted: never reports ('silent'), or its connection closes after training ('vanish'); 'mixed' alternates. */
   dropout?: { fraction: number; mode?: 'silent' | 'vanish' | 'mixed' };
-  /** A fraction of the (other) workers waits `delayMs` between training and reporting. */
-  slow?: { fraction: number; delayMs: number };
+  /**
+   * A fraction of the (other) workers is slow: it waits `delayMs` between training and reporting, or with
+   * `untilClosed` it reports only once the node has closed the cycle — refused as late whatever the
+   * machine's speed (what a test of late reports wants; a fixed delay races the node's clock under load).
+   */
+  slow?: { fraction: number; delayMs?: number; untilClosed?: boolean };
   /**
    * Worker threads; workers are dealt to them round-robin, each keeps its own socket, FlWorker and
    * training. Default: one per worker, up to 16 (each thread loads onnxruntime).
@@ -66,6 +78,8 @@ export interface FlSimulationOptions {
   /** Keep every reported diff (flattened, in parameter order) in the cycle's metrics, to check the average. */
   collectDiffs?: boolean;
   signal?: AbortSignal;
+  /** Once the process is hosted: its name, the hosted model on the held-out set, the workers' rows. */
+  onHosted?(info: { name: string; version: string; processId: number; initial: Metrics; partitionSizes: number[] }): void;
   onCycle?(metrics: FlCycleMetrics): void;
   /** Ends the simulation early after a cycle (Flower's early stopping), e.g. once a target accuracy is reached. */
   stopWhen?(metrics: FlCycleMetrics): boolean;
@@ -140,7 +154,7 @@ function pickRoles(n: number, rand: () => number, dropout: FlSimulationOptions['
     const mode = dropout?.mode ?? 'silent';
     roles[w] = { drop: mode === 'mixed' ? ((i + cycle) % 2 === 0 ? 'silent' : 'vanish') : mode };
   });
-  for (const w of order.slice(nDrop, nDrop + nSlow)) roles[w] = { delayMs: slow!.delayMs };
+  for (const w of order.slice(nDrop, nDrop + nSlow)) roles[w] = slow!.untilClosed === true ? { untilClosed: true } : { delayMs: slow!.delayMs ?? 0 };
   return roles;
 }
 
@@ -152,7 +166,9 @@ function checkOptions(o: FlSimulationOptions): void {
   const frac = (v: number | undefined, what: string) => { if (v !== undefined && !(v >= 0 && v <= 1)) throw new RangeError(`${what} must be in [0, 1], got ${v}`); };
   frac(o.dropout?.fraction, 'dropout.fraction');
   frac(o.slow?.fraction, 'slow.fraction');
-  if (o.slow !== undefined && !(o.slow.delayMs >= 0)) throw new RangeError(`slow.delayMs must be ≥ 0, got ${o.slow.delayMs}`);
+  if (o.slow !== undefined && o.slow.untilClosed !== true && !(o.slow.delayMs !== undefined && o.slow.delayMs >= 0)) {
+    throw new RangeError(`slow.delayMs must be ≥ 0 (or slow.untilClosed true), got ${o.slow.delayMs}`);
+  }
   if (datasetSize(o.test) === 0) throw new RangeError('the held-out test set is empty');
 }
 
@@ -205,8 +221,8 @@ export async function simulateFl(o: FlSimulationOptions): Promise<FlSimulationRe
 
     // Hosted once every worker is connected: the first cycle's clock (cycle_length) starts here, and
     // starting threads (onnxruntime, sockets) must not eat into it.
-    const upload = await o.host.socket.upload(bufferSource(o.model));
-    const hosted = await o.host.socket.request(FlHostTraining, { model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
+    const hosted = await Promise.race([failure, o.hostProcess !== undefined ? o.hostProcess(o.model, clientConfig, serverConfig) : hostOver(o.host, o.model, clientConfig, serverConfig)]);
+    o.onHosted?.({ name: hosted.name, version: hosted.version, processId: hosted.model_id, initial, partitionSizes: parts.map(datasetSize) });
 
     const rand = seededRandom(seed + 3);
     const cycles: FlCycleMetrics[] = [];
@@ -224,7 +240,10 @@ export async function simulateFl(o: FlSimulationOptions): Promise<FlSimulationRe
         };
       });
       for (const t of threads) t.postMessage({ type: 'cycle', cycle, roles } satisfies ToThread);
-      const closed = waitForClose(reader, hosted.name, hosted.version, cycle, cycleTimeout, failure);
+      const closed = waitForClose(reader, hosted.name, hosted.version, cycle, cycleTimeout, failure).then((status) => {
+        for (const t of threads) t.postMessage({ type: 'closed', cycle } satisfies ToThread);
+        return status;
+      });
       const [status] = await Promise.race([failure, Promise.all([closed, threadsDone])]);
       const checkpoint = status.process.checkpoints.find((c) => c.cycle === cycle) ?? status.process.checkpoints.at(-1)!;
       // The node's own clock: a cycle opens when the one before it wrote its checkpoint (cycle 1 at hosting).
@@ -244,7 +263,7 @@ export async function simulateFl(o: FlSimulationOptions): Promise<FlSimulationRe
         rejected: count('rejected'), reported: count('reported'), dropped: count('dropped'), late: count('late'), errors: errs.length,
         averaged: checkpoint.reports, accuracy: m.accuracy, loss: m.loss, seconds,
         droppedWorkers: list.filter(([, x]) => x.status === 'dropped').map(([i]) => i),
-        slowWorkers: Object.entries(roles).filter(([, r]) => r.delayMs !== undefined).map(([i]) => Number(i)),
+        slowWorkers: Object.entries(roles).filter(([, r]) => r.delayMs !== undefined || r.untilClosed === true).map(([i]) => Number(i)),
         rejections, errorMessages: errs.slice(0, 5).map(([i, x]) => `worker ${i}: ${x.code} ${x.message}`),
         ...(o.collectDiffs && {
           diffs: list.flatMap(([i, x]) => (x.status === 'reported' && x.diff ? [{ worker: i, numSamples: x.numSamples, diff: x.diff }] : [])),
@@ -264,6 +283,11 @@ export async function simulateFl(o: FlSimulationOptions): Promise<FlSimulationRe
       if (await Promise.race([exited.then(() => true), delay(5_000, false)]) === false) await t.terminate();
     }));
   }
+}
+
+async function hostOver(client: GridClient, model: Uint8Array, clientConfig: Record<string, unknown>, serverConfig: Record<string, unknown>) {
+  const upload = await client.socket.upload(bufferSource(model));
+  return client.socket.request(FlHostTraining, { model_transfer_id: upload.transfer_id, client_config: clientConfig, server_config: serverConfig }, { timeout: 600_000 });
 }
 
 /**

@@ -15,6 +15,23 @@ const init = workerData as ThreadInit;
 const port = parentPort!;
 const post = (m: FromThread, transfer?: ArrayBuffer[]) => port.postMessage(m, transfer);
 
+/** The last cycle the main thread said the node closed (cycles close in order), and who waits for one. */
+let closedThrough = 0;
+const waitingForClose = new Map<number, (() => void)[]>();
+/** Resolves once the node has closed `cycle` (for workers whose role is `untilClosed`). */
+function cycleClosed(cycle: number): Promise<void> {
+  if (cycle <= closedThrough) return Promise.resolve();
+  return new Promise((resolve) => { waitingForClose.set(cycle, [...(waitingForClose.get(cycle) ?? []), resolve]); });
+}
+function markClosed(cycle: number): void {
+  closedThrough = Math.max(closedThrough, cycle);
+  for (const [c, waiters] of waitingForClose) {
+    if (c > closedThrough) continue;
+    waitingForClose.delete(c);
+    for (const resolve of waiters) resolve();
+  }
+}
+
 class SimWorker {
   readonly index: number;
   readonly data: Dataset;
@@ -57,6 +74,7 @@ class SimWorker {
         return { status: 'dropped', drop: 'vanish' };
       }
       if (role.delayMs !== undefined && role.delayMs > 0) await delay(role.delayMs);
+      if (role.untilClosed === true) await cycleClosed(cycle);
       try {
         await job.report(r.diff, r.numSamples);
       } catch (err) {
@@ -100,6 +118,7 @@ port.on('message', (m: ToThread) => {
     port.close();
     return;
   }
+  if (m.type === 'closed') return markClosed(m.cycle);
   void runCycle(m.cycle, m.roles);
 });
 

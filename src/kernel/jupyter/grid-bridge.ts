@@ -7,7 +7,7 @@
 
 import { basename, extname, isAbsolute, resolve } from 'node:path';
 import { GridClient, type Credentials } from '../../core/client';
-import { gridError } from '../../core/errors';
+import { ErrorCodes, gridError, toGridError } from '../../core/errors';
 import { findLocalNode, sameUrl } from '../../core/local-node';
 import type { ModelInfo } from '../../core/protocol/messages';
 import { refOf } from '../../core/protocol/model-ref';
@@ -20,6 +20,7 @@ import { runFedAvg } from '../../federation/run';
 import type { GridBridge, GridBridgeMethod, GridCallContext } from '../bridge';
 import { followTrainingLive, liveMetrics, showRound } from '../live-metrics';
 import { permissionFlags, positiveInt, usage } from '../bridge-args';
+import { deleteIfEncrypted, inferIfEncrypted, serveEncryptedCall, type SmpcBridgeHost, type SmpcBridgeNode } from '../smpc-bridge';
 
 interface Connected {
   name: string;
@@ -60,15 +61,31 @@ export class StandaloneGridBridge implements GridBridge {
       case 'deleteModel': {
         const o = options(args[1], 'deleteModel');
         if (typeof args[0] !== 'string') throw usage('deleteModel', 'expects a model id');
-        return this.node(o.node).client.deleteModel(args[0], o.allVersions === true ? { allVersions: true } : {});
+        const node = this.node(o.node);
+        try {
+          return await node.client.deleteModel(args[0], o.allVersions === true ? { allVersions: true } : {});
+        } catch (err) {
+          // A model this node holds only a share of is deleted from both its share holders.
+          const enc = toGridError(err).code === ErrorCodes.NOT_FOUND ? await deleteIfEncrypted(this.smpcHost, smpcNode(node), args[0]) : undefined;
+          if (enc === undefined) throw err;
+          return enc;
+        }
       }
       case 'infer': return this.infer(args[0], args[1], options(args[2], 'infer'), context);
       case 'train': return this.train(args[0], args[1], options(args[2], 'train'), context);
+      case 'fl.host': case 'fl.join': case 'fl.simulate':
+        throw gridError('UNKNOWN_TYPE', `grid.${method} runs in the VS Code notebook; from Jupyter use the CLI: \`grid fl ${method.slice(3)} …\` (grid fl ${method.slice(3)} --help)`);
       case 'fedavg': return this.fedavg(args[0], args[1], options(args[2], 'fedavg'), context);
-      case 'serveEncrypted':
-        throw gridError('UNKNOWN_TYPE', 'grid.serveEncrypted runs in the VS Code notebook; from Jupyter use the CLI: `grid serve-encrypted MODEL.onnx --id ID --nodes URL1,URL2 --crypto-provider URL3`');
+      case 'serveEncrypted': return serveEncryptedCall(this.smpcHost, args[0], options(args[1], 'serveEncrypted'));
     }
   }
+
+  /** The kernel's nodes for encrypted serving (smpc-bridge.ts): the same calls as the VS Code notebook's. */
+  private readonly smpcHost: SmpcBridgeHost = {
+    node: (n) => smpcNode(this.node(n)),
+    list: () => this.nodes.map(smpcNode),
+    path: (p) => this.path(p),
+  };
 
   dispose(): void {
     for (const n of this.nodes.splice(0)) n.client.dispose();
@@ -159,8 +176,19 @@ export class StandaloneGridBridge implements GridBridge {
 
   private async infer(id: unknown, input: unknown, o: Options, context: GridCallContext): Promise<Tensor | NamedTensors> {
     if (typeof id !== 'string') throw usage('infer', 'expects a model id, then its input');
-    const client = this.node(o.node).client;
-    const model = await client.modelInfo(id);
+    const node = this.node(o.node);
+    const client = node.client;
+    let model;
+    try {
+      model = await client.modelInfo(id);
+    } catch (err) {
+      // A model this node holds only a share of runs the encrypted protocol with its other share holder.
+      const y = toGridError(err).code === ErrorCodes.NOT_FOUND
+        ? await inferIfEncrypted(this.smpcHost, smpcNode(node), id, input, typeof o.timeoutMs === 'number' ? o.timeoutMs : undefined, context.signal)
+        : undefined;
+      if (y === undefined) throw err;
+      return y;
+    }
     const outputs = await client.runInference(refOf(model), bindInputValues(model, input, 'grid.infer'), { signal: context.signal });
     const names = Object.keys(outputs);
     return names.length === 1 ? outputs[names[0]!]! : outputs;
@@ -282,4 +310,13 @@ function num(v: unknown): number | undefined {
   return typeof v === 'number' ? v : undefined;
 }
 
-
+/** A connected node as smpc-bridge.ts takes it (one object per node, so the bridge can tell them apart). */
+const smpcNodes = new WeakMap<Connected, SmpcBridgeNode>();
+function smpcNode(n: Connected): SmpcBridgeNode {
+  let s = smpcNodes.get(n);
+  if (s === undefined) {
+    s = { name: n.name, url: n.url, client: n.client, get isOpen() { return n.client.socket.status.state === 'open'; } };
+    smpcNodes.set(n, s);
+  }
+  return s;
+}

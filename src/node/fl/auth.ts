@@ -162,7 +162,10 @@ function publicKey(pem: string): KeyObject {
 }
 
 // PyGrid: `requests.post(endpoint, data=json.dumps({"auth_token": token}))`, passed iff the status is 200.
-// Redirects are not followed (a 3xx is not a 200), and the answer's body is never read.
+// Redirects are not followed (a 3xx is not a 200), and the answer's body is never read: it is cancelled at
+// the status line, so an endless body costs nothing (headers are bounded by Node's 16 KiB header limit).
+// Who may point a process at an endpoint at all is decided at host time (FlEngine.host: an admin, or an
+// endpoint the operator listed), since the node makes the request from inside its network.
 async function askEndpoint(endpoint: string, token: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<boolean> {
   const signals = [AbortSignal.timeout(Math.max(1, timeoutMs))];
   if (signal !== undefined) signals.push(signal);
@@ -179,6 +182,24 @@ async function askEndpoint(endpoint: string, token: string, timeoutMs: number, s
   } catch {
     return false; // unreachable, refused, timed out, aborted: the token did not pass
   }
+}
+
+/**
+ * Whether `endpoint` is one the operator listed (`fl.authEndpoints`, `--fl-auth-endpoint`): same scheme,
+ * host and port as a listed URL, and a path under its path ("https://auth.example.org/fl/" covers
+ * "https://auth.example.org/fl/check", not "https://auth.example.org/admin"). Query and fragment of the
+ * listed URL are ignored.
+ */
+export function endpointAllowed(endpoint: string, allowed: readonly string[]): boolean {
+  let url: URL;
+  try { url = new URL(endpoint); } catch { return false; }
+  return allowed.some((entry) => {
+    let a: URL;
+    try { a = new URL(entry); } catch { return false; }
+    if (a.protocol !== url.protocol || a.host !== url.host || url.username !== '' || url.password !== '') return false;
+    const dir = a.pathname.endsWith('/') ? a.pathname : `${a.pathname}/`;
+    return url.pathname === a.pathname || url.pathname.startsWith(dir);
+  });
 }
 
 function nonEmpty(value: unknown): string | undefined {

@@ -8,6 +8,7 @@ import type { StateTensor } from './state';
 export class RunningSum {
   /** One float64 per parameter, all tensors end to end (in WebAssembly memory where SIMD is available). */
   private readonly sum: Float64Array;
+  private readonly length: number;
   private readonly simd: SimdRunningSum | null;
   private readonly offsets: number[];
   private readonly shapes: number[][];
@@ -22,6 +23,7 @@ export class RunningSum {
       this.offsets.push(n);
       n += s.reduce((a, b) => a * b, 1);
     }
+    this.length = n;
     this.simd = SimdRunningSum.create(n);
     this.sum = this.simd?.sum ?? new Float64Array(n);
   }
@@ -37,6 +39,30 @@ export class RunningSum {
     }
     this.weight += weight;
     this.reports += 1;
+  }
+
+  /** The weighted mean diff Σ wᵢ·diffᵢ / Σ wᵢ, per parameter (zeros with no reports): what an averaging plan is fed. */
+  mean(): StateTensor[] {
+    const w = this.weight;
+    return this.shapes.map((dims, i) => {
+      const at = this.offsets[i]!;
+      const out = new Float32Array(dims.reduce((a, b) => a * b, 1));
+      if (w > 0) for (let k = 0; k < out.length; k++) out[k] = this.sum[at + k]! / w;
+      return { dims: [...dims], data: out };
+    });
+  }
+
+  /** The sum's float64 values as bytes (a view, not a copy: what the node stores to keep the sum durable). */
+  bytes(): Uint8Array {
+    return new Uint8Array(this.sum.buffer, this.sum.byteOffset, this.length * 8);
+  }
+
+  /** Replaces the sum with stored `bytes` (from bytes()) covering `reports` reports of total `weight`. */
+  load(bytes: Uint8Array, reports: number, weight: number): void {
+    if (bytes.length !== this.length * 8) throw new RangeError(`a stored running sum of ${this.length} values must be ${this.length * 8} bytes, got ${bytes.length}`);
+    this.bytes().set(bytes);
+    this.reports = reports;
+    this.weight = weight;
   }
 
   /** old − mean(diff): the parameters after averaging. With no reports, the old parameters. */

@@ -3,22 +3,26 @@
 // report arrives or by time on a timer. Errors carry PyGrid's own strings where PyGrid had one, so an old
 // client shows the message it knows; their codes are ours (handlers.ts puts both on the wire).
 //
-// Durability: every decision is a committed row before it is answered (store.ts). A cycle's running sum
-// lives in memory and is rebuilt from the stored diffs at start; closing writes the checkpoint blob, then
-// one transaction (checkpoint + cycle completed + next cycle), so a kill at any point averages each cycle
-// exactly once.
+// Durability: every decision is a committed row before it is answered (store.ts). Decisions and reports
+// arriving within one event-loop turn share one transaction (a group commit, store/group-commit.ts): one
+// fsync for the batch, each answered after it. A cycle's running sum lives in memory and is stored with
+// each commit that adds to it (store.ts, running sums), so a restart loads it; closing writes the
+// checkpoint blob, then one transaction (checkpoint + cycle completed + next cycle), so a kill at any
+// point averages each cycle exactly once.
 
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { gridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, type ServerConfig } from './config';
-import { verifyWorkerToken, type FlAuthConfig } from './auth';
-import { AddressLimiter } from './limits';
+import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type FlAuthConfig } from './auth';
+import { AddressLimiter, WorkerRows } from './limits';
 import { looksLikeOnnx, paramsOf, withNewParams, type ModelFormat } from './params';
-import { packDiff, RunningSum, unpackDiff } from './averaging';
+import { RunningSum, unpackDiff } from './averaging';
+import { checkAveragingPlan, runAveragingPlan } from './averaging-plan';
+import { GroupCommit } from '../store/group-commit';
 import { checkShapes, decodeState, decodeText, type StateTensor } from './state';
 import type { FlAsset, FlCycle, FlProcess, FlStore } from './store';
 
@@ -33,6 +37,8 @@ export const PYGRID = {
 
 export interface HostInput {
   owner: string;
+  /** The owner's role: only an admin may name an `authentication.endpoint` the operator did not list. */
+  role?: string | undefined;
   /** A State or an ONNX model (bytes), already decoded from hex/base64 or taken from an upload. */
   model: Uint8Array;
   plans: Record<string, Record<string, Uint8Array>>;
@@ -67,9 +73,15 @@ interface Runtime {
   process: FlProcess;
   cycle: FlCycle | undefined;
   sum: RunningSum | undefined;
+  /** Which of the cycle's two sum files holds the committed sum; the next commit writes the other. */
+  sumSlot: 0 | 1;
+  /** Whether the sum holds diffs an older node stored as rows (the next stored sum clears them). */
+  rowDiffs: boolean;
   timer: NodeJS.Timeout | undefined;
-  /** Workers decided by random pool selection in this cycle (not kept across restarts). */
-  randomSeen: number;
+  /** pool_selection random: workers not selected in this cycle; the refusal stands until the cycle ends. */
+  refused: Set<string>;
+  /** pool_selection random: the draw collecting this cycle's askers, when one is open. */
+  draw: Draw | undefined;
   /** Set from the moment a close starts: later reports of that cycle are refused, not half-counted. */
   closing: Promise<void> | undefined;
 }
@@ -83,6 +95,17 @@ export interface FlEngineOptions {
   auth?: AuthCheck;
   /** authenticate + cycle-request a minute from one address (default 600). */
   requestsPerMinute?: number;
+  /** pool_selection random: how long a draw collects askers before it picks among them (default 1000 ms). */
+  selectionWindowMs?: number;
+  /** Worker rows of one process from one address (default 4096); limits.ts WorkerRows. */
+  maxWorkersPerAddress?: number;
+  /**
+   * URLs (prefixes) a non-admin host may name as `server_config.authentication.endpoint`; the node POSTs
+   * each worker's token there, from inside its network. Default none: only admins may use an endpoint.
+   */
+  authEndpoints?: readonly string[];
+  /** How long the endpoint check waits for the status line (default 5000 ms). */
+  authEndpointTimeoutMs?: number;
   /**
    * Stores a checkpoint of a linked process as the next version of its model (parent: `parentVersion`),
    * calling `commit(version)` inside the model's own transaction.
@@ -127,10 +150,15 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly runtimes = new Map<number, Runtime>();
   /** Runtimes being read from the store. */
   private readonly loading = new Map<number, Promise<Runtime>>();
-  /** Reports checked and waiting for the next batched commit (flushReports). */
-  private readonly pendingReports: PendingReport[] = [];
+  /** Worker ids, assignments and reports: one transaction per event-loop turn. */
+  private readonly commits: GroupCommit;
+  /** Runtimes whose sum the batch being committed added to (their sums are stored before its COMMIT). */
+  private readonly sumsAdded = new Set<Runtime>();
   private readonly limiter: AddressLimiter;
+  private readonly workerRows: WorkerRows;
   private readonly publish: FlEngineOptions['publish'];
+  private readonly authEndpoints: readonly string[];
+  private readonly selectionWindowMs: number;
   /** Per process: the checkpoints being stored as model versions (one at a time, in order). */
   private readonly publishing = new Map<number, Promise<void>>();
   private closed = false;
@@ -139,14 +167,23 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     super();
     this.store = opts.store;
     this.log = opts.log;
-    this.auth = opts.auth ?? checkAuth;
+    const endpointTimeoutMs = opts.authEndpointTimeoutMs ?? DEFAULT_ENDPOINT_TIMEOUT_MS;
+    this.auth = opts.auth ?? ((config, token) => verifyWorkerToken(config as FlAuthConfig | undefined, token, { endpointTimeoutMs }));
+    this.authEndpoints = opts.authEndpoints ?? [];
+    this.selectionWindowMs = opts.selectionWindowMs ?? DEFAULT_SELECTION_WINDOW_MS;
     this.now = opts.now ?? Date.now;
     this.onActivity = opts.onActivity ?? (() => undefined);
     this.limiter = new AddressLimiter(opts.requestsPerMinute ?? 600, this.now);
+    this.workerRows = new WorkerRows(opts.maxWorkersPerAddress ?? 4096);
     this.publish = opts.publish;
+    this.commits = new GroupCommit(this.store.db, {
+      beforeCommit: () => this.storeSums(),
+      committed: () => this.sumsCommitted(),
+      rolledBack: () => this.sumsRolledBack(),
+    });
   }
 
-  /** Picks every process's open cycle back up: the running sum from its stored diffs, its timer, and a close that is due. */
+  /** Picks every process's open cycle back up: its stored running sum, its timer, and a close that is due. */
   async start(): Promise<void> {
     for (const p of await this.store.processes()) {
       const rt = await this.runtime(p.id);
@@ -163,9 +200,14 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   async host(input: HostInput): Promise<FlProcess> {
     const clientConfig = checkClientConfig(input.clientConfig);
     const serverConfig = checkServerConfig(input.serverConfig);
+    const endpoint = (serverConfig.authentication as FlAuthConfig | undefined)?.endpoint;
+    if (endpoint !== undefined && input.role !== 'admin' && !endpointAllowed(endpoint, this.authEndpoints)) {
+      // The node would POST every worker's token to it from inside its network (a server-side request forgery).
+      throw gridError('FORBIDDEN', `server_config.authentication.endpoint ${JSON.stringify(endpoint.slice(0, 200))} is not one this node's operator allows (fl.authEndpoints / --fl-auth-endpoint); only an admin may host a process that checks tokens at another endpoint`, { key: 'server_config.authentication.endpoint' });
+    }
     if (await this.store.findProcess(clientConfig.name, clientConfig.version)) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
     const format: ModelFormat = input.model[0] === 0x08 ? 'onnx' : 'state';
-    const { specs } = paramsOf(format, input.model);
+    const { specs, tensors } = paramsOf(format, input.model);
     const assets: Omit<FlAsset, 'id'>[] = [];
     for (const [kind, group] of [['plan', input.plans], ['protocol', input.protocols]] as const) {
       for (const [name, variants] of Object.entries(group)) {
@@ -176,6 +218,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (!looksLikeOnnx(input.averagingPlan)) {
         throw gridError('INVALID_MODEL', 'averaging_plan is a PySyft-serialized Plan, which only PySyft can run: this node cannot run it. Leave averaging_plan out (the node averages the diffs element-wise, weighted by each worker\'s samples) or give an ONNX averaging graph');
       }
+      await checkAveragingPlan(input.averagingPlan, specs, tensors);
       assets.push({ kind: 'averaging', name: 'averaging_plan', variant: 'onnx', bytes: input.averagingPlan });
     }
     const { sha256 } = await this.store.blobs.write(Readable.from([input.model]));
@@ -191,20 +234,45 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   // --- workers ---------------------------------------------------------------------------------------
 
-  async authenticate(data: { auth_token?: string | null | undefined; model_name: string; model_version?: string | null | undefined }, address: string): Promise<{ status: 'success'; worker_id: string; requires_speed_test: boolean }> {
+  /** `connection`: the socket it came on (WS); the same one authenticating again for the same process and token gets the same worker. */
+  async authenticate(data: { auth_token?: string | null | undefined; model_name: string; model_version?: string | null | undefined }, address: string, connection?: object): Promise<{ status: 'success'; worker_id: string; requires_speed_test: boolean }> {
     this.limiter.take(address, 'authenticate');
     const process = await this.store.findProcess(data.model_name, data.model_version ?? undefined);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
+    // Loaded before the batch: its work must not wait for a load outside it (store/group-commit.ts).
+    const rt = await this.runtime(process.id);
     const token = typeof data.auth_token === 'string' && data.auth_token.length > 0 ? data.auth_token : undefined;
     const result = await this.auth(process.serverConfig.authentication, token);
     if (!result.ok) throw gridError('BAD_CREDENTIALS', result.error);
-    const workerId = await this.store.addWorker(process.id, address, this.now());
+    // Worker rows are written in the next group commit (one fsync per burst), answered after it.
+    const workerId = await this.commits.run(async () => {
+      const known = this.workerRows.known(connection, process.id, token);
+      if (known !== undefined && await this.store.worker(known) !== undefined) return known;
+      await this.workerRows.makeRoom(this.store, connection, process, address, rt.cycle, this.now());
+      const added = await this.store.addWorker(process.id, address, this.now());
+      this.workerRows.remember(connection, process.id, token, added);
+      return added;
+    });
     return { status: 'success', worker_id: workerId, requires_speed_test: requiresSpeedTest(process.serverConfig) };
   }
 
+  /**
+   * Decided inside a group commit (so a burst is counted against max_workers one by one), answered after
+   * it; with pool_selection random, answered when the draw the request entered ends.
+   */
   async cycleRequest(data: CycleRequest, address: string): Promise<CycleReply> {
     this.limiter.take(address, 'cycle-request');
-    const reply = await this.answerCycleRequest(data);
+    // The process's runtime is loaded before the batch (store/group-commit.ts); a missing one is answered in it.
+    const known = await this.store.findProcess(data.model, data.version ?? undefined);
+    if (known !== undefined) await this.runtime(known.id);
+    // A draw's answer comes after the batch that entered it: awaited outside it, or the draw's own batch would wait for this one.
+    const decided = await this.commits.run(() => this.answerCycleRequest(data));
+    const reply = await decided.reply;
+    return this.noteAnswer(data, reply);
+  }
+
+  private async noteAnswer(data: CycleRequest, reply: CycleReply): Promise<CycleReply> {
+    if (reply.status === 'accepted') this.emit('changed', reply.model_id);
     const processId = reply.status === 'accepted' ? reply.model_id : (await this.store.findProcess(data.model, data.version ?? undefined))!.id;
     this.onActivity({
       kind: 'worker', processId, cycle: this.runtimes.get(processId)?.cycle?.sequence, workerId: data.worker_id, status: reply.status,
@@ -213,7 +281,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     return reply;
   }
 
-  private async answerCycleRequest(data: CycleRequest): Promise<CycleReply> {
+  /** In a batch; a draw's answer (`reply` a promise) comes when the draw ends. */
+  private async answerCycleRequest(data: CycleRequest): Promise<{ reply: CycleReply | Promise<CycleReply> }> {
     const worker = await this.store.worker(data.worker_id);
     if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     const process = await this.store.findProcess(data.model, data.version ?? undefined);
@@ -226,18 +295,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const rt = await this.runtime(process.id);
     const cycle = rt.cycle;
     const now = this.now();
-    const reject = (reason: string): CycleReply => {
-      const out: CycleReply = { status: 'rejected', reason };
-      // PyGrid: a timeout until the cycle ends, only while cycles remain.
-      if (cycle?.endMs !== undefined) {
-        const left = Math.max(0, cycle.endMs - now);
-        out.timeout = timedeltaString(left);
-      }
-      return out;
-    };
-    if (cycle === undefined) return { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` };
+    const reject = (reason: string): { reply: CycleReply } => ({ reply: refusal(cycle, reason, now) });
+    if (cycle === undefined) return { reply: { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` } };
     if (rt.closing !== undefined) return reject('the cycle is closing; ask again for the next one');
     if (await this.store.assignment(cycle.id, worker.id) !== undefined) return reject('this worker is already in this cycle');
+    if (rt.refused.has(worker.id)) return reject(NOT_SELECTED);
     const reuse = cfg.do_not_reuse_workers_until_cycle;
     if (reuse !== undefined && reuse > 0 && await this.store.workedRecently(process.id, worker.id, cycle.sequence, reuse)) {
       return reject(`this worker took part in one of the last ${reuse} cycles (do_not_reuse_workers_until_cycle)`);
@@ -252,24 +314,101 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     // Not capped by max_diffs: workers drop out, and the first max_diffs reports close the cycle anyway.
     const capacity = cfg.max_workers ?? Infinity;
     if (assigned >= capacity) return reject(`the cycle is full (${assigned} of ${capacity} workers)`);
-    if (cfg.pool_selection === 'random' && capacity !== Infinity) {
-      // A uniform random sample of the pool (selection sampling, Knuth's Algorithm S): with N workers
-      // authenticated for the process and `seen` of them already decided this cycle, the next one gets
-      // one of the free places with probability free / (N − seen). When every worker asks, exactly
-      // max_workers are chosen, each set equally likely.
-      const pool = Math.max(await this.store.workerCount(process.id) - rt.randomSeen, 1);
-      const free = capacity - assigned;
-      rt.randomSeen += 1;
-      if (free < pool && Math.random() >= free / pool) return reject('not selected this cycle (pool_selection random)');
-    }
+    // random: the askers of a short window are drawn from together (enterDraw), not decided one by one.
+    if (cfg.pool_selection === 'random' && capacity !== Infinity) return { reply: this.enterDraw(rt, cycle, worker.id) };
+    return { reply: await this.assignWorker(process, cycle, worker.id, now) };
+  }
+
+  private async assignWorker(process: FlProcess, cycle: FlCycle, workerId: string, now: number): Promise<CycleReply> {
     const requestKey = createHash('sha256').update(randomUUID()).digest('hex');
-    await this.store.assign(cycle.id, worker.id, requestKey, now);
-    this.emit('changed', process.id);
+    await this.store.assign(cycle.id, workerId, requestKey, now);
     return {
       status: 'accepted', request_key: requestKey, version: process.version, model: process.name,
       plans: await this.store.assetIds(process.id, 'plan'), protocols: await this.store.assetIds(process.id, 'protocol'),
       client_config: process.clientConfig, model_id: process.id,
     };
+  }
+
+  /**
+   * pool_selection random. The pool is the workers asking in this cycle, not every worker the process
+   * ever saw: an asker joins the open draw (the first one opens it, for selectionWindowMs); when it ends,
+   * the free places go to a uniform random sample of everyone in it, and the rest are refused for the rest
+   * of the cycle (rt.refused; their retries get the same answer, with the time left as `timeout`). Askers
+   * come in bursts (PyGrid clients come back when their `timeout` ends, at the cycle's start), so each
+   * burst is one draw; a draw with no more askers than places accepts them all.
+   */
+  private enterDraw(rt: Runtime, cycle: FlCycle, workerId: string): Promise<CycleReply> {
+    let draw = rt.draw;
+    if (draw === undefined) {
+      const opened: Draw = { cycleId: cycle.id, entrants: new Map(), timer: undefined };
+      opened.timer = setTimeout(() => { void this.runDraw(rt, opened); }, this.selectionWindowMs);
+      opened.timer.unref();
+      rt.draw = draw = opened;
+    }
+    const waiting = draw.entrants.get(workerId);
+    if (waiting === undefined && draw.entrants.size >= MAX_DRAW_ENTRANTS) {
+      return Promise.resolve(refusal(cycle, `${MAX_DRAW_ENTRANTS} workers are already in this cycle's draw; ask again`, this.now()));
+    }
+    return new Promise((resolve, reject) => {
+      if (waiting !== undefined) waiting.push({ resolve, reject });
+      else draw.entrants.set(workerId, [{ resolve, reject }]);
+    });
+  }
+
+  /**
+   * Ends a draw. Its assignments are one batch of the group commit (counted against max_workers like any
+   * other); each asker is answered after it committed.
+   */
+  private async runDraw(rt: Runtime, draw: Draw): Promise<void> {
+    if (rt.draw === draw) rt.draw = undefined;
+    if (draw.timer) clearTimeout(draw.timer);
+    const entrants = [...draw.entrants];
+    const answer = (waiters: Waiter[], reply: CycleReply) => { for (const w of waiters) w.resolve(reply); };
+    const refuseAll = (reason: string) => { for (const [, waiters] of entrants) answer(waiters, { status: 'rejected', reason }); };
+    if (this.closed) return refuseAll('the node is shutting down; ask again');
+    let answers: { waiters: Waiter[]; reply: CycleReply | undefined; err?: unknown }[] | undefined;
+    try {
+      answers = await this.commits.run(async () => {
+        const cycle = rt.cycle;
+        const now = this.now();
+        if (cycle === undefined || cycle.id !== draw.cycleId || rt.closing !== undefined) return undefined;
+        const capacity = rt.process.serverConfig.max_workers ?? Infinity;
+        let free = Math.max(0, capacity - await this.store.assignedCount(cycle.id));
+        // Fisher–Yates with the crypto generator: each set of `free` askers equally likely.
+        for (let i = entrants.length - 1; i > 0; i--) {
+          const j = randomInt(i + 1);
+          [entrants[i], entrants[j]] = [entrants[j]!, entrants[i]!];
+        }
+        const out: { waiters: Waiter[]; reply: CycleReply | undefined; err?: unknown }[] = [];
+        for (const [workerId, waiters] of entrants) {
+          if (free > 0) {
+            free--;
+            // Its own savepoint: one that fails (its worker was deleted meanwhile) leaves the others' rows.
+            await this.store.db.run('SAVEPOINT drawn');
+            try {
+              out.push({ waiters, reply: await this.assignWorker(rt.process, cycle, workerId, now) });
+              await this.store.db.run('RELEASE SAVEPOINT drawn');
+            } catch (err) {
+              await this.store.db.run('ROLLBACK TO SAVEPOINT drawn');
+              await this.store.db.run('RELEASE SAVEPOINT drawn');
+              out.push({ waiters, reply: undefined, err });
+            }
+          } else {
+            rt.refused.add(workerId);
+            out.push({ waiters, reply: refusal(cycle, NOT_SELECTED, now) });
+          }
+        }
+        return out;
+      });
+    } catch (err) {
+      for (const [, waiters] of entrants) for (const w of waiters) w.reject(err);
+      return;
+    }
+    if (answers === undefined) return refuseAll('the cycle closed during the draw; ask again for the next one');
+    for (const a of answers) {
+      if (a.reply !== undefined) answer(a.waiters, a.reply);
+      else for (const w of a.waiters) w.reject(a.err);
+    }
   }
 
   /**
@@ -292,48 +431,53 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     const bytes = decodeText(data.diff, 'base64');
     if (bytes === undefined) throw gridError('INVALID_TENSOR', 'the diff is not base64 text');
-    const diff = decodeState(bytes, 'the diff');
+    // A diff carries exactly the model's values: a State claiming more is refused before it is decoded.
+    const diff = decodeState(bytes, 'the diff', { maxValues: rt.process.params.reduce((n, p) => n + p.dims.reduce((a, d) => a * d, 1), 0) });
     checkShapes(diff, rt.process.params.map((p) => p.dims));
-    return new Promise((resolve, reject) => {
-      this.pendingReports.push({ rt, cycleId: cycle.id, sequence: cycle.sequence, requestKey: data.request_key, workerId: data.worker_id, diff, weight, resolve, reject });
-      if (this.pendingReports.length === 1) setImmediate(() => void this.flushReports());
+    // Recorded and added to the sum in the next group commit, which stores the sum (storeSums) before
+    // COMMIT: answered only once durable. One whose cycle began closing meanwhile is refused. The closures
+    // hold the ids, not `data`: its half-megabyte diff text is garbage once decoded.
+    const { request_key: requestKey, worker_id: workerId } = data;
+    const added = await this.commits.run(async () => {
+      if (rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
+      if (!await this.store.recordReport(requestKey, weight, this.now())) return false;
+      rt.sum!.add(diff, weight);
+      this.sumsAdded.add(rt);
+      return true;
     });
+    if (added) this.onActivity({ kind: 'worker', processId: rt.process.id, cycle: cycle.sequence, workerId, status: 'reported' });
+    return { status: 'success' as const };
   }
 
-  /**
-   * Commits the reports that arrived since the last flush in one transaction (one fsync for all of
-   * them: the database syncs every commit), then adds them to their cycles' sums and answers them. A
-   * report is answered only once it is committed; one whose cycle began closing meanwhile is refused.
-   */
-  private async flushReports(): Promise<void> {
-    const batch = this.pendingReports.splice(0);
-    const now = this.now();
-    let recorded: (boolean | undefined)[];
-    try {
-      recorded = await this.store.db.transaction(async () => {
-        const out: (boolean | undefined)[] = [];
-        for (const r of batch) {
-          out.push(r.rt.cycle?.id !== r.cycleId || r.rt.closing !== undefined ? undefined : await this.store.recordReport(r.requestKey, packDiff(r.diff), r.weight, now));
-        }
-        return out;
-      });
-    } catch (err) {
-      for (const r of batch) r.reject(err);
-      return;
+  /** Before a group commit's COMMIT: each sum it added to, into the cycle's other sum file, named in the transaction. */
+  private async storeSums(): Promise<void> {
+    for (const rt of this.sumsAdded) {
+      const slot = rt.sumSlot === 0 ? 1 : 0;
+      this.store.writeSum(rt.cycle!.id, slot, rt.sum!.bytes());
+      await this.store.setSumRecord(rt.cycle!.id, { slot, reports: rt.sum!.reports, weight: rt.sum!.weight }, rt.rowDiffs);
     }
-    const touched = new Set<Runtime>();
-    batch.forEach((r, i) => {
-      if (recorded[i] === undefined) return r.reject(cycleClosed(r.sequence));
-      if (recorded[i]) {
-        r.rt.sum!.add(r.diff, r.weight);
-        touched.add(r.rt);
-        this.onActivity({ kind: 'worker', processId: r.rt.process.id, cycle: r.sequence, workerId: r.workerId, status: 'reported' });
-      }
-      r.resolve({ status: 'success' });
-    });
-    for (const rt of touched) {
+  }
+
+  private sumsCommitted(): void {
+    const added = [...this.sumsAdded];
+    this.sumsAdded.clear();
+    for (const rt of added) {
+      rt.sumSlot = rt.sumSlot === 0 ? 1 : 0;
+      rt.rowDiffs = false;
       this.emit('changed', rt.process.id);
       this.maybeClose(rt);
+    }
+  }
+
+  /** A failed commit (a full disk, say): the sums it added to go back to what is committed. */
+  private async sumsRolledBack(): Promise<void> {
+    const added = [...this.sumsAdded];
+    this.sumsAdded.clear();
+    for (const rt of added) {
+      const cycle = rt.cycle;
+      if (cycle === undefined) continue;
+      const loaded = await this.loadSum(rt.process, cycle);
+      if (rt.cycle === cycle) Object.assign(rt, loaded);
     }
   }
 
@@ -390,11 +534,12 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   /** Stops the timers (the node is closing); cycles continue at the next start. Idempotent. */
   async close(): Promise<void> {
-    // Reports already checked are committed (and answered) before the database closes.
-    if (this.pendingReports.length > 0) await this.flushReports();
+    // What is queued (reports already checked, workers, assignments) is committed and answered before the database closes.
+    await this.commits.flush();
     this.closed = true;
     const pending: Promise<void>[] = [...this.publishing.values()];
     for (const rt of this.runtimes.values()) {
+      if (rt.draw !== undefined) await this.runDraw(rt, rt.draw);
       if (rt.timer) clearTimeout(rt.timer);
       rt.timer = undefined;
       if (rt.closing) pending.push(rt.closing.catch(() => undefined));
@@ -413,7 +558,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       loading = (async () => {
         const process = await this.store.process(processId);
         if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-        const loaded: Runtime = { process, cycle: undefined, sum: undefined, timer: undefined, closing: undefined, randomSeen: 0 };
+        const loaded: Runtime = { process, cycle: undefined, sum: undefined, sumSlot: 1, rowDiffs: false, timer: undefined, closing: undefined, refused: new Set(), draw: undefined };
         await this.open(loaded, await this.store.openCycle(processId));
         this.runtimes.set(processId, loaded);
         return loaded;
@@ -423,18 +568,30 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     return loading;
   }
 
-  /** Makes `cycle` the runtime's open cycle: its running sum from the stored diffs, and its timer. */
+  /** Makes `cycle` the runtime's open cycle: its committed running sum, and its timer (all set at once, once loaded). */
   private async open(rt: Runtime, cycle: FlCycle | undefined): Promise<void> {
+    const loaded = cycle === undefined ? { sum: undefined, sumSlot: 1 as const, rowDiffs: false } : await this.loadSum(rt.process, cycle);
     rt.cycle = cycle;
-    rt.sum = undefined;
-    rt.randomSeen = 0;
+    Object.assign(rt, loaded);
+    rt.refused = new Set();
     if (rt.timer) clearTimeout(rt.timer);
     rt.timer = undefined;
     if (cycle === undefined) return;
-    const shapes = rt.process.params.map((p) => p.dims);
-    rt.sum = new RunningSum(shapes);
-    for await (const r of this.store.reportedDiffs(cycle.id)) rt.sum.add(unpackDiff(r.diff, shapes), r.weight);
     this.arm(rt);
+  }
+
+  /** The cycle's committed running sum: its stored sum, plus any diffs stored as rows by an older node. */
+  private async loadSum(process: FlProcess, cycle: FlCycle): Promise<Pick<Runtime, 'sum' | 'sumSlot' | 'rowDiffs'>> {
+    const shapes = process.params.map((p) => p.dims);
+    const sum = new RunningSum(shapes);
+    const stored = await this.store.sumRecord(cycle.id);
+    if (stored !== undefined) sum.load(this.store.readSum(cycle.id, stored.slot), stored.reports, stored.weight);
+    let rowDiffs = false;
+    for await (const r of this.store.reportedDiffs(cycle.id)) {
+      sum.add(unpackDiff(r.diff, shapes), r.weight);
+      rowDiffs = true;
+    }
+    return { sum, sumSlot: stored?.slot ?? 1, rowDiffs };
   }
 
   private arm(rt: Runtime): void {
@@ -464,7 +621,10 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const full = cfg.max_diffs !== undefined && sum.reports >= cfg.max_diffs;
     const timeUp = cycle.endMs !== undefined && this.now() >= cycle.endMs;
     if (!enough || !(full || timeUp)) return;
-    rt.closing = this.closeCycle(rt, cycle, sum).then(
+    // From here on reports of the cycle are refused; the close starts once the batch in flight (whose
+    // reports may be past that check) committed or rolled back, with the sum that left.
+    const settled = this.commits.run(() => undefined);
+    rt.closing = settled.then(() => (rt.cycle === cycle && rt.sum !== undefined ? this.closeCycle(rt, cycle, rt.sum) : undefined)).then(
       () => { rt.closing = undefined; },
       (err: unknown) => {
         rt.closing = undefined;
@@ -484,7 +644,9 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));
     const old: StateTensor[] = paramsOf(p.format, oldBytes).tensors;
     const reports = sum.reports;
-    const averaged = sum.apply(old);
+    // The host's ONNX averaging plan when it gave one (averaging-plan.ts), else FedAvg: old − mean(diff).
+    const plan = reports > 0 ? await this.store.averagingPlan(p.id) : undefined;
+    const averaged = plan === undefined ? sum.apply(old) : await runAveragingPlan(plan, p.params, old, sum);
     const overflowed = keepFinite(averaged, old);
     if (overflowed > 0) {
       this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, values: overflowed }, 'FL average left float32 range for some parameters; kept their old values');
@@ -497,6 +659,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const more = (cfg.num_cycles ?? 0) === 0 || completed < cfg.num_cycles!;
     const number = await this.store.closeCycle(cycle, sha256, reports, now, more ? { endMs: endOf(cfg, now) } : null);
     if (number === undefined) return;
+    try { this.store.removeSums(cycle.id); } catch (err) { this.log.warn({ err, cycle: cycle.id }, 'removing a closed FL cycle\'s sum files failed; the next start removes them'); }
     this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: sum.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
     await this.open(rt, await this.store.openCycle(p.id));
     this.emit('changed', p.id);
@@ -505,16 +668,26 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   }
 }
 
-interface PendingReport {
-  rt: Runtime;
+type Waiter = { resolve(reply: CycleReply): void; reject(err: unknown): void };
+
+/** pool_selection random: the askers of one window of a cycle (enterDraw). */
+interface Draw {
   cycleId: number;
-  sequence: number;
-  requestKey: string;
-  workerId: string;
-  diff: StateTensor[];
-  weight: number;
-  resolve(reply: { status: 'success' }): void;
-  reject(err: unknown): void;
+  /** worker id → its pending cycle-requests (a worker asking twice in one window waits for one answer). */
+  entrants: Map<string, Waiter[]>;
+  timer: NodeJS.Timeout | undefined;
+}
+
+const DEFAULT_SELECTION_WINDOW_MS = 1000;
+/** Askers one draw holds; past it, askers are told to ask again (not refused for the cycle). */
+const MAX_DRAW_ENTRANTS = 100_000;
+const NOT_SELECTED = 'not selected this cycle (pool_selection random); ask again when the timeout ends';
+
+/** A refusal; PyGrid: with a timeout until the cycle ends (its `str(timedelta)`), only while cycles remain. */
+function refusal(cycle: FlCycle | undefined, reason: string, now: number): CycleReply {
+  const out: CycleReply = { status: 'rejected', reason };
+  if (cycle?.endMs !== undefined) out.timeout = timedeltaString(Math.max(0, cycle.endMs - now));
+  return out;
 }
 
 /** The largest `num_samples` a report may carry (a worker's local rows). */

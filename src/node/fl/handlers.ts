@@ -98,6 +98,7 @@ export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: 
     if (linked !== undefined && model[0] !== 0x08) throw gridError('INVALID_MODEL', `model "${data.model_ref}" is not an ONNX model`);
     const process = await engine.host({
       owner: user,
+      role: typeof ctx.connection.session.role === 'string' ? ctx.connection.session.role : 'user',
       model,
       linked: linked === undefined ? undefined : { id: linked.id, version: linked.version },
       plans: blobs(data.plans, 'plans'),
@@ -110,7 +111,7 @@ export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: 
   });
 
   router.handle(FlAuthenticate, async (data, ctx) => {
-    const reply = await engine.authenticate(data, ctx.connection.remoteAddress);
+    const reply = await engine.authenticate(data, ctx.connection.remoteAddress, ctx.connection);
     // This socket is where the worker's room messages go, and the only one that may speak as it.
     signalling?.bind(reply.worker_id, ctx.connection);
     return reply;

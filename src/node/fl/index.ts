@@ -32,13 +32,23 @@ export interface NodeFl {
 export interface FlOptions {
   /** authenticate + cycle-request a minute from one address (default 600). */
   requestsPerMinute?: number;
+  /** pool_selection random: how long a draw collects askers before picking among them (default 1000 ms). */
+  selectionWindowMs?: number;
+  /** Worker rows of one FL process from one address (default 4096; the oldest stale ones make room). */
+  maxWorkersPerAddress?: number;
+  /** URL prefixes a non-admin may use as `server_config.authentication.endpoint` (default none: admins only). */
+  authEndpoints?: readonly string[];
+  /** How long a worker's endpoint check may take (default 5000 ms). */
+  authEndpointTimeoutMs?: number;
 }
 
 export async function attachFl(router: GridRouter, deps: { db: Store; dataDir: string; blobsDir?: string; log: Logger; events: NodeEvents; models?: ModelStore; metrics?: NodeMetrics; auth?: AuthCheck; options?: FlOptions }): Promise<NodeFl> {
   // Checkpoint blobs go where the model blobs go (a shared dir for replicas), under fl/.
-  const store = new FlStore(deps.db, deps.blobsDir ?? deps.dataDir);
+  // Running sums stay in this node's own data dir: a cycle runs on the replica that took it.
+  const store = new FlStore(deps.db, deps.blobsDir ?? deps.dataDir, deps.dataDir);
   // A shared blob dir holds blobs other replicas have not committed a row for yet: no sweep there.
   if (deps.db.kind === 'embedded') await store.sweepBlobs();
+  await store.sweepSums();
   const { models } = deps;
   const engine = new FlEngine({
     store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options,

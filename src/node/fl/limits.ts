@@ -1,7 +1,7 @@
-// A bound on what one address may ask of the FL engine: authenticate and cycle-request each cost a
-// token from that address's bucket (refilled at `perMinute` a minute, holding at most `perMinute`). A
-// flood from one address is refused with RATE_LIMITED; workers at other addresses do not notice it, and
-// the worker rows a flood could create are bounded with it.
+// Bounds on what one address may ask of the FL engine. AddressLimiter: authenticate and cycle-request each
+// cost a token from that address's bucket (refilled at `perMinute` a minute, holding at most `perMinute`);
+// a flood from one address is refused with RATE_LIMITED and workers at other addresses do not notice it.
+// WorkerRows: the worker rows authentication creates, which a rate alone bounds only per minute.
 
 import { gridError } from '../../core/errors';
 
@@ -35,4 +35,55 @@ export class AddressLimiter {
     }
     b.tokens -= 1;
   }
+}
+
+/** Distinct (process, token) workers one connection may authenticate. */
+export const MAX_WORKERS_PER_CONNECTION = 64;
+
+/**
+ * Bounds the FL worker rows (one per successful authenticate in PyGrid, for ever). A connection that
+ * authenticates again for the same process with the same token gets its worker back (a socket is one
+ * device; PyGrid clients authenticate once per job, so none notices). Rows from one address are capped
+ * per process: at the cap the oldest row from that address that is stale (created before the open cycle
+ * began and not in it) is deleted to make room; when none is, authenticate is refused (QUOTA_EXCEEDED)
+ * until the next cycle.
+ */
+export class WorkerRows {
+  private readonly maxPerAddress: number;
+  private readonly byConnection = new WeakMap<object, Map<string, string>>();
+
+  constructor(maxPerAddress: number) {
+    if (!(Number.isInteger(maxPerAddress) && maxPerAddress > 0)) throw new RangeError(`maxWorkersPerAddress must be a whole number ≥ 1, got ${maxPerAddress}`);
+    this.maxPerAddress = maxPerAddress;
+  }
+
+  /** The worker this connection already authenticated for the process with this token, if any. */
+  known(connection: object | undefined, processId: number, token: string | undefined): string | undefined {
+    return connection === undefined ? undefined : this.byConnection.get(connection)?.get(key(processId, token));
+  }
+
+  /** Throws QUOTA_EXCEEDED unless the connection and the address may have one more worker row (evicting a stale one if need be). */
+  async makeRoom(store: {
+    workersAt(processId: number, address: string): Promise<number>;
+    evictStaleWorker(processId: number, address: string, beforeMs: number, cycleId: number | undefined): Promise<boolean>;
+  }, connection: object | undefined, p: { id: number; name: string; version: string }, address: string, cycle: { id: number; startMs: number } | undefined, now: number): Promise<void> {
+    const mine = connection === undefined ? undefined : this.byConnection.get(connection);
+    if (mine !== undefined && mine.size >= MAX_WORKERS_PER_CONNECTION) {
+      throw gridError('QUOTA_EXCEEDED', `this connection already authenticated ${mine.size} workers, the most the node allows on one connection; open another connection`);
+    }
+    if (await store.workersAt(p.id, address) < this.maxPerAddress) return;
+    if (await store.evictStaleWorker(p.id, address, cycle?.startMs ?? now, cycle?.id)) return;
+    throw gridError('QUOTA_EXCEEDED', `${address || 'this address'} already has ${this.maxPerAddress} workers for FL process ${p.name} ${p.version}, the most the node allows from one address; try again in the next cycle`);
+  }
+
+  remember(connection: object | undefined, processId: number, token: string | undefined, workerId: string): void {
+    if (connection === undefined) return;
+    let mine = this.byConnection.get(connection);
+    if (mine === undefined) this.byConnection.set(connection, mine = new Map());
+    mine.set(key(processId, token), workerId);
+  }
+}
+
+function key(processId: number, token: string | undefined): string {
+  return `${processId}\n${token ?? ''}`;
 }

@@ -1,7 +1,9 @@
 // WebRTC signalling rooms on the node's WebSocket (rooms.ts does the rooms; this file binds them to
 // connections). A worker id is bound to the connection that authenticated it (model-centric/authenticate
 // over WS), which is where the node delivers that worker's room messages and from which alone it may
-// speak as that worker. A room's scopeId is its FL process's `name@version`; a worker may join only the
+// speak as that worker. A room's scopeId is its FL process's id (the `model_id` of an accepted cycle-request,
+// in decimal): one process, one room, whatever its name and version hold (`name@version` made "a@b" version
+// "c" and "a" version "b@c" one room, and long names overran the scope id limit). A worker may join only the
 // room of the process it authenticated for, and only once it has been accepted into one of its cycles.
 
 import { gridError } from '../../core/errors';
@@ -10,9 +12,9 @@ import type { GridConnection, GridRouter, RawAnswer } from '../rpc/server';
 import { isRoomMessageType, parseRoomMessage, RoomRegistry, type RoomLimits } from './rooms';
 import type { FlStore } from './store';
 
-/** The room (scopeId) of an FL process. */
-export function processScopeId(p: { name: string; version: string }): string {
-  return `${p.name}@${p.version}`;
+/** The room (scopeId) of an FL process: its id, as workers get it in `model_id`. */
+export function processScopeId(p: { id: number }): string {
+  return String(p.id);
 }
 
 export class FlSignalling {

@@ -1,8 +1,16 @@
 // The FL tables (migration 3 in store/migrations.ts): processes with their plans and protocols, cycles, workers,
-// assignments (PyGrid's WorkerCycle: one request key per worker per cycle, with the report's diff until
-// the cycle is averaged) and checkpoints, whose bytes are content-addressed blobs under <data>/fl.
+// assignments (PyGrid's WorkerCycle: one request key per worker per cycle) and checkpoints, whose bytes
+// are content-addressed blobs under <data>/fl.
+//
+// An open cycle's reports are durable as its running sum, not as their diffs: each group commit writes the
+// float64 sum (one model's worth, whatever the number of reports in the batch) to the one of the cycle's
+// two files under <data>/fl-sums that the committed state does not name, syncs it, and commits the report
+// rows with a record naming that file (meta `fl.sum.<cycle>`). A kill at any point leaves the committed
+// record naming a complete file that holds exactly the committed reports. Rows with a diff (written before
+// this scheme) still count: a restart adds them to the sum.
 
 import { randomUUID } from 'node:crypto';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BlobStore } from '../store/blobs';
 import type { Row, Store } from '../store/sql';
@@ -43,6 +51,11 @@ export interface FlAssignment {
 
 export interface FlCheckpoint { processId: number; number: number; alias: string; sha256: string; cycle: number | undefined; reports: number; created: string; modelVersion: string | undefined }
 
+/** The committed running sum of an open cycle: which of its two files holds it, and what it covers. */
+export interface FlSumRecord { slot: 0 | 1; reports: number; weight: number }
+
+const SUM_KEY = 'fl.sum.';
+
 export interface FlAsset { id: number; kind: 'plan' | 'protocol' | 'averaging'; name: string; variant: string; bytes: Uint8Array }
 
 const num = (v: Row[string]) => Number(v);
@@ -75,16 +88,28 @@ function toCheckpoint(r: Row): FlCheckpoint {
 export class FlStore {
   readonly db: Store;
   readonly blobs: BlobStore;
+  private readonly sumsDir: string;
 
-  constructor(db: Store, dataDir: string) {
+  /** `localDir`: this node's own data dir, for the running sums (default `dataDir`, where the blobs go). */
+  constructor(db: Store, dataDir: string, localDir = dataDir) {
     this.db = db;
     // Its own blob dir: the model store sweeps <data>/blobs of anything its own rows do not name.
     this.blobs = new BlobStore(path.join(dataDir, 'fl'));
+    this.sumsDir = path.join(localDir, 'fl-sums');
+    fs.mkdirSync(this.sumsDir, { recursive: true });
   }
 
   /** Removes checkpoint blobs no row names (left by a kill between writing one and committing its row). */
   async sweepBlobs(): Promise<void> {
     this.blobs.sweep(new Set((await this.db.all('SELECT DISTINCT sha256 FROM fl_checkpoints')).map((r) => String(r.sha256))));
+  }
+
+  /** Removes the sum files of cycles that closed (their removal is after the close's commit) or never committed one. */
+  async sweepSums(): Promise<void> {
+    const open = new Set((await this.db.all("SELECT key FROM meta WHERE key LIKE 'fl.sum.%'")).map((r) => String(r.key).slice(SUM_KEY.length)));
+    for (const f of fs.readdirSync(this.sumsDir)) {
+      if (!open.has(f.split('.')[0]!)) fs.rmSync(path.join(this.sumsDir, f), { force: true });
+    }
   }
 
   // --- processes -------------------------------------------------------------------------------------
@@ -129,6 +154,12 @@ export class FlStore {
     return r === undefined ? undefined : { id: num(r.id), kind, name: String(r.name), variant: String(r.variant), bytes: r.bytes as Uint8Array };
   }
 
+  /** The host's ONNX averaging plan, when it gave one (run when a cycle closes: averaging-plan.ts). */
+  async averagingPlan(processId: number): Promise<Uint8Array | undefined> {
+    const r = await this.db.get("SELECT bytes FROM fl_assets WHERE process_id = ? AND kind = 'averaging' ORDER BY id LIMIT 1", [processId]);
+    return r === undefined ? undefined : r.bytes as Uint8Array;
+  }
+
   /** {name: id} of a process's plans or protocols (the id of each name's first row). */
   async assetIds(processId: number, kind: 'plan' | 'protocol'): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
@@ -170,6 +201,7 @@ export class FlStore {
         [cycle.processId, number, checkpointSha, cycle.sequence, reports, new Date(now).toISOString()]);
       await this.db.run('UPDATE fl_cycles SET completed_ms = ? WHERE id = ?', [now, cycle.id]);
       await this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ?', [cycle.id]);
+      await this.db.run('DELETE FROM meta WHERE key = ?', [SUM_KEY + cycle.id]);
       if (next !== null) {
         await this.db.run('INSERT INTO fl_cycles (process_id, sequence, start_ms, end_ms) VALUES (?, ?, ?, ?)', [cycle.processId, cycle.sequence + 1, now, next.endMs ?? null]);
       }
@@ -188,6 +220,23 @@ export class FlStore {
   async worker(id: string): Promise<{ id: string; processId: number } | undefined> {
     const r = await this.db.get('SELECT id, process_id FROM fl_workers WHERE id = ?', [id]);
     return r === undefined ? undefined : { id: String(r.id), processId: num(r.process_id) };
+  }
+
+  /** How many worker rows of the process came from `address`. */
+  async workersAt(processId: number, address: string): Promise<number> {
+    return num((await this.db.get('SELECT COUNT(*) AS n FROM fl_workers WHERE process_id = ? AND address = ?', [processId, address]))!.n);
+  }
+
+  /**
+   * Deletes the oldest worker row of the process from `address` that was created before `beforeMs` and has
+   * no assignment in cycle `cycleId` (its past assignments go with it); false when there is none.
+   */
+  async evictStaleWorker(processId: number, address: string, beforeMs: number, cycleId: number | undefined): Promise<boolean> {
+    const r = await this.db.get(
+      'SELECT id FROM fl_workers w WHERE process_id = ? AND address = ? AND created_ms < ? AND NOT EXISTS (SELECT 1 FROM fl_assignments a WHERE a.worker_id = w.id AND a.cycle_id = ?) ORDER BY created_ms, id LIMIT 1',
+      [processId, address, beforeMs, cycleId ?? -1]);
+    if (r === undefined) return false;
+    return await this.db.run('DELETE FROM fl_workers WHERE id = ?', [String(r.id)]) === 1;
   }
 
   async workerCount(processId: number): Promise<number> {
@@ -219,12 +268,60 @@ export class FlStore {
     await this.db.run('INSERT INTO fl_assignments (cycle_id, worker_id, request_key, assigned_ms) VALUES (?, ?, ?, ?)', [cycleId, workerId, requestKey, now]);
   }
 
-  /** Records a report; false when the assignment already has one (the first report stands). */
-  async recordReport(requestKey: string, diff: Uint8Array, weight: number, now: number): Promise<boolean> {
-    return await this.db.run('UPDATE fl_assignments SET reported_ms = ?, weight = ?, diff = ? WHERE request_key = ? AND reported_ms IS NULL', [now, weight, diff, requestKey]) === 1;
+  /**
+   * Records a report (its diff is in the cycle's running sum: writeSum + setSum in the same transaction);
+   * false when the assignment already has one (the first report stands).
+   */
+  async recordReport(requestKey: string, weight: number, now: number): Promise<boolean> {
+    return await this.db.run('UPDATE fl_assignments SET reported_ms = ?, weight = ? WHERE request_key = ? AND reported_ms IS NULL', [now, weight, requestKey]) === 1;
   }
 
-  /** The reported diffs of a cycle, one at a time (a restart rebuilds the running sum from them). */
+  // --- running sums (see the top of this file) --------------------------------------------------------
+
+  async sumRecord(cycleId: number): Promise<FlSumRecord | undefined> {
+    const v = await this.db.getMeta(SUM_KEY + cycleId);
+    return v === undefined ? undefined : JSON.parse(v) as FlSumRecord;
+  }
+
+  /** Names the sum file that holds the cycle's committed reports; call it in the transaction that records them. */
+  async setSumRecord(cycleId: number, record: FlSumRecord, holdsRowDiffs: boolean): Promise<void> {
+    await this.db.setMeta(SUM_KEY + cycleId, JSON.stringify(record));
+    // Diffs stored as rows by an older node are in the sum now (loadSum added them): not counted twice.
+    if (holdsRowDiffs) await this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ? AND diff IS NOT NULL', [cycleId]);
+  }
+
+  private sumFile(cycleId: number, slot: 0 | 1): string {
+    return path.join(this.sumsDir, `${cycleId}.${slot}`);
+  }
+
+  /** Writes a cycle's sum to one of its files and syncs it (and, when the file is new, its directory). */
+  writeSum(cycleId: number, slot: 0 | 1, bytes: Uint8Array): void {
+    const file = this.sumFile(cycleId, slot);
+    const created = !fs.existsSync(file);
+    // In place once it exists: the same size every time, so only its data needs syncing.
+    const fd = fs.openSync(file, created ? 'w' : 'r+');
+    try {
+      for (let at = 0; at < bytes.length;) at += fs.writeSync(fd, bytes, at, bytes.length - at, at);
+      fs.fdatasyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    if (created) {
+      const dir = fs.openSync(this.sumsDir, 'r');
+      try { fs.fsyncSync(dir); } finally { fs.closeSync(dir); }
+    }
+  }
+
+  readSum(cycleId: number, slot: 0 | 1): Buffer {
+    return fs.readFileSync(this.sumFile(cycleId, slot));
+  }
+
+  /** Removes a closed cycle's sum files (after the close committed; a kill before leaves them to the sweep at start). */
+  removeSums(cycleId: number): void {
+    for (const slot of [0, 1] as const) fs.rmSync(this.sumFile(cycleId, slot), { force: true });
+  }
+
+  /** The reported diffs a cycle still holds as rows (written before running sums were stored), one at a time. */
   async *reportedDiffs(cycleId: number): AsyncGenerator<{ weight: number; diff: Uint8Array }> {
     const keys = await this.db.all('SELECT request_key FROM fl_assignments WHERE cycle_id = ? AND reported_ms IS NOT NULL AND diff IS NOT NULL ORDER BY reported_ms', [cycleId]);
     for (const k of keys) {

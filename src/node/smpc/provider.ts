@@ -2,13 +2,18 @@
 // holder, and answers the online step of each comparison (compute/smpc/compare.ts). It never receives a
 // share of a weight or an input. Bundles for a schedule it has seen are dealt ahead, so a query usually
 // finds its randomness ready; every bundle is handed out once and deleted: triples are never reused.
+// It deals only for uploads it knows (each holder fetched its mask shares at upload; the record, kept in
+// the node's database, names the two holders and the weights' sizes), only to those two holders, and
+// only products by those weights; dealing runs in slices between which the event loop serves other
+// requests, so one large request cannot stall the provider node.
 
-import { concat, deal, maskKey, maskKeyMessage, maskOf, providerCompare, bundleSize, type DealerSecrets, type Step } from '../../compute/smpc';
+import { concat, dealAsync, dealCost, maskKey, maskKeyMessage, maskOf, providerCompare, bundleSize, type DealerSecrets, type Step } from '../../compute/smpc';
 import type { NodeIdentity } from '../identity';
-import { gridError } from '../../core/errors';
+import { gridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
-import { SmpcCompare, SmpcDeal, SmpcMask, SmpcPrepare } from '../../core/protocol/smpc-messages';
+import { SmpcCompare, SmpcDeal, SmpcForget, SmpcMask, SmpcPrepare, SmpcRelease } from '../../core/protocol/smpc-messages';
 import { withAttachment, type GridRouter, type HandlerContext } from '../rpc/server';
+import type { Store } from '../store/sql';
 import { attestedNode } from './attest';
 
 export interface ProviderLimits {
@@ -26,13 +31,20 @@ export interface ProviderLimits {
   maxHeldBytes: number;
   /** Bundles not used up yet that one share-holder node may have asked for. */
   maxBundlesPerHolder: number;
+  /** Ring multiplications one deal may cost (its products and ReLU triples): bounds the CPU of one request. */
+  maxDealMultiplies: number;
+  /** Uploads this provider deals for, per share-holder node (as party 0). */
+  maxUploadsPerHolder: number;
 }
 
 export const DEFAULT_PROVIDER_LIMITS: ProviderLimits = {
   maxBundles: 256, maxBundleBytes: 48 * 1024 * 1024, ttlMs: 120_000, poolSchedules: 8, poolDepth: 2, poolMaxBundleBytes: 8 * 1024 * 1024,
   // Any node that proves an id may ask: what one asks for is bounded, and what all hold together.
-  maxHeldBytes: 512 * 1024 * 1024, maxBundlesPerHolder: 64,
+  maxHeldBytes: 512 * 1024 * 1024, maxBundlesPerHolder: 64, maxDealMultiplies: 1 << 30, maxUploadsPerHolder: 1024,
 };
+
+/** An upload the provider deals for: its two holders (party 0, party 1) and its weights' sizes by parameter index. */
+interface Upload { holders: [string, string]; weights: Map<number, number> }
 
 interface Dealt { bundles: [Uint8Array, Uint8Array]; secrets: DealerSecrets }
 
@@ -56,8 +68,81 @@ export class CryptoProvider {
   private closed = false;
   private heldBytes = 0;
   private readonly perHolder = new Map<string, number>();
+  /** Deals under way, by bundle id: a release (or the requester's cancel) stops them. */
+  private readonly dealing = new Map<string, { stop: AbortController; done: Promise<void> }>();
+  /** Pool keys being dealt ahead (one filler per key). */
+  private readonly filling = new Set<string>();
+  private readonly uploads = new Map<string, Upload>();
+  /** Stops the pool's dealing ahead on close. */
+  private readonly closing = new AbortController();
 
-  constructor(private readonly identity: NodeIdentity, private readonly log: Logger, private readonly limits: ProviderLimits = DEFAULT_PROVIDER_LIMITS) {}
+  /** Uploads being registered, one after another (a check and its insert are not split by another's). */
+  private registering: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly identity: NodeIdentity, private readonly db: Store, private readonly log: Logger, private readonly limits: ProviderLimits = DEFAULT_PROVIDER_LIMITS) {}
+
+  /** The uploads it deals for, as recorded before a restart. */
+  async load(): Promise<void> {
+    for (const r of await this.db.all('SELECT mask_nonce, holder0, holder1, weights FROM smpc_uploads')) {
+      const weights = JSON.parse(String(r.weights)) as { index: number; size: number }[];
+      this.uploads.set(String(r.mask_nonce), { holders: [String(r.holder0), String(r.holder1)], weights: new Map(weights.map((w) => [w.index, w.size])) });
+    }
+  }
+
+  /** Registers an upload at its first smpc-mask; a later one must name the same holders and weights. */
+  private registerUpload(nonce: string, holders: [string, string], weights: { index: number; size: number }[]): Promise<void> {
+    const done = this.registering.then(() => this.registerUploadNow(nonce, holders, weights));
+    this.registering = done.catch(() => undefined);
+    return done;
+  }
+
+  private async registerUploadNow(nonce: string, holders: [string, string], weights: { index: number; size: number }[]): Promise<void> {
+    const known = this.uploads.get(nonce);
+    if (known !== undefined) {
+      const same = known.holders[0] === holders[0] && known.holders[1] === holders[1] && known.weights.size === weights.length && weights.every((w) => known.weights.get(w.index) === w.size);
+      if (!same) throw gridError('FORBIDDEN', `smpc-mask: upload ${nonce} was registered with other share holders or weights`);
+      return;
+    }
+    const count = Number((await this.db.get('SELECT COUNT(*) AS n FROM smpc_uploads WHERE holder0 = ? OR holder1 = ?', [holders[0], holders[0]]))?.n ?? 0);
+    if (count >= this.limits.maxUploadsPerHolder) {
+      throw gridError('QUOTA_EXCEEDED', `the crypto provider deals for ${count} encrypted models of share holder ${holders[0]}, the most it keeps for one node; delete some`, { limit: this.limits.maxUploadsPerHolder });
+    }
+    await this.db.run('INSERT INTO smpc_uploads (mask_nonce, holder0, holder1, weights, created) VALUES (?, ?, ?, ?, ?)', [nonce, holders[0], holders[1], JSON.stringify(weights), new Date().toISOString()]);
+    this.uploads.set(nonce, { holders, weights: new Map(weights.map((w) => [w.index, w.size])) });
+  }
+
+  /**
+   * The upload a deal is for, refused (SMPC_UNKNOWN_UPLOAD) unless the provider knows it, `holders` are
+   * its two holders in order, and every masked product multiplies by one of its weights at that weight's size.
+   */
+  private known(what: string, nonce: string | undefined, holders: readonly [string, string], schedule: readonly Step[]): Upload {
+    const u = nonce === undefined ? undefined : this.uploads.get(nonce);
+    if (u === undefined) {
+      throw gridError('SMPC_UNKNOWN_UPLOAD', `${what}: the crypto provider ${this.identity.id} deals for no encrypted model ${nonce === undefined ? '(no mask_nonce was given)' : `of upload ${nonce}`}; serve the model again naming this node as its provider`);
+    }
+    if (u.holders[0] !== holders[0] || u.holders[1] !== holders[1]) {
+      throw gridError('SMPC_UNKNOWN_UPLOAD', `${what}: nodes ${holders[0]} and ${holders[1]} are not the share holders (party 0, party 1) of upload ${nonce}`);
+    }
+    for (const [i, st] of schedule.entries()) {
+      if (st.kind !== 'matmul') continue;
+      if (st.mask === undefined || u.weights.get(st.mask) !== st.k * st.n) {
+        throw gridError('SMPC_UNKNOWN_UPLOAD', `${what}: step ${i} is not a product by a weight of upload ${nonce}`);
+      }
+    }
+    return u;
+  }
+
+  /** Refuses a schedule whose dealing would cost more than one request may. */
+  private bounded(what: string, schedule: readonly Step[]): void {
+    const size = bundleSize(schedule);
+    if (size > this.limits.maxBundleBytes) {
+      throw gridError('PAYLOAD_TOO_LARGE', `${what}: this schedule needs ${size} bytes of randomness per share holder, above the provider's ${this.limits.maxBundleBytes}; query in smaller batches`);
+    }
+    const cost = dealCost(schedule);
+    if (cost > this.limits.maxDealMultiplies) {
+      throw gridError('PAYLOAD_TOO_LARGE', `${what}: dealing this schedule costs ${cost} ring multiplications, above the provider's ${this.limits.maxDealMultiplies}; query in smaller batches`);
+    }
+  }
 
   /** The mask key of an upload and its two holders: the provider's deterministic signature, hashed. */
   private maskKey(nonce: string, holders: readonly [string, string]): Uint8Array {
@@ -67,31 +152,53 @@ export class CryptoProvider {
   register(router: GridRouter): void {
     router.handle(SmpcDeal, (data, ctx) => this.onDeal(data, ctx));
     router.handle(SmpcCompare, (data, ctx) => this.onCompare(data, ctx));
-    router.handle(SmpcMask, (data, ctx) => {
+    router.handle(SmpcMask, async (data, ctx) => {
       const me = this.holder(ctx, 'smpc-mask');
       if (data.holders[data.party] !== me) throw gridError('FORBIDDEN', `smpc-mask: node ${me} is not party ${data.party} of these masks`);
       if (data.holders[0] === data.holders[1]) throw gridError('INVALID_INPUT', 'smpc-mask: the two share holders must be different nodes');
       const total = data.weights.reduce((n, w) => n + w.size, 0);
       if (8 * total > this.limits.maxBundleBytes) throw gridError('PAYLOAD_TOO_LARGE', `smpc-mask: ${total} weights are above the provider's limit`);
+      await this.registerUpload(data.mask_nonce, data.holders, data.weights);
       const key = this.maskKey(data.mask_nonce, data.holders);
       return withAttachment({ mask_nonce: data.mask_nonce }, concat(...data.weights.map((w) => maskOf(key, w.index, w.size).shares[data.party])));
     });
     // A share holder announcing the schedule of queries to come (at upload): deal them ahead.
     router.handle(SmpcPrepare, (data, ctx) => {
       const me = this.holder(ctx, 'smpc-prepare');
-      const size = bundleSize(data.schedule);
-      if (size > this.limits.maxBundleBytes) throw gridError('PAYLOAD_TOO_LARGE', `smpc-prepare: ${size} bytes per share holder is above the provider's ${this.limits.maxBundleBytes}`);
-      const masked = data.schedule.some((s) => s.kind === 'matmul' && s.mask !== undefined);
-      if (!masked) { this.refill(JSON.stringify([data.schedule, null, null]), data.schedule); return {}; }
-      if (data.mask_nonce === undefined || data.peer_id === undefined || data.peer_id === me) throw gridError('INVALID_INPUT', 'smpc-prepare: masked products need mask_nonce and the other holder\'s peer_id');
+      this.bounded('smpc-prepare', data.schedule);
+      if (data.peer_id === undefined || data.peer_id === me) throw gridError('INVALID_INPUT', 'smpc-prepare needs the other holder\'s peer_id');
       const holders: [string, string] = [me, data.peer_id];
-      this.refill(JSON.stringify([data.schedule, data.mask_nonce, holders]), data.schedule, this.maskFn(data.mask_nonce, holders));
+      this.known('smpc-prepare', data.mask_nonce, holders, data.schedule);
+      this.refill(JSON.stringify([data.schedule, data.mask_nonce, holders]), data.schedule, this.maskFn(data.mask_nonce!, holders));
       return {};
+    });
+    // A share holder whose model was deleted: no more deals for that upload.
+    router.handle(SmpcForget, async (data, ctx) => {
+      const me = this.holder(ctx, 'smpc-forget');
+      const u = this.uploads.get(data.mask_nonce);
+      if (u === undefined) return { forgotten: false };
+      if (!u.holders.includes(me)) throw gridError('FORBIDDEN', `smpc-forget: node ${me} is not a share holder of upload ${data.mask_nonce}`);
+      await this.db.run('DELETE FROM smpc_uploads WHERE mask_nonce = ?', [data.mask_nonce]);
+      this.uploads.delete(data.mask_nonce);
+      for (const key of [...this.pool.keys()]) if (key.includes(`"${data.mask_nonce}"`)) this.pool.delete(key);
+      return { forgotten: true };
+    });
+    // A query that ended before using its bundle (cancelled, failed): the randomness goes now, not at its TTL.
+    router.handle(SmpcRelease, (data, ctx) => {
+      const me = this.holder(ctx, 'smpc-release');
+      const b = this.bundles.get(data.bundle_id);
+      const pending = this.dealing.get(data.bundle_id);
+      if (b !== undefined && !b.holders.includes(me)) throw gridError('FORBIDDEN', `smpc-release: bundle ${data.bundle_id} belongs to other share holders`);
+      pending?.stop.abort(gridError('ABORTED', `bundle ${data.bundle_id} was released`));
+      if (b !== undefined) this.drop(data.bundle_id, b, gridError('ABORTED', `bundle ${data.bundle_id} was released by node ${me}`));
+      return { released: b !== undefined || pending !== undefined };
     });
   }
 
   close(): void {
     this.closed = true;
+    this.closing.abort(gridError('DISPOSED', 'the crypto provider is shutting down'));
+    for (const d of this.dealing.values()) d.stop.abort(gridError('DISPOSED', 'the crypto provider is shutting down'));
     for (const [id, b] of this.bundles) this.drop(id, b, gridError('DISPOSED', 'the crypto provider is shutting down'));
     this.pool.clear();
   }
@@ -102,38 +209,70 @@ export class CryptoProvider {
     return id;
   }
 
-  private onDeal(data: { bundle_id: string; party: 0 | 1; peer_id: string; schedule: Step[]; mask_nonce?: string | undefined }, ctx: HandlerContext) {
+  private async onDeal(data: { bundle_id: string; party: 0 | 1; peer_id: string; schedule: Step[]; mask_nonce?: string | undefined }, ctx: HandlerContext) {
     const me = this.holder(ctx, 'smpc-deal');
     if (me === data.peer_id) throw gridError('INVALID_INPUT', 'smpc-deal: the two share holders must be different nodes');
+    const holders: [string, string] = data.party === 0 ? [me, data.peer_id] : [data.peer_id, me];
+    this.known('smpc-deal', data.mask_nonce, holders, data.schedule);
+    this.bounded('smpc-deal', data.schedule);
     const size = bundleSize(data.schedule);
-    if (size > this.limits.maxBundleBytes) {
-      throw gridError('PAYLOAD_TOO_LARGE', `smpc-deal: this schedule needs ${size} bytes of randomness per share holder, above the provider's ${this.limits.maxBundleBytes}; query in smaller batches`);
-    }
     let b = this.bundles.get(data.bundle_id);
     let pooled = false;
-    if (b === undefined) {
-      if (this.bundles.size >= this.limits.maxBundles) throw gridError('BUSY', `the crypto provider holds ${this.bundles.size} unused bundles; try again shortly`);
+    const pending = b === undefined ? this.dealing.get(data.bundle_id) : undefined;
+    if (pending !== undefined) {
+      // The other holder asked first and its bundle is still being dealt: this half comes with it.
+      await pending.done;
+      b = this.bundles.get(data.bundle_id);
+      if (b === undefined) throw gridError('ABORTED', `smpc-deal: bundle ${data.bundle_id} was released while it was dealt`);
+      if (b.holders[data.party] !== me || b.holders[1 - data.party] !== data.peer_id) throw gridError('FORBIDDEN', `smpc-deal: bundle ${data.bundle_id} belongs to other share holders`);
+    } else if (b === undefined) {
+      if (this.bundles.size + this.dealing.size >= this.limits.maxBundles) throw gridError('BUSY', `the crypto provider holds ${this.bundles.size} unused bundles; try again shortly`);
       if ((this.perHolder.get(me) ?? 0) >= this.limits.maxBundlesPerHolder) throw gridError('BUSY', `the crypto provider holds ${this.limits.maxBundlesPerHolder} unused bundles for node ${me}, the most it keeps for one node; try again shortly`);
       if (this.heldBytes + 2 * size > this.limits.maxHeldBytes) throw gridError('BUSY', `the crypto provider holds ${this.heldBytes} bytes of unused randomness; try again shortly`);
-      const holders: [string, string] = data.party === 0 ? [me, data.peer_id] : [data.peer_id, me];
-      const masked = data.schedule.some((s) => s.kind === 'matmul' && s.mask !== undefined);
-      if (masked && data.mask_nonce === undefined) throw gridError('INVALID_INPUT', 'smpc-deal: a schedule with masked products needs the mask_nonce of its upload');
       // Masked bundles depend on the upload and its holders: pooled under all three.
-      const key = JSON.stringify([data.schedule, masked ? data.mask_nonce : null, masked ? holders : null]);
-      const maskFn = masked ? this.maskFn(data.mask_nonce!, holders) : undefined;
+      const key = JSON.stringify([data.schedule, data.mask_nonce, holders]);
+      const maskFn = this.maskFn(data.mask_nonce!, holders);
       const ready = this.pool.get(key)?.shift();
       pooled = ready !== undefined;
-      const dealt = ready ?? deal(data.schedule, maskFn);
       const id = data.bundle_id;
+      // Charged while it is dealt, so requests at once cannot pass the bounds together.
+      this.heldBytes += 2 * size;
+      this.perHolder.set(me, (this.perHolder.get(me) ?? 0) + 1);
+      let dealt: Dealt;
+      // Settled once this bundle is in `bundles` (or failed): the other holder's deal waits on it.
+      let settle = () => {};
+      if (ready !== undefined) {
+        dealt = ready;
+      } else {
+        const stop = new AbortController();
+        const work = dealAsync(data.schedule, maskFn, AbortSignal.any([stop.signal, this.closing.signal]));
+        this.dealing.set(id, { stop, done: new Promise<void>((resolve) => { settle = resolve; }) });
+        const cancelled = () => stop.abort(ctx.signal.reason);
+        ctx.signal.addEventListener('abort', cancelled, { once: true });
+        try {
+          dealt = await work;
+        } catch (err) {
+          this.uncharge(me, 2 * size);
+          settle();
+          throw toGridError(err);
+        } finally {
+          ctx.signal.removeEventListener('abort', cancelled);
+          this.dealing.delete(id);
+        }
+      }
+      if (ctx.aborted || this.closed) {
+        this.uncharge(me, 2 * size);
+        settle();
+        throw gridError('ABORTED', `smpc-deal: bundle ${id} was cancelled while it was dealt`);
+      }
       b = {
         dealt, steps: data.schedule.length, holders, fetched: [false, false], compares: new Map(), answered: new Set(),
         timer: setTimeout(() => this.drop(id, this.bundles.get(id)!, gridError('TIMEOUT', `bundle ${id} expired`)), this.limits.ttlMs),
         bytes: 2 * size, askedBy: me,
       };
-      this.heldBytes += b.bytes;
-      this.perHolder.set(me, (this.perHolder.get(me) ?? 0) + 1);
       b.timer.unref();
       this.bundles.set(id, b);
+      settle();
       this.refill(key, data.schedule, maskFn);
     } else if (b.holders[data.party] !== me || b.holders[1 - data.party] !== data.peer_id) {
       throw gridError('FORBIDDEN', `smpc-deal: bundle ${data.bundle_id} belongs to other share holders`);
@@ -146,6 +285,13 @@ export class CryptoProvider {
     if (b.fetched[0] && b.fetched[1] && b.dealt.secrets.size === 0) this.drop(data.bundle_id, b);
     ctx.log.debug({ bundle: data.bundle_id, party: data.party, bytes: half.length, pooled }, 'smpc bundle dealt');
     return withAttachment({ bundle_id: data.bundle_id, size: half.length, pooled }, half);
+  }
+
+  private uncharge(holder: string, bytes: number): void {
+    this.heldBytes -= bytes;
+    const n = (this.perHolder.get(holder) ?? 1) - 1;
+    if (n > 0) this.perHolder.set(holder, n);
+    else this.perHolder.delete(holder);
   }
 
   private async onCompare(data: { bundle_id: string; party: 0 | 1; step: number }, ctx: HandlerContext) {
@@ -194,21 +340,21 @@ export class CryptoProvider {
     if (!this.pool.has(key) && this.pool.size >= this.limits.poolSchedules) return;
     const list = this.pool.get(key) ?? [];
     this.pool.set(key, list);
-    setImmediate(() => {
-      if (this.closed) return;
-      while (list.length < this.limits.poolDepth) list.push(deal(schedule, maskFn));
-    });
+    if (this.filling.has(key)) return;
+    this.filling.add(key);
+    void (async () => {
+      try {
+        while (!this.closed && this.pool.get(key) === list && list.length < this.limits.poolDepth) list.push(await dealAsync(schedule, maskFn, this.closing.signal));
+      } catch { /* closing */ } finally {
+        this.filling.delete(key);
+      }
+    })();
   }
 
   private drop(id: string, b: Bundle, err?: Error): void {
     clearTimeout(b.timer);
     for (const w of b.compares.values()) w.answer(err ?? gridError('ABORTED', `bundle ${id} was dropped`));
-    if (this.bundles.delete(id)) {
-      this.heldBytes -= b.bytes;
-      const n = (this.perHolder.get(b.askedBy) ?? 1) - 1;
-      if (n > 0) this.perHolder.set(b.askedBy, n);
-      else this.perHolder.delete(b.askedBy);
-    }
+    if (this.bundles.delete(id)) this.uncharge(b.askedBy, b.bytes);
     if (err !== undefined) this.log.debug({ bundle: id, err: err.message }, 'smpc bundle dropped');
   }
 }

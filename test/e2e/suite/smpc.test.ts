@@ -201,7 +201,8 @@ describe('Encrypted serving from VS Code', function () {
   it('Run Inference on the encrypted model\'s row in the Models view (its inline action) runs it', async () => {
     const item = api.modelsView.getChildren().find((i) => label(i) === 'e2e-digits');
     assert.ok(item, `no e2e-digits row: ${modelRows().join(' | ')}`);
-    assert.equal(item.contextValue, 'encrypted:infer');
+    // Signed in as admin: it may delete the model too.
+    assert.equal(item.contextValue, 'encrypted:infer:delete');
     await vscode.window.showTextDocument(await vscode.workspace.openTextDocument({ language: 'json', content: JSON.stringify({ input: [Array.from({ length: 64 }, () => 0.25)] }) }));
     const sub = api.onDidPick((pick) => {
       const row = pick.items.find((i) => i.label.startsWith('The active editor'));
@@ -240,6 +241,13 @@ describe('Encrypted serving from VS Code', function () {
     assert.ok(!rows[1]!.includes('enc-b') && rows[1]!.includes('enc-c'), `share holder 2 pick: ${rows[1]!.join(', ')}`);
     assert.ok(!rows[2]!.includes('enc-b') && !rows[2]!.includes('enc-c') && rows[2]!.includes('enc-a'), `provider pick: ${rows[2]!.join(', ')}`);
     await untilModels((r) => r.includes('e2e-picked — enc-b · encrypted · share holders enc-b, enc-c · provider enc-a'), 'the picked model in the Models view');
+  });
+
+  it('Delete Model… on an encrypted model deletes it from both share holders; the Models view drops it as their events arrive', async () => {
+    // No refresh follows a delete: only the holders' smpc-model-removed events update the view.
+    const deleted = await vscode.commands.executeCommand<string | undefined>('grid.deleteModel', { node: 'enc-b', model: 'e2e-picked', skipConfirmation: true });
+    assert.equal(deleted, 'e2e-picked');
+    await untilModels((r) => !r.some((row) => row.startsWith('e2e-picked ')), 'e2e-picked gone from the Models view');
   });
 
   it('an encrypted model whose other share holder is disconnected says which VS Code action fixes it', async () => {
