@@ -262,18 +262,16 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    */
   async cycleRequest(data: CycleRequest, address: string): Promise<CycleReply> {
     this.limiter.take(address, 'cycle-request');
-    // The process's runtime is loaded before the batch (store/group-commit.ts); a missing one is answered in it.
-    const known = await this.store.findProcess(data.model, data.version ?? undefined);
-    if (known !== undefined) await this.runtime(known.id);
+    // Queued at once, nothing awaited before: a PyGrid client matches a socket's replies of one type by
+    // their order, and the batch answers in the order it was queued.
     // A draw's answer comes after the batch that entered it: awaited outside it, or the draw's own batch would wait for this one.
     const decided = await this.commits.run(() => this.answerCycleRequest(data));
     const reply = await decided.reply;
-    return this.noteAnswer(data, reply);
+    return this.noteAnswer(data, decided.processId, reply);
   }
 
-  private async noteAnswer(data: CycleRequest, reply: CycleReply): Promise<CycleReply> {
+  private noteAnswer(data: CycleRequest, processId: number, reply: CycleReply): CycleReply {
     if (reply.status === 'accepted') this.emit('changed', reply.model_id);
-    const processId = reply.status === 'accepted' ? reply.model_id : (await this.store.findProcess(data.model, data.version ?? undefined))!.id;
     this.onActivity({
       kind: 'worker', processId, cycle: this.runtimes.get(processId)?.cycle?.sequence, workerId: data.worker_id, status: reply.status,
       ...(reply.status === 'rejected' && { reason: reply.reason }),
@@ -282,7 +280,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   }
 
   /** In a batch; a draw's answer (`reply` a promise) comes when the draw ends. */
-  private async answerCycleRequest(data: CycleRequest): Promise<{ reply: CycleReply | Promise<CycleReply> }> {
+  private async answerCycleRequest(data: CycleRequest): Promise<{ processId: number; reply: CycleReply | Promise<CycleReply> }> {
     const worker = await this.store.worker(data.worker_id);
     if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     const process = await this.store.findProcess(data.model, data.version ?? undefined);
@@ -292,11 +290,12 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     const cfg = process.serverConfig;
     const speeds = checkSpeeds(data, requiresSpeedTest(cfg));
-    const rt = await this.runtime(process.id);
+    const rt = await this.runtime(process.id, true);
     const cycle = rt.cycle;
     const now = this.now();
-    const reject = (reason: string): { reply: CycleReply } => ({ reply: refusal(cycle, reason, now) });
-    if (cycle === undefined) return { reply: { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` } };
+    const processId = process.id;
+    const reject = (reason: string) => ({ processId, reply: refusal(cycle, reason, now) });
+    if (cycle === undefined) return { processId, reply: { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` } };
     if (rt.closing !== undefined) return reject('the cycle is closing; ask again for the next one');
     if (await this.store.assignment(cycle.id, worker.id) !== undefined) return reject('this worker is already in this cycle');
     if (rt.refused.has(worker.id)) return reject(NOT_SELECTED);
@@ -315,8 +314,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const capacity = cfg.max_workers ?? Infinity;
     if (assigned >= capacity) return reject(`the cycle is full (${assigned} of ${capacity} workers)`);
     // random: the askers of a short window are drawn from together (enterDraw), not decided one by one.
-    if (cfg.pool_selection === 'random' && capacity !== Infinity) return { reply: this.enterDraw(rt, cycle, worker.id) };
-    return { reply: await this.assignWorker(process, cycle, worker.id, now) };
+    if (cfg.pool_selection === 'random' && capacity !== Infinity) return { processId, reply: this.enterDraw(rt, cycle, worker.id) };
+    return { processId, reply: await this.assignWorker(process, cycle, worker.id, now) };
   }
 
   private async assignWorker(process: FlProcess, cycle: FlCycle, workerId: string, now: number): Promise<CycleReply> {
@@ -549,23 +548,42 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   // --- cycles ----------------------------------------------------------------------------------------
 
-  private async runtime(processId: number): Promise<Runtime> {
+  /**
+   * The process's runtime, loaded once. `inBatch`: called from a group commit's work, which must not wait
+   * for a load started outside the batch (with the embedded store that load waits for the batch): it
+   * loads on its own, in the batch's transaction.
+   */
+  private async runtime(processId: number, inBatch = false): Promise<Runtime> {
     const rt = this.runtimes.get(processId);
     if (rt !== undefined) return rt;
+    if (inBatch) return this.adopt(await this.load(processId));
     // One load per process, however many requests ask for it meanwhile.
     let loading = this.loading.get(processId);
     if (loading === undefined) {
-      loading = (async () => {
-        const process = await this.store.process(processId);
-        if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-        const loaded: Runtime = { process, cycle: undefined, sum: undefined, sumSlot: 1, rowDiffs: false, timer: undefined, closing: undefined, refused: new Set(), draw: undefined };
-        await this.open(loaded, await this.store.openCycle(processId));
-        this.runtimes.set(processId, loaded);
-        return loaded;
-      })().finally(() => this.loading.delete(processId));
+      loading = this.load(processId).then((loaded) => this.adopt(loaded)).finally(() => this.loading.delete(processId));
       this.loading.set(processId, loading);
     }
     return loading;
+  }
+
+  private async load(processId: number): Promise<Runtime> {
+    const process = await this.store.process(processId);
+    if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
+    const loaded: Runtime = { process, cycle: undefined, sum: undefined, sumSlot: 1, rowDiffs: false, timer: undefined, closing: undefined, refused: new Set(), draw: undefined };
+    await this.open(loaded, await this.store.openCycle(processId));
+    return loaded;
+  }
+
+  /** The first runtime loaded for a process is the one kept (a second load's timer is stopped). */
+  private adopt(loaded: Runtime): Runtime {
+    const kept = this.runtimes.get(loaded.process.id);
+    if (kept === undefined) {
+      this.runtimes.set(loaded.process.id, loaded);
+      return loaded;
+    }
+    if (loaded.timer) clearTimeout(loaded.timer);
+    loaded.timer = undefined;
+    return kept;
   }
 
   /** Makes `cycle` the runtime's open cycle: its committed running sum, and its timer (all set at once, once loaded). */
