@@ -4,7 +4,7 @@
 // and the locale lives in .tools/ (gitignored).
 // Each step checks first and is skipped when already done, so a warm run takes well under a second.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -46,7 +46,16 @@ const APT_PACKAGES = [
   { pkg: 'openssl', present: () => onPath('openssl') },
   // The locale sources ensureLocale builds LOCALE from; not needed once the locale exists.
   { pkg: 'locales', present: () => localePresent() || dpkgInstalled('locales') },
+  // Node replicas on PostgreSQL (test/integration/replicas.test.ts starts its own server with initdb/pg_ctl).
+  { pkg: 'postgresql', present: () => postgresInstalled() },
 ];
+
+/** Debian's server binaries live in /usr/lib/postgresql/<major>/bin (not on PATH). */
+function postgresInstalled() {
+  const root = '/usr/lib/postgresql';
+  if (!existsSync(root)) return false;
+  return readdirSync(root).some((v) => existsSync(join(root, v, 'bin', 'initdb')) && existsSync(join(root, v, 'bin', 'pg_ctl')));
+}
 
 // onnxruntime's StringNormalizer opens this locale (its default for the ONNX conformance strnorm cases):
 // without it the model does not load. A bare Debian image has only C and POSIX.

@@ -55,6 +55,8 @@ export const ErrorCodes = {
   BUSY: 'GRID_ERR_BUSY',
   /** Another grid node process owns the data dir. */
   DATA_DIR_IN_USE: 'GRID_ERR_DATA_DIR_IN_USE',
+  /** The node's database (PostgreSQL) cannot be reached or went away; retry when it is back. */
+  DATABASE_UNAVAILABLE: 'GRID_ERR_DATABASE_UNAVAILABLE',
   /** The port a node was asked to listen on is taken. */
   PORT_IN_USE: 'GRID_ERR_PORT_IN_USE',
   /** Too many attempts (e.g. wrong passwords) from this user or address; `details.retry_after_ms` says when to try again. */

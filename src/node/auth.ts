@@ -3,9 +3,9 @@
 // the database does not let anyone log in.
 
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
-import { gridError } from '../core/errors';
+import { ErrorCodes, gridError } from '../core/errors';
 import { SignInLimiter, type SignInLimitOptions } from './signin-limits';
-import type { MetaDb } from './store/db';
+import type { Store } from './store/sql';
 
 const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
 const USERNAME = /^[A-Za-z0-9._@-]{1,128}$/;
@@ -50,19 +50,19 @@ export interface Session { token: string; user: string; role: string; expires_at
 export interface UserInfo { username: string; role: string; created: string }
 
 export class Auth {
-  private readonly db: MetaDb;
+  private readonly db: Store;
   private readonly sessionTtlMs: number;
   /** Backoff for failed sign-ins, per (user, address) and per address. */
   readonly limiter: SignInLimiter;
 
-  constructor(db: MetaDb, opts: { sessionTtlMs?: number; signInLimits?: SignInLimitOptions } = {}) {
+  constructor(db: Store, opts: { sessionTtlMs?: number; signInLimits?: SignInLimitOptions } = {}) {
     this.db = db;
     this.sessionTtlMs = opts.sessionTtlMs ?? 24 * 3600 * 1000;
     this.limiter = new SignInLimiter(opts.signInLimits);
   }
 
-  hasUsers(): boolean {
-    return this.db.get('SELECT 1 AS x FROM users LIMIT 1') !== undefined;
+  async hasUsers(): Promise<boolean> {
+    return await this.db.get('SELECT 1 AS x FROM users LIMIT 1') !== undefined;
   }
 
   /**
@@ -70,9 +70,15 @@ export class Auth {
    * can show it once; returns undefined when admin already exists or the password was supplied.
    */
   async ensureAdmin(password: string | undefined): Promise<string | undefined> {
-    if (this.db.get("SELECT 1 AS x FROM users WHERE username = 'admin'") !== undefined) return undefined;
+    if (await this.db.get("SELECT 1 AS x FROM users WHERE username = 'admin'") !== undefined) return undefined;
     const generated = password === undefined || password === '' ? randomBytes(15).toString('base64url') : undefined;
-    await this.addUser('admin', generated ?? password!, 'admin');
+    try {
+      await this.addUser('admin', generated ?? password!, 'admin');
+    } catch (err) {
+      // Replicas starting together on one new database: the first one creates admin (and shows its password).
+      if ((err as { code?: unknown }).code === ErrorCodes.ALREADY_EXISTS) return undefined;
+      throw err;
+    }
     return generated;
   }
 
@@ -80,27 +86,27 @@ export class Auth {
     if (!USERNAME.test(username)) throw gridError('INVALID_ID', `user name ${JSON.stringify(username)} must be 1-128 characters of A-Z a-z 0-9 . _ @ -`);
     if (password.length < 8) throw gridError('INVALID_MESSAGE', `the password for ${username} must have at least 8 characters`);
     const hash = await hashPassword(password);
-    this.db.transaction(() => {
-      if (this.db.get('SELECT 1 AS x FROM users WHERE username = ?', [username])) throw gridError('ALREADY_EXISTS', `user ${username} already exists`);
-      this.db.run('INSERT INTO users (username, password_hash, role, created) VALUES (?, ?, ?, ?)', [username, hash, role, new Date().toISOString()]);
+    await this.db.transaction(async () => {
+      if (await this.db.get('SELECT 1 AS x FROM users WHERE username = ?', [username])) throw gridError('ALREADY_EXISTS', `user ${username} already exists`);
+      await this.db.run('INSERT INTO users (username, password_hash, role, created) VALUES (?, ?, ?, ?)', [username, hash, role, new Date().toISOString()]);
     });
   }
 
   async setPassword(username: string, password: string): Promise<void> {
     const hash = await hashPassword(password);
-    this.db.transaction(() => {
-      if (this.db.run('UPDATE users SET password_hash = ? WHERE username = ?', [hash, username]) === 0) throw gridError('NOT_FOUND', `no user ${username}`);
-      this.db.run('DELETE FROM sessions WHERE username = ?', [username]);
+    await this.db.transaction(async () => {
+      if (await this.db.run('UPDATE users SET password_hash = ? WHERE username = ?', [hash, username]) === 0) throw gridError('NOT_FOUND', `no user ${username}`);
+      await this.db.run('DELETE FROM sessions WHERE username = ?', [username]);
     });
   }
 
-  listUsers(): UserInfo[] {
-    return this.db.all('SELECT username, role, created FROM users ORDER BY username').map((r) => ({ username: String(r.username), role: String(r.role), created: String(r.created) }));
+  async listUsers(): Promise<UserInfo[]> {
+    return (await this.db.all('SELECT username, role, created FROM users ORDER BY username')).map((r) => ({ username: String(r.username), role: String(r.role), created: String(r.created) }));
   }
 
   /** Checks a password and opens a session. Wrong user and wrong password give the same error. */
   async login(username: string, password: string): Promise<Session> {
-    const row = this.db.get('SELECT password_hash, role FROM users WHERE username = ?', [username]);
+    const row = await this.db.get('SELECT password_hash, role FROM users WHERE username = ?', [username]);
     // Hash anyway for an unknown user, so timing does not reveal which user names exist.
     const ok = row === undefined
       ? (await hashPassword(password), false)
@@ -108,9 +114,9 @@ export class Auth {
     if (!ok || row === undefined) throw gridError('BAD_CREDENTIALS', 'wrong user name or password');
     const token = randomBytes(32).toString('base64url');
     const expires = Date.now() + this.sessionTtlMs;
-    this.db.transaction(() => {
-      this.db.run('DELETE FROM sessions WHERE expires_at < ?', [new Date().toISOString()]);
-      this.db.run('INSERT INTO sessions (token_hash, username, created, expires_at) VALUES (?, ?, ?, ?)',
+    await this.db.transaction(async () => {
+      await this.db.run('DELETE FROM sessions WHERE expires_at < ?', [new Date().toISOString()]);
+      await this.db.run('INSERT INTO sessions (token_hash, username, created, expires_at) VALUES (?, ?, ?, ?)',
         [tokenHash(token), username, new Date().toISOString(), new Date(expires).toISOString()]);
     });
     return { token, user: username, role: String(row.role), expires_at: expires };
@@ -122,20 +128,20 @@ export class Auth {
    */
   async signIn(credentials: { username: string; password: string } | { token: string }, address: string): Promise<Session> {
     const attempt = this.limiter.begin('token' in credentials ? undefined : credentials.username, address);
-    const session = 'token' in credentials ? this.resume(credentials.token) : await this.login(credentials.username, credentials.password);
+    const session = 'token' in credentials ? await this.resume(credentials.token) : await this.login(credentials.username, credentials.password);
     attempt.succeeded();
     return session;
   }
 
   /** Resumes a session from its token (after a reconnect, or a CLI's saved token). */
-  resume(token: string): Session {
-    const row = this.db.get(
+  async resume(token: string): Promise<Session> {
+    const row = await this.db.get(
       'SELECT s.username AS username, s.expires_at AS expires_at, u.role AS role FROM sessions s JOIN users u ON u.username = s.username WHERE s.token_hash = ?',
       [tokenHash(token)]);
     if (row === undefined) throw gridError('BAD_CREDENTIALS', 'the session token is unknown or was revoked; log in again');
     const expires = Date.parse(String(row.expires_at));
     if (expires <= Date.now()) {
-      this.db.run('DELETE FROM sessions WHERE token_hash = ?', [tokenHash(token)]);
+      await this.db.run('DELETE FROM sessions WHERE token_hash = ?', [tokenHash(token)]);
       throw gridError('BAD_CREDENTIALS', 'the session token has expired; log in again');
     }
     return { token, user: String(row.username), role: String(row.role), expires_at: expires };
@@ -145,17 +151,17 @@ export class Auth {
    * Opens a session for `username` without a password: for the local node's runtime record, whose
    * file permissions are the proof (same OS user). The caller revokes it with logout().
    */
-  issueSession(username: string, ttlMs: number): Session {
-    const row = this.db.get('SELECT role FROM users WHERE username = ?', [username]);
+  async issueSession(username: string, ttlMs: number): Promise<Session> {
+    const row = await this.db.get('SELECT role FROM users WHERE username = ?', [username]);
     if (row === undefined) throw gridError('NOT_FOUND', `no user ${username}`);
     const token = randomBytes(32).toString('base64url');
     const expires = Date.now() + ttlMs;
-    this.db.run('INSERT INTO sessions (token_hash, username, created, expires_at) VALUES (?, ?, ?, ?)',
+    await this.db.run('INSERT INTO sessions (token_hash, username, created, expires_at) VALUES (?, ?, ?, ?)',
       [tokenHash(token), username, new Date().toISOString(), new Date(expires).toISOString()]);
     return { token, user: username, role: String(row.role), expires_at: expires };
   }
 
-  logout(token: string): void {
-    this.db.run('DELETE FROM sessions WHERE token_hash = ?', [tokenHash(token)]);
+  async logout(token: string): Promise<void> {
+    await this.db.run('DELETE FROM sessions WHERE token_hash = ?', [tokenHash(token)]);
   }
 }

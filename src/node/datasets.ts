@@ -11,7 +11,7 @@ import { readNpyHeader } from '../core/npy';
 import { ID_PATTERN } from '../core/protocol/model-ref';
 import type { DType } from '../core/protocol/tensor';
 import { decodeTensorProto } from '../compute/onnx/tensor-proto';
-import type { MetaDb, Row } from './store/db';
+import type { Row, Store } from './store/sql';
 
 export type DatasetFormat = 'csv' | 'npy' | 'tensor-proto';
 
@@ -183,9 +183,9 @@ function rowToInfo(r: Row): DatasetInfo {
 }
 
 export class DatasetStore {
-  private readonly db: MetaDb;
+  private readonly db: Store;
 
-  constructor(db: MetaDb) { this.db = db; }
+  constructor(db: Store) { this.db = db; }
 
   /**
    * Registers (or re-registers: the node registers its datasets from flags on every start) a file.
@@ -201,38 +201,38 @@ export class DatasetStore {
     const schema = await readSchema(file, format, spec.label);
     const tags = cleanTags(spec.tags);
     const description = spec.description ?? '';
-    const existing = this.get(spec.name);
+    const existing = await this.get(spec.name);
     const created = existing?.created ?? new Date().toISOString();
-    this.db.run(`INSERT INTO datasets (id, name, description, tags, format, path, size, schema, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+    await this.db.run(`INSERT INTO datasets (id, name, description, tags, format, path, size, schema, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
       ON CONFLICT(id) DO UPDATE SET description = excluded.description, tags = excluded.tags, format = excluded.format,
       path = excluded.path, size = excluded.size, schema = excluded.schema`,
     [spec.name, spec.name, description, JSON.stringify(tags), format, file, stat.size, JSON.stringify(schema), created]);
-    return { info: this.get(spec.name)!, added: existing === undefined };
+    return { info: (await this.get(spec.name))!, added: existing === undefined };
   }
 
-  get(id: string): DatasetInfo | undefined {
-    const r = this.db.get('SELECT * FROM datasets WHERE id = ?', [id]);
+  async get(id: string): Promise<DatasetInfo | undefined> {
+    const r = await this.db.get('SELECT * FROM datasets WHERE id = ?', [id]);
     return r === undefined ? undefined : rowToInfo(r);
   }
 
   /** The file on the node's disk (for node-side training; never sent to a client). */
-  pathOf(id: string): string | undefined {
-    const r = this.db.get('SELECT path FROM datasets WHERE id = ?', [id]);
+  async pathOf(id: string): Promise<string | undefined> {
+    const r = await this.db.get('SELECT path FROM datasets WHERE id = ?', [id]);
     return r === undefined ? undefined : String(r.path);
   }
 
-  list(): DatasetInfo[] {
-    return this.db.all('SELECT * FROM datasets ORDER BY id').map(rowToInfo);
+  async list(): Promise<DatasetInfo[]> {
+    return (await this.db.all('SELECT * FROM datasets ORDER BY id')).map(rowToInfo);
   }
 
   /** Datasets carrying every one of `tags` (PyGrid's search by tag). */
-  search(tags: readonly string[]): DatasetInfo[] {
+  async search(tags: readonly string[]): Promise<DatasetInfo[]> {
     const wanted = cleanTags(tags);
-    return this.list().filter((d) => wanted.every((t) => d.tags.includes(t)));
+    return (await this.list()).filter((d) => wanted.every((t) => d.tags.includes(t)));
   }
 
-  remove(id: string): boolean {
-    return this.db.run('DELETE FROM datasets WHERE id = ?', [id]) > 0;
+  async remove(id: string): Promise<boolean> {
+    return await this.db.run('DELETE FROM datasets WHERE id = ?', [id]) > 0;
   }
 }
 

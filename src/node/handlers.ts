@@ -133,13 +133,13 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     return { model_id: info.id, deleted: true as const, versions: gone.map((m) => m.version), latest_version: latest };
   });
 
-  router.handle(SetModelPermissions, (data, ctx) => {
+  router.handle(SetModelPermissions, async (data, ctx) => {
     const s = requireUser(ctx, 'set-model-permissions');
     const info = models.get(data.model_id);
     if (!ownsOrAdmin(s, info)) {
       throw gridError('FORBIDDEN', `node ${deps.where()} refused to change the permissions of model "${info.id}": it belongs to ${info.owner}, and only its owner or an admin may`, { model_id: info.id, owner: info.owner });
     }
-    const changed = models.setPermissions(data.model_id, {
+    const changed = await models.setPermissions(data.model_id, {
       ...(data.allow_download !== undefined && { allowDownload: data.allow_download }),
       ...(data.allow_remote_inference !== undefined && { allowRemoteInference: data.allow_remote_inference }),
     });
@@ -198,14 +198,14 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     return withAttachment(reply, parts);
   }, { trustedReply: true });
 
-  router.handle(ListDatasets, () => ({ datasets: datasets.list() }));
+  router.handle(ListDatasets, async () => ({ datasets: await datasets.list() }));
 
-  router.handle(Search, (data) => {
-    const found = datasets.search(data.query);
+  router.handle(Search, async (data) => {
+    const found = await datasets.search(data.query);
     return { content: found.length > 0, datasets: found };
   });
 
-  router.handle(DatasetTags, () => ({ tags: [...new Set(datasets.list().flatMap((d) => d.tags))].sort() }));
+  router.handle(DatasetTags, async () => ({ tags: [...new Set((await datasets.list()).flatMap((d) => d.tags))].sort() }));
 
   router.handle(ConnectNode, async (data, ctx) => {
     const s = requireUser(ctx, 'connect-node');

@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { gridError } from '../core/errors';
 import type { Logger } from '../core/logger';
-import type { MetaDb } from './store/db';
+import type { Store } from './store/sql';
 
 export interface NodeIdentity {
   id: string;
@@ -29,6 +29,8 @@ const DERIVED_ID = /^[0-9a-f]{32}$/;
 const META_ID = 'node_id';
 /** The public key the node's id was last bound to, so a changed key is noticed at start. */
 const META_KEY = 'node_public_key';
+/** Replicas on a shared database: the node's private key (PKCS#8 PEM), so every replica is the same node. */
+const META_PRIVATE_KEY = 'node_private_key';
 
 /** The id a key gives a node: sha256 of the raw public key, first 16 bytes, hex. */
 export function nodeIdOf(publicKey: string): string {
@@ -119,7 +121,7 @@ function checkKeyMode(file: string, own: boolean, log: Logger): void {
 }
 
 export interface IdentityOptions {
-  db: MetaDb;
+  db: Store;
   dataDir: string;
   /** A key file to use instead of `<dataDir>/node.key` (replicas that share one identity); never created. */
   keyFile?: string;
@@ -128,21 +130,38 @@ export interface IdentityOptions {
   log: Logger;
 }
 
+/**
+ * The key of a node whose replicas share one database: created by the first replica to start (the
+ * insert that loses a race changes nothing, and everyone reads the winner's key).
+ */
+async function sharedKey(db: Store): Promise<crypto.KeyObject> {
+  const { privateKey } = crypto.generateKeyPairSync('ed25519');
+  await db.run('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING', [META_PRIVATE_KEY, privateKey.export({ type: 'pkcs8', format: 'pem' }) as string]);
+  const pem = await db.getMeta(META_PRIVATE_KEY);
+  try {
+    return crypto.createPrivateKey(pem!);
+  } catch (err) {
+    throw gridError('INVALID_INPUT', `the node key in the database (meta ${META_PRIVATE_KEY}) is not a private key (PKCS#8 PEM): ${(err as Error).message}`);
+  }
+}
+
 /** Loads (or, on the first start, creates) the node's key and settles its id. */
-export function loadNodeIdentity(o: IdentityOptions): NodeIdentity {
+export async function loadNodeIdentity(o: IdentityOptions): Promise<NodeIdentity> {
   let privateKey: crypto.KeyObject;
   if (o.keyFile !== undefined) {
     const file = path.resolve(o.keyFile);
     privateKey = readKeyFile(file);
     checkKeyMode(file, false, o.log);
+  } else if (o.db.kind !== 'embedded') {
+    privateKey = await sharedKey(o.db);
   } else {
     const file = path.join(o.dataDir, KEY_FILE);
     privateKey = fs.existsSync(file) ? readKeyFile(file) : createKeyFile(file);
     checkKeyMode(file, true, o.log);
   }
   const publicKey = rawPublicKey(crypto.createPublicKey(privateKey));
-  const stored = o.db.getMeta(META_ID);
-  const boundKey = o.db.getMeta(META_KEY);
+  const stored = await o.db.getMeta(META_ID);
+  const boundKey = await o.db.getMeta(META_KEY);
   let id: string;
   if (stored !== undefined && !isDerivedId(stored) && (boundKey === undefined || boundKey === publicKey)) {
     // A pre-key id keeps working: bound to the first key it meets, which peers pin.
@@ -153,8 +172,8 @@ export function loadNodeIdentity(o: IdentityOptions): NodeIdentity {
       o.log.warn({ previous: stored, id }, 'the node key changed (node.key lost or replaced): this node now has the id of its new key, and nodes linked to the previous id refuse it until an admin links it again');
     }
   }
-  if (stored !== id) o.db.setMeta(META_ID, id);
-  if (boundKey !== publicKey) o.db.setMeta(META_KEY, publicKey);
+  if (stored !== id) await o.db.setMeta(META_ID, id);
+  if (boundKey !== publicKey) await o.db.setMeta(META_KEY, publicKey);
   return {
     id,
     name: o.name,
@@ -166,11 +185,11 @@ export function loadNodeIdentity(o: IdentityOptions): NodeIdentity {
 
 /** Keys of pre-key peers, pinned on their first verified link; kept in the node's metadata. */
 export interface PeerPins {
-  get(id: string): string | undefined;
-  set(id: string, publicKey: string): void;
+  get(id: string): Promise<string | undefined>;
+  set(id: string, publicKey: string): Promise<void>;
 }
 
-export function metaDbPins(db: MetaDb): PeerPins {
+export function metaDbPins(db: Store): PeerPins {
   return {
     get: (id) => db.getMeta(`peer_key:${id}`),
     set: (id, publicKey) => db.setMeta(`peer_key:${id}`, publicKey),

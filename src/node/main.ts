@@ -119,8 +119,11 @@ export async function main(argv: string[]): Promise<void> {
     .option('--tls-cert <file>', 'serve https/wss with this PEM certificate (chain); needs --tls-key')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert')
     .option('--no-shared-memory', 'refuse shared-memory regions from clients on this machine (they then send tensors over the socket)')
+    .option('--database <url>', 'keep the metadata in PostgreSQL (postgres://user:password@host:port/db) instead of <data-dir>/meta.db, so several replicas serve one node (docs/replicas.md); or set GRID_DATABASE')
+    .option('--blobs <dir>', 'keep model and checkpoint blobs in this directory (shared storage for replicas) instead of <data-dir>')
     .addHelpText('after', `
 Environment:
+  GRID_DATABASE        like --database (keeps the password out of the process list).
   GRID_ADMIN_PASSWORD  password of the admin user, used on the first start (when the node creates
                        admin); at least ${MIN_PASSWORD_LENGTH} characters. Unset: one is generated and shown once.
 
@@ -129,7 +132,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
   program.parse(argv);
   const o = program.opts<{
     host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
-    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean;
+    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; database?: string; blobs?: string;
   }>();
 
   const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
@@ -150,8 +153,14 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
       const running = findLocalNode();
       if (running !== undefined) throw gridError('ALREADY_EXISTS', `a local node already runs at ${running.url} (pid ${running.pid}, data in ${running.data_dir}); use it, or stop it first`);
     }
+    const database = o.database ?? (process.env.GRID_DATABASE !== undefined && process.env.GRID_DATABASE !== '' ? process.env.GRID_DATABASE : undefined);
+    if (database !== undefined && !/^postgres(ql)?:\/\//i.test(database)) {
+      throw gridError('INVALID_MESSAGE', '--database takes a PostgreSQL URL: postgres://user:password@host:port/database');
+    }
     const node = await GridNode.start({
       host,
+      ...(database !== undefined && { database }),
+      ...(o.blobs !== undefined && { blobsDir: path.resolve(o.blobs) }),
       port: o.port ?? config?.port ?? (o.local ? 0 : DEFAULT_PORT),
       dataDir,
       ...(o.local && { localRecordFile: localNodeFile() }),

@@ -14,7 +14,11 @@ import { outputsFollowInputShapes } from '../compute/signature';
 import { checkModelFile, IN_THREAD_MODEL_BYTES, ModelWorker } from '../compute/model-worker';
 import { sizeGuardOf, type SizeGuard } from '../compute/size-guard';
 import type { BlobStore } from './store/blobs';
-import type { MetaDb, Row } from './store/db';
+import { RECONNECTED, type Row, type Store } from './store/sql';
+
+/** Meta key of the models generation (shared database only), and the channel that announces it. */
+const GENERATION = 'models_generation';
+const CHANNEL = 'models';
 
 /** One session per version and bytes: `name@N#sha256`. */
 function sessionKey(info: ModelInfo): string {
@@ -79,11 +83,11 @@ export interface HostModelInput {
    * Writes rows that belong with the model (a trained model's record) in the same transaction as its
    * metadata row, so a crash leaves both or neither.
    */
-  alongside?(info: ModelInfo): void;
+  alongside?(info: ModelInfo): Promise<void>;
 }
 
 export class ModelStore {
-  private readonly db: MetaDb;
+  private readonly db: Store;
   private readonly blobs: BlobStore;
   private readonly sessions: SessionCache;
   /** Aborted on close: a model check still running on its worker thread is stopped, not waited for. */
@@ -92,8 +96,8 @@ export class ModelStore {
   /** New ids being hosted right now, so two uploads creating one id do not both load a model. */
   private readonly pending = new Set<string>();
   /**
-   * The metadata rows, kept in memory (this process owns the database, and inference reads them per
-   * call): per model id, its versions oldest first.
+   * The metadata rows, kept in memory (inference reads them per call): per model id, its versions
+   * oldest first. On a shared database, re-read whenever `generation` moved (fresh()).
    */
   private readonly byId = new Map<string, ModelInfo[]>();
   /** Per model id, the highest version number it has had: numbers are not reused while the model exists. */
@@ -102,8 +106,30 @@ export class ModelStore {
   private readonly guards = new Map<string, SizeGuard | undefined>();
   /** Per session key, the version it loads (the model thread decision reads its signature). */
   private readonly keyInfo = new Map<string, ModelInfo>();
+  /** Shared database only: the models generation the cache was read at, and a re-read under way. */
+  private generation = 0;
+  private reading: Promise<void> | undefined;
+  private readonly unlisten: (() => void)[] = [];
 
-  constructor(db: MetaDb, blobs: BlobStore, log: Logger, opts: { sessionCacheBytes?: number } = {}) {
+  /** Opens the store over `db`: reads the rows, and (embedded only) sweeps blobs no row names. */
+  static async open(db: Store, blobs: BlobStore, log: Logger, opts: { sessionCacheBytes?: number } = {}): Promise<ModelStore> {
+    const store = new ModelStore(db, blobs, opts);
+    await store.reload();
+    // A shared database: another replica's change (or a notification connection that came back) is
+    // re-read in the background too, so what is served without a request (HTTP /models, /health) follows.
+    if (db.kind !== 'embedded') {
+      const refresh = () => { void store.fresh()?.catch((err: unknown) => log.warn({ err: (err as Error).message }, 're-reading the models after another replica changed them failed')); };
+      store.unlisten.push(db.listen(CHANNEL, refresh), db.listen(RECONNECTED, refresh));
+    }
+    // A shared blob dir holds blobs other replicas adopted and have not committed a row for yet.
+    if (db.kind === 'embedded') {
+      const swept = blobs.sweep(new Set((await db.all('SELECT DISTINCT sha256 FROM models')).map((r) => String(r.sha256))));
+      if (swept > 0) log.info({ swept }, 'removed model blobs left by an interrupted upload or delete');
+    }
+    return store;
+  }
+
+  private constructor(db: Store, blobs: BlobStore, opts: { sessionCacheBytes?: number }) {
     this.db = db;
     this.blobs = blobs;
     // Big models load and run on a thread of their own, so the node's event loop never waits on them. So do
@@ -113,13 +139,56 @@ export class ModelStore {
       maxBytes: opts.sessionCacheBytes ?? 1024 ** 3,
       load: (bytes, options, key) => (bytes.byteLength > IN_THREAD_MODEL_BYTES || !this.boundedByShapes(key) ? this.thread.load(bytes, options) : loadModel(bytes, options)),
     });
-    for (const r of this.db.all('SELECT * FROM models ORDER BY id, version')) {
+  }
+
+  /** Reads every row into the cache (in one transaction, so rows and names agree). */
+  private async reload(): Promise<void> {
+    const { rows, names, generation } = await this.db.transaction(async () => ({
+      generation: Number(await this.db.getMeta(GENERATION) ?? 0),
+      rows: await this.db.all('SELECT * FROM models ORDER BY id, version'),
+      names: await this.db.all('SELECT id, last_version FROM model_names'),
+    }));
+    this.byId.clear();
+    this.lastVersion.clear();
+    for (const r of rows) {
       const info = rowToInfo(r);
       this.byId.set(info.id, [...(this.byId.get(info.id) ?? []), info]);
     }
-    for (const r of this.db.all('SELECT id, last_version FROM model_names')) this.lastVersion.set(String(r.id), Number(r.last_version));
-    const swept = blobs.sweep(new Set(this.db.all('SELECT DISTINCT sha256 FROM models').map((r) => String(r.sha256))));
-    if (swept > 0) log.info({ swept }, 'removed model blobs left by an interrupted upload or delete');
+    for (const r of names) this.lastVersion.set(String(r.id), Number(r.last_version));
+    this.generation = generation;
+  }
+
+  /**
+   * Makes the cache current before a request reads it. The embedded store has one writer, this process:
+   * nothing to do (undefined, so callers stay synchronous). On a shared database: one read of the
+   * generation, and a re-read of the rows when another replica changed them.
+   */
+  fresh(): Promise<void> | undefined {
+    if (this.db.kind === 'embedded') return undefined;
+    this.reading ??= (async () => {
+      try {
+        const now = Number(await this.db.getMeta(GENERATION) ?? 0);
+        if (now !== this.generation) await this.reload();
+      } finally {
+        this.reading = undefined;
+      }
+    })();
+    return this.reading;
+  }
+
+  /** Shared database: moves the generation in the current transaction; returns it. */
+  private async bump(): Promise<number | undefined> {
+    if (this.db.kind === 'embedded') return undefined;
+    const row = await this.db.get(`INSERT INTO meta (key, value) VALUES ('${GENERATION}', '1')
+      ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT) RETURNING value`);
+    // Sent at commit: the other replicas re-read before anyone asks them.
+    await this.db.notify(CHANNEL, String(row!.value));
+    return Number(row!.value);
+  }
+
+  /** After a committed change: the cache is current when nobody else changed the rows in between. */
+  private bumped(generation: number | undefined): void {
+    if (generation !== undefined && generation === this.generation + 1) this.generation = generation;
   }
 
   /** Each model's latest version (with its version count), by id; with `allVersions`, every version, oldest first. */
@@ -219,21 +288,34 @@ export class ModelStore {
       // Checked again: another upload may have stored a version of this id while this one loaded.
       this.checkVersion(input, true);
       await this.blobs.adopt(input.file, input.sha256);
-      const version = input.version ?? this.nextVersion(input.id);
-      const info: ModelInfo = {
-        id: input.id, name: input.name ?? this.byId.get(input.id)?.at(-1)?.name ?? input.id, version: String(version), signature, size: input.size, sha256: input.sha256,
+      const made = {
+        id: input.id, name: input.name ?? this.byId.get(input.id)?.at(-1)?.name ?? input.id, signature, size: input.size, sha256: input.sha256,
         allow_download: input.allowDownload, allow_remote_inference: input.allowRemoteInference, owner: input.owner, created: new Date().toISOString(),
         ...(input.parent !== undefined && { parent: input.parent }),
         ...(input.jobId !== undefined && { job_id: input.jobId }),
       };
-      this.db.transaction(() => {
-        this.db.run(`INSERT INTO models (id, version, name, signature, size, sha256, allow_download, allow_remote_inference, owner, created, parent, job_id)
+      const { info, version, generation } = await this.db.transaction(async () => {
+        // The number is taken in the database (its model_names row, locked until commit), so two uploads
+        // of one id at once, through this replica or another, get two numbers.
+        const taken = input.version !== undefined
+          ? await this.db.get(`INSERT INTO model_names (id, last_version) VALUES (?, ?) ON CONFLICT (id) DO UPDATE
+              SET last_version = CASE WHEN excluded.last_version > model_names.last_version THEN excluded.last_version ELSE model_names.last_version END
+              RETURNING last_version`, [input.id, input.version])
+          : await this.db.get(`INSERT INTO model_names (id, last_version) VALUES (?, 1) ON CONFLICT (id) DO UPDATE
+              SET last_version = model_names.last_version + 1 RETURNING last_version`, [input.id]);
+        const number = input.version ?? Number(taken!.last_version);
+        if (input.version === undefined && !input.newVersion && number !== 1) {
+          throw gridError('ALREADY_EXISTS', `a model "${input.id}" was just hosted on this node; host the bytes as its next version (new_version: true) or choose another id`, { model_id: input.id });
+        }
+        const row: ModelInfo = { ...made, version: String(number) };
+        await this.db.run(`INSERT INTO models (id, version, name, signature, size, sha256, allow_download, allow_remote_inference, owner, created, parent, job_id)
           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        [info.id, version, info.name, JSON.stringify(signature), info.size, info.sha256, info.allow_download ? 1 : 0, info.allow_remote_inference ? 1 : 0, info.owner, info.created, info.parent ?? null, info.job_id ?? null]);
-        this.db.run('INSERT INTO model_names (id, last_version) VALUES (?, ?) ON CONFLICT(id) DO UPDATE SET last_version = MAX(last_version, excluded.last_version)', [info.id, version]);
+        [row.id, number, row.name, JSON.stringify(signature), row.size, row.sha256, row.allow_download ? 1 : 0, row.allow_remote_inference ? 1 : 0, row.owner, row.created, row.parent ?? null, row.job_id ?? null]);
         // Committed with the model's row (a trained model's record): never one without the other after a crash.
-        input.alongside?.(info);
+        await input.alongside?.(row);
+        return { info: row, version: number, generation: await this.bump() };
       });
+      this.bumped(generation);
       this.byId.set(info.id, [...(this.byId.get(info.id) ?? []), info].sort((a, b) => Number(a.version) - Number(b.version)));
       this.lastVersion.set(info.id, Math.max(version, this.lastVersion.get(info.id) ?? 0));
       return this.described(info);
@@ -255,7 +337,7 @@ export class ModelStore {
    * "who may use digits-mlp" has one answer). A flag left undefined keeps its value. Returns the versions
    * whose flags changed, as they now are.
    */
-  setPermissions(ref: string, flags: { allowDownload?: boolean; allowRemoteInference?: boolean }): ModelInfo[] {
+  async setPermissions(ref: string, flags: { allowDownload?: boolean; allowRemoteInference?: boolean }): Promise<ModelInfo[]> {
     const target = this.get(ref);
     const versions = this.byId.get(target.id)!;
     const explicit = checkModelRef(ref).version !== undefined;
@@ -265,12 +347,14 @@ export class ModelStore {
       allow_download: flags.allowDownload ?? v.allow_download,
       allow_remote_inference: flags.allowRemoteInference ?? v.allow_remote_inference,
     });
-    this.db.transaction(() => {
+    const generation = await this.db.transaction(async () => {
       for (const v of chosen) {
         const next = apply(v);
-        this.db.run('UPDATE models SET allow_download = ?, allow_remote_inference = ? WHERE id = ? AND version = ?', [next.allow_download ? 1 : 0, next.allow_remote_inference ? 1 : 0, v.id, Number(v.version)]);
+        await this.db.run('UPDATE models SET allow_download = ?, allow_remote_inference = ? WHERE id = ? AND version = ?', [next.allow_download ? 1 : 0, next.allow_remote_inference ? 1 : 0, v.id, Number(v.version)]);
       }
+      return this.bump();
     });
+    this.bumped(generation);
     this.byId.set(target.id, versions.map((v) => (chosen.has(v) ? apply(v) : v)));
     const changed = [...chosen].filter((v) => apply(v).allow_download !== v.allow_download || apply(v).allow_remote_inference !== v.allow_remote_inference);
     return changed.map((v) => this.get(`${v.id}@${v.version}`));
@@ -292,11 +376,13 @@ export class ModelStore {
     }
     const gone = opts.allVersions || !explicit ? [...versions] : versions.filter((v) => v.version === target.version);
     const left = versions.filter((v) => !gone.includes(v));
-    this.db.transaction(() => {
-      for (const v of gone) this.db.run('DELETE FROM models WHERE id = ? AND version = ?', [v.id, Number(v.version)]);
+    const generation = await this.db.transaction(async () => {
+      for (const v of gone) await this.db.run('DELETE FROM models WHERE id = ? AND version = ?', [v.id, Number(v.version)]);
       // A model with no version left is gone, name and all: hosting the id again starts at version 1.
-      if (left.length === 0) this.db.run('DELETE FROM model_names WHERE id = ?', [target.id]);
+      if (left.length === 0) await this.db.run('DELETE FROM model_names WHERE id = ?', [target.id]);
+      return this.bump();
     });
+    this.bumped(generation);
     if (left.length > 0) {
       this.byId.set(target.id, left);
     } else {
@@ -308,12 +394,14 @@ export class ModelStore {
       await this.sessions.delete(key);
       this.guards.delete(key);
       this.keyInfo.delete(key);
-      if (!this.usesBlob(v.sha256)) await this.blobs.remove(v.sha256);
+      if (!await this.usesBlob(v.sha256)) await this.blobs.remove(v.sha256);
     }
     return gone.map((v) => ({ ...v, versions: left.length, ...(left.length > 0 && { latest_version: left.at(-1)!.version }) }));
   }
 
-  private usesBlob(sha256: string): boolean {
+  private async usesBlob(sha256: string): Promise<boolean> {
+    // A shared blob dir: another replica's model may name the same bytes.
+    if (this.db.kind !== 'embedded') return await this.db.get('SELECT 1 AS x FROM models WHERE sha256 = ? LIMIT 1', [sha256]) !== undefined;
     for (const versions of this.byId.values()) if (versions.some((v) => v.sha256 === sha256)) return true;
     return false;
   }
@@ -364,6 +452,7 @@ export class ModelStore {
   }
 
   async close(): Promise<void> {
+    for (const stop of this.unlisten.splice(0)) stop();
     this.closing.abort();
     await this.sessions.dispose();
     await this.thread.close();

@@ -176,7 +176,7 @@ export class PeerLinks {
       phase = 'prove';
       const challenge = randomBytes(32).toString('base64url');
       const proof = await step(socket.request(ProveIdentity, { challenge, verifier_id: this.self.id }, { signal: stopped.signal, timeout: o.timeoutMs }));
-      const v = this.verify(address, challenge, proof);
+      const v = await this.verify(address, challenge, proof);
       phase = 'check';
       if (v.id === this.self.id) throw gridError('INVALID_MESSAGE', `a node cannot link to itself: ${address} is this node (${v.id})`);
       o.accept(v);
@@ -187,7 +187,7 @@ export class PeerLinks {
       const who = await step(socket.request(GetId, undefined, { signal: stopped.signal, timeout: o.timeoutMs }));
       if (who.id !== v.id) throw gridError('PEER_UNVERIFIED', `peer ${address} proved id ${v.id} but get-id says ${who.id}; refused`);
       // Pin a pre-key peer's key once the whole link is up (trust on first use).
-      if (!isDerivedId(v.id) && this.pins.get(v.id) === undefined) this.pins.set(v.id, v.publicKey);
+      if (!isDerivedId(v.id) && await this.pins.get(v.id) === undefined) await this.pins.set(v.id, v.publicKey);
       socket.off('protocol-error', onProtocolError);
       return { ...v, socket, name: who.name, token };
     } catch (err) {
@@ -199,7 +199,7 @@ export class PeerLinks {
     }
   }
 
-  private verify(address: string, challenge: string, proof: { id: string; public_key: string; signature: string }): Verified {
+  private async verify(address: string, challenge: string, proof: { id: string; public_key: string; signature: string }): Promise<Verified> {
     const imported = importPublicKey(proof.public_key);
     if (imported === undefined) throw gridError('PEER_UNVERIFIED', `peer ${address} sent a public key that is not an Ed25519 key; refused`);
     let signed = false;
@@ -214,7 +214,7 @@ export class PeerLinks {
         throw gridError('PEER_UNVERIFIED', `the node at ${address} claims id ${proof.id}, but the key it signed with belongs to id ${nodeIdOf(imported.canonical)}; refused`, { id: proof.id });
       }
     } else {
-      const pinned = this.pins.get(proof.id);
+      const pinned = await this.pins.get(proof.id);
       if (pinned !== undefined && pinned !== imported.canonical) {
         throw gridError('PEER_UNVERIFIED', `the node at ${address} claims id ${proof.id}, but its key is not the one ${proof.id} proved when it was first linked; refused`, { id: proof.id });
       }
@@ -325,7 +325,7 @@ function copy(info: PeerInfo): PeerInfo {
 
 function memoryPins(): PeerPins {
   const m = new Map<string, string>();
-  return { get: (id) => m.get(id), set: (id, key) => void m.set(id, key) };
+  return { get: async (id) => m.get(id), set: async (id, key) => { m.set(id, key); } };
 }
 
 /** Says which step of dialling failed, in the terms of a link. */

@@ -10,12 +10,17 @@ import { GridRouter, type HandleOptions, type HandlerContext, type StreamContext
 export class RedactingRouter extends GridRouter {
   private readonly roots: readonly string[];
   private readonly log: Logger;
+  private readonly before: (() => Promise<void> | undefined) | undefined;
 
-  /** `roots`: directories whose paths are redacted even when they hold spaces (the data dir). */
-  constructor(roots: readonly string[], log: Logger) {
+  /**
+   * `roots`: directories whose paths are redacted even when they hold spaces (the data dir). `before`:
+   * runs before every handler (a replica's cache check); undefined from it keeps the answer synchronous.
+   */
+  constructor(roots: readonly string[], log: Logger, before?: () => Promise<void> | undefined) {
     super();
     this.roots = roots;
     this.log = log;
+    this.before = before;
   }
 
   override handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>, opts?: HandleOptions): this {
@@ -28,6 +33,12 @@ export class RedactingRouter extends GridRouter {
 
   /** Runs a handler; a synchronous answer stays synchronous (the server's fast path for metadata reads). */
   private guard<T>(type: string, run: () => T): T {
+    const ready = this.before?.();
+    if (ready !== undefined) return ready.then(() => this.settle(type, run) as unknown, (err: unknown) => { throw this.redact(type, err); }) as T;
+    return this.settle(type, run);
+  }
+
+  private settle<T>(type: string, run: () => T): T {
     let result: T;
     try {
       result = run();

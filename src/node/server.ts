@@ -31,7 +31,9 @@ import { PeerLinks } from './peers';
 import { attachSmpc, type SmpcOptions } from './smpc';
 import { attachSharedMemory, type SharedMemoryOptions } from './shm';
 import { RedactingRouter } from './redacting-router';
-import { MetaDb } from './store/db';
+import { EmbeddedStore } from './store/db';
+import { PostgresStore } from './store/postgres';
+import type { Store } from './store/sql';
 import { BlobStore } from './store/blobs';
 import { lockDataDir, type DataDirLock } from './store/lock';
 
@@ -75,7 +77,14 @@ export interface GridNodeOptions {
    * session token) to this file, mode 0600; remove it and revoke the token on close.
    */
   localRecordFile?: string;
-  /** The node's Ed25519 private key (PKCS#8 PEM) instead of `<dataDir>/node.key`; never created. For replicas sharing one identity. */
+  /**
+   * The node's metadata in PostgreSQL (`postgres://user:password@host:port/db`) instead of the embedded
+   * `<dataDir>/meta.db`: several replicas of one node share it (docs/replicas.md).
+   */
+  database?: string;
+  /** Where model and checkpoint blobs live instead of `<dataDir>`: a directory every replica shares. */
+  blobsDir?: string;
+  /** The node's Ed25519 private key (PKCS#8 PEM) instead of `<dataDir>/node.key` (or, with `database`, the one in the database); never created. */
   keyFile?: string;
   /**
    * Browser origins (`https://app.example.org`) allowed to open a WebSocket or call the HTTP routes; none
@@ -177,7 +186,7 @@ export class GridNode {
   private readonly http: http.Server;
   private readonly cors: CorsPolicy;
   private readonly grid: GridServer;
-  private readonly db: MetaDb;
+  private readonly db: Store;
   private readonly lock: DataDirLock;
   private readonly log: Logger;
   private readonly startedAt = Date.now();
@@ -189,7 +198,7 @@ export class GridNode {
   private constructor(parts: {
     host: string; port: number; dataDir: string; identity: NodeIdentity; initialAdminPassword: string | undefined; auth: Auth;
     models: ModelStore; datasets: DatasetStore; events: NodeEvents; peers: PeerLinks; metrics: NodeMetrics; training: NodeTraining; fl: NodeFl;
-    http: http.Server; secure: boolean; cors: CorsPolicy; grid: GridServer; db: MetaDb; lock: DataDirLock; log: Logger;
+    http: http.Server; secure: boolean; cors: CorsPolicy; grid: GridServer; db: Store; lock: DataDirLock; log: Logger;
   }) {
     this.host = parts.host;
     this.port = parts.port;
@@ -221,20 +230,25 @@ export class GridNode {
     const { cors, secureContext } = checkOptions(opts);
     const dataDir = path.resolve(opts.dataDir ?? defaultDataDir());
     const dbFile = path.join(dataDir, 'meta.db');
-    const lock = lockDataDir(dataDir, [MetaDb.lockDirOf(dbFile)]);
+    // A replica on PostgreSQL still owns its data dir (uploads in flight, temp files, its pid).
+    const lock = lockDataDir(dataDir, opts.database === undefined ? [EmbeddedStore.lockDirOf(dbFile)] : []);
     const cleanups: (() => unknown)[] = [() => lock.release()];
     try {
-      const db = new MetaDb(dbFile);
+      const db: Store = opts.database === undefined ? new EmbeddedStore(dbFile) : await PostgresStore.open({ url: opts.database, log });
       cleanups.unshift(() => db.close());
-      const identity = loadNodeIdentity({ db, dataDir, name: opts.name ?? os.hostname(), version: NODE_VERSION, log, ...(opts.keyFile !== undefined && { keyFile: opts.keyFile }) });
+      const identity = await loadNodeIdentity({ db, dataDir, name: opts.name ?? os.hostname(), version: NODE_VERSION, log, ...(opts.keyFile !== undefined && { keyFile: opts.keyFile }) });
       const { id } = identity;
       const auth = new Auth(db, { ...(opts.sessionTtlMs !== undefined && { sessionTtlMs: opts.sessionTtlMs }), ...(opts.signInLimits && { signInLimits: opts.signInLimits }) });
       const initialAdminPassword = await auth.ensureAdmin(opts.adminPassword ?? process.env.GRID_ADMIN_PASSWORD);
-      const blobs = new BlobStore(dataDir);
-      const models = new ModelStore(db, blobs, log, { ...(opts.sessionCacheBytes !== undefined && { sessionCacheBytes: opts.sessionCacheBytes }) });
+      const blobsRoot = opts.blobsDir === undefined ? dataDir : path.resolve(opts.blobsDir);
+      // Temp files stay in the replica's own data dir: a shared blob dir's tmp would be cleared by every start.
+      const blobs = new BlobStore(blobsRoot, { tmpDir: path.join(dataDir, 'tmp') });
+      const models = await ModelStore.open(db, blobs, log, { ...(opts.sessionCacheBytes !== undefined && { sessionCacheBytes: opts.sessionCacheBytes }) });
       cleanups.unshift(() => models.close());
       const datasets = new DatasetStore(db);
       const events = new NodeEvents();
+      const unshare = events.share(db, log);
+      cleanups.unshift(unshare);
       const metrics = new NodeMetrics({ defaultMetrics: opts.processMetrics ?? true });
       const peers = new PeerLinks({ self: identity, events, log, pins: metaDbPins(db), ...(opts.maxPayload !== undefined && { maxPayload: opts.maxPayload }) });
       cleanups.unshift(() => peers.close());
@@ -243,21 +257,21 @@ export class GridNode {
         log.info({ dataset: info.id, format: info.format, rows: info.schema.rows, added }, 'dataset registered');
       }
       metrics.models.set(models.list().length);
-      metrics.datasets.set(datasets.list().length);
+      metrics.datasets.set((await datasets.list()).length);
 
       let where = `${host}:${opts.port ?? DEFAULT_PORT}`;
       // Handlers' errors reach clients without server paths (the node logs them with).
       const inferenceLimits = resolveInferenceLimits(opts.inference);
       const held = new HeldOutputs(inferenceLimits);
       cleanups.unshift(() => held.close());
-      const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log), { identity, auth, models, datasets, events, peers, metrics, inference: { limits: inferenceLimits, held }, where: () => where });
+      const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log, () => models.fresh()), { identity, auth, models, datasets, events, peers, metrics, inference: { limits: inferenceLimits, held }, where: () => where });
       const shm = attachSharedMemory(router, { models, metrics, inference: { limits: inferenceLimits, held }, log, where: () => where, ...(opts.sharedMemory !== undefined && { options: opts.sharedMemory }) });
       cleanups.unshift(() => shm.close());
       const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
       cleanups.unshift(() => training.close());
-      const smpc = attachSmpc(router, { identity, peers, db, dataDir, events, log, where: () => where, ...(opts.smpc !== undefined && { options: opts.smpc }) });
+      const smpc = await attachSmpc(router, { identity, peers, db, dataDir, events, log, where: () => where, ...(opts.smpc !== undefined && { options: opts.smpc }) });
       cleanups.unshift(() => smpc.close());
-      const fl = attachFl(router, { db, dataDir, log, events, models, metrics, ...(opts.fl !== undefined && { options: opts.fl }) });
+      const fl = await attachFl(router, { db, dataDir, blobsDir: blobsRoot, log, events, models, metrics, ...(opts.fl !== undefined && { options: opts.fl }) });
       cleanups.unshift(() => fl.close());
       const grid = new GridServer({
         router,
@@ -334,10 +348,10 @@ export class GridNode {
       const port = (server.address() as AddressInfo).port;
       where = `${host}:${port}`;
       const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, fl, http: server, secure: secureContext !== undefined, cors, grid, db, lock, log });
-      node.closeHooks.push(() => held.close(), () => smpc.close(), () => shm.close());
+      node.closeHooks.push(() => held.close(), () => smpc.close(), () => shm.close(), unshare);
       ref.node = node;
-      if (opts.localRecordFile !== undefined) node.writeLocalRecord(opts.localRecordFile);
-      log.info({ url: node.url, host, tls: node.secure, allowOrigins: [...cors.allowOrigins], dataDir, id, models: models.list().length, datasets: datasets.list().length }, 'grid node listening');
+      if (opts.localRecordFile !== undefined) await node.writeLocalRecord(opts.localRecordFile);
+      log.info({ url: node.url, host, tls: node.secure, allowOrigins: [...cors.allowOrigins], dataDir, id, models: models.list().length, datasets: (await datasets.list()).length, database: db.where }, 'grid node listening');
       if (!isLoopbackHost(host) && !node.secure) {
         log.warn({ host, url: node.url }, `the node listens on ${isAllInterfaces(host) ? 'all interfaces' : host} without TLS: passwords, tokens, models and tensors cross the network in the clear; give it --tls-cert and --tls-key, or put it behind a TLS proxy`);
       }
@@ -357,7 +371,7 @@ export class GridNode {
   /** Registers a dataset while running and tells subscribers. */
   async registerDataset(spec: DatasetSpec) {
     const { info } = await this.datasets.register(spec);
-    this.metrics.datasets.set(this.datasets.list().length);
+    this.metrics.datasets.set((await this.datasets.list()).length);
     this.events.emit({ event: 'dataset-added', dataset: info });
     return info;
   }
@@ -375,13 +389,13 @@ export class GridNode {
   }
 
   /** Writes the local node's runtime record (see src/core/local-node.ts), with a fresh admin token. */
-  private writeLocalRecord(file: string): void {
+  private async writeLocalRecord(file: string): Promise<void> {
     // A local node killed without its shutdown left its token valid: revoke it now.
     try {
       const old = JSON.parse(fs.readFileSync(file, 'utf8')) as { token?: unknown };
-      if (typeof old.token === 'string') this.auth.logout(old.token);
+      if (typeof old.token === 'string') await this.auth.logout(old.token);
     } catch { /* no earlier record */ }
-    const session = this.auth.issueSession('admin', LOCAL_TOKEN_TTL_MS);
+    const session = await this.auth.issueSession('admin', LOCAL_TOKEN_TTL_MS);
     this.local = { file, token: session.token };
     writeLocalNodeRecord(file, {
       url: this.url, pid: process.pid, node_id: this.identity.id, name: this.identity.name, data_dir: this.dataDir,
@@ -417,7 +431,7 @@ export class GridNode {
       if (!Array.isArray(query) || query.some((q) => typeof q !== 'string')) {
         return sendError(res, 400, gridError('INVALID_MESSAGE', 'POST /search takes {"query": ["tag", …]}'), cors);
       }
-      return send(res, 200, { content: this.datasets.search(query as string[]).length > 0 }, cors);
+      return send(res, 200, { content: (await this.datasets.search(query as string[])).length > 0 }, cors);
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
       return sendError(res, 405, gridError('INVALID_MESSAGE', `${req.method} is not supported; the node speaks WebSocket at ${this.url}`), { ...cors, allow: 'GET, HEAD, POST, OPTIONS' });
@@ -426,7 +440,7 @@ export class GridNode {
       return send(res, 200, {
         status: 'ok', id: this.identity.id, name: this.identity.name, version: this.identity.version,
         uptime_s: Math.round((Date.now() - this.startedAt) / 1000), connections: this.grid.connections.size,
-        models: this.models.list().length, datasets: this.datasets.list().length,
+        models: this.models.list().length, datasets: (await this.datasets.list()).length,
       }, cors);
     }
     if (pathname === '/metrics') {
@@ -438,7 +452,7 @@ export class GridNode {
     }
     // PyGrid's read-only HTTP routes, for old scripts that poll them.
     if (pathname === '/models/' || pathname === '/models') return send(res, 200, { success: true, models: this.models.list().map((m) => m.id) }, cors);
-    if (pathname === '/dataset-tags') return send(res, 200, [...new Set(this.datasets.list().flatMap((d) => d.tags))].sort(), cors);
+    if (pathname === '/dataset-tags') return send(res, 200, [...new Set((await this.datasets.list()).flatMap((d) => d.tags))].sort(), cors);
     const shown = pathname.length > 200 ? `${pathname.slice(0, 200)}…` : pathname;
     sendError(res, 404, gridError('NOT_FOUND', `no route ${shown}; try /health, /metrics, or a WebSocket at ${this.url}`), cors);
   }
@@ -449,7 +463,7 @@ export class GridNode {
       this.log.info({ url: this.url }, 'grid node shutting down');
       if (this.local !== undefined) {
         removeLocalNodeRecord(this.local.file, process.pid);
-        this.auth.logout(this.local.token);
+        await this.auth.logout(this.local.token).catch((err: unknown) => this.log.warn({ err }, 'revoking the local record\'s token failed'));
       }
       const httpClosed = new Promise<void>((resolve) => this.http.close(() => resolve()));
       await this.grid.close();
@@ -460,7 +474,7 @@ export class GridNode {
       await httpClosed;
       await this.peers.close();
       await this.models.close();
-      this.db.close();
+      await this.db.close();
       this.lock.release();
     })();
     return this.closing;

@@ -234,7 +234,7 @@ test('endpoint authentication: a user who is not an admin may only name an endpo
       return true;
     });
   }
-  assert.equal(n.node.fl.store.findProcess('ssrf'), undefined);
+  assert.equal(await n.node.fl.store.findProcess('ssrf'), undefined);
   // A listed endpoint (or under it) is fine for bob; an admin may name any.
   assert.equal((await hostProcess(bob, { name: 'listed', server: { authentication: { endpoint: allowed.url } } })).status, 'success');
   assert.equal((await hostProcess(bob, { name: 'listed-below', server: { authentication: { endpoint: `${allowed.url}/v2?x=1` } } })).status, 'success');

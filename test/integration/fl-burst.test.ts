@@ -31,8 +31,8 @@ test('a burst of cycle-requests beyond max_workers accepts exactly max_workers; 
   for (const r of rejected) assert.match(r.reason, /cycle is full \(5 of 5 workers\)/);
   assert.equal(new Set(accepted.map((r) => r.request_key)).size, 5);
   const store = node.node.fl.store;
-  const cycle = store.openCycle(store.findProcess('burst', '1.0')!.id)!;
-  assert.equal(store.assignedCount(cycle.id), 5, 'exactly max_workers assignments are stored');
+  const cycle = (await store.openCycle((await store.findProcess('burst', '1.0'))!.id))!;
+  assert.equal(await store.assignedCount(cycle.id), 5, 'exactly max_workers assignments are stored');
 });
 
 test('a burst of reports (each a long base64 diff) is averaged exactly: every diff once, a repeated key not again', { timeout: 60_000 }, async (t) => {

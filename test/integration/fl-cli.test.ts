@@ -122,7 +122,7 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
   assert.equal(state.code, 1);
   assert.equal(JSON.parse(state.out).error.code, 'GRID_ERR_FL_NOT_TRAINABLE');
   assert.match(state.err, /FL process pysyft@1 has no ONNX training plan for this worker: it was hosted with a syft-proto State model/);
-  assert.equal(n.node.fl.store.workerCount(n.node.fl.store.findProcess('pysyft', '1')!.id), 0, 'the worker never authenticated');
+  assert.equal(await n.node.fl.store.workerCount((await n.node.fl.store.findProcess('pysyft', '1'))!.id), 0, 'the worker never authenticated');
 });
 
 test('grid fl join --cycles 2 --wait: two workers stay in the process, each reports both cycles, and the process ends with three checkpoints', { timeout: 300_000 }, async (t) => {

@@ -78,7 +78,7 @@ test('hosting: needs a signed-in user; name+version unique with PyGrid\'s messag
   // Our own hosts may give an ONNX model (as the frame's attachment); workers get its float initializers' shapes.
   const onnx = await admin.socket.request(FlHostTraining, { client_config: { name: 'onnx-mlp', version: '1' }, server_config: { max_diffs: 1 } }, { attachment: mlpModel(4, 3, 2) });
   assert.equal(onnx.name, 'onnx-mlp');
-  assert.deepEqual(node.node.fl.store.process(onnx.model_id)!.params.map((p) => p.dims), [[4, 3], [3], [3, 2], [2]]);
+  assert.deepEqual((await node.node.fl.store.process(onnx.model_id))!.params.map((p) => p.dims), [[4, 3], [3], [3, 2], [2]]);
 });
 
 test('authenticate and cycle-request: PyGrid replies, errors in data.error with status, and every accept/reject rule', { timeout: 60_000 }, async (t) => {
@@ -199,7 +199,7 @@ test('reports: idempotent per request key, foreign keys and bad diffs refused an
   assert.deepEqual(await report(j1, wrapped, { num_samples: 3 }), { status: 'success' });
   assert.deepEqual(await report(j1, diffOf([[100, 100, 100, 100], [100, 100]]), { num_samples: 3 }), { status: 'success' });
   assert.deepEqual(await report(j2, diffOf([[5, 5, 5, 5], [5, 5]])), { status: 'success' });
-  assert.equal(node.node.fl.store.checkpoints(1).length, 1, 'two of three reports: the cycle is still open');
+  assert.equal((await node.node.fl.store.checkpoints(1)).length, 1, 'two of three reports: the cycle is still open');
   // The third report closes it by count: new = old − (3·1 + 1·5 + 1·0)/5.
   const closed = closedOnce(node);
   assert.deepEqual(await report(j3, diffOf(ZERO)), { status: 'success' });
@@ -215,7 +215,7 @@ test('reports: idempotent per request key, foreign keys and bad diffs refused an
   assert.equal((frame.error as { code: string }).code, 'GRID_ERR_CYCLE_CLOSED');
   // …and a repeat of an accepted report stays a success (idempotent), without reopening anything.
   assert.deepEqual(await report(j1, wrapped), { status: 'success' });
-  assert.equal(node.node.fl.store.checkpoints(1).length, 2);
+  assert.equal((await node.node.fl.store.checkpoints(1)).length, 2);
 });
 
 test('a cycle closes on time by its timer, with no report arriving after its end; too few reports keep it open', { timeout: 60_000 }, async (t) => {
@@ -226,7 +226,7 @@ test('a cycle closes on time by its timer, with no report arriving after its end
   const j = await joinCycle(w, 'timed');
   const closed = closedOnce(node);
   await w.call('model-centric/report', { worker_id: j.workerId, request_key: j.cycle.request_key, diff: diffOf([[1, 2, 3, 4], [5, 6]]) });
-  const end = node.node.fl.store.openCycle(node.node.fl.store.findProcess('timed')!.id)!.endMs!;
+  const end = (await node.node.fl.store.openCycle((await node.node.fl.store.findProcess('timed'))!.id))!.endMs!;
   assert.ok(Date.now() < end, 'the report came before the end of the cycle (a 3 s cycle; a very slow machine fails here)');
   const c = await closed;
   assert.ok(Date.now() >= end, 'closed by the timer at the end of the cycle, not by the report');
@@ -237,7 +237,7 @@ test('a cycle closes on time by its timer, with no report arriving after its end
 
   // min_diffs 2: one report and the end passed: still open; the second report closes it at once.
   await hostProcess(admin, { name: 'floor', server: { max_diffs: 10, min_diffs: 2, cycle_length: 2 } });
-  const floorId = node.node.fl.store.findProcess('floor')!.id;
+  const floorId = (await node.node.fl.store.findProcess('floor'))!.id;
   const overdue = new Promise((resolve) => {
     const on = (o: { processId: number }) => { if (o.processId === floorId) { node.node.fl.engine.off('cycle-overdue', on); resolve(o); } };
     node.node.fl.engine.on('cycle-overdue', on);
@@ -246,7 +246,7 @@ test('a cycle closes on time by its timer, with no report arriving after its end
   await w.call('model-centric/report', { worker_id: f1.workerId, request_key: f1.cycle.request_key, diff: diffOf(ZERO) });
   const f2 = await joinCycle(await ws(), 'floor');
   assert.deepEqual(await overdue, { processId: floorId, cycle: 1, reports: 1, needed: 2 });
-  assert.equal(node.node.fl.store.checkpoints(floorId).length, 1);
+  assert.equal((await node.node.fl.store.checkpoints(floorId)).length, 1);
   const closedFloor = closedOnce(node);
   await w.call('model-centric/report', { worker_id: f2.workerId, request_key: f2.cycle.request_key, diff: diffOf(ZERO) });
   assert.equal((await closedFloor).processId, floorId);
@@ -319,7 +319,7 @@ test('a flood of authenticate / cycle-request from one address is refused (RATE_
   assert.match(replies[5]!.error, /too many authenticate requests from .*127\.0\.0\.1.*more than 4 a minute/);
   // One socket is one worker, however often it authenticates.
   assert.equal(new Set(replies.slice(0, 4).map((r) => r.worker_id)).size, 1);
-  assert.equal(node.node.fl.store.workerCount(node.node.fl.store.findProcess('busy')!.id), 1);
+  assert.equal(await node.node.fl.store.workerCount((await node.node.fl.store.findProcess('busy'))!.id), 1);
   // Another machine (another loopback address) joins as usual.
   const other = await PyGridSocket.open(node.node.url, '127.0.0.2');
   sockets.push(other);
@@ -336,7 +336,7 @@ test('worker rows are bounded: a socket authenticating again is the same worker 
   await hostProcess(admin, { name: 'rows', server: { max_diffs: 1, num_cycles: 0 } });
   await hostProcess(admin, { name: 'tokens', server: { max_diffs: 5, authentication: { type: 'jwt', secret: 'rows-secret' } } });
   const store = node.node.fl.store;
-  const rowsId = store.findProcess('rows')!.id;
+  const rowsId = (await store.findProcess('rows'))!.id;
   const at = (address: string) => store.workersAt(rowsId, address);
 
   // One socket, 20 authenticates: one worker, one row.
@@ -344,7 +344,7 @@ test('worker rows are bounded: a socket authenticating again is the same worker 
   const ids = new Set<string>();
   for (let i = 0; i < 20; i++) ids.add((await s1.call('model-centric/authenticate', { model_name: 'rows', model_version: '1.0' })).worker_id as string);
   assert.equal(ids.size, 1);
-  assert.equal(at('127.0.0.1'), 1);
+  assert.equal(await at('127.0.0.1'), 1);
   // With tokens: the same token is the same worker, another valid token another worker (a gateway may carry many devices).
   const { SignJWT } = await import('jose');
   const token = (sub: string) => new SignJWT({ sub }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode('rows-secret'));
@@ -358,7 +358,7 @@ test('worker rows are bounded: a socket authenticating again is the same worker 
   // PyGrid clients read it, and so is HTTP from the same address. Another address is not affected.
   const j2 = await joinCycle(await open(), 'rows');
   const j3 = await joinCycle(await open(), 'rows');
-  assert.equal(at('127.0.0.1'), 3);
+  assert.equal(await at('127.0.0.1'), 3);
   const over = await (await open()).send('model-centric/authenticate', { model_name: 'rows', model_version: '1.0' });
   assert.equal((over.error as { code: string }).code, 'GRID_ERR_QUOTA_EXCEEDED');
   assert.equal((over.data as Record<string, string>).status, 'rejected');
@@ -366,9 +366,9 @@ test('worker rows are bounded: a socket authenticating again is the same worker 
   const http = await fetch(`${httpBase(node.node.url)}/model-centric/authenticate`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model_name: 'rows', model_version: '1.0' }) });
   assert.equal(http.status, 400);
   assert.equal(http.headers.get('x-grid-error-code'), 'GRID_ERR_QUOTA_EXCEEDED');
-  assert.equal(at('127.0.0.1'), 3);
+  assert.equal(await at('127.0.0.1'), 3);
   assert.equal((await joinCycle(await open('127.0.0.2'), 'rows')).cycle.status, 'accepted');
-  assert.equal(at('127.0.0.2'), 1);
+  assert.equal(await at('127.0.0.2'), 1);
 
   // The cycle closes; in the next, the oldest row not in it (s1's worker) makes room for a newcomer.
   assert.equal(j2.cycle.status, 'accepted');
@@ -377,15 +377,15 @@ test('worker rows are bounded: a socket authenticating again is the same worker 
   await closed;
   const fresh = await joinCycle(await open(), 'rows');
   assert.equal(fresh.cycle.status, 'accepted');
-  assert.equal(at('127.0.0.1'), 3);
+  assert.equal(await at('127.0.0.1'), 3);
   const evicted = [...ids][0]!;
-  assert.equal(store.worker(evicted), undefined);
-  assert.ok(store.worker(j2.workerId) !== undefined && store.worker(j3.workerId) !== undefined);
+  assert.equal(await store.worker(evicted), undefined);
+  assert.ok(await store.worker(j2.workerId) !== undefined && await store.worker(j3.workerId) !== undefined);
   assert.equal((await s1.call('model-centric/cycle-request', { worker_id: evicted, model: 'rows', version: '1.0', ping: 0, download: 0, upload: 0 })).error, 'Not found any process related with this cycle and worker ID.');
   // s1 authenticating again gets a new worker (its old one is gone), within the cap: j2's row, in no cycle now, makes room.
   const again = (await s1.call('model-centric/authenticate', { model_name: 'rows', model_version: '1.0' })).worker_id as string;
   assert.notEqual(again, evicted);
-  assert.equal(at('127.0.0.1'), 3);
+  assert.equal(await at('127.0.0.1'), 3);
 });
 
 test('our own messages: fl-list-processes shows cycles and checkpoints without secrets; fl-download-checkpoint is for the owner or an admin; retrieve-model is closed where workers authenticate', { timeout: 60_000 }, async (t) => {
@@ -543,8 +543,8 @@ test('reports arriving together are committed together: a key reported twice at 
     sockets[2]!.call('model-centric/report', { worker_id: joined[1]!.workerId, request_key: joined[1]!.cycle.request_key, diff: diffOf(ZERO) }),
   ]);
   assert.deepEqual(replies, [{ status: 'success' }, { status: 'success' }, { status: 'success' }]);
-  const id = node.node.fl.store.findProcess('burst')!.id;
-  assert.equal(node.node.fl.store.reportedCount(node.node.fl.store.openCycle(id)!.id), 2, 'two reports committed when their replies came');
+  const id = (await node.node.fl.store.findProcess('burst'))!.id;
+  assert.equal(await node.node.fl.store.reportedCount((await node.node.fl.store.openCycle(id))!.id), 2, 'two reports committed when their replies came');
   await sockets[2]!.call('model-centric/report', { worker_id: joined[2]!.workerId, request_key: joined[2]!.cycle.request_key, diff: diffOf(ZERO) });
   assert.equal((await closed).reports, 3);
   // Whichever of the two racing reports the node took first counts, once: (3 + 0 + 0) / 3 or (300 + 0 + 0) / 3.

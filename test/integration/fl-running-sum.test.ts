@@ -11,7 +11,7 @@ import { packDiff } from '../../src/node/fl/averaging';
 import { FlEngine } from '../../src/node/fl/cycles';
 import { decodeState, encodeState, type StateTensor } from '../../src/node/fl/state';
 import { FlStore } from '../../src/node/fl/store';
-import { MetaDb } from '../../src/node/store/db';
+import { EmbeddedStore } from '../../src/node/store/db';
 import { tempDir } from '../helpers/node-fixtures';
 
 const model: StateTensor[] = [{ dims: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) }];
@@ -22,9 +22,9 @@ test('diffs an older node stored as rows are counted once: added at start, held 
   const dir = tempDir('grid-fl-sum-');
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'meta.db');
-  let db = new MetaDb(file);
-  const open = () => { const store = new FlStore(db, dir); const engine = new FlEngine({ store, log: silentLogger }); engine.start(); return { store, engine }; };
-  let { engine } = open();
+  let db = new EmbeddedStore(file);
+  const open = async () => { const store = new FlStore(db, dir); await store.sweepSums(); const engine = new FlEngine({ store, log: silentLogger }); await engine.start(); return { store, engine }; };
+  let { engine } = await open();
   await engine.host({ owner: 'admin', model: encodeState(model), plans: {}, protocols: {}, averagingPlan: undefined, clientConfig: { name: 'old', version: '1' }, serverConfig: { max_diffs: 3, max_workers: 3, cycle_length: 3600 } });
   const workers = [];
   for (let i = 0; i < 3; i++) {
@@ -34,29 +34,29 @@ test('diffs an older node stored as rows are counted once: added at start, held 
     workers.push({ worker_id, request_key: (reply as { request_key: string }).request_key });
   }
   // Worker 0's report as an older node stored it: the diff in its assignment row, weight 2.
-  db.run('UPDATE fl_assignments SET reported_ms = ?, weight = ?, diff = ? WHERE request_key = ?', [Date.now(), 2, packDiff(diff(1)), workers[0]!.request_key]);
+  await db.run('UPDATE fl_assignments SET reported_ms = ?, weight = ?, diff = ? WHERE request_key = ?', [Date.now(), 2, packDiff(diff(1)), workers[0]!.request_key]);
   await engine.close();
-  db.close();
+  await db.close();
 
-  db = new MetaDb(file);
-  ({ engine } = open());
+  db = new EmbeddedStore(file);
+  ({ engine } = await open());
   await engine.report({ ...workers[1]!, diff: b64(diff(4)), num_samples: 1 });
-  assert.equal(Number(db.get('SELECT COUNT(*) AS n FROM fl_assignments WHERE diff IS NOT NULL')!.n), 0, 'the row diff is in the stored sum now');
+  assert.equal(Number((await db.get('SELECT COUNT(*) AS n FROM fl_assignments WHERE diff IS NOT NULL'))!.n), 0, 'the row diff is in the stored sum now');
   await engine.close();
-  db.close();
+  await db.close();
 
-  db = new MetaDb(file);
-  const reopened = open();
+  db = new EmbeddedStore(file);
+  const reopened = await open();
   const store = reopened.store;
   engine = reopened.engine;
   const closed = new Promise((resolve) => engine.once('cycle-closed', resolve));
   await engine.report({ ...workers[2]!, diff: b64(diff(8)), num_samples: 1 });
   await closed;
-  const c = await engine.checkpointBytes(store.findProcess('old', '1')!.id);
+  const c = await engine.checkpointBytes((await store.findProcess('old', '1'))!.id);
   assert.equal(c?.number, 2);
   // old − (2·1 + 1·4 + 1·8)/4 per unit of the pattern: 3.5 each, not 4 (worker 0 counted twice).
   const after = decodeState(c!.bytes)[0]!.data;
   model[0]!.data.forEach((v, k) => assert.ok(Math.abs(after[k]! - (v - 3.5 * (k + 1))) < 1e-6, `parameter ${k}: ${after[k]}, expected ${v - 3.5 * (k + 1)}`));
   await engine.close();
-  db.close();
+  await db.close();
 });

@@ -23,7 +23,7 @@ import { bufferSource } from '../../src/core/socket/transfer';
 import { mlp } from '../../src/compute/plan';
 import { ADMIN_PASSWORD, mlpModel, tempDir } from '../helpers/node-fixtures';
 import { startNodeScript, type Started } from '../helpers/processes';
-import { MetaDb } from '../../src/node/store/db';
+import { EmbeddedStore } from '../../src/node/store/db';
 import { lockDataDir } from '../../src/node/store/lock';
 import { DIGITS } from '../helpers/training-fixtures';
 
@@ -334,16 +334,18 @@ test('the metadata db killed -9 in the middle of writing a commit reopens intact
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'meta.db');
   const ROWS = 200; // rows per transaction: a commit writes dozens of pages
-  // The real MetaDb in a child process, committing batches and saying so after each.
+  // The real EmbeddedStore in a child process, committing batches and saying so after each.
   const writer = `
-    const { MetaDb } = require(${JSON.stringify(path.join(__dirname, '../../src/node/store/db.ts'))});
-    const db = new MetaDb(${JSON.stringify(file)});
-    db.run('CREATE TABLE IF NOT EXISTS crash_rows (k TEXT PRIMARY KEY, v TEXT NOT NULL)');
-    db.run('CREATE INDEX IF NOT EXISTS crash_rows_v ON crash_rows (v)');
-    for (let n = 1; ; n++) {
-      db.transaction(() => { for (let i = 0; i < ${ROWS}; i++) db.run('INSERT INTO crash_rows VALUES (?, ?)', [n + '-' + i + '-' + Math.random(), 'v'.repeat(900) + Math.random()]); });
-      process.stdout.write('committed ' + n + '\\n');
-    }`;
+    const { EmbeddedStore } = require(${JSON.stringify(path.join(__dirname, '../../src/node/store/db.ts'))});
+    const db = new EmbeddedStore(${JSON.stringify(file)});
+    (async () => {
+      await db.run('CREATE TABLE IF NOT EXISTS crash_rows (k TEXT PRIMARY KEY, v TEXT NOT NULL)');
+      await db.run('CREATE INDEX IF NOT EXISTS crash_rows_v ON crash_rows (v)');
+      for (let n = 1; ; n++) {
+        await db.transaction(async () => { for (let i = 0; i < ${ROWS}; i++) await db.run('INSERT INTO crash_rows VALUES (?, ?)', [n + '-' + i + '-' + Math.random(), 'v'.repeat(900) + Math.random()]); });
+        process.stdout.write('committed ' + n + '\\n');
+      }
+    })();`;
   const rounds = 6;
   const offset = rnd.int(0, 1);
   const problems: string[] = [];
@@ -366,17 +368,17 @@ test('the metadata db killed -9 in the middle of writing a commit reopens intact
     watcher.close();
     assert.ok(armed, `the writer ended before committing ${after} batches: ${stderr}`);
     // Reopened as the node does: take the dir, clear the dead writer's sqlite lock, open.
-    const lock = lockDataDir(dir, [MetaDb.lockDirOf(file)]);
-    let db: MetaDb | undefined;
+    const lock = lockDataDir(dir, [EmbeddedStore.lockDirOf(file)]);
+    let db: EmbeddedStore | undefined;
     try {
-      db = new MetaDb(file);
+      db = new EmbeddedStore(file);
       try {
-        const check = db.all('PRAGMA integrity_check').map((r) => String(r.integrity_check)).join('; ');
-        const rows = Number(db.get('SELECT count(*) AS n FROM crash_rows')!.n);
-        const indexed = Number(db.get("SELECT count(*) AS n FROM crash_rows INDEXED BY crash_rows_v WHERE v > ''")!.n);
+        const check = (await db.all('PRAGMA integrity_check')).map((r) => String(r.integrity_check)).join('; ');
+        const rows = Number((await db.get('SELECT count(*) AS n FROM crash_rows'))!.n);
+        const indexed = Number((await db.get("SELECT count(*) AS n FROM crash_rows INDEXED BY crash_rows_v WHERE v > ''"))!.n);
         if (check !== 'ok' || rows % ROWS !== 0 || indexed !== rows) problems.push(`round ${round + 1} (killed on a write to ${targets[0]}): integrity ${check.slice(0, 120)}, ${rows} rows, ${indexed} in the index`);
       } finally {
-        db.close();
+        await db.close();
       }
     } catch (err) {
       problems.push(`round ${round + 1} (killed on a write to ${targets[0]}): ${(err as Error).message}`);

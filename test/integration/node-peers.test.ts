@@ -16,7 +16,7 @@ import type { Logger } from '../../src/core/logger';
 import { GridClient } from '../../src/core/client';
 import { GridNode, type GridNodeOptions } from '../../src/node/server';
 import { nodeIdOf } from '../../src/node/identity';
-import { MetaDb } from '../../src/node/store/db';
+import { EmbeddedStore } from '../../src/node/store/db';
 import { startTestNode, tempDir, ADMIN_PASSWORD, type TestNode } from '../helpers/node-fixtures';
 
 test('connect-node links two nodes; list-peers shows it; subscribers hear connected and disconnected', async (t) => {
@@ -262,9 +262,9 @@ test('a node from before keys keeps its UUID id; its key is pinned at the first 
   const oldDir = tempDir();
   t.after(() => fs.rmSync(oldDir, { recursive: true, force: true }));
   const legacyId = crypto.randomUUID();
-  const db = new MetaDb(path.join(oldDir, 'meta.db'));
-  db.setMeta('node_id', legacyId);
-  db.close();
+  const db = new EmbeddedStore(path.join(oldDir, 'meta.db'));
+  await db.setMeta('node_id', legacyId);
+  await db.close();
   const b = await tempNode(t, { dataDir: oldDir, name: 'old-node' });
   const bWho = await (await b.anonymous()).getId();
   assert.equal(bWho.id, legacyId);

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { DatasetStore, parseDatasetFlag, readSchema } from '../../src/node/datasets';
-import { MetaDb } from '../../src/node/store/db';
+import { EmbeddedStore } from '../../src/node/store/db';
 import { writeNpy } from '../../src/core/npy';
 import { tensorFromValues } from '../../src/core/protocol/tensor';
 import { encodeTensorProto } from '../../src/compute/onnx';
@@ -69,7 +69,7 @@ test('.npy and TensorProto .pb datasets give dtype and shape; a bad file is INVA
 
 test('the store registers, re-registers on restart, lists and searches by all tags', async (t) => {
   const dir = freshDir(t);
-  const db = new MetaDb(path.join(dir, 'meta.db'));
+  const db = new EmbeddedStore(path.join(dir, 'meta.db'));
   t.after(() => db.close());
   const store = new DatasetStore(db);
   const first = await store.register({ name: 'iris', path: path.join(DATA, 'iris.csv'), tags: ['UCI', 'tabular'], description: 'flowers' });
@@ -79,10 +79,10 @@ test('the store registers, re-registers on restart, lists and searches by all ta
   assert.equal(again.added, false);
   assert.equal(again.info.created, first.info.created);
   await store.register({ name: 'wine', path: path.join(DATA, 'wine_data.csv'), tags: ['uci'] });
-  assert.deepEqual(store.search(['uci']).map((d) => d.id), ['iris', 'wine']);
-  assert.deepEqual(store.search(['uci', 'flowers']).map((d) => d.id), ['iris']);
-  assert.deepEqual(store.search(['nothing']), []);
-  assert.ok(!('path' in store.list()[0]!), 'the file path on the node is not part of what clients see');
+  assert.deepEqual((await store.search(['uci'])).map((d) => d.id), ['iris', 'wine']);
+  assert.deepEqual((await store.search(['uci', 'flowers'])).map((d) => d.id), ['iris']);
+  assert.deepEqual(await store.search(['nothing']), []);
+  assert.ok(!('path' in (await store.list())[0]!), 'the file path on the node is not part of what clients see');
   await assert.rejects(store.register({ name: '../x', path: path.join(DATA, 'iris.csv') }), { code: 'GRID_ERR_INVALID_ID' });
   await assert.rejects(store.register({ name: 'x', path: path.join(dir, 'missing.csv') }), { code: 'GRID_ERR_INVALID_DATASET' });
   await assert.rejects(store.register({ name: 'x', path: path.join(DATA, 'README.md') }), /unknown dataset format/);

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { Readable } from 'node:stream';
 import { createHash } from 'node:crypto';
 import { Auth, hashPassword, verifyPassword } from '../../src/node/auth';
-import { MetaDb } from '../../src/node/store/db';
+import { EmbeddedStore } from '../../src/node/store/db';
 import { BlobStore } from '../../src/node/store/blobs';
 import { lockDataDir } from '../../src/node/store/lock';
 import { GridError } from '../../src/core/errors';
@@ -32,42 +32,65 @@ test('passwords are scrypt hashes with a per-user salt, and verify only the righ
 
 test('sessions: tokens work until they expire, are stored only as hashes, and a new password revokes them', async (t) => {
   const dir = freshDir(t);
-  const db = new MetaDb(path.join(dir, 'meta.db'));
+  const db = new EmbeddedStore(path.join(dir, 'meta.db'));
   t.after(() => db.close());
   const auth = new Auth(db, { sessionTtlMs: 60_000 });
   const generated = await auth.ensureAdmin(undefined);
   assert.ok(generated && generated.length >= 16, 'a strong password is generated when none is given');
   assert.equal(await auth.ensureAdmin('other-password'), undefined, 'admin is created once');
   const s = await auth.login('admin', generated);
-  assert.equal(auth.resume(s.token).user, 'admin');
+  assert.equal((await auth.resume(s.token)).user, 'admin');
   assert.equal(s.role, 'admin');
   const raw = fs.readFileSync(path.join(dir, 'meta.db'));
   assert.equal(raw.includes(Buffer.from(s.token)), false, 'the token itself is not in the database file');
   assert.equal(raw.includes(Buffer.from(generated)), false, 'nor the password');
   await assert.rejects(auth.login('admin', 'wrong-password'), { code: 'GRID_ERR_BAD_CREDENTIALS' });
   await auth.setPassword('admin', 'a-new-password');
-  assert.throws(() => auth.resume(s.token), { code: 'GRID_ERR_BAD_CREDENTIALS' });
+  await assert.rejects(auth.resume(s.token), { code: 'GRID_ERR_BAD_CREDENTIALS' });
 
   const short = new Auth(db, { sessionTtlMs: -1 });
   const expired = await short.login('admin', 'a-new-password');
-  assert.throws(() => short.resume(expired.token), (e: GridError) => e.code === 'GRID_ERR_BAD_CREDENTIALS' && /expired/.test(e.message));
+  await assert.rejects(short.resume(expired.token), (e: GridError) => e.code === 'GRID_ERR_BAD_CREDENTIALS' && /expired/.test(e.message));
   await assert.rejects(auth.addUser('bad/name', 'long-enough-pw'), { code: 'GRID_ERR_INVALID_ID' });
   await assert.rejects(auth.addUser('bob', 'short'), { code: 'GRID_ERR_INVALID_MESSAGE' });
   await auth.addUser('bob', 'long-enough-pw');
   await assert.rejects(auth.addUser('bob', 'long-enough-pw'), { code: 'GRID_ERR_ALREADY_EXISTS' });
-  assert.deepEqual(auth.listUsers().map((u) => [u.username, u.role]), [['admin', 'admin'], ['bob', 'user']]);
+  assert.deepEqual((await auth.listUsers()).map((u) => [u.username, u.role]), [['admin', 'admin'], ['bob', 'user']]);
 });
 
-test('a failed transaction leaves the database as it was', (t) => {
+test('a failed transaction leaves the database as it was', async (t) => {
   const dir = freshDir(t);
-  const db = new MetaDb(path.join(dir, 'meta.db'));
+  const db = new EmbeddedStore(path.join(dir, 'meta.db'));
   t.after(() => db.close());
-  db.setMeta('k', 'before');
-  assert.throws(() => db.transaction(() => {
-    db.setMeta('k', 'during');
+  await db.setMeta('k', 'before');
+  await assert.rejects(db.transaction(async () => {
+    await db.setMeta('k', 'during');
     throw new Error('boom');
   }), /boom/);
-  assert.equal(db.getMeta('k'), 'before');
+  assert.equal(await db.getMeta('k'), 'before');
+});
+
+test('a write from outside an open transaction waits for it, and is not rolled back with it', async (t) => {
+  const dir = freshDir(t);
+  const db = new EmbeddedStore(path.join(dir, 'meta.db'));
+  t.after(() => db.close());
+  let release!: () => void;
+  let began!: () => void;
+  const held = new Promise<void>((resolve) => { release = resolve; });
+  const inside = new Promise<void>((resolve) => { began = resolve; });
+  const failing = db.transaction(async () => {
+    await db.setMeta('in', 'rolled back');
+    began();
+    await held;
+    throw new Error('boom');
+  });
+  await inside;
+  const outside = db.setMeta('out', 'kept');
+  release();
+  await assert.rejects(failing, /boom/);
+  await outside;
+  assert.equal(await db.getMeta('in'), undefined);
+  assert.equal(await db.getMeta('out'), 'kept');
 });
 
 test('blobs are content-addressed, appear whole by rename, and unreferenced ones are swept', async (t) => {
@@ -95,7 +118,7 @@ test('blobs are content-addressed, appear whole by rename, and unreferenced ones
   assert.deepEqual(fs.readdirSync(path.join(dir, 'tmp')), []);
 });
 
-test('the data dir lock refuses a live owner and takes over from a dead one, removing its stale sqlite lock', (t) => {
+test('the data dir lock refuses a live owner and takes over from a dead one, removing its stale sqlite lock', async (t) => {
   const dir = freshDir(t);
   const sqliteLock = path.join(dir, 'meta.db.lock');
   const lock = lockDataDir(dir, [sqliteLock]);
@@ -112,9 +135,9 @@ test('the data dir lock refuses a live owner and takes over from a dead one, rem
   assert.ok(!fs.existsSync(sqliteLock));
   assert.equal(fs.readFileSync(taken.pidFile, 'utf8'), String(process.pid));
   // And the database is writable again.
-  const db = new MetaDb(path.join(dir, 'meta.db'));
-  db.setMeta('ok', 'yes');
-  assert.equal(db.getMeta('ok'), 'yes');
-  db.close();
+  const db = new EmbeddedStore(path.join(dir, 'meta.db'));
+  await db.setMeta('ok', 'yes');
+  assert.equal(await db.getMeta('ok'), 'yes');
+  await db.close();
   taken.release();
 });

@@ -110,7 +110,7 @@ export interface FlEngineOptions {
    * Stores a checkpoint of a linked process as the next version of its model (parent: `parentVersion`),
    * calling `commit(version)` inside the model's own transaction.
    */
-  publish?(process: FlProcess, checkpoint: { number: number; bytes: Uint8Array }, parentVersion: string, commit: (version: string) => void): Promise<void>;
+  publish?(process: FlProcess, checkpoint: { number: number; bytes: Uint8Array }, parentVersion: string, commit: (version: string) => Promise<void>): Promise<void>;
   now?(): number;
   /** Called after each cycle-request answer and counted report (the node's fl-worker events). */
   onActivity?(a: FlActivity): void;
@@ -148,6 +148,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly now: () => number;
   private readonly onActivity: (a: FlActivity) => void;
   private readonly runtimes = new Map<number, Runtime>();
+  /** Runtimes being read from the store. */
+  private readonly loading = new Map<number, Promise<Runtime>>();
   /** Worker ids, assignments and reports: one transaction per event-loop turn. */
   private readonly commits: GroupCommit;
   /** Runtimes whose sum the batch being committed added to (their sums are stored before its COMMIT). */
@@ -182,15 +184,15 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   }
 
   /** Picks every process's open cycle back up: its stored running sum, its timer, and a close that is due. */
-  start(): void {
-    for (const p of this.store.processes()) {
-      const rt = this.runtime(p.id);
+  async start(): Promise<void> {
+    for (const p of await this.store.processes()) {
+      const rt = await this.runtime(p.id);
       if (rt.cycle === undefined) continue;
       this.log.info({ process: `${p.name}@${p.version}`, cycle: rt.cycle.sequence, reports: rt.sum?.reports ?? 0 }, 'FL cycle resumed');
       this.maybeClose(rt);
     }
     // Checkpoints committed before a kill but not yet stored as model versions.
-    for (const p of this.store.processes()) if (p.linkedModel !== undefined) this.publishCheckpoints(p);
+    for (const p of await this.store.processes()) if (p.linkedModel !== undefined) this.publishCheckpoints(p);
   }
 
   // --- hosting ---------------------------------------------------------------------------------------
@@ -203,7 +205,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       // The node would POST every worker's token to it from inside its network (a server-side request forgery).
       throw gridError('FORBIDDEN', `server_config.authentication.endpoint ${JSON.stringify(endpoint.slice(0, 200))} is not one this node's operator allows (fl.authEndpoints / --fl-auth-endpoint); only an admin may host a process that checks tokens at another endpoint`, { key: 'server_config.authentication.endpoint' });
     }
-    if (this.store.findProcess(clientConfig.name, clientConfig.version)) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
+    if (await this.store.findProcess(clientConfig.name, clientConfig.version)) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
     const format: ModelFormat = input.model[0] === 0x08 ? 'onnx' : 'state';
     const { specs, tensors } = paramsOf(format, input.model);
     const assets: Omit<FlAsset, 'id'>[] = [];
@@ -221,10 +223,10 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     const { sha256 } = await this.store.blobs.write(Readable.from([input.model]));
     const now = this.now();
-    const process = this.store.createProcess({ name: clientConfig.name, version: clientConfig.version, owner: input.owner, format, params: specs, clientConfig, serverConfig, linkedModel: input.linked?.id }, assets, sha256, endOf(serverConfig, now), now, input.linked?.version);
+    const process = await this.store.createProcess({ name: clientConfig.name, version: clientConfig.version, owner: input.owner, format, params: specs, clientConfig, serverConfig, linkedModel: input.linked?.id }, assets, sha256, endOf(serverConfig, now), now, input.linked?.version);
     if (process === undefined) throw gridError('ALREADY_EXISTS', PYGRID.processExists);
     this.runtimes.delete(process.id);
-    this.runtime(process.id);
+    await this.runtime(process.id);
     this.log.info({ process: `${process.name}@${process.version}`, id: process.id, owner: input.owner, format, params: specs.length }, 'FL process hosted');
     this.emit('changed', process.id);
     return process;
@@ -235,17 +237,19 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   /** `connection`: the socket it came on (WS); the same one authenticating again for the same process and token gets the same worker. */
   async authenticate(data: { auth_token?: string | null | undefined; model_name: string; model_version?: string | null | undefined }, address: string, connection?: object): Promise<{ status: 'success'; worker_id: string; requires_speed_test: boolean }> {
     this.limiter.take(address, 'authenticate');
-    const process = this.store.findProcess(data.model_name, data.model_version ?? undefined);
+    const process = await this.store.findProcess(data.model_name, data.model_version ?? undefined);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
+    // Loaded before the batch: its work must not wait for a load outside it (store/group-commit.ts).
+    const rt = await this.runtime(process.id);
     const token = typeof data.auth_token === 'string' && data.auth_token.length > 0 ? data.auth_token : undefined;
     const result = await this.auth(process.serverConfig.authentication, token);
     if (!result.ok) throw gridError('BAD_CREDENTIALS', result.error);
     // Worker rows are written in the next group commit (one fsync per burst), answered after it.
-    const workerId = await this.commits.run(() => {
+    const workerId = await this.commits.run(async () => {
       const known = this.workerRows.known(connection, process.id, token);
-      if (known !== undefined && this.store.worker(known) !== undefined) return known;
-      this.workerRows.makeRoom(this.store, connection, process, address, this.runtime(process.id).cycle, this.now());
-      const added = this.store.addWorker(process.id, address, this.now());
+      if (known !== undefined && await this.store.worker(known) !== undefined) return known;
+      await this.workerRows.makeRoom(this.store, connection, process, address, rt.cycle, this.now());
+      const added = await this.store.addWorker(process.id, address, this.now());
       this.workerRows.remember(connection, process.id, token, added);
       return added;
     });
@@ -258,13 +262,16 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    */
   async cycleRequest(data: CycleRequest, address: string): Promise<CycleReply> {
     this.limiter.take(address, 'cycle-request');
-    const reply = await this.commits.run(() => this.answerCycleRequest(data));
-    return this.noteAnswer(data, reply);
+    // Queued at once, nothing awaited before: a PyGrid client matches a socket's replies of one type by
+    // their order, and the batch answers in the order it was queued.
+    // A draw's answer comes after the batch that entered it: awaited outside it, or the draw's own batch would wait for this one.
+    const decided = await this.commits.run(() => this.answerCycleRequest(data));
+    const reply = await decided.reply;
+    return this.noteAnswer(data, decided.processId, reply);
   }
 
-  private noteAnswer(data: CycleRequest, reply: CycleReply): CycleReply {
+  private noteAnswer(data: CycleRequest, processId: number, reply: CycleReply): CycleReply {
     if (reply.status === 'accepted') this.emit('changed', reply.model_id);
-    const processId = reply.status === 'accepted' ? reply.model_id : this.store.findProcess(data.model, data.version ?? undefined)!.id;
     this.onActivity({
       kind: 'worker', processId, cycle: this.runtimes.get(processId)?.cycle?.sequence, workerId: data.worker_id, status: reply.status,
       ...(reply.status === 'rejected' && { reason: reply.reason }),
@@ -272,26 +279,28 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     return reply;
   }
 
-  private answerCycleRequest(data: CycleRequest): CycleReply | Promise<CycleReply> {
-    const worker = this.store.worker(data.worker_id);
+  /** In a batch; a draw's answer (`reply` a promise) comes when the draw ends. */
+  private async answerCycleRequest(data: CycleRequest): Promise<{ processId: number; reply: CycleReply | Promise<CycleReply> }> {
+    const worker = await this.store.worker(data.worker_id);
     if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-    const process = this.store.findProcess(data.model, data.version ?? undefined);
+    const process = await this.store.findProcess(data.model, data.version ?? undefined);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     if (worker.processId !== process.id) {
       throw gridError('FORBIDDEN', `worker ${data.worker_id} authenticated for another FL process; authenticate for ${process.name} ${process.version} first`);
     }
     const cfg = process.serverConfig;
     const speeds = checkSpeeds(data, requiresSpeedTest(cfg));
-    const rt = this.runtime(process.id);
+    const rt = await this.runtime(process.id, true);
     const cycle = rt.cycle;
     const now = this.now();
-    const reject = (reason: string): CycleReply => refusal(cycle, reason, now);
-    if (cycle === undefined) return { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` };
+    const processId = process.id;
+    const reject = (reason: string) => ({ processId, reply: refusal(cycle, reason, now) });
+    if (cycle === undefined) return { processId, reply: { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` } };
     if (rt.closing !== undefined) return reject('the cycle is closing; ask again for the next one');
-    if (this.store.assignment(cycle.id, worker.id) !== undefined) return reject('this worker is already in this cycle');
+    if (await this.store.assignment(cycle.id, worker.id) !== undefined) return reject('this worker is already in this cycle');
     if (rt.refused.has(worker.id)) return reject(NOT_SELECTED);
     const reuse = cfg.do_not_reuse_workers_until_cycle;
-    if (reuse !== undefined && reuse > 0 && this.store.workedRecently(process.id, worker.id, cycle.sequence, reuse)) {
+    if (reuse !== undefined && reuse > 0 && await this.store.workedRecently(process.id, worker.id, cycle.sequence, reuse)) {
       return reject(`this worker took part in one of the last ${reuse} cycles (do_not_reuse_workers_until_cycle)`);
     }
     if (cfg.minimum_download_speed !== undefined && !(speeds.download >= cfg.minimum_download_speed)) {
@@ -300,21 +309,21 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (cfg.minimum_upload_speed !== undefined && !(speeds.upload >= cfg.minimum_upload_speed)) {
       return reject(`upload speed ${speeds.upload} is below the minimum of ${cfg.minimum_upload_speed}`);
     }
-    const assigned = this.store.assignedCount(cycle.id);
+    const assigned = await this.store.assignedCount(cycle.id);
     // Not capped by max_diffs: workers drop out, and the first max_diffs reports close the cycle anyway.
     const capacity = cfg.max_workers ?? Infinity;
     if (assigned >= capacity) return reject(`the cycle is full (${assigned} of ${capacity} workers)`);
     // random: the askers of a short window are drawn from together (enterDraw), not decided one by one.
-    if (cfg.pool_selection === 'random' && capacity !== Infinity) return this.enterDraw(rt, cycle, worker.id);
-    return this.assignWorker(process, cycle, worker.id, now);
+    if (cfg.pool_selection === 'random' && capacity !== Infinity) return { processId, reply: this.enterDraw(rt, cycle, worker.id) };
+    return { processId, reply: await this.assignWorker(process, cycle, worker.id, now) };
   }
 
-  private assignWorker(process: FlProcess, cycle: FlCycle, workerId: string, now: number): CycleReply {
+  private async assignWorker(process: FlProcess, cycle: FlCycle, workerId: string, now: number): Promise<CycleReply> {
     const requestKey = createHash('sha256').update(randomUUID()).digest('hex');
-    this.store.assign(cycle.id, workerId, requestKey, now);
+    await this.store.assign(cycle.id, workerId, requestKey, now);
     return {
       status: 'accepted', request_key: requestKey, version: process.version, model: process.name,
-      plans: this.store.assetIds(process.id, 'plan'), protocols: this.store.assetIds(process.id, 'protocol'),
+      plans: await this.store.assetIds(process.id, 'plan'), protocols: await this.store.assetIds(process.id, 'protocol'),
       client_config: process.clientConfig, model_id: process.id,
     };
   }
@@ -331,7 +340,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     let draw = rt.draw;
     if (draw === undefined) {
       const opened: Draw = { cycleId: cycle.id, entrants: new Map(), timer: undefined };
-      opened.timer = setTimeout(() => this.runDraw(rt, opened), this.selectionWindowMs);
+      opened.timer = setTimeout(() => { void this.runDraw(rt, opened); }, this.selectionWindowMs);
       opened.timer.unref();
       rt.draw = draw = opened;
     }
@@ -345,37 +354,59 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     });
   }
 
-  private runDraw(rt: Runtime, draw: Draw): void {
+  /**
+   * Ends a draw. Its assignments are one batch of the group commit (counted against max_workers like any
+   * other); each asker is answered after it committed.
+   */
+  private async runDraw(rt: Runtime, draw: Draw): Promise<void> {
     if (rt.draw === draw) rt.draw = undefined;
     if (draw.timer) clearTimeout(draw.timer);
-    const cycle = rt.cycle;
-    const now = this.now();
     const entrants = [...draw.entrants];
     const answer = (waiters: Waiter[], reply: CycleReply) => { for (const w of waiters) w.resolve(reply); };
-    if (this.closed || cycle === undefined || cycle.id !== draw.cycleId || rt.closing !== undefined) {
-      const reason = this.closed ? 'the node is shutting down; ask again' : 'the cycle closed during the draw; ask again for the next one';
-      for (const [, waiters] of entrants) answer(waiters, { status: 'rejected', reason });
+    const refuseAll = (reason: string) => { for (const [, waiters] of entrants) answer(waiters, { status: 'rejected', reason }); };
+    if (this.closed) return refuseAll('the node is shutting down; ask again');
+    let answers: { waiters: Waiter[]; reply: CycleReply | undefined; err?: unknown }[] | undefined;
+    try {
+      answers = await this.commits.run(async () => {
+        const cycle = rt.cycle;
+        const now = this.now();
+        if (cycle === undefined || cycle.id !== draw.cycleId || rt.closing !== undefined) return undefined;
+        const capacity = rt.process.serverConfig.max_workers ?? Infinity;
+        let free = Math.max(0, capacity - await this.store.assignedCount(cycle.id));
+        // Fisher–Yates with the crypto generator: each set of `free` askers equally likely.
+        for (let i = entrants.length - 1; i > 0; i--) {
+          const j = randomInt(i + 1);
+          [entrants[i], entrants[j]] = [entrants[j]!, entrants[i]!];
+        }
+        const out: { waiters: Waiter[]; reply: CycleReply | undefined; err?: unknown }[] = [];
+        for (const [workerId, waiters] of entrants) {
+          if (free > 0) {
+            free--;
+            // Its own savepoint: one that fails (its worker was deleted meanwhile) leaves the others' rows.
+            await this.store.db.run('SAVEPOINT drawn');
+            try {
+              out.push({ waiters, reply: await this.assignWorker(rt.process, cycle, workerId, now) });
+              await this.store.db.run('RELEASE SAVEPOINT drawn');
+            } catch (err) {
+              await this.store.db.run('ROLLBACK TO SAVEPOINT drawn');
+              await this.store.db.run('RELEASE SAVEPOINT drawn');
+              out.push({ waiters, reply: undefined, err });
+            }
+          } else {
+            rt.refused.add(workerId);
+            out.push({ waiters, reply: refusal(cycle, NOT_SELECTED, now) });
+          }
+        }
+        return out;
+      });
+    } catch (err) {
+      for (const [, waiters] of entrants) for (const w of waiters) w.reject(err);
       return;
     }
-    const capacity = rt.process.serverConfig.max_workers ?? Infinity;
-    let free = Math.max(0, capacity - this.store.assignedCount(cycle.id));
-    // Fisher–Yates with the crypto generator: each set of `free` askers equally likely.
-    for (let i = entrants.length - 1; i > 0; i--) {
-      const j = randomInt(i + 1);
-      [entrants[i], entrants[j]] = [entrants[j]!, entrants[i]!];
-    }
-    for (const [workerId, waiters] of entrants) {
-      if (free > 0) {
-        free--;
-        try {
-          answer(waiters, this.assignWorker(rt.process, cycle, workerId, now));
-        } catch (err) {
-          for (const w of waiters) w.reject(err);
-        }
-      } else {
-        rt.refused.add(workerId);
-        answer(waiters, refusal(cycle, NOT_SELECTED, now));
-      }
+    if (answers === undefined) return refuseAll('the cycle closed during the draw; ask again for the next one');
+    for (const a of answers) {
+      if (a.reply !== undefined) answer(a.waiters, a.reply);
+      else for (const w of a.waiters) w.reject(a.err);
     }
   }
 
@@ -384,12 +415,12 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    * success and not counted again. A diff that does not decode, has the wrong shapes or a non-finite value
    * is refused before it touches the sum.
    */
-  report(data: { worker_id: string; request_key: string; diff: string; num_samples?: number | undefined }): { status: 'success' } | Promise<{ status: 'success' }> {
-    const a = this.store.assignmentByKey(data.request_key);
+  async report(data: { worker_id: string; request_key: string; diff: string; num_samples?: number | undefined }): Promise<{ status: 'success' }> {
+    const a = await this.store.assignmentByKey(data.request_key);
     if (a === undefined || a.workerId !== data.worker_id) throw gridError('FORBIDDEN', PYGRID.invalidRequestKey);
     if (a.reportedMs !== undefined) return { status: 'success' };
-    const cycle = this.store.cycle(a.cycleId)!;
-    const rt = this.runtime(cycle.processId);
+    const cycle = (await this.store.cycle(a.cycleId))!;
+    const rt = await this.runtime(cycle.processId);
     if (cycle.completedMs !== undefined || rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
     const weight = data.num_samples ?? 1;
     // A whole count of local rows: a worker's weight in the average is what it says it trained on, so an
@@ -406,25 +437,23 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     // COMMIT: answered only once durable. One whose cycle began closing meanwhile is refused. The closures
     // hold the ids, not `data`: its half-megabyte diff text is garbage once decoded.
     const { request_key: requestKey, worker_id: workerId } = data;
-    const counted = this.commits.run(() => {
+    const added = await this.commits.run(async () => {
       if (rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
-      if (!this.store.recordReport(requestKey, weight, this.now())) return false;
+      if (!await this.store.recordReport(requestKey, weight, this.now())) return false;
       rt.sum!.add(diff, weight);
       this.sumsAdded.add(rt);
       return true;
     });
-    return counted.then((added) => {
-      if (added) this.onActivity({ kind: 'worker', processId: rt.process.id, cycle: cycle.sequence, workerId, status: 'reported' });
-      return { status: 'success' as const };
-    });
+    if (added) this.onActivity({ kind: 'worker', processId: rt.process.id, cycle: cycle.sequence, workerId, status: 'reported' });
+    return { status: 'success' as const };
   }
 
   /** Before a group commit's COMMIT: each sum it added to, into the cycle's other sum file, named in the transaction. */
-  private storeSums(): void {
+  private async storeSums(): Promise<void> {
     for (const rt of this.sumsAdded) {
       const slot = rt.sumSlot === 0 ? 1 : 0;
       this.store.writeSum(rt.cycle!.id, slot, rt.sum!.bytes());
-      this.store.setSumRecord(rt.cycle!.id, { slot, reports: rt.sum!.reports, weight: rt.sum!.weight }, rt.rowDiffs);
+      await this.store.setSumRecord(rt.cycle!.id, { slot, reports: rt.sum!.reports, weight: rt.sum!.weight }, rt.rowDiffs);
     }
   }
 
@@ -440,29 +469,33 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   }
 
   /** A failed commit (a full disk, say): the sums it added to go back to what is committed. */
-  private sumsRolledBack(): void {
-    for (const rt of this.sumsAdded) {
-      if (rt.cycle !== undefined) this.loadSum(rt, rt.cycle);
-    }
+  private async sumsRolledBack(): Promise<void> {
+    const added = [...this.sumsAdded];
     this.sumsAdded.clear();
+    for (const rt of added) {
+      const cycle = rt.cycle;
+      if (cycle === undefined) continue;
+      const loaded = await this.loadSum(rt.process, cycle);
+      if (rt.cycle === cycle) Object.assign(rt, loaded);
+    }
   }
 
   /**
    * The process a download with this worker id and request key may read (PyGrid: the key of the worker
    * in the process's last open cycle). FORBIDDEN with PyGrid's "Invalid request key!" otherwise.
    */
-  checkKey(workerId: string, requestKey: string, modelId?: number): FlProcess {
-    const a = this.store.assignmentByKey(requestKey);
+  async checkKey(workerId: string, requestKey: string, modelId?: number): Promise<FlProcess> {
+    const a = await this.store.assignmentByKey(requestKey);
     if (a === undefined || a.workerId !== workerId) throw gridError('FORBIDDEN', PYGRID.invalidRequestKey);
-    const cycle = this.store.cycle(a.cycleId)!;
+    const cycle = (await this.store.cycle(a.cycleId))!;
     if (modelId !== undefined && cycle.processId !== modelId) throw gridError('FORBIDDEN', PYGRID.invalidRequestKey);
     if (cycle.completedMs !== undefined) throw gridError('CYCLE_CLOSED', `cycle ${cycle.sequence} of this FL process has already closed; request a new cycle`);
-    return this.runtime(cycle.processId).process;
+    return (await this.runtime(cycle.processId)).process;
   }
 
   /** The bytes of a checkpoint (`latest`, an alias or a number) of a process. */
   async checkpointBytes(processId: number, which: number | string = 'latest'): Promise<{ bytes: Uint8Array; number: number } | undefined> {
-    const c = this.store.checkpoint(processId, which);
+    const c = await this.store.checkpoint(processId, which);
     if (c === undefined) return undefined;
     return { bytes: await readFile(this.store.blobs.pathOf(c.sha256)), number: c.number };
   }
@@ -477,12 +510,12 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (publish === undefined || p.linkedModel === undefined) return;
     const run = async () => {
       let parent: string | undefined;
-      for (const c of this.store.checkpoints(p.id)) {
+      for (const c of await this.store.checkpoints(p.id)) {
         if (c.modelVersion !== undefined) { parent = c.modelVersion; continue; }
         if (parent === undefined || this.closed) return;
         const bytes = await readFile(this.store.blobs.pathOf(c.sha256));
         await publish(p, { number: c.number, bytes }, parent, (version) => this.store.setModelVersion(p.id, c.number, version));
-        parent = this.store.checkpoint(p.id, c.number)?.modelVersion;
+        parent = (await this.store.checkpoint(p.id, c.number))?.modelVersion;
         this.log.info({ process: `${p.name}@${p.version}`, checkpoint: c.number, model: `${p.linkedModel}@${parent}` }, 'FL checkpoint stored as a model version');
       }
     };
@@ -501,11 +534,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   /** Stops the timers (the node is closing); cycles continue at the next start. Idempotent. */
   async close(): Promise<void> {
     // What is queued (reports already checked, workers, assignments) is committed and answered before the database closes.
-    this.commits.flush();
+    await this.commits.flush();
     this.closed = true;
     const pending: Promise<void>[] = [...this.publishing.values()];
     for (const rt of this.runtimes.values()) {
-      if (rt.draw !== undefined) this.runDraw(rt, rt.draw);
+      if (rt.draw !== undefined) await this.runDraw(rt, rt.draw);
       if (rt.timer) clearTimeout(rt.timer);
       rt.timer = undefined;
       if (rt.closing) pending.push(rt.closing.catch(() => undefined));
@@ -515,41 +548,68 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   // --- cycles ----------------------------------------------------------------------------------------
 
-  private runtime(processId: number): Runtime {
-    let rt = this.runtimes.get(processId);
+  /**
+   * The process's runtime, loaded once. `inBatch`: called from a group commit's work, which must not wait
+   * for a load started outside the batch (with the embedded store that load waits for the batch): it
+   * loads on its own, in the batch's transaction.
+   */
+  private async runtime(processId: number, inBatch = false): Promise<Runtime> {
+    const rt = this.runtimes.get(processId);
     if (rt !== undefined) return rt;
-    const process = this.store.process(processId);
-    if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-    rt = { process, cycle: undefined, sum: undefined, sumSlot: 1, rowDiffs: false, timer: undefined, closing: undefined, refused: new Set(), draw: undefined };
-    this.runtimes.set(processId, rt);
-    this.open(rt, this.store.openCycle(processId));
-    return rt;
+    if (inBatch) return this.adopt(await this.load(processId));
+    // One load per process, however many requests ask for it meanwhile.
+    let loading = this.loading.get(processId);
+    if (loading === undefined) {
+      loading = this.load(processId).then((loaded) => this.adopt(loaded)).finally(() => this.loading.delete(processId));
+      this.loading.set(processId, loading);
+    }
+    return loading;
   }
 
-  /** Makes `cycle` the runtime's open cycle: its committed running sum, and its timer. */
-  private open(rt: Runtime, cycle: FlCycle | undefined): void {
+  private async load(processId: number): Promise<Runtime> {
+    const process = await this.store.process(processId);
+    if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
+    const loaded: Runtime = { process, cycle: undefined, sum: undefined, sumSlot: 1, rowDiffs: false, timer: undefined, closing: undefined, refused: new Set(), draw: undefined };
+    await this.open(loaded, await this.store.openCycle(processId));
+    return loaded;
+  }
+
+  /** The first runtime loaded for a process is the one kept (a second load's timer is stopped). */
+  private adopt(loaded: Runtime): Runtime {
+    const kept = this.runtimes.get(loaded.process.id);
+    if (kept === undefined) {
+      this.runtimes.set(loaded.process.id, loaded);
+      return loaded;
+    }
+    if (loaded.timer) clearTimeout(loaded.timer);
+    loaded.timer = undefined;
+    return kept;
+  }
+
+  /** Makes `cycle` the runtime's open cycle: its committed running sum, and its timer (all set at once, once loaded). */
+  private async open(rt: Runtime, cycle: FlCycle | undefined): Promise<void> {
+    const loaded = cycle === undefined ? { sum: undefined, sumSlot: 1 as const, rowDiffs: false } : await this.loadSum(rt.process, cycle);
     rt.cycle = cycle;
-    rt.sum = undefined;
+    Object.assign(rt, loaded);
     rt.refused = new Set();
     if (rt.timer) clearTimeout(rt.timer);
     rt.timer = undefined;
     if (cycle === undefined) return;
-    this.loadSum(rt, cycle);
     this.arm(rt);
   }
 
   /** The cycle's committed running sum: its stored sum, plus any diffs stored as rows by an older node. */
-  private loadSum(rt: Runtime, cycle: FlCycle): void {
-    const shapes = rt.process.params.map((p) => p.dims);
-    rt.sum = new RunningSum(shapes);
-    const stored = this.store.sumRecord(cycle.id);
-    rt.sumSlot = stored?.slot ?? 1;
-    if (stored !== undefined) rt.sum.load(this.store.readSum(cycle.id, stored.slot), stored.reports, stored.weight);
-    rt.rowDiffs = false;
-    for (const r of this.store.reportedDiffs(cycle.id)) {
-      rt.sum.add(unpackDiff(r.diff, shapes), r.weight);
-      rt.rowDiffs = true;
+  private async loadSum(process: FlProcess, cycle: FlCycle): Promise<Pick<Runtime, 'sum' | 'sumSlot' | 'rowDiffs'>> {
+    const shapes = process.params.map((p) => p.dims);
+    const sum = new RunningSum(shapes);
+    const stored = await this.store.sumRecord(cycle.id);
+    if (stored !== undefined) sum.load(this.store.readSum(cycle.id, stored.slot), stored.reports, stored.weight);
+    let rowDiffs = false;
+    for await (const r of this.store.reportedDiffs(cycle.id)) {
+      sum.add(unpackDiff(r.diff, shapes), r.weight);
+      rowDiffs = true;
     }
+    return { sum, sumSlot: stored?.slot ?? 1, rowDiffs };
   }
 
   private arm(rt: Runtime): void {
@@ -579,7 +639,10 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const full = cfg.max_diffs !== undefined && sum.reports >= cfg.max_diffs;
     const timeUp = cycle.endMs !== undefined && this.now() >= cycle.endMs;
     if (!enough || !(full || timeUp)) return;
-    rt.closing = this.closeCycle(rt, cycle, sum).then(
+    // From here on reports of the cycle are refused; the close starts once the batch in flight (whose
+    // reports may be past that check) committed or rolled back, with the sum that left.
+    const settled = this.commits.run(() => undefined);
+    rt.closing = settled.then(() => (rt.cycle === cycle && rt.sum !== undefined ? this.closeCycle(rt, cycle, rt.sum) : undefined)).then(
       () => { rt.closing = undefined; },
       (err: unknown) => {
         rt.closing = undefined;
@@ -594,13 +657,13 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   private async closeCycle(rt: Runtime, cycle: FlCycle, sum: RunningSum): Promise<void> {
     const p = rt.process;
-    const latest = this.store.checkpoint(p.id);
+    const latest = await this.store.checkpoint(p.id);
     if (latest === undefined) throw gridError('INTERNAL', `FL process ${p.id} has no checkpoint`);
     const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));
     const old: StateTensor[] = paramsOf(p.format, oldBytes).tensors;
     const reports = sum.reports;
     // The host's ONNX averaging plan when it gave one (averaging-plan.ts), else FedAvg: old − mean(diff).
-    const plan = reports > 0 ? this.store.averagingPlan(p.id) : undefined;
+    const plan = reports > 0 ? await this.store.averagingPlan(p.id) : undefined;
     const averaged = plan === undefined ? sum.apply(old) : await runAveragingPlan(plan, p.params, old, sum);
     const overflowed = keepFinite(averaged, old);
     if (overflowed > 0) {
@@ -610,13 +673,13 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const { sha256 } = await this.store.blobs.write(Readable.from([next]));
     const now = this.now();
     const cfg = p.serverConfig;
-    const completed = this.store.completedCycles(p.id) + 1;
+    const completed = await this.store.completedCycles(p.id) + 1;
     const more = (cfg.num_cycles ?? 0) === 0 || completed < cfg.num_cycles!;
-    const number = this.store.closeCycle(cycle, sha256, reports, now, more ? { endMs: endOf(cfg, now) } : null);
+    const number = await this.store.closeCycle(cycle, sha256, reports, now, more ? { endMs: endOf(cfg, now) } : null);
     if (number === undefined) return;
     try { this.store.removeSums(cycle.id); } catch (err) { this.log.warn({ err, cycle: cycle.id }, 'removing a closed FL cycle\'s sum files failed; the next start removes them'); }
     this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: sum.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
-    this.open(rt, this.store.openCycle(p.id));
+    await this.open(rt, await this.store.openCycle(p.id));
     this.emit('changed', p.id);
     if (p.linkedModel !== undefined) this.publishCheckpoints(p);
     this.emit('cycle-closed', { processId: p.id, cycle: cycle.sequence, checkpoint: number, reports, done: !more });

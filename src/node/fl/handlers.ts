@@ -62,19 +62,19 @@ function publicServerConfig(cfg: Record<string, unknown>): Record<string, unknow
   return { ...rest, authentication: { type: a.type, checks: ['secret', 'pub_key', 'endpoint'].filter((k) => a[k] !== undefined) } };
 }
 
-export function processInfo(store: FlStore, p: FlProcess): FlProcessInfo {
-  const cycle = store.openCycle(p.id);
+export async function processInfo(store: FlStore, p: FlProcess): Promise<FlProcessInfo> {
+  const cycle = await store.openCycle(p.id);
   return {
     model_id: p.id, name: p.name, version: p.version, owner: p.owner, format: p.format, params: p.params,
     client_config: p.clientConfig, server_config: publicServerConfig(p.serverConfig), created: p.created,
     linked_model: p.linkedModel ?? null,
-    completed_cycles: store.completedCycles(p.id),
+    completed_cycles: await store.completedCycles(p.id),
     cycle: cycle === undefined ? null : {
       sequence: cycle.sequence, start: new Date(cycle.startMs).toISOString(), end: cycle.endMs === undefined ? null : new Date(cycle.endMs).toISOString(),
-      assigned: store.assignedCount(cycle.id), reported: store.reportedCount(cycle.id),
+      assigned: await store.assignedCount(cycle.id), reported: await store.reportedCount(cycle.id),
     },
-    workers: store.workerCount(p.id),
-    checkpoints: store.checkpoints(p.id).map((c) => ({
+    workers: await store.workerCount(p.id),
+    checkpoints: (await store.checkpoints(p.id)).map((c) => ({
       number: c.number, alias: c.alias, created: c.created, reports: c.reports, cycle: c.cycle ?? null,
       model: p.linkedModel !== undefined && c.modelVersion !== undefined ? `${p.linkedModel}@${c.modelVersion}` : null,
     })),
@@ -121,16 +121,20 @@ export function registerFlHandlers(router: GridRouter, engine: FlEngine, store: 
 
   router.handle(FlReport, (data) => engine.report(data));
 
-  router.handle(FlListProcesses, () => ({ processes: store.processes().map((p) => processInfo(store, p)) }));
+  router.handle(FlListProcesses, async () => {
+    const processes = [];
+    for (const p of await store.processes()) processes.push(await processInfo(store, p));
+    return { processes };
+  });
 
   router.handle(FlDownloadCheckpoint, async (data, ctx) => {
     const { user, role } = ctx.connection.session;
     if (typeof user !== 'string') throw gridError('UNAUTHENTICATED', 'fl-download-checkpoint needs an authenticated session: authenticate first (grid: --user/--password or GRID_USER/GRID_PASSWORD)');
-    const p = store.findProcess(data.name, data.version);
+    const p = await store.findProcess(data.name, data.version);
     if (p === undefined) throw gridError('NOT_FOUND', `no FL process ${data.name}${data.version !== undefined ? ` version ${data.version}` : ''}`);
     if (p.owner !== user && role !== 'admin') throw gridError('FORBIDDEN', `the checkpoints of FL process ${p.name} ${p.version} belong to ${p.owner}; only its owner or an admin may download them`);
     const which = data.checkpoint ?? 'latest';
-    const c = store.checkpoint(p.id, which);
+    const c = await store.checkpoint(p.id, which);
     if (c === undefined) throw gridError('NOT_FOUND', `FL process ${p.name} ${p.version} has no checkpoint ${JSON.stringify(which)}`);
     const file = store.blobs.pathOf(c.sha256);
     const download = ctx.offerDownload({

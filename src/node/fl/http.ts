@@ -85,22 +85,22 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
   async function get(pathname: string, q: URLSearchParams): Promise<Uint8Array | undefined> {
     switch (pathname) {
       case '/model-centric/get-model': {
-        const p = engine.checkKey(strParam(q, 'worker_id'), strParam(q, 'request_key'), intParam(q, 'model_id'));
+        const p = await engine.checkKey(strParam(q, 'worker_id'), strParam(q, 'request_key'), intParam(q, 'model_id'));
         return (await engine.checkpointBytes(p.id))!.bytes;
       }
       case '/model-centric/get-plan':
       case '/model-centric/get-protocol': {
-        const p = engine.checkKey(strParam(q, 'worker_id'), strParam(q, 'request_key'));
+        const p = await engine.checkKey(strParam(q, 'worker_id'), strParam(q, 'request_key'));
         const plan = pathname === '/model-centric/get-plan';
         const id = intParam(q, plan ? 'plan_id' : 'protocol_id');
-        const asset = store.asset(p.id, plan ? 'plan' : 'protocol', id, q.get('receive_operations_as') ?? 'list');
+        const asset = await store.asset(p.id, plan ? 'plan' : 'protocol', id, q.get('receive_operations_as') ?? 'list');
         if (asset === undefined) throw gridError('NOT_FOUND', `this FL process has no ${plan ? 'plan' : 'protocol'} ${id}`);
         return asset.bytes;
       }
       case '/model-centric/retrieve-model': {
         const name = strParam(q, 'name');
         const version = q.get('version') ?? undefined;
-        const p = store.findProcess(name, version);
+        const p = await store.findProcess(name, version);
         if (p === undefined) throw gridError('NOT_FOUND', `no FL process ${name}${version !== undefined ? ` version ${version}` : ''}`);
         // Open as in PyGrid, except where workers must authenticate: the model would leak past that check.
         if (p.serverConfig.authentication !== undefined) {
@@ -125,7 +125,10 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
     async handle(req, res, pathname, headers) {
       if (pathname === '/model-centric/speed-test') {
         // Only workers this node authenticated may pull 64 MiB or push 128 MiB (speed-test.ts answers 401 otherwise).
-        handleSpeedTest(req, res, new URL(req.url ?? '/', 'http://node').searchParams, (id) => store.worker(id) !== undefined, headers);
+        const query = new URL(req.url ?? '/', 'http://node').searchParams;
+        const asked = query.get('worker_id') ?? '';
+        const known = asked !== '' && asked.length <= 256 && await store.worker(asked) !== undefined;
+        handleSpeedTest(req, res, query, (id) => known && id === asked, headers);
         return true;
       }
       const post = POSTS[pathname as keyof typeof POSTS];

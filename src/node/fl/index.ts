@@ -10,7 +10,7 @@ import type { NodeMetrics } from '../metrics';
 import type { ModelStore } from '../models';
 import type { GridRouter } from '../rpc/server';
 import type { NodeEvents } from '../events';
-import type { MetaDb } from '../store/db';
+import type { Store } from '../store/sql';
 import { FlEngine, type AuthCheck } from './cycles';
 import { flWorkerEvents } from './events';
 import { processInfo, registerFlHandlers, type LinkedModels } from './handlers';
@@ -42,13 +42,18 @@ export interface FlOptions {
   authEndpointTimeoutMs?: number;
 }
 
-export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string; log: Logger; events: NodeEvents; models?: ModelStore; metrics?: NodeMetrics; auth?: AuthCheck; options?: FlOptions }): NodeFl {
-  const store = new FlStore(deps.db, deps.dataDir);
+export async function attachFl(router: GridRouter, deps: { db: Store; dataDir: string; blobsDir?: string; log: Logger; events: NodeEvents; models?: ModelStore; metrics?: NodeMetrics; auth?: AuthCheck; options?: FlOptions }): Promise<NodeFl> {
+  // Checkpoint blobs go where the model blobs go (a shared dir for replicas), under fl/.
+  // Running sums stay in this node's own data dir: a cycle runs on the replica that took it.
+  const store = new FlStore(deps.db, deps.blobsDir ?? deps.dataDir, deps.dataDir);
+  // A shared blob dir holds blobs other replicas have not committed a row for yet: no sweep there.
+  if (deps.db.kind === 'embedded') await store.sweepBlobs();
+  await store.sweepSums();
   const { models } = deps;
   const engine = new FlEngine({
     store, log: deps.log, ...(deps.auth !== undefined && { auth: deps.auth }), ...deps.options,
     // Each worker's answer and report as fl-worker events, for the editor's tree.
-    onActivity: flWorkerEvents(deps.events, deps.log, (id) => store.process(id)?.owner),
+    onActivity: flWorkerEvents(deps.events, deps.log, async (id) => (await store.process(id))?.owner),
     ...(models !== undefined && {
       // A checkpoint of a process hosted from a model becomes that model's next version, its parent the
       // previous checkpoint's version; the checkpoint row learns its version in the model's transaction.
@@ -82,9 +87,11 @@ export function attachFl(router: GridRouter, deps: { db: MetaDb; dataDir: string
   // Status is read from the database: only worth it while someone listens.
   engine.on('changed', (id) => {
     if (!deps.events.listening('fl')) return;
-    const p = store.process(id);
-    if (p !== undefined) deps.events.emit({ event: 'fl-process-updated', process: processInfo(store, p) });
+    void (async () => {
+      const p = await store.process(id);
+      if (p !== undefined) deps.events.emit({ event: 'fl-process-updated', process: await processInfo(store, p) });
+    })().catch((err: unknown) => deps.log.warn({ err, process: id }, 'reading an FL process for its event failed'));
   });
-  engine.start();
+  await engine.start();
   return { engine, store, signalling, http: flHttp(engine, store, { log: deps.log }), close: () => engine.close() };
 }

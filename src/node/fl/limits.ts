@@ -63,16 +63,16 @@ export class WorkerRows {
   }
 
   /** Throws QUOTA_EXCEEDED unless the connection and the address may have one more worker row (evicting a stale one if need be). */
-  makeRoom(store: {
-    workersAt(processId: number, address: string): number;
-    evictStaleWorker(processId: number, address: string, beforeMs: number, cycleId: number | undefined): boolean;
-  }, connection: object | undefined, p: { id: number; name: string; version: string }, address: string, cycle: { id: number; startMs: number } | undefined, now: number): void {
+  async makeRoom(store: {
+    workersAt(processId: number, address: string): Promise<number>;
+    evictStaleWorker(processId: number, address: string, beforeMs: number, cycleId: number | undefined): Promise<boolean>;
+  }, connection: object | undefined, p: { id: number; name: string; version: string }, address: string, cycle: { id: number; startMs: number } | undefined, now: number): Promise<void> {
     const mine = connection === undefined ? undefined : this.byConnection.get(connection);
     if (mine !== undefined && mine.size >= MAX_WORKERS_PER_CONNECTION) {
       throw gridError('QUOTA_EXCEEDED', `this connection already authenticated ${mine.size} workers, the most the node allows on one connection; open another connection`);
     }
-    if (store.workersAt(p.id, address) < this.maxPerAddress) return;
-    if (store.evictStaleWorker(p.id, address, cycle?.startMs ?? now, cycle?.id)) return;
+    if (await store.workersAt(p.id, address) < this.maxPerAddress) return;
+    if (await store.evictStaleWorker(p.id, address, cycle?.startMs ?? now, cycle?.id)) return;
     throw gridError('QUOTA_EXCEEDED', `${address || 'this address'} already has ${this.maxPerAddress} workers for FL process ${p.name} ${p.version}, the most the node allows from one address; try again in the next cycle`);
   }
 

@@ -6,9 +6,9 @@
 // "c" and "a" version "b@c" one room, and long names overran the scope id limit). A worker may join only the
 // room of the process it authenticated for, and only once it has been accepted into one of its cycles.
 
-import { gridError, type GridError } from '../../core/errors';
+import { gridError } from '../../core/errors';
 import type { IncomingMessage } from '../../core/protocol/envelope';
-import type { GridConnection, GridRouter } from '../rpc/server';
+import type { GridConnection, GridRouter, RawAnswer } from '../rpc/server';
 import { isRoomMessageType, parseRoomMessage, RoomRegistry, type RoomLimits } from './rooms';
 import type { FlStore } from './store';
 
@@ -22,6 +22,10 @@ export class FlSignalling {
   private readonly store: FlStore;
   private readonly connections = new Map<string, GridConnection>();
   private readonly workersOf = new Map<GridConnection, Set<string>>();
+  /** Joins decided from the store (mayJoin) for the message being handled: the rooms ask synchronously. */
+  private readonly decided = new Map<string, boolean>();
+  /** Per connection, the message being handled: its room messages are handled in the order they came. */
+  private readonly queues = new WeakMap<GridConnection, Promise<unknown>>();
 
   constructor(store: FlStore, limits: Partial<RoomLimits> = {}) {
     this.store = store;
@@ -33,7 +37,7 @@ export class FlSignalling {
         conn.push(type, data);
         return true;
       },
-      (workerId, scopeId) => this.mayJoin(workerId, scopeId),
+      (workerId, scopeId) => this.decided.get(`${workerId}\n${scopeId}`) === true,
       limits,
     );
   }
@@ -56,14 +60,21 @@ export class FlSignalling {
   }
 
   /** A worker may join the room of the process it authenticated for once accepted into one of its cycles. */
-  mayJoin(workerId: string, scopeId: string): boolean {
-    const worker = this.store.worker(workerId);
-    const p = worker === undefined ? undefined : this.store.process(worker.processId);
+  async mayJoin(workerId: string, scopeId: string): Promise<boolean> {
+    const worker = await this.store.worker(workerId);
+    const p = worker === undefined ? undefined : await this.store.process(worker.processId);
     if (p === undefined || processScopeId(p) !== scopeId) return false;
     return this.store.workedRecently(p.id, workerId, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
   }
 
-  private handle(msg: IncomingMessage, conn: GridConnection): { reply: unknown } | { error: GridError } | undefined {
+  private handle(msg: IncomingMessage, conn: GridConnection): Promise<RawAnswer> {
+    const prev = this.queues.get(conn) ?? Promise.resolve();
+    const next = prev.then(() => this.handleInOrder(msg, conn));
+    this.queues.set(conn, next.catch(() => undefined));
+    return next;
+  }
+
+  private async handleInOrder(msg: IncomingMessage, conn: GridConnection): Promise<RawAnswer> {
     // Only clients that correlate replies by request_id get one: PyGrid-era clients (syft.js's WebRTC
     // code) route every frame of these types to their WebRTC handlers, and KotlinSyft cannot parse one.
     const answer = msg.request_id !== undefined;
@@ -80,7 +91,14 @@ export class FlSignalling {
         : 'this message names no worker and this connection has not authenticated exactly one: name the worker (workerId)';
       return answer ? { error: gridError('FORBIDDEN', why) } : undefined;
     }
-    const result = this.rooms.handle(workerId, msg);
+    const key = parsed.message.kind === 'join' ? `${workerId}\n${parsed.message.scopeId}` : undefined;
+    if (key !== undefined) this.decided.set(key, await this.mayJoin(workerId, parsed.message.scopeId));
+    let result;
+    try {
+      result = this.rooms.handle(workerId, msg);
+    } finally {
+      if (key !== undefined) this.decided.delete(key);
+    }
     if (!answer || result.dialect === 'kotlin') return undefined;
     if (!result.ok) return { error: gridError('FORBIDDEN', result.error) };
     return { reply: result.reply ?? {} };

@@ -1,4 +1,4 @@
-// The FL tables (migration 3 in store/db.ts): processes with their plans and protocols, cycles, workers,
+// The FL tables (migration 3 in store/migrations.ts): processes with their plans and protocols, cycles, workers,
 // assignments (PyGrid's WorkerCycle: one request key per worker per cycle) and checkpoints, whose bytes
 // are content-addressed blobs under <data>/fl.
 //
@@ -13,7 +13,7 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BlobStore } from '../store/blobs';
-import type { MetaDb, Row } from '../store/db';
+import type { Row, Store } from '../store/sql';
 import type { ClientConfig, ServerConfig } from './config';
 import type { ModelFormat, ParamSpec } from './params';
 
@@ -86,19 +86,27 @@ function toCheckpoint(r: Row): FlCheckpoint {
 }
 
 export class FlStore {
-  readonly db: MetaDb;
+  readonly db: Store;
   readonly blobs: BlobStore;
   private readonly sumsDir: string;
 
-  constructor(db: MetaDb, dataDir: string) {
+  /** `localDir`: this node's own data dir, for the running sums (default `dataDir`, where the blobs go). */
+  constructor(db: Store, dataDir: string, localDir = dataDir) {
     this.db = db;
     // Its own blob dir: the model store sweeps <data>/blobs of anything its own rows do not name.
     this.blobs = new BlobStore(path.join(dataDir, 'fl'));
-    this.blobs.sweep(new Set(this.db.all('SELECT DISTINCT sha256 FROM fl_checkpoints').map((r) => String(r.sha256))));
-    this.sumsDir = path.join(dataDir, 'fl-sums');
+    this.sumsDir = path.join(localDir, 'fl-sums');
     fs.mkdirSync(this.sumsDir, { recursive: true });
-    // Sum files of cycles that closed (their removal is after the close's commit) or never committed one.
-    const open = new Set(this.db.all("SELECT key FROM meta WHERE key LIKE 'fl.sum.%'").map((r) => String(r.key).slice(SUM_KEY.length)));
+  }
+
+  /** Removes checkpoint blobs no row names (left by a kill between writing one and committing its row). */
+  async sweepBlobs(): Promise<void> {
+    this.blobs.sweep(new Set((await this.db.all('SELECT DISTINCT sha256 FROM fl_checkpoints')).map((r) => String(r.sha256))));
+  }
+
+  /** Removes the sum files of cycles that closed (their removal is after the close's commit) or never committed one. */
+  async sweepSums(): Promise<void> {
+    const open = new Set((await this.db.all("SELECT key FROM meta WHERE key LIKE 'fl.sum.%'")).map((r) => String(r.key).slice(SUM_KEY.length)));
     for (const f of fs.readdirSync(this.sumsDir)) {
       if (!open.has(f.split('.')[0]!)) fs.rmSync(path.join(this.sumsDir, f), { force: true });
     }
@@ -107,56 +115,55 @@ export class FlStore {
   // --- processes -------------------------------------------------------------------------------------
 
   /** The process and its first checkpoint and cycle, in one transaction (the blob is already stored). */
-  createProcess(p: Omit<FlProcess, 'id' | 'created'>, assets: Omit<FlAsset, 'id'>[], checkpointSha: string, cycleEndMs: number | undefined, now: number, firstModelVersion?: string): FlProcess | undefined {
-    return this.db.transaction(() => {
-      if (this.db.get('SELECT 1 AS x FROM fl_processes WHERE name = ? AND version = ?', [p.name, p.version])) return undefined;
+  async createProcess(p: Omit<FlProcess, 'id' | 'created'>, assets: Omit<FlAsset, 'id'>[], checkpointSha: string, cycleEndMs: number | undefined, now: number, firstModelVersion?: string): Promise<FlProcess | undefined> {
+    return this.db.transaction(async () => {
+      if (await this.db.get('SELECT 1 AS x FROM fl_processes WHERE name = ? AND version = ?', [p.name, p.version])) return undefined;
       const created = new Date(now).toISOString();
-      this.db.run('INSERT INTO fl_processes (name, version, owner, model_format, shapes, client_config, server_config, created, linked_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
-        [p.name, p.version, p.owner, p.format, JSON.stringify(p.params), JSON.stringify(p.clientConfig), JSON.stringify(p.serverConfig), created, p.linkedModel ?? null]);
-      const id = num(this.db.get('SELECT last_insert_rowid() AS id')!.id);
-      for (const a of assets) this.db.run('INSERT INTO fl_assets (process_id, kind, name, variant, bytes) VALUES (?, ?, ?, ?, ?)', [id, a.kind, a.name, a.variant, a.bytes]);
-      this.db.run("INSERT INTO fl_checkpoints (process_id, number, alias, sha256, cycle, reports, created, model_version) VALUES (?, 1, 'latest', ?, NULL, 0, ?, ?)", [id, checkpointSha, created, firstModelVersion ?? null]);
-      this.db.run('INSERT INTO fl_cycles (process_id, sequence, start_ms, end_ms) VALUES (?, 1, ?, ?)', [id, now, cycleEndMs ?? null]);
+      const id = num((await this.db.get('INSERT INTO fl_processes (name, version, owner, model_format, shapes, client_config, server_config, created, linked_model) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id',
+        [p.name, p.version, p.owner, p.format, JSON.stringify(p.params), JSON.stringify(p.clientConfig), JSON.stringify(p.serverConfig), created, p.linkedModel ?? null]))!.id);
+      for (const a of assets) await this.db.run('INSERT INTO fl_assets (process_id, kind, name, variant, bytes) VALUES (?, ?, ?, ?, ?)', [id, a.kind, a.name, a.variant, a.bytes]);
+      await this.db.run("INSERT INTO fl_checkpoints (process_id, number, alias, sha256, cycle, reports, created, model_version) VALUES (?, 1, 'latest', ?, NULL, 0, ?, ?)", [id, checkpointSha, created, firstModelVersion ?? null]);
+      await this.db.run('INSERT INTO fl_cycles (process_id, sequence, start_ms, end_ms) VALUES (?, 1, ?, ?)', [id, now, cycleEndMs ?? null]);
       return { ...p, id, created };
     });
   }
 
-  process(id: number): FlProcess | undefined {
-    const r = this.db.get('SELECT * FROM fl_processes WHERE id = ?', [id]);
+  async process(id: number): Promise<FlProcess | undefined> {
+    const r = await this.db.get('SELECT * FROM fl_processes WHERE id = ?', [id]);
     return r === undefined ? undefined : toProcess(r);
   }
 
   /** PyGrid's lookup: name + version, or the last hosted with that name when no version is given. */
-  findProcess(name: string, version?: string): FlProcess | undefined {
+  async findProcess(name: string, version?: string): Promise<FlProcess | undefined> {
     const r = version === undefined
-      ? this.db.get('SELECT * FROM fl_processes WHERE name = ? ORDER BY id DESC LIMIT 1', [name])
-      : this.db.get('SELECT * FROM fl_processes WHERE name = ? AND version = ?', [name, version]);
+      ? await this.db.get('SELECT * FROM fl_processes WHERE name = ? ORDER BY id DESC LIMIT 1', [name])
+      : await this.db.get('SELECT * FROM fl_processes WHERE name = ? AND version = ?', [name, version]);
     return r === undefined ? undefined : toProcess(r);
   }
 
-  processes(): FlProcess[] {
-    return this.db.all('SELECT * FROM fl_processes ORDER BY id').map(toProcess);
+  async processes(): Promise<FlProcess[]> {
+    return (await this.db.all('SELECT * FROM fl_processes ORDER BY id')).map(toProcess);
   }
 
-  asset(processId: number, kind: FlAsset['kind'], id: number, variant?: string): FlAsset | undefined {
+  async asset(processId: number, kind: FlAsset['kind'], id: number, variant?: string): Promise<FlAsset | undefined> {
     // A plan's id names the plan; each variant (list, tfjs, torchscript) is a row under the same name.
-    const named = this.db.get('SELECT name FROM fl_assets WHERE id = ? AND process_id = ? AND kind = ?', [id, processId, kind]);
+    const named = await this.db.get('SELECT name FROM fl_assets WHERE id = ? AND process_id = ? AND kind = ?', [id, processId, kind]);
     if (named === undefined) return undefined;
-    const rows = this.db.all('SELECT * FROM fl_assets WHERE process_id = ? AND kind = ? AND name = ? ORDER BY id', [processId, kind, String(named.name)]);
+    const rows = await this.db.all('SELECT * FROM fl_assets WHERE process_id = ? AND kind = ? AND name = ? ORDER BY id', [processId, kind, String(named.name)]);
     const r = rows.find((x) => String(x.variant) === variant) ?? rows.find((x) => String(x.variant) === 'list') ?? rows[0];
     return r === undefined ? undefined : { id: num(r.id), kind, name: String(r.name), variant: String(r.variant), bytes: r.bytes as Uint8Array };
   }
 
   /** The host's ONNX averaging plan, when it gave one (run when a cycle closes: averaging-plan.ts). */
-  averagingPlan(processId: number): Uint8Array | undefined {
-    const r = this.db.get("SELECT bytes FROM fl_assets WHERE process_id = ? AND kind = 'averaging' ORDER BY id LIMIT 1", [processId]);
+  async averagingPlan(processId: number): Promise<Uint8Array | undefined> {
+    const r = await this.db.get("SELECT bytes FROM fl_assets WHERE process_id = ? AND kind = 'averaging' ORDER BY id LIMIT 1", [processId]);
     return r === undefined ? undefined : r.bytes as Uint8Array;
   }
 
   /** {name: id} of a process's plans or protocols (the id of each name's first row). */
-  assetIds(processId: number, kind: 'plan' | 'protocol'): Record<string, number> {
+  async assetIds(processId: number, kind: 'plan' | 'protocol'): Promise<Record<string, number>> {
     const out: Record<string, number> = {};
-    for (const r of this.db.all('SELECT name, MIN(id) AS id FROM fl_assets WHERE process_id = ? AND kind = ? GROUP BY name ORDER BY name', [processId, kind])) {
+    for (const r of await this.db.all('SELECT name, MIN(id) AS id FROM fl_assets WHERE process_id = ? AND kind = ? GROUP BY name ORDER BY name', [processId, kind])) {
       out[String(r.name)] = num(r.id);
     }
     return out;
@@ -165,18 +172,18 @@ export class FlStore {
   // --- cycles ----------------------------------------------------------------------------------------
 
   /** The last cycle not completed (PyGrid's validation rule), or undefined when the process is done. */
-  openCycle(processId: number): FlCycle | undefined {
-    const r = this.db.get('SELECT * FROM fl_cycles WHERE process_id = ? AND completed_ms IS NULL ORDER BY sequence DESC LIMIT 1', [processId]);
+  async openCycle(processId: number): Promise<FlCycle | undefined> {
+    const r = await this.db.get('SELECT * FROM fl_cycles WHERE process_id = ? AND completed_ms IS NULL ORDER BY sequence DESC LIMIT 1', [processId]);
     return r === undefined ? undefined : toCycle(r);
   }
 
-  cycle(id: number): FlCycle | undefined {
-    const r = this.db.get('SELECT * FROM fl_cycles WHERE id = ?', [id]);
+  async cycle(id: number): Promise<FlCycle | undefined> {
+    const r = await this.db.get('SELECT * FROM fl_cycles WHERE id = ?', [id]);
     return r === undefined ? undefined : toCycle(r);
   }
 
-  completedCycles(processId: number): number {
-    return num(this.db.get('SELECT COUNT(*) AS n FROM fl_cycles WHERE process_id = ? AND completed_ms IS NOT NULL', [processId])!.n);
+  async completedCycles(processId: number): Promise<number> {
+    return num((await this.db.get('SELECT COUNT(*) AS n FROM fl_cycles WHERE process_id = ? AND completed_ms IS NOT NULL', [processId]))!.n);
   }
 
   /**
@@ -184,19 +191,19 @@ export class FlStore {
    * diffs are dropped, and the next cycle opens (unless `nextEndMs` is null: the process is done). A
    * cycle already completed is left alone (false): nothing is averaged twice.
    */
-  closeCycle(cycle: FlCycle, checkpointSha: string, reports: number, now: number, next: { endMs: number | undefined } | null): number | undefined {
-    return this.db.transaction(() => {
-      const still = this.db.get('SELECT completed_ms FROM fl_cycles WHERE id = ?', [cycle.id]);
+  async closeCycle(cycle: FlCycle, checkpointSha: string, reports: number, now: number, next: { endMs: number | undefined } | null): Promise<number | undefined> {
+    return this.db.transaction(async () => {
+      const still = await this.db.get('SELECT completed_ms FROM fl_cycles WHERE id = ?', [cycle.id]);
       if (still === undefined || still.completed_ms !== null) return undefined;
-      const number = num(this.db.get('SELECT COALESCE(MAX(number), 0) + 1 AS n FROM fl_checkpoints WHERE process_id = ?', [cycle.processId])!.n);
-      this.db.run("UPDATE fl_checkpoints SET alias = '' WHERE process_id = ? AND alias = 'latest'", [cycle.processId]);
-      this.db.run("INSERT INTO fl_checkpoints (process_id, number, alias, sha256, cycle, reports, created) VALUES (?, ?, 'latest', ?, ?, ?, ?)",
+      const number = num((await this.db.get('SELECT COALESCE(MAX(number), 0) + 1 AS n FROM fl_checkpoints WHERE process_id = ?', [cycle.processId]))!.n);
+      await this.db.run("UPDATE fl_checkpoints SET alias = '' WHERE process_id = ? AND alias = 'latest'", [cycle.processId]);
+      await this.db.run("INSERT INTO fl_checkpoints (process_id, number, alias, sha256, cycle, reports, created) VALUES (?, ?, 'latest', ?, ?, ?, ?)",
         [cycle.processId, number, checkpointSha, cycle.sequence, reports, new Date(now).toISOString()]);
-      this.db.run('UPDATE fl_cycles SET completed_ms = ? WHERE id = ?', [now, cycle.id]);
-      this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ?', [cycle.id]);
-      this.db.run('DELETE FROM meta WHERE key = ?', [SUM_KEY + cycle.id]);
+      await this.db.run('UPDATE fl_cycles SET completed_ms = ? WHERE id = ?', [now, cycle.id]);
+      await this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ?', [cycle.id]);
+      await this.db.run('DELETE FROM meta WHERE key = ?', [SUM_KEY + cycle.id]);
       if (next !== null) {
-        this.db.run('INSERT INTO fl_cycles (process_id, sequence, start_ms, end_ms) VALUES (?, ?, ?, ?)', [cycle.processId, cycle.sequence + 1, now, next.endMs ?? null]);
+        await this.db.run('INSERT INTO fl_cycles (process_id, sequence, start_ms, end_ms) VALUES (?, ?, ?, ?)', [cycle.processId, cycle.sequence + 1, now, next.endMs ?? null]);
       }
       return number;
     });
@@ -204,83 +211,83 @@ export class FlStore {
 
   // --- workers and assignments -----------------------------------------------------------------------
 
-  addWorker(processId: number, address: string, now: number): string {
+  async addWorker(processId: number, address: string, now: number): Promise<string> {
     const id = randomUUID();
-    this.db.run('INSERT INTO fl_workers (id, process_id, address, created_ms) VALUES (?, ?, ?, ?)', [id, processId, address, now]);
+    await this.db.run('INSERT INTO fl_workers (id, process_id, address, created_ms) VALUES (?, ?, ?, ?)', [id, processId, address, now]);
     return id;
   }
 
-  worker(id: string): { id: string; processId: number } | undefined {
-    const r = this.db.get('SELECT id, process_id FROM fl_workers WHERE id = ?', [id]);
+  async worker(id: string): Promise<{ id: string; processId: number } | undefined> {
+    const r = await this.db.get('SELECT id, process_id FROM fl_workers WHERE id = ?', [id]);
     return r === undefined ? undefined : { id: String(r.id), processId: num(r.process_id) };
   }
 
   /** How many worker rows of the process came from `address`. */
-  workersAt(processId: number, address: string): number {
-    return num(this.db.get('SELECT COUNT(*) AS n FROM fl_workers WHERE process_id = ? AND address = ?', [processId, address])!.n);
+  async workersAt(processId: number, address: string): Promise<number> {
+    return num((await this.db.get('SELECT COUNT(*) AS n FROM fl_workers WHERE process_id = ? AND address = ?', [processId, address]))!.n);
   }
 
   /**
    * Deletes the oldest worker row of the process from `address` that was created before `beforeMs` and has
    * no assignment in cycle `cycleId` (its past assignments go with it); false when there is none.
    */
-  evictStaleWorker(processId: number, address: string, beforeMs: number, cycleId: number | undefined): boolean {
-    const r = this.db.get(
+  async evictStaleWorker(processId: number, address: string, beforeMs: number, cycleId: number | undefined): Promise<boolean> {
+    const r = await this.db.get(
       'SELECT id FROM fl_workers w WHERE process_id = ? AND address = ? AND created_ms < ? AND NOT EXISTS (SELECT 1 FROM fl_assignments a WHERE a.worker_id = w.id AND a.cycle_id = ?) ORDER BY created_ms, id LIMIT 1',
       [processId, address, beforeMs, cycleId ?? -1]);
     if (r === undefined) return false;
-    return this.db.run('DELETE FROM fl_workers WHERE id = ?', [String(r.id)]) === 1;
+    return await this.db.run('DELETE FROM fl_workers WHERE id = ?', [String(r.id)]) === 1;
   }
 
-  workerCount(processId: number): number {
-    return num(this.db.get('SELECT COUNT(*) AS n FROM fl_workers WHERE process_id = ?', [processId])!.n);
+  async workerCount(processId: number): Promise<number> {
+    return num((await this.db.get('SELECT COUNT(*) AS n FROM fl_workers WHERE process_id = ?', [processId]))!.n);
   }
 
-  assignment(cycleId: number, workerId: string): FlAssignment | undefined {
-    const r = this.db.get('SELECT cycle_id, worker_id, request_key, assigned_ms, reported_ms, weight FROM fl_assignments WHERE cycle_id = ? AND worker_id = ?', [cycleId, workerId]);
+  async assignment(cycleId: number, workerId: string): Promise<FlAssignment | undefined> {
+    const r = await this.db.get('SELECT cycle_id, worker_id, request_key, assigned_ms, reported_ms, weight FROM fl_assignments WHERE cycle_id = ? AND worker_id = ?', [cycleId, workerId]);
     return r === undefined ? undefined : toAssignment(r);
   }
 
-  assignmentByKey(requestKey: string): FlAssignment | undefined {
-    const r = this.db.get('SELECT cycle_id, worker_id, request_key, assigned_ms, reported_ms, weight FROM fl_assignments WHERE request_key = ?', [requestKey]);
+  async assignmentByKey(requestKey: string): Promise<FlAssignment | undefined> {
+    const r = await this.db.get('SELECT cycle_id, worker_id, request_key, assigned_ms, reported_ms, weight FROM fl_assignments WHERE request_key = ?', [requestKey]);
     return r === undefined ? undefined : toAssignment(r);
   }
 
-  assignedCount(cycleId: number): number {
-    return num(this.db.get('SELECT COUNT(*) AS n FROM fl_assignments WHERE cycle_id = ?', [cycleId])!.n);
+  async assignedCount(cycleId: number): Promise<number> {
+    return num((await this.db.get('SELECT COUNT(*) AS n FROM fl_assignments WHERE cycle_id = ?', [cycleId]))!.n);
   }
 
   /** Whether the worker took part in one of the `n` cycles before `sequence` (do_not_reuse_workers_until_cycle). */
-  workedRecently(processId: number, workerId: string, sequence: number, n: number): boolean {
-    return this.db.get(
+  async workedRecently(processId: number, workerId: string, sequence: number, n: number): Promise<boolean> {
+    return await this.db.get(
       'SELECT 1 AS x FROM fl_assignments a JOIN fl_cycles c ON c.id = a.cycle_id WHERE a.worker_id = ? AND c.process_id = ? AND c.sequence < ? AND c.sequence >= ? LIMIT 1',
       [workerId, processId, sequence, sequence - n]) !== undefined;
   }
 
-  assign(cycleId: number, workerId: string, requestKey: string, now: number): void {
-    this.db.run('INSERT INTO fl_assignments (cycle_id, worker_id, request_key, assigned_ms) VALUES (?, ?, ?, ?)', [cycleId, workerId, requestKey, now]);
+  async assign(cycleId: number, workerId: string, requestKey: string, now: number): Promise<void> {
+    await this.db.run('INSERT INTO fl_assignments (cycle_id, worker_id, request_key, assigned_ms) VALUES (?, ?, ?, ?)', [cycleId, workerId, requestKey, now]);
   }
 
   /**
    * Records a report (its diff is in the cycle's running sum: writeSum + setSum in the same transaction);
    * false when the assignment already has one (the first report stands).
    */
-  recordReport(requestKey: string, weight: number, now: number): boolean {
-    return this.db.run('UPDATE fl_assignments SET reported_ms = ?, weight = ? WHERE request_key = ? AND reported_ms IS NULL', [now, weight, requestKey]) === 1;
+  async recordReport(requestKey: string, weight: number, now: number): Promise<boolean> {
+    return await this.db.run('UPDATE fl_assignments SET reported_ms = ?, weight = ? WHERE request_key = ? AND reported_ms IS NULL', [now, weight, requestKey]) === 1;
   }
 
   // --- running sums (see the top of this file) --------------------------------------------------------
 
-  sumRecord(cycleId: number): FlSumRecord | undefined {
-    const v = this.db.getMeta(SUM_KEY + cycleId);
+  async sumRecord(cycleId: number): Promise<FlSumRecord | undefined> {
+    const v = await this.db.getMeta(SUM_KEY + cycleId);
     return v === undefined ? undefined : JSON.parse(v) as FlSumRecord;
   }
 
   /** Names the sum file that holds the cycle's committed reports; call it in the transaction that records them. */
-  setSumRecord(cycleId: number, record: FlSumRecord, holdsRowDiffs: boolean): void {
-    this.db.setMeta(SUM_KEY + cycleId, JSON.stringify(record));
+  async setSumRecord(cycleId: number, record: FlSumRecord, holdsRowDiffs: boolean): Promise<void> {
+    await this.db.setMeta(SUM_KEY + cycleId, JSON.stringify(record));
     // Diffs stored as rows by an older node are in the sum now (loadSum added them): not counted twice.
-    if (holdsRowDiffs) this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ? AND diff IS NOT NULL', [cycleId]);
+    if (holdsRowDiffs) await this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ? AND diff IS NOT NULL', [cycleId]);
   }
 
   private sumFile(cycleId: number, slot: 0 | 1): string {
@@ -315,34 +322,34 @@ export class FlStore {
   }
 
   /** The reported diffs a cycle still holds as rows (written before running sums were stored), one at a time. */
-  *reportedDiffs(cycleId: number): Generator<{ weight: number; diff: Uint8Array }> {
-    const keys = this.db.all('SELECT request_key FROM fl_assignments WHERE cycle_id = ? AND reported_ms IS NOT NULL AND diff IS NOT NULL ORDER BY reported_ms', [cycleId]);
+  async *reportedDiffs(cycleId: number): AsyncGenerator<{ weight: number; diff: Uint8Array }> {
+    const keys = await this.db.all('SELECT request_key FROM fl_assignments WHERE cycle_id = ? AND reported_ms IS NOT NULL AND diff IS NOT NULL ORDER BY reported_ms', [cycleId]);
     for (const k of keys) {
-      const r = this.db.get('SELECT weight, diff FROM fl_assignments WHERE request_key = ?', [k.request_key]);
+      const r = await this.db.get('SELECT weight, diff FROM fl_assignments WHERE request_key = ?', [k.request_key]);
       if (r !== undefined && r.diff !== null) yield { weight: num(r.weight), diff: r.diff as Uint8Array };
     }
   }
 
-  reportedCount(cycleId: number): number {
-    return num(this.db.get('SELECT COUNT(*) AS n FROM fl_assignments WHERE cycle_id = ? AND reported_ms IS NOT NULL', [cycleId])!.n);
+  async reportedCount(cycleId: number): Promise<number> {
+    return num((await this.db.get('SELECT COUNT(*) AS n FROM fl_assignments WHERE cycle_id = ? AND reported_ms IS NOT NULL', [cycleId]))!.n);
   }
 
   // --- checkpoints -----------------------------------------------------------------------------------
 
   /** A checkpoint by number or alias (`latest` when neither is given). */
-  checkpoint(processId: number, which: number | string = 'latest'): FlCheckpoint | undefined {
+  async checkpoint(processId: number, which: number | string = 'latest'): Promise<FlCheckpoint | undefined> {
     const r = typeof which === 'number'
-      ? this.db.get('SELECT * FROM fl_checkpoints WHERE process_id = ? AND number = ?', [processId, which])
-      : this.db.get('SELECT * FROM fl_checkpoints WHERE process_id = ? AND alias = ? ORDER BY number DESC LIMIT 1', [processId, which]);
+      ? await this.db.get('SELECT * FROM fl_checkpoints WHERE process_id = ? AND number = ?', [processId, which])
+      : await this.db.get('SELECT * FROM fl_checkpoints WHERE process_id = ? AND alias = ? ORDER BY number DESC LIMIT 1', [processId, which]);
     return r === undefined ? undefined : toCheckpoint(r);
   }
 
   /** Records which version of the linked model a checkpoint became (called inside the model's own transaction). */
-  setModelVersion(processId: number, number: number, version: string): void {
-    this.db.run('UPDATE fl_checkpoints SET model_version = ? WHERE process_id = ? AND number = ?', [version, processId, number]);
+  async setModelVersion(processId: number, number: number, version: string): Promise<void> {
+    await this.db.run('UPDATE fl_checkpoints SET model_version = ? WHERE process_id = ? AND number = ?', [version, processId, number]);
   }
 
-  checkpoints(processId: number): FlCheckpoint[] {
-    return this.db.all('SELECT * FROM fl_checkpoints WHERE process_id = ? ORDER BY number', [processId]).map(toCheckpoint);
+  async checkpoints(processId: number): Promise<FlCheckpoint[]> {
+    return (await this.db.all('SELECT * FROM fl_checkpoints WHERE process_id = ? ORDER BY number', [processId])).map(toCheckpoint);
   }
 }

@@ -68,7 +68,9 @@ type RequestHandler = (data: any, ctx: HandlerContext) => Promise<unknown> | unk
  * in two dialects): it gets the whole message and says what to answer. `undefined`: nothing is sent (some
  * clients cannot parse a reply); otherwise the reply's `data` or a coded error, with the request's id.
  */
-export type RawHandler = (msg: IncomingMessage, connection: GridConnection) => { reply: unknown } | { error: GridError } | undefined;
+export type RawAnswer = { reply: unknown } | { error: GridError } | undefined;
+/** A raw handler that reads the node's store answers with a promise; messages of one connection are answered in order by the handler itself. */
+export type RawHandler = (msg: IncomingMessage, connection: GridConnection) => RawAnswer | Promise<RawAnswer>;
 type StreamHandler = (data: any, ctx: StreamContext<any>) => Promise<unknown>;
 
 interface Route {
@@ -460,16 +462,24 @@ export class GridConnection {
     const route = this.builtin(type) ?? this.server.router.get(type);
     const raw = route === undefined ? this.server.router.rawHandler(type) : undefined;
     if (raw !== undefined) {
-      let out: ReturnType<RawHandler>;
+      const failed = (err: unknown): RawAnswer => {
+        const error = toGridError(err);
+        if (error.code === ErrorCodes.INTERNAL) this.logLimited('error', `${ErrorCodes.INTERNAL} ${type}`, { err, type }, `handler for ${type} failed`);
+        return { error };
+      };
+      const answer = (out: RawAnswer): void => {
+        if (out === undefined) return;
+        if ('error' in out) return this.sendError(type, requestId, out.error);
+        return this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), data: out.reply });
+      };
+      let out: RawAnswer | Promise<RawAnswer>;
       try {
         out = raw(msg, this);
       } catch (err) {
-        out = { error: toGridError(err) };
-        if (out.error.code === ErrorCodes.INTERNAL) this.logLimited('error', `${ErrorCodes.INTERNAL} ${type}`, { err, type }, `handler for ${type} failed`);
+        out = failed(err);
       }
-      if (out === undefined) return;
-      if ('error' in out) return this.sendError(type, requestId, out.error);
-      return this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), data: out.reply });
+      if (out instanceof Promise) { void out.then(answer, (err: unknown) => answer(failed(err))); return; }
+      return answer(out);
     }
     if (route === undefined) {
       return this.sendError(type, requestId, gridError('UNKNOWN_TYPE', `this node does not handle messages of type "${type}"`));

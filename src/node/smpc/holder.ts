@@ -138,11 +138,14 @@ export class ShareHolder {
 
   constructor(o: HolderOptions) {
     this.o = o;
-    // Shares written before a restart: served again; W − B is opened anew on the first query.
-    for (const s of o.store.load()) {
+  }
+
+  /** Shares written before a restart: served again; W − B is opened anew on the first query. */
+  async load(): Promise<void> {
+    for (const s of await this.o.store.load()) {
       this.models.set(s.info.model_id, { info: s.info, plan: s.plan, params: s.params, maskNonce: s.maskNonce, masks: { b: s.masks, f: new Map() }, bytes: s.bytes });
     }
-    if (this.models.size > 0) o.log.info({ models: this.models.size }, 'encrypted model shares loaded');
+    if (this.models.size > 0) this.o.log.info({ models: this.models.size }, 'encrypted model shares loaded');
   }
 
   register(router: GridRouter): void {

@@ -6,7 +6,7 @@ import type { NodeEvents } from '../events';
 import type { GridRouter } from '../rpc/server';
 import type { NodeIdentity } from '../identity';
 import type { PeerLinks } from '../peers';
-import type { MetaDb } from '../store/db';
+import type { Store } from '../store/sql';
 import { registerAttest } from './attest';
 import { ShareHolder } from './holder';
 import { SmpcLinks } from './links';
@@ -30,19 +30,21 @@ export interface SmpcOptions {
 
 export interface NodeSmpc { close(): void }
 
-export function attachSmpc(router: GridRouter, deps: {
-  identity: NodeIdentity; peers: PeerLinks; db: MetaDb; dataDir: string; events: NodeEvents; log: Logger; where(): string; options?: SmpcOptions;
-}): NodeSmpc {
+export async function attachSmpc(router: GridRouter, deps: {
+  identity: NodeIdentity; peers: PeerLinks; db: Store; dataDir: string; events: NodeEvents; log: Logger; where(): string; options?: SmpcOptions;
+}): Promise<NodeSmpc> {
   const o = deps.options ?? {};
   const stepTimeoutMs = o.stepTimeoutMs ?? 30_000;
   registerAttest(router, deps.identity);
   const holder = new ShareHolder({
     links: new SmpcLinks(deps.peers, deps.identity, stepTimeoutMs), selfId: deps.identity.id, log: deps.log, where: deps.where,
     stepTimeoutMs, maxModels: o.maxModels ?? 64, maxModelsPerOwner: o.maxModelsPerOwner ?? 16, maxBytesPerOwner: o.maxBytesPerOwner ?? 256 * 1024 * 1024,
-    maxQueries: o.maxQueries ?? 64, store: new ShareStore(deps.db, deps.dataDir, deps.log), events: deps.events,
+    maxQueries: o.maxQueries ?? 64, store: await ShareStore.open(deps.db, deps.dataDir, deps.log), events: deps.events,
   });
+  await holder.load();
   holder.register(router);
   const provider = new CryptoProvider(deps.identity, deps.db, deps.log, { ...DEFAULT_PROVIDER_LIMITS, pendingTtlMs: 2 * stepTimeoutMs, ...o.provider });
+  await provider.load();
   provider.register(router);
   return {
     close() {

@@ -13,7 +13,7 @@ import { gridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { SmpcCompare, SmpcDeal, SmpcForget, SmpcMask, SmpcPrepare, SmpcRelease } from '../../core/protocol/smpc-messages';
 import { withAttachment, type GridRouter, type HandlerContext } from '../rpc/server';
-import type { MetaDb } from '../store/db';
+import type { Store } from '../store/sql';
 import { attestedNode } from './attest';
 
 export interface ProviderLimits {
@@ -99,8 +99,14 @@ export class CryptoProvider {
   /** Stops the pool's dealing ahead on close. */
   private readonly closing = new AbortController();
 
-  constructor(private readonly identity: NodeIdentity, private readonly db: MetaDb, private readonly log: Logger, private readonly limits: ProviderLimits = DEFAULT_PROVIDER_LIMITS) {
-    for (const r of db.all('SELECT mask_nonce, holder0, holder1, weights FROM smpc_uploads')) {
+  /** Uploads being registered, one after another (a check and its insert are not split by another's). */
+  private registering: Promise<unknown> = Promise.resolve();
+
+  constructor(private readonly identity: NodeIdentity, private readonly db: Store, private readonly log: Logger, private readonly limits: ProviderLimits = DEFAULT_PROVIDER_LIMITS) {}
+
+  /** The uploads it deals for, as recorded before a restart. */
+  async load(): Promise<void> {
+    for (const r of await this.db.all('SELECT mask_nonce, holder0, holder1, weights FROM smpc_uploads')) {
       const weights = JSON.parse(String(r.weights)) as { index: number; size: number }[];
       this.uploads.set(String(r.mask_nonce), { holders: [String(r.holder0), String(r.holder1)], weights: new Map(weights.map((w) => [w.index, w.size])) });
     }
@@ -112,7 +118,14 @@ export class CryptoProvider {
    * keep records on behalf of nodes that never asked. Until then it is pending: bounded per node and in
    * all, and dropped after pendingTtlMs. Everything is counted against the calling node (`me`).
    */
-  private announce(me: string, party: 0 | 1, nonce: string, holders: [string, string], weights: { index: number; size: number }[]): void {
+  private announce(me: string, party: 0 | 1, nonce: string, holders: [string, string], weights: { index: number; size: number }[]): Promise<void> {
+    // One at a time: each reads the counts the one before it wrote (the database is asynchronous).
+    const done = this.registering.then(() => this.announceNow(me, party, nonce, holders, weights));
+    this.registering = done.catch(() => undefined);
+    return done;
+  }
+
+  private async announceNow(me: string, party: 0 | 1, nonce: string, holders: [string, string], weights: { index: number; size: number }[]): Promise<void> {
     const same = (u: Upload) => u.holders[0] === holders[0] && u.holders[1] === holders[1] && u.weights.size === weights.length && weights.every((w) => u.weights.get(w.index) === w.size);
     const known = this.uploads.get(nonce);
     if (known !== undefined) {
@@ -123,13 +136,13 @@ export class CryptoProvider {
     if (pending !== undefined) {
       if (!same(pending)) throw gridError('FORBIDDEN', `smpc-mask: upload ${nonce} was announced with other share holders or weights`);
       if (pending.party === party) return;
-      for (const h of holders) this.checkUploadQuota(h);
-      this.dropPending(nonce, pending, true);
-      this.db.run('INSERT INTO smpc_uploads (mask_nonce, holder0, holder1, weights, created) VALUES (?, ?, ?, ?, ?)', [nonce, holders[0], holders[1], JSON.stringify(weights), new Date().toISOString()]);
+      for (const h of holders) await this.checkUploadQuota(h);
+      await this.db.run('INSERT INTO smpc_uploads (mask_nonce, holder0, holder1, weights, created) VALUES (?, ?, ?, ?, ?)', [nonce, holders[0], holders[1], JSON.stringify(weights), new Date().toISOString()]);
       this.uploads.set(nonce, { holders, weights: new Map(weights.map((w) => [w.index, w.size])) });
+      this.dropPending(nonce, pending, true);
       return;
     }
-    this.checkUploadQuota(me);
+    await this.checkUploadQuota(me);
     const mine = this.pendingBy.get(me) ?? 0;
     if (mine >= this.limits.maxPendingPerHolder) {
       throw gridError('QUOTA_EXCEEDED', `the crypto provider waits for the other share holder of ${mine} uploads announced by node ${me}, the most it keeps for one node; retry once those uploads completed or expired (${this.limits.pendingTtlMs} ms)`, { limit: this.limits.maxPendingPerHolder });
@@ -148,8 +161,8 @@ export class CryptoProvider {
   }
 
   /** Refuses a new upload for `holder` once it has as many as one node may (or the provider has its most). */
-  private checkUploadQuota(holder: string): void {
-    const count = Number(this.db.get('SELECT COUNT(*) AS n FROM smpc_uploads WHERE holder0 = ? OR holder1 = ?', [holder, holder])?.n ?? 0);
+  private async checkUploadQuota(holder: string): Promise<void> {
+    const count = Number((await this.db.get('SELECT COUNT(*) AS n FROM smpc_uploads WHERE holder0 = ? OR holder1 = ?', [holder, holder]))?.n ?? 0);
     if (count >= this.limits.maxUploadsPerHolder) {
       throw gridError('QUOTA_EXCEEDED', `the crypto provider deals for ${count} encrypted models of share holder ${holder}, the most it keeps for one node; delete some`, { limit: this.limits.maxUploadsPerHolder });
     }
@@ -209,13 +222,13 @@ export class CryptoProvider {
   register(router: GridRouter): void {
     router.handle(SmpcDeal, (data, ctx) => this.onDeal(data, ctx));
     router.handle(SmpcCompare, (data, ctx) => this.onCompare(data, ctx));
-    router.handle(SmpcMask, (data, ctx) => {
+    router.handle(SmpcMask, async (data, ctx) => {
       const me = this.holder(ctx, 'smpc-mask');
       if (data.holders[data.party] !== me) throw gridError('FORBIDDEN', `smpc-mask: node ${me} is not party ${data.party} of these masks`);
       if (data.holders[0] === data.holders[1]) throw gridError('INVALID_INPUT', 'smpc-mask: the two share holders must be different nodes');
       const total = data.weights.reduce((n, w) => n + w.size, 0);
       if (8 * total > this.limits.maxBundleBytes) throw gridError('PAYLOAD_TOO_LARGE', `smpc-mask: ${total} weights are above the provider's limit`);
-      this.announce(me, data.party, data.mask_nonce, data.holders, data.weights);
+      await this.announce(me, data.party, data.mask_nonce, data.holders, data.weights);
       const key = this.maskKey(data.mask_nonce, data.holders);
       return withAttachment({ mask_nonce: data.mask_nonce }, concat(...data.weights.map((w) => maskOf(key, w.index, w.size).shares[data.party])));
     });
@@ -233,7 +246,7 @@ export class CryptoProvider {
       return {};
     });
     // A share holder whose model was deleted: no more deals for that upload.
-    router.handle(SmpcForget, (data, ctx) => {
+    router.handle(SmpcForget, async (data, ctx) => {
       const me = this.holder(ctx, 'smpc-forget');
       const p = this.pending.get(data.mask_nonce);
       if (p !== undefined && p.holders.includes(me)) {
@@ -243,7 +256,7 @@ export class CryptoProvider {
       const u = this.uploads.get(data.mask_nonce);
       if (u === undefined) return { forgotten: false };
       if (!u.holders.includes(me)) throw gridError('FORBIDDEN', `smpc-forget: node ${me} is not a share holder of upload ${data.mask_nonce}`);
-      this.db.run('DELETE FROM smpc_uploads WHERE mask_nonce = ?', [data.mask_nonce]);
+      await this.db.run('DELETE FROM smpc_uploads WHERE mask_nonce = ?', [data.mask_nonce]);
       this.uploads.delete(data.mask_nonce);
       for (const key of [...this.pool.keys()]) if (key.includes(`"${data.mask_nonce}"`)) this.pool.delete(key);
       return { forgotten: true };

@@ -12,7 +12,7 @@ import { paramCount, ringOf, weightIndices, type SmpcPlan } from '../../compute/
 import type { Logger } from '../../core/logger';
 import { SmpcModelInfo, SmpcPlanSchema } from '../../core/protocol/smpc-messages';
 import { BlobStore } from '../store/blobs';
-import type { MetaDb } from '../store/db';
+import type { Store } from '../store/sql';
 
 export interface StoredShare {
   info: SmpcModelInfo;
@@ -28,16 +28,24 @@ export interface StoredShare {
 export class ShareStore {
   private readonly blobs: BlobStore;
 
-  constructor(private readonly db: MetaDb, dataDir: string, private readonly log: Logger) {
+  private constructor(private readonly db: Store, dataDir: string, private readonly log: Logger) {
     this.blobs = new BlobStore(path.join(dataDir, 'smpc'));
-    const swept = this.blobs.sweep(new Set(this.db.all('SELECT sha256 FROM smpc_shares').map((r) => String(r.sha256))));
-    if (swept > 0) log.info({ swept }, 'removed share blobs no encrypted model refers to (left by a crash)');
+  }
+
+  /** The store, its blobs no row names swept (embedded only: replicas' rows name blobs in their own data dirs). */
+  static async open(db: Store, dataDir: string, log: Logger): Promise<ShareStore> {
+    const store = new ShareStore(db, dataDir, log);
+    if (db.kind === 'embedded') {
+      const swept = store.blobs.sweep(new Set((await db.all('SELECT sha256 FROM smpc_shares')).map((r) => String(r.sha256))));
+      if (swept > 0) log.info({ swept }, 'removed share blobs no encrypted model refers to (left by a crash)');
+    }
+    return store;
   }
 
   /** Every stored share; a row whose blob is missing or altered is dropped (logged), never served. */
-  load(): StoredShare[] {
+  async load(): Promise<StoredShare[]> {
     const out: StoredShare[] = [];
-    for (const row of this.db.all('SELECT model_id, info, plan, mask_nonce, sha256 FROM smpc_shares ORDER BY model_id')) {
+    for (const row of await this.db.all('SELECT model_id, info, plan, mask_nonce, sha256 FROM smpc_shares ORDER BY model_id')) {
       const id = String(row.model_id);
       try {
         const info = SmpcModelInfo.parse(JSON.parse(String(row.info)));
@@ -54,7 +62,8 @@ export class ShareStore {
         out.push({ info, plan, maskNonce: String(row.mask_nonce), params: all.slice(0, n), masks, bytes: bytes.length });
       } catch (err) {
         this.log.error({ model_id: id, err: (err as Error).message }, 'a stored encrypted model share cannot be read; it is dropped (serve the model again)');
-        this.db.run('DELETE FROM smpc_shares WHERE model_id = ?', [id]);
+        // Another replica's share (its blob is in that replica's data dir) is only skipped here.
+        if (this.db.kind === 'embedded') await this.db.run('DELETE FROM smpc_shares WHERE model_id = ?', [id]);
       }
     }
     return out;
@@ -64,17 +73,17 @@ export class ShareStore {
   async put(s: StoredShare): Promise<void> {
     const parts = [s.params, ...weightIndices(s.plan).map((i) => s.masks.get(i)!)].map((a) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength));
     const blob = await this.blobs.write((async function* () { yield* parts; })());
-    this.db.run('INSERT INTO smpc_shares (model_id, info, plan, mask_nonce, owner, bytes, sha256) VALUES (?, ?, ?, ?, ?, ?, ?)', [
+    await this.db.run('INSERT INTO smpc_shares (model_id, info, plan, mask_nonce, owner, bytes, sha256) VALUES (?, ?, ?, ?, ?, ?, ?)', [
       s.info.model_id, JSON.stringify(s.info), JSON.stringify(s.plan), s.maskNonce, s.info.owner, blob.size, blob.sha256,
     ]);
   }
 
   /** Removes a share (row, then blob). */
   async delete(modelId: string): Promise<void> {
-    const row = this.db.get('SELECT sha256 FROM smpc_shares WHERE model_id = ?', [modelId]);
+    const row = await this.db.get('SELECT sha256 FROM smpc_shares WHERE model_id = ?', [modelId]);
     if (row === undefined) return;
-    this.db.run('DELETE FROM smpc_shares WHERE model_id = ?', [modelId]);
+    await this.db.run('DELETE FROM smpc_shares WHERE model_id = ?', [modelId]);
     const sha = String(row.sha256);
-    if (this.db.get('SELECT 1 AS x FROM smpc_shares WHERE sha256 = ?', [sha]) === undefined) await this.blobs.remove(sha);
+    if (await this.db.get('SELECT 1 AS x FROM smpc_shares WHERE sha256 = ?', [sha]) === undefined) await this.blobs.remove(sha);
   }
 }

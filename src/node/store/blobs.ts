@@ -14,9 +14,10 @@ export class BlobStore {
   readonly dir: string;
   readonly tmpDir: string;
 
-  constructor(root: string) {
+  /** `tmpDir`: where blobs are written before their rename (`<root>/tmp` by default); cleared here. */
+  constructor(root: string, opts: { tmpDir?: string } = {}) {
     this.dir = path.join(root, 'blobs');
-    this.tmpDir = path.join(root, 'tmp');
+    this.tmpDir = opts.tmpDir ?? path.join(root, 'tmp');
     fs.mkdirSync(this.dir, { recursive: true });
     fs.mkdirSync(this.tmpDir, { recursive: true });
     // Temp files are never referenced; anything here is from a process that died mid-write.
@@ -45,7 +46,21 @@ export class BlobStore {
     if (fs.existsSync(dest)) { await fsp.rm(file, { force: true }); return dest; }
     await fsync(file);
     await fsp.mkdir(path.dirname(dest), { recursive: true });
-    await fsp.rename(file, dest);
+    try {
+      await fsp.rename(file, dest);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+      // A blob dir on another file system (shared storage): copy next to the blob, then rename there.
+      const near = `${dest}.${randomBytes(6).toString('hex')}.part`;
+      try {
+        await fsp.copyFile(file, near);
+        await fsync(near);
+        await fsp.rename(near, dest);
+      } finally {
+        await fsp.rm(near, { force: true });
+      }
+      await fsp.rm(file, { force: true });
+    }
     await fsyncDir(path.dirname(dest));
     return dest;
   }

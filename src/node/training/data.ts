@@ -43,8 +43,8 @@ export function labelColumn(info: DatasetInfo, label: string | undefined): { ind
 
 /** Reads a CSV dataset of the node into features [N, F] (float32) and labels, checking its schema first. */
 export async function loadDataset(store: DatasetStore, sel: DataSelection, loss: 'cross_entropy' | 'mse'): Promise<LoadedData> {
-  const info = store.get(sel.datasetId);
-  const file = store.pathOf(sel.datasetId);
+  const info = await store.get(sel.datasetId);
+  const file = await store.pathOf(sel.datasetId);
   if (info === undefined || file === undefined) throw gridError('NOT_FOUND', `no dataset "${sel.datasetId}" on this node`, { dataset_id: sel.datasetId });
   if (info.format !== 'csv' || !info.schema.columns) {
     throw gridError('INVALID_DATASET', `dataset "${info.id}" is ${info.format}; training reads CSV datasets (features and a label column)`, { dataset_id: info.id });

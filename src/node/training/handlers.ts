@@ -127,7 +127,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
    * Every field a job would only trip over at its end (ids, the dataset, output and permissions) is checked
    * before anything is read, so a bad request fails at once and never becomes a job.
    */
-  function checkTrainRequest(data: TrainRequest): void {
+  async function checkTrainRequest(data: TrainRequest): Promise<void> {
     if (data.model_id !== undefined) {
       checkIdField('model_id', data.model_id, true);
       if (!models.has(data.model_id)) {
@@ -136,7 +136,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
         throw gridError('NOT_FOUND', `model_id: no model "${data.model_id}" on this node${versions.length > 0 ? `; "${id}" has versions ${versions.join(', ')}` : ''}`, { field: 'model_id', model_id: data.model_id });
       }
     }
-    checkDataset(data.dataset_id);
+    await checkDataset(data.dataset_id);
     if ((data.output ?? 'model') === 'update') {
       for (const field of ['output_model_id', 'allow_download', 'allow_remote_inference'] as const) {
         if (data[field] !== undefined) throw gridError('INVALID_MESSAGE', `${field} applies to output "model"; an output "update" job stores no model`, { field });
@@ -153,15 +153,15 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
     }
   }
 
-  function checkDataset(id: string): void {
+  async function checkDataset(id: string): Promise<void> {
     if (!ID_PATTERN.test(id)) throw gridError('INVALID_ID', `dataset_id ${JSON.stringify(id.length > 80 ? `${id.slice(0, 80)}…` : id)} must be 1-128 characters of A-Z a-z 0-9 . _ -`, { field: 'dataset_id' });
-    if (datasets.get(id) === undefined) throw gridError('NOT_FOUND', `dataset_id: no dataset "${id}" on this node; list-datasets shows what it has`, { field: 'dataset_id', dataset_id: id });
+    if (await datasets.get(id) === undefined) throw gridError('NOT_FOUND', `dataset_id: no dataset "${id}" on this node; list-datasets shows what it has`, { field: 'dataset_id', dataset_id: id });
   }
 
   /** Runs `check`; when it fails, the uploads the request named are claimed and dropped, not left behind. */
-  async function checkOrDiscard(ctx: HandlerContext, transfers: (string | undefined)[], check: () => void): Promise<void> {
+  async function checkOrDiscard(ctx: HandlerContext, transfers: (string | undefined)[], check: () => void | Promise<void>): Promise<void> {
     try {
-      check();
+      await check();
     } catch (err) {
       for (const t of transfers) if (t !== undefined) await uploadedBytes(ctx, t).catch(() => {});
       throw err;
@@ -239,9 +239,9 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
 
   router.handle(Evaluate, async (data, ctx) => {
     const user = await requireUserOrDiscard(ctx, 'evaluate', [data.model_transfer_id, data.params_transfer_id]);
-    await checkOrDiscard(ctx, [data.model_transfer_id, data.params_transfer_id], () => {
+    await checkOrDiscard(ctx, [data.model_transfer_id, data.params_transfer_id], async () => {
       if (data.model_id !== undefined) checkIdField('model_id', data.model_id, true);
-      checkDataset(data.dataset_id);
+      await checkDataset(data.dataset_id);
     });
     const model = await resolveModel(data, ctx, user, 'evaluate');
     const loaded = await loadDataset(datasets, selectionOf(data), data.loss);
@@ -250,10 +250,10 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
     return { metrics, samples: on.features.dims[0]! };
   });
 
-  router.handle(ModelTraining, (data, ctx) => {
+  router.handle(ModelTraining, async (data, ctx) => {
     requireUser(ctx, 'model-training');
     const model = models.get(data.model_id);
-    const record = records.get(model.id, Number(model.version), model.sha256);
+    const record = await records.get(model.id, Number(model.version), model.sha256);
     if (record === undefined) throw gridError('NOT_FOUND', `model "${modelRef(model)}" was not trained on this node`, { model_id: model.id });
     return { record };
   });

@@ -8,7 +8,7 @@ import type { DatasetStore } from '../datasets';
 import type { NodeEvents } from '../events';
 import type { NodeMetrics } from '../metrics';
 import type { ModelStore } from '../models';
-import type { MetaDb } from '../store/db';
+import type { Store } from '../store/sql';
 import { registerTrainingHandlers } from './handlers';
 import { TrainingJobs } from './jobs';
 import { TrainingRecords } from './records';
@@ -21,7 +21,7 @@ export interface NodeTraining {
 }
 
 export function attachTraining(router: GridRouter, deps: {
-  db: MetaDb; models: ModelStore; datasets: DatasetStore; events: NodeEvents; metrics: NodeMetrics;
+  db: Store; models: ModelStore; datasets: DatasetStore; events: NodeEvents; metrics: NodeMetrics;
   dataDir: string; log: Logger; where(): string;
 }): NodeTraining {
   const records = new TrainingRecords(deps.db);
