@@ -553,3 +553,32 @@ test('reports arriving together are committed together: a key reported twice at 
   assert.ok(Math.abs(moved - 1) < 1e-5 || Math.abs(moved - 100) < 1e-4, `b moved by ${moved}`);
   assert.ok(Math.abs(-0.5 - b[1]! - moved) < 1e-4);
 });
+
+test('pool_selection random: a draw still open when its cycle closes is answered at once (ask again), and the next cycle\'s askers get a draw of their own', { timeout: 120_000 }, async (t) => {
+  // A long window, so the first cycle closes while a draw of it is still collecting askers.
+  const node = await startTestNode({ fl: { selectionWindowMs: 5000 } });
+  const sockets: PyGridSocket[] = [];
+  t.after(async () => { for (const s of sockets) s.close(); await node.close(); });
+  const open = async () => { const s = await PyGridSocket.open(node.node.url); sockets.push(s); return s; };
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'leftover', server: { max_diffs: 1, max_workers: 2, pool_selection: 'random', num_cycles: 0 } });
+  const a = await joinCycle(await open(), 'leftover');
+  assert.equal(a.cycle.status, 'accepted');
+
+  // B asks in cycle 1 (a draw opens), and right behind it on the same socket A's report closes cycle 1.
+  const sb = await open();
+  const b = (await sb.call('model-centric/authenticate', { model_name: 'leftover', model_version: '1.0' })).worker_id as string;
+  const closed = closedOnce(node);
+  const bAsked = sb.call('model-centric/cycle-request', { worker_id: b, model: 'leftover', version: '1.0', ping: 0, download: 0, upload: 0 });
+  const reported = sb.call('model-centric/report', { worker_id: a.workerId, request_key: a.cycle.request_key, diff: diffOf(ZERO) });
+  assert.deepEqual(await reported, { status: 'success' });
+  assert.equal((await closed).cycle, 1);
+  // C asks in cycle 2 while cycle 1's draw would still be collecting: C gets a draw of its own, and is accepted.
+  const c = await joinCycle(await open(), 'leftover');
+  assert.equal(c.cycle.status, 'accepted', JSON.stringify(c.cycle));
+  // B's draw belonged to cycle 1: B was told to ask again.
+  const bReply = await bAsked;
+  assert.deepEqual([bReply.status, bReply.reason], ['rejected', 'the cycle closed during the draw; ask again for the next one']);
+  // And B, asking again, is in cycle 2 too.
+  assert.equal((await sb.call('model-centric/cycle-request', { worker_id: b, model: 'leftover', version: '1.0', ping: 0, download: 0, upload: 0 })).status, 'accepted');
+});

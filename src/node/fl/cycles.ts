@@ -14,7 +14,7 @@ import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { gridError } from '../../core/errors';
+import { gridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, type ServerConfig } from './config';
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type FlAuthConfig } from './auth';
@@ -152,6 +152,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly commits: GroupCommit;
   /** Runtimes whose sum the batch being committed added to (their sums are stored before its COMMIT). */
   private readonly sumsAdded = new Set<Runtime>();
+  /** Draw entries made by the batch being committed (taken out again if it rolls back). */
+  private drawJoins: { draw: Draw; workerId: string; waiter: Waiter }[] = [];
   private readonly limiter: AddressLimiter;
   private readonly workerRows: WorkerRows;
   private readonly publish: FlEngineOptions['publish'];
@@ -329,6 +331,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    */
   private enterDraw(rt: Runtime, cycle: FlCycle, workerId: string): Promise<CycleReply> {
     let draw = rt.draw;
+    // A draw left over from an earlier cycle is settled (its askers told to ask again), never joined.
+    if (draw !== undefined && draw.cycleId !== cycle.id) {
+      this.runDraw(rt, draw);
+      draw = undefined;
+    }
     if (draw === undefined) {
       const opened: Draw = { cycleId: cycle.id, entrants: new Map(), timer: undefined };
       opened.timer = setTimeout(() => this.runDraw(rt, opened), this.selectionWindowMs);
@@ -340,8 +347,10 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       return Promise.resolve(refusal(cycle, `${MAX_DRAW_ENTRANTS} workers are already in this cycle's draw; ask again`, this.now()));
     }
     return new Promise((resolve, reject) => {
-      if (waiting !== undefined) waiting.push({ resolve, reject });
-      else draw.entrants.set(workerId, [{ resolve, reject }]);
+      const waiter: Waiter = { resolve, reject };
+      if (waiting !== undefined) waiting.push(waiter);
+      else draw.entrants.set(workerId, [waiter]);
+      this.drawJoins.push({ draw, workerId, waiter });
     });
   }
 
@@ -366,12 +375,22 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     }
     for (const [workerId, waiters] of entrants) {
       if (free > 0) {
-        free--;
-        try {
-          answer(waiters, this.assignWorker(rt.process, cycle, workerId, now));
-        } catch (err) {
-          for (const w of waiters) w.reject(err);
+        // The row may be gone since the worker asked (evictStaleWorker): its place goes to the next one.
+        if (this.store.worker(workerId) === undefined) {
+          for (const w of waiters) w.reject(gridError('NOT_FOUND', PYGRID.processNotFound));
+          continue;
         }
+        let reply: CycleReply;
+        try {
+          reply = this.assignWorker(rt.process, cycle, workerId, now);
+        } catch (err) {
+          const coded = toGridError(err);
+          this.log.error({ err, process: rt.process.id, cycle: cycle.sequence, worker: workerId }, 'assigning a drawn FL worker failed');
+          for (const w of waiters) w.reject(coded);
+          continue;
+        }
+        free--;
+        answer(waiters, reply);
       } else {
         rt.refused.add(workerId);
         answer(waiters, refusal(cycle, NOT_SELECTED, now));
@@ -431,11 +450,20 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private sumsCommitted(): void {
     const added = [...this.sumsAdded];
     this.sumsAdded.clear();
+    this.drawJoins = [];
+    // Every slot first: the committed sum files are now the other ones, whatever a listener does below
+    // (a slot left unswitched would have the next commit overwrite the committed sum in place).
     for (const rt of added) {
       rt.sumSlot = rt.sumSlot === 0 ? 1 : 0;
       rt.rowDiffs = false;
-      this.emit('changed', rt.process.id);
-      this.maybeClose(rt);
+    }
+    for (const rt of added) {
+      try {
+        this.emit('changed', rt.process.id);
+        this.maybeClose(rt);
+      } catch (err) {
+        this.log.error({ err, process: rt.process.id }, 'after an FL commit: a listener of the engine\'s events failed');
+      }
     }
   }
 
@@ -445,6 +473,15 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (rt.cycle !== undefined) this.loadSum(rt, rt.cycle);
     }
     this.sumsAdded.clear();
+    // Cycle-requests of the batch that joined a draw: their callers get the batch's error, so they leave the draw.
+    for (const { draw, workerId, waiter } of this.drawJoins) {
+      const waiters = draw.entrants.get(workerId);
+      if (waiters === undefined) continue;
+      const left = waiters.filter((w) => w !== waiter);
+      if (left.length > 0) draw.entrants.set(workerId, left);
+      else draw.entrants.delete(workerId);
+    }
+    this.drawJoins = [];
   }
 
   /**
@@ -531,6 +568,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     rt.cycle = cycle;
     rt.sum = undefined;
     rt.refused = new Set();
+    // A draw of the cycle before is answered now (told to ask again), not joined by this cycle's askers.
+    if (rt.draw !== undefined && rt.draw.cycleId !== cycle?.id) this.runDraw(rt, rt.draw);
     if (rt.timer) clearTimeout(rt.timer);
     rt.timer = undefined;
     if (cycle === undefined) return;

@@ -9,7 +9,7 @@ import type { MetaDb } from './db';
 export interface GroupCommitHooks {
   /** Inside the transaction, after the batch's work and before COMMIT; a throw fails the whole batch. */
   beforeCommit?(): void;
-  /** After COMMIT, before the callers are answered. */
+  /** After COMMIT, before the callers are answered; a throw still answers them (and reaches flush's caller). */
   committed?(): void;
   /** After a batch failed and was rolled back, before its callers get the error. */
   rolledBack?(err: unknown): void;
@@ -70,11 +70,15 @@ export class GroupCommit {
       for (const q of batch) q.reject(err);
       return;
     }
-    this.hooks.committed?.();
-    batch.forEach((q, i) => {
-      const r = results[i]!;
-      if (r.ok) q.resolve(r.value);
-      else q.reject(r.err);
-    });
+    // The batch is committed whatever the hook does: every caller is answered even if it throws.
+    try {
+      this.hooks.committed?.();
+    } finally {
+      batch.forEach((q, i) => {
+        const r = results[i]!;
+        if (r.ok) q.resolve(r.value);
+        else q.reject(r.err);
+      });
+    }
   }
 }
