@@ -605,3 +605,32 @@ test('pool_selection random: a worker whose row is gone by the end of the draw g
   assert.equal(replies.filter((r) => r.error === 'Not found any process related with this cycle and worker ID.').length, 9, JSON.stringify(replies));
   assert.equal(store.assignedCount(store.openCycle(store.findProcess('gone', '1.0')!.id)!.id), 1);
 });
+
+test('pool_selection random with tokens: a worker not selected stays refused when it authenticates again over HTTP (a new worker id, the same token)', { timeout: 120_000 }, async (t) => {
+  const { node } = await withNode(t);
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'retoken', server: { max_diffs: 5, max_workers: 1, cycle_length: 3600, pool_selection: 'random', authentication: { type: 'jwt', secret: 'retoken-secret' } } });
+  const { SignJWT } = await import('jose');
+  const token = (sub: string) => new SignJWT({ sub }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode('retoken-secret'));
+  const post = async (route: string, body: unknown) => {
+    const res = await fetch(`${httpBase(node.node.url)}/model-centric/${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return await res.json() as Record<string, string>;
+  };
+  const authenticate = async (tok: string) => (await post('authenticate', { model_name: 'retoken', model_version: '1.0', auth_token: tok })).worker_id!;
+  const ask = (workerId: string) => post('cycle-request', { worker_id: workerId, model: 'retoken', version: '1.0', ping: 0, download: 0, upload: 0 });
+
+  const tokens = [await token('a'), await token('b')];
+  const first = await Promise.all(tokens.map(async (tok) => ({ tok, reply: await ask(await authenticate(tok)) })));
+  assert.deepEqual(first.map((f) => f.reply.status).sort(), ['accepted', 'rejected'], JSON.stringify(first));
+  const refused = first.find((f) => f.reply.status === 'rejected')!;
+  assert.match(refused.reply.reason!, /^not selected this cycle/);
+
+  // Authenticating again over HTTP gives a new worker id; the refusal follows the token, not the id.
+  const again = await authenticate(refused.tok);
+  const reply = await ask(again);
+  assert.equal(reply.status, 'rejected');
+  assert.match(reply.reason!, /^not selected this cycle \(pool_selection random\)/, JSON.stringify(reply));
+  assert.match(reply.timeout!, /^0:59:\d\d/);
+  // Another device (its own token) is not affected by that refusal: it finds the cycle full.
+  assert.match((await ask(await authenticate(await token('c')))).reason!, /cycle is full \(1 of 1 workers\)/);
+});

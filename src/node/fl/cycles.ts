@@ -78,7 +78,10 @@ interface Runtime {
   /** Whether the sum holds diffs an older node stored as rows (the next stored sum clears them). */
   rowDiffs: boolean;
   timer: NodeJS.Timeout | undefined;
-  /** pool_selection random: workers not selected in this cycle; the refusal stands until the cycle ends. */
+  /**
+   * pool_selection random: who was not selected in this cycle (refusalKey: the token's hash where the
+   * process checks tokens, else the worker id); the refusal stands until the cycle ends.
+   */
   refused: Set<string>;
   /** pool_selection random: the draw collecting this cycle's askers, when one is open. */
   draw: Draw | undefined;
@@ -152,6 +155,12 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly commits: GroupCommit;
   /** Runtimes whose sum the batch being committed added to (their sums are stored before its COMMIT). */
   private readonly sumsAdded = new Set<Runtime>();
+  /**
+   * Worker id → the hash of the token it authenticated with, for processes that check tokens: a refusal
+   * is keyed on the token, which a worker cannot renew by authenticating again (refusalKey). In memory,
+   * like the refusals themselves; the oldest entries go past MAX_TOKEN_KEYS.
+   */
+  private readonly tokenKeys = new Map<string, string>();
   /** Draw entries made by the batch being committed (taken out again if it rolls back). */
   private drawJoins: { draw: Draw; workerId: string; waiter: Waiter }[] = [];
   private readonly limiter: AddressLimiter;
@@ -251,6 +260,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       this.workerRows.remember(connection, process.id, token, added);
       return added;
     });
+    if (process.serverConfig.authentication !== undefined && token !== undefined) {
+      this.tokenKeys.delete(workerId);
+      this.tokenKeys.set(workerId, `token:${createHash('sha256').update(token).digest('hex')}`);
+      if (this.tokenKeys.size > MAX_TOKEN_KEYS) this.tokenKeys.delete(this.tokenKeys.keys().next().value!);
+    }
     return { status: 'success', worker_id: workerId, requires_speed_test: requiresSpeedTest(process.serverConfig) };
   }
 
@@ -291,7 +305,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (cycle === undefined) return { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` };
     if (rt.closing !== undefined) return reject('the cycle is closing; ask again for the next one');
     if (this.store.assignment(cycle.id, worker.id) !== undefined) return reject('this worker is already in this cycle');
-    if (rt.refused.has(worker.id)) return reject(NOT_SELECTED);
+    if (rt.refused.has(this.refusalKey(worker.id))) return reject(NOT_SELECTED);
     const reuse = cfg.do_not_reuse_workers_until_cycle;
     if (reuse !== undefined && reuse > 0 && this.store.workedRecently(process.id, worker.id, cycle.sequence, reuse)) {
       return reject(`this worker took part in one of the last ${reuse} cycles (do_not_reuse_workers_until_cycle)`);
@@ -309,6 +323,14 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     // random: the askers of a short window are drawn from together (enterDraw), not decided one by one.
     if (cfg.pool_selection === 'random' && capacity !== Infinity) return this.enterDraw(rt, cycle, worker.id);
     return this.assignWorker(process, cycle, worker.id, now);
+  }
+
+  /**
+   * What a "not selected" refusal is kept under: the token's hash where the process checks tokens (a new
+   * worker id from authenticating again with the same token is still refused), else the worker id.
+   */
+  private refusalKey(workerId: string): string {
+    return this.tokenKeys.get(workerId) ?? workerId;
   }
 
   private assignWorker(process: FlProcess, cycle: FlCycle, workerId: string, now: number): CycleReply {
@@ -392,7 +414,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
         free--;
         answer(waiters, reply);
       } else {
-        rt.refused.add(workerId);
+        rt.refused.add(this.refusalKey(workerId));
         answer(waiters, refusal(cycle, NOT_SELECTED, now));
       }
     }
@@ -673,6 +695,8 @@ interface Draw {
 }
 
 const DEFAULT_SELECTION_WINDOW_MS = 1000;
+/** Token hashes remembered for refusals (tokenKeys); a worker past it is refused by its id only. */
+const MAX_TOKEN_KEYS = 100_000;
 /** Askers one draw holds; past it, askers are told to ask again (not refused for the cycle). */
 const MAX_DRAW_ENTRANTS = 100_000;
 const NOT_SELECTED = 'not selected this cycle (pool_selection random); ask again when the timeout ends';
