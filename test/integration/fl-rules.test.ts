@@ -584,7 +584,8 @@ test('pool_selection random: a draw still open when its cycle closes is answered
 });
 
 test('pool_selection random: a worker whose row is gone by the end of the draw gets PyGrid\'s not-found error and its place goes to the next asker', { timeout: 120_000 }, async (t) => {
-  const node = await startTestNode({ fl: { selectionWindowMs: 3000 } });
+  // A window long enough for a loaded machine to take all ten cycle-requests and the barrier into it.
+  const node = await startTestNode({ fl: { selectionWindowMs: 15_000 } });
   const w = await PyGridSocket.open(node.node.url);
   t.after(async () => { w.close(); await node.close(); });
   const admin = await node.admin();
@@ -607,7 +608,9 @@ test('pool_selection random: a worker whose row is gone by the end of the draw g
 });
 
 test('pool_selection random with tokens: a worker not selected stays refused when it authenticates again over HTTP (a new worker id, the same token)', { timeout: 120_000 }, async (t) => {
-  const { node } = await withNode(t);
+  // A window long enough for a loaded machine to take both askers into one draw.
+  const node = await startTestNode({ fl: { selectionWindowMs: 5000 } });
+  t.after(() => node.close());
   const admin = await node.admin();
   await hostProcess(admin, { name: 'retoken', server: { max_diffs: 5, max_workers: 1, cycle_length: 3600, pool_selection: 'random', authentication: { type: 'jwt', secret: 'retoken-secret' } } });
   const { SignJWT } = await import('jose');
@@ -620,7 +623,8 @@ test('pool_selection random with tokens: a worker not selected stays refused whe
   const ask = (workerId: string) => post('cycle-request', { worker_id: workerId, model: 'retoken', version: '1.0', ping: 0, download: 0, upload: 0 });
 
   const tokens = [await token('a'), await token('b')];
-  const first = await Promise.all(tokens.map(async (tok) => ({ tok, reply: await ask(await authenticate(tok)) })));
+  const workers = await Promise.all(tokens.map(authenticate));
+  const first = await Promise.all(tokens.map(async (tok, i) => ({ tok, reply: await ask(workers[i]!) })));
   assert.deepEqual(first.map((f) => f.reply.status).sort(), ['accepted', 'rejected'], JSON.stringify(first));
   const refused = first.find((f) => f.reply.status === 'rejected')!;
   assert.match(refused.reply.reason!, /^not selected this cycle/);
