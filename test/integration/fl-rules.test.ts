@@ -584,26 +584,31 @@ test('pool_selection random: a draw still open when its cycle closes is answered
 });
 
 test('pool_selection random: a worker whose row is gone by the end of the draw gets PyGrid\'s not-found error and its place goes to the next asker', { timeout: 120_000 }, async (t) => {
-  // A window long enough for a loaded machine to take all ten cycle-requests and the barrier into it.
+  // A window long enough for a loaded machine to take all twenty cycle-requests and the barrier into it.
   const node = await startTestNode({ fl: { selectionWindowMs: 15_000 } });
   const w = await PyGridSocket.open(node.node.url);
   t.after(async () => { w.close(); await node.close(); });
   const admin = await node.admin();
   await hostProcess(admin, { name: 'gone', server: { max_diffs: 1, max_workers: 1, pool_selection: 'random' } });
-  // Ten workers on one socket (each its own token); all ask at once, so they share one draw for one place.
-  const ids = await Promise.all(Array.from({ length: 10 }, async (_, i) => (await w.call('model-centric/authenticate', { model_name: 'gone', model_version: '1.0', auth_token: `device-${i}` })).worker_id as string));
+  // Twenty workers on one socket (each its own token); all ask at once, so they share one draw for one place.
+  const ids = await Promise.all(Array.from({ length: 20 }, async (_, i) => (await w.call('model-centric/authenticate', { model_name: 'gone', model_version: '1.0', auth_token: `device-${i}` })).worker_id as string));
   const asked = ids.map((id) => w.call('model-centric/cycle-request', { worker_id: id, model: 'gone', version: '1.0', ping: 0, download: 0, upload: 0 }));
-  // Frames are handled in order, so once this later authenticate is answered the ten are in the draw.
+  // Frames are handled in order, so once this later authenticate is answered the twenty are in the draw.
   await w.call('model-centric/authenticate', { model_name: 'gone', model_version: '1.0', auth_token: 'barrier' });
-  // Nine rows go while the draw collects, as evictStaleWorker deletes a row.
+  // All rows but the first go while the draw collects, as evictStaleWorker deletes a row.
   const store = node.node.fl.store;
   for (const id of ids.slice(1)) store.db.run('DELETE FROM fl_workers WHERE id = ?', [id]);
   // PyGrid frames carry no request id: replies are told apart by what they say, not by their order.
   const replies = await Promise.all(asked);
+  // The one live worker gets the place, wherever the shuffle put it (before, a deleted worker drawn ahead of
+  // it used the place up and failed with a raw foreign-key error). The others: not found, or not selected.
   const accepted = replies.filter((r) => r.status === 'accepted');
   assert.equal(accepted.length, 1, JSON.stringify(replies));
   assert.equal(store.assignmentByKey(accepted[0]!.request_key as string)?.workerId, ids[0]);
-  assert.equal(replies.filter((r) => r.error === 'Not found any process related with this cycle and worker ID.').length, 9, JSON.stringify(replies));
+  for (const r of replies) {
+    if (r.status === 'accepted') continue;
+    assert.ok(r.error === 'Not found any process related with this cycle and worker ID.' || /^not selected this cycle/.test(r.reason as string), JSON.stringify(r));
+  }
   assert.equal(store.assignedCount(store.openCycle(store.findProcess('gone', '1.0')!.id)!.id), 1);
 });
 
