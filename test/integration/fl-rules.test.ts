@@ -4,6 +4,8 @@
 // FedAvg weights, downloads guarded by the request key.
 
 import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GridError } from '../../src/core/errors';
@@ -642,4 +644,37 @@ test('pool_selection random with tokens: a worker not selected stays refused whe
   assert.match(reply.timeout!, /^0:59:\d\d/);
   // Another device (its own token) is not affected by that refusal: it finds the cycle full.
   assert.match((await ask(await authenticate(await token('c')))).reason!, /cycle is full \(1 of 1 workers\)/);
+});
+
+test('pool_selection random: a cycle-request whose group commit rolled back (a sum file that cannot be written) leaves the draw: it is never assigned behind its error', { timeout: 120_000 }, async (t) => {
+  const node = await startTestNode({ fl: { selectionWindowMs: 5000 } });
+  const sockets: PyGridSocket[] = [];
+  t.after(async () => { for (const s of sockets) s.close(); await node.close(); });
+  const open = async () => { const s = await PyGridSocket.open(node.node.url); sockets.push(s); return s; };
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'rollback', server: { max_diffs: 5, max_workers: 3, pool_selection: 'random' } });
+  const a = await joinCycle(await open(), 'rollback');
+  assert.equal(a.cycle.status, 'accepted');
+  const store = node.node.fl.store;
+  const cycleId = store.openCycle(store.findProcess('rollback', '1.0')!.id)!.id;
+
+  // The file the next stored sum goes to is a directory: the commit holding A's report fails and rolls back.
+  const sumsDir = path.join(node.dir, (fs.readdirSync(node.dir, { recursive: true }) as string[]).find((p) => path.basename(p) === 'fl-sums')!);
+  fs.mkdirSync(path.join(sumsDir, `${cycleId}.0`));
+  const sb = await open();
+  const b = (await sb.call('model-centric/authenticate', { model_name: 'rollback', model_version: '1.0' })).worker_id as string;
+  // B's cycle-request and A's report in one frame burst: one group commit, which fails.
+  const [bReply, report] = await Promise.all([
+    sb.send('model-centric/cycle-request', { worker_id: b, model: 'rollback', version: '1.0', ping: 0, download: 0, upload: 0 }),
+    sb.send('model-centric/report', { worker_id: a.workerId, request_key: a.cycle.request_key, diff: diffOf(ZERO) }),
+  ]);
+  assert.ok(report.error !== undefined, JSON.stringify(report));
+  assert.ok(bReply.error !== undefined, `B was told its request failed: ${JSON.stringify(bReply)}`);
+  fs.rmdirSync(path.join(sumsDir, `${cycleId}.0`));
+
+  // C asks in the same window; when the draw ends, C has a place and B, who was told of an error, none.
+  const c = await joinCycle(await open(), 'rollback');
+  assert.equal(c.cycle.status, 'accepted');
+  assert.equal(store.assignment(cycleId, b), undefined, 'B was assigned after being told its request failed');
+  assert.equal(store.assignedCount(cycleId), 2);
 });
