@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import type { StateTensor } from '../../src/core/protocol/syft-state';
 import type { CycleClosed } from '../../src/node/fl/cycles';
 import { startTestNode } from '../helpers/node-fixtures';
-import { base64, decodeState, hostProcess, httpBase, PyGridSocket } from '../helpers/fl-fixtures';
+import { base64, decodeState, diffOf, hostProcess, httpBase, PyGridSocket, smallModel } from '../helpers/fl-fixtures';
 
 test('a burst of cycle-requests beyond max_workers accepts exactly max_workers; the rest are told the cycle is full', { timeout: 60_000 }, async (t) => {
   const node = await startTestNode();
@@ -68,5 +68,45 @@ test('a burst of reports (each a long base64 diff) is averaged exactly: every di
     for (let k = 0; k < 6; k++) mean += weights[k]! * diffs[k]![i]!;
     const expected = model[0]!.data[i]! - mean / total;
     assert.ok(Math.abs(after[i]! - expected) < 1e-5, `parameter ${i}: ${after[i]}, expected ${expected}`);
+  }
+});
+
+test('a listener of the engine\'s events that throws after a burst of reports to two processes: both reports are answered and both cycles still average exactly', { timeout: 60_000 }, async (t) => {
+  const node = await startTestNode();
+  const w = await PyGridSocket.open(node.node.url);
+  t.after(async () => { w.close(); await node.close(); });
+  const admin = await node.admin();
+  const ones = (v: number) => [[v, v, v, v], [v, v]];
+  const joined: Record<string, { workerId: string; key: string }[]> = {};
+  for (const name of ['left', 'right']) {
+    await hostProcess(admin, { name, server: { max_workers: 2, max_diffs: 2, cycle_length: 3600 } });
+    joined[name] = [];
+    for (let i = 0; i < 2; i++) {
+      const auth = await w.call('model-centric/authenticate', { model_name: name, model_version: '1.0', auth_token: `device-${i}` });
+      const cycle = await w.call('model-centric/cycle-request', { worker_id: auth.worker_id, model: name, version: '1.0', ping: 0, download: 0, upload: 0 });
+      assert.equal(cycle.status, 'accepted');
+      joined[name]!.push({ workerId: auth.worker_id as string, key: cycle.request_key as string });
+    }
+  }
+  const report = (name: string, i: number, v: number) => w.call('model-centric/report', { worker_id: joined[name]![i]!.workerId, request_key: joined[name]![i]!.key, diff: diffOf(ones(v)) });
+
+  // A subscriber's bug: the first 'changed' after the burst's commit throws.
+  let thrown = 0;
+  const faulty = () => { if (thrown++ === 0) throw new Error('a subscriber failed'); };
+  node.node.fl.engine.on('changed', faulty);
+  const first = await Promise.all([report('left', 0, 1), report('right', 0, 1)]);
+  assert.deepEqual(first, [{ status: 'success' }, { status: 'success' }]);
+  assert.ok(thrown >= 2, `the other process was still announced (${thrown} 'changed')`);
+  node.node.fl.engine.off('changed', faulty);
+
+  // The second reports close both cycles: each averages both of its diffs (1 and 3: old − 2).
+  const closed: CycleClosed[] = [];
+  const both = new Promise<void>((resolve) => node.node.fl.engine.on('cycle-closed', (c) => { closed.push(c); if (closed.length === 2) resolve(); }));
+  assert.deepEqual(await Promise.all([report('left', 1, 3), report('right', 1, 3)]), [{ status: 'success' }, { status: 'success' }]);
+  await both;
+  for (const name of ['left', 'right']) {
+    const res = await fetch(`${httpBase(node.node.url)}/model-centric/retrieve-model?name=${name}&version=1.0&checkpoint=latest`);
+    const after = decodeState(new Uint8Array(await res.arrayBuffer()));
+    smallModel().forEach((tensor, k) => tensor.data.forEach((v, i) => assert.ok(Math.abs(after[k]!.data[i]! - (v - 2)) < 1e-6, `${name} tensor ${k}[${i}] = ${after[k]!.data[i]}, expected ${v - 2}`)));
   }
 });

@@ -4,6 +4,8 @@
 // FedAvg weights, downloads guarded by the request key.
 
 import { once } from 'node:events';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { GridError } from '../../src/core/errors';
@@ -552,4 +554,127 @@ test('reports arriving together are committed together: a key reported twice at 
   const moved = 0.5 - b[0]!;
   assert.ok(Math.abs(moved - 1) < 1e-5 || Math.abs(moved - 100) < 1e-4, `b moved by ${moved}`);
   assert.ok(Math.abs(-0.5 - b[1]! - moved) < 1e-4);
+});
+
+test('pool_selection random: a draw still open when its cycle closes is answered at once (ask again), and the next cycle\'s askers get a draw of their own', { timeout: 120_000 }, async (t) => {
+  // A long window, so the first cycle closes while a draw of it is still collecting askers.
+  const node = await startTestNode({ fl: { selectionWindowMs: 5000 } });
+  const sockets: PyGridSocket[] = [];
+  t.after(async () => { for (const s of sockets) s.close(); await node.close(); });
+  const open = async () => { const s = await PyGridSocket.open(node.node.url); sockets.push(s); return s; };
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'leftover', server: { max_diffs: 1, max_workers: 2, pool_selection: 'random', num_cycles: 0 } });
+  const a = await joinCycle(await open(), 'leftover');
+  assert.equal(a.cycle.status, 'accepted');
+
+  // B asks in cycle 1 (a draw opens), and right behind it on the same socket A's report closes cycle 1.
+  const sb = await open();
+  const b = (await sb.call('model-centric/authenticate', { model_name: 'leftover', model_version: '1.0' })).worker_id as string;
+  const closed = closedOnce(node);
+  const bAsked = sb.call('model-centric/cycle-request', { worker_id: b, model: 'leftover', version: '1.0', ping: 0, download: 0, upload: 0 });
+  const reported = sb.call('model-centric/report', { worker_id: a.workerId, request_key: a.cycle.request_key, diff: diffOf(ZERO) });
+  assert.deepEqual(await reported, { status: 'success' });
+  assert.equal((await closed).cycle, 1);
+  // C asks in cycle 2 while cycle 1's draw would still be collecting: C gets a draw of its own, and is accepted.
+  const c = await joinCycle(await open(), 'leftover');
+  assert.equal(c.cycle.status, 'accepted', JSON.stringify(c.cycle));
+  // B's draw belonged to cycle 1: B was told to ask again.
+  const bReply = await bAsked;
+  assert.deepEqual([bReply.status, bReply.reason], ['rejected', 'the cycle closed during the draw; ask again for the next one']);
+  // And B, asking again, is in cycle 2 too.
+  assert.equal((await sb.call('model-centric/cycle-request', { worker_id: b, model: 'leftover', version: '1.0', ping: 0, download: 0, upload: 0 })).status, 'accepted');
+});
+
+test('pool_selection random: a worker whose row is gone by the end of the draw gets PyGrid\'s not-found error and its place goes to the next asker', { timeout: 120_000 }, async (t) => {
+  // A window long enough for a loaded machine to take all twenty cycle-requests and the barrier into it.
+  const node = await startTestNode({ fl: { selectionWindowMs: 15_000 } });
+  const w = await PyGridSocket.open(node.node.url);
+  t.after(async () => { w.close(); await node.close(); });
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'gone', server: { max_diffs: 1, max_workers: 1, pool_selection: 'random' } });
+  // Twenty workers on one socket (each its own token); all ask at once, so they share one draw for one place.
+  const ids = await Promise.all(Array.from({ length: 20 }, async (_, i) => (await w.call('model-centric/authenticate', { model_name: 'gone', model_version: '1.0', auth_token: `device-${i}` })).worker_id as string));
+  const asked = ids.map((id) => w.call('model-centric/cycle-request', { worker_id: id, model: 'gone', version: '1.0', ping: 0, download: 0, upload: 0 }));
+  // Frames are handled in order, so once this later authenticate is answered the twenty are in the draw.
+  await w.call('model-centric/authenticate', { model_name: 'gone', model_version: '1.0', auth_token: 'barrier' });
+  // All rows but the first go while the draw collects, as evictStaleWorker deletes a row.
+  const store = node.node.fl.store;
+  for (const id of ids.slice(1)) await store.db.run('DELETE FROM fl_workers WHERE id = ?', [id]);
+  // PyGrid frames carry no request id: replies are told apart by what they say, not by their order.
+  const replies = await Promise.all(asked);
+  // The one live worker gets the place, wherever the shuffle put it (before, a deleted worker drawn ahead of
+  // it used the place up and failed with a raw foreign-key error). The others: not found, or not selected.
+  const accepted = replies.filter((r) => r.status === 'accepted');
+  assert.equal(accepted.length, 1, JSON.stringify(replies));
+  assert.equal((await store.assignmentByKey(accepted[0]!.request_key as string))?.workerId, ids[0]);
+  for (const r of replies) {
+    if (r.status === 'accepted') continue;
+    assert.ok(r.error === 'Not found any process related with this cycle and worker ID.' || /^not selected this cycle/.test(r.reason as string), JSON.stringify(r));
+  }
+  assert.equal(await store.assignedCount((await store.openCycle((await store.findProcess('gone', '1.0'))!.id))!.id), 1);
+});
+
+test('pool_selection random with tokens: a worker not selected stays refused when it authenticates again over HTTP (a new worker id, the same token)', { timeout: 120_000 }, async (t) => {
+  // A window long enough for a loaded machine to take both askers into one draw.
+  const node = await startTestNode({ fl: { selectionWindowMs: 5000 } });
+  t.after(() => node.close());
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'retoken', server: { max_diffs: 5, max_workers: 1, cycle_length: 3600, pool_selection: 'random', authentication: { type: 'jwt', secret: 'retoken-secret' } } });
+  const { SignJWT } = await import('jose');
+  const token = (sub: string) => new SignJWT({ sub }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode('retoken-secret'));
+  const post = async (route: string, body: unknown) => {
+    const res = await fetch(`${httpBase(node.node.url)}/model-centric/${route}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return await res.json() as Record<string, string>;
+  };
+  const authenticate = async (tok: string) => (await post('authenticate', { model_name: 'retoken', model_version: '1.0', auth_token: tok })).worker_id!;
+  const ask = (workerId: string) => post('cycle-request', { worker_id: workerId, model: 'retoken', version: '1.0', ping: 0, download: 0, upload: 0 });
+
+  const tokens = [await token('a'), await token('b')];
+  const workers = await Promise.all(tokens.map(authenticate));
+  const first = await Promise.all(tokens.map(async (tok, i) => ({ tok, reply: await ask(workers[i]!) })));
+  assert.deepEqual(first.map((f) => f.reply.status).sort(), ['accepted', 'rejected'], JSON.stringify(first));
+  const refused = first.find((f) => f.reply.status === 'rejected')!;
+  assert.match(refused.reply.reason!, /^not selected this cycle/);
+
+  // Authenticating again over HTTP gives a new worker id; the refusal follows the token, not the id.
+  const again = await authenticate(refused.tok);
+  const reply = await ask(again);
+  assert.equal(reply.status, 'rejected');
+  assert.match(reply.reason!, /^not selected this cycle \(pool_selection random\)/, JSON.stringify(reply));
+  assert.match(reply.timeout!, /^0:59:\d\d/);
+  // Another device (its own token) is not affected by that refusal: it finds the cycle full.
+  assert.match((await ask(await authenticate(await token('c')))).reason!, /cycle is full \(1 of 1 workers\)/);
+});
+
+test('pool_selection random: a cycle-request whose group commit rolled back (a sum file that cannot be written) leaves the draw: it is never assigned behind its error', { timeout: 120_000 }, async (t) => {
+  const node = await startTestNode({ fl: { selectionWindowMs: 5000 } });
+  const sockets: PyGridSocket[] = [];
+  t.after(async () => { for (const s of sockets) s.close(); await node.close(); });
+  const open = async () => { const s = await PyGridSocket.open(node.node.url); sockets.push(s); return s; };
+  const admin = await node.admin();
+  await hostProcess(admin, { name: 'rollback', server: { max_diffs: 5, max_workers: 3, pool_selection: 'random' } });
+  const a = await joinCycle(await open(), 'rollback');
+  assert.equal(a.cycle.status, 'accepted');
+  const store = node.node.fl.store;
+  const cycleId = (await store.openCycle((await store.findProcess('rollback', '1.0'))!.id))!.id;
+
+  // The file the next stored sum goes to is a directory: the commit holding A's report fails and rolls back.
+  const sumsDir = path.join(node.dir, (fs.readdirSync(node.dir, { recursive: true }) as string[]).find((p) => path.basename(p) === 'fl-sums')!);
+  fs.mkdirSync(path.join(sumsDir, `${cycleId}.0`));
+  const sb = await open();
+  const b = (await sb.call('model-centric/authenticate', { model_name: 'rollback', model_version: '1.0' })).worker_id as string;
+  // B's cycle-request and A's report in one frame burst: one group commit, which fails.
+  const [bReply, report] = await Promise.all([
+    sb.send('model-centric/cycle-request', { worker_id: b, model: 'rollback', version: '1.0', ping: 0, download: 0, upload: 0 }),
+    sb.send('model-centric/report', { worker_id: a.workerId, request_key: a.cycle.request_key, diff: diffOf(ZERO) }),
+  ]);
+  assert.ok(report.error !== undefined, JSON.stringify(report));
+  assert.ok(bReply.error !== undefined, `B was told its request failed: ${JSON.stringify(bReply)}`);
+  fs.rmdirSync(path.join(sumsDir, `${cycleId}.0`));
+
+  // C asks in the same window; when the draw ends, C has a place and B, who was told of an error, none.
+  const c = await joinCycle(await open(), 'rollback');
+  assert.equal(c.cycle.status, 'accepted');
+  assert.equal(await store.assignment(cycleId, b), undefined, 'B was assigned after being told its request failed');
+  assert.equal(await store.assignedCount(cycleId), 2);
 });

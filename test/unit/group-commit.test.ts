@@ -92,3 +92,19 @@ test('work queued while a batch runs waits for its COMMIT; a statement from outs
 test('the same on PostgreSQL, where another batch could open a transaction beside the first', { skip: postgresUnavailable() ?? false, timeout: 120_000 }, async (t) => {
   await oneBatchAtATime(await postgres(t));
 });
+
+test('a committed hook that throws: the batch stays committed and every caller is still answered', async (t) => {
+  const db = await store(t);
+  let hookCalls = 0;
+  const commits = new GroupCommit(db, { committed: () => { hookCalls++; throw new Error('a listener failed'); } });
+  const a = commits.run(() => db.run('INSERT INTO items (name) VALUES (?)', ['a']));
+  const b = commits.run(() => { throw new Error('b refused'); });
+  const c = commits.run(() => db.run('INSERT INTO items (name) VALUES (?)', ['c']));
+  // flush is what the queued setImmediate calls; the hook's error reaches it, after the callers are settled.
+  await assert.rejects(commits.flush(), /a listener failed/);
+  assert.equal(hookCalls, 1);
+  assert.equal(await a, 1);
+  await assert.rejects(b, /b refused/);
+  assert.equal(await c, 1);
+  assert.deepEqual(await names(db), ['a', 'c']);
+});

@@ -14,7 +14,7 @@ import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { gridError } from '../../core/errors';
+import { gridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, type ServerConfig } from './config';
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type FlAuthConfig } from './auth';
@@ -78,7 +78,10 @@ interface Runtime {
   /** Whether the sum holds diffs an older node stored as rows (the next stored sum clears them). */
   rowDiffs: boolean;
   timer: NodeJS.Timeout | undefined;
-  /** pool_selection random: workers not selected in this cycle; the refusal stands until the cycle ends. */
+  /**
+   * pool_selection random: who was not selected in this cycle (refusalKey: the token's hash where the
+   * process checks tokens, else the worker id); the refusal stands until the cycle ends.
+   */
   refused: Set<string>;
   /** pool_selection random: the draw collecting this cycle's askers, when one is open. */
   draw: Draw | undefined;
@@ -154,6 +157,14 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly commits: GroupCommit;
   /** Runtimes whose sum the batch being committed added to (their sums are stored before its COMMIT). */
   private readonly sumsAdded = new Set<Runtime>();
+  /**
+   * Worker id → the hash of the token it authenticated with, for processes that check tokens: a refusal
+   * is keyed on the token, which a worker cannot renew by authenticating again (refusalKey). In memory,
+   * like the refusals themselves; the oldest entries go past MAX_TOKEN_KEYS.
+   */
+  private readonly tokenKeys = new Map<string, string>();
+  /** Draw entries made by the batch being committed (taken out again if it rolls back). */
+  private drawJoins: { draw: Draw; workerId: string; waiter: Waiter }[] = [];
   private readonly limiter: AddressLimiter;
   private readonly workerRows: WorkerRows;
   private readonly publish: FlEngineOptions['publish'];
@@ -253,6 +264,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       this.workerRows.remember(connection, process.id, token, added);
       return added;
     });
+    if (process.serverConfig.authentication !== undefined && token !== undefined) {
+      this.tokenKeys.delete(workerId);
+      this.tokenKeys.set(workerId, `token:${createHash('sha256').update(token).digest('hex')}`);
+      if (this.tokenKeys.size > MAX_TOKEN_KEYS) this.tokenKeys.delete(this.tokenKeys.keys().next().value!);
+    }
     return { status: 'success', worker_id: workerId, requires_speed_test: requiresSpeedTest(process.serverConfig) };
   }
 
@@ -298,7 +314,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (cycle === undefined) return { processId, reply: { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` } };
     if (rt.closing !== undefined) return reject('the cycle is closing; ask again for the next one');
     if (await this.store.assignment(cycle.id, worker.id) !== undefined) return reject('this worker is already in this cycle');
-    if (rt.refused.has(worker.id)) return reject(NOT_SELECTED);
+    if (rt.refused.has(this.refusalKey(worker.id))) return reject(NOT_SELECTED);
     const reuse = cfg.do_not_reuse_workers_until_cycle;
     if (reuse !== undefined && reuse > 0 && await this.store.workedRecently(process.id, worker.id, cycle.sequence, reuse)) {
       return reject(`this worker took part in one of the last ${reuse} cycles (do_not_reuse_workers_until_cycle)`);
@@ -316,6 +332,14 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     // random: the askers of a short window are drawn from together (enterDraw), not decided one by one.
     if (cfg.pool_selection === 'random' && capacity !== Infinity) return { processId, reply: this.enterDraw(rt, cycle, worker.id) };
     return { processId, reply: await this.assignWorker(process, cycle, worker.id, now) };
+  }
+
+  /**
+   * What a "not selected" refusal is kept under: the token's hash where the process checks tokens (a new
+   * worker id from authenticating again with the same token is still refused), else the worker id.
+   */
+  private refusalKey(workerId: string): string {
+    return this.tokenKeys.get(workerId) ?? workerId;
   }
 
   private async assignWorker(process: FlProcess, cycle: FlCycle, workerId: string, now: number): Promise<CycleReply> {
@@ -338,6 +362,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    */
   private enterDraw(rt: Runtime, cycle: FlCycle, workerId: string): Promise<CycleReply> {
     let draw = rt.draw;
+    // A draw left over from an earlier cycle is settled (its askers told to ask again), never joined.
+    if (draw !== undefined && draw.cycleId !== cycle.id) {
+      void this.runDraw(rt, draw);
+      draw = undefined;
+    }
     if (draw === undefined) {
       const opened: Draw = { cycleId: cycle.id, entrants: new Map(), timer: undefined };
       opened.timer = setTimeout(() => { void this.runDraw(rt, opened); }, this.selectionWindowMs);
@@ -349,8 +378,10 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       return Promise.resolve(refusal(cycle, `${MAX_DRAW_ENTRANTS} workers are already in this cycle's draw; ask again`, this.now()));
     }
     return new Promise((resolve, reject) => {
-      if (waiting !== undefined) waiting.push({ resolve, reject });
-      else draw.entrants.set(workerId, [{ resolve, reject }]);
+      const waiter: Waiter = { resolve, reject };
+      if (waiting !== undefined) waiting.push(waiter);
+      else draw.entrants.set(workerId, [waiter]);
+      this.drawJoins.push({ draw, workerId, waiter });
     });
   }
 
@@ -381,19 +412,25 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
         const out: { waiters: Waiter[]; reply: CycleReply | undefined; err?: unknown }[] = [];
         for (const [workerId, waiters] of entrants) {
           if (free > 0) {
-            free--;
-            // Its own savepoint: one that fails (its worker was deleted meanwhile) leaves the others' rows.
+            // The row may be gone since the worker asked (evictStaleWorker): its place goes to the next one.
+            if (await this.store.worker(workerId) === undefined) {
+              out.push({ waiters, reply: undefined, err: gridError('NOT_FOUND', PYGRID.processNotFound) });
+              continue;
+            }
+            // Its own savepoint: one that fails leaves the others' rows, and its place to the next one.
             await this.store.db.run('SAVEPOINT drawn');
             try {
               out.push({ waiters, reply: await this.assignWorker(rt.process, cycle, workerId, now) });
               await this.store.db.run('RELEASE SAVEPOINT drawn');
+              free--;
             } catch (err) {
               await this.store.db.run('ROLLBACK TO SAVEPOINT drawn');
               await this.store.db.run('RELEASE SAVEPOINT drawn');
-              out.push({ waiters, reply: undefined, err });
+              this.log.error({ err, process: rt.process.id, cycle: cycle.sequence, worker: workerId }, 'assigning a drawn FL worker failed');
+              out.push({ waiters, reply: undefined, err: toGridError(err) });
             }
           } else {
-            rt.refused.add(workerId);
+            rt.refused.add(this.refusalKey(workerId));
             out.push({ waiters, reply: refusal(cycle, NOT_SELECTED, now) });
           }
         }
@@ -460,11 +497,20 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private sumsCommitted(): void {
     const added = [...this.sumsAdded];
     this.sumsAdded.clear();
+    this.drawJoins = [];
+    // Every slot first: the committed sum files are now the other ones, whatever a listener does below
+    // (a slot left unswitched would have the next commit overwrite the committed sum in place).
     for (const rt of added) {
       rt.sumSlot = rt.sumSlot === 0 ? 1 : 0;
       rt.rowDiffs = false;
-      this.emit('changed', rt.process.id);
-      this.maybeClose(rt);
+    }
+    for (const rt of added) {
+      try {
+        this.emit('changed', rt.process.id);
+        this.maybeClose(rt);
+      } catch (err) {
+        this.log.error({ err, process: rt.process.id }, 'after an FL commit: a listener of the engine\'s events failed');
+      }
     }
   }
 
@@ -478,6 +524,16 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       const loaded = await this.loadSum(rt.process, cycle);
       if (rt.cycle === cycle) Object.assign(rt, loaded);
     }
+
+    // Cycle-requests of the batch that joined a draw: their callers get the batch's error, so they leave the draw.
+    for (const { draw, workerId, waiter } of this.drawJoins) {
+      const waiters = draw.entrants.get(workerId);
+      if (waiters === undefined) continue;
+      const left = waiters.filter((w) => w !== waiter);
+      if (left.length > 0) draw.entrants.set(workerId, left);
+      else draw.entrants.delete(workerId);
+    }
+    this.drawJoins = [];
   }
 
   /**
@@ -592,6 +648,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     rt.cycle = cycle;
     Object.assign(rt, loaded);
     rt.refused = new Set();
+    // A draw of the cycle before is answered now (told to ask again), not joined by this cycle's askers.
+    if (rt.draw !== undefined && rt.draw.cycleId !== cycle?.id) void this.runDraw(rt, rt.draw);
     if (rt.timer) clearTimeout(rt.timer);
     rt.timer = undefined;
     if (cycle === undefined) return;
@@ -697,6 +755,8 @@ interface Draw {
 }
 
 const DEFAULT_SELECTION_WINDOW_MS = 1000;
+/** Token hashes remembered for refusals (tokenKeys); a worker past it is refused by its id only. */
+const MAX_TOKEN_KEYS = 100_000;
 /** Askers one draw holds; past it, askers are told to ask again (not refused for the cycle). */
 const MAX_DRAW_ENTRANTS = 100_000;
 const NOT_SELECTED = 'not selected this cycle (pool_selection random); ask again when the timeout ends';

@@ -17,7 +17,7 @@ import type { Store } from './sql';
 export interface GroupCommitHooks {
   /** Inside the transaction, after the batch's work and before COMMIT; a throw fails the whole batch. */
   beforeCommit?(): void | Promise<void>;
-  /** After COMMIT, before the callers are answered. */
+  /** After COMMIT, before the callers are answered; a throw still answers them (and reaches flush's caller). */
   committed?(): void;
   /** After a batch failed and was rolled back, before its callers get the error. */
   rolledBack?(err: unknown): void | Promise<void>;
@@ -97,11 +97,15 @@ export class GroupCommit {
       for (const q of batch) q.reject(err);
       return;
     }
-    this.hooks.committed?.();
-    batch.forEach((q, i) => {
-      const r = results[i]!;
-      if (r.ok) q.resolve(r.value);
-      else q.reject(r.err);
-    });
+    // The batch is committed whatever the hook does: every caller is answered even if it throws.
+    try {
+      this.hooks.committed?.();
+    } finally {
+      batch.forEach((q, i) => {
+        const r = results[i]!;
+        if (r.ok) q.resolve(r.value);
+        else q.reject(r.err);
+      });
+    }
   }
 }
