@@ -1,0 +1,75 @@
+// First uses of a node-to-node link from several requests at once (docs/smpc.md, peers.ts): they share
+// one dial — the peer answers one identity challenge, not one per request — and all of them succeed;
+// a dial that fails fails every waiter with its real coded cause, and the next use dials again.
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { GridClient } from '../../src/core/client';
+import { GridError } from '../../src/core/errors';
+import { encryptedModels, inferEncrypted, serveEncrypted } from '../../src/federation/smpc';
+import { startTestNode, type TestNode } from '../helpers/node-fixtures';
+
+const MODEL = fs.readFileSync(join(__dirname, '../../media/samples/digits/digits-mlp.onnx'));
+
+let holder0: TestNode, holder1: TestNode, provider: TestNode;
+let c0: GridClient, c1: GridClient, cp: GridClient;
+
+/** Identity challenges a node answered: one per dial another node made to it. */
+async function proofsServed(n: TestNode): Promise<number> {
+  const text = await (await fetch(`${n.node.url.replace(/^ws/, 'http')}/metrics`)).text();
+  let total = 0;
+  for (const m of text.matchAll(/^grid_node_requests_total\{type="prove-identity",code="[^"]+"\} (\d+)/gm)) total += Number(m[1]);
+  return total;
+}
+
+before(async () => {
+  [holder0, holder1, provider] = await Promise.all([startTestNode({ name: 'holder-0' }), startTestNode({ name: 'holder-1' }), startTestNode({ name: 'provider' })]);
+  [c0, c1, cp] = await Promise.all([holder0.admin(), holder1.admin(), provider.admin()]);
+});
+
+after(async () => {
+  for (const c of [c0, c1, cp]) c?.dispose();
+  await Promise.all([holder0?.close(), holder1?.close(), provider?.close()]);
+});
+
+test('five encrypted-model uploads at once to holders never linked before all succeed over one link per peer', async () => {
+  const ids = ['first-1', 'first-2', 'first-3', 'first-4', 'first-5'];
+  const results = await Promise.allSettled(ids.map((id) => serveEncrypted(MODEL, {
+    id, holders: [{ client: c0, url: holder0.node.url }, { client: c1, url: holder1.node.url }],
+    provider: { client: cp, url: provider.node.url },
+  })));
+  const failed = results.flatMap((r, i) => r.status === 'rejected' ? [`${ids[i]}: ${r.reason instanceof GridError ? `${r.reason.code}: ${r.reason.message}` : String(r.reason)}`] : []);
+  assert.deepEqual(failed, [], 'every upload succeeded');
+  for (const c of [c0, c1]) assert.deepEqual((await encryptedModels(c)).map((m) => m.model_id).sort(), ids);
+  // Holder 0 dialled holder 1 once: one link, one identity challenge, for all five.
+  const peers = await c0.listPeers();
+  assert.deepEqual(peers.filter((p) => p.id === holder1.node.identity.id).map((p) => p.status), ['open']);
+  assert.equal(await proofsServed(holder1), 1, 'holder 1 answered one identity challenge from holder 0');
+  const x = { dtype: 'float32' as const, dims: [1, 64], data: new Float32Array(64).fill(0.5) };
+  const outs = await Promise.all(['first-1', 'first-5'].map((id) => inferEncrypted(id, x, { holders: [c0, c1] })));
+  for (const out of outs) assert.deepEqual(out.dims, [1, 10]);
+});
+
+test('connect-node from several requests at once: a failed dial fails them all with its cause, and the next one dials again', async () => {
+  const a = await startTestNode({ name: 'node-a' });
+  const b = await startTestNode({ name: 'node-b' });
+  const [ca, cb] = await Promise.all([a.admin(), b.admin()]);
+  try {
+    const before = await proofsServed(b);
+    const wrong = await Promise.allSettled(Array.from({ length: 4 }, () => ca.connectNode(b.node.url, { id: 'not-node-b' })));
+    for (const r of wrong) {
+      assert.equal(r.status, 'rejected');
+      assert.equal((r as PromiseRejectedResult).reason.code, 'GRID_ERR_PEER_UNVERIFIED');
+    }
+    assert.equal(await proofsServed(b) - before, 1, 'one dial for the four requests');
+    const right = await Promise.all(Array.from({ length: 4 }, () => ca.connectNode(b.node.url, { id: b.node.identity.id })));
+    assert.deepEqual(right.map((p) => p.status), ['open', 'open', 'open', 'open']);
+    assert.equal(new Set(right.map((p) => p.connected_at)).size, 1, 'one link for the four requests');
+    assert.equal(await proofsServed(b) - before, 2, 'the next use dialled again, once');
+  } finally {
+    ca.dispose();
+    cb.dispose();
+    await Promise.all([a.close(), b.close()]);
+  }
+});
