@@ -109,10 +109,13 @@ export class PeerLinks {
       }
       if (flight === undefined) {
         const abort = new AbortController();
-        const started: Flight = { id: opts.id, abort, waiters: 0, link: this.open(address, opts, abort) };
-        flight = started;
-        this.flights.set(address, started);
-        started.link.catch(() => {}).finally(() => { if (this.flights.get(address) === started) this.flights.delete(address); });
+        // Forgotten before any waiter hears the outcome: a failed dial is not reused.
+        const link: Promise<PeerInfo> = this.open(address, opts, abort).finally(() => {
+          if (this.flights.get(address)?.link === link) this.flights.delete(address);
+        });
+        link.catch(() => {});
+        flight = { id: opts.id, abort, waiters: 0, link };
+        this.flights.set(address, flight);
       }
       return copy(await this.join(address, flight, opts.signal));
     }

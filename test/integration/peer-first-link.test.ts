@@ -1,6 +1,7 @@
 // First uses of a node-to-node link from several requests at once (docs/smpc.md, peers.ts): they share
 // one dial — the peer answers one identity challenge, not one per request — and all of them succeed;
-// a dial that fails fails every waiter with its real coded cause, and the next use dials again.
+// a dial that fails fails every waiter with its real coded cause, and the next use dials again; a link
+// that drops while an upload is proving this node's id on it is replaced by a fresh one, not an error.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
@@ -9,6 +10,7 @@ import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import { encryptedModels, inferEncrypted, serveEncrypted } from '../../src/federation/smpc';
 import { startTestNode, type TestNode } from '../helpers/node-fixtures';
+import { startProxy } from '../helpers/proxy';
 
 const MODEL = fs.readFileSync(join(__dirname, '../../media/samples/digits/digits-mlp.onnx'));
 
@@ -33,7 +35,7 @@ after(async () => {
   await Promise.all([holder0?.close(), holder1?.close(), provider?.close()]);
 });
 
-test('five encrypted-model uploads at once to holders never linked before all succeed over one link per peer', async () => {
+test('five encrypted-model uploads at once to holders never linked before all succeed over one link per peer', { timeout: 120_000 }, async () => {
   const ids = ['first-1', 'first-2', 'first-3', 'first-4', 'first-5'];
   const results = await Promise.allSettled(ids.map((id) => serveEncrypted(MODEL, {
     id, holders: [{ client: c0, url: holder0.node.url }, { client: c1, url: holder1.node.url }],
@@ -51,7 +53,7 @@ test('five encrypted-model uploads at once to holders never linked before all su
   for (const out of outs) assert.deepEqual(out.dims, [1, 10]);
 });
 
-test('connect-node from several requests at once: a failed dial fails them all with its cause, and the next one dials again', async () => {
+test('connect-node from several requests at once: a failed dial fails them all with its cause, and the next one dials again', { timeout: 60_000 }, async () => {
   const a = await startTestNode({ name: 'node-a' });
   const b = await startTestNode({ name: 'node-b' });
   const [ca, cb] = await Promise.all([a.admin(), b.admin()]);
@@ -71,5 +73,34 @@ test('connect-node from several requests at once: a failed dial fails them all w
     ca.dispose();
     cb.dispose();
     await Promise.all([a.close(), b.close()]);
+  }
+});
+
+test('a peer link that drops while an upload proves this node on it: the upload goes on over a fresh link', { timeout: 120_000 }, async () => {
+  const nodes = await Promise.all([startTestNode({ name: 'h0' }), startTestNode({ name: 'h1' }), startTestNode({ name: 'p' })]);
+  const [h0, h1, p] = nodes;
+  // Holder 0 reaches holder 1 through a proxy that drops the link the first time holder 1 hands out an
+  // attestation challenge, i.e. while holder 0 is proving its id on it.
+  let armed = true;
+  const proxy = await startProxy(Number(new URL(h1.node.url).port), '127.0.0.1', undefined, {
+    fromNode: (chunk) => {
+      if (armed && chunk.includes('"type":"node-challenge"')) { armed = false; proxy.cut(); }
+      return chunk;
+    },
+  });
+  const [a0, a1, ap] = await Promise.all(nodes.map((n) => n.admin()));
+  try {
+    await serveEncrypted(MODEL, {
+      id: 'through-a-drop', holders: [{ client: a0, url: h0.node.url }, { client: a1, url: `ws://127.0.0.1:${proxy.port}` }],
+      provider: { client: ap, url: p.node.url },
+    });
+    assert.equal(armed, false, 'the link dropped mid-attestation');
+    assert.deepEqual((await encryptedModels(a1)).map((m) => m.model_id), ['through-a-drop']);
+    const out = await inferEncrypted('through-a-drop', { dtype: 'float32', dims: [1, 64], data: new Float32Array(64).fill(0.5) }, { holders: [a0, a1] });
+    assert.deepEqual(out.dims, [1, 10]);
+  } finally {
+    for (const c of [a0, a1, ap]) c.dispose();
+    await Promise.all(nodes.map((n) => n.close()));
+    await proxy.close();
   }
 });
