@@ -5,7 +5,10 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { WebSocketServer, type WebSocket } from 'ws';
 import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import { encryptedModels, inferEncrypted, serveEncrypted } from '../../src/federation/smpc';
@@ -102,5 +105,57 @@ test('a peer link that drops while an upload proves this node on it: the upload 
     for (const c of [a0, a1, ap]) c.dispose();
     await Promise.all(nodes.map((n) => n.close()));
     await proxy.close();
+  }
+});
+
+test('connect-node from several requests at once: one cancelled leaves the shared dial to the others; all cancelled stops it', { timeout: 60_000 }, async () => {
+  // A stand-in peer that holds the identity challenge until the test answers it (with an error).
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await once(wss, 'listening');
+  const held: { ws: WebSocket; request_id: string }[] = [];
+  let heard: (() => void) | undefined;
+  let closed = 0;
+  wss.on('connection', (ws) => {
+    ws.on('error', () => {});
+    ws.on('close', () => { closed++; heard?.(); });
+    ws.on('message', (raw) => {
+      const env = JSON.parse(String(raw)) as { type: string; request_id: string };
+      if (env.type === 'prove-identity') { held.push({ ws, request_id: env.request_id }); heard?.(); }
+    });
+  });
+  const until = async (pred: () => boolean) => { while (!pred()) await new Promise<void>((r) => { heard = r; }); };
+  const url = `ws://127.0.0.1:${(wss.address() as AddressInfo).port}`;
+  const a = await startTestNode({ name: 'node-a' });
+  const ca = await a.admin();
+  try {
+    const cancel = new AbortController();
+    const cancelled = ca.connectNode(url, { signal: cancel.signal });
+    const kept = ca.connectNode(url);
+    await until(() => held.length === 1);
+    await ca.listPeers(); // answered after both connect-node requests joined the dial
+    cancel.abort();
+    await assert.rejects(cancelled, { code: 'GRID_ERR_ABORTED' });
+    await ca.listPeers(); // the node has handled the cancel
+    assert.equal(closed, 0, 'the dial goes on for the request still waiting');
+    const [{ ws, request_id }] = held as [{ ws: WebSocket; request_id: string }];
+    ws.send(JSON.stringify({ type: 'prove-identity', request_id, error: { code: 'GRID_ERR_UNKNOWN_TYPE', message: 'unknown type prove-identity' } }));
+    await assert.rejects(kept, { code: 'GRID_ERR_PEER_UNVERIFIED' });
+    assert.equal(held.length, 1, 'one dial for both requests');
+
+    // Both requests cancelled: nobody waits, the node hangs up on the peer.
+    const both = [new AbortController(), new AbortController()];
+    const calls = both.map((c) => ca.connectNode(url, { signal: c.signal }));
+    await until(() => held.length === 2);
+    await ca.listPeers();
+    const closedBefore = closed;
+    for (const c of both) c.abort();
+    for (const call of calls) await assert.rejects(call, { code: 'GRID_ERR_ABORTED' });
+    await until(() => closed > closedBefore);
+    assert.equal(held.length, 2, 'still one dial for the two requests');
+  } finally {
+    ca.dispose();
+    await a.close();
+    for (const c of wss.clients) c.terminate();
+    await new Promise<void>((resolve) => wss.close(() => resolve()));
   }
 });
