@@ -39,6 +39,15 @@ export interface ConnectPeerOptions {
 
 interface Verified { id: string; publicKey: string }
 
+interface Flight {
+  /** The id the dial requires the peer to prove, if any. */
+  id: string | undefined;
+  abort: AbortController;
+  /** Callers still waiting; the dial stops when the last of them cancels. */
+  waiters: number;
+  link: Promise<PeerInfo>;
+}
+
 type Phase = 'connect' | 'prove' | 'check' | 'authenticate' | 'describe';
 
 interface Dialed extends Verified {
@@ -55,6 +64,8 @@ const HEARTBEAT_MS = 15_000;
 export class PeerLinks {
   private readonly links = new Map<string, Link>();
   private readonly dials = new Set<AbortController>();
+  /** First dials in flight, by address: concurrent connects share one. */
+  private readonly flights = new Map<string, Flight>();
   private readonly self: NodeIdentity;
   private readonly events: NodeEvents;
   private readonly log: Logger;
@@ -75,19 +86,67 @@ export class PeerLinks {
     return [...this.links.values()].map((l) => copy(l.info));
   }
 
+  /**
+   * Links to the node at `address`, or returns its open link. Calls for one address at once share one
+   * dial (single flight): they all get its link or its error; a failed dial is not kept, the next call
+   * dials again. A call that names another id than the dial in flight waits for it, then decides.
+   */
   async connect(address: string, opts: ConnectPeerOptions = {}): Promise<PeerInfo> {
-    if (this.closed) throw gridError('DISPOSED', 'the node is shutting down');
-    const existing = [...this.links.values()].find((l) => l.info.address === address);
-    if (existing !== undefined && existing.info.status === 'open') {
-      if (opts.id !== undefined && opts.id !== existing.info.id) {
-        throw gridError('PEER_UNVERIFIED', `the node at ${address} is linked and proved that it is ${existing.info.id}, not ${opts.id}`, { expected: opts.id, actual: existing.info.id });
+    for (;;) {
+      if (this.closed) throw gridError('DISPOSED', 'the node is shutting down');
+      if (opts.signal?.aborted) throw gridError('ABORTED', `connect-node to ${address} was cancelled`);
+      const existing = [...this.links.values()].find((l) => l.info.address === address);
+      if (existing !== undefined && existing.info.status === 'open') {
+        if (opts.id !== undefined && opts.id !== existing.info.id) {
+          throw gridError('PEER_UNVERIFIED', `the node at ${address} is linked and proved that it is ${existing.info.id}, not ${opts.id}`, { expected: opts.id, actual: existing.info.id });
+        }
+        return copy(existing.info);
       }
-      return copy(existing.info);
+      let flight = this.flights.get(address);
+      if (flight !== undefined && flight.id !== opts.id) {
+        await this.join(address, flight, opts.signal).catch(() => {});
+        continue;
+      }
+      if (flight === undefined) {
+        const abort = new AbortController();
+        // Forgotten before any waiter hears the outcome: a failed dial is not reused.
+        const link: Promise<PeerInfo> = this.open(address, opts, abort).finally(() => {
+          if (this.flights.get(address)?.link === link) this.flights.delete(address);
+        });
+        link.catch(() => {});
+        flight = { id: opts.id, abort, waiters: 0, link };
+        this.flights.set(address, flight);
+      }
+      return copy(await this.join(address, flight, opts.signal));
     }
-    const abort = new AbortController();
-    const onOuterAbort = () => abort.abort();
-    if (opts.signal?.aborted) abort.abort();
-    opts.signal?.addEventListener('abort', onOuterAbort, { once: true });
+  }
+
+  /** Waits for a dial in flight; a cancel drops only that waiter, and stops the dial once nobody waits. */
+  private async join(address: string, flight: Flight, signal: AbortSignal | undefined): Promise<PeerInfo> {
+    flight.waiters += 1;
+    let waiting = true;
+    const leave = () => {
+      if (!waiting) return;
+      waiting = false;
+      if (--flight.waiters === 0) flight.abort.abort();
+    };
+    let onAbort = () => {};
+    const cancelled = new Promise<never>((_, reject) => {
+      onAbort = () => { leave(); reject(gridError('ABORTED', `connect-node to ${address} was cancelled`)); };
+    });
+    cancelled.catch(() => {});
+    if (signal?.aborted) onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await Promise.race([flight.link, cancelled]);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      // The dial is over (or this waiter left): its abort is a no-op then.
+      leave();
+    }
+  }
+
+  private async open(address: string, opts: ConnectPeerOptions, abort: AbortController): Promise<PeerInfo> {
     this.dials.add(abort);
     let dialed: Dialed;
     try {
@@ -102,12 +161,8 @@ export class PeerLinks {
           }
         },
       });
-    } catch (err) {
-      if (opts.signal?.aborted) throw gridError('ABORTED', `connect-node to ${address} was cancelled`);
-      throw err;
     } finally {
       this.dials.delete(abort);
-      opts.signal?.removeEventListener('abort', onOuterAbort);
     }
     if (this.closed) {
       dialed.socket.dispose();
