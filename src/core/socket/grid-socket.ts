@@ -143,7 +143,7 @@ export class GridSocket extends EventEmitter {
       commit: (data, signal) => this.request(TransferCommit, data, { signal, timeout: 120_000 }),
       read: (data, signal) => this.stream(TransferRead, data, { signal, resubscribe: false }).done,
       ack: (transferId, received) => { this.send(TRANSFER_ACK, { transfer_id: transferId, received }); },
-      sendChunk: (frame, epoch) => this.sendChunk(frame, epoch),
+      sendChunk: (frame, epoch, onSent) => this.sendChunk(frame, epoch, onSent),
       whenReady: (signal) => this.whenReady(signal),
     });
   }
@@ -702,10 +702,10 @@ export class GridSocket extends EventEmitter {
   }
 
   /** Sends a transfer chunk on the connection of `epoch`; waits for drain when the socket buffer is full. */
-  private sendChunk(frame: Buffer, epoch: number): Promise<void> {
+  private sendChunk(frame: Buffer, epoch: number, onSent?: () => void): Promise<void> {
     const ws = this.ws;
     if (!ws || epoch !== this.epoch || !this.ready) return Promise.reject(gridError('CONNECTION_DROPPED', 'the connection dropped during a transfer'));
-    return sendAndDrain(ws, frame, 'the connection dropped during a transfer');
+    return sendAndDrain(ws, frame, 'the connection dropped during a transfer', onSent);
   }
 
   /** Resolves when open and ready; rejects if the socket gives up, is reset or disposed, or `signal` aborts. */
