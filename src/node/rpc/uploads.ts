@@ -235,7 +235,7 @@ export class UploadStore {
       up.hashed = end;
     }
     const entry = { end, done: false, promise: Promise.resolve() };
-    entry.promise = up.file.then((f) => f.write(body, offset)).then(() => {
+    entry.promise = writeChunk(up.file, body, offset).then(() => {
       entry.done = true;
       const before = up.written;
       while (up.inflight.length > 0 && up.inflight[0]!.done) up.written = Math.max(up.written, up.inflight.shift()!.end);
@@ -365,6 +365,14 @@ export class UploadStore {
     await Promise.all([...this.uploads.values()].map((up) => this.discard(up)));
     await Promise.all([...this.direct.values()].map(async (e) => (await e.pool)?.close()));
   }
+}
+
+/**
+ * Starts a chunk's write. Apart from chunk()'s closures, which live until the write is done: a body they
+ * captured would stay in memory all that time, though the disk is written from an aligned copy of it.
+ */
+async function writeChunk(file: Promise<UploadFile>, body: Buffer, offset: number): Promise<void> {
+  await (await file).write(body, offset);
 }
 
 /** A write failure as the client may see it: the errno code (ENOSPC says it all), never the path. */
