@@ -12,13 +12,16 @@ export interface RssSampler {
 }
 
 export function rssSampler(): RssSampler {
-  let base = process.memoryUsage().rss;
+  // process.memoryUsage.rss(), not process.memoryUsage(): the latter also walks the heap's statistics,
+  // which showed as 0.1–0.5 s of a 1 GiB transfer's profile on each side.
+  const rss = () => process.memoryUsage.rss();
+  let base = rss();
   let peak = base;
-  const t = setInterval(() => { peak = Math.max(peak, process.memoryUsage().rss); }, 20);
+  const t = setInterval(() => { peak = Math.max(peak, rss()); }, 20);
   t.unref();
-  const read = () => ({ rssBase: base, rssPeak: Math.max(peak, process.memoryUsage().rss) });
+  const read = () => ({ rssBase: base, rssPeak: Math.max(peak, rss()) });
   return {
-    reset() { base = process.memoryUsage().rss; peak = base; },
+    reset() { base = rss(); peak = base; },
     read,
     stop() { clearInterval(t); const r = read(); return r.rssPeak - r.rssBase; },
   };

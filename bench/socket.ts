@@ -215,6 +215,18 @@ async function diskWrite(size: number): Promise<{ mbps: number; pattern: string;
   return { mbps, pattern, all };
 }
 
+/** CPU seconds sha256 takes per GiB here (bytes in memory, one thread): what each side of an upload must add. */
+function sha256CpuPerGiB(): number {
+  const b = generatedBytes(5, 0, CHUNK);
+  const h = createHash('sha256');
+  const n = 256;
+  const c0 = process.cpuUsage();
+  for (let i = 0; i < n; i++) h.update(b);
+  h.digest();
+  const c = process.cpuUsage(c0);
+  return (c.user + c.system) / 1e6 / (n * CHUNK / 1024 ** 3);
+}
+
 type Transfer = { mbps: number; clientRss: number; serverRss: number; clientCpu: number; serverCpu: number; pattern?: string };
 
 /** CPU seconds (user + system) a process has used, from /proc (Linux); NaN elsewhere. */
@@ -239,6 +251,7 @@ const PEER_ARGV = process.env.GRID_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-di
 async function phase(name: string): Promise<unknown> {
   const peerMode = name.startsWith('rr') ? undefined : name.startsWith('raw') ? 'ws' : 'grid';
   if (name === 'disk') return await diskWrite(BULK);
+  if (name === 'sha256') return Math.min(sha256CpuPerGiB(), sha256CpuPerGiB(), sha256CpuPerGiB());
   if (peerMode === undefined) {
     const peers = await Promise.all([startNodeScript(PEER, ['ws']), startNodeScript(PEER, ['grid']), startNodeScript(PEER, ['socketio'])]);
     try {
@@ -328,6 +341,15 @@ async function main(): Promise<void> {
   };
   cpuLine('raw ws', runs['raw-up']!);
   cpuLine('GridSocket.upload', runs['grid-up']!);
+  // The limit where the CPU is what holds it: an upload does what raw ws does, plus sha256 of every byte on
+  // each side (the client to announce it, the node to check what it stored). With the machine's cores busy
+  // (a loaded VM), rates divide the CPU: no upload can beat raw ws by more than their CPU costs' ratio.
+  const sha = runPhase('sha256') as number;
+  const mid = (t: Transfer[], f: (x: Transfer) => number) => t.map(f).sort((a, b) => a - b)[Math.floor(t.length / 2)]! / GiBs;
+  const rawCpu = mid(runs['raw-up']!, (x) => x.clientCpu) + mid(runs['raw-up']!, (x) => x.serverCpu);
+  const gridCpu = mid(runs['grid-up']!, (x) => x.clientCpu) + mid(runs['grid-up']!, (x) => x.serverCpu);
+  console.log(`  sha256 here: ${sha.toFixed(2)} s of CPU per GiB on one thread; raw ws + sha256 on both sides = ${(rawCpu + 2 * sha).toFixed(2)} s per GiB, the least an upload can cost`);
+  console.log(`  limit where the CPU is shared (loaded machine): ratio vs raw ws ≤ ${(rawCpu / (rawCpu + 2 * sha)).toFixed(2)}×  (raw ${rawCpu.toFixed(2)} s / (raw + 2 × sha256)); GridSocket.upload's own CPU allows ${(rawCpu / gridCpu).toFixed(2)}×`);
   console.log(`  machine: ${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end`);
 }
 

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { ErrorCodes, GridError, isErrorCode } from '../../src/core/errors';
-import { checkEnvelope, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseEnvelope } from '../../src/core/protocol/envelope';
+import { allocChunk, checkEnvelope, chunkFrameInto, chunkHeaderBytes, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseEnvelope } from '../../src/core/protocol/envelope';
 import {
   decodeNamedTensors, decodeTensor, DTYPES, encodeNamedTensors, encodeTensor, tensorFromValues, validateTensor, type Tensor,
 } from '../../src/core/protocol/tensor';
@@ -180,4 +180,19 @@ describe('reconnect backoff', () => {
     assert.throws(() => resolveReconnect({ initialDelayMs: 10, maxDelayMs: 5 }), /maxDelayMs/);
     assert.throws(() => resolveReconnect({ jitter: 2 }), /jitter/);
   });
+});
+
+test('a chunk frame written into a reused buffer decodes like a fresh one, and a too-small buffer is refused', () => {
+  const id = 'abcdefghij-transfer';
+  const reused = Buffer.alloc(chunkHeaderBytes(id) + 64, 0xee);
+  for (const [index, length, last] of [[0, 64, false], [7, 10, true]] as const) {
+    const into = chunkFrameInto(reused, id, index, length, last)!;
+    into.body.fill(index + 1);
+    const fresh = allocChunk(id, index, length, last);
+    fresh.body.fill(index + 1);
+    assert.deepEqual(into.frame, fresh.frame, `chunk ${index}: the same bytes on the wire`);
+    const decoded = decodeBinaryFrame(into.frame);
+    assert.equal(decoded.kind, FrameKind.CHUNK);
+  }
+  assert.equal(chunkFrameInto(reused, id, 1, 65, false), undefined);
 });

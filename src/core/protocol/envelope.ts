@@ -211,18 +211,28 @@ export interface MessageFrame {
   message: IncomingMessage;
 }
 
-function writeHeader(kind: number, flags: number, id: string, index: number, extra: number, bodyLength: number): { buf: Buffer; bodyAt: number } {
-  const idLength = Buffer.byteLength(id, 'utf8');
-  if (idLength > 255) throw gridError('INVALID_MESSAGE', `binary frame id is ${idLength} bytes; at most 255`);
-  const bodyAt = HEADER + pad8(idLength);
-  const buf = Buffer.allocUnsafe(bodyAt + bodyLength);
-  buf[0] = MAGIC0; buf[1] = MAGIC1; buf[2] = VERSION; buf[3] = kind; buf[4] = flags; buf[5] = idLength;
+function frameId(id: string): Buffer {
+  const idBytes = Buffer.from(id, 'utf8');
+  if (idBytes.length > 255) throw gridError('INVALID_MESSAGE', `binary frame id is ${idBytes.length} bytes; at most 255`);
+  return idBytes;
+}
+
+/** Writes a frame header at the start of `buf`; returns where the body starts. */
+function putHeader(buf: Buffer, kind: number, flags: number, idBytes: Buffer, index: number, extra: number): number {
+  const bodyAt = HEADER + pad8(idBytes.length);
+  buf[0] = MAGIC0; buf[1] = MAGIC1; buf[2] = VERSION; buf[3] = kind; buf[4] = flags; buf[5] = idBytes.length;
   buf.writeUInt16LE(0, 6);
   buf.writeUInt32LE(index, 8);
   buf.writeUInt32LE(extra, 12);
-  buf.write(id, HEADER, 'utf8');
-  buf.fill(0, HEADER + idLength, bodyAt);
-  return { buf, bodyAt };
+  idBytes.copy(buf, HEADER);
+  buf.fill(0, HEADER + idBytes.length, bodyAt);
+  return bodyAt;
+}
+
+function writeHeader(kind: number, flags: number, id: string, index: number, extra: number, bodyLength: number): { buf: Buffer; bodyAt: number } {
+  const idBytes = frameId(id);
+  const buf = Buffer.allocUnsafe(HEADER + pad8(idBytes.length) + bodyLength);
+  return { buf, bodyAt: putHeader(buf, kind, flags, idBytes, index, extra) };
 }
 
 /**
@@ -232,6 +242,22 @@ function writeHeader(kind: number, flags: number, id: string, index: number, ext
 export function allocChunk(id: string, index: number, length: number, last: boolean): { frame: Buffer; body: Buffer } {
   const { buf, bodyAt } = writeHeader(FrameKind.CHUNK, last ? FLAG_LAST : 0, id, index, length, length);
   return { frame: buf, body: buf.subarray(bodyAt) };
+}
+
+/**
+ * Like allocChunk, in `into` (reused from chunk to chunk: a fresh 1 MiB buffer per chunk costs the first
+ * touch of its pages and garbage collection). Undefined when `into` is too small for this chunk.
+ */
+export function chunkFrameInto(into: Buffer, id: string, index: number, length: number, last: boolean): { frame: Buffer; body: Buffer } | undefined {
+  const idBytes = frameId(id);
+  if (into.length < HEADER + pad8(idBytes.length) + length) return undefined;
+  const bodyAt = putHeader(into, FrameKind.CHUNK, last ? FLAG_LAST : 0, idBytes, index, length);
+  return { frame: into.subarray(0, bodyAt + length), body: into.subarray(bodyAt, bodyAt + length) };
+}
+
+/** Bytes of a chunk frame's header for transfer `id`. */
+export function chunkHeaderBytes(id: string): number {
+  return HEADER + pad8(Buffer.byteLength(id, 'utf8'));
 }
 
 /** A transfer chunk: header and body in one frame. */

@@ -9,7 +9,7 @@ import {
   TransferAck, TransferBegin, TransferCommit, TransferRead,
   type DownloadOffer, type EndOf, type ReplyOf, type RequestOf,
 } from '../protocol/catalogue';
-import { allocChunk, encodeChunk } from '../protocol/envelope';
+import { allocChunk, chunkFrameInto, chunkHeaderBytes, encodeChunk } from '../protocol/envelope';
 import type { ByteSink, ByteSource } from './transfer';
 
 export interface TransferOptions {
@@ -43,8 +43,11 @@ export interface TransferLink {
   read(data: RequestOf<typeof TransferRead>, signal: AbortSignal | undefined): Promise<EndOf<typeof TransferRead>>;
   /** Tells the node how many download bytes are written (fire and forget). */
   ack(transferId: string, received: number): void;
-  /** Sends a CHUNK frame on the connection of `epoch`; waits for drain when the socket buffer is full. */
-  sendChunk(frame: Buffer, epoch: number): Promise<void>;
+  /**
+   * Sends a CHUNK frame on the connection of `epoch`; waits for drain when the socket buffer is full.
+   * `onSent` is called once the frame's buffer is no longer needed, if the frame was queued at all.
+   */
+  sendChunk(frame: Buffer, epoch: number, onSent?: () => void): Promise<void>;
   /** Resolves when connected (and re-authenticated) again. */
   whenReady(signal: AbortSignal | undefined): Promise<void>;
 }
@@ -109,6 +112,9 @@ export class Transfers {
       await begin();
       for (;;) {
         const epoch = link.epoch();
+        // Frame buffers reused once the socket has written them out; a new set per connection, as the
+        // old one's may still sit in a dead socket's queue.
+        const frames = source.readInto ? new FrameBuffers(chunkHeaderBytes(transferId!) + chunkSize, Math.ceil(windowBytes / chunkSize) + 1) : undefined;
         try {
           let pos = acked;
           let index = Math.floor(pos / chunkSize);
@@ -117,8 +123,16 @@ export class Transfers {
             const len = Math.min(chunkSize, size - pos);
             let frame: Buffer;
             let bytes: Uint8Array;
+            let onSent: (() => void) | undefined;
             if (source.readInto) {
-              ({ frame, body: bytes } = allocChunk(transferId!, index, len, pos + len === size));
+              const slot = frames!.take();
+              const inSlot = slot && chunkFrameInto(slot, transferId!, index, len, pos + len === size);
+              if (inSlot) {
+                ({ frame, body: bytes } = inSlot);
+                onSent = () => frames!.give(slot!);
+              } else {
+                ({ frame, body: bytes } = allocChunk(transferId!, index, len, pos + len === size));
+              }
               await source.readInto(bytes, pos);
             } else {
               bytes = await source.read(pos, len);
@@ -126,7 +140,7 @@ export class Transfers {
               frame = encodeChunk(transferId!, index, bytes, pos + len === size);
             }
             if (pos === hashed) { hash.update(bytes); hashed += len; }
-            await link.sendChunk(frame, epoch);
+            await link.sendChunk(frame, epoch, onSent);
             pos += len;
             index += 1;
           }
@@ -221,5 +235,28 @@ export class Transfers {
         else resolve();
       });
     });
+  }
+}
+
+/**
+ * Chunk frame buffers of one size, reused once sent: at most `max` are made (frames in flight are bounded
+ * by the upload window); beyond that take() gives undefined and the caller allocates one for the chunk.
+ */
+class FrameBuffers {
+  private readonly free: Buffer[] = [];
+  private made = 0;
+
+  constructor(private readonly size: number, private readonly max: number) {}
+
+  take(): Buffer | undefined {
+    const b = this.free.pop();
+    if (b) return b;
+    if (this.made >= this.max) return undefined;
+    this.made++;
+    return Buffer.allocUnsafeSlow(this.size);
+  }
+
+  give(b: Buffer): void {
+    this.free.push(b);
   }
 }

@@ -95,7 +95,8 @@ function zeroMask(mask: Buffer): void {
   mask.fill(0);
 }
 
-function isLoopback(url: string): boolean {
+/** ws://localhost…, ws://127.x.x.x…, ws://[::1]…: the node runs on this machine. */
+export function isLoopbackUrl(url: string): boolean {
   let host: string;
   try { host = new URL(url).hostname; } catch { return false; }
   return host === 'localhost' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
@@ -162,7 +163,7 @@ export class GridSocket extends EventEmitter {
       commit: (data, signal) => this.request(TransferCommit, data, { signal, timeout: 120_000 }),
       read: (data, signal) => this.stream(TransferRead, data, { signal, resubscribe: false }).done,
       ack: (transferId, received) => { this.send(TRANSFER_ACK, { transfer_id: transferId, received }); },
-      sendChunk: (frame, epoch) => this.sendChunk(frame, epoch),
+      sendChunk: (frame, epoch, onSent) => this.sendChunk(frame, epoch, onSent),
       whenReady: (signal) => this.whenReady(signal),
     });
   }
@@ -412,7 +413,7 @@ export class GridSocket extends EventEmitter {
       maxPayload: this.connectOptions.maxPayload,
       handshakeTimeout: this.connectOptions.handshakeTimeoutMs,
       perMessageDeflate: false,
-      ...(isLoopback(this.url!) && { generateMask: zeroMask }),
+      ...(isLoopbackUrl(this.url!) && { generateMask: zeroMask }),
       ...(this.connectOptions.headers && { headers: this.connectOptions.headers }),
       ...(this.connectOptions.ca !== undefined && { ca: this.connectOptions.ca }),
     });
@@ -730,10 +731,10 @@ export class GridSocket extends EventEmitter {
   }
 
   /** Sends a transfer chunk on the connection of `epoch`; waits for drain when the socket buffer is full. */
-  private sendChunk(frame: Buffer, epoch: number): Promise<void> {
+  private sendChunk(frame: Buffer, epoch: number, onSent?: () => void): Promise<void> {
     const ws = this.ws;
     if (!ws || epoch !== this.epoch || !this.ready) return Promise.reject(gridError('CONNECTION_DROPPED', 'the connection dropped during a transfer'));
-    return sendAndDrain(ws, frame, 'the connection dropped during a transfer');
+    return sendAndDrain(ws, frame, 'the connection dropped during a transfer', onSent);
   }
 
   /** Resolves when open and ready; rejects if the socket gives up, is reset or disposed, or `signal` aborts. */

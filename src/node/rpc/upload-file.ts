@@ -119,13 +119,15 @@ export async function openUploadFile(path: PathLike, pool: DirectBuffers | undef
         return;
       }
       try {
+        // From here on only the aligned copy is used: the received buffer can be collected while the
+        // disk works (bounds the node's memory when writes queue behind the pool).
         body.copy(b);
         try {
           await writeAll(direct, b, position);
         } catch (err) {
           // EINVAL: this buffer or the filesystem refuses O_DIRECT after all; buffered still works.
           if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-          await writeAll(buffered, body, position);
+          await writeAll(buffered, b, position);
         }
       } finally {
         pool.give(b);

@@ -34,6 +34,8 @@ interface Upload {
   hashed: number;
   hash: Hash;
   file: Promise<UploadFile>;
+  /** Lets go of the upload's share of its chunk size's direct-write pool (idempotent). */
+  releaseDirect: () => void;
   /** Writes in flight, in offset order; the head's completion advances `written`. */
   inflight: { end: number; done: boolean; promise: Promise<void> }[];
   /** The commit under way, if any (a retried commit waits for it). */
@@ -74,6 +76,8 @@ const GiB = 1024 ** 3;
 const MiB = 1024 ** 2;
 /** Chunk sizes up to this get a pool of aligned buffers for O_DIRECT writes; bigger ones write buffered. */
 const DIRECT_MAX_CHUNK = 4 * MiB;
+/** Chunk sizes holding a pool at once. */
+const DIRECT_POOLS = 4;
 
 async function statfsFree(dir: string): Promise<number> {
   const s = await statfs(dir);
@@ -112,8 +116,8 @@ export class UploadStore {
   readonly freeSpaceMarginBytes: number;
   private readonly freeBytes: (dir: string) => Promise<number>;
   private readonly uploads = new Map<string, Upload>();
-  /** Aligned buffers per chunk size (undefined inside: no O_DIRECT for that size here). */
-  private readonly direct = new Map<number, Promise<DirectBuffers | undefined>>();
+  /** Aligned buffers per chunk size (undefined inside: no O_DIRECT for that size here), and the uploads using each. */
+  private readonly direct = new Map<number, { pool: Promise<DirectBuffers | undefined>; users: number }>();
   private readonly directIo: boolean;
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
@@ -195,10 +199,11 @@ export class UploadStore {
     }
     const id = randomBytes(12).toString('base64url');
     const path = join(this.dir, `${id}.part`);
+    const { file, release } = this.openFile(path, chunkSize);
     const up: Upload = {
       id, owner, path, size, chunkSize,
       written: 0, accepted: 0, hashed: 0, hash: createHash('sha256'),
-      file: this.openFile(path, chunkSize), inflight: [],
+      file, releaseDirect: release, inflight: [],
       failure: undefined, committed: undefined, closed: false, touched: Date.now(),
     };
     // A failed open is reported by the first write or the commit, not as an unhandled rejection.
@@ -230,7 +235,7 @@ export class UploadStore {
       up.hashed = end;
     }
     const entry = { end, done: false, promise: Promise.resolve() };
-    entry.promise = up.file.then((f) => f.write(body, offset)).then(() => {
+    entry.promise = writeChunk(up.file, body, offset).then(() => {
       entry.done = true;
       const before = up.written;
       while (up.inflight.length > 0 && up.inflight[0]!.done) up.written = Math.max(up.written, up.inflight.shift()!.end);
@@ -274,6 +279,7 @@ export class UploadStore {
     await f.sync();
     await f.close();
     up.closed = true;
+    up.releaseDirect();
     up.committed = { path: up.path, size: up.size, sha256: actual };
     up.touched = Date.now();
     return up.committed;
@@ -287,17 +293,37 @@ export class UploadStore {
     return up.committed;
   }
 
-  private async openFile(path: string, chunkSize: number): Promise<UploadFile> {
-    let pool: Promise<DirectBuffers | undefined> | undefined;
+  /**
+   * Opens an upload's file, with the direct-write pool of its chunk size when there is one. At most
+   * DIRECT_POOLS sizes hold pools at once (a bound on the aligned buffers kept); a size no upload uses any
+   * more gives its place to a new one, so odd sizes seen once never keep the default size buffered.
+   */
+  private openFile(path: string, chunkSize: number): { file: Promise<UploadFile>; release: () => void } {
+    let entry: { pool: Promise<DirectBuffers | undefined>; users: number } | undefined;
     if (this.directIo && chunkSize <= DIRECT_MAX_CHUNK) {
-      pool = this.direct.get(chunkSize);
-      // A few chunk sizes at most get pools (clients use the default); others write buffered.
-      if (pool === undefined && this.direct.size < 4) {
-        pool = DirectBuffers.create(this.dir, chunkSize);
-        this.direct.set(chunkSize, pool);
+      entry = this.direct.get(chunkSize);
+      if (entry === undefined && this.direct.size >= DIRECT_POOLS) {
+        const idle = [...this.direct].find(([, e]) => e.users === 0);
+        if (idle !== undefined) {
+          this.direct.delete(idle[0]);
+          void idle[1].pool.then((p) => p?.close());
+        }
+      }
+      if (entry === undefined && this.direct.size < DIRECT_POOLS) {
+        entry = { pool: DirectBuffers.create(this.dir, chunkSize), users: 0 };
+        this.direct.set(chunkSize, entry);
       }
     }
-    return openUploadFile(path, await pool);
+    if (entry === undefined) return { file: openUploadFile(path, undefined), release: () => {} };
+    const held = entry;
+    held.users++;
+    let released = false;
+    return {
+      file: held.pool.then((pool) => openUploadFile(path, pool)),
+      release: () => {
+        if (!released) { released = true; held.users--; }
+      },
+    };
   }
 
   private checkQuotas(size: number, owner: string): void {
@@ -323,6 +349,7 @@ export class UploadStore {
       up.closed = true;
       await up.file.then((fh) => fh.close(), () => {}).catch(() => {});
     }
+    up.releaseDirect();
     await rm(up.path, { force: true });
   }
 
@@ -336,8 +363,16 @@ export class UploadStore {
     this.closed = true;
     clearInterval(this.sweeper);
     await Promise.all([...this.uploads.values()].map((up) => this.discard(up)));
-    await Promise.all([...this.direct.values()].map(async (p) => (await p)?.close()));
+    await Promise.all([...this.direct.values()].map(async (e) => (await e.pool)?.close()));
   }
+}
+
+/**
+ * Starts a chunk's write. Apart from chunk()'s closures, which live until the write is done: a body they
+ * captured would stay in memory all that time, though the disk is written from an aligned copy of it.
+ */
+async function writeChunk(file: Promise<UploadFile>, body: Buffer, offset: number): Promise<void> {
+  await (await file).write(body, offset);
 }
 
 /** A write failure as the client may see it: the errno code (ENOSPC says it all), never the path. */
