@@ -4,7 +4,8 @@
 
 import type { DatasetInfo } from './protocol/messages';
 import type { NamedTensors } from './protocol/tensor';
-import { TRAINING_DEFAULTS, type TrainRequest } from './protocol/training-messages';
+import { TRAINING_DEFAULTS } from './protocol/training-defaults';
+import type { TrainRequest } from './protocol/training-messages';
 import type { NodeTrainOptions } from './training-client';
 
 export interface TrainOptions {
