@@ -306,6 +306,10 @@ export class GridNode {
       });
       cleanups.unshift(() => grid.close());
       const server: http.Server = secureContext ? https.createServer(secureContext) : http.createServer();
+      // A client that half-closes after its request (sends it, then ends its side) still gets the answer
+      // of a route that awaits the store: Node's HTTP server otherwise ends the socket at the client's
+      // end. With this flag Node ends it after the response in flight (at once when none is).
+      (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
       // Requests are served only once the node object exists (listen happens before it is built).
       const ref: { node?: GridNode } = {};
       server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {

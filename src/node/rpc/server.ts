@@ -300,6 +300,12 @@ export class GridConnection {
   private builtinRoutes: Map<string, Route> | undefined;
   /** What `onClosed` was asked to call when the connection closes (each once). */
   private readonly closeHooks = new Set<() => void>();
+  /**
+   * Replies to requests without a request_id, oldest first, held until those before them are sent:
+   * PyGrid-era clients (syft.js, KotlinSyft) match replies by their order on the socket, and handlers
+   * that await the store can finish in any order.
+   */
+  private readonly turns: ReplyTurn[] = [];
 
   constructor(server: GridServer, ws: WebSocket, remoteAddress: string) {
     this.server = server;
@@ -397,18 +403,44 @@ export class GridConnection {
     return false;
   }
 
-  private sendJson(env: Envelope): void {
-    if (this.canSend()) this.ws.send(JSON.stringify(env));
+  private sendJson(env: Envelope, turn?: ReplyTurn): void {
+    this.deliver(turn, JSON.stringify(env));
   }
 
-  private sendError(type: string, requestId: string | undefined, err: GridError): void {
+  /** A place in the reply order for a request without a request_id; `deliver` fills it. */
+  private takeTurn(): ReplyTurn {
+    const turn: ReplyTurn = { frame: undefined };
+    this.turns.push(turn);
+    const limit = this.server.options.maxPendingRequests;
+    if (this.turns.length > limit && this.isOpen) {
+      // Replies held for one slow request: a client that keeps sending without reading its answers is cut.
+      this.server.log.warn({ connection: this.id, remote: this.remoteAddress, held: this.turns.length, limit }, 'client sent too many requests without a request_id before their replies; closing its connection');
+      this.ws.close(1008, `${ErrorCodes.CONNECTION_LIMIT}: over ${limit} replies awaiting an earlier one`.slice(0, 123));
+    }
+    return turn;
+  }
+
+  /** Sends `frame` (none: the request gets no reply), now or, for a turn, once every earlier turn is sent. */
+  private deliver(turn: ReplyTurn | undefined, frame: string | Buffer | undefined): void {
+    if (turn === undefined) {
+      if (frame !== undefined && this.canSend()) this.ws.send(frame);
+      return;
+    }
+    turn.frame = frame ?? null;
+    while (this.turns.length > 0 && this.turns[0]!.frame !== undefined) {
+      const next = this.turns.shift()!.frame as string | Buffer | null;
+      if (next !== null && this.canSend()) this.ws.send(next);
+    }
+  }
+
+  private sendError(type: string, requestId: string | undefined, err: GridError, turn?: ReplyTurn): void {
     // The last line of defence for paths on the node (the node's own handlers redact already).
     const wire = redactError(err, this.server.options.redactRoots);
     const env: Envelope = { type, error: wire.toWire() };
     if (requestId !== undefined) env.request_id = requestId;
     const data = this.server.options.errorData?.(type, wire);
     if (data !== undefined) env.data = data;
-    this.sendJson(env);
+    this.sendJson(env, turn);
   }
 
   private onMessage(raw: RawData, isBinary: boolean): void {
@@ -430,7 +462,7 @@ export class GridConnection {
     } catch (err) {
       const e = toGridError(err, 'MALFORMED_FRAME');
       this.logLimited('warn', e.code, { code: e.code }, e.message);
-      this.sendError('error', undefined, e);
+      this.sendError('error', undefined, e, this.takeTurn());
       return;
     }
     this.dispatch(msg);
@@ -455,9 +487,11 @@ export class GridConnection {
         }
         return;
       }
-      case 'socket-ping':
-        // PyGrid's keepalive (syft.js, SwiftSyft): answered as PyGrid did, plus our envelope fields.
-        return this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), data: { alive: 'True' } });
+    }
+    const turn = requestId === undefined ? this.takeTurn() : undefined;
+    if (type === 'socket-ping') {
+      // PyGrid's keepalive (syft.js, SwiftSyft): answered as PyGrid did, plus our envelope fields.
+      return this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), data: { alive: 'True' } }, turn);
     }
     const route = this.builtin(type) ?? this.server.router.get(type);
     const raw = route === undefined ? this.server.router.rawHandler(type) : undefined;
@@ -468,9 +502,9 @@ export class GridConnection {
         return { error };
       };
       const answer = (out: RawAnswer): void => {
-        if (out === undefined) return;
-        if ('error' in out) return this.sendError(type, requestId, out.error);
-        return this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), data: out.reply });
+        if (out === undefined) return this.deliver(turn, undefined);
+        if ('error' in out) return this.sendError(type, requestId, out.error, turn);
+        return this.sendJson({ type, ...(requestId !== undefined && { request_id: requestId }), data: out.reply }, turn);
       };
       let out: RawAnswer | Promise<RawAnswer>;
       try {
@@ -482,18 +516,18 @@ export class GridConnection {
       return answer(out);
     }
     if (route === undefined) {
-      return this.sendError(type, requestId, gridError('UNKNOWN_TYPE', `this node does not handle messages of type "${type}"`));
+      return this.sendError(type, requestId, gridError('UNKNOWN_TYPE', `this node does not handle messages of type "${type}"`), turn);
     }
     const isStream = route.def.kind === 'stream';
     const limited = this.overLimit(isStream);
-    if (limited !== undefined) return this.sendError(type, requestId, limited);
+    if (limited !== undefined) return this.sendError(type, requestId, limited, turn);
     const parsed = route.def.request.safeParse(msg.data);
     if (!parsed.success) {
-      return this.sendError(type, requestId, gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`));
+      return this.sendError(type, requestId, gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`), turn);
     }
     // Timed only for a metrics listener.
     const started = this.server.options.onRequest ? performance.now() : 0;
-    const scope = new RequestScope(this, type, requestId, msg.attachment);
+    const scope = new RequestScope(this, type, requestId, msg.attachment, turn);
     let result: unknown;
     try {
       result = (route.handler as (d: unknown, c: StreamContext<unknown>) => unknown)(parsed.data, scope);
@@ -532,7 +566,10 @@ export class GridConnection {
   }
 
   private replied(route: Route, scope: RequestScope, started: number, result: unknown): void {
-    if (scope.aborted) return this.done(scope, started, undefined); // cancelled or disconnected: the client is not listening
+    if (scope.aborted) { // cancelled or disconnected: the client is not listening
+      this.deliver(scope.turn, undefined);
+      return this.done(scope, started, undefined);
+    }
     const { type, requestId } = scope;
     const isStream = route.def.kind === 'stream';
     const attached = isWithAttachment(result);
@@ -549,9 +586,9 @@ export class GridConnection {
     if (requestId !== undefined) env.request_id = requestId;
     if (isStream) env.stream = 'end';
     if (attached) {
-      if (this.canSend()) this.ws.send(encodeMessageFrame(env, result[ATTACHMENT]));
+      this.deliver(scope.turn, encodeMessageFrame(env, result[ATTACHMENT]));
     } else {
-      this.sendJson(env);
+      this.sendJson(env, scope.turn);
     }
     this.done(scope, started, undefined);
   }
@@ -560,7 +597,8 @@ export class GridConnection {
     const e = toGridError(err);
     // A client can repeat the request that hits a bug: the first lines say what broke, the rest are counted.
     if (e.code === ErrorCodes.INTERNAL) this.logLimited('error', `${ErrorCodes.INTERNAL} ${route.def.type}`, { err, type: route.def.type }, `handler for ${route.def.type} failed`);
-    if (!scope.aborted) this.sendError(scope.type, scope.requestId, e);
+    if (!scope.aborted) this.sendError(scope.type, scope.requestId, e, scope.turn);
+    else this.deliver(scope.turn, undefined);
     this.done(scope, started, e.code);
   }
 
@@ -625,6 +663,9 @@ export class GridConnection {
   }
 }
 
+/** A reply's place in a connection's order: `undefined` until it is ready, `null` if the request gets none. */
+interface ReplyTurn { frame: string | Buffer | null | undefined }
+
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
 }
@@ -644,13 +685,16 @@ class RequestScope implements StreamContext<unknown> {
   readonly requestId: string | undefined;
   readonly attachment: Buffer | undefined;
   readonly type: string;
+  /** Its reply's place in the connection's order (requests without a request_id). */
+  readonly turn: ReplyTurn | undefined;
   private controller: AbortController | undefined;
   private reason: unknown;
   aborted = false;
 
-  constructor(connection: GridConnection, type: string, requestId: string | undefined, attachment: Buffer | undefined) {
+  constructor(connection: GridConnection, type: string, requestId: string | undefined, attachment: Buffer | undefined, turn: ReplyTurn | undefined) {
     this.connection = connection;
     this.type = type;
+    this.turn = turn;
     this.requestId = requestId;
     this.attachment = attachment;
   }
