@@ -1,7 +1,7 @@
 // What the Jupyter extension (ms-toolsai.jupyter) offers when it is installed, through its published API
 // (@vscode/jupyter-extension's typings, type-only: nothing of it is bundled). Optional: without the
 // extension these functions say so and the rest of Grid Workbench works as before.
-// Serve Model from Notebook Variable…: in a Python notebook run by the Jupyter extension, list the
+// Serve Torch Module from Notebook…: in a Python notebook run by the Jupyter extension, list the
 // torch.nn.Module variables of that notebook's kernel, run torch.onnx.export for the chosen one in the
 // same kernel (kernels.getKernel(uri) → executeCode), and serve the bytes like Serve Model… does.
 import type { Jupyter, Kernel } from '@vscode/jupyter-extension';
@@ -186,7 +186,7 @@ function tokenOf(signal: AbortSignal): vscode.CancellationTokenSource {
   return source;
 }
 
-/** Grid: Serve Model from Notebook Variable… (notebook toolbar of a Python notebook, or the palette). */
+/** Grid: Serve Torch Module from Notebook… (notebook toolbar of a Python notebook, or the palette). */
 export function serveNotebookModel(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not serve the notebook\'s model', async (arg: unknown, flow: Flow) => {
     const isOptions = typeof arg === 'object' && arg !== null && !('notebookEditor' in arg);

@@ -1,7 +1,7 @@
 // Grid Workbench next to the Jupyter extension (ms-toolsai.jupyter). Runs only when that extension is
 // loaded: test/e2e/jupyter-ext.test.ts loads the stand-in (test/e2e/jupyter-standin: the typed API our
 // code calls, over a real ipykernel with Debian's torch) beside ours; host.test.ts, without it, skips.
-// A Python notebook builds a torch model in its kernel; "Serve Model from Notebook Variable…" offers
+// A Python notebook builds a torch model in its kernel; "Serve Torch Module from Notebook…" offers
 // that variable, exports it with torch.onnx.export in the same kernel and serves it to the local node,
 // where it shows in the Models view and runs remote inference with torch's numbers. With the
 // grid-typescript kernelspec installed the Jupyter extension offers "Grid (TypeScript)" too (one of its
@@ -107,7 +107,7 @@ describe('with the Jupyter extension', function () {
     rmSync(jupyterDir, { recursive: true, force: true });
   });
 
-  it('Serve Model from Notebook Variable… offers the notebook\'s torch modules, exports the chosen one in its kernel and serves it; inference matches torch within 1e-4', async () => {
+  it('Serve Torch Module from Notebook… offers the notebook\'s torch modules, exports the chosen one in its kernel and serves it; inference matches torch within 1e-4', async () => {
     const torchOut = JSON.parse((await runCell(0)).trim()) as number[][];
     assert.equal(torchOut.length, 2);
 
