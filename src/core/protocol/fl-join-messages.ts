@@ -63,23 +63,36 @@ export interface FlSimulateJob {
   target?: number;
 }
 
-/** One simulated cycle as the worker process reports it (federation's FlCycleMetrics without the diffs). */
+/** One simulated cycle, as the simulation measures it and the worker process reports it (federation's FlCycleMetrics is this plus the diffs). */
 export interface FlSimulationCycle {
+  /** 1-based; checkpoint `cycle + 1` is what it produced (1 is the hosted model). */
   cycle: number;
   checkpoint: number;
+  /** Workers the node took into the cycle / turned away. */
   accepted: number;
   rejected: number;
+  /** Reports the node acknowledged. */
   reported: number;
+  /** Accepted workers that dropped out (never reported). */
   dropped: number;
+  /** Slow workers whose report came after the cycle had closed. */
   late: number;
   errors: number;
+  /** Reports the node averaged into the checkpoint (its own count). */
   averaged: number;
+  /** The checkpoint on the held-out set. */
   accuracy: number;
   loss: number;
+  /**
+   * The cycle's wall time on the node: from its opening (the previous checkpoint; hosting for cycle 1) to
+   * its checkpoint. Workers still busy with an earlier cycle (slow ones) eat into it, as on a real grid.
+   */
   seconds: number;
   droppedWorkers: number[];
   slowWorkers: number[];
+  /** Reason → how many workers were turned away with it. */
   rejections: Record<string, number>;
+  /** The first few errors, as `worker: code message`. */
   errorMessages: string[];
 }
 

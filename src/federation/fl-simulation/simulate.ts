@@ -14,6 +14,7 @@ import { gridError, GridError } from '../../core/errors';
 import { FlWorker } from '../../core/fl-worker';
 import { FlHostTraining } from '../../core/protocol/fl-messages';
 import { FlListProcesses, type FlProcessInfo } from '../../core/protocol/fl-messages';
+import type { FlSimulationCycle } from '../../core/protocol/fl-join-messages';
 import { bufferSource } from '../../core/socket/transfer';
 import { datasetSize, type Dataset } from '../../compute/data';
 import { seededRandom } from '../../compute/plan/models';
@@ -87,36 +88,8 @@ export interface FlSimulationOptions {
 
 export interface FlReportedDiff { worker: number; numSamples: number; diff: Float32Array }
 
-export interface FlCycleMetrics {
-  /** 1-based; checkpoint `cycle + 1` is what it produced (1 is the hosted model). */
-  cycle: number;
-  checkpoint: number;
-  /** Workers the node took into the cycle / turned away. */
-  accepted: number;
-  rejected: number;
-  /** Reports the node acknowledged. */
-  reported: number;
-  /** Accepted workers that dropped out (never reported). */
-  dropped: number;
-  /** Slow workers whose report came after the cycle had closed. */
-  late: number;
-  errors: number;
-  /** Reports the node averaged into the checkpoint (its own count). */
-  averaged: number;
-  /** The checkpoint on the held-out set. */
-  accuracy: number;
-  loss: number;
-  /**
-   * The cycle's wall time on the node: from its opening (the previous checkpoint; hosting for cycle 1) to
-   * its checkpoint. Workers still busy with an earlier cycle (slow ones) eat into it, as on a real grid.
-   */
-  seconds: number;
-  droppedWorkers: number[];
-  slowWorkers: number[];
-  /** Reason → how many workers were turned away with it. */
-  rejections: Record<string, number>;
-  /** The first few errors, as `worker: code message`. */
-  errorMessages: string[];
+/** One cycle's metrics (the fields' meaning: FlSimulationCycle), with the reported diffs when collectDiffs is on. */
+export interface FlCycleMetrics extends FlSimulationCycle {
   diffs?: FlReportedDiff[];
 }
 
