@@ -39,13 +39,16 @@ export async function hostProcess(admin: GridClient, opts: { name?: string; vers
 /** A PyGrid-era worker socket: sends `{type, data}`, takes the next reply of that type (syft.js 0.1.4's rule). */
 export class PyGridSocket {
   private readonly ws: WebSocket;
-  private readonly waiting: { type: string; resolve(msg: Record<string, unknown>): void }[] = [];
+  private readonly waiting: { type: string; requestId?: string; resolve(msg: Record<string, unknown>): void }[] = [];
 
   private constructor(ws: WebSocket) {
     this.ws = ws;
     ws.on('message', (raw) => {
       const msg = JSON.parse(String(raw)) as Record<string, unknown>;
-      const i = this.waiting.findIndex((w) => w.type === msg.type);
+      // A frame with a request id answers the waiter that sent it; the others, the first waiter of its type.
+      const i = typeof msg.request_id === 'string'
+        ? this.waiting.findIndex((w) => w.requestId === msg.request_id)
+        : this.waiting.findIndex((w) => w.type === msg.type && w.requestId === undefined);
       if (i >= 0) this.waiting.splice(i, 1)[0]!.resolve(msg);
     });
   }
@@ -62,6 +65,17 @@ export class PyGridSocket {
     return new Promise((resolve) => {
       this.waiting.push({ type, resolve });
       this.ws.send(JSON.stringify({ type, data }));
+    });
+  }
+
+  /**
+   * With a `request_id`, as KotlinSyft sends: its reply is sent as soon as it is ready, not behind this
+   * connection's earlier id-less requests (which the node answers in arrival order).
+   */
+  sendWithId(type: string, data: unknown, requestId: string): Promise<Record<string, unknown>> {
+    return new Promise((resolve) => {
+      this.waiting.push({ type, requestId, resolve });
+      this.ws.send(JSON.stringify({ type, data, request_id: requestId }));
     });
   }
 

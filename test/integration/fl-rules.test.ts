@@ -595,8 +595,9 @@ test('pool_selection random: a worker whose row is gone by the end of the draw g
   // Twenty workers on one socket (each its own token); all ask at once, so they share one draw for one place.
   const ids = await Promise.all(Array.from({ length: 20 }, async (_, i) => (await w.call('model-centric/authenticate', { model_name: 'gone', model_version: '1.0', auth_token: `device-${i}` })).worker_id as string));
   const asked = ids.map((id) => w.call('model-centric/cycle-request', { worker_id: id, model: 'gone', version: '1.0', ping: 0, download: 0, upload: 0 }));
-  // Frames are handled in order, so once this later authenticate is answered the twenty are in the draw.
-  await w.call('model-centric/authenticate', { model_name: 'gone', model_version: '1.0', auth_token: 'barrier' });
+  // Frames are handled in order, so once this later authenticate is answered the twenty are in the draw. It
+  // carries a request id: id-less replies go out in arrival order, so it would wait for the draw's answers.
+  await w.sendWithId('model-centric/authenticate', { model_name: 'gone', model_version: '1.0', auth_token: 'barrier' }, 'barrier');
   // All rows but the first go while the draw collects, as evictStaleWorker deletes a row.
   const store = node.node.fl.store;
   for (const id of ids.slice(1)) await store.db.run('DELETE FROM fl_workers WHERE id = ?', [id]);
