@@ -669,7 +669,9 @@ test('pool_selection random: a cycle-request whose group commit rolled back (a s
     sb.send('model-centric/cycle-request', { worker_id: b, model: 'rollback', version: '1.0', ping: 0, download: 0, upload: 0 }),
     sb.send('model-centric/report', { worker_id: a.workerId, request_key: a.cycle.request_key, diff: diffOf(ZERO) }),
   ]);
-  assert.ok(report.error !== undefined, JSON.stringify(report));
+  // A coded error naming what failed (PyGrid clients read data.error), not the raw errno.
+  assert.equal((report.error as { code?: string }).code, 'GRID_ERR_INTERNAL', JSON.stringify(report));
+  assert.match(String((report.data as { error?: string }).error), /could not store the running sum of rollback 1\.0 cycle 1 \(EISDIR\)/, JSON.stringify(report));
   assert.ok(bReply.error !== undefined, `B was told its request failed: ${JSON.stringify(bReply)}`);
   fs.rmdirSync(path.join(sumsDir, `${cycleId}.0`));
 

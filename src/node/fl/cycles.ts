@@ -489,7 +489,13 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private async storeSums(): Promise<void> {
     for (const rt of this.sumsAdded) {
       const slot = rt.sumSlot === 0 ? 1 : 0;
-      this.store.writeSum(rt.cycle!.id, slot, rt.sum!.bytes());
+      try {
+        this.store.writeSum(rt.cycle!.id, slot, rt.sum!.bytes());
+      } catch (err) {
+        // The whole batch rolls back: its callers get a coded error saying what failed, not a raw errno.
+        const e = err as NodeJS.ErrnoException;
+        throw gridError(e.code === 'ENOSPC' ? 'INSUFFICIENT_STORAGE' : 'INTERNAL', `the node could not store the running sum of ${rt.process.name} ${rt.process.version} cycle ${rt.cycle!.sequence} (${e.code ?? e.message}); nothing of this batch was recorded: send it again`);
+      }
       await this.store.setSumRecord(rt.cycle!.id, { slot, reports: rt.sum!.reports, weight: rt.sum!.weight }, rt.rowDiffs);
     }
   }
