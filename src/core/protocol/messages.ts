@@ -214,6 +214,17 @@ export const SetModelPermissions = defineRequest('set-model-permissions', {
   idempotent: true,
 });
 
+/** What run-inference answers (run-inference-shm adds where in the region the outputs went). */
+export const RunInferenceReply = z.object({
+  model_id: z.string(),
+  /** The version that ran. */
+  version: z.string().optional(),
+  outputs: z.array(z.object({ name: z.string(), dtype: z.enum(DTYPES), dims: z.array(z.number()) })),
+  duration_ms: z.number(),
+  /** Outputs too big for one frame: the encoded tensors, to fetch with socket.download (no attachment then). */
+  download: DownloadOffer.optional(),
+});
+
 // client → node, inputs as the MESSAGE frame's attachment (encodeNamedTensors); the reply carries the
 // outputs the same way (or, when they are big, offers them as a download) and lists them here too.
 export const RunInference = defineRequest('run-inference', {
@@ -222,15 +233,7 @@ export const RunInference = defineRequest('run-inference', {
     /** Output names to compute; all outputs by default. */
     outputs: z.array(z.string()).max(4096).optional(),
   }).strict(),
-  reply: z.object({
-    model_id: z.string(),
-    /** The version that ran. */
-    version: z.string().optional(),
-    outputs: z.array(z.object({ name: z.string(), dtype: z.enum(DTYPES), dims: z.array(z.number()) })),
-    duration_ms: z.number(),
-    /** Outputs too big for one frame: the encoded tensors, to fetch with socket.download (no attachment then). */
-    download: DownloadOffer.optional(),
-  }),
+  reply: RunInferenceReply,
   idempotent: true,
 });
 

@@ -4,8 +4,8 @@
 // the node) when it closes. Each definition says who sends it.
 
 import { z } from 'zod';
-import { DownloadOffer, defineRequest } from './catalogue';
-import { DTYPES } from './tensor';
+import { defineRequest } from './catalogue';
+import { RunInferenceReply } from './messages';
 
 /** A region's name: its file's name in the per-user folder (REGION_NAME_PATTERN). */
 const RegionName = z.string().regex(/^region-[A-Za-z0-9_-]{16,64}$/);
@@ -51,15 +51,9 @@ export const RunInferenceShm = defineRequest('run-inference-shm', {
     input: RegionSpan,
     output: RegionSpan.optional(),
   }).strict(),
-  reply: z.object({
-    model_id: z.string(),
-    version: z.string().optional(),
-    outputs: z.array(z.object({ name: z.string(), dtype: z.enum(DTYPES), dims: z.array(z.number()) })),
-    duration_ms: z.number(),
+  reply: RunInferenceReply.extend({
     /** Where in the region the encoded outputs were written (a prefix of the request's `output` span). */
     output: RegionSpan.optional(),
-    /** Outputs too big for one frame that did not fit the region span: fetch with socket.download. */
-    download: DownloadOffer.optional(),
   }),
   // Reading a span and writing another is safe to repeat; a repeat on a new connection gets
   // GRID_ERR_SHM_REGION_NOT_FOUND (its regions went with the old one) and the client falls back.
