@@ -92,12 +92,12 @@ export async function readWorkerDataset(file: string, opts: { labels?: string; l
 
 function statusTable(ps: FlProcessInfo[]): string {
   if (ps.length === 0) return 'no FL processes';
-  const rows = [['PROCESS', 'FORMAT', 'CYCLE', 'ASSIGNED', 'REPORTED', 'ENDS', 'CHECKPOINT', 'WORKERS', 'OWNER'],
+  const rows = [['PROCESS', 'FORMAT', 'AVERAGING', 'CYCLE', 'ASSIGNED', 'REPORTED', 'ENDS', 'CHECKPOINT', 'WORKERS', 'OWNER'],
     ...ps.map((p) => {
       const c = p.cycle;
       const latest = p.checkpoints.at(-1);
       const cycles = p.server_config.num_cycles;
-      return [`${p.name}@${p.version}`, p.format, c === null ? `done (${p.completed_cycles})` : `${c.sequence}${typeof cycles === 'number' && cycles > 0 ? `/${cycles}` : ''}`,
+      return [`${p.name}@${p.version}`, p.format, p.averaging ?? 'fedavg', c === null ? `done (${p.completed_cycles})` : `${c.sequence}${typeof cycles === 'number' && cycles > 0 ? `/${cycles}` : ''}`,
         c === null ? '-' : String(c.assigned), c === null ? '-' : String(c.reported), c?.end ?? '-', latest === undefined ? '-' : String(latest.number), String(p.workers), p.owner];
     })];
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));

@@ -19,6 +19,8 @@ interface HostArgs {
   version?: string;
   serverConfig?: Record<string, unknown>;
   clientConfig?: Record<string, unknown>;
+  /** An ONNX averaging plan (a file) the node runs at each cycle close in place of FedAvg. */
+  averagingPlan?: string;
 }
 
 interface ProcessArgs {
@@ -105,10 +107,27 @@ function hostFl(ctx: Ctx): Cmd {
       if (clientConfig === undefined) return undefined;
     }
     if (clientConfig !== undefined) flow.answers.clientConfig = clientConfig;
+    let planFile = a.averagingPlan;
+    if (planFile === undefined && a.serverConfig === undefined) {
+      const how = await vscode.window.showQuickPick([
+        { label: 'FedAvg', detail: 'The mean of the workers\' diffs, weighted by their samples (PyGrid\'s default)', plan: false },
+        { label: 'ONNX averaging plan…', detail: 'A graph the node runs at each cycle close: inputs old/<param> and diff/<param>, outputs <param> (e.g. a server learning rate)', plan: true },
+      ], { title: `${title}: averaging`, placeHolder: 'How the node turns a cycle\'s reports into the next checkpoint' });
+      if (!how) return undefined;
+      if (how.plan) {
+        const picked = await vscode.window.showOpenDialog({ title: 'The ONNX averaging plan', canSelectMany: false, filters: { 'ONNX models': ['onnx'] }, openLabel: 'Use as averaging plan', defaultUri: vscode.Uri.file(path.dirname(file)) });
+        if (!picked?.[0]) return undefined;
+        planFile = picked[0].fsPath;
+      }
+    }
+    if (planFile !== undefined) flow.answers.averagingPlan = planFile;
+    const averagingPlan = planFile === undefined ? undefined : await vscode.workspace.fs.readFile(vscode.Uri.file(planFile)).then((b) => b, () => {
+      throw gridError('INVALID_INPUT', `no averaging plan at ${planFile}: pick an ONNX file`);
+    });
     const cfg = serverConfig;
     const modelFile = file;
     const p = await withProgress(`Hosting ${name.trim()}@${version.trim()} on ${conn.name}`, (signal, report) => heavy().hostFlProcess(conn.client, modelFile, {
-      name: name.trim(), version: version.trim(), serverConfig: cfg, ...(clientConfig !== undefined && { clientConfig }), signal, onProgress: report,
+      name: name.trim(), version: version.trim(), serverConfig: cfg, ...(clientConfig !== undefined && { clientConfig }), ...(averagingPlan !== undefined && { averagingPlan }), signal, onProgress: report,
     }));
     ctx.log.info({ node: conn.url, process: `${p.name}@${p.version}`, id: p.model_id }, `hosted FL process ${p.name}@${p.version} on ${conn.name}`);
     void vscode.window.showInformationMessage(`${p.name}@${p.version} is hosted on ${conn.name}: workers can join it (Grid: Join as Worker).`, 'Join as Worker').then((picked) => {

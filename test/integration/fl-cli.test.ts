@@ -79,7 +79,7 @@ test('grid fl: host → join (CSV) → status → join (.npy) → status → che
 
   const table = await gridCliIn(anonymous, ['fl', 'status']);
   assert.equal(table.code, 0, table.err);
-  assert.match(table.out, /^PROCESS\s+FORMAT\s+CYCLE\s+ASSIGNED\s+REPORTED\s+ENDS\s+CHECKPOINT\s+WORKERS\s+OWNER\ndigits@1\.0\s+onnx\s+2\/3\s+0\s+0\s+\S+\s+2\s+2\s+admin\n$/);
+  assert.match(table.out, /^PROCESS\s+FORMAT\s+AVERAGING\s+CYCLE\s+ASSIGNED\s+REPORTED\s+ENDS\s+CHECKPOINT\s+WORKERS\s+OWNER\ndigits@1\.0\s+onnx\s+fedavg\s+2\/3\s+0\s+0\s+\S+\s+2\s+2\s+admin\n$/);
 
   const out = path.join(dir, 'latest.onnx');
   // Checkpoints are the process owner's (or an admin's) to download.
@@ -197,6 +197,8 @@ test('grid fl host --averaging-plan: the node runs the host\'s plan at the cycle
 
   const hosted = await gridCliIn(admin, ['fl', 'host', modelFile, '--name', 'frozen', '--version', '1', ...server, '--averaging-plan', path.join(dir, 'frozen.onnx'), '--client-config', '{"lr": 0.5}']);
   assert.equal(hosted.code, 0, hosted.err);
+  const status = await gridCliIn(anonymous, ['fl', 'status', 'frozen@1']);
+  assert.match(status.out, /\nfrozen@1\s+onnx\s+plan\s+1\/1\s/, 'status names the averaging plan the process runs');
   const closed = once(n.node.fl.engine, 'cycle-closed');
   const join = await gridCliIn(anonymous, ['--json', 'fl', 'join', 'frozen@1', '--data', csv, '--feature-scale', '0.0625']);
   assert.equal(join.code, 0, join.err);

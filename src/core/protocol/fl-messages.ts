@@ -78,6 +78,8 @@ export const FlProcessInfo = z.object({
   created: z.string(),
   /** The hosted model whose versions the checkpoints become, if any. */
   linked_model: z.string().nullable().optional(),
+  /** How a cycle close averages: `fedavg` (weighted by samples) or `plan` (the host's ONNX averaging plan). */
+  averaging: z.enum(['fedavg', 'plan']).optional(),
   completed_cycles: z.number(),
   /** The open cycle, or null when the process is done. ISO 8601 times; `end` null without cycle_length. */
   cycle: z.object({ sequence: z.number(), start: z.string(), end: z.string().nullable(), assigned: z.number(), reported: z.number() }).nullable(),

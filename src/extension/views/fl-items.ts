@@ -50,7 +50,7 @@ export class FlProcessItem extends vscode.TreeItem {
     this.description = cycleOf(p);
     this.iconPath = new vscode.ThemeIcon(p.cycle === null ? 'pass' : 'sync');
     this.contextValue = 'fl-process';
-    const md = new vscode.MarkdownString(`**${p.name}@${p.version}** on ${conn.name} — hosted by ${p.owner}, ${p.format === 'onnx' ? 'ONNX model' : 'syft-proto State'}, ${p.created}\n\n`);
+    const md = new vscode.MarkdownString(`**${p.name}@${p.version}** on ${conn.name} — hosted by ${p.owner}, ${p.format === 'onnx' ? 'ONNX model' : 'syft-proto State'}, ${p.created}\n\nAveraging: ${p.averaging === 'plan' ? 'the host\'s ONNX averaging plan' : 'FedAvg, weighted by samples'}\n\n`);
     md.appendCodeblock(JSON.stringify({ server_config: p.server_config, client_config: p.client_config }, null, 2), 'json');
     this.tooltip = md;
   }

@@ -68,6 +68,7 @@ export async function processInfo(store: FlStore, p: FlProcess): Promise<FlProce
     model_id: p.id, name: p.name, version: p.version, owner: p.owner, format: p.format, params: p.params,
     client_config: p.clientConfig, server_config: publicServerConfig(p.serverConfig), created: p.created,
     linked_model: p.linkedModel ?? null,
+    averaging: await store.hasAveragingPlan(p.id) ? 'plan' : 'fedavg',
     completed_cycles: await store.completedCycles(p.id),
     cycle: cycle === undefined ? null : {
       sequence: cycle.sequence, start: new Date(cycle.startMs).toISOString(), end: cycle.endMs === undefined ? null : new Date(cycle.endMs).toISOString(),

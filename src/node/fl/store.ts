@@ -160,6 +160,10 @@ export class FlStore {
     return r === undefined ? undefined : r.bytes as Uint8Array;
   }
 
+  async hasAveragingPlan(processId: number): Promise<boolean> {
+    return (await this.db.get("SELECT 1 AS one FROM fl_assets WHERE process_id = ? AND kind = 'averaging' LIMIT 1", [processId])) !== undefined;
+  }
+
   /** {name: id} of a process's plans or protocols (the id of each name's first row). */
   async assetIds(processId: number, kind: 'plan' | 'protocol'): Promise<Record<string, number>> {
     const out: Record<string, number> = {};

@@ -4,12 +4,14 @@
 // full cycle shows as rejected with the node's reason; Download Checkpoint writes the file. The tree is
 // read through the Nodes view's own provider; commands get their options in place of the dialogs.
 import * as assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'mocha';
 import * as vscode from 'vscode';
+import { decodeModel, tensorFromProto } from '../../../src/compute/onnx';
 import type { FlProcessInfo } from '../../../src/core/protocol/fl-messages';
+import { serverLrPlan } from '../../helpers/fl-fixtures';
 import type { FlJoinOutcome } from '../../../src/extension/fl-join';
 import type { GridExtensionApi } from '../../../src/extension/main';
 
@@ -145,5 +147,48 @@ describe('Grid FL processes', function () {
     const first = join(scratch, 'e2e-digits-1.onnx');
     await vscode.commands.executeCommand('grid.downloadFlCheckpoint', { node: 'Local node', process: 'e2e-digits@1.0', checkpoint: 1, dest: first });
     assert.deepEqual(readFileSync(first), hosted, 'checkpoint 1 is the hosted model');
+  });
+  it('Host FL Process with an ONNX averaging plan: the tooltip says the plan averages, and its close keeps the model (server lr 0) though a worker reported; a plan that does not fit is refused naming the mismatch', async () => {
+    const hosted = readFileSync(join(samples, 'digits', 'digits-mlp.onnx'));
+    const initializers = (bytes: Uint8Array) => Object.fromEntries((decodeModel(bytes).graph?.initializer ?? []).map((tp) => [tp.name, Array.from(tensorFromProto(tp).data as Float32Array)]));
+    const params = Object.entries(initializers(hosted)).map(([name]) => name);
+    const dims = (decodeModel(hosted).graph?.initializer ?? []).map((tp) => ({ name: tp.name!, dims: (tp.dims ?? []).map(Number) }));
+    assert.ok(params.length > 0);
+    const frozen = join(scratch, 'frozen.onnx');
+    writeFileSync(frozen, serverLrPlan(dims, 0));
+    const short = join(scratch, 'short.onnx');
+    writeFileSync(short, serverLrPlan(dims.slice(0, -1), 0));
+
+    let shown: { message: string; actions: string[] } | undefined;
+    const sub = api.onDidShowError((e) => { shown ??= e; });
+    try {
+      const refused = await vscode.commands.executeCommand('grid.hostFlProcess', {
+        node: 'Local node', file: join(samples, 'digits', 'digits-mlp.onnx'), name: 'e2e-short-plan', version: '1.0', serverConfig: { max_diffs: 1, num_cycles: 1 }, averagingPlan: short,
+      });
+      assert.equal(refused, undefined);
+    } finally {
+      sub.dispose();
+    }
+    assert.ok(shown, 'no error was shown for a plan without an output for the last parameter');
+    assert.match(shown.message, new RegExp(`^Could not host the FL process: .*averaging_plan: no output for parameter "${dims.at(-1)!.name}".*\\(GRID_ERR_INVALID_AVERAGING_PLAN\\)$`));
+
+    const p = await vscode.commands.executeCommand<FlProcessInfo>('grid.hostFlProcess', {
+      node: 'Local node', file: join(samples, 'digits', 'digits-mlp.onnx'), name: 'e2e-frozen', version: '1.0',
+      serverConfig: { max_diffs: 1, num_cycles: 1, cycle_length: 3600 }, clientConfig: { batch_size: 64, lr: 0.5, epochs: 1, max_updates: 3 }, averagingPlan: frozen,
+    });
+    assert.equal(p?.averaging, 'plan');
+    await untilRows(['Local node', 'FL Processes'], (rows) => rows.some((r) => r.startsWith('e2e-frozen@1.0 — ')), 'the process in the tree');
+    const groups = api.nodesView.getChildren(api.nodesView.getChildren().find((i) => label(i) === 'Local node') as never) as vscode.TreeItem[];
+    const item = (api.nodesView.getChildren(groups.find((i) => label(i) === 'FL Processes') as never) as vscode.TreeItem[]).find((i) => label(i) === 'e2e-frozen@1.0');
+    const tooltip = item?.tooltip;
+    assert.match(typeof tooltip === 'string' ? tooltip : tooltip?.value ?? '', /Averaging: the host's ONNX averaging plan/);
+
+    const out = await vscode.commands.executeCommand<FlJoinOutcome>('grid.joinFlProcess', { node: 'Local node', process: 'e2e-frozen@1.0', data: digits(), featureScale: 0.0625 });
+    assert.equal(out?.kind, 'reported', JSON.stringify(out));
+    await untilRows(['Local node', 'FL Processes', 'e2e-frozen@1.0', 'Checkpoints'], (rows) => rows.some((r) => r.startsWith('checkpoint 2 — latest')), 'checkpoint 2');
+    const dest = join(scratch, 'e2e-frozen-2.onnx');
+    await vscode.commands.executeCommand('grid.downloadFlCheckpoint', { node: 'Local node', process: 'e2e-frozen@1.0', checkpoint: 2, dest });
+    // old − 0 · mean(diff): FedAvg would have moved every parameter after a worker trained at lr 0.5.
+    assert.deepEqual(initializers(readFileSync(dest)), initializers(hosted));
   });
 });
