@@ -250,10 +250,15 @@ async function main(): Promise<void> {
     // PostgreSQL's processes are the postmaster's children: found through one backend's parent.
     const c = new pg.Client({ connectionString: `postgres://grid@127.0.0.1:${server.port}/postgres` });
     await c.connect();
-    const backend = Number((await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
-    await c.end();
-    const s = fs.readFileSync(`/proc/${backend}/stat`, 'utf8');
-    const postmaster = Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]);
+    let postmaster: number;
+    try {
+      // Read while the backend lives: it exits when the client ends.
+      const backend = Number((await c.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid);
+      const s = fs.readFileSync(`/proc/${backend}/stat`, 'utf8');
+      postmaster = Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]);
+    } finally {
+      await c.end();
+    }
     rows.push(await deployment(1, undefined, undefined));
     out(`  embedded done (load average ${os.loadavg()[0]!.toFixed(1)})`);
     for (const n of REPLICAS) {
