@@ -1,17 +1,20 @@
 // Issue 16 benchmark, second part: what replicas on PostgreSQL buy on this machine. One real PostgreSQL
-// (test/helpers/postgres.ts); for N = 1, 2, 3 replicas (dist/grid-node.js processes, as docs/replicas.md
-// runs them: one fresh database, one shared --blobs dir, each its own --data-dir and port) and, as the
-// baseline of what PostgreSQL costs, the embedded node (one process, no database), measured in this run:
+// (test/helpers/postgres.ts); N = 1, 2, 3 replicas (dist/grid-node.js processes, as docs/replicas.md
+// runs them: one fresh database per N, one shared --blobs dir, each its own --data-dir and port) and, as
+// the baseline of what PostgreSQL costs, the embedded node (one process, no database). All deployments
+// run through the whole bench; each measure takes them in turn, in `rounds` rounds (medians printed), so
+// the machine's other load falls on all of them alike:
 //   - remote inference, MLP 784-128-10, batch 1 and a moderate batch: requests/s of `clients` signed-in
 //     GridClients spread round-robin over the replicas, each one request at a time, for `seconds` after a
 //     warm-up;
 //   - FL reports acknowledged/s: `workers` PyGrid-style workers (bench/servers/fl-clients.ts) spread
-//     round-robin over the replicas, each reporting one ~0.5 MiB diff. The cycle is set never to close
-//     (max_diffs above the worker count): the number does not depend on how replicas close a cycle.
+//     round-robin over the replicas, each reporting one ~0.5 MiB diff into a fresh FL process per round.
+//     The cycle is set never to close (max_diffs above the worker count): the number does not depend on
+//     how replicas close a cycle.
 // For each window: the CPU seconds each replica, PostgreSQL (all its processes) and this load generator
 // used, the rest of the machine's, and throughput per replica-CPU-second (how well each core's work
 // scales, whatever the machine's other load leaves us).
-// Run: npm run bench:replicas [-- --seconds 6 --warmup 2 --clients 24 --batch 16 --workers 600 --replicas 1,2,3 --threads 2]
+// Run: npm run bench:replicas [-- --rounds 3 --seconds 4 --warmup 1 --clients 24 --batch 16 --workers 200 --replicas 1,2,3 --threads 2 --window 16]
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -35,11 +38,12 @@ function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? process.argv[i + 1]! : fallback;
 }
-const SECONDS = Number(arg('seconds', '6'));
-const WARMUP = Number(arg('warmup', '2'));
+const ROUNDS = Number(arg('rounds', '3'));
+const SECONDS = Number(arg('seconds', '4'));
+const WARMUP = Number(arg('warmup', '1'));
 const CLIENTS = Number(arg('clients', '24'));
 const BATCH = Number(arg('batch', '16'));
-const WORKERS = Number(arg('workers', '600'));
+const WORKERS = Number(arg('workers', '200'));
 const REPLICAS = arg('replicas', '1,2,3').split(',').map(Number);
 const THREADS = Number(arg('threads', '2'));
 const WINDOW = Number(arg('window', '16'));
@@ -146,95 +150,126 @@ class InferClients {
   }
 }
 
-// ---- one deployment: the embedded node, or N replicas on one database ----
+// ---- a deployment: the embedded node, or N replicas on one database; all run through the whole bench ----
 
 interface Window { rate: number; seconds: number; failed: number; p50Ms: number; cpu: Cpu }
-interface Row { label: string; replicas: number; postgres: boolean; infer1: Window; inferB: Window; reports: Window; joinsPerSecond: number }
 
 const p50 = (xs: number[]) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!);
 
-async function deployment(n: number, server: TestPostgres | undefined, postmaster: number | undefined): Promise<Row> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-replicas-'));
-  const database = server === undefined ? undefined : await server.createDatabase();
-  const env: NodeJS.ProcessEnv = { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD };
-  delete env.GRID_DATABASE;
-  if (database !== undefined) env.GRID_DATABASE = database;
-  const replicas: Started[] = [];
-  let admin: GridClient | undefined;
-  let infer: InferClients | undefined;
-  let fl: FlWorkers | undefined;
-  try {
+class Deployment {
+  readonly infer1: Window[] = [];
+  readonly inferB: Window[] = [];
+  readonly reports: Window[] = [];
+  readonly joinsPerSecond: number[] = [];
+  private infer: InferClients | undefined;
+  private admin: GridClient | undefined;
+
+  private constructor(readonly label: string, readonly postgres: boolean, private readonly dir: string, readonly replicas: Started[], private readonly postmaster: number | undefined) {}
+
+  get urls(): string[] { return this.replicas.map((r) => r.url); }
+
+  static async start(n: number, server: TestPostgres | undefined, postmaster: number | undefined): Promise<Deployment> {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-replicas-'));
+    const database = server === undefined ? undefined : await server.createDatabase();
+    const env: NodeJS.ProcessEnv = { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD };
+    delete env.GRID_DATABASE;
+    if (database !== undefined) env.GRID_DATABASE = database;
     // Started together, as docs/replicas.md does: migrations run under an advisory lock.
-    replicas.push(...await Promise.all(Array.from({ length: n }, (_, i) => startNodeScript(NODE_MAIN, [
+    const started = await Promise.allSettled(Array.from({ length: n }, (_, i) => startNodeScript(NODE_MAIN, [
       '--port', '0', '--data-dir', path.join(dir, `replica-${i + 1}`), '--log-level', 'warn', '--name', 'bench-replicas',
       ...(database !== undefined ? ['--blobs', path.join(dir, 'blobs')] : []),
-    ], env))));
-    const urls = replicas.map((r) => r.url);
-    admin = await GridClient.connect(urls[0]!, { connect: { heartbeatMs: 0 }, reconnect: { maxAttempts: 0 }, sharedMemory: { enabled: false }, credentials: { username: 'admin', password: PASSWORD } });
-    await admin.hostModel(mlpModel(COLS, 128, 10), { id: 'mlp', allowRemoteInference: true });
-    const up = await admin.socket.upload(bufferSource(flModel));
-    await admin.socket.request(FlHostTraining, {
-      model_transfer_id: up.transfer_id, client_config: { name: 'bench', version: '1.0' },
+    ], env)));
+    const replicas = started.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const d = new Deployment(database === undefined ? 'embedded' : `postgres ×${n}`, database !== undefined, dir, replicas, postmaster);
+    try {
+      const failed = started.find((r) => r.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+      d.admin = await GridClient.connect(d.urls[0]!, { connect: { heartbeatMs: 0 }, reconnect: { maxAttempts: 0 }, sharedMemory: { enabled: false }, credentials: { username: 'admin', password: PASSWORD } });
+      await d.admin.hostModel(mlpModel(COLS, 128, 10), { id: 'mlp', allowRemoteInference: true });
+      d.infer = new InferClients(d.urls);
+      await d.infer.ready();
+      return d;
+    } catch (err) {
+      await d.close();
+      throw err;
+    }
+  }
+
+  private cpu(): Cpu { return cpuNow(this.replicas, this.postmaster); }
+
+  /** One inference window: warm-up, then `SECONDS` measured. */
+  async inference(rows: number): Promise<Window> {
+    await this.infer!.run(WARMUP * 1000, rows);
+    const c0 = this.cpu();
+    const t0 = performance.now();
+    const r = await this.infer!.run(SECONDS * 1000, rows);
+    const seconds = (performance.now() - t0) / 1000;
+    const cpu = cpuSince(c0, this.cpu());
+    if (r.failed > 0) console.error(`  ${this.label}: ${r.failed} inference requests failed: ${r.errors.join(' | ')}`);
+    return { rate: r.ok / seconds, seconds, failed: r.failed, p50Ms: p50(r.latenciesMs), cpu };
+  }
+
+  /** One FL round: a fresh FL process, WORKERS workers join its cycle, then each reports once. */
+  async flRound(round: number): Promise<Window> {
+    const name = `bench-${round}`;
+    const up = await this.admin!.socket.upload(bufferSource(flModel));
+    await this.admin!.socket.request(FlHostTraining, {
+      model_transfer_id: up.transfer_id, client_config: { name, version: '1.0' },
       // max_diffs above the worker count: the cycle stays open through the measure (see the header).
       server_config: { max_workers: WORKERS, max_diffs: WORKERS + 1, num_cycles: 1, cycle_length: 3600 },
     }, { timeout: 120_000 });
-
-    infer = new InferClients(urls);
-    await infer.ready();
-    const inference = async (rows: number): Promise<Window> => {
-      await infer!.run(WARMUP * 1000, rows);
-      const c0 = cpuNow(replicas, postmaster);
+    const fl = new FlWorkers({ urls: this.urls, workers: WORKERS, threads: THREADS, window: WINDOW, diffB64, baseline: false, name, version: '1.0', spreadAddresses: true });
+    try {
+      const tj = performance.now();
+      const accepted = await fl.join();
+      this.joinsPerSecond.push(accepted / ((performance.now() - tj) / 1000));
+      if (accepted !== WORKERS) console.error(`  ${this.label}: ${accepted} of ${WORKERS} workers accepted into the cycle`);
+      const c0 = this.cpu();
       const t0 = performance.now();
-      const r = await infer!.run(SECONDS * 1000, rows);
+      const r = await fl.report();
       const seconds = (performance.now() - t0) / 1000;
-      const cpu = cpuSince(c0, cpuNow(replicas, postmaster));
-      if (r.failed > 0) console.error(`  ${r.failed} inference requests failed: ${r.errors.join(' | ')}`);
-      return { rate: r.ok / seconds, seconds, failed: r.failed, p50Ms: p50(r.latenciesMs), cpu };
-    };
-    const infer1 = await inference(1);
-    const inferB = await inference(BATCH);
-    await infer.stop();
-    infer = undefined;
+      return { rate: r.ok / r.seconds, seconds, failed: r.failed, p50Ms: NaN, cpu: cpuSince(c0, this.cpu()) };
+    } finally {
+      await fl.stop();
+    }
+  }
 
-    fl = new FlWorkers({ urls, workers: WORKERS, threads: THREADS, window: WINDOW, diffB64, baseline: false, name: 'bench', version: '1.0', spreadAddresses: true });
-    const tj = performance.now();
-    const accepted = await fl.join();
-    const joinsPerSecond = accepted / ((performance.now() - tj) / 1000);
-    if (accepted !== WORKERS) console.error(`  ${accepted} of ${WORKERS} workers accepted into the cycle`);
-    const c0 = cpuNow(replicas, postmaster);
-    const t0 = performance.now();
-    const r = await fl.report();
-    const seconds = (performance.now() - t0) / 1000;
-    const reports: Window = { rate: r.ok / r.seconds, seconds, failed: r.failed, p50Ms: NaN, cpu: cpuSince(c0, cpuNow(replicas, postmaster)) };
-    return { label: database === undefined ? 'embedded' : `postgres ×${n}`, replicas: n, postgres: database !== undefined, infer1, inferB, reports, joinsPerSecond };
-  } finally {
-    await infer?.stop();
-    await fl?.stop();
-    admin?.dispose();
-    await Promise.all(replicas.map((r) => r.kill('SIGTERM')));
-    fs.rmSync(dir, { recursive: true, force: true });
+  async close(): Promise<void> {
+    await this.infer?.stop();
+    this.infer = undefined;
+    this.admin?.dispose();
+    await Promise.all(this.replicas.map((r) => r.kill('SIGTERM')));
+    fs.rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
 // ---- output ----
 
-function table(title: string, unit: string, rows: Row[], pick: (r: Row) => Window): void {
+const replicaCpu = (w: Window) => w.cpu.replicas.reduce((a, b) => a + b, 0);
+const perCpu = (w: Window) => w.rate / replicaCpu(w);
+
+/** The round whose rate is the median; its CPU is the one shown. */
+function medianWindow(ws: Window[]): Window {
+  return [...ws].sort((a, b) => a.rate - b.rate)[Math.floor(ws.length / 2)]!;
+}
+
+function table(title: string, unit: string, ds: Deployment[], pick: (d: Deployment) => Window[]): void {
   const cores = os.availableParallelism();
-  const base = rows.find((r) => r.postgres && r.replicas === 1);
-  const emb = rows.find((r) => !r.postgres);
-  const perCpu = (w: Window) => w.rate / w.cpu.replicas.reduce((a, b) => a + b, 0);
+  const rate = (d: Deployment) => medianWindow(pick(d)).rate;
+  const cpuRate = (d: Deployment) => p50(pick(d).map(perCpu));
+  const base = ds.find((d) => d.postgres && d.replicas.length === 1);
+  const emb = ds.find((d) => !d.postgres);
   out(`\n${title}`);
-  for (const r of rows) {
-    const w = pick(r);
-    const rep = w.cpu.replicas.reduce((a, b) => a + b, 0);
+  for (const d of ds) {
+    const w = medianWindow(pick(d));
+    const rep = replicaCpu(w);
     const ours = rep + w.cpu.postgres + w.cpu.generator;
-    const avail = cores * w.seconds;
-    const vs = base === undefined || !r.postgres ? '' : `  ×${(w.rate / pick(base).rate).toFixed(2)} vs ×1 (per replica-CPU-s ×${(perCpu(w) / perCpu(pick(base))).toFixed(2)})`;
-    const vsEmb = emb === undefined || !r.postgres || r.replicas !== 1 ? '' : `  = ×${(w.rate / pick(emb).rate).toFixed(2)} of embedded (per replica-CPU-s ×${(perCpu(w) / perCpu(pick(emb))).toFixed(2)})`;
-    out(`  ${r.label.padEnd(12)} ${w.rate.toFixed(0).padStart(6)} ${unit}${Number.isNaN(w.p50Ms) ? '' : `  p50 ${w.p50Ms.toFixed(1)} ms`}${w.failed > 0 ? `  (${w.failed} failed)` : ''}${vs}${vsEmb}`);
+    const vs = base === undefined || !d.postgres ? '' : `  ×${(rate(d) / rate(base)).toFixed(2)} of ×1; per replica-CPU-s ×${(cpuRate(d) / cpuRate(base)).toFixed(2)}`;
+    const vsEmb = emb === undefined || d !== base ? '' : `  (= ×${(rate(d) / rate(emb)).toFixed(2)} of embedded; per replica-CPU-s ×${(cpuRate(d) / cpuRate(emb)).toFixed(2)})`;
+    out(`  ${d.label.padEnd(12)} ${rate(d).toFixed(0).padStart(6)} ${unit}${Number.isNaN(w.p50Ms) ? '' : `  p50 ${w.p50Ms.toFixed(1)} ms`}  [rounds ${pick(d).map((x) => x.rate.toFixed(0)).join(' / ')}]${w.failed > 0 ? `  (${w.failed} failed)` : ''}${vs}${vsEmb}`);
     const busy = w.cpu.replicas.map((x) => `${((100 * x) / w.seconds).toFixed(0)}%`).join(' ');
-    out(`  ${''.padEnd(12)} CPU s in ${w.seconds.toFixed(1)} s: replicas ${w.cpu.replicas.map((x) => x.toFixed(2)).join(' + ')} (busy ${busy} of a core)${r.postgres ? `, postgres ${w.cpu.postgres.toFixed(2)}` : ''}, load generator ${w.cpu.generator.toFixed(2)}, rest of machine ${Math.max(0, w.cpu.machine - ours).toFixed(2)} (of ${avail.toFixed(1)} on ${cores} cores)`);
-    out(`  ${''.padEnd(12)} ${perCpu(w).toFixed(0)} ${unit} per replica-CPU-s, ${(w.rate / (rep + w.cpu.postgres)).toFixed(0)} per (replicas + postgres)-CPU-s`);
+    out(`  ${''.padEnd(12)} CPU s in the median round's ${w.seconds.toFixed(1)} s: replicas ${w.cpu.replicas.map((x) => x.toFixed(2)).join(' + ')} (busy ${busy} of a core)${d.postgres ? `, postgres ${w.cpu.postgres.toFixed(2)}` : ''}, load generator ${w.cpu.generator.toFixed(2)}, rest of machine ${Math.max(0, w.cpu.machine - ours).toFixed(2)} (of ${(cores * w.seconds).toFixed(1)} on ${cores} cores)`);
+    out(`  ${''.padEnd(12)} ${cpuRate(d).toFixed(0)} ${unit} per replica-CPU-s (median of rounds), ${(w.rate / (rep + w.cpu.postgres)).toFixed(0)} per (replicas + postgres)-CPU-s`);
   }
 }
 
@@ -242,10 +277,10 @@ async function main(): Promise<void> {
   const why = postgresUnavailable();
   if (why !== undefined) { out(`skipped: ${why}`); return; }
   const cores = os.availableParallelism();
-  out(`replicas on one PostgreSQL vs the embedded node; MLP ${COLS}-128-10; ${CLIENTS} inference clients (${SECONDS} s after ${WARMUP} s warm-up), ${WORKERS} FL workers; ${THREADS} load-generator threads`);
-  out(`machine: ${cores} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at start. The replicas, PostgreSQL and this load generator all share these ${cores} cores (and with whatever else runs here): past ${cores} busy processes, more replicas only split the same CPU.`);
+  out(`replicas on one PostgreSQL vs the embedded node; MLP ${COLS}-128-10; ${CLIENTS} inference clients per deployment (${SECONDS} s windows after ${WARMUP} s warm-up), ${WORKERS} FL workers per round; ${ROUNDS} rounds, the deployments interleaved in each; ${THREADS} load-generator threads`);
+  out(`machine: ${cores} cores, load average ${os.loadavg().map((l) => l.toFixed(1)).join(' ')} at start. The replicas, PostgreSQL and this load generator all share these ${cores} cores (and with whatever else runs here): past ${cores} busy processes, more replicas only split the same CPU. On a machine others load too, more processes also win a bigger share of it: read "per replica-CPU-s" for how the work itself scales.`);
   const server = await startPostgres();
-  const rows: Row[] = [];
+  const ds: Deployment[] = [];
   try {
     // PostgreSQL's processes are the postmaster's children: found through one backend's parent.
     const c = new pg.Client({ connectionString: `postgres://grid@127.0.0.1:${server.port}/postgres` });
@@ -259,19 +294,25 @@ async function main(): Promise<void> {
     } finally {
       await c.end();
     }
-    rows.push(await deployment(1, undefined, undefined));
-    out(`  embedded done (load average ${os.loadavg()[0]!.toFixed(1)})`);
-    for (const n of REPLICAS) {
-      rows.push(await deployment(n, server, postmaster));
-      out(`  postgres ×${n} done (load average ${os.loadavg()[0]!.toFixed(1)})`);
+    ds.push(await Deployment.start(1, undefined, undefined));
+    for (const n of REPLICAS) ds.push(await Deployment.start(n, server, postmaster));
+    out(`  started: ${ds.map((d) => `${d.label} (${d.replicas.length} process${d.replicas.length > 1 ? 'es' : ''})`).join(', ')}`);
+    for (let round = 0; round < ROUNDS; round++) {
+      // Each round starts with another deployment, so none always follows the same one.
+      const order = ds.map((_, i) => ds[(i + round) % ds.length]!);
+      for (const d of order) d.infer1.push(await d.inference(1));
+      for (const d of order) d.inferB.push(await d.inference(BATCH));
+      for (const d of order) d.reports.push(await d.flRound(round));
+      out(`  round ${round + 1} of ${ROUNDS} done (load average ${os.loadavg()[0]!.toFixed(1)})`);
     }
   } finally {
+    for (const d of ds) await d.close();
     await server.close();
   }
-  table('remote inference, batch 1 (requests/s)', 'req/s', rows, (r) => r.infer1);
-  table(`remote inference, batch ${BATCH} (requests/s)`, 'req/s', rows, (r) => r.inferB);
-  table(`FL reports acknowledged/s (${WORKERS} workers, one ${(diffB64.length / 1024 / 1024).toFixed(2)} MiB report each; the cycle stays open)`, 'reports/s', rows, (r) => r.reports);
-  out(`\nFL authenticate + cycle-request: ${rows.map((r) => `${r.label} ${r.joinsPerSecond.toFixed(0)} workers/s`).join(', ')}`);
+  table('remote inference, batch 1 (requests/s, median of rounds)', 'req/s', ds, (d) => d.infer1);
+  table(`remote inference, batch ${BATCH} (requests/s, median of rounds)`, 'req/s', ds, (d) => d.inferB);
+  table(`FL reports acknowledged/s (${WORKERS} workers a round, one ${(diffB64.length / 1024 / 1024).toFixed(2)} MiB report each; the cycle stays open)`, 'reports/s', ds, (d) => d.reports);
+  out(`\nFL authenticate + cycle-request (median of rounds): ${ds.map((d) => `${d.label} ${p50(d.joinsPerSecond).toFixed(0)} workers/s`).join(', ')}`);
   out(`machine load average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
 }
 
