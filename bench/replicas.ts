@@ -269,7 +269,8 @@ function table(title: string, unit: string, ds: Deployment[], pick: (d: Deployme
     out(`  ${d.label.padEnd(12)} ${rate(d).toFixed(0).padStart(6)} ${unit}${Number.isNaN(w.p50Ms) ? '' : `  p50 ${w.p50Ms.toFixed(1)} ms`}  [rounds ${pick(d).map((x) => x.rate.toFixed(0)).join(' / ')}]${w.failed > 0 ? `  (${w.failed} failed)` : ''}${vs}${vsEmb}`);
     const busy = w.cpu.replicas.map((x) => `${((100 * x) / w.seconds).toFixed(0)}%`).join(' ');
     out(`  ${''.padEnd(12)} CPU s in the median round's ${w.seconds.toFixed(1)} s: replicas ${w.cpu.replicas.map((x) => x.toFixed(2)).join(' + ')} (busy ${busy} of a core)${d.postgres ? `, postgres ${w.cpu.postgres.toFixed(2)}` : ''}, load generator ${w.cpu.generator.toFixed(2)}, rest of machine ${Math.max(0, w.cpu.machine - ours).toFixed(2)} (of ${(cores * w.seconds).toFixed(1)} on ${cores} cores)`);
-    out(`  ${''.padEnd(12)} ${cpuRate(d).toFixed(0)} ${unit} per replica-CPU-s (median of rounds), ${(w.rate / (rep + w.cpu.postgres)).toFixed(0)} per (replicas + postgres)-CPU-s`);
+    const each = w.rate * w.seconds;
+    out(`  ${''.padEnd(12)} ${cpuRate(d).toFixed(0)} ${unit} per replica-CPU-s (median of rounds), ${(w.rate / (rep + w.cpu.postgres)).toFixed(0)} per (replicas + postgres)-CPU-s; each took ${((rep / each) * 1e6).toFixed(0)} µs of replica CPU${d.postgres ? ` + ${((w.cpu.postgres / each) * 1e6).toFixed(0)} µs of PostgreSQL's` : ''}, ${((w.cpu.generator / each) * 1e6).toFixed(0)} µs of the load generator's`);
   }
 }
 
