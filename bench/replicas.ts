@@ -152,7 +152,8 @@ class InferClients {
 
 // ---- a deployment: the embedded node, or N replicas on one database; all run through the whole bench ----
 
-interface Window { rate: number; seconds: number; failed: number; p50Ms: number; cpu: Cpu }
+/** One measured window: `count` answered at `rate` a second over `seconds`, and the CPU used meanwhile. */
+interface Window { count: number; rate: number; seconds: number; failed: number; p50Ms: number; cpu: Cpu }
 
 const p50 = (xs: number[]) => (xs.length === 0 ? NaN : [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!);
 
@@ -206,7 +207,7 @@ class Deployment {
     const seconds = (performance.now() - t0) / 1000;
     const cpu = cpuSince(c0, this.cpu());
     if (r.failed > 0) console.error(`  ${this.label}: ${r.failed} inference requests failed: ${r.errors.join(' | ')}`);
-    return { rate: r.ok / seconds, seconds, failed: r.failed, p50Ms: p50(r.latenciesMs), cpu };
+    return { count: r.ok, rate: r.ok / seconds, seconds, failed: r.failed, p50Ms: p50(r.latenciesMs), cpu };
   }
 
   /** One FL round: a fresh FL process, WORKERS workers join its cycle, then each reports once. */
@@ -228,7 +229,7 @@ class Deployment {
       const t0 = performance.now();
       const r = await fl.report();
       const seconds = (performance.now() - t0) / 1000;
-      return { rate: r.ok / r.seconds, seconds, failed: r.failed, p50Ms: NaN, cpu: cpuSince(c0, this.cpu()) };
+      return { count: r.ok, rate: r.ok / r.seconds, seconds, failed: r.failed, p50Ms: NaN, cpu: cpuSince(c0, this.cpu()) };
     } finally {
       await fl.stop();
     }
@@ -246,14 +247,15 @@ class Deployment {
 // ---- output ----
 
 const replicaCpu = (w: Window) => w.cpu.replicas.reduce((a, b) => a + b, 0);
-const perCpu = (w: Window) => w.rate / replicaCpu(w);
+/** Answered per second of replica CPU. */
+const perCpu = (w: Window) => w.count / replicaCpu(w);
 
 /** The round whose rate is the median; its CPU is the one shown. */
 function medianWindow(ws: Window[]): Window {
   return [...ws].sort((a, b) => a.rate - b.rate)[Math.floor(ws.length / 2)]!;
 }
 
-function table(title: string, unit: string, ds: Deployment[], pick: (d: Deployment) => Window[]): void {
+function table(title: string, unit: string, noun: string, ds: Deployment[], pick: (d: Deployment) => Window[]): void {
   const cores = os.availableParallelism();
   const rate = (d: Deployment) => medianWindow(pick(d)).rate;
   const cpuRate = (d: Deployment) => p50(pick(d).map(perCpu));
@@ -268,9 +270,9 @@ function table(title: string, unit: string, ds: Deployment[], pick: (d: Deployme
     const vsEmb = emb === undefined || d !== base ? '' : `  (= ×${(rate(d) / rate(emb)).toFixed(2)} of embedded; per replica-CPU-s ×${(cpuRate(d) / cpuRate(emb)).toFixed(2)})`;
     out(`  ${d.label.padEnd(12)} ${rate(d).toFixed(0).padStart(6)} ${unit}${Number.isNaN(w.p50Ms) ? '' : `  p50 ${w.p50Ms.toFixed(1)} ms`}  [rounds ${pick(d).map((x) => x.rate.toFixed(0)).join(' / ')}]${w.failed > 0 ? `  (${w.failed} failed)` : ''}${vs}${vsEmb}`);
     const busy = w.cpu.replicas.map((x) => `${((100 * x) / w.seconds).toFixed(0)}%`).join(' ');
-    out(`  ${''.padEnd(12)} CPU s in the median round's ${w.seconds.toFixed(1)} s: replicas ${w.cpu.replicas.map((x) => x.toFixed(2)).join(' + ')} (busy ${busy} of a core)${d.postgres ? `, postgres ${w.cpu.postgres.toFixed(2)}` : ''}, load generator ${w.cpu.generator.toFixed(2)}, rest of machine ${Math.max(0, w.cpu.machine - ours).toFixed(2)} (of ${(cores * w.seconds).toFixed(1)} on ${cores} cores)`);
-    const each = w.rate * w.seconds;
-    out(`  ${''.padEnd(12)} ${cpuRate(d).toFixed(0)} ${unit} per replica-CPU-s (median of rounds), ${(w.rate / (rep + w.cpu.postgres)).toFixed(0)} per (replicas + postgres)-CPU-s; each took ${((rep / each) * 1e6).toFixed(0)} µs of replica CPU${d.postgres ? ` + ${((w.cpu.postgres / each) * 1e6).toFixed(0)} µs of PostgreSQL's` : ''}, ${((w.cpu.generator / each) * 1e6).toFixed(0)} µs of the load generator's`);
+    out(`  ${''.padEnd(12)} median round, CPU s in ${w.seconds.toFixed(1)} s: replicas ${w.cpu.replicas.map((x) => x.toFixed(2)).join(' + ')} (busy ${busy} of a core)${d.postgres ? `, postgres ${w.cpu.postgres.toFixed(2)}` : ''}, load generator ${w.cpu.generator.toFixed(2)}, rest of machine ${Math.max(0, w.cpu.machine - ours).toFixed(2)} (of ${(cores * w.seconds).toFixed(1)} on ${cores} cores)`);
+    const each = w.count;
+    out(`  ${''.padEnd(12)} per ${noun} in that round: ${((rep / each) * 1e6).toFixed(0)} µs of replica CPU${d.postgres ? ` + ${((w.cpu.postgres / each) * 1e6).toFixed(0)} µs of PostgreSQL's` : ''}, ${((w.cpu.generator / each) * 1e6).toFixed(0)} µs of the load generator's; ${cpuRate(d).toFixed(0)} ${noun}s per replica-CPU-s (median of rounds)`);
   }
 }
 
@@ -310,9 +312,9 @@ async function main(): Promise<void> {
     for (const d of ds) await d.close();
     await server.close();
   }
-  table('remote inference, batch 1 (requests/s, median of rounds)', 'req/s', ds, (d) => d.infer1);
-  table(`remote inference, batch ${BATCH} (requests/s, median of rounds)`, 'req/s', ds, (d) => d.inferB);
-  table(`FL reports acknowledged/s (${WORKERS} workers a round, one ${(diffB64.length / 1024 / 1024).toFixed(2)} MiB report each; the cycle stays open)`, 'reports/s', ds, (d) => d.reports);
+  table('remote inference, batch 1 (requests/s, median of rounds)', 'req/s', 'request', ds, (d) => d.infer1);
+  table(`remote inference, batch ${BATCH} (requests/s, median of rounds)`, 'req/s', 'request', ds, (d) => d.inferB);
+  table(`FL reports acknowledged/s (${WORKERS} workers a round, one ${(diffB64.length / 1024 / 1024).toFixed(2)} MiB report each; the cycle stays open)`, 'reports/s', 'report', ds, (d) => d.reports);
   out(`\nFL authenticate + cycle-request (median of rounds): ${ds.map((d) => `${d.label} ${p50(d.joinsPerSecond).toFixed(0)} workers/s`).join(', ')}`);
   out(`machine load average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
 }
