@@ -13,7 +13,6 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import { setTimeout as delay } from 'node:timers/promises';
 import { GridClient } from '../src/core/client';
 import { FlHostTraining } from '../src/core/protocol/fl-messages';
@@ -25,7 +24,7 @@ import { mlp } from '../src/compute/plan';
 import { flParams } from '../src/federation';
 import { RunningSum } from '../src/node/fl/averaging';
 import { processCpuSeconds, processRss } from './rss';
-import type { ClientsCmd, ClientsInit, ClientsMsg } from './servers/fl-clients';
+import { FlWorkers } from './fl-workers';
 
 const ms = (s: number) => `${(s * 1000).toFixed(2)} ms`;
 
@@ -68,45 +67,14 @@ async function stopServer(child: ChildProcess): Promise<void> {
   if (await Promise.race([exited.then(() => true), delay(10_000, false)]) === false) child.kill('SIGKILL');
 }
 
-class Clients {
-  private readonly threads: Worker[];
-  constructor(url: string, workers: number, baseline: boolean, name = '', version = '') {
-    this.threads = Array.from({ length: THREADS }, (_, t) => new Worker(join(__dirname, 'servers', 'fl-clients.js'), {
-      workerData: { url, workers: Math.floor(workers / THREADS) + (t < workers % THREADS ? 1 : 0), window: WINDOW, name, version, diffB64, baseline } satisfies ClientsInit,
-    }));
-  }
-
-  private all<T extends ClientsMsg['type']>(cmd: ClientsCmd, reply: T): Promise<Extract<ClientsMsg, { type: T }>[]> {
-    return Promise.all(this.threads.map((w) => new Promise<Extract<ClientsMsg, { type: T }>>((resolve, reject) => {
-      const on = (m: ClientsMsg) => { if (m.type === reply) { w.off('message', on); resolve(m as Extract<ClientsMsg, { type: T }>); } };
-      w.on('message', on);
-      w.once('error', reject);
-      w.postMessage(cmd);
-    })));
-  }
-
-  async join(): Promise<number> {
-    const r = await this.all({ type: 'join' }, 'joined');
-    const errors = r.flatMap((x) => x.errors);
-    if (errors.length > 0) console.error(`  join errors: ${errors.join(' | ')}`);
-    return r.reduce((a, x) => a + x.accepted, 0);
-  }
-
-  async report(): Promise<{ ok: number; seconds: number; bytes: number }> {
-    const r = await this.all({ type: 'report' }, 'reported');
-    const errors = r.flatMap((x) => x.errors);
-    if (errors.length > 0) console.error(`  report errors: ${errors.join(' | ')}`);
-    return { ok: r.reduce((a, x) => a + x.ok, 0), seconds: (Math.max(...r.map((x) => x.lastReply)) - Math.min(...r.map((x) => x.firstSend))) / 1000, bytes: r.reduce((a, x) => a + x.bytes, 0) };
-  }
-
-  async stop(): Promise<void> {
-    await Promise.all(this.threads.map((w) => new Promise((resolve) => { w.once('exit', resolve); w.postMessage({ type: 'stop' } satisfies ClientsCmd); })));
-  }
+/** The bench's workers against one node (or the raw ws sink). */
+function clients(url: string, workers: number, baseline: boolean, name = '', version = ''): FlWorkers {
+  return new FlWorkers({ urls: [url], workers, threads: THREADS, window: WINDOW, diffB64, baseline, name, version });
 }
 
 async function baseline(n: number): Promise<{ rate: number; bytes: number; rssGrowth: number; cpuPerFrame: number }> {
   const { child, url } = await startServer('fl-ws-sink.js');
-  const c = new Clients(url, n, true);
+  const c = clients(url, n, true);
   let sampler: NodeJS.Timeout | undefined;
   try {
     await c.join();
@@ -132,7 +100,7 @@ interface NodeRun { rate: number; reportSeconds: number; joinSeconds: number; cy
 async function node(n: number): Promise<NodeRun> {
   const { child, url } = await startServer('fl-node.js', [PASSWORD], NODE_FLAGS);
   const admin = await GridClient.connect(url, { credentials: { username: 'admin', password: PASSWORD }, reconnect: { maxAttempts: 0 } });
-  let clients: Clients | undefined;
+  let workers: FlWorkers | undefined;
   let sampler: NodeJS.Timeout | undefined;
   try {
     const name = `bench-${n}`;
@@ -141,10 +109,10 @@ async function node(n: number): Promise<NodeRun> {
       model_transfer_id: up.transfer_id, client_config: { name, version: '1.0' },
       server_config: { max_workers: n, max_diffs: n, num_cycles: 1, cycle_length: 3600 },
     }, { timeout: 120_000 });
-    clients = new Clients(url, n, false, name, '1.0');
+    workers = clients(url, n, false, name, '1.0');
     const t0 = performance.now();
     const cpuJoin0 = processCpuSeconds(child.pid!);
-    const accepted = await clients.join();
+    const accepted = await workers.join();
     const cpuJoin = processCpuSeconds(child.pid!) - cpuJoin0;
     if (accepted !== n) throw new Error(`node: ${accepted} of ${n} workers accepted`);
     const tJoined = performance.now();
@@ -153,7 +121,7 @@ async function node(n: number): Promise<NodeRun> {
     let peak = rssBase;
     sampler = setInterval(() => { peak = Math.max(peak, processRss(child.pid!)); }, 20);
     const cpu0 = processCpuSeconds(child.pid!);
-    const r = await clients.report();
+    const r = await workers.report();
     const cpuReports = processCpuSeconds(child.pid!) - cpu0;
     if (r.ok !== n) throw new Error(`node: ${r.ok} of ${n} reports acknowledged`);
     const tReported = performance.now();
@@ -176,7 +144,7 @@ async function node(n: number): Promise<NodeRun> {
     };
   } finally {
     if (sampler) clearInterval(sampler);
-    await clients?.stop();
+    await workers?.stop();
     admin.dispose();
     await stopServer(child);
   }

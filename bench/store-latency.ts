@@ -1,7 +1,7 @@
 // Issue 16 benchmark, first part: the latency PostgreSQL adds over the embedded store for what a user
 // does most (list models, run inference, host a small model), each node in-process on 127.0.0.1 with one
 // client, both measured in this same run. The PostgreSQL server is a real one started here
-// (test/helpers/postgres.ts). Replica scaling (requests/s with 1-3 replicas) is not measured yet.
+// (test/helpers/postgres.ts). Replica scaling (requests/s with 1-3 replicas): bench/replicas.ts.
 // Run: node --import tsx bench/store-latency.ts   (BENCH_QUICK=1: fewer rounds)
 
 import * as fs from 'node:fs';

@@ -1,13 +1,25 @@
-// Client thread of bench/fl-cycle.ts: many lightweight protocol-only FL workers on raw `ws`, each with
-// its own connection. 'join': authenticate + cycle-request for each (the node's JSON envelope, as a
-// PyGrid worker speaks it). 'report': each sends the same precomputed diff (base64 State) in a report
+// Client thread of bench/fl-cycle.ts and bench/replicas.ts (driven through bench/fl-workers.ts): many
+// lightweight protocol-only FL workers on raw `ws`, each with its own connection, spread round-robin over
+// `urls` (the replicas of one node). 'join': authenticate + cycle-request for each (the node's JSON
+// envelope, as a PyGrid worker speaks it). 'report': each sends the same precomputed diff (base64 State) in a report
 // frame, `window` reports in flight at most; against the baseline sink the frames are byte-for-byte
 // the same size. Not a simulation of training: the point is the node.
 
 import { parentPort, workerData } from 'node:worker_threads';
 import { WebSocket } from 'ws';
 
-export interface ClientsInit { url: string; workers: number; window: number; name: string; version: string; diffB64: string; baseline: boolean }
+export interface ClientsInit {
+  urls: string[];
+  /** Index of this thread's first worker among all threads' (round-robin over urls, source addresses). */
+  first: number;
+  workers: number; window: number; name: string; version: string; diffB64: string; baseline: boolean;
+  /**
+   * Each worker connects from its own loopback address (127.1.x.y), as real workers come from their own:
+   * the node bounds authenticate + cycle-request per address (600 a minute), and grid-node has no flag
+   * to lift it for a thousand workers on one address.
+   */
+  spreadAddresses: boolean;
+}
 export type ClientsCmd = { type: 'join' } | { type: 'report' } | { type: 'stop' };
 export type ClientsMsg =
   | { type: 'joined'; accepted: number; errors: string[] }
@@ -21,9 +33,11 @@ interface Conn { ws: WebSocket; next: ((m: Record<string, any>) => void) | undef
 const conns: Conn[] = [];
 let seq = 0;
 
-function open(): Promise<Conn> {
+function open(index: number): Promise<Conn> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(init.url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024 });
+    const url = init.urls[index % init.urls.length]!;
+    const localAddress = init.spreadAddresses ? `127.1.${Math.floor(index / 250) % 256}.${1 + (index % 250)}` : undefined;
+    const ws = new WebSocket(url, { perMessageDeflate: false, maxPayload: 64 * 1024 * 1024, ...(localAddress !== undefined && { localAddress }) });
     // Fake ids of the real ids' lengths (a UUID, a sha256 hex) until the node gives the real ones.
     const c: Conn = { ws, next: undefined, workerId: '00000000-0000-4000-8000-000000000000', requestKey: '0'.repeat(64) };
     ws.on('message', (raw) => { const f = c.next; c.next = undefined; f?.(JSON.parse(String(raw)) as Record<string, any>); });
@@ -62,7 +76,7 @@ port.on('message', (m: ClientsCmd) => {
     void (async () => {
       const errors: string[] = [];
       let accepted = 0;
-      for (let i = 0; i < init.workers; i++) conns.push(await open());
+      for (let i = 0; i < init.workers; i++) conns.push(await open(init.first + i));
       if (init.baseline) { port.postMessage({ type: 'joined', accepted: conns.length, errors } satisfies ClientsMsg); return; }
       await windowed(async (c) => {
         const auth = await call(c, req('model-centric/authenticate', { model_name: init.name, model_version: init.version }));
