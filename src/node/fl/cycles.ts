@@ -5,10 +5,11 @@
 //
 // Durability: every decision is a committed row before it is answered (store.ts). Decisions and reports
 // arriving within one event-loop turn share one transaction (a group commit, store/group-commit.ts): one
-// fsync for the batch, each answered after it. A cycle's running sum lives in memory and is stored with
-// each commit that adds to it (store.ts, running sums), so a restart loads it; closing writes the
-// checkpoint blob, then one transaction (checkpoint + cycle completed + next cycle), so a kill at any
-// point averages each cycle exactly once.
+// fsync for the batch, each answered after it. Each replica's running sum of a cycle (its partial)
+// lives in memory and is stored with each commit that adds to it (store.ts, running sums). Closing is one
+// transaction holding the cycle's row lock (the claim: replicas may all try, one closes): it sums every
+// replica's committed partial, writes the checkpoint and opens the next cycle, so a kill at any point
+// averages each cycle exactly once (docs/replicas.md, Model-centric FL across replicas).
 
 import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';

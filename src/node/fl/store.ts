@@ -2,12 +2,15 @@
 // assignments (PyGrid's WorkerCycle: one request key per worker per cycle) and checkpoints, whose bytes
 // are content-addressed blobs under <data>/fl.
 //
-// An open cycle's reports are durable as its running sum, not as their diffs: each group commit writes the
-// float64 sum (one model's worth, whatever the number of reports in the batch) to the one of the cycle's
-// two files under <data>/fl-sums that the committed state does not name, syncs it, and commits the report
-// rows with a record naming that file (meta `fl.sum.<cycle>`). A kill at any point leaves the committed
-// record naming a complete file that holds exactly the committed reports. Rows with a diff (written before
-// this scheme) still count: a restart adds them to the sum.
+// An open cycle's reports are durable as running sums, not as their diffs. Each replica (each process:
+// a new name every start) keeps its own partial sum of the cycle's reports it accepted: each group commit
+// writes the float64 sum (one model's worth, whatever the number of reports in the batch) to the one of
+// its two files `<blobs>/fl-sums/<cycle>.<replica>.<slot>` that its committed row in fl_partials does not
+// name, syncs it, and commits the report rows with that row naming the file. A kill at any point leaves
+// the committed row naming a complete file that holds exactly that replica's committed reports; the
+// files are in the shared blob dir, so the replica that closes the cycle (under the cycle's row lock,
+// lockCycle) reads every replica's partial, a dead one's too. Rows with a diff (written before this
+// scheme) still count: a start adds them to its partial, or the close adds them.
 
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
