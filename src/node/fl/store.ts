@@ -122,9 +122,14 @@ export class FlStore {
    * written just before the COMMIT that names it.
    */
   async sweepSums(): Promise<void> {
-    const open = new Set((await this.db.all('SELECT id FROM fl_cycles WHERE completed_ms IS NULL')).map((r) => String(r.id)));
+    const cycles = new Map((await this.db.all('SELECT id, completed_ms FROM fl_cycles')).map((r) => [num(r.id), r.completed_ms !== null && r.completed_ms !== undefined]));
+    let newest = 0;
+    for (const id of cycles.keys()) newest = Math.max(newest, id);
     for (const f of fs.readdirSync(this.sumsDir)) {
-      if (!open.has(f.split('.')[0]!)) fs.rmSync(path.join(this.sumsDir, f), { force: true });
+      const id = Number(f.split('.')[0]);
+      // A cycle newer than that read (another replica opened it since) is left alone too.
+      const gone = cycles.get(id) ?? (id <= newest);
+      if (gone || !Number.isInteger(id)) fs.rmSync(path.join(this.sumsDir, f), { force: true });
     }
   }
 
@@ -209,13 +214,12 @@ export class FlStore {
    */
   async closeCycle(cycle: FlCycle, checkpointSha: string, reports: number, now: number, next: { endMs: number | undefined } | null): Promise<number | undefined> {
     return this.db.transaction(async () => {
-      const still = await this.db.get('SELECT completed_ms FROM fl_cycles WHERE id = ?', [cycle.id]);
-      if (still === undefined || still.completed_ms !== null) return undefined;
+      // Conditional: on PostgreSQL a second closer's UPDATE waits for the first's COMMIT, then matches nothing.
+      if (await this.db.run('UPDATE fl_cycles SET completed_ms = ? WHERE id = ? AND completed_ms IS NULL', [now, cycle.id]) !== 1) return undefined;
       const number = num((await this.db.get('SELECT COALESCE(MAX(number), 0) + 1 AS n FROM fl_checkpoints WHERE process_id = ?', [cycle.processId]))!.n);
       await this.db.run("UPDATE fl_checkpoints SET alias = '' WHERE process_id = ? AND alias = 'latest'", [cycle.processId]);
       await this.db.run("INSERT INTO fl_checkpoints (process_id, number, alias, sha256, cycle, reports, created) VALUES (?, ?, 'latest', ?, ?, ?, ?)",
         [cycle.processId, number, checkpointSha, cycle.sequence, reports, new Date(now).toISOString()]);
-      await this.db.run('UPDATE fl_cycles SET completed_ms = ? WHERE id = ?', [now, cycle.id]);
       await this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ?', [cycle.id]);
       await this.db.run('DELETE FROM fl_partials WHERE cycle_id = ?', [cycle.id]);
       if (next !== null) {
