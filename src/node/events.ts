@@ -63,6 +63,11 @@ export class NodeEvents {
     for (const [listener, topics] of [...this.listeners]) if (topics.has(topic)) listener(ev, audience);
   }
 
+  /** Whether this node's events on the shared topics reach the other replicas' subscribers (share()). */
+  get shared(): boolean {
+    return this.publish !== undefined;
+  }
+
   /** Whether anyone subscribed to `topic` (so an event that is costly to build can be skipped). */
   listening(topic: EventTopic): boolean {
     for (const topics of this.listeners.values()) if (topics.has(topic)) return true;

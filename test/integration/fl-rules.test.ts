@@ -661,7 +661,7 @@ test('pool_selection random: a cycle-request whose group commit rolled back (a s
 
   // The file the next stored sum goes to is a directory: the commit holding A's report fails and rolls back.
   const sumsDir = path.join(node.dir, (fs.readdirSync(node.dir, { recursive: true }) as string[]).find((p) => path.basename(p) === 'fl-sums')!);
-  fs.mkdirSync(path.join(sumsDir, `${cycleId}.0`));
+  fs.mkdirSync(path.join(sumsDir, `${cycleId}.${store.replica}.0`));
   const sb = await open();
   const b = (await sb.call('model-centric/authenticate', { model_name: 'rollback', model_version: '1.0' })).worker_id as string;
   // B's cycle-request and A's report in one frame burst: one group commit, which fails.
@@ -673,7 +673,7 @@ test('pool_selection random: a cycle-request whose group commit rolled back (a s
   assert.equal((report.error as { code?: string }).code, 'GRID_ERR_INTERNAL', JSON.stringify(report));
   assert.match(String((report.data as { error?: string }).error), /could not store the running sum of rollback 1\.0 cycle 1 \(EISDIR\)/, JSON.stringify(report));
   assert.ok(bReply.error !== undefined, `B was told its request failed: ${JSON.stringify(bReply)}`);
-  fs.rmdirSync(path.join(sumsDir, `${cycleId}.0`));
+  fs.rmdirSync(path.join(sumsDir, `${cycleId}.${store.replica}.0`));
 
   // C asks in the same window; when the draw ends, C has a place and B, who was told of an error, none.
   const c = await joinCycle(await open(), 'rollback');

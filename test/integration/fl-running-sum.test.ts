@@ -60,3 +60,49 @@ test('diffs an older node stored as rows are counted once: added at start, held 
   await engine.close();
   await db.close();
 });
+
+test('a running sum an older node stored (meta fl.sum.<cycle>, file <cycle>.<slot>) still counts after the upgrade: it becomes a partial sum the close adds, once', { timeout: 60_000 }, async (t) => {
+  const dir = tempDir('grid-fl-sum-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'meta.db');
+  let db = new EmbeddedStore(file);
+  let store = new FlStore(db, dir);
+  let engine = new FlEngine({ store, log: silentLogger });
+  await engine.start();
+  await engine.host({ owner: 'admin', model: encodeState(model), plans: {}, protocols: {}, averagingPlan: undefined, clientConfig: { name: 'older', version: '1' }, serverConfig: { max_diffs: 3, max_workers: 3, cycle_length: 3600 } });
+  const workers = [];
+  for (let i = 0; i < 3; i++) {
+    const { worker_id } = await engine.authenticate({ model_name: 'older', model_version: '1' }, '127.0.0.1');
+    const reply = await engine.cycleRequest({ worker_id, model: 'older', version: '1' }, '127.0.0.1');
+    workers.push({ worker_id, request_key: (reply as { request_key: string }).request_key });
+  }
+  await engine.report({ ...workers[0]!, diff: b64(diff(1)), num_samples: 2 });
+  await engine.close();
+
+  // Turn the stored sum into an older node's: its record in meta, its file without a replica, schema 4.
+  const part = (await db.get('SELECT cycle_id, replica, slot, reports, weight FROM fl_partials'))!;
+  const sums = path.join(dir, 'fl-sums');
+  fs.renameSync(path.join(sums, `${part.cycle_id}.${part.replica}.${part.slot}`), path.join(sums, `${part.cycle_id}.${part.slot}`));
+  await db.setMeta(`fl.sum.${part.cycle_id}`, JSON.stringify({ slot: Number(part.slot), reports: Number(part.reports), weight: Number(part.weight) }));
+  await db.run('DROP TABLE fl_partials');
+  await db.run('PRAGMA user_version = 4');
+  await db.close();
+
+  db = new EmbeddedStore(file);
+  assert.equal(await db.getMeta(`fl.sum.${part.cycle_id}`), undefined, 'the migration moved the record');
+  store = new FlStore(db, dir);
+  await store.sweepSums();
+  engine = new FlEngine({ store, log: silentLogger });
+  await engine.start();
+  const closed = new Promise((resolve) => engine.once('cycle-closed', resolve));
+  await engine.report({ ...workers[1]!, diff: b64(diff(4)), num_samples: 1 });
+  await engine.report({ ...workers[2]!, diff: b64(diff(8)), num_samples: 1 });
+  await closed;
+  const c = await engine.checkpointBytes((await store.findProcess('older', '1'))!.id);
+  // old − (2·1 + 1·4 + 1·8)/4 per unit of the pattern: the older sum counted once.
+  const after = decodeState(c!.bytes)[0]!.data;
+  model[0]!.data.forEach((v, k) => assert.equal(after[k], Math.fround(v - 3.5 * (k + 1)), `parameter ${k}`));
+  assert.deepEqual(fs.readdirSync(sums), [], 'the closed cycle\'s sum files are gone');
+  await engine.close();
+  await db.close();
+});

@@ -190,3 +190,22 @@ test('timedeltaString writes what Python\'s str(timedelta) writes', () => {
   assert.equal(timedeltaString(90_000_000), '1 day, 1:00:00');
   assert.equal(timedeltaString(2 * 86_400_000 + 61_000), '2 days, 0:01:01');
 });
+
+test('RunningSum.merge: partial sums of the reports (one per replica, from their stored bytes, unaligned too) add up to the sum of all reports', () => {
+  const shapes = [[2, 3], [1]];
+  const diff = (v: number) => [{ dims: [2, 3], data: Float32Array.from([v, 2 * v, 3 * v, 4 * v, 5 * v, 6 * v]) }, { dims: [1], data: Float32Array.from([-v]) }];
+  const all = new RunningSum(shapes);
+  const parts = [new RunningSum(shapes), new RunningSum(shapes)];
+  [[1, 2], [0.5, 1], [-3, 4]].forEach(([v, w], i) => { all.add(diff(v!), w!); parts[i % 2]!.add(diff(v!), w!); });
+  const merged = new RunningSum(shapes);
+  for (const p of parts) {
+    // Stored bytes read back from a file need not be 8-byte aligned.
+    const unaligned = Buffer.alloc(p.bytes().length + 1).subarray(1);
+    unaligned.set(p.bytes());
+    merged.merge(unaligned, p.reports, p.weight);
+  }
+  assert.equal(merged.reports, 3);
+  assert.equal(merged.weight, 7);
+  assert.deepEqual(Array.from(new Float64Array(merged.bytes().slice().buffer)), Array.from(new Float64Array(all.bytes().slice().buffer)));
+  assert.throws(() => merged.merge(new Uint8Array(8), 1, 1), RangeError);
+});

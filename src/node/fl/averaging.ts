@@ -65,6 +65,20 @@ export class RunningSum {
     this.weight = weight;
   }
 
+  /**
+   * Adds another stored sum (bytes from bytes(), e.g. another replica's partial sum of the same cycle)
+   * covering `reports` reports of total `weight`: the sum of all reports, whichever sum took each in.
+   */
+  merge(bytes: Uint8Array, reports: number, weight: number): void {
+    if (bytes.length !== this.length * 8) throw new RangeError(`a stored running sum of ${this.length} values must be ${this.length * 8} bytes, got ${bytes.length}`);
+    // A copy: a file's bytes need not be 8-byte aligned.
+    const other = new Float64Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength));
+    const sum = this.sum;
+    for (let k = 0; k < this.length; k++) sum[k]! += other[k]!;
+    this.reports += reports;
+    this.weight += weight;
+  }
+
   /** old − mean(diff): the parameters after averaging. With no reports, the old parameters. */
   apply(old: readonly StateTensor[]): StateTensor[] {
     const w = this.weight;

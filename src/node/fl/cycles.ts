@@ -5,10 +5,11 @@
 //
 // Durability: every decision is a committed row before it is answered (store.ts). Decisions and reports
 // arriving within one event-loop turn share one transaction (a group commit, store/group-commit.ts): one
-// fsync for the batch, each answered after it. A cycle's running sum lives in memory and is stored with
-// each commit that adds to it (store.ts, running sums), so a restart loads it; closing writes the
-// checkpoint blob, then one transaction (checkpoint + cycle completed + next cycle), so a kill at any
-// point averages each cycle exactly once.
+// fsync for the batch, each answered after it. Each replica's running sum of a cycle (its partial)
+// lives in memory and is stored with each commit that adds to it (store.ts, running sums). Closing is one
+// transaction holding the cycle's row lock (the claim: replicas may all try, one closes): it sums every
+// replica's committed partial, writes the checkpoint and opens the next cycle, so a kill at any point
+// averages each cycle exactly once (docs/replicas.md, Model-centric FL across replicas).
 
 import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -23,6 +24,7 @@ import { looksLikeOnnx, paramsOf, withNewParams, type ModelFormat } from './para
 import { RunningSum, unpackDiff } from './averaging';
 import { checkAveragingPlan, runAveragingPlan } from './averaging-plan';
 import { GroupCommit } from '../store/group-commit';
+import { RECONNECTED } from '../store/sql';
 import { checkShapes, decodeState, decodeText, type StateTensor } from './state';
 import type { FlAsset, FlCycle, FlProcess, FlStore } from './store';
 
@@ -72,11 +74,17 @@ export const checkAuth: AuthCheck = (config, token) => verifyWorkerToken(config 
 interface Runtime {
   process: FlProcess;
   cycle: FlCycle | undefined;
+  /** This replica's partial sum of the cycle's reports (the ones it accepted since it started). */
   sum: RunningSum | undefined;
-  /** Which of the cycle's two sum files holds the committed sum; the next commit writes the other. */
+  /** Which of the cycle's two sum files holds this replica's committed sum; the next commit writes the other. */
   sumSlot: 0 | 1;
-  /** Whether the sum holds diffs an older node stored as rows (the next stored sum clears them). */
-  rowDiffs: boolean;
+  /** How many diffs an older node stored as rows the sum holds (the next stored sum clears them). */
+  rowDiffs: number;
+  /** The cycle's committed reports, through every replica, as last counted (what closing by count looks at). */
+  reports: number;
+  /** A count of the reports in flight (recount), and whether another was asked for meanwhile. */
+  counting: Promise<void> | undefined;
+  recount: boolean;
   timer: NodeJS.Timeout | undefined;
   /**
    * pool_selection random: who was not selected in this cycle (refusalKey: the token's hash where the
@@ -134,6 +142,9 @@ export function timedeltaString(ms: number): string {
 /** How soon a cycle whose close failed (a full disk, say) is tried again. */
 const CLOSE_RETRY_MS = 5000;
 
+/** The store notification channel on which replicas tell each other of new processes and closed cycles. */
+const CYCLES_CHANNEL = 'fl-cycles';
+
 /** setTimeout's longest delay; longer cycle ends are reached by re-arming. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -144,7 +155,7 @@ export interface CycleClosed { processId: number; cycle: number; checkpoint: num
  * cycle's end passed without enough reports to close it (it closes at the report that makes enough),
  * and 'changed' (the process id) whenever what fl-list-processes shows of a process changed.
  */
-export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }]; changed: [number] }> {
+export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }]; changed: [processId: number, shared?: boolean] }> {
   private readonly store: FlStore;
   private readonly log: Logger;
   private readonly auth: AuthCheck;
@@ -172,6 +183,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly selectionWindowMs: number;
   /** Per process: the checkpoints being stored as model versions (one at a time, in order). */
   private readonly publishing = new Map<number, Promise<void>>();
+  /** Stops listening to the other replicas (listenToReplicas). */
+  private readonly unlisten: (() => void)[] = [];
   private closed = false;
 
   constructor(opts: FlEngineOptions) {
@@ -196,10 +209,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   /** Picks every process's open cycle back up: its stored running sum, its timer, and a close that is due. */
   async start(): Promise<void> {
+    this.listenToReplicas();
     for (const p of await this.store.processes()) {
       const rt = await this.runtime(p.id);
       if (rt.cycle === undefined) continue;
-      this.log.info({ process: `${p.name}@${p.version}`, cycle: rt.cycle.sequence, reports: rt.sum?.reports ?? 0 }, 'FL cycle resumed');
+      this.log.info({ process: `${p.name}@${p.version}`, cycle: rt.cycle.sequence, reports: rt.reports }, 'FL cycle resumed');
       this.maybeClose(rt);
     }
     // Checkpoints committed before a kill but not yet stored as model versions.
@@ -239,7 +253,9 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.runtimes.delete(process.id);
     await this.runtime(process.id);
     this.log.info({ process: `${process.name}@${process.version}`, id: process.id, owner: input.owner, format, params: specs.length }, 'FL process hosted');
-    this.emit('changed', process.id);
+    // The other replicas arm its cycle's timer too (any of them may close it).
+    await this.announce(process.id).catch((err: unknown) => this.log.warn({ err, process: process.id }, 'could not tell the other replicas of a new FL process; they load it at its first request'));
+    this.emit('changed', process.id, true);
     return process;
   }
 
@@ -307,7 +323,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const cfg = process.serverConfig;
     const speeds = checkSpeeds(data, requiresSpeedTest(cfg));
     const rt = await this.runtime(process.id, true);
-    const cycle = rt.cycle;
+    const cycle = await this.lockOpenCycle(rt);
     const now = this.now();
     const processId = process.id;
     const reject = (reason: string) => ({ processId, reply: refusal(cycle, reason, now) });
@@ -332,6 +348,22 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     // random: the askers of a short window are drawn from together (enterDraw), not decided one by one.
     if (cfg.pool_selection === 'random' && capacity !== Infinity) return { processId, reply: this.enterDraw(rt, cycle, worker.id) };
     return { processId, reply: await this.assignWorker(process, cycle, worker.id, now) };
+  }
+
+  /**
+   * In a batch, before an assignment: the runtime's open cycle, locked for counting its workers (store
+   * lockCycle). When another replica closed it meanwhile, the runtime moves on to the next cycle first.
+   */
+  private async lockOpenCycle(rt: Runtime): Promise<FlCycle | undefined> {
+    for (let tries = 0; tries < 3; tries++) {
+      const cycle = rt.cycle;
+      if (cycle === undefined || rt.closing !== undefined) return cycle;
+      if (await this.store.lockCycle(cycle.id, 'assign')) return cycle;
+      // No report of this batch added to it (they would hold its lock, and it could not have closed).
+      if (this.sumsAdded.has(rt)) return cycle;
+      await this.open(rt, await this.store.openCycle(rt.process.id));
+    }
+    return rt.cycle;
   }
 
   /**
@@ -402,6 +434,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
         const cycle = rt.cycle;
         const now = this.now();
         if (cycle === undefined || cycle.id !== draw.cycleId || rt.closing !== undefined) return undefined;
+        if (!await this.store.lockCycle(cycle.id, 'assign')) return undefined;
         const capacity = rt.process.serverConfig.max_workers ?? Infinity;
         let free = Math.max(0, capacity - await this.store.assignedCount(cycle.id));
         // Fisher–Yates with the crypto generator: each set of `free` askers equally likely.
@@ -458,7 +491,10 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (a.reportedMs !== undefined) return { status: 'success' };
     const cycle = (await this.store.cycle(a.cycleId))!;
     const rt = await this.runtime(cycle.processId);
-    if (cycle.completedMs !== undefined || rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
+    if (cycle.completedMs !== undefined) throw cycleClosed(cycle.sequence);
+    // A cycle another replica opened that this one has not heard of yet.
+    if (rt.cycle === undefined || rt.cycle.id < cycle.id) await this.refresh(cycle.processId);
+    if (rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
     const weight = data.num_samples ?? 1;
     // A whole count of local rows: a worker's weight in the average is what it says it trained on, so an
     // absurd count (1e308) must not overflow the sum or silence every other worker.
@@ -476,6 +512,11 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const { request_key: requestKey, worker_id: workerId } = data;
     const added = await this.commits.run(async () => {
       if (rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
+      // Another replica's close holds the lock until it commits; then the cycle is completed here too.
+      if (!await this.store.lockCycle(cycle.id, 'report')) {
+        setImmediate(() => { void this.refresh(rt.process.id).catch(() => undefined); });
+        throw cycleClosed(cycle.sequence);
+      }
       if (!await this.store.recordReport(requestKey, weight, this.now())) return false;
       rt.sum!.add(diff, weight);
       this.sumsAdded.add(rt);
@@ -497,6 +538,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
         throw gridError(e.code === 'ENOSPC' ? 'INSUFFICIENT_STORAGE' : 'INTERNAL', `the node could not store the running sum of ${rt.process.name} ${rt.process.version} cycle ${rt.cycle!.sequence} (${e.code ?? e.message}); nothing of this batch was recorded: send it again`);
       }
       await this.store.setSumRecord(rt.cycle!.id, { slot, reports: rt.sum!.reports, weight: rt.sum!.weight }, rt.rowDiffs);
+      // Every replica's reports, as this transaction sees them (exact with one writer; replicas recount after COMMIT).
+      rt.reports = await this.store.reportedCount(rt.cycle!.id);
     }
   }
 
@@ -508,12 +551,14 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     // (a slot left unswitched would have the next commit overwrite the committed sum in place).
     for (const rt of added) {
       rt.sumSlot = rt.sumSlot === 0 ? 1 : 0;
-      rt.rowDiffs = false;
+      rt.rowDiffs = 0;
     }
     for (const rt of added) {
       try {
         this.emit('changed', rt.process.id);
         this.maybeClose(rt);
+        // Reports other replicas committed at the same time are not in the count this batch saw.
+        if (rt.closing === undefined && this.store.db.kind === 'postgres') this.count(rt);
       } catch (err) {
         this.log.error({ err, process: rt.process.id }, 'after an FL commit: a listener of the engine\'s events failed');
       }
@@ -598,6 +643,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     // What is queued (reports already checked, workers, assignments) is committed and answered before the database closes.
     await this.commits.flush();
     this.closed = true;
+    for (const stop of this.unlisten.splice(0)) stop();
     const pending: Promise<void>[] = [...this.publishing.values()];
     for (const rt of this.runtimes.values()) {
       if (rt.draw !== undefined) await this.runDraw(rt, rt.draw);
@@ -631,7 +677,10 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private async load(processId: number): Promise<Runtime> {
     const process = await this.store.process(processId);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
-    const loaded: Runtime = { process, cycle: undefined, sum: undefined, sumSlot: 1, rowDiffs: false, timer: undefined, closing: undefined, refused: new Set(), draw: undefined };
+    const loaded: Runtime = {
+      process, cycle: undefined, sum: undefined, sumSlot: 1, rowDiffs: 0, reports: 0, counting: undefined, recount: false,
+      timer: undefined, closing: undefined, refused: new Set(), draw: undefined,
+    };
     await this.open(loaded, await this.store.openCycle(processId));
     return loaded;
   }
@@ -650,7 +699,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   /** Makes `cycle` the runtime's open cycle: its committed running sum, and its timer (all set at once, once loaded). */
   private async open(rt: Runtime, cycle: FlCycle | undefined): Promise<void> {
-    const loaded = cycle === undefined ? { sum: undefined, sumSlot: 1 as const, rowDiffs: false } : await this.loadSum(rt.process, cycle);
+    const loaded = cycle === undefined ? { sum: undefined, sumSlot: 1 as const, rowDiffs: 0, reports: 0 } : await this.loadSum(rt.process, cycle);
     rt.cycle = cycle;
     Object.assign(rt, loaded);
     rt.refused = new Set();
@@ -662,18 +711,65 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.arm(rt);
   }
 
-  /** The cycle's committed running sum: its stored sum, plus any diffs stored as rows by an older node. */
-  private async loadSum(process: FlProcess, cycle: FlCycle): Promise<Pick<Runtime, 'sum' | 'sumSlot' | 'rowDiffs'>> {
+  /**
+   * This replica's committed partial sum of the cycle, plus any diffs stored as rows by an older node;
+   * and the cycle's reports through every replica.
+   */
+  private async loadSum(process: FlProcess, cycle: FlCycle): Promise<Pick<Runtime, 'sum' | 'sumSlot' | 'rowDiffs' | 'reports'>> {
     const shapes = process.params.map((p) => p.dims);
     const sum = new RunningSum(shapes);
     const stored = await this.store.sumRecord(cycle.id);
     if (stored !== undefined) sum.load(this.store.readSum(cycle.id, stored.slot), stored.reports, stored.weight);
-    let rowDiffs = false;
+    let rowDiffs = 0;
     for await (const r of this.store.reportedDiffs(cycle.id)) {
       sum.add(unpackDiff(r.diff, shapes), r.weight);
-      rowDiffs = true;
+      rowDiffs++;
     }
-    return { sum, sumSlot: stored?.slot ?? 1, rowDiffs };
+    return { sum, sumSlot: stored?.slot ?? 1, rowDiffs, reports: await this.store.reportedCount(cycle.id) };
+  }
+
+  /**
+   * Another replica may have closed the runtime's cycle (and opened the next) or hosted a process: its
+   * notification (or a report for a cycle this replica does not know yet) brings the runtime up to date.
+   * Runs as its own item of the group commit, so no batch is adding to the sum it replaces.
+   */
+  private async refresh(processId: number): Promise<void> {
+    if (this.closed) return;
+    const rt = this.runtimes.get(processId);
+    if (rt === undefined) {
+      await this.runtime(processId).then((loaded) => this.maybeClose(loaded), () => undefined);
+      return;
+    }
+    await this.commits.run(async () => {
+      if (rt.closing !== undefined || this.sumsAdded.has(rt)) return;
+      const open = await this.store.openCycle(processId);
+      if (open?.id !== rt.cycle?.id) await this.open(rt, open);
+    });
+    this.maybeClose(rt);
+  }
+
+  /** On PostgreSQL: hears the other replicas' new processes and closed cycles (see refresh). */
+  private listenToReplicas(): void {
+    const db = this.store.db;
+    if (db.kind !== 'postgres') return;
+    const heard = (processId: number) => {
+      this.refresh(processId).catch((err: unknown) => this.log.warn({ err, process: processId }, 'catching up with an FL change of another replica failed; the next request or timer tries again'));
+    };
+    this.unlisten.push(db.listen(CYCLES_CHANNEL, (payload) => {
+      let note: { from?: unknown; process?: unknown };
+      try { note = JSON.parse(payload) as typeof note; } catch { return; }
+      if (note.from !== this.store.replica && typeof note.process === 'number') heard(note.process);
+    }));
+    // Notifications sent while the listening connection was down were missed: catch up with everything.
+    this.unlisten.push(db.listen(RECONNECTED, () => {
+      this.store.processes().then((ps) => { for (const p of ps) heard(p.id); }, () => undefined);
+    }));
+  }
+
+  /** Tells the other replicas that a process's cycles changed (sent at the COMMIT of the current transaction). */
+  private async announce(processId: number): Promise<void> {
+    if (this.store.db.kind !== 'postgres') return;
+    await this.store.db.notify(CYCLES_CHANNEL, JSON.stringify({ from: this.store.replica, process: processId }));
   }
 
   private arm(rt: Runtime): void {
@@ -683,30 +779,52 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     rt.timer = setTimeout(() => {
       rt.timer = undefined;
       if (this.now() < end) return this.arm(rt);
-      this.maybeClose(rt);
-      if (rt.closing === undefined && rt.cycle !== undefined) {
-        const needed = minReports(rt.process.serverConfig);
-        this.log.info({ process: rt.process.id, cycle: rt.cycle.sequence, reports: rt.sum?.reports ?? 0, needed }, 'FL cycle ended with too few reports; it closes when enough arrive');
-        this.emit('cycle-overdue', { processId: rt.process.id, cycle: rt.cycle.sequence, reports: rt.sum?.reports ?? 0, needed });
-      }
+      // Reports may have come through other replicas: counted from the database first.
+      this.count(rt, () => {
+        this.maybeClose(rt);
+        if (rt.closing === undefined && rt.cycle !== undefined && rt.cycle.endMs === end) {
+          const needed = minReports(rt.process.serverConfig);
+          this.log.info({ process: rt.process.id, cycle: rt.cycle.sequence, reports: rt.reports, needed }, 'FL cycle ended with too few reports; it closes when enough arrive');
+          this.emit('cycle-overdue', { processId: rt.process.id, cycle: rt.cycle.sequence, reports: rt.reports, needed });
+        }
+      });
     }, wait);
     rt.timer.unref();
+  }
+
+  /**
+   * Counts the cycle's committed reports (every replica's) into rt.reports, then calls `then`. A count
+   * asked for while one runs is made once more after it.
+   */
+  private count(rt: Runtime, then: () => void = () => this.maybeClose(rt)): void {
+    if (rt.counting !== undefined) { rt.recount = true; void rt.counting.then(then); return; }
+    rt.counting = (async () => {
+      do {
+        rt.recount = false;
+        const cycle = rt.cycle;
+        if (cycle === undefined) return;
+        const n = await this.store.reportedCount(cycle.id);
+        if (rt.cycle === cycle) rt.reports = Math.max(rt.reports, n);
+      } while (rt.recount);
+    })().catch((err: unknown) => {
+      this.log.warn({ err, process: rt.process.id }, 'counting an FL cycle\'s reports failed; counted again at the next report or timer');
+    }).finally(() => { rt.counting = undefined; });
+    void rt.counting.then(then);
   }
 
   /** Closes the open cycle when it is ready: enough reports, and max_diffs reached or its end passed. */
   private maybeClose(rt: Runtime): void {
     const cycle = rt.cycle;
-    const sum = rt.sum;
-    if (cycle === undefined || sum === undefined || rt.closing !== undefined || this.closed) return;
+    if (cycle === undefined || rt.sum === undefined || rt.closing !== undefined || this.closed) return;
     const cfg = rt.process.serverConfig;
-    const enough = sum.reports >= minReports(cfg);
-    const full = cfg.max_diffs !== undefined && sum.reports >= cfg.max_diffs;
+    const enough = rt.reports >= minReports(cfg);
+    const full = cfg.max_diffs !== undefined && rt.reports >= cfg.max_diffs;
     const timeUp = cycle.endMs !== undefined && this.now() >= cycle.endMs;
     if (!enough || !(full || timeUp)) return;
     // From here on reports of the cycle are refused; the close starts once the batch in flight (whose
     // reports may be past that check) committed or rolled back, with the sum that left.
     const settled = this.commits.run(() => undefined);
-    rt.closing = settled.then(() => (rt.cycle === cycle && rt.sum !== undefined ? this.closeCycle(rt, cycle, rt.sum) : undefined)).then(
+    rt.closing = settled.then(() => (rt.cycle === cycle ? this.closeCycle(rt, cycle) : undefined)).then(
       () => { rt.closing = undefined; },
       (err: unknown) => {
         rt.closing = undefined;
@@ -719,32 +837,62 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     );
   }
 
-  private async closeCycle(rt: Runtime, cycle: FlCycle, sum: RunningSum): Promise<void> {
+  /**
+   * The sum of a cycle's committed reports, whichever replica took each: every replica's committed
+   * partial sum (a dead replica's too: the sums are in the shared blob dir), plus diffs an older node
+   * stored as rows. Called holding the cycle's row lock, so no report commits meanwhile.
+   */
+  private async cycleSum(p: FlProcess, cycle: FlCycle): Promise<RunningSum> {
+    const shapes = p.params.map((x) => x.dims);
+    const sum = new RunningSum(shapes);
+    for (const part of await this.store.partials(cycle.id)) sum.merge(this.store.readSum(cycle.id, part.slot, part.replica), part.reports, part.weight);
+    for await (const r of this.store.reportedDiffs(cycle.id)) sum.add(unpackDiff(r.diff, shapes), r.weight);
+    return sum;
+  }
+
+  /**
+   * Averages and closes a cycle in one transaction that holds the cycle's row lock: the claim. Replicas
+   * whose timers fire together all try; the first takes the lock, the others wait for it and then find
+   * the cycle completed. A replica killed mid-close leaves nothing: its transaction rolls back, the lock
+   * goes, and another replica's timer (or next report) closes the cycle.
+   */
+  private async closeCycle(rt: Runtime, cycle: FlCycle): Promise<void> {
     const p = rt.process;
-    const latest = await this.store.checkpoint(p.id);
-    if (latest === undefined) throw gridError('INTERNAL', `FL process ${p.id} has no checkpoint`);
-    const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));
-    const old: StateTensor[] = paramsOf(p.format, oldBytes).tensors;
-    const reports = sum.reports;
-    // The host's ONNX averaging plan when it gave one (averaging-plan.ts), else FedAvg: old − mean(diff).
-    const plan = reports > 0 ? await this.store.averagingPlan(p.id) : undefined;
-    const averaged = plan === undefined ? sum.apply(old) : await runAveragingPlan(plan, p.params, old, sum);
-    const overflowed = keepFinite(averaged, old);
-    if (overflowed > 0) {
-      this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, values: overflowed }, 'FL average left float32 range for some parameters; kept their old values');
-    }
-    const next = withNewParams(p.format, oldBytes, p.params, averaged);
-    const { sha256 } = await this.store.blobs.write(Readable.from([next]));
-    const now = this.now();
     const cfg = p.serverConfig;
-    const completed = await this.store.completedCycles(p.id) + 1;
-    const more = (cfg.num_cycles ?? 0) === 0 || completed < cfg.num_cycles!;
-    const number = await this.store.closeCycle(cycle, sha256, reports, now, more ? { endMs: endOf(cfg, now) } : null);
-    if (number === undefined) return;
+    const closed = await this.store.db.transaction(async () => {
+      if (!await this.store.lockCycle(cycle.id, 'close')) return undefined;
+      const sum = await this.cycleSum(p, cycle);
+      const latest = await this.store.checkpoint(p.id);
+      if (latest === undefined) throw gridError('INTERNAL', `FL process ${p.id} has no checkpoint`);
+      const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));
+      const old: StateTensor[] = paramsOf(p.format, oldBytes).tensors;
+      // The host's ONNX averaging plan when it gave one (averaging-plan.ts), else FedAvg: old − mean(diff).
+      const plan = sum.reports > 0 ? await this.store.averagingPlan(p.id) : undefined;
+      const averaged = plan === undefined ? sum.apply(old) : await runAveragingPlan(plan, p.params, old, sum);
+      const overflowed = keepFinite(averaged, old);
+      if (overflowed > 0) {
+        this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, values: overflowed }, 'FL average left float32 range for some parameters; kept their old values');
+      }
+      const next = withNewParams(p.format, oldBytes, p.params, averaged);
+      const { sha256 } = await this.store.blobs.write(Readable.from([next]));
+      const now = this.now();
+      const completed = await this.store.completedCycles(p.id) + 1;
+      const more = (cfg.num_cycles ?? 0) === 0 || completed < cfg.num_cycles!;
+      const number = await this.store.closeCycle(cycle, sha256, sum.reports, now, more ? { endMs: endOf(cfg, now) } : null);
+      if (number === undefined) return undefined;
+      await this.announce(p.id);
+      return { number, more, reports: sum.reports, weight: sum.weight };
+    });
+    if (closed === undefined) {
+      // Another replica closed it: catch up with the cycle it opened (after this close is settled).
+      setImmediate(() => { void this.refresh(p.id).catch(() => undefined); });
+      return;
+    }
+    const { number, more, reports } = closed;
     try { this.store.removeSums(cycle.id); } catch (err) { this.log.warn({ err, cycle: cycle.id }, 'removing a closed FL cycle\'s sum files failed; the next start removes them'); }
-    this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: sum.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
+    this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: closed.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
     await this.open(rt, await this.store.openCycle(p.id));
-    this.emit('changed', p.id);
+    this.emit('changed', p.id, true);
     if (p.linkedModel !== undefined) this.publishCheckpoints(p);
     this.emit('cycle-closed', { processId: p.id, cycle: cycle.sequence, checkpoint: number, reports, done: !more });
   }

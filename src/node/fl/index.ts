@@ -43,9 +43,9 @@ export interface FlOptions {
 }
 
 export async function attachFl(router: GridRouter, deps: { db: Store; dataDir: string; blobsDir?: string; log: Logger; events: NodeEvents; models?: ModelStore; metrics?: NodeMetrics; auth?: AuthCheck; options?: FlOptions }): Promise<NodeFl> {
-  // Checkpoint blobs go where the model blobs go (a shared dir for replicas), under fl/.
-  // Running sums stay in this node's own data dir: a cycle runs on the replica that took it.
-  const store = new FlStore(deps.db, deps.blobsDir ?? deps.dataDir, deps.dataDir);
+  // Checkpoint blobs and running sums go where the model blobs go (a shared dir for replicas), under
+  // fl/ and fl-sums/: any replica may close a cycle, summing every replica's partial sum.
+  const store = new FlStore(deps.db, deps.blobsDir ?? deps.dataDir);
   // A shared blob dir holds blobs other replicas have not committed a row for yet: no sweep there.
   if (deps.db.kind === 'embedded') await store.sweepBlobs();
   await store.sweepSums();
@@ -84,9 +84,10 @@ export async function attachFl(router: GridRouter, deps: { db: Store; dataDir: s
   const signalling = new FlSignalling(store);
   signalling.register(router);
   registerFlHandlers(router, engine, store, linkable, signalling);
-  // Status is read from the database: only worth it while someone listens.
-  engine.on('changed', (id) => {
-    if (!deps.events.listening('fl')) return;
+  // Status is read from the database: only worth it while someone listens, here or (for a new process
+  // or a closed cycle, not every report) on another replica.
+  engine.on('changed', (id, shared) => {
+    if (!deps.events.listening('fl') && !(shared === true && deps.events.shared)) return;
     void (async () => {
       const p = await store.process(id);
       if (p !== undefined) deps.events.emit({ event: 'fl-process-updated', process: await processInfo(store, p) });

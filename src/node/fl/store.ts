@@ -2,16 +2,20 @@
 // assignments (PyGrid's WorkerCycle: one request key per worker per cycle) and checkpoints, whose bytes
 // are content-addressed blobs under <data>/fl.
 //
-// An open cycle's reports are durable as its running sum, not as their diffs: each group commit writes the
-// float64 sum (one model's worth, whatever the number of reports in the batch) to the one of the cycle's
-// two files under <data>/fl-sums that the committed state does not name, syncs it, and commits the report
-// rows with a record naming that file (meta `fl.sum.<cycle>`). A kill at any point leaves the committed
-// record naming a complete file that holds exactly the committed reports. Rows with a diff (written before
-// this scheme) still count: a restart adds them to the sum.
+// An open cycle's reports are durable as running sums, not as their diffs. Each replica (each process:
+// a new name every start) keeps its own partial sum of the cycle's reports it accepted: each group commit
+// writes the float64 sum (one model's worth, whatever the number of reports in the batch) to the one of
+// its two files `<blobs>/fl-sums/<cycle>.<replica>.<slot>` that its committed row in fl_partials does not
+// name, syncs it, and commits the report rows with that row naming the file. A kill at any point leaves
+// the committed row naming a complete file that holds exactly that replica's committed reports; the
+// files are in the shared blob dir, so the replica that closes the cycle (under the cycle's row lock,
+// lockCycle) reads every replica's partial, a dead one's too. Rows with a diff (written before this
+// scheme) still count: a start adds them to its partial, or the close adds them.
 
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { gridError } from '../../core/errors';
 import { BlobStore } from '../store/blobs';
 import type { Row, Store } from '../store/sql';
 import type { ClientConfig, ServerConfig } from './config';
@@ -54,9 +58,10 @@ export interface FlCheckpoint { processId: number; number: number; alias: string
 /** The committed running sum of an open cycle: which of its two files holds it, and what it covers. */
 export interface FlSumRecord { slot: 0 | 1; reports: number; weight: number }
 
-const SUM_KEY = 'fl.sum.';
-
 export interface FlAsset { id: number; kind: 'plan' | 'protocol' | 'averaging'; name: string; variant: string; bytes: Uint8Array }
+
+/** The first key of a cycle's advisory lock (the second is its id). */
+const CYCLE_LOCK = 0x666c;
 
 const num = (v: Row[string]) => Number(v);
 const optNum = (v: Row[string]) => (v === null || v === undefined ? undefined : Number(v));
@@ -88,14 +93,21 @@ function toCheckpoint(r: Row): FlCheckpoint {
 export class FlStore {
   readonly db: Store;
   readonly blobs: BlobStore;
+
+  /** This replica's name in the partial sums it stores (a new one every start: a sum is never written by two processes). */
+  readonly replica: string;
   private readonly sumsDir: string;
 
-  /** `localDir`: this node's own data dir, for the running sums (default `dataDir`, where the blobs go). */
-  constructor(db: Store, dataDir: string, localDir = dataDir) {
+  /**
+   * `dataDir`: where the checkpoint blobs and the running sums go (the shared blob dir of replicas), so
+   * the replica that closes a cycle reads the partial sums of all, a dead one's too.
+   */
+  constructor(db: Store, dataDir: string) {
     this.db = db;
+    this.replica = randomUUID().replaceAll('-', '').slice(0, 16);
     // Its own blob dir: the model store sweeps <data>/blobs of anything its own rows do not name.
     this.blobs = new BlobStore(path.join(dataDir, 'fl'));
-    this.sumsDir = path.join(localDir, 'fl-sums');
+    this.sumsDir = path.join(dataDir, 'fl-sums');
     fs.mkdirSync(this.sumsDir, { recursive: true });
   }
 
@@ -104,11 +116,20 @@ export class FlStore {
     this.blobs.sweep(new Set((await this.db.all('SELECT DISTINCT sha256 FROM fl_checkpoints')).map((r) => String(r.sha256))));
   }
 
-  /** Removes the sum files of cycles that closed (their removal is after the close's commit) or never committed one. */
+  /**
+   * Removes the sum files of cycles that are no longer open (their removal is after the close's commit).
+   * Files of an open cycle stay, committed or not: in a shared blob dir one may be another replica's,
+   * written just before the COMMIT that names it.
+   */
   async sweepSums(): Promise<void> {
-    const open = new Set((await this.db.all("SELECT key FROM meta WHERE key LIKE 'fl.sum.%'")).map((r) => String(r.key).slice(SUM_KEY.length)));
+    const cycles = new Map((await this.db.all('SELECT id, completed_ms FROM fl_cycles')).map((r) => [num(r.id), r.completed_ms !== null && r.completed_ms !== undefined]));
+    let newest = 0;
+    for (const id of cycles.keys()) newest = Math.max(newest, id);
     for (const f of fs.readdirSync(this.sumsDir)) {
-      if (!open.has(f.split('.')[0]!)) fs.rmSync(path.join(this.sumsDir, f), { force: true });
+      const id = Number(f.split('.')[0]);
+      // A cycle newer than that read (another replica opened it since) is left alone too.
+      const gone = cycles.get(id) ?? (id <= newest);
+      if (gone || !Number.isInteger(id)) fs.rmSync(path.join(this.sumsDir, f), { force: true });
     }
   }
 
@@ -197,15 +218,14 @@ export class FlStore {
    */
   async closeCycle(cycle: FlCycle, checkpointSha: string, reports: number, now: number, next: { endMs: number | undefined } | null): Promise<number | undefined> {
     return this.db.transaction(async () => {
-      const still = await this.db.get('SELECT completed_ms FROM fl_cycles WHERE id = ?', [cycle.id]);
-      if (still === undefined || still.completed_ms !== null) return undefined;
+      // Conditional: on PostgreSQL a second closer's UPDATE waits for the first's COMMIT, then matches nothing.
+      if (await this.db.run('UPDATE fl_cycles SET completed_ms = ? WHERE id = ? AND completed_ms IS NULL', [now, cycle.id]) !== 1) return undefined;
       const number = num((await this.db.get('SELECT COALESCE(MAX(number), 0) + 1 AS n FROM fl_checkpoints WHERE process_id = ?', [cycle.processId]))!.n);
       await this.db.run("UPDATE fl_checkpoints SET alias = '' WHERE process_id = ? AND alias = 'latest'", [cycle.processId]);
       await this.db.run("INSERT INTO fl_checkpoints (process_id, number, alias, sha256, cycle, reports, created) VALUES (?, ?, 'latest', ?, ?, ?, ?)",
         [cycle.processId, number, checkpointSha, cycle.sequence, reports, new Date(now).toISOString()]);
-      await this.db.run('UPDATE fl_cycles SET completed_ms = ? WHERE id = ?', [now, cycle.id]);
       await this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ?', [cycle.id]);
-      await this.db.run('DELETE FROM meta WHERE key = ?', [SUM_KEY + cycle.id]);
+      await this.db.run('DELETE FROM fl_partials WHERE cycle_id = ?', [cycle.id]);
       if (next !== null) {
         await this.db.run('INSERT INTO fl_cycles (process_id, sequence, start_ms, end_ms) VALUES (?, ?, ?, ?)', [cycle.processId, cycle.sequence + 1, now, next.endMs ?? null]);
       }
@@ -282,23 +302,55 @@ export class FlStore {
 
   // --- running sums (see the top of this file) --------------------------------------------------------
 
+  /** This replica's committed partial sum of a cycle, when it stored one. */
   async sumRecord(cycleId: number): Promise<FlSumRecord | undefined> {
-    const v = await this.db.getMeta(SUM_KEY + cycleId);
-    return v === undefined ? undefined : JSON.parse(v) as FlSumRecord;
+    const r = await this.db.get('SELECT slot, reports, weight FROM fl_partials WHERE cycle_id = ? AND replica = ?', [cycleId, this.replica]);
+    return r === undefined ? undefined : { slot: num(r.slot) === 0 ? 0 : 1, reports: num(r.reports), weight: num(r.weight) };
   }
 
-  /** Names the sum file that holds the cycle's committed reports; call it in the transaction that records them. */
-  async setSumRecord(cycleId: number, record: FlSumRecord, holdsRowDiffs: boolean): Promise<void> {
-    await this.db.setMeta(SUM_KEY + cycleId, JSON.stringify(record));
-    // Diffs stored as rows by an older node are in the sum now (loadSum added them): not counted twice.
-    if (holdsRowDiffs) await this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ? AND diff IS NOT NULL', [cycleId]);
+  /** Every replica's committed partial sum of a cycle (read by the one that closes it, holding the cycle's row lock). */
+  async partials(cycleId: number): Promise<(FlSumRecord & { replica: string })[]> {
+    return (await this.db.all('SELECT replica, slot, reports, weight FROM fl_partials WHERE cycle_id = ? ORDER BY replica', [cycleId]))
+      .map((r) => ({ replica: String(r.replica), slot: num(r.slot) === 0 ? 0 as const : 1 as const, reports: num(r.reports), weight: num(r.weight) }));
   }
 
-  private sumFile(cycleId: number, slot: 0 | 1): string {
-    return path.join(this.sumsDir, `${cycleId}.${slot}`);
+  /**
+   * Names the file of this replica's partial sum that holds its committed reports; call it in the
+   * transaction that records them. `rowDiffs`: how many diffs stored as rows by an older node the sum
+   * took in (loadSum); they are cleared here so they count once, and if another replica cleared them
+   * first (it holds them too) this transaction fails and the sum is reloaded without them.
+   */
+  async setSumRecord(cycleId: number, record: FlSumRecord, rowDiffs = 0): Promise<void> {
+    await this.db.run('INSERT INTO fl_partials (cycle_id, replica, slot, reports, weight) VALUES (?, ?, ?, ?, ?) ON CONFLICT (cycle_id, replica) DO UPDATE SET slot = excluded.slot, reports = excluded.reports, weight = excluded.weight',
+      [cycleId, this.replica, record.slot, record.reports, record.weight]);
+    if (rowDiffs > 0 && await this.db.run('UPDATE fl_assignments SET diff = NULL WHERE cycle_id = ? AND diff IS NOT NULL', [cycleId]) !== rowDiffs) {
+      throw gridError('BUSY', `the stored diffs of FL cycle ${cycleId} were taken into another replica's running sum first; send the report again`);
+    }
   }
 
-  /** Writes a cycle's sum to one of its files and syncs it (and, when the file is new, its directory). */
+  /**
+   * Takes a cycle's locks in the current transaction, on PostgreSQL (the embedded store has one writer,
+   * and its transaction already excludes every other): a `report` takes the cycle's row FOR SHARE
+   * (reports of all replicas go together; a close waits for them and they wait for a close); an `assign`
+   * takes it FOR SHARE too, then the cycle's advisory lock, so max_workers is counted by one replica at a
+   * time; a `close` takes the row FOR UPDATE. Always the row first: no two transactions take them in
+   * opposite orders. False when the cycle is gone or completed.
+   */
+  async lockCycle(cycleId: number, purpose: 'report' | 'assign' | 'close'): Promise<boolean> {
+    const postgres = this.db.kind === 'postgres';
+    const lock = !postgres ? '' : purpose === 'close' ? ' FOR UPDATE' : ' FOR SHARE';
+    const r = await this.db.get(`SELECT completed_ms FROM fl_cycles WHERE id = ?${lock}`, [cycleId]);
+    const open = r !== undefined && (r.completed_ms === null || r.completed_ms === undefined);
+    if (open && postgres && purpose === 'assign') await this.db.get('SELECT pg_advisory_xact_lock(?::int, ?::int) AS x', [CYCLE_LOCK, cycleId]);
+    return open;
+  }
+
+  /** `<cycle>.<replica>.<slot>`; the partial of replica '' (an older node's sum) is `<cycle>.<slot>`. */
+  private sumFile(cycleId: number, slot: 0 | 1, replica = this.replica): string {
+    return path.join(this.sumsDir, replica === '' ? `${cycleId}.${slot}` : `${cycleId}.${replica}.${slot}`);
+  }
+
+  /** Writes this replica's sum of a cycle to one of its files and syncs it (and, when the file is new, its directory). */
   writeSum(cycleId: number, slot: 0 | 1, bytes: Uint8Array): void {
     const file = this.sumFile(cycleId, slot);
     const created = !fs.existsSync(file);
@@ -316,13 +368,15 @@ export class FlStore {
     }
   }
 
-  readSum(cycleId: number, slot: 0 | 1): Buffer {
-    return fs.readFileSync(this.sumFile(cycleId, slot));
+  /** A partial sum's file (this replica's unless `replica` is given). */
+  readSum(cycleId: number, slot: 0 | 1, replica = this.replica): Buffer {
+    return fs.readFileSync(this.sumFile(cycleId, slot, replica));
   }
 
-  /** Removes a closed cycle's sum files (after the close committed; a kill before leaves them to the sweep at start). */
+  /** Removes every replica's sum files of a closed cycle (after the close committed; a kill before leaves them to the sweep at start). */
   removeSums(cycleId: number): void {
-    for (const slot of [0, 1] as const) fs.rmSync(this.sumFile(cycleId, slot), { force: true });
+    const prefix = `${cycleId}.`;
+    for (const f of fs.readdirSync(this.sumsDir)) if (f.startsWith(prefix)) fs.rmSync(path.join(this.sumsDir, f), { force: true });
   }
 
   /** The reported diffs a cycle still holds as rows (written before running sums were stored), one at a time. */

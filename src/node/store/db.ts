@@ -98,7 +98,9 @@ export class EmbeddedStore implements Store {
   /** Runs `fn` in one IMMEDIATE transaction: all of it is committed or none of it. */
   async transaction<T>(fn: () => Promise<T>): Promise<T> {
     if (this.active !== undefined && this.scopes.getStore() === this.active) return fn();
-    await this.turn();
+    // Checked and taken in one synchronous step: after `await this.turn()` another transaction that
+    // waited alongside could already hold the connection (two BEGINs, "a transaction within a transaction").
+    while (this.active !== undefined) await this.active.done;
     let end!: () => void;
     const scope: Scope = { done: new Promise<void>((resolve) => { end = resolve; }), notes: [] };
     this.active = scope;

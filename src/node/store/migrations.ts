@@ -285,4 +285,31 @@ export const MIGRATIONS: readonly Migration[] = [
        created TEXT NOT NULL);
      CREATE INDEX smpc_uploads_holder0 ON smpc_uploads(holder0);`,
   },
+  // 5: FL running sums per replica (src/node/fl/store.ts). Each replica keeps its own partial sum of an
+  // open cycle; a row names the file (of its two) that holds exactly its committed reports. The record an
+  // older node kept in meta (`fl.sum.<cycle>`) becomes the partial of replica '' (files `<cycle>.<slot>`).
+  {
+    embedded: `CREATE TABLE fl_partials (
+       cycle_id INTEGER NOT NULL REFERENCES fl_cycles(id) ON DELETE CASCADE,
+       replica TEXT NOT NULL,
+       slot INTEGER NOT NULL,
+       reports INTEGER NOT NULL,
+       weight REAL NOT NULL,
+       PRIMARY KEY (cycle_id, replica));
+     INSERT INTO fl_partials (cycle_id, replica, slot, reports, weight)
+       SELECT CAST(substr(key, 8) AS INTEGER), '', json_extract(value, '$.slot'), json_extract(value, '$.reports'), json_extract(value, '$.weight')
+       FROM meta WHERE key LIKE 'fl.sum.%' AND CAST(substr(key, 8) AS INTEGER) IN (SELECT id FROM fl_cycles);
+     DELETE FROM meta WHERE key LIKE 'fl.sum.%';`,
+    postgres: `CREATE TABLE fl_partials (
+       cycle_id BIGINT NOT NULL REFERENCES fl_cycles(id) ON DELETE CASCADE,
+       replica TEXT NOT NULL,
+       slot INTEGER NOT NULL,
+       reports BIGINT NOT NULL,
+       weight DOUBLE PRECISION NOT NULL,
+       PRIMARY KEY (cycle_id, replica));
+     INSERT INTO fl_partials (cycle_id, replica, slot, reports, weight)
+       SELECT substr(key, 8)::bigint, '', (value::json->>'slot')::int, (value::json->>'reports')::bigint, (value::json->>'weight')::float8
+       FROM meta WHERE key LIKE 'fl.sum.%' AND substr(key, 8)::bigint IN (SELECT id FROM fl_cycles);
+     DELETE FROM meta WHERE key LIKE 'fl.sum.%';`,
+  },
 ];

@@ -129,6 +129,10 @@ export class PostgresStore implements Store {
     if (unreachable(err)) {
       return gridError('DATABASE_UNAVAILABLE', `the node's database ${this.where} cannot be reached (${(err as Error).message}); check that PostgreSQL is running and reachable, then retry`);
     }
+    // Two replicas' transactions waited on each other's locks (PostgreSQL aborted one) or conflicted: nothing of it was written.
+    if ((err as { code?: unknown }).code === '40P01' || (err as { code?: unknown }).code === '40001') {
+      return gridError('BUSY', `the node's database ${this.where} broke a lock conflict between replicas (${(err as Error).message}); nothing of this request was written: send it again`);
+    }
     if ((err as { code?: unknown }).code === '23505') return gridError('ALREADY_EXISTS', `already exists: ${(err as { detail?: string }).detail ?? (err as Error).message}`);
     return err;
   }
