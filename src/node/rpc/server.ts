@@ -20,6 +20,7 @@ import {
 } from '../../core/protocol/envelope';
 import { sendAndDrain } from '../../core/socket/drain';
 import { redactError } from './redact';
+import type { UploadLedger } from './upload-ledger';
 import { UploadStore, type CommittedUpload, type UploadQuotas } from './uploads';
 
 const ATTACHMENT = Symbol('attachment');
@@ -155,6 +156,8 @@ export interface GridServerOptions {
   logLimit?: LogLimiterOptions;
   /** Where uploads are written while in flight. */
   uploadsDir: string;
+  /** Replicas: `uploadsDir` is shared and uploads are recorded here, so another replica resumes them (uploads.ts). */
+  uploadLedger?: UploadLedger;
   uploadTtlMs?: number;
   maxUploadBytes?: number;
   /** ws ping interval; a client that misses a pong is terminated. 0 disables. */
@@ -221,6 +224,8 @@ export class GridServer {
       ...(options.uploadTtlMs !== undefined && { ttlMs: options.uploadTtlMs }),
       ...(options.maxUploadBytes !== undefined && { maxBytes: options.maxUploadBytes }),
       ...options.uploadQuotas,
+      ...(options.uploadLedger !== undefined && { ledger: options.uploadLedger }),
+      log: this.log,
     });
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxPayload, perMessageDeflate: false });
     this.wss.on('connection', (ws: WebSocket, req: HttpRequest) => this.onConnection(ws, req));
