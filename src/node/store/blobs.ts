@@ -1,6 +1,8 @@
 // Content-addressed model bytes: blobs/<sha[0:2]>/<sha>. A blob appears only by rename of a complete,
 // fsynced file, so a reader never sees a half-written one; metadata rows are written after the blob and
 // removed before it, so the only crash leftovers are unreferenced blobs, which `sweep` removes at start.
+// A blob dir shared by replicas is swept by store/shared-sweep.ts instead, and blobs are pinned before they
+// are placed (docs/replicas.md, "Sweeping the shared blob dir").
 
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
