@@ -1,6 +1,7 @@
 // A TCP load balancer in front of node replicas, as an operator's reverse proxy would be: each new
 // connection goes to the first backend that accepts it (a dead replica refuses, so its clients land on the
-// next one), and the bytes each backend received from clients are counted.
+// next one), and the bytes each backend received from clients are counted. A test picks the backends
+// (the list is read for every new connection) and can cut every connection, as a network would.
 
 import net from 'node:net';
 
@@ -11,6 +12,8 @@ export interface Balancer {
   bytesTo(port: number): number;
   /** Connections made to the backend on `port`. */
   connectionsTo(port: number): number;
+  /** Destroys every connection through the balancer (a network cut); new ones are accepted again. */
+  cut(): void;
   close(): Promise<void>;
 }
 
@@ -48,6 +51,10 @@ export async function startBalancer(backends: () => readonly number[]): Promise<
     url: `ws://127.0.0.1:${port}`,
     bytesTo: (p) => bytes.get(p) ?? 0,
     connectionsTo: (p) => connections.get(p) ?? 0,
+    cut() {
+      for (const s of sockets) s.destroy();
+      sockets.clear();
+    },
     close() {
       for (const s of sockets) s.destroy();
       return new Promise((resolve) => server.close(() => resolve()));

@@ -116,6 +116,54 @@ test('an upload cut off by kill -9 of its replica resumes through another from t
   assert.deepEqual(filesUnder(path.join(blobs, 'uploads')).filter((f) => f.endsWith('.part')), [], 'no partial upload left behind');
 });
 
+test('an upload whose connection is cut twice goes on through B, then through A again: A drops what it held, and no acknowledged byte is sent twice', { skip, timeout: 300_000 }, async (t) => {
+  const pgServer = await withPostgres(t);
+  const database = await pgServer.createDatabase();
+  const blobs = tempDir('grid-shared-blobs-');
+  t.after(() => fs.rmSync(blobs, { recursive: true, force: true }));
+  const [a, b] = await Promise.all([replica(t, database, blobs), replica(t, database, blobs)]);
+  let backends = [a.port];
+  const balancer = await startBalancer(() => backends);
+  t.after(() => balancer.close());
+  const work = tempDir('grid-upload-src-');
+  t.after(() => fs.rmSync(work, { recursive: true, force: true }));
+  const file = path.join(work, 'big.onnx');
+  writeBigModel(file, 32 * MiB);
+  const size = fs.statSync(file).size;
+  const expected = sha256(file);
+
+  const client = await admin(t, balancer.url, true);
+  // Each leg: where it went, the bytes acknowledged when it began (its resume point at the latest), and
+  // the bytes its replica had received from clients by then.
+  const legs: { port: number; ackedAtStart: number; bytesAtStart: number }[] = [{ port: a.port, ackedAtStart: 0, bytesAtStart: 0 }];
+  const switchTo = (port: number, acked: number) => {
+    legs.push({ port, ackedAtStart: acked, bytesAtStart: balancer.bytesTo(port) });
+    backends = [port];
+    balancer.cut();
+  };
+  // A, alive, still holds the upload in memory when the client comes back to it: it must not go on from there.
+  const info = await client.hostModel(file, {
+    id: 'twice',
+    onProgress: (done) => {
+      if (legs.length === 1 && done >= 6 * MiB) switchTo(b.port, done);
+      else if (legs.length === 2 && done >= legs[1]!.ackedAtStart + 8 * MiB && balancer.connectionsTo(b.port) >= 1) switchTo(a.port, done);
+    },
+  });
+  assert.equal(legs.length, 3, 'the upload went A, B, A');
+  assert.equal(info.sha256, expected);
+  for (const leg of legs.slice(1)) {
+    const sent = balancer.bytesTo(leg.port) - leg.bytesAtStart;
+    // A leg that ended in a cut is counted up to the end of the upload, an over-estimate; still under what was left.
+    assert.ok(sent < size - leg.ackedAtStart + 256 * 1024, `after the cut at ${leg.ackedAtStart} acknowledged bytes, port ${leg.port} received ${sent}`);
+  }
+  for (const url of [a.url, b.url]) {
+    const models = await (await admin(t, url)).listModels();
+    assert.deepEqual(models.map((m) => [m.id, m.sha256]), [['twice', expected]]);
+  }
+  assert.equal(sha256(path.join(blobs, 'blobs', expected.slice(0, 2), expected)), expected);
+  assert.deepEqual(filesUnder(path.join(blobs, 'uploads')).filter((f) => f.endsWith('.part')), []);
+});
+
 /** 8 MiB of which the first 2 MiB can be read; the rest waits until `stop` (an upload that stalls mid-way). */
 function stallingSource(stop: AbortSignal): ByteSource {
   const bytes = randomBytes(2 * MiB);

@@ -628,7 +628,7 @@ export class GridConnection {
       [TransferBegin.type, { def: TransferBegin, trustedReply: false, handler: (d: { transfer_id?: string; size: number; chunk_size: number }) => {
         return this.server.uploads.begin(d.transfer_id, d.size, d.chunk_size, this.server.options.authorizeUpload?.(this, d.size) ?? '');
       } }],
-      [TransferCommit.type, { def: TransferCommit, trustedReply: false, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256).then((u) => ({ transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 })) }],
+      [TransferCommit.type, { def: TransferCommit, trustedReply: false, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256, this.server.uploads.shared ? this.server.options.authorizeUpload?.(this, 0) ?? '' : '').then((u) => ({ transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 })) }],
       [TransferRead.type, { def: TransferRead, trustedReply: false, handler: (d: { transfer_id: string; offset: number }, ctx: StreamContext<never>) => this.sendDownload(d.transfer_id, d.offset, ctx.signal) }],
       ...(this.server.options.authenticate
         ? [[Authenticate.type, { def: Authenticate, trustedReply: false, handler: (d: { username: string; password: string } | { token: string }) => this.server.options.authenticate!(d, this) }] as [string, Route]]

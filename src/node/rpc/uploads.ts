@@ -165,6 +165,11 @@ export class UploadStore {
     return this.uploads.size;
   }
 
+  /** Replicas: uploads are recorded in a ledger, and every step names its owner. */
+  get shared(): boolean {
+    return this.ledger !== undefined;
+  }
+
   /** Uploads and declared bytes held by `owner` now. */
   usage(owner: string): { uploads: number; bytes: number } {
     let uploads = 0;
@@ -290,6 +295,10 @@ export class UploadStore {
       throw gridError('TRANSFER_NOT_FOUND', `upload ${id}: the node holds ${onDisk} of the ${rec.received} bytes it recorded; start it again`);
     }
     if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
+    // A second resume of the same upload that raced this one: one holder per upload (the later claim's
+    // progress is the one recorded; the other learns it at its next write).
+    const raced = this.uploads.get(id);
+    if (raced !== undefined) await this.release(raced);
     this.log.info({ transfer: id, received: rec.received, claim: rec.claim }, 'resuming an upload another replica began');
     const up = this.hold(rec, hash);
     return { transfer_id: up.id, received: up.written };
@@ -368,8 +377,16 @@ export class UploadStore {
   /**
    * Finishes an upload: waits for its writes, checks size and checksum, fsyncs. A commit retried while
    * the first is still syncing (a client that reconnected) shares the first one's outcome.
+   * Replicas: a commit may come to a replica that holds a stale copy of the upload, or none (a client's
+   * socket re-sends a commit cut off with its connection on the next one, without a new begin): the
+   * upload is claimed here first, as a resume would, on behalf of `owner`.
    */
-  async commit(transferId: string, sha256: string): Promise<CommittedUpload> {
+  async commit(transferId: string, sha256: string, owner = ''): Promise<CommittedUpload> {
+    if (this.ledger !== undefined) {
+      const rec = await this.ledger.get(transferId);
+      if (rec === undefined || rec.owner !== owner) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown or expired`);
+      if (this.uploads.get(transferId)?.claim !== rec.claim) await this.resumeShared(this.ledger, transferId, rec.size, rec.chunkSize, owner);
+    }
     const up = this.uploads.get(transferId);
     if (up === undefined) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown or expired`);
     if (up.committed) return up.committed;
@@ -501,7 +518,8 @@ export class UploadStore {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
-    await Promise.all([...this.uploads.values()].map((up) => (this.ledger !== undefined && up.committed === undefined ? this.release(up) : this.discard(up))));
+    // Replicas: every upload, finished or not, stays for the replica its client reconnects to.
+    await Promise.all([...this.uploads.values()].map((up) => (this.ledger !== undefined ? this.release(up) : this.discard(up))));
     await Promise.all([...this.direct.values()].map(async (e) => (await e.pool)?.close()));
   }
 }
