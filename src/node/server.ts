@@ -297,7 +297,11 @@ export class GridNode {
         const blobGraceMs = opts.blobGraceMs ?? 3600_000;
         sharedSweep = new SharedSweep({
           db, uploads: uploadRecords, uploadsDir, uploadExpiryMs, blobGraceMs, log,
-          blobDirs: [{ dir: blobs.dir, referencedSql: 'SELECT 1 AS x FROM models WHERE sha256 = ? LIMIT 1' }],
+          blobDirs: [
+            { dir: blobs.dir, referencedSql: 'SELECT 1 AS x FROM models WHERE sha256 = ? LIMIT 1' },
+            // FL checkpoints (fl/store.ts: <blobs>/fl/blobs, pinned like model blobs).
+            { dir: path.join(blobsRoot, 'fl', 'blobs'), referencedSql: 'SELECT 1 AS x FROM fl_checkpoints WHERE sha256 = ? LIMIT 1' },
+          ],
         });
         cleanups.unshift(() => sharedSweep!.close());
       }

@@ -18,6 +18,7 @@ import { PostgresStore } from '../../src/node/store/postgres';
 import { BlobPins } from '../../src/node/store/shared-sweep';
 import { silentLogger } from '../../src/core/logger';
 import { startBalancer } from '../helpers/balancer';
+import { hostProcess } from '../helpers/fl-fixtures';
 import { ADMIN_PASSWORD, mlpModel, tempDir, writeBigModel } from '../helpers/node-fixtures';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres';
 import { startNodeScript, type Started } from '../helpers/processes';
@@ -184,7 +185,7 @@ async function stalledUpload(c: GridClient, stop: AbortSignal): Promise<void> {
   await seen;
 }
 
-test('the shared sweep removes an expired partial upload, an orphan one and an old unreferenced blob; it keeps a referenced blob, a pinned one, a young one and an upload in progress', { skip, timeout: 240_000 }, async (t) => {
+test('the shared sweep removes an expired partial upload, an orphan one and old unreferenced blobs; it keeps referenced blobs (model, FL checkpoint), a pinned one, a young one and an upload in progress', { skip, timeout: 240_000 }, async (t) => {
   const pgServer = await withPostgres(t);
   const database = await pgServer.createDatabase();
   const blobs = tempDir('grid-shared-blobs-');
@@ -208,11 +209,16 @@ test('the shared sweep removes an expired partial upload, an orphan one and an o
   const hosted = await ca.hostModel(mlpModel(6, 5, 3), { id: 'kept' });
   const referenced = path.join(blobs, 'blobs', hosted.sha256.slice(0, 2), hosted.sha256);
   age(referenced);
+  // An FL process hosted through A: its first checkpoint's blob, old and referenced.
+  await hostProcess(ca);
+  const checkpoints = filesUnder(path.join(blobs, 'fl', 'blobs')).map((f) => path.join(blobs, 'fl', 'blobs', f));
+  assert.equal(checkpoints.length, 1, 'the FL process\'s checkpoint is in the shared blob dir');
+  age(checkpoints[0]!);
 
   // Blobs no row names: an old one, an old one a replica pinned just now (about to commit its row), a young one.
-  const blob = (content: Buffer, old: boolean) => {
+  const blob = (content: Buffer, old: boolean, dir = path.join(blobs, 'blobs')) => {
     const sha = createHash('sha256').update(content).digest('hex');
-    const f = path.join(blobs, 'blobs', sha.slice(0, 2), sha);
+    const f = path.join(dir, sha.slice(0, 2), sha);
     fs.mkdirSync(path.dirname(f), { recursive: true });
     fs.writeFileSync(f, content);
     if (old) age(f);
@@ -221,8 +227,11 @@ test('the shared sweep removes an expired partial upload, an orphan one and an o
   const unreferenced = blob(randomBytes(1000), true);
   const pinned = blob(randomBytes(1000), true);
   const young = blob(randomBytes(1000), false);
+  const unreferencedCheckpoint = blob(randomBytes(1000), true, path.join(blobs, 'fl', 'blobs'));
   const store = await PostgresStore.open({ url: database, log: silentLogger });
   t.after(() => store.close());
+  // Two days have passed for the pins the hosting above took, too; then a replica pins one blob now.
+  await sql.query('UPDATE blob_pins SET pinned_ms = $1', [Date.now() - 2 * DAY_MS]);
   await new BlobPins(store).pin(pinned.sha);
 
   // Uploads on A: one in progress, one abandoned two days ago (its record and file made that old).
@@ -248,11 +257,13 @@ test('the shared sweep removes an expired partial upload, an orphan one and an o
   fs.writeFileSync(youngOrphan, randomBytes(4096));
 
   const swept = await s.sharedSweep!.sweep();
-  assert.deepEqual(swept, { uploads: 2, records: 0, blobs: 1 });
+  assert.deepEqual(swept, { uploads: 2, records: 0, blobs: 2 });
   assert.ok(!fs.existsSync(part(abandoned)), 'the expired partial upload is removed');
   assert.ok(!fs.existsSync(orphan), 'the old partial file without a record is removed');
   assert.ok(!fs.existsSync(unreferenced.file), 'the old blob nothing refers to is removed');
+  assert.ok(!fs.existsSync(unreferencedCheckpoint.file), 'the old checkpoint blob nothing refers to is removed');
   assert.ok(fs.existsSync(referenced), 'the blob of a hosted model stays, however old');
+  assert.ok(fs.existsSync(checkpoints[0]!), 'the blob of an FL checkpoint stays, however old');
   assert.ok(fs.existsSync(pinned.file), 'a blob a replica pinned (about to commit its row) stays');
   assert.ok(fs.existsSync(young.file), 'a blob younger than the grace period stays');
   assert.ok(fs.existsSync(part(inProgress)), 'the upload in progress stays');

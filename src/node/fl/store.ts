@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { BlobStore } from '../store/blobs';
+import { BlobPins } from '../store/shared-sweep';
 import type { Row, Store } from '../store/sql';
 import type { ClientConfig, ServerConfig } from './config';
 import type { ModelFormat, ParamSpec } from './params';
@@ -93,8 +94,11 @@ export class FlStore {
   /** `localDir`: this node's own data dir, for the running sums (default `dataDir`, where the blobs go). */
   constructor(db: Store, dataDir: string, localDir = dataDir) {
     this.db = db;
-    // Its own blob dir: the model store sweeps <data>/blobs of anything its own rows do not name.
-    this.blobs = new BlobStore(path.join(dataDir, 'fl'));
+    // Its own blob dir: the model store sweeps <data>/blobs of anything its own rows do not name. Replicas
+    // (a shared blob dir on a shared database): temp files in this replica's own dir (every start clears
+    // them), and blobs pinned before they are placed (store/shared-sweep.ts sweeps them).
+    const shared = db.kind === 'postgres' && path.resolve(dataDir) !== path.resolve(localDir);
+    this.blobs = new BlobStore(path.join(dataDir, 'fl'), shared ? { tmpDir: path.join(localDir, 'fl-tmp'), pins: new BlobPins(db) } : {});
     this.sumsDir = path.join(localDir, 'fl-sums');
     fs.mkdirSync(this.sumsDir, { recursive: true });
   }
