@@ -173,7 +173,15 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
     if (database !== undefined && !/^postgres(ql)?:\/\//i.test(database)) {
       throw gridError('INVALID_MESSAGE', '--database takes a PostgreSQL URL: postgres://user:password@host:port/database');
     }
-    const fromEnv = (name: string) => { const v = process.env[name]; return v === undefined || v === '' ? undefined : parseDuration(v); };
+    const fromEnv = (name: string) => {
+      const v = process.env[name];
+      if (v === undefined || v === '') return undefined;
+      try {
+        return parseDuration(v);
+      } catch (err) {
+        throw gridError('INVALID_MESSAGE', `${name}: ${(err as Error).message}`);
+      }
+    };
     const uploadExpiryMs = o.uploadExpiry ?? fromEnv('GRID_UPLOAD_EXPIRY');
     const blobGraceMs = o.blobGrace ?? fromEnv('GRID_BLOB_GRACE');
     const node = await GridNode.start({
