@@ -64,7 +64,8 @@ function filesUnder(dir: string): string[] {
   return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dir, f)).isFile()).sort();
 }
 
-test('an upload cut off by kill -9 of its replica resumes through another from the bytes acknowledged; the model is stored once, with its sha256', { skip, timeout: 300_000 }, async (t) => {
+/** A client uploads through a balancer to A; A gets `signal` mid-upload; the upload goes on through B. */
+const resumedElsewhere = (signal: 'SIGKILL' | 'SIGTERM') => async (t: Scope) => {
   const pgServer = await withPostgres(t);
   const database = await pgServer.createDatabase();
   const blobs = tempDir('grid-shared-blobs-');
@@ -93,7 +94,7 @@ test('an upload cut off by kill -9 of its replica resumes through another from t
       assert.ok(done >= progress, `progress went back from ${progress} to ${done}`);
       progress = done;
       // Some chunks acknowledged by A (it acknowledges every MiB): kill it where it stands.
-      if (killedAt < 0 && done >= 6 * MiB) { killedAt = done; killed = a.kill('SIGKILL'); }
+      if (killedAt < 0 && done >= 6 * MiB) { killedAt = done; killed = a.kill(signal); }
     },
   });
   await killed;
@@ -115,7 +116,12 @@ test('an upload cut off by kill -9 of its replica resumes through another from t
   assert.deepEqual(filesUnder(path.join(blobs, 'blobs')), [path.join(expected.slice(0, 2), expected)], 'one blob: the model, stored once');
   assert.equal(sha256(path.join(blobs, 'blobs', expected.slice(0, 2), expected)), expected);
   assert.deepEqual(filesUnder(path.join(blobs, 'uploads')).filter((f) => f.endsWith('.part')), [], 'no partial upload left behind');
-});
+};
+
+test('an upload cut off by kill -9 of its replica resumes through another from the bytes acknowledged; the model is stored once, with its sha256', { skip, timeout: 300_000 }, resumedElsewhere('SIGKILL'));
+
+// A rolling restart: the replica shuts down and leaves its uploads in flight (files and records) to the others.
+test('an upload cut off by a shutdown of its replica resumes through another the same way', { skip, timeout: 300_000 }, resumedElsewhere('SIGTERM'));
 
 test('an upload whose connection is cut twice goes on through B, then through A again: A drops what it held, and no acknowledged byte is sent twice', { skip, timeout: 300_000 }, async (t) => {
   const pgServer = await withPostgres(t);
