@@ -32,6 +32,17 @@ function parsePort(v: string): number {
   return n;
 }
 
+const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3600_000, d: 86_400_000 };
+
+/** A duration: `90` or `90s`, `500ms`, `30m`, `24h`, `7d`; in milliseconds. */
+export function parseDuration(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(v.trim());
+  if (!m) throw new InvalidArgumentError(`"${v}" is not a duration: a number of seconds, or one with a unit (500ms, 90s, 30m, 24h, 7d)`);
+  const ms = Number(m[1]) * UNIT_MS[m[2] ?? 's']!;
+  if (!(ms > 0 && ms <= 365 * 86_400_000)) throw new InvalidArgumentError(`${v} is not a duration from 1 ms to a year`);
+  return ms;
+}
+
 /** The repo's media/datasets folder, found from this file (src/node in development, dist/ when bundled). */
 function demoDatasetsDir(): string {
   for (let dir = __dirname, i = 0; i < 5; i++, dir = path.dirname(dir)) {
@@ -121,9 +132,13 @@ export async function main(argv: string[]): Promise<void> {
     .option('--no-shared-memory', 'refuse shared-memory regions from clients on this machine (they then send tensors over the socket)')
     .option('--database <url>', 'keep the metadata in PostgreSQL (postgres://user:password@host:port/db) instead of <data-dir>/meta.db, so several replicas serve one node (docs/replicas.md); or set GRID_DATABASE')
     .option('--blobs <dir>', 'keep model and checkpoint blobs in this directory (shared storage for replicas) instead of <data-dir>')
+    .option('--upload-expiry <duration>', 'replicas (--database and --blobs): remove a partial upload in the shared blob dir once it has not moved for this long (default 24h; or set GRID_UPLOAD_EXPIRY)', parseDuration)
+    .option('--blob-grace <duration>', 'replicas: remove a blob in the shared blob dir that nothing refers to once it is this old (default 1h; or set GRID_BLOB_GRACE)', parseDuration)
     .addHelpText('after', `
 Environment:
   GRID_DATABASE        like --database (keeps the password out of the process list).
+  GRID_UPLOAD_EXPIRY   like --upload-expiry.
+  GRID_BLOB_GRACE      like --blob-grace.
   GRID_ADMIN_PASSWORD  password of the admin user, used on the first start (when the node creates
                        admin); at least ${MIN_PASSWORD_LENGTH} characters. Unset: one is generated and shown once.
 
@@ -133,6 +148,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
   const o = program.opts<{
     host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
     allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; database?: string; blobs?: string;
+    uploadExpiry?: number; blobGrace?: number;
   }>();
 
   const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
@@ -157,9 +173,22 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
     if (database !== undefined && !/^postgres(ql)?:\/\//i.test(database)) {
       throw gridError('INVALID_MESSAGE', '--database takes a PostgreSQL URL: postgres://user:password@host:port/database');
     }
+    const fromEnv = (name: string) => {
+      const v = process.env[name];
+      if (v === undefined || v === '') return undefined;
+      try {
+        return parseDuration(v);
+      } catch (err) {
+        throw gridError('INVALID_MESSAGE', `${name}: ${(err as Error).message}`);
+      }
+    };
+    const uploadExpiryMs = o.uploadExpiry ?? fromEnv('GRID_UPLOAD_EXPIRY');
+    const blobGraceMs = o.blobGrace ?? fromEnv('GRID_BLOB_GRACE');
     const node = await GridNode.start({
       host,
       ...(database !== undefined && { database }),
+      ...(uploadExpiryMs !== undefined && { uploadExpiryMs }),
+      ...(blobGraceMs !== undefined && { blobGraceMs }),
       ...(o.blobs !== undefined && { blobsDir: path.resolve(o.blobs) }),
       port: o.port ?? config?.port ?? (o.local ? 0 : DEFAULT_PORT),
       dataDir,

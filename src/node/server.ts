@@ -2,6 +2,7 @@
 // (GridServer), /health and /metrics, over a data dir holding the metadata database, the model blobs and
 // in-flight uploads. Used by the grid-node CLI and started embedded by the extension.
 
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as https from 'node:https';
@@ -35,6 +36,8 @@ import { EmbeddedStore } from './store/db';
 import { PostgresStore } from './store/postgres';
 import type { Store } from './store/sql';
 import { BlobStore } from './store/blobs';
+import { BlobPins, SharedSweep } from './store/shared-sweep';
+import { UploadRecords } from './store/upload-records';
 import { lockDataDir, type DataDirLock } from './store/lock';
 
 export const NODE_VERSION = '0.1.0';
@@ -84,6 +87,13 @@ export interface GridNodeOptions {
   database?: string;
   /** Where model and checkpoint blobs live instead of `<dataDir>`: a directory every replica shares. */
   blobsDir?: string;
+  /**
+   * Replicas (`database` and `blobsDir`): a partial upload in the shared blob dir whose record has not moved
+   * for this long is removed by the shared sweep. Default 24 h.
+   */
+  uploadExpiryMs?: number;
+  /** Replicas: a blob in the shared blob dir that no row names is removed once this old (and unpinned this long). Default 1 h. */
+  blobGraceMs?: number;
   /** The node's Ed25519 private key (PKCS#8 PEM) instead of `<dataDir>/node.key` (or, with `database`, the one in the database); never created. */
   keyFile?: string;
   /**
@@ -183,6 +193,8 @@ export class GridNode {
   readonly training: NodeTraining;
   /** Model-centric federated learning (src/node/fl). */
   readonly fl: NodeFl;
+  /** Replicas (`database` and `blobsDir`): the sweep of the shared blob dir (runs on its own; `sweep()` runs it now). */
+  readonly sharedSweep: SharedSweep | undefined;
   private readonly http: http.Server;
   private readonly cors: CorsPolicy;
   private readonly grid: GridServer;
@@ -198,7 +210,7 @@ export class GridNode {
   private constructor(parts: {
     host: string; port: number; dataDir: string; identity: NodeIdentity; initialAdminPassword: string | undefined; auth: Auth;
     models: ModelStore; datasets: DatasetStore; events: NodeEvents; peers: PeerLinks; metrics: NodeMetrics; training: NodeTraining; fl: NodeFl;
-    http: http.Server; secure: boolean; cors: CorsPolicy; grid: GridServer; db: Store; lock: DataDirLock; log: Logger;
+    sharedSweep: SharedSweep | undefined; http: http.Server; secure: boolean; cors: CorsPolicy; grid: GridServer; db: Store; lock: DataDirLock; log: Logger;
   }) {
     this.host = parts.host;
     this.port = parts.port;
@@ -217,6 +229,7 @@ export class GridNode {
     this.metrics = parts.metrics;
     this.training = parts.training;
     this.fl = parts.fl;
+    this.sharedSweep = parts.sharedSweep;
     this.http = parts.http;
     this.grid = parts.grid;
     this.db = parts.db;
@@ -241,8 +254,11 @@ export class GridNode {
       const auth = new Auth(db, { ...(opts.sessionTtlMs !== undefined && { sessionTtlMs: opts.sessionTtlMs }), ...(opts.signInLimits && { signInLimits: opts.signInLimits }) });
       const initialAdminPassword = await auth.ensureAdmin(opts.adminPassword ?? process.env.GRID_ADMIN_PASSWORD);
       const blobsRoot = opts.blobsDir === undefined ? dataDir : path.resolve(opts.blobsDir);
+      // Replicas share uploads in flight and sweep the blob dir together (docs/replicas.md); one process
+      // keeps both in its data dir, and sweeps at start.
+      const shared = db.kind === 'postgres' && opts.blobsDir !== undefined;
       // Temp files stay in the replica's own data dir: a shared blob dir's tmp would be cleared by every start.
-      const blobs = new BlobStore(blobsRoot, { tmpDir: path.join(dataDir, 'tmp') });
+      const blobs = new BlobStore(blobsRoot, { tmpDir: path.join(dataDir, 'tmp'), ...(shared && { pins: new BlobPins(db) }) });
       const models = await ModelStore.open(db, blobs, log, { ...(opts.sessionCacheBytes !== undefined && { sessionCacheBytes: opts.sessionCacheBytes }) });
       cleanups.unshift(() => models.close());
       const datasets = new DatasetStore(db);
@@ -273,11 +289,28 @@ export class GridNode {
       cleanups.unshift(() => smpc.close());
       const fl = await attachFl(router, { db, dataDir, blobsDir: blobsRoot, log, events, models, metrics, ...(opts.fl !== undefined && { options: opts.fl }) });
       cleanups.unshift(() => fl.close());
+      const uploadsDir = shared ? path.join(blobsRoot, 'uploads') : path.join(dataDir, 'uploads');
+      const uploadRecords = shared ? new UploadRecords(db, `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`) : undefined;
+      let sharedSweep: SharedSweep | undefined;
+      if (uploadRecords !== undefined) {
+        const uploadExpiryMs = opts.uploadExpiryMs ?? 24 * 3600_000;
+        const blobGraceMs = opts.blobGraceMs ?? 3600_000;
+        sharedSweep = new SharedSweep({
+          db, uploads: uploadRecords, uploadsDir, uploadExpiryMs, blobGraceMs, log,
+          blobDirs: [
+            { dir: blobs.dir, referencedSql: 'SELECT 1 AS x FROM models WHERE sha256 = ? LIMIT 1' },
+            // FL checkpoints (fl/store.ts: <blobs>/fl/blobs, pinned like model blobs).
+            { dir: path.join(blobsRoot, 'fl', 'blobs'), referencedSql: 'SELECT 1 AS x FROM fl_checkpoints WHERE sha256 = ? LIMIT 1' },
+          ],
+        });
+        cleanups.unshift(() => sharedSweep!.close());
+      }
       const grid = new GridServer({
         router,
-        redactRoots: dataDirRoots(dataDir),
+        redactRoots: [...dataDirRoots(dataDir), ...(shared ? dataDirRoots(blobsRoot) : [])],
         logger: log,
-        uploadsDir: path.join(dataDir, 'uploads'),
+        uploadsDir,
+        ...(uploadRecords !== undefined && { uploadLedger: uploadRecords }),
         ...(opts.maxPayload !== undefined && { maxPayload: opts.maxPayload }),
         ...(opts.uploadTtlMs !== undefined && { uploadTtlMs: opts.uploadTtlMs }),
         ...(opts.maxUploadBytes !== undefined && { maxUploadBytes: opts.maxUploadBytes }),
@@ -351,9 +384,11 @@ export class GridNode {
       });
       const port = (server.address() as AddressInfo).port;
       where = `${host}:${port}`;
-      const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, fl, http: server, secure: secureContext !== undefined, cors, grid, db, lock, log });
+      const node = new GridNode({ host, port, dataDir, identity, initialAdminPassword, auth, models, datasets, events, peers, metrics, training, fl, sharedSweep, http: server, secure: secureContext !== undefined, cors, grid, db, lock, log });
       node.closeHooks.push(() => held.close(), () => smpc.close(), () => shm.close(), unshare);
       ref.node = node;
+      // A quarter of the shorter wait, so nothing outlives its expiry by much; within a second and an hour.
+      sharedSweep?.start(Math.min(3600_000, Math.max(1000, Math.min(opts.uploadExpiryMs ?? 24 * 3600_000, opts.blobGraceMs ?? 3600_000) / 4)));
       if (opts.localRecordFile !== undefined) await node.writeLocalRecord(opts.localRecordFile);
       log.info({ url: node.url, host, tls: node.secure, allowOrigins: [...cors.allowOrigins], dataDir, id, models: models.list().length, datasets: (await datasets.list()).length, database: db.where }, 'grid node listening');
       if (!isLoopbackHost(host) && !node.secure) {
@@ -478,6 +513,7 @@ export class GridNode {
       await httpClosed;
       await this.peers.close();
       await this.models.close();
+      await this.sharedSweep?.close();
       await this.db.close();
       this.lock.release();
     })();

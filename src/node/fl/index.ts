@@ -45,7 +45,7 @@ export interface FlOptions {
 export async function attachFl(router: GridRouter, deps: { db: Store; dataDir: string; blobsDir?: string; log: Logger; events: NodeEvents; models?: ModelStore; metrics?: NodeMetrics; auth?: AuthCheck; options?: FlOptions }): Promise<NodeFl> {
   // Checkpoint blobs and running sums go where the model blobs go (a shared dir for replicas), under
   // fl/ and fl-sums/: any replica may close a cycle, summing every replica's partial sum.
-  const store = new FlStore(deps.db, deps.blobsDir ?? deps.dataDir);
+  const store = new FlStore(deps.db, deps.blobsDir ?? deps.dataDir, deps.dataDir);
   // A shared blob dir holds blobs other replicas have not committed a row for yet: no sweep there.
   if (deps.db.kind === 'embedded') await store.sweepBlobs();
   await store.sweepSums();

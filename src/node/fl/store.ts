@@ -17,6 +17,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { gridError } from '../../core/errors';
 import { BlobStore } from '../store/blobs';
+import { BlobPins } from '../store/shared-sweep';
 import type { Row, Store } from '../store/sql';
 import type { ClientConfig, ServerConfig } from './config';
 import type { ModelFormat, ParamSpec } from './params';
@@ -100,13 +101,17 @@ export class FlStore {
 
   /**
    * `dataDir`: where the checkpoint blobs and the running sums go (the shared blob dir of replicas), so
-   * the replica that closes a cycle reads the partial sums of all, a dead one's too.
+   * the replica that closes a cycle reads the partial sums of all, a dead one's too. `localDir`: this
+   * replica's own data dir, for its temp files (default `dataDir`).
    */
-  constructor(db: Store, dataDir: string) {
+  constructor(db: Store, dataDir: string, localDir = dataDir) {
     this.db = db;
     this.replica = randomUUID().replaceAll('-', '').slice(0, 16);
-    // Its own blob dir: the model store sweeps <data>/blobs of anything its own rows do not name.
-    this.blobs = new BlobStore(path.join(dataDir, 'fl'));
+    // Its own blob dir: the model store sweeps <data>/blobs of anything its own rows do not name. Replicas
+    // (a shared blob dir on a shared database): temp files in this replica's own dir (every start clears
+    // them), and blobs pinned before they are placed (store/shared-sweep.ts sweeps them).
+    const shared = db.kind === 'postgres' && path.resolve(dataDir) !== path.resolve(localDir);
+    this.blobs = new BlobStore(path.join(dataDir, 'fl'), shared ? { tmpDir: path.join(localDir, 'fl-tmp'), pins: new BlobPins(db) } : {});
     this.sumsDir = path.join(dataDir, 'fl-sums');
     fs.mkdirSync(this.sumsDir, { recursive: true });
   }

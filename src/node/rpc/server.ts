@@ -20,6 +20,7 @@ import {
 } from '../../core/protocol/envelope';
 import { sendAndDrain } from '../../core/socket/drain';
 import { redactError } from './redact';
+import type { UploadLedger } from './upload-ledger';
 import { UploadStore, type CommittedUpload, type UploadQuotas } from './uploads';
 
 const ATTACHMENT = Symbol('attachment');
@@ -155,6 +156,8 @@ export interface GridServerOptions {
   logLimit?: LogLimiterOptions;
   /** Where uploads are written while in flight. */
   uploadsDir: string;
+  /** Replicas: `uploadsDir` is shared and uploads are recorded here, so another replica resumes them (uploads.ts). */
+  uploadLedger?: UploadLedger;
   uploadTtlMs?: number;
   maxUploadBytes?: number;
   /** ws ping interval; a client that misses a pong is terminated. 0 disables. */
@@ -221,6 +224,8 @@ export class GridServer {
       ...(options.uploadTtlMs !== undefined && { ttlMs: options.uploadTtlMs }),
       ...(options.maxUploadBytes !== undefined && { maxBytes: options.maxUploadBytes }),
       ...options.uploadQuotas,
+      ...(options.uploadLedger !== undefined && { ledger: options.uploadLedger }),
+      log: this.log,
     });
     this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxPayload, perMessageDeflate: false });
     this.wss.on('connection', (ws: WebSocket, req: HttpRequest) => this.onConnection(ws, req));
@@ -623,7 +628,7 @@ export class GridConnection {
       [TransferBegin.type, { def: TransferBegin, trustedReply: false, handler: (d: { transfer_id?: string; size: number; chunk_size: number }) => {
         return this.server.uploads.begin(d.transfer_id, d.size, d.chunk_size, this.server.options.authorizeUpload?.(this, d.size) ?? '');
       } }],
-      [TransferCommit.type, { def: TransferCommit, trustedReply: false, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256).then((u) => ({ transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 })) }],
+      [TransferCommit.type, { def: TransferCommit, trustedReply: false, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256, this.server.uploads.shared ? this.server.options.authorizeUpload?.(this, 0) ?? '' : '').then((u) => ({ transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 })) }],
       [TransferRead.type, { def: TransferRead, trustedReply: false, handler: (d: { transfer_id: string; offset: number }, ctx: StreamContext<never>) => this.sendDownload(d.transfer_id, d.offset, ctx.signal) }],
       ...(this.server.options.authenticate
         ? [[Authenticate.type, { def: Authenticate, trustedReply: false, handler: (d: { username: string; password: string } | { token: string }) => this.server.options.authenticate!(d, this) }] as [string, Route]]

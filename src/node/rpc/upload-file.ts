@@ -92,9 +92,12 @@ export class DirectBuffers {
   }
 }
 
-/** Opens an upload's file: direct for whole blocks when `pool` is given, buffered otherwise. */
-export async function openUploadFile(path: PathLike, pool: DirectBuffers | undefined): Promise<UploadFile> {
-  const buffered = await open(path, 'w');
+/**
+ * Opens an upload's file: direct for whole blocks when `pool` is given, buffered otherwise. `keep`: the
+ * file exists and its bytes stay (an upload resumed on another replica), else it is created empty.
+ */
+export async function openUploadFile(path: PathLike, pool: DirectBuffers | undefined, keep = false): Promise<UploadFile> {
+  const buffered = await open(path, keep ? 'r+' : 'w');
   let direct: FileHandle | undefined;
   if (pool) {
     try {

@@ -5,13 +5,19 @@
 // Each upload is charged to an owner (the signed-in user): uploads and declared bytes per owner are bounded,
 // and a new upload must fit the disk up front, next to what uploads in flight will still write, with a margin.
 // No message names a server path: the client cannot use one, and it tells them about the node's disk.
+// Replicas (a `ledger`, docs/replicas.md "Uploads"): the partial files are in a shared dir and each upload
+// has a record there, so a client that reconnects to another replica resumes on it. An acknowledgement is
+// sent once the bytes it names are recorded, and the dir is swept by the node (store/shared-sweep.ts), not
+// here: a restart or close keeps the files for the other replicas.
 
 import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { mkdirSync, readdirSync, rmSync } from 'node:fs';
+import { createReadStream, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { mkdir, rm, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ErrorCodes, GridError, gridError } from '../../core/errors';
+import { silentLogger, type Logger } from '../../core/logger';
 import { DirectBuffers, openUploadFile, type UploadFile } from './upload-file';
+import type { UploadLedger, UploadRecord } from './upload-ledger';
 
 export interface CommittedUpload {
   readonly path: string;
@@ -46,6 +52,11 @@ interface Upload {
   committed: CommittedUpload | undefined;
   closed: boolean;
   touched: number;
+  /** With a ledger: the claim this replica writes the upload under, and the bytes recorded so far. */
+  claim: number;
+  recorded: number;
+  /** With a ledger: the acknowledgements waiting for their bytes to be recorded, in order. */
+  recording: Promise<void>;
 }
 
 export interface UploadStoreOptions {
@@ -58,6 +69,12 @@ export interface UploadStoreOptions {
   maxUploads?: number;
   /** Whole 4 KiB blocks written with O_DIRECT where the filesystem takes it (upload-file.ts). Default true. */
   directIo?: boolean;
+  /**
+   * Replicas: `dir` is shared and uploads are recorded here, so any replica resumes them. Files are then
+   * neither cleared at start nor removed when idle or at close (the node's shared sweep expires them).
+   */
+  ledger?: UploadLedger;
+  log?: Logger;
 }
 
 /** Per-owner shares of the upload area, and the disk margin (docs/node.md, "Quotas and sign-in limits"). */
@@ -119,6 +136,8 @@ export class UploadStore {
   /** Aligned buffers per chunk size (undefined inside: no O_DIRECT for that size here), and the uploads using each. */
   private readonly direct = new Map<number, { pool: Promise<DirectBuffers | undefined>; users: number }>();
   private readonly directIo: boolean;
+  private readonly ledger: UploadLedger | undefined;
+  private readonly log: Logger;
   private readonly sweeper: NodeJS.Timeout;
   private closed = false;
 
@@ -132,15 +151,23 @@ export class UploadStore {
     this.freeSpaceMarginBytes = options.freeSpaceMarginBytes ?? 512 * MiB;
     this.freeBytes = options.freeBytes ?? statfsFree;
     this.directIo = options.directIo ?? true;
+    this.ledger = options.ledger;
+    this.log = options.log ?? silentLogger;
     mkdirSync(this.dir, { recursive: true });
-    // Uploads do not survive a node restart (their hash state is in memory): start clean.
-    for (const name of readdirSync(this.dir)) rmSync(join(this.dir, name), { force: true, recursive: true });
+    // Uploads do not survive a node restart (their hash state is in memory): start clean. A shared dir
+    // holds other replicas' uploads, and this one's are resumable from their records.
+    if (this.ledger === undefined) for (const name of readdirSync(this.dir)) rmSync(join(this.dir, name), { force: true, recursive: true });
     this.sweeper = setInterval(() => void this.sweep(), Math.max(1000, Math.min(this.ttlMs, 60_000)));
     this.sweeper.unref();
   }
 
   get size(): number {
     return this.uploads.size;
+  }
+
+  /** Replicas: uploads are recorded in a ledger, and every step names its owner. */
+  get shared(): boolean {
+    return this.ledger !== undefined;
   }
 
   /** Uploads and declared bytes held by `owner` now. */
@@ -161,6 +188,7 @@ export class UploadStore {
    */
   async begin(transferId: string | undefined, size: number, chunkSize: number, owner = ''): Promise<{ transfer_id: string; received: number }> {
     if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
+    if (transferId !== undefined && this.ledger !== undefined) return this.resumeShared(this.ledger, transferId, size, chunkSize, owner);
     if (transferId !== undefined) {
       const up = this.uploads.get(transferId);
       // Someone else's upload is reported as unknown: transfer ids are not a way to reach other users' bytes.
@@ -168,18 +196,7 @@ export class UploadStore {
       if (up.size !== size || up.chunkSize !== chunkSize) {
         throw gridError('INVALID_MESSAGE', `upload ${transferId} was begun with size ${up.size} and chunk size ${up.chunkSize}, not ${size} / ${chunkSize}`);
       }
-      if (up.failure) throw up.failure;
-      up.touched = Date.now();
-      // Resume from what is on disk, once every write in flight has settled: then the bytes on disk are
-      // exactly the bytes hashed, and no hashed byte can be sent (and written) a second time with other
-      // content — which would store a file whose sha256 is not its own.
-      // (A failed write leaves its entry not done and sets `failure`: stop waiting then.)
-      while (up.failure === undefined && up.inflight.some((e) => !e.done)) await Promise.allSettled(up.inflight.map((e) => e.promise));
-      while (up.inflight.length > 0 && up.inflight[0]!.done) up.written = Math.max(up.written, up.inflight.shift()!.end);
-      if (up.failure) throw up.failure;
-      if (up.written !== up.hashed) throw gridError('INTERNAL', `upload ${transferId}: ${up.written} bytes on disk but ${up.hashed} hashed; start it again`);
-      up.accepted = up.written;
-      return { transfer_id: up.id, received: up.written };
+      return this.resumeHeld(up);
     }
     if (size > this.maxBytes) throw gridError('PAYLOAD_TOO_LARGE', `upload of ${size} bytes exceeds this node's limit of ${this.maxBytes} bytes`);
     this.checkQuotas(size, owner);
@@ -198,18 +215,123 @@ export class UploadStore {
         { free_bytes: free, needed_bytes: needed, size });
     }
     const id = randomBytes(12).toString('base64url');
+    // Recorded before its file exists: a file in a shared dir without a record is an orphan (the sweep's rule).
+    const claim = this.ledger === undefined ? 0 : (await this.ledger.create({ id, owner, size, chunkSize })).claim;
+    if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
+    this.hold({ id, owner, size, chunkSize, received: 0, claim, touchedMs: Date.now() }, createHash('sha256'));
+    return { transfer_id: id, received: 0 };
+  }
+
+  /** Makes `rec` an upload held in this store, its file opened (created when nothing is on disk yet). */
+  private hold(rec: UploadRecord, hash: Hash): Upload {
+    const { id, received } = rec;
     const path = join(this.dir, `${id}.part`);
-    const { file, release } = this.openFile(path, chunkSize);
+    const { file, release } = this.openFile(path, rec.chunkSize, received > 0);
     const up: Upload = {
-      id, owner, path, size, chunkSize,
-      written: 0, accepted: 0, hashed: 0, hash: createHash('sha256'),
+      id, owner: rec.owner, path, size: rec.size, chunkSize: rec.chunkSize,
+      written: received, accepted: received, hashed: received, hash,
       file, releaseDirect: release, inflight: [],
       failure: undefined, committed: undefined, closed: false, touched: Date.now(),
+      claim: rec.claim, recorded: received, recording: Promise.resolve(),
     };
     // A failed open is reported by the first write or the commit, not as an unhandled rejection.
     up.file.catch((err: NodeJS.ErrnoException) => { up.failure = new GridError(ErrorCodes.INTERNAL, `upload ${id}: the node cannot create its file (${err.code ?? 'error'})`, undefined, { cause: err }); });
     this.uploads.set(id, up);
-    return { transfer_id: id, received: 0 };
+    return up;
+  }
+
+  /** Resumes an upload this store holds: from the bytes on disk, once its writes in flight settled. */
+  private async resumeHeld(up: Upload): Promise<{ transfer_id: string; received: number }> {
+    if (up.failure) throw up.failure;
+    up.touched = Date.now();
+    // Resume from what is on disk, once every write in flight has settled: then the bytes on disk are
+    // exactly the bytes hashed, and no hashed byte can be sent (and written) a second time with other
+    // content — which would store a file whose sha256 is not its own.
+    // (A failed write leaves its entry not done and sets `failure`: stop waiting then.)
+    while (up.failure === undefined && up.inflight.some((e) => !e.done)) await Promise.allSettled(up.inflight.map((e) => e.promise));
+    while (up.inflight.length > 0 && up.inflight[0]!.done) up.written = Math.max(up.written, up.inflight.shift()!.end);
+    if (up.failure) throw up.failure;
+    if (up.written !== up.hashed) throw gridError('INTERNAL', `upload ${up.id}: ${up.written} bytes on disk but ${up.hashed} hashed; start it again`);
+    up.accepted = up.written;
+    return { transfer_id: up.id, received: up.written };
+  }
+
+  /**
+   * Replicas: claims the upload for this replica, and resumes it from memory when nobody claimed it since
+   * this replica last did, else from its record and the shared file. The file's bytes up to the recorded
+   * offset are hashed again from disk: a sha256's running state cannot be saved, and hashing the file is
+   * hashing what will be stored (docs/replicas.md says why not to persist the hash state).
+   */
+  private async resumeShared(ledger: UploadLedger, id: string, size: number, chunkSize: number, owner: string): Promise<{ transfer_id: string; received: number }> {
+    const rec = await ledger.claim(id, owner, size, chunkSize);
+    if (rec === undefined) {
+      const other = await ledger.get(id);
+      // Someone else's upload is reported as unknown: transfer ids are not a way to reach other users' bytes.
+      if (other === undefined || other.owner !== owner) throw gridError('TRANSFER_NOT_FOUND', `upload ${id} is unknown or expired; start it again`);
+      throw gridError('INVALID_MESSAGE', `upload ${id} was begun with size ${other.size} and chunk size ${other.chunkSize}, not ${size} / ${chunkSize}`);
+    }
+    const held = this.uploads.get(id);
+    if (held !== undefined && held.claim === rec.claim - 1 && held.failure === undefined) {
+      held.claim = rec.claim;
+      return this.resumeHeld(held);
+    }
+    // Another replica wrote it since: what this one holds is stale.
+    if (held !== undefined) await this.release(held);
+    const hash = createHash('sha256');
+    let onDisk = 0;
+    if (rec.received > 0) {
+      try {
+        for await (const c of createReadStream(join(this.dir, `${id}.part`), { start: 0, end: rec.received - 1, highWaterMark: 1 << 20 })) {
+          hash.update(c as Buffer);
+          onDisk += (c as Buffer).length;
+        }
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw diskError(id, err as NodeJS.ErrnoException);
+      }
+    }
+    if (onDisk !== rec.received) {
+      await ledger.remove(id);
+      await rm(join(this.dir, `${id}.part`), { force: true });
+      throw gridError('TRANSFER_NOT_FOUND', `upload ${id}: the node holds ${onDisk} of the ${rec.received} bytes it recorded; start it again`);
+    }
+    if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
+    // A second resume of the same upload that raced this one: one holder per upload (the later claim's
+    // progress is the one recorded; the other learns it at its next write).
+    const raced = this.uploads.get(id);
+    if (raced !== undefined) await this.release(raced);
+    this.log.info({ transfer: id, received: rec.received, claim: rec.claim }, 'resuming an upload another replica began');
+    const up = this.hold(rec, hash);
+    return { transfer_id: up.id, received: up.written };
+  }
+
+  /**
+   * Sends an acknowledgement of the bytes on disk. With a ledger, once they are recorded (one write covers
+   * the acknowledgements queued behind it); a replica whose claim was taken stops holding the upload and
+   * acknowledges nothing more. A database that fails to record leaves the record behind, not the client:
+   * the acknowledgement goes out (a resume elsewhere re-sends from the older record), logged.
+   */
+  private acknowledge(up: Upload, onWritten: (received: number) => void): void {
+    const received = up.written;
+    const ledger = this.ledger;
+    if (ledger === undefined) { onWritten(received); return; }
+    up.recording = up.recording.then(async () => {
+      if (up.recorded < received) {
+        const target = up.written;
+        let mine = true;
+        try {
+          mine = await ledger.progress(up.id, up.claim, target);
+        } catch (err) {
+          this.log.warn({ transfer: up.id, err: (err as Error).message }, 'recording an upload\'s progress failed; acknowledging anyway');
+        }
+        if (!mine) {
+          up.failure ??= gridError('TRANSFER_NOT_FOUND', `upload ${up.id} continued through another replica of this node`);
+          if (this.uploads.get(up.id) === up) await this.release(up);
+          return;
+        }
+        up.recorded = Math.max(up.recorded, target);
+      }
+      onWritten(received);
+    });
   }
 
   /**
@@ -242,9 +364,9 @@ export class UploadStore {
       if (end <= before) {
         // Re-sent after a resume, and already on disk from the old connection's writes: acknowledge what
         // is there, or the client's window would wait for acks that went to the dead connection.
-        onWritten(up.written);
+        this.acknowledge(up, onWritten);
       } else if (up.written !== before && (up.written === up.size || Math.floor(up.written / ackBytes) !== Math.floor(before / ackBytes))) {
-        onWritten(up.written);
+        this.acknowledge(up, onWritten);
       }
     }, (err: Error) => {
       up.failure ??= diskError(transferId, err);
@@ -255,8 +377,16 @@ export class UploadStore {
   /**
    * Finishes an upload: waits for its writes, checks size and checksum, fsyncs. A commit retried while
    * the first is still syncing (a client that reconnected) shares the first one's outcome.
+   * Replicas: a commit may come to a replica that holds a stale copy of the upload, or none (a client's
+   * socket re-sends a commit cut off with its connection on the next one, without a new begin): the
+   * upload is claimed here first, as a resume would, on behalf of `owner`.
    */
-  async commit(transferId: string, sha256: string): Promise<CommittedUpload> {
+  async commit(transferId: string, sha256: string, owner = ''): Promise<CommittedUpload> {
+    if (this.ledger !== undefined) {
+      const rec = await this.ledger.get(transferId);
+      if (rec === undefined || rec.owner !== owner) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown or expired`);
+      if (this.uploads.get(transferId)?.claim !== rec.claim) await this.resumeShared(this.ledger, transferId, rec.size, rec.chunkSize, owner);
+    }
     const up = this.uploads.get(transferId);
     if (up === undefined) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown or expired`);
     if (up.committed) return up.committed;
@@ -277,6 +407,9 @@ export class UploadStore {
     }
     const f = await up.file;
     await f.sync();
+    if (this.ledger !== undefined && !await this.ledger.progress(up.id, up.claim, up.size, actual)) {
+      throw gridError('TRANSFER_NOT_FOUND', `upload ${up.id} continued through another replica of this node; commit it there`);
+    }
     await f.close();
     up.closed = true;
     up.releaseDirect();
@@ -290,6 +423,11 @@ export class UploadStore {
     const up = this.uploads.get(transferId);
     if (up === undefined || up.committed === undefined) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown, unfinished or already used`);
     this.uploads.delete(transferId);
+    // No replica may claim it any more. Its file, until the consumer moves it, is younger than the
+    // shared sweep's expiry (it was written just now), which is what keeps the sweep off it.
+    if (this.ledger !== undefined) {
+      void this.ledger.remove(transferId).catch((err: unknown) => this.log.warn({ transfer: transferId, err: (err as Error).message }, 'removing a taken upload\'s record failed; the shared sweep expires it'));
+    }
     return up.committed;
   }
 
@@ -298,7 +436,7 @@ export class UploadStore {
    * DIRECT_POOLS sizes hold pools at once (a bound on the aligned buffers kept); a size no upload uses any
    * more gives its place to a new one, so odd sizes seen once never keep the default size buffered.
    */
-  private openFile(path: string, chunkSize: number): { file: Promise<UploadFile>; release: () => void } {
+  private openFile(path: string, chunkSize: number, keep: boolean): { file: Promise<UploadFile>; release: () => void } {
     let entry: { pool: Promise<DirectBuffers | undefined>; users: number } | undefined;
     if (this.directIo && chunkSize <= DIRECT_MAX_CHUNK) {
       entry = this.direct.get(chunkSize);
@@ -314,12 +452,12 @@ export class UploadStore {
         this.direct.set(chunkSize, entry);
       }
     }
-    if (entry === undefined) return { file: openUploadFile(path, undefined), release: () => {} };
+    if (entry === undefined) return { file: openUploadFile(path, undefined, keep), release: () => {} };
     const held = entry;
     held.users++;
     let released = false;
     return {
-      file: held.pool.then((pool) => openUploadFile(path, pool)),
+      file: held.pool.then((pool) => openUploadFile(path, pool, keep)),
       release: () => {
         if (!released) { released = true; held.users--; }
       },
@@ -351,18 +489,37 @@ export class UploadStore {
     }
     up.releaseDirect();
     await rm(up.path, { force: true });
+    // A record without its file would let another replica claim an upload whose bytes are gone.
+    await this.ledger?.remove(up.id).catch((err: unknown) => this.log.warn({ transfer: up.id, err: (err as Error).message }, 'removing a discarded upload\'s record failed; the shared sweep expires it'));
+  }
+
+  /** Replicas: stops holding an upload in memory; its file and record stay for whichever replica resumes it. */
+  private async release(up: Upload): Promise<void> {
+    if (this.uploads.get(up.id) === up) this.uploads.delete(up.id);
+    await Promise.allSettled(up.inflight.map((e) => e.promise));
+    if (!up.closed) {
+      up.closed = true;
+      await up.file.then((fh) => fh.close(), () => {}).catch(() => {});
+    }
+    up.releaseDirect();
   }
 
   private async sweep(): Promise<void> {
     const now = Date.now();
-    for (const up of [...this.uploads.values()]) if (now - up.touched > this.ttlMs) await this.discard(up);
+    for (const up of [...this.uploads.values()]) {
+      if (now - up.touched <= this.ttlMs) continue;
+      // A committed upload nobody took is this replica's to clean; an unfinished one may go on elsewhere.
+      if (this.ledger !== undefined && up.committed === undefined) await this.release(up);
+      else await this.discard(up);
+    }
   }
 
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
-    await Promise.all([...this.uploads.values()].map((up) => this.discard(up)));
+    // Replicas: every upload, finished or not, stays for the replica its client reconnects to.
+    await Promise.all([...this.uploads.values()].map((up) => (this.ledger !== undefined ? this.release(up) : this.discard(up))));
     await Promise.all([...this.direct.values()].map(async (e) => (await e.pool)?.close()));
   }
 }

@@ -1,6 +1,8 @@
 // Content-addressed model bytes: blobs/<sha[0:2]>/<sha>. A blob appears only by rename of a complete,
 // fsynced file, so a reader never sees a half-written one; metadata rows are written after the blob and
 // removed before it, so the only crash leftovers are unreferenced blobs, which `sweep` removes at start.
+// A blob dir shared by replicas is swept by store/shared-sweep.ts instead, and blobs are pinned before they
+// are placed (docs/replicas.md, "Sweeping the shared blob dir").
 
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
@@ -10,14 +12,24 @@ import { pipeline } from 'node:stream/promises';
 
 const SHA256 = /^[0-9a-f]{64}$/;
 
+/** Replicas: what keeps the shared sweep off a blob about to be referenced (store/shared-sweep.ts). */
+export interface BlobPinner {
+  pin(sha256: string): Promise<void>;
+}
+
 export class BlobStore {
   readonly dir: string;
   readonly tmpDir: string;
+  private readonly pins: BlobPinner | undefined;
 
-  /** `tmpDir`: where blobs are written before their rename (`<root>/tmp` by default); cleared here. */
-  constructor(root: string, opts: { tmpDir?: string } = {}) {
+  /**
+   * `tmpDir`: where blobs are written before their rename (`<root>/tmp` by default); cleared here.
+   * `pins`: a shared blob dir's, taken before a blob is placed or reused.
+   */
+  constructor(root: string, opts: { tmpDir?: string; pins?: BlobPinner } = {}) {
     this.dir = path.join(root, 'blobs');
     this.tmpDir = opts.tmpDir ?? path.join(root, 'tmp');
+    this.pins = opts.pins;
     fs.mkdirSync(this.dir, { recursive: true });
     fs.mkdirSync(this.tmpDir, { recursive: true });
     // Temp files are never referenced; anything here is from a process that died mid-write.
@@ -43,6 +55,8 @@ export class BlobStore {
    */
   async adopt(file: string, sha256: string): Promise<string> {
     const dest = this.pathOf(sha256);
+    // Before looking: a shared sweep deciding on this blob finishes first (and the file is then gone or kept).
+    await this.pins?.pin(sha256);
     if (fs.existsSync(dest)) { await fsp.rm(file, { force: true }); return dest; }
     await fsync(file);
     await fsp.mkdir(path.dirname(dest), { recursive: true });

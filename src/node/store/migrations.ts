@@ -312,4 +312,37 @@ export const MIGRATIONS: readonly Migration[] = [
        FROM meta WHERE key LIKE 'fl.sum.%' AND substr(key, 8)::bigint IN (SELECT id FROM fl_cycles);
      DELETE FROM meta WHERE key LIKE 'fl.sum.%';`,
   },
+  // 6: uploads shared by replicas (--database with --blobs; src/node/store/upload-records.ts). An upload in
+  // flight is a row (who owns it, its size, the bytes on disk with no gap before them, which replica writes
+  // it now and its claim number, a fencing token: a replica whose claim is old can no longer record progress,
+  // when it last moved) and a partial file in <blobs>/uploads, so a client that reconnects to
+  // another replica resumes there. A blob pin is taken before a blob is placed in the shared blob dir and
+  // keeps the sweeper away from it for a grace period (the row lock is what orders the two). The embedded
+  // store has the tables too (one schema per version) but never writes them.
+  {
+    embedded: `CREATE TABLE uploads (
+       id TEXT PRIMARY KEY,
+       owner TEXT NOT NULL,
+       size INTEGER NOT NULL,
+       chunk_size INTEGER NOT NULL,
+       received INTEGER NOT NULL,
+       sha256 TEXT,
+       holder TEXT NOT NULL,
+       claim INTEGER NOT NULL,
+       created_ms INTEGER NOT NULL,
+       touched_ms INTEGER NOT NULL);
+     CREATE TABLE blob_pins (sha256 TEXT PRIMARY KEY, pinned_ms INTEGER NOT NULL);`,
+    postgres: `CREATE TABLE uploads (
+       id TEXT PRIMARY KEY,
+       owner TEXT NOT NULL,
+       size BIGINT NOT NULL,
+       chunk_size INTEGER NOT NULL,
+       received BIGINT NOT NULL,
+       sha256 TEXT,
+       holder TEXT NOT NULL,
+       claim INTEGER NOT NULL,
+       created_ms BIGINT NOT NULL,
+       touched_ms BIGINT NOT NULL);
+     CREATE TABLE blob_pins (sha256 TEXT PRIMARY KEY, pinned_ms BIGINT NOT NULL);`,
+  },
 ];

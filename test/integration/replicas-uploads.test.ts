@@ -1,0 +1,286 @@
+// Uploads across node replicas (issue 16): an upload cut off with its replica resumes through another,
+// and the shared blob dir is swept only of what no replica can still need. Real grid-node processes (and
+// one in this process, whose sweep the test runs) on one real PostgreSQL and one shared blob dir, behind a
+// real TCP balancer. Skipped, with the reason, only where PostgreSQL is not installed.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import pg from 'pg';
+import { GridClient } from '../../src/core/client';
+import type { GridError } from '../../src/core/errors';
+import type { ByteSource } from '../../src/core/socket/transfer';
+import { TransferBegin } from '../../src/core/protocol/catalogue';
+import { GridNode } from '../../src/node/server';
+import { PostgresStore } from '../../src/node/store/postgres';
+import { BlobPins } from '../../src/node/store/shared-sweep';
+import { silentLogger } from '../../src/core/logger';
+import { startBalancer } from '../helpers/balancer';
+import { hostProcess } from '../helpers/fl-fixtures';
+import { ADMIN_PASSWORD, mlpModel, tempDir, writeBigModel } from '../helpers/node-fixtures';
+import { postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres';
+import { startNodeScript, type Started } from '../helpers/processes';
+
+const NODE_MAIN = path.join(__dirname, '../../src/node/main.ts');
+const MiB = 1024 * 1024;
+const DAY_MS = 24 * 3600_000;
+const skip = postgresUnavailable();
+if (skip !== undefined) process.stdout.write(`# replica upload tests skipped: ${skip}\n`);
+
+type Scope = { after(fn: () => unknown): void };
+
+async function withPostgres(t: Scope): Promise<TestPostgres> {
+  const server = await startPostgres();
+  t.after(() => server.close());
+  return server;
+}
+
+/** A grid-node process on `database`, its blobs in `blobs`, in `dir` (its own data dir; a new one by default). */
+async function replica(t: Scope, database: string, blobs: string, dir = tempDir('grid-replica-')): Promise<Started> {
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const node = await startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', dir, '--blobs', blobs, '--database', database, '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD });
+  t.after(() => node.kill('SIGTERM'));
+  return node;
+}
+
+async function admin(t: Scope, url: string, reconnect = false): Promise<GridClient> {
+  const c = await GridClient.connect(url, {
+    reconnect: reconnect ? { initialDelayMs: 20, maxDelayMs: 200, maxAttempts: 100 } : { maxAttempts: 0 },
+    credentials: { username: 'admin', password: ADMIN_PASSWORD },
+  });
+  t.after(() => c.dispose());
+  return c;
+}
+
+function sha256(file: string): string {
+  return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
+}
+
+/** Every file under `dir`, relative, sorted. */
+function filesUnder(dir: string): string[] {
+  if (!fs.existsSync(dir)) return [];
+  return (fs.readdirSync(dir, { recursive: true }) as string[]).filter((f) => fs.statSync(path.join(dir, f)).isFile()).sort();
+}
+
+/** A client uploads through a balancer to A; A gets `signal` mid-upload; the upload goes on through B. */
+const resumedElsewhere = (signal: 'SIGKILL' | 'SIGTERM') => async (t: Scope) => {
+  const pgServer = await withPostgres(t);
+  const database = await pgServer.createDatabase();
+  const blobs = tempDir('grid-shared-blobs-');
+  t.after(() => fs.rmSync(blobs, { recursive: true, force: true }));
+  const dirA = tempDir('grid-replica-a-');
+  let a = await replica(t, database, blobs, dirA);
+  const b = await replica(t, database, blobs);
+  // A first while it answers, as a balancer's primary; a dead A refuses and its clients land on B.
+  const balancer = await startBalancer(() => [a.port, b.port]);
+  t.after(() => balancer.close());
+
+  const work = tempDir('grid-upload-src-');
+  t.after(() => fs.rmSync(work, { recursive: true, force: true }));
+  const file = path.join(work, 'big.onnx');
+  writeBigModel(file, 24 * MiB);
+  const size = fs.statSync(file).size;
+  const expected = sha256(file);
+
+  const client = await admin(t, balancer.url, true);
+  let killedAt = -1;
+  let killed: Promise<void> | undefined;
+  let progress = 0;
+  const info = await client.hostModel(file, {
+    id: 'big',
+    onProgress: (done) => {
+      assert.ok(done >= progress, `progress went back from ${progress} to ${done}`);
+      progress = done;
+      // Some chunks acknowledged by A (it acknowledges every MiB): kill it where it stands.
+      if (killedAt < 0 && done >= 6 * MiB) { killedAt = done; killed = a.kill(signal); }
+    },
+  });
+  await killed;
+  assert.ok(killedAt >= 6 * MiB && killedAt < size, `A was killed mid-upload (${killedAt} of ${size} bytes acknowledged)`);
+  assert.ok(balancer.connectionsTo(b.port) >= 1, 'the client reconnected through B');
+  assert.equal(info.sha256, expected, 'the sha256 covers the bytes sent to A and to B');
+  assert.equal(info.size, size);
+  // What went to B is what A had not acknowledged, plus requests and frame headers (well under 256 KiB).
+  const toB = balancer.bytesTo(b.port);
+  assert.ok(toB < size - killedAt + 256 * 1024, `B received ${toB} bytes; ${size - killedAt} were left to send after the ${killedAt} A acknowledged`);
+  assert.ok(balancer.bytesTo(a.port) >= killedAt);
+
+  // A comes back on its data dir; both list the one model, stored once, and the stored bytes are the file's.
+  a = await replica(t, database, blobs, dirA);
+  for (const url of [a.url, b.url]) {
+    const models = await (await admin(t, url)).listModels({ allVersions: true });
+    assert.deepEqual(models.map((m) => [m.id, m.version, m.sha256, m.size]), [['big', '1', expected, size]], `models listed through ${url}`);
+  }
+  assert.deepEqual(filesUnder(path.join(blobs, 'blobs')), [path.join(expected.slice(0, 2), expected)], 'one blob: the model, stored once');
+  assert.equal(sha256(path.join(blobs, 'blobs', expected.slice(0, 2), expected)), expected);
+  assert.deepEqual(filesUnder(path.join(blobs, 'uploads')).filter((f) => f.endsWith('.part')), [], 'no partial upload left behind');
+};
+
+test('an upload cut off by kill -9 of its replica resumes through another from the bytes acknowledged; the model is stored once, with its sha256', { skip, timeout: 300_000 }, resumedElsewhere('SIGKILL'));
+
+// A rolling restart: the replica shuts down and leaves its uploads in flight (files and records) to the others.
+test('an upload cut off by a shutdown of its replica resumes through another the same way', { skip, timeout: 300_000 }, resumedElsewhere('SIGTERM'));
+
+test('an upload whose connection is cut twice goes on through B, then through A again: A drops what it held, and no acknowledged byte is sent twice', { skip, timeout: 300_000 }, async (t) => {
+  const pgServer = await withPostgres(t);
+  const database = await pgServer.createDatabase();
+  const blobs = tempDir('grid-shared-blobs-');
+  t.after(() => fs.rmSync(blobs, { recursive: true, force: true }));
+  const [a, b] = await Promise.all([replica(t, database, blobs), replica(t, database, blobs)]);
+  let backends = [a.port];
+  const balancer = await startBalancer(() => backends);
+  t.after(() => balancer.close());
+  const work = tempDir('grid-upload-src-');
+  t.after(() => fs.rmSync(work, { recursive: true, force: true }));
+  const file = path.join(work, 'big.onnx');
+  writeBigModel(file, 32 * MiB);
+  const size = fs.statSync(file).size;
+  const expected = sha256(file);
+
+  const client = await admin(t, balancer.url, true);
+  // Each leg: where it went, the bytes acknowledged when it began (its resume point at the latest), and
+  // the bytes its replica had received from clients by then.
+  const legs: { port: number; ackedAtStart: number; bytesAtStart: number }[] = [{ port: a.port, ackedAtStart: 0, bytesAtStart: 0 }];
+  const switchTo = (port: number, acked: number) => {
+    legs.push({ port, ackedAtStart: acked, bytesAtStart: balancer.bytesTo(port) });
+    backends = [port];
+    balancer.cut();
+  };
+  // A, alive, still holds the upload in memory when the client comes back to it: it must not go on from there.
+  const info = await client.hostModel(file, {
+    id: 'twice',
+    onProgress: (done) => {
+      if (legs.length === 1 && done >= 6 * MiB) switchTo(b.port, done);
+      else if (legs.length === 2 && done >= legs[1]!.ackedAtStart + 8 * MiB && balancer.connectionsTo(b.port) >= 1) switchTo(a.port, done);
+    },
+  });
+  assert.equal(legs.length, 3, 'the upload went A, B, A');
+  assert.equal(info.sha256, expected);
+  for (const leg of legs.slice(1)) {
+    const sent = balancer.bytesTo(leg.port) - leg.bytesAtStart;
+    // A leg that ended in a cut is counted up to the end of the upload, an over-estimate; still under what was left.
+    assert.ok(sent < size - leg.ackedAtStart + 256 * 1024, `after the cut at ${leg.ackedAtStart} acknowledged bytes, port ${leg.port} received ${sent}`);
+  }
+  for (const url of [a.url, b.url]) {
+    const models = await (await admin(t, url)).listModels();
+    assert.deepEqual(models.map((m) => [m.id, m.sha256]), [['twice', expected]]);
+  }
+  assert.equal(sha256(path.join(blobs, 'blobs', expected.slice(0, 2), expected)), expected);
+  assert.deepEqual(filesUnder(path.join(blobs, 'uploads')).filter((f) => f.endsWith('.part')), []);
+});
+
+/** 8 MiB of which the first 2 MiB can be read; the rest waits until `stop` (an upload that stalls mid-way). */
+function stallingSource(stop: AbortSignal): ByteSource {
+  const bytes = randomBytes(2 * MiB);
+  return {
+    size: 8 * MiB,
+    read(offset, length) {
+      if (offset + length <= bytes.length) return Promise.resolve(bytes.subarray(offset, offset + length));
+      return new Promise((_resolve, reject) => stop.addEventListener('abort', () => reject(stop.reason as Error), { once: true }));
+    },
+  };
+}
+
+/** Begins an upload that stalls after 2 MiB through `c`; resolves once the node acknowledged (and recorded) those. */
+async function stalledUpload(c: GridClient, stop: AbortSignal): Promise<void> {
+  let acked!: () => void;
+  const seen = new Promise<void>((resolve) => { acked = resolve; });
+  c.socket.upload(stallingSource(stop), { signal: stop, onProgress: (done) => { if (done >= 2 * MiB) acked(); } }).catch(() => {});
+  await seen;
+}
+
+test('the shared sweep removes an expired partial upload, an orphan one and old unreferenced blobs; it keeps referenced blobs (model, FL checkpoint), a pinned one, a young one and an upload in progress', { skip, timeout: 240_000 }, async (t) => {
+  const pgServer = await withPostgres(t);
+  const database = await pgServer.createDatabase();
+  const blobs = tempDir('grid-shared-blobs-');
+  t.after(() => fs.rmSync(blobs, { recursive: true, force: true }));
+  const a = await replica(t, database, blobs);
+  // The replica whose sweep the test runs (an hour's expiry and grace: only what is made old below is old).
+  const sweeperDir = tempDir('grid-replica-s-');
+  const s = await GridNode.start({ port: 0, dataDir: sweeperDir, database, blobsDir: blobs, adminPassword: ADMIN_PASSWORD, processMetrics: false, uploadExpiryMs: 3600_000, blobGraceMs: 3600_000 });
+  t.after(async () => { await s.close(); fs.rmSync(sweeperDir, { recursive: true, force: true }); });
+  const sql = new pg.Client({ connectionString: database });
+  sql.on('error', () => {}); // the server may stop first at teardown
+  await sql.connect();
+  t.after(() => sql.end().catch(() => {}));
+  const ids = async () => new Set((await sql.query<{ id: string }>('SELECT id FROM uploads')).rows.map((r) => r.id));
+  const twoDaysAgo = new Date(Date.now() - 2 * DAY_MS);
+  const age = (file: string) => fs.utimesSync(file, twoDaysAgo, twoDaysAgo);
+  const part = (id: string) => path.join(blobs, 'uploads', `${id}.part`);
+
+  // A model hosted through A: its blob is old, and referenced.
+  const ca = await admin(t, a.url);
+  const hosted = await ca.hostModel(mlpModel(6, 5, 3), { id: 'kept' });
+  const referenced = path.join(blobs, 'blobs', hosted.sha256.slice(0, 2), hosted.sha256);
+  age(referenced);
+  // An FL process hosted through A: its first checkpoint's blob, old and referenced.
+  await hostProcess(ca);
+  const checkpoints = filesUnder(path.join(blobs, 'fl', 'blobs')).map((f) => path.join(blobs, 'fl', 'blobs', f));
+  assert.equal(checkpoints.length, 1, 'the FL process\'s checkpoint is in the shared blob dir');
+  age(checkpoints[0]!);
+
+  // Blobs no row names: an old one, an old one a replica pinned just now (about to commit its row), a young one.
+  const blob = (content: Buffer, old: boolean, dir = path.join(blobs, 'blobs')) => {
+    const sha = createHash('sha256').update(content).digest('hex');
+    const f = path.join(dir, sha.slice(0, 2), sha);
+    fs.mkdirSync(path.dirname(f), { recursive: true });
+    fs.writeFileSync(f, content);
+    if (old) age(f);
+    return { sha, file: f };
+  };
+  const unreferenced = blob(randomBytes(1000), true);
+  const pinned = blob(randomBytes(1000), true);
+  const young = blob(randomBytes(1000), false);
+  const unreferencedCheckpoint = blob(randomBytes(1000), true, path.join(blobs, 'fl', 'blobs'));
+  const store = await PostgresStore.open({ url: database, log: silentLogger });
+  t.after(() => store.close());
+  // Two days have passed for the pins the hosting above took, too; then a replica pins one blob now.
+  await sql.query('UPDATE blob_pins SET pinned_ms = $1', [Date.now() - 2 * DAY_MS]);
+  await new BlobPins(store).pin(pinned.sha);
+
+  // Uploads on A: one in progress, one abandoned two days ago (its record and file made that old).
+  const stop = new AbortController();
+  t.after(() => stop.abort());
+  const newUpload = async (c: GridClient, signal: AbortSignal) => {
+    const before = await ids();
+    await stalledUpload(c, signal);
+    return [...await ids()].find((id) => !before.has(id));
+  };
+  const inProgress = await newUpload(await admin(t, a.url), stop.signal);
+  const abandon = new AbortController();
+  const abandoned = await newUpload(await admin(t, a.url), abandon.signal);
+  abandon.abort();
+  assert.ok(inProgress !== undefined && abandoned !== undefined && fs.existsSync(part(inProgress)) && fs.existsSync(part(abandoned)));
+  await sql.query('UPDATE uploads SET touched_ms = $1 WHERE id = $2', [Date.now() - 2 * DAY_MS, abandoned]);
+  age(part(abandoned));
+  // A partial file with no record, two days old (its replica died before it could remove it), and a young one.
+  const orphan = part('orphan-upload');
+  fs.writeFileSync(orphan, randomBytes(4096));
+  age(orphan);
+  const youngOrphan = part('young-orphan');
+  fs.writeFileSync(youngOrphan, randomBytes(4096));
+
+  const swept = await s.sharedSweep!.sweep();
+  assert.deepEqual(swept, { uploads: 2, records: 0, blobs: 2 });
+  assert.ok(!fs.existsSync(part(abandoned)), 'the expired partial upload is removed');
+  assert.ok(!fs.existsSync(orphan), 'the old partial file without a record is removed');
+  assert.ok(!fs.existsSync(unreferenced.file), 'the old blob nothing refers to is removed');
+  assert.ok(!fs.existsSync(unreferencedCheckpoint.file), 'the old checkpoint blob nothing refers to is removed');
+  assert.ok(fs.existsSync(referenced), 'the blob of a hosted model stays, however old');
+  assert.ok(fs.existsSync(checkpoints[0]!), 'the blob of an FL checkpoint stays, however old');
+  assert.ok(fs.existsSync(pinned.file), 'a blob a replica pinned (about to commit its row) stays');
+  assert.ok(fs.existsSync(young.file), 'a blob younger than the grace period stays');
+  assert.ok(fs.existsSync(part(inProgress)), 'the upload in progress stays');
+  assert.ok(fs.existsSync(youngOrphan), 'a young partial file without a record stays');
+  const left = await ids();
+  assert.ok(left.has(inProgress!) && !left.has(abandoned!), 'the expired upload\'s record is gone, the one in progress stays');
+
+  // The abandoned upload cannot be resumed any more, on any replica; the model still runs.
+  for (const url of [a.url, s.url]) {
+    const c = await admin(t, url);
+    await assert.rejects(c.socket.request(TransferBegin, { transfer_id: abandoned!, size: 8 * MiB, chunk_size: MiB }), (e: GridError) => e.code === 'GRID_ERR_TRANSFER_NOT_FOUND');
+    assert.equal((await c.modelInfo('kept')).sha256, hosted.sha256);
+  }
+});
