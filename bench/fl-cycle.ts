@@ -17,9 +17,10 @@ import { Worker } from 'node:worker_threads';
 import { setTimeout as delay } from 'node:timers/promises';
 import { GridClient } from '../src/core/client';
 import { FlHostTraining } from '../src/core/protocol/fl-messages';
-import { FlListProcesses } from '../src/core/protocol/fl-messages';
+import { FlListProcesses, FlReport } from '../src/core/protocol/fl-messages';
 import { DEFAULT_JSON_LIMITS, parseEnvelopeBytes } from '../src/core/protocol/envelope';
 import { decodeState, decodeText, encodeState, type StateTensor } from '../src/core/protocol/syft-state';
+import { decodeBase64, type JsonText } from '../src/core/protocol/text-bytes';
 import { bufferSource } from '../src/core/socket/transfer';
 import { mlp } from '../src/compute/plan';
 import { flParams } from '../src/federation';
@@ -190,13 +191,17 @@ async function node(n: number): Promise<NodeRun> {
  */
 function stages(): { envelope: number; base64: number; state: number; sum: number } {
   const frame = Buffer.from(`{"type":"model-centric/report","request_id":"r1","data":{"worker_id":"00000000-0000-4000-8000-000000000000","request_key":"${'0'.repeat(64)}","num_samples":10,"diff":"${diffB64}"}}`);
-  const text = (parseEnvelopeBytes(frame, 0, frame.length, DEFAULT_JSON_LIMITS).data as { diff: string }).diff;
-  const bytes = decodeText(text, 'base64')!;
+  // As the node parses a report: its diff left as the frame's bytes (FlReport.textBytes).
+  const textBytes = (type: string) => (type === FlReport.type ? FlReport.textBytes : undefined);
+  const text = (parseEnvelopeBytes(frame, 0, frame.length, DEFAULT_JSON_LIMITS, textBytes).data as { diff: string | JsonText }).diff;
+  const b64 = (t: string | JsonText) => (typeof t === 'string' ? decodeText(t, 'base64') : decodeBase64(t.bytes, scratch));
+  const scratch = new Uint8Array(text.length);
+  const bytes = b64(text)!.slice();
   const diff = decodeState(bytes, 'the diff');
   const sum = new RunningSum(params.map((p) => p.tensor.dims));
   const fns = {
-    envelope: () => parseEnvelopeBytes(frame, 0, frame.length, DEFAULT_JSON_LIMITS),
-    base64: () => decodeText(text, 'base64'),
+    envelope: () => parseEnvelopeBytes(frame, 0, frame.length, DEFAULT_JSON_LIMITS, textBytes),
+    base64: () => b64(text),
     state: () => decodeState(bytes, 'the diff'),
     sum: () => sum.add(diff, 10),
   };
