@@ -4,6 +4,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ErrorCodes, GridError } from '../../src/core/errors';
 import { checkJsonLimits, decodeBinaryFrame, encodeMessageFrame, parseEnvelopeBytes, type JsonLimits } from '../../src/core/protocol/envelope';
+import { JsonText } from '../../src/core/protocol/text-bytes';
 import { LogLimiter } from '../../src/core/log-limiter';
 import type { Logger } from '../../src/core/logger';
 
@@ -111,6 +112,36 @@ test('an envelope that is mostly one long string parses exactly as JSON.parse do
   // A frame that is not JSON around its long string is refused with the full parse's words.
   const broken = Buffer.from(`{"type":"x","data":{"diff":"${base64}",}}`);
   throwsCode(() => parseEnvelopeBytes(broken, 0, broken.length, big), ErrorCodes.MALFORMED_FRAME, /frame is not JSON/);
+});
+
+test('a report\'s long diff stays the frame\'s bytes (textBytes); anything else about the frame parses as JSON.parse does, refusals included', () => {
+  const big: JsonLimits = { maxBytes: 4 * 1024 * 1024, maxDepth: 8, maxContainers: 100 };
+  const base64 = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7919) % 256)).toString('base64');
+  const textBytes = (type: string) => (type === 'model-centric/report' ? 'diff' : undefined);
+  const parse = (text: string) => { const b = Buffer.from(text); return parseEnvelopeBytes(b, 0, b.length, big, textBytes); };
+  const report = { type: 'model-centric/report', request_id: 'r1', data: { worker_id: 'w', request_key: 'k', diff: base64 } };
+  const env = parse(JSON.stringify(report));
+  const diff = (env.data as { diff: unknown }).diff;
+  assert.ok(diff instanceof JsonText);
+  assert.equal(diff.text(), base64);
+  assert.equal(JSON.stringify(env), JSON.stringify(report));
+  // Elsewhere than data.diff, of another type, or not plain (an escape, a non-ASCII character): a string, as JSON.parse makes it.
+  for (const other of [
+    { type: 'model-centric/report', data: { worker_id: base64, diff: 'QQ==' } },
+    { type: 'model-centric/report', data: { nested: { diff: base64 } } },
+    { type: 'model-centric/report', data: [base64] },
+    { type: 'model-centric/host-training', data: { diff: base64 } },
+    { type: 'model-centric/report', data: { diff: `${base64}\n` } },
+    { type: 'model-centric/report', data: { diff: `${base64}é` } },
+  ]) {
+    const text = JSON.stringify(other);
+    assert.deepEqual(parse(text), JSON.parse(text));
+  }
+  // A raw control character inside the long string is not JSON: refused in JSON.parse's words, as for any frame.
+  for (const ctl of ['\n', '\t', '\u0000', '\u001f']) {
+    const text = JSON.stringify(report).replace(base64, `${base64.slice(0, 1000)}${ctl}${base64.slice(1000)}`);
+    throwsCode(() => parse(text), ErrorCodes.MALFORMED_FRAME, /frame is not JSON/);
+  }
 });
 
 function collector(): { logger: Logger; lines: { obj: Record<string, unknown>; msg: string }[] } {

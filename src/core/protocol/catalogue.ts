@@ -10,6 +10,11 @@ export interface RequestDef<Req = unknown, Rep = unknown> {
   readonly reply: z.ZodType<Rep>;
   /** Safe to send twice: re-sent after a reconnect instead of failing with CONNECTION_DROPPED. */
   readonly idempotent: boolean;
+  /**
+   * A string field of `data` that a node takes as bytes (a JsonText over the frame) when it holds most of
+   * the frame, so it is decoded without becoming a JS string; its schema must accept a JsonText.
+   */
+  readonly textBytes?: string;
 }
 
 export interface StreamDef<Req = unknown, Ev = unknown, End = unknown> {
@@ -28,8 +33,8 @@ export type ReplyOf<D> = D extends RequestDef<any, infer R> ? R : never;
 export type EventOf<D> = D extends StreamDef<any, infer E, any> ? E : never;
 export type EndOf<D> = D extends StreamDef<any, any, infer E> ? E : never;
 
-export function defineRequest<Req, Rep>(type: string, def: { request: z.ZodType<Req>; reply: z.ZodType<Rep>; idempotent?: boolean }): RequestDef<Req, Rep> {
-  return { kind: 'request', type, request: def.request, reply: def.reply, idempotent: def.idempotent ?? false };
+export function defineRequest<Req, Rep>(type: string, def: { request: z.ZodType<Req>; reply: z.ZodType<Rep>; idempotent?: boolean; textBytes?: string }): RequestDef<Req, Rep> {
+  return { kind: 'request', type, request: def.request, reply: def.reply, idempotent: def.idempotent ?? false, ...(def.textBytes !== undefined && { textBytes: def.textBytes }) };
 }
 
 export function defineStream<Req, Ev, End>(type: string, def: { request: z.ZodType<Req>; event: z.ZodType<Ev>; end: z.ZodType<End>; resubscribe?: boolean }): StreamDef<Req, Ev, End> {

@@ -16,8 +16,8 @@
 //   16 id bytes, padded to a multiple of 8
 //   MESSAGE body: JSON envelope, padded to 8, then the attachment bytes (8-aligned for tensors)
 
-import { isAscii } from 'node:buffer';
 import { gridError, type ErrorCode } from '../errors';
+import { isPlainAscii, JsonText } from './text-bytes';
 
 export interface WireError {
   code: ErrorCode | string;
@@ -117,11 +117,17 @@ export function checkJsonLimits(buf: Uint8Array, start: number, end: number, lim
 /** A string this long is taken out of the JSON text before JSON.parse (parseAroundLongString). */
 const LONG_STRING_BYTES = 64 * 1024;
 
+/**
+ * Which string of a message type's `data` a node takes as bytes (a JsonText) when it is the envelope's
+ * long string: RequestDef.textBytes, e.g. a report's `diff`. Undefined: every string is a string.
+ */
+export type TextBytesField = (type: string) => string | undefined;
+
 /** parseEnvelope for bytes, checked against `limits` before they are decoded or parsed. */
-export function parseEnvelopeBytes(buf: Buffer, start: number, end: number, limits: JsonLimits): Envelope {
+export function parseEnvelopeBytes(buf: Buffer, start: number, end: number, limits: JsonLimits, textBytes?: TextBytesField): Envelope {
   const longest = checkJsonLimits(buf, start, end, limits);
   if (longest !== undefined && longest.end - longest.start >= LONG_STRING_BYTES) {
-    const env = parseAroundLongString(buf, start, end, start + longest.start, start + longest.end);
+    const env = parseAroundLongString(buf, start, end, start + longest.start, start + longest.end, textBytes);
     if (env !== undefined) return env;
   }
   return parseEnvelope(buf.toString('utf8', start, end));
@@ -134,21 +140,28 @@ const PLACEHOLDER = '\u0000\u0000long';
 /**
  * An envelope most of whose bytes are one string (a report's base64 diff, a host's hex model): JSON.parse
  * over the rest, and the string copied straight from the bytes. Parsing it would decode it from UTF-8 to
- * a string and then scan it again into another; for a string of plain ASCII with no escape, the bytes
- * are its text. Undefined when that does not hold (or the rest does not parse: the full parse words the
- * refusal), and the caller parses the whole frame.
+ * a string and then scan it again into another; for a string of printable ASCII with no escape, the bytes
+ * are its text. Where `textBytes` names that string's place (`data.<field>` of its type), it is not made
+ * a string at all: it stays a JsonText over the frame's bytes. Undefined when the string is not plain
+ * (or the rest does not parse: the full parse words the refusal, a raw control character included), and
+ * the caller parses the whole frame.
  */
-function parseAroundLongString(buf: Buffer, start: number, end: number, from: number, to: number): Envelope | undefined {
+function parseAroundLongString(buf: Buffer, start: number, end: number, from: number, to: number, textBytes?: TextBytesField): Envelope | undefined {
   const contents = buf.subarray(from, to);
-  if (contents.indexOf(BACKSLASH) >= 0 || !isAscii(contents)) return undefined;
+  if (contents.indexOf(BACKSLASH) >= 0 || !isPlainAscii(contents)) return undefined;
   let value: unknown;
   try {
     value = JSON.parse(buf.toString('utf8', start, from) + PLACEHOLDER_JSON + buf.toString('utf8', to, end));
   } catch {
     return undefined;
   }
+  if (value === PLACEHOLDER || typeof value !== 'object' || value === null) return undefined;
+  const env = value as { type?: unknown; data?: unknown };
+  const field = typeof env.type === 'string' ? textBytes?.(env.type) : undefined;
+  const data = env.data as Record<string, unknown> | undefined;
+  const asBytes = field !== undefined && typeof data === 'object' && data !== null && !Array.isArray(data) && Object.hasOwn(data, field) && data[field] === PLACEHOLDER;
   // ASCII reads the same in every encoding; Node's UTF-8 path is the fastest of them (latin1's is not).
-  const long = buf.toString('utf8', from, to);
+  const long = asBytes ? new JsonText(contents) : buf.toString('utf8', from, to);
   // The placeholder must be exactly one value: one that also came from the frame's own text leaves it ambiguous.
   let found = 0;
   const visit = (v: unknown): void => {
@@ -160,7 +173,6 @@ function parseAroundLongString(buf: Buffer, start: number, end: number, from: nu
       o[k] = long; // an own property, "__proto__" included (JSON.parse makes every key one)
     }
   };
-  if (value === PLACEHOLDER) return undefined;
   visit(value);
   return found === 1 ? checkEnvelope(value) : undefined;
 }

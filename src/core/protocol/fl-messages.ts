@@ -6,6 +6,7 @@
 
 import { z } from 'zod';
 import { defineRequest, DownloadOffer } from './catalogue';
+import { JsonText } from './text-bytes';
 
 /** A blob as PyGrid hosts send it (hex, or base64), or per `receive_operations_as` variant. */
 const Blob = z.union([z.string(), z.record(z.string(), z.string())]);
@@ -49,11 +50,19 @@ export const FlCycleRequest = defineRequest('model-centric/cycle-request', {
   ]),
 });
 
+/**
+ * A string, or on the node the bytes of one as they stood in the frame (textBytes): a report's diff is
+ * most of its frame, decoded from bytes without becoming a JS string. Refused as z.string() words it.
+ */
+const stringMessage = (input: unknown): string => z.string().safeParse(input).error?.issues[0]?.message ?? 'Invalid input: expected string';
+const TextOrBytes = z.custom<string | JsonText>((v) => typeof v === 'string' || v instanceof JsonText, { error: (iss) => stringMessage(iss.input) });
+
 // worker → node: the trained diff (old − new) as a base64 State. `num_samples` (ours): the FedAvg weight.
 export const FlReport = defineRequest('model-centric/report', {
-  request: z.object({ worker_id: Text, request_key: Text, diff: z.string(), num_samples: z.number().optional() }).passthrough(),
+  request: z.object({ worker_id: Text, request_key: Text, diff: TextOrBytes, num_samples: z.number().optional() }).passthrough(),
   reply: z.object({ status: z.literal('success') }).passthrough(),
   idempotent: true,
+  textBytes: 'diff',
 });
 
 // Ours (not PyGrid's): what the CLI (`grid fl status`, `grid fl checkpoint`) and the extension's tree read.

@@ -5,8 +5,10 @@
 // node encodes them the one way syft.js reads (serializer = SERIALIZER_ALL, contents_data), and decodes
 // float32 or float64 contents, inside a TorchTensor or a Parameter.
 
+import { isUtf8 } from 'node:buffer';
 import * as protobuf from 'protobufjs/light';
 import { gridError } from '../errors';
+import { decodeBase64, firstNonFinite, type JsonText } from './text-bytes';
 
 type Fields = Record<string, { type: string; id: number; rule?: 'repeated' }>;
 const f = (type: string, id: number): Fields[string] => ({ type, id });
@@ -73,6 +75,192 @@ function floatsOf(chunks: Uint8Array[] | undefined, size: 4 | 8): Float32Array |
   let at = 0;
   for (const c of chunks) { bytes.set(c, at); at += c.length; }
   return size === 4 ? new Float32Array(bytes.buffer) : Float32Array.from(new Float64Array(bytes.buffer));
+}
+
+let walkWire = true;
+/** For tests: decode every State with protobufjs (as before wireStateMsg), to compare both. */
+export function useWireStateWalker(on: boolean): void {
+  walkWire = on;
+}
+
+/**
+ * The State message read straight off its wire format, for the shape syft.js, KotlinSyft and this node
+ * write: tensors as TorchTensors of contents_data with packed dims and one packed float32 run each. The
+ * floats of all tensors land in one Float32Array (one copy, one allocation). Undefined for anything else
+ * (a Parameter, float64, unpacked or split values, a field twice, a field of another wire type, an
+ * unknown field): protobufjs then decodes it (decodeStateMsg), which decides what such a State is.
+ */
+function wireStateMsg(bytes: Uint8Array): StateMsg | undefined {
+  let pos = 0;
+  let ok = true;
+  const varint = (end: number): number => {
+    let value = 0;
+    for (let shift = 0; shift < 35; shift += 7) {
+      if (pos >= end) { ok = false; return 0; }
+      const b = bytes[pos++]!;
+      value += (b & 0x7f) * 2 ** shift;
+      if ((b & 0x80) === 0) return value;
+    }
+    ok = false; // wider than 32 bits: protobufjs's int32 wraps it; leave that to it
+    return 0;
+  };
+  /** The end of the length-delimited field at pos (its length read), or -1. */
+  const sub = (end: number): number => {
+    const len = varint(end);
+    const stop = pos + len;
+    if (!ok || stop > end) return -1;
+    return stop;
+  };
+  const skip = (wire: number, end: number): boolean => {
+    if (wire === 0) varint(end);
+    else if (wire === 1) pos += 8;
+    else if (wire === 5) pos += 4;
+    else if (wire === 2) { const stop = sub(end); if (stop < 0) return false; pos = stop; }
+    else return false;
+    return ok && pos <= end;
+  };
+  /** A string field, only walked: valid UTF-8, which protobufjs verifies (proto3) and refuses otherwise. */
+  const text = (end: number): boolean => {
+    const stop = sub(end);
+    if (stop < 0 || !isUtf8(bytes.subarray(pos, stop))) return false;
+    pos = stop;
+    return true;
+  };
+  /** An Id (int64 id_int, string id_str), only walked: protobufjs would decode it, so it must be one. */
+  const id = (end: number): boolean => {
+    while (pos < end) {
+      const tag = varint(end);
+      if (!ok || (tag !== ((1 << 3) | 0) && tag !== ((2 << 3) | 2))) return false;
+      if (tag === 8) {
+        // int64: up to 10 bytes of varint.
+        let n = 0;
+        while (pos < end && (bytes[pos++]! & 0x80) !== 0) if (++n >= 10) return false;
+        if ((bytes[pos - 1]! & 0x80) !== 0) return false;
+      } else if (!text(end)) return false;
+    }
+    return pos === end;
+  };
+  /** A Placeholder of its id and tags (what syft.js writes), only walked. */
+  const placeholder = (end: number): boolean => {
+    while (pos < end) {
+      const tag = varint(end);
+      if (!ok) return false;
+      if (tag === ((3 << 3) | 2)) {
+        const stop = sub(end);
+        if (stop < 0 || !id(stop)) return false;
+      } else if (tag === ((4 << 3) | 2) || tag === ((5 << 3) | 2)) {
+        if (!text(end)) return false;
+      } else {
+        return false;
+      }
+    }
+    return pos === end;
+  };
+  const runs: { td: TensorDataMsg<Float32Array>; from: number; to: number }[] = [];
+  const tensorData = (end: number): TensorDataMsg<Float32Array> | undefined => {
+    const td: TensorDataMsg<Float32Array> = {};
+    let seen = 0;
+    while (pos < end) {
+      const tag = varint(end);
+      const field = tag >>> 3, wire = tag & 7;
+      if (!ok || field < 1 || field > 31 || (seen & (1 << field)) !== 0) return undefined;
+      seen |= 1 << field;
+      if (field === 1 && wire === 2) {
+        const stop = sub(end);
+        if (stop < 0) return undefined;
+        const dims: number[] = [];
+        while (pos < stop) {
+          const t = varint(stop);
+          if (!ok || t !== ((1 << 3) | 2)) return undefined; // Size: packed dims only
+          const dstop = sub(stop);
+          if (dstop < 0) return undefined;
+          while (pos < dstop) {
+            const d = varint(dstop);
+            if (!ok || d >= 2 ** 31) return undefined;
+            dims.push(d);
+          }
+        }
+        td.shape = { dims };
+      } else if (field === 2 && wire === 2) {
+        const stop = sub(end);
+        if (stop < 0) return undefined;
+        td.dtype = Buffer.from(bytes.buffer, bytes.byteOffset + pos, stop - pos).toString('latin1');
+        if (td.dtype !== 'float32') return undefined; // another dtype: protobufjs words it
+        pos = stop;
+      } else if (field === 22 && wire === 2) {
+        const stop = sub(end);
+        if (stop < 0 || (stop - pos) % 4 !== 0) return undefined;
+        runs.push({ td, from: pos, to: stop });
+        pos = stop;
+      } else if ((field === 3 && wire === 0) || (field === 4 && wire === 5) || (field === 5 && wire === 0)) {
+        if (!skip(wire, end)) return undefined;
+      } else {
+        return undefined;
+      }
+    }
+    return pos === end ? td : undefined;
+  };
+  const torchTensor = (end: number): TorchTensorMsg<Float32Array> | undefined => {
+    const t: TorchTensorMsg<Float32Array> = {};
+    let seen = 0;
+    while (pos < end) {
+      const tag = varint(end);
+      const field = tag >>> 3, wire = tag & 7;
+      if (!ok || field < 1 || field > 8 || (seen & (1 << field)) !== 0) return undefined;
+      seen |= 1 << field;
+      if (field === 2 && wire === 2) {
+        const stop = sub(end);
+        if (stop < 0) return undefined;
+        const td = tensorData(stop);
+        if (td === undefined) return undefined;
+        t.contentsData = td;
+      } else if (field === 8 && wire === 0) {
+        const v = varint(end);
+        if (!ok || v >= 2 ** 31) return undefined;
+        t.serializer = v;
+      } else if (field === 1 && wire === 2) {
+        const stop = sub(end);
+        if (stop < 0 || !id(stop)) return undefined;
+      } else {
+        return undefined; // contents_bin, chains, tags, description: protobufjs's business
+      }
+    }
+    return pos === end ? t : undefined;
+  };
+  const tensors: StateMsg<Float32Array>['tensors'] & object = [];
+  const end = bytes.length;
+  while (pos < end) {
+    const tag = varint(end);
+    const field = tag >>> 3, wire = tag & 7;
+    if (!ok || wire !== 2) return undefined;
+    if (field === 1) {
+      const stop = sub(end);
+      if (stop < 0 || !placeholder(stop)) return undefined;
+    } else if (field === 2) {
+      const stop = sub(end);
+      if (stop < 0) return undefined;
+      const t = varint(stop);
+      if (!ok || t !== ((1 << 3) | 2)) return undefined; // a StateTensor holding exactly one TorchTensor
+      const tstop = sub(stop);
+      if (tstop !== stop) return undefined;
+      const torch = torchTensor(stop);
+      if (torch === undefined) return undefined;
+      tensors.push({ torchTensor: torch });
+    } else {
+      return undefined;
+    }
+  }
+  if (pos !== end) return undefined;
+  const total = runs.reduce((a, r) => a + (r.to - r.from), 0);
+  const floats = new ArrayBuffer(total);
+  const all = new Uint8Array(floats);
+  let at = 0;
+  for (const r of runs) {
+    all.set(bytes.subarray(r.from, r.to), at);
+    r.td.contentsFloat32 = new Float32Array(floats, at, (r.to - r.from) / 4);
+    at += r.to - r.from;
+  }
+  return { tensors } as StateMsg;
 }
 
 /**
@@ -243,6 +431,27 @@ export function decodeText(text: string, accept: 'hex-or-base64' | 'base64' = 'h
   return undefined;
 }
 
+/** Where decodeStateText decodes base64 (it is read before the call returns); a larger one is not kept. */
+let scratch: Uint8Array | undefined;
+const MAX_SCRATCH = 16 * 1024 * 1024;
+
+/**
+ * A State sent as base64 text (a report's diff), decoded (decodeState). From a JsonText the base64 is
+ * decoded straight from the frame's bytes into a buffer reused from call to call, so a report allocates
+ * only its tensors' floats; decodeText decides what that strict decoder refuses (it is lenient where
+ * that one is strict), and decodes a string. Undefined when the text is not base64.
+ */
+export function decodeStateText(text: string | JsonText, what = 'the State', limits: StateLimits = {}): StateTensor[] | undefined {
+  let bytes: Uint8Array | undefined;
+  if (typeof text !== 'string') {
+    const need = Math.floor(text.length / 4) * 3 + 3;
+    if (need <= MAX_SCRATCH && (scratch === undefined || scratch.length < need)) scratch = new Uint8Array(Math.min(MAX_SCRATCH, Math.max(need, (scratch?.length ?? 0) * 2)));
+    bytes = decodeBase64(text.bytes, need <= MAX_SCRATCH ? scratch : undefined);
+  }
+  bytes ??= decodeText(typeof text === 'string' ? text : text.text(), 'base64');
+  return bytes === undefined ? undefined : decodeState(bytes, what, limits);
+}
+
 /**
  * A State's float tensors, in order. `what` names the payload in errors ("the diff"). Refuses (coded
  * INVALID_TENSOR) a payload that is not a State, a truncated one, a tensor that is not serialized with
@@ -252,7 +461,7 @@ export function decodeState(bytes: Uint8Array, what = 'the State', limits: State
   checkStateLimits(bytes, what, limits);
   let msg: StateMsg;
   try {
-    msg = decodeStateMsg(bytes);
+    msg = (LITTLE_ENDIAN && walkWire ? wireStateMsg(bytes) : undefined) ?? decodeStateMsg(bytes);
   } catch (err) {
     throw gridError('INVALID_TENSOR', `${what} is not a syft-proto State (${(err as Error).message})`);
   }
@@ -273,11 +482,8 @@ export function decodeState(bytes: Uint8Array, what = 'the State', limits: State
     if (values === undefined) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} has dtype ${JSON.stringify(dtype)}; the node takes float32 (or float64) parameters`);
     if (values.length !== count) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} has shape [${dims.join(', ')}] (${count} values) but carries ${values.length}`);
     const data = values instanceof Float32Array ? values : Float32Array.from(values);
-    for (let k = 0; k < data.length; k++) {
-      // v − v is 0 for every finite v and NaN for NaN and ±Inf: half the time of Number.isFinite per value.
-      const v = data[k]!;
-      if (v - v !== 0) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} holds ${v} at index ${k}; values must be finite`);
-    }
+    const k = firstNonFinite(data);
+    if (k >= 0) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} holds ${data[k]} at index ${k}; values must be finite`);
     return { dims, data };
   });
 }

@@ -25,7 +25,8 @@ import { RunningSum, unpackDiff } from './averaging';
 import { checkAveragingPlan, runAveragingPlan } from './averaging-plan';
 import { GroupCommit } from '../store/group-commit';
 import { RECONNECTED } from '../store/sql';
-import { checkShapes, decodeState, decodeText, type StateTensor } from './state';
+import { checkShapes, decodeStateText, type StateTensor } from './state';
+import type { JsonText } from '../../core/protocol/text-bytes';
 import type { FlAsset, FlCycle, FlProcess, FlStore } from './store';
 
 /** PyGrid's own error strings (reference §1.4-§1.8), shown by syft.js, KotlinSyft and PySyft as they are. */
@@ -485,7 +486,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    * success and not counted again. A diff that does not decode, has the wrong shapes or a non-finite value
    * is refused before it touches the sum.
    */
-  async report(data: { worker_id: string; request_key: string; diff: string; num_samples?: number | undefined }): Promise<{ status: 'success' }> {
+  async report(data: { worker_id: string; request_key: string; diff: string | JsonText; num_samples?: number | undefined }): Promise<{ status: 'success' }> {
     const a = await this.store.assignmentByKey(data.request_key);
     if (a === undefined || a.workerId !== data.worker_id) throw gridError('FORBIDDEN', PYGRID.invalidRequestKey);
     if (a.reportedMs !== undefined) return { status: 'success' };
@@ -501,10 +502,9 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (!Number.isInteger(weight) || weight <= 0 || weight > MAX_NUM_SAMPLES) {
       throw gridError('INVALID_MESSAGE', `num_samples must be a whole number from 1 to ${MAX_NUM_SAMPLES}, got ${weight}`);
     }
-    const bytes = decodeText(data.diff, 'base64');
-    if (bytes === undefined) throw gridError('INVALID_TENSOR', 'the diff is not base64 text');
     // A diff carries exactly the model's values: a State claiming more is refused before it is decoded.
-    const diff = decodeState(bytes, 'the diff', { maxValues: rt.process.params.reduce((n, p) => n + p.dims.reduce((a, d) => a * d, 1), 0) });
+    const diff = decodeStateText(data.diff, 'the diff', { maxValues: rt.process.params.reduce((n, p) => n + p.dims.reduce((a, d) => a * d, 1), 0) });
+    if (diff === undefined) throw gridError('INVALID_TENSOR', 'the diff is not base64 text');
     checkShapes(diff, rt.process.params.map((p) => p.dims));
     // Recorded and added to the sum in the next group commit, which stores the sum (storeSums) before
     // COMMIT: answered only once durable. One whose cycle began closing meanwhile is refused. The closures

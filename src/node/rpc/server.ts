@@ -116,6 +116,12 @@ export class GridRouter {
     return this.routes.get(type);
   }
 
+  /** RequestDef.textBytes of a routed type: the string of its data the envelope parse leaves as bytes. */
+  readonly textBytes = (type: string): string | undefined => {
+    const route = this.routes.get(type);
+    return route?.def.kind === 'request' ? route.def.textBytes : undefined;
+  };
+
   rawHandler(type: string): RawHandler | undefined {
     return this.raw.find((r) => r.match(type))?.handler;
   }
@@ -462,7 +468,7 @@ export class GridConnection {
         msg = frame.message;
       } else {
         const buf = toBuffer(raw);
-        msg = parseEnvelopeBytes(buf, 0, buf.length, this.server.jsonLimits);
+        msg = parseEnvelopeBytes(buf, 0, buf.length, this.server.jsonLimits, this.server.router.textBytes);
       }
     } catch (err) {
       const e = toGridError(err, 'MALFORMED_FRAME');

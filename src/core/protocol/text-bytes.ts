@@ -1,0 +1,185 @@
+// JSON text read as bytes, without making a JS string of it: PyGrid's report puts a whole model's diff in
+// its JSON envelope as base64 (half a megabyte for a 100k-parameter model). Materialising that string
+// and decoding it with Buffer costs more CPU than the WebSocket carrying it; here the frame's own bytes
+// are checked (printable ASCII, as a JSON string's raw contents must be) and decoded straight to bytes.
+// The kernels use WebAssembly SIMD, assembled by scripts/text-wasm.mjs (which shows their instructions);
+// each has a plain-JS twin used where WebAssembly SIMD is unavailable and for the ends of inputs.
+// test/unit/text-bytes.test.ts checks both against Buffer.
+
+const MODULE_BASE64 = 'AGFzbQEAAAABDgJgA39/fwF/YAJ/fwF/AwQDAAEBBQMBAAEHIQQGbWVtb3J5AgADYjY0AAAGZmluaXRlAAEFcGxhaW4AAgr2AwO6AgIBfwl7/QwQEAECBAgECBAQEBAQEBAQIQb9DBURERERERERERETGhsbGxohB/0MABATBL+/ubkAAAAAAAAAACEI/QwPDw8PDw8PDw8PDw8PDw8PIQn9DC8vLy8vLy8vLy8vLy8vLy8hCv0M/wD/AP8A/wD/AP8A/wD/ACEL/Qz//wAA//8AAP//AAD//wAAIQwCQANAIAMgAU8NASAA/QAAACEEIARBBP1tIQUgBiAF/Q4gByAEIAn9Tv0O/U79Uw0BIAQgCCAFIAQgCv0j/W79Dv1uIQQgBCAL/U5BBv2LASAEQQj9jQH9UCEEIAQgDP1OQQz9qwEgBEEQ/a0B/VAhBCACIAQgBP0NAgEABgUECgkIDg0MAwcLD/0LAAAgAEEQaiEAIAJBDGohAiADQQFqIQMMAAsLIAMLUwIBfwJ7IAAgAUECdGohAv0MAACAfwAAgH8AAIB/AACAfyEEAkADQCAAIAJPDQEgAyAA/QAAACAE/U4gBP03/VAhAyAAQRBqIQAMAAsLIAP9U0ULZAIBfwJ7IAAgAWohAgJAA0AgACACTw0BIAD9AAAAIQQgAyAE/QwgICAgICAgICAgICAgICAg/SYgBP0MAAAAAAAAAAAAAAAAAAAAAP0l/VD9UCEDIABBEGohAAwACwsgA/1TRQs=';
+
+// The project's TS lib has no WebAssembly types; the few used here.
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object) => { exports: Record<string, unknown> };
+}
+interface WasmMemory { buffer: ArrayBuffer; grow(pages: number): number }
+const wasm = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
+
+const PAGE = 65536;
+/** Input bytes staged into the kernels' memory per call (a multiple of 16): memory stays ~2 MiB whatever the input. */
+const WINDOW = 1024 * 1024;
+const SRC = 0;
+const DST = WINDOW;
+
+interface Kernels {
+  bytes: Uint8Array;
+  b64(src: number, blocks: number, dst: number): number;
+  finite(ptr: number, n: number): number;
+  plain(ptr: number, n: number): number;
+}
+
+let kernels: Kernels | null | undefined;
+
+function load(): Kernels | null {
+  if (kernels !== undefined) return kernels;
+  try {
+    if (wasm === undefined) throw new Error('no WebAssembly');
+    const instance = new wasm.Instance(new wasm.Module(Buffer.from(MODULE_BASE64, 'base64')));
+    const memory = instance.exports.memory as WasmMemory;
+    // Source window, decoded window (3/4 of it) with the 4 spare bytes a block's store writes, rounded to pages.
+    memory.grow(Math.ceil((WINDOW + (WINDOW / 4) * 3 + 16) / PAGE) - memory.buffer.byteLength / PAGE);
+    const e = instance.exports as Record<string, (...args: number[]) => number>;
+    kernels = { bytes: new Uint8Array(memory.buffer), b64: e.b64!, finite: e.finite!, plain: e.plain! };
+  } catch {
+    kernels = null;
+  }
+  return kernels;
+}
+
+/** For tests: run the plain-JS twins only (as where WebAssembly SIMD is unavailable). */
+export function useTextKernels(on: boolean): void {
+  kernels = on ? undefined : null;
+}
+
+/**
+ * Whether every byte of `bytes` is printable ASCII (0x20-0x7e, or 0x7f), as the raw contents of a JSON
+ * string without escapes must be: JSON refuses control characters in a string, and a non-ASCII byte
+ * would make the bytes differ from the string's characters.
+ */
+export function isPlainAscii(bytes: Uint8Array): boolean {
+  const k = load();
+  let i = 0;
+  if (k !== null) {
+    while (bytes.length - i >= 16) {
+      const take = Math.min(bytes.length - i, WINDOW) & ~15;
+      k.bytes.set(bytes.subarray(i, i + take), SRC);
+      if (k.plain(SRC, take) === 0) return false;
+      i += take;
+    }
+  }
+  for (; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    if (b < 0x20 || b > 0x7f) return false;
+  }
+  return true;
+}
+
+/** Index of the first float that is NaN or ±Infinity, or -1. */
+export function firstNonFinite(values: Float32Array): number {
+  const k = load();
+  let i = 0;
+  if (k !== null) {
+    const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+    while (values.length - i >= 4) {
+      const take = Math.min(values.length - i, WINDOW / 4) & ~3;
+      k.bytes.set(bytes.subarray(i * 4, (i + take) * 4), SRC);
+      if (k.finite(SRC, take) === 0) break; // the loop below finds which
+      i += take;
+    }
+  }
+  for (; i < values.length; i++) {
+    // v − v is 0 for every finite v and NaN for NaN and ±Inf.
+    const v = values[i]!;
+    if (v - v !== 0) return i;
+  }
+  return -1;
+}
+
+// Base64 characters: their 6-bit value; PAD for '=', SPACE for ASCII whitespace (what /\s/ matches below 0x80), BAD otherwise.
+const BAD = -1, PAD = -2, SPACE = -3;
+const VALUE = new Int8Array(256).fill(BAD);
+'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.split('').forEach((c, i) => { VALUE[c.charCodeAt(0)] = i; });
+VALUE[0x3d] = PAD;
+for (const c of [0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x20]) VALUE[c] = SPACE;
+
+/**
+ * Base64 text as bytes → the bytes it encodes, without a string in between. Strict: the standard
+ * alphabet, ASCII whitespace anywhere (KotlinSyft's Base64.DEFAULT breaks lines), and either '=' padding
+ * to a multiple of 4 or none at all (the last group then 2 or 3 characters). Undefined for anything else
+ * (another character, a lone last character, padding short of a group or followed by data, empty):
+ * the caller then asks a lenient decoder (decodeText). Whatever this accepts, decodeText decodes the same.
+ * With `into` (at least 3/4 of src's length + 3 bytes), the bytes are a view of it, not a new buffer.
+ */
+export function decodeBase64(src: Uint8Array, into?: Uint8Array): Uint8Array | undefined {
+  const n = src.length;
+  const need = Math.floor(n / 4) * 3 + 3;
+  const out = into !== undefined && into.length >= need ? into : Buffer.allocUnsafe(need);
+  const k = load();
+  let i = 0, o = 0;
+  const quad = [0, 0, 0, 0];
+  while (i < n) {
+    if (k !== null && n - i >= 16) {
+      const take = Math.min(n - i, WINDOW) & ~15;
+      k.bytes.set(src.subarray(i, i + take), SRC);
+      const blocks = k.b64(SRC, take >> 4, DST);
+      out.set(k.bytes.subarray(DST, DST + blocks * 12), o);
+      i += blocks * 16;
+      o += blocks * 12;
+      if (blocks * 16 === take) continue;
+    }
+    // One group of 4 characters (whitespace skipped) here: the window's end, whitespace, padding or a bad character.
+    let got = 0;
+    while (got < 4 && i < n) {
+      const v = VALUE[src[i++]!]!;
+      if (v >= 0) quad[got++] = v;
+      else if (v === PAD) { i--; break; }
+      else if (v === BAD) return undefined;
+    }
+    if (got === 0) {
+      if (i >= n) break;
+    } else if (got === 1) {
+      return undefined;
+    }
+    if (got === 4) {
+      out[o++] = (quad[0]! << 2) | (quad[1]! >> 4);
+      out[o++] = ((quad[1]! & 15) << 4) | (quad[2]! >> 2);
+      out[o++] = ((quad[2]! & 3) << 6) | quad[3]!;
+      continue;
+    }
+    // A short last group: 2 or 3 characters, then either the end or exactly the padding to 4, then whitespace only.
+    if (got >= 2) out[o++] = (quad[0]! << 2) | (quad[1]! >> 4);
+    if (got === 3) out[o++] = ((quad[1]! & 15) << 4) | (quad[2]! >> 2);
+    let pads = 0;
+    for (; i < n; i++) {
+      const v = VALUE[src[i]!]!;
+      if (v === PAD) pads++;
+      else if (v !== SPACE) return undefined;
+    }
+    if (got === 0 || (pads !== 0 && got + pads !== 4)) return undefined;
+    break;
+  }
+  if (o === 0) return undefined;
+  return out.subarray(0, o);
+}
+
+/**
+ * The contents of a JSON string as they stood in a frame: printable ASCII without escapes, so its bytes
+ * are its characters. What a node holds instead of a long string it decodes from bytes (a report's
+ * base64 diff: RequestDef.textBytes); `text()` and JSON.stringify give the string.
+ */
+export class JsonText {
+  constructor(readonly bytes: Uint8Array) {}
+
+  get length(): number {
+    return this.bytes.length;
+  }
+
+  text(): string {
+    return Buffer.from(this.bytes.buffer, this.bytes.byteOffset, this.bytes.length).toString('latin1');
+  }
+
+  toJSON(): string {
+    return this.text();
+  }
+}
