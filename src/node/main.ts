@@ -32,6 +32,20 @@ function parsePort(v: string): number {
   return n;
 }
 
+function parseLeaseMs(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 100 || n > 3_600_000) throw new InvalidArgumentError('a lease is a whole number of milliseconds from 100 to 3600000');
+  return n;
+}
+
+function leaseFromEnv(v: string): number {
+  try {
+    return parseLeaseMs(v);
+  } catch (err) {
+    throw gridError('INVALID_MESSAGE', `GRID_CLAIM_LEASE_MS=${JSON.stringify(v)}: ${(err as Error).message}`);
+  }
+}
+
 /** The repo's media/datasets folder, found from this file (src/node in development, dist/ when bundled). */
 function demoDatasetsDir(): string {
   for (let dir = __dirname, i = 0; i < 5; i++, dir = path.dirname(dir)) {
@@ -121,9 +135,11 @@ export async function main(argv: string[]): Promise<void> {
     .option('--no-shared-memory', 'refuse shared-memory regions from clients on this machine (they then send tensors over the socket)')
     .option('--database <url>', 'keep the metadata in PostgreSQL (postgres://user:password@host:port/db) instead of <data-dir>/meta.db, so several replicas serve one node (docs/replicas.md); or set GRID_DATABASE')
     .option('--blobs <dir>', 'keep model and checkpoint blobs in this directory (shared storage for replicas) instead of <data-dir>')
+    .option('--claim-lease-ms <ms>', 'how long a replica\'s claim on a training job holds without its heartbeat; another replica takes the job over after that (default 15000; or GRID_CLAIM_LEASE_MS)', parseLeaseMs)
     .addHelpText('after', `
 Environment:
   GRID_DATABASE        like --database (keeps the password out of the process list).
+  GRID_CLAIM_LEASE_MS  like --claim-lease-ms.
   GRID_ADMIN_PASSWORD  password of the admin user, used on the first start (when the node creates
                        admin); at least ${MIN_PASSWORD_LENGTH} characters. Unset: one is generated and shown once.
 
@@ -132,7 +148,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
   program.parse(argv);
   const o = program.opts<{
     host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
-    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; database?: string; blobs?: string;
+    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; database?: string; blobs?: string; claimLeaseMs?: number;
   }>();
 
   const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
@@ -157,8 +173,11 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
     if (database !== undefined && !/^postgres(ql)?:\/\//i.test(database)) {
       throw gridError('INVALID_MESSAGE', '--database takes a PostgreSQL URL: postgres://user:password@host:port/database');
     }
+    const envLease = process.env.GRID_CLAIM_LEASE_MS;
+    const claimLeaseMs = o.claimLeaseMs ?? (envLease !== undefined && envLease !== '' ? leaseFromEnv(envLease) : undefined);
     const node = await GridNode.start({
       host,
+      ...(claimLeaseMs !== undefined && { training: { claimLeaseMs } }),
       ...(database !== undefined && { database }),
       ...(o.blobs !== undefined && { blobsDir: path.resolve(o.blobs) }),
       port: o.port ?? config?.port ?? (o.local ? 0 : DEFAULT_PORT),
