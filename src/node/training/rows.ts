@@ -6,6 +6,8 @@
 // neither store a result nor write events once another replica took the job over.
 //
 // Lease times are the database's clock (not each replica's), so replicas need no synchronised clocks.
+// Statements are the portable ones of store/sql.ts except three per-engine bits: that clock, SKIP LOCKED,
+// and the one-statement event write of append() on PostgreSQL.
 
 import { gridError } from '../../core/errors';
 import type { ModelInfo } from '../../core/protocol/messages';
@@ -210,10 +212,25 @@ export class JobRows {
   /** Writes events (and the latest progress) of a run; GRID_ERR_ABORTED when the run no longer holds its job. */
   async append(claim: Claim, events: JobEvent[], progress: JobProgress | undefined, maxEvents: number): Promise<void> {
     if (events.length === 0) return;
-    await this.db.transaction(async () => {
-      await this.holds(claim, events.at(-1)!.seq, progress);
-      await this.insertEvents(claim.id, events, maxEvents);
-    });
+    if (this.db.kind !== 'postgres') {
+      await this.db.transaction(async () => {
+        await this.holds(claim, events.at(-1)!.seq, progress);
+        await this.insertEvents(claim.id, events, maxEvents);
+      });
+      return;
+    }
+    // PostgreSQL: one statement, so the job's row is never locked by a transaction left open. A replica
+    // paused between two statements of a transaction (a stopped VM, a long GC) would hold the lock, and
+    // the replicas that should take its job over would skip the job until the server ends that session.
+    const n = await this.db.run(`WITH held AS (
+        UPDATE training_jobs SET last_seq = ?, progress = COALESCE(?, progress)
+        WHERE id = ? AND claimed_by = ? AND attempts = ? AND state = 'running' RETURNING id)
+      INSERT INTO training_job_events (job_id, seq, event)
+        SELECT held.id, e.seq, e.event FROM held, json_to_recordset(CAST(? AS json)) AS e(seq bigint, event text)`,
+    [events.at(-1)!.seq, progress ? JSON.stringify(progress) : null, claim.id, claim.replica, claim.attempt,
+      JSON.stringify(events.map((ev) => ({ seq: ev.seq, event: JSON.stringify(ev) })))]);
+    if (n === 0) throw lost(claim);
+    await this.trimAndNotify(claim.id, events, maxEvents);
   }
 
   /** Ends a run: its final state, result and event, only while the run still holds the job (else GRID_ERR_ABORTED, nothing written). */
@@ -283,6 +300,10 @@ export class JobRows {
   /** Inside a transaction: the events, the history trimmed to `maxEvents`, and one notification per few events. */
   private async insertEvents(id: string, events: JobEvent[], maxEvents = Infinity): Promise<void> {
     for (const ev of events) await this.db.run('INSERT INTO training_job_events (job_id, seq, event) VALUES (?, ?, ?)', [id, ev.seq, JSON.stringify(ev)]);
+    await this.trimAndNotify(id, events, maxEvents);
+  }
+
+  private async trimAndNotify(id: string, events: JobEvent[], maxEvents: number): Promise<void> {
     const last = events.at(-1)!.seq;
     if (Number.isFinite(maxEvents) && last > maxEvents) await this.db.run('DELETE FROM training_job_events WHERE job_id = ? AND seq <= ?', [id, last - maxEvents]);
     // A notification holds at most ~7.9 kB: events go in groups well below that.
