@@ -628,7 +628,9 @@ export class TrainingJobs {
           ...(result.privacy && { privacy: result.privacy }),
           created: info.created,
         }, Number(info.version), info.sha256);
-        await this.finish(run, { state: 'succeeded', result: { ...result, model: info } });
+        // As the model store will describe it once committed: with its version count, this the latest.
+        const versions = models.list({ allVersions: true }).filter((m) => m.id === info.id).length + 1;
+        await this.finish(run, { state: 'succeeded', result: { ...result, model: { ...info, versions, latest_version: info.version } } });
       },
     });
     this.opts.events.emit({ event: 'model-added', model });
