@@ -404,19 +404,20 @@ export class TrainingJobs {
     });
   }
 
-  /** Writes the run's pending events now, or (after a recent write) in one write at most 200 ms later. */
+  /** Writes the run's progress events now, or (after a recent progress write) in one write at most 200 ms later. */
   private scheduleFlush(run: Run): void {
     if (run.flushTimer !== undefined) return;
-    const wait = run.lastFlush + FLUSH_EVERY_MS - Date.now();
-    if (wait <= 0) { void this.flush(run); return; }
+    const now = Date.now();
+    const wait = run.lastFlush + FLUSH_EVERY_MS - now;
+    if (wait <= 0) { run.lastFlush = now; void this.flush(run); return; }
     run.flushTimer = setTimeout(() => {
       run.flushTimer = undefined;
+      run.lastFlush = Date.now();
       void this.flush(run);
     }, wait);
   }
 
   private flush(run: Run): Promise<void> {
-    run.lastFlush = Date.now();
     run.writes = run.writes.then(async () => {
       const events = run.take();
       if (events.length === 0) return;
