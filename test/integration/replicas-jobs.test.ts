@@ -212,3 +212,29 @@ test('a replica paused past its lease (a zombie) cannot store a result once anot
   assert.deepEqual(versions.map((m) => [m.version, m.job_id ?? null]), [['1', null], ['2', job.id]], 'one new version: the taker\'s');
   assert.equal((await again.training.jobInfo(job.id)).state, 'succeeded');
 });
+
+test('a job running on A is listed, shown and cancelled through B: A stops it, stores nothing, and A\'s watcher hears it was cancelled', { skip, timeout: 300_000 }, async (t) => {
+  const pgServer = await withPostgres(t);
+  const database = await pgServer.createDatabase();
+  const blobs = tempDir('grid-shared-blobs-');
+  t.after(() => fs.rmSync(blobs, { recursive: true, force: true }));
+  const [a, b] = await Promise.all([replica(t, database, blobs), replica(t, database, blobs)]);
+  const [ca, cb] = await Promise.all([admin(t, a!.url), admin(t, b!.url)]);
+  await ca.hostModel(mlp([64, 32, 10], { seed: 5 }), { id: 'to-cancel', allowDownload: true });
+  const job = await ca.training.start({ ...request, model: 'to-cancel', epochs: 1000 });
+  let watching!: Promise<unknown>;
+  await new Promise<void>((resolve) => {
+    watching = ca.training.wait(job.id, { onEvent: (ev) => { if (ev.kind === 'epoch') resolve(); } });
+    watching.catch(() => {});
+  });
+
+  const listed = (await cb.training.listJobs()).find((j) => j.id === job.id);
+  assert.equal(listed?.state, 'running', 'B lists the job A runs');
+  assert.ok((await cb.training.jobInfo(job.id)).progress!.epoch >= 1, 'with its progress');
+  const cancelled = await cb.training.cancelJob(job.id);
+  assert.equal(cancelled.state, 'cancelled');
+  assert.equal(cancelled.error?.code, 'GRID_ERR_ABORTED');
+  await assert.rejects(watching, (e: Error & { code?: string }) => e.code === 'GRID_ERR_ABORTED');
+  assert.deepEqual((await ca.listModels({ allVersions: true })).map((m) => `${m.id}@${m.version}`), ['to-cancel@1'], 'nothing stored');
+  assert.ok(cancelled.progress!.epoch < 1000);
+});
