@@ -130,7 +130,7 @@ test('kill -9 the replica running a training job: another replica takes it over 
   assert.deepEqual(await stateEvents(db, job.id), ['queued', 'running', 'running', 'succeeded']);
 });
 
-test('replicas started together on queued jobs run each job once: never two runs of one job, every result stored once', { skip, timeout: 300_000 }, async (t) => {
+test('replicas started together on queued jobs run each job once, and so do idle replicas woken together by a new job: never two runs of one job, every result stored once', { skip, timeout: 300_000 }, async (t) => {
   const pgServer = await withPostgres(t);
   const database = await pgServer.createDatabase();
   const blobs = tempDir('grid-shared-blobs-');
@@ -172,6 +172,24 @@ test('replicas started together on queued jobs run each job once: never two runs
     assert.deepEqual(out.map((m) => [m.version, m.parent, m.job_id]), [['1', 'base@1', jobs[i]!.id]], `out-${i} stored once, from its own job`);
   }
   assert.equal(models.length, 7, models.map((m) => `${m.id}@${m.version}`).join(', '));
+
+  // Now B and C are idle and listen: a replica with no room queues six more jobs, and each one's
+  // notification reaches B and C at the same moment; both reach for it, one gets it.
+  const d = await replica(t, database, blobs);
+  const cd = await admin(t, d.url);
+  const busy = [];
+  for (let i = 0; i < 2; i++) busy.push(await cd.training.start({ ...request, model: 'base', epochs: 100_000, output_model_id: `busy-${i}` }));
+  const burst = [];
+  for (let i = 0; i < 6; i++) burst.push(await cd.training.start({ ...request, model: 'base', epochs: 4, output_model_id: `burst-${i}` }));
+  await Promise.all(burst.map((j) => cb.training.wait(j.id)));
+  for (const j of burst) {
+    const [r] = (await jobRows(db)).filter((x) => x.id === j.id);
+    assert.equal(r!.attempts, 1, `job ${j.id} was claimed ${r!.attempts} times`);
+    assert.ok([b!.child.pid, c!.child.pid].includes(pidOf(r!.claimed_by)), `job ${j.id} ran on ${r!.claimed_by}, not B or C`);
+    assert.deepEqual(await stateEvents(db, j.id), ['queued', 'running', 'succeeded']);
+  }
+  for (const j of busy) assert.equal((await cd.training.cancelJob(j.id)).state, 'cancelled');
+  assert.equal((await cb.listModels()).filter((m) => m.id.startsWith('burst-')).length, 6);
 });
 
 test('a replica paused past its lease (a zombie) cannot store a result once another replica took its job over', { skip, timeout: 300_000 }, async (t) => {
