@@ -222,8 +222,15 @@ test('a replica paused past its lease (a zombie) cannot store a result once anot
     a!.child.stderr!.on('data', onData);
     onData();
   });
+  // Or, were its writes not conditional on its claim, it would go on and store a second result.
+  const models = cb.subscribe(['models']);
+  const storedAgain = new Promise<void>((resolve) => {
+    models.subscribe({ next: (ev) => { if (ev.event === 'model-added' && ev.model.id === 'zombie') resolve(); } });
+  });
+  await cb.getId();
   a!.child.kill('SIGCONT');
-  await stoppedOnA;
+  await Promise.race([stoppedOnA, storedAgain]);
+  models.cancel();
   // (A's clients may have given up on it while it was paused: ask through a fresh connection.)
   const again = await admin(t, a!.url);
   const versions = (await again.listModels({ allVersions: true })).filter((m) => m.id === 'zombie');
