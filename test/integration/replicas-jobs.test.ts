@@ -263,3 +263,28 @@ test('a job running on A is listed, shown and cancelled through B: A stops it, s
   assert.deepEqual((await ca.listModels({ allVersions: true })).map((m) => `${m.id}@${m.version}`), ['to-cancel@1'], 'nothing stored');
   assert.ok(cancelled.progress!.epoch < 1000);
 });
+
+test('embedded store: kill -9 the node while a job runs; the next start on the same data dir runs it again at once and stores its model once', { timeout: 120_000 }, async (t) => {
+  const dir = tempDir('grid-node-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // A lease far longer than the test: the job runs again because the node knows its last process is gone, not because a lease ran out.
+  const args = ['--port', '0', '--data-dir', dir, '--log-level', 'warn', '--dataset', `digits=${DIGITS}`, '--claim-lease-ms', '3600000'];
+  const env = { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD };
+  const first = await startNodeScript(NODE_MAIN, args, env);
+  t.after(() => first.kill('SIGKILL'));
+  const c1 = await admin(t, first.url);
+  await c1.hostModel(mlp([64, 32, 10], { seed: 6 }), { id: 'resumed', allowDownload: true });
+  const job = await c1.training.start({ ...request, model: 'resumed', epochs: 25 });
+  await new Promise<void>((resolve) => {
+    void c1.training.wait(job.id, { onEvent: (ev) => { if (ev.kind === 'epoch') resolve(); } }).catch(() => {});
+  });
+  await first.kill('SIGKILL');
+
+  const second = await startNodeScript(NODE_MAIN, args, env);
+  t.after(() => second.kill('SIGKILL'));
+  const c2 = await admin(t, second.url);
+  const done = await c2.training.wait(job.id);
+  assert.equal(done.state, 'succeeded');
+  const versions = (await c2.listModels({ allVersions: true })).filter((m) => m.id === 'resumed');
+  assert.deepEqual(versions.map((m) => [m.version, m.job_id ?? null]), [['1', null], ['2', job.id]]);
+});
