@@ -43,6 +43,20 @@ export function parseDuration(v: string): number {
   return ms;
 }
 
+function parseLeaseMs(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 100 || n > 3_600_000) throw new InvalidArgumentError('a lease is a whole number of milliseconds from 100 to 3600000');
+  return n;
+}
+
+function leaseFromEnv(v: string): number {
+  try {
+    return parseLeaseMs(v);
+  } catch (err) {
+    throw gridError('INVALID_MESSAGE', `GRID_CLAIM_LEASE_MS=${JSON.stringify(v)}: ${(err as Error).message}`);
+  }
+}
+
 /** The repo's media/datasets folder, found from this file (src/node in development, dist/ when bundled). */
 function demoDatasetsDir(): string {
   for (let dir = __dirname, i = 0; i < 5; i++, dir = path.dirname(dir)) {
@@ -134,11 +148,13 @@ export async function main(argv: string[]): Promise<void> {
     .option('--blobs <dir>', 'keep model and checkpoint blobs in this directory (shared storage for replicas) instead of <data-dir>')
     .option('--upload-expiry <duration>', 'replicas (--database and --blobs): remove a partial upload in the shared blob dir once it has not moved for this long (default 24h; or set GRID_UPLOAD_EXPIRY)', parseDuration)
     .option('--blob-grace <duration>', 'replicas: remove a blob in the shared blob dir that nothing refers to once it is this old (default 1h; or set GRID_BLOB_GRACE)', parseDuration)
+    .option('--claim-lease-ms <ms>', 'how long a replica\'s claim on a training job holds without its heartbeat; another replica takes the job over after that (default 15000; or GRID_CLAIM_LEASE_MS)', parseLeaseMs)
     .addHelpText('after', `
 Environment:
   GRID_DATABASE        like --database (keeps the password out of the process list).
   GRID_UPLOAD_EXPIRY   like --upload-expiry.
   GRID_BLOB_GRACE      like --blob-grace.
+  GRID_CLAIM_LEASE_MS  like --claim-lease-ms.
   GRID_ADMIN_PASSWORD  password of the admin user, used on the first start (when the node creates
                        admin); at least ${MIN_PASSWORD_LENGTH} characters. Unset: one is generated and shown once.
 
@@ -147,7 +163,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
   program.parse(argv);
   const o = program.opts<{
     host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
-    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; database?: string; blobs?: string;
+    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; database?: string; blobs?: string; claimLeaseMs?: number;
     uploadExpiry?: number; blobGrace?: number;
   }>();
 
@@ -184,8 +200,11 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
     };
     const uploadExpiryMs = o.uploadExpiry ?? fromEnv('GRID_UPLOAD_EXPIRY');
     const blobGraceMs = o.blobGrace ?? fromEnv('GRID_BLOB_GRACE');
+    const envLease = process.env.GRID_CLAIM_LEASE_MS;
+    const claimLeaseMs = o.claimLeaseMs ?? (envLease !== undefined && envLease !== '' ? leaseFromEnv(envLease) : undefined);
     const node = await GridNode.start({
       host,
+      ...(claimLeaseMs !== undefined && { training: { claimLeaseMs } }),
       ...(database !== undefined && { database }),
       ...(uploadExpiryMs !== undefined && { uploadExpiryMs }),
       ...(blobGraceMs !== undefined && { blobGraceMs }),

@@ -23,7 +23,7 @@ import { DatasetStore, type DatasetSpec } from './datasets';
 import { NodeEvents } from './events';
 import { registerHandlers } from './handlers';
 import { loadNodeIdentity, metaDbPins, type NodeIdentity } from './identity';
-import { attachTraining, type NodeTraining } from './training';
+import { attachTraining, type NodeTraining, type TrainingOptions } from './training';
 import { attachFl, flErrorData, type FlOptions, type NodeFl } from './fl';
 import { NodeMetrics } from './metrics';
 import { ModelStore } from './models';
@@ -111,6 +111,8 @@ export interface GridNodeOptions {
   fl?: FlOptions;
   /** Shared memory for clients on this machine (docs/protocol.md "Shared memory"); on by default. */
   sharedMemory?: SharedMemoryOptions;
+  /** Training jobs: how long a replica's claim on a job holds without its heartbeat (docs/replicas.md). */
+  training?: TrainingOptions;
 }
 
 /** True for an interface only this machine can reach. */
@@ -283,7 +285,7 @@ export class GridNode {
       const router = registerHandlers(new RedactingRouter(dataDirRoots(dataDir), log, () => models.fresh()), { identity, auth, models, datasets, events, peers, metrics, inference: { limits: inferenceLimits, held }, where: () => where });
       const shm = attachSharedMemory(router, { models, metrics, inference: { limits: inferenceLimits, held }, log, where: () => where, ...(opts.sharedMemory !== undefined && { options: opts.sharedMemory }) });
       cleanups.unshift(() => shm.close());
-      const training = attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where });
+      const training = await attachTraining(router, { db, models, datasets, events, metrics, dataDir, log, where: () => where, ...(opts.training !== undefined && { options: opts.training }) });
       cleanups.unshift(() => training.close());
       const smpc = await attachSmpc(router, { identity, peers, db, dataDir, events, log, where: () => where, ...(opts.smpc !== undefined && { options: opts.smpc }) });
       cleanups.unshift(() => smpc.close());

@@ -2,6 +2,7 @@
 // a new version, reattaching after a disconnect, cancelling, coded errors, DP updates, and no rows leaving.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { cnn, mlp, modelParams } from '../../src/compute/plan';
 import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES, tensorToProto } from '../../src/compute/onnx';
@@ -9,7 +10,7 @@ import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import type { JobEvent, JobInfo } from '../../src/core/protocol/training-messages';
 import { trainRequest } from '../../src/core/training-request';
-import { ADMIN_PASSWORD, startTestNode, type TestNode } from '../helpers/node-fixtures';
+import { ADMIN_PASSWORD, startTestNode, tempDir, type TestNode } from '../helpers/node-fixtures';
 import { startProxy } from '../helpers/proxy';
 import { assertNoRows, DIGITS, recordMessages } from '../helpers/training-fixtures';
 
@@ -275,16 +276,36 @@ test('a small CNN trains on the node\'s 8x8 digits too', async (t) => {
   assert.ok(job.result!.test!.accuracy > 0.7, `test accuracy ${job.result!.test!.accuracy}`);
 });
 
-test('closing a node cancels its running job and waits for it to stop', async () => {
-  const own = await startTestNode({ datasets: [{ name: 'digits', path: DIGITS }] });
+test('closing a node stops its running job and gives it back to the queue; the next start on the same data dir runs it again', async () => {
+  const dir = tempDir();
+  const datasets = [{ name: 'digits', path: DIGITS }];
+  const own = await startTestNode({ dataDir: dir, datasets });
   const admin = await own.admin();
   const job = await admin.training.start({
     model: mlp([64, 32, 10]), dataset_id: 'digits', feature_scale: scale, loss: 'cross_entropy', optimizer: 'sgd', epochs: 1000, batch_size: 8, progress_every: 1,
   });
   const firstBatch = new Promise<void>((resolve) => { void admin.training.wait(job.id, { onEvent: (ev) => { if (ev.kind === 'batch') resolve(); } }).catch(() => {}); });
   await firstBatch;
-  const running = own.node.training.jobs.get(job.id)!;
   await own.close();
-  assert.equal(running.state, 'cancelled');
-  assert.match(running.error!.message, /shutting down/);
+
+  const again = await startTestNode({ dataDir: dir, datasets });
+  try {
+    const admin2 = await again.admin();
+    // The job is the same one (same id), and it runs again: a 'running' state after the 'queued' it was given back as.
+    const states: string[] = [];
+    const runningAgain = new Promise<void>((resolve) => {
+      void admin2.training.wait(job.id, { onEvent: (ev) => {
+        if (ev.kind === 'state') states.push(ev.state);
+        if (ev.kind === 'batch' && states.at(-1) === 'running' && states.includes('queued') && states.indexOf('queued', 1) > 0) resolve();
+      } }).catch(() => {});
+    });
+    await runningAgain;
+    assert.deepEqual(states, ['queued', 'running', 'queued', 'running'], 'queued, ran, given back at the close, ran again after the start');
+    const cancelled = await admin2.training.cancelJob(job.id);
+    assert.equal(cancelled.state, 'cancelled');
+    assert.equal(cancelled.error?.code, 'GRID_ERR_ABORTED');
+  } finally {
+    await again.close();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });

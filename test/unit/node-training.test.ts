@@ -1,46 +1,61 @@
-// Node training pieces without sockets: a job's bounded event history (what a reattaching client gets)
-// and how a train request's label names a dataset column.
+// Node training pieces without sockets: a job's row in a real embedded store (its bounded event history,
+// what a reattaching client gets; claims and their leases) and how a train request's label names a dataset column.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Job } from '../../src/node/training/jobs';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { JobRows } from '../../src/node/training/rows';
+import { EmbeddedStore } from '../../src/node/store/db';
+import type { JobEvent, JobState } from '../../src/core/protocol/training-messages';
 import { labelColumn } from '../../src/node/training/data';
 import type { DatasetInfo } from '../../src/node/datasets';
 import { GridError } from '../../src/core/errors';
 
-const emptyInputs = {
-  model: new Uint8Array(0),
-  train: { features: { dtype: 'float32' as const, dims: [0, 1], data: new Float32Array(0) }, labels: { dtype: 'int64' as const, dims: [0], data: new BigInt64Array(0) } },
-};
 const request = { dataset_id: 'd', loss: 'cross_entropy' as const, optimizer: 'sgd' as const, batch_size: 1, epochs: 1 };
-const progress = (batch: number) => ({ kind: 'batch' as const, epoch: 1, epochs: 1, batch, batches: 100, loss: 1, accuracy: 0, samples_per_second: 1, eta_seconds: 1 });
+const progress = (seq: number): JobEvent => ({ kind: 'batch', seq, job_id: 'job-1', epoch: 1, epochs: 1, batch: seq, batches: 100, loss: 1, accuracy: 0, samples_per_second: 1, eta_seconds: 1 });
+const state = (seq: number, s: JobState): JobEvent => ({ kind: 'state', seq, job_id: 'job-1', state: s });
 
-test('a job keeps its last maxEvents events; a client behind them is told how many it missed', () => {
-  const job = new Job({ owner: 'u', request, label: 'y' }, emptyInputs, 5);
-  job.setState('queued');
-  job.setState('running');
-  for (let b = 1; b <= 8; b++) job.record(progress(b));
-  assert.equal(job.lastSeq, 10);
-  const fromStart = job.since(0);
+function store(t: { after(fn: () => unknown): void }): EmbeddedStore {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'grid-jobs-'));
+  const db = new EmbeddedStore(path.join(dir, 'meta.db'));
+  t.after(async () => { await db.close(); fs.rmSync(dir, { recursive: true, force: true }); });
+  return db;
+}
+
+test('a job keeps its last maxEvents events; a client behind them is told how many it missed', async (t) => {
+  const rows = new JobRows(store(t));
+  await rows.insert('job-1', { owner: 'u', role: 'user', request, label: 'y' }, {}, state(1, 'queued'));
+  const got = await rows.claim('r1', 60_000, async () => true);
+  assert.ok(got);
+  await rows.append(got.claim, [state(2, 'running'), ...[3, 4, 5, 6, 7, 8, 9, 10].map(progress)], undefined, 5);
+  assert.equal((await rows.get('job-1'))!.lastSeq, 10);
+  const fromStart = await rows.since('job-1', 0);
   assert.equal(fromStart.missed, 5);
   assert.deepEqual(fromStart.events.map((e) => e.seq), [6, 7, 8, 9, 10]);
-  const caughtUp = job.since(7);
+  const caughtUp = await rows.since('job-1', 7);
   assert.equal(caughtUp.missed, 0);
   assert.deepEqual(caughtUp.events.map((e) => e.seq), [8, 9, 10]);
-  assert.deepEqual(job.since(10), { missed: 0, events: [] });
+  assert.deepEqual(await rows.since('job-1', 10), { missed: 0, events: [] });
 });
 
-test('watchers get live events until the job ends; a finished job drops its inputs and settles', async () => {
-  const job = new Job({ owner: 'u', request, label: 'y' }, emptyInputs, 100);
-  const seen: number[] = [];
-  job.subscribe((e) => seen.push(e.seq));
-  job.setState('running');
-  job.record(progress(1));
-  job.setState('succeeded');
-  await job.settled;
-  assert.deepEqual(seen, [1, 2, 3]);
-  assert.equal(job.inputs, undefined);
-  assert.equal(job.info().state, 'succeeded');
-  assert.ok(job.info().finished);
+test('a job is claimed once; a run that lost its claim writes nothing, and the run that holds it ends it', async (t) => {
+  const rows = new JobRows(store(t));
+  await rows.insert('job-1', { owner: 'u', role: 'user', request, label: 'y' }, { model: new Uint8Array([1, 2, 3]) }, state(1, 'queued'));
+  const first = await rows.claim('r1', 60_000, async () => true);
+  assert.deepEqual(first?.inputs.model, new Uint8Array([1, 2, 3]), 'the uploaded bytes come with the claim');
+  assert.equal(await rows.claim('r2', 60_000, async () => true), undefined, 'a claimed job under a live lease is nobody else\'s');
+  await rows.expireAll();
+  const second = await rows.claim('r2', 60_000, async () => true);
+  assert.equal(second?.claim.attempt, 2, 'an expired lease is taken over');
+  await assert.rejects(rows.finish(first!.claim, { state: 'succeeded' }, [state(2, 'succeeded')], undefined, 100), (e: GridError) => e.code === 'GRID_ERR_ABORTED');
+  await assert.rejects(rows.append(first!.claim, [progress(2)], undefined, 100), (e: GridError) => e.code === 'GRID_ERR_ABORTED');
+  assert.equal((await rows.get('job-1'))!.state, 'running');
+  await rows.finish(second!.claim, { state: 'succeeded' }, [state(2, 'running'), state(3, 'succeeded')], undefined, 100);
+  const done = (await rows.get('job-1'))!;
+  assert.equal(done.state, 'succeeded');
+  assert.equal(done.claimedBy, 'r2');
+  assert.deepEqual((await rows.since('job-1', 0)).events.map((e) => e.kind === 'state' && e.state), ['queued', 'running', 'succeeded']);
 });
 
 const info = (columns: string[], label?: string): DatasetInfo => ({

@@ -345,4 +345,72 @@ export const MIGRATIONS: readonly Migration[] = [
        touched_ms BIGINT NOT NULL);
      CREATE TABLE blob_pins (sha256 TEXT PRIMARY KEY, pinned_ms BIGINT NOT NULL);`,
   },
+  // 7: training jobs as rows (src/node/training/rows.ts), so a job outlives the process that took it: its
+  // spec and inputs (uploaded model and parameter bytes; a hosted parent by its record), the replica that
+  // claimed it and until when (a lease it renews), its progress, result and the bounded history of its
+  // events that watch-job replays on any replica.
+  {
+    embedded: `CREATE TABLE training_jobs (
+       id TEXT PRIMARY KEY,
+       owner TEXT NOT NULL,
+       role TEXT NOT NULL,
+       request TEXT NOT NULL,
+       parent TEXT,
+       label TEXT NOT NULL,
+       output_model_id TEXT,
+       model_bytes BLOB,
+       params_bytes BLOB,
+       state TEXT NOT NULL,
+       created TEXT NOT NULL,
+       created_ms INTEGER NOT NULL,
+       started TEXT,
+       finished TEXT,
+       claimed_by TEXT,
+       lease_expires INTEGER,
+       attempts INTEGER NOT NULL DEFAULT 0,
+       cancel_requested INTEGER NOT NULL DEFAULT 0,
+       last_seq INTEGER NOT NULL DEFAULT 0,
+       progress TEXT,
+       result TEXT,
+       error TEXT,
+       result_params BLOB);
+     CREATE INDEX training_jobs_state ON training_jobs(state, created_ms);
+     CREATE INDEX training_jobs_claimed ON training_jobs(claimed_by);
+     CREATE TABLE training_job_events (
+       job_id TEXT NOT NULL REFERENCES training_jobs(id) ON DELETE CASCADE,
+       seq INTEGER NOT NULL,
+       event TEXT NOT NULL,
+       PRIMARY KEY (job_id, seq));`,
+    postgres: `CREATE TABLE training_jobs (
+       id TEXT PRIMARY KEY,
+       owner TEXT NOT NULL,
+       role TEXT NOT NULL,
+       request TEXT NOT NULL,
+       parent TEXT,
+       label TEXT NOT NULL,
+       output_model_id TEXT,
+       model_bytes BYTEA,
+       params_bytes BYTEA,
+       state TEXT NOT NULL,
+       created TEXT NOT NULL,
+       created_ms BIGINT NOT NULL,
+       started TEXT,
+       finished TEXT,
+       claimed_by TEXT,
+       lease_expires BIGINT,
+       attempts INTEGER NOT NULL DEFAULT 0,
+       cancel_requested INTEGER NOT NULL DEFAULT 0,
+       last_seq INTEGER NOT NULL DEFAULT 0,
+       progress TEXT,
+       result TEXT,
+       error TEXT,
+       result_params BYTEA);
+     CREATE INDEX training_jobs_state ON training_jobs(state, created_ms);
+     CREATE INDEX training_jobs_claimed ON training_jobs(claimed_by);
+     CREATE TABLE training_job_events (
+       job_id TEXT NOT NULL REFERENCES training_jobs(id) ON DELETE CASCADE,
+       seq INTEGER NOT NULL,
+       event TEXT NOT NULL,
+       PRIMARY KEY (job_id, seq));`,
+  },
 ];

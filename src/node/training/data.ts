@@ -23,6 +23,17 @@ export interface LoadedData {
   test?: Dataset;
 }
 
+/** The dataset a train or evaluate request names, as the data loader takes it. */
+export function selectionOf(data: { dataset_id: string; label?: string; feature_scale?: number; test_split?: number; split_seed?: number; seed?: number }): DataSelection {
+  return {
+    datasetId: data.dataset_id,
+    ...(data.label !== undefined && { label: data.label }),
+    ...(data.feature_scale !== undefined && { featureScale: data.feature_scale }),
+    ...(data.test_split !== undefined && { testSplit: data.test_split }),
+    ...((data.split_seed ?? data.seed) !== undefined && { seed: data.split_seed ?? data.seed }),
+  };
+}
+
 /** Finds the label column: a name, a 0-based index, else the dataset's own label, else the last column. */
 export function labelColumn(info: DatasetInfo, label: string | undefined): { index: number; name: string } {
   const columns = info.schema.columns ?? [];

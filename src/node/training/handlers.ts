@@ -5,16 +5,17 @@
 import * as fsp from 'node:fs/promises';
 import { gridError, GridError, ErrorCodes } from '../../core/errors';
 import { ID_PATTERN, modelRef, type ModelInfo } from '../../core/protocol/messages';
-import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../../core/protocol/tensor';
-import { CancelJob, Evaluate, GetJob, JobParams, ListJobs, ModelTraining, Train, WatchJob, type JobEvent, type TrainRequest } from '../../core/protocol/training-messages';
+import { decodeNamedTensors, type NamedTensors } from '../../core/protocol/tensor';
+import { CancelJob, Evaluate, GetJob, JobParams, ListJobs, ModelTraining, Train, WatchJob, type TrainRequest } from '../../core/protocol/training-messages';
 import { withAttachment, type GridRouter, type HandlerContext } from '../rpc/server';
 import { buildPlan, modelParams } from '../../compute/plan';
 import { evaluateModel } from '../../compute/train';
 import type { DatasetStore } from '../datasets';
 import { sessionOf, type SessionUser } from '../handlers';
 import { checkModelId, checkModelRef, type ModelStore } from '../models';
-import { loadDataset, type DataSelection, type LoadedData } from './data';
-import type { Job, TrainingJobs } from './jobs';
+import { loadDataset, selectionOf, type LoadedData } from './data';
+import type { TrainingJobs } from './jobs';
+import { FINISHED_STATES, jobInfo, type JobRow } from './rows';
 import type { TrainingRecords } from './records';
 
 export interface TrainingDeps {
@@ -23,17 +24,6 @@ export interface TrainingDeps {
   datasets: DatasetStore;
   records: TrainingRecords;
   where(): string;
-}
-
-/** The dataset a train or evaluate request names, as the data loader takes it. */
-function selectionOf(data: { dataset_id: string; label?: string; feature_scale?: number; test_split?: number; split_seed?: number; seed?: number }): DataSelection {
-  return {
-    datasetId: data.dataset_id,
-    ...(data.label !== undefined && { label: data.label }),
-    ...(data.feature_scale !== undefined && { featureScale: data.feature_scale }),
-    ...(data.test_split !== undefined && { testSplit: data.test_split }),
-    ...((data.split_seed ?? data.seed) !== undefined && { seed: data.split_seed ?? data.seed }),
-  };
 }
 
 /** An id field of a request (`ref`: a model ref, `name` or `name@N`): INVALID_ID naming the field, so the user knows which flag to fix. */
@@ -69,7 +59,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
   const { jobs, models, datasets, records } = deps;
 
   /** The model bytes and starting parameters a request names; uploads are claimed first so none is left behind. */
-  async function resolveModel(sel: Selection, ctx: HandlerContext, user: SessionUser, use: 'train' | 'evaluate'): Promise<{ bytes: Uint8Array; parent?: ModelInfo; params?: NamedTensors }> {
+  async function resolveModel(sel: Selection, ctx: HandlerContext, user: SessionUser, use: 'train' | 'evaluate'): Promise<{ bytes: Uint8Array; parent?: ModelInfo; params?: NamedTensors; uploaded: { model?: Uint8Array; params?: Uint8Array } }> {
     const uploaded = sel.model_transfer_id !== undefined ? await uploadedBytes(ctx, sel.model_transfer_id) : undefined;
     const paramBytes = sel.params_transfer_id !== undefined ? await uploadedBytes(ctx, sel.params_transfer_id) : undefined;
     if ((sel.model_id === undefined) === (uploaded === undefined)) {
@@ -103,11 +93,11 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
       const stray = Object.keys(params).find((n) => !(n in known));
       if (stray !== undefined) throw gridError('INVALID_INPUT', `the starting parameters name "${stray}", which is not a float initializer of the model`, { param: stray });
     }
-    return { bytes, ...(parent && { parent }), ...(params && { params }) };
+    return { bytes, ...(parent && { parent }), ...(params && { params }), uploaded: { ...(uploaded && { model: uploaded }), ...(paramBytes && { params: paramBytes }) } };
   }
 
-  function ownJob(id: string, user: SessionUser): Job {
-    const job = jobs.get(id);
+  async function ownJob(id: string, user: SessionUser): Promise<JobRow> {
+    const job = await jobs.get(id);
     // Someone else's job is reported as missing: job ids are not a way to learn about other users.
     if (job === undefined || (job.spec.owner !== user.user && user.role !== 'admin')) throw gridError('NOT_FOUND', `no training job "${id}" on this node`, { job_id: id });
     return job;
@@ -146,7 +136,7 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
     if (data.output_model_id !== undefined) {
       checkIdField('output_model_id', data.output_model_id);
       const out = data.output_model_id;
-      const queued = jobs.list().some((j) => !j.isFinished && j.spec.request.output_model_id === out);
+      const queued = await jobs.outputPending(out);
       if (models.has(out) || queued) {
         throw gridError('ALREADY_EXISTS', `output_model_id: a model "${out}" is already on this node${queued ? ' (or a queued job will store one)' : ''}; choose another output_model_id, or leave it out to store the trained model as the next version of the one trained`, { field: 'output_model_id', model_id: out });
       }
@@ -184,57 +174,46 @@ export function registerTrainingHandlers(router: GridRouter, deps: TrainingDeps)
     if (data.validation_split !== undefined && (Math.round(rows * data.validation_split) === 0 || Math.round(rows * data.validation_split) >= rows)) {
       throw gridError('INVALID_INPUT', `validation_split ${data.validation_split} of ${rows} training rows leaves no validation or no training rows`);
     }
-    const job = jobs.submit(
+    const job = await jobs.submit(
       { owner: user.user, role: user.role, request: data, label: loaded.label, ...(model.parent && { parent: model.parent }) },
       { model: model.bytes, train: loaded.train, ...(model.params && { params: model.params }), ...(loaded.test && { test: loaded.test }) },
+      model.uploaded,
     );
     ctx.log.info({ job: job.id, owner: user.user, dataset: data.dataset_id, rows }, 'training job queued');
-    return { job: job.info() };
+    return { job };
   });
 
   router.stream(WatchJob, async (data, ctx) => {
-    const job = ownJob(data.job_id, requireUser(ctx, 'watch-job'));
-    const { missed, events } = job.since(data.after_seq ?? 0);
-    if (missed > 0) ctx.emit({ kind: 'gap', seq: events[0] ? events[0].seq - 1 : job.lastSeq, job_id: job.id, missed });
-    for (const ev of events) ctx.emit(ev);
-    if (!job.isFinished) {
-      // Watching ends with the job, or when this client goes away; the job itself runs on.
-      let off: () => void = () => {};
-      await new Promise<void>((resolve) => {
-        if (ctx.signal.aborted) return resolve();
-        off = job.subscribe((ev: JobEvent) => ctx.emit(ev));
-        void job.settled.then(resolve);
-        ctx.signal.addEventListener('abort', () => resolve(), { once: true });
-      });
-      off();
-    }
-    return { job: job.info() };
+    const job = await ownJob(data.job_id, requireUser(ctx, 'watch-job'));
+    // Watching ends with the job, or when this client goes away; the job itself runs on.
+    await jobs.watch(job.id, data.after_seq ?? 0, (ev) => ctx.emit(ev), ctx.signal);
+    return { job: jobInfo((await jobs.get(job.id)) ?? job) };
   });
 
-  router.handle(ListJobs, (_data, ctx) => {
+  router.handle(ListJobs, async (_data, ctx) => {
     const user = requireUser(ctx, 'list-jobs');
-    return { jobs: jobs.list().filter((j) => j.spec.owner === user.user || user.role === 'admin').map((j) => j.info()) };
+    return { jobs: (await jobs.list(user.role === 'admin' ? undefined : user.user)).map(jobInfo) };
   });
 
-  router.handle(GetJob, (data, ctx) => ({ job: ownJob(data.job_id, requireUser(ctx, 'job-info')).info() }));
+  router.handle(GetJob, async (data, ctx) => ({ job: jobInfo(await ownJob(data.job_id, requireUser(ctx, 'job-info'))) }));
 
   router.handle(CancelJob, async (data, ctx) => {
-    const job = ownJob(data.job_id, requireUser(ctx, 'cancel-job'));
-    await jobs.cancel(job);
-    return { job: job.info() };
+    const job = await ownJob(data.job_id, requireUser(ctx, 'cancel-job'));
+    return { job: jobInfo(await jobs.cancel(job.id)) };
   });
 
-  router.handle(JobParams, (data, ctx) => {
-    const job = ownJob(data.job_id, requireUser(ctx, 'job-params'));
+  router.handle(JobParams, async (data, ctx) => {
+    const job = await ownJob(data.job_id, requireUser(ctx, 'job-params'));
     if (job.spec.request.output !== 'update') throw gridError('INVALID_INPUT', `job ${job.id} stored a model (output "model"); its parameters are in model "${job.result?.model ? modelRef(job.result.model) : '?'}"`);
-    if (job.state !== 'succeeded' || job.params === undefined) {
+    const params = job.state === 'succeeded' ? await jobs.params(job.id) : undefined;
+    if (params === undefined || job.result === undefined || !FINISHED_STATES.has(job.state)) {
       throw gridError('INVALID_INPUT', `job ${job.id} is ${job.state}; its parameters exist once it has succeeded`, { state: job.state });
     }
     const reply = {
-      job_id: job.id, samples: job.result!.samples, params: job.result!.params!,
-      ...(job.result!.privacy && { privacy: job.result!.privacy }),
+      job_id: job.id, samples: job.result.samples, params: job.result.params!,
+      ...(job.result.privacy && { privacy: job.result.privacy }),
     };
-    return withAttachment(reply, encodeNamedTensors(job.params));
+    return withAttachment(reply, params);
   });
 
   router.handle(Evaluate, async (data, ctx) => {

@@ -13,21 +13,27 @@ import { registerTrainingHandlers } from './handlers';
 import { TrainingJobs } from './jobs';
 import { TrainingRecords } from './records';
 
-export { TrainingJobs } from './jobs';
+export { TrainingJobs, DEFAULT_CLAIM_LEASE_MS } from './jobs';
 
 export interface NodeTraining {
   readonly jobs: TrainingJobs;
   close(): Promise<void>;
 }
 
-export function attachTraining(router: GridRouter, deps: {
+export interface TrainingOptions {
+  /** How long a replica's claim on a job holds without a heartbeat (docs/replicas.md); 15 s by default. */
+  claimLeaseMs?: number;
+}
+
+export async function attachTraining(router: GridRouter, deps: {
   db: Store; models: ModelStore; datasets: DatasetStore; events: NodeEvents; metrics: NodeMetrics;
-  dataDir: string; log: Logger; where(): string;
-}): NodeTraining {
+  dataDir: string; log: Logger; where(): string; options?: TrainingOptions;
+}): Promise<NodeTraining> {
   const records = new TrainingRecords(deps.db);
-  const jobs = new TrainingJobs({
-    models: deps.models, events: deps.events, records, log: deps.log,
+  const jobs = await TrainingJobs.open({
+    db: deps.db, models: deps.models, datasets: deps.datasets, events: deps.events, records, log: deps.log,
     dir: path.join(deps.dataDir, 'training'),
+    ...(deps.options?.claimLeaseMs !== undefined && { leaseMs: deps.options.claimLeaseMs }),
     onModelAdded: () => deps.metrics.models.set(deps.models.count),
   });
   registerTrainingHandlers(router, { jobs, models: deps.models, datasets: deps.datasets, records, where: deps.where });

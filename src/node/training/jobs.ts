@@ -1,37 +1,38 @@
-// Training jobs on a node: a bounded queue, at most `maxRunning` at once, each with an id, a bounded event
-// history (so a client that reattaches gets what it missed), cancellation, and a result that outlives
-// the connection that started it. A finished job stores its model as the next version of the model it
-// trained (lineage: parent name@version and job id), or keeps its parameters for job-params (an FL update).
+// Training jobs on a node: rows of its database (training/rows.ts), claimed and run by one replica at a
+// time. The replica that takes a train request runs the job itself when it has room (at most `maxRunning`
+// at once); otherwise the job waits in the queue for whichever replica has room first. Each replica renews
+// the leases of the jobs it runs; when one dies, its jobs' leases expire and another replica claims them
+// and runs them again from their start, under the same job id. Events (with a bounded history) go through
+// the database, so a client watches, lists and cancels a job through any replica. A finished job stores
+// its model as the next version of the model it trained (lineage: parent name@version and job id), or
+// keeps its parameters for job-params (an FL update), in the same transaction that ends the job and only
+// while its run still holds it: a result is stored once, whichever replicas ran it.
 
 import { createHash, randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as fsp from 'node:fs/promises';
+import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorCodes, gridError, GridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { redactError } from '../rpc/redact';
 import { modelRef, type ModelInfo } from '../../core/protocol/messages';
-import type { NamedTensors } from '../../core/protocol/tensor';
-import type { JobEvent, JobInfo, JobProgress, JobResult, JobState, TrainRequest } from '../../core/protocol/training-messages';
+import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../../core/protocol/tensor';
+import type { JobEvent, JobInfo, JobProgress, JobResult } from '../../core/protocol/training-messages';
 import type { Dataset } from '../../compute/data';
 import { modelParams } from '../../compute/plan';
 import { evaluateModel, trainSteps, type TrainProgress, type TrainResult } from '../../compute/train';
+import type { DatasetStore } from '../datasets';
 import type { NodeEvents } from '../events';
 import type { ModelStore } from '../models';
+import { RECONNECTED, type Store } from '../store/sql';
+import { loadDataset, selectionOf } from './data';
+import { CANCEL_CHANNEL, EVENTS_CHANNEL, FINISHED_STATES, isLost, jobInfo, JobRows, WAKE_CHANNEL, type Claim, type Finish, type JobRow, type JobSpec } from './rows';
 import type { TrainingRecords } from './records';
 
-export interface JobSpec {
-  owner: string;
-  /** The owner's role: an admin may add versions to anyone's model. */
-  role?: string;
-  request: TrainRequest;
-  /** The hosted model it came from. */
-  parent?: ModelInfo;
-  /** The label column's name. */
-  label: string;
-}
+export type { JobSpec } from './rows';
 
-/** What a job trains with; dropped when it ends, so a finished job holds only its result. */
+/** What a job trains with, loaded by the replica that runs it. */
 export interface JobInputs {
   /** The forward model (ONNX bytes). */
   model: Uint8Array;
@@ -41,16 +42,32 @@ export interface JobInputs {
   test?: Dataset;
 }
 
+/** The bytes a request uploaded: kept in the job's row, so any replica can run it. */
+export interface UploadedInputs {
+  model?: Uint8Array;
+  params?: Uint8Array;
+}
+
+export const DEFAULT_CLAIM_LEASE_MS = 15_000;
+
 export interface TrainingJobsOptions {
+  db: Store;
   models: ModelStore;
+  datasets: DatasetStore;
   events: NodeEvents;
   records: TrainingRecords;
   /** Where trained models are written before the model store adopts them. */
   dir: string;
   log: Logger;
+  /** This replica's id in the jobs it claims; new per process. */
+  replica?: string;
+  /** How long a claim holds without a heartbeat; its replica renews it every third of that. */
+  leaseMs?: number;
   /** onnxruntime threads per training session; 1 keeps the node responsive on small machines. */
   threads?: number;
+  /** Jobs this replica runs at once. */
   maxRunning?: number;
+  /** Jobs queued on the node (all replicas). */
   maxQueued?: number;
   /** Events kept per job for clients that reattach. */
   maxEvents?: number;
@@ -60,95 +77,49 @@ export interface TrainingJobsOptions {
   onModelAdded?(model: ModelInfo): void;
 }
 
-type Listener = (ev: JobEvent) => void;
-/** A job event before the job numbers it. */
+/** A job event before its run numbers it. */
 type NewEvent = JobEvent extends infer E ? (E extends JobEvent ? Omit<E, 'seq' | 'job_id'> : never) : never;
 
-const finishedStates: ReadonlySet<JobState> = new Set(['succeeded', 'failed', 'cancelled']);
+/** Progress events are written at most this often (a batch every few ms would be a commit each). */
+const FLUSH_EVERY_MS = 200;
 
-export class Job {
-  readonly id = `job-${randomBytes(6).toString('hex')}`;
-  readonly spec: JobSpec;
-  inputs: JobInputs | undefined;
-  readonly created = new Date().toISOString();
+/** Why a run stops without ending its job: the replica shuts down and gives it back to the queue. */
+const RELEASE = 'release';
+
+/** A job running on this replica: its claim, its abort, and the events not yet written. */
+class Run {
+  readonly claim: Claim;
+  readonly row: JobRow;
   readonly controller = new AbortController();
-  state: JobState = 'queued';
-  started: string | undefined;
-  finished: string | undefined;
+  /** When the claim was committed (a heartbeat that started before it cannot know of it). */
+  readonly claimedAt = Date.now();
+  seq: number;
   progress: JobProgress | undefined;
-  result: JobResult | undefined;
-  error: GridError | undefined;
-  /** Trained parameters of an output:'update' job, for job-params. */
-  params: NamedTensors | undefined;
-  private seq = 0;
-  private readonly history: JobEvent[] = [];
-  private readonly maxEvents: number;
-  private readonly listeners = new Set<Listener>();
-  private settle!: () => void;
-  /** Resolves when the job reaches a final state. */
-  readonly settled: Promise<void>;
+  pending: JobEvent[] = [];
+  flushTimer: NodeJS.Timeout | undefined;
+  lastFlush = 0;
+  /** Writes of this run, one after another. */
+  writes: Promise<void> = Promise.resolve();
+  done: Promise<void> = Promise.resolve();
 
-  constructor(spec: JobSpec, inputs: JobInputs, maxEvents: number) {
-    this.spec = spec;
-    this.inputs = inputs;
-    this.maxEvents = maxEvents;
-    this.settled = new Promise((r) => { this.settle = r; });
+  constructor(row: JobRow, claim: Claim) {
+    this.row = row;
+    this.claim = claim;
+    this.seq = row.lastSeq;
   }
 
-  get isFinished(): boolean {
-    return finishedStates.has(this.state);
-  }
-
-  get lastSeq(): number {
-    return this.seq;
-  }
-
-  /** Appends an event to the bounded history and tells the watchers. */
   record(ev: NewEvent): void {
-    const full = { ...ev, seq: ++this.seq, job_id: this.id } as JobEvent;
-    this.history.push(full);
-    if (this.history.length > this.maxEvents) this.history.shift();
-    for (const l of [...this.listeners]) l(full);
+    this.pending.push({ ...ev, seq: ++this.seq, job_id: this.claim.id } as JobEvent);
   }
 
-  setState(state: JobState): void {
-    this.state = state;
-    this.record({ kind: 'state', state });
-    if (this.isFinished) {
-      this.finished = new Date().toISOString();
-      this.inputs = undefined;
-      this.listeners.clear();
-      this.settle();
-    }
-  }
-
-  /** Events after `afterSeq` still held, and how many newer than it were already dropped. */
-  since(afterSeq: number): { missed: number; events: JobEvent[] } {
-    const first = this.history[0]?.seq ?? this.seq + 1;
-    const missed = Math.max(0, first - afterSeq - 1);
-    return { missed, events: this.history.filter((e) => e.seq > afterSeq) };
-  }
-
-  subscribe(listener: Listener): () => void {
-    this.listeners.add(listener);
-    return () => { this.listeners.delete(listener); };
-  }
-
-  info(): JobInfo {
-    const r = this.spec.request;
-    const out: JobInfo = {
-      id: this.id, state: this.state, owner: this.spec.owner, dataset_id: r.dataset_id,
-      output: r.output ?? 'model', epochs: r.epochs, created: this.created, last_seq: this.seq,
-    };
-    if (this.spec.parent) out.model_id = modelRef(this.spec.parent);
-    if (this.started) out.started = this.started;
-    if (this.finished) out.finished = this.finished;
-    if (this.progress) out.progress = this.progress;
-    if (this.result) out.result = this.result;
-    if (this.error) out.error = { code: this.error.code, message: this.error.message };
+  take(): JobEvent[] {
+    const out = this.pending;
+    this.pending = [];
     return out;
   }
 }
+
+type Watcher = { event(ev: JobEvent): void; resync(): void };
 
 function toProgress(p: TrainProgress): JobProgress {
   const out: JobProgress = {
@@ -161,8 +132,8 @@ function toProgress(p: TrainProgress): JobProgress {
 
 /**
  * Empties the results dir at start. A file there is only ever a result on its way into the model store
- * (which moves it into its blobs, or removes it, before the job ends), and jobs do not survive a restart:
- * no committed model refers to one, so anything found is from a process killed while storing.
+ * (which moves it into its blobs, or removes it, before the job ends); a job interrupted while storing is
+ * run again (it is still `running` in the database), so no committed model refers to one.
  */
 export function sweepResults(dir: string): number {
   fs.mkdirSync(dir, { recursive: true });
@@ -175,77 +146,342 @@ export function sweepResults(dir: string): number {
 }
 
 export class TrainingJobs {
-  private readonly opts: Required<Omit<TrainingJobsOptions, 'onModelAdded'>> & Pick<TrainingJobsOptions, 'onModelAdded'>;
-  private readonly jobs = new Map<string, Job>();
-  private readonly queue: Job[] = [];
-  private running = 0;
+  readonly replica: string;
+  readonly leaseMs: number;
+  private readonly opts: Required<Omit<TrainingJobsOptions, 'onModelAdded' | 'replica' | 'leaseMs'>> & Pick<TrainingJobsOptions, 'onModelAdded'>;
+  private readonly rows: JobRows;
+  private readonly running = new Map<string, Run>();
+  /** Slots promised to submits still writing their row. */
+  private reserved = 0;
+  private readonly watchers = new Map<string, Set<Watcher>>();
+  private readonly unlisten: (() => void)[] = [];
+  private readonly timers: NodeJS.Timeout[] = [];
+  /** Jobs this replica left alone because it cannot read their dataset (warned once each). */
+  private readonly unreadable = new Set<string>();
+  private pumping: Promise<void> | undefined;
+  private pumpAgain = false;
+  private heartbeating = false;
   private closed = false;
 
-  constructor(opts: TrainingJobsOptions) {
-    this.opts = { threads: 1, maxRunning: 2, maxQueued: 64, maxEvents: 1000, maxFinished: 100, ...opts };
-    const swept = sweepResults(this.opts.dir);
-    if (swept > 0) this.opts.log.info({ swept }, 'removed training results left by a job interrupted while storing its model');
+  private constructor(opts: TrainingJobsOptions) {
+    const { replica, leaseMs, ...rest } = opts;
+    this.opts = { threads: 1, maxRunning: 2, maxQueued: 64, maxEvents: 1000, maxFinished: 100, ...rest };
+    this.replica = replica ?? `${os.hostname()}:${process.pid}:${randomBytes(4).toString('hex')}`;
+    this.leaseMs = leaseMs ?? DEFAULT_CLAIM_LEASE_MS;
+    this.rows = new JobRows(opts.db);
   }
 
-  get(id: string): Job | undefined {
-    return this.jobs.get(id);
+  /** Starts claiming: on the embedded store, jobs that were running when the node last stopped run again. */
+  static async open(opts: TrainingJobsOptions): Promise<TrainingJobs> {
+    const jobs = new TrainingJobs(opts);
+    const log = jobs.opts.log;
+    const swept = sweepResults(jobs.opts.dir);
+    if (swept > 0) log.info({ swept }, 'removed training results left by a job interrupted while storing its model');
+    const db = jobs.opts.db;
+    // One process owns an embedded store: whatever ran is from a process that is gone.
+    if (db.kind === 'embedded') {
+      const resumed = await jobs.rows.expireAll();
+      if (resumed > 0) log.info({ jobs: resumed }, 'training jobs that were running when the node stopped run again from their start');
+    }
+    jobs.unlisten.push(
+      db.listen(WAKE_CHANNEL, () => jobs.pump()),
+      db.listen(CANCEL_CHANNEL, (id) => jobs.running.get(id)?.controller.abort(gridError('ABORTED', 'cancelled while running'))),
+      db.listen(EVENTS_CHANNEL, (payload) => jobs.deliver(payload)),
+      db.listen(RECONNECTED, () => {
+        for (const set of jobs.watchers.values()) for (const w of set) w.resync();
+        jobs.pump();
+      }),
+    );
+    const every = (ms: number, fn: () => void) => { const t = setInterval(fn, ms); t.unref(); jobs.timers.push(t); };
+    every(Math.max(50, Math.floor(jobs.leaseMs / 3)), () => { void jobs.heartbeat(); });
+    // Looks for jobs whose replica died (their lease expired): nobody announces that.
+    every(Math.max(50, Math.floor(jobs.leaseMs / 2)), () => jobs.pump());
+    jobs.pump();
+    return jobs;
   }
 
-  list(): Job[] {
-    return [...this.jobs.values()].reverse();
+  async get(id: string): Promise<JobRow | undefined> {
+    return this.rows.get(id);
   }
 
-  submit(spec: JobSpec, inputs: JobInputs): Job {
+  /** Newest first; `owner` undefined: everyone's. */
+  async list(owner: string | undefined): Promise<JobRow[]> {
+    return this.rows.list(owner, this.opts.maxFinished + this.opts.maxQueued + 64);
+  }
+
+  async outputPending(modelId: string): Promise<boolean> {
+    return this.rows.outputPending(modelId);
+  }
+
+  async params(id: string): Promise<Uint8Array | undefined> {
+    return this.rows.resultParams(id);
+  }
+
+  /**
+   * Writes the job's row; runs it here at once when this replica has room (with the inputs the request
+   * already loaded), else leaves it queued for the first replica with room.
+   */
+  async submit(spec: JobSpec, inputs: JobInputs, uploaded: UploadedInputs): Promise<JobInfo> {
     if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
-    if (this.queue.length >= this.opts.maxQueued) throw gridError('BUSY', `the node already has ${this.queue.length} training jobs queued; wait for some to finish`);
-    const job = new Job(spec, inputs, this.opts.maxEvents);
-    this.jobs.set(job.id, job);
-    job.setState('queued');
-    this.queue.push(job);
-    this.forgetOld();
-    this.pump();
-    return job;
-  }
-
-  /** Stops a job; resolves once it has stopped. */
-  async cancel(job: Job): Promise<void> {
-    if (job.isFinished) return;
-    const queued = this.queue.indexOf(job);
-    if (queued >= 0) {
-      this.queue.splice(queued, 1);
-      job.error = gridError('ABORTED', 'cancelled before it started');
-      job.setState('cancelled');
-      return;
+    const queued = await this.rows.countQueued();
+    if (queued >= this.opts.maxQueued) throw gridError('BUSY', `the node already has ${queued} training jobs queued; wait for some to finish`);
+    const id = `job-${randomBytes(6).toString('hex')}`;
+    const here = this.running.size + this.reserved < this.opts.maxRunning;
+    if (here) this.reserved++;
+    let row: JobRow;
+    try {
+      row = await this.rows.insert(id, spec, uploaded, { kind: 'state', state: 'queued', seq: 1, job_id: id }, here ? { replica: this.replica, leaseMs: this.leaseMs } : undefined);
+    } finally {
+      if (here) this.reserved--;
     }
-    job.controller.abort(gridError('ABORTED', 'cancelled while running'));
-    await job.settled;
+    if (here) this.start(row, { id, replica: this.replica, attempt: row.attempts }, inputs);
+    await this.rows.forgetOld(this.opts.maxFinished).catch((err: unknown) => this.opts.log.warn({ err: (err as Error).message }, 'forgetting old training jobs failed'));
+    return jobInfo(row);
   }
 
-  private pump(): void {
-    while (!this.closed && this.running < this.opts.maxRunning && this.queue.length > 0) {
-      const job = this.queue.shift()!;
-      this.running++;
-      void this.run(job).finally(() => {
-        this.running--;
-        this.pump();
+  /** Stops a job from any replica; resolves with it once it has stopped (or the wait ran out). */
+  async cancel(id: string): Promise<JobRow> {
+    const row = await this.rows.get(id);
+    if (row === undefined || FINISHED_STATES.has(row.state)) return row!;
+    const stopped = this.untilFinished(id, this.leaseMs * 2 + 30_000);
+    try {
+      const ended = await this.rows.cancel(id, (seq) => ({ kind: 'state', state: 'cancelled', seq, job_id: id }),
+        { code: ErrorCodes.ABORTED, message: row.state === 'queued' ? 'cancelled before it started' : 'cancelled while running' }, this.opts.maxEvents);
+      if (!ended) this.running.get(id)?.controller.abort(gridError('ABORTED', 'cancelled while running'));
+      await stopped.done;
+    } finally {
+      stopped.off();
+    }
+    return (await this.rows.get(id)) ?? row;
+  }
+
+  /**
+   * Emits the job's events after `afterSeq` (a gap first when older ones were dropped), then live ones,
+   * until the job ends or `signal` aborts; from any replica.
+   */
+  async watch(id: string, afterSeq: number, emit: (ev: JobEvent) => void, signal: AbortSignal): Promise<void> {
+    let last = afterSeq;
+    let live = false;
+    let done = false;
+    let wake: () => void = () => {};
+    const buffered: JobEvent[] = [];
+    const deliver = (ev: JobEvent) => {
+      if (done || ev.seq <= last) return;
+      last = ev.seq;
+      emit(ev);
+      if (ev.kind === 'state' && FINISHED_STATES.has(ev.state)) { done = true; wake(); }
+    };
+    const catchUp = async () => { for (const ev of (await this.rows.since(id, last)).events) deliver(ev); };
+    const off = this.subscribe(id, {
+      event: (ev) => { if (live) deliver(ev); else buffered.push(ev); },
+      resync: () => { if (live) void catchUp().catch(() => undefined); },
+    });
+    try {
+      const { missed, events } = await this.rows.since(id, afterSeq);
+      if (missed > 0) emit({ kind: 'gap', seq: events[0]!.seq - 1, job_id: id, missed });
+      for (const ev of events) deliver(ev);
+      live = true;
+      for (const ev of buffered.splice(0)) deliver(ev);
+      const row = await this.rows.get(id);
+      if (!done && (row === undefined || FINISHED_STATES.has(row.state))) {
+        await catchUp();
+        done = true;
+      }
+      if (!done) {
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+          if (signal.aborted) return resolve();
+          signal.addEventListener('abort', () => resolve(), { once: true });
+        });
+      }
+    } finally {
+      off();
+    }
+  }
+
+  private subscribe(id: string, w: Watcher): () => void {
+    let set = this.watchers.get(id);
+    if (set === undefined) this.watchers.set(id, set = new Set());
+    set.add(w);
+    return () => {
+      set.delete(w);
+      if (set.size === 0 && this.watchers.get(id) === set) this.watchers.delete(id);
+    };
+  }
+
+  /** Resolves when the job reaches a final state, or after `ms`. */
+  private untilFinished(id: string, ms: number): { done: Promise<void>; off(): void } {
+    let off: () => void = () => {};
+    let timer: NodeJS.Timeout | undefined;
+    const done = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, ms);
+      off = this.subscribe(id, {
+        event: (ev) => { if (ev.kind === 'state' && FINISHED_STATES.has(ev.state)) resolve(); },
+        resync: () => { void this.rows.get(id).then((r) => { if (r === undefined || FINISHED_STATES.has(r.state)) resolve(); }, () => undefined); },
       });
+    });
+    return { done, off: () => { clearTimeout(timer); off(); } };
+  }
+
+  /** Events committed by any replica (this one too), to this replica's watchers. */
+  private deliver(payload: string): void {
+    let events: JobEvent[];
+    try { events = JSON.parse(payload) as JobEvent[]; } catch { return; }
+    for (const ev of events) for (const w of [...this.watchers.get(ev.job_id) ?? []]) w.event(ev);
+  }
+
+  /** Claims jobs while this replica has room; one claimer at a time, re-run when asked meanwhile. */
+  private pump(): void {
+    if (this.closed) return;
+    if (this.pumping !== undefined) { this.pumpAgain = true; return; }
+    this.pumping = (async () => {
+      do {
+        this.pumpAgain = false;
+        while (!this.closed && this.running.size + this.reserved < this.opts.maxRunning) {
+          const got = await this.rows.claim(this.replica, this.leaseMs, (row) => this.canRun(row));
+          if (got === undefined) break;
+          if (this.closed) {
+            // Claimed while shutting down: give it straight back.
+            await this.rows.release(got.claim, [{ kind: 'state', state: 'queued', seq: got.row.lastSeq + 1, job_id: got.row.id }], this.opts.maxEvents).catch(() => undefined);
+            break;
+          }
+          if (got.row.attempts > 1) this.opts.log.warn({ job: got.row.id, run: got.row.attempts, replica: this.replica }, 'took over a training job whose replica stopped renewing its claim; running it again from its start');
+          this.start(got.row, got.claim, got.inputs);
+        }
+      } while (this.pumpAgain && !this.closed);
+    })().catch((err: unknown) => {
+      this.opts.log.warn({ err: (err as Error).message }, 'claiming training jobs failed; trying again at the next look');
+    }).finally(() => { this.pumping = undefined; });
+  }
+
+  /** Whether this replica can read the job's dataset (a dataset's file must be on storage every replica mounts). */
+  private async canRun(row: JobRow): Promise<boolean> {
+    const file = await this.opts.datasets.pathOf(row.spec.request.dataset_id);
+    if (file === undefined) return true; // removed since: the run fails with NOT_FOUND, which the owner should see
+    try {
+      await fsp.access(file, fs.constants.R_OK);
+      return true;
+    } catch {
+      if (!this.unreadable.has(row.id) && this.unreadable.size < 1000) {
+        this.unreadable.add(row.id);
+        this.opts.log.warn({ job: row.id, dataset: row.spec.request.dataset_id, replica: this.replica },
+          'left a training job to another replica: this replica cannot read its dataset\'s file (register datasets on storage every replica mounts at the same path)');
+      }
+      return false;
     }
   }
 
-  private forgetOld(): void {
-    const finished = [...this.jobs.values()].filter((j) => j.isFinished);
-    for (const j of finished.slice(0, Math.max(0, finished.length - this.opts.maxFinished))) this.jobs.delete(j.id);
+  /** Renews this replica's leases; a job another replica took over (or that was cancelled) stops here. */
+  private async heartbeat(): Promise<void> {
+    if (this.heartbeating || this.closed || this.running.size === 0) return;
+    this.heartbeating = true;
+    const started = Date.now();
+    try {
+      const held = await this.rows.heartbeat(this.replica, this.leaseMs);
+      for (const run of this.running.values()) {
+        if (run.claimedAt >= started) continue;
+        const h = held.get(run.claim.id);
+        if (h === undefined || h.attempt !== run.claim.attempt) {
+          run.controller.abort(gridError('ABORTED', `training job ${run.claim.id} was taken over by another replica`, { reason: 'claim-lost' }));
+        } else if (h.cancel) {
+          run.controller.abort(gridError('ABORTED', 'cancelled while running'));
+        }
+      }
+    } catch (err) {
+      this.opts.log.warn({ err: (err as Error).message }, 'renewing training job claims failed; another replica takes them over if this lasts beyond the lease');
+    } finally {
+      this.heartbeating = false;
+    }
   }
 
-  private async run(job: Job): Promise<void> {
-    const { spec } = job;
-    const input = job.inputs!;
+  private start(row: JobRow, claim: Claim, inputs: JobInputs | UploadedInputs): void {
+    const run = new Run(row, claim);
+    this.running.set(claim.id, run);
+    run.done = this.run(run, inputs).finally(() => {
+      clearTimeout(run.flushTimer);
+      this.running.delete(claim.id);
+      this.pump();
+    });
+  }
+
+  /** Writes the run's progress events now, or (after a recent progress write) in one write at most 200 ms later. */
+  private scheduleFlush(run: Run): void {
+    if (run.flushTimer !== undefined) return;
+    const now = Date.now();
+    const wait = run.lastFlush + FLUSH_EVERY_MS - now;
+    if (wait <= 0) { run.lastFlush = now; void this.flush(run); return; }
+    run.flushTimer = setTimeout(() => {
+      run.flushTimer = undefined;
+      run.lastFlush = Date.now();
+      void this.flush(run);
+    }, wait);
+  }
+
+  private flush(run: Run): Promise<void> {
+    run.writes = run.writes.then(async () => {
+      const events = run.take();
+      if (events.length === 0) return;
+      try {
+        await this.rows.append(run.claim, events, run.progress, this.opts.maxEvents);
+      } catch (err) {
+        if (isLost(err)) { run.controller.abort(err); return; }
+        // The database is away: keep them for the next write.
+        run.pending.unshift(...events);
+        this.opts.log.warn({ job: run.claim.id, err: (err as Error).message }, 'writing training job events failed; retrying with the next ones');
+      }
+    });
+    return run.writes;
+  }
+
+  /** Writes the end of a run (with its pending events and a final state event) through `write`. */
+  private async end(run: Run, state: 'succeeded' | 'failed' | 'cancelled' | 'queued', write: (events: JobEvent[]) => Promise<void>): Promise<void> {
+    clearTimeout(run.flushTimer);
+    run.flushTimer = undefined;
+    await run.writes;
+    run.record({ kind: 'state', state });
+    const events = run.take();
+    await write(events);
+  }
+
+  private async finish(run: Run, finish: Finish): Promise<void> {
+    await this.end(run, finish.state, (events) => this.rows.finish(run.claim, finish, events, run.progress, this.opts.maxEvents));
+  }
+
+  /** The inputs of a job claimed from the queue: uploaded bytes from its row, a hosted model from the shared store, the dataset from its file. */
+  private async load(run: Run, uploaded: UploadedInputs): Promise<JobInputs> {
+    const { spec } = run.row;
+    const r = spec.request;
+    let model = uploaded.model;
+    if (model === undefined) {
+      const parent = spec.parent!;
+      try {
+        model = await this.opts.models.read(parent.sha256, 0, parent.size);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw gridError('NOT_FOUND', `model "${modelRef(parent)}", which this job trains, was deleted before the job ran`, { model_id: modelRef(parent) });
+        throw err;
+      }
+      if (model.length !== parent.size) throw gridError('NOT_FOUND', `model "${modelRef(parent)}", which this job trains, was deleted before the job ran`, { model_id: modelRef(parent) });
+    }
+    const loaded = await loadDataset(this.opts.datasets, selectionOf(r), r.loss);
+    return {
+      model, train: loaded.train,
+      ...(uploaded.params && { params: decodeNamedTensors(uploaded.params) }),
+      ...(loaded.test && { test: loaded.test }),
+    };
+  }
+
+  private async run(run: Run, given: JobInputs | UploadedInputs): Promise<void> {
+    const spec = run.row.spec;
     const r = spec.request;
     const log = this.opts.log;
-    job.started = new Date().toISOString();
-    job.setState('running');
-    log.info({ job: job.id, owner: spec.owner, dataset: r.dataset_id, model: spec.parent && modelRef(spec.parent), epochs: r.epochs }, 'training job started');
+    const id = run.claim.id;
+    const signal = run.controller.signal;
     try {
+      run.record({ kind: 'state', state: 'running' });
+      void this.flush(run);
+      log.info({ job: id, owner: spec.owner, dataset: r.dataset_id, model: spec.parent && modelRef(spec.parent), epochs: r.epochs, run: run.claim.attempt }, 'training job started');
+      if (run.row.cancelRequested) throw gridError('ABORTED', 'cancelled while running');
+      const input = 'train' in given ? given : await this.load(run, given);
       const it = trainSteps(input.train, {
         model: input.model,
         loss: r.loss,
@@ -267,7 +503,7 @@ export class TrainingJobs {
         // Every batch comes back here so the node can yield to other requests between batches; only every
         // progress_every-th is reported.
         progressEvery: 1,
-        signal: job.controller.signal,
+        signal,
         loadOptions: { intraOpNumThreads: this.opts.threads },
         ...(r.weight_decay !== undefined && { plan: { weightDecay: true } }),
       });
@@ -281,8 +517,11 @@ export class TrainingJobs {
           await it.return(undefined as never);
           throw gridError('JOB_FAILED', `the training loss became ${p.loss} in epoch ${p.epoch}, batch ${p.batch}; lower the learning rate or scale the features`);
         }
-        job.progress = toProgress(p);
-        if (p.kind === 'epoch' || p.batch % every === 0) job.record({ kind: p.kind, ...job.progress });
+        run.progress = toProgress(p);
+        if (p.kind === 'epoch' || p.batch % every === 0) {
+          run.record({ kind: p.kind, ...run.progress });
+          this.scheduleFlush(run);
+        }
         // Let the node answer other requests between batches even if onnxruntime resolved synchronously.
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
@@ -294,40 +533,74 @@ export class TrainingJobs {
         result.privacy = { clip_norm: p.clipNorm, noise_multiplier: p.noiseMultiplier, update_norm: p.updateNorm, clipped: p.clipped };
       }
       if (input.test) result.test = await evaluateModel(trained.model, input.test, { loss: r.loss, loadOptions: { intraOpNumThreads: this.opts.threads } });
-      if (job.controller.signal.aborted) throw job.controller.signal.reason;
+      if (signal.aborted) throw signal.reason;
       if ((r.output ?? 'model') === 'model') {
-        result.model = await this.store(job, trained.model, result);
+        const model = await this.store(run, trained.model, result);
+        log.info({ job: id, seconds: result.seconds, accuracy: result.metrics.accuracy, test: result.test?.accuracy, model: modelRef(model) }, 'training job succeeded');
       } else {
-        job.params = trained.params;
         result.params = Object.entries(trained.params).map(([name, t]) => ({ name, dtype: t.dtype, dims: [...t.dims] }));
+        await this.finish(run, { state: 'succeeded', result, params: encodeNamedTensors(trained.params) });
+        log.info({ job: id, seconds: result.seconds, accuracy: result.metrics.accuracy }, 'training job succeeded');
       }
-      job.result = result;
-      job.setState('succeeded');
-      log.info({ job: job.id, seconds: result.seconds, accuracy: result.metrics.accuracy, test: result.test?.accuracy, model: result.model && modelRef(result.model) }, 'training job succeeded');
     } catch (err) {
-      const e = job.controller.signal.aborted ? toGridError(job.controller.signal.reason) : toGridError(err, 'JOB_FAILED');
+      await this.failed(run, err);
+    }
+  }
+
+  /** Ends a run that threw: given back (shutdown), dropped (taken over), cancelled or failed. */
+  private async failed(run: Run, err: unknown): Promise<void> {
+    const log = this.opts.log;
+    const id = run.claim.id;
+    const signal = run.controller.signal;
+    const reason: unknown = signal.aborted ? signal.reason : err;
+    if (isLost(reason) || isLost(err)) {
+      log.warn({ job: id, replica: this.replica, run: run.claim.attempt }, 'stopped a training job here: another replica took it over (this replica did not renew its claim in time)');
+      return;
+    }
+    try {
+      if (reason === RELEASE) {
+        await this.end(run, 'queued', (events) => this.rows.release(run.claim, events, this.opts.maxEvents));
+        log.info({ job: id }, 'training job given back to the queue: the node is shutting down');
+        return;
+      }
+      const e = toGridError(reason, 'JOB_FAILED');
       // job-info and watch-job show this error to the client: no server paths in it (the log keeps them).
       const shown = redactError(e, [path.dirname(this.opts.dir)]);
-      job.error = shown.code === ErrorCodes.INTERNAL ? new GridError(ErrorCodes.JOB_FAILED, shown.message, shown.details) : shown;
-      job.setState(e.code === ErrorCodes.ABORTED ? 'cancelled' : 'failed');
-      if (e.code === ErrorCodes.ABORTED) log.info({ job: job.id }, 'training job cancelled');
-      else log.warn({ job: job.id, code: e.code, err: e.message }, 'training job failed');
+      const error = shown.code === ErrorCodes.INTERNAL ? new GridError(ErrorCodes.JOB_FAILED, shown.message, shown.details) : shown;
+      const cancelled = e.code === ErrorCodes.ABORTED;
+      await this.finish(run, { state: cancelled ? 'cancelled' : 'failed', error: { code: error.code, message: error.message } });
+      if (cancelled) log.info({ job: id }, 'training job cancelled');
+      else log.warn({ job: id, code: e.code, err: e.message }, 'training job failed');
+    } catch (end) {
+      // Not written (the database is away, or the job was taken over meanwhile): its lease runs out and
+      // a replica runs it again.
+      if (isLost(end)) log.warn({ job: id, replica: this.replica }, 'stopped a training job here: another replica took it over');
+      else log.error({ job: id, err: (end as Error).message }, 'could not write the end of a training job; it runs again once its claim expires');
     }
   }
 
   /**
    * Stores the trained model as the next version of the model it came from (or as `output_model_id`, or
-   * `trained-<job>` for uploaded bytes), with its lineage, and records how it was made.
+   * `trained-<job>` for uploaded bytes), with its lineage, and ends the job in the same transaction, only
+   * while this run still holds it: a replica that lost the job stores nothing.
    */
-  private async store(job: Job, bytes: Uint8Array, result: JobResult): Promise<ModelInfo> {
-    const { spec } = job;
+  private async store(run: Run, bytes: Uint8Array, result: JobResult): Promise<ModelInfo> {
+    const spec = run.row.spec;
+    const id = run.claim.id;
     const r = spec.request;
     const models = this.opts.models;
     const parent = spec.parent;
     const admin = spec.role === 'admin';
+    // Another replica may have added versions since this one last looked.
+    await models.fresh();
+    // Events still being written go first: the transaction below ends the job after them (and, embedded,
+    // holds the one connection a write waiting on its own would need).
+    clearTimeout(run.flushTimer);
+    run.flushTimer = undefined;
+    await this.flush(run);
     // The next version of the parent, if this user may add one (its owner or an admin); else a model of their own.
     const asVersion = r.output_model_id === undefined && parent !== undefined && models.mayAddVersion(parent.id, spec.owner, admin);
-    const id = r.output_model_id ?? (asVersion ? parent!.id : `trained-${job.id}`);
+    const modelId = r.output_model_id ?? (asVersion ? parent!.id : `trained-${id}`);
     const hyper: Record<string, number> = {};
     if (r.lr !== undefined) hyper.lr = r.lr;
     if (r.momentum !== undefined) hyper.momentum = r.momentum;
@@ -336,40 +609,45 @@ export class TrainingJobs {
     // The result file is handed to the model store, which moves it into its blobs or removes it; one left
     // here by a kill is swept at the next start (sweepResults).
     await fsp.mkdir(this.opts.dir, { recursive: true });
-    const file = path.join(this.opts.dir, `${job.id}.onnx`);
+    const file = path.join(this.opts.dir, `${id}-${run.claim.attempt}.onnx`);
     await fsp.writeFile(file, bytes);
     const model = await models.host({
-      id, newVersion: asVersion, jobId: job.id, owner: spec.owner, admin,
+      id: modelId, newVersion: asVersion, jobId: id, owner: spec.owner, admin,
       ...(parent && { name: parent.name, parent: modelRef(parent) }),
       allowDownload: r.allow_download ?? parent?.allow_download ?? false,
       allowRemoteInference: r.allow_remote_inference ?? parent?.allow_remote_inference ?? false,
       file, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'),
-      // Committed with the model's row: a trained model is never listed without how it was made.
-      alongside: (info) => this.opts.records.put({
-        model_id: info.id, model_version: info.version, job_id: job.id, parent_model_id: parent ? modelRef(parent) : null, dataset_id: r.dataset_id, label: spec.label,
-        loss: r.loss, optimizer: r.optimizer, hyper, epochs: r.epochs, batch_size: r.batch_size, seed: r.seed ?? 0,
-        samples: result.samples, metrics: result.metrics,
-        ...(result.validation && { validation: result.validation }),
-        ...(result.test && { test: result.test }),
-        ...(result.privacy && { privacy: result.privacy }),
-        created: info.created,
-      }, Number(info.version), info.sha256),
+      // Committed with the model's row: a trained model is never listed without how it was made, and the
+      // job ends in the same transaction, only if this run still holds it.
+      alongside: async (info) => {
+        await this.opts.records.put({
+          model_id: info.id, model_version: info.version, job_id: id, parent_model_id: parent ? modelRef(parent) : null, dataset_id: r.dataset_id, label: spec.label,
+          loss: r.loss, optimizer: r.optimizer, hyper, epochs: r.epochs, batch_size: r.batch_size, seed: r.seed ?? 0,
+          samples: result.samples, metrics: result.metrics,
+          ...(result.validation && { validation: result.validation }),
+          ...(result.test && { test: result.test }),
+          ...(result.privacy && { privacy: result.privacy }),
+          created: info.created,
+        }, Number(info.version), info.sha256);
+        // As the model store will describe it once committed: with its version count, this the latest.
+        const versions = models.list({ allVersions: true }).filter((m) => m.id === info.id).length + 1;
+        await this.finish(run, { state: 'succeeded', result: { ...result, model: { ...info, versions, latest_version: info.version } } });
+      },
     });
     this.opts.events.emit({ event: 'model-added', model });
     this.opts.onModelAdded?.(model);
     return model;
   }
 
-  /** Cancels every job and waits for running ones to stop; idempotent. */
+  /** Stops claiming; jobs running here go back to the queue (another replica, or the next start, runs them). Idempotent. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    for (const job of this.queue.splice(0)) {
-      job.error = gridError('ABORTED', 'the node shut down before the job started');
-      job.setState('cancelled');
-    }
-    const running = [...this.jobs.values()].filter((j) => !j.isFinished);
-    for (const j of running) j.controller.abort(gridError('ABORTED', 'the node is shutting down'));
-    await Promise.all(running.map((j) => j.settled));
+    for (const t of this.timers) clearInterval(t);
+    for (const off of this.unlisten) off();
+    await this.pumping;
+    const runs = [...this.running.values()];
+    for (const run of runs) run.controller.abort(RELEASE);
+    await Promise.all(runs.map((r) => r.done));
   }
 }
