@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { defaultDataDir } from '../../src/core/local-node';
 
 const run = promisify(execFile);
 const PG_ROOT = '/usr/lib/postgresql';
@@ -114,4 +115,32 @@ export function sharedPostgres(): Promise<TestPostgres> {
     return server;
   });
   return shared;
+}
+
+/**
+ * GRID_TEST_DATABASE=postgres: every test node keeps its metadata in a new database of one PostgreSQL
+ * server per test process, so a test file runs against both stores. `{}` otherwise.
+ */
+export async function testDatabase(dataDir: string): Promise<{ database?: string }> {
+  if (process.env.GRID_TEST_DATABASE !== 'postgres') return {};
+  // A restart on the same data dir finds the same database, as an operator's would.
+  const key = path.resolve(dataDir);
+  let url = testDatabases.get(key);
+  if (url === undefined) testDatabases.set(key, url = await (await sharedPostgres()).createDatabase());
+  return { database: url };
+}
+
+const testDatabases = new Map<string, string>();
+
+/**
+ * The environment for a grid-node process started with `args`: under GRID_TEST_DATABASE=postgres,
+ * `env` plus GRID_DATABASE naming the database of its data dir (--data-dir, else the default one the
+ * node would use), unless the test chose a database itself. `env` unchanged otherwise.
+ */
+export async function nodeProcessEnv(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<NodeJS.ProcessEnv> {
+  if (process.env.GRID_TEST_DATABASE !== 'postgres' || args.includes('--database') || (env.GRID_DATABASE ?? '') !== '') return env;
+  const i = args.indexOf('--data-dir');
+  const dataDir = i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : defaultDataDir(env);
+  const { database } = await testDatabase(dataDir);
+  return { ...env, GRID_DATABASE: database };
 }
