@@ -122,11 +122,17 @@ export class ModelStore {
       store.unlisten.push(db.listen(CHANNEL, refresh), db.listen(RECONNECTED, refresh));
     }
     // A shared blob dir holds blobs other replicas adopted and have not committed a row for yet.
-    if (db.kind === 'embedded') {
-      const swept = blobs.sweep(new Set((await db.all('SELECT DISTINCT sha256 FROM models')).map((r) => String(r.sha256))));
-      if (swept > 0) log.info({ swept }, 'removed model blobs left by an interrupted upload or delete');
-    }
+    if (db.kind === 'embedded') await store.sweepBlobs(log);
     return store;
+  }
+
+  /**
+   * Removes the blobs no row names (left by a kill between adopting a blob and committing its row, or in
+   * the middle of a delete). Only at start, and only on a blob dir no other process adds to.
+   */
+  async sweepBlobs(log: Logger): Promise<void> {
+    const swept = this.blobs.sweep(new Set((await this.db.all('SELECT DISTINCT sha256 FROM models')).map((r) => String(r.sha256))));
+    if (swept > 0) log.info({ swept }, 'removed model blobs left by an interrupted upload or delete');
   }
 
   private constructor(db: Store, blobs: BlobStore, opts: { sessionCacheBytes?: number }) {
