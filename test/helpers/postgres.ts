@@ -23,6 +23,8 @@ export interface TestPostgres {
   start(): Promise<void>;
   /** Stops the server and removes its files; idempotent. */
   close(): Promise<void>;
+  /** As close(), synchronously (for process 'exit', where nothing can be awaited): kills the server. */
+  closeSync(): void;
 }
 
 /** The newest server's bin dir, or undefined when none is installed. */
@@ -102,6 +104,16 @@ export async function startPostgres(): Promise<TestPostgres> {
       await stop('immediate').catch(() => undefined);
       fs.rmSync(root, { recursive: true, force: true });
     },
+    closeSync() {
+      // SIGQUIT is PostgreSQL's immediate shutdown; the first line of postmaster.pid is the server's pid.
+      if (running) {
+        try { process.kill(Number(fs.readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]), 'SIGQUIT'); } catch { /* not running */ }
+      }
+      closed = true;
+      running = false;
+      // Also after an unfinished close(): its files go with the process.
+      fs.rmSync(root, { recursive: true, force: true });
+    },
   };
 }
 
@@ -112,6 +124,8 @@ export function sharedPostgres(): Promise<TestPostgres> {
   shared ??= startPostgres().then((server) => {
     // Test files end when their tests do: stop the server then, not later.
     process.once('beforeExit', () => { void server.close(); });
+    // A test process that ends with process.exit() (or an uncaught error) never reaches beforeExit.
+    process.once('exit', () => server.closeSync());
     return server;
   });
   return shared;
