@@ -122,11 +122,17 @@ export class ModelStore {
       store.unlisten.push(db.listen(CHANNEL, refresh), db.listen(RECONNECTED, refresh));
     }
     // A shared blob dir holds blobs other replicas adopted and have not committed a row for yet.
-    if (db.kind === 'embedded') {
-      const swept = blobs.sweep(new Set((await db.all('SELECT DISTINCT sha256 FROM models')).map((r) => String(r.sha256))));
-      if (swept > 0) log.info({ swept }, 'removed model blobs left by an interrupted upload or delete');
-    }
+    if (db.kind === 'embedded') await store.sweepBlobs(log);
     return store;
+  }
+
+  /**
+   * Removes the blobs no row names (left by a kill between adopting a blob and committing its row, or in
+   * the middle of a delete). Only at start, and only on a blob dir no other process adds to.
+   */
+  async sweepBlobs(log: Logger): Promise<void> {
+    const swept = this.blobs.sweep(new Set((await this.db.all('SELECT DISTINCT sha256 FROM models')).map((r) => String(r.sha256))));
+    if (swept > 0) log.info({ swept }, 'removed model blobs left by an interrupted upload or delete');
   }
 
   private constructor(db: Store, blobs: BlobStore, opts: { sessionCacheBytes?: number }) {
@@ -141,13 +147,19 @@ export class ModelStore {
     });
   }
 
-  /** Reads every row into the cache (in one transaction, so rows and names agree). */
+  /** Reads every row into the cache (in one snapshot, so the generation, rows and names agree). */
   private async reload(): Promise<void> {
-    const { rows, names, generation } = await this.db.transaction(async () => ({
-      generation: Number(await this.db.getMeta(GENERATION) ?? 0),
-      rows: await this.db.all('SELECT * FROM models ORDER BY id, version'),
-      names: await this.db.all('SELECT id, last_version FROM model_names'),
-    }));
+    const { rows, names, generation } = await this.db.transaction(async () => {
+      // PostgreSQL's default (READ COMMITTED) gives each statement its own snapshot: rows newer than the
+      // generation read with them. SQLite's transaction is one snapshot; so is this.
+      if (this.db.kind === 'postgres') await this.db.run('SET TRANSACTION ISOLATION LEVEL REPEATABLE READ');
+      const read = Number(await this.db.getMeta(GENERATION) ?? 0);
+      return {
+        generation: read,
+        rows: await this.db.all('SELECT * FROM models ORDER BY id, version'),
+        names: await this.db.all('SELECT id, last_version FROM model_names'),
+      };
+    });
     this.byId.clear();
     this.lastVersion.clear();
     for (const r of rows) {
@@ -316,7 +328,10 @@ export class ModelStore {
         return { info: row, version: number, generation: await this.bump() };
       });
       this.bumped(generation);
-      this.byId.set(info.id, [...(this.byId.get(info.id) ?? []), info].sort((a, b) => Number(a.version) - Number(b.version)));
+      // On a shared database the re-read that this commit's own notification starts may have cached the
+      // row already (seen under load: delete then said "has 2 versions (1, 1)"): replaced, never added twice.
+      const others = (this.byId.get(info.id) ?? []).filter((v) => v.version !== info.version);
+      this.byId.set(info.id, [...others, info].sort((a, b) => Number(a.version) - Number(b.version)));
       this.lastVersion.set(info.id, Math.max(version, this.lastVersion.get(info.id) ?? 0));
       return this.described(info);
     } finally {

@@ -7,6 +7,13 @@ import type { RequestDef, StreamDef } from '../core/protocol/catalogue';
 import { redactError } from './rpc/redact';
 import { GridRouter, type HandleOptions, type HandlerContext, type StreamContext, type WithAttachment } from './rpc/server';
 
+/**
+ * Handlers that read nothing the cache check keeps fresh. A subscription is in place as soon as its frame
+ * is dispatched, as on the embedded store: behind the check (a round trip on a shared database) an
+ * event emitted meanwhile was lost, though a request sent after the subscribe had already been answered.
+ */
+const UNCACHED: ReadonlySet<string> = new Set(['subscribe']);
+
 export class RedactingRouter extends GridRouter {
   private readonly roots: readonly string[];
   private readonly log: Logger;
@@ -33,7 +40,7 @@ export class RedactingRouter extends GridRouter {
 
   /** Runs a handler; a synchronous answer stays synchronous (the server's fast path for metadata reads). */
   private guard<T>(type: string, run: () => T): T {
-    const ready = this.before?.();
+    const ready = UNCACHED.has(type) ? undefined : this.before?.();
     if (ready !== undefined) return ready.then(() => this.settle(type, run) as unknown, (err: unknown) => { throw this.redact(type, err); }) as T;
     return this.settle(type, run);
   }

@@ -263,6 +263,9 @@ export class GridNode {
       const blobs = new BlobStore(blobsRoot, { tmpDir: path.join(dataDir, 'tmp'), ...(shared && { pins: new BlobPins(db) }) });
       const models = await ModelStore.open(db, blobs, log, { ...(opts.sessionCacheBytes !== undefined && { sessionCacheBytes: opts.sessionCacheBytes }) });
       cleanups.unshift(() => models.close());
+      // On PostgreSQL without --blobs the blobs are in this node's own (locked) data dir, which no other
+      // replica adds to: swept at start as the embedded store's are (a kill mid-upload left no orphan there).
+      if (db.kind !== 'embedded' && opts.blobsDir === undefined) await models.sweepBlobs(log);
       const datasets = new DatasetStore(db);
       const events = new NodeEvents();
       const unshare = events.share(db, log);

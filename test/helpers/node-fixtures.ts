@@ -8,7 +8,7 @@ import { GraphProtoType, ModelProtoType, TensorProtoType } from '../../src/compu
 import { DTYPES, type DType, type Tensor } from '../../src/core/protocol/tensor';
 import { GridClient } from '../../src/core/client';
 import { GridNode, type GridNodeOptions } from '../../src/node/server';
-import { sharedPostgres } from './postgres';
+import { testDatabase } from './postgres';
 
 export const ADMIN_PASSWORD = 'correct horse battery staple';
 
@@ -113,20 +113,6 @@ export interface TestNode {
 }
 
 /** A real node on 127.0.0.1, port 0, in a fresh temp dir (removed on close unless `dataDir` was given). */
-/**
- * GRID_TEST_DATABASE=postgres: every test node keeps its metadata in a new database of one PostgreSQL
- * server per test process (test/helpers/postgres.ts), so a test file runs against both stores.
- */
-async function testDatabase(dataDir: string): Promise<{ database?: string }> {
-  if (process.env.GRID_TEST_DATABASE !== 'postgres') return {};
-  // A restart on the same data dir finds the same database, as an operator's would.
-  let url = testDatabases.get(dataDir);
-  if (url === undefined) testDatabases.set(dataDir, url = await (await sharedPostgres()).createDatabase());
-  return { database: url };
-}
-
-const testDatabases = new Map<string, string>();
-
 export async function startTestNode(opts: GridNodeOptions = {}): Promise<TestNode> {
   const dir = opts.dataDir ?? tempDir();
   const node = await GridNode.start({ port: 0, adminPassword: ADMIN_PASSWORD, processMetrics: false, name: 'test-node', ...await testDatabase(dir), ...opts, dataDir: dir });

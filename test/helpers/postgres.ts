@@ -9,6 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { defaultDataDir } from '../../src/core/local-node';
 
 const run = promisify(execFile);
 const PG_ROOT = '/usr/lib/postgresql';
@@ -22,6 +23,8 @@ export interface TestPostgres {
   start(): Promise<void>;
   /** Stops the server and removes its files; idempotent. */
   close(): Promise<void>;
+  /** As close(), synchronously (for process 'exit', where nothing can be awaited): kills the server. */
+  closeSync(): void;
 }
 
 /** The newest server's bin dir, or undefined when none is installed. */
@@ -101,6 +104,16 @@ export async function startPostgres(): Promise<TestPostgres> {
       await stop('immediate').catch(() => undefined);
       fs.rmSync(root, { recursive: true, force: true });
     },
+    closeSync() {
+      // SIGQUIT is PostgreSQL's immediate shutdown; the first line of postmaster.pid is the server's pid.
+      if (running) {
+        try { process.kill(Number(fs.readFileSync(path.join(data, 'postmaster.pid'), 'utf8').split('\n')[0]), 'SIGQUIT'); } catch { /* not running */ }
+      }
+      closed = true;
+      running = false;
+      // Also after an unfinished close(): its files go with the process.
+      fs.rmSync(root, { recursive: true, force: true });
+    },
   };
 }
 
@@ -111,7 +124,37 @@ export function sharedPostgres(): Promise<TestPostgres> {
   shared ??= startPostgres().then((server) => {
     // Test files end when their tests do: stop the server then, not later.
     process.once('beforeExit', () => { void server.close(); });
+    // A test process that ends with process.exit() (or an uncaught error) never reaches beforeExit.
+    process.once('exit', () => server.closeSync());
     return server;
   });
   return shared;
+}
+
+/**
+ * GRID_TEST_DATABASE=postgres: every test node keeps its metadata in a new database of one PostgreSQL
+ * server per test process, so a test file runs against both stores. `{}` otherwise.
+ */
+export async function testDatabase(dataDir: string): Promise<{ database?: string }> {
+  if (process.env.GRID_TEST_DATABASE !== 'postgres') return {};
+  // A restart on the same data dir finds the same database, as an operator's would.
+  const key = path.resolve(dataDir);
+  let url = testDatabases.get(key);
+  if (url === undefined) testDatabases.set(key, url = await (await sharedPostgres()).createDatabase());
+  return { database: url };
+}
+
+const testDatabases = new Map<string, string>();
+
+/**
+ * The environment for a grid-node process started with `args`: under GRID_TEST_DATABASE=postgres,
+ * `env` plus GRID_DATABASE naming the database of its data dir (--data-dir, else the default one the
+ * node would use), unless the test chose a database itself. `env` unchanged otherwise.
+ */
+export async function nodeProcessEnv(args: readonly string[], env: NodeJS.ProcessEnv = process.env): Promise<NodeJS.ProcessEnv> {
+  if (process.env.GRID_TEST_DATABASE !== 'postgres' || args.includes('--database') || (env.GRID_DATABASE ?? '') !== '') return env;
+  const i = args.indexOf('--data-dir');
+  const dataDir = i >= 0 && args[i + 1] !== undefined ? args[i + 1]! : defaultDataDir(env);
+  const { database } = await testDatabase(dataDir);
+  return { ...env, GRID_DATABASE: database };
 }

@@ -4,6 +4,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { nodeProcessEnv } from './postgres';
 
 export interface Started {
   readonly child: ChildProcess;
@@ -14,8 +15,15 @@ export interface Started {
   kill(signal?: NodeJS.Signals): Promise<void>;
 }
 
-/** Spawns `node [--import tsx] <script> ...args` and resolves on its `listening on ws://HOST:PORT` (or wss://) line. */
+/** A grid node's entry (src/node/main.ts, dist/grid-node.js, a fixture wrapping it), not another server. */
+const GRID_NODE_SCRIPT = /(?:grid-node[^/\\]*|node[/\\]main)\.[jt]s$/;
+
+/**
+ * Spawns `node [--import tsx] <script> ...args` and resolves on its `listening on ws://HOST:PORT` (or wss://) line.
+ * A grid node gets its test database (GRID_TEST_DATABASE=postgres, test/helpers/postgres.ts).
+ */
 export async function startNodeScript(script: string, args: string[], env: NodeJS.ProcessEnv = process.env, execArgv: string[] = []): Promise<Started> {
+  if (GRID_NODE_SCRIPT.test(script)) env = await nodeProcessEnv(args, env);
   // Bundled scripts (benchmarks) run as they ship; sources run through tsx.
   const node = [...execArgv, ...(script.endsWith('.js') ? [script] : ['--import', 'tsx', script])];
   const child = spawn(process.execPath, [...node, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });

@@ -13,6 +13,7 @@ import type { NodeEvent } from '../../src/core/protocol/messages';
 import { hostFlProcess } from '../../src/extension/fl';
 import { flParams } from '../../src/federation';
 import { GridNode } from '../../src/node/server';
+import { testDatabase } from '../helpers/postgres';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const PASSWORD = 'fl-events-password';
@@ -52,7 +53,7 @@ describe('the node announces FL changes on the fl topic', () => {
 
   before(async () => {
     dir = await mkdtemp(join(tmpdir(), 'grid-fl-events-'));
-    node = await GridNode.start({ port: 0, dataDir: dir, adminPassword: PASSWORD });
+    node = await GridNode.start({ port: 0, dataDir: dir, adminPassword: PASSWORD, ...await testDatabase(dir) });
     admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: PASSWORD } });
     other = await GridClient.connect(node.url);
   });

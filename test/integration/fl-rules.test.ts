@@ -647,7 +647,13 @@ test('pool_selection random with tokens: a worker not selected stays refused whe
   assert.match((await ask(await authenticate(await token('c')))).reason!, /cycle is full \(1 of 1 workers\)/);
 });
 
-test('pool_selection random: a cycle-request whose group commit rolled back (a sum file that cannot be written) leaves the draw: it is never assigned behind its error', { timeout: 120_000 }, async (t) => {
+// One frame burst puts B's cycle-request and A's report in one group commit only when the report's lookups
+// before it queues (assignment, cycle, runtime) settle within the event-loop turn, as the embedded store's do;
+// on PostgreSQL they are round trips and the two land in separate batches.
+test('pool_selection random: a cycle-request whose group commit rolled back (a sum file that cannot be written) leaves the draw: it is never assigned behind its error', {
+  timeout: 120_000,
+  skip: process.env.GRID_TEST_DATABASE === 'postgres' && 'needs a cycle-request and a report in one group commit, which one frame burst gives only on the embedded store (PostgreSQL lookups are round trips)',
+}, async (t) => {
   const node = await startTestNode({ fl: { selectionWindowMs: 5000 } });
   const sockets: PyGridSocket[] = [];
   t.after(async () => { for (const s of sockets) s.close(); await node.close(); });

@@ -14,6 +14,7 @@ import { runGrid } from '../../src/cli/grid';
 import { GridNode } from '../../src/node/server';
 import { mlpModel, tempDir } from '../helpers/node-fixtures';
 import { startNodeScript } from '../helpers/processes';
+import { testDatabase } from '../helpers/postgres';
 
 const nodeScript = path.resolve(__dirname, '../../dist/grid-node.js');
 
@@ -74,7 +75,7 @@ test('grid-node --local records itself for this user only; the CLI finds it and 
   // Stopped, the record is gone and its token no longer signs anyone in.
   await node.kill('SIGTERM');
   assert.equal(fs.existsSync(file), false, 'the record outlived its node');
-  const restarted = await GridNode.start({ port: 0, dataDir: path.join(dir, 'data') });
+  const restarted = await GridNode.start({ port: 0, dataDir: path.join(dir, 'data'), ...await testDatabase(path.join(dir, 'data')) });
   t.after(() => restarted.close());
   const c = await GridClient.connect(restarted.url);
   t.after(() => c.dispose());
@@ -84,7 +85,7 @@ test('grid-node --local records itself for this user only; the CLI finds it and 
 test('a record others could read, of a process that is gone, or damaged is not trusted', async (t) => {
   const dir = tempDir('grid-local-trust-');
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const node = await GridNode.start({ port: 0, dataDir: path.join(dir, 'data'), localRecordFile: path.join(dir, 'rt', 'local-node.json') });
+  const node = await GridNode.start({ port: 0, dataDir: path.join(dir, 'data'), ...await testDatabase(path.join(dir, 'data')), localRecordFile: path.join(dir, 'rt', 'local-node.json') });
   t.after(() => node.close());
   const file = path.join(dir, 'rt', 'local-node.json');
   assert.equal(findLocalNode(file)?.url, node.url);

@@ -267,3 +267,18 @@ test('a model check reads the signature and refuses bad bytes; a big model is ch
   ac.abort();
   await assert.rejects(checking, { code: 'GRID_ERR_ABORTED' });
 });
+
+test('models hosted and deleted one after another are each listed once and deleted by their plain name', { timeout: 300_000 }, async (t) => {
+  // On PostgreSQL the re-read that an upload's own commit notification starts could cache the new row
+  // before the upload did, and the model showed two "version 1"s (its delete refused as ambiguous).
+  const n = await startTestNode();
+  t.after(() => n.close());
+  const c = await n.admin();
+  const model = mlpModel(4, 3, 2);
+  for (let i = 0; i < 150; i++) {
+    const id = `one-${i}`;
+    await c.hostModel(model, { id });
+    assert.deepEqual((await c.listModels({ allVersions: true })).map((m) => [m.id, m.version]), [[id, '1']], `${id} is listed once`);
+    await c.deleteModel(id);
+  }
+});

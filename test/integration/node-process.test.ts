@@ -14,6 +14,7 @@ import { HostModel } from '../../src/core/protocol/messages';
 import { GridError } from '../../src/core/errors';
 import { GridNode } from '../../src/node/server';
 import { mlpModel, seededFloats, tempDir, ADMIN_PASSWORD } from '../helpers/node-fixtures';
+import { nodeProcessEnv, testDatabase } from '../helpers/postgres';
 
 const MAIN = path.join(__dirname, '../../src/node/main.ts');
 
@@ -25,10 +26,11 @@ interface NodeProcess {
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
-function startNodeProcess(dir: string, env: Record<string, string> = { GRID_ADMIN_PASSWORD: ADMIN_PASSWORD }, extra: string[] = []): Promise<NodeProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, '--port', '0', '--data-dir', dir, '--log-level', 'warn', ...extra], {
+async function startNodeProcess(dir: string, env: Record<string, string> = { GRID_ADMIN_PASSWORD: ADMIN_PASSWORD }, extra: string[] = []): Promise<NodeProcess> {
+  const args = ['--port', '0', '--data-dir', dir, '--log-level', 'warn', ...extra];
+  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, GRID_ADMIN_PASSWORD: '', ...env },
+    env: await nodeProcessEnv(args, { ...process.env, GRID_ADMIN_PASSWORD: '', ...env }),
   });
   let out = '';
   let err = '';
@@ -97,7 +99,8 @@ test('datasets come from --config (paths relative to it) and --dataset flags, an
   p.child.kill('SIGTERM');
   await p.exited;
 
-  const bad = spawn(process.execPath, ['--import', 'tsx', MAIN, '--port', '0', '--data-dir', path.join(dir, 'data'), '--dataset', `oops=${path.join(dir, 'nope.csv')}`], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const badArgs = ['--port', '0', '--data-dir', path.join(dir, 'data'), '--dataset', `oops=${path.join(dir, 'nope.csv')}`];
+  const bad = spawn(process.execPath, ['--import', 'tsx', MAIN, ...badArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: await nodeProcessEnv(badArgs) });
   let err = '';
   bad.stderr.on('data', (d: Buffer) => { err += d; });
   assert.equal(await new Promise<number | null>((resolve) => bad.once('exit', resolve)), 1);
@@ -129,9 +132,10 @@ test('a second node on the same data dir is refused with DATA_DIR_IN_USE', async
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const p = await startNodeProcess(dir);
   t.after(async () => { p.child.kill('SIGTERM'); await p.exited; });
-  await assert.rejects(GridNode.start({ port: 0, dataDir: dir, adminPassword: ADMIN_PASSWORD }), (e: GridError) =>
+  await assert.rejects(GridNode.start({ port: 0, dataDir: dir, adminPassword: ADMIN_PASSWORD, ...await testDatabase(dir) }), (e: GridError) =>
     e.code === 'GRID_ERR_DATA_DIR_IN_USE' && e.message.includes(String(p.child.pid)));
-  const second = spawn(process.execPath, ['--import', 'tsx', MAIN, '--port', '0', '--data-dir', dir], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const secondArgs = ['--port', '0', '--data-dir', dir];
+  const second = spawn(process.execPath, ['--import', 'tsx', MAIN, ...secondArgs], { stdio: ['ignore', 'pipe', 'pipe'], env: await nodeProcessEnv(secondArgs) });
   let err = '';
   second.stderr.on('data', (d: Buffer) => { err += d; });
   const code = await new Promise<number | null>((resolve) => second.once('exit', resolve));
@@ -143,11 +147,11 @@ test('a port already in use is PORT_IN_USE, and the data dir is released for the
   const dirA = tempDir();
   const dirB = tempDir();
   t.after(() => { fs.rmSync(dirA, { recursive: true, force: true }); fs.rmSync(dirB, { recursive: true, force: true }); });
-  const a = await GridNode.start({ port: 0, dataDir: dirA, adminPassword: ADMIN_PASSWORD, processMetrics: false });
+  const a = await GridNode.start({ port: 0, dataDir: dirA, adminPassword: ADMIN_PASSWORD, processMetrics: false, ...await testDatabase(dirA) });
   t.after(() => a.close());
-  await assert.rejects(GridNode.start({ port: a.port, dataDir: dirB, adminPassword: ADMIN_PASSWORD, processMetrics: false }), (e: GridError) =>
+  await assert.rejects(GridNode.start({ port: a.port, dataDir: dirB, adminPassword: ADMIN_PASSWORD, processMetrics: false, ...await testDatabase(dirB) }), (e: GridError) =>
     e.code === 'GRID_ERR_PORT_IN_USE' && e.message.includes(String(a.port)) && /--port 0/.test(e.message));
-  const b = await GridNode.start({ port: 0, dataDir: dirB, adminPassword: ADMIN_PASSWORD, processMetrics: false });
+  const b = await GridNode.start({ port: 0, dataDir: dirB, adminPassword: ADMIN_PASSWORD, processMetrics: false, ...await testDatabase(dirB) });
   await b.close();
 });
 

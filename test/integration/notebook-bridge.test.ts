@@ -17,6 +17,7 @@ import type { CellOutput, KernelHost } from '../../src/kernel';
 import { GridNode } from '../../src/node/server';
 import { notebookDir, plainOf, run, startKernel, value } from './kernel-harness';
 import { WebSocketServer } from 'ws';
+import { testDatabase } from '../helpers/postgres';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const PASSWORD = 'bridge-test-password';
@@ -40,10 +41,10 @@ describe('notebook grid bridge against a real node', () => {
   before(async () => {
     nb = await notebookDir();
     node = await GridNode.start({
-      port: 0, dataDir: join(nb.dir, 'node'), adminPassword: PASSWORD,
+      port: 0, dataDir: join(nb.dir, 'node'), adminPassword: PASSWORD, ...await testDatabase(join(nb.dir, 'node')),
       datasets: [{ name: 'digits', path: join(ROOT, 'media', 'datasets', 'digits.csv.gz'), label: '64', tags: ['digits', 'classification'], description: 'UCI digits' }],
     });
-    second = await GridNode.start({ port: 0, dataDir: join(nb.dir, 'second'), adminPassword: PASSWORD, name: 'second', datasets: [{ name: 'digits', path: join(ROOT, 'media', 'datasets', 'digits.csv.gz'), label: '64', tags: ['digits'] }] });
+    second = await GridNode.start({ port: 0, dataDir: join(nb.dir, 'second'), adminPassword: PASSWORD, ...await testDatabase(join(nb.dir, 'second')), name: 'second', datasets: [{ name: 'digits', path: join(ROOT, 'media', 'datasets', 'digits.csv.gz'), label: '64', tags: ['digits'] }] });
     admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: PASSWORD } });
     await copyFile(join(ROOT, 'media', 'samples', 'digits', 'digits-mlp.onnx'), join(nb.dir, 'digits-mlp.onnx'));
     // The extension's connections, reduced to what the bridge reads: one shared client per node.

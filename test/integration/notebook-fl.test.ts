@@ -20,6 +20,7 @@ import { METRICS_MIME, type MetricsPayload } from '../../src/kernel/metrics';
 import type { CellOutput, KernelHost } from '../../src/kernel';
 import { GridNode } from '../../src/node/server';
 import { notebookDir, plainOf, run, startKernel, value } from './kernel-harness';
+import { testDatabase } from '../helpers/postgres';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const PASSWORD = 'fl-notebook-password';
@@ -44,7 +45,7 @@ describe('grid.fl in notebook cells against a real node', () => {
 
   before(async () => {
     nb = await notebookDir();
-    node = await GridNode.start({ port: 0, dataDir: join(nb.dir, 'node'), adminPassword: PASSWORD });
+    node = await GridNode.start({ port: 0, dataDir: join(nb.dir, 'node'), adminPassword: PASSWORD, ...await testDatabase(join(nb.dir, 'node')) });
     admin = await GridClient.connect(node.url, { credentials: { username: 'admin', password: PASSWORD } });
     await copyFile(join(ROOT, 'media', 'samples', 'digits', 'digits-mlp.onnx'), join(nb.dir, 'digits-mlp.onnx'));
     // The digits rows split: 1,500 a worker trains on, 297 held out for the host's accuracy.

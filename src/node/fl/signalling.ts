@@ -64,7 +64,7 @@ export class FlSignalling {
     const worker = await this.store.worker(workerId);
     const p = worker === undefined ? undefined : await this.store.process(worker.processId);
     if (p === undefined || processScopeId(p) !== scopeId) return false;
-    return this.store.workedRecently(p.id, workerId, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+    return this.store.everWorked(p.id, workerId);
   }
 
   private handle(msg: IncomingMessage, conn: GridConnection): Promise<RawAnswer> {

@@ -286,6 +286,13 @@ export class FlStore {
     return num((await this.db.get('SELECT COUNT(*) AS n FROM fl_assignments WHERE cycle_id = ?', [cycleId]))!.n);
   }
 
+  /** Whether the worker was ever accepted into a cycle of the process. */
+  async everWorked(processId: number, workerId: string): Promise<boolean> {
+    return await this.db.get(
+      'SELECT 1 AS x FROM fl_assignments a JOIN fl_cycles c ON c.id = a.cycle_id WHERE a.worker_id = ? AND c.process_id = ? LIMIT 1',
+      [workerId, processId]) !== undefined;
+  }
+
   /** Whether the worker took part in one of the `n` cycles before `sequence` (do_not_reuse_workers_until_cycle). */
   async workedRecently(processId: number, workerId: string, sequence: number, n: number): Promise<boolean> {
     return await this.db.get(
