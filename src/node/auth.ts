@@ -127,10 +127,15 @@ export class Auth {
    * RATE_LIMITED (details.retry_after_ms) while that user or address is backing off. Wrong tokens count too.
    */
   async signIn(credentials: { username: string; password: string } | { token: string }, address: string): Promise<Session> {
-    const attempt = this.limiter.begin('token' in credentials ? undefined : credentials.username, address);
-    const session = 'token' in credentials ? await this.resume(credentials.token) : await this.login(credentials.username, credentials.password);
-    attempt.succeeded();
-    return session;
+    const attempt = await this.limiter.begin('token' in credentials ? undefined : credentials.username, address);
+    try {
+      const session = 'token' in credentials ? await this.resume(credentials.token) : await this.login(credentials.username, credentials.password);
+      attempt.succeeded();
+      return session;
+    } catch (err) {
+      attempt.failed();
+      throw err;
+    }
   }
 
   /** Resumes a session from its token (after a reconnect, or a CLI's saved token). */
