@@ -121,9 +121,11 @@ export async function main(argv: string[]): Promise<void> {
     .option('--no-shared-memory', 'refuse shared-memory regions from clients on this machine (they then send tensors over the socket)')
     .option('--database <url>', 'keep the metadata in PostgreSQL (postgres://user:password@host:port/db) instead of <data-dir>/meta.db, so several replicas serve one node (docs/replicas.md); or set GRID_DATABASE')
     .option('--blobs <dir>', 'keep model and checkpoint blobs in this directory (shared storage for replicas) instead of <data-dir>')
+    .option('--trust-proxy <addr[,addr...]>', 'reverse proxies (addresses, CIDR ranges, or "loopback") whose X-Forwarded-For names the client, so per-address limits apply per client (docs/replicas.md); repeatable; or set GRID_TRUST_PROXY', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .addHelpText('after', `
 Environment:
   GRID_DATABASE        like --database (keeps the password out of the process list).
+  GRID_TRUST_PROXY     like --trust-proxy (comma-separated), when no --trust-proxy is given.
   GRID_ADMIN_PASSWORD  password of the admin user, used on the first start (when the node creates
                        admin); at least ${MIN_PASSWORD_LENGTH} characters. Unset: one is generated and shown once.
 
@@ -132,7 +134,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
   program.parse(argv);
   const o = program.opts<{
     host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
-    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; database?: string; blobs?: string;
+    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; database?: string; blobs?: string; trustProxy: string[];
   }>();
 
   const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
@@ -171,6 +173,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
       fl: { authEndpoints: o.flAuthEndpoint.length > 0 ? o.flAuthEndpoint : config?.fl_auth_endpoints ?? [] },
       ...(tls !== undefined && { tls }),
       ...(!o.sharedMemory && { sharedMemory: { enabled: false } }),
+      trustProxy: o.trustProxy.length > 0 ? o.trustProxy : (process.env.GRID_TRUST_PROXY ?? '').split(',').filter((v) => v.trim() !== ''),
     });
     keepServingOnUnhandledRejection(logger);
     if (isAllInterfaces(host)) {
