@@ -12,6 +12,7 @@
 
 import { isIP } from 'node:net';
 import { gridError } from '../core/errors';
+import type { SharedFailure, SharedSignInFailures } from './signin-shared';
 
 export interface SignInLimitOptions {
   /** Failures for one user from one address before lockouts start. */
@@ -36,6 +37,8 @@ export interface SignInLimitOptions {
   maxWaitMs?: number;
   /** The clock (tests move it instead of sleeping). */
   now?(): number;
+  /** Failures counted with the other replicas of this node (signin-shared.ts); this process's memory only when absent. */
+  shared?: SharedSignInFailures;
 }
 
 interface Entry { failures: number; lockedUntil: number; last: number }
@@ -52,17 +55,23 @@ export function isLoopback(address: string): boolean {
 
 /** A sign-in attempt admitted by the limiter: report how it went, exactly once (later calls are ignored). */
 export interface SignInAttempt {
-  succeeded(): void;
-  /** Anything but a success (wrong credentials, or the check itself failed): counts as a failure. */
-  failed(): void;
+  /** Resolves once the success is recorded (at once without shared failures). */
+  succeeded(): Promise<void>;
+  /**
+   * Anything but a success (wrong credentials, or the check itself failed): counts as a failure. Resolves
+   * once recorded, shared failures included: answer the client only then, so the next replica knows.
+   */
+  failed(): Promise<void>;
 }
 
 export class SignInLimiter {
-  private readonly opts: Required<SignInLimitOptions>;
+  private readonly opts: Required<Omit<SignInLimitOptions, 'shared'>>;
+  private readonly shared: SharedSignInFailures | undefined;
   private readonly entries = new Map<string, Entry>();
   private readonly flights = new Map<string, Flight>();
 
-  constructor(options: SignInLimitOptions = {}) {
+  constructor({ shared, ...options }: SignInLimitOptions = {}) {
+    this.shared = shared;
     this.opts = {
       pairFreeFailures: 5,
       addressFreeFailures: 20,
@@ -90,9 +99,19 @@ export class SignInLimiter {
     const keys = pairKey === undefined ? [addrKey] : [pairKey, addrKey];
     const deadline = performance.now() + this.opts.maxWaitMs;
     for (;;) {
+      const seen = this.shared === undefined ? undefined : await this.shared.read(keys, this.opts.now(), this.opts.forgetMs);
       const now = this.opts.now();
-      const addr = this.current(addrKey, now);
-      const pair = pairKey === undefined ? undefined : this.current(pairKey, now);
+      const entry = (key: string): Entry | undefined => {
+        const mine = this.current(key, now);
+        if (seen === undefined) return mine;
+        // The shared count holds every failure of this replica's settled attempts (a success on another
+        // replica may have cleared them); only those of attempts still settling may be missing from it.
+        const shared = seen.get(key);
+        if ((this.flights.get(key)?.count ?? 0) > 0) return merged(mine, shared);
+        return shared === undefined ? undefined : { failures: shared.failures, lockedUntil: shared.lockedUntil, last: now };
+      };
+      const addr = entry(addrKey);
+      const pair = pairKey === undefined ? undefined : entry(pairKey);
       const lockedUntil = Math.max(addr?.lockedUntil ?? 0, pair?.lockedUntil ?? 0);
       if (lockedUntil > now) {
         const ms = Math.ceil(lockedUntil - now);
@@ -109,19 +128,43 @@ export class SignInLimiter {
       this.flights.set(k, f);
     }
     let settled = false;
-    const settle = (outcome: 'succeeded' | 'failed') => {
-      if (settled) return;
+    const local = this.opts.isLocal(address);
+    const settle = (outcome: 'succeeded' | 'failed'): Promise<void> => {
+      if (settled) return Promise.resolve();
       settled = true;
       const now = this.opts.now();
       if (outcome === 'failed') {
-        this.charge(addrKey, this.opts.addressFreeFailures, this.opts.isLocal(address), now);
-        if (pairKey !== undefined) this.charge(pairKey, this.opts.pairFreeFailures, this.opts.isLocal(address), now);
+        this.charge(addrKey, this.opts.addressFreeFailures, local, now);
+        if (pairKey !== undefined) this.charge(pairKey, this.opts.pairFreeFailures, local, now);
       } else if (pairKey !== undefined) {
         // The pair starts afresh; the address keeps its failures, so a spray of guesses cannot be reset by
         // one good login in between.
         this.entries.delete(pairKey);
       }
-      for (const k of keys) this.land(k);
+      const shared = this.shared;
+      if (shared === undefined) {
+        for (const k of keys) this.land(k);
+        return Promise.resolve();
+      }
+      return (async () => {
+        try {
+          if (outcome === 'succeeded') {
+            if (pairKey !== undefined) await shared.clear(pairKey);
+            return;
+          }
+          for (const [key, free] of [[addrKey, this.opts.addressFreeFailures], ...(pairKey === undefined ? [] : [[pairKey, this.opts.pairFreeFailures]])] as [string, number][]) {
+            const failures = await shared.fail(key, now, this.opts.forgetMs, (n) => this.lockMs(n, free, local));
+            // What the other replicas counted too: this replica's copy takes the larger.
+            const e = this.entries.get(key);
+            if (e !== undefined && failures > e.failures) {
+              e.failures = failures;
+              e.lockedUntil = Math.max(e.lockedUntil, now + this.lockMs(failures, free, local));
+            }
+          }
+        } finally {
+          for (const k of keys) this.land(k);
+        }
+      })();
     };
     return { succeeded: () => settle('succeeded'), failed: () => settle('failed') };
   }
@@ -136,6 +179,14 @@ export class SignInLimiter {
   /** Keys tracked now (bounded by maxEntries). */
   get size(): number {
     return this.entries.size;
+  }
+
+  /** How long `failures` lock a key with `free` free failures (0: not yet). */
+  private lockMs(failures: number, free: number, local: boolean): number {
+    if (failures < free) return 0;
+    const cap = local ? this.opts.maxLocalLockMs : this.opts.maxLockMs;
+    // 2^30 is far past any cap; the exponent is clamped so the number stays finite.
+    return Math.min(cap, this.opts.baseLockMs * 2 ** Math.min(30, failures - free));
   }
 
   /** Whether `key` may admit one more attempt: none in flight, or failures and flights below the free count. */
@@ -184,16 +235,19 @@ export class SignInLimiter {
     const e = this.entries.get(key) ?? { failures: 0, lockedUntil: 0, last: now };
     e.failures++;
     e.last = now;
-    if (e.failures >= free) {
-      const cap = local ? this.opts.maxLocalLockMs : this.opts.maxLockMs;
-      // 2^30 is far past any cap; the exponent is clamped so the number stays finite.
-      e.lockedUntil = now + Math.min(cap, this.opts.baseLockMs * 2 ** Math.min(30, e.failures - free));
-    }
+    if (e.failures >= free) e.lockedUntil = now + this.lockMs(e.failures, free, local);
     // Re-inserted so the map's order is least recently failed first: the oldest go when it is full.
     this.entries.delete(key);
     this.entries.set(key, e);
     while (this.entries.size > this.opts.maxEntries) this.entries.delete(this.entries.keys().next().value!);
   }
+}
+
+/** A key's copy in this process and what the replicas counted together: the larger of each. */
+function merged(mine: Entry | undefined, seen: SharedFailure | undefined): Entry | undefined {
+  if (seen === undefined) return mine;
+  if (mine === undefined) return { failures: seen.failures, lockedUntil: seen.lockedUntil, last: 0 };
+  return { failures: Math.max(mine.failures, seen.failures), lockedUntil: Math.max(mine.lockedUntil, seen.lockedUntil), last: mine.last };
 }
 
 function formatWait(ms: number): string {

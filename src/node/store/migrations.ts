@@ -285,4 +285,18 @@ export const MIGRATIONS: readonly Migration[] = [
        created TEXT NOT NULL);
      CREATE INDEX smpc_uploads_holder0 ON smpc_uploads(holder0);`,
   },
+  {
+    // Sign-in failures counted across replicas (src/node/signin-shared.ts). Only PostgreSQL writes it (the
+    // embedded node is one process and counts in memory); created in both so a version means the same tables.
+    embedded: `CREATE TABLE signin_failures (
+       key TEXT PRIMARY KEY,
+       failures INTEGER NOT NULL,
+       locked_until_ms INTEGER NOT NULL,
+       last_ms INTEGER NOT NULL);`,
+    postgres: `CREATE TABLE signin_failures (
+       key TEXT PRIMARY KEY,
+       failures INTEGER NOT NULL,
+       locked_until_ms BIGINT NOT NULL,
+       last_ms BIGINT NOT NULL);`,
+  },
 ];
