@@ -208,7 +208,6 @@ export class SignInLimiter {
     return new Promise<void>((resolve, reject) => {
       const wake = () => { clearTimeout(timer); f.waiters.delete(wake); resolve(); };
       const timer = setTimeout(() => { f.waiters.delete(wake); reject(refuse(`waited ${formatWait(this.opts.maxWaitMs)} for them`)); }, left);
-      timer.unref();
       f.waiters.add(wake);
     });
   }
