@@ -12,7 +12,8 @@ import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import { ShmRegister } from '../../src/core/protocol/shm-messages';
 import { GridNode } from '../../src/node/server';
-import { startTestNode, type TestNode } from '../helpers/node-fixtures';
+import { ADMIN_PASSWORD, startTestNode, tempDir, type TestNode } from '../helpers/node-fixtures';
+import { startNodeScript } from '../helpers/processes';
 import { startProxy } from '../helpers/proxy';
 
 const PASSWORD = 'a-fine-password';
@@ -133,4 +134,34 @@ test('a --trust-proxy entry that is no address or range stops the start with a c
     assert.equal(e.message, `--trust-proxy ${JSON.stringify(bad)} is not an address, a CIDR range (10.0.0.0/8, fd00::/8) or "loopback"`);
   }
   assert.equal(fs.existsSync(dataDir), false);
+});
+
+test('grid-node takes --trust-proxy, or GRID_TRUST_PROXY when the flag is not given; a bad entry stops it with the reason', { timeout: 120_000 }, async (t) => {
+  const main = path.join(__dirname, '../../src/node/main.ts');
+  const start = async (args: string[], env: NodeJS.ProcessEnv) => {
+    const dir = tempDir('grid-trust-proxy-cli-');
+    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const node = await startNodeScript(main, ['--port', '0', '--data-dir', dir, '--log-level', 'warn', ...args], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD, ...env });
+    t.after(() => node.kill('SIGTERM'));
+    return node;
+  };
+  /** The address the node resolved for a client whose proxy says it is 203.0.113.7: shared memory's refusal names it. */
+  const seenAs = async (url: string, forwardedFor: string | undefined) => {
+    const c = await GridClient.connect(url, { reconnect: { maxAttempts: 0 }, ...(forwardedFor !== undefined && { connect: { headers: { 'x-forwarded-for': forwardedFor } } }) });
+    t.after(() => c.dispose());
+    const e = await failure(c.socket.request(ShmRegister, { region: 'region-abcdefghijklmnop', size: 4096, nonce: 'A'.repeat(43) }));
+    return e.code === 'GRID_ERR_SHM_UNAVAILABLE' ? /comes from ([^)]+)\)/.exec(e.message)![1] : e.code;
+  };
+  const flag = await start(['--trust-proxy', '10.0.0.0/8,loopback'], { GRID_TRUST_PROXY: '' });
+  assert.equal(await seenAs(flag.url, '203.0.113.7'), '203.0.113.7');
+  const env = await start([], { GRID_TRUST_PROXY: '127.0.0.1' });
+  assert.equal(await seenAs(env.url, '203.0.113.7'), '203.0.113.7');
+  // Neither: the header is ignored (and the direct local client passes the machine check).
+  const none = await start([], { GRID_TRUST_PROXY: '' });
+  assert.equal(await seenAs(none.url, '203.0.113.7'), 'GRID_ERR_UNAUTHENTICATED');
+
+  const dir = tempDir('grid-trust-proxy-bad-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  await assert.rejects(startNodeScript(main, ['--port', '0', '--data-dir', dir, '--trust-proxy', 'nginx.local'], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD }),
+    /--trust-proxy "nginx\.local" is not an address, a CIDR range/);
 });
