@@ -29,7 +29,7 @@ export interface SignInLimitOptions {
   forgetMs?: number;
   /** Keys tracked at most; the least recently failed are dropped beyond it. */
   maxEntries?: number;
-  /** Which addresses get the short local cap; the loopback by default. Behind a reverse proxy on this host, every client looks local. */
+  /** Which addresses get the short local cap; the loopback by default. Behind a reverse proxy on this host, every client looks local unless the node trusts it (--trust-proxy). */
   isLocal?(address: string): boolean;
   /** Attempts that may wait at once for one key's attempts in flight; one more is refused (RATE_LIMITED). */
   maxWaiting?: number;
