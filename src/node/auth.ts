@@ -5,6 +5,7 @@
 import { createHash, randomBytes, scrypt as scryptCb, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { ErrorCodes, gridError } from '../core/errors';
 import { SignInLimiter, type SignInLimitOptions } from './signin-limits';
+import { StoreSignInFailures } from './signin-shared';
 import type { Store } from './store/sql';
 
 const SCRYPT = { N: 16384, r: 8, p: 1, keylen: 32 } as const;
@@ -58,7 +59,8 @@ export class Auth {
   constructor(db: Store, opts: { sessionTtlMs?: number; signInLimits?: SignInLimitOptions } = {}) {
     this.db = db;
     this.sessionTtlMs = opts.sessionTtlMs ?? 24 * 3600 * 1000;
-    this.limiter = new SignInLimiter(opts.signInLimits);
+    // Replicas on PostgreSQL count failures together; the embedded node is one process and counts in memory.
+    this.limiter = new SignInLimiter({ ...(db.kind === 'postgres' && { shared: new StoreSignInFailures(db) }), ...opts.signInLimits });
   }
 
   async hasUsers(): Promise<boolean> {
@@ -127,10 +129,16 @@ export class Auth {
    * RATE_LIMITED (details.retry_after_ms) while that user or address is backing off. Wrong tokens count too.
    */
   async signIn(credentials: { username: string; password: string } | { token: string }, address: string): Promise<Session> {
-    const attempt = this.limiter.begin('token' in credentials ? undefined : credentials.username, address);
-    const session = 'token' in credentials ? await this.resume(credentials.token) : await this.login(credentials.username, credentials.password);
-    attempt.succeeded();
-    return session;
+    const attempt = await this.limiter.begin('token' in credentials ? undefined : credentials.username, address);
+    try {
+      const session = 'token' in credentials ? await this.resume(credentials.token) : await this.login(credentials.username, credentials.password);
+      await attempt.succeeded().catch(() => { /* the session is open; a stale shared count only errs on the safe side */ });
+      return session;
+    } catch (err) {
+      // A wrong guess is answered only once it is counted (with the other replicas, on PostgreSQL).
+      await attempt.failed();
+      throw err;
+    }
   }
 
   /** Resumes a session from its token (after a reconnect, or a CLI's saved token). */

@@ -149,12 +149,14 @@ export async function main(argv: string[]): Promise<void> {
     .option('--upload-expiry <duration>', 'replicas (--database and --blobs): remove a partial upload in the shared blob dir once it has not moved for this long (default 24h; or set GRID_UPLOAD_EXPIRY)', parseDuration)
     .option('--blob-grace <duration>', 'replicas: remove a blob in the shared blob dir that nothing refers to once it is this old (default 1h; or set GRID_BLOB_GRACE)', parseDuration)
     .option('--claim-lease-ms <ms>', 'how long a replica\'s claim on a training job holds without its heartbeat; another replica takes the job over after that (default 15000; or GRID_CLAIM_LEASE_MS)', parseLeaseMs)
+    .option('--trust-proxy <addr[,addr...]>', 'reverse proxies (addresses, CIDR ranges, or "loopback") whose X-Forwarded-For names the client, so per-address limits apply per client (docs/replicas.md); repeatable; or set GRID_TRUST_PROXY', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .addHelpText('after', `
 Environment:
   GRID_DATABASE        like --database (keeps the password out of the process list).
   GRID_UPLOAD_EXPIRY   like --upload-expiry.
   GRID_BLOB_GRACE      like --blob-grace.
   GRID_CLAIM_LEASE_MS  like --claim-lease-ms.
+  GRID_TRUST_PROXY     like --trust-proxy (comma-separated), when no --trust-proxy is given.
   GRID_ADMIN_PASSWORD  password of the admin user, used on the first start (when the node creates
                        admin); at least ${MIN_PASSWORD_LENGTH} characters. Unset: one is generated and shown once.
 
@@ -164,7 +166,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
   const o = program.opts<{
     host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
     allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; database?: string; blobs?: string; claimLeaseMs?: number;
-    uploadExpiry?: number; blobGrace?: number;
+    uploadExpiry?: number; blobGrace?: number; trustProxy: string[];
   }>();
 
   const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
@@ -219,6 +221,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
       fl: { authEndpoints: o.flAuthEndpoint.length > 0 ? o.flAuthEndpoint : config?.fl_auth_endpoints ?? [] },
       ...(tls !== undefined && { tls }),
       ...(!o.sharedMemory && { sharedMemory: { enabled: false } }),
+      trustProxy: o.trustProxy.length > 0 ? o.trustProxy : (process.env.GRID_TRUST_PROXY ?? '').split(',').filter((v) => v.trim() !== ''),
     });
     keepServingOnUnhandledRejection(logger);
     if (isAllInterfaces(host)) {

@@ -17,6 +17,7 @@ import { silentLogger, type Logger } from '../core/logger';
 import { GridServer, type ConnectionLimits } from './rpc/server';
 import type { UploadQuotas } from './rpc/uploads';
 import { Auth, checkAdminPassword } from './auth';
+import { noteClientAddress, parseTrustedProxies, type TrustedProxies } from './client-address';
 import { corsHeaders, corsPolicy, originAllowed, originRefusal, preflight, requestOrigin, type CorsPolicy } from './cors';
 import type { SignInLimitOptions } from './signin-limits';
 import { DatasetStore, type DatasetSpec } from './datasets';
@@ -113,6 +114,11 @@ export interface GridNodeOptions {
   sharedMemory?: SharedMemoryOptions;
   /** Training jobs: how long a replica's claim on a job holds without its heartbeat (docs/replicas.md). */
   training?: TrainingOptions;
+  /**
+   * Reverse proxies whose X-Forwarded-For names the client (addresses, CIDR ranges, `loopback`): every
+   * per-address limit then keys on the client, not the proxy (src/node/client-address.ts). None by default.
+   */
+  trustProxy?: readonly string[];
 }
 
 /** True for an interface only this machine can reach. */
@@ -157,18 +163,19 @@ export function requestPath(target: string | undefined): string | undefined {
 export const MAX_HTTP_BODY_BYTES = 64 * 1024;
 
 /** Checks every option that could fail before anything is created, so a failed start leaves no data dir or meta.db. */
-function checkOptions(opts: GridNodeOptions): { cors: CorsPolicy; secureContext: tls.SecureContextOptions | undefined } {
+function checkOptions(opts: GridNodeOptions): { cors: CorsPolicy; trusted: TrustedProxies | undefined; secureContext: tls.SecureContextOptions | undefined } {
   if (opts.adminPassword !== undefined) checkAdminPassword(opts.adminPassword, 'the adminPassword option');
   else checkAdminPassword(process.env.GRID_ADMIN_PASSWORD, 'GRID_ADMIN_PASSWORD');
   const cors = corsPolicy(opts.allowOrigins ?? []);
-  if (opts.tls === undefined) return { cors, secureContext: undefined };
+  const trusted = opts.trustProxy !== undefined && opts.trustProxy.length > 0 ? parseTrustedProxies(opts.trustProxy) : undefined;
+  if (opts.tls === undefined) return { cors, trusted, secureContext: undefined };
   const secureContext = { cert: opts.tls.cert, key: opts.tls.key };
   try {
     tls.createSecureContext(secureContext);
   } catch (err) {
     throw gridError('TLS_ERROR', `the TLS certificate and key cannot be used: ${(err as Error).message}; give a PEM certificate (--tls-cert) and its matching PEM private key (--tls-key)`);
   }
-  return { cors, secureContext };
+  return { cors, trusted, secureContext };
 }
 
 /** The local record's token lives as long as the node process; a year is just a bound on a forgotten session row. */
@@ -242,7 +249,7 @@ export class GridNode {
   static async start(opts: GridNodeOptions = {}): Promise<GridNode> {
     const log = opts.logger ?? silentLogger;
     const host = opts.host ?? DEFAULT_HOST;
-    const { cors, secureContext } = checkOptions(opts);
+    const { cors, trusted, secureContext } = checkOptions(opts);
     const dataDir = path.resolve(opts.dataDir ?? defaultDataDir());
     const dbFile = path.join(dataDir, 'meta.db');
     // A replica on PostgreSQL still owns its data dir (uploads in flight, temp files, its pid).
@@ -350,19 +357,23 @@ export class GridNode {
       (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
       // Requests are served only once the node object exists (listen happens before it is built).
       const ref: { node?: GridNode } = {};
+      // The one place a request's client address is decided (X-Forwarded-For from a trusted proxy); every
+      // per-address limit reads it back with clientAddress(req).
       server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+        noteClientAddress(req, trusted);
         if (ref.node === undefined) { sendError(res, 503, gridError('BUSY', 'the node is starting; try again')); return; }
         void ref.node.onHttp(req, res);
       });
       const refusedOrigins = new Set<string>();
       server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => {
+        const remote = noteClientAddress(req, trusted);
         if (ref.node === undefined) { socket.destroy(); return; }
         const origin = requestOrigin(req.headers);
         if (!originAllowed(origin, cors)) {
           // Once per origin (bounded): a page can retry in a loop.
           if (refusedOrigins.size < 256 && !refusedOrigins.has(origin!)) {
             refusedOrigins.add(origin!);
-            log.warn({ origin: origin!.slice(0, 200), remote: req.socket.remoteAddress }, 'refused a WebSocket from a web page whose origin is not allowed (--allow-origin)');
+            log.warn({ origin: origin!.slice(0, 200), remote }, 'refused a WebSocket from a web page whose origin is not allowed (--allow-origin)');
           }
           refuseRaw(socket, 403, originRefusal(origin!));
           return;
@@ -395,7 +406,7 @@ export class GridNode {
       // A quarter of the shorter wait, so nothing outlives its expiry by much; within a second and an hour.
       sharedSweep?.start(Math.min(3600_000, Math.max(1000, Math.min(opts.uploadExpiryMs ?? 24 * 3600_000, opts.blobGraceMs ?? 3600_000) / 4)));
       if (opts.localRecordFile !== undefined) await node.writeLocalRecord(opts.localRecordFile);
-      log.info({ url: node.url, host, tls: node.secure, allowOrigins: [...cors.allowOrigins], dataDir, id, models: models.list().length, datasets: (await datasets.list()).length, database: db.where }, 'grid node listening');
+      log.info({ url: node.url, host, tls: node.secure, allowOrigins: [...cors.allowOrigins], ...(trusted && { trustProxy: trusted.entries }), dataDir, id, models: models.list().length, datasets: (await datasets.list()).length, database: db.where }, 'grid node listening');
       if (!isLoopbackHost(host) && !node.secure) {
         log.warn({ host, url: node.url }, `the node listens on ${isAllInterfaces(host) ? 'all interfaces' : host} without TLS: passwords, tokens, models and tensors cross the network in the clear; give it --tls-cert and --tls-key, or put it behind a TLS proxy`);
       }

@@ -182,7 +182,9 @@ export function attachSharedMemory(router: GridRouter, deps: SharedMemoryDeps): 
 
   router.handle(ShmRegister, (data, ctx) => {
     if (!enabled) throw gridError('SHM_UNAVAILABLE', `node ${deps.where()} has shared memory turned off; tensors go over the socket`);
-    if (!isLoopbackAddress(ctx.connection.remoteAddress)) {
+    // The TCP peer, not the forwarded client address: a client through a reverse proxy is never local,
+    // even when the proxy runs on this machine.
+    if (ctx.connection.proxied || !isLoopbackAddress(ctx.connection.peerAddress)) {
       throw gridError('SHM_UNAVAILABLE', `node ${deps.where()} takes shared memory only from clients on its own machine (this connection comes from ${ctx.connection.remoteAddress}); tensors go over the socket`);
     }
     requireUser(ctx, 'shm-register');

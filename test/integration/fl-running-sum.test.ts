@@ -84,8 +84,8 @@ test('a running sum an older node stored (meta fl.sum.<cycle>, file <cycle>.<slo
   const sums = path.join(dir, 'fl-sums');
   fs.renameSync(path.join(sums, `${part.cycle_id}.${part.replica}.${part.slot}`), path.join(sums, `${part.cycle_id}.${part.slot}`));
   await db.setMeta(`fl.sum.${part.cycle_id}`, JSON.stringify({ slot: Number(part.slot), reports: Number(part.reports), weight: Number(part.weight) }));
-  // Schema 4: without fl_partials (5) and the tables of the migrations after it (6 uploads, 7 training jobs).
-  for (const table of ['fl_partials', 'uploads', 'blob_pins', 'training_job_events', 'training_jobs']) await db.run(`DROP TABLE ${table}`);
+  // Schema 4: without fl_partials (5) and the tables of the migrations after it (6 uploads, 7 training jobs, 8 sign-ins).
+  for (const table of ['fl_partials', 'uploads', 'blob_pins', 'training_job_events', 'training_jobs', 'signin_failures']) await db.run(`DROP TABLE ${table}`);
   await db.run('PRAGMA user_version = 4');
   await db.close();
 

@@ -87,6 +87,56 @@ test('200 wrong passwords: refused with RATE_LIMITED and retry_after_ms, the rig
   assert.equal((await attacker.authenticate({ username: 'alice', password: PASSWORD })).user, 'alice', 'accepted once the lockout has passed');
 });
 
+test('24 clients of one service signing in as one user from one address at once all get in; 24 guesses sent at once get 5 checked', async (t) => {
+  const { tn, from } = await limitedNode(t);
+  // One service starting 24 workers together, behind one address: none is refused, none is locked out.
+  const service = await Promise.all(Array.from({ length: 24 }, () => from('127.0.0.2')));
+  const started = performance.now();
+  const sessions = await Promise.all(service.map((c) => c.authenticate({ username: 'alice', password: PASSWORD })));
+  t.diagnostic(`24 sign-ins at once took ${Math.round(performance.now() - started)} ms (at most 5 checked at a time)`);
+  assert.deepEqual(sessions.map((s) => s.user), Array(24).fill('alice'));
+  assert.equal(new Set(sessions.map((s) => s.token)).size, 24, 'each client has its own session');
+  assert.equal(tn.node.auth.limiter.inFlight, 0, 'nothing left in flight');
+  // And the user is not locked out afterwards.
+  assert.equal((await (await from('127.0.0.2')).authenticate({ username: 'alice', password: PASSWORD })).user, 'alice');
+
+  // 24 wrong passwords for bob sent together: only the free 5 reach the password check; the lock they set refuses the rest.
+  const guessers = await Promise.all(Array.from({ length: 24 }, () => from('127.0.0.3')));
+  const guessed = performance.now();
+  const results = await Promise.allSettled(guessers.map((c, i) => c.authenticate({ username: 'bob', password: `guess-${i}` })));
+  t.diagnostic(`24 guesses at once answered in ${Math.round(performance.now() - guessed)} ms`);
+  const codes = new Map<string, number>();
+  for (const r of results) {
+    assert.equal(r.status, 'rejected');
+    const code = ((r as PromiseRejectedResult).reason as GridError).code;
+    codes.set(code, (codes.get(code) ?? 0) + 1);
+  }
+  assert.deepEqual(Object.fromEntries(codes), { GRID_ERR_BAD_CREDENTIALS: 5, GRID_ERR_RATE_LIMITED: 19 });
+  const refused = results.map((r) => (r as PromiseRejectedResult).reason as GridError).find((e) => e.code === 'GRID_ERR_RATE_LIMITED')!;
+  assert.ok((refused.details!.retry_after_ms as number) > 0);
+  assert.equal((await failure(guessers[0]!.authenticate({ username: 'bob', password: PASSWORD }))).code, 'GRID_ERR_RATE_LIMITED', 'bob from that address is locked');
+  assert.equal(tn.node.auth.limiter.inFlight, 0);
+});
+
+test('sign-ins waiting for a user\'s attempts in flight are bounded: past the queue they are refused with RATE_LIMITED at once', async (t) => {
+  const { tn, from } = await limitedNode(t, { pairFreeFailures: 2, maxWaiting: 3 });
+  const clients = await Promise.all(Array.from({ length: 12 }, () => from('127.0.0.4')));
+  // 2 checked at once, 3 waiting; the other 7 are refused without a check (so their right password does not count).
+  const results = await Promise.allSettled(clients.map((c) => c.authenticate({ username: 'carol', password: PASSWORD })));
+  const ok = results.filter((r) => r.status === 'fulfilled').length;
+  const refused = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as GridError);
+  assert.equal(ok, 5);
+  assert.equal(refused.length, 7);
+  for (const e of refused) {
+    assert.equal(e.code, 'GRID_ERR_RATE_LIMITED');
+    assert.match(e.message, /too many sign-ins in flight for "carol" from 127\.0\.0\.4 \(3 already waiting\); try again in 1 s/);
+    assert.equal(e.details!.retry_after_ms, 1000);
+  }
+  // They were not failures: carol signs in again at once.
+  assert.equal((await clients[0]!.authenticate({ username: 'carol', password: PASSWORD })).user, 'carol');
+  assert.equal(tn.node.auth.limiter.inFlight, 0);
+});
+
 test('remote lockouts double with every further failure up to minutes; loopback ones stop at seconds', async (t) => {
   const { clock, from } = await limitedNode(t);
   const remote = await from('127.0.0.4');

@@ -11,6 +11,7 @@ import { gridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import type { CycleRequest, FlEngine } from './cycles';
 import { flErrorData } from './handlers';
+import { clientAddress } from '../client-address';
 import { handleSpeedTest } from './speed-test';
 import type { FlStore } from './store';
 
@@ -142,9 +143,9 @@ export function flHttp(engine: FlEngine, store: FlStore, opts: { log: Logger; ma
           if (!parsed.success) throw gridError('INVALID_MESSAGE', describeIssues(parsed.error, 'body'));
           const d = parsed.data as Record<string, unknown>;
           const reply = pathname === '/model-centric/authenticate'
-            ? await engine.authenticate(d as never, req.socket.remoteAddress ?? '')
+            ? await engine.authenticate(d as never, clientAddress(req))
             : pathname === '/model-centric/cycle-request'
-              ? await engine.cycleRequest({ ...(d as unknown as CycleRequest), version: (d.version as string | null | undefined) ?? undefined }, req.socket.remoteAddress ?? '')
+              ? await engine.cycleRequest({ ...(d as unknown as CycleRequest), version: (d.version as string | null | undefined) ?? undefined }, clientAddress(req))
               : await engine.report(d as never);
           sendJson(res, 200, reply, headers);
           return true;

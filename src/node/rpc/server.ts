@@ -19,6 +19,7 @@ import {
   type Envelope, type IncomingMessage, type JsonLimits,
 } from '../../core/protocol/envelope';
 import { sendAndDrain } from '../../core/socket/drain';
+import { cameThroughProxy, clientAddress } from '../client-address';
 import { redactError } from './redact';
 import type { UploadLedger } from './upload-ledger';
 import { UploadStore, type CommittedUpload, type UploadQuotas } from './uploads';
@@ -271,7 +272,7 @@ export class GridServer {
   }
 
   private onConnection(ws: WebSocket, req: HttpRequest): void {
-    const conn = new GridConnection(this, ws, req.socket.remoteAddress ?? '');
+    const conn = new GridConnection(this, ws, { remote: clientAddress(req), peer: req.socket.remoteAddress ?? '', proxied: cameThroughProxy(req) });
     this.connections.add(conn);
     ws.once('close', () => this.connections.delete(conn));
   }
@@ -294,7 +295,15 @@ export class GridServer {
 export class GridConnection {
   readonly id = randomBytes(6).toString('hex');
   readonly session: Record<string, unknown> = Object.create(null);
+  /**
+   * The client's address, which every per-address limit keys on: behind a trusted reverse proxy
+   * (--trust-proxy), the one X-Forwarded-For names (src/node/client-address.ts); otherwise the TCP peer.
+   */
   readonly remoteAddress: string;
+  /** The TCP peer itself (a proxy's address when proxied). */
+  readonly peerAddress: string;
+  /** Came through a trusted reverse proxy: the client is not the peer, whatever addresses say (shared memory). */
+  readonly proxied: boolean;
   private readonly server: GridServer;
   private readonly ws: WebSocket;
   /** Requests and streams in flight, by request id, for `cancel` (a repeated id names the latest). */
@@ -318,10 +327,12 @@ export class GridConnection {
    */
   private readonly turns: ReplyTurn[] = [];
 
-  constructor(server: GridServer, ws: WebSocket, remoteAddress: string) {
+  constructor(server: GridServer, ws: WebSocket, address: { remote: string; peer: string; proxied: boolean }) {
     this.server = server;
     this.ws = ws;
-    this.remoteAddress = remoteAddress;
+    this.remoteAddress = address.remote;
+    this.peerAddress = address.peer;
+    this.proxied = address.proxied;
     this.onMessage = this.onMessage.bind(this);
     this.onClose = this.onClose.bind(this);
     ws.on('message', this.onMessage);

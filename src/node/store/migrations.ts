@@ -413,4 +413,18 @@ export const MIGRATIONS: readonly Migration[] = [
        event TEXT NOT NULL,
        PRIMARY KEY (job_id, seq));`,
   },
+  // 8: sign-in failures counted across replicas (src/node/signin-shared.ts). Only PostgreSQL writes it (the
+  // embedded node is one process and counts in memory); created in both so a version means the same tables.
+  {
+    embedded: `CREATE TABLE signin_failures (
+       key TEXT PRIMARY KEY,
+       failures INTEGER NOT NULL,
+       locked_until_ms INTEGER NOT NULL,
+       last_ms INTEGER NOT NULL);`,
+    postgres: `CREATE TABLE signin_failures (
+       key TEXT PRIMARY KEY,
+       failures INTEGER NOT NULL,
+       locked_until_ms BIGINT NOT NULL,
+       last_ms BIGINT NOT NULL);`,
+  },
 ];
