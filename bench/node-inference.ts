@@ -55,6 +55,42 @@ function childRss(pid: number) {
   return { stop: () => { clearInterval(t); return Math.max(peak, read()) - base; } };
 }
 
+/**
+ * CPU seconds a server process and this client use over the spans between start() and stop(), summed over
+ * many spans: what a request costs each side, which a loaded machine's wall clock hides. From /proc (Linux).
+ */
+class CpuMeter {
+  server = 0;
+  client = 0;
+  count = 0;
+  private s0 = 0;
+  private c0: NodeJS.CpuUsage | undefined;
+  constructor(private readonly pid: number) {}
+  start(): void { this.s0 = procCpuSeconds(this.pid); this.c0 = process.cpuUsage(); }
+  stop(requests: number): void {
+    const c = process.cpuUsage(this.c0);
+    this.server += procCpuSeconds(this.pid) - this.s0;
+    this.client += (c.user + c.system) / 1e6;
+    this.count += requests;
+  }
+  /** µs per request: server, client, both. */
+  perRequest(): { server: number; client: number; total: number } {
+    const [server, client] = [(this.server / this.count) * 1e6, (this.client / this.count) * 1e6];
+    return { server, client, total: server + client };
+  }
+}
+
+function procCpuSeconds(pid: number): number {
+  try {
+    // utime and stime: the 12th and 13th fields after the command's closing parenthesis, in clock ticks (100 Hz).
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 async function rawRoundTrips(url: string, requestBytes: number, replyBytes: number, rounds: number): Promise<number[]> {
   const ws = new WebSocket(url, { perMessageDeflate: false });
   await new Promise((r) => ws.once('open', r));
@@ -74,12 +110,13 @@ async function rawRoundTrips(url: string, requestBytes: number, replyBytes: numb
 }
 
 /** Round trips to a bare ws server that runs the model on each request: remote inference with nothing else. */
-async function floorRoundTrips(url: string, model: Uint8Array, x: Float32Array, rounds: number): Promise<number[]> {
+async function floorRoundTrips(url: string, model: Uint8Array, x: Float32Array, rounds: number, meter?: CpuMeter): Promise<number[]> {
   const ws = new WebSocket(url, { perMessageDeflate: false });
   await new Promise((r) => ws.once('open', r));
   ws.send(JSON.stringify({ model: Buffer.from(model).toString('base64'), input: 'x', cols: x.length }));
   await new Promise((r) => ws.once('message', r));
   const times: number[] = [];
+  meter?.start();
   for (let i = 0; i < rounds; i++) {
     const t0 = performance.now();
     const reply = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
@@ -87,6 +124,7 @@ async function floorRoundTrips(url: string, model: Uint8Array, x: Float32Array, 
     if ((await reply).length !== 40) throw new Error('the floor server did not answer with 10 float32 outputs');
     times.push(performance.now() - t0);
   }
+  meter?.stop(rounds);
   ws.close();
   return times;
 }
@@ -141,7 +179,7 @@ async function rawBulk(url: string, size: number): Promise<{ mibps: number; clie
  * a /dev/shm file and writes the outputs back (bench/servers/node-peer.ts), `inflight` requests pipelined
  * as the grid client does. What any design with the model in another process gets on this machine.
  */
-async function shmFloorPipelined(url: string, model: Uint8Array, x: Float32Array, cols: number, count: number, inflight: number): Promise<number> {
+async function shmFloorPipelined(url: string, model: Uint8Array, x: Float32Array, cols: number, count: number, inflight: number, meter?: CpuMeter): Promise<number> {
   const dir = sharedMemoryDir();
   if (dir === undefined) return Number.NaN;
   const slot = 4 * MiB;
@@ -164,10 +202,13 @@ async function shmFloorPipelined(url: string, model: Uint8Array, x: Float32Array
       region.read(at + slot / 2, (await reply).readDoubleLE(0));
     };
     for (let i = 0; i < 3; i++) await one(0);
+    meter?.start();
     const t0 = performance.now();
     let next = 0;
     await Promise.all(Array.from({ length: inflight }, async (_, s) => { while (next < count) { next++; await one(s); } }));
-    return count / ((performance.now() - t0) / 1000);
+    const rate = count / ((performance.now() - t0) / 1000);
+    meter?.stop(count);
+    return rate;
   } finally {
     ws.close();
     region.retire();
@@ -238,14 +279,17 @@ async function main(): Promise<void> {
     const pingTimes: number[] = [];
     const floorTimes: number[] = [];
     const attachment = encodeNamedTensors(one);
+    const [floorCpu, gridCpu] = [new CpuMeter(peer.child.pid!), new CpuMeter(node.child.pid!)];
     for (let i = 0; i < 200; i++) { await local.run(one); await client.runInference('mlp', one); }
     await rawRoundTrips(peer.url, reqBytes, replyBytes, 200);
     for (let rep = 0; rep < 3; rep++) {
       // Interleaved, so machine noise hits all three alike.
       for (let i = 0; i < ROUNDS / 3; i++) { const t0 = performance.now(); await local.run(one); localTimes.push(performance.now() - t0); }
       rawTimes.push(...await rawRoundTrips(peer.url, reqBytes, replyBytes, ROUNDS / 3));
-      floorTimes.push(...await floorRoundTrips(peer.url, mlp, one.x!.data as Float32Array, ROUNDS / 3));
+      floorTimes.push(...await floorRoundTrips(peer.url, mlp, one.x!.data as Float32Array, ROUNDS / 3, floorCpu));
+      gridCpu.start();
       for (let i = 0; i < ROUNDS / 3; i++) { const t0 = performance.now(); await client.runInference('mlp', one); remoteTimes.push(performance.now() - t0); }
+      gridCpu.stop(ROUNDS / 3);
       for (let i = 0; i < ROUNDS / 3; i++) {
         let t0 = performance.now();
         await client.socket.request(Ping, undefined);
@@ -263,6 +307,10 @@ async function main(): Promise<void> {
     const f = p50(floorTimes);
     out(`  floor: bare ws server running onnxruntime, no protocol  ${(f * 1000).toFixed(0)} µs  = ${(f / (l + r)).toFixed(2)}× (local + raw ws); grid node / floor = ${(g / f).toFixed(2)}×`);
     out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs, onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs)`);
+    // The limit where the CPU is what holds it (a loaded machine: every wake-up waits for a core): a
+    // request cannot cost less wall time than the CPU both sides spend on it, relative to the floor's.
+    const [fc, gc] = [floorCpu.perRequest(), gridCpu.perRequest()];
+    out(`    CPU per request: floor server ${fc.server.toFixed(0)} µs + client ${fc.client.toFixed(0)} µs; grid node ${gc.server.toFixed(0)} µs + client ${gc.client.toFixed(0)} µs: where the CPU is shared, grid node / floor ≥ ${(gc.total / fc.total).toFixed(2)}× (their CPU ratio; target ≤ 1.15×)`);
     out(`  ratio remote / (local + raw ws)   ${(g / (l + r)).toFixed(2)}×  (target ≤ 1.3×)${cores >= 2 ? '  [client on core 0, node and raw ws server on core 1]' : ''}`);
     // What bounds that target here: a server that waits for each request runs onnxruntime cold (its weights
     // out of cache), unlike the back-to-back local loop; the floor pays it with no protocol at all.
@@ -285,20 +333,23 @@ async function main(): Promise<void> {
     // fresh local measure, so both see the same machine.
     for (let i = 0; i < 3; i++) await shmClient.runInference('mlp', big);
     const shmRates: number[] = [];
+    const [shmCpu, shmFloorCpu] = [new CpuMeter(node.child.pid!), new CpuMeter(peer.child.pid!)];
     const localRates: number[] = [];
     for (let rep = 0; rep < 3; rep++) {
       t0 = performance.now();
       for (let i = 0; i < BATCH_RUNS; i++) await local.run(big);
       localRates.push((BATCH_RUNS * 256) / ((performance.now() - t0) / 1000));
+      shmCpu.start();
       t0 = performance.now();
       let nextShm = 0;
       await Promise.all(Array.from({ length: PIPELINE }, async () => {
         while (nextShm < BATCH_RUNS) { nextShm++; await shmClient!.runInference('mlp', big); }
       }));
       shmRates.push((BATCH_RUNS * 256) / ((performance.now() - t0) / 1000));
+      shmCpu.stop(BATCH_RUNS);
     }
     const shmUsed = shmClient.shm.currentRegion !== undefined;
-    const shmFloor = 256 * await shmFloorPipelined(peer.url, mlp, big.x!.data as Float32Array, 784, BATCH_RUNS * 3, PIPELINE);
+    const shmFloor = 256 * await shmFloorPipelined(peer.url, mlp, big.x!.data as Float32Array, 784, BATCH_RUNS * 3, PIPELINE, shmFloorCpu);
     // Where shared memory starts to pay: one request at a time, socket vs shared memory, by batch size.
     const sweep: string[] = [];
     for (const rows of [4, 16, 64, 256]) {
@@ -329,6 +380,8 @@ async function main(): Promise<void> {
     out(`  via shared memory       ${shmRate.toFixed(0)} samples/s${shmUsed ? '' : '  [WARNING: the node refused shared memory; these went over the socket]'}`);
     out(`  ratio shm / local       ${(shmRate / localAgain).toFixed(2)}×  (target ≥ 0.8×); shm / socket ${(shmRate / remoteRate).toFixed(2)}×`);
     out(`  floor: a bare ws server running onnxruntime on inputs it reads from /dev/shm, pipelined alike  ${shmFloor.toFixed(0)} samples/s = ${(shmFloor / localAgain).toFixed(2)}× local; grid shm / floor = ${(shmRate / shmFloor).toFixed(2)}×`);
+    const [sf, sg] = [shmFloorCpu.perRequest(), shmCpu.perRequest()];
+    out(`  CPU per batch: floor server ${sf.server.toFixed(0)} µs + client ${sf.client.toFixed(0)} µs; grid node ${sg.server.toFixed(0)} µs + client ${sg.client.toFixed(0)} µs: where the CPU is shared, grid shm / floor ≤ ${(sf.total / sg.total).toFixed(2)}× (their CPU ratio), so shm / local ≤ ${((shmFloor / localAgain) * (sf.total / sg.total)).toFixed(2)}× by this floor`);
     // What is left once the bytes no longer cross the socket: the request itself.
     const perBatch = (rate: number) => (256 / rate) * 1e6;
     out(`  per batch: local ${perBatch(localAgain).toFixed(0)} µs, via shared memory ${perBatch(shmRate).toFixed(0)} µs; the difference (${(perBatch(shmRate) - perBatch(localAgain)).toFixed(0)} µs) compares with one grid ping round trip (${(p50(pingTimes) * 1000).toFixed(0)} µs, section 1): the protocol's per-request cost, not the tensor bytes, is what remains`);

@@ -1,6 +1,6 @@
 // Issue "Foundation" benchmark: GridSocket against baselines measured in the same run, each server in
 // its own process.
-//   sequential request/response: GridSocket+GridServer vs raw `ws` echo (target ≥ 0.85×) and vs
+//   sequential request/response: GridSocket+GridServer vs raw `ws` echo (target ≥ 0.95×, issue 18; was 0.85×) and vs
 //   socket.io with acks (target ≥ 1.7×);
 //   one-way bulk transfer of 1 GiB: GridSocket.download (chunked, acked, sha256-checked) vs raw `ws` binary
 //   frames (target ≥ 0.6×), with peak RSS growth per side; and GridSocket.upload, which also writes and
@@ -84,16 +84,23 @@ function pin(pid: number, cpus: string): void {
   if (r.status !== 0) throw new Error(`taskset failed: ${r.stderr || r.error?.message}`);
 }
 
-/** Median round-trip time of each client in microseconds, measured in turns. */
-async function roundTrips(clients: RoundTripper[], rounds: number): Promise<number[]> {
+/**
+ * Median round-trip time of each client in microseconds, measured in turns; with `cpu`, also this process's
+ * CPU microseconds per round trip of each client (user + system over its own round trips).
+ */
+async function roundTrips(clients: RoundTripper[], rounds: number, cpu?: number[]): Promise<number[]> {
   const lat = clients.map(() => new Float64Array(rounds));
+  const used = clients.map(() => 0);
   for (let i = 0; i < rounds; i++) {
     for (let c = 0; c < clients.length; c++) {
+      const c0 = cpu && process.cpuUsage();
       const t0 = performance.now();
       await clients[c]!.once(i);
       lat[c]![i] = (performance.now() - t0) * 1000;
+      if (c0) { const d = process.cpuUsage(c0); used[c]! += d.user + d.system; }
     }
   }
+  if (cpu) cpu.push(...used.map((u) => u / rounds));
   return lat.map((l) => [...l].sort((a, b) => a - b)[Math.floor(rounds / 2)]!);
 }
 
@@ -259,14 +266,18 @@ async function phase(name: string): Promise<unknown> {
       // core 0 and the servers on core 1. Either way all three stacks are placed alike; unpinned, the
       // scheduler's luck (a pair that happens to share a core skips a cross-core wake-up, which costs
       // ~100 µs of this VM's time) decides more than the software does.
-      const [clientCpu, serverCpu] = name === 'rr-same' ? ['0', '0'] : ['0', '1'];
-      for (const p of peers) pin(p.child.pid!, serverCpu);
-      pin(process.pid, clientCpu);
+      const [clientCore, serverCore] = name === 'rr-same' ? ['0', '0'] : ['0', '1'];
+      for (const p of peers) pin(p.child.pid!, serverCore);
+      pin(process.pid, clientCore);
       const clients = [await rawWsClient(peers[0].url), await gridClient(peers[1].url), await socketIoClient(peers[2].url)];
       await roundTrips(clients, 1000); // warm-up: JIT on both sides
-      const lat = await roundTrips(clients, ROUNDS);
+      const s0 = peers.map((p) => procCpuSeconds(p.child.pid!));
+      const clientCpu: number[] = [];
+      const lat = await roundTrips(clients, ROUNDS, clientCpu);
+      // Each server serves only its own client: its CPU over the phase is what its round trips cost it.
+      const serverCpu = peers.map((p, k) => ((procCpuSeconds(p.child.pid!) - s0[k]!) / ROUNDS) * 1e6);
       for (const c of clients) c.close();
-      return lat;
+      return { lat, clientCpu, serverCpu };
     } finally {
       await Promise.all(peers.map((p) => p.kill('SIGTERM')));
     }
@@ -300,14 +311,18 @@ async function main(): Promise<void> {
   }
   console.log(`machine: ${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the start`);
   for (const placement of ['same', 'split'] as const) {
-    const [tRaw, tGrid, tSio] = runPhase(`rr-${placement}`) as number[];
+    const rr = runPhase(`rr-${placement}`) as { lat: number[]; clientCpu: number[]; serverCpu: number[] };
+    const [tRaw, tGrid, tSio] = rr.lat;
     const where = placement === 'same' ? 'client and servers pinned to one core' : 'client on core 0, servers on core 1';
     console.log(`sequential request/response, ${where} (${ROUNDS} round trips each, taking turns; median latency)`);
     console.log(`  raw ws echo        ${tRaw!.toFixed(1)} µs  (${(1e6 / tRaw!).toFixed(0)} req/s)`);
     console.log(`  socket.io + acks   ${tSio!.toFixed(1)} µs  (${(1e6 / tSio!).toFixed(0)} req/s)`);
     console.log(`  GridSocket         ${tGrid!.toFixed(1)} µs  (${(1e6 / tGrid!).toFixed(0)} req/s)`);
-    console.log(`  ratio vs raw ws    ${(tRaw! / tGrid!).toFixed(2)}×  (target ≥ 0.85×)`);
+    console.log(`  ratio vs raw ws    ${(tRaw! / tGrid!).toFixed(2)}×  (target ≥ 0.95×)`);
     console.log(`  ratio vs socket.io ${(tSio! / tGrid!).toFixed(2)}×  (target ≥ 1.7×)`);
+    // Where the CPU is what holds it (a loaded machine), the CPU both sides spend per round trip bounds the ratio.
+    const cpuOf = (k: number) => rr.clientCpu[k]! + rr.serverCpu[k]!;
+    console.log(`  CPU per round trip: raw ws client ${rr.clientCpu[0]!.toFixed(1)} + server ${rr.serverCpu[0]!.toFixed(1)} µs; GridSocket client ${rr.clientCpu[1]!.toFixed(1)} + GridServer ${rr.serverCpu[1]!.toFixed(1)} µs: where the CPU is shared, ratio vs raw ws ≤ ${(cpuOf(0) / cpuOf(1)).toFixed(2)}×`);
   }
 
   // Each transfer runs in fresh processes, alternating raw and grid; the median of three is reported.

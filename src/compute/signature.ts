@@ -43,36 +43,54 @@ export interface FeedShape {
  * the node checks a request's tensors this way before decoding them. Returns the symbols' sizes.
  */
 export function checkFeedShapes(signature: ModelSignature, feeds: Readonly<Record<string, FeedShape>>): Map<string, number> {
-  const expected = new Map(signature.inputs.map((i) => [i.name, i]));
+  // Runs on every inference request: no per-call index of the inputs, closures or copies.
+  const expected = inputsByName(signature);
   for (const name of Object.keys(feeds)) {
     if (!expected.has(name)) {
       throw gridError('INVALID_INPUT', `the model has no input "${name}"; its inputs are ${signature.inputs.map((i) => `"${i.name}"`).join(', ') || 'none'}`, { input: name });
     }
   }
-  const symbols = new Map<string, { size: number; input: string }>();
+  const sizes = new Map<string, number>();
   for (const sig of signature.inputs) {
     const t = feeds[sig.name];
     if (t === undefined) throw gridError('INVALID_INPUT', `input "${sig.name}" is missing (expected ${sig.dtype} ${describeDims(sig.dims)})`, { input: sig.name });
     if (t.dtype !== sig.dtype) {
       throw gridError('INVALID_INPUT', `input "${sig.name}" must be ${sig.dtype}, got ${t.dtype}`, { input: sig.name, expected: sig.dtype, given: t.dtype });
     }
-    const mismatch = () => gridError('INVALID_INPUT', `input "${sig.name}" must have shape ${describeDims(sig.dims)}, got [${t.dims.join(', ')}]`, { input: sig.name, expected: sig.dims, given: t.dims });
     // ORT reports a scalar and an input of unknown rank alike (empty shape): let ORT decide those.
     if (sig.dims.length === 0) continue;
-    if (sig.dims.length !== t.dims.length) throw mismatch();
-    sig.dims.forEach((d, i) => {
+    if (sig.dims.length !== t.dims.length) throw shapeMismatch(sig, t);
+    for (let i = 0; i < sig.dims.length; i++) {
+      const d = sig.dims[i];
       const given = t.dims[i]!;
-      if (typeof d === 'number' && d !== given) throw mismatch();
+      if (typeof d === 'number' && d !== given) throw shapeMismatch(sig, t);
       if (typeof d === 'string' && d !== '') {
-        const seen = symbols.get(d);
-        if (seen && seen.size !== given) {
-          throw gridError('INVALID_INPUT', `input "${sig.name}" dimension ${i} ("${d}") is ${given}, but input "${seen.input}" has "${d}" = ${seen.size}`, { input: sig.name });
+        const seen = sizes.get(d);
+        if (seen !== undefined && seen !== given) {
+          // Which input set the symbol: the first one (in signature order) that has it.
+          const first = signature.inputs.find((s) => s.dims.includes(d))!;
+          throw gridError('INVALID_INPUT', `input "${sig.name}" dimension ${i} ("${d}") is ${given}, but input "${first.name}" has "${d}" = ${seen}`, { input: sig.name });
         }
-        if (!seen) symbols.set(d, { size: given, input: sig.name });
+        if (seen === undefined) sizes.set(d, given);
       }
-    });
+    }
   }
-  return new Map([...symbols].map(([k, v]) => [k, v.size]));
+  return sizes;
+}
+
+function shapeMismatch(sig: ValueSignature, t: FeedShape): GridError {
+  return gridError('INVALID_INPUT', `input "${sig.name}" must have shape ${describeDims(sig.dims)}, got [${t.dims.join(', ')}]`, { input: sig.name, expected: sig.dims, given: t.dims });
+}
+
+/** A model's inputs by name, made once per signature (signatures live as long as their model). */
+const inputIndex = new WeakMap<ModelSignature, Map<string, ValueSignature>>();
+function inputsByName(signature: ModelSignature): Map<string, ValueSignature> {
+  let m = inputIndex.get(signature);
+  if (m === undefined) {
+    m = new Map(signature.inputs.map((i) => [i.name, i]));
+    inputIndex.set(signature, m);
+  }
+  return m;
 }
 
 /** Checks feeds (dtypes, shapes and data) against the signature before ORT sees them. */

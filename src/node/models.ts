@@ -21,8 +21,15 @@ const GENERATION = 'models_generation';
 const CHANNEL = 'models';
 
 /** One session per version and bytes: `name@N#sha256`. */
+/** Made once per model row (a hot path: every inference request looks its session up by it). */
+const sessionKeys = new WeakMap<ModelInfo, string>();
 function sessionKey(info: ModelInfo): string {
-  return `${info.id}@${info.version}#${info.sha256}`;
+  let key = sessionKeys.get(info);
+  if (key === undefined) {
+    key = `${info.id}@${info.version}#${info.sha256}`;
+    sessionKeys.set(info, key);
+  }
+  return key;
 }
 
 /** Models up to this size are read for sizes their inputs decide (compute/size-guard.ts); bigger ones rely on the check after the run. */

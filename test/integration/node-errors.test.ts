@@ -254,6 +254,27 @@ test('mutations without a session are UNAUTHENTICATED; wrong passwords BAD_CREDE
   await admin.deleteModel('alices'); // admin may delete anything
 });
 
+test('an upload is acknowledged as often as its transfer-begin asks (ack_bytes), and at the end; an ack_bytes over the limit is refused', async (t) => {
+  const n = await withNode(t);
+  const c = await RawClient.open(n.node.url);
+  t.after(() => c.close());
+  await c.request('authenticate', { username: 'admin', password: ADMIN_PASSWORD });
+  const chunk = 1024 * 1024;
+  const size = 16 * chunk + 1000;
+  const tooMany = await c.request('transfer-begin', { size, chunk_size: chunk, ack_bytes: 2 ** 40 });
+  assert.equal(errorOf(tooMany).code, 'GRID_ERR_INVALID_MESSAGE');
+  assert.match(errorOf(tooMany).message, /ack_bytes/);
+  const begin = await c.request('transfer-begin', { size, chunk_size: chunk, ack_bytes: 8 * chunk });
+  const id = (begin.data as { transfer_id: string }).transfer_id;
+  for (let i = 0; i * chunk < size; i++) c.ws.send(encodeChunk(id, i, randomBytes(Math.min(chunk, size - i * chunk)), (i + 1) * chunk >= size));
+  const acks: number[] = [];
+  while (acks.at(-1) !== size) acks.push(((await c.next((m) => m.type === 'transfer-ack')).data as { received: number }).received);
+  // One ack per 8 MiB crossed (at 8 and 16 MiB, or later when writes finish together), and one at the end: not one per chunk.
+  assert.ok(acks.length <= 3, `acks at ${acks.join(', ')}`);
+  assert.ok(acks[0]! >= 8 * chunk, `first ack at ${acks[0]}`);
+  await stillServing(n);
+});
+
 test('a client vanishing mid-upload: the partial upload is resumable for a while, then cleaned up', async (t) => {
   const n = await withNode(t, { uploadTtlMs: 1500 });
   const uploads = path.join(n.dir, 'uploads');

@@ -54,6 +54,13 @@ describe('binary frames', () => {
     assert.equal(f.last, true);
     assert.deepEqual(f.body, body);
   });
+  test('a frame id is at most 255 bytes of UTF-8, counted in bytes, not characters', () => {
+    const fits = `${'é'.repeat(127)}a`; // 255 bytes
+    const f = decodeBinaryFrame(encodeChunk(fits, 0, Buffer.from([1]), true));
+    assert.equal(f.kind === FrameKind.CHUNK && f.id, fits);
+    throwsCode(() => encodeChunk('é'.repeat(128), 0, Buffer.from([1]), true), ErrorCodes.INVALID_MESSAGE, /256 bytes; at most 255/);
+    throwsCode(() => encodeMessageFrame({ type: 'x', request_id: 'r'.repeat(256) }, Buffer.alloc(0)), ErrorCodes.INVALID_MESSAGE, /256 bytes/);
+  });
   test('a message frame carries its envelope and an 8-aligned attachment', () => {
     const att = Buffer.from([9, 8, 7, 6, 5]);
     const frame = encodeMessageFrame({ type: 'run-inference', request_id: 'r1', data: { model_id: 'm' } }, att);

@@ -74,11 +74,20 @@ export const Authenticate = defineRequest('authenticate', {
 });
 
 // client → node: start or resume an upload. The node answers with the bytes it already holds.
+/** Upload bytes between two transfer-acks when the client names none (transfer-begin's ack_bytes). */
+export const UPLOAD_ACK_BYTES_DEFAULT = 1024 * 1024;
+/** The most ack_bytes a client may ask for. */
+export const UPLOAD_ACK_BYTES_MAX = 256 * 1024 * 1024;
+
 export const TransferBegin = defineRequest('transfer-begin', {
   request: z.object({
     transfer_id: TRANSFER_ID.optional(),
     size: z.number().int().nonnegative(),
     chunk_size: z.number().int().positive().max(16 * 1024 * 1024),
+    // How often the client wants a transfer-ack, in bytes (its window over a few): fewer acks, fewer
+    // wake-ups on both sides. The node acks each time its bytes on disk cross a multiple of it, and at the
+    // end. Absent: every 1 MiB.
+    ack_bytes: z.number().int().positive().max(UPLOAD_ACK_BYTES_MAX).optional(),
   }).strict(),
   reply: z.object({ transfer_id: TRANSFER_ID, received: z.number().int().nonnegative() }),
   idempotent: true,

@@ -223,28 +223,35 @@ export interface MessageFrame {
   message: IncomingMessage;
 }
 
-function frameId(id: string): Buffer {
-  const idBytes = Buffer.from(id, 'utf8');
-  if (idBytes.length > 255) throw gridError('INVALID_MESSAGE', `binary frame id is ${idBytes.length} bytes; at most 255`);
-  return idBytes;
+/** Bytes of a frame id in UTF-8, checked against the header's one-byte length. */
+function frameIdBytes(id: string): number {
+  // Request ids are short ASCII: their length is their byte count, without a scan or a buffer.
+  const n = isAsciiString(id) ? id.length : Buffer.byteLength(id, 'utf8');
+  if (n > 255) throw gridError('INVALID_MESSAGE', `binary frame id is ${n} bytes; at most 255`);
+  return n;
 }
 
-/** Writes a frame header at the start of `buf`; returns where the body starts. */
-function putHeader(buf: Buffer, kind: number, flags: number, idBytes: Buffer, index: number, extra: number): number {
-  const bodyAt = HEADER + pad8(idBytes.length);
-  buf[0] = MAGIC0; buf[1] = MAGIC1; buf[2] = VERSION; buf[3] = kind; buf[4] = flags; buf[5] = idBytes.length;
+function isAsciiString(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return false;
+  return true;
+}
+
+/** Writes a frame header at the start of `buf` (id of `idLength` bytes); returns where the body starts. */
+function putHeader(buf: Buffer, kind: number, flags: number, id: string, idLength: number, index: number, extra: number): number {
+  const bodyAt = HEADER + pad8(idLength);
+  buf[0] = MAGIC0; buf[1] = MAGIC1; buf[2] = VERSION; buf[3] = kind; buf[4] = flags; buf[5] = idLength;
   buf.writeUInt16LE(0, 6);
   buf.writeUInt32LE(index, 8);
   buf.writeUInt32LE(extra, 12);
-  idBytes.copy(buf, HEADER);
-  buf.fill(0, HEADER + idBytes.length, bodyAt);
+  buf.write(id, HEADER, idLength, 'utf8');
+  buf.fill(0, HEADER + idLength, bodyAt);
   return bodyAt;
 }
 
 function writeHeader(kind: number, flags: number, id: string, index: number, extra: number, bodyLength: number): { buf: Buffer; bodyAt: number } {
-  const idBytes = frameId(id);
-  const buf = Buffer.allocUnsafe(HEADER + pad8(idBytes.length) + bodyLength);
-  return { buf, bodyAt: putHeader(buf, kind, flags, idBytes, index, extra) };
+  const idLength = frameIdBytes(id);
+  const buf = Buffer.allocUnsafe(HEADER + pad8(idLength) + bodyLength);
+  return { buf, bodyAt: putHeader(buf, kind, flags, id, idLength, index, extra) };
 }
 
 /**
@@ -261,9 +268,9 @@ export function allocChunk(id: string, index: number, length: number, last: bool
  * touch of its pages and garbage collection). Undefined when `into` is too small for this chunk.
  */
 export function chunkFrameInto(into: Buffer, id: string, index: number, length: number, last: boolean): { frame: Buffer; body: Buffer } | undefined {
-  const idBytes = frameId(id);
-  if (into.length < HEADER + pad8(idBytes.length) + length) return undefined;
-  const bodyAt = putHeader(into, FrameKind.CHUNK, last ? FLAG_LAST : 0, idBytes, index, length);
+  const idLength = frameIdBytes(id);
+  if (into.length < HEADER + pad8(idLength) + length) return undefined;
+  const bodyAt = putHeader(into, FrameKind.CHUNK, last ? FLAG_LAST : 0, id, idLength, index, length);
   return { frame: into.subarray(0, bodyAt + length), body: into.subarray(bodyAt, bodyAt + length) };
 }
 

@@ -3,10 +3,10 @@
 // stays bounded whatever the payload's size.
 
 import { createHash } from 'node:crypto';
-import { ErrorCodes, gridError, toGridError, type GridError } from '../errors';
+import { ErrorCodes, GridError, gridError, toGridError } from '../errors';
 import type { Logger } from '../logger';
 import {
-  TransferAck, TransferBegin, TransferCommit, TransferRead,
+  TransferAck, TransferBegin, TransferCommit, TransferRead, UPLOAD_ACK_BYTES_MAX,
   type DownloadOffer, type EndOf, type ReplyOf, type RequestOf,
 } from '../protocol/catalogue';
 import { allocChunk, chunkFrameInto, chunkHeaderBytes, encodeChunk } from '../protocol/envelope';
@@ -89,6 +89,9 @@ export class Transfers {
     const link = this.link;
     const chunkSize = options.chunkSize ?? 1024 * 1024;
     const windowBytes = Math.max(options.windowBytes ?? 16 * 1024 * 1024, chunkSize);
+    // Acks a quarter window apart: the window never runs dry between two, and a GiB costs 256 of them
+    // (at 16 MiB) instead of one per chunk.
+    let ackBytes: number | undefined = Math.min(UPLOAD_ACK_BYTES_MAX, Math.max(chunkSize, Math.floor(windowBytes / 4 / chunkSize) * chunkSize));
     const { signal, onProgress } = options;
     const size = source.size;
     const hash = createHash('sha256');
@@ -97,7 +100,18 @@ export class Transfers {
     let wake: (() => void) | undefined;
     let transferId: string | undefined;
     const begin = async () => {
-      const r = await link.begin(transferId === undefined ? { size, chunk_size: chunkSize } : { transfer_id: transferId, size, chunk_size: chunkSize }, signal);
+      const req = { size, chunk_size: chunkSize, ...(ackBytes !== undefined && { ack_bytes: ackBytes }) };
+      let r: ReplyOf<typeof TransferBegin>;
+      try {
+        r = await link.begin(transferId === undefined ? req : { transfer_id: transferId, ...req }, signal);
+      } catch (err) {
+        // A node from before ack_bytes refuses the field (its schema is strict): ask again without it,
+        // and take an ack per MiB from that node.
+        if (ackBytes === undefined || !(err instanceof GridError) || err.code !== ErrorCodes.INVALID_MESSAGE || !err.message.includes('ack_bytes')) throw err;
+        ackBytes = undefined;
+        const { ack_bytes: _, ...plain } = req;
+        r = await link.begin(transferId === undefined ? plain : { transfer_id: transferId, ...plain }, signal);
+      }
       if (transferId === undefined) {
         transferId = r.transfer_id;
         this.listeners.set(transferId, (ev) => {

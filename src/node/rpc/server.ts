@@ -12,7 +12,7 @@ import { LogLimiter, type LogLimiterOptions } from '../../core/log-limiter';
 import { silentLogger, type Logger } from '../../core/logger';
 import {
   Authenticate, Cancel, describeIssues, Ping, TransferAck, TransferBegin, TransferCommit, TransferRead,
-  type DownloadOffer, type RequestDef, type StreamDef,
+  UPLOAD_ACK_BYTES_DEFAULT, type DownloadOffer, type RequestDef, type StreamDef,
 } from '../../core/protocol/catalogue';
 import {
   DEFAULT_JSON_LIMITS, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseEnvelopeBytes,
@@ -312,6 +312,8 @@ export class GridConnection {
   private readonly inflight = new Set<RequestScope>();
   private streams = 0;
   private readonly downloadAcks = new Map<string, { received: number; wake: (() => void) | undefined }>();
+  /** Ack interval each upload begun on this connection asked for (transfer-begin's ack_bytes). */
+  private readonly uploadAckBytes = new Map<string, number>();
   private alive = true;
   private anonymous = 0;
   private overflowed = false;
@@ -473,7 +475,7 @@ export class GridConnection {
         if (frame.kind === FrameKind.CHUNK) {
           this.server.uploads.chunk(frame.id, frame.index, frame.body, (received) => {
             this.sendJson({ type: 'transfer-ack', data: { transfer_id: frame.id, received } });
-          }, 1024 * 1024);
+          }, this.uploadAckBytes.get(frame.id) ?? UPLOAD_ACK_BYTES_DEFAULT);
           return;
         }
         msg = frame.message;
@@ -642,10 +644,21 @@ export class GridConnection {
   private builtin(type: string): Route | undefined {
     this.builtinRoutes ??= new Map<string, Route>([
       [Ping.type, { def: Ping, handler: () => ({ time: Date.now() }), trustedReply: true }],
-      [TransferBegin.type, { def: TransferBegin, trustedReply: false, handler: (d: { transfer_id?: string; size: number; chunk_size: number }) => {
-        return this.server.uploads.begin(d.transfer_id, d.size, d.chunk_size, this.server.options.authorizeUpload?.(this, d.size) ?? '');
+      [TransferBegin.type, { def: TransferBegin, trustedReply: false, handler: async (d: { transfer_id?: string; size: number; chunk_size: number; ack_bytes?: number }) => {
+        const r = await this.server.uploads.begin(d.transfer_id, d.size, d.chunk_size, this.server.options.authorizeUpload?.(this, d.size) ?? '');
+        // The ack interval belongs to this connection's sender (its window), not to the upload: a resume
+        // on another connection names its own.
+        this.uploadAckBytes.delete(r.transfer_id);
+        // Bounded like the uploads themselves: an abandoned upload's entry goes when the connection does,
+        // or here, oldest first.
+        if (this.uploadAckBytes.size >= 256) this.uploadAckBytes.delete(this.uploadAckBytes.keys().next().value!);
+        if (d.ack_bytes !== undefined) this.uploadAckBytes.set(r.transfer_id, d.ack_bytes);
+        return r;
       } }],
-      [TransferCommit.type, { def: TransferCommit, trustedReply: false, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256, this.server.uploads.shared ? this.server.options.authorizeUpload?.(this, 0) ?? '' : '').then((u) => ({ transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 })) }],
+      [TransferCommit.type, { def: TransferCommit, trustedReply: false, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256, this.server.uploads.shared ? this.server.options.authorizeUpload?.(this, 0) ?? '' : '').then((u) => {
+        this.uploadAckBytes.delete(d.transfer_id);
+        return { transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 };
+      }) }],
       [TransferRead.type, { def: TransferRead, trustedReply: false, handler: (d: { transfer_id: string; offset: number }, ctx: StreamContext<never>) => this.sendDownload(d.transfer_id, d.offset, ctx.signal) }],
       ...(this.server.options.authenticate
         ? [[Authenticate.type, { def: Authenticate, trustedReply: false, handler: (d: { username: string; password: string } | { token: string }) => this.server.options.authenticate!(d, this) }] as [string, Route]]
