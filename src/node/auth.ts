@@ -103,7 +103,7 @@ export class Auth {
   }
 
   async listUsers(): Promise<UserInfo[]> {
-    return (await this.db.all('SELECT username, role, created FROM users ORDER BY username')).map((r) => ({ username: String(r.username), role: String(r.role), created: String(r.created) }));
+    return (await this.db.all(`SELECT username, role, created FROM users ORDER BY ${this.db.textOrder('username')}`)).map((r) => ({ username: String(r.username), role: String(r.role), created: String(r.created) }));
   }
 
   /** Checks a password and opens a session. Wrong user and wrong password give the same error. */

@@ -222,7 +222,7 @@ export class DatasetStore {
   }
 
   async list(): Promise<DatasetInfo[]> {
-    return (await this.db.all('SELECT * FROM datasets ORDER BY id')).map(rowToInfo);
+    return (await this.db.all(`SELECT * FROM datasets ORDER BY ${this.db.textOrder('id')}`)).map(rowToInfo);
   }
 
   /** Datasets carrying every one of `tags` (PyGrid's search by tag). */

@@ -163,7 +163,7 @@ export class ModelStore {
       const read = Number(await this.db.getMeta(GENERATION) ?? 0);
       return {
         generation: read,
-        rows: await this.db.all('SELECT * FROM models ORDER BY id, version'),
+        rows: await this.db.all(`SELECT * FROM models ORDER BY ${this.db.textOrder('id')}, version`),
         names: await this.db.all('SELECT id, last_version FROM model_names'),
       };
     });
@@ -355,31 +355,74 @@ export class ModelStore {
   }
 
   /**
+   * Inside a transaction that changes model `id`: takes its model_names row (host() takes it first too, so
+   * every writer of one id, on any replica, queues here), then reads its versions, oldest first, as this
+   * transaction will commit them. NOT_FOUND when another replica deleted the model meanwhile.
+   */
+  private async lockedVersions(id: string): Promise<{ versions: ModelInfo[]; last: number }> {
+    const name = await this.db.get('UPDATE model_names SET last_version = last_version WHERE id = ? RETURNING last_version', [id]);
+    const versions = name === undefined ? [] : (await this.db.all('SELECT * FROM models WHERE id = ? ORDER BY version', [id])).map(rowToInfo);
+    if (versions.length === 0) throw gridError('NOT_FOUND', `no model "${id}" on this node`, { model_id: id });
+    return { versions, last: Number(name!.last_version) };
+  }
+
+  /**
+   * After a committed change to model `id`: its cache entry becomes the rows that transaction read under
+   * its lock, so a version another replica committed before it is kept (a snapshot taken before the
+   * transaction would drop it, and the generation would claim the cache current).
+   */
+  private settle(id: string, versions: ModelInfo[], last: number): void {
+    if (versions.length > 0) {
+      this.byId.set(id, versions);
+      this.lastVersion.set(id, last);
+    } else {
+      this.byId.delete(id);
+      this.lastVersion.delete(id);
+    }
+  }
+
+  /** The version `version` of `versions` (the latest when undefined); NOT_FOUND as find() says it. */
+  private static pick(id: string, versions: ModelInfo[], version: number | undefined): ModelInfo {
+    if (version === undefined) return versions.at(-1)!;
+    const info = versions.find((v) => Number(v.version) === version);
+    if (info === undefined) {
+      throw gridError('NOT_FOUND', `model "${id}" has no version ${version} on this node; its versions are ${versions.map((v) => v.version).join(', ')}`, { model_id: id, version: String(version) });
+    }
+    return info;
+  }
+
+  /**
    * Changes who else may download or run a model: `name@N` that version, a plain name every version (so
    * "who may use digits-mlp" has one answer). A flag left undefined keeps its value. Returns the versions
    * whose flags changed, as they now are.
    */
   async setPermissions(ref: string, flags: { allowDownload?: boolean; allowRemoteInference?: boolean }): Promise<ModelInfo[]> {
-    const target = this.get(ref);
-    const versions = this.byId.get(target.id)!;
-    const explicit = checkModelRef(ref).version !== undefined;
-    const chosen = new Set(explicit ? versions.filter((v) => v.version === target.version) : versions);
+    const { id, version } = checkModelRef(ref);
+    // What this replica knows (fresh per request) answers NOT_FOUND without a transaction; the versions
+    // changed are the database's, read under the model's lock.
+    this.get(ref);
     const apply = (v: ModelInfo): ModelInfo => ({
       ...v,
       allow_download: flags.allowDownload ?? v.allow_download,
       allow_remote_inference: flags.allowRemoteInference ?? v.allow_remote_inference,
     });
-    const generation = await this.db.transaction(async () => {
+    const { versions, last, changed, generation } = await this.db.transaction(async () => {
+      const locked = await this.lockedVersions(id);
+      const chosen = new Set(version === undefined ? locked.versions : [ModelStore.pick(id, locked.versions, version)]);
       for (const v of chosen) {
         const next = apply(v);
         await this.db.run('UPDATE models SET allow_download = ?, allow_remote_inference = ? WHERE id = ? AND version = ?', [next.allow_download ? 1 : 0, next.allow_remote_inference ? 1 : 0, v.id, Number(v.version)]);
       }
-      return this.bump();
+      return {
+        versions: locked.versions.map((v) => (chosen.has(v) ? apply(v) : v)),
+        last: locked.last,
+        changed: [...chosen].filter((v) => apply(v).allow_download !== v.allow_download || apply(v).allow_remote_inference !== v.allow_remote_inference).map((v) => v.version),
+        generation: await this.bump(),
+      };
     });
     this.bumped(generation);
-    this.byId.set(target.id, versions.map((v) => (chosen.has(v) ? apply(v) : v)));
-    const changed = [...chosen].filter((v) => apply(v).allow_download !== v.allow_download || apply(v).allow_remote_inference !== v.allow_remote_inference);
-    return changed.map((v) => this.get(`${v.id}@${v.version}`));
+    this.settle(id, versions, last);
+    return changed.map((n) => this.get(`${id}@${n}`));
   }
 
 
@@ -389,28 +432,27 @@ export class ModelStore {
    * roll the model back. Returns what was deleted, oldest first.
    */
   async delete(ref: string, opts: { allVersions?: boolean } = {}): Promise<ModelInfo[]> {
-    const target = this.get(ref);
-    const versions = this.byId.get(target.id)!;
-    const explicit = checkModelRef(ref).version !== undefined;
-    if (opts.allVersions && explicit) throw gridError('INVALID_INPUT', `all_versions deletes every version of a model: name it "${target.id}", not "${ref}"`, { model_id: ref });
-    if (!opts.allVersions && !explicit && versions.length > 1) {
-      throw gridError('INVALID_INPUT', `model "${target.id}" has ${versions.length} versions (${versions.map((v) => v.version).join(', ')}): delete one as ${target.id}@N, or all of them with all_versions (grid delete ${target.id} --all)`, { model_id: target.id, versions: versions.map((v) => v.version) });
-    }
-    const gone = opts.allVersions || !explicit ? [...versions] : versions.filter((v) => v.version === target.version);
-    const left = versions.filter((v) => !gone.includes(v));
-    const generation = await this.db.transaction(async () => {
+    const { id, version } = checkModelRef(ref);
+    const explicit = version !== undefined;
+    this.get(ref);
+    if (opts.allVersions && explicit) throw gridError('INVALID_INPUT', `all_versions deletes every version of a model: name it "${id}", not "${ref}"`, { model_id: ref });
+    // Decided on the database's versions under the model's lock, not on this replica's cache: a version
+    // another replica added meanwhile is neither deleted with "every version" unasked nor dropped from the cache.
+    const { gone, left, last, generation } = await this.db.transaction(async () => {
+      const locked = await this.lockedVersions(id);
+      const target = ModelStore.pick(id, locked.versions, version);
+      if (!opts.allVersions && !explicit && locked.versions.length > 1) {
+        throw gridError('INVALID_INPUT', `model "${id}" has ${locked.versions.length} versions (${locked.versions.map((v) => v.version).join(', ')}): delete one as ${id}@N, or all of them with all_versions (grid delete ${id} --all)`, { model_id: id, versions: locked.versions.map((v) => v.version) });
+      }
+      const gone = opts.allVersions || !explicit ? [...locked.versions] : [target];
+      const left = locked.versions.filter((v) => !gone.includes(v));
       for (const v of gone) await this.db.run('DELETE FROM models WHERE id = ? AND version = ?', [v.id, Number(v.version)]);
       // A model with no version left is gone, name and all: hosting the id again starts at version 1.
-      if (left.length === 0) await this.db.run('DELETE FROM model_names WHERE id = ?', [target.id]);
-      return this.bump();
+      if (left.length === 0) await this.db.run('DELETE FROM model_names WHERE id = ?', [id]);
+      return { gone, left, last: locked.last, generation: await this.bump() };
     });
     this.bumped(generation);
-    if (left.length > 0) {
-      this.byId.set(target.id, left);
-    } else {
-      this.byId.delete(target.id);
-      this.lastVersion.delete(target.id);
-    }
+    this.settle(id, left, last);
     for (const v of gone) {
       const key = sessionKey(v);
       await this.sessions.delete(key);

@@ -34,6 +34,11 @@ export class EmbeddedStore implements Store {
   readonly kind = 'embedded' as const;
   readonly file: string;
   readonly where: string;
+
+  /** SQLite compares text with BINARY unless told otherwise: code point order already. */
+  textOrder(column: string): string {
+    return column;
+  }
   private readonly db: Database;
   private readonly scopes = new AsyncLocalStorage<Scope>();
   private active: Scope | undefined;

@@ -137,6 +137,11 @@ export class PostgresStore implements Store {
     return err;
   }
 
+  /** "C" compares bytes; UTF-8 byte order is code point order, as SQLite's BINARY. */
+  textOrder(column: string): string {
+    return `${column} COLLATE "C"`;
+  }
+
   private queryable(): pg.Pool | pg.PoolClient {
     const scope = this.scopes.getStore();
     return scope !== undefined && scope.open ? scope.client : this.pool;

@@ -2,7 +2,8 @@
 // the embedded SQLite file (store/db.ts, the default) and PostgreSQL (store/postgres.ts, for replicas).
 //
 // One SQL dialect for the statements: `?` placeholders (PostgreSQL's are numbered from them), `INSERT …
-// ON CONFLICT … DO UPDATE`, `RETURNING`, and no engine-only functions. Only the schema differs per
+// ON CONFLICT … DO UPDATE`, `RETURNING`, and no engine-only functions. Text listings are ordered through
+// `textOrder(column)`, so both engines order them by code point whatever the database's collation. Only the schema differs per
 // engine (store/migrations.ts): types (BIGINT, BYTEA, identity columns) are not portable.
 //
 // Transactions are scoped by async context: every statement through the store inside
@@ -18,6 +19,12 @@ export interface Store {
   readonly kind: 'embedded' | 'postgres';
   /** Where the data lives, for logs (the file, or the database URL without its password). */
   readonly where: string;
+  /**
+   * `column` as an ORDER BY term that compares text byte by byte (code point order), as SQLite's default
+   * BINARY collation does: a PostgreSQL database's default collation may be a locale's (en_US puts "a"
+   * before "B" and ignores "_"), so a listing would otherwise come back in another order per engine.
+   */
+  textOrder(column: string): string;
   all(sql: string, params?: SqlParams): Promise<Row[]>;
   get(sql: string, params?: SqlParams): Promise<Row | undefined>;
   /** Runs a write; resolves to the number of rows it changed. */
