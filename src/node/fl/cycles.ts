@@ -15,7 +15,7 @@ import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { gridError, toGridError } from '../../core/errors';
+import { ErrorCodes, gridError, toGridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, type ServerConfig } from './config';
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type FlAuthConfig } from './auth';
@@ -621,9 +621,16 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
         if (c.modelVersion !== undefined) { parent = c.modelVersion; continue; }
         if (parent === undefined || this.closed) return;
         const bytes = await readFile(this.store.blobs.pathOf(c.sha256));
-        await publish(p, { number: c.number, bytes }, parent, (version) => this.store.setModelVersion(p.id, c.number, version));
+        let raced = false;
+        try {
+          await publish(p, { number: c.number, bytes }, parent, (version) => this.store.setModelVersion(p.id, c.number, version));
+        } catch (err) {
+          // Another replica stored it first (setModelVersion): its version stands, this one rolled back.
+          if (toGridError(err).code !== ErrorCodes.ALREADY_EXISTS || (await this.store.checkpoint(p.id, c.number))?.modelVersion === undefined) throw err;
+          raced = true;
+        }
         parent = (await this.store.checkpoint(p.id, c.number))?.modelVersion;
-        this.log.info({ process: `${p.name}@${p.version}`, checkpoint: c.number, model: `${p.linkedModel}@${parent}` }, 'FL checkpoint stored as a model version');
+        if (!raced) this.log.info({ process: `${p.name}@${p.version}`, checkpoint: c.number, model: `${p.linkedModel}@${parent}` }, 'FL checkpoint stored as a model version');
       }
     };
     const prev = this.publishing.get(p.id) ?? Promise.resolve();

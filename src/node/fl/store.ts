@@ -414,9 +414,16 @@ export class FlStore {
     return r === undefined ? undefined : toCheckpoint(r);
   }
 
-  /** Records which version of the linked model a checkpoint became (called inside the model's own transaction). */
+  /**
+   * Records which version of the linked model a checkpoint became (called inside the model's own
+   * transaction). Conditional: when the checkpoint already became a version (another replica published
+   * it first; on PostgreSQL this UPDATE waits for that one's COMMIT, then matches nothing) it throws
+   * ALREADY_EXISTS, so the model's transaction rolls back and one checkpoint stays one version.
+   */
   async setModelVersion(processId: number, number: number, version: string): Promise<void> {
-    await this.db.run('UPDATE fl_checkpoints SET model_version = ? WHERE process_id = ? AND number = ?', [version, processId, number]);
+    if (await this.db.run('UPDATE fl_checkpoints SET model_version = ? WHERE process_id = ? AND number = ? AND model_version IS NULL', [version, processId, number]) !== 1) {
+      throw gridError('ALREADY_EXISTS', `FL checkpoint ${number} of process ${processId} is already a model version (stored by another replica); version ${version} is not added`);
+    }
   }
 
   async checkpoints(processId: number): Promise<FlCheckpoint[]> {
