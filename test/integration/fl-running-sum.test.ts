@@ -84,8 +84,9 @@ test('a running sum an older node stored (meta fl.sum.<cycle>, file <cycle>.<slo
   const sums = path.join(dir, 'fl-sums');
   fs.renameSync(path.join(sums, `${part.cycle_id}.${part.replica}.${part.slot}`), path.join(sums, `${part.cycle_id}.${part.slot}`));
   await db.setMeta(`fl.sum.${part.cycle_id}`, JSON.stringify({ slot: Number(part.slot), reports: Number(part.reports), weight: Number(part.weight) }));
-  // Schema 4: without fl_partials (5) and the tables of the migrations after it (6 uploads, 7 training jobs, 8 sign-ins).
+  // Schema 4: without fl_partials (5) and what the migrations after it add (6 uploads, 7 training jobs, 8 sign-ins, 9 closing marks).
   for (const table of ['fl_partials', 'uploads', 'blob_pins', 'training_job_events', 'training_jobs', 'signin_failures']) await db.run(`DROP TABLE ${table}`);
+  for (const column of ['closing_ms', 'closer']) await db.run(`ALTER TABLE fl_cycles DROP COLUMN ${column}`);
   await db.run('PRAGMA user_version = 4');
   await db.close();
 

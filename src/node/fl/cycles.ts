@@ -6,10 +6,13 @@
 // Durability: every decision is a committed row before it is answered (store.ts). Decisions and reports
 // arriving within one event-loop turn share one transaction (a group commit, store/group-commit.ts): one
 // fsync for the batch, each answered after it. Each replica's running sum of a cycle (its partial)
-// lives in memory and is stored with each commit that adds to it (store.ts, running sums). Closing is one
-// transaction holding the cycle's row lock (the claim: replicas may all try, one closes): it sums every
-// replica's committed partial, writes the checkpoint and opens the next cycle, so a kill at any point
-// averages each cycle exactly once (docs/replicas.md, Model-centric FL across replicas).
+// lives in memory and is stored with each commit that adds to it (store.ts, running sums). Closing is two
+// short transactions around the averaging (closeCycle): the first marks the cycle closing by one replica
+// (the claim: replicas may all try, one marks it; reports are refused from then on), the averaging of every
+// replica's committed partial and the checkpoint's blob happen outside any transaction, and the second
+// commits the checkpoint and opens the next cycle if that replica still holds the mark. A closer killed in
+// between is taken over, so each cycle is averaged exactly once (docs/replicas.md, Model-centric FL
+// across replicas).
 
 import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -124,6 +127,14 @@ export interface FlEngineOptions {
    */
   publish?(process: FlProcess, checkpoint: { number: number; bytes: Uint8Array }, parentVersion: string, commit: (version: string) => Promise<void>): Promise<void>;
   now?(): number;
+  /**
+   * PostgreSQL: how long a cycle may stay marked closing by another replica before this one takes its
+   * close over (that closer died or hangs between its first and last step; default 120 000 ms). The
+   * embedded node takes a mark left by an earlier run over at once (it is the only process).
+   */
+  closeTakeoverMs?: number;
+  /** Tests: awaited between the steps of a close (after the mark commits; after the checkpoint blob is written). */
+  closeStep?(step: 'marked' | 'written', at: { processId: number; cycle: number }): Promise<void>;
   /** Called after each cycle-request answer and counted report (the node's fl-worker events). */
   onActivity?(a: FlActivity): void;
 }
@@ -142,6 +153,9 @@ export function timedeltaString(ms: number): string {
 
 /** How soon a cycle whose close failed (a full disk, say) is tried again. */
 const CLOSE_RETRY_MS = 5000;
+
+/** closeTakeoverMs's default. */
+const CLOSE_TAKEOVER_MS = 120_000;
 
 /** The store notification channel on which replicas tell each other of new processes and closed cycles. */
 const CYCLES_CHANNEL = 'fl-cycles';
@@ -182,6 +196,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly publish: FlEngineOptions['publish'];
   private readonly authEndpoints: readonly string[];
   private readonly selectionWindowMs: number;
+  private readonly closeTakeoverMs: number;
+  private readonly closeStep: FlEngineOptions['closeStep'];
   /** Per process: the checkpoints being stored as model versions (one at a time, in order). */
   private readonly publishing = new Map<number, Promise<void>>();
   /** Stops listening to the other replicas (listenToReplicas). */
@@ -201,6 +217,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.limiter = new AddressLimiter(opts.requestsPerMinute ?? 600, this.now);
     this.workerRows = new WorkerRows(opts.maxWorkersPerAddress ?? 4096);
     this.publish = opts.publish;
+    this.closeTakeoverMs = opts.closeTakeoverMs ?? CLOSE_TAKEOVER_MS;
+    this.closeStep = opts.closeStep;
     this.commits = new GroupCommit(this.store.db, {
       beforeCommit: () => this.storeSums(),
       committed: () => this.sumsCommitted(),
@@ -329,7 +347,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const processId = process.id;
     const reject = (reason: string) => ({ processId, reply: refusal(cycle, reason, now) });
     if (cycle === undefined) return { processId, reply: { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` } };
-    if (rt.closing !== undefined) return reject('the cycle is closing; ask again for the next one');
+    if (rt.closing !== undefined || cycle.closingMs !== undefined) return reject('the cycle is closing; ask again for the next one');
     if (await this.store.assignment(cycle.id, worker.id) !== undefined) return reject('this worker is already in this cycle');
     if (rt.refused.has(this.refusalKey(worker.id))) return reject(NOT_SELECTED);
     const reuse = cfg.do_not_reuse_workers_until_cycle;
@@ -362,7 +380,13 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (await this.store.lockCycle(cycle.id, 'assign')) return cycle;
       // No report of this batch added to it (they would hold its lock, and it could not have closed).
       if (this.sumsAdded.has(rt)) return cycle;
-      await this.open(rt, await this.store.openCycle(rt.process.id));
+      const open = await this.store.openCycle(rt.process.id);
+      // Still open: another replica is closing it (markClosing); refused like this replica's own close.
+      if (open !== undefined && open.id === cycle.id) {
+        cycle.closingMs = open.closingMs ?? this.now();
+        return cycle;
+      }
+      await this.open(rt, open);
     }
     return rt.cycle;
   }
@@ -751,6 +775,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (rt.closing !== undefined || this.sumsAdded.has(rt)) return;
       const open = await this.store.openCycle(processId);
       if (open?.id !== rt.cycle?.id) await this.open(rt, open);
+      // Another replica began closing it: this one takes the close over if that one does not finish.
+      else if (open !== undefined && rt.cycle !== undefined) rt.cycle.closingMs = open.closingMs;
     });
     this.maybeClose(rt);
   }
@@ -827,7 +853,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const enough = rt.reports >= minReports(cfg);
     const full = cfg.max_diffs !== undefined && rt.reports >= cfg.max_diffs;
     const timeUp = cycle.endMs !== undefined && this.now() >= cycle.endMs;
-    if (!enough || !(full || timeUp)) return;
+    // A cycle marked closing (by this replica before a failure or restart, or by another) is closed whatever the count says.
+    if (cycle.closingMs === undefined && (!enough || !(full || timeUp))) return;
     // From here on reports of the cycle are refused; the close starts once the batch in flight (whose
     // reports may be past that check) committed or rolled back, with the sum that left.
     const settled = this.commits.run(() => undefined);
@@ -847,7 +874,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   /**
    * The sum of a cycle's committed reports, whichever replica took each: every replica's committed
    * partial sum (a dead replica's too: the sums are in the shared blob dir), plus diffs an older node
-   * stored as rows. Called holding the cycle's row lock, so no report commits meanwhile.
+   * stored as rows. Read after the cycle is marked closing, so no report commits meanwhile.
    */
   private async cycleSum(p: FlProcess, cycle: FlCycle): Promise<RunningSum> {
     const shapes = p.params.map((x) => x.dims);
@@ -858,46 +885,81 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   }
 
   /**
-   * Averages and closes a cycle in one transaction that holds the cycle's row lock: the claim. Replicas
-   * whose timers fire together all try; the first takes the lock, the others wait for it and then find
-   * the cycle completed. A replica killed mid-close leaves nothing: its transaction rolls back, the lock
-   * goes, and another replica's timer (or next report) closes the cycle.
+   * Averages and closes a cycle in three steps, none of which holds a lock while it averages:
+   * (a) a short transaction marks the cycle closing by this replica (store markClosing, under the row's
+   * FOR UPDATE: it waits for report batches in flight, and every later report is refused as for a closed
+   * cycle), so the partial sums stop changing; (b) outside any transaction, the partials are summed, the
+   * average (FedAvg or the host's ONNX plan) computed and the checkpoint blob written; (c) a short
+   * transaction commits the checkpoint, completes the cycle and opens the next, only if this replica still
+   * holds the mark. Replicas whose timers fire together all try; one marks it, the others wait for its
+   * announcement. A closer killed between (a) and (c) leaves a mark and at most an unnamed blob: another
+   * replica takes the close over once the mark is older than closeTakeoverMs (the embedded node at its
+   * next start), and a slow closer whose mark was taken finds its (c) matching nothing: averaged once.
    */
   private async closeCycle(rt: Runtime, cycle: FlCycle): Promise<void> {
     const p = rt.process;
     const cfg = p.serverConfig;
+    const at = { processId: p.id, cycle: cycle.sequence };
+    const markedAt = this.now();
+    // The embedded node is one process: a mark not of this run is a dead run's.
+    const staleBefore = this.store.db.kind === 'embedded' ? Infinity : markedAt - this.closeTakeoverMs;
+    const mark = await this.store.db.transaction(async () => {
+      const m = await this.store.markClosing(cycle.id, markedAt, staleBefore);
+      if (m.state === 'mine') await this.announce(p.id);
+      return m;
+    });
+    if (mark.state === 'closed') {
+      // Another replica closed it: catch up with the cycle it opened (after this close is settled).
+      setImmediate(() => { void this.refresh(p.id).catch(() => undefined); });
+      return;
+    }
+    if (mark.state === 'busy') {
+      cycle.closingMs = mark.sinceMs;
+      // Its announcement of the next cycle (refresh) clears this timer; else the close is taken over then.
+      if (rt.timer) clearTimeout(rt.timer);
+      rt.timer = setTimeout(() => { rt.timer = undefined; this.maybeClose(rt); }, Math.max(0, mark.sinceMs + this.closeTakeoverMs - this.now()) + 1);
+      rt.timer.unref();
+      return;
+    }
+    cycle.closingMs ??= markedAt;
+    if (mark.taken) this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence }, 'FL cycle close taken over from a closer that did not finish');
+    await this.closeStep?.('marked', at);
+
+    const sum = await this.cycleSum(p, cycle);
+    const latest = await this.store.checkpoint(p.id);
+    if (latest === undefined) throw gridError('INTERNAL', `FL process ${p.id} has no checkpoint`);
+    const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));
+    const old: StateTensor[] = paramsOf(p.format, oldBytes).tensors;
+    // The host's ONNX averaging plan when it gave one (averaging-plan.ts), else FedAvg: old − mean(diff).
+    const plan = sum.reports > 0 ? await this.store.averagingPlan(p.id) : undefined;
+    const averaged = plan === undefined ? sum.apply(old) : await runAveragingPlan(plan, p.params, old, sum);
+    const overflowed = keepFinite(averaged, old);
+    if (overflowed > 0) {
+      this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, values: overflowed }, 'FL average left float32 range for some parameters; kept their old values');
+    }
+    const next = withNewParams(p.format, oldBytes, p.params, averaged);
+    const { sha256 } = await this.store.blobs.write(Readable.from([next]));
+    await this.closeStep?.('written', at);
+
     const closed = await this.store.db.transaction(async () => {
-      if (!await this.store.lockCycle(cycle.id, 'close')) return undefined;
-      const sum = await this.cycleSum(p, cycle);
-      const latest = await this.store.checkpoint(p.id);
-      if (latest === undefined) throw gridError('INTERNAL', `FL process ${p.id} has no checkpoint`);
-      const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));
-      const old: StateTensor[] = paramsOf(p.format, oldBytes).tensors;
-      // The host's ONNX averaging plan when it gave one (averaging-plan.ts), else FedAvg: old − mean(diff).
-      const plan = sum.reports > 0 ? await this.store.averagingPlan(p.id) : undefined;
-      const averaged = plan === undefined ? sum.apply(old) : await runAveragingPlan(plan, p.params, old, sum);
-      const overflowed = keepFinite(averaged, old);
-      if (overflowed > 0) {
-        this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, values: overflowed }, 'FL average left float32 range for some parameters; kept their old values');
-      }
-      const next = withNewParams(p.format, oldBytes, p.params, averaged);
-      const { sha256 } = await this.store.blobs.write(Readable.from([next]));
       const now = this.now();
       const completed = await this.store.completedCycles(p.id) + 1;
       const more = (cfg.num_cycles ?? 0) === 0 || completed < cfg.num_cycles!;
       const number = await this.store.closeCycle(cycle, sha256, sum.reports, now, more ? { endMs: endOf(cfg, now) } : null);
       if (number === undefined) return undefined;
       await this.announce(p.id);
-      return { number, more, reports: sum.reports, weight: sum.weight };
+      return { number, more };
     });
     if (closed === undefined) {
-      // Another replica closed it: catch up with the cycle it opened (after this close is settled).
+      // Another replica took the close over and closed it: catch up with the cycle it opened.
+      this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence }, 'FL cycle was closed by another replica that took this close over; this average is dropped');
       setImmediate(() => { void this.refresh(p.id).catch(() => undefined); });
       return;
     }
-    const { number, more, reports } = closed;
+    const { number, more } = closed;
+    const reports = sum.reports;
     try { this.store.removeSums(cycle.id); } catch (err) { this.log.warn({ err, cycle: cycle.id }, 'removing a closed FL cycle\'s sum files failed; the next start removes them'); }
-    this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: closed.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
+    this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: sum.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
     await this.open(rt, await this.store.openCycle(p.id));
     this.emit('changed', p.id, true);
     if (p.linkedModel !== undefined) this.publishCheckpoints(p);
