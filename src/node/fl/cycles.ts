@@ -18,7 +18,7 @@ import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { ErrorCodes, gridError, toGridError } from '../../core/errors';
+import { ErrorCodes, gridError, toGridError, type GridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, type ServerConfig } from './config';
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type FlAuthConfig } from './auth';
@@ -165,12 +165,16 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface CycleClosed { processId: number; cycle: number; checkpoint: number; reports: number; done: boolean }
 
+/** A partial sum whose file was gone when its cycle closed: its reports are not in the average (closeCycle). */
+export interface CycleSumLost { processId: number; cycle: number; replica: string; reports: number; error: GridError }
+
 /**
  * Emits 'cycle-closed' (CycleClosed) after a cycle's checkpoint is committed, and 'cycle-overdue' when a
  * cycle's end passed without enough reports to close it (it closes at the report that makes enough),
- * and 'changed' (the process id) whenever what fl-list-processes shows of a process changed.
+ * and 'changed' (the process id) whenever what fl-list-processes shows of a process changed. Emits
+ * 'cycle-sum-lost' (CycleSumLost) when a close found a partial sum's file missing.
  */
-export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }]; changed: [processId: number, shared?: boolean] }> {
+export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-sum-lost': [CycleSumLost]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }]; changed: [processId: number, shared?: boolean] }> {
   private readonly store: FlStore;
   private readonly log: Logger;
   private readonly auth: AuthCheck;
@@ -874,14 +878,28 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   /**
    * The sum of a cycle's committed reports, whichever replica took each: every replica's committed
    * partial sum (a dead replica's too: the sums are in the shared blob dir), plus diffs an older node
-   * stored as rows. Read after the cycle is marked closing, so no report commits meanwhile.
+   * stored as rows. Read after the cycle is marked closing, so no report commits meanwhile. A partial
+   * whose file is gone (its committed row names a file that was synced before that row committed, so it
+   * was lost, not late) is left out and returned in `lost`: retrying would never find it.
    */
-  private async cycleSum(p: FlProcess, cycle: FlCycle): Promise<RunningSum> {
+  private async cycleSum(p: FlProcess, cycle: FlCycle): Promise<{ sum: RunningSum; lost: CycleSumLost[] }> {
     const shapes = p.params.map((x) => x.dims);
     const sum = new RunningSum(shapes);
-    for (const part of await this.store.partials(cycle.id)) sum.merge(this.store.readSum(cycle.id, part.slot, part.replica), part.reports, part.weight);
+    const lost: CycleSumLost[] = [];
+    for (const part of await this.store.partials(cycle.id)) {
+      let bytes: Buffer;
+      try {
+        bytes = this.store.readSum(cycle.id, part.slot, part.replica);
+      } catch (err) {
+        const e = toGridError(err);
+        if (e.code !== ErrorCodes.NOT_FOUND) throw err;
+        lost.push({ processId: p.id, cycle: cycle.sequence, replica: part.replica, reports: part.reports, error: e });
+        continue;
+      }
+      sum.merge(bytes, part.reports, part.weight);
+    }
     for await (const r of this.store.reportedDiffs(cycle.id)) sum.add(unpackDiff(r.diff, shapes), r.weight);
-    return sum;
+    return { sum, lost };
   }
 
   /**
@@ -925,7 +943,13 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (mark.taken) this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence }, 'FL cycle close taken over from a closer that did not finish');
     await this.closeStep?.('marked', at);
 
-    const sum = await this.cycleSum(p, cycle);
+    const { sum, lost } = await this.cycleSum(p, cycle);
+    // A lost partial does not hold the cycle (its reports are refused already, so it would never close):
+    // it closes with the reports that remain, and the loss is logged with its code and emitted.
+    for (const l of lost) {
+      this.log.error({ err: l.error, code: l.error.code, process: `${p.name}@${p.version}`, cycle: cycle.sequence, replica: l.replica, reports: l.reports }, 'an FL running sum is missing: the cycle closes without its reports');
+      this.emit('cycle-sum-lost', l);
+    }
     const latest = await this.store.checkpoint(p.id);
     if (latest === undefined) throw gridError('INTERNAL', `FL process ${p.id} has no checkpoint`);
     const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));

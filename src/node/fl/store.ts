@@ -103,6 +103,8 @@ export class FlStore {
   /** This replica's name in the partial sums it stores (a new one every start: a sum is never written by two processes). */
   readonly replica: string;
   private readonly sumsDir: string;
+  /** Where a node from before the shared sums kept its running sums (`<data-dir>/fl-sums`): moved at start (sweepSums). */
+  private readonly localSumsDir: string;
 
   /**
    * `dataDir`: where the checkpoint blobs and the running sums go (the shared blob dir of replicas), so
@@ -118,6 +120,7 @@ export class FlStore {
     const shared = db.kind === 'postgres' && path.resolve(dataDir) !== path.resolve(localDir);
     this.blobs = new BlobStore(path.join(dataDir, 'fl'), shared ? { tmpDir: path.join(localDir, 'fl-tmp'), pins: new BlobPins(db) } : {});
     this.sumsDir = path.join(dataDir, 'fl-sums');
+    this.localSumsDir = path.join(localDir, 'fl-sums');
     fs.mkdirSync(this.sumsDir, { recursive: true });
   }
 
@@ -132,6 +135,7 @@ export class FlStore {
    * written just before the COMMIT that names it.
    */
   async sweepSums(): Promise<void> {
+    await this.moveOlderSums();
     const cycles = new Map((await this.db.all('SELECT id, completed_ms FROM fl_cycles')).map((r) => [num(r.id), r.completed_ms !== null && r.completed_ms !== undefined]));
     let newest = 0;
     for (const id of cycles.keys()) newest = Math.max(newest, id);
@@ -141,6 +145,38 @@ export class FlStore {
       const gone = cycles.get(id) ?? (id <= newest);
       if (gone || !Number.isInteger(id)) fs.rmSync(path.join(this.sumsDir, f), { force: true });
     }
+  }
+
+  /**
+   * A node from before the shared sums kept an open cycle's running sum in its own data dir
+   * (`<data-dir>/fl-sums/<cycle>.<slot>`); migration 5 made it the partial of replica ''. With a separate
+   * blob dir (`--blobs`) the sums are now read from `<blobs>/fl-sums`: the files such a partial names are
+   * moved there (renamed, or copied and synced across file systems), once, before any close reads them.
+   */
+  private async moveOlderSums(): Promise<void> {
+    if (path.resolve(this.localSumsDir) === path.resolve(this.sumsDir) || !fs.existsSync(this.localSumsDir)) return;
+    const moved: string[] = [];
+    for (const r of await this.db.all("SELECT cycle_id, slot FROM fl_partials WHERE replica = ''")) {
+      const name = `${num(r.cycle_id)}.${num(r.slot)}`;
+      const from = path.join(this.localSumsDir, name);
+      const to = path.join(this.sumsDir, name);
+      if (!fs.existsSync(from) || fs.existsSync(to)) continue;
+      try {
+        fs.renameSync(from, to);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+        const part = `${to}.part`;
+        fs.copyFileSync(from, part);
+        const fd = fs.openSync(part, 'r+');
+        try { fs.fdatasyncSync(fd); } finally { fs.closeSync(fd); }
+        fs.renameSync(part, to);
+        fs.rmSync(from, { force: true });
+      }
+      moved.push(name);
+    }
+    if (moved.length === 0) return;
+    const dir = fs.openSync(this.sumsDir, 'r');
+    try { fs.fsyncSync(dir); } finally { fs.closeSync(dir); }
   }
 
   // --- processes -------------------------------------------------------------------------------------
@@ -405,9 +441,18 @@ export class FlStore {
     }
   }
 
-  /** A partial sum's file (this replica's unless `replica` is given). */
+  /**
+   * A partial sum's file (this replica's unless `replica` is given). A file its committed row names but
+   * that is gone (lost with a disk or a data dir) is a coded error naming the cycle and the file.
+   */
   readSum(cycleId: number, slot: 0 | 1, replica = this.replica): Buffer {
-    return fs.readFileSync(this.sumFile(cycleId, slot, replica));
+    const file = this.sumFile(cycleId, slot, replica);
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      throw gridError('NOT_FOUND', `the running sum of FL cycle ${cycleId} stored by ${replica === '' ? 'an older node' : `replica ${replica}`} is missing: ${file}`, { cycle: cycleId, file });
+    }
   }
 
   /** Removes every replica's sum files of a closed cycle (after the close committed; a kill before leaves them to the sweep at start). */
