@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { silentLogger } from '../../src/core/logger';
 import { packDiff } from '../../src/node/fl/averaging';
-import { FlEngine } from '../../src/node/fl/cycles';
+import { FlEngine, type CycleClosed, type CycleSumLost } from '../../src/node/fl/cycles';
 import { decodeState, encodeState, type StateTensor } from '../../src/node/fl/state';
 import { FlStore } from '../../src/node/fl/store';
 import { EmbeddedStore } from '../../src/node/store/db';
@@ -84,8 +84,9 @@ test('a running sum an older node stored (meta fl.sum.<cycle>, file <cycle>.<slo
   const sums = path.join(dir, 'fl-sums');
   fs.renameSync(path.join(sums, `${part.cycle_id}.${part.replica}.${part.slot}`), path.join(sums, `${part.cycle_id}.${part.slot}`));
   await db.setMeta(`fl.sum.${part.cycle_id}`, JSON.stringify({ slot: Number(part.slot), reports: Number(part.reports), weight: Number(part.weight) }));
-  // Schema 4: without fl_partials (5) and the tables of the migrations after it (6 uploads, 7 training jobs, 8 sign-ins).
+  // Schema 4: without fl_partials (5) and what the migrations after it add (6 uploads, 7 training jobs, 8 sign-ins, 9 closing marks).
   for (const table of ['fl_partials', 'uploads', 'blob_pins', 'training_job_events', 'training_jobs', 'signin_failures']) await db.run(`DROP TABLE ${table}`);
+  for (const column of ['closing_ms', 'closer']) await db.run(`ALTER TABLE fl_cycles DROP COLUMN ${column}`);
   await db.run('PRAGMA user_version = 4');
   await db.close();
 
@@ -106,4 +107,85 @@ test('a running sum an older node stored (meta fl.sum.<cycle>, file <cycle>.<slo
   assert.deepEqual(fs.readdirSync(sums), [], 'the closed cycle\'s sum files are gone');
   await engine.close();
   await db.close();
+});
+
+/** An embedded data dir whose open cycle has a running sum as an older node stored it, its file at `olderFile(cycle, slot)`. */
+async function olderSum(dir: string, blobs: string, name: string, olderFile: (cycle: number, slot: number) => string) {
+  const file = path.join(dir, 'meta.db');
+  let db = new EmbeddedStore(file);
+  const store = new FlStore(db, blobs, dir);
+  const engine = new FlEngine({ store, log: silentLogger });
+  await engine.start();
+  await engine.host({ owner: 'admin', model: encodeState(model), plans: {}, protocols: {}, averagingPlan: undefined, clientConfig: { name, version: '1' }, serverConfig: { max_diffs: 3, max_workers: 3, cycle_length: 3600 } });
+  const workers = [];
+  for (let i = 0; i < 3; i++) {
+    const { worker_id } = await engine.authenticate({ model_name: name, model_version: '1' }, '127.0.0.1');
+    const reply = await engine.cycleRequest({ worker_id, model: name, version: '1' }, '127.0.0.1');
+    workers.push({ worker_id, request_key: (reply as { request_key: string }).request_key });
+  }
+  await engine.report({ ...workers[0]!, diff: b64(diff(1)), num_samples: 2 });
+  await engine.close();
+  const part = (await db.get('SELECT cycle_id, replica, slot, reports, weight FROM fl_partials'))!;
+  const older = olderFile(Number(part.cycle_id), Number(part.slot));
+  fs.mkdirSync(path.dirname(older), { recursive: true });
+  fs.renameSync(path.join(blobs, 'fl-sums', `${part.cycle_id}.${part.replica}.${part.slot}`), older);
+  await db.setMeta(`fl.sum.${part.cycle_id}`, JSON.stringify({ slot: Number(part.slot), reports: Number(part.reports), weight: Number(part.weight) }));
+  for (const table of ['fl_partials', 'uploads', 'blob_pins', 'training_job_events', 'training_jobs', 'signin_failures']) await db.run(`DROP TABLE ${table}`);
+  for (const column of ['closing_ms', 'closer']) await db.run(`ALTER TABLE fl_cycles DROP COLUMN ${column}`);
+  await db.run('PRAGMA user_version = 4');
+  await db.close();
+  db = new EmbeddedStore(file);
+  return { db, workers, older };
+}
+
+test('with a separate blob dir (--blobs), an older node\'s running sum in <data-dir>/fl-sums moves to <blobs>/fl-sums at start and still counts, once', { timeout: 60_000 }, async (t) => {
+  const dir = tempDir('grid-fl-sum-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const blobs = path.join(dir, 'blobs');
+  // An older node kept its sums in its own data dir, whatever --blobs said.
+  const { db, workers, older } = await olderSum(dir, blobs, 'blobs', (cycle, slot) => path.join(dir, 'fl-sums', `${cycle}.${slot}`));
+  t.after(() => db.close());
+  const store = new FlStore(db, blobs, dir);
+  await store.sweepSums();
+  assert.equal(fs.existsSync(older), false, 'moved out of the data dir');
+  const engine = new FlEngine({ store, log: silentLogger });
+  await engine.start();
+  const closed = new Promise((resolve) => engine.once('cycle-closed', resolve));
+  await engine.report({ ...workers[1]!, diff: b64(diff(4)), num_samples: 1 });
+  await engine.report({ ...workers[2]!, diff: b64(diff(8)), num_samples: 1 });
+  await closed;
+  const after = decodeState((await engine.checkpointBytes((await store.findProcess('blobs', '1'))!.id))!.bytes)[0]!.data;
+  // old − (2·1 + 1·4 + 1·8)/4 per unit of the pattern: the older sum counted once.
+  model[0]!.data.forEach((v, k) => assert.equal(after[k], Math.fround(v - 3.5 * (k + 1)), `parameter ${k}`));
+  assert.deepEqual(fs.readdirSync(path.join(blobs, 'fl-sums')), [], 'the closed cycle\'s sum files are gone');
+  await engine.close();
+});
+
+test('a running sum whose file is lost does not hold its cycle: the close says which file (coded), leaves its reports out and closes once', { timeout: 60_000 }, async (t) => {
+  const dir = tempDir('grid-fl-sum-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const blobs = path.join(dir, 'blobs');
+  const { db, workers, older } = await olderSum(dir, blobs, 'lost', (cycle, slot) => path.join(dir, 'elsewhere', `${cycle}.${slot}`));
+  t.after(() => db.close());
+  const store = new FlStore(db, blobs, dir);
+  await store.sweepSums();
+  const engine = new FlEngine({ store, log: silentLogger });
+  const lost: CycleSumLost[] = [];
+  engine.on('cycle-sum-lost', (l) => lost.push(l));
+  await engine.start();
+  const closed = new Promise<CycleClosed>((resolve) => engine.once('cycle-closed', resolve));
+  await engine.report({ ...workers[1]!, diff: b64(diff(4)), num_samples: 1 });
+  await engine.report({ ...workers[2]!, diff: b64(diff(8)), num_samples: 1 });
+  const c = await closed;
+  assert.equal(lost.length, 1);
+  assert.equal(lost[0]!.error.code, 'GRID_ERR_NOT_FOUND');
+  assert.equal(lost[0]!.reports, 1);
+  assert.match(lost[0]!.error.message, new RegExp(`FL cycle ${c.cycle}.*${path.basename(older)}`));
+  // The two reports that remain: old − (4 + 8)/2 per unit of the pattern.
+  assert.equal(c.reports, 2);
+  const after = decodeState((await engine.checkpointBytes(c.processId))!.bytes)[0]!.data;
+  model[0]!.data.forEach((v, k) => assert.equal(after[k], Math.fround(v - 6 * (k + 1)), `parameter ${k}`));
+  assert.equal((await store.checkpoints(c.processId)).length, 2);
+  assert.equal((await store.openCycle(c.processId))?.sequence, 2);
+  await engine.close();
 });

@@ -6,16 +6,19 @@
 // Durability: every decision is a committed row before it is answered (store.ts). Decisions and reports
 // arriving within one event-loop turn share one transaction (a group commit, store/group-commit.ts): one
 // fsync for the batch, each answered after it. Each replica's running sum of a cycle (its partial)
-// lives in memory and is stored with each commit that adds to it (store.ts, running sums). Closing is one
-// transaction holding the cycle's row lock (the claim: replicas may all try, one closes): it sums every
-// replica's committed partial, writes the checkpoint and opens the next cycle, so a kill at any point
-// averages each cycle exactly once (docs/replicas.md, Model-centric FL across replicas).
+// lives in memory and is stored with each commit that adds to it (store.ts, running sums). Closing is two
+// short transactions around the averaging (closeCycle): the first marks the cycle closing by one replica
+// (the claim: replicas may all try, one marks it; reports are refused from then on), the averaging of every
+// replica's committed partial and the checkpoint's blob happen outside any transaction, and the second
+// commits the checkpoint and opens the next cycle if that replica still holds the mark. A closer killed in
+// between is taken over, so each cycle is averaged exactly once (docs/replicas.md, Model-centric FL
+// across replicas).
 
 import { createHash, randomInt, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { gridError, toGridError } from '../../core/errors';
+import { ErrorCodes, gridError, toGridError, type GridError } from '../../core/errors';
 import type { Logger } from '../../core/logger';
 import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, type ServerConfig } from './config';
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type FlAuthConfig } from './auth';
@@ -124,6 +127,14 @@ export interface FlEngineOptions {
    */
   publish?(process: FlProcess, checkpoint: { number: number; bytes: Uint8Array }, parentVersion: string, commit: (version: string) => Promise<void>): Promise<void>;
   now?(): number;
+  /**
+   * PostgreSQL: how long a cycle may stay marked closing by another replica before this one takes its
+   * close over (that closer died or hangs between its first and last step; default 120 000 ms). The
+   * embedded node takes a mark left by an earlier run over at once (it is the only process).
+   */
+  closeTakeoverMs?: number;
+  /** Tests: awaited between the steps of a close (after the mark commits; after the checkpoint blob is written). */
+  closeStep?(step: 'marked' | 'written', at: { processId: number; cycle: number }): Promise<void>;
   /** Called after each cycle-request answer and counted report (the node's fl-worker events). */
   onActivity?(a: FlActivity): void;
 }
@@ -143,6 +154,9 @@ export function timedeltaString(ms: number): string {
 /** How soon a cycle whose close failed (a full disk, say) is tried again. */
 const CLOSE_RETRY_MS = 5000;
 
+/** closeTakeoverMs's default. */
+const CLOSE_TAKEOVER_MS = 120_000;
+
 /** The store notification channel on which replicas tell each other of new processes and closed cycles. */
 const CYCLES_CHANNEL = 'fl-cycles';
 
@@ -151,12 +165,16 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 export interface CycleClosed { processId: number; cycle: number; checkpoint: number; reports: number; done: boolean }
 
+/** A partial sum whose file was gone when its cycle closed: its reports are not in the average (closeCycle). */
+export interface CycleSumLost { processId: number; cycle: number; replica: string; reports: number; error: GridError }
+
 /**
  * Emits 'cycle-closed' (CycleClosed) after a cycle's checkpoint is committed, and 'cycle-overdue' when a
  * cycle's end passed without enough reports to close it (it closes at the report that makes enough),
- * and 'changed' (the process id) whenever what fl-list-processes shows of a process changed.
+ * and 'changed' (the process id) whenever what fl-list-processes shows of a process changed. Emits
+ * 'cycle-sum-lost' (CycleSumLost) when a close found a partial sum's file missing.
  */
-export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }]; changed: [processId: number, shared?: boolean] }> {
+export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cycle-sum-lost': [CycleSumLost]; 'cycle-overdue': [{ processId: number; cycle: number; reports: number; needed: number }]; changed: [processId: number, shared?: boolean] }> {
   private readonly store: FlStore;
   private readonly log: Logger;
   private readonly auth: AuthCheck;
@@ -182,6 +200,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly publish: FlEngineOptions['publish'];
   private readonly authEndpoints: readonly string[];
   private readonly selectionWindowMs: number;
+  private readonly closeTakeoverMs: number;
+  private readonly closeStep: FlEngineOptions['closeStep'];
   /** Per process: the checkpoints being stored as model versions (one at a time, in order). */
   private readonly publishing = new Map<number, Promise<void>>();
   /** Stops listening to the other replicas (listenToReplicas). */
@@ -201,6 +221,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     this.limiter = new AddressLimiter(opts.requestsPerMinute ?? 600, this.now);
     this.workerRows = new WorkerRows(opts.maxWorkersPerAddress ?? 4096);
     this.publish = opts.publish;
+    this.closeTakeoverMs = opts.closeTakeoverMs ?? CLOSE_TAKEOVER_MS;
+    this.closeStep = opts.closeStep;
     this.commits = new GroupCommit(this.store.db, {
       beforeCommit: () => this.storeSums(),
       committed: () => this.sumsCommitted(),
@@ -329,7 +351,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const processId = process.id;
     const reject = (reason: string) => ({ processId, reply: refusal(cycle, reason, now) });
     if (cycle === undefined) return { processId, reply: { status: 'rejected', reason: `FL process ${process.name} ${process.version} is done: all ${cfg.num_cycles ?? 0} cycles completed` } };
-    if (rt.closing !== undefined) return reject('the cycle is closing; ask again for the next one');
+    if (rt.closing !== undefined || cycle.closingMs !== undefined) return reject('the cycle is closing; ask again for the next one');
     if (await this.store.assignment(cycle.id, worker.id) !== undefined) return reject('this worker is already in this cycle');
     if (rt.refused.has(this.refusalKey(worker.id))) return reject(NOT_SELECTED);
     const reuse = cfg.do_not_reuse_workers_until_cycle;
@@ -362,7 +384,13 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (await this.store.lockCycle(cycle.id, 'assign')) return cycle;
       // No report of this batch added to it (they would hold its lock, and it could not have closed).
       if (this.sumsAdded.has(rt)) return cycle;
-      await this.open(rt, await this.store.openCycle(rt.process.id));
+      const open = await this.store.openCycle(rt.process.id);
+      // Still open: another replica is closing it (markClosing); refused like this replica's own close.
+      if (open !== undefined && open.id === cycle.id) {
+        cycle.closingMs = open.closingMs ?? this.now();
+        return cycle;
+      }
+      await this.open(rt, open);
     }
     return rt.cycle;
   }
@@ -621,9 +649,16 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
         if (c.modelVersion !== undefined) { parent = c.modelVersion; continue; }
         if (parent === undefined || this.closed) return;
         const bytes = await readFile(this.store.blobs.pathOf(c.sha256));
-        await publish(p, { number: c.number, bytes }, parent, (version) => this.store.setModelVersion(p.id, c.number, version));
+        let raced = false;
+        try {
+          await publish(p, { number: c.number, bytes }, parent, (version) => this.store.setModelVersion(p.id, c.number, version));
+        } catch (err) {
+          // Another replica stored it first (setModelVersion): its version stands, this one rolled back.
+          if (toGridError(err).code !== ErrorCodes.ALREADY_EXISTS || (await this.store.checkpoint(p.id, c.number))?.modelVersion === undefined) throw err;
+          raced = true;
+        }
         parent = (await this.store.checkpoint(p.id, c.number))?.modelVersion;
-        this.log.info({ process: `${p.name}@${p.version}`, checkpoint: c.number, model: `${p.linkedModel}@${parent}` }, 'FL checkpoint stored as a model version');
+        if (!raced) this.log.info({ process: `${p.name}@${p.version}`, checkpoint: c.number, model: `${p.linkedModel}@${parent}` }, 'FL checkpoint stored as a model version');
       }
     };
     const prev = this.publishing.get(p.id) ?? Promise.resolve();
@@ -744,6 +779,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (rt.closing !== undefined || this.sumsAdded.has(rt)) return;
       const open = await this.store.openCycle(processId);
       if (open?.id !== rt.cycle?.id) await this.open(rt, open);
+      // Another replica began closing it: this one takes the close over if that one does not finish.
+      else if (open !== undefined && rt.cycle !== undefined) rt.cycle.closingMs = open.closingMs;
     });
     this.maybeClose(rt);
   }
@@ -820,7 +857,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const enough = rt.reports >= minReports(cfg);
     const full = cfg.max_diffs !== undefined && rt.reports >= cfg.max_diffs;
     const timeUp = cycle.endMs !== undefined && this.now() >= cycle.endMs;
-    if (!enough || !(full || timeUp)) return;
+    // A cycle marked closing (by this replica before a failure or restart, or by another) is closed whatever the count says.
+    if (cycle.closingMs === undefined && (!enough || !(full || timeUp))) return;
     // From here on reports of the cycle are refused; the close starts once the batch in flight (whose
     // reports may be past that check) committed or rolled back, with the sum that left.
     const settled = this.commits.run(() => undefined);
@@ -840,57 +878,112 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   /**
    * The sum of a cycle's committed reports, whichever replica took each: every replica's committed
    * partial sum (a dead replica's too: the sums are in the shared blob dir), plus diffs an older node
-   * stored as rows. Called holding the cycle's row lock, so no report commits meanwhile.
+   * stored as rows. Read after the cycle is marked closing, so no report commits meanwhile. A partial
+   * whose file is gone (its committed row names a file that was synced before that row committed, so it
+   * was lost, not late) is left out and returned in `lost`: retrying would never find it.
    */
-  private async cycleSum(p: FlProcess, cycle: FlCycle): Promise<RunningSum> {
+  private async cycleSum(p: FlProcess, cycle: FlCycle): Promise<{ sum: RunningSum; lost: CycleSumLost[] }> {
     const shapes = p.params.map((x) => x.dims);
     const sum = new RunningSum(shapes);
-    for (const part of await this.store.partials(cycle.id)) sum.merge(this.store.readSum(cycle.id, part.slot, part.replica), part.reports, part.weight);
+    const lost: CycleSumLost[] = [];
+    for (const part of await this.store.partials(cycle.id)) {
+      let bytes: Buffer;
+      try {
+        bytes = this.store.readSum(cycle.id, part.slot, part.replica);
+      } catch (err) {
+        const e = toGridError(err);
+        if (e.code !== ErrorCodes.NOT_FOUND) throw err;
+        lost.push({ processId: p.id, cycle: cycle.sequence, replica: part.replica, reports: part.reports, error: e });
+        continue;
+      }
+      sum.merge(bytes, part.reports, part.weight);
+    }
     for await (const r of this.store.reportedDiffs(cycle.id)) sum.add(unpackDiff(r.diff, shapes), r.weight);
-    return sum;
+    return { sum, lost };
   }
 
   /**
-   * Averages and closes a cycle in one transaction that holds the cycle's row lock: the claim. Replicas
-   * whose timers fire together all try; the first takes the lock, the others wait for it and then find
-   * the cycle completed. A replica killed mid-close leaves nothing: its transaction rolls back, the lock
-   * goes, and another replica's timer (or next report) closes the cycle.
+   * Averages and closes a cycle in three steps, none of which holds a lock while it averages:
+   * (a) a short transaction marks the cycle closing by this replica (store markClosing, under the row's
+   * FOR UPDATE: it waits for report batches in flight, and every later report is refused as for a closed
+   * cycle), so the partial sums stop changing; (b) outside any transaction, the partials are summed, the
+   * average (FedAvg or the host's ONNX plan) computed and the checkpoint blob written; (c) a short
+   * transaction commits the checkpoint, completes the cycle and opens the next, only if this replica still
+   * holds the mark. Replicas whose timers fire together all try; one marks it, the others wait for its
+   * announcement. A closer killed between (a) and (c) leaves a mark and at most an unnamed blob: another
+   * replica takes the close over once the mark is older than closeTakeoverMs (the embedded node at its
+   * next start), and a slow closer whose mark was taken finds its (c) matching nothing: averaged once.
    */
   private async closeCycle(rt: Runtime, cycle: FlCycle): Promise<void> {
     const p = rt.process;
     const cfg = p.serverConfig;
+    const at = { processId: p.id, cycle: cycle.sequence };
+    const markedAt = this.now();
+    // The embedded node is one process: a mark not of this run is a dead run's.
+    const staleBefore = this.store.db.kind === 'embedded' ? Infinity : markedAt - this.closeTakeoverMs;
+    const mark = await this.store.db.transaction(async () => {
+      const m = await this.store.markClosing(cycle.id, markedAt, staleBefore);
+      if (m.state === 'mine') await this.announce(p.id);
+      return m;
+    });
+    if (mark.state === 'closed') {
+      // Another replica closed it: catch up with the cycle it opened (after this close is settled).
+      setImmediate(() => { void this.refresh(p.id).catch(() => undefined); });
+      return;
+    }
+    if (mark.state === 'busy') {
+      cycle.closingMs = mark.sinceMs;
+      // Its announcement of the next cycle (refresh) clears this timer; else the close is taken over then.
+      if (rt.timer) clearTimeout(rt.timer);
+      rt.timer = setTimeout(() => { rt.timer = undefined; this.maybeClose(rt); }, Math.max(0, mark.sinceMs + this.closeTakeoverMs - this.now()) + 1);
+      rt.timer.unref();
+      return;
+    }
+    cycle.closingMs ??= markedAt;
+    if (mark.taken) this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence }, 'FL cycle close taken over from a closer that did not finish');
+    await this.closeStep?.('marked', at);
+
+    const { sum, lost } = await this.cycleSum(p, cycle);
+    // A lost partial does not hold the cycle (its reports are refused already, so it would never close):
+    // it closes with the reports that remain, and the loss is logged with its code and emitted.
+    for (const l of lost) {
+      this.log.error({ err: l.error, code: l.error.code, process: `${p.name}@${p.version}`, cycle: cycle.sequence, replica: l.replica, reports: l.reports }, 'an FL running sum is missing: the cycle closes without its reports');
+      this.emit('cycle-sum-lost', l);
+    }
+    const latest = await this.store.checkpoint(p.id);
+    if (latest === undefined) throw gridError('INTERNAL', `FL process ${p.id} has no checkpoint`);
+    const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));
+    const old: StateTensor[] = paramsOf(p.format, oldBytes).tensors;
+    // The host's ONNX averaging plan when it gave one (averaging-plan.ts), else FedAvg: old − mean(diff).
+    const plan = sum.reports > 0 ? await this.store.averagingPlan(p.id) : undefined;
+    const averaged = plan === undefined ? sum.apply(old) : await runAveragingPlan(plan, p.params, old, sum);
+    const overflowed = keepFinite(averaged, old);
+    if (overflowed > 0) {
+      this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, values: overflowed }, 'FL average left float32 range for some parameters; kept their old values');
+    }
+    const next = withNewParams(p.format, oldBytes, p.params, averaged);
+    const { sha256 } = await this.store.blobs.write(Readable.from([next]));
+    await this.closeStep?.('written', at);
+
     const closed = await this.store.db.transaction(async () => {
-      if (!await this.store.lockCycle(cycle.id, 'close')) return undefined;
-      const sum = await this.cycleSum(p, cycle);
-      const latest = await this.store.checkpoint(p.id);
-      if (latest === undefined) throw gridError('INTERNAL', `FL process ${p.id} has no checkpoint`);
-      const oldBytes = await readFile(this.store.blobs.pathOf(latest.sha256));
-      const old: StateTensor[] = paramsOf(p.format, oldBytes).tensors;
-      // The host's ONNX averaging plan when it gave one (averaging-plan.ts), else FedAvg: old − mean(diff).
-      const plan = sum.reports > 0 ? await this.store.averagingPlan(p.id) : undefined;
-      const averaged = plan === undefined ? sum.apply(old) : await runAveragingPlan(plan, p.params, old, sum);
-      const overflowed = keepFinite(averaged, old);
-      if (overflowed > 0) {
-        this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, values: overflowed }, 'FL average left float32 range for some parameters; kept their old values');
-      }
-      const next = withNewParams(p.format, oldBytes, p.params, averaged);
-      const { sha256 } = await this.store.blobs.write(Readable.from([next]));
       const now = this.now();
       const completed = await this.store.completedCycles(p.id) + 1;
       const more = (cfg.num_cycles ?? 0) === 0 || completed < cfg.num_cycles!;
       const number = await this.store.closeCycle(cycle, sha256, sum.reports, now, more ? { endMs: endOf(cfg, now) } : null);
       if (number === undefined) return undefined;
       await this.announce(p.id);
-      return { number, more, reports: sum.reports, weight: sum.weight };
+      return { number, more };
     });
     if (closed === undefined) {
-      // Another replica closed it: catch up with the cycle it opened (after this close is settled).
+      // Another replica took the close over and closed it: catch up with the cycle it opened.
+      this.log.warn({ process: `${p.name}@${p.version}`, cycle: cycle.sequence }, 'FL cycle was closed by another replica that took this close over; this average is dropped');
       setImmediate(() => { void this.refresh(p.id).catch(() => undefined); });
       return;
     }
-    const { number, more, reports } = closed;
+    const { number, more } = closed;
+    const reports = sum.reports;
     try { this.store.removeSums(cycle.id); } catch (err) { this.log.warn({ err, cycle: cycle.id }, 'removing a closed FL cycle\'s sum files failed; the next start removes them'); }
-    this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: closed.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
+    this.log.info({ process: `${p.name}@${p.version}`, cycle: cycle.sequence, reports, weight: sum.weight, checkpoint: number, done: !more }, 'FL cycle averaged');
     await this.open(rt, await this.store.openCycle(p.id));
     this.emit('changed', p.id, true);
     if (p.linkedModel !== undefined) this.publishCheckpoints(p);

@@ -43,6 +43,8 @@ export interface FlCycle {
   startMs: number;
   endMs: number | undefined;
   completedMs: number | undefined;
+  /** When a replica began closing it (closeCycle's first step); reports are refused from then on. */
+  closingMs: number | undefined;
 }
 
 export interface FlAssignment {
@@ -55,6 +57,9 @@ export interface FlAssignment {
 }
 
 export interface FlCheckpoint { processId: number; number: number; alias: string; sha256: string; cycle: number | undefined; reports: number; created: string; modelVersion: string | undefined }
+
+/** What markClosing found: the cycle completed, now marked closing by this replica, or by another since `sinceMs`. */
+export type CloseMark = { state: 'closed' } | { state: 'mine'; taken: boolean } | { state: 'busy'; sinceMs: number; closer: string };
 
 /** The committed running sum of an open cycle: which of its two files holds it, and what it covers. */
 export interface FlSumRecord { slot: 0 | 1; reports: number; weight: number }
@@ -77,7 +82,7 @@ function toProcess(r: Row): FlProcess {
 }
 
 function toCycle(r: Row): FlCycle {
-  return { id: num(r.id), processId: num(r.process_id), sequence: num(r.sequence), startMs: num(r.start_ms), endMs: optNum(r.end_ms), completedMs: optNum(r.completed_ms) };
+  return { id: num(r.id), processId: num(r.process_id), sequence: num(r.sequence), startMs: num(r.start_ms), endMs: optNum(r.end_ms), completedMs: optNum(r.completed_ms), closingMs: optNum(r.closing_ms) };
 }
 
 function toAssignment(r: Row): FlAssignment {
@@ -98,6 +103,8 @@ export class FlStore {
   /** This replica's name in the partial sums it stores (a new one every start: a sum is never written by two processes). */
   readonly replica: string;
   private readonly sumsDir: string;
+  /** Where a node from before the shared sums kept its running sums (`<data-dir>/fl-sums`): moved at start (sweepSums). */
+  private readonly localSumsDir: string;
 
   /**
    * `dataDir`: where the checkpoint blobs and the running sums go (the shared blob dir of replicas), so
@@ -113,6 +120,7 @@ export class FlStore {
     const shared = db.kind === 'postgres' && path.resolve(dataDir) !== path.resolve(localDir);
     this.blobs = new BlobStore(path.join(dataDir, 'fl'), shared ? { tmpDir: path.join(localDir, 'fl-tmp'), pins: new BlobPins(db) } : {});
     this.sumsDir = path.join(dataDir, 'fl-sums');
+    this.localSumsDir = path.join(localDir, 'fl-sums');
     fs.mkdirSync(this.sumsDir, { recursive: true });
   }
 
@@ -127,6 +135,7 @@ export class FlStore {
    * written just before the COMMIT that names it.
    */
   async sweepSums(): Promise<void> {
+    await this.moveOlderSums();
     const cycles = new Map((await this.db.all('SELECT id, completed_ms FROM fl_cycles')).map((r) => [num(r.id), r.completed_ms !== null && r.completed_ms !== undefined]));
     let newest = 0;
     for (const id of cycles.keys()) newest = Math.max(newest, id);
@@ -136,6 +145,38 @@ export class FlStore {
       const gone = cycles.get(id) ?? (id <= newest);
       if (gone || !Number.isInteger(id)) fs.rmSync(path.join(this.sumsDir, f), { force: true });
     }
+  }
+
+  /**
+   * A node from before the shared sums kept an open cycle's running sum in its own data dir
+   * (`<data-dir>/fl-sums/<cycle>.<slot>`); migration 5 made it the partial of replica ''. With a separate
+   * blob dir (`--blobs`) the sums are now read from `<blobs>/fl-sums`: the files such a partial names are
+   * moved there (renamed, or copied and synced across file systems), once, before any close reads them.
+   */
+  private async moveOlderSums(): Promise<void> {
+    if (path.resolve(this.localSumsDir) === path.resolve(this.sumsDir) || !fs.existsSync(this.localSumsDir)) return;
+    const moved: string[] = [];
+    for (const r of await this.db.all("SELECT cycle_id, slot FROM fl_partials WHERE replica = ''")) {
+      const name = `${num(r.cycle_id)}.${num(r.slot)}`;
+      const from = path.join(this.localSumsDir, name);
+      const to = path.join(this.sumsDir, name);
+      if (!fs.existsSync(from) || fs.existsSync(to)) continue;
+      try {
+        fs.renameSync(from, to);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+        const part = `${to}.part`;
+        fs.copyFileSync(from, part);
+        const fd = fs.openSync(part, 'r+');
+        try { fs.fdatasyncSync(fd); } finally { fs.closeSync(fd); }
+        fs.renameSync(part, to);
+        fs.rmSync(from, { force: true });
+      }
+      moved.push(name);
+    }
+    if (moved.length === 0) return;
+    const dir = fs.openSync(this.sumsDir, 'r');
+    try { fs.fsyncSync(dir); } finally { fs.closeSync(dir); }
   }
 
   // --- processes -------------------------------------------------------------------------------------
@@ -217,14 +258,33 @@ export class FlStore {
   }
 
   /**
-   * Closes a cycle in one transaction: the new checkpoint becomes `latest`, the cycle is completed, its
-   * diffs are dropped, and the next cycle opens (unless `nextEndMs` is null: the process is done). A
-   * cycle already completed is left alone (false): nothing is averaged twice.
+   * The first step of a close (call it in a short transaction): takes the cycle's row FOR UPDATE (on
+   * PostgreSQL it waits for the report batches holding it FOR SHARE, and every later one sees the mark and
+   * is refused: lockCycle) and marks it closing by this replica. A mark another replica set is taken over
+   * once older than `staleBeforeMs` (that closer died or hangs; its last step then matches nothing).
+   */
+  async markClosing(cycleId: number, now: number, staleBeforeMs: number): Promise<CloseMark> {
+    const lock = this.db.kind === 'postgres' ? ' FOR UPDATE' : '';
+    const r = await this.db.get(`SELECT completed_ms, closing_ms, closer FROM fl_cycles WHERE id = ?${lock}`, [cycleId]);
+    if (r === undefined || optNum(r.completed_ms) !== undefined) return { state: 'closed' };
+    const since = optNum(r.closing_ms);
+    const closer = r.closer === null || r.closer === undefined ? undefined : String(r.closer);
+    if (since !== undefined && closer === this.replica) return { state: 'mine', taken: false };
+    if (since !== undefined && closer !== undefined && since >= staleBeforeMs) return { state: 'busy', sinceMs: since, closer };
+    await this.db.run('UPDATE fl_cycles SET closing_ms = ?, closer = ? WHERE id = ?', [now, this.replica, cycleId]);
+    return { state: 'mine', taken: since !== undefined };
+  }
+
+  /**
+   * The last step of a close, in one transaction: the new checkpoint becomes `latest`, the cycle is
+   * completed, its diffs are dropped, and the next cycle opens (unless `nextEndMs` is null: the process is
+   * done). Only while this replica holds the cycle's closing mark (markClosing): a cycle completed, or
+   * taken over by another closer, is left alone (undefined): nothing is averaged twice.
    */
   async closeCycle(cycle: FlCycle, checkpointSha: string, reports: number, now: number, next: { endMs: number | undefined } | null): Promise<number | undefined> {
     return this.db.transaction(async () => {
       // Conditional: on PostgreSQL a second closer's UPDATE waits for the first's COMMIT, then matches nothing.
-      if (await this.db.run('UPDATE fl_cycles SET completed_ms = ? WHERE id = ? AND completed_ms IS NULL', [now, cycle.id]) !== 1) return undefined;
+      if (await this.db.run('UPDATE fl_cycles SET completed_ms = ? WHERE id = ? AND completed_ms IS NULL AND closer = ?', [now, cycle.id, this.replica]) !== 1) return undefined;
       const number = num((await this.db.get('SELECT COALESCE(MAX(number), 0) + 1 AS n FROM fl_checkpoints WHERE process_id = ?', [cycle.processId]))!.n);
       await this.db.run("UPDATE fl_checkpoints SET alias = '' WHERE process_id = ? AND alias = 'latest'", [cycle.processId]);
       await this.db.run("INSERT INTO fl_checkpoints (process_id, number, alias, sha256, cycle, reports, created) VALUES (?, ?, 'latest', ?, ?, ?, ?)",
@@ -346,13 +406,14 @@ export class FlStore {
    * (reports of all replicas go together; a close waits for them and they wait for a close); an `assign`
    * takes it FOR SHARE too, then the cycle's advisory lock, so max_workers is counted by one replica at a
    * time; a `close` takes the row FOR UPDATE. Always the row first: no two transactions take them in
-   * opposite orders. False when the cycle is gone or completed.
+   * opposite orders. False when the cycle is gone, completed or closing (markClosing): a report then is
+   * refused as for a closed cycle, and its close reads partial sums no report changes any more.
    */
   async lockCycle(cycleId: number, purpose: 'report' | 'assign' | 'close'): Promise<boolean> {
     const postgres = this.db.kind === 'postgres';
     const lock = !postgres ? '' : purpose === 'close' ? ' FOR UPDATE' : ' FOR SHARE';
-    const r = await this.db.get(`SELECT completed_ms FROM fl_cycles WHERE id = ?${lock}`, [cycleId]);
-    const open = r !== undefined && (r.completed_ms === null || r.completed_ms === undefined);
+    const r = await this.db.get(`SELECT completed_ms, closing_ms FROM fl_cycles WHERE id = ?${lock}`, [cycleId]);
+    const open = r !== undefined && optNum(r.completed_ms) === undefined && optNum(r.closing_ms) === undefined;
     if (open && postgres && purpose === 'assign') await this.db.get('SELECT pg_advisory_xact_lock(?::int, ?::int) AS x', [CYCLE_LOCK, cycleId]);
     return open;
   }
@@ -380,9 +441,18 @@ export class FlStore {
     }
   }
 
-  /** A partial sum's file (this replica's unless `replica` is given). */
+  /**
+   * A partial sum's file (this replica's unless `replica` is given). A file its committed row names but
+   * that is gone (lost with a disk or a data dir) is a coded error naming the cycle and the file.
+   */
   readSum(cycleId: number, slot: 0 | 1, replica = this.replica): Buffer {
-    return fs.readFileSync(this.sumFile(cycleId, slot, replica));
+    const file = this.sumFile(cycleId, slot, replica);
+    try {
+      return fs.readFileSync(file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      throw gridError('NOT_FOUND', `the running sum of FL cycle ${cycleId} stored by ${replica === '' ? 'an older node' : `replica ${replica}`} is missing: ${file}`, { cycle: cycleId, file });
+    }
   }
 
   /** Removes every replica's sum files of a closed cycle (after the close committed; a kill before leaves them to the sweep at start). */
@@ -414,9 +484,16 @@ export class FlStore {
     return r === undefined ? undefined : toCheckpoint(r);
   }
 
-  /** Records which version of the linked model a checkpoint became (called inside the model's own transaction). */
+  /**
+   * Records which version of the linked model a checkpoint became (called inside the model's own
+   * transaction). Conditional: when the checkpoint already became a version (another replica published
+   * it first; on PostgreSQL this UPDATE waits for that one's COMMIT, then matches nothing) it throws
+   * ALREADY_EXISTS, so the model's transaction rolls back and one checkpoint stays one version.
+   */
   async setModelVersion(processId: number, number: number, version: string): Promise<void> {
-    await this.db.run('UPDATE fl_checkpoints SET model_version = ? WHERE process_id = ? AND number = ?', [version, processId, number]);
+    if (await this.db.run('UPDATE fl_checkpoints SET model_version = ? WHERE process_id = ? AND number = ? AND model_version IS NULL', [version, processId, number]) !== 1) {
+      throw gridError('ALREADY_EXISTS', `FL checkpoint ${number} of process ${processId} is already a model version (stored by another replica); version ${version} is not added`);
+    }
   }
 
   async checkpoints(processId: number): Promise<FlCheckpoint[]> {

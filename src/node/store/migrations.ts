@@ -427,4 +427,13 @@ export const MIGRATIONS: readonly Migration[] = [
        locked_until_ms BIGINT NOT NULL,
        last_ms BIGINT NOT NULL);`,
   },
+  // 9: an FL cycle's close in two short transactions (src/node/fl/cycles.ts closeCycle): the first marks
+  // the cycle closing (when, and which replica closes it; reports are refused from then on), the averaging
+  // runs outside any transaction, the second completes the cycle if that replica still holds the mark.
+  {
+    embedded: `ALTER TABLE fl_cycles ADD COLUMN closing_ms INTEGER;
+     ALTER TABLE fl_cycles ADD COLUMN closer TEXT;`,
+    postgres: `ALTER TABLE fl_cycles ADD COLUMN closing_ms BIGINT;
+     ALTER TABLE fl_cycles ADD COLUMN closer TEXT;`,
+  },
 ];
