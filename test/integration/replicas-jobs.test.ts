@@ -12,7 +12,7 @@ import pg from 'pg';
 import { mlp } from '../../src/compute/plan';
 import { GridClient } from '../../src/core/client';
 import type { JobEvent } from '../../src/core/protocol/training-messages';
-import { ADMIN_PASSWORD, tempDir } from '../helpers/node-fixtures';
+import { ADMIN_PASSWORD, startTestNode, tempDir } from '../helpers/node-fixtures';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres';
 import { startNodeScript, type Started } from '../helpers/processes';
 import { DIGITS } from '../helpers/training-fixtures';
@@ -287,4 +287,30 @@ test('embedded store: kill -9 the node while a job runs; the next start on the s
   assert.equal(done.state, 'succeeded');
   const versions = (await c2.listModels({ allVersions: true })).filter((m) => m.id === 'resumed');
   assert.deepEqual(versions.map((m) => [m.version, m.job_id ?? null]), [['1', null], ['2', job.id]]);
+});
+
+test('a node whose loop stalled past its lease while running a job keeps that job: a look for work right after does not start it again here, and it finishes as run 1', { timeout: 120_000 }, async (t) => {
+  // In this process, so the test can stall the node's loop (as a suspended laptop or a long GC would).
+  const tn = await startTestNode({ datasets: [{ name: 'digits', path: DIGITS }], training: { claimLeaseMs: 600 } });
+  t.after(() => tn.close());
+  const c = await tn.admin();
+  const job = await c.training.start({ ...request, model: mlp([64, 16, 10], { seed: 4 }), epochs: 6 });
+  const runs: number[] = [];
+  const stop = new AbortController();
+  let firstEpoch!: () => void;
+  const epoch = new Promise<void>((resolve) => { firstEpoch = resolve; });
+  const watching = c.training.wait(job.id, { signal: stop.signal, onEvent: (ev) => {
+    if (ev.kind === 'epoch') firstEpoch();
+    // A run started again here says 'running' again: stop watching at once rather than wait for restarts without end.
+    if (ev.kind === 'state' && ev.state === 'running' && runs.push(ev.seq) > 1) stop.abort();
+  } });
+  await epoch;
+  // The loop stalls for 2.5 leases, then the node looks for work (as when another job is submitted or
+  // ends) before its heartbeat has run.
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500);
+  (tn.node.training.jobs as unknown as { pump(): void }).pump();
+  const done = await watching.catch((err: unknown) => { throw new Error(`the job was started again here (runs began at seq ${runs.join(', ')}): ${String(err)}`); });
+  assert.equal(done.state, 'succeeded');
+  assert.equal(runs.length, 1, 'one run');
+  assert.equal((await tn.node.training.jobs.get(job.id))!.attempts, 1);
 });

@@ -168,17 +168,19 @@ export class JobRows {
   }
 
   /**
-   * Claims the oldest job that is queued, or running under a lease that expired (its replica died), and
-   * that `accept` takes (this replica can read its dataset); undefined when there is none.
+   * Claims the oldest job that is queued, or running under a lease that expired (its replica died or
+   * stalled), that this replica is not running already (`running`: a lease that lapsed while this replica
+   * was alive is renewed by its heartbeat, not claimed again), and that `accept` takes (this replica can
+   * read its dataset); undefined when there is none.
    */
-  async claim(replica: string, leaseMs: number, accept: (row: JobRow) => Promise<boolean>): Promise<{ row: JobRow; claim: Claim; inputs: { model?: Uint8Array; params?: Uint8Array } } | undefined> {
+  async claim(replica: string, leaseMs: number, accept: (row: JobRow) => Promise<boolean>, running: ReadonlySet<string> = new Set()): Promise<{ row: JobRow; claim: Claim; inputs: { model?: Uint8Array; params?: Uint8Array } } | undefined> {
     return this.db.transaction(async () => {
       const candidates = await this.db.all(`SELECT ${COLUMNS} FROM training_jobs
         WHERE state = 'queued' OR (state = 'running' AND lease_expires < ${this.now})
         ORDER BY created_ms, id LIMIT 16 ${this.skipLocked}`);
       for (const c of candidates) {
         const row = toRow(c);
-        if (!await accept(row)) continue;
+        if (running.has(row.id) || !await accept(row)) continue;
         const r = await this.db.get(`UPDATE training_jobs SET state = 'running', claimed_by = ?, lease_expires = ${this.now} + ?, attempts = attempts + 1,
             started = COALESCE(started, ?), progress = NULL
           WHERE id = ? AND (state = 'queued' OR (state = 'running' AND lease_expires < ${this.now}))
