@@ -289,6 +289,15 @@ test('embedded store: kill -9 the node while a job runs; the next start on the s
   assert.deepEqual(versions.map((m) => [m.version, m.job_id ?? null]), [['1', null], ['2', job.id]]);
 });
 
+/** Bytes this process has handed to write calls so far (Linux); undefined elsewhere. */
+function bytesWritten(): number | undefined {
+  try {
+    return Number(/wchar: (\d+)/.exec(fs.readFileSync('/proc/self/io', 'utf8'))![1]);
+  } catch {
+    return undefined;
+  }
+}
+
 test('a node whose loop stalled past its lease while running a job keeps that job: a look for work right after does not start it again here, and it finishes as run 1', { timeout: 120_000 }, async (t) => {
   // In this process, so the test can stall the node's loop (as a suspended laptop or a long GC would).
   const tn = await startTestNode({ datasets: [{ name: 'digits', path: DIGITS }], training: { claimLeaseMs: 600 } });
@@ -313,4 +322,25 @@ test('a node whose loop stalled past its lease while running a job keeps that jo
   assert.equal(done.state, 'succeeded');
   assert.equal(runs.length, 1, 'one run');
   assert.equal((await tn.node.training.jobs.get(job.id))!.attempts, 1);
+});
+
+test('an uploaded model of a few MB is written once: heartbeats and progress writes while the job runs do not write it again', { timeout: 180_000 }, async (t) => {
+  const before = bytesWritten();
+  if (before === undefined) return t.skip('needs /proc/self/io (Linux)');
+  // A short lease: a heartbeat every 200 ms; a progress write every 200 ms.
+  const tn = await startTestNode({ datasets: [{ name: 'digits', path: DIGITS }], training: { claimLeaseMs: 600 } });
+  t.after(() => tn.close());
+  const c = await tn.admin();
+  const model = mlp([64, 1024, 1024, 10], { seed: 4 });
+  const job = await c.training.start({ ...request, model, epochs: 2, progress_every: 1, output: 'update' });
+  const submitted = bytesWritten()!;
+  let progress = 0;
+  const done = await c.training.wait(job.id, { onEvent: (ev) => { if (ev.kind === 'batch') progress++; } });
+  const written = bytesWritten()! - submitted;
+  t.diagnostic(`model ${(model.length / 1e6).toFixed(1)} MB; ${progress} progress events; ${(written / 1e6).toFixed(1)} MB written while the job ran`);
+  assert.equal(done.state, 'succeeded');
+  assert.ok(progress > 20, `progress events: ${progress}`);
+  // The result parameters (about the model's size) are written once at the end (log and database file: about
+  // twice); the model is not written again. Before, every write rewrote the job's row with the model in it.
+  assert.ok(written < 4 * model.length, `${written} bytes written while the job ran; the model is ${model.length}`);
 });
