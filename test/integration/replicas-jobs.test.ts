@@ -344,3 +344,31 @@ test('an uploaded model of a few MB is written once: heartbeats and progress wri
   // twice); the model is not written again. Before, every write rewrote the job's row with the model in it.
   assert.ok(written < 4 * model.length, `${written} bytes written while the job ran; the model is ${model.length}`);
 });
+
+test('embedded store: a queued job whose dataset file is gone by the time it runs fails with GRID_ERR_NOT_FOUND naming the dataset, rather than staying queued', { skip: process.env.GRID_TEST_DATABASE === 'postgres' ? 'embedded store only' : false, timeout: 120_000 }, async (t) => {
+  const dir = tempDir('grid-node-');
+  const data = tempDir('grid-data-');
+  t.after(() => { fs.rmSync(dir, { recursive: true, force: true }); fs.rmSync(data, { recursive: true, force: true }); });
+  const file = path.join(data, path.basename(DIGITS));
+  fs.copyFileSync(DIGITS, file);
+  const first = await startTestNode({ dataDir: dir, datasets: [{ name: 'moved', path: file }] });
+  const c1 = await first.admin();
+  const job = await c1.training.start({ ...request, dataset_id: 'moved', model: mlp([64, 16, 10], { seed: 4 }), epochs: 1000 });
+  await new Promise<void>((resolve) => {
+    void c1.training.wait(job.id, { onEvent: (ev) => { if (ev.kind === 'batch') resolve(); } }).catch(() => {});
+  });
+  // Closing gives the job back to the queue; its dataset's file goes away before the next start.
+  await first.close();
+  fs.rmSync(file);
+
+  const second = await startTestNode({ dataDir: dir });
+  t.after(() => second.close());
+  const c2 = await second.admin();
+  await assert.rejects(c2.training.wait(job.id), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'GRID_ERR_NOT_FOUND');
+    assert.match(e.message, /dataset "moved"/);
+    assert.ok(!e.message.includes(data), 'no server path');
+    return true;
+  });
+  assert.equal((await second.node.training.jobs.get(job.id))!.state, 'failed');
+});

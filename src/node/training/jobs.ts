@@ -362,6 +362,7 @@ export class TrainingJobs {
    * mounts). The embedded node is the only replica: it runs the job, which then fails naming the dataset.
    */
   private async canRun(row: JobRow): Promise<boolean> {
+    if (this.opts.db.kind === 'embedded') return true;
     const file = await this.opts.datasets.pathOf(row.spec.request.dataset_id);
     if (file === undefined) return true; // removed since: the run fails with NOT_FOUND, which the owner should see
     try {
@@ -468,6 +469,14 @@ export class TrainingJobs {
         throw err;
       }
       if (model.length !== parent.size) throw gridError('NOT_FOUND', `model "${modelRef(parent)}", which this job trains, was deleted before the job ran`, { model_id: modelRef(parent) });
+    }
+    const file = await this.opts.datasets.pathOf(r.dataset_id);
+    if (file !== undefined) {
+      try {
+        await fsp.access(file, fs.constants.R_OK);
+      } catch (err) {
+        throw gridError('NOT_FOUND', `dataset "${r.dataset_id}", which this job trains on, can no longer be read on this node (${(err as NodeJS.ErrnoException).code ?? 'unreadable'}); re-register it or restore its file`, { dataset_id: r.dataset_id });
+      }
     }
     const loaded = await loadDataset(this.opts.datasets, selectionOf(r), r.loss);
     return {

@@ -61,6 +61,9 @@ export interface Claim {
   attempt: number;
 }
 
+/** Rows a claim reads at a time. */
+const CLAIM_PAGE = 16;
+
 const COLUMNS = 'id, owner, role, request, parent, label, state, created, started, finished, claimed_by, attempts, cancel_requested, last_seq, progress, result, error';
 
 const json = <T>(v: Row[string]): T | undefined => (v === null || v === undefined ? undefined : JSON.parse(String(v)) as T);
@@ -177,25 +180,32 @@ export class JobRows {
    * Claims the oldest job that is queued, or running under a lease that expired (its replica died or
    * stalled), that this replica is not running already (`running`: a lease that lapsed while this replica
    * was alive is renewed by its heartbeat, not claimed again), and that `accept` takes (this replica can
-   * read its dataset); undefined when there is none.
+   * read its dataset); undefined when there is none. Looks past rows it leaves, a page at a time, so jobs
+   * this replica cannot run never hide newer ones it can.
    */
   async claim(replica: string, leaseMs: number, accept: (row: JobRow) => Promise<boolean>, running: ReadonlySet<string> = new Set()): Promise<{ row: JobRow; claim: Claim; inputs: { model?: Uint8Array; params?: Uint8Array } } | undefined> {
     return this.db.transaction(async () => {
-      const candidates = await this.db.all(`SELECT ${COLUMNS} FROM training_jobs
-        WHERE state = 'queued' OR (state = 'running' AND lease_expires < ${this.now})
-        ORDER BY created_ms, id LIMIT 16 ${this.skipLocked}`);
-      for (const c of candidates) {
-        const row = toRow(c);
-        if (running.has(row.id) || !await accept(row)) continue;
-        const r = await this.db.get(`UPDATE training_jobs SET state = 'running', claimed_by = ?, lease_expires = ${this.now} + ?, attempts = attempts + 1,
-            started = COALESCE(started, ?), progress = NULL
-          WHERE id = ? AND (state = 'queued' OR (state = 'running' AND lease_expires < ${this.now}))
-          RETURNING ${COLUMNS}`, [replica, leaseMs, new Date().toISOString(), row.id]);
-        if (r === undefined) continue;
-        const claimed = toRow(r);
-        return { row: claimed, claim: { id: claimed.id, replica, attempt: claimed.attempts }, inputs: await this.inputs(claimed.id) };
+      let after: { ms: number; id: string } | undefined;
+      for (;;) {
+        const page = await this.db.all(`SELECT ${COLUMNS}, created_ms FROM training_jobs
+          WHERE (state = 'queued' OR (state = 'running' AND lease_expires < ${this.now}))
+            ${after === undefined ? '' : 'AND (created_ms > ? OR (created_ms = ? AND id > ?))'}
+          ORDER BY created_ms, id LIMIT ${CLAIM_PAGE} ${this.skipLocked}`, after === undefined ? [] : [after.ms, after.ms, after.id]);
+        for (const c of page) {
+          const row = toRow(c);
+          if (running.has(row.id) || !await accept(row)) continue;
+          const r = await this.db.get(`UPDATE training_jobs SET state = 'running', claimed_by = ?, lease_expires = ${this.now} + ?, attempts = attempts + 1,
+              started = COALESCE(started, ?), progress = NULL
+            WHERE id = ? AND (state = 'queued' OR (state = 'running' AND lease_expires < ${this.now}))
+            RETURNING ${COLUMNS}`, [replica, leaseMs, new Date().toISOString(), row.id]);
+          if (r === undefined) continue;
+          const claimed = toRow(r);
+          return { row: claimed, claim: { id: claimed.id, replica, attempt: claimed.attempts }, inputs: await this.inputs(claimed.id) };
+        }
+        if (page.length < CLAIM_PAGE) return undefined;
+        const last = page.at(-1)!;
+        after = { ms: Number(last.created_ms), id: String(last.id) };
       }
-      return undefined;
     });
   }
 
