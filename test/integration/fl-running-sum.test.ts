@@ -12,11 +12,25 @@ import { FlEngine, type CycleClosed, type CycleSumLost } from '../../src/node/fl
 import { decodeState, encodeState, type StateTensor } from '../../src/node/fl/state';
 import { FlStore } from '../../src/node/fl/store';
 import { EmbeddedStore } from '../../src/node/store/db';
+import { MIGRATIONS } from '../../src/node/store/migrations';
 import { tempDir } from '../helpers/node-fixtures';
 
 const model: StateTensor[] = [{ dims: [2, 3], data: Float32Array.from([1, 2, 3, 4, 5, 6]) }];
 const diff = (v: number): StateTensor[] => [{ dims: [2, 3], data: Float32Array.from([v, 2 * v, 3 * v, 4 * v, 5 * v, 6 * v]) }];
 const b64 = (t: StateTensor[]) => Buffer.from(encodeState(t)).toString('base64');
+
+
+/**
+ * Makes an embedded meta.db look like an older node's (schema 4): without fl_partials (migration 5) and
+ * what the migrations after it add (6 uploads, 7 training jobs, 8 sign-ins, 9 closing marks, 10 job bytes).
+ * A new migration adds its undo here.
+ */
+async function toSchema4(db: EmbeddedStore): Promise<void> {
+  for (const table of ['fl_partials', 'uploads', 'blob_pins', 'training_job_blobs', 'training_job_events', 'training_jobs', 'signin_failures']) await db.run(`DROP TABLE ${table}`);
+  for (const column of ['closing_ms', 'closer']) await db.run(`ALTER TABLE fl_cycles DROP COLUMN ${column}`);
+  assert.equal(MIGRATIONS.length, 10, 'a migration was added: undo it in toSchema4 too');
+  await db.run('PRAGMA user_version = 4');
+}
 
 test('diffs an older node stored as rows are counted once: added at start, held by the first stored sum, cleared from their rows', { timeout: 60_000 }, async (t) => {
   const dir = tempDir('grid-fl-sum-');
@@ -84,10 +98,7 @@ test('a running sum an older node stored (meta fl.sum.<cycle>, file <cycle>.<slo
   const sums = path.join(dir, 'fl-sums');
   fs.renameSync(path.join(sums, `${part.cycle_id}.${part.replica}.${part.slot}`), path.join(sums, `${part.cycle_id}.${part.slot}`));
   await db.setMeta(`fl.sum.${part.cycle_id}`, JSON.stringify({ slot: Number(part.slot), reports: Number(part.reports), weight: Number(part.weight) }));
-  // Schema 4: without fl_partials (5) and what the migrations after it add (6 uploads, 7 training jobs, 8 sign-ins, 9 closing marks).
-  for (const table of ['fl_partials', 'uploads', 'blob_pins', 'training_job_events', 'training_jobs', 'signin_failures']) await db.run(`DROP TABLE ${table}`);
-  for (const column of ['closing_ms', 'closer']) await db.run(`ALTER TABLE fl_cycles DROP COLUMN ${column}`);
-  await db.run('PRAGMA user_version = 4');
+  await toSchema4(db);
   await db.close();
 
   db = new EmbeddedStore(file);
@@ -130,9 +141,7 @@ async function olderSum(dir: string, blobs: string, name: string, olderFile: (cy
   fs.mkdirSync(path.dirname(older), { recursive: true });
   fs.renameSync(path.join(blobs, 'fl-sums', `${part.cycle_id}.${part.replica}.${part.slot}`), older);
   await db.setMeta(`fl.sum.${part.cycle_id}`, JSON.stringify({ slot: Number(part.slot), reports: Number(part.reports), weight: Number(part.weight) }));
-  for (const table of ['fl_partials', 'uploads', 'blob_pins', 'training_job_events', 'training_jobs', 'signin_failures']) await db.run(`DROP TABLE ${table}`);
-  for (const column of ['closing_ms', 'closer']) await db.run(`ALTER TABLE fl_cycles DROP COLUMN ${column}`);
-  await db.run('PRAGMA user_version = 4');
+  await toSchema4(db);
   await db.close();
   db = new EmbeddedStore(file);
   return { db, workers, older };

@@ -12,7 +12,7 @@ import pg from 'pg';
 import { mlp } from '../../src/compute/plan';
 import { GridClient } from '../../src/core/client';
 import type { JobEvent } from '../../src/core/protocol/training-messages';
-import { ADMIN_PASSWORD, tempDir } from '../helpers/node-fixtures';
+import { ADMIN_PASSWORD, startTestNode, tempDir } from '../helpers/node-fixtures';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres';
 import { startNodeScript, type Started } from '../helpers/processes';
 import { DIGITS } from '../helpers/training-fixtures';
@@ -264,7 +264,9 @@ test('a job running on A is listed, shown and cancelled through B: A stops it, s
   assert.ok(cancelled.progress!.epoch < 1000);
 });
 
-test('embedded store: kill -9 the node while a job runs; the next start on the same data dir runs it again at once and stores its model once', { timeout: 120_000 }, async (t) => {
+const embeddedOnly = process.env.GRID_TEST_DATABASE === 'postgres' ? 'embedded store only (GRID_TEST_DATABASE=postgres)' : false;
+
+test('embedded store: kill -9 the node while a job runs; the next start on the same data dir runs it again at once and stores its model once', { skip: embeddedOnly, timeout: 120_000 }, async (t) => {
   const dir = tempDir('grid-node-');
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   // A lease far longer than the test: the job runs again because the node knows its last process is gone, not because a lease ran out.
@@ -287,4 +289,88 @@ test('embedded store: kill -9 the node while a job runs; the next start on the s
   assert.equal(done.state, 'succeeded');
   const versions = (await c2.listModels({ allVersions: true })).filter((m) => m.id === 'resumed');
   assert.deepEqual(versions.map((m) => [m.version, m.job_id ?? null]), [['1', null], ['2', job.id]]);
+});
+
+/** Bytes this process has handed to write calls so far (Linux); undefined elsewhere. */
+function bytesWritten(): number | undefined {
+  try {
+    return Number(/wchar: (\d+)/.exec(fs.readFileSync('/proc/self/io', 'utf8'))![1]);
+  } catch {
+    return undefined;
+  }
+}
+
+test('a node whose loop stalled past its lease while running a job keeps that job: a look for work right after does not start it again here, and it finishes as run 1', { timeout: 120_000 }, async (t) => {
+  // In this process, so the test can stall the node's loop (as a suspended laptop or a long GC would).
+  const tn = await startTestNode({ datasets: [{ name: 'digits', path: DIGITS }], training: { claimLeaseMs: 600 } });
+  t.after(() => tn.close());
+  const c = await tn.admin();
+  const job = await c.training.start({ ...request, model: mlp([64, 16, 10], { seed: 4 }), epochs: 6 });
+  const runs: number[] = [];
+  const stop = new AbortController();
+  let firstEpoch!: () => void;
+  const epoch = new Promise<void>((resolve) => { firstEpoch = resolve; });
+  const watching = c.training.wait(job.id, { signal: stop.signal, onEvent: (ev) => {
+    if (ev.kind === 'epoch') firstEpoch();
+    // A run started again here says 'running' again: stop watching at once rather than wait for restarts without end.
+    if (ev.kind === 'state' && ev.state === 'running' && runs.push(ev.seq) > 1) stop.abort();
+  } });
+  await epoch;
+  // The loop stalls for 2.5 leases, then the node looks for work (as when another job is submitted or
+  // ends) before its heartbeat has run.
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1500);
+  (tn.node.training.jobs as unknown as { pump(): void }).pump();
+  const done = await watching.catch((err: unknown) => { throw new Error(`the job was started again here (runs began at seq ${runs.join(', ')}): ${String(err)}`); });
+  assert.equal(done.state, 'succeeded');
+  assert.equal(runs.length, 1, 'one run');
+  assert.equal((await tn.node.training.jobs.get(job.id))!.attempts, 1);
+});
+
+test('an uploaded model of a few MB is written once: heartbeats and progress writes while the job runs do not write it again', { timeout: 180_000 }, async (t) => {
+  const before = bytesWritten();
+  if (before === undefined) return t.skip('needs /proc/self/io (Linux)');
+  // A short lease: a heartbeat every 200 ms; a progress write every 200 ms.
+  const tn = await startTestNode({ datasets: [{ name: 'digits', path: DIGITS }], training: { claimLeaseMs: 600 } });
+  t.after(() => tn.close());
+  const c = await tn.admin();
+  const model = mlp([64, 1024, 1024, 10], { seed: 4 });
+  const job = await c.training.start({ ...request, model, epochs: 2, progress_every: 1, output: 'update' });
+  const submitted = bytesWritten()!;
+  let progress = 0;
+  const done = await c.training.wait(job.id, { onEvent: (ev) => { if (ev.kind === 'batch') progress++; } });
+  const written = bytesWritten()! - submitted;
+  t.diagnostic(`model ${(model.length / 1e6).toFixed(1)} MB; ${progress} progress events; ${(written / 1e6).toFixed(1)} MB written while the job ran`);
+  assert.equal(done.state, 'succeeded');
+  assert.ok(progress > 20, `progress events: ${progress}`);
+  // The result parameters (about the model's size) are written once at the end (log and database file: about
+  // twice); the model is not written again. Before, every write rewrote the job's row with the model in it.
+  assert.ok(written < 4 * model.length, `${written} bytes written while the job ran; the model is ${model.length}`);
+});
+
+test('embedded store: a queued job whose dataset file is gone by the time it runs fails with GRID_ERR_NOT_FOUND naming the dataset, rather than staying queued', { skip: embeddedOnly, timeout: 120_000 }, async (t) => {
+  const dir = tempDir('grid-node-');
+  const data = tempDir('grid-data-');
+  t.after(() => { fs.rmSync(dir, { recursive: true, force: true }); fs.rmSync(data, { recursive: true, force: true }); });
+  const file = path.join(data, path.basename(DIGITS));
+  fs.copyFileSync(DIGITS, file);
+  const first = await startTestNode({ dataDir: dir, datasets: [{ name: 'moved', path: file }] });
+  const c1 = await first.admin();
+  const job = await c1.training.start({ ...request, dataset_id: 'moved', model: mlp([64, 16, 10], { seed: 4 }), epochs: 1000 });
+  await new Promise<void>((resolve) => {
+    void c1.training.wait(job.id, { onEvent: (ev) => { if (ev.kind === 'batch') resolve(); } }).catch(() => {});
+  });
+  // Closing gives the job back to the queue; its dataset's file goes away before the next start.
+  await first.close();
+  fs.rmSync(file);
+
+  const second = await startTestNode({ dataDir: dir });
+  t.after(() => second.close());
+  const c2 = await second.admin();
+  await assert.rejects(c2.training.wait(job.id), (e: Error & { code?: string }) => {
+    assert.equal(e.code, 'GRID_ERR_NOT_FOUND');
+    assert.match(e.message, /dataset "moved"/);
+    assert.ok(!e.message.includes(data), 'no server path');
+    return true;
+  });
+  assert.equal((await second.node.training.jobs.get(job.id))!.state, 'failed');
 });

@@ -58,6 +58,25 @@ test('a job is claimed once; a run that lost its claim writes nothing, and the r
   assert.deepEqual((await rows.since('job-1', 0)).events.map((e) => e.kind === 'state' && e.state), ['queued', 'running', 'succeeded']);
 });
 
+test('a claim looks past the oldest jobs this replica cannot run (more than a page of them) to a newer one it can, and never claims a job it runs itself', async (t) => {
+  const rows = new JobRows(store(t));
+  const ids = Array.from({ length: 40 }, (_, i) => `job-${String(i).padStart(2, '0')}`);
+  // The 38 oldest train on a dataset this replica cannot read; the two newest on one it can.
+  for (const [i, id] of ids.entries()) {
+    await rows.insert(id, { owner: 'u', role: 'user', request: { ...request, dataset_id: i < 38 ? 'elsewhere' : 'here' }, label: 'y' }, {}, { ...state(1, 'queued'), job_id: id });
+  }
+  const readable = async (row: { spec: { request: { dataset_id: string } } }) => row.spec.request.dataset_id === 'here';
+  const got = await rows.claim('r1', 60_000, readable);
+  assert.equal(got?.row.id, 'job-38');
+  // Its lease lapses while r1 still runs it: r1 leaves it (its heartbeat renews it) and takes the next one.
+  await rows.expireAll();
+  const next = await rows.claim('r1', 60_000, readable, new Set(['job-38']));
+  assert.equal(next?.row.id, 'job-39');
+  assert.equal((await rows.get('job-38'))!.attempts, 1);
+  await rows.expireAll();
+  assert.equal(await rows.claim('r1', 60_000, readable, new Set(['job-38', 'job-39'])), undefined, 'nothing else it can run');
+});
+
 const info = (columns: string[], label?: string): DatasetInfo => ({
   id: 'd', name: 'd', description: '', tags: [], format: 'csv', size: 1, created: '',
   schema: { rows: 1, columns: columns.map((name) => ({ name, dtype: 'int64' as const })), ...(label !== undefined && { label }) },

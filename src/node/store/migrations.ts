@@ -436,4 +436,26 @@ export const MIGRATIONS: readonly Migration[] = [
     postgres: `ALTER TABLE fl_cycles ADD COLUMN closing_ms BIGINT;
      ALTER TABLE fl_cycles ADD COLUMN closer TEXT;`,
   },
+  // 10: a training job's bytes (uploaded model and parameters, an update job's result parameters) in a table of
+  // their own, written at submit and at the end, read at claim, deleted with the job. In the job's row they
+  // were rewritten by every lease renewal and progress write (SQLite rewrites a whole row, overflow pages
+  // too). The old columns stay, empty: dropping a column needs a table rebuild on SQLite.
+  {
+    embedded: `CREATE TABLE training_job_blobs (
+       job_id TEXT PRIMARY KEY REFERENCES training_jobs(id) ON DELETE CASCADE,
+       model_bytes BLOB,
+       params_bytes BLOB,
+       result_params BLOB);
+     INSERT INTO training_job_blobs (job_id, model_bytes, params_bytes, result_params)
+       SELECT id, model_bytes, params_bytes, result_params FROM training_jobs;
+     UPDATE training_jobs SET model_bytes = NULL, params_bytes = NULL, result_params = NULL;`,
+    postgres: `CREATE TABLE training_job_blobs (
+       job_id TEXT PRIMARY KEY REFERENCES training_jobs(id) ON DELETE CASCADE,
+       model_bytes BYTEA,
+       params_bytes BYTEA,
+       result_params BYTEA);
+     INSERT INTO training_job_blobs (job_id, model_bytes, params_bytes, result_params)
+       SELECT id, model_bytes, params_bytes, result_params FROM training_jobs;
+     UPDATE training_jobs SET model_bytes = NULL, params_bytes = NULL, result_params = NULL;`,
+  },
 ];

@@ -338,7 +338,10 @@ export class TrainingJobs {
       do {
         this.pumpAgain = false;
         while (!this.closed && this.running.size + this.reserved < this.opts.maxRunning) {
-          const got = await this.rows.claim(this.replica, this.leaseMs, (row) => this.canRun(row));
+          // Not the jobs running here: a lease that lapsed while this replica was alive (a stalled loop, a
+          // suspended machine, a database outage) is renewed by the next heartbeat; claiming it again would
+          // start a second run of the same job here.
+          const got = await this.rows.claim(this.replica, this.leaseMs, (row) => this.canRun(row), new Set(this.running.keys()));
           if (got === undefined) break;
           if (this.closed) {
             // Claimed while shutting down: give it straight back.
@@ -354,8 +357,12 @@ export class TrainingJobs {
     }).finally(() => { this.pumping = undefined; });
   }
 
-  /** Whether this replica can read the job's dataset (a dataset's file must be on storage every replica mounts). */
+  /**
+   * Whether this replica can read the job's dataset (a dataset's file must be on storage every replica
+   * mounts). The embedded node is the only replica: it runs the job, which then fails naming the dataset.
+   */
   private async canRun(row: JobRow): Promise<boolean> {
+    if (this.opts.db.kind === 'embedded') return true;
     const file = await this.opts.datasets.pathOf(row.spec.request.dataset_id);
     if (file === undefined) return true; // removed since: the run fails with NOT_FOUND, which the owner should see
     try {
@@ -399,7 +406,8 @@ export class TrainingJobs {
     this.running.set(claim.id, run);
     run.done = this.run(run, inputs).finally(() => {
       clearTimeout(run.flushTimer);
-      this.running.delete(claim.id);
+      // Only this run's entry: never one of a later run of the same job here.
+      if (this.running.get(claim.id) === run) this.running.delete(claim.id);
       this.pump();
     });
   }
@@ -461,6 +469,14 @@ export class TrainingJobs {
         throw err;
       }
       if (model.length !== parent.size) throw gridError('NOT_FOUND', `model "${modelRef(parent)}", which this job trains, was deleted before the job ran`, { model_id: modelRef(parent) });
+    }
+    const file = await this.opts.datasets.pathOf(r.dataset_id);
+    if (file !== undefined) {
+      try {
+        await fsp.access(file, fs.constants.R_OK);
+      } catch (err) {
+        throw gridError('NOT_FOUND', `dataset "${r.dataset_id}", which this job trains on, can no longer be read on this node (${(err as NodeJS.ErrnoException).code ?? 'unreadable'}); re-register it or restore its file`, { dataset_id: r.dataset_id });
+      }
     }
     const loaded = await loadDataset(this.opts.datasets, selectionOf(r), r.loss);
     return {

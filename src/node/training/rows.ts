@@ -5,6 +5,10 @@
 // makes is conditional on that claim, so a replica that lost its job (killed, paused, cut off) can
 // neither store a result nor write events once another replica took the job over.
 //
+// A job's bytes (uploaded model and parameters, an update job's result) are rows of training_job_blobs
+// (migration 10), written at submit and at the end only: heartbeats and progress rewrite the job's row, which
+// stays small.
+//
 // Lease times are the database's clock (not each replica's), so replicas need no synchronised clocks.
 // Statements are the portable ones of store/sql.ts except three per-engine bits: that clock, SKIP LOCKED,
 // and the one-statement event write of append() on PostgreSQL.
@@ -57,9 +61,13 @@ export interface Claim {
   attempt: number;
 }
 
+/** Rows a claim reads at a time. */
+const CLAIM_PAGE = 16;
+
 const COLUMNS = 'id, owner, role, request, parent, label, state, created, started, finished, claimed_by, attempts, cancel_requested, last_seq, progress, result, error';
 
 const json = <T>(v: Row[string]): T | undefined => (v === null || v === undefined ? undefined : JSON.parse(String(v)) as T);
+const bytes = (v: Row[string] | undefined): Uint8Array | undefined => (v === null || v === undefined ? undefined : v as Uint8Array);
 const text = (v: Row[string]): string | undefined => (v === null || v === undefined ? undefined : String(v));
 
 function toRow(r: Row): JobRow {
@@ -125,10 +133,11 @@ export class JobRows {
   async insert(id: string, spec: JobSpec, inputs: { model?: Uint8Array; params?: Uint8Array }, event: JobEvent, claim?: { replica: string; leaseMs: number }): Promise<JobRow> {
     const created = new Date();
     await this.db.transaction(async () => {
-      await this.db.run(`INSERT INTO training_jobs (id, owner, role, request, parent, label, output_model_id, model_bytes, params_bytes, state, created, created_ms, last_seq)
-        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)`,
+      await this.db.run(`INSERT INTO training_jobs (id, owner, role, request, parent, label, output_model_id, state, created, created_ms, last_seq)
+        VALUES (?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)`,
       [id, spec.owner, spec.role, JSON.stringify(spec.request), spec.parent ? JSON.stringify(spec.parent) : null, spec.label, spec.request.output_model_id ?? null,
-        inputs.model ?? null, inputs.params ?? null, created.toISOString(), created.getTime(), event.seq]);
+        created.toISOString(), created.getTime(), event.seq]);
+      await this.db.run('INSERT INTO training_job_blobs (job_id, model_bytes, params_bytes) VALUES (?, ?, ?)', [id, inputs.model ?? null, inputs.params ?? null]);
       await this.insertEvents(id, [event]);
       if (claim === undefined) await this.db.notify(WAKE_CHANNEL, id);
       else {
@@ -168,29 +177,35 @@ export class JobRows {
   }
 
   /**
-   * Claims the oldest job that is queued, or running under a lease that expired (its replica died), and
-   * that `accept` takes (this replica can read its dataset); undefined when there is none.
+   * Claims the oldest job that is queued, or running under a lease that expired (its replica died or
+   * stalled), that this replica is not running already (`running`: a lease that lapsed while this replica
+   * was alive is renewed by its heartbeat, not claimed again), and that `accept` takes (this replica can
+   * read its dataset); undefined when there is none. Looks past rows it leaves, a page at a time, so jobs
+   * this replica cannot run never hide newer ones it can.
    */
-  async claim(replica: string, leaseMs: number, accept: (row: JobRow) => Promise<boolean>): Promise<{ row: JobRow; claim: Claim; inputs: { model?: Uint8Array; params?: Uint8Array } } | undefined> {
+  async claim(replica: string, leaseMs: number, accept: (row: JobRow) => Promise<boolean>, running: ReadonlySet<string> = new Set()): Promise<{ row: JobRow; claim: Claim; inputs: { model?: Uint8Array; params?: Uint8Array } } | undefined> {
     return this.db.transaction(async () => {
-      const candidates = await this.db.all(`SELECT ${COLUMNS} FROM training_jobs
-        WHERE state = 'queued' OR (state = 'running' AND lease_expires < ${this.now})
-        ORDER BY created_ms, id LIMIT 16 ${this.skipLocked}`);
-      for (const c of candidates) {
-        const row = toRow(c);
-        if (!await accept(row)) continue;
-        const r = await this.db.get(`UPDATE training_jobs SET state = 'running', claimed_by = ?, lease_expires = ${this.now} + ?, attempts = attempts + 1,
-            started = COALESCE(started, ?), progress = NULL
-          WHERE id = ? AND (state = 'queued' OR (state = 'running' AND lease_expires < ${this.now}))
-          RETURNING ${COLUMNS}, model_bytes, params_bytes`, [replica, leaseMs, new Date().toISOString(), row.id]);
-        if (r === undefined) continue;
-        const claimed = toRow(r);
-        const bytes = (v: Row[string]) => (v === null || v === undefined ? undefined : v as Uint8Array);
-        const model = bytes(r.model_bytes);
-        const params = bytes(r.params_bytes);
-        return { row: claimed, claim: { id: claimed.id, replica, attempt: claimed.attempts }, inputs: { ...(model && { model }), ...(params && { params }) } };
+      let after: { ms: number; id: string } | undefined;
+      for (;;) {
+        const page = await this.db.all(`SELECT ${COLUMNS}, created_ms FROM training_jobs
+          WHERE (state = 'queued' OR (state = 'running' AND lease_expires < ${this.now}))
+            ${after === undefined ? '' : 'AND (created_ms > ? OR (created_ms = ? AND id > ?))'}
+          ORDER BY created_ms, id LIMIT ${CLAIM_PAGE} ${this.skipLocked}`, after === undefined ? [] : [after.ms, after.ms, after.id]);
+        for (const c of page) {
+          const row = toRow(c);
+          if (running.has(row.id) || !await accept(row)) continue;
+          const r = await this.db.get(`UPDATE training_jobs SET state = 'running', claimed_by = ?, lease_expires = ${this.now} + ?, attempts = attempts + 1,
+              started = COALESCE(started, ?), progress = NULL
+            WHERE id = ? AND (state = 'queued' OR (state = 'running' AND lease_expires < ${this.now}))
+            RETURNING ${COLUMNS}`, [replica, leaseMs, new Date().toISOString(), row.id]);
+          if (r === undefined) continue;
+          const claimed = toRow(r);
+          return { row: claimed, claim: { id: claimed.id, replica, attempt: claimed.attempts }, inputs: await this.inputs(claimed.id) };
+        }
+        if (page.length < CLAIM_PAGE) return undefined;
+        const last = page.at(-1)!;
+        after = { ms: Number(last.created_ms), id: String(last.id) };
       }
-      return undefined;
     });
   }
 
@@ -236,12 +251,12 @@ export class JobRows {
   /** Ends a run: its final state, result and event, only while the run still holds the job (else GRID_ERR_ABORTED, nothing written). */
   async finish(claim: Claim, finish: Finish, events: JobEvent[], progress: JobProgress | undefined, maxEvents: number): Promise<void> {
     await this.db.transaction(async () => {
-      const n = await this.db.run(`UPDATE training_jobs SET state = ?, finished = ?, result = ?, error = ?, result_params = ?, last_seq = ?, progress = COALESCE(?, progress),
-          lease_expires = NULL, model_bytes = NULL, params_bytes = NULL
+      const n = await this.db.run(`UPDATE training_jobs SET state = ?, finished = ?, result = ?, error = ?, last_seq = ?, progress = COALESCE(?, progress), lease_expires = NULL
         WHERE id = ? AND claimed_by = ? AND attempts = ? AND state = 'running'`,
       [finish.state, new Date().toISOString(), finish.result ? JSON.stringify(finish.result) : null, finish.error ? JSON.stringify(finish.error) : null,
-        finish.params ?? null, events.at(-1)!.seq, progress ? JSON.stringify(progress) : null, claim.id, claim.replica, claim.attempt]);
+        events.at(-1)!.seq, progress ? JSON.stringify(progress) : null, claim.id, claim.replica, claim.attempt]);
       if (n === 0) throw lost(claim);
+      await this.db.run('UPDATE training_job_blobs SET model_bytes = NULL, params_bytes = NULL, result_params = ? WHERE job_id = ?', [finish.params ?? null, claim.id]);
       await this.insertEvents(claim.id, events, maxEvents);
     });
   }
@@ -263,10 +278,11 @@ export class JobRows {
    */
   async cancel(id: string, event: (seq: number) => JobEvent, error: { code: string; message: string }, maxEvents: number): Promise<boolean> {
     return this.db.transaction(async () => {
-      const r = await this.db.get(`UPDATE training_jobs SET state = 'cancelled', finished = ?, error = ?, last_seq = last_seq + 1, lease_expires = NULL, model_bytes = NULL, params_bytes = NULL
+      const r = await this.db.get(`UPDATE training_jobs SET state = 'cancelled', finished = ?, error = ?, last_seq = last_seq + 1, lease_expires = NULL
         WHERE id = ? AND (state = 'queued' OR (state = 'running' AND lease_expires < ${this.now})) RETURNING last_seq`,
       [new Date().toISOString(), JSON.stringify(error), id]);
       if (r !== undefined) {
+        await this.db.run('UPDATE training_job_blobs SET model_bytes = NULL, params_bytes = NULL WHERE job_id = ?', [id]);
         await this.insertEvents(id, [event(Number(r.last_seq))], maxEvents);
         return true;
       }
@@ -285,8 +301,15 @@ export class JobRows {
   }
 
   async resultParams(id: string): Promise<Uint8Array | undefined> {
-    const r = await this.db.get('SELECT result_params FROM training_jobs WHERE id = ?', [id]);
-    return r?.result_params === null || r?.result_params === undefined ? undefined : r.result_params as Uint8Array;
+    return bytes((await this.db.get('SELECT result_params FROM training_job_blobs WHERE job_id = ?', [id]))?.result_params);
+  }
+
+  /** A job's uploaded inputs, read by the run that claimed it. */
+  private async inputs(id: string): Promise<{ model?: Uint8Array; params?: Uint8Array }> {
+    const r = await this.db.get('SELECT model_bytes, params_bytes FROM training_job_blobs WHERE job_id = ?', [id]);
+    const model = bytes(r?.model_bytes);
+    const params = bytes(r?.params_bytes);
+    return { ...(model && { model }), ...(params && { params }) };
   }
 
   /** Inside a transaction: moves the run's last_seq (and progress) if it still holds the job, else throws. */
