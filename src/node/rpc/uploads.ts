@@ -57,7 +57,18 @@ interface Upload {
   recorded: number;
   /** With a ledger: the acknowledgements waiting for their bytes to be recorded, in order. */
   recording: Promise<void>;
+  /** The bytes the last acknowledgement covered. */
+  acked: number;
+  /** Acknowledges what is on disk once the sender has been quiet for IDLE_ACK_MS (see chunk()). */
+  idleAck?: NodeJS.Timeout | undefined;
 }
+
+/**
+ * A sender that pauses (its source is slow, or it stalls) between ack boundaries still gets the bytes on
+ * disk acknowledged after this quiet spell, so its progress — and the offset a resume starts from, on any
+ * replica — does not lag by up to an ack interval while it waits. Chunks arriving sooner reset it.
+ */
+const IDLE_ACK_MS = 250;
 
 export interface UploadStoreOptions {
   dir: string;
@@ -232,7 +243,7 @@ export class UploadStore {
       written: received, accepted: received, hashed: received, hash,
       file, releaseDirect: release, inflight: [],
       failure: undefined, committed: undefined, closed: false, touched: Date.now(),
-      claim: rec.claim, recorded: received, recording: Promise.resolve(),
+      claim: rec.claim, recorded: received, recording: Promise.resolve(), acked: received,
     };
     // A failed open is reported by the first write or the commit, not as an unhandled rejection.
     up.file.catch((err: NodeJS.ErrnoException) => { up.failure = new GridError(ErrorCodes.INTERNAL, `upload ${id}: the node cannot create its file (${err.code ?? 'error'})`, undefined, { cause: err }); });
@@ -312,6 +323,7 @@ export class UploadStore {
    */
   private acknowledge(up: Upload, onWritten: (received: number) => void): void {
     const received = up.written;
+    up.acked = Math.max(up.acked, received);
     const ledger = this.ledger;
     if (ledger === undefined) { onWritten(received); return; }
     up.recording = up.recording.then(async () => {
@@ -367,11 +379,31 @@ export class UploadStore {
         this.acknowledge(up, onWritten);
       } else if (up.written !== before && (up.written === up.size || Math.floor(up.written / ackBytes) !== Math.floor(before / ackBytes))) {
         this.acknowledge(up, onWritten);
+      } else if (up.inflight.length === 0 && up.written === up.accepted && up.written > up.acked) {
+        this.ackWhenQuiet(up, onWritten);
       }
     }, (err: Error) => {
       up.failure ??= diskError(transferId, err);
     });
     up.inflight.push(entry);
+  }
+
+  /** Acknowledges what is on disk once no chunk has come for IDLE_ACK_MS (one timer per upload). */
+  private ackWhenQuiet(up: Upload, onWritten: (received: number) => void): void {
+    if (up.idleAck !== undefined) return;
+    const check = () => {
+      up.idleAck = undefined;
+      if (up.closed || up.committed !== undefined || up.failure !== undefined || up.written <= up.acked) return;
+      const quiet = Date.now() - up.touched;
+      if (quiet < IDLE_ACK_MS || up.inflight.length > 0) {
+        up.idleAck = setTimeout(check, Math.max(1, IDLE_ACK_MS - quiet));
+        up.idleAck.unref();
+        return;
+      }
+      this.acknowledge(up, onWritten);
+    };
+    up.idleAck = setTimeout(check, IDLE_ACK_MS);
+    up.idleAck.unref();
   }
 
   /**
