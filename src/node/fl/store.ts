@@ -362,21 +362,33 @@ export class FlStore {
     return path.join(this.sumsDir, replica === '' ? `${cycleId}.${slot}` : `${cycleId}.${replica}.${slot}`);
   }
 
-  /** Writes this replica's sum of a cycle to one of its files and syncs it (and, when the file is new, its directory). */
-  writeSum(cycleId: number, slot: 0 | 1, bytes: Uint8Array): void {
+  /**
+   * Writes this replica's sum of a cycle to one of its files and syncs it (and, when the file is new, its
+   * directory), off the event loop: the loop keeps reading and decoding the next reports meanwhile. The
+   * caller commits the transaction naming the file only once this resolves. `bytes` must not change
+   * until then (the group commit's batch work that adds to the sum has finished before it is stored).
+   */
+  async writeSum(cycleId: number, slot: 0 | 1, bytes: Uint8Array): Promise<void> {
     const file = this.sumFile(cycleId, slot);
-    const created = !fs.existsSync(file);
     // In place once it exists: the same size every time, so only its data needs syncing.
-    const fd = fs.openSync(file, created ? 'w' : 'r+');
+    let created = false;
+    let fh: fs.promises.FileHandle;
     try {
-      for (let at = 0; at < bytes.length;) at += fs.writeSync(fd, bytes, at, bytes.length - at, at);
-      fs.fdatasyncSync(fd);
+      fh = await fs.promises.open(file, 'r+');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      fh = await fs.promises.open(file, 'w');
+      created = true;
+    }
+    try {
+      for (let at = 0; at < bytes.length;) at += (await fh.write(bytes, at, bytes.length - at, at)).bytesWritten;
+      await fh.datasync();
     } finally {
-      fs.closeSync(fd);
+      await fh.close();
     }
     if (created) {
-      const dir = fs.openSync(this.sumsDir, 'r');
-      try { fs.fsyncSync(dir); } finally { fs.closeSync(dir); }
+      const dir = await fs.promises.open(this.sumsDir, 'r');
+      try { await dir.sync(); } finally { await dir.close(); }
     }
   }
 
