@@ -142,8 +142,8 @@ export function timedeltaString(ms: number): string {
 
 /** How soon a cycle whose close failed (a full disk, say) is tried again. */
 const CLOSE_RETRY_MS = 5000;
-/** Diff buffers kept for reuse (DiffBuffers): a bench window of reports in flight, ~6 MiB for a 100k-parameter model. */
-const MAX_POOLED_DIFFS = 16;
+/** Diff buffers kept for reuse (DiffBuffers): the reports a few batches hold at once, ~13 MiB for a 100k-parameter model. */
+const MAX_POOLED_DIFFS = 32;
 
 /** The store notification channel on which replicas tell each other of new processes and closed cycles. */
 const CYCLES_CHANNEL = 'fl-cycles';
@@ -171,7 +171,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly commits: GroupCommit;
   /** Runtimes whose sum the batch being committed added to (their sums are stored before its COMMIT). */
   private readonly sumsAdded = new Set<Runtime>();
-  /** Where reports' diffs are decoded to (as many as a few batches hold at once). */
+  /** Where reports' diffs are decoded to (MAX_POOLED_DIFFS kept). */
   private readonly diffBuffers = new DiffBuffers(MAX_POOLED_DIFFS);
   /**
    * Worker id → the hash of the token it authenticated with, for processes that check tokens: a refusal
