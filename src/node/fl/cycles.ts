@@ -668,6 +668,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (rt.closing) pending.push(rt.closing.catch(() => undefined));
     }
     await Promise.all(pending);
+    this.store.closeSums();
   }
 
   // --- cycles ----------------------------------------------------------------------------------------

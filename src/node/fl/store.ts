@@ -15,6 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { gridError } from '../../core/errors';
 import { BlobStore } from '../store/blobs';
 import { BlobPins } from '../store/shared-sweep';
@@ -61,6 +62,11 @@ export interface FlSumRecord { slot: 0 | 1; reports: number; weight: number }
 
 export interface FlAsset { id: number; kind: 'plan' | 'protocol' | 'averaging'; name: string; variant: string; bytes: Uint8Array }
 
+const openFd = promisify(fs.open);
+const writeFd = promisify((fd: number, b: Uint8Array, off: number, len: number, pos: number, cb: (err: NodeJS.ErrnoException | null, n: number) => void) => fs.write(fd, b, off, len, pos, cb));
+const fdatasyncFd = promisify(fs.fdatasync);
+const fsyncFd = promisify(fs.fsync);
+
 /** The first key of a cycle's advisory lock (the second is its id). */
 const CYCLE_LOCK = 0x666c;
 
@@ -98,6 +104,8 @@ export class FlStore {
   /** This replica's name in the partial sums it stores (a new one every start: a sum is never written by two processes). */
   readonly replica: string;
   private readonly sumsDir: string;
+  /** This replica's sum files that writeSum keeps open, by path. */
+  private readonly sumFds = new Map<string, number>();
 
   /**
    * `dataDir`: where the checkpoint blobs and the running sums go (the shared blob dir of replicas), so
@@ -367,28 +375,44 @@ export class FlStore {
    * directory), off the event loop: the loop keeps reading and decoding the next reports meanwhile. The
    * caller commits the transaction naming the file only once this resolves. `bytes` must not change
    * until then (the group commit's batch work that adds to the sum has finished before it is stored).
+   * The file stays open for the next batch's write (closeSums, removeSums close it).
    */
   async writeSum(cycleId: number, slot: 0 | 1, bytes: Uint8Array): Promise<void> {
     const file = this.sumFile(cycleId, slot);
-    // In place once it exists: the same size every time, so only its data needs syncing.
-    let created = false;
-    let fh: fs.promises.FileHandle;
-    try {
-      fh = await fs.promises.open(file, 'r+');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      fh = await fs.promises.open(file, 'w');
-      created = true;
+    let fd = this.sumFds.get(file);
+    if (fd === undefined) {
+      // In place once it exists: the same size every time, so only its data needs syncing.
+      let created = false;
+      try {
+        fd = await openFd(file, 'r+');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        fd = await openFd(file, 'w');
+        created = true;
+      }
+      if (created) {
+        try {
+          const dir = await openFd(this.sumsDir, 'r');
+          try { await fsyncFd(dir); } finally { fs.closeSync(dir); }
+        } catch (err) {
+          fs.closeSync(fd);
+          throw err;
+        }
+      }
+      // Kept only once its directory entry is durable: a failed sync is tried again by the next batch.
+      this.sumFds.set(file, fd);
     }
-    try {
-      for (let at = 0; at < bytes.length;) at += (await fh.write(bytes, at, bytes.length - at, at)).bytesWritten;
-      await fh.datasync();
-    } finally {
-      await fh.close();
-    }
-    if (created) {
-      const dir = await fs.promises.open(this.sumsDir, 'r');
-      try { await dir.sync(); } finally { await dir.close(); }
+    for (let at = 0; at < bytes.length;) at += await writeFd(fd, bytes, at, bytes.length - at, at);
+    await fdatasyncFd(fd);
+  }
+
+  /** Closes the sum files kept open by writeSum (of one cycle, or all); idempotent. */
+  closeSums(cycleId?: number): void {
+    const prefix = cycleId === undefined ? '' : path.join(this.sumsDir, `${cycleId}.`);
+    for (const [file, fd] of this.sumFds) {
+      if (!file.startsWith(prefix)) continue;
+      this.sumFds.delete(file);
+      try { fs.closeSync(fd); } catch { /* already closed */ }
     }
   }
 
@@ -399,6 +423,7 @@ export class FlStore {
 
   /** Removes every replica's sum files of a closed cycle (after the close committed; a kill before leaves them to the sweep at start). */
   removeSums(cycleId: number): void {
+    this.closeSums(cycleId);
     const prefix = `${cycleId}.`;
     for (const f of fs.readdirSync(this.sumsDir)) if (f.startsWith(prefix)) fs.rmSync(path.join(this.sumsDir, f), { force: true });
   }
