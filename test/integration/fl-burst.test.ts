@@ -71,6 +71,45 @@ test('a burst of reports (each a long base64 diff) is averaged exactly: every di
   }
 });
 
+test('reports refused in a burst (a NaN, the wrong shape) leave the others exact: each diff is averaged as sent, the refused ones not at all', { timeout: 60_000 }, async (t) => {
+  // The node decodes each diff into a buffer it reuses once that report is counted or refused: a buffer
+  // handed to two reports at once would average one worker's diff in place of another's.
+  const node = await startTestNode();
+  const w = await PyGridSocket.open(node.node.url);
+  t.after(async () => { w.close(); await node.close(); });
+  const admin = await node.admin();
+  const model: StateTensor[] = [{ dims: [200, 120], data: Float32Array.from({ length: 24_000 }, (_, i) => (i % 11) * 0.25) }];
+  await hostProcess(admin, { name: 'refused', model, server: { max_workers: 4, max_diffs: 4, cycle_length: 3600 } });
+  const joined = await Promise.all(Array.from({ length: 4 }, async (_, i) => {
+    const auth = await w.call('model-centric/authenticate', { model_name: 'refused', model_version: '1.0', auth_token: `device-${i}` });
+    const cycle = await w.call('model-centric/cycle-request', { worker_id: auth.worker_id, model: 'refused', version: '1.0', ping: 0, download: 0, upload: 0 });
+    assert.equal(cycle.status, 'accepted');
+    return { worker_id: auth.worker_id as string, request_key: cycle.request_key as string };
+  }));
+  const diffs = joined.map((_, k) => Float32Array.from({ length: 24_000 }, (_, i) => ((i * (k + 2)) % 9) - 4));
+  const weights = [3, 1, 4, 2];
+  const nan = diffs[2]!.slice();
+  nan[777] = NaN;
+  const closed = once(node.node.fl.engine, 'cycle-closed').then(([c]) => c as CycleClosed);
+  const report = (k: number, data = diffs[k]!, dims = [200, 120]) => w.send('model-centric/report', { ...joined[k], num_samples: weights[k], diff: base64([{ dims, data }]) });
+  // Refused ones first in the burst, then every worker's good diff: all decoded before the batch runs.
+  const replies = await Promise.all([report(2, nan), report(3, diffs[3]!, [120, 200]), report(0), report(1), report(2), report(3)]);
+  assert.deepEqual(replies.map((r) => (r.error as { code: string } | undefined)?.code ?? (r.data as { status: string }).status),
+    ['GRID_ERR_INVALID_TENSOR', 'GRID_ERR_INVALID_TENSOR', 'success', 'success', 'success', 'success']);
+  const c = await closed;
+  assert.deepEqual([c.cycle, c.reports], [1, 4]);
+
+  const res = await fetch(`${httpBase(node.node.url)}/model-centric/retrieve-model?name=refused&version=1.0&checkpoint=latest`);
+  const after = decodeState(new Uint8Array(await res.arrayBuffer()))[0]!.data;
+  const total = weights.reduce((a, b) => a + b, 0);
+  for (let i = 0; i < 24_000; i++) {
+    let mean = 0;
+    for (let k = 0; k < 4; k++) mean += weights[k]! * diffs[k]![i]!;
+    const expected = model[0]!.data[i]! - mean / total;
+    assert.ok(Math.abs(after[i]! - expected) < 1e-5, `parameter ${i}: ${after[i]}, expected ${expected}`);
+  }
+});
+
 test('a listener of the engine\'s events that throws after a burst of reports to two processes: both reports are answered and both cycles still average exactly', { timeout: 60_000 }, async (t) => {
   const node = await startTestNode();
   const w = await PyGridSocket.open(node.node.url);

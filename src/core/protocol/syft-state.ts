@@ -90,7 +90,7 @@ export function useWireStateWalker(on: boolean): void {
  * (a Parameter, float64, unpacked or split values, a field twice, a field of another wire type, an
  * unknown field): protobufjs then decodes it (decodeStateMsg), which decides what such a State is.
  */
-function wireStateMsg(bytes: Uint8Array): StateMsg | undefined {
+function wireStateMsg(bytes: Uint8Array, place?: FloatPlace): StateMsg | undefined {
   let pos = 0;
   let ok = true;
   const varint = (end: number): number => {
@@ -252,8 +252,8 @@ function wireStateMsg(bytes: Uint8Array): StateMsg | undefined {
   }
   if (pos !== end) return undefined;
   const total = runs.reduce((a, r) => a + (r.to - r.from), 0);
-  const floats = new ArrayBuffer(total);
-  const all = new Uint8Array(floats);
+  const floats = place?.(total) ?? new ArrayBuffer(total);
+  const all = new Uint8Array(floats, 0, total);
   let at = 0;
   for (const r of runs) {
     all.set(bytes.subarray(r.from, r.to), at);
@@ -298,6 +298,12 @@ function decodeStateMsg(bytes: Uint8Array): StateMsg {
 
 /** The largest number of tensors a State may hold; a model with more is not a model a phone trains. */
 const MAX_TENSORS = 4096;
+
+/**
+ * Where a decoded State's floats go: an ArrayBuffer of at least `byteLength` bytes (e.g. one reused from
+ * a pool once the caller is done with the tensors of an earlier State), or undefined for a new one.
+ */
+export type FloatPlace = (byteLength: number) => ArrayBuffer | undefined;
 
 /** What a State may claim, checked on its raw bytes before anything is decoded or allocated. */
 export interface StateLimits {
@@ -441,7 +447,7 @@ const MAX_SCRATCH = 16 * 1024 * 1024;
  * only its tensors' floats; decodeText decides what that strict decoder refuses (it is lenient where
  * that one is strict), and decodes a string. Undefined when the text is not base64.
  */
-export function decodeStateText(text: string | JsonText, what = 'the State', limits: StateLimits = {}): StateTensor[] | undefined {
+export function decodeStateText(text: string | JsonText, what = 'the State', limits: StateLimits = {}, place?: FloatPlace): StateTensor[] | undefined {
   let bytes: Uint8Array | undefined;
   if (typeof text !== 'string') {
     const need = Math.floor(text.length / 4) * 3 + 3;
@@ -449,7 +455,7 @@ export function decodeStateText(text: string | JsonText, what = 'the State', lim
     bytes = decodeBase64(text.bytes, need <= MAX_SCRATCH ? scratch : undefined);
   }
   bytes ??= decodeText(typeof text === 'string' ? text : text.text(), 'base64');
-  return bytes === undefined ? undefined : decodeState(bytes, what, limits);
+  return bytes === undefined ? undefined : decodeState(bytes, what, limits, place);
 }
 
 /**
@@ -457,11 +463,11 @@ export function decodeStateText(text: string | JsonText, what = 'the State', lim
  * INVALID_TENSOR) a payload that is not a State, a truncated one, a tensor that is not serialized with
  * contents_data, an unsupported dtype, a shape that disagrees with its contents, or NaN/Inf values.
  */
-export function decodeState(bytes: Uint8Array, what = 'the State', limits: StateLimits = {}): StateTensor[] {
+export function decodeState(bytes: Uint8Array, what = 'the State', limits: StateLimits = {}, place?: FloatPlace): StateTensor[] {
   checkStateLimits(bytes, what, limits);
   let msg: StateMsg;
   try {
-    msg = (LITTLE_ENDIAN && walkWire ? wireStateMsg(bytes) : undefined) ?? decodeStateMsg(bytes);
+    msg = (LITTLE_ENDIAN && walkWire ? wireStateMsg(bytes, place) : undefined) ?? decodeStateMsg(bytes);
   } catch (err) {
     throw gridError('INVALID_TENSOR', `${what} is not a syft-proto State (${(err as Error).message})`);
   }

@@ -110,3 +110,29 @@ export function unpackDiff(bytes: Uint8Array, shapes: readonly (readonly number[
     return { dims: [...s], data };
   });
 }
+
+/**
+ * Buffers for the floats of decoded diffs, reused from report to report (decodeState's `place`): a
+ * report's diff is garbage once its batch committed, and a new half-megabyte ArrayBuffer per report kept
+ * V8 running full collections for memory that was free again. At most `max` are kept; a buffer of
+ * another size (another process's model) is dropped rather than kept.
+ */
+export class DiffBuffers {
+  private readonly free: ArrayBuffer[] = [];
+  private readonly max: number;
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  /** A buffer of exactly `byteLength` bytes, reused when one is free. */
+  take(byteLength: number): ArrayBuffer {
+    const b = this.free.pop();
+    return b !== undefined && b.byteLength === byteLength ? b : new ArrayBuffer(byteLength);
+  }
+
+  /** Gives back a buffer from take(); nothing may read or write it afterwards. */
+  give(buffer: ArrayBuffer): void {
+    if (this.free.length < this.max) this.free.push(buffer);
+  }
+}

@@ -24,7 +24,7 @@ import { checkClientConfig, checkServerConfig, minReports, requiresSpeedTest, ty
 import { DEFAULT_ENDPOINT_TIMEOUT_MS, endpointAllowed, verifyWorkerToken, type FlAuthConfig } from './auth';
 import { AddressLimiter, WorkerRows } from './limits';
 import { looksLikeOnnx, paramsOf, withNewParams, type ModelFormat } from './params';
-import { RunningSum, unpackDiff } from './averaging';
+import { DiffBuffers, RunningSum, unpackDiff } from './averaging';
 import { checkAveragingPlan, runAveragingPlan } from './averaging-plan';
 import { GroupCommit } from '../store/group-commit';
 import { RECONNECTED } from '../store/sql';
@@ -153,6 +153,8 @@ export function timedeltaString(ms: number): string {
 
 /** How soon a cycle whose close failed (a full disk, say) is tried again. */
 const CLOSE_RETRY_MS = 5000;
+/** Diff buffers kept for reuse (DiffBuffers): the reports a few batches hold at once, ~13 MiB for a 100k-parameter model. */
+const MAX_POOLED_DIFFS = 32;
 
 /** closeTakeoverMs's default. */
 const CLOSE_TAKEOVER_MS = 120_000;
@@ -187,6 +189,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private readonly commits: GroupCommit;
   /** Runtimes whose sum the batch being committed added to (their sums are stored before its COMMIT). */
   private readonly sumsAdded = new Set<Runtime>();
+  /** Where reports' diffs are decoded to (MAX_POOLED_DIFFS kept). */
+  private readonly diffBuffers = new DiffBuffers(MAX_POOLED_DIFFS);
   /**
    * Worker id → the hash of the token it authenticated with, for processes that check tokens: a refusal
    * is keyed on the token, which a worker cannot renew by authenticating again (refusalKey). In memory,
@@ -525,31 +529,40 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     if (rt.cycle === undefined || rt.cycle.id < cycle.id) await this.refresh(cycle.processId);
     if (rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
     const weight = data.num_samples ?? 1;
+    const { request_key: requestKey, worker_id: workerId } = data;
     // A whole count of local rows: a worker's weight in the average is what it says it trained on, so an
     // absurd count (1e308) must not overflow the sum or silence every other worker.
     if (!Number.isInteger(weight) || weight <= 0 || weight > MAX_NUM_SAMPLES) {
       throw gridError('INVALID_MESSAGE', `num_samples must be a whole number from 1 to ${MAX_NUM_SAMPLES}, got ${weight}`);
     }
     // A diff carries exactly the model's values: a State claiming more is refused before it is decoded.
-    const diff = decodeStateText(data.diff, 'the diff', { maxValues: rt.process.params.reduce((n, p) => n + p.dims.reduce((a, d) => a * d, 1), 0) });
-    if (diff === undefined) throw gridError('INVALID_TENSOR', 'the diff is not base64 text');
-    checkShapes(diff, rt.process.params.map((p) => p.dims));
-    // Recorded and added to the sum in the next group commit, which stores the sum (storeSums) before
-    // COMMIT: answered only once durable. One whose cycle began closing meanwhile is refused. The closures
-    // hold the ids, not `data`: its half-megabyte diff text is garbage once decoded.
-    const { request_key: requestKey, worker_id: workerId } = data;
-    const added = await this.commits.run(async () => {
-      if (rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
-      // Another replica's close holds the lock until it commits; then the cycle is completed here too.
-      if (!await this.store.lockCycle(cycle.id, 'report')) {
-        setImmediate(() => { void this.refresh(rt.process.id).catch(() => undefined); });
-        throw cycleClosed(cycle.sequence);
-      }
-      if (!await this.store.recordReport(requestKey, weight, this.now())) return false;
-      rt.sum!.add(diff, weight);
-      this.sumsAdded.add(rt);
-      return true;
-    });
+    // Its floats go to a reused buffer, given back once the report is counted or refused (below).
+    let floats: ArrayBuffer | undefined;
+    const place = (n: number) => (floats = this.diffBuffers.take(n));
+    let added: boolean;
+    try {
+      const diff = decodeStateText(data.diff, 'the diff', { maxValues: rt.process.params.reduce((n, p) => n + p.dims.reduce((a, d) => a * d, 1), 0) }, place);
+      if (diff === undefined) throw gridError('INVALID_TENSOR', 'the diff is not base64 text');
+      checkShapes(diff, rt.process.params.map((p) => p.dims));
+      // Recorded and added to the sum in the next group commit, which stores the sum (storeSums) before
+      // COMMIT: answered only once durable. One whose cycle began closing meanwhile is refused. The closures
+      // hold the ids, not `data`: its half-megabyte diff text is garbage once decoded.
+      added = await this.commits.run(async () => {
+        if (rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
+        // Another replica's close holds the lock until it commits; then the cycle is completed here too.
+        if (!await this.store.lockCycle(cycle.id, 'report')) {
+          setImmediate(() => { void this.refresh(rt.process.id).catch(() => undefined); });
+          throw cycleClosed(cycle.sequence);
+        }
+        if (!await this.store.recordReport(requestKey, weight, this.now())) return false;
+        rt.sum!.add(diff, weight);
+        this.sumsAdded.add(rt);
+        return true;
+      });
+    } finally {
+      // The batch has run (or never will): nothing reads the diff again.
+      if (floats !== undefined) this.diffBuffers.give(floats);
+    }
     if (added) this.onActivity({ kind: 'worker', processId: rt.process.id, cycle: cycle.sequence, workerId, status: 'reported' });
     return { status: 'success' as const };
   }
@@ -558,16 +571,19 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private async storeSums(): Promise<void> {
     for (const rt of this.sumsAdded) {
       const slot = rt.sumSlot === 0 ? 1 : 0;
+      // Read before the write is awaited: the file is what the row below names, whatever moves meanwhile.
+      const cycle = rt.cycle!;
+      const sum = rt.sum!;
       try {
-        this.store.writeSum(rt.cycle!.id, slot, rt.sum!.bytes());
+        await this.store.writeSum(cycle.id, slot, sum.bytes());
       } catch (err) {
         // The whole batch rolls back: its callers get a coded error saying what failed, not a raw errno.
         const e = err as NodeJS.ErrnoException;
-        throw gridError(e.code === 'ENOSPC' ? 'INSUFFICIENT_STORAGE' : 'INTERNAL', `the node could not store the running sum of ${rt.process.name} ${rt.process.version} cycle ${rt.cycle!.sequence} (${e.code ?? e.message}); nothing of this batch was recorded: send it again`);
+        throw gridError(e.code === 'ENOSPC' ? 'INSUFFICIENT_STORAGE' : 'INTERNAL', `the node could not store the running sum of ${rt.process.name} ${rt.process.version} cycle ${cycle.sequence} (${e.code ?? e.message}); nothing of this batch was recorded: send it again`);
       }
-      await this.store.setSumRecord(rt.cycle!.id, { slot, reports: rt.sum!.reports, weight: rt.sum!.weight }, rt.rowDiffs);
+      await this.store.setSumRecord(cycle.id, { slot, reports: sum.reports, weight: sum.weight }, rt.rowDiffs);
       // Every replica's reports, as this transaction sees them (exact with one writer; replicas recount after COMMIT).
-      rt.reports = await this.store.reportedCount(rt.cycle!.id);
+      rt.reports = await this.store.reportedCount(cycle.id);
     }
   }
 
@@ -687,6 +703,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (rt.closing) pending.push(rt.closing.catch(() => undefined));
     }
     await Promise.all(pending);
+    this.store.closeSums();
   }
 
   // --- cycles ----------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@
 import { randomUUID } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import { gridError } from '../../core/errors';
 import { BlobStore } from '../store/blobs';
 import { BlobPins } from '../store/shared-sweep';
@@ -66,6 +67,11 @@ export interface FlSumRecord { slot: 0 | 1; reports: number; weight: number }
 
 export interface FlAsset { id: number; kind: 'plan' | 'protocol' | 'averaging'; name: string; variant: string; bytes: Uint8Array }
 
+const openFd = promisify(fs.open);
+const writeFd = promisify((fd: number, b: Uint8Array, off: number, len: number, pos: number, cb: (err: NodeJS.ErrnoException | null, n: number) => void) => fs.write(fd, b, off, len, pos, cb));
+const fdatasyncFd = promisify(fs.fdatasync);
+const fsyncFd = promisify(fs.fsync);
+
 /** The first key of a cycle's advisory lock (the second is its id). */
 const CYCLE_LOCK = 0x666c;
 
@@ -105,6 +111,8 @@ export class FlStore {
   private readonly sumsDir: string;
   /** Where a node from before the shared sums kept its running sums (`<data-dir>/fl-sums`): moved at start (sweepSums). */
   private readonly localSumsDir: string;
+  /** This replica's sum files that writeSum keeps open, by path. */
+  private readonly sumFds = new Map<string, number>();
 
   /**
    * `dataDir`: where the checkpoint blobs and the running sums go (the shared blob dir of replicas), so
@@ -423,21 +431,49 @@ export class FlStore {
     return path.join(this.sumsDir, replica === '' ? `${cycleId}.${slot}` : `${cycleId}.${replica}.${slot}`);
   }
 
-  /** Writes this replica's sum of a cycle to one of its files and syncs it (and, when the file is new, its directory). */
-  writeSum(cycleId: number, slot: 0 | 1, bytes: Uint8Array): void {
+  /**
+   * Writes this replica's sum of a cycle to one of its files and syncs it (and, when the file is new, its
+   * directory), off the event loop: the loop keeps reading and decoding the next reports meanwhile. The
+   * caller commits the transaction naming the file only once this resolves. `bytes` must not change
+   * until then (the group commit's batch work that adds to the sum has finished before it is stored).
+   * The file stays open for the next batch's write (closeSums, removeSums close it).
+   */
+  async writeSum(cycleId: number, slot: 0 | 1, bytes: Uint8Array): Promise<void> {
     const file = this.sumFile(cycleId, slot);
-    const created = !fs.existsSync(file);
-    // In place once it exists: the same size every time, so only its data needs syncing.
-    const fd = fs.openSync(file, created ? 'w' : 'r+');
-    try {
-      for (let at = 0; at < bytes.length;) at += fs.writeSync(fd, bytes, at, bytes.length - at, at);
-      fs.fdatasyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
+    let fd = this.sumFds.get(file);
+    if (fd === undefined) {
+      // In place once it exists: the same size every time, so only its data needs syncing.
+      let created = false;
+      try {
+        fd = await openFd(file, 'r+');
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+        fd = await openFd(file, 'w');
+        created = true;
+      }
+      if (created) {
+        try {
+          const dir = await openFd(this.sumsDir, 'r');
+          try { await fsyncFd(dir); } finally { fs.closeSync(dir); }
+        } catch (err) {
+          fs.closeSync(fd);
+          throw err;
+        }
+      }
+      // Kept only once its directory entry is durable: a failed sync is tried again by the next batch.
+      this.sumFds.set(file, fd);
     }
-    if (created) {
-      const dir = fs.openSync(this.sumsDir, 'r');
-      try { fs.fsyncSync(dir); } finally { fs.closeSync(dir); }
+    for (let at = 0; at < bytes.length;) at += await writeFd(fd, bytes, at, bytes.length - at, at);
+    await fdatasyncFd(fd);
+  }
+
+  /** Closes the sum files kept open by writeSum (of one cycle, or all); idempotent. */
+  closeSums(cycleId?: number): void {
+    const prefix = cycleId === undefined ? '' : path.join(this.sumsDir, `${cycleId}.`);
+    for (const [file, fd] of this.sumFds) {
+      if (!file.startsWith(prefix)) continue;
+      this.sumFds.delete(file);
+      try { fs.closeSync(fd); } catch { /* already closed */ }
     }
   }
 
@@ -457,6 +493,7 @@ export class FlStore {
 
   /** Removes every replica's sum files of a closed cycle (after the close committed; a kill before leaves them to the sweep at start). */
   removeSums(cycleId: number): void {
+    this.closeSums(cycleId);
     const prefix = `${cycleId}.`;
     for (const f of fs.readdirSync(this.sumsDir)) if (f.startsWith(prefix)) fs.rmSync(path.join(this.sumsDir, f), { force: true });
   }
