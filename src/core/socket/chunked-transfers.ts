@@ -32,6 +32,19 @@ export const TRANSFER_ACK = 'transfer-ack';
 /** Download bytes written between two acknowledgements; the node sends at most its window ahead of them. */
 const DOWNLOAD_ACK_BYTES = 4 * 1024 * 1024;
 
+/** Resumes refused with RATE_LIMITED tried again, and the longest wait before one. */
+const RESUME_RETRIES = 5;
+const RESUME_WAIT_MAX_MS = 60_000;
+
+function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal?.aborted) return Promise.reject(gridError('ABORTED', 'the transfer was aborted'));
+  return new Promise((resolve, reject) => {
+    const onAbort = () => { clearTimeout(timer); reject(gridError('ABORTED', 'the transfer was aborted')); };
+    const timer = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 /** What transfers need of the connection; the GridSocket that owns them provides it. */
 export interface TransferLink {
   readonly log: Logger;
@@ -97,7 +110,7 @@ export class Transfers {
     let wake: (() => void) | undefined;
     let transferId: string | undefined;
     const begin = async () => {
-      const r = await link.begin(transferId === undefined ? { size, chunk_size: chunkSize } : { transfer_id: transferId, size, chunk_size: chunkSize }, signal);
+      const r = transferId === undefined ? await link.begin({ size, chunk_size: chunkSize }, signal) : await resume(transferId);
       if (transferId === undefined) {
         transferId = r.transfer_id;
         this.listeners.set(transferId, (ev) => {
@@ -107,6 +120,21 @@ export class Transfers {
         });
       }
       acked = r.received;
+    };
+    // A replica that took this upload over moments ago asks to wait before it re-reads it from disk
+    // again (node/rpc/uploads.ts): wait as told, a few times.
+    const resume = async (id: string) => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await link.begin({ transfer_id: id, size, chunk_size: chunkSize }, signal);
+        } catch (err) {
+          const e = toGridError(err);
+          const wait = e.details?.retry_after_ms;
+          if (e.code !== ErrorCodes.RATE_LIMITED || typeof wait !== 'number' || attempt >= RESUME_RETRIES) throw e;
+          link.log.info({ transfer: id, retry_after_ms: wait }, 'the node asks to wait before resuming the upload');
+          await abortableDelay(Math.min(wait, RESUME_WAIT_MAX_MS), signal);
+        }
+      }
     };
     try {
       await begin();
