@@ -417,3 +417,35 @@ test('deleting a model on A while B reuses the same bytes for a model it is comm
   assert.ok(!fs.existsSync(blob), 'the sweep removed the orphan blob');
   assert.ok((await ca.runInference('b', feeds())).y !== undefined, 'b@1 still runs');
 });
+
+test('a client sent back to a replica that refuses to take its upload over yet (RATE_LIMITED) waits as told, resumes there, and completes the upload', { skip, timeout: 240_000 }, async (t) => {
+  // A, where the upload begins, takes it back at the earliest 10 s after it began it.
+  const { a, b } = await twoReplicas(t, { a: { takeoverIntervalMs: 10_000 } });
+  let backends = [a.node.port];
+  const balancer = await startBalancer(() => backends);
+  t.after(() => balancer.close());
+  const waits: number[] = [];
+  const noop = () => {};
+  const client = await GridClient.connect(balancer.url, {
+    reconnect: { initialDelayMs: 20, maxDelayMs: 200, maxAttempts: 100 },
+    credentials: { username: 'admin', password: ADMIN_PASSWORD },
+    logger: { debug: noop, warn: noop, error: noop, info: (obj, msg) => { if (msg === 'the node asks to wait before resuming the upload') waits.push((obj as { retry_after_ms: number }).retry_after_ms); } },
+  });
+  t.after(() => client.dispose());
+  const bytes = randomBytes(12 * MiB);
+  const source: ByteSource = { size: bytes.length, read: (offset, length) => Promise.resolve(bytes.subarray(offset, offset + length)) };
+  let leg = 1;
+  const result = await client.socket.upload(source, {
+    windowBytes: 2 * MiB,
+    onProgress: (done) => {
+      // A → B after 2 MiB, B → A after 2 more: A began it moments ago, so it refuses at first.
+      if (leg === 1 && done >= 2 * MiB) { leg = 2; backends = [b.node.port]; balancer.cut(); }
+      else if (leg === 2 && done >= 4 * MiB && balancer.connectionsTo(b.node.port) >= 1) { leg = 3; backends = [a.node.port]; balancer.cut(); }
+    },
+  });
+  assert.equal(leg, 3, 'the upload went A, B, A');
+  assert.equal(result.sha256, createHash('sha256').update(bytes).digest('hex'));
+  assert.ok(waits.length >= 1 && waits.every((w) => w > 0 && w <= 10_000), `the client waited as told (${waits.join(', ')} ms)`);
+  assert.equal(b.rehashes.length, 1, 'B re-read the upload once');
+  assert.equal(a.rehashes.length, 1, 'A re-read it once, after the wait');
+});
