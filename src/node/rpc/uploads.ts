@@ -510,7 +510,7 @@ export class UploadStore {
     const after = this.takeoverAfter.get(id);
     if (after !== undefined && after > now) {
       const wait = after - now;
-      throw gridError('RATE_LIMITED', `upload ${id} was resumed on this node moments ago; resuming it again re-reads its ${formatBytes(received)} from disk: retry in ${Math.ceil(wait / 1000)} s`,
+      throw gridError('RATE_LIMITED', `upload ${id} was begun or taken over on this node moments ago; taking it over again re-reads its ${formatBytes(received)} from disk: retry in ${Math.ceil(wait / 1000)} s`,
         { retry_after_ms: wait });
     }
     await this.admit(size, size - received, owner, stale);
