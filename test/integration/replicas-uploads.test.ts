@@ -337,11 +337,17 @@ async function stalledUploadId(t: Scope, c: GridClient, sql: pg.Client): Promise
 
 const resumeOn = (c: GridClient, id: string) => c.socket.request(TransferBegin, { transfer_id: id, size: 8 * MiB, chunk_size: MiB });
 
-test('a resume that takes an upload over from another replica is charged to the resuming replica\'s quotas: past them it gets QUOTA_EXCEEDED, and the upload stays with its replica', { skip, timeout: 240_000 }, async (t) => {
+test('a resume that takes an upload over from another replica is charged to the resuming replica\'s quotas and disk: past them it gets QUOTA_EXCEEDED or INSUFFICIENT_STORAGE, and the upload stays with its replica', { skip, timeout: 240_000 }, async (t) => {
   // B lets one upload per user be in flight; the admin already has one there.
-  const { a, b, sql } = await twoReplicas(t, { b: { maxUploadsPerOwner: 1 } });
+  const { a, b, sql, database, blobs } = await twoReplicas(t, { b: { maxUploadsPerOwner: 1 } });
   await stalledUploadId(t, await admin(t, b.node.url), sql);
   const id = await stalledUploadId(t, await admin(t, a.node.url), sql);
+  // C's disk has no room for the 6 MiB still to come.
+  const dirC = tempDir('grid-replica-c-');
+  const c = await GridNode.start({ port: 0, dataDir: dirC, database, blobsDir: blobs, adminPassword: ADMIN_PASSWORD, processMetrics: false, uploadQuotas: { freeBytes: () => Promise.resolve(4 * MiB), freeSpaceMarginBytes: 0 } });
+  t.after(async () => { await c.close(); fs.rmSync(dirC, { recursive: true, force: true }); });
+  const full: GridError = await resumeOn(await admin(t, c.url), id).then(() => assert.fail('the resume on C was admitted'), (e: GridError) => e);
+  assert.equal(full.code, 'GRID_ERR_INSUFFICIENT_STORAGE', full.message);
 
   const refused: GridError = await resumeOn(await admin(t, b.node.url), id).then(() => assert.fail('the resume on B was admitted'), (e: GridError) => e);
   assert.equal(refused.code, 'GRID_ERR_QUOTA_EXCEEDED');
