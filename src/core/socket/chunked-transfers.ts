@@ -109,8 +109,10 @@ export class Transfers {
     let acked = 0;
     let wake: (() => void) | undefined;
     let transferId: string | undefined;
+    let digest: string | undefined;
     const begin = async () => {
-      const r = transferId === undefined ? await link.begin({ size, chunk_size: chunkSize }, signal) : await resume(transferId);
+      const id = transferId;
+      const r = id === undefined ? await link.begin({ size, chunk_size: chunkSize }, signal) : await waitedFor(() => link.begin({ transfer_id: id, size, chunk_size: chunkSize }, signal));
       if (transferId === undefined) {
         transferId = r.transfer_id;
         this.listeners.set(transferId, (ev) => {
@@ -121,17 +123,17 @@ export class Transfers {
       }
       acked = r.received;
     };
-    // A replica that took this upload over moments ago asks to wait before it re-reads it from disk
-    // again (node/rpc/uploads.ts): wait as told, a few times.
-    const resume = async (id: string) => {
+    // A resume or commit that reaches a replica which took this upload over moments ago is asked to wait
+    // before that replica re-reads it from disk again (node/rpc/uploads.ts): wait as told, a few times.
+    const waitedFor = async <T>(request: () => Promise<T>): Promise<T> => {
       for (let attempt = 1; ; attempt++) {
         try {
-          return await link.begin({ transfer_id: id, size, chunk_size: chunkSize }, signal);
+          return await request();
         } catch (err) {
           const e = toGridError(err);
           const wait = e.details?.retry_after_ms;
           if (e.code !== ErrorCodes.RATE_LIMITED || typeof wait !== 'number' || attempt >= RESUME_RETRIES) throw e;
-          link.log.info({ transfer: id, retry_after_ms: wait }, 'the node asks to wait before resuming the upload');
+          link.log.info({ transfer: transferId, retry_after_ms: wait }, 'the node asks to wait before resuming the upload');
           await abortableDelay(Math.min(wait, RESUME_WAIT_MAX_MS), signal);
         }
       }
@@ -174,7 +176,10 @@ export class Transfers {
           }
           while (acked < size) await this.waitWhileOpen(epoch, signal, (w) => { wake = w; });
           if (signal?.aborted) throw gridError('ABORTED', 'the transfer was aborted');
-          return await link.commit({ transfer_id: transferId!, sha256: hash.digest('hex') }, signal);
+          // Digested once: a commit cut off by a drop comes back here, and a hash cannot be finalised twice.
+          digest ??= hash.digest('hex');
+          const sha256 = digest;
+          return await waitedFor(() => link.commit({ transfer_id: transferId!, sha256 }, signal));
         } catch (err) {
           const e = toGridError(err);
           if (e.code !== ErrorCodes.CONNECTION_DROPPED && e.code !== ErrorCodes.NOT_CONNECTED) throw e;
