@@ -109,10 +109,8 @@ export class Transfers {
     let acked = 0;
     let wake: (() => void) | undefined;
     let transferId: string | undefined;
-    let digest: string | undefined;
     const begin = async () => {
-      const id = transferId;
-      const r = id === undefined ? await link.begin({ size, chunk_size: chunkSize }, signal) : await waitedFor(() => link.begin({ transfer_id: id, size, chunk_size: chunkSize }, signal));
+      const r = await link.begin(transferId === undefined ? { size, chunk_size: chunkSize } : { transfer_id: transferId, size, chunk_size: chunkSize }, signal);
       if (transferId === undefined) {
         transferId = r.transfer_id;
         this.listeners.set(transferId, (ev) => {
@@ -125,6 +123,7 @@ export class Transfers {
     };
     // A resume or commit that reaches a replica which took this upload over moments ago is asked to wait
     // before that replica re-reads it from disk again (node/rpc/uploads.ts): wait as told, a few times.
+    let digest: string | undefined;
     const waitedFor = async <T>(request: () => Promise<T>): Promise<T> => {
       for (let attempt = 1; ; attempt++) {
         try {
@@ -185,7 +184,7 @@ export class Transfers {
           if (e.code !== ErrorCodes.CONNECTION_DROPPED && e.code !== ErrorCodes.NOT_CONNECTED) throw e;
           link.log.info({ transfer: transferId, acked, size }, 'upload interrupted; resuming after reconnect');
           await link.whenReady(signal);
-          await begin();
+          await waitedFor(begin);
         }
       }
     } finally {
