@@ -189,7 +189,8 @@ function stallingSource(stop: AbortSignal): ByteSource {
 async function stalledUpload(c: GridClient, stop: AbortSignal): Promise<void> {
   let acked!: () => void;
   const seen = new Promise<void>((resolve) => { acked = resolve; });
-  c.socket.upload(stallingSource(stop), { signal: stop, onProgress: (done) => { if (done >= 2 * MiB) acked(); } }).catch(() => {});
+  // A 2 MiB window: the node acknowledges every MiB then (a bigger window may batch acknowledgements past 2 MiB).
+  c.socket.upload(stallingSource(stop), { signal: stop, windowBytes: 2 * MiB, onProgress: (done) => { if (done >= 2 * MiB) acked(); } }).catch(() => {});
   await seen;
 }
 
