@@ -1,7 +1,8 @@
 // Hosted models: metadata in SQLite, bytes in the blob store, sessions in a memory-bounded cache. A model
 // id has versions 1..N (a row each); `name` means the latest, `name@N` one version (core/protocol/messages.ts).
 // Ordering for crash safety: validate → blob renamed into place → metadata row committed. Delete runs the
-// other way round. A crash in between leaves only an unreferenced blob, swept at the next start.
+// other way round. A crash in between leaves only an unreferenced blob, swept at the next start. A blob dir
+// shared by replicas is never unlinked on delete: the shared sweep removes the blob once no row names it.
 
 import * as fsp from 'node:fs/promises';
 import { gridError } from '../core/errors';
@@ -458,13 +459,15 @@ export class ModelStore {
       await this.sessions.delete(key);
       this.guards.delete(key);
       this.keyInfo.delete(key);
-      if (!await this.usesBlob(v.sha256)) await this.blobs.remove(v.sha256);
+      // A shared blob dir's blob is left to the shared sweep (grace period and pins): another replica may
+      // have pinned and reused it for a row it has not committed yet, which no query here can see.
+      if (!this.blobs.shared && !await this.usesBlob(v.sha256)) await this.blobs.remove(v.sha256);
     }
     return gone.map((v) => ({ ...v, versions: left.length, ...(left.length > 0 && { latest_version: left.at(-1)!.version }) }));
   }
 
   private async usesBlob(sha256: string): Promise<boolean> {
-    // A shared blob dir: another replica's model may name the same bytes.
+    // A shared database: another replica's model may name the same bytes.
     if (this.db.kind !== 'embedded') return await this.db.get('SELECT 1 AS x FROM models WHERE sha256 = ? LIMIT 1', [sha256]) !== undefined;
     for (const versions of this.byId.values()) if (versions.some((v) => v.sha256 === sha256)) return true;
     return false;

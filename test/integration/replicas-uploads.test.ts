@@ -16,10 +16,12 @@ import { TransferBegin } from '../../src/core/protocol/catalogue';
 import { GridNode } from '../../src/node/server';
 import { PostgresStore } from '../../src/node/store/postgres';
 import { BlobPins } from '../../src/node/store/shared-sweep';
-import { silentLogger } from '../../src/core/logger';
+import { silentLogger, type Logger } from '../../src/core/logger';
+import type { NamedTensors } from '../../src/core/protocol/tensor';
+import type { UploadQuotas } from '../../src/node/rpc/uploads';
 import { startBalancer } from '../helpers/balancer';
 import { hostProcess } from '../helpers/fl-fixtures';
-import { ADMIN_PASSWORD, mlpModel, tempDir, writeBigModel } from '../helpers/node-fixtures';
+import { ADMIN_PASSWORD, mlpModel, seededFloats, tempDir, writeBigModel } from '../helpers/node-fixtures';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres';
 import { startNodeScript, type Started } from '../helpers/processes';
 
@@ -187,7 +189,8 @@ function stallingSource(stop: AbortSignal): ByteSource {
 async function stalledUpload(c: GridClient, stop: AbortSignal): Promise<void> {
   let acked!: () => void;
   const seen = new Promise<void>((resolve) => { acked = resolve; });
-  c.socket.upload(stallingSource(stop), { signal: stop, onProgress: (done) => { if (done >= 2 * MiB) acked(); } }).catch(() => {});
+  // A 2 MiB window: the node acknowledges every MiB then (a bigger window may batch acknowledgements past 2 MiB).
+  c.socket.upload(stallingSource(stop), { signal: stop, windowBytes: 2 * MiB, onProgress: (done) => { if (done >= 2 * MiB) acked(); } }).catch(() => {});
   await seen;
 }
 
@@ -283,4 +286,173 @@ test('the shared sweep removes an expired partial upload, an orphan one and old 
     await assert.rejects(c.socket.request(TransferBegin, { transfer_id: abandoned!, size: 8 * MiB, chunk_size: MiB }), (e: GridError) => e.code === 'GRID_ERR_TRANSFER_NOT_FOUND');
     assert.equal((await c.modelInfo('kept')).sha256, hosted.sha256);
   }
+});
+
+/** A logger that keeps the replica's "resuming an upload another replica began" lines: one per re-read of an upload. */
+function rehashLog(): { logger: Logger; rehashes: { transfer: string; received: number }[] } {
+  const rehashes: { transfer: string; received: number }[] = [];
+  const noop = () => {};
+  return {
+    rehashes,
+    logger: {
+      debug: noop, warn: noop, error: noop,
+      info: (obj, msg) => {
+        if (msg === 'resuming an upload another replica began') rehashes.push(obj as { transfer: string; received: number });
+      },
+    },
+  };
+}
+
+/** Two replicas in this process on one PostgreSQL and one shared blob dir, with a SQL client on the database. */
+async function twoReplicas(t: Scope, quotas: { a?: UploadQuotas; b?: UploadQuotas } = {}) {
+  const pgServer = await withPostgres(t);
+  const database = await pgServer.createDatabase();
+  const blobs = tempDir('grid-shared-blobs-');
+  t.after(() => fs.rmSync(blobs, { recursive: true, force: true }));
+  const start = async (q: UploadQuotas | undefined) => {
+    const dir = tempDir('grid-replica-');
+    const log = rehashLog();
+    const node = await GridNode.start({ port: 0, dataDir: dir, database, blobsDir: blobs, adminPassword: ADMIN_PASSWORD, processMetrics: false, logger: log.logger, ...(q && { uploadQuotas: q }) });
+    t.after(async () => { await node.close(); fs.rmSync(dir, { recursive: true, force: true }); });
+    return { node, rehashes: log.rehashes };
+  };
+  const a = await start(quotas.a);
+  const b = await start(quotas.b);
+  const sql = new pg.Client({ connectionString: database });
+  sql.on('error', () => {});
+  await sql.connect();
+  t.after(() => sql.end().catch(() => {}));
+  return { a, b, sql, blobs, database };
+}
+
+/** Begins an upload through `c` that stalls after 2 MiB; its transfer id, once those are recorded. */
+async function stalledUploadId(t: Scope, c: GridClient, sql: pg.Client): Promise<string> {
+  const stop = new AbortController();
+  t.after(() => stop.abort());
+  const before = new Set((await sql.query<{ id: string }>('SELECT id FROM uploads')).rows.map((r) => r.id));
+  await stalledUpload(c, stop.signal);
+  const id = (await sql.query<{ id: string }>('SELECT id FROM uploads')).rows.map((r) => r.id).find((x) => !before.has(x));
+  assert.ok(id !== undefined, 'the upload has a record');
+  return id;
+}
+
+const resumeOn = (c: GridClient, id: string) => c.socket.request(TransferBegin, { transfer_id: id, size: 8 * MiB, chunk_size: MiB });
+
+test('a resume that takes an upload over from another replica is charged to the resuming replica\'s quotas and disk: past them it gets QUOTA_EXCEEDED or INSUFFICIENT_STORAGE, and the upload stays with its replica', { skip, timeout: 240_000 }, async (t) => {
+  // B lets one upload per user be in flight; the admin already has one there.
+  const { a, b, sql, database, blobs } = await twoReplicas(t, { b: { maxUploadsPerOwner: 1 } });
+  await stalledUploadId(t, await admin(t, b.node.url), sql);
+  const id = await stalledUploadId(t, await admin(t, a.node.url), sql);
+  // C's disk has no room for the 6 MiB still to come.
+  const dirC = tempDir('grid-replica-c-');
+  const c = await GridNode.start({ port: 0, dataDir: dirC, database, blobsDir: blobs, adminPassword: ADMIN_PASSWORD, processMetrics: false, uploadQuotas: { freeBytes: () => Promise.resolve(4 * MiB), freeSpaceMarginBytes: 0 } });
+  t.after(async () => { await c.close(); fs.rmSync(dirC, { recursive: true, force: true }); });
+  const full: GridError = await resumeOn(await admin(t, c.url), id).then(() => assert.fail('the resume on C was admitted'), (e: GridError) => e);
+  assert.equal(full.code, 'GRID_ERR_INSUFFICIENT_STORAGE', full.message);
+
+  const refused: GridError = await resumeOn(await admin(t, b.node.url), id).then(() => assert.fail('the resume on B was admitted'), (e: GridError) => e);
+  assert.equal(refused.code, 'GRID_ERR_QUOTA_EXCEEDED');
+  assert.equal(refused.details?.quota, 'uploads_per_user');
+  assert.deepEqual(b.rehashes, [], 'B read nothing back from disk');
+  // The refused resume did not take the upload from A: it goes on there from what A holds, without a re-read.
+  assert.deepEqual(await resumeOn(await admin(t, a.node.url), id), { transfer_id: id, received: 2 * MiB });
+  assert.deepEqual(a.rehashes, []);
+});
+
+test('resumes alternated between two replicas re-read the upload once: the replica that lost it gets RATE_LIMITED with retry_after_ms, and nothing is read again', { skip, timeout: 240_000 }, async (t) => {
+  const quotas: UploadQuotas = { takeoverIntervalMs: 60_000 };
+  const { a, b, sql } = await twoReplicas(t, { a: quotas, b: quotas });
+  const id = await stalledUploadId(t, await admin(t, a.node.url), sql);
+  const [onA, onB] = [await admin(t, a.node.url), await admin(t, b.node.url)];
+
+  assert.deepEqual(await resumeOn(onB, id), { transfer_id: id, received: 2 * MiB }, 'the first takeover goes ahead');
+  assert.deepEqual(b.rehashes.map((r) => [r.transfer, r.received]), [[id, 2 * MiB]], 'B re-read the 2 MiB once');
+  // A, which began it moments ago, refuses to take it back (and leaves it with B); B, holding the current
+  // claim, resumes it from memory: alternating costs no re-read.
+  for (let i = 0; i < 4; i++) {
+    const refused: GridError = await resumeOn(onA, id).then(() => assert.fail(`resume ${i + 1} on A was admitted`), (e: GridError) => e);
+    assert.equal(refused.code, 'GRID_ERR_RATE_LIMITED', refused.message);
+    const wait = refused.details?.retry_after_ms;
+    assert.ok(typeof wait === 'number' && wait > 0 && wait <= 60_000, `retry_after_ms ${String(wait)}`);
+    assert.deepEqual(await resumeOn(onB, id), { transfer_id: id, received: 2 * MiB });
+  }
+  assert.deepEqual(a.rehashes, [], 'A read nothing back');
+  assert.equal(b.rehashes.length, 1, 'B read the upload back once, for its one takeover');
+});
+
+const feeds = (): NamedTensors => ({ x: { dtype: 'float32', dims: [2, 6], data: seededFloats(12, 7) } });
+
+test('deleting a model on A while B reuses the same bytes for a model it is committing leaves B\'s model runnable; the shared sweep removes the blob once no model names it', { skip, timeout: 240_000 }, async (t) => {
+  const { a, b, sql, blobs, database } = await twoReplicas(t);
+  const [ca, cb] = [await admin(t, a.node.url), await admin(t, b.node.url)];
+  const bytes = mlpModel(6, 5, 3);
+  await cb.hostModel(mlpModel(6, 5, 3, 2), { id: 'b' });
+  const onA = await ca.hostModel(bytes, { id: 'a' });
+  const blob = path.join(blobs, 'blobs', onA.sha256.slice(0, 2), onA.sha256);
+
+  // B hosts the same bytes as b@2: it pins the blob, finds A's file and reuses it, then waits (the test
+  // holds b's version counter locked) before it commits its row.
+  const lock = new pg.Client({ connectionString: database });
+  lock.on('error', () => {});
+  await lock.connect();
+  t.after(() => lock.end().catch(() => {}));
+  await lock.query('BEGIN');
+  await lock.query('SELECT 1 FROM model_names WHERE id = $1 FOR UPDATE', ['b']);
+  const hosting = cb.hostModel(bytes, { id: 'b', newVersion: true });
+  hosting.catch(() => {});
+  for (let i = 0; ; i++) {
+    const { rows } = await sql.query<{ n: string }>('SELECT count(*) AS n FROM pg_locks WHERE NOT granted');
+    if (Number(rows[0]!.n) > 0) break;
+    assert.ok(i < 100_000, 'B came to commit its row');
+  }
+  // Meanwhile A deletes its model: no committed row names the bytes any more.
+  await ca.deleteModel('a');
+  await lock.query('COMMIT');
+  const onB = await hosting;
+  assert.equal(onB.version, '2');
+  assert.equal(onB.sha256, onA.sha256);
+  assert.ok((await cb.runInference('b@2', feeds())).y !== undefined, 'b@2 runs on B');
+
+  // Once b@2 is deleted too, the blob is an orphan: kept by the delete, removed by the sweep after its grace.
+  await cb.deleteModel('b@2');
+  assert.ok(fs.existsSync(blob), 'a delete leaves a shared blob to the sweep');
+  const old = new Date(Date.now() - 2 * DAY_MS);
+  fs.utimesSync(blob, old, old);
+  await sql.query('UPDATE blob_pins SET pinned_ms = $1', [Date.now() - 2 * DAY_MS]);
+  const swept = await a.node.sharedSweep!.sweep();
+  assert.equal(swept.blobs, 1);
+  assert.ok(!fs.existsSync(blob), 'the sweep removed the orphan blob');
+  assert.ok((await ca.runInference('b', feeds())).y !== undefined, 'b@1 still runs');
+});
+
+test('a client sent back to a replica that refuses to take its upload over yet (RATE_LIMITED) waits as told, resumes there, and completes the upload', { skip, timeout: 240_000 }, async (t) => {
+  // A, where the upload begins, takes it back at the earliest 10 s after it began it.
+  const { a, b } = await twoReplicas(t, { a: { takeoverIntervalMs: 10_000 } });
+  let backends = [a.node.port];
+  const balancer = await startBalancer(() => backends);
+  t.after(() => balancer.close());
+  const waits: number[] = [];
+  const noop = () => {};
+  const client = await GridClient.connect(balancer.url, {
+    reconnect: { initialDelayMs: 20, maxDelayMs: 200, maxAttempts: 100 },
+    credentials: { username: 'admin', password: ADMIN_PASSWORD },
+    logger: { debug: noop, warn: noop, error: noop, info: (obj, msg) => { if (msg === 'the node asks to wait before resuming the upload') waits.push((obj as { retry_after_ms: number }).retry_after_ms); } },
+  });
+  t.after(() => client.dispose());
+  const bytes = randomBytes(12 * MiB);
+  const source: ByteSource = { size: bytes.length, read: (offset, length) => Promise.resolve(bytes.subarray(offset, offset + length)) };
+  let leg = 1;
+  const result = await client.socket.upload(source, {
+    windowBytes: 2 * MiB,
+    onProgress: (done) => {
+      // A → B after 2 MiB, B → A after 2 more: A began it moments ago, so it refuses at first.
+      if (leg === 1 && done >= 2 * MiB) { leg = 2; backends = [b.node.port]; balancer.cut(); }
+      else if (leg === 2 && done >= 4 * MiB && balancer.connectionsTo(b.node.port) >= 1) { leg = 3; backends = [a.node.port]; balancer.cut(); }
+    },
+  });
+  assert.equal(leg, 3, 'the upload went A, B, A');
+  assert.equal(result.sha256, createHash('sha256').update(bytes).digest('hex'));
+  assert.ok(waits.length >= 1 && waits.every((w) => w > 0 && w <= 10_000), `the client waited as told (${waits.join(', ')} ms)`);
+  assert.equal(b.rehashes.length, 1, 'B re-read the upload once');
+  assert.equal(a.rehashes.length, 1, 'A re-read it once, after the wait');
 });

@@ -32,6 +32,19 @@ export const TRANSFER_ACK = 'transfer-ack';
 /** Download bytes written between two acknowledgements; the node sends at most its window ahead of them. */
 const DOWNLOAD_ACK_BYTES = 4 * 1024 * 1024;
 
+/** Resumes refused with RATE_LIMITED tried again, and the longest wait before one. */
+const RESUME_RETRIES = 5;
+const RESUME_WAIT_MAX_MS = 60_000;
+
+function abortableDelay(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal?.aborted) return Promise.reject(gridError('ABORTED', 'the transfer was aborted'));
+  return new Promise((resolve, reject) => {
+    const onAbort = () => { clearTimeout(timer); reject(gridError('ABORTED', 'the transfer was aborted')); };
+    const timer = setTimeout(() => { signal?.removeEventListener('abort', onAbort); resolve(); }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
 /** What transfers need of the connection; the GridSocket that owns them provides it. */
 export interface TransferLink {
   readonly log: Logger;
@@ -122,6 +135,22 @@ export class Transfers {
       }
       acked = r.received;
     };
+    // A resume or commit that reaches a replica which took this upload over moments ago is asked to wait
+    // before that replica re-reads it from disk again (node/rpc/uploads.ts): wait as told, a few times.
+    let digest: string | undefined;
+    const waitedFor = async <T>(request: () => Promise<T>): Promise<T> => {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await request();
+        } catch (err) {
+          const e = toGridError(err);
+          const wait = e.details?.retry_after_ms;
+          if (e.code !== ErrorCodes.RATE_LIMITED || typeof wait !== 'number' || attempt >= RESUME_RETRIES) throw e;
+          link.log.info({ transfer: transferId, retry_after_ms: wait }, 'the node asks to wait before resuming the upload');
+          await abortableDelay(Math.min(wait, RESUME_WAIT_MAX_MS), signal);
+        }
+      }
+    };
     try {
       await begin();
       for (;;) {
@@ -160,13 +189,16 @@ export class Transfers {
           }
           while (acked < size) await this.waitWhileOpen(epoch, signal, (w) => { wake = w; });
           if (signal?.aborted) throw gridError('ABORTED', 'the transfer was aborted');
-          return await link.commit({ transfer_id: transferId!, sha256: hash.digest('hex') }, signal);
+          // Digested once: a commit cut off by a drop comes back here, and a hash cannot be finalised twice.
+          digest ??= hash.digest('hex');
+          const sha256 = digest;
+          return await waitedFor(() => link.commit({ transfer_id: transferId!, sha256 }, signal));
         } catch (err) {
           const e = toGridError(err);
           if (e.code !== ErrorCodes.CONNECTION_DROPPED && e.code !== ErrorCodes.NOT_CONNECTED) throw e;
           link.log.info({ transfer: transferId, acked, size }, 'upload interrupted; resuming after reconnect');
           await link.whenReady(signal);
-          await begin();
+          await waitedFor(begin);
         }
       }
     } finally {

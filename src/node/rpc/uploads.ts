@@ -98,6 +98,14 @@ export interface UploadQuotas {
   freeSpaceMarginBytes?: number;
   /** Free bytes on the disk holding `dir` (fs.statfs by default). */
   freeBytes?(dir: string): Promise<number>;
+  /**
+   * Replicas: a replica takes over (re-hashes from the shared file) an upload it began or took over at most
+   * once per this many ms (default 2 s), and longer for a big one (`rehashBytesPerSecond`): a client
+   * alternating resumes between replicas cannot make them read the upload's bytes again on every request.
+   */
+  takeoverIntervalMs?: number;
+  /** Replicas: after re-hashing n bytes, the next takeover of that upload here waits n / this many seconds (default 64 MiB/s). */
+  rehashBytesPerSecond?: number;
 }
 
 const GiB = 1024 ** 3;
@@ -142,6 +150,12 @@ export class UploadStore {
   readonly maxUploadsPerOwner: number;
   readonly maxBytesPerOwner: number;
   readonly freeSpaceMarginBytes: number;
+  readonly takeoverIntervalMs: number;
+  readonly rehashBytesPerSecond: number;
+  /** Replicas: bytes read back from the shared dir to resume uploads another replica wrote (an operator's counter). */
+  rehashedBytes = 0;
+  /** Replicas: per upload begun or taken over here, when this replica may next take it over (pruned by the sweep). */
+  private readonly takeoverAfter = new Map<string, number>();
   private readonly freeBytes: (dir: string) => Promise<number>;
   private readonly uploads = new Map<string, Upload>();
   /** Aligned buffers per chunk size (undefined inside: no O_DIRECT for that size here), and the uploads using each. */
@@ -161,6 +175,8 @@ export class UploadStore {
     this.maxBytesPerOwner = options.maxBytesPerOwner ?? this.maxBytes;
     this.freeSpaceMarginBytes = options.freeSpaceMarginBytes ?? 512 * MiB;
     this.freeBytes = options.freeBytes ?? statfsFree;
+    this.takeoverIntervalMs = options.takeoverIntervalMs ?? 2000;
+    this.rehashBytesPerSecond = options.rehashBytesPerSecond ?? 64 * MiB;
     this.directIo = options.directIo ?? true;
     this.ledger = options.ledger;
     this.log = options.log ?? silentLogger;
@@ -181,12 +197,12 @@ export class UploadStore {
     return this.ledger !== undefined;
   }
 
-  /** Uploads and declared bytes held by `owner` now. */
-  usage(owner: string): { uploads: number; bytes: number } {
+  /** Uploads and declared bytes held by `owner` now (but `except`, a stale copy about to be let go). */
+  usage(owner: string, except?: Upload): { uploads: number; bytes: number } {
     let uploads = 0;
     let bytes = 0;
     for (const up of this.uploads.values()) {
-      if (up.owner !== owner) continue;
+      if (up.owner !== owner || up === except) continue;
       uploads++;
       bytes += up.size;
     }
@@ -210,25 +226,12 @@ export class UploadStore {
       return this.resumeHeld(up);
     }
     if (size > this.maxBytes) throw gridError('PAYLOAD_TOO_LARGE', `upload of ${size} bytes exceeds this node's limit of ${this.maxBytes} bytes`);
-    this.checkQuotas(size, owner);
-    const free = await checkedFree(this.freeBytes, this.dir);
-    // Checked again after the await: other uploads may have begun meanwhile.
-    if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
-    this.checkQuotas(size, owner);
-    // What uploads in flight will still write is spoken for already.
-    let pending = 0;
-    for (const up of this.uploads.values()) pending += up.size - up.written;
-    const needed = size + pending + this.freeSpaceMarginBytes;
-    if (needed > free) {
-      throw gridError('INSUFFICIENT_STORAGE',
-        `the node's disk has ${formatBytes(free)} free; an upload of ${formatBytes(size)} needs ${formatBytes(needed)} `
-        + `(with ${formatBytes(pending)} still to come for uploads in flight and a ${formatBytes(this.freeSpaceMarginBytes)} margin); free space on the node or upload something smaller`,
-        { free_bytes: free, needed_bytes: needed, size });
-    }
+    await this.admit(size, size, owner);
     const id = randomBytes(12).toString('base64url');
     // Recorded before its file exists: a file in a shared dir without a record is an orphan (the sweep's rule).
     const claim = this.ledger === undefined ? 0 : (await this.ledger.create({ id, owner, size, chunkSize })).claim;
     if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
+    if (this.ledger !== undefined) this.takeoverAfter.set(id, Date.now() + this.takeoverIntervalMs);
     this.hold({ id, owner, size, chunkSize, received: 0, claim, touchedMs: Date.now() }, createHash('sha256'));
     return { transfer_id: id, received: 0 };
   }
@@ -274,18 +277,26 @@ export class UploadStore {
    * hashing what will be stored (docs/replicas.md says why not to persist the hash state).
    */
   private async resumeShared(ledger: UploadLedger, id: string, size: number, chunkSize: number, owner: string): Promise<{ transfer_id: string; received: number }> {
-    const rec = await ledger.claim(id, owner, size, chunkSize);
-    if (rec === undefined) {
-      const other = await ledger.get(id);
-      // Someone else's upload is reported as unknown: transfer ids are not a way to reach other users' bytes.
-      if (other === undefined || other.owner !== owner) throw gridError('TRANSFER_NOT_FOUND', `upload ${id} is unknown or expired; start it again`);
-      throw gridError('INVALID_MESSAGE', `upload ${id} was begun with size ${other.size} and chunk size ${other.chunkSize}, not ${size} / ${chunkSize}`);
+    const known = await ledger.get(id);
+    // Someone else's upload is reported as unknown: transfer ids are not a way to reach other users' bytes.
+    if (known === undefined || known.owner !== owner) throw gridError('TRANSFER_NOT_FOUND', `upload ${id} is unknown or expired; start it again`);
+    if (known.size !== size || known.chunkSize !== chunkSize) {
+      throw gridError('INVALID_MESSAGE', `upload ${id} was begun with size ${known.size} and chunk size ${known.chunkSize}, not ${size} / ${chunkSize}`);
     }
+    // A takeover (re-reading the shared file) is admitted before the claim, so a refused one leaves the
+    // upload to the replica holding it.
+    const before = this.uploads.get(id);
+    const current = before !== undefined && before.claim === known.claim && before.failure === undefined;
+    if (!current) await this.admitTakeover(id, size, known.received, owner, before);
+    const rec = await ledger.claim(id, owner, size, chunkSize);
+    if (rec === undefined) throw gridError('TRANSFER_NOT_FOUND', `upload ${id} is unknown or expired; start it again`);
     const held = this.uploads.get(id);
     if (held !== undefined && held.claim === rec.claim - 1 && held.failure === undefined) {
       held.claim = rec.claim;
       return this.resumeHeld(held);
     }
+    // Another replica claimed it between the look and the claim: a takeover after all.
+    if (current) await this.admitTakeover(id, size, rec.received, owner, held);
     // Another replica wrote it since: what this one holds is stale.
     if (held !== undefined) await this.release(held);
     const hash = createHash('sha256');
@@ -295,6 +306,7 @@ export class UploadStore {
         for await (const c of createReadStream(join(this.dir, `${id}.part`), { start: 0, end: rec.received - 1, highWaterMark: 1 << 20 })) {
           hash.update(c as Buffer);
           onDisk += (c as Buffer).length;
+          this.rehashedBytes += (c as Buffer).length;
         }
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw diskError(id, err as NodeJS.ErrnoException);
@@ -496,11 +508,53 @@ export class UploadStore {
     };
   }
 
-  private checkQuotas(size: number, owner: string): void {
-    if (this.uploads.size >= this.maxUploads) {
-      throw gridError('QUOTA_EXCEEDED', `quota uploads_in_flight: the node already holds ${this.uploads.size} unfinished uploads (its limit); try again when some finish`, { quota: 'uploads_in_flight', limit: this.maxUploads });
+  /**
+   * Charges an upload of `size` bytes, `remaining` of them still to be written here, to this node's limits,
+   * `owner`'s quotas and the free disk (QUOTA_EXCEEDED, INSUFFICIENT_STORAGE). `except`: a stale copy of the
+   * same upload, let go if this one goes ahead.
+   */
+  private async admit(size: number, remaining: number, owner: string, except?: Upload): Promise<void> {
+    this.checkQuotas(size, owner, except);
+    const free = await checkedFree(this.freeBytes, this.dir);
+    // Checked again after the await: other uploads may have begun meanwhile.
+    if (this.closed) throw gridError('NOT_CONNECTED', 'the node is shutting down');
+    this.checkQuotas(size, owner, except);
+    // What uploads in flight will still write is spoken for already.
+    let pending = 0;
+    for (const up of this.uploads.values()) if (up !== except) pending += up.size - up.written;
+    const needed = remaining + pending + this.freeSpaceMarginBytes;
+    if (needed > free) {
+      throw gridError('INSUFFICIENT_STORAGE',
+        `the node's disk has ${formatBytes(free)} free; an upload of ${formatBytes(size)} needs ${formatBytes(needed)} `
+        + `(with ${formatBytes(pending)} still to come for uploads in flight and a ${formatBytes(this.freeSpaceMarginBytes)} margin); free space on the node or upload something smaller`,
+        { free_bytes: free, needed_bytes: needed, size });
     }
-    const use = this.usage(owner);
+  }
+
+  /**
+   * Replicas: admits taking over upload `id` (`received` bytes to re-read from the shared file) on this
+   * replica: charged like a new upload, and at most once per interval per upload here (RATE_LIMITED with
+   * retry_after_ms), the interval longer the more bytes the last one re-read. The interval starts now,
+   * before the re-read, so resumes racing this one are refused too.
+   */
+  private async admitTakeover(id: string, size: number, received: number, owner: string, stale: Upload | undefined): Promise<void> {
+    const now = Date.now();
+    const after = this.takeoverAfter.get(id);
+    if (after !== undefined && after > now) {
+      const wait = after - now;
+      throw gridError('RATE_LIMITED', `upload ${id} was begun or taken over on this node moments ago; taking it over again re-reads its ${formatBytes(received)} from disk: retry in ${Math.ceil(wait / 1000)} s`,
+        { retry_after_ms: wait });
+    }
+    await this.admit(size, size - received, owner, stale);
+    this.takeoverAfter.set(id, Date.now() + Math.max(this.takeoverIntervalMs, Math.ceil(received / this.rehashBytesPerSecond * 1000)));
+  }
+
+  private checkQuotas(size: number, owner: string, except?: Upload): void {
+    const count = this.uploads.size - (except !== undefined && this.uploads.get(except.id) === except ? 1 : 0);
+    if (count >= this.maxUploads) {
+      throw gridError('QUOTA_EXCEEDED', `quota uploads_in_flight: the node already holds ${count} unfinished uploads (its limit); try again when some finish`, { quota: 'uploads_in_flight', limit: this.maxUploads });
+    }
+    const use = this.usage(owner, except);
     const who = owner === '' ? 'this session' : `user ${owner}`;
     if (use.uploads >= this.maxUploadsPerOwner) {
       throw gridError('QUOTA_EXCEEDED', `quota uploads_per_user: ${who} already has ${use.uploads} uploads in flight, the most this node allows; finish or abandon one first (an abandoned upload is dropped after ${Math.round(this.ttlMs / 1000)} s idle)`,
@@ -538,6 +592,7 @@ export class UploadStore {
 
   private async sweep(): Promise<void> {
     const now = Date.now();
+    for (const [id, after] of this.takeoverAfter) if (after <= now) this.takeoverAfter.delete(id);
     for (const up of [...this.uploads.values()]) {
       if (now - up.touched <= this.ttlMs) continue;
       // A committed upload nobody took is this replica's to clean; an unfinished one may go on elsewhere.

@@ -36,6 +36,15 @@ export class BlobStore {
     for (const f of fs.readdirSync(this.tmpDir)) fs.rmSync(path.join(this.tmpDir, f), { force: true, recursive: true });
   }
 
+  /**
+   * A blob dir shared by replicas (pinned): a blob is then never removed here but left to the shared sweep,
+   * which decides under the pin's row lock (store/shared-sweep.ts). Removing it on a model's delete could
+   * unlink bytes another replica just pinned and reused for a row it is about to commit.
+   */
+  get shared(): boolean {
+    return this.pins !== undefined;
+  }
+
   pathOf(sha256: string): string {
     if (!SHA256.test(sha256)) throw new RangeError(`sha256 must be 64 lowercase hex digits, got ${JSON.stringify(sha256)}`);
     return path.join(this.dir, sha256.slice(0, 2), sha256);
