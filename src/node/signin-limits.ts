@@ -69,6 +69,8 @@ export class SignInLimiter {
   private readonly shared: SharedSignInFailures | undefined;
   private readonly entries = new Map<string, Entry>();
   private readonly flights = new Map<string, Flight>();
+  /** Settled attempts so far (each key's landing), to tell whether one settled during a shared read. */
+  private landed = 0;
 
   constructor({ shared, ...options }: SignInLimitOptions = {}) {
     this.shared = shared;
@@ -99,7 +101,11 @@ export class SignInLimiter {
     const keys = pairKey === undefined ? [addrKey] : [pairKey, addrKey];
     const deadline = performance.now() + this.opts.maxWaitMs;
     for (;;) {
+      const landed = this.landed;
       const seen = this.shared === undefined ? undefined : await this.shared.read(keys, this.opts.now(), this.opts.forgetMs);
+      // An attempt that settled while the shared counts were read may be missing from them, and no longer
+      // counts as in flight here: its failure is in this replica's own count, so take the larger of both.
+      const raced = this.landed !== landed;
       const now = this.opts.now();
       const entry = (key: string): Entry | undefined => {
         const mine = this.current(key, now);
@@ -107,7 +113,7 @@ export class SignInLimiter {
         // The shared count holds every failure of this replica's settled attempts (a success on another
         // replica may have cleared them); only those of attempts still settling may be missing from it.
         const shared = seen.get(key);
-        if ((this.flights.get(key)?.count ?? 0) > 0) return merged(mine, shared);
+        if (raced || (this.flights.get(key)?.count ?? 0) > 0) return merged(mine, shared);
         return shared === undefined ? undefined : { failures: shared.failures, lockedUntil: shared.lockedUntil, last: now };
       };
       const addr = entry(addrKey);
@@ -214,6 +220,7 @@ export class SignInLimiter {
 
   /** An attempt of `key` settled: wake its waiters, who check again. */
   private land(key: string): void {
+    this.landed++;
     const f = this.flights.get(key);
     if (f === undefined) return;
     f.count--;

@@ -102,11 +102,12 @@ export class Transfers {
     const link = this.link;
     const chunkSize = options.chunkSize ?? 1024 * 1024;
     const windowBytes = Math.max(options.windowBytes ?? 16 * 1024 * 1024, chunkSize);
-    // Acks a quarter window apart: the window never runs dry between two, and a GiB costs 256 of them
-    // (at 16 MiB) instead of one per chunk.
-    let ackBytes: number | undefined = Math.min(UPLOAD_ACK_BYTES_MAX, Math.max(chunkSize, Math.floor(windowBytes / 4 / chunkSize) * chunkSize));
     const { signal, onProgress } = options;
     const size = source.size;
+    // Acks a quarter window apart: the window never runs dry between two, and a GiB costs 256 of them
+    // (at 16 MiB) instead of one per chunk. At most an eighth of the upload apart, so a smaller one still
+    // shows progress (onProgress follows the acks) before its end.
+    let ackBytes: number | undefined = Math.min(UPLOAD_ACK_BYTES_MAX, Math.max(chunkSize, Math.floor(Math.min(windowBytes / 4, size / 8) / chunkSize) * chunkSize));
     const hash = createHash('sha256');
     let hashed = 0;
     let acked = 0;
