@@ -7,17 +7,10 @@
 // The module, adam(p, m, v, g, out, n, b1, c1, b2, c2, eps, lr), is assembled by scripts/adam-wasm.mjs
 // (which shows its instructions).
 
+import { WASM_PAGE as PAGE, wasm, type WasmMemory } from '../core/wasm';
+
 const MODULE_BASE64 = 'AGFzbQEAAAABEAFgDH9/f39/f319fX19fQADAgEABQMBAAEHEQIGbWVtb3J5AgAEYWRhbQAACs0BAcoBAgJ/CXsgBv0TIQ4gB/0TIQ8gCP0TIRAgCf0TIREgCv0TIRIgC/0TIRMgBUECdCENAkADQCAMIA1PDQEgAyAMav0ABAAhFCAOIAEgDGr9AAQA/eYBIA8gFP3mAf3kASEVIAEgDGogFf0LBAAgECACIAxq/QAEAP3mASARIBQgFP3mAf3mAf3kASEWIAIgDGogFv0LBAAgBCAMaiAAIAxq/QAEACATIBUgFv3jASAS/eQB/ecB/eYB/eUB/QsEACAMQRBqIQwMAAsLCw==';
 
-// The project's TS lib has no WebAssembly types; the few used here.
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object) => { exports: Record<string, unknown> };
-}
-interface WasmMemory { buffer: ArrayBuffer; grow(pages: number): number }
-const wasm = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
-
-const PAGE = 65536;
 /** Most bytes of parameters, moments and staging the kernel's memory may take; bigger models keep the graph's Adam. */
 export const MAX_ADAM_BYTES = 1024 * 1024 * 1024;
 

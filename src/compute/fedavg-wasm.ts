@@ -4,15 +4,12 @@
 // parseWat(name, text, { simd: true }).toBinary({}).buffer) and embedded as base64 so bundles carry it;
 // test/unit/compute-train.test.ts checks its results against the plain weighted sum.
 
-const MODULE_BASE64 = 'AGFzbQEAAAABDwFgC39/f39/f319fX1/AAMCAQAFAwEAAQcRAgZtZW1vcnkCAARhY2M0AAAKwAEBvQECAn8FeyAG/RMhDSAH/RMhDiAI/RMhDyAJ/RMhECAFQQJ0IQwCQANAIAsgDE8NASAKBHv9DAAAAAAAAAAAAAAAAAAAAAAFIAAgC2r9AAQACyERIBEgASALav0ABAAgDf3mAf3kASERIBEgAiALav0ABAAgDv3mAf3kASERIBEgAyALav0ABAAgD/3mAf3kASERIBEgBCALav0ABAAgEP3mAf3kASERIAAgC2ogEf0LBAAgC0EQaiELDAALCws=';
+import { wasm as runtimeWasm, type WasmApi, type WasmMemory } from '../core/wasm';
 
-// The project's TS lib has no WebAssembly types; the few used here.
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object) => { exports: Record<string, unknown> };
-}
-interface WasmMemory { buffer: ArrayBuffer; grow(pages: number): number }
-const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+// Every runtime this node supports (Node 20+, Electron) has WebAssembly.
+const wasm = runtimeWasm as WasmApi;
+
+const MODULE_BASE64 = 'AGFzbQEAAAABDwFgC39/f39/f319fX1/AAMCAQAFAwEAAQcRAgZtZW1vcnkCAARhY2M0AAAKwAEBvQECAn8FeyAG/RMhDSAH/RMhDiAI/RMhDyAJ/RMhECAFQQJ0IQwCQANAIAsgDE8NASAKBHv9DAAAAAAAAAAAAAAAAAAAAAAFIAAgC2r9AAQACyERIBEgASALav0ABAAgDf3mAf3kASERIBEgAiALav0ABAAgDv3mAf3kASERIBEgAyALav0ABAAgD/3mAf3kASERIBEgBCALav0ABAAgEP3mAf3kASERIAAgC2ogEf0LBAAgC0EQaiELDAALCws=';
 
 interface Acc4 {
   (out: number, a: number, b: number, c: number, d: number, n: number, wa: number, wb: number, wc: number, wd: number, first: number): void;

@@ -4,19 +4,15 @@
 // The module, add(sum, x, n, w) over n floats (a multiple of 4), is assembled by scripts/runsum-wasm.mjs
 // (which shows its instructions); test/unit/fl-state.test.ts checks RunningSum against the plain loop.
 
-const MODULE_BASE64 = 'AGFzbQEAAAABCAFgBH9/f3wAAwIBAAUDAQABBxACBm1lbW9yeQIAA2FkZAAACoEBAX8CAX8CeyAD/RQhBSABIAJBAnRqIQQCQANAIAEgBE8NASAB/QACACEGIAAgAP0AAwAgBv1fIAX98gH98AH9CwMAIAAgAP0AAxAgBiAG/Q0ICQoLDA0ODwABAgMEBQYH/V8gBf3yAf3wAf0LAxAgAEEgaiEAIAFBEGohAQwACwsL';
+import { WASM_PAGE as PAGE, wasm as runtimeWasm, type WasmApi, type WasmMemory } from '../core/wasm';
 
-// The project's TS lib has no WebAssembly types; the few used here.
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object) => { exports: Record<string, unknown> };
-}
-interface WasmMemory { buffer: ArrayBuffer; grow(pages: number): number }
-const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+// Every runtime this node supports (Node 20+, Electron) has WebAssembly.
+const wasm = runtimeWasm as WasmApi;
+
+const MODULE_BASE64 = 'AGFzbQEAAAABCAFgBH9/f3wAAwIBAAUDAQABBxACBm1lbW9yeQIAA2FkZAAACoEBAX8CAX8CeyAD/RQhBSABIAJBAnRqIQQCQANAIAEgBE8NASAB/QACACEGIAAgAP0AAwAgBv1fIAX98gH98AH9CwMAIAAgAP0AAxAgBiAG/Q0ICQoLDA0ODwABAgMEBQYH/V8gBf3yAf3wAf0LAxAgAEEgaiEAIAFBEGohAQwACwsL';
 
 /** Floats of x staged per call: 64 KiB, in L2 with the sum it updates. */
 const CHUNK = 16384;
-const PAGE = 65536;
 
 let compiled: object | null | undefined;
 

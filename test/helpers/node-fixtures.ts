@@ -1,5 +1,6 @@
 // Models built in code with the compute/onnx codec, and a real grid node in a temp dir, for the node tests.
 
+import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -7,6 +8,7 @@ import { encodeModel, makeNode, makeValueInfo, ONNX_DTYPE_CODES, tensorToProto }
 import { GraphProtoType, ModelProtoType, TensorProtoType } from '../../src/compute/onnx/schema';
 import { DTYPES, type DType, type Tensor } from '../../src/core/protocol/tensor';
 import { GridClient } from '../../src/core/client';
+import { GridError } from '../../src/core/errors';
 import { GridNode, type GridNodeOptions } from '../../src/node/server';
 import { testDatabase } from './postgres';
 
@@ -173,4 +175,15 @@ export function writeBigModel(file: string, bytes: number, cols = 1024): { rows:
     fs.closeSync(fd);
   }
   return { rows, cols };
+}
+
+/** The coded error `p` is refused with; fails the test when it resolves or throws anything else. */
+export async function failure(p: Promise<unknown>): Promise<GridError> {
+  try {
+    await p;
+  } catch (err) {
+    assert.ok(err instanceof GridError, `a coded error, got ${String(err)}`);
+    return err;
+  }
+  assert.fail('expected the request to be refused');
 }

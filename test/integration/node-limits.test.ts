@@ -11,21 +11,11 @@ import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import { TransferBegin } from '../../src/core/protocol/catalogue';
 import type { SignInLimitOptions } from '../../src/node/signin-limits';
-import { ADMIN_PASSWORD, mlpModel, startTestNode, type TestNode } from '../helpers/node-fixtures';
+import { ADMIN_PASSWORD, failure, mlpModel, startTestNode, type TestNode } from '../helpers/node-fixtures';
 import { startProxy } from '../helpers/proxy';
 import { DIGITS } from '../helpers/training-fixtures';
 
 const PASSWORD = 'a-fine-password';
-
-async function failure(p: Promise<unknown>): Promise<GridError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof GridError, `a coded error, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the request to be refused');
-}
 
 /** A node whose sign-in limiter reads `clock.t`; only 127.0.0.1 counts as local, so 127.0.0.x (x > 1) is "remote". */
 async function limitedNode(t: TestContext, limits: SignInLimitOptions = {}): Promise<{ tn: TestNode; clock: { t: number }; from(address: string): Promise<GridClient> }> {

@@ -12,21 +12,11 @@ import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import { ShmRegister } from '../../src/core/protocol/shm-messages';
 import { GridNode } from '../../src/node/server';
-import { ADMIN_PASSWORD, startTestNode, tempDir, type TestNode } from '../helpers/node-fixtures';
+import { ADMIN_PASSWORD, failure, startTestNode, tempDir, type TestNode } from '../helpers/node-fixtures';
 import { startNodeScript } from '../helpers/processes';
 import { startProxy } from '../helpers/proxy';
 
 const PASSWORD = 'a-fine-password';
-
-async function failure(p: Promise<unknown>): Promise<GridError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof GridError, `a coded error, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the request to be refused');
-}
 
 async function proxiedNode(t: TestContext, trustProxy: string[] | undefined) {
   const tn = await startTestNode({

@@ -9,24 +9,13 @@ import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import { GridClient } from '../../src/core/client';
-import { GridError } from '../../src/core/errors';
 import { GridNode } from '../../src/node/server';
-import { ADMIN_PASSWORD, tempDir } from '../helpers/node-fixtures';
+import { ADMIN_PASSWORD, failure, tempDir } from '../helpers/node-fixtures';
 import { postgresUnavailable, startPostgres } from '../helpers/postgres';
 
 const PASSWORD = 'a-fine-password';
 const skip = postgresUnavailable();
 if (skip !== undefined) process.stdout.write(`# sign-in replica tests skipped: ${skip}\n`);
-
-async function failure(p: Promise<unknown>): Promise<GridError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof GridError, `a coded error, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the request to be refused');
-}
 
 async function twoReplicas(t: TestContext) {
   const pg = await startPostgres();

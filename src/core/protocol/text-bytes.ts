@@ -6,17 +6,10 @@
 // each has a plain-JS twin used where WebAssembly SIMD is unavailable and for the ends of inputs.
 // test/unit/text-bytes.test.ts checks both against Buffer.
 
+import { WASM_PAGE as PAGE, wasm, type WasmMemory } from '../wasm';
+
 const MODULE_BASE64 = 'AGFzbQEAAAABDgJgA39/fwF/YAJ/fwF/AwQDAAEBBQMBAAEHIQQGbWVtb3J5AgADYjY0AAAGZmluaXRlAAEFcGxhaW4AAgr2AwO6AgIBfwl7/QwQEAECBAgECBAQEBAQEBAQIQb9DBURERERERERERETGhsbGxohB/0MABATBL+/ubkAAAAAAAAAACEI/QwPDw8PDw8PDw8PDw8PDw8PIQn9DC8vLy8vLy8vLy8vLy8vLy8hCv0M/wD/AP8A/wD/AP8A/wD/ACEL/Qz//wAA//8AAP//AAD//wAAIQwCQANAIAMgAU8NASAA/QAAACEEIARBBP1tIQUgBiAF/Q4gByAEIAn9Tv0O/U79Uw0BIAQgCCAFIAQgCv0j/W79Dv1uIQQgBCAL/U5BBv2LASAEQQj9jQH9UCEEIAQgDP1OQQz9qwEgBEEQ/a0B/VAhBCACIAQgBP0NAgEABgUECgkIDg0MAwcLD/0LAAAgAEEQaiEAIAJBDGohAiADQQFqIQMMAAsLIAMLUwIBfwJ7IAAgAUECdGohAv0MAACAfwAAgH8AAIB/AACAfyEEAkADQCAAIAJPDQEgAyAA/QAAACAE/U4gBP03/VAhAyAAQRBqIQAMAAsLIAP9U0ULZAIBfwJ7IAAgAWohAgJAA0AgACACTw0BIAD9AAAAIQQgAyAE/QwgICAgICAgICAgICAgICAg/SYgBP0MAAAAAAAAAAAAAAAAAAAAAP0l/VD9UCEDIABBEGohAAwACwsgA/1TRQs=';
 
-// The project's TS lib has no WebAssembly types; the few used here.
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object) => { exports: Record<string, unknown> };
-}
-interface WasmMemory { buffer: ArrayBuffer; grow(pages: number): number }
-const wasm = (globalThis as unknown as { WebAssembly?: WasmApi }).WebAssembly;
-
-const PAGE = 65536;
 /** Input bytes staged into the kernels' memory per call (a multiple of 16): memory stays ~2 MiB whatever the input. */
 const WINDOW = 1024 * 1024;
 const SRC = 0;
