@@ -49,17 +49,7 @@ export class FlWorkers {
   }
 
   private all<T extends ClientsMsg['type']>(cmd: ClientsCmd, reply: T): Promise<Extract<ClientsMsg, { type: T }>[]> {
-    return Promise.all(this.threads.map((w) => new Promise<Extract<ClientsMsg, { type: T }>>((resolve, reject) => {
-      const on = (m: ClientsMsg) => {
-        if (m.type !== reply) return;
-        w.off('message', on);
-        w.off('error', reject);
-        resolve(m as Extract<ClientsMsg, { type: T }>);
-      };
-      w.on('message', on);
-      w.once('error', reject);
-      w.postMessage(cmd);
-    })));
+    return Promise.all(this.threads.map((w) => replyOf<ClientsMsg, T>(w, reply, cmd)));
   }
 
   /** Connects every worker, then authenticate + cycle-request; how many were accepted into the cycle. */
@@ -87,4 +77,19 @@ export class FlWorkers {
   async stop(): Promise<void> {
     await Promise.all(this.threads.map((w) => new Promise((resolve) => { w.once('exit', resolve); w.postMessage({ type: 'stop' } satisfies ClientsCmd); })));
   }
+}
+
+/** The first message of type `reply` from worker thread `w` (after posting `cmd`, if any); rejects on its error. */
+export function replyOf<M extends { type: string }, T extends M['type']>(w: Worker, reply: T, cmd?: unknown): Promise<Extract<M, { type: T }>> {
+  return new Promise((resolve, reject) => {
+    const on = (m: M) => {
+      if (m.type !== reply) return;
+      w.off('message', on);
+      w.off('error', reject);
+      resolve(m as Extract<M, { type: T }>);
+    };
+    w.on('message', on);
+    w.once('error', reject);
+    if (cmd !== undefined) w.postMessage(cmd);
+  });
 }

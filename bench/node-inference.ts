@@ -21,7 +21,7 @@ import { Ping } from '../src/core/protocol/catalogue';
 import { loadModel } from '../src/compute/backend';
 import { mlpModel, seededFloats, writeBigModel } from '../test/helpers/node-fixtures';
 import { startNodeScript, type Started } from '../test/helpers/processes';
-import { rssSampler } from './rss';
+import { processCpuSeconds, rssSampler } from './rss';
 import { RegionFile } from '../src/core/shm-client';
 import { sharedMemoryDir } from '../src/core/shm';
 
@@ -66,10 +66,10 @@ class CpuMeter {
   private s0 = 0;
   private c0: NodeJS.CpuUsage | undefined;
   constructor(private readonly pid: number) {}
-  start(): void { this.s0 = procCpuSeconds(this.pid); this.c0 = process.cpuUsage(); }
+  start(): void { this.s0 = processCpuSeconds(this.pid); this.c0 = process.cpuUsage(); }
   stop(requests: number): void {
     const c = process.cpuUsage(this.c0);
-    this.server += procCpuSeconds(this.pid) - this.s0;
+    this.server += processCpuSeconds(this.pid) - this.s0;
     this.client += (c.user + c.system) / 1e6;
     this.count += requests;
   }
@@ -77,17 +77,6 @@ class CpuMeter {
   perRequest(): { server: number; client: number; total: number } {
     const [server, client] = [(this.server / this.count) * 1e6, (this.client / this.count) * 1e6];
     return { server, client, total: server + client };
-  }
-}
-
-function procCpuSeconds(pid: number): number {
-  try {
-    // utime and stime: the 12th and 13th fields after the command's closing parenthesis, in clock ticks (100 Hz).
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / 100;
-  } catch {
-    return Number.NaN;
   }
 }
 

@@ -30,7 +30,7 @@ import { flParams } from '../src/federation';
 import { mlpModel } from '../test/helpers/node-fixtures';
 import { postgresUnavailable, startPostgres, type TestPostgres } from '../test/helpers/postgres';
 import { startNodeScript, type Started } from '../test/helpers/processes';
-import { FlWorkers } from './fl-workers';
+import { FlWorkers, replyOf } from './fl-workers';
 import { processCpuSeconds } from './rss';
 import type { InferCmd, InferInit, InferMsg } from './servers/infer-clients';
 
@@ -121,17 +121,7 @@ class InferClients {
   }
 
   private all<T extends InferMsg['type']>(reply: T, cmd?: InferCmd): Promise<Extract<InferMsg, { type: T }>[]> {
-    return Promise.all(this.threads.map((w) => new Promise<Extract<InferMsg, { type: T }>>((resolve, reject) => {
-      const on = (m: InferMsg) => {
-        if (m.type !== reply) return;
-        w.off('message', on);
-        w.off('error', reject);
-        resolve(m as Extract<InferMsg, { type: T }>);
-      };
-      w.on('message', on);
-      w.once('error', reject);
-      if (cmd !== undefined) w.postMessage(cmd);
-    })));
+    return Promise.all(this.threads.map((w) => replyOf<InferMsg, T>(w, reply, cmd)));
   }
 
   async ready(): Promise<void> {

@@ -34,7 +34,8 @@ function binDir(): string | undefined {
   return versions.length === 0 ? undefined : path.join(PG_ROOT, versions[0]!, 'bin');
 }
 
-function freePort(): Promise<number> {
+/** A port nothing listens on now (bound then released). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once('error', reject);

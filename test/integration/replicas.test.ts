@@ -5,7 +5,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as path from 'node:path';
 import { GridClient } from '../../src/core/client';
 import type { GridError } from '../../src/core/errors';
@@ -13,7 +12,7 @@ import type { NodeEvent } from '../../src/core/protocol/messages';
 import type { NamedTensors } from '../../src/core/protocol/tensor';
 import { GridNode } from '../../src/node/server';
 import { ADMIN_PASSWORD, mlpModel, seededFloats, tempDir } from '../helpers/node-fixtures';
-import { postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres';
+import { freePort, postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres';
 import { startNodeScript, type Started } from '../helpers/processes';
 
 const NODE_MAIN = path.join(__dirname, '../../src/node/main.ts');
@@ -102,9 +101,7 @@ test('three replicas on one database: a model served through A is listed and run
 
 test('a node whose database cannot be reached fails to start with GRID_ERR_DATABASE_UNAVAILABLE, quickly, and leaves its data dir free', { skip, timeout: 60_000 }, async (t) => {
   // A port nothing listens on.
-  const port = await new Promise<number>((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => { const p = (s.address() as net.AddressInfo).port; s.close(() => resolve(p)); });
-  });
+  const port = await freePort();
   const dir = tempDir('grid-replica-');
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const started = Date.now();
