@@ -93,10 +93,12 @@ const proxied = new WeakSet<IncomingMessage>();
 /** Resolves and remembers the client address of `req` (the node calls this once, as each request or upgrade arrives). */
 export function noteClientAddress(req: IncomingMessage, trusted: TrustedProxies | undefined): string {
   const peer = req.socket.remoteAddress ?? '';
+  // No trusted proxy: the address is the TCP peer, which clientAddress() falls back to.
+  if (trusted === undefined) return peer;
   const forwardedFor = req.headers['x-forwarded-for'];
   const address = resolveClientAddress(peer, forwardedFor, trusted);
   resolved.set(req, address);
-  if (forwardedFor !== undefined && trusted?.has(peer) === true) proxied.add(req);
+  if (forwardedFor !== undefined && trusted.has(peer)) proxied.add(req);
   return address;
 }
 

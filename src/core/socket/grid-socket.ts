@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import WebSocket, { type RawData } from 'ws';
 import { ErrorCodes, GridError, gridError, toGridError } from '../errors';
 import { silentLogger, type Logger } from '../logger';
+import { isLocalUrl } from '../shm';
 import {
   Authenticate, describeIssues, TransferBegin, TransferCommit, TransferRead,
   type DownloadOffer, type EndOf, type EventOf, type ReplyOf, type RequestDef, type RequestOf, type StreamDef,
@@ -95,12 +96,6 @@ function zeroMask(mask: Buffer): void {
   mask.fill(0);
 }
 
-/** ws://localhost…, ws://127.x.x.x…, ws://[::1]…: the node runs on this machine. */
-export function isLoopbackUrl(url: string): boolean {
-  let host: string;
-  try { host = new URL(url).hostname; } catch { return false; }
-  return host === 'localhost' || host === '[::1]' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
-}
 
 export interface GridSocketOptions {
   logger?: Logger;
@@ -413,7 +408,7 @@ export class GridSocket extends EventEmitter {
       maxPayload: this.connectOptions.maxPayload,
       handshakeTimeout: this.connectOptions.handshakeTimeoutMs,
       perMessageDeflate: false,
-      ...(isLoopbackUrl(this.url!) && { generateMask: zeroMask }),
+      ...(isLocalUrl(this.url!) && { generateMask: zeroMask }),
       ...(this.connectOptions.headers && { headers: this.connectOptions.headers }),
       ...(this.connectOptions.ca !== undefined && { ca: this.connectOptions.ca }),
     });

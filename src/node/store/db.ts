@@ -16,7 +16,6 @@ import { gridError } from '../../core/errors';
 import { MIGRATIONS } from './migrations';
 import { Channels, SET_META_SQL, type Row, type SqlParams, type Store } from './sql';
 
-export type { Row } from './sql';
 
 /** An open transaction: statements in its async context run in it; everyone else waits for `done`. */
 interface Scope {

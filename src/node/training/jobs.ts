@@ -30,7 +30,6 @@ import { loadDataset, selectionOf } from './data';
 import { CANCEL_CHANNEL, EVENTS_CHANNEL, FINISHED_STATES, isLost, jobInfo, JobRows, WAKE_CHANNEL, type Claim, type Finish, type JobRow, type JobSpec } from './rows';
 import type { TrainingRecords } from './records';
 
-export type { JobSpec } from './rows';
 
 /** What a job trains with, loaded by the replica that runs it. */
 export interface JobInputs {
