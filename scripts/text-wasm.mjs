@@ -17,9 +17,9 @@ const c128 = (bytes) => [...V(0x0c), ...bytes];
 const splat8 = (b) => c128(Array(16).fill(b));
 const splat16 = (w) => c128(Array.from({ length: 16 }, (_, i) => (i % 2 === 0 ? w & 0xff : w >> 8)));
 const splat32 = (w) => c128(Array.from({ length: 16 }, (_, i) => (w >>> (8 * (i % 4))) & 0xff));
-export const LUT_LO = [0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1a, 0x1b, 0x1b, 0x1b, 0x1a];
-export const LUT_HI = [0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10];
-export const ROLL = [0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0, 0, 0, 0, 0, 0];
+const LUT_LO = [0x15, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x11, 0x13, 0x1a, 0x1b, 0x1b, 0x1b, 0x1a];
+const LUT_HI = [0x10, 0x10, 0x01, 0x02, 0x04, 0x08, 0x04, 0x08, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10, 0x10];
+const ROLL = [0, 16, 19, 4, -65, -65, -71, -71, 0, 0, 0, 0, 0, 0, 0, 0];
 const get = (i) => [0x20, i], set = (i) => [0x21, i];
 const LOAD = [...V(0x00), 0, 0], STORE = [...V(0x0b), 0, 0];
 
@@ -89,4 +89,4 @@ const mod = [
   ...section(7, [4, ...str('memory'), 2, 0, ...str('b64'), 0, 0, ...str('finite'), 0, 1, ...str('plain'), 0, 2]),
   ...section(10, [3, ...fn(b64), ...fn(finite), ...fn(plain)]),
 ];
-if (import.meta.url === `file://${process.argv[1]}`) process.stdout.write(`${Buffer.from(mod).toString('base64')}\n`);
+process.stdout.write(`${Buffer.from(mod).toString('base64')}\n`);

@@ -51,7 +51,7 @@ export interface DatasetSpec {
   label?: string;
 }
 
-export function formatOf(file: string): DatasetFormat {
+function formatOf(file: string): DatasetFormat {
   const lower = file.toLowerCase();
   if (lower.endsWith('.csv') || lower.endsWith('.csv.gz')) return 'csv';
   if (lower.endsWith('.npy')) return 'npy';

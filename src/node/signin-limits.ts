@@ -47,7 +47,7 @@ interface Entry { failures: number; lockedUntil: number; last: number }
 interface Flight { count: number; waiters: Set<() => void> }
 
 /** 127.0.0.0/8, ::1, and their IPv4-mapped forms. */
-export function isLoopback(address: string): boolean {
+function isLoopback(address: string): boolean {
   const a = address.startsWith('::ffff:') ? address.slice(7) : address;
   if (isIP(a) === 4) return a.startsWith('127.');
   return a === '::1';

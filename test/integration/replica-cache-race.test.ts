@@ -15,43 +15,11 @@ import { GridClient } from '../../src/core/client';
 import type { NamedTensors } from '../../src/core/protocol/tensor';
 import { GridNode } from '../../src/node/server';
 import { ADMIN_PASSWORD, mlpModel, seededFloats, tempDir } from '../helpers/node-fixtures';
-import { postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres';
-import { startNodeScript, type Started } from '../helpers/processes';
+import { postgresUnavailable } from '../helpers/postgres';
+import { admin, replica, sql, withPostgres } from '../helpers/replicas';
 
-type Cleanup = { after(fn: () => unknown): void };
-
-const NODE_MAIN = path.join(__dirname, '../../src/node/main.ts');
 const skip = postgresUnavailable();
 if (skip !== undefined) process.stdout.write(`# replica cache tests skipped: ${skip}\n`);
-
-async function withPostgres(t: Cleanup): Promise<TestPostgres> {
-  const server = await startPostgres();
-  t.after(() => server.close());
-  return server;
-}
-
-async function replica(t: Cleanup, database: string, blobs: string): Promise<Started> {
-  const dir = tempDir('grid-replica-');
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const node = await startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', dir, '--blobs', blobs, '--database', database, '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD });
-  t.after(() => node.kill('SIGTERM'));
-  return node;
-}
-
-async function admin(t: Cleanup, url: string): Promise<GridClient> {
-  const c = await GridClient.connect(url, { reconnect: { maxAttempts: 0 }, credentials: { username: 'admin', password: ADMIN_PASSWORD } });
-  t.after(() => c.dispose());
-  return c;
-}
-
-async function sql(t: Cleanup, url: string): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: url, application_name: 'grid-test' });
-  // The server stops in the test's teardown, maybe before this connection ends.
-  c.on('error', () => undefined);
-  await c.connect();
-  t.after(() => c.end().catch(() => undefined));
-  return c;
-}
 
 /** How many of the replicas' statements wait on a lock in this database now. */
 async function lockWaiters(c: pg.Client): Promise<number> {

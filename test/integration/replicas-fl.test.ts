@@ -8,7 +8,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import pg from 'pg';
 import { modelParams } from '../../src/compute/plan/params';
 import { GridClient } from '../../src/core/client';
@@ -16,37 +15,21 @@ import type { NodeEvent } from '../../src/core/protocol/messages';
 import { FlHostTraining, FlListProcesses, type FlProcessInfo } from '../../src/core/protocol/fl-messages';
 import { bufferSource } from '../../src/core/socket/transfer';
 import { base64, httpBase, PyGridSocket, type StateTensor } from '../helpers/fl-fixtures';
-import { ADMIN_PASSWORD, mlpModel, tempDir } from '../helpers/node-fixtures';
-import { postgresUnavailable, startPostgres } from '../helpers/postgres';
-import { startNodeScript, type Started } from '../helpers/processes';
+import { mlpModel, tempDir } from '../helpers/node-fixtures';
+import { postgresUnavailable } from '../helpers/postgres';
+import type { Started } from '../helpers/processes';
+import { admin, replica, withPostgres, type Owner } from '../helpers/replicas';
 
-const NODE_MAIN = path.join(__dirname, '../../src/node/main.ts');
 const skip = postgresUnavailable();
 if (skip !== undefined) process.stdout.write(`# replicas FL tests skipped: ${skip}\n`);
 
-type Owner = { after(fn: () => unknown): void };
-
 /** Three grid-node processes on one new database and one shared blob dir, each with its own data dir. */
 async function threeReplicas(t: Owner): Promise<{ replicas: Started[]; database: string }> {
-  const server = await startPostgres();
-  t.after(() => server.close());
+  const server = await withPostgres(t);
   const database = await server.createDatabase();
   const blobs = tempDir('grid-shared-blobs-');
   t.after(() => fs.rmSync(blobs, { recursive: true, force: true }));
-  const one = async () => {
-    const dir = tempDir('grid-replica-');
-    t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-    const node = await startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', dir, '--blobs', blobs, '--database', database, '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD });
-    t.after(() => node.kill('SIGTERM'));
-    return node;
-  };
-  return { replicas: await Promise.all([one(), one(), one()]), database };
-}
-
-async function admin(t: Owner, url: string): Promise<GridClient> {
-  const c = await GridClient.connect(url, { reconnect: { maxAttempts: 0 }, credentials: { username: 'admin', password: ADMIN_PASSWORD } });
-  t.after(() => c.dispose());
-  return c;
+  return { replicas: await Promise.all([replica(t, database, blobs), replica(t, database, blobs), replica(t, database, blobs)]), database };
 }
 
 async function pyGrid(t: Owner, url: string): Promise<PyGridSocket> {

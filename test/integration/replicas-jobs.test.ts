@@ -10,11 +10,11 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import pg from 'pg';
 import { mlp } from '../../src/compute/plan';
-import { GridClient } from '../../src/core/client';
 import type { JobEvent } from '../../src/core/protocol/training-messages';
 import { ADMIN_PASSWORD, startTestNode, tempDir } from '../helpers/node-fixtures';
-import { postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres';
+import { postgresUnavailable } from '../helpers/postgres';
 import { startNodeScript, type Started } from '../helpers/processes';
+import { admin, replica as replicaOn, sql, withPostgres, type Owner } from '../helpers/replicas';
 import { DIGITS } from '../helpers/training-fixtures';
 
 const NODE_MAIN = path.join(__dirname, '../../src/node/main.ts');
@@ -23,41 +23,11 @@ const scale = 1 / 16;
 const skip = postgresUnavailable();
 if (skip !== undefined) process.stdout.write(`# replicas-jobs tests skipped: ${skip}\n`);
 
-type T = { after(fn: () => unknown): void; diagnostic(msg: string): void };
-
-async function withPostgres(t: T): Promise<TestPostgres> {
-  const server = await startPostgres();
-  t.after(() => server.close());
-  return server;
-}
-
-/** A grid-node process on `database` with the digits dataset (same path on every replica), a short claim lease. */
-async function replica(t: T, database: string, blobs: string): Promise<Started> {
-  const dir = tempDir('grid-replica-');
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const node = await startNodeScript(NODE_MAIN, [
-    '--port', '0', '--data-dir', dir, '--blobs', blobs, '--database', database, '--log-level', 'warn',
-    '--claim-lease-ms', String(LEASE_MS), '--dataset', `digits=${DIGITS}`,
-  ], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD });
-  t.after(() => node.kill('SIGKILL'));
-  return node;
-}
-
-async function admin(t: T, url: string): Promise<GridClient> {
-  const c = await GridClient.connect(url, { reconnect: { maxAttempts: 0 }, credentials: { username: 'admin', password: ADMIN_PASSWORD } });
-  t.after(() => c.dispose());
-  return c;
-}
-
-/** A direct connection to the database, to read the job rows as an operator would. */
-async function sql(t: T, database: string): Promise<pg.Client> {
-  const c = new pg.Client({ connectionString: database });
-  // The server may stop first at teardown.
-  c.on('error', () => {});
-  await c.connect();
-  t.after(() => c.end());
-  return c;
-}
+/** A replica with the digits dataset (same path on every replica) and a short claim lease; killed (-9) after the test. */
+const replica = (t: Owner, database: string, blobs: string): Promise<Started> => replicaOn(t, database, blobs, {
+  args: ['--claim-lease-ms', String(LEASE_MS), '--dataset', `digits=${DIGITS}`],
+  stopSignal: 'SIGKILL',
+});
 
 interface JobRowSeen { id: string; state: string; claimed_by: string | null; attempts: number }
 

@@ -22,39 +22,13 @@ import type { UploadQuotas } from '../../src/node/rpc/uploads';
 import { startBalancer } from '../helpers/balancer';
 import { hostProcess } from '../helpers/fl-fixtures';
 import { ADMIN_PASSWORD, mlpModel, seededFloats, tempDir, writeBigModel } from '../helpers/node-fixtures';
-import { postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres';
-import { startNodeScript, type Started } from '../helpers/processes';
+import { postgresUnavailable } from '../helpers/postgres';
+import { admin, replica, sql as sqlClient, withPostgres, type Owner } from '../helpers/replicas';
 
-const NODE_MAIN = path.join(__dirname, '../../src/node/main.ts');
 const MiB = 1024 * 1024;
 const DAY_MS = 24 * 3600_000;
 const skip = postgresUnavailable();
 if (skip !== undefined) process.stdout.write(`# replica upload tests skipped: ${skip}\n`);
-
-type Scope = { after(fn: () => unknown): void };
-
-async function withPostgres(t: Scope): Promise<TestPostgres> {
-  const server = await startPostgres();
-  t.after(() => server.close());
-  return server;
-}
-
-/** A grid-node process on `database`, its blobs in `blobs`, in `dir` (its own data dir; a new one by default). */
-async function replica(t: Scope, database: string, blobs: string, dir = tempDir('grid-replica-')): Promise<Started> {
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  const node = await startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', dir, '--blobs', blobs, '--database', database, '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD });
-  t.after(() => node.kill('SIGTERM'));
-  return node;
-}
-
-async function admin(t: Scope, url: string, reconnect = false): Promise<GridClient> {
-  const c = await GridClient.connect(url, {
-    reconnect: reconnect ? { initialDelayMs: 20, maxDelayMs: 200, maxAttempts: 100 } : { maxAttempts: 0 },
-    credentials: { username: 'admin', password: ADMIN_PASSWORD },
-  });
-  t.after(() => c.dispose());
-  return c;
-}
 
 function sha256(file: string): string {
   return createHash('sha256').update(fs.readFileSync(file)).digest('hex');
@@ -67,13 +41,13 @@ function filesUnder(dir: string): string[] {
 }
 
 /** A client uploads through a balancer to A; A gets `signal` mid-upload; the upload goes on through B. */
-const resumedElsewhere = (signal: 'SIGKILL' | 'SIGTERM') => async (t: Scope) => {
+const resumedElsewhere = (signal: 'SIGKILL' | 'SIGTERM') => async (t: Owner) => {
   const pgServer = await withPostgres(t);
   const database = await pgServer.createDatabase();
   const blobs = tempDir('grid-shared-blobs-');
   t.after(() => fs.rmSync(blobs, { recursive: true, force: true }));
   const dirA = tempDir('grid-replica-a-');
-  let a = await replica(t, database, blobs, dirA);
+  let a = await replica(t, database, blobs, { dir: dirA });
   const b = await replica(t, database, blobs);
   // A first while it answers, as a balancer's primary; a dead A refuses and its clients land on B.
   const balancer = await startBalancer(() => [a.port, b.port]);
@@ -86,7 +60,7 @@ const resumedElsewhere = (signal: 'SIGKILL' | 'SIGTERM') => async (t: Scope) => 
   const size = fs.statSync(file).size;
   const expected = sha256(file);
 
-  const client = await admin(t, balancer.url, true);
+  const client = await admin(t, balancer.url, { reconnect: true });
   let killedAt = -1;
   let killed: Promise<void> | undefined;
   let progress = 0;
@@ -110,7 +84,7 @@ const resumedElsewhere = (signal: 'SIGKILL' | 'SIGTERM') => async (t: Scope) => 
   assert.ok(balancer.bytesTo(a.port) >= killedAt);
 
   // A comes back on its data dir; both list the one model, stored once, and the stored bytes are the file's.
-  a = await replica(t, database, blobs, dirA);
+  a = await replica(t, database, blobs, { dir: dirA });
   for (const url of [a.url, b.url]) {
     const models = await (await admin(t, url)).listModels({ allVersions: true });
     assert.deepEqual(models.map((m) => [m.id, m.version, m.sha256, m.size]), [['big', '1', expected, size]], `models listed through ${url}`);
@@ -141,7 +115,7 @@ test('an upload whose connection is cut twice goes on through B, then through A 
   const size = fs.statSync(file).size;
   const expected = sha256(file);
 
-  const client = await admin(t, balancer.url, true);
+  const client = await admin(t, balancer.url, { reconnect: true });
   // Each leg: where it went, the bytes acknowledged when it began (its resume point at the latest), and
   // the bytes its replica had received from clients by then.
   const legs: { port: number; ackedAtStart: number; bytesAtStart: number }[] = [{ port: a.port, ackedAtStart: 0, bytesAtStart: 0 }];
@@ -204,10 +178,7 @@ test('the shared sweep removes an expired partial upload, an orphan one and old 
   const sweeperDir = tempDir('grid-replica-s-');
   const s = await GridNode.start({ port: 0, dataDir: sweeperDir, database, blobsDir: blobs, adminPassword: ADMIN_PASSWORD, processMetrics: false, uploadExpiryMs: 3600_000, blobGraceMs: 3600_000 });
   t.after(async () => { await s.close(); fs.rmSync(sweeperDir, { recursive: true, force: true }); });
-  const sql = new pg.Client({ connectionString: database });
-  sql.on('error', () => {}); // the server may stop first at teardown
-  await sql.connect();
-  t.after(() => sql.end().catch(() => {}));
+  const sql = await sqlClient(t, database);
   const ids = async () => new Set((await sql.query<{ id: string }>('SELECT id FROM uploads')).rows.map((r) => r.id));
   const twoDaysAgo = new Date(Date.now() - 2 * DAY_MS);
   const age = (file: string) => fs.utimesSync(file, twoDaysAgo, twoDaysAgo);
@@ -304,7 +275,7 @@ function rehashLog(): { logger: Logger; rehashes: { transfer: string; received: 
 }
 
 /** Two replicas in this process on one PostgreSQL and one shared blob dir, with a SQL client on the database. */
-async function twoReplicas(t: Scope, quotas: { a?: UploadQuotas; b?: UploadQuotas } = {}) {
+async function twoReplicas(t: Owner, quotas: { a?: UploadQuotas; b?: UploadQuotas } = {}) {
   const pgServer = await withPostgres(t);
   const database = await pgServer.createDatabase();
   const blobs = tempDir('grid-shared-blobs-');
@@ -318,15 +289,12 @@ async function twoReplicas(t: Scope, quotas: { a?: UploadQuotas; b?: UploadQuota
   };
   const a = await start(quotas.a);
   const b = await start(quotas.b);
-  const sql = new pg.Client({ connectionString: database });
-  sql.on('error', () => {});
-  await sql.connect();
-  t.after(() => sql.end().catch(() => {}));
+  const sql = await sqlClient(t, database);
   return { a, b, sql, blobs, database };
 }
 
 /** Begins an upload through `c` that stalls after 2 MiB; its transfer id, once those are recorded. */
-async function stalledUploadId(t: Scope, c: GridClient, sql: pg.Client): Promise<string> {
+async function stalledUploadId(t: Owner, c: GridClient, sql: pg.Client): Promise<string> {
   const stop = new AbortController();
   t.after(() => stop.abort());
   const before = new Set((await sql.query<{ id: string }>('SELECT id FROM uploads')).rows.map((r) => r.id));

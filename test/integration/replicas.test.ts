@@ -12,34 +12,11 @@ import type { NodeEvent } from '../../src/core/protocol/messages';
 import type { NamedTensors } from '../../src/core/protocol/tensor';
 import { GridNode } from '../../src/node/server';
 import { ADMIN_PASSWORD, mlpModel, seededFloats, tempDir } from '../helpers/node-fixtures';
-import { freePort, postgresUnavailable, startPostgres, type TestPostgres } from '../helpers/postgres';
-import { startNodeScript, type Started } from '../helpers/processes';
+import { freePort, postgresUnavailable } from '../helpers/postgres';
+import { admin, replica, withPostgres } from '../helpers/replicas';
 
-const NODE_MAIN = path.join(__dirname, '../../src/node/main.ts');
 const skip = postgresUnavailable();
 if (skip !== undefined) process.stdout.write(`# replicas tests skipped: ${skip}\n`);
-
-async function withPostgres(t: { after(fn: () => unknown): void }): Promise<TestPostgres> {
-  const server = await startPostgres();
-  t.after(() => server.close());
-  return server;
-}
-
-/** A grid-node process on `database`, its blobs in `blobs`, its own data dir. */
-async function replica(t: { after(fn: () => unknown): void }, database: string, blobs: string): Promise<Started> {
-  const dir = tempDir('grid-replica-');
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
-  // The URL through the environment for one, the flag for the others: both are how an operator gives it.
-  const node = await startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', dir, '--blobs', blobs, '--database', database, '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: ADMIN_PASSWORD });
-  t.after(() => node.kill('SIGTERM'));
-  return node;
-}
-
-async function admin(t: { after(fn: () => unknown): void }, url: string): Promise<GridClient> {
-  const c = await GridClient.connect(url, { reconnect: { maxAttempts: 0 }, credentials: { username: 'admin', password: ADMIN_PASSWORD } });
-  t.after(() => c.dispose());
-  return c;
-}
 
 /** Resolves with the first event `pick` accepts. */
 function nextEvent(c: GridClient, pick: (ev: NodeEvent) => boolean): { seen: Promise<NodeEvent>; ready: Promise<unknown> } {

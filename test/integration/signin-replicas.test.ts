@@ -11,15 +11,15 @@ import * as fs from 'node:fs';
 import { GridClient } from '../../src/core/client';
 import { GridNode } from '../../src/node/server';
 import { ADMIN_PASSWORD, failure, tempDir } from '../helpers/node-fixtures';
-import { postgresUnavailable, startPostgres } from '../helpers/postgres';
+import { postgresUnavailable } from '../helpers/postgres';
+import { withPostgres } from '../helpers/replicas';
 
 const PASSWORD = 'a-fine-password';
 const skip = postgresUnavailable();
 if (skip !== undefined) process.stdout.write(`# sign-in replica tests skipped: ${skip}\n`);
 
 async function twoReplicas(t: TestContext) {
-  const pg = await startPostgres();
-  t.after(() => pg.close());
+  const pg = await withPostgres(t);
   const database = await pg.createDatabase();
   const clock = { t: Date.UTC(2030, 0, 1) };
   const clients: GridClient[] = [];

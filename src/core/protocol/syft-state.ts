@@ -313,7 +313,7 @@ export interface StateLimits {
   maxValues?: number;
 }
 
-export const DEFAULT_STATE_LIMITS: Readonly<Required<StateLimits>> = { maxTensors: MAX_TENSORS, maxValues: 64 * 1024 * 1024 };
+const DEFAULT_STATE_LIMITS: Readonly<Required<StateLimits>> = { maxTensors: MAX_TENSORS, maxValues: 64 * 1024 * 1024 };
 
 /** Dimensions of one tensor's shape. */
 const MAX_DIMS = 32;
@@ -342,7 +342,7 @@ const SUBMESSAGES: Record<MsgKind, Record<number, MsgKind>> = {
  * object), or nesting too deep. protobufjs turns every 2-byte field into an object, so a few MiB of
  * hostile State would otherwise cost GiBs before the first check ran.
  */
-export function checkStateLimits(bytes: Uint8Array, what = 'the State', limits: StateLimits = {}): void {
+function checkStateLimits(bytes: Uint8Array, what = 'the State', limits: StateLimits = {}): void {
   const maxTensors = limits.maxTensors ?? DEFAULT_STATE_LIMITS.maxTensors;
   const maxValues = limits.maxValues ?? DEFAULT_STATE_LIMITS.maxValues;
   const refuse = (why: string): never => { throw gridError('INVALID_TENSOR', `${what} ${why}`); };
@@ -508,11 +508,6 @@ export function encodeState(tensors: readonly StateTensor[]): Uint8Array {
     })),
   };
   return StateType.encode(StateType.fromObject(msg)).finish();
-}
-
-/** Shapes of a parameter list, for comparing a diff with its model. */
-export function shapesOf(tensors: readonly StateTensor[]): number[][] {
-  return tensors.map((t) => [...t.dims]);
 }
 
 /** Refuses a diff whose tensor count or shapes differ from the model's (before any of it is averaged). */

@@ -270,12 +270,7 @@ export class UploadStore {
     return { transfer_id: up.id, received: up.written };
   }
 
-  /**
-   * Replicas: claims the upload for this replica, and resumes it from memory when nobody claimed it since
-   * this replica last did, else from its record and the shared file. The file's bytes up to the recorded
-   * offset are hashed again from disk: a sha256's running state cannot be saved, and hashing the file is
-   * hashing what will be stored (docs/replicas.md says why not to persist the hash state).
-   */
+  /** Replicas: a resume of upload `id`, begun with `size` and `chunkSize` by `owner`, through its record. */
   private async resumeShared(ledger: UploadLedger, id: string, size: number, chunkSize: number, owner: string): Promise<{ transfer_id: string; received: number }> {
     const known = await ledger.get(id);
     // Someone else's upload is reported as unknown: transfer ids are not a way to reach other users' bytes.
@@ -283,6 +278,18 @@ export class UploadStore {
     if (known.size !== size || known.chunkSize !== chunkSize) {
       throw gridError('INVALID_MESSAGE', `upload ${id} was begun with size ${known.size} and chunk size ${known.chunkSize}, not ${size} / ${chunkSize}`);
     }
+    return this.claimShared(ledger, known);
+  }
+
+  /**
+   * Replicas: claims the upload `known` (its record as just read, the caller's own) for this replica, and
+   * resumes it from memory when nobody claimed it since this replica last did, else from its record and
+   * the shared file. The file's bytes up to the recorded offset are hashed again from disk: a sha256's
+   * running state cannot be saved, and hashing the file is hashing what will be stored (docs/replicas.md
+   * says why not to persist the hash state).
+   */
+  private async claimShared(ledger: UploadLedger, known: UploadRecord): Promise<{ transfer_id: string; received: number }> {
+    const { id, owner, size, chunkSize } = known;
     // A takeover (re-reading the shared file) is admitted before the claim, so a refused one leaves the
     // upload to the replica holding it.
     const before = this.uploads.get(id);
@@ -429,7 +436,7 @@ export class UploadStore {
     if (this.ledger !== undefined) {
       const rec = await this.ledger.get(transferId);
       if (rec === undefined || rec.owner !== owner) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown or expired`);
-      if (this.uploads.get(transferId)?.claim !== rec.claim) await this.resumeShared(this.ledger, transferId, rec.size, rec.chunkSize, owner);
+      if (this.uploads.get(transferId)?.claim !== rec.claim) await this.claimShared(this.ledger, rec);
     }
     const up = this.uploads.get(transferId);
     if (up === undefined) throw gridError('TRANSFER_NOT_FOUND', `upload ${transferId} is unknown or expired`);

@@ -139,23 +139,3 @@ async function fsyncDir(dir: string): Promise<void> {
     try { await fh.sync(); } finally { await fh.close(); }
   } catch { /* Windows: renames are durable enough once the file itself is synced */ }
 }
-
-/** sha256 of a file, streamed (constant memory). */
-export async function sha256File(file: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const c of fs.createReadStream(file, { highWaterMark: 1 << 20 })) hash.update(c as Buffer);
-  return hash.digest('hex');
-}
-
-/** Writes a small file atomically: temp + fsync + rename. */
-export async function writeFileAtomic(file: string, data: Uint8Array | string): Promise<void> {
-  const tmp = `${file}.${randomBytes(6).toString('hex')}.tmp`;
-  try {
-    const fh = await fsp.open(tmp, 'w');
-    try { await fh.writeFile(data); await fh.sync(); } finally { await fh.close(); }
-    await fsp.rename(tmp, file);
-  } catch (err) {
-    await fsp.rm(tmp, { force: true });
-    throw err;
-  }
-}

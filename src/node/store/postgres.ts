@@ -15,7 +15,7 @@ import { Channels, RECONNECTED, SET_META_SQL, type Row, type SqlParams, type Sto
 
 const NOTIFY_CHANNEL = 'grid';
 /** PostgreSQL refuses a NOTIFY payload of 8000 bytes or more. */
-export const MAX_NOTIFY_BYTES = 7900;
+const MAX_NOTIFY_BYTES = 7900;
 /** Taken while migrating, so replicas starting together migrate once. */
 const MIGRATION_LOCK = 0x67726964;
 
