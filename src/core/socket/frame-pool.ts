@@ -1,0 +1,35 @@
+// Buffers for big outgoing message frames (inference inputs over the socket), reused from request to
+// request. A fresh 784 KiB buffer per batch-256 request cost its pages' first touch (about as much as
+// the copy into it) and, every few dozen requests, a full garbage collection on both threads of V8's
+// helpers (bench/node-inference.ts). A frame goes back only once nothing can read it again: ws has
+// written it out and its request has settled (until then a re-send after a reconnect reads it).
+
+/** Frames smaller than this come from Node's own buffer pool, which costs nothing to take. */
+export const POOLED_FRAME_BYTES = 64 * 1024;
+/** At most this many idle frames are kept, each at most this big: what an idle connection holds stays bounded. */
+const MAX_IDLE_FRAMES = 4;
+const MAX_FRAME_BYTES = 16 * 1024 * 1024;
+
+export class FramePool {
+  private readonly idle: Buffer[] = [];
+
+  /** A buffer of at least `bytes` (at most twice that, so a small frame does not pin a big one); undefined for small or huge frames. */
+  take(bytes: number): Buffer | undefined {
+    if (bytes < POOLED_FRAME_BYTES || bytes > MAX_FRAME_BYTES) return undefined;
+    const i = this.idle.findIndex((b) => b.length >= bytes && b.length <= 2 * bytes);
+    if (i >= 0) return this.idle.splice(i, 1)[0]!;
+    // Its own ArrayBuffer (never a slice of Node's shared pool), sized with room for a slightly bigger request.
+    return Buffer.allocUnsafeSlow(bytes + (bytes >> 4));
+  }
+
+  /** Takes back a buffer from take() once nothing reads it; the oldest idle one goes when full. */
+  give(buf: Buffer): void {
+    if (this.idle.length >= MAX_IDLE_FRAMES) this.idle.shift();
+    this.idle.push(buf);
+  }
+
+  /** Drops the idle buffers (the connection closed). */
+  clear(): void {
+    this.idle.length = 0;
+  }
+}
