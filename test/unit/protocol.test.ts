@@ -234,4 +234,8 @@ test('the frame pool gives big buffers back for frames of about their size, and 
   for (const b of many) pool.give(b);
   const back = new Set([1, 2, 3, 4, 5].map(() => pool.take(100_000)));
   assert.equal([...back].filter((b) => many.includes(b!)).length, 4, 'at most 4 idle buffers are kept');
+  const huge = [1, 2, 3].map(() => pool.take(15 * 1024 * 1024)!);
+  for (const b of huge) pool.give(b);
+  assert.ok(pool.bytesIdle <= 32 * 1024 * 1024, `at most 32 MiB idle, held ${pool.bytesIdle}`);
+  assert.equal(pool.take(64 * 1024 * 1024), undefined, 'frames over 16 MiB are not pooled');
 });
