@@ -1,7 +1,9 @@
 // Issue "Grid node" benchmark. The grid node, the raw-ws baseline server and this client each run in
 // their own process; every baseline is measured in this same run.
 //   1. remote inference, MLP 784-128-10, batch 1: p50 vs (local ORT p50 + raw ws round-trip p50), target ≤ 1.3×
-//   2. remote inference, batch 256, requests pipelined: throughput vs local ORT, target ≥ 0.8×
+//   2. remote inference, batch 256, requests pipelined: over the socket vs the same bytes over raw ws (the
+//      transport ceiling), target ≥ 0.9×; through shared memory vs local ORT, target ≥ 0.8×; the CPU
+//      per batch of every process, and the limits it sets
 //   3. upload of a 1 GiB ONNX model (chunked, sha256 on both ends, fsync'd on the node) vs raw ws binary
 //      frames into a sink, target ≥ 0.6×, RSS growth < 64 MiB per side during the transfer; then the node
 //      validates (loads) it, which may take memory in proportion to the model.
@@ -21,7 +23,7 @@ import { Ping } from '../src/core/protocol/catalogue';
 import { loadModel } from '../src/compute/backend';
 import { mlpModel, seededFloats, writeBigModel } from '../test/helpers/node-fixtures';
 import { startNodeScript, type Started } from '../test/helpers/processes';
-import { processCpuSeconds, rssSampler } from './rss';
+import { cpuSince, cpuSnapshot, rssSampler, type CpuSnapshot } from './rss';
 import { RegionFile } from '../src/core/shm-client';
 import { sharedMemoryDir } from '../src/core/shm';
 
@@ -56,27 +58,32 @@ function childRss(pid: number) {
 }
 
 /**
- * CPU seconds a server process and this client use over the spans between start() and stop(), summed over
- * many spans: what a request costs each side, which a loaded machine's wall clock hides. From /proc (Linux).
+ * CPU a server process and this client use over the spans between start() and stop(), summed over many
+ * spans: what a request costs each side, which a loaded machine's wall clock hides. Per thread from
+ * /proc (Linux), so the event loop's share (the main thread, which serialises a process's requests)
+ * shows apart from the thread pool's and V8's. A meter of this process alone reads it as the client.
  */
 class CpuMeter {
   server = 0;
+  serverMain = 0;
   client = 0;
+  clientMain = 0;
   count = 0;
-  private s0 = 0;
-  private c0: NodeJS.CpuUsage | undefined;
+  private s0: CpuSnapshot | undefined;
+  private c0: CpuSnapshot | undefined;
   constructor(private readonly pid: number) {}
-  start(): void { this.s0 = processCpuSeconds(this.pid); this.c0 = process.cpuUsage(); }
+  start(): void { if (this.pid !== process.pid) this.s0 = cpuSnapshot(this.pid); this.c0 = cpuSnapshot(process.pid); }
   stop(requests: number): void {
-    const c = process.cpuUsage(this.c0);
-    this.server += processCpuSeconds(this.pid) - this.s0;
-    this.client += (c.user + c.system) / 1e6;
+    const c = cpuSince(this.c0!);
+    if (this.s0 !== undefined) { const s = cpuSince(this.s0); this.server += s.total; this.serverMain += s.main; }
+    this.client += c.total;
+    this.clientMain += c.main;
     this.count += requests;
   }
-  /** µs per request: server, client, both. */
-  perRequest(): { server: number; client: number; total: number } {
-    const [server, client] = [(this.server / this.count) * 1e6, (this.client / this.count) * 1e6];
-    return { server, client, total: server + client };
+  /** µs per request: server, client, both, and each one's main thread. */
+  perRequest(): { server: number; client: number; total: number; serverMain: number; clientMain: number } {
+    const per = (s: number) => (s / this.count) * 1e6;
+    return { server: per(this.server), client: per(this.client), total: per(this.server + this.client), serverMain: per(this.serverMain), clientMain: per(this.clientMain) };
   }
 }
 
@@ -102,7 +109,7 @@ async function rawRoundTrips(url: string, requestBytes: number, replyBytes: numb
 async function floorRoundTrips(url: string, model: Uint8Array, x: Float32Array, rounds: number, meter?: CpuMeter): Promise<number[]> {
   const ws = new WebSocket(url, { perMessageDeflate: false });
   await new Promise((r) => ws.once('open', r));
-  ws.send(JSON.stringify({ model: Buffer.from(model).toString('base64'), input: 'x', cols: x.length }));
+  ws.send(JSON.stringify({ model: Buffer.from(model).toString('base64'), input: 'x', cols: x.length, threads: 1 }));
   await new Promise((r) => ws.once('message', r));
   const times: number[] = [];
   meter?.start();
@@ -118,13 +125,17 @@ async function floorRoundTrips(url: string, model: Uint8Array, x: Float32Array, 
   return times;
 }
 
-/** The same request/reply sizes over raw ws with `inflight` requests pipelined: the transport's ceiling. */
-async function rawPipelined(url: string, requestBytes: number, replyBytes: number, count: number, inflight: number): Promise<number> {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
+/**
+ * The same request/reply sizes over raw ws with `inflight` requests pipelined: the transport's ceiling.
+ * Frames go unmasked (a zero key), as GridSocket sends them on loopback: ws otherwise masks a copy of each.
+ */
+async function rawPipelined(url: string, requestBytes: number, replyBytes: number, count: number, inflight: number, meter?: CpuMeter): Promise<number> {
+  const ws = new WebSocket(url, { perMessageDeflate: false, generateMask: (mask) => { mask.fill(0); } });
   await new Promise((r) => ws.once('open', r));
   ws.send(JSON.stringify({ reply: replyBytes }));
   await new Promise((r) => ws.once('message', r));
   const req = Buffer.alloc(requestBytes, 1);
+  meter?.start();
   const t0 = performance.now();
   await new Promise<void>((resolve) => {
     let sent = 0;
@@ -137,6 +148,7 @@ async function rawPipelined(url: string, requestBytes: number, replyBytes: numbe
     for (; sent < Math.min(inflight, count); sent++) ws.send(req);
   });
   const secs = (performance.now() - t0) / 1000;
+  meter?.stop(count);
   ws.close();
   return count / secs;
 }
@@ -235,7 +247,7 @@ async function main(): Promise<void> {
   let shmClient: GridClient | undefined;
   try {
     const [node, peer] = await Promise.all([
-      startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn'], { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD },
+      startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn', '--intra-op-threads', '1'], { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD },
         // GRID_BENCH_PROFILE=DIR writes a CPU profile of the node process there, for finding where time goes.
         process.env.GRID_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GRID_BENCH_PROFILE}`] : []),
       startNodeScript(PEER, []),
@@ -254,10 +266,10 @@ async function main(): Promise<void> {
     // ~100 µs on this VM) decides more than the software does.
     const cores = os.availableParallelism();
     if (cores >= 2) { pin(process.pid, '0'); pin(node.child.pid!, '1'); pin(peer.child.pid!, '1'); }
-    // Created after pinning, as the node's session (made at its first run) and the floor's are: onnxruntime
-    // sizes its intra-op pool from the CPUs the process may use, so every side gets the same thread count
-    // (one, pinned to one core). Created before, it would get two threads squeezed onto one core.
-    const local = await loadModel(mlp);
+    // One onnxruntime intra-op thread on every side, said outright (the node's --intra-op-threads, the
+    // floors' `threads`): left to its default, a session sizes its pool from the CPUs its process may use
+    // when it is created, so the count would hang on when each was created relative to the pinning.
+    const local = await loadModel(mlp, { intraOpNumThreads: 1 });
     const one: NamedTensors = { x: { dtype: 'float32', dims: [1, 784], data: seededFloats(784, 1) } };
     const reqBytes = encodeNamedTensors(one).length + 64; // + envelope and frame header
     const replyBytes = encodeNamedTensors((await local.run(one))).length + 128;
@@ -306,38 +318,43 @@ async function main(): Promise<void> {
     out(`    (bound on this machine: the floor alone is ${(f / (l + r)).toFixed(2)}× (local + raw ws); onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs vs ${(l * 1000).toFixed(0)} µs back to back locally)`);
     if (cores >= 2) { const all = `0-${cores - 1}`; pin(process.pid, all); pin(node.child.pid!, all); pin(peer.child.pid!, all); }
 
-    // 2. Batch 256 throughput, pipelined.
+    // 2. Batch 256 throughput, pipelined: local onnxruntime, the grid node over the socket, the same bytes
+    // over raw ws (the transport's ceiling) and through shared memory, interleaved 3 times so machine noise
+    // hits them alike (p50 of the 3). CPU per batch of every process, to the nanosecond: on a shared
+    // machine wall time says how busy the neighbours were, CPU what each path costs.
     const big: NamedTensors = { x: { dtype: 'float32', dims: [256, 784], data: seededFloats(256 * 784, 2) } };
-    for (let i = 0; i < 3; i++) { await local.run(big); await client.runInference('mlp', big); }
-    let t0 = performance.now();
-    for (let i = 0; i < BATCH_RUNS; i++) await local.run(big);
-    const localRate = (BATCH_RUNS * 256) / ((performance.now() - t0) / 1000);
-    t0 = performance.now();
-    let next = 0;
-    await Promise.all(Array.from({ length: PIPELINE }, async () => {
-      while (next < BATCH_RUNS) { next++; await client!.runInference('mlp', big); }
-    }));
-    const remoteRate = (BATCH_RUNS * 256) / ((performance.now() - t0) / 1000);
-    // 2b. The same batches through shared memory (a client on the node's machine): interleaved with a
-    // fresh local measure, so both see the same machine.
-    for (let i = 0; i < 3; i++) await shmClient.runInference('mlp', big);
-    const shmRates: number[] = [];
-    const [shmCpu, shmFloorCpu] = [new CpuMeter(node.child.pid!), new CpuMeter(peer.child.pid!)];
-    const localRates: number[] = [];
-    for (let rep = 0; rep < 3; rep++) {
-      t0 = performance.now();
-      for (let i = 0; i < BATCH_RUNS; i++) await local.run(big);
-      localRates.push((BATCH_RUNS * 256) / ((performance.now() - t0) / 1000));
-      shmCpu.start();
-      t0 = performance.now();
-      let nextShm = 0;
-      await Promise.all(Array.from({ length: PIPELINE }, async () => {
-        while (nextShm < BATCH_RUNS) { nextShm++; await shmClient!.runInference('mlp', big); }
-      }));
-      shmRates.push((BATCH_RUNS * 256) / ((performance.now() - t0) / 1000));
-      shmCpu.stop(BATCH_RUNS);
-    }
+    const bigReq = encodeNamedTensors(big).length + 64;
+    const [socketClient, viaShm] = [client, shmClient];
+    const pipelined = async (c: GridClient) => {
+      const t = performance.now();
+      let next = 0;
+      await Promise.all(Array.from({ length: PIPELINE }, async () => { while (next < BATCH_RUNS) { next++; await c.runInference('mlp', big); } }));
+      return (BATCH_RUNS * 256) / ((performance.now() - t) / 1000);
+    };
+    for (let i = 0; i < 3; i++) { await local.run(big); await client.runInference('mlp', big); await shmClient.runInference('mlp', big); }
+    const rates = { local: [] as number[], socket: [] as number[], raw: [] as number[], shm: [] as number[] };
+    const cpu = { local: new CpuMeter(process.pid), socket: new CpuMeter(node.child.pid!), raw: new CpuMeter(peer.child.pid!), shm: new CpuMeter(node.child.pid!), ping: new CpuMeter(node.child.pid!) };
+    const measures: (() => Promise<void>)[] = [
+      async () => {
+        cpu.local.start();
+        const t = performance.now();
+        for (let i = 0; i < BATCH_RUNS; i++) await local.run(big);
+        rates.local.push((BATCH_RUNS * 256) / ((performance.now() - t) / 1000));
+        cpu.local.stop(BATCH_RUNS);
+      },
+      async () => { cpu.socket.start(); rates.socket.push(await pipelined(socketClient)); cpu.socket.stop(BATCH_RUNS); },
+      async () => { rates.raw.push(256 * await rawPipelined(peer.url, bigReq, 256 * 10 * 4 + 128, BATCH_RUNS, PIPELINE, cpu.raw)); },
+      async () => { cpu.shm.start(); rates.shm.push(await pipelined(viaShm)); cpu.shm.stop(BATCH_RUNS); },
+      async () => {
+        cpu.ping.start();
+        for (let i = 0; i < 100; i++) await socketClient.socket.request(Ping, undefined);
+        cpu.ping.stop(100);
+      },
+    ];
+    // Each round starts one measure later, so none always follows the same one (and its garbage).
+    for (let rep = 0; rep < 3; rep++) for (let m = 0; m < measures.length; m++) await measures[(m + rep) % measures.length]!();
     const shmUsed = shmClient.shm.currentRegion !== undefined;
+    const shmFloorCpu = new CpuMeter(peer.child.pid!);
     const shmFloor = 256 * await shmFloorPipelined(peer.url, mlp, big.x!.data as Float32Array, 784, BATCH_RUNS * 3, PIPELINE, shmFloorCpu);
     // Where shared memory starts to pay: one request at a time, socket vs shared memory, by batch size.
     const sweep: string[] = [];
@@ -356,27 +373,26 @@ async function main(): Promise<void> {
       sweep.push(`${rows} rows (${((rows * 784 * 4) / 1024).toFixed(0)} KiB): socket ${(p50(times.socket) * 1000).toFixed(0)} µs, shm ${(p50(times.shm) * 1000).toFixed(0)} µs`);
     }
     await local.dispose();
-    const bigReq = encodeNamedTensors(big).length + 64;
-    const rawRate = 256 * await rawPipelined(peer.url, bigReq, 256 * 10 * 4 + 128, BATCH_RUNS, PIPELINE);
-    out(`remote inference, batch 256 (${BATCH_RUNS} batches, ${PIPELINE} requests in flight)`);
-    out(`  local onnxruntime       ${localRate.toFixed(0)} samples/s`);
-    out(`  remote via grid node    ${remoteRate.toFixed(0)} samples/s`);
-    out(`  ratio remote / local    ${(remoteRate / localRate).toFixed(2)}×  (target ≥ 0.8×)`);
-    out(`  (transport ceiling: the same ${(bigReq / 1024).toFixed(0)} KiB requests over raw ws, pipelined alike, carry ${rawRate.toFixed(0)} samples/s = ${(rawRate / localRate).toFixed(2)}× local, with no compute at all; remote / that = ${(remoteRate / rawRate).toFixed(2)}×  (target ≥ 0.9×))`);
-    const [shmRate, localAgain] = [p50(shmRates), p50(localRates)];
-    out(`remote inference, batch 256, through shared memory (a client on the node's machine; ${BATCH_RUNS} batches × 3, ${PIPELINE} in flight, p50 of the 3)`);
-    out(`  local onnxruntime       ${localAgain.toFixed(0)} samples/s  (measured interleaved with the runs below)`);
-    out(`  via shared memory       ${shmRate.toFixed(0)} samples/s${shmUsed ? '' : '  [WARNING: the node refused shared memory; these went over the socket]'}`);
-    out(`  ratio shm / local       ${(shmRate / localAgain).toFixed(2)}×  (target ≥ 0.8×); shm / socket ${(shmRate / remoteRate).toFixed(2)}×`);
-    out(`  floor: a bare ws server running onnxruntime on inputs it reads from /dev/shm, pipelined alike  ${shmFloor.toFixed(0)} samples/s = ${(shmFloor / localAgain).toFixed(2)}× local; grid shm / floor = ${(shmRate / shmFloor).toFixed(2)}×`);
-    const [sf, sg] = [shmFloorCpu.perRequest(), shmCpu.perRequest()];
-    out(`  CPU per batch: floor server ${sf.server.toFixed(0)} µs + client ${sf.client.toFixed(0)} µs; grid node ${sg.server.toFixed(0)} µs + client ${sg.client.toFixed(0)} µs: where the CPU is shared, grid shm / floor ≤ ${(sf.total / sg.total).toFixed(2)}× (their CPU ratio), so shm / local ≤ ${((shmFloor / localAgain) * (sf.total / sg.total)).toFixed(2)}× by this floor`);
-    // What is left once the bytes no longer cross the socket: the request itself.
-    const perBatch = (rate: number) => (256 / rate) * 1e6;
-    out(`  per batch: local ${perBatch(localAgain).toFixed(0)} µs, via shared memory ${perBatch(shmRate).toFixed(0)} µs; the difference (${(perBatch(shmRate) - perBatch(localAgain)).toFixed(0)} µs) compares with one grid ping round trip (${(p50(pingTimes) * 1000).toFixed(0)} µs, section 1): the protocol's per-request cost, not the tensor bytes, is what remains`);
+    const [localRate, remoteRate, rawRate, shmRate] = [p50(rates.local), p50(rates.socket), p50(rates.raw), p50(rates.shm)];
+    const [lc, sc, rc, mc, pc, fc2] = [cpu.local.perRequest(), cpu.socket.perRequest(), cpu.raw.perRequest(), cpu.shm.perRequest(), cpu.ping.perRequest(), shmFloorCpu.perRequest()];
+    const us = (x: number) => `${x.toFixed(0)} µs`;
+    out(`remote inference, batch 256 (${BATCH_RUNS} batches × 3 interleaved, ${PIPELINE} requests in flight, p50 of the 3; onnxruntime: 1 intra-op thread on every side)`);
+    out(`  local onnxruntime       ${localRate.toFixed(0)} samples/s  (CPU ${us(lc.client)} per batch)`);
+    out(`  remote via grid node    ${remoteRate.toFixed(0)} samples/s  = ${(remoteRate / localRate).toFixed(2)}× local`);
+    out(`  transport ceiling: the same ${(bigReq / 1024).toFixed(0)} KiB requests over raw ws (unmasked on loopback, as GridSocket sends them), pipelined alike, no compute: ${rawRate.toFixed(0)} samples/s`);
+    out(`  ratio remote / ceiling  ${(remoteRate / rawRate).toFixed(2)}×  (target ≥ 0.9×)`);
+    out(`    CPU per batch: ceiling server ${us(rc.server)} (event loop ${us(rc.serverMain)}) + client ${us(rc.client)}; grid node ${us(sc.server)} (event loop ${us(sc.serverMain)}) + client ${us(sc.client)}`);
+    out(`    limits: where the CPU is shared, remote / ceiling ≤ ${(rc.total / sc.total).toFixed(2)}× (their CPU ratio); with cores to spare, each server's event loop (the thread that serialises its requests) bounds its rate, so remote / ceiling ≤ ${(rc.serverMain / sc.serverMain).toFixed(2)}× (${us(rc.serverMain)} / ${us(sc.serverMain)}, onnxruntime's ~${us(lc.client)} a batch on the node's)`);
+    out(`remote inference, batch 256, through shared memory (a client on the node's machine; same runs as above)`);
+    out(`  via shared memory       ${shmRate.toFixed(0)} samples/s${shmUsed ? '' : '  [WARNING: the node refused shared memory; these went over the socket]'}; shm / socket ${(shmRate / remoteRate).toFixed(2)}×`);
+    out(`  ratio shm / local       ${(shmRate / localRate).toFixed(2)}×  (target ≥ 0.8×)`);
+    out(`    CPU per batch: local ${us(lc.client)}; grid node ${us(mc.server)} (event loop ${us(mc.serverMain)}) + client ${us(mc.client)} (event loop ${us(mc.clientMain)}); a grid ping alone costs node ${us(pc.server)} + client ${us(pc.client)}`);
+    out(`    limits: where the CPU is shared, shm / local ≤ ${(lc.client / mc.total).toFixed(2)}× (their CPU ratio); with cores to spare, the node's event loop (${us(mc.serverMain)} a batch: onnxruntime ~${us(lc.client)}, the rest ${us(mc.serverMain - lc.client)}) bounds it at ${(lc.client / mc.serverMain).toFixed(2)}× local`);
+    out(`  floor: a bare ws server running onnxruntime on inputs it reads from /dev/shm, pipelined alike  ${shmFloor.toFixed(0)} samples/s = ${(shmFloor / localRate).toFixed(2)}× local; grid shm / floor = ${(shmRate / shmFloor).toFixed(2)}×; its CPU per batch: server ${us(fc2.server)} (event loop ${us(fc2.serverMain)}) + client ${us(fc2.client)}, so even it is ≤ ${(lc.client / fc2.total).toFixed(2)}× local where the CPU is shared`);
     out(`  one request at a time, p50: ${sweep.join('; ')}  (GridClient switches to shared memory from 64 KiB of inputs)`);
 
     // 3. Upload of a big model.
+    let t0: number;
     BIG_FILE = path.join(dir, 'big.onnx');
     const shape = writeBigModel(BIG_FILE, BIG);
     const size = fs.statSync(BIG_FILE).size;

@@ -1,7 +1,7 @@
 // Peak RSS of this process, sampled every 20 ms, as growth over the level at the last reset.
 // Shared by the benchmarks and their server processes; processRss reads another process's.
 
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 export interface RssSampler {
   /** Starts a new measurement from the current level. */
@@ -47,3 +47,38 @@ export function processCpuSeconds(pid: number): number {
 
 /** Linux's USER_HZ: /proc counts CPU time in hundredths of a second on every architecture Node runs on. */
 const CLOCK_TICKS = 100;
+
+/** Nanoseconds each live thread of a process has run, by thread id, from /proc/<pid>/task/<tid>/schedstat (Linux). */
+function threadCpuNs(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  let tids: string[];
+  try { tids = readdirSync(`/proc/${pid}/task`); } catch { return out; }
+  for (const tid of tids) {
+    try { out.set(Number(tid), Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0])); } catch { /* the thread ended */ }
+  }
+  return out;
+}
+
+export interface CpuSnapshot { readonly pid: number; readonly threads: Map<number, number>; readonly coarse: number }
+
+/**
+ * The CPU a process has used so far, per thread and to the nanosecond: /proc/<pid>/stat counts in 10 ms
+ * ticks, too coarse for a few hundred requests of a millisecond each.
+ */
+export function cpuSnapshot(pid: number): CpuSnapshot {
+  return { pid, threads: threadCpuNs(pid), coarse: processCpuSeconds(pid) };
+}
+
+/**
+ * Seconds of CPU between two snapshots: the whole process, and its main thread (the event loop, which
+ * serialises what runs on it). A thread that ended in between took its count with it: the whole
+ * process then falls back to the coarse count.
+ */
+export function cpuSince(a: CpuSnapshot, b: CpuSnapshot = cpuSnapshot(a.pid)): { total: number; main: number } {
+  let total = 0;
+  let lost = false;
+  for (const [tid, ns] of b.threads) total += ns - (a.threads.get(tid) ?? 0);
+  for (const tid of a.threads.keys()) if (!b.threads.has(tid)) lost = true;
+  const main = ((b.threads.get(a.pid) ?? 0) - (a.threads.get(a.pid) ?? 0)) / 1e9;
+  return { total: lost ? b.coarse - a.coarse : total / 1e9, main };
+}

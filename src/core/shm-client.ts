@@ -204,6 +204,7 @@ export class SharedMemoryChannel {
   private readonly outputBytes = new Map<string, number>();
   private disposed = false;
   private listening = false;
+  private localUrl: { url: string; local: boolean } | undefined;
 
   constructor(socket: GridSocket, opts: SharedMemoryClientOptions = {}, log?: Logger) {
     this.socket = socket;
@@ -238,8 +239,14 @@ export class SharedMemoryChannel {
       }
       if (bytes < this.threshold) return false;
     }
-    const url = this.socket.status.url;
-    return url !== undefined && isLocalUrl(url);
+    return this.isLocal(this.socket.status.url);
+  }
+
+  /** isLocalUrl, remembered for the last URL: asked once per request, it parsed the URL each time. */
+  private isLocal(url: string | undefined): boolean {
+    if (url === undefined) return false;
+    if (url !== this.localUrl?.url) this.localUrl = { url, local: isLocalUrl(url) };
+    return this.localUrl.local;
   }
 
   async run(id: string, inputs: NamedTensors, opts: ShmRunOptions): Promise<NamedTensors | undefined> {

@@ -43,6 +43,12 @@ export function parseDuration(v: string): number {
   return ms;
 }
 
+function parseThreads(v: string): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > 256) throw new InvalidArgumentError('a thread count is a whole number from 1 to 256');
+  return n;
+}
+
 function parseLeaseMs(v: string): number {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 100 || n > 3_600_000) throw new InvalidArgumentError('a lease is a whole number of milliseconds from 100 to 3600000');
@@ -143,6 +149,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--fl-auth-endpoint <url>', 'let users who are not admins host FL processes whose workers\' tokens are checked at this URL (or below it); repeatable; none by default (admins may use any)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--tls-cert <file>', 'serve https/wss with this PEM certificate (chain); needs --tls-key')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert')
+    .option('--intra-op-threads <n>', 'threads onnxruntime gives one inference (default: the machine\'s cores, at most 4); fewer leave cores to other work', parseThreads)
     .option('--no-shared-memory', 'refuse shared-memory regions from clients on this machine (they then send tensors over the socket)')
     .option('--database <url>', 'keep the metadata in PostgreSQL (postgres://user:password@host:port/db) instead of <data-dir>/meta.db, so several replicas serve one node (docs/replicas.md); or set GRID_DATABASE')
     .option('--blobs <dir>', 'keep model and checkpoint blobs in this directory (shared storage for replicas) instead of <data-dir>')
@@ -165,7 +172,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
   program.parse(argv);
   const o = program.opts<{
     host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
-    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; database?: string; blobs?: string; claimLeaseMs?: number;
+    allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; intraOpThreads?: number; database?: string; blobs?: string; claimLeaseMs?: number;
     uploadExpiry?: number; blobGrace?: number; trustProxy: string[];
   }>();
 
@@ -221,6 +228,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
       fl: { authEndpoints: o.flAuthEndpoint.length > 0 ? o.flAuthEndpoint : config?.fl_auth_endpoints ?? [] },
       ...(tls !== undefined && { tls }),
       ...(!o.sharedMemory && { sharedMemory: { enabled: false } }),
+      ...(o.intraOpThreads !== undefined && { intraOpThreads: o.intraOpThreads }),
       trustProxy: o.trustProxy.length > 0 ? o.trustProxy : (process.env.GRID_TRUST_PROXY ?? '').split(',').filter((v) => v.trim() !== ''),
     });
     keepServingOnUnhandledRejection(logger);

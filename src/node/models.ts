@@ -94,6 +94,12 @@ export interface HostModelInput {
   alongside?(info: ModelInfo): Promise<void>;
 }
 
+export interface ModelStoreOptions {
+  sessionCacheBytes?: number;
+  /** onnxruntime's threads per inference (intra-op); compute/backend's default (the machine's cores, at most 4) otherwise. */
+  intraOpThreads?: number;
+}
+
 export class ModelStore {
   private readonly db: Store;
   private readonly blobs: BlobStore;
@@ -120,7 +126,7 @@ export class ModelStore {
   private readonly unlisten: (() => void)[] = [];
 
   /** Opens the store over `db`: reads the rows, and (embedded only) sweeps blobs no row names. */
-  static async open(db: Store, blobs: BlobStore, log: Logger, opts: { sessionCacheBytes?: number } = {}): Promise<ModelStore> {
+  static async open(db: Store, blobs: BlobStore, log: Logger, opts: ModelStoreOptions = {}): Promise<ModelStore> {
     const store = new ModelStore(db, blobs, opts);
     await store.reload();
     // A shared database: another replica's change (or a notification connection that came back) is
@@ -143,7 +149,7 @@ export class ModelStore {
     if (swept > 0) log.info({ swept }, 'removed model blobs left by an interrupted upload or delete');
   }
 
-  private constructor(db: Store, blobs: BlobStore, opts: { sessionCacheBytes?: number }) {
+  private constructor(db: Store, blobs: BlobStore, opts: ModelStoreOptions) {
     this.db = db;
     this.blobs = blobs;
     // Big models load and run on a thread of their own, so the node's event loop never waits on them. So do
@@ -151,6 +157,7 @@ export class ModelStore {
     // output then allocates it off the event loop, and the size check refuses it before it crosses over.
     this.sessions = new SessionCache({
       maxBytes: opts.sessionCacheBytes ?? 1024 ** 3,
+      ...(opts.intraOpThreads !== undefined && { loadOptions: { intraOpNumThreads: opts.intraOpThreads } }),
       load: (bytes, options, key) => (bytes.byteLength > IN_THREAD_MODEL_BYTES || !this.boundedByShapes(key) ? this.thread.load(bytes, options) : loadModel(bytes, options)),
     });
   }

@@ -66,6 +66,11 @@ export interface GridNodeOptions {
   maxUploadBytes?: number;
   /** Memory budget of cached onnxruntime sessions. */
   sessionCacheBytes?: number;
+  /**
+   * Threads onnxruntime gives one inference (intra-op); the machine's cores, at most 4, by default. Fewer
+   * leave cores to other work on a shared machine (and make benchmarks compare like with like).
+   */
+  intraOpThreads?: number;
   sessionTtlMs?: number;
   heartbeatMs?: number;
   /** Backoff of failed sign-ins (docs/node.md, "Quotas and sign-in limits"). */
@@ -268,7 +273,10 @@ export class GridNode {
       const shared = db.kind === 'postgres' && opts.blobsDir !== undefined;
       // Temp files stay in the replica's own data dir: a shared blob dir's tmp would be cleared by every start.
       const blobs = new BlobStore(blobsRoot, { tmpDir: path.join(dataDir, 'tmp'), ...(shared && { pins: new BlobPins(db) }) });
-      const models = await ModelStore.open(db, blobs, log, { ...(opts.sessionCacheBytes !== undefined && { sessionCacheBytes: opts.sessionCacheBytes }) });
+      const models = await ModelStore.open(db, blobs, log, {
+        ...(opts.sessionCacheBytes !== undefined && { sessionCacheBytes: opts.sessionCacheBytes }),
+        ...(opts.intraOpThreads !== undefined && { intraOpThreads: opts.intraOpThreads }),
+      });
       cleanups.unshift(() => models.close());
       // On PostgreSQL without --blobs the blobs are in this node's own (locked) data dir, which no other
       // replica adds to: swept at start as the embedded store's are (a kill mid-upload left no orphan there).

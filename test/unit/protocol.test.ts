@@ -7,6 +7,7 @@ import {
   decodeNamedTensors, decodeTensor, DTYPES, encodeNamedTensors, encodeTensor, tensorFromValues, validateTensor, type Tensor,
 } from '../../src/core/protocol/tensor';
 import { backoffDelay, resolveReconnect } from '../../src/core/socket/backoff';
+import { FramePool, POOLED_FRAME_BYTES } from '../../src/core/socket/frame-pool';
 
 function throwsCode(fn: () => unknown, code: string, message?: RegExp): void {
   assert.throws(fn, (err: unknown) => {
@@ -202,4 +203,39 @@ test('a chunk frame written into a reused buffer decodes like a fresh one, and a
     assert.equal(decoded.kind, FrameKind.CHUNK);
   }
   assert.equal(chunkFrameInto(reused, id, 1, 65, false), undefined);
+});
+
+test('a message frame written into a reused buffer is the same bytes as a fresh one; a too-small buffer is not used', () => {
+  const env = { type: 'run-inference', request_id: 'r-7', data: { model_id: 'mlp' } };
+  const parts = [Buffer.from([1, 2, 3]), new Uint8Array([4, 5, 6, 7, 8])];
+  const fresh = encodeMessageFrame(env, parts);
+  const reused = Buffer.alloc(fresh.length + 100, 0xee);
+  let asked = 0;
+  const frame = encodeMessageFrame(env, parts, (bytes) => { asked = bytes; return reused; });
+  assert.equal(asked, fresh.length);
+  assert.ok(frame.equals(fresh));
+  assert.equal(frame.buffer, reused.buffer, 'written in the given buffer');
+  const small = Buffer.alloc(fresh.length - 1);
+  const other = encodeMessageFrame(env, parts, () => small);
+  assert.ok(other.equals(fresh));
+  assert.notEqual(other.buffer, small.buffer);
+});
+
+test('the frame pool gives big buffers back for frames of about their size, and keeps few', () => {
+  const pool = new FramePool();
+  assert.equal(pool.take(POOLED_FRAME_BYTES - 1), undefined, 'small frames come from Node\'s pool');
+  const a = pool.take(800_000)!;
+  assert.ok(a.length >= 800_000);
+  pool.give(a);
+  assert.equal(pool.take(800_000), a, 'taken again');
+  pool.give(a);
+  assert.notEqual(pool.take(200_000), a, 'a buffer over twice the frame is not pinned by it');
+  const many = [1, 2, 3, 4, 5].map(() => pool.take(100_000)!);
+  for (const b of many) pool.give(b);
+  const back = new Set([1, 2, 3, 4, 5].map(() => pool.take(100_000)));
+  assert.equal([...back].filter((b) => many.includes(b!)).length, 4, 'at most 4 idle buffers are kept');
+  const huge = [1, 2, 3].map(() => pool.take(15 * 1024 * 1024)!);
+  for (const b of huge) pool.give(b);
+  assert.ok(pool.bytesIdle <= 32 * 1024 * 1024, `at most 32 MiB idle, held ${pool.bytesIdle}`);
+  assert.equal(pool.take(64 * 1024 * 1024), undefined, 'frames over 16 MiB are not pooled');
 });

@@ -289,15 +289,28 @@ export function encodeChunk(id: string, index: number, body: Uint8Array, last: b
 /**
  * One frame carrying an envelope and its attachment (inference tensors). The attachment may be given in
  * parts (encodeNamedTensorsParts: views of the tensors' own memory), copied once, straight into the frame.
+ * With `into`, the frame is written at the start of the buffer it gives for the frame's size when that
+ * buffer is big enough (a reused one: frame-pool.ts), else in a fresh one.
  */
-export function encodeMessageFrame(env: Envelope, attachment: Uint8Array | readonly Uint8Array[]): Buffer {
+export function encodeMessageFrame(env: Envelope, attachment: Uint8Array | readonly Uint8Array[], into?: (bytes: number) => Buffer | undefined): Buffer {
   const json = JSON.stringify(env);
   const jsonBytes = Buffer.byteLength(json, 'utf8');
   const jsonPadded = pad8(jsonBytes);
   let attachmentBytes = 0;
   if (attachment instanceof Uint8Array) attachmentBytes = attachment.length;
   else for (const part of attachment) attachmentBytes += part.length;
-  const { buf, bodyAt } = writeHeader(FrameKind.MESSAGE, 0, env.request_id ?? '', 0, jsonBytes, jsonPadded + attachmentBytes);
+  const id = env.request_id ?? '';
+  let buf: Buffer;
+  let bodyAt: number;
+  const idLength = frameIdBytes(id);
+  const size = HEADER + pad8(idLength) + jsonPadded + attachmentBytes;
+  const given = into?.(size);
+  if (given !== undefined && given.length >= size) {
+    buf = given.subarray(0, size);
+    bodyAt = putHeader(buf, FrameKind.MESSAGE, 0, id, idLength, 0, jsonBytes);
+  } else {
+    ({ buf, bodyAt } = writeHeader(FrameKind.MESSAGE, 0, id, 0, jsonBytes, jsonPadded + attachmentBytes));
+  }
   buf.write(json, bodyAt, 'utf8');
   buf.fill(0x20, bodyAt + jsonBytes, bodyAt + jsonPadded);
   let at = bodyAt + jsonPadded;

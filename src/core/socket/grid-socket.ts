@@ -15,6 +15,7 @@ import {
   type DownloadOffer, type EndOf, type EventOf, type ReplyOf, type RequestDef, type RequestOf, type StreamDef,
 } from '../protocol/catalogue';
 import { checkEnvelope, decodeBinaryFrame, encodeMessageFrame, FrameKind, type Envelope, type IncomingMessage } from '../protocol/envelope';
+import { FramePool } from './frame-pool';
 import { backoffDelay, resolveReconnect, type ReconnectOptions, type ResolvedReconnect } from './backoff';
 import { TRANSFER_ACK, Transfers, type TransferOptions, type UploadResult } from './chunked-transfers';
 import { failureFromError, failureFromResponse, MAX_REFUSAL_BODY, type ConnectFailure } from './connect-failure';
@@ -139,6 +140,8 @@ export class GridSocket extends EventEmitter {
   private readonly pending: PendingRequests;
   private readonly streams = new Map<string, StreamSub>();
   private readonly transfers: Transfers;
+  /** Reused buffers for big request frames (inference inputs). */
+  private readonly frames = new FramePool();
   private readonly openWaiters = new Set<{ resolve: () => void; reject: (e: GridError) => void }>();
   private credentials: { username: string; password: string } | { token: string } | undefined;
   private token: string | undefined;
@@ -246,6 +249,7 @@ export class GridSocket extends EventEmitter {
     if (this.disposed) return;
     this.disposed = true;
     this.clear('DISPOSED', 'the socket was disposed');
+    this.frames.clear();
     this.removeAllListeners();
   }
 
@@ -712,10 +716,20 @@ export class GridSocket extends EventEmitter {
       ws.send(JSON.stringify(p.env));
       return;
     }
-    const frame = encodeMessageFrame(p.env, attachment);
+    let pooled: Buffer | undefined;
+    const frame = encodeMessageFrame(p.env, attachment, (bytes) => (pooled = this.frames.take(bytes)));
     // Parts are views of the caller's memory: a re-send after a reconnect uses the bytes sent now.
     if (!(attachment instanceof Uint8Array)) p.attachment = frame.subarray(frame.length - attachmentLength(attachment));
-    ws.send(frame);
+    if (pooled === undefined) {
+      ws.send(frame);
+      return;
+    }
+    // Back to the pool once written out and settled; a request that ends otherwise (aborted) leaves it to the GC.
+    const buf = pooled;
+    let uses = 2;
+    const done = () => { if (--uses === 0) this.frames.give(buf); };
+    p.onSettled = done;
+    ws.send(frame, done);
   }
 
   private sendEnvelope(env: Envelope): boolean {

@@ -31,6 +31,8 @@ export interface PendingRequest {
   onAbort: (() => void) | undefined;
   /** Written to the connection now open; false again when a drop leaves an idempotent request to re-send. */
   sent: boolean;
+  /** Called once the request settles through this table (reply, failure, timeout); an abort does not. */
+  onSettled?: () => void;
 }
 
 /**
@@ -39,6 +41,7 @@ export interface PendingRequest {
  */
 function settle(p: PendingRequest, err: GridError | undefined, reply?: Reply<unknown>): void {
   if (p.onAbort) p.signal!.removeEventListener('abort', p.onAbort);
+  p.onSettled?.();
   if (err) p.reject(err);
   else p.resolve(p.whole ? reply : reply!.data);
 }
