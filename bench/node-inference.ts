@@ -5,7 +5,7 @@
 //   3. upload of a 1 GiB ONNX model (chunked, sha256 on both ends, fsync'd on the node) vs raw ws binary
 //      frames into a sink, target ≥ 0.6×, RSS growth < 64 MiB per side during the transfer; then the node
 //      validates (loads) it, which may take memory in proportion to the model.
-// Run: npm run bench:node   (BENCH_QUICK=1: fewer rounds and a 128 MiB model)
+// Run: npm run bench:node   (BENCH_QUICK=1: fewer rounds and a 128 MiB model; BENCH_SECTIONS=1 or 1,3: only those)
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -27,16 +27,19 @@ import { sharedMemoryDir } from '../src/core/shm';
 
 // Measured as shipped: the node is the built dist/grid-node.js (npm run bench:node builds first), and
 // scripts/bench.mjs bundles this file and bench/servers/*. Run from source, both fall back to the .ts files.
-const NODE_MAIN = fs.existsSync(path.join(__dirname, '../dist/grid-node.js')) ? path.join(__dirname, '../dist/grid-node.js') : path.join(__dirname, '../src/node/main.ts');
+// GRID_BENCH_NODE=FILE measures another build of the node (an A/B against the same baselines).
+const NODE_MAIN = process.env.GRID_BENCH_NODE ?? (fs.existsSync(path.join(__dirname, '../dist/grid-node.js')) ? path.join(__dirname, '../dist/grid-node.js') : path.join(__dirname, '../src/node/main.ts'));
 const PEER = fs.existsSync(path.join(__dirname, 'servers/node-peer.js')) ? path.join(__dirname, 'servers/node-peer.js') : path.join(__dirname, 'servers/node-peer.ts');
 
 const quick = process.env.BENCH_QUICK === '1';
 const ROUNDS = quick ? 300 : 2000;
 const BATCH_RUNS = quick ? 10 : 40;
+const WARM_UP = quick ? 300 : 3000;
 const PIPELINE = 4;
 const BIG = quick ? 128 * 1024 * 1024 : 1024 ** 3;
 const MiB = 1024 * 1024;
 const PASSWORD = 'bench-password-1';
+const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? '1,2,3').split(',').map((x) => x.trim()));
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
 const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -105,6 +108,8 @@ async function floorRoundTrips(url: string, model: Uint8Array, x: Float32Array, 
   ws.send(JSON.stringify({ model: Buffer.from(model).toString('base64'), input: 'x', cols: x.length }));
   await new Promise((r) => ws.once('message', r));
   const times: number[] = [];
+  ws.send(JSON.stringify({ runTimes: true })); // forget the warm-up's
+  await new Promise((r) => ws.once('message', r));
   meter?.start();
   for (let i = 0; i < rounds; i++) {
     const t0 = performance.now();
@@ -114,9 +119,14 @@ async function floorRoundTrips(url: string, model: Uint8Array, x: Float32Array, 
     times.push(performance.now() - t0);
   }
   meter?.stop(rounds);
+  const reply = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
+  ws.send(JSON.stringify({ runTimes: true }));
+  floorRunTimes.push(...(JSON.parse(String(await reply)) as { runTimes: number[] }).runTimes);
   ws.close();
   return times;
 }
+/** Wall time of each onnxruntime run inside the floor server (ms), as the node reports its own in duration_ms. */
+const floorRunTimes: number[] = [];
 
 /** The same request/reply sizes over raw ws with `inflight` requests pipelined: the transport's ceiling. */
 async function rawPipelined(url: string, requestBytes: number, replyBytes: number, count: number, inflight: number): Promise<number> {
@@ -269,8 +279,13 @@ async function main(): Promise<void> {
     const floorTimes: number[] = [];
     const attachment = encodeNamedTensors(one);
     const [floorCpu, gridCpu] = [new CpuMeter(peer.child.pid!), new CpuMeter(node.child.pid!)];
-    for (let i = 0; i < 200; i++) { await local.run(one); await client.runInference('mlp', one); }
-    await rawRoundTrips(peer.url, reqBytes, replyBytes, 200);
+    // Warm-up, the same count on every side, long enough for the node's larger code to reach its steady
+    // state (the JIT still compiled its request path through the first ~2000 requests: ~60 µs of compiler
+    // threads' CPU per request then, ~3 µs after); the floor's few lines get there sooner, so it is warmed alike.
+    for (let i = 0; i < WARM_UP; i++) { await local.run(one); await client.runInference('mlp', one); await client.socket.request(Ping, undefined); }
+    await rawRoundTrips(peer.url, reqBytes, replyBytes, WARM_UP);
+    await floorRoundTrips(peer.url, mlp, one.x!.data as Float32Array, WARM_UP);
+    floorRunTimes.length = 0;
     for (let rep = 0; rep < 3; rep++) {
       // Interleaved, so machine noise hits all three alike.
       for (let i = 0; i < ROUNDS / 3; i++) { const t0 = performance.now(); await local.run(one); localTimes.push(performance.now() - t0); }
@@ -295,7 +310,7 @@ async function main(): Promise<void> {
     out(`  remote via grid node    ${(g * 1000).toFixed(0)} µs`);
     const f = p50(floorTimes);
     out(`  floor: bare ws server running onnxruntime, no protocol  ${(f * 1000).toFixed(0)} µs  = ${(f / (l + r)).toFixed(2)}× (local + raw ws); grid node / floor = ${(g / f).toFixed(2)}×`);
-    out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs, onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs)`);
+    out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs, onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs; inside the floor ${(p50(floorRunTimes) * 1000).toFixed(0)} µs; back to back locally ${(l * 1000).toFixed(0)} µs)`);
     // The limit where the CPU is what holds it (a loaded machine: every wake-up waits for a core): a
     // request cannot cost less wall time than the CPU both sides spend on it, relative to the floor's.
     const [fc, gc] = [floorCpu.perRequest(), gridCpu.perRequest()];
@@ -306,101 +321,105 @@ async function main(): Promise<void> {
     out(`    (bound on this machine: the floor alone is ${(f / (l + r)).toFixed(2)}× (local + raw ws); onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs vs ${(l * 1000).toFixed(0)} µs back to back locally)`);
     if (cores >= 2) { const all = `0-${cores - 1}`; pin(process.pid, all); pin(node.child.pid!, all); pin(peer.child.pid!, all); }
 
-    // 2. Batch 256 throughput, pipelined.
-    const big: NamedTensors = { x: { dtype: 'float32', dims: [256, 784], data: seededFloats(256 * 784, 2) } };
-    for (let i = 0; i < 3; i++) { await local.run(big); await client.runInference('mlp', big); }
-    let t0 = performance.now();
-    for (let i = 0; i < BATCH_RUNS; i++) await local.run(big);
-    const localRate = (BATCH_RUNS * 256) / ((performance.now() - t0) / 1000);
-    t0 = performance.now();
-    let next = 0;
-    await Promise.all(Array.from({ length: PIPELINE }, async () => {
-      while (next < BATCH_RUNS) { next++; await client!.runInference('mlp', big); }
-    }));
-    const remoteRate = (BATCH_RUNS * 256) / ((performance.now() - t0) / 1000);
-    // 2b. The same batches through shared memory (a client on the node's machine): interleaved with a
-    // fresh local measure, so both see the same machine.
-    for (let i = 0; i < 3; i++) await shmClient.runInference('mlp', big);
-    const shmRates: number[] = [];
-    const [shmCpu, shmFloorCpu] = [new CpuMeter(node.child.pid!), new CpuMeter(peer.child.pid!)];
-    const localRates: number[] = [];
-    for (let rep = 0; rep < 3; rep++) {
-      t0 = performance.now();
+    if (SECTIONS.has('2')) {
+      // 2. Batch 256 throughput, pipelined.
+      const big: NamedTensors = { x: { dtype: 'float32', dims: [256, 784], data: seededFloats(256 * 784, 2) } };
+      for (let i = 0; i < 3; i++) { await local.run(big); await client.runInference('mlp', big); }
+      let t0 = performance.now();
       for (let i = 0; i < BATCH_RUNS; i++) await local.run(big);
-      localRates.push((BATCH_RUNS * 256) / ((performance.now() - t0) / 1000));
-      shmCpu.start();
+      const localRate = (BATCH_RUNS * 256) / ((performance.now() - t0) / 1000);
       t0 = performance.now();
-      let nextShm = 0;
+      let next = 0;
       await Promise.all(Array.from({ length: PIPELINE }, async () => {
-        while (nextShm < BATCH_RUNS) { nextShm++; await shmClient!.runInference('mlp', big); }
+        while (next < BATCH_RUNS) { next++; await client!.runInference('mlp', big); }
       }));
-      shmRates.push((BATCH_RUNS * 256) / ((performance.now() - t0) / 1000));
-      shmCpu.stop(BATCH_RUNS);
-    }
-    const shmUsed = shmClient.shm.currentRegion !== undefined;
-    const shmFloor = 256 * await shmFloorPipelined(peer.url, mlp, big.x!.data as Float32Array, 784, BATCH_RUNS * 3, PIPELINE, shmFloorCpu);
-    // Where shared memory starts to pay: one request at a time, socket vs shared memory, by batch size.
-    const sweep: string[] = [];
-    for (const rows of [4, 16, 64, 256]) {
-      const x: NamedTensors = { x: { dtype: 'float32', dims: [rows, 784], data: seededFloats(rows * 784, 3) } };
-      const opts = { sharedMemory: { thresholdBytes: 0 } };
-      const forced = await GridClient.connect(node.url, { connect: { heartbeatMs: 0 }, credentials: { username: 'admin', password: PASSWORD }, ...opts });
-      const n = quick ? 30 : 150;
-      const times = { socket: [] as number[], shm: [] as number[] };
-      for (let i = 0; i < 10; i++) { await client.runInference('mlp', x); await forced.runInference('mlp', x); }
-      for (let i = 0; i < n; i++) {
-        let t = performance.now(); await client.runInference('mlp', x); times.socket.push(performance.now() - t);
-        t = performance.now(); await forced.runInference('mlp', x); times.shm.push(performance.now() - t);
+      const remoteRate = (BATCH_RUNS * 256) / ((performance.now() - t0) / 1000);
+      // 2b. The same batches through shared memory (a client on the node's machine): interleaved with a
+      // fresh local measure, so both see the same machine.
+      for (let i = 0; i < 3; i++) await shmClient.runInference('mlp', big);
+      const shmRates: number[] = [];
+      const [shmCpu, shmFloorCpu] = [new CpuMeter(node.child.pid!), new CpuMeter(peer.child.pid!)];
+      const localRates: number[] = [];
+      for (let rep = 0; rep < 3; rep++) {
+        t0 = performance.now();
+        for (let i = 0; i < BATCH_RUNS; i++) await local.run(big);
+        localRates.push((BATCH_RUNS * 256) / ((performance.now() - t0) / 1000));
+        shmCpu.start();
+        t0 = performance.now();
+        let nextShm = 0;
+        await Promise.all(Array.from({ length: PIPELINE }, async () => {
+          while (nextShm < BATCH_RUNS) { nextShm++; await shmClient!.runInference('mlp', big); }
+        }));
+        shmRates.push((BATCH_RUNS * 256) / ((performance.now() - t0) / 1000));
+        shmCpu.stop(BATCH_RUNS);
       }
-      forced.dispose();
-      sweep.push(`${rows} rows (${((rows * 784 * 4) / 1024).toFixed(0)} KiB): socket ${(p50(times.socket) * 1000).toFixed(0)} µs, shm ${(p50(times.shm) * 1000).toFixed(0)} µs`);
+      const shmUsed = shmClient.shm.currentRegion !== undefined;
+      const shmFloor = 256 * await shmFloorPipelined(peer.url, mlp, big.x!.data as Float32Array, 784, BATCH_RUNS * 3, PIPELINE, shmFloorCpu);
+      // Where shared memory starts to pay: one request at a time, socket vs shared memory, by batch size.
+      const sweep: string[] = [];
+      for (const rows of [4, 16, 64, 256]) {
+        const x: NamedTensors = { x: { dtype: 'float32', dims: [rows, 784], data: seededFloats(rows * 784, 3) } };
+        const opts = { sharedMemory: { thresholdBytes: 0 } };
+        const forced = await GridClient.connect(node.url, { connect: { heartbeatMs: 0 }, credentials: { username: 'admin', password: PASSWORD }, ...opts });
+        const n = quick ? 30 : 150;
+        const times = { socket: [] as number[], shm: [] as number[] };
+        for (let i = 0; i < 10; i++) { await client.runInference('mlp', x); await forced.runInference('mlp', x); }
+        for (let i = 0; i < n; i++) {
+          let t = performance.now(); await client.runInference('mlp', x); times.socket.push(performance.now() - t);
+          t = performance.now(); await forced.runInference('mlp', x); times.shm.push(performance.now() - t);
+        }
+        forced.dispose();
+        sweep.push(`${rows} rows (${((rows * 784 * 4) / 1024).toFixed(0)} KiB): socket ${(p50(times.socket) * 1000).toFixed(0)} µs, shm ${(p50(times.shm) * 1000).toFixed(0)} µs`);
+      }
+      const bigReq = encodeNamedTensors(big).length + 64;
+      const rawRate = 256 * await rawPipelined(peer.url, bigReq, 256 * 10 * 4 + 128, BATCH_RUNS, PIPELINE);
+      out(`remote inference, batch 256 (${BATCH_RUNS} batches, ${PIPELINE} requests in flight)`);
+      out(`  local onnxruntime       ${localRate.toFixed(0)} samples/s`);
+      out(`  remote via grid node    ${remoteRate.toFixed(0)} samples/s`);
+      out(`  ratio remote / local    ${(remoteRate / localRate).toFixed(2)}×  (target ≥ 0.8×)`);
+      out(`  (transport ceiling: the same ${(bigReq / 1024).toFixed(0)} KiB requests over raw ws, pipelined alike, carry ${rawRate.toFixed(0)} samples/s = ${(rawRate / localRate).toFixed(2)}× local, with no compute at all; remote / that = ${(remoteRate / rawRate).toFixed(2)}×  (target ≥ 0.9×))`);
+      const [shmRate, localAgain] = [p50(shmRates), p50(localRates)];
+      out(`remote inference, batch 256, through shared memory (a client on the node's machine; ${BATCH_RUNS} batches × 3, ${PIPELINE} in flight, p50 of the 3)`);
+      out(`  local onnxruntime       ${localAgain.toFixed(0)} samples/s  (measured interleaved with the runs below)`);
+      out(`  via shared memory       ${shmRate.toFixed(0)} samples/s${shmUsed ? '' : '  [WARNING: the node refused shared memory; these went over the socket]'}`);
+      out(`  ratio shm / local       ${(shmRate / localAgain).toFixed(2)}×  (target ≥ 0.8×); shm / socket ${(shmRate / remoteRate).toFixed(2)}×`);
+      out(`  floor: a bare ws server running onnxruntime on inputs it reads from /dev/shm, pipelined alike  ${shmFloor.toFixed(0)} samples/s = ${(shmFloor / localAgain).toFixed(2)}× local; grid shm / floor = ${(shmRate / shmFloor).toFixed(2)}×`);
+      const [sf, sg] = [shmFloorCpu.perRequest(), shmCpu.perRequest()];
+      out(`  CPU per batch: floor server ${sf.server.toFixed(0)} µs + client ${sf.client.toFixed(0)} µs; grid node ${sg.server.toFixed(0)} µs + client ${sg.client.toFixed(0)} µs: where the CPU is shared, grid shm / floor ≤ ${(sf.total / sg.total).toFixed(2)}× (their CPU ratio), so shm / local ≤ ${((shmFloor / localAgain) * (sf.total / sg.total)).toFixed(2)}× by this floor`);
+      // What is left once the bytes no longer cross the socket: the request itself.
+      const perBatch = (rate: number) => (256 / rate) * 1e6;
+      out(`  per batch: local ${perBatch(localAgain).toFixed(0)} µs, via shared memory ${perBatch(shmRate).toFixed(0)} µs; the difference (${(perBatch(shmRate) - perBatch(localAgain)).toFixed(0)} µs) compares with one grid ping round trip (${(p50(pingTimes) * 1000).toFixed(0)} µs, section 1): the protocol's per-request cost, not the tensor bytes, is what remains`);
+      out(`  one request at a time, p50: ${sweep.join('; ')}  (GridClient switches to shared memory from 64 KiB of inputs)`);
+
     }
     await local.dispose();
-    const bigReq = encodeNamedTensors(big).length + 64;
-    const rawRate = 256 * await rawPipelined(peer.url, bigReq, 256 * 10 * 4 + 128, BATCH_RUNS, PIPELINE);
-    out(`remote inference, batch 256 (${BATCH_RUNS} batches, ${PIPELINE} requests in flight)`);
-    out(`  local onnxruntime       ${localRate.toFixed(0)} samples/s`);
-    out(`  remote via grid node    ${remoteRate.toFixed(0)} samples/s`);
-    out(`  ratio remote / local    ${(remoteRate / localRate).toFixed(2)}×  (target ≥ 0.8×)`);
-    out(`  (transport ceiling: the same ${(bigReq / 1024).toFixed(0)} KiB requests over raw ws, pipelined alike, carry ${rawRate.toFixed(0)} samples/s = ${(rawRate / localRate).toFixed(2)}× local, with no compute at all; remote / that = ${(remoteRate / rawRate).toFixed(2)}×  (target ≥ 0.9×))`);
-    const [shmRate, localAgain] = [p50(shmRates), p50(localRates)];
-    out(`remote inference, batch 256, through shared memory (a client on the node's machine; ${BATCH_RUNS} batches × 3, ${PIPELINE} in flight, p50 of the 3)`);
-    out(`  local onnxruntime       ${localAgain.toFixed(0)} samples/s  (measured interleaved with the runs below)`);
-    out(`  via shared memory       ${shmRate.toFixed(0)} samples/s${shmUsed ? '' : '  [WARNING: the node refused shared memory; these went over the socket]'}`);
-    out(`  ratio shm / local       ${(shmRate / localAgain).toFixed(2)}×  (target ≥ 0.8×); shm / socket ${(shmRate / remoteRate).toFixed(2)}×`);
-    out(`  floor: a bare ws server running onnxruntime on inputs it reads from /dev/shm, pipelined alike  ${shmFloor.toFixed(0)} samples/s = ${(shmFloor / localAgain).toFixed(2)}× local; grid shm / floor = ${(shmRate / shmFloor).toFixed(2)}×`);
-    const [sf, sg] = [shmFloorCpu.perRequest(), shmCpu.perRequest()];
-    out(`  CPU per batch: floor server ${sf.server.toFixed(0)} µs + client ${sf.client.toFixed(0)} µs; grid node ${sg.server.toFixed(0)} µs + client ${sg.client.toFixed(0)} µs: where the CPU is shared, grid shm / floor ≤ ${(sf.total / sg.total).toFixed(2)}× (their CPU ratio), so shm / local ≤ ${((shmFloor / localAgain) * (sf.total / sg.total)).toFixed(2)}× by this floor`);
-    // What is left once the bytes no longer cross the socket: the request itself.
-    const perBatch = (rate: number) => (256 / rate) * 1e6;
-    out(`  per batch: local ${perBatch(localAgain).toFixed(0)} µs, via shared memory ${perBatch(shmRate).toFixed(0)} µs; the difference (${(perBatch(shmRate) - perBatch(localAgain)).toFixed(0)} µs) compares with one grid ping round trip (${(p50(pingTimes) * 1000).toFixed(0)} µs, section 1): the protocol's per-request cost, not the tensor bytes, is what remains`);
-    out(`  one request at a time, p50: ${sweep.join('; ')}  (GridClient switches to shared memory from 64 KiB of inputs)`);
-
-    // 3. Upload of a big model.
-    BIG_FILE = path.join(dir, 'big.onnx');
-    const shape = writeBigModel(BIG_FILE, BIG);
-    const size = fs.statSync(BIG_FILE).size;
-    const raw = await rawBulk(peer.url, size);
-    const disk = await diskWrite(path.join(dir, 'disk-probe'), size);
-    const clientRss = rssSampler();
-    const nodeRss = childRss(node.child.pid!);
-    t0 = performance.now();
-    const up = await client.socket.upload(await fileSource(BIG_FILE));
-    const secs = (performance.now() - t0) / 1000;
-    const [cGrowth, nGrowth] = [clientRss.stop(), nodeRss.stop()];
-    const gridMibps = size / MiB / secs;
-    t0 = performance.now();
-    const hosted = await client.socket.request(HostModel, { model_id: 'big', transfer_id: up.transfer_id, allow_remote_inference: true }, { timeout: 600_000 });
-    const validateSecs = (performance.now() - t0) / 1000;
-    const row = await client.runInference('big', { i: { dtype: 'int64', dims: [1], data: BigInt64Array.from([777n]) } });
-    const okRow = (row.y!.data as Float32Array).every((v) => v === 777) && row.y!.dims[1] === shape.cols;
-    out(`upload of a ${(size / MiB).toFixed(0)} MiB ONNX model (1 MiB chunks, sha256 both ends, fsync'd on the node)`);
-    out(`  raw ws binary frames    ${raw.mibps.toFixed(0)} MiB/s  (RSS growth client ${(raw.clientRss / MiB).toFixed(1)} MiB, server ${(raw.serverRss / MiB).toFixed(1)} MiB)`);
-    out(`  grid upload             ${gridMibps.toFixed(0)} MiB/s  (RSS growth client ${(cGrowth / MiB).toFixed(1)} MiB, node ${(nGrowth / MiB).toFixed(1)} MiB)`);
-    out(`  this machine's disk     ${disk.toFixed(0)} MiB/s  (the node's write pattern + fsync, no network)`);
-    out(`  ratio grid / raw ws     ${(gridMibps / raw.mibps).toFixed(2)}×  (target ≥ 0.6×; RSS growth target < 64 MiB per side)`);
-    out(`  ratio grid / min(raw ws, disk)  ${(gridMibps / Math.min(raw.mibps, disk)).toFixed(2)}×`);
-    out(`  then validated (loaded by onnxruntime) and stored in ${validateSecs.toFixed(1)} s; sha256 ${hosted.model.sha256.slice(0, 12)}…; remote Gather row check ${okRow ? 'ok' : 'WRONG'}`);
+    if (SECTIONS.has('3')) {
+      // 3. Upload of a big model.
+      BIG_FILE = path.join(dir, 'big.onnx');
+      const shape = writeBigModel(BIG_FILE, BIG);
+      const size = fs.statSync(BIG_FILE).size;
+      const raw = await rawBulk(peer.url, size);
+      const disk = await diskWrite(path.join(dir, 'disk-probe'), size);
+      const clientRss = rssSampler();
+      const nodeRss = childRss(node.child.pid!);
+      let t0 = performance.now();
+      const up = await client.socket.upload(await fileSource(BIG_FILE));
+      const secs = (performance.now() - t0) / 1000;
+      const [cGrowth, nGrowth] = [clientRss.stop(), nodeRss.stop()];
+      const gridMibps = size / MiB / secs;
+      t0 = performance.now();
+      const hosted = await client.socket.request(HostModel, { model_id: 'big', transfer_id: up.transfer_id, allow_remote_inference: true }, { timeout: 600_000 });
+      const validateSecs = (performance.now() - t0) / 1000;
+      const row = await client.runInference('big', { i: { dtype: 'int64', dims: [1], data: BigInt64Array.from([777n]) } });
+      const okRow = (row.y!.data as Float32Array).every((v) => v === 777) && row.y!.dims[1] === shape.cols;
+      out(`upload of a ${(size / MiB).toFixed(0)} MiB ONNX model (1 MiB chunks, sha256 both ends, fsync'd on the node)`);
+      out(`  raw ws binary frames    ${raw.mibps.toFixed(0)} MiB/s  (RSS growth client ${(raw.clientRss / MiB).toFixed(1)} MiB, server ${(raw.serverRss / MiB).toFixed(1)} MiB)`);
+      out(`  grid upload             ${gridMibps.toFixed(0)} MiB/s  (RSS growth client ${(cGrowth / MiB).toFixed(1)} MiB, node ${(nGrowth / MiB).toFixed(1)} MiB)`);
+      out(`  this machine's disk     ${disk.toFixed(0)} MiB/s  (the node's write pattern + fsync, no network)`);
+      out(`  ratio grid / raw ws     ${(gridMibps / raw.mibps).toFixed(2)}×  (target ≥ 0.6×; RSS growth target < 64 MiB per side)`);
+      out(`  ratio grid / min(raw ws, disk)  ${(gridMibps / Math.min(raw.mibps, disk)).toFixed(2)}×`);
+      out(`  then validated (loaded by onnxruntime) and stored in ${validateSecs.toFixed(1)} s; sha256 ${hosted.model.sha256.slice(0, 12)}…; remote Gather row check ${okRow ? 'ok' : 'WRONG'}`);
+    }
     out(`machine load average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   } finally {
     client?.dispose();
