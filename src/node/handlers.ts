@@ -186,7 +186,8 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     const ms = performance.now() - started;
     metrics.observeInference(model.id, ms);
     const described: { name: string; dtype: Tensor['dtype']; dims: number[] }[] = [];
-    for (const [name, t] of Object.entries(outputs)) described.push({ name, dtype: t.dtype, dims: [...t.dims] });
+    // The outputs' dims are arrays of their own (fromOrtTensor copies them): no copy again.
+    for (const name in outputs) { const t = outputs[name]!; described.push({ name, dtype: t.dtype, dims: t.dims as number[] }); }
     const reply = { model_id: model.id, version: model.version, outputs: described, duration_ms: ms };
     const parts = encodeNamedTensorsParts(outputs);
     let size = 0;
