@@ -7,7 +7,7 @@
 //   3. upload of a 1 GiB ONNX model (chunked, sha256 on both ends, fsync'd on the node) vs raw ws binary
 //      frames into a sink, target ≥ 0.6×, RSS growth < 64 MiB per side during the transfer; then the node
 //      validates (loads) it, which may take memory in proportion to the model.
-// Run: npm run bench:node   (BENCH_QUICK=1: fewer rounds and a 128 MiB model)
+// Run: npm run bench:node   (BENCH_QUICK=1: fewer rounds and a 128 MiB model; BENCH_SECTIONS=1 or 1,3: only those)
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -29,16 +29,19 @@ import { sharedMemoryDir } from '../src/core/shm';
 
 // Measured as shipped: the node is the built dist/grid-node.js (npm run bench:node builds first), and
 // scripts/bench.mjs bundles this file and bench/servers/*. Run from source, both fall back to the .ts files.
-const NODE_MAIN = fs.existsSync(path.join(__dirname, '../dist/grid-node.js')) ? path.join(__dirname, '../dist/grid-node.js') : path.join(__dirname, '../src/node/main.ts');
+// GRID_BENCH_NODE=FILE measures another build of the node (an A/B against the same baselines).
+const NODE_MAIN = process.env.GRID_BENCH_NODE ?? (fs.existsSync(path.join(__dirname, '../dist/grid-node.js')) ? path.join(__dirname, '../dist/grid-node.js') : path.join(__dirname, '../src/node/main.ts'));
 const PEER = fs.existsSync(path.join(__dirname, 'servers/node-peer.js')) ? path.join(__dirname, 'servers/node-peer.js') : path.join(__dirname, 'servers/node-peer.ts');
 
 const quick = process.env.BENCH_QUICK === '1';
 const ROUNDS = quick ? 300 : 2000;
 const BATCH_RUNS = quick ? 10 : 40;
+const WARM_UP = quick ? 300 : 3000;
 const PIPELINE = 4;
 const BIG = quick ? 128 * 1024 * 1024 : 1024 ** 3;
 const MiB = 1024 * 1024;
 const PASSWORD = 'bench-password-1';
+const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? '1,2,3').split(',').map((x) => x.trim()));
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
 const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
@@ -112,6 +115,8 @@ async function floorRoundTrips(url: string, model: Uint8Array, x: Float32Array, 
   ws.send(JSON.stringify({ model: Buffer.from(model).toString('base64'), input: 'x', cols: x.length, threads: 1 }));
   await new Promise((r) => ws.once('message', r));
   const times: number[] = [];
+  ws.send(JSON.stringify({ runTimes: true })); // forget the warm-up's
+  await new Promise((r) => ws.once('message', r));
   meter?.start();
   for (let i = 0; i < rounds; i++) {
     const t0 = performance.now();
@@ -121,9 +126,14 @@ async function floorRoundTrips(url: string, model: Uint8Array, x: Float32Array, 
     times.push(performance.now() - t0);
   }
   meter?.stop(rounds);
+  const reply = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
+  ws.send(JSON.stringify({ runTimes: true }));
+  floorRunTimes.push(...(JSON.parse(String(await reply)) as { runTimes: number[] }).runTimes);
   ws.close();
   return times;
 }
+/** Wall time of each onnxruntime run inside the floor server (ms), as the node reports its own in duration_ms. */
+const floorRunTimes: number[] = [];
 
 /**
  * The same request/reply sizes over raw ws with `inflight` requests pipelined: the transport's ceiling.
@@ -281,8 +291,13 @@ async function main(): Promise<void> {
     const floorTimes: number[] = [];
     const attachment = encodeNamedTensors(one);
     const [floorCpu, gridCpu] = [new CpuMeter(peer.child.pid!), new CpuMeter(node.child.pid!)];
-    for (let i = 0; i < 200; i++) { await local.run(one); await client.runInference('mlp', one); }
-    await rawRoundTrips(peer.url, reqBytes, replyBytes, 200);
+    // Warm-up, the same count on every side, long enough for the node's larger code to reach its steady
+    // state (the JIT still compiled its request path through the first ~2000 requests: ~60 µs of compiler
+    // threads' CPU per request then, ~3 µs after); the floor's few lines get there sooner, so it is warmed alike.
+    for (let i = 0; i < WARM_UP; i++) { await local.run(one); await client.runInference('mlp', one); await client.socket.request(Ping, undefined); }
+    await rawRoundTrips(peer.url, reqBytes, replyBytes, WARM_UP);
+    await floorRoundTrips(peer.url, mlp, one.x!.data as Float32Array, WARM_UP);
+    floorRunTimes.length = 0;
     for (let rep = 0; rep < 3; rep++) {
       // Interleaved, so machine noise hits all three alike.
       for (let i = 0; i < ROUNDS / 3; i++) { const t0 = performance.now(); await local.run(one); localTimes.push(performance.now() - t0); }
@@ -307,7 +322,7 @@ async function main(): Promise<void> {
     out(`  remote via grid node    ${(g * 1000).toFixed(0)} µs`);
     const f = p50(floorTimes);
     out(`  floor: bare ws server running onnxruntime, no protocol  ${(f * 1000).toFixed(0)} µs  = ${(f / (l + r)).toFixed(2)}× (local + raw ws); grid node / floor = ${(g / f).toFixed(2)}×`);
-    out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs, onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs)`);
+    out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs, onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs; inside the floor ${(p50(floorRunTimes) * 1000).toFixed(0)} µs; back to back locally ${(l * 1000).toFixed(0)} µs)`);
     // The limit where the CPU is what holds it (a loaded machine: every wake-up waits for a core): a
     // request cannot cost less wall time than the CPU both sides spend on it, relative to the floor's.
     const [fc, gc] = [floorCpu.perRequest(), gridCpu.perRequest()];
@@ -318,105 +333,109 @@ async function main(): Promise<void> {
     out(`    (bound on this machine: the floor alone is ${(f / (l + r)).toFixed(2)}× (local + raw ws); onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs vs ${(l * 1000).toFixed(0)} µs back to back locally)`);
     if (cores >= 2) { const all = `0-${cores - 1}`; pin(process.pid, all); pin(node.child.pid!, all); pin(peer.child.pid!, all); }
 
-    // 2. Batch 256 throughput, pipelined: local onnxruntime, the grid node over the socket, the same bytes
-    // over raw ws (the transport's ceiling) and through shared memory, interleaved 3 times so machine noise
-    // hits them alike (p50 of the 3). CPU per batch of every process, to the nanosecond: on a shared
-    // machine wall time says how busy the neighbours were, CPU what each path costs.
-    const big: NamedTensors = { x: { dtype: 'float32', dims: [256, 784], data: seededFloats(256 * 784, 2) } };
-    const bigReq = encodeNamedTensors(big).length + 64;
-    const [socketClient, viaShm] = [client, shmClient];
-    const pipelined = async (c: GridClient) => {
-      const t = performance.now();
-      let next = 0;
-      await Promise.all(Array.from({ length: PIPELINE }, async () => { while (next < BATCH_RUNS) { next++; await c.runInference('mlp', big); } }));
-      return (BATCH_RUNS * 256) / ((performance.now() - t) / 1000);
-    };
-    for (let i = 0; i < 3; i++) { await local.run(big); await client.runInference('mlp', big); await shmClient.runInference('mlp', big); }
-    const rates = { local: [] as number[], socket: [] as number[], raw: [] as number[], shm: [] as number[] };
-    const cpu = { local: new CpuMeter(process.pid), socket: new CpuMeter(node.child.pid!), raw: new CpuMeter(peer.child.pid!), shm: new CpuMeter(node.child.pid!), ping: new CpuMeter(node.child.pid!) };
-    const measures: (() => Promise<void>)[] = [
-      async () => {
-        cpu.local.start();
+    if (SECTIONS.has('2')) {
+      // 2. Batch 256 throughput, pipelined: local onnxruntime, the grid node over the socket, the same bytes
+      // over raw ws (the transport's ceiling) and through shared memory, interleaved 3 times so machine noise
+      // hits them alike (p50 of the 3). CPU per batch of every process, to the nanosecond: on a shared
+      // machine wall time says how busy the neighbours were, CPU what each path costs.
+      const big: NamedTensors = { x: { dtype: 'float32', dims: [256, 784], data: seededFloats(256 * 784, 2) } };
+      const bigReq = encodeNamedTensors(big).length + 64;
+      const [socketClient, viaShm] = [client, shmClient];
+      const pipelined = async (c: GridClient) => {
         const t = performance.now();
-        for (let i = 0; i < BATCH_RUNS; i++) await local.run(big);
-        rates.local.push((BATCH_RUNS * 256) / ((performance.now() - t) / 1000));
-        cpu.local.stop(BATCH_RUNS);
-      },
-      async () => { cpu.socket.start(); rates.socket.push(await pipelined(socketClient)); cpu.socket.stop(BATCH_RUNS); },
-      async () => { rates.raw.push(256 * await rawPipelined(peer.url, bigReq, 256 * 10 * 4 + 128, BATCH_RUNS, PIPELINE, cpu.raw)); },
-      async () => { cpu.shm.start(); rates.shm.push(await pipelined(viaShm)); cpu.shm.stop(BATCH_RUNS); },
-      async () => {
-        cpu.ping.start();
-        for (let i = 0; i < 100; i++) await socketClient.socket.request(Ping, undefined);
-        cpu.ping.stop(100);
-      },
-    ];
-    // Each round starts one measure later, so none always follows the same one (and its garbage).
-    for (let rep = 0; rep < 3; rep++) for (let m = 0; m < measures.length; m++) await measures[(m + rep) % measures.length]!();
-    const shmUsed = shmClient.shm.currentRegion !== undefined;
-    const shmFloorCpu = new CpuMeter(peer.child.pid!);
-    const shmFloor = 256 * await shmFloorPipelined(peer.url, mlp, big.x!.data as Float32Array, 784, BATCH_RUNS * 3, PIPELINE, shmFloorCpu);
-    // Where shared memory starts to pay: one request at a time, socket vs shared memory, by batch size.
-    const sweep: string[] = [];
-    for (const rows of [4, 16, 64, 256]) {
-      const x: NamedTensors = { x: { dtype: 'float32', dims: [rows, 784], data: seededFloats(rows * 784, 3) } };
-      const opts = { sharedMemory: { thresholdBytes: 0 } };
-      const forced = await GridClient.connect(node.url, { connect: { heartbeatMs: 0 }, credentials: { username: 'admin', password: PASSWORD }, ...opts });
-      const n = quick ? 30 : 150;
-      const times = { socket: [] as number[], shm: [] as number[] };
-      for (let i = 0; i < 10; i++) { await client.runInference('mlp', x); await forced.runInference('mlp', x); }
-      for (let i = 0; i < n; i++) {
-        let t = performance.now(); await client.runInference('mlp', x); times.socket.push(performance.now() - t);
-        t = performance.now(); await forced.runInference('mlp', x); times.shm.push(performance.now() - t);
+        let next = 0;
+        await Promise.all(Array.from({ length: PIPELINE }, async () => { while (next < BATCH_RUNS) { next++; await c.runInference('mlp', big); } }));
+        return (BATCH_RUNS * 256) / ((performance.now() - t) / 1000);
+      };
+      for (let i = 0; i < 3; i++) { await local.run(big); await client.runInference('mlp', big); await shmClient.runInference('mlp', big); }
+      const rates = { local: [] as number[], socket: [] as number[], raw: [] as number[], shm: [] as number[] };
+      const cpu = { local: new CpuMeter(process.pid), socket: new CpuMeter(node.child.pid!), raw: new CpuMeter(peer.child.pid!), shm: new CpuMeter(node.child.pid!), ping: new CpuMeter(node.child.pid!) };
+      const measures: (() => Promise<void>)[] = [
+        async () => {
+          cpu.local.start();
+          const t = performance.now();
+          for (let i = 0; i < BATCH_RUNS; i++) await local.run(big);
+          rates.local.push((BATCH_RUNS * 256) / ((performance.now() - t) / 1000));
+          cpu.local.stop(BATCH_RUNS);
+        },
+        async () => { cpu.socket.start(); rates.socket.push(await pipelined(socketClient)); cpu.socket.stop(BATCH_RUNS); },
+        async () => { rates.raw.push(256 * await rawPipelined(peer.url, bigReq, 256 * 10 * 4 + 128, BATCH_RUNS, PIPELINE, cpu.raw)); },
+        async () => { cpu.shm.start(); rates.shm.push(await pipelined(viaShm)); cpu.shm.stop(BATCH_RUNS); },
+        async () => {
+          cpu.ping.start();
+          for (let i = 0; i < 100; i++) await socketClient.socket.request(Ping, undefined);
+          cpu.ping.stop(100);
+        },
+      ];
+      // Each round starts one measure later, so none always follows the same one (and its garbage).
+      for (let rep = 0; rep < 3; rep++) for (let m = 0; m < measures.length; m++) await measures[(m + rep) % measures.length]!();
+      const shmUsed = shmClient.shm.currentRegion !== undefined;
+      const shmFloorCpu = new CpuMeter(peer.child.pid!);
+      const shmFloor = 256 * await shmFloorPipelined(peer.url, mlp, big.x!.data as Float32Array, 784, BATCH_RUNS * 3, PIPELINE, shmFloorCpu);
+      // Where shared memory starts to pay: one request at a time, socket vs shared memory, by batch size.
+      const sweep: string[] = [];
+      for (const rows of [4, 16, 64, 256]) {
+        const x: NamedTensors = { x: { dtype: 'float32', dims: [rows, 784], data: seededFloats(rows * 784, 3) } };
+        const opts = { sharedMemory: { thresholdBytes: 0 } };
+        const forced = await GridClient.connect(node.url, { connect: { heartbeatMs: 0 }, credentials: { username: 'admin', password: PASSWORD }, ...opts });
+        const n = quick ? 30 : 150;
+        const times = { socket: [] as number[], shm: [] as number[] };
+        for (let i = 0; i < 10; i++) { await client.runInference('mlp', x); await forced.runInference('mlp', x); }
+        for (let i = 0; i < n; i++) {
+          let t = performance.now(); await client.runInference('mlp', x); times.socket.push(performance.now() - t);
+          t = performance.now(); await forced.runInference('mlp', x); times.shm.push(performance.now() - t);
+        }
+        forced.dispose();
+        sweep.push(`${rows} rows (${((rows * 784 * 4) / 1024).toFixed(0)} KiB): socket ${(p50(times.socket) * 1000).toFixed(0)} µs, shm ${(p50(times.shm) * 1000).toFixed(0)} µs`);
       }
-      forced.dispose();
-      sweep.push(`${rows} rows (${((rows * 784 * 4) / 1024).toFixed(0)} KiB): socket ${(p50(times.socket) * 1000).toFixed(0)} µs, shm ${(p50(times.shm) * 1000).toFixed(0)} µs`);
+      const [localRate, remoteRate, rawRate, shmRate] = [p50(rates.local), p50(rates.socket), p50(rates.raw), p50(rates.shm)];
+      const [lc, sc, rc, mc, pc, fc2] = [cpu.local.perRequest(), cpu.socket.perRequest(), cpu.raw.perRequest(), cpu.shm.perRequest(), cpu.ping.perRequest(), shmFloorCpu.perRequest()];
+      const us = (x: number) => `${x.toFixed(0)} µs`;
+      out(`remote inference, batch 256 (${BATCH_RUNS} batches × 3 interleaved, ${PIPELINE} requests in flight, p50 of the 3; onnxruntime: 1 intra-op thread on every side)`);
+      out(`  local onnxruntime       ${localRate.toFixed(0)} samples/s  (CPU ${us(lc.client)} per batch)`);
+      out(`  remote via grid node    ${remoteRate.toFixed(0)} samples/s  = ${(remoteRate / localRate).toFixed(2)}× local`);
+      out(`  transport ceiling: the same ${(bigReq / 1024).toFixed(0)} KiB requests over raw ws (unmasked on loopback, as GridSocket sends them), pipelined alike, no compute: ${rawRate.toFixed(0)} samples/s`);
+      out(`  ratio remote / ceiling  ${(remoteRate / rawRate).toFixed(2)}×  (target ≥ 0.9×)`);
+      out(`    CPU per batch: ceiling server ${us(rc.server)} (event loop ${us(rc.serverMain)}) + client ${us(rc.client)}; grid node ${us(sc.server)} (event loop ${us(sc.serverMain)}) + client ${us(sc.client)}`);
+      out(`    limits: where the CPU is shared, remote / ceiling ≤ ${(rc.total / sc.total).toFixed(2)}× (their CPU ratio); with cores to spare, each server's event loop (the thread that serialises its requests) bounds its rate, so remote / ceiling ≤ ${(rc.serverMain / sc.serverMain).toFixed(2)}× (${us(rc.serverMain)} / ${us(sc.serverMain)}, onnxruntime's ~${us(lc.client)} a batch on the node's)`);
+      out(`remote inference, batch 256, through shared memory (a client on the node's machine; same runs as above)`);
+      out(`  via shared memory       ${shmRate.toFixed(0)} samples/s${shmUsed ? '' : '  [WARNING: the node refused shared memory; these went over the socket]'}; shm / socket ${(shmRate / remoteRate).toFixed(2)}×`);
+      out(`  ratio shm / local       ${(shmRate / localRate).toFixed(2)}×  (target ≥ 0.8×)`);
+      out(`    CPU per batch: local ${us(lc.client)}; grid node ${us(mc.server)} (event loop ${us(mc.serverMain)}) + client ${us(mc.client)} (event loop ${us(mc.clientMain)}); a grid ping alone costs node ${us(pc.server)} + client ${us(pc.client)}`);
+      out(`    limits: where the CPU is shared, shm / local ≤ ${(lc.client / mc.total).toFixed(2)}× (their CPU ratio); with cores to spare, the node's event loop (${us(mc.serverMain)} a batch: onnxruntime ~${us(lc.client)}, the rest ${us(mc.serverMain - lc.client)}) bounds it at ${(lc.client / mc.serverMain).toFixed(2)}× local`);
+      out(`  floor: a bare ws server running onnxruntime on inputs it reads from /dev/shm, pipelined alike  ${shmFloor.toFixed(0)} samples/s = ${(shmFloor / localRate).toFixed(2)}× local; grid shm / floor = ${(shmRate / shmFloor).toFixed(2)}×; its CPU per batch: server ${us(fc2.server)} (event loop ${us(fc2.serverMain)}) + client ${us(fc2.client)}, so even it is ≤ ${(lc.client / fc2.total).toFixed(2)}× local where the CPU is shared`);
+      out(`  one request at a time, p50: ${sweep.join('; ')}  (GridClient switches to shared memory from 64 KiB of inputs)`);
     }
     await local.dispose();
-    const [localRate, remoteRate, rawRate, shmRate] = [p50(rates.local), p50(rates.socket), p50(rates.raw), p50(rates.shm)];
-    const [lc, sc, rc, mc, pc, fc2] = [cpu.local.perRequest(), cpu.socket.perRequest(), cpu.raw.perRequest(), cpu.shm.perRequest(), cpu.ping.perRequest(), shmFloorCpu.perRequest()];
-    const us = (x: number) => `${x.toFixed(0)} µs`;
-    out(`remote inference, batch 256 (${BATCH_RUNS} batches × 3 interleaved, ${PIPELINE} requests in flight, p50 of the 3; onnxruntime: 1 intra-op thread on every side)`);
-    out(`  local onnxruntime       ${localRate.toFixed(0)} samples/s  (CPU ${us(lc.client)} per batch)`);
-    out(`  remote via grid node    ${remoteRate.toFixed(0)} samples/s  = ${(remoteRate / localRate).toFixed(2)}× local`);
-    out(`  transport ceiling: the same ${(bigReq / 1024).toFixed(0)} KiB requests over raw ws (unmasked on loopback, as GridSocket sends them), pipelined alike, no compute: ${rawRate.toFixed(0)} samples/s`);
-    out(`  ratio remote / ceiling  ${(remoteRate / rawRate).toFixed(2)}×  (target ≥ 0.9×)`);
-    out(`    CPU per batch: ceiling server ${us(rc.server)} (event loop ${us(rc.serverMain)}) + client ${us(rc.client)}; grid node ${us(sc.server)} (event loop ${us(sc.serverMain)}) + client ${us(sc.client)}`);
-    out(`    limits: where the CPU is shared, remote / ceiling ≤ ${(rc.total / sc.total).toFixed(2)}× (their CPU ratio); with cores to spare, each server's event loop (the thread that serialises its requests) bounds its rate, so remote / ceiling ≤ ${(rc.serverMain / sc.serverMain).toFixed(2)}× (${us(rc.serverMain)} / ${us(sc.serverMain)}, onnxruntime's ~${us(lc.client)} a batch on the node's)`);
-    out(`remote inference, batch 256, through shared memory (a client on the node's machine; same runs as above)`);
-    out(`  via shared memory       ${shmRate.toFixed(0)} samples/s${shmUsed ? '' : '  [WARNING: the node refused shared memory; these went over the socket]'}; shm / socket ${(shmRate / remoteRate).toFixed(2)}×`);
-    out(`  ratio shm / local       ${(shmRate / localRate).toFixed(2)}×  (target ≥ 0.8×)`);
-    out(`    CPU per batch: local ${us(lc.client)}; grid node ${us(mc.server)} (event loop ${us(mc.serverMain)}) + client ${us(mc.client)} (event loop ${us(mc.clientMain)}); a grid ping alone costs node ${us(pc.server)} + client ${us(pc.client)}`);
-    out(`    limits: where the CPU is shared, shm / local ≤ ${(lc.client / mc.total).toFixed(2)}× (their CPU ratio); with cores to spare, the node's event loop (${us(mc.serverMain)} a batch: onnxruntime ~${us(lc.client)}, the rest ${us(mc.serverMain - lc.client)}) bounds it at ${(lc.client / mc.serverMain).toFixed(2)}× local`);
-    out(`  floor: a bare ws server running onnxruntime on inputs it reads from /dev/shm, pipelined alike  ${shmFloor.toFixed(0)} samples/s = ${(shmFloor / localRate).toFixed(2)}× local; grid shm / floor = ${(shmRate / shmFloor).toFixed(2)}×; its CPU per batch: server ${us(fc2.server)} (event loop ${us(fc2.serverMain)}) + client ${us(fc2.client)}, so even it is ≤ ${(lc.client / fc2.total).toFixed(2)}× local where the CPU is shared`);
-    out(`  one request at a time, p50: ${sweep.join('; ')}  (GridClient switches to shared memory from 64 KiB of inputs)`);
 
-    // 3. Upload of a big model.
-    let t0: number;
-    BIG_FILE = path.join(dir, 'big.onnx');
-    const shape = writeBigModel(BIG_FILE, BIG);
-    const size = fs.statSync(BIG_FILE).size;
-    const raw = await rawBulk(peer.url, size);
-    const disk = await diskWrite(path.join(dir, 'disk-probe'), size);
-    const clientRss = rssSampler();
-    const nodeRss = childRss(node.child.pid!);
-    t0 = performance.now();
-    const up = await client.socket.upload(await fileSource(BIG_FILE));
-    const secs = (performance.now() - t0) / 1000;
-    const [cGrowth, nGrowth] = [clientRss.stop(), nodeRss.stop()];
-    const gridMibps = size / MiB / secs;
-    t0 = performance.now();
-    const hosted = await client.socket.request(HostModel, { model_id: 'big', transfer_id: up.transfer_id, allow_remote_inference: true }, { timeout: 600_000 });
-    const validateSecs = (performance.now() - t0) / 1000;
-    const row = await client.runInference('big', { i: { dtype: 'int64', dims: [1], data: BigInt64Array.from([777n]) } });
-    const okRow = (row.y!.data as Float32Array).every((v) => v === 777) && row.y!.dims[1] === shape.cols;
-    out(`upload of a ${(size / MiB).toFixed(0)} MiB ONNX model (1 MiB chunks, sha256 both ends, fsync'd on the node)`);
-    out(`  raw ws binary frames    ${raw.mibps.toFixed(0)} MiB/s  (RSS growth client ${(raw.clientRss / MiB).toFixed(1)} MiB, server ${(raw.serverRss / MiB).toFixed(1)} MiB)`);
-    out(`  grid upload             ${gridMibps.toFixed(0)} MiB/s  (RSS growth client ${(cGrowth / MiB).toFixed(1)} MiB, node ${(nGrowth / MiB).toFixed(1)} MiB)`);
-    out(`  this machine's disk     ${disk.toFixed(0)} MiB/s  (the node's write pattern + fsync, no network)`);
-    out(`  ratio grid / raw ws     ${(gridMibps / raw.mibps).toFixed(2)}×  (target ≥ 0.6×; RSS growth target < 64 MiB per side)`);
-    out(`  ratio grid / min(raw ws, disk)  ${(gridMibps / Math.min(raw.mibps, disk)).toFixed(2)}×`);
-    out(`  then validated (loaded by onnxruntime) and stored in ${validateSecs.toFixed(1)} s; sha256 ${hosted.model.sha256.slice(0, 12)}…; remote Gather row check ${okRow ? 'ok' : 'WRONG'}`);
+    if (SECTIONS.has('3')) {
+      // 3. Upload of a big model.
+      let t0: number;
+      BIG_FILE = path.join(dir, 'big.onnx');
+      const shape = writeBigModel(BIG_FILE, BIG);
+      const size = fs.statSync(BIG_FILE).size;
+      const raw = await rawBulk(peer.url, size);
+      const disk = await diskWrite(path.join(dir, 'disk-probe'), size);
+      const clientRss = rssSampler();
+      const nodeRss = childRss(node.child.pid!);
+      t0 = performance.now();
+      const up = await client.socket.upload(await fileSource(BIG_FILE));
+      const secs = (performance.now() - t0) / 1000;
+      const [cGrowth, nGrowth] = [clientRss.stop(), nodeRss.stop()];
+      const gridMibps = size / MiB / secs;
+      t0 = performance.now();
+      const hosted = await client.socket.request(HostModel, { model_id: 'big', transfer_id: up.transfer_id, allow_remote_inference: true }, { timeout: 600_000 });
+      const validateSecs = (performance.now() - t0) / 1000;
+      const row = await client.runInference('big', { i: { dtype: 'int64', dims: [1], data: BigInt64Array.from([777n]) } });
+      const okRow = (row.y!.data as Float32Array).every((v) => v === 777) && row.y!.dims[1] === shape.cols;
+      out(`upload of a ${(size / MiB).toFixed(0)} MiB ONNX model (1 MiB chunks, sha256 both ends, fsync'd on the node)`);
+      out(`  raw ws binary frames    ${raw.mibps.toFixed(0)} MiB/s  (RSS growth client ${(raw.clientRss / MiB).toFixed(1)} MiB, server ${(raw.serverRss / MiB).toFixed(1)} MiB)`);
+      out(`  grid upload             ${gridMibps.toFixed(0)} MiB/s  (RSS growth client ${(cGrowth / MiB).toFixed(1)} MiB, node ${(nGrowth / MiB).toFixed(1)} MiB)`);
+      out(`  this machine's disk     ${disk.toFixed(0)} MiB/s  (the node's write pattern + fsync, no network)`);
+      out(`  ratio grid / raw ws     ${(gridMibps / raw.mibps).toFixed(2)}×  (target ≥ 0.6×; RSS growth target < 64 MiB per side)`);
+      out(`  ratio grid / min(raw ws, disk)  ${(gridMibps / Math.min(raw.mibps, disk)).toFixed(2)}×`);
+      out(`  then validated (loaded by onnxruntime) and stored in ${validateSecs.toFixed(1)} s; sha256 ${hosted.model.sha256.slice(0, 12)}…; remote Gather row check ${okRow ? 'ok' : 'WRONG'}`);
+    }
     out(`machine load average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   } finally {
     client?.dispose();

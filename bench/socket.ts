@@ -35,15 +35,21 @@ function payload(n: number) {
 /** One round trip per client, taking turns, so load from the rest of the machine hits all alike. */
 interface RoundTripper { name: string; once(i: number): Promise<void>; close(): void }
 
-async function rawWsClient(url: string): Promise<RoundTripper> {
+/**
+ * `echo`: the server sends the request's bytes back untouched. `json`: the server parses the request and
+ * serializes its reply envelope, the least any server must do to act on a request, as this client does
+ * for its side; what it leaves out is what GridServer adds (routing, the request's schema, limits).
+ */
+async function rawWsClient(url: string, server: 'echo' | 'json' = 'echo'): Promise<RoundTripper> {
   const ws = new WebSocket(url, { perMessageDeflate: false });
   await new Promise((r) => ws.once('open', r));
+  const type = server === 'json' ? 'bench-json' : 'bench-echo';
   return {
-    name: 'raw ws echo',
+    name: server === 'json' ? 'raw ws, JSON server' : 'raw ws echo',
     async once(i) {
       const reply = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
       // The same work a real client does: build an envelope, parse the reply.
-      ws.send(JSON.stringify({ type: 'bench-echo', request_id: String(i), data: payload(i) }));
+      ws.send(JSON.stringify({ type, request_id: String(i), data: payload(i) }));
       const msg = JSON.parse((await reply).toString());
       if (msg.request_id !== String(i)) throw new Error('raw ws echo out of order');
     },
@@ -260,7 +266,7 @@ async function phase(name: string): Promise<unknown> {
   if (name === 'disk') return await diskWrite(BULK);
   if (name === 'sha256') return Math.min(sha256CpuPerGiB(), sha256CpuPerGiB(), sha256CpuPerGiB());
   if (peerMode === undefined) {
-    const peers = await Promise.all([startNodeScript(PEER, ['ws']), startNodeScript(PEER, ['grid']), startNodeScript(PEER, ['socketio'])]);
+    const peers = await Promise.all([startNodeScript(PEER, ['ws']), startNodeScript(PEER, ['grid']), startNodeScript(PEER, ['socketio']), startNodeScript(PEER, ['ws'])]);
     try {
       // Placement: 'rr-same' puts this client and the three servers on one core, 'rr-split' the client on
       // core 0 and the servers on core 1. Either way all three stacks are placed alike; unpinned, the
@@ -269,7 +275,7 @@ async function phase(name: string): Promise<unknown> {
       const [clientCore, serverCore] = name === 'rr-same' ? ['0', '0'] : ['0', '1'];
       for (const p of peers) pin(p.child.pid!, serverCore);
       pin(process.pid, clientCore);
-      const clients = [await rawWsClient(peers[0].url), await gridClient(peers[1].url), await socketIoClient(peers[2].url)];
+      const clients = [await rawWsClient(peers[0].url), await gridClient(peers[1].url), await socketIoClient(peers[2].url), await rawWsClient(peers[3].url, 'json')];
       await roundTrips(clients, 1000); // warm-up: JIT on both sides
       const s0 = peers.map((p) => procCpuSeconds(p.child.pid!));
       const clientCpu: number[] = [];
@@ -312,17 +318,19 @@ async function main(): Promise<void> {
   console.log(`machine: ${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the start`);
   for (const placement of ['same', 'split'] as const) {
     const rr = runPhase(`rr-${placement}`) as { lat: number[]; clientCpu: number[]; serverCpu: number[] };
-    const [tRaw, tGrid, tSio] = rr.lat;
+    const [tRaw, tGrid, tSio, tJson] = rr.lat;
     const where = placement === 'same' ? 'client and servers pinned to one core' : 'client on core 0, servers on core 1';
     console.log(`sequential request/response, ${where} (${ROUNDS} round trips each, taking turns; median latency)`);
-    console.log(`  raw ws echo        ${tRaw!.toFixed(1)} µs  (${(1e6 / tRaw!).toFixed(0)} req/s)`);
+    console.log(`  raw ws echo        ${tRaw!.toFixed(1)} µs  (${(1e6 / tRaw!).toFixed(0)} req/s; the server sends the bytes back unread)`);
+    console.log(`  raw ws, JSON server ${tJson!.toFixed(1)} µs  (${(1e6 / tJson!).toFixed(0)} req/s; the server parses the envelope and serializes its reply, as the client does)`);
     console.log(`  socket.io + acks   ${tSio!.toFixed(1)} µs  (${(1e6 / tSio!).toFixed(0)} req/s)`);
     console.log(`  GridSocket         ${tGrid!.toFixed(1)} µs  (${(1e6 / tGrid!).toFixed(0)} req/s)`);
-    console.log(`  ratio vs raw ws    ${(tRaw! / tGrid!).toFixed(2)}×  (target ≥ 0.95×)`);
+    console.log(`  ratio vs raw ws    ${(tRaw! / tGrid!).toFixed(2)}×  (target ≥ 0.95×); vs raw ws with a JSON server ${(tJson! / tGrid!).toFixed(2)}×`);
     console.log(`  ratio vs socket.io ${(tSio! / tGrid!).toFixed(2)}×  (target ≥ 1.7×)`);
     // Where the CPU is what holds it (a loaded machine), the CPU both sides spend per round trip bounds the ratio.
     const cpuOf = (k: number) => rr.clientCpu[k]! + rr.serverCpu[k]!;
-    console.log(`  CPU per round trip: raw ws client ${rr.clientCpu[0]!.toFixed(1)} + server ${rr.serverCpu[0]!.toFixed(1)} µs; GridSocket client ${rr.clientCpu[1]!.toFixed(1)} + GridServer ${rr.serverCpu[1]!.toFixed(1)} µs: where the CPU is shared, ratio vs raw ws ≤ ${(cpuOf(0) / cpuOf(1)).toFixed(2)}×`);
+    const cpu = (k: number) => `client ${rr.clientCpu[k]!.toFixed(1)} + server ${rr.serverCpu[k]!.toFixed(1)} µs`;
+    console.log(`  CPU per round trip: raw ws echo ${cpu(0)}; raw ws, JSON server ${cpu(3)}; GridSocket ${cpu(1)} (GridServer): where the CPU is shared, ratio vs raw ws ≤ ${(cpuOf(0) / cpuOf(1)).toFixed(2)}×, vs raw ws with a JSON server ≤ ${(cpuOf(3) / cpuOf(1)).toFixed(2)}×`);
   }
 
   // Each transfer runs in fresh processes, alternating raw and grid; the median of three is reported.

@@ -12,6 +12,7 @@ import { loadModel, type ModelHandle } from '../../src/compute/backend';
 const http = createServer();
 const rss = rssSampler();
 const wss = new WebSocketServer({ server: http, maxPayload: 64 * 1024 * 1024, perMessageDeflate: false });
+const runTimes: number[] = [];
 wss.on('connection', (ws) => {
   let replyBytes = Buffer.alloc(0);
   let sink: { total: number; received: number } | undefined;
@@ -24,7 +25,9 @@ wss.on('connection', (ws) => {
   let shm: { fd: number; buf: Buffer } | undefined;
   ws.on('message', (data, isBinary) => {
     if (!isBinary) {
-      const cmd = JSON.parse(String(data)) as { reply?: number; sink?: number; model?: string; input?: string; cols?: number; shm?: string; threads?: number };
+      const cmd = JSON.parse(String(data)) as { reply?: number; sink?: number; model?: string; input?: string; cols?: number; shm?: string; threads?: number; runTimes?: boolean };
+      // The wall time of each onnxruntime run here (the floor's side of "onnxruntime inside the node"), then forgotten.
+      if (cmd.runTimes) { ws.send(JSON.stringify({ runTimes })); runTimes.length = 0; return; }
       if (cmd.shm !== undefined) shm = { fd: fs.openSync(cmd.shm, 'r+'), buf: Buffer.alloc(0) };
       if (cmd.reply !== undefined) { replyBytes = Buffer.alloc(cmd.reply, 7); sink = undefined; model = undefined; }
       if (cmd.sink !== undefined) { sink = { total: cmd.sink, received: 0 }; rss.reset(); }
@@ -63,7 +66,9 @@ wss.on('connection', (ws) => {
     if (model) {
       const m = model;
       const x = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length));
+      const started = performance.now();
       void m.handle.run({ [m.input]: { dtype: 'float32', dims: [x.length / m.cols, m.cols], data: x } }).then((out) => {
+        if (runTimes.length < 100_000) runTimes.push(performance.now() - started);
         const y = Object.values(out)[0]!.data as Float32Array;
         ws.send(Buffer.from(y.buffer, y.byteOffset, y.byteLength));
       }, (err: Error) => process.stderr.write(`run failed: ${err.message}\n`));

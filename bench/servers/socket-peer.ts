@@ -39,6 +39,12 @@ async function main(): Promise<void> {
             })();
             return;
           }
+          // A JSON server (bench/socket.ts rawWsClient 'json'): parses the request, serializes its reply.
+          if (text.startsWith('{"type":"bench-json"')) {
+            const req = JSON.parse(text) as { type: string; request_id: string; data: unknown };
+            ws.send(JSON.stringify({ type: req.type, request_id: req.request_id, data: req.data }));
+            return;
+          }
           ws.send(text);
           return;
         }

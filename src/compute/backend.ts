@@ -109,11 +109,32 @@ function fromOrtTensor(name: string, t: OrtTensor): Tensor {
   return { dtype: t.type, dims: [...t.dims], data: t.data as Tensor['data'] } as Tensor;
 }
 
+/**
+ * What onnxruntime-common's InferenceSession.run hands its backend (onnxruntime-node 1.x): feeds as
+ * Tensors, fetches as `{ name: null }`, options. Its run() first re-checks both and rebuilds them, and
+ * wraps each output in a Tensor; a handle whose feeds and fetches are already checked calls the backend
+ * directly, with names bound once per session. Absent (a future onnxruntime-common): the public run().
+ */
+interface OrtSessionHandler {
+  run(feeds: Record<string, OrtTensor>, fetches: Record<string, null>, options: object): Promise<Record<string, { type: string; dims: readonly number[]; data: unknown }>>;
+}
+
+function sessionHandler(session: OrtSession): OrtSessionHandler | undefined {
+  const handler = (session as unknown as { handler?: { run?: unknown } }).handler;
+  return typeof handler?.run === 'function' ? handler as OrtSessionHandler : undefined;
+}
+
+const NO_RUN_OPTIONS = Object.freeze({});
+
 class OrtModelHandle implements ModelHandle {
   readonly signature: ModelSignature;
   readonly byteLength: number;
   private readonly ort: Ort;
   private readonly session: OrtSession;
+  private readonly handler: OrtSessionHandler | undefined;
+  /** Every output, as the backend's fetches: the default run, bound once. */
+  private readonly allFetches: Readonly<Record<string, null>>;
+  private readonly outputNames: ReadonlySet<string>;
   private inFlight = 0;
   private released: Promise<void> | undefined;
   private releaseNow: (() => void) | undefined;
@@ -124,6 +145,11 @@ class OrtModelHandle implements ModelHandle {
     this.session = session;
     this.signature = signature;
     this.byteLength = byteLength;
+    this.handler = sessionHandler(session);
+    const all: Record<string, null> = {};
+    for (const o of signature.outputs) all[o.name] = null;
+    this.allFetches = Object.freeze(all);
+    this.outputNames = new Set(signature.outputs.map((o) => o.name));
   }
 
   get disposed(): boolean {
@@ -134,22 +160,26 @@ class OrtModelHandle implements ModelHandle {
     if (this.disposeRequested) throw gridError('DISPOSED', 'the model session was disposed');
     if (opts.signal?.aborted) throw gridError('ABORTED', 'inference was aborted before it started');
     if (opts.feedsChecked !== true) checkFeeds(this.signature, feeds);
-    let fetches: string[] | undefined;
+    let fetches = this.allFetches;
     if (opts.outputs !== undefined) {
       if (!Array.isArray(opts.outputs)) throw new TypeError('opts.outputs must be an array of output names');
-      const known = new Set(this.signature.outputs.map((o) => o.name));
+      const some: Record<string, null> = {};
       for (const o of opts.outputs) {
-        if (!known.has(o)) throw gridError('INVALID_INPUT', `the model has no output "${o}"; its outputs are ${[...known].map((n) => `"${n}"`).join(', ')}`, { output: o });
+        if (!this.outputNames.has(o)) throw gridError('INVALID_INPUT', `the model has no output "${o}"; its outputs are ${[...this.outputNames].map((n) => `"${n}"`).join(', ')}`, { output: o });
+        some[o] = null;
       }
-      fetches = [...opts.outputs];
+      if (opts.outputs.length === 0) throw gridError('INVALID_INPUT', 'onnxruntime could not run the model on these inputs: \'fetches\' cannot be an empty array: name at least one output, or none for all of them');
+      fetches = some;
     }
     const ortFeeds: Record<string, OrtTensor> = {};
-    for (const [name, t] of Object.entries(feeds)) ortFeeds[name] = toOrtTensor(this.ort, t);
+    for (const name in feeds) ortFeeds[name] = toOrtTensor(this.ort, feeds[name]!);
     this.inFlight++;
     try {
-      const out = fetches ? await this.session.run(ortFeeds, fetches) : await this.session.run(ortFeeds);
+      const out = this.handler !== undefined
+        ? await this.handler.run(ortFeeds, fetches, NO_RUN_OPTIONS)
+        : await this.session.run(ortFeeds, Object.keys(fetches));
       const result: NamedTensors = {};
-      for (const [name, value] of Object.entries(out)) result[name] = fromOrtTensor(name, value as OrtTensor);
+      for (const name in out) result[name] = fromOrtTensor(name, out[name] as OrtTensor);
       if (opts.maxOutputBytes !== undefined) checkOutputBytes(outputSizes(result), opts.maxOutputBytes, 'came to');
       return result;
     } catch (err) {

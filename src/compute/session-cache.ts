@@ -108,6 +108,18 @@ export class SessionCache {
     return entry.promise;
   }
 
+  /**
+   * The session for `key` if it is loaded and usable, marked most recently used; undefined otherwise (get()
+   * loads it). Synchronous: a run on a loaded session does not wait a promise turn for its handle.
+   */
+  loaded(key: string): ModelHandle | undefined {
+    const hit = this.entries.get(key);
+    if (hit?.handle === undefined || hit.handle.disposed) return undefined;
+    this.entries.delete(key);
+    this.entries.set(key, hit);
+    return hit.handle;
+  }
+
   /** Drops and disposes the session for `key`, if cached. */
   async delete(key: string): Promise<boolean> {
     const entry = this.entries.get(key);

@@ -157,6 +157,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--blob-grace <duration>', 'replicas: remove a blob in the shared blob dir that nothing refers to once it is this old (default 1h; or set GRID_BLOB_GRACE)', parseDuration)
     .option('--claim-lease-ms <ms>', 'how long a replica\'s claim on a training job holds without its heartbeat; another replica takes the job over after that (default 15000; or GRID_CLAIM_LEASE_MS)', parseLeaseMs)
     .option('--trust-proxy <addr[,addr...]>', 'reverse proxies (addresses, CIDR ranges, or "loopback") whose X-Forwarded-For names the client, so per-address limits apply per client (docs/replicas.md); repeatable; or set GRID_TRUST_PROXY', (v: string, acc: string[]) => [...acc, v], [] as string[])
+    .option('--check-replies', 'validate every reply the node sends against its schema, and answer GRID_ERR_INTERNAL instead of one that does not match (for tests and debugging; costs a schema check per request); or set GRID_CHECK_REPLIES=1')
     .addHelpText('after', `
 Environment:
   GRID_DATABASE        like --database (keeps the password out of the process list).
@@ -164,6 +165,7 @@ Environment:
   GRID_BLOB_GRACE      like --blob-grace.
   GRID_CLAIM_LEASE_MS  like --claim-lease-ms.
   GRID_TRUST_PROXY     like --trust-proxy (comma-separated), when no --trust-proxy is given.
+  GRID_CHECK_REPLIES   1: like --check-replies.
   GRID_ADMIN_PASSWORD  password of the admin user, used on the first start (when the node creates
                        admin); at least ${MIN_PASSWORD_LENGTH} characters. Unset: one is generated and shown once.
 
@@ -173,7 +175,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
   const o = program.opts<{
     host?: string; port?: number; dataDir?: string; name?: string; dataset: string[]; config?: string; demoDatasets?: boolean; local?: boolean; logLevel: string; logFile?: string;
     allowOrigin: string[]; flAuthEndpoint: string[]; tlsCert?: string; tlsKey?: string; sharedMemory: boolean; intraOpThreads?: number; database?: string; blobs?: string; claimLeaseMs?: number;
-    uploadExpiry?: number; blobGrace?: number; trustProxy: string[];
+    uploadExpiry?: number; blobGrace?: number; trustProxy: string[]; checkReplies?: boolean;
   }>();
 
   const logger = pino({ name: 'grid-node', level: o.logLevel }, o.logFile ? pino.destination({ dest: o.logFile, mkdir: true, sync: false }) : pino.destination({ dest: 2, sync: true }));
@@ -230,6 +232,7 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
       ...(!o.sharedMemory && { sharedMemory: { enabled: false } }),
       ...(o.intraOpThreads !== undefined && { intraOpThreads: o.intraOpThreads }),
       trustProxy: o.trustProxy.length > 0 ? o.trustProxy : (process.env.GRID_TRUST_PROXY ?? '').split(',').filter((v) => v.trim() !== ''),
+      ...(o.checkReplies === true && { checkReplies: true }),
     });
     keepServingOnUnhandledRejection(logger);
     if (isAllInterfaces(host)) {

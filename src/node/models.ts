@@ -520,7 +520,7 @@ export class ModelStore {
   async run(ref: string | ModelInfo, feeds: NamedTensors, opts: RunOptions = {}): Promise<NamedTensors> {
     const info = typeof ref === 'string' ? this.find(ref) : ref;
     const key = sessionKey(info);
-    const handle = await this.sessionOf(info, key);
+    const handle = this.sessions.loaded(key) ?? await this.sessionOf(info, key);
     if (opts.maxOutputBytes !== undefined) this.guards.get(key)?.check(feeds, opts.maxOutputBytes);
     return handle.run(feeds, opts);
   }

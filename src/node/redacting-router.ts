@@ -5,7 +5,7 @@ import { toGridError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import type { RequestDef, StreamDef } from '../core/protocol/catalogue';
 import { redactError } from './rpc/redact';
-import { GridRouter, type HandleOptions, type HandlerContext, type StreamContext, type WithAttachment } from './rpc/server';
+import { GridRouter, type HandlerContext, type StreamContext, type WithAttachment } from './rpc/server';
 
 /**
  * Handlers that read nothing the cache check keeps fresh. A subscription is in place as soon as its frame
@@ -30,8 +30,8 @@ export class RedactingRouter extends GridRouter {
     this.before = before;
   }
 
-  override handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>, opts?: HandleOptions): this {
-    return super.handle(def, (data, ctx) => this.guard(def.type, () => handler(data, ctx)), opts);
+  override handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>): this {
+    return super.handle(def, (data, ctx) => this.guard(def.type, () => handler(data, ctx)));
   }
 
   override stream<Req, Ev, End>(def: StreamDef<Req, Ev, End>, handler: (data: Req, ctx: StreamContext<Ev>) => Promise<End>): this {

@@ -124,6 +124,8 @@ export interface GridNodeOptions {
    * per-address limit then keys on the client, not the proxy (src/node/client-address.ts). None by default.
    */
   trustProxy?: readonly string[];
+  /** Validate every reply before it is sent (GridServerOptions.checkReplies); default: GRID_CHECK_REPLIES=1. */
+  checkReplies?: boolean;
 }
 
 /** True for an interface only this machine can reach. */
@@ -335,6 +337,7 @@ export class GridNode {
         ...(opts.uploadTtlMs !== undefined && { uploadTtlMs: opts.uploadTtlMs }),
         ...(opts.maxUploadBytes !== undefined && { maxUploadBytes: opts.maxUploadBytes }),
         ...(opts.heartbeatMs !== undefined && { heartbeatMs: opts.heartbeatMs }),
+        ...(opts.checkReplies !== undefined && { checkReplies: opts.checkReplies }),
         ...opts.limits,
         onRequest: (type, ms, code) => metrics.observeRequest(type, ms, code),
         errorData: flErrorData,

@@ -241,8 +241,6 @@ export function attachSharedMemory(router: GridRouter, deps: SharedMemoryDeps): 
     return { region: data.region, unregistered: true as const };
   });
 
-  // Like run-inference, a hot path whose reply is built field by field from checked values: it is not
-  // validated again per request (trustedReply).
   router.handle(RunInferenceShm, async (data, ctx) => {
     const s = requireUser(ctx, 'run-inference-shm');
     const model = models.get(data.model_id);
@@ -287,7 +285,7 @@ export function attachSharedMemory(router: GridRouter, deps: SharedMemoryDeps): 
       if (input !== undefined) region.recycle(input);
       region.release();
     }
-  }, { trustedReply: true });
+  });
 
   return {
     close() {

@@ -11,6 +11,7 @@ import { GridClient } from '../../src/core/client';
 import { GridError } from '../../src/core/errors';
 import { GridNode, type GridNodeOptions } from '../../src/node/server';
 import { testDatabase } from './postgres';
+import './check-replies';
 
 export const ADMIN_PASSWORD = 'correct horse battery staple';
 

@@ -5,6 +5,7 @@ import { once } from 'node:events';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { nodeProcessEnv } from './postgres';
+import './check-replies';
 
 export interface Started {
   readonly child: ChildProcess;

@@ -14,6 +14,7 @@ import { hostFlProcess } from '../../src/extension/fl';
 import { flParams } from '../../src/federation';
 import { GridNode } from '../../src/node/server';
 import { testDatabase } from '../helpers/postgres';
+import '../helpers/check-replies';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 const PASSWORD = 'fl-events-password';

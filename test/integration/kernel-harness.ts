@@ -12,6 +12,7 @@ import { build } from 'esbuild';
 import { GridError, isErrorCode } from '../../src/core/errors';
 import { tensorFromValues, type DType } from '../../src/core/protocol/tensor';
 import { KernelHost, type CellOutput, type ExecuteOptions, type ExecutionResult, type GridBridge, type KernelOptions } from '../../src/kernel';
+import '../helpers/check-replies';
 
 const ROOT = join(__dirname, '../..');
 let bundle: Promise<string> | undefined;

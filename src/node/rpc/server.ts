@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage as HttpRequest } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, WebSocket, type RawData } from 'ws';
+import type { z } from 'zod';
 import { ErrorCodes, GridError, gridError, toGridError } from '../../core/errors';
 import { LogLimiter, type LogLimiterOptions } from '../../core/log-limiter';
 import { silentLogger, type Logger } from '../../core/logger';
@@ -78,18 +79,6 @@ type StreamHandler = (data: any, ctx: StreamContext<any>) => Promise<unknown>;
 interface Route {
   def: RequestDef<any, any> | StreamDef<any, any, any>;
   handler: RequestHandler | StreamHandler;
-  /** HandleOptions.trustedReply: the reply is sent without being validated against its schema again. */
-  trustedReply: boolean;
-}
-
-export interface HandleOptions {
-  /**
-   * The handler builds its reply field by field from values already checked (no spread of a stored
-   * record, nothing a schema would strip or transform), so the node sends it without validating it
-   * against the reply schema on every request: for the hot paths (run-inference, ping). The client
-   * still validates every reply it receives. Off by default: replies are validated.
-   */
-  trustedReply?: boolean;
 }
 
 /** Message type → validated handler. Shared by every connection of a server. */
@@ -97,13 +86,13 @@ export class GridRouter {
   private readonly routes = new Map<string, Route>();
   private readonly raw: { match: (type: string) => boolean; handler: RawHandler }[] = [];
 
-  handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>, opts: HandleOptions = {}): this {
-    this.add(def, handler as RequestHandler, opts.trustedReply === true);
+  handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>): this {
+    this.add(def, handler as RequestHandler);
     return this;
   }
 
   stream<Req, Ev, End>(def: StreamDef<Req, Ev, End>, handler: (data: Req, ctx: StreamContext<Ev>) => Promise<End>): this {
-    this.add(def, handler as StreamHandler, false);
+    this.add(def, handler as StreamHandler);
     return this;
   }
 
@@ -131,9 +120,9 @@ export class GridRouter {
     return [...this.routes.keys()];
   }
 
-  private add(def: Route['def'], handler: Route['handler'], trustedReply: boolean): void {
+  private add(def: Route['def'], handler: Route['handler']): void {
     if (this.routes.has(def.type)) throw new Error(`handler for "${def.type}" registered twice`);
-    this.routes.set(def.type, { def, handler, trustedReply });
+    this.routes.set(def.type, { def, handler });
   }
 }
 
@@ -183,6 +172,14 @@ export interface GridServerOptions {
    * (model-centric FL, src/node/fl/handlers.ts). Undefined: no `data`.
    */
   errorData?(type: string, err: GridError): unknown;
+  /**
+   * Validate every reply (and stream end) of the node's own handlers against its schema before it is
+   * sent, and refuse one that carries a field the schema does not name: a failing reply goes out as
+   * GRID_ERR_INTERNAL instead. Off by default: the client validates every reply it receives, and this
+   * is the hot path (a zod parse per request). The tests turn it on (GRID_CHECK_REPLIES=1, the node's
+   * --check-replies), so a malformed reply of ours fails them loudly.
+   */
+  checkReplies?: boolean;
   /** Authenticates a session; the node supplies it. Without it, `authenticate` is an unknown type. */
   authenticate?(data: { username: string; password: string } | { token: string }, connection: GridConnection): Promise<{ token: string; user: string; expires_at?: number }>;
 }
@@ -197,7 +194,7 @@ export class GridServer {
   readonly router: GridRouter;
   readonly uploads: UploadStore;
   readonly connections = new Set<GridConnection>();
-  readonly options: Required<Pick<GridServerOptions, 'maxPayload' | 'maxTextBytes' | 'maxJsonDepth' | 'maxJsonContainers' | 'maxStreams' | 'maxPendingRequests' | 'maxBufferedBytes' | 'heartbeatMs' | 'downloadWindowBytes' | 'downloadChunkBytes'>> & GridServerOptions;
+  readonly options: Required<Pick<GridServerOptions, 'maxPayload' | 'maxTextBytes' | 'maxJsonDepth' | 'maxJsonContainers' | 'maxStreams' | 'maxPendingRequests' | 'maxBufferedBytes' | 'heartbeatMs' | 'downloadWindowBytes' | 'downloadChunkBytes' | 'checkReplies'>> & GridServerOptions;
   /** The JSON bound of both frame kinds, from the options. */
   readonly jsonLimits: JsonLimits;
   readonly log: Logger;
@@ -221,6 +218,7 @@ export class GridServer {
       downloadWindowBytes: 16 * 1024 * 1024,
       downloadChunkBytes: 1024 * 1024,
       ...options,
+      checkReplies: options.checkReplies ?? process.env.GRID_CHECK_REPLIES === '1',
     };
     this.jsonLimits = { maxBytes: this.options.maxTextBytes, maxDepth: this.options.maxJsonDepth, maxContainers: this.options.maxJsonContainers };
     this.router = options.router;
@@ -597,14 +595,10 @@ export class GridConnection {
     const { type, requestId } = scope;
     const isStream = route.def.kind === 'stream';
     const attached = isWithAttachment(result);
-    const out = attached ? result.data : result;
-    let data = out;
-    if (!route.trustedReply) {
-      const checked = (isStream ? (route.def as StreamDef).end : (route.def as RequestDef).reply).safeParse(out);
-      if (!checked.success) {
-        return this.failed(route, scope, started, new GridError(ErrorCodes.INTERNAL, `${type}: the node built an invalid reply (${describeIssues(checked.error, 'reply')})`));
-      }
-      data = checked.data;
+    const data = attached ? result.data : result;
+    if (this.server.options.checkReplies) {
+      const problem = replyProblem(isStream ? (route.def as StreamDef).end : (route.def as RequestDef).reply, data);
+      if (problem !== undefined) return this.failed(route, scope, started, new GridError(ErrorCodes.INTERNAL, `${type}: the node built an invalid reply (${problem})`));
     }
     const env: Envelope = { type, data };
     if (requestId !== undefined) env.request_id = requestId;
@@ -643,8 +637,8 @@ export class GridConnection {
 
   private builtin(type: string): Route | undefined {
     this.builtinRoutes ??= new Map<string, Route>([
-      [Ping.type, { def: Ping, handler: () => ({ time: Date.now() }), trustedReply: true }],
-      [TransferBegin.type, { def: TransferBegin, trustedReply: false, handler: async (d: { transfer_id?: string; size: number; chunk_size: number; ack_bytes?: number }) => {
+      [Ping.type, { def: Ping, handler: () => ({ time: Date.now() }) }],
+      [TransferBegin.type, { def: TransferBegin, handler: async (d: { transfer_id?: string; size: number; chunk_size: number; ack_bytes?: number }) => {
         const r = await this.server.uploads.begin(d.transfer_id, d.size, d.chunk_size, this.server.options.authorizeUpload?.(this, d.size) ?? '');
         // The ack interval belongs to this connection's sender (its window), not to the upload: a resume
         // on another connection names its own.
@@ -655,13 +649,13 @@ export class GridConnection {
         if (d.ack_bytes !== undefined) this.uploadAckBytes.set(r.transfer_id, d.ack_bytes);
         return r;
       } }],
-      [TransferCommit.type, { def: TransferCommit, trustedReply: false, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256, this.server.uploads.shared ? this.server.options.authorizeUpload?.(this, 0) ?? '' : '').then((u) => {
+      [TransferCommit.type, { def: TransferCommit, handler: (d: { transfer_id: string; sha256: string }) => this.server.uploads.commit(d.transfer_id, d.sha256, this.server.uploads.shared ? this.server.options.authorizeUpload?.(this, 0) ?? '' : '').then((u) => {
         this.uploadAckBytes.delete(d.transfer_id);
         return { transfer_id: d.transfer_id, size: u.size, sha256: u.sha256 };
       }) }],
-      [TransferRead.type, { def: TransferRead, trustedReply: false, handler: (d: { transfer_id: string; offset: number }, ctx: StreamContext<never>) => this.sendDownload(d.transfer_id, d.offset, ctx.signal) }],
+      [TransferRead.type, { def: TransferRead, handler: (d: { transfer_id: string; offset: number }, ctx: StreamContext<never>) => this.sendDownload(d.transfer_id, d.offset, ctx.signal) }],
       ...(this.server.options.authenticate
-        ? [[Authenticate.type, { def: Authenticate, trustedReply: false, handler: (d: { username: string; password: string } | { token: string }) => this.server.options.authenticate!(d, this) }] as [string, Route]]
+        ? [[Authenticate.type, { def: Authenticate, handler: (d: { username: string; password: string } | { token: string }) => this.server.options.authenticate!(d, this) }] as [string, Route]]
         : []),
     ]);
     return this.builtinRoutes.get(type);
@@ -700,6 +694,45 @@ export class GridConnection {
 
 /** A reply's place in a connection's order: `undefined` until it is ready, `null` if the request gets none. */
 interface ReplyTurn { frame: string | Buffer | null | undefined }
+
+/**
+ * What is wrong with a reply the node is about to send as is (GridServerOptions.checkReplies): the
+ * schema's refusal, or a field it would strip or a value it would change. Replies go out unvalidated,
+ * so a field the schema does not name would reach the client: a stored record's internals spread into
+ * a reply, say. Fields the schema adds (defaults) are fine: the client's parse adds them too.
+ */
+export function replyProblem(schema: z.ZodType, data: unknown): string | undefined {
+  const checked = schema.safeParse(data);
+  if (!checked.success) return describeIssues(checked.error, 'reply');
+  return sentDiffers(data, checked.data, 'reply');
+}
+
+function sentDiffers(sent: unknown, parsed: unknown, at: string): string | undefined {
+  if (Object.is(sent, parsed)) return undefined;
+  if (Array.isArray(sent) && Array.isArray(parsed) && sent.length === parsed.length) {
+    for (let i = 0; i < sent.length; i++) {
+      const d = sentDiffers(sent[i], parsed[i], `${at}.${i}`);
+      if (d !== undefined) return d;
+    }
+    return undefined;
+  }
+  if (isPlainObject(sent) && isPlainObject(parsed)) {
+    for (const [k, v] of Object.entries(sent)) {
+      if (v === undefined) continue; // JSON drops it
+      if (!Object.hasOwn(parsed, k)) return `${at}.${k}: not in the reply's schema, which would have stripped it`;
+      const d = sentDiffers(v, parsed[k], `${at}.${k}`);
+      if (d !== undefined) return d;
+    }
+    return undefined;
+  }
+  return `${at}: the reply's schema changes this value (${JSON.stringify(sent)?.slice(0, 60)} → ${JSON.stringify(parsed)?.slice(0, 60)})`;
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null) return false;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  return proto === Object.prototype || proto === null;
+}
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
   return typeof v === 'object' && v !== null && typeof (v as { then?: unknown }).then === 'function';
