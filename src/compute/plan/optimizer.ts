@@ -1,11 +1,15 @@
 // The optimiser step: each parameter's gradient (plus weight decay and FedProx's proximal term when asked)
 // turned into its updated value by SGD, momentum or Adam, with the optimiser's state as plan inputs and
 // outputs.
+// Plain SGD is folded into the backward pass: the pass is seeded with −lr·dLoss/dLogits, one small
+// [N, C] product, and since gradients are linear in that seed every parameter's gradient arrives already
+// scaled, so its update is one addition, which a weight gradient's Gemm does itself (p as its C input)
+// instead of a Mul and a Sub over every parameter.
 
 import type { Tensor } from '../../core/protocol/tensor';
 import type { Gradients } from './backward';
 import { HYPER, type PlanOptions, type PlanTensorSpec } from './info';
-import { uniqueName, type GraphBuilder } from './ir';
+import { sameDim, uniqueName, type Dim, type GraphBuilder } from './ir';
 
 export interface OptimizerStep {
   /** Hyper-parameter input names, in input order (as HYPER lists them, renamed if the model used the name). */
@@ -22,14 +26,50 @@ export interface OptimizerStep {
   readonly stepSize?: string;
 }
 
-export function emitOptimizer(b: GraphBuilder, params: readonly string[], values: ReadonlyMap<string, Tensor>, grads: Gradients, opts: PlanOptions): OptimizerStep {
-  const floatType = b.floatType;
-  const floatCode = b.floatCode;
+/** Whether the plan folds SGD's update into its backward pass (plain SGD, no gradients handed out). */
+export function foldsSgd(opts: PlanOptions): boolean {
+  return opts.optimizer === 'sgd' && opts.fuseSgd !== false && !opts.weightDecay && !opts.fedProx && !opts.emitGradients;
+}
+
+/** The plan's hyper-parameter inputs (declared before the backward pass, which a folded SGD step reads lr in). */
+export function hyperInputs(b: GraphBuilder, opts: PlanOptions): Record<string, string> {
   const hyper = [...HYPER[opts.optimizer]];
   if (opts.weightDecay) hyper.push('weight_decay');
   if (opts.fedProx) hyper.push('prox_mu');
   const hyperName: Record<string, string> = {};
-  for (const h of hyper) { hyperName[h] = uniqueName(b, h); b.setShape(hyperName[h], [], floatCode); }
+  for (const h of hyper) { hyperName[h] = uniqueName(b, h); b.setShape(hyperName[h], [], b.floatCode); }
+  return hyperName;
+}
+
+/** The seed of a folded SGD step's backward pass: −lr·dLoss/dLogits. */
+export function sgdSeed(b: GraphBuilder, dLogits: string, hyperName: Record<string, string>): string {
+  return b.op('Mul', [dLogits, b.op('Neg', [hyperName.lr!])]);
+}
+
+/**
+ * p + g (g already −lr·gradient) as `out`: through the Gemm that computes g when nothing else reads g
+ * (p becomes its C input, added with beta 1 as the product is written), else an Add.
+ */
+function addScaledGradient(b: GraphBuilder, p: string, g: string, dims: readonly Dim[], out: string): void {
+  const producer = b.nodes.find((n) => n.output?.[0] === g);
+  const readers = b.nodes.filter((n) => (n.input ?? []).includes(g)).length;
+  const shape = b.shape(g);
+  const beta = producer?.attribute?.find((a) => a.name === 'beta');
+  if (producer?.opType === 'Gemm' && producer.input?.length === 2 && readers === 0 && beta === undefined
+    && shape !== null && shape.length === dims.length && shape.every((d, i) => sameDim(d, dims[i]!))) {
+    producer.input.push(p);
+    producer.output![0] = out;
+  } else {
+    b.emit('Add', [p, g], {}, [out]);
+  }
+  b.setShape(out, [...dims], b.floatCode);
+}
+
+export function emitOptimizer(b: GraphBuilder, params: readonly string[], values: ReadonlyMap<string, Tensor>, grads: Gradients, opts: PlanOptions, hyperName: Record<string, string>): OptimizerStep {
+  const floatType = b.floatType;
+  const floatCode = b.floatCode;
+  const hyper = Object.keys(hyperName);
+  const folded = foldsSgd(opts);
   const updated: Record<string, string> = {};
   const gradients: Record<string, string> = {};
   const state: PlanTensorSpec[] = [];
@@ -66,7 +106,9 @@ export function emitOptimizer(b: GraphBuilder, params: readonly string[], values
     }
     const out = uniqueName(b, `new.${p}`);
     updated[p] = out;
-    if (opts.optimizer === 'sgd') {
+    if (folded) {
+      addScaledGradient(b, p, g, dims, out);
+    } else if (opts.optimizer === 'sgd') {
       b.emit('Sub', [p, b.op('Mul', [hyperName.lr!, g])], {}, [out]);
     } else if (opts.optimizer === 'momentum') {
       const v = uniqueName(b, `momentum.${p}`);
