@@ -150,7 +150,7 @@ test('fused Adam (the WebAssembly kernel) trains the same bits as the plan graph
   }
 });
 
-test('SGD folded into the backward pass trains what a separate update per parameter trains', async () => {
+test('SGD folded into the backward pass trains what a separate update per parameter trains (also with weight decay and FedProx)', async () => {
   // A weight shared by two MatMuls (its gradient a Sum, updated by an Add), Gemm weights (updated inside
   // their gradient's Gemm), Conv weights and BatchNorm buffers.
   const shared = encodeModel({
@@ -165,21 +165,24 @@ test('SGD folded into the backward pass trains what a separate update per parame
     { model: mlp([5, 7, 3], { seed: 2 }), features: 5, classes: 3 },
     { model: cnn({ seed: 3, side: 4, classes: 3, channels: [3, 5], batchNorm: true }), features: 16, classes: 3 },
     { model: shared, features: 4, classes: 4 },
+    { model: mlp([5, 7, 3], { seed: 4 }), features: 5, classes: 3, extra: { weightDecay: true, fedProx: true } },
   ];
-  for (const { model, features, classes } of cases) {
-    const foldedPlan = buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd' });
+  for (const { model, features, classes, extra } of cases) {
+    const foldedPlan = buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd', ...extra });
     const folded = await PlanRunner.create(foldedPlan, undefined, { intraOpNumThreads: 1 });
-    const apart = await PlanRunner.create(buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd', fuseSgd: false }), undefined, { intraOpNumThreads: 1 });
-    // The folded plan has no per-parameter multiply by lr left.
+    const apart = await PlanRunner.create(buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd', fuseSgd: false, ...extra }), undefined, { intraOpNumThreads: 1 });
+    // Without decay or FedProx the folded plan has no per-parameter multiply by lr left.
     const nodes = decodeModel(foldedPlan.bytes).graph!.node!;
-    assert.equal(nodes.filter((n) => n.input?.includes(foldedPlan.info.hyper[0]!)).length, 1, 'lr is read once, by the seed');
+    if (!extra) assert.equal(nodes.filter((n) => n.input?.includes(foldedPlan.info.hyper[0]!)).length, 1, 'lr is read once, by the seed');
+    const global = Object.fromEntries(Object.entries(foldedPlan.initialParams).map(([k, t]) => [k, { ...t, data: (t.data as Float32Array).map((v) => v * 0.5) } as Tensor]));
     let seed = 5;
     const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
     for (let step = 1; step <= 5; step++) {
       const x = f32([8, features], Array.from({ length: 8 * features }, rnd));
       const y: Tensor = { dtype: 'int64', dims: [8], data: BigInt64Array.from({ length: 8 }, (_, i) => BigInt((i * 3 + step) % classes)) };
-      const a = await folded.step(x, y, { lr: 0.3 });
-      const b = await apart.step(x, y, { lr: 0.3 });
+      const hyper = { lr: 0.3, weightDecay: 0.1, proxMu: 0.5 };
+      const a = await folded.step(x, y, hyper, extra && global);
+      const b = await apart.step(x, y, hyper, extra && global);
       assert.ok(Math.abs(a.loss - b.loss) < 1e-5 * (1 + Math.abs(b.loss)), `step ${step}: loss ${a.loss} vs ${b.loss}`);
       assert.deepEqual(Object.keys(folded.params).sort(), Object.keys(apart.params).sort());
       for (const [name, want] of Object.entries(apart.params)) {
@@ -191,7 +194,7 @@ test('SGD folded into the backward pass trains what a separate update per parame
         });
       }
     }
-    assert.notDeepEqual(folded.params, buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd' }).initialParams, 'the parameters moved');
+    assert.notDeepEqual(folded.params, foldedPlan.initialParams, 'the parameters moved');
     await folded.dispose();
     await apart.dispose();
   }

@@ -26,7 +26,7 @@ export interface PlanOptions {
   /**
    * SGD only: fold the update into the backward pass (seeded with −lr·dLoss/dLogits, so each update is one
    * addition, done by the weight gradient's Gemm where there is one). On by default; false keeps a Mul and
-   * a Sub per parameter. Not with weightDecay, fedProx or emitGradients, which need the gradients unscaled.
+   * a Sub per parameter. Not with emitGradients, whose gradients are handed out unscaled.
    */
   fuseSgd?: boolean;
   /** Also output each parameter's gradient as `grad.<param>` (and Adam's bias-corrected step size as `adam.step_size`). */
