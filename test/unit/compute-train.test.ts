@@ -109,9 +109,11 @@ async function oneStep(optimizer: 'sgd' | 'momentum' | 'adam', extra: Record<str
 }
 
 test('fused Adam (the WebAssembly kernel) trains the same bits as the plan graph\'s Adam nodes', async () => {
-  // Odd sizes leave each parameter a remainder past the kernel's four floats; the CNN adds BatchNorm buffers.
+  // Odd sizes leave each parameter a remainder past the kernel's four floats; the CNN adds BatchNorm buffers;
+  // fc1 of the wide MLP (37·1030 floats) takes the kernel three gradient chunks, the last a ragged one.
   const cases = [
     { model: mlp([5, 7, 3], { seed: 2 }), features: 5, classes: 3 },
+    { model: mlp([37, 1030, 3], { seed: 6 }), features: 37, classes: 3 },
     { model: cnn({ seed: 3, side: 4, classes: 3, channels: [3, 5], batchNorm: true }), features: 16, classes: 3 },
   ];
   for (const { model, features, classes } of cases) {
