@@ -6,6 +6,7 @@ import { parseCsvDataset, partitionDataset, splitDataset } from '../../src/compu
 import { buildPlan, cnn, mlp, modelParams, withParams } from '../../src/compute/plan';
 import { PlanRunner, evaluateModel, train } from '../../src/compute/train';
 import { loadModel } from '../../src/compute/backend';
+import { decodeModel, encodeModel, makeNode, makeValueInfo, tensorToProto } from '../../src/compute/onnx';
 import { GridError } from '../../src/core/errors';
 import type { NamedTensors, Tensor } from '../../src/core/protocol/tensor';
 
@@ -108,9 +109,11 @@ async function oneStep(optimizer: 'sgd' | 'momentum' | 'adam', extra: Record<str
 }
 
 test('fused Adam (the WebAssembly kernel) trains the same bits as the plan graph\'s Adam nodes', async () => {
-  // Odd sizes leave each parameter a remainder past the kernel's four floats; the CNN adds BatchNorm buffers.
+  // Odd sizes leave each parameter a remainder past the kernel's four floats; the CNN adds BatchNorm buffers;
+  // fc1 of the wide MLP (37·1030 floats) takes the kernel three gradient chunks, the last a ragged one.
   const cases = [
     { model: mlp([5, 7, 3], { seed: 2 }), features: 5, classes: 3 },
+    { model: mlp([37, 1030, 3], { seed: 6 }), features: 37, classes: 3 },
     { model: cnn({ seed: 3, side: 4, classes: 3, channels: [3, 5], batchNorm: true }), features: 16, classes: 3 },
   ];
   for (const { model, features, classes } of cases) {
@@ -147,6 +150,59 @@ test('fused Adam (the WebAssembly kernel) trains the same bits as the plan graph
     await fused.dispose();
     await graph.dispose();
   }
+});
+
+test('SGD folded into the backward pass trains what a separate update per parameter trains (also with weight decay and FedProx)', async () => {
+  // A weight shared by two MatMuls (its gradient a Sum, updated by an Add), Gemm weights (updated inside
+  // their gradient's Gemm), Conv weights and BatchNorm buffers.
+  const shared = encodeModel({
+    irVersion: 8, opsetImport: [{ domain: '', version: 17 }],
+    graph: {
+      name: 'shared', node: [makeNode('MatMul', ['x', 'w'], ['h']), makeNode('Add', ['h', 'b'], ['hb']), makeNode('Relu', ['hb'], ['r']), makeNode('MatMul', ['r', 'w'], ['y'])],
+      initializer: [tensorToProto('w', f32([4, 4], Array.from({ length: 16 }, (_, i) => Math.sin(i + 1) / 2))), tensorToProto('b', f32([4], [0.1, -0.2, 0.3, 0]))],
+      input: [makeValueInfo('x', 1, ['N', 4])], output: [makeValueInfo('y', 1, ['N', 4])],
+    },
+  });
+  const cases = [
+    { model: mlp([5, 7, 3], { seed: 2 }), features: 5, classes: 3 },
+    { model: cnn({ seed: 3, side: 4, classes: 3, channels: [3, 5], batchNorm: true }), features: 16, classes: 3 },
+    { model: shared, features: 4, classes: 4 },
+    { model: mlp([5, 7, 3], { seed: 4 }), features: 5, classes: 3, extra: { weightDecay: true, fedProx: true } },
+  ];
+  for (const { model, features, classes, extra } of cases) {
+    const foldedPlan = buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd', ...extra });
+    const folded = await PlanRunner.create(foldedPlan, undefined, { intraOpNumThreads: 1 });
+    const apart = await PlanRunner.create(buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd', fuseSgd: false, ...extra }), undefined, { intraOpNumThreads: 1 });
+    // Without decay or FedProx the folded plan has no per-parameter multiply by lr left.
+    const nodes = decodeModel(foldedPlan.bytes).graph!.node!;
+    if (!extra) assert.equal(nodes.filter((n) => n.input?.includes(foldedPlan.info.hyper[0]!)).length, 1, 'lr is read once, by the seed');
+    const global = Object.fromEntries(Object.entries(foldedPlan.initialParams).map(([k, t]) => [k, { ...t, data: (t.data as Float32Array).map((v) => v * 0.5) } as Tensor]));
+    let seed = 5;
+    const rnd = () => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+    for (let step = 1; step <= 5; step++) {
+      const x = f32([8, features], Array.from({ length: 8 * features }, rnd));
+      const y: Tensor = { dtype: 'int64', dims: [8], data: BigInt64Array.from({ length: 8 }, (_, i) => BigInt((i * 3 + step) % classes)) };
+      const hyper = { lr: 0.3, weightDecay: 0.1, proxMu: 0.5 };
+      const a = await folded.step(x, y, hyper, extra && global);
+      const b = await apart.step(x, y, hyper, extra && global);
+      assert.ok(Math.abs(a.loss - b.loss) < 1e-5 * (1 + Math.abs(b.loss)), `step ${step}: loss ${a.loss} vs ${b.loss}`);
+      assert.deepEqual(Object.keys(folded.params).sort(), Object.keys(apart.params).sort());
+      for (const [name, want] of Object.entries(apart.params)) {
+        const got = folded.params[name]!;
+        assert.deepEqual(got.dims, want.dims);
+        (want.data as Float32Array).forEach((w, i) => {
+          const g = (got.data as Float32Array)[i]!;
+          assert.ok(Math.abs(g - w) < 1e-5 * (1 + Math.abs(w)), `step ${step}: ${name}[${i}] ${g} vs ${w}`);
+        });
+      }
+    }
+    assert.notDeepEqual(folded.params, foldedPlan.initialParams, 'the parameters moved');
+    await folded.dispose();
+    await apart.dispose();
+  }
+  // The MLP's weights are updated by their gradient's Gemm itself.
+  const mlpNodes = decodeModel(buildPlan(mlp([5, 7, 3]), { loss: 'cross_entropy', optimizer: 'sgd' }).bytes).graph!.node!;
+  for (const w of ['fc1.weight', 'fc2.weight']) assert.equal(mlpNodes.find((n) => n.output?.[0] === `new.${w}`)?.opType, 'Gemm', w);
 });
 
 test('SGD, momentum and Adam apply their update rules to the plan gradient', async () => {

@@ -12,7 +12,7 @@ import { emitBackward, valuesNeedingGradients } from './backward';
 import { emitForward, modelEnds, neededNodes, planBuilder, sortInitializers } from './forward';
 import { HYPER, type PlanOptions, type TrainingPlan } from './info';
 import { emitLoss } from './loss';
-import { emitOptimizer } from './optimizer';
+import { emitOptimizer, foldsSgd, hyperInputs, sgdSeed } from './optimizer';
 
 export { PLAN_METADATA_KEY, PLAN_OPSET, readPlanInfo } from './info';
 export type { LossKind, OptimizerKind, PlanInfo, PlanOptions, PlanTensorSpec, TrainingPlan } from './info';
@@ -43,7 +43,8 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
   const loss = emitLoss(b, opts.loss, logits);
   if (evaluateOnly) return assembleEvaluation(b, graph, opts, { ends, inputDims, logits, loss, values });
 
-  const grads = emitBackward(b, forwardCount, requires, logits, loss.dLogits);
+  const hyper = hyperInputs(b, opts);
+  const grads = emitBackward(b, forwardCount, requires, logits, foldsSgd(opts) ? sgdSeed(b, loss.dLogits, hyper) : loss.dLogits);
   // Parameters that the loss does not depend on stay constants.
   const params = [...candidates].filter((p) => grads.has(p));
   for (const p of candidates) {
@@ -52,7 +53,7 @@ export function buildPlan(model: OnnxModel | Uint8Array, opts: PlanOptions): Tra
     b.consts.set(p, values.get(p)!);
   }
 
-  const step = emitOptimizer(b, params, values, grads, opts);
+  const step = emitOptimizer(b, params, values, grads, opts, hyper);
   return assemblePlan(b, graph, opts, { ends, inputDims, logits, loss, step, bufferUpdates, values });
 }
 

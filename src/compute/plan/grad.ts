@@ -21,6 +21,28 @@ function requireShape(b: GraphBuilder, node: OnnxNode, name: string, why: string
   return s;
 }
 
+/**
+ * The sum of the rows of a [N, C] gradient (a bias's), as ones[N]·g: onnxruntime's MatMul does it several
+ * times faster than its ReduceSum over the leading axis (13 against 74 µs for [128, 512] at 2 threads).
+ */
+/** Per plan being built: the ones vector of each batch size sumRows has used, made once. */
+const onesOf = new WeakMap<GraphBuilder, Map<string, string>>();
+
+function sumRows(b: GraphBuilder, g: string, [n, c]: [Dim, Dim]): string {
+  const made = onesOf.get(b) ?? new Map<string, string>();
+  onesOf.set(b, made);
+  let ones = made.get(String(n));
+  if (ones === undefined) {
+    const one = tensorToProto('', b.floatType === 'float32' ? { dtype: 'float32', dims: [1], data: new Float32Array([1]) } : { dtype: 'float64', dims: [1], data: new Float64Array([1]) });
+    ones = typeof n === 'number' ? b.scalar(1, [n]) : b.op('ConstantOfShape', [b.op('Shape', [g], { start: 0, end: 1 })], { value: { tensor: one } });
+    b.setShape(ones, [n], b.floatCode);
+    made.set(String(n), ones);
+  }
+  const sum = b.op('MatMul', [ones, g]);
+  b.setShape(sum, [c], b.floatCode);
+  return sum;
+}
+
 /** Sums gradient `g` (of broadcast shape) back to the shape of `target`. */
 export function reduceTo(b: GraphBuilder, node: OnnxNode, g: string, target: string): string {
   const gs = requireShape(b, node, g, 'its broadcast gradient needs it');
@@ -29,7 +51,8 @@ export function reduceTo(b: GraphBuilder, node: OnnxNode, g: string, target: str
   const lead = gs.length - ts.length;
   if (lead < 0) throw gridError('UNSUPPORTED_OPERATOR', `${nodeLabel(node)}: cannot sum a gradient of shape ${describeShape(gs)} back to ${describeShape(ts)}`);
   let out = g;
-  if (lead > 0) out = b.op('ReduceSum', [out, b.int64s(Array.from({ length: lead }, (_, i) => i))], { keepdims: 0 });
+  if (lead === 1 && gs.length === 2 && sameDim(gs[1]!, ts[0]!)) out = sumRows(b, g, gs as [Dim, Dim]);
+  else if (lead > 0) out = b.op('ReduceSum', [out, b.int64s(Array.from({ length: lead }, (_, i) => i))], { keepdims: 0 });
   const axes: number[] = [];
   let atRunTime = false;
   ts.forEach((d, i) => {
@@ -88,7 +111,9 @@ const rules: Record<string, GradRule> = {
     const y = outputs(n)[0]!;
     return [b.op('Neg', [b.op('Mul', [dy[0]!, b.op('Mul', [y, y])])])];
   },
-  Relu: (b, n, dy) => [b.op('Where', [b.op('Greater', [inputs(n)[0]!, b.scalar(0)]), dy[0]!, b.scalar(0)])],
+  // Masked by the output (y > 0 exactly where x > 0): the forward Gemm or Conv then feeds the Relu alone,
+  // and onnxruntime fuses the two.
+  Relu: (b, n, dy) => [b.op('Where', [b.op('Greater', [outputs(n)[0]!, b.scalar(0)]), dy[0]!, b.scalar(0)])],
   LeakyRelu: (b, n, dy) => {
     const alpha = attrFloat(n, 'alpha', 0.01);
     return [b.op('Where', [b.op('Greater', [inputs(n)[0]!, b.scalar(0)]), dy[0]!, b.op('Mul', [dy[0]!, b.scalar(alpha)])])];

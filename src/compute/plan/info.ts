@@ -23,6 +23,12 @@ export interface PlanOptions {
   weightDecay?: boolean;
   /** Adds a `prox_mu` input and `global.<param>` inputs: FedProx's proximal term mu·(w − w_global) added to each gradient. */
   fedProx?: boolean;
+  /**
+   * SGD only: fold the update into the backward pass (seeded with −lr·dLoss/dLogits, so each update is one
+   * addition, done by the weight gradient's Gemm where there is one). On by default; false keeps a Mul and
+   * a Sub per parameter. Not with emitGradients, whose gradients are handed out unscaled.
+   */
+  fuseSgd?: boolean;
   /** Also output each parameter's gradient as `grad.<param>` (and Adam's bias-corrected step size as `adam.step_size`). */
   emitGradients?: boolean;
   /** 'train' (default): BatchNormalization uses batch statistics and updates its running ones, Dropout drops. 'eval': the model as it infers. */
