@@ -3,9 +3,10 @@
 //   1. remote inference, MLP 784-128-10, batch 1: p50 vs (local ORT p50 + raw ws round-trip p50), target ≤ 1.3×
 //   2. remote inference, batch 256, requests pipelined: throughput vs local ORT, target ≥ 0.8×
 //   3. upload of a 1 GiB ONNX model (chunked, sha256 on both ends, fsync'd on the node) vs raw ws binary
-//      frames into a sink, target ≥ 0.6×, RSS growth < 64 MiB per side during the transfer; then the node
-//      validates (loads) it, which may take memory in proportion to the model.
-// Run: npm run bench:node   (BENCH_QUICK=1: fewer rounds and a 128 MiB model)
+//      frames into a sink, target ≥ 0.6×, RSS growth < 64 MiB per side during the transfer, each run in fresh
+//      processes (bench/node-upload.ts); then the node validates (loads) it, which may take memory in
+//      proportion to the model.
+// Run: npm run bench:node   (BENCH_QUICK=1: fewer rounds and a 128 MiB model; BENCH_ONLY=upload: section 3 alone)
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
