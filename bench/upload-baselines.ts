@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import WebSocket from 'ws';
 import { isLocalUrl } from '../src/core/shm';
 import { DRAIN_THRESHOLD_BYTES } from '../src/core/socket/drain';
+import { DirectBuffers, openUploadFile } from '../src/node/rpc/upload-file';
 import { generatedBytes } from '../test/helpers/bytes';
 
 const MiB = 1024 * 1024;
@@ -98,5 +99,35 @@ export async function rawSend(ws: WebSocket, size: number, fill: (into: Buffer, 
     const buf = b;
     if (ws.bufferedAmount < DRAIN_THRESHOLD_BYTES) ws.send(piece, () => give(buf));
     else await new Promise<void>((r) => ws.send(piece, () => { give(buf); r(); }));
+  }
+}
+
+/**
+ * CPU seconds per GiB the node's own store path takes with nothing else running: 1 MiB chunks copied into
+ * aligned buffers and written with O_DIRECT where `dir`'s filesystem takes it (node/rpc/upload-file.ts),
+ * 4 in flight, then one fsync. Process CPU, so the libuv threads doing the writes count too.
+ */
+export async function storeCpuPerGiB(dir: string, size: number): Promise<number> {
+  const pool = await DirectBuffers.create(dir, CHUNK);
+  const path = join(dir, `grid-bench-store-${process.pid}`);
+  const file = await openUploadFile(path, pool);
+  const ring = Array.from({ length: 16 }, (_, i) => generatedBytes(6, i * CHUNK, CHUNK));
+  try {
+    const c0 = process.cpuUsage();
+    let next = 0;
+    await Promise.all(Array.from({ length: 4 }, async () => {
+      while (next < size) {
+        const pos = next;
+        next += CHUNK;
+        await file.write(ring[(pos / CHUNK) % ring.length]!.subarray(0, Math.min(CHUNK, size - pos)), pos);
+      }
+    }));
+    await file.sync();
+    const c = process.cpuUsage(c0);
+    return (c.user + c.system) / 1e6 / (size / 1024 ** 3);
+  } finally {
+    await file.close();
+    await pool?.close();
+    await rm(path, { force: true });
   }
 }
