@@ -5,9 +5,11 @@
 //      transport ceiling), target ≥ 0.9×; through shared memory vs local ORT, target ≥ 0.8×; the CPU
 //      per batch of every process, and the limits it sets
 //   3. upload of a 1 GiB ONNX model (chunked, sha256 on both ends, fsync'd on the node) vs raw ws binary
-//      frames into a sink, target ≥ 0.6×, RSS growth < 64 MiB per side during the transfer; then the node
-//      validates (loads) it, which may take memory in proportion to the model.
-// Run: npm run bench:node   (BENCH_QUICK=1: fewer rounds and a 128 MiB model; BENCH_SECTIONS=1 or 1,3: only those)
+//      frames into a sink, target ≥ 0.6×, RSS growth < 64 MiB per side during the transfer, each run in fresh
+//      processes (bench/node-upload.ts); then the node validates (loads) it, which may take memory in
+//      proportion to the model.
+// Run: npm run bench:node   (BENCH_QUICK=1: fewer rounds and a 128 MiB model; BENCH_SECTIONS=1 or 1,3: only those;
+// BENCH_SECTIONS=3 runs the upload alone, without starting the inference processes)
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -16,15 +18,14 @@ import { spawnSync } from 'node:child_process';
 import WebSocket from 'ws';
 import { GridClient } from '../src/core/client';
 import { encodeNamedTensors, type NamedTensors } from '../src/core/protocol/tensor';
-import { DRAIN_THRESHOLD_BYTES } from '../src/core/socket/drain';
-import { fileSource } from '../src/core/socket/transfer';
-import { HostModel, RunInference } from '../src/core/protocol/messages';
+import { RunInference } from '../src/core/protocol/messages';
 import { Ping } from '../src/core/protocol/catalogue';
 import { loadModel } from '../src/compute/backend';
-import { mlpModel, seededFloats, writeBigModel } from '../test/helpers/node-fixtures';
+import { mlpModel, seededFloats } from '../test/helpers/node-fixtures';
 import { startNodeScript, type Started } from '../test/helpers/processes';
-import { cpuSince, cpuSnapshot, rssSampler, type CpuSnapshot } from './rss';
+import { cpuSince, cpuSnapshot, type CpuSnapshot } from './rss';
 import { RegionFile } from '../src/core/shm-client';
+import { uploadClient, uploadSection } from './node-upload';
 import { sharedMemoryDir } from '../src/core/shm';
 
 // Measured as shipped: the node is the built dist/grid-node.js (npm run bench:node builds first), and
@@ -40,25 +41,12 @@ const WARM_UP = quick ? 300 : 3000;
 const PIPELINE = 4;
 const BIG = quick ? 128 * 1024 * 1024 : 1024 ** 3;
 const MiB = 1024 * 1024;
+const UPLOAD = { nodeMain: NODE_MAIN, peer: PEER, bytes: BIG, reps: quick ? 1 : 3 };
 const PASSWORD = 'bench-password-1';
 const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? '1,2,3').split(',').map((x) => x.trim()));
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
 const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-/** RSS of another process, sampled from /proc (Linux); peak growth over the level when started. */
-function childRss(pid: number) {
-  const read = () => {
-    try {
-      const m = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-      return m ? Number(m[1]) * 1024 : NaN;
-    } catch { return NaN; }
-  };
-  const base = read();
-  let peak = base;
-  const t = setInterval(() => { peak = Math.max(peak, read()); }, 20);
-  return { stop: () => { clearInterval(t); return Math.max(peak, read()) - base; } };
-}
 
 /**
  * CPU a server process and this client use over the spans between start() and stop(), summed over many
@@ -163,28 +151,6 @@ async function rawPipelined(url: string, requestBytes: number, replyBytes: numbe
   return count / secs;
 }
 
-async function rawBulk(url: string, size: number): Promise<{ mibps: number; clientRss: number; serverRss: number }> {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
-  await new Promise((r) => ws.once('open', r));
-  ws.send(JSON.stringify({ sink: size }));
-  await new Promise((r) => ws.once('message', r));
-  const source = await fileSource(BIG_FILE);
-  const rss = rssSampler();
-  const t0 = performance.now();
-  const done = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
-  for (let pos = 0; pos < size; pos += MiB) {
-    // Read from the same file as the grid upload, with the same flow control GridSocket uses.
-    const bytes = await source.read(pos, Math.min(MiB, size - pos));
-    if (ws.bufferedAmount < DRAIN_THRESHOLD_BYTES) ws.send(bytes);
-    else await new Promise<void>((r) => ws.send(bytes, () => r()));
-  }
-  const res = JSON.parse(String(await done)) as { received: number; rssBase: number; rssPeak: number };
-  const secs = (performance.now() - t0) / 1000;
-  await source.close?.();
-  ws.close();
-  return { mibps: size / MiB / secs, clientRss: rss.stop(), serverRss: res.rssPeak - res.rssBase };
-}
-
 /**
  * The floor of inference through shared memory: a bare ws server runs the model on inputs it reads from
  * a /dev/shm file and writes the outputs back (bench/servers/node-peer.ts), `inflight` requests pipelined
@@ -226,32 +192,21 @@ async function shmFloorPipelined(url: string, model: Uint8Array, x: Float32Array
   }
 }
 
-let BIG_FILE = '';
-
 /** Pins every thread of a process to the given CPUs (taskset from util-linux). */
 function pin(pid: number, cpus: string): void {
   const r = spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`taskset failed: ${r.stderr || r.error?.message}`);
 }
 
-/** What this machine's disk takes: the node's write pattern (1 MiB positional writes, 4 in flight) then fsync. */
-async function diskWrite(file: string, size: number): Promise<number> {
-  const fh = await fs.promises.open(file, 'w');
-  const block = Buffer.alloc(MiB, 9);
-  const t0 = performance.now();
-  let next = 0;
-  await Promise.all(Array.from({ length: 4 }, async () => {
-    while (next < size) { const pos = next; next += MiB; await fh.write(block, 0, Math.min(MiB, size - pos), pos); }
-  }));
-  await fh.sync();
-  const secs = (performance.now() - t0) / 1000;
-  await fh.close();
-  fs.rmSync(file, { force: true });
-  return size / MiB / secs;
-}
-
 async function main(): Promise<void> {
+  // The client half of one upload run, in a process of its own (bench/node-upload.ts).
+  if (process.argv[2] === '--upload-client') { await uploadClient(process.argv.slice(3)); return; }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'bench-grid-node-'));
+  // BENCH_SECTIONS=3 runs the upload alone: it starts its own processes.
+  if (SECTIONS.size === 1 && SECTIONS.has('3')) {
+    try { await uploadSection(dir, out, UPLOAD); } finally { fs.rmSync(dir, { recursive: true, force: true }); }
+    return;
+  }
   const procs: Started[] = [];
   let client: GridClient | undefined;
   let shmClient: GridClient | undefined;
@@ -408,34 +363,8 @@ async function main(): Promise<void> {
     }
     await local.dispose();
 
-    if (SECTIONS.has('3')) {
-      // 3. Upload of a big model.
-      let t0: number;
-      BIG_FILE = path.join(dir, 'big.onnx');
-      const shape = writeBigModel(BIG_FILE, BIG);
-      const size = fs.statSync(BIG_FILE).size;
-      const raw = await rawBulk(peer.url, size);
-      const disk = await diskWrite(path.join(dir, 'disk-probe'), size);
-      const clientRss = rssSampler();
-      const nodeRss = childRss(node.child.pid!);
-      t0 = performance.now();
-      const up = await client.socket.upload(await fileSource(BIG_FILE));
-      const secs = (performance.now() - t0) / 1000;
-      const [cGrowth, nGrowth] = [clientRss.stop(), nodeRss.stop()];
-      const gridMibps = size / MiB / secs;
-      t0 = performance.now();
-      const hosted = await client.socket.request(HostModel, { model_id: 'big', transfer_id: up.transfer_id, allow_remote_inference: true }, { timeout: 600_000 });
-      const validateSecs = (performance.now() - t0) / 1000;
-      const row = await client.runInference('big', { i: { dtype: 'int64', dims: [1], data: BigInt64Array.from([777n]) } });
-      const okRow = (row.y!.data as Float32Array).every((v) => v === 777) && row.y!.dims[1] === shape.cols;
-      out(`upload of a ${(size / MiB).toFixed(0)} MiB ONNX model (1 MiB chunks, sha256 both ends, fsync'd on the node)`);
-      out(`  raw ws binary frames    ${raw.mibps.toFixed(0)} MiB/s  (RSS growth client ${(raw.clientRss / MiB).toFixed(1)} MiB, server ${(raw.serverRss / MiB).toFixed(1)} MiB)`);
-      out(`  grid upload             ${gridMibps.toFixed(0)} MiB/s  (RSS growth client ${(cGrowth / MiB).toFixed(1)} MiB, node ${(nGrowth / MiB).toFixed(1)} MiB)`);
-      out(`  this machine's disk     ${disk.toFixed(0)} MiB/s  (the node's write pattern + fsync, no network)`);
-      out(`  ratio grid / raw ws     ${(gridMibps / raw.mibps).toFixed(2)}×  (target ≥ 0.6×; RSS growth target < 64 MiB per side)`);
-      out(`  ratio grid / min(raw ws, disk)  ${(gridMibps / Math.min(raw.mibps, disk)).toFixed(2)}×`);
-      out(`  then validated (loaded by onnxruntime) and stored in ${validateSecs.toFixed(1)} s; sha256 ${hosted.model.sha256.slice(0, 12)}…; remote Gather row check ${okRow ? 'ok' : 'WRONG'}`);
-    }
+    // 3. Upload of a big model: fresh processes per run (bench/node-upload.ts).
+    if (SECTIONS.has('3')) await uploadSection(dir, out, UPLOAD);
     out(`machine load average at the end: ${os.loadavg().map((l) => l.toFixed(1)).join(' ')}`);
   } finally {
     client?.dispose();

@@ -10,20 +10,18 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import WebSocket from 'ws';
-import { DRAIN_THRESHOLD_BYTES } from '../src/core/socket/drain';
 import { GridSocket } from '../src/core/socket/grid-socket';
-import { generatedBytes, generatedSource } from '../test/helpers/bytes';
+import { fillGenerated, generatedSource } from '../test/helpers/bytes';
 import { startNodeScript } from '../test/helpers/processes';
 import { BenchClaim, BenchEcho, BenchOffer, BenchRss } from './servers/defs';
 import { rssSampler } from './rss';
+import { diskWrite, rawSend, rawWs, sha256CpuPerGiB, storeCpuPerGiB } from './upload-baselines';
 import { createHash } from 'node:crypto';
-import { open, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 
 const quick = process.env.BENCH_QUICK === '1';
 const ROUNDS = quick ? 2000 : 20_000;
 const BULK = quick ? 128 * 1024 * 1024 : 1024 ** 3;
-const CHUNK = 1024 * 1024;
 // Bundled by scripts/bench.mjs, the peer sits next to this file as .js; run from source, as .ts.
 const PEER = existsSync(`${__dirname}/servers/socket-peer.js`) ? `${__dirname}/servers/socket-peer.js` : `${__dirname}/servers/socket-peer.ts`;
 const MiB = 1024 * 1024;
@@ -111,25 +109,20 @@ async function roundTrips(clients: RoundTripper[], rounds: number, cpu?: number[
 }
 
 async function rawWsBulk(url: string, size: number): Promise<{ mbps: number; clientRss: number; serverRss: number }> {
-  const ws = new WebSocket(url, { perMessageDeflate: false });
+  const ws = rawWs(url);
   await new Promise((r) => ws.once('open', r));
   ws.send(JSON.stringify({ sink: true }));
   await new Promise((r) => ws.once('message', r));
   const rss = rssSampler();
   const t0 = performance.now();
-  for (let pos = 0; pos < size; pos += CHUNK) {
-    const len = Math.min(CHUNK, size - pos);
-    const bytes = generatedBytes(3, pos, len);
-    // Same flow control as GridSocket: wait for the socket's buffer only when it holds a lot.
-    bytes[0] = pos + len === size ? 1 : 0;
-    if (ws.bufferedAmount < DRAIN_THRESHOLD_BYTES) ws.send(bytes);
-    else await new Promise<void>((r) => ws.send(bytes, () => r()));
-  }
-  const done = JSON.parse((await new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)))).toString());
+  // The same bytes as the upload, generated into reused buffers as the upload's source fills its frames.
+  const done = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
+  await rawSend(ws, size, (into, pos) => fillGenerated(3, pos, into), true);
+  const res = JSON.parse((await done).toString());
   const secs = (performance.now() - t0) / 1000;
-  if (done.received !== size) throw new Error(`raw sink got ${done.received}`);
+  if (res.received !== size) throw new Error(`raw sink got ${res.received}`);
   ws.close();
-  return { mbps: size / MiB / secs, clientRss: rss.stop(), serverRss: done.rssPeak - done.rssBase };
+  return { mbps: size / MiB / secs, clientRss: rss.stop(), serverRss: res.rssPeak - res.rssBase };
 }
 
 async function gridBulk(url: string, size: number): Promise<{ mbps: number; clientRss: number; serverRss: number }> {
@@ -182,64 +175,6 @@ async function gridDownload(url: string, size: number): Promise<{ mbps: number; 
   return { mbps: size / MiB / secs, clientRss: rss.stop(), serverRss: server.rssPeak - server.rssBase };
 }
 
-/**
- * What this machine's disk takes at best, the upload's floor: the bytes are generated before the clock
- * starts (held in a 64 MiB ring of distinct buffers, written over and over at new offsets), a warm-up
- * write of the same size comes first, then each write pattern writes `size` bytes and fsyncs once; the
- * best pattern's rate is the floor. Patterns: 1 MiB writes awaited one by one, 1 MiB positional writes
- * with 16 in flight (what the node does), 8 MiB writes with 4 in flight.
- */
-async function diskWrite(size: number): Promise<{ mbps: number; pattern: string; all: Record<string, number> }> {
-  const RING = 64 * MiB;
-  const ring = Array.from({ length: RING / CHUNK }, (_, i) => generatedBytes(4, i * CHUNK, CHUNK));
-  const pieceOf = (pos: number, len: number): Buffer => {
-    // A write never spans ring buffers when len ≤ CHUNK; bigger writes are served from a joined ring.
-    return len <= CHUNK ? ring[(pos / CHUNK) % ring.length]!.subarray(0, len) : bigRing.subarray(pos % RING, (pos % RING) + len);
-  };
-  const bigRing = Buffer.concat(ring);
-  async function pass(name: string, block: number, inFlight: number): Promise<number> {
-    const path = `${tmpdir()}/grid-bench-disk-${process.pid}-${name}`;
-    const fh = await open(path, 'w');
-    try {
-      const t0 = performance.now();
-      let next = 0;
-      await Promise.all(Array.from({ length: inFlight }, async () => {
-        while (next < size) {
-          const pos = next;
-          const len = Math.min(block, size - pos);
-          next += len;
-          let done = 0;
-          while (done < len) done += (await fh.write(pieceOf(pos, len), done, len - done, pos + done)).bytesWritten;
-        }
-      }));
-      await fh.sync();
-      return size / MiB / ((performance.now() - t0) / 1000);
-    } finally {
-      await fh.close();
-      await rm(path, { force: true });
-    }
-  }
-  await pass('warm-up', CHUNK, 16);
-  const all: Record<string, number> = {};
-  all['1 MiB, 1 in flight'] = await pass('seq', CHUNK, 1);
-  all['1 MiB, 16 in flight'] = await pass('par', CHUNK, 16);
-  all['8 MiB, 4 in flight'] = await pass('big', 8 * CHUNK, 4);
-  const [pattern, mbps] = Object.entries(all).sort((x, y) => y[1] - x[1])[0]!;
-  return { mbps, pattern, all };
-}
-
-/** CPU seconds sha256 takes per GiB here (bytes in memory, one thread): what each side of an upload must add. */
-function sha256CpuPerGiB(): number {
-  const b = generatedBytes(5, 0, CHUNK);
-  const h = createHash('sha256');
-  const n = 256;
-  const c0 = process.cpuUsage();
-  for (let i = 0; i < n; i++) h.update(b);
-  h.digest();
-  const c = process.cpuUsage(c0);
-  return (c.user + c.system) / 1e6 / (n * CHUNK / 1024 ** 3);
-}
-
 type Transfer = { mbps: number; clientRss: number; serverRss: number; clientCpu: number; serverCpu: number; pattern?: string };
 
 /** CPU seconds (user + system) a process has used, from /proc (Linux); NaN elsewhere. */
@@ -258,13 +193,18 @@ const CLOCK_TICKS = 100;
 
 // GRID_BENCH_PROFILE=DIR writes CPU profiles of the peer (server) processes there, for finding where time
 // goes; profile the client half with `node --cpu-prof .bench-out/socket.js --phase grid-up`.
-const PEER_ARGV = process.env.GRID_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GRID_BENCH_PROFILE}`] : [];
+// GRID_BENCH_PEER_FLAGS adds node flags to the peer processes (e.g. --trace-gc).
+const PEER_ARGV = [
+  ...(process.env.GRID_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GRID_BENCH_PROFILE}`] : []),
+  ...(process.env.GRID_BENCH_PEER_FLAGS?.split(' ').filter((f) => f !== '') ?? []),
+];
 
 /** One measurement in this process, against a peer process of its own: RSS growth is this phase's alone. */
 async function phase(name: string): Promise<unknown> {
   const peerMode = name.startsWith('rr') ? undefined : name.startsWith('raw') ? 'ws' : 'grid';
-  if (name === 'disk') return await diskWrite(BULK);
+  if (name === 'disk') return await diskWrite(tmpdir(), BULK);
   if (name === 'sha256') return Math.min(sha256CpuPerGiB(), sha256CpuPerGiB(), sha256CpuPerGiB());
+  if (name === 'store') return Math.min(await storeCpuPerGiB(tmpdir(), BULK), await storeCpuPerGiB(tmpdir(), BULK));
   if (peerMode === undefined) {
     const peers = await Promise.all([startNodeScript(PEER, ['ws']), startNodeScript(PEER, ['grid']), startNodeScript(PEER, ['socketio']), startNodeScript(PEER, ['ws'])]);
     try {
@@ -368,11 +308,13 @@ async function main(): Promise<void> {
   // each side (the client to announce it, the node to check what it stored). With the machine's cores busy
   // (a loaded VM), rates divide the CPU: no upload can beat raw ws by more than their CPU costs' ratio.
   const sha = runPhase('sha256') as number;
+  const store = runPhase('store') as number;
   const mid = (t: Transfer[], f: (x: Transfer) => number) => t.map(f).sort((a, b) => a - b)[Math.floor(t.length / 2)]! / GiBs;
   const rawCpu = mid(runs['raw-up']!, (x) => x.clientCpu) + mid(runs['raw-up']!, (x) => x.serverCpu);
   const gridCpu = mid(runs['grid-up']!, (x) => x.clientCpu) + mid(runs['grid-up']!, (x) => x.serverCpu);
-  console.log(`  sha256 here: ${sha.toFixed(2)} s of CPU per GiB on one thread; raw ws + sha256 on both sides = ${(rawCpu + 2 * sha).toFixed(2)} s per GiB, the least an upload can cost`);
-  console.log(`  limit where the CPU is shared (loaded machine): ratio vs raw ws ≤ ${(rawCpu / (rawCpu + 2 * sha)).toFixed(2)}×  (raw ${rawCpu.toFixed(2)} s / (raw + 2 × sha256)); GridSocket.upload's own CPU allows ${(rawCpu / gridCpu).toFixed(2)}×`);
+  const least = rawCpu + 2 * sha + store;
+  console.log(`  sha256 here: ${sha.toFixed(2)} s of CPU per GiB on one thread; storing alone (the node's aligned copy + O_DIRECT writes + fsync) ${store.toFixed(2)} s; raw ws + 2 × sha256 + storing = ${least.toFixed(2)} s per GiB, the least an upload can cost`);
+  console.log(`  limit where the CPU is shared (loaded machine): ratio vs raw ws ≤ ${(rawCpu / least).toFixed(2)}×  (raw ${rawCpu.toFixed(2)} s / that least); GridSocket.upload's own CPU allows ${(rawCpu / gridCpu).toFixed(2)}×`);
   console.log(`  machine: ${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end`);
 }
 
