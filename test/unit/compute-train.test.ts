@@ -6,7 +6,7 @@ import { parseCsvDataset, partitionDataset, splitDataset } from '../../src/compu
 import { buildPlan, cnn, mlp, modelParams, withParams } from '../../src/compute/plan';
 import { PlanRunner, evaluateModel, train } from '../../src/compute/train';
 import { loadModel } from '../../src/compute/backend';
-import { decodeModel, encodeModel, makeNode, makeValueInfo, tensorToProto } from '../../src/compute/onnx';
+import { decodeModel, encodeModel, makeAttribute, makeNode, makeValueInfo, tensorToProto } from '../../src/compute/onnx';
 import { GridError } from '../../src/core/errors';
 import type { NamedTensors, Tensor } from '../../src/core/protocol/tensor';
 
@@ -163,8 +163,22 @@ test('SGD folded into the backward pass trains what a separate update per parame
       input: [makeValueInfo('x', 1, ['N', 4])], output: [makeValueInfo('y', 1, ['N', 4])],
     },
   });
+  // Two parameters summed into one Gemm weight share one gradient: neither update may take over its Gemm.
+  const summed = encodeModel({
+    irVersion: 8, opsetImport: [{ domain: '', version: 17 }],
+    graph: {
+      name: 'summed', node: [makeNode('Add', ['w0', 'w1'], ['w']), makeNode('Gemm', ['x', 'w', 'b'], ['y'], [makeAttribute('transB', 1)])],
+      initializer: [
+        tensorToProto('w0', f32([3, 4], Array.from({ length: 12 }, (_, i) => Math.sin(i + 2) / 2))),
+        tensorToProto('w1', f32([3, 4], Array.from({ length: 12 }, (_, i) => Math.cos(i) / 4))),
+        tensorToProto('b', f32([3], [0.1, -0.1, 0])),
+      ],
+      input: [makeValueInfo('x', 1, ['N', 4])], output: [makeValueInfo('y', 1, ['N', 3])],
+    },
+  });
   const cases = [
     { model: mlp([5, 7, 3], { seed: 2 }), features: 5, classes: 3 },
+    { model: summed, features: 4, classes: 3 },
     { model: cnn({ seed: 3, side: 4, classes: 3, channels: [3, 5], batchNorm: true }), features: 16, classes: 3 },
     { model: shared, features: 4, classes: 4 },
     { model: mlp([5, 7, 3], { seed: 4 }), features: 5, classes: 3, extra: { weightDecay: true, fedProx: true } },

@@ -48,11 +48,12 @@ export function sgdSeed(b: GraphBuilder, dLogits: string, hyperName: Record<stri
 
 /**
  * p + g (g already −lr·gradient) as `out`: through the Gemm that computes g when nothing else reads g
- * (p becomes its C input, added with beta 1 as the product is written), else an Add.
+ * (p becomes its C input, added with beta 1 as the product is written), else an Add. `shared`: another
+ * parameter's update reads the same g (e.g. w = w0 + w1 gives w0 and w1 one gradient), so it must stay.
  */
-function addScaledGradient(b: GraphBuilder, p: string, g: string, dims: readonly Dim[], out: string): void {
+function addScaledGradient(b: GraphBuilder, p: string, g: string, dims: readonly Dim[], out: string, shared: boolean): void {
   const producer = b.nodes.find((n) => n.output?.[0] === g);
-  const readers = b.nodes.filter((n) => (n.input ?? []).includes(g)).length;
+  const readers = shared ? 1 : b.nodes.filter((n) => (n.input ?? []).includes(g)).length;
   const shape = b.shape(g);
   const beta = producer?.attribute?.find((a) => a.name === 'beta');
   if (producer?.opType === 'Gemm' && producer.input?.length === 2 && readers === 0 && beta === undefined
@@ -98,6 +99,9 @@ export function emitOptimizer(b: GraphBuilder, params: readonly string[], values
       b.setShape(stepSize, [], floatCode);
     }
   }
+  // Gradients that more than one parameter's update reads: never folded into their Gemm.
+  const gradUses = new Map<string, number>();
+  for (const p of params) { const g = grads.of(p)!; gradUses.set(g, (gradUses.get(g) ?? 0) + 1); }
   for (const p of params) {
     const dims = [...values.get(p)!.dims];
     paramSpecs.push({ name: p, dtype: floatType, dims });
@@ -115,7 +119,7 @@ export function emitOptimizer(b: GraphBuilder, params: readonly string[], values
       if (opts.weightDecay) terms.push(b.op('Mul', [negLrTimes('weight_decay'), p]));
       if (opts.fedProx) terms.push(b.op('Mul', [negLrTimes('prox_mu'), b.op('Sub', [p, proxGlobal(p, dims)])]));
       let at = terms.length > 0 ? b.fresh('sgd') : out;
-      addScaledGradient(b, p, g, dims, at);
+      addScaledGradient(b, p, g, dims, at, gradUses.get(g)! > 1);
       terms.forEach((t, i) => { const next = i + 1 === terms.length ? out : b.fresh('sgd'); b.emit('Add', [at, t], {}, [next]); at = next; });
       continue;
     }

@@ -727,7 +727,7 @@ export class GridSocket extends EventEmitter {
     // Back to the pool once written out and settled; a request that ends otherwise (aborted) leaves it to the GC.
     const buf = pooled;
     let uses = 2;
-    const done = () => { if (--uses === 0) this.frames.give(buf); };
+    const done = () => { if (--uses === 0 && !this.disposed) this.frames.give(buf); };
     p.onSettled = done;
     ws.send(frame, done);
   }
