@@ -62,6 +62,26 @@ function startServer(script: string, args: string[] = [], flags: string[] = []):
   });
 }
 
+interface GcPauses { ms: number; full: number; young: number }
+
+/** The server's GC pauses so far (bench/servers/gc-meter.ts: asked with SIGUSR2, answered on its stdout). */
+function gcPauses(child: ChildProcess): Promise<GcPauses> {
+  return new Promise((resolve) => {
+    let out = '';
+    const onData = (d: Buffer) => {
+      out += d;
+      const m = /gc (\S+) (\d+) (\d+)\n/.exec(out);
+      if (m === null) return;
+      child.stdout!.off('data', onData);
+      resolve({ ms: Number(m[1]), full: Number(m[2]), young: Number(m[3]) });
+    };
+    child.stdout!.on('data', onData);
+    child.kill('SIGUSR2');
+  });
+}
+
+const gcSince = (a: GcPauses, b: GcPauses): GcPauses => ({ ms: b.ms - a.ms, full: b.full - a.full, young: b.young - a.young });
+
 async function stopServer(child: ChildProcess): Promise<void> {
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
@@ -73,7 +93,7 @@ function clients(url: string, workers: number, baseline: boolean, name = '', ver
   return new FlWorkers({ urls: [url], workers, threads: THREADS, window: WINDOW, diffB64, baseline, name, version });
 }
 
-async function baseline(n: number): Promise<{ rate: number; bytes: number; rssGrowth: number; cpuPerFrame: number }> {
+async function baseline(n: number): Promise<{ rate: number; bytes: number; rssGrowth: number; cpuPerFrame: number; gc: GcPauses }> {
   const { child, url } = await startServer('fl-ws-sink.js');
   const c = clients(url, n, true);
   let sampler: NodeJS.Timeout | undefined;
@@ -83,12 +103,14 @@ async function baseline(n: number): Promise<{ rate: number; bytes: number; rssGr
     const rssBase = processRss(child.pid!);
     let peak = rssBase;
     sampler = setInterval(() => { peak = Math.max(peak, processRss(child.pid!)); }, 20);
+    const gc0 = await gcPauses(child);
     const cpu0 = processCpuSeconds(child.pid!);
     const r = await c.report();
     const cpu = processCpuSeconds(child.pid!) - cpu0;
+    const gc = gcSince(gc0, await gcPauses(child));
     clearInterval(sampler);
     if (r.ok !== n) throw new Error(`baseline: ${r.ok} of ${n} frames answered`);
-    return { rate: n / r.seconds, bytes: r.bytes / n, rssGrowth: Math.max(peak, processRss(child.pid!)) - rssBase, cpuPerFrame: cpu / n };
+    return { rate: n / r.seconds, bytes: r.bytes / n, rssGrowth: Math.max(peak, processRss(child.pid!)) - rssBase, cpuPerFrame: cpu / n, gc };
   } finally {
     if (sampler) clearInterval(sampler);
     await c.stop();
@@ -96,7 +118,7 @@ async function baseline(n: number): Promise<{ rate: number; bytes: number; rssGr
   }
 }
 
-interface NodeRun { rate: number; reportSeconds: number; joinSeconds: number; cycleSeconds: number; closeSeconds: number; rssBase: number; rssGrowth: number; maxErr: number; cpuPerJoin: number; cpuPerReport: number }
+interface NodeRun { gc: GcPauses; rate: number; reportSeconds: number; joinSeconds: number; cycleSeconds: number; closeSeconds: number; rssBase: number; rssGrowth: number; maxErr: number; cpuPerJoin: number; cpuPerReport: number }
 
 async function node(n: number): Promise<NodeRun> {
   const { child, url } = await startServer('fl-node.js', [PASSWORD], NODE_FLAGS);
@@ -121,9 +143,11 @@ async function node(n: number): Promise<NodeRun> {
     const rssBase = processRss(child.pid!);
     let peak = rssBase;
     sampler = setInterval(() => { peak = Math.max(peak, processRss(child.pid!)); }, 20);
+    const gc0 = await gcPauses(child);
     const cpu0 = processCpuSeconds(child.pid!);
     const r = await workers.report();
     const cpuReports = processCpuSeconds(child.pid!) - cpu0;
+    const gc = gcSince(gc0, await gcPauses(child));
     if (r.ok !== n) throw new Error(`node: ${r.ok} of ${n} reports acknowledged`);
     const tReported = performance.now();
     for (;;) {
@@ -140,7 +164,7 @@ async function node(n: number): Promise<NodeRun> {
     let maxErr = 0;
     after.forEach((p, i) => { for (let k = 0; k < p.tensor.data.length; k++) maxErr = Math.max(maxErr, Math.abs(p.tensor.data[k]! - (params[i]!.tensor.data[k]! - diffTensors[i]!.data[k]!))); });
     return {
-      rate: n / r.seconds, reportSeconds: r.seconds, joinSeconds: (tJoined - t0) / 1000, cycleSeconds: (tClosed - t0) / 1000,
+      gc, rate: n / r.seconds, reportSeconds: r.seconds, joinSeconds: (tJoined - t0) / 1000, cycleSeconds: (tClosed - t0) / 1000,
       closeSeconds: (tClosed - tReported) / 1000, rssBase, rssGrowth: peak - rssBase, maxErr, cpuPerJoin: cpuJoin / n, cpuPerReport: cpuReports / n,
     };
   } finally {
@@ -202,7 +226,7 @@ function averaging(): { ratio: number; gbps: number; memcpyGbps: number } {
 async function main(): Promise<void> {
   const limit = 2 * modelBytes + 64 * MiB;
   console.log(`FL cycle on loopback: model mlp 784-${HIDDEN}-10, ${P} parameters (${(modelBytes / MiB).toFixed(2)} MiB); report frame ${(diffB64.length / MiB).toFixed(2)} MiB of base64; ${THREADS} client threads, ${WINDOW} reports in flight per thread`);
-  const rows: { n: number; base: { rate: number; rssGrowth: number; cpuPerFrame: number }; run: NodeRun }[] = [];
+  const rows: { n: number; base: { rate: number; rssGrowth: number; cpuPerFrame: number; gc: GcPauses }; run: NodeRun }[] = [];
   for (const n of WORKERS) {
     const base = await baseline(n);
     const run = await node(n);
@@ -211,6 +235,9 @@ async function main(): Promise<void> {
     console.log(`  cycle wall time ${run.cycleSeconds.toFixed(2)} s (authenticate + cycle-request ${run.joinSeconds.toFixed(2)} s, reports ${run.reportSeconds.toFixed(2)} s, last report → checkpoint ${(run.closeSeconds * 1000).toFixed(0)} ms)`);
     console.log(`  reports/s ${run.rate.toFixed(0)} vs raw ws ${base.rate.toFixed(0)} frames/s (${(base.bytes / MiB).toFixed(2)} MiB each): ratio ${(run.rate / base.rate).toFixed(2)}× (target ≥ 0.5×)`);
     console.log(`  CPU per report ${ms(run.cpuPerReport)} vs raw ws ${ms(base.cpuPerFrame)} per frame: ratio ${(base.cpuPerFrame / run.cpuPerReport).toFixed(2)}× (the same target, far less moved by the machine's other load than wall time); authenticate + cycle-request ${ms(run.cpuPerJoin)} per worker`);
+    // GC pauses on the main thread while the reports arrived: wall time, which the machine's other load
+    // stretches (the counts it does not); the collector's helper threads are in the CPU times only.
+    console.log(`  GC pauses (wall time) per report ${ms(run.gc.ms / 1000 / n)} (${run.gc.full} full, ${run.gc.young} young collections) vs raw ws ${ms(base.gc.ms / 1000 / n)} per frame (${base.gc.full} full, ${base.gc.young} young)`);
     console.log(`  node RSS ${(run.rssBase / MiB).toFixed(0)} MiB → growth ${(run.rssGrowth / MiB).toFixed(1)} MiB (limit 2 × model + 64 MiB = ${(limit / MiB).toFixed(1)} MiB): ${(run.rssGrowth / limit).toFixed(2)}× of the limit`);
     // The floor: a process that only receives these frames with ws grows this much, because V8 frees a
     // received frame's buffers only at a GC, which their external memory triggers ~64 MiB later.
@@ -231,7 +258,8 @@ async function main(): Promise<void> {
   // store (lookups, the report's row, the group commit's sum file and fsyncs) and the garbage collector.
   for (const r of rows) {
     const rest = r.run.cpuPerReport - r.base.cpuPerFrame - need;
-    console.log(`  ${r.n} workers: the node's CPU per report ${ms(r.run.cpuPerReport)} = the sink's ${ms(r.base.cpuPerFrame)} + the decode ${ms(need)} + the rest ${ms(rest)} (routing, store, group commit, GC); 0.5× needs the decode and the rest within ${ms(r.base.cpuPerFrame)}`);
+    const gcMore = (r.run.gc.ms - r.base.gc.ms) / 1000 / r.n;
+    console.log(`  ${r.n} workers: the node's CPU per report ${ms(r.run.cpuPerReport)} = the sink's ${ms(r.base.cpuPerFrame)} + the decode ${ms(need)} + the rest ${ms(rest)} (routing, store, group commit, GC: its pauses beyond the sink's ${ms(gcMore)} of wall time); 0.5× needs the decode and the rest within ${ms(r.base.cpuPerFrame)}`);
   }
   const avg = averaging();
   console.log(`\naveraging (RunningSum.add, 64 diffs of ${P}): ${avg.gbps.toFixed(2)} GB/s of traffic vs memcpy of the same traffic ${avg.memcpyGbps.toFixed(2)} GB/s: ratio ${avg.ratio.toFixed(2)}× (target ≥ 0.5×)`);

@@ -1,10 +1,14 @@
 // The baseline of bench/fl-cycle.ts, in its own process: a raw `ws` endpoint that takes each text frame
 // (a report's size) and answers with a small one, as the node answers a report. No parsing, no checks,
-// no averaging, no storage: the floor of carrying the same bytes. Prints `listening on ws://…`.
+// no averaging, no storage: the floor of carrying the same bytes. Prints `listening on ws://…`; SIGUSR2
+// prints its GC pauses (gc-meter.ts).
 
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { WebSocketServer } from 'ws';
+import { meterGc } from './gc-meter';
+
+meterGc();
 
 const reply = JSON.stringify({ type: 'model-centric/report', data: { status: 'success' } });
 const http = createServer();

@@ -4,6 +4,7 @@
 import { toGridError } from '../core/errors';
 import type { Logger } from '../core/logger';
 import type { RequestDef, StreamDef } from '../core/protocol/catalogue';
+import { FlAuthenticate, FlCycleRequest, FlDownloadCheckpoint, FlListProcesses, FlReport } from '../core/protocol/fl-messages';
 import { redactError } from './rpc/redact';
 import { GridRouter, type HandlerContext, type StreamContext, type WithAttachment } from './rpc/server';
 
@@ -11,8 +12,10 @@ import { GridRouter, type HandlerContext, type StreamContext, type WithAttachmen
  * Handlers that read nothing the cache check keeps fresh. A subscription is in place as soon as its frame
  * is dispatched, as on the embedded store: behind the check (a round trip on a shared database) an
  * event emitted meanwhile was lost, though a request sent after the subscribe had already been answered.
+ * The model-centric FL messages read the FL tables only, never the model cache (host-training, which may
+ * take a hosted model, keeps the check): a round trip before every worker's report was all it cost.
  */
-const UNCACHED: ReadonlySet<string> = new Set(['subscribe']);
+const UNCACHED: ReadonlySet<string> = new Set(['subscribe', FlAuthenticate.type, FlCycleRequest.type, FlReport.type, FlListProcesses.type, FlDownloadCheckpoint.type]);
 
 export class RedactingRouter extends GridRouter {
   private readonly roots: readonly string[];

@@ -39,3 +39,27 @@ test('embedded notifications arrive after commit, and not at all after a rollbac
   await db.notify('models', 'after stop');
   assert.deepEqual(heard, ['committed', 'outside']);
 });
+
+test('the embedded store reuses its statements: one that failed, one read to its first row, and a write after them all work again', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'grid-store-sql-'));
+  const file = path.join(dir, 'meta.db');
+  const db = new EmbeddedStore(file);
+  t.after(async () => { await db.close(); fs.rmSync(dir, { recursive: true, force: true }); });
+  await db.run('CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)');
+  const insert = 'INSERT INTO t (k, v) VALUES (?, ?)';
+  await db.run(insert, ['a', 1]);
+  await assert.rejects(db.run(insert, ['a', 2]), /UNIQUE/);
+  assert.equal(await db.run(insert, ['b', 2]), 1, 'the statement that failed runs again');
+  // A read stopped at its first row, then a write in a transaction: no statement is left running.
+  assert.equal((await db.get('SELECT k FROM t ORDER BY k'))?.k, 'a');
+  await db.transaction(async () => { await db.run(insert, ['c', 3]); });
+  assert.deepEqual((await db.all('SELECT k FROM t ORDER BY k')).map((r) => r.k), ['a', 'b', 'c']);
+  await db.close();
+  // Everything committed is there after a reopen (close finalized the kept statements).
+  const again = new EmbeddedStore(file);
+  try {
+    assert.deepEqual((await again.all('SELECT k, v FROM t ORDER BY k')).map((r) => `${r.k}${r.v}`), ['a1', 'b2', 'c3']);
+  } finally {
+    await again.close();
+  }
+});

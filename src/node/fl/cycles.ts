@@ -197,6 +197,17 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    * like the refusals themselves; the oldest entries go past MAX_TOKEN_KEYS.
    */
   private readonly tokenKeys = new Map<string, string>();
+  /**
+   * Request key → what a report needs to know of its assignment before it is decoded: the assignments this
+   * replica made (from the commit that stored them) or read, the oldest dropped past MAX_KNOWN_KEYS. Only
+   * committed facts that never change (worker, cycle, process), and `reported`, which only becomes true:
+   * a report checked against a stale entry is still recorded once (recordReport), and refused in its batch
+   * when its cycle closed meanwhile on any replica (lockCycle). Spares every report a read that waited for
+   * the group commit in flight, with its frame held meanwhile.
+   */
+  private readonly knownKeys = new Map<string, KnownKey>();
+  /** Assignments made by the batch being committed: known once it committed. */
+  private keysAdded: [string, KnownKey][] = [];
   /** Draw entries made by the batch being committed (taken out again if it rolls back). */
   private drawJoins: { draw: Draw; workerId: string; waiter: Waiter }[] = [];
   private readonly limiter: AddressLimiter;
@@ -410,6 +421,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private async assignWorker(process: FlProcess, cycle: FlCycle, workerId: string, now: number): Promise<CycleReply> {
     const requestKey = createHash('sha256').update(randomUUID()).digest('hex');
     await this.store.assign(cycle.id, workerId, requestKey, now);
+    this.keysAdded.push([requestKey, { workerId, cycleId: cycle.id, processId: process.id, reported: false }]);
     return {
       status: 'accepted', request_key: requestKey, version: process.version, model: process.name,
       plans: await this.store.assetIds(process.id, 'plan'), protocols: await this.store.assetIds(process.id, 'protocol'),
@@ -518,15 +530,31 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
    * success and not counted again. A diff that does not decode, has the wrong shapes or a non-finite value
    * is refused before it touches the sum.
    */
-  async report(data: { worker_id: string; request_key: string; diff: string | JsonText; num_samples?: number | undefined }): Promise<{ status: 'success' }> {
-    const a = await this.store.assignmentByKey(data.request_key);
+  report(data: { worker_id: string; request_key: string; diff: string | JsonText; num_samples?: number | undefined }): Promise<{ status: 'success' }> {
+    // The diff text (a view of the report's frame, half a megabyte) is held only until it is decoded, not
+    // while its batch commits: an async function keeps its arguments to the end, and a frame that lived
+    // that long was promoted and counted against the old generation, one full GC every ~25 reports.
+    const { diff, ...ids } = data;
+    return this.takeReport(ids, { diff });
+  }
+
+  private async takeReport(data: { worker_id: string; request_key: string; num_samples?: number | undefined }, held: { diff: string | JsonText | undefined }): Promise<{ status: 'success' }> {
+    // A known key of the runtime's open cycle needs no read: that cycle is what its row would say (the
+    // batch checks it again under its lock). Any other is read as it is now (an old cycle's assignment
+    // goes when its worker's row is evicted).
+    let a = this.knownKeys.get(data.request_key);
+    if (a === undefined || this.runtimes.get(a.processId)?.cycle?.id !== a.cycleId) a = await this.readKey(data.request_key);
     if (a === undefined || a.workerId !== data.worker_id) throw gridError('FORBIDDEN', PYGRID.invalidRequestKey);
-    if (a.reportedMs !== undefined) return { status: 'success' };
-    const cycle = (await this.store.cycle(a.cycleId))!;
-    const rt = await this.runtime(cycle.processId);
-    if (cycle.completedMs !== undefined) throw cycleClosed(cycle.sequence);
-    // A cycle another replica opened that this one has not heard of yet.
-    if (rt.cycle === undefined || rt.cycle.id < cycle.id) await this.refresh(cycle.processId);
+    if (a.reported) return { status: 'success' };
+    let rt = await this.runtime(a.processId);
+    let cycle = rt.cycle;
+    if (cycle?.id !== a.cycleId) {
+      cycle = (await this.store.cycle(a.cycleId))!;
+      rt = await this.runtime(cycle.processId);
+      if (cycle.completedMs !== undefined) throw cycleClosed(cycle.sequence);
+      // A cycle another replica opened that this one has not heard of yet.
+      if (rt.cycle === undefined || rt.cycle.id < cycle.id) await this.refresh(cycle.processId);
+    }
     if (rt.cycle?.id !== cycle.id || rt.closing !== undefined) throw cycleClosed(cycle.sequence);
     const weight = data.num_samples ?? 1;
     const { request_key: requestKey, worker_id: workerId } = data;
@@ -541,9 +569,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const place = (n: number) => (floats = this.diffBuffers.take(n));
     let added: boolean;
     try {
-      const diff = decodeStateText(data.diff, 'the diff', { maxValues: rt.process.params.reduce((n, p) => n + p.dims.reduce((a, d) => a * d, 1), 0) }, place);
-      if (diff === undefined) throw gridError('INVALID_TENSOR', 'the diff is not base64 text');
-      checkShapes(diff, rt.process.params.map((p) => p.dims));
+      const diff = takeDiff(held, rt.process, place);
       // Recorded and added to the sum in the next group commit, which stores the sum (storeSums) before
       // COMMIT: answered only once durable. One whose cycle began closing meanwhile is refused. The closures
       // hold the ids, not `data`: its half-megabyte diff text is garbage once decoded.
@@ -563,8 +589,30 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       // The batch has run (or never will): nothing reads the diff again.
       if (floats !== undefined) this.diffBuffers.give(floats);
     }
+    // Recorded now, by this report or (not added) one before it: a repeat is answered success at once.
+    a.reported = true;
     if (added) this.onActivity({ kind: 'worker', processId: rt.process.id, cycle: cycle.sequence, workerId, status: 'reported' });
     return { status: 'success' as const };
+  }
+
+  /** An assignment read from the store (another replica made it, or this one forgot it), then known. */
+  private async readKey(requestKey: string): Promise<KnownKey | undefined> {
+    const a = await this.store.assignmentByKey(requestKey);
+    if (a === undefined) {
+      this.knownKeys.delete(requestKey);
+      return undefined;
+    }
+    const cycle = await this.store.cycle(a.cycleId);
+    if (cycle === undefined) return undefined;
+    const known: KnownKey = { workerId: a.workerId, cycleId: a.cycleId, processId: cycle.processId, reported: a.reportedMs !== undefined };
+    this.knowKey(requestKey, known);
+    return known;
+  }
+
+  private knowKey(requestKey: string, known: KnownKey): void {
+    this.knownKeys.delete(requestKey);
+    this.knownKeys.set(requestKey, known);
+    if (this.knownKeys.size > MAX_KNOWN_KEYS) this.knownKeys.delete(this.knownKeys.keys().next().value!);
   }
 
   /** Before a group commit's COMMIT: each sum it added to, into the cycle's other sum file, named in the transaction. */
@@ -591,6 +639,8 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const added = [...this.sumsAdded];
     this.sumsAdded.clear();
     this.drawJoins = [];
+    for (const [key, known] of this.keysAdded) this.knowKey(key, known);
+    this.keysAdded = [];
     // Every slot first: the committed sum files are now the other ones, whatever a listener does below
     // (a slot left unswitched would have the next commit overwrite the committed sum in place).
     for (const rt of added) {
@@ -613,6 +663,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private async sumsRolledBack(): Promise<void> {
     const added = [...this.sumsAdded];
     this.sumsAdded.clear();
+    this.keysAdded = [];
     for (const rt of added) {
       const cycle = rt.cycle;
       if (cycle === undefined) continue;
@@ -1021,6 +1072,25 @@ interface Draw {
 const DEFAULT_SELECTION_WINDOW_MS = 1000;
 /** Token hashes remembered for refusals (tokenKeys); a worker past it is refused by its id only. */
 const MAX_TOKEN_KEYS = 100_000;
+
+/**
+ * Decodes a report's diff and drops the holder's text (in its own function: no register of the async
+ * report keeps the text while it waits for its batch).
+ */
+function takeDiff(held: { diff: string | JsonText | undefined }, process: FlProcess, place: (n: number) => ArrayBuffer): StateTensor[] {
+  const text = held.diff!;
+  held.diff = undefined;
+  const diff = decodeStateText(text, 'the diff', { maxValues: process.params.reduce((n, p) => n + p.dims.reduce((a, d) => a * d, 1), 0) }, place);
+  if (diff === undefined) throw gridError('INVALID_TENSOR', 'the diff is not base64 text');
+  checkShapes(diff, process.params.map((p) => p.dims));
+  return diff;
+}
+
+/** What a report is checked against before its diff is decoded (FlEngine.knownKeys). */
+interface KnownKey { workerId: string; cycleId: number; processId: number; reported: boolean }
+
+/** Request keys kept in memory (~200 bytes each); a report with a key dropped from them reads it. */
+const MAX_KNOWN_KEYS = 100_000;
 /** Askers one draw holds; past it, askers are told to ask again (not refused for the cycle). */
 const MAX_DRAW_ENTRANTS = 100_000;
 const NOT_SELECTED = 'not selected this cycle (pool_selection random); ask again when the timeout ends';

@@ -8,7 +8,7 @@
 // malformed", or a row without its index entry). WAL recovery does not ask that question, and in
 // exclusive mode WAL needs no shared memory (which the wasm VFS lacks).
 
-import { Database } from 'node-sqlite3-wasm';
+import { Database, type Statement } from 'node-sqlite3-wasm';
 import { AsyncLocalStorage } from 'node:async_hooks';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
@@ -16,6 +16,12 @@ import { gridError } from '../../core/errors';
 import { MIGRATIONS } from './migrations';
 import { Channels, SET_META_SQL, type Row, type SqlParams, type Store } from './sql';
 
+
+/** Prepared statements kept (by SQL text): the node's statements are a few dozen fixed texts. */
+const MAX_STATEMENTS = 256;
+
+/** What node-sqlite3-wasm's Statement does not type: ends a statement's run so it holds no read snapshot. */
+type Resettable = Statement & { _reset?(): boolean };
 
 /** An open transaction: statements in its async context run in it; everyone else waits for `done`. */
 interface Scope {
@@ -42,6 +48,11 @@ export class EmbeddedStore implements Store {
   private readonly scopes = new AsyncLocalStorage<Scope>();
   private active: Scope | undefined;
   private readonly channels = new Channels();
+  /**
+   * Statements prepared once and reused, least recently used first: preparing one (parsing and planning
+   * the SQL in WebAssembly) cost as much as running it, on every query of every report.
+   */
+  private readonly statements = new Map<string, Statement>();
 
   constructor(file: string) {
     fs.mkdirSync(path.dirname(file), { recursive: true });
@@ -86,17 +97,46 @@ export class EmbeddedStore implements Store {
 
   async all(sql: string, values?: SqlParams): Promise<Row[]> {
     if (this.active !== undefined) await this.turn();
-    return this.db.all(sql, values as never) as Row[];
+    return this.use(sql, (st) => st.all(values as never) as Row[]);
   }
 
   async get(sql: string, values?: SqlParams): Promise<Row | undefined> {
     if (this.active !== undefined) await this.turn();
-    return (this.db.get(sql, values as never) as Row | null) ?? undefined;
+    return this.use(sql, (st) => {
+      const row = (st.get(values as never) as Row | null) ?? undefined;
+      // A read stopped at its first row: reset, or the statement would keep its read snapshot open.
+      (st as Resettable)._reset?.();
+      return row;
+    });
   }
 
   async run(sql: string, values?: SqlParams): Promise<number> {
     if (this.active !== undefined) await this.turn();
-    return this.db.run(sql, values as never).changes;
+    return this.use(sql, (st) => st.run(values as never).changes);
+  }
+
+  /** Runs `fn` on the cached statement of `sql`; one that threw is finalized, not reused. */
+  private use<T>(sql: string, fn: (st: Statement) => T): T {
+    let st = this.statements.get(sql);
+    if (st === undefined) {
+      st = this.db.prepare(sql);
+      if (this.statements.size >= MAX_STATEMENTS) {
+        const [oldest, old] = this.statements.entries().next().value!;
+        this.statements.delete(oldest);
+        old.finalize();
+      }
+    } else {
+      this.statements.delete(sql);
+    }
+    let result: T;
+    try {
+      result = fn(st);
+    } catch (err) {
+      try { st.finalize(); } catch { /* already gone */ }
+      throw err;
+    }
+    this.statements.set(sql, st);
+    return result;
   }
 
   /** Runs `fn` in one IMMEDIATE transaction: all of it is committed or none of it. */
@@ -144,6 +184,8 @@ export class EmbeddedStore implements Store {
 
   async close(): Promise<void> {
     if (this.active !== undefined) await this.active.done;
+    for (const st of this.statements.values()) st.finalize();
+    this.statements.clear();
     if (this.db.isOpen) this.db.close();
   }
 }
