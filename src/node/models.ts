@@ -19,6 +19,8 @@ import { RECONNECTED, type Row, type Store } from './store/sql';
 
 /** Meta key of the models generation (shared database only), and the channel that announces it. */
 const GENERATION = 'models_generation';
+/** A generation no database has: the cache is re-read on the next fresh(). */
+const STALE = -1;
 const CHANNEL = 'models';
 
 /** One session per version and bytes: `name@N#sha256`. */
@@ -123,6 +125,8 @@ export class ModelStore {
   /** Shared database only: the models generation the cache was read at, and a re-read under way. */
   private generation = 0;
   private reading: Promise<void> | undefined;
+  /** The read after the one under way, shared by every request that asked meanwhile. */
+  private queued: Promise<void> | undefined;
   private readonly unlisten: (() => void)[] = [];
 
   /** Opens the store over `db`: reads the rows, and (embedded only) sweeps blobs no row names. */
@@ -192,15 +196,23 @@ export class ModelStore {
    */
   fresh(): Promise<void> | undefined {
     if (this.db.kind === 'embedded') return undefined;
-    this.reading ??= (async () => {
-      try {
-        const now = Number(await this.db.getMeta(GENERATION) ?? 0);
-        if (now !== this.generation) await this.reload();
-      } finally {
-        this.reading = undefined;
-      }
-    })();
-    return this.reading;
+    if (this.reading === undefined) return (this.reading = this.check());
+    // The read under way may have begun before a commit this request follows (its client saw another
+    // replica's reply first): the next read, which all who ask meanwhile share, is the one that counts.
+    this.queued ??= this.reading.catch(() => undefined).then(() => {
+      this.queued = undefined;
+      return this.reading ?? (this.reading = this.check());
+    });
+    return this.queued;
+  }
+
+  private async check(): Promise<void> {
+    try {
+      const now = Number(await this.db.getMeta(GENERATION) ?? 0);
+      if (now !== this.generation) await this.reload();
+    } finally {
+      this.reading = undefined;
+    }
   }
 
   /** Shared database: moves the generation in the current transaction; returns it. */
@@ -213,9 +225,23 @@ export class ModelStore {
     return Number(row!.value);
   }
 
-  /** After a committed change: the cache is current when nobody else changed the rows in between. */
-  private bumped(generation: number | undefined): void {
-    if (generation !== undefined && generation === this.generation + 1) this.generation = generation;
+  /**
+   * After a change committed at `generation`: whether the cache should take the change itself. It should
+   * when it was current up to the change before (then it is current again), or on the embedded store. A
+   * cache already at or past `generation` was re-read after the commit (another replica's notification
+   * can come first) and has the change: patching it with the rows read under the change's lock would put
+   * back what it no longer is (a version another replica added meanwhile, dropped). A cache further behind
+   * takes the patch, so this replica answers its own change at once, and is re-read by the next fresh().
+   */
+  private bumped(generation: number | undefined): boolean {
+    if (generation === undefined) return true;
+    if (generation === this.generation + 1) {
+      this.generation = generation;
+      return true;
+    }
+    if (this.generation >= generation) return false;
+    this.generation = STALE;
+    return true;
   }
 
   /** Each model's latest version (with its version count), by id; with `allVersions`, every version, oldest first. */
@@ -342,9 +368,9 @@ export class ModelStore {
         await input.alongside?.(row);
         return { info: row, version: number, generation: await this.bump() };
       });
-      this.bumped(generation);
       // On a shared database the re-read that this commit's own notification starts may have cached the
-      // row already (seen under load: delete then said "has 2 versions (1, 1)"): replaced, never added twice.
+      // row already (seen under load: delete then said "has 2 versions (1, 1)"): then it is not patched in.
+      if (!this.bumped(generation)) return this.described(info);
       const others = (this.byId.get(info.id) ?? []).filter((v) => v.version !== info.version);
       this.byId.set(info.id, [...others, info].sort((a, b) => Number(a.version) - Number(b.version)));
       this.lastVersion.set(info.id, Math.max(version, this.lastVersion.get(info.id) ?? 0));
@@ -428,8 +454,7 @@ export class ModelStore {
         generation: await this.bump(),
       };
     });
-    this.bumped(generation);
-    this.settle(id, versions, last);
+    if (this.bumped(generation)) this.settle(id, versions, last);
     return changed.map((n) => this.get(`${id}@${n}`));
   }
 
@@ -459,8 +484,7 @@ export class ModelStore {
       if (left.length === 0) await this.db.run('DELETE FROM model_names WHERE id = ?', [id]);
       return { gone, left, last: locked.last, generation: await this.bump() };
     });
-    this.bumped(generation);
-    this.settle(id, left, last);
+    if (this.bumped(generation)) this.settle(id, left, last);
     for (const v of gone) {
       const key = sessionKey(v);
       await this.sessions.delete(key);
