@@ -43,6 +43,9 @@ const BIG = quick ? 128 * 1024 * 1024 : 1024 ** 3;
 const MiB = 1024 * 1024;
 const UPLOAD = { nodeMain: NODE_MAIN, peer: PEER, bytes: BIG, reps: quick ? 1 : 3 };
 const PASSWORD = 'bench-password-1';
+// GRID_BENCH_NODE_THREADS=default leaves the node at its own default intra-op thread count (the others stay at
+// 1: the ratios then compare unequal threads; for an A/B of the node's default against itself).
+const NODE_THREADS = process.env.GRID_BENCH_NODE_THREADS ?? '1';
 const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? '1,2,3').split(',').map((x) => x.trim()));
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -212,7 +215,7 @@ async function main(): Promise<void> {
   let shmClient: GridClient | undefined;
   try {
     const [node, peer] = await Promise.all([
-      startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn', '--intra-op-threads', '1'], { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD },
+      startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn', ...(NODE_THREADS === 'default' ? [] : ['--intra-op-threads', NODE_THREADS])], { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD },
         // GRID_BENCH_PROFILE=DIR writes a CPU profile of the node process there, for finding where time goes.
         process.env.GRID_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GRID_BENCH_PROFILE}`] : []),
       startNodeScript(PEER, []),
