@@ -84,6 +84,11 @@ function defaultThreads(): number {
   return Math.max(1, Math.min(4, availableParallelism()));
 }
 
+/** How many onnxruntime sessions a model of `byteLength` bytes loaded with `opts` holds: 2 when smallRunsOnOneThread adds one. */
+export function sessionsPerModel(byteLength: number, opts: LoadModelOptions): 1 | 2 {
+  return opts.smallRunsOnOneThread === true && (opts.intraOpNumThreads ?? defaultThreads()) > 1 && byteLength <= SMALL_MODEL_BYTES ? 2 : 1;
+}
+
 function checkThreads(value: unknown, name: string): void {
   if (value === undefined) return;
   if (typeof value !== 'number' || !Number.isInteger(value)) throw new TypeError(`${name} must be an integer`);

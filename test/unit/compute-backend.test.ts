@@ -132,7 +132,7 @@ test('dispose waits for a run in flight', async () => {
   assert.equal(h.disposed, true);
 });
 
-test('smallRunsOnOneThread: small and large runs answer as a plain session does, named outputs too, and dispose waits for either', async () => {
+test('smallRunsOnOneThread: small and large runs answer as a plain session does, named outputs too, dispose waits for either, the cache counts both', async () => {
   const plain = await loadModel(tinyModel(), { intraOpNumThreads: 1 });
   const h = await loadModel(tinyModel(), { intraOpNumThreads: 2, smallRunsOnOneThread: true });
   try {
@@ -155,6 +155,14 @@ test('smallRunsOnOneThread: small and large runs answer as a plain session does,
     assert.deepEqual([...((await run).y!.data as Float32Array)], [1, 2, 3]);
     await disposed;
     await assert.rejects(h.run({ x }), isCode('GRID_ERR_DISPOSED'));
+    // The session cache counts the second session in its budget.
+    const m = tinyModel();
+    const cache = new SessionCache({ maxBytes: 1024 ** 2, factor: 3, loadOptions: { intraOpNumThreads: 2, smallRunsOnOneThread: true } });
+    const one = new SessionCache({ maxBytes: 1024 ** 2, factor: 3, loadOptions: { intraOpNumThreads: 1, smallRunsOnOneThread: true } });
+    await Promise.all([cache.get('m', () => m), one.get('m', () => m)]);
+    assert.equal(cache.bytesInUse, m.length * 3 * 2);
+    assert.equal(one.bytesInUse, m.length * 3, 'one thread: no second session to count');
+    await Promise.all([cache.dispose(), one.dispose()]);
   } finally {
     await Promise.all([plain.dispose(), h.dispose()]);
   }
