@@ -43,6 +43,9 @@ const BIG = quick ? 128 * 1024 * 1024 : 1024 ** 3;
 const MiB = 1024 * 1024;
 const UPLOAD = { nodeMain: NODE_MAIN, peer: PEER, bytes: BIG, reps: quick ? 1 : 3 };
 const PASSWORD = 'bench-password-1';
+// GRID_BENCH_NODE_THREADS=default leaves the node at its own default intra-op thread count (the others stay at
+// 1: the ratios then compare unequal threads; for an A/B of the node's default against itself).
+const NODE_THREADS = process.env.GRID_BENCH_NODE_THREADS ?? '1';
 const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? '1,2,3').split(',').map((x) => x.trim()));
 const out = (line: string) => process.stdout.write(`${line}\n`);
 
@@ -212,7 +215,7 @@ async function main(): Promise<void> {
   let shmClient: GridClient | undefined;
   try {
     const [node, peer] = await Promise.all([
-      startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn', '--intra-op-threads', '1'], { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD },
+      startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn', ...(NODE_THREADS === 'default' ? [] : ['--intra-op-threads', NODE_THREADS])], { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD },
         // GRID_BENCH_PROFILE=DIR writes a CPU profile of the node process there, for finding where time goes.
         process.env.GRID_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GRID_BENCH_PROFILE}`] : []),
       startNodeScript(PEER, []),
@@ -270,6 +273,19 @@ async function main(): Promise<void> {
         nodeRunTimes.push(r.data.duration_ms);
       }
     }
+    // onnxruntime after its thread sat idle (a futex wait, as a server waiting on its socket): on this VM a
+    // run slows with the idle time before it, by how much depends on the neighbours on that core (measured:
+    // ~11 µs back to back; after 30–250 µs idle ~20 µs on a quiet core, 32–63 µs on a busy one), while busy JS
+    // work of the same length, allocating 20 KiB or touching 512 KiB costs it nothing. So a server whose round trip is longer runs onnxruntime colder: that, not different session
+    // options or extra work in the run, is what "inside the node" vs "inside the floor" shows.
+    const idleRuns = new Map<number, number[]>([[60, []], [120, []], [250, []]]);
+    // Measured on the servers' core (their neighbours there are what evicts the caches), while they wait.
+    const futex = new Int32Array(new SharedArrayBuffer(4));
+    if (cores >= 2) pin(process.pid, '1');
+    for (let i = 0; i < ROUNDS / 2; i++) {
+      for (const [us, times] of idleRuns) { Atomics.wait(futex, 0, 0, us / 1000); const t0 = performance.now(); await local.run(one); times.push(performance.now() - t0); }
+    }
+    if (cores >= 2) pin(process.pid, '0');
     const [l, r, g] = [p50(localTimes), p50(rawTimes), p50(remoteTimes)];
     out(`remote inference, MLP 784-128-10, batch 1 (${ROUNDS} runs each, p50)`);
     out(`  local onnxruntime       ${(l * 1000).toFixed(0)} µs`);
@@ -278,6 +294,7 @@ async function main(): Promise<void> {
     const f = p50(floorTimes);
     out(`  floor: bare ws server running onnxruntime, no protocol  ${(f * 1000).toFixed(0)} µs  = ${(f / (l + r)).toFixed(2)}× (local + raw ws); grid node / floor = ${(g / f).toFixed(2)}×`);
     out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs, onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs; inside the floor ${(p50(floorRunTimes) * 1000).toFixed(0)} µs; back to back locally ${(l * 1000).toFixed(0)} µs)`);
+    out(`    (onnxruntime locally after its thread sat idle ${[...idleRuns].map(([us, t]) => `${us} µs: ${(p50(t) * 1000).toFixed(0)} µs`).join(', ')}: a server's run follows the idle time between its requests, which the round trip sets)`);
     // The limit where the CPU is what holds it (a loaded machine: every wake-up waits for a core): a
     // request cannot cost less wall time than the CPU both sides spend on it, relative to the floor's.
     const [fc, gc] = [floorCpu.perRequest(), gridCpu.perRequest()];

@@ -65,7 +65,8 @@ wss.on('connection', (ws) => {
     }
     if (model) {
       const m = model;
-      const x = new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length));
+      // As the node decodes a tensor: a view of the frame when aligned (measured: no different from a copy).
+      const x = buf.byteOffset % 4 === 0 ? new Float32Array(buf.buffer, buf.byteOffset, buf.length / 4) : new Float32Array(buf.buffer.slice(buf.byteOffset, buf.byteOffset + buf.length));
       const started = performance.now();
       void m.handle.run({ [m.input]: { dtype: 'float32', dims: [x.length / m.cols, m.cols], data: x } }).then((out) => {
         if (runTimes.length < 100_000) runTimes.push(performance.now() - started);

@@ -2,10 +2,10 @@
 // Built on the seam's ModelHandle; where a session is loaded (this thread or a worker) is the caller's choice.
 
 import { gridError } from '../core/errors';
-import { loadModel, type LoadModelOptions, type ModelHandle } from './backend';
+import { loadModel, sessionsPerModel, type LoadModelOptions, type ModelHandle } from './backend';
 
 export interface SessionCacheOptions {
-  /** Memory budget for all cached sessions, estimated as model bytes × `factor`. */
+  /** Memory budget for all cached sessions, estimated as model bytes × `factor` (× 2 for a model holding a second session). */
   maxBytes: number;
   /** How much memory a session takes per byte of model (weights, plus ORT's arenas and prepacked copies). Default 3. */
   factor?: number;
@@ -85,7 +85,8 @@ export class SessionCache {
     const entry: CacheEntry = { key, estimate: 0, loaded: false, promise: undefined as unknown as Promise<ModelHandle> };
     (entry as { promise: Promise<ModelHandle> }).promise = (async () => {
       const b = await bytes();
-      const estimate = b.byteLength * this.factor;
+      // A small model may hold a second, single-threaded session (LoadModelOptions.smallRunsOnOneThread).
+      const estimate = b.byteLength * this.factor * sessionsPerModel(b.byteLength, this.loadOptions);
       this.makeRoom(estimate, key);
       entry.estimate = estimate;
       this.used += estimate;

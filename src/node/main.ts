@@ -149,7 +149,7 @@ export async function main(argv: string[]): Promise<void> {
     .option('--fl-auth-endpoint <url>', 'let users who are not admins host FL processes whose workers\' tokens are checked at this URL (or below it); repeatable; none by default (admins may use any)', (v: string, acc: string[]) => [...acc, v], [] as string[])
     .option('--tls-cert <file>', 'serve https/wss with this PEM certificate (chain); needs --tls-key')
     .option('--tls-key <file>', 'the PEM private key of --tls-cert')
-    .option('--intra-op-threads <n>', 'threads onnxruntime gives one inference (default: the machine\'s cores, at most 4); fewer leave cores to other work', parseThreads)
+    .option('--intra-op-threads <n>', 'threads onnxruntime gives one inference (default: the machine\'s cores, at most 4, and one for small runs of models up to 4 MiB); fewer leave cores to other work', parseThreads)
     .option('--no-shared-memory', 'refuse shared-memory regions from clients on this machine (they then send tensors over the socket)')
     .option('--database <url>', 'keep the metadata in PostgreSQL (postgres://user:password@host:port/db) instead of <data-dir>/meta.db, so several replicas serve one node (docs/replicas.md); or set GRID_DATABASE')
     .option('--blobs <dir>', 'keep model and checkpoint blobs in this directory (shared storage for replicas) instead of <data-dir>')

@@ -98,7 +98,10 @@ export interface HostModelInput {
 
 export interface ModelStoreOptions {
   sessionCacheBytes?: number;
-  /** onnxruntime's threads per inference (intra-op); compute/backend's default (the machine's cores, at most 4) otherwise. */
+  /**
+   * onnxruntime's threads per inference (intra-op); compute/backend's default (the machine's cores, at most 4)
+   * otherwise, with small runs of small models on one thread (smallRunsOnOneThread).
+   */
   intraOpThreads?: number;
 }
 
@@ -161,7 +164,8 @@ export class ModelStore {
     // output then allocates it off the event loop, and the size check refuses it before it crosses over.
     this.sessions = new SessionCache({
       maxBytes: opts.sessionCacheBytes ?? 1024 ** 3,
-      ...(opts.intraOpThreads !== undefined && { loadOptions: { intraOpNumThreads: opts.intraOpThreads } }),
+      // Left to its default thread count, a small model's small runs (batch-1 inference) skip the thread pool.
+      loadOptions: opts.intraOpThreads !== undefined ? { intraOpNumThreads: opts.intraOpThreads } : { smallRunsOnOneThread: true },
       load: (bytes, options, key) => (bytes.byteLength > IN_THREAD_MODEL_BYTES || !this.boundedByShapes(key) ? this.thread.load(bytes, options) : loadModel(bytes, options)),
     });
   }

@@ -68,7 +68,9 @@ export interface GridNodeOptions {
   sessionCacheBytes?: number;
   /**
    * Threads onnxruntime gives one inference (intra-op); the machine's cores, at most 4, by default. Fewer
-   * leave cores to other work on a shared machine (and make benchmarks compare like with like).
+   * leave cores to other work on a shared machine (and make benchmarks compare like with like). Left to
+   * the default, small runs of small models (batch-1 inference) run on one thread (compute/backend's
+   * smallRunsOnOneThread): a thread-pool handoff costs them more than it saves.
    */
   intraOpThreads?: number;
   sessionTtlMs?: number;

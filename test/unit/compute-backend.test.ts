@@ -132,6 +132,42 @@ test('dispose waits for a run in flight', async () => {
   assert.equal(h.disposed, true);
 });
 
+test('smallRunsOnOneThread: small and large runs answer as a plain session does, named outputs too, dispose waits for either, the cache counts both', async () => {
+  const plain = await loadModel(tinyModel(), { intraOpNumThreads: 1 });
+  const h = await loadModel(tinyModel(), { intraOpNumThreads: 2, smallRunsOnOneThread: true });
+  try {
+    // 1 row goes to the single-threaded session, 30000 rows (90000 elements, over SMALL_RUN_ELEMENTS) to the pool.
+    for (const rows of [1, 30000]) {
+      const data = new Float32Array(rows * 3).map((_, i) => (i % 7) - 3);
+      const x: Tensor = { dtype: 'float32', dims: [rows, 3], data };
+      const [want, got] = [await plain.run({ x }), await h.run({ x })];
+      assert.deepEqual(Object.keys(got).sort(), ['y', 'z']);
+      assert.deepEqual(got.y!.data, want.y!.data);
+      assert.deepEqual(got.z!.data, want.z!.data);
+      const onlyZ = await h.run({ x }, { outputs: ['z'] });
+      assert.deepEqual(Object.keys(onlyZ), ['z']);
+      assert.deepEqual(onlyZ.z!.dims, [rows, 3]);
+    }
+    // Disposed with a small run in flight: the run completes on its session, then both are released.
+    const x: Tensor = { dtype: 'float32', dims: [1, 3], data: new Float32Array(3) };
+    const run = h.run({ x });
+    const disposed = h.dispose();
+    assert.deepEqual([...((await run).y!.data as Float32Array)], [1, 2, 3]);
+    await disposed;
+    await assert.rejects(h.run({ x }), isCode('GRID_ERR_DISPOSED'));
+    // The session cache counts the second session in its budget.
+    const m = tinyModel();
+    const cache = new SessionCache({ maxBytes: 1024 ** 2, factor: 3, loadOptions: { intraOpNumThreads: 2, smallRunsOnOneThread: true } });
+    const one = new SessionCache({ maxBytes: 1024 ** 2, factor: 3, loadOptions: { intraOpNumThreads: 1, smallRunsOnOneThread: true } });
+    await Promise.all([cache.get('m', () => m), one.get('m', () => m)]);
+    assert.equal(cache.bytesInUse, m.length * 3 * 2);
+    assert.equal(one.bytesInUse, m.length * 3, 'one thread: no second session to count');
+    await Promise.all([cache.dispose(), one.dispose()]);
+  } finally {
+    await Promise.all([plain.dispose(), h.dispose()]);
+  }
+});
+
 test('the session cache keeps sessions within its memory budget, least recently used out first', async () => {
   const a = tinyModel([1, 1, 1]), b = tinyModel([2, 2, 2]), c = tinyModel([3, 3, 3]);
   // Room for two of these models at factor 2.
