@@ -271,9 +271,10 @@ async function openSession(
   let small: OrtSession | undefined;
   try {
     if (smallRunsOnOneThread && (options.intraOpNumThreads ?? 1) > 1 && byteLength <= SMALL_MODEL_BYTES) small = await create({ ...options, intraOpNumThreads: 1 });
-  } catch (err) {
-    await session.release();
-    throw new GridError(ErrorCodes.INVALID_MODEL, `not a loadable ONNX model: ${(err as Error).message}`, undefined, { cause: err });
+  } catch {
+    // The model loaded; only its single-threaded twin did not (memory, most likely): every run then goes
+    // to the main session, as it would with a thread count given.
+    small = undefined;
   }
   try {
     // ORT ≥ 1.21 reports value metadata; older bindings only names, so read the graph then.

@@ -580,7 +580,14 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
           setImmediate(() => { void this.refresh(rt.process.id).catch(() => undefined); });
           throw cycleClosed(cycle.sequence);
         }
-        if (!await this.store.recordReport(requestKey, weight, this.now())) return false;
+        if (!await this.store.recordReport(requestKey, weight, this.now())) {
+          // Reported before (the first report stands), or the assignment is gone: its worker was evicted
+          // (on any replica) after this replica learned the key. A gone key is refused as an unknown one,
+          // so the worker authenticates again instead of being told a diff nobody counted was taken.
+          if (await this.store.assignmentByKey(requestKey) !== undefined) return false;
+          this.knownKeys.delete(requestKey);
+          throw gridError('FORBIDDEN', PYGRID.invalidRequestKey);
+        }
         rt.sum!.add(diff, weight);
         this.sumsAdded.add(rt);
         return true;

@@ -58,6 +58,8 @@ export async function attachFl(router: GridRouter, deps: { db: Store; dataDir: s
       // A checkpoint of a process hosted from a model becomes that model's next version, its parent the
       // previous checkpoint's version; the checkpoint row learns its version in the model's transaction.
       publish: async (p, checkpoint, parentVersion, commit) => {
+        // The parent may be a version another replica published (FL requests do not refresh the models).
+        await models.fresh();
         const parent = models.get(`${p.linkedModel!}@${parentVersion}`);
         // The models' temp dir (same file system as their blobs, cleared at start).
         const file = path.join(deps.dataDir, 'tmp', `fl-${p.id}-${checkpoint.number}-${randomBytes(4).toString('hex')}.onnx`);

@@ -102,12 +102,7 @@ export class EmbeddedStore implements Store {
 
   async get(sql: string, values?: SqlParams): Promise<Row | undefined> {
     if (this.active !== undefined) await this.turn();
-    return this.use(sql, (st) => {
-      const row = (st.get(values as never) as Row | null) ?? undefined;
-      // A read stopped at its first row: reset, or the statement would keep its read snapshot open.
-      (st as Resettable)._reset?.();
-      return row;
-    });
+    return this.use(sql, (st) => (st.get(values as never) as Row | null) ?? undefined);
   }
 
   async run(sql: string, values?: SqlParams): Promise<number> {
@@ -135,6 +130,9 @@ export class EmbeddedStore implements Store {
       try { st.finalize(); } catch { /* already gone */ }
       throw err;
     }
+    // Reset and unbound before it is kept: a read stopped at its first row would keep its read snapshot
+    // open, and SQLite's copy of the values bound last (an FL asset's bytes, megabytes) would stay in its heap.
+    (st as Resettable)._reset?.();
     this.statements.set(sql, st);
     return result;
   }
