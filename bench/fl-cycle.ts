@@ -8,10 +8,11 @@
 //     size + 64 MiB, and the same at 250 and 1000 workers), beside the sink's growth for the same frames;
 //   - averaging (the node's RunningSum.add) vs memcpy doing the same memory traffic: each diff read once
 //     and the running sum (float64) written (target ≥ 0.5×).
-// Usage: npm run bench:fl [-- --workers 250,1000 --threads 2 --window 16 --hidden 128 --node-flags "--cpu-prof --cpu-prof-dir=/tmp/p"]
+// Usage: npm run bench:fl [-- --workers 250,1000 --threads 2 --window 16 --hidden 128 --node-flags "--cpu-prof --cpu-prof-dir=/tmp/p" --node-stdout /tmp/node.log]
 // (--node-flags: node options for the grid node's process only, e.g. to profile it.)
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { GridClient } from '../src/core/client';
@@ -38,6 +39,8 @@ const THREADS = Number(arg('threads', '2'));
 const WINDOW = Number(arg('window', '16'));
 const HIDDEN = Number(arg('hidden', '128'));
 const NODE_FLAGS = arg('node-flags', '').split(' ').filter((f) => f.length > 0);
+/** --node-stdout FILE: the grid node's stdout appended to FILE (e.g. what --trace-gc in --node-flags prints). */
+const NODE_STDOUT = arg('node-stdout', '');
 const PASSWORD = 'bench-admin-password';
 const MiB = 1024 * 1024;
 
@@ -122,6 +125,7 @@ interface NodeRun { gc: GcPauses; rate: number; reportSeconds: number; joinSecon
 
 async function node(n: number): Promise<NodeRun> {
   const { child, url } = await startServer('fl-node.js', [PASSWORD], NODE_FLAGS);
+  if (NODE_STDOUT !== '') child.stdout!.on('data', (d: Buffer) => appendFileSync(NODE_STDOUT, d));
   const admin = await GridClient.connect(url, { credentials: { username: 'admin', password: PASSWORD }, reconnect: { maxAttempts: 0 } });
   let workers: FlWorkers | undefined;
   let sampler: NodeJS.Timeout | undefined;
