@@ -9,11 +9,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { z } from 'zod';
-import { ErrorCodes, GridError } from '../../src/core/errors';
+import { ErrorCodes } from '../../src/core/errors';
 import { defineRequest, defineStream } from '../../src/core/protocol/catalogue';
 import { GridSocket } from '../../src/core/socket/grid-socket';
 import { GridRouter, GridServer, withAttachment } from '../../src/node/rpc/server';
 import '../helpers/check-replies';
+import { failure } from '../helpers/node-fixtures';
 
 const Reply = z.object({ ok: z.boolean(), items: z.array(z.object({ name: z.string() })).optional() });
 const Good = defineRequest('good', { request: z.object({}), reply: Reply });
@@ -45,16 +46,6 @@ async function startNode(dir: string, checkReplies: boolean | undefined): Promis
   };
 }
 
-async function rejection(p: Promise<unknown>): Promise<GridError> {
-  try {
-    await p;
-  } catch (err) {
-    assert.ok(err instanceof GridError, `expected a GridError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the request to be refused');
-}
-
 let dir: string;
 before(async () => { dir = await mkdtemp(join(tmpdir(), 'grid-reply-checks-')); });
 after(async () => { await rm(dir, { recursive: true, force: true }); });
@@ -81,7 +72,7 @@ for (const mode of ['checked (--check-replies)', 'unchecked (the default)'] as c
     });
 
     test('a reply of the wrong shape is refused with a coded error naming the field', async () => {
-      const err = await rejection(socket.request(WrongType, {}));
+      const err = await failure(socket.request(WrongType, {}));
       // Checked: the node answers INTERNAL instead of sending it; unchecked: the client refuses what came.
       assert.equal(err.code, checked ? ErrorCodes.INTERNAL : ErrorCodes.INVALID_MESSAGE);
       assert.match(err.message, checked ? /wrong-type: the node built an invalid reply \(reply\.ok: / : /wrong-type: the node sent an invalid reply \(reply\.ok: /);
@@ -89,7 +80,7 @@ for (const mode of ['checked (--check-replies)', 'unchecked (the default)'] as c
 
     test('a stream end of the wrong shape is refused with a coded error', async () => {
       const stream = socket.stream(BadEnd, {});
-      const err = await rejection((async () => { for await (const _ of stream) { /* no events */ } })());
+      const err = await failure((async () => { for await (const _ of stream) { /* no events */ } })());
       assert.equal(err.code, checked ? ErrorCodes.INTERNAL : ErrorCodes.INVALID_MESSAGE);
       assert.match(err.message, /reply\.total|end\.total/);
     });
@@ -97,7 +88,7 @@ for (const mode of ['checked (--check-replies)', 'unchecked (the default)'] as c
     test('a field the schema does not name never reaches the caller', async () => {
       for (const def of [ExtraField, NestedExtra]) {
         if (checked) {
-          const err = await rejection(socket.request(def, {}));
+          const err = await failure(socket.request(def, {}));
           assert.equal(err.code, ErrorCodes.INTERNAL);
           assert.match(err.message, /not in the reply's schema/);
           assert.doesNotMatch(err.message, /secret/);
@@ -117,7 +108,7 @@ test('under the test runner a node checks its replies unless told otherwise', as
   const socket = new GridSocket();
   try {
     await socket.connect(node.url, { heartbeatMs: 0 });
-    assert.equal((await rejection(socket.request(ExtraField, {}))).code, ErrorCodes.INTERNAL);
+    assert.equal((await failure(socket.request(ExtraField, {}))).code, ErrorCodes.INTERNAL);
   } finally {
     socket.dispose();
     await node.close();
