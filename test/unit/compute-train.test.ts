@@ -184,9 +184,9 @@ test('SGD folded into the backward pass trains what a separate update per parame
     { model: mlp([5, 7, 3], { seed: 4 }), features: 5, classes: 3, extra: { weightDecay: true, fedProx: true } },
   ];
   for (const { model, features, classes, extra } of cases) {
-    const foldedPlan = buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd', ...extra });
+    const foldedPlan = buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd', fuseSgd: true, ...extra });
     const folded = await PlanRunner.create(foldedPlan, undefined, { intraOpNumThreads: 1 });
-    const apart = await PlanRunner.create(buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd', fuseSgd: false, ...extra }), undefined, { intraOpNumThreads: 1 });
+    const apart = await PlanRunner.create(buildPlan(model, { loss: 'cross_entropy', optimizer: 'sgd', ...extra }), undefined, { intraOpNumThreads: 1 });
     // Without decay or FedProx the folded plan has no per-parameter multiply by lr left.
     const nodes = decodeModel(foldedPlan.bytes).graph!.node!;
     if (!extra) assert.equal(nodes.filter((n) => n.input?.includes(foldedPlan.info.hyper[0]!)).length, 1, 'lr is read once, by the seed');
@@ -214,8 +214,8 @@ test('SGD folded into the backward pass trains what a separate update per parame
     await folded.dispose();
     await apart.dispose();
   }
-  // The MLP's weights are updated by their gradient's Gemm itself.
-  const mlpNodes = decodeModel(buildPlan(mlp([5, 7, 3]), { loss: 'cross_entropy', optimizer: 'sgd' }).bytes).graph!.node!;
+  // Folded (fuseSgd), the MLP's weights are updated by their gradient's Gemm itself.
+  const mlpNodes = decodeModel(buildPlan(mlp([5, 7, 3]), { loss: 'cross_entropy', optimizer: 'sgd', fuseSgd: true }).bytes).graph!.node!;
   for (const w of ['fc1.weight', 'fc2.weight']) assert.equal(mlpNodes.find((n) => n.output?.[0] === `new.${w}`)?.opType, 'Gemm', w);
 });
 

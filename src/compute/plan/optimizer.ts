@@ -28,7 +28,7 @@ export interface OptimizerStep {
 
 /** Whether the plan folds SGD's update into its backward pass (plain SGD, no gradients handed out). */
 export function foldsSgd(opts: PlanOptions): boolean {
-  return opts.optimizer === 'sgd' && opts.fuseSgd !== false && !opts.emitGradients;
+  return opts.optimizer === 'sgd' && opts.fuseSgd === true && !opts.emitGradients;
 }
 
 /** The plan's hyper-parameter inputs (declared before the backward pass, which a folded SGD step reads lr in). */
