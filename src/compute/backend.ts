@@ -240,7 +240,7 @@ export async function loadModel(bytes: Uint8Array, opts: LoadModelOptions = {}):
   if (opts === null || typeof opts !== 'object') throw new TypeError('opts must be an object');
   const options = sessionOptions(opts);
   if (bytes.byteLength === 0) throw gridError('INVALID_MODEL', 'the model is empty (0 bytes)');
-  return openSession(bytes, bytes.byteLength, options, () => bytes, opts.smallRunsOnOneThread === true);
+  return openSession(bytes, bytes.byteLength, options, () => bytes, sessionsPerModel(bytes.byteLength, opts) === 2);
 }
 
 /**
@@ -253,12 +253,12 @@ export async function loadModelFile(path: string, opts: LoadModelOptions = {}): 
   const options = sessionOptions(opts);
   const { size } = await stat(path);
   if (size === 0) throw gridError('INVALID_MODEL', 'the model is empty (0 bytes)');
-  return openSession(path, size, options, () => readFileSync(path), opts.smallRunsOnOneThread === true);
+  return openSession(path, size, options, () => readFileSync(path), sessionsPerModel(size, opts) === 2);
 }
 
 async function openSession(
   source: Uint8Array | string, byteLength: number, options: import('onnxruntime-node').InferenceSession.SessionOptions, graphBytes: () => Uint8Array,
-  smallRunsOnOneThread: boolean,
+  twin: boolean,
 ): Promise<ModelHandle> {
   const ort = await loadOrt();
   const create = (o: typeof options) => (typeof source === 'string' ? ort.InferenceSession.create(source, o) : ort.InferenceSession.create(source, o));
@@ -270,7 +270,8 @@ async function openSession(
   }
   let small: OrtSession | undefined;
   try {
-    if (smallRunsOnOneThread && (options.intraOpNumThreads ?? 1) > 1 && byteLength <= SMALL_MODEL_BYTES) small = await create({ ...options, intraOpNumThreads: 1 });
+    // sessionsPerModel decided it, so the cache's memory estimate and the sessions made always agree.
+    if (twin) small = await create({ ...options, intraOpNumThreads: 1 });
   } catch {
     // The model loaded; only its single-threaded twin did not (memory, most likely): every run then goes
     // to the main session, as it would with a thread count given.
