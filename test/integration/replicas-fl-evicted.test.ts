@@ -1,10 +1,11 @@
-// Model-centric FL on two replicas of one PostgreSQL database (issue 13): a worker whose row is evicted on
-// replica B (a newcomer from its address needs its place, src/node/fl/limits.ts WorkerRows) right while
-// replica A assigns it to the open cycle. A learned the request key when it assigned it; the eviction's
-// delete takes the assignment with it. The worker's report through A must be refused with PyGrid's
-// "Invalid request key!" (so it authenticates again), not answered success with its diff counted by nobody;
-// and the cycle closes on the other reports alone. A repeat of a report whose assignment is still there
-// stays a success, counted once, on the replica that knew the key as unreported.
+// Model-centric FL on two replicas of one PostgreSQL database (issue 13): worker rows evicted to make room
+// (src/node/fl/limits.ts WorkerRows) while the other replica assigns and takes reports.
+// - A worker evicted on replica B while it asks replica A for the cycle: A waits for the eviction and tells
+//   it its worker is gone; it is never given a request key whose assignment the eviction then deletes.
+// - A worker whose key A knows and whose row is gone since: its report through A is refused with PyGrid's
+//   "Invalid request key!" (so it authenticates again), not answered success with its diff counted by
+//   nobody; the cycle closes on the other reports alone. A repeat of a report whose assignment is still
+//   there stays a success, counted once, on the replica that knew the key as unreported.
 // In-process grid nodes (for the per-address worker cap) on a PostgreSQL server of the test's own, each
 // worker on its own loopback address; skipped, with the reason, where PostgreSQL is not installed.
 
@@ -38,11 +39,14 @@ async function worker(t: Owner, node: GridNode, address: string): Promise<PyGrid
   return s;
 }
 
-/** Resolves once `n` of the replicas' statements wait on a lock (PostgreSQL announces none: its activity view is read until it shows one). */
-async function untilWaiting(c: pg.Client, n: number): Promise<void> {
+/**
+ * Resolves once `n` of the replicas' statements wait on a lock (a row's or an advisory one), or `stop` says
+ * the wait is moot. PostgreSQL announces no lock wait: its activity view is read until it shows one.
+ */
+async function untilWaiting(c: pg.Client, n: number, stop: { done: boolean } = { done: false }): Promise<void> {
   const waiting = async () => (await c.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity
     WHERE datname = current_database() AND application_name = 'grid-node' AND wait_event_type = 'Lock'`)).rows[0]!.n;
-  while (await waiting() < n) await new Promise((resolve) => setTimeout(resolve, 20));
+  while (!stop.done && await waiting() < n) await new Promise((resolve) => setTimeout(resolve, 20));
 }
 
 /** The next cycle-closed of either replica. */
@@ -63,7 +67,7 @@ function movedBy(by: number): number[][] {
 
 const all = (v: number) => [[v, v, v, v], [v, v]];
 
-test('a worker evicted on replica B while replica A assigns it: its report through A is refused with "Invalid request key!" and the cycle closes on the other reports alone; a repeat of a present assignment stays success, counted once', { skip, timeout: 180_000 }, async (t) => {
+test('a worker evicted on replica B while it asks replica A is told it is gone, not assigned; a report whose assignment is gone is refused with "Invalid request key!" and the cycle closes on the other reports alone; a repeat of a present assignment stays success, counted once', { skip, timeout: 180_000 }, async (t) => {
   const server = await withPostgres(t);
   const database = await server.createDatabase();
   const blobs = tempDir('grid-shared-blobs-');
@@ -99,29 +103,42 @@ test('a worker evicted on replica B while replica A assigns it: its report throu
   assert.deepEqual({ cycle: c1.cycle, checkpoint: c1.checkpoint, reports: c1.reports }, { cycle: 1, checkpoint: 2, reports: 2 });
 
   // The race, ordered by a lock rather than by time: the test holds a share lock on W's row. A newcomer
-  // from W's address authenticates through B: B picks W's row to make room (no assignment in cycle 2 yet)
-  // and its delete waits on the lock. Meanwhile W asks through A and is assigned (the assignment's
-  // foreign-key check takes a key-share lock, which the test's lock does not block): A now knows W's key.
+  // from W's address authenticates through B: B locks cycle 2 against assignments, picks W's row to make
+  // room (no assignment in cycle 2 yet) and its delete waits on the test's lock. W asks through A
+  // meanwhile: it must wait for B's eviction, not be assigned under it (the assignment's foreign-key check
+  // takes only a key-share lock, which the test's lock does not block: unlocked, A would assign W and B's
+  // delete would then take that assignment with it, after A had told W its request key).
   await db.query('BEGIN');
   await db.query('SELECT 1 FROM fl_workers WHERE id = $1 FOR SHARE', [w]);
   const newcomer = await worker(t, b, '127.0.0.2');
   const newcomerAuth = newcomer.call('model-centric/authenticate', { model_name: 'evict', model_version: '1.0' });
   await untilWaiting(db, 1);
-  const key = await ask(sw, w);
-  // Released: B's delete goes through, and W's assignment (committed by A) goes with W's row.
+  const asked = sw.call('model-centric/cycle-request', { worker_id: w, model: 'evict', version: '1.0', ping: 0, download: 0, upload: 0 });
+  const stop = { done: false };
+  const order = await Promise.race([asked.then((r) => `A answered W while B was evicting it: ${JSON.stringify(r)}`), untilWaiting(db, 2, stop).then(() => 'A waits for B')]);
+  stop.done = true;
+  assert.equal(order, 'A waits for B');
   await db.query('COMMIT');
   const v = await newcomerAuth;
   assert.equal(v.status, 'success', JSON.stringify(v));
   assert.notEqual(v.worker_id, w);
   assert.equal((await db.query('SELECT 1 FROM fl_workers WHERE id = $1', [w])).rowCount, 0, 'B evicted W to make room for the newcomer');
+  // W is told its worker is gone (PyGrid's message), never given a request key of cycle 2.
+  assert.deepEqual(await asked, { status: 'rejected', error: 'Not found any process related with this cycle and worker ID.' });
 
-  // W reports through A, which knows the key: refused as an unknown key (PyGrid's message), every time.
-  const refused = await report(sw, w, key, 100);
+  // A worker whose key A knows, its row deleted afterwards (what an eviction deletes; no request does it to
+  // a worker in the open cycle any more, so the test's SQL connection does): its report through A is
+  // refused as an unknown key (PyGrid's message), every time, not answered success and counted by nobody.
+  const sz = await worker(t, a, '127.0.0.7');
+  const z = await join(sz);
+  const key = await ask(sz, z);
+  assert.equal((await db.query('DELETE FROM fl_workers WHERE id = $1', [z])).rowCount, 1);
+  const refused = await report(sz, z, key, 100);
   assert.deepEqual(refused.data, { status: 'rejected', error: 'Invalid request key!' });
   assert.equal((refused.error as { code: string }).code, 'GRID_ERR_FORBIDDEN');
-  assert.deepEqual((await report(sw, w, key, 100)).data, { status: 'rejected', error: 'Invalid request key!' });
+  assert.deepEqual((await report(sz, z, key, 100)).data, { status: 'rejected', error: 'Invalid request key!' });
 
-  // Cycle 2 closes on Y1 and Y2 alone (max_diffs 2: had W's report counted, Y1's would have closed it).
+  // Cycle 2 closes on Y1 and Y2 alone (max_diffs 2: had Z's report counted, Y1's would have closed it).
   // Y1 asks through A (A knows its key as unreported), reports through B, then repeats through A with
   // another diff: success, and the first report stands, counted once.
   const closed2 = closedOnEither([a, b]);
@@ -136,7 +153,7 @@ test('a worker evicted on replica B while replica A assigns it: its report throu
   const c2 = await closed2;
   assert.deepEqual({ cycle: c2.cycle, checkpoint: c2.checkpoint, reports: c2.reports }, { cycle: 2, checkpoint: 3, reports: 2 });
 
-  // Checkpoint 2 = old − mean(1, 3); checkpoint 3 = that − (3·0.5 + 1·2.5)/4: neither W's 100 nor Y1's 64.
+  // Checkpoint 2 = old − mean(1, 3); checkpoint 3 = that − (3·0.5 + 1·2.5)/4: neither Z's 100 nor Y1's 64.
   for (const node of [a, b]) {
     assert.deepEqual((await checkpoint(node, 'evict', 2)).map((p) => Array.from(p.data)), movedBy(2), `checkpoint 2 through ${node.url}`);
     assert.deepEqual((await checkpoint(node, 'evict', 3)).map((p) => Array.from(p.data)), movedBy(3), `checkpoint 3 through ${node.url}`);
