@@ -313,7 +313,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const workerId = await this.commits.run(async () => {
       const known = this.workerRows.known(connection, process.id, token);
       if (known !== undefined && await this.store.worker(known) !== undefined) return known;
-      await this.workerRows.makeRoom(this.store, connection, process, address, rt.cycle, this.now());
+      await this.workerRows.makeRoom(this.store, connection, process, address, () => this.evictionCycle(rt), this.now());
       const added = await this.store.addWorker(process.id, address, this.now());
       this.workerRows.remember(connection, process.id, token, added);
       return added;
@@ -324,6 +324,16 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
       if (this.tokenKeys.size > MAX_TOKEN_KEYS) this.tokenKeys.delete(this.tokenKeys.keys().next().value!);
     }
     return { status: 'success', worker_id: workerId, requires_speed_test: requiresSpeedTest(process.serverConfig) };
+  }
+
+  /**
+   * In a batch, before a worker row is evicted to make room (limits.ts WorkerRows): the open cycle, locked
+   * as for an assignment (lockOpenCycle), so no replica assigns a worker between the choice of the row and
+   * its delete; 'closing' while it closes (not locked then).
+   */
+  private async evictionCycle(rt: Runtime): Promise<FlCycle | 'closing' | undefined> {
+    const cycle = await this.lockOpenCycle(rt);
+    return cycle !== undefined && (rt.closing !== undefined || cycle.closingMs !== undefined) ? 'closing' : cycle;
   }
 
   /**
@@ -351,17 +361,18 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
 
   /** In a batch; a draw's answer (`reply` a promise) comes when the draw ends. */
   private async answerCycleRequest(data: CycleRequest): Promise<{ processId: number; reply: CycleReply | Promise<CycleReply> }> {
-    const worker = await this.store.worker(data.worker_id);
-    if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     const process = await this.store.findProcess(data.model, data.version ?? undefined);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
+    const rt = await this.runtime(process.id, true);
+    const cycle = await this.lockOpenCycle(rt);
+    // Read under the cycle's lock: a replica evicting this worker (evictionCycle) has committed or not begun.
+    const worker = await this.store.worker(data.worker_id);
+    if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     if (worker.processId !== process.id) {
       throw gridError('FORBIDDEN', `worker ${data.worker_id} authenticated for another FL process; authenticate for ${process.name} ${process.version} first`);
     }
     const cfg = process.serverConfig;
     const speeds = checkSpeeds(data, requiresSpeedTest(cfg));
-    const rt = await this.runtime(process.id, true);
-    const cycle = await this.lockOpenCycle(rt);
     const now = this.now();
     const processId = process.id;
     const reject = (reason: string) => ({ processId, reply: refusal(cycle, reason, now) });

@@ -45,8 +45,8 @@ export const MAX_WORKERS_PER_CONNECTION = 64;
  * authenticates again for the same process with the same token gets its worker back (a socket is one
  * device; PyGrid clients authenticate once per job, so none notices). Rows from one address are capped
  * per process: at the cap the oldest row from that address that is stale (created before the open cycle
- * began and not in it) is deleted to make room; when none is, authenticate is refused (QUOTA_EXCEEDED)
- * until the next cycle.
+ * began and not in it) is deleted to make room; when none is, or the cycle is closing, authenticate is
+ * refused (QUOTA_EXCEEDED) until the next cycle.
  */
 export class WorkerRows {
   private readonly maxPerAddress: number;
@@ -62,17 +62,24 @@ export class WorkerRows {
     return connection === undefined ? undefined : this.byConnection.get(connection)?.get(key(processId, token));
   }
 
-  /** Throws QUOTA_EXCEEDED unless the connection and the address may have one more worker row (evicting a stale one if need be). */
+  /**
+   * Throws QUOTA_EXCEEDED unless the connection and the address may have one more worker row (evicting a
+   * stale one if need be). `openCycle` is asked only before an eviction: the process's open cycle, locked
+   * against assignments until the eviction commits (on PostgreSQL another replica could otherwise assign
+   * the row chosen for eviction before its delete, which then takes that assignment with it), or
+   * 'closing' (no eviction then: the next cycle decides what is stale).
+   */
   async makeRoom(store: {
     workersAt(processId: number, address: string): Promise<number>;
     evictStaleWorker(processId: number, address: string, beforeMs: number, cycleId: number | undefined): Promise<boolean>;
-  }, connection: object | undefined, p: { id: number; name: string; version: string }, address: string, cycle: { id: number; startMs: number } | undefined, now: number): Promise<void> {
+  }, connection: object | undefined, p: { id: number; name: string; version: string }, address: string, openCycle: () => Promise<{ id: number; startMs: number } | 'closing' | undefined>, now: number): Promise<void> {
     const mine = connection === undefined ? undefined : this.byConnection.get(connection);
     if (mine !== undefined && mine.size >= MAX_WORKERS_PER_CONNECTION) {
       throw gridError('QUOTA_EXCEEDED', `this connection already authenticated ${mine.size} workers, the most the node allows on one connection; open another connection`);
     }
     if (await store.workersAt(p.id, address) < this.maxPerAddress) return;
-    if (await store.evictStaleWorker(p.id, address, cycle?.startMs ?? now, cycle?.id)) return;
+    const cycle = await openCycle();
+    if (cycle !== 'closing' && await store.evictStaleWorker(p.id, address, cycle?.startMs ?? now, cycle?.id)) return;
     throw gridError('QUOTA_EXCEEDED', `${address || 'this address'} already has ${this.maxPerAddress} workers for FL process ${p.name} ${p.version}, the most the node allows from one address; try again in the next cycle`);
   }
 
