@@ -88,6 +88,20 @@ for (const kernels of [true, false]) {
     }
   }));
 
+  test(`decodeBase64 (${mode}): a space or a bad character in any block of a run of four (the kernel's iteration) is met where it stands`, withKernels(() => {
+    // 352 characters: five 64-character iterations and two single blocks; each place breaks one iteration.
+    const raw = randomBytes(264);
+    const text = raw.toString('base64');
+    for (let at = 0; at <= text.length; at++) {
+      const spaced = b(`${text.slice(0, at)} ${text.slice(at)}`);
+      assert.deepEqual(decode(spaced), raw, `space at ${at}`);
+      if (at === text.length) break;
+      const bad = Buffer.from(text);
+      bad[at] = 0x2d; // '-': url-safe, not standard
+      assert.equal(decode(bad), undefined, `'-' at ${at}`);
+    }
+  }));
+
   test(`decodeBase64 (${mode}): whatever it accepts of mutated text, the node's lenient decodeText decodes the same`, withKernels(() => {
     const next = rng(kernels ? 7 : 11);
     const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \n\r\t-_.';
