@@ -20,7 +20,7 @@ import { FlHostTraining } from '../src/core/protocol/fl-messages';
 import { FlListProcesses, FlReport } from '../src/core/protocol/fl-messages';
 import { DEFAULT_JSON_LIMITS, parseEnvelopeBytes } from '../src/core/protocol/envelope';
 import { decodeState, decodeText, encodeState, type StateTensor } from '../src/core/protocol/syft-state';
-import { decodeBase64, type JsonText } from '../src/core/protocol/text-bytes';
+import { decodeBase64Transient, type JsonText } from '../src/core/protocol/text-bytes';
 import { bufferSource } from '../src/core/socket/transfer';
 import { mlp } from '../src/compute/plan';
 import { flParams } from '../src/federation';
@@ -190,9 +190,10 @@ function stages(): { envelope: number; base64: number; state: number; sum: numbe
   // As the node parses a report: its diff left as the frame's bytes (FlReport.textBytes).
   const textBytes = (type: string) => (type === FlReport.type ? FlReport.textBytes : undefined);
   const text = (parseEnvelopeBytes(frame, 0, frame.length, DEFAULT_JSON_LIMITS, textBytes).data as { diff: string | JsonText }).diff;
-  const b64 = (t: string | JsonText) => (typeof t === 'string' ? decodeText(t, 'base64') : decodeBase64(t.bytes, scratch));
-  const scratch = new Uint8Array(text.length);
-  const bytes = b64(text)!.slice();
+  // As decodeStateText does: decoded into the text kernels' memory, where decodeState walks it (each
+  // base64 run below decodes the same frame there again).
+  const b64 = (t: string | JsonText) => (typeof t === 'string' ? decodeText(t, 'base64') : decodeBase64Transient(t.bytes));
+  const bytes = b64(text)!;
   const diff = decodeState(bytes, 'the diff');
   const sum = new RunningSum(params.map((p) => p.tensor.dims));
   const fns = {

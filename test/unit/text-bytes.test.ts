@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { GridError } from '../../src/core/errors';
-import { decodeBase64, firstNonFinite, isPlainAscii, JsonText, useTextKernels } from '../../src/core/protocol/text-bytes';
+import { allFiniteBytes, decodeBase64, decodeBase64Transient, firstNonFinite, isPlainAscii, JsonText, useTextKernels } from '../../src/core/protocol/text-bytes';
 import { decodeState, decodeStateText, decodeText, encodeState, useWireStateWalker } from '../../src/core/protocol/syft-state';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
@@ -153,6 +153,31 @@ for (const kernels of [true, false]) {
     }
     // A view at an offset of its buffer: the view's indices.
     assert.equal(firstNonFinite(Float32Array.from([1, NaN, 2, 3, 4, 5]).subarray(1)), 0);
+  }));
+
+  test(`allFiniteBytes (${mode}): float32 bytes at any alignment, in JS memory or decoded into the kernels' own (decodeBase64Transient), any NaN or ±Infinity found`, withKernels(() => {
+    const v = Float32Array.from({ length: 103 }, (_, i) => i - 50);
+    v[3] = -0; v[4] = 1e-45; v[5] = 3.4028234663852886e38; v[6] = -3.4028234663852886e38;
+    for (const shift of [0, 1, 3]) {
+      const bytes = new Uint8Array(shift + v.byteLength);
+      bytes.set(new Uint8Array(v.buffer), shift);
+      const transient = decodeBase64Transient(b(Buffer.from(bytes).toString('base64')))!;
+      assert.deepEqual(Buffer.from(transient), Buffer.from(bytes));
+      for (const [where, all] of [['JS memory', bytes], ['decoded', transient]] as const) {
+        const view = all.subarray(shift);
+        assert.equal(allFiniteBytes(view), true, `${where}, shift ${shift}`);
+        assert.equal(allFiniteBytes(view.subarray(0, 0)), true);
+        const dv = new DataView(view.buffer, view.byteOffset, view.byteLength);
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          for (const at of [0, 3, 4, 99, 100, 102]) {
+            const was = dv.getFloat32(at * 4, true);
+            dv.setFloat32(at * 4, bad, true);
+            assert.equal(allFiniteBytes(view), false, `${where}, shift ${shift}: ${bad} at ${at}`);
+            dv.setFloat32(at * 4, was, true);
+          }
+        }
+      }
+    }
   }));
 }
 

@@ -89,6 +89,34 @@ export function firstNonFinite(values: Float32Array): number {
   return -1;
 }
 
+/**
+ * Whether every float32 of `bytes` (little-endian, a whole number of them, any alignment) is finite. A view
+ * of the kernels' memory (decodeBase64Transient's bytes) is scanned where it lies; other bytes are copied in.
+ */
+export function allFiniteBytes(bytes: Uint8Array): boolean {
+  const n = bytes.length >> 2;
+  const k = load();
+  let i = 0;
+  if (k !== null) {
+    if (bytes.buffer === k.bytes.buffer) {
+      i = n & ~3;
+      if (i > 0 && k.finite(bytes.byteOffset, i) === 0) return false;
+    } else {
+      while (n - i >= 4) {
+        const take = Math.min(n - i, WINDOW / 4) & ~3;
+        k.bytes.set(bytes.subarray(i * 4, (i + take) * 4), SRC);
+        if (k.finite(SRC, take) === 0) return false;
+        i += take;
+      }
+    }
+  }
+  // An all-ones exponent: bits 23-30, i.e. the low 7 bits of byte 3 and the top bit of byte 2.
+  for (; i < n; i++) {
+    if ((bytes[i * 4 + 3]! & 0x7f) === 0x7f && (bytes[i * 4 + 2]! & 0x80) !== 0) return false;
+  }
+  return true;
+}
+
 // Base64 characters: their 6-bit value; PAD for '=', SPACE for ASCII whitespace (what /\s/ matches below 0x80), BAD otherwise.
 const BAD = -1, PAD = -2, SPACE = -3;
 const VALUE = new Int8Array(256).fill(BAD);
@@ -105,9 +133,23 @@ for (const c of [0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x20]) VALUE[c] = SPACE;
  * With `into` (at least 3/4 of src's length + 3 bytes), the bytes are a view of it, not a new buffer.
  */
 export function decodeBase64(src: Uint8Array, into?: Uint8Array): Uint8Array | undefined {
+  const need = Math.floor(src.length / 4) * 3 + 3;
+  return decode64(src, into !== undefined && into.length >= need ? into : Buffer.allocUnsafe(need), false);
+}
+
+/**
+ * decodeBase64 into the kernels' own memory where the text fits one window (1 MiB): no copy out. The bytes
+ * are overwritten by the next call, so they must be used (or copied) before it; allFiniteBytes scans views
+ * of them in place. Larger text, or no WebAssembly SIMD: decodeBase64 into a new buffer.
+ */
+export function decodeBase64Transient(src: Uint8Array): Uint8Array | undefined {
+  const k = load();
+  if (k === null || src.length > WINDOW) return decodeBase64(src);
+  return decode64(src, k.bytes.subarray(DST, DST + Math.floor(src.length / 4) * 3 + 3), true);
+}
+
+function decode64(src: Uint8Array, out: Uint8Array, inPlace: boolean): Uint8Array | undefined {
   const n = src.length;
-  const need = Math.floor(n / 4) * 3 + 3;
-  const out = into !== undefined && into.length >= need ? into : Buffer.allocUnsafe(need);
   const k = load();
   let i = 0, o = 0;
   const quad = [0, 0, 0, 0];
@@ -115,8 +157,9 @@ export function decodeBase64(src: Uint8Array, into?: Uint8Array): Uint8Array | u
     if (k !== null && n - i >= 16) {
       const take = Math.min(n - i, WINDOW) & ~15;
       k.bytes.set(src.subarray(i, i + take), SRC);
-      const blocks = k.b64(SRC, take >> 4, DST);
-      out.set(k.bytes.subarray(DST, DST + blocks * 12), o);
+      // In place (one window in all), the blocks land where `out` is; otherwise they are copied there.
+      const blocks = k.b64(SRC, take >> 4, inPlace ? DST + o : DST);
+      if (!inPlace) out.set(k.bytes.subarray(DST, DST + blocks * 12), o);
       i += blocks * 16;
       o += blocks * 12;
       if (blocks * 16 === take) continue;
