@@ -194,12 +194,15 @@ function stages(): { envelope: number; base64: number; state: number; sum: numbe
   // base64 run below decodes the same frame there again).
   const b64 = (t: string | JsonText) => (typeof t === 'string' ? decodeText(t, 'base64') : decodeBase64Transient(t.bytes));
   const bytes = b64(text)!;
-  const diff = decodeState(bytes, 'the diff');
+  // Its floats into a buffer reused from report to report, as the node's (FlEngine's DiffBuffers).
+  const floats = new ArrayBuffer(P * 4);
+  const place = () => floats;
+  const diff = decodeState(bytes, 'the diff', {}, place).map((t) => ({ dims: t.dims, data: t.data.slice() }));
   const sum = new RunningSum(params.map((p) => p.tensor.dims));
   const fns = {
     envelope: () => parseEnvelopeBytes(frame, 0, frame.length, DEFAULT_JSON_LIMITS, textBytes),
     base64: () => b64(text),
-    state: () => decodeState(bytes, 'the diff'),
+    state: () => decodeState(bytes, 'the diff', {}, place),
     sum: () => sum.add(diff, 10),
   };
   const times: Record<keyof typeof fns, number[]> = { envelope: [], base64: [], state: [], sum: [] };
