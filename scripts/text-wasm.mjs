@@ -9,6 +9,7 @@
 //     Four blocks an iteration with one validity test (below); ~1.7× the block-at-a-time loop.
 //   finite(ptr i32, n i32) -> i32   1 when none of n float32s (n a multiple of 4) has an all-ones exponent
 //   plain(ptr i32, n i32) -> i32    1 when each of n bytes (a multiple of 16) is printable ASCII 0x20-0x7f
+//     and none is a backslash (a JSON string's raw contents that are its text)
 const leb = (n) => { const o = []; do { let b = n & 0x7f; n >>>= 7; if (n) b |= 0x80; o.push(b); } while (n); return o; };
 const str = (s) => [...leb(s.length), ...Buffer.from(s)];
 const section = (id, bytes) => [id, ...leb(bytes.length), ...bytes];
@@ -93,7 +94,8 @@ const plain = [
   0x02, 0x40, 0x03, 0x40,
   ...get(0), ...get(2), 0x4f, 0x0d, 1,
   ...get(0), ...LOAD, ...set(4),
-  ...get(3), ...get(4), ...splat8(0x20), ...V(0x26), ...get(4), ...splat8(0), ...V(0x25), ...V(0x50), ...V(0x50), ...set(3),
+  ...get(3), ...get(4), ...splat8(0x20), ...V(0x26), ...get(4), ...splat8(0), ...V(0x25), ...V(0x50), ...V(0x50),
+  ...get(4), ...splat8(0x5c), ...V(0x23), ...V(0x50), ...set(3),      // acc |= v <u 0x20 | v <s 0 | v == '\\'
   ...get(0), 0x41, 16, 0x6a, ...set(0),
   0x0c, 0,
   0x0b, 0x0b,

@@ -124,12 +124,12 @@ for (const kernels of [true, false]) {
     assert.ok(accepted > 500, `only ${accepted} accepted`);
   }));
 
-  test(`isPlainAscii (${mode}): printable ASCII only; a control character or a byte ≥ 0x80 at any place is found`, withKernels(() => {
+  test(`isPlainAscii (${mode}): printable ASCII only; a control character, a backslash or a byte ≥ 0x80 at any place is found`, withKernels(() => {
     const text = b('x'.repeat(100));
     assert.equal(isPlainAscii(text), true);
     assert.equal(isPlainAscii(b(' ~\u007f')), true);
     assert.equal(isPlainAscii(new Uint8Array(0)), true);
-    for (const bad of [0x00, 0x09, 0x0a, 0x1f, 0x80, 0xff]) {
+    for (const bad of [0x00, 0x09, 0x0a, 0x1f, 0x5c, 0x80, 0xff]) {
       for (const at of [0, 15, 16, 31, 95, 99]) {
         const t = Buffer.from(text);
         t[at] = bad;
@@ -153,6 +153,22 @@ for (const kernels of [true, false]) {
     }
     // A view at an offset of its buffer: the view's indices.
     assert.equal(firstNonFinite(Float32Array.from([1, NaN, 2, 3, 4, 5]).subarray(1)), 0);
+  }));
+
+  test(`decodeBase64Transient (${mode}): after isPlainAscii read the same text, or another, or floats, it decodes the text given`, withKernels(() => {
+    const raws = [randomBytes(3000), randomBytes(3000), randomBytes(1000)];
+    const texts = raws.map((r) => b(r.toString('base64')));
+    assert.equal(isPlainAscii(texts[0]!), true);
+    assert.deepEqual(Buffer.from(decodeBase64Transient(texts[0]!)!), raws[0]);
+    assert.deepEqual(Buffer.from(decodeBase64Transient(texts[0]!)!), raws[0]);
+    assert.equal(isPlainAscii(texts[1]!), true);
+    assert.deepEqual(Buffer.from(decodeBase64Transient(texts[0]!)!), raws[0]);
+    assert.equal(isPlainAscii(texts[2]!), true);
+    assert.equal(firstNonFinite(new Float32Array(1000)), -1);
+    assert.deepEqual(Buffer.from(decodeBase64Transient(texts[2]!)!), raws[2]);
+    // A shorter view of the same bytes is not the text that was read.
+    assert.equal(isPlainAscii(texts[1]!), true);
+    assert.deepEqual(Buffer.from(decodeBase64Transient(texts[1]!.subarray(0, 2000))!), raws[1]!.subarray(0, 1500));
   }));
 
   test(`allFiniteBytes (${mode}): float32 bytes at any alignment, in JS memory or decoded into the kernels' own (decodeBase64Transient), any NaN or ±Infinity found`, withKernels(() => {

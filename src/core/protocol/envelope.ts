@@ -171,7 +171,7 @@ const PLACEHOLDER = '\u0000\u0000long';
  */
 function parseAroundLongString(buf: Buffer, start: number, end: number, from: number, to: number, textBytes: TextBytesField | undefined, checkUtf8: boolean): Envelope | undefined {
   const contents = buf.subarray(from, to);
-  if (contents.indexOf(BACKSLASH) >= 0 || !isPlainAscii(contents)) return undefined;
+  if (!isPlainAscii(contents)) return undefined; // a backslash too: the string's bytes would not be its text
   // The string is ASCII and bounded by quotes (ASCII too), so the frame is UTF-8 iff the bytes around it are.
   if (checkUtf8 && !(isUtf8(buf.subarray(start, from)) && isUtf8(buf.subarray(to, end)))) return undefined;
   let value: unknown;

@@ -8,7 +8,7 @@
 
 import { WASM_PAGE as PAGE, wasm, type WasmMemory } from '../wasm';
 
-const MODULE_BASE64 = 'AGFzbQEAAAABDgJgA39/fwF/YAJ/fwF/AwQDAAEBBQMBAAEHIQQGbWVtb3J5AgADYjY0AAAGZmluaXRlAAEFcGxhaW4AAgr7BwO/BgIBfwp7/QwQEAECBAgECBAQEBAQEBAQIQb9DBURERERERERERETGhsbGxohB/0MABATBL+/ubkAAAAAAAAAACEI/QwPDw8PDw8PDw8PDw8PDw8PIQn9DC8vLy8vLy8vLy8vLy8vLy8hCv0M/wD/AP8A/wD/AP8A/wD/ACEL/QwAEAEAABABAAAQAQAAEAEAIQwCQANAIAEgA2tBBEkNASAA/QAAACEEIARBBP1tIQUgDSAGIAX9DiAHIAQgCf1O/Q79Tv1QIQ0gBCAIIAUgBCAK/SP9bv0O/W4hBCAEIAv9TkEG/YsBIARBCP2NAf1QIAz9ugEhBCACIAQgBP0NAgEABgUECgkIDg0MAwcLD/0LAAAgAP0AABAhBCAEQQT9bSEFIA0gBiAF/Q4gByAEIAn9Tv0O/U79UCENIAQgCCAFIAQgCv0j/W79Dv1uIQQgBCAL/U5BBv2LASAEQQj9jQH9UCAM/boBIQQgAiAEIAT9DQIBAAYFBAoJCA4NDAMHCw/9CwAMIAD9AAAgIQQgBEEE/W0hBSANIAYgBf0OIAcgBCAJ/U79Dv1O/VAhDSAEIAggBSAEIAr9I/1u/Q79biEEIAQgC/1OQQb9iwEgBEEI/Y0B/VAgDP26ASEEIAIgBCAE/Q0CAQAGBQQKCQgODQwDBwsP/QsAGCAA/QAAMCEEIARBBP1tIQUgDSAGIAX9DiAHIAQgCf1O/Q79Tv1QIQ0gBCAIIAUgBCAK/SP9bv0O/W4hBCAEIAv9TkEG/YsBIARBCP2NAf1QIAz9ugEhBCACIAQgBP0NAgEABgUECgkIDg0MAwcLD/0LACQgDf1TDQEgAEHAAGohACACQTBqIQIgA0EEaiEDDAALCwJAA0AgAyABTw0B/QwAAAAAAAAAAAAAAAAAAAAAIQ0gAP0AAAAhBCAEQQT9bSEFIA0gBiAF/Q4gByAEIAn9Tv0O/U79UCENIAQgCCAFIAQgCv0j/W79Dv1uIQQgBCAL/U5BBv2LASAEQQj9jQH9UCAM/boBIQQgAiAEIAT9DQIBAAYFBAoJCA4NDAMHCw/9CwAAIA39Uw0BIABBEGohACACQQxqIQIgA0EBaiEDDAALCyADC1MCAX8CeyAAIAFBAnRqIQL9DAAAgH8AAIB/AACAfwAAgH8hBAJAA0AgACACTw0BIAMgAP0AAAAgBP1OIAT9N/1QIQMgAEEQaiEADAALCyAD/VNFC2QCAX8CeyAAIAFqIQICQANAIAAgAk8NASAA/QAAACEEIAMgBP0MICAgICAgICAgICAgICAgIP0mIAT9DAAAAAAAAAAAAAAAAAAAAAD9Jf1Q/VAhAyAAQRBqIQAMAAsLIAP9U0UL';
+const MODULE_BASE64 = 'AGFzbQEAAAABDgJgA39/fwF/YAJ/fwF/AwQDAAEBBQMBAAEHIQQGbWVtb3J5AgADYjY0AAAGZmluaXRlAAEFcGxhaW4AAgqTCAO/BgIBfwp7/QwQEAECBAgECBAQEBAQEBAQIQb9DBURERERERERERETGhsbGxohB/0MABATBL+/ubkAAAAAAAAAACEI/QwPDw8PDw8PDw8PDw8PDw8PIQn9DC8vLy8vLy8vLy8vLy8vLy8hCv0M/wD/AP8A/wD/AP8A/wD/ACEL/QwAEAEAABABAAAQAQAAEAEAIQwCQANAIAEgA2tBBEkNASAA/QAAACEEIARBBP1tIQUgDSAGIAX9DiAHIAQgCf1O/Q79Tv1QIQ0gBCAIIAUgBCAK/SP9bv0O/W4hBCAEIAv9TkEG/YsBIARBCP2NAf1QIAz9ugEhBCACIAQgBP0NAgEABgUECgkIDg0MAwcLD/0LAAAgAP0AABAhBCAEQQT9bSEFIA0gBiAF/Q4gByAEIAn9Tv0O/U79UCENIAQgCCAFIAQgCv0j/W79Dv1uIQQgBCAL/U5BBv2LASAEQQj9jQH9UCAM/boBIQQgAiAEIAT9DQIBAAYFBAoJCA4NDAMHCw/9CwAMIAD9AAAgIQQgBEEE/W0hBSANIAYgBf0OIAcgBCAJ/U79Dv1O/VAhDSAEIAggBSAEIAr9I/1u/Q79biEEIAQgC/1OQQb9iwEgBEEI/Y0B/VAgDP26ASEEIAIgBCAE/Q0CAQAGBQQKCQgODQwDBwsP/QsAGCAA/QAAMCEEIARBBP1tIQUgDSAGIAX9DiAHIAQgCf1O/Q79Tv1QIQ0gBCAIIAUgBCAK/SP9bv0O/W4hBCAEIAv9TkEG/YsBIARBCP2NAf1QIAz9ugEhBCACIAQgBP0NAgEABgUECgkIDg0MAwcLD/0LACQgDf1TDQEgAEHAAGohACACQTBqIQIgA0EEaiEDDAALCwJAA0AgAyABTw0B/QwAAAAAAAAAAAAAAAAAAAAAIQ0gAP0AAAAhBCAEQQT9bSEFIA0gBiAF/Q4gByAEIAn9Tv0O/U79UCENIAQgCCAFIAQgCv0j/W79Dv1uIQQgBCAL/U5BBv2LASAEQQj9jQH9UCAM/boBIQQgAiAEIAT9DQIBAAYFBAoJCA4NDAMHCw/9CwAAIA39Uw0BIABBEGohACACQQxqIQIgA0EBaiEDDAALCyADC1MCAX8CeyAAIAFBAnRqIQL9DAAAgH8AAIB/AACAfwAAgH8hBAJAA0AgACACTw0BIAMgAP0AAAAgBP1OIAT9N/1QIQMgAEEQaiEADAALCyAD/VNFC3wCAX8CeyAAIAFqIQICQANAIAAgAk8NASAA/QAAACEEIAMgBP0MICAgICAgICAgICAgICAgIP0mIAT9DAAAAAAAAAAAAAAAAAAAAAD9Jf1Q/VAgBP0MXFxcXFxcXFxcXFxcXFxcXP0j/VAhAyAAQRBqIQAMAAsLIAP9U0UL';
 
 /** Input bytes staged into the kernels' memory per call (a multiple of 16): memory stays ~2 MiB whatever the input. */
 const WINDOW = 1024 * 1024;
@@ -34,6 +34,7 @@ function load(): Kernels | null {
     memory.grow(Math.ceil((WINDOW + (WINDOW / 4) * 3 + 16) / PAGE) - memory.buffer.byteLength / PAGE);
     const e = instance.exports as Record<string, (...args: number[]) => number>;
     kernels = { bytes: new Uint8Array(memory.buffer), b64: e.b64!, finite: e.finite!, plain: e.plain! };
+    staged = undefined;
   } catch {
     kernels = null;
   }
@@ -46,9 +47,22 @@ export function useTextKernels(on: boolean): void {
 }
 
 /**
- * Whether every byte of `bytes` is printable ASCII (0x20-0x7e, or 0x7f), as the raw contents of a JSON
- * string without escapes must be: JSON refuses control characters in a string, and a non-ASCII byte
- * would make the bytes differ from the string's characters.
+ * What SRC holds: the view whose first `take` bytes were copied there last, when that was its whole first
+ * window; every copy into SRC goes through stage(). decodeBase64Transient skips its copy of a view
+ * isPlainAscii has just staged (the envelope checks a report's diff, then the report decodes it, usually
+ * in the same task): the frame's bytes do not change once received.
+ */
+let staged: Uint8Array | undefined;
+
+function stage(k: Kernels, from: Uint8Array, start: number, end: number): void {
+  k.bytes.set(from.subarray(start, end), SRC);
+  staged = start === 0 ? from : undefined;
+}
+
+/**
+ * Whether every byte of `bytes` is printable ASCII (0x20-0x7e, or 0x7f) and none is a backslash, as the
+ * raw contents of a JSON string that are its text must be: JSON refuses control characters in a string,
+ * a backslash starts an escape, and a non-ASCII byte would make the bytes differ from the characters.
  */
 export function isPlainAscii(bytes: Uint8Array): boolean {
   const k = load();
@@ -56,14 +70,14 @@ export function isPlainAscii(bytes: Uint8Array): boolean {
   if (k !== null) {
     while (bytes.length - i >= 16) {
       const take = Math.min(bytes.length - i, WINDOW) & ~15;
-      k.bytes.set(bytes.subarray(i, i + take), SRC);
+      stage(k, bytes, i, i + take);
       if (k.plain(SRC, take) === 0) return false;
       i += take;
     }
   }
   for (; i < bytes.length; i++) {
     const b = bytes[i]!;
-    if (b < 0x20 || b > 0x7f) return false;
+    if (b < 0x20 || b > 0x7f || b === 0x5c) return false;
   }
   return true;
 }
@@ -76,7 +90,7 @@ export function firstNonFinite(values: Float32Array): number {
     const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
     while (values.length - i >= 4) {
       const take = Math.min(values.length - i, WINDOW / 4) & ~3;
-      k.bytes.set(bytes.subarray(i * 4, (i + take) * 4), SRC);
+      stage(k, bytes, i * 4, (i + take) * 4);
       if (k.finite(SRC, take) === 0) break; // the loop below finds which
       i += take;
     }
@@ -104,7 +118,7 @@ export function allFiniteBytes(bytes: Uint8Array): boolean {
     } else {
       while (n - i >= 4) {
         const take = Math.min(n - i, WINDOW / 4) & ~3;
-        k.bytes.set(bytes.subarray(i * 4, (i + take) * 4), SRC);
+        stage(k, bytes, i * 4, (i + take) * 4);
         if (k.finite(SRC, take) === 0) return false;
         i += take;
       }
@@ -156,7 +170,8 @@ function decode64(src: Uint8Array, out: Uint8Array, inPlace: boolean): Uint8Arra
   while (i < n) {
     if (k !== null && n - i >= 16) {
       const take = Math.min(n - i, WINDOW) & ~15;
-      k.bytes.set(src.subarray(i, i + take), SRC);
+      // A view isPlainAscii just checked is in SRC already (in place only: decodeBase64's callers may reuse buffers).
+      if (!(inPlace && i === 0 && staged === src)) stage(k, src, i, i + take);
       // In place (one window in all), the blocks land where `out` is; otherwise they are copied there.
       const blocks = k.b64(SRC, take >> 4, inPlace ? DST + o : DST);
       if (!inPlace) out.set(k.bytes.subarray(DST, DST + blocks * 12), o);
