@@ -33,7 +33,7 @@ const LOAD = [...V(0x00), 0, 0], STORE = [...V(0x0b), 0, 0];
 // i32 lanes (x | y<<16) → x<<12 | y is one i32x4.dot_i16x8_s with (0x1000, 1) pairs.
 const decodeBlock = (at) => [
   ...get(0), ...V(0x00), 0, at, ...set(4),                           // v = load src + at
-  ...get(4), 0x41, 4, ...V(0x6d), ...set(5),                         // hi = v >>u 4 (per byte)
+  ...get(4), 0x41, 4, ...V(0x8d), ...get(9), ...V(0x4e), ...set(5),  // hi = v >>u 4 per byte: i16 lanes' shift, masked (x64 has no byte shift)
   ...get(13),
   ...get(6), ...get(5), ...V(0x0e),
   ...get(7), ...get(4), ...get(9), ...V(0x4e), ...V(0x0e),
