@@ -18,9 +18,9 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { GridClient } from '../src/core/client';
 import { FlHostTraining } from '../src/core/protocol/fl-messages';
 import { FlListProcesses, FlReport } from '../src/core/protocol/fl-messages';
-import { DEFAULT_JSON_LIMITS, parseEnvelopeBytes } from '../src/core/protocol/envelope';
+import { DEFAULT_JSON_LIMITS, parseTextFrame } from '../src/core/protocol/envelope';
 import { decodeState, decodeText, encodeState, type StateTensor } from '../src/core/protocol/syft-state';
-import { decodeBase64, type JsonText } from '../src/core/protocol/text-bytes';
+import { decodeBase64Transient, type JsonText } from '../src/core/protocol/text-bytes';
 import { bufferSource } from '../src/core/socket/transfer';
 import { mlp } from '../src/compute/plan';
 import { flParams } from '../src/federation';
@@ -189,16 +189,21 @@ function stages(): { envelope: number; base64: number; state: number; sum: numbe
   const frame = Buffer.from(`{"type":"model-centric/report","request_id":"r1","data":{"worker_id":"00000000-0000-4000-8000-000000000000","request_key":"${'0'.repeat(64)}","num_samples":10,"diff":"${diffB64}"}}`);
   // As the node parses a report: its diff left as the frame's bytes (FlReport.textBytes).
   const textBytes = (type: string) => (type === FlReport.type ? FlReport.textBytes : undefined);
-  const text = (parseEnvelopeBytes(frame, 0, frame.length, DEFAULT_JSON_LIMITS, textBytes).data as { diff: string | JsonText }).diff;
-  const b64 = (t: string | JsonText) => (typeof t === 'string' ? decodeText(t, 'base64') : decodeBase64(t.bytes, scratch));
-  const scratch = new Uint8Array(text.length);
-  const bytes = b64(text)!.slice();
-  const diff = decodeState(bytes, 'the diff');
+  // parseTextFrame: the node checks a text frame's UTF-8 itself (its ws skips that), so the stage includes it.
+  const text = (parseTextFrame(frame, DEFAULT_JSON_LIMITS, textBytes)!.data as { diff: string | JsonText }).diff;
+  // As decodeStateText does: decoded into the text kernels' memory, where decodeState walks it (each
+  // base64 run below decodes the same frame there again).
+  const b64 = (t: string | JsonText) => (typeof t === 'string' ? decodeText(t, 'base64') : decodeBase64Transient(t.bytes));
+  const bytes = b64(text)!;
+  // Its floats into a buffer reused from report to report, as the node's (FlEngine's DiffBuffers).
+  const floats = new ArrayBuffer(P * 4);
+  const place = () => floats;
+  const diff = decodeState(bytes, 'the diff', {}, place).map((t) => ({ dims: t.dims, data: t.data.slice() }));
   const sum = new RunningSum(params.map((p) => p.tensor.dims));
   const fns = {
-    envelope: () => parseEnvelopeBytes(frame, 0, frame.length, DEFAULT_JSON_LIMITS, textBytes),
+    envelope: () => parseTextFrame(frame, DEFAULT_JSON_LIMITS, textBytes),
     base64: () => b64(text),
-    state: () => decodeState(bytes, 'the diff'),
+    state: () => decodeState(bytes, 'the diff', {}, place),
     sum: () => sum.add(diff, 10),
   };
   const times: Record<keyof typeof fns, number[]> = { envelope: [], base64: [], state: [], sum: [] };

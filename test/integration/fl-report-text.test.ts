@@ -65,3 +65,40 @@ test('a long diff is taken plain, url-safe or in 76-column lines, and refused wh
     assert.ok(Math.abs(after[i]! - (model[0]!.data[i]! - mean)) < 1e-6, `parameter ${i}: ${after[i]}`);
   }
 });
+
+test('a text frame that is not UTF-8 closes its connection with 1007, wherever the bad byte is: in a long diff, around it, in a short frame; the node goes on', { timeout: 60_000 }, async (t) => {
+  const node = await startTestNode();
+  t.after(() => node.close());
+  const diff = base64([{ dims: [200, 120], data: Float32Array.from({ length: N }, (_, i) => Math.sin(i) * 0.01) }]);
+  const frame = (data: Record<string, unknown>) => Buffer.from(JSON.stringify({ type: 'model-centric/report', request_id: 'r', data }));
+  const long = frame({ worker_id: 'w', request_key: 'k', diff });
+  const at = long.indexOf(diff.slice(0, 64));
+  const cases: [string, Buffer][] = [];
+  for (const [where, pos] of [['in the diff', at + 5000], ['before the diff', at - 20], ['after the diff', at + diff.length + 1]] as const) {
+    const b = Buffer.from(long);
+    b[pos] = 0xc3; // a lead byte without its continuation
+    cases.push([where, b]);
+  }
+  const short = Buffer.from('{"type":"ping","request_id":"p","data":{"x":"\xff"}}', 'latin1');
+  cases.push(['a short frame', short]);
+  for (const [where, bytes] of cases) {
+    const ws = new WebSocket(node.node.url);
+    await once(ws, 'open');
+    const replies: string[] = [];
+    ws.on('message', (m: Buffer) => replies.push(String(m)));
+    // A ping before and after: the one before is answered, nothing after the bad frame is.
+    ws.send(JSON.stringify({ type: 'ping', request_id: 'before', data: {} }));
+    ws.send(bytes, { binary: false });
+    ws.send(JSON.stringify({ type: 'ping', request_id: 'after', data: {} }));
+    const [code] = await once(ws, 'close') as [number];
+    assert.equal(code, 1007, where);
+    assert.deepEqual(replies.map((r) => (JSON.parse(r) as { request_id?: string }).request_id), ['before'], where);
+  }
+  // The same frame whole is taken (refused for its unknown key, not for its bytes), and the node answers.
+  const ws = new WebSocket(node.node.url);
+  t.after(() => ws.close());
+  await once(ws, 'open');
+  ws.send(long, { binary: false });
+  const [reply] = await once(ws, 'message') as [Buffer];
+  assert.equal((JSON.parse(String(reply)) as { error: { code: string } }).error.code, 'GRID_ERR_FORBIDDEN');
+});

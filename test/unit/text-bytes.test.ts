@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { GridError } from '../../src/core/errors';
-import { decodeBase64, firstNonFinite, isPlainAscii, JsonText, useTextKernels } from '../../src/core/protocol/text-bytes';
+import { allFiniteBytes, decodeBase64, decodeBase64Transient, firstNonFinite, isPlainAscii, JsonText, useTextKernels } from '../../src/core/protocol/text-bytes';
 import { decodeState, decodeStateText, decodeText, encodeState, useWireStateWalker } from '../../src/core/protocol/syft-state';
 
 const b = (s: string) => Buffer.from(s, 'latin1');
@@ -88,6 +88,20 @@ for (const kernels of [true, false]) {
     }
   }));
 
+  test(`decodeBase64 (${mode}): a space or a bad character in any block of a run of four (the kernel's iteration) is met where it stands`, withKernels(() => {
+    // 352 characters: five 64-character iterations and two single blocks; each place breaks one iteration.
+    const raw = randomBytes(264);
+    const text = raw.toString('base64');
+    for (let at = 0; at <= text.length; at++) {
+      const spaced = b(`${text.slice(0, at)} ${text.slice(at)}`);
+      assert.deepEqual(decode(spaced), raw, `space at ${at}`);
+      if (at === text.length) break;
+      const bad = Buffer.from(text);
+      bad[at] = 0x2d; // '-': url-safe, not standard
+      assert.equal(decode(bad), undefined, `'-' at ${at}`);
+    }
+  }));
+
   test(`decodeBase64 (${mode}): whatever it accepts of mutated text, the node's lenient decodeText decodes the same`, withKernels(() => {
     const next = rng(kernels ? 7 : 11);
     const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/= \n\r\t-_.';
@@ -110,13 +124,14 @@ for (const kernels of [true, false]) {
     assert.ok(accepted > 500, `only ${accepted} accepted`);
   }));
 
-  test(`isPlainAscii (${mode}): printable ASCII only; a control character or a byte ≥ 0x80 at any place is found`, withKernels(() => {
+  test(`isPlainAscii (${mode}): printable ASCII only; a control character, a backslash or a byte ≥ 0x80 at any place is found`, withKernels(() => {
     const text = b('x'.repeat(100));
     assert.equal(isPlainAscii(text), true);
     assert.equal(isPlainAscii(b(' ~\u007f')), true);
     assert.equal(isPlainAscii(new Uint8Array(0)), true);
-    for (const bad of [0x00, 0x09, 0x0a, 0x1f, 0x80, 0xff]) {
-      for (const at of [0, 15, 16, 31, 95, 99]) {
+    // 100 bytes: one run of four vectors (the kernel's iteration), two single vectors, four bytes in JS.
+    for (const bad of [0x00, 0x09, 0x0a, 0x1f, 0x5c, 0x80, 0xff]) {
+      for (const at of [0, 15, 16, 31, 47, 48, 63, 64, 79, 95, 96, 99]) {
         const t = Buffer.from(text);
         t[at] = bad;
         assert.equal(isPlainAscii(t), false, `${bad} at ${at}`);
@@ -139,6 +154,47 @@ for (const kernels of [true, false]) {
     }
     // A view at an offset of its buffer: the view's indices.
     assert.equal(firstNonFinite(Float32Array.from([1, NaN, 2, 3, 4, 5]).subarray(1)), 0);
+  }));
+
+  test(`decodeBase64Transient (${mode}): after isPlainAscii read the same text, or another, or floats, it decodes the text given`, withKernels(() => {
+    const raws = [randomBytes(3000), randomBytes(3000), randomBytes(1000)];
+    const texts = raws.map((r) => b(r.toString('base64')));
+    assert.equal(isPlainAscii(texts[0]!), true);
+    assert.deepEqual(Buffer.from(decodeBase64Transient(texts[0]!)!), raws[0]);
+    assert.deepEqual(Buffer.from(decodeBase64Transient(texts[0]!)!), raws[0]);
+    assert.equal(isPlainAscii(texts[1]!), true);
+    assert.deepEqual(Buffer.from(decodeBase64Transient(texts[0]!)!), raws[0]);
+    assert.equal(isPlainAscii(texts[2]!), true);
+    assert.equal(firstNonFinite(new Float32Array(1000)), -1);
+    assert.deepEqual(Buffer.from(decodeBase64Transient(texts[2]!)!), raws[2]);
+    // A shorter view of the same bytes is not the text that was read.
+    assert.equal(isPlainAscii(texts[1]!), true);
+    assert.deepEqual(Buffer.from(decodeBase64Transient(texts[1]!.subarray(0, 2000))!), raws[1]!.subarray(0, 1500));
+  }));
+
+  test(`allFiniteBytes (${mode}): float32 bytes at any alignment, in JS memory or decoded into the kernels' own (decodeBase64Transient), any NaN or ±Infinity found`, withKernels(() => {
+    const v = Float32Array.from({ length: 103 }, (_, i) => i - 50);
+    v[3] = -0; v[4] = 1e-45; v[5] = 3.4028234663852886e38; v[6] = -3.4028234663852886e38;
+    for (const shift of [0, 1, 3]) {
+      const bytes = new Uint8Array(shift + v.byteLength);
+      bytes.set(new Uint8Array(v.buffer), shift);
+      const transient = decodeBase64Transient(b(Buffer.from(bytes).toString('base64')))!;
+      assert.deepEqual(Buffer.from(transient), Buffer.from(bytes));
+      for (const [where, all] of [['JS memory', bytes], ['decoded', transient]] as const) {
+        const view = all.subarray(shift);
+        assert.equal(allFiniteBytes(view), true, `${where}, shift ${shift}`);
+        assert.equal(allFiniteBytes(view.subarray(0, 0)), true);
+        const dv = new DataView(view.buffer, view.byteOffset, view.byteLength);
+        for (const bad of [NaN, Infinity, -Infinity]) {
+          for (const at of [0, 3, 4, 99, 100, 102]) {
+            const was = dv.getFloat32(at * 4, true);
+            dv.setFloat32(at * 4, bad, true);
+            assert.equal(allFiniteBytes(view), false, `${where}, shift ${shift}: ${bad} at ${at}`);
+            dv.setFloat32(at * 4, was, true);
+          }
+        }
+      }
+    }
   }));
 }
 

@@ -16,6 +16,7 @@
 //   16 id bytes, padded to a multiple of 8
 //   MESSAGE body: JSON envelope, padded to 8, then the attachment bytes (8-aligned for tensors)
 
+import { isUtf8 } from 'node:buffer';
 import { gridError, type ErrorCode } from '../errors';
 import { isPlainAscii, JsonText } from './text-bytes';
 
@@ -127,10 +128,32 @@ export type TextBytesField = (type: string) => string | undefined;
 export function parseEnvelopeBytes(buf: Buffer, start: number, end: number, limits: JsonLimits, textBytes?: TextBytesField): Envelope {
   const longest = checkJsonLimits(buf, start, end, limits);
   if (longest !== undefined && longest.end - longest.start >= LONG_STRING_BYTES) {
-    const env = parseAroundLongString(buf, start, end, start + longest.start, start + longest.end, textBytes);
+    const env = parseAroundLongString(buf, start, end, start + longest.start, start + longest.end, textBytes, false);
     if (env !== undefined) return env;
   }
   return parseEnvelope(buf.toString('utf8', start, end));
+}
+
+/**
+ * parseEnvelopeBytes for a whole text frame whose UTF-8 its WebSocket did not check (the node's ws runs
+ * with skipUTF8Validation): undefined when the bytes are not UTF-8, which ws would have refused before
+ * anything else (closing with 1007). The check costs no pass of its own over a long plain string: its
+ * printable-ASCII check covers it, and isUtf8 reads only the bytes around it.
+ */
+export function parseTextFrame(buf: Buffer, limits: JsonLimits, textBytes?: TextBytesField): Envelope | undefined {
+  let longest: { start: number; end: number } | undefined;
+  try {
+    longest = checkJsonLimits(buf, 0, buf.length, limits);
+  } catch (err) {
+    if (!isUtf8(buf)) return undefined;
+    throw err;
+  }
+  if (longest !== undefined && longest.end - longest.start >= LONG_STRING_BYTES) {
+    const env = parseAroundLongString(buf, 0, buf.length, longest.start, longest.end, textBytes, true);
+    if (env !== undefined) return env;
+  }
+  if (!isUtf8(buf)) return undefined;
+  return parseEnvelope(buf.toString('utf8'));
 }
 
 /** What stands in for the long string while the rest is parsed: two NULs cannot come from a frame's own text unescaped. */
@@ -143,12 +166,14 @@ const PLACEHOLDER = '\u0000\u0000long';
  * a string and then scan it again into another; for a string of printable ASCII with no escape, the bytes
  * are its text. Where `textBytes` names that string's place (`data.<field>` of its type), it is not made
  * a string at all: it stays a JsonText over the frame's bytes. Undefined when the string is not plain
- * (or the rest does not parse: the full parse words the refusal, a raw control character included), and
- * the caller parses the whole frame.
+ * (or the rest does not parse: the full parse words the refusal, a raw control character included; or,
+ * with `checkUtf8`, the rest is not UTF-8), and the caller parses the whole frame.
  */
-function parseAroundLongString(buf: Buffer, start: number, end: number, from: number, to: number, textBytes?: TextBytesField): Envelope | undefined {
+function parseAroundLongString(buf: Buffer, start: number, end: number, from: number, to: number, textBytes: TextBytesField | undefined, checkUtf8: boolean): Envelope | undefined {
   const contents = buf.subarray(from, to);
-  if (contents.indexOf(BACKSLASH) >= 0 || !isPlainAscii(contents)) return undefined;
+  if (!isPlainAscii(contents)) return undefined; // a backslash too: the string's bytes would not be its text
+  // The string is ASCII and bounded by quotes (ASCII too), so the frame is UTF-8 iff the bytes around it are.
+  if (checkUtf8 && !(isUtf8(buf.subarray(start, from)) && isUtf8(buf.subarray(to, end)))) return undefined;
   let value: unknown;
   try {
     value = JSON.parse(buf.toString('utf8', start, from) + PLACEHOLDER_JSON + buf.toString('utf8', to, end));

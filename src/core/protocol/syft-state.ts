@@ -8,7 +8,7 @@
 import { isUtf8 } from 'node:buffer';
 import * as protobuf from 'protobufjs/light';
 import { gridError } from '../errors';
-import { decodeBase64, firstNonFinite, type JsonText } from './text-bytes';
+import { allFiniteBytes, decodeBase64Transient, firstNonFinite, type JsonText } from './text-bytes';
 
 type Fields = Record<string, { type: string; id: number; rule?: 'repeated' }>;
 const f = (type: string, id: number): Fields[string] => ({ type, id });
@@ -64,7 +64,11 @@ export interface StateTensor {
 
 interface TensorDataMsg<V> { shape?: { dims?: number[] }; dtype?: string; contentsFloat32?: V; contentsFloat64?: V; $unknowns?: unknown[] }
 interface TorchTensorMsg<V> { contentsData?: TensorDataMsg<V>; contentsBin?: Uint8Array; serializer?: number }
-interface StateMsg<V = ArrayLike<number>> { tensors?: { torchTensor?: TorchTensorMsg<V>; torchParam?: { tensor?: TorchTensorMsg<V> } }[] }
+interface StateMsg<V = ArrayLike<number>> {
+  tensors?: { torchTensor?: TorchTensorMsg<V>; torchParam?: { tensor?: TorchTensorMsg<V> } }[];
+  /** Every value is known finite (checked on the wire's bytes, where they lay); otherwise decodeState checks. */
+  finite?: boolean;
+}
 
 /** The packed chunks of one repeated float field as float32 values; undefined if they are not whole values. */
 function floatsOf(chunks: Uint8Array[] | undefined, size: 4 | 8): Float32Array | undefined {
@@ -251,6 +255,10 @@ function wireStateMsg(bytes: Uint8Array, place?: FloatPlace): StateMsg | undefin
     }
   }
   if (pos !== end) return undefined;
+  // Checked where the bytes lie (base64 decoded into the kernels' memory is scanned without a copy in);
+  // a non-finite value is found again on its tensor, in order, by decodeState.
+  let finite = true;
+  for (const r of runs) if (!allFiniteBytes(bytes.subarray(r.from, r.to))) { finite = false; break; }
   const total = runs.reduce((a, r) => a + (r.to - r.from), 0);
   const floats = place?.(total) ?? new ArrayBuffer(total);
   const all = new Uint8Array(floats, 0, total);
@@ -260,7 +268,7 @@ function wireStateMsg(bytes: Uint8Array, place?: FloatPlace): StateMsg | undefin
     r.td.contentsFloat32 = new Float32Array(floats, at, (r.to - r.from) / 4);
     at += r.to - r.from;
   }
-  return { tensors } as StateMsg;
+  return { tensors, finite } as StateMsg;
 }
 
 /**
@@ -437,23 +445,15 @@ export function decodeText(text: string, accept: 'hex-or-base64' | 'base64' = 'h
   return undefined;
 }
 
-/** Where decodeStateText decodes base64 (it is read before the call returns); a larger one is not kept. */
-let scratch: Uint8Array | undefined;
-const MAX_SCRATCH = 16 * 1024 * 1024;
-
 /**
  * A State sent as base64 text (a report's diff), decoded (decodeState). From a JsonText the base64 is
- * decoded straight from the frame's bytes into a buffer reused from call to call, so a report allocates
- * only its tensors' floats; decodeText decides what that strict decoder refuses (it is lenient where
+ * decoded straight from the frame's bytes into the kernels' memory, where the State is walked and its
+ * values checked finite, so a report allocates and copies out only its tensors' floats; decodeText decides what that strict decoder refuses (it is lenient where
  * that one is strict), and decodes a string. Undefined when the text is not base64.
  */
 export function decodeStateText(text: string | JsonText, what = 'the State', limits: StateLimits = {}, place?: FloatPlace): StateTensor[] | undefined {
-  let bytes: Uint8Array | undefined;
-  if (typeof text !== 'string') {
-    const need = Math.floor(text.length / 4) * 3 + 3;
-    if (need <= MAX_SCRATCH && (scratch === undefined || scratch.length < need)) scratch = new Uint8Array(Math.min(MAX_SCRATCH, Math.max(need, (scratch?.length ?? 0) * 2)));
-    bytes = decodeBase64(text.bytes, need <= MAX_SCRATCH ? scratch : undefined);
-  }
+  // The decoded bytes are read (and their floats copied out) before the call returns.
+  let bytes = typeof text === 'string' ? undefined : decodeBase64Transient(text.bytes);
   bytes ??= decodeText(typeof text === 'string' ? text : text.text(), 'base64');
   return bytes === undefined ? undefined : decodeState(bytes, what, limits, place);
 }
@@ -488,7 +488,7 @@ export function decodeState(bytes: Uint8Array, what = 'the State', limits: State
     if (values === undefined) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} has dtype ${JSON.stringify(dtype)}; the node takes float32 (or float64) parameters`);
     if (values.length !== count) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} has shape [${dims.join(', ')}] (${count} values) but carries ${values.length}`);
     const data = values instanceof Float32Array ? values : Float32Array.from(values);
-    const k = firstNonFinite(data);
+    const k = msg.finite === true ? -1 : firstNonFinite(data);
     if (k >= 0) throw gridError('INVALID_TENSOR', `${what}: tensor ${i} holds ${data[k]} at index ${k}; values must be finite`);
     return { dims, data };
   });

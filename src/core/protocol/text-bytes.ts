@@ -8,7 +8,7 @@
 
 import { WASM_PAGE as PAGE, wasm, type WasmMemory } from '../wasm';
 
-const MODULE_BASE64 = 'AGFzbQEAAAABDgJgA39/fwF/YAJ/fwF/AwQDAAEBBQMBAAEHIQQGbWVtb3J5AgADYjY0AAAGZmluaXRlAAEFcGxhaW4AAgr2AwO6AgIBfwl7/QwQEAECBAgECBAQEBAQEBAQIQb9DBURERERERERERETGhsbGxohB/0MABATBL+/ubkAAAAAAAAAACEI/QwPDw8PDw8PDw8PDw8PDw8PIQn9DC8vLy8vLy8vLy8vLy8vLy8hCv0M/wD/AP8A/wD/AP8A/wD/ACEL/Qz//wAA//8AAP//AAD//wAAIQwCQANAIAMgAU8NASAA/QAAACEEIARBBP1tIQUgBiAF/Q4gByAEIAn9Tv0O/U79Uw0BIAQgCCAFIAQgCv0j/W79Dv1uIQQgBCAL/U5BBv2LASAEQQj9jQH9UCEEIAQgDP1OQQz9qwEgBEEQ/a0B/VAhBCACIAQgBP0NAgEABgUECgkIDg0MAwcLD/0LAAAgAEEQaiEAIAJBDGohAiADQQFqIQMMAAsLIAMLUwIBfwJ7IAAgAUECdGohAv0MAACAfwAAgH8AAIB/AACAfyEEAkADQCAAIAJPDQEgAyAA/QAAACAE/U4gBP03/VAhAyAAQRBqIQAMAAsLIAP9U0ULZAIBfwJ7IAAgAWohAgJAA0AgACACTw0BIAD9AAAAIQQgAyAE/QwgICAgICAgICAgICAgICAg/SYgBP0MAAAAAAAAAAAAAAAAAAAAAP0l/VD9UCEDIABBEGohAAwACwsgA/1TRQs=';
+const MODULE_BASE64 = 'AGFzbQEAAAABDgJgA39/fwF/YAJ/fwF/AwQDAAEBBQMBAAEHIQQGbWVtb3J5AgADYjY0AAAGZmluaXRlAAEFcGxhaW4AAgqoCQPYBgIBfwp7/QwQEAECBAgECBAQEBAQEBAQIQb9DBURERERERERERETGhsbGxohB/0MABATBL+/ubkAAAAAAAAAACEI/QwPDw8PDw8PDw8PDw8PDw8PIQn9DC8vLy8vLy8vLy8vLy8vLy8hCv0M/wD/AP8A/wD/AP8A/wD/ACEL/QwAEAEAABABAAAQAQAAEAEAIQwCQANAIAEgA2tBBEkNASAA/QAAACEEIARBBP2NASAJ/U4hBSANIAYgBf0OIAcgBCAJ/U79Dv1O/VAhDSAEIAggBSAEIAr9I/1u/Q79biEEIAQgC/1OQQb9iwEgBEEI/Y0B/VAgDP26ASEEIAIgBCAE/Q0CAQAGBQQKCQgODQwDBwsP/QsAACAA/QAAECEEIARBBP2NASAJ/U4hBSANIAYgBf0OIAcgBCAJ/U79Dv1O/VAhDSAEIAggBSAEIAr9I/1u/Q79biEEIAQgC/1OQQb9iwEgBEEI/Y0B/VAgDP26ASEEIAIgBCAE/Q0CAQAGBQQKCQgODQwDBwsP/QsADCAA/QAAICEEIARBBP2NASAJ/U4hBSANIAYgBf0OIAcgBCAJ/U79Dv1O/VAhDSAEIAggBSAEIAr9I/1u/Q79biEEIAQgC/1OQQb9iwEgBEEI/Y0B/VAgDP26ASEEIAIgBCAE/Q0CAQAGBQQKCQgODQwDBwsP/QsAGCAA/QAAMCEEIARBBP2NASAJ/U4hBSANIAYgBf0OIAcgBCAJ/U79Dv1O/VAhDSAEIAggBSAEIAr9I/1u/Q79biEEIAQgC/1OQQb9iwEgBEEI/Y0B/VAgDP26ASEEIAIgBCAE/Q0CAQAGBQQKCQgODQwDBwsP/QsAJCAN/VMNASAAQcAAaiEAIAJBMGohAiADQQRqIQMMAAsLAkADQCADIAFPDQH9DAAAAAAAAAAAAAAAAAAAAAAhDSAA/QAAACEEIARBBP2NASAJ/U4hBSANIAYgBf0OIAcgBCAJ/U79Dv1O/VAhDSAEIAggBSAEIAr9I/1u/Q79biEEIAQgC/1OQQb9iwEgBEEI/Y0B/VAgDP26ASEEIAIgBCAE/Q0CAQAGBQQKCQgODQwDBwsP/QsAACAN/VMNASAAQRBqIQAgAkEMaiECIANBAWohAwwACwsgAwtTAgF/AnsgACABQQJ0aiEC/QwAAIB/AACAfwAAgH8AAIB/IQQCQANAIAAgAk8NASADIAD9AAAAIAT9TiAE/Tf9UCEDIABBEGohAAwACwsgA/1TRQv3AQIBfwR7IAAgAWohAv0MICAgICAgICAgICAgICAgICEF/QxcXFxcXFxcXFxcXFxcXFxcIQYCQANAIAIgAGtBwABJDQEgAP0AAAAhBCADIAQgBf0lIAQgBv0j/VD9UCEDIAD9AAAQIQQgAyAEIAX9JSAEIAb9I/1Q/VAhAyAA/QAAICEEIAMgBCAF/SUgBCAG/SP9UP1QIQMgAP0AADAhBCADIAQgBf0lIAQgBv0j/VD9UCEDIABBwABqIQAMAAsLAkADQCAAIAJPDQEgAP0AAAAhBCADIAQgBf0lIAQgBv0j/VD9UCEDIABBEGohAAwACwsgA/1TRQs=';
 
 /** Input bytes staged into the kernels' memory per call (a multiple of 16): memory stays ~2 MiB whatever the input. */
 const WINDOW = 1024 * 1024;
@@ -34,6 +34,7 @@ function load(): Kernels | null {
     memory.grow(Math.ceil((WINDOW + (WINDOW / 4) * 3 + 16) / PAGE) - memory.buffer.byteLength / PAGE);
     const e = instance.exports as Record<string, (...args: number[]) => number>;
     kernels = { bytes: new Uint8Array(memory.buffer), b64: e.b64!, finite: e.finite!, plain: e.plain! };
+    staged = undefined;
   } catch {
     kernels = null;
   }
@@ -46,9 +47,22 @@ export function useTextKernels(on: boolean): void {
 }
 
 /**
- * Whether every byte of `bytes` is printable ASCII (0x20-0x7e, or 0x7f), as the raw contents of a JSON
- * string without escapes must be: JSON refuses control characters in a string, and a non-ASCII byte
- * would make the bytes differ from the string's characters.
+ * What SRC holds: the view whose first `take` bytes were copied there last, when that was its whole first
+ * window; every copy into SRC goes through stage(). decodeBase64Transient skips its copy of a view
+ * isPlainAscii has just staged (the envelope checks a report's diff, then the report decodes it, usually
+ * in the same task): the frame's bytes do not change once received.
+ */
+let staged: Uint8Array | undefined;
+
+function stage(k: Kernels, from: Uint8Array, start: number, end: number): void {
+  k.bytes.set(from.subarray(start, end), SRC);
+  staged = start === 0 ? from : undefined;
+}
+
+/**
+ * Whether every byte of `bytes` is printable ASCII (0x20-0x7e, or 0x7f) and none is a backslash, as the
+ * raw contents of a JSON string that are its text must be: JSON refuses control characters in a string,
+ * a backslash starts an escape, and a non-ASCII byte would make the bytes differ from the characters.
  */
 export function isPlainAscii(bytes: Uint8Array): boolean {
   const k = load();
@@ -56,14 +70,14 @@ export function isPlainAscii(bytes: Uint8Array): boolean {
   if (k !== null) {
     while (bytes.length - i >= 16) {
       const take = Math.min(bytes.length - i, WINDOW) & ~15;
-      k.bytes.set(bytes.subarray(i, i + take), SRC);
+      stage(k, bytes, i, i + take);
       if (k.plain(SRC, take) === 0) return false;
       i += take;
     }
   }
   for (; i < bytes.length; i++) {
     const b = bytes[i]!;
-    if (b < 0x20 || b > 0x7f) return false;
+    if (b < 0x20 || b > 0x7f || b === 0x5c) return false;
   }
   return true;
 }
@@ -76,7 +90,7 @@ export function firstNonFinite(values: Float32Array): number {
     const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
     while (values.length - i >= 4) {
       const take = Math.min(values.length - i, WINDOW / 4) & ~3;
-      k.bytes.set(bytes.subarray(i * 4, (i + take) * 4), SRC);
+      stage(k, bytes, i * 4, (i + take) * 4);
       if (k.finite(SRC, take) === 0) break; // the loop below finds which
       i += take;
     }
@@ -87,6 +101,34 @@ export function firstNonFinite(values: Float32Array): number {
     if (v - v !== 0) return i;
   }
   return -1;
+}
+
+/**
+ * Whether every float32 of `bytes` (little-endian, a whole number of them, any alignment) is finite. A view
+ * of the kernels' memory (decodeBase64Transient's bytes) is scanned where it lies; other bytes are copied in.
+ */
+export function allFiniteBytes(bytes: Uint8Array): boolean {
+  const n = bytes.length >> 2;
+  const k = load();
+  let i = 0;
+  if (k !== null) {
+    if (bytes.buffer === k.bytes.buffer) {
+      i = n & ~3;
+      if (i > 0 && k.finite(bytes.byteOffset, i) === 0) return false;
+    } else {
+      while (n - i >= 4) {
+        const take = Math.min(n - i, WINDOW / 4) & ~3;
+        stage(k, bytes, i * 4, (i + take) * 4);
+        if (k.finite(SRC, take) === 0) return false;
+        i += take;
+      }
+    }
+  }
+  // An all-ones exponent: bits 23-30, i.e. the low 7 bits of byte 3 and the top bit of byte 2.
+  for (; i < n; i++) {
+    if ((bytes[i * 4 + 3]! & 0x7f) === 0x7f && (bytes[i * 4 + 2]! & 0x80) !== 0) return false;
+  }
+  return true;
 }
 
 // Base64 characters: their 6-bit value; PAD for '=', SPACE for ASCII whitespace (what /\s/ matches below 0x80), BAD otherwise.
@@ -105,18 +147,34 @@ for (const c of [0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x20]) VALUE[c] = SPACE;
  * With `into` (at least 3/4 of src's length + 3 bytes), the bytes are a view of it, not a new buffer.
  */
 export function decodeBase64(src: Uint8Array, into?: Uint8Array): Uint8Array | undefined {
+  const need = Math.floor(src.length / 4) * 3 + 3;
+  return decode64(src, into !== undefined && into.length >= need ? into : Buffer.allocUnsafe(need), false);
+}
+
+/**
+ * decodeBase64 into the kernels' own memory where the text fits one window (1 MiB): no copy out. The bytes
+ * are overwritten by the next call, so they must be used (or copied) before it; allFiniteBytes scans views
+ * of them in place. Larger text, or no WebAssembly SIMD: decodeBase64 into a new buffer.
+ */
+export function decodeBase64Transient(src: Uint8Array): Uint8Array | undefined {
+  const k = load();
+  if (k === null || src.length > WINDOW) return decodeBase64(src);
+  return decode64(src, k.bytes.subarray(DST, DST + Math.floor(src.length / 4) * 3 + 3), true);
+}
+
+function decode64(src: Uint8Array, out: Uint8Array, inPlace: boolean): Uint8Array | undefined {
   const n = src.length;
-  const need = Math.floor(n / 4) * 3 + 3;
-  const out = into !== undefined && into.length >= need ? into : Buffer.allocUnsafe(need);
   const k = load();
   let i = 0, o = 0;
   const quad = [0, 0, 0, 0];
   while (i < n) {
     if (k !== null && n - i >= 16) {
       const take = Math.min(n - i, WINDOW) & ~15;
-      k.bytes.set(src.subarray(i, i + take), SRC);
-      const blocks = k.b64(SRC, take >> 4, DST);
-      out.set(k.bytes.subarray(DST, DST + blocks * 12), o);
+      // A view isPlainAscii just checked is in SRC already (in place only: decodeBase64's callers may reuse buffers).
+      if (!(inPlace && i === 0 && staged === src)) stage(k, src, i, i + take);
+      // In place (one window in all), the blocks land where `out` is; otherwise they are copied there.
+      const blocks = k.b64(SRC, take >> 4, inPlace ? DST + o : DST);
+      if (!inPlace) out.set(k.bytes.subarray(DST, DST + blocks * 12), o);
       i += blocks * 16;
       o += blocks * 12;
       if (blocks * 16 === take) continue;

@@ -16,7 +16,7 @@ import {
   UPLOAD_ACK_BYTES_DEFAULT, type DownloadOffer, type RequestDef, type StreamDef,
 } from '../../core/protocol/catalogue';
 import {
-  DEFAULT_JSON_LIMITS, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseEnvelopeBytes,
+  DEFAULT_JSON_LIMITS, decodeBinaryFrame, encodeChunk, encodeMessageFrame, FrameKind, parseTextFrame,
   type Envelope, type IncomingMessage, type JsonLimits,
 } from '../../core/protocol/envelope';
 import { sendAndDrain } from '../../core/socket/drain';
@@ -232,7 +232,9 @@ export class GridServer {
       ...(options.uploadLedger !== undefined && { ledger: options.uploadLedger }),
       log: this.log,
     });
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxPayload, perMessageDeflate: false });
+    // Text frames' UTF-8 is checked by parseTextFrame (Connection.onMessage), which covers a report's long
+    // base64 string with the printable-ASCII check it runs anyway: ws's own check was a second pass.
+    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.options.maxPayload, perMessageDeflate: false, skipUTF8Validation: true });
     this.wss.on('connection', (ws: WebSocket, req: HttpRequest) => this.onConnection(ws, req));
     if (this.options.heartbeatMs > 0) {
       this.heartbeat = setInterval(() => {
@@ -315,6 +317,8 @@ export class GridConnection {
   private alive = true;
   private anonymous = 0;
   private overflowed = false;
+  /** A text frame was not UTF-8: the connection is closing and takes no more frames (refuseInvalidUtf8). */
+  private invalidUtf8 = false;
   private logLimiter: LogLimiter | undefined;
   /** The node's own message types (ping, transfers, authenticate), made on first use. */
   private builtinRoutes: Map<string, Route> | undefined;
@@ -465,7 +469,18 @@ export class GridConnection {
     this.sendJson(env, turn);
   }
 
+  /**
+   * A text frame that is not UTF-8: what ws does when it checks (the server skips its check): the
+   * connection closes with 1007 and no later frame of it is taken.
+   */
+  private refuseInvalidUtf8(): void {
+    this.invalidUtf8 = true;
+    this.server.connectionLog.warn('WS_ERR_INVALID_UTF8', { connection: this.id }, 'connection error: invalid UTF-8 sequence');
+    this.ws.close(1007);
+  }
+
   private onMessage(raw: RawData, isBinary: boolean): void {
+    if (this.invalidUtf8) return;
     let msg: IncomingMessage;
     try {
       if (isBinary) {
@@ -479,7 +494,9 @@ export class GridConnection {
         msg = frame.message;
       } else {
         const buf = toBuffer(raw);
-        msg = parseEnvelopeBytes(buf, 0, buf.length, this.server.jsonLimits, this.server.router.textBytes);
+        const env = parseTextFrame(buf, this.server.jsonLimits, this.server.router.textBytes);
+        if (env === undefined) return this.refuseInvalidUtf8();
+        msg = env;
       }
     } catch (err) {
       const e = toGridError(err, 'MALFORMED_FRAME');
