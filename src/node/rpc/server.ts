@@ -112,6 +112,15 @@ export class GridRouter {
     return route?.def.kind === 'request' ? route.def.textBytes : undefined;
   };
 
+  /**
+   * What a failing handler of `type` (a throw or a rejection) answers with: `err` as is here. A router that
+   * rewrites errors (RedactingRouter) overrides this rather than wrapping every handler's promise: the
+   * server calls it on the failure path only, so a request that succeeds pays nothing for it.
+   */
+  failure(_type: string, err: unknown): unknown {
+    return err;
+  }
+
   rawHandler(type: string): RawHandler | undefined {
     return this.raw.find((r) => r.match(type))?.handler;
   }
@@ -612,7 +621,7 @@ export class GridConnection {
   }
 
   private failed(route: Route, scope: RequestScope, started: number, err: unknown): void {
-    const e = toGridError(err);
+    const e = toGridError(this.builtinRoutes?.get(route.def.type) === route ? err : this.server.router.failure(route.def.type, err));
     // A client can repeat the request that hits a bug: the first lines say what broke, the rest are counted.
     if (e.code === ErrorCodes.INTERNAL) this.logLimited('error', `${ErrorCodes.INTERNAL} ${route.def.type}`, { err, type: route.def.type }, `handler for ${route.def.type} failed`);
     if (!scope.aborted) this.sendError(scope.type, scope.requestId, e, scope.turn);
