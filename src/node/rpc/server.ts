@@ -22,6 +22,7 @@ import {
 import { sendAndDrain } from '../../core/socket/drain';
 import { cameThroughProxy, clientAddress } from '../client-address';
 import { redactError } from './redact';
+import { REQUEST_CHECKS } from './request-checks';
 import type { UploadLedger } from './upload-ledger';
 import { UploadStore, type CommittedUpload, type UploadQuotas } from './uploads';
 
@@ -79,6 +80,8 @@ type StreamHandler = (data: any, ctx: StreamContext<any>) => Promise<unknown>;
 interface Route {
   def: RequestDef<any, any> | StreamDef<any, any, any>;
   handler: RequestHandler | StreamHandler;
+  /** True for data the schema accepts as is (request-checks.ts); false leaves it to the schema. */
+  accepts?: ((data: unknown) => boolean) | undefined;
 }
 
 /** Message type → validated handler. Shared by every connection of a server. */
@@ -131,7 +134,7 @@ export class GridRouter {
 
   private add(def: Route['def'], handler: Route['handler']): void {
     if (this.routes.has(def.type)) throw new Error(`handler for "${def.type}" registered twice`);
-    this.routes.set(def.type, { def, handler });
+    this.routes.set(def.type, { def, handler, accepts: REQUEST_CHECKS.get(def.type) });
   }
 }
 
@@ -552,16 +555,20 @@ export class GridConnection {
     const isStream = route.def.kind === 'stream';
     const limited = this.overLimit(isStream);
     if (limited !== undefined) return this.sendError(type, requestId, limited, turn);
-    const parsed = route.def.request.safeParse(msg.data);
-    if (!parsed.success) {
-      return this.sendError(type, requestId, gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`), turn);
+    let data: unknown = msg.data;
+    if (route.accepts?.(data) !== true) {
+      const parsed = route.def.request.safeParse(data);
+      if (!parsed.success) {
+        return this.sendError(type, requestId, gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`), turn);
+      }
+      data = parsed.data;
     }
     // Timed only for a metrics listener.
     const started = this.server.options.onRequest ? performance.now() : 0;
     const scope = new RequestScope(this, type, requestId, msg.attachment, turn);
     let result: unknown;
     try {
-      result = (route.handler as (d: unknown, c: StreamContext<unknown>) => unknown)(parsed.data, scope);
+      result = (route.handler as (d: unknown, c: StreamContext<unknown>) => unknown)(data, scope);
     } catch (err) {
       return this.failed(route, scope, started, err);
     }
