@@ -1,6 +1,9 @@
 // Issue "Grid node" benchmark. The grid node, the raw-ws baseline server and this client each run in
 // their own process; every baseline is measured in this same run.
-//   1. remote inference, MLP 784-128-10, batch 1: p50 vs (local ORT p50 + raw ws round-trip p50), target ≤ 1.3×
+//   1. remote inference, MLP 784-128-10, batch 1: p50 vs (local ORT p50 + raw ws round-trip p50), target ≤ 1.3×;
+//      vs the floor (a bare ws server running onnxruntime), target ≤ 1.15×; and vs the protocol floor (that
+//      server and its client speaking the grid's own run-inference bytes): what the wire format costs apart
+//      from the node's machinery. CPU per request of every server and client, and of a grid ping.
 //   2. remote inference, batch 256, requests pipelined: over the socket vs the same bytes over raw ws (the
 //      transport ceiling), target ≥ 0.9×; through shared memory vs local ORT, target ≥ 0.8×; the CPU
 //      per batch of every process, and the limits it sets
@@ -348,7 +351,7 @@ async function main(): Promise<void> {
     const pingTimes: number[] = [];
     const floorTimes: number[] = [];
     const attachment = encodeNamedTensors(one);
-    const [floorCpu, gridCpu, protocolCpu] = [new CpuMeter(peer.child.pid!), new CpuMeter(node.child.pid!), new CpuMeter(peer.child.pid!)];
+    const [floorCpu, gridCpu, protocolCpu, pingCpu] = [new CpuMeter(peer.child.pid!), new CpuMeter(node.child.pid!), new CpuMeter(peer.child.pid!), new CpuMeter(node.child.pid!)];
     const protocolTimes: number[] = [];
     const wire = await captureWire(node.url, one);
     // Warm-up, the same count on every side, long enough for the node's larger code to reach its steady
@@ -369,6 +372,9 @@ async function main(): Promise<void> {
       gridCpu.start();
       for (let i = 0; i < ROUNDS / 3; i++) { const t0 = performance.now(); await client.runInference('mlp', one); remoteTimes.push(performance.now() - t0); }
       gridCpu.stop(ROUNDS / 3);
+      pingCpu.start();
+      for (let i = 0; i < ROUNDS / 3; i++) await client.socket.request(Ping, undefined);
+      pingCpu.stop(ROUNDS / 3);
       for (let i = 0; i < ROUNDS / 3; i++) {
         let t0 = performance.now();
         await client.socket.request(Ping, undefined);
@@ -398,7 +404,8 @@ async function main(): Promise<void> {
     out(`  remote via grid node    ${(g * 1000).toFixed(0)} µs`);
     const f = p50(floorTimes);
     out(`  floor: bare ws server running onnxruntime, no protocol  ${(f * 1000).toFixed(0)} µs  = ${(f / (l + r)).toFixed(2)}× (local + raw ws); grid node / floor = ${(g / f).toFixed(2)}×`);
-    out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs, onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs; inside the floor ${(p50(floorRunTimes) * 1000).toFixed(0)} µs; back to back locally ${(l * 1000).toFixed(0)} µs)`);
+    const pc1 = pingCpu.perRequest();
+    out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs (CPU: node ${pc1.server.toFixed(0)} µs + client ${pc1.client.toFixed(0)} µs), onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs; inside the floor ${(p50(floorRunTimes) * 1000).toFixed(0)} µs; back to back locally ${(l * 1000).toFixed(0)} µs)`);
     out(`    (onnxruntime locally after its thread sat idle ${[...idleRuns].map(([us, t]) => `${us} µs: ${(p50(t) * 1000).toFixed(0)} µs`).join(', ')}: a server's run follows the idle time between its requests, which the round trip sets)`);
     // The limit where the CPU is what holds it (a loaded machine: every wake-up waits for a core): a
     // request cannot cost less wall time than the CPU both sides spend on it, relative to the floor's.
