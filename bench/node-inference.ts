@@ -1,6 +1,9 @@
 // Issue "Grid node" benchmark. The grid node, the raw-ws baseline server and this client each run in
 // their own process; every baseline is measured in this same run.
-//   1. remote inference, MLP 784-128-10, batch 1: p50 vs (local ORT p50 + raw ws round-trip p50), target ≤ 1.3×
+//   1. remote inference, MLP 784-128-10, batch 1: p50 vs (local ORT p50 + raw ws round-trip p50), target ≤ 1.3×;
+//      vs the floor (a bare ws server running onnxruntime), target ≤ 1.15×; and vs the protocol floor (that
+//      server and its client speaking the grid's own run-inference bytes): what the wire format costs apart
+//      from the node's machinery. CPU per request of every server and client, and of a grid ping.
 //   2. remote inference, batch 256, requests pipelined: over the socket vs the same bytes over raw ws (the
 //      transport ceiling), target ≥ 0.9×; through shared memory vs local ORT, target ≥ 0.8×; the CPU
 //      per batch of every process, and the limits it sets
@@ -15,9 +18,12 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { spawnSync } from 'node:child_process';
-import WebSocket from 'ws';
+import WebSocket, { WebSocketServer } from 'ws';
+import type { AddressInfo } from 'node:net';
 import { GridClient } from '../src/core/client';
-import { encodeNamedTensors, type NamedTensors } from '../src/core/protocol/tensor';
+import { GridSocket } from '../src/core/socket/grid-socket';
+import { decodeNamedTensors, encodeNamedTensors, encodeNamedTensorsParts, type NamedTensors } from '../src/core/protocol/tensor';
+import { encodeMessageFrame } from '../src/core/protocol/envelope';
 import { RunInference } from '../src/core/protocol/messages';
 import { Ping } from '../src/core/protocol/catalogue';
 import { loadModel } from '../src/compute/backend';
@@ -126,6 +132,103 @@ async function floorRoundTrips(url: string, model: Uint8Array, x: Float32Array, 
 /** Wall time of each onnxruntime run inside the floor server (ms), as the node reports its own in duration_ms. */
 const floorRunTimes: number[] = [];
 
+/** A MESSAGE frame's parts, read as a minimal client reads them: the id, the JSON envelope, the attachment. */
+function messageFrameParts(buf: Buffer): { id: string; json: string; attachment: Buffer } {
+  if (buf[0] !== 0x47 || buf[1] !== 0x57 || buf[3] !== 1) throw new Error('not a grid MESSAGE frame');
+  const idLength = buf[5]!;
+  const jsonBytes = buf.readUInt32LE(12);
+  const bodyAt = 16 + ((idLength + 7) & ~7);
+  return { id: buf.toString('utf8', 16, 16 + idLength), json: buf.toString('utf8', bodyAt, bodyAt + jsonBytes), attachment: buf.subarray(bodyAt + ((jsonBytes + 7) & ~7)) };
+}
+
+/**
+ * The grid's real wire bytes for one batch-1 run-inference, both ways, captured: the request frame GridClient
+ * sends (to a ws server here that records it), and the grid node's reply to those very bytes (over a raw ws
+ * to the node, after authenticate). The protocol floor must speak exactly these; checked, not assumed.
+ */
+async function captureWire(nodeUrl: string, inputs: NamedTensors): Promise<{ request: Buffer; reply: Buffer }> {
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', perMessageDeflate: false });
+  await new Promise((r) => wss.once('listening', r));
+  const captured = new Promise<Buffer>((resolve) => wss.on('connection', (ws) => ws.on('message', (d, isBinary) => { if (isBinary) { resolve(d as Buffer); ws.close(); } })));
+  const socket = new GridSocket();
+  try {
+    await socket.connect(`ws://127.0.0.1:${(wss.address() as AddressInfo).port}`, { heartbeatMs: 0 }, { enabled: false });
+    const client = new GridClient(socket, { sharedMemory: { enabled: false } });
+    client.runInference('mlp', inputs, { timeoutMs: 60_000 }).catch(() => {}); // the capture server never answers
+    const request = Buffer.from(await captured);
+    const ws = new WebSocket(nodeUrl, { perMessageDeflate: false });
+    await new Promise((r) => ws.once('open', r));
+    ws.send(JSON.stringify({ type: 'authenticate', request_id: 'auth', data: { username: 'admin', password: PASSWORD } }));
+    await new Promise((r) => ws.once('message', r));
+    const reply = new Promise<Buffer>((r) => ws.once('message', (d) => r(Buffer.from(d as Buffer))));
+    ws.send(request);
+    const got = await reply;
+    ws.close();
+    return { request, reply: got };
+  } finally {
+    socket.dispose();
+    wss.close();
+  }
+}
+
+/**
+ * Round trips to the protocol floor (bench/servers/node-peer.ts, `protocol`): the floor's bare ws server and
+ * client, speaking the grid's wire bytes for run-inference. Each request is encoded as GridClient encodes it
+ * (a fresh id, the envelope, the input tensors copied once into the frame); each reply is read minimally:
+ * its id checked, its envelope parsed, its tensors decoded as views.
+ */
+async function protocolFloorRoundTrips(url: string, model: Uint8Array, x: NamedTensors, wire: { request: Buffer; reply: Buffer }, rounds: number, meter?: CpuMeter): Promise<number[]> {
+  const ws = new WebSocket(url, { perMessageDeflate: false });
+  await new Promise((r) => ws.once('open', r));
+  ws.send(JSON.stringify({ model: Buffer.from(model).toString('base64'), input: 'x', cols: x.x!.dims[1], threads: 1, protocol: 'mlp' }));
+  await new Promise((r) => ws.once('message', r));
+  const sent = messageFrameParts(wire.request);
+  const prefix = sent.id.slice(0, sent.id.lastIndexOf('-'));
+  let next = 0;
+  const one = async (check: boolean): Promise<void> => {
+    const id = `${prefix}-${(next++).toString(36)}`;
+    const reply = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
+    const frame = encodeMessageFrame({ type: 'run-inference', request_id: id, data: { model_id: 'mlp' } }, encodeNamedTensorsParts(x));
+    if (check) {
+      // The same bytes GridClient sent, but for the request id's counter.
+      const mine = messageFrameParts(frame);
+      if (mine.json.replace(id, sent.id) !== sent.json || !mine.attachment.equals(sent.attachment) || frame.length !== wire.request.length) throw new Error(`the protocol floor's request is not GridClient's: ${mine.json} vs ${sent.json}`);
+    }
+    ws.send(frame);
+    const got = messageFrameParts(await reply);
+    const env = JSON.parse(got.json) as { request_id?: unknown; data?: { outputs?: unknown } };
+    if (env.request_id !== id || got.id !== id || !Array.isArray(env.data?.outputs)) throw new Error('the protocol floor answered with another request\'s reply');
+    const outputs = decodeNamedTensors(got.attachment);
+    if (check) {
+      // The node's reply, field for field (but the time it took), and the same output bytes.
+      const node = messageFrameParts(wire.reply);
+      const shape = (json: string) => JSON.stringify(JSON.parse(json, (k, v: unknown) => (k === 'duration_ms' || k === 'request_id' ? 0 : v)));
+      if (shape(got.json) !== shape(node.json) || !got.attachment.equals(node.attachment)) throw new Error(`the protocol floor's reply is not the grid node's: ${got.json} vs ${node.json}`);
+    }
+    if (Object.values(outputs)[0]!.data.length !== 10) throw new Error('the protocol floor did not answer with 10 outputs');
+  };
+  await one(true);
+  const runTimes = async (): Promise<number[]> => {
+    const r = new Promise<Buffer>((resolve) => ws.once('message', (d) => resolve(d as Buffer)));
+    ws.send(JSON.stringify({ runTimes: true }));
+    return (JSON.parse(String(await r)) as { runTimes: number[] }).runTimes;
+  };
+  await runTimes(); // forget the warm-up's
+  const times: number[] = [];
+  meter?.start();
+  for (let i = 0; i < rounds; i++) {
+    const t0 = performance.now();
+    await one(false);
+    times.push(performance.now() - t0);
+  }
+  meter?.stop(rounds);
+  protocolRunTimes.push(...await runTimes());
+  ws.close();
+  return times;
+}
+/** Wall time of each onnxruntime run inside the protocol floor (ms). */
+const protocolRunTimes: number[] = [];
+
 /**
  * The same request/reply sizes over raw ws with `inflight` requests pipelined: the transport's ceiling.
  * Frames go unmasked (a zero key), as GridSocket sends them on loopback: ws otherwise masks a copy of each.
@@ -216,8 +319,8 @@ async function main(): Promise<void> {
   try {
     const [node, peer] = await Promise.all([
       startNodeScript(NODE_MAIN, ['--port', '0', '--data-dir', path.join(dir, 'node'), '--log-level', 'warn', ...(NODE_THREADS === 'default' ? [] : ['--intra-op-threads', NODE_THREADS])], { ...process.env, GRID_ADMIN_PASSWORD: PASSWORD },
-        // GRID_BENCH_PROFILE=DIR writes a CPU profile of the node process there, for finding where time goes.
-        process.env.GRID_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GRID_BENCH_PROFILE}`] : []),
+        // GRID_BENCH_PROFILE=DIR writes a CPU profile of the node process there, for finding where time goes (GRID_BENCH_PROFILE_INTERVAL: µs between samples, default 1000; ~50 resolves one request's parts).
+        process.env.GRID_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.GRID_BENCH_PROFILE}`, `--cpu-prof-interval=${process.env.GRID_BENCH_PROFILE_INTERVAL ?? '1000'}`] : []),
       startNodeScript(PEER, []),
     ]);
     procs.push(node, peer);
@@ -248,22 +351,30 @@ async function main(): Promise<void> {
     const pingTimes: number[] = [];
     const floorTimes: number[] = [];
     const attachment = encodeNamedTensors(one);
-    const [floorCpu, gridCpu] = [new CpuMeter(peer.child.pid!), new CpuMeter(node.child.pid!)];
+    const [floorCpu, gridCpu, protocolCpu, pingCpu] = [new CpuMeter(peer.child.pid!), new CpuMeter(node.child.pid!), new CpuMeter(peer.child.pid!), new CpuMeter(node.child.pid!)];
+    const protocolTimes: number[] = [];
+    const wire = await captureWire(node.url, one);
     // Warm-up, the same count on every side, long enough for the node's larger code to reach its steady
     // state (the JIT still compiled its request path through the first ~2000 requests: ~60 µs of compiler
     // threads' CPU per request then, ~3 µs after); the floor's few lines get there sooner, so it is warmed alike.
     for (let i = 0; i < WARM_UP; i++) { await local.run(one); await client.runInference('mlp', one); await client.socket.request(Ping, undefined); }
     await rawRoundTrips(peer.url, reqBytes, replyBytes, WARM_UP);
     await floorRoundTrips(peer.url, mlp, one.x!.data as Float32Array, WARM_UP);
+    await protocolFloorRoundTrips(peer.url, mlp, one, wire, WARM_UP);
+    protocolRunTimes.length = 0;
     floorRunTimes.length = 0;
     for (let rep = 0; rep < 3; rep++) {
       // Interleaved, so machine noise hits all three alike.
       for (let i = 0; i < ROUNDS / 3; i++) { const t0 = performance.now(); await local.run(one); localTimes.push(performance.now() - t0); }
       rawTimes.push(...await rawRoundTrips(peer.url, reqBytes, replyBytes, ROUNDS / 3));
       floorTimes.push(...await floorRoundTrips(peer.url, mlp, one.x!.data as Float32Array, ROUNDS / 3, floorCpu));
+      protocolTimes.push(...await protocolFloorRoundTrips(peer.url, mlp, one, wire, ROUNDS / 3, protocolCpu));
       gridCpu.start();
       for (let i = 0; i < ROUNDS / 3; i++) { const t0 = performance.now(); await client.runInference('mlp', one); remoteTimes.push(performance.now() - t0); }
       gridCpu.stop(ROUNDS / 3);
+      pingCpu.start();
+      for (let i = 0; i < ROUNDS / 3; i++) await client.socket.request(Ping, undefined);
+      pingCpu.stop(ROUNDS / 3);
       for (let i = 0; i < ROUNDS / 3; i++) {
         let t0 = performance.now();
         await client.socket.request(Ping, undefined);
@@ -293,12 +404,17 @@ async function main(): Promise<void> {
     out(`  remote via grid node    ${(g * 1000).toFixed(0)} µs`);
     const f = p50(floorTimes);
     out(`  floor: bare ws server running onnxruntime, no protocol  ${(f * 1000).toFixed(0)} µs  = ${(f / (l + r)).toFixed(2)}× (local + raw ws); grid node / floor = ${(g / f).toFixed(2)}×`);
-    out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs, onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs; inside the floor ${(p50(floorRunTimes) * 1000).toFixed(0)} µs; back to back locally ${(l * 1000).toFixed(0)} µs)`);
+    const pc1 = pingCpu.perRequest();
+    out(`    (of which: grid ping round trip ${(p50(pingTimes) * 1000).toFixed(0)} µs (CPU: node ${pc1.server.toFixed(0)} µs + client ${pc1.client.toFixed(0)} µs), onnxruntime inside the node ${(p50(nodeRunTimes) * 1000).toFixed(0)} µs; inside the floor ${(p50(floorRunTimes) * 1000).toFixed(0)} µs; back to back locally ${(l * 1000).toFixed(0)} µs)`);
     out(`    (onnxruntime locally after its thread sat idle ${[...idleRuns].map(([us, t]) => `${us} µs: ${(p50(t) * 1000).toFixed(0)} µs`).join(', ')}: a server's run follows the idle time between its requests, which the round trip sets)`);
     // The limit where the CPU is what holds it (a loaded machine: every wake-up waits for a core): a
     // request cannot cost less wall time than the CPU both sides spend on it, relative to the floor's.
     const [fc, gc] = [floorCpu.perRequest(), gridCpu.perRequest()];
     out(`    CPU per request: floor server ${fc.server.toFixed(0)} µs + client ${fc.client.toFixed(0)} µs; grid node ${gc.server.toFixed(0)} µs + client ${gc.client.toFixed(0)} µs: where the CPU is shared, grid node / floor ≥ ${(gc.total / fc.total).toFixed(2)}× (their CPU ratio; target ≤ 1.15×)`);
+    // What the wire format itself costs, apart from the node's machinery: the floor speaking the grid's bytes.
+    const [pf, pc] = [p50(protocolTimes), protocolCpu.perRequest()];
+    out(`  protocol floor: the same bare ws server and client, speaking the grid's wire bytes (GridClient's request frame, the node's reply frame; checked byte for byte)  ${(pf * 1000).toFixed(0)} µs = ${(pf / f).toFixed(2)}× floor; grid node / protocol floor = ${(g / pf).toFixed(2)}×  (onnxruntime inside it ${(p50(protocolRunTimes) * 1000).toFixed(0)} µs)`);
+    out(`    CPU per request: protocol floor server ${pc.server.toFixed(0)} µs + client ${pc.client.toFixed(0)} µs (the wire format: +${(pc.server - fc.server).toFixed(0)} µs + ${(pc.client - fc.client).toFixed(0)} µs over the floor); event loops: floor server ${fc.serverMain.toFixed(0)} µs, protocol floor server ${pc.serverMain.toFixed(0)} µs, grid node ${gc.serverMain.toFixed(0)} µs; grid node / protocol floor ≥ ${(gc.total / pc.total).toFixed(2)}× (their CPU ratio), node alone ${(gc.server / pc.server).toFixed(2)}×`);
     out(`  ratio remote / (local + raw ws)   ${(g / (l + r)).toFixed(2)}×  (target ≤ 1.3×)${cores >= 2 ? '  [client on core 0, node and raw ws server on core 1]' : ''}`);
     // What bounds that target here: a server that waits for each request runs onnxruntime cold (its weights
     // out of cache), unlike the back-to-back local loop; the floor pays it with no protocol at all.

@@ -5,9 +5,11 @@
 import * as fs from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { WebSocketServer } from 'ws';
+import { WebSocketServer, type WebSocket } from 'ws';
 import { rssSampler } from '../rss';
 import { loadModel, type ModelHandle } from '../../src/compute/backend';
+import { encodeMessageFrame } from '../../src/core/protocol/envelope';
+import { decodeNamedTensors, encodeNamedTensorsParts } from '../../src/core/protocol/tensor';
 
 const http = createServer();
 const rss = rssSampler();
@@ -18,14 +20,14 @@ wss.on('connection', (ws) => {
   let sink: { total: number; received: number } | undefined;
   // The floor of remote inference: each binary frame is a float32 batch for a model loaded here, run by
   // onnxruntime and answered with the output's bytes. No envelope, no checks, no session cache.
-  let model: { handle: ModelHandle; input: string; cols: number } | undefined;
+  let model: { handle: ModelHandle; input: string; cols: number; protocol: string | undefined } | undefined;
   // The floor of inference through shared memory: the model as above, its inputs and outputs in a file
   // the client names (`shm`), each binary frame three float64s (input offset, input bytes, output offset),
   // answered with the output's byte count. One reused input buffer, no envelope, no checks.
   let shm: { fd: number; buf: Buffer } | undefined;
   ws.on('message', (data, isBinary) => {
     if (!isBinary) {
-      const cmd = JSON.parse(String(data)) as { reply?: number; sink?: number; model?: string; input?: string; cols?: number; shm?: string; threads?: number; runTimes?: boolean };
+      const cmd = JSON.parse(String(data)) as { reply?: number; sink?: number; model?: string; input?: string; cols?: number; shm?: string; threads?: number; runTimes?: boolean; protocol?: string };
       // The wall time of each onnxruntime run here (the floor's side of "onnxruntime inside the node"), then forgotten.
       if (cmd.runTimes) { ws.send(JSON.stringify({ runTimes })); runTimes.length = 0; return; }
       if (cmd.shm !== undefined) shm = { fd: fs.openSync(cmd.shm, 'r+'), buf: Buffer.alloc(0) };
@@ -33,7 +35,7 @@ wss.on('connection', (ws) => {
       if (cmd.sink !== undefined) { sink = { total: cmd.sink, received: 0 }; rss.reset(); }
       if (cmd.model !== undefined) {
         void loadModel(Buffer.from(cmd.model, 'base64'), cmd.threads !== undefined ? { intraOpNumThreads: cmd.threads } : {}).then((handle) => {
-          model = { handle, input: cmd.input!, cols: cmd.cols! };
+          model = { handle, input: cmd.input!, cols: cmd.cols!, protocol: cmd.protocol };
           sink = undefined;
           ws.send('{"ready":true}');
         });
@@ -63,6 +65,10 @@ wss.on('connection', (ws) => {
       }, (err: Error) => process.stderr.write(`run failed: ${err.message}\n`));
       return;
     }
+    if (model?.protocol !== undefined) {
+      protocolFloor(ws, model.handle, model.protocol, buf);
+      return;
+    }
     if (model) {
       const m = model;
       // As the node decodes a tensor: a view of the frame when aligned (measured: no different from a copy).
@@ -80,6 +86,31 @@ wss.on('connection', (ws) => {
     ws.send(replyBytes);
   });
 });
+/**
+ * The protocol floor (`protocol`: the model id it answers to): the floor above, speaking the grid's own
+ * wire bytes for run-inference. A MESSAGE frame in (header, JSON envelope, named tensors), parsed with
+ * JSON.parse and checked minimally, the tensors decoded as views; the reply built as the node builds it
+ * (envelope with model_id, version, outputs, duration_ms, and the output tensors in one frame). No
+ * schema, no router, no session lookup, no permissions, no metrics: what the wire format itself costs.
+ */
+function protocolFloor(ws: WebSocket, handle: ModelHandle, modelId: string, buf: Buffer): void {
+  if (buf[0] !== 0x47 || buf[1] !== 0x57 || buf[2] !== 1 || buf[3] !== 1) throw new Error('not a grid MESSAGE frame');
+  const idLength = buf[5]!;
+  const jsonBytes = buf.readUInt32LE(12);
+  const bodyAt = 16 + ((idLength + 7) & ~7);
+  const env = JSON.parse(buf.toString('utf8', bodyAt, bodyAt + jsonBytes)) as { type?: unknown; request_id?: unknown; data?: { model_id?: unknown } };
+  if (env.type !== 'run-inference' || typeof env.request_id !== 'string' || env.data?.model_id !== modelId) throw new Error('not a run-inference request for the floor\'s model');
+  const feeds = decodeNamedTensors(buf.subarray(bodyAt + ((jsonBytes + 7) & ~7)));
+  const started = performance.now();
+  void handle.run(feeds).then((out) => {
+    const ms = performance.now() - started;
+    if (runTimes.length < 100_000) runTimes.push(ms);
+    const outputs: { name: string; dtype: string; dims: readonly number[] }[] = [];
+    for (const name in out) { const t = out[name]!; outputs.push({ name, dtype: t.dtype, dims: t.dims }); }
+    ws.send(encodeMessageFrame({ type: env.type as string, data: { model_id: modelId, version: '1', outputs, duration_ms: ms }, request_id: env.request_id as string }, encodeNamedTensorsParts(out)));
+  }, (err: Error) => process.stderr.write(`run failed: ${err.message}\n`));
+}
+
 http.listen(0, '127.0.0.1', () => {
   process.stdout.write(`listening on ws://127.0.0.1:${(http.address() as AddressInfo).port}\n`);
 });

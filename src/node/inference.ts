@@ -52,6 +52,52 @@ export function resolveInferenceLimits(given: Partial<InferenceLimits> = {}): In
 export function checkInferenceInputs(
   signature: ModelSignature, headers: Readonly<Record<string, TensorHeader>>, limits: InferenceLimits, outputs: readonly string[] | undefined,
 ): void {
+  const last = lastAccepted.get(signature);
+  if (last !== undefined && sameAsAccepted(last, headers, limits, outputs)) return;
+  checkInputs(signature, headers, limits, outputs);
+  const names: string[] = [];
+  const dtypes: string[] = [];
+  const dims: number[][] = [];
+  for (const name in headers) { const h = headers[name]!; names.push(name); dtypes.push(h.dtype); dims.push([...h.dims]); }
+  lastAccepted.set(signature, { limits, outputs: outputs === undefined ? undefined : [...outputs], names, dtypes, dims });
+}
+
+/**
+ * The inputs a model signature last accepted: names, dtypes and dims in order, with the outputs asked for and
+ * the limits. Every check of checkInputs is a function of these alone (a string tensor's budget counts its
+ * elements, which its dims give), so a client that repeats its request's shapes (batch-1 inference, again
+ * and again) is answered by a comparison instead of the checks.
+ */
+interface Accepted {
+  limits: InferenceLimits;
+  outputs: readonly string[] | undefined;
+  names: readonly string[];
+  dtypes: readonly string[];
+  dims: readonly (readonly number[])[];
+}
+const lastAccepted = new WeakMap<ModelSignature, Accepted>();
+
+function sameAsAccepted(a: Accepted, headers: Readonly<Record<string, TensorHeader>>, limits: InferenceLimits, outputs: readonly string[] | undefined): boolean {
+  if (a.limits !== limits) return false;
+  if (a.outputs !== outputs) {
+    if (a.outputs === undefined || outputs === undefined || a.outputs.length !== outputs.length) return false;
+    for (let i = 0; i < outputs.length; i++) if (a.outputs[i] !== outputs[i]) return false;
+  }
+  let i = 0;
+  for (const name in headers) {
+    if (i >= a.names.length || a.names[i] !== name) return false;
+    const h = headers[name]!;
+    const dims = a.dims[i]!;
+    if (h.dtype !== a.dtypes[i] || h.dims.length !== dims.length) return false;
+    for (let k = 0; k < dims.length; k++) if (h.dims[k] !== dims[k]) return false;
+    i++;
+  }
+  return i === a.names.length;
+}
+
+function checkInputs(
+  signature: ModelSignature, headers: Readonly<Record<string, TensorHeader>>, limits: InferenceLimits, outputs: readonly string[] | undefined,
+): void {
   const symbols = checkFeedShapes(signature, headers);
   let strings = 0;
   for (const [name, h] of Object.entries(headers)) {

@@ -545,10 +545,20 @@ export class ModelStore {
   }
 
   /** Runs a model version (resolved once, so a version stored meanwhile does not switch it mid-call); with `maxOutputBytes`, sizes its inputs' values decide are checked before the run. */
-  async run(ref: string | ModelInfo, feeds: NamedTensors, opts: RunOptions = {}): Promise<NamedTensors> {
-    const info = typeof ref === 'string' ? this.find(ref) : ref;
-    const key = sessionKey(info);
-    const handle = this.sessions.loaded(key) ?? await this.sessionOf(info, key);
+  run(ref: string | ModelInfo, feeds: NamedTensors, opts: RunOptions = {}): Promise<NamedTensors> {
+    try {
+      const info = typeof ref === 'string' ? this.find(ref) : ref;
+      const key = sessionKey(info);
+      const handle = this.sessions.loaded(key);
+      // A loaded session's promise is returned as is: no async wrapper (a promise and a turn) per request.
+      if (handle !== undefined) return this.runOn(handle, key, feeds, opts);
+      return this.sessionOf(info, key).then((h) => this.runOn(h, key, feeds, opts));
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  private runOn(handle: ModelHandle, key: string, feeds: NamedTensors, opts: RunOptions): Promise<NamedTensors> {
     if (opts.maxOutputBytes !== undefined) this.guards.get(key)?.check(feeds, opts.maxOutputBytes);
     return handle.run(feeds, opts);
   }

@@ -34,29 +34,29 @@ export class RedactingRouter extends GridRouter {
   }
 
   override handle<Req, Rep>(def: RequestDef<Req, Rep>, handler: (data: Req, ctx: HandlerContext) => Promise<Rep | WithAttachment<Rep>> | Rep | WithAttachment<Rep>): this {
-    return super.handle(def, (data, ctx) => this.guard(def.type, () => handler(data, ctx)));
+    return super.handle(def, this.guard(def.type, handler));
   }
 
   override stream<Req, Ev, End>(def: StreamDef<Req, Ev, End>, handler: (data: Req, ctx: StreamContext<Ev>) => Promise<End>): this {
-    return super.stream(def, (data, ctx) => this.guard(def.type, () => handler(data, ctx)));
+    return super.stream(def, this.guard(def.type, handler));
   }
 
-  /** Runs a handler; a synchronous answer stays synchronous (the server's fast path for metadata reads). */
-  private guard<T>(type: string, run: () => T): T {
-    const ready = UNCACHED.has(type) ? undefined : this.before?.();
-    if (ready !== undefined) return ready.then(() => this.settle(type, run) as unknown, (err: unknown) => { throw this.redact(type, err); }) as T;
-    return this.settle(type, run);
+  /** Errors reach the client redacted: the server hands every failing handler's error here (GridRouter.failure). */
+  override failure(type: string, err: unknown): unknown {
+    return this.redact(type, err);
   }
 
-  private settle<T>(type: string, run: () => T): T {
-    let result: T;
-    try {
-      result = run();
-    } catch (err) {
-      throw this.redact(type, err);
-    }
-    if (result instanceof Promise) return result.catch((err: unknown) => { throw this.redact(type, err); }) as T;
-    return result;
+  /**
+   * The handler behind the cache check (`before`); a synchronous answer stays synchronous (the server's fast
+   * path for metadata reads). Made once per handler: a request costs no closure of its own.
+   */
+  private guard<D, C, T>(type: string, handler: (data: D, ctx: C) => T): (data: D, ctx: C) => T {
+    if (this.before === undefined || UNCACHED.has(type)) return handler;
+    const before = this.before;
+    return (data, ctx) => {
+      const ready = before();
+      return ready === undefined ? handler(data, ctx) : ready.then(() => handler(data, ctx)) as T;
+    };
   }
 
   private redact(type: string, err: unknown): unknown {

@@ -9,7 +9,7 @@ import { ErrorCodes, GridError } from '../../src/core/errors';
 import { RunInference } from '../../src/core/protocol/messages';
 import { decodeNamedTensors, encodeNamedTensors, type NamedTensors } from '../../src/core/protocol/tensor';
 import type { GridNode } from '../../src/node/server';
-import { ADMIN_PASSWORD, startTestNode } from '../helpers/node-fixtures';
+import { ADMIN_PASSWORD, mlpModel, startTestNode } from '../helpers/node-fixtures';
 
 const MiB = 1024 * 1024;
 
@@ -252,6 +252,29 @@ function oneLetterStrings(count: number): Buffer {
   for (let p = 40; p < out.length; p += 5) { out.writeUInt32LE(1, p); out[p + 4] = 0x61; }
   return out;
 }
+
+test('a request that repeats accepted shapes runs; one that differs from them in any way is checked again', async (t) => {
+  // The node remembers the inputs a model last accepted, and answers a repeat with a comparison instead of the checks.
+  const n = await startTestNode({ inference: { maxOutputBytes: 64 } });
+  t.after(() => n.close());
+  const c = await n.admin();
+  await c.hostModel(mlpModel(4, 3, 2), { id: 'mlp', allowRemoteInference: true });
+  const x = (rows: number): NamedTensors => ({ x: { dtype: 'float32', dims: [rows, 4], data: new Float32Array(rows * 4).fill(0.5) } });
+  for (let i = 0; i < 3; i++) assert.equal((await c.runInference('mlp', x(1))).y!.data.length, 2);
+  assert.match((await rejectsWith(c.runInference('mlp', { x: { dtype: 'float64', dims: [1, 4], data: new Float64Array(4) } }), ErrorCodes.INVALID_INPUT)).message, /input "x" must be float32, got float64/);
+  assert.match((await rejectsWith(c.runInference('mlp', { x: { dtype: 'float32', dims: [1, 5], data: new Float32Array(5) } }), ErrorCodes.INVALID_INPUT)).message, /input "x" must have shape/);
+  assert.match((await rejectsWith(c.runInference('mlp', { x: { dtype: 'float32', dims: [4], data: new Float32Array(4) } }), ErrorCodes.INVALID_INPUT)).message, /input "x" must have shape/);
+  assert.match((await rejectsWith(c.runInference('mlp', { ...x(1), extra: { dtype: 'float32', dims: [1], data: new Float32Array(1) } }), ErrorCodes.INVALID_INPUT)).message, /no input "extra"/);
+  assert.match((await rejectsWith(c.runInference('mlp', {}), ErrorCodes.INVALID_INPUT)).message, /input "x" is missing/);
+  assert.match((await rejectsWith(c.runInference('mlp', { z: x(1).x! }), ErrorCodes.INVALID_INPUT)).message, /no input "z"/);
+  assert.match((await rejectsWith(c.runInference('mlp', x(9)), ErrorCodes.PAYLOAD_TOO_LARGE)).message, /output "y" would take 72 bytes/);
+  assert.equal((await c.runInference('mlp', x(1), { outputs: ['y'] })).y!.data.length, 2);
+  assert.match((await rejectsWith(c.runInference('mlp', x(1), { outputs: ['y', 'nope'] }), ErrorCodes.INVALID_INPUT)).message, /no output "nope"/);
+  assert.equal((await c.runInference('mlp', x(1))).y!.data.length, 2);
+  // The accepted shapes still run, after all those refusals and between them.
+  assert.equal((await c.runInference('mlp', x(1))).y!.data.length, 2);
+  assert.equal((await c.runInference('mlp', x(8))).y!.data.length, 16);
+});
 
 test('a huge string tensor is refused from its header: wrong element count, or over the string budget', async (t) => {
   const n = await startTestNode();

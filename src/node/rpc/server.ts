@@ -22,6 +22,7 @@ import {
 import { sendAndDrain } from '../../core/socket/drain';
 import { cameThroughProxy, clientAddress } from '../client-address';
 import { redactError } from './redact';
+import { REQUEST_CHECKS } from './request-checks';
 import type { UploadLedger } from './upload-ledger';
 import { UploadStore, type CommittedUpload, type UploadQuotas } from './uploads';
 
@@ -79,6 +80,8 @@ type StreamHandler = (data: any, ctx: StreamContext<any>) => Promise<unknown>;
 interface Route {
   def: RequestDef<any, any> | StreamDef<any, any, any>;
   handler: RequestHandler | StreamHandler;
+  /** True for data the schema accepts as is (request-checks.ts); false leaves it to the schema. */
+  accepts?: ((data: unknown) => boolean) | undefined;
 }
 
 /** Message type → validated handler. Shared by every connection of a server. */
@@ -112,6 +115,15 @@ export class GridRouter {
     return route?.def.kind === 'request' ? route.def.textBytes : undefined;
   };
 
+  /**
+   * What a failing handler of `type` (a throw or a rejection) answers with: `err` as is here. A router that
+   * rewrites errors (RedactingRouter) overrides this rather than wrapping every handler's promise: the
+   * server calls it on the failure path only, so a request that succeeds pays nothing for it.
+   */
+  failure(_type: string, err: unknown): unknown {
+    return err;
+  }
+
   rawHandler(type: string): RawHandler | undefined {
     return this.raw.find((r) => r.match(type))?.handler;
   }
@@ -122,7 +134,7 @@ export class GridRouter {
 
   private add(def: Route['def'], handler: Route['handler']): void {
     if (this.routes.has(def.type)) throw new Error(`handler for "${def.type}" registered twice`);
-    this.routes.set(def.type, { def, handler });
+    this.routes.set(def.type, { def, handler, accepts: REQUEST_CHECKS.get(def.type) });
   }
 }
 
@@ -560,16 +572,20 @@ export class GridConnection {
     const isStream = route.def.kind === 'stream';
     const limited = this.overLimit(isStream);
     if (limited !== undefined) return this.sendError(type, requestId, limited, turn);
-    const parsed = route.def.request.safeParse(msg.data);
-    if (!parsed.success) {
-      return this.sendError(type, requestId, gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`), turn);
+    let data: unknown = msg.data;
+    if (route.accepts?.(data) !== true) {
+      const parsed = route.def.request.safeParse(data);
+      if (!parsed.success) {
+        return this.sendError(type, requestId, gridError('INVALID_MESSAGE', `${type}: ${describeIssues(parsed.error)}`), turn);
+      }
+      data = parsed.data;
     }
     // Timed only for a metrics listener.
     const started = this.server.options.onRequest ? performance.now() : 0;
     const scope = new RequestScope(this, type, requestId, msg.attachment, turn);
     let result: unknown;
     try {
-      result = (route.handler as (d: unknown, c: StreamContext<unknown>) => unknown)(parsed.data, scope);
+      result = (route.handler as (d: unknown, c: StreamContext<unknown>) => unknown)(data, scope);
     } catch (err) {
       return this.failed(route, scope, started, err);
     }
@@ -629,7 +645,7 @@ export class GridConnection {
   }
 
   private failed(route: Route, scope: RequestScope, started: number, err: unknown): void {
-    const e = toGridError(err);
+    const e = toGridError(this.builtinRoutes?.get(route.def.type) === route ? err : this.server.router.failure(route.def.type, err));
     // A client can repeat the request that hits a bug: the first lines say what broke, the rest are counted.
     if (e.code === ErrorCodes.INTERNAL) this.logLimited('error', `${ErrorCodes.INTERNAL} ${route.def.type}`, { err, type: route.def.type }, `handler for ${route.def.type} failed`);
     if (!scope.aborted) this.sendError(scope.type, scope.requestId, e, scope.turn);

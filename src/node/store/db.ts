@@ -157,6 +157,10 @@ export class EmbeddedStore implements Store {
       throw err;
     } finally {
       this.active = undefined;
+      // While any AsyncLocalStorage is enabled, Node (before AsyncContextFrame) runs hooks on every promise
+      // and native callback of the process: ~10 µs of a batch-1 inference request's node CPU. The scope
+      // matters only while a transaction holds the connection; run() enables it again for the next one.
+      this.scopes.disable();
       end();
     }
   }
