@@ -5,7 +5,8 @@
 //   one-way bulk transfer of 1 GiB: GridSocket.download (chunked, acked, sha256-checked) vs raw `ws` binary
 //   frames (target ≥ 0.6×), with peak RSS growth per side; and GridSocket.upload, which also writes and
 //   fsyncs on the node, against raw ws and against this machine's disk speed measured in the same run.
-// Run: npm run bench:socket  (BENCH_QUICK=1 for a short smoke run). Bundled first, as the product ships.
+// Run: npm run bench:socket  (BENCH_QUICK=1 for a short smoke run; BENCH_SECTIONS=rr runs only request/response,
+// BENCH_SECTIONS=bulk only the transfers). Bundled first, as the product ships.
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -25,6 +26,7 @@ const BULK = quick ? 128 * 1024 * 1024 : 1024 ** 3;
 // Bundled by scripts/bench.mjs, the peer sits next to this file as .js; run from source, as .ts.
 const PEER = existsSync(`${__dirname}/servers/socket-peer.js`) ? `${__dirname}/servers/socket-peer.js` : `${__dirname}/servers/socket-peer.ts`;
 const MiB = 1024 * 1024;
+const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? 'rr,bulk').split(',').map((x) => x.trim()));
 
 function payload(n: number) {
   return { n, text: 'model-info request for digits-mlp' };
@@ -256,7 +258,7 @@ async function main(): Promise<void> {
     process.exit(0);
   }
   console.log(`machine: ${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the start`);
-  for (const placement of ['same', 'split'] as const) {
+  for (const placement of SECTIONS.has('rr') ? (['same', 'split'] as const) : []) {
     const rr = runPhase(`rr-${placement}`) as { lat: number[]; clientCpu: number[]; serverCpu: number[] };
     const [tRaw, tGrid, tSio, tJson] = rr.lat;
     const where = placement === 'same' ? 'client and servers pinned to one core' : 'client on core 0, servers on core 1';
@@ -273,6 +275,10 @@ async function main(): Promise<void> {
     console.log(`  CPU per round trip: raw ws echo ${cpu(0)}; raw ws, JSON server ${cpu(3)}; GridSocket ${cpu(1)} (GridServer): where the CPU is shared, ratio vs raw ws ≤ ${(cpuOf(0) / cpuOf(1)).toFixed(2)}×, vs raw ws with a JSON server ≤ ${(cpuOf(3) / cpuOf(1)).toFixed(2)}×`);
   }
 
+  if (!SECTIONS.has('bulk')) {
+    console.log(`  machine: ${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end`);
+    return;
+  }
   // Each transfer runs in fresh processes, alternating raw and grid; the median of three is reported.
   const mb = (b: number) => (b / MiB).toFixed(1);
   const median = (xs: Transfer[]) => [...xs].sort((a, b) => a.mbps - b.mbps)[Math.floor(xs.length / 2)]!;
