@@ -32,7 +32,7 @@ function payload(n: number) {
   return { n, text: 'model-info request for digits-mlp' };
 }
 
-/** One round trip per client, taking turns, so load from the rest of the machine hits all alike. */
+/** One round trip per client, taking turns in a shuffled order, so load from the rest of the machine hits all alike. */
 interface RoundTripper { name: string; once(i: number): Promise<void>; close(): void }
 
 /**
@@ -48,8 +48,10 @@ async function rawWsClient(url: string, server: 'echo' | 'json' = 'echo'): Promi
     name: server === 'json' ? 'raw ws, JSON server' : 'raw ws echo',
     async once(i) {
       const reply = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
-      // The same work a real client does: build an envelope, parse the reply.
-      ws.send(JSON.stringify({ type, request_id: String(i), data: payload(i) }));
+      // The same work a real client does: build an envelope, parse the reply. Sent as a Buffer in a text
+      // frame, ws's cheapest way for a small frame (it masks a copy into the header's buffer: one socket
+      // write), as GridSocket sends its small envelopes: a string costs ws a corked two-buffer write.
+      ws.send(Buffer.from(JSON.stringify({ type, request_id: String(i), data: payload(i) })), { binary: false });
       const msg = JSON.parse((await reply).toString());
       if (msg.request_id !== String(i)) throw new Error('raw ws echo out of order');
     },
@@ -97,8 +99,17 @@ function pin(pid: number, cpus: string): void {
 async function roundTrips(clients: RoundTripper[], rounds: number, cpu?: number[]): Promise<number[]> {
   const lat = clients.map(() => new Float64Array(rounds));
   const used = clients.map(() => 0);
+  // Each round in a fresh order (a seeded shuffle): no client always follows the same one, whose leftover
+  // work (a socket.io timer, a GC its garbage started) would land in the next one's time.
+  const order = clients.map((_, k) => k);
+  let seed = 0x2545f491;
   for (let i = 0; i < rounds; i++) {
-    for (let c = 0; c < clients.length; c++) {
+    for (let k = order.length - 1; k > 0; k--) {
+      seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5;
+      const j = (seed >>> 0) % (k + 1);
+      [order[k], order[j]] = [order[j]!, order[k]!];
+    }
+    for (const c of order) {
       const c0 = cpu && process.cpuUsage();
       const t0 = performance.now();
       await clients[c]!.once(i);
