@@ -5,7 +5,8 @@
 //   one-way bulk transfer of 1 GiB: GridSocket.download (chunked, acked, sha256-checked) vs raw `ws` binary
 //   frames (target ≥ 0.6×), with peak RSS growth per side; and GridSocket.upload, which also writes and
 //   fsyncs on the node, against raw ws and against this machine's disk speed measured in the same run.
-// Run: npm run bench:socket  (BENCH_QUICK=1 for a short smoke run). Bundled first, as the product ships.
+// Run: npm run bench:socket  (BENCH_QUICK=1 for a short smoke run; BENCH_SECTIONS=rr runs only request/response,
+// BENCH_SECTIONS=bulk only the transfers). Bundled first, as the product ships.
 
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
@@ -25,12 +26,13 @@ const BULK = quick ? 128 * 1024 * 1024 : 1024 ** 3;
 // Bundled by scripts/bench.mjs, the peer sits next to this file as .js; run from source, as .ts.
 const PEER = existsSync(`${__dirname}/servers/socket-peer.js`) ? `${__dirname}/servers/socket-peer.js` : `${__dirname}/servers/socket-peer.ts`;
 const MiB = 1024 * 1024;
+const SECTIONS = new Set((process.env.BENCH_SECTIONS ?? 'rr,bulk').split(',').map((x) => x.trim()));
 
 function payload(n: number) {
   return { n, text: 'model-info request for digits-mlp' };
 }
 
-/** One round trip per client, taking turns, so load from the rest of the machine hits all alike. */
+/** One round trip per client, taking turns in a shuffled order, so load from the rest of the machine hits all alike. */
 interface RoundTripper { name: string; once(i: number): Promise<void>; close(): void }
 
 /**
@@ -46,8 +48,10 @@ async function rawWsClient(url: string, server: 'echo' | 'json' = 'echo'): Promi
     name: server === 'json' ? 'raw ws, JSON server' : 'raw ws echo',
     async once(i) {
       const reply = new Promise<Buffer>((r) => ws.once('message', (d) => r(d as Buffer)));
-      // The same work a real client does: build an envelope, parse the reply.
-      ws.send(JSON.stringify({ type, request_id: String(i), data: payload(i) }));
+      // The same work a real client does: build an envelope, parse the reply. Sent as a Buffer in a text
+      // frame, ws's cheapest way for a small frame (it masks a copy into the header's buffer: one socket
+      // write), as GridSocket sends its small envelopes: a string costs ws a corked two-buffer write.
+      ws.send(Buffer.from(JSON.stringify({ type, request_id: String(i), data: payload(i) })), { binary: false });
       const msg = JSON.parse((await reply).toString());
       if (msg.request_id !== String(i)) throw new Error('raw ws echo out of order');
     },
@@ -95,8 +99,17 @@ function pin(pid: number, cpus: string): void {
 async function roundTrips(clients: RoundTripper[], rounds: number, cpu?: number[]): Promise<number[]> {
   const lat = clients.map(() => new Float64Array(rounds));
   const used = clients.map(() => 0);
+  // Each round in a fresh order (a seeded shuffle): no client always follows the same one, whose leftover
+  // work (a socket.io timer, a GC its garbage started) would land in the next one's time.
+  const order = clients.map((_, k) => k);
+  let seed = 0x2545f491;
   for (let i = 0; i < rounds; i++) {
-    for (let c = 0; c < clients.length; c++) {
+    for (let k = order.length - 1; k > 0; k--) {
+      seed ^= seed << 13; seed ^= seed >>> 17; seed ^= seed << 5;
+      const j = (seed >>> 0) % (k + 1);
+      [order[k], order[j]] = [order[j]!, order[k]!];
+    }
+    for (const c of order) {
       const c0 = cpu && process.cpuUsage();
       const t0 = performance.now();
       await clients[c]!.once(i);
@@ -256,7 +269,7 @@ async function main(): Promise<void> {
     process.exit(0);
   }
   console.log(`machine: ${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the start`);
-  for (const placement of ['same', 'split'] as const) {
+  for (const placement of SECTIONS.has('rr') ? (['same', 'split'] as const) : []) {
     const rr = runPhase(`rr-${placement}`) as { lat: number[]; clientCpu: number[]; serverCpu: number[] };
     const [tRaw, tGrid, tSio, tJson] = rr.lat;
     const where = placement === 'same' ? 'client and servers pinned to one core' : 'client on core 0, servers on core 1';
@@ -273,6 +286,10 @@ async function main(): Promise<void> {
     console.log(`  CPU per round trip: raw ws echo ${cpu(0)}; raw ws, JSON server ${cpu(3)}; GridSocket ${cpu(1)} (GridServer): where the CPU is shared, ratio vs raw ws ≤ ${(cpuOf(0) / cpuOf(1)).toFixed(2)}×, vs raw ws with a JSON server ≤ ${(cpuOf(3) / cpuOf(1)).toFixed(2)}×`);
   }
 
+  if (!SECTIONS.has('bulk')) {
+    console.log(`  machine: ${availableParallelism()} cores, load average ${loadavg().map((l) => l.toFixed(1)).join(' ')} at the end`);
+    return;
+  }
   // Each transfer runs in fresh processes, alternating raw and grid; the median of three is reported.
   const mb = (b: number) => (b / MiB).toFixed(1);
   const median = (xs: Transfer[]) => [...xs].sort((a, b) => a.mbps - b.mbps)[Math.floor(xs.length / 2)]!;

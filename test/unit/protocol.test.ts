@@ -8,6 +8,9 @@ import {
 } from '../../src/core/protocol/tensor';
 import { backoffDelay, resolveReconnect } from '../../src/core/socket/backoff';
 import { FramePool, POOLED_FRAME_BYTES } from '../../src/core/socket/frame-pool';
+import { requestText } from '../../src/core/socket/request-text';
+import { defineRequest } from '../../src/core/protocol/catalogue';
+import { z } from 'zod';
 
 function throwsCode(fn: () => unknown, code: string, message?: RegExp): void {
   assert.throws(fn, (err: unknown) => {
@@ -238,4 +241,23 @@ test('the frame pool gives big buffers back for frames of about their size, and 
   for (const b of huge) pool.give(b);
   assert.ok(pool.bytesIdle <= 32 * 1024 * 1024, `at most 32 MiB idle, held ${pool.bytesIdle}`);
   assert.equal(pool.take(64 * 1024 * 1024), undefined, 'frames over 16 MiB are not pooled');
+});
+
+describe('request text (the envelope of a request without an attachment)', () => {
+  const Echo = defineRequest('echo-"quoted"\u2028', { request: z.unknown(), reply: z.unknown() });
+  const datas: unknown[] = [
+    undefined, null, 0, -1.5e-7, 'text with "quotes", \\ and \u0000 \ud800', [1, 'two', { three: [] }],
+    { n: 1, text: 'model-info request for digits-mlp', nested: { emoji: '🙂', none: undefined, nan: Number.NaN } },
+    { at: new Date(0) }, () => 1, { toJSON: () => ({ replaced: true }) },
+  ];
+  test('is exactly JSON.stringify of the envelope, with a definition or a bare type', () => {
+    for (const data of datas) {
+      for (const def of [Echo, undefined]) {
+        const id = `0a1b2c3d-${(36 ** 3 + datas.indexOf(data)).toString(36)}`;
+        const env = data === undefined ? { type: Echo.type, request_id: id } : { type: Echo.type, request_id: id, data };
+        // Twice: the second call uses the head kept for the definition.
+        for (let k = 0; k < 2; k++) assert.equal(requestText({ def, env, id }), JSON.stringify(env), `data ${String(data)}`);
+      }
+    }
+  });
 });

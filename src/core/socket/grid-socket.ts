@@ -22,6 +22,7 @@ import { failureFromError, failureFromResponse, MAX_REFUSAL_BODY, type ConnectFa
 import { sendAndDrain } from './drain';
 import { GridStream, type StreamOptions } from './grid-stream';
 import { PendingRequests, type PendingRequest, type Reply } from './pending-requests';
+import { requestText } from './request-text';
 import type { ByteSink, ByteSource } from './transfer';
 
 export { GridStream, type StreamOptions } from './grid-stream';
@@ -92,11 +93,15 @@ const DEFAULT_TIMEOUT = 20_000;
  * keep attacker-chosen bytes from confusing proxies between a browser and a server (RFC 6455 §10.3), and
  * a loopback connection has no one in between. It spares a copy of every frame (ws masks a copy), which
  * for tensors is the largest cost of sending them. Connections to other hosts keep random keys.
+ * Small text frames are the exception (sendText): given a Buffer and a non-zero key, ws writes the
+ * masked bytes into the buffer of the frame's header, one socket write instead of two corked ones. Measured
+ * on loopback (issue 18): ~0.3-0.7 µs less client CPU per round trip for a 100-byte envelope, even at
+ * ~400 bytes, a loss from ~1 KiB on (masking costs per byte); a 3 KiB binary frame costs ~2 µs more.
  */
-function zeroMask(mask: Buffer): void {
-  mask.fill(0);
-}
-
+const SMALL_TEXT_MASK = 0x5a5a5a5a;
+/** Characters (UTF-16 units) of a text frame sent as one merged write. */
+const SMALL_TEXT_CHARS = 384;
+const TEXT_FRAME = { binary: false } as const;
 
 export interface GridSocketOptions {
   logger?: Logger;
@@ -143,6 +148,8 @@ export class GridSocket extends EventEmitter {
   /** Reused buffers for big request frames (inference inputs). */
   private readonly frames = new FramePool();
   private readonly openWaiters = new Set<{ resolve: () => void; reject: (e: GridError) => void }>();
+  /** The frame ws is about to mask is a small text frame (sendText): a loopback connection masks it. */
+  private smallText = false;
   private credentials: { username: string; password: string } | { token: string } | undefined;
   private token: string | undefined;
   private user: string | undefined;
@@ -153,6 +160,7 @@ export class GridSocket extends EventEmitter {
     this.log = options.logger ?? silentLogger;
     this.random = options.random ?? Math.random;
     this.onWsMessage = this.onWsMessage.bind(this);
+    this.loopbackMask = this.loopbackMask.bind(this);
     this.pending = new PendingRequests((p) => gridError('TIMEOUT', `${p.env.type} got no reply from ${this.url} within ${p.timeout} ms`, { timeout: p.timeout }));
     this.transfers = new Transfers({
       log: this.log,
@@ -412,7 +420,7 @@ export class GridSocket extends EventEmitter {
       maxPayload: this.connectOptions.maxPayload,
       handshakeTimeout: this.connectOptions.handshakeTimeoutMs,
       perMessageDeflate: false,
-      ...(isLocalUrl(this.url!) && { generateMask: zeroMask }),
+      ...(isLocalUrl(this.url!) && { generateMask: this.loopbackMask }),
       ...(this.connectOptions.headers && { headers: this.connectOptions.headers }),
       ...(this.connectOptions.ca !== undefined && { ca: this.connectOptions.ca }),
     });
@@ -713,7 +721,7 @@ export class GridSocket extends EventEmitter {
     p.sent = true;
     const attachment = p.attachment;
     if (attachment === undefined) {
-      ws.send(JSON.stringify(p.env));
+      this.sendText(ws, requestText(p));
       return;
     }
     let pooled: Buffer | undefined;
@@ -735,8 +743,27 @@ export class GridSocket extends EventEmitter {
   private sendEnvelope(env: Envelope): boolean {
     const ws = this.ws;
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
-    ws.send(JSON.stringify(env));
+    this.sendText(ws, JSON.stringify(env));
     return true;
+  }
+
+  private sendText(ws: WebSocket, text: string): void {
+    if (text.length > SMALL_TEXT_CHARS) {
+      ws.send(text);
+      return;
+    }
+    this.smallText = true;
+    try {
+      ws.send(Buffer.from(text), TEXT_FRAME);
+    } finally {
+      this.smallText = false;
+    }
+  }
+
+  /** ws's generateMask on a loopback connection: called by ws.send as it frames a message. */
+  private loopbackMask(mask: Buffer): void {
+    if (this.smallText) mask.writeUInt32LE(SMALL_TEXT_MASK, 0);
+    else mask.fill(0);
   }
 
   /** Sends a transfer chunk on the connection of `epoch`; waits for drain when the socket buffer is full. */
