@@ -54,8 +54,16 @@ export function useTextKernels(on: boolean): void {
  */
 let staged: Uint8Array | undefined;
 
+/** Bytes copied into SRC since the process began (what a test holds the decoders' copying to). */
+let stagedBytes = 0;
+
+export function textKernelStagedBytes(): number {
+  return stagedBytes;
+}
+
 function stage(k: Kernels, from: Uint8Array, start: number, end: number): void {
   k.bytes.set(from.subarray(start, end), SRC);
+  stagedBytes += end - start;
   staged = start === 0 ? from : undefined;
 }
 
@@ -166,14 +174,22 @@ function decode64(src: Uint8Array, out: Uint8Array, inPlace: boolean): Uint8Arra
   const n = src.length;
   const k = load();
   let i = 0, o = 0;
+  // src[from, to) is what SRC holds: the kernel resumes inside it after a group the loop below decoded
+  // (whitespace, a window's end), so each byte is copied in once, not once per stop (text with a space
+  // every few characters would otherwise copy up to a window per group).
+  let from = 0, to = 0;
   const quad = [0, 0, 0, 0];
   while (i < n) {
     if (k !== null && n - i >= 16) {
-      const take = Math.min(n - i, WINDOW) & ~15;
-      // A view isPlainAscii just checked is in SRC already (in place only: decodeBase64's callers may reuse buffers).
-      if (!(inPlace && i === 0 && staged === src)) stage(k, src, i, i + take);
+      if (i >= to || to - i < 16) {
+        from = i;
+        to = i + (Math.min(n - i, WINDOW) & ~15);
+        // A view isPlainAscii just checked is in SRC already (in place only: decodeBase64's callers may reuse buffers).
+        if (!(inPlace && i === 0 && staged === src)) stage(k, src, from, to);
+      }
+      const take = (to - i) & ~15;
       // In place (one window in all), the blocks land where `out` is; otherwise they are copied there.
-      const blocks = k.b64(SRC, take >> 4, inPlace ? DST + o : DST);
+      const blocks = k.b64(SRC + (i - from), take >> 4, inPlace ? DST + o : DST);
       if (!inPlace) out.set(k.bytes.subarray(DST, DST + blocks * 12), o);
       i += blocks * 16;
       o += blocks * 12;

@@ -363,10 +363,14 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
   private async answerCycleRequest(data: CycleRequest): Promise<{ processId: number; reply: CycleReply | Promise<CycleReply> }> {
     const process = await this.store.findProcess(data.model, data.version ?? undefined);
     if (process === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
+    // A made-up worker id is refused before it takes the cycle's lock (held to the batch's commit).
+    let worker = await this.store.worker(data.worker_id);
+    if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     const rt = await this.runtime(process.id, true);
     const cycle = await this.lockOpenCycle(rt);
-    // Read under the cycle's lock: a replica evicting this worker (evictionCycle) has committed or not begun.
-    const worker = await this.store.worker(data.worker_id);
+    // Read again under the cycle's lock where replicas share the database: one evicting this worker
+    // (evictionCycle) has committed by now or not begun.
+    if (this.store.replicated) worker = await this.store.worker(data.worker_id);
     if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     if (worker.processId !== process.id) {
       throw gridError('FORBIDDEN', `worker ${data.worker_id} authenticated for another FL process; authenticate for ${process.name} ${process.version} first`);
