@@ -93,6 +93,26 @@ test('a write from outside an open transaction waits for it, and is not rolled b
   assert.equal(await db.getMeta('out'), 'kept');
 });
 
+test('a write from outside that waited for one transaction does not run inside the next one, nor go with its rollback', async (t) => {
+  const dir = freshDir(t);
+  const db = new EmbeddedStore(path.join(dir, 'meta.db'));
+  t.after(() => db.close());
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => { release = resolve; });
+  const first = db.transaction(async () => { await held; });
+  const outside = db.setMeta('out', 'kept'); // waits for the first transaction
+  // Waits alongside it; takes the connection when the first ends, then rolls back a turn later.
+  const next = db.transaction(async () => {
+    await new Promise((resolve) => setImmediate(resolve));
+    throw new Error('boom');
+  });
+  release();
+  await first;
+  await outside;
+  await assert.rejects(next, /boom/);
+  assert.equal(await db.getMeta('out'), 'kept');
+});
+
 test('blobs are content-addressed, appear whole by rename, and unreferenced ones are swept', async (t) => {
   const dir = freshDir(t);
   const store = new BlobStore(dir);

@@ -90,23 +90,23 @@ export class EmbeddedStore implements Store {
     }
   }
 
-  /** Resolves when no transaction of another async context holds the connection. */
-  private async turn(): Promise<void> {
-    while (this.active !== undefined && this.scopes.getStore() !== this.active) await this.active.done;
-  }
+  // A statement outside a transaction waits until no transaction of another async context holds the
+  // connection, and runs in the same synchronous step as the check that found it free: after an await of
+  // its own (a helper's promise) another waiting transaction could take the connection first and the
+  // statement would run inside it, lost with its rollback.
 
   async all(sql: string, values?: SqlParams): Promise<Row[]> {
-    if (this.active !== undefined) await this.turn();
+    while (this.active !== undefined && this.scopes.getStore() !== this.active) await this.active.done;
     return this.use(sql, (st) => st.all(values as never) as Row[]);
   }
 
   async get(sql: string, values?: SqlParams): Promise<Row | undefined> {
-    if (this.active !== undefined) await this.turn();
+    while (this.active !== undefined && this.scopes.getStore() !== this.active) await this.active.done;
     return this.use(sql, (st) => (st.get(values as never) as Row | null) ?? undefined);
   }
 
   async run(sql: string, values?: SqlParams): Promise<number> {
-    if (this.active !== undefined) await this.turn();
+    while (this.active !== undefined && this.scopes.getStore() !== this.active) await this.active.done;
     return this.use(sql, (st) => st.run(values as never).changes);
   }
 
@@ -140,7 +140,7 @@ export class EmbeddedStore implements Store {
   /** Runs `fn` in one IMMEDIATE transaction: all of it is committed or none of it. */
   async transaction<T>(fn: () => Promise<T>): Promise<T> {
     if (this.active !== undefined && this.scopes.getStore() === this.active) return fn();
-    // Checked and taken in one synchronous step: after `await this.turn()` another transaction that
+    // Checked and taken in one synchronous step: after an await of its own another transaction that
     // waited alongside could already hold the connection (two BEGINs, "a transaction within a transaction").
     while (this.active !== undefined) await this.active.done;
     let end!: () => void;
