@@ -126,12 +126,7 @@ export type TextBytesField = (type: string) => string | undefined;
 
 /** parseEnvelope for bytes, checked against `limits` before they are decoded or parsed. */
 export function parseEnvelopeBytes(buf: Buffer, start: number, end: number, limits: JsonLimits, textBytes?: TextBytesField): Envelope {
-  const longest = checkJsonLimits(buf, start, end, limits);
-  if (longest !== undefined && longest.end - longest.start >= LONG_STRING_BYTES) {
-    const env = parseAroundLongString(buf, start, end, start + longest.start, start + longest.end, textBytes, false);
-    if (env !== undefined) return env;
-  }
-  return parseEnvelope(buf.toString('utf8', start, end));
+  return parseBytes(buf, start, end, limits, textBytes, false)!;
 }
 
 /**
@@ -141,19 +136,24 @@ export function parseEnvelopeBytes(buf: Buffer, start: number, end: number, limi
  * printable-ASCII check covers it, and isUtf8 reads only the bytes around it.
  */
 export function parseTextFrame(buf: Buffer, limits: JsonLimits, textBytes?: TextBytesField): Envelope | undefined {
+  return parseBytes(buf, 0, buf.length, limits, textBytes, true);
+}
+
+/** With `checkUtf8`, undefined for bytes that are not UTF-8 (whatever else is wrong with them). */
+function parseBytes(buf: Buffer, start: number, end: number, limits: JsonLimits, textBytes: TextBytesField | undefined, checkUtf8: boolean): Envelope | undefined {
   let longest: { start: number; end: number } | undefined;
   try {
-    longest = checkJsonLimits(buf, 0, buf.length, limits);
+    longest = checkJsonLimits(buf, start, end, limits);
   } catch (err) {
-    if (!isUtf8(buf)) return undefined;
+    if (checkUtf8 && !isUtf8(buf.subarray(start, end))) return undefined;
     throw err;
   }
   if (longest !== undefined && longest.end - longest.start >= LONG_STRING_BYTES) {
-    const env = parseAroundLongString(buf, 0, buf.length, longest.start, longest.end, textBytes, true);
+    const env = parseAroundLongString(buf, start, end, start + longest.start, start + longest.end, textBytes, checkUtf8);
     if (env !== undefined) return env;
   }
-  if (!isUtf8(buf)) return undefined;
-  return parseEnvelope(buf.toString('utf8'));
+  if (checkUtf8 && !isUtf8(buf.subarray(start, end))) return undefined;
+  return parseEnvelope(buf.toString('utf8', start, end));
 }
 
 /** What stands in for the long string while the rest is parsed: two NULs cannot come from a frame's own text unescaped. */

@@ -448,8 +448,9 @@ export function decodeText(text: string, accept: 'hex-or-base64' | 'base64' = 'h
 /**
  * A State sent as base64 text (a report's diff), decoded (decodeState). From a JsonText the base64 is
  * decoded straight from the frame's bytes into the kernels' memory, where the State is walked and its
- * values checked finite, so a report allocates and copies out only its tensors' floats; decodeText decides what that strict decoder refuses (it is lenient where
- * that one is strict), and decodes a string. Undefined when the text is not base64.
+ * values checked finite, so a report allocates and copies out only its tensors' floats; decodeText
+ * decides what that strict decoder refuses (it is lenient where that one is strict), and decodes a
+ * string. Undefined when the text is not base64.
  */
 export function decodeStateText(text: string | JsonText, what = 'the State', limits: StateLimits = {}, place?: FloatPlace): StateTensor[] | undefined {
   // The decoded bytes are read (and their floats copied out) before the call returns.

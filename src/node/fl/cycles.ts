@@ -370,7 +370,7 @@ export class FlEngine extends EventEmitter<{ 'cycle-closed': [CycleClosed]; 'cyc
     const cycle = await this.lockOpenCycle(rt);
     // Read again under the cycle's lock where replicas share the database: one evicting this worker
     // (evictionCycle) has committed by now or not begun.
-    if (this.store.replicated) worker = await this.store.worker(data.worker_id);
+    if (this.store.db.kind === 'postgres') worker = await this.store.worker(data.worker_id);
     if (worker === undefined) throw gridError('NOT_FOUND', PYGRID.processNotFound);
     if (worker.processId !== process.id) {
       throw gridError('FORBIDDEN', `worker ${data.worker_id} authenticated for another FL process; authenticate for ${process.name} ${process.version} first`);

@@ -314,11 +314,6 @@ export class FlStore {
     return id;
   }
 
-  /** Whether other replicas share this database (PostgreSQL): their batches interleave with this one's. */
-  get replicated(): boolean {
-    return this.db.kind === 'postgres';
-  }
-
   async worker(id: string): Promise<{ id: string; processId: number } | undefined> {
     const r = await this.db.get('SELECT id, process_id FROM fl_workers WHERE id = ?', [id]);
     return r === undefined ? undefined : { id: String(r.id), processId: num(r.process_id) };
