@@ -40,6 +40,9 @@ const registry = new CellRegistry();
 const pendingCalls = new Map<number, PendingCall>();
 let nextCallId = 1;
 let current: RunningCell | undefined;
+/** Recent cells by execId: code a cell left running (an interrupted cell's awaits) still finds its own signal. */
+const cells = new Map<number, RunningCell>();
+const CELLS_KEPT = 64;
 /**
  * The cell whose code is running now: its timers, promises and callbacks carry it, so what they print
  * after the cell ended (or while a later cell runs) goes to the cell that printed it, as in Jupyter.
@@ -61,6 +64,12 @@ function send(message: WorkerToHost): void {
 
 function owner(): number | undefined {
   return printingCell.getStore() ?? current?.execId ?? lastExecId;
+}
+
+/** The cell whose code is running now: the running one, or an earlier one whose timer or promise fired. */
+function cellNow(): RunningCell | undefined {
+  const execId = printingCell.getStore();
+  return (execId === undefined ? undefined : cells.get(execId)) ?? current;
 }
 
 function emit(output: CellOutput): boolean {
@@ -114,7 +123,7 @@ function interruptedError(method: string): GridError {
 }
 
 function hostCall(method: GridBridgeMethod, args: unknown[], site: Error): Promise<unknown> {
-  const cell = current;
+  const cell = cellNow();
   if (cell?.interrupted) return Promise.reject(interruptedError(method));
   const execId = cell?.execId ?? lastExecId ?? 0;
   const callId = nextCallId++;
@@ -153,6 +162,7 @@ function atCallSite(err: Error, call: PendingCall): Error {
 
 function interrupt(execId: number): void {
   if (current?.execId !== execId) return;
+  if (current.interrupted) return;
   current.interrupted = true;
   for (const [callId, call] of pendingCalls) {
     if (call.execId !== execId) continue;
@@ -186,14 +196,17 @@ function importFromNotebook(specifier: unknown, options?: unknown): Promise<unkn
 async function execute(request: ExecuteRequest): Promise<void> {
   const { execId } = request;
   const fileName = join(process.cwd(), `__grid_cell_${execId}__.${request.language === 'typescript' ? 'ts' : 'js'}`);
-  current = { execId, fileName, abort: new AbortController(), interrupted: false };
+  const cell: RunningCell = { execId, fileName, abort: new AbortController(), interrupted: false };
+  current = cell;
+  cells.set(execId, cell);
+  if (cells.size > CELLS_KEPT) cells.delete(cells.keys().next().value!);
   lastExecId = execId;
   try {
     const compiled = await compileCell(request.code, request.language, request.cellName);
-    if (current.interrupted) throw gridError('ABORTED', 'the cell was interrupted before it started');
+    if (cell.interrupted) throw gridError('ABORTED', 'the cell was interrupted before it started');
     registry.register(fileName, request.cellName, compiled);
     const script = new vm.Script(compiled.code, { filename: fileName });
-    const value: unknown = await printingCell.run(execId, () => script.runInThisContext({ displayErrors: false }));
+    const value: unknown = await untilInterrupted(printingCell.run(execId, () => script.runInThisContext({ displayErrors: false })), cell.abort.signal);
     if (value !== undefined) emit({ kind: 'display', data: toMimeBundle(value), result: true });
     send({ type: 'executeReply', execId, ok: true });
   } catch (err) {
@@ -201,6 +214,27 @@ async function execute(request: ExecuteRequest): Promise<void> {
   } finally {
     if (current?.execId === execId) current = undefined;
   }
+}
+
+/**
+ * The cell's outcome, or its interrupt: a cell awaiting anything (a timer, fetch, fs, a polling loop)
+ * ends on the interrupt with its state kept, instead of waiting to be killed with the process. Only a
+ * cell that blocks the event loop never sees the interrupt, and the host restarts the process then.
+ * The cell gets one turn of the loop first, so one that stops by itself (a grid call rejected, a wait
+ * on grid.signal) ends with its own error at its own line. What it leaves running goes on; its grid
+ * calls are refused and grid.signal stays aborted for it, and what it prints is that cell's late output.
+ */
+function untilInterrupted(result: unknown, signal: AbortSignal): Promise<unknown> {
+  const outcome = Promise.resolve(result);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => setImmediate(() => reject(signal.reason));
+    signal.addEventListener('abort', onAbort, { once: true });
+    // Both handlers: a rejection after the interrupt was answered is already reported, never a stray one.
+    outcome.then(
+      (value) => { signal.removeEventListener('abort', onAbort); resolve(value); },
+      (err: unknown) => { signal.removeEventListener('abort', onAbort); reject(err); },
+    );
+  });
 }
 
 /**
@@ -259,7 +293,7 @@ function main(): void {
       return hostCall(method, args, site);
     },
     display,
-    signal: () => current?.abort.signal ?? AbortSignal.abort(gridError('ABORTED', 'no cell is running')),
+    signal: () => cellNow()?.abort.signal ?? AbortSignal.abort(gridError('ABORTED', 'no cell is running')),
   });
   Object.assign(globalThis, { grid, display, require: notebookRequire });
   process.on('uncaughtException', reportStray);

@@ -4,6 +4,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PNG } from 'pngjs';
@@ -11,7 +13,7 @@ import { encodeTensorProto } from '../../src/compute/onnx/tensor-proto';
 import { writeNpy } from '../../src/core/npy';
 import { tensorFromValues } from '../../src/core/protocol/tensor';
 import type { KernelHost, LateOutput } from '../../src/kernel';
-import { notebookDir, plainOf, run, startKernel, stderrOf, stdoutOf, value } from './kernel-harness';
+import { notebookDir, plainOf, run, startKernel, stderrOf, stdoutOf, value, within } from './kernel-harness';
 
 describe('one notebook session', () => {
   let kernel: KernelHost;
@@ -295,6 +297,68 @@ describe('interrupt, restart and crashes', () => {
       assert.equal(await value(kernel, '1 + 1'), '2');
       assert.notEqual(kernel.pid, pidBefore);
       assert.equal(kernel.executionCount, 2, 'counting starts again in the new process');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('a cell awaiting a timer, a polling loop or a request stops at once on interrupt, keeping state and process', async () => {
+    // Long enough that a kill after the grace (the bug: any await but a grid call) is told apart from the answer.
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    const stalled = createServer(() => { /* never answers */ });
+    await new Promise<void>((resolve) => stalled.listen(0, '127.0.0.1', resolve));
+    const port = (stalled.address() as AddressInfo).port;
+    try {
+      await value(kernel, 'const x = 41;');
+      const pid = kernel.pid;
+      const lost: string[] = [];
+      kernel.onDidLoseState((e) => lost.push(e.reason));
+      const waits = {
+        timer: 'await new Promise((r) => setTimeout(r, 600_000));',
+        'polling loop': 'for (;;) await new Promise((r) => setTimeout(r, 20));',
+        request: `await fetch("http://127.0.0.1:${port}/");`,
+      };
+      for (const [what, wait] of Object.entries(waits)) {
+        let waiting!: () => void;
+        const isWaiting = new Promise<void>((resolve) => { waiting = resolve; });
+        const running = run(kernel, `console.log("waiting");\n${wait}`, { onOutput: (o) => { if (o.kind === 'stream') waiting(); } });
+        await within(isWaiting, `${what}: the cell starting to wait`);
+        await within(kernel.interrupt(), `${what}: the interrupt`);
+        const { result, outputs } = await running;
+        assert.equal(result.status, 'interrupted', what);
+        assert.equal(result.stateLost, false, `${what}: the cell was awaiting; no restart was needed`);
+        assert.equal(result.error?.code, 'GRID_ERR_ABORTED', what);
+        const error = outputs.at(-1);
+        assert.ok(error?.kind === 'error', what);
+        assert.match(error.error.message, /interrupted/, what);
+      }
+      assert.equal(kernel.pid, pid, 'the same kernel process');
+      assert.deepEqual(lost, []);
+      assert.equal(await value(kernel, 'x + 1'), '42');
+      assert.equal(kernel.executionCount, 5, 'counting went on');
+    } finally {
+      await kernel.dispose();
+      stalled.closeAllConnections();
+      await new Promise<void>((resolve) => stalled.close(() => resolve()));
+    }
+  });
+
+  test('an interrupted cell\'s leftover code sees grid.signal aborted and its grid calls refused', async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    try {
+      let waiting!: () => void;
+      const isWaiting = new Promise<void>((resolve) => { waiting = resolve; });
+      const running = run(kernel, [
+        'console.log("waiting");',
+        'await new Promise((r) => setTimeout(r, 100));',
+        'globalThis.after = { aborted: grid.signal.aborted, call: await grid.models().then(() => "ran", (e) => e.code) };',
+      ].join('\n'), { onOutput: (o) => { if (o.kind === 'stream') waiting(); } });
+      await within(isWaiting, 'the cell starting to wait');
+      await within(kernel.interrupt(), 'the interrupt');
+      assert.equal((await running).result.stateLost, false);
+      // The next cell waits for the leftover to finish; grid.signal is the new cell's own, not aborted.
+      assert.equal(await value(kernel, 'while (!globalThis.after) await new Promise((r) => setTimeout(r, 10)); [grid.signal.aborted, after.aborted, after.call].join()'),
+        'false,true,GRID_ERR_ABORTED');
     } finally {
       await kernel.dispose();
     }
