@@ -34,6 +34,12 @@ export interface WorkerConfig {
   maxStreamBytesPerCell: number;
 }
 
+/** What a cell shows, on stderr, where its stream output went past `maxStreamBytesPerCell`. */
+export function truncationNotice(maxStreamBytesPerCell: number): string {
+  const size = maxStreamBytesPerCell >= 1048576 ? `${Math.round(maxStreamBytesPerCell / 1048576)} MiB` : `${Math.round(maxStreamBytesPerCell / 1024)} KiB`;
+  return `\n[output truncated: this cell printed more than ${size}]\n`;
+}
+
 /** A grid call that failed on the host side, as it crosses the channel. */
 export interface HostCallError {
   name: string;

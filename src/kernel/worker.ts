@@ -15,7 +15,7 @@ import { toMimeBundle } from './display';
 import { createGridApi, methodOf, type DisplayFn } from './grid-api';
 import { complete, inspect } from './introspect';
 import {
-  isHostMessage, type CellOutput, type ExecuteRequest, type HostCallReply, type IntrospectRequest, type WorkerConfig, type WorkerToHost,
+  isHostMessage, truncationNotice, type CellOutput, type ExecuteRequest, type HostCallReply, type IntrospectRequest, type WorkerConfig, type WorkerToHost,
 } from './protocol';
 import { adoptCellFrames, CellRegistry, installStackMapping, toCellError } from './stack';
 
@@ -93,7 +93,7 @@ function emitStream(stream: 'stdout' | 'stderr', text: string): boolean {
   if (streamBudget.bytes > config.maxStreamBytesPerCell) {
     // Bounded: a cell printing in a tight loop must not queue unbounded IPC messages.
     streamBudget.truncated = true;
-    text = `\n[output truncated: this cell printed more than ${Math.round(config.maxStreamBytesPerCell / 1048576)} MiB]\n`;
+    text = truncationNotice(config.maxStreamBytesPerCell);
     stream = 'stderr';
   }
   return emit({ kind: 'stream', stream, text });

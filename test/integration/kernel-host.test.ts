@@ -266,6 +266,31 @@ describe('one notebook session', () => {
   });
 });
 
+describe('output bounds', () => {
+  test('what child processes write straight to the kernel\'s stdout/stderr counts against the per-cell cap', async () => {
+    const cap = 64 * 1024;
+    const kernel = await startKernel({ maxStreamBytesPerCell: cap });
+    try {
+      const cells = {
+        spawnSync: 'require("node:child_process").spawnSync("head", ["-c", "1000000", "/dev/zero"], { stdio: ["ignore", "inherit", "inherit"] }).status',
+        // Raw bytes on top of the cell's own console output: one budget for both.
+        'console and spawn': 'console.log("x".repeat(40_000));\nconst c = require("node:child_process").spawn("sh", ["-c", "head -c 1000000 /dev/zero >&2"], { stdio: ["ignore", "inherit", "inherit"] });\nawait new Promise((r) => c.on("exit", r));\nc.exitCode',
+      };
+      for (const [what, code] of Object.entries(cells)) {
+        const { result, outputs } = await run(kernel, code, { language: 'javascript' });
+        assert.equal(result.status, 'ok', `${what}: ${result.error?.stack}`);
+        assert.deepEqual(plainOf(outputs), ['0'], what);
+        const shown = stdoutOf(outputs).length + stderrOf(outputs).length;
+        assert.ok(shown < cap + 200, `${what}: ${shown} characters reached the cell`);
+        assert.ok(stderrOf(outputs).endsWith('[output truncated: this cell printed more than 64 KiB]\n'), `${what}: ${stderrOf(outputs).slice(-80)}`);
+      }
+      assert.equal(await value(kernel, 'console.log("fresh budget"); 1'), '1', 'the next cell has its own budget');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+});
+
 describe('interrupt, restart and crashes', () => {
   test('while (true) {} is stopped within the interrupt timeout; the cell says state was lost; the kernel works after', async () => {
     const interruptTimeoutMs = 1000;
