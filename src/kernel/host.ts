@@ -3,6 +3,7 @@
 // host (or a test); no `vscode` here, so the NotebookController on top stays a thin adapter.
 
 import { fork, type ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { GridError, gridError } from '../core/errors';
@@ -473,6 +474,11 @@ export class KernelHost {
   private ensureProcess(): Promise<KernelProcess> {
     const current = this.proc;
     if (current && !current.exited) return current.ready.then(() => current);
+    // Checked first: a missing cwd fails the spawn as `spawn <node> ENOENT`, which blames Node.
+    const { cwd } = this.options;
+    if (cwd !== undefined && !isDirectory(cwd)) {
+      return Promise.reject(gridError('NOT_FOUND', `the notebook's folder ${cwd} does not exist (moved or deleted?), and the kernel runs its cells there. Reopen the notebook from where it is now`));
+    }
     const proc = this.spawn();
     this.proc = proc;
     this.updateStatus();
@@ -511,7 +517,18 @@ export class KernelHost {
     });
     child.on('error', (err) => {
       this.logger.error('kernel process error', { error: err.message });
-      proc.fail(gridError('INTERNAL', `the kernel process could not be started: ${err.message}`));
+      if (child.pid !== undefined) {
+        proc.fail(gridError('INTERNAL', `the kernel process failed: ${err.message}`));
+        return;
+      }
+      // Never spawned: no 'exit' follows, so this is its end (dispose() awaits exitedPromise).
+      proc.fail(gridError('INTERNAL', `the kernel process could not be started (${this.options.execPath} in ${this.options.cwd ?? process.cwd()}): ${err.message}`));
+      if (proc.exited) return;
+      proc.exited = true;
+      exited();
+      this.abortCalls(proc, 'the kernel process could not be started');
+      if (this.proc === proc) this.proc = undefined;
+      this.updateStatus();
     });
     child.on('exit', (code, signal) => {
       proc.exited = true;
@@ -677,6 +694,14 @@ export function wrapText(text: string, width: number): string {
     lines.push(line);
   }
   return lines.join('\n');
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function toWire(err: unknown): HostCallError {

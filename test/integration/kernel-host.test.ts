@@ -436,6 +436,39 @@ describe('interrupt, restart and crashes', () => {
     assert.throws(() => kernel.execute('1'), { code: 'GRID_ERR_DISPOSED' });
   });
 
+  test('a notebook folder that no longer exists fails each cell naming the folder, and dispose returns', async () => {
+    const nb = await notebookDir();
+    await nb.remove(); // the notebook's folder was deleted or renamed
+    const kernel = await startKernel({ cwd: nb.dir });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const { result, outputs } = await within(run(kernel, '1'), `cell ${i}`);
+        assert.equal(result.status, 'error');
+        assert.equal(result.error?.name, 'KernelStartFailed');
+        assert.equal(result.error?.code, 'GRID_ERR_NOT_FOUND');
+        assert.ok(result.error!.message.includes(`the notebook's folder ${nb.dir} does not exist`), result.error!.message);
+        assert.equal(outputs.filter((o) => o.kind === 'error').length, 1);
+      }
+      assert.equal(kernel.status, 'stopped');
+    } finally {
+      await within(kernel.dispose(), 'dispose', 20_000);
+    }
+  });
+
+  test('a Node binary that cannot be started fails the cell naming it, and dispose returns', async () => {
+    const kernel = await startKernel({ execPath: '/nonexistent/node' });
+    try {
+      const { result } = await within(run(kernel, '1'), 'the cell');
+      assert.equal(result.status, 'error');
+      assert.equal(result.error?.name, 'KernelStartFailed');
+      assert.match(result.error!.message, /could not be started \(\/nonexistent\/node in .*\): spawn \/nonexistent\/node ENOENT/);
+      assert.equal(kernel.status, 'stopped');
+      assert.equal((await within(run(kernel, '2'), 'the second cell')).result.error?.name, 'KernelStartFailed', 'the next cell tries again and says so');
+    } finally {
+      await within(kernel.dispose(), 'dispose', 20_000);
+    }
+  });
+
   test('a worker path that does not exist fails the cell with a clear message', async () => {
     const kernel = await startKernel({ workerPath: '/nonexistent/kernel-worker.js' });
     try {
