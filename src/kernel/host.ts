@@ -513,7 +513,16 @@ export class KernelHost {
       this.kill(proc);
     }, this.options.startTimeoutMs);
     child.on('message', (message: unknown) => {
-      if (isWorkerMessage(message)) this.onMessage(proc, message);
+      // A cell can process.send() anything on this channel: what is not ours is logged and dropped.
+      if (!isWorkerMessage(message)) {
+        this.logger.warn('kernel process sent a malformed message; ignored', { message: describeMessage(message) });
+        return;
+      }
+      try {
+        this.onMessage(proc, message);
+      } catch (err) {
+        this.logger.error('kernel message handling failed', { type: message.type, error: String(err) });
+      }
     });
     child.on('error', (err) => {
       this.logger.error('kernel process error', { error: err.message });
@@ -694,6 +703,13 @@ export function wrapText(text: string, width: number): string {
     lines.push(line);
   }
   return lines.join('\n');
+}
+
+/** What the log says of a malformed message: its type and field names, never its (maybe huge) content. */
+function describeMessage(message: unknown): string {
+  if (typeof message !== 'object' || message === null) return typeof message;
+  const type = (message as { type?: unknown }).type;
+  return `type ${typeof type === 'string' ? JSON.stringify(type.slice(0, 40)) : typeof type}, fields ${Object.keys(message).slice(0, 10).join(', ')}`;
 }
 
 function isDirectory(path: string): boolean {

@@ -469,6 +469,36 @@ describe('interrupt, restart and crashes', () => {
     }
   });
 
+  test('malformed messages a cell sends on the kernel channel are logged and dropped; the host and the cell go on', async () => {
+    const warnings: string[] = [];
+    const uncaught: Error[] = [];
+    const onUncaught = (err: Error) => uncaught.push(err);
+    process.on('uncaughtException', onUncaught);
+    const kernel = await startKernel({ logger: { debug() {}, warn: (m, d) => warnings.push(`${m} ${JSON.stringify(d)}`), error: (m) => warnings.push(m) } });
+    try {
+      await value(kernel, '1');
+      const bad = [
+        '{ type: "output", execId: 2 }',
+        '{ type: "output", execId: 2, output: { kind: "display" } }',
+        '{ type: "output", execId: 2, output: { kind: "stream", stream: "stdout", text: 5 } }',
+        '{ type: "output", execId: 2, output: { kind: "error", error: "boom" } }',
+        '{ type: "executeReply", execId: 2, ok: false }',
+        '{ type: "hostCall", execId: 2, callId: "x", method: "models" }',
+        '{ type: "pong" }',
+      ];
+      const { result, outputs } = await run(kernel, `for (const m of [${bad.join(', ')}]) process.send(m);\nconsole.log("still here");\n2`);
+      assert.equal(result.status, 'ok', result.error?.stack);
+      assert.equal(stdoutOf(outputs), 'still here\n');
+      assert.deepEqual(plainOf(outputs), ['2']);
+      assert.equal(warnings.filter((w) => w.startsWith('kernel process sent a malformed message; ignored')).length, bad.length, warnings.join('\n'));
+      assert.deepEqual(uncaught, []);
+      assert.equal(await value(kernel, '3'), '3');
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      await kernel.dispose();
+    }
+  });
+
   test('a worker path that does not exist fails the cell with a clear message', async () => {
     const kernel = await startKernel({ workerPath: '/nonexistent/kernel-worker.js' });
     try {
