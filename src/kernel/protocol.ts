@@ -30,7 +30,7 @@ export type CellOutput =
 
 /** Settings the host hands the worker on its command line (JSON, argv[2]). */
 export interface WorkerConfig {
-  /** Stream output bytes one cell may send before the rest is dropped with a note. */
+  /** Output bytes (streams and new displays) one cell may send before the rest is dropped with a note. */
   maxStreamBytesPerCell: number;
 }
 

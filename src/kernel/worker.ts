@@ -50,7 +50,7 @@ const CELLS_KEPT = 64;
 const printingCell = new AsyncLocalStorage<number>();
 /** Output from outside any cell's code (a module loaded earlier, native callbacks) goes to the last cell. */
 let lastExecId: number | undefined;
-/** Stream bytes per cell, for the most recent cells (a timer of an old cell may keep printing). */
+/** Output bytes (streams and displays) per cell, for the most recent cells (a timer of an old cell may keep printing). */
 const streamBudgets = new Map<number, { bytes: number; truncated: boolean }>();
 const BUDGETS_KEPT = 64;
 const originalWrite = {
@@ -79,24 +79,52 @@ function emit(output: CellOutput): boolean {
   return true;
 }
 
+/** The output budget of cell `execId` (streams and displays), kept for the most recent cells. */
+function budgetOf(execId: number): { bytes: number; truncated: boolean } {
+  let budget = streamBudgets.get(execId);
+  if (budget === undefined) {
+    budget = { bytes: 0, truncated: false };
+    streamBudgets.set(execId, budget);
+    if (streamBudgets.size > BUDGETS_KEPT) streamBudgets.delete(streamBudgets.keys().next().value!);
+  }
+  return budget;
+}
+
 function emitStream(stream: 'stdout' | 'stderr', text: string): boolean {
   const execId = owner();
   if (execId === undefined) return false;
-  let streamBudget = streamBudgets.get(execId);
-  if (streamBudget === undefined) {
-    streamBudget = { bytes: 0, truncated: false };
-    streamBudgets.set(execId, streamBudget);
-    if (streamBudgets.size > BUDGETS_KEPT) streamBudgets.delete(streamBudgets.keys().next().value!);
-  }
-  if (streamBudget.truncated) return true;
-  streamBudget.bytes += Buffer.byteLength(text);
-  if (streamBudget.bytes > config.maxStreamBytesPerCell) {
+  const budget = budgetOf(execId);
+  if (budget.truncated) return true;
+  budget.bytes += Buffer.byteLength(text);
+  if (budget.bytes > config.maxStreamBytesPerCell) {
     // Bounded: a cell printing in a tight loop must not queue unbounded IPC messages.
-    streamBudget.truncated = true;
+    budget.truncated = true;
     text = truncationNotice(config.maxStreamBytesPerCell);
     stream = 'stderr';
   }
   return emit({ kind: 'stream', stream, text });
+}
+
+/**
+ * Displays share the cell's budget: a new one adds its size. An update replaces its display in place, so
+ * it adds nothing, and the cell's value (Out[n]) still shows past the cap; but neither may be larger
+ * than the whole budget.
+ */
+function emitDisplay(output: Extract<CellOutput, { kind: 'display' }>): void {
+  const execId = owner();
+  if (execId === undefined) return;
+  const budget = budgetOf(execId);
+  const counted = !output.update && !output.result;
+  if (budget.truncated && counted) return;
+  let bytes = 0;
+  for (const data of Object.values(output.data)) bytes += typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
+  if (counted) budget.bytes += bytes;
+  if (budget.bytes > config.maxStreamBytesPerCell || bytes > config.maxStreamBytesPerCell) {
+    if (!budget.truncated) emit({ kind: 'stream', stream: 'stderr', text: truncationNotice(config.maxStreamBytesPerCell) });
+    budget.truncated = true;
+    if (counted || bytes > config.maxStreamBytesPerCell) return;
+  }
+  emit(output);
 }
 
 function patchStream(stream: 'stdout' | 'stderr'): void {
@@ -112,10 +140,10 @@ function patchStream(stream: 'stdout' | 'stderr'): void {
 
 const display: DisplayFn = (value, options) => {
   const opts = typeof options === 'string' ? { mime: options } : (options ?? {});
-  const output: CellOutput = { kind: 'display', data: toMimeBundle(value, opts.mime) };
+  const output: Extract<CellOutput, { kind: 'display' }> = { kind: 'display', data: toMimeBundle(value, opts.mime) };
   if (opts.id !== undefined) output.displayId = opts.id;
   if (opts.update) output.update = true;
-  emit(output);
+  emitDisplay(output);
 };
 
 function interruptedError(method: string): GridError {
@@ -207,7 +235,7 @@ async function execute(request: ExecuteRequest): Promise<void> {
     registry.register(fileName, request.cellName, compiled);
     const script = new vm.Script(compiled.code, { filename: fileName });
     const value: unknown = await untilInterrupted(printingCell.run(execId, () => script.runInThisContext({ displayErrors: false })), cell.abort.signal);
-    if (value !== undefined) emit({ kind: 'display', data: toMimeBundle(value), result: true });
+    if (value !== undefined) emitDisplay({ kind: 'display', data: toMimeBundle(value), result: true });
     send({ type: 'executeReply', execId, ok: true });
   } catch (err) {
     send({ type: 'executeReply', execId, ok: false, error: toCellError(err, fileName) });

@@ -267,7 +267,7 @@ describe('one notebook session', () => {
 });
 
 describe('output bounds', () => {
-  test('what child processes write straight to the kernel\'s stdout/stderr counts against the per-cell cap', async () => {
+  test('the per-cell output cap bounds what child processes write straight to stdout/stderr, and display()', async () => {
     const cap = 64 * 1024;
     const kernel = await startKernel({ maxStreamBytesPerCell: cap });
     try {
@@ -285,6 +285,18 @@ describe('output bounds', () => {
         assert.ok(stderrOf(outputs).endsWith('[output truncated: this cell printed more than 64 KiB]\n'), `${what}: ${stderrOf(outputs).slice(-80)}`);
       }
       assert.equal(await value(kernel, 'console.log("fresh budget"); 1'), '1', 'the next cell has its own budget');
+
+      // display() shares the budget: new displays add up; updates replace theirs in place and do not.
+      const many = await run(kernel, 'for (let i = 0; i < 100; i++) display("x".repeat(2000));\nconsole.log("after");\n"done"');
+      assert.equal(many.result.status, 'ok');
+      const displays = many.outputs.filter((o) => o.kind === 'display' && !o.result).length;
+      assert.ok(displays >= 20 && displays < 40, `${displays} displays of 2000 characters reached the cell`);
+      assert.equal(plainOf(many.outputs).at(-1), 'done', 'the cell\'s value still shows');
+      assert.ok(stderrOf(many.outputs).endsWith('[output truncated: this cell printed more than 64 KiB]\n'), stderrOf(many.outputs));
+      assert.equal(stdoutOf(many.outputs), '', 'nothing after the cap');
+      const updates = await run(kernel, 'display("0", { id: "p" });\nfor (let i = 1; i <= 200; i++) display(String(i).repeat(1000), { id: "p", update: true });\n"done"');
+      assert.equal(updates.outputs.filter((o) => o.kind === 'display').length, 202, 'every update and the value');
+      assert.equal(stderrOf(updates.outputs), '');
     } finally {
       await kernel.dispose();
     }
