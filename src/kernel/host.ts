@@ -3,12 +3,13 @@
 // host (or a test); no `vscode` here, so the NotebookController on top stays a thin adapter.
 
 import { fork, type ChildProcess } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { GridError, gridError } from '../core/errors';
 import { isGridBridgeMethod, type GridBridge } from './bridge';
 import {
-  isWorkerMessage, type CellError, type CellLanguage, type CellOutput, type HostCallError, type HostCallRequest,
+  isWorkerMessage, truncationNotice, type CellError, type CellLanguage, type CellOutput, type HostCallError, type HostCallRequest,
   type HostToWorker, type WorkerConfig, type WorkerToHost,
 } from './protocol';
 import type { IntrospectReply } from './protocol';
@@ -123,6 +124,9 @@ interface Execution {
   killTimer?: NodeJS.Timeout;
   calls: Map<number, AbortController>;
   pendingStream?: { stream: 'stdout' | 'stderr'; text: string };
+  /** Stream bytes given to the cell, its console's and what child processes wrote to the kernel's stdout/stderr. */
+  streamBytes: number;
+  streamTruncated: boolean;
   flushScheduled: boolean;
   abortListener?: () => void;
 }
@@ -139,12 +143,15 @@ interface KernelProcess {
   pings: Map<number, { start: number; resolve(ms: number): void; reject(err: Error): void }>;
   introspections: Map<number, (reply: IntrospectReply | undefined) => void>;
   stderrTail: string;
+  /** Bytes of raw output sent to the log while no cell of this process ran (bounded: a `yes` left running). */
+  rawLogged: number;
   markReady(): void;
   fail(err: Error): void;
 }
 
 const noopLogger: KernelLogger = { debug() {}, warn() {}, error() {} };
 const RECENT_LIMIT = 256;
+const RAW_LOG_LIMIT = 64 * 1024;
 
 export class KernelHost {
   private readonly options: Required<Pick<KernelOptions, 'workerPath' | 'execPath' | 'execArgv' | 'interruptTimeoutMs' | 'startTimeoutMs' | 'stopOnError' | 'maxStreamBytesPerCell'>> & KernelOptions;
@@ -211,7 +218,7 @@ export class KernelHost {
     const settled = new Promise<ExecutionResult>((r) => { resolve = r; });
     const ex: Execution = {
       execId: this.nextExecId++, code, options, settled, resolve,
-      interrupting: false, done: false, calls: new Map(), flushScheduled: false,
+      interrupting: false, done: false, calls: new Map(), streamBytes: 0, streamTruncated: false, flushScheduled: false,
     };
     const { signal } = options;
     if (signal?.aborted) {
@@ -396,6 +403,13 @@ export class KernelHost {
       this.safely(() => ex.options.onOutput?.(output));
       return;
     }
+    // The worker bounds its console; this bounds the cell's whole stream, raw bytes from child processes included.
+    if (ex.streamTruncated) return;
+    ex.streamBytes += Buffer.byteLength(output.text);
+    if (ex.streamBytes > this.options.maxStreamBytesPerCell) {
+      ex.streamTruncated = true;
+      output = { kind: 'stream', stream: 'stderr', text: truncationNotice(this.options.maxStreamBytesPerCell) };
+    }
     if (ex.pendingStream && ex.pendingStream.stream !== output.stream) this.flush(ex);
     if (ex.pendingStream) ex.pendingStream.text += output.text;
     else ex.pendingStream = { stream: output.stream, text: output.text };
@@ -460,6 +474,11 @@ export class KernelHost {
   private ensureProcess(): Promise<KernelProcess> {
     const current = this.proc;
     if (current && !current.exited) return current.ready.then(() => current);
+    // Checked first: a missing cwd fails the spawn as `spawn <node> ENOENT`, which blames Node.
+    const { cwd } = this.options;
+    if (cwd !== undefined && !isDirectory(cwd)) {
+      return Promise.reject(gridError('NOT_FOUND', `the notebook's folder ${cwd} does not exist (moved or deleted?), and the kernel runs its cells there. Reopen the notebook from where it is now`));
+    }
     const proc = this.spawn();
     this.proc = proc;
     this.updateStatus();
@@ -485,7 +504,7 @@ export class KernelHost {
     const exitedPromise = new Promise<void>((r) => { exited = r; });
     const proc: KernelProcess = {
       child, ready, isReady: false, exited: false, exitedPromise, killed: false,
-      calls: new Map(), pings: new Map(), introspections: new Map(), stderrTail: '',
+      calls: new Map(), pings: new Map(), introspections: new Map(), stderrTail: '', rawLogged: 0,
       markReady: () => { proc.isReady = true; clearTimeout(startTimer); markReady(); },
       fail: (err) => { clearTimeout(startTimer); fail(err); },
     };
@@ -494,11 +513,31 @@ export class KernelHost {
       this.kill(proc);
     }, this.options.startTimeoutMs);
     child.on('message', (message: unknown) => {
-      if (isWorkerMessage(message)) this.onMessage(proc, message);
+      // A cell can process.send() anything on this channel: what is not ours is logged and dropped.
+      if (!isWorkerMessage(message)) {
+        this.logger.warn('kernel process sent a malformed message; ignored', { message: describeMessage(message) });
+        return;
+      }
+      try {
+        this.onMessage(proc, message);
+      } catch (err) {
+        this.logger.error('kernel message handling failed', { type: message.type, error: String(err) });
+      }
     });
     child.on('error', (err) => {
       this.logger.error('kernel process error', { error: err.message });
-      proc.fail(gridError('INTERNAL', `the kernel process could not be started: ${err.message}`));
+      if (child.pid !== undefined) {
+        proc.fail(gridError('INTERNAL', `the kernel process failed: ${err.message}`));
+        return;
+      }
+      // Never spawned: no 'exit' follows, so this is its end (dispose() awaits exitedPromise).
+      proc.fail(gridError('INTERNAL', `the kernel process could not be started (${this.options.execPath} in ${this.options.cwd ?? process.cwd()}): ${err.message}`));
+      if (proc.exited) return;
+      proc.exited = true;
+      exited();
+      this.abortCalls(proc, 'the kernel process could not be started');
+      if (this.proc === proc) this.proc = undefined;
+      this.updateStatus();
     });
     child.on('exit', (code, signal) => {
       proc.exited = true;
@@ -549,8 +588,14 @@ export class KernelHost {
   /** Bytes a cell wrote around our console (native code, child processes it spawned). */
   private onRawOutput(proc: KernelProcess, stream: 'stdout' | 'stderr', chunk: Buffer): void {
     const ex = this.running;
-    if (proc === this.proc && ex && ex.proc === proc) this.deliver(ex, { kind: 'stream', stream, text: chunk.toString('utf8') });
-    else this.logger.debug(`kernel ${stream}`, { text: chunk.toString('utf8') });
+    if (proc === this.proc && ex && ex.proc === proc) {
+      this.deliver(ex, { kind: 'stream', stream, text: chunk.toString('utf8') });
+      return;
+    }
+    if (proc.rawLogged >= RAW_LOG_LIMIT) return;
+    proc.rawLogged += chunk.length;
+    this.logger.debug(`kernel ${stream}`, { text: chunk.toString('utf8') });
+    if (proc.rawLogged >= RAW_LOG_LIMIT) this.logger.warn(`kernel ${stream}: more than ${RAW_LOG_LIMIT / 1024} KiB written outside any cell; the rest of this process's such output is dropped`);
   }
 
   private onExit(proc: KernelProcess, code: number | null, signal: NodeJS.Signals | null): void {
@@ -595,6 +640,9 @@ export class KernelHost {
     this.abortCalls(proc, 'the kernel process was stopped');
     proc.fail(gridError('ABORTED', 'the kernel process was stopped before it was ready'));
     if (!proc.exited) proc.child.kill('SIGKILL');
+    // A child process the cell left writing to our pipes (`yes` with stdio inherited) dies of EPIPE.
+    proc.child.stdout?.destroy();
+    proc.child.stderr?.destroy();
     this.updateStatus();
   }
 
@@ -655,6 +703,21 @@ export function wrapText(text: string, width: number): string {
     lines.push(line);
   }
   return lines.join('\n');
+}
+
+/** What the log says of a malformed message: its type and field names, never its (maybe huge) content. */
+function describeMessage(message: unknown): string {
+  if (typeof message !== 'object' || message === null) return typeof message;
+  const type = (message as { type?: unknown }).type;
+  return `type ${typeof type === 'string' ? JSON.stringify(type.slice(0, 40)) : typeof type}, fields ${Object.keys(message).slice(0, 10).join(', ')}`;
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }
 
 function toWire(err: unknown): HostCallError {

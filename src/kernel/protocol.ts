@@ -30,8 +30,14 @@ export type CellOutput =
 
 /** Settings the host hands the worker on its command line (JSON, argv[2]). */
 export interface WorkerConfig {
-  /** Stream output bytes one cell may send before the rest is dropped with a note. */
+  /** Output bytes (streams and new displays) one cell may send before the rest is dropped with a note. */
   maxStreamBytesPerCell: number;
+}
+
+/** What a cell shows, on stderr, where its stream output went past `maxStreamBytesPerCell`. */
+export function truncationNotice(maxStreamBytesPerCell: number): string {
+  const size = maxStreamBytesPerCell >= 1048576 ? `${Math.round(maxStreamBytesPerCell / 1048576)} MiB` : `${Math.round(maxStreamBytesPerCell / 1024)} KiB`;
+  return `\n[output truncated: this cell printed more than ${size}]\n`;
 }
 
 /** A grid call that failed on the host side, as it crosses the channel. */
@@ -142,8 +148,56 @@ export type WorkerToHost = ReadyEvent | OutputEvent | ExecuteReply | HostCallReq
 const workerMessageTypes = new Set<string>(['ready', 'output', 'executeReply', 'hostCall', 'pong', 'introspectReply']);
 const hostMessageTypes = new Set<string>(['execute', 'interrupt', 'hostCallReply', 'ping', 'introspect']);
 
+/**
+ * The worker's messages, checked field by field: cell code can `process.send` anything on the same
+ * channel, and a malformed message must be dropped here, not throw in the extension host.
+ */
 export function isWorkerMessage(value: unknown): value is WorkerToHost {
-  return typeof value === 'object' && value !== null && workerMessageTypes.has((value as { type?: unknown }).type as string);
+  if (!isRecord(value) || !workerMessageTypes.has(value.type as string)) return false;
+  const m = value;
+  switch (m.type) {
+    case 'ready': return isCount(m.pid) && typeof m.nodeVersion === 'string';
+    case 'output': return isCount(m.execId) && isCellOutput(m.output);
+    case 'executeReply': return isCount(m.execId) && (m.ok === true || (m.ok === false && isCellError(m.error)));
+    case 'hostCall': return isCount(m.callId) && isCount(m.execId) && typeof m.method === 'string' && Array.isArray(m.args);
+    case 'pong': return isCount(m.id);
+    case 'introspectReply':
+      return isCount(m.id) && Array.isArray(m.matches) && m.matches.every((x) => typeof x === 'string')
+        && isCount(m.start) && isCount(m.end) && (m.data === undefined || isWireMimeBundle(m.data));
+    default: return false;
+  }
+}
+
+export function isCellOutput(value: unknown): value is CellOutput {
+  if (!isRecord(value)) return false;
+  switch (value.kind) {
+    case 'stream': return (value.stream === 'stdout' || value.stream === 'stderr') && typeof value.text === 'string';
+    case 'display':
+      return isWireMimeBundle(value.data) && isOptional(value.displayId, 'string') && isOptional(value.update, 'boolean') && isOptional(value.result, 'boolean');
+    case 'error': return isCellError(value.error);
+    default: return false;
+  }
+}
+
+function isCellError(value: unknown): value is CellError {
+  return isRecord(value) && typeof value.name === 'string' && typeof value.message === 'string' && typeof value.stack === 'string'
+    && isOptional(value.line, 'number') && isOptional(value.column, 'number') && isOptional(value.code, 'string');
+}
+
+function isWireMimeBundle(value: unknown): value is MimeBundle {
+  return isRecord(value) && !Array.isArray(value) && Object.values(value).every((v) => typeof v === 'string' || v instanceof Uint8Array);
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null;
+}
+
+function isCount(value: unknown): value is number {
+  return Number.isSafeInteger(value) && (value as number) >= 0;
+}
+
+function isOptional(value: unknown, type: 'string' | 'number' | 'boolean'): boolean {
+  return value === undefined || typeof value === type;
 }
 
 export function isHostMessage(value: unknown): value is HostToWorker {

@@ -15,7 +15,7 @@ import { toMimeBundle } from './display';
 import { createGridApi, methodOf, type DisplayFn } from './grid-api';
 import { complete, inspect } from './introspect';
 import {
-  isHostMessage, type CellOutput, type ExecuteRequest, type HostCallReply, type IntrospectRequest, type WorkerConfig, type WorkerToHost,
+  isHostMessage, truncationNotice, type CellOutput, type ExecuteRequest, type HostCallReply, type IntrospectRequest, type WorkerConfig, type WorkerToHost,
 } from './protocol';
 import { adoptCellFrames, CellRegistry, installStackMapping, toCellError } from './stack';
 
@@ -40,6 +40,9 @@ const registry = new CellRegistry();
 const pendingCalls = new Map<number, PendingCall>();
 let nextCallId = 1;
 let current: RunningCell | undefined;
+/** Recent cells by execId: code a cell left running (an interrupted cell's awaits) still finds its own signal. */
+const cells = new Map<number, RunningCell>();
+const CELLS_KEPT = 64;
 /**
  * The cell whose code is running now: its timers, promises and callbacks carry it, so what they print
  * after the cell ended (or while a later cell runs) goes to the cell that printed it, as in Jupyter.
@@ -47,7 +50,7 @@ let current: RunningCell | undefined;
 const printingCell = new AsyncLocalStorage<number>();
 /** Output from outside any cell's code (a module loaded earlier, native callbacks) goes to the last cell. */
 let lastExecId: number | undefined;
-/** Stream bytes per cell, for the most recent cells (a timer of an old cell may keep printing). */
+/** Output bytes (streams and displays) per cell, for the most recent cells (a timer of an old cell may keep printing). */
 const streamBudgets = new Map<number, { bytes: number; truncated: boolean }>();
 const BUDGETS_KEPT = 64;
 const originalWrite = {
@@ -63,6 +66,12 @@ function owner(): number | undefined {
   return printingCell.getStore() ?? current?.execId ?? lastExecId;
 }
 
+/** The cell whose code is running now: the running one, or an earlier one whose timer or promise fired. */
+function cellNow(): RunningCell | undefined {
+  const execId = printingCell.getStore();
+  return (execId === undefined ? undefined : cells.get(execId)) ?? current;
+}
+
 function emit(output: CellOutput): boolean {
   const execId = owner();
   if (execId === undefined) return false;
@@ -70,24 +79,52 @@ function emit(output: CellOutput): boolean {
   return true;
 }
 
+/** The output budget of cell `execId` (streams and displays), kept for the most recent cells. */
+function budgetOf(execId: number): { bytes: number; truncated: boolean } {
+  let budget = streamBudgets.get(execId);
+  if (budget === undefined) {
+    budget = { bytes: 0, truncated: false };
+    streamBudgets.set(execId, budget);
+    if (streamBudgets.size > BUDGETS_KEPT) streamBudgets.delete(streamBudgets.keys().next().value!);
+  }
+  return budget;
+}
+
 function emitStream(stream: 'stdout' | 'stderr', text: string): boolean {
   const execId = owner();
   if (execId === undefined) return false;
-  let streamBudget = streamBudgets.get(execId);
-  if (streamBudget === undefined) {
-    streamBudget = { bytes: 0, truncated: false };
-    streamBudgets.set(execId, streamBudget);
-    if (streamBudgets.size > BUDGETS_KEPT) streamBudgets.delete(streamBudgets.keys().next().value!);
-  }
-  if (streamBudget.truncated) return true;
-  streamBudget.bytes += Buffer.byteLength(text);
-  if (streamBudget.bytes > config.maxStreamBytesPerCell) {
+  const budget = budgetOf(execId);
+  if (budget.truncated) return true;
+  budget.bytes += Buffer.byteLength(text);
+  if (budget.bytes > config.maxStreamBytesPerCell) {
     // Bounded: a cell printing in a tight loop must not queue unbounded IPC messages.
-    streamBudget.truncated = true;
-    text = `\n[output truncated: this cell printed more than ${Math.round(config.maxStreamBytesPerCell / 1048576)} MiB]\n`;
+    budget.truncated = true;
+    text = truncationNotice(config.maxStreamBytesPerCell);
     stream = 'stderr';
   }
   return emit({ kind: 'stream', stream, text });
+}
+
+/**
+ * Displays share the cell's budget: a new one adds its size. An update replaces its display in place, so
+ * it adds nothing, and the cell's value (Out[n]) still shows past the cap; but neither may be larger
+ * than the whole budget.
+ */
+function emitDisplay(output: Extract<CellOutput, { kind: 'display' }>): void {
+  const execId = owner();
+  if (execId === undefined) return;
+  const budget = budgetOf(execId);
+  const counted = !output.update && !output.result;
+  if (budget.truncated && counted) return;
+  let bytes = 0;
+  for (const data of Object.values(output.data)) bytes += typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
+  if (counted) budget.bytes += bytes;
+  if (budget.bytes > config.maxStreamBytesPerCell || bytes > config.maxStreamBytesPerCell) {
+    if (!budget.truncated) emit({ kind: 'stream', stream: 'stderr', text: truncationNotice(config.maxStreamBytesPerCell) });
+    budget.truncated = true;
+    if (counted || bytes > config.maxStreamBytesPerCell) return;
+  }
+  emit(output);
 }
 
 function patchStream(stream: 'stdout' | 'stderr'): void {
@@ -103,10 +140,10 @@ function patchStream(stream: 'stdout' | 'stderr'): void {
 
 const display: DisplayFn = (value, options) => {
   const opts = typeof options === 'string' ? { mime: options } : (options ?? {});
-  const output: CellOutput = { kind: 'display', data: toMimeBundle(value, opts.mime) };
+  const output: Extract<CellOutput, { kind: 'display' }> = { kind: 'display', data: toMimeBundle(value, opts.mime) };
   if (opts.id !== undefined) output.displayId = opts.id;
   if (opts.update) output.update = true;
-  emit(output);
+  emitDisplay(output);
 };
 
 function interruptedError(method: string): GridError {
@@ -114,7 +151,7 @@ function interruptedError(method: string): GridError {
 }
 
 function hostCall(method: GridBridgeMethod, args: unknown[], site: Error): Promise<unknown> {
-  const cell = current;
+  const cell = cellNow();
   if (cell?.interrupted) return Promise.reject(interruptedError(method));
   const execId = cell?.execId ?? lastExecId ?? 0;
   const callId = nextCallId++;
@@ -153,6 +190,7 @@ function atCallSite(err: Error, call: PendingCall): Error {
 
 function interrupt(execId: number): void {
   if (current?.execId !== execId) return;
+  if (current.interrupted) return;
   current.interrupted = true;
   for (const [callId, call] of pendingCalls) {
     if (call.execId !== execId) continue;
@@ -186,21 +224,45 @@ function importFromNotebook(specifier: unknown, options?: unknown): Promise<unkn
 async function execute(request: ExecuteRequest): Promise<void> {
   const { execId } = request;
   const fileName = join(process.cwd(), `__grid_cell_${execId}__.${request.language === 'typescript' ? 'ts' : 'js'}`);
-  current = { execId, fileName, abort: new AbortController(), interrupted: false };
+  const cell: RunningCell = { execId, fileName, abort: new AbortController(), interrupted: false };
+  current = cell;
+  cells.set(execId, cell);
+  if (cells.size > CELLS_KEPT) cells.delete(cells.keys().next().value!);
   lastExecId = execId;
   try {
     const compiled = await compileCell(request.code, request.language, request.cellName);
-    if (current.interrupted) throw gridError('ABORTED', 'the cell was interrupted before it started');
+    if (cell.interrupted) throw gridError('ABORTED', 'the cell was interrupted before it started');
     registry.register(fileName, request.cellName, compiled);
     const script = new vm.Script(compiled.code, { filename: fileName });
-    const value: unknown = await printingCell.run(execId, () => script.runInThisContext({ displayErrors: false }));
-    if (value !== undefined) emit({ kind: 'display', data: toMimeBundle(value), result: true });
+    const value: unknown = await untilInterrupted(printingCell.run(execId, () => script.runInThisContext({ displayErrors: false })), cell.abort.signal);
+    if (value !== undefined) emitDisplay({ kind: 'display', data: toMimeBundle(value), result: true });
     send({ type: 'executeReply', execId, ok: true });
   } catch (err) {
     send({ type: 'executeReply', execId, ok: false, error: toCellError(err, fileName) });
   } finally {
     if (current?.execId === execId) current = undefined;
   }
+}
+
+/**
+ * The cell's outcome, or its interrupt: a cell awaiting anything (a timer, fetch, fs, a polling loop)
+ * ends on the interrupt with its state kept, instead of waiting to be killed with the process. Only a
+ * cell that blocks the event loop never sees the interrupt, and the host restarts the process then.
+ * The cell gets one turn of the loop first, so one that stops by itself (a grid call rejected, a wait
+ * on grid.signal) ends with its own error at its own line. What it leaves running goes on; its grid
+ * calls are refused and grid.signal stays aborted for it, and what it prints is that cell's late output.
+ */
+function untilInterrupted(result: unknown, signal: AbortSignal): Promise<unknown> {
+  const outcome = Promise.resolve(result);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => setImmediate(() => reject(signal.reason));
+    signal.addEventListener('abort', onAbort, { once: true });
+    // Both handlers: a rejection after the interrupt was answered is already reported, never a stray one.
+    outcome.then(
+      (value) => { signal.removeEventListener('abort', onAbort); resolve(value); },
+      (err: unknown) => { signal.removeEventListener('abort', onAbort); reject(err); },
+    );
+  });
 }
 
 /**
@@ -259,7 +321,7 @@ function main(): void {
       return hostCall(method, args, site);
     },
     display,
-    signal: () => current?.abort.signal ?? AbortSignal.abort(gridError('ABORTED', 'no cell is running')),
+    signal: () => cellNow()?.abort.signal ?? AbortSignal.abort(gridError('ABORTED', 'no cell is running')),
   });
   Object.assign(globalThis, { grid, display, require: notebookRequire });
   process.on('uncaughtException', reportStray);

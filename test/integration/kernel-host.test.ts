@@ -4,6 +4,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { PNG } from 'pngjs';
@@ -11,7 +13,7 @@ import { encodeTensorProto } from '../../src/compute/onnx/tensor-proto';
 import { writeNpy } from '../../src/core/npy';
 import { tensorFromValues } from '../../src/core/protocol/tensor';
 import type { KernelHost, LateOutput } from '../../src/kernel';
-import { notebookDir, plainOf, run, startKernel, stderrOf, stdoutOf, value } from './kernel-harness';
+import { notebookDir, plainOf, run, startKernel, stderrOf, stdoutOf, value, within } from './kernel-harness';
 
 describe('one notebook session', () => {
   let kernel: KernelHost;
@@ -264,6 +266,43 @@ describe('one notebook session', () => {
   });
 });
 
+describe('output bounds', () => {
+  test('the per-cell output cap bounds what child processes write straight to stdout/stderr, and display()', async () => {
+    const cap = 64 * 1024;
+    const kernel = await startKernel({ maxStreamBytesPerCell: cap });
+    try {
+      const cells = {
+        spawnSync: 'require("node:child_process").spawnSync("head", ["-c", "1000000", "/dev/zero"], { stdio: ["ignore", "inherit", "inherit"] }).status',
+        // Raw bytes on top of the cell's own console output: one budget for both.
+        'console and spawn': 'console.log("x".repeat(40_000));\nconst c = require("node:child_process").spawn("sh", ["-c", "head -c 1000000 /dev/zero >&2"], { stdio: ["ignore", "inherit", "inherit"] });\nawait new Promise((r) => c.on("exit", r));\nc.exitCode',
+      };
+      for (const [what, code] of Object.entries(cells)) {
+        const { result, outputs } = await run(kernel, code, { language: 'javascript' });
+        assert.equal(result.status, 'ok', `${what}: ${result.error?.stack}`);
+        assert.deepEqual(plainOf(outputs), ['0'], what);
+        const shown = stdoutOf(outputs).length + stderrOf(outputs).length;
+        assert.ok(shown < cap + 200, `${what}: ${shown} characters reached the cell`);
+        assert.ok(stderrOf(outputs).endsWith('[output truncated: this cell printed more than 64 KiB]\n'), `${what}: ${stderrOf(outputs).slice(-80)}`);
+      }
+      assert.equal(await value(kernel, 'console.log("fresh budget"); 1'), '1', 'the next cell has its own budget');
+
+      // display() shares the budget: new displays add up; updates replace theirs in place and do not.
+      const many = await run(kernel, 'for (let i = 0; i < 100; i++) display("x".repeat(2000));\nconsole.log("after");\n"done"');
+      assert.equal(many.result.status, 'ok');
+      const displays = many.outputs.filter((o) => o.kind === 'display' && !o.result).length;
+      assert.ok(displays >= 20 && displays < 40, `${displays} displays of 2000 characters reached the cell`);
+      assert.equal(plainOf(many.outputs).at(-1), 'done', 'the cell\'s value still shows');
+      assert.ok(stderrOf(many.outputs).endsWith('[output truncated: this cell printed more than 64 KiB]\n'), stderrOf(many.outputs));
+      assert.equal(stdoutOf(many.outputs), '', 'nothing after the cap');
+      const updates = await run(kernel, 'display("0", { id: "p" });\nfor (let i = 1; i <= 200; i++) display(String(i).repeat(1000), { id: "p", update: true });\n"done"');
+      assert.equal(updates.outputs.filter((o) => o.kind === 'display').length, 202, 'every update and the value');
+      assert.equal(stderrOf(updates.outputs), '');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+});
+
 describe('interrupt, restart and crashes', () => {
   test('while (true) {} is stopped within the interrupt timeout; the cell says state was lost; the kernel works after', async () => {
     const interruptTimeoutMs = 1000;
@@ -295,6 +334,68 @@ describe('interrupt, restart and crashes', () => {
       assert.equal(await value(kernel, '1 + 1'), '2');
       assert.notEqual(kernel.pid, pidBefore);
       assert.equal(kernel.executionCount, 2, 'counting starts again in the new process');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('a cell awaiting a timer, a polling loop or a request stops at once on interrupt, keeping state and process', async () => {
+    // Long enough that a kill after the grace (the bug: any await but a grid call) is told apart from the answer.
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    const stalled = createServer(() => { /* never answers */ });
+    await new Promise<void>((resolve) => stalled.listen(0, '127.0.0.1', resolve));
+    const port = (stalled.address() as AddressInfo).port;
+    try {
+      await value(kernel, 'const x = 41;');
+      const pid = kernel.pid;
+      const lost: string[] = [];
+      kernel.onDidLoseState((e) => lost.push(e.reason));
+      const waits = {
+        timer: 'await new Promise((r) => setTimeout(r, 600_000));',
+        'polling loop': 'for (;;) await new Promise((r) => setTimeout(r, 20));',
+        request: `await fetch("http://127.0.0.1:${port}/");`,
+      };
+      for (const [what, wait] of Object.entries(waits)) {
+        let waiting!: () => void;
+        const isWaiting = new Promise<void>((resolve) => { waiting = resolve; });
+        const running = run(kernel, `console.log("waiting");\n${wait}`, { onOutput: (o) => { if (o.kind === 'stream') waiting(); } });
+        await within(isWaiting, `${what}: the cell starting to wait`);
+        await within(kernel.interrupt(), `${what}: the interrupt`);
+        const { result, outputs } = await running;
+        assert.equal(result.status, 'interrupted', what);
+        assert.equal(result.stateLost, false, `${what}: the cell was awaiting; no restart was needed`);
+        assert.equal(result.error?.code, 'GRID_ERR_ABORTED', what);
+        const error = outputs.at(-1);
+        assert.ok(error?.kind === 'error', what);
+        assert.match(error.error.message, /interrupted/, what);
+      }
+      assert.equal(kernel.pid, pid, 'the same kernel process');
+      assert.deepEqual(lost, []);
+      assert.equal(await value(kernel, 'x + 1'), '42');
+      assert.equal(kernel.executionCount, 5, 'counting went on');
+    } finally {
+      await kernel.dispose();
+      stalled.closeAllConnections();
+      await new Promise<void>((resolve) => stalled.close(() => resolve()));
+    }
+  });
+
+  test('an interrupted cell\'s leftover code sees grid.signal aborted and its grid calls refused', async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    try {
+      let waiting!: () => void;
+      const isWaiting = new Promise<void>((resolve) => { waiting = resolve; });
+      const running = run(kernel, [
+        'console.log("waiting");',
+        'await new Promise((r) => setTimeout(r, 100));',
+        'globalThis.after = { aborted: grid.signal.aborted, call: await grid.models().then(() => "ran", (e) => e.code) };',
+      ].join('\n'), { onOutput: (o) => { if (o.kind === 'stream') waiting(); } });
+      await within(isWaiting, 'the cell starting to wait');
+      await within(kernel.interrupt(), 'the interrupt');
+      assert.equal((await running).result.stateLost, false);
+      // The next cell waits for the leftover to finish; grid.signal is the new cell's own, not aborted.
+      assert.equal(await value(kernel, 'while (!globalThis.after) await new Promise((r) => setTimeout(r, 10)); [grid.signal.aborted, after.aborted, after.call].join()'),
+        'false,true,GRID_ERR_ABORTED');
     } finally {
       await kernel.dispose();
     }
@@ -345,6 +446,69 @@ describe('interrupt, restart and crashes', () => {
     assert.equal(kernel.status, 'disposed');
     assert.throws(() => process.kill(pid, 0), { code: 'ESRCH' }, 'the kernel process is gone');
     assert.throws(() => kernel.execute('1'), { code: 'GRID_ERR_DISPOSED' });
+  });
+
+  test('a notebook folder that no longer exists fails each cell naming the folder, and dispose returns', async () => {
+    const nb = await notebookDir();
+    await nb.remove(); // the notebook's folder was deleted or renamed
+    const kernel = await startKernel({ cwd: nb.dir });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const { result, outputs } = await within(run(kernel, '1'), `cell ${i}`);
+        assert.equal(result.status, 'error');
+        assert.equal(result.error?.name, 'KernelStartFailed');
+        assert.equal(result.error?.code, 'GRID_ERR_NOT_FOUND');
+        assert.ok(result.error!.message.includes(`the notebook's folder ${nb.dir} does not exist`), result.error!.message);
+        assert.equal(outputs.filter((o) => o.kind === 'error').length, 1);
+      }
+      assert.equal(kernel.status, 'stopped');
+    } finally {
+      await within(kernel.dispose(), 'dispose', 20_000);
+    }
+  });
+
+  test('a Node binary that cannot be started fails the cell naming it, and dispose returns', async () => {
+    const kernel = await startKernel({ execPath: '/nonexistent/node' });
+    try {
+      const { result } = await within(run(kernel, '1'), 'the cell');
+      assert.equal(result.status, 'error');
+      assert.equal(result.error?.name, 'KernelStartFailed');
+      assert.match(result.error!.message, /could not be started \(\/nonexistent\/node in .*\): spawn \/nonexistent\/node ENOENT/);
+      assert.equal(kernel.status, 'stopped');
+      assert.equal((await within(run(kernel, '2'), 'the second cell')).result.error?.name, 'KernelStartFailed', 'the next cell tries again and says so');
+    } finally {
+      await within(kernel.dispose(), 'dispose', 20_000);
+    }
+  });
+
+  test('malformed messages a cell sends on the kernel channel are logged and dropped; the host and the cell go on', async () => {
+    const warnings: string[] = [];
+    const uncaught: Error[] = [];
+    const onUncaught = (err: Error) => uncaught.push(err);
+    process.on('uncaughtException', onUncaught);
+    const kernel = await startKernel({ logger: { debug() {}, warn: (m, d) => warnings.push(`${m} ${JSON.stringify(d)}`), error: (m) => warnings.push(m) } });
+    try {
+      await value(kernel, '1');
+      const bad = [
+        '{ type: "output", execId: 2 }',
+        '{ type: "output", execId: 2, output: { kind: "display" } }',
+        '{ type: "output", execId: 2, output: { kind: "stream", stream: "stdout", text: 5 } }',
+        '{ type: "output", execId: 2, output: { kind: "error", error: "boom" } }',
+        '{ type: "executeReply", execId: 2, ok: false }',
+        '{ type: "hostCall", execId: 2, callId: "x", method: "models" }',
+        '{ type: "pong" }',
+      ];
+      const { result, outputs } = await run(kernel, `for (const m of [${bad.join(', ')}]) process.send(m);\nconsole.log("still here");\n2`);
+      assert.equal(result.status, 'ok', result.error?.stack);
+      assert.equal(stdoutOf(outputs), 'still here\n');
+      assert.deepEqual(plainOf(outputs), ['2']);
+      assert.equal(warnings.filter((w) => w.startsWith('kernel process sent a malformed message; ignored')).length, bad.length, warnings.join('\n'));
+      assert.deepEqual(uncaught, []);
+      assert.equal(await value(kernel, '3'), '3');
+    } finally {
+      process.off('uncaughtException', onUncaught);
+      await kernel.dispose();
+    }
   });
 
   test('a worker path that does not exist fails the cell with a clear message', async () => {

@@ -76,7 +76,9 @@ export class GridNotebookController implements vscode.Disposable {
     c.description = 'TypeScript/JavaScript cells with the grid API';
     c.detail = 'Runs cells in a separate Node process; grid.* calls use the sidebar\'s node connections.';
     c.executeHandler = (cells, notebook) => this.execute(cells, notebook);
-    c.interruptHandler = (notebook) => this.interrupt(notebook);
+    // No interruptHandler: with one, VS Code calls it for any stop (even a queued cell's) and never fires
+    // the cells' cancellation tokens. Without it, stop fires the token of that cell: a queued cell leaves
+    // the queue alone, the running one is interrupted (runCell), and the toolbar's stop fires them all.
     this.controller = c;
     this.disposables.push(
       c, this.finished, this.noticed,
@@ -85,7 +87,9 @@ export class GridNotebookController implements vscode.Disposable {
           this.selected.add(notebook);
           void this.stampMetadata(notebook);
         } else {
+          // Another kernel took the notebook: this one's process would only hold memory and variables.
           this.selected.delete(notebook);
+          void this.disposeKernel(notebook);
         }
       }),
       vscode.workspace.onDidOpenNotebookDocument((nb) => this.setAffinity(nb)),
@@ -117,11 +121,6 @@ export class GridNotebookController implements vscode.Disposable {
     if (!kernel) return false;
     await (await kernel).host.restart();
     return true;
-  }
-
-  async interrupt(notebook: vscode.NotebookDocument): Promise<void> {
-    const kernel = this.kernels.get(notebook);
-    if (kernel) await (await kernel).host.interrupt();
   }
 
   /** The notebook's kernel process id, if one runs (tests and the log). */

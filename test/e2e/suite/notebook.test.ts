@@ -4,8 +4,8 @@
 // the inference result, the digit as a PNG item, the live metrics item of training and FedAvg, and the
 // sidebar showing what the cells served. Then a runaway cell is interrupted, and the kernel restarted.
 import * as assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'mocha';
 import * as vscode from 'vscode';
 import type { GridExtensionApi } from '../../../src/extension/main';
@@ -223,6 +223,55 @@ describe('Grid notebook kernel', function () {
     assert.match(text(check), /42/);
   });
 
+  it('the stop button of a queued cell takes only that cell out of the queue; that of an awaiting cell stops it with its state kept', async () => {
+    const release = join(dirname(notebook.uri.fsPath), 'release-first.flag');
+    rmSync(release, { force: true });
+    const keep = await appendCell('const survivor = "kept";');
+    await run(keep);
+    const first = await appendCell(`console.log("waiting");\nwhile (!require("node:fs").existsSync(${JSON.stringify(release)})) await new Promise((r) => setTimeout(r, 50));\n"first done"`);
+    const second = await appendCell('"second ran"');
+    const third = await appendCell('"third ran"');
+    const finished = new Map<vscode.NotebookCell, string>();
+    const sub = api.notebooks.onDidFinishCell(({ cell, result }) => finished.set(cell, result.status));
+    try {
+      // Not awaited: the command resolves when the cells have run.
+      const ran = Promise.resolve(vscode.commands.executeCommand('notebook.cell.execute', { ranges: [{ start: first.index, end: third.index + 1 }], document: notebook.uri }));
+      await until(() => text(first).includes('waiting'), 'the first cell starts waiting', () => text(first), 30_000);
+      await vscode.commands.executeCommand('notebook.cell.cancelExecution', { ranges: [{ start: second.index, end: second.index + 1 }], document: notebook.uri });
+      await until(() => finished.has(second), 'the stopped queued cell ends', () => `${[...finished.values()].join()} | ${summary()}`, 30_000);
+      assert.equal(finished.get(second), 'cancelled');
+      assert.equal(finished.has(first), false, `the running cell goes on (${finished.get(first)}): ${text(first)}`);
+      assert.equal(finished.has(third), false, 'the other queued cell stays queued');
+      writeFileSync(release, '');
+      await until(() => first.executionSummary?.success !== undefined && third.executionSummary?.success !== undefined && third.executionSummary.timing !== undefined,
+        'the first and third cells end', () => summary(), 60_000);
+      assert.equal(first.executionSummary?.success, true, text(first));
+      assert.match(text(first), /first done/);
+      assert.equal(third.executionSummary?.success, true, text(third));
+      assert.match(text(third), /third ran/);
+      assert.doesNotMatch(text(second), /second ran/);
+      assert.equal(second.executionSummary?.success, undefined, 'the cancelled cell has no success mark');
+      await ran;
+
+      // Its own stop button on a cell awaiting a plain timer: interrupted, nothing restarted.
+      const waiting = await appendCell('console.log("sleeping");\nawait new Promise((r) => setTimeout(r, 600_000));');
+      const ended = run(waiting);
+      await until(() => text(waiting).includes('sleeping'), 'the cell starts sleeping', () => text(waiting), 30_000);
+      const t0 = Date.now();
+      await vscode.commands.executeCommand('notebook.cell.cancelExecution', { ranges: [{ start: waiting.index, end: waiting.index + 1 }], document: notebook.uri });
+      await ended;
+      report(`    awaiting cell stopped ${Date.now() - t0} ms after its stop button`);
+      assert.equal(finished.get(waiting), 'interrupted');
+      assert.doesNotMatch(errorOf(waiting).message, /State was lost/);
+      const check = await appendCell('survivor');
+      await run(check);
+      assert.match(text(check), /kept/);
+    } finally {
+      sub.dispose();
+      rmSync(release, { force: true });
+    }
+  });
+
   it('output a cell prints after it ended shows in that cell, which keeps its order and success', async () => {
     const first = await appendCell('let releaseLate!: () => void;\nnew Promise<void>((r) => { releaseLate = r; }).then(() => console.log("printed after the cell ended"));\n"armed"');
     await run(first);
@@ -286,6 +335,31 @@ describe('Grid notebook kernel', function () {
       notebook = previous;
       await vscode.commands.executeCommand('workbench.action.revertAndCloseActiveEditor');
     }
+  });
+
+  it('switching the notebook to another kernel stops this one\'s process', async () => {
+    const other = vscode.notebooks.createNotebookController('grid-e2e-other', 'jupyter-notebook', 'Other kernel (e2e)');
+    other.executeHandler = () => undefined;
+    try {
+      const cell = await appendCell('"alive"');
+      await run(cell);
+      const pid = await api.notebooks.kernelPid(notebook);
+      assert.ok(pid, 'the Grid kernel runs');
+      await vscode.commands.executeCommand('notebook.selectKernel', { id: 'grid-e2e-other', extension: EXTENSION_ID });
+      const deadline = Date.now() + 30_000;
+      const alive = () => { try { process.kill(pid, 0); return true; } catch { return false; } };
+      while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.equal(alive(), false, `the kernel process ${pid} still runs after the notebook switched kernels`);
+      assert.equal(await api.notebooks.kernelPid(notebook), undefined);
+    } finally {
+      await vscode.commands.executeCommand('notebook.selectKernel', { id: CONTROLLER_ID, extension: EXTENSION_ID });
+      other.dispose();
+    }
+    // Back on the Grid kernel, a cell starts a fresh one.
+    const again = await appendCell('"back"');
+    await run(again);
+    assert.equal(again.executionSummary?.success, true, text(again));
+    assert.equal(again.executionSummary?.executionOrder, 1);
   });
 
   it('Grid: New Notebook opens the starter as an untitled notebook', async () => {
