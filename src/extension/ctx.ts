@@ -8,7 +8,7 @@
 // first one. Removing the first one (or stopping the local node) brings an alias back as a node.
 import * as vscode from 'vscode';
 import type { Credentials } from '../core/client';
-import { ErrorCodes, gridError, toGridError } from '../core/errors';
+import { ErrorCodes, GridError, gridError, toGridError } from '../core/errors';
 import { findLocalNode, sameUrl } from '../core/local-node';
 import { Config, type NodeEntry } from './config';
 import type { ConnectionSettings, NodeConnection } from './connection';
@@ -206,7 +206,7 @@ export class Ctx implements vscode.Disposable {
     const { NodeConnection } = heavy();
     const wanted = new Map(this.config.nodes.map((n) => [n.url, n]));
     for (const [url, conn] of this.connectionsByUrl) {
-      if (conn.local || wanted.has(url)) continue;
+      if (conn.local || wanted.has(url) || this.adding.has(url)) continue;
       conn.dispose();
       this.connectionsByUrl.delete(url);
     }
@@ -241,8 +241,28 @@ export class Ctx implements vscode.Disposable {
     await conn.connect(this.connectionSettings(), await this.credentials(conn));
   }
 
-  /** Adds a node to `grid.nodes` (user settings) and connects to it. */
-  async addNode(entry: NodeEntry): Promise<NodeConnection> {
+  /**
+   * Connects `conn` and waits until it is open or its first attempt fails, not for as long as
+   * reconnecting goes on (by default without end: a node that is down would be waited on forever).
+   * Not open: throws NOT_CONNECTED naming the address and why; the connection goes on reconnecting.
+   */
+  async connectOrThrow(conn: NodeConnection): Promise<void> {
+    let failure: unknown;
+    await conn.untilOpenOrFailing(this.connect(conn).catch((err: unknown) => { failure = err; }));
+    if (conn.isOpen) return;
+    const why = conn.stateReason ?? (failure !== undefined ? toGridError(failure).message : conn.state);
+    throw gridError('NOT_CONNECTED', `could not connect to ${conn.name} (${conn.url}): ${why}`, { url: conn.url, state: conn.state });
+  }
+
+  /** URLs being added with `onlyOnceOpen`: connected, not yet in `grid.nodes`. */
+  private readonly adding = new Set<string>();
+
+  /**
+   * Adds a node to `grid.nodes` (user settings) and connects to it. `onlyOnceOpen` (a notebook's
+   * grid.connect(url)): connect first, and add it only once it opened; else throw NOT_CONNECTED, and
+   * nothing is added.
+   */
+  async addNode(entry: NodeEntry, opts: { onlyOnceOpen?: boolean } = {}): Promise<NodeConnection> {
     let parsed: URL;
     try {
       parsed = new URL(entry.url);
@@ -253,10 +273,38 @@ export class Ctx implements vscode.Disposable {
     const nodes = this.config.nodes;
     if (nodes.some((n) => n.url === entry.url)) throw gridError('ALREADY_EXISTS', `a node with the address ${entry.url} is already in the list`);
     if (nodes.some((n) => n.name === entry.name)) throw gridError('ALREADY_EXISTS', `a node named "${entry.name}" is already in the list; pick another name`);
+    if (opts.onlyOnceOpen) return this.addOnceOpen(entry);
     await this.config.setNodes([...nodes, entry]);
     await this.syncConfiguredNodes();
     const conn = this.connectionsByUrl.get(entry.url)!;
     void this.connect(conn).catch((err: unknown) => this.log.warn({ node: entry.url }, `could not connect to ${entry.name}: ${toGridError(err).message}`));
+    return conn;
+  }
+
+  private async addOnceOpen(entry: NodeEntry): Promise<NodeConnection> {
+    const { NodeConnection } = heavy();
+    const conn = new NodeConnection(entry, { logger: this.log });
+    try {
+      await this.connectOrThrow(conn);
+    } catch (err) {
+      conn.dispose();
+      const e = toGridError(err);
+      throw new GridError(e.code, `${e.message}; ${entry.url} was not added to grid.nodes`, e.details);
+    }
+    // Added meanwhile (two cells connecting at once): that entry is the node.
+    const added = this.connectionsByUrl.get(entry.url);
+    if (added !== undefined) {
+      conn.dispose();
+      return added;
+    }
+    this.adding.add(entry.url);
+    try {
+      this.track(conn);
+      await this.config.setNodes([...this.config.nodes.filter((n) => n.url !== entry.url), entry]);
+      await this.syncConfiguredNodes();
+    } finally {
+      this.adding.delete(entry.url);
+    }
     return conn;
   }
 
@@ -336,7 +384,7 @@ export class Ctx implements vscode.Disposable {
       this.localConnection = this.connectionsByUrl.get(url) ?? this.track(new NodeConnection({ name: LOCAL_NODE_NAME, url }, { local: true, logger: this.log }));
     }
     this.fireChanged();
-    await this.connect(this.localConnection);
+    await this.connectOrThrow(this.localConnection);
     return this.localConnection;
   }
 
