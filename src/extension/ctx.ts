@@ -9,7 +9,7 @@
 import * as vscode from 'vscode';
 import type { Credentials } from '../core/client';
 import { ErrorCodes, GridError, gridError, toGridError } from '../core/errors';
-import { findLocalNode, sameUrl } from '../core/local-node';
+import { findLocalNode, localNodeFile, sameUrl } from '../core/local-node';
 import { Config, type NodeEntry } from './config';
 import type { ConnectionSettings, NodeConnection } from './connection';
 import { heavy } from './heavy';
@@ -229,7 +229,8 @@ export class Ctx implements vscode.Disposable {
    */
   async connectAll(): Promise<void> {
     await this.syncConfiguredNodes();
-    if (!this.localConnection && findLocalNode() !== undefined) {
+    // Joined only once its node answers with the record's id: a crashed node's record may name a reused pid.
+    if (!this.localConnection && findLocalNode() !== undefined && await heavy().confirmedLocalNode(localNodeFile()) !== undefined) {
       await this.startLocalNode().catch((err: unknown) => this.log.warn(`could not join the local node: ${toGridError(err).message}`));
     }
     await Promise.all(this.connections.filter((c) => c.state === 'disconnected').map((c) => this.connect(c).catch((err: unknown) => {
@@ -357,7 +358,8 @@ export class Ctx implements vscode.Disposable {
     const { LocalNode, localNodePaths, NodeConnection } = heavy();
     if (!this.localNodeValue) {
       const paths = localNodePaths(this.extCtx);
-      const node = new LocalNode({ ...paths, port: this.config.localNodePort, demoDatasets: this.config.localNodeDemoDatasets, log: this.log });
+      // The settings are read at every start: a changed port or demo-datasets choice applies when the node next starts.
+      const node = new LocalNode({ ...paths, settings: () => ({ port: this.config.localNodePort, demoDatasets: this.config.localNodeDemoDatasets }), log: this.log });
       this.localNodeValue = node;
       this.push(node);
       // A restarted node has a new token in its record: sign in again with it.
