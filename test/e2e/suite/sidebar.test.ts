@@ -614,4 +614,28 @@ describe('Grid sidebar and commands', function () {
     }
   });
 
+  it('a changed grid.localNode.port applies at the next Start Local Node, and a taken port points at the setting', async () => {
+    const grid = vscode.workspace.getConfiguration('grid');
+    // A port some other program holds.
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as AddressInfo).port;
+    try {
+      await grid.update('localNode.port', port, vscode.ConfigurationTarget.Global);
+      const message = await errorShownBy(() => vscode.commands.executeCommand('grid.startLocalNode'));
+      assert.match(message, new RegExp(`port ${port} .*in use.*set grid\\.localNode\\.port to 0.*\\(GRID_ERR_PORT_IN_USE\\)$`));
+      assert.doesNotMatch(message, /--port/);
+      // Back to a free port: the next start takes it, without a window reload.
+      await grid.update('localNode.port', undefined, vscode.ConfigurationTarget.Global);
+      const url = await vscode.commands.executeCommand<string>('grid.startLocalNode');
+      assert.match(url, /^ws:\/\/127\.0\.0\.1:\d+$/);
+      assert.notEqual(Number(new URL(url).port), port);
+      await untilNode('Local node', 'connected');
+    } finally {
+      await grid.update('localNode.port', undefined, vscode.ConfigurationTarget.Global);
+      await vscode.commands.executeCommand('grid.stopLocalNode');
+      await new Promise<void>((resolve) => busy.close(() => resolve()));
+    }
+  });
+
 });
