@@ -206,7 +206,8 @@ export class Ctx implements vscode.Disposable {
     const { NodeConnection } = heavy();
     const wanted = new Map(this.config.nodes.map((n) => [n.url, n]));
     for (const [url, conn] of this.connectionsByUrl) {
-      if (conn.local || wanted.has(url) || this.adding.has(url)) continue;
+      // The local node's connection may be a configured entry it took over: removing the entry leaves it the local node's.
+      if (conn.local || conn === this.localConnection || wanted.has(url) || this.adding.has(url)) continue;
       conn.dispose();
       this.connectionsByUrl.delete(url);
     }
@@ -368,19 +369,13 @@ export class Ctx implements vscode.Disposable {
       });
       node.onDidExit(({ restarting }) => {
         if (!restarting && this.localConnection) {
-          this.localConnection.dispose();
-          this.connectionsByUrl.delete(this.localConnection.url);
-          this.localConnection = undefined;
+          this.releaseLocalConnection();
           this.fireChanged();
         }
       });
     }
     const url = await this.localNodeValue.start();
-    if (this.localConnection && this.localConnection.url !== url) {
-      this.localConnection.dispose();
-      this.connectionsByUrl.delete(this.localConnection.url);
-      this.localConnection = undefined;
-    }
+    if (this.localConnection && this.localConnection.url !== url) this.releaseLocalConnection();
     if (!this.localConnection) {
       // A configured entry for the same URL would be a second socket to one node: reuse it instead.
       this.localConnection = this.connectionsByUrl.get(url) ?? this.track(new NodeConnection({ name: LOCAL_NODE_NAME, url }, { local: true, logger: this.log }));
@@ -391,14 +386,25 @@ export class Ctx implements vscode.Disposable {
   }
 
   async stopLocalNode(): Promise<void> {
-    const conn = this.localConnection;
-    this.localConnection = undefined;
-    if (conn) {
-      conn.dispose();
-      this.connectionsByUrl.delete(conn.url);
-    }
+    this.releaseLocalConnection();
     await this.localNodeValue?.stop();
     this.fireChanged();
+  }
+
+  /**
+   * Lets go of the local node's connection: its own goes away; a `grid.nodes` entry it took over (same
+   * URL, grid.localNode.port fixed) stays listed, disconnected.
+   */
+  private releaseLocalConnection(): void {
+    const conn = this.localConnection;
+    this.localConnection = undefined;
+    if (!conn) return;
+    if (conn.local || !this.config.nodes.some((n) => n.url === conn.url)) {
+      conn.dispose();
+      if (this.connectionsByUrl.get(conn.url) === conn) this.connectionsByUrl.delete(conn.url);
+    } else {
+      conn.disconnect();
+    }
   }
 
   // ---- errors -----------------------------------------------------------------------------------

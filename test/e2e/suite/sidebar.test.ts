@@ -638,4 +638,39 @@ describe('Grid sidebar and commands', function () {
     }
   });
 
+  it('a grid.nodes entry at the local node\'s fixed address stays listed across Stop Local Node; removing it leaves the local node usable', async () => {
+    const grid = vscode.workspace.getConfiguration('grid');
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const url = `ws://127.0.0.1:${port}`;
+    try {
+      await grid.update('localNode.port', port, vscode.ConfigurationTarget.Global);
+      await vscode.commands.executeCommand('grid.addNode', { name: 'fixed', url });
+      assert.equal(await vscode.commands.executeCommand<string>('grid.startLocalNode'), url);
+      // One node, one row: the entry's connection is the local node's.
+      await untilNode('fixed', 'connected');
+      assert.deepEqual(nodeRows().map((r) => r.split(' — ')[0]), ['fixed']);
+      await vscode.commands.executeCommand('grid.stopLocalNode');
+      assert.ok(nodeRow('fixed'), `Stop Local Node dropped the grid.nodes entry: ${nodeRows().join(' | ') || '(no nodes)'}`);
+      assert.notEqual(nodeState('fixed'), 'connected');
+      // Started again, then the entry removed: the local node goes on, on a live connection.
+      assert.equal(await vscode.commands.executeCommand<string>('grid.startLocalNode'), url);
+      await untilNode('fixed', 'connected');
+      await vscode.commands.executeCommand('grid.removeNode', { node: 'fixed' });
+      assert.deepEqual(grid.get('nodes'), []);
+      const conn = api.ctx.find(url);
+      assert.ok(conn?.isOpen, `the local node's connection went with the entry: ${nodeRows().join(' | ') || '(no nodes)'}`);
+      assert.equal(typeof (await conn.client.getId()).id, 'string');
+    } finally {
+      await vscode.commands.executeCommand('grid.stopLocalNode');
+      await grid.update('localNode.port', undefined, vscode.ConfigurationTarget.Global);
+      await grid.update('nodes', undefined, vscode.ConfigurationTarget.Global);
+    }
+    assert.deepEqual(nodeRows(), []);
+  });
+
 });
