@@ -367,11 +367,14 @@ export class Ctx implements vscode.Disposable {
       node.onDidRestart(() => {
         if (this.localConnection) void this.connect(this.localConnection).catch((err: unknown) => this.log.warn(`could not reconnect to the restarted local node: ${toGridError(err).message}`));
       });
-      node.onDidExit(({ restarting }) => {
+      node.onDidExit(({ restarting, gaveUp, reason }) => {
+        const url = this.localConnection?.url;
         if (!restarting && this.localConnection) {
           this.releaseLocalConnection();
           this.fireChanged();
         }
+        // Not a Stop: the node went away and nothing brings it back. A log line alone would leave the user guessing.
+        if (gaveUp) this.showError('The local node stopped', gridError('NOT_CONNECTED', `the local node${url ? ` at ${url}` : ''} is gone: ${reason ?? 'it exited'}; see the Grid log (Show Logs), then start it again`));
       });
     }
     const url = await this.localNodeValue.start();
@@ -385,10 +388,14 @@ export class Ctx implements vscode.Disposable {
     return this.localConnection;
   }
 
-  async stopLocalNode(): Promise<void> {
+  /** Stops the local node; one this window joined is left running: resolves with the pid of the program that runs it. */
+  async stopLocalNode(): Promise<{ leftRunning: number } | undefined> {
+    const node = this.localNodeValue;
+    const joined = node?.isJoined ? node.pid : undefined;
     this.releaseLocalConnection();
-    await this.localNodeValue?.stop();
+    await node?.stop();
     this.fireChanged();
+    return joined !== undefined ? { leftRunning: joined } : undefined;
   }
 
   /**

@@ -16,6 +16,27 @@ import type { Log } from './log';
 const STOP_GRACE_MS = 5_000;
 const MAX_RESTARTS = 3;
 const RESTART_WINDOW_MS = 60_000;
+/** How often a joined node's pid is checked. */
+const JOINED_WATCH_MS = 1_000;
+
+export interface LocalNodeExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  restarting: boolean;
+  /** It went away on its own (crashed too often, could not restart, a joined node's program ended) and nothing brings it back. */
+  gaveUp: boolean;
+  /** Why, in words for the user, when `gaveUp`. */
+  reason?: string;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 export interface LocalNodeOptions {
   /** dist/grid-node.js */
@@ -39,8 +60,13 @@ export class LocalNode implements vscode.Disposable {
   private starting: Promise<string> | undefined;
   /** Set when this window joined a node another window runs (it is not ours to stop). */
   private joinedPid: number | undefined;
-  private readonly exited = new vscode.EventEmitter<{ code: number | null; signal: NodeJS.Signals | null; restarting: boolean }>();
-  /** Fires when the process ends; `restarting` tells whether the supervisor brings it back. */
+  /** While joined: checks that the joined node's process still runs. */
+  private joinedWatch: NodeJS.Timeout | undefined;
+  private readonly exited = new vscode.EventEmitter<LocalNodeExit>();
+  /**
+   * Fires when the process ends (a joined node's too: its pid is watched); `restarting` tells whether
+   * the supervisor brings it back, `gaveUp` that it went away on its own and nothing brings it back.
+   */
   readonly onDidExit = this.exited.event;
   private readonly restarted = new vscode.EventEmitter<string>();
   readonly onDidRestart = this.restarted.event;
@@ -87,6 +113,7 @@ export class LocalNode implements vscode.Disposable {
           // Another program's node (another window, `grid-node --local`, npm run start), confirmed by its id.
           this.joinedPid = started.record.pid;
           this.urlValue = started.url;
+          this.watchJoined(started.record.pid);
           this.opts.log.info({ url: started.url, pid: started.record.pid, data: started.record.data_dir }, 'joining the local grid node that already runs');
           return started.url;
         }
@@ -146,7 +173,8 @@ export class LocalNode implements vscode.Disposable {
     const lastUrl = this.urlValue;
     // The node removes its record when it stops; one killed leaves a record of a dead pid, which nobody trusts.
     if (!restarting) this.urlValue = undefined;
-    this.exited.fire({ code, signal, restarting });
+    const gaveUp = !restarting && !this.stopping && !this.disposed;
+    this.exited.fire({ code, signal, restarting, gaveUp, ...(gaveUp && { reason: `it exited ${this.restarts.length + 1} times within a minute (last: ${code !== null ? `exit ${code}` : signal ?? 'unknown'}) and is not restarted again` }) });
     if (!restarting || lastUrl === undefined) return;
     this.restarts.push(now);
     const samePort = Number(new URL(lastUrl).port) || port;
@@ -155,7 +183,8 @@ export class LocalNode implements vscode.Disposable {
       (err: unknown) => {
         this.urlValue = undefined;
         log.error({ err }, 'the local grid node could not be restarted');
-        this.exited.fire({ code: null, signal: null, restarting: false });
+        const gaveUp = !this.stopping && !this.disposed;
+        this.exited.fire({ code: null, signal: null, restarting: false, gaveUp, ...(gaveUp && { reason: `it exited and could not be restarted: ${err instanceof Error ? err.message : String(err)}` }) });
       },
     );
   }
@@ -181,6 +210,7 @@ export class LocalNode implements vscode.Disposable {
     this.urlValue = undefined;
     // A joined node belongs to the window that started it.
     this.joinedPid = undefined;
+    this.unwatchJoined();
     if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
@@ -190,6 +220,35 @@ export class LocalNode implements vscode.Disposable {
       });
       child.kill('SIGTERM');
     });
+  }
+
+  /**
+   * Watches a joined node's process (another program's child: no exit event reaches this window). When
+   * it is gone the node is, unless its own supervisor brought it back under a new pid at the same URL.
+   */
+  private watchJoined(pid: number): void {
+    this.unwatchJoined();
+    this.joinedWatch = setInterval(() => {
+      if (this.joinedPid !== pid) return;
+      if (processAlive(pid)) return;
+      const r = findLocalNode(this.opts.recordFile);
+      if (r !== undefined && r.url === this.urlValue) {
+        this.joinedPid = r.pid;
+        this.watchJoined(r.pid);
+        return;
+      }
+      this.unwatchJoined();
+      this.joinedPid = undefined;
+      this.urlValue = undefined;
+      this.opts.log.warn({ pid }, 'the local grid node this window joined has exited');
+      this.exited.fire({ code: null, signal: null, restarting: false, gaveUp: true, reason: `the program that ran it (pid ${pid}) has exited` });
+    }, JOINED_WATCH_MS);
+    this.joinedWatch.unref();
+  }
+
+  private unwatchJoined(): void {
+    if (this.joinedWatch !== undefined) clearInterval(this.joinedWatch);
+    this.joinedWatch = undefined;
   }
 
   dispose(): void {
