@@ -106,7 +106,12 @@ function startLocalNode(ctx: Ctx): Cmd {
 
 function stopLocalNode(ctx: Ctx): Cmd {
   return guarded(ctx, 'Could not stop the local node', async () => {
-    await ctx.stopLocalNode();
+    const joined = await ctx.stopLocalNode();
+    if (joined === undefined) return undefined;
+    // Not ours to stop: say whose it is, so the user knows what to stop instead.
+    const message = `This window disconnected from the local node; it keeps running in another program (pid ${joined.leftRunning}: another VS Code window, grid-node --local or npm run start). Stop it there.`;
+    void vscode.window.showInformationMessage(message);
+    return message;
   });
 }
 

@@ -319,8 +319,10 @@ export class NodeConnection implements vscode.Disposable {
     return this.synced;
   }
 
+  /** Closes the connection for good; a row still holding it shows it disconnected, not as it last was. */
   dispose(): void {
     this.closeScope();
+    this.setState('disconnected', undefined);
     this.changed.dispose();
   }
 

@@ -8,8 +8,8 @@
 // first one. Removing the first one (or stopping the local node) brings an alias back as a node.
 import * as vscode from 'vscode';
 import type { Credentials } from '../core/client';
-import { ErrorCodes, gridError, toGridError } from '../core/errors';
-import { findLocalNode, sameUrl } from '../core/local-node';
+import { ErrorCodes, GridError, gridError, toGridError } from '../core/errors';
+import { findLocalNode, localNodeFile, sameUrl } from '../core/local-node';
 import { Config, type NodeEntry } from './config';
 import type { ConnectionSettings, NodeConnection } from './connection';
 import { heavy } from './heavy';
@@ -206,7 +206,8 @@ export class Ctx implements vscode.Disposable {
     const { NodeConnection } = heavy();
     const wanted = new Map(this.config.nodes.map((n) => [n.url, n]));
     for (const [url, conn] of this.connectionsByUrl) {
-      if (conn.local || wanted.has(url)) continue;
+      // The local node's connection may be a configured entry it took over: removing the entry leaves it the local node's.
+      if (conn.local || conn === this.localConnection || wanted.has(url) || this.adding.has(url)) continue;
       conn.dispose();
       this.connectionsByUrl.delete(url);
     }
@@ -229,7 +230,8 @@ export class Ctx implements vscode.Disposable {
    */
   async connectAll(): Promise<void> {
     await this.syncConfiguredNodes();
-    if (!this.localConnection && findLocalNode() !== undefined) {
+    // Joined only once its node answers with the record's id: a crashed node's record may name a reused pid.
+    if (!this.localConnection && findLocalNode() !== undefined && await heavy().confirmedLocalNode(localNodeFile()) !== undefined) {
       await this.startLocalNode().catch((err: unknown) => this.log.warn(`could not join the local node: ${toGridError(err).message}`));
     }
     await Promise.all(this.connections.filter((c) => c.state === 'disconnected').map((c) => this.connect(c).catch((err: unknown) => {
@@ -241,8 +243,28 @@ export class Ctx implements vscode.Disposable {
     await conn.connect(this.connectionSettings(), await this.credentials(conn));
   }
 
-  /** Adds a node to `grid.nodes` (user settings) and connects to it. */
-  async addNode(entry: NodeEntry): Promise<NodeConnection> {
+  /**
+   * Connects `conn` and waits until it is open or its first attempt fails, not for as long as
+   * reconnecting goes on (by default without end: a node that is down would be waited on forever).
+   * Not open: throws NOT_CONNECTED naming the address and why; the connection goes on reconnecting.
+   */
+  async connectOrThrow(conn: NodeConnection): Promise<void> {
+    let failure: unknown;
+    await conn.untilOpenOrFailing(this.connect(conn).catch((err: unknown) => { failure = err; }));
+    if (conn.isOpen) return;
+    const why = conn.stateReason ?? (failure !== undefined ? toGridError(failure).message : conn.state);
+    throw gridError('NOT_CONNECTED', `could not connect to ${conn.name} (${conn.url}): ${why}`, { url: conn.url, state: conn.state });
+  }
+
+  /** URLs being added with `onlyOnceOpen`: connected, not yet in `grid.nodes`. */
+  private readonly adding = new Set<string>();
+
+  /**
+   * Adds a node to `grid.nodes` (user settings) and connects to it. `onlyOnceOpen` (a notebook's
+   * grid.connect(url)): connect first, and add it only once it opened; else throw NOT_CONNECTED, and
+   * nothing is added.
+   */
+  async addNode(entry: NodeEntry, opts: { onlyOnceOpen?: boolean } = {}): Promise<NodeConnection> {
     let parsed: URL;
     try {
       parsed = new URL(entry.url);
@@ -253,10 +275,38 @@ export class Ctx implements vscode.Disposable {
     const nodes = this.config.nodes;
     if (nodes.some((n) => n.url === entry.url)) throw gridError('ALREADY_EXISTS', `a node with the address ${entry.url} is already in the list`);
     if (nodes.some((n) => n.name === entry.name)) throw gridError('ALREADY_EXISTS', `a node named "${entry.name}" is already in the list; pick another name`);
+    if (opts.onlyOnceOpen) return this.addOnceOpen(entry);
     await this.config.setNodes([...nodes, entry]);
     await this.syncConfiguredNodes();
     const conn = this.connectionsByUrl.get(entry.url)!;
     void this.connect(conn).catch((err: unknown) => this.log.warn({ node: entry.url }, `could not connect to ${entry.name}: ${toGridError(err).message}`));
+    return conn;
+  }
+
+  private async addOnceOpen(entry: NodeEntry): Promise<NodeConnection> {
+    const { NodeConnection } = heavy();
+    const conn = new NodeConnection(entry, { logger: this.log });
+    try {
+      await this.connectOrThrow(conn);
+    } catch (err) {
+      conn.dispose();
+      const e = toGridError(err);
+      throw new GridError(e.code, `${e.message}; ${entry.url} was not added to grid.nodes`, e.details);
+    }
+    // Added meanwhile (two cells connecting at once): that entry is the node.
+    const added = this.connectionsByUrl.get(entry.url);
+    if (added !== undefined) {
+      conn.dispose();
+      return added;
+    }
+    this.adding.add(entry.url);
+    try {
+      this.track(conn);
+      await this.config.setNodes([...this.config.nodes.filter((n) => n.url !== entry.url), entry]);
+      await this.syncConfiguredNodes();
+    } finally {
+      this.adding.delete(entry.url);
+    }
     return conn;
   }
 
@@ -309,46 +359,59 @@ export class Ctx implements vscode.Disposable {
     const { LocalNode, localNodePaths, NodeConnection } = heavy();
     if (!this.localNodeValue) {
       const paths = localNodePaths(this.extCtx);
-      const node = new LocalNode({ ...paths, port: this.config.localNodePort, demoDatasets: this.config.localNodeDemoDatasets, log: this.log });
+      // The settings are read at every start: a changed port or demo-datasets choice applies when the node next starts.
+      const node = new LocalNode({ ...paths, settings: () => ({ port: this.config.localNodePort, demoDatasets: this.config.localNodeDemoDatasets }), log: this.log });
       this.localNodeValue = node;
       this.push(node);
       // A restarted node has a new token in its record: sign in again with it.
       node.onDidRestart(() => {
         if (this.localConnection) void this.connect(this.localConnection).catch((err: unknown) => this.log.warn(`could not reconnect to the restarted local node: ${toGridError(err).message}`));
       });
-      node.onDidExit(({ restarting }) => {
+      node.onDidExit(({ restarting, gaveUp, reason }) => {
+        const url = this.localConnection?.url;
         if (!restarting && this.localConnection) {
-          this.localConnection.dispose();
-          this.connectionsByUrl.delete(this.localConnection.url);
-          this.localConnection = undefined;
+          this.releaseLocalConnection();
           this.fireChanged();
         }
+        // Not a Stop: the node went away and nothing brings it back. A log line alone would leave the user guessing.
+        if (gaveUp) this.showError('The local node stopped', gridError('NOT_CONNECTED', `the local node${url ? ` at ${url}` : ''} is gone: ${reason ?? 'it exited'}; see the Grid log (Show Logs), then start it again`));
       });
     }
     const url = await this.localNodeValue.start();
-    if (this.localConnection && this.localConnection.url !== url) {
-      this.localConnection.dispose();
-      this.connectionsByUrl.delete(this.localConnection.url);
-      this.localConnection = undefined;
-    }
+    if (this.localConnection && this.localConnection.url !== url) this.releaseLocalConnection();
     if (!this.localConnection) {
       // A configured entry for the same URL would be a second socket to one node: reuse it instead.
       this.localConnection = this.connectionsByUrl.get(url) ?? this.track(new NodeConnection({ name: LOCAL_NODE_NAME, url }, { local: true, logger: this.log }));
     }
     this.fireChanged();
-    await this.connect(this.localConnection);
+    await this.connectOrThrow(this.localConnection);
     return this.localConnection;
   }
 
-  async stopLocalNode(): Promise<void> {
+  /** Stops the local node; one this window joined is left running: resolves with the pid of the program that runs it. */
+  async stopLocalNode(): Promise<{ leftRunning: number } | undefined> {
+    const node = this.localNodeValue;
+    const joined = node?.isJoined ? node.pid : undefined;
+    this.releaseLocalConnection();
+    await node?.stop();
+    this.fireChanged();
+    return joined !== undefined ? { leftRunning: joined } : undefined;
+  }
+
+  /**
+   * Lets go of the local node's connection: its own goes away; a `grid.nodes` entry it took over (same
+   * URL, grid.localNode.port fixed) stays listed, disconnected.
+   */
+  private releaseLocalConnection(): void {
     const conn = this.localConnection;
     this.localConnection = undefined;
-    if (conn) {
+    if (!conn) return;
+    if (conn.local || !this.config.nodes.some((n) => n.url === conn.url)) {
       conn.dispose();
-      this.connectionsByUrl.delete(conn.url);
+      if (this.connectionsByUrl.get(conn.url) === conn) this.connectionsByUrl.delete(conn.url);
+    } else {
+      conn.disconnect();
     }
-    await this.localNodeValue?.stop();
-    this.fireChanged();
   }
 
   // ---- errors -----------------------------------------------------------------------------------

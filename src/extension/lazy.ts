@@ -3,6 +3,7 @@
 // activation parses ~50 KB instead of ~1.5 MB.
 export { NodeConnection } from './connection';
 export { LocalNode, localNodePaths } from './local-node';
+export { confirmedLocalNode } from '../core/local-node-start';
 export { inputsFromFiles, inputsFromJsonText, renderOutputs } from './inference';
 export { runFedAvg } from '../federation/run';
 // The notebook kernel host and its grid bridge (src/extension/notebook), loaded on a notebook's first run.

@@ -5,27 +5,46 @@
 // loopback port, the demo datasets. Its pino lines go to the Grid log. If it dies on its own it is
 // restarted on the same port (a bounded number of times), so open connections simply reconnect. The
 // record's token signs this window in as the node's admin: no password to keep or type.
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as readline from 'node:readline';
 import * as vscode from 'vscode';
-import { ErrorCodes, GridError, gridError, isErrorCode } from '../core/errors';
+import { gridError } from '../core/errors';
 import { findLocalNode, localNodeFile, type LocalNodeRecord } from '../core/local-node';
+import { spawnLocalNode, startOrJoinLocalNode, type SpawnLocalNodeOptions } from '../core/local-node-start';
 import type { Log } from './log';
-const LISTENING = /^listening on (ws:\/\/\S+)/;
 const STOP_GRACE_MS = 5_000;
 const MAX_RESTARTS = 3;
 const RESTART_WINDOW_MS = 60_000;
+/** How often a joined node's pid is checked. */
+const JOINED_WATCH_MS = 1_000;
+
+export interface LocalNodeExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  restarting: boolean;
+  /** It went away on its own (crashed too often, could not restart, a joined node's program ended) and nothing brings it back. */
+  gaveUp: boolean;
+  /** Why, in words for the user, when `gaveUp`. */
+  reason?: string;
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
 
 export interface LocalNodeOptions {
   /** dist/grid-node.js */
   script: string;
   /** The local node's runtime record (written by the node itself). */
   recordFile: string;
-  /** 0: a free port. */
-  port: number;
-  demoDatasets: boolean;
+  /** Read at every start and restart: the settings apply when the node next starts. 0: a free port. */
+  settings: () => { port: number; demoDatasets: boolean };
   log: Log;
 }
 
@@ -41,8 +60,13 @@ export class LocalNode implements vscode.Disposable {
   private starting: Promise<string> | undefined;
   /** Set when this window joined a node another window runs (it is not ours to stop). */
   private joinedPid: number | undefined;
-  private readonly exited = new vscode.EventEmitter<{ code: number | null; signal: NodeJS.Signals | null; restarting: boolean }>();
-  /** Fires when the process ends; `restarting` tells whether the supervisor brings it back. */
+  /** While joined: checks that the joined node's process still runs. */
+  private joinedWatch: NodeJS.Timeout | undefined;
+  private readonly exited = new vscode.EventEmitter<LocalNodeExit>();
+  /**
+   * Fires when the process ends (a joined node's too: its pid is watched); `restarting` tells whether
+   * the supervisor brings it back, `gaveUp` that it went away on its own and nothing brings it back.
+   */
   readonly onDidExit = this.exited.event;
   private readonly restarted = new vscode.EventEmitter<string>();
   readonly onDidRestart = this.restarted.event;
@@ -79,16 +103,27 @@ export class LocalNode implements vscode.Disposable {
     if (this.disposed) throw gridError('DISPOSED', 'the local node supervisor was disposed');
     if (this.isRunning && this.urlValue && (this.child !== undefined || this.record() !== undefined)) return this.urlValue;
     if (this.joinedPid !== undefined) { this.joinedPid = undefined; this.urlValue = undefined; }
-    if (this.join()) return this.urlValue!;
     // A second Start while the first is still coming up waits for the same process.
     this.starting ??= (async () => {
       this.stopping = false;
       try {
-        return await this.spawn(this.opts.port);
-      } catch (err) {
-        // Another program started the local node meanwhile: use it.
-        if (err instanceof GridError && err.code === ErrorCodes.ALREADY_EXISTS && this.join()) return this.urlValue!;
-        throw err;
+        const { port, demoDatasets } = this.opts.settings();
+        const started = await startOrJoinLocalNode(this.opts.recordFile, this.spawnOptions(port, demoDatasets));
+        if (started.joined) {
+          // Another program's node (another window, `grid-node --local`, npm run start), confirmed by its id.
+          this.joinedPid = started.record.pid;
+          this.urlValue = started.url;
+          this.watchJoined(started.record.pid);
+          this.opts.log.info({ url: started.url, pid: started.record.pid, data: started.record.data_dir }, 'joining the local grid node that already runs');
+          return started.url;
+        }
+        if (this.stopping || this.disposed) {
+          // Stopped while it came up: it is not left running unsupervised.
+          started.child.kill('SIGTERM');
+          throw gridError('ABORTED', 'the local node was stopped while it was starting');
+        }
+        this.adopt(started.child, started.url, port);
+        return started.url;
       } finally {
         this.starting = undefined;
       }
@@ -96,65 +131,36 @@ export class LocalNode implements vscode.Disposable {
     return this.starting;
   }
 
-  /** Joins the local node another program runs, if any. */
-  private join(): boolean {
-    const other = findLocalNode(this.opts.recordFile);
-    if (other === undefined) return false;
-    this.joinedPid = other.pid;
-    this.urlValue = other.url;
-    this.opts.log.info({ url: other.url, pid: other.pid, data: other.data_dir }, 'joining the local grid node that already runs');
-    return true;
-  }
-
-  private async spawn(port: number): Promise<string> {
+  private spawnOptions(port: number, demoDatasets: boolean): SpawnLocalNodeOptions {
     const { script, log } = this.opts;
     if (!fs.existsSync(script)) throw gridError('INTERNAL', `the grid node program is missing: ${script} (was the extension built?)`);
-    const args = [script, '--local', '--port', String(port), '--name', 'local'];
-    if (this.opts.demoDatasets) {
+    const args: string[] = [];
+    if (demoDatasets) {
       // The node finds media/datasets above its own dist/ folder; a package without it still starts.
       if (fs.existsSync(path.join(path.dirname(script), '..', 'media', 'datasets', 'iris.csv'))) args.push('--demo-datasets');
       else log.warn('the demo datasets are not in this installation (media/datasets); the local node starts without them');
     }
     log.info({ script, port }, 'starting the local grid node');
-    const child = spawn(process.execPath, args, {
-      // The node creates its admin with a generated password on its first start; nobody here needs it.
-      env: { ...process.env, ELECTRON_RUN_AS_NODE: '1', GRID_ADMIN_PASSWORD: '' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      windowsHide: true,
-    });
+    return { script, port, args, onStderrLine: (l) => this.forwardLog(l) };
+  }
+
+  /** Supervises a node this window started: its exit restarts it (bounded) or is reported. */
+  private adopt(child: ChildProcess, url: string, port: number): void {
     this.child = child;
-    let lastError: GridError | undefined;
-    const stderr = readline.createInterface({ input: child.stderr! });
-    stderr.on('line', (l) => {
-      const failure = /^grid-node: (GRID_ERR_[A-Z_]+): (.*)$/.exec(l);
-      if (failure && isErrorCode(failure[1])) lastError = new GridError(failure[1], `the local node did not start: ${failure[2]!}`);
-      this.forwardLog(l);
+    this.urlValue = url;
+    this.opts.log.info({ url, pid: child.pid }, 'the local grid node is listening');
+    child.once('exit', (code, signal) => {
+      if (this.child === child) this.child = undefined;
+      this.onExit(code, signal, port);
     });
-    return new Promise<string>((resolve, reject) => {
-      let listening = false;
-      const stdout = readline.createInterface({ input: child.stdout! });
-      stdout.on('line', (l) => {
-        const m = LISTENING.exec(l);
-        if (m && !listening) {
-          listening = true;
-          this.urlValue = m[1]!;
-          log.info({ url: this.urlValue, pid: child.pid }, 'the local grid node is listening');
-          resolve(this.urlValue);
-        }
-      });
-      child.once('error', (err) => {
-        if (!listening) reject(gridError('INTERNAL', `could not run the local node with ${process.execPath}: ${err.message}`));
-      });
-      child.once('exit', (code, signal) => {
-        if (this.child === child) this.child = undefined;
-        if (!listening) {
-          this.urlValue = undefined;
-          reject(lastError ?? gridError('INTERNAL', `the local node exited before listening (exit ${code ?? signal}); see the Grid log`));
-          return;
-        }
-        this.onExit(code, signal, port);
-      });
-    });
+  }
+
+  /** Restarts the node on `port` (the one it had), supervised as before. */
+  private async restart(port: number): Promise<string> {
+    const { demoDatasets } = this.opts.settings();
+    const { child, url } = await spawnLocalNode(this.spawnOptions(port, demoDatasets));
+    this.adopt(child, url, port);
+    return url;
   }
 
   private onExit(code: number | null, signal: NodeJS.Signals | null, port: number): void {
@@ -167,16 +173,18 @@ export class LocalNode implements vscode.Disposable {
     const lastUrl = this.urlValue;
     // The node removes its record when it stops; one killed leaves a record of a dead pid, which nobody trusts.
     if (!restarting) this.urlValue = undefined;
-    this.exited.fire({ code, signal, restarting });
+    const gaveUp = !restarting && !this.stopping && !this.disposed;
+    this.exited.fire({ code, signal, restarting, gaveUp, ...(gaveUp && { reason: `it exited ${this.restarts.length + 1} times within a minute (last: ${code !== null ? `exit ${code}` : signal ?? 'unknown'}) and is not restarted again` }) });
     if (!restarting || lastUrl === undefined) return;
     this.restarts.push(now);
     const samePort = Number(new URL(lastUrl).port) || port;
-    this.spawn(samePort).then(
+    this.restart(samePort).then(
       (url) => this.restarted.fire(url),
       (err: unknown) => {
         this.urlValue = undefined;
         log.error({ err }, 'the local grid node could not be restarted');
-        this.exited.fire({ code: null, signal: null, restarting: false });
+        const gaveUp = !this.stopping && !this.disposed;
+        this.exited.fire({ code: null, signal: null, restarting: false, gaveUp, ...(gaveUp && { reason: `it exited and could not be restarted: ${err instanceof Error ? err.message : String(err)}` }) });
       },
     );
   }
@@ -202,6 +210,7 @@ export class LocalNode implements vscode.Disposable {
     this.urlValue = undefined;
     // A joined node belongs to the window that started it.
     this.joinedPid = undefined;
+    this.unwatchJoined();
     if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
     return new Promise<void>((resolve) => {
       const timer = setTimeout(() => child.kill('SIGKILL'), STOP_GRACE_MS);
@@ -211,6 +220,35 @@ export class LocalNode implements vscode.Disposable {
       });
       child.kill('SIGTERM');
     });
+  }
+
+  /**
+   * Watches a joined node's process (another program's child: no exit event reaches this window). When
+   * it is gone the node is, unless its own supervisor brought it back under a new pid at the same URL.
+   */
+  private watchJoined(pid: number): void {
+    this.unwatchJoined();
+    this.joinedWatch = setInterval(() => {
+      if (this.joinedPid !== pid) return;
+      if (processAlive(pid)) return;
+      const r = findLocalNode(this.opts.recordFile);
+      if (r !== undefined && r.url === this.urlValue) {
+        this.joinedPid = r.pid;
+        this.watchJoined(r.pid);
+        return;
+      }
+      this.unwatchJoined();
+      this.joinedPid = undefined;
+      this.urlValue = undefined;
+      this.opts.log.warn({ pid }, 'the local grid node this window joined has exited');
+      this.exited.fire({ code: null, signal: null, restarting: false, gaveUp: true, reason: `the program that ran it (pid ${pid}) has exited` });
+    }, JOINED_WATCH_MS);
+    this.joinedWatch.unref();
+  }
+
+  private unwatchJoined(): void {
+    if (this.joinedWatch !== undefined) clearInterval(this.joinedWatch);
+    this.joinedWatch = undefined;
   }
 
   dispose(): void {

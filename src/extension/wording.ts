@@ -21,11 +21,19 @@ export function signInHint(node: string | undefined): string {
  */
 export function inVsCodeWords(err: unknown, node: string | undefined): GridError {
   const e = toGridError(err);
+  // The local node's port is a setting here, not a flag.
+  if (e.code === ErrorCodes.PORT_IN_USE && CLI_PORT.test(e.message)) {
+    return new GridError(e.code, e.message.replace(CLI_PORT, PORT_SETTING_HINT), e.details, { cause: e });
+  }
   if (!CLI_SIGN_IN.some((re) => { re.lastIndex = 0; return re.test(e.message); })) return e;
   let message = e.message;
   for (const re of CLI_SIGN_IN) message = message.replace(re, signInHint(node));
   return new GridError(e.code, message, e.details, { cause: e });
 }
+
+/** How the node tells a CLI user to pick a free port. */
+const CLI_PORT = /pass --port 0 to pick a free one/;
+const PORT_SETTING_HINT = 'set grid.localNode.port to 0 (a free port) or another port in Settings, then run Grid: Start Local Node again';
 
 /** Errors a sign-in (or a sign-in as someone else) may fix. */
 export function needsSignIn(e: GridError): boolean {

@@ -7,7 +7,8 @@ import * as path from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import pino from 'pino';
 import { gridError, toGridError } from '../core/errors';
-import { findLocalNode, localNodeFile } from '../core/local-node';
+import { localNodeFile } from '../core/local-node';
+import { confirmedLocalNode } from '../core/local-node-start';
 import { parseDatasetFlag, type DatasetSpec } from './datasets';
 import { MIN_PASSWORD_LENGTH } from './auth';
 import { defaultDataDir, DEFAULT_HOST, DEFAULT_PORT, GridNode, isAllInterfaces, isLoopbackHost, NODE_VERSION } from './server';
@@ -193,7 +194,8 @@ Listening on anything but the loopback without --tls-cert/--tls-key sends passwo
     const host = o.host ?? config?.host ?? DEFAULT_HOST;
     if (o.local) {
       if (host !== DEFAULT_HOST) throw gridError('INVALID_MESSAGE', `--local listens on ${DEFAULT_HOST} only (its record signs in whoever can read it); drop --host ${host}`);
-      const running = findLocalNode();
+      // Trusted only if the node it names answers with its id: after a crash the record stays, and its pid may be another program's now.
+      const running = await confirmedLocalNode(localNodeFile());
       if (running !== undefined) throw gridError('ALREADY_EXISTS', `a local node already runs at ${running.url} (pid ${running.pid}, data in ${running.data_dir}); use it, or stop it first`);
     }
     const database = o.database ?? (process.env.GRID_DATABASE !== undefined && process.env.GRID_DATABASE !== '' ? process.env.GRID_DATABASE : undefined);

@@ -18,6 +18,12 @@ describe('inVsCodeWords', () => {
       'fedavg trains on the nodes: sign in to the node (Grid: Authenticate) for ws://h:1');
   });
 
+  it('points a taken local-node port at the grid.localNode.port setting, not at --port', () => {
+    const e = inVsCodeWords(gridError('PORT_IN_USE', 'the local node did not start: port 5999 on 127.0.0.1 is in use by another program; pass --port 0 to pick a free one'), undefined);
+    assert.equal(e.code, 'GRID_ERR_PORT_IN_USE');
+    assert.equal(e.message, 'the local node did not start: port 5999 on 127.0.0.1 is in use by another program; set grid.localNode.port to 0 (a free port) or another port in Settings, then run Grid: Start Local Node again');
+  });
+
   it('leaves other messages as they are (the same error object)', () => {
     const e = gridError('FORBIDDEN', 'node x refused the download of model "m": allow_download is false');
     assert.equal(inVsCodeWords(e, 'x'), e);

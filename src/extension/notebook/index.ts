@@ -38,11 +38,12 @@ export function sidebarNodes(ctx: Ctx): BridgeNodes {
         const known = ctx.find(target);
         if (known) {
           conn = known;
-          if (!conn.isOpen) await ctx.connect(conn);
+          // A listed node that is down: the cell fails with why, it does not wait for the node to come back.
+          if (!conn.isOpen) await ctx.connectOrThrow(conn);
         } else {
           if (!/^wss?:\/\//.test(target)) throw gridError('NOT_FOUND', `no node named "${target}"; connect to a new one by its address, e.g. grid.connect("ws://127.0.0.1:5000")`);
-          conn = await ctx.addNode({ name: new URL(target).host, url: target });
-          await ctx.connect(conn);
+          // Into the user's grid.nodes only once it answered: a typo or a node that is down is not kept.
+          conn = await ctx.addNode({ name: new URL(target).host, url: target }, { onlyOnceOpen: true });
           // Once its id is known, a second address of a node already listed is that node (Ctx header).
           await conn.whenSynced();
           conn = ctx.primary(conn);

@@ -5,6 +5,7 @@
 // sidebar showing what the cells served. Then a runaway cell is interrupted, and the kernel restarted.
 import * as assert from 'node:assert/strict';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'mocha';
 import * as vscode from 'vscode';
@@ -303,6 +304,27 @@ describe('Grid notebook kernel', function () {
       await vscode.commands.executeCommand('workbench.action.revertAndCloseActiveEditor');
       await vscode.window.showNotebookDocument(notebook);
     }
+  });
+
+  it('grid.connect() to an address where nothing listens fails at once with why, and lists nothing', async () => {
+    // A port that was free a moment ago and has nothing listening now.
+    const server = createServer();
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as AddressInfo).port;
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    const url = `ws://127.0.0.1:${port}`;
+    const nodesBefore = vscode.workspace.getConfiguration('grid').get<unknown[]>('nodes', []);
+    // Reconnecting without end is the default (reconnect.maxAttempts 0): the cell must not wait on it.
+    const cell = await appendCell(`await grid.connect(${JSON.stringify(url)})`);
+    await run(cell, 60_000);
+    assert.equal(cell.executionSummary?.success, false, text(cell));
+    const err = errorOf(cell) as { message: string; code?: string };
+    assert.ok(err.message.includes(url), err.message);
+    assert.match(err.message, /ECONNREFUSED|refused/i);
+    assert.match(err.message, /was not added to grid\.nodes/);
+    assert.match(text(cell), /GRID_ERR_NOT_CONNECTED/);
+    assert.deepEqual(vscode.workspace.getConfiguration('grid').get<unknown[]>('nodes', []), nodesBefore, 'the unreachable address was saved into grid.nodes');
+    assert.equal(api.ctx.find(url), undefined, 'the unreachable address shows in the Nodes view');
   });
 
   it('Grid: Restart Kernel clears the variables', async () => {

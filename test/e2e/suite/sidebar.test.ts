@@ -614,4 +614,113 @@ describe('Grid sidebar and commands', function () {
     }
   });
 
+  it('a changed grid.localNode.port applies at the next Start Local Node, and a taken port points at the setting', async () => {
+    const grid = vscode.workspace.getConfiguration('grid');
+    // A port some other program holds.
+    const busy = createServer();
+    await new Promise<void>((resolve) => busy.listen(0, '127.0.0.1', resolve));
+    const port = (busy.address() as AddressInfo).port;
+    try {
+      await grid.update('localNode.port', port, vscode.ConfigurationTarget.Global);
+      const message = await errorShownBy(() => vscode.commands.executeCommand('grid.startLocalNode'));
+      assert.match(message, new RegExp(`port ${port} .*in use.*set grid\\.localNode\\.port to 0.*\\(GRID_ERR_PORT_IN_USE\\)$`));
+      assert.doesNotMatch(message, /--port/);
+      // Back to a free port: the next start takes it, without a window reload.
+      await grid.update('localNode.port', undefined, vscode.ConfigurationTarget.Global);
+      const url = await vscode.commands.executeCommand<string>('grid.startLocalNode');
+      assert.match(url, /^ws:\/\/127\.0\.0\.1:\d+$/);
+      assert.notEqual(Number(new URL(url).port), port);
+      await untilNode('Local node', 'connected');
+    } finally {
+      await grid.update('localNode.port', undefined, vscode.ConfigurationTarget.Global);
+      await vscode.commands.executeCommand('grid.stopLocalNode');
+      await new Promise<void>((resolve) => busy.close(() => resolve()));
+    }
+  });
+
+  it('a grid.nodes entry at the local node\'s fixed address stays listed across Stop Local Node; removing it leaves the local node usable', async () => {
+    const grid = vscode.workspace.getConfiguration('grid');
+    const port = await new Promise<number>((resolve) => {
+      const srv = createServer().listen(0, '127.0.0.1', () => {
+        const p = (srv.address() as AddressInfo).port;
+        srv.close(() => resolve(p));
+      });
+    });
+    const url = `ws://127.0.0.1:${port}`;
+    try {
+      await grid.update('localNode.port', port, vscode.ConfigurationTarget.Global);
+      await vscode.commands.executeCommand('grid.addNode', { name: 'fixed', url });
+      assert.equal(await vscode.commands.executeCommand<string>('grid.startLocalNode'), url);
+      // One node, one row: the entry's connection is the local node's.
+      await untilNode('fixed', 'connected');
+      assert.deepEqual(nodeRows().map((r) => r.split(' — ')[0]), ['fixed']);
+      await vscode.commands.executeCommand('grid.stopLocalNode');
+      assert.ok(nodeRow('fixed'), `Stop Local Node dropped the grid.nodes entry: ${nodeRows().join(' | ') || '(no nodes)'}`);
+      assert.notEqual(nodeState('fixed'), 'connected');
+      // Started again, then the entry removed: the local node goes on, on a live connection.
+      assert.equal(await vscode.commands.executeCommand<string>('grid.startLocalNode'), url);
+      await untilNode('fixed', 'connected');
+      await vscode.commands.executeCommand('grid.removeNode', { node: 'fixed' });
+      assert.deepEqual(grid.get('nodes'), []);
+      const conn = api.ctx.find(url);
+      assert.ok(conn?.isOpen, `the local node's connection went with the entry: ${nodeRows().join(' | ') || '(no nodes)'}`);
+      assert.equal(typeof (await conn.client.getId()).id, 'string');
+    } finally {
+      await vscode.commands.executeCommand('grid.stopLocalNode');
+      await grid.update('localNode.port', undefined, vscode.ConfigurationTarget.Global);
+      await grid.update('nodes', undefined, vscode.ConfigurationTarget.Global);
+    }
+    assert.deepEqual(nodeRows(), []);
+  });
+
+  it('Stop on a joined local node names the program that runs it; when that program\'s node goes away, the row goes and the user is told', async () => {
+    const other = new NodeProcess();
+    const url = await other.start(0, ['--local']);
+    const pid = other.child!.pid!;
+    const { recordFile } = localNodePaths(api.ctx.extCtx);
+    try {
+      assert.equal(await vscode.commands.executeCommand<string>('grid.startLocalNode'), url);
+      await untilNode('Local node', 'connected');
+      const said = await vscode.commands.executeCommand<string>('grid.stopLocalNode');
+      assert.match(String(said), new RegExp(`keeps running in another program \\(pid ${pid}`));
+      // Joined again; then the other program's node dies (no exit event reaches this window).
+      assert.equal(await vscode.commands.executeCommand<string>('grid.startLocalNode'), url);
+      await untilNode('Local node', 'connected');
+      const shown = new Promise<ShownError>((resolve) => { const sub = api.onDidShowError((e) => { sub.dispose(); resolve(e); }); });
+      await other.kill();
+      const e = await shown;
+      assert.match(e.message, new RegExp(`^The local node stopped: the local node at ${url.replace(/[.]/g, '\\.')} is gone: the program that ran it \\(pid ${pid}\\) has exited.*\\(GRID_ERR_NOT_CONNECTED\\)$`));
+      assert.ok(e.actions.includes('Show Logs'), e.actions.join(', '));
+      await until(api.ctx.onDidChangeNodes, () => nodeRow('Local node') === undefined, 'the Local node row goes', () => nodeRows().join(' | '));
+      assert.equal(api.ctx.isLocalNodeRunning, false);
+    } finally {
+      await other.kill();
+      rmSync(recordFile, { force: true });
+    }
+  });
+
+  it('a local node that keeps dying is given up on with an error offering Start Local Node and Show Logs', async () => {
+    await vscode.commands.executeCommand('grid.startLocalNode');
+    await untilNode('Local node', 'connected');
+    let gaveUp: ShownError | undefined;
+    let sub: vscode.Disposable | undefined;
+    const shown = new Promise<ShownError>((resolve) => { sub = api.onDidShowError((e) => { gaveUp ??= e; resolve(e); }); });
+    try {
+      // Three restarts a minute at most: the fourth death in a row (fewer if the suite killed it earlier) is the last.
+      for (let i = 0; i < 4 && !gaveUp; i++) {
+        const pid = api.ctx.localNode!.pid!;
+        process.kill(pid, 'SIGKILL');
+        await Promise.race([shown, until(api.ctx.onDidChangeNodes, () => gaveUp !== undefined || (api.ctx.localNode?.pid !== pid && nodeState('Local node') === 'connected'),
+          `the local node restarted after kill ${i + 1}, or was given up on`, () => nodeRows().join(' | ') || '(no nodes)')]);
+      }
+      assert.ok(gaveUp, 'no error was shown after four deaths in a row');
+      assert.match(gaveUp.message, /^The local node stopped: the local node at ws:\/\/127\.0\.0\.1:\d+ is gone: it exited \d times within a minute \(last: SIGKILL\) and is not restarted again.*\(GRID_ERR_NOT_CONNECTED\)$/);
+      assert.deepEqual(gaveUp.actions, ['Start Local Node', 'Show Logs']);
+      await until(api.ctx.onDidChangeNodes, () => nodeRow('Local node') === undefined, 'the Local node row goes', () => nodeRows().join(' | '));
+    } finally {
+      sub?.dispose();
+      await vscode.commands.executeCommand('grid.stopLocalNode');
+    }
+  });
+
 });

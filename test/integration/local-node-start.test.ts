@@ -1,0 +1,142 @@
+// Starting this user's local node or joining the one that runs (src/core/local-node-start.ts), the way
+// the extension's Start Local Node does, against real `grid-node --local` processes: two starts at
+// once end on one node; a record left by a crashed node whose pid now names a live process is not
+// trusted (neither by a start nor by `grid-node --local`); a node that never listens is given up on.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import * as fs from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import * as path from 'node:path';
+import { GridClient } from '../../src/core/client';
+import { findLocalNode, localNodeFile, writeLocalNodeRecord } from '../../src/core/local-node';
+import { spawnLocalNode, startOrJoinLocalNode, type LocalNodeStart } from '../../src/core/local-node-start';
+import { tempDir } from '../helpers/node-fixtures';
+import { startNodeScript } from '../helpers/processes';
+
+const nodeScript = path.resolve(__dirname, '../../dist/grid-node.js');
+
+function localEnv(dir: string): NodeJS.ProcessEnv {
+  return { ...process.env, GRID_RUNTIME_DIR: path.join(dir, 'runtime'), GRID_DATA_DIR: path.join(dir, 'data'), GRID_DATABASE: '' };
+}
+
+async function kill(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGKILL');
+  await exited;
+}
+
+/** A loopback port that nothing listens on (a port-0 server's, closed again). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+async function nodeIdAt(url: string): Promise<string> {
+  const c = await GridClient.connect(url, { reconnect: { enabled: false } });
+  try {
+    return (await c.getId()).id;
+  } finally {
+    c.dispose();
+  }
+}
+
+test('two starts at once on the same directories end on one node: the second joins the first', async (t) => {
+  const dir = tempDir('grid-local-race-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const env = localEnv(dir);
+  const file = localNodeFile(env);
+  const started: LocalNodeStart[] = [];
+  t.after(async () => { for (const s of started) if (!s.joined) await kill(s.child); });
+  const both = await Promise.allSettled([0, 1].map(() => startOrJoinLocalNode(file, { script: nodeScript, port: 0, env })));
+  for (const r of both) if (r.status === 'fulfilled') started.push(r.value);
+  for (const r of both) assert.equal(r.status, 'fulfilled', r.status === 'rejected' ? `a start failed: ${String((r.reason as Error).message)}` : '');
+  const [a, b] = started as [LocalNodeStart, LocalNodeStart];
+  assert.equal(a.url, b.url, 'both starts use one node');
+  assert.deepEqual([a.joined, b.joined].sort(), [false, true], 'one started it, the other joined it');
+  const owner = a.joined ? b : a;
+  const record = findLocalNode(file);
+  assert.equal(record?.url, owner.url);
+  assert.equal(record?.pid, (owner as { child: ChildProcess }).child.pid);
+  assert.equal(await nodeIdAt(a.url), record?.node_id);
+});
+
+test('a start that finds the data dir held by a start not yet listening waits for that node\'s record and joins it', async (t) => {
+  const dir = tempDir('grid-local-held-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const env = localEnv(dir);
+  const file = localNodeFile(env);
+  // The first start holds the data dir (its lock names a live pid: this test's) and has no record yet.
+  fs.mkdirSync(path.join(dir, 'data'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'data', 'node.pid'), String(process.pid));
+  let refused!: () => void;
+  const wasRefused = new Promise<void>((resolve) => { refused = resolve; });
+  const second = startOrJoinLocalNode(file, {
+    script: nodeScript, port: 0, env,
+    onStderrLine: (l) => { if (l.startsWith('grid-node: GRID_ERR_DATA_DIR_IN_USE')) refused(); },
+  });
+  t.after(async () => { const s = await second.catch(() => undefined); if (s && !s.joined) await kill(s.child); });
+  await wasRefused;
+  // The first start's node comes up now (the lock handed over to it) and writes its record.
+  fs.rmSync(path.join(dir, 'data', 'node.pid'));
+  const first = await startNodeScript(nodeScript, ['--local', '--log-level', 'warn'], { ...env, GRID_ADMIN_PASSWORD: '' });
+  t.after(() => first.kill());
+  const joined = await second;
+  assert.equal(joined.joined, true, 'the second start joined instead of failing or starting another node');
+  assert.equal(joined.url, first.url);
+});
+
+test('a record left by a crashed node, whose pid is now another live process, is replaced by a fresh node', async (t) => {
+  const dir = tempDir('grid-local-stale-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const env = localEnv(dir);
+  const file = localNodeFile(env);
+  const dead = `ws://127.0.0.1:${await closedPort()}`;
+  // This test's own pid stands in for a reused one: alive, but no node, and nothing at the URL.
+  const stale = { url: dead, pid: process.pid, node_id: 'node-that-crashed', name: 'local', data_dir: path.join(dir, 'data'), token: 'stale-token', user: 'admin', started: new Date().toISOString() };
+  writeLocalNodeRecord(file, stale);
+  assert.equal(findLocalNode(file)?.url, dead, 'the record looks alive by its pid alone');
+
+  const s = await startOrJoinLocalNode(file, { script: nodeScript, port: 0, env });
+  t.after(async () => { if (!s.joined) await kill(s.child); });
+  assert.equal(s.joined, false, 'a start must not join a URL where nothing listens');
+  assert.notEqual(s.url, dead);
+  const record = findLocalNode(file);
+  assert.equal(record?.url, s.url, 'the fresh node replaced the record');
+  assert.equal(await nodeIdAt(s.url), record?.node_id);
+});
+
+test('grid-node --local starts over a stale record instead of refusing as if a local node ran', async (t) => {
+  const dir = tempDir('grid-local-stale-cli-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const env = localEnv(dir);
+  const file = localNodeFile(env);
+  writeLocalNodeRecord(file, { url: `ws://127.0.0.1:${await closedPort()}`, pid: process.pid, node_id: 'node-that-crashed', name: 'local', data_dir: path.join(dir, 'data'), token: 'stale-token', user: 'admin', started: new Date().toISOString() });
+  const node = await startNodeScript(nodeScript, ['--local', '--log-level', 'warn'], { ...env, GRID_ADMIN_PASSWORD: '' });
+  t.after(() => node.kill());
+  assert.equal(findLocalNode(file)?.pid, node.child.pid);
+  assert.equal(findLocalNode(file)?.url, node.url);
+});
+
+test('a local node that never prints its listening line is given up on with GRID_ERR_TIMEOUT, and killed', async (t) => {
+  const dir = tempDir('grid-local-hang-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  // A program that runs and never listens (a node stuck opening its store, say).
+  const hung = path.join(dir, 'hung.js');
+  fs.writeFileSync(hung, 'process.stdout.write("starting\\n"); setInterval(() => {}, 1000);\n');
+  const err = await spawnLocalNode({ script: hung, port: 0, env: localEnv(dir), startTimeoutMs: 1_500 }).then(
+    () => assert.fail('a program that never listens was taken for a node'),
+    (e: unknown) => e as { code?: string; message: string },
+  );
+  assert.equal(err.code, 'GRID_ERR_TIMEOUT');
+  const m = /did not start listening within 2 s \(pid (\d+), killed\)/.exec(err.message);
+  assert.ok(m, err.message);
+  // Rejected only once the child exited: nothing is left running.
+  assert.throws(() => process.kill(Number(m[1]), 0), { code: 'ESRCH' });
+});
