@@ -14,6 +14,7 @@
 //              written in place into one buffer) and read by hand: the least JS any framing needs
 //   sleep30    the floor, its server asleep 30 µs before each reply: a longer round trip, no work at all
 //   spin10     the floor, its server spinning 10 µs before each reply (JS that touches no memory)
+//   garbage    the floor, its server making ~8 KiB of short-lived objects and strings before each reply
 
 import { PerformanceObserver } from 'node:perf_hooks';
 import WebSocket from 'ws';
@@ -21,7 +22,7 @@ import { encodeMessageFrame } from '../src/core/protocol/envelope';
 import { decodeNamedTensors, encodeNamedTensorsParts, type NamedTensors } from '../src/core/protocol/tensor';
 import { cpuSince, cpuSnapshot } from './rss';
 
-export const WIRE_KINDS = ['floor', 'full', 'req', 'reply', 'pad', 'pad-reuse', 'hand', 'lean', 'sleep30', 'spin10'] as const;
+export const WIRE_KINDS = ['floor', 'full', 'req', 'reply', 'pad', 'pad-reuse', 'hand', 'lean', 'sleep30', 'spin10', 'garbage'] as const;
 export type WireKind = (typeof WIRE_KINDS)[number];
 
 /** A variant and the frame geometry both sides agree on (from the grid's captured request and a reply encoded alike). */
@@ -121,6 +122,9 @@ function firstFloats(out: NamedTensors): Float32Array {
   throw new Error('no output');
 }
 
+let litter: unknown;
+/** What the garbage variant made last (kept reachable until the next, so it is not optimised away). */
+export const lastLitter = (): unknown => litter;
 const napping = new Int32Array(new SharedArrayBuffer(4));
 const serverState = new WeakMap<WireVariant, { next: number; reply?: Buffer }>();
 
@@ -160,6 +164,7 @@ export function serveWireVariant(v: WireVariant, buf: Buffer, run: (feeds: Named
       }
       case 'sleep30': Atomics.wait(napping, 0, 0, 0.03); break;
       case 'spin10': { const until = performance.now() + 0.01; while (performance.now() < until); break; }
+      case 'garbage': { const a: { i: number; s: string }[] = []; for (let i = 0; i < 128; i++) a.push({ i, s: `k${i}:${ms}` }); litter = a; break; }
     }
     send(Buffer.from(y.buffer, y.byteOffset, y.byteLength), ms);
   }, (err: Error) => process.stderr.write(`run failed: ${err.message}\n`));
