@@ -81,7 +81,7 @@ function parseRequest(buf: Buffer, modelId: string): { id: string; feeds: NamedT
   const bodyAt = 16 + pad8(idLength);
   const env = JSON.parse(buf.toString('utf8', bodyAt, bodyAt + jsonBytes)) as { type?: unknown; request_id?: unknown; data?: { model_id?: unknown } };
   if (env.type !== 'run-inference' || typeof env.request_id !== 'string' || env.data?.model_id !== modelId) throw new Error('not a run-inference request for this model');
-  return { id: env.request_id, feeds: decodeNamedTensors(buf.subarray(bodyAt + pad8(jsonBytes))) };
+  return { id: env.request_id, feeds: decodeNamedTensors(buf.subarray(bodyAt + pad8(jsonBytes)), { forSession: true }) };
 }
 
 function encodeReply(id: string, modelId: string, out: NamedTensors, ms: number): Buffer {

@@ -106,7 +106,7 @@ function protocolFloor(ws: WebSocket, handle: ModelHandle, modelId: string, buf:
   const bodyAt = 16 + ((idLength + 7) & ~7);
   const env = JSON.parse(buf.toString('utf8', bodyAt, bodyAt + jsonBytes)) as { type?: unknown; request_id?: unknown; data?: { model_id?: unknown } };
   if (env.type !== 'run-inference' || typeof env.request_id !== 'string' || env.data?.model_id !== modelId) throw new Error('not a run-inference request for the floor\'s model');
-  const feeds = decodeNamedTensors(buf.subarray(bodyAt + ((jsonBytes + 7) & ~7)));
+  const feeds = decodeNamedTensors(buf.subarray(bodyAt + ((jsonBytes + 7) & ~7)), { forSession: true });
   const started = performance.now();
   void handle.run(feeds).then((out) => {
     const ms = performance.now() - started;

@@ -67,14 +67,18 @@ test('a tensor whose bytes are not a multiple of 8 is padded with zeros before t
   assert.deepEqual([...decoded.b!.data as Int16Array], [-1]);
 });
 
-test('decoded tensors are own properties of a map that inherits nothing, whatever their names', () => {
+test('decoded tensors are own properties of a map that inherits nothing, whatever their names, for a user or a session', () => {
   const t = { dtype: 'uint8', dims: [1], data: Uint8Array.of(1) } as const;
   const named: NamedTensors = Object.create(null) as NamedTensors;
   for (const name of ['__proto__', 'constructor', 'x']) named[name] = t;
-  const out = decodeNamedTensors(encodeNamedTensors(named));
-  assert.deepEqual(Object.keys(out), ['__proto__', 'constructor', 'x']);
-  assert.ok(Object.hasOwn(out, '__proto__') && (out['__proto__']!.data as Uint8Array)[0] === 1);
-  const plain = decodeNamedTensors(encodeNamedTensors({ x: t }));
-  for (const inherited of ['constructor', 'toString', 'hasOwnProperty', '__proto__']) assert.equal((plain as Record<string, unknown>)[inherited], undefined, inherited);
-  assert.equal('toString' in plain, false);
+  for (const forSession of [false, true]) {
+    const out = decodeNamedTensors(encodeNamedTensors(named), { forSession });
+    assert.deepEqual(Object.keys(out), ['__proto__', 'constructor', 'x']);
+    assert.ok(Object.hasOwn(out, '__proto__') && (out['__proto__']!.data as Uint8Array)[0] === 1);
+    const plain = decodeNamedTensors(encodeNamedTensors({ x: t }), { forSession });
+    for (const inherited of ['constructor', 'toString', 'hasOwnProperty', '__proto__']) assert.equal((plain as Record<string, unknown>)[inherited], undefined, inherited);
+    assert.equal('toString' in plain, false);
+  }
+  // What a user gets (a notebook shows it): a null-prototype map, as before.
+  assert.equal(Object.getPrototypeOf(decodeNamedTensors(encodeNamedTensors({ x: t }))), null);
 });

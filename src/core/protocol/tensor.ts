@@ -297,9 +297,10 @@ function shortAsciiName(b: Buffer, start: number, end: number): string | undefin
 }
 
 /**
- * The map decodeNamedTensors returns: nothing inherited (a tensor may be named "__proto__" or "constructor"),
- * as with Object.create(null), but an object V8 keeps in fast mode. Object.create(null) makes a dictionary,
- * which costs onnxruntime-node's run ~1 µs warm and 2–5 µs when the caller's caches went cold (issue 18).
+ * The map of DecodeNamedOptions.forSession: nothing inherited (a tensor may be named "__proto__" or
+ * "constructor"), as with Object.create(null), but an object V8 keeps in fast mode. Object.create(null)
+ * makes a dictionary, which costs onnxruntime-node's run ~1 µs warm and 2–5 µs when the caller's caches
+ * went cold (issue 18).
  */
 function NamedTensorMap(this: NamedTensors): void { /* a map with no own properties yet */ }
 NamedTensorMap.prototype = Object.create(null) as object;
@@ -311,6 +312,12 @@ export interface DecodeNamedOptions {
    * decoded: throw to refuse the tensors (a wrong shape, too many elements) without paying for decoding.
    */
   check?(headers: Readonly<Record<string, TensorHeader>>): void;
+  /**
+   * The tensors go straight into a model session (the node's inference): a map V8 keeps in fast mode. It
+   * inherits nothing either, but its prototype is an empty object rather than null, which Node's inspect
+   * and the notebook display tell apart: not for maps a user sees.
+   */
+  forSession?: boolean;
 }
 
 export function decodeNamedTensors(buf: Uint8Array, opts: DecodeNamedOptions = {}): NamedTensors {
@@ -339,7 +346,7 @@ export function decodeNamedTensors(buf: Uint8Array, opts: DecodeNamedOptions = {
     p += pad8(len);
   }
   opts.check?.(headers);
-  const out = newNamedTensorMap();
+  const out = opts.forSession === true ? newNamedTensorMap() : Object.create(null) as NamedTensors;
   for (const e of entries) out[e.name] = decodeTensorAt(b, e.start, e.end, e.header, `tensor "${e.name}"`);
   return out;
 }
