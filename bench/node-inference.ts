@@ -33,6 +33,7 @@ import { cpuSince, cpuSnapshot, type CpuSnapshot } from './rss';
 import { RegionFile } from '../src/core/shm-client';
 import { uploadClient, uploadSection } from './node-upload';
 import { sharedMemoryDir } from '../src/core/shm';
+import { attributeWire, openWireVariant, wireGeometry, type WireKind } from './wire-variants';
 
 // Measured as shipped: the node is the built dist/grid-node.js (npm run bench:node builds first), and
 // scripts/bench.mjs bundles this file and bench/servers/*. Run from source, both fall back to the .ts files.
@@ -415,6 +416,21 @@ async function main(): Promise<void> {
     const [pf, pc] = [p50(protocolTimes), protocolCpu.perRequest()];
     out(`  protocol floor: the same bare ws server and client, speaking the grid's wire bytes (GridClient's request frame, the node's reply frame; checked byte for byte)  ${(pf * 1000).toFixed(0)} µs = ${(pf / f).toFixed(2)}× floor; grid node / protocol floor = ${(g / pf).toFixed(2)}×  (onnxruntime inside it ${(p50(protocolRunTimes) * 1000).toFixed(0)} µs)`);
     out(`    CPU per request: protocol floor server ${pc.server.toFixed(0)} µs + client ${pc.client.toFixed(0)} µs (the wire format: +${(pc.server - fc.server).toFixed(0)} µs + ${(pc.client - fc.client).toFixed(0)} µs over the floor); event loops: floor server ${fc.serverMain.toFixed(0)} µs, protocol floor server ${pc.serverMain.toFixed(0)} µs, grid node ${gc.serverMain.toFixed(0)} µs; grid node / protocol floor ≥ ${(gc.total / pc.total).toFixed(2)}× (their CPU ratio), node alone ${(gc.server / pc.server).toFixed(2)}×`);
+    {
+      // Where the wire format's cost goes (bench/wire-variants.ts; bench/wire-attribution.ts prints the whole table):
+      // the floor's bytes vs the grid's sizes with no codec, the grid's frames written and read by hand, and
+      // GridClient's/the node's codec; each interleaved with the floor, deltas paired with it per rep.
+      const kinds: WireKind[] = ['floor', 'pad', 'lean', 'full'];
+      const geometry = wireGeometry(wire.request, 'mlp', 'x', await local.run(one));
+      const conns = [];
+      for (const kind of kinds) conns.push(await openWireVariant(peer.url, peer.child.pid!, mlp, one.x!.data as Float32Array, { kind, ...geometry }));
+      const res = await attributeWire(conns, { reps: quick ? 3 : 5, rounds: quick ? 100 : 400, warmUp: quick ? 300 : 1500 });
+      for (const c of conns) c.close();
+      const fl = res.get('floor')!;
+      const delta = (xs: number[], f: number[]) => { const d = p50(xs.map((x, i) => x - f[i]!)); return `${d >= 0 ? '+' : '−'}${Math.abs(d).toFixed(0)}`; };
+      const cell = (k: WireKind) => { const m = res.get(k)!; return `${delta(m.p50, fl.p50)}/${delta(m.server, fl.server)}/${delta(m.client, fl.client)} (onnxruntime ${p50(m.run).toFixed(0)})`; };
+      out(`    wire format, over the floor (round trip/server CPU/client CPU µs; onnxruntime inside the peer ${p50(fl.run).toFixed(0)} µs for the floor): the grid's frame sizes, no codec ${cell('pad')}; the grid's frames written and read by hand ${cell('lean')}; with the product codec ${cell('full')}`);
+    }
     out(`  ratio remote / (local + raw ws)   ${(g / (l + r)).toFixed(2)}×  (target ≤ 1.3×)${cores >= 2 ? '  [client on core 0, node and raw ws server on core 1]' : ''}`);
     // What bounds that target here: a server that waits for each request runs onnxruntime cold (its weights
     // out of cache), unlike the back-to-back local loop; the floor pays it with no protocol at all.

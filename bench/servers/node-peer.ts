@@ -10,32 +10,34 @@ import { rssSampler } from '../rss';
 import { loadModel, type ModelHandle } from '../../src/compute/backend';
 import { encodeMessageFrame } from '../../src/core/protocol/envelope';
 import { decodeNamedTensors, encodeNamedTensorsParts } from '../../src/core/protocol/tensor';
+import { gcTime, serveWireVariant, type WireVariant } from '../wire-variants';
 
 const http = createServer();
 const rss = rssSampler();
 const wss = new WebSocketServer({ server: http, maxPayload: 64 * 1024 * 1024, perMessageDeflate: false });
 const runTimes: number[] = [];
+const gcMs = gcTime();
 wss.on('connection', (ws) => {
   let replyBytes = Buffer.alloc(0);
   let sink: { total: number; received: number } | undefined;
   // The floor of remote inference: each binary frame is a float32 batch for a model loaded here, run by
   // onnxruntime and answered with the output's bytes. No envelope, no checks, no session cache.
-  let model: { handle: ModelHandle; input: string; cols: number; protocol: string | undefined } | undefined;
+  let model: { handle: ModelHandle; input: string; cols: number; protocol: string | undefined; variant: WireVariant | undefined } | undefined;
   // The floor of inference through shared memory: the model as above, its inputs and outputs in a file
   // the client names (`shm`), each binary frame three float64s (input offset, input bytes, output offset),
   // answered with the output's byte count. One reused input buffer, no envelope, no checks.
   let shm: { fd: number; buf: Buffer } | undefined;
   ws.on('message', (data, isBinary) => {
     if (!isBinary) {
-      const cmd = JSON.parse(String(data)) as { reply?: number; sink?: number; model?: string; input?: string; cols?: number; shm?: string; threads?: number; runTimes?: boolean; protocol?: string };
+      const cmd = JSON.parse(String(data)) as { reply?: number; sink?: number; model?: string; input?: string; cols?: number; shm?: string; threads?: number; runTimes?: boolean; protocol?: string; variant?: WireVariant };
       // The wall time of each onnxruntime run here (the floor's side of "onnxruntime inside the node"), then forgotten.
-      if (cmd.runTimes) { ws.send(JSON.stringify({ runTimes })); runTimes.length = 0; return; }
+      if (cmd.runTimes) { ws.send(JSON.stringify({ runTimes, gcMs: gcMs.total })); runTimes.length = 0; gcMs.total = 0; return; }
       if (cmd.shm !== undefined) shm = { fd: fs.openSync(cmd.shm, 'r+'), buf: Buffer.alloc(0) };
       if (cmd.reply !== undefined) { replyBytes = Buffer.alloc(cmd.reply, 7); sink = undefined; model = undefined; }
       if (cmd.sink !== undefined) { sink = { total: cmd.sink, received: 0 }; rss.reset(); }
       if (cmd.model !== undefined) {
         void loadModel(Buffer.from(cmd.model, 'base64'), cmd.threads !== undefined ? { intraOpNumThreads: cmd.threads } : {}).then((handle) => {
-          model = { handle, input: cmd.input!, cols: cmd.cols!, protocol: cmd.protocol };
+          model = { handle, input: cmd.input!, cols: cmd.cols!, protocol: cmd.protocol, variant: cmd.variant };
           sink = undefined;
           ws.send('{"ready":true}');
         });
@@ -63,6 +65,10 @@ wss.on('connection', (ws) => {
         reply.writeDoubleLE(y.byteLength, 0);
         ws.send(reply);
       }, (err: Error) => process.stderr.write(`run failed: ${err.message}\n`));
+      return;
+    }
+    if (model?.variant !== undefined) {
+      wireVariant(ws, model.handle, model.variant, buf);
       return;
     }
     if (model?.protocol !== undefined) {
@@ -100,7 +106,7 @@ function protocolFloor(ws: WebSocket, handle: ModelHandle, modelId: string, buf:
   const bodyAt = 16 + ((idLength + 7) & ~7);
   const env = JSON.parse(buf.toString('utf8', bodyAt, bodyAt + jsonBytes)) as { type?: unknown; request_id?: unknown; data?: { model_id?: unknown } };
   if (env.type !== 'run-inference' || typeof env.request_id !== 'string' || env.data?.model_id !== modelId) throw new Error('not a run-inference request for the floor\'s model');
-  const feeds = decodeNamedTensors(buf.subarray(bodyAt + ((jsonBytes + 7) & ~7)));
+  const feeds = decodeNamedTensors(buf.subarray(bodyAt + ((jsonBytes + 7) & ~7)), { forSession: true });
   const started = performance.now();
   void handle.run(feeds).then((out) => {
     const ms = performance.now() - started;
@@ -109,6 +115,14 @@ function protocolFloor(ws: WebSocket, handle: ModelHandle, modelId: string, buf:
     for (const name in out) { const t = out[name]!; outputs.push({ name, dtype: t.dtype, dims: t.dims }); }
     ws.send(encodeMessageFrame({ type: env.type as string, data: { model_id: modelId, version: '1', outputs, duration_ms: ms }, request_id: env.request_id as string }, encodeNamedTensorsParts(out)));
   }, (err: Error) => process.stderr.write(`run failed: ${err.message}\n`));
+}
+
+/** One of the attribution variants between the floor and the protocol floor (bench/wire-variants.ts). */
+function wireVariant(ws: WebSocket, handle: ModelHandle, variant: WireVariant, buf: Buffer): void {
+  serveWireVariant(variant, buf, (feeds) => handle.run(feeds), (reply, runMs) => {
+    if (runTimes.length < 100_000) runTimes.push(runMs);
+    ws.send(reply);
+  });
 }
 
 http.listen(0, '127.0.0.1', () => {

@@ -175,7 +175,7 @@ export function registerHandlers(router: GridRouter, deps: HandlerDeps): GridRou
     let feeds: NamedTensors;
     try {
       // Shapes, the string budget and known output sizes are checked from the headers, before decoding.
-      feeds = decodeNamedTensors(ctx.attachment, { check: (headers) => checkInferenceInputs(model.signature, headers, limits, data.outputs) });
+      feeds = decodeNamedTensors(ctx.attachment, { check: (headers) => checkInferenceInputs(model.signature, headers, limits, data.outputs), forSession: true });
     } catch (err) {
       throw err instanceof GridError ? err : new GridError(ErrorCodes.INVALID_TENSOR, (err as Error).message);
     }

@@ -257,7 +257,7 @@ export function attachSharedMemory(router: GridRouter, deps: SharedMemoryDeps): 
       input = await region.read(data.input);
       let feeds: NamedTensors;
       try {
-        feeds = decodeNamedTensors(input, { check: (headers) => checkInferenceInputs(model.signature, headers, limits, data.outputs) });
+        feeds = decodeNamedTensors(input, { check: (headers) => checkInferenceInputs(model.signature, headers, limits, data.outputs), forSession: true });
       } catch (err) {
         throw err instanceof GridError ? err : new GridError(ErrorCodes.INVALID_TENSOR, (err as Error).message);
       }

@@ -261,3 +261,35 @@ describe('request text (the envelope of a request without an attachment)', () =>
     }
   });
 });
+
+/** A MESSAGE frame as the wire layout says, built by hand: the oracle the encoder's fast paths are held to. */
+function messageFrameByHand(env: object, attachment: Buffer): Buffer {
+  const pad = (b: Buffer, fill: number) => Buffer.concat([b, Buffer.alloc((8 - (b.length % 8)) % 8, fill)]);
+  const id = Buffer.from((env as { request_id?: string }).request_id ?? '', 'utf8');
+  const json = Buffer.from(JSON.stringify(env), 'utf8');
+  const header = Buffer.alloc(16);
+  header.write('GW', 0, 'latin1');
+  header[2] = 1; header[3] = 1; header[5] = id.length;
+  header.writeUInt32LE(json.length, 12);
+  return Buffer.concat([header, pad(id, 0), pad(json, 0x20), attachment]);
+}
+
+test('message frames are the wire layout\'s bytes whether the id and JSON are short ASCII, non-ASCII or long', () => {
+  const att = Buffer.from([1, 2, 3, 4, 5, 6, 7, 8, 9]);
+  const envs = [
+    { type: 'run-inference', request_id: '3f9a0c1e-1a', data: { model_id: 'mlp' } },
+    { type: 'run-inference', request_id: 'réq-1', data: { model_id: 'mlp' } },
+    { type: 'run-inference', request_id: 'r-2', data: { model_id: 'modèle', note: '日本 \u{1F600}' } },
+    { type: 'run-inference', request_id: 'r-3', data: { model_id: 'm', pad: 'x'.repeat(1100) } },
+    { type: 'run-inference', request_id: 'r-4', data: { model_id: 'm', pad: `${'x'.repeat(1100)}é` } },
+    { type: 'ping' },
+  ];
+  for (const env of envs) {
+    const expected = messageFrameByHand(env, att);
+    assert.ok(encodeMessageFrame(env, att).equals(expected), JSON.stringify(env).slice(0, 60));
+    assert.ok(encodeMessageFrame(env, [att.subarray(0, 4), att.subarray(4)], () => Buffer.alloc(expected.length + 16, 0xee)).equals(expected));
+    const f = decodeBinaryFrame(expected);
+    if (f.kind !== FrameKind.MESSAGE) return assert.fail('not a message frame');
+    assert.deepEqual({ ...f.message, attachment: undefined }, { ...env, attachment: undefined });
+  }
+});

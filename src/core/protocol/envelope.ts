@@ -261,6 +261,18 @@ function isAsciiString(s: string): boolean {
   return true;
 }
 
+/**
+ * Text up to this many characters (a request's or reply's envelope, an id) is checked and written as
+ * ASCII by hand rather than through Buffer's native UTF-8 codec: a few hundred bytes cost less in a JS
+ * loop than the native calls do when the caller's caches went cold waiting for its peer (issue 18).
+ */
+const SHORT_TEXT = 1024;
+
+/** Writes ASCII `s` at `at` of `buf`, one byte per character (the caller checked it is ASCII). */
+function writeAscii(buf: Buffer, s: string, at: number): void {
+  for (let i = 0; i < s.length; i++) buf[at + i] = s.charCodeAt(i);
+}
+
 /** Writes a frame header at the start of `buf` (id of `idLength` bytes); returns where the body starts. */
 function putHeader(buf: Buffer, kind: number, flags: number, id: string, idLength: number, index: number, extra: number): number {
   const bodyAt = HEADER + pad8(idLength);
@@ -268,7 +280,9 @@ function putHeader(buf: Buffer, kind: number, flags: number, id: string, idLengt
   buf.writeUInt16LE(0, 6);
   buf.writeUInt32LE(index, 8);
   buf.writeUInt32LE(extra, 12);
-  buf.write(id, HEADER, idLength, 'utf8');
+  // An id whose byte count is its length is ASCII (frameIdBytes): written by hand, as the JSON is (writeText).
+  if (idLength === id.length) writeAscii(buf, id, HEADER);
+  else buf.write(id, HEADER, idLength, 'utf8');
   buf.fill(0, HEADER + idLength, bodyAt);
   return bodyAt;
 }
@@ -319,7 +333,8 @@ export function encodeChunk(id: string, index: number, body: Uint8Array, last: b
  */
 export function encodeMessageFrame(env: Envelope, attachment: Uint8Array | readonly Uint8Array[], into?: (bytes: number) => Buffer | undefined): Buffer {
   const json = JSON.stringify(env);
-  const jsonBytes = Buffer.byteLength(json, 'utf8');
+  const ascii = json.length <= SHORT_TEXT && isAsciiString(json);
+  const jsonBytes = ascii ? json.length : Buffer.byteLength(json, 'utf8');
   const jsonPadded = pad8(jsonBytes);
   let attachmentBytes = 0;
   if (attachment instanceof Uint8Array) attachmentBytes = attachment.length;
@@ -336,7 +351,8 @@ export function encodeMessageFrame(env: Envelope, attachment: Uint8Array | reado
   } else {
     ({ buf, bodyAt } = writeHeader(FrameKind.MESSAGE, 0, id, 0, jsonBytes, jsonPadded + attachmentBytes));
   }
-  buf.write(json, bodyAt, 'utf8');
+  if (ascii) writeAscii(buf, json, bodyAt);
+  else buf.write(json, bodyAt, 'utf8');
   buf.fill(0x20, bodyAt + jsonBytes, bodyAt + jsonPadded);
   let at = bodyAt + jsonPadded;
   if (attachment instanceof Uint8Array) buf.set(attachment, at);

@@ -236,37 +236,75 @@ export function encodeNamedTensors(tensors: NamedTensors): Buffer {
 /**
  * The encoding of encodeNamedTensors as pieces whose concatenation is that encoding: numeric data stays
  * a view of the tensors' own memory, so a big result can be sent (hashed, read in chunks) without a copy.
+ * Each tensor's name entry and header are one small piece from Buffer's pool, which also carries the
+ * count (first) or the previous tensor's padding: a batch-1 request or reply pays one pooled slice per
+ * tensor, not three fresh buffers (each a native allocation, costly when a caller's caches went cold
+ * waiting for the peer; issue 18).
  */
 export function encodeNamedTensorsParts(tensors: NamedTensors): Uint8Array[] {
-  const entries = Object.entries(tensors);
-  const head = Buffer.alloc(8);
-  head.writeUInt32LE(entries.length, 0);
-  const parts: Uint8Array[] = [head];
-  for (const [name, t] of entries) {
+  const names = Object.keys(tensors);
+  if (names.length === 0) return [Buffer.alloc(8)];
+  const parts: Uint8Array[] = [];
+  let lead = 8; // bytes before the name entry: the count, then the previous tensor's padding
+  for (const name of names) {
+    const t = tensors[name]!;
     validateTensor(t);
-    const nb = Buffer.from(name, 'utf8');
-    if (nb.length > 0xffff) throw gridError('INVALID_TENSOR', `tensor name ${name.slice(0, 40)}… is too long`);
+    const nameLength = asciiLength(name) ?? Buffer.byteLength(name, 'utf8');
+    if (nameLength > 0xffff) throw gridError('INVALID_TENSOR', `tensor name ${name.slice(0, 40)}… is too long`);
     const size = encodedTensorSize(t);
-    const nameBytes = pad8(2 + nb.length);
-    if (t.dtype === 'string') {
-      const pre = Buffer.alloc(nameBytes + 8);
-      pre.writeUInt16LE(nb.length, 0);
-      pre.set(nb, 2);
-      pre.writeDoubleLE(size, nameBytes);
-      parts.push(pre, encodeTensor(t));
-    } else {
-      const pre = Buffer.alloc(nameBytes + 8 + headerSize(t.dims.length));
-      pre.writeUInt16LE(nb.length, 0);
-      pre.set(nb, 2);
-      pre.writeDoubleLE(size, nameBytes);
-      writeTensorHeader(t, pre, nameBytes + 8);
+    const nameBytes = pad8(2 + nameLength);
+    const numeric = t.dtype !== 'string';
+    const pre = Buffer.allocUnsafe(lead + nameBytes + 8 + (numeric ? headerSize(t.dims.length) : 0));
+    pre.fill(0, 0, lead + nameBytes);
+    if (parts.length === 0) pre.writeUInt32LE(names.length, 0);
+    pre.writeUInt16LE(nameLength, lead);
+    if (nameLength === name.length) for (let i = 0; i < nameLength; i++) pre[lead + 2 + i] = name.charCodeAt(i);
+    else pre.write(name, lead + 2, 'utf8');
+    pre.writeDoubleLE(size, lead + nameBytes);
+    if (numeric) {
+      writeTensorHeader(t, pre, lead + nameBytes + 8);
       const data = t.data as Exclude<TensorData, string[]>;
       parts.push(pre, new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
+    } else {
+      parts.push(pre, encodeTensor(t));
     }
-    if (pad8(size) > size) parts.push(new Uint8Array(pad8(size) - size));
+    lead = pad8(size) - size;
   }
+  if (lead > 0) parts.push(new Uint8Array(lead));
   return parts;
 }
+
+/** A string's UTF-8 byte count when it is short ASCII (its length), else undefined: no native call for a tensor's name. */
+function asciiLength(s: string): number | undefined {
+  if (s.length > SHORT_NAME) return undefined;
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return undefined;
+  return s.length;
+}
+
+/** Names up to this long are read and written by hand, byte by byte; longer ones by Buffer's native UTF-8 codec. */
+const SHORT_NAME = 64;
+
+/** The name at [start, end) of `b` when it is short ASCII, without a native call; else undefined. */
+function shortAsciiName(b: Buffer, start: number, end: number): string | undefined {
+  if (end - start > SHORT_NAME) return undefined;
+  let s = '';
+  for (let i = start; i < end; i++) {
+    const c = b[i]!;
+    if (c > 0x7f) return undefined;
+    s += String.fromCharCode(c);
+  }
+  return s;
+}
+
+/**
+ * The map of DecodeNamedOptions.forSession: nothing inherited (a tensor may be named "__proto__" or
+ * "constructor"), as with Object.create(null), but an object V8 keeps in fast mode. Object.create(null)
+ * makes a dictionary, which costs onnxruntime-node's run ~1 µs warm and 2–5 µs when the caller's caches
+ * went cold (issue 18).
+ */
+function NamedTensorMap(this: NamedTensors): void { /* a map with no own properties yet */ }
+NamedTensorMap.prototype = Object.create(null) as object;
+const newNamedTensorMap = (): NamedTensors => new (NamedTensorMap as unknown as new () => NamedTensors)();
 
 export interface DecodeNamedOptions {
   /**
@@ -274,6 +312,12 @@ export interface DecodeNamedOptions {
    * decoded: throw to refuse the tensors (a wrong shape, too many elements) without paying for decoding.
    */
   check?(headers: Readonly<Record<string, TensorHeader>>): void;
+  /**
+   * The tensors go straight into a model session (the node's inference): a map V8 keeps in fast mode. It
+   * inherits nothing either, but its prototype is an empty object rather than null, which Node's inspect
+   * and the notebook display tell apart: not for maps a user sees.
+   */
+  forSession?: boolean;
 }
 
 export function decodeNamedTensors(buf: Uint8Array, opts: DecodeNamedOptions = {}): NamedTensors {
@@ -289,7 +333,7 @@ export function decodeNamedTensors(buf: Uint8Array, opts: DecodeNamedOptions = {
     if (p + 2 > b.length) throw gridError('INVALID_TENSOR', `named tensors: entry ${i} of ${count} is truncated`);
     const nameLen = b.readUInt16LE(p);
     if (p + 2 + nameLen > b.length) throw gridError('INVALID_TENSOR', `named tensors: name of entry ${i} is truncated`);
-    const name = b.toString('utf8', p + 2, p + 2 + nameLen);
+    const name = shortAsciiName(b, p + 2, p + 2 + nameLen) ?? b.toString('utf8', p + 2, p + 2 + nameLen);
     p += pad8(2 + nameLen);
     if (p + 8 > b.length) throw gridError('INVALID_TENSOR', `named tensors: length of "${name}" is truncated`);
     const len = b.readDoubleLE(p);
@@ -302,7 +346,7 @@ export function decodeNamedTensors(buf: Uint8Array, opts: DecodeNamedOptions = {
     p += pad8(len);
   }
   opts.check?.(headers);
-  const out: NamedTensors = Object.create(null);
+  const out = opts.forSession === true ? newNamedTensorMap() : Object.create(null) as NamedTensors;
   for (const e of entries) out[e.name] = decodeTensorAt(b, e.start, e.end, e.header, `tensor "${e.name}"`);
   return out;
 }
