@@ -152,6 +152,8 @@ interface KernelProcess {
 const noopLogger: KernelLogger = { debug() {}, warn() {}, error() {} };
 const RECENT_LIMIT = 256;
 const RAW_LOG_LIMIT = 64 * 1024;
+/** An interrupt with no cell running restarts the process if an interrupted cell printed within this long. */
+const LEFTOVER_OUTPUT_MS = 10_000;
 
 export class KernelHost {
   private readonly options: Required<Pick<KernelOptions, 'workerPath' | 'execPath' | 'execArgv' | 'interruptTimeoutMs' | 'startTimeoutMs' | 'stopOnError' | 'maxStreamBytesPerCell'>> & KernelOptions;
@@ -162,6 +164,10 @@ export class KernelHost {
   private readonly queue: Execution[] = [];
   /** execId → executionCount of finished cells, for output that arrives after a cell ended. */
   private readonly recent = new Map<number, number>();
+  /** Cells that ended interrupted with their process kept: their leftover code may still run. */
+  private readonly interruptedIds = new Set<number>();
+  /** The last late output of an interrupted cell: the target of an interrupt while no cell runs. */
+  private leftover: { proc: KernelProcess; executionCount: number; at: number } | undefined;
   private running: Execution | undefined;
   private proc: KernelProcess | undefined;
   private nextExecId = 1;
@@ -251,7 +257,10 @@ export class KernelHost {
     if (this.disposed) return;
     this.cancelQueued();
     const ex = this.running;
-    if (!ex) return;
+    if (!ex) {
+      this.stopLeftover();
+      return;
+    }
     if (!ex.interrupting) {
       ex.interrupting = true;
       for (const call of ex.calls.values()) call.abort(gridError('ABORTED', 'the cell was interrupted'));
@@ -263,6 +272,28 @@ export class KernelHost {
       }
     }
     await ex.settled;
+  }
+
+  /**
+   * An interrupt while no cell runs, with an interrupted cell still printing (leftover code that no
+   * interrupt can reach: an I/O callback loop, an event listener): restarts the process, as the only way
+   * to stop it, and says so in that cell's output and through onDidLoseState.
+   */
+  private stopLeftover(): void {
+    const leftover = this.leftover;
+    if (!leftover || leftover.proc !== this.proc || performance.now() - leftover.at > LEFTOVER_OUTPUT_MS) return;
+    this.leftover = undefined;
+    this.kill(leftover.proc);
+    this.count = 0;
+    this.lateOutputEmitter.fire({
+      executionCount: leftover.executionCount,
+      output: {
+        kind: 'stream', stream: 'stderr',
+        text: `\n${wrapText('[The kernel was restarted to stop what this cell left running after its interrupt. State was lost: variables, functions and imports from earlier cells are gone.]', KERNEL_MESSAGE_WIDTH)}\n`,
+      },
+    });
+    this.stateLostEmitter.fire({ reason: 'interrupt' });
+    if (!this.disposed) this.ensureProcess().catch((err: unknown) => this.logger.error('kernel restart failed', { error: String(err) }));
   }
 
   /** Kills the process (ending a running cell, cancelling the queue) and starts a fresh one. */
@@ -378,6 +409,10 @@ export class KernelHost {
       }
     }
     if (outcome.error) result.error = outcome.error;
+    if (outcome.status === 'interrupted' && !result.stateLost) {
+      this.interruptedIds.add(ex.execId);
+      if (this.interruptedIds.size > RECENT_LIMIT) this.interruptedIds.delete(this.interruptedIds.values().next().value!);
+    }
     if (this.running === ex) this.running = undefined;
     ex.resolve(result);
     if ((outcome.status === 'error' || outcome.status === 'interrupted') && this.options.stopOnError) this.cancelQueued();
@@ -394,7 +429,9 @@ export class KernelHost {
     const ex = this.running;
     if (ex && ex.execId === execId && !ex.done) return this.deliver(ex, output);
     const executionCount = this.recent.get(execId);
-    if (executionCount !== undefined) this.lateOutputEmitter.fire({ executionCount, output });
+    if (executionCount === undefined) return;
+    if (this.interruptedIds.has(execId) && this.proc) this.leftover = { proc: this.proc, executionCount, at: performance.now() };
+    this.lateOutputEmitter.fire({ executionCount, output });
   }
 
   private deliver(ex: Execution, output: CellOutput): void {

@@ -4,7 +4,8 @@
 
 import { AsyncLocalStorage } from 'node:async_hooks';
 import * as vm from 'node:vm';
-import { createRequire } from 'node:module';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { resolve as resolveModule } from 'import-meta-resolve';
@@ -44,6 +45,13 @@ let current: RunningCell | undefined;
 const cells = new Map<number, RunningCell>();
 const CELLS_KEPT = 64;
 /**
+ * Interrupted cells are never forgotten (an entry each, a few bytes): their leftover code must keep
+ * finding them interrupted however many cells ran since, not fall back to the running cell's identity.
+ */
+const interruptedCells = new Map<number, RunningCell>();
+/** The real timers, for the worker's own use: the globals are replaced by cell-aware ones (patchTimers). */
+const realTimers = { setTimeout, clearTimeout, setInterval, clearInterval, setImmediate };
+/**
  * The cell whose code is running now: its timers, promises and callbacks carry it, so what they print
  * after the cell ended (or while a later cell runs) goes to the cell that printed it, as in Jupyter.
  */
@@ -70,6 +78,10 @@ function owner(): number | undefined {
 function cellNow(): RunningCell | undefined {
   const execId = printingCell.getStore();
   return (execId === undefined ? undefined : cells.get(execId)) ?? current;
+}
+
+function wasInterrupted(execId: number | undefined): boolean {
+  return execId !== undefined && interruptedCells.has(execId);
 }
 
 function emit(output: CellOutput): boolean {
@@ -125,6 +137,72 @@ function emitDisplay(output: Extract<CellOutput, { kind: 'display' }>): void {
     if (counted || bytes > config.maxStreamBytesPerCell) return;
   }
   emit(output);
+}
+
+/**
+ * An interrupt stops the cell's pending work as Python's KeyboardInterrupt would: a timer (setTimeout,
+ * setInterval, setImmediate, node:timers/promises) scheduled by a cell that has since been interrupted
+ * never fires, so `for (;;) { …; await sleep(100) }` dies at its next sleep. The scheduling cell is the
+ * one whose code is running (printingCell); the worker's own timers are the real ones.
+ */
+function patchTimers(): void {
+  const timers = notebookRequire('node:timers') as typeof import('node:timers');
+  const promises = notebookRequire('node:timers/promises') as typeof import('node:timers/promises');
+  type Callback = (...args: unknown[]) => void;
+  const gated = (callback: Callback, execId: number, onStopped?: () => void): Callback => function (this: unknown, ...args: unknown[]) {
+    if (wasInterrupted(execId)) {
+      onStopped?.();
+      return;
+    }
+    callback.apply(this, args);
+  };
+  const once = (schedule: (callback: Callback, ...rest: unknown[]) => unknown) => function (callback: Callback, ...rest: unknown[]): unknown {
+    const execId = printingCell.getStore();
+    if (execId === undefined || typeof callback !== 'function') return schedule(callback, ...rest);
+    return schedule(gated(callback, execId), ...rest);
+  };
+  const cellSetTimeout = once(realTimers.setTimeout as never);
+  const cellSetImmediate = once(realTimers.setImmediate as never);
+  const cellSetInterval = function (callback: Callback, ...rest: unknown[]): unknown {
+    const execId = printingCell.getStore();
+    if (execId === undefined || typeof callback !== 'function') return (realTimers.setInterval as never as (c: Callback, ...r: unknown[]) => unknown)(callback, ...rest);
+    const handle = (realTimers.setInterval as never as (c: Callback, ...r: unknown[]) => NodeJS.Timeout)(gated(callback, execId, () => realTimers.clearInterval(handle)), ...rest);
+    return handle;
+  };
+  /** A promise of an interrupted cell's timer never settles: the await after it never resumes. */
+  const gatedPromise = <T>(promise: Promise<T>, execId: number | undefined): Promise<T> => {
+    if (execId === undefined) return promise;
+    return new Promise<T>((resolve, reject) => {
+      promise.then(
+        (value) => { if (!wasInterrupted(execId)) resolve(value); },
+        (err: unknown) => { if (!wasInterrupted(execId)) reject(err); },
+      );
+    });
+  };
+  const promiseSetTimeout = promises.setTimeout;
+  const promiseSetImmediate = promises.setImmediate;
+  const promiseSetInterval = promises.setInterval;
+  const cellPromises = {
+    setTimeout: (...args: Parameters<typeof promiseSetTimeout>) => gatedPromise(promiseSetTimeout(...args), printingCell.getStore()),
+    setImmediate: (...args: Parameters<typeof promiseSetImmediate>) => gatedPromise(promiseSetImmediate(...args), printingCell.getStore()),
+    setInterval: (...args: Parameters<typeof promiseSetInterval>) => {
+      const iterator = promiseSetInterval(...args);
+      const execId = printingCell.getStore();
+      if (execId === undefined) return iterator;
+      const next = iterator.next.bind(iterator);
+      iterator.next = () => {
+        if (wasInterrupted(execId)) void iterator.return?.();
+        return gatedPromise(next(), execId);
+      };
+      return iterator;
+    },
+  };
+  Object.defineProperty(cellSetTimeout, promisify.custom, { value: cellPromises.setTimeout });
+  Object.defineProperty(cellSetImmediate, promisify.custom, { value: cellPromises.setImmediate });
+  const patched = { setTimeout: cellSetTimeout, setImmediate: cellSetImmediate, setInterval: cellSetInterval };
+  Object.assign(timers, patched);
+  Object.assign(globalThis, patched);
+  Object.assign(promises, cellPromises);
 }
 
 function patchStream(stream: 'stdout' | 'stderr'): void {
@@ -192,6 +270,7 @@ function interrupt(execId: number): void {
   if (current?.execId !== execId) return;
   if (current.interrupted) return;
   current.interrupted = true;
+  interruptedCells.set(execId, current);
   for (const [callId, call] of pendingCalls) {
     if (call.execId !== execId) continue;
     pendingCalls.delete(callId);
@@ -227,7 +306,7 @@ async function execute(request: ExecuteRequest): Promise<void> {
   const cell: RunningCell = { execId, fileName, abort: new AbortController(), interrupted: false };
   current = cell;
   cells.set(execId, cell);
-  if (cells.size > CELLS_KEPT) cells.delete(cells.keys().next().value!);
+  if (cells.size > CELLS_KEPT) cells.delete(cells.keys().next().value!); // interrupted ones stay in interruptedCells
   lastExecId = execId;
   try {
     const compiled = await compileCell(request.code, request.language, request.cellName);
@@ -255,7 +334,7 @@ async function execute(request: ExecuteRequest): Promise<void> {
 function untilInterrupted(result: unknown, signal: AbortSignal): Promise<unknown> {
   const outcome = Promise.resolve(result);
   return new Promise((resolve, reject) => {
-    const onAbort = () => setImmediate(() => reject(signal.reason));
+    const onAbort = () => realTimers.setImmediate(() => reject(signal.reason));
     signal.addEventListener('abort', onAbort, { once: true });
     // Both handlers: a rejection after the interrupt was answered is already reported, never a stray one.
     outcome.then(
@@ -337,7 +416,9 @@ function main(): void {
       case 'introspect': introspect(message); break;
     }
   });
-  setImmediate(() => {
+  patchTimers();
+  syncBuiltinESMExports(); // `import { setTimeout } from 'node:timers/promises'` in a cell gets the patched ones
+  realTimers.setImmediate(() => {
     patchStream('stdout');
     patchStream('stderr');
     send({ type: 'ready', pid: process.pid, nodeVersion: process.versions.node });

@@ -387,15 +387,81 @@ describe('interrupt, restart and crashes', () => {
       const isWaiting = new Promise<void>((resolve) => { waiting = resolve; });
       const running = run(kernel, [
         'console.log("waiting");',
-        'await new Promise((r) => setTimeout(r, 100));',
+        // Released by the next cell: a timer would never fire for a cell interrupted meanwhile.
+        'await new Promise((r) => { globalThis.release = r; });',
         'globalThis.after = { aborted: grid.signal.aborted, call: await grid.models().then(() => "ran", (e) => e.code) };',
       ].join('\n'), { onOutput: (o) => { if (o.kind === 'stream') waiting(); } });
       await within(isWaiting, 'the cell starting to wait');
       await within(kernel.interrupt(), 'the interrupt');
       assert.equal((await running).result.stateLost, false);
       // The next cell waits for the leftover to finish; grid.signal is the new cell's own, not aborted.
-      assert.equal(await value(kernel, 'while (!globalThis.after) await new Promise((r) => setTimeout(r, 10)); [grid.signal.aborted, after.aborted, after.call].join()'),
+      assert.equal(await value(kernel, 'release();\nwhile (!globalThis.after) await new Promise((r) => setTimeout(r, 10)); [grid.signal.aborted, after.aborted, after.call].join()'),
         'false,true,GRID_ERR_ABORTED');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('an interrupted cell\'s timers never fire: a sleep loop, setInterval and timers/promises stop, later cells\' timers run', async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    const late: LateOutput[] = [];
+    kernel.onDidEmitLateOutput((e) => late.push(e));
+    try {
+      let ticking!: () => void;
+      const isTicking = new Promise<void>((resolve) => { ticking = resolve; });
+      const running = run(kernel, [
+        'import { setTimeout as sleep } from "node:timers/promises";',
+        'globalThis.ticks = 0;',
+        'setInterval(() => { ticks++; }, 5);',
+        '(async () => { for (;;) { await sleep(5); ticks++; } })();',
+        'setImmediate(function again() { ticks++; setImmediate(again); });',
+        'for (let i = 0; ; i++) { console.log("tick " + i); await new Promise((r) => setTimeout(r, 10)); }',
+      ].join('\n'), { onOutput: (o) => { if (o.kind === 'stream') ticking(); } });
+      await within(isTicking, 'the loop ticking');
+      await within(kernel.interrupt(), 'the interrupt');
+      const { result } = await running;
+      assert.equal(result.status, 'interrupted');
+      assert.equal(result.stateLost, false);
+      const lateBefore = late.length;
+      // This cell's own timers run; the interrupted cell's do not, for as long as it waits.
+      assert.equal(await value(kernel, 'const t0 = ticks;\nawait new Promise((r) => setTimeout(r, 300));\nfor (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));\nticks - t0'), '0');
+      assert.equal(late.length, lateBefore, `late output of the interrupted cell: ${JSON.stringify(late.slice(lateBefore))}`);
+      assert.equal(late.length, 0, 'nothing printed after the interrupt');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('an interrupt while no cell runs, with an interrupted cell still printing, restarts the kernel and says so', async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    try {
+      await value(kernel, 'const kept = 1;');
+      const pid = kernel.pid;
+      let printing!: () => void;
+      const isPrinting = new Promise<void>((resolve) => { printing = resolve; });
+      const late: LateOutput[] = [];
+      kernel.onDidEmitLateOutput((e) => { late.push(e); if (e.output.kind === 'stream' && e.output.text.startsWith('io')) printing(); });
+      // I/O callbacks are not timers: an interrupt does not stop this loop.
+      const stop = new AbortController();
+      const { result } = await run(kernel, 'const fs = require("node:fs");\n(async () => { for (let i = 0; ; i++) { await fs.promises.stat("."); if (i % 500 === 0) console.log("io " + i); } })();\nawait new Promise(() => {});',
+        { language: 'javascript', signal: stop.signal, onOutput: (o) => { if (o.kind === 'stream') stop.abort(); } });
+      assert.equal(result.status, 'interrupted');
+      await within(isPrinting, 'the leftover loop printing after the interrupt');
+      const lost = new Promise<string>((resolve) => { kernel.onDidLoseState((e) => resolve(e.reason)); });
+      await kernel.interrupt();
+      assert.equal(await within(lost, 'the restart'), 'interrupt');
+      const notice = late.find((e) => e.output.kind === 'stream' && e.output.text.includes('restarted'));
+      assert.ok(notice, 'the interrupted cell says the kernel was restarted');
+      assert.equal(notice.executionCount, result.executionCount);
+      assert.match(notice.output.kind === 'stream' ? notice.output.text.replaceAll('\n', ' ') : '', /restarted to stop what this cell left running.*State was lost/);
+      assert.equal(await value(kernel, 'typeof kept'), 'undefined');
+      assert.notEqual(kernel.pid, pid);
+      // With nothing left printing, an interrupt of an idle kernel changes nothing.
+      const pidAfter = kernel.pid;
+      await value(kernel, 'const again = 2;');
+      await kernel.interrupt();
+      assert.equal(await value(kernel, 'again'), '2');
+      assert.equal(kernel.pid, pidAfter);
     } finally {
       await kernel.dispose();
     }
