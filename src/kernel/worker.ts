@@ -77,7 +77,13 @@ function owner(): number | undefined {
 /** The cell whose code is running now: the running one, or an earlier one whose timer or promise fired. */
 function cellNow(): RunningCell | undefined {
   const execId = printingCell.getStore();
-  return (execId === undefined ? undefined : cells.get(execId)) ?? current;
+  if (execId === undefined) return current;
+  return interruptedCells.get(execId) ?? cells.get(execId) ?? formerCell(execId);
+}
+
+/** A cell too old to be kept (and never interrupted): its leftover code gets its own, live signal, never the running cell's. */
+function formerCell(execId: number): RunningCell {
+  return { execId, fileName: '', abort: new AbortController(), interrupted: false };
 }
 
 function wasInterrupted(execId: number | undefined): boolean {

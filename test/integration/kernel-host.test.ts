@@ -467,6 +467,29 @@ describe('interrupt, restart and crashes', () => {
     }
   });
 
+  test('leftover code of an interrupted cell finds it interrupted even after 70 more cells', async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    try {
+      let waiting!: () => void;
+      const isWaiting = new Promise<void>((resolve) => { waiting = resolve; });
+      const running = run(kernel, [
+        'const fs = require("node:fs");',
+        'globalThis.seen = [];',
+        // fs, not timers: a timer of an interrupted cell would never fire at all.
+        '(async () => { while (!globalThis.stopSeen) { await fs.promises.stat("."); seen.push(grid.signal.aborted); } })();',
+        'console.log("waiting");',
+        'await new Promise(() => {});',
+      ].join('\n'), { language: 'javascript', onOutput: (o) => { if (o.kind === 'stream') waiting(); } });
+      await within(isWaiting, 'the cell starting to wait');
+      await within(kernel.interrupt(), 'the interrupt');
+      await running;
+      for (let i = 0; i < 70; i++) await value(kernel, '1');
+      assert.equal(await value(kernel, 'seen.length = 0;\nwhile (seen.length < 20) await new Promise((r) => setTimeout(r, 5));\nglobalThis.stopSeen = true;\nJSON.stringify([...new Set(seen)])'), '[true]');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
   test('restart clears state and the execution count, and gives a new process', async () => {
     const kernel = await startKernel();
     try {
