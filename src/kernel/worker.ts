@@ -3,6 +3,7 @@
 // messages; `grid.*` calls go to the host as `hostCall`s.
 
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { ChildProcess } from 'node:child_process';
 import * as vm from 'node:vm';
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { promisify } from 'node:util';
@@ -49,6 +50,10 @@ const CELLS_KEPT = 64;
  * finding them interrupted however many cells ran since, not fall back to the running cell's identity.
  */
 const interruptedCells = new Map<number, RunningCell>();
+/** Child processes each cell started that are still alive: they get SIGINT, then SIGKILL, when it is interrupted. */
+const childrenOf = new Map<number, Set<ChildProcess>>();
+/** How long an interrupted cell's child process has after SIGINT before SIGKILL. */
+const CHILD_KILL_GRACE_MS = 1000;
 /** The real timers, for the worker's own use: the globals are replaced by cell-aware ones (patchTimers). */
 const realTimers = { setTimeout, clearTimeout, setInterval, clearInterval, setImmediate };
 /**
@@ -211,6 +216,65 @@ function patchTimers(): void {
   Object.assign(promises, cellPromises);
 }
 
+/** Kills what an interrupted cell started: SIGINT now, SIGKILL for what is still alive after the grace. */
+function stopChildren(execId: number): void {
+  const children = childrenOf.get(execId);
+  if (!children) return;
+  childrenOf.delete(execId);
+  for (const child of children) {
+    if (child.exitCode !== null || child.signalCode !== null) continue;
+    child.kill('SIGINT');
+    const timer = realTimers.setTimeout(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }, CHILD_KILL_GRACE_MS);
+    timer.unref();
+    child.once('exit', () => realTimers.clearTimeout(timer));
+  }
+}
+
+/** Records the child processes a cell's code starts (spawn, exec, execFile, fork and their promisified forms). */
+function patchChildProcess(): void {
+  const childProcess = notebookRequire('node:child_process') as Record<string, unknown>;
+  const track = (child: unknown): void => {
+    const execId = printingCell.getStore();
+    if (execId === undefined || !child || typeof (child as ChildProcess).kill !== 'function') return;
+    const proc = child as ChildProcess;
+    if (wasInterrupted(execId)) {
+      // Started by leftover code of a cell already interrupted: it has no business running.
+      proc.kill('SIGKILL');
+      return;
+    }
+    let set = childrenOf.get(execId);
+    if (!set) childrenOf.set(execId, set = new Set());
+    const mine = set;
+    mine.add(proc);
+    proc.once('exit', () => {
+      mine.delete(proc);
+      if (mine.size === 0 && childrenOf.get(execId) === mine) childrenOf.delete(execId);
+    });
+  };
+  for (const name of ['spawn', 'exec', 'execFile', 'fork']) {
+    const original = childProcess[name] as (...args: unknown[]) => unknown;
+    const wrapped = function (this: unknown, ...args: unknown[]): unknown {
+      const child = original.apply(this, args);
+      track(child);
+      return child;
+    };
+    const custom = (original as unknown as Record<symbol, unknown>)[promisify.custom];
+    if (typeof custom === 'function') {
+      // util.promisify(exec) calls the real exec; this one records the child it returns as `.child`.
+      Object.defineProperty(wrapped, promisify.custom, {
+        value(this: unknown, ...args: unknown[]) {
+          const promise = (custom as (...a: unknown[]) => Promise<unknown> & { child?: unknown }).apply(this, args);
+          track(promise.child);
+          return promise;
+        },
+      });
+    }
+    childProcess[name] = wrapped;
+  }
+}
+
 function patchStream(stream: 'stdout' | 'stderr'): void {
   const target = process[stream];
   target.write = ((chunk: string | Uint8Array, encoding?: BufferEncoding | ((err?: Error | null) => void), callback?: (err?: Error | null) => void) => {
@@ -277,6 +341,7 @@ function interrupt(execId: number): void {
   if (current.interrupted) return;
   current.interrupted = true;
   interruptedCells.set(execId, current);
+  stopChildren(execId);
   for (const [callId, call] of pendingCalls) {
     if (call.execId !== execId) continue;
     pendingCalls.delete(callId);
@@ -423,6 +488,7 @@ function main(): void {
     }
   });
   patchTimers();
+  patchChildProcess();
   syncBuiltinESMExports(); // `import { setTimeout } from 'node:timers/promises'` in a cell gets the patched ones
   realTimers.setImmediate(() => {
     patchStream('stdout');

@@ -467,6 +467,31 @@ describe('interrupt, restart and crashes', () => {
     }
   });
 
+  test('child processes an interrupted cell started are stopped; their output does not reach later cells', async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    try {
+      let started!: () => void;
+      const isStarted = new Promise<void>((resolve) => { started = resolve; });
+      const running = run(kernel, [
+        'const cp = require("node:child_process");',
+        'const c = cp.spawn("sh", ["-c", "while true; do echo LEFTOVER; sleep 0.05; done"], { stdio: ["ignore", "inherit", "inherit"] });',
+        'globalThis.pids = [c.pid, require("node:util").promisify(cp.exec)("sleep 600").child.pid, cp.execFile("sleep", ["600"]).pid];',
+        'console.log("started");',
+        'await new Promise((r) => c.on("exit", r));',
+      ].join('\n'), { language: 'javascript', onOutput: (o) => { if (o.kind === 'stream') started(); } });
+      await within(isStarted, 'the children starting');
+      await within(kernel.interrupt(), 'the interrupt');
+      assert.equal((await running).result.stateLost, false);
+      // Waits (in the kernel) until every child is gone, for at most 20 s (SIGKILL comes after 1 s).
+      const gone = await run(kernel, 'const alive = (pid) => { try { process.kill(pid, 0); return true; } catch { return false; } };\nconst until = Date.now() + 20_000;\nwhile (pids.some(alive) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));\nawait new Promise((r) => setTimeout(r, 200));\n`${pids.filter(alive).length} alive`', { language: 'javascript' });
+      assert.equal(gone.result.status, 'ok');
+      assert.deepEqual(plainOf(gone.outputs), ['0 alive']);
+      assert.equal(stdoutOf(gone.outputs), '', 'no LEFTOVER in a later cell');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
   test('leftover code of an interrupted cell finds it interrupted even after 70 more cells', async () => {
     const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
     try {
