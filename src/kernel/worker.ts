@@ -64,7 +64,7 @@ const printingCell = new AsyncLocalStorage<number>();
 /** Output from outside any cell's code (a module loaded earlier, native callbacks) goes to the last cell. */
 let lastExecId: number | undefined;
 /** Output bytes (streams and displays) per cell, for the most recent cells (a timer of an old cell may keep printing). */
-const streamBudgets = new Map<number, { bytes: number; truncated: boolean }>();
+const streamBudgets = new Map<number, OutputBudget>();
 const BUDGETS_KEPT = 64;
 const originalWrite = {
   stdout: process.stdout.write.bind(process.stdout),
@@ -102,11 +102,18 @@ function emit(output: CellOutput): boolean {
   return true;
 }
 
+interface OutputBudget {
+  bytes: number;
+  truncated: boolean;
+  /** The display ids the cell has shown: an update to one of them replaces it; to any other id, it is a new output. */
+  displayIds: Set<string>;
+}
+
 /** The output budget of cell `execId` (streams and displays), kept for the most recent cells. */
-function budgetOf(execId: number): { bytes: number; truncated: boolean } {
+function budgetOf(execId: number): OutputBudget {
   let budget = streamBudgets.get(execId);
   if (budget === undefined) {
-    budget = { bytes: 0, truncated: false };
+    budget = { bytes: 0, truncated: false, displayIds: new Set() };
     streamBudgets.set(execId, budget);
     if (streamBudgets.size > BUDGETS_KEPT) streamBudgets.delete(streamBudgets.keys().next().value!);
   }
@@ -129,25 +136,33 @@ function emitStream(stream: 'stdout' | 'stderr', text: string): boolean {
 }
 
 /**
- * Displays share the cell's budget: a new one adds its size. An update replaces its display in place, so
- * it adds nothing, and the cell's value (Out[n]) still shows past the cap; but neither may be larger
- * than the whole budget.
+ * Displays share the cell's budget: a new one adds its size. An update of a display the cell has shown
+ * replaces it in place, so it adds nothing, and the cell's value (Out[n]) still shows past the cap; but
+ * neither may be larger than the whole budget. An update of an id the cell never showed appears as a new
+ * output (outputs.ts), so it counts as one.
  */
 function emitDisplay(output: Extract<CellOutput, { kind: 'display' }>): void {
   const execId = owner();
   if (execId === undefined) return;
   const budget = budgetOf(execId);
-  const counted = !output.update && !output.result;
+  const replaces = output.update === true && output.displayId !== undefined && budget.displayIds.has(output.displayId);
+  const counted = !replaces && !output.result;
   if (budget.truncated && counted) return;
-  let bytes = 0;
-  for (const data of Object.values(output.data)) bytes += typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
+  const bytes = displayBytes(output);
   if (counted) budget.bytes += bytes;
   if (budget.bytes > config.maxStreamBytesPerCell || bytes > config.maxStreamBytesPerCell) {
     if (!budget.truncated) emit({ kind: 'stream', stream: 'stderr', text: truncationNotice(config.maxStreamBytesPerCell) });
     budget.truncated = true;
     if (counted || bytes > config.maxStreamBytesPerCell) return;
   }
+  if (output.displayId !== undefined) budget.displayIds.add(output.displayId);
   emit(output);
+}
+
+function displayBytes(output: Extract<CellOutput, { kind: 'display' }>): number {
+  let bytes = 0;
+  for (const data of Object.values(output.data)) bytes += typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
+  return bytes;
 }
 
 /**

@@ -12,7 +12,7 @@ import { PNG } from 'pngjs';
 import { encodeTensorProto } from '../../src/compute/onnx/tensor-proto';
 import { writeNpy } from '../../src/core/npy';
 import { tensorFromValues } from '../../src/core/protocol/tensor';
-import type { KernelHost, LateOutput } from '../../src/kernel';
+import type { CellOutput, KernelHost, LateOutput } from '../../src/kernel';
 import { notebookDir, plainOf, run, startKernel, stderrOf, stdoutOf, value, within } from './kernel-harness';
 
 describe('one notebook session', () => {
@@ -301,6 +301,23 @@ describe('output bounds', () => {
       await kernel.dispose();
     }
   });
+  test('display updates of ids never shown count as new displays', async () => {
+    const cap = 64 * 1024;
+    const kernel = await startKernel({ maxStreamBytesPerCell: cap });
+    const bytesOf = (outputs: CellOutput[]) => outputs.reduce((n, o) => n + (o.kind === 'stream' ? Buffer.byteLength(o.text)
+      : o.kind === 'display' && !o.result ? Object.values(o.data).reduce((m, d) => m + (typeof d === 'string' ? Buffer.byteLength(d) : d.byteLength), 0) : 0), 0);
+    try {
+      // Each update names an id the cell never showed: each appears as a new output, so each counts.
+      const unseen = await run(kernel, 'for (let i = 0; i < 100; i++) display("x".repeat(2000), { id: "u" + i, update: true });\n"done"');
+      assert.equal(unseen.result.status, 'ok');
+      assert.ok(bytesOf(unseen.outputs) < cap + 200, `${bytesOf(unseen.outputs)} bytes of updates to unseen ids reached the cell`);
+      assert.ok(stderrOf(unseen.outputs).endsWith('[output truncated: this cell printed more than 64 KiB]\n'), stderrOf(unseen.outputs));
+      assert.equal(plainOf(unseen.outputs).at(-1), 'done');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
 });
 
 describe('interrupt, restart and crashes', () => {
