@@ -124,8 +124,10 @@ interface Execution {
   killTimer?: NodeJS.Timeout;
   calls: Map<number, AbortController>;
   pendingStream?: { stream: 'stdout' | 'stderr'; text: string };
-  /** Stream bytes given to the cell, its console's and what child processes wrote to the kernel's stdout/stderr. */
+  /** Output bytes given to the cell: its console's, what child processes wrote to the kernel's stdout/stderr, and its displays. */
   streamBytes: number;
+  /** The display ids the cell has shown (an update of another id is a new output, and counts as one). */
+  displayIds: Set<string>;
   streamTruncated: boolean;
   flushScheduled: boolean;
   abortListener?: () => void;
@@ -224,7 +226,7 @@ export class KernelHost {
     const settled = new Promise<ExecutionResult>((r) => { resolve = r; });
     const ex: Execution = {
       execId: this.nextExecId++, code, options, settled, resolve,
-      interrupting: false, done: false, calls: new Map(), streamBytes: 0, streamTruncated: false, flushScheduled: false,
+      interrupting: false, done: false, calls: new Map(), streamBytes: 0, displayIds: new Set(), streamTruncated: false, flushScheduled: false,
     };
     const { signal } = options;
     if (signal?.aborted) {
@@ -435,12 +437,13 @@ export class KernelHost {
   }
 
   private deliver(ex: Execution, output: CellOutput): void {
+    if (output.kind === 'display' && !this.admitDisplay(ex, output)) return;
     if (output.kind !== 'stream') {
       this.flush(ex);
       this.safely(() => ex.options.onOutput?.(output));
       return;
     }
-    // The worker bounds its console; this bounds the cell's whole stream, raw bytes from child processes included.
+    // The worker bounds its console; this bounds the cell's whole output, raw bytes from child processes and displays included.
     if (ex.streamTruncated) return;
     ex.streamBytes += Buffer.byteLength(output.text);
     if (ex.streamBytes > this.options.maxStreamBytesPerCell) {
@@ -455,6 +458,36 @@ export class KernelHost {
       ex.flushScheduled = true;
       setImmediate(() => { ex.flushScheduled = false; this.flush(ex); });
     }
+  }
+
+  /**
+   * Displays count in the same budget as the streams (the worker counts only what its console and
+   * display() made, not raw child output): a new display adds its bytes, as does an update of an id the
+   * cell never showed; an update of a shown one replaces it, and the cell's value always shows.
+   */
+  private admitDisplay(ex: Execution, output: Extract<CellOutput, { kind: 'display' }>): boolean {
+    const replaces = output.update === true && output.displayId !== undefined && ex.displayIds.has(output.displayId);
+    if (!replaces && !output.result) {
+      if (ex.streamTruncated) return false;
+      let bytes = 0;
+      for (const data of Object.values(output.data)) bytes += typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
+      ex.streamBytes += bytes;
+      if (ex.streamBytes > this.options.maxStreamBytesPerCell) {
+        ex.streamTruncated = true;
+        this.deliverNotice(ex);
+        return false;
+      }
+    }
+    if (output.displayId !== undefined) ex.displayIds.add(output.displayId);
+    return true;
+  }
+
+  private deliverNotice(ex: Execution): void {
+    if (ex.pendingStream && ex.pendingStream.stream !== 'stderr') this.flush(ex);
+    const text = truncationNotice(this.options.maxStreamBytesPerCell);
+    if (ex.pendingStream) ex.pendingStream.text += text;
+    else ex.pendingStream = { stream: 'stderr', text };
+    this.flush(ex);
   }
 
   private flush(ex: Execution): void {

@@ -301,7 +301,7 @@ describe('output bounds', () => {
       await kernel.dispose();
     }
   });
-  test('display updates of ids never shown count as new displays', async () => {
+  test('display updates of ids never shown count as new displays, and displays share one budget with raw child output', async () => {
     const cap = 64 * 1024;
     const kernel = await startKernel({ maxStreamBytesPerCell: cap });
     const bytesOf = (outputs: CellOutput[]) => outputs.reduce((n, o) => n + (o.kind === 'stream' ? Buffer.byteLength(o.text)
@@ -313,6 +313,14 @@ describe('output bounds', () => {
       assert.ok(bytesOf(unseen.outputs) < cap + 200, `${bytesOf(unseen.outputs)} bytes of updates to unseen ids reached the cell`);
       assert.ok(stderrOf(unseen.outputs).endsWith('[output truncated: this cell printed more than 64 KiB]\n'), stderrOf(unseen.outputs));
       assert.equal(plainOf(unseen.outputs).at(-1), 'done');
+
+      // 60 000 bytes of displays, then 60 000 raw bytes from a child: together past the cap.
+      const mixed = await run(kernel, 'for (let i = 0; i < 30; i++) display("y".repeat(2000));\nrequire("node:child_process").spawnSync("head", ["-c", "60000", "/dev/zero"], { stdio: ["ignore", "inherit", "inherit"] }).status',
+        { language: 'javascript' });
+      assert.equal(mixed.result.status, 'ok');
+      assert.ok(bytesOf(mixed.outputs) < cap + 200, `${bytesOf(mixed.outputs)} bytes of displays and raw output reached the cell`);
+      assert.ok(stderrOf(mixed.outputs).endsWith('[output truncated: this cell printed more than 64 KiB]\n'), stderrOf(mixed.outputs).slice(-80));
+      assert.deepEqual(plainOf(mixed.outputs).slice(-1), ['0']);
     } finally {
       await kernel.dispose();
     }
