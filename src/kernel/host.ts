@@ -614,9 +614,12 @@ export class KernelHost {
       exited();
       this.onExit(proc, code, signal);
     });
-    child.stdout?.on('data', (chunk: Buffer) => this.onRawOutput(proc, 'stdout', chunk));
-    child.stderr?.on('data', (chunk: Buffer) => {
-      proc.stderrTail = (proc.stderrTail + chunk.toString('utf8')).slice(-2000);
+    // Decoded by the stream, not per chunk: a character split across two chunks stays one character.
+    child.stdout?.setEncoding('utf8');
+    child.stderr?.setEncoding('utf8');
+    child.stdout?.on('data', (chunk: string) => this.onRawOutput(proc, 'stdout', chunk));
+    child.stderr?.on('data', (chunk: string) => {
+      proc.stderrTail = (proc.stderrTail + chunk).slice(-2000);
       this.onRawOutput(proc, 'stderr', chunk);
     });
     this.logger.debug('kernel process started', { pid: child.pid, workerPath: this.options.workerPath });
@@ -656,15 +659,15 @@ export class KernelHost {
   }
 
   /** Bytes a cell wrote around our console (native code, child processes it spawned). */
-  private onRawOutput(proc: KernelProcess, stream: 'stdout' | 'stderr', chunk: Buffer): void {
+  private onRawOutput(proc: KernelProcess, stream: 'stdout' | 'stderr', chunk: string): void {
     const ex = this.running;
     if (proc === this.proc && ex && ex.proc === proc) {
-      this.deliver(ex, { kind: 'stream', stream, text: chunk.toString('utf8') });
+      this.deliver(ex, { kind: 'stream', stream, text: chunk });
       return;
     }
     if (proc.rawLogged >= RAW_LOG_LIMIT) return;
-    proc.rawLogged += chunk.length;
-    this.logger.debug(`kernel ${stream}`, { text: chunk.toString('utf8') });
+    proc.rawLogged += Buffer.byteLength(chunk);
+    this.logger.debug(`kernel ${stream}`, { text: chunk });
     if (proc.rawLogged >= RAW_LOG_LIMIT) this.logger.warn(`kernel ${stream}: more than ${RAW_LOG_LIMIT / 1024} KiB written outside any cell; the rest of this process's such output is dropped`);
   }
 

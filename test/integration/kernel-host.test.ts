@@ -326,6 +326,30 @@ describe('output bounds', () => {
     }
   });
 
+  test('multi-byte characters a child process writes arrive whole, and the cap counts their bytes', async () => {
+    const cap = 1024 * 1024;
+    const kernel = await startKernel({ maxStreamBytesPerCell: cap });
+    const euros = (n: number) => `require("node:child_process").spawnSync(process.execPath, ["-e", "process.stdout.write(\\"€\\".repeat(${n}))"], { stdio: ["ignore", "inherit", "inherit"] }).status`;
+    try {
+      // 300 000 bytes, 3 to a character, in one write: the pipe hands them over in chunks split anywhere.
+      const whole = await run(kernel, euros(100_000), { language: 'javascript' });
+      assert.equal(whole.result.status, 'ok', whole.result.error?.stack);
+      const text = stdoutOf(whole.outputs);
+      assert.equal((text.match(/\uFFFD/g) ?? []).length, 0, 'no character was cut in two');
+      assert.equal(text, '€'.repeat(100_000));
+      assert.equal(stderrOf(whole.outputs), '');
+
+      // 1.2 MB in 400 000 characters: what is shown is at most 1 MiB of bytes, not of characters.
+      const many = await run(kernel, euros(400_000), { language: 'javascript' });
+      assert.equal(many.result.status, 'ok');
+      const shown = stdoutOf(many.outputs);
+      assert.ok(Buffer.byteLength(shown) <= cap, `${Buffer.byteLength(shown)} bytes shown`);
+      assert.ok(!shown.includes('\uFFFD'));
+      assert.match(stderrOf(many.outputs), /\[output truncated: this cell printed more than/);
+    } finally {
+      await kernel.dispose();
+    }
+  });
 });
 
 describe('interrupt, restart and crashes', () => {
