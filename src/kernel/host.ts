@@ -253,7 +253,9 @@ export class KernelHost {
   /**
    * Interrupts the running cell and cancels the queued ones. The cell's grid calls are aborted at
    * once; if it has not stopped after `interruptTimeoutMs`, the process is killed and restarted and
-   * the cell ends saying that state was lost. Resolves when the running cell has ended.
+   * the cell ends saying that state was lost. Resolves when the running cell has ended. With no cell
+   * running, it restarts the process if an interrupted cell's leftover code printed in the last 10 s
+   * (what the worker cannot stop: I/O loops, listeners); otherwise it does nothing.
    */
   async interrupt(): Promise<void> {
     if (this.disposed) return;
