@@ -124,8 +124,10 @@ interface Execution {
   killTimer?: NodeJS.Timeout;
   calls: Map<number, AbortController>;
   pendingStream?: { stream: 'stdout' | 'stderr'; text: string };
-  /** Stream bytes given to the cell, its console's and what child processes wrote to the kernel's stdout/stderr. */
+  /** Output bytes given to the cell: its console's, what child processes wrote to the kernel's stdout/stderr, and its displays. */
   streamBytes: number;
+  /** The display ids the cell has shown (an update of another id is a new output, and counts as one). */
+  displayIds: Set<string>;
   streamTruncated: boolean;
   flushScheduled: boolean;
   abortListener?: () => void;
@@ -152,6 +154,8 @@ interface KernelProcess {
 const noopLogger: KernelLogger = { debug() {}, warn() {}, error() {} };
 const RECENT_LIMIT = 256;
 const RAW_LOG_LIMIT = 64 * 1024;
+/** An interrupt with no cell running restarts the process if an interrupted cell printed within this long. */
+const LEFTOVER_OUTPUT_MS = 10_000;
 
 export class KernelHost {
   private readonly options: Required<Pick<KernelOptions, 'workerPath' | 'execPath' | 'execArgv' | 'interruptTimeoutMs' | 'startTimeoutMs' | 'stopOnError' | 'maxStreamBytesPerCell'>> & KernelOptions;
@@ -162,6 +166,10 @@ export class KernelHost {
   private readonly queue: Execution[] = [];
   /** execId → executionCount of finished cells, for output that arrives after a cell ended. */
   private readonly recent = new Map<number, number>();
+  /** Cells that ended interrupted with their process kept: their leftover code may still run. */
+  private readonly interruptedIds = new Set<number>();
+  /** The last late output of an interrupted cell: the target of an interrupt while no cell runs. */
+  private leftover: { proc: KernelProcess; executionCount: number; at: number } | undefined;
   private running: Execution | undefined;
   private proc: KernelProcess | undefined;
   private nextExecId = 1;
@@ -218,7 +226,7 @@ export class KernelHost {
     const settled = new Promise<ExecutionResult>((r) => { resolve = r; });
     const ex: Execution = {
       execId: this.nextExecId++, code, options, settled, resolve,
-      interrupting: false, done: false, calls: new Map(), streamBytes: 0, streamTruncated: false, flushScheduled: false,
+      interrupting: false, done: false, calls: new Map(), streamBytes: 0, displayIds: new Set(), streamTruncated: false, flushScheduled: false,
     };
     const { signal } = options;
     if (signal?.aborted) {
@@ -245,13 +253,18 @@ export class KernelHost {
   /**
    * Interrupts the running cell and cancels the queued ones. The cell's grid calls are aborted at
    * once; if it has not stopped after `interruptTimeoutMs`, the process is killed and restarted and
-   * the cell ends saying that state was lost. Resolves when the running cell has ended.
+   * the cell ends saying that state was lost. Resolves when the running cell has ended. With no cell
+   * running, it restarts the process if an interrupted cell's leftover code printed in the last 10 s
+   * (what the worker cannot stop: I/O loops, listeners); otherwise it does nothing.
    */
   async interrupt(): Promise<void> {
     if (this.disposed) return;
     this.cancelQueued();
     const ex = this.running;
-    if (!ex) return;
+    if (!ex) {
+      this.stopLeftover();
+      return;
+    }
     if (!ex.interrupting) {
       ex.interrupting = true;
       for (const call of ex.calls.values()) call.abort(gridError('ABORTED', 'the cell was interrupted'));
@@ -263,6 +276,28 @@ export class KernelHost {
       }
     }
     await ex.settled;
+  }
+
+  /**
+   * An interrupt while no cell runs, with an interrupted cell still printing (leftover code that no
+   * interrupt can reach: an I/O callback loop, an event listener): restarts the process, as the only way
+   * to stop it, and says so in that cell's output and through onDidLoseState.
+   */
+  private stopLeftover(): void {
+    const leftover = this.leftover;
+    if (!leftover || leftover.proc !== this.proc || performance.now() - leftover.at > LEFTOVER_OUTPUT_MS) return;
+    this.leftover = undefined;
+    this.kill(leftover.proc);
+    this.count = 0;
+    this.lateOutputEmitter.fire({
+      executionCount: leftover.executionCount,
+      output: {
+        kind: 'stream', stream: 'stderr',
+        text: `\n${wrapText('[The kernel was restarted to stop what this cell left running after its interrupt. State was lost: variables, functions and imports from earlier cells are gone.]', KERNEL_MESSAGE_WIDTH)}\n`,
+      },
+    });
+    this.stateLostEmitter.fire({ reason: 'interrupt' });
+    if (!this.disposed) this.ensureProcess().catch((err: unknown) => this.logger.error('kernel restart failed', { error: String(err) }));
   }
 
   /** Kills the process (ending a running cell, cancelling the queue) and starts a fresh one. */
@@ -378,6 +413,10 @@ export class KernelHost {
       }
     }
     if (outcome.error) result.error = outcome.error;
+    if (outcome.status === 'interrupted' && !result.stateLost) {
+      this.interruptedIds.add(ex.execId);
+      if (this.interruptedIds.size > RECENT_LIMIT) this.interruptedIds.delete(this.interruptedIds.values().next().value!);
+    }
     if (this.running === ex) this.running = undefined;
     ex.resolve(result);
     if ((outcome.status === 'error' || outcome.status === 'interrupted') && this.options.stopOnError) this.cancelQueued();
@@ -394,16 +433,19 @@ export class KernelHost {
     const ex = this.running;
     if (ex && ex.execId === execId && !ex.done) return this.deliver(ex, output);
     const executionCount = this.recent.get(execId);
-    if (executionCount !== undefined) this.lateOutputEmitter.fire({ executionCount, output });
+    if (executionCount === undefined) return;
+    if (this.interruptedIds.has(execId) && this.proc) this.leftover = { proc: this.proc, executionCount, at: performance.now() };
+    this.lateOutputEmitter.fire({ executionCount, output });
   }
 
   private deliver(ex: Execution, output: CellOutput): void {
+    if (output.kind === 'display' && !this.admitDisplay(ex, output)) return;
     if (output.kind !== 'stream') {
       this.flush(ex);
       this.safely(() => ex.options.onOutput?.(output));
       return;
     }
-    // The worker bounds its console; this bounds the cell's whole stream, raw bytes from child processes included.
+    // The worker bounds its console; this bounds the cell's whole output, raw bytes from child processes and displays included.
     if (ex.streamTruncated) return;
     ex.streamBytes += Buffer.byteLength(output.text);
     if (ex.streamBytes > this.options.maxStreamBytesPerCell) {
@@ -418,6 +460,36 @@ export class KernelHost {
       ex.flushScheduled = true;
       setImmediate(() => { ex.flushScheduled = false; this.flush(ex); });
     }
+  }
+
+  /**
+   * Displays count in the same budget as the streams (the worker counts only what its console and
+   * display() made, not raw child output): a new display adds its bytes, as does an update of an id the
+   * cell never showed; an update of a shown one replaces it, and the cell's value always shows.
+   */
+  private admitDisplay(ex: Execution, output: Extract<CellOutput, { kind: 'display' }>): boolean {
+    const replaces = output.update === true && output.displayId !== undefined && ex.displayIds.has(output.displayId);
+    if (!replaces && !output.result) {
+      if (ex.streamTruncated) return false;
+      let bytes = 0;
+      for (const data of Object.values(output.data)) bytes += typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
+      ex.streamBytes += bytes;
+      if (ex.streamBytes > this.options.maxStreamBytesPerCell) {
+        ex.streamTruncated = true;
+        this.deliverNotice(ex);
+        return false;
+      }
+    }
+    if (output.displayId !== undefined) ex.displayIds.add(output.displayId);
+    return true;
+  }
+
+  private deliverNotice(ex: Execution): void {
+    if (ex.pendingStream && ex.pendingStream.stream !== 'stderr') this.flush(ex);
+    const text = truncationNotice(this.options.maxStreamBytesPerCell);
+    if (ex.pendingStream) ex.pendingStream.text += text;
+    else ex.pendingStream = { stream: 'stderr', text };
+    this.flush(ex);
   }
 
   private flush(ex: Execution): void {
@@ -544,9 +616,12 @@ export class KernelHost {
       exited();
       this.onExit(proc, code, signal);
     });
-    child.stdout?.on('data', (chunk: Buffer) => this.onRawOutput(proc, 'stdout', chunk));
-    child.stderr?.on('data', (chunk: Buffer) => {
-      proc.stderrTail = (proc.stderrTail + chunk.toString('utf8')).slice(-2000);
+    // Decoded by the stream, not per chunk: a character split across two chunks stays one character.
+    child.stdout?.setEncoding('utf8');
+    child.stderr?.setEncoding('utf8');
+    child.stdout?.on('data', (chunk: string) => this.onRawOutput(proc, 'stdout', chunk));
+    child.stderr?.on('data', (chunk: string) => {
+      proc.stderrTail = (proc.stderrTail + chunk).slice(-2000);
       this.onRawOutput(proc, 'stderr', chunk);
     });
     this.logger.debug('kernel process started', { pid: child.pid, workerPath: this.options.workerPath });
@@ -586,15 +661,15 @@ export class KernelHost {
   }
 
   /** Bytes a cell wrote around our console (native code, child processes it spawned). */
-  private onRawOutput(proc: KernelProcess, stream: 'stdout' | 'stderr', chunk: Buffer): void {
+  private onRawOutput(proc: KernelProcess, stream: 'stdout' | 'stderr', chunk: string): void {
     const ex = this.running;
     if (proc === this.proc && ex && ex.proc === proc) {
-      this.deliver(ex, { kind: 'stream', stream, text: chunk.toString('utf8') });
+      this.deliver(ex, { kind: 'stream', stream, text: chunk });
       return;
     }
     if (proc.rawLogged >= RAW_LOG_LIMIT) return;
-    proc.rawLogged += chunk.length;
-    this.logger.debug(`kernel ${stream}`, { text: chunk.toString('utf8') });
+    proc.rawLogged += Buffer.byteLength(chunk);
+    this.logger.debug(`kernel ${stream}`, { text: chunk });
     if (proc.rawLogged >= RAW_LOG_LIMIT) this.logger.warn(`kernel ${stream}: more than ${RAW_LOG_LIMIT / 1024} KiB written outside any cell; the rest of this process's such output is dropped`);
   }
 

@@ -3,8 +3,10 @@
 // messages; `grid.*` calls go to the host as `hostCall`s.
 
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { ChildProcess } from 'node:child_process';
 import * as vm from 'node:vm';
-import { createRequire } from 'node:module';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
+import { promisify } from 'node:util';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { resolve as resolveModule } from 'import-meta-resolve';
@@ -44,6 +46,17 @@ let current: RunningCell | undefined;
 const cells = new Map<number, RunningCell>();
 const CELLS_KEPT = 64;
 /**
+ * Interrupted cells are never forgotten (an entry each, a few bytes): their leftover code must keep
+ * finding them interrupted however many cells ran since, not fall back to the running cell's identity.
+ */
+const interruptedCells = new Map<number, RunningCell>();
+/** Child processes each cell started that are still alive: they get SIGINT, then SIGKILL, when it is interrupted. */
+const childrenOf = new Map<number, Set<ChildProcess>>();
+/** How long an interrupted cell's child process has after SIGINT before SIGKILL. */
+const CHILD_KILL_GRACE_MS = 1000;
+/** The real timers, for the worker's own use: the globals are replaced by cell-aware ones (patchTimers). */
+const realTimers = { setTimeout, clearTimeout, setInterval, clearInterval, setImmediate };
+/**
  * The cell whose code is running now: its timers, promises and callbacks carry it, so what they print
  * after the cell ended (or while a later cell runs) goes to the cell that printed it, as in Jupyter.
  */
@@ -51,7 +64,7 @@ const printingCell = new AsyncLocalStorage<number>();
 /** Output from outside any cell's code (a module loaded earlier, native callbacks) goes to the last cell. */
 let lastExecId: number | undefined;
 /** Output bytes (streams and displays) per cell, for the most recent cells (a timer of an old cell may keep printing). */
-const streamBudgets = new Map<number, { bytes: number; truncated: boolean }>();
+const streamBudgets = new Map<number, OutputBudget>();
 const BUDGETS_KEPT = 64;
 const originalWrite = {
   stdout: process.stdout.write.bind(process.stdout),
@@ -69,7 +82,17 @@ function owner(): number | undefined {
 /** The cell whose code is running now: the running one, or an earlier one whose timer or promise fired. */
 function cellNow(): RunningCell | undefined {
   const execId = printingCell.getStore();
-  return (execId === undefined ? undefined : cells.get(execId)) ?? current;
+  if (execId === undefined) return current;
+  return interruptedCells.get(execId) ?? cells.get(execId) ?? formerCell(execId);
+}
+
+/** A cell too old to be kept (and never interrupted): its leftover code gets its own, live signal, never the running cell's. */
+function formerCell(execId: number): RunningCell {
+  return { execId, fileName: '', abort: new AbortController(), interrupted: false };
+}
+
+function wasInterrupted(execId: number | undefined): boolean {
+  return execId !== undefined && interruptedCells.has(execId);
 }
 
 function emit(output: CellOutput): boolean {
@@ -79,11 +102,18 @@ function emit(output: CellOutput): boolean {
   return true;
 }
 
+interface OutputBudget {
+  bytes: number;
+  truncated: boolean;
+  /** The display ids the cell has shown: an update to one of them replaces it; to any other id, it is a new output. */
+  displayIds: Set<string>;
+}
+
 /** The output budget of cell `execId` (streams and displays), kept for the most recent cells. */
-function budgetOf(execId: number): { bytes: number; truncated: boolean } {
+function budgetOf(execId: number): OutputBudget {
   let budget = streamBudgets.get(execId);
   if (budget === undefined) {
-    budget = { bytes: 0, truncated: false };
+    budget = { bytes: 0, truncated: false, displayIds: new Set() };
     streamBudgets.set(execId, budget);
     if (streamBudgets.size > BUDGETS_KEPT) streamBudgets.delete(streamBudgets.keys().next().value!);
   }
@@ -106,25 +136,158 @@ function emitStream(stream: 'stdout' | 'stderr', text: string): boolean {
 }
 
 /**
- * Displays share the cell's budget: a new one adds its size. An update replaces its display in place, so
- * it adds nothing, and the cell's value (Out[n]) still shows past the cap; but neither may be larger
- * than the whole budget.
+ * Displays share the cell's budget: a new one adds its size. An update of a display the cell has shown
+ * replaces it in place, so it adds nothing, and the cell's value (Out[n]) still shows past the cap; but
+ * neither may be larger than the whole budget. An update of an id the cell never showed appears as a new
+ * output (outputs.ts), so it counts as one.
  */
 function emitDisplay(output: Extract<CellOutput, { kind: 'display' }>): void {
   const execId = owner();
   if (execId === undefined) return;
   const budget = budgetOf(execId);
-  const counted = !output.update && !output.result;
+  const replaces = output.update === true && output.displayId !== undefined && budget.displayIds.has(output.displayId);
+  const counted = !replaces && !output.result;
   if (budget.truncated && counted) return;
-  let bytes = 0;
-  for (const data of Object.values(output.data)) bytes += typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
+  const bytes = displayBytes(output);
   if (counted) budget.bytes += bytes;
   if (budget.bytes > config.maxStreamBytesPerCell || bytes > config.maxStreamBytesPerCell) {
     if (!budget.truncated) emit({ kind: 'stream', stream: 'stderr', text: truncationNotice(config.maxStreamBytesPerCell) });
     budget.truncated = true;
     if (counted || bytes > config.maxStreamBytesPerCell) return;
   }
+  if (output.displayId !== undefined) budget.displayIds.add(output.displayId);
   emit(output);
+}
+
+function displayBytes(output: Extract<CellOutput, { kind: 'display' }>): number {
+  let bytes = 0;
+  for (const data of Object.values(output.data)) bytes += typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
+  return bytes;
+}
+
+/**
+ * An interrupt stops the cell's pending work as Python's KeyboardInterrupt would: a timer (setTimeout,
+ * setInterval, setImmediate, node:timers/promises) scheduled by a cell that has since been interrupted
+ * never fires, so `for (;;) { …; await sleep(100) }` dies at its next sleep. The scheduling cell is the
+ * one whose code is running (printingCell); the worker's own timers are the real ones.
+ */
+function patchTimers(): void {
+  const timers = notebookRequire('node:timers') as typeof import('node:timers');
+  const promises = notebookRequire('node:timers/promises') as typeof import('node:timers/promises');
+  type Callback = (...args: unknown[]) => void;
+  const gated = (callback: Callback, execId: number, onStopped?: () => void): Callback => function (this: unknown, ...args: unknown[]) {
+    if (wasInterrupted(execId)) {
+      onStopped?.();
+      return;
+    }
+    callback.apply(this, args);
+  };
+  const once = (schedule: (callback: Callback, ...rest: unknown[]) => unknown) => function (callback: Callback, ...rest: unknown[]): unknown {
+    const execId = printingCell.getStore();
+    if (execId === undefined || typeof callback !== 'function') return schedule(callback, ...rest);
+    return schedule(gated(callback, execId), ...rest);
+  };
+  const cellSetTimeout = once(realTimers.setTimeout as never);
+  const cellSetImmediate = once(realTimers.setImmediate as never);
+  const cellSetInterval = function (callback: Callback, ...rest: unknown[]): unknown {
+    const execId = printingCell.getStore();
+    if (execId === undefined || typeof callback !== 'function') return (realTimers.setInterval as never as (c: Callback, ...r: unknown[]) => unknown)(callback, ...rest);
+    const handle = (realTimers.setInterval as never as (c: Callback, ...r: unknown[]) => NodeJS.Timeout)(gated(callback, execId, () => realTimers.clearInterval(handle)), ...rest);
+    return handle;
+  };
+  /** A promise of an interrupted cell's timer never settles: the await after it never resumes. */
+  const gatedPromise = <T>(promise: Promise<T>, execId: number | undefined): Promise<T> => {
+    if (execId === undefined) return promise;
+    return new Promise<T>((resolve, reject) => {
+      promise.then(
+        (value) => { if (!wasInterrupted(execId)) resolve(value); },
+        (err: unknown) => { if (!wasInterrupted(execId)) reject(err); },
+      );
+    });
+  };
+  const promiseSetTimeout = promises.setTimeout;
+  const promiseSetImmediate = promises.setImmediate;
+  const promiseSetInterval = promises.setInterval;
+  const cellPromises = {
+    setTimeout: (...args: Parameters<typeof promiseSetTimeout>) => gatedPromise(promiseSetTimeout(...args), printingCell.getStore()),
+    setImmediate: (...args: Parameters<typeof promiseSetImmediate>) => gatedPromise(promiseSetImmediate(...args), printingCell.getStore()),
+    setInterval: (...args: Parameters<typeof promiseSetInterval>) => {
+      const iterator = promiseSetInterval(...args);
+      const execId = printingCell.getStore();
+      if (execId === undefined) return iterator;
+      const next = iterator.next.bind(iterator);
+      iterator.next = () => {
+        if (wasInterrupted(execId)) void iterator.return?.();
+        return gatedPromise(next(), execId);
+      };
+      return iterator;
+    },
+  };
+  Object.defineProperty(cellSetTimeout, promisify.custom, { value: cellPromises.setTimeout });
+  Object.defineProperty(cellSetImmediate, promisify.custom, { value: cellPromises.setImmediate });
+  const patched = { setTimeout: cellSetTimeout, setImmediate: cellSetImmediate, setInterval: cellSetInterval };
+  Object.assign(timers, patched);
+  Object.assign(globalThis, patched);
+  Object.assign(promises, cellPromises);
+}
+
+/** Kills what an interrupted cell started: SIGINT now, SIGKILL for what is still alive after the grace. */
+function stopChildren(execId: number): void {
+  const children = childrenOf.get(execId);
+  if (!children) return;
+  childrenOf.delete(execId);
+  for (const child of children) {
+    if (child.exitCode !== null || child.signalCode !== null) continue;
+    child.kill('SIGINT');
+    const timer = realTimers.setTimeout(() => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }, CHILD_KILL_GRACE_MS);
+    timer.unref();
+    child.once('exit', () => realTimers.clearTimeout(timer));
+  }
+}
+
+/** Records the child processes a cell's code starts (spawn, exec, execFile, fork and their promisified forms). */
+function patchChildProcess(): void {
+  const childProcess = notebookRequire('node:child_process') as Record<string, unknown>;
+  const track = (child: unknown): void => {
+    const execId = printingCell.getStore();
+    if (execId === undefined || !child || typeof (child as ChildProcess).kill !== 'function') return;
+    const proc = child as ChildProcess;
+    if (wasInterrupted(execId)) {
+      // Started by leftover code of a cell already interrupted: it has no business running.
+      proc.kill('SIGKILL');
+      return;
+    }
+    let set = childrenOf.get(execId);
+    if (!set) childrenOf.set(execId, set = new Set());
+    const mine = set;
+    mine.add(proc);
+    proc.once('exit', () => {
+      mine.delete(proc);
+      if (mine.size === 0 && childrenOf.get(execId) === mine) childrenOf.delete(execId);
+    });
+  };
+  for (const name of ['spawn', 'exec', 'execFile', 'fork']) {
+    const original = childProcess[name] as (...args: unknown[]) => unknown;
+    const wrapped = function (this: unknown, ...args: unknown[]): unknown {
+      const child = original.apply(this, args);
+      track(child);
+      return child;
+    };
+    const custom = (original as unknown as Record<symbol, unknown>)[promisify.custom];
+    if (typeof custom === 'function') {
+      // util.promisify(exec) calls the real exec; this one records the child it returns as `.child`.
+      Object.defineProperty(wrapped, promisify.custom, {
+        value(this: unknown, ...args: unknown[]) {
+          const promise = (custom as (...a: unknown[]) => Promise<unknown> & { child?: unknown }).apply(this, args);
+          track(promise.child);
+          return promise;
+        },
+      });
+    }
+    childProcess[name] = wrapped;
+  }
 }
 
 function patchStream(stream: 'stdout' | 'stderr'): void {
@@ -192,6 +355,8 @@ function interrupt(execId: number): void {
   if (current?.execId !== execId) return;
   if (current.interrupted) return;
   current.interrupted = true;
+  interruptedCells.set(execId, current);
+  stopChildren(execId);
   for (const [callId, call] of pendingCalls) {
     if (call.execId !== execId) continue;
     pendingCalls.delete(callId);
@@ -227,7 +392,7 @@ async function execute(request: ExecuteRequest): Promise<void> {
   const cell: RunningCell = { execId, fileName, abort: new AbortController(), interrupted: false };
   current = cell;
   cells.set(execId, cell);
-  if (cells.size > CELLS_KEPT) cells.delete(cells.keys().next().value!);
+  if (cells.size > CELLS_KEPT) cells.delete(cells.keys().next().value!); // interrupted ones stay in interruptedCells
   lastExecId = execId;
   try {
     const compiled = await compileCell(request.code, request.language, request.cellName);
@@ -255,7 +420,7 @@ async function execute(request: ExecuteRequest): Promise<void> {
 function untilInterrupted(result: unknown, signal: AbortSignal): Promise<unknown> {
   const outcome = Promise.resolve(result);
   return new Promise((resolve, reject) => {
-    const onAbort = () => setImmediate(() => reject(signal.reason));
+    const onAbort = () => realTimers.setImmediate(() => reject(signal.reason));
     signal.addEventListener('abort', onAbort, { once: true });
     // Both handlers: a rejection after the interrupt was answered is already reported, never a stray one.
     outcome.then(
@@ -337,7 +502,10 @@ function main(): void {
       case 'introspect': introspect(message); break;
     }
   });
-  setImmediate(() => {
+  patchTimers();
+  patchChildProcess();
+  syncBuiltinESMExports(); // `import { setTimeout } from 'node:timers/promises'` in a cell gets the patched ones
+  realTimers.setImmediate(() => {
     patchStream('stdout');
     patchStream('stderr');
     send({ type: 'ready', pid: process.pid, nodeVersion: process.versions.node });

@@ -12,7 +12,7 @@ import { PNG } from 'pngjs';
 import { encodeTensorProto } from '../../src/compute/onnx/tensor-proto';
 import { writeNpy } from '../../src/core/npy';
 import { tensorFromValues } from '../../src/core/protocol/tensor';
-import type { KernelHost, LateOutput } from '../../src/kernel';
+import type { CellOutput, KernelHost, LateOutput } from '../../src/kernel';
 import { notebookDir, plainOf, run, startKernel, stderrOf, stdoutOf, value, within } from './kernel-harness';
 
 describe('one notebook session', () => {
@@ -301,6 +301,55 @@ describe('output bounds', () => {
       await kernel.dispose();
     }
   });
+  test('display updates of ids never shown count as new displays, and displays share one budget with raw child output', async () => {
+    const cap = 64 * 1024;
+    const kernel = await startKernel({ maxStreamBytesPerCell: cap });
+    const bytesOf = (outputs: CellOutput[]) => outputs.reduce((n, o) => n + (o.kind === 'stream' ? Buffer.byteLength(o.text)
+      : o.kind === 'display' && !o.result ? Object.values(o.data).reduce((m, d) => m + (typeof d === 'string' ? Buffer.byteLength(d) : d.byteLength), 0) : 0), 0);
+    try {
+      // Each update names an id the cell never showed: each appears as a new output, so each counts.
+      const unseen = await run(kernel, 'for (let i = 0; i < 100; i++) display("x".repeat(2000), { id: "u" + i, update: true });\n"done"');
+      assert.equal(unseen.result.status, 'ok');
+      assert.ok(bytesOf(unseen.outputs) < cap + 200, `${bytesOf(unseen.outputs)} bytes of updates to unseen ids reached the cell`);
+      assert.ok(stderrOf(unseen.outputs).endsWith('[output truncated: this cell printed more than 64 KiB]\n'), stderrOf(unseen.outputs));
+      assert.equal(plainOf(unseen.outputs).at(-1), 'done');
+
+      // 60 000 bytes of displays, then 60 000 raw bytes from a child: together past the cap.
+      const mixed = await run(kernel, 'for (let i = 0; i < 30; i++) display("y".repeat(2000));\nrequire("node:child_process").spawnSync("head", ["-c", "60000", "/dev/zero"], { stdio: ["ignore", "inherit", "inherit"] }).status',
+        { language: 'javascript' });
+      assert.equal(mixed.result.status, 'ok');
+      assert.ok(bytesOf(mixed.outputs) < cap + 200, `${bytesOf(mixed.outputs)} bytes of displays and raw output reached the cell`);
+      assert.ok(stderrOf(mixed.outputs).endsWith('[output truncated: this cell printed more than 64 KiB]\n'), stderrOf(mixed.outputs).slice(-80));
+      assert.deepEqual(plainOf(mixed.outputs).slice(-1), ['0']);
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('multi-byte characters a child process writes arrive whole, and the cap counts their bytes', async () => {
+    const cap = 1024 * 1024;
+    const kernel = await startKernel({ maxStreamBytesPerCell: cap });
+    const euros = (n: number) => `require("node:child_process").spawnSync(process.execPath, ["-e", "process.stdout.write(\\"€\\".repeat(${n}))"], { stdio: ["ignore", "inherit", "inherit"] }).status`;
+    try {
+      // 300 000 bytes, 3 to a character, in one write: the pipe hands them over in chunks split anywhere.
+      const whole = await run(kernel, euros(100_000), { language: 'javascript' });
+      assert.equal(whole.result.status, 'ok', whole.result.error?.stack);
+      const text = stdoutOf(whole.outputs);
+      assert.equal((text.match(/\uFFFD/g) ?? []).length, 0, 'no character was cut in two');
+      assert.equal(text, '€'.repeat(100_000));
+      assert.equal(stderrOf(whole.outputs), '');
+
+      // 1.2 MB in 400 000 characters: what is shown is at most 1 MiB of bytes, not of characters.
+      const many = await run(kernel, euros(400_000), { language: 'javascript' });
+      assert.equal(many.result.status, 'ok');
+      const shown = stdoutOf(many.outputs);
+      assert.ok(Buffer.byteLength(shown) <= cap, `${Buffer.byteLength(shown)} bytes shown`);
+      assert.ok(!shown.includes('\uFFFD'));
+      assert.match(stderrOf(many.outputs), /\[output truncated: this cell printed more than/);
+    } finally {
+      await kernel.dispose();
+    }
+  });
 });
 
 describe('interrupt, restart and crashes', () => {
@@ -387,15 +436,129 @@ describe('interrupt, restart and crashes', () => {
       const isWaiting = new Promise<void>((resolve) => { waiting = resolve; });
       const running = run(kernel, [
         'console.log("waiting");',
-        'await new Promise((r) => setTimeout(r, 100));',
+        // Released by the next cell: a timer would never fire for a cell interrupted meanwhile.
+        'await new Promise((r) => { globalThis.release = r; });',
         'globalThis.after = { aborted: grid.signal.aborted, call: await grid.models().then(() => "ran", (e) => e.code) };',
       ].join('\n'), { onOutput: (o) => { if (o.kind === 'stream') waiting(); } });
       await within(isWaiting, 'the cell starting to wait');
       await within(kernel.interrupt(), 'the interrupt');
       assert.equal((await running).result.stateLost, false);
       // The next cell waits for the leftover to finish; grid.signal is the new cell's own, not aborted.
-      assert.equal(await value(kernel, 'while (!globalThis.after) await new Promise((r) => setTimeout(r, 10)); [grid.signal.aborted, after.aborted, after.call].join()'),
+      assert.equal(await value(kernel, 'release();\nwhile (!globalThis.after) await new Promise((r) => setTimeout(r, 10)); [grid.signal.aborted, after.aborted, after.call].join()'),
         'false,true,GRID_ERR_ABORTED');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('an interrupted cell\'s timers never fire: a sleep loop, setInterval and timers/promises stop, later cells\' timers run', async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    const late: LateOutput[] = [];
+    kernel.onDidEmitLateOutput((e) => late.push(e));
+    try {
+      let ticking!: () => void;
+      const isTicking = new Promise<void>((resolve) => { ticking = resolve; });
+      const running = run(kernel, [
+        'import { setTimeout as sleep } from "node:timers/promises";',
+        'globalThis.ticks = 0;',
+        'setInterval(() => { ticks++; }, 5);',
+        '(async () => { for (;;) { await sleep(5); ticks++; } })();',
+        'setImmediate(function again() { ticks++; setImmediate(again); });',
+        'for (let i = 0; ; i++) { console.log("tick " + i); await new Promise((r) => setTimeout(r, 10)); }',
+      ].join('\n'), { onOutput: (o) => { if (o.kind === 'stream') ticking(); } });
+      await within(isTicking, 'the loop ticking');
+      await within(kernel.interrupt(), 'the interrupt');
+      const { result } = await running;
+      assert.equal(result.status, 'interrupted');
+      assert.equal(result.stateLost, false);
+      const lateBefore = late.length;
+      // This cell's own timers run; the interrupted cell's do not, for as long as it waits.
+      assert.equal(await value(kernel, 'const t0 = ticks;\nawait new Promise((r) => setTimeout(r, 300));\nfor (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));\nticks - t0'), '0');
+      assert.equal(late.length, lateBefore, `late output of the interrupted cell: ${JSON.stringify(late.slice(lateBefore))}`);
+      assert.equal(late.length, 0, 'nothing printed after the interrupt');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('an interrupt while no cell runs, with an interrupted cell still printing, restarts the kernel and says so', async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    try {
+      await value(kernel, 'const kept = 1;');
+      const pid = kernel.pid;
+      let printing!: () => void;
+      const isPrinting = new Promise<void>((resolve) => { printing = resolve; });
+      const late: LateOutput[] = [];
+      kernel.onDidEmitLateOutput((e) => { late.push(e); if (e.output.kind === 'stream' && e.output.text.startsWith('io')) printing(); });
+      // I/O callbacks are not timers: an interrupt does not stop this loop.
+      const stop = new AbortController();
+      const { result } = await run(kernel, 'const fs = require("node:fs");\n(async () => { for (let i = 0; ; i++) { await fs.promises.stat("."); if (i % 500 === 0) console.log("io " + i); } })();\nawait new Promise(() => {});',
+        { language: 'javascript', signal: stop.signal, onOutput: (o) => { if (o.kind === 'stream') stop.abort(); } });
+      assert.equal(result.status, 'interrupted');
+      await within(isPrinting, 'the leftover loop printing after the interrupt');
+      const lost = new Promise<string>((resolve) => { kernel.onDidLoseState((e) => resolve(e.reason)); });
+      await kernel.interrupt();
+      assert.equal(await within(lost, 'the restart'), 'interrupt');
+      const notice = late.find((e) => e.output.kind === 'stream' && e.output.text.includes('restarted'));
+      assert.ok(notice, 'the interrupted cell says the kernel was restarted');
+      assert.equal(notice.executionCount, result.executionCount);
+      assert.match(notice.output.kind === 'stream' ? notice.output.text.replaceAll('\n', ' ') : '', /restarted to stop what this cell left running.*State was lost/);
+      assert.equal(await value(kernel, 'typeof kept'), 'undefined');
+      assert.notEqual(kernel.pid, pid);
+      // With nothing left printing, an interrupt of an idle kernel changes nothing.
+      const pidAfter = kernel.pid;
+      await value(kernel, 'const again = 2;');
+      await kernel.interrupt();
+      assert.equal(await value(kernel, 'again'), '2');
+      assert.equal(kernel.pid, pidAfter);
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('child processes an interrupted cell started are stopped; their output does not reach later cells', async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    try {
+      let started!: () => void;
+      const isStarted = new Promise<void>((resolve) => { started = resolve; });
+      const running = run(kernel, [
+        'const cp = require("node:child_process");',
+        'const c = cp.spawn("sh", ["-c", "while true; do echo LEFTOVER; sleep 0.05; done"], { stdio: ["ignore", "inherit", "inherit"] });',
+        'globalThis.pids = [c.pid, require("node:util").promisify(cp.exec)("sleep 600").child.pid, cp.execFile("sleep", ["600"]).pid];',
+        'console.log("started");',
+        'await new Promise((r) => c.on("exit", r));',
+      ].join('\n'), { language: 'javascript', onOutput: (o) => { if (o.kind === 'stream') started(); } });
+      await within(isStarted, 'the children starting');
+      await within(kernel.interrupt(), 'the interrupt');
+      assert.equal((await running).result.stateLost, false);
+      // Waits (in the kernel) until every child is gone, for at most 20 s (SIGKILL comes after 1 s).
+      const gone = await run(kernel, 'const alive = (pid) => { try { process.kill(pid, 0); return true; } catch { return false; } };\nconst until = Date.now() + 20_000;\nwhile (pids.some(alive) && Date.now() < until) await new Promise((r) => setTimeout(r, 20));\nawait new Promise((r) => setTimeout(r, 200));\n`${pids.filter(alive).length} alive`', { language: 'javascript' });
+      assert.equal(gone.result.status, 'ok');
+      assert.deepEqual(plainOf(gone.outputs), ['0 alive']);
+      assert.equal(stdoutOf(gone.outputs), '', 'no LEFTOVER in a later cell');
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('leftover code of an interrupted cell finds it interrupted even after 70 more cells', async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    try {
+      let waiting!: () => void;
+      const isWaiting = new Promise<void>((resolve) => { waiting = resolve; });
+      const running = run(kernel, [
+        'const fs = require("node:fs");',
+        'globalThis.seen = [];',
+        // fs, not timers: a timer of an interrupted cell would never fire at all.
+        '(async () => { while (!globalThis.stopSeen) { await fs.promises.stat("."); seen.push(grid.signal.aborted); } })();',
+        'console.log("waiting");',
+        'await new Promise(() => {});',
+      ].join('\n'), { language: 'javascript', onOutput: (o) => { if (o.kind === 'stream') waiting(); } });
+      await within(isWaiting, 'the cell starting to wait');
+      await within(kernel.interrupt(), 'the interrupt');
+      await running;
+      for (let i = 0; i < 70; i++) await value(kernel, '1');
+      assert.equal(await value(kernel, 'seen.length = 0;\nwhile (seen.length < 20) await new Promise((r) => setTimeout(r, 5));\nglobalThis.stopSeen = true;\nJSON.stringify([...new Set(seen)])'), '[true]');
     } finally {
       await kernel.dispose();
     }
