@@ -92,10 +92,17 @@ export class LocalNode implements vscode.Disposable {
     return this.joinedPid !== undefined;
   }
 
-  /** The running local node's record (its token signs in as admin), read afresh: a restarted node has a new token. */
+  /**
+   * The record of the node this supervisor runs or joined (its token signs in as admin), read afresh: a
+   * restarted node has a new token. Only a record of that process at that URL: the node's id was
+   * confirmed when it was started or joined, and a record of another pid (reused after a crash) or
+   * another URL is not handed its token.
+   */
   record(): LocalNodeRecord | undefined {
+    const pid = this.child?.pid ?? this.joinedPid;
+    if (pid === undefined || this.urlValue === undefined) return undefined;
     const r = findLocalNode(this.opts.recordFile);
-    return r !== undefined && (this.urlValue === undefined || r.url === this.urlValue) ? r : undefined;
+    return r !== undefined && r.url === this.urlValue && r.pid === pid ? r : undefined;
   }
 
   /** Starts the node, or joins the one that runs; resolves with its ws:// URL. */

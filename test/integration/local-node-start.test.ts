@@ -5,7 +5,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
@@ -13,10 +13,11 @@ import * as path from 'node:path';
 import { GridClient } from '../../src/core/client';
 import { findLocalNode, localNodeFile, writeLocalNodeRecord } from '../../src/core/local-node';
 import { spawnLocalNode, startOrJoinLocalNode, type LocalNodeStart } from '../../src/core/local-node-start';
-import { tempDir } from '../helpers/node-fixtures';
+import { mlpModel, tempDir } from '../helpers/node-fixtures';
 import { startNodeScript } from '../helpers/processes';
 
 const nodeScript = path.resolve(__dirname, '../../dist/grid-node.js');
+const gridScript = path.resolve(__dirname, '../../dist/grid.js');
 
 function localEnv(dir: string): NodeJS.ProcessEnv {
   return { ...process.env, GRID_RUNTIME_DIR: path.join(dir, 'runtime'), GRID_DATA_DIR: path.join(dir, 'data'), GRID_DATABASE: '' };
@@ -139,4 +140,31 @@ test('a local node that never prints its listening line is given up on with GRID
   assert.ok(m, err.message);
   // Rejected only once the child exited: nothing is left running.
   assert.throws(() => process.kill(Number(m[1]), 0), { code: 'ESRCH' });
+});
+
+test('a record naming a live pid and another node\'s URL: the grid CLI does not hand that node the record\'s token', async (t) => {
+  const dir = tempDir('grid-local-leak-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const env = localEnv(dir);
+  const file = localNodeFile(env);
+  // Another grid node (not the local one) now listens where the crashed local node did.
+  const other = await startNodeScript(nodeScript, ['--port', '0', '--data-dir', path.join(dir, 'other'), '--log-level', 'warn'], { ...env, GRID_ADMIN_PASSWORD: 'other-admin-pw' });
+  t.after(() => other.kill());
+  // The token in the record is one the other node accepts: had the CLI sent it, that node would see an admin.
+  const admin = await GridClient.connect(other.url, { credentials: { username: 'admin', password: 'other-admin-pw' }, reconnect: { enabled: false } });
+  t.after(() => admin.dispose());
+  const { token } = await admin.authenticate({ username: 'admin', password: 'other-admin-pw' });
+  writeLocalNodeRecord(file, { url: other.url, pid: process.pid, node_id: 'node-that-crashed', name: 'local', data_dir: path.join(dir, 'data'), token, user: 'admin', started: new Date().toISOString() });
+  assert.equal(findLocalNode(file)?.url, other.url, 'the record looks alive by its pid alone');
+
+  const cliEnv = { ...env };
+  for (const k of ['GRID_NODE', 'GRID_USER', 'GRID_PASSWORD']) delete cliEnv[k];
+  const cli = (args: string[]) => spawnSync(process.execPath, [gridScript, '--node', other.url, '--timeout', '5000', ...args], { env: cliEnv, encoding: 'utf8' });
+  const id = cli(['--json', 'id']);
+  assert.equal(id.status, 0, id.stderr);
+  assert.equal(JSON.parse(id.stdout).user, null, 'the other node saw the CLI signed in with the local record\'s token');
+  fs.writeFileSync(path.join(dir, 'm.onnx'), mlpModel(4, 4, 2));
+  const serve = cli(['serve', path.join(dir, 'm.onnx')]);
+  assert.equal(serve.status, 1);
+  assert.match(serve.stderr, /GRID_ERR_UNAUTHENTICATED: .*is not this user's local node/);
 });
