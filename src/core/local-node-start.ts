@@ -28,12 +28,19 @@ export async function confirmedLocalNode(file: string, timeoutMs = CONFIRM_TIMEO
   return (await answersAs(record, timeoutMs)) ? record : undefined;
 }
 
-/** Whether the node at the record's URL answers get-id with the record's node_id. */
+/**
+ * Whether the node at the record's URL answers get-id with the record's node_id, all within `timeoutMs`
+ * (one deadline for the connection and the reply: a listener that accepts and never answers is given up
+ * on as fast as one that refuses).
+ */
 async function answersAs(record: LocalNodeRecord, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
   let client: GridClient | undefined;
   try {
-    client = await GridClient.connect(record.url, { connect: { handshakeTimeoutMs: timeoutMs }, reconnect: { enabled: false } });
-    const id = await client.getId();
+    client = await GridClient.connect(record.url, { connect: { handshakeTimeoutMs: Math.max(1, timeoutMs) }, reconnect: { enabled: false } });
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    const id = await client.getId({ timeoutMs: left });
     return id.id === record.node_id;
   } catch {
     return false;
@@ -49,7 +56,8 @@ async function answersAs(record: LocalNodeRecord, timeoutMs: number): Promise<bo
 export async function waitForLocalNode(file: string, timeoutMs = JOIN_TIMEOUT_MS): Promise<LocalNodeRecord | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const r = await confirmedLocalNode(file);
+    // A probe never outlasts the wait it belongs to.
+    const r = await confirmedLocalNode(file, Math.max(1, Math.min(CONFIRM_TIMEOUT_MS, deadline - Date.now())));
     if (r !== undefined) return r;
     if (Date.now() >= deadline) return undefined;
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));

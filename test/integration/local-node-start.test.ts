@@ -10,9 +10,10 @@ import { once } from 'node:events';
 import * as fs from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import * as path from 'node:path';
+import { WebSocketServer } from 'ws';
 import { GridClient } from '../../src/core/client';
 import { findLocalNode, localNodeFile, writeLocalNodeRecord } from '../../src/core/local-node';
-import { spawnLocalNode, startOrJoinLocalNode, type LocalNodeStart } from '../../src/core/local-node-start';
+import { confirmedLocalNode, spawnLocalNode, startOrJoinLocalNode, waitForLocalNode, type LocalNodeStart } from '../../src/core/local-node-start';
 import { mlpModel, tempDir } from '../helpers/node-fixtures';
 import { startNodeScript } from '../helpers/processes';
 
@@ -167,4 +168,28 @@ test('a record naming a live pid and another node\'s URL: the grid CLI does not 
   const serve = cli(['serve', path.join(dir, 'm.onnx')]);
   assert.equal(serve.status, 1);
   assert.match(serve.stderr, /GRID_ERR_UNAUTHENTICATED: .*is not this user's local node/);
+});
+
+test('a record whose URL accepts connections but never answers get-id is given up on within the probe\'s 3 s, not the socket\'s 20 s', async (t) => {
+  const dir = tempDir('grid-local-silent-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = localNodeFile(localEnv(dir));
+  const silent = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await once(silent, 'listening');
+  t.after(() => { for (const c of silent.clients) c.terminate(); silent.close(); });
+  let asked = 0;
+  silent.on('connection', (ws) => ws.on('message', () => { asked++; }));
+  const url = `ws://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  writeLocalNodeRecord(file, { url, pid: process.pid, node_id: 'silent-node', name: 'local', data_dir: path.join(dir, 'data'), token: 'silent-token', user: 'admin', started: new Date().toISOString() });
+
+  let since = Date.now();
+  assert.equal(await confirmedLocalNode(file), undefined);
+  const probe = Date.now() - since;
+  assert.ok(asked >= 1, 'the probe reached the server and asked get-id');
+  assert.ok(probe < 10_000, `the probe took ${probe} ms`);
+  // A wait of 1 s is not stretched by its probe either.
+  since = Date.now();
+  assert.equal(await waitForLocalNode(file, 1_000), undefined);
+  const wait = Date.now() - since;
+  assert.ok(wait < 8_000, `a 1 s wait took ${wait} ms`);
 });
