@@ -10,7 +10,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
-import { findLocalNode, localNodeFile, type LocalNodeRecord } from '../core/local-node';
+import { findLocalNode, localNodeFile, processAlive, type LocalNodeRecord } from '../core/local-node';
 import { spawnLocalNode, startOrJoinLocalNode, type SpawnLocalNodeOptions } from '../core/local-node-start';
 import type { Log } from './log';
 const STOP_GRACE_MS = 5_000;
@@ -29,14 +29,6 @@ export interface LocalNodeExit {
   reason?: string;
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export interface LocalNodeOptions {
   /** dist/grid-node.js */

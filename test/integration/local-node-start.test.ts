@@ -5,13 +5,14 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import * as fs from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import * as path from 'node:path';
 import { WebSocketServer } from 'ws';
 import { GridClient } from '../../src/core/client';
+import type { GridError } from '../../src/core/errors';
 import { findLocalNode, localNodeFile, writeLocalNodeRecord } from '../../src/core/local-node';
 import { confirmedLocalNode, spawnLocalNode, startOrJoinLocalNode, waitForLocalNode, type LocalNodeStart } from '../../src/core/local-node-start';
 import { mlpModel, tempDir } from '../helpers/node-fixtures';
@@ -192,4 +193,40 @@ test('a record whose URL accepts connections but never answers get-id is given u
   assert.equal(await waitForLocalNode(file, 1_000), undefined);
   const wait = Date.now() - since;
   assert.ok(wait < 8_000, `a 1 s wait took ${wait} ms`);
+});
+
+test('a start that finds the data dir held by a grid-node without --local fails within ~10 s, naming that process', async (t) => {
+  const dir = tempDir('grid-local-plain-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const env = localEnv(dir);
+  // `grid-node` with no flags on the per-user data dir: it holds the dir and never writes a local-node record.
+  const plain = await startNodeScript(nodeScript, ['--port', '0', '--log-level', 'warn'], { ...env, GRID_ADMIN_PASSWORD: 'a-long-password-123' });
+  t.after(() => plain.kill());
+  const since = Date.now();
+  const err = await startOrJoinLocalNode(localNodeFile(env), { script: nodeScript, port: 0, env }).then(
+    (s) => { if (!s.joined) void kill(s.child); assert.fail(`started or joined ${s.url}`); },
+    (e: unknown) => e as GridError,
+  );
+  const took = Date.now() - since;
+  assert.equal(err.code, 'GRID_ERR_DATA_DIR_IN_USE');
+  assert.match(err.message, new RegExp(`held by process ${plain.child.pid}, which is not a local node starting up`));
+  assert.ok(took < 30_000, `the start gave up after ${took} ms (the holder wrote no record: ~10 s is enough)`);
+});
+
+test('a start that finds the data dir held by a start that then fails starts once more, and runs', async (t) => {
+  const dir = tempDir('grid-local-failed-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const env = localEnv(dir);
+  // The other start: a live process that holds the data dir's lock, then exits without a record.
+  const holder = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  t.after(() => kill(holder));
+  fs.mkdirSync(path.join(dir, 'data'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'data', 'node.pid'), String(holder.pid));
+  const s = await startOrJoinLocalNode(localNodeFile(env), {
+    script: nodeScript, port: 0, env,
+    onStderrLine: (l) => { if (l.startsWith('grid-node: GRID_ERR_DATA_DIR_IN_USE')) void kill(holder); },
+  });
+  t.after(async () => { if (!s.joined) await kill(s.child); });
+  assert.equal(s.joined, false, 'the second attempt started the node');
+  assert.equal(await nodeIdAt(s.url), findLocalNode(localNodeFile(env))?.node_id);
 });
