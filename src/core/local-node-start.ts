@@ -170,6 +170,7 @@ export async function startOrJoinLocalNode(recordFile: string, opts: SpawnLocalN
       const e = toGridError(err);
       if (e.code === ErrorCodes.ALREADY_EXISTS) {
         const other = await waitForLocalNode(recordFile, opts.joinTimeoutMs ?? JOIN_TIMEOUT_MS, opts.signal);
+        throwIfAborted(opts.signal);
         if (other === undefined) throw e;
         return { joined: true, url: other.url, record: other };
       }

@@ -50,6 +50,8 @@ export class LocalNode implements vscode.Disposable {
   private disposed = false;
   private restarts: number[] = [];
   private starting: Promise<string> | undefined;
+  /** Aborted by stop() and dispose(): a start waiting to join another start's node gives up. */
+  private startAbort: AbortController | undefined;
   /** Set when this window joined a node another window runs (it is not ours to stop). */
   private joinedPid: number | undefined;
   /** While joined: checks that the joined node's process still runs. */
@@ -105,10 +107,14 @@ export class LocalNode implements vscode.Disposable {
     // A second Start while the first is still coming up waits for the same process.
     this.starting ??= (async () => {
       this.stopping = false;
+      const abort = new AbortController();
+      this.startAbort = abort;
       try {
         const { port, demoDatasets } = this.opts.settings();
-        const started = await startOrJoinLocalNode(this.opts.recordFile, this.spawnOptions(port, demoDatasets));
+        const started = await startOrJoinLocalNode(this.opts.recordFile, { ...this.spawnOptions(port, demoDatasets), signal: abort.signal });
         if (started.joined) {
+          // Stopped (or the window closed) while it waited for the node: nothing is joined or watched.
+          if (this.stopping || this.disposed) throw gridError('ABORTED', 'the local node was stopped while it was starting');
           // Another program's node (another window, `grid-node --local`, npm run start), confirmed by its id.
           this.joinedPid = started.record.pid;
           this.urlValue = started.url;
@@ -125,6 +131,7 @@ export class LocalNode implements vscode.Disposable {
         return started.url;
       } finally {
         this.starting = undefined;
+        if (this.startAbort === abort) this.startAbort = undefined;
       }
     })();
     return this.starting;
@@ -206,6 +213,7 @@ export class LocalNode implements vscode.Disposable {
   stop(): Promise<void> {
     const child = this.child;
     this.stopping = true;
+    this.startAbort?.abort();
     this.urlValue = undefined;
     // A joined node belongs to the window that started it.
     this.joinedPid = undefined;

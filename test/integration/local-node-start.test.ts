@@ -230,3 +230,26 @@ test('a start that finds the data dir held by a start that then fails starts onc
   assert.equal(s.joined, false, 'the second attempt started the node');
   assert.equal(await nodeIdAt(s.url), findLocalNode(localNodeFile(env))?.node_id);
 });
+
+test('a start waiting for another start\'s node gives up with GRID_ERR_ABORTED when cancelled (Stop Local Node, a closed window)', async (t) => {
+  const dir = tempDir('grid-local-abort-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const env = localEnv(dir);
+  // Another start holds the data dir (this test's live pid) and has not written its record.
+  fs.mkdirSync(path.join(dir, 'data'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'data', 'node.pid'), String(process.pid));
+  const abort = new AbortController();
+  let abortedAt = 0;
+  const since = Date.now();
+  const err = await startOrJoinLocalNode(localNodeFile(env), {
+    script: nodeScript, port: 0, env, signal: abort.signal,
+    onStderrLine: (l) => { if (l.startsWith('grid-node: GRID_ERR_DATA_DIR_IN_USE')) { abortedAt = Date.now(); abort.abort(); } },
+  }).then(
+    (s) => { if (!s.joined) void kill(s.child); assert.fail(`started or joined ${s.url}`); },
+    (e: unknown) => e as GridError,
+  );
+  assert.equal(err.code, 'GRID_ERR_ABORTED');
+  assert.ok(abortedAt > 0, 'the start was refused the data dir and waited');
+  const after = Date.now() - abortedAt;
+  assert.ok(after < 5_000, `the wait went on ${after} ms after the cancel (the holder wait is 10 s; started ${Date.now() - since} ms ago)`);
+});
