@@ -699,6 +699,33 @@ describe('Grid sidebar and commands', function () {
     }
   });
 
+  it('a joined local node that its program restarts on the same address keeps its row and is signed in again with the new record\'s token', async () => {
+    const other = new NodeProcess();
+    const url = await other.start(0, ['--local']);
+    const { recordFile } = localNodePaths(api.ctx.extCtx);
+    const errors: ShownError[] = [];
+    const sub = api.onDidShowError((e) => errors.push(e));
+    try {
+      assert.equal(await vscode.commands.executeCommand<string>('grid.startLocalNode'), url);
+      await untilNode('Local node', 'connected');
+      assert.equal(api.ctx.find(url)?.user, 'admin');
+      // Its program restarts it on the same port (as a window's supervisor does): for a moment there is
+      // no process and no record, then a new pid and a new token (the old one is revoked).
+      await other.kill();
+      await other.start(Number(new URL(url).port), ['--local']);
+      const pid = other.child!.pid!;
+      await until(api.ctx.onDidChangeNodes, () => api.ctx.localNode?.pid === pid && nodeState('Local node') === 'connected' && api.ctx.find(url)?.user === 'admin' && api.ctx.find(url)?.isOpen === true,
+        'the Local node row back on the restarted node, signed in as admin', () => `${nodeRows().join(' | ') || '(no nodes)'}; errors: ${errors.map((e) => e.message).join(' | ')}`);
+      assert.deepEqual(errors.map((e) => e.message), [], 'an error was shown for a node that was only restarted');
+      assert.equal((await api.ctx.find(url)!.client.getId()).user, 'admin');
+    } finally {
+      sub.dispose();
+      await vscode.commands.executeCommand('grid.stopLocalNode');
+      await other.kill();
+      rmSync(recordFile, { force: true });
+    }
+  });
+
   it('a local node that keeps dying is given up on with an error offering Start Local Node and Show Logs', async () => {
     await vscode.commands.executeCommand('grid.startLocalNode');
     await untilNode('Local node', 'connected');
