@@ -15,6 +15,7 @@ import { GridClient } from '../../src/core/client';
 import type { GridError } from '../../src/core/errors';
 import { findLocalNode, localNodeFile, writeLocalNodeRecord } from '../../src/core/local-node';
 import { confirmedLocalNode, spawnLocalNode, startOrJoinLocalNode, waitForLocalNode, type LocalNodeStart } from '../../src/core/local-node-start';
+import { StandaloneGridBridge } from '../../src/kernel/jupyter/grid-bridge';
 import { mlpModel, tempDir } from '../helpers/node-fixtures';
 import { startNodeScript } from '../helpers/processes';
 
@@ -169,6 +170,13 @@ test('a record naming a live pid and another node\'s URL: the grid CLI does not 
   const serve = cli(['serve', path.join(dir, 'm.onnx')]);
   assert.equal(serve.status, 1);
   assert.match(serve.stderr, /GRID_ERR_UNAUTHENTICATED: .*is not this user's local node/);
+
+  // The Jupyter kernel's grid.connect(): no local node, and that URL as any other node (no token).
+  const bridge = new StandaloneGridBridge({ cwd: dir, env: cliEnv });
+  t.after(() => bridge.dispose());
+  const cell = { signal: new AbortController().signal, executionCount: 1, output: () => undefined };
+  await assert.rejects(bridge.call('connect', [], cell), (e: GridError) => e.code === 'GRID_ERR_NOT_CONNECTED');
+  assert.deepEqual(await bridge.call('connect', [other.url], cell), { name: other.url, url: other.url, state: 'connected', local: false });
 });
 
 test('a record whose URL accepts connections but never answers get-id is given up on within the probe\'s 3 s, not the socket\'s 20 s', async (t) => {
