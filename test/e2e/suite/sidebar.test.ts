@@ -15,6 +15,8 @@ import * as vscode from 'vscode';
 import { decodeTensorProto } from '../../../src/compute/onnx/tensor-proto';
 import { encodeModel, makeNode, makeValueInfo } from '../../../src/compute/onnx/model';
 import { mlp } from '../../../src/compute/plan';
+import { GridClient } from '../../../src/core/client';
+import { writeLocalNodeRecord } from '../../../src/core/local-node';
 import type { JobInfo } from '../../../src/core/protocol/training-messages';
 import type { FedAvgSummary } from '../../../src/extension/train';
 import { localNodePaths } from '../../../src/extension/local-node';
@@ -696,6 +698,28 @@ describe('Grid sidebar and commands', function () {
     } finally {
       await other.kill();
       rmSync(recordFile, { force: true });
+    }
+  });
+
+  it('a grid.nodes entry at the URL of a stale local-node record (a live pid, another node there) is not handed the record\'s token', async () => {
+    const other = new NodeProcess();
+    const url = await other.start(0, [], false);
+    const { recordFile } = localNodePaths(api.ctx.extCtx);
+    // A token the other node accepts: had the window sent it, that node would see an admin.
+    const admin = await GridClient.connect(url, { credentials: { username: 'admin', password: other.password }, reconnect: { enabled: false } });
+    const grid = vscode.workspace.getConfiguration('grid');
+    try {
+      const { token } = await admin.authenticate({ username: 'admin', password: other.password });
+      writeLocalNodeRecord(recordFile, { url, pid: process.pid, node_id: 'node-that-crashed', name: 'local', data_dir: other.dataDir, token, user: 'admin', started: new Date().toISOString() });
+      await vscode.commands.executeCommand('grid.addNode', { name: 'stale-record', url });
+      await until(api.ctx.onDidChangeNodes, () => api.ctx.find(url)?.isOpen === true, 'the entry connected', () => nodeRows().join(' | ') || '(no nodes)');
+      assert.equal(api.ctx.find(url)?.user, undefined, `the entry was signed in with the record's token: ${nodeRows().join(' | ')}`);
+      assert.equal((await api.ctx.find(url)!.client.getId()).user, null, 'the other node saw a signed-in connection');
+    } finally {
+      admin.dispose();
+      rmSync(recordFile, { force: true });
+      await grid.update('nodes', undefined, vscode.ConfigurationTarget.Global);
+      await other.kill();
     }
   });
 
