@@ -6,7 +6,8 @@ import * as path from 'node:path';
 import { Command, Option } from 'commander';
 import { GridClient, type Credentials } from '../core/client';
 import { gridError, toGridError } from '../core/errors';
-import { defaultDataDir, findLocalNode, localNodeFile, sameUrl } from '../core/local-node';
+import { defaultDataDir, findLocalNode, localNodeFile, sameUrl, type LocalNodeRecord } from '../core/local-node';
+import { confirmedLocalNode } from '../core/local-node-start';
 import { modelRef, refOf, type DatasetInfo, type ModelInfo } from '../core/protocol/messages';
 import { bindInputFiles, outputsToJson, writeOutputs } from '../compute/tensor-io';
 import { registerFlCommands } from './fl';
@@ -23,6 +24,12 @@ class Cli {
   private readonly out: NodeJS.WritableStream;
   private readonly err: NodeJS.WriteStream | NodeJS.WritableStream;
   private client: GridClient | undefined;
+  /**
+   * This user's local node, once its node answered get-id with the record's id (before each command
+   * that connects): a record's live pid alone may be another process, and its URL another node, which
+   * must not be handed the admin token.
+   */
+  private local: LocalNodeRecord | undefined;
   /** Set by a command that ends without an error but with news for scripts (grid fl join: rejected). */
   private exitCode = 0;
   program: Command;
@@ -43,7 +50,7 @@ class Cli {
 
   /** --node, else GRID_NODE, else this user's local node, else the default address. */
   private nodeUrl(): string {
-    return this.opts().node ?? findLocalNode()?.url ?? DEFAULT_NODE;
+    return this.opts().node ?? this.local?.url ?? DEFAULT_NODE;
   }
 
   /** --user/--password (or GRID_USER/GRID_PASSWORD); on this user's local node, its record's token. */
@@ -52,7 +59,7 @@ class Cli {
     const user = o.user ?? process.env.GRID_USER;
     const password = o.password ?? process.env.GRID_PASSWORD;
     if (user !== undefined && password !== undefined) return { username: user, password };
-    const local = findLocalNode();
+    const local = this.local;
     if (local !== undefined && sameUrl(local.url, url)) return { token: local.token };
     return undefined;
   }
@@ -92,6 +99,10 @@ class Cli {
       .option('--json', 'print JSON instead of text')
       .option('--timeout <ms>', 'connection timeout in ms', (v) => Number(v), 10_000)
       .exitOverride()
+      // `grid local` makes no connection; every other command may use the record's URL or token.
+      .hook('preAction', async (_program, action) => {
+        if (action.name() !== 'local') this.local = await confirmedLocalNode(localNodeFile());
+      })
       .configureOutput({ writeOut: (s) => this.out.write(s), writeErr: (s) => this.err.write(s) });
 
     program.command('id').description("the node's id, name, version and capabilities").action(async () => {

@@ -87,8 +87,9 @@ export class GridClient {
     return new GridClient(socket, { ownsSocket: true, ...(opts.sharedMemory !== undefined && { sharedMemory: opts.sharedMemory }), ...(opts.logger !== undefined && { logger: opts.logger }) });
   }
 
-  getId(): Promise<ReplyOf<typeof GetId>> {
-    return this.socket.request(GetId, undefined);
+  /** `opts.timeoutMs`: how long to wait for the reply (default the socket's 20 s). */
+  getId(opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<ReplyOf<typeof GetId>> {
+    return this.socket.request(GetId, undefined, { ...(opts.timeoutMs !== undefined && { timeout: opts.timeoutMs }), ...(opts.signal !== undefined && { signal: opts.signal }) });
   }
 
   /** Logs in (or resumes a session by token); the token is re-sent after every reconnect. */

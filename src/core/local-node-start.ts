@@ -7,15 +7,21 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import * as readline from 'node:readline';
 import { GridClient } from './client';
 import { ErrorCodes, GridError, gridError, isErrorCode, toGridError } from './errors';
-import { findLocalNode, type LocalNodeRecord } from './local-node';
+import { findLocalNode, processAlive, type LocalNodeRecord } from './local-node';
 
 const LISTENING = /^listening on (ws:\/\/\S+)/;
 /** How long a record's node has to answer get-id (it runs on this machine: it answers in milliseconds). */
 export const CONFIRM_TIMEOUT_MS = 3_000;
 /** How long a start waits for the node to print its listening line (a first start creates its store). */
 export const START_TIMEOUT_MS = 60_000;
-/** How long a start that lost the data dir to another start waits for that node's record. */
+/** How long a start that finds another local node's record (ALREADY_EXISTS) waits for it to answer. */
 export const JOIN_TIMEOUT_MS = 60_000;
+/**
+ * How long a start that lost the data dir waits for the holder's record: a local node starting up
+ * writes it within seconds; a holder that writes none in this time is something else (a grid-node
+ * without --local on the same data dir, or a start that hangs).
+ */
+export const HOLDER_TIMEOUT_MS = 10_000;
 const POLL_MS = 100;
 
 /**
@@ -28,12 +34,19 @@ export async function confirmedLocalNode(file: string, timeoutMs = CONFIRM_TIMEO
   return (await answersAs(record, timeoutMs)) ? record : undefined;
 }
 
-/** Whether the node at the record's URL answers get-id with the record's node_id. */
+/**
+ * Whether the node at the record's URL answers get-id with the record's node_id, all within `timeoutMs`
+ * (one deadline for the connection and the reply: a listener that accepts and never answers is given up
+ * on as fast as one that refuses).
+ */
 async function answersAs(record: LocalNodeRecord, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
   let client: GridClient | undefined;
   try {
-    client = await GridClient.connect(record.url, { connect: { handshakeTimeoutMs: timeoutMs }, reconnect: { enabled: false } });
-    const id = await client.getId();
+    client = await GridClient.connect(record.url, { connect: { handshakeTimeoutMs: Math.max(1, timeoutMs) }, reconnect: { enabled: false } });
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    const id = await client.getId({ timeoutMs: left });
     return id.id === record.node_id;
   } catch {
     return false;
@@ -44,16 +57,28 @@ async function answersAs(record: LocalNodeRecord, timeoutMs: number): Promise<bo
 
 /**
  * Waits for a confirmed record to appear in `file` (another start is bringing its node up); polls
- * every 100 ms, and gives up with undefined after `timeoutMs`.
+ * every 100 ms, and gives up with undefined after `timeoutMs`, when `signal` is aborted, or once
+ * `worthWaiting` says no (the process that would write the record is gone).
  */
-export async function waitForLocalNode(file: string, timeoutMs = JOIN_TIMEOUT_MS): Promise<LocalNodeRecord | undefined> {
+export async function waitForLocalNode(file: string, timeoutMs = JOIN_TIMEOUT_MS, signal?: AbortSignal, worthWaiting?: () => boolean): Promise<LocalNodeRecord | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const r = await confirmedLocalNode(file);
+    if (signal?.aborted) return undefined;
+    // A probe never outlasts the wait it belongs to.
+    const r = await confirmedLocalNode(file, Math.max(1, Math.min(CONFIRM_TIMEOUT_MS, deadline - Date.now())));
     if (r !== undefined) return r;
-    if (Date.now() >= deadline) return undefined;
-    await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+    if (Date.now() >= deadline || signal?.aborted || (worthWaiting !== undefined && !worthWaiting())) return undefined;
+    await sleep(POLL_MS, signal);
   }
+}
+
+/** Resolves after `ms`, or at once when `signal` is aborted; leaves no timer behind. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => { clearTimeout(timer); signal?.removeEventListener('abort', done); resolve(); };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 }
 
 export interface SpawnLocalNodeOptions {
@@ -87,7 +112,11 @@ export function spawnLocalNode(opts: SpawnLocalNodeOptions): Promise<{ child: Ch
   let lastError: GridError | undefined;
   readline.createInterface({ input: child.stderr! }).on('line', (l) => {
     const failure = /^grid-node: (GRID_ERR_[A-Z_]+): (.*)$/.exec(l);
-    if (failure && isErrorCode(failure[1])) lastError = new GridError(failure[1], `the local node did not start: ${failure[2]!}`);
+    if (failure && isErrorCode(failure[1])) {
+      // DATA_DIR_IN_USE names the holder: "… used by another grid node (pid N); …".
+      const holder = failure[1] === ErrorCodes.DATA_DIR_IN_USE ? /\(pid (\d+)\)/.exec(failure[2]!) : null;
+      lastError = new GridError(failure[1], `the local node did not start: ${failure[2]!}`, holder ? { pid: Number(holder[1]) } : undefined);
+    }
     opts.onStderrLine?.(l);
   });
   return new Promise((resolve, reject) => {
@@ -124,20 +153,44 @@ export type LocalNodeStart =
 
 /**
  * Joins this user's local node when its record is confirmed, else starts one. A start that finds
- * another start ahead of it (ALREADY_EXISTS: its record is there; DATA_DIR_IN_USE: it holds the data
- * dir and has not written its record yet) waits for that node's record and joins it.
+ * another start ahead of it joins that node: ALREADY_EXISTS (its record is there) waits for the record
+ * to be confirmed; DATA_DIR_IN_USE (a process holds the data dir and has written no record yet) waits
+ * while that process lives, at most HOLDER_TIMEOUT_MS, and starts again once if it exits (a start that
+ * failed). A holder that writes no record is named in the error: it is not a local node starting up.
  */
-export async function startOrJoinLocalNode(recordFile: string, opts: SpawnLocalNodeOptions & { joinTimeoutMs?: number }): Promise<LocalNodeStart> {
+export async function startOrJoinLocalNode(recordFile: string, opts: SpawnLocalNodeOptions & { joinTimeoutMs?: number; holderTimeoutMs?: number; signal?: AbortSignal }): Promise<LocalNodeStart> {
   const running = await confirmedLocalNode(recordFile);
   if (running !== undefined) return { joined: true, url: running.url, record: running };
-  try {
-    const { child, url } = await spawnLocalNode(opts);
-    return { joined: false, url, child };
-  } catch (err) {
-    const e = toGridError(err);
-    if (e.code !== ErrorCodes.ALREADY_EXISTS && e.code !== ErrorCodes.DATA_DIR_IN_USE) throw e;
-    const other = await waitForLocalNode(recordFile, opts.joinTimeoutMs ?? JOIN_TIMEOUT_MS);
-    if (other === undefined) throw e;
-    return { joined: true, url: other.url, record: other };
+  for (let attempt = 0; ; attempt++) {
+    throwIfAborted(opts.signal);
+    try {
+      const { child, url } = await spawnLocalNode(opts);
+      return { joined: false, url, child };
+    } catch (err) {
+      const e = toGridError(err);
+      if (e.code === ErrorCodes.ALREADY_EXISTS) {
+        const other = await waitForLocalNode(recordFile, opts.joinTimeoutMs ?? JOIN_TIMEOUT_MS, opts.signal);
+        throwIfAborted(opts.signal);
+        if (other === undefined) throw e;
+        return { joined: true, url: other.url, record: other };
+      }
+      if (e.code !== ErrorCodes.DATA_DIR_IN_USE) throw e;
+      const holder = typeof e.details?.pid === 'number' ? e.details.pid : undefined;
+      const timeoutMs = opts.holderTimeoutMs ?? HOLDER_TIMEOUT_MS;
+      const other = await waitForLocalNode(recordFile, timeoutMs, opts.signal, holder === undefined ? undefined : () => processAlive(holder));
+      if (other !== undefined) return { joined: true, url: other.url, record: other };
+      throwIfAborted(opts.signal);
+      // The holder exited without a record (a start that failed): the data dir is free, start once more.
+      if (holder !== undefined && !processAlive(holder) && attempt === 0) continue;
+      const dir = typeof e.details?.dir === 'string' ? e.details.dir : /data dir (\S+)/.exec(e.message)?.[1] ?? 'the data dir';
+      throw new GridError(ErrorCodes.DATA_DIR_IN_USE, holder === undefined || !processAlive(holder)
+        ? `${e.message} (and no local node record appeared${holder === undefined ? ` within ${Math.round(timeoutMs / 1000)} s` : ': that process exited without one, on a second start as well'})`
+        : `the local node did not start: its data dir ${dir} is held by process ${holder}, which is not a local node starting up (no local-node record within ${Math.round(timeoutMs / 1000)} s): a grid-node started without --local on that data dir, or a start that hangs; stop it or pass another --data-dir`,
+      { ...e.details, ...(holder !== undefined && { pid: holder }) }, { cause: e });
+    }
   }
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw gridError('ABORTED', 'the local node start was cancelled');
 }

@@ -42,7 +42,8 @@ export function localNodeFile(env: NodeJS.ProcessEnv = process.env): string {
   return path.join(runtimeDir(env), RECORD_FILE);
 }
 
-function processAlive(pid: number): boolean {
+/** Whether a process with this pid runs (one of another user's counts too). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

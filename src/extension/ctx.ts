@@ -320,11 +320,12 @@ export class Ctx implements vscode.Disposable {
   // ---- credentials (SecretStorage only, never settings) ---------------------------------------
 
   async credentials(conn: NodeConnection): Promise<Credentials | undefined> {
-    // This user's local node signs them in through its runtime record (same OS user), whoever started it.
-    const local = conn.local ? this.localNodeValue?.record() : undefined;
-    if (local !== undefined) return { token: local.token };
-    const record = findLocalNode();
-    if (record !== undefined && sameUrl(record.url, conn.url)) return { token: record.token };
+    // This user's local node signs them in through its runtime record (same OS user), whoever started it:
+    // the record the supervisor started or joined, which it confirmed by the node's id. A grid.nodes entry
+    // at the same URL gets it too; the record file is not read here, since a live pid alone may name
+    // another process and its URL another node, which must not get the admin token.
+    const local = this.localNodeValue?.record();
+    if (local !== undefined && (conn.local || sameUrl(local.url, conn.url))) return { token: local.token };
     const raw = await this.secrets.get(CREDENTIALS_KEY(conn.url));
     if (!raw) return undefined;
     try {

@@ -10,14 +10,16 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as vscode from 'vscode';
 import { gridError } from '../core/errors';
-import { findLocalNode, localNodeFile, type LocalNodeRecord } from '../core/local-node';
-import { spawnLocalNode, startOrJoinLocalNode, type SpawnLocalNodeOptions } from '../core/local-node-start';
+import { findLocalNode, localNodeFile, processAlive, type LocalNodeRecord } from '../core/local-node';
+import { spawnLocalNode, startOrJoinLocalNode, waitForLocalNode, type SpawnLocalNodeOptions } from '../core/local-node-start';
 import type { Log } from './log';
 const STOP_GRACE_MS = 5_000;
 const MAX_RESTARTS = 3;
 const RESTART_WINDOW_MS = 60_000;
 /** How often a joined node's pid is checked. */
 const JOINED_WATCH_MS = 1_000;
+/** How long a joined node whose process is gone has to reappear at its URL (its program restarting it). */
+const REJOIN_TIMEOUT_MS = 10_000;
 
 export interface LocalNodeExit {
   code: number | null;
@@ -29,14 +31,6 @@ export interface LocalNodeExit {
   reason?: string;
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export interface LocalNodeOptions {
   /** dist/grid-node.js */
@@ -58,10 +52,14 @@ export class LocalNode implements vscode.Disposable {
   private disposed = false;
   private restarts: number[] = [];
   private starting: Promise<string> | undefined;
+  /** Aborted by stop() and dispose(): a start waiting to join another start's node gives up. */
+  private startAbort: AbortController | undefined;
   /** Set when this window joined a node another window runs (it is not ours to stop). */
   private joinedPid: number | undefined;
   /** While joined: checks that the joined node's process still runs. */
   private joinedWatch: NodeJS.Timeout | undefined;
+  /** Aborts a wait for a joined node's restart (stop, dispose, a new watch). */
+  private joinedAbort: AbortController | undefined;
   private readonly exited = new vscode.EventEmitter<LocalNodeExit>();
   /**
    * Fires when the process ends (a joined node's too: its pid is watched); `restarting` tells whether
@@ -92,10 +90,17 @@ export class LocalNode implements vscode.Disposable {
     return this.joinedPid !== undefined;
   }
 
-  /** The running local node's record (its token signs in as admin), read afresh: a restarted node has a new token. */
+  /**
+   * The record of the node this supervisor runs or joined (its token signs in as admin), read afresh: a
+   * restarted node has a new token. Only a record of that process at that URL: the node's id was
+   * confirmed when it was started or joined, and a record of another pid (reused after a crash) or
+   * another URL is not handed its token.
+   */
   record(): LocalNodeRecord | undefined {
+    const pid = this.child?.pid ?? this.joinedPid;
+    if (pid === undefined || this.urlValue === undefined) return undefined;
     const r = findLocalNode(this.opts.recordFile);
-    return r !== undefined && (this.urlValue === undefined || r.url === this.urlValue) ? r : undefined;
+    return r !== undefined && r.url === this.urlValue && r.pid === pid ? r : undefined;
   }
 
   /** Starts the node, or joins the one that runs; resolves with its ws:// URL. */
@@ -106,10 +111,14 @@ export class LocalNode implements vscode.Disposable {
     // A second Start while the first is still coming up waits for the same process.
     this.starting ??= (async () => {
       this.stopping = false;
+      const abort = new AbortController();
+      this.startAbort = abort;
       try {
         const { port, demoDatasets } = this.opts.settings();
-        const started = await startOrJoinLocalNode(this.opts.recordFile, this.spawnOptions(port, demoDatasets));
+        const started = await startOrJoinLocalNode(this.opts.recordFile, { ...this.spawnOptions(port, demoDatasets), signal: abort.signal });
         if (started.joined) {
+          // Stopped (or the window closed) while it waited for the node: nothing is joined or watched.
+          if (this.stopping || this.disposed) throw gridError('ABORTED', 'the local node was stopped while it was starting');
           // Another program's node (another window, `grid-node --local`, npm run start), confirmed by its id.
           this.joinedPid = started.record.pid;
           this.urlValue = started.url;
@@ -126,6 +135,7 @@ export class LocalNode implements vscode.Disposable {
         return started.url;
       } finally {
         this.starting = undefined;
+        if (this.startAbort === abort) this.startAbort = undefined;
       }
     })();
     return this.starting;
@@ -207,6 +217,7 @@ export class LocalNode implements vscode.Disposable {
   stop(): Promise<void> {
     const child = this.child;
     this.stopping = true;
+    this.startAbort?.abort();
     this.urlValue = undefined;
     // A joined node belongs to the window that started it.
     this.joinedPid = undefined;
@@ -224,31 +235,47 @@ export class LocalNode implements vscode.Disposable {
 
   /**
    * Watches a joined node's process (another program's child: no exit event reaches this window). When
-   * it is gone the node is, unless its own supervisor brought it back under a new pid at the same URL.
+   * it is gone the node may only be restarting under its own supervisor (its record is missing for a
+   * moment): a confirmed record at the same URL within REJOIN_TIMEOUT_MS is the same node under a new pid
+   * and token (onDidRestart: sign in again); none means the node is gone.
    */
   private watchJoined(pid: number): void {
     this.unwatchJoined();
+    const abort = new AbortController();
+    this.joinedAbort = abort;
     this.joinedWatch = setInterval(() => {
-      if (this.joinedPid !== pid) return;
-      if (processAlive(pid)) return;
-      const r = findLocalNode(this.opts.recordFile);
-      if (r !== undefined && r.url === this.urlValue) {
-        this.joinedPid = r.pid;
-        this.watchJoined(r.pid);
-        return;
-      }
-      this.unwatchJoined();
-      this.joinedPid = undefined;
-      this.urlValue = undefined;
-      this.opts.log.warn({ pid }, 'the local grid node this window joined has exited');
-      this.exited.fire({ code: null, signal: null, restarting: false, gaveUp: true, reason: `the program that ran it (pid ${pid}) has exited` });
+      if (this.joinedPid !== pid || processAlive(pid)) return;
+      // The wait stays abortable (stop, dispose): only the interval ends here.
+      clearInterval(this.joinedWatch);
+      this.joinedWatch = undefined;
+      void this.rejoin(pid, abort.signal);
     }, JOINED_WATCH_MS);
     this.joinedWatch.unref();
+  }
+
+  private async rejoin(pid: number, signal: AbortSignal): Promise<void> {
+    const url = this.urlValue;
+    const r = await waitForLocalNode(this.opts.recordFile, REJOIN_TIMEOUT_MS, signal).catch(() => undefined);
+    // Stopped, closed, or started again meanwhile: that decides.
+    if (signal.aborted || this.joinedPid !== pid || this.urlValue !== url) return;
+    if (r !== undefined && r.url === url) {
+      this.joinedPid = r.pid;
+      this.watchJoined(r.pid);
+      this.opts.log.info({ url, pid: r.pid, was: pid }, 'the local grid node this window joined was restarted by its program');
+      this.restarted.fire(r.url);
+      return;
+    }
+    this.joinedPid = undefined;
+    this.urlValue = undefined;
+    this.opts.log.warn({ pid }, 'the local grid node this window joined has exited');
+    this.exited.fire({ code: null, signal: null, restarting: false, gaveUp: true, reason: `the program that ran it (pid ${pid}) has exited` });
   }
 
   private unwatchJoined(): void {
     if (this.joinedWatch !== undefined) clearInterval(this.joinedWatch);
     this.joinedWatch = undefined;
+    this.joinedAbort?.abort();
+    this.joinedAbort = undefined;
   }
 
   dispose(): void {

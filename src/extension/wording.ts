@@ -25,6 +25,11 @@ export function inVsCodeWords(err: unknown, node: string | undefined): GridError
   if (e.code === ErrorCodes.PORT_IN_USE && CLI_PORT.test(e.message)) {
     return new GridError(e.code, e.message.replace(CLI_PORT, PORT_SETTING_HINT), e.details, { cause: e });
   }
+  // The local node's data dir has no setting: the way out is to stop the process that holds it.
+  if (e.code === ErrorCodes.DATA_DIR_IN_USE && CLI_DATA_DIR.test(e.message)) {
+    const pid = typeof e.details?.pid === 'number' ? e.details.pid : /\(pid (\d+)\)|held by process (\d+)/.exec(e.message)?.slice(1).find((x) => x !== undefined);
+    return new GridError(e.code, e.message.replace(CLI_DATA_DIR, dataDirHint(pid)), e.details, { cause: e });
+  }
   if (!CLI_SIGN_IN.some((re) => { re.lastIndex = 0; return re.test(e.message); })) return e;
   let message = e.message;
   for (const re of CLI_SIGN_IN) message = message.replace(re, signInHint(node));
@@ -34,6 +39,12 @@ export function inVsCodeWords(err: unknown, node: string | undefined): GridError
 /** How the node tells a CLI user to pick a free port. */
 const CLI_PORT = /pass --port 0 to pick a free one/;
 const PORT_SETTING_HINT = 'set grid.localNode.port to 0 (a free port) or another port in Settings, then run Grid: Start Local Node again';
+
+/** How the node tells a CLI user to free its data dir. */
+const CLI_DATA_DIR = /stop it or pass another --data-dir/;
+function dataDirHint(pid: number | string | undefined): string {
+  return `stop ${pid === undefined ? 'that process' : `process ${pid}`} (or run it on another --data-dir), then run Grid: Start Local Node again; the local node's data dir is the per-user one (GRID_DATA_DIR in VS Code's environment changes it)`;
+}
 
 /** Errors a sign-in (or a sign-in as someone else) may fix. */
 export function needsSignIn(e: GridError): boolean {

@@ -24,6 +24,13 @@ describe('inVsCodeWords', () => {
     assert.equal(e.message, 'the local node did not start: port 5999 on 127.0.0.1 is in use by another program; set grid.localNode.port to 0 (a free port) or another port in Settings, then run Grid: Start Local Node again');
   });
 
+  it('tells a VS Code user which process holds the local node\'s data dir, not to pass --data-dir', () => {
+    const e = inVsCodeWords(gridError('DATA_DIR_IN_USE', 'the local node did not start: its data dir /d is held by process 4242, which is not a local node starting up (no local-node record within 10 s): a grid-node started without --local on that data dir, or a start that hangs; stop it or pass another --data-dir', { pid: 4242 }), undefined);
+    assert.equal(e.code, 'GRID_ERR_DATA_DIR_IN_USE');
+    assert.doesNotMatch(e.message, /pass another --data-dir/);
+    assert.match(e.message, /held by process 4242, .*; stop process 4242 \(or run it on another --data-dir\), then run Grid: Start Local Node again/);
+  });
+
   it('leaves other messages as they are (the same error object)', () => {
     const e = gridError('FORBIDDEN', 'node x refused the download of model "m": allow_download is false');
     assert.equal(inVsCodeWords(e, 'x'), e);

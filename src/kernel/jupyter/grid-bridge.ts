@@ -8,7 +8,8 @@
 import { basename, extname, isAbsolute, resolve } from 'node:path';
 import { GridClient, type Credentials } from '../../core/client';
 import { ErrorCodes, gridError, toGridError } from '../../core/errors';
-import { findLocalNode, sameUrl } from '../../core/local-node';
+import { localNodeFile, sameUrl } from '../../core/local-node';
+import { confirmedLocalNode } from '../../core/local-node-start';
 import type { ModelInfo } from '../../core/protocol/messages';
 import { refOf } from '../../core/protocol/model-ref';
 import type { NamedTensors, Tensor } from '../../core/protocol/tensor';
@@ -94,7 +95,9 @@ export class StandaloneGridBridge implements GridBridge {
 
   private async connect(target: unknown, o: Options): Promise<ReturnType<typeof summary>> {
     if (target !== undefined && typeof target !== 'string') throw usage('connect', 'expects a node name or ws:// URL (or nothing for the local node)');
-    const local = findLocalNode(undefined);
+    // Trusted once its node answers with the record's id: a live pid alone may name another process,
+    // and the record's URL another node, which must not get the admin token.
+    const local = await confirmedLocalNode(localNodeFile(this.env));
     const wantsLocal = target === undefined || target === 'local';
     if (wantsLocal && !local) throw gridError('NOT_CONNECTED', 'no local node runs for this user: start one with `grid-node --local` (or "Grid: Start Local Node" in VS Code), or connect to a node by URL');
     const url = wantsLocal ? local!.url : target;

@@ -15,6 +15,8 @@ import * as vscode from 'vscode';
 import { decodeTensorProto } from '../../../src/compute/onnx/tensor-proto';
 import { encodeModel, makeNode, makeValueInfo } from '../../../src/compute/onnx/model';
 import { mlp } from '../../../src/compute/plan';
+import { GridClient } from '../../../src/core/client';
+import { writeLocalNodeRecord } from '../../../src/core/local-node';
 import type { JobInfo } from '../../../src/core/protocol/training-messages';
 import type { FedAvgSummary } from '../../../src/extension/train';
 import { localNodePaths } from '../../../src/extension/local-node';
@@ -694,6 +696,55 @@ describe('Grid sidebar and commands', function () {
       await until(api.ctx.onDidChangeNodes, () => nodeRow('Local node') === undefined, 'the Local node row goes', () => nodeRows().join(' | '));
       assert.equal(api.ctx.isLocalNodeRunning, false);
     } finally {
+      await other.kill();
+      rmSync(recordFile, { force: true });
+    }
+  });
+
+  it('a grid.nodes entry at the URL of a stale local-node record (a live pid, another node there) is not handed the record\'s token', async () => {
+    const other = new NodeProcess();
+    const url = await other.start(0, [], false);
+    const { recordFile } = localNodePaths(api.ctx.extCtx);
+    // A token the other node accepts: had the window sent it, that node would see an admin.
+    const admin = await GridClient.connect(url, { credentials: { username: 'admin', password: other.password }, reconnect: { enabled: false } });
+    const grid = vscode.workspace.getConfiguration('grid');
+    try {
+      const { token } = await admin.authenticate({ username: 'admin', password: other.password });
+      writeLocalNodeRecord(recordFile, { url, pid: process.pid, node_id: 'node-that-crashed', name: 'local', data_dir: other.dataDir, token, user: 'admin', started: new Date().toISOString() });
+      await vscode.commands.executeCommand('grid.addNode', { name: 'stale-record', url });
+      await until(api.ctx.onDidChangeNodes, () => api.ctx.find(url)?.isOpen === true, 'the entry connected', () => nodeRows().join(' | ') || '(no nodes)');
+      assert.equal(api.ctx.find(url)?.user, undefined, `the entry was signed in with the record's token: ${nodeRows().join(' | ')}`);
+      assert.equal((await api.ctx.find(url)!.client.getId()).user, null, 'the other node saw a signed-in connection');
+    } finally {
+      admin.dispose();
+      rmSync(recordFile, { force: true });
+      await grid.update('nodes', undefined, vscode.ConfigurationTarget.Global);
+      await other.kill();
+    }
+  });
+
+  it('a joined local node that its program restarts on the same address keeps its row and is signed in again with the new record\'s token', async () => {
+    const other = new NodeProcess();
+    const url = await other.start(0, ['--local']);
+    const { recordFile } = localNodePaths(api.ctx.extCtx);
+    const errors: ShownError[] = [];
+    const sub = api.onDidShowError((e) => errors.push(e));
+    try {
+      assert.equal(await vscode.commands.executeCommand<string>('grid.startLocalNode'), url);
+      await untilNode('Local node', 'connected');
+      assert.equal(api.ctx.find(url)?.user, 'admin');
+      // Its program restarts it on the same port (as a window's supervisor does): for a moment there is
+      // no process and no record, then a new pid and a new token (the old one is revoked).
+      await other.kill();
+      await other.start(Number(new URL(url).port), ['--local']);
+      const pid = other.child!.pid!;
+      await until(api.ctx.onDidChangeNodes, () => api.ctx.localNode?.pid === pid && nodeState('Local node') === 'connected' && api.ctx.find(url)?.user === 'admin' && api.ctx.find(url)?.isOpen === true,
+        'the Local node row back on the restarted node, signed in as admin', () => `${nodeRows().join(' | ') || '(no nodes)'}; errors: ${errors.map((e) => e.message).join(' | ')}`);
+      assert.deepEqual(errors.map((e) => e.message), [], 'an error was shown for a node that was only restarted');
+      assert.equal((await api.ctx.find(url)!.client.getId()).user, 'admin');
+    } finally {
+      sub.dispose();
+      await vscode.commands.executeCommand('grid.stopLocalNode');
       await other.kill();
       rmSync(recordFile, { force: true });
     }
