@@ -48,6 +48,26 @@ class Cli {
     this.out.write(this.opts().json ? `${JSON.stringify(json, null, 2)}\n` : `${human}\n`);
   }
 
+  /**
+   * This user's local node, when the command would use its URL or token: confirmed first (it answers get-id
+   * with the record's id), so neither goes to whatever listens at a stale record's URL. No probe when there
+   * is no record, or when --node names another node or the user signs in with a password at the one named
+   * (the record is then not used). A live record that does not answer as itself is an error when it would
+   * pick the node: falling back to the default address would mislead (a busy local node is still running).
+   */
+  private async localNodeToUse(): Promise<LocalNodeRecord | undefined> {
+    const o = this.opts();
+    const record = findLocalNode(localNodeFile());
+    if (record === undefined) return undefined;
+    const signsIn = (o.user ?? process.env.GRID_USER) !== undefined && (o.password ?? process.env.GRID_PASSWORD) !== undefined;
+    if (o.node !== undefined && (signsIn || !sameUrl(o.node, record.url))) return undefined;
+    const confirmed = await confirmedLocalNode(localNodeFile());
+    if (confirmed === undefined && o.node === undefined) {
+      throw gridError('NOT_CONNECTED', `this user's local node (pid ${record.pid}, ${record.url}, record ${localNodeFile()}) did not answer as itself; wait until it has started, stop it, or pass --node`);
+    }
+    return confirmed;
+  }
+
   /** --node, else GRID_NODE, else this user's local node, else the default address. */
   private nodeUrl(): string {
     return this.opts().node ?? this.local?.url ?? DEFAULT_NODE;
@@ -101,7 +121,7 @@ class Cli {
       .exitOverride()
       // `grid local` makes no connection; every other command may use the record's URL or token.
       .hook('preAction', async (_program, action) => {
-        if (action.name() !== 'local') this.local = await confirmedLocalNode(localNodeFile());
+        if (action.name() !== 'local') this.local = await this.localNodeToUse();
       })
       .configureOutput({ writeOut: (s) => this.out.write(s), writeErr: (s) => this.err.write(s) });
 

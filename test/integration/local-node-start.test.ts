@@ -261,3 +261,40 @@ test('a start waiting for another start\'s node gives up with GRID_ERR_ABORTED w
   const after = Date.now() - abortedAt;
   assert.ok(after < 5_000, `the wait went on ${after} ms after the cancel (the holder wait is 10 s; started ${Date.now() - since} ms ago)`);
 });
+
+test('the grid CLI probes the local node only when it would use the record: --node elsewhere goes straight there; a live record that does not answer as itself is an error, not a fallback', async (t) => {
+  const dir = tempDir('grid-local-cli-probe-');
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const env = localEnv(dir);
+  const file = localNodeFile(env);
+  // The record's URL: a server that accepts and never answers (a busy or stuck local node), counting connections.
+  const silent = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await once(silent, 'listening');
+  t.after(() => { for (const c of silent.clients) c.terminate(); silent.close(); });
+  let connections = 0;
+  silent.on('connection', () => { connections++; });
+  const silentUrl = `ws://127.0.0.1:${(silent.address() as AddressInfo).port}`;
+  writeLocalNodeRecord(file, { url: silentUrl, pid: process.pid, node_id: 'busy-node', name: 'local', data_dir: path.join(dir, 'data'), token: 'busy-token', user: 'admin', started: new Date().toISOString() });
+  const other = await startNodeScript(nodeScript, ['--port', '0', '--data-dir', path.join(dir, 'other'), '--log-level', 'warn'], env);
+  t.after(() => other.kill());
+
+  const cliEnv = { ...env };
+  for (const k of ['GRID_NODE', 'GRID_USER', 'GRID_PASSWORD']) delete cliEnv[k];
+  // Run without blocking this process: the silent server lives in it and must accept while the CLI runs.
+  const cli = async (args: string[]) => {
+    const child = spawn(process.execPath, [gridScript, '--timeout', '5000', ...args], { env: cliEnv });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+    child.stdout.resume();
+    const [status] = await once(child, 'close') as [number | null];
+    return { status, stderr };
+  };
+  const id = await cli(['--node', other.url, '--json', 'id']);
+  assert.equal(id.status, 0, id.stderr);
+  assert.equal(connections, 0, 'the CLI probed the local node although --node named another');
+
+  const local = await cli(['--json', 'id']);
+  assert.equal(local.status, 1);
+  assert.match(local.stderr, /GRID_ERR_NOT_CONNECTED: this user's local node \(pid \d+, ws:\/\/127\.0\.0\.1:\d+, record .*\) did not answer as itself/);
+  assert.ok(connections >= 1, 'the record\'s node was probed when it would pick the node');
+});

@@ -8,7 +8,7 @@
 import { basename, extname, isAbsolute, resolve } from 'node:path';
 import { GridClient, type Credentials } from '../../core/client';
 import { ErrorCodes, gridError, toGridError } from '../../core/errors';
-import { localNodeFile, sameUrl } from '../../core/local-node';
+import { findLocalNode, localNodeFile, sameUrl } from '../../core/local-node';
 import { confirmedLocalNode } from '../../core/local-node-start';
 import type { ModelInfo } from '../../core/protocol/messages';
 import { refOf } from '../../core/protocol/model-ref';
@@ -95,17 +95,21 @@ export class StandaloneGridBridge implements GridBridge {
 
   private async connect(target: unknown, o: Options): Promise<ReturnType<typeof summary>> {
     if (target !== undefined && typeof target !== 'string') throw usage('connect', 'expects a node name or ws:// URL (or nothing for the local node)');
-    // Trusted once its node answers with the record's id: a live pid alone may name another process,
-    // and the record's URL another node, which must not get the admin token.
-    const local = await confirmedLocalNode(localNodeFile(this.env));
     const wantsLocal = target === undefined || target === 'local';
-    if (wantsLocal && !local) throw gridError('NOT_CONNECTED', 'no local node runs for this user: start one with `grid-node --local` (or "Grid: Start Local Node" in VS Code), or connect to a node by URL');
-    const url = wantsLocal ? local!.url : target;
-    const existing = this.nodes.find((n) => sameUrl(n.url, url) || n.name === url);
+    const record = findLocalNode(localNodeFile(this.env));
+    // A node this kernel already connected to (a local one was confirmed then): no probe.
+    const named = wantsLocal ? record?.url : target;
+    const existing = named === undefined ? undefined : this.nodes.find((n) => sameUrl(n.url, named) || n.name === named);
     if (existing) {
       this.current = existing;
       return summary(existing);
     }
+    // The record is trusted once its node answers with the record's id: a live pid alone may name another
+    // process, and the record's URL another node, which must not get the admin token. Probed only when
+    // the record would be used: for the local node, or at its URL.
+    const local = record !== undefined && (wantsLocal || sameUrl(record.url, target!)) ? await confirmedLocalNode(localNodeFile(this.env)) : undefined;
+    if (wantsLocal && !local) throw gridError('NOT_CONNECTED', 'no local node runs for this user: start one with `grid-node --local` (or "Grid: Start Local Node" in VS Code), or connect to a node by URL');
+    const url = wantsLocal ? local!.url : target!;
     let credentials: Credentials | undefined;
     if (o.username !== undefined || o.password !== undefined) {
       if (typeof o.username !== 'string' || typeof o.password !== 'string') throw usage('connect', 'needs both { username, password } as strings to sign in');
