@@ -7,7 +7,7 @@ import type { ChildProcess } from 'node:child_process';
 import * as vm from 'node:vm';
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { promisify } from 'node:util';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { resolve as resolveModule } from 'import-meta-resolve';
 import { GridError, gridError, isErrorCode } from '../core/errors';
@@ -39,6 +39,8 @@ interface PendingCall {
 const config: WorkerConfig = { maxStreamBytesPerCell: 8 * 1024 * 1024, ...(JSON.parse(process.argv[2] ?? '{}') as Partial<WorkerConfig>) };
 
 const registry = new CellRegistry();
+/** Cells run as `<cwd>/__grid_cell_<execId>__.ts|js` (execute()): how a stack frame is known to be a cell's own code. */
+const CELL_FILE_PREFIX = '__grid_cell_';
 const pendingCalls = new Map<number, PendingCall>();
 let nextCallId = 1;
 let current: RunningCell | undefined;
@@ -182,15 +184,15 @@ function patchTimers(): void {
     }
     callback.apply(this, args);
   };
-  const once = (schedule: (callback: Callback, ...rest: unknown[]) => unknown) => function (callback: Callback, ...rest: unknown[]): unknown {
-    const execId = printingCell.getStore();
+  const once = (schedule: (callback: Callback, ...rest: unknown[]) => unknown) => function scheduled(callback: Callback, ...rest: unknown[]): unknown {
+    const execId = schedulingCell(scheduled);
     if (execId === undefined || typeof callback !== 'function') return schedule(callback, ...rest);
     return schedule(gated(callback, execId), ...rest);
   };
   const cellSetTimeout = once(realTimers.setTimeout as never);
   const cellSetImmediate = once(realTimers.setImmediate as never);
-  const cellSetInterval = function (callback: Callback, ...rest: unknown[]): unknown {
-    const execId = printingCell.getStore();
+  const cellSetInterval = function cellSetInterval(callback: Callback, ...rest: unknown[]): unknown {
+    const execId = schedulingCell(cellSetInterval);
     if (execId === undefined || typeof callback !== 'function') return (realTimers.setInterval as never as (c: Callback, ...r: unknown[]) => unknown)(callback, ...rest);
     const handle = (realTimers.setInterval as never as (c: Callback, ...r: unknown[]) => NodeJS.Timeout)(gated(callback, execId, () => realTimers.clearInterval(handle)), ...rest);
     return handle;
@@ -208,12 +210,13 @@ function patchTimers(): void {
   const promiseSetTimeout = promises.setTimeout;
   const promiseSetImmediate = promises.setImmediate;
   const promiseSetInterval = promises.setInterval;
+  const promiseWait = promises.scheduler.wait.bind(promises.scheduler);
   const cellPromises = {
-    setTimeout: (...args: Parameters<typeof promiseSetTimeout>) => gatedPromise(promiseSetTimeout(...args), printingCell.getStore()),
-    setImmediate: (...args: Parameters<typeof promiseSetImmediate>) => gatedPromise(promiseSetImmediate(...args), printingCell.getStore()),
-    setInterval: (...args: Parameters<typeof promiseSetInterval>) => {
+    setTimeout: function setTimeout(...args: Parameters<typeof promiseSetTimeout>) { return gatedPromise(promiseSetTimeout(...args), schedulingCell(setTimeout)); },
+    setImmediate: function setImmediate(...args: Parameters<typeof promiseSetImmediate>) { return gatedPromise(promiseSetImmediate(...args), schedulingCell(setImmediate)); },
+    setInterval: function setInterval(...args: Parameters<typeof promiseSetInterval>) {
       const iterator = promiseSetInterval(...args);
-      const execId = printingCell.getStore();
+      const execId = schedulingCell(setInterval);
       if (execId === undefined) return iterator;
       const next = iterator.next.bind(iterator);
       iterator.next = () => {
@@ -229,6 +232,32 @@ function patchTimers(): void {
   Object.assign(timers, patched);
   Object.assign(globalThis, patched);
   Object.assign(promises, cellPromises);
+  promises.scheduler.wait = function wait(...args: Parameters<typeof promiseWait>) { return gatedPromise(promiseWait(...args), schedulingCell(wait)); };
+}
+
+/**
+ * The cell a timer belongs to: the running cell's, but only when the cell's own code scheduled it (the
+ * caller of the timer function is a cell frame). A library's timer is never tied to a cell, even when
+ * a cell's call created it: undici (fetch) keeps one process-wide timer that it refreshes, and tying it
+ * to a cell later interrupted would stop it for every cell. So a loop in the cell's code stops at its
+ * next timer; waits inside libraries are not stopped.
+ */
+function schedulingCell(timerFunction: (...args: never[]) => unknown): number | undefined {
+  const execId = printingCell.getStore();
+  if (execId === undefined) return undefined;
+  const { stackTraceLimit, prepareStackTrace } = Error;
+  const holder: { stack?: unknown } = {};
+  try {
+    Error.stackTraceLimit = 1;
+    // Only the caller's file name, not a formatted stack (installStackMapping's would map cell frames).
+    Error.prepareStackTrace = (_error, sites) => sites[0]?.getFileName() ?? '';
+    Error.captureStackTrace(holder, timerFunction);
+    const fileName = holder.stack;
+    return typeof fileName === 'string' && basename(fileName).startsWith(CELL_FILE_PREFIX) ? execId : undefined;
+  } finally {
+    Error.stackTraceLimit = stackTraceLimit;
+    Error.prepareStackTrace = prepareStackTrace;
+  }
 }
 
 /** Kills what an interrupted cell started: SIGINT now, SIGKILL for what is still alive after the grace. */
@@ -388,7 +417,7 @@ function importFromNotebook(specifier: unknown, options?: unknown): Promise<unkn
 
 async function execute(request: ExecuteRequest): Promise<void> {
   const { execId } = request;
-  const fileName = join(process.cwd(), `__grid_cell_${execId}__.${request.language === 'typescript' ? 'ts' : 'js'}`);
+  const fileName = join(process.cwd(), `${CELL_FILE_PREFIX}${execId}__.${request.language === 'typescript' ? 'ts' : 'js'}`);
   const cell: RunningCell = { execId, fileName, abort: new AbortController(), interrupted: false };
   current = cell;
   cells.set(execId, cell);

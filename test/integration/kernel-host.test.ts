@@ -451,7 +451,7 @@ describe('interrupt, restart and crashes', () => {
     }
   });
 
-  test('an interrupted cell\'s timers never fire: a sleep loop, setInterval and timers/promises stop, later cells\' timers run', async () => {
+  test('an interrupted cell\'s timers never fire: a sleep loop, setInterval, timers/promises and scheduler.wait stop, later cells\' timers run', async () => {
     const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
     const late: LateOutput[] = [];
     kernel.onDidEmitLateOutput((e) => late.push(e));
@@ -459,10 +459,11 @@ describe('interrupt, restart and crashes', () => {
       let ticking!: () => void;
       const isTicking = new Promise<void>((resolve) => { ticking = resolve; });
       const running = run(kernel, [
-        'import { setTimeout as sleep } from "node:timers/promises";',
+        'import { setTimeout as sleep, scheduler } from "node:timers/promises";',
         'globalThis.ticks = 0;',
         'setInterval(() => { ticks++; }, 5);',
         '(async () => { for (;;) { await sleep(5); ticks++; } })();',
+        '(async () => { for (;;) { await scheduler.wait(5); ticks++; } })();',
         'setImmediate(function again() { ticks++; setImmediate(again); });',
         'for (let i = 0; ; i++) { console.log("tick " + i); await new Promise((r) => setTimeout(r, 10)); }',
       ].join('\n'), { onOutput: (o) => { if (o.kind === 'stream') ticking(); } });
@@ -478,6 +479,43 @@ describe('interrupt, restart and crashes', () => {
       assert.equal(late.length, 0, 'nothing printed after the interrupt');
     } finally {
       await kernel.dispose();
+    }
+  });
+
+  test('only the cell\'s own timers stop with it: fetch and a library\'s module-level timer first used by an interrupted cell keep working', async () => {
+    const nb = await notebookDir();
+    // A library that lazily makes one module-wide timer, as undici (fetch) does.
+    await writeFile(join(nb.dir, 'ticker.cjs'), 'let ticks = 0, timer;\nexports.start = () => { timer ??= setInterval(() => { ticks++; }, 10); };\nexports.ticks = () => ticks;\n');
+    const server = createServer((_req, res) => res.end('ok'));
+    server.keepAliveTimeout = 0; // the server never closes an idle socket: only the client's keep-alive timer does
+    const closed: Array<() => void> = [];
+    server.on('connection', (socket) => socket.on('close', () => closed.shift()?.()));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    const kernel = await startKernel({ cwd: nb.dir, interruptTimeoutMs: 10_000 });
+    try {
+      const firstClosed = new Promise<void>((resolve) => closed.push(resolve));
+      let looping!: () => void;
+      const isLooping = new Promise<void>((resolve) => { looping = resolve; });
+      const running = run(kernel, [
+        `console.log(await fetch(${JSON.stringify(url)}).then((r) => r.text()));`,
+        'const ticker = require("./ticker.cjs");',
+        'ticker.start();',
+        'for (;;) await new Promise((r) => setTimeout(r, 20));',
+      ].join('\n'), { onOutput: (o) => { if (o.kind === 'stream') looping(); } });
+      await within(isLooping, 'the cell fetching and looping');
+      await within(kernel.interrupt(), 'the interrupt');
+      assert.equal((await running).result.status, 'interrupted');
+      await within(firstClosed, 'the first cell\'s idle keep-alive socket closing', 30_000);
+      const secondClosed = new Promise<void>((resolve) => closed.push(resolve));
+      assert.equal(await value(kernel, `await fetch(${JSON.stringify(url)}).then((r) => r.text())`), 'ok');
+      // undici's keep-alive timer closes the idle socket only if the timer still fires after the interrupt.
+      await within(secondClosed, 'a later cell\'s idle keep-alive socket closing', 30_000);
+      assert.equal(await value(kernel, 'const t0 = ticker.ticks();\nawait new Promise((r) => setTimeout(r, 300));\nticker.ticks() > t0'), 'true');
+    } finally {
+      await kernel.dispose();
+      server.close();
+      await nb.remove();
     }
   });
 
