@@ -147,8 +147,35 @@ interface KernelProcess {
   stderrTail: string;
   /** Bytes of raw output sent to the log while no cell of this process ran (bounded: a `yes` left running). */
   rawLogged: number;
+  /** Process groups of child processes the worker started that are still alive (POSIX): killed with it. */
+  childGroups: Set<number>;
   markReady(): void;
   fail(err: Error): void;
+}
+
+/** SIGKILL to the worker's process group (POSIX; it leads one), so what its blocking calls started dies too. */
+function killGroup(child: ChildProcess): void {
+  if (process.platform !== 'win32' && child.pid !== undefined) {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+      return;
+    } catch {
+      // no such group: fall back to the process itself
+    }
+  }
+  child.kill('SIGKILL');
+}
+
+/** SIGKILL to each process group (children the worker started, each leading its own group); then forgets them. */
+function killGroups(groups: Set<number>): void {
+  for (const pid of groups) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  groups.clear();
 }
 
 const noopLogger: KernelLogger = { debug() {}, warn() {}, error() {} };
@@ -567,6 +594,9 @@ export class KernelHost {
       env: { ...process.env, ...this.options.env, ELECTRON_RUN_AS_NODE: '1' },
       serialization: 'advanced',
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      // Its own process group (POSIX): killing the group also ends what a cell's blocking call started
+      // (`execSync('sleep 60')`), not only the worker. Windows has no groups (and would open a console).
+      detached: process.platform !== 'win32',
     });
     let markReady!: () => void;
     let fail!: (err: Error) => void;
@@ -576,7 +606,7 @@ export class KernelHost {
     const exitedPromise = new Promise<void>((r) => { exited = r; });
     const proc: KernelProcess = {
       child, ready, isReady: false, exited: false, exitedPromise, killed: false,
-      calls: new Map(), pings: new Map(), introspections: new Map(), stderrTail: '', rawLogged: 0,
+      calls: new Map(), pings: new Map(), introspections: new Map(), stderrTail: '', rawLogged: 0, childGroups: new Set(),
       markReady: () => { proc.isReady = true; clearTimeout(startTimer); markReady(); },
       fail: (err) => { clearTimeout(startTimer); fail(err); },
     };
@@ -614,6 +644,8 @@ export class KernelHost {
     child.on('exit', (code, signal) => {
       proc.exited = true;
       exited();
+      // What the worker started dies with it: a worker that exited or was killed cannot stop its children.
+      killGroups(proc.childGroups);
       this.onExit(proc, code, signal);
     });
     // Decoded by the stream, not per chunk: a character split across two chunks stays one character.
@@ -629,6 +661,12 @@ export class KernelHost {
   }
 
   private onMessage(proc: KernelProcess, message: WorkerToHost): void {
+    if (message.type === 'childGroup') {
+      // Kept also for a killed process: its children's groups are killed once it has exited.
+      if (message.alive) proc.childGroups.add(message.pid);
+      else proc.childGroups.delete(message.pid);
+      return;
+    }
     if (proc !== this.proc) return; // a killed process's last words
     switch (message.type) {
       case 'ready':
@@ -714,7 +752,8 @@ export class KernelHost {
     if (this.proc === proc) this.proc = undefined;
     this.abortCalls(proc, 'the kernel process was stopped');
     proc.fail(gridError('ABORTED', 'the kernel process was stopped before it was ready'));
-    if (!proc.exited) proc.child.kill('SIGKILL');
+    if (!proc.exited) killGroup(proc.child);
+    killGroups(proc.childGroups);
     // A child process the cell left writing to our pipes (`yes` with stdio inherited) dies of EPIPE.
     proc.child.stdout?.destroy();
     proc.child.stderr?.destroy();

@@ -260,48 +260,116 @@ function schedulingCell(timerFunction: (...args: never[]) => unknown): number | 
   }
 }
 
+/**
+ * Children the worker started as leaders of their own process group (POSIX): signals go to the whole
+ * group, so a shell's command (`exec('sleep 30; echo done')`) dies with the shell.
+ */
+const groupLeaders = new WeakSet<ChildProcess>();
+
+/** Sends `signal` to the child's process group when it leads one, else to the child. */
+function signalChild(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (groupLeaders.has(child) && child.pid !== undefined) {
+    try {
+      process.kill(-child.pid, signal);
+      return;
+    } catch {
+      // the group is gone (ESRCH): nothing left to signal
+      return;
+    }
+  }
+  if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+}
+
 /** Kills what an interrupted cell started: SIGINT now, SIGKILL for what is still alive after the grace. */
 function stopChildren(execId: number): void {
   const children = childrenOf.get(execId);
   if (!children) return;
   childrenOf.delete(execId);
   for (const child of children) {
-    if (child.exitCode !== null || child.signalCode !== null) continue;
-    child.kill('SIGINT');
-    const timer = realTimers.setTimeout(() => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }, CHILD_KILL_GRACE_MS);
+    const exited = child.exitCode !== null || child.signalCode !== null;
+    if (exited && !groupLeaders.has(child)) continue;
+    signalChild(child, 'SIGINT');
+    // A group's members may outlive its leader (a grandchild that ignores SIGINT): the group gets SIGKILL too.
+    const timer = realTimers.setTimeout(() => signalChild(child, 'SIGKILL'), CHILD_KILL_GRACE_MS);
     timer.unref();
-    child.once('exit', () => realTimers.clearTimeout(timer));
+    if (!groupLeaders.has(child)) child.once('exit', () => realTimers.clearTimeout(timer));
+  }
+}
+
+/**
+ * On POSIX a child starts as the leader of its own process group (`detached: true`) unless the caller
+ * chose `detached`; Windows has no process groups, and `detached` there opens a console window.
+ * The options argument is the first object after the command (and its argument array).
+ */
+function wantsOwnGroup(args: unknown[]): boolean {
+  if (process.platform === 'win32') return false;
+  const options = args.slice(1).find((x): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x));
+  return options?.detached === undefined;
+}
+
+/** Set while a wrapped spawn/exec/execFile/fork call runs: the ChildProcess it makes leads its own group. */
+let ownGroupNext = false;
+
+/**
+ * exec and execFile do not pass `detached` on to spawn, so it is set where every child starts:
+ * ChildProcess.prototype.spawn, only for the calls the wrapper makes.
+ */
+function patchChildSpawn(childProcess: Record<string, unknown>): void {
+  const proto = (childProcess.ChildProcess as { prototype: { spawn(options: Record<string, unknown>): unknown } }).prototype;
+  const original = proto.spawn;
+  proto.spawn = function (this: unknown, options: Record<string, unknown>): unknown {
+    return original.call(this, ownGroupNext ? { ...options, detached: true } : options);
+  };
+}
+
+/** Runs a wrapped call with ownGroupNext set as asked; the flag never outlives the call. */
+function inOwnGroup<T>(ownGroup: boolean, call: () => T): T {
+  ownGroupNext = ownGroup;
+  try {
+    return call();
+  } finally {
+    ownGroupNext = false;
   }
 }
 
 /** Records the child processes a cell's code starts (spawn, exec, execFile, fork and their promisified forms). */
 function patchChildProcess(): void {
   const childProcess = notebookRequire('node:child_process') as Record<string, unknown>;
-  const track = (child: unknown): void => {
-    const execId = printingCell.getStore();
-    if (execId === undefined || !child || typeof (child as ChildProcess).kill !== 'function') return;
+  patchChildSpawn(childProcess);
+  const track = (child: unknown, ownGroup: boolean): void => {
+    if (!child || typeof (child as ChildProcess).kill !== 'function') return;
     const proc = child as ChildProcess;
+    if (ownGroup && proc.pid !== undefined) {
+      // The host kills the group if it kills this process (restart, dispose, a cell that would not stop).
+      const pid = proc.pid;
+      groupLeaders.add(proc);
+      send({ type: 'childGroup', pid, alive: true });
+      proc.once('exit', () => send({ type: 'childGroup', pid, alive: false }));
+    }
+    const execId = printingCell.getStore();
+    if (execId === undefined) return;
     if (wasInterrupted(execId)) {
       // Started by leftover code of a cell already interrupted: it has no business running.
-      proc.kill('SIGKILL');
+      signalChild(proc, 'SIGKILL');
       return;
     }
     let set = childrenOf.get(execId);
     if (!set) childrenOf.set(execId, set = new Set());
     const mine = set;
     mine.add(proc);
-    proc.once('exit', () => {
+    const forget = () => {
       mine.delete(proc);
       if (mine.size === 0 && childrenOf.get(execId) === mine) childrenOf.delete(execId);
-    });
+    };
+    proc.once('exit', forget);
+    proc.once('error', () => { if (proc.pid === undefined) forget(); }); // never started (ENOENT): no 'exit' follows
   };
   for (const name of ['spawn', 'exec', 'execFile', 'fork']) {
     const original = childProcess[name] as (...args: unknown[]) => unknown;
     const wrapped = function (this: unknown, ...args: unknown[]): unknown {
-      const child = original.apply(this, args);
-      track(child);
+      const ownGroup = wantsOwnGroup(args);
+      const child = inOwnGroup(ownGroup, () => original.apply(this, args));
+      track(child, ownGroup);
       return child;
     };
     const custom = (original as unknown as Record<symbol, unknown>)[promisify.custom];
@@ -309,8 +377,9 @@ function patchChildProcess(): void {
       // util.promisify(exec) calls the real exec; this one records the child it returns as `.child`.
       Object.defineProperty(wrapped, promisify.custom, {
         value(this: unknown, ...args: unknown[]) {
-          const promise = (custom as (...a: unknown[]) => Promise<unknown> & { child?: unknown }).apply(this, args);
-          track(promise.child);
+          const ownGroup = wantsOwnGroup(args);
+          const promise = inOwnGroup(ownGroup, () => (custom as (...a: unknown[]) => Promise<unknown> & { child?: unknown }).apply(this, args));
+          track(promise.child, ownGroup);
           return promise;
         },
       });

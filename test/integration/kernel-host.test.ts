@@ -3,6 +3,7 @@
 // and restart.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -576,6 +577,68 @@ describe('interrupt, restart and crashes', () => {
       assert.equal(stdoutOf(gone.outputs), '', 'no LEFTOVER in a later cell');
     } finally {
       await kernel.dispose();
+    }
+  });
+
+  // Linux: processes are read from /proc (a zombie counts as gone: only its exit status is left).
+  const procStat = (pid: number): string | undefined => { try { return readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return undefined; } };
+  const isAlive = (pid: number): boolean => { const stat = procStat(pid); return stat !== undefined && !/^\d+ \(.*\) Z /s.test(stat); };
+  /** Processes whose stat field `field` (4: parent) is `id`. */
+  const pidsBy = (field: 4, id: number): number[] => readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number)
+    .filter((pid) => { const stat = procStat(pid); return stat !== undefined && Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[field - 3]) === id; });
+  const childPids = (ppid: number): number[] => pidsBy(4, ppid);
+  async function until(condition: () => boolean, what: string, ms = 20_000): Promise<void> {
+    const deadline = performance.now() + ms;
+    while (!condition()) {
+      if (performance.now() > deadline) throw new Error(`${what}: still waiting after ${ms / 1000} s`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  test('what a shell a cell started runs dies with it on interrupt; a child left running dies with a restart', { skip: process.platform !== 'linux' }, async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    try {
+      let shellPid = 0;
+      let shellStarted!: () => void;
+      const isStarted = new Promise<void>((resolve) => { shellStarted = resolve; });
+      const running = run(kernel, [
+        'const cp = require("node:child_process");',
+        'const shell = cp.exec("sleep 30; echo done");',
+        'console.log(String(shell.pid));',
+        'await new Promise((r) => shell.on("exit", r));',
+      ].join('\n'), { language: 'javascript', onOutput: (o) => { if (o.kind === 'stream') { shellPid = Number(o.text); shellStarted(); } } });
+      await within(isStarted, 'the shell starting');
+      let sleepPid = 0;
+      await until(() => { sleepPid = childPids(shellPid)[0] ?? 0; return sleepPid > 0; }, 'the shell starting sleep 30');
+      await within(kernel.interrupt(), 'the interrupt');
+      assert.equal((await running).result.stateLost, false);
+      await until(() => !isAlive(sleepPid), `sleep 30 (pid ${sleepPid}, started by the interrupted cell's shell) ending`);
+
+      const left = Number(await value(kernel, 'const cp2 = require("node:child_process");\nconst left = cp2.spawn("sleep", ["30"]);\nleft.pid'));
+      assert.ok(isAlive(left), 'the child runs while its cell is done');
+      await kernel.restart();
+      await until(() => !isAlive(left), `sleep 30 (pid ${left}) left running by a cell, after the restart`);
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('a cell blocked in execSync is stopped by a restart, and the command it ran dies with it', { skip: process.platform !== 'linux' }, async () => {
+    const nb = await notebookDir();
+    const kernel = await startKernel({ cwd: nb.dir, interruptTimeoutMs: 1000 });
+    try {
+      await kernel.start();
+      const workerPid = kernel.pid!;
+      const running = run(kernel, 'require("node:child_process").execSync("sleep 43")', { language: 'javascript' });
+      let sleepPid = 0;
+      await until(() => { const below = childPids(workerPid);
+        sleepPid = [...below, ...below.flatMap(childPids)].find((pid) => procStat(pid)?.includes('(sleep)')) ?? 0; return sleepPid > 0; }, 'execSync starting sleep 43');
+      await within(kernel.interrupt(), 'the interrupt');
+      assert.equal((await running).result.stateLost, true);
+      await until(() => !isAlive(sleepPid), `sleep 43 (pid ${sleepPid}) of the killed kernel process ending`);
+    } finally {
+      await kernel.dispose();
+      await nb.remove();
     }
   });
 
