@@ -183,6 +183,11 @@ const RECENT_LIMIT = 256;
 const RAW_LOG_LIMIT = 64 * 1024;
 /** An interrupt with no cell running restarts the process if an interrupted cell printed within this long. */
 const LEFTOVER_OUTPUT_MS = 10_000;
+/**
+ * Late output of an interrupted cell counts toward that restart only this long after the interrupt:
+ * past the worker's SIGINT-to-SIGKILL grace for the cell's child processes (1 s), with a margin.
+ */
+const LATE_OUTPUT_GRACE_MS = 2000;
 
 export class KernelHost {
   private readonly options: Required<Pick<KernelOptions, 'workerPath' | 'execPath' | 'execArgv' | 'interruptTimeoutMs' | 'startTimeoutMs' | 'stopOnError' | 'maxStreamBytesPerCell'>> & KernelOptions;
@@ -193,8 +198,11 @@ export class KernelHost {
   private readonly queue: Execution[] = [];
   /** execId → executionCount of finished cells, for output that arrives after a cell ended. */
   private readonly recent = new Map<number, number>();
-  /** Cells that ended interrupted with their process kept: their leftover code may still run. */
-  private readonly interruptedIds = new Set<number>();
+  /**
+   * Cells that ended interrupted with their process kept (their leftover code may still run): when, and
+   * how many late outputs they gave after LATE_OUTPUT_GRACE_MS.
+   */
+  private readonly interruptedIds = new Map<number, { at: number; lateOutputs: number }>();
   /** The last late output of an interrupted cell: the target of an interrupt while no cell runs. */
   private leftover: { proc: KernelProcess; executionCount: number; at: number } | undefined;
   private running: Execution | undefined;
@@ -281,7 +289,7 @@ export class KernelHost {
    * Interrupts the running cell and cancels the queued ones. The cell's grid calls are aborted at
    * once; if it has not stopped after `interruptTimeoutMs`, the process is killed and restarted and
    * the cell ends saying that state was lost. Resolves when the running cell has ended. With no cell
-   * running, it restarts the process if an interrupted cell's leftover code printed in the last 10 s
+   * running, it restarts the process if an interrupted cell's leftover code keeps printing (LATE_OUTPUT_GRACE_MS; last within 10 s)
    * (what the worker cannot stop: I/O loops, listeners); otherwise it does nothing.
    */
   async interrupt(): Promise<void> {
@@ -441,8 +449,8 @@ export class KernelHost {
     }
     if (outcome.error) result.error = outcome.error;
     if (outcome.status === 'interrupted' && !result.stateLost) {
-      this.interruptedIds.add(ex.execId);
-      if (this.interruptedIds.size > RECENT_LIMIT) this.interruptedIds.delete(this.interruptedIds.values().next().value!);
+      this.interruptedIds.set(ex.execId, { at: performance.now(), lateOutputs: 0 });
+      if (this.interruptedIds.size > RECENT_LIMIT) this.interruptedIds.delete(this.interruptedIds.keys().next().value!);
     }
     if (this.running === ex) this.running = undefined;
     ex.resolve(result);
@@ -461,7 +469,13 @@ export class KernelHost {
     if (ex && ex.execId === execId && !ex.done) return this.deliver(ex, output);
     const executionCount = this.recent.get(execId);
     if (executionCount === undefined) return;
-    if (this.interruptedIds.has(execId) && this.proc) this.leftover = { proc: this.proc, executionCount, at: performance.now() };
+    // Armed by repeated output well after the interrupt: a one-off line (a child's exit callback, its
+    // output as the interrupt's SIGINT/SIGKILL ends it) must not make a second Stop wipe the state.
+    const interrupted = this.interruptedIds.get(execId);
+    const now = performance.now();
+    if (interrupted && this.proc && now - interrupted.at > LATE_OUTPUT_GRACE_MS && ++interrupted.lateOutputs >= 2) {
+      this.leftover = { proc: this.proc, executionCount, at: now };
+    }
     this.lateOutputEmitter.fire({ executionCount, output });
   }
 
