@@ -191,12 +191,16 @@ function patchTimers(): void {
   };
   const cellSetTimeout = once(realTimers.setTimeout as never);
   const cellSetImmediate = once(realTimers.setImmediate as never);
+  // Named as the functions they stand for (a cell may print setTimeout.name).
+  Object.defineProperty(cellSetTimeout, 'name', { value: 'setTimeout' });
+  Object.defineProperty(cellSetImmediate, 'name', { value: 'setImmediate' });
   const cellSetInterval = function cellSetInterval(callback: Callback, ...rest: unknown[]): unknown {
     const execId = schedulingCell(cellSetInterval);
     if (execId === undefined || typeof callback !== 'function') return (realTimers.setInterval as never as (c: Callback, ...r: unknown[]) => unknown)(callback, ...rest);
     const handle = (realTimers.setInterval as never as (c: Callback, ...r: unknown[]) => NodeJS.Timeout)(gated(callback, execId, () => realTimers.clearInterval(handle)), ...rest);
     return handle;
   };
+  Object.defineProperty(cellSetInterval, 'name', { value: 'setInterval' });
   /** A promise of an interrupted cell's timer never settles: the await after it never resumes. */
   const gatedPromise = <T>(promise: Promise<T>, execId: number | undefined): Promise<T> => {
     if (execId === undefined) return promise;
