@@ -147,8 +147,35 @@ interface KernelProcess {
   stderrTail: string;
   /** Bytes of raw output sent to the log while no cell of this process ran (bounded: a `yes` left running). */
   rawLogged: number;
+  /** Process groups of child processes the worker started that are still alive (POSIX): killed with it. */
+  childGroups: Set<number>;
   markReady(): void;
   fail(err: Error): void;
+}
+
+/** SIGKILL to the worker's process group (POSIX; it leads one), so what its blocking calls started dies too. */
+function killGroup(child: ChildProcess): void {
+  if (process.platform !== 'win32' && child.pid !== undefined) {
+    try {
+      process.kill(-child.pid, 'SIGKILL');
+      return;
+    } catch {
+      // no such group: fall back to the process itself
+    }
+  }
+  child.kill('SIGKILL');
+}
+
+/** SIGKILL to each process group (children the worker started, each leading its own group); then forgets them. */
+function killGroups(groups: Set<number>): void {
+  for (const pid of groups) {
+    try {
+      process.kill(-pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  groups.clear();
 }
 
 const noopLogger: KernelLogger = { debug() {}, warn() {}, error() {} };
@@ -156,6 +183,11 @@ const RECENT_LIMIT = 256;
 const RAW_LOG_LIMIT = 64 * 1024;
 /** An interrupt with no cell running restarts the process if an interrupted cell printed within this long. */
 const LEFTOVER_OUTPUT_MS = 10_000;
+/**
+ * Late output of an interrupted cell counts toward that restart only this long after the interrupt:
+ * past the worker's SIGINT-to-SIGKILL grace for the cell's child processes (1 s), with a margin.
+ */
+const LATE_OUTPUT_GRACE_MS = 2000;
 
 export class KernelHost {
   private readonly options: Required<Pick<KernelOptions, 'workerPath' | 'execPath' | 'execArgv' | 'interruptTimeoutMs' | 'startTimeoutMs' | 'stopOnError' | 'maxStreamBytesPerCell'>> & KernelOptions;
@@ -166,8 +198,11 @@ export class KernelHost {
   private readonly queue: Execution[] = [];
   /** execId → executionCount of finished cells, for output that arrives after a cell ended. */
   private readonly recent = new Map<number, number>();
-  /** Cells that ended interrupted with their process kept: their leftover code may still run. */
-  private readonly interruptedIds = new Set<number>();
+  /**
+   * Cells that ended interrupted with their process kept (their leftover code may still run): when, and
+   * how many late outputs they gave after LATE_OUTPUT_GRACE_MS.
+   */
+  private readonly interruptedIds = new Map<number, { at: number; lateOutputs: number }>();
   /** The last late output of an interrupted cell: the target of an interrupt while no cell runs. */
   private leftover: { proc: KernelProcess; executionCount: number; at: number } | undefined;
   private running: Execution | undefined;
@@ -254,7 +289,7 @@ export class KernelHost {
    * Interrupts the running cell and cancels the queued ones. The cell's grid calls are aborted at
    * once; if it has not stopped after `interruptTimeoutMs`, the process is killed and restarted and
    * the cell ends saying that state was lost. Resolves when the running cell has ended. With no cell
-   * running, it restarts the process if an interrupted cell's leftover code printed in the last 10 s
+   * running, it restarts the process if an interrupted cell's leftover code keeps printing (LATE_OUTPUT_GRACE_MS; last within 10 s)
    * (what the worker cannot stop: I/O loops, listeners); otherwise it does nothing.
    */
   async interrupt(): Promise<void> {
@@ -414,8 +449,8 @@ export class KernelHost {
     }
     if (outcome.error) result.error = outcome.error;
     if (outcome.status === 'interrupted' && !result.stateLost) {
-      this.interruptedIds.add(ex.execId);
-      if (this.interruptedIds.size > RECENT_LIMIT) this.interruptedIds.delete(this.interruptedIds.values().next().value!);
+      this.interruptedIds.set(ex.execId, { at: performance.now(), lateOutputs: 0 });
+      if (this.interruptedIds.size > RECENT_LIMIT) this.interruptedIds.delete(this.interruptedIds.keys().next().value!);
     }
     if (this.running === ex) this.running = undefined;
     ex.resolve(result);
@@ -434,7 +469,13 @@ export class KernelHost {
     if (ex && ex.execId === execId && !ex.done) return this.deliver(ex, output);
     const executionCount = this.recent.get(execId);
     if (executionCount === undefined) return;
-    if (this.interruptedIds.has(execId) && this.proc) this.leftover = { proc: this.proc, executionCount, at: performance.now() };
+    // Armed by repeated output well after the interrupt: a one-off line (a child's exit callback, its
+    // output as the interrupt's SIGINT/SIGKILL ends it) must not make a second Stop wipe the state.
+    const interrupted = this.interruptedIds.get(execId);
+    const now = performance.now();
+    if (interrupted && this.proc && now - interrupted.at > LATE_OUTPUT_GRACE_MS && ++interrupted.lateOutputs >= 2) {
+      this.leftover = { proc: this.proc, executionCount, at: now };
+    }
     this.lateOutputEmitter.fire({ executionCount, output });
   }
 
@@ -567,6 +608,9 @@ export class KernelHost {
       env: { ...process.env, ...this.options.env, ELECTRON_RUN_AS_NODE: '1' },
       serialization: 'advanced',
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      // Its own process group (POSIX): killing the group also ends what a cell's blocking call started
+      // (`execSync('sleep 60')`), not only the worker. Windows has no groups (and would open a console).
+      detached: process.platform !== 'win32',
     });
     let markReady!: () => void;
     let fail!: (err: Error) => void;
@@ -576,7 +620,7 @@ export class KernelHost {
     const exitedPromise = new Promise<void>((r) => { exited = r; });
     const proc: KernelProcess = {
       child, ready, isReady: false, exited: false, exitedPromise, killed: false,
-      calls: new Map(), pings: new Map(), introspections: new Map(), stderrTail: '', rawLogged: 0,
+      calls: new Map(), pings: new Map(), introspections: new Map(), stderrTail: '', rawLogged: 0, childGroups: new Set(),
       markReady: () => { proc.isReady = true; clearTimeout(startTimer); markReady(); },
       fail: (err) => { clearTimeout(startTimer); fail(err); },
     };
@@ -614,6 +658,8 @@ export class KernelHost {
     child.on('exit', (code, signal) => {
       proc.exited = true;
       exited();
+      // What the worker started dies with it: a worker that exited or was killed cannot stop its children.
+      killGroups(proc.childGroups);
       this.onExit(proc, code, signal);
     });
     // Decoded by the stream, not per chunk: a character split across two chunks stays one character.
@@ -629,6 +675,12 @@ export class KernelHost {
   }
 
   private onMessage(proc: KernelProcess, message: WorkerToHost): void {
+    if (message.type === 'childGroup') {
+      // Kept also for a killed process: its children's groups are killed once it has exited.
+      if (message.alive) proc.childGroups.add(message.pid);
+      else proc.childGroups.delete(message.pid);
+      return;
+    }
     if (proc !== this.proc) return; // a killed process's last words
     switch (message.type) {
       case 'ready':
@@ -714,7 +766,8 @@ export class KernelHost {
     if (this.proc === proc) this.proc = undefined;
     this.abortCalls(proc, 'the kernel process was stopped');
     proc.fail(gridError('ABORTED', 'the kernel process was stopped before it was ready'));
-    if (!proc.exited) proc.child.kill('SIGKILL');
+    if (!proc.exited) killGroup(proc.child);
+    killGroups(proc.childGroups);
     // A child process the cell left writing to our pipes (`yes` with stdio inherited) dies of EPIPE.
     proc.child.stdout?.destroy();
     proc.child.stderr?.destroy();

@@ -143,9 +143,19 @@ export interface IntrospectReply {
   data?: MimeBundle;
 }
 
-export type WorkerToHost = ReadyEvent | OutputEvent | ExecuteReply | HostCallRequest | PongReply | IntrospectReply;
+/**
+ * Sent by the worker (POSIX): a child process it started leads its own process group (`alive`), or has
+ * exited. The host kills the groups still alive when it kills the worker: a SIGKILLed worker cannot.
+ */
+export interface ChildGroupEvent {
+  type: 'childGroup';
+  pid: number;
+  alive: boolean;
+}
 
-const workerMessageTypes = new Set<string>(['ready', 'output', 'executeReply', 'hostCall', 'pong', 'introspectReply']);
+export type WorkerToHost = ReadyEvent | OutputEvent | ExecuteReply | HostCallRequest | PongReply | IntrospectReply | ChildGroupEvent;
+
+const workerMessageTypes = new Set<string>(['ready', 'output', 'executeReply', 'hostCall', 'pong', 'introspectReply', 'childGroup']);
 const hostMessageTypes = new Set<string>(['execute', 'interrupt', 'hostCallReply', 'ping', 'introspect']);
 
 /**
@@ -161,6 +171,7 @@ export function isWorkerMessage(value: unknown): value is WorkerToHost {
     case 'executeReply': return isCount(m.execId) && (m.ok === true || (m.ok === false && isCellError(m.error)));
     case 'hostCall': return isCount(m.callId) && isCount(m.execId) && typeof m.method === 'string' && Array.isArray(m.args);
     case 'pong': return isCount(m.id);
+    case 'childGroup': return isCount(m.pid) && m.pid > 1 && typeof m.alive === 'boolean';
     case 'introspectReply':
       return isCount(m.id) && Array.isArray(m.matches) && m.matches.every((x) => typeof x === 'string')
         && isCount(m.start) && isCount(m.end) && (m.data === undefined || isWireMimeBundle(m.data));

@@ -7,7 +7,7 @@ import type { ChildProcess } from 'node:child_process';
 import * as vm from 'node:vm';
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { promisify } from 'node:util';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { resolve as resolveModule } from 'import-meta-resolve';
 import { GridError, gridError, isErrorCode } from '../core/errors';
@@ -39,6 +39,8 @@ interface PendingCall {
 const config: WorkerConfig = { maxStreamBytesPerCell: 8 * 1024 * 1024, ...(JSON.parse(process.argv[2] ?? '{}') as Partial<WorkerConfig>) };
 
 const registry = new CellRegistry();
+/** Cells run as `<cwd>/__grid_cell_<execId>__.ts|js` (execute()): how a stack frame is known to be a cell's own code. */
+const CELL_FILE_PREFIX = '__grid_cell_';
 const pendingCalls = new Map<number, PendingCall>();
 let nextCallId = 1;
 let current: RunningCell | undefined;
@@ -182,19 +184,23 @@ function patchTimers(): void {
     }
     callback.apply(this, args);
   };
-  const once = (schedule: (callback: Callback, ...rest: unknown[]) => unknown) => function (callback: Callback, ...rest: unknown[]): unknown {
-    const execId = printingCell.getStore();
+  const once = (schedule: (callback: Callback, ...rest: unknown[]) => unknown) => function scheduled(callback: Callback, ...rest: unknown[]): unknown {
+    const execId = schedulingCell(scheduled);
     if (execId === undefined || typeof callback !== 'function') return schedule(callback, ...rest);
     return schedule(gated(callback, execId), ...rest);
   };
   const cellSetTimeout = once(realTimers.setTimeout as never);
   const cellSetImmediate = once(realTimers.setImmediate as never);
-  const cellSetInterval = function (callback: Callback, ...rest: unknown[]): unknown {
-    const execId = printingCell.getStore();
+  // Named as the functions they stand for (a cell may print setTimeout.name).
+  Object.defineProperty(cellSetTimeout, 'name', { value: 'setTimeout' });
+  Object.defineProperty(cellSetImmediate, 'name', { value: 'setImmediate' });
+  const cellSetInterval = function cellSetInterval(callback: Callback, ...rest: unknown[]): unknown {
+    const execId = schedulingCell(cellSetInterval);
     if (execId === undefined || typeof callback !== 'function') return (realTimers.setInterval as never as (c: Callback, ...r: unknown[]) => unknown)(callback, ...rest);
     const handle = (realTimers.setInterval as never as (c: Callback, ...r: unknown[]) => NodeJS.Timeout)(gated(callback, execId, () => realTimers.clearInterval(handle)), ...rest);
     return handle;
   };
+  Object.defineProperty(cellSetInterval, 'name', { value: 'setInterval' });
   /** A promise of an interrupted cell's timer never settles: the await after it never resumes. */
   const gatedPromise = <T>(promise: Promise<T>, execId: number | undefined): Promise<T> => {
     if (execId === undefined) return promise;
@@ -208,12 +214,13 @@ function patchTimers(): void {
   const promiseSetTimeout = promises.setTimeout;
   const promiseSetImmediate = promises.setImmediate;
   const promiseSetInterval = promises.setInterval;
+  const promiseWait = promises.scheduler.wait.bind(promises.scheduler);
   const cellPromises = {
-    setTimeout: (...args: Parameters<typeof promiseSetTimeout>) => gatedPromise(promiseSetTimeout(...args), printingCell.getStore()),
-    setImmediate: (...args: Parameters<typeof promiseSetImmediate>) => gatedPromise(promiseSetImmediate(...args), printingCell.getStore()),
-    setInterval: (...args: Parameters<typeof promiseSetInterval>) => {
+    setTimeout: function setTimeout(...args: Parameters<typeof promiseSetTimeout>) { return gatedPromise(promiseSetTimeout(...args), schedulingCell(setTimeout)); },
+    setImmediate: function setImmediate(...args: Parameters<typeof promiseSetImmediate>) { return gatedPromise(promiseSetImmediate(...args), schedulingCell(setImmediate)); },
+    setInterval: function setInterval(...args: Parameters<typeof promiseSetInterval>) {
       const iterator = promiseSetInterval(...args);
-      const execId = printingCell.getStore();
+      const execId = schedulingCell(setInterval);
       if (execId === undefined) return iterator;
       const next = iterator.next.bind(iterator);
       iterator.next = () => {
@@ -229,6 +236,52 @@ function patchTimers(): void {
   Object.assign(timers, patched);
   Object.assign(globalThis, patched);
   Object.assign(promises, cellPromises);
+  promises.scheduler.wait = function wait(...args: Parameters<typeof promiseWait>) { return gatedPromise(promiseWait(...args), schedulingCell(wait)); };
+}
+
+/**
+ * The cell a timer belongs to: the running cell's, but only when the cell's own code scheduled it (the
+ * caller of the timer function is a cell frame). A library's timer is never tied to a cell, even when
+ * a cell's call created it: undici (fetch) keeps one process-wide timer that it refreshes, and tying it
+ * to a cell later interrupted would stop it for every cell. So a loop in the cell's code stops at its
+ * next timer; waits inside libraries are not stopped.
+ */
+function schedulingCell(timerFunction: (...args: never[]) => unknown): number | undefined {
+  const execId = printingCell.getStore();
+  if (execId === undefined) return undefined;
+  const { stackTraceLimit, prepareStackTrace } = Error;
+  const holder: { stack?: unknown } = {};
+  try {
+    Error.stackTraceLimit = 1;
+    // Only the caller's file name, not a formatted stack (installStackMapping's would map cell frames).
+    Error.prepareStackTrace = (_error, sites) => sites[0]?.getFileName() ?? '';
+    Error.captureStackTrace(holder, timerFunction);
+    const fileName = holder.stack;
+    return typeof fileName === 'string' && basename(fileName).startsWith(CELL_FILE_PREFIX) ? execId : undefined;
+  } finally {
+    Error.stackTraceLimit = stackTraceLimit;
+    Error.prepareStackTrace = prepareStackTrace;
+  }
+}
+
+/**
+ * Children the worker started as leaders of their own process group (POSIX): signals go to the whole
+ * group, so a shell's command (`exec('sleep 30; echo done')`) dies with the shell.
+ */
+const groupLeaders = new WeakSet<ChildProcess>();
+
+/** Sends `signal` to the child's process group when it leads one, else to the child. */
+function signalChild(child: ChildProcess, signal: NodeJS.Signals): void {
+  if (groupLeaders.has(child) && child.pid !== undefined) {
+    try {
+      process.kill(-child.pid, signal);
+      return;
+    } catch {
+      // the group is gone (ESRCH): nothing left to signal
+      return;
+    }
+  }
+  if (child.exitCode === null && child.signalCode === null) child.kill(signal);
 }
 
 /** Kills what an interrupted cell started: SIGINT now, SIGKILL for what is still alive after the grace. */
@@ -237,42 +290,90 @@ function stopChildren(execId: number): void {
   if (!children) return;
   childrenOf.delete(execId);
   for (const child of children) {
-    if (child.exitCode !== null || child.signalCode !== null) continue;
-    child.kill('SIGINT');
-    const timer = realTimers.setTimeout(() => {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    }, CHILD_KILL_GRACE_MS);
+    const exited = child.exitCode !== null || child.signalCode !== null;
+    if (exited && !groupLeaders.has(child)) continue;
+    signalChild(child, 'SIGINT');
+    // A group's members may outlive its leader (a grandchild that ignores SIGINT): the group gets SIGKILL too.
+    const timer = realTimers.setTimeout(() => signalChild(child, 'SIGKILL'), CHILD_KILL_GRACE_MS);
     timer.unref();
-    child.once('exit', () => realTimers.clearTimeout(timer));
+    if (!groupLeaders.has(child)) child.once('exit', () => realTimers.clearTimeout(timer));
+  }
+}
+
+/**
+ * On POSIX a child starts as the leader of its own process group (`detached: true`) unless the caller
+ * chose `detached`; Windows has no process groups, and `detached` there opens a console window.
+ * The options argument is the first object after the command (and its argument array).
+ */
+function wantsOwnGroup(args: unknown[]): boolean {
+  if (process.platform === 'win32') return false;
+  const options = args.slice(1).find((x): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x));
+  return options?.detached === undefined;
+}
+
+/** Set while a wrapped spawn/exec/execFile/fork call runs: the ChildProcess it makes leads its own group. */
+let ownGroupNext = false;
+
+/**
+ * exec and execFile do not pass `detached` on to spawn, so it is set where every child starts:
+ * ChildProcess.prototype.spawn, only for the calls the wrapper makes.
+ */
+function patchChildSpawn(childProcess: Record<string, unknown>): void {
+  const proto = (childProcess.ChildProcess as { prototype: { spawn(options: Record<string, unknown>): unknown } }).prototype;
+  const original = proto.spawn;
+  proto.spawn = function (this: unknown, options: Record<string, unknown>): unknown {
+    return original.call(this, ownGroupNext ? { ...options, detached: true } : options);
+  };
+}
+
+/** Runs a wrapped call with ownGroupNext set as asked; the flag never outlives the call. */
+function inOwnGroup<T>(ownGroup: boolean, call: () => T): T {
+  ownGroupNext = ownGroup;
+  try {
+    return call();
+  } finally {
+    ownGroupNext = false;
   }
 }
 
 /** Records the child processes a cell's code starts (spawn, exec, execFile, fork and their promisified forms). */
 function patchChildProcess(): void {
   const childProcess = notebookRequire('node:child_process') as Record<string, unknown>;
-  const track = (child: unknown): void => {
-    const execId = printingCell.getStore();
-    if (execId === undefined || !child || typeof (child as ChildProcess).kill !== 'function') return;
+  patchChildSpawn(childProcess);
+  const track = (child: unknown, ownGroup: boolean): void => {
+    if (!child || typeof (child as ChildProcess).kill !== 'function') return;
     const proc = child as ChildProcess;
+    if (ownGroup && proc.pid !== undefined) {
+      // The host kills the group if it kills this process (restart, dispose, a cell that would not stop).
+      const pid = proc.pid;
+      groupLeaders.add(proc);
+      send({ type: 'childGroup', pid, alive: true });
+      proc.once('exit', () => send({ type: 'childGroup', pid, alive: false }));
+    }
+    const execId = printingCell.getStore();
+    if (execId === undefined) return;
     if (wasInterrupted(execId)) {
       // Started by leftover code of a cell already interrupted: it has no business running.
-      proc.kill('SIGKILL');
+      signalChild(proc, 'SIGKILL');
       return;
     }
     let set = childrenOf.get(execId);
     if (!set) childrenOf.set(execId, set = new Set());
     const mine = set;
     mine.add(proc);
-    proc.once('exit', () => {
+    const forget = () => {
       mine.delete(proc);
       if (mine.size === 0 && childrenOf.get(execId) === mine) childrenOf.delete(execId);
-    });
+    };
+    proc.once('exit', forget);
+    proc.once('error', () => { if (proc.pid === undefined) forget(); }); // never started (ENOENT): no 'exit' follows
   };
   for (const name of ['spawn', 'exec', 'execFile', 'fork']) {
     const original = childProcess[name] as (...args: unknown[]) => unknown;
     const wrapped = function (this: unknown, ...args: unknown[]): unknown {
-      const child = original.apply(this, args);
-      track(child);
+      const ownGroup = wantsOwnGroup(args);
+      const child = inOwnGroup(ownGroup, () => original.apply(this, args));
+      track(child, ownGroup);
       return child;
     };
     const custom = (original as unknown as Record<symbol, unknown>)[promisify.custom];
@@ -280,8 +381,9 @@ function patchChildProcess(): void {
       // util.promisify(exec) calls the real exec; this one records the child it returns as `.child`.
       Object.defineProperty(wrapped, promisify.custom, {
         value(this: unknown, ...args: unknown[]) {
-          const promise = (custom as (...a: unknown[]) => Promise<unknown> & { child?: unknown }).apply(this, args);
-          track(promise.child);
+          const ownGroup = wantsOwnGroup(args);
+          const promise = inOwnGroup(ownGroup, () => (custom as (...a: unknown[]) => Promise<unknown> & { child?: unknown }).apply(this, args));
+          track(promise.child, ownGroup);
           return promise;
         },
       });
@@ -388,7 +490,7 @@ function importFromNotebook(specifier: unknown, options?: unknown): Promise<unkn
 
 async function execute(request: ExecuteRequest): Promise<void> {
   const { execId } = request;
-  const fileName = join(process.cwd(), `__grid_cell_${execId}__.${request.language === 'typescript' ? 'ts' : 'js'}`);
+  const fileName = join(process.cwd(), `${CELL_FILE_PREFIX}${execId}__.${request.language === 'typescript' ? 'ts' : 'js'}`);
   const cell: RunningCell = { execId, fileName, abort: new AbortController(), interrupted: false };
   current = cell;
   cells.set(execId, cell);

@@ -3,6 +3,7 @@
 // and restart.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -451,7 +452,7 @@ describe('interrupt, restart and crashes', () => {
     }
   });
 
-  test('an interrupted cell\'s timers never fire: a sleep loop, setInterval and timers/promises stop, later cells\' timers run', async () => {
+  test('an interrupted cell\'s timers never fire: a sleep loop, setInterval, timers/promises and scheduler.wait stop, later cells\' timers run', async () => {
     const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
     const late: LateOutput[] = [];
     kernel.onDidEmitLateOutput((e) => late.push(e));
@@ -459,10 +460,11 @@ describe('interrupt, restart and crashes', () => {
       let ticking!: () => void;
       const isTicking = new Promise<void>((resolve) => { ticking = resolve; });
       const running = run(kernel, [
-        'import { setTimeout as sleep } from "node:timers/promises";',
+        'import { setTimeout as sleep, scheduler } from "node:timers/promises";',
         'globalThis.ticks = 0;',
         'setInterval(() => { ticks++; }, 5);',
         '(async () => { for (;;) { await sleep(5); ticks++; } })();',
+        '(async () => { for (;;) { await scheduler.wait(5); ticks++; } })();',
         'setImmediate(function again() { ticks++; setImmediate(again); });',
         'for (let i = 0; ; i++) { console.log("tick " + i); await new Promise((r) => setTimeout(r, 10)); }',
       ].join('\n'), { onOutput: (o) => { if (o.kind === 'stream') ticking(); } });
@@ -481,6 +483,43 @@ describe('interrupt, restart and crashes', () => {
     }
   });
 
+  test('only the cell\'s own timers stop with it: fetch and a library\'s module-level timer first used by an interrupted cell keep working', async () => {
+    const nb = await notebookDir();
+    // A library that lazily makes one module-wide timer, as undici (fetch) does.
+    await writeFile(join(nb.dir, 'ticker.cjs'), 'let ticks = 0, timer;\nexports.start = () => { timer ??= setInterval(() => { ticks++; }, 10); };\nexports.ticks = () => ticks;\n');
+    const server = createServer((_req, res) => res.end('ok'));
+    server.keepAliveTimeout = 0; // the server never closes an idle socket: only the client's keep-alive timer does
+    const closed: Array<() => void> = [];
+    server.on('connection', (socket) => socket.on('close', () => closed.shift()?.()));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/`;
+    const kernel = await startKernel({ cwd: nb.dir, interruptTimeoutMs: 10_000 });
+    try {
+      const firstClosed = new Promise<void>((resolve) => closed.push(resolve));
+      let looping!: () => void;
+      const isLooping = new Promise<void>((resolve) => { looping = resolve; });
+      const running = run(kernel, [
+        `console.log(await fetch(${JSON.stringify(url)}).then((r) => r.text()));`,
+        'const ticker = require("./ticker.cjs");',
+        'ticker.start();',
+        'for (;;) await new Promise((r) => setTimeout(r, 20));',
+      ].join('\n'), { onOutput: (o) => { if (o.kind === 'stream') looping(); } });
+      await within(isLooping, 'the cell fetching and looping');
+      await within(kernel.interrupt(), 'the interrupt');
+      assert.equal((await running).result.status, 'interrupted');
+      await within(firstClosed, 'the first cell\'s idle keep-alive socket closing', 30_000);
+      const secondClosed = new Promise<void>((resolve) => closed.push(resolve));
+      assert.equal(await value(kernel, `await fetch(${JSON.stringify(url)}).then((r) => r.text())`), 'ok');
+      // undici's keep-alive timer closes the idle socket only if the timer still fires after the interrupt.
+      await within(secondClosed, 'a later cell\'s idle keep-alive socket closing', 30_000);
+      assert.equal(await value(kernel, 'const t0 = ticker.ticks();\nawait new Promise((r) => setTimeout(r, 300));\nticker.ticks() > t0'), 'true');
+    } finally {
+      await kernel.dispose();
+      server.close();
+      await nb.remove();
+    }
+  });
+
   test('an interrupt while no cell runs, with an interrupted cell still printing, restarts the kernel and says so', async () => {
     const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
     try {
@@ -489,11 +528,18 @@ describe('interrupt, restart and crashes', () => {
       let printing!: () => void;
       const isPrinting = new Promise<void>((resolve) => { printing = resolve; });
       const late: LateOutput[] = [];
-      kernel.onDidEmitLateOutput((e) => { late.push(e); if (e.output.kind === 'stream' && e.output.text.startsWith('io')) printing(); });
+      // Output counts toward the restart from 2 s after the interrupt, once there is more than one.
+      let ended = Infinity;
+      let leftoverLines = 0;
+      kernel.onDidEmitLateOutput((e) => {
+        late.push(e);
+        if (e.output.kind === 'stream' && e.output.text.startsWith('io') && performance.now() - ended > 2500 && ++leftoverLines >= 2) printing();
+      });
       // I/O callbacks are not timers: an interrupt does not stop this loop.
       const stop = new AbortController();
       const { result } = await run(kernel, 'const fs = require("node:fs");\n(async () => { for (let i = 0; ; i++) { await fs.promises.stat("."); if (i % 500 === 0) console.log("io " + i); } })();\nawait new Promise(() => {});',
         { language: 'javascript', signal: stop.signal, onOutput: (o) => { if (o.kind === 'stream') stop.abort(); } });
+      ended = performance.now();
       assert.equal(result.status, 'interrupted');
       await within(isPrinting, 'the leftover loop printing after the interrupt');
       const lost = new Promise<string>((resolve) => { kernel.onDidLoseState((e) => resolve(e.reason)); });
@@ -511,6 +557,35 @@ describe('interrupt, restart and crashes', () => {
       await kernel.interrupt();
       assert.equal(await value(kernel, 'again'), '2');
       assert.equal(kernel.pid, pidAfter);
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('a second Stop after an interrupted cell printed once (its child\'s exit callback) keeps the state', async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    try {
+      await value(kernel, 'const model = "trained for an hour";');
+      const pid = kernel.pid;
+      let lost = '';
+      kernel.onDidLoseState((e) => { lost = e.reason; });
+      let toolEnded!: () => void;
+      const isToolEnded = new Promise<void>((resolve) => { toolEnded = resolve; });
+      kernel.onDidEmitLateOutput((e) => { if (e.output.kind === 'stream' && e.output.text.includes('tool ended')) toolEnded(); });
+      let started!: () => void;
+      const isStarted = new Promise<void>((resolve) => { started = resolve; });
+      const running = run(kernel, [
+        'console.log("running the tool");',
+        'await new Promise((resolve) => require("node:child_process").execFile("sleep", ["30"], (err) => { console.log("tool ended:", err?.signal ?? "ok"); resolve(); }));',
+      ].join('\n'), { language: 'javascript', onOutput: (o) => { if (o.kind === 'stream') started(); } });
+      await within(isStarted, 'the tool starting');
+      await within(kernel.interrupt(), 'the interrupt');
+      assert.equal((await running).result.status, 'interrupted');
+      await within(isToolEnded, 'the tool\'s exit callback printing');
+      await kernel.interrupt(); // the second click on Stop, nothing running
+      assert.equal(await value(kernel, 'model'), 'trained for an hour');
+      assert.equal(lost, '');
+      assert.equal(kernel.pid, pid);
     } finally {
       await kernel.dispose();
     }
@@ -538,6 +613,68 @@ describe('interrupt, restart and crashes', () => {
       assert.equal(stdoutOf(gone.outputs), '', 'no LEFTOVER in a later cell');
     } finally {
       await kernel.dispose();
+    }
+  });
+
+  // Linux: processes are read from /proc (a zombie counts as gone: only its exit status is left).
+  const procStat = (pid: number): string | undefined => { try { return readFileSync(`/proc/${pid}/stat`, 'utf8'); } catch { return undefined; } };
+  const isAlive = (pid: number): boolean => { const stat = procStat(pid); return stat !== undefined && !/^\d+ \(.*\) Z /s.test(stat); };
+  /** Processes whose stat field `field` (4: parent) is `id`. */
+  const pidsBy = (field: 4, id: number): number[] => readdirSync('/proc').filter((d) => /^\d+$/.test(d)).map(Number)
+    .filter((pid) => { const stat = procStat(pid); return stat !== undefined && Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[field - 3]) === id; });
+  const childPids = (ppid: number): number[] => pidsBy(4, ppid);
+  async function until(condition: () => boolean, what: string, ms = 20_000): Promise<void> {
+    const deadline = performance.now() + ms;
+    while (!condition()) {
+      if (performance.now() > deadline) throw new Error(`${what}: still waiting after ${ms / 1000} s`);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
+  test('what a shell a cell started runs dies with it on interrupt; a child left running dies with a restart', { skip: process.platform !== 'linux' }, async () => {
+    const kernel = await startKernel({ interruptTimeoutMs: 10_000 });
+    try {
+      let shellPid = 0;
+      let shellStarted!: () => void;
+      const isStarted = new Promise<void>((resolve) => { shellStarted = resolve; });
+      const running = run(kernel, [
+        'const cp = require("node:child_process");',
+        'const shell = cp.exec("sleep 30; echo done");',
+        'console.log(String(shell.pid));',
+        'await new Promise((r) => shell.on("exit", r));',
+      ].join('\n'), { language: 'javascript', onOutput: (o) => { if (o.kind === 'stream') { shellPid = Number(o.text); shellStarted(); } } });
+      await within(isStarted, 'the shell starting');
+      let sleepPid = 0;
+      await until(() => { sleepPid = childPids(shellPid)[0] ?? 0; return sleepPid > 0; }, 'the shell starting sleep 30');
+      await within(kernel.interrupt(), 'the interrupt');
+      assert.equal((await running).result.stateLost, false);
+      await until(() => !isAlive(sleepPid), `sleep 30 (pid ${sleepPid}, started by the interrupted cell's shell) ending`);
+
+      const left = Number(await value(kernel, 'const cp2 = require("node:child_process");\nconst left = cp2.spawn("sleep", ["30"]);\nleft.pid'));
+      assert.ok(isAlive(left), 'the child runs while its cell is done');
+      await kernel.restart();
+      await until(() => !isAlive(left), `sleep 30 (pid ${left}) left running by a cell, after the restart`);
+    } finally {
+      await kernel.dispose();
+    }
+  });
+
+  test('a cell blocked in execSync is stopped by a restart, and the command it ran dies with it', { skip: process.platform !== 'linux' }, async () => {
+    const nb = await notebookDir();
+    const kernel = await startKernel({ cwd: nb.dir, interruptTimeoutMs: 1000 });
+    try {
+      await kernel.start();
+      const workerPid = kernel.pid!;
+      const running = run(kernel, 'require("node:child_process").execSync("sleep 43")', { language: 'javascript' });
+      let sleepPid = 0;
+      await until(() => { const below = childPids(workerPid);
+        sleepPid = [...below, ...below.flatMap(childPids)].find((pid) => procStat(pid)?.includes('(sleep)')) ?? 0; return sleepPid > 0; }, 'execSync starting sleep 43');
+      await within(kernel.interrupt(), 'the interrupt');
+      assert.equal((await running).result.stateLost, true);
+      await until(() => !isAlive(sleepPid), `sleep 43 (pid ${sleepPid}) of the killed kernel process ending`);
+    } finally {
+      await kernel.dispose();
+      await nb.remove();
     }
   });
 
