@@ -9,6 +9,7 @@ import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { promisify } from 'node:util';
 import { basename, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { resolve as resolveModule } from 'import-meta-resolve';
 import { GridError, gridError, isErrorCode } from '../core/errors';
 import type { GridBridgeMethod } from './bridge';
@@ -270,6 +271,40 @@ function schedulingCell(timerFunction: (...args: never[]) => unknown): number | 
  */
 const groupLeaders = new WeakSet<ChildProcess>();
 
+/**
+ * The host can die without a word (SIGKILL, a crashed extension host) while a cell blocks this thread
+ * (`for(;;){}`, execSync): 'disconnect' is then never handled, and in a process group of its own nothing
+ * else stops this process or the groups its cells started. This thread notices the parent is gone (the
+ * parent pid changes: the process was re-parented) and kills those groups and this process. POSIX only
+ * (Windows has no groups; the host's kill reaches only this process there anyway).
+ */
+let watchdog: Worker | undefined;
+const WATCHDOG = `
+const { parentPort, workerData } = require('node:worker_threads');
+const groups = new Set();
+parentPort.on('message', ([pid, alive]) => { if (alive) groups.add(pid); else groups.delete(pid); });
+setInterval(() => {
+  if (process.ppid === workerData.ppid) return;
+  for (const g of groups) { try { process.kill(-g, 'SIGKILL'); } catch {} }
+  try { process.kill(-process.pid, 'SIGKILL'); } catch {}
+  process.kill(process.pid, 'SIGKILL');
+}, 500);
+`;
+
+function startOrphanWatchdog(): void {
+  if (process.platform === 'win32' || watchdog !== undefined) return;
+  watchdog = new Worker(WATCHDOG, { eval: true, workerData: { ppid: process.ppid } });
+  watchdog.unref();
+}
+
+/** On the host's goodbye (its IPC channel closed): the groups this process's cells started go with it. */
+function killChildGroups(): void {
+  for (const g of groupsAlive) {
+    try { process.kill(-g, 'SIGKILL'); } catch { /* gone already */ }
+  }
+}
+const groupsAlive = new Set<number>();
+
 /** Sends `signal` to the child's process group when it leads one, else to the child. */
 function signalChild(child: ChildProcess, signal: NodeJS.Signals): void {
   if (groupLeaders.has(child) && child.pid !== undefined) {
@@ -348,7 +383,13 @@ function patchChildProcess(): void {
       const pid = proc.pid;
       groupLeaders.add(proc);
       send({ type: 'childGroup', pid, alive: true });
-      proc.once('exit', () => send({ type: 'childGroup', pid, alive: false }));
+      watchdog?.postMessage([pid, true]);
+      groupsAlive.add(pid);
+      proc.once('exit', () => {
+        groupsAlive.delete(pid);
+        send({ type: 'childGroup', pid, alive: false });
+        watchdog?.postMessage([pid, false]);
+      });
     }
     const execId = printingCell.getStore();
     if (execId === undefined) return;
@@ -593,7 +634,11 @@ function main(): void {
   Object.assign(globalThis, { grid, display, require: notebookRequire });
   process.on('uncaughtException', reportStray);
   process.on('unhandledRejection', reportStray);
-  process.on('disconnect', () => process.exit(0));
+  startOrphanWatchdog();
+  process.on('disconnect', () => {
+    killChildGroups();
+    process.exit(0);
+  });
   process.on('message', (message: unknown) => {
     if (!isHostMessage(message)) return;
     switch (message.type) {

@@ -3,6 +3,7 @@
 // and restart.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:http';
@@ -14,7 +15,7 @@ import { encodeTensorProto } from '../../src/compute/onnx/tensor-proto';
 import { writeNpy } from '../../src/core/npy';
 import { tensorFromValues } from '../../src/core/protocol/tensor';
 import type { CellOutput, KernelHost, LateOutput } from '../../src/kernel';
-import { notebookDir, plainOf, run, startKernel, stderrOf, stdoutOf, value, within } from './kernel-harness';
+import { notebookDir, plainOf, run, startKernel, stderrOf, stdoutOf, value, within, workerBundle } from './kernel-harness';
 
 describe('one notebook session', () => {
   let kernel: KernelHost;
@@ -674,6 +675,36 @@ describe('interrupt, restart and crashes', () => {
       await until(() => !isAlive(sleepPid), `sleep 43 (pid ${sleepPid}) of the killed kernel process ending`);
     } finally {
       await kernel.dispose();
+      await nb.remove();
+    }
+  });
+
+  test('a host killed without a word (SIGKILL) while a cell spins takes the kernel process and what its cells started with it', { skip: process.platform !== 'linux' }, async () => {
+    const nb = await notebookDir();
+    // The host in a process of its own (as VS Code's extension host or a Jupyter kernel is), killed outright.
+    const script = join(nb.dir, 'host.mts');
+    await writeFile(script, [
+      `import { KernelHost } from ${JSON.stringify(join(__dirname, '../../src/kernel/index.ts'))};`,
+      `const k = new KernelHost({ workerPath: ${JSON.stringify(await workerBundle())}, cwd: ${JSON.stringify(nb.dir)} });`,
+      'await k.start();',
+      'void k.execute("const c = require(\'node:child_process\').spawn(\'sleep\', [\'60\']);\\nconsole.log(process.pid + \' \' + c.pid);\\nawait new Promise((r) => setTimeout(r, 100));\\nfor (;;) {}", { language: "javascript", onOutput: (o) => { if (o.kind === "stream") process.stdout.write(o.text); } });',
+      'setInterval(() => {}, 60_000);',
+    ].join('\n'));
+    const host = spawn(process.execPath, ['--import', 'tsx', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      const [workerPid, childPid] = await within(new Promise<number[]>((resolve) => {
+        let out = '';
+        host.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; const m = /(\d+) (\d+)\n/.exec(out); if (m) resolve([Number(m[1]), Number(m[2])]); });
+      }), 'the cell printing its pids');
+      // Spinning (its CPU time climbs by 0.3 s): the kernel process's event loop never handles the host's goodbye.
+      const cpuTicks = () => { const f = (procStat(workerPid) ?? '').split(') ')[1]?.split(' ') ?? []; return Number(f[11]) + Number(f[12]); };
+      const before = cpuTicks();
+      await until(() => cpuTicks() >= before + 30, 'the cell spinning');
+      host.kill('SIGKILL');
+      await until(() => !isAlive(workerPid), `the kernel process (pid ${workerPid}) ending after its host was killed`);
+      await until(() => !isAlive(childPid), `sleep 60 (pid ${childPid}) that its cell started ending`);
+    } finally {
+      host.kill('SIGKILL');
       await nb.remove();
     }
   });
