@@ -87,9 +87,7 @@ export class GridNotebookController implements vscode.Disposable {
           this.selected.add(notebook);
           void this.stampMetadata(notebook);
         } else {
-          // Another kernel took the notebook: this one's process would only hold memory and variables.
           this.selected.delete(notebook);
-          void this.disposeKernel(notebook);
         }
       }),
       vscode.workspace.onDidOpenNotebookDocument((nb) => this.setAffinity(nb)),
